@@ -1,0 +1,78 @@
+//! An injectable monotonic clock.
+//!
+//! Everything with windows, rates or expiry (the detector, containment, the cache) reads time
+//! through [`Clock`] so that tests can move time forward deterministically with [`ManualClock`]
+//! instead of sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A monotonic time source. `now()` is the time elapsed since the clock's own epoch.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Monotonic time since this clock's epoch.
+    fn now(&self) -> Duration;
+}
+
+/// Shared handle to a clock.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The real monotonic clock (`Instant`), with its epoch at construction.
+#[derive(Debug)]
+pub struct SystemClock {
+    /// The instant that `now()` measures from.
+    epoch: Instant,
+}
+
+impl SystemClock {
+    /// A clock whose epoch is now.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { epoch: Instant::now() }
+    }
+
+    /// A shared system clock.
+    #[must_use]
+    pub fn shared() -> SharedClock {
+        Arc::new(Self::new())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
+/// A clock that only moves when told to: for deterministic tests.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    /// Nanoseconds since the epoch.
+    nanos: AtomicU64,
+}
+
+impl ManualClock {
+    /// A manual clock at time zero.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Move the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}

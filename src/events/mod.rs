@@ -1,0 +1,169 @@
+//! Security and query events: what the security team reads.
+//!
+//! Every block, refusal, alert and containment becomes one [`Event`], serialised as one JSON
+//! object per line. Events carry who (client, group), what (name, type), why (reason, score
+//! breakdown) and which policy version decided. The query path hands events to an
+//! [`sink::EventSender`], which never blocks: the queue is bounded, and a full queue drops the
+//! event and counts it in `dnsward_events_dropped_total`.
+
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One record of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-25T19:40:01.123456Z`.
+    pub ts: String,
+    /// The policy version that was active when this was decided (0 before any is loaded).
+    pub policy_version: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+impl Event {
+    /// An event stamped with the current wall-clock time.
+    #[must_use]
+    pub fn now(policy_version: u64, body: EventBody) -> Self {
+        Self {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            policy_version,
+            body,
+        }
+    }
+
+    /// The `kind` tag as it appears in JSON.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::Query(_) => "query",
+            EventBody::Alert(_) => "alert",
+            EventBody::ContainmentStarted(_) => "containment_started",
+            EventBody::ContainmentEnded(_) => "containment_ended",
+            EventBody::Policy(_) => "policy",
+        }
+    }
+}
+
+/// The kinds of event, tagged by `kind` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A query and the verdict given to it.
+    Query(QueryEvent),
+    /// The tunnel detector scored a client/domain above the alert threshold.
+    Alert(AlertEvent),
+    /// A containment (throttle, sinkhole, quarantine) started.
+    ContainmentStarted(ContainmentEvent),
+    /// A containment ended (expiry or operator release).
+    ContainmentEnded(ContainmentEvent),
+    /// A policy was loaded, reloaded, rolled back, or a reload was rejected.
+    Policy(PolicyEvent),
+}
+
+/// A query and what dnsward did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryEvent {
+    /// Source address of the query (the socket's, never a client claim).
+    pub client: IpAddr,
+    /// The client group, or `null` for an unknown client.
+    pub group: Option<String>,
+    /// Query name, lower-case, without the trailing dot (`.` for the root).
+    pub qname: String,
+    /// Query type mnemonic, e.g. `A`, `TXT`, `TYPE65399`.
+    pub qtype: String,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// Stable verdict string: `allow`, `block`, `refuse`, `sinkhole`, `throttle`, `quarantine`, `servfail`, `formerr`.
+    pub verdict: String,
+    /// Why: the rule that matched, `not allowlisted`, `unknown client`, …
+    pub reason: String,
+    /// Response code sent, e.g. `NOERROR`, `NXDOMAIN`.
+    pub rcode: String,
+    /// Number of records in the answer section sent.
+    pub answers: u16,
+    /// Time from receipt to answer, in microseconds.
+    pub latency_us: u64,
+    /// Whether the answer came from the cache.
+    pub cache_hit: bool,
+    /// The upstream that answered, if any (`zone:NAME` for local zones).
+    pub upstream: Option<String>,
+}
+
+/// Counts over the detector's window for one (client, registrable domain).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Queries in the window.
+    pub queries: u64,
+    /// Estimated distinct subdomains in the window.
+    pub unique_subdomains: u64,
+    /// Estimated query-name payload bytes (the part left of the registrable domain) in the window.
+    pub payload_bytes: u64,
+    /// NXDOMAIN answers in the window.
+    pub nxdomain: u64,
+}
+
+/// A tunneling/exfiltration alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// The client that sent the queries.
+    pub client: IpAddr,
+    /// Its group.
+    pub group: String,
+    /// The registrable domain (eTLD+1) the queries went to.
+    pub domain: String,
+    /// Combined score 0–100.
+    pub score: u8,
+    /// How much each feature contributed, in score points.
+    pub breakdown: BTreeMap<String, f64>,
+    /// Counts over the window.
+    pub window: WindowCounts,
+    /// A few sample query names, truncated.
+    pub samples: Vec<String>,
+    /// Estimated bytes carried out in query names so far.
+    pub bytes_estimate: u64,
+    /// The action taken: `alert`, `throttle`, `sinkhole`, `quarantine` (or `none` in monitor-only mode).
+    pub action: String,
+    /// Whether the group is in monitor-only mode (alert, never act).
+    pub monitor_only: bool,
+    /// The exception that lowered the score, if any.
+    pub exception: Option<String>,
+}
+
+/// A containment starting or ending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainmentEvent {
+    /// The contained client.
+    pub client: IpAddr,
+    /// Its group.
+    pub group: String,
+    /// The domain for domain-scoped containment, `null` for whole-client quarantine.
+    pub domain: Option<String>,
+    /// `throttle`, `sinkhole` or `quarantine`.
+    pub action: String,
+    /// Score that triggered it (0 for operator actions).
+    pub score: u8,
+    /// RFC 3339 time it expires, if it has an expiry.
+    pub until: Option<String>,
+    /// Why: `score above quarantine threshold`, `expired`, `released by alice: false positive`, …
+    pub reason: String,
+}
+
+/// A policy lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEvent {
+    /// `loaded`, `reloaded`, `rolled_back`, `reload_rejected`.
+    pub action: String,
+    /// Content hash of the policy (hex), when one was built.
+    pub hash: Option<String>,
+    /// Who asked, when known.
+    pub actor: Option<String>,
+    /// Free text: the reason given, or the validation errors of a rejected reload.
+    pub message: Option<String>,
+}

@@ -1,0 +1,109 @@
+//! Domain-name helpers shared by the policy, the detector and the events.
+//!
+//! Names travel through the pipeline as lower-case dotted text without the trailing dot
+//! (`www.example.com`; the root is `.`), produced once per query by the wire parser.
+
+/// The registrable domain (eTLD+1) of a lower-case dotted name, from the Public Suffix List.
+///
+/// Names that are themselves a public suffix (`com`, `co.uk`) or have no registrable part are
+/// returned whole, so every name maps to some key. Names under private-use TLDs that the list
+/// does not know (`corp.internal`) fall under the list's default `*` rule: the TLD is the suffix.
+#[must_use]
+pub fn registrable_domain(name: &str) -> &str {
+    psl::domain_str(name).unwrap_or(name)
+}
+
+/// The part of `name` left of its registrable domain (`a.b` for `a.b.example.com`), without the
+/// joining dot; empty when the name is the registrable domain itself.
+#[must_use]
+pub fn subdomain_part<'a>(name: &'a str, registrable: &str) -> &'a str {
+    if name.len() > registrable.len() && name.ends_with(registrable) {
+        let cut = name.len() - registrable.len();
+        name[..cut].strip_suffix('.').unwrap_or("")
+    } else {
+        ""
+    }
+}
+
+/// Iterates `name` and each parent: `a.b.c`, `b.c`, `c`.
+pub fn self_and_parents(name: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(name);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current.find('.').map(|i| &current[i + 1..]).filter(|s| !s.is_empty());
+        Some(current)
+    })
+}
+
+/// Normalise a configured name: trim, lower-case, drop one trailing dot.
+#[must_use]
+pub fn normalise(name: &str) -> String {
+    let trimmed = name.trim();
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    trimmed.to_ascii_lowercase()
+}
+
+/// Checks that a configured name is a plausible DNS name: labels of 1–63 bytes, at most 253
+/// bytes in all, made of letters, digits, `-` and `_`.
+///
+/// # Errors
+/// Returns a human-readable reason when the name is not valid.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("name is {} bytes long, the limit is 253", name.len()));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("empty label in {name:?}"));
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 bytes"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("character {c:?} is not allowed in a name ({name:?})"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrable_domains_follow_the_public_suffix_list() {
+        assert_eq!(registrable_domain("a.b.example.com"), "example.com");
+        assert_eq!(registrable_domain("x.example.co.uk"), "example.co.uk");
+        assert_eq!(registrable_domain("com"), "com");
+        assert_eq!(registrable_domain("host.corp.internal"), "corp.internal");
+    }
+
+    #[test]
+    fn subdomain_part_strips_the_registrable_domain() {
+        assert_eq!(subdomain_part("a.b.example.com", "example.com"), "a.b");
+        assert_eq!(subdomain_part("example.com", "example.com"), "");
+        assert_eq!(subdomain_part("badexample.com", "example.com"), "");
+    }
+
+    #[test]
+    fn parents_are_walked_up_to_the_tld() {
+        let v: Vec<_> = self_and_parents("a.b.c").collect();
+        assert_eq!(v, ["a.b.c", "b.c", "c"]);
+        assert_eq!(self_and_parents(".").collect::<Vec<_>>(), ["."]);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("api.openai.com").is_ok());
+        assert!(validate_name("_dmarc.example.com").is_ok());
+        assert!(validate_name("a..b").is_err());
+        assert!(validate_name("bad name.com").is_err());
+        assert!(validate_name(&"a".repeat(64)).is_err());
+    }
+}
