@@ -1,1 +1,46 @@
-//! placeholder
+//! Metric names, in one place, and the Prometheus recorder.
+//!
+//! Names follow Prometheus conventions: counters end in `_total`, durations are `_seconds`
+//! histograms. Label values are bounded sets (group names from config, verdict strings, a fixed
+//! set of query-type mnemonics) so the series count stays bounded.
+
+/// Queries answered, by `group`, `verdict` and `qtype`.
+pub const QUERIES_TOTAL: &str = "dnsward_queries_total";
+/// Time from receipt to answer, by `protocol`.
+pub const QUERY_DURATION_SECONDS: &str = "dnsward_query_duration_seconds";
+/// Malformed packets, by `action` (`formerr` or `dropped`).
+pub const MALFORMED_TOTAL: &str = "dnsward_malformed_packets_total";
+/// Cache lookups that found a live answer.
+pub const CACHE_HITS_TOTAL: &str = "dnsward_cache_hits_total";
+/// Cache lookups that found nothing live.
+pub const CACHE_MISSES_TOTAL: &str = "dnsward_cache_misses_total";
+/// Entries now in the cache (gauge).
+pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
+/// Requests sent to an upstream, by `upstream` and `transport`.
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
+/// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `malformed`, `mismatch`).
+pub const UPSTREAM_ERRORS_TOTAL: &str = "dnsward_upstream_errors_total";
+/// Upstream round-trip time, by `upstream`.
+pub const UPSTREAM_DURATION_SECONDS: &str = "dnsward_upstream_duration_seconds";
+/// Events written by the sink, by `kind`.
+pub const EVENTS_WRITTEN_TOTAL: &str = "dnsward_events_written_total";
+/// Events dropped because the sink queue was full or the sink failed, by `cause`.
+pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
+/// TCP connections refused because the connection cap was reached.
+pub const TCP_REJECTED_TOTAL: &str = "dnsward_tcp_connections_rejected_total";
+/// Open TCP connections (gauge).
+pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
+/// Tunnel alerts raised, by `group` and `action`.
+pub const ALERTS_TOTAL: &str = "dnsward_alerts_total";
+/// Containments started, by `group` and `action`.
+pub const CONTAINMENTS_TOTAL: &str = "dnsward_containments_total";
+/// Active containments, by `action` (gauge).
+pub const CONTAINMENTS_ACTIVE: &str = "dnsward_containments_active";
+/// Keys tracked by the detector, by `table` (gauge).
+pub const DETECTOR_TRACKED_KEYS: &str = "dnsward_detector_tracked_keys";
+/// Keys evicted from the detector's bounded tables, by `table`.
+pub const DETECTOR_EVICTIONS_TOTAL: &str = "dnsward_detector_evictions_total";
+/// The active policy version (gauge).
+pub const POLICY_VERSION: &str = "dnsward_policy_version";
+/// Policy reloads, by `result` (`ok`, `rejected`).
+pub const POLICY_RELOADS_TOTAL: &str = "dnsward_policy_reloads_total";
