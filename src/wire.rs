@@ -1,1 +1,696 @@
-//! placeholder
+//! The DNS wire fast path: parsing queries and finishing answers without the generic codec.
+//!
+//! Every query is parsed here exactly once, into a [`Query`] that borrows the packet. The
+//! parser is strict about what a query may be (one question, no compression in the question,
+//! at most one OPT record) and never panics: every read is bounds-checked and every failure is a
+//! [`WireError`] that says whether the packet deserves a FORMERR/NOTIMP answer or silence.
+//!
+//! Answers are built as byte buffers whose question section is the client's own (so 0x20 case
+//! randomisation survives), with the ID and flags patched in and the OPT record appended for
+//! EDNS clients. Cached answers are stored pre-encoded and only have their ID, question case and
+//! TTLs patched on the way out (see [`crate::cache`]).
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Size of the DNS header.
+pub const HEADER_LEN: usize = 12;
+/// The UDP payload size we advertise and honour at most (DNS flag day 2020 recommendation).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+/// The classic UDP limit for clients without EDNS.
+pub const CLASSIC_UDP_SIZE: usize = 512;
+
+/// Record type numbers used on the fast path.
+pub mod rtype {
+    /// IPv4 address.
+    pub const A: u16 = 1;
+    /// Name server.
+    pub const NS: u16 = 2;
+    /// Canonical name.
+    pub const CNAME: u16 = 5;
+    /// Start of authority.
+    pub const SOA: u16 = 6;
+    /// Null record (a tunnel favourite).
+    pub const NULL: u16 = 10;
+    /// Mail exchange.
+    pub const MX: u16 = 15;
+    /// Text.
+    pub const TXT: u16 = 16;
+    /// Key (dns2tcp's alternative carrier).
+    pub const KEY: u16 = 25;
+    /// IPv6 address.
+    pub const AAAA: u16 = 28;
+    /// EDNS(0) pseudo-record.
+    pub const OPT: u16 = 41;
+    /// Any.
+    pub const ANY: u16 = 255;
+}
+
+/// Response codes used on the fast path.
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u8 = 0;
+    /// Format error.
+    pub const FORMERR: u8 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u8 = 2;
+    /// Name does not exist.
+    pub const NXDOMAIN: u8 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u8 = 4;
+    /// Refused.
+    pub const REFUSED: u8 = 5;
+    /// Bad EDNS version (extended rcode 16).
+    pub const BADVERS: u16 = 16;
+
+    /// The mnemonic used in events and metrics.
+    #[must_use]
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            0 => "NOERROR",
+            1 => "FORMERR",
+            2 => "SERVFAIL",
+            3 => "NXDOMAIN",
+            4 => "NOTIMP",
+            5 => "REFUSED",
+            16 => "BADVERS",
+            _ => "OTHER",
+        }
+    }
+}
+
+/// Why a packet could not be taken as a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Shorter than a header: nothing to answer to.
+    #[error("packet shorter than a DNS header")]
+    TooShort,
+    /// A response (QR=1): never answered, so dnsward cannot be used to reflect traffic.
+    #[error("packet is a response, not a query")]
+    NotAQuery,
+    /// Well-formed header but the rest is malformed: answer FORMERR.
+    #[error("malformed query: {0}")]
+    FormErr(&'static str),
+    /// An opcode other than QUERY: answer NOTIMP.
+    #[error("opcode {0} is not implemented")]
+    NotImplemented(u8),
+}
+
+impl WireError {
+    /// Stable label for metrics and events.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::TooShort => "too_short",
+            Self::NotAQuery => "not_a_query",
+            Self::FormErr(_) => "formerr",
+            Self::NotImplemented(_) => "notimp",
+        }
+    }
+}
+
+/// EDNS(0) information from the query's OPT record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size.
+    pub udp_size: u16,
+    /// EDNS version.
+    pub version: u8,
+    /// The DNSSEC OK bit.
+    pub dnssec_ok: bool,
+}
+
+/// A parsed query, borrowing the packet it came from.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    /// The whole packet.
+    pub packet: &'a [u8],
+    /// Message ID.
+    pub id: u16,
+    /// Recursion desired.
+    pub rd: bool,
+    /// Checking disabled.
+    pub cd: bool,
+    /// The question section as sent (name, type, class), for echoing back.
+    pub question: &'a [u8],
+    /// The query name, lower-case presentation form without the trailing dot (`.` for the root).
+    /// Bytes outside letters, digits, `-` and `_` are escaped as `\DDD`, so a label that
+    /// contains a dot can never pass for two labels.
+    pub name: String,
+    /// Number of labels in the name.
+    pub label_count: u8,
+    /// Length of the name in wire form.
+    pub wire_name_len: u8,
+    /// Query type.
+    pub qtype: u16,
+    /// Query class.
+    pub qclass: u16,
+    /// EDNS information, if the query had an OPT record.
+    pub edns: Option<Edns>,
+}
+
+impl Query<'_> {
+    /// The largest UDP answer this client can take.
+    #[must_use]
+    pub fn max_udp_payload(&self) -> usize {
+        match self.edns {
+            Some(e) => usize::from(e.udp_size.clamp(512, EDNS_UDP_SIZE)),
+            None => CLASSIC_UDP_SIZE,
+        }
+    }
+
+    /// Whether the DNSSEC OK bit was set.
+    #[must_use]
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+}
+
+/// A bounds-checked reader over a packet.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        let b = self.buf.get(self.pos..self.pos + 2)?;
+        self.pos += 2;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.buf.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        let end = self.pos.checked_add(n)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(())
+    }
+
+    /// Skip a possibly compressed name (in records after the question).
+    fn skip_name(&mut self) -> Option<()> {
+        loop {
+            let len = self.u8()?;
+            match len & 0xC0 {
+                0x00 if len == 0 => return Some(()),
+                0x00 => self.skip(usize::from(len))?,
+                0xC0 => {
+                    self.u8()?;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Append a label's bytes to a presentation-form name, lower-cased and escaped.
+fn push_label(out: &mut String, label: &[u8]) {
+    for &b in label {
+        let c = b.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            out.push(char::from(c));
+        } else {
+            // Infallible: writing to a String.
+            let _ = write!(out, "\\{c:03}");
+        }
+    }
+}
+
+/// Parse a query packet.
+///
+/// # Errors
+/// See [`WireError`]: `TooShort` and `NotAQuery` deserve silence, the others an error answer.
+pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
+    if packet.len() < HEADER_LEN {
+        return Err(WireError::TooShort);
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    if flags & 0x8000 != 0 {
+        return Err(WireError::NotAQuery);
+    }
+    let opcode = ((flags >> 11) & 0x0F) as u8;
+    if opcode != 0 {
+        return Err(WireError::NotImplemented(opcode));
+    }
+    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
+    let ancount = u16::from_be_bytes([packet[6], packet[7]]);
+    let nscount = u16::from_be_bytes([packet[8], packet[9]]);
+    let arcount = u16::from_be_bytes([packet[10], packet[11]]);
+    if qdcount != 1 {
+        return Err(WireError::FormErr("a query must have exactly one question"));
+    }
+
+    let mut r = Reader { buf: packet, pos: HEADER_LEN };
+    let mut name = String::with_capacity(64);
+    let mut label_count: u8 = 0;
+    loop {
+        let len = r.u8().ok_or(WireError::FormErr("question name runs past the packet"))?;
+        if len == 0 {
+            break;
+        }
+        if len & 0xC0 != 0 {
+            return Err(WireError::FormErr("compressed or extended label in the question"));
+        }
+        let start = r.pos;
+        r.skip(usize::from(len))
+            .ok_or(WireError::FormErr("question label runs past the packet"))?;
+        if r.pos - HEADER_LEN > 255 {
+            return Err(WireError::FormErr("question name longer than 255 bytes"));
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        push_label(&mut name, &packet[start..r.pos]);
+        label_count = label_count.saturating_add(1);
+    }
+    let wire_name_len = r.pos - HEADER_LEN;
+    if wire_name_len > 255 {
+        return Err(WireError::FormErr("question name longer than 255 bytes"));
+    }
+    if name.is_empty() {
+        name.push('.');
+    }
+    let qtype = r.u16().ok_or(WireError::FormErr("question has no type"))?;
+    let qclass = r.u16().ok_or(WireError::FormErr("question has no class"))?;
+    let question = &packet[HEADER_LEN..r.pos];
+
+    // Skip answer and authority records (a query should have none, but tolerate them), then
+    // look for the OPT record among the additionals.
+    for _ in 0..(u32::from(ancount) + u32::from(nscount)) {
+        skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?;
+    }
+    let mut edns = None;
+    for _ in 0..arcount {
+        r.skip_name().ok_or(WireError::FormErr("additional record name malformed"))?;
+        let rtype = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
+        let class = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
+        let ttl = r.u32().ok_or(WireError::FormErr("additional record truncated"))?;
+        let rdlen = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
+        r.skip(usize::from(rdlen))
+            .ok_or(WireError::FormErr("additional record data runs past the packet"))?;
+        if rtype == rtype::OPT {
+            if edns.is_some() {
+                return Err(WireError::FormErr("more than one OPT record"));
+            }
+            edns = Some(Edns {
+                udp_size: class,
+                version: ((ttl >> 16) & 0xFF) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+            });
+        }
+    }
+
+    Ok(Query {
+        packet,
+        id,
+        rd: flags & 0x0100 != 0,
+        cd: flags & 0x0010 != 0,
+        question,
+        name,
+        label_count,
+        wire_name_len: u8::try_from(wire_name_len).unwrap_or(u8::MAX),
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+fn skip_record(r: &mut Reader<'_>) -> Option<()> {
+    r.skip_name()?;
+    r.skip(8)?;
+    let rdlen = r.u16()?;
+    r.skip(usize::from(rdlen))
+}
+
+/// The offsets of every TTL field in an encoded message (OPT excluded), with the record type.
+///
+/// Returns `None` when the message is malformed.
+#[must_use]
+pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<(u16, u16)>> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+    let qd = count(4);
+    let rr = u32::from(count(6)) + u32::from(count(8)) + u32::from(count(10));
+    let mut r = Reader { buf: msg, pos: HEADER_LEN };
+    for _ in 0..qd {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    let mut out = Vec::with_capacity(rr as usize);
+    for _ in 0..rr {
+        r.skip_name()?;
+        let rtype = r.u16()?;
+        r.skip(2)?;
+        let at = u16::try_from(r.pos).ok()?;
+        r.skip(4)?;
+        let rdlen = r.u16()?;
+        r.skip(usize::from(rdlen))?;
+        if rtype != rtype::OPT {
+            out.push((at, rtype));
+        }
+    }
+    Some(out)
+}
+
+/// Header flag bits.
+mod flag {
+    pub const QR: u16 = 0x8000;
+    pub const AA: u16 = 0x0400;
+    pub const TC: u16 = 0x0200;
+    pub const RD: u16 = 0x0100;
+    pub const RA: u16 = 0x0080;
+    pub const CD: u16 = 0x0010;
+}
+
+/// Start an answer to `q`: header (counts zero but QDCOUNT=1) and the client's question.
+#[must_use]
+pub fn start_response(q: &Query<'_>, rcode: u8, authoritative: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + q.question.len() + 64);
+    let mut flags = flag::QR | flag::RA | u16::from(rcode & 0x0F);
+    if q.rd {
+        flags |= flag::RD;
+    }
+    if q.cd {
+        flags |= flag::CD;
+    }
+    if authoritative {
+        flags |= flag::AA;
+    }
+    out.extend_from_slice(&q.id.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(q.question);
+    out
+}
+
+/// Header-only answer for packets whose question could not be parsed (FORMERR, NOTIMP).
+///
+/// Returns `None` when the packet is too short or is a response: those get no answer.
+#[must_use]
+pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
+    if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = packet[..HEADER_LEN].to_vec();
+    // Keep opcode and RD; set QR; clear AA, TC, RA, Z, AD, CD; set rcode.
+    out[2] = (packet[2] & 0x79) | 0x80;
+    out[3] = rcode & 0x0F;
+    out[4..12].fill(0);
+    Some(out)
+}
+
+/// Append an answer record whose owner is the question name (compression pointer to offset 12).
+pub fn push_answer_for_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
+    out.extend_from_slice(&[0xC0, 0x0C]);
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let len = u16::try_from(rdata.len()).unwrap_or(0);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&rdata[..usize::from(len)]);
+    bump_count(out, 6);
+}
+
+/// An A record for the question name.
+pub fn push_a(out: &mut Vec<u8>, ttl: u32, addr: Ipv4Addr) {
+    push_answer_for_qname(out, rtype::A, ttl, &addr.octets());
+}
+
+/// An AAAA record for the question name.
+pub fn push_aaaa(out: &mut Vec<u8>, ttl: u32, addr: Ipv6Addr) {
+    push_answer_for_qname(out, rtype::AAAA, ttl, &addr.octets());
+}
+
+fn bump_count(out: &mut [u8], at: usize) {
+    let n = u16::from_be_bytes([out[at], out[at + 1]]).saturating_add(1);
+    out[at..at + 2].copy_from_slice(&n.to_be_bytes());
+}
+
+/// Finish an answer for `q` in place: patch the ID, RD/CD and question case, append our OPT
+/// record if the client used EDNS, and truncate (TC, no records) if it does not fit `max_len`.
+///
+/// `msg` must start with a header and the same question as `q` (any case).
+pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
+    if msg.len() < HEADER_LEN + q.question.len() {
+        return;
+    }
+    msg[0..2].copy_from_slice(&q.id.to_be_bytes());
+    let mut flags = u16::from_be_bytes([msg[2], msg[3]]) | flag::QR;
+    flags = (flags & !(flag::RD | flag::CD))
+        | if q.rd { flag::RD } else { 0 }
+        | if q.cd { flag::CD } else { 0 };
+    msg[2..4].copy_from_slice(&flags.to_be_bytes());
+    msg[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
+    let opt_len = if q.edns.is_some() { 11 } else { 0 };
+    if msg.len() + opt_len > max_len {
+        msg.truncate(HEADER_LEN + q.question.len());
+        let flags = u16::from_be_bytes([msg[2], msg[3]]) | flag::TC;
+        msg[2..4].copy_from_slice(&flags.to_be_bytes());
+        msg[6..12].fill(0);
+    }
+    if let Some(edns) = q.edns {
+        push_opt(msg, edns.dnssec_ok, 0);
+    }
+}
+
+/// Append our OPT record (payload size [`EDNS_UDP_SIZE`]) with the given extended rcode bits.
+pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
+    msg.push(0);
+    msg.extend_from_slice(&rtype::OPT.to_be_bytes());
+    msg.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+    msg.push(ext_rcode);
+    msg.push(0); // version 0
+    msg.extend_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+    msg.extend_from_slice(&0u16.to_be_bytes());
+    bump_count(msg, 10);
+}
+
+/// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
+#[must_use]
+pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
+    out.extend_from_slice(&id.to_be_bytes());
+    let flags = flag::RD | if cd { flag::CD } else { 0 };
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(question);
+    push_opt(&mut out, dnssec_ok, 0);
+    out
+}
+
+/// The question section of a message (name, type, class), if well-formed.
+#[must_use]
+pub fn question_of(msg: &[u8]) -> Option<&[u8]> {
+    if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
+        return None;
+    }
+    let mut r = Reader { buf: msg, pos: HEADER_LEN };
+    r.skip_name()?;
+    r.skip(4)?;
+    msg.get(HEADER_LEN..r.pos)
+}
+
+/// Case-insensitive comparison of two question sections.
+#[must_use]
+pub fn same_question(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.eq_ignore_ascii_case(b)
+}
+
+/// The rcode (4 bits) of a message header.
+#[must_use]
+pub fn rcode_of(msg: &[u8]) -> u8 {
+    msg.get(3).map_or(0, |b| b & 0x0F)
+}
+
+/// Whether the TC bit is set.
+#[must_use]
+pub fn is_truncated(msg: &[u8]) -> bool {
+    msg.get(2).is_some_and(|b| b & 0x02 != 0)
+}
+
+/// The answer count of a message header.
+#[must_use]
+pub fn answer_count(msg: &[u8]) -> u16 {
+    if msg.len() < HEADER_LEN {
+        return 0;
+    }
+    u16::from_be_bytes([msg[6], msg[7]])
+}
+
+/// The mnemonic of a record type, e.g. `A`, `TXT`, `TYPE65399`.
+#[must_use]
+pub fn type_name(qtype: u16) -> String {
+    let rt = hickory_proto::rr::RecordType::from(qtype);
+    match rt {
+        hickory_proto::rr::RecordType::Unknown(n) => format!("TYPE{n}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn query_bytes(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut out = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out.extend_from_slice(&qtype.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        if let Some(size) = edns {
+            out.push(0);
+            out.extend_from_slice(&rtype::OPT.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0x80, 0, 0, 0]);
+            out[11] = 1;
+        }
+        out
+    }
+
+    #[test]
+    fn parses_a_plain_query() {
+        let p = query_bytes("WWW.Example.COM", rtype::A, None);
+        let q = parse_query(&p).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert!(q.rd);
+        assert_eq!(q.name, "www.example.com");
+        assert_eq!(q.label_count, 3);
+        assert_eq!(q.qtype, rtype::A);
+        assert_eq!(q.edns, None);
+        assert_eq!(q.max_udp_payload(), 512);
+    }
+
+    #[test]
+    fn parses_edns_and_caps_the_payload_size() {
+        let p = query_bytes("example.com", rtype::TXT, Some(4096));
+        let q = parse_query(&p).unwrap();
+        let e = q.edns.unwrap();
+        assert_eq!(e.udp_size, 4096);
+        assert!(e.dnssec_ok);
+        assert_eq!(q.max_udp_payload(), 1232);
+    }
+
+    #[test]
+    fn escapes_odd_bytes_so_a_dotted_label_is_not_two_labels() {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.push(7);
+        p.extend_from_slice(b"a.b\xffcom");
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let q = parse_query(&p).unwrap();
+        assert_eq!(q.name, "a\\046b\\255com");
+        assert_eq!(q.label_count, 1);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_query() {
+        assert_eq!(parse_query(&[0; 5]).unwrap_err(), WireError::TooShort);
+        let mut p = query_bytes("example.com", 1, None);
+        p[2] |= 0x80;
+        assert_eq!(parse_query(&p).unwrap_err(), WireError::NotAQuery);
+        let mut p = query_bytes("example.com", 1, None);
+        p[2] |= 0x28; // opcode 5 (UPDATE)
+        assert_eq!(parse_query(&p).unwrap_err(), WireError::NotImplemented(5));
+        let mut p = query_bytes("example.com", 1, None);
+        p[5] = 2;
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+        let p = query_bytes("example.com", 1, None);
+        assert!(matches!(parse_query(&p[..p.len() - 1]), Err(WireError::FormErr(_))));
+    }
+
+    #[test]
+    fn rejects_compression_in_the_question_and_overlong_names() {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x0C, 0, 1, 0, 1];
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+        p.truncate(12);
+        for _ in 0..5 {
+            p.push(63);
+            p.extend_from_slice(&[b'a'; 63]);
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    #[test]
+    fn two_opt_records_are_a_format_error() {
+        let mut p = query_bytes("example.com", 1, Some(1232));
+        p.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        p[11] = 2;
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    #[test]
+    fn response_echoes_question_case_and_appends_opt() {
+        let p = query_bytes("WwW.example.com", rtype::A, Some(1232));
+        let q = parse_query(&p).unwrap();
+        let mut lower = query_bytes("www.example.com", rtype::A, None);
+        lower[2] = 0x81;
+        lower[3] = 0x80;
+        lower[0] = 0;
+        lower[1] = 0;
+        push_a(&mut lower, 60, Ipv4Addr::new(192, 0, 2, 1));
+        finish_response(&mut lower, &q, 1232);
+        assert_eq!(&lower[0..2], &[0x12, 0x34]);
+        assert_eq!(&lower[12..12 + q.question.len()], q.question);
+        assert_eq!(answer_count(&lower), 1);
+        assert_eq!(u16::from_be_bytes([lower[10], lower[11]]), 1);
+        let msg = hickory_proto::op::Message::from_vec(&lower).unwrap();
+        assert_eq!(msg.answers.len(), 1);
+        assert!(msg.edns.is_some());
+    }
+
+    #[test]
+    fn oversized_answers_are_truncated_with_tc() {
+        let p = query_bytes("example.com", rtype::TXT, None);
+        let q = parse_query(&p).unwrap();
+        let mut r = start_response(&q, 0, false);
+        for _ in 0..10 {
+            push_answer_for_qname(&mut r, rtype::TXT, 60, &[100; 101]);
+        }
+        finish_response(&mut r, &q, q.max_udp_payload());
+        assert!(is_truncated(&r));
+        assert_eq!(answer_count(&r), 0);
+        assert_eq!(r.len(), 12 + q.question.len());
+    }
+
+    #[test]
+    fn ttl_offsets_find_every_record() {
+        let p = query_bytes("example.com", rtype::A, None);
+        let q = parse_query(&p).unwrap();
+        let mut r = start_response(&q, 0, false);
+        push_a(&mut r, 300, Ipv4Addr::LOCALHOST);
+        push_a(&mut r, 200, Ipv4Addr::LOCALHOST);
+        let offs = ttl_offsets(&r).unwrap();
+        assert_eq!(offs.len(), 2);
+        let at = usize::from(offs[1].0);
+        assert_eq!(u32::from_be_bytes(r[at..at + 4].try_into().unwrap()), 200);
+    }
+
+    #[test]
+    fn header_only_errors_keep_the_id() {
+        let p = query_bytes("example.com", 1, None);
+        let r = header_only_error(&p, rcode::FORMERR).unwrap();
+        assert_eq!(&r[0..2], &p[0..2]);
+        assert_eq!(r[3] & 0x0F, rcode::FORMERR);
+        assert!(header_only_error(&p[..4], 1).is_none());
+    }
+}
