@@ -1,1 +1,495 @@
-//! placeholder
+//! Stage 4: per-group policy: which names a group may resolve, and what a blocked query gets.
+//!
+//! A group in `allowlist` mode (the default) resolves only names that match an allow rule; in
+//! `denylist` mode it resolves everything but what a deny rule matches. Deny rules win over
+//! allow rules in both modes, so an operator can carve `secrets.corp.internal` out of an
+//! allowed `*.corp.internal`.
+//!
+//! Rules are exact names (`api.openai.com`) or wildcards (`*.corp.internal`). A wildcard covers
+//! every name *below* the suffix but not the suffix itself: list `corp.internal` as well to
+//! allow the apex. Matching walks the query name's parents once against two hash sets, so its
+//! cost is independent of how many rules a group has.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config_error::ConfigProblems;
+use crate::names::{normalise, self_and_parents, validate_name};
+use crate::wire::{self, Query, rcode, rtype};
+
+/// Fast, seeded hasher for the rule sets (seeded per process, so not predictable by clients).
+type RuleHasher = foldhash::fast::RandomState;
+
+/// Whether a group is default-deny or default-allow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only allowlisted names resolve (default).
+    #[default]
+    Allowlist,
+    /// Everything resolves except denylisted names.
+    Denylist,
+}
+
+/// What a blocked query is answered with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// NXDOMAIN (default): the name does not exist.
+    #[default]
+    Nxdomain,
+    /// REFUSED: the server will not answer.
+    Refused,
+    /// A sinkhole address for A/AAAA, NODATA for other types.
+    Sinkhole,
+}
+
+/// One group as written in the configuration (`[[groups]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Group name, used in events and metric labels.
+    pub name: String,
+    /// Source prefixes of the group's clients (IPv4 and IPv6).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// `allowlist` (default) or `denylist`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Allow rules: exact names or `*.suffix` wildcards.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Files of allow rules, one per line (`#` comments and hosts-file lines accepted).
+    #[serde(default)]
+    pub allow_files: Vec<PathBuf>,
+    /// Deny rules; they win over allow rules.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Files of deny rules.
+    #[serde(default)]
+    pub deny_files: Vec<PathBuf>,
+    /// `nxdomain` (default), `refused` or `sinkhole`.
+    #[serde(default)]
+    pub block: BlockKind,
+    /// Sinkhole IPv4 address (default 0.0.0.0).
+    #[serde(default)]
+    pub sinkhole_ipv4: Option<Ipv4Addr>,
+    /// Sinkhole IPv6 address (default ::).
+    #[serde(default)]
+    pub sinkhole_ipv6: Option<Ipv6Addr>,
+    /// TTL of block answers (default 60s).
+    #[serde(default = "default_block_ttl", with = "humantime_serde")]
+    pub block_ttl: Duration,
+    /// Tunnel-detection settings for this group.
+    #[serde(default)]
+    pub detect: crate::detect::GroupDetectConfig,
+}
+
+fn default_block_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How a rule matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleMatch<'a> {
+    /// An exact-name rule.
+    Exact(&'a str),
+    /// A `*.suffix` rule; the field is the suffix.
+    Wildcard(&'a str),
+}
+
+impl fmt::Display for RuleMatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(n) => f.write_str(n),
+            Self::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// A set of exact and wildcard rules.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// Exact names.
+    exact: HashSet<Box<str>, RuleHasher>,
+    /// Suffixes of `*.suffix` rules.
+    wildcard: HashSet<Box<str>, RuleHasher>,
+}
+
+impl RuleSet {
+    /// Add a rule (already normalised and validated).
+    pub fn add(&mut self, rule: &str) {
+        match rule.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.insert(suffix.into()),
+            None => self.exact.insert(rule.into()),
+        };
+    }
+
+    /// Number of rules.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// True when there are no rules.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rule that matches `name` (lower-case, no trailing dot), preferring the exact rule,
+    /// then the closest wildcard.
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<RuleMatch<'_>> {
+        if let Some(e) = self.exact.get(name) {
+            return Some(RuleMatch::Exact(e));
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        self_and_parents(name)
+            .skip(1)
+            .find_map(|parent| self.wildcard.get(parent))
+            .map(|s| RuleMatch::Wildcard(s))
+    }
+}
+
+/// The answer a blocked query gets, pre-resolved from the group's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockAnswer {
+    /// The kind of answer.
+    pub kind: BlockKind,
+    /// Sinkhole IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// Sinkhole IPv6 address.
+    pub ipv6: Ipv6Addr,
+    /// TTL of sinkhole records.
+    pub ttl: u32,
+}
+
+impl BlockAnswer {
+    /// The verdict string for events and metrics.
+    #[must_use]
+    pub fn verdict(&self) -> &'static str {
+        match self.kind {
+            BlockKind::Sinkhole => "sinkhole",
+            BlockKind::Nxdomain | BlockKind::Refused => "block",
+        }
+    }
+
+    /// Encode the block answer for `q` (not yet finished: see [`wire::finish_response`]).
+    #[must_use]
+    pub fn encode(&self, q: &Query<'_>) -> Vec<u8> {
+        match self.kind {
+            BlockKind::Nxdomain => wire::start_response(q, rcode::NXDOMAIN, false),
+            BlockKind::Refused => wire::start_response(q, rcode::REFUSED, false),
+            BlockKind::Sinkhole => {
+                let mut out = wire::start_response(q, rcode::NOERROR, false);
+                match q.qtype {
+                    rtype::A => wire::push_a(&mut out, self.ttl, self.ipv4),
+                    rtype::AAAA => wire::push_aaaa(&mut out, self.ttl, self.ipv6),
+                    _ => {}
+                }
+                out
+            }
+        }
+    }
+}
+
+/// A validated group, ready for the query path.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Group name.
+    pub name: Arc<str>,
+    /// Source prefixes.
+    pub cidrs: Vec<IpNet>,
+    /// Default-deny or default-allow.
+    pub mode: Mode,
+    /// Allow rules.
+    pub allow: RuleSet,
+    /// Deny rules.
+    pub deny: RuleSet,
+    /// Block answer.
+    pub block: BlockAnswer,
+    /// Tunnel-detection settings.
+    pub detect: crate::detect::GroupDetectConfig,
+}
+
+/// What the policy says about a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Resolve it; `rule` is the allow rule that matched (none in denylist mode).
+    Allow {
+        /// The matching allow rule.
+        rule: Option<RuleMatch<'a>>,
+    },
+    /// Block it.
+    Block {
+        /// The deny rule that matched, or `None` for "not allowlisted".
+        rule: Option<RuleMatch<'a>>,
+    },
+}
+
+impl Decision<'_> {
+    /// Human-readable reason for events.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Allow { rule: Some(r) } => format!("allow rule {r}"),
+            Self::Allow { rule: None } => "not denylisted".to_string(),
+            Self::Block { rule: Some(r) } => format!("deny rule {r}"),
+            Self::Block { rule: None } => "not allowlisted".to_string(),
+        }
+    }
+
+    /// Whether the name may be resolved.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+}
+
+impl Group {
+    /// Decide whether this group may resolve `name` (lower-case, no trailing dot).
+    #[must_use]
+    pub fn decide(&self, name: &str) -> Decision<'_> {
+        if let Some(rule) = self.deny.find(name) {
+            return Decision::Block { rule: Some(rule) };
+        }
+        match self.mode {
+            Mode::Allowlist => match self.allow.find(name) {
+                Some(rule) => Decision::Allow { rule: Some(rule) },
+                None => Decision::Block { rule: None },
+            },
+            Mode::Denylist => Decision::Allow { rule: self.allow.find(name) },
+        }
+    }
+
+    /// Build a group from its config, pushing every problem found. `at` is the config key
+    /// (`groups[0]`), `base_dir` resolves relative list files. Returns the group and the list
+    /// files it read (for policy hashing).
+    pub fn from_config(
+        cfg: &GroupConfig,
+        at: &str,
+        base_dir: &Path,
+        problems: &mut ConfigProblems,
+    ) -> (Self, Vec<PathBuf>) {
+        let mut files = Vec::new();
+        if cfg.name.trim().is_empty() {
+            problems.push(format!("{at}.name"), "group name must not be empty");
+        }
+        let mut cidrs = Vec::new();
+        for (i, c) in cfg.cidrs.iter().enumerate() {
+            match parse_cidr(c) {
+                Ok(net) => cidrs.push(net),
+                Err(e) => problems.push(format!("{at}.cidrs[{i}]"), e),
+            }
+        }
+        let mut allow = RuleSet::default();
+        let mut deny = RuleSet::default();
+        for (i, r) in cfg.allow.iter().enumerate() {
+            add_rule(&mut allow, r, &format!("{at}.allow[{i}]"), problems);
+        }
+        for (i, r) in cfg.deny.iter().enumerate() {
+            add_rule(&mut deny, r, &format!("{at}.deny[{i}]"), problems);
+        }
+        for (list, set) in [(&cfg.allow_files, &mut allow), (&cfg.deny_files, &mut deny)] {
+            for f in list {
+                let path = base_dir.join(f);
+                load_list(&path, set, problems);
+                files.push(path);
+            }
+        }
+        if cfg.mode == Mode::Allowlist && allow.is_empty() {
+            problems.push(
+                format!("{at}.allow"),
+                "allowlist group has no allow rules: every query would be blocked",
+            );
+        }
+        let block = BlockAnswer {
+            kind: cfg.block,
+            ipv4: cfg.sinkhole_ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ipv6: cfg.sinkhole_ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            ttl: u32::try_from(cfg.block_ttl.as_secs()).unwrap_or(u32::MAX),
+        };
+        if cfg.block != BlockKind::Sinkhole
+            && (cfg.sinkhole_ipv4.is_some() || cfg.sinkhole_ipv6.is_some())
+        {
+            problems.push(
+                format!("{at}.block"),
+                "sinkhole addresses are set but block is not \"sinkhole\"",
+            );
+        }
+        cfg.detect.validate(&format!("{at}.detect"), problems);
+        let group = Self {
+            name: Arc::from(cfg.name.trim()),
+            cidrs,
+            mode: cfg.mode,
+            allow,
+            deny,
+            block,
+            detect: cfg.detect.clone(),
+        };
+        (group, files)
+    }
+}
+
+/// Parse a CIDR (`10.0.0.0/8`) or a bare address (a /32 or /128).
+///
+/// # Errors
+/// A message saying what is wrong with the text.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let t = text.trim();
+    if let Ok(net) = t.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(format!(
+                "{t:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    t.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{t:?} is not a CIDR prefix or an IP address"))
+}
+
+fn add_rule(set: &mut RuleSet, raw: &str, at: &str, problems: &mut ConfigProblems) {
+    let rule = normalise(raw);
+    let check = rule.strip_prefix("*.").unwrap_or(&rule);
+    match validate_name(check) {
+        Ok(()) if check.contains('*') => {
+            problems.push(at, format!("{raw:?}: only a leading \"*.\" wildcard is supported"));
+        }
+        Ok(()) => set.add(&rule),
+        Err(e) => problems.push(at, format!("{raw:?}: {e}")),
+    }
+}
+
+/// Read a list file into `set`: one name per line, `#` comments, blank lines, and hosts-file
+/// lines (`0.0.0.0 name [name…]`) accepted. Problems carry `path:line`.
+pub fn load_list(path: &Path, set: &mut RuleSet, problems: &mut ConfigProblems) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(path.display().to_string(), format!("cannot read list file: {e}"));
+            return;
+        }
+    };
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let names = match fields.as_slice() {
+            [_] => &fields[..1],
+            [first, rest @ ..] if first.parse::<std::net::IpAddr>().is_ok() => rest,
+            _ => {
+                problems.push(
+                    at,
+                    format!("{line:?}: expected one name, or a hosts-file line \"ADDRESS NAME…\""),
+                );
+                continue;
+            }
+        };
+        for name in names {
+            add_rule(set, name, &at, problems);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(mode: Mode, allow: &[&str], deny: &[&str]) -> Group {
+        let mut cfg: GroupConfig = toml::from_str("name = \"g\"").unwrap();
+        cfg.mode = mode;
+        cfg.allow = allow.iter().map(|s| (*s).to_string()).collect();
+        cfg.deny = deny.iter().map(|s| (*s).to_string()).collect();
+        let mut p = ConfigProblems::default();
+        let (g, _) = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
+        assert!(p.is_empty(), "{p}");
+        g
+    }
+
+    #[test]
+    fn wildcards_cover_subdomains_but_not_the_apex() {
+        let g = group(Mode::Allowlist, &["*.corp.internal", "API.OpenAI.com."], &[]);
+        assert!(g.decide("a.corp.internal").is_allowed());
+        assert!(g.decide("x.y.corp.internal").is_allowed());
+        assert!(!g.decide("corp.internal").is_allowed());
+        assert!(!g.decide("evilcorp.internal").is_allowed());
+        assert!(g.decide("api.openai.com").is_allowed());
+        assert!(!g.decide("x.api.openai.com").is_allowed());
+        assert_eq!(g.decide("other.com").reason(), "not allowlisted");
+    }
+
+    #[test]
+    fn deny_wins_over_allow_in_both_modes() {
+        let g = group(Mode::Allowlist, &["*.corp.internal"], &["secrets.corp.internal"]);
+        assert_eq!(
+            g.decide("secrets.corp.internal"),
+            Decision::Block { rule: Some(RuleMatch::Exact("secrets.corp.internal")) }
+        );
+        let g = group(Mode::Denylist, &[], &["*.bad.example"]);
+        assert!(g.decide("anything.example").is_allowed());
+        assert_eq!(g.decide("x.bad.example").reason(), "deny rule *.bad.example");
+    }
+
+    #[test]
+    fn list_files_accept_comments_and_hosts_lines_and_report_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list.txt");
+        std::fs::write(
+            &path,
+            "# comment\n\nexample.com\n0.0.0.0 ads.example.net tracker.example.net # x\n*.cdn.example\nbad name!\n",
+        )
+        .unwrap();
+        let mut set = RuleSet::default();
+        let mut p = ConfigProblems::default();
+        load_list(&path, &mut set, &mut p);
+        assert_eq!(set.len(), 4);
+        assert!(set.find("y.cdn.example").is_some());
+        assert_eq!(p.len(), 1, "{p}");
+        assert!(p.problems[0].location.ends_with("list.txt:6"));
+    }
+
+    #[test]
+    fn bad_group_config_reports_every_problem() {
+        let cfg: GroupConfig = toml::from_str(
+            "name = \"g\"\ncidrs = [\"10.0.0.1/8\", \"nope\"]\nallow = [\"a..b\", \"x.*.y\"]\nallow_files = [\"/nonexistent/list\"]",
+        )
+        .unwrap();
+        let mut p = ConfigProblems::default();
+        let _ = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
+        assert_eq!(p.len(), 6, "{p}");
+    }
+
+    #[test]
+    fn sinkhole_answers_addresses_and_nodata() {
+        let g = BlockAnswer {
+            kind: BlockKind::Sinkhole,
+            ipv4: Ipv4Addr::new(192, 0, 2, 66),
+            ipv6: Ipv6Addr::UNSPECIFIED,
+            ttl: 30,
+        };
+        let p = crate::wire::tests::query_bytes("x.example", rtype::A, None);
+        let q = crate::wire::parse_query(&p).unwrap();
+        assert_eq!(wire::answer_count(&g.encode(&q)), 1);
+        let p = crate::wire::tests::query_bytes("x.example", rtype::TXT, None);
+        let q = crate::wire::parse_query(&p).unwrap();
+        let r = g.encode(&q);
+        assert_eq!(wire::answer_count(&r), 0);
+        assert_eq!(wire::rcode_of(&r), 0);
+    }
+}

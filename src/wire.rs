@@ -545,7 +545,7 @@ pub fn type_name(qtype: u16) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn query_bytes(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
