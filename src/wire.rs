@@ -230,6 +230,23 @@ fn push_label(out: &mut String, label: &[u8]) {
     }
 }
 
+/// The presentation form used throughout dnsward (lower-case, `\DDD` escapes, no trailing dot)
+/// of a name decoded by hickory.
+#[must_use]
+pub fn name_text(name: &hickory_proto::rr::Name) -> String {
+    let mut out = String::with_capacity(name.len());
+    for label in name.iter() {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        push_label(&mut out, label);
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
 /// Parse a query packet.
 ///
 /// # Errors
