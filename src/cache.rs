@@ -80,7 +80,10 @@ impl CacheConfig {
             problems.push(format!("{at}.min_ttl"), "min_ttl is larger than max_ttl");
         }
         if self.enabled && self.max_bytes < 64 * 1024 {
-            problems.push(format!("{at}.max_bytes"), "max_bytes must be at least 65536");
+            problems.push(
+                format!("{at}.max_bytes"),
+                "max_bytes must be at least 65536",
+            );
         }
     }
 }
@@ -115,7 +118,12 @@ pub struct CacheKeyRef<'a> {
 
 impl<'a> CacheKeyRef<'a> {
     fn from_parts(name: &'a str, qtype: u16, qclass: u16, dnssec_ok: bool) -> Self {
-        Self { name, qtype, qclass, dnssec_ok }
+        Self {
+            name,
+            qtype,
+            qclass,
+            dnssec_ok,
+        }
     }
 
     /// The key for a query.
@@ -176,7 +184,8 @@ impl CachedAnswer {
     /// Render for `q` at `now`: TTLs counted down, ID/question/OPT patched, truncated to `max_len`.
     #[must_use]
     pub fn render(&self, q: &Query<'_>, now: Duration, max_len: usize) -> Vec<u8> {
-        let elapsed = u32::try_from(now.saturating_sub(self.stored_at).as_secs()).unwrap_or(u32::MAX);
+        let elapsed =
+            u32::try_from(now.saturating_sub(self.stored_at).as_secs()).unwrap_or(u32::MAX);
         let mut out = Vec::with_capacity(self.bytes.len() + 11);
         out.extend_from_slice(&self.bytes);
         for &off in &*self.ttl_offsets {
@@ -239,7 +248,9 @@ pub struct AnswerCache {
 
 impl std::fmt::Debug for AnswerCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerCache").field("entries", &self.len()).finish()
+        f.debug_struct("AnswerCache")
+            .field("entries", &self.len())
+            .finish()
     }
 }
 
@@ -249,10 +260,16 @@ impl AnswerCache {
     pub fn new(cfg: &CacheConfig, clock: SharedClock) -> Self {
         let store = cfg.enabled.then(|| {
             // Assume ~300 bytes per entry to size the shards.
-            let estimated = usize::try_from(cfg.max_bytes / 300).unwrap_or(1 << 20).max(64);
+            let estimated = usize::try_from(cfg.max_bytes / 300)
+                .unwrap_or(1 << 20)
+                .max(64);
             quick_cache::sync::Cache::with_weighter(estimated, cfg.max_bytes, ByteWeighter)
         });
-        Self { store, cfg: cfg.clone(), clock }
+        Self {
+            store,
+            cfg: cfg.clone(),
+            clock,
+        }
     }
 
     /// The configuration in force.
@@ -285,7 +302,10 @@ impl AnswerCache {
     pub fn insert(&self, q: &Query<'_>, prepared: &Prepared) {
         if let Some(store) = &self.store {
             if prepared.cacheable {
-                store.insert(CacheKeyRef::of(q).to_owned_key(), Arc::clone(&prepared.answer));
+                store.insert(
+                    CacheKeyRef::of(q).to_owned_key(),
+                    Arc::clone(&prepared.answer),
+                );
             }
         }
     }
@@ -305,7 +325,9 @@ impl AnswerCache {
     /// Bytes used (the cache's own weight accounting).
     #[must_use]
     pub fn weight(&self) -> u64 {
-        self.store.as_ref().map_or(0, quick_cache::sync::Cache::weight)
+        self.store
+            .as_ref()
+            .map_or(0, quick_cache::sync::Cache::weight)
     }
 
     /// Drop every entry.
@@ -329,7 +351,11 @@ impl AnswerCache {
     ///
     /// # Errors
     /// When the message does not re-encode.
-    pub fn prepare_message(&self, m: &mut Message, upstream: Arc<str>) -> Result<Prepared, PrepareError> {
+    pub fn prepare_message(
+        &self,
+        m: &mut Message,
+        upstream: Arc<str>,
+    ) -> Result<Prepared, PrepareError> {
         m.edns = None;
         m.signature = None;
         m.metadata.recursion_available = true;
@@ -367,7 +393,9 @@ impl AnswerCache {
                 .unwrap_or(0);
             (t.clamp(min, max), true)
         };
-        let bytes = m.to_vec().map_err(|e| PrepareError::Encode(e.to_string()))?;
+        let bytes = m
+            .to_vec()
+            .map_err(|e| PrepareError::Encode(e.to_string()))?;
         let mut bytes = bytes.into_boxed_slice();
         let offsets = wire::ttl_offsets(&bytes)
             .ok_or_else(|| PrepareError::Encode("re-encoded answer does not walk".into()))?;
@@ -393,7 +421,10 @@ impl AnswerCache {
             cname_targets,
             upstream,
         };
-        Ok(Prepared { answer: Arc::new(answer), cacheable: cacheable && lifetime > 0 })
+        Ok(Prepared {
+            answer: Arc::new(answer),
+            cacheable: cacheable && lifetime > 0,
+        })
     }
 }
 
@@ -416,10 +447,22 @@ mod tests {
         m.add_query(hickory_proto::op::Query::query(name.clone(), RecordType::A));
         if with_cname {
             let target = Name::from_ascii("edge.CDN.example.net.").unwrap();
-            m.add_answer(Record::from_rdata(name, ttl, RData::CNAME(CNAME(target.clone()))));
-            m.add_answer(Record::from_rdata(target, ttl + 100, RData::A(A::new(192, 0, 2, 1))));
+            m.add_answer(Record::from_rdata(
+                name,
+                ttl,
+                RData::CNAME(CNAME(target.clone())),
+            ));
+            m.add_answer(Record::from_rdata(
+                target,
+                ttl + 100,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
         } else {
-            m.add_answer(Record::from_rdata(name, ttl, RData::A(A::new(192, 0, 2, 1))));
+            m.add_answer(Record::from_rdata(
+                name,
+                ttl,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
         }
         m.to_vec().unwrap()
     }
@@ -437,7 +480,11 @@ mod tests {
 
     fn ttls(resp: &[u8]) -> Vec<u32> {
         let m = Message::from_vec(resp).unwrap();
-        m.answers.iter().chain(m.authorities.iter()).map(|r| r.ttl).collect()
+        m.answers
+            .iter()
+            .chain(m.authorities.iter())
+            .map(|r| r.ttl)
+            .collect()
     }
 
     #[test]
@@ -447,14 +494,20 @@ mod tests {
         let p = query_bytes("WWW.example.com", rtype::A, None);
         let q = wire::parse_query(&p).unwrap();
         assert!(cache.get(&q).is_none());
-        let prepared = cache.prepare(&upstream_answer(300, false), "u".into()).unwrap();
+        let prepared = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
         assert!(prepared.cacheable);
         cache.insert(&q, &prepared);
         clock.advance(Duration::from_secs(100));
         let hit = cache.get(&q).expect("fresh hit");
         let out = hit.render(&q, clock.now(), 512);
         assert_eq!(&out[0..2], &[0x12, 0x34]);
-        assert_eq!(&out[12..12 + q.question.len()], q.question, "client's case echoed");
+        assert_eq!(
+            &out[12..12 + q.question.len()],
+            q.question,
+            "client's case echoed"
+        );
         assert_eq!(ttls(&out), vec![200]);
         clock.advance(Duration::from_secs(200));
         assert!(cache.get(&q).is_none(), "expired at TTL");
@@ -463,15 +516,32 @@ mod tests {
     #[test]
     fn ttls_are_clamped_and_the_cname_chain_is_kept() {
         let clock = ManualClock::new();
-        let cfg = CacheConfig { min_ttl: Duration::from_secs(60), max_ttl: Duration::from_secs(3600), ..CacheConfig::default() };
+        let cfg = CacheConfig {
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(3600),
+            ..CacheConfig::default()
+        };
         let cache = AnswerCache::new(&cfg, clock.clone());
-        let prepared = cache.prepare(&upstream_answer(5, true), "u".into()).unwrap();
-        assert_eq!(&*prepared.answer.cname_targets, &["edge.cdn.example.net".into()]);
+        let prepared = cache
+            .prepare(&upstream_answer(5, true), "u".into())
+            .unwrap();
+        assert_eq!(
+            &*prepared.answer.cname_targets,
+            &["edge.cdn.example.net".into()]
+        );
         let p = query_bytes("www.example.com", rtype::A, None);
         let q = wire::parse_query(&p).unwrap();
-        assert_eq!(ttls(&prepared.answer.render(&q, clock.now(), 512)), vec![60, 105]);
-        let prepared = cache.prepare(&upstream_answer(100_000, false), "u".into()).unwrap();
-        assert_eq!(ttls(&prepared.answer.render(&q, clock.now(), 512)), vec![3600]);
+        assert_eq!(
+            ttls(&prepared.answer.render(&q, clock.now(), 512)),
+            vec![60, 105]
+        );
+        let prepared = cache
+            .prepare(&upstream_answer(100_000, false), "u".into())
+            .unwrap();
+        assert_eq!(
+            ttls(&prepared.answer.render(&q, clock.now(), 512)),
+            vec![3600]
+        );
     }
 
     #[test]
@@ -496,23 +566,43 @@ mod tests {
         let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
         m.metadata.response_code = ResponseCode::ServFail;
-        assert!(!cache.prepare(&m.to_vec().unwrap(), "u".into()).unwrap().cacheable);
+        assert!(
+            !cache
+                .prepare(&m.to_vec().unwrap(), "u".into())
+                .unwrap()
+                .cacheable
+        );
         m.metadata.response_code = ResponseCode::NXDomain;
-        assert!(!cache.prepare(&m.to_vec().unwrap(), "u".into()).unwrap().cacheable);
+        assert!(
+            !cache
+                .prepare(&m.to_vec().unwrap(), "u".into())
+                .unwrap()
+                .cacheable
+        );
         assert!(cache.prepare(&[1, 2, 3], "u".into()).is_err());
     }
 
     #[test]
     fn memory_stays_within_the_byte_bound() {
-        let cfg = CacheConfig { max_bytes: 256 * 1024, ..CacheConfig::default() };
+        let cfg = CacheConfig {
+            max_bytes: 256 * 1024,
+            ..CacheConfig::default()
+        };
         let cache = AnswerCache::new(&cfg, ManualClock::new());
-        let prepared = cache.prepare(&upstream_answer(300, false), "u".into()).unwrap();
+        let prepared = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
         for i in 0..20_000 {
             let p = query_bytes(&format!("n{i}.example.com"), rtype::A, None);
             let q = wire::parse_query(&p).unwrap();
             cache.insert(&q, &prepared);
         }
-        assert!(cache.weight() <= cfg.max_bytes, "{} > {}", cache.weight(), cfg.max_bytes);
+        assert!(
+            cache.weight() <= cfg.max_bytes,
+            "{} > {}",
+            cache.weight(),
+            cfg.max_bytes
+        );
         assert!(cache.len() < 20_000);
     }
 }

@@ -28,7 +28,9 @@ impl SystemClock {
     /// A clock whose epoch is now.
     #[must_use]
     pub fn new() -> Self {
-        Self { epoch: Instant::now() }
+        Self {
+            epoch: Instant::now(),
+        }
     }
 
     /// A shared system clock.

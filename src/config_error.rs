@@ -54,7 +54,11 @@ impl ConfigProblems {
     /// # Errors
     /// Returns the collected problems when there is at least one.
     pub fn into_result<T>(self, value: T) -> Result<T, Self> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

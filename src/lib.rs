@@ -19,9 +19,15 @@
 //! - [`events`]: event types and the bounded event sink.
 //! - [`metrics`]: metric names and the Prometheus endpoint.
 //! - [`config`]: the TOML configuration composed of each stage's section.
+//! - [`active_policy`]: the compiled, versioned policy that queries read.
+//! - [`admin`]: the admin HTTP endpoint (metrics, health).
+//! - [`app`]: assembling a running server from a configuration.
 #![warn(missing_docs)]
 
+pub mod active_policy;
+pub mod admin;
 pub mod answer_check;
+pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -30,7 +30,10 @@ pub fn self_and_parents(name: &str) -> impl Iterator<Item = &str> {
     let mut next = Some(name);
     std::iter::from_fn(move || {
         let current = next?;
-        next = current.find('.').map(|i| &current[i + 1..]).filter(|s| !s.is_empty());
+        next = current
+            .find('.')
+            .map(|i| &current[i + 1..])
+            .filter(|s| !s.is_empty());
         Some(current)
     })
 }
@@ -53,7 +56,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("empty name".into());
     }
     if name.len() > 253 {
-        return Err(format!("name is {} bytes long, the limit is 253", name.len()));
+        return Err(format!(
+            "name is {} bytes long, the limit is 253",
+            name.len()
+        ));
     }
     for label in name.split('.') {
         if label.is_empty() {
@@ -66,7 +72,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
-            return Err(format!("character {c:?} is not allowed in a name ({name:?})"));
+            return Err(format!(
+                "character {c:?} is not allowed in a name ({name:?})"
+            ));
         }
     }
     Ok(())

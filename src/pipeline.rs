@@ -1,1 +1,621 @@
-//! placeholder
+//! The query pipeline: the one place that orders the stages.
+//!
+//! ```text
+//! listener → parse → identify → rate limit / quarantine → policy → tunnel scoring
+//!          → cache → local zones / upstream → answer checks → events
+//! ```
+//!
+//! Cheap checks come first so that the traffic we refuse costs the least. Everything up to and
+//! including the cache is synchronous ([`Pipeline::handle_fast`]): the UDP listener answers
+//! those queries inline without spawning a task. Only cache misses become a [`Pending`] that is
+//! resolved asynchronously ([`Pipeline::resolve`]).
+//!
+//! Outcomes such as "blocked" or "refused" are verdicts with stable reason strings, not errors;
+//! every one is counted in `dnsward_queries_total{group,verdict,qtype}` and every verdict but
+//! `allow` becomes an event.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Message, MessageType, OpCode};
+use metrics::{Counter, Histogram};
+
+use crate::active_policy::{ActivePolicy, verdict_index};
+use crate::answer_check::forbidden_target;
+use crate::cache::AnswerCache;
+use crate::clock::SharedClock;
+use crate::events::sink::EventSender;
+use crate::events::{Event, EventBody, QueryEvent};
+use crate::identify::{GroupId, canonical};
+use crate::metrics as m;
+use crate::policy::Group;
+use crate::server::UnknownClients;
+use crate::wire::{self, Query, WireError, rcode};
+
+/// Transport a query arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// UDP: answers are truncated to the client's payload size.
+    Udp,
+    /// TCP: answers up to 65535 bytes.
+    Tcp,
+}
+
+impl Protocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    fn max_len(self, q: &Query<'_>) -> usize {
+        match self {
+            Self::Udp => q.max_udp_payload(),
+            Self::Tcp => usize::from(u16::MAX),
+        }
+    }
+}
+
+/// What the synchronous part of the pipeline decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this answer.
+    Reply(Vec<u8>),
+    /// Send nothing (not a query, or too broken to answer).
+    Drop,
+    /// A cache miss: resolve it asynchronously.
+    Resolve(Box<Pending>),
+}
+
+/// A query that needs the local zones or an upstream.
+#[derive(Debug)]
+pub struct Pending {
+    /// The packet, owned so the work can move to another task.
+    packet: Vec<u8>,
+    /// Source address (canonical).
+    client: IpAddr,
+    /// Transport.
+    protocol: Protocol,
+    /// When it was received.
+    received: Instant,
+    /// The policy that admitted it; the query finishes under this version.
+    policy: Arc<ActivePolicy>,
+    /// The client's group.
+    group: GroupId,
+}
+
+/// Pipeline-wide settings that are not part of the swappable policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    /// What unknown clients get.
+    pub unknown_clients: UnknownClients,
+}
+
+/// The query pipeline with its long-lived state (cache, event sender, metrics).
+pub struct Pipeline {
+    /// The active policy; swapped atomically on reload.
+    policy: ArcSwap<ActivePolicy>,
+    /// The answer cache, shared by all groups and kept across reloads.
+    cache: AnswerCache,
+    /// Where events go; never blocks.
+    events: EventSender,
+    /// Settings.
+    settings: PipelineSettings,
+    /// Time source for the cache.
+    clock: SharedClock,
+    latency_udp: Histogram,
+    latency_tcp: Histogram,
+    malformed_formerr: Counter,
+    malformed_dropped: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the last stages report about an answer, for metrics and the event.
+struct Report<'a> {
+    verdict: &'static str,
+    reason: &'a dyn Fn() -> String,
+    cache_hit: bool,
+    upstream: Option<&'a str>,
+}
+
+impl Pipeline {
+    /// A pipeline over `policy`.
+    #[must_use]
+    pub fn new(
+        policy: Arc<ActivePolicy>,
+        cache: AnswerCache,
+        events: EventSender,
+        settings: PipelineSettings,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            policy: ArcSwap::new(policy),
+            cache,
+            events,
+            settings,
+            clock,
+            latency_udp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "udp"),
+            latency_tcp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "tcp"),
+            malformed_formerr: metrics::counter!(m::MALFORMED_TOTAL, "action" => "formerr"),
+            malformed_dropped: metrics::counter!(m::MALFORMED_TOTAL, "action" => "dropped"),
+            cache_hits: metrics::counter!(m::CACHE_HITS_TOTAL),
+            cache_misses: metrics::counter!(m::CACHE_MISSES_TOTAL),
+        }
+    }
+
+    /// The policy in force now.
+    #[must_use]
+    pub fn policy(&self) -> Arc<ActivePolicy> {
+        self.policy.load_full()
+    }
+
+    /// Swap in a new policy; queries already admitted finish under the old one.
+    pub fn swap_policy(&self, policy: Arc<ActivePolicy>) {
+        self.policy.store(policy);
+    }
+
+    /// The answer cache.
+    #[must_use]
+    pub fn cache(&self) -> &AnswerCache {
+        &self.cache
+    }
+
+    /// The event sender.
+    #[must_use]
+    pub fn events(&self) -> &EventSender {
+        &self.events
+    }
+
+    /// Handle a packet end to end (used by TCP, tests and the fuzz target).
+    pub async fn handle(&self, packet: &[u8], src: IpAddr, protocol: Protocol) -> Option<Vec<u8>> {
+        match self.handle_fast(packet, src, protocol, Instant::now()) {
+            Outcome::Reply(r) => Some(r),
+            Outcome::Drop => None,
+            Outcome::Resolve(p) => self.resolve(*p).await,
+        }
+    }
+
+    /// The synchronous stages, in order. Never panics, whatever the bytes.
+    pub fn handle_fast(
+        &self,
+        packet: &[u8],
+        src: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+    ) -> Outcome {
+        // Parse: the only stage that sees raw bytes. Responses and runts get silence (no
+        // reflection); malformed queries get FORMERR, other opcodes NOTIMP.
+        let q = match wire::parse_query(packet) {
+            Ok(q) => q,
+            Err(e) => return self.malformed(packet, e),
+        };
+        let client = canonical(src);
+        let policy = self.policy.load();
+
+        // Identify: the socket address picks the group. Unknown clients are refused before any
+        // other work: dnsward is never an open resolver.
+        let Some(gid) = policy.clients.lookup(client) else {
+            return self.unknown_client(&policy, &q, client, protocol, received);
+        };
+        let Some(group) = policy.group(gid) else {
+            return Outcome::Drop;
+        };
+
+        // Only class IN is served; CHAOS (`version.bind`) and others are refused.
+        if q.qclass != 1 {
+            let msg = wire::start_response(&q, rcode::REFUSED, false);
+            let report = Report {
+                verdict: "refuse",
+                reason: &|| "class not served".into(),
+                cache_hit: false,
+                upstream: None,
+            };
+            return Outcome::Reply(self.finish(
+                &policy,
+                Some(gid),
+                &q,
+                msg,
+                client,
+                protocol,
+                received,
+                &report,
+            ));
+        }
+
+        // Policy: allow/deny for this group.
+        let decision = group.decide(&q.name);
+        if !decision.is_allowed() {
+            let msg = group.block.encode(&q);
+            let reason = || decision.reason();
+            let report = Report {
+                verdict: group.block.verdict(),
+                reason: &reason,
+                cache_hit: false,
+                upstream: None,
+            };
+            return Outcome::Reply(self.finish(
+                &policy,
+                Some(gid),
+                &q,
+                msg,
+                client,
+                protocol,
+                received,
+                &report,
+            ));
+        }
+
+        // Cache: a hit is served inline, after the answer check for this group.
+        if let Some(hit) = self.cache.get(&q) {
+            self.cache_hits.increment(1);
+            if let Some(target) = forbidden_target(group, &hit.cname_targets) {
+                return Outcome::Reply(self.block_target(
+                    &policy, gid, group, &q, target, client, protocol, received, true,
+                ));
+            }
+            let msg = hit.render(&q, self.cache.now(), protocol.max_len(&q));
+            let reason = || decision.reason();
+            let report = Report {
+                verdict: "allow",
+                reason: &reason,
+                cache_hit: true,
+                upstream: Some(&hit.upstream),
+            };
+            return Outcome::Reply(self.finish_rendered(
+                &policy,
+                Some(gid),
+                &q,
+                msg,
+                client,
+                protocol,
+                received,
+                &report,
+            ));
+        }
+        self.cache_misses.increment(1);
+        let policy = arc_swap::Guard::into_inner(policy);
+        Outcome::Resolve(Box::new(Pending {
+            packet: packet.to_vec(),
+            client,
+            protocol,
+            received,
+            policy,
+            group: gid,
+        }))
+    }
+
+    /// The asynchronous stages: local zones, then upstreams, then the answer check.
+    pub async fn resolve(&self, p: Pending) -> Option<Vec<u8>> {
+        let Ok(q) = wire::parse_query(&p.packet) else {
+            return None;
+        };
+        let policy = &p.policy;
+        let group = policy.group(p.group)?;
+        let reason = || group.decide(&q.name).reason();
+
+        // Local zones are authoritative and never forwarded.
+        if let Some(answer) = policy
+            .zones
+            .lookup(&q.name, hickory_proto::rr::RecordType::from(q.qtype))
+        {
+            let targets: Vec<Box<str>> = answer
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_proto::rr::RData::CNAME(c) => {
+                        Some(wire::name_text(&c.0).into_boxed_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if let Some(target) = forbidden_target(group, &targets) {
+                return Some(self.block_target(
+                    policy, p.group, group, &q, target, p.client, p.protocol, p.received, false,
+                ));
+            }
+            let upstream = format!("zone:{}", answer.zone);
+            let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.metadata.recursion_available = true;
+            m.metadata.response_code = answer.rcode;
+            m.answers = answer.answers;
+            m.authorities = answer.authorities;
+            m.additionals = answer.additionals;
+            let msg = match encode_with_question(&m, &q) {
+                Some(b) => b,
+                None => wire::start_response(&q, rcode::SERVFAIL, false),
+            };
+            let report = Report {
+                verdict: "allow",
+                reason: &reason,
+                cache_hit: false,
+                upstream: Some(&upstream),
+            };
+            return Some(self.finish(
+                policy,
+                Some(p.group),
+                &q,
+                msg,
+                p.client,
+                p.protocol,
+                p.received,
+                &report,
+            ));
+        }
+
+        match policy
+            .upstreams
+            .resolve(&q.name, q.question, q.dnssec_ok(), q.cd)
+            .await
+        {
+            Ok((raw, up)) => match self.cache.prepare(&raw, Arc::clone(&up.label)) {
+                Ok(prepared) => {
+                    self.cache.insert(&q, &prepared);
+                    if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
+                        return Some(self.block_target(
+                            policy, p.group, group, &q, target, p.client, p.protocol, p.received,
+                            false,
+                        ));
+                    }
+                    let msg = prepared
+                        .answer
+                        .render(&q, self.cache.now(), p.protocol.max_len(&q));
+                    let report = Report {
+                        verdict: "allow",
+                        reason: &reason,
+                        cache_hit: false,
+                        upstream: Some(&up.label),
+                    };
+                    Some(self.finish_rendered(
+                        policy,
+                        Some(p.group),
+                        &q,
+                        msg,
+                        p.client,
+                        p.protocol,
+                        p.received,
+                        &report,
+                    ))
+                }
+                Err(e) => {
+                    let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                    let why = || format!("unusable upstream answer: {e}");
+                    let report = Report {
+                        verdict: "servfail",
+                        reason: &why,
+                        cache_hit: false,
+                        upstream: Some(&up.label),
+                    };
+                    Some(self.finish(
+                        policy,
+                        Some(p.group),
+                        &q,
+                        msg,
+                        p.client,
+                        p.protocol,
+                        p.received,
+                        &report,
+                    ))
+                }
+            },
+            Err(e) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || e.to_string();
+                let report = Report {
+                    verdict: "servfail",
+                    reason: &why,
+                    cache_hit: false,
+                    upstream: None,
+                };
+                Some(self.finish(
+                    policy,
+                    Some(p.group),
+                    &q,
+                    msg,
+                    p.client,
+                    p.protocol,
+                    p.received,
+                    &report,
+                ))
+            }
+        }
+    }
+
+    fn malformed(&self, packet: &[u8], e: WireError) -> Outcome {
+        let code = match e {
+            WireError::TooShort | WireError::NotAQuery => {
+                self.malformed_dropped.increment(1);
+                return Outcome::Drop;
+            }
+            WireError::FormErr(_) => rcode::FORMERR,
+            WireError::NotImplemented(_) => rcode::NOTIMP,
+        };
+        self.malformed_formerr.increment(1);
+        match wire::header_only_error(packet, code) {
+            Some(r) => Outcome::Reply(r),
+            None => Outcome::Drop,
+        }
+    }
+
+    fn unknown_client(
+        &self,
+        policy: &ActivePolicy,
+        q: &Query<'_>,
+        client: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+    ) -> Outcome {
+        let report = Report {
+            verdict: "refuse",
+            reason: &|| "unknown client".into(),
+            cache_hit: false,
+            upstream: None,
+        };
+        match self.settings.unknown_clients {
+            UnknownClients::Refuse => {
+                let msg = wire::start_response(q, rcode::REFUSED, false);
+                Outcome::Reply(
+                    self.finish(policy, None, q, msg, client, protocol, received, &report),
+                )
+            }
+            UnknownClients::Drop => {
+                let report = Report {
+                    verdict: "drop",
+                    ..report
+                };
+                let _ = self.finish(
+                    policy,
+                    None,
+                    q,
+                    Vec::new(),
+                    client,
+                    protocol,
+                    received,
+                    &report,
+                );
+                Outcome::Drop
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block_target(
+        &self,
+        policy: &ActivePolicy,
+        gid: GroupId,
+        group: &Group,
+        q: &Query<'_>,
+        target: &str,
+        client: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+        cache_hit: bool,
+    ) -> Vec<u8> {
+        let msg = group.block.encode(q);
+        let why = || format!("CNAME target {target} not allowed");
+        let report = Report {
+            verdict: group.block.verdict(),
+            reason: &why,
+            cache_hit,
+            upstream: None,
+        };
+        self.finish(
+            policy,
+            Some(gid),
+            q,
+            msg,
+            client,
+            protocol,
+            received,
+            &report,
+        )
+    }
+
+    /// Finish a freshly built answer (patch ID, OPT, truncation), then account for it.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        policy: &ActivePolicy,
+        gid: Option<GroupId>,
+        q: &Query<'_>,
+        mut msg: Vec<u8>,
+        client: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+        report: &Report<'_>,
+    ) -> Vec<u8> {
+        if !msg.is_empty() {
+            wire::finish_response(&mut msg, q, protocol.max_len(q));
+        }
+        self.finish_rendered(policy, gid, q, msg, client, protocol, received, report)
+    }
+
+    /// Stage "events": count, time and (for non-allow verdicts, or when configured) log.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_rendered(
+        &self,
+        policy: &ActivePolicy,
+        gid: Option<GroupId>,
+        q: &Query<'_>,
+        msg: Vec<u8>,
+        client: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+        report: &Report<'_>,
+    ) -> Vec<u8> {
+        let verdict = verdict_index(report.verdict);
+        let group = gid.and_then(|g| policy.group(g));
+        match gid.and_then(|g| policy.counters.get(usize::from(g))) {
+            Some(c) => c.count(verdict, q.qtype),
+            None => policy.unknown_counters.count(verdict, q.qtype),
+        }
+        let elapsed = received.elapsed();
+        match protocol {
+            Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
+            Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
+        }
+        if report.verdict != "allow" || self.events.wants_allowed() {
+            let rc = if msg.is_empty() {
+                "NONE".to_string()
+            } else {
+                rcode::name(u16::from(wire::rcode_of(&msg))).to_string()
+            };
+            let event = QueryEvent {
+                client,
+                group: group.map(|g| g.name.to_string()),
+                qname: q.name.clone(),
+                qtype: wire::type_name(q.qtype),
+                protocol: protocol.as_str().to_string(),
+                verdict: report.verdict.to_string(),
+                reason: (report.reason)(),
+                rcode: rc,
+                answers: wire::answer_count(&msg),
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                cache_hit: report.cache_hit,
+                upstream: report.upstream.map(str::to_string),
+            };
+            self.events
+                .emit(Event::now(policy.version.number, EventBody::Query(event)));
+        }
+        msg
+    }
+
+    /// The clock the pipeline runs on.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+}
+
+/// Encode a local-zone answer and put the client's question in it.
+fn encode_with_question(m: &Message, q: &Query<'_>) -> Option<Vec<u8>> {
+    // Encode with the lower-case question, then splice the client's own question bytes (same
+    // length, maybe different case) over it so 0x20 case randomisation is echoed.
+    let mut m = m.clone();
+    let name =
+        hickory_proto::rr::Name::from_ascii(if q.name == "." { "." } else { &q.name }).ok()?;
+    m.queries.clear();
+    m.add_query(hickory_proto::op::Query::query(
+        name,
+        hickory_proto::rr::RecordType::from(q.qtype),
+    ));
+    let mut out = m.to_vec().ok()?;
+    let qlen = q.question.len();
+    if out.len() < wire::HEADER_LEN + qlen {
+        return None;
+    }
+    out[wire::HEADER_LEN..wire::HEADER_LEN + qlen].copy_from_slice(q.question);
+    Some(out)
+}

@@ -268,7 +268,9 @@ impl Group {
                 Some(rule) => Decision::Allow { rule: Some(rule) },
                 None => Decision::Block { rule: None },
             },
-            Mode::Denylist => Decision::Allow { rule: self.allow.find(name) },
+            Mode::Denylist => Decision::Allow {
+                rule: self.allow.find(name),
+            },
         }
     }
 
@@ -366,7 +368,10 @@ fn add_rule(set: &mut RuleSet, raw: &str, at: &str, problems: &mut ConfigProblem
     let check = rule.strip_prefix("*.").unwrap_or(&rule);
     match validate_name(check) {
         Ok(()) if check.contains('*') => {
-            problems.push(at, format!("{raw:?}: only a leading \"*.\" wildcard is supported"));
+            problems.push(
+                at,
+                format!("{raw:?}: only a leading \"*.\" wildcard is supported"),
+            );
         }
         Ok(()) => set.add(&rule),
         Err(e) => problems.push(at, format!("{raw:?}: {e}")),
@@ -379,7 +384,10 @@ pub fn load_list(path: &Path, set: &mut RuleSet, problems: &mut ConfigProblems) 
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(path.display().to_string(), format!("cannot read list file: {e}"));
+            problems.push(
+                path.display().to_string(),
+                format!("cannot read list file: {e}"),
+            );
             return;
         }
     };
@@ -424,7 +432,11 @@ mod tests {
 
     #[test]
     fn wildcards_cover_subdomains_but_not_the_apex() {
-        let g = group(Mode::Allowlist, &["*.corp.internal", "API.OpenAI.com."], &[]);
+        let g = group(
+            Mode::Allowlist,
+            &["*.corp.internal", "API.OpenAI.com."],
+            &[],
+        );
         assert!(g.decide("a.corp.internal").is_allowed());
         assert!(g.decide("x.y.corp.internal").is_allowed());
         assert!(!g.decide("corp.internal").is_allowed());
@@ -436,14 +448,23 @@ mod tests {
 
     #[test]
     fn deny_wins_over_allow_in_both_modes() {
-        let g = group(Mode::Allowlist, &["*.corp.internal"], &["secrets.corp.internal"]);
+        let g = group(
+            Mode::Allowlist,
+            &["*.corp.internal"],
+            &["secrets.corp.internal"],
+        );
         assert_eq!(
             g.decide("secrets.corp.internal"),
-            Decision::Block { rule: Some(RuleMatch::Exact("secrets.corp.internal")) }
+            Decision::Block {
+                rule: Some(RuleMatch::Exact("secrets.corp.internal"))
+            }
         );
         let g = group(Mode::Denylist, &[], &["*.bad.example"]);
         assert!(g.decide("anything.example").is_allowed());
-        assert_eq!(g.decide("x.bad.example").reason(), "deny rule *.bad.example");
+        assert_eq!(
+            g.decide("x.bad.example").reason(),
+            "deny rule *.bad.example"
+        );
     }
 
     #[test]

@@ -209,14 +209,27 @@ impl Upstreams {
                 problems.push(format!("{loc}.zone"), e);
             }
             if f.servers.is_empty() {
-                problems.push(format!("{loc}.servers"), "a forward zone needs at least one server");
+                problems.push(
+                    format!("{loc}.servers"),
+                    "a forward zone needs at least one server",
+                );
             }
             let set = build_set(&f.servers, &format!("{loc}.servers"), problems);
-            if forwards.insert(zone.clone().into_boxed_str(), set).is_some() {
-                problems.push(format!("{loc}.zone"), format!("zone {zone:?} is forwarded twice"));
+            if forwards
+                .insert(zone.clone().into_boxed_str(), set)
+                .is_some()
+            {
+                problems.push(
+                    format!("{loc}.zone"),
+                    format!("zone {zone:?} is forwarded twice"),
+                );
             }
         }
-        Self { default, forwards, total_timeout: cfg.timeout }
+        Self {
+            default,
+            forwards,
+            total_timeout: cfg.timeout,
+        }
     }
 
     /// The server set for a name: the longest matching forward zone, or the default.
@@ -367,15 +380,23 @@ async fn tcp_exchange(
     id: u16,
     question: &[u8],
 ) -> Result<Vec<u8>, ExchangeError> {
-    let mut stream = TcpStream::connect(up.addr).await.map_err(|_| ExchangeError::Io)?;
+    let mut stream = TcpStream::connect(up.addr)
+        .await
+        .map_err(|_| ExchangeError::Io)?;
     let len = u16::try_from(query.len()).map_err(|_| ExchangeError::Io)?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(query);
-    stream.write_all(&framed).await.map_err(|_| ExchangeError::Io)?;
+    stream
+        .write_all(&framed)
+        .await
+        .map_err(|_| ExchangeError::Io)?;
     let n = stream.read_u16().await.map_err(|_| ExchangeError::Io)?;
     let mut buf = vec![0u8; usize::from(n)];
-    stream.read_exact(&mut buf).await.map_err(|_| ExchangeError::Io)?;
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(|_| ExchangeError::Io)?;
     if matches(up, &buf, id, question) {
         Ok(buf)
     } else {
@@ -393,8 +414,14 @@ mod tests {
 
     #[test]
     fn addresses_default_to_port_53() {
-        assert_eq!(parse_server_address("127.0.0.1").unwrap(), "127.0.0.1:53".parse().unwrap());
-        assert_eq!(parse_server_address("[::1]:5353").unwrap(), "[::1]:5353".parse().unwrap());
+        assert_eq!(
+            parse_server_address("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_server_address("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
         assert!(parse_server_address("localhost").is_err());
     }
 
@@ -448,7 +475,10 @@ mod tests {
         let question = crate::wire::parse_query(&q).unwrap().question.to_vec();
         let started = Instant::now();
         let r = u.resolve("example.com", &question, false, false).await;
-        assert!(matches!(r, Err(UpstreamError::Exhausted { tried: 2 })), "{r:?}");
+        assert!(
+            matches!(r, Err(UpstreamError::Exhausted { tried: 2 })),
+            "{r:?}"
+        );
         assert!(started.elapsed() < Duration::from_millis(600));
     }
 }

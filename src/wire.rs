@@ -272,16 +272,23 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         return Err(WireError::FormErr("a query must have exactly one question"));
     }
 
-    let mut r = Reader { buf: packet, pos: HEADER_LEN };
+    let mut r = Reader {
+        buf: packet,
+        pos: HEADER_LEN,
+    };
     let mut name = String::with_capacity(64);
     let mut label_count: u8 = 0;
     loop {
-        let len = r.u8().ok_or(WireError::FormErr("question name runs past the packet"))?;
+        let len = r
+            .u8()
+            .ok_or(WireError::FormErr("question name runs past the packet"))?;
         if len == 0 {
             break;
         }
         if len & 0xC0 != 0 {
-            return Err(WireError::FormErr("compressed or extended label in the question"));
+            return Err(WireError::FormErr(
+                "compressed or extended label in the question",
+            ));
         }
         let start = r.pos;
         r.skip(usize::from(len))
@@ -313,13 +320,23 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     }
     let mut edns = None;
     for _ in 0..arcount {
-        r.skip_name().ok_or(WireError::FormErr("additional record name malformed"))?;
-        let rtype = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
-        let class = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
-        let ttl = r.u32().ok_or(WireError::FormErr("additional record truncated"))?;
-        let rdlen = r.u16().ok_or(WireError::FormErr("additional record truncated"))?;
-        r.skip(usize::from(rdlen))
-            .ok_or(WireError::FormErr("additional record data runs past the packet"))?;
+        r.skip_name()
+            .ok_or(WireError::FormErr("additional record name malformed"))?;
+        let rtype = r
+            .u16()
+            .ok_or(WireError::FormErr("additional record truncated"))?;
+        let class = r
+            .u16()
+            .ok_or(WireError::FormErr("additional record truncated"))?;
+        let ttl = r
+            .u32()
+            .ok_or(WireError::FormErr("additional record truncated"))?;
+        let rdlen = r
+            .u16()
+            .ok_or(WireError::FormErr("additional record truncated"))?;
+        r.skip(usize::from(rdlen)).ok_or(WireError::FormErr(
+            "additional record data runs past the packet",
+        ))?;
         if rtype == rtype::OPT {
             if edns.is_some() {
                 return Err(WireError::FormErr("more than one OPT record"));
@@ -365,7 +382,10 @@ pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<(u16, u16)>> {
     let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
     let qd = count(4);
     let rr = u32::from(count(6)) + u32::from(count(8)) + u32::from(count(10));
-    let mut r = Reader { buf: msg, pos: HEADER_LEN };
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
     for _ in 0..qd {
         r.skip_name()?;
         r.skip(4)?;
@@ -518,7 +538,10 @@ pub fn question_of(msg: &[u8]) -> Option<&[u8]> {
     if msg.len() < HEADER_LEN || u16::from_be_bytes([msg[4], msg[5]]) != 1 {
         return None;
     }
-    let mut r = Reader { buf: msg, pos: HEADER_LEN };
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
     r.skip_name()?;
     r.skip(4)?;
     msg.get(HEADER_LEN..r.pos)
@@ -631,7 +654,10 @@ pub(crate) mod tests {
         p[5] = 2;
         assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
         let p = query_bytes("example.com", 1, None);
-        assert!(matches!(parse_query(&p[..p.len() - 1]), Err(WireError::FormErr(_))));
+        assert!(matches!(
+            parse_query(&p[..p.len() - 1]),
+            Err(WireError::FormErr(_))
+        ));
     }
 
     #[test]

@@ -13,3 +13,13 @@ impl GroupDetectConfig {
     /// Validate.
     pub fn validate(&self, _at: &str, _problems: &mut ConfigProblems) {}
 }
+
+/// `[detect]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {}
+
+impl DetectConfig {
+    /// Validate.
+    pub fn validate(&self, _at: &str, _problems: &mut ConfigProblems) {}
+}

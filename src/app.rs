@@ -1,0 +1,114 @@
+//! Assembling a running dnsward from a configuration: the policy, the long-lived state, the
+//! listeners and the admin endpoint. The binary and the integration tests both start here.
+
+use std::sync::Arc;
+
+use crate::active_policy::ActivePolicy;
+use crate::admin::{self, RunningAdmin};
+use crate::cache::AnswerCache;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::config_error::ConfigProblems;
+use crate::events::sink::{self, EventSinkHandle};
+use crate::events::{Event, EventBody, PolicyEvent};
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::server::{self, RunningServer};
+
+/// Why dnsward could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration has problems.
+    #[error("{0}")]
+    Config(#[from] ConfigProblems),
+    /// A socket or file could not be opened.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being opened.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running dnsward.
+#[derive(Debug)]
+pub struct RunningApp {
+    /// The pipeline (policy, cache, events).
+    pub pipeline: Arc<Pipeline>,
+    /// DNS listeners.
+    pub dns: RunningServer,
+    /// The admin endpoint, if enabled.
+    pub admin: Option<RunningAdmin>,
+    /// The event sink.
+    events: EventSinkHandle,
+}
+
+impl RunningApp {
+    /// Start everything described by `cfg`, with the system clock.
+    ///
+    /// # Errors
+    /// Configuration problems (all of them) or a socket/file that cannot be opened.
+    pub async fn start(cfg: &Config) -> Result<Self, StartError> {
+        Self::start_with_clock(cfg, SystemClock::shared()).await
+    }
+
+    /// Start with an injected clock (tests).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Self, StartError> {
+        let prom = admin::prometheus();
+        let _ = prom;
+        let policy = ActivePolicy::build(cfg)?;
+        let (events, events_handle) =
+            sink::spawn(&cfg.events).map_err(|source| StartError::Io {
+                what: "opening the event sink".into(),
+                source,
+            })?;
+        events.emit(Event::now(
+            policy.version.number,
+            EventBody::Policy(PolicyEvent {
+                action: "loaded".into(),
+                hash: Some(policy.version.hash.clone()).filter(|h| !h.is_empty()),
+                actor: None,
+                message: Some(cfg.source.clone()),
+            }),
+        ));
+        let cache = AnswerCache::new(&cfg.cache, Arc::clone(&clock));
+        let settings = PipelineSettings {
+            unknown_clients: cfg.server.unknown_clients,
+        };
+        let pipeline = Arc::new(Pipeline::new(policy, cache, events, settings, clock));
+        let dns = server::start(&cfg.server, Arc::clone(&pipeline))
+            .await
+            .map_err(|source| StartError::Io {
+                what: format!("binding {:?}", cfg.server.listen),
+                source,
+            })?;
+        let admin = match cfg.admin.listen.parse() {
+            Ok(addr) => Some(admin::start(addr, Arc::clone(&pipeline)).await.map_err(
+                |source| StartError::Io {
+                    what: format!("binding admin {}", cfg.admin.listen),
+                    source,
+                },
+            )?),
+            Err(_) => None,
+        };
+        Ok(Self {
+            pipeline,
+            dns,
+            admin,
+            events: events_handle,
+        })
+    }
+
+    /// Stop listening, finish in-flight queries, flush events.
+    pub async fn shutdown(self) {
+        self.dns.shutdown().await;
+        if let Some(a) = self.admin {
+            a.shutdown().await;
+        }
+        drop(self.pipeline);
+        self.events.shutdown().await;
+    }
+}
