@@ -824,6 +824,12 @@ mod tests {
     const SOA: &str = "$ORIGIN t.internal.\n$TTL 300\n@ 3600 IN SOA ns hm 1 2 3 4 60\n";
 
     #[test]
+    fn zone_sets_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<ZoneSet>();
+    }
+
+    #[test]
     fn the_example_zone_loads() {
         let set = example();
         assert_eq!(set.origins().collect::<Vec<_>>(), ["corp.internal"]);
