@@ -1,0 +1,333 @@
+//! Test harness: a scriptable fake upstream and a dnsward started in-process on port 0.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dnsward::app::RunningApp;
+use dnsward::clock::SharedClock;
+use dnsward::config::Config;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+fn name(n: &str) -> Name {
+    Name::from_ascii(format!("{}.", n.trim_end_matches('.'))).expect("test name")
+}
+
+/// A fake upstream resolver, configured builder-style, that counts what it is asked.
+#[derive(Default, Clone)]
+pub struct FakeUpstream {
+    records: HashMap<(String, RecordType), Vec<Record>>,
+    truncate_udp: Vec<String>,
+}
+
+/// A running fake upstream.
+pub struct RunningUpstream {
+    pub addr: SocketAddr,
+    pub udp_queries: Arc<AtomicUsize>,
+    pub tcp_queries: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RunningUpstream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl RunningUpstream {
+    pub fn queries(&self) -> usize {
+        self.udp_queries.load(Ordering::SeqCst) + self.tcp_queries.load(Ordering::SeqCst)
+    }
+}
+
+impl FakeUpstream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_a(mut self, owner: &str, ip: [u8; 4], ttl: u32) -> Self {
+        let r = Record::from_rdata(
+            name(owner),
+            ttl,
+            RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+        );
+        self.records
+            .entry((owner.to_string(), RecordType::A))
+            .or_default()
+            .push(r);
+        self
+    }
+
+    pub fn with_aaaa(mut self, owner: &str, ip: std::net::Ipv6Addr, ttl: u32) -> Self {
+        let r = Record::from_rdata(name(owner), ttl, RData::AAAA(AAAA::from(ip)));
+        self.records
+            .entry((owner.to_string(), RecordType::AAAA))
+            .or_default()
+            .push(r);
+        self
+    }
+
+    /// `owner` CNAME `target`, and `target` A `ip`, answered together for A queries.
+    pub fn with_cname(mut self, owner: &str, target: &str, ip: [u8; 4]) -> Self {
+        let c = Record::from_rdata(name(owner), 300, RData::CNAME(CNAME(name(target))));
+        let a = Record::from_rdata(
+            name(target),
+            300,
+            RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+        );
+        self.records
+            .insert((owner.to_string(), RecordType::A), vec![c, a]);
+        self
+    }
+
+    pub fn with_txt(mut self, owner: &str, text: &str) -> Self {
+        let r = Record::from_rdata(
+            name(owner),
+            300,
+            RData::TXT(TXT::new(vec![text.to_string()])),
+        );
+        self.records
+            .entry((owner.to_string(), RecordType::TXT))
+            .or_default()
+            .push(r);
+        self
+    }
+
+    /// UDP answers for `owner` come back with TC set and no records.
+    pub fn truncating(mut self, owner: &str) -> Self {
+        self.truncate_udp.push(owner.to_string());
+        self
+    }
+
+    fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let req = Message::from_vec(query).ok()?;
+        let q = req.queries.first()?.clone();
+        let owner = q.name().to_lowercase().to_ascii();
+        let owner = owner.trim_end_matches('.').to_string();
+        let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+        resp.metadata.recursion_desired = true;
+        resp.metadata.recursion_available = true;
+        resp.add_query(q.clone());
+        if udp && self.truncate_udp.contains(&owner) {
+            resp.metadata.truncation = true;
+            return resp.to_vec().ok();
+        }
+        match self.records.get(&(owner.clone(), q.query_type())) {
+            Some(rs) => {
+                resp.answers = rs.clone();
+            }
+            None => {
+                let exists = self.records.keys().any(|(o, _)| *o == owner);
+                if !exists {
+                    resp.metadata.response_code = ResponseCode::NXDomain;
+                }
+                let zone = name("example");
+                let soa = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, 120);
+                resp.add_authority(Record::from_rdata(zone, 600, RData::SOA(soa)));
+            }
+        }
+        resp.to_vec().ok()
+    }
+
+    pub async fn start(self) -> RunningUpstream {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let udp_queries = Arc::new(AtomicUsize::new(0));
+        let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let me = Arc::new(self);
+        let (m, count) = (Arc::clone(&me), Arc::clone(&udp_queries));
+        let t1 = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, src)) = udp.recv_from(&mut buf).await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if let Some(r) = m.answer(&buf[..n], true) {
+                    let _ = udp.send_to(&r, src).await;
+                }
+            }
+        });
+        let (m, count) = (Arc::clone(&me), Arc::clone(&tcp_queries));
+        let t2 = tokio::spawn(async move {
+            while let Ok((mut s, _)) = tcp.accept().await {
+                let m = Arc::clone(&m);
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    while let Ok(len) = s.read_u16().await {
+                        let mut buf = vec![0u8; usize::from(len)];
+                        if s.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        if let Some(r) = m.answer(&buf, false) {
+                            let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                            out.extend_from_slice(&r);
+                            let _ = s.write_all(&out).await;
+                        }
+                    }
+                });
+            }
+        });
+        RunningUpstream {
+            addr,
+            udp_queries,
+            tcp_queries,
+            tasks: vec![t1, t2],
+        }
+    }
+}
+
+/// A dnsward started in-process on 127.0.0.1:0, with events in a temp file.
+pub struct TestServer {
+    pub app: Option<RunningApp>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub events_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Start with `groups_and_more` appended to a base config forwarding to `upstream`.
+    pub async fn start(upstream: Option<SocketAddr>, extra: &str) -> Self {
+        Self::start_with(upstream, extra, None, "127.0.0.1:0").await
+    }
+
+    pub async fn start_with(
+        upstream: Option<SocketAddr>,
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let events_path = dir.path().join("events.jsonl");
+        let upstream_line = match upstream {
+            Some(a) => format!(
+                "servers = [{{ address = \"{a}\", timeout = \"500ms\" }}]\ntimeout = \"1s\""
+            ),
+            None => "servers = []".to_string(),
+        };
+        let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
+        let text = format!(
+            r#"
+[server]
+listen = ["{listen}"]
+udp_workers = 2
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+{upstream_line}
+[zones]
+dir = "{zones}"
+[events]
+sink = "file"
+path = "{events}"
+allowed = "on"
+{extra}
+"#,
+            zones = zones.display(),
+            events = events_path.display(),
+        );
+        let cfg = Config::from_toml(&text, "test.toml", dir.path())
+            .unwrap_or_else(|p| panic!("{p}\n{text}"));
+        let app = match clock {
+            Some(c) => RunningApp::start_with_clock(&cfg, c).await,
+            None => RunningApp::start(&cfg).await,
+        }
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        Self {
+            udp: app.dns.udp_addrs[0],
+            tcp: app.dns.tcp_addrs[0],
+            admin: app.admin.as_ref().map(|a| a.addr),
+            app: Some(app),
+            events_path,
+            _dir: dir,
+        }
+    }
+
+    /// Stop, flush events and return them parsed.
+    pub async fn stop_and_read_events(&mut self) -> Vec<serde_json::Value> {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        std::fs::read_to_string(&self.events_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every event line is JSON"))
+            .collect()
+    }
+}
+
+pub fn query_packet(qname: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name(qname), qtype));
+    if edns {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+/// Send one UDP query from `src` and wait for the answer (None on timeout).
+pub async fn udp_raw(server: SocketAddr, src: IpAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind(SocketAddr::new(src, 0)).await.unwrap();
+    sock.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(Duration::from_secs(4), sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// Query over UDP from `src` and decode the answer.
+pub async fn udp_query(server: SocketAddr, src: &str, qname: &str, qtype: RecordType) -> Message {
+    let packet = query_packet(qname, qtype, true);
+    let raw = udp_raw(server, src.parse().unwrap(), &packet)
+        .await
+        .expect("an answer");
+    let m = Message::from_vec(&raw).expect("answer decodes");
+    assert_eq!(
+        m.metadata.id,
+        u16::from_be_bytes([packet[0], packet[1]]),
+        "ID echoed"
+    );
+    m
+}
+
+/// Query over TCP from `src`.
+pub async fn tcp_query(server: SocketAddr, src: &str, qname: &str, qtype: RecordType) -> Message {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
+    let mut s = sock.connect(server).await.unwrap();
+    let packet = query_packet(qname, qtype, false);
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    s.write_all(&framed).await.unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(4), s.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    s.read_exact(&mut buf).await.unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+pub fn a_records(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}

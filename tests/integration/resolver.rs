@@ -1,0 +1,259 @@
+//! Resolution and policy behaviour through real sockets.
+
+use std::time::Duration;
+
+use dnsward::clock::ManualClock;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::harness::*;
+
+const AGENTS: &str = r#"
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32", "::1/128"]
+allow = ["www.example", "*.corp.internal", "*.allowed.example", "alias.example", "bad-alias.example", "big.example", "gone.example", "nodata.example", "v6.example"]
+deny = ["secrets.corp.internal"]
+
+[[groups]]
+name = "builders"
+cidrs = ["127.0.0.20/32"]
+allow = ["git.corp.internal"]
+block = "sinkhole"
+sinkhole_ipv4 = "192.0.2.99"
+sinkhole_ipv6 = "2001:db8::99"
+
+[[groups]]
+name = "strict"
+cidrs = ["127.0.0.30/32"]
+allow = ["www.example"]
+block = "refused"
+"#;
+
+fn upstream() -> FakeUpstream {
+    FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .with_a("a.allowed.example", [192, 0, 2, 2], 300)
+        .with_a("allowed.example", [192, 0, 2, 3], 300)
+        .with_cname("alias.example", "x.allowed.example", [192, 0, 2, 4])
+        .with_cname(
+            "bad-alias.example",
+            "tracker.evil.example",
+            [203, 0, 113, 9],
+        )
+        .with_txt("big.example", &"x".repeat(200))
+        .with_txt("big.example", &"y".repeat(200))
+        .with_txt("big.example", &"z".repeat(200))
+        .truncating("big.example")
+        .with_a("nodata.example", [192, 0, 2, 5], 300)
+        .with_aaaa("v6.example", "2001:db8::1".parse().unwrap(), 300)
+}
+
+#[tokio::test]
+async fn allowed_names_are_forwarded_and_others_blocked() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let m = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    assert!(m.metadata.recursion_available);
+
+    let m = udp_query(s.udp, "127.0.0.10", "not-listed.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(up.queries(), 1, "blocked names never reach the upstream");
+}
+
+#[tokio::test]
+async fn each_block_action_answers_as_configured() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    // builders: sinkhole. A and AAAA get the sinkhole address, other types NODATA.
+    let m = udp_query(s.udp, "127.0.0.20", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&m), ["192.0.2.99"]);
+    assert_eq!(m.answers[0].ttl, 60);
+    let m = udp_query(s.udp, "127.0.0.20", "www.example", RecordType::AAAA).await;
+    assert!(matches!(&m.answers[0].data, RData::AAAA(a) if a.0.to_string() == "2001:db8::99"));
+    let m = udp_query(s.udp, "127.0.0.20", "www.example", RecordType::TXT).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    // strict: REFUSED.
+    let m = udp_query(s.udp, "127.0.0.30", "a.allowed.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    // agents: deny rule carved out of an allowed wildcard.
+    let m = udp_query(s.udp, "127.0.0.10", "secrets.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty());
+}
+
+#[tokio::test]
+async fn wildcards_cover_subdomains_but_not_the_apex() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let m = udp_query(s.udp, "127.0.0.10", "a.allowed.example", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.2"]);
+    let m = udp_query(s.udp, "127.0.0.10", "allowed.example", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "apex is not covered by *.allowed.example"
+    );
+    assert!(m.answers.is_empty());
+}
+
+#[tokio::test]
+async fn two_groups_see_different_answers_for_the_same_name() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let agents = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;
+    let builders = udp_query(s.udp, "127.0.0.20", "api.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&agents), ["10.0.1.10", "10.0.1.11"]);
+    assert_eq!(
+        a_records(&builders),
+        ["192.0.2.99"],
+        "builders get the sinkhole"
+    );
+}
+
+#[tokio::test]
+async fn unknown_clients_are_refused() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let m = udp_query(s.udp, "127.0.0.99", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    assert_eq!(up.queries(), 0);
+}
+
+#[tokio::test]
+async fn ipv6_sources_match_their_group() {
+    let up = upstream().start().await;
+    let s = TestServer::start_with(Some(up.addr), AGENTS, None, "[::1]:0").await;
+    assert!(s.udp.is_ipv6());
+    let m = udp_query(s.udp, "::1", "v6.example", RecordType::AAAA).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(matches!(&m.answers[0].data, RData::AAAA(a) if a.0.to_string() == "2001:db8::1"));
+    let m = udp_query(s.udp, "::1", "not-listed.example", RecordType::AAAA).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn cache_hits_skip_the_upstream_and_ttls_count_down() {
+    let up = upstream().start().await;
+    let clock = ManualClock::new();
+    let s = TestServer::start_with(Some(up.addr), AGENTS, Some(clock.clone()), "127.0.0.1:0").await;
+    let first = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(first.answers[0].ttl, 300);
+    clock.advance(Duration::from_secs(120));
+    let second = udp_query(s.udp, "127.0.0.10", "WWW.Example", RecordType::A).await;
+    assert_eq!(up.queries(), 1, "the second answer came from the cache");
+    assert_eq!(second.answers[0].ttl, 180);
+    assert_eq!(a_records(&second), ["192.0.2.1"]);
+    assert_eq!(
+        second.queries[0].name().to_ascii(),
+        "WWW.Example.",
+        "question case echoed"
+    );
+    clock.advance(Duration::from_secs(181));
+    let third = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(up.queries(), 2, "expired entries are fetched again");
+    assert_eq!(third.answers[0].ttl, 300);
+}
+
+#[tokio::test]
+async fn negative_answers_are_cached() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    for _ in 0..3 {
+        let m = udp_query(s.udp, "127.0.0.10", "gone.example", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            m.authorities.len(),
+            1,
+            "SOA kept for the client's own negative caching"
+        );
+    }
+    for _ in 0..2 {
+        let m = udp_query(s.udp, "127.0.0.10", "nodata.example", RecordType::TXT).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+    }
+    assert_eq!(up.queries(), 2);
+}
+
+#[tokio::test]
+async fn upstream_down_gives_servfail_within_the_timeout() {
+    // A socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = TestServer::start(Some(silent.local_addr().unwrap()), AGENTS).await;
+    let m = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    // The server keeps serving other work meanwhile.
+    let m = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}
+
+#[tokio::test]
+async fn truncated_upstream_answers_are_retried_over_tcp() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let m = tcp_query(s.tcp, "127.0.0.10", "big.example", RecordType::TXT).await;
+    assert_eq!(m.answers.len(), 3, "full answer fetched over TCP");
+    assert_eq!(up.udp_queries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(up.tcp_queries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Over UDP without EDNS the 600+ byte answer does not fit 512: TC, so the client retries.
+    let packet = query_packet("big.example", RecordType::TXT, false);
+    let raw = udp_raw(s.udp, "127.0.0.10".parse().unwrap(), &packet)
+        .await
+        .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+    assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty());
+}
+
+#[tokio::test]
+async fn cname_to_a_name_the_group_may_not_resolve_is_blocked() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let ok = udp_query(s.udp, "127.0.0.10", "alias.example", RecordType::A).await;
+    assert_eq!(a_records(&ok), ["192.0.2.4"]);
+    let bad = udp_query(s.udp, "127.0.0.10", "bad-alias.example", RecordType::A).await;
+    assert_eq!(bad.metadata.response_code, ResponseCode::NXDomain);
+    assert!(bad.answers.is_empty());
+    // Also on a cache hit.
+    let bad = udp_query(s.udp, "127.0.0.10", "bad-alias.example", RecordType::A).await;
+    assert_eq!(bad.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(up.queries(), 2);
+}
+
+#[tokio::test]
+async fn local_zones_answer_authoritatively() {
+    let s = TestServer::start(None, AGENTS).await;
+    let m = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;
+    assert!(m.metadata.authoritative);
+    assert_eq!(a_records(&m), ["10.0.1.10", "10.0.1.11"]);
+    let m = udp_query(
+        s.udp,
+        "127.0.0.10",
+        "nothing-here.corp.internal",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authoritative);
+    assert!(matches!(m.authorities[0].data, RData::SOA(_)));
+    // Policy applies to local zones too.
+    let m = udp_query(s.udp, "127.0.0.10", "secrets.corp.internal", RecordType::A).await;
+    assert!(!m.metadata.authoritative);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn queries_over_tcp_are_answered() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let m = tcp_query(s.tcp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    let m = tcp_query(s.tcp, "127.0.0.99", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}

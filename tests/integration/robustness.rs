@@ -1,0 +1,70 @@
+//! Malformed input never takes the server down.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::*;
+
+const GROUP: &str = r#"
+[[groups]]
+name = "robust"
+cidrs = ["127.0.0.40/32"]
+allow = ["*.corp.internal"]
+"#;
+
+#[tokio::test]
+async fn malformed_packets_are_answered_or_dropped_and_the_server_keeps_serving() {
+    let s = TestServer::start(None, GROUP).await;
+    let src = "127.0.0.40".parse().unwrap();
+    // Too short: dropped.
+    assert!(udp_raw(s.udp, src, &[1, 2, 3]).await.is_none());
+    // A response: dropped (no reflection).
+    let mut resp = query_packet("api.corp.internal", RecordType::A, false);
+    resp[2] |= 0x80;
+    assert!(udp_raw(s.udp, src, &resp).await.is_none());
+    // A truncated question: FORMERR with the same ID.
+    let q = query_packet("api.corp.internal", RecordType::A, false);
+    let r = udp_raw(s.udp, src, &q[..q.len() - 3])
+        .await
+        .expect("FORMERR");
+    assert_eq!(&r[0..2], &q[0..2]);
+    assert_eq!(r[3] & 0x0F, 1);
+    // Another opcode: NOTIMP.
+    let mut upd = q.clone();
+    upd[2] = (upd[2] & 0x87) | (5 << 3);
+    let r = udp_raw(s.udp, src, &upd).await.expect("NOTIMP");
+    assert_eq!(r[3] & 0x0F, 4);
+    // Garbage of every length, deterministic pseudo-random.
+    let mut x: u32 = 0x1234_5678;
+    for len in 0..300usize {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x & 0xFF) as u8
+            })
+            .collect();
+        let sock = std::net::UdpSocket::bind("127.0.0.40:0").unwrap();
+        sock.send_to(&bytes, s.udp).unwrap();
+    }
+    // Still serving, over UDP and TCP.
+    let m = udp_query(s.udp, "127.0.0.40", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let m = tcp_query(s.tcp, "127.0.0.40", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}
+
+#[tokio::test]
+async fn tcp_garbage_and_idle_connections_do_not_hurt() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start(None, GROUP).await;
+    // A connection that sends a length and then garbage.
+    let mut c = tokio::net::TcpStream::connect(s.tcp).await.unwrap();
+    c.write_all(&[0, 5, 1, 2, 3, 4, 5]).await.unwrap();
+    // A connection that sends half a length prefix and idles.
+    let mut idle = tokio::net::TcpStream::connect(s.tcp).await.unwrap();
+    idle.write_all(&[0]).await.unwrap();
+    let m = tcp_query(s.tcp, "127.0.0.40", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}
