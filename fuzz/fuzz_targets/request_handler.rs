@@ -1,0 +1,48 @@
+//! Arbitrary bytes through the whole synchronous pipeline, from a known and an unknown client.
+//! Whatever comes in, the handler must not panic, and any answer must be a DNS response that
+//! echoes the query ID.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use dnsward::active_policy::ActivePolicy;
+use dnsward::cache::{AnswerCache, CacheConfig};
+use dnsward::clock::SystemClock;
+use dnsward::config::Config;
+use dnsward::events::sink::EventSender;
+use dnsward::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
+use dnsward::server::UnknownClients;
+use libfuzzer_sys::fuzz_target;
+
+fn pipeline() -> &'static Pipeline {
+    static P: OnceLock<Pipeline> = OnceLock::new();
+    P.get_or_init(|| {
+        let zones = concat!(env!("CARGO_MANIFEST_DIR"), "/../zones");
+        let text = format!(
+            "[upstream]\nservers=[{{address=\"127.0.0.1:9\"}}]\n[zones]\ndir=\"{zones}\"\n[[groups]]\nname=\"g\"\ncidrs=[\"127.0.0.10/32\"]\nallow=[\"*.corp.internal\"]\nblock=\"sinkhole\"\n"
+        );
+        let cfg = Config::from_toml(&text, "fuzz", std::path::Path::new(".")).expect("config");
+        let policy = ActivePolicy::build(&cfg).expect("policy");
+        Pipeline::new(
+            policy,
+            AnswerCache::new(&CacheConfig::default(), SystemClock::shared()),
+            EventSender::disabled(),
+            PipelineSettings { unknown_clients: UnknownClients::Refuse },
+            SystemClock::shared(),
+        )
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let p = pipeline();
+    for src in ["127.0.0.10", "127.0.0.99"] {
+        for proto in [Protocol::Udp, Protocol::Tcp] {
+            if let Outcome::Reply(r) = p.handle_fast(data, src.parse().unwrap(), proto, Instant::now()) {
+                assert!(r.len() >= 12, "answers have a header");
+                assert_eq!(&r[0..2], &data[0..2], "answers echo the ID");
+                assert!(r[2] & 0x80 != 0, "answers are responses");
+            }
+        }
+    }
+});
