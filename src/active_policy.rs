@@ -94,10 +94,12 @@ impl QueryCounters {
 
     /// Count one query.
     pub fn count(&self, verdict: usize, qtype: u16) {
-        if let Some(row) = self.table.get(verdict) {
-            if let Some(c) = row.get(qtype_index(qtype)) {
-                c.increment(1);
-            }
+        if let Some(c) = self
+            .table
+            .get(verdict)
+            .and_then(|row| row.get(qtype_index(qtype)))
+        {
+            c.increment(1);
         }
     }
 }

@@ -300,13 +300,11 @@ impl AnswerCache {
 
     /// Store a prepared answer for `q`.
     pub fn insert(&self, q: &Query<'_>, prepared: &Prepared) {
-        if let Some(store) = &self.store {
-            if prepared.cacheable {
-                store.insert(
-                    CacheKeyRef::of(q).to_owned_key(),
-                    Arc::clone(&prepared.answer),
-                );
-            }
+        if let Some(store) = self.store.as_ref().filter(|_| prepared.cacheable) {
+            store.insert(
+                CacheKeyRef::of(q).to_owned_key(),
+                Arc::clone(&prepared.answer),
+            );
         }
     }
 
@@ -359,7 +357,7 @@ impl AnswerCache {
         m.edns = None;
         m.signature = None;
         m.metadata.recursion_available = true;
-        let code = u8::from(m.metadata.response_code.low());
+        let code = m.metadata.response_code.low();
         let cname_targets: Box<[Box<str>]> = m
             .answers
             .iter()

@@ -71,10 +71,8 @@ impl Config {
                 cfg.base_dir = base_dir.to_path_buf();
                 cfg.source = source.to_string();
                 // Relative paths anywhere in the file mean "next to this file".
-                if let Some(p) = cfg.events.path.as_mut() {
-                    if p.is_relative() {
-                        *p = base_dir.join(&*p);
-                    }
+                if let Some(p) = cfg.events.path.as_mut().filter(|p| p.is_relative()) {
+                    *p = base_dir.join(&*p);
                 }
                 Ok(cfg)
             }

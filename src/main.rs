@@ -1,6 +1,6 @@
 //! The `dnsward` binary: command-line parsing, logging and signals. `anyhow` lives only here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -56,7 +56,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     let result = Config::load(path).and_then(|cfg| ActivePolicy::build(&cfg).map(|p| (cfg, p)));
     match result {
         Ok((cfg, policy)) => {
@@ -76,7 +76,7 @@ fn check(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn serve(path: &PathBuf) -> anyhow::Result<()> {
+fn serve(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();

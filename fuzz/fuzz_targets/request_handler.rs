@@ -3,7 +3,7 @@
 //! echoes the query ID.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use dnsward::active_policy::ActivePolicy;
