@@ -1,0 +1,569 @@
+//! End to end: the real `dnsward` binary, a real config file on disk, real `dig` queries over
+//! loopback sockets, and the event file it leaves behind.
+//!
+//! This is the operator's view of dnsward, so it goes through the same doors an operator does:
+//! `dnsward serve --config FILE`, `dnsward check --config FILE`, SIGTERM to stop. The server
+//! listens on `127.0.0.1:0`; the bound ports are read back from the `dnsward serving` line it
+//! logs on stderr. The tests that query need `dig` (`bind9-dnsutils`, installed by `.ci/run`)
+//! and are skipped with a message when it is missing. Every socket is on loopback, and the
+//! configured upstream is a socket this test holds open and never answers from, so nothing
+//! leaves the machine. There are no timing assertions: deadlines only stop a hung test.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long the server gets to bind its sockets, and to exit after SIGTERM. A deadline for a
+/// hung child, not a performance assertion.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+const BIN: &str = env!("CARGO_BIN_EXE_dnsward");
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// True when `dig` can be run; otherwise prints why the calling test is skipped.
+fn dig_available(test: &str) -> bool {
+    match Command::new("dig").arg("-v").output() {
+        Ok(_) => true,
+        // CI installs dig (.ci/run), so there a missing dig is a broken setup, not a skip.
+        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
+            panic!("{test}: `dig` is not runnable ({e}) although CI=true; .ci/run installs it")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED {test}: `dig` is not runnable ({e}); install bind9-dnsutils (.ci/run does)"
+            );
+            false
+        }
+    }
+}
+
+/// Remove ANSI colour sequences (`ESC [ ... letter`) that the text log format may contain.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first address in `key=[a, b]` of a log line.
+fn first_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(&format!("{key}=["))? + key.len() + 2;
+    let rest = &line[start..];
+    let list = &rest[..rest.find(']')?];
+    list.split(", ").next()?.trim().parse().ok()
+}
+
+/// A running `dnsward serve`. Dropping it kills the process, so a failing assertion never
+/// leaves a server behind.
+struct Server {
+    child: Child,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    /// Everything the server wrote to stderr so far, for failure messages.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("DNSWARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning dnsward");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let log = Arc::clone(&log);
+            // Keep draining stderr for the whole run so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let line = strip_ansi(&line);
+                    log.lock().unwrap().push_str(&line);
+                    log.lock().unwrap().push('\n');
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("dnsward serving") => {
+                    let udp = first_addr(&line, "udp");
+                    let tcp = first_addr(&line, "tcp");
+                    match (udp, tcp) {
+                        (Some(udp), Some(tcp)) => {
+                            return Self {
+                                child,
+                                udp,
+                                tcp,
+                                log,
+                            };
+                        }
+                        _ => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            panic!("cannot read the bound addresses from {line:?}");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!(
+                        "dnsward did not report its addresses (exit: {status:?}); stderr:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Ask for a graceful shutdown the way an operator or systemd does, and wait for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + EXIT_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for dnsward") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dnsward did not exit after SIGTERM; stderr:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What `dig` printed, split into the parts the tests look at.
+#[derive(Debug)]
+struct DigAnswer {
+    status: String,
+    flags: Vec<String>,
+    /// Answer-section records as (name, type, data).
+    answers: Vec<(String, String, String)>,
+    raw: String,
+}
+
+impl DigAnswer {
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// Data of the answer records of type `rtype`, sorted.
+    fn data(&self, rtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|(_, t, _)| t == rtype)
+            .map(|(_, _, d)| d.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn parse_dig(raw: String) -> DigAnswer {
+    let mut status = String::new();
+    let mut flags = Vec::new();
+    let mut answers = Vec::new();
+    let mut in_answer = false;
+    for line in raw.lines() {
+        if let Some(i) = line.find("status: ") {
+            let rest = &line[i + "status: ".len()..];
+            status = rest
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            flags = rest
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        } else if line.starts_with(";; ANSWER SECTION:") {
+            in_answer = true;
+        } else if in_answer {
+            if line.trim().is_empty() || line.starts_with(";;") {
+                in_answer = false;
+                continue;
+            }
+            // name TTL class type data...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() >= 5 {
+                answers.push((
+                    fields[0].to_string(),
+                    fields[3].to_string(),
+                    fields[4..].join(" "),
+                ));
+            }
+        }
+    }
+    DigAnswer {
+        status,
+        flags,
+        answers,
+        raw,
+    }
+}
+
+/// Run `dig @addr name type` with extra options (`-b SRC`, `+tcp`) and parse the result.
+fn dig(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> DigAnswer {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(extra)
+        .args([name, rtype, "+time=3", "+tries=2", "+nosearch"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running dig");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dig {name} {rtype} {extra:?} failed ({}):\n{raw}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_dig(raw)
+}
+
+/// The example configuration (config/dnsward.toml) made self-contained for a test: port 0, no
+/// admin endpoint, the repo's zones by absolute path, events to a file, every query logged, and
+/// a silent loopback upstream.
+fn e2e_config(dir: &Path, upstream: SocketAddr) -> (PathBuf, PathBuf) {
+    let events = dir.join("events.jsonl");
+    let zones = repo_path("zones");
+    let text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+unknown_clients = "refuse"
+threads = 2
+udp_workers = 2
+
+[admin]
+listen = ""
+
+[upstream]
+timeout = "1s"
+servers = [{{ address = "{upstream}", protocol = "udp", timeout = "1s" }}]
+
+[zones]
+dir = {zones:?}
+
+[events]
+sink = "file"
+path = {events:?}
+allowed = "on"
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.1/32"]
+mode = "allowlist"
+allow = ["*.corp.internal", "corp.internal"]
+deny = ["secrets.corp.internal"]
+block = "nxdomain"
+block_ttl = "60s"
+
+[[groups]]
+name = "build-agents"
+cidrs = ["127.0.0.20/32"]
+allow = ["git.corp.internal", "pypi-mirror.corp.internal", "npm-mirror.corp.internal"]
+block = "sinkhole"
+sinkhole_ipv4 = "0.0.0.0"
+sinkhole_ipv6 = "::"
+block_ttl = "30s"
+"#
+    );
+    let path = dir.join("dnsward.toml");
+    std::fs::write(&path, text).expect("writing the test config");
+    (path, events)
+}
+
+fn query_events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading events file {}: {e}", path.display()));
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e| e["kind"] == "query")
+        .collect()
+}
+
+fn find_event<'a>(events: &'a [Value], client: &str, qname: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["client"] == client && e["qname"] == qname)
+        .unwrap_or_else(|| {
+            panic!("no query event for {client} {qname}; events:\n{events:#?}");
+        })
+}
+
+#[test]
+fn serves_zones_and_policy_to_dig_and_logs_events() {
+    if !dig_available("serves_zones_and_policy_to_dig_and_logs_events") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A loopback upstream that never answers: anything forwarded stays on this machine.
+    let silent_upstream = UdpSocket::bind("127.0.0.1:0").expect("binding the silent upstream");
+    let (config, events_path) = e2e_config(dir.path(), silent_upstream.local_addr().unwrap());
+    let server = Server::start(&config);
+    let agent = ["-b", "127.0.0.1"];
+
+    // An allowlisted name in the local zone: authoritative, both A records of the zone file.
+    let a = dig(server.udp, "api.corp.internal", "A", &agent);
+    assert_eq!(a.status, "NOERROR", "{}", a.raw);
+    assert!(
+        a.has_flag("aa"),
+        "local-zone answers are authoritative:\n{}",
+        a.raw
+    );
+    assert_eq!(a.data("A"), ["10.0.1.10", "10.0.1.11"], "{}", a.raw);
+
+    // A wildcard in the zone file.
+    let w = dig(server.udp, "sandbox-7.apps.corp.internal", "A", &agent);
+    assert_eq!(w.status, "NOERROR", "{}", w.raw);
+    assert_eq!(w.data("A"), ["10.0.3.1"], "{}", w.raw);
+
+    // An allowed name the zone does not have: authoritative NXDOMAIN, not a forward.
+    let missing = dig(server.udp, "nope.corp.internal", "A", &agent);
+    assert_eq!(missing.status, "NXDOMAIN", "{}", missing.raw);
+    assert!(missing.has_flag("aa"), "{}", missing.raw);
+
+    // Not on the allowlist: blocked with NXDOMAIN (the group's block answer).
+    let blocked = dig(server.udp, "www.example.com", "A", &agent);
+    assert_eq!(blocked.status, "NXDOMAIN", "{}", blocked.raw);
+    assert!(blocked.answers.is_empty(), "{}", blocked.raw);
+
+    // Deny wins over a matching allow rule.
+    let denied = dig(server.udp, "secrets.corp.internal", "A", &agent);
+    assert_eq!(denied.status, "NXDOMAIN", "{}", denied.raw);
+    assert!(
+        !denied.has_flag("aa"),
+        "a policy block is not the zone's answer:\n{}",
+        denied.raw
+    );
+
+    // A source address in no group: REFUSED, whatever it asks.
+    let stranger = dig(server.udp, "api.corp.internal", "A", &["-b", "127.0.0.99"]);
+    assert_eq!(stranger.status, "REFUSED", "{}", stranger.raw);
+    assert!(stranger.answers.is_empty(), "{}", stranger.raw);
+
+    // The same over TCP.
+    let tcp = dig(
+        server.tcp,
+        "api.corp.internal",
+        "A",
+        &["-b", "127.0.0.1", "+tcp"],
+    );
+    assert_eq!(tcp.status, "NOERROR", "{}", tcp.raw);
+    assert!(
+        tcp.raw.contains("(TCP)"),
+        "dig did not use TCP:\n{}",
+        tcp.raw
+    );
+    assert_eq!(tcp.data("A"), ["10.0.1.10", "10.0.1.11"], "{}", tcp.raw);
+    let tcp_refused = dig(
+        server.tcp,
+        "api.corp.internal",
+        "A",
+        &["-b", "127.0.0.99", "+tcp"],
+    );
+    assert_eq!(tcp_refused.status, "REFUSED", "{}", tcp_refused.raw);
+
+    // The second group: its own allowlist, and sinkhole answers for everything else.
+    let build = ["-b", "127.0.0.20"];
+    let git = dig(server.udp, "git.corp.internal", "A", &build);
+    assert_eq!(git.status, "NOERROR", "{}", git.raw);
+    assert_eq!(git.data("A"), ["192.0.2.30"], "{}", git.raw);
+    let sink4 = dig(server.udp, "api.corp.internal", "A", &build);
+    assert_eq!(sink4.status, "NOERROR", "{}", sink4.raw);
+    assert_eq!(sink4.data("A"), ["0.0.0.0"], "{}", sink4.raw);
+    let sink6 = dig(server.udp, "api.corp.internal", "AAAA", &build);
+    assert_eq!(sink6.status, "NOERROR", "{}", sink6.raw);
+    assert_eq!(sink6.data("AAAA"), ["::"], "{}", sink6.raw);
+
+    // Graceful stop flushes the event file.
+    let log_before_exit = server.log();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "dnsward exited with {status} after SIGTERM; stderr:\n{log_before_exit}"
+    );
+    let events = query_events(&events_path);
+
+    let e = find_event(&events, "127.0.0.1", "www.example.com");
+    assert_eq!(e["verdict"], "block", "{e}");
+    assert_eq!(e["group"], "agents", "{e}");
+    assert_eq!(e["rcode"], "NXDOMAIN", "{e}");
+    assert_eq!(e["qtype"], "A", "{e}");
+    assert_eq!(e["protocol"], "udp", "{e}");
+
+    let e = find_event(&events, "127.0.0.99", "api.corp.internal");
+    assert_eq!(e["verdict"], "refuse", "{e}");
+    assert_eq!(e["reason"], "unknown client", "{e}");
+    assert!(e["group"].is_null(), "{e}");
+    assert_eq!(e["rcode"], "REFUSED", "{e}");
+
+    let e = find_event(&events, "127.0.0.20", "api.corp.internal");
+    assert_eq!(e["verdict"], "sinkhole", "{e}");
+    assert_eq!(e["group"], "build-agents", "{e}");
+
+    // allowed = "on": allowed queries are in the log too, attributed to the zone.
+    let e = find_event(&events, "127.0.0.1", "api.corp.internal");
+    assert_eq!(e["verdict"], "allow", "{e}");
+    assert_eq!(e["upstream"], "zone:corp.internal", "{e}");
+    assert!(
+        events.iter().any(|e| e["client"] == "127.0.0.1"
+            && e["qname"] == "api.corp.internal"
+            && e["protocol"] == "tcp"),
+        "no event for the TCP query; events:\n{events:#?}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_in_a_broken_config_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("broken.toml");
+    // Syntactically valid TOML with several independent mistakes, so every section's
+    // validation gets to run and report.
+    std::fs::write(
+        &broken,
+        r#"
+[server]
+listen = ["127.0.0.1:notaport"]
+tcp_max_connections = 0
+
+[admin]
+listen = ""
+
+[upstream]
+servers = [{ address = "not-an-address" }]
+
+[zones]
+dir = "does-not-exist"
+
+[events]
+sink = "file"
+
+[[groups]]
+name = "agents"
+cidrs = ["10.0.0.0/33"]
+allow = ["*.corp.internal"]
+block = "nxdomain"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&broken)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running dnsward check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "check accepted a broken config:\n{stderr}"
+    );
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .collect();
+    let locations: std::collections::BTreeSet<&str> = problems
+        .iter()
+        .filter_map(|p| p.split(':').next())
+        .collect();
+    assert!(
+        locations.len() >= 3,
+        "expected at least 3 distinct problems reported at once, got:\n{stderr}"
+    );
+    for expected in [
+        "server.listen[0]",
+        "server.tcp_max_connections",
+        "events.path",
+        "groups[0].cidrs[0]",
+    ] {
+        assert!(
+            locations.contains(expected),
+            "no problem reported at {expected}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_example_config() {
+    let path = repo_path("config/dnsward.toml");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running dnsward check");
+    assert!(
+        out.status.success(),
+        "dnsward check {} failed:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
