@@ -7,7 +7,7 @@
 //! finishes under it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics::Counter;
 
@@ -66,41 +66,37 @@ fn qtype_index(qtype: u16) -> usize {
         .unwrap_or(QTYPE_LABELS.len())
 }
 
-/// Pre-registered `dnsward_queries_total` handles for one group, so the hot path never builds
-/// label sets.
+/// `dnsward_queries_total` handles for one group, registered on first use so the hot path
+/// never builds label sets and `/metrics` shows only series that happened.
 #[derive(Debug)]
 pub struct QueryCounters {
-    /// `[verdict][qtype]`.
-    table: Vec<Vec<Counter>>,
+    /// Group label.
+    group: Arc<str>,
+    /// `[verdict * (qtypes + 1) + qtype]`.
+    table: Vec<OnceLock<Counter>>,
 }
 
 impl QueryCounters {
     fn new(group: &str) -> Self {
-        let table = VERDICTS
-            .iter()
-            .map(|v| {
-                QTYPE_LABELS
-                    .iter()
-                    .map(|(_, l)| *l)
-                    .chain(std::iter::once("OTHER"))
-                    .map(|qt| {
-                        metrics::counter!(m::QUERIES_TOTAL, "group" => group.to_string(), "verdict" => *v, "qtype" => qt)
-                    })
-                    .collect()
-            })
-            .collect();
-        Self { table }
+        let cells = VERDICTS.len() * (QTYPE_LABELS.len() + 1);
+        Self {
+            group: group.into(),
+            table: (0..cells).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     /// Count one query.
     pub fn count(&self, verdict: usize, qtype: u16) {
-        if let Some(c) = self
-            .table
-            .get(verdict)
-            .and_then(|row| row.get(qtype_index(qtype)))
-        {
-            c.increment(1);
-        }
+        let qt = qtype_index(qtype);
+        let Some(cell) = self.table.get(verdict * (QTYPE_LABELS.len() + 1) + qt) else {
+            return;
+        };
+        cell.get_or_init(|| {
+            let qt_label = QTYPE_LABELS.get(qt).map_or("OTHER", |(_, l)| *l);
+            let v = VERDICTS.get(verdict).copied().unwrap_or("drop");
+            metrics::counter!(m::QUERIES_TOTAL, "group" => self.group.to_string(), "verdict" => v, "qtype" => qt_label)
+        })
+        .increment(1);
     }
 }
 
@@ -200,7 +196,7 @@ impl ActivePolicy {
             zones,
             upstreams,
             counters,
-            unknown_counters: QueryCounters::new(""),
+            unknown_counters: QueryCounters::new("_unknown"),
             files,
         };
         problems.into_result(Arc::new(policy))
