@@ -147,7 +147,10 @@ impl ActivePolicy {
         let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
         let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
-        if upstreams.is_empty() && zones.files().is_empty() {
+        if cfg.upstream.servers.is_empty()
+            && cfg.upstream.forward.is_empty()
+            && zones.files().is_empty()
+        {
             problems.push(
                 "upstream.servers",
                 "no upstream servers and no local zones: nothing could be answered",
@@ -172,7 +175,7 @@ impl ActivePolicy {
                 problems.push(at, "too many groups");
                 continue;
             };
-            if group.cidrs.is_empty() {
+            if gc.cidrs.is_empty() {
                 problems.push(format!("{at}.cidrs"), "a group needs at least one CIDR");
             }
             for (j, net) in group.cidrs.iter().enumerate() {
