@@ -394,6 +394,7 @@ fn benign_names_from_many_clients_raise_no_alert() {
         })
         .collect();
     let (mut alerts, mut worst) = (Vec::new(), (0u8, String::new()));
+    let started = std::time::Instant::now();
     for step in 0..names.len() {
         for (c, order) in orders.iter_mut().enumerate() {
             let idx = if step % 5 == 4 {
@@ -412,8 +413,9 @@ fn benign_names_from_many_clients_raise_no_alert() {
         }
         clock.advance(Duration::from_millis(500));
     }
+    let per_query = started.elapsed() / (u32::try_from(names.len()).unwrap_or(1) * clients);
     println!(
-        "benign replay: {} names x {clients} clients, highest score {} ({})",
+        "benign replay: {} names x {clients} clients, highest score {} ({}), {per_query:?} per query",
         names.len(),
         worst.0,
         worst.1
@@ -444,4 +446,72 @@ fn disabled_detector_does_nothing() {
 fn detector_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Detector>();
+}
+
+#[test]
+fn exfiltration_spread_over_many_clients_is_seen_fleet_wide() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let t = testgen::base64url_exfil("x.tunnel-example.io", 300, 12);
+    let mut fleet_alert = None;
+    // 60 agents each send only 5 queries: no single (client, domain) has enough evidence.
+    for (i, q) in t.queries.iter().enumerate() {
+        let client = ip(500 + u32::try_from(i % 60).unwrap_or(0));
+        let a = observe(&d, client, &q.qname, q.qtype, &settings);
+        if fleet_alert.is_none() {
+            fleet_alert = a.alert.map(|alert| (i + 1, alert));
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    let (after, alert) = fleet_alert.unwrap_or_else(|| panic!("no alert"));
+    println!("spread over 60 clients: alert after {after} queries");
+    assert!(
+        alert.breakdown.contains_key("fleet_wide"),
+        "{:?}",
+        alert.breakdown
+    );
+    assert!(after <= 100);
+}
+
+#[test]
+fn alerts_carry_what_an_analyst_needs() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut first = None;
+    for q in testgen::dnscat2("c2.tunnel-example.org", 50, 13).queries {
+        let a = observe(&d, ip(9), &q.qname, q.qtype, &settings);
+        d.observe_rcode(ip(9), "tunnel-example.org", true);
+        if first.is_none() {
+            first = a.alert;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    let a = first.unwrap_or_else(|| panic!("no alert"));
+    assert_eq!(
+        (a.client, a.group.as_str(), a.domain.as_str()),
+        (ip(9), "agents", "tunnel-example.org")
+    );
+    assert_eq!(a.window.window_secs, 900);
+    assert!(a.window.queries >= 10 && a.window.unique_subdomains >= 8 && a.window.nxdomain >= 9);
+    assert!(a.window.payload_bytes > 500 && a.bytes_estimate > 500);
+    assert!((1..=3).contains(&a.samples.len()));
+    assert!(a.breakdown.keys().any(|k| k.starts_with("query.")));
+    let window_points: f64 = a
+        .breakdown
+        .iter()
+        .filter(|(k, _)| !k.starts_with("query."))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        (window_points - f64::from(a.score)).abs() <= 1.0,
+        "{window_points} vs {}",
+        a.score
+    );
+    assert_eq!(
+        (a.action.as_str(), a.monitor_only, a.exception.clone()),
+        ("alert", false, None)
+    );
+    // It serialises as the event log expects.
+    let json = serde_json::to_string(&crate::events::EventBody::Alert(a)).unwrap_or_default();
+    assert!(json.starts_with("{\"kind\":\"alert\""));
 }
