@@ -1,0 +1,304 @@
+//! The `[detect]` section and the per-group `[groups.detect]` settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Level;
+use crate::config_error::ConfigProblems;
+use crate::names::validate_name;
+
+/// `[detect]`: the tunnel/exfiltration detector.
+///
+/// ```toml
+/// [detect]
+/// enabled = true
+/// window = "15m"            # per (client, domain) and per domain window, 1m–6h
+/// alert_interval = "5m"     # repeat an alert for a key at most this often while it stays high
+/// max_client_domains = 65536
+/// max_domains = 32768
+/// max_clients = 16384
+/// default_exceptions = true
+/// exceptions = ["corp-av.example.com"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Score queries at all. When false, `observe` returns an empty assessment.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Length of the sliding window. Long enough to see a slow drip (one query every few
+    /// seconds) add up: 15 minutes by default.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// While a key stays above the alert threshold at the same level, re-alert at most this often.
+    #[serde(default = "default_alert_interval", with = "humantime_serde")]
+    pub alert_interval: Duration,
+    /// Bound on tracked (client, registrable domain) keys; least-used keys are evicted beyond
+    /// it (≈ 350 bytes each).
+    #[serde(default = "default_max_client_domains")]
+    pub max_client_domains: usize,
+    /// Bound on tracked registrable domains (fleet-wide view), evicted likewise.
+    #[serde(default = "default_max_domains")]
+    pub max_domains: usize,
+    /// Bound on tracked clients (volume baselines), evicted likewise.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Use the shipped exception list ([`super::exceptions::DEFAULT_EXCEPTIONS`]).
+    #[serde(default = "default_enabled")]
+    pub default_exceptions: bool,
+    /// More exceptions for every group: domain suffixes, or `_label` entries.
+    #[serde(default)]
+    pub exceptions: Vec<String>,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+fn default_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_alert_interval() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_max_client_domains() -> usize {
+    65_536
+}
+fn default_max_domains() -> usize {
+    32_768
+}
+fn default_max_clients() -> usize {
+    16_384
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            window: default_window(),
+            alert_interval: default_alert_interval(),
+            max_client_domains: default_max_client_domains(),
+            max_domains: default_max_domains(),
+            max_clients: default_max_clients(),
+            default_exceptions: default_enabled(),
+            exceptions: Vec::new(),
+        }
+    }
+}
+
+/// Smallest and largest accepted table bound.
+const TABLE_BOUNDS: (usize, usize) = (64, 10_000_000);
+
+impl DetectConfig {
+    /// Records every problem in this section; `at` is its key path (`detect`).
+    pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        if self.window < Duration::from_secs(60) || self.window > Duration::from_secs(6 * 3600) {
+            problems.push(format!("{at}.window"), "must be between 1m and 6h");
+        }
+        if self.alert_interval < Duration::from_secs(1) {
+            problems.push(format!("{at}.alert_interval"), "must be at least 1s");
+        }
+        for (key, value) in [
+            ("max_client_domains", self.max_client_domains),
+            ("max_domains", self.max_domains),
+            ("max_clients", self.max_clients),
+        ] {
+            if !(TABLE_BOUNDS.0..=TABLE_BOUNDS.1).contains(&value) {
+                problems.push(
+                    format!("{at}.{key}"),
+                    format!("must be between {} and {}", TABLE_BOUNDS.0, TABLE_BOUNDS.1),
+                );
+            }
+        }
+        validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
+    }
+}
+
+/// Per-group detection settings, `[groups.detect]`.
+///
+/// ```toml
+/// [groups.detect]
+/// monitor_only = false
+/// alert = 60
+/// throttle = 70
+/// sinkhole = 80
+/// quarantine = 90
+/// exceptions = ["telemetry.example.net"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDetectConfig {
+    /// Alert but never act: the assessment still carries the level, the alert says `none`.
+    #[serde(default)]
+    pub monitor_only: bool,
+    /// Score (1–100) from which an alert is raised.
+    #[serde(default = "default_alert")]
+    pub alert: u8,
+    /// Score from which the (client, domain) is throttled.
+    #[serde(default = "default_throttle")]
+    pub throttle: u8,
+    /// Score from which the domain is sinkholed for the client (or its group).
+    #[serde(default = "default_sinkhole")]
+    pub sinkhole: u8,
+    /// Score from which the whole client is quarantined.
+    #[serde(default = "default_quarantine")]
+    pub quarantine: u8,
+    /// Exceptions for this group on top of the global ones.
+    #[serde(default)]
+    pub exceptions: Vec<String>,
+}
+
+fn default_alert() -> u8 {
+    60
+}
+fn default_throttle() -> u8 {
+    70
+}
+fn default_sinkhole() -> u8 {
+    80
+}
+fn default_quarantine() -> u8 {
+    90
+}
+
+impl Default for GroupDetectConfig {
+    fn default() -> Self {
+        Self {
+            monitor_only: false,
+            alert: default_alert(),
+            throttle: default_throttle(),
+            sinkhole: default_sinkhole(),
+            quarantine: default_quarantine(),
+            exceptions: Vec::new(),
+        }
+    }
+}
+
+impl GroupDetectConfig {
+    /// Records every problem; `at` is the key path, e.g. `groups[2].detect`.
+    pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        let levels = [
+            ("alert", self.alert),
+            ("throttle", self.throttle),
+            ("sinkhole", self.sinkhole),
+            ("quarantine", self.quarantine),
+        ];
+        for (key, value) in levels {
+            if !(1..=100).contains(&value) {
+                problems.push(format!("{at}.{key}"), "must be between 1 and 100");
+            }
+        }
+        for pair in levels.windows(2) {
+            if pair[1].1 < pair[0].1 {
+                problems.push(
+                    format!("{at}.{}", pair[1].0),
+                    format!(
+                        "must not be below {} ({} < {})",
+                        pair[0].0, pair[1].1, pair[0].1
+                    ),
+                );
+            }
+        }
+        validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
+    }
+
+    /// The highest level whose threshold `score` reaches.
+    #[must_use]
+    pub fn level_for(&self, score: u8) -> Level {
+        if score >= self.quarantine {
+            Level::Quarantine
+        } else if score >= self.sinkhole {
+            Level::Sinkhole
+        } else if score >= self.throttle {
+            Level::Throttle
+        } else if score >= self.alert {
+            Level::Alert
+        } else {
+            Level::None
+        }
+    }
+}
+
+fn validate_exceptions(list: &[String], at: &str, problems: &mut ConfigProblems) {
+    for (i, entry) in list.iter().enumerate() {
+        let trimmed = entry.trim();
+        let name = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        if let Err(why) = validate_name(name) {
+            problems.push(format!("{at}[{i}]"), why);
+        } else if name != entry {
+            problems.push(
+                format!("{at}[{i}]"),
+                format!("write {entry:?} without spaces or trailing dot"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_toml() {
+        let d: DetectConfig = toml::from_str("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d, DetectConfig::default());
+        let d: DetectConfig = toml::from_str("window = \"1h\"\nexceptions = [\"av.example.com\"]")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.window, Duration::from_secs(3600));
+        assert!(toml::from_str::<DetectConfig>("windw = \"1h\"").is_err());
+        let g: GroupDetectConfig =
+            toml::from_str("monitor_only = true").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (g.alert, g.throttle, g.sinkhole, g.quarantine),
+            (60, 70, 80, 90)
+        );
+        assert!(toml::from_str::<GroupDetectConfig>("alert = 300").is_err());
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let mut p = ConfigProblems::default();
+        DetectConfig::default().validate("detect", &mut p);
+        GroupDetectConfig::default().validate("groups[0].detect", &mut p);
+        assert!(p.is_empty(), "{p}");
+        let d = DetectConfig {
+            window: Duration::from_secs(5),
+            max_domains: 1,
+            exceptions: vec!["bad name".into(), "ok.example.com".into()],
+            ..DetectConfig::default()
+        };
+        d.validate("detect", &mut p);
+        let g = GroupDetectConfig {
+            alert: 0,
+            throttle: 95,
+            sinkhole: 80,
+            exceptions: vec!["a..b".into()],
+            ..Default::default()
+        };
+        g.validate("groups[1].detect", &mut p);
+        let locations: Vec<_> = p.problems.iter().map(|x| x.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            [
+                "detect.window",
+                "detect.max_domains",
+                "detect.exceptions[0]",
+                "groups[1].detect.alert",
+                "groups[1].detect.sinkhole",
+                "groups[1].detect.exceptions[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn levels_follow_thresholds() {
+        let g = GroupDetectConfig::default();
+        assert_eq!(g.level_for(0), Level::None);
+        assert_eq!(g.level_for(59), Level::None);
+        assert_eq!(g.level_for(60), Level::Alert);
+        assert_eq!(g.level_for(70), Level::Throttle);
+        assert_eq!(g.level_for(85), Level::Sinkhole);
+        assert_eq!(g.level_for(100), Level::Quarantine);
+        assert!(Level::Quarantine > Level::Sinkhole && Level::Alert > Level::None);
+    }
+}

@@ -1,0 +1,267 @@
+//! Per-query features of a name: cheap, computed on the stack, no allocation.
+//!
+//! Everything here looks at the part of the name left of the registrable domain (the part a
+//! tunnel controls) and at the query type. The numbers feed [`super::score`].
+
+use super::ngram;
+
+/// `NULL` (RFC 1035): iodine's favourite carrier, almost never legitimate.
+pub const QTYPE_NULL: u16 = 10;
+/// `KEY`: dns2tcp's alternative carrier.
+pub const QTYPE_KEY: u16 = 25;
+/// `TXT`: the most common carrier (dns2tcp, dnscat2, DNSExfiltrator, dnstt).
+pub const QTYPE_TXT: u16 = 16;
+/// `CNAME`, used as a carrier by dnscat2 and iodine.
+pub const QTYPE_CNAME: u16 = 5;
+/// `MX`, used as a carrier by dnscat2 and iodine.
+pub const QTYPE_MX: u16 = 15;
+/// `SRV`, one of iodine's carriers.
+pub const QTYPE_SRV: u16 = 33;
+/// `ANY`.
+pub const QTYPE_ANY: u16 = 255;
+/// First type of the private-use range (iodine's `PRIVATE` is 65399).
+pub const QTYPE_PRIVATE_FIRST: u16 = 65280;
+/// Last type of the private-use range.
+pub const QTYPE_PRIVATE_LAST: u16 = 65534;
+
+/// Which alphabet the subdomain characters fit in: decides the maximum possible entropy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alphabet {
+    /// Nothing to look at.
+    Empty,
+    /// `0-9a-f` only (dnscat2, hashes): at most 4 bits per character.
+    Hex,
+    /// `a-z2-7` only (base32: iodine, dnstt): at most 5 bits.
+    Base32,
+    /// Letters, digits and `-` (ordinary host names).
+    Alnum,
+    /// Letters, digits, `-` and `_`: base64url once the wire parser has lower-cased it.
+    Base64,
+    /// Bytes no host name uses (`=`, `+`, `/`, non-ASCII: base64, base128, raw binary).
+    Binary,
+}
+
+impl Alphabet {
+    /// Number of symbols in the alphabet.
+    #[must_use]
+    pub fn size(self) -> u32 {
+        match self {
+            Self::Empty => 1,
+            Self::Hex => 16,
+            Self::Base32 => 32,
+            Self::Alnum => 37,
+            Self::Base64 => 38,
+            Self::Binary => 64,
+        }
+    }
+}
+
+/// What one query name looks like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryFeatures {
+    /// Length of the whole name in bytes.
+    pub name_len: usize,
+    /// Length of the part left of the registrable domain, dots included.
+    pub sub_len: usize,
+    /// Characters of that part, dots excluded.
+    pub sub_chars: usize,
+    /// Labels in that part.
+    pub labels: usize,
+    /// Longest label in that part.
+    pub longest_label: usize,
+    /// Shannon entropy of the part's characters (dots ignored, as dnscat2 ignores them), bits.
+    pub entropy_bits: f32,
+    /// Entropy divided by its maximum `log2(min(chars, alphabet size))`: 0..=1. A fixed bit
+    /// threshold misses hex (max 4 bits) and every label of 16 characters or fewer (max 4 bits).
+    pub entropy_norm: f32,
+    /// The narrowest alphabet the characters fit in.
+    pub alphabet: Alphabet,
+    /// Share of digits among the characters.
+    pub digit_ratio: f32,
+    /// Average cost under the host-name trigram model, bits per character (0 when empty).
+    pub ngram_bits: f32,
+    /// Score points for the query type alone (0 for A/AAAA).
+    pub qtype_points: u8,
+}
+
+/// Score points for carrying a query of this type: NULL and private types are iodine's, KEY is
+/// dns2tcp's, TXT everyone's; CNAME, MX and SRV are used by iodine and dnscat2 as carriers.
+#[must_use]
+pub fn qtype_points(qtype: u16) -> u8 {
+    match qtype {
+        QTYPE_NULL => 25,
+        QTYPE_PRIVATE_FIRST..=QTYPE_PRIVATE_LAST => 25,
+        QTYPE_KEY => 20,
+        QTYPE_TXT | QTYPE_ANY => 12,
+        QTYPE_CNAME | QTYPE_MX => 6,
+        QTYPE_SRV => 3,
+        _ => 0,
+    }
+}
+
+/// Computes the features of `qname` whose subdomain part is `sub` (see
+/// [`crate::names::subdomain_part`]).
+#[must_use]
+pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
+    let mut counts = [0u16; 256];
+    let (mut chars, mut digits, mut labels, mut longest, mut cur) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut all_hex, mut all_b32, mut all_alnum, mut all_b64) = (true, true, true, true);
+    for &b in sub.as_bytes() {
+        if b == b'.' {
+            if cur > 0 {
+                labels += 1;
+            }
+            longest = longest.max(cur);
+            cur = 0;
+            continue;
+        }
+        cur += 1;
+        chars += 1;
+        let c = b.to_ascii_lowercase();
+        counts[usize::from(c)] = counts[usize::from(c)].saturating_add(1);
+        let digit = c.is_ascii_digit();
+        digits += usize::from(digit);
+        all_hex &= digit || (b'a'..=b'f').contains(&c);
+        all_b32 &= c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c);
+        all_alnum &= c.is_ascii_lowercase() || digit || c == b'-';
+        all_b64 &= c.is_ascii_lowercase() || digit || c == b'-' || c == b'_';
+    }
+    if cur > 0 {
+        labels += 1;
+    }
+    longest = longest.max(cur);
+    let alphabet = if chars == 0 {
+        Alphabet::Empty
+    } else if all_hex {
+        Alphabet::Hex
+    } else if all_b32 {
+        Alphabet::Base32
+    } else if all_alnum {
+        Alphabet::Alnum
+    } else if all_b64 {
+        Alphabet::Base64
+    } else {
+        Alphabet::Binary
+    };
+    let (entropy_bits, entropy_norm) = entropy(&counts, chars, alphabet);
+    #[allow(clippy::cast_precision_loss)] // names are at most a few hundred bytes
+    let digit_ratio = if chars == 0 {
+        0.0
+    } else {
+        digits as f32 / chars as f32
+    };
+    QueryFeatures {
+        name_len: qname.len(),
+        sub_len: sub.len(),
+        sub_chars: chars,
+        labels,
+        longest_label: longest,
+        entropy_bits,
+        entropy_norm,
+        alphabet,
+        digit_ratio,
+        ngram_bits: if chars == 0 {
+            0.0
+        } else {
+            ngram::bits_per_char(sub)
+        },
+        qtype_points: qtype_points(qtype),
+    }
+}
+
+/// Shannon entropy in bits per character, and the same normalised by its maximum for this
+/// many characters drawn from this alphabet: `log2(min(n, |alphabet|))`.
+#[allow(clippy::cast_precision_loss)] // counts are at most a few hundred
+fn entropy(counts: &[u16; 256], n: usize, alphabet: Alphabet) -> (f32, f32) {
+    if n < 2 {
+        return (0.0, 0.0);
+    }
+    let total = n as f32;
+    let bits: f32 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f32::from(c) / total;
+            -p * p.log2()
+        })
+        .sum();
+    let max_symbols = u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .min(alphabet.size())
+        .max(2);
+    let max_bits = (max_symbols as f32).log2();
+    (bits, (bits / max_bits).clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(sub: &str) -> QueryFeatures {
+        extract(&format!("{sub}.example.com"), sub, 1)
+    }
+
+    #[test]
+    fn entropy_is_normalised_by_the_alphabet_and_length() {
+        // 32 distinct hex digits: 4 bits/char, the hex maximum, although far below 4.5 bits.
+        let hex = f("0123456789abcdef0123456789abcdef");
+        assert_eq!(hex.alphabet, Alphabet::Hex);
+        assert!((hex.entropy_bits - 4.0).abs() < 0.01);
+        assert!(hex.entropy_norm > 0.99);
+        // base32 alphabet, every symbol once: 5 bits of 5.
+        let b32 = f("abcdefghijklmnopqrstuvwxyz234567");
+        assert_eq!(b32.alphabet, Alphabet::Base32);
+        assert!(b32.entropy_norm > 0.99);
+        // base64 (lower-cased by the wire parser, with `_`): wide alphabet.
+        let b64 = f("qmfzzty0igvuy29kzwqgcgf5bg9hzc_tb3jl_x");
+        assert_eq!(b64.alphabet, Alphabet::Base64);
+        assert!(b64.entropy_norm > 0.8);
+        assert_eq!(f("a+b/c=").alphabet, Alphabet::Binary);
+        // A short label of 8 distinct characters is at its maximum, 3 bits, not 4.5.
+        let short = f("k3v9x2q8");
+        assert!((short.entropy_bits - 3.0).abs() < 0.01);
+        assert!(short.entropy_norm > 0.99);
+        // A repetitive label is low.
+        assert!(f("aaaaaaaaaaaaaaab").entropy_norm < 0.3);
+    }
+
+    #[test]
+    fn character_classes_and_shape() {
+        let x = f("www.cdn-1.eu");
+        assert_eq!(x.alphabet, Alphabet::Alnum);
+        assert_eq!(x.labels, 3);
+        assert_eq!(x.longest_label, 5);
+        assert_eq!(x.sub_chars, 10);
+        assert_eq!(x.sub_len, 12);
+        assert!((f("12ab").digit_ratio - 0.5).abs() < 1e-6);
+        assert_eq!(f("").alphabet, Alphabet::Empty);
+        assert!(f("").ngram_bits.abs() < f32::EPSILON);
+        assert_eq!(f("_domainkey").alphabet, Alphabet::Base64);
+        assert_eq!(f("\u{e9}t\u{e9}").alphabet, Alphabet::Binary);
+    }
+
+    #[test]
+    fn ngram_likelihood_separates_hostnames_from_random_strings() {
+        assert!(f("files").ngram_bits + 2.0 < f("kzq8x3vm2b7t").ngram_bits);
+        assert!(f("registry").ngram_bits + 2.0 < f("0f3a9c2e7b1d").ngram_bits);
+    }
+
+    #[test]
+    fn query_types_carry_risk() {
+        assert_eq!(qtype_points(1), 0);
+        assert_eq!(qtype_points(28), 0);
+        assert_eq!(qtype_points(QTYPE_NULL), 25);
+        assert_eq!(qtype_points(65399), 25);
+        assert!(qtype_points(QTYPE_KEY) > qtype_points(QTYPE_TXT));
+        assert!(qtype_points(QTYPE_TXT) > qtype_points(QTYPE_CNAME));
+        assert!(qtype_points(QTYPE_MX) > 0 && qtype_points(QTYPE_ANY) > 0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_do_not_panic() {
+        let weird = "\u{0}\u{ff}..\\\u{7f}.\u{e9}";
+        let x = extract(weird, weird, 65535);
+        assert!(x.entropy_norm.is_finite() && x.ngram_bits.is_finite());
+    }
+}

@@ -1,0 +1,517 @@
+//! Detector behaviour, driven by a manual clock.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::testgen::{self, Traffic};
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::names::registrable_domain;
+
+fn ip(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+fn detector(cfg: &DetectConfig) -> (Detector, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    (Detector::new(cfg, clock.clone()), clock)
+}
+
+fn observe(
+    d: &Detector,
+    client: IpAddr,
+    qname: &str,
+    qtype: u16,
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    d.observe(&Observation {
+        client,
+        group: "agents",
+        qname,
+        domain: registrable_domain(qname),
+        qtype,
+        settings,
+    })
+}
+
+/// Where each level was first reached while replaying a tool's traffic.
+#[derive(Debug, Default)]
+struct Reached {
+    /// (queries, payload bytes) at the first assessment at or above each level.
+    at: [Option<(usize, usize)>; 5],
+    alerts: Vec<AlertEvent>,
+}
+
+fn replay(t: &Traffic, settings: &GroupDetectConfig) -> Reached {
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut r = Reached::default();
+    let mut bytes = 0;
+    for (i, q) in t.queries.iter().enumerate() {
+        let a = observe(&d, ip(7), &q.qname, q.qtype, settings);
+        d.observe_rcode(ip(7), registrable_domain(&q.qname), false);
+        bytes += q.payload;
+        for level in [
+            Level::Alert,
+            Level::Throttle,
+            Level::Sinkhole,
+            Level::Quarantine,
+        ] {
+            let slot = &mut r.at[level as usize];
+            if a.level >= level && slot.is_none() {
+                *slot = Some((i + 1, bytes));
+            }
+        }
+        r.alerts.extend(a.alert);
+        clock.advance(t.interval);
+    }
+    r
+}
+
+fn tools() -> Vec<Traffic> {
+    vec![
+        testgen::iodine_base32("t.tunnel-example.com", 400, 1),
+        testgen::iodine_base128("t.tunnel-example.com", 400, 2),
+        testgen::dns2tcp("tun.tunnel-example.net", 400, false, 3),
+        testgen::dns2tcp("tun.tunnel-example.net", 400, true, 4),
+        testgen::dnscat2("c2.tunnel-example.org", 400, 5),
+        testgen::base64url_exfil("x.tunnel-example.io", 400, 6),
+        testgen::slow_drip("drip-example.com", 400, 7),
+    ]
+}
+
+#[test]
+fn every_tunnel_tool_is_caught_and_contained() {
+    let settings = GroupDetectConfig::default();
+    for t in tools() {
+        let r = replay(&t, &settings);
+        let show = |l: Level| {
+            r.at[l as usize].map_or_else(
+                || "never".to_string(),
+                |(q, b)| format!("{q} queries/{b} B"),
+            )
+        };
+        println!(
+            "{:28} alert: {:22} throttle: {:22} sinkhole: {:22} quarantine: {}",
+            t.tool,
+            show(Level::Alert),
+            show(Level::Throttle),
+            show(Level::Sinkhole),
+            show(Level::Quarantine)
+        );
+        let (alert_q, _) = r.at[Level::Alert as usize].unwrap_or((usize::MAX, 0));
+        let (throttle_q, _) = r.at[Level::Throttle as usize].unwrap_or((usize::MAX, 0));
+        // The slow drip is one query every 5 s: it needs minutes of evidence, not seconds.
+        let (alert_max, contain_max) = if t.tool.starts_with("slow") {
+            (60, 150)
+        } else {
+            (20, 50)
+        };
+        assert!(
+            alert_q <= alert_max,
+            "{}: alert after {alert_q} queries",
+            t.tool
+        );
+        assert!(
+            throttle_q <= contain_max,
+            "{}: throttle after {throttle_q} queries",
+            t.tool
+        );
+        let first = &r.alerts[0];
+        assert!(["alert", "throttle", "sinkhole", "quarantine"].contains(&first.action.as_str()));
+        assert!(
+            !first.samples.is_empty() && first.samples.iter().all(|s| s.chars().count() <= 100)
+        );
+        assert!(first.breakdown.contains_key("pattern"));
+        assert!(first.window.unique_subdomains > 0 && first.bytes_estimate > 0);
+        assert!(!first.monitor_only);
+    }
+}
+
+#[test]
+fn fast_tunnels_reach_quarantine() {
+    let settings = GroupDetectConfig::default();
+    for t in tools().into_iter().filter(|t| !t.tool.starts_with("slow")) {
+        let r = replay(&t, &settings);
+        let (q, _) = r.at[Level::Quarantine as usize].unwrap_or((usize::MAX, 0));
+        assert!(q <= 400, "{}: quarantine after {q}", t.tool);
+    }
+}
+
+#[test]
+fn monitor_only_computes_levels_but_acts_on_nothing() {
+    let settings = GroupDetectConfig {
+        monitor_only: true,
+        ..GroupDetectConfig::default()
+    };
+    let r = replay(
+        &testgen::iodine_base32("t.tunnel-example.com", 200, 9),
+        &settings,
+    );
+    assert!(r.at[Level::Quarantine as usize].is_some());
+    assert!(!r.alerts.is_empty());
+    assert!(
+        r.alerts
+            .iter()
+            .all(|a| a.action == "none" && a.monitor_only)
+    );
+}
+
+#[test]
+fn alert_cadence_first_crossing_rise_and_interval() {
+    let cfg = DetectConfig {
+        alert_interval: Duration::from_secs(60),
+        ..DetectConfig::default()
+    };
+    let (d, clock) = detector(&cfg);
+    // Thresholds far apart so each level is held for a while.
+    let settings = GroupDetectConfig {
+        alert: 40,
+        throttle: 75,
+        sinkhole: 99,
+        quarantine: 100,
+        ..Default::default()
+    };
+    let t = testgen::dnscat2("c2.tunnel-example.org", 600, 11);
+    let mut emitted = Vec::new();
+    for (i, q) in t.queries.iter().enumerate() {
+        let a = observe(&d, ip(1), &q.qname, q.qtype, &settings);
+        if let Some(alert) = a.alert {
+            emitted.push((i, clock.now(), a.level, alert));
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    assert!(emitted.len() >= 3, "{}", emitted.len());
+    // The first alert is the first crossing; later ones either rise in level or wait 60 s.
+    assert_eq!(emitted[0].2, Level::Alert);
+    for pair in emitted.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert!(
+            next.2 > prev.2 || next.1 - prev.1 >= Duration::from_secs(60),
+            "{:?} then {:?}",
+            prev.2,
+            next.2
+        );
+    }
+    // 600 queries over 150 s at the same level: at most one repeat per minute, plus rises.
+    assert!(emitted.len() <= 6);
+    assert!(emitted.iter().any(|e| e.2 == Level::Throttle));
+}
+
+#[test]
+fn exceptions_skip_scoring_and_say_which() {
+    let cfg = DetectConfig {
+        exceptions: vec!["Corp-AV.example.".into()],
+        ..DetectConfig::default()
+    };
+    let (d, clock) = detector(&cfg);
+    let settings = GroupDetectConfig {
+        exceptions: vec!["telemetry.example.net".into()],
+        ..Default::default()
+    };
+    for (domain, expect) in [
+        ("e1.a.akamaiedge.net", "akamaiedge.net"),
+        ("x.corp-av.example", "corp-av.example"),
+        ("t.telemetry.example.net", "telemetry.example.net"),
+    ] {
+        for q in testgen::iodine_base32(domain, 100, 3).queries {
+            let a = observe(&d, ip(2), &q.qname, q.qtype, &settings);
+            assert_eq!(a.exception.as_deref(), Some(expect));
+            assert_eq!(
+                (a.score, a.level, a.alert.is_some()),
+                (0, Level::None, false)
+            );
+            clock.advance(Duration::from_millis(100));
+        }
+    }
+    // The group exception belongs to that group only.
+    let other = GroupDetectConfig::default();
+    let levels: Vec<_> = testgen::iodine_base32("t.telemetry.example.net", 100, 3)
+        .queries
+        .iter()
+        .map(|q| observe(&d, ip(3), &q.qname, q.qtype, &other).level)
+        .collect();
+    assert!(levels.iter().any(|l| *l >= Level::Alert));
+    // The shipped list can be turned off.
+    let (bare, _) = detector(&DetectConfig {
+        default_exceptions: false,
+        ..DetectConfig::default()
+    });
+    assert!(
+        observe(&bare, ip(2), "s1._domainkey.acme.com", 16, &other)
+            .exception
+            .is_none()
+    );
+}
+
+#[test]
+fn windows_expire_with_the_clock() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut last = Assessment::default();
+    for q in testgen::dns2tcp("tun.tunnel-example.net", 200, false, 5).queries {
+        last = observe(&d, ip(4), &q.qname, q.qtype, &settings);
+        clock.advance(Duration::from_millis(200));
+    }
+    assert!(last.level >= Level::Throttle);
+    // Half a window later the previous half still counts.
+    clock.advance(Duration::from_secs(7 * 60));
+    assert!(observe(&d, ip(4), "www.tunnel-example.net", 1, &settings).level >= Level::Alert);
+    // A full window of quiet later, an ordinary query starts from nothing.
+    clock.advance(Duration::from_secs(16 * 60));
+    let a = observe(&d, ip(4), "www.tunnel-example.net", 1, &settings);
+    assert_eq!((a.level, a.domain_score), (Level::None, 0));
+}
+
+#[test]
+fn nxdomain_ratio_adds_points() {
+    let settings = GroupDetectConfig::default();
+    let run = |nx: bool| {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut a = Assessment::default();
+        for q in testgen::slow_drip("drip-example.com", 60, 8).queries {
+            a = observe(&d, ip(5), &q.qname, q.qtype, &settings);
+            d.observe_rcode(ip(5), "drip-example.com", nx);
+            clock.advance(Duration::from_secs(5));
+        }
+        a
+    };
+    let (with_nx, without) = (run(true), run(false));
+    assert!(
+        with_nx.score > without.score,
+        "{} vs {}",
+        with_nx.score,
+        without.score
+    );
+    // An answer alone never creates state.
+    let (d, _) = detector(&DetectConfig::default());
+    d.observe_rcode(ip(6), "never-asked.example", true);
+    assert_eq!(d.tracked_keys(), 0);
+}
+
+#[test]
+fn client_volume_spike_is_noticed() {
+    let mut c = ClientState::default();
+    for minute in 0..10 {
+        for _ in 0..20 {
+            assert!(!c.count(minute));
+        }
+    }
+    let spiking = (0..400).map(|_| c.count(10)).filter(|s| *s).count();
+    assert!(spiking > 200);
+    // Idle minutes decay the baseline rather than keeping it forever.
+    let mut idle = ClientState {
+        minute: 0,
+        count: 0,
+        baseline: 100.0,
+        minutes_seen: 10,
+    };
+    idle.count(30);
+    assert!(idle.baseline < 1.0);
+}
+
+#[test]
+fn a_flood_of_unique_names_stays_within_the_bounds() {
+    let cfg = DetectConfig {
+        max_client_domains: 4096,
+        max_domains: 2048,
+        max_clients: 256,
+        ..DetectConfig::default()
+    };
+    let bound = cfg.max_client_domains + cfg.max_domains + cfg.max_clients;
+    let (d, clock) = detector(&cfg);
+    let settings = GroupDetectConfig::default();
+    let mut r = testgen::Prng::new(42);
+    let tunnel = testgen::iodine_base32("t.tunnel-example.com", 2000, 1);
+    let mut tunnel_level = Level::None;
+    for i in 0..200_000u32 {
+        // Unique random names under unique random registrable domains, from 1,000 sources.
+        let name = format!("{:016x}.{:012x}.com", r.next_u64(), r.next_u64() >> 16);
+        observe(&d, ip(1000 + i % 1000), &name, 1, &settings);
+        if i % 100 == 0 {
+            // Meanwhile a tunnel keeps going from one client.
+            let q = &tunnel.queries[(i / 100) as usize % tunnel.queries.len()];
+            tunnel_level = observe(&d, ip(1), &q.qname, q.qtype, &settings).level;
+        }
+        if i % 1000 == 0 {
+            clock.advance(Duration::from_millis(300));
+            assert!(d.tracked_keys() <= bound);
+        }
+    }
+    println!(
+        "tracked keys after 200k unique names: {} (bound {bound})",
+        d.tracked_keys()
+    );
+    assert!(d.tracked_keys() <= bound);
+    assert!(d.pairs.len() <= cfg.max_client_domains && d.domains.len() <= cfg.max_domains);
+    // The flood is one-off keys; the tunnel's key is hot and survives it.
+    assert!(tunnel_level >= Level::Throttle, "{tunnel_level:?}");
+}
+
+fn qtype_code(mnemonic: &str) -> u16 {
+    match mnemonic {
+        "AAAA" => 28,
+        "TXT" => 16,
+        "MX" => 15,
+        "CNAME" => 5,
+        "SRV" => 33,
+        "PTR" => 12,
+        "NS" => 2,
+        "HTTPS" => 65,
+        "CAA" => 257,
+        _ => 1,
+    }
+}
+
+#[test]
+fn benign_names_from_many_clients_raise_no_alert() {
+    let fixture = include_str!("../../tests/fixtures/benign_names.txt");
+    let names: Vec<(&str, u16)> = fixture
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            (
+                parts.next().unwrap_or(""),
+                qtype_code(parts.next().unwrap_or("A")),
+            )
+        })
+        .collect();
+    assert!(names.len() >= 5000, "{} names", names.len());
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let clients = 20u32;
+    let mut r = testgen::Prng::new(7);
+    // Each client resolves the whole list in its own order (a busy host), ~2 queries/s each:
+    // that is 40 minutes, longer than the window, with repeats of popular names.
+    let mut orders: Vec<Vec<usize>> = (0..clients)
+        .map(|_| {
+            let mut v: Vec<usize> = (0..names.len()).collect();
+            for i in (1..v.len()).rev() {
+                v.swap(i, usize::try_from(r.below(i as u64 + 1)).unwrap_or(0));
+            }
+            v
+        })
+        .collect();
+    let (mut alerts, mut worst) = (Vec::new(), (0u8, String::new()));
+    let started = std::time::Instant::now();
+    for step in 0..names.len() {
+        for (c, order) in orders.iter_mut().enumerate() {
+            let idx = if step % 5 == 4 {
+                order[step / 5]
+            } else {
+                order[step]
+            }; // repeats
+            let (name, qtype) = names[idx];
+            let client = ip(100 + u32::try_from(c).unwrap_or(0));
+            let a = observe(&d, client, name, qtype, &settings);
+            d.observe_rcode(client, registrable_domain(name), false);
+            if a.score > worst.0 {
+                worst = (a.score, name.to_string());
+            }
+            alerts.extend(a.alert);
+        }
+        clock.advance(Duration::from_millis(500));
+    }
+    let per_query = started.elapsed() / (u32::try_from(names.len()).unwrap_or(1) * clients);
+    println!(
+        "benign replay: {} names x {clients} clients, highest score {} ({}), {per_query:?} per query",
+        names.len(),
+        worst.0,
+        worst.1
+    );
+    assert!(
+        alerts.is_empty(),
+        "{} alerts, first: {:?}",
+        alerts.len(),
+        alerts.first()
+    );
+}
+
+#[test]
+fn disabled_detector_does_nothing() {
+    let (d, _) = detector(&DetectConfig {
+        enabled: false,
+        ..DetectConfig::default()
+    });
+    let q = &testgen::iodine_base32("t.tunnel-example.com", 1, 1).queries[0];
+    assert_eq!(
+        observe(&d, ip(1), &q.qname, q.qtype, &GroupDetectConfig::default()),
+        Assessment::default()
+    );
+    assert_eq!(d.tracked_keys(), 0);
+}
+
+#[test]
+fn detector_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Detector>();
+}
+
+#[test]
+fn exfiltration_spread_over_many_clients_is_seen_fleet_wide() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let t = testgen::base64url_exfil("x.tunnel-example.io", 300, 12);
+    let mut fleet_alert = None;
+    // 60 agents each send only 5 queries: no single (client, domain) has enough evidence.
+    for (i, q) in t.queries.iter().enumerate() {
+        let client = ip(500 + u32::try_from(i % 60).unwrap_or(0));
+        let a = observe(&d, client, &q.qname, q.qtype, &settings);
+        if fleet_alert.is_none() {
+            fleet_alert = a.alert.map(|alert| (i + 1, alert));
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    let (after, alert) = fleet_alert.unwrap_or_else(|| panic!("no alert"));
+    println!("spread over 60 clients: alert after {after} queries");
+    assert!(
+        alert.breakdown.contains_key("fleet_wide"),
+        "{:?}",
+        alert.breakdown
+    );
+    assert!(after <= 100);
+}
+
+#[test]
+fn alerts_carry_what_an_analyst_needs() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut first = None;
+    for q in testgen::dnscat2("c2.tunnel-example.org", 50, 13).queries {
+        let a = observe(&d, ip(9), &q.qname, q.qtype, &settings);
+        d.observe_rcode(ip(9), "tunnel-example.org", true);
+        if first.is_none() {
+            first = a.alert;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    let a = first.unwrap_or_else(|| panic!("no alert"));
+    assert_eq!(
+        (a.client, a.group.as_str(), a.domain.as_str()),
+        (ip(9), "agents", "tunnel-example.org")
+    );
+    assert_eq!(a.window.window_secs, 900);
+    assert!(a.window.queries >= 10 && a.window.unique_subdomains >= 8 && a.window.nxdomain >= 9);
+    assert!(a.window.payload_bytes > 500 && a.bytes_estimate > 500);
+    assert!((1..=3).contains(&a.samples.len()));
+    assert!(a.breakdown.keys().any(|k| k.starts_with("query.")));
+    let window_points: f64 = a
+        .breakdown
+        .iter()
+        .filter(|(k, _)| !k.starts_with("query."))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        (window_points - f64::from(a.score)).abs() <= 1.0,
+        "{window_points} vs {}",
+        a.score
+    );
+    assert_eq!(
+        (a.action.as_str(), a.monitor_only, a.exception.clone()),
+        ("alert", false, None)
+    );
+    // It serialises as the event log expects.
+    let json = serde_json::to_string(&crate::events::EventBody::Alert(a)).unwrap_or_default();
+    assert!(json.starts_with("{\"kind\":\"alert\""));
+}

@@ -1,0 +1,160 @@
+//! Sliding-window counters for one key: two half-window buckets.
+//!
+//! The window of length W is kept as the current and the previous half (W/2 each); a read sums
+//! both, so it covers between W/2 and W of history with constant memory (two sketches and a few
+//! counters, ≈ 180 bytes) instead of a queue of every query. Time comes from the injected clock.
+
+use std::time::Duration;
+
+use super::sketch::Hll;
+
+/// Counts for one half-window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Distinct subdomains.
+    pub unique: Hll,
+    /// Queries.
+    pub queries: u32,
+    /// Sum of subdomain-part lengths over all queries.
+    pub sub_bytes: u32,
+    /// Sum of per-query scores.
+    pub score_sum: u32,
+    /// Queries whose own score was high (see `score::HIGH_QUERY_SCORE`).
+    pub high: u32,
+    /// Answers reported back through `observe_rcode`.
+    pub answers: u32,
+    /// Of those, NXDOMAIN.
+    pub nxdomain: u32,
+}
+
+/// What a window read returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowStats {
+    /// Queries.
+    pub queries: u64,
+    /// Estimated distinct subdomains (never above `queries`).
+    pub unique: u64,
+    /// Estimated query-name payload bytes: distinct subdomains × mean subdomain length.
+    pub payload_bytes: u64,
+    /// Mean per-query score.
+    pub mean_score: f32,
+    /// Share of queries with a high score of their own.
+    pub high_share: f32,
+    /// Answers reported.
+    pub answers: u64,
+    /// NXDOMAIN answers.
+    pub nxdomain: u64,
+}
+
+/// Two half-window buckets and the half-window they belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlidingWindow {
+    /// Index of the current half-window (time / half).
+    epoch: u64,
+    /// The current half.
+    current: Bucket,
+    /// The half before it.
+    previous: Bucket,
+}
+
+impl SlidingWindow {
+    /// Moves the buckets forward to `now`, dropping what fell out of the window.
+    pub fn advance(&mut self, now: Duration, half: Duration) {
+        let epoch = epoch_of(now, half);
+        if epoch == self.epoch {
+            return;
+        }
+        if epoch == self.epoch + 1 {
+            self.previous = std::mem::take(&mut self.current);
+        } else if epoch > self.epoch {
+            self.previous = Bucket::default();
+            self.current = Bucket::default();
+        }
+        // A clock that went backwards (it should not) keeps the buckets as they are.
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// The bucket that new observations go to.
+    pub fn current_mut(&mut self) -> &mut Bucket {
+        &mut self.current
+    }
+
+    /// Sums both halves.
+    #[must_use]
+    pub fn stats(&self) -> WindowStats {
+        let (c, p) = (&self.current, &self.previous);
+        let queries = u64::from(c.queries) + u64::from(p.queries);
+        let unique = c.unique.estimate_union(&p.unique).min(queries);
+        let sub_bytes = u64::from(c.sub_bytes) + u64::from(p.sub_bytes);
+        let score_sum = u64::from(c.score_sum) + u64::from(p.score_sum);
+        let high = u64::from(c.high) + u64::from(p.high);
+        let (mean_score, high_share, payload_bytes) = if queries == 0 {
+            (0.0, 0.0, 0)
+        } else {
+            #[allow(clippy::cast_precision_loss)]
+            let q = queries as f32;
+            #[allow(clippy::cast_precision_loss)]
+            let r = (score_sum as f32 / q, high as f32 / q);
+            (r.0, r.1, unique.saturating_mul(sub_bytes) / queries)
+        };
+        WindowStats {
+            queries,
+            unique,
+            payload_bytes,
+            mean_score,
+            high_share,
+            answers: u64::from(c.answers) + u64::from(p.answers),
+            nxdomain: u64::from(c.nxdomain) + u64::from(p.nxdomain),
+        }
+    }
+}
+
+/// The half-window index of `now`.
+fn epoch_of(now: Duration, half: Duration) -> u64 {
+    let half = half.as_millis().max(1);
+    u64::try_from(now.as_millis() / half).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(w: &mut SlidingWindow, now: Duration, half: Duration, hash: u64) {
+        w.advance(now, half);
+        let b = w.current_mut();
+        b.unique.insert(hash);
+        b.queries += 1;
+        b.sub_bytes += 10;
+        b.score_sum += 50;
+        b.high += 1;
+    }
+
+    #[test]
+    fn counts_expire_as_the_clock_moves() {
+        let half = Duration::from_secs(300);
+        let mut w = SlidingWindow::default();
+        for i in 0..10u64 {
+            add(
+                &mut w,
+                Duration::from_secs(i),
+                half,
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+        }
+        let s = w.stats();
+        assert_eq!(s.queries, 10);
+        assert!((9..=10).contains(&s.unique));
+        assert!((90..=100).contains(&s.payload_bytes));
+        assert!((s.mean_score - 50.0).abs() < 1e-3);
+        // Next half: still counted.
+        w.advance(Duration::from_secs(400), half);
+        assert_eq!(w.stats().queries, 10);
+        // Two halves later: gone.
+        w.advance(Duration::from_secs(650), half);
+        assert_eq!(w.stats().queries, 0);
+        // A long gap clears both.
+        add(&mut w, Duration::from_secs(700), half, 1);
+        w.advance(Duration::from_secs(5000), half);
+        assert_eq!(w.stats(), WindowStats::default());
+    }
+}
