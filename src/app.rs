@@ -9,6 +9,8 @@ use crate::cache::AnswerCache;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
+use crate::contain::Containment;
+use crate::detect::Detector;
 use crate::events::sink::{self, EventSinkHandle};
 use crate::events::{Event, EventBody, PolicyEvent};
 use crate::pipeline::{Pipeline, PipelineSettings};
@@ -41,6 +43,8 @@ pub struct RunningApp {
     pub admin: Option<RunningAdmin>,
     /// The event sink.
     events: EventSinkHandle,
+    /// The once-a-second upkeep task (containment expiry, table metrics).
+    upkeep: tokio::task::JoinHandle<()>,
 }
 
 impl RunningApp {
@@ -78,7 +82,27 @@ impl RunningApp {
         let settings = PipelineSettings {
             unknown_clients: cfg.server.unknown_clients,
         };
-        let pipeline = Arc::new(Pipeline::new(policy, cache, events, settings, clock));
+        let detector = Detector::new(&cfg.detect, Arc::clone(&clock));
+        let containment = Containment::new(&cfg.containment, Arc::clone(&clock));
+        let pipeline = Arc::new(Pipeline::new(
+            policy,
+            cache,
+            events,
+            settings,
+            Arc::clone(&clock),
+            detector,
+            containment,
+        ));
+        let upkeep = {
+            let pipeline = Arc::clone(&pipeline);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    pipeline.maintenance_tick();
+                }
+            })
+        };
         let dns = server::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
@@ -99,12 +123,16 @@ impl RunningApp {
             dns,
             admin,
             events: events_handle,
+            upkeep,
         })
     }
 
     /// Stop listening, finish in-flight queries, flush events.
     pub async fn shutdown(self) {
         self.dns.shutdown().await;
+        self.upkeep.abort();
+        // Containments that expire during shutdown are still recorded.
+        self.pipeline.maintenance_tick();
         if let Some(a) = self.admin {
             a.shutdown().await;
         }

@@ -26,11 +26,14 @@ use crate::active_policy::{ActivePolicy, verdict_index};
 use crate::answer_check::forbidden_target;
 use crate::cache::AnswerCache;
 use crate::clock::SharedClock;
+use crate::contain::{ClientGate, Containment, DomainGate};
+use crate::detect::{Detector, Level, Observation};
 use crate::events::sink::EventSender;
 use crate::events::{Event, EventBody, QueryEvent};
 use crate::identify::{GroupId, canonical};
 use crate::metrics as m;
-use crate::policy::Group;
+use crate::names::registrable_domain;
+use crate::policy::{BlockAnswer, BlockKind, Group};
 use crate::server::UnknownClients;
 use crate::wire::{self, Query, WireError, rcode};
 
@@ -106,6 +109,10 @@ pub struct Pipeline {
     settings: PipelineSettings,
     /// Time source for the cache.
     clock: SharedClock,
+    /// Tunnel scoring; its windows survive reloads.
+    detector: Detector,
+    /// Rate limits, sinkholes and quarantines; they survive reloads.
+    containment: Containment,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     malformed_formerr: Counter,
@@ -139,6 +146,8 @@ impl Pipeline {
         events: EventSender,
         settings: PipelineSettings,
         clock: SharedClock,
+        detector: Detector,
+        containment: Containment,
     ) -> Self {
         Self {
             policy: ArcSwap::new(policy),
@@ -146,6 +155,8 @@ impl Pipeline {
             events,
             settings,
             clock,
+            detector,
+            containment,
             latency_udp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "udp"),
             latency_tcp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "tcp"),
             malformed_formerr: metrics::counter!(m::MALFORMED_TOTAL, "action" => "formerr"),
@@ -213,6 +224,15 @@ impl Pipeline {
             return Outcome::Drop;
         };
 
+        // Rate limit / quarantine: keyed on the socket address alone. A quarantined client gets
+        // nothing but REFUSED until the quarantine expires or an operator releases it.
+        let gate = self.containment.check_client(client);
+        if gate != ClientGate::Pass {
+            return Outcome::Reply(
+                self.refuse_contained(&policy, gid, &q, client, protocol, received, gate),
+            );
+        }
+
         // Only class IN is served; CHAOS (`version.bind`) and others are refused.
         if q.qclass != 1 {
             let msg = wire::start_response(&q, rcode::REFUSED, false);
@@ -236,6 +256,91 @@ impl Pipeline {
 
         // Policy: allow/deny for this group.
         let decision = group.decide(&q.name);
+
+        // Tunnel scoring runs on every query, allowed or not: an agent trying to tunnel through
+        // a name it may not resolve is still a compromised agent. It may start a containment,
+        // which then applies to this very query.
+        let domain = registrable_domain(&q.name);
+        let assessment = self.detector.observe(&Observation {
+            client,
+            group: &group.name,
+            qname: &q.name,
+            domain,
+            qtype: q.qtype,
+            settings: &group.detect,
+        });
+        if let Some(alert) = assessment.alert {
+            self.events
+                .emit(Event::now(policy.version.number, EventBody::Alert(alert)));
+        }
+        if assessment.level >= Level::Throttle && !group.detect.monitor_only {
+            if let Some(started) = self.containment.start(
+                client,
+                &group.name,
+                domain,
+                assessment.level,
+                assessment.score,
+            ) {
+                self.events.emit(Event::now(
+                    policy.version.number,
+                    EventBody::ContainmentStarted(started),
+                ));
+            }
+            let gate = self.containment.check_client(client);
+            if gate == ClientGate::Quarantined {
+                return Outcome::Reply(
+                    self.refuse_contained(&policy, gid, &q, client, protocol, received, gate),
+                );
+            }
+        }
+        match self.containment.check_domain(client, &group.name, domain) {
+            DomainGate::Pass => {}
+            DomainGate::Throttled => {
+                let msg = wire::start_response(&q, rcode::REFUSED, false);
+                let why = || format!("tunnel containment: {domain} throttled");
+                let report = Report {
+                    verdict: "throttle",
+                    reason: &why,
+                    cache_hit: false,
+                    upstream: None,
+                };
+                return Outcome::Reply(self.finish(
+                    &policy,
+                    Some(gid),
+                    &q,
+                    msg,
+                    client,
+                    protocol,
+                    received,
+                    &report,
+                ));
+            }
+            DomainGate::Sinkholed => {
+                let sinkhole = BlockAnswer {
+                    kind: BlockKind::Sinkhole,
+                    ..group.block
+                };
+                let msg = sinkhole.encode(&q);
+                let why = || format!("tunnel containment: {domain} sinkholed");
+                let report = Report {
+                    verdict: "sinkhole",
+                    reason: &why,
+                    cache_hit: false,
+                    upstream: None,
+                };
+                return Outcome::Reply(self.finish(
+                    &policy,
+                    Some(gid),
+                    &q,
+                    msg,
+                    client,
+                    protocol,
+                    received,
+                    &report,
+                ));
+            }
+        }
+
         if !decision.is_allowed() {
             let msg = group.block.encode(&q);
             let reason = || decision.reason();
@@ -260,6 +365,8 @@ impl Pipeline {
         // Cache: a hit is served inline, after the answer check for this group.
         if let Some(hit) = self.cache.get(&q) {
             self.cache_hits.increment(1);
+            self.detector
+                .observe_rcode(client, domain, hit.rcode == rcode::NXDOMAIN);
             if let Some(target) = forbidden_target(group, &hit.cname_targets) {
                 return Outcome::Reply(self.block_target(
                     &policy, gid, group, &q, target, client, protocol, received, true,
@@ -363,6 +470,9 @@ impl Pipeline {
             Ok((raw, up)) => match self.cache.prepare(&raw, Arc::clone(&up.label)) {
                 Ok(prepared) => {
                     self.cache.insert(&q, &prepared);
+                    let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
+                    self.detector
+                        .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
                     if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
                         return Some(self.block_target(
                             policy, p.group, group, &q, target, p.client, p.protocol, p.received,
@@ -431,6 +541,57 @@ impl Pipeline {
                 ))
             }
         }
+    }
+
+    /// Periodic upkeep (about once a second): end expired containments, publish table sizes.
+    pub fn maintenance_tick(&self) {
+        let version = self.policy.load().version.number;
+        for ended in self.containment.expire_due() {
+            self.events
+                .emit(Event::now(version, EventBody::ContainmentEnded(ended)));
+        }
+        self.detector.publish_metrics();
+    }
+
+    /// The containment table (for the admin API).
+    #[must_use]
+    pub fn containment(&self) -> &Containment {
+        &self.containment
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_contained(
+        &self,
+        policy: &ActivePolicy,
+        gid: GroupId,
+        q: &Query<'_>,
+        client: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+        gate: ClientGate,
+    ) -> Vec<u8> {
+        let (verdict, why) = match gate {
+            ClientGate::Quarantined => ("quarantine", "client quarantined"),
+            _ => ("throttle", "client rate limit"),
+        };
+        let msg = wire::start_response(q, rcode::REFUSED, false);
+        let reason = || why.to_string();
+        let report = Report {
+            verdict,
+            reason: &reason,
+            cache_hit: false,
+            upstream: None,
+        };
+        self.finish(
+            policy,
+            Some(gid),
+            q,
+            msg,
+            client,
+            protocol,
+            received,
+            &report,
+        )
     }
 
     fn malformed(&self, packet: &[u8], e: WireError) -> Outcome {

@@ -10,6 +10,8 @@ use dnsward::active_policy::ActivePolicy;
 use dnsward::cache::{AnswerCache, CacheConfig};
 use dnsward::clock::SystemClock;
 use dnsward::config::Config;
+use dnsward::contain::Containment;
+use dnsward::detect::Detector;
 use dnsward::events::sink::EventSender;
 use dnsward::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
 use dnsward::server::UnknownClients;
@@ -30,6 +32,8 @@ fn pipeline() -> &'static Pipeline {
             EventSender::disabled(),
             PipelineSettings { unknown_clients: UnknownClients::Refuse },
             SystemClock::shared(),
+            Detector::new(&cfg.detect, SystemClock::shared()),
+            Containment::new(&cfg.containment, SystemClock::shared()),
         )
     })
 }
