@@ -25,6 +25,7 @@ fn name(n: &str) -> Name {
 pub struct FakeUpstream {
     records: HashMap<(String, RecordType), Vec<Record>>,
     truncate_udp: Vec<String>,
+    wildcard_a: Option<[u8; 4]>,
 }
 
 /// A running fake upstream.
@@ -102,6 +103,12 @@ impl FakeUpstream {
         self
     }
 
+    /// Every name without its own records gets this A record (NODATA for other types).
+    pub fn answering_everything(mut self, ip: [u8; 4]) -> Self {
+        self.wildcard_a = Some(ip);
+        self
+    }
+
     /// UDP answers for `owner` come back with TC set and no records.
     pub fn truncating(mut self, owner: &str) -> Self {
         self.truncate_udp.push(owner.to_string());
@@ -125,8 +132,17 @@ impl FakeUpstream {
             Some(rs) => {
                 resp.answers = rs.clone();
             }
+            None if self.wildcard_a.is_some() && q.query_type() == RecordType::A => {
+                let ip = self.wildcard_a.unwrap_or_default();
+                resp.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    300,
+                    RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+                ));
+            }
             None => {
-                let exists = self.records.keys().any(|(o, _)| *o == owner);
+                let exists =
+                    self.wildcard_a.is_some() || self.records.keys().any(|(o, _)| *o == owner);
                 if !exists {
                     resp.metadata.response_code = ResponseCode::NXDomain;
                 }
@@ -330,4 +346,22 @@ pub fn a_records(m: &Message) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A query packet for a name given as text whose characters below U+0100 are wire bytes
+/// (so iodine's Latin-1 base128 labels go out as the raw bytes iodine sends).
+pub fn raw_name_query(qname: &str, qtype: u16) -> Vec<u8> {
+    let labels: Vec<Vec<u8>> = qname
+        .split('.')
+        .map(|l| {
+            l.chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect()
+        })
+        .collect();
+    let name = Name::from_labels(labels).expect("valid labels");
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name, RecordType::from(qtype)));
+    m.to_vec().unwrap()
 }

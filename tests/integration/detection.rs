@@ -1,0 +1,251 @@
+//! Tunnel detection and containment through a running dnsward, with emulated tunnel tools and a
+//! benign corpus. Time is driven by a manual clock so each tool runs at its real pace.
+
+use std::time::Duration;
+
+use dnsward::clock::ManualClock;
+use dnsward::detect::testgen::{self, Traffic};
+use hickory_proto::op::{Message, ResponseCode};
+
+use crate::harness::*;
+
+fn group(name: &str, cidr: &str, monitor_only: bool) -> String {
+    format!(
+        r#"
+[[groups]]
+name = "{name}"
+cidrs = ["{cidr}"]
+mode = "denylist"
+[groups.detect]
+monitor_only = {monitor_only}
+"#
+    )
+}
+
+struct RunReport {
+    queries_until_contained: Option<usize>,
+    bytes_until_contained: usize,
+    events: Vec<serde_json::Value>,
+}
+
+/// Replays `traffic` from `src` and reports when answers stopped being the upstream's.
+async fn replay(traffic: &Traffic, src: &str, monitor_only: bool) -> RunReport {
+    let up = FakeUpstream::new().start().await; // NXDOMAIN for everything, like a tunnel server's idle answers
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("tunnel", &format!("{src}/32"), monitor_only),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let mut contained = None;
+    let mut bytes = 0;
+    for (i, q) in traffic.queries.iter().enumerate() {
+        let packet = raw_name_query(&q.qname, q.qtype);
+        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        if contained.is_none() {
+            if m.metadata.response_code == ResponseCode::NXDomain {
+                bytes += q.payload;
+            } else {
+                contained = Some(i + 1);
+            }
+        }
+        clock.advance(traffic.interval);
+    }
+    let events = s.stop_and_read_events().await;
+    RunReport {
+        queries_until_contained: contained,
+        bytes_until_contained: bytes,
+        events,
+    }
+}
+
+fn count(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["kind"] == kind).count()
+}
+
+async fn assert_contained(traffic: Traffic, src: &str, within: usize) {
+    let r = replay(&traffic, src, false).await;
+    eprintln!(
+        "{:<28} contained after {:?} queries, {} payload bytes; {} alerts, {} containments",
+        traffic.tool,
+        r.queries_until_contained,
+        r.bytes_until_contained,
+        count(&r.events, "alert"),
+        count(&r.events, "containment_started"),
+    );
+    let n = r
+        .queries_until_contained
+        .unwrap_or_else(|| panic!("{} never contained", traffic.tool));
+    assert!(
+        n <= within,
+        "{} took {n} queries (limit {within})",
+        traffic.tool
+    );
+    let alert = r
+        .events
+        .iter()
+        .find(|e| e["kind"] == "alert")
+        .expect("an alert event");
+    assert_eq!(alert["client"], src);
+    assert_eq!(alert["group"], "tunnel");
+    assert!(alert["score"].as_u64().unwrap() >= 60);
+    assert!(!alert["breakdown"].as_object().unwrap().is_empty());
+    assert!(!alert["samples"].as_array().unwrap().is_empty());
+    let started = r
+        .events
+        .iter()
+        .find(|e| e["kind"] == "containment_started")
+        .expect("containment event");
+    assert_eq!(started["client"], src);
+    assert!(started["until"].is_string());
+    assert!(
+        r.events.iter().any(|e| e["kind"] == "query"
+            && ["throttle", "sinkhole", "quarantine"]
+                .contains(&e["verdict"].as_str().unwrap_or(""))),
+        "contained queries are logged with their verdict"
+    );
+}
+
+#[tokio::test]
+async fn iodine_base32_over_null_is_contained() {
+    assert_contained(
+        testgen::iodine_base32("tun.example", 200, 1),
+        "127.0.0.61",
+        40,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn iodine_base128_over_null_is_contained() {
+    assert_contained(
+        testgen::iodine_base128("tun.example", 200, 2),
+        "127.0.0.62",
+        40,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dns2tcp_over_txt_and_key_is_contained() {
+    assert_contained(
+        testgen::dns2tcp("tun.example", 200, false, 3),
+        "127.0.0.63",
+        40,
+    )
+    .await;
+    assert_contained(
+        testgen::dns2tcp("tun.example", 200, true, 4),
+        "127.0.0.64",
+        40,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dnscat2_hex_is_contained() {
+    assert_contained(testgen::dnscat2("tun.example", 200, 5), "127.0.0.65", 40).await;
+}
+
+#[tokio::test]
+async fn base64url_exfiltration_is_contained() {
+    assert_contained(
+        testgen::base64url_exfil("tun.example", 200, 6),
+        "127.0.0.66",
+        40,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_drip_is_noticed_and_throttled() {
+    let traffic = testgen::slow_drip("tun.example", 150, 7);
+    assert_contained(traffic, "127.0.0.67", 150).await;
+}
+
+#[tokio::test]
+async fn monitor_only_alerts_but_never_acts() {
+    let traffic = testgen::dns2tcp("tun.example", 120, false, 8);
+    let r = replay(&traffic, "127.0.0.68", true).await;
+    assert_eq!(
+        r.queries_until_contained, None,
+        "monitor-only never changes an answer"
+    );
+    let alert = r
+        .events
+        .iter()
+        .find(|e| e["kind"] == "alert")
+        .expect("still alerts");
+    assert_eq!(alert["monitor_only"], true);
+    assert_eq!(alert["action"], "none");
+    assert_eq!(count(&r.events, "containment_started"), 0);
+}
+
+#[tokio::test]
+async fn a_benign_corpus_from_many_clients_raises_no_alert() {
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/benign_names.txt"
+    ))
+    .unwrap();
+    let names: Vec<(String, u16)> = corpus
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_string();
+            let qtype = match f.next().unwrap_or("A") {
+                "AAAA" => 28,
+                "TXT" => 16,
+                "MX" => 15,
+                "PTR" => 12,
+                "SRV" => 33,
+                "CNAME" => 5,
+                "HTTPS" => 65,
+                _ => 1,
+            };
+            Some((name, qtype))
+        })
+        .collect();
+    assert!(names.len() >= 5000);
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 7])
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("fleet", "127.0.1.0/24", false),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    // 20 agents taking turns, ~20 queries a second in all: five minutes of a busy fleet.
+    for (i, (name, qtype)) in names.iter().enumerate() {
+        let src = format!("127.0.1.{}", 10 + i % 20);
+        let packet = raw_name_query(name, *qtype);
+        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        assert_ne!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "{name} refused"
+        );
+        clock.advance(Duration::from_millis(50));
+    }
+    let events = s.stop_and_read_events().await;
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    assert!(alerts.is_empty(), "false positives: {alerts:#?}");
+    assert_eq!(count(&events, "containment_started"), 0);
+    eprintln!(
+        "benign corpus: {} names from 20 clients, 0 alerts",
+        names.len()
+    );
+}
