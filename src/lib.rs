@@ -38,6 +38,7 @@ pub mod events;
 pub mod identify;
 pub mod metrics;
 pub mod names;
+pub mod overrides;
 pub mod pipeline;
 pub mod policy;
 pub mod server;

@@ -33,6 +33,7 @@ use crate::events::{Event, EventBody, QueryEvent};
 use crate::identify::{GroupId, canonical};
 use crate::metrics as m;
 use crate::names::registrable_domain;
+use crate::overrides::Overrides;
 use crate::policy::{BlockAnswer, BlockKind, Group};
 use crate::server::UnknownClients;
 use crate::wire::{self, Query, WireError, rcode};
@@ -113,6 +114,8 @@ pub struct Pipeline {
     detector: Detector,
     /// Rate limits, sinkholes and quarantines; they survive reloads.
     containment: Containment,
+    /// Temporary exceptions and recent alerts (admin API).
+    overrides: Overrides,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     malformed_formerr: Counter,
@@ -149,12 +152,14 @@ impl Pipeline {
         detector: Detector,
         containment: Containment,
     ) -> Self {
+        let overrides = Overrides::new(Arc::clone(&clock));
         Self {
             policy: ArcSwap::new(policy),
             cache,
             events,
             settings,
             clock,
+            overrides,
             detector,
             containment,
             latency_udp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "udp"),
@@ -551,6 +556,13 @@ impl Pipeline {
                 .emit(Event::now(version, EventBody::ContainmentEnded(ended)));
         }
         self.detector.publish_metrics();
+        self.overrides.expire();
+    }
+
+    /// Temporary exceptions and recent alerts.
+    #[must_use]
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
     }
 
     /// The containment table (for the admin API).

@@ -1,0 +1,250 @@
+//! Operator overrides that live outside the policy file: time-limited detection exceptions
+//! added through the admin API, and the bounded log of recent alerts the API and the HTML page
+//! show.
+//!
+//! Both are bounded: at most [`MAX_EXCEPTIONS`] live exceptions (adding more is refused with a
+//! clear error) and the last [`MAX_RECENT_ALERTS`] alerts (the oldest is forgotten; the event
+//! log keeps them all). The query path reads the exception list only when it is non-empty
+//! (an atomic count), so an idle feature costs one load.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::clock::SharedClock;
+use crate::events::AlertEvent;
+use crate::names::self_and_parents;
+
+/// Most live temporary exceptions.
+pub const MAX_EXCEPTIONS: usize = 10_000;
+/// Alerts kept in memory for the API.
+pub const MAX_RECENT_ALERTS: usize = 10_000;
+
+/// A time-limited exception: no tunnel scoring for `domain` (and below) in `group`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TempException {
+    /// Id for removal and audit.
+    pub id: u64,
+    /// The group it applies to.
+    pub group: String,
+    /// Domain suffix (matched on label boundaries).
+    pub domain: String,
+    /// Who added it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// RFC 3339 expiry.
+    pub expires: String,
+    /// Clock time of expiry.
+    #[serde(skip)]
+    until: Duration,
+}
+
+/// Why an exception was not added.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OverrideError {
+    /// The table is full.
+    #[error("too many temporary exceptions (limit {MAX_EXCEPTIONS}); remove some first")]
+    Full,
+}
+
+/// A recent alert with when it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentAlert {
+    /// RFC 3339 time.
+    pub ts: String,
+    /// Policy version that was active.
+    pub policy_version: u64,
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: AlertEvent,
+    /// Clock time, for `since` filters.
+    #[serde(skip)]
+    pub at: Duration,
+}
+
+/// Temporary exceptions and recent alerts.
+#[derive(Debug)]
+pub struct Overrides {
+    clock: SharedClock,
+    exceptions: RwLock<Vec<TempException>>,
+    live: AtomicUsize,
+    next_id: AtomicUsize,
+    alerts: Mutex<VecDeque<RecentAlert>>,
+}
+
+impl Overrides {
+    /// Empty overrides on `clock`.
+    #[must_use]
+    pub fn new(clock: SharedClock) -> Self {
+        Self {
+            clock,
+            exceptions: RwLock::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            next_id: AtomicUsize::new(1),
+            alerts: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Add an exception for `ttl`.
+    ///
+    /// # Errors
+    /// [`OverrideError::Full`] when the table is at its bound.
+    pub fn add_exception(
+        &self,
+        group: &str,
+        domain: &str,
+        ttl: Duration,
+        actor: &str,
+        reason: &str,
+    ) -> Result<TempException, OverrideError> {
+        let mut list = self.exceptions.write();
+        let now = self.clock.now();
+        list.retain(|e| e.until > now);
+        if list.len() >= MAX_EXCEPTIONS {
+            return Err(OverrideError::Full);
+        }
+        let wall = chrono::Utc::now();
+        let e = TempException {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) as u64,
+            group: group.to_string(),
+            domain: crate::names::normalise(domain),
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            created: wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires: (wall + chrono::Duration::from_std(ttl).unwrap_or_default())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            until: now + ttl,
+        };
+        list.push(e.clone());
+        self.live.store(list.len(), Ordering::Release);
+        Ok(e)
+    }
+
+    /// Live exceptions.
+    #[must_use]
+    pub fn exceptions(&self) -> Vec<TempException> {
+        let now = self.clock.now();
+        self.exceptions
+            .read()
+            .iter()
+            .filter(|e| e.until > now)
+            .cloned()
+            .collect()
+    }
+
+    /// The live exception covering `qname` for `group`, if any.
+    #[must_use]
+    pub fn exception_for(&self, group: &str, qname: &str) -> Option<String> {
+        if self.live.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let now = self.clock.now();
+        let list = self.exceptions.read();
+        self_and_parents(qname).find_map(|suffix| {
+            list.iter()
+                .find(|e| e.until > now && e.group == group && e.domain == suffix)
+                .map(|e| {
+                    format!(
+                        "temporary exception #{} for {} by {}",
+                        e.id, e.domain, e.actor
+                    )
+                })
+        })
+    }
+
+    /// Drop expired exceptions (called by the upkeep tick).
+    pub fn expire(&self) {
+        if self.live.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = self.clock.now();
+        let mut list = self.exceptions.write();
+        list.retain(|e| e.until > now);
+        self.live.store(list.len(), Ordering::Release);
+    }
+
+    /// Remember an alert for the API.
+    pub fn record_alert(&self, ts: String, policy_version: u64, alert: AlertEvent) {
+        let mut q = self.alerts.lock();
+        if q.len() >= MAX_RECENT_ALERTS {
+            q.pop_front();
+        }
+        q.push_back(RecentAlert {
+            ts,
+            policy_version,
+            alert,
+            at: self.clock.now(),
+        });
+    }
+
+    /// Recent alerts matching the filters, newest first.
+    #[must_use]
+    pub fn alerts(&self, filter: &AlertFilter) -> Vec<RecentAlert> {
+        let now = self.clock.now();
+        self.alerts
+            .lock()
+            .iter()
+            .rev()
+            .filter(|a| filter.since.is_none_or(|s| now.saturating_sub(a.at) <= s))
+            .filter(|a| filter.client.is_none_or(|c| a.alert.client == c))
+            .filter(|a| filter.group.as_deref().is_none_or(|g| a.alert.group == g))
+            .filter(|a| filter.domain.as_deref().is_none_or(|d| a.alert.domain == d))
+            .filter(|a| filter.min_score.is_none_or(|m| a.alert.score >= m))
+            .take(filter.limit.unwrap_or(1000))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Filters for [`Overrides::alerts`].
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only alerts this recent.
+    pub since: Option<Duration>,
+    /// Only this client.
+    pub client: Option<IpAddr>,
+    /// Only this group.
+    pub group: Option<String>,
+    /// Only this registrable domain.
+    pub domain: Option<String>,
+    /// Only scores at least this.
+    pub min_score: Option<u8>,
+    /// At most this many (default 1000).
+    pub limit: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn exceptions_cover_subdomains_of_their_group_and_expire() {
+        let clock = ManualClock::new();
+        let o = Overrides::new(clock.clone());
+        assert_eq!(o.exception_for("g", "x.vendor.example"), None);
+        o.add_exception(
+            "g",
+            "vendor.example",
+            Duration::from_secs(60),
+            "alice",
+            "AV lookups",
+        )
+        .unwrap();
+        assert!(o.exception_for("g", "a.b.vendor.example").is_some());
+        assert!(o.exception_for("g", "vendor.example").is_some());
+        assert_eq!(o.exception_for("other", "a.vendor.example"), None);
+        assert_eq!(o.exception_for("g", "notvendor.example"), None);
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(o.exception_for("g", "a.vendor.example"), None);
+        o.expire();
+        assert!(o.exceptions().is_empty());
+    }
+}
