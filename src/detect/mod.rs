@@ -263,6 +263,12 @@ impl Detector {
             b.sub_bytes = b.sub_bytes.saturating_add(sub_len);
             b.score_sum = b.score_sum.saturating_add(u32::from(query_score));
             b.high = b.high.saturating_add(u32::from(high));
+            if high {
+                b.high_bytes = b.high_bytes.saturating_add(sub_len);
+            }
+            b.score_bytes = b
+                .score_bytes
+                .saturating_add(u64::from(query_score) * u64::from(sub_len));
         };
 
         let client_spike = {

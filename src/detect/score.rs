@@ -130,8 +130,13 @@ pub fn domain_score(w: &WindowStats, ctx: DomainContext) -> (u8, Breakdown) {
     #[allow(clippy::cast_precision_loss)] // counts well inside f32 precision for scoring
     let (unique, bytes) = (w.unique as f32, w.payload_bytes as f32);
     let confidence = ramp(unique, 2.0, 12.0);
-    b.add("pattern", 0.65 * w.mean_score * confidence);
-    let high = w.high_share;
+    // Byte-weighted views as well as per-query ones: a tunnel interleaves short polls and acks
+    // with its long data queries, and it is the long ones that carry the data.
+    b.add(
+        "pattern",
+        0.65 * w.mean_score.max(w.byte_mean_score) * confidence,
+    );
+    let high = w.high_share.max(w.high_byte_share);
     b.add(
         "unique_subdomains",
         20.0 * high * ramp(unique.max(1.0).log2(), 8f32.log2(), 200f32.log2()),
@@ -210,6 +215,7 @@ mod tests {
             high_share: 0.0,
             answers: 300,
             nxdomain: 10,
+            ..Default::default()
         };
         assert!(domain_score(&benign, DomainContext { client_spike: true }).0 < 10);
         // NXDOMAIN ratio and spikes add, named in the breakdown.

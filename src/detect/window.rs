@@ -21,6 +21,11 @@ pub struct Bucket {
     pub score_sum: u32,
     /// Queries whose own score was high (see `score::HIGH_QUERY_SCORE`).
     pub high: u32,
+    /// Subdomain bytes of those high-scoring queries: a tunnel's data queries are its long
+    /// ones, while its short polls and acks dilute a per-query share.
+    pub high_bytes: u32,
+    /// Sum of score × subdomain length, for a byte-weighted mean score.
+    pub score_bytes: u64,
     /// Answers reported back through `observe_rcode`.
     pub answers: u32,
     /// Of those, NXDOMAIN.
@@ -40,6 +45,10 @@ pub struct WindowStats {
     pub mean_score: f32,
     /// Share of queries with a high score of their own.
     pub high_share: f32,
+    /// Share of subdomain bytes carried by high-scoring queries.
+    pub high_byte_share: f32,
+    /// Mean per-query score weighted by subdomain length.
+    pub byte_mean_score: f32,
     /// Answers reported.
     pub answers: u64,
     /// NXDOMAIN answers.
@@ -88,6 +97,17 @@ impl SlidingWindow {
         let sub_bytes = u64::from(c.sub_bytes) + u64::from(p.sub_bytes);
         let score_sum = u64::from(c.score_sum) + u64::from(p.score_sum);
         let high = u64::from(c.high) + u64::from(p.high);
+        let high_bytes = u64::from(c.high_bytes) + u64::from(p.high_bytes);
+        let score_bytes = c.score_bytes.saturating_add(p.score_bytes);
+        #[allow(clippy::cast_precision_loss)]
+        let (high_byte_share, byte_mean_score) = if sub_bytes == 0 {
+            (0.0, 0.0)
+        } else {
+            (
+                high_bytes as f32 / sub_bytes as f32,
+                score_bytes as f32 / sub_bytes as f32,
+            )
+        };
         let (mean_score, high_share, payload_bytes) = if queries == 0 {
             (0.0, 0.0, 0)
         } else {
@@ -103,6 +123,8 @@ impl SlidingWindow {
             payload_bytes,
             mean_score,
             high_share,
+            high_byte_share,
+            byte_mean_score,
             answers: u64::from(c.answers) + u64::from(p.answers),
             nxdomain: u64::from(c.nxdomain) + u64::from(p.nxdomain),
         }
