@@ -20,6 +20,7 @@
 //! - [`metrics`]: metric names and the Prometheus endpoint.
 //! - [`config`]: the TOML configuration composed of each stage's section.
 //! - [`active_policy`]: the compiled, versioned policy that queries read.
+//! - [`policy_store`]: policy versions on disk: history, diffs and exact rollback.
 //! - [`admin`]: the admin HTTP endpoint (metrics, health).
 //! - [`app`]: assembling a running server from a configuration.
 #![warn(missing_docs)]
@@ -41,6 +42,7 @@ pub mod names;
 pub mod overrides;
 pub mod pipeline;
 pub mod policy;
+pub mod policy_store;
 pub mod server;
 pub mod upstream;
 pub mod wire;
