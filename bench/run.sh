@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# dnsward vs Unbound under dnsperf, on loopback only. See bench/README.md.
+#
+#   bench/run.sh                      # build release, run every workload, write bench/results/latest.md
+#   DURATION=20 RATE=40000 ROUNDS=2 bench/run.sh
+#   SKIP_BUILD=1 WORKLOADS="w2" LOADS="max" bench/run.sh
+#
+# Three servers, each on its own loopback address and port:
+#   upstream  127.0.0.41:$((BASE_PORT+1))  Unbound with local-data for the bench zone: the
+#                                           "authoritative" server both resolvers forward to
+#   dnsward   127.0.0.42:$((BASE_PORT+2))  threads=2, udp_workers=2, events off, admin off
+#   unbound   127.0.0.43:$((BASE_PORT+3))  num-threads 2, forward-zone to the upstream
+# dnsperf runs on the same machine and shares its cores with the server being measured, so the
+# server's CPU time per completed query (from /proc/PID/stat) is reported next to queries/s.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RESULTS_DIR="$ROOT/bench/results"
+DURATION=${DURATION:-15}            # seconds per dnsperf run
+CLIENTS=${CLIENTS:-8}               # dnsperf -c
+RATE=${RATE:-50000}                 # dnsperf -Q for the "fixed" load
+LOADS=${LOADS:-"fixed max"}         # fixed = -Q $RATE, max = no -Q (as fast as dnsperf can)
+WORKLOADS=${WORKLOADS:-"w1 w2"}
+ROUNDS=${ROUNDS:-1}                 # repeat every (workload, load) pair, alternating who goes first
+NAMES=${NAMES:-500}                 # distinct names per workload
+BASE_PORT=${BASE_PORT:-5300}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_WORK=${KEEP_WORK:-0}           # 1 keeps the temporary configs and logs
+PERF=${PERF:-0}                     # 1 records `perf record -g` of dnsward during its max-load
+                                    # runs into bench/results/perf-*.raw (skews those runs)
+
+UP_ADDR=127.0.0.41;  UP_PORT=$((BASE_PORT + 1))
+DW_ADDR=127.0.0.42;  DW_PORT=$((BASE_PORT + 2))
+UB_ADDR=127.0.0.43;  UB_PORT=$((BASE_PORT + 3))
+
+for tool in dnsperf unbound dig awk; do
+    command -v "$tool" >/dev/null || {
+        echo "bench: '$tool' not found; apt-get install dnsperf unbound bind9-dnsutils" >&2
+        exit 1
+    }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dnsward-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        # Give each a moment to exit, then make sure.
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP_WORK" = 1 ]; then echo "bench: work files kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+port_busy() { # addr port
+    { ss -Hlnu "src $1:$2" 2>/dev/null; ss -Hlnt "src $1:$2" 2>/dev/null; } | grep -q .
+}
+for ap in "$UP_ADDR $UP_PORT" "$DW_ADDR $DW_PORT" "$UB_ADDR $UB_PORT"; do
+    set -- $ap
+    if command -v ss >/dev/null && port_busy "$1" "$2"; then
+        echo "bench: $1:$2 is already in use (a server left over from an earlier run?)." >&2
+        echo "       Stop it, or pick other ports with BASE_PORT=..." >&2
+        exit 1
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# Build
+if [ "$SKIP_BUILD" != 1 ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+DNSWARD="$ROOT/target/release/dnsward"
+[ -x "$DNSWARD" ] || { echo "bench: $DNSWARD missing (run without SKIP_BUILD)" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Query files and zone data
+# W1: names in bench.example, answered by the upstream, cached by both resolvers before measuring.
+# W2: names in denied.example: dnsward blocks them by policy (not allowlisted → NXDOMAIN),
+#     Unbound by `local-zone: "denied.example." always_nxdomain`. Neither touches an upstream.
+: >"$WORK/w1.txt"; : >"$WORK/w2.txt"; : >"$WORK/up-local-data.conf"
+for i in $(seq 1 "$NAMES"); do
+    echo "host$i.bench.example A" >>"$WORK/w1.txt"
+    echo "x$i.denied.example A" >>"$WORK/w2.txt"
+    printf '    local-data: "host%d.bench.example. 3600 IN A 198.51.%d.%d"\n' \
+        "$i" $((100 + i / 250)) $((1 + i % 250)) >>"$WORK/up-local-data.conf"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+unbound_common() { # dir
+    cat <<EOF
+    username: ""
+    chroot: ""
+    directory: "$1"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    do-daemonize: no
+    do-ip6: no
+    do-tcp: yes
+    access-control: 127.0.0.0/8 allow
+    # Iterator only: no DNSSEC validation (dnsward does none either), no trust anchor files.
+    module-config: "iterator"
+    so-rcvbuf: 4m
+EOF
+}
+
+cat >"$WORK/upstream.conf" <<EOF
+server:
+    interface: $UP_ADDR
+    port: $UP_PORT
+    num-threads: 1
+$(unbound_common "$WORK")
+    local-zone: "bench.example." static
+$(cat "$WORK/up-local-data.conf")
+remote-control:
+    control-enable: no
+EOF
+
+cat >"$WORK/unbound.conf" <<EOF
+server:
+    interface: $UB_ADDR
+    port: $UB_PORT
+    num-threads: 2
+    so-reuseport: yes
+$(unbound_common "$WORK")
+    # The upstream is on loopback; Unbound refuses to query localhost unless told.
+    do-not-query-localhost: no
+    qname-minimisation: no
+    # W2: the policy answer for denied names, from Unbound's own policy engine.
+    local-zone: "denied.example." always_nxdomain
+forward-zone:
+    name: "bench.example."
+    forward-addr: $UP_ADDR@$UP_PORT
+remote-control:
+    control-enable: no
+EOF
+
+cat >"$WORK/dnsward.toml" <<EOF
+[server]
+listen = ["$DW_ADDR:$DW_PORT"]
+threads = 2
+udp_workers = 2
+
+[admin]
+listen = ""
+
+[upstream]
+servers = [{ address = "$UP_ADDR:$UP_PORT" }]
+
+[events]
+sink = "none"
+allowed = "off"
+
+[[groups]]
+name = "bench"
+cidrs = ["127.0.0.0/8"]
+allow = ["*.bench.example"]
+block = "nxdomain"
+EOF
+
+unbound-checkconf "$WORK/upstream.conf" >/dev/null
+unbound-checkconf "$WORK/unbound.conf" >/dev/null
+"$DNSWARD" check --config "$WORK/dnsward.toml" >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+# Start servers
+wait_ready() { # name addr port pid
+    local i
+    for i in $(seq 1 100); do
+        if ! kill -0 "$4" 2>/dev/null; then
+            echo "bench: $1 exited during startup; log:" >&2
+            cat "$WORK/$1.log" >&2
+            exit 1
+        fi
+        # Any answer at all (even REFUSED/NXDOMAIN) means it is listening.
+        if dig +time=1 +tries=1 @"$2" -p "$3" ready.check A >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "bench: $1 did not answer on $2:$3" >&2
+    exit 1
+}
+
+unbound -d -c "$WORK/upstream.conf" >"$WORK/upstream.log" 2>&1 &
+UP_PID=$!; PIDS+=("$UP_PID")
+unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
+UB_PID=$!; PIDS+=("$UB_PID")
+DNSWARD_LOG=warn "$DNSWARD" serve --config "$WORK/dnsward.toml" >"$WORK/dnsward.log" 2>&1 &
+DW_PID=$!; PIDS+=("$DW_PID")
+wait_ready upstream "$UP_ADDR" "$UP_PORT" "$UP_PID"
+wait_ready unbound "$UB_ADDR" "$UB_PORT" "$UB_PID"
+wait_ready dnsward "$DW_ADDR" "$DW_PORT" "$DW_PID"
+log "servers up: upstream pid $UP_PID, unbound pid $UB_PID, dnsward pid $DW_PID"
+
+server_addr() { case $1 in dnsward) echo "$DW_ADDR $DW_PORT" ;; unbound) echo "$UB_ADDR $UB_PORT" ;; esac; }
+server_pid() { case $1 in dnsward) echo "$DW_PID" ;; unbound) echo "$UB_PID" ;; esac; }
+
+# Sanity: the answers are the ones each workload expects, from both servers.
+expect() { # server name rcode
+    local a p got
+    read -r a p <<<"$(server_addr "$1")"
+    got=$(dig +time=2 +tries=2 @"$a" -p "$p" "$2" A | sed -n 's/.*status: \([A-Z]*\),.*/\1/p')
+    if [ "$got" != "$3" ]; then
+        echo "bench: $1 answered $2 with '$got', expected $3" >&2
+        exit 1
+    fi
+}
+for s in dnsward unbound; do
+    expect "$s" host1.bench.example NOERROR
+    expect "$s" x1.denied.example NXDOMAIN
+done
+
+# W1 warm-up: every name once through each resolver (this is what fills both caches), then a
+# second pass that must be all NOERROR.
+for s in dnsward unbound; do
+    read -r a p <<<"$(server_addr "$s")"
+    for pass in 1 2; do
+        dnsperf -s "$a" -p "$p" -d "$WORK/w1.txt" -n 1 -c 4 -Q 5000 >"$WORK/warm-$s-$pass.out" 2>&1
+    done
+    if ! grep -q "NOERROR $NAMES (100.00%)" "$WORK/warm-$s-2.out"; then
+        echo "bench: warm-up of $s did not give $NAMES NOERROR answers:" >&2
+        cat "$WORK/warm-$s-2.out" >&2
+        exit 1
+    fi
+done
+log "caches warm ($NAMES names each)"
+
+# ---------------------------------------------------------------------------------------------
+# Measure
+cpu_ticks() { # pid → utime+stime in clock ticks (fields 14 and 15; comm may contain spaces)
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) }
+    # After "comm) ", field 3 is state, so utime/stime are the 12th and 13th here.
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+    log "warning: load average is $LOAD_START before measuring; other work on the machine will skew queries/s"
+fi
+RAW_TSV="$WORK/runs.tsv"
+: >"$RAW_TSV"
+mkdir -p "$RESULTS_DIR"
+rm -f "$RESULTS_DIR"/latest-*.raw "$RESULTS_DIR"/perf-*.raw
+
+measure() { # round workload load server
+    local round=$1 w=$2 load=$3 s=$4 a p pid before after out qflag=()
+    read -r a p <<<"$(server_addr "$s")"
+    pid=$(server_pid "$s")
+    [ "$load" = fixed ] && qflag=(-Q "$RATE")
+    out="$RESULTS_DIR/latest-$w-$load-$s-r$round.raw"
+    log "round $round $w $load $s"
+    local perf_pid=""
+    if [ "$PERF" = 1 ] && [ "$s" = dnsward ] && [ "$load" = max ] && command -v perf >/dev/null; then
+        perf record -q -F 499 -g -p "$pid" -o "$RESULTS_DIR/perf-$w-r$round.raw" \
+            -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
+    before=$(cpu_ticks "$pid")
+    dnsperf -s "$a" -p "$p" -d "$WORK/$w.txt" -l "$DURATION" -c "$CLIENTS" "${qflag[@]}" >"$out" 2>&1
+    after=$(cpu_ticks "$pid")
+    if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
+    kill -0 "$pid" 2>/dev/null || { echo "bench: $s died during $w $load" >&2; exit 1; }
+    awk -v r="$round" -v w="$w" -v l="$load" -v s="$s" -v ticks=$((after - before)) \
+        -v hz="$CLK_TCK" -v hwm="$(vm_hwm_kb "$pid")" '
+        /Queries completed:/ { done = $3 }
+        /Queries lost:/      { lost = $4; gsub(/[()%]/, "", lost) }
+        /Queries per second:/ { qps = $4 }
+        /Average Latency \(s\):/ { lat = $4 }
+        /Response codes:/ { sub(/^[ \t]*Response codes:[ \t]*/, ""); rc = $0; gsub(/ /, "_", rc) }
+        END {
+            cpu_us = done > 0 ? ticks / hz * 1e6 / done : 0
+            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%.1f\t%.2f\t%s\t%s\t%s\n", r, w, l, s, qps, lost, lat * 1e6, cpu_us, hwm, done, rc
+        }' "$out" >>"$RAW_TSV"
+}
+
+pair=0
+for round in $(seq 1 "$ROUNDS"); do
+    for w in $WORKLOADS; do
+        for load in $LOADS; do
+            # Alternate who goes first so neither always runs right after the other's load.
+            if [ $((pair % 2)) -eq 0 ]; then order="dnsward unbound"; else order="unbound dnsward"; fi
+            pair=$((pair + 1))
+            for s in $order; do measure "$round" "$w" "$load" "$s"; done
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+DW_HWM=$(vm_hwm_kb "$DW_PID"); UB_HWM=$(vm_hwm_kb "$UB_PID")
+REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (uncommitted changes in tree)" || true)
+{
+    echo "# dnsward vs Unbound: dnsperf on loopback"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), dnsward $REV$DIRTY, $(unbound -V 2>/dev/null | head -1 | sed 's/Version/Unbound/'),"
+    echo "dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r)."
+    echo
+    echo "Each run: \`dnsperf -l $DURATION -c $CLIENTS\` with \`-Q $RATE\` (fixed) or no \`-Q\` (max), $NAMES distinct names"
+    echo "looped; $ROUNDS round(s), figures are the mean over rounds. Both servers: 2 threads. dnsperf"
+    echo "shares the machine's cores with the server, so CPU µs/query (server utime+stime over the"
+    echo "run divided by completed queries) is the steadier figure. Load average (1/5/15 min)"
+    echo "before measuring: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo
+    echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | response codes |"
+    echo "|---|---|---|---:|---:|---:|---:|---|"
+    awk -F'\t' '
+        { k = $2 SUBSEP $3 SUBSEP $4; n[k]++; qps[k] += $5; lost[k] += $6; lat[k] += $7; cpu[k] += $8; rc[k] = $11
+          if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+        END {
+            for (i = 1; i <= m; i++) {
+                k = order[i]; split(k, p, SUBSEP)
+                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : p[1]
+                gsub(/_/, " ", rc[k])
+                printf "| %s | %s | %s | %.0f | %.2f | %.0f | %.2f | %s |\n", name, p[2], p[3], qps[k]/n[k], lost[k]/n[k], lat[k]/n[k], cpu[k]/n[k], rc[k]
+            }
+        }' "$RAW_TSV"
+    echo
+    echo "| workload | load | q/s dnsward ÷ Unbound | CPU/query dnsward ÷ Unbound |"
+    echo "|---|---|---:|---:|"
+    awk -F'\t' '
+        { k = $2 SUBSEP $3; if (!(k in seen)) { seen[k] = 1; order[++m] = k }
+          q[k, $4] += $5; c[k, $4] += $8; n[k, $4]++ }
+        END {
+            for (i = 1; i <= m; i++) {
+                k = order[i]; split(k, p, SUBSEP)
+                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : p[1]
+                qd = q[k, "dnsward"] / n[k, "dnsward"]; qu = q[k, "unbound"] / n[k, "unbound"]
+                cd = c[k, "dnsward"] / n[k, "dnsward"]; cu = c[k, "unbound"] / n[k, "unbound"]
+                printf "| %s | %s | %.2f× | %.2f× |\n", name, p[2], (qu > 0 ? qd / qu : 0), (cu > 0 ? cd / cu : 0)
+            }
+        }' "$RAW_TSV"
+    echo
+    echo "Peak RSS (VmHWM) over the whole session: dnsward $((DW_HWM / 1024)) MiB, Unbound $((UB_HWM / 1024)) MiB"
+    echo "(Unbound's default caches are 4 MiB msg + 4 MiB rrset; dnsward's cache bound is its default)."
+    echo
+    echo "Raw dnsperf output: \`bench/results/latest-*.raw\` (not committed). Reproduce with \`bench/run.sh\`."
+    echo
+    echo "<details><summary>Per-run rows</summary>"
+    echo
+    echo "| round | workload | load | server | q/s | lost % | latency µs | CPU µs/q | VmHWM KiB | completed |"
+    echo "|---|---|---|---|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %s | %.0f | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$RAW_TSV"
+    echo
+    echo "</details>"
+} >"$RESULTS_DIR/latest.md"
+
+cat "$RESULTS_DIR/latest.md"
