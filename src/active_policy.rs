@@ -136,6 +136,17 @@ impl ActivePolicy {
     /// # Errors
     /// Every problem found, each with its location.
     pub fn build(cfg: &Config) -> Result<Arc<Self>, ConfigProblems> {
+        Self::build_with_version(cfg, PolicyVersion::default())
+    }
+
+    /// As [`Self::build`], stamped with `version`.
+    ///
+    /// # Errors
+    /// Every problem found, each with its location.
+    pub fn build_with_version(
+        cfg: &Config,
+        version: PolicyVersion,
+    ) -> Result<Arc<Self>, ConfigProblems> {
         let mut problems = ConfigProblems::default();
         let base = &cfg.base_dir;
         cfg.server.validate("server", &mut problems);
@@ -144,6 +155,9 @@ impl ActivePolicy {
         cfg.events.validate("events", &mut problems);
         cfg.detect.validate("detect", &mut problems);
         cfg.containment.validate("containment", &mut problems);
+        if let Some(store) = &cfg.store {
+            store.validate("store", &mut problems);
+        }
         let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
         let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
@@ -193,7 +207,7 @@ impl ActivePolicy {
         }
         let counters = groups.iter().map(|g| QueryCounters::new(&g.name)).collect();
         let policy = Self {
-            version: PolicyVersion::default(),
+            version,
             groups,
             clients,
             zones,

@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: Prometheus metrics and health, on loopback by default.
+//! The admin HTTP endpoint (metrics, health, the admin API of [`crate::api`]), on loopback by
+//! default.
 //!
 //! axum serves it because it is the well-kept, tokio-native HTTP stack and later issues add a
 //! JSON API here. It runs on the same runtime as the DNS listeners but shares no locks with the
@@ -7,17 +8,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::config_error::ConfigProblems;
+use crate::control::Control;
 use crate::pipeline::Pipeline;
 
 /// `[admin]`: where the admin endpoint listens.
@@ -27,6 +25,10 @@ pub struct AdminConfig {
     /// Address of the admin HTTP endpoint (default `127.0.0.1:9153`); empty string disables it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// File holding the bearer token for `/api/v1` (at least 32 characters); without it the
+    /// API answers 401 and only `/metrics`, `/healthz`, `/readyz` and `/openapi.yaml` work.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -37,6 +39,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token_file: None,
         }
     }
 }
@@ -50,6 +53,34 @@ impl AdminConfig {
                 format!("{:?} is not IP:port", self.listen),
             );
         }
+        if let Some(path) = &self.token_file {
+            match self.load_token() {
+                Ok(Some(t)) if t.len() < 32 => problems.push(
+                    format!("{at}.token_file"),
+                    format!(
+                        "{}: the token is {} characters; use at least 32",
+                        path.display(),
+                        t.len()
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => problems.push(
+                    format!("{at}.token_file"),
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+    }
+
+    /// The token, trimmed, if a token file is configured.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn load_token(&self) -> std::io::Result<Option<String>> {
+        self.token_file
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).map(|t| t.trim().to_string()))
+            .transpose()
     }
 }
 
@@ -79,25 +110,6 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-#[derive(Clone)]
-struct AdminState {
-    prom: PrometheusHandle,
-    pipeline: Arc<Pipeline>,
-}
-
-async fn metrics_page(State(s): State<AdminState>) -> impl IntoResponse {
-    metrics::gauge!(crate::metrics::CACHE_ENTRIES).set(s.pipeline.cache().len() as f64);
-    s.prom.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.prom.render(),
-    )
-}
-
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok\n")
-}
-
 /// A running admin endpoint.
 #[derive(Debug)]
 pub struct RunningAdmin {
@@ -119,15 +131,19 @@ impl RunningAdmin {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn start(addr: SocketAddr, pipeline: Arc<Pipeline>) -> std::io::Result<RunningAdmin> {
-    let state = AdminState {
-        prom: prometheus(),
+pub async fn start(
+    addr: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    control: Arc<Control>,
+    token: Option<String>,
+) -> std::io::Result<RunningAdmin> {
+    let state = ApiState {
         pipeline,
+        control,
+        token: token.map(Into::into),
+        prom: prometheus(),
     };
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(healthz))
-        .with_state(state);
+    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::active_policy::ActivePolicy;
 use crate::admin::{self, RunningAdmin};
 use crate::cache::AnswerCache;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::contain::Containment;
+use crate::control::{Control, ControlError};
 use crate::detect::Detector;
 use crate::events::sink::{self, EventSinkHandle};
 use crate::events::{Event, EventBody, PolicyEvent};
@@ -37,6 +37,8 @@ pub enum StartError {
 pub struct RunningApp {
     /// The pipeline (policy, cache, events).
     pub pipeline: Arc<Pipeline>,
+    /// Policy lifecycle (reload, rollback).
+    pub control: Arc<Control>,
     /// DNS listeners.
     pub dns: RunningServer,
     /// The admin endpoint, if enabled.
@@ -63,7 +65,15 @@ impl RunningApp {
     pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Self, StartError> {
         let prom = admin::prometheus();
         let _ = prom;
-        let policy = ActivePolicy::build(cfg)?;
+        let config_path = std::path::PathBuf::from(&cfg.source);
+        let (policy, store) = Control::initial_policy(cfg, &config_path).map_err(|e| match e {
+            ControlError::Invalid(p) => StartError::Config(p),
+            other => StartError::Io {
+                what: "opening the policy store".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        metrics::gauge!(crate::metrics::POLICY_VERSION).set(policy.version.number as f64);
         let (events, events_handle) =
             sink::spawn(&cfg.events).map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
@@ -103,6 +113,16 @@ impl RunningApp {
                 }
             })
         };
+        let control = Arc::new(Control::attach(
+            Arc::clone(&pipeline),
+            cfg,
+            &config_path,
+            store,
+        ));
+        let token = cfg.admin.load_token().map_err(|source| StartError::Io {
+            what: "reading admin.token_file".into(),
+            source,
+        })?;
         let dns = server::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
@@ -110,16 +130,19 @@ impl RunningApp {
                 source,
             })?;
         let admin = match cfg.admin.listen.parse() {
-            Ok(addr) => Some(admin::start(addr, Arc::clone(&pipeline)).await.map_err(
-                |source| StartError::Io {
-                    what: format!("binding admin {}", cfg.admin.listen),
-                    source,
-                },
-            )?),
+            Ok(addr) => Some(
+                admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
+                    .await
+                    .map_err(|source| StartError::Io {
+                        what: format!("binding admin {}", cfg.admin.listen),
+                        source,
+                    })?,
+            ),
             Err(_) => None,
         };
         Ok(Self {
             pipeline,
+            control,
             dns,
             admin,
             events: events_handle,

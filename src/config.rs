@@ -48,6 +48,9 @@ pub struct Config {
     /// `[containment]`: rate limits, sinkholes, quarantines.
     #[serde(default)]
     pub containment: ContainConfig,
+    /// `[store]`: where policy versions are kept; without it, versions live in memory only.
+    #[serde(default)]
+    pub store: Option<crate::policy_store::StoreConfig>,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -72,6 +75,9 @@ impl Config {
                 cfg.source = source.to_string();
                 // Relative paths anywhere in the file mean "next to this file".
                 if let Some(p) = cfg.events.path.as_mut().filter(|p| p.is_relative()) {
+                    *p = base_dir.join(&*p);
+                }
+                if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
                     *p = base_dir.join(&*p);
                 }
                 Ok(cfg)

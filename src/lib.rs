@@ -27,13 +27,16 @@
 
 pub mod active_policy;
 pub mod admin;
+pub mod analyst;
 pub mod answer_check;
+pub mod api;
 pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod config_error;
 pub mod contain;
+pub mod control;
 pub mod detect;
 pub mod events;
 pub mod identify;

@@ -42,6 +42,57 @@ enum Command {
         #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
         config: PathBuf,
     },
+    /// Policy versions: history, diff, reload, rollback.
+    Policy {
+        /// Configuration file (for `[store]` and the admin endpoint).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/dnsward/dnsward.toml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// List stored versions (from `[store] state_dir`).
+    History {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what changed between two stored versions.
+    Diff {
+        /// Older version.
+        a: u64,
+        /// Newer version.
+        b: u64,
+    },
+    /// Ask the running server to reload its configuration (like SIGHUP, but audited with an actor).
+    Reload {
+        /// Who is reloading.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Ask the running server to re-activate a stored version exactly.
+    Rollback {
+        /// Version to re-activate (default: the one before the current).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Who is rolling back.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -76,6 +127,112 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+fn open_store(cfg: &Config) -> anyhow::Result<dnsward::policy_store::PolicyStore> {
+    let sc = cfg.store.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no [store] state_dir configured, so no history is kept",
+            cfg.source
+        )
+    })?;
+    Ok(dnsward::policy_store::PolicyStore::open(&sc.state_dir)?)
+}
+
+/// Call the running server's admin API with the token from the config.
+fn admin_post(
+    cfg: &Config,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let token = cfg
+        .admin
+        .load_token()
+        .context("reading admin.token_file")?
+        .ok_or_else(|| {
+            anyhow::anyhow!("admin.token_file is not configured: the API is disabled")
+        })?;
+    let url = format!("http://{}{path}", cfg.admin.listen);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = resp.status();
+        let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let mut msg = format!("{status}: {}", value["error"].as_str().unwrap_or("error"));
+            for d in value["details"].as_array().into_iter().flatten() {
+                msg.push_str(&format!("\n  - {}", d.as_str().unwrap_or_default()));
+            }
+            anyhow::bail!(msg)
+        }
+    })
+}
+
+fn policy(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
+    let cfg = Config::load(config).map_err(|p| anyhow::anyhow!("{}: {p}", config.display()))?;
+    match action {
+        PolicyAction::History { json } => {
+            let history = open_store(&cfg)?.history()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                println!(
+                    "{:>4}  {:<20}  {:<8}  {:<12}  {:<16}  MESSAGE",
+                    "VER", "LOADED", "ACTION", "AUTHOR", "HASH"
+                );
+                for v in history {
+                    let action = match v.rolled_back_to {
+                        Some(to) => format!("{}→{to}", v.action),
+                        None => v.action.clone(),
+                    };
+                    println!(
+                        "{:>4}  {:<20}  {:<8}  {:<12}  {:<16}  {}",
+                        v.number,
+                        v.loaded_at.chars().take(19).collect::<String>(),
+                        action,
+                        v.author.as_deref().unwrap_or("-"),
+                        v.hash.chars().take(16).collect::<String>(),
+                        v.message.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        PolicyAction::Diff { a, b } => print!("{}", open_store(&cfg)?.diff(a, b)?),
+        PolicyAction::Reload { actor, message } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/reload",
+                &serde_json::json!({ "actor": actor, "message": message }),
+            )?;
+            println!(
+                "reloaded: now version {} ({})",
+                v["version"],
+                v["hash"].as_str().unwrap_or("")
+            );
+        }
+        PolicyAction::Rollback { to, actor, reason } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/rollback",
+                &serde_json::json!({ "to": to, "actor": actor, "reason": reason }),
+            )?;
+            println!(
+                "rolled back: version {} re-activates version {}",
+                v["number"], v["rolled_back_to"]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -94,22 +251,30 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             admin = ?app.admin.as_ref().map(|a| a.addr),
             "dnsward serving"
         );
-        wait_for_shutdown().await?;
+        wait_for_shutdown(&app).await?;
         tracing::info!("shutting down: finishing in-flight queries and flushing events");
         app.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+/// Serve until SIGINT/SIGTERM; SIGHUP reloads the configuration (a bad one is rejected and the
+/// running policy stays).
+async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // The outcome is logged and recorded as a policy event by the control itself.
+                let _ = app.control.reload(Some("SIGHUP"), None).await;
+            }
+        }
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -117,6 +282,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Policy { config, action } => match policy(&config, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dnsward: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve { config } => match serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -3,7 +3,7 @@
 //! Every block, refusal, alert and containment becomes one [`Event`], serialised as one JSON
 //! object per line. Events carry who (client, group), what (name, type), why (reason, score
 //! breakdown) and which policy version decided. The query path hands events to an
-//! [`sink::EventSender`], which never blocks: the queue is bounded, and a full queue drops the
+//! `sink::EventSender`, which never blocks: the queue is bounded, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
 
 pub mod sink;
@@ -45,6 +45,7 @@ impl Event {
             EventBody::ContainmentStarted(_) => "containment_started",
             EventBody::ContainmentEnded(_) => "containment_ended",
             EventBody::Policy(_) => "policy",
+            EventBody::Admin(_) => "admin",
         }
     }
 }
@@ -63,6 +64,8 @@ pub enum EventBody {
     ContainmentEnded(ContainmentEvent),
     /// A policy was loaded, reloaded, rolled back, or a reload was rejected.
     Policy(PolicyEvent),
+    /// A request to the admin API (every one is recorded).
+    Admin(AdminEvent),
 }
 
 /// A query and what dnsward did with it.
@@ -166,4 +169,25 @@ pub struct PolicyEvent {
     pub actor: Option<String>,
     /// Free text: the reason given, or the validation errors of a rejected reload.
     pub message: Option<String>,
+}
+
+/// One admin API request, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminEvent {
+    /// HTTP method.
+    pub method: String,
+    /// Path (without the query string's token, if any).
+    pub path: String,
+    /// HTTP status returned.
+    pub status: u16,
+    /// The peer address of the request.
+    pub remote: Option<String>,
+    /// Whether the bearer token was valid.
+    pub authenticated: bool,
+    /// The actor named in the request, for changes.
+    pub actor: Option<String>,
+    /// What was changed: `reload`, `rollback`, `release`, `exception_added`, …
+    pub action: Option<String>,
+    /// Details of the change or of the error.
+    pub detail: Option<String>,
 }

@@ -1,0 +1,625 @@
+//! The admin API (JSON over HTTP, loopback by default) and the one-page HTML view.
+//!
+//! Every `/api/v1/...` request needs `Authorization: Bearer <token>`, the token being read from
+//! `admin.token_file`; the HTML page also takes `?token=`. `/healthz`, `/readyz`, `/metrics`
+//! and `/openapi.yaml` are open (the endpoint listens on loopback unless told otherwise).
+//! Every request, allowed or not, is written to the event log as an `admin` event with its
+//! status and, for changes, the actor and what changed.
+//!
+//! Inputs are validated before anything changes; errors are 4xx with a JSON body
+//! `{"error": "...", "details": [...]}`. The contract is `docs/openapi.yaml`, served at
+//! `/openapi.yaml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::control::{Control, ControlError};
+use crate::events::{AdminEvent, Event, EventBody};
+use crate::overrides::AlertFilter;
+use crate::pipeline::Pipeline;
+
+/// The OpenAPI description, checked in and served as is.
+pub const OPENAPI: &str = include_str!("../docs/openapi.yaml");
+
+/// Shared state of the admin endpoint.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The query pipeline (policy, containment, overrides, events).
+    pub pipeline: Arc<Pipeline>,
+    /// Policy lifecycle.
+    pub control: Arc<Control>,
+    /// The bearer token; `None` disables the API (every call is 401).
+    pub token: Option<Arc<str>>,
+    /// The Prometheus recorder.
+    pub prom: PrometheusHandle,
+}
+
+/// An API error: status, message and details, rendered as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = if self.details.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.message, self.details.join("; "))
+        };
+        let mut r = (
+            self.status,
+            Json(json!({ "error": self.message, "details": self.details })),
+        )
+            .into_response();
+        r.extensions_mut().insert(AuditNote {
+            actor: None,
+            action: None,
+            detail: Some(detail),
+        });
+        r
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self::bad_request(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(problems) => Self {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "the configuration has problems; the running policy stays".into(),
+                details: problems.problems.iter().map(ToString::to_string).collect(),
+            },
+            ControlError::Busy => Self::new(StatusCode::CONFLICT, e.to_string()),
+            ControlError::NoStore => Self::new(StatusCode::CONFLICT, e.to_string()),
+            ControlError::Store(se) => Self::new(StatusCode::BAD_REQUEST, se.to_string()),
+            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+/// What a handler tells the audit record.
+#[derive(Debug, Clone)]
+struct AuditNote {
+    actor: Option<String>,
+    action: Option<String>,
+    detail: Option<String>,
+}
+
+fn noted(mut r: Response, actor: &str, action: &str, detail: String) -> Response {
+    r.extensions_mut().insert(AuditNote {
+        actor: Some(actor.to_string()),
+        action: Some(action.to_string()),
+        detail: Some(detail),
+    });
+    r
+}
+
+/// Constant-time comparison, so response timing does not leak the token.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    if let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return h.strip_prefix("Bearer ").map(str::trim);
+    }
+    query?.split('&').find_map(|kv| kv.strip_prefix("token="))
+}
+
+async fn audit_and_auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let needs_auth = path.starts_with("/api/") || path == "/";
+    let authenticated = match (&s.token, presented_token(req.headers(), req.uri().query())) {
+        (Some(t), Some(p)) => same_token(t.as_bytes(), p.as_bytes()),
+        _ => false,
+    };
+    let response = if needs_auth && !authenticated {
+        let msg = if s.token.is_none() {
+            "the admin API is disabled: set admin.token_file"
+        } else {
+            "missing or wrong bearer token"
+        };
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    // Scrapes and health checks are too frequent and too boring to audit.
+    if needs_auth || !matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
+        let note = response.extensions().get::<AuditNote>().cloned();
+        let event = AdminEvent {
+            method,
+            path,
+            status: response.status().as_u16(),
+            remote,
+            authenticated,
+            actor: note.as_ref().and_then(|n| n.actor.clone()),
+            action: note.as_ref().and_then(|n| n.action.clone()),
+            detail: note.and_then(|n| n.detail),
+        };
+        let version = s.pipeline.policy().version.number;
+        s.pipeline
+            .events()
+            .emit(Event::now(version, EventBody::Admin(event)));
+    }
+    response
+}
+
+/// The router for the admin endpoint.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .route(
+            "/openapi.yaml",
+            get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),
+        )
+        .route("/", get(html_page))
+        .route("/api/v1/policy", get(policy_current))
+        .route("/api/v1/policy/history", get(policy_history))
+        .route("/api/v1/policy/diff", get(policy_diff))
+        .route("/api/v1/policy/reload", post(policy_reload))
+        .route("/api/v1/policy/rollback", post(policy_rollback))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/quarantines", get(quarantines))
+        .route("/api/v1/quarantines/release", post(release))
+        .route(
+            "/api/v1/exceptions",
+            get(exceptions_list).post(exception_add),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit_and_auth,
+        ))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let v = s.pipeline.policy().version.clone();
+    (
+        StatusCode::OK,
+        Json(json!({ "ready": true, "policy_version": v.number })),
+    )
+        .into_response()
+}
+
+async fn metrics_page(State(s): State<ApiState>) -> impl IntoResponse {
+    metrics::gauge!(crate::metrics::CACHE_ENTRIES).set(s.pipeline.cache().len() as f64);
+    s.prom.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.prom.render(),
+    )
+}
+
+#[derive(Serialize)]
+struct PolicySummary {
+    version: u64,
+    hash: String,
+    groups: Vec<GroupSummary>,
+    zones: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    name: String,
+    cidrs: Vec<String>,
+    mode: String,
+    allow_rules: usize,
+    deny_rules: usize,
+    monitor_only: bool,
+}
+
+async fn policy_current(State(s): State<ApiState>) -> Json<PolicySummary> {
+    let p = s.pipeline.policy();
+    Json(PolicySummary {
+        version: p.version.number,
+        hash: p.version.hash.clone(),
+        groups: p
+            .groups
+            .iter()
+            .map(|g| GroupSummary {
+                name: g.name.to_string(),
+                cidrs: g.cidrs.iter().map(ToString::to_string).collect(),
+                mode: format!("{:?}", g.mode).to_lowercase(),
+                allow_rules: g.allow.len(),
+                deny_rules: g.deny.len(),
+                monitor_only: g.detect.monitor_only,
+            })
+            .collect(),
+        zones: p.zones.origins().map(str::to_string).collect(),
+    })
+}
+
+async fn policy_history(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    match s.control.store() {
+        Some(store) => {
+            let h = store
+                .history()
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(Json(h).into_response())
+        }
+        None => {
+            let v = s.control.current();
+            Ok(Json(json!([{ "number": v.number, "hash": v.hash, "note": "no [store] configured: history is not kept" }])).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    a: u64,
+    b: u64,
+}
+
+async fn policy_diff(
+    State(s): State<ApiState>,
+    q: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let store = s
+        .control
+        .store()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
+    let text = store
+        .diff(q.a, q.b)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    actor: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn require(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if value.len() > 512 {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than 512 bytes"
+        )));
+    }
+    Ok(())
+}
+
+async fn policy_reload(
+    State(s): State<ApiState>,
+    body: Result<Json<ReloadBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    require("actor", &b.actor)?;
+    let v = s
+        .control
+        .reload(Some(&b.actor), b.message.as_deref())
+        .await?;
+    let r = Json(json!({ "version": v.number, "hash": v.hash })).into_response();
+    Ok(noted(
+        r,
+        &b.actor,
+        "reload",
+        format!("now version {}", v.number),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default)]
+    to: Option<u64>,
+    actor: String,
+    reason: String,
+}
+
+async fn policy_rollback(
+    State(s): State<ApiState>,
+    body: Result<Json<RollbackBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    require("actor", &b.actor)?;
+    require("reason", &b.reason)?;
+    let info = s.control.rollback(b.to, &b.actor, &b.reason).await?;
+    let detail = format!(
+        "version {} re-activates version {:?}: {}",
+        info.number, info.rolled_back_to, b.reason
+    );
+    Ok(noted(
+        Json(info).into_response(),
+        &b.actor,
+        "rollback",
+        detail,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    since: Option<String>,
+    client: Option<String>,
+    group: Option<String>,
+    domain: Option<String>,
+    min_score: Option<u16>,
+    limit: Option<usize>,
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{field}: {text:?} is not a duration like 30m, 1h or 2d ({e})"
+        ))
+    })
+}
+
+async fn alerts(
+    State(s): State<ApiState>,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|t| parse_duration("since", t))
+        .transpose()?;
+    let client = q
+        .client
+        .as_deref()
+        .map(|c| {
+            c.parse::<IpAddr>()
+                .map_err(|_| ApiError::bad_request(format!("client: {c:?} is not an IP address")))
+        })
+        .transpose()?;
+    let min_score = match q.min_score {
+        Some(m) if m > 100 => {
+            return Err(ApiError::bad_request("min_score must be between 0 and 100"));
+        }
+        m => m.and_then(|m| u8::try_from(m).ok()),
+    };
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > 10_000) {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let filter = AlertFilter {
+        since,
+        client,
+        group: q.group,
+        domain: q.domain.map(|d| crate::names::normalise(&d)),
+        min_score,
+        limit: q.limit,
+    };
+    Ok(Json(s.pipeline.overrides().alerts(&filter)).into_response())
+}
+
+async fn quarantines(State(s): State<ApiState>) -> Response {
+    Json(s.pipeline.containment().active()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    client: String,
+    actor: String,
+    reason: String,
+}
+
+async fn release(
+    State(s): State<ApiState>,
+    body: Result<Json<ReleaseBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let client: IpAddr = b.client.parse().map_err(|_| {
+        ApiError::bad_request(format!("client: {:?} is not an IP address", b.client))
+    })?;
+    require("actor", &b.actor)?;
+    require("reason", &b.reason)?;
+    let client = crate::identify::canonical(client);
+    let ended = s
+        .pipeline
+        .containment()
+        .release(client, &b.actor, &b.reason);
+    if ended.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no active containment for {client}"),
+        ));
+    }
+    let version = s.pipeline.policy().version.number;
+    for e in &ended {
+        s.pipeline
+            .events()
+            .emit(Event::now(version, EventBody::ContainmentEnded(e.clone())));
+    }
+    let detail = format!(
+        "released {client} ({} containments): {}",
+        ended.len(),
+        b.reason
+    );
+    Ok(noted(
+        Json(json!({ "released": ended })).into_response(),
+        &b.actor,
+        "release",
+        detail,
+    ))
+}
+
+async fn exceptions_list(State(s): State<ApiState>) -> Response {
+    Json(s.pipeline.overrides().exceptions()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionBody {
+    group: String,
+    domain: String,
+    /// How long, e.g. `2h` (1 minute to 30 days).
+    expires_in: String,
+    actor: String,
+    reason: String,
+}
+
+async fn exception_add(
+    State(s): State<ApiState>,
+    body: Result<Json<ExceptionBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    require("actor", &b.actor)?;
+    require("reason", &b.reason)?;
+    let policy = s.pipeline.policy();
+    if !policy.groups.iter().any(|g| *g.name == *b.group) {
+        return Err(ApiError::bad_request(format!(
+            "group {:?} does not exist",
+            b.group
+        )));
+    }
+    let domain = crate::names::normalise(&b.domain);
+    crate::names::validate_name(&domain)
+        .map_err(|e| ApiError::bad_request(format!("domain: {e}")))?;
+    let ttl = parse_duration("expires_in", &b.expires_in)?;
+    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 86_400) {
+        return Err(ApiError::bad_request(
+            "expires_in must be between 1m and 30d",
+        ));
+    }
+    let e = s
+        .pipeline
+        .overrides()
+        .add_exception(&b.group, &domain, ttl, &b.actor, &b.reason)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    let detail = format!(
+        "exception #{} for {} in group {} until {}: {}",
+        e.id, e.domain, e.group, e.expires, b.reason
+    );
+    Ok(noted(
+        (StatusCode::CREATED, Json(e)).into_response(),
+        &b.actor,
+        "exception_added",
+        detail,
+    ))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn html_page(State(s): State<ApiState>) -> Html<String> {
+    let p = s.pipeline.policy();
+    let active = s.pipeline.containment().active();
+    let alerts = s.pipeline.overrides().alerts(&AlertFilter {
+        limit: Some(50),
+        ..AlertFilter::default()
+    });
+    let mut html = String::with_capacity(8192);
+    html.push_str(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>dnsward</title><style>",
+    );
+    html.push_str("body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f2f2f2}.score{font-weight:bold;color:#b00}code{font-size:12px}");
+    html.push_str("</style></head><body><h1>dnsward</h1>");
+    html.push_str(&format!(
+        "<p id=\"policy\">Policy version <b>{}</b> <code>{}</code> · {} groups</p>",
+        p.version.number,
+        esc(&p.version.hash.chars().take(16).collect::<String>()),
+        p.groups.len()
+    ));
+    html.push_str(&format!("<h2>Active containments ({})</h2><table id=\"containments\"><tr><th>client</th><th>group</th><th>domain</th><th>action</th><th>score</th><th>expires in</th></tr>", active.len()));
+    for c in &active {
+        let v = serde_json::to_value(c).unwrap_or_default();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}s</td></tr>",
+            esc(&v["client"].to_string().replace('"', "")),
+            esc(v["group"].as_str().unwrap_or("")),
+            esc(v["domain"].as_str().unwrap_or("(whole client)")),
+            esc(v["action"].as_str().unwrap_or("")),
+            v["score"],
+            v["expires_in_secs"],
+        ));
+    }
+    html.push_str("</table>");
+    html.push_str(&format!("<h2>Last alerts ({})</h2><table id=\"alerts\"><tr><th>time</th><th>score</th><th>client</th><th>group</th><th>domain</th><th>action</th><th>top features</th><th>sample</th></tr>", alerts.len()));
+    for a in &alerts {
+        let mut terms: Vec<(&String, &f64)> = a
+            .alert
+            .breakdown
+            .iter()
+            .filter(|(k, _)| !k.starts_with("query."))
+            .collect();
+        terms.sort_by(|x, y| y.1.total_cmp(x.1));
+        let top: Vec<String> = terms
+            .iter()
+            .take(3)
+            .map(|(k, v)| format!("{k}={v:.0}"))
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td class=\"score\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&a.ts),
+            a.alert.score,
+            a.alert.client,
+            esc(&a.alert.group),
+            esc(&a.alert.domain),
+            esc(&a.alert.action),
+            esc(&top.join(" ")),
+            esc(a.alert.samples.first().map_or("", String::as_str)),
+        ));
+    }
+    html.push_str("</table></body></html>");
+    Html(html)
+}
