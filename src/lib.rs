@@ -28,6 +28,7 @@ pub mod active_policy;
 pub mod admin;
 pub mod answer_check;
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;
