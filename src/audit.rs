@@ -35,9 +35,9 @@
 //!
 //! | kind        | pattern                                                                          |
 //! |-------------|----------------------------------------------------------------------------------|
-//! | `modified`  | the seal does not match, and the seq is the expected one; or (possible only without a key) a record was re-sealed, so the next record no longer links to it |
+//! | `modified`  | the seal does not match, and the seq is not behind; or a record's chain fields are damaged (bad hex, seal not last); or (possible only without a key) a record was re-sealed, so the next record no longer links to it |
 //! | `deleted`   | the seq jumps forward and the missing seq appears nowhere ahead                  |
-//! | `inserted`  | a record the chain goes around: the next record links past it to the one before, or its seq repeats |
+//! | `inserted`  | a record the chain goes around (the next record links past it to the one before), or whose seq repeats |
 //! | `reordered` | the seq jumps forward and the missing seq appears further on; or the seq goes back |
 //! | `torn_line` | a line that is not a record: unterminated (a crash mid-write), or one the chain continues across (a crash, then [`ChainEncoder::resume`]) |
 //! | `bad_json`  | a line that is not a record, where the chain does not continue across it         |
@@ -406,6 +406,12 @@ fn decode_hash(field: &str, hex_text: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// Just the seq of a line that is not a whole record.
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
 /// Read a line as a chain record, or say why it is not one.
 fn parse_record(line: &[u8]) -> Result<ChainFields, String> {
     let raw: RawChainFields = serde_json::from_slice(line).map_err(|e| e.to_string())?;
@@ -580,7 +586,7 @@ pub fn chain_files(current: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     if current.exists() {
         files.push(current.to_path_buf());
@@ -679,6 +685,9 @@ pub struct ChainPoint {
 pub struct VerifyReport {
     /// Every record verified and nothing else turned up.
     pub ok: bool,
+    /// Verification reached the end of the last file: nothing worse than torn lines was found
+    /// (`!ok && complete` means torn lines only).
+    pub complete: bool,
     /// The files checked, in the order given.
     pub files: Vec<PathBuf>,
     /// The mode of the first record.
@@ -712,7 +721,11 @@ impl fmt::Display for VerifyReport {
         write!(
             f,
             "{}: {} record(s) verified",
-            if self.ok { "OK" } else { "FAILED" },
+            match (self.ok, self.complete) {
+                (true, _) => "OK",
+                (false, true) => "TORN LINES",
+                (false, false) => "FAILED",
+            },
             self.records
         )?;
         if let (Some(first), Some(last)) = (&self.first, &self.last) {
@@ -744,11 +757,7 @@ impl fmt::Display for VerifyReport {
         for problem in &self.problems {
             writeln!(f, "  {problem}")?;
         }
-        if self
-            .problems
-            .last()
-            .is_some_and(|p| p.kind != ProblemKind::TornLine)
-        {
+        if !self.complete {
             writeln!(f, "  verification stopped at the first problem")?;
         }
         Ok(())
@@ -767,6 +776,7 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> VerifyReport {
         before_anchor: None,
         report: VerifyReport {
             ok: false,
+            complete: false,
             files: paths.to_vec(),
             mode: None,
             records: 0,
@@ -802,6 +812,7 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> VerifyReport {
             break;
         }
     }
+    let complete = !stopped && read_error.is_none();
     if !stopped && let Some((file, line, e)) = read_error {
         verifier.report.problems.push(Problem {
             kind: ProblemKind::Unreadable,
@@ -813,7 +824,8 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> VerifyReport {
         });
     }
     let mut report = verifier.report;
-    report.ok = report.problems.is_empty();
+    report.complete = complete;
+    report.ok = complete && report.problems.is_empty();
     report
 }
 
@@ -830,6 +842,9 @@ enum Body {
         why: String,
         /// Whether the line ended with `\n`.
         terminated: bool,
+        /// The `seq`, when the line is a JSON object with one: a record whose chain fields
+        /// were damaged, rather than a torn line or a foreign one.
+        seq: Option<u64>,
     },
 }
 
@@ -885,6 +900,7 @@ impl LineReader<'_> {
                 Body::NotRecord {
                     why: format!("line longer than {MAX_LINE_BYTES} bytes"),
                     terminated: ending.terminated,
+                    seq: None,
                 }
             } else {
                 match parse_record(&self.buf) {
@@ -899,6 +915,9 @@ impl LineReader<'_> {
                     Err(why) => Body::NotRecord {
                         why,
                         terminated: ending.terminated,
+                        seq: serde_json::from_slice::<SeqOnly>(&self.buf)
+                            .ok()
+                            .map(|s| s.seq),
                     },
                 }
             };
@@ -985,34 +1004,55 @@ impl Verifier {
         let next = ahead.iter().find_map(Entry::record);
         let expected = self.anchor.as_ref().map(|a| a.seq.saturating_add(1));
         match &entry.body {
-            Body::NotRecord { why, terminated } => {
-                let chain_goes_on = match (&self.anchor, next) {
+            Body::NotRecord {
+                why,
+                terminated,
+                seq,
+            } => {
+                // Whether the next record carries on from the last good one, across this line.
+                let across = match (&self.anchor, next) {
+                    (_, None) => None,
+                    (None, Some(_)) => Some(true),
                     (Some(a), Some(n)) => {
-                        n.fields.seq == a.seq.saturating_add(1) && n.fields.prev == a.hash
+                        Some(n.fields.seq == a.seq.saturating_add(1) && n.fields.prev == a.hash)
                     }
-                    _ => true,
                 };
-                if !terminated {
-                    self.problem(
-                        &entry,
+                let (kind, detail) = match (terminated, across, seq) {
+                    (false, _, _) => (
                         ProblemKind::TornLine,
-                        None,
-                        expected,
                         format!("incomplete line, as a crash while writing leaves ({why})"),
-                    );
-                    Flow::Continue
-                } else if chain_goes_on {
-                    self.problem(&entry, ProblemKind::TornLine, None, expected,
-                        format!("not a record, and the chain continues across it, as after a crash and a restart ({why})"));
+                    ),
+                    (true, Some(true), None) => (
+                        ProblemKind::TornLine,
+                        format!(
+                            "not a record, and the chain continues across it, as after a crash \
+                             and a restart ({why})"
+                        ),
+                    ),
+                    (true, None, None) => (
+                        ProblemKind::TornLine,
+                        format!(
+                            "not a record, at the end of the log, as after a crash and a restart \
+                             that wrote nothing more ({why})"
+                        ),
+                    ),
+                    (true, Some(true), Some(_)) => (
+                        ProblemKind::Inserted,
+                        format!("a damaged record that the chain goes around ({why})"),
+                    ),
+                    (true, _, Some(_)) => (
+                        ProblemKind::Modified,
+                        format!("a record whose chain fields were damaged ({why})"),
+                    ),
+                    (true, Some(false), None) => (
+                        ProblemKind::BadJson,
+                        format!("not a record, and the chain does not continue across it ({why})"),
+                    ),
+                };
+                self.problem(&entry, kind, *seq, expected, detail);
+                if kind == ProblemKind::TornLine {
                     Flow::Continue
                 } else {
-                    self.problem(
-                        &entry,
-                        ProblemKind::BadJson,
-                        None,
-                        expected,
-                        format!("not a record, and the chain does not continue across it ({why})"),
-                    );
                     Flow::Stop
                 }
             }
@@ -1782,7 +1822,26 @@ mod tests {
             assert_eq!(first(&report), (ProblemKind::TornLine, 5, None), "{report}");
             assert_eq!(report.problems[0].expected_seq, Some(4));
             assert_eq!(report.records, 4);
+            assert!(report.complete, "a torn line does not stop verification");
+            assert!(
+                report.to_string().starts_with("TORN LINES: 4 record(s)"),
+                "{report}"
+            );
         }
+    }
+
+    #[test]
+    fn a_record_with_damaged_chain_fields_is_modified() {
+        let mut lines = chain_lines(Some(&key()), 10);
+        let n = lines[4].len();
+        lines[4].replace_range(n - 10..n - 9, "z");
+        let report = check(&lines, Some(&key()));
+        assert_eq!(
+            first(&report),
+            (ProblemKind::Modified, 5, Some(4)),
+            "{report}"
+        );
+        assert!(!report.complete);
     }
 
     #[test]
@@ -1883,6 +1942,26 @@ mod tests {
         }
         let fresh = ChainEncoder::resume(&dir.path().join("other.jsonl"), None).unwrap();
         assert_eq!((fresh.next_seq(), fresh.prev), (0, [0; 32]));
+    }
+
+    #[test]
+    fn an_oversized_line_is_skipped_by_resume_and_reported_by_verify() {
+        let lines = chain_lines(None, 3);
+        let (_dir, path) = write_log(&lines);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&vec![b'x'; MAX_LINE_BYTES + TAIL_CHUNK as usize * 2])
+            .unwrap();
+        file.write_all(b"\n").unwrap();
+
+        let encoder = ChainEncoder::resume(&path, None).unwrap();
+        assert_eq!(encoder.next_seq(), 3);
+        let report = verify(&[path], None);
+        assert_eq!(first(&report), (ProblemKind::TornLine, 4, None), "{report}");
+        assert!(
+            report.problems[0].detail.contains("longer than"),
+            "{report}"
+        );
+        assert_eq!(report.records, 3);
     }
 
     #[test]
