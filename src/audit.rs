@@ -30,8 +30,8 @@
 //!
 //! # What the verifier reports
 //! [`verify`] reads the files in chain order ([`chain_files`]) and stops at the first problem;
-//! only torn lines let it carry on, because a crash makes them and the chain is checked across
-//! them. Each kind comes from a specific pattern, looking up to a few hundred records ahead:
+//! only torn lines let it carry on (up to 100 of them), because a crash makes them and the
+//! chain is checked across them. Each kind comes from a specific pattern, looking up to a few hundred records ahead:
 //!
 //! | kind        | pattern                                                                          |
 //! |-------------|----------------------------------------------------------------------------------|
@@ -108,6 +108,10 @@ const MAX_LINE_BYTES: usize = 1 << 20;
 /// How many lines the verifier looks ahead to tell a reorder from a deletion, or an insertion
 /// from a modification.
 const LOOKAHEAD: usize = 256;
+
+/// Torn lines reported before verification gives up: more than this is not a few crashes but a
+/// file that is not a chain (e.g. a plain log from before the chain was turned on).
+const MAX_TORN_LINES: usize = 100;
 
 /// Bytes read per step when scanning a file backwards for its last record.
 const TAIL_CHUNK: u64 = 64 * 1024;
@@ -1049,6 +1053,19 @@ impl Verifier {
                         format!("not a record, and the chain does not continue across it ({why})"),
                     ),
                 };
+                let (kind, detail) = if kind == ProblemKind::TornLine
+                    && self.report.problems.len() >= MAX_TORN_LINES
+                {
+                    (
+                        ProblemKind::BadJson,
+                        format!(
+                            "more than {MAX_TORN_LINES} lines that are not records: not a \
+                             chained log? ({why})"
+                        ),
+                    )
+                } else {
+                    (kind, detail)
+                };
                 self.problem(&entry, kind, *seq, expected, detail);
                 if kind == ProblemKind::TornLine {
                     Flow::Continue
@@ -1854,6 +1871,16 @@ mod tests {
             report.problems[0].detail.contains("missing field"),
             "{report}"
         );
+
+        // A plain log from before the chain was on: bounded, not one problem per line.
+        let plain: Vec<String> = (0..300).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let report = check(&plain, None);
+        assert_eq!(report.problems.len(), MAX_TORN_LINES + 1, "{report}");
+        assert_eq!(
+            report.problems.last().map(|p| p.kind),
+            Some(ProblemKind::BadJson)
+        );
+        assert!(!report.complete);
     }
 
     #[test]
