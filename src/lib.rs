@@ -31,6 +31,7 @@ pub mod analyst;
 pub mod answer_check;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;
