@@ -155,6 +155,7 @@ impl ActivePolicy {
         cfg.events.validate("events", &mut problems);
         cfg.detect.validate("detect", &mut problems);
         cfg.containment.validate("containment", &mut problems);
+        cfg.audit.validate("audit", &mut problems);
         if let Some(store) = &cfg.store {
             store.validate("store", &mut problems);
         }

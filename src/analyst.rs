@@ -491,21 +491,22 @@ impl ContainmentLog {
 
     fn ended(&mut self, ts: DateTime<Utc>, c: ContainmentEvent) {
         let key = (c.client, c.domain.map(|d| d.to_ascii_lowercase()));
-        let ended = Containment::Ended {
-            action: c.action,
-            at: ts,
-            reason: c.reason,
-        };
-        match self.by_target.get_mut(&key) {
-            // An end for a level that was since replaced says nothing about the current one.
-            Some(Containment::Active { action, .. }) if matches!(&ended, Containment::Ended { action: a, .. } if a != action) =>
-                {}
-            Some(current) => *current = ended,
-            // The start was in a file rotated away; the end still tells the analyst something.
-            None => {
-                self.by_target.insert(key, ended);
-            }
+        if let Some(Containment::Active { action, .. }) = self.by_target.get(&key)
+            && *action != c.action
+        {
+            // The end of a level that was since replaced says nothing about the current one.
+            return;
         }
+        // Also recorded without a start: that was in a file rotated away, and the end still
+        // tells the analyst something.
+        self.by_target.insert(
+            key,
+            Containment::Ended {
+                action: c.action,
+                at: ts,
+                reason: c.reason,
+            },
+        );
     }
 
     fn resolve(&self, key: &(IpAddr, Option<String>), now: DateTime<Utc>) -> Containment {

@@ -74,8 +74,11 @@ impl RunningApp {
             },
         })?;
         metrics::gauge!(crate::metrics::POLICY_VERSION).set(policy.version.number as f64);
-        let (events, events_handle) =
-            sink::spawn(&cfg.events).map_err(|source| StartError::Io {
+        let (events, events_handle) = cfg
+            .audit
+            .encoder(&cfg.events)
+            .and_then(|enc| sink::spawn_with_encoder(&cfg.events, enc))
+            .map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
                 source,
             })?;

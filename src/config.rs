@@ -48,6 +48,9 @@ pub struct Config {
     /// `[containment]`: rate limits, sinkholes, quarantines.
     #[serde(default)]
     pub containment: ContainConfig,
+    /// `[audit]`: the hash chain over the event log.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// `[store]`: where policy versions are kept; without it, versions live in memory only.
     #[serde(default)]
     pub store: Option<crate::policy_store::StoreConfig>,
@@ -78,6 +81,9 @@ impl Config {
                     *p = base_dir.join(&*p);
                 }
                 if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
+                    *p = base_dir.join(&*p);
+                }
+                if let Some(p) = cfg.audit.key_file.as_mut().filter(|p| p.is_relative()) {
                     *p = base_dir.join(&*p);
                 }
                 Ok(cfg)

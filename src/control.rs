@@ -62,8 +62,15 @@ pub struct Control {
 /// The part of a config that a reload cannot change.
 fn fixed_settings(cfg: &Config) -> String {
     format!(
-        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
-        cfg.server, cfg.admin, cfg.cache, cfg.events, cfg.detect, cfg.containment, cfg.store
+        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+        cfg.server,
+        cfg.admin,
+        cfg.cache,
+        cfg.events,
+        cfg.detect,
+        cfg.containment,
+        cfg.store,
+        cfg.audit
     )
 }
 

@@ -42,6 +42,11 @@ enum Command {
         #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
         config: PathBuf,
     },
+    /// The tamper-evident event log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Policy versions: history, diff, reload, rollback.
     Policy {
         /// Configuration file (for `[store]` and the admin endpoint).
@@ -54,6 +59,24 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check the event log's hash chain; reports the first record modified, deleted, inserted,
+    /// reordered or torn. Exit 0 only when the chain is intact.
+    Verify {
+        /// Event files in chain order; a single current file (`events.jsonl`) pulls in its
+        /// rotated predecessors (`.N` … `.1`) automatically.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// HMAC key file, for keyed chains.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -233,6 +256,44 @@ fn policy(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn audit(action: AuditAction) -> anyhow::Result<ExitCode> {
+    let AuditAction::Verify {
+        paths,
+        key_file,
+        json,
+    } = action;
+    let key = key_file
+        .map(|p| {
+            let cfg = dnsward::audit::AuditConfig {
+                key_file: Some(p),
+                ..Default::default()
+            };
+            cfg.load_key().context("reading the key file")
+        })
+        .transpose()?
+        .flatten();
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        anyhow::bail!("{}: no such file", missing.display());
+    }
+    let files = if paths.len() == 1 {
+        dnsward::audit::chain_files(&paths[0])
+    } else {
+        paths
+    };
+    let report =
+        dnsward::audit::verify(&files, key.as_ref().map(dnsward::audit::AuditKey::as_bytes));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -282,6 +343,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Audit { action } => audit(action).unwrap_or_else(|e| {
+            eprintln!("dnsward: {e:#}");
+            ExitCode::from(1)
+        }),
         Command::Policy { config, action } => match policy(&config, action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

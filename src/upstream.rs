@@ -63,7 +63,7 @@ pub struct ForwardZoneConfig {
 }
 
 /// `[upstream]`: where allowed queries go.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Default upstream servers, tried in order of health.
@@ -75,6 +75,16 @@ pub struct UpstreamConfig {
     /// Conditional forward zones.
     #[serde(default)]
     pub forward: Vec<ForwardZoneConfig>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: default_total_timeout(),
+            forward: Vec::new(),
+        }
+    }
 }
 
 fn default_attempt_timeout() -> Duration {
