@@ -24,7 +24,7 @@ WORKLOADS=${WORKLOADS:-"w1 w2"}
 ROUNDS=${ROUNDS:-1}                 # repeat every (workload, load) pair, alternating who goes first
 NAMES=${NAMES:-500}                 # distinct names per workload
 BASE_PORT=${BASE_PORT:-5300}
-SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}         # 1 uses the existing binary (DNSWARD_BIN, default target/release/dnsward)
 KEEP_WORK=${KEEP_WORK:-0}           # 1 keeps the temporary configs and logs
 PERF=${PERF:-0}                     # 1 records `perf record -g` of dnsward during its max-load
                                     # runs into bench/results/perf-*.raw (skews those runs)
@@ -79,8 +79,9 @@ if [ "$SKIP_BUILD" != 1 ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet)
 fi
-DNSWARD="$ROOT/target/release/dnsward"
+DNSWARD=${DNSWARD_BIN:-"$ROOT/target/release/dnsward"}
 [ -x "$DNSWARD" ] || { echo "bench: $DNSWARD missing (run without SKIP_BUILD)" >&2; exit 1; }
+BIN_BUILT=$(date -u -r "$DNSWARD" '+%Y-%m-%d %H:%M UTC')
 
 # ---------------------------------------------------------------------------------------------
 # Query files and zone data
@@ -275,6 +276,10 @@ measure() { # round workload load server
     after=$(cpu_ticks "$pid")
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     kill -0 "$pid" 2>/dev/null || { echo "bench: $s died during $w $load" >&2; exit 1; }
+    local want=NOERROR
+    [ "$w" = w2 ] && want=NXDOMAIN
+    grep -q "Response codes:[[:space:]]*$want [0-9]* (100.00%)\$" "$out" ||
+        log "warning: $s did not answer every $w query with $want: $(grep 'Response codes' "$out")"
     awk -v r="$round" -v w="$w" -v l="$load" -v s="$s" -v ticks=$((after - before)) \
         -v hz="$CLK_TCK" -v hwm="$(vm_hwm_kb "$pid")" '
         /Queries completed:/ { done = $3 }
@@ -308,7 +313,7 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
 {
     echo "# dnsward vs Unbound: dnsperf on loopback"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), dnsward $REV$DIRTY, $(unbound -V 2>/dev/null | head -1 | sed 's/Version/Unbound/'),"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), dnsward $REV$DIRTY (binary built $BIN_BUILT), $(unbound -V 2>/dev/null | head -1 | sed 's/Version/Unbound/'),"
     echo "dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r)."
     echo
     echo "Each run: \`dnsperf -l $DURATION -c $CLIENTS\` with \`-Q $RATE\` (fixed) or no \`-Q\` (max), $NAMES distinct names"
@@ -317,7 +322,7 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
     echo "run divided by completed queries) is the steadier figure. Load average (1/5/15 min)"
     echo "before measuring: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | response codes |"
+    echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | response codes (last round) |"
     echo "|---|---|---|---:|---:|---:|---:|---|"
     awk -F'\t' '
         { k = $2 SUBSEP $3 SUBSEP $4; n[k]++; qps[k] += $5; lost[k] += $6; lat[k] += $7; cpu[k] += $8; rc[k] = $11
