@@ -149,16 +149,6 @@ impl ActivePolicy {
     ) -> Result<Arc<Self>, ConfigProblems> {
         let mut problems = ConfigProblems::default();
         let base = &cfg.base_dir;
-        cfg.server.validate("server", &mut problems);
-        cfg.admin.validate("admin", &mut problems);
-        cfg.cache.validate("cache", &mut problems);
-        cfg.events.validate("events", &mut problems);
-        cfg.detect.validate("detect", &mut problems);
-        cfg.containment.validate("containment", &mut problems);
-        cfg.audit.validate("audit", &mut problems);
-        if let Some(store) = &cfg.store {
-            store.validate("store", &mut problems);
-        }
         let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
         let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
@@ -255,7 +245,7 @@ mod tests {
             Path::new("/nonexistent"),
         )
         .unwrap();
-        let problems = ActivePolicy::build(&cfg).unwrap_err();
+        let problems = cfg.validate_all().unwrap_err();
         let text = problems.to_string();
         for needle in [
             "upstream.servers[0].address",

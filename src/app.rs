@@ -110,9 +110,13 @@ impl RunningApp {
             let pipeline = Arc::clone(&pipeline);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                let prom = admin::prometheus();
                 loop {
                     tick.tick().await;
                     pipeline.maintenance_tick();
+                    // Histogram samples pile up until drained: drain them even when nothing
+                    // scrapes /metrics, so memory stays flat.
+                    prom.run_upkeep();
                 }
             })
         };

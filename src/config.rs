@@ -105,6 +105,42 @@ impl Config {
         }
     }
 
+    /// Validate the sections that shape long-lived machinery (listeners, admin, cache, events,
+    /// detector bounds, containment, audit, store): read at start, not by a policy swap.
+    /// The policy sections (upstream, zones, groups) are validated by
+    /// [`crate::active_policy::ActivePolicy::build`].
+    pub fn validate_runtime(&self, problems: &mut ConfigProblems) {
+        self.server.validate("server", problems);
+        self.admin.validate("admin", problems);
+        self.cache.validate("cache", problems);
+        self.events.validate("events", problems);
+        self.detect.validate("detect", problems);
+        self.containment.validate("containment", problems);
+        self.audit.validate("audit", problems);
+        if let Some(store) = &self.store {
+            store.validate("store", problems);
+        }
+    }
+
+    /// Everything `dnsward check` checks: the runtime sections and the whole policy.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn validate_all(
+        &self,
+    ) -> Result<std::sync::Arc<crate::active_policy::ActivePolicy>, ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        self.validate_runtime(&mut problems);
+        match crate::active_policy::ActivePolicy::build(self) {
+            Ok(p) if problems.is_empty() => Ok(p),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.problems.extend(more.problems);
+                Err(problems)
+            }
+        }
+    }
+
     /// Read and parse a configuration file.
     ///
     /// # Errors

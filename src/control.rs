@@ -84,7 +84,7 @@ impl Control {
         cfg: &Config,
         config_path: &Path,
     ) -> Result<(Arc<ActivePolicy>, Option<PolicyStore>), ControlError> {
-        let built = ActivePolicy::build(cfg).map_err(ControlError::Invalid)?;
+        let built = cfg.validate_all().map_err(ControlError::Invalid)?;
         let store = match &cfg.store {
             Some(sc) => Some(PolicyStore::open(&sc.state_dir)?),
             None => None,
@@ -194,7 +194,9 @@ impl Control {
         message: Option<&str>,
     ) -> Result<(Arc<ActivePolicy>, Option<String>), ControlError> {
         let cfg = Config::load(path).map_err(ControlError::Invalid)?;
-        let built = ActivePolicy::build(&cfg).map_err(ControlError::Invalid)?;
+        // A config that could not start the server is rejected even though its runtime sections
+        // only apply at the next restart: that restart must not fail.
+        let built = cfg.validate_all().map_err(ControlError::Invalid)?;
         let version = match &self.store {
             Some(store) => store
                 .record(path, &built.files, ACTION_RELOAD, actor, message)?

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use dnsward::active_policy::ActivePolicy;
 use dnsward::app::RunningApp;
 use dnsward::config::Config;
 
@@ -42,6 +41,41 @@ enum Command {
         #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
         config: PathBuf,
     },
+    /// Top tunneling suspects from the event log, with score breakdowns and samples.
+    Alerts {
+        /// Configuration file (its `[events] path` is read) …
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+        /// … or the event file to read instead (rotated files beside it are read too).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Only alerts this recent, e.g. 30m, 1h, 2d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this client.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this domain (any name under it matches).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only alerts scoring at least this.
+        #[arg(long)]
+        min_score: Option<u8>,
+        /// Most suspects shown (0 = all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The event log.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// The tamper-evident event log.
     Audit {
         #[command(subcommand)]
@@ -59,6 +93,31 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsAction {
+    /// Print the event log and, with --follow, new events as they are written (across rotations).
+    Tail {
+        /// Configuration file (its `[events] path` is read) …
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+        /// … or the event file to read instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start with only the last N events.
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        /// Only these kinds (query, alert, containment_started, containment_ended, policy, admin).
+        #[arg(long, value_delimiter = ',')]
+        kind: Option<Vec<String>>,
+        /// One readable line per event instead of JSON.
+        #[arg(long)]
+        pretty: bool,
     },
 }
 
@@ -123,7 +182,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -131,7 +191,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let result = Config::load(path).and_then(|cfg| ActivePolicy::build(&cfg).map(|p| (cfg, p)));
+    let result = Config::load(path).and_then(|cfg| cfg.validate_all().map(|p| (cfg, p)));
     match result {
         Ok((cfg, policy)) => {
             println!(
@@ -256,6 +316,96 @@ fn policy(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The event file from `--file`, or from the config's `[events] path`.
+fn events_file(config: &Path, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let cfg = Config::load(config).map_err(|p| anyhow::anyhow!("{}: {p}", config.display()))?;
+    cfg.events.path.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: [events] has no path (sink is not \"file\"); pass --file",
+            config.display()
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn alerts(
+    config: &Path,
+    file: Option<PathBuf>,
+    since: Option<String>,
+    client: Option<std::net::IpAddr>,
+    group: Option<String>,
+    domain: Option<String>,
+    min_score: Option<u8>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use dnsward::analyst;
+    let path = events_file(config, file)?;
+    let query = analyst::AlertsQuery {
+        since: since.as_deref().map(analyst::parse_duration).transpose()?,
+        client,
+        group,
+        domain,
+        min_score,
+        limit,
+    };
+    let files = analyst::event_files(&path);
+    if files.is_empty() {
+        anyhow::bail!("{}: no such file", path.display());
+    }
+    let scan = analyst::scan_alerts(&files, &query, chrono::Utc::now())?;
+    if json {
+        println!("{}", analyst::render_json(&scan.suspects));
+    } else {
+        print!("{}", analyst::render_table(&scan.suspects));
+        if scan.skipped > 0 {
+            eprintln!(
+                "note: {} line(s) were not events and were skipped (first: {})",
+                scan.skipped,
+                scan.first_skipped.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn events(action: EventsAction) -> anyhow::Result<()> {
+    use dnsward::analyst::{TailFormat, TailOptions, tail};
+    let EventsAction::Tail {
+        config,
+        file,
+        follow,
+        last,
+        kind,
+        pretty,
+    } = action;
+    let path = events_file(&config, file)?;
+    let opts = TailOptions {
+        follow,
+        last,
+        kinds: kind,
+        format: if pretty {
+            TailFormat::Pretty
+        } else {
+            TailFormat::Json
+        },
+        ..TailOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tail(&path, &opts, tokio::io::stdout(), stop).await
+    })
+    .with_context(|| format!("reading {}", path.display()))
+}
+
 fn audit(action: AuditAction) -> anyhow::Result<ExitCode> {
     let AuditAction::Verify {
         paths,
@@ -338,11 +488,35 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
     }
 }
 
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnsward: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Alerts {
+            config,
+            file,
+            since,
+            client,
+            group,
+            domain,
+            min_score,
+            limit,
+            json,
+        } => exit(alerts(
+            &config, file, since, client, group, domain, min_score, limit, json,
+        )),
+        Command::Events { action } => exit(events(action)),
         Command::Audit { action } => audit(action).unwrap_or_else(|e| {
             eprintln!("dnsward: {e:#}");
             ExitCode::from(1)

@@ -266,17 +266,24 @@ impl Pipeline {
         // a name it may not resolve is still a compromised agent. It may start a containment,
         // which then applies to this very query.
         let domain = registrable_domain(&q.name);
-        let assessment = self.detector.observe(&Observation {
-            client,
-            group: &group.name,
-            qname: &q.name,
-            domain,
-            qtype: q.qtype,
-            settings: &group.detect,
-        });
+        let assessment = if self.overrides.exception_for(&group.name, &q.name).is_some() {
+            // An operator's temporary exception: not scored at all.
+            crate::detect::Assessment::default()
+        } else {
+            self.detector.observe(&Observation {
+                client,
+                group: &group.name,
+                qname: &q.name,
+                domain,
+                qtype: q.qtype,
+                settings: &group.detect,
+            })
+        };
         if let Some(alert) = assessment.alert {
-            self.events
-                .emit(Event::now(policy.version.number, EventBody::Alert(alert)));
+            let event = Event::now(policy.version.number, EventBody::Alert(alert.clone()));
+            self.overrides
+                .record_alert(event.ts.clone(), policy.version.number, alert);
+            self.events.emit(event);
         }
         if assessment.level >= Level::Throttle && !group.detect.monitor_only {
             if let Some(started) = self.containment.start(
@@ -739,7 +746,7 @@ impl Pipeline {
             Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
             Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
         }
-        if report.verdict != "allow" || self.events.wants_allowed() {
+        if self.events.is_enabled() && (report.verdict != "allow" || self.events.wants_allowed()) {
             let rc = if msg.is_empty() {
                 "NONE".to_string()
             } else {

@@ -698,6 +698,29 @@ impl PolicyStore {
         {
             *events = Path::new("/").join(rest);
         }
+        // Absolute policy paths (zone dir and files, list files) point at live files; the tree
+        // mirrors absolute paths, so re-root them into it and the version is restored exactly.
+        let reroot = |p: &mut PathBuf| {
+            let clean = lexical(p);
+            if p.is_absolute()
+                && !clean.starts_with(&tree)
+                && let Ok(rest) = clean.strip_prefix("/")
+            {
+                *p = tree.join(rest);
+            }
+        };
+        if let Some(dir) = cfg.zones.dir.as_mut() {
+            reroot(dir);
+        }
+        for f in &mut cfg.zones.files {
+            reroot(&mut f.path);
+        }
+        for g in &mut cfg.groups {
+            g.allow_files
+                .iter_mut()
+                .chain(g.deny_files.iter_mut())
+                .for_each(reroot);
+        }
         // Keep the live name in messages; base_dir must stay in the tree so lists resolve there.
         cfg.source = format!("{} (version {number})", info.config_path.display());
         Ok(cfg)
@@ -1212,22 +1235,34 @@ mod tests {
     }
 
     #[test]
-    fn absolute_path_in_config_is_a_rollback_error() {
+    fn absolute_paths_in_config_are_restored_from_the_snapshot() {
         let fx = Fixture::new();
         let store = fx.store();
         let abs = fx.live.path().join("etc/lists/allow.txt");
         fx.write_config(abs.to_str().unwrap());
         fx.record(&store, ACTION_LOAD);
+        let original = fs::read_to_string(&abs).unwrap();
+        // The live list changes after version 1.
+        fs::write(&abs, "changed.example\n").unwrap();
         fx.write_config("lists/allow.txt");
         fx.record(&store, ACTION_RELOAD);
-        let err = store.rollback(Some(1), "alice", "test").unwrap_err();
-        match &err {
-            StoreError::OutsideSnapshot { version: 1, path } => assert_eq!(path, &abs),
-            other => panic!("expected OutsideSnapshot, got {other:?}"),
-        }
-        assert!(err.to_string().contains("absolute path"), "{err}");
-        // A refused rollback records nothing.
-        assert_eq!(store.history().unwrap().len(), 2);
+        let (v3, _) = store.rollback(Some(1), "alice", "test").unwrap();
+        assert_eq!(v3.rolled_back_to, Some(1));
+        // The rebuilt policy reads the snapshot's copy of the absolute path, not the live file.
+        let cfg = store.load_snapshot(1).unwrap();
+        let policy = ActivePolicy::build(&cfg).unwrap();
+        let tree = store.dir().join("versions/1.tree");
+        assert!(
+            policy.files.iter().all(|f| f.starts_with(&tree)),
+            "{:?}",
+            policy.files
+        );
+        let copy = policy
+            .files
+            .iter()
+            .find(|f| f.ends_with("etc/lists/allow.txt"))
+            .unwrap();
+        assert_eq!(fs::read_to_string(copy).unwrap(), original);
     }
 
     #[test]

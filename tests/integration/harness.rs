@@ -204,6 +204,10 @@ impl FakeUpstream {
 /// A dnsward started in-process on 127.0.0.1:0, with events in a temp file.
 pub struct TestServer {
     pub app: Option<RunningApp>,
+    /// The config file the server was started from (edit it and reload).
+    pub config_path: PathBuf,
+    /// The admin bearer token.
+    pub token: String,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub admin: Option<SocketAddr>,
@@ -232,6 +236,8 @@ impl TestServer {
             None => "servers = []".to_string(),
         };
         let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
+        let token = "test-token-0123456789abcdef0123456789abcdef".to_string();
+        std::fs::write(dir.path().join("token"), &token).unwrap();
         let text = format!(
             r#"
 [server]
@@ -239,6 +245,7 @@ listen = ["{listen}"]
 udp_workers = 2
 [admin]
 listen = "127.0.0.1:0"
+token_file = "token"
 [upstream]
 {upstream_line}
 [zones]
@@ -252,8 +259,14 @@ allowed = "on"
             zones = zones.display(),
             events = events_path.display(),
         );
-        let cfg = Config::from_toml(&text, "test.toml", dir.path())
-            .unwrap_or_else(|p| panic!("{p}\n{text}"));
+        let config_path = dir.path().join("dnsward.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let cfg = Config::load(&config_path).unwrap_or_else(|p| {
+            panic!(
+                "{p}
+{text}"
+            )
+        });
         let app = match clock {
             Some(c) => RunningApp::start_with_clock(&cfg, c).await,
             None => RunningApp::start(&cfg).await,
@@ -264,6 +277,8 @@ allowed = "on"
             tcp: app.dns.tcp_addrs[0],
             admin: app.admin.as_ref().map(|a| a.addr),
             app: Some(app),
+            config_path,
+            token,
             events_path,
             _dir: dir,
         }

@@ -1,0 +1,539 @@
+//! Governance through a running server: the admin API (auth, validation, releases, exceptions,
+//! reload, rollback, history, HTML page), hot reload under load, and bad reloads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dnsward::clock::ManualClock;
+use dnsward::detect::testgen;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn groups(allow: &str) -> String {
+    format!(
+        r#"
+[[groups]]
+name = "gov"
+cidrs = ["127.0.0.70/31", "127.0.0.72/32"]
+allow = [{allow}]
+[groups.detect]
+alert = 30
+throttle = 40
+sinkhole = 50
+quarantine = 60
+"#
+    )
+}
+
+fn store_section(dir: &std::path::Path) -> String {
+    format!("[store]\nstate_dir = \"{}\"\n", dir.display())
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(s: &TestServer) -> Self {
+        Self {
+            base: format!("http://{}", s.admin.unwrap()),
+            token: s.token.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn api_requires_the_token_and_validates_input() {
+    let mut s = TestServer::start(None, &groups("\"*.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let http = reqwest::Client::new();
+    // No token, wrong token: 401 with a JSON error.
+    let r = http
+        .get(format!("{}/api/v1/alerts", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("token"));
+    let r = http
+        .get(format!("{}/api/v1/policy", api.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Open endpoints.
+    assert_eq!(
+        http.get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let openapi = http
+        .get(format!("{}/openapi.yaml", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(openapi.contains("/api/v1/quarantines/release"));
+    // Bad inputs: 400 with useful messages.
+    for (path, needle) in [
+        ("/api/v1/alerts?since=forever", "since"),
+        ("/api/v1/alerts?client=not-an-ip", "client"),
+        ("/api/v1/alerts?min_score=101", "min_score"),
+        ("/api/v1/alerts?bogus=1", "bogus"),
+    ] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
+    }
+    for (path, body, needle) in [
+        (
+            "/api/v1/quarantines/release",
+            json!({"client": "x", "actor": "a", "reason": "r"}),
+            "client",
+        ),
+        (
+            "/api/v1/quarantines/release",
+            json!({"client": "127.0.0.70", "actor": "", "reason": "r"}),
+            "actor",
+        ),
+        (
+            "/api/v1/quarantines/release",
+            json!({"client": "127.0.0.70"}),
+            "JSON",
+        ),
+        (
+            "/api/v1/exceptions",
+            json!({"group": "nope", "domain": "x.example", "expires_in": "1h", "actor": "a", "reason": "r"}),
+            "group",
+        ),
+        (
+            "/api/v1/exceptions",
+            json!({"group": "gov", "domain": "bad..name", "expires_in": "1h", "actor": "a", "reason": "r"}),
+            "domain",
+        ),
+        (
+            "/api/v1/exceptions",
+            json!({"group": "gov", "domain": "x.example", "expires_in": "90d", "actor": "a", "reason": "r"}),
+            "expires_in",
+        ),
+        (
+            "/api/v1/policy/reload",
+            json!({"message": "no actor"}),
+            "JSON",
+        ),
+    ] {
+        let (status, resp) = api.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {resp}");
+        assert!(
+            resp["error"].as_str().unwrap().contains(needle),
+            "{path} {body}: {resp}"
+        );
+    }
+    let (status, _) = api
+        .post(
+            "/api/v1/quarantines/release",
+            json!({"client": "127.0.0.70", "actor": "a", "reason": "r"}),
+        )
+        .await;
+    assert_eq!(status, 404, "nothing to release");
+    // Every request is audited, unauthenticated ones included.
+    let events = s.stop_and_read_events().await;
+    let admin: Vec<_> = events.iter().filter(|e| e["kind"] == "admin").collect();
+    assert!(
+        admin
+            .iter()
+            .any(|e| e["status"] == 401 && e["authenticated"] == false)
+    );
+    assert!(
+        admin
+            .iter()
+            .any(|e| e["status"] == 400 && e["path"] == "/api/v1/alerts")
+    );
+    assert!(admin.len() >= 14, "{} admin events", admin.len());
+}
+
+async fn tunnel_until_contained(s: &TestServer, clock: &ManualClock, src: &str) -> usize {
+    let traffic = testgen::iodine_base32("tun.example", 120, 11);
+    let mut refused = 0;
+    for q in &traffic.queries {
+        let raw = udp_raw(
+            s.udp,
+            src.parse().unwrap(),
+            &raw_name_query(&q.qname, q.qtype),
+        )
+        .await
+        .unwrap();
+        if Message::from_vec(&raw).unwrap().metadata.response_code == ResponseCode::Refused {
+            refused += 1;
+        }
+        clock.advance(traffic.interval);
+    }
+    refused
+}
+
+#[tokio::test]
+async fn releases_and_exceptions_take_effect_on_the_next_query_and_are_audited() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &groups("\"*.tun.example\", \"www.example\""),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let api = Api::new(&s);
+    // A tunnel from .70 gets the client quarantined.
+    assert!(tunnel_until_contained(&s, &clock, "127.0.0.70").await > 0);
+    let m = udp_query(s.udp, "127.0.0.70", "www.example", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "quarantined: everything refused"
+    );
+    let (status, active) = api.get("/api/v1/quarantines").await;
+    assert_eq!(status, 200);
+    assert!(
+        active
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client"] == "127.0.0.70" && c["action"] == "quarantine"),
+        "{active}"
+    );
+    let (status, alerts) = api
+        .get("/api/v1/alerts?client=127.0.0.70&min_score=30&since=1h")
+        .await;
+    assert_eq!(status, 200);
+    assert!(!alerts.as_array().unwrap().is_empty());
+    assert!(alerts[0]["breakdown"].is_object());
+    // The HTML page shows it.
+    let page = reqwest::get(format!("{}/?token={}", api.base, api.token))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"containments\"")
+            && page.contains("127.0.0.70")
+            && page.contains("tun.example"),
+        "{page}"
+    );
+    assert!(page.contains("Policy version <b>1</b>"));
+    // Release: the very next query is answered.
+    let (status, body) = api.post("/api/v1/quarantines/release", json!({"client": "127.0.0.70", "actor": "alice", "reason": "false positive, vendor sync"})).await;
+    assert_eq!(status, 200, "{body}");
+    let m = udp_query(s.udp, "127.0.0.70", "www.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // A temporary exception for the domain: the same tunnel pattern from .71 is not scored.
+    let (status, body) = api.post("/api/v1/exceptions", json!({"group": "gov", "domain": "tun.example", "expires_in": "2h", "actor": "bob", "reason": "approved data sync"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(tunnel_until_contained(&s, &clock, "127.0.0.71").await, 0);
+    let (_, list) = api.get("/api/v1/exceptions").await;
+    assert_eq!(list[0]["actor"], "bob");
+    let events = s.stop_and_read_events().await;
+    assert!(events.iter().any(|e| e["kind"] == "containment_ended"
+        && e["reason"].as_str().unwrap_or("").contains("alice")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "admin" && e["action"] == "release" && e["actor"] == "alice")
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "admin"
+            && e["action"] == "exception_added"
+            && e["actor"] == "bob")
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "alert" && e["client"] == "127.0.0.71")
+    );
+}
+
+#[tokio::test]
+async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
+    let mut s = TestServer::start(None, &groups("\"api.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let good = std::fs::read_to_string(&s.config_path).unwrap();
+    let bad_variants = [
+        good.replace("[[groups]]", "[[groups]\n"), // syntax error
+        good.replace("127.0.0.72/32", "127.0.0.300/32"), // bad CIDR
+        good.replace(
+            "[groups.detect]",
+            "allow_files = [\"missing.txt\"]\n[groups.detect]",
+        ), // missing list
+    ];
+    for bad in &bad_variants {
+        std::fs::write(&s.config_path, bad).unwrap();
+        let (status, body) = api
+            .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(!body["details"].as_array().unwrap().is_empty(), "{body}");
+        let m = udp_query(s.udp, "127.0.0.70", "api.corp.internal", RecordType::A).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "old policy still answering"
+        );
+        let (_, p) = api.get("/api/v1/policy").await;
+        assert_eq!(p["version"], 1);
+    }
+    let events = s.stop_and_read_events().await;
+    let rejected = events
+        .iter()
+        .filter(|e| e["kind"] == "policy" && e["action"] == "reload_rejected")
+        .count();
+    assert_eq!(rejected, 3);
+}
+
+#[tokio::test]
+async fn reload_and_rollback_switch_answers_and_keep_history() {
+    let state = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}{}",
+        store_section(state.path()),
+        groups("\"api.corp.internal\"")
+    );
+    let mut s = TestServer::start(None, &extra).await;
+    let api = Api::new(&s);
+    let q = |name: &'static str| {
+        let udp = s.udp;
+        async move {
+            udp_query(udp, "127.0.0.70", name, RecordType::A)
+                .await
+                .metadata
+                .response_code
+        }
+    };
+    assert_eq!(q("git.corp.internal").await, ResponseCode::NXDomain);
+    // v2 allows git too.
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(
+        &s.config_path,
+        text.replace(
+            "\"api.corp.internal\"",
+            "\"api.corp.internal\", \"git.corp.internal\"",
+        ),
+    )
+    .unwrap();
+    let (status, body) = api
+        .post(
+            "/api/v1/policy/reload",
+            json!({"actor": "carol", "message": "allow git"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2);
+    assert_eq!(
+        q("git.corp.internal").await,
+        ResponseCode::NoError,
+        "new policy after the swap"
+    );
+    // Reloading identical content keeps the version.
+    let (_, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "carol"}))
+        .await;
+    assert_eq!(body["version"], 2);
+    // Roll back to v1 even though the file on disk still says v2.
+    let (status, body) = api
+        .post(
+            "/api/v1/policy/rollback",
+            json!({"to": 1, "actor": "dave", "reason": "git mirror leaked"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rolled_back_to"], 1);
+    assert_eq!(
+        q("git.corp.internal").await,
+        ResponseCode::NXDomain,
+        "v1 exactly again"
+    );
+    let (_, history) = api.get("/api/v1/policy/history").await;
+    let h = history.as_array().unwrap();
+    assert_eq!(h.len(), 3, "{history}");
+    assert_eq!(h[2]["author"], "dave");
+    let diff = reqwest::Client::new()
+        .get(format!("{}/api/v1/policy/diff?a=1&b=2", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        diff.contains("+") && diff.contains("git.corp.internal"),
+        "{diff}"
+    );
+    let events = s.stop_and_read_events().await;
+    let stamps: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "query")
+        .map(|e| e["policy_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        stamps,
+        [1, 2, 3],
+        "every event carries the version that decided it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_query_and_give_no_wrong_answer() {
+    let state = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}{}",
+        store_section(state.path()),
+        groups("\"api.corp.internal\"")
+    );
+    let s = TestServer::start(None, &extra).await;
+    let api = Api::new(&s);
+    let v1 = std::fs::read_to_string(&s.config_path).unwrap();
+    let v2 = v1.replace(
+        "\"api.corp.internal\"",
+        "\"api.corp.internal\", \"git.corp.internal\"",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, lost, wrong) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut load = Vec::new();
+    for i in 0..3 {
+        let (stop, sent, lost, wrong) = (stop.clone(), sent.clone(), lost.clone(), wrong.clone());
+        let udp = s.udp;
+        load.push(tokio::spawn(async move {
+            let sock = tokio::net::UdpSocket::bind(format!("127.0.0.{}:0", 70 + i))
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 1500];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 200_000 {
+                n += 1;
+                let name = if n.is_multiple_of(2) {
+                    "api.corp.internal"
+                } else {
+                    "git.corp.internal"
+                };
+                let packet = query_packet(name, RecordType::A, false);
+                sock.send_to(&packet, udp).await.unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+                match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+                    Ok(Ok((len, _))) => {
+                        let m = Message::from_vec(&buf[..len]).unwrap();
+                        let ok = match name {
+                            // Allowed in every version.
+                            "api.corp.internal" => {
+                                m.metadata.response_code == ResponseCode::NoError
+                                    && m.answers.len() == 2
+                            }
+                            // Allowed (answer) or not (NXDOMAIN, no answer) depending on the version.
+                            _ => {
+                                (m.metadata.response_code == ResponseCode::NoError
+                                    && m.answers.len() == 1)
+                                    || (m.metadata.response_code == ResponseCode::NXDomain
+                                        && m.answers.is_empty())
+                            }
+                        };
+                        if !ok || m.metadata.id != u16::from_be_bytes([packet[0], packet[1]]) {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for round in 0..12u32 {
+        std::fs::write(
+            &s.config_path,
+            if round.is_multiple_of(2) { &v2 } else { &v1 },
+        )
+        .unwrap();
+        let (status, body) = api
+            .post("/api/v1/policy/reload", json!({"actor": "load-test"}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if round == 6 {
+            let (status, body) = api
+                .post(
+                    "/api/v1/policy/rollback",
+                    json!({"actor": "load-test", "reason": "drill"}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    // End on v2, then check the switch is visible.
+    std::fs::write(&s.config_path, &v2).unwrap();
+    api.post("/api/v1/policy/reload", json!({"actor": "load-test"}))
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let m = udp_query(s.udp, "127.0.0.70", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let (sent, lost, wrong) = (
+        sent.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
+        wrong.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "reload under load: {sent} queries, {lost} lost, {wrong} wrong, 13 reloads and a rollback"
+    );
+    assert!(sent > 100);
+    assert_eq!(lost, 0);
+    assert_eq!(wrong, 0);
+}
