@@ -277,7 +277,7 @@ fn policy(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                         None => v.action.clone(),
                     };
                     println!(
-                        "{:>4}  {:<20}  {:<8}  {:<12}  {:<16}  {}",
+                        "{:>4}  {:<20}  {:<11}  {:<12}  {:<16}  {}",
                         v.number,
                         v.loaded_at.chars().take(19).collect::<String>(),
                         action,
