@@ -1437,7 +1437,8 @@ impl AuditConfig {
     /// # Errors
     /// As [`AuditConfig::load_key`] and [`ChainEncoder::resume`].
     pub fn encoder(&self, events: &EventsConfig) -> io::Result<AuditEncoder> {
-        if !self.chain || events.sink == SinkKind::None {
+        // Only a file can be verified later; stdout goes to a collector that re-frames it.
+        if !self.chain || events.sink != SinkKind::File {
             return Ok(AuditEncoder::Plain(JsonLines));
         }
         let key = self.load_key()?;
