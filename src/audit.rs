@@ -1431,8 +1431,8 @@ impl AuditConfig {
     }
 
     /// The line encoder for the event sink: the chain, resumed from the log file, when it is on
-    /// (for `sink = "stdout"` each run starts a new chain at seq 0, as there is no file to
-    /// resume from); plain JSON lines when it is off or nothing is logged.
+    /// and the sink is a file; plain JSON lines otherwise (stdout goes to a collector that
+    /// re-frames lines, so a chain there could not be verified).
     ///
     /// # Errors
     /// As [`AuditConfig::load_key`] and [`ChainEncoder::resume`].
