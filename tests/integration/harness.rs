@@ -227,6 +227,17 @@ impl TestServer {
         clock: Option<SharedClock>,
         listen: &str,
     ) -> Self {
+        Self::start_full(upstream, extra, clock, listen, "").await
+    }
+
+    /// As [`Self::start_with`], with extra lines for the `[server]` section.
+    pub async fn start_full(
+        upstream: Option<SocketAddr>,
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
         let upstream_line = match upstream {
@@ -243,6 +254,7 @@ impl TestServer {
 [server]
 listen = ["{listen}"]
 udp_workers = 2
+{server_extra}
 [admin]
 listen = "127.0.0.1:0"
 token_file = "token"

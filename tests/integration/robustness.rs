@@ -68,3 +68,49 @@ async fn tcp_garbage_and_idle_connections_do_not_hurt() {
     let m = tcp_query(s.tcp, "127.0.0.40", "git.corp.internal", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
+
+#[tokio::test]
+async fn tcp_connections_are_capped_and_idle_ones_closed() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_max_connections = 2\ntcp_idle_timeout = \"300ms\"",
+    )
+    .await;
+    let mut a = tokio::net::TcpStream::connect(s.tcp).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(s.tcp).await.unwrap();
+    // Give the server a moment to take both connections.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut c = tokio::net::TcpStream::connect(s.tcp).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection is closed at once: {n:?}"
+    );
+    // The idle ones are closed after the idle timeout.
+    for conn in [&mut a, &mut b] {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), conn.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+            "idle connection closed: {n:?}"
+        );
+    }
+    // And then there is room again.
+    let m = tcp_query(s.tcp, "127.0.0.40", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let admin = s.admin.unwrap();
+    let body = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("dnsward_tcp_connections_rejected_total"),
+        "rejections are counted"
+    );
+}
