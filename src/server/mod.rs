@@ -1,7 +1,8 @@
 //! Stage 1: the listeners. UDP and TCP on every configured address, IPv4 and IPv6.
 //!
 //! UDP: each address gets one socket per worker, bound with `SO_REUSEPORT` so the kernel
-//! spreads clients across them, and each socket has its own receive loop. Queries the
+//! spreads clients across them, and each socket has its own receive loop ([`udp`]: datagrams
+//! read and answers sent in batches, one system call each way per batch). Queries the
 //! synchronous stages can answer (refusals, blocks, cache hits) are answered inline, with no
 //! task spawned and no lock taken; only cache misses spawn a task.
 //!
@@ -14,18 +15,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config_error::ConfigProblems;
 use crate::metrics as m;
-use crate::pipeline::{Outcome, Pipeline, Protocol};
+use crate::pipeline::{Pipeline, Protocol};
+
+mod udp;
 
 /// What clients in no group get.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -196,8 +199,7 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
             sockets.push(bind_udp(bound, true)?);
         }
         for s in sockets {
-            let sock = Arc::new(UdpSocket::from_std(s)?);
-            tasks.spawn(udp_loop(sock, Arc::clone(&pipeline), stop_rx.clone()));
+            tasks.spawn(udp::serve(s, Arc::clone(&pipeline), stop_rx.clone()));
         }
         // TCP on the same port as UDP, so port 0 gives one port for both where possible.
         let tcp_addr = SocketAddr::new(addr.ip(), bound.port());
@@ -222,40 +224,6 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         tasks,
         grace: cfg.shutdown_grace,
     })
-}
-
-async fn udp_loop(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 4096];
-    let mut pending = JoinSet::new();
-    loop {
-        let (n, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(v) => v,
-                // ICMP port-unreachable from a gone client surfaces as an error on some
-                // platforms; it says nothing about this socket, so keep serving.
-                Err(_) => continue,
-            },
-            _ = stop.changed() => break,
-            Some(_) = pending.join_next(), if !pending.is_empty() => continue,
-        };
-        match pipeline.handle_fast(&buf[..n], src.ip(), Protocol::Udp, Instant::now()) {
-            Outcome::Reply(r) => {
-                let _ = sock.send_to(&r, src).await;
-            }
-            Outcome::Drop => {}
-            Outcome::Resolve(p) => {
-                let sock = Arc::clone(&sock);
-                let pipeline = Arc::clone(&pipeline);
-                pending.spawn(async move {
-                    if let Some(r) = pipeline.resolve(*p).await {
-                        let _ = sock.send_to(&r, src).await;
-                    }
-                });
-            }
-        }
-    }
-    // Let answers already being resolved go out.
-    while pending.join_next().await.is_some() {}
 }
 
 async fn tcp_accept_loop(
