@@ -287,10 +287,16 @@ impl AnswerCache {
     /// A fresh answer for `q`, if cached.
     #[must_use]
     pub fn get(&self, q: &Query<'_>) -> Option<Arc<CachedAnswer>> {
+        self.get_at(q, self.clock.now())
+    }
+
+    /// A fresh answer for `q` at `now`, a reading of this cache's clock the caller already took.
+    #[must_use]
+    pub fn get_at(&self, q: &Query<'_>, now: Duration) -> Option<Arc<CachedAnswer>> {
         let store = self.store.as_ref()?;
         let key = CacheKeyRef::of(q);
         let hit = store.get(&key)?;
-        if hit.is_fresh(self.clock.now()) {
+        if hit.is_fresh(now) {
             Some(hit)
         } else {
             store.remove(&key);

@@ -108,7 +108,8 @@ pub struct Pipeline {
     events: EventSender,
     /// Settings.
     settings: PipelineSettings,
-    /// Time source for the cache.
+    /// Time source; the same clock as the cache's and the detector's, so one reading per query
+    /// serves all of them.
     clock: SharedClock,
     /// Tunnel scoring; its windows survive reloads.
     detector: Detector,
@@ -141,7 +142,8 @@ struct Report<'a> {
 }
 
 impl Pipeline {
-    /// A pipeline over `policy`.
+    /// A pipeline over `policy`. `clock` must be the clock `cache` and `detector` were built
+    /// with: the pipeline reads it once per query and hands that reading to both.
     #[must_use]
     pub fn new(
         policy: Arc<ActivePolicy>,
@@ -262,22 +264,32 @@ impl Pipeline {
         // Policy: allow/deny for this group.
         let decision = group.decide(&q.name);
 
+        // At most one clock reading serves the stages below (scoring windows, cache freshness,
+        // TTL countdown): the detector and the cache run on this same clock. Taken on first use,
+        // so a query that needs neither (denied, with scoring off) reads no clock.
+        let now = LazyNow::new(&self.clock);
+
         // Tunnel scoring runs on every query, allowed or not: an agent trying to tunnel through
         // a name it may not resolve is still a compromised agent. It may start a containment,
         // which then applies to this very query.
         let domain = registrable_domain(&q.name);
-        let assessment = if self.overrides.exception_for(&group.name, &q.name).is_some() {
-            // An operator's temporary exception: not scored at all.
+        let assessment = if !self.detector.is_enabled()
+            || self.overrides.exception_for(&group.name, &q.name).is_some()
+        {
+            // Scoring off, or an operator's temporary exception: not scored at all.
             crate::detect::Assessment::default()
         } else {
-            self.detector.observe(&Observation {
-                client,
-                group: &group.name,
-                qname: &q.name,
-                domain,
-                qtype: q.qtype,
-                settings: &group.detect,
-            })
+            self.detector.observe_at(
+                &Observation {
+                    client,
+                    group: &group.name,
+                    qname: &q.name,
+                    domain,
+                    qtype: q.qtype,
+                    settings: &group.detect,
+                },
+                now.get(),
+            )
         };
         if let Some(alert) = assessment.alert {
             let event = Event::now(policy.version.number, EventBody::Alert(alert.clone()));
@@ -375,16 +387,22 @@ impl Pipeline {
         }
 
         // Cache: a hit is served inline, after the answer check for this group.
-        if let Some(hit) = self.cache.get(&q) {
+        if let Some(hit) = self.cache.get_at(&q, now.get()) {
             self.cache_hits.increment(1);
-            self.detector
-                .observe_rcode(client, domain, hit.rcode == rcode::NXDOMAIN);
+            if self.detector.is_enabled() {
+                self.detector.observe_rcode_at(
+                    client,
+                    domain,
+                    hit.rcode == rcode::NXDOMAIN,
+                    now.get(),
+                );
+            }
             if let Some(target) = forbidden_target(group, &hit.cname_targets) {
                 return Outcome::Reply(self.block_target(
                     &policy, gid, group, &q, target, client, protocol, received, true,
                 ));
             }
-            let msg = hit.render(&q, self.cache.now(), protocol.max_len(&q));
+            let msg = hit.render(&q, now.get(), protocol.max_len(&q));
             let reason = || decision.reason();
             let report = Report {
                 verdict: "allow",
@@ -776,6 +794,32 @@ impl Pipeline {
     #[must_use]
     pub fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+}
+
+/// One reading of the pipeline's clock, taken the first time a stage asks for it.
+struct LazyNow<'a> {
+    /// The clock to read.
+    clock: &'a SharedClock,
+    /// The reading, once taken.
+    at: std::cell::Cell<Option<std::time::Duration>>,
+}
+
+impl<'a> LazyNow<'a> {
+    fn new(clock: &'a SharedClock) -> Self {
+        Self {
+            clock,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    fn get(&self) -> std::time::Duration {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = self.clock.now();
+        self.at.set(Some(at));
+        at
     }
 }
 

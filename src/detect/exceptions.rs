@@ -6,6 +6,8 @@
 //! matched). The shipped list can be turned off and extended in `[detect]`, and extended per
 //! group in `[groups.detect]`.
 
+use std::collections::HashMap;
+
 /// The shipped list. An entry is a domain suffix matched on a label boundary (`akamaiedge.net`
 /// matches `e1.a.akamaiedge.net`), or a single label starting with `_` matched anywhere in the
 /// name (`_domainkey` matches `s1._domainkey.example.com`).
@@ -48,6 +50,96 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "googlevideo.com",
     "1e100.net",
 ];
+
+/// A compiled exception list: answers [`find`] over the same entries with a few hash lookups
+/// (one per parent of the name, one per `_` label) instead of a scan of every entry.
+#[derive(Debug, Clone, Default)]
+pub struct ExceptionSet {
+    /// The entries as given, in order: the answer is the first entry (in this order) that
+    /// matches, exactly as [`find`] over the list.
+    entries: Vec<String>,
+    /// Lower-cased suffix entries (trailing dot dropped) → index of their first occurrence.
+    suffixes: HashMap<String, usize, foldhash::fast::FixedState>,
+    /// Lower-cased `_label` entries → index of their first occurrence.
+    labels: HashMap<String, usize, foldhash::fast::FixedState>,
+    /// Indices of entries the maps cannot represent (empty labels): checked one by one.
+    scan: Vec<usize>,
+}
+
+impl ExceptionSet {
+    /// Compiles `entries` (any case, with or without a trailing dot).
+    #[must_use]
+    pub fn new(entries: Vec<String>) -> Self {
+        let mut set = Self {
+            entries,
+            ..Self::default()
+        };
+        for (i, entry) in set.entries.iter().enumerate() {
+            let e = entry.strip_suffix('.').unwrap_or(entry);
+            if e.is_empty() {
+                continue; // never matches
+            }
+            let key = e.to_ascii_lowercase();
+            if key.starts_with('_') && !key.contains('.') {
+                set.labels.entry(key).or_insert(i);
+            } else if key.starts_with('.') || key.contains("..") {
+                set.scan.push(i);
+            } else {
+                set.suffixes.entry(key).or_insert(i);
+            }
+        }
+        set
+    }
+
+    /// The entries, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(String::as_str)
+    }
+
+    /// The first entry that `qname` (lower-case, no trailing dot) falls under; the same answer
+    /// as [`find`] over [`Self::entries`].
+    #[must_use]
+    pub fn find(&self, qname: &str) -> Option<&str> {
+        if qname.bytes().any(|b| b.is_ascii_uppercase()) {
+            // The maps hold lower-case keys; mixed case is not what the pipeline passes.
+            return find(self.entries(), qname);
+        }
+        let mut best: Option<usize> = None;
+        let mut keep = |i: usize| best = Some(best.map_or(i, |b| b.min(i)));
+        // One pass over the bytes: at each dot, the label that ends there (for `_label`
+        // entries) and the suffix that starts after it (for domain entries).
+        let (check_suffixes, check_labels) = (!self.suffixes.is_empty(), !self.labels.is_empty());
+        if check_suffixes && let Some(&i) = self.suffixes.get(qname) {
+            keep(i);
+        }
+        let bytes = qname.as_bytes();
+        let mut label_start = 0;
+        for at in 0..=bytes.len() {
+            if at < bytes.len() && bytes[at] != b'.' {
+                continue;
+            }
+            if check_labels
+                && bytes.get(label_start) == Some(&b'_')
+                && let Some(&i) = self.labels.get(&qname[label_start..at])
+            {
+                keep(i);
+            }
+            if check_suffixes
+                && at < bytes.len()
+                && let Some(&i) = self.suffixes.get(&qname[at + 1..])
+            {
+                keep(i);
+            }
+            label_start = at + 1;
+        }
+        for &i in &self.scan {
+            if matches(&self.entries[i], qname) {
+                keep(i);
+            }
+        }
+        best.map(|i| self.entries[i].as_str())
+    }
+}
 
 /// Returns the entry of `list` that `qname` falls under, if any.
 ///
@@ -92,6 +184,44 @@ mod tests {
         assert!(!matches("", "a.example.com"));
         assert!(matches("avqs.mcafee.com", "0.0.1.abc.avqs.mcafee.com"));
         assert!(!matches("avqs.mcafee.com", "x.mcafee.com"));
+    }
+
+    #[test]
+    fn the_compiled_set_answers_like_the_scan() {
+        let mut list: Vec<String> = DEFAULT_EXCEPTIONS
+            .iter()
+            .map(|e| (*e).to_string())
+            .collect();
+        list.extend(
+            [
+                "Zen.Spamhaus.org.",
+                "_Dmarc",
+                "",
+                ".",
+                ".odd.example",
+                "akamaiedge.net",
+            ]
+            .map(String::from),
+        );
+        let set = ExceptionSet::new(list.clone());
+        for q in [
+            "e1.a.akamaiedge.net",
+            "akamaiedge.net",
+            "evilakamaiedge.net",
+            "1.2.3.4.zen.spamhaus.org",
+            "s1._domainkey.acme.com",
+            "_dmarc.acme.com",
+            "x._dmarc._domainkey.acme.com",
+            "a.odd.example",
+            "x..odd.example",
+            "api.openai.com",
+            ".",
+            "",
+            "a.b\\046c.spamcop.net",
+            "Mixed.Case.E5.sk",
+        ] {
+            assert_eq!(set.find(q), find(list.iter().map(String::as_str), q), "{q}");
+        }
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub fn qtype_points(qtype: u16) -> u8 {
 #[must_use]
 pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
     let mut counts = [0u16; 256];
+    // The distinct characters, in order of first appearance: the entropy sum visits only these.
+    let mut distinct = [0u8; 256];
+    let mut n_distinct = 0usize;
     let (mut chars, mut digits, mut labels, mut longest, mut cur) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut all_hex, mut all_b32, mut all_alnum, mut all_b64) = (true, true, true, true);
@@ -119,7 +122,12 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
         cur += 1;
         chars += 1;
         let c = b.to_ascii_lowercase();
-        counts[usize::from(c)] = counts[usize::from(c)].saturating_add(1);
+        let slot = &mut counts[usize::from(c)];
+        if *slot == 0 {
+            distinct[n_distinct] = c;
+            n_distinct += 1;
+        }
+        *slot = slot.saturating_add(1);
         let digit = c.is_ascii_digit();
         digits += usize::from(digit);
         all_hex &= digit || (b'a'..=b'f').contains(&c);
@@ -144,7 +152,7 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
     } else {
         Alphabet::Binary
     };
-    let (entropy_bits, entropy_norm) = entropy(&counts, chars, alphabet);
+    let (entropy_bits, entropy_norm) = entropy(&counts, &distinct[..n_distinct], chars, alphabet);
     #[allow(clippy::cast_precision_loss)] // names are at most a few hundred bytes
     let digit_ratio = if chars == 0 {
         0.0
@@ -170,22 +178,42 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
     }
 }
 
+/// `c · log2(c)` for the counts a name can have (a wire name has at most 255 bytes; escaped
+/// presentation bytes can push a count past that, and are computed directly).
+static C_LOG2_C: std::sync::LazyLock<[f32; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = [0.0f32; 256];
+    for (c, v) in t.iter_mut().enumerate().skip(1) {
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let x = (c as f64 * (c as f64).log2()) as f32;
+        *v = x;
+    }
+    t
+});
+
+#[inline]
+fn c_log2_c(c: u16) -> f32 {
+    match C_LOG2_C.get(usize::from(c)) {
+        Some(v) => *v,
+        None => f32::from(c) * f32::from(c).log2(),
+    }
+}
+
 /// Shannon entropy in bits per character, and the same normalised by its maximum for this
 /// many characters drawn from this alphabet: `log2(min(n, |alphabet|))`.
+///
+/// Computed as `log2(n) − Σ c·log2(c) / n` over the `distinct` characters' counts `c`, which is
+/// `−Σ p·log2(p)` without a logarithm per character.
 #[allow(clippy::cast_precision_loss)] // counts are at most a few hundred
-fn entropy(counts: &[u16; 256], n: usize, alphabet: Alphabet) -> (f32, f32) {
+fn entropy(counts: &[u16; 256], distinct: &[u8], n: usize, alphabet: Alphabet) -> (f32, f32) {
     if n < 2 {
         return (0.0, 0.0);
     }
     let total = n as f32;
-    let bits: f32 = counts
+    let sum: f32 = distinct
         .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f32::from(c) / total;
-            -p * p.log2()
-        })
+        .map(|&b| c_log2_c(counts[usize::from(b)]))
         .sum();
+    let bits = (total.log2() - sum / total).max(0.0);
     let max_symbols = u32::try_from(n)
         .unwrap_or(u32::MAX)
         .min(alphabet.size())

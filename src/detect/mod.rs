@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use self::config::{DetectConfig, GroupDetectConfig};
+use self::exceptions::ExceptionSet;
 use self::score::{Breakdown, DomainContext, HIGH_QUERY_SCORE};
 use self::table::BoundedTable;
 use self::window::SlidingWindow;
@@ -180,8 +181,8 @@ pub struct Detector {
     window_secs: u64,
     /// Minimum time between repeated alerts for one key at the same level.
     alert_interval: Duration,
-    /// Shipped and `[detect].exceptions` entries.
-    exceptions: Vec<String>,
+    /// Shipped and `[detect].exceptions` entries, compiled for lookup by suffix.
+    exceptions: ExceptionSet,
     /// Per (client, registrable domain).
     pairs: BoundedTable<PairState>,
     /// Per registrable domain, fleet-wide.
@@ -225,7 +226,7 @@ impl Detector {
             half: window / 2,
             window_secs: window.as_secs(),
             alert_interval: cfg.alert_interval,
-            exceptions,
+            exceptions: ExceptionSet::new(exceptions),
             pairs: BoundedTable::new("client_domain", cfg.max_client_domains),
             domains: BoundedTable::new("domain", cfg.max_domains),
             clients: BoundedTable::new("client", cfg.max_clients),
@@ -234,15 +235,29 @@ impl Detector {
         }
     }
 
+    /// Whether scoring is on (`[detect].enabled`); when off, every call is a no-op.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Scores one query and updates the windows. Called for every query from an identified
     /// client, so it stays cheap: no allocation unless the query is suspicious or an alert is due.
     pub fn observe(&self, obs: &Observation<'_>) -> Assessment {
+        self.observe_at(obs, self.clock.now())
+    }
+
+    /// [`Self::observe`] at `now`, a reading of this detector's clock that the caller already
+    /// took (the pipeline reads the clock once per query for every stage).
+    pub fn observe_at(&self, obs: &Observation<'_>, now: Duration) -> Assessment {
         if !self.enabled {
             return Assessment::default();
         }
-        let global = self.exceptions.iter().map(String::as_str);
-        let group = obs.settings.exceptions.iter().map(String::as_str);
-        if let Some(entry) = exceptions::find(global.chain(group), obs.qname) {
+        let exception = self.exceptions.find(obs.qname).or_else(|| {
+            let group = obs.settings.exceptions.iter().map(String::as_str);
+            exceptions::find(group, obs.qname)
+        });
+        if let Some(entry) = exception {
             return Assessment {
                 exception: Some(entry.to_string()),
                 ..Assessment::default()
@@ -251,7 +266,6 @@ impl Detector {
         let sub = subdomain_part(obs.qname, obs.domain);
         let f = features::extract(obs.qname, sub, obs.qtype);
         let (query_score, query_terms) = score::query_score(&f);
-        let now = self.clock.now();
         let sub_hash = self.hasher.hash_one(sub);
         let high = query_score >= HIGH_QUERY_SCORE;
         let sub_len = u32::try_from(f.sub_len).unwrap_or(u32::MAX);
@@ -283,10 +297,11 @@ impl Detector {
         };
         let ctx = DomainContext { client_spike };
 
+        let domain_key = self.domain_key(obs.domain);
         let (fleet_score, _) = {
             let state = self
                 .domains
-                .get_or_insert(self.domain_key(obs.domain), SlidingWindow::default);
+                .get_or_insert(domain_key, SlidingWindow::default);
             let mut w = state.lock();
             add(&mut w);
             score::domain_score(&w.stats(), DomainContext::default())
@@ -294,7 +309,7 @@ impl Detector {
 
         let state = self
             .pairs
-            .get_or_insert(self.pair_key(obs.client, obs.domain), PairState::default);
+            .get_or_insert(self.pair_key(obs.client, domain_key), PairState::default);
         let mut st = state.lock();
         add(&mut st.window);
         let stats = st.window.stats();
@@ -351,20 +366,25 @@ impl Detector {
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
     pub fn observe_rcode(&self, client: IpAddr, domain: &str, nxdomain: bool) {
+        self.observe_rcode_at(client, domain, nxdomain, self.clock.now());
+    }
+
+    /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
+    pub fn observe_rcode_at(&self, client: IpAddr, domain: &str, nxdomain: bool, now: Duration) {
         if !self.enabled {
             return;
         }
-        let now = self.clock.now();
         let record = |w: &mut SlidingWindow| {
             w.advance(now, self.half);
             let b = w.current_mut();
             b.answers = b.answers.saturating_add(1);
             b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
         };
-        if let Some(state) = self.pairs.get(self.pair_key(client, domain)) {
+        let domain_key = self.domain_key(domain);
+        if let Some(state) = self.pairs.get(self.pair_key(client, domain_key)) {
             record(&mut state.lock().window);
         }
-        if let Some(state) = self.domains.get(self.domain_key(domain)) {
+        if let Some(state) = self.domains.get(domain_key) {
             record(&mut state.lock());
         }
     }
@@ -405,8 +425,9 @@ impl Detector {
         due
     }
 
-    fn pair_key(&self, client: IpAddr, domain: &str) -> u64 {
-        self.hasher.hash_one((client, domain))
+    /// The (client, domain) key, from the domain's key so the name is hashed once per query.
+    fn pair_key(&self, client: IpAddr, domain_key: u64) -> u64 {
+        self.hasher.hash_one((client, domain_key))
     }
 
     fn domain_key(&self, domain: &str) -> u64 {
