@@ -4,12 +4,15 @@
 #   bench/run.sh                      # build release, run every workload, write bench/results/latest.md
 #   DURATION=20 RATE=40000 ROUNDS=2 bench/run.sh
 #   SKIP_BUILD=1 WORKLOADS="w2" LOADS="max" bench/run.sh
+#   SKIP_BUILD=1 WORKLOADS="w3" FLOOD_NAMES=10000000 bench/run.sh   # random-subdomain flood only
 #
 # Three servers, each on its own loopback address and port:
 #   upstream  127.0.0.41:$((BASE_PORT+1))  Unbound with local-data for the bench zone: the
 #                                           "authoritative" server both resolvers forward to
 #   dnsward   127.0.0.42:$((BASE_PORT+2))  threads=2, udp_workers=2, events off, admin off
 #   unbound   127.0.0.43:$((BASE_PORT+3))  num-threads 2, forward-zone to the upstream
+#   dnsward-nodetect 127.0.0.44:$((BASE_PORT+4))  as dnsward with [detect] enabled = false
+#                                           (only when SCORING_OFF=1 and W1 is measured)
 # dnsperf runs on the same machine and shares its cores with the server being measured, so the
 # server's CPU time per completed query (from /proc/PID/stat) is reported next to queries/s.
 set -euo pipefail
@@ -20,7 +23,10 @@ DURATION=${DURATION:-15}            # seconds per dnsperf run
 CLIENTS=${CLIENTS:-8}               # dnsperf -c
 RATE=${RATE:-50000}                 # dnsperf -Q for the "fixed" load
 LOADS=${LOADS:-"fixed max"}         # fixed = -Q $RATE, max = no -Q (as fast as dnsperf can)
-WORKLOADS=${WORKLOADS:-"w1 w2"}
+WORKLOADS=${WORKLOADS:-"w1 w2"}     # w1 cached allowed, w2 denied, w3 random-subdomain flood
+SCORING_OFF=${SCORING_OFF:-1}       # 1 also measures W1 on a dnsward with [detect] enabled = false
+FLOOD_NAMES=${FLOOD_NAMES:-1000000} # W3: unique names in the flood file (each sent once)
+FLOOD_CLIENTS=${FLOOD_CLIENTS:-8}   # W3: dnsperf -c
 ROUNDS=${ROUNDS:-1}                 # repeat every (workload, load) pair, alternating who goes first
 NAMES=${NAMES:-500}                 # distinct names per workload
 BASE_PORT=${BASE_PORT:-5300}
@@ -32,6 +38,12 @@ PERF=${PERF:-0}                     # 1 records `perf record -g` of dnsward duri
 UP_ADDR=127.0.0.41;  UP_PORT=$((BASE_PORT + 1))
 DW_ADDR=127.0.0.42;  DW_PORT=$((BASE_PORT + 2))
 UB_ADDR=127.0.0.43;  UB_PORT=$((BASE_PORT + 3))
+DO_ADDR=127.0.0.44;  DO_PORT=$((BASE_PORT + 4))
+# W3's load comes from its own source address, so dnsward puts it in its own group.
+FLOOD_SRC=127.0.0.2
+has_workload() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+NODETECT=0
+if [ "$SCORING_OFF" = 1 ] && has_workload w1; then NODETECT=1; fi
 
 for tool in dnsperf unbound dig awk; do
     command -v "$tool" >/dev/null || {
@@ -64,7 +76,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 port_busy() { # addr port
     { ss -Hlnu "src $1:$2" 2>/dev/null; ss -Hlnt "src $1:$2" 2>/dev/null; } | grep -q .
 }
-for ap in "$UP_ADDR $UP_PORT" "$DW_ADDR $DW_PORT" "$UB_ADDR $UB_PORT"; do
+for ap in "$UP_ADDR $UP_PORT" "$DW_ADDR $DW_PORT" "$UB_ADDR $UB_PORT" "$DO_ADDR $DO_PORT"; do
     set -- $ap
     if command -v ss >/dev/null && port_busy "$1" "$2"; then
         echo "bench: $1:$2 is already in use (a server left over from an earlier run?)." >&2
@@ -95,6 +107,27 @@ for i in $(seq 1 "$NAMES"); do
     printf '    local-data: "host%d.bench.example. 3600 IN A 198.51.%d.%d"\n' \
         "$i" $((100 + i / 250)) $((1 + i % 250)) >>"$WORK/up-local-data.conf"
 done
+# W3: FLOOD_NAMES unique random names under flood.example (16-32 characters of [a-z0-9], so
+# collisions are negligible: 36^16 ≈ 8e24), each sent once. The upstream answers NXDOMAIN with
+# an SOA (negative TTL 60 s), so both resolvers forward every query and cache every answer.
+if has_workload w3; then
+    log "generating $FLOOD_NAMES flood names"
+    python3 - "$FLOOD_NAMES" "$WORK/w3.txt" <<'PY'
+import os, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+table = bytes(b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] for i in range(256))
+with open(path, "wb", buffering=1 << 20) as out:
+    done = 0
+    while done < n:
+        k = min(100_000, n - done)
+        chars = os.urandom(k * 32).translate(table)
+        lens = os.urandom(k)
+        out.write(b"".join(
+            chars[i * 32 : i * 32 + 16 + lens[i] % 17] + b".flood.example A\n" for i in range(k)
+        ))
+        done += k
+PY
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Configs
@@ -125,6 +158,8 @@ server:
 $(unbound_common "$WORK")
     local-zone: "bench.example." static
 $(cat "$WORK/up-local-data.conf")
+    local-zone: "flood.example." static
+    local-data: "flood.example. 3600 IN SOA ns.flood.example. hostmaster.flood.example. 1 3600 600 86400 60"
 remote-control:
     control-enable: no
 EOF
@@ -144,15 +179,22 @@ $(unbound_common "$WORK")
 forward-zone:
     name: "bench.example."
     forward-addr: $UP_ADDR@$UP_PORT
+forward-zone:
+    name: "flood.example."
+    forward-addr: $UP_ADDR@$UP_PORT
 remote-control:
     control-enable: no
 EOF
 
-cat >"$WORK/dnsward.toml" <<EOF
+dnsward_conf() { # listen-addr listen-port detect-enabled
+    cat <<EOF
 [server]
-listen = ["$DW_ADDR:$DW_PORT"]
+listen = ["$1:$2"]
 threads = 2
 udp_workers = 2
+
+[detect]
+enabled = $3
 
 [admin]
 listen = ""
@@ -169,11 +211,26 @@ name = "bench"
 cidrs = ["127.0.0.0/8"]
 allow = ["*.bench.example"]
 block = "nxdomain"
+
+# W3's source. Monitor-only: the flood is scored (and alerted on) but never contained, so
+# dnsward forwards every query as Unbound does and both do the same work.
+[[groups]]
+name = "flood"
+cidrs = ["$FLOOD_SRC/32"]
+allow = ["*.flood.example"]
+block = "nxdomain"
+
+[groups.detect]
+monitor_only = true
 EOF
+}
+dnsward_conf "$DW_ADDR" "$DW_PORT" true >"$WORK/dnsward.toml"
+dnsward_conf "$DO_ADDR" "$DO_PORT" false >"$WORK/dnsward-nodetect.toml"
 
 unbound-checkconf "$WORK/upstream.conf" >/dev/null
 unbound-checkconf "$WORK/unbound.conf" >/dev/null
 "$DNSWARD" check --config "$WORK/dnsward.toml" >/dev/null
+"$DNSWARD" check --config "$WORK/dnsward-nodetect.toml" >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Start servers
@@ -199,13 +256,29 @@ unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
 UB_PID=$!; PIDS+=("$UB_PID")
 DNSWARD_LOG=warn "$DNSWARD" serve --config "$WORK/dnsward.toml" >"$WORK/dnsward.log" 2>&1 &
 DW_PID=$!; PIDS+=("$DW_PID")
+DO_PID=""
+SERVERS="dnsward unbound"
+if [ "$NODETECT" = 1 ]; then
+    DNSWARD_LOG=warn "$DNSWARD" serve --config "$WORK/dnsward-nodetect.toml" >"$WORK/dnsward-nodetect.log" 2>&1 &
+    DO_PID=$!; PIDS+=("$DO_PID")
+    SERVERS="dnsward unbound dnsward-nodetect"
+fi
 wait_ready upstream "$UP_ADDR" "$UP_PORT" "$UP_PID"
 wait_ready unbound "$UB_ADDR" "$UB_PORT" "$UB_PID"
 wait_ready dnsward "$DW_ADDR" "$DW_PORT" "$DW_PID"
-log "servers up: upstream pid $UP_PID, unbound pid $UB_PID, dnsward pid $DW_PID"
+[ -z "$DO_PID" ] || wait_ready dnsward-nodetect "$DO_ADDR" "$DO_PORT" "$DO_PID"
+log "servers up: upstream pid $UP_PID, unbound pid $UB_PID, dnsward pid $DW_PID${DO_PID:+, dnsward-nodetect pid $DO_PID}"
 
-server_addr() { case $1 in dnsward) echo "$DW_ADDR $DW_PORT" ;; unbound) echo "$UB_ADDR $UB_PORT" ;; esac; }
-server_pid() { case $1 in dnsward) echo "$DW_PID" ;; unbound) echo "$UB_PID" ;; esac; }
+server_addr() {
+    case $1 in
+        dnsward) echo "$DW_ADDR $DW_PORT" ;;
+        unbound) echo "$UB_ADDR $UB_PORT" ;;
+        dnsward-nodetect) echo "$DO_ADDR $DO_PORT" ;;
+    esac
+}
+server_pid() {
+    case $1 in dnsward) echo "$DW_PID" ;; unbound) echo "$UB_PID" ;; dnsward-nodetect) echo "$DO_PID" ;; esac
+}
 
 # Sanity: the answers are the ones each workload expects, from both servers.
 expect() { # server name rcode
@@ -217,14 +290,14 @@ expect() { # server name rcode
         exit 1
     fi
 }
-for s in dnsward unbound; do
+for s in $SERVERS; do
     expect "$s" host1.bench.example NOERROR
     expect "$s" x1.denied.example NXDOMAIN
 done
 
 # W1 warm-up: every name once through each resolver (this is what fills both caches), then a
 # second pass that must be all NOERROR.
-for s in dnsward unbound; do
+for s in $SERVERS; do
     read -r a p <<<"$(server_addr "$s")"
     for pass in 1 2; do
         dnsperf -s "$a" -p "$p" -d "$WORK/w1.txt" -n 1 -c 4 -Q 5000 >"$WORK/warm-$s-$pass.out" 2>&1
@@ -256,13 +329,15 @@ fi
 RAW_TSV="$WORK/runs.tsv"
 : >"$RAW_TSV"
 mkdir -p "$RESULTS_DIR"
-rm -f "$RESULTS_DIR"/latest-*.raw "$RESULTS_DIR"/perf-*.raw
+rm -f "$RESULTS_DIR"/latest-*.raw "$RESULTS_DIR"/latest-*.tsv "$RESULTS_DIR"/perf-*.raw
 
 measure() { # round workload load server
-    local round=$1 w=$2 load=$3 s=$4 a p pid before after out qflag=()
+    local round=$1 w=$2 load=$3 s=$4 a p pid before after out qflag=() run=(-l "$DURATION" -c "$CLIENTS")
     read -r a p <<<"$(server_addr "$s")"
     pid=$(server_pid "$s")
     [ "$load" = fixed ] && qflag=(-Q "$RATE")
+    # W3 sends its file of unique names once, as fast as dnsperf can, from the flood source.
+    [ "$w" = w3 ] && run=(-n 1 -c "$FLOOD_CLIENTS" -a "$FLOOD_SRC")
     out="$RESULTS_DIR/latest-$w-$load-$s-r$round.raw"
     log "round $round $w $load $s"
     local perf_pid=""
@@ -271,13 +346,26 @@ measure() { # round workload load server
             -- sleep "$DURATION" >/dev/null 2>&1 &
         perf_pid=$!
     fi
+    local rss_pid=""
+    if [ "$w" = w3 ]; then
+        # Resident memory every 5 s during the flood: it should level off at the bounds.
+        (
+            t0=$(date +%s)
+            while kill -0 "$pid" 2>/dev/null; do
+                printf '%s\t%s\n' $(($(date +%s) - t0)) "$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+                sleep 5
+            done
+        ) >"$RESULTS_DIR/latest-w3-rss-$s-r$round.tsv" 2>/dev/null &
+        rss_pid=$!
+    fi
     before=$(cpu_ticks "$pid")
-    dnsperf -s "$a" -p "$p" -d "$WORK/$w.txt" -l "$DURATION" -c "$CLIENTS" "${qflag[@]}" >"$out" 2>&1
+    dnsperf -s "$a" -p "$p" -d "$WORK/$w.txt" "${run[@]}" "${qflag[@]}" >"$out" 2>&1
     after=$(cpu_ticks "$pid")
+    if [ -n "$rss_pid" ]; then kill "$rss_pid" 2>/dev/null || true; wait "$rss_pid" 2>/dev/null || true; fi
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     kill -0 "$pid" 2>/dev/null || { echo "bench: $s died during $w $load" >&2; exit 1; }
     local want=NOERROR
-    [ "$w" = w2 ] && want=NXDOMAIN
+    if [ "$w" = w2 ] || [ "$w" = w3 ]; then want=NXDOMAIN; fi
     grep -q "Response codes:[[:space:]]*$want [0-9]* (100.00%)\$" "$out" ||
         log "warning: $s did not answer every $w query with $want: $(grep 'Response codes' "$out")"
     awk -v r="$round" -v w="$w" -v l="$load" -v s="$s" -v ticks=$((after - before)) \
@@ -300,7 +388,11 @@ for round in $(seq 1 "$ROUNDS"); do
             # Alternate who goes first so neither always runs right after the other's load.
             if [ $((pair % 2)) -eq 0 ]; then order="dnsward unbound"; else order="unbound dnsward"; fi
             pair=$((pair + 1))
+            # W3 has one load only: the whole file once, as fast as possible.
+            if [ "$w" = w3 ] && [ "$load" != max ]; then continue; fi
             for s in $order; do measure "$round" "$w" "$load" "$s"; done
+            # Scoring off vs on: the same W1 run against the dnsward with [detect] disabled.
+            if [ "$w" = w1 ] && [ "$NODETECT" = 1 ]; then measure "$round" "$w" "$load" dnsward-nodetect; fi
         done
     done
 done
@@ -321,6 +413,12 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
     echo "shares the machine's cores with the server, so CPU µs/query (server utime+stime over the"
     echo "run divided by completed queries) is the steadier figure. Load average (1/5/15 min)"
     echo "before measuring: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    if has_workload w3; then
+        echo
+        echo "W3: $FLOOD_NAMES unique random names (\`<16-32 of [a-z0-9]>.flood.example A\`) sent once"
+        echo "(\`dnsperf -n 1 -c $FLOOD_CLIENTS\`, no \`-Q\`) from $FLOOD_SRC; both resolvers forward every"
+        echo "query to the upstream, which answers NXDOMAIN with an SOA (negative TTL 60 s)."
+    fi
     echo
     echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | response codes (last round) |"
     echo "|---|---|---|---:|---:|---:|---:|---|"
@@ -330,7 +428,7 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
         END {
             for (i = 1; i <= m; i++) {
                 k = order[i]; split(k, p, SUBSEP)
-                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : p[1]
+                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : (p[1] == "w3") ? "W3 random-subdomain flood" : p[1]
                 gsub(/_/, " ", rc[k])
                 printf "| %s | %s | %s | %.0f | %.2f | %.0f | %.2f | %s |\n", name, p[2], p[3], qps[k]/n[k], lost[k]/n[k], lat[k]/n[k], cpu[k]/n[k], rc[k]
             }
@@ -344,13 +442,43 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
         END {
             for (i = 1; i <= m; i++) {
                 k = order[i]; split(k, p, SUBSEP)
-                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : p[1]
+                name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : (p[1] == "w3") ? "W3 random-subdomain flood" : p[1]
                 qd = q[k, "dnsward"] / n[k, "dnsward"]; qu = q[k, "unbound"] / n[k, "unbound"]
                 cd = c[k, "dnsward"] / n[k, "dnsward"]; cu = c[k, "unbound"] / n[k, "unbound"]
                 printf "| %s | %s | %.2f× | %.2f× |\n", name, p[2], (qu > 0 ? qd / qu : 0), (cu > 0 ? cd / cu : 0)
             }
         }' "$RAW_TSV"
     echo
+    if [ "$NODETECT" = 1 ]; then
+        echo "Tunnel scoring on vs off (W1; the same dnsward build and config, \`[detect] enabled = false\`):"
+        echo
+        echo "| workload | load | q/s on ÷ off | CPU/query on ÷ off |"
+        echo "|---|---|---:|---:|"
+        awk -F'\t' '
+            $2 == "w1" { k = $3; if (!(k in seen)) { seen[k] = 1; order[++m] = k }
+                         q[k, $4] += $5; c[k, $4] += $8; n[k, $4]++ }
+            END {
+                for (i = 1; i <= m; i++) {
+                    k = order[i]
+                    if (!n[k, "dnsward-nodetect"]) continue
+                    qon = q[k, "dnsward"] / n[k, "dnsward"]; qoff = q[k, "dnsward-nodetect"] / n[k, "dnsward-nodetect"]
+                    con = c[k, "dnsward"] / n[k, "dnsward"]; coff = c[k, "dnsward-nodetect"] / n[k, "dnsward-nodetect"]
+                    printf "| W1 cached allowed | %s | %.2f× | %.2f× |\n", k, (qoff > 0 ? qon / qoff : 0), (coff > 0 ? con / coff : 0)
+                }
+            }' "$RAW_TSV"
+        echo
+    fi
+    if has_workload w3; then
+        echo "W3 memory: dnsward VmHWM after each flood run (KiB): $(awk -F'\t' '$2 == "w3" && $4 == "dnsward" { printf "%s%s", sep, $9; sep = ", " }' "$RAW_TSV");"
+        echo "Unbound: $(awk -F'\t' '$2 == "w3" && $4 == "unbound" { printf "%s%s", sep, $9; sep = ", " }' "$RAW_TSV")."
+        echo "dnsward's resident memory during its last flood run, sampled every 5 s (s: MiB):"
+        echo "$(awk '{ printf "%s%s: %.0f", sep, $1, $2 / 1024; sep = ", " }' "$(ls -t "$RESULTS_DIR"/latest-w3-rss-dnsward-r*.tsv | head -1)")."
+        echo "Bounds in force (defaults): answer cache \`[cache] max_bytes\` 64 MiB of entry weight, negative"
+        echo "answers kept ≤ 60 s here (SOA minimum); detector tables ≤ 65 536 (client, domain) pairs, 32 768"
+        echo "domains, 16 384 clients, each key a fixed-size window (two 64-register sketches); the flood is"
+        echo "one client and one registrable domain, so the detector holds one key per table."
+        echo
+    fi
     echo "Peak RSS (VmHWM) over the whole session: dnsward $((DW_HWM / 1024)) MiB, Unbound $((UB_HWM / 1024)) MiB"
     echo "(Unbound's default caches are 4 MiB msg + 4 MiB rrset; dnsward's cache bound is its default)."
     echo
