@@ -26,14 +26,16 @@ fn pipeline() -> &'static Pipeline {
         );
         let cfg = Config::from_toml(&text, "fuzz", std::path::Path::new(".")).expect("config");
         let policy = ActivePolicy::build(&cfg).expect("policy");
+        // One clock shared by every part, as the pipeline requires.
+        let clock = SystemClock::shared();
         Pipeline::new(
             policy,
-            AnswerCache::new(&CacheConfig::default(), SystemClock::shared()),
+            AnswerCache::new(&CacheConfig::default(), clock.clone()),
             EventSender::disabled(),
             PipelineSettings { unknown_clients: UnknownClients::Refuse },
-            SystemClock::shared(),
-            Detector::new(&cfg.detect, SystemClock::shared()),
-            Containment::new(&cfg.containment, SystemClock::shared()),
+            clock.clone(),
+            Detector::new(&cfg.detect, clock.clone()),
+            Containment::new(&cfg.containment, clock),
         )
     })
 }
