@@ -224,20 +224,27 @@ impl Pipeline {
 
         // Identify: the socket address picks the group. Unknown clients are refused before any
         // other work: dnsward is never an open resolver.
+        let mut ctx = Asked {
+            policy: &policy,
+            gid: None,
+            q: &q,
+            client,
+            protocol,
+            received,
+        };
         let Some(gid) = policy.clients.lookup(client) else {
-            return self.unknown_client(&policy, &q, client, protocol, received);
+            return self.unknown_client(&ctx);
         };
         let Some(group) = policy.group(gid) else {
             return Outcome::Drop;
         };
+        ctx.gid = Some(gid);
 
         // Rate limit / quarantine: keyed on the socket address alone. A quarantined client gets
         // nothing but REFUSED until the quarantine expires or an operator releases it.
         let gate = self.containment.check_client(client);
         if gate != ClientGate::Pass {
-            return Outcome::Reply(
-                self.refuse_contained(&policy, gid, &q, client, protocol, received, gate),
-            );
+            return Outcome::Reply(self.refuse_contained(&ctx, gate));
         }
 
         // Only class IN is served; CHAOS (`version.bind`) and others are refused.
@@ -249,16 +256,7 @@ impl Pipeline {
                 cache_hit: false,
                 upstream: None,
             };
-            return Outcome::Reply(self.finish(
-                &policy,
-                Some(gid),
-                &q,
-                msg,
-                client,
-                protocol,
-                received,
-                &report,
-            ));
+            return Outcome::Reply(self.finish(&ctx, msg, &report));
         }
 
         // Policy: allow/deny for this group.
@@ -312,9 +310,7 @@ impl Pipeline {
             }
             let gate = self.containment.check_client(client);
             if gate == ClientGate::Quarantined {
-                return Outcome::Reply(
-                    self.refuse_contained(&policy, gid, &q, client, protocol, received, gate),
-                );
+                return Outcome::Reply(self.refuse_contained(&ctx, gate));
             }
         }
         match self.containment.check_domain(client, &group.name, domain) {
@@ -328,16 +324,7 @@ impl Pipeline {
                     cache_hit: false,
                     upstream: None,
                 };
-                return Outcome::Reply(self.finish(
-                    &policy,
-                    Some(gid),
-                    &q,
-                    msg,
-                    client,
-                    protocol,
-                    received,
-                    &report,
-                ));
+                return Outcome::Reply(self.finish(&ctx, msg, &report));
             }
             DomainGate::Sinkholed => {
                 let sinkhole = BlockAnswer {
@@ -352,16 +339,7 @@ impl Pipeline {
                     cache_hit: false,
                     upstream: None,
                 };
-                return Outcome::Reply(self.finish(
-                    &policy,
-                    Some(gid),
-                    &q,
-                    msg,
-                    client,
-                    protocol,
-                    received,
-                    &report,
-                ));
+                return Outcome::Reply(self.finish(&ctx, msg, &report));
             }
         }
 
@@ -374,16 +352,7 @@ impl Pipeline {
                 cache_hit: false,
                 upstream: None,
             };
-            return Outcome::Reply(self.finish(
-                &policy,
-                Some(gid),
-                &q,
-                msg,
-                client,
-                protocol,
-                received,
-                &report,
-            ));
+            return Outcome::Reply(self.finish(&ctx, msg, &report));
         }
 
         // Cache: a hit is served inline, after the answer check for this group.
@@ -398,9 +367,7 @@ impl Pipeline {
                 );
             }
             if let Some(target) = forbidden_target(group, &hit.cname_targets) {
-                return Outcome::Reply(self.block_target(
-                    &policy, gid, group, &q, target, client, protocol, received, true,
-                ));
+                return Outcome::Reply(self.block_target(&ctx, group, target, true));
             }
             let msg = hit.render(&q, now.get(), protocol.max_len(&q));
             let reason = || decision.reason();
@@ -410,16 +377,7 @@ impl Pipeline {
                 cache_hit: true,
                 upstream: Some(&hit.upstream),
             };
-            return Outcome::Reply(self.finish_rendered(
-                &policy,
-                Some(gid),
-                &q,
-                msg,
-                client,
-                protocol,
-                received,
-                &report,
-            ));
+            return Outcome::Reply(self.finish_rendered(&ctx, msg, &report));
         }
         self.cache_misses.increment(1);
         let policy = arc_swap::Guard::into_inner(policy);
@@ -441,6 +399,14 @@ impl Pipeline {
         let policy = &p.policy;
         let group = policy.group(p.group)?;
         let reason = || group.decide(&q.name).reason();
+        let ctx = Asked {
+            policy,
+            gid: Some(p.group),
+            q: &q,
+            client: p.client,
+            protocol: p.protocol,
+            received: p.received,
+        };
 
         // Local zones are authoritative and never forwarded.
         if let Some(answer) = policy
@@ -458,9 +424,7 @@ impl Pipeline {
                 })
                 .collect();
             if let Some(target) = forbidden_target(group, &targets) {
-                return Some(self.block_target(
-                    policy, p.group, group, &q, target, p.client, p.protocol, p.received, false,
-                ));
+                return Some(self.block_target(&ctx, group, target, false));
             }
             let upstream = format!("zone:{}", answer.zone);
             let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
@@ -480,16 +444,7 @@ impl Pipeline {
                 cache_hit: false,
                 upstream: Some(&upstream),
             };
-            return Some(self.finish(
-                policy,
-                Some(p.group),
-                &q,
-                msg,
-                p.client,
-                p.protocol,
-                p.received,
-                &report,
-            ));
+            return Some(self.finish(&ctx, msg, &report));
         }
 
         match policy
@@ -504,10 +459,7 @@ impl Pipeline {
                     self.detector
                         .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
                     if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
-                        return Some(self.block_target(
-                            policy, p.group, group, &q, target, p.client, p.protocol, p.received,
-                            false,
-                        ));
+                        return Some(self.block_target(&ctx, group, target, false));
                     }
                     let msg = prepared
                         .answer
@@ -518,16 +470,7 @@ impl Pipeline {
                         cache_hit: false,
                         upstream: Some(&up.label),
                     };
-                    Some(self.finish_rendered(
-                        policy,
-                        Some(p.group),
-                        &q,
-                        msg,
-                        p.client,
-                        p.protocol,
-                        p.received,
-                        &report,
-                    ))
+                    Some(self.finish_rendered(&ctx, msg, &report))
                 }
                 Err(e) => {
                     let msg = wire::start_response(&q, rcode::SERVFAIL, false);
@@ -538,16 +481,7 @@ impl Pipeline {
                         cache_hit: false,
                         upstream: Some(&up.label),
                     };
-                    Some(self.finish(
-                        policy,
-                        Some(p.group),
-                        &q,
-                        msg,
-                        p.client,
-                        p.protocol,
-                        p.received,
-                        &report,
-                    ))
+                    Some(self.finish(&ctx, msg, &report))
                 }
             },
             Err(e) => {
@@ -559,16 +493,7 @@ impl Pipeline {
                     cache_hit: false,
                     upstream: None,
                 };
-                Some(self.finish(
-                    policy,
-                    Some(p.group),
-                    &q,
-                    msg,
-                    p.client,
-                    p.protocol,
-                    p.received,
-                    &report,
-                ))
+                Some(self.finish(&ctx, msg, &report))
             }
         }
     }
@@ -596,22 +521,12 @@ impl Pipeline {
         &self.containment
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn refuse_contained(
-        &self,
-        policy: &ActivePolicy,
-        gid: GroupId,
-        q: &Query<'_>,
-        client: IpAddr,
-        protocol: Protocol,
-        received: Instant,
-        gate: ClientGate,
-    ) -> Vec<u8> {
+    fn refuse_contained(&self, ctx: &Asked<'_, '_>, gate: ClientGate) -> Vec<u8> {
         let (verdict, why) = match gate {
             ClientGate::Quarantined => ("quarantine", "client quarantined"),
             _ => ("throttle", "client rate limit"),
         };
-        let msg = wire::start_response(q, rcode::REFUSED, false);
+        let msg = wire::start_response(ctx.q, rcode::REFUSED, false);
         let reason = || why.to_string();
         let report = Report {
             verdict,
@@ -619,16 +534,7 @@ impl Pipeline {
             cache_hit: false,
             upstream: None,
         };
-        self.finish(
-            policy,
-            Some(gid),
-            q,
-            msg,
-            client,
-            protocol,
-            received,
-            &report,
-        )
+        self.finish(ctx, msg, &report)
     }
 
     fn malformed(&self, packet: &[u8], e: WireError) -> Outcome {
@@ -647,14 +553,7 @@ impl Pipeline {
         }
     }
 
-    fn unknown_client(
-        &self,
-        policy: &ActivePolicy,
-        q: &Query<'_>,
-        client: IpAddr,
-        protocol: Protocol,
-        received: Instant,
-    ) -> Outcome {
+    fn unknown_client(&self, ctx: &Asked<'_, '_>) -> Outcome {
         let report = Report {
             verdict: "refuse",
             reason: &|| "unknown client".into(),
@@ -663,45 +562,28 @@ impl Pipeline {
         };
         match self.settings.unknown_clients {
             UnknownClients::Refuse => {
-                let msg = wire::start_response(q, rcode::REFUSED, false);
-                Outcome::Reply(
-                    self.finish(policy, None, q, msg, client, protocol, received, &report),
-                )
+                let msg = wire::start_response(ctx.q, rcode::REFUSED, false);
+                Outcome::Reply(self.finish(ctx, msg, &report))
             }
             UnknownClients::Drop => {
                 let report = Report {
                     verdict: "drop",
                     ..report
                 };
-                let _ = self.finish(
-                    policy,
-                    None,
-                    q,
-                    Vec::new(),
-                    client,
-                    protocol,
-                    received,
-                    &report,
-                );
+                let _ = self.finish(ctx, Vec::new(), &report);
                 Outcome::Drop
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn block_target(
         &self,
-        policy: &ActivePolicy,
-        gid: GroupId,
+        ctx: &Asked<'_, '_>,
         group: &Group,
-        q: &Query<'_>,
         target: &str,
-        client: IpAddr,
-        protocol: Protocol,
-        received: Instant,
         cache_hit: bool,
     ) -> Vec<u8> {
-        let msg = group.block.encode(q);
+        let msg = group.block.encode(ctx.q);
         let why = || format!("CNAME target {target} not allowed");
         let report = Report {
             verdict: group.block.verdict(),
@@ -709,50 +591,27 @@ impl Pipeline {
             cache_hit,
             upstream: None,
         };
-        self.finish(
-            policy,
-            Some(gid),
-            q,
-            msg,
-            client,
-            protocol,
-            received,
-            &report,
-        )
+        self.finish(ctx, msg, &report)
     }
 
     /// Finish a freshly built answer (patch ID, OPT, truncation), then account for it.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        policy: &ActivePolicy,
-        gid: Option<GroupId>,
-        q: &Query<'_>,
-        mut msg: Vec<u8>,
-        client: IpAddr,
-        protocol: Protocol,
-        received: Instant,
-        report: &Report<'_>,
-    ) -> Vec<u8> {
+    fn finish(&self, ctx: &Asked<'_, '_>, mut msg: Vec<u8>, report: &Report<'_>) -> Vec<u8> {
         if !msg.is_empty() {
-            wire::finish_response(&mut msg, q, protocol.max_len(q));
+            wire::finish_response(&mut msg, ctx.q, ctx.protocol.max_len(ctx.q));
         }
-        self.finish_rendered(policy, gid, q, msg, client, protocol, received, report)
+        self.finish_rendered(ctx, msg, report)
     }
 
     /// Stage "events": count, time and (for non-allow verdicts, or when configured) log.
-    #[allow(clippy::too_many_arguments)]
-    fn finish_rendered(
-        &self,
-        policy: &ActivePolicy,
-        gid: Option<GroupId>,
-        q: &Query<'_>,
-        msg: Vec<u8>,
-        client: IpAddr,
-        protocol: Protocol,
-        received: Instant,
-        report: &Report<'_>,
-    ) -> Vec<u8> {
+    fn finish_rendered(&self, ctx: &Asked<'_, '_>, msg: Vec<u8>, report: &Report<'_>) -> Vec<u8> {
+        let Asked {
+            policy,
+            gid,
+            q,
+            client,
+            protocol,
+            received,
+        } = *ctx;
         let verdict = verdict_index(report.verdict);
         let group = gid.and_then(|g| policy.group(g));
         match gid.and_then(|g| policy.counters.get(usize::from(g))) {
@@ -795,6 +654,24 @@ impl Pipeline {
     pub fn clock(&self) -> &SharedClock {
         &self.clock
     }
+}
+
+/// Who asked what, how, when, and under which policy: the context every answer is accounted
+/// in (metrics, latency, the query event).
+#[derive(Clone, Copy)]
+struct Asked<'a, 'p> {
+    /// The policy that decides this query.
+    policy: &'a ActivePolicy,
+    /// The client's group; `None` for an unknown client.
+    gid: Option<GroupId>,
+    /// The query.
+    q: &'a Query<'p>,
+    /// Source address (canonical).
+    client: IpAddr,
+    /// Transport.
+    protocol: Protocol,
+    /// When it was received.
+    received: Instant,
 }
 
 /// One reading of the pipeline's clock, taken the first time a stage asks for it.

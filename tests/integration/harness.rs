@@ -322,13 +322,24 @@ pub fn query_packet(qname: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
 }
 
 /// Send one UDP query from `src` and wait for the answer (None on timeout).
+///
+/// Like dig, a datagram whose ID is not the query's is ignored: the ephemeral port may have been
+/// used a moment ago by another socket whose late answer is still arriving.
 pub async fn udp_raw(server: SocketAddr, src: IpAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind(SocketAddr::new(src, 0)).await.unwrap();
     sock.send_to(packet, server).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    match tokio::time::timeout(Duration::from_secs(4), sock.recv_from(&mut buf)).await {
-        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
-        _ => None,
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, from)))
+                if from == server && n >= 2 && packet.len() >= 2 && buf[..2] == packet[..2] =>
+            {
+                return Some(buf[..n].to_vec());
+            }
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
     }
 }
 
