@@ -188,6 +188,7 @@ impl Drop for Sink {
 /// tunnel zone forwarded to dns2tcpd, one group for the client that allows only the tunnel zone.
 fn dnsward_config(dir: &Path, tunnel_server: SocketAddr, monitor_only: bool) -> (PathBuf, PathBuf) {
     let events = dir.join("events.jsonl");
+    let policy = common::tunnel_policy_toml(GROUP, CLIENT_IP, TUNNEL_ZONE, monitor_only);
     let text = format!(
         r#"
 [server]
@@ -211,32 +212,7 @@ sink = "file"
 path = {events:?}
 allowed = "off"
 
-[detect]
-# Re-alert every second while the score stays high, so the event log carries a score timeline
-# for the report. Scoring itself is unchanged.
-alert_interval = "1s"
-
-[containment]
-throttle_qps = 2
-throttle_burst = 5
-throttle_for = "10m"
-sinkhole_for = "30m"
-quarantine_for = "1h"
-
-[[groups]]
-name = "{GROUP}"
-cidrs = ["{CLIENT_IP}/32"]
-mode = "allowlist"
-allow = ["*.{TUNNEL_ZONE}", "{TUNNEL_ZONE}"]
-block = "nxdomain"
-
-[groups.detect]
-monitor_only = {monitor_only}
-alert = 60
-throttle = 70
-sinkhole = 80
-quarantine = 90
-"#
+{policy}"#
     );
     let path = dir.join("dnsward.toml");
     std::fs::write(&path, text).expect("writing the dnsward config");

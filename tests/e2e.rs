@@ -9,6 +9,9 @@
 //! configured upstream is a socket this test holds open and never answers from, so nothing
 //! leaves the machine. There are no timing assertions: deadlines only stop a hung test.
 
+mod common;
+
+use common::strip_ansi;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -45,25 +48,6 @@ fn dig_available(test: &str) -> bool {
             false
         }
     }
-}
-
-/// Remove ANSI colour sequences (`ESC [ ... letter`) that the text log format may contain.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The first address in `key=[a, b]` of a log line.

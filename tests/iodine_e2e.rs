@@ -164,6 +164,7 @@ impl Drop for Netns {
 /// (`allowed = "on"`) so the report can count queries up to containment.
 fn dnsward_config(dir: &Path, monitor_only: bool) -> (PathBuf, PathBuf) {
     let events = dir.join("events.jsonl");
+    let policy = common::tunnel_policy_toml(GROUP, CLIENT_IP, TUNNEL_ZONE, monitor_only);
     let text = format!(
         r#"
 [server]
@@ -187,31 +188,7 @@ sink = "file"
 path = {events:?}
 allowed = "on"
 
-[detect]
-# Re-alert every second while the score stays high, for the report's score timeline.
-alert_interval = "1s"
-
-[containment]
-throttle_qps = 2
-throttle_burst = 5
-throttle_for = "10m"
-sinkhole_for = "30m"
-quarantine_for = "1h"
-
-[[groups]]
-name = "{GROUP}"
-cidrs = ["{CLIENT_IP}/32"]
-mode = "allowlist"
-allow = ["*.{TUNNEL_ZONE}", "{TUNNEL_ZONE}"]
-block = "nxdomain"
-
-[groups.detect]
-monitor_only = {monitor_only}
-alert = 60
-throttle = 70
-sinkhole = 80
-quarantine = 90
-"#
+{policy}"#
     );
     let path = dir.join("dnsward.toml");
     std::fs::write(&path, text).expect("writing the dnsward config");

@@ -114,3 +114,37 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// The policy half of a tunnel test's dnsward config: per-second re-alerts (for a score
+/// timeline), the default containment, and one allowlist group for the tunnel client that may
+/// resolve only the tunnel zone, enforcing or in monitor-only mode.
+pub fn tunnel_policy_toml(group: &str, client_ip: &str, zone: &str, monitor_only: bool) -> String {
+    format!(
+        r#"[detect]
+# Re-alert every second while the score stays high, for the report's score timeline.
+# Scoring itself is unchanged.
+alert_interval = "1s"
+
+[containment]
+throttle_qps = 2
+throttle_burst = 5
+throttle_for = "10m"
+sinkhole_for = "30m"
+quarantine_for = "1h"
+
+[[groups]]
+name = "{group}"
+cidrs = ["{client_ip}/32"]
+mode = "allowlist"
+allow = ["*.{zone}", "{zone}"]
+block = "nxdomain"
+
+[groups.detect]
+monitor_only = {monitor_only}
+alert = 60
+throttle = 70
+sinkhole = 80
+quarantine = 90
+"#
+    )
+}
