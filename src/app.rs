@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use crate::admin::{self, RunningAdmin};
-use crate::cache::AnswerCache;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::contain::Containment;
-use crate::control::{Control, ControlError};
 use crate::detect::Detector;
 use crate::events::sink::{self, EventSinkHandle};
 use crate::events::{Event, EventBody, PolicyEvent};
-use crate::pipeline::{Pipeline, PipelineSettings};
-use crate::server::{self, RunningServer};
+use crate::govern::control::{Control, ControlError};
+use crate::resolve::cache::AnswerCache;
+use crate::serve::pipeline::{Pipeline, PipelineSettings};
+use crate::serve::{self, RunningServer};
 
 /// Why dnsward could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ impl RunningApp {
             what: "reading admin.token_file".into(),
             source,
         })?;
-        let dns = server::start(&cfg.server, Arc::clone(&pipeline))
+        let dns = serve::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
                 what: format!("binding {:?}", cfg.server.listen),

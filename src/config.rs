@@ -2,7 +2,7 @@
 //!
 //! Loading has two steps, both of which collect every problem instead of stopping at the
 //! first: [`Config::from_toml`] checks syntax, types and unknown keys (serde), and
-//! [`crate::active_policy::ActivePolicy::build`] validates meaning (CIDRs, names, files, zone
+//! [`crate::policy::active::ActivePolicy::build`] validates meaning (CIDRs, names, files, zone
 //! files, thresholds) and parses everything into domain types once. `dnsward check` runs both.
 
 use std::path::{Path, PathBuf};
@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::admin::AdminConfig;
-use crate::cache::CacheConfig;
 use crate::config_error::ConfigProblems;
 use crate::contain::ContainConfig;
 use crate::detect::DetectConfig;
 use crate::events::sink::EventsConfig;
-use crate::policy::GroupConfig;
-use crate::server::ServerConfig;
-use crate::upstream::UpstreamConfig;
-use crate::zones::ZonesConfig;
+use crate::policy::group::GroupConfig;
+use crate::resolve::cache::CacheConfig;
+use crate::resolve::upstream::UpstreamConfig;
+use crate::resolve::zones::ZonesConfig;
+use crate::serve::ServerConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,10 +50,10 @@ pub struct Config {
     pub containment: ContainConfig,
     /// `[audit]`: the hash chain over the event log.
     #[serde(default)]
-    pub audit: crate::audit::AuditConfig,
+    pub audit: crate::govern::audit::AuditConfig,
     /// `[store]`: where policy versions are kept; without it, versions live in memory only.
     #[serde(default)]
-    pub store: Option<crate::policy_store::StoreConfig>,
+    pub store: Option<crate::govern::store::StoreConfig>,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -108,7 +108,7 @@ impl Config {
     /// Validate the sections that shape long-lived machinery (listeners, admin, cache, events,
     /// detector bounds, containment, audit, store): read at start, not by a policy swap.
     /// The policy sections (upstream, zones, groups) are validated by
-    /// [`crate::active_policy::ActivePolicy::build`].
+    /// [`crate::policy::active::ActivePolicy::build`].
     pub fn validate_runtime(&self, problems: &mut ConfigProblems) {
         self.server.validate("server", problems);
         self.admin.validate("admin", problems);
@@ -128,10 +128,10 @@ impl Config {
     /// Every problem found.
     pub fn validate_all(
         &self,
-    ) -> Result<std::sync::Arc<crate::active_policy::ActivePolicy>, ConfigProblems> {
+    ) -> Result<std::sync::Arc<crate::policy::active::ActivePolicy>, ConfigProblems> {
         let mut problems = ConfigProblems::default();
         self.validate_runtime(&mut problems);
-        match crate::active_policy::ActivePolicy::build(self) {
+        match crate::policy::active::ActivePolicy::build(self) {
             Ok(p) if problems.is_empty() => Ok(p),
             Ok(_) => Err(problems),
             Err(more) => {

@@ -5,49 +5,37 @@
 //! containment becomes an event a security team can review.
 //!
 //! ## Layout
-//! - [`server`]: UDP and TCP listeners, connection limits, graceful shutdown.
-//! - [`pipeline`]: the one place that orders the query stages.
-//! - [`wire`]: the hand-owned DNS wire fast path (query parsing, answer encoding, TTL patching).
-//! - [`identify`]: source address → client group.
-//! - [`contain`]: rate limits, sinkholes and quarantines.
-//! - [`policy`]: per-group allow/deny rules and block answers.
-//! - [`detect`]: tunnel and exfiltration scoring.
-//! - [`cache`]: the bounded answer cache.
-//! - [`zones`]: local authoritative zones.
-//! - [`upstream`]: forwarding to upstream resolvers.
-//! - [`answer_check`]: policy checks on answers (CNAME chains).
-//! - [`events`]: event types and the bounded event sink.
-//! - [`metrics`]: metric names and the Prometheus endpoint.
-//! - [`config`]: the TOML configuration composed of each stage's section.
-//! - [`active_policy`]: the compiled, versioned policy that queries read.
-//! - [`policy_store`]: policy versions on disk: history, diffs and exact rollback.
-//! - [`admin`]: the admin HTTP endpoint (metrics, health).
-//! - [`app`]: assembling a running server from a configuration.
+//! Folders by concern, lower layers first; a module imports only from its own layer or below,
+//! so there is no import circle between folders.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | foundation | [`clock`], [`config_error`], [`names`], [`wire`], [`metrics`] | time, problem lists, name helpers, the DNS wire fast path, metric names and the recorder |
+//! | events | [`events`] | event types, the bounded sink with rotation, the one event-log reader |
+//! | detection | [`detect`] | tunnel and exfiltration scoring |
+//! | containment | [`contain`] | rate limits, throttles, sinkholes, quarantines, exceptions in force |
+//! | resolution | [`resolve`] | answer cache, local zones, upstream forwarder |
+//! | policy | [`policy`] | groups and their rules, client identification, answer checks, the compiled policy |
+//! | serving | [`serve`] | UDP/TCP listeners and the pipeline that orders the query stages |
+//! | governance | [`govern`] | policy store, reload/rollback control, audit chain |
+//! | admin | [`admin`] | HTTP API, HTML overview, `/metrics` |
+//! | composition | [`config`], [`app`] | the TOML file composed of each folder's section; start-up |
+//! | command line | [`cli`] | subcommands and the analyst views |
 #![warn(missing_docs)]
 
-pub mod active_policy;
 pub mod admin;
-pub mod analyst;
-pub mod answer_check;
-pub mod api;
 pub mod app;
-pub mod audit;
-pub mod cache;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod config_error;
 pub mod contain;
-pub mod control;
 pub mod detect;
 pub mod events;
-pub mod identify;
+pub mod govern;
 pub mod metrics;
 pub mod names;
-pub mod overrides;
-pub mod pipeline;
 pub mod policy;
-pub mod policy_store;
-pub mod server;
-pub mod upstream;
+pub mod resolve;
+pub mod serve;
 pub mod wire;
-pub mod zones;

@@ -210,14 +210,14 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn open_store(cfg: &Config) -> anyhow::Result<dnsward::policy_store::PolicyStore> {
+fn open_store(cfg: &Config) -> anyhow::Result<dnsward::govern::store::PolicyStore> {
     let sc = cfg.store.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
             "{}: no [store] state_dir configured, so no history is kept",
             cfg.source
         )
     })?;
-    Ok(dnsward::policy_store::PolicyStore::open(&sc.state_dir)?)
+    Ok(dnsward::govern::store::PolicyStore::open(&sc.state_dir)?)
 }
 
 /// Call the running server's admin API with the token from the config.
@@ -342,7 +342,7 @@ fn alerts(
     limit: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    use dnsward::analyst;
+    use dnsward::cli::analyst;
     let path = events_file(config, file)?;
     let query = analyst::AlertsQuery {
         since: since.as_deref().map(analyst::parse_duration).transpose()?,
@@ -373,7 +373,7 @@ fn alerts(
 }
 
 fn events(action: EventsAction) -> anyhow::Result<()> {
-    use dnsward::analyst::{TailFormat, TailOptions, tail};
+    use dnsward::cli::analyst::{TailFormat, TailOptions, tail};
     let EventsAction::Tail {
         config,
         file,
@@ -414,7 +414,7 @@ fn audit(action: AuditAction) -> anyhow::Result<ExitCode> {
     } = action;
     let key = key_file
         .map(|p| {
-            let cfg = dnsward::audit::AuditConfig {
+            let cfg = dnsward::govern::audit::AuditConfig {
                 key_file: Some(p),
                 ..Default::default()
             };
@@ -426,12 +426,14 @@ fn audit(action: AuditAction) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: no such file", missing.display());
     }
     let files = if paths.len() == 1 {
-        dnsward::audit::chain_files(&paths[0])
+        dnsward::govern::audit::chain_files(&paths[0])
     } else {
         paths
     };
-    let report =
-        dnsward::audit::verify(&files, key.as_ref().map(dnsward::audit::AuditKey::as_bytes));
+    let report = dnsward::govern::audit::verify(
+        &files,
+        key.as_ref().map(dnsward::govern::audit::AuditKey::as_bytes),
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

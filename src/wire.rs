@@ -8,7 +8,7 @@
 //! Answers are built as byte buffers whose question section is the client's own (so 0x20 case
 //! randomisation survives), with the ID and flags patched in and the OPT record appended for
 //! EDNS clients. Cached answers are stored pre-encoded and only have their ID, question case and
-//! TTLs patched on the way out (see [`crate::cache`]).
+//! TTLs patched on the way out (see [`crate::resolve::cache`]).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -84,7 +84,7 @@ fn audit_verify_passes_a_clean_chain_and_names_a_tampered_record() {
     rt.block_on(async {
         let cfg: dnsward::events::sink::EventsConfig =
             toml::from_str(&format!("sink = \"file\"\npath = \"{}\"", path.display())).unwrap();
-        let audit = dnsward::audit::AuditConfig::default();
+        let audit = dnsward::govern::audit::AuditConfig::default();
         let (tx, handle) =
             dnsward::events::sink::spawn_with_encoder(&cfg, audit.encoder(&cfg).unwrap()).unwrap();
         for i in 0..5 {

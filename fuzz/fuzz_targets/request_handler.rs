@@ -6,15 +6,15 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use dnsward::active_policy::ActivePolicy;
-use dnsward::cache::{AnswerCache, CacheConfig};
+use dnsward::policy::active::ActivePolicy;
+use dnsward::resolve::cache::{AnswerCache, CacheConfig};
 use dnsward::clock::SystemClock;
 use dnsward::config::Config;
 use dnsward::contain::Containment;
 use dnsward::detect::Detector;
 use dnsward::events::sink::EventSender;
-use dnsward::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
-use dnsward::server::UnknownClients;
+use dnsward::serve::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
+use dnsward::serve::UnknownClients;
 use libfuzzer_sys::fuzz_target;
 
 fn pipeline() -> &'static Pipeline {

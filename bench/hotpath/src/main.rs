@@ -15,15 +15,15 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dnsward::active_policy::ActivePolicy;
-use dnsward::cache::{AnswerCache, CacheConfig};
+use dnsward::policy::active::ActivePolicy;
+use dnsward::resolve::cache::{AnswerCache, CacheConfig};
 use dnsward::clock::SystemClock;
 use dnsward::config::Config;
 use dnsward::contain::Containment;
 use dnsward::detect::Detector;
 use dnsward::events::sink::EventSender;
-use dnsward::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
-use dnsward::server::UnknownClients;
+use dnsward::serve::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
+use dnsward::serve::UnknownClients;
 use dnsward::wire;
 
 /// A plain query for `name` A (no EDNS: what dnsperf sends by default).

@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::pipeline::{Outcome, Pipeline, Protocol};
+use crate::serve::pipeline::{Outcome, Pipeline, Protocol};
 
 /// Most datagrams read (and answers sent) per system call.
 pub const BATCH: usize = 32;

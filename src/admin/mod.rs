@@ -1,9 +1,11 @@
-//! The admin HTTP endpoint (metrics, health, the admin API of [`crate::api`]), on loopback by
+//! The admin HTTP endpoint (metrics, health, the admin API of [`crate::admin::api`]), on loopback by
 //! default.
 //!
 //! axum serves it because it is the well-kept, tokio-native HTTP stack and later issues add a
 //! JSON API here. It runs on the same runtime as the DNS listeners but shares no locks with the
 //! query path: a scrape renders the recorder's atomics.
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -13,10 +15,10 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::ApiState;
+use crate::admin::api::ApiState;
 use crate::config_error::ConfigProblems;
-use crate::control::Control;
-use crate::pipeline::Pipeline;
+use crate::govern::control::Control;
+use crate::serve::pipeline::Pipeline;
 
 /// `[admin]`: where the admin endpoint listens.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,7 +145,7 @@ pub async fn start(
         token: token.map(Into::into),
         prom: prometheus(),
     };
-    let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::admin::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);

@@ -22,20 +22,20 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode};
 use metrics::{Counter, Histogram};
 
-use crate::active_policy::{ActivePolicy, verdict_index};
-use crate::answer_check::forbidden_target;
-use crate::cache::AnswerCache;
 use crate::clock::SharedClock;
+use crate::contain::overrides::Overrides;
 use crate::contain::{ClientGate, Containment, DomainGate};
 use crate::detect::{Detector, Level, Observation};
 use crate::events::sink::EventSender;
 use crate::events::{Event, EventBody, QueryEvent};
-use crate::identify::{GroupId, canonical};
 use crate::metrics as m;
 use crate::names::registrable_domain;
-use crate::overrides::Overrides;
-use crate::policy::{BlockAnswer, BlockKind, Group};
-use crate::server::UnknownClients;
+use crate::policy::active::{ActivePolicy, verdict_index};
+use crate::policy::answer_check::forbidden_target;
+use crate::policy::group::{BlockAnswer, BlockKind, Group};
+use crate::policy::identify::{GroupId, canonical};
+use crate::resolve::cache::AnswerCache;
+use crate::serve::UnknownClients;
 use crate::wire::{self, Query, WireError, rcode};
 
 /// Transport a query arrived on.

@@ -58,9 +58,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::active_policy::{ActivePolicy, PolicyVersion};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
+use crate::policy::active::{ActivePolicy, PolicyVersion};
 
 /// Prefix of every temporary file or directory in the store; such entries are never read.
 const TEMP_PREFIX: &str = ".tmp-";

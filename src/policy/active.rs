@@ -13,11 +13,11 @@ use metrics::Counter;
 
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
-use crate::identify::{ClientTable, GroupId};
 use crate::metrics as m;
-use crate::policy::Group;
-use crate::upstream::Upstreams;
-use crate::zones::ZoneSet;
+use crate::policy::group::Group;
+use crate::policy::identify::{ClientTable, GroupId};
+use crate::resolve::upstream::Upstreams;
+use crate::resolve::zones::ZoneSet;
 
 /// Verdicts, in the order of the per-group counter table.
 pub const VERDICTS: [&str; 9] = [

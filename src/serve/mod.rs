@@ -26,8 +26,9 @@ use tokio::task::JoinSet;
 
 use crate::config_error::ConfigProblems;
 use crate::metrics as m;
-use crate::pipeline::{Pipeline, Protocol};
+use crate::serve::pipeline::{Pipeline, Protocol};
 
+pub mod pipeline;
 mod udp;
 
 /// What clients in no group get.

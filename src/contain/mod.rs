@@ -15,6 +15,8 @@
 //! reported by the next `expire_due`. Time comes from the injected clock, including the
 //! rate limiters', so tests drive everything with a manual clock.
 
+pub mod overrides;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::active_policy::{ActivePolicy, PolicyVersion};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::events::{Event, EventBody, PolicyEvent};
-use crate::pipeline::Pipeline;
-use crate::policy_store::{ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreError, VersionInfo};
+use crate::govern::store::{ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreError, VersionInfo};
+use crate::policy::active::{ActivePolicy, PolicyVersion};
+use crate::serve::pipeline::Pipeline;
 
 /// Why a reload or rollback did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ impl Control {
                 .policy_version(),
             None => PolicyVersion {
                 number: 1,
-                hash: crate::policy_store::content_hash(&abs(config_path), &built.files)
+                hash: crate::govern::store::content_hash(&abs(config_path), &built.files)
                     .unwrap_or_default(),
             },
         };
@@ -203,7 +203,7 @@ impl Control {
                 .policy_version(),
             None => PolicyVersion {
                 number: self.memory_version.fetch_add(1, Ordering::SeqCst) + 1,
-                hash: crate::policy_store::content_hash(path, &built.files).unwrap_or_default(),
+                hash: crate::govern::store::content_hash(path, &built.files).unwrap_or_default(),
             },
         };
         let policy =

@@ -5,7 +5,7 @@
 //! cache or fresh, must itself be allowed for the client's group, or the client gets the block
 //! answer instead. Deny rules apply to targets too.
 
-use crate::policy::Group;
+use crate::policy::group::Group;
 
 /// The first CNAME target the group may not resolve, if any.
 #[must_use]
@@ -20,7 +20,7 @@ pub fn forbidden_target<'a>(group: &Group, cname_targets: &'a [Box<str>]) -> Opt
 mod tests {
     use super::*;
     use crate::config_error::ConfigProblems;
-    use crate::policy::GroupConfig;
+    use crate::policy::group::GroupConfig;
     use std::path::Path;
 
     #[test]

@@ -26,13 +26,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::control::{Control, ControlError};
+use crate::contain::overrides::AlertFilter;
 use crate::events::{AdminEvent, Event, EventBody};
-use crate::overrides::AlertFilter;
-use crate::pipeline::Pipeline;
+use crate::govern::control::{Control, ControlError};
+use crate::serve::pipeline::Pipeline;
 
 /// The OpenAPI description, checked in and served as is.
-pub const OPENAPI: &str = include_str!("../docs/openapi.yaml");
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
 
 /// Shared state of the admin endpoint.
 #[derive(Clone)]
@@ -469,7 +469,7 @@ async fn release(
     })?;
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let client = crate::identify::canonical(client);
+    let client = crate::policy::identify::canonical(client);
     let ended = s
         .pipeline
         .containment()

@@ -1,0 +1,13 @@
+//! Resolution: where allowed answers come from.
+//!
+//! - [`cache`]: the bounded, pre-encoded answer cache (TTL countdown, negative caching).
+//! - [`zones`]: local authoritative zones from RFC 1035 zone files.
+//! - [`upstream`]: the forwarder (random port and ID, TC → TCP, health-ordered failover,
+//!   conditional forward zones).
+//!
+//! May import only the foundation modules (`clock`, `config_error`, `metrics`, `names`, `wire`).
+//! It knows nothing about clients, groups or policy: the pipeline decides first, then asks here.
+
+pub mod cache;
+pub mod upstream;
+pub mod zones;
