@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::admin::{self, RunningAdmin};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ConfigFiles};
 use crate::config_error::ConfigProblems;
 use crate::contain::Containment;
 use crate::detect::Detector;
@@ -66,13 +66,16 @@ impl RunningApp {
         let prom = admin::prometheus();
         let _ = prom;
         let config_path = std::path::PathBuf::from(&cfg.source);
-        let (policy, store) = Control::initial_policy(cfg, &config_path).map_err(|e| match e {
-            ControlError::Invalid(p) => StartError::Config(p),
-            other => StartError::Io {
-                what: "opening the policy store".into(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })?;
+        let loaded = cfg.into_loaded().map_err(StartError::Config)?;
+        let fixed = loaded.fixed.clone();
+        let (policy, store) = Control::initial_policy(loaded, cfg.store.as_ref(), &config_path)
+            .map_err(|e| match e {
+                ControlError::Invalid(p) => StartError::Config(p),
+                other => StartError::Io {
+                    what: "opening the policy store".into(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?;
         metrics::gauge!(crate::metrics::POLICY_VERSION).set(policy.version.number as f64);
         let (events, events_handle) = cfg
             .audit
@@ -122,9 +125,10 @@ impl RunningApp {
         };
         let control = Arc::new(Control::attach(
             Arc::clone(&pipeline),
-            cfg,
+            fixed,
             &config_path,
             store,
+            Box::new(ConfigFiles),
         ));
         let token = cfg.admin.load_token().map_err(|source| StartError::Io {
             what: "reading admin.token_file".into(),

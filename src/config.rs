@@ -2,8 +2,12 @@
 //!
 //! Loading has two steps, both of which collect every problem instead of stopping at the
 //! first: [`Config::from_toml`] checks syntax, types and unknown keys (serde), and
-//! [`crate::policy::active::ActivePolicy::build`] validates meaning (CIDRs, names, files, zone
-//! files, thresholds) and parses everything into domain types once. `dnsward check` runs both.
+//! [`Config::validate_all`] validates meaning (CIDRs, names, files, zone files, thresholds) and
+//! parses everything into domain types once. `dnsward check` runs both.
+//!
+//! This file only composes: every section type is owned by the folder that uses it, and no
+//! folder imports this file. The policy lifecycle reads files through
+//! [`ConfigFiles`], its implementation of [`ConfigLoader`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +18,10 @@ use crate::config_error::ConfigProblems;
 use crate::contain::ContainConfig;
 use crate::detect::DetectConfig;
 use crate::events::sink::EventsConfig;
+use crate::govern::audit::AuditConfig;
+use crate::govern::control::{ConfigLoader, LoadedConfig};
+use crate::govern::store::{StoreConfig, lexical};
+use crate::policy::active::{ActivePolicy, PolicySections};
 use crate::policy::group::GroupConfig;
 use crate::resolve::cache::CacheConfig;
 use crate::resolve::upstream::UpstreamConfig;
@@ -50,10 +58,10 @@ pub struct Config {
     pub containment: ContainConfig,
     /// `[audit]`: the hash chain over the event log.
     #[serde(default)]
-    pub audit: crate::govern::audit::AuditConfig,
+    pub audit: AuditConfig,
     /// `[store]`: where policy versions are kept; without it, versions live in memory only.
     #[serde(default)]
-    pub store: Option<crate::govern::store::StoreConfig>,
+    pub store: Option<StoreConfig>,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -108,7 +116,7 @@ impl Config {
     /// Validate the sections that shape long-lived machinery (listeners, admin, cache, events,
     /// detector bounds, containment, audit, store): read at start, not by a policy swap.
     /// The policy sections (upstream, zones, groups) are validated by
-    /// [`crate::policy::active::ActivePolicy::build`].
+    /// [`ActivePolicy::compile`].
     pub fn validate_runtime(&self, problems: &mut ConfigProblems) {
         self.server.validate("server", problems);
         self.admin.validate("admin", problems);
@@ -122,16 +130,25 @@ impl Config {
         }
     }
 
+    /// The sections a policy is compiled from.
+    #[must_use]
+    pub fn policy_sections(&self) -> PolicySections<'_> {
+        PolicySections {
+            upstream: &self.upstream,
+            zones: &self.zones,
+            groups: &self.groups,
+            base_dir: &self.base_dir,
+        }
+    }
+
     /// Everything `dnsward check` checks: the runtime sections and the whole policy.
     ///
     /// # Errors
     /// Every problem found.
-    pub fn validate_all(
-        &self,
-    ) -> Result<std::sync::Arc<crate::policy::active::ActivePolicy>, ConfigProblems> {
+    pub fn validate_all(&self) -> Result<ActivePolicy, ConfigProblems> {
         let mut problems = ConfigProblems::default();
         self.validate_runtime(&mut problems);
-        match crate::policy::active::ActivePolicy::build(self) {
+        match ActivePolicy::compile(&self.policy_sections()) {
             Ok(p) if problems.is_empty() => Ok(p),
             Ok(_) => Err(problems),
             Err(more) => {
@@ -139,6 +156,68 @@ impl Config {
                 Err(problems)
             }
         }
+    }
+
+    /// A fingerprint of the settings read only at start: a reload that changes them is
+    /// applied for its policy and warns that the rest waits for a restart.
+    #[must_use]
+    pub fn fixed_settings(&self) -> String {
+        format!(
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            self.server,
+            self.admin,
+            self.cache,
+            self.events,
+            self.detect,
+            self.containment,
+            self.store,
+            self.audit
+        )
+    }
+
+    /// Validate everything and compile the policy, for the lifecycle.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn into_loaded(&self) -> Result<LoadedConfig, ConfigProblems> {
+        Ok(LoadedConfig {
+            policy: self.validate_all()?,
+            fixed: self.fixed_settings(),
+        })
+    }
+
+    /// Point this config, read from a stored version's materialised `tree`, at the snapshot:
+    /// policy inputs named by absolute path are re-rooted into the tree (so the version is
+    /// restored exactly), while the event log, an output, keeps its live location.
+    pub fn reroot_into_snapshot(&mut self, tree: &Path, live_name: &str) {
+        if let Some(events) = self.events.path.as_mut()
+            && let Ok(rest) = lexical(events).strip_prefix(tree)
+        {
+            *events = Path::new("/").join(rest);
+        }
+        let reroot = |p: &mut PathBuf| {
+            let clean = lexical(p);
+            if p.is_absolute()
+                && !clean.starts_with(tree)
+                && let Ok(rest) = clean.strip_prefix("/")
+            {
+                *p = tree.join(rest);
+            }
+        };
+        if let Some(dir) = self.zones.dir.as_mut() {
+            reroot(dir);
+        }
+        for f in &mut self.zones.files {
+            reroot(&mut f.path);
+        }
+        for g in &mut self.groups {
+            g.allow_files
+                .iter_mut()
+                .chain(g.deny_files.iter_mut())
+                .for_each(reroot);
+        }
+        // Keep the live name in messages; base_dir stays in the tree so lists resolve there.
+        self.source = live_name.to_string();
     }
 
     /// Read and parse a configuration file.
@@ -160,6 +239,32 @@ impl Config {
             base
         };
         Self::from_toml(&text, &path.display().to_string(), &base)
+    }
+}
+
+/// Reads configuration files for the policy lifecycle ([`crate::govern::control::Control`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConfigFiles;
+
+impl ConfigLoader for ConfigFiles {
+    fn load(&self, path: &Path) -> Result<LoadedConfig, ConfigProblems> {
+        Config::load(path)?.into_loaded()
+    }
+
+    fn load_snapshot(
+        &self,
+        copy: &Path,
+        tree: &Path,
+        live_name: &str,
+    ) -> Result<LoadedConfig, ConfigProblems> {
+        let mut cfg = Config::load(copy)?;
+        cfg.reroot_into_snapshot(tree, live_name);
+        // A snapshot restores a policy; its runtime sections were validated when it was
+        // recorded and are compared, not applied.
+        Ok(LoadedConfig {
+            policy: ActivePolicy::compile(&cfg.policy_sections())?,
+            fixed: cfg.fixed_settings(),
+        })
     }
 }
 
@@ -185,5 +290,43 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dnsward.toml");
         let cfg = Config::load(&path).unwrap();
         assert!(!cfg.groups.is_empty());
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported_together() {
+        let cfg = Config::from_toml(
+            r#"
+            [upstream]
+            servers = [{ address = "not-an-ip" }]
+            [cache]
+            min_ttl = "2h"
+            max_ttl = "1h"
+            [[groups]]
+            name = "a"
+            cidrs = ["10.0.0.0/8"]
+            allow = ["ok.example"]
+            [[groups]]
+            name = "a"
+            cidrs = ["10.0.0.0/8", "300.1.1.1"]
+            allow = ["bad..name"]
+            allow_files = ["missing.txt"]
+            "#,
+            "t.toml",
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let problems = cfg.validate_all().unwrap_err();
+        let text = problems.to_string();
+        for needle in [
+            "upstream.servers[0].address",
+            "cache.min_ttl",
+            "groups[1].name",
+            "groups[1].cidrs[0]",
+            "groups[1].cidrs[1]",
+            "groups[1].allow[0]",
+            "missing.txt",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
     }
 }

@@ -25,7 +25,7 @@ fn pipeline() -> &'static Pipeline {
             "[upstream]\nservers=[{{address=\"127.0.0.1:9\"}}]\n[zones]\ndir=\"{zones}\"\n[[groups]]\nname=\"g\"\ncidrs=[\"127.0.0.10/32\"]\nallow=[\"*.corp.internal\"]\nblock=\"sinkhole\"\n"
         );
         let cfg = Config::from_toml(&text, "fuzz", std::path::Path::new(".")).expect("config");
-        let policy = ActivePolicy::build(&cfg).expect("policy");
+        let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");
         // One clock shared by every part, as the pipeline requires.
         let clock = SystemClock::shared();
         Pipeline::new(

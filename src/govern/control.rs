@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::events::{Event, EventBody, PolicyEvent};
-use crate::govern::store::{ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreError, VersionInfo};
+use crate::govern::store::{
+    ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreConfig, StoreError, VersionInfo,
+};
 use crate::policy::active::{ActivePolicy, PolicyVersion};
 use crate::serve::pipeline::Pipeline;
 
@@ -45,6 +46,43 @@ pub enum ControlError {
     Internal(String),
 }
 
+/// A configuration file, read, fully validated and compiled, as the lifecycle needs it.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The compiled policy, not yet stamped with a version.
+    pub policy: ActivePolicy,
+    /// A fingerprint of the settings read only at start (listeners, cache, sinks, detector
+    /// bounds, store, audit), to warn when a reload tries to change them.
+    pub fixed: String,
+}
+
+/// How the lifecycle reads configuration files.
+///
+/// The composed configuration implements this ([`crate::config::ConfigFiles`]). Control names
+/// only the trait: `config` composes this folder's own sections (`[store]`, `[audit]`), so
+/// importing it here would be a circle.
+pub trait ConfigLoader: Send + Sync + std::fmt::Debug {
+    /// Read `path`, validate everything `dnsward check` validates, and compile its policy.
+    ///
+    /// # Errors
+    /// Every problem found.
+    fn load(&self, path: &Path) -> Result<LoadedConfig, ConfigProblems>;
+
+    /// Read a stored version's config copy `copy`, materialised under `tree` (files at their
+    /// original absolute paths below it), and compile its policy. Policy inputs named by
+    /// absolute path are re-rooted into the tree; outputs (the event log) keep their live
+    /// location; `live_name` names the version in messages.
+    ///
+    /// # Errors
+    /// Every problem found.
+    fn load_snapshot(
+        &self,
+        copy: &Path,
+        tree: &Path,
+        live_name: &str,
+    ) -> Result<LoadedConfig, ConfigProblems>;
+}
+
 /// The policy lifecycle of a running server.
 #[derive(Debug)]
 pub struct Control {
@@ -53,47 +91,35 @@ pub struct Control {
     store: Option<PolicyStore>,
     /// Settings fixed at start, to warn when a reload tries to change them.
     fixed: String,
+    /// Reads configuration files (implemented by the composed config).
+    loader: Box<dyn ConfigLoader>,
     /// In-memory version counter when there is no store.
     memory_version: AtomicU64,
     /// One lifecycle change at a time.
     busy: tokio::sync::Mutex<()>,
 }
 
-/// The part of a config that a reload cannot change.
-fn fixed_settings(cfg: &Config) -> String {
-    format!(
-        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
-        cfg.server,
-        cfg.admin,
-        cfg.cache,
-        cfg.events,
-        cfg.detect,
-        cfg.containment,
-        cfg.store,
-        cfg.audit
-    )
-}
-
 impl Control {
-    /// Build the first policy from `cfg` (read from `config_path`), record it as a version, and
-    /// return the policy and the control for it. The pipeline is attached with [`Self::attach`].
+    /// Stamp the first policy (`loaded`, read from `config_path`) with a version, recording it
+    /// in the store when one is configured. The pipeline is attached with [`Self::attach`].
     ///
     /// # Errors
-    /// Configuration problems or a store failure.
+    /// A store failure.
     pub fn initial_policy(
-        cfg: &Config,
+        loaded: LoadedConfig,
+        store: Option<&StoreConfig>,
         config_path: &Path,
     ) -> Result<(Arc<ActivePolicy>, Option<PolicyStore>), ControlError> {
-        let built = cfg.validate_all().map_err(ControlError::Invalid)?;
-        let store = match &cfg.store {
+        let mut policy = loaded.policy;
+        let store = match store {
             Some(sc) => Some(PolicyStore::open(&sc.state_dir)?),
             None => None,
         };
-        let version = match &store {
+        policy.version = match &store {
             Some(store) => store
                 .record(
                     &abs(config_path),
-                    &built.files,
+                    &policy.files,
                     ACTION_LOAD,
                     None,
                     Some("startup"),
@@ -101,29 +127,30 @@ impl Control {
                 .policy_version(),
             None => PolicyVersion {
                 number: 1,
-                hash: crate::govern::store::content_hash(&abs(config_path), &built.files)
+                hash: crate::govern::store::content_hash(&abs(config_path), &policy.files)
                     .unwrap_or_default(),
             },
         };
-        let policy =
-            ActivePolicy::build_with_version(cfg, version).map_err(ControlError::Invalid)?;
-        Ok((policy, store))
+        Ok((Arc::new(policy), store))
     }
 
-    /// Control over `pipeline`, whose policy came from [`Self::initial_policy`].
+    /// Control over `pipeline`, whose policy came from [`Self::initial_policy`]; `fixed` is
+    /// the start-up configuration's [`LoadedConfig::fixed`].
     #[must_use]
     pub fn attach(
         pipeline: Arc<Pipeline>,
-        cfg: &Config,
+        fixed: String,
         config_path: &Path,
         store: Option<PolicyStore>,
+        loader: Box<dyn ConfigLoader>,
     ) -> Self {
         let number = pipeline.policy().version.number;
         Self {
             pipeline,
             config_path: abs(config_path),
             store,
-            fixed: fixed_settings(cfg),
+            fixed,
+            loader,
             memory_version: AtomicU64::new(number),
             busy: tokio::sync::Mutex::new(()),
         }
@@ -193,24 +220,24 @@ impl Control {
         actor: Option<&str>,
         message: Option<&str>,
     ) -> Result<(Arc<ActivePolicy>, Option<String>), ControlError> {
-        let cfg = Config::load(path).map_err(ControlError::Invalid)?;
         // A config that could not start the server is rejected even though its runtime sections
         // only apply at the next restart: that restart must not fail.
-        let built = cfg.validate_all().map_err(ControlError::Invalid)?;
-        let version = match &self.store {
+        let loaded = self.loader.load(path).map_err(ControlError::Invalid)?;
+        let mut policy = loaded.policy;
+        policy.version = match &self.store {
             Some(store) => store
-                .record(path, &built.files, ACTION_RELOAD, actor, message)?
+                .record(path, &policy.files, ACTION_RELOAD, actor, message)?
                 .policy_version(),
             None => PolicyVersion {
                 number: self.memory_version.fetch_add(1, Ordering::SeqCst) + 1,
-                hash: crate::govern::store::content_hash(path, &built.files).unwrap_or_default(),
+                hash: crate::govern::store::content_hash(path, &policy.files).unwrap_or_default(),
             },
         };
-        let policy =
-            ActivePolicy::build_with_version(&cfg, version).map_err(ControlError::Invalid)?;
-        let warning = (fixed_settings(&cfg) != self.fixed).then(|| {
-            "settings outside groups/zones/upstream changed and take effect only after a restart".to_string()
+        let warning = (loaded.fixed != self.fixed).then(|| {
+            "settings outside groups/zones/upstream changed and take effect only after a restart"
+                .to_string()
         });
+        let policy = Arc::new(policy);
         Ok((policy, warning))
     }
 
@@ -234,13 +261,10 @@ impl Control {
             move || -> Result<(VersionInfo, Arc<ActivePolicy>), ControlError> {
                 let (actor, reason) = (a.as_str(), r.as_str());
                 let store = this.store.as_ref().ok_or(ControlError::NoStore)?;
-                let (info, _config_copy) = store.rollback(to, actor, reason)?;
-                let target = info.rolled_back_to.unwrap_or(info.number);
-                let cfg = store.load_snapshot(target)?;
-                let built = ActivePolicy::build(&cfg).map_err(ControlError::Invalid)?;
-                store.check_reads_only_snapshot(&store.get(target)?, &built.files)?;
-                let policy = ActivePolicy::build_with_version(&cfg, info.policy_version())
-                    .map_err(ControlError::Invalid)?;
+                let (info, loaded) = store.rollback(to, actor, reason, this.loader.as_ref())?;
+                let mut policy = loaded.policy;
+                policy.version = info.policy_version();
+                let policy = Arc::new(policy);
                 Ok((info, policy))
             },
         )

@@ -26,9 +26,9 @@
 //! [`PolicyStore::rollback`] then loads and builds that config and refuses (with
 //! [`StoreError::OutsideSnapshot`]) if the rebuilt policy read any file outside the tree, which
 //! is what an absolute path in the config would cause: a rollback never silently uses live data.
-//! Load a snapshot with [`PolicyStore::load_snapshot`] rather than bare
-//! [`Config::load`]: it also points a relative `events.path` (an output, not policy) back at the
-//! live config directory instead of into the tree.
+//! Load a snapshot with [`PolicyStore::load_snapshot`] rather than a bare config load: through
+//! [`ConfigLoader::load_snapshot`] it also points a relative `events.path` (an output, not
+//! policy) back at the live config directory instead of into the tree.
 //!
 //! # Crash safety
 //! Every file is written to a `.tmp-*` name, flushed with `fsync`, then moved into place (blobs
@@ -58,9 +58,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::config_error::ConfigProblems;
-use crate::policy::active::{ActivePolicy, PolicyVersion};
+use crate::govern::control::{ConfigLoader, LoadedConfig};
+use crate::policy::active::PolicyVersion;
 
 /// Prefix of every temporary file or directory in the store; such entries are never read.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -329,7 +329,9 @@ fn normalise(path: &Path) -> io::Result<PathBuf> {
     Ok(lexical(&std::path::absolute(path)?))
 }
 
-fn lexical(path: &Path) -> PathBuf {
+/// `path` with `.` and `..` resolved lexically, without touching the disk.
+#[must_use]
+pub fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -666,7 +668,7 @@ impl PolicyStore {
 
     /// Materialise version `number` into `versions/<N>.tree/` (each file at its original
     /// absolute path below the tree) and return the path of its config copy, ready for
-    /// [`PolicyStore::load_snapshot`] or [`Config::load`]. An existing tree is reused only if
+    /// [`PolicyStore::load_snapshot`]. An existing tree is reused only if
     /// it holds exactly the version's files with the right content.
     ///
     /// # Errors
@@ -678,59 +680,33 @@ impl PolicyStore {
         self.materialise_locked(&info)
     }
 
-    /// Load the config of version `number` from its materialised tree (materialising it if
-    /// needed). Unlike bare [`Config::load`], a relative `events.path` (where events are
-    /// written, not policy) is pointed at the live config directory, not into the tree.
+    /// Load and compile the config of version `number` from its materialised tree
+    /// (materialising it if needed) through `loader`, which re-roots policy inputs into the
+    /// tree and keeps outputs such as a relative `events.path` at their live location.
     ///
     /// # Errors
-    /// As [`PolicyStore::materialise`], or [`StoreError::InvalidSnapshot`] if it does not parse.
-    pub fn load_snapshot(&self, number: u64) -> Result<Config, StoreError> {
+    /// As [`PolicyStore::materialise`], or [`StoreError::InvalidSnapshot`] if it does not load.
+    pub fn load_snapshot(
+        &self,
+        number: u64,
+        loader: &dyn ConfigLoader,
+    ) -> Result<LoadedConfig, StoreError> {
         let info = self.get(number)?;
         let config_copy = self.materialise(number)?;
-        let mut cfg =
-            Config::load(&config_copy).map_err(|problems| StoreError::InvalidSnapshot {
+        let live_name = format!("{} (version {number})", info.config_path.display());
+        loader
+            .load_snapshot(&config_copy, &self.tree_path(number), &live_name)
+            .map_err(|problems| StoreError::InvalidSnapshot {
                 version: number,
                 problems,
-            })?;
-        let tree = self.tree_path(number);
-        if let Some(events) = cfg.events.path.as_mut()
-            && let Ok(rest) = lexical(events).strip_prefix(&tree)
-        {
-            *events = Path::new("/").join(rest);
-        }
-        // Absolute policy paths (zone dir and files, list files) point at live files; the tree
-        // mirrors absolute paths, so re-root them into it and the version is restored exactly.
-        let reroot = |p: &mut PathBuf| {
-            let clean = lexical(p);
-            if p.is_absolute()
-                && !clean.starts_with(&tree)
-                && let Ok(rest) = clean.strip_prefix("/")
-            {
-                *p = tree.join(rest);
-            }
-        };
-        if let Some(dir) = cfg.zones.dir.as_mut() {
-            reroot(dir);
-        }
-        for f in &mut cfg.zones.files {
-            reroot(&mut f.path);
-        }
-        for g in &mut cfg.groups {
-            g.allow_files
-                .iter_mut()
-                .chain(g.deny_files.iter_mut())
-                .for_each(reroot);
-        }
-        // Keep the live name in messages; base_dir must stay in the tree so lists resolve there.
-        cfg.source = format!("{} (version {number})", info.config_path.display());
-        Ok(cfg)
+            })
     }
 
     /// Roll back to version `to` — by default the newest version before the latest whose
     /// content differs from it — on behalf of `actor` for `reason`. The snapshot is
     /// materialised, loaded and built first, and must read only snapshot files; then a new
     /// version (action [`ACTION_ROLLBACK`]) is recorded with the same content, `actor` as
-    /// author and `reason` as message. Returns it and the config copy to load.
+    /// author and `reason` as message. Returns it and the snapshot, loaded through `loader`.
     ///
     /// # Errors
     /// An empty actor or reason, an empty store, no earlier distinct version, a missing or
@@ -741,7 +717,8 @@ impl PolicyStore {
         to: Option<u64>,
         actor: &str,
         reason: &str,
-    ) -> Result<(VersionInfo, PathBuf), StoreError> {
+        loader: &dyn ConfigLoader,
+    ) -> Result<(VersionInfo, LoadedConfig), StoreError> {
         for (what, value) in [("actor", actor), ("reason", reason)] {
             if value.trim().is_empty() {
                 return Err(StoreError::InvalidArgument {
@@ -755,13 +732,8 @@ impl PolicyStore {
             Some(n) => self.get(n)?,
             None => self.default_rollback_target(&latest)?,
         };
-        let cfg = self.load_snapshot(target.number)?;
-        let policy = ActivePolicy::build(&cfg).map_err(|problems| StoreError::InvalidSnapshot {
-            version: target.number,
-            problems,
-        })?;
-        self.check_reads_only_snapshot(&target, &policy.files)?;
-        let config_copy = in_tree(&self.tree_path(target.number), &target.config_path);
+        let loaded = self.load_snapshot(target.number, loader)?;
+        self.check_reads_only_snapshot(&target, &loaded.policy.files)?;
         let info = VersionInfo {
             number: 0,
             hash: target.hash.clone(),
@@ -776,7 +748,7 @@ impl PolicyStore {
         };
         let _guard = self.lock.lock();
         let info = self.write_manifest(info)?;
-        Ok((info, config_copy))
+        Ok((info, loaded))
     }
 
     /// Check that a policy built from version `version`'s tree read only files inside the tree,
@@ -977,6 +949,9 @@ fn tree_matches(tree: &Path, info: &VersionInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Tests only: the store exercised with real configuration files.
+    use crate::config::{Config, ConfigFiles};
+    use crate::policy::active::ActivePolicy;
 
     /// A real policy in a temp dir: config, an allow list and a zones dir with one zone.
     struct Fixture {
@@ -1029,7 +1004,7 @@ mod tests {
         /// Load and build the live policy, then record it, as a reload would.
         fn record(&self, store: &PolicyStore, action: &str) -> VersionInfo {
             let cfg = Config::load(&self.config_path()).unwrap();
-            let policy = ActivePolicy::build(&cfg).unwrap();
+            let policy = ActivePolicy::build(&cfg.policy_sections()).unwrap();
             store
                 .record(
                     &self.config_path(),
@@ -1053,7 +1028,10 @@ mod tests {
         assert_eq!(store.history().unwrap().len(), 1);
         // The pure hash agrees with the store, whatever order the files come in.
         let cfg = Config::load(&fx.config_path()).unwrap();
-        let mut files = ActivePolicy::build(&cfg).unwrap().files.clone();
+        let mut files = ActivePolicy::build(&cfg.policy_sections())
+            .unwrap()
+            .files
+            .clone();
         files.reverse();
         assert_eq!(content_hash(&fx.config_path(), &files).unwrap(), v1.hash);
         assert_eq!(v1.files.len(), 3);
@@ -1144,9 +1122,10 @@ mod tests {
         let v2 = fx.record(&store, ACTION_RELOAD);
         assert_eq!(v2.number, 2);
 
-        let (v3, config_copy) = store
-            .rollback(None, "alice", "v2 broke the build agents")
+        let (v3, loaded) = store
+            .rollback(None, "alice", "v2 broke the build agents", &ConfigFiles)
             .unwrap();
+        let config_copy = store.materialise(1).unwrap();
         assert_eq!(v3.number, 3);
         assert_eq!(v3.action, ACTION_ROLLBACK);
         assert_eq!(v3.author.as_deref(), Some("alice"));
@@ -1163,8 +1142,7 @@ mod tests {
             "api.lab.internal\n*.corp.example\n"
         );
         // The snapshot builds, reads only snapshot copies, and excludes the zone added later.
-        let cfg = Config::load(&config_copy).unwrap();
-        let policy = ActivePolicy::build(&cfg).unwrap();
+        let policy = loaded.policy;
         assert_eq!(policy.files.len(), 2);
         for f in &policy.files {
             assert!(lexical(f).starts_with(&tree), "{} is live", f.display());
@@ -1191,13 +1169,15 @@ mod tests {
         fx.record(&store, ACTION_LOAD);
         fx.write("etc/lists/allow.txt", "two.example\n");
         fx.record(&store, ACTION_RELOAD);
-        let (v3, _) = store.rollback(Some(1), "bob", "test").unwrap();
+        let (v3, _) = store
+            .rollback(Some(1), "bob", "test", &ConfigFiles)
+            .unwrap();
         assert_eq!(v3.rolled_back_to, Some(1));
         // Latest (3) has v1's content; the newest earlier version that differs is 2.
-        let (v4, _) = store.rollback(None, "bob", "undo").unwrap();
+        let (v4, _) = store.rollback(None, "bob", "undo", &ConfigFiles).unwrap();
         assert_eq!((v4.rolled_back_from, v4.rolled_back_to), (Some(3), Some(2)));
         // Latest (4) has v2's content; 3 (v1's content) differs, so it is the target.
-        let (v5, _) = store.rollback(None, "bob", "again").unwrap();
+        let (v5, _) = store.rollback(None, "bob", "again", &ConfigFiles).unwrap();
         assert_eq!(v5.rolled_back_to, Some(3));
         assert_eq!(v5.hash, store.get(1).unwrap().hash);
     }
@@ -1207,24 +1187,24 @@ mod tests {
         let fx = Fixture::new();
         let store = fx.store();
         assert!(matches!(
-            store.rollback(None, "a", "b"),
+            store.rollback(None, "a", "b", &ConfigFiles),
             Err(StoreError::Empty)
         ));
         fx.record(&store, ACTION_LOAD);
         assert!(matches!(
-            store.rollback(None, "a", "b"),
+            store.rollback(None, "a", "b", &ConfigFiles),
             Err(StoreError::NothingToRollBack { latest: 1 })
         ));
         assert!(matches!(
-            store.rollback(Some(1), " ", "b"),
+            store.rollback(Some(1), " ", "b", &ConfigFiles),
             Err(StoreError::InvalidArgument { what: "actor", .. })
         ));
         assert!(matches!(
-            store.rollback(Some(1), "a", ""),
+            store.rollback(Some(1), "a", "", &ConfigFiles),
             Err(StoreError::InvalidArgument { what: "reason", .. })
         ));
         assert!(matches!(
-            store.rollback(Some(7), "a", "b"),
+            store.rollback(Some(7), "a", "b", &ConfigFiles),
             Err(StoreError::NoSuchVersion(7))
         ));
         assert!(matches!(
@@ -1246,11 +1226,12 @@ mod tests {
         fs::write(&abs, "changed.example\n").unwrap();
         fx.write_config("lists/allow.txt");
         fx.record(&store, ACTION_RELOAD);
-        let (v3, _) = store.rollback(Some(1), "alice", "test").unwrap();
+        let (v3, _) = store
+            .rollback(Some(1), "alice", "test", &ConfigFiles)
+            .unwrap();
         assert_eq!(v3.rolled_back_to, Some(1));
         // The rebuilt policy reads the snapshot's copy of the absolute path, not the live file.
-        let cfg = store.load_snapshot(1).unwrap();
-        let policy = ActivePolicy::build(&cfg).unwrap();
+        let policy = store.load_snapshot(1, &ConfigFiles).unwrap().policy;
         let tree = store.dir().join("versions/1.tree");
         assert!(
             policy.files.iter().all(|f| f.starts_with(&tree)),
@@ -1355,7 +1336,8 @@ mod tests {
         );
         let store = fx.store();
         fx.record(&store, ACTION_LOAD);
-        let cfg = store.load_snapshot(1).unwrap();
+        let mut cfg = Config::load(&store.materialise(1).unwrap()).unwrap();
+        cfg.reroot_into_snapshot(&store.dir().join("versions/1.tree"), "v1");
         let live = normalise(&fx.live.path().join("etc/events.jsonl")).unwrap();
         assert_eq!(cfg.events.path.as_deref(), Some(live.as_path()));
         assert!(cfg.base_dir.starts_with(store.dir()));

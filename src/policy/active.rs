@@ -1,23 +1,22 @@
 //! The compiled, immutable policy the query path reads: groups, the client table, local zones
 //! and upstreams, with the version that decided each query.
 //!
-//! A policy is built from a [`Config`] in one go, collecting every problem; only a policy with
+//! A policy is built from its own sections ([`PolicySections`]) in one go, collecting every problem; only a policy with
 //! no problems is ever swapped in, so queries never see a half-built one. The pipeline holds it
 //! in an `ArcSwap` and each query loads it once, so a query that started under one version
 //! finishes under it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use metrics::Counter;
 
-use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::metrics as m;
-use crate::policy::group::Group;
+use crate::policy::group::{Group, GroupConfig};
 use crate::policy::identify::{ClientTable, GroupId};
-use crate::resolve::upstream::Upstreams;
-use crate::resolve::zones::ZoneSet;
+use crate::resolve::upstream::{UpstreamConfig, Upstreams};
+use crate::resolve::zones::{ZoneSet, ZonesConfig};
 
 /// Verdicts, in the order of the per-group counter table.
 pub const VERDICTS: [&str; 9] = [
@@ -130,25 +129,38 @@ pub struct ActivePolicy {
     pub files: Vec<PathBuf>,
 }
 
+/// The parts of a configuration that make a policy: what a reload can change. The composed
+/// configuration lends them ([`crate::config::Config::policy_sections`]); the policy never sees
+/// the rest of it.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicySections<'a> {
+    /// `[upstream]`.
+    pub upstream: &'a UpstreamConfig,
+    /// `[zones]`.
+    pub zones: &'a ZonesConfig,
+    /// `[[groups]]`.
+    pub groups: &'a [GroupConfig],
+    /// Directory that relative paths resolve against.
+    pub base_dir: &'a Path,
+}
+
 impl ActivePolicy {
     /// Build and validate a policy, collecting every problem.
     ///
     /// # Errors
     /// Every problem found, each with its location.
-    pub fn build(cfg: &Config) -> Result<Arc<Self>, ConfigProblems> {
-        Self::build_with_version(cfg, PolicyVersion::default())
+    pub fn build(cfg: &PolicySections<'_>) -> Result<Arc<Self>, ConfigProblems> {
+        Self::compile(cfg).map(Arc::new)
     }
 
-    /// As [`Self::build`], stamped with `version`.
+    /// Build and validate a policy with no version yet (stamp it before sharing it).
     ///
     /// # Errors
     /// Every problem found, each with its location.
-    pub fn build_with_version(
-        cfg: &Config,
-        version: PolicyVersion,
-    ) -> Result<Arc<Self>, ConfigProblems> {
+    pub fn compile(cfg: &PolicySections<'_>) -> Result<Self, ConfigProblems> {
+        let version = PolicyVersion::default();
         let mut problems = ConfigProblems::default();
-        let base = &cfg.base_dir;
+        let base = cfg.base_dir;
         let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
         let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
@@ -207,56 +219,12 @@ impl ActivePolicy {
             unknown_counters: QueryCounters::new("_unknown"),
             files,
         };
-        problems.into_result(Arc::new(policy))
+        problems.into_result(policy)
     }
 
     /// The group with this id.
     #[must_use]
     pub fn group(&self, id: GroupId) -> Option<&Group> {
         self.groups.get(usize::from(id))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn semantic_problems_are_all_reported_together() {
-        let cfg = Config::from_toml(
-            r#"
-            [upstream]
-            servers = [{ address = "not-an-ip" }]
-            [cache]
-            min_ttl = "2h"
-            max_ttl = "1h"
-            [[groups]]
-            name = "a"
-            cidrs = ["10.0.0.0/8"]
-            allow = ["ok.example"]
-            [[groups]]
-            name = "a"
-            cidrs = ["10.0.0.0/8", "300.1.1.1"]
-            allow = ["bad..name"]
-            allow_files = ["missing.txt"]
-            "#,
-            "t.toml",
-            Path::new("/nonexistent"),
-        )
-        .unwrap();
-        let problems = cfg.validate_all().unwrap_err();
-        let text = problems.to_string();
-        for needle in [
-            "upstream.servers[0].address",
-            "cache.min_ttl",
-            "groups[1].name",
-            "groups[1].cidrs[0]",
-            "groups[1].cidrs[1]",
-            "groups[1].allow[0]",
-            "missing.txt",
-        ] {
-            assert!(text.contains(needle), "missing {needle} in:\n{text}");
-        }
     }
 }

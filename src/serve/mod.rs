@@ -26,21 +26,11 @@ use tokio::task::JoinSet;
 
 use crate::config_error::ConfigProblems;
 use crate::metrics as m;
+use crate::serve::pipeline::UnknownClients;
 use crate::serve::pipeline::{Pipeline, Protocol};
 
 pub mod pipeline;
 mod udp;
-
-/// What clients in no group get.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownClients {
-    /// REFUSED (default): the client learns it is not served.
-    #[default]
-    Refuse,
-    /// Silence.
-    Drop,
-}
 
 /// `[server]`: listeners and limits.
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode};
 use metrics::{Counter, Histogram};
+use serde::Deserialize;
 
 use crate::clock::SharedClock;
 use crate::contain::overrides::Overrides;
@@ -35,8 +36,18 @@ use crate::policy::answer_check::forbidden_target;
 use crate::policy::group::{BlockAnswer, BlockKind, Group};
 use crate::policy::identify::{GroupId, canonical};
 use crate::resolve::cache::AnswerCache;
-use crate::serve::UnknownClients;
 use crate::wire::{self, Query, WireError, rcode};
+
+/// What clients in no group get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownClients {
+    /// REFUSED (default): the client learns it is not served.
+    #[default]
+    Refuse,
+    /// Silence.
+    Drop,
+}
 
 /// Transport a query arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,7 +43,7 @@ fn pipeline(detect: bool) -> Pipeline {
          [[groups]]\nname=\"bench\"\ncidrs=[\"127.0.0.0/8\"]\nallow=[\"*.bench.example\"]\nblock=\"nxdomain\"\n"
     );
     let cfg = Config::from_toml(&text, "hotpath", std::path::Path::new(".")).expect("config");
-    let policy = ActivePolicy::build(&cfg).expect("policy");
+    let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");
     let clock = SystemClock::shared();
     Pipeline::new(
         policy,
