@@ -15,21 +15,9 @@ use crate::config_error::ConfigProblems;
 use crate::metrics as m;
 use crate::policy::group::{Group, GroupConfig};
 use crate::policy::identify::{ClientTable, GroupId};
+use crate::policy::verdict::Verdict;
 use crate::resolve::upstream::{UpstreamConfig, Upstreams};
 use crate::resolve::zones::{ZoneSet, ZonesConfig};
-
-/// Verdicts, in the order of the per-group counter table.
-pub const VERDICTS: [&str; 9] = [
-    "allow",
-    "block",
-    "sinkhole",
-    "refuse",
-    "throttle",
-    "quarantine",
-    "servfail",
-    "formerr",
-    "drop",
-];
 
 /// Query types given their own metric label; everything else is `OTHER`.
 pub const QTYPE_LABELS: [(u16, &str); 14] = [
@@ -48,15 +36,6 @@ pub const QTYPE_LABELS: [(u16, &str); 14] = [
     (25, "KEY"),
     (255, "ANY"),
 ];
-
-/// Index of a verdict in [`VERDICTS`].
-#[must_use]
-pub fn verdict_index(verdict: &str) -> usize {
-    VERDICTS
-        .iter()
-        .position(|v| *v == verdict)
-        .unwrap_or(VERDICTS.len() - 1)
-}
 
 fn qtype_index(qtype: u16) -> usize {
     QTYPE_LABELS
@@ -77,7 +56,7 @@ pub struct QueryCounters {
 
 impl QueryCounters {
     fn new(group: &str) -> Self {
-        let cells = VERDICTS.len() * (QTYPE_LABELS.len() + 1);
+        let cells = Verdict::ALL.len() * (QTYPE_LABELS.len() + 1);
         Self {
             group: group.into(),
             table: (0..cells).map(|_| OnceLock::new()).collect(),
@@ -85,14 +64,17 @@ impl QueryCounters {
     }
 
     /// Count one query.
-    pub fn count(&self, verdict: usize, qtype: u16) {
+    pub fn count(&self, verdict: Verdict, qtype: u16) {
         let qt = qtype_index(qtype);
-        let Some(cell) = self.table.get(verdict * (QTYPE_LABELS.len() + 1) + qt) else {
+        let Some(cell) = self
+            .table
+            .get(verdict.index() * (QTYPE_LABELS.len() + 1) + qt)
+        else {
             return;
         };
         cell.get_or_init(|| {
             let qt_label = QTYPE_LABELS.get(qt).map_or("OTHER", |(_, l)| *l);
-            let v = VERDICTS.get(verdict).copied().unwrap_or("drop");
+            let v = verdict.as_str();
             metrics::counter!(m::QUERIES_TOTAL, "group" => self.group.to_string(), "verdict" => v, "qtype" => qt_label)
         })
         .increment(1);
@@ -161,8 +143,8 @@ impl ActivePolicy {
         let version = PolicyVersion::default();
         let mut problems = ConfigProblems::default();
         let base = cfg.base_dir;
-        let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
-        let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
+        let upstreams = Upstreams::from_config(cfg.upstream, "upstream", &mut problems);
+        let zones = ZoneSet::load(cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
         if cfg.upstream.servers.is_empty()
             && cfg.upstream.forward.is_empty()

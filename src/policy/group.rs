@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::config_error::ConfigProblems;
 use crate::names::{normalise, self_and_parents, validate_name};
+use crate::policy::verdict::Verdict;
 use crate::wire::{self, Query, rcode, rtype};
 
 /// Fast, seeded hasher for the rule sets (seeded per process, so not predictable by clients).
@@ -177,10 +178,10 @@ pub struct BlockAnswer {
 impl BlockAnswer {
     /// The verdict string for events and metrics.
     #[must_use]
-    pub fn verdict(&self) -> &'static str {
+    pub fn verdict(&self) -> Verdict {
         match self.kind {
-            BlockKind::Sinkhole => "sinkhole",
-            BlockKind::Nxdomain | BlockKind::Refused => "block",
+            BlockKind::Sinkhole => Verdict::Sinkhole,
+            BlockKind::Nxdomain | BlockKind::Refused => Verdict::Block,
         }
     }
 

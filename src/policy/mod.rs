@@ -3,6 +3,7 @@
 //! - [`group`]: one group's compiled rules (allow/deny lists, block answers, per-group detection
 //!   settings) and the decision for a name.
 //! - [`identify`]: source address → group (the client table).
+//! - [`verdict`]: what the pipeline decided for a query, as a value with a stable name.
 //! - [`answer_check`]: policy checks on answers (CNAME targets a group may not reach).
 //! - [`active`]: the compiled, versioned [`ActivePolicy`](active::ActivePolicy) that each query
 //!   reads once: groups, the client table, local zones and upstreams.
@@ -16,3 +17,4 @@ pub mod active;
 pub mod answer_check;
 pub mod group;
 pub mod identify;
+pub mod verdict;

@@ -1,0 +1,219 @@
+//! Accounting, the last stage every answer passes: count it in
+//! `dnsward_queries_total{group,verdict,qtype}`, time it, and log it as an event (every verdict
+//! but `allow`, or allowed ones when configured). Also the answers that several stages give
+//! (refusals, block answers for CNAME targets, malformed packets, unknown clients), so each is
+//! built and accounted in one place.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{Outcome, Pipeline, Protocol, UnknownClients};
+use crate::clock::SharedClock;
+use crate::contain::ClientGate;
+use crate::events::{Event, EventBody, QueryEvent};
+use crate::policy::active::ActivePolicy;
+use crate::policy::group::Group;
+use crate::policy::identify::GroupId;
+use crate::policy::verdict::Verdict;
+use crate::wire::{self, Query, WireError, rcode};
+
+/// What the stage that answered reports about the answer, for metrics and the event.
+pub(super) struct Report<'a> {
+    /// The outcome.
+    verdict: Verdict,
+    /// Why, rendered only when an event is written.
+    reason: &'a dyn Fn() -> String,
+    /// Served from the cache.
+    cache_hit: bool,
+    /// Where the answer came from (upstream label or `zone:<name>`).
+    upstream: Option<&'a str>,
+}
+
+impl<'a> Report<'a> {
+    /// A report of `verdict` for `reason`, not from the cache, from no upstream.
+    pub(super) fn new(verdict: Verdict, reason: &'a dyn Fn() -> String) -> Self {
+        Self {
+            verdict,
+            reason,
+            cache_hit: false,
+            upstream: None,
+        }
+    }
+
+    /// Whether the answer came from the cache.
+    pub(super) fn cached(mut self, cache_hit: bool) -> Self {
+        self.cache_hit = cache_hit;
+        self
+    }
+
+    /// The answer came from `upstream`.
+    pub(super) fn via(mut self, upstream: &'a str) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+}
+
+impl Pipeline {
+    pub(super) fn refuse_contained(&self, ctx: &Asked<'_, '_>, gate: ClientGate) -> Vec<u8> {
+        let (verdict, why) = match gate {
+            ClientGate::Quarantined => (Verdict::Quarantine, "client quarantined"),
+            _ => (Verdict::Throttle, "client rate limit"),
+        };
+        let msg = wire::start_response(ctx.q, rcode::REFUSED, false);
+        let reason = || why.to_string();
+        let report = Report::new(verdict, &reason);
+        self.finish(ctx, msg, &report)
+    }
+
+    pub(super) fn malformed(&self, packet: &[u8], e: WireError) -> Outcome {
+        let code = match e {
+            WireError::TooShort | WireError::NotAQuery => {
+                self.malformed_dropped.increment(1);
+                return Outcome::Drop;
+            }
+            WireError::FormErr(_) => rcode::FORMERR,
+            WireError::NotImplemented(_) => rcode::NOTIMP,
+        };
+        self.malformed_formerr.increment(1);
+        match wire::header_only_error(packet, code) {
+            Some(r) => Outcome::Reply(r),
+            None => Outcome::Drop,
+        }
+    }
+
+    pub(super) fn unknown_client(&self, ctx: &Asked<'_, '_>) -> Outcome {
+        let reason = || "unknown client".to_string();
+        match self.settings.unknown_clients {
+            UnknownClients::Refuse => {
+                let msg = wire::start_response(ctx.q, rcode::REFUSED, false);
+                Outcome::Reply(self.finish(ctx, msg, &Report::new(Verdict::Refuse, &reason)))
+            }
+            UnknownClients::Drop => {
+                let _ = self.finish(ctx, Vec::new(), &Report::new(Verdict::Drop, &reason));
+                Outcome::Drop
+            }
+        }
+    }
+
+    pub(super) fn block_target(
+        &self,
+        ctx: &Asked<'_, '_>,
+        group: &Group,
+        target: &str,
+        cache_hit: bool,
+    ) -> Vec<u8> {
+        let msg = group.block.encode(ctx.q);
+        let why = || format!("CNAME target {target} not allowed");
+        let report = Report::new(group.block.verdict(), &why).cached(cache_hit);
+        self.finish(ctx, msg, &report)
+    }
+
+    /// Finish a freshly built answer (patch ID, OPT, truncation), then account for it.
+    pub(super) fn finish(
+        &self,
+        ctx: &Asked<'_, '_>,
+        mut msg: Vec<u8>,
+        report: &Report<'_>,
+    ) -> Vec<u8> {
+        if !msg.is_empty() {
+            wire::finish_response(&mut msg, ctx.q, ctx.protocol.max_len(ctx.q));
+        }
+        self.finish_rendered(ctx, msg, report)
+    }
+
+    /// Stage "events": count, time and (for non-allow verdicts, or when configured) log.
+    pub(super) fn finish_rendered(
+        &self,
+        ctx: &Asked<'_, '_>,
+        msg: Vec<u8>,
+        report: &Report<'_>,
+    ) -> Vec<u8> {
+        let Asked {
+            policy,
+            gid,
+            q,
+            client,
+            protocol,
+            received,
+        } = *ctx;
+        let verdict = report.verdict;
+        let group = gid.and_then(|g| policy.group(g));
+        match gid.and_then(|g| policy.counters.get(usize::from(g))) {
+            Some(c) => c.count(verdict, q.qtype),
+            None => policy.unknown_counters.count(verdict, q.qtype),
+        }
+        let elapsed = received.elapsed();
+        match protocol {
+            Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
+            Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
+        }
+        if self.events.is_enabled() && (verdict != Verdict::Allow || self.events.wants_allowed()) {
+            let rc = if msg.is_empty() {
+                "NONE".to_string()
+            } else {
+                rcode::name(u16::from(wire::rcode_of(&msg))).to_string()
+            };
+            let event = QueryEvent {
+                client,
+                group: group.map(|g| g.name.to_string()),
+                qname: q.name.clone(),
+                qtype: wire::type_name(q.qtype),
+                protocol: protocol.as_str().to_string(),
+                verdict: verdict.as_str().to_string(),
+                reason: (report.reason)(),
+                rcode: rc,
+                answers: wire::answer_count(&msg),
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                cache_hit: report.cache_hit,
+                upstream: report.upstream.map(str::to_string),
+            };
+            self.events
+                .emit(Event::now(policy.version.number, EventBody::Query(event)));
+        }
+        msg
+    }
+}
+
+/// Who asked what, how, when, and under which policy: the context every answer is accounted
+/// in (metrics, latency, the query event).
+#[derive(Clone, Copy)]
+pub(super) struct Asked<'a, 'p> {
+    /// The policy that decides this query.
+    pub(super) policy: &'a ActivePolicy,
+    /// The client's group; `None` for an unknown client.
+    pub(super) gid: Option<GroupId>,
+    /// The query.
+    pub(super) q: &'a Query<'p>,
+    /// Source address (canonical).
+    pub(super) client: IpAddr,
+    /// Transport.
+    pub(super) protocol: Protocol,
+    /// When it was received.
+    pub(super) received: Instant,
+}
+
+/// One reading of the pipeline's clock, taken the first time a stage asks for it.
+pub(super) struct LazyNow<'a> {
+    /// The clock to read.
+    clock: &'a SharedClock,
+    /// The reading, once taken.
+    at: std::cell::Cell<Option<std::time::Duration>>,
+}
+
+impl<'a> LazyNow<'a> {
+    pub(super) fn new(clock: &'a SharedClock) -> Self {
+        Self {
+            clock,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    pub(super) fn get(&self) -> std::time::Duration {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = self.clock.now();
+        self.at.set(Some(at));
+        at
+    }
+}

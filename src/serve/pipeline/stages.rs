@@ -1,0 +1,226 @@
+//! The synchronous stages that follow identification, each a named function returning
+//! [`Step::Continue`] or an answer. [`SYNC_STAGES`] is their order; the module header of
+//! [`super`] says why each sits where it does.
+
+use std::ops::ControlFlow;
+
+use super::account::{Asked, LazyNow, Report};
+use super::{Outcome, Pipeline};
+use crate::contain::{ClientGate, DomainGate};
+use crate::detect::{Assessment, Level, Observation};
+use crate::events::{Event, EventBody};
+use crate::policy::answer_check::forbidden_target;
+use crate::policy::group::{BlockAnswer, BlockKind, Decision, Group};
+use crate::policy::verdict::Verdict;
+use crate::wire::{self, rcode};
+
+/// What a stage returns: go on to the next stage, or answer with this outcome.
+pub type Step = ControlFlow<Outcome>;
+
+/// A stage: reads and may add to the query's state.
+pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
+
+/// The synchronous stages after identification, in the order they run.
+pub const SYNC_STAGES: [(&str, SyncStage); 6] = [
+    ("client gate", Pipeline::client_gate),
+    ("class", Pipeline::class),
+    ("tunnel scoring", Pipeline::tunnel_scoring),
+    ("domain gate", Pipeline::domain_gate),
+    ("policy", Pipeline::policy_decision),
+    ("cache", Pipeline::cache_lookup),
+];
+
+/// A query from a known client as it moves through the synchronous stages.
+pub struct Admitted<'a, 'p> {
+    /// Who asked what, for accounting.
+    pub(super) asked: Asked<'a, 'p>,
+    /// The client's group.
+    pub(super) group: &'a Group,
+    /// The registrable domain of the name (borrowed from it).
+    pub(super) domain: &'a str,
+    /// At most one clock reading serves the stages (scoring windows, cache freshness, TTL
+    /// countdown), taken on first use: a query that needs neither reads no clock.
+    pub(super) now: LazyNow<'a>,
+    /// The policy decision, once the policy stage has allowed the name.
+    pub(super) decision: Option<Decision<'a>>,
+}
+
+impl Pipeline {
+    /// Client gate: rate limit and quarantine, keyed on the socket address alone. A
+    /// quarantined client gets REFUSED until the quarantine expires or is released.
+    fn client_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
+        match self.containment.check_client(a.asked.client) {
+            ClientGate::Pass => Step::Continue(()),
+            gate => Step::Break(Outcome::Reply(self.refuse_contained(&a.asked, gate))),
+        }
+    }
+
+    /// Class: only class IN is served; CHAOS (`version.bind`) and others are refused.
+    fn class(&self, a: &mut Admitted<'_, '_>) -> Step {
+        if a.asked.q.qclass == 1 {
+            return Step::Continue(());
+        }
+        let msg = wire::start_response(a.asked.q, rcode::REFUSED, false);
+        let report = Report::new(Verdict::Refuse, &|| "class not served".into());
+        Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
+    /// Tunnel scoring on every query, allowed or not. It may start a containment, which then
+    /// applies to this very query.
+    fn tunnel_scoring(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let Admitted {
+            asked,
+            group,
+            domain,
+            ..
+        } = a;
+        let q = asked.q;
+        let assessment = if !self.detector.is_enabled()
+            || self.overrides.exception_for(&group.name, &q.name).is_some()
+        {
+            // Scoring off, or an operator's temporary exception: not scored at all.
+            Assessment::default()
+        } else {
+            self.detector.observe_at(
+                &Observation {
+                    client: asked.client,
+                    group: &group.name,
+                    qname: &q.name,
+                    domain,
+                    qtype: q.qtype,
+                    settings: &group.detect,
+                },
+                a.now.get(),
+            )
+        };
+        let version = asked.policy.version.number;
+        if let Some(alert) = assessment.alert {
+            let event = Event::now(version, EventBody::Alert(alert.clone()));
+            self.overrides
+                .record_alert(event.ts.clone(), version, alert);
+            self.events.emit(event);
+        }
+        if assessment.level >= Level::Throttle && !group.detect.monitor_only {
+            if let Some(started) = self.containment.start(
+                asked.client,
+                &group.name,
+                domain,
+                assessment.level,
+                assessment.score,
+            ) {
+                self.events
+                    .emit(Event::now(version, EventBody::ContainmentStarted(started)));
+            }
+            let gate = self.containment.check_client(asked.client);
+            if gate == ClientGate::Quarantined {
+                return Step::Break(Outcome::Reply(self.refuse_contained(asked, gate)));
+            }
+        }
+        Step::Continue(())
+    }
+
+    /// Domain gate: a throttled (client, domain) is refused, a sinkholed one gets the sinkhole.
+    fn domain_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let domain = a.domain;
+        let q = a.asked.q;
+        let (verdict, msg) =
+            match self
+                .containment
+                .check_domain(a.asked.client, &a.group.name, domain)
+            {
+                DomainGate::Pass => return Step::Continue(()),
+                DomainGate::Throttled => (
+                    Verdict::Throttle,
+                    wire::start_response(q, rcode::REFUSED, false),
+                ),
+                DomainGate::Sinkholed => {
+                    let sinkhole = BlockAnswer {
+                        kind: BlockKind::Sinkhole,
+                        ..a.group.block
+                    };
+                    (Verdict::Sinkhole, sinkhole.encode(q))
+                }
+            };
+        let action = if verdict == Verdict::Sinkhole {
+            "sinkholed"
+        } else {
+            "throttled"
+        };
+        let why = || format!("tunnel containment: {domain} {action}");
+        let report = Report::new(verdict, &why);
+        Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
+    /// Policy: the group's allow/deny decision; a denied name gets the group's block answer.
+    fn policy_decision(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let decision = a.group.decide(&a.asked.q.name);
+        if decision.is_allowed() {
+            a.decision = Some(decision);
+            return Step::Continue(());
+        }
+        let msg = a.group.block.encode(a.asked.q);
+        let reason = || decision.reason();
+        let report = Report::new(a.group.block.verdict(), &reason);
+        Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
+    /// Cache: a hit is served inline, after the answer check for this group.
+    fn cache_lookup(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let q = a.asked.q;
+        let Some(hit) = self.cache.get_at(q, a.now.get()) else {
+            return Step::Continue(());
+        };
+        self.cache_hits.increment(1);
+        if self.detector.is_enabled() {
+            self.detector.observe_rcode_at(
+                a.asked.client,
+                a.domain,
+                hit.rcode == rcode::NXDOMAIN,
+                a.now.get(),
+            );
+        }
+        if let Some(target) = forbidden_target(a.group, &hit.cname_targets) {
+            return Step::Break(Outcome::Reply(
+                self.block_target(&a.asked, a.group, target, true),
+            ));
+        }
+        let msg = hit.render(q, a.now.get(), a.asked.protocol.max_len(q));
+        let reason = || {
+            a.decision
+                .as_ref()
+                .map(Decision::reason)
+                .unwrap_or_default()
+        };
+        let report = Report::new(Verdict::Allow, &reason)
+            .cached(true)
+            .via(&hit.upstream);
+        Step::Break(Outcome::Reply(self.finish_rendered(&a.asked, msg, &report)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SYNC_STAGES;
+
+    /// The pipeline's module header lists the stages; it must match the code exactly.
+    #[test]
+    fn the_module_header_names_the_stages_in_code_order() {
+        let header: String = include_str!("mod.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut from = 0;
+        for (i, (name, _)) in SYNC_STAGES.iter().enumerate() {
+            let needle = format!("{}. **{name}**", i + 1);
+            let at = header[from..]
+                .find(&needle)
+                .unwrap_or_else(|| panic!("header does not list stage {needle:?} in order"));
+            from += at + needle.len();
+        }
+        assert!(
+            !header[from..].contains(&format!("{}. **", SYNC_STAGES.len() + 1)),
+            "header lists more stages than SYNC_STAGES"
+        );
+    }
+}
