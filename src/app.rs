@@ -63,8 +63,9 @@ impl RunningApp {
     /// # Errors
     /// As [`Self::start`].
     pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Self, StartError> {
-        let prom = admin::prometheus();
-        let _ = prom;
+        // First: every counter below binds to the recorder that is global when it is
+        // registered (see `metrics::install`).
+        let prom = crate::metrics::install();
         let config_path = std::path::PathBuf::from(&cfg.source);
         let loaded = cfg.into_loaded().map_err(StartError::Config)?;
         let fixed = loaded.fixed.clone();
@@ -113,7 +114,6 @@ impl RunningApp {
             let pipeline = Arc::clone(&pipeline);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                let prom = admin::prometheus();
                 loop {
                     tick.tick().await;
                     pipeline.maintenance_tick();

@@ -4,6 +4,10 @@
 //! histograms. Label values are bounded sets (group names from config, verdict strings, a fixed
 //! set of query-type mnemonics) so the series count stays bounded.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
 /// Queries answered, by `group`, `verdict` and `qtype`.
 pub const QUERIES_TOTAL: &str = "dnsward_queries_total";
 /// Time from receipt to answer, by `protocol`.
@@ -44,3 +48,35 @@ pub const DETECTOR_EVICTIONS_TOTAL: &str = "dnsward_detector_evictions_total";
 pub const POLICY_VERSION: &str = "dnsward_policy_version";
 /// Policy reloads, by `result` (`ok`, `rejected`).
 pub const POLICY_RELOADS_TOTAL: &str = "dnsward_policy_reloads_total";
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the Prometheus recorder once per process and return its handle.
+///
+/// Call it first thing when starting ([`crate::app::RunningApp::start_with_clock`] does): the
+/// `metrics` macros bind a handle to whatever recorder is global *when they run*, and the
+/// pipeline, cache and listeners register their counters once at construction. A counter
+/// registered before the recorder exists is bound to the no-op recorder for good and never
+/// shows on `/metrics`. Later calls return the same handle.
+///
+/// Latency histograms get buckets from 50 µs to 5 s, fit for a resolver whose cache hits take
+/// microseconds and whose upstream misses take milliseconds.
+pub fn install() -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let buckets = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by an embedding program); then
+            // our handle still renders, just without the global counters.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -8,9 +8,8 @@
 pub mod api;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,32 +85,6 @@ impl AdminConfig {
     }
 }
 
-static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Install the Prometheus recorder once per process and return its handle.
-///
-/// Latency histograms get buckets from 50 µs to 5 s, fit for a resolver whose cache hits take
-/// microseconds and whose upstream misses take milliseconds.
-pub fn prometheus() -> PrometheusHandle {
-    RECORDER
-        .get_or_init(|| {
-            let buckets = [
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ];
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (e.g. by an embedding program); then
-            // our handle still renders, just without the global counters.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
-
 /// A running admin endpoint.
 #[derive(Debug)]
 pub struct RunningAdmin {
@@ -143,7 +116,7 @@ pub async fn start(
         pipeline,
         control,
         token: token.map(Into::into),
-        prom: prometheus(),
+        prom: crate::metrics::install(),
     };
     let app = crate::admin::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
