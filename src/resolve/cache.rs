@@ -88,7 +88,9 @@ impl CacheConfig {
     }
 }
 
-/// Cache key: the question, lower-cased, plus the DO bit (answers with DNSSEC records differ).
+/// Cache key: the question, lower-cased, plus the DO bit (answers with DNSSEC records differ)
+/// and the CD bit (an answer fetched with checking disabled may be bogus data a validating
+/// upstream would have refused: it must never be served to a client that wants checking).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     /// Query name, lower-case presentation form.
@@ -99,11 +101,20 @@ pub struct CacheKey {
     pub qclass: u16,
     /// DNSSEC OK bit.
     pub dnssec_ok: bool,
+    /// Checking Disabled bit.
+    pub checking_disabled: bool,
 }
 
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        CacheKeyRef::from_parts(&self.name, self.qtype, self.qclass, self.dnssec_ok).hash(state);
+        CacheKeyRef::from_parts(
+            &self.name,
+            self.qtype,
+            self.qclass,
+            self.dnssec_ok,
+            self.checking_disabled,
+        )
+        .hash(state);
     }
 }
 
@@ -114,22 +125,30 @@ pub struct CacheKeyRef<'a> {
     qtype: u16,
     qclass: u16,
     dnssec_ok: bool,
+    checking_disabled: bool,
 }
 
 impl<'a> CacheKeyRef<'a> {
-    fn from_parts(name: &'a str, qtype: u16, qclass: u16, dnssec_ok: bool) -> Self {
+    fn from_parts(
+        name: &'a str,
+        qtype: u16,
+        qclass: u16,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Self {
         Self {
             name,
             qtype,
             qclass,
             dnssec_ok,
+            checking_disabled,
         }
     }
 
     /// The key for a query.
     #[must_use]
     pub fn of(q: &'a Query<'_>) -> Self {
-        Self::from_parts(&q.name, q.qtype, q.qclass, q.dnssec_ok())
+        Self::from_parts(&q.name, q.qtype, q.qclass, q.dnssec_ok(), q.cd)
     }
 
     /// An owned key.
@@ -140,6 +159,7 @@ impl<'a> CacheKeyRef<'a> {
             qtype: self.qtype,
             qclass: self.qclass,
             dnssec_ok: self.dnssec_ok,
+            checking_disabled: self.checking_disabled,
         }
     }
 }
@@ -150,6 +170,7 @@ impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
             && self.qtype == key.qtype
             && self.qclass == key.qclass
             && self.dnssec_ok == key.dnssec_ok
+            && self.checking_disabled == key.checking_disabled
     }
 }
 
@@ -515,6 +536,27 @@ mod tests {
         assert_eq!(ttls(&out), vec![200]);
         clock.advance(Duration::from_secs(200));
         assert!(cache.get(&q).is_none(), "expired at TTL");
+    }
+
+    #[test]
+    fn an_answer_fetched_with_checking_disabled_is_not_served_to_a_validating_client() {
+        let clock = ManualClock::new();
+        let cache = AnswerCache::new(&CacheConfig::default(), clock.clone());
+        let mut cd = query_bytes("www.example.com", rtype::A, None);
+        cd[3] |= 0x10; // CD
+        let cd_q = wire::parse_query(&cd).unwrap();
+        assert!(cd_q.cd);
+        let plain = query_bytes("www.example.com", rtype::A, None);
+        let plain_q = wire::parse_query(&plain).unwrap();
+        let prepared = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
+        cache.insert(&cd_q, &prepared);
+        assert!(cache.get(&cd_q).is_some(), "a CD=1 client gets the CD=1 answer");
+        assert!(
+            cache.get(&plain_q).is_none(),
+            "a CD=0 client must not get data fetched with checking disabled"
+        );
     }
 
     #[test]
