@@ -5,9 +5,12 @@
 //! allow rules in both modes, so an operator can carve `secrets.corp.internal` out of an
 //! allowed `*.corp.internal`.
 //!
-//! Rules are exact names (`api.openai.com`) or wildcards (`*.corp.internal`). A wildcard covers
-//! every name *below* the suffix but not the suffix itself: list `corp.internal` as well to
-//! allow the apex. Matching walks the query name's parents once against two hash sets, so its
+//! Rules are exact names (`api.openai.com`) or wildcards (`*.corp.internal`). An allow wildcard
+//! covers every name *below* the suffix but not the suffix itself: list `corp.internal` as well
+//! to allow the apex; an exact allow rule allows that name only. A **deny** rule always covers
+//! the name *and everything below it* (the safe default): denying `secrets.corp.internal` also
+//! denies `db.secrets.corp.internal`, which an allowed `*.corp.internal` would otherwise let
+//! through. Matching walks the query name's parents once against two hash sets, so its
 //! cost is independent of how many rules a group has.
 
 use std::collections::HashSet;
@@ -145,8 +148,23 @@ impl RuleSet {
         self.len() == 0
     }
 
-    /// The rule that matches `name` (lower-case, no trailing dot), preferring the exact rule,
-    /// then the closest wildcard.
+    /// The deny rule that covers `name` (lower-case, no trailing dot): an exact rule for the
+    /// name or any of its parents, or a wildcard for a parent; the closest wins.
+    #[must_use]
+    pub fn find_covering(&self, name: &str) -> Option<RuleMatch<'_>> {
+        self_and_parents(name).enumerate().find_map(|(i, parent)| {
+            if let Some(e) = self.exact.get(parent) {
+                return Some(RuleMatch::Exact(e));
+            }
+            (i > 0)
+                .then(|| self.wildcard.get(parent))
+                .flatten()
+                .map(|w| RuleMatch::Wildcard(w))
+        })
+    }
+
+    /// The allow rule that matches `name` (lower-case, no trailing dot), preferring the exact
+    /// rule, then the closest wildcard.
     #[must_use]
     pub fn find(&self, name: &str) -> Option<RuleMatch<'_>> {
         if let Some(e) = self.exact.get(name) {
@@ -261,7 +279,7 @@ impl Group {
     /// Decide whether this group may resolve `name` (lower-case, no trailing dot).
     #[must_use]
     pub fn decide(&self, name: &str) -> Decision<'_> {
-        if let Some(rule) = self.deny.find(name) {
+        if let Some(rule) = self.deny.find_covering(name) {
             return Decision::Block { rule: Some(rule) };
         }
         match self.mode {
@@ -460,8 +478,18 @@ mod tests {
                 rule: Some(RuleMatch::Exact("secrets.corp.internal"))
             }
         );
+        // A deny rule covers everything below the name too.
+        assert_eq!(
+            g.decide("db.secrets.corp.internal"),
+            Decision::Block {
+                rule: Some(RuleMatch::Exact("secrets.corp.internal"))
+            }
+        );
+        assert!(g.decide("notsecrets.corp.internal").is_allowed());
+        assert!(g.decide("other.corp.internal").is_allowed());
         let g = group(Mode::Denylist, &[], &["*.bad.example"]);
         assert!(g.decide("anything.example").is_allowed());
+        assert!(g.decide("bad.example").is_allowed(), "a wildcard is below the apex");
         assert_eq!(
             g.decide("x.bad.example").reason(),
             "deny rule *.bad.example"
