@@ -38,6 +38,19 @@ pub fn self_and_parents(name: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// True when `name` is `zone` or a name below it (both lower-case, no trailing dot; the root
+/// `"."` or `""` covers every name).
+#[must_use]
+pub fn is_at_or_below(name: &str, zone: &str) -> bool {
+    if zone.is_empty() || zone == "." {
+        return true;
+    }
+    name == zone
+        || (name.len() > zone.len()
+            && name.ends_with(zone)
+            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+}
+
 /// Normalise a configured name: trim, lower-case, drop one trailing dot.
 #[must_use]
 pub fn normalise(name: &str) -> String {
@@ -83,6 +96,15 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_or_below_respects_label_boundaries() {
+        assert!(is_at_or_below("corp.internal", "corp.internal"));
+        assert!(is_at_or_below("a.b.corp.internal", "corp.internal"));
+        assert!(!is_at_or_below("evilcorp.internal", "corp.internal"));
+        assert!(!is_at_or_below("internal", "corp.internal"));
+        assert!(is_at_or_below("anything", "."));
+    }
 
     #[test]
     fn registrable_domains_follow_the_public_suffix_list() {

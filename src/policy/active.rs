@@ -16,6 +16,7 @@ use crate::metrics as m;
 use crate::policy::group::{Group, GroupConfig};
 use crate::policy::identify::{ClientTable, GroupId};
 use crate::policy::verdict::Verdict;
+use crate::resolve::cache::StaleAnswers;
 use crate::resolve::upstream::{UpstreamConfig, Upstreams};
 use crate::resolve::zones::{ZoneSet, ZonesConfig};
 
@@ -202,6 +203,30 @@ impl ActivePolicy {
             files,
         };
         problems.into_result(policy)
+    }
+
+    /// Cached answers that this policy would answer differently than `old` did: names under
+    /// a local zone that `old` did not serve (the cache is consulted before zones), and
+    /// names whose upstream changed.
+    #[must_use]
+    pub fn stale_answers_since(&self, old: &ActivePolicy) -> StaleAnswers {
+        let mut zones = match self.upstreams.stale_since(&old.upstreams) {
+            StaleAnswers::All => return StaleAnswers::All,
+            StaleAnswers::None => Vec::new(),
+            StaleAnswers::Under(z) => z,
+        };
+        let before: std::collections::HashSet<&str> = old.zones.origins().collect();
+        zones.extend(
+            self.zones
+                .origins()
+                .filter(|o| !before.contains(o))
+                .map(Into::into),
+        );
+        if zones.is_empty() {
+            StaleAnswers::None
+        } else {
+            StaleAnswers::Under(zones)
+        }
     }
 
     /// The group with this id.

@@ -257,6 +257,20 @@ pub enum PrepareError {
     Encode(String),
 }
 
+/// Which cached answers a policy change made stale: the cache is consulted before local zones
+/// and upstreams, so an answer cached under the old routing would outlive a reload by up to
+/// its TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaleAnswers {
+    /// Nothing that was cached would be answered differently.
+    None,
+    /// Everything (the default upstreams changed).
+    All,
+    /// Answers for these zones and the names below them (a local zone appeared, a forward
+    /// zone was added, removed or re-pointed).
+    Under(Vec<Box<str>>),
+}
+
 /// The bounded answer cache.
 pub struct AnswerCache {
     /// The store; `None` when caching is disabled.
@@ -333,6 +347,24 @@ impl AnswerCache {
                 Arc::clone(&prepared.answer),
             );
         }
+    }
+
+    /// Drop cached answers that a policy change made stale; returns how many went.
+    pub fn invalidate(&self, stale: &StaleAnswers) -> usize {
+        let Some(store) = self.store.as_ref() else {
+            return 0;
+        };
+        let before = store.len();
+        match stale {
+            StaleAnswers::None => return 0,
+            StaleAnswers::All => store.clear(),
+            StaleAnswers::Under(zones) => store.retain(|key, _| {
+                !zones
+                    .iter()
+                    .any(|zone| crate::names::is_at_or_below(&key.name, zone))
+            }),
+        }
+        before.saturating_sub(store.len())
     }
 
     /// Number of entries.

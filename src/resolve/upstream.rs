@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::config_error::ConfigProblems;
+use crate::resolve::cache::StaleAnswers;
 use crate::metrics as m;
 use crate::names::{normalise, self_and_parents, validate_name};
 use crate::wire;
@@ -187,6 +188,18 @@ pub struct Upstreams {
     total_timeout: Duration,
 }
 
+impl UpstreamSet {
+    /// Same servers (address and transport) in the same order.
+    fn same_servers(&self, other: &UpstreamSet) -> bool {
+        self.servers.len() == other.servers.len()
+            && self
+                .servers
+                .iter()
+                .zip(&other.servers)
+                .all(|(a, b)| a.addr == b.addr && a.transport == b.transport)
+    }
+}
+
 fn build_set(list: &[ServerConfig], at: &str, problems: &mut ConfigProblems) -> UpstreamSet {
     let mut servers = Vec::new();
     for (i, s) in list.iter().enumerate() {
@@ -239,6 +252,32 @@ impl Upstreams {
             default,
             forwards,
             total_timeout: cfg.timeout,
+        }
+    }
+
+    /// Cached answers that would be fetched from elsewhere under `self` than under `old`:
+    /// everything when the default servers changed, else the forward zones that were added,
+    /// removed or re-pointed.
+    #[must_use]
+    pub fn stale_since(&self, old: &Upstreams) -> StaleAnswers {
+        if !self.default.same_servers(&old.default) {
+            return StaleAnswers::All;
+        }
+        let mut zones: Vec<Box<str>> = Vec::new();
+        for (zone, set) in &self.forwards {
+            if !old.forwards.get(zone).is_some_and(|o| o.same_servers(set)) {
+                zones.push(zone.clone());
+            }
+        }
+        for zone in old.forwards.keys() {
+            if !self.forwards.contains_key(zone) {
+                zones.push(zone.clone());
+            }
+        }
+        if zones.is_empty() {
+            StaleAnswers::None
+        } else {
+            StaleAnswers::Under(zones)
         }
     }
 

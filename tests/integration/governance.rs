@@ -537,3 +537,71 @@ async fn reloads_under_load_lose_no_query_and_give_no_wrong_answer() {
     assert_eq!(lost, 0);
     assert_eq!(wrong, 0);
 }
+
+#[tokio::test]
+async fn a_reload_drops_cached_answers_that_its_new_zones_and_forwards_change() {
+    let first = FakeUpstream::new()
+        .with_a("svc.lab.example", [192, 0, 2, 1], 3600)
+        .with_a("www.newzone.example", [192, 0, 2, 1], 3600)
+        .with_a("keep.other.example", [192, 0, 2, 1], 3600)
+        .start()
+        .await;
+    let second = FakeUpstream::new()
+        .with_a("svc.lab.example", [192, 0, 2, 2], 3600)
+        .start()
+        .await;
+    let extra = r#"
+[[groups]]
+name = "r"
+cidrs = ["127.0.0.74/32"]
+mode = "denylist"
+"#;
+    let s = TestServer::start(Some(first.addr), extra).await;
+    let api = Api::new(&s);
+    let ask = |name: &'static str| {
+        let udp = s.udp;
+        async move { a_records(&udp_query(udp, "127.0.0.74", name, RecordType::A).await) }
+    };
+    for name in ["svc.lab.example", "www.newzone.example", "keep.other.example"] {
+        assert_eq!(ask(name).await, ["192.0.2.1"], "{name}");
+    }
+    let cached_before = first.queries();
+    assert_eq!(ask("svc.lab.example").await, ["192.0.2.1"]);
+    assert_eq!(first.queries(), cached_before, "answered from the cache");
+
+    // The reload forwards lab.example elsewhere and adds a local zone for newzone.example.
+    let dir = s.config_path.parent().unwrap().to_path_buf();
+    std::fs::write(
+        dir.join("newzone.example.zone"),
+        "$ORIGIN newzone.example.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 60\n\
+         @ IN NS ns\nns IN A 10.9.0.53\nwww IN A 10.9.0.80\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let text = text.replace(
+        "[zones]\n",
+        "[zones]\nfiles = [{ path = \"newzone.example.zone\" }]\n",
+    ) + &format!(
+        "\n[[upstream.forward]]\nzone = \"lab.example\"\nservers = [{{ address = \"{}\" }}]\n",
+        second.addr
+    );
+    std::fs::write(&s.config_path, text).unwrap();
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "test"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(
+        ask("svc.lab.example").await,
+        ["192.0.2.2"],
+        "the re-pointed forward zone answers at once, not after the cached TTL"
+    );
+    assert_eq!(
+        ask("www.newzone.example").await,
+        ["10.9.0.80"],
+        "the new local zone answers at once"
+    );
+    let before = first.queries();
+    assert_eq!(ask("keep.other.example").await, ["192.0.2.1"]);
+    assert_eq!(first.queries(), before, "unaffected names stay cached");
+}

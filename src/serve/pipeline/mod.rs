@@ -207,8 +207,20 @@ impl Pipeline {
     }
 
     /// Swap in a new policy; queries already admitted finish under the old one.
+    ///
+    /// Cached answers the new policy would give differently (a new local zone, a re-pointed
+    /// forward zone, new default upstreams) are dropped, so a reload takes effect at once
+    /// rather than after their TTLs.
     pub fn swap_policy(&self, policy: Arc<ActivePolicy>) {
+        let stale = {
+            let old = self.policy.load();
+            policy.stale_answers_since(&old)
+        };
         self.policy.store(policy);
+        let dropped = self.cache.invalidate(&stale);
+        if dropped > 0 {
+            tracing::info!(dropped, ?stale, "reload: dropped cached answers it made stale");
+        }
     }
 
     /// The answer cache.
@@ -349,7 +361,11 @@ impl Pipeline {
         {
             Ok((raw, up)) => match self.cache.prepare(&raw, Arc::clone(&up.label)) {
                 Ok(prepared) => {
-                    self.cache.insert(&q, &prepared);
+                    // An answer fetched under a policy that a reload has since replaced may be
+                    // one the reload made stale: serve it, but do not cache it.
+                    if Arc::ptr_eq(&p.policy, &self.policy.load()) {
+                        self.cache.insert(&q, &prepared);
+                    }
                     let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
                     self.detector
                         .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
