@@ -98,6 +98,7 @@ impl RunningApp {
         let cache = AnswerCache::new(&cfg.cache, Arc::clone(&clock));
         let settings = PipelineSettings {
             unknown_clients: cfg.server.unknown_clients,
+            own_addresses: cfg.server.own_addresses(),
         };
         let detector = Detector::new(&cfg.detect, Arc::clone(&clock));
         let containment = Containment::new(&cfg.containment, Arc::clone(&clock));

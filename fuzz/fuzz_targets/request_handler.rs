@@ -32,7 +32,7 @@ fn pipeline() -> &'static Pipeline {
             policy,
             AnswerCache::new(&CacheConfig::default(), clock.clone()),
             EventSender::disabled(),
-            PipelineSettings { unknown_clients: UnknownClients::Refuse },
+            PipelineSettings { unknown_clients: UnknownClients::Refuse, ..Default::default() },
             clock.clone(),
             Detector::new(&cfg.detect, clock.clone()),
             Containment::new(&cfg.containment, clock),

@@ -94,6 +94,16 @@ pub struct GroupConfig {
     /// Tunnel-detection settings for this group.
     #[serde(default)]
     pub detect: crate::detect::GroupDetectConfig,
+    /// Block forwarded answers that point at loopback, private (RFC 1918, ULA), link-local
+    /// (169.254.169.254, cloud metadata), CGNAT or unspecified addresses, or at the resolver's
+    /// own addresses: DNS rebinding (default on). Local zones and conditional forward zones
+    /// are trusted and never checked.
+    #[serde(default = "default_true")]
+    pub block_private_answers: bool,
+    /// Names (and everything below them) whose forwarded answers may be private addresses,
+    /// like Unbound's `private-domain`.
+    #[serde(default)]
+    pub private_answers_allowed: Vec<String>,
 }
 
 fn default_block_ttl() -> Duration {
@@ -239,6 +249,10 @@ pub struct Group {
     pub block: BlockAnswer,
     /// Tunnel-detection settings.
     pub detect: crate::detect::GroupDetectConfig,
+    /// Block forwarded answers with private or internal addresses.
+    pub block_private_answers: bool,
+    /// Names whose forwarded answers may be private (they and everything below them).
+    pub private_answers_allowed: RuleSet,
 }
 
 /// What the policy says about a name.
@@ -349,6 +363,15 @@ impl Group {
             );
         }
         cfg.detect.validate(&format!("{at}.detect"), problems);
+        let mut private_answers_allowed = RuleSet::default();
+        for (i, r) in cfg.private_answers_allowed.iter().enumerate() {
+            add_rule(
+                &mut private_answers_allowed,
+                r,
+                &format!("{at}.private_answers_allowed[{i}]"),
+                problems,
+            );
+        }
         let group = Self {
             name: Arc::from(cfg.name.trim()),
             cidrs,
@@ -357,9 +380,15 @@ impl Group {
             deny,
             block,
             detect: cfg.detect.clone(),
+            block_private_answers: cfg.block_private_answers,
+            private_answers_allowed,
         };
         (group, files)
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Parse a CIDR (`10.0.0.0/8`) or a bare address (a /32 or /128).
@@ -489,7 +518,10 @@ mod tests {
         assert!(g.decide("other.corp.internal").is_allowed());
         let g = group(Mode::Denylist, &[], &["*.bad.example"]);
         assert!(g.decide("anything.example").is_allowed());
-        assert!(g.decide("bad.example").is_allowed(), "a wildcard is below the apex");
+        assert!(
+            g.decide("bad.example").is_allowed(),
+            "a wildcard is below the apex"
+        );
         assert_eq!(
             g.decide("x.bad.example").reason(),
             "deny rule *.bad.example"

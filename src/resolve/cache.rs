@@ -16,6 +16,7 @@
 //! hits as well as misses.
 
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,6 +192,8 @@ pub struct CachedAnswer {
     pub answers: u16,
     /// Targets of CNAMEs in the answer, for per-group answer checks.
     pub cname_targets: Box<[Box<str>]>,
+    /// A and AAAA addresses in the answer, for answer checks and egress.
+    pub addresses: Box<[IpAddr]>,
     /// Which upstream answered.
     pub upstream: Arc<str>,
 }
@@ -223,7 +226,8 @@ impl CachedAnswer {
     /// Approximate memory used by this entry.
     fn weight(&self) -> u64 {
         let names: usize = self.cname_targets.iter().map(|n| n.len() + 16).sum();
-        (self.bytes.len() + self.ttl_offsets.len() * 2 + names + 160) as u64
+        let addresses = self.addresses.len() * std::mem::size_of::<IpAddr>();
+        (self.bytes.len() + self.ttl_offsets.len() * 2 + names + addresses + 160) as u64
     }
 }
 
@@ -425,6 +429,15 @@ impl AnswerCache {
                 _ => None,
             })
             .collect();
+        let addresses: Box<[IpAddr]> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
         let answers = u16::try_from(m.answers.len()).unwrap_or(u16::MAX);
         let min = secs(self.cfg.min_ttl);
         let max = secs(self.cfg.max_ttl).max(min);
@@ -476,6 +489,7 @@ impl AnswerCache {
             rcode: code,
             answers,
             cname_targets,
+            addresses,
             upstream,
         };
         Ok(Prepared {
@@ -584,7 +598,10 @@ mod tests {
             .prepare(&upstream_answer(300, false), "u".into())
             .unwrap();
         cache.insert(&cd_q, &prepared);
-        assert!(cache.get(&cd_q).is_some(), "a CD=1 client gets the CD=1 answer");
+        assert!(
+            cache.get(&cd_q).is_some(),
+            "a CD=1 client gets the CD=1 answer"
+        );
         assert!(
             cache.get(&plain_q).is_none(),
             "a CD=0 client must not get data fetched with checking disabled"

@@ -23,9 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::config_error::ConfigProblems;
-use crate::resolve::cache::StaleAnswers;
 use crate::metrics as m;
 use crate::names::{normalise, self_and_parents, validate_name};
+use crate::resolve::cache::StaleAnswers;
 use crate::wire;
 
 /// Transport to an upstream.
@@ -279,6 +279,12 @@ impl Upstreams {
         } else {
             StaleAnswers::Under(zones)
         }
+    }
+
+    /// Whether `name` is inside a conditional forward zone (the operator's own resolvers).
+    #[must_use]
+    pub fn is_forward_zone_name(&self, name: &str) -> bool {
+        !self.forwards.is_empty() && self_and_parents(name).any(|p| self.forwards.contains_key(p))
     }
 
     /// The server set for a name: the longest matching forward zone, or the default.

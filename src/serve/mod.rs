@@ -87,6 +87,18 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The addresses this server answers on (wildcard addresses left out): a forwarded answer
+    /// pointing at one of them is a rebinding attempt.
+    #[must_use]
+    pub fn own_addresses(&self) -> Vec<std::net::IpAddr> {
+        self.listen
+            .iter()
+            .filter_map(|l| l.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect()
+    }
+
     /// Check the section, pushing every problem.
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
         if self.listen.is_empty() {

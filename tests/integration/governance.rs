@@ -562,7 +562,11 @@ mode = "denylist"
         let udp = s.udp;
         async move { a_records(&udp_query(udp, "127.0.0.74", name, RecordType::A).await) }
     };
-    for name in ["svc.lab.example", "www.newzone.example", "keep.other.example"] {
+    for name in [
+        "svc.lab.example",
+        "www.newzone.example",
+        "keep.other.example",
+    ] {
         assert_eq!(ask(name).await, ["192.0.2.1"], "{name}");
     }
     let cached_before = first.queries();

@@ -227,6 +227,74 @@ async fn cname_to_a_name_the_group_may_not_resolve_is_blocked() {
 }
 
 #[tokio::test]
+async fn forwarded_answers_with_internal_addresses_are_blocked_and_logged() {
+    let up = FakeUpstream::new()
+        .with_a("meta.rebind.example", [169, 254, 169, 254], 300)
+        .with_a("lan.rebind.example", [10, 0, 0, 5], 300)
+        .with_a("loop.rebind.example", [127, 0, 0, 1], 300)
+        .with_aaaa("ula.rebind.example", "fd00::5".parse().unwrap(), 300)
+        .with_a("public.rebind.example", [192, 0, 2, 7], 300)
+        .with_a("lan.intranet.example", [10, 0, 0, 6], 300)
+        .start()
+        .await;
+    let groups = r#"
+[[groups]]
+name = "rb"
+cidrs = ["127.0.0.15/32"]
+mode = "denylist"
+private_answers_allowed = ["intranet.example"]
+
+[[groups]]
+name = "rb-off"
+cidrs = ["127.0.0.16/32"]
+mode = "denylist"
+block_private_answers = false
+"#;
+    let mut s = TestServer::start(Some(up.addr), groups).await;
+    for (name, rtype) in [
+        ("meta.rebind.example", RecordType::A),
+        ("lan.rebind.example", RecordType::A),
+        ("loop.rebind.example", RecordType::A),
+        ("ula.rebind.example", RecordType::AAAA),
+    ] {
+        for round in ["fresh", "cached"] {
+            let m = udp_query(s.udp, "127.0.0.15", name, rtype).await;
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name} ({round}) is blocked"
+            );
+            assert!(m.answers.is_empty(), "{name} ({round})");
+        }
+    }
+    let ok = udp_query(s.udp, "127.0.0.15", "public.rebind.example", RecordType::A).await;
+    assert_eq!(a_records(&ok), ["192.0.2.7"]);
+    let exempt = udp_query(s.udp, "127.0.0.15", "lan.intranet.example", RecordType::A).await;
+    assert_eq!(a_records(&exempt), ["10.0.0.6"], "private_answers_allowed");
+    let off = udp_query(s.udp, "127.0.0.16", "meta.rebind.example", RecordType::A).await;
+    assert_eq!(
+        a_records(&off),
+        ["169.254.169.254"],
+        "switched off per group"
+    );
+    // Local zones are the operator's own data: their private addresses pass.
+    let zone = udp_query(s.udp, "127.0.0.15", "api.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&zone), ["10.0.1.10", "10.0.1.11"]);
+    let events = s.stop_and_read_events().await;
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["qname"] == "meta.rebind.example")
+        .filter(|e| e["verdict"] == "block")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{events:#?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("169.254.169.254")),
+        "the event names the address: {reasons:?}"
+    );
+}
+
+#[tokio::test]
 async fn local_zones_answer_authoritatively() {
     let s = TestServer::start(None, AGENTS).await;
     let m = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;

@@ -51,6 +51,7 @@ fn pipeline(detect: bool) -> Pipeline {
         EventSender::disabled(),
         PipelineSettings {
             unknown_clients: UnknownClients::Refuse,
+            ..Default::default()
         },
         Arc::clone(&clock),
         Detector::new(&cfg.detect, Arc::clone(&clock)),

@@ -12,6 +12,7 @@ use crate::clock::SharedClock;
 use crate::contain::ClientGate;
 use crate::events::{Event, EventBody, QueryEvent};
 use crate::policy::active::ActivePolicy;
+use crate::policy::answer_check::AnswerProblem;
 use crate::policy::group::Group;
 use crate::policy::identify::GroupId;
 use crate::policy::verdict::Verdict;
@@ -95,15 +96,16 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn block_target(
+    /// The group's block answer for an answer that failed the answer check.
+    pub(super) fn block_answer(
         &self,
         ctx: &Asked<'_, '_>,
         group: &Group,
-        target: &str,
+        problem: AnswerProblem<'_>,
         cache_hit: bool,
     ) -> Vec<u8> {
         let msg = group.block.encode(ctx.q);
-        let why = || format!("CNAME target {target} not allowed");
+        let why = || problem.to_string();
         let report = Report::new(group.block.verdict(), &why).cached(cache_hit);
         self.finish(ctx, msg, &report)
     }

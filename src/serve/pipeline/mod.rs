@@ -50,10 +50,11 @@ use crate::events::{Event, EventBody};
 use crate::metrics as m;
 use crate::names::registrable_domain;
 use crate::policy::active::ActivePolicy;
-use crate::policy::answer_check::forbidden_target;
+use crate::policy::answer_check::{AnswerProblem, AnswerSource, check_answer};
+use crate::policy::group::Group;
 use crate::policy::identify::{GroupId, canonical};
 use crate::policy::verdict::Verdict;
-use crate::resolve::cache::AnswerCache;
+use crate::resolve::cache::{AnswerCache, CachedAnswer};
 use crate::wire::{self, Query, rcode};
 
 mod account;
@@ -127,10 +128,13 @@ pub struct Pending {
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct PipelineSettings {
     /// What unknown clients get.
     pub unknown_clients: UnknownClients,
+    /// The resolver's own listening addresses: a forwarded answer pointing at one of them is
+    /// a rebinding attempt (see [`crate::policy::answer_check`]).
+    pub own_addresses: Vec<IpAddr>,
 }
 
 /// The query pipeline with its long-lived state (cache, event sender, metrics).
@@ -219,7 +223,11 @@ impl Pipeline {
         self.policy.store(policy);
         let dropped = self.cache.invalidate(&stale);
         if dropped > 0 {
-            tracing::info!(dropped, ?stale, "reload: dropped cached answers it made stale");
+            tracing::info!(
+                dropped,
+                ?stale,
+                "reload: dropped cached answers it made stale"
+            );
         }
     }
 
@@ -335,8 +343,15 @@ impl Pipeline {
                     _ => None,
                 })
                 .collect();
-            if let Some(target) = forbidden_target(group, &targets) {
-                return Some(self.block_target(&ctx, group, target, false));
+            if let Some(problem) = check_answer(
+                group,
+                &q.name,
+                &targets,
+                &[],
+                AnswerSource::Trusted,
+                &self.settings.own_addresses,
+            ) {
+                return Some(self.block_answer(&ctx, group, problem, false));
             }
             let upstream = format!("zone:{}", answer.zone);
             let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
@@ -369,8 +384,10 @@ impl Pipeline {
                     let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
                     self.detector
                         .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
-                    if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
-                        return Some(self.block_target(&ctx, group, target, false));
+                    if let Some(problem) =
+                        self.check_answer(policy, group, &q.name, &prepared.answer)
+                    {
+                        return Some(self.block_answer(&ctx, group, problem, false));
                     }
                     let msg = prepared
                         .answer
@@ -392,6 +409,29 @@ impl Pipeline {
                 Some(self.finish(&ctx, msg, &report))
             }
         }
+    }
+
+    /// The answer check for an upstream answer (cached or fresh) to `qname`.
+    fn check_answer<'a>(
+        &self,
+        policy: &ActivePolicy,
+        group: &Group,
+        qname: &str,
+        answer: &'a CachedAnswer,
+    ) -> Option<AnswerProblem<'a>> {
+        let source = if policy.upstreams.is_forward_zone_name(qname) {
+            AnswerSource::Trusted
+        } else {
+            AnswerSource::Forwarded
+        };
+        check_answer(
+            group,
+            qname,
+            &answer.cname_targets,
+            &answer.addresses,
+            source,
+            &self.settings.own_addresses,
+        )
     }
 
     /// Periodic upkeep (about once a second): end expired containments, publish table sizes.

@@ -9,7 +9,6 @@ use super::{Outcome, Pipeline};
 use crate::contain::{ClientGate, DomainGate};
 use crate::detect::{Assessment, Level, Observation};
 use crate::events::{Event, EventBody};
-use crate::policy::answer_check::forbidden_target;
 use crate::policy::group::{BlockAnswer, BlockKind, Decision, Group};
 use crate::policy::verdict::Verdict;
 use crate::wire::{self, rcode};
@@ -179,9 +178,9 @@ impl Pipeline {
                 a.now.get(),
             );
         }
-        if let Some(target) = forbidden_target(a.group, &hit.cname_targets) {
+        if let Some(problem) = self.check_answer(a.asked.policy, a.group, &q.name, &hit) {
             return Step::Break(Outcome::Reply(
-                self.block_target(&a.asked, a.group, target, true),
+                self.block_answer(&a.asked, a.group, problem, true),
             ));
         }
         let msg = hit.render(q, a.now.get(), a.asked.protocol.max_len(q));
