@@ -161,8 +161,8 @@ impl ActivePolicy {
         let version = PolicyVersion::default();
         let mut problems = ConfigProblems::default();
         let base = cfg.base_dir;
-        let upstreams = Upstreams::from_config(&cfg.upstream, "upstream", &mut problems);
-        let zones = ZoneSet::load(&cfg.zones, base, &mut problems);
+        let upstreams = Upstreams::from_config(cfg.upstream, "upstream", &mut problems);
+        let zones = ZoneSet::load(cfg.zones, base, &mut problems);
         let mut files: Vec<PathBuf> = zones.files().to_vec();
         if cfg.upstream.servers.is_empty()
             && cfg.upstream.forward.is_empty()
