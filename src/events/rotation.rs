@@ -5,7 +5,7 @@
 //! number (the one numbered `keep` is removed), the live file becomes `.1` and a new live file
 //! is started, so no line is ever split across files. `keep = 0` keeps no rotated file: the live
 //! file is simply restarted. [`rotated_path`] is the naming rule; the writer task in
-//! [`super::sink`] owns the queue and batching and hands whole lines to [`RotatingFile`].
+//! [`super::sink`] owns the queue and batching and hands whole lines to `RotatingFile`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

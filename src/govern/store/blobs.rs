@@ -17,6 +17,8 @@ use super::{FileEntry, PolicyStore, StoreError};
 ///
 /// # Errors
 /// A file cannot be read, or the working directory is needed and unknown.
+///
+/// [`ActivePolicy::files`]: crate::policy::active::ActivePolicy::files
 pub fn content_hash(config_path: &Path, files: &[PathBuf]) -> io::Result<String> {
     let snapshot = PolicyFiles::read(config_path, files).map_err(|e| match e {
         StoreError::Io { source, path, .. } => {

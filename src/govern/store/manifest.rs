@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::{hash_entries, is_hex_sha256};
 use super::fs::{io_err, is_normal_absolute, write_atomic};
+#[cfg(doc)]
+use super::{ACTION_LOAD, ACTION_RELOAD, ACTION_ROLLBACK, content_hash};
 use super::{MAX_NUMBER_RETRIES, PolicyStore, StoreError};
+#[cfg(doc)]
+use crate::policy::active::ActivePolicy;
 use crate::policy::active::PolicyVersion;
 
 /// One file of a version: where it was read from and the SHA-256 (hex) of its bytes.

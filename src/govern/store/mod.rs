@@ -27,7 +27,7 @@
 //! [`StoreError::OutsideSnapshot`]) if the rebuilt policy read any file outside the tree, which
 //! is what an absolute path in the config would cause: a rollback never silently uses live data.
 //! Load a snapshot with [`PolicyStore::load_snapshot`] rather than a bare config load: through
-//! [`ConfigLoader::load_snapshot`](crate::govern::control::ConfigLoader::load_snapshot) it also points a relative `events.path` (an output, not
+//! [`ConfigLoader::load_snapshot`] it also points a relative `events.path` (an output, not
 //! policy) back at the live config directory instead of into the tree.
 //!
 //! # Crash safety
@@ -56,9 +56,13 @@
 //!   [`PolicyStore::diff`].
 //!
 //! May import the foundation modules, `policy` (a policy's version identity) and
-//! [`crate::govern::control`] (the [`ConfigLoader`](crate::govern::control::ConfigLoader) a snapshot is loaded through). It must not
+//! [`crate::govern::control`] (the [`ConfigLoader`] a snapshot is loaded through). It must not
 //! import the composed `crate::config`: `config` composes this module's [`StoreConfig`]. Test
 //! modules may, to exercise the store with real configuration files.
+//!
+//! [`ConfigLoader`]: crate::govern::control::ConfigLoader
+//! [`ConfigLoader::load_snapshot`]: crate::govern::control::ConfigLoader::load_snapshot
+//! [`ActivePolicy::files`]: crate::policy::active::ActivePolicy::files
 
 mod blobs;
 #[cfg(test)]
@@ -285,6 +289,8 @@ impl PolicyStore {
     /// # Errors
     /// A file cannot be read, the store cannot be written, `action` is not load/reload, or the
     /// newest manifest is corrupt.
+    ///
+    /// [`ActivePolicy::files`]: crate::policy::active::ActivePolicy::files
     pub fn record(
         &self,
         config_path: &Path,

@@ -166,6 +166,8 @@ impl PolicyStore {
     ///
     /// # Errors
     /// [`StoreError::OutsideSnapshot`] or [`StoreError::SnapshotMismatch`].
+    ///
+    /// [`ActivePolicy::files`]: crate::policy::active::ActivePolicy::files
     pub fn check_reads_only_snapshot(
         &self,
         version: &VersionInfo,
