@@ -6,6 +6,7 @@
 //! `sink::EventSender`, which never blocks: the queue is bounded, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
 
+pub mod rotation;
 pub mod sink;
 
 use std::collections::BTreeMap;

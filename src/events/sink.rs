@@ -12,13 +12,13 @@
 //! event as soon as the queue is momentarily empty. Blocking file and stdout I/O runs on tokio's
 //! blocking pool, never on a worker that answers queries.
 //!
-//! The file sink rotates by size: before a line would take `events.jsonl` past `rotate_bytes`,
-//! it is renamed `events.jsonl.1` (older ones shift up to `.keep`, the oldest is removed) and a
-//! new file is started, so no line is ever split across files. A write error is logged, the lines
+//! The file sink rotates by size (see [`super::rotation`]): before a line would take
+//! `events.jsonl` past `rotate_bytes`, it is renamed `events.jsonl.1` (older ones shift up to
+//! `.keep`, the oldest is removed) and a new file is started, so no line is ever split across
+//! files. A write error is logged, the lines
 //! it lost are counted as `dropped{cause="io"}`, any partial line is cut off the file, and the
 //! writer carries on with the next batch.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::Event;
+use super::rotation::RotatingFile;
 use crate::config_error::ConfigProblems;
 use crate::metrics::{EVENTS_DROPPED_TOTAL, EVENTS_WRITTEN_TOTAL};
 
@@ -341,15 +342,7 @@ pub fn spawn_with_encoder(
                     "events: sink = \"file\" needs a path",
                 )
             })?;
-            let file = open_append(&path)?;
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Output::File(RotatingFile {
-                path,
-                file: Some(file),
-                size,
-                rotate_bytes: cfg.rotate_bytes.max(1),
-                keep: cfg.keep,
-            })
+            Output::File(RotatingFile::open(path, cfg.rotate_bytes, cfg.keep)?)
         }
     };
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
@@ -379,19 +372,6 @@ pub fn spawn_with_encoder(
             writer: Some((stop_tx, task)),
         },
     ))
-}
-
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open event log {}: {e}", path.display()),
-            )
-        })
 }
 
 /// The writer task's state.
@@ -547,133 +527,15 @@ impl Output {
     fn sync(&mut self) -> io::Result<()> {
         match self {
             Output::Stdout => io::stdout().lock().flush(),
-            Output::File(file) => match &file.file {
-                Some(f) => f.sync_all(),
-                None => Ok(()),
-            },
+            Output::File(file) => file.sync(),
         }
-    }
-}
-
-/// `events.jsonl` plus `events.jsonl.1` … `.keep`, rotated by size between lines.
-struct RotatingFile {
-    path: PathBuf,
-    /// `None` after a failure that left no usable file; reopened on the next batch.
-    file: Option<File>,
-    /// Bytes in the current file known to be whole lines.
-    size: u64,
-    rotate_bytes: u64,
-    keep: u32,
-}
-
-impl RotatingFile {
-    fn write_lines(&mut self, buf: &[u8], line_ends: &[usize]) -> (usize, Option<io::Error>) {
-        let mut done = 0; // lines written
-        while done < line_ends.len() {
-            let start = if done == 0 { 0 } else { line_ends[done - 1] };
-            if self.size > 0 && self.size + (line_ends[done] - start) as u64 > self.rotate_bytes {
-                self.rotate();
-            }
-            // The longest run of lines that fits in the current file (at least one line, so a
-            // line longer than the limit still gets a file of its own).
-            let mut end_line = done + 1;
-            while end_line < line_ends.len()
-                && self.size + (line_ends[end_line] - start) as u64 <= self.rotate_bytes
-            {
-                end_line += 1;
-            }
-            let chunk = &buf[start..line_ends[end_line - 1]];
-            if let Err(e) = self.append(chunk) {
-                return (done, Some(e));
-            }
-            done = end_line;
-        }
-        (done, None)
-    }
-
-    fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if self.file.is_none() {
-            let file = open_append(&self.path)?;
-            self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            self.file = Some(file);
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(io::Error::other("event log is not open"));
-        };
-        match file.write_all(chunk) {
-            Ok(()) => {
-                self.size += chunk.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                // Cut off any partial line so every line in the file stays a whole JSON object;
-                // if even that fails, reopen next time rather than keep a file in an unknown state.
-                if file.set_len(self.size).is_err() {
-                    self.file = None;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Shift `path.N` → `path.N+1` (dropping the oldest), `path` → `path.1`, start a new file.
-    /// A failed rename is logged and writing continues in the current file: a file too big is
-    /// better than lost events.
-    fn rotate(&mut self) {
-        if let Some(f) = self.file.take()
-            && let Err(e) = f.sync_all()
-        {
-            tracing::warn!(error = %e, "event log sync before rotation failed");
-        }
-        let rotated = |n: u32| {
-            let mut name = self.path.clone().into_os_string();
-            name.push(format!(".{n}"));
-            PathBuf::from(name)
-        };
-        let result = (|| -> io::Result<()> {
-            if self.keep == 0 {
-                return fs::remove_file(&self.path);
-            }
-            remove_if_exists(&rotated(self.keep))?;
-            for n in (1..self.keep).rev() {
-                rename_if_exists(&rotated(n), &rotated(n + 1))?;
-            }
-            fs::rename(&self.path, rotated(1))
-        })();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, path = %self.path.display(), "event log rotation failed");
-        }
-        // Reopened here so the size restarts from whatever the file now holds (0 after a
-        // successful rotation, the old size after a failed one).
-        match open_append(&self.path) {
-            Ok(file) => {
-                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(file);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "event log could not be reopened after rotation");
-            }
-        }
-    }
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn rename_if_exists(from: &Path, to: &Path) -> io::Result<()> {
-    match fs::rename(from, to) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::fs;
     use std::net::{IpAddr, Ipv4Addr};
 
     use metrics::{

@@ -1,0 +1,214 @@
+//! Size-based rotation of the event log file: `events.jsonl` plus `events.jsonl.1` …
+//! `events.jsonl.<keep>`, newest first.
+//!
+//! Before a line would take the live file past `rotate_bytes`, the rotated files shift up one
+//! number (the one numbered `keep` is removed), the live file becomes `.1` and a new live file
+//! is started, so no line is ever split across files. `keep = 0` keeps no rotated file: the live
+//! file is simply restarted. [`rotated_path`] is the naming rule; the writer task in
+//! [`super::sink`] owns the queue and batching and hands whole lines to `RotatingFile`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The name of rotated file number `n` (1 = newest) of the log at `path`: `path` with `.n`
+/// appended, e.g. `events.jsonl.1`.
+#[must_use]
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.to_path_buf().into_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+pub(super) fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open event log {}: {e}", path.display()),
+            )
+        })
+}
+
+/// `events.jsonl` plus `events.jsonl.1` … `.keep`, rotated by size between lines.
+pub(super) struct RotatingFile {
+    path: PathBuf,
+    /// `None` after a failure that left no usable file; reopened on the next batch.
+    file: Option<File>,
+    /// Bytes in the current file known to be whole lines.
+    size: u64,
+    rotate_bytes: u64,
+    keep: u32,
+}
+
+impl RotatingFile {
+    /// Open (creating if needed) `path` for appending; its current length counts towards
+    /// `rotate_bytes`. `rotate_bytes` is at least 1.
+    ///
+    /// # Errors
+    /// The file cannot be opened; the message names it.
+    pub(super) fn open(path: PathBuf, rotate_bytes: u64, keep: u32) -> io::Result<Self> {
+        let file = open_append(&path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path,
+            file: Some(file),
+            size,
+            rotate_bytes: rotate_bytes.max(1),
+            keep,
+        })
+    }
+
+    /// Write the lines of `buf` (line `i` ends at `line_ends[i]`), rotating between lines.
+    /// Returns how many lines were written in full, and the error that stopped the rest.
+    pub(super) fn write_lines(
+        &mut self,
+        buf: &[u8],
+        line_ends: &[usize],
+    ) -> (usize, Option<io::Error>) {
+        let mut done = 0; // lines written
+        while done < line_ends.len() {
+            let start = if done == 0 { 0 } else { line_ends[done - 1] };
+            if self.size > 0 && self.size + (line_ends[done] - start) as u64 > self.rotate_bytes {
+                self.rotate();
+            }
+            // The longest run of lines that fits in the current file (at least one line, so a
+            // line longer than the limit still gets a file of its own).
+            let mut end_line = done + 1;
+            while end_line < line_ends.len()
+                && self.size + (line_ends[end_line] - start) as u64 <= self.rotate_bytes
+            {
+                end_line += 1;
+            }
+            let chunk = &buf[start..line_ends[end_line - 1]];
+            if let Err(e) = self.append(chunk) {
+                return (done, Some(e));
+            }
+            done = end_line;
+        }
+        (done, None)
+    }
+
+    /// `fsync` the current file, if one is open.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => f.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            let file = open_append(&self.path)?;
+            self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("event log is not open"));
+        };
+        match file.write_all(chunk) {
+            Ok(()) => {
+                self.size += chunk.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut off any partial line so every line in the file stays a whole JSON object;
+                // if even that fails, reopen next time rather than keep a file in an unknown state.
+                if file.set_len(self.size).is_err() {
+                    self.file = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Shift `path.N` → `path.N+1` (dropping the oldest), `path` → `path.1`, start a new file.
+    /// A failed rename is logged and writing continues in the current file: a file too big is
+    /// better than lost events.
+    fn rotate(&mut self) {
+        if let Some(f) = self.file.take()
+            && let Err(e) = f.sync_all()
+        {
+            tracing::warn!(error = %e, "event log sync before rotation failed");
+        }
+        let rotated = |n: u32| rotated_path(&self.path, n);
+        let result = (|| -> io::Result<()> {
+            if self.keep == 0 {
+                return fs::remove_file(&self.path);
+            }
+            remove_if_exists(&rotated(self.keep))?;
+            for n in (1..self.keep).rev() {
+                rename_if_exists(&rotated(n), &rotated(n + 1))?;
+            }
+            fs::rename(&self.path, rotated(1))
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, path = %self.path.display(), "event log rotation failed");
+        }
+        // Reopened here so the size restarts from whatever the file now holds (0 after a
+        // successful rotation, the old size after a failed one).
+        match open_append(&self.path) {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(file);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event log could not be reopened after rotation");
+            }
+        }
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn rename_if_exists(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_append_the_number_to_the_whole_file_name() {
+        assert_eq!(
+            rotated_path(Path::new("/var/log/dnsward/events.jsonl"), 1),
+            Path::new("/var/log/dnsward/events.jsonl.1")
+        );
+        assert_eq!(rotated_path(Path::new("log"), 12), Path::new("log.12"));
+    }
+
+    #[test]
+    fn a_rotating_file_cuts_between_lines_and_keeps_only_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut file = RotatingFile::open(path.clone(), 8, 1).unwrap();
+        // Four 4-byte lines: two fit per 8-byte file.
+        let buf = b"aaa\nbbb\nccc\nddd\n";
+        assert_eq!(file.write_lines(buf, &[4, 8, 12, 16]).0, 4);
+        file.sync().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "ccc\nddd\n");
+        assert_eq!(
+            fs::read_to_string(rotated_path(&path, 1)).unwrap(),
+            "aaa\nbbb\n"
+        );
+        file.write_lines(b"eee\n", &[4]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "eee\n");
+        assert_eq!(
+            fs::read_to_string(rotated_path(&path, 1)).unwrap(),
+            "ccc\nddd\n"
+        );
+        assert!(!rotated_path(&path, 2).exists(), "keep = 1 keeps one");
+    }
+}

@@ -1,0 +1,491 @@
+//! Answering from local zones: the longest-matching zone, exact records, the CNAME chase inside
+//! one zone, RFC 4592 wildcards, NODATA versus NXDOMAIN with the negative SOA, `ANY` as one
+//! RRset, and in-zone addresses of MX/NS/SRV targets as additionals. The rules are listed in
+//! the [`super`] module documentation.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::{MAX_CNAME_CHAIN, ZoneAnswer, ZoneSet};
+use crate::names::self_and_parents;
+
+impl ZoneSet {
+    /// Answer `qname`/`qtype` from the local zones. `qname` is lower-case dotted without a
+    /// trailing dot (other spellings are normalised). `None` means the name is not inside any
+    /// local zone, so it should be forwarded. The longest-matching zone answers.
+    #[must_use]
+    pub fn lookup(&self, qname: &str, qtype: RecordType) -> Option<ZoneAnswer> {
+        let qname = normalise_qname(qname);
+        let zone_index = self.zone_index_of(&qname)?;
+        let zone = &self.zones[zone_index];
+        let mut answer = ZoneAnswer {
+            zone: zone.origin.clone(),
+            rcode: ResponseCode::NoError,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        };
+
+        let mut current: Cow<'_, str> = Cow::Borrowed(&qname);
+        let mut visited: Vec<String> = Vec::new();
+        for _ in 0..MAX_CNAME_CHAIN {
+            match zone.resolve(&current, qtype) {
+                NodeAnswer::Records(records) => {
+                    zone.add_target_addresses(&records, &mut answer.additionals);
+                    answer.answers.extend(records);
+                    break;
+                }
+                NodeAnswer::NoData => {
+                    answer.authorities.push(zone.negative_soa.clone());
+                    break;
+                }
+                NodeAnswer::NxDomain => {
+                    answer.rcode = ResponseCode::NXDomain;
+                    answer.authorities.push(zone.negative_soa.clone());
+                    break;
+                }
+                NodeAnswer::Cname(record) => {
+                    let target = match &record.data {
+                        RData::CNAME(c) => name_key(&c.0),
+                        _ => String::new(),
+                    };
+                    answer.answers.push(*record);
+                    visited.push(current.into_owned());
+                    // Chase only inside this zone: a target in another zone (even another
+                    // local one) is the client's resolver's job, as with a real authoritative.
+                    let same_zone = self.zone_index_of(&target) == Some(zone_index);
+                    if !same_zone || visited.contains(&target) {
+                        break;
+                    }
+                    current = Cow::Owned(target);
+                }
+            }
+        }
+        Some(answer)
+    }
+
+    /// Index of the longest zone origin equal to or above `name`.
+    fn zone_index_of(&self, name: &str) -> Option<usize> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        self_and_parents(name).find_map(|n| self.by_origin.get(n).copied())
+    }
+}
+
+/// One loaded zone.
+#[derive(Debug)]
+pub(super) struct Zone {
+    /// Apex, lower-case, no trailing dot.
+    pub(super) origin: String,
+    /// The apex SOA with its TTL already lowered to the negative TTL, for NODATA/NXDOMAIN.
+    pub(super) negative_soa: Record,
+    /// Owner (lower-case, no trailing dot) → every record at it.
+    pub(super) nodes: HashMap<Box<str>, Vec<Record>>,
+    /// Names with no records but with descendants: they exist, so they answer NODATA.
+    pub(super) empty_non_terminals: HashSet<Box<str>>,
+}
+
+/// What one name in a zone says about one type.
+enum NodeAnswer {
+    Records(Vec<Record>),
+    /// Boxed: a record is large and the other outcomes are small.
+    Cname(Box<Record>),
+    NoData,
+    NxDomain,
+}
+
+impl Zone {
+    fn resolve(&self, name: &str, qtype: RecordType) -> NodeAnswer {
+        let (records, synthesised) = if let Some(records) = self.nodes.get(name) {
+            (records, false)
+        } else if self.empty_non_terminals.contains(name) {
+            return NodeAnswer::NoData;
+        } else {
+            match self.wildcard_for(name) {
+                Wildcard::Source(records) => (records, true),
+                Wildcard::EmptyNonTerminal => return NodeAnswer::NoData,
+                Wildcard::None => return NodeAnswer::NxDomain,
+            }
+        };
+        // Wildcard answers are owned by the query name (RFC 4592 §2.2.1).
+        let owner = if synthesised {
+            match Name::from_ascii(format!("{name}.")) {
+                Ok(n) => Some(n),
+                Err(_) => return NodeAnswer::NxDomain,
+            }
+        } else {
+            None
+        };
+        let owned = |r: &Record| {
+            let mut r = r.clone();
+            if let Some(owner) = &owner {
+                r.name = owner.clone();
+            }
+            r
+        };
+
+        if qtype != RecordType::CNAME
+            && let Some(cname) = records
+                .iter()
+                .find(|r| r.record_type() == RecordType::CNAME)
+        {
+            return NodeAnswer::Cname(Box::new(owned(cname)));
+        }
+        let wanted = if qtype == RecordType::ANY {
+            // RFC 8482 §4.1: one RRset; the lowest type number keeps the choice stable.
+            match records
+                .iter()
+                .map(Record::record_type)
+                .min_by_key(|t| u16::from(*t))
+            {
+                Some(t) => t,
+                None => return NodeAnswer::NoData,
+            }
+        } else {
+            qtype
+        };
+        let matching: Vec<Record> = records
+            .iter()
+            .filter(|r| r.record_type() == wanted)
+            .map(owned)
+            .collect();
+        if matching.is_empty() {
+            NodeAnswer::NoData
+        } else {
+            NodeAnswer::Records(matching)
+        }
+    }
+
+    /// RFC 4592 §3.3.1: find the closest encloser of `name` (a name that exists), then look for
+    /// `*.` + closest encloser.
+    fn wildcard_for(&self, name: &str) -> Wildcard<'_> {
+        for ancestor in self_and_parents(name).skip(1) {
+            let exists = ancestor == self.origin
+                || self.nodes.contains_key(ancestor)
+                || self.empty_non_terminals.contains(ancestor);
+            if !exists {
+                if ancestor.len() <= self.origin.len() {
+                    break;
+                }
+                continue;
+            }
+            let source = format!("*.{ancestor}");
+            if let Some(records) = self.nodes.get(source.as_str()) {
+                return Wildcard::Source(records);
+            }
+            if self.empty_non_terminals.contains(source.as_str()) {
+                return Wildcard::EmptyNonTerminal;
+            }
+            break;
+        }
+        Wildcard::None
+    }
+
+    /// In-zone A/AAAA of the targets of MX, NS and SRV records, so a client needs no second
+    /// query for a name only this zone knows.
+    fn add_target_addresses(&self, records: &[Record], additionals: &mut Vec<Record>) {
+        for record in records {
+            let target = match &record.data {
+                RData::MX(mx) => &mx.exchange,
+                RData::NS(ns) => &ns.0,
+                RData::SRV(srv) => &srv.target,
+                _ => continue,
+            };
+            if let Some(node) = self.nodes.get(name_key(target).as_str()) {
+                for addr in node
+                    .iter()
+                    .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+                {
+                    if !additionals.contains(addr) {
+                        additionals.push(addr.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Wildcard<'a> {
+    Source(&'a Vec<Record>),
+    EmptyNonTerminal,
+    None,
+}
+
+/// Lower-case and drop one trailing dot, borrowing when the name is already in that form (the
+/// usual case: the wire parser hands names over normalised).
+fn normalise_qname(qname: &str) -> Cow<'_, str> {
+    let trimmed = qname.strip_suffix('.').unwrap_or(qname);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+/// The lookup key of a name: lower-case, no trailing dot.
+pub(super) fn name_key(name: &Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+
+    use super::super::fixture::{SOA, a_addrs, example, from_texts, owners};
+    use super::super::{MAX_CNAME_CHAIN, ZoneSet};
+
+    #[test]
+    fn exact_match_returns_the_records() {
+        let a = example()
+            .lookup("api.corp.internal", RecordType::A)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(a.zone, "corp.internal");
+        assert_eq!(
+            a_addrs(&a.answers),
+            [Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 11)]
+        );
+        assert!(a.authorities.is_empty());
+        assert_eq!(a.answers[0].ttl, 300);
+
+        let aaaa = example()
+            .lookup("models.corp.internal", RecordType::AAAA)
+            .unwrap();
+        assert_eq!(aaaa.answers.len(), 1);
+        let txt = example().lookup("corp.internal", RecordType::TXT).unwrap();
+        assert_eq!(txt.answers.len(), 1);
+    }
+
+    #[test]
+    fn names_match_case_insensitively_and_with_a_trailing_dot() {
+        let a = example()
+            .lookup("API.Corp.Internal.", RecordType::A)
+            .unwrap();
+        assert_eq!(a.answers.len(), 2);
+    }
+
+    #[test]
+    fn names_outside_every_zone_are_forwarded() {
+        let set = example();
+        assert!(set.lookup("example.com", RecordType::A).is_none());
+        assert!(set.lookup("internal", RecordType::A).is_none());
+        assert!(set.lookup("xcorp.internal", RecordType::A).is_none());
+        assert!(
+            ZoneSet::empty()
+                .lookup("api.corp.internal", RecordType::A)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn cname_is_chased_inside_the_zone() {
+        let a = example()
+            .lookup("registry.corp.internal", RecordType::A)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+        assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(192, 0, 2, 30)]);
+
+        // Asking for the CNAME itself does not chase.
+        let c = example()
+            .lookup("registry.corp.internal", RecordType::CNAME)
+            .unwrap();
+        assert_eq!(c.answers.len(), 1);
+
+        // A target with no such type ends in NODATA, carrying the CNAME.
+        let none = example()
+            .lookup("registry.corp.internal", RecordType::MX)
+            .unwrap();
+        assert_eq!(none.answers.len(), 1);
+        assert_eq!(none.authorities.len(), 1);
+    }
+
+    #[test]
+    fn cname_chains_stop_at_loops_and_other_zones() {
+        let text = format!(
+            "{SOA}a IN CNAME b\nb IN CNAME a\nout IN CNAME www.example.com.\n\
+             gone IN CNAME missing\n"
+        );
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+
+        let looped = set.lookup("a.t.internal", RecordType::A).unwrap();
+        assert_eq!(looped.rcode, ResponseCode::NoError);
+        assert_eq!(owners(&looped.answers), ["a.t.internal.", "b.t.internal."]);
+
+        let out = set.lookup("out.t.internal", RecordType::A).unwrap();
+        assert_eq!(out.answers.len(), 1);
+        assert!(out.authorities.is_empty());
+
+        // RFC 6604: the rcode is that of the last link.
+        let gone = set.lookup("gone.t.internal", RecordType::A).unwrap();
+        assert_eq!(gone.rcode, ResponseCode::NXDomain);
+        assert_eq!(gone.answers.len(), 1);
+    }
+
+    #[test]
+    fn cname_chains_are_bounded() {
+        let mut text = SOA.to_owned();
+        for i in 0..20 {
+            text.push_str(&format!("c{i} IN CNAME c{}\n", i + 1));
+        }
+        text.push_str("c20 IN A 10.0.0.1\n");
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let a = set.lookup("c0.t.internal", RecordType::A).unwrap();
+        assert_eq!(a.answers.len(), MAX_CNAME_CHAIN);
+    }
+
+    #[test]
+    fn nodata_carries_the_soa_with_the_negative_ttl() {
+        let a = example()
+            .lookup("git.corp.internal", RecordType::AAAA)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        assert_eq!(a.authorities.len(), 1);
+        assert_eq!(a.authorities[0].record_type(), RecordType::SOA);
+        // SOA TTL 3600, MINIMUM 60.
+        assert_eq!(a.authorities[0].ttl, 60);
+    }
+
+    #[test]
+    fn missing_names_are_nxdomain_with_the_soa() {
+        let a = example()
+            .lookup("nope.corp.internal", RecordType::A)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        assert!(a.answers.is_empty());
+        assert_eq!(a.authorities[0].record_type(), RecordType::SOA);
+        let deep = example()
+            .lookup("x.git.corp.internal", RecordType::A)
+            .unwrap();
+        assert_eq!(deep.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn empty_non_terminals_are_nodata() {
+        let set = example();
+        // `_tcp.api` only has a descendant (`_https._tcp.api`).
+        let ent = set.lookup("_tcp.api.corp.internal", RecordType::A).unwrap();
+        assert_eq!(ent.rcode, ResponseCode::NoError);
+        assert!(ent.answers.is_empty());
+        assert_eq!(ent.authorities.len(), 1);
+        // `apps` only has the wildcard below it.
+        let apps = set.lookup("apps.corp.internal", RecordType::A).unwrap();
+        assert_eq!(apps.rcode, ResponseCode::NoError);
+        assert!(apps.answers.is_empty());
+    }
+
+    #[test]
+    fn wildcards_synthesise_answers_owned_by_the_query_name() {
+        let set = example();
+        let a = set
+            .lookup("agent-7.apps.corp.internal", RecordType::A)
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(10, 0, 3, 1)]);
+        assert_eq!(owners(&a.answers), ["agent-7.apps.corp.internal."]);
+        // Deeper names are covered too: `apps` is still the closest encloser.
+        let deep = set.lookup("x.y.apps.corp.internal", RecordType::A).unwrap();
+        assert_eq!(owners(&deep.answers), ["x.y.apps.corp.internal."]);
+        // A type the wildcard lacks is NODATA, not NXDOMAIN.
+        let mx = set
+            .lookup("agent-7.apps.corp.internal", RecordType::MX)
+            .unwrap();
+        assert_eq!(mx.rcode, ResponseCode::NoError);
+        assert!(mx.answers.is_empty());
+    }
+
+    #[test]
+    fn wildcards_do_not_apply_below_an_existing_closer_name() {
+        let text = format!("{SOA}*.w IN A 10.0.0.1\nhost.w IN A 10.0.0.2\n");
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        // `host.w` exists, so `x.host.w` has closest encloser `host.w` and no `*.host.w`.
+        let below = set.lookup("x.host.w.t.internal", RecordType::A).unwrap();
+        assert_eq!(below.rcode, ResponseCode::NXDomain);
+        let exact = set.lookup("host.w.t.internal", RecordType::A).unwrap();
+        assert_eq!(a_addrs(&exact.answers), [Ipv4Addr::new(10, 0, 0, 2)]);
+        let other = set.lookup("other.w.t.internal", RecordType::A).unwrap();
+        assert_eq!(a_addrs(&other.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
+    }
+
+    #[test]
+    fn wildcard_cnames_are_synthesised_and_chased() {
+        let text = format!("{SOA}*.w IN CNAME target\ntarget IN A 10.0.0.9\n");
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let a = set.lookup("any.w.t.internal", RecordType::A).unwrap();
+        assert_eq!(
+            owners(&a.answers),
+            ["any.w.t.internal.", "target.t.internal."]
+        );
+    }
+
+    #[test]
+    fn delegations_answer_the_records_present() {
+        let text = format!("{SOA}sub IN NS ns.sub\nns.sub IN A 10.0.0.5\n");
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let ns = set.lookup("sub.t.internal", RecordType::NS).unwrap();
+        assert_eq!(ns.answers.len(), 1);
+        assert_eq!(a_addrs(&ns.additionals), [Ipv4Addr::new(10, 0, 0, 5)]);
+        let a = set.lookup("sub.t.internal", RecordType::A).unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+    }
+
+    #[test]
+    fn mx_and_srv_answers_carry_in_zone_addresses() {
+        let mx = example().lookup("corp.internal", RecordType::MX).unwrap();
+        assert_eq!(a_addrs(&mx.additionals), [Ipv4Addr::new(10, 0, 0, 25)]);
+        let srv = example()
+            .lookup("_https._tcp.api.corp.internal", RecordType::SRV)
+            .unwrap();
+        assert_eq!(srv.answers.len(), 1);
+        assert_eq!(srv.additionals.len(), 3);
+    }
+
+    #[test]
+    fn any_returns_one_rrset() {
+        let set = example();
+        let any = set.lookup("api.corp.internal", RecordType::ANY).unwrap();
+        assert_eq!(a_addrs(&any.answers).len(), 2);
+        assert!(any.answers.iter().all(|r| r.record_type() == RecordType::A));
+        let apex = set.lookup("corp.internal", RecordType::ANY).unwrap();
+        assert!(
+            apex.answers
+                .iter()
+                .all(|r| r.record_type() == RecordType::NS)
+        );
+        let cname = set
+            .lookup("registry.corp.internal", RecordType::ANY)
+            .unwrap();
+        assert_eq!(cname.answers[0].record_type(), RecordType::CNAME);
+    }
+
+    #[test]
+    fn the_longest_matching_zone_answers() {
+        let parent = format!("{SOA}host.sub IN A 10.0.0.1\n");
+        let child =
+            "$ORIGIN sub.t.internal.\n@ 60 IN SOA ns hm 1 2 3 4 60\nhost 60 IN A 10.9.9.9\n";
+        let (set, problems, _dir) =
+            from_texts(&[("t.internal.zone", &parent), ("sub.t.internal.zone", child)]);
+        assert!(problems.is_empty(), "{problems}");
+        let a = set.lookup("host.sub.t.internal", RecordType::A).unwrap();
+        assert_eq!(a.zone, "sub.t.internal");
+        assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(10, 9, 9, 9)]);
+    }
+}

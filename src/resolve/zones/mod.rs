@@ -1,0 +1,276 @@
+//! Local authoritative zones, loaded from RFC 1035 zone files.
+//!
+//! An agent fleet usually needs a few internal names (`api.corp.internal`, a package mirror, a
+//! model server) that must resolve even with no internet and must never leak upstream. Queries
+//! inside a configured zone are answered here, like a small authoritative server would; queries
+//! outside every zone get `None` from [`ZoneSet::lookup`] and are forwarded.
+//!
+//! ## Answer semantics
+//! - exact name and type: the records;
+//! - a CNAME at the name (and the query is not for CNAME): the CNAME, then the chain is chased
+//!   while the target stays in the same zone (at most [`MAX_CNAME_CHAIN`] links, loops stop);
+//!   the rcode is that of the last link (RFC 6604);
+//! - the name exists (or is an empty non-terminal) but has no such type: NOERROR/NODATA with the
+//!   zone SOA in the authority section, its TTL the negative TTL `min(SOA TTL, SOA MINIMUM)`
+//!   (RFC 2308 §5);
+//! - the name does not exist: NXDOMAIN with the same SOA;
+//! - wildcards (`*.apps.corp.internal`) synthesise answers owned by the query name when no
+//!   closer name exists (RFC 4592: the source of synthesis is `*.` + the closest encloser);
+//! - NS below the apex (a delegation) is *not* turned into a referral: such names are answered
+//!   from the records present, which is out of scope to improve here;
+//! - `ANY`: answered with a single RRset as RFC 8482 §4.1 allows (the CNAME if there is one,
+//!   otherwise the RRset with the lowest type number), so `ANY` cannot be used to pull a whole
+//!   node in one small query; operators ask for the type they want;
+//! - MX, NS and SRV answers carry the in-zone A/AAAA records of their targets as additionals.
+//!
+//! ## Loading
+//! Zone files are read in full at load time and never again; the [`ZoneSet`] is immutable, so a
+//! reload builds a new one. Every problem is reported with `path:line`, and a broken file never
+//! stops the others from being read. `$ORIGIN` and `$TTL` are supported; `$INCLUDE` is refused
+//! (a zone file must not be able to pull in arbitrary files). Only class `IN` is served.
+//!
+//! ## Files
+//! - `parse`: RFC 1035 zone-file parsing (entries, directives, records) and the structural
+//!   checks that turn one file into a zone.
+//! - `authority`: answering from a loaded zone (CNAME chase, wildcards, NODATA vs NXDOMAIN,
+//!   additionals) and [`ZoneSet::lookup`].
+//!
+//! Like the rest of `resolve`, this module may import only the foundation modules.
+
+mod authority;
+#[cfg(test)]
+mod fixture;
+mod parse;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Record;
+use serde::Deserialize;
+
+use crate::config_error::ConfigProblems;
+
+use authority::Zone;
+use parse::parse_zone;
+
+/// Longest CNAME chain followed inside one zone before answering with what was found so far.
+/// Real chains are one or two links; the bound only stops pathological zone files.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// The `[zones]` section: which zone files to serve. The default serves none.
+///
+/// ```toml
+/// [zones]
+/// dir = "zones"   # every *.zone file in it
+/// files = [{ origin = "corp.internal", path = "extra/corp.internal.zone" }]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZonesConfig {
+    /// A directory whose every `*.zone` file is loaded (not recursively). Each file's origin is
+    /// its first `$ORIGIN` (before any record) or else its file name without `.zone`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Zone files listed one by one.
+    #[serde(default)]
+    pub files: Vec<ZoneFileConfig>,
+}
+
+/// One explicitly listed zone file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneFileConfig {
+    /// Path to the zone file; relative paths are relative to the config file's directory.
+    pub path: PathBuf,
+    /// The zone origin (apex). When absent: the file's first `$ORIGIN`, else its file name
+    /// without `.zone`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// An answer from a local zone, ready to be put into a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneAnswer {
+    /// The zone that answered (its origin, lower-case, no trailing dot).
+    pub zone: String,
+    /// `NoError` (records or NODATA) or `NXDomain`.
+    pub rcode: ResponseCode,
+    /// The answer section.
+    pub answers: Vec<Record>,
+    /// The authority section: the zone SOA for negative answers, otherwise empty.
+    pub authorities: Vec<Record>,
+    /// The additional section: in-zone addresses of MX/NS/SRV targets.
+    pub additionals: Vec<Record>,
+}
+
+/// Every local zone, immutable after [`ZoneSet::load`]. Lookups take no lock and allocate only
+/// for the records they return.
+#[derive(Debug, Default)]
+pub struct ZoneSet {
+    /// The zones, in load order.
+    zones: Vec<Zone>,
+    /// Origin → index into `zones`, so the longest match is one hash probe per label.
+    by_origin: HashMap<Box<str>, usize>,
+    /// Files that were read, for the policy content hash.
+    files: Vec<PathBuf>,
+}
+
+impl ZoneSet {
+    /// A set with no zones: every lookup is `None`.
+    #[must_use]
+    pub fn empty() -> ZoneSet {
+        ZoneSet::default()
+    }
+
+    /// Load every configured zone; relative paths are resolved against `base_dir` (the config
+    /// file's directory). Each problem is pushed with `path:line` (or the config key) as its
+    /// location, and every file is read even when an earlier one is broken. A zone without an
+    /// SOA at its apex is not served; a zone with bad lines is served without them (the caller
+    /// rejects the configuration anyway when `problems` is not empty).
+    pub fn load(cfg: &ZonesConfig, base_dir: &Path, problems: &mut ConfigProblems) -> ZoneSet {
+        let mut set = ZoneSet::empty();
+        let mut sources: Vec<(String, PathBuf, Option<String>)> = Vec::new();
+
+        if let Some(dir) = &cfg.dir {
+            let dir = base_dir.join(dir);
+            match list_zone_files(&dir) {
+                Ok(found) => {
+                    sources.extend(found.into_iter().map(|p| ("zones.dir".to_owned(), p, None)));
+                }
+                Err(e) => problems.push(
+                    "zones.dir",
+                    format!("cannot list zone directory {}: {e}", dir.display()),
+                ),
+            }
+        }
+        for (i, f) in cfg.files.iter().enumerate() {
+            sources.push((
+                format!("zones.files[{i}].path"),
+                base_dir.join(&f.path),
+                f.origin.clone(),
+            ));
+        }
+
+        let mut seen_paths: HashSet<PathBuf> = HashSet::new();
+        // Origin → the file that defined it, to name both files in a duplicate report.
+        let mut origin_files: HashMap<String, PathBuf> = HashMap::new();
+        for (key, path, origin) in sources {
+            // The same file reached through `dir` and `files` is one zone, not a duplicate.
+            let canonical = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if !seen_paths.insert(canonical) {
+                continue;
+            }
+            let text = match fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(
+                        key,
+                        format!("cannot read zone file {}: {e}", path.display()),
+                    );
+                    continue;
+                }
+            };
+            set.files.push(path.clone());
+            let Some(zone) = parse_zone(&text, &path, origin.as_deref(), problems) else {
+                continue;
+            };
+            if let Some(first) = origin_files.get(&zone.origin) {
+                problems.push(
+                    path.display().to_string(),
+                    format!(
+                        "zone {} is already loaded from {}",
+                        zone.origin,
+                        first.display()
+                    ),
+                );
+                continue;
+            }
+            origin_files.insert(zone.origin.clone(), path);
+            set.by_origin
+                .insert(zone.origin.clone().into_boxed_str(), set.zones.len());
+            set.zones.push(zone);
+        }
+        set
+    }
+
+    /// The zone files that were read (for policy content hashing), in load order.
+    #[must_use]
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Zone origins served (lower-case, no trailing dot).
+    pub fn origins(&self) -> impl Iterator<Item = &str> {
+        self.zones.iter().map(|z| z.origin.as_str())
+    }
+}
+
+/// `*.zone` files directly in `dir`, sorted so load order (and duplicate reports) are stable.
+fn list_zone_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "zone") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{example, from_texts};
+    use super::{ZoneSet, ZonesConfig};
+    use crate::config_error::ConfigProblems;
+
+    #[test]
+    fn zone_sets_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<ZoneSet>();
+    }
+
+    #[test]
+    fn the_example_zone_loads() {
+        let set = example();
+        assert_eq!(set.origins().collect::<Vec<_>>(), ["corp.internal"]);
+        assert_eq!(set.files().len(), 1);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        assert!(toml::from_str::<ZonesConfig>("directory = \"zones\"").is_err());
+        assert!(toml::from_str::<ZonesConfig>("files = [{ path = \"a\", ttl = 1 }]").is_err());
+        assert_eq!(
+            toml::from_str::<ZonesConfig>("").unwrap(),
+            ZonesConfig::default()
+        );
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_by_config_key() {
+        let cfg: ZonesConfig =
+            toml::from_str("dir = \"missing\"\nfiles = [{ path = \"nope.zone\" }]").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut problems = ConfigProblems::default();
+        let set = ZoneSet::load(&cfg, dir.path(), &mut problems);
+        let locations: Vec<_> = problems
+            .problems
+            .iter()
+            .map(|p| p.location.as_str())
+            .collect();
+        assert_eq!(locations, ["zones.dir", "zones.files[0].path"]);
+        assert_eq!(set.origins().count(), 0);
+    }
+
+    #[test]
+    fn duplicate_origins_are_reported() {
+        let text = "$ORIGIN same.internal.\n@ 60 IN SOA ns hm 1 2 3 4 60\n";
+        let (set, problems, _dir) = from_texts(&[("a.zone", text), ("b.zone", text)]);
+        assert_eq!(problems.len(), 1, "{problems}");
+        assert!(problems.problems[0].message.contains("already loaded"));
+        assert_eq!(set.origins().count(), 1);
+    }
+}
