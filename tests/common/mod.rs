@@ -1,10 +1,30 @@
-//! Helpers shared by the end-to-end tests that run real programs (dnsward, dns2tcp, iodine).
+//! Helpers shared by the tests: running real programs (dnsward, dns2tcp, iodine) and reading
+//! what they leave behind (logs, `/metrics`, event files).
 #![allow(dead_code)] // each test binary uses a subset
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// True when running under CI (`CI=true`), where every test must really run.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true")
+}
+
+/// Reports that `test` cannot run here because of `why`. Under `CI=true` that is a broken CI
+/// setup (`.ci/run` installs the tools and runs as root), so it panics with the reason; elsewhere
+/// it prints `SKIPPED {test}: {why}` and returns `false`, for a precondition check that returns
+/// "can run": `Err(e) => return cannot_run(test, &format!("... {e}"))`.
+pub fn cannot_run(test: &str, why: &str) -> bool {
+    assert!(
+        !in_ci(),
+        "{test} cannot run although CI=true: {why}; CI must run it"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
 
 /// How long a process may take to exit after SIGTERM.
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
@@ -147,4 +167,49 @@ sinkhole = 80
 quarantine = 90
 "#
     )
+}
+
+/// The samples of metric `name` in a Prometheus text page, as (labels, value). Label values are
+/// taken as written (dnsward's never need escapes); values printed as floats are parsed as such.
+pub fn metric_samples(metrics: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => {
+                    let (labels, value) = rest.split_once('}')?;
+                    (parse_labels(labels), value)
+                }
+                None => (BTreeMap::new(), rest),
+            };
+            // A longer metric name with `name` as its prefix has no space here.
+            let value = value.strip_prefix(' ')?.split(' ').next()?;
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once("=\"")?;
+            Some((key.to_string(), value.trim_end_matches('"').to_string()))
+        })
+        .collect()
+}
+
+/// The sum of metric `name` over its samples that carry every label in `labels`; `None` when no
+/// sample does (the series was never registered or rendered).
+pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = metric_samples(metrics, name)
+        .into_iter()
+        .filter(|(have, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.get(*k).is_some_and(|h| h == v))
+        })
+        .map(|(_, value)| value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
 }
