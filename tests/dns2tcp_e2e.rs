@@ -10,8 +10,8 @@
 //!
 //! `dns2tcpc` always asks port 53 of the resolver address, so dnsward must bind 127.0.0.2:53:
 //! that needs root (CI runs as root). The tools come from the Debian package `dns2tcp`, which
-//! `.ci/run` installs. The test is skipped, with a message saying why, when the tools are not
-//! installed outside CI or when port 53 cannot be bound; in CI (`CI=true`) missing tools fail it.
+//! `.ci/run` installs. When the tools are missing or port 53 cannot be bound, the test fails in CI
+//! (`CI=true`) and is skipped with a message saying why elsewhere.
 //!
 //! Two runs of the same transfer (up to [`PAYLOAD_BYTES`] pushed into the tunnel):
 //! 1. baseline, the group in `monitor_only`: the tunnel carries data and dnsward alerts
@@ -70,7 +70,8 @@ const ENFORCED_MAX_SHARE: f64 = 0.25;
 /// Verdicts of queries answered by a containment rather than by the tunnel server.
 const CONTAINED_VERDICTS: [&str; 3] = ["throttle", "sinkhole", "quarantine"];
 
-/// True when both dns2tcp tools can be run; otherwise prints why the test is skipped.
+/// True when both dns2tcp tools can be run; otherwise the test cannot run (a failure under
+/// `CI=true`).
 fn dns2tcp_available(test: &str) -> bool {
     for tool in ["dns2tcpd", "dns2tcpc"] {
         // Both print their usage for `-h` and exit non-zero; only "cannot run it" matters.
@@ -81,35 +82,31 @@ fn dns2tcp_available(test: &str) -> bool {
             .stderr(Stdio::null())
             .status()
         {
-            // CI installs dns2tcp (.ci/run): there a missing tool is a broken setup, not a skip.
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v != "true"),
-                "{test}: `{tool}` is not runnable ({e}) although CI=true; .ci/run installs dns2tcp"
+            return common::cannot_run(
+                test,
+                &format!(
+                    "`{tool}` is not runnable ({e}); install the dns2tcp package (.ci/run does)"
+                ),
             );
-            eprintln!(
-                "SKIPPED {test}: `{tool}` is not runnable ({e}); install the dns2tcp package (.ci/run does)"
-            );
-            return false;
         }
     }
     true
 }
 
 /// True when this process can bind port 53 on the resolver address (UDP and TCP, as dnsward
-/// will); otherwise prints why the test is skipped.
+/// will); otherwise the test cannot run (a failure under `CI=true`, where it runs as root).
 fn port_53_bindable(test: &str) -> bool {
     let addr: SocketAddr = format!("{RESOLVER_IP}:53").parse().unwrap();
     let result = UdpSocket::bind(addr).and_then(|_udp| TcpListener::bind(addr).map(drop));
     match result {
         Ok(()) => true,
-        Err(e) => {
-            eprintln!(
-                "SKIPPED {test}: cannot bind {addr} ({e}); dns2tcpc only talks to port 53 of its \
-                 resolver, so this test needs root (or CAP_NET_BIND_SERVICE) and a free port 53 \
-                 on {RESOLVER_IP}"
-            );
-            false
-        }
+        Err(e) => common::cannot_run(
+            test,
+            &format!(
+                "cannot bind {addr} ({e}); dns2tcpc only talks to port 53 of its resolver, so \
+                 this test needs root (or CAP_NET_BIND_SERVICE) and a free port 53 on {RESOLVER_IP}"
+            ),
+        ),
     }
 }
 

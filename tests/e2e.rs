@@ -5,9 +5,10 @@
 //! `dnsward serve --config FILE`, `dnsward check --config FILE`, SIGTERM to stop. The server
 //! listens on `127.0.0.1:0`; the bound ports are read back from the `dnsward serving` line it
 //! logs on stderr. The tests that query need `dig` (`bind9-dnsutils`, installed by `.ci/run`)
-//! and are skipped with a message when it is missing. Every socket is on loopback, and the
-//! configured upstream is a socket this test holds open and never answers from, so nothing
-//! leaves the machine. There are no timing assertions: deadlines only stop a hung test.
+//! and are skipped with a message when it is missing (under `CI=true` they fail instead). Every
+//! socket is on loopback, and the configured upstream is a socket this test holds open and never
+//! answers from, so nothing leaves the machine. There are no timing assertions: deadlines only
+//! stop a hung test.
 
 mod common;
 
@@ -33,20 +34,14 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// True when `dig` can be run; otherwise prints why the calling test is skipped.
+/// True when `dig` can be run; otherwise the test cannot run (a failure under `CI=true`).
 fn dig_available(test: &str) -> bool {
     match Command::new("dig").arg("-v").output() {
         Ok(_) => true,
-        // CI installs dig (.ci/run), so there a missing dig is a broken setup, not a skip.
-        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
-            panic!("{test}: `dig` is not runnable ({e}) although CI=true; .ci/run installs it")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED {test}: `dig` is not runnable ({e}); install bind9-dnsutils (.ci/run does)"
-            );
-            false
-        }
+        Err(e) => common::cannot_run(
+            test,
+            &format!("`dig` is not runnable ({e}); install bind9-dnsutils (.ci/run does)"),
+        ),
     }
 }
 

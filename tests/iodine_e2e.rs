@@ -15,8 +15,8 @@
 //! which is what dnsward has to notice.
 //!
 //! Needs root, `ip netns`, `/dev/net/tun` and the Debian package `iodine` (which `.ci/run`
-//! installs). The test is skipped, with a message saying why, when any of those is missing; in
-//! CI (`CI=true`) missing iodine tools fail it.
+//! installs). When any of those is missing the test fails in CI (`CI=true`) and is skipped with a
+//! message saying why elsewhere.
 //!
 //! Two runs:
 //! 1. baseline, the group in `monitor_only`: iodine completes its connection setup and dnsward
@@ -67,8 +67,8 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 /// Verdicts of queries answered by a containment rather than by the tunnel server.
 const CONTAINED_VERDICTS: [&str; 3] = ["throttle", "sinkhole", "quarantine"];
 
-/// True when the test can run here; otherwise prints why it is skipped. Under `CI=true` missing
-/// iodine tools are a failure, since `.ci/run` installs them.
+/// True when the test can run here; otherwise it cannot run (a failure under `CI=true`, where
+/// `.ci/run` runs it as root with the iodine tools installed).
 fn preconditions_met(test: &str) -> bool {
     let uid = Command::new("id")
         .arg("-u")
@@ -76,8 +76,10 @@ fn preconditions_met(test: &str) -> bool {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
-        eprintln!("SKIPPED {test}: needs root (network namespaces, TUN devices, port 53)");
-        return false;
+        return common::cannot_run(
+            test,
+            "needs root (network namespaces, TUN devices, port 53)",
+        );
     }
     let netns = Command::new("ip")
         .args(["netns", "list"])
@@ -86,12 +88,10 @@ fn preconditions_met(test: &str) -> bool {
         .stderr(Stdio::null())
         .status();
     if !netns.as_ref().is_ok_and(ExitStatus::success) {
-        eprintln!("SKIPPED {test}: `ip netns` is not available ({netns:?})");
-        return false;
+        return common::cannot_run(test, &format!("`ip netns` is not available ({netns:?})"));
     }
     if !Path::new("/dev/net/tun").exists() {
-        eprintln!("SKIPPED {test}: /dev/net/tun is missing; iodine needs a TUN device");
-        return false;
+        return common::cannot_run(test, "/dev/net/tun is missing; iodine needs a TUN device");
     }
     for tool in ["iodined", "iodine"] {
         // Both print their version for `-v`; only "cannot run it" matters.
@@ -102,14 +102,12 @@ fn preconditions_met(test: &str) -> bool {
             .stderr(Stdio::null())
             .status()
         {
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v != "true"),
-                "{test}: `{tool}` is not runnable ({e}) although CI=true; .ci/run installs iodine"
+            return common::cannot_run(
+                test,
+                &format!(
+                    "`{tool}` is not runnable ({e}); install the iodine package (.ci/run does)"
+                ),
             );
-            eprintln!(
-                "SKIPPED {test}: `{tool}` is not runnable ({e}); install the iodine package (.ci/run does)"
-            );
-            return false;
         }
     }
     true
