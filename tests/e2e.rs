@@ -4,168 +4,23 @@
 //! This is the operator's view of dnsward, so it goes through the same doors an operator does:
 //! `dnsward serve --config FILE`, `dnsward check --config FILE`, SIGTERM to stop. The server
 //! listens on `127.0.0.1:0`; the bound ports are read back from the `dnsward serving` line it
-//! logs on stderr. The tests that query need `dig` (`bind9-dnsutils`, installed by `.ci/run`)
-//! and are skipped with a message when it is missing. Every socket is on loopback, and the
-//! configured upstream is a socket this test holds open and never answers from, so nothing
-//! leaves the machine. There are no timing assertions: deadlines only stop a hung test.
+//! logs (`common::Dnsward`). The tests that query need `dig` (`bind9-dnsutils`, installed by `.ci/run`)
+//! and are skipped with a message when it is missing (under `CI=true` they fail instead). Every
+//! socket is on loopback, and the configured upstream is a socket this test holds open and never
+//! answers from, so nothing leaves the machine. There are no timing assertions: deadlines only
+//! stop a hung test.
 
 mod common;
 
-use common::strip_ansi;
-use std::io::{BufRead, BufReader};
+use common::{DNSWARD, Dnsward};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// How long the server gets to bind its sockets, and to exit after SIGTERM. A deadline for a
-/// hung child, not a performance assertion.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
-const EXIT_DEADLINE: Duration = Duration::from_secs(30);
-
-const BIN: &str = env!("CARGO_BIN_EXE_dnsward");
-
 fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// True when `dig` can be run; otherwise prints why the calling test is skipped.
-fn dig_available(test: &str) -> bool {
-    match Command::new("dig").arg("-v").output() {
-        Ok(_) => true,
-        // CI installs dig (.ci/run), so there a missing dig is a broken setup, not a skip.
-        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
-            panic!("{test}: `dig` is not runnable ({e}) although CI=true; .ci/run installs it")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED {test}: `dig` is not runnable ({e}); install bind9-dnsutils (.ci/run does)"
-            );
-            false
-        }
-    }
-}
-
-/// The first address in `key=[a, b]` of a log line.
-fn first_addr(line: &str, key: &str) -> Option<SocketAddr> {
-    let start = line.find(&format!("{key}=["))? + key.len() + 2;
-    let rest = &line[start..];
-    let list = &rest[..rest.find(']')?];
-    list.split(", ").next()?.trim().parse().ok()
-}
-
-/// A running `dnsward serve`. Dropping it kills the process, so a failing assertion never
-/// leaves a server behind.
-struct Server {
-    child: Child,
-    udp: SocketAddr,
-    tcp: SocketAddr,
-    /// Everything the server wrote to stderr so far, for failure messages.
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("DNSWARD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning dnsward");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        {
-            let log = Arc::clone(&log);
-            // Keep draining stderr for the whole run so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let line = strip_ansi(&line);
-                    log.lock().unwrap().push_str(&line);
-                    log.lock().unwrap().push('\n');
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("dnsward serving") => {
-                    let udp = first_addr(&line, "udp");
-                    let tcp = first_addr(&line, "tcp");
-                    match (udp, tcp) {
-                        (Some(udp), Some(tcp)) => {
-                            return Self {
-                                child,
-                                udp,
-                                tcp,
-                                log,
-                            };
-                        }
-                        _ => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            panic!("cannot read the bound addresses from {line:?}");
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    panic!(
-                        "dnsward did not report its addresses (exit: {status:?}); stderr:\n{}",
-                        log.lock().unwrap()
-                    );
-                }
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Ask for a graceful shutdown the way an operator or systemd does, and wait for the exit.
-    fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("running kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + EXIT_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for dnsward") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dnsward did not exit after SIGTERM; stderr:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// What `dig` printed, split into the parts the tests look at.
@@ -318,10 +173,8 @@ block_ttl = "30s"
 }
 
 fn query_events(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading events file {}: {e}", path.display()));
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+    common::read_events(path)
+        .into_iter()
         .filter(|e| e["kind"] == "query")
         .collect()
 }
@@ -337,14 +190,23 @@ fn find_event<'a>(events: &'a [Value], client: &str, qname: &str) -> &'a Value {
 
 #[test]
 fn serves_zones_and_policy_to_dig_and_logs_events() {
-    if !dig_available("serves_zones_and_policy_to_dig_and_logs_events") {
+    if !common::tools_runnable(
+        "serves_zones_and_policy_to_dig_and_logs_events",
+        &["dig"],
+        "-v",
+        "bind9-dnsutils",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     // A loopback upstream that never answers: anything forwarded stays on this machine.
     let silent_upstream = UdpSocket::bind("127.0.0.1:0").expect("binding the silent upstream");
     let (config, events_path) = e2e_config(dir.path(), silent_upstream.local_addr().unwrap());
-    let server = Server::start(&config);
+    let server = Dnsward::serve(
+        Command::new(DNSWARD),
+        &config,
+        dir.path().join("dnsward.log"),
+    );
     let agent = ["-b", "127.0.0.1"];
 
     // An allowlisted name in the local zone: authoritative, both A records of the zone file.
@@ -421,12 +283,7 @@ fn serves_zones_and_policy_to_dig_and_logs_events() {
     assert_eq!(sink6.data("AAAA"), ["::"], "{}", sink6.raw);
 
     // Graceful stop flushes the event file.
-    let log_before_exit = server.log();
-    let status = server.terminate();
-    assert!(
-        status.success(),
-        "dnsward exited with {status} after SIGTERM; stderr:\n{log_before_exit}"
-    );
+    server.stop();
     let events = query_events(&events_path);
 
     let e = find_event(&events, "127.0.0.1", "www.example.com");
@@ -491,7 +348,7 @@ block = "nxdomain"
 "#,
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(DNSWARD)
         .arg("check")
         .arg("--config")
         .arg(&broken)
@@ -531,7 +388,7 @@ block = "nxdomain"
 #[test]
 fn check_accepts_the_shipped_example_config() {
     let path = repo_path("config/dnsward.toml");
-    let out = Command::new(BIN)
+    let out = Command::new(DNSWARD)
         .arg("check")
         .arg("--config")
         .arg(&path)

@@ -1,12 +1,64 @@
-//! Helpers shared by the end-to-end tests that run real programs (dnsward, dns2tcp, iodine).
+//! Helpers shared by the tests: running real programs (dnsward, dns2tcp, iodine) and reading
+//! what they leave behind (logs, `/metrics`, event files).
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod tunnel;
+
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long a process may take to exit after SIGTERM.
+use serde_json::Value;
+
+/// The `dnsward` binary cargo built for these tests.
+pub const DNSWARD: &str = env!("CARGO_BIN_EXE_dnsward");
+
+/// True when running under CI (`CI=true`), where every test must really run.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true")
+}
+
+/// Reports that `test` cannot run here because of `why`. Under `CI=true` that is a broken CI
+/// setup (`.ci/run` installs the tools and runs as root), so it panics with the reason; elsewhere
+/// it prints `SKIPPED {test}: {why}` and returns `false`, for a precondition check that returns
+/// "can run": `Err(e) => return cannot_run(test, &format!("... {e}"))`.
+pub fn cannot_run(test: &str, why: &str) -> bool {
+    assert!(
+        !in_ci(),
+        "{test} cannot run although CI=true: {why}; CI must run it"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// True when every program in `tools` can be started (run with `probe`, e.g. `-v`; its exit
+/// status does not matter, some print their usage and fail); otherwise the test cannot run
+/// ([`cannot_run`]), with a hint to install `package`, which `.ci/run` does.
+pub fn tools_runnable(test: &str, tools: &[&str], probe: &str, package: &str) -> bool {
+    for tool in tools {
+        if let Err(e) = Command::new(tool)
+            .arg(probe)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            return cannot_run(
+                test,
+                &format!("`{tool}` is not runnable ({e}); install {package} (.ci/run does)"),
+            );
+        }
+    }
+    true
+}
+
+/// How long a process may take to come up, and to exit after SIGTERM. Deadlines for a hung
+/// child, not performance assertions.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A child process that is killed when dropped, so a failing assertion leaves nothing running.
@@ -96,6 +148,106 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A running `dnsward serve` and the addresses it logged as bound. Killed when dropped, so a
+/// failing assertion never leaves a server behind.
+pub struct Dnsward {
+    child: ChildGuard,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// The admin endpoint, when the config has one.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Dnsward {
+    /// Runs `dnsward serve --config CONFIG` through `cmd` (`Command::new(DNSWARD)`, or a wrapper
+    /// such as `ip netns exec NS DNSWARD`) with its output in `log`, and waits for the
+    /// `dnsward serving` line that names the bound addresses.
+    pub fn serve(mut cmd: Command, config: &Path, log: PathBuf) -> Self {
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("DNSWARD_LOG", "info");
+        let mut child = ChildGuard::spawn("dnsward", &mut cmd, log);
+        let log = child.wait_for_log("dnsward serving", STARTUP_DEADLINE);
+        let line = log
+            .lines()
+            .find(|l| l.contains("dnsward serving"))
+            .unwrap_or_default();
+        let addr = |key| {
+            logged_addr(line, key)
+                .unwrap_or_else(|| panic!("cannot read the {key} address from {line:?}"))
+        };
+        Self {
+            udp: addr("udp"),
+            tcp: addr("tcp"),
+            admin: logged_addr(line, "admin"),
+            child,
+        }
+    }
+
+    /// Everything dnsward logged so far, without colours.
+    pub fn log(&self) -> String {
+        strip_ansi(&self.child.log())
+    }
+
+    /// `GET /metrics` from the admin endpoint.
+    pub fn metrics(&self) -> String {
+        fetch_metrics(self.admin.expect("the config has no admin endpoint"))
+    }
+
+    /// SIGTERM, the way an operator stops dnsward; it must exit cleanly (it flushes its events
+    /// then). Returns its log.
+    pub fn stop(self) -> String {
+        let (status, log) = self.child.terminate();
+        let log = strip_ansi(&log);
+        assert!(
+            status.success(),
+            "dnsward exited with {status} after SIGTERM:\n{log}"
+        );
+        log
+    }
+}
+
+/// The first address in `key=[a, b]` or `key=Some(a)` of dnsward's `serving` log line.
+pub fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let value = &line[start..];
+    let (value, list) = match value.strip_prefix('[') {
+        Some(rest) => (rest, true),
+        None => (value.strip_prefix("Some(")?, false),
+    };
+    let first = value.split([',', ' ', ')']).next()?;
+    // An IPv6 address is itself bracketed: `[[::1]:53]`.
+    let first = if list {
+        first.strip_suffix(']')?
+    } else {
+        first
+    };
+    first.parse().ok()
+}
+
+/// `GET /metrics` from an admin endpoint, over a plain socket.
+pub fn fetch_metrics(admin: SocketAddr) -> String {
+    let mut conn = TcpStream::connect_timeout(&admin, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connecting to the admin endpoint {admin}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: dnsward\r\nConnection: close\r\n\r\n")
+        .expect("sending the metrics request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).expect("reading /metrics");
+    body
+}
+
+/// Every event in a dnsward JSON-lines event file.
+pub fn read_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading events file {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// Remove ANSI colour sequences (`ESC [ ... letter`) from dnsward's text log.
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -115,36 +267,47 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The policy half of a tunnel test's dnsward config: per-second re-alerts (for a score
-/// timeline), the default containment, and one allowlist group for the tunnel client that may
-/// resolve only the tunnel zone, enforcing or in monitor-only mode.
-pub fn tunnel_policy_toml(group: &str, client_ip: &str, zone: &str, monitor_only: bool) -> String {
-    format!(
-        r#"[detect]
-# Re-alert every second while the score stays high, for the report's score timeline.
-# Scoring itself is unchanged.
-alert_interval = "1s"
+/// The samples of metric `name` in a Prometheus text page, as (labels, value). Label values are
+/// taken as written (dnsward's never need escapes); values printed as floats are parsed as such.
+pub fn metric_samples(metrics: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => {
+                    let (labels, value) = rest.split_once('}')?;
+                    (parse_labels(labels), value)
+                }
+                None => (BTreeMap::new(), rest),
+            };
+            // A longer metric name with `name` as its prefix has no space here.
+            let value = value.strip_prefix(' ')?.split(' ').next()?;
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
 
-[containment]
-throttle_qps = 2
-throttle_burst = 5
-throttle_for = "10m"
-sinkhole_for = "30m"
-quarantine_for = "1h"
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once("=\"")?;
+            Some((key.to_string(), value.trim_end_matches('"').to_string()))
+        })
+        .collect()
+}
 
-[[groups]]
-name = "{group}"
-cidrs = ["{client_ip}/32"]
-mode = "allowlist"
-allow = ["*.{zone}", "{zone}"]
-block = "nxdomain"
-
-[groups.detect]
-monitor_only = {monitor_only}
-alert = 60
-throttle = 70
-sinkhole = 80
-quarantine = 90
-"#
-    )
+/// The sum of metric `name` over its samples that carry every label in `labels`; `None` when no
+/// sample does (the series was never registered or rendered).
+pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = metric_samples(metrics, name)
+        .into_iter()
+        .filter(|(have, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.get(*k).is_some_and(|h| h == v))
+        })
+        .map(|(_, value)| value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
 }

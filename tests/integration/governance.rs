@@ -504,7 +504,16 @@ async fn reloads_under_load_lose_no_query_and_give_no_wrong_answer() {
             .post("/api/v1/policy/reload", json!({"actor": "load-test"}))
             .await;
         assert_eq!(status, 200, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Let the load run under this version for a few dozen queries (not for a fixed time).
+        let from = sent.load(Ordering::Relaxed);
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while sent.load(Ordering::Relaxed) < from + 30 {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the load stopped sending"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if round == 6 {
             let (status, body) = api
                 .post(

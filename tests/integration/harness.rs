@@ -358,11 +358,21 @@ pub async fn udp_query(server: SocketAddr, src: &str, qname: &str, qtype: Record
     m
 }
 
-/// Query over TCP from `src`.
+/// Query over TCP from `src`, on a connection of its own.
 pub async fn tcp_query(server: SocketAddr, src: &str, qname: &str, qtype: RecordType) -> Message {
+    let mut s = tcp_connect(server, src).await;
+    tcp_ask(&mut s, qname, qtype).await
+}
+
+/// A TCP connection to `server` from `src`.
+pub async fn tcp_connect(server: SocketAddr, src: &str) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
-    let mut s = sock.connect(server).await.unwrap();
+    sock.connect(server).await.unwrap()
+}
+
+/// One query on an open TCP connection, and its answer.
+pub async fn tcp_ask(s: &mut tokio::net::TcpStream, qname: &str, qtype: RecordType) -> Message {
     let packet = query_packet(qname, qtype, false);
     let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&packet);
@@ -374,6 +384,17 @@ pub async fn tcp_query(server: SocketAddr, src: &str, qname: &str, qtype: Record
     let mut buf = vec![0u8; usize::from(len)];
     s.read_exact(&mut buf).await.unwrap();
     Message::from_vec(&buf).unwrap()
+}
+
+/// `GET /metrics` of a server's admin endpoint.
+pub async fn metrics_text(s: &TestServer) -> String {
+    let admin = s.admin.expect("admin endpoint");
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 pub fn a_records(m: &Message) -> Vec<String> {
