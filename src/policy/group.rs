@@ -1,4 +1,4 @@
-//! Stage 4: per-group policy: which names a group may resolve, and what a blocked query gets.
+//! Per-group policy: which names a group may resolve, and what a blocked query gets.
 //!
 //! A group in `allowlist` mode (the default) resolves only names that match an allow rule; in
 //! `denylist` mode it resolves everything but what a deny rule matches. Deny rules win over

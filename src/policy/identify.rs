@@ -1,4 +1,4 @@
-//! Stage 2: identify the client by its socket source address.
+//! Identify the client by its socket source address.
 //!
 //! Each group owns CIDRs; the longest matching prefix wins, so a /32 for one special agent can
 //! sit inside its fleet's /24. The key is always the socket's source address, never anything the

@@ -1,4 +1,4 @@
-//! Stage 6: the answer cache, owned by dnsward and sitting on the hot path.
+//! The answer cache, owned by dnsward and sitting on the hot path.
 //!
 //! Answers are stored pre-encoded (without the OPT record), so a hit is a copy plus a few
 //! patches: ID, the client's question case, each TTL counted down, and an OPT record for EDNS

@@ -1,4 +1,4 @@
-//! Stage 7b: forwarding allowed queries to upstream resolvers.
+//! Forwarding allowed queries to upstream resolvers.
 //!
 //! dnsward owns this client rather than using hickory-resolver: a forwarder must hand back the
 //! upstream's message as it is (flags, authority section for negative caching, CNAME chains),

@@ -1,7 +1,7 @@
-//! Stage 1: the listeners. UDP and TCP on every configured address, IPv4 and IPv6.
+//! The listeners. UDP and TCP on every configured address, IPv4 and IPv6.
 //!
 //! UDP: each address gets one socket per worker, bound with `SO_REUSEPORT` so the kernel
-//! spreads clients across them, and each socket has its own receive loop ([`udp`]: datagrams
+//! spreads clients across them, and each socket has its own receive loop (`udp.rs`: datagrams
 //! read and answers sent in batches, one system call each way per batch). Queries the
 //! synchronous stages can answer (refusals, blocks, cache hits) are answered inline, with no
 //! task spawned and no lock taken; only cache misses spawn a task.

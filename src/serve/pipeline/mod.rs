@@ -22,7 +22,7 @@
 //! - a miss becomes a [`Pending`] resolved asynchronously ([`Pipeline::resolve`]): local zones
 //!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
 //!   the group may not reach).
-//! - **account** ([`account`]): every answer, whatever stage produced it, is counted in
+//! - **account** (`account.rs`): every answer, whatever stage produced it, is counted in
 //!   `dnsward_queries_total{group,verdict,qtype}`, timed, and (for every verdict but `allow`,
 //!   or when configured) logged as an event.
 //!
