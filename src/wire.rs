@@ -118,6 +118,66 @@ pub struct Edns {
     pub version: u8,
     /// The DNSSEC OK bit.
     pub dnssec_ok: bool,
+    /// The COOKIE option (RFC 7873), if the query carried one.
+    pub cookie: Option<Cookie>,
+}
+
+/// A COOKIE option: the client cookie and, when the client has one from us, a server cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    /// The client cookie.
+    pub client: [u8; 8],
+    /// Length of the server cookie (0 when absent, else 8–32).
+    pub server_len: u8,
+    /// The server cookie's bytes (the first `server_len`).
+    pub server: [u8; 32],
+}
+
+impl Cookie {
+    /// The server cookie, if the client sent one.
+    #[must_use]
+    pub fn server(&self) -> Option<&[u8]> {
+        (self.server_len > 0).then(|| &self.server[..usize::from(self.server_len)])
+    }
+
+    /// Parse the option data: 8 bytes of client cookie, then 0 or 8–32 bytes of server cookie.
+    fn parse(data: &[u8]) -> Option<Self> {
+        let (client, server) = data.split_first_chunk::<8>()?;
+        if !(server.is_empty() || (8..=32).contains(&server.len())) {
+            return None;
+        }
+        let mut out = Self {
+            client: *client,
+            server_len: u8::try_from(server.len()).ok()?,
+            server: [0; 32],
+        };
+        out.server[..server.len()].copy_from_slice(server);
+        Some(out)
+    }
+}
+
+/// EDNS option code of COOKIE (RFC 7873).
+pub const OPTION_COOKIE: u16 = 10;
+
+/// The COOKIE option, if any, among an OPT record's options. A malformed option list or cookie
+/// is a format error (RFC 7873 §5.2.2).
+fn find_cookie(mut options: &[u8]) -> Result<Option<Cookie>, WireError> {
+    let mut found = None;
+    while !options.is_empty() {
+        let (head, rest) = options
+            .split_first_chunk::<4>()
+            .ok_or(WireError::FormErr("EDNS option truncated"))?;
+        let code = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let data = rest
+            .get(..len)
+            .ok_or(WireError::FormErr("EDNS option runs past the OPT record"))?;
+        if code == OPTION_COOKIE && found.is_none() {
+            found = Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
+        }
+        options = &rest[len..];
+    }
+    Ok(found)
 }
 
 /// A parsed query, borrowing the packet it came from.
@@ -147,6 +207,9 @@ pub struct Query<'a> {
     pub qclass: u16,
     /// EDNS information, if the query had an OPT record.
     pub edns: Option<Edns>,
+    /// The server cookie to send back in the answer's COOKIE option (set by the pipeline;
+    /// only when the query carried a COOKIE option).
+    pub response_cookie: Option<[u8; 16]>,
 }
 
 impl Query<'_> {
@@ -334,6 +397,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         let rdlen = r
             .u16()
             .ok_or(WireError::FormErr("additional record truncated"))?;
+        let rdata_at = r.pos;
         r.skip(usize::from(rdlen)).ok_or(WireError::FormErr(
             "additional record data runs past the packet",
         ))?;
@@ -341,10 +405,12 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
             if edns.is_some() {
                 return Err(WireError::FormErr("more than one OPT record"));
             }
+            let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
             edns = Some(Edns {
                 udp_size: class,
                 version: ((ttl >> 16) & 0xFF) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
+                cookie: find_cookie(rdata)?,
             });
         }
     }
@@ -361,6 +427,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         qtype,
         qclass,
         edns,
+        response_cookie: None,
     })
 }
 
@@ -495,7 +562,12 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
         | if q.cd { flag::CD } else { 0 };
     msg[2..4].copy_from_slice(&flags.to_be_bytes());
     msg[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
-    let opt_len = if q.edns.is_some() { 11 } else { 0 };
+    let cookie = q.edns.and_then(|e| e.cookie).zip(q.response_cookie);
+    let opt_len = match (q.edns, cookie) {
+        (None, _) => 0,
+        (Some(_), None) => 11,
+        (Some(_), Some(_)) => 11 + 4 + 8 + 16,
+    };
     if msg.len() + opt_len > max_len {
         msg.truncate(HEADER_LEN + q.question.len());
         let flags = u16::from_be_bytes([msg[2], msg[3]]) | flag::TC;
@@ -504,6 +576,15 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
     }
     if let Some(edns) = q.edns {
         push_opt(msg, edns.dnssec_ok, 0);
+        if let Some((client, server)) = cookie {
+            // The OPT record just pushed ends with a zero RDLEN: put the option in.
+            let rdlen_at = msg.len() - 2;
+            msg.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+            msg.extend_from_slice(&24u16.to_be_bytes());
+            msg.extend_from_slice(&client.client);
+            msg.extend_from_slice(&server);
+            msg[rdlen_at..rdlen_at + 2].copy_from_slice(&28u16.to_be_bytes());
+        }
     }
 }
 
@@ -605,6 +686,69 @@ pub(crate) mod tests {
             out[11] = 1;
         }
         out
+    }
+
+    /// A query with an OPT record carrying `option` (code, data).
+    fn query_with_option(code: u16, data: &[u8]) -> Vec<u8> {
+        let mut p = query_bytes("www.example.com", rtype::A, Some(1232));
+        let len = u16::try_from(data.len() + 4).unwrap();
+        let at = p.len() - 2;
+        p[at..].copy_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    }
+
+    #[test]
+    fn cookies_are_parsed_checked_and_echoed() {
+        let client = [1, 2, 3, 4, 5, 6, 7, 8];
+        let p = query_with_option(OPTION_COOKIE, &client);
+        let mut q = parse_query(&p).unwrap();
+        let c = q.edns.unwrap().cookie.unwrap();
+        assert_eq!(c.client, client);
+        assert_eq!(c.server(), None);
+        let mut with_server = client.to_vec();
+        with_server.extend_from_slice(&[9; 16]);
+        let p2 = query_with_option(OPTION_COOKIE, &with_server);
+        let q2 = parse_query(&p2).unwrap();
+        assert_eq!(
+            q2.edns.unwrap().cookie.unwrap().server(),
+            Some(&[9u8; 16][..])
+        );
+        for bad in [&[1u8, 2, 3][..], &[0; 12][..], &[0; 41][..]] {
+            assert!(
+                matches!(
+                    parse_query(&query_with_option(OPTION_COOKIE, bad)),
+                    Err(WireError::FormErr(_))
+                ),
+                "{} bytes",
+                bad.len()
+            );
+        }
+        // Other options are skipped; a truncated option list is a format error.
+        assert!(
+            parse_query(&query_with_option(3, b"nsid"))
+                .unwrap()
+                .edns
+                .unwrap()
+                .cookie
+                .is_none()
+        );
+        let mut torn = query_with_option(3, b"nsid");
+        let at = torn.len() - 6;
+        torn[at..at + 2].copy_from_slice(&99u16.to_be_bytes());
+        assert!(parse_query(&torn).is_err());
+        // The answer carries the client cookie and our server cookie.
+        q.response_cookie = Some([0xAB; 16]);
+        let mut answer = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut answer, &q, 4096);
+        let m = hickory_proto::op::Message::from_vec(&answer).expect("a well-formed answer");
+        assert!(m.edns.is_some(), "OPT in the answer");
+        let tail = &answer[answer.len() - 28..];
+        assert_eq!(&tail[..4], &[0, 10, 0, 24], "COOKIE option header");
+        assert_eq!(&tail[4..12], &client);
+        assert_eq!(&tail[12..], &[0xAB; 16]);
     }
 
     #[test]

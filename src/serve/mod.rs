@@ -29,6 +29,7 @@ use crate::metrics as m;
 use crate::serve::pipeline::UnknownClients;
 use crate::serve::pipeline::{Pipeline, Protocol};
 
+pub mod cookie;
 pub mod pipeline;
 mod udp;
 

@@ -193,16 +193,41 @@ async fn api_requires_the_token_and_validates_input() {
     assert!(admin.len() >= 14, "{} admin events", admin.len());
 }
 
+/// How the tunnel's queries reach dnsward.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Plain UDP: the source address is not proven.
+    Udp,
+    /// UDP echoing the DNS Cookie from each answer: the source address is proven.
+    UdpWithCookie,
+    /// TCP: the source address is proven by the handshake.
+    Tcp,
+}
+
 async fn tunnel_until_contained(s: &TestServer, clock: &ManualClock, src: &str) -> usize {
+    tunnel_via(s, clock, src, Via::Tcp).await
+}
+
+/// Send an iodine-like tunnel from `src`; returns how many queries were refused.
+async fn tunnel_via(s: &TestServer, clock: &ManualClock, src: &str, via: Via) -> usize {
     let traffic = testgen::iodine_base32("tun.example", 120, 11);
     let mut refused = 0;
+    let mut cookie: Option<Vec<u8>> = None;
+    let client_cookie = [0x5a; 8];
     for q in &traffic.queries {
-        let raw = udp_raw(
-            s.udp,
-            src.parse().unwrap(),
-            &raw_name_query(&q.qname, q.qtype),
-        )
-        .await
+        let packet = raw_name_query(&q.qname, q.qtype);
+        let raw = match via {
+            Via::Udp => udp_raw(s.udp, src.parse().unwrap(), &packet).await,
+            Via::UdpWithCookie => {
+                let packet = with_cookie(packet, client_cookie, cookie.as_deref());
+                let raw = udp_raw(s.udp, src.parse().unwrap(), &packet).await;
+                if let Some(c) = raw.as_deref().and_then(server_cookie) {
+                    cookie = Some(c);
+                }
+                raw
+            }
+            Via::Tcp => tcp_raw(s.tcp, src, &packet).await,
+        }
         .unwrap();
         if Message::from_vec(&raw).unwrap().metadata.response_code == ResponseCode::Refused {
             refused += 1;
@@ -210,6 +235,67 @@ async fn tunnel_until_contained(s: &TestServer, clock: &ManualClock, src: &str) 
         clock.advance(traffic.interval);
     }
     refused
+}
+
+/// A group whose tunnel thresholds reach quarantine, with `www.example` allowed.
+async fn quarantine_server(clock: &Arc<ManualClock>) -> (RunningUpstream, TestServer) {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .answering_everything([192, 0, 2, 9])
+        .start()
+        .await;
+    let s = TestServer::start_with(
+        Some(up.addr),
+        &groups("\"*.tun.example\", \"www.example\""),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    (up, s)
+}
+
+#[tokio::test]
+async fn spoofable_udp_evidence_never_quarantines_the_source_address() {
+    let clock = ManualClock::new();
+    let (_up, mut s) = quarantine_server(&clock).await;
+    // The same tunnel that gets a TCP client quarantined, sent over plain UDP: anyone can forge
+    // that source address, so it may only contain the tunnel domain for it.
+    tunnel_via(&s, &clock, "127.0.0.70", Via::Udp).await;
+    let m = udp_query(s.udp, "127.0.0.70", "www.example", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "the (possibly framed) address keeps its other names"
+    );
+    let contained = udp_query(s.udp, "127.0.0.70", "zz9.tun.example", RecordType::A).await;
+    assert!(
+        contained.metadata.response_code != ResponseCode::NoError
+            || a_records(&contained) == ["0.0.0.0"],
+        "the tunnel domain is contained: {contained:?}"
+    );
+    let events = s.stop_and_read_events().await;
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "containment_started")
+        .collect();
+    assert!(!started.is_empty(), "contained at all");
+    assert!(
+        started.iter().all(|e| e["action"] != "quarantine"),
+        "{started:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_udp_client_that_echoes_its_dns_cookie_is_proven_and_can_be_quarantined() {
+    let clock = ManualClock::new();
+    let (_up, s) = quarantine_server(&clock).await;
+    assert!(tunnel_via(&s, &clock, "127.0.0.70", Via::UdpWithCookie).await > 0);
+    let m = udp_query(s.udp, "127.0.0.70", "www.example", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "a proven source is quarantined"
+    );
 }
 
 #[tokio::test]

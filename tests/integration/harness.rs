@@ -424,3 +424,47 @@ pub fn raw_name_query(qname: &str, qtype: u16) -> Vec<u8> {
     m.add_query(Query::query(name, RecordType::from(qtype)));
     m.to_vec().unwrap()
 }
+
+/// Send `packet` over TCP from `src` and return the raw answer (None on timeout or close).
+pub async fn tcp_raw(server: SocketAddr, src: &str, packet: &[u8]) -> Option<Vec<u8>> {
+    let mut s = tcp_connect(server, src).await;
+    let mut framed = u16::try_from(packet.len()).ok()?.to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    s.write_all(&framed).await.ok()?;
+    let len = tokio::time::timeout(Duration::from_secs(4), s.read_u16())
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; usize::from(len)];
+    tokio::time::timeout(Duration::from_secs(4), s.read_exact(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf)
+}
+
+/// `packet` (no OPT record yet) with an OPT record carrying a DNS Cookie: the client cookie
+/// and, when given, the server cookie learnt from an earlier answer.
+pub fn with_cookie(mut packet: Vec<u8>, client: [u8; 8], server: Option<&[u8]>) -> Vec<u8> {
+    let server = server.unwrap_or_default();
+    let option_len = u16::try_from(8 + server.len()).unwrap();
+    packet.push(0);
+    packet.extend_from_slice(&41u16.to_be_bytes());
+    packet.extend_from_slice(&1232u16.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0, 0]);
+    packet.extend_from_slice(&(option_len + 4).to_be_bytes());
+    packet.extend_from_slice(&10u16.to_be_bytes());
+    packet.extend_from_slice(&option_len.to_be_bytes());
+    packet.extend_from_slice(&client);
+    packet.extend_from_slice(server);
+    let arcount = u16::from_be_bytes([packet[10], packet[11]]) + 1;
+    packet[10..12].copy_from_slice(&arcount.to_be_bytes());
+    packet
+}
+
+/// The server cookie in an answer's COOKIE option, if any (dnsward puts the option, 8 bytes
+/// of client cookie and 16 of server cookie, last in its OPT record).
+pub fn server_cookie(answer: &[u8]) -> Option<Vec<u8>> {
+    let at = answer.windows(4).rposition(|w| w == [0, 10, 0, 24])?;
+    answer.get(at + 12..at + 28).map(<[u8]>::to_vec)
+}

@@ -137,6 +137,7 @@ impl Pipeline {
             client,
             protocol,
             received,
+            ..
         } = *ctx;
         let verdict = report.verdict;
         let group = gid.and_then(|g| policy.group(g));
@@ -192,6 +193,9 @@ pub(super) struct Asked<'a, 'p> {
     pub(super) protocol: Protocol,
     /// When it was received.
     pub(super) received: Instant,
+    /// Whether the source address is proven (TCP, a valid DNS Cookie): only such evidence
+    /// may quarantine a whole client.
+    pub(super) verified: bool,
 }
 
 /// One reading of the pipeline's clock, taken the first time a stage asks for it.

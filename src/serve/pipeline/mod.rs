@@ -55,6 +55,7 @@ use crate::policy::group::Group;
 use crate::policy::identify::{GroupId, canonical};
 use crate::policy::verdict::Verdict;
 use crate::resolve::cache::{AnswerCache, CachedAnswer};
+use crate::serve::cookie::{CookieCheck, CookieSecret};
 use crate::wire::{self, Query, rcode};
 
 mod account;
@@ -156,6 +157,8 @@ pub struct Pipeline {
     containment: Containment,
     /// Temporary exceptions and recent alerts (admin API).
     overrides: Overrides,
+    /// The DNS Cookie secret: proof of a UDP client's source address.
+    cookies: CookieSecret,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     malformed_formerr: Counter,
@@ -186,7 +189,19 @@ impl Pipeline {
         containment: Containment,
     ) -> Self {
         let overrides = Overrides::new(Arc::clone(&clock));
+        let cookies = CookieSecret::random().unwrap_or_else(|e| {
+            // The OS random source failing is near impossible; std's hasher keys come from it
+            // too, but are the best remaining secret.
+            tracing::warn!(error = %e, "no OS randomness for the DNS Cookie secret");
+            let seed =
+                std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), received_key());
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&seed.to_le_bytes());
+            key[8..].copy_from_slice(&seed.rotate_left(32).to_be_bytes());
+            CookieSecret::from_key(key)
+        });
         Self {
+            cookies,
             policy: ArcSwap::new(policy),
             cache,
             events,
@@ -262,11 +277,13 @@ impl Pipeline {
         received: Instant,
     ) -> Outcome {
         // Parse: the only stage that sees raw bytes.
-        let q = match wire::parse_query(packet) {
+        let mut q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(e) => return self.malformed(packet, e),
         };
         let client = canonical(src);
+        let now = LazyNow::new(&self.clock);
+        let verified = self.check_source(&mut q, client, protocol, &now);
         let policy = self.policy.load();
         let asked = Asked {
             policy: &policy,
@@ -275,6 +292,7 @@ impl Pipeline {
             client,
             protocol,
             received,
+            verified,
         };
         // Identify: the socket address picks the group.
         let Some(gid) = policy.clients.lookup(client) else {
@@ -290,7 +308,7 @@ impl Pipeline {
             },
             group,
             domain: registrable_domain(&q.name),
-            now: LazyNow::new(&self.clock),
+            now,
             decision: None,
         };
         for (_, stage) in SYNC_STAGES {
@@ -313,9 +331,10 @@ impl Pipeline {
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
     pub async fn resolve(&self, p: Pending) -> Option<Vec<u8>> {
-        let Ok(q) = wire::parse_query(&p.packet) else {
+        let Ok(mut q) = wire::parse_query(&p.packet) else {
             return None;
         };
+        let verified = self.check_source(&mut q, p.client, p.protocol, &LazyNow::new(&self.clock));
         let policy = &p.policy;
         let group = policy.group(p.group)?;
         let reason = || group.decide(&q.name).reason();
@@ -326,6 +345,7 @@ impl Pipeline {
             client: p.client,
             protocol: p.protocol,
             received: p.received,
+            verified,
         };
 
         // Local zones are authoritative and never forwarded.
@@ -411,6 +431,24 @@ impl Pipeline {
         }
     }
 
+    /// Whether the query provably came from its source address (TCP, or a valid DNS Cookie),
+    /// and the server cookie its answer carries.
+    fn check_source(
+        &self,
+        q: &mut Query<'_>,
+        client: IpAddr,
+        protocol: Protocol,
+        now: &LazyNow<'_>,
+    ) -> bool {
+        let Some(cookie) = q.edns.and_then(|e| e.cookie) else {
+            return protocol == Protocol::Tcp;
+        };
+        let secs = u32::try_from(now.get().as_secs()).unwrap_or(u32::MAX);
+        let (check, answer) = self.cookies.check(Some(&cookie), client, secs);
+        q.response_cookie = answer;
+        protocol == Protocol::Tcp || check == CookieCheck::Verified
+    }
+
     /// The answer check for an upstream answer (cached or fresh) to `qname`.
     fn check_answer<'a>(
         &self,
@@ -462,6 +500,11 @@ impl Pipeline {
     pub fn clock(&self) -> &SharedClock {
         &self.clock
     }
+}
+
+/// Something that differs between processes, for the fallback cookie secret.
+fn received_key() -> (u32, Instant) {
+    (std::process::id(), Instant::now())
 }
 
 /// Encode a local-zone answer and put the client's question in it.

@@ -100,13 +100,18 @@ impl Pipeline {
             self.events.emit(event);
         }
         if assessment.level >= Level::Throttle && !group.detect.monitor_only {
-            if let Some(started) = self.containment.start(
-                asked.client,
-                &group.name,
-                domain,
-                assessment.level,
-                assessment.score,
-            ) {
+            // Only evidence from a proven source address may cut a whole client off: a forged
+            // UDP source could otherwise get a victim quarantined. Spoofable evidence still
+            // sinkholes the offending domain for that address.
+            let level = if assessment.level == Level::Quarantine && !asked.verified {
+                Level::Sinkhole
+            } else {
+                assessment.level
+            };
+            if let Some(started) =
+                self.containment
+                    .start(asked.client, &group.name, domain, level, assessment.score)
+            {
                 self.events
                     .emit(Event::now(version, EventBody::ContainmentStarted(started)));
             }
