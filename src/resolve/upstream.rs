@@ -1,9 +1,9 @@
 //! Forwarding allowed queries to upstream resolvers.
 //!
 //! dnsward owns this client rather than using hickory-resolver: a forwarder must hand back the
-//! upstream's message as it is (flags, authority section for negative caching, CNAME chains),
-//! which a stub resolver's lookup API hides, and it must never cache on its own (the answer
-//! cache is ours). Each exchange uses a fresh UDP socket with a random source port and checks
+//! upstream's message as it is (flags, authority section for negative caching, CNAME chains)
+//! and must never cache on its own (the answer cache is ours), while hickory-resolver puts its
+//! own entry-counted cache and CNAME chasing in front and turns negative answers into errors. Each exchange uses a fresh UDP socket with a random source port and checks
 //! the answer's ID and question, so off-path spoofing has to guess both. Truncated answers are
 //! retried over TCP. Servers are tried in order of health (fewest recent failures first) until
 //! one answers or the overall budget runs out, and the caller turns that into SERVFAIL.
