@@ -426,7 +426,7 @@ fn audit(action: AuditAction) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: no such file", missing.display());
     }
     let files = if paths.len() == 1 {
-        dnsward::govern::audit::chain_files(&paths[0])
+        dnsward::events::reader::rotated_files(&paths[0])
     } else {
         paths
     };
