@@ -1,6 +1,7 @@
 //! Integration tests: dnsward through real UDP/TCP sockets on 127.0.0.x, with a fake upstream.
 //! One test binary made of modules; distinct loopback source addresses play different agents.
 
+mod alert_filter;
 mod detection;
 mod governance;
 mod harness;
