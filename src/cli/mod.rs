@@ -8,6 +8,7 @@
 //! - [`check`]: `dnsward check`, validate a configuration.
 //! - [`serve`]: `dnsward serve`, run the resolver until a signal.
 //! - [`alerts`]: `dnsward alerts`, suspects from the event log (filters, containment state).
+//! - [`containment`]: who is contained now, from the containment events.
 //! - [`render`]: the suspects as a terminal table or JSON.
 //! - [`tail`]: `dnsward events tail`, the log as it grows, across rotations.
 //! - [`audit`]: `dnsward audit verify`, check the event log's hash chain.
@@ -20,6 +21,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod check;
+pub mod containment;
 pub mod policy;
 pub mod render;
 pub mod serve;

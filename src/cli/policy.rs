@@ -127,3 +127,50 @@ fn history_table(history: &[crate::govern::store::VersionInfo]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::govern::store::VersionInfo;
+
+    fn version(number: u64, action: &str, rolled_back_to: Option<u64>) -> VersionInfo {
+        VersionInfo {
+            number,
+            hash: format!("{number:016x}{}", "0".repeat(48)),
+            loaded_at: "2026-11-25T19:59:00.123456Z".into(),
+            author: (number > 1).then(|| "alice".into()),
+            message: (number > 1).then(|| "allow cdn".into()),
+            action: action.into(),
+            rolled_back_from: rolled_back_to.map(|_| number - 1),
+            rolled_back_to,
+            config_path: PathBuf::from("/etc/dnsward/dnsward.toml"),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn history_rows_line_up_under_their_headers() {
+        let table = history_table(&[version(1, "load", None), version(12, "rollback", Some(1))]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("VER  LOADED"), "{table}");
+        assert!(
+            lines[1].starts_with("  1  2026-11-25T19:59:00  load"),
+            "{table}"
+        );
+        assert!(lines[2].contains("rollback→1"), "{table}");
+        // Each column starts at the same character on every line (the ACTION header used to
+        // be narrower than its cells).
+        let column = |line: &str, text: &str| line[..line.find(text).unwrap()].chars().count();
+        assert_eq!(column(lines[0], "AUTHOR"), column(lines[2], "alice"));
+        assert_eq!(column(lines[0], "MESSAGE"), column(lines[2], "allow cdn"));
+        assert_eq!(
+            column(lines[0], "HASH"),
+            column(lines[1], "0000000000000001")
+        );
+        let author = column(lines[0], "AUTHOR");
+        assert_eq!(lines[1].chars().nth(author), Some('-'), "{table}");
+    }
+}
