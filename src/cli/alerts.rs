@@ -1,17 +1,17 @@
 //! `dnsward alerts`: who looks like a tunnel, from the event log.
 //!
 //! [`load_alerts`] reads the log's files (listed by
-//! [`rotated_files`](crate::events::reader::rotated_files), read through
+//! [`rotated_files`], read through
 //! [`LogLines`]), keeps the alerts an [`AlertsQuery`] asks for, folds them into one [`Suspect`]
 //! per (client, domain) and joins the containment events to say who is contained now;
-//! [`render_table`](super::render::render_table) and
-//! [`render_json`](super::render::render_json) present the result. The alert filter is the
+//! [`render_table`] and
+//! [`render_json`] present the result. The alert filter is the
 //! admin API's own ([`AlertFilter::matches`]), so `dnsward alerts --domain X` and
 //! `GET /api/v1/alerts?domain=X` select the same alerts.
 //!
 //! Reading is forgiving, because an analyst must always be able to read what is there: a line
 //! that is not JSON (a torn write, a stray edit, a line over
-//! [`MAX_LINE_BYTES`](crate::events::reader::MAX_LINE_BYTES)) is skipped and counted, unknown
+//! [`MAX_LINE_BYTES`]) is skipped and counted, unknown
 //! fields (`seq` and `prev` of the hash chain) and unknown kinds are ignored.
 //!
 //! Bounds: the analysis holds one [`Suspect`] per distinct (client, domain) alerted on and one

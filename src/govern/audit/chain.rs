@@ -1,8 +1,8 @@
 //! The chain's line format and hashing: [`ChainEncoder`] writes each event as a record linked
 //! to the one before it (`seq`, `prev`, `chain`, `key_id`, `seal`; see the [parent
-//! module](super) for the format), and [`parse_record`] reads a line back as one.
+//! module](super) for the format), and `parse_record` reads a line back as one.
 //!
-//! `H` is SHA-256 unkeyed or HMAC-SHA256 keyed ([`Hasher`]); the key is prepared once and the
+//! `H` is SHA-256 unkeyed or HMAC-SHA256 keyed (`Hasher`); the key is prepared once and the
 //! prepared state cloned per hash.
 
 use std::fmt;

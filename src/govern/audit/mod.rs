@@ -2,7 +2,7 @@
 //!
 //! A security team reads the event log to learn what an agent did; someone covering their
 //! tracks would edit it. With the chain on, every line links to the line before it, so a record
-//! that was modified, deleted, inserted or moved is found by [`verify`], which names the first
+//! that was modified, deleted, inserted or moved is found by [`verify`](verify()), which names the first
 //! one, with its file, line, seq and what happened to it.
 //!
 //! # Line format
@@ -29,7 +29,7 @@
 //!   inferred from the next one.
 //!
 //! # What the verifier reports
-//! [`verify`] reads the files in chain order ([`rotated_files`](crate::events::reader::rotated_files)) and stops at the first problem;
+//! [`verify`](verify()) reads the files in chain order ([`rotated_files`](crate::events::reader::rotated_files)) and stops at the first problem;
 //! only torn lines let it carry on (up to 100 of them), because a crash makes them and the
 //! chain is checked across them. Each kind comes from a specific pattern, looking up to a few hundred records ahead:
 //!
@@ -65,7 +65,7 @@
 //! encoder assigns seq and `prev` in the order the lines sit in the batch, so what reaches the
 //! file is always a prefix of the chain. A crash (or power loss) in the middle of a batch
 //! leaves whole lines followed by at most one partial line with no `\n`, or, after a power loss,
-//! a tail of NUL bytes: either way a last line that is not a record, which [`verify`] reports
+//! a tail of NUL bytes: either way a last line that is not a record, which [`verify`](verify()) reports
 //! as `torn_line`, never as a record. On restart, [`ChainEncoder::resume`] ends the torn line
 //! with a `\n` (so the next record starts on a line of its own) and continues from the last
 //! complete record; the fragment stays in the file, reported as `torn_line` at its position,
@@ -74,7 +74,7 @@
 //!
 //! A write *error* (disk full) is different: the sink cuts the partial line and drops the
 //! batch's unwritten lines, which had already been given seqs, so the file shows a seq gap that
-//! [`verify`] reports as `deleted`, alongside `dnsward_events_dropped_total{cause="io"}`.
+//! [`verify`](verify()) reports as `deleted`, alongside `dnsward_events_dropped_total{cause="io"}`.
 //!
 //! # Files
 //! - this file: the `[audit]` section ([`AuditConfig`]), loading the key ([`AuditKey`]), the
@@ -164,7 +164,7 @@ impl AuditKey {
         Self(bytes)
     }
 
-    /// The key bytes, e.g. for [`verify`].
+    /// The key bytes, e.g. for [`verify()`].
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

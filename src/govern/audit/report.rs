@@ -1,4 +1,4 @@
-//! What [`verify`](super::verify()) found: the kind of each problem, where it is, and the
+//! What [`verify`](super::verify())(super::verify()) found: the kind of each problem, where it is, and the
 //! report an analyst reads (`Display`) or a script parses (`Serialize`, for `--json`).
 
 use std::fmt;
@@ -58,7 +58,7 @@ impl fmt::Display for ProblemKind {
 pub struct Problem {
     /// What happened.
     pub kind: ProblemKind,
-    /// The file, as given to [`verify`].
+    /// The file, as given to [`verify`](super::verify()).
     pub file: PathBuf,
     /// Line number in that file, from 1 (0 when the file could not be opened).
     pub line: u64,
@@ -86,7 +86,7 @@ impl fmt::Display for Problem {
 /// A record's place in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainPoint {
-    /// The file, as given to [`verify`].
+    /// The file, as given to [`verify`](super::verify()).
     pub file: PathBuf,
     /// Line number in that file, from 1.
     pub line: u64,
@@ -94,7 +94,7 @@ pub struct ChainPoint {
     pub seq: u64,
 }
 
-/// What [`verify`] found. `Display` is for people; `Serialize` is for `--json`.
+/// What [`verify`](super::verify()) found. `Display` is for people; `Serialize` is for `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Every record verified and nothing else turned up.

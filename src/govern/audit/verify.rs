@@ -1,5 +1,5 @@
 //! Checking the chain over the log's files: [`verify`] reads every line through the one event-log
-//! reader ([`LogLines`]), hashes it, and looks up to [`LOOKAHEAD`] records ahead to tell the
+//! reader ([`LogLines`]), hashes it, and looks up to `LOOKAHEAD` (256) records ahead to tell the
 //! kinds of problem apart (see the [parent module](super) for the table).
 
 use std::collections::VecDeque;
