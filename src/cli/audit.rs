@@ -32,6 +32,10 @@ pub fn run(action: AuditAction) -> anyhow::Result<ExitCode> {
     if let Some(missing) = paths.iter().find(|p| !p.exists()) {
         anyhow::bail!("{}: no such file", missing.display());
     }
+    // The reader lists regular files only: a directory must not verify as an empty chain.
+    if let Some(other) = paths.iter().find(|p| !p.is_file()) {
+        anyhow::bail!("{}: not a regular file", other.display());
+    }
     let files = if paths.len() == 1 {
         rotated_files(&paths[0])
     } else {
