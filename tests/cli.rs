@@ -119,3 +119,15 @@ fn audit_verify_passes_a_clean_chain_and_names_a_tampered_record() {
     assert_eq!(report["problems"][0]["line"], 3);
     assert!(Path::new(p).exists());
 }
+
+#[test]
+fn audit_verify_refuses_a_directory_or_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = dnsward(&["audit", "verify", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "a directory is not an empty chain: {out}{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let missing = dir.path().join("events.jsonl");
+    let (code, _, err) = dnsward(&["audit", "verify", missing.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such file"), "{err}");
+}

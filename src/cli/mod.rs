@@ -1,7 +1,296 @@
 //! The command line: subcommands of the `dnsward` binary and the analyst's terminal views.
 //!
-//! - [`analyst`]: `dnsward alerts` and `dnsward events tail` over the event log.
+//! This folder is the binary's edge: `src/main.rs` only parses [`Cli`], calls [`init_logging`]
+//! and hands over to [`run`]. So, unlike the rest of the library, modules here may use `anyhow`
+//! for errors that end as a message on stderr; what they call in the library returns typed
+//! (`thiserror`) errors.
+//!
+//! - [`check`]: `dnsward check`, validate a configuration.
+//! - [`serve`]: `dnsward serve`, run the resolver until a signal.
+//! - [`alerts`]: `dnsward alerts`, suspects from the event log (filters, containment state).
+//! - [`containment`]: who is contained now, from the containment events.
+//! - [`render`]: the suspects as a terminal table or JSON.
+//! - [`tail`]: `dnsward events tail`, the log as it grows, across rotations.
+//! - [`audit`]: `dnsward audit verify`, check the event log's hash chain.
+//! - [`policy`]: `dnsward policy …`, history and diffs from the store, reload and rollback
+//!   through the admin API.
+//! - [`table`]: the one way the CLI draws a table.
 //!
 //! May import anything in the library; nothing in the library imports it.
 
-pub mod analyst;
+pub mod alerts;
+pub mod audit;
+pub mod check;
+pub mod containment;
+pub mod policy;
+pub mod render;
+pub mod serve;
+pub mod table;
+pub mod tail;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+/// A DNS security resolver for AI-agent fleets.
+#[derive(Debug, Parser)]
+#[command(name = "dnsward", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How the binary logs (to stderr).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the resolver.
+    Serve {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and every file it pulls in; print every problem found.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+    },
+    /// Top tunneling suspects from the event log, with score breakdowns and samples.
+    Alerts {
+        /// Configuration file (its `[events] path` is read) …
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+        /// … or the event file to read instead (rotated files beside it are read too).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Only alerts this recent, e.g. 30m, 1h, 2d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this client.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this domain (any name under it matches).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only alerts scoring at least this.
+        #[arg(long)]
+        min_score: Option<u8>,
+        /// Most suspects shown (0 = all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The event log.
+    Events {
+        /// Which action.
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+    /// The tamper-evident event log.
+    Audit {
+        /// Which action.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Policy versions: history, diff, reload, rollback.
+    Policy {
+        /// Configuration file (for `[store]` and the admin endpoint).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/dnsward/dnsward.toml",
+            global = true
+        )]
+        config: PathBuf,
+        /// Which action.
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+/// `dnsward events …`.
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Print the event log and, with --follow, new events as they are written (across rotations).
+    Tail {
+        /// Configuration file (its `[events] path` is read) …
+        #[arg(short, long, default_value = "/etc/dnsward/dnsward.toml")]
+        config: PathBuf,
+        /// … or the event file to read instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start with only the last N events.
+        #[arg(short = 'n', long)]
+        last: Option<usize>,
+        /// Only these kinds (query, alert, containment_started, containment_ended, policy, admin).
+        #[arg(long, value_delimiter = ',')]
+        kind: Option<Vec<String>>,
+        /// One readable line per event instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+    },
+}
+
+/// `dnsward audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the event log's hash chain; reports the first record modified, deleted, inserted,
+    /// reordered or torn. Exit 0 only when the chain is intact.
+    Verify {
+        /// Event files in chain order; a single current file (`events.jsonl`) pulls in its
+        /// rotated predecessors (`.N` … `.1`) automatically.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// HMAC key file, for keyed chains.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `dnsward policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// List stored versions (from `[store] state_dir`).
+    History {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what changed between two stored versions.
+    Diff {
+        /// Older version.
+        a: u64,
+        /// Newer version.
+        b: u64,
+    },
+    /// Ask the running server to reload its configuration (like SIGHUP, but audited with an actor).
+    Reload {
+        /// Who is reloading.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Ask the running server to re-activate a stored version exactly.
+    Rollback {
+        /// Version to re-activate (default: the one before the current).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Who is rolling back.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Send the library's `tracing` output to stderr, filtered by `DNSWARD_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DNSWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Run the parsed command line; the exit code says how it went (0 done, 1 failed, 2 for
+/// `audit verify` finding a problem).
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config } => exit(serve::run(&config)),
+        Command::Check { config } => check::run(&config),
+        Command::Alerts {
+            config,
+            file,
+            since,
+            client,
+            group,
+            domain,
+            min_score,
+            limit,
+            json,
+        } => exit(alerts::run(
+            &config,
+            file,
+            alerts::AlertsArgs {
+                since,
+                client,
+                group,
+                domain,
+                min_score,
+                limit,
+                json,
+            },
+        )),
+        Command::Events { action } => exit(tail::run(action)),
+        Command::Audit { action } => audit::run(action).unwrap_or_else(|e| {
+            eprintln!("dnsward: {e:#}");
+            ExitCode::from(1)
+        }),
+        Command::Policy { config, action } => exit(policy::run(&config, action)),
+    }
+}
+
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dnsward: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The configuration at `path`, or every problem found in it as one error.
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))
+}
+
+/// The event file from `--file`, or from the config's `[events] path`.
+fn events_file(config: &Path, file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let cfg = load_config(config)?;
+    cfg.events.path.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: [events] has no path (sink is not \"file\"); pass --file",
+            config.display()
+        )
+    })
+}

@@ -193,31 +193,63 @@ impl Overrides {
             .iter()
             .rev()
             .filter(|a| filter.since.is_none_or(|s| now.saturating_sub(a.at) <= s))
-            .filter(|a| filter.client.is_none_or(|c| a.alert.client == c))
-            .filter(|a| filter.group.as_deref().is_none_or(|g| a.alert.group == g))
-            .filter(|a| filter.domain.as_deref().is_none_or(|d| a.alert.domain == d))
-            .filter(|a| filter.min_score.is_none_or(|m| a.alert.score >= m))
+            .filter(|a| filter.matches(&a.alert))
             .take(filter.limit.unwrap_or(1000))
             .cloned()
             .collect()
     }
 }
 
-/// Filters for [`Overrides::alerts`].
+/// Filters for [`Overrides::alerts`] (`GET /api/v1/alerts`); `dnsward alerts` applies the same
+/// [`AlertFilter::matches`] to the event log, so both select the same alerts.
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
     /// Only alerts this recent.
     pub since: Option<Duration>,
     /// Only this client.
     pub client: Option<IpAddr>,
-    /// Only this group.
+    /// Only this group (case-insensitive).
     pub group: Option<String>,
-    /// Only this registrable domain.
+    /// Only this domain and names below it (see [`domain_matches`]).
     pub domain: Option<String>,
     /// Only scores at least this.
     pub min_score: Option<u8>,
     /// At most this many (default 1000).
     pub limit: Option<usize>,
+}
+
+impl AlertFilter {
+    /// Whether `alert` passes the client, group, domain and score filters. `since` and `limit`
+    /// are left to the caller: the API counts time on its clock and alerts, the CLI counts time
+    /// from the events' timestamps and suspects.
+    #[must_use]
+    pub fn matches(&self, alert: &AlertEvent) -> bool {
+        self.client.is_none_or(|c| c == alert.client)
+            && self
+                .group
+                .as_deref()
+                .is_none_or(|g| g.eq_ignore_ascii_case(&alert.group))
+            && self
+                .domain
+                .as_deref()
+                .is_none_or(|d| domain_matches(d, &alert.domain))
+            && self.min_score.is_none_or(|m| alert.score >= m)
+    }
+}
+
+/// Whether the domain filter `filter` selects an alert on `domain`: the same name or a name
+/// below it, on label boundaries (`example` selects `tun.example`, not `myexample`), ignoring
+/// case and a trailing dot. An empty filter selects nothing.
+#[must_use]
+pub fn domain_matches(filter: &str, domain: &str) -> bool {
+    let filter = filter.trim();
+    let filter = filter.strip_suffix('.').unwrap_or(filter);
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if filter.is_empty() || domain.len() < filter.len() {
+        return false;
+    }
+    let (head, tail) = domain.split_at(domain.len() - filter.len());
+    tail.eq_ignore_ascii_case(filter) && (head.is_empty() || head.ends_with('.'))
 }
 
 #[cfg(test)]
@@ -246,5 +278,70 @@ mod tests {
         assert_eq!(o.exception_for("g", "a.vendor.example"), None);
         o.expire();
         assert!(o.exceptions().is_empty());
+    }
+
+    #[test]
+    fn the_domain_filter_selects_the_name_and_below_on_label_boundaries() {
+        assert!(domain_matches("tun.example", "tun.example"));
+        assert!(domain_matches("Tun.Example.", "tun.example"));
+        assert!(domain_matches("example", "tun.example"));
+        assert!(domain_matches("example", "a.b.example."));
+        assert!(
+            !domain_matches("un.example", "tun.example"),
+            "label boundary"
+        );
+        assert!(
+            !domain_matches("c3.tun.example", "tun.example"),
+            "not above"
+        );
+        assert!(!domain_matches("", "tun.example"));
+        assert!(!domain_matches(".", "tun.example"));
+        assert!(!domain_matches("tun.example", "example"));
+    }
+
+    #[test]
+    fn the_filter_checks_every_field_given() {
+        let alert = AlertEvent {
+            client: "127.0.0.61".parse().unwrap(),
+            group: "Agents".into(),
+            domain: "tun.example".into(),
+            score: 70,
+            breakdown: std::collections::BTreeMap::new(),
+            window: crate::events::WindowCounts::default(),
+            samples: Vec::new(),
+            bytes_estimate: 0,
+            action: "alert".into(),
+            monitor_only: false,
+            exception: None,
+        };
+        assert!(AlertFilter::default().matches(&alert));
+        let all = AlertFilter {
+            client: Some(alert.client),
+            group: Some("agents".into()),
+            domain: Some("example".into()),
+            min_score: Some(70),
+            ..AlertFilter::default()
+        };
+        assert!(all.matches(&alert));
+        for miss in [
+            AlertFilter {
+                client: Some("127.0.0.62".parse().unwrap()),
+                ..all.clone()
+            },
+            AlertFilter {
+                group: Some("other".into()),
+                ..all.clone()
+            },
+            AlertFilter {
+                domain: Some("other.example".into()),
+                ..all.clone()
+            },
+            AlertFilter {
+                min_score: Some(71),
+                ..all.clone()
+            },
+        ] {
+            assert!(!miss.matches(&alert), "{miss:?}");
+        }
     }
 }

@@ -5,7 +5,13 @@
 //! breakdown) and which policy version decided. The query path hands events to an
 //! `sink::EventSender`, which never blocks: the queue is bounded, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
+//!
+//! - [`sink`]: the bounded queue and the file/stdout writer.
+//! - [`rotation`]: size-based rotation of the log file and its naming rule.
+//! - [`reader`]: the one reader of the log's files (which files, their lines), used by
+//!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 
+pub mod reader;
 pub mod rotation;
 pub mod sink;
 

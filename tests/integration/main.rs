@@ -2,6 +2,7 @@
 //! One test binary made of modules; distinct loopback source addresses play different agents.
 
 // The helpers the end-to-end tests share; here for the Prometheus text parser.
+mod alert_filter;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;

@@ -1,0 +1,29 @@
+//! `dnsward check`: validate a configuration and every file it pulls in, printing every problem
+//! found at once.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+
+/// Check the configuration at `path`: exit 0 with a one-line summary, or 1 with every problem.
+#[must_use]
+pub fn run(path: &Path) -> ExitCode {
+    let result = Config::load(path).and_then(|cfg| cfg.validate_all().map(|p| (cfg, p)));
+    match result {
+        Ok((cfg, policy)) => {
+            println!(
+                "{}: OK ({} groups, {} files read, listening on {})",
+                path.display(),
+                cfg.groups.len(),
+                policy.files.len(),
+                cfg.server.listen.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprint!("{}: {problems}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}

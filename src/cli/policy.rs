@@ -1,0 +1,176 @@
+//! `dnsward policy …`: the stored versions (history, diff) read from `[store]`, and reload and
+//! rollback asked of the running server through its admin API.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::PolicyAction;
+use super::table::{Align, text_table};
+use crate::config::Config;
+use crate::govern::store::PolicyStore;
+
+fn open_store(cfg: &Config) -> anyhow::Result<PolicyStore> {
+    let sc = cfg.store.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no [store] state_dir configured, so no history is kept",
+            cfg.source
+        )
+    })?;
+    Ok(PolicyStore::open(&sc.state_dir)?)
+}
+
+/// Call the running server's admin API with the token from the config.
+fn admin_post(
+    cfg: &Config,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let token = cfg
+        .admin
+        .load_token()
+        .context("reading admin.token_file")?
+        .ok_or_else(|| {
+            anyhow::anyhow!("admin.token_file is not configured: the API is disabled")
+        })?;
+    let url = format!("http://{}{path}", cfg.admin.listen);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = resp.status();
+        let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let mut msg = format!("{status}: {}", value["error"].as_str().unwrap_or("error"));
+            for d in value["details"].as_array().into_iter().flatten() {
+                msg.push_str(&format!("\n  - {}", d.as_str().unwrap_or_default()));
+            }
+            anyhow::bail!(msg)
+        }
+    })
+}
+
+/// Run a `policy` subcommand with the configuration at `config`.
+///
+/// # Errors
+/// When the configuration is invalid, the store cannot be read, or the server refuses.
+pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
+    let cfg = super::load_config(config)?;
+    match action {
+        PolicyAction::History { json } => {
+            let history = open_store(&cfg)?.history()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                print!("{}", history_table(&history));
+            }
+        }
+        PolicyAction::Diff { a, b } => print!("{}", open_store(&cfg)?.diff(a, b)?),
+        PolicyAction::Reload { actor, message } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/reload",
+                &serde_json::json!({ "actor": actor, "message": message }),
+            )?;
+            println!(
+                "reloaded: now version {} ({})",
+                v["version"],
+                v["hash"].as_str().unwrap_or("")
+            );
+        }
+        PolicyAction::Rollback { to, actor, reason } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/rollback",
+                &serde_json::json!({ "to": to, "actor": actor, "reason": reason }),
+            )?;
+            println!(
+                "rolled back: version {} re-activates version {}",
+                v["number"], v["rolled_back_to"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `policy history` as a table: version, load time, action (`rollback→3` for a rollback),
+/// author, hash prefix and message.
+fn history_table(history: &[crate::govern::store::VersionInfo]) -> String {
+    const HEADERS: [&str; 6] = ["VER", "LOADED", "ACTION", "AUTHOR", "HASH", "MESSAGE"];
+    let rows = history.iter().map(|v| {
+        let action = match v.rolled_back_to {
+            Some(to) => format!("{}→{to}", v.action),
+            None => v.action.clone(),
+        };
+        [
+            v.number.to_string(),
+            v.loaded_at.chars().take(19).collect::<String>(),
+            action,
+            v.author.as_deref().unwrap_or("-").to_string(),
+            v.hash.chars().take(16).collect::<String>(),
+            v.message.as_deref().unwrap_or("").to_string(),
+        ]
+    });
+    let mut out = String::new();
+    for line in text_table(&HEADERS, &[Align::Right], rows) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::govern::store::VersionInfo;
+
+    fn version(number: u64, action: &str, rolled_back_to: Option<u64>) -> VersionInfo {
+        VersionInfo {
+            number,
+            hash: format!("{number:016x}{}", "0".repeat(48)),
+            loaded_at: "2026-11-25T19:59:00.123456Z".into(),
+            author: (number > 1).then(|| "alice".into()),
+            message: (number > 1).then(|| "allow cdn".into()),
+            action: action.into(),
+            rolled_back_from: rolled_back_to.map(|_| number - 1),
+            rolled_back_to,
+            config_path: PathBuf::from("/etc/dnsward/dnsward.toml"),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn history_rows_line_up_under_their_headers() {
+        let table = history_table(&[version(1, "load", None), version(12, "rollback", Some(1))]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("VER  LOADED"), "{table}");
+        assert!(
+            lines[1].starts_with("  1  2026-11-25T19:59:00  load"),
+            "{table}"
+        );
+        assert!(lines[2].contains("rollback→1"), "{table}");
+        // Each column starts at the same character on every line (the ACTION header used to
+        // be narrower than its cells).
+        let column = |line: &str, text: &str| line[..line.find(text).unwrap()].chars().count();
+        assert_eq!(column(lines[0], "AUTHOR"), column(lines[2], "alice"));
+        assert_eq!(column(lines[0], "MESSAGE"), column(lines[2], "allow cdn"));
+        assert_eq!(
+            column(lines[0], "HASH"),
+            column(lines[1], "0000000000000001")
+        );
+        let author = column(lines[0], "AUTHOR");
+        assert_eq!(lines[1].chars().nth(author), Some('-'), "{table}");
+    }
+}

@@ -1,0 +1,55 @@
+//! `dnsward serve`: run the resolver until SIGINT/SIGTERM; SIGHUP reloads the configuration.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::app::RunningApp;
+
+/// Load the configuration at `path`, start everything, serve until a signal, shut down cleanly.
+///
+/// # Errors
+/// When the configuration is invalid or a listener cannot start.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = super::load_config(path)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cfg.server.threads > 0 {
+        rt.worker_threads(cfg.server.threads);
+    }
+    let rt = rt.build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let app = RunningApp::start(&cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            udp = ?app.dns.udp_addrs,
+            tcp = ?app.dns.tcp_addrs,
+            admin = ?app.admin.as_ref().map(|a| a.addr),
+            "dnsward serving"
+        );
+        wait_for_shutdown(&app).await?;
+        tracing::info!("shutting down: finishing in-flight queries and flushing events");
+        app.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Serve until SIGINT/SIGTERM; SIGHUP reloads the configuration (a bad one is rejected and the
+/// running policy stays).
+async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // The outcome is logged and recorded as a policy event by the control itself.
+                let _ = app.control.reload(Some("SIGHUP"), None).await;
+            }
+        }
+    }
+}
