@@ -16,6 +16,7 @@
 //! - [`zones`]: local authoritative zones.
 //! - [`upstream`]: forwarding to upstream resolvers.
 //! - [`answer_check`]: policy checks on answers (CNAME chains).
+//! - [`egress`]: firewall sets fed by allowed answers (nftables), ruleset, denied-flow events.
 //! - [`events`]: event types and the bounded event sink.
 //! - [`metrics`]: metric names and the Prometheus endpoint.
 //! - [`config`]: the TOML configuration composed of each stage's section.
@@ -39,6 +40,7 @@ pub mod config_error;
 pub mod contain;
 pub mod control;
 pub mod detect;
+pub mod egress;
 pub mod events;
 pub mod identify;
 pub mod metrics;

@@ -90,6 +90,14 @@ pub struct GroupConfig {
     /// Tunnel-detection settings for this group.
     #[serde(default)]
     pub detect: crate::detect::GroupDetectConfig,
+    /// With an `[egress]` section: whether this group's connections are gated by its answers
+    /// (default true; `false` opts the group out).
+    #[serde(default = "default_egress")]
+    pub egress: bool,
+}
+
+fn default_egress() -> bool {
+    true
 }
 
 fn default_block_ttl() -> Duration {
@@ -220,6 +228,8 @@ pub struct Group {
     pub block: BlockAnswer,
     /// Tunnel-detection settings.
     pub detect: crate::detect::GroupDetectConfig,
+    /// Whether the group's connections are gated by its answers (when `[egress]` is present).
+    pub egress: bool,
 }
 
 /// What the policy says about a name.
@@ -338,6 +348,7 @@ impl Group {
             deny,
             block,
             detect: cfg.detect.clone(),
+            egress: cfg.egress,
         };
         (group, files)
     }
