@@ -94,6 +94,31 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// DNS-gated egress: the nftables ruleset and the state of the sets.
+    Egress {
+        /// Configuration file (needs an `[egress]` section).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/dnsward/dnsward.toml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: EgressAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EgressAction {
+    /// Print a complete, commented nftables ruleset for the gated groups (load with `nft -f`).
+    Ruleset,
+    /// Show each set's size and the elements expiring first and last (reads `nft -j list`).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +513,43 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
     }
 }
 
+fn egress(config: &Path, action: EgressAction) -> anyhow::Result<()> {
+    use dnsward::egress::{backend, ruleset};
+    let cfg = Config::load(config).map_err(|p| anyhow::anyhow!("{}: {p}", config.display()))?;
+    let mut problems = dnsward::config_error::ConfigProblems::default();
+    cfg.validate_runtime(&mut problems);
+    if !problems.is_empty() {
+        anyhow::bail!("{}: {problems}", config.display());
+    }
+    let ec = cfg
+        .egress
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: no [egress] section", config.display()))?;
+    match action {
+        EgressAction::Ruleset => {
+            let inputs = ruleset::inputs(&cfg.groups, &cfg.server.listen, ec);
+            print!(
+                "{}",
+                ruleset::render(ec, &inputs, &config.display().to_string())
+            );
+        }
+        EgressAction::Status { json } => {
+            let (family, table) = ec.table_parts();
+            let sets = backend::SetBackend::list(&backend::NftBackend::new(
+                ec.nft.clone(),
+                family,
+                table,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sets)?);
+            } else {
+                print!("{}", backend::render_status(&ec.table, &sets));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -528,6 +590,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Egress { config, action } => exit(egress(&config, action)),
         Command::Serve { config } => match serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -89,6 +89,8 @@ pub struct Pending {
     policy: Arc<ActivePolicy>,
     /// The client's group.
     group: GroupId,
+    /// An answer already decided (a cache hit) that waits only for its egress set update.
+    held: Option<(Vec<u8>, crate::egress::Wait)>,
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
@@ -123,6 +125,8 @@ pub struct Pipeline {
     malformed_dropped: Counter,
     cache_hits: Counter,
     cache_misses: Counter,
+    /// DNS-gated egress, when `[egress]` is configured: set once at start.
+    egress: std::sync::OnceLock<crate::egress::EgressHook>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -170,7 +174,20 @@ impl Pipeline {
             malformed_dropped: metrics::counter!(m::MALFORMED_TOTAL, "action" => "dropped"),
             cache_hits: metrics::counter!(m::CACHE_HITS_TOTAL),
             cache_misses: metrics::counter!(m::CACHE_MISSES_TOTAL),
+            egress: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Turn on DNS-gated egress (once, at start): allowed answers feed the group's sets, and the
+    /// encrypted-DNS canaries and resolver names are answered NXDOMAIN.
+    pub fn attach_egress(&self, hook: crate::egress::EgressHook) {
+        let _ = self.egress.set(hook);
+    }
+
+    /// The egress hook, when configured.
+    #[must_use]
+    pub fn egress(&self) -> Option<&crate::egress::EgressHook> {
+        self.egress.get()
     }
 
     /// The policy in force now.
@@ -181,6 +198,17 @@ impl Pipeline {
 
     /// Swap in a new policy; queries already admitted finish under the old one.
     pub fn swap_policy(&self, policy: Arc<ActivePolicy>) {
+        if let Some(hook) = self.egress.get() {
+            // Groups removed or switched off lose their sets (one batch); new ones get theirs
+            // queued before any of their answers can be.
+            let gated: Vec<&str> = policy
+                .groups
+                .iter()
+                .filter(|g| g.egress)
+                .map(|g| &*g.name)
+                .collect();
+            drop(hook.gate.set_groups(&gated));
+        }
         self.policy.store(policy);
     }
 
@@ -343,6 +371,13 @@ impl Pipeline {
             }
         }
 
+        // Encrypted-DNS bypass (with [egress] only): the vendors' canaries and public DoH/DoT
+        // resolver names get NXDOMAIN whatever the group's policy allows, so an agent cannot
+        // switch to a resolver that the egress sets would never see.
+        if let Some(bypass) = self.egress.get().and_then(|h| h.bypass(&q.name)) {
+            return Outcome::Reply(self.encrypted_dns_bypass(&ctx, group, bypass, &now));
+        }
+
         if !decision.is_allowed() {
             let msg = group.block.encode(&q);
             let reason = || decision.reason();
@@ -377,7 +412,22 @@ impl Pipeline {
                 cache_hit: true,
                 upstream: Some(&hit.upstream),
             };
-            return Outcome::Reply(self.finish_rendered(&ctx, msg, &report));
+            let msg = self.finish_rendered(&ctx, msg, &report);
+            // Egress: cache hits refresh the group's set too. Addresses already promised long
+            // enough cost a map lookup; only a new or extended element makes this hit wait
+            // (off the UDP loop, as a task) for its batch, bounded by `max_wait`.
+            return match self.egress_admit(group, &msg) {
+                None => Outcome::Reply(msg),
+                Some(wait) => Outcome::Resolve(Box::new(Pending {
+                    packet: Vec::new(),
+                    client,
+                    protocol,
+                    received,
+                    policy: arc_swap::Guard::into_inner(policy),
+                    group: gid,
+                    held: Some((msg, wait)),
+                })),
+            };
         }
         self.cache_misses.increment(1);
         let policy = arc_swap::Guard::into_inner(policy);
@@ -388,11 +438,16 @@ impl Pipeline {
             received,
             policy,
             group: gid,
+            held: None,
         }))
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
     pub async fn resolve(&self, p: Pending) -> Option<Vec<u8>> {
+        if let Some((msg, wait)) = p.held {
+            let _ = wait.done().await;
+            return Some(msg);
+        }
         let Ok(q) = wire::parse_query(&p.packet) else {
             return None;
         };
@@ -438,13 +493,16 @@ impl Pipeline {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),
             };
-            let report = Report {
-                verdict: "allow",
-                reason: &reason,
-                cache_hit: false,
-                upstream: Some(&upstream),
+            let msg = {
+                let report = Report {
+                    verdict: "allow",
+                    reason: &reason,
+                    cache_hit: false,
+                    upstream: Some(&upstream),
+                };
+                self.finish(&ctx, msg, &report)
             };
-            return Some(self.finish(&ctx, msg, &report));
+            return Some(self.egress_admitted(group, msg).await);
         }
 
         match policy
@@ -464,13 +522,16 @@ impl Pipeline {
                     let msg = prepared
                         .answer
                         .render(&q, self.cache.now(), p.protocol.max_len(&q));
-                    let report = Report {
-                        verdict: "allow",
-                        reason: &reason,
-                        cache_hit: false,
-                        upstream: Some(&up.label),
+                    let msg = {
+                        let report = Report {
+                            verdict: "allow",
+                            reason: &reason,
+                            cache_hit: false,
+                            upstream: Some(&up.label),
+                        };
+                        self.finish_rendered(&ctx, msg, &report)
                     };
-                    Some(self.finish_rendered(&ctx, msg, &report))
+                    Some(self.egress_admitted(group, msg).await)
                 }
                 Err(e) => {
                     let msg = wire::start_response(&q, rcode::SERVFAIL, false);
@@ -507,6 +568,76 @@ impl Pipeline {
         }
         self.detector.publish_metrics();
         self.overrides.expire();
+        if let Some(hook) = self.egress.get() {
+            hook.gate.sweep();
+        }
+    }
+
+    /// Egress: the set update an allowed answer needs, if any (`None` when the group is not
+    /// gated or every address is already in its set for long enough).
+    fn egress_admit(&self, group: &Group, msg: &[u8]) -> Option<crate::egress::Wait> {
+        if !group.egress {
+            return None;
+        }
+        self.egress.get()?.gate.admit(&group.name, msg)
+    }
+
+    /// Egress for the asynchronous paths: wait (boundedly) for the update, then hand the answer
+    /// back to be sent.
+    async fn egress_admitted(&self, group: &Group, msg: Vec<u8>) -> Vec<u8> {
+        if let Some(wait) = self.egress_admit(group, &msg) {
+            let _ = wait.done().await;
+        }
+        msg
+    }
+
+    /// Answer a canary or a public encrypted-DNS resolver name with NXDOMAIN; resolver names also
+    /// raise an alert (quieted per client and name).
+    fn encrypted_dns_bypass(
+        &self,
+        ctx: &Asked<'_, '_>,
+        group: &Group,
+        bypass: crate::egress::bypass::Bypass<'_>,
+        now: &LazyNow<'_>,
+    ) -> Vec<u8> {
+        use crate::egress::bypass::Bypass;
+        if matches!(bypass, Bypass::Resolver(_))
+            && self.egress.get().is_some_and(|h| {
+                h.encrypted_dns
+                    .as_ref()
+                    .is_some_and(|e| e.should_alert(ctx.client, &ctx.q.name, now.get()))
+            })
+        {
+            let alert = crate::events::AlertEvent {
+                client: ctx.client,
+                group: group.name.to_string(),
+                domain: ctx.q.name.clone(),
+                score: 100,
+                breakdown: std::collections::BTreeMap::from([(
+                    "encrypted_dns_bypass".to_string(),
+                    100.0,
+                )]),
+                window: crate::events::WindowCounts::default(),
+                samples: vec![ctx.q.name.clone()],
+                bytes_estimate: 0,
+                action: "block".into(),
+                monitor_only: false,
+                exception: None,
+            };
+            self.events.emit(Event::now(
+                ctx.policy.version.number,
+                EventBody::Alert(alert),
+            ));
+        }
+        let msg = wire::start_response(ctx.q, rcode::NXDOMAIN, false);
+        let why = || bypass.reason();
+        let report = Report {
+            verdict: "block",
+            reason: &why,
+            cache_hit: false,
+            upstream: None,
+        };
+        self.finish(ctx, msg, &report)
     }
 
     /// Temporary exceptions and recent alerts.

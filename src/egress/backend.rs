@@ -287,6 +287,33 @@ pub fn parse_sets(doc: &Value) -> Vec<SetStatus> {
     sets
 }
 
+/// `dnsward egress status` as a table: one line per set.
+#[must_use]
+pub fn render_status(table: &str, sets: &[SetStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut o = format!("table {table}: {} sets\n", sets.len());
+    let _ = writeln!(
+        o,
+        "{:<32} {:>8}  {:<32} {:<32}",
+        "SET", "ELEMENTS", "EXPIRES FIRST", "EXPIRES LAST"
+    );
+    let show = |e: &Option<(String, u64)>| {
+        e.as_ref()
+            .map_or_else(|| "-".to_string(), |(ip, s)| format!("{ip} in {s}s"))
+    };
+    for s in sets {
+        let _ = writeln!(
+            o,
+            "{:<32} {:>8}  {:<32} {:<32}",
+            s.name,
+            s.elements,
+            show(&s.first_to_expire),
+            show(&s.last_to_expire)
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,13 @@ impl EgressConfig {
         if self.min_lifetime > Duration::from_secs(86_400) {
             problems.push(format!("{at}.min_lifetime"), "must be at most 1 day");
         }
+        if self.block_encrypted_dns {
+            let _ = super::bypass::EncryptedDns::load(
+                self.encrypted_dns_list.as_deref(),
+                &format!("{at}.encrypted_dns_list"),
+                problems,
+            );
+        }
         // Two groups whose names sanitise to the same set name would share a set: one group
         // could then reach what the other resolved.
         let mut seen: Vec<(String, &str)> = Vec::new();

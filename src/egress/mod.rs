@@ -7,6 +7,7 @@
 //! - [`ruleset`]: `dnsward egress ruleset`: the nftables rules that use the sets.
 //! - [`denied`]: drops logged by those rules (NFLOG) → `egress_denied` events and alerts.
 //! - [`bypass`]: encrypted-DNS canaries and the public DoH/DoT resolver list.
+//! - [`run`]: starting and stopping all of it with the server.
 //!
 //! The pipeline calls two things: [`EgressHook::bypass`] before the policy decision, and
 //! [`gate::Egress::admit`] on every allowed answer (cache hit, miss, local zone), waiting on the
@@ -19,6 +20,7 @@ pub mod config;
 pub mod denied;
 pub mod gate;
 pub mod ruleset;
+pub mod run;
 
 use std::sync::Arc;
 

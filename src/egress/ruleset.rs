@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::config::{EgressConfig, set4_name, set6_name};
-use crate::config::Config;
+use crate::policy::GroupConfig;
 
 /// A gated group, as the ruleset needs it.
 #[derive(Debug, Clone)]
@@ -32,12 +32,22 @@ pub fn log_prefix(group: &str) -> String {
     format!("dnsward-egress {group}: ")
 }
 
-/// The gated groups of `cfg` (CIDRs that do not parse are skipped; `dnsward check` reports
-/// them) and dnsward's own addresses.
+/// What the ruleset is generated from.
+#[derive(Debug, Clone)]
+pub struct RulesetInputs {
+    /// The gated groups.
+    pub groups: Vec<RulesetGroup>,
+    /// dnsward's own addresses agents may send DNS to.
+    pub resolvers: Vec<IpAddr>,
+    /// Plain-DNS ports dnsward listens on (53 and those in `[server] listen`).
+    pub dns_ports: Vec<u16>,
+}
+
+/// The gated groups among `groups` (CIDRs that do not parse are skipped; `dnsward check` reports
+/// them), dnsward's own addresses and its DNS ports.
 #[must_use]
-pub fn inputs(cfg: &Config, egress: &EgressConfig) -> (Vec<RulesetGroup>, Vec<IpAddr>) {
-    let groups = cfg
-        .groups
+pub fn inputs(groups: &[GroupConfig], listen: &[String], egress: &EgressConfig) -> RulesetInputs {
+    let groups = groups
         .iter()
         .filter(|g| g.egress)
         .map(|g| RulesetGroup {
@@ -53,28 +63,33 @@ pub fn inputs(cfg: &Config, egress: &EgressConfig) -> (Vec<RulesetGroup>, Vec<Ip
                 .collect(),
         })
         .collect();
+    let listen: Vec<std::net::SocketAddr> = listen.iter().filter_map(|l| l.parse().ok()).collect();
+    let mut dns_ports = vec![53];
+    for a in &listen {
+        if !dns_ports.contains(&a.port()) {
+            dns_ports.push(a.port());
+        }
+    }
     let resolvers = if egress.resolver_addresses.is_empty() {
-        cfg.server
-            .listen
+        listen
             .iter()
-            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
-            .map(|a| a.ip())
+            .map(std::net::SocketAddr::ip)
             .filter(|ip| !ip.is_unspecified())
             .collect()
     } else {
         egress.resolver_addresses.clone()
     };
-    (groups, resolvers)
+    RulesetInputs {
+        groups,
+        resolvers,
+        dns_ports,
+    }
 }
 
 /// Render the ruleset.
 #[must_use]
-pub fn render(
-    egress: &EgressConfig,
-    groups: &[RulesetGroup],
-    resolvers: &[IpAddr],
-    source: &str,
-) -> String {
+pub fn render(egress: &EgressConfig, inputs: &RulesetInputs, source: &str) -> String {
+    let (groups, resolvers) = (&inputs.groups, &inputs.resolvers);
     let (family, table) = egress.table_parts();
     let mut o = String::new();
     let w = &mut o;
@@ -98,8 +113,8 @@ pub fn render(
     );
     let _ = writeln!(
         w,
-        "#   - dnsward on 53/udp, 53/tcp and the encrypted ports {:?},",
-        egress.encrypted_ports
+        "#   - dnsward on ports {:?} (udp, tcp) and the encrypted ports {:?} (tcp),",
+        inputs.dns_ports, egress.encrypted_ports
     );
     let _ = writeln!(
         w,
@@ -184,6 +199,13 @@ pub fn render(
             "\t\t# Replies, and flows opened while their address was allowed, stay up."
         );
         let _ = writeln!(w, "\t\tct state established,related accept");
+        if *hook == "output" {
+            let _ = writeln!(
+                w,
+                "\t\t# Traffic that stays on this host is the input chain's business."
+            );
+            let _ = writeln!(w, "\t\toifname \"lo\" accept");
+        }
         for g in groups {
             let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
                 g.cidrs.iter().partition(|n| matches!(n, IpNet::V4(_)));
@@ -199,9 +221,16 @@ pub fn render(
         let _ = writeln!(w);
     }
     let (r4, r6): (Vec<IpAddr>, Vec<IpAddr>) = resolvers.iter().partition(|a| a.is_ipv4());
-    let mut tcp_ports = vec![53u16];
-    tcp_ports.extend(egress.encrypted_ports.iter().copied().filter(|p| *p != 53));
+    let mut tcp_ports = inputs.dns_ports.clone();
+    tcp_ports.extend(
+        egress
+            .encrypted_ports
+            .iter()
+            .copied()
+            .filter(|p| !inputs.dns_ports.contains(p)),
+    );
     let ports = set_literal(&tcp_ports);
+    let udp_ports = set_literal(&inputs.dns_ports);
     for g in groups {
         let _ = writeln!(
             w,
@@ -217,7 +246,11 @@ pub fn render(
             let _ = writeln!(w, "\t\t# to let agents reach dnsward through this chain.");
         }
         if !r4.is_empty() {
-            let _ = writeln!(w, "\t\tip daddr {} udp dport 53 accept", set_literal(&r4));
+            let _ = writeln!(
+                w,
+                "\t\tip daddr {} udp dport {udp_ports} accept",
+                set_literal(&r4)
+            );
             let _ = writeln!(
                 w,
                 "\t\tip daddr {} tcp dport {ports} accept",
@@ -225,7 +258,11 @@ pub fn render(
             );
         }
         if !r6.is_empty() {
-            let _ = writeln!(w, "\t\tip6 daddr {} udp dport 53 accept", set_literal(&r6));
+            let _ = writeln!(
+                w,
+                "\t\tip6 daddr {} udp dport {udp_ports} accept",
+                set_literal(&r6)
+            );
             let _ = writeln!(
                 w,
                 "\t\tip6 daddr {} tcp dport {ports} accept",
@@ -277,7 +314,12 @@ mod tests {
                 cidrs: vec!["192.168.7.0/24".parse().unwrap()],
             },
         ];
-        let text = render(&eg, &groups, &["10.0.0.53".parse().unwrap()], "t.toml");
+        let inputs = RulesetInputs {
+            groups,
+            resolvers: vec!["10.0.0.53".parse().unwrap()],
+            dns_ports: vec![53],
+        };
+        let text = render(&eg, &inputs, "t.toml");
         for needle in [
             "table inet dnsward {",
             "set allow4_agents { type ipv4_addr; flags timeout; }",
