@@ -32,6 +32,8 @@ use crate::clock::SharedClock;
 
 /// The longest timeout ever written, whatever the TTL says.
 const MAX_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+/// Most seconds of slack added to a written timeout.
+const MAX_SLACK_SECS: u64 = 60;
 /// How often a full `held` map may be swept for expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -295,8 +297,12 @@ impl Egress {
                     continue;
                 }
                 let lifetime = (ttl + s.grace).max(s.min_lifetime).min(MAX_LIFETIME);
-                // Whole seconds, rounded up: the kernel never expires it before `promised`.
+                // Whole seconds, rounded up: the kernel never expires it before `promised`. Plus
+                // an eighth (at most a minute) of slack, so that an answer sent with its full TTL
+                // every time (local zones, fresh upstream answers) is rewritten at most every
+                // eighth of its lifetime instead of every second.
                 let secs = lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0);
+                let secs = secs + secs.div_ceil(8).min(MAX_SLACK_SECS);
                 let op = Op::Element {
                     set: Arc::clone(if a.ip.is_ipv4() { &sets.v4 } else { &sets.v6 }),
                     ip: a.ip,

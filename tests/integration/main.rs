@@ -2,6 +2,7 @@
 //! One test binary made of modules; distinct loopback source addresses play different agents.
 
 mod detection;
+mod egress;
 mod governance;
 mod harness;
 mod observability;
