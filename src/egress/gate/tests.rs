@@ -131,16 +131,19 @@ async fn cache_hits_with_a_counted_down_ttl_are_free_and_a_fresh_ttl_refreshes()
         min_lifetime: Duration::ZERO,
         ..settings()
     });
+    // TTL 30 + grace 1 = 31 s promised, written as 31 + 4 (an eighth, rounded up) = 35 s.
     assert!(
         e.admit("agents", &answer(30, &[ip(1)]))
             .unwrap()
             .done()
             .await
     );
-    clock.advance(Duration::from_secs(10));
-    // What a cache hit sends 10 s later: TTL 20. Same promise (t+31): free.
-    assert!(e.admit("agents", &answer(20, &[ip(1)])).is_none());
     // Within the slack a full-TTL answer (a local zone's) is still covered: t=3 promises t+34.
+    clock.advance(Duration::from_secs(3));
+    assert!(e.admit("agents", &answer(30, &[ip(1)])).is_none());
+    // What a cache hit sends at t=10: TTL 20. Same promise (t+31): free.
+    clock.advance(Duration::from_secs(7));
+    assert!(e.admit("agents", &answer(20, &[ip(1)])).is_none());
     // The cache entry expired and was fetched again: TTL 30 at t=11 promises t+42 > 35: refresh.
     clock.advance(Duration::from_secs(1));
     let w = e.admit("agents", &answer(30, &[ip(1)])).expect("refresh");
@@ -148,8 +151,8 @@ async fn cache_hits_with_a_counted_down_ttl_are_free_and_a_fresh_ttl_refreshes()
     assert_eq!(
         b.elements(),
         vec![
-            ("allow4_agents".into(), ip(1), 31),
-            ("allow4_agents".into(), ip(1), 31),
+            ("allow4_agents".into(), ip(1), 35),
+            ("allow4_agents".into(), ip(1), 35),
         ]
     );
     e.shutdown(false);
