@@ -518,3 +518,36 @@ fn agents_reach_only_what_dnsward_resolved_for_them() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("set allow4_agents"));
     let _ = upstream.terminate();
 }
+
+/// The ruleset for the shipped example config: printed without root; under root, `nft -c`
+/// (check only) accepts it inside a throwaway namespace, and loading it twice leaves one copy of
+/// each rule (it is safe to re-run).
+#[test]
+fn the_example_ruleset_is_valid_and_idempotent() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/egress.toml");
+    let out =
+        run(Command::new(BIN).args(["egress", "ruleset", "--config", example.to_str().unwrap()]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "set allow4_agents { type ipv4_addr; flags timeout; }",
+        "set allow6_build_agents { type ipv6_addr; flags timeout; }",
+        "ip daddr @allow4_agents accept",
+        "counter log prefix \"dnsward-egress agents: \" group 10 drop",
+        "tcp dport { 53, 5353, 853, 443 } accept",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+    if !preconditions_met("the_example_ruleset_is_valid_and_idempotent (nft part)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("example.nft");
+    std::fs::write(&file, &text).unwrap();
+    let ns = Netns::create("check");
+    ns.run(&["nft", "-c", "-f", file.to_str().unwrap()]);
+    ns.run(&["nft", "-f", file.to_str().unwrap()]);
+    ns.run(&["nft", "-f", file.to_str().unwrap()]);
+    let listed = ns.run(&["nft", "list", "chain", "inet", "dnsward", "egress_agents"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("@allow4_agents").count(), 1, "{listed}");
+}

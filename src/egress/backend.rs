@@ -294,7 +294,7 @@ pub fn render_status(table: &str, sets: &[SetStatus]) -> String {
     let mut o = format!("table {table}: {} sets\n", sets.len());
     let _ = writeln!(
         o,
-        "{:<32} {:>8}  {:<32} {:<32}",
+        "{:<32} {:>8}  {:<32} {}",
         "SET", "ELEMENTS", "EXPIRES FIRST", "EXPIRES LAST"
     );
     let show = |e: &Option<(String, u64)>| {
@@ -304,7 +304,7 @@ pub fn render_status(table: &str, sets: &[SetStatus]) -> String {
     for s in sets {
         let _ = writeln!(
             o,
-            "{:<32} {:>8}  {:<32} {:<32}",
+            "{:<32} {:>8}  {:<32} {}",
             s.name,
             s.elements,
             show(&s.first_to_expire),

@@ -278,8 +278,10 @@ impl Egress {
         let flushed = *self.flushed.borrow();
         let mut wait_for = 0;
         let mut fresh: Vec<((u32, IpAddr), Duration, Op)> = Vec::new();
+        // One lock of `held` for check, enqueue and record: a failed batch's cleanup (which
+        // takes this lock) can then never run between queueing an element and recording it.
+        let mut held = self.shared.held.lock();
         {
-            let held = self.shared.held.lock();
             for (i, a) in addrs.enumerate() {
                 if i >= s.max_addresses_per_name {
                     self.capped.increment(1);
@@ -314,9 +316,15 @@ impl Egress {
         if !fresh.is_empty() {
             self.writes.increment(fresh.len() as u64);
             let batch = self.enqueue(fresh.iter().map(|(_, _, op)| op.clone()));
-            self.remember(fresh.iter().map(|(k, e, _)| (*k, *e)), batch, now);
+            self.remember(
+                &mut held,
+                fresh.iter().map(|(k, e, _)| (*k, *e)),
+                batch,
+                now,
+            );
             wait_for = wait_for.max(batch);
         }
+        drop(held);
         (wait_for > flushed).then(|| Wait {
             rx: self.flushed.clone(),
             batch: wait_for,
@@ -325,7 +333,8 @@ impl Egress {
         })
     }
 
-    /// Queue operations into the batch being collected; returns its number.
+    /// Queue operations into the batch being collected; returns its number. Lock order: `held`
+    /// (when the caller holds it) before `queue`; the flusher never holds both.
     fn enqueue(&self, ops: impl IntoIterator<Item = Op>) -> u64 {
         let mut q = self.shared.queue.lock();
         q.ops.extend(ops);
@@ -337,11 +346,11 @@ impl Egress {
 
     fn remember(
         &self,
+        held: &mut HeldMap,
         entries: impl Iterator<Item = ((u32, IpAddr), Duration)>,
         batch: u64,
         now: Duration,
     ) {
-        let mut held = self.shared.held.lock();
         for (key, expiry) in entries {
             if held.map.len() >= self.settings.max_tracked && !held.map.contains_key(&key) {
                 if now.saturating_sub(held.last_sweep) >= SWEEP_EVERY {
