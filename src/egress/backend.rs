@@ -294,8 +294,8 @@ pub fn render_status(table: &str, sets: &[SetStatus]) -> String {
     let mut o = format!("table {table}: {} sets\n", sets.len());
     let _ = writeln!(
         o,
-        "{:<32} {:>8}  {:<32} {}",
-        "SET", "ELEMENTS", "EXPIRES FIRST", "EXPIRES LAST"
+        "{:<32} {:>8}  {:<32} EXPIRES LAST",
+        "SET", "ELEMENTS", "EXPIRES FIRST"
     );
     let show = |e: &Option<(String, u64)>| {
         e.as_ref()
