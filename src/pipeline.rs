@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! listener → parse → identify → rate limit / quarantine → policy → tunnel scoring
-//!          → cache → local zones / upstream → answer checks → events
+//!          → [encrypted-DNS bypass] → cache → local zones / upstream → answer checks → events
+//!          → [egress: the answer's addresses into the group's firewall sets, then send]
 //! ```
 //!
 //! Cheap checks come first so that the traffic we refuse costs the least. Everything up to and
 //! including the cache is synchronous ([`Pipeline::handle_fast`]): the UDP listener answers
 //! those queries inline without spawning a task. Only cache misses become a [`Pending`] that is
-//! resolved asynchronously ([`Pipeline::resolve`]).
+//! resolved asynchronously ([`Pipeline::resolve`]) — and, with `[egress]`, cache hits whose
+//! addresses must first be written to the firewall (see `docs/egress.md`).
 //!
 //! Outcomes such as "blocked" or "refused" are verdicts with stable reason strings, not errors;
 //! every one is counted in `dnsward_queries_total{group,verdict,qtype}` and every verdict but

@@ -506,10 +506,15 @@ fn agents_reach_only_what_dnsward_resolved_for_them() {
         main_cfg.to_str().unwrap(),
     ]));
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        text.contains("allow4_agents-b") || text.contains("allow4_agents_b"),
-        "{text}"
-    );
+    let elements = |set: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(set))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    assert!(elements("allow4_agents").is_some_and(|n| n >= 2), "{text}");
+    assert_eq!(elements("allow4_agents_b"), Some(1), "{text}");
+    assert_eq!(elements("allow6_agents"), Some(0), "{text}");
 
     let (exit, log) = dnsward.terminate();
     assert!(exit.success(), "dnsward did not exit cleanly:\n{log}");
@@ -550,4 +555,110 @@ fn the_example_ruleset_is_valid_and_idempotent() {
     let listed = ns.run(&["nft", "list", "chain", "inet", "dnsward", "egress_agents"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listed.matches("@allow4_agents").count(), 1, "{listed}");
+}
+
+/// The real `nft` backend against a namespace's kernel, driven directly through the library: a
+/// refresh really renews an element's timeout (dnsmasq's `add element` does not), and switching
+/// off a group whose sets the loaded ruleset references empties them atomically (nftables refuses
+/// to delete a referenced set, so the fallback is exercised).
+#[tokio::test]
+async fn the_nft_backend_refreshes_timeouts_and_empties_referenced_sets() {
+    use dnsward::clock::SystemClock;
+    use dnsward::egress::backend::NftBackend;
+    use dnsward::egress::gate::{Egress, GateSettings};
+    use std::sync::Arc;
+
+    let test = "the_nft_backend_refreshes_timeouts_and_empties_referenced_sets";
+    if !preconditions_met(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::create("backend");
+    // `nft` inside the namespace, as the backend's program.
+    let wrapper = dir.path().join("nft-in-ns");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/egress.toml");
+    let rules =
+        run(Command::new(BIN).args(["egress", "ruleset", "--config", example.to_str().unwrap()]));
+    let rules_path = dir.path().join("rules.nft");
+    std::fs::write(&rules_path, &rules.stdout).unwrap();
+    ns.run(&["nft", "-f", rules_path.to_str().unwrap()]);
+
+    let backend = Arc::new(NftBackend::new(wrapper, "inet", "dnsward"));
+    let settings = GateSettings {
+        grace: Duration::from_secs(1),
+        min_lifetime: Duration::ZERO,
+        max_addresses_per_name: 50,
+        max_wait: Duration::from_secs(1),
+        max_tracked: 1000,
+    };
+    let gate = Egress::start(
+        settings,
+        &["agents", "build-agents"],
+        backend,
+        SystemClock::shared(),
+    )
+    .expect("creating/adopting the table in the namespace");
+    let answer = |ttl: u32| {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RData, Record, RecordType, rdata};
+        let name = Name::from_ascii("svc.egress.example.").unwrap();
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(
+            name,
+            ttl,
+            RData::A(rdata::A("198.19.0.10".parse().unwrap())),
+        ));
+        m.to_vec().unwrap()
+    };
+    let timeout_of = |set: &str| -> Option<u64> {
+        let out = ns.run(&["nft", "-j", "list", "set", "inet", "dnsward", set]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o["set"]["elem"].as_array()?.first()?["elem"]["timeout"].as_u64())
+    };
+    assert!(
+        gate.admit("agents", &answer(10))
+            .expect("new element")
+            .done()
+            .await
+    );
+    // TTL 10 + grace 1 = 11, plus an eighth (2) of slack.
+    assert_eq!(timeout_of("allow4_agents"), Some(13));
+    assert!(
+        gate.admit("agents", &answer(100))
+            .expect("longer promise")
+            .done()
+            .await
+    );
+    // 101 + 13 of slack: the kernel's element was really renewed.
+    assert_eq!(timeout_of("allow4_agents"), Some(114));
+
+    // Switch "agents" off: the ruleset references its sets, so they are emptied, not deleted.
+    assert!(
+        gate.set_groups(&["build-agents"])
+            .expect("a change")
+            .done()
+            .await
+    );
+    assert_eq!(
+        timeout_of("allow4_agents"),
+        None,
+        "element survived the switch-off"
+    );
+    let listed = ns.run(&["nft", "list", "sets"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("allow4_agents"));
+    tokio::task::spawn_blocking(move || gate.shutdown(false))
+        .await
+        .unwrap();
 }

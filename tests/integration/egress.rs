@@ -164,3 +164,55 @@ async fn encrypted_dns_canaries_and_resolvers_are_nxdomain_whatever_the_policy()
             .any(|e| e["kind"] == "alert" && e["domain"] == "use-application-dns.net")
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_switches_a_group_off_deletes_its_sets_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, log) = fake_nft(dir.path(), "0");
+    let s = TestServer::start(None, &config(&nft, "1s")).await;
+    let _ = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert!(batches(&log).contains("192.0.2.30"));
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let text = text.replace(
+        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]",
+        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]\negress = false",
+    );
+    std::fs::write(&s.config_path, text).unwrap();
+    let app = s.app.as_ref().unwrap();
+    app.control
+        .reload(Some("test"), None)
+        .await
+        .expect("reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let all = batches(&log);
+        if let Some(line) = all
+            .lines()
+            .rev()
+            .find(|l| l.contains("\"delete\"") && l.contains("\"set\""))
+        {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no set deletion batch: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let deleted: Vec<&str> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["delete"]["set"]["name"].as_str())
+        .collect();
+    assert_eq!(deleted, ["allow4_agents", "allow6_agents"]);
+    // Its answers no longer write anything.
+    let before = batches(&log).lines().count();
+    let _ = udp_query(
+        s.udp,
+        "127.0.0.10",
+        "pypi-mirror.corp.internal",
+        RecordType::A,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(batches(&log).lines().count(), before);
+}
