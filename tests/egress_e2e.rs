@@ -19,6 +19,9 @@
 //! 3. Re-resolving reopens it.
 //! 4. The other group (its own sets) cannot reach it until it asks; its answer is a *cache hit*
 //!    (event `cache_hit: true`), and that hit writes its set before the answer is sent.
+//!
+//! Timing: the element's timeout is TTL 2 s + grace 1 s + an eighth of slack = 4 s; the test
+//! polls the set until the element is gone (bounded by a deadline) rather than sleeping.
 //! 5. A CNAME chain's final address is allowed; a denied name's address is not, nor is a CNAME
 //!    into it; the Firefox canary is NXDOMAIN.
 //!
@@ -414,6 +417,11 @@ fn agents_reach_only_what_dnsward_resolved_for_them() {
         !topo.connects(AGENT_A, HARDCODED),
         "hard-coded address reachable"
     );
+    // Sets are per group: agents-b has asked nothing, so it reaches nothing.
+    assert!(
+        !topo.connects(AGENT_B, ALLOWED),
+        "group agents-b reached group agents' address"
+    );
     let denied = poll(Duration::from_secs(10), || {
         events(&events_path)
             .into_iter()
@@ -452,22 +460,17 @@ fn agents_reach_only_what_dnsward_resolved_for_them() {
         "reachable after TTL + grace"
     );
 
-    // 3. Re-resolving reopens it.
+    // 3. Re-resolving reopens it. 4. The other group has its own sets: it could not reach the
+    //    address (checked above); it asks right after agents did, so its answer is a cache hit
+    //    (the entry lives 2 s), and that hit writes its set before the answer goes out.
     let (_, addrs) = topo.dig(AGENT_A, "allowed.egress.example");
     assert_eq!(addrs, vec![ALLOWED.to_string()]);
+    let (_, addrs_b) = topo.dig(AGENT_B, "allowed.egress.example");
+    assert_eq!(addrs_b, vec![ALLOWED.to_string()]);
     assert!(
         topo.connects(AGENT_A, ALLOWED),
         "not reachable after re-resolving"
     );
-
-    // 4. The other group has its own sets: not reachable until it asks; its answer is a cache
-    //    hit, and the hit writes its set before the answer goes out.
-    assert!(
-        !topo.connects(AGENT_B, ALLOWED),
-        "group agents-b reached group agents' address"
-    );
-    let (_, addrs) = topo.dig(AGENT_B, "allowed.egress.example");
-    assert_eq!(addrs, vec![ALLOWED.to_string()]);
     assert!(
         topo.connects(AGENT_B, ALLOWED),
         "cache hit did not open the set of agents-b"
