@@ -47,6 +47,8 @@ pub struct RunningApp {
     events: EventSinkHandle,
     /// The once-a-second upkeep task (containment expiry, table metrics).
     upkeep: tokio::task::JoinHandle<()>,
+    /// DNS-gated egress (`[egress]`): its sets, flusher and nflog reader.
+    egress: Option<crate::egress::run::RunningEgress>,
 }
 
 impl RunningApp {
@@ -111,6 +113,35 @@ impl RunningApp {
             detector,
             containment,
         ));
+        // Egress before the listeners: the first answer must already feed the sets.
+        let egress = match &cfg.egress {
+            Some(ec) => {
+                let policy = pipeline.policy();
+                let gated: Vec<&str> = policy
+                    .groups
+                    .iter()
+                    .filter(|g| g.egress)
+                    .map(|g| &*g.name)
+                    .collect();
+                let weak = Arc::downgrade(&pipeline);
+                let version =
+                    Arc::new(move || weak.upgrade().map_or(0, |p| p.policy().version.number));
+                let running = crate::egress::run::RunningEgress::start(
+                    ec,
+                    &gated,
+                    pipeline.events().clone(),
+                    Arc::clone(&clock),
+                    version,
+                )
+                .map_err(|e| StartError::Io {
+                    what: "starting egress".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                pipeline.attach_egress(running.hook.clone());
+                Some(running)
+            }
+            None => None,
+        };
         let upkeep = {
             let pipeline = Arc::clone(&pipeline);
             tokio::spawn(async move {
@@ -159,6 +190,7 @@ impl RunningApp {
             admin,
             events: events_handle,
             upkeep,
+            egress,
         })
     }
 
@@ -170,6 +202,10 @@ impl RunningApp {
         self.pipeline.maintenance_tick();
         if let Some(a) = self.admin {
             a.shutdown().await;
+        }
+        if let Some(e) = self.egress {
+            // Blocking joins (flusher, nflog reader): at most about half a second.
+            let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
         }
         drop(self.pipeline);
         self.events.shutdown().await;

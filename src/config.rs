@@ -62,6 +62,9 @@ pub struct Config {
     /// `[store]`: where policy versions are kept; without it, versions live in memory only.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// `[egress]`: DNS-gated egress (firewall sets fed by answers); absent = off.
+    #[serde(default)]
+    pub egress: Option<crate::egress::EgressConfig>,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -92,6 +95,14 @@ impl Config {
                     *p = base_dir.join(&*p);
                 }
                 if let Some(p) = cfg.audit.key_file.as_mut().filter(|p| p.is_relative()) {
+                    *p = base_dir.join(&*p);
+                }
+                if let Some(p) = cfg
+                    .egress
+                    .as_mut()
+                    .and_then(|e| e.encrypted_dns_list.as_mut())
+                    .filter(|p| p.is_relative())
+                {
                     *p = base_dir.join(&*p);
                 }
                 Ok(cfg)
@@ -127,6 +138,9 @@ impl Config {
         self.audit.validate("audit", problems);
         if let Some(store) = &self.store {
             store.validate("store", problems);
+        }
+        if let Some(egress) = &self.egress {
+            egress.validate("egress", &self.groups, problems);
         }
     }
 

@@ -16,6 +16,7 @@
 //! | containment | [`contain`] | rate limits, throttles, sinkholes, quarantines, exceptions in force |
 //! | resolution | [`resolve`] | answer cache, local zones, upstream forwarder |
 //! | policy | [`policy`] | groups and their rules, client identification, answer checks, the compiled policy |
+//! | egress | [`egress`] | firewall sets fed by allowed answers (nftables), the ruleset, denied-connection events |
 //! | serving | [`serve`] | UDP/TCP listeners and the pipeline that orders the query stages |
 //! | governance | [`govern`] | policy store, reload/rollback control, audit chain |
 //! | admin | [`admin`] | HTTP API, HTML overview, `/metrics` |
@@ -31,6 +32,7 @@ pub mod config;
 pub mod config_error;
 pub mod contain;
 pub mod detect;
+pub mod egress;
 pub mod events;
 pub mod govern;
 pub mod metrics;

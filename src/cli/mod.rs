@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod audit;
 pub mod check;
 pub mod containment;
+pub mod egress;
 pub mod policy;
 pub mod render;
 pub mod serve;
@@ -126,6 +127,33 @@ pub enum Command {
         /// Which action.
         #[command(subcommand)]
         action: PolicyAction,
+    },
+    /// DNS-gated egress: the nftables ruleset and the state of the sets.
+    Egress {
+        /// Configuration file (needs an `[egress]` section).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/dnsward/dnsward.toml",
+            global = true
+        )]
+        config: PathBuf,
+        /// Which action.
+        #[command(subcommand)]
+        action: EgressAction,
+    },
+}
+
+/// `dnsward egress …`.
+#[derive(Debug, Subcommand)]
+pub enum EgressAction {
+    /// Print a complete, commented nftables ruleset for the gated groups (load with `nft -f`).
+    Ruleset,
+    /// Show each set's size and the elements expiring first and last (reads `nft -j list`).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -263,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }),
         Command::Policy { config, action } => exit(policy::run(&config, action)),
+        Command::Egress { config, action } => exit(egress::run(&config, action)),
     }
 }
 

@@ -53,6 +53,7 @@ impl Event {
             EventBody::ContainmentEnded(_) => "containment_ended",
             EventBody::Policy(_) => "policy",
             EventBody::Admin(_) => "admin",
+            EventBody::EgressDenied(_) => "egress_denied",
         }
     }
 }
@@ -73,6 +74,23 @@ pub enum EventBody {
     Policy(PolicyEvent),
     /// A request to the admin API (every one is recorded).
     Admin(AdminEvent),
+    /// A connection attempt the egress ruleset dropped (read from its nflog group).
+    EgressDenied(EgressDeniedEvent),
+}
+
+/// A connection attempt to an address dnsward did not resolve for the client's group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EgressDeniedEvent {
+    /// Source address of the attempt.
+    pub client: IpAddr,
+    /// The group whose rule dropped it (from the log prefix).
+    pub group: Option<String>,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination port (TCP, UDP, SCTP).
+    pub port: Option<u16>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `sctp` or the protocol number.
+    pub proto: String,
 }
 
 /// A query and what dnsward did with it.

@@ -104,6 +104,14 @@ pub struct GroupConfig {
     /// like Unbound's `private-domain`.
     #[serde(default)]
     pub private_answers_allowed: Vec<String>,
+    /// With an `[egress]` section: whether this group's connections are gated by its answers
+    /// (default true; `false` opts the group out).
+    #[serde(default = "default_egress")]
+    pub egress: bool,
+}
+
+fn default_egress() -> bool {
+    true
 }
 
 fn default_block_ttl() -> Duration {
@@ -253,6 +261,8 @@ pub struct Group {
     pub block_private_answers: bool,
     /// Names whose forwarded answers may be private (they and everything below them).
     pub private_answers_allowed: RuleSet,
+    /// Whether the group's connections are gated by its answers (when `[egress]` is present).
+    pub egress: bool,
 }
 
 /// What the policy says about a name.
@@ -382,6 +392,7 @@ impl Group {
             detect: cfg.detect.clone(),
             block_private_answers: cfg.block_private_answers,
             private_answers_allowed,
+            egress: cfg.egress,
         };
         (group, files)
     }

@@ -6,6 +6,7 @@ mod alert_filter;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod egress;
 mod governance;
 mod harness;
 mod observability;

@@ -110,6 +110,67 @@ impl Pipeline {
         self.finish(ctx, msg, &report)
     }
 
+    /// Egress: the set update an allowed answer needs, if any (`None` when the group is not
+    /// gated or every address is already in its set for long enough).
+    pub(super) fn egress_admit(&self, group: &Group, msg: &[u8]) -> Option<crate::egress::Wait> {
+        if !group.egress {
+            return None;
+        }
+        self.egress.get()?.gate.admit(&group.name, msg)
+    }
+
+    /// Egress for the asynchronous paths: wait (boundedly) for the update, then hand the answer
+    /// back to be sent.
+    pub(super) async fn egress_admitted(&self, group: &Group, msg: Vec<u8>) -> Vec<u8> {
+        if let Some(wait) = self.egress_admit(group, &msg) {
+            let _ = wait.done().await;
+        }
+        msg
+    }
+
+    /// Answer a canary or a public encrypted-DNS resolver name with NXDOMAIN; resolver names also
+    /// raise an alert (quieted per client and name).
+    pub(super) fn encrypted_dns_bypass(
+        &self,
+        ctx: &Asked<'_, '_>,
+        group: &Group,
+        bypass: crate::egress::bypass::Bypass<'_>,
+        now: &LazyNow<'_>,
+    ) -> Vec<u8> {
+        use crate::egress::bypass::Bypass;
+        if matches!(bypass, Bypass::Resolver(_))
+            && self.egress.get().is_some_and(|h| {
+                h.encrypted_dns
+                    .as_ref()
+                    .is_some_and(|e| e.should_alert(ctx.client, &ctx.q.name, now.get()))
+            })
+        {
+            let alert = crate::events::AlertEvent {
+                client: ctx.client,
+                group: group.name.to_string(),
+                domain: ctx.q.name.clone(),
+                score: 100,
+                breakdown: std::collections::BTreeMap::from([(
+                    "encrypted_dns_bypass".to_string(),
+                    100.0,
+                )]),
+                window: crate::events::WindowCounts::default(),
+                samples: vec![ctx.q.name.clone()],
+                bytes_estimate: 0,
+                action: "block".into(),
+                monitor_only: false,
+                exception: None,
+            };
+            self.events.emit(Event::now(
+                ctx.policy.version.number,
+                EventBody::Alert(alert),
+            ));
+        }
+        let msg = wire::start_response(ctx.q, rcode::NXDOMAIN, false);
+        let why = || bypass.reason();
+        self.finish(ctx, msg, &Report::new(Verdict::Block, &why))
+    }
+
     /// Finish a freshly built answer (patch ID, OPT, truncation), then account for it.
     pub(super) fn finish(
         &self,

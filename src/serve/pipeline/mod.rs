@@ -17,11 +17,18 @@
 //!      through a name it may not resolve is still compromised); may start a containment that
 //!      applies to this very query;
 //!   4. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
-//!   5. **policy**: the group's allow/deny decision; a denied name gets the block answer;
-//!   6. **cache**: a hit is served inline after the answer check for this group.
+//!   5. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
+//!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
+//!      cannot switch to a resolver the egress sets would never see;
+//!   6. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   7. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss becomes a [`Pending`] resolved asynchronously ([`Pipeline::resolve`]): local zones
 //!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
 //!   the group may not reach).
+//! - **egress** (with `[egress]`): every allowed answer (cache hit, local zone, upstream) puts
+//!   its addresses into the group's firewall sets *before* it is sent, waiting at most
+//!   `egress.max_wait`; a cache hit whose addresses are already in the set for long enough
+//!   costs a map lookup and stays inline, one that must write becomes a held [`Pending`].
 //! - **account** (`account.rs`): every answer, whatever stage produced it, is counted in
 //!   `dnsward_queries_total{group,verdict,qtype}`, timed, and (for every verdict but `allow`,
 //!   or when configured) logged as an event.
@@ -126,6 +133,8 @@ pub struct Pending {
     policy: Arc<ActivePolicy>,
     /// The client's group.
     group: GroupId,
+    /// An answer already decided (a cache hit) that waits only for its egress set update.
+    held: Option<(Vec<u8>, crate::egress::Wait)>,
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
@@ -159,6 +168,8 @@ pub struct Pipeline {
     overrides: Overrides,
     /// The DNS Cookie secret: proof of a UDP client's source address.
     cookies: CookieSecret,
+    /// DNS-gated egress, when `[egress]` is configured: set once at start.
+    egress: std::sync::OnceLock<crate::egress::EgressHook>,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     malformed_formerr: Counter,
@@ -202,6 +213,7 @@ impl Pipeline {
         });
         Self {
             cookies,
+            egress: std::sync::OnceLock::new(),
             policy: ArcSwap::new(policy),
             cache,
             events,
@@ -217,6 +229,18 @@ impl Pipeline {
             cache_hits: metrics::counter!(m::CACHE_HITS_TOTAL),
             cache_misses: metrics::counter!(m::CACHE_MISSES_TOTAL),
         }
+    }
+
+    /// Turn on DNS-gated egress (once, at start): allowed answers feed the group's sets, and the
+    /// encrypted-DNS canaries and resolver names are answered NXDOMAIN.
+    pub fn attach_egress(&self, hook: crate::egress::EgressHook) {
+        let _ = self.egress.set(hook);
+    }
+
+    /// The egress hook, when configured.
+    #[must_use]
+    pub fn egress(&self) -> Option<&crate::egress::EgressHook> {
+        self.egress.get()
     }
 
     /// The policy in force now.
@@ -235,6 +259,17 @@ impl Pipeline {
             let old = self.policy.load();
             policy.stale_answers_since(&old)
         };
+        if let Some(hook) = self.egress.get() {
+            // Groups removed or switched off lose their sets (one batch); new ones get theirs
+            // queued before any of their answers can be.
+            let gated: Vec<&str> = policy
+                .groups
+                .iter()
+                .filter(|g| g.egress)
+                .map(|g| &*g.name)
+                .collect();
+            drop(hook.gate.set_groups(&gated));
+        }
         self.policy.store(policy);
         let dropped = self.cache.invalidate(&stale);
         if dropped > 0 {
@@ -307,6 +342,8 @@ impl Pipeline {
                 ..asked
             },
             group,
+            gid,
+            shared: &policy,
             domain: registrable_domain(&q.name),
             now,
             decision: None,
@@ -326,11 +363,16 @@ impl Pipeline {
             received,
             policy,
             group: gid,
+            held: None,
         }))
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
     pub async fn resolve(&self, p: Pending) -> Option<Vec<u8>> {
+        if let Some((msg, wait)) = p.held {
+            let _ = wait.done().await;
+            return Some(msg);
+        }
         let Ok(mut q) = wire::parse_query(&p.packet) else {
             return None;
         };
@@ -385,8 +427,12 @@ impl Pipeline {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),
             };
-            let report = Report::new(Verdict::Allow, &reason).via(&upstream);
-            return Some(self.finish(&ctx, msg, &report));
+            let msg = {
+                // Scoped: the report is not `Send` and must not live across the await.
+                let report = Report::new(Verdict::Allow, &reason).via(&upstream);
+                self.finish(&ctx, msg, &report)
+            };
+            return Some(self.egress_admitted(group, msg).await);
         }
 
         match policy
@@ -412,8 +458,11 @@ impl Pipeline {
                     let msg = prepared
                         .answer
                         .render(&q, self.cache.now(), p.protocol.max_len(&q));
-                    let report = Report::new(Verdict::Allow, &reason).via(&up.label);
-                    Some(self.finish_rendered(&ctx, msg, &report))
+                    let msg = {
+                        let report = Report::new(Verdict::Allow, &reason).via(&up.label);
+                        self.finish_rendered(&ctx, msg, &report)
+                    };
+                    Some(self.egress_admitted(group, msg).await)
                 }
                 Err(e) => {
                     let msg = wire::start_response(&q, rcode::SERVFAIL, false);
@@ -481,6 +530,9 @@ impl Pipeline {
         }
         self.detector.publish_metrics();
         self.overrides.expire();
+        if let Some(hook) = self.egress.get() {
+            hook.gate.sweep();
+        }
     }
 
     /// Temporary exceptions and recent alerts.

@@ -3,13 +3,16 @@
 //! [`super`] says why each sits where it does.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use super::account::{Asked, LazyNow, Report};
-use super::{Outcome, Pipeline};
+use super::{Outcome, Pending, Pipeline};
 use crate::contain::{ClientGate, DomainGate};
 use crate::detect::{Assessment, Level, Observation};
 use crate::events::{Event, EventBody};
+use crate::policy::active::ActivePolicy;
 use crate::policy::group::{BlockAnswer, BlockKind, Decision, Group};
+use crate::policy::identify::GroupId;
 use crate::policy::verdict::Verdict;
 use crate::wire::{self, rcode};
 
@@ -20,11 +23,12 @@ pub type Step = ControlFlow<Outcome>;
 pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 
 /// The synchronous stages after identification, in the order they run.
-pub const SYNC_STAGES: [(&str, SyncStage); 6] = [
+pub const SYNC_STAGES: [(&str, SyncStage); 7] = [
     ("client gate", Pipeline::client_gate),
     ("class", Pipeline::class),
     ("tunnel scoring", Pipeline::tunnel_scoring),
     ("domain gate", Pipeline::domain_gate),
+    ("encrypted-dns bypass", Pipeline::encrypted_dns),
     ("policy", Pipeline::policy_decision),
     ("cache", Pipeline::cache_lookup),
 ];
@@ -35,6 +39,10 @@ pub struct Admitted<'a, 'p> {
     pub(super) asked: Asked<'a, 'p>,
     /// The client's group.
     pub(super) group: &'a Group,
+    /// Its id, and the policy as shared, for work that outlives this call.
+    pub(super) gid: GroupId,
+    /// The policy that decides this query, shareable.
+    pub(super) shared: &'a Arc<ActivePolicy>,
     /// The registrable domain of the name (borrowed from it).
     pub(super) domain: &'a str,
     /// At most one clock reading serves the stages (scoring windows, cache freshness, TTL
@@ -155,6 +163,17 @@ impl Pipeline {
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
     }
 
+    /// Encrypted-DNS bypass (with `[egress]` only): canaries and public resolver names get
+    /// NXDOMAIN whatever the group's policy allows.
+    fn encrypted_dns(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let Some(bypass) = self.egress.get().and_then(|h| h.bypass(&a.asked.q.name)) else {
+            return Step::Continue(());
+        };
+        Step::Break(Outcome::Reply(
+            self.encrypted_dns_bypass(&a.asked, a.group, bypass, &a.now),
+        ))
+    }
+
     /// Policy: the group's allow/deny decision; a denied name gets the group's block answer.
     fn policy_decision(&self, a: &mut Admitted<'_, '_>) -> Step {
         let decision = a.group.decide(&a.asked.q.name);
@@ -198,7 +217,22 @@ impl Pipeline {
         let report = Report::new(Verdict::Allow, &reason)
             .cached(true)
             .via(&hit.upstream);
-        Step::Break(Outcome::Reply(self.finish_rendered(&a.asked, msg, &report)))
+        let msg = self.finish_rendered(&a.asked, msg, &report);
+        // Egress: cache hits refresh the group's set too. Addresses already promised long
+        // enough cost a map lookup; only a new or extended element makes this hit wait (off
+        // the UDP loop, as a task) for its batch, bounded by `max_wait`.
+        Step::Break(match self.egress_admit(a.group, &msg) {
+            None => Outcome::Reply(msg),
+            Some(wait) => Outcome::Resolve(Box::new(Pending {
+                packet: Vec::new(),
+                client: a.asked.client,
+                protocol: a.asked.protocol,
+                received: a.asked.received,
+                policy: Arc::clone(a.shared),
+                group: a.gid,
+                held: Some((msg, wait)),
+            })),
+        })
     }
 }
 

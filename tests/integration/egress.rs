@@ -1,0 +1,218 @@
+//! DNS-gated egress through real sockets, without root: `[egress] nft` points at a stand-in
+//! script that records each JSON batch it is fed (and can be slow), so the tests see exactly
+//! what dnsward would hand to nftables and when. The real `nft` path is covered by
+//! `tests/egress_e2e.rs` in network namespaces.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::*;
+
+/// A stand-in for `nft`: appends every batch (stdin) to `log` as one line, after `delay`.
+fn fake_nft(dir: &Path, delay: &str) -> (PathBuf, PathBuf) {
+    let log = dir.join("nft-batches.log");
+    let script = dir.join("fake-nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# dnsward test stand-in for nft\nsleep {delay}\ncat >> {log:?}\necho >> {log:?}\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, log)
+}
+
+fn config(nft: &Path, max_wait: &str) -> String {
+    format!(
+        r#"
+[egress]
+nft = {nft:?}
+read_denied = false
+max_wait = "{max_wait}"
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32"]
+allow = ["*.corp.internal", "www.example", "dns.google"]
+
+[[groups]]
+name = "ungated"
+cidrs = ["127.0.0.20/32"]
+allow = ["*.corp.internal"]
+egress = false
+"#
+    )
+}
+
+fn batches(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_answer_is_sent_only_after_its_addresses_are_in_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, log) = fake_nft(dir.path(), "0.3");
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), &config(&nft, "1s")).await;
+
+    // A local-zone answer (two A records): held until the batch is written.
+    let t = Instant::now();
+    let m = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;
+    let waited = t.elapsed();
+    assert_eq!(a_records(&m).len(), 2);
+    let written = batches(&log);
+    assert!(
+        written.contains("10.0.1.10") && written.contains("10.0.1.11"),
+        "answer arrived before its batch was written ({waited:?}): {written}"
+    );
+    assert!(written.contains("allow4_agents"), "{written}");
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+
+    // The same answer again: already in the set, no write, no wait.
+    let before = batches(&log).lines().count();
+    let t = Instant::now();
+    let _ = udp_query(s.udp, "127.0.0.10", "api.corp.internal", RecordType::A).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(batches(&log).lines().count(), before);
+
+    // Upstream answers: the miss, then a cache hit, which writes nothing new.
+    let _ = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert!(batches(&log).contains("192.0.2.1"));
+    let before = batches(&log).lines().count();
+    let m = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    assert_eq!(batches(&log).lines().count(), before);
+
+    // A group with `egress = false` never writes.
+    let _ = udp_query(s.udp, "127.0.0.20", "models.corp.internal", RecordType::A).await;
+    assert!(!batches(&log).contains("10.0.2.20"));
+}
+
+#[tokio::test]
+async fn a_slow_firewall_delays_answers_by_at_most_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, log) = fake_nft(dir.path(), "2");
+    let s = TestServer::start(None, &config(&nft, "50ms")).await;
+    let t = Instant::now();
+    let m = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    // The write still happens (after the answer).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !batches(&log).contains("192.0.2.30") {
+        assert!(Instant::now() < deadline, "the write never happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn encrypted_dns_canaries_and_resolvers_are_nxdomain_whatever_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, _log) = fake_nft(dir.path(), "0");
+    let mut s = TestServer::start(None, &config(&nft, "50ms")).await;
+    for name in [
+        "use-application-dns.net",
+        "mask.icloud.com",
+        "mask-h2.icloud.com",
+    ] {
+        let m = udp_query(s.udp, "127.0.0.10", name, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+    }
+    // Allowed by the group's own allowlist, blocked anyway.
+    let m = udp_query(s.udp, "127.0.0.10", "dns.google", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let _ = udp_query(s.udp, "127.0.0.10", "dns.google", RecordType::HTTPS).await;
+    let events = s.stop_and_read_events().await;
+    let blocked: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["qname"] == "dns.google")
+        .collect();
+    assert_eq!(blocked.len(), 2);
+    assert!(blocked.iter().all(|e| {
+        e["verdict"] == "block"
+            && e["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("encrypted-dns bypass")
+    }));
+    let alerts: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["breakdown"]["encrypted_dns_bypass"].is_number())
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert per client and name: {alerts:?}");
+    assert_eq!(alerts[0]["domain"], "dns.google");
+    // Canaries raise no alert (browsers ask them routinely).
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "alert" && e["domain"] == "use-application-dns.net")
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_switches_a_group_off_deletes_its_sets_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, log) = fake_nft(dir.path(), "0");
+    let s = TestServer::start(None, &config(&nft, "1s")).await;
+    let _ = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert!(batches(&log).contains("192.0.2.30"));
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let text = text.replace(
+        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]",
+        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]\negress = false",
+    );
+    std::fs::write(&s.config_path, text).unwrap();
+    let app = s.app.as_ref().unwrap();
+    app.control
+        .reload(Some("test"), None)
+        .await
+        .expect("reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let all = batches(&log);
+        if let Some(line) = all
+            .lines()
+            .rev()
+            .find(|l| l.contains("\"delete\"") && l.contains("\"set\""))
+        {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no set deletion batch: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let deleted: Vec<&str> = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["delete"]["set"]["name"].as_str())
+        .collect();
+    assert_eq!(deleted, ["allow4_agents", "allow6_agents"]);
+    // Its answers no longer write anything.
+    let before = batches(&log).lines().count();
+    let _ = udp_query(
+        s.udp,
+        "127.0.0.10",
+        "pypi-mirror.corp.internal",
+        RecordType::A,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(batches(&log).lines().count(), before);
+}
