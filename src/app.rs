@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::admin::token::AdminToken;
 use crate::admin::{self, RunningAdmin};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigFiles};
@@ -11,7 +12,7 @@ use crate::contain::Containment;
 use crate::detect::Detector;
 use crate::events::sink::{self, EventSinkHandle};
 use crate::events::{Event, EventBody, PolicyEvent};
-use crate::govern::control::{Control, ControlError};
+use crate::govern::control::{Control, ControlError, ReloadHook};
 use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
 use crate::serve::{self, RunningServer};
@@ -131,10 +132,21 @@ impl RunningApp {
             store,
             Box::new(ConfigFiles),
         ));
-        let token = cfg.admin.load_token().map_err(|source| StartError::Io {
-            what: "reading admin.token_file".into(),
-            source,
-        })?;
+        let token = Arc::new(
+            AdminToken::load(cfg.admin.token_file.as_deref()).map_err(|e| StartError::Io {
+                what: "reading admin.token_file".into(),
+                source: std::io::Error::other(e),
+            })?,
+        );
+        {
+            // SIGHUP and the API's reload both go through control: the token is re-read there.
+            let token = Arc::clone(&token);
+            control.set_reload_hook(ReloadHook(Box::new(move || {
+                token
+                    .reload()
+                    .map_err(|e| format!("admin token not reloaded: {e}"))
+            })));
+        }
         let dns = serve::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
@@ -143,8 +155,14 @@ impl RunningApp {
             })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
-                admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
-                    .await
+                admin::start(
+                    addr,
+                    Arc::clone(&pipeline),
+                    Arc::clone(&control),
+                    token,
+                    cfg.admin.metrics_labels,
+                )
+                .await
                     .map_err(|source| StartError::Io {
                         what: format!("binding admin {}", cfg.admin.listen),
                         source,
