@@ -10,8 +10,9 @@ use crate::config::{Config, ConfigFiles};
 use crate::config_error::ConfigProblems;
 use crate::contain::Containment;
 use crate::detect::Detector;
-use crate::events::sink::{self, EventSinkHandle};
+use crate::events::sink::{self, EventSinkHandle, SinkKind};
 use crate::events::{Event, EventBody, PolicyEvent};
+use crate::govern::checkpoint;
 use crate::govern::control::{Control, ControlError, ReloadHook};
 use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
@@ -31,6 +32,30 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// The checkpoint writer for a file sink (see [`crate::govern::checkpoint`]), sealed with the
+/// audit key when one is configured.
+fn checkpoint_writer(
+    cfg: &Config,
+) -> std::io::Result<Option<Box<dyn crate::events::witness::LogWitness>>> {
+    let (SinkKind::File, Some(events_path)) = (cfg.events.sink, &cfg.events.path) else {
+        return Ok(None);
+    };
+    let path = checkpoint::checkpoint_path(
+        cfg.events.checkpoint_path.as_deref(),
+        cfg.store.as_ref().map(|s| s.state_dir.as_path()),
+        events_path,
+    );
+    let key = if cfg.audit.chain {
+        cfg.audit.load_key()?
+    } else {
+        None
+    };
+    Ok(Some(Box::new(checkpoint::CheckpointWriter::open(
+        &path,
+        key.as_ref(),
+    )?)))
 }
 
 /// A running dnsward.
@@ -82,7 +107,10 @@ impl RunningApp {
         let (events, events_handle) = cfg
             .audit
             .encoder(&cfg.events)
-            .and_then(|enc| sink::spawn_with_encoder(&cfg.events, enc))
+            .and_then(|enc| {
+                let witness = checkpoint_writer(cfg)?;
+                sink::spawn_with_witness(&cfg.events, enc, witness)
+            })
             .map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
                 source,
@@ -163,10 +191,10 @@ impl RunningApp {
                     cfg.admin.metrics_labels,
                 )
                 .await
-                    .map_err(|source| StartError::Io {
-                        what: format!("binding admin {}", cfg.admin.listen),
-                        source,
-                    })?,
+                .map_err(|source| StartError::Io {
+                    what: format!("binding admin {}", cfg.admin.listen),
+                    source,
+                })?,
             ),
             Err(_) => None,
         };

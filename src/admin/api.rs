@@ -157,7 +157,9 @@ fn presented_token<'a>(headers: &'a HeaderMap, page_query: Option<&'a str>) -> O
     {
         return h.strip_prefix("Bearer ").map(str::trim);
     }
-    page_query?.split('&').find_map(|kv| kv.strip_prefix("token="))
+    page_query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
 }
 
 async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {

@@ -93,7 +93,10 @@ mod tests {
             dnsward_cache_entries 4\n\
             weird{detail=\"a\\\"b\",group=\"x\"} 1\n";
         let got = redact(text);
-        assert!(!got.contains("payments-agents") && !got.contains("10.0.0.53"), "{got}");
+        assert!(
+            !got.contains("payments-agents") && !got.contains("10.0.0.53"),
+            "{got}"
+        );
         assert!(got.contains(&format!(
             "dnsward_queries_total{{group=\"{}\",verdict=\"allow\",qtype=\"A\"}} 3\n",
             opaque_id("payments-agents")
@@ -103,7 +106,10 @@ mod tests {
             opaque_id("10.0.0.53:53")
         )));
         assert!(got.contains("dnsward_cache_entries 4\n"));
-        assert!(got.contains(&format!("weird{{detail=\"a\\\"b\",group=\"{}\"}} 1\n", opaque_id("x"))));
+        assert!(got.contains(&format!(
+            "weird{{detail=\"a\\\"b\",group=\"{}\"}} 1\n",
+            opaque_id("x")
+        )));
         assert!(got.starts_with("# TYPE dnsward_queries_total counter\n"));
         assert_eq!(got.lines().count(), text.lines().count());
         assert_eq!(opaque_id("a"), opaque_id("a"));

@@ -168,6 +168,9 @@ mod tests {
         let file = dir.path().join("token");
         write(&file, TOKEN, 0o644);
         let err = AdminToken::load(Some(&file)).unwrap_err();
-        assert!(err.contains("mode 644") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
     }
 }

@@ -123,7 +123,10 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let err = check_secret_file(&path).unwrap_err();
             assert!(err.contains(&format!("mode {mode:03o}")), "{err}");
-            assert!(err.contains(&format!("chmod 600 {}", path.display())), "{err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
         }
     }
 

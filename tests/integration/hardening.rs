@@ -35,7 +35,11 @@ fn check_with_token_mode(s: &TestServer, mode: u32) -> std::process::Output {
 async fn check_refuses_a_token_file_others_can_read() {
     let s = TestServer::start(None, GROUP).await;
     let ok = check_with_token_mode(&s, 0o600);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     for mode in [0o644, 0o640] {
         let out = check_with_token_mode(&s, mode);
         let text = format!(
@@ -69,7 +73,11 @@ async fn a_query_string_token_opens_only_the_html_page() {
     let s = TestServer::start(None, GROUP).await;
     let http = reqwest::Client::new();
     let t = &s.token;
-    let page = http.get(api(&s, &format!("/?token={t}"))).send().await.unwrap();
+    let page = http
+        .get(api(&s, &format!("/?token={t}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     for path in ["/api/v1/policy", "/api/v1/alerts", "/api/v1/quarantines"] {
         let r = http
@@ -112,7 +120,9 @@ async fn a_reload_rereads_the_token() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let status = |tok: &str| {
-        let req = http.get(api(&s, "/api/v1/policy")).bearer_auth(tok.to_string());
+        let req = http
+            .get(api(&s, "/api/v1/policy"))
+            .bearer_auth(tok.to_string());
         async move { req.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(status(&old).await, 401, "the old token still works");
@@ -156,7 +166,10 @@ async fn reload_fields_have_a_length_cap() {
     };
     let (status, body) = post(json!({"actor": "alice", "message": "x".repeat(1_200_000)})).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("message"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("message"),
+        "{body}"
+    );
     let (status, _) = post(json!({"actor": "a".repeat(600)})).await;
     assert_eq!(status, 400);
     let (status, body) = post(json!({"actor": "alice", "message": "m".repeat(1024)})).await;
@@ -193,7 +206,11 @@ async fn event_files_are_private_and_never_followed_through_a_symlink() {
     udp_query(s.udp, "127.0.0.90", "api.corp.internal", RecordType::A).await;
     let events = s.stop_and_read_events().await;
     assert!(!events.is_empty());
-    let mode = std::fs::metadata(&s.events_path).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&s.events_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "events file mode {mode:o}");
 
     // A symlink planted where the log goes: the server refuses to start rather than write
