@@ -89,6 +89,17 @@ pub fn check_secret_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Resolve `configured` ([`resolve_secret_path`]) and check the file it names
+/// ([`check_secret_file`]): the one call a config section's `validate` needs.
+///
+/// # Errors
+/// As those two.
+pub fn check_configured(configured: &Path) -> Result<PathBuf, String> {
+    let path = resolve_secret_path(configured)?;
+    check_secret_file(&path)?;
+    Ok(path)
+}
+
 /// Resolve `configured` ([`resolve_secret_path`]), check it ([`check_secret_file`]) and read it.
 ///
 /// # Errors

@@ -229,3 +229,38 @@ async fn event_files_are_private_and_never_followed_through_a_symlink() {
     assert!(err.to_string().contains("events.jsonl"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
 }
+
+#[tokio::test]
+async fn unknown_client_queries_are_sampled_and_counted() {
+    let extra = format!("unknown_client_per_minute = 3\n{GROUP}");
+    let mut s = TestServer::start(None, &extra).await;
+    let sampled = |m: &str| {
+        crate::common::metric_sum(
+            m,
+            "dnsward_events_sampled_out_total",
+            &[("kind", "unknown_client")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = sampled(&metrics_text(&s).await);
+    for i in 0..20 {
+        udp_query(s.udp, "127.0.0.99", &format!("q{i}.corp.internal"), RecordType::A).await;
+    }
+    // A known client is not sampled.
+    for i in 0..5 {
+        udp_query(s.udp, "127.0.0.90", &format!("k{i}.corp.internal"), RecordType::A).await;
+    }
+    let after = sampled(&metrics_text(&s).await);
+    assert!(after - before >= 17.0, "sampled out {before} → {after}");
+    let events = s.stop_and_read_events().await;
+    let unknown = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["client"] == "127.0.0.99")
+        .count();
+    assert_eq!(unknown, 3, "first 3 per source per minute are logged");
+    let known = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["client"] == "127.0.0.90")
+        .count();
+    assert_eq!(known, 5);
+}
