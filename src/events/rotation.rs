@@ -306,6 +306,81 @@ mod tests {
         assert_eq!(rotated_path(Path::new("log"), 12), Path::new("log.12"));
     }
 
+    struct Recorder(Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>);
+
+    impl LogWitness for Recorder {
+        fn witness(
+            &mut self,
+            cause: &WitnessCause,
+            last_line: Option<&[u8]>,
+            _: SinkTally,
+        ) -> io::Result<()> {
+            let what = match cause {
+                WitnessCause::Rotation { dropped } => dropped.display().to_string(),
+                other => other.as_str().to_string(),
+            };
+            self.0.lock().push((what, last_line.map(<[u8]>::to_vec)));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rotation_tells_the_witness_the_last_line_of_the_file_it_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let witness: SharedWitness = Arc::new(Mutex::new(Box::new(Recorder(Arc::clone(&seen)))));
+        let mut file = RotatingFile::open_with(
+            path.clone(),
+            8,
+            1,
+            0o600,
+            Some(witness),
+            Arc::new(SinkTally::default),
+        )
+        .unwrap();
+        // Files: [aaa bbb] → .1, [ccc ddd] → .1 (deleting the first), [eee].
+        assert_eq!(
+            file.write_lines(b"aaa\nbbb\nccc\nddd\neee\n", &[4, 8, 12, 16, 20])
+                .0,
+            5
+        );
+        let seen = seen.lock().clone();
+        let dropped = rotated_path(&path, 1).display().to_string();
+        // The first rotation finds no `.1` to delete; the second deletes [aaa bbb].
+        assert_eq!(seen, [(dropped, Some(b"bbb".to_vec()))]);
+    }
+
+    #[test]
+    fn event_files_are_private_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        drop(open_append(&path, 0o600).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An existing file with a wider mode is narrowed.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_append(&path, 0o640).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = open_append(&link, 0o600).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn last_line_skips_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, "one\ntwo\nthr").unwrap();
+        assert_eq!(last_line(&path).unwrap(), Some(b"two".to_vec()));
+        fs::write(&path, "one\n").unwrap();
+        assert_eq!(last_line(&path).unwrap(), Some(b"one".to_vec()));
+        fs::write(&path, "").unwrap();
+        assert_eq!(last_line(&path).unwrap(), None);
+    }
+
     #[test]
     fn a_rotating_file_cuts_between_lines_and_keeps_only_keep() {
         let dir = tempfile::tempdir().unwrap();

@@ -628,7 +628,7 @@ struct Writer<E> {
 /// What woke the writer.
 enum Wake {
     /// An event, or `None` when both queues are closed and empty.
-    Event(Option<Event>),
+    Event(Option<Box<Event>>),
     /// Time to fsync.
     Sync,
     /// Time for a checkpoint.
@@ -666,11 +666,11 @@ impl<E: LineEncoder> Writer<E> {
                     Wake::Nothing
                 }
                 event = self.security_rx.recv(), if security_open => match event {
-                    Some(e) => Wake::Event(Some(e)),
+                    Some(e) => Wake::Event(Some(Box::new(e))),
                     None => { security_open = false; Wake::Event(None) }
                 },
                 event = self.rx.recv(), if query_open => match event {
-                    Some(e) => Wake::Event(Some(e)),
+                    Some(e) => Wake::Event(Some(Box::new(e))),
                     None => { query_open = false; Wake::Event(None) }
                 },
                 _ = sync_tick.tick(), if self.unsynced => Wake::Sync,
@@ -1248,6 +1248,31 @@ mod tests {
                 "events.sample_one_in"
             ]
         );
+
+        let bad: EventsConfig = toml::from_str(
+            "security_queue = 0\nfsync_interval = \"2m\"\ncheckpoint_interval = \"0s\"\n\
+             checkpoint_path = \"/tmp/cp\"",
+        )
+        .unwrap();
+        let mut problems = ConfigProblems::default();
+        bad.validate("events", &mut problems);
+        let keys: Vec<_> = problems
+            .problems
+            .iter()
+            .map(|p| p.location.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "events.security_queue",
+                "events.fsync_interval",
+                "events.checkpoint_interval",
+                "events.checkpoint_path"
+            ]
+        );
+        let modes: EventsConfig = toml::from_str("file_mode = \"0640\"").unwrap();
+        assert_eq!(modes.file_mode.bits(), 0o640);
+        assert!(toml::from_str::<EventsConfig>("file_mode = \"0666\"").is_err());
 
         let mut problems = ConfigProblems::default();
         let stray: EventsConfig = toml::from_str("path = \"/tmp/e.jsonl\"").unwrap();

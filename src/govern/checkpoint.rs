@@ -619,12 +619,12 @@ mod tests {
         .unwrap();
         // The whole log: fine.
         let log = write_log(dir.path(), "events.jsonl", 0..10);
-        let r = verify_checkpoints(&cps, &[log.clone()], Some(key().as_bytes()));
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
         assert!(r.ok, "{r}");
         assert_eq!(r.head.as_deref(), Some("starts at seq 0"));
         // Cut after seq 6: the tail is missing.
         let log = write_log(dir.path(), "events.jsonl", 0..7);
-        let r = verify_checkpoints(&cps, &[log.clone()], Some(key().as_bytes()));
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
         assert!(!r.ok);
         assert_eq!(
             r.problems[0].kind,
@@ -657,7 +657,7 @@ mod tests {
         assert!(r.head.unwrap().contains("up to seq 4"));
         // Records 5 and 6 removed as well: more than rotation explains.
         let log = write_log(dir.path(), "events.jsonl", 7..9);
-        let r = verify_checkpoints(&cps, &[log.clone()], None);
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), None);
         assert_eq!(
             r.problems[0].kind,
             CheckpointProblemKind::HeadMissing,
@@ -693,7 +693,7 @@ mod tests {
             )
             .unwrap();
         }
-        let r = verify_checkpoints(&cps, &[log.clone()], Some(key().as_bytes()));
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
         assert!(r.ok, "{r}");
         assert_eq!(r.checkpoints, 4);
         assert_eq!(r.last.as_ref().map(|c| c.n), Some(3));
@@ -704,7 +704,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
 
         // Another key, or none: wrong_key.
-        let r = verify_checkpoints(&cps, &[log.clone()], None);
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), None);
         assert_eq!(r.problems[0].kind, CheckpointProblemKind::WrongKey);
 
         // Edit one (seq 2 → 1) without the key: forged. Remove one: the links break.
@@ -712,7 +712,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         let edited = text.replacen("\"seq\":2", "\"seq\":1", 1);
         std::fs::write(&cps, &edited).unwrap();
-        let r = verify_checkpoints(&cps, &[log.clone()], Some(key().as_bytes()));
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
         assert_eq!(r.problems[0].kind, CheckpointProblemKind::Forged, "{r}");
         std::fs::write(&cps, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
         let r = verify_checkpoints(&cps, &[log], Some(key().as_bytes()));

@@ -244,11 +244,23 @@ async fn unknown_client_queries_are_sampled_and_counted() {
     };
     let before = sampled(&metrics_text(&s).await);
     for i in 0..20 {
-        udp_query(s.udp, "127.0.0.99", &format!("q{i}.corp.internal"), RecordType::A).await;
+        udp_query(
+            s.udp,
+            "127.0.0.99",
+            &format!("q{i}.corp.internal"),
+            RecordType::A,
+        )
+        .await;
     }
     // A known client is not sampled.
     for i in 0..5 {
-        udp_query(s.udp, "127.0.0.90", &format!("k{i}.corp.internal"), RecordType::A).await;
+        udp_query(
+            s.udp,
+            "127.0.0.90",
+            &format!("k{i}.corp.internal"),
+            RecordType::A,
+        )
+        .await;
     }
     let after = sampled(&metrics_text(&s).await);
     assert!(after - before >= 17.0, "sampled out {before} → {after}");
