@@ -306,7 +306,10 @@ mod tests {
         assert_eq!(rotated_path(Path::new("log"), 12), Path::new("log.12"));
     }
 
-    struct Recorder(Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>);
+    /// What the witness was told: the dropped file (or cause) and the line.
+    type Seen = Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>;
+
+    struct Recorder(Seen);
 
     impl LogWitness for Recorder {
         fn witness(
