@@ -581,6 +581,7 @@ pub fn spawn_with_witness(
         tally,
         unsynced: false,
         last_line: None,
+        last_checkpointed: None,
     };
     let task = runtime.spawn(writer.run(stop_rx));
     let sender = EventSender {
@@ -623,6 +624,9 @@ struct Writer<E> {
     unsynced: bool,
     /// The last line written (without `\n`), for checkpoints.
     last_line: Option<Vec<u8>>,
+    /// The line the last checkpoint named: a quiet log gets no new periodic checkpoint, so the
+    /// checkpoint file grows with activity, not with time.
+    last_checkpointed: Option<Vec<u8>>,
 }
 
 /// What woke the writer.
@@ -791,6 +795,10 @@ impl<E: LineEncoder> Writer<E> {
         let Some(witness) = self.witness.clone() else {
             return;
         };
+        if cause == WitnessCause::Periodic && self.last_line == self.last_checkpointed {
+            return;
+        }
+        self.last_checkpointed.clone_from(&self.last_line);
         self.unsynced = false;
         let output = Arc::clone(&self.output);
         let last = self.last_line.clone();

@@ -794,6 +794,56 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn periodic_checkpoints_name_the_last_line_written_while_running() {
+        use crate::events::sink::{EventsConfig, SinkKind, spawn_with_witness};
+        use crate::events::{Event, EventBody, PolicyEvent};
+        use crate::govern::audit::ChainEncoder;
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let cps = dir.path().join("checkpoints.jsonl");
+        let cfg = EventsConfig {
+            sink: SinkKind::File,
+            path: Some(events.clone()),
+            checkpoint_interval: std::time::Duration::from_millis(100),
+            ..EventsConfig::default()
+        };
+        let witness = CheckpointWriter::open(&cps, None).unwrap();
+        let (tx, handle) =
+            spawn_with_witness(&cfg, ChainEncoder::new(None), Some(Box::new(witness))).unwrap();
+        for i in 0..5 {
+            let body = EventBody::Policy(PolicyEvent {
+                action: "reloaded".into(),
+                hash: None,
+                actor: None,
+                message: None,
+            });
+            assert!(tx.emit(Event::now(i, body)));
+        }
+        // Poll (the writer runs on its own schedule) until a periodic checkpoint names seq 4.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&cps).unwrap_or_default();
+            if text.contains("\"cause\":\"periodic\"") && text.contains("\"seq\":4,") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no periodic checkpoint: {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Quiet: no new periodic checkpoints while nothing is written.
+        let count = || std::fs::read_to_string(&cps).unwrap().lines().count();
+        let before = count();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(count(), before);
+        // The server still runs: a checkpoint taken now verifies against the live log.
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&events), None);
+        assert!(r.ok, "{r}");
+        handle.shutdown().await;
+    }
+
     #[test]
     fn the_default_path_prefers_the_state_dir() {
         let ev = Path::new("/var/log/dnsward/events.jsonl");
