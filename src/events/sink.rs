@@ -21,7 +21,8 @@
 //!
 //! One writer task drains the queue. It encodes each event as one line (a [`LineEncoder`]; the
 //! default [`JsonLines`] writes one JSON object and `\n`), gathers every event already queued
-//! into one buffer (up to [`BATCH_BYTES`]) and writes that buffer with one write call, so a busy
+//! into one buffer (up to [`BATCH_EVENTS`], security events taken first, written in `ts`
+//! order) and writes that buffer with one write call, so a busy
 //! resolver costs one syscall per batch rather than per event, and a quiet one still writes each
 //! event as soon as the queue is momentarily empty. Blocking file and stdout I/O runs on tokio's
 //! blocking pool, never on a worker that answers queries.
@@ -55,6 +56,9 @@ use crate::metrics::{EVENTS_DROPPED_TOTAL, EVENTS_SAMPLED_OUT_TOTAL, EVENTS_WRIT
 /// A batch is written once it reaches this many bytes, even if more events are queued, so one
 /// burst cannot hold an unbounded buffer.
 pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// Most events taken into one batch (a few hundred bytes each: about [`BATCH_BYTES`]).
+pub const BATCH_EVENTS: usize = 256;
 
 /// Smallest accepted `rotate_bytes`: below this, rotation would churn files for every few events.
 const MIN_ROTATE_BYTES: u64 = 4096;
@@ -690,16 +694,25 @@ impl<E: LineEncoder> Writer<E> {
                     }
                 }
                 Wake::Event(Some(first)) => {
-                    self.push(&first);
-                    // Take whatever is already queued, security events first, into the batch.
-                    while self.buf.len() < BATCH_BYTES {
+                    // Take whatever is already queued, security events first, into the batch;
+                    // then write the batch in time order, so the file reads chronologically
+                    // unless queries are backlogged by more than a batch (security events then
+                    // go ahead of older queries: sort by `ts` to read across batches).
+                    let mut batch = vec![*first];
+                    while batch.len() < BATCH_EVENTS {
                         match self.security_rx.try_recv() {
-                            Ok(event) => self.push(&event),
+                            Ok(event) => batch.push(event),
                             Err(_) => match self.rx.try_recv() {
-                                Ok(event) => self.push(&event),
+                                Ok(event) => batch.push(event),
                                 Err(_) => break,
                             },
                         }
+                    }
+                    // Stable: equal stamps keep security events first. RFC 3339 UTC stamps
+                    // with fixed precision sort as text.
+                    batch.sort_by(|a, b| a.ts.cmp(&b.ts));
+                    for event in &batch {
+                        self.push(event);
                     }
                     self.write_batch().await;
                     if self.fsync_interval.is_zero() {
@@ -986,12 +999,18 @@ mod tests {
         }
         handle.shutdown().await;
 
-        // Queued together, the security event (policy) is written first.
-        let expected = [sent[1].clone(), sent[0].clone(), sent[2].clone()];
+        // Queued together, they are written in time order (the policy event was made first).
+        let mut expected = sent.to_vec();
+        expected.sort_by(|a, b| a.ts.cmp(&b.ts));
         assert_eq!(read_events(&path), expected);
         let first_line = fs::read_to_string(&path).unwrap();
-        let first: serde_json::Value =
-            serde_json::from_str(first_line.lines().nth(1).unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(
+            first_line
+                .lines()
+                .find(|l| l.contains("\"query\""))
+                .unwrap(),
+        )
+        .unwrap();
         for field in [
             "ts",
             "policy_version",
@@ -1121,18 +1140,36 @@ mod tests {
             assert_eq!(recorder.get(EVENTS_DROPPED_TOTAL, "cause", "queue_full"), 2);
             handle.shutdown().await;
         });
-        let kinds: Vec<u64> = read_events(&path)
-            .iter()
-            .map(|e| match &e.body {
-                EventBody::Policy(_) => e.policy_version,
-                EventBody::Query(q) => q.latency_us,
-                _ => u64::MAX,
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            [100, 101, 0, 1, 2, 3],
-            "security events are written first"
+        let numbers = |path: &Path| -> Vec<u64> {
+            read_events(path)
+                .iter()
+                .map(|e| match &e.body {
+                    EventBody::Policy(_) => e.policy_version,
+                    EventBody::Query(q) => q.latency_us,
+                    _ => u64::MAX,
+                })
+                .collect()
+        };
+        // One batch: written in time order.
+        assert_eq!(numbers(&path), [0, 1, 2, 3, 100, 101]);
+
+        // A backlog of queries several batches long: the security event that arrives after it
+        // is still written in the first batch.
+        let path = dir.path().join("backlog.jsonl");
+        rt.block_on(async {
+            let (tx, handle) = spawn(&file_config(&path)).unwrap();
+            for n in 0..1000 {
+                assert!(tx.emit(query(n)));
+            }
+            assert!(tx.emit(alert(5000)));
+            handle.shutdown().await;
+        });
+        let written = numbers(&path);
+        assert_eq!(written.len(), 1001);
+        let at = written.iter().position(|&n| n == 5000).unwrap();
+        assert!(
+            at < BATCH_EVENTS,
+            "written at line {at}, behind older queries"
         );
     }
 

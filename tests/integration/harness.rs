@@ -155,9 +155,21 @@ impl FakeUpstream {
     }
 
     pub async fn start(self) -> RunningUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on one port: the kernel picks a free UDP port, whose TCP twin may be
+        // taken by another process on a busy machine, so try a few.
+        let mut attempt = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let me = Arc::new(self);
