@@ -517,6 +517,28 @@ pub fn verify_checkpoints(path: &Path, files: &[PathBuf], key: Option<&[u8]>) ->
     report
 }
 
+/// The checkpoint check `audit verify` runs for the log `files` (oldest first): against
+/// `explicit` when given, else against `<current log>.checkpoints` beside the log when that
+/// exists; `None` when there is nothing to check against.
+#[must_use]
+pub fn verify_for_log(
+    files: &[PathBuf],
+    explicit: Option<&Path>,
+    key: Option<&[u8]>,
+) -> Option<CheckpointReport> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let beside = checkpoint_path(None, None, files.last()?);
+            if !beside.exists() {
+                return None;
+            }
+            beside
+        }
+    };
+    Some(verify_checkpoints(&path, files, key))
+}
+
 /// Read every checkpoint, pushing seal, key and link problems.
 fn read_checkpoints(
     path: &Path,

@@ -276,3 +276,55 @@ async fn unknown_client_queries_are_sampled_and_counted() {
         .count();
     assert_eq!(known, 5);
 }
+
+#[tokio::test]
+async fn a_cut_tail_followed_by_a_restart_is_caught_by_the_checkpoints() {
+    use dnsward::govern::audit::{chain_files, verify};
+    use dnsward::govern::checkpoint::{CheckpointProblemKind, verify_for_log};
+
+    let mut s = TestServer::start(None, GROUP).await;
+    for i in 0..5 {
+        udp_query(
+            s.udp,
+            "127.0.0.90",
+            &format!("c{i}.corp.internal"),
+            RecordType::A,
+        )
+        .await;
+    }
+    let events = s.stop_and_read_events().await;
+    assert!(events.len() >= 6, "{events:#?}");
+    // The shutdown checkpoint went beside the log (no [store] here) and agrees with it.
+    let files = chain_files(&s.events_path);
+    let report = verify_for_log(&files, None, None).expect("checkpoints beside the log");
+    assert!(report.ok, "{report}");
+    assert_eq!(report.last.as_ref().unwrap().cause, "shutdown");
+
+    // Cut the newest two records, then restart the server from the same configuration.
+    let text = std::fs::read_to_string(&s.events_path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut: String = lines[..lines.len() - 2]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&s.events_path, cut).unwrap();
+    let cfg = dnsward::config::Config::load(&s.config_path).unwrap();
+    let app = dnsward::app::RunningApp::start(&cfg).await.unwrap();
+    let udp = app.dns.udp_addrs[0];
+    udp_query(udp, "127.0.0.90", "after.corp.internal", RecordType::A).await;
+    app.shutdown().await;
+
+    // The chain alone verifies (it resumed from the new last record)...
+    let files = chain_files(&s.events_path);
+    assert!(verify(&files, None).ok);
+    // ...the checkpoints do not.
+    let report = verify_for_log(&files, None, None).unwrap();
+    assert!(!report.ok, "{report}");
+    assert!(
+        report.problems.iter().any(|p| matches!(
+            p.kind,
+            CheckpointProblemKind::Rewritten | CheckpointProblemKind::TailTruncated
+        )),
+        "{report}"
+    );
+}
