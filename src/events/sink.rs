@@ -661,7 +661,8 @@ impl<E: LineEncoder> Writer<E> {
         let checkpoints = self.witness.is_some();
         loop {
             let wake = tokio::select! {
-                // Security first: a queue full of queries never delays an alert.
+                // In this order: stop, timers, then security before queries, so a queue full
+                // of queries never delays an alert.
                 biased;
                 signal = &mut stop, if stop_armed => {
                     if signal.is_ok() {
@@ -673,6 +674,10 @@ impl<E: LineEncoder> Writer<E> {
                     stop_armed = false;
                     Wake::Nothing
                 }
+                // The timers before the queues: they are ready once per interval, and a steady
+                // flood of events must not postpone fsyncs and checkpoints.
+                _ = sync_tick.tick(), if self.unsynced => Wake::Sync,
+                _ = checkpoint_tick.tick(), if checkpoints => Wake::Checkpoint,
                 event = self.security_rx.recv(), if security_open => match event {
                     Some(e) => Wake::Event(Some(Box::new(e))),
                     None => { security_open = false; Wake::Event(None) }
@@ -681,8 +686,6 @@ impl<E: LineEncoder> Writer<E> {
                     Some(e) => Wake::Event(Some(Box::new(e))),
                     None => { query_open = false; Wake::Event(None) }
                 },
-                _ = sync_tick.tick(), if self.unsynced => Wake::Sync,
-                _ = checkpoint_tick.tick(), if checkpoints => Wake::Checkpoint,
             };
             match wake {
                 Wake::Nothing => {}
