@@ -3,15 +3,17 @@
 
 use std::sync::Arc;
 
+use crate::admin::token::AdminToken;
 use crate::admin::{self, RunningAdmin};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigFiles};
 use crate::config_error::ConfigProblems;
 use crate::contain::Containment;
 use crate::detect::Detector;
-use crate::events::sink::{self, EventSinkHandle};
+use crate::events::sink::{self, EventSinkHandle, SinkKind};
 use crate::events::{Event, EventBody, PolicyEvent};
-use crate::govern::control::{Control, ControlError};
+use crate::govern::checkpoint;
+use crate::govern::control::{Control, ControlError, ReloadHook};
 use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
 use crate::serve::{self, RunningServer};
@@ -30,6 +32,30 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// The checkpoint writer for a file sink (see [`crate::govern::checkpoint`]), sealed with the
+/// audit key when one is configured.
+fn checkpoint_writer(
+    cfg: &Config,
+) -> std::io::Result<Option<Box<dyn crate::events::witness::LogWitness>>> {
+    let (SinkKind::File, Some(events_path)) = (cfg.events.sink, &cfg.events.path) else {
+        return Ok(None);
+    };
+    let path = checkpoint::checkpoint_path(
+        cfg.events.checkpoint_path.as_deref(),
+        cfg.store.as_ref().map(|s| s.state_dir.as_path()),
+        events_path,
+    );
+    let key = if cfg.audit.chain {
+        cfg.audit.load_key()?
+    } else {
+        None
+    };
+    Ok(Some(Box::new(checkpoint::CheckpointWriter::open(
+        &path,
+        key.as_ref(),
+    )?)))
 }
 
 /// A running dnsward.
@@ -83,7 +109,10 @@ impl RunningApp {
         let (events, events_handle) = cfg
             .audit
             .encoder(&cfg.events)
-            .and_then(|enc| sink::spawn_with_encoder(&cfg.events, enc))
+            .and_then(|enc| {
+                let witness = checkpoint_writer(cfg)?;
+                sink::spawn_with_witness(&cfg.events, enc, witness)
+            })
             .map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
                 source,
@@ -162,10 +191,21 @@ impl RunningApp {
             store,
             Box::new(ConfigFiles),
         ));
-        let token = cfg.admin.load_token().map_err(|source| StartError::Io {
-            what: "reading admin.token_file".into(),
-            source,
-        })?;
+        let token = Arc::new(
+            AdminToken::load(cfg.admin.token_file.as_deref()).map_err(|e| StartError::Io {
+                what: "reading admin.token_file".into(),
+                source: std::io::Error::other(e),
+            })?,
+        );
+        {
+            // SIGHUP and the API's reload both go through control: the token is re-read there.
+            let token = Arc::clone(&token);
+            control.set_reload_hook(ReloadHook(Box::new(move || {
+                token
+                    .reload()
+                    .map_err(|e| format!("admin token not reloaded: {e}"))
+            })));
+        }
         let dns = serve::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
@@ -174,12 +214,18 @@ impl RunningApp {
             })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
-                admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
-                    .await
-                    .map_err(|source| StartError::Io {
-                        what: format!("binding admin {}", cfg.admin.listen),
-                        source,
-                    })?,
+                admin::start(
+                    addr,
+                    Arc::clone(&pipeline),
+                    Arc::clone(&control),
+                    token,
+                    cfg.admin.metrics_labels,
+                )
+                .await
+                .map_err(|source| StartError::Io {
+                    what: format!("binding admin {}", cfg.admin.listen),
+                    source,
+                })?,
             ),
             Err(_) => None,
         };

@@ -91,10 +91,26 @@ impl Config {
                 if let Some(p) = cfg.events.path.as_mut().filter(|p| p.is_relative()) {
                     *p = base_dir.join(&*p);
                 }
-                if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
+                if let Some(p) = cfg
+                    .events
+                    .checkpoint_path
+                    .as_mut()
+                    .filter(|p| p.is_relative())
+                {
                     *p = base_dir.join(&*p);
                 }
-                if let Some(p) = cfg.audit.key_file.as_mut().filter(|p| p.is_relative()) {
+                if let Some(p) =
+                    cfg.admin.token_file.as_mut().filter(|p| {
+                        p.is_relative() && !crate::govern::secret_file::is_credential(p)
+                    })
+                {
+                    *p = base_dir.join(&*p);
+                }
+                if let Some(p) =
+                    cfg.audit.key_file.as_mut().filter(|p| {
+                        p.is_relative() && !crate::govern::secret_file::is_credential(p)
+                    })
+                {
                     *p = base_dir.join(&*p);
                 }
                 if let Some(p) = cfg

@@ -30,6 +30,8 @@ pub const UPSTREAM_DURATION_SECONDS: &str = "dnsward_upstream_duration_seconds";
 pub const EVENTS_WRITTEN_TOTAL: &str = "dnsward_events_written_total";
 /// Events dropped because the sink queue was full or the sink failed, by `cause`.
 pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
+/// Events not logged by design (sampling), by `kind` (`unknown_client`).
+pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
 /// TCP connections refused because the connection cap was reached.
 pub const TCP_REJECTED_TOTAL: &str = "dnsward_tcp_connections_rejected_total";
 /// Open TCP connections (gauge).

@@ -207,16 +207,23 @@ impl RunOutcome {
 
 /// The client's queries logged after its last `containment_started` event (none without one).
 fn queries_after_last_containment(events: &RunEvents) -> Vec<&Value> {
-    let last = events
+    // By `ts`, not by line: the sink writes security events ahead of a query backlog.
+    let ts = |e: &Value| e["ts"].as_str().unwrap_or("").to_string();
+    let Some(last) = events
         .all
         .iter()
-        .rposition(|e| {
+        .filter(|e| {
             e["kind"] == "containment_started" && e["client"] == CLIENT_IP && e["group"] == GROUP
         })
-        .unwrap_or(events.all.len());
-    events.all[last..]
+        .map(ts)
+        .max()
+    else {
+        return Vec::new();
+    };
+    events
+        .all
         .iter()
-        .filter(|e| e["kind"] == "query" && e["client"] == CLIENT_IP)
+        .filter(|e| e["kind"] == "query" && e["client"] == CLIENT_IP && ts(e) > last)
         .collect()
 }
 

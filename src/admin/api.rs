@@ -1,8 +1,12 @@
 //! The admin API (JSON over HTTP, loopback by default) and the one-page HTML view.
 //!
 //! Every `/api/v1/...` request needs `Authorization: Bearer <token>`, the token being read from
-//! `admin.token_file`; the HTML page also takes `?token=`. `/healthz`, `/readyz`, `/metrics`
-//! and `/openapi.yaml` are open (the endpoint listens on loopback unless told otherwise).
+//! `admin.token_file`; only `GET /` (the HTML page, opened from a browser) also takes
+//! `?token=`: a token in a URL ends up in histories and logs, and no state-changing or JSON
+//! endpoint may be driven from a link. `/healthz`, `/readyz`, `/metrics` and `/openapi.yaml`
+//! are open (the endpoint listens on loopback unless told otherwise); `/metrics` redacts
+//! group names and upstream addresses for callers without the token (see
+//! [`crate::admin::redact`]).
 //! Every request, allowed or not, is written to the event log as an `admin` event with its
 //! status and, for changes, the actor and what changed.
 //!
@@ -26,6 +30,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::admin::redact::{self, MetricsLabels};
+use crate::admin::token::AdminToken;
 use crate::contain::overrides::AlertFilter;
 use crate::events::{AdminEvent, Event, EventBody};
 use crate::govern::control::{Control, ControlError};
@@ -41,11 +47,18 @@ pub struct ApiState {
     pub pipeline: Arc<Pipeline>,
     /// Policy lifecycle.
     pub control: Arc<Control>,
-    /// The bearer token; `None` disables the API (every call is 401).
-    pub token: Option<Arc<str>>,
+    /// The bearer token (replaced on reload); without one the API is disabled (every call is
+    /// 401).
+    pub token: Arc<AdminToken>,
     /// The Prometheus recorder.
     pub prom: PrometheusHandle,
+    /// What `/metrics` shows without the token.
+    pub metrics_labels: MetricsLabels,
 }
+
+/// Whether the request was authenticated, for handlers that show more to the token holder.
+#[derive(Debug, Clone, Copy)]
+struct Authenticated(bool);
 
 /// An API error: status, message and details, rendered as JSON.
 #[derive(Debug)]
@@ -135,22 +148,21 @@ fn noted(mut r: Response, actor: &str, action: &str, detail: String) -> Response
     r
 }
 
-/// Constant-time comparison, so response timing does not leak the token.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+/// The token the request presents: the `Authorization: Bearer` header, or, for the HTML page
+/// only (`page_query`), a `token=` query parameter.
+fn presented_token<'a>(headers: &'a HeaderMap, page_query: Option<&'a str>) -> Option<&'a str> {
     if let Some(h) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         return h.strip_prefix("Bearer ").map(str::trim);
     }
-    query?.split('&').find_map(|kv| kv.strip_prefix("token="))
+    page_query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
 }
 
-async fn audit_and_auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let remote = req
@@ -158,12 +170,13 @@ async fn audit_and_auth(State(s): State<ApiState>, req: Request, next: Next) -> 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
     let needs_auth = path.starts_with("/api/") || path == "/";
-    let authenticated = match (&s.token, presented_token(req.headers(), req.uri().query())) {
-        (Some(t), Some(p)) => same_token(t.as_bytes(), p.as_bytes()),
-        _ => false,
-    };
+    let html_page = path == "/" && req.method() == axum::http::Method::GET;
+    let page_query = if html_page { req.uri().query() } else { None };
+    let authenticated =
+        presented_token(req.headers(), page_query).is_some_and(|p| s.token.matches(p));
+    req.extensions_mut().insert(Authenticated(authenticated));
     let response = if needs_auth && !authenticated {
-        let msg = if s.token.is_none() {
+        let msg = if !s.token.is_enabled() {
             "the admin API is disabled: set admin.token_file"
         } else {
             "missing or wrong bearer token"
@@ -237,13 +250,19 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-async fn metrics_page(State(s): State<ApiState>) -> impl IntoResponse {
+async fn metrics_page(
+    State(s): State<ApiState>,
+    axum::Extension(Authenticated(authenticated)): axum::Extension<Authenticated>,
+) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::CACHE_ENTRIES).set(s.pipeline.cache().len() as f64);
     s.prom.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.prom.render(),
-    )
+    let text = s.prom.render();
+    let text = if authenticated || s.metrics_labels == MetricsLabels::Full {
+        text
+    } else {
+        redact::redact(&text)
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[derive(Serialize)]
@@ -330,13 +349,24 @@ struct ReloadBody {
     message: Option<String>,
 }
 
+/// Longest accepted `actor` and `reason`, in bytes.
+const MAX_FIELD_BYTES: usize = 512;
+/// Longest accepted reload `message`, in bytes: it is stored in the policy history and in an
+/// event line, and an event line past the audit reader's line cap cannot be verified.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
 fn require(field: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }
-    if value.len() > 512 {
+    cap(field, value, MAX_FIELD_BYTES)
+}
+
+fn cap(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
         return Err(ApiError::bad_request(format!(
-            "{field} is longer than 512 bytes"
+            "{field} is {} bytes; at most {max} are accepted",
+            value.len()
         )));
     }
     Ok(())
@@ -348,6 +378,9 @@ async fn policy_reload(
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
     require("actor", &b.actor)?;
+    if let Some(m) = &b.message {
+        cap("message", m, MAX_MESSAGE_BYTES)?;
+    }
     let v = s
         .control
         .reload(Some(&b.actor), b.message.as_deref())

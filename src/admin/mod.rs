@@ -6,6 +6,8 @@
 //! query path: a scrape renders the recorder's atomics.
 
 pub mod api;
+pub mod redact;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::api::ApiState;
+use crate::admin::redact::MetricsLabels;
+use crate::admin::token::AdminToken;
 use crate::config_error::ConfigProblems;
 use crate::govern::control::Control;
 use crate::serve::pipeline::Pipeline;
@@ -28,8 +32,15 @@ pub struct AdminConfig {
     pub listen: String,
     /// File holding the bearer token for `/api/v1` (at least 32 characters); without it the
     /// API answers 401 and only `/metrics`, `/healthz`, `/readyz` and `/openapi.yaml` work.
+    /// It must be a regular file only its owner can read (`chmod 600`); `credential:NAME`
+    /// reads the systemd credential `NAME` (`LoadCredential=`). Re-read on every reload.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// What `/metrics` shows without the bearer token: `redacted` (default) replaces group
+    /// names and upstream addresses with stable opaque ids; `full` shows them to anyone who can
+    /// reach the endpoint. With the token, labels are always in full.
+    #[serde(default)]
+    pub metrics_labels: MetricsLabels,
 }
 
 fn default_admin_listen() -> String {
@@ -41,6 +52,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token_file: None,
+            metrics_labels: MetricsLabels::default(),
         }
     }
 }
@@ -54,33 +66,22 @@ impl AdminConfig {
                 format!("{:?} is not IP:port", self.listen),
             );
         }
-        if let Some(path) = &self.token_file {
-            match self.load_token() {
-                Ok(Some(t)) if t.len() < 32 => problems.push(
-                    format!("{at}.token_file"),
-                    format!(
-                        "{}: the token is {} characters; use at least 32",
-                        path.display(),
-                        t.len()
-                    ),
-                ),
-                Ok(_) => {}
-                Err(e) => problems.push(
-                    format!("{at}.token_file"),
-                    format!("{}: {e}", path.display()),
-                ),
-            }
+        if let Some(path) = &self.token_file
+            && let Err(e) = token::read_token(path)
+        {
+            problems.push(format!("{at}.token_file"), e);
         }
     }
 
     /// The token, trimmed, if a token file is configured.
     ///
     /// # Errors
-    /// The file cannot be read.
+    /// The file cannot be read, is readable by group or others, is a symlink, or the token is
+    /// shorter than [`token::MIN_TOKEN_CHARS`].
     pub fn load_token(&self) -> std::io::Result<Option<String>> {
         self.token_file
             .as_ref()
-            .map(|p| std::fs::read_to_string(p).map(|t| t.trim().to_string()))
+            .map(|p| token::read_token(p).map_err(std::io::Error::other))
             .transpose()
     }
 }
@@ -110,13 +111,15 @@ pub async fn start(
     addr: SocketAddr,
     pipeline: Arc<Pipeline>,
     control: Arc<Control>,
-    token: Option<String>,
+    token: Arc<AdminToken>,
+    metrics_labels: MetricsLabels,
 ) -> std::io::Result<RunningAdmin> {
     let state = ApiState {
         pipeline,
         control,
-        token: token.map(Into::into),
+        token,
         prom: crate::metrics::install(),
+        metrics_labels,
     };
     let app = crate::admin::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;

@@ -3,7 +3,8 @@
 //! Every block, refusal, alert and containment becomes one [`Event`], serialised as one JSON
 //! object per line. Events carry who (client, group), what (name, type), why (reason, score
 //! breakdown) and which policy version decided. The query path hands events to an
-//! `sink::EventSender`, which never blocks: the queue is bounded, and a full queue drops the
+//! `sink::EventSender`, which never blocks: the queues are bounded, security events (everything
+//! but queries) have their own queue that query logging cannot fill, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
 //!
 //! - [`sink`]: the bounded queue and the file/stdout writer.
@@ -13,7 +14,9 @@
 
 pub mod reader;
 pub mod rotation;
+pub mod sampling;
 pub mod sink;
+pub mod witness;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -41,6 +44,13 @@ impl Event {
             policy_version,
             body,
         }
+    }
+
+    /// Whether this is security evidence (alert, containment, policy, admin, …) rather than a
+    /// query record: such events go through the sink's priority queue.
+    #[must_use]
+    pub fn is_security(&self) -> bool {
+        !matches!(self.body, EventBody::Query(_))
     }
 
     /// The `kind` tag as it appears in JSON.

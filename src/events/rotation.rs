@@ -6,10 +6,29 @@
 //! is started, so no line is ever split across files. `keep = 0` keeps no rotated file: the live
 //! file is simply restarted. [`rotated_path`] is the naming rule; the writer task in
 //! [`super::sink`] owns the queue and batching and hands whole lines to `RotatingFile`.
+//!
+//! Before rotation deletes a file, its last whole line goes to the [`LogWitness`], if there is
+//! one, so a verifier can tell "rotated away" from "cut off".
+//!
+//! Event files are opened with `O_NOFOLLOW` (a symlink planted at the log's path is refused,
+//! never written through) and get mode 0600, or 0640 with `file_mode = "0640"`, whatever the
+//! umask.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::witness::{LogWitness, SinkTally, WitnessCause};
+
+/// A witness shared by the writer (periodic checkpoints) and rotation (dropped heads).
+pub type SharedWitness = Arc<Mutex<Box<dyn LogWitness>>>;
+
+/// Longest line [`last_line`] looks back for: event lines are far shorter.
+const MAX_TAIL_LINE: u64 = 1 << 20;
 
 /// The name of rotated file number `n` (1 = newest) of the log at `path`: `path` with `.n`
 /// appended, e.g. `events.jsonl.1`.
@@ -20,17 +39,53 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// Open `path` for appending, creating it with `mode`; never through a symlink. The mode is set
+/// on the open file as well, so the umask cannot widen or narrow it.
+pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
+    let named = |e: io::Error| {
+        let hint = if e.raw_os_error() == Some(libc::ELOOP) {
+            " (it is a symlink; event files are never written through one)"
+        } else {
+            ""
+        };
+        io::Error::new(
+            e.kind(),
+            format!("cannot open event log {}: {e}{hint}", path.display()),
+        )
+    };
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open event log {}: {e}", path.display()),
-            )
-        })
+        .map_err(named)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(named)?;
+    Ok(file)
+}
+
+/// The last whole line of the file at `path`, without its `\n` (a torn tail after it is
+/// skipped); `None` when it holds none. Looks back at most 1 MiB.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(MAX_TAIL_LINE + 1);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail)?;
+    let Some(end) = tail.iter().rposition(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    tail.truncate(end);
+    let begin = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if begin == 0 && start > 0 {
+        return Ok(None);
+    }
+    Ok(Some(tail.split_off(begin)))
 }
 
 /// `events.jsonl` plus `events.jsonl.1` … `.keep`, rotated by size between lines.
@@ -42,6 +97,12 @@ pub(super) struct RotatingFile {
     size: u64,
     rotate_bytes: u64,
     keep: u32,
+    /// Mode of files it creates.
+    mode: u32,
+    /// Told the last line of each file before rotation deletes it.
+    witness: Option<SharedWitness>,
+    /// What the sink has dropped so far, for the witness.
+    tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
 }
 
 impl RotatingFile {
@@ -50,8 +111,31 @@ impl RotatingFile {
     ///
     /// # Errors
     /// The file cannot be opened; the message names it.
+    #[cfg(test)]
     pub(super) fn open(path: PathBuf, rotate_bytes: u64, keep: u32) -> io::Result<Self> {
-        let file = open_append(&path)?;
+        Self::open_with(
+            path,
+            rotate_bytes,
+            keep,
+            0o600,
+            None,
+            Arc::new(SinkTally::default),
+        )
+    }
+
+    /// [`Self::open`] with the file `mode`, a witness for dropped files and the sink's tally.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub(super) fn open_with(
+        path: PathBuf,
+        rotate_bytes: u64,
+        keep: u32,
+        mode: u32,
+        witness: Option<SharedWitness>,
+        tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
+    ) -> io::Result<Self> {
+        let file = open_append(&path, mode)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             path,
@@ -59,6 +143,9 @@ impl RotatingFile {
             size,
             rotate_bytes: rotate_bytes.max(1),
             keep,
+            mode,
+            witness,
+            tally,
         })
     }
 
@@ -102,7 +189,7 @@ impl RotatingFile {
 
     fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
-            let file = open_append(&self.path)?;
+            let file = open_append(&self.path, self.mode)?;
             self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(file);
         }
@@ -135,6 +222,12 @@ impl RotatingFile {
             tracing::warn!(error = %e, "event log sync before rotation failed");
         }
         let rotated = |n: u32| rotated_path(&self.path, n);
+        let dropped = if self.keep == 0 {
+            self.path.clone()
+        } else {
+            rotated(self.keep)
+        };
+        self.witness_drop(&dropped);
         let result = (|| -> io::Result<()> {
             if self.keep == 0 {
                 return fs::remove_file(&self.path);
@@ -150,7 +243,7 @@ impl RotatingFile {
         }
         // Reopened here so the size restarts from whatever the file now holds (0 after a
         // successful rotation, the old size after a failed one).
-        match open_append(&self.path) {
+        match open_append(&self.path, self.mode) {
             Ok(file) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(file);
@@ -158,6 +251,30 @@ impl RotatingFile {
             Err(e) => {
                 tracing::warn!(error = %e, "event log could not be reopened after rotation");
             }
+        }
+    }
+
+    /// Tell the witness the last line of `dropped`, which rotation is about to delete.
+    fn witness_drop(&self, dropped: &Path) {
+        let Some(witness) = &self.witness else {
+            return;
+        };
+        let line = match last_line(dropped) {
+            Ok(line) => line,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(error = %e, file = %dropped.display(), "cannot read the head being rotated away");
+                None
+            }
+        };
+        let cause = WitnessCause::Rotation {
+            dropped: dropped.to_path_buf(),
+        };
+        if let Err(e) = witness
+            .lock()
+            .witness(&cause, line.as_deref(), (self.tally)())
+        {
+            tracing::error!(error = %e, "rotation checkpoint not written");
         }
     }
 }
@@ -187,6 +304,84 @@ mod tests {
             Path::new("/var/log/dnsward/events.jsonl.1")
         );
         assert_eq!(rotated_path(Path::new("log"), 12), Path::new("log.12"));
+    }
+
+    /// What the witness was told: the dropped file (or cause) and the line.
+    type Seen = Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>;
+
+    struct Recorder(Seen);
+
+    impl LogWitness for Recorder {
+        fn witness(
+            &mut self,
+            cause: &WitnessCause,
+            last_line: Option<&[u8]>,
+            _: SinkTally,
+        ) -> io::Result<()> {
+            let what = match cause {
+                WitnessCause::Rotation { dropped } => dropped.display().to_string(),
+                other => other.as_str().to_string(),
+            };
+            self.0.lock().push((what, last_line.map(<[u8]>::to_vec)));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rotation_tells_the_witness_the_last_line_of_the_file_it_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let witness: SharedWitness = Arc::new(Mutex::new(Box::new(Recorder(Arc::clone(&seen)))));
+        let mut file = RotatingFile::open_with(
+            path.clone(),
+            8,
+            1,
+            0o600,
+            Some(witness),
+            Arc::new(SinkTally::default),
+        )
+        .unwrap();
+        // Files: [aaa bbb] → .1, [ccc ddd] → .1 (deleting the first), [eee].
+        assert_eq!(
+            file.write_lines(b"aaa\nbbb\nccc\nddd\neee\n", &[4, 8, 12, 16, 20])
+                .0,
+            5
+        );
+        let seen = seen.lock().clone();
+        let dropped = rotated_path(&path, 1).display().to_string();
+        // The first rotation finds no `.1` to delete; the second deletes [aaa bbb].
+        assert_eq!(seen, [(dropped, Some(b"bbb".to_vec()))]);
+    }
+
+    #[test]
+    fn event_files_are_private_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        drop(open_append(&path, 0o600).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An existing file with a wider mode is narrowed.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_append(&path, 0o640).unwrap());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = open_append(&link, 0o600).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn last_line_skips_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, "one\ntwo\nthr").unwrap();
+        assert_eq!(last_line(&path).unwrap(), Some(b"two".to_vec()));
+        fs::write(&path, "one\n").unwrap();
+        assert_eq!(last_line(&path).unwrap(), Some(b"one".to_vec()));
+        fs::write(&path, "").unwrap();
+        assert_eq!(last_line(&path).unwrap(), None);
     }
 
     #[test]

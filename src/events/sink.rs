@@ -1,13 +1,28 @@
 //! The bounded event sink: a queue the query path can always afford, and one writer task.
 //!
-//! The query path calls [`EventSender::emit`], which never blocks and never awaits: the queue
-//! holds at most `queue` events, and when it is full the event is dropped and counted in
-//! `dnsward_events_dropped_total{cause="queue_full"}`. Answering queries matters more than logging
-//! them, and the drop counter tells the operator when the sink cannot keep up.
+//! The query path calls [`EventSender::emit`], which never blocks and never awaits. There are
+//! two bounded queues: query events go to one (`queue` events), security events (alerts,
+//! containments, policy and admin records, auth refusals: everything but queries) to the other
+//! (`security_queue`). The writer always takes what the security queue holds first, so a flood
+//! of queries can neither fill the security queue nor delay it. A full queue drops the event
+//! and counts it in `dnsward_events_dropped_total{cause="queue_full"}` (queries) or
+//! `{cause="security_queue_full"}` (security events, also logged as an error and carried in
+//! the next checkpoint's tally). Emit never blocks even then: the producer of a security event
+//! is often the query path itself (an alert is raised while answering), and a resolver that
+//! stalls its answers because its disk is slow fails open for every client, not only the
+//! attacker; a full security queue means the disk cannot keep up with the rare kind of event,
+//! which the counter, the error log and the checkpoint make visible.
+//!
+//! The file is fsynced every `fsync_interval` (default 1 s) when something was written, on
+//! rotation and at shutdown: a crash or power loss loses at most the lines written in the last
+//! `fsync_interval`, plus whatever was still queued. With a [`LogWitness`] (see
+//! [`super::witness`]) the writer also hands it the last line written every
+//! `checkpoint_interval`, after an fsync, and at shutdown.
 //!
 //! One writer task drains the queue. It encodes each event as one line (a [`LineEncoder`]; the
 //! default [`JsonLines`] writes one JSON object and `\n`), gathers every event already queued
-//! into one buffer (up to [`BATCH_BYTES`]) and writes that buffer with one write call, so a busy
+//! into one buffer (up to [`BATCH_EVENTS`], security events taken first, written in `ts`
+//! order) and writes that buffer with one write call, so a busy
 //! resolver costs one syscall per batch rather than per event, and a quiet one still writes each
 //! event as soon as the queue is momentarily empty. Blocking file and stdout I/O runs on tokio's
 //! blocking pool, never on a worker that answers queries.
@@ -20,9 +35,11 @@
 //! writer carries on with the next batch.
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -30,13 +47,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::Event;
-use super::rotation::RotatingFile;
+use super::rotation::{RotatingFile, SharedWitness};
+use super::sampling::UnknownClientSampler;
+use super::witness::{LogWitness, SinkTally, WitnessCause};
 use crate::config_error::ConfigProblems;
-use crate::metrics::{EVENTS_DROPPED_TOTAL, EVENTS_WRITTEN_TOTAL};
+use crate::metrics::{EVENTS_DROPPED_TOTAL, EVENTS_SAMPLED_OUT_TOTAL, EVENTS_WRITTEN_TOTAL};
 
 /// A batch is written once it reaches this many bytes, even if more events are queued, so one
 /// burst cannot hold an unbounded buffer.
 pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// Most events taken into one batch (a few hundred bytes each: about [`BATCH_BYTES`]).
+pub const BATCH_EVENTS: usize = 256;
 
 /// Smallest accepted `rotate_bytes`: below this, rotation would churn files for every few events.
 const MIN_ROTATE_BYTES: u64 = 4096;
@@ -86,6 +108,46 @@ fn default_queue() -> usize {
 fn default_sample_one_in() -> u32 {
     100
 }
+fn default_security_queue() -> usize {
+    65_536
+}
+fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_unknown_client_per_minute() -> u32 {
+    10
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Longest accepted `fsync_interval`: the bound on what a crash can lose.
+const MAX_FSYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest accepted `checkpoint_interval`: each checkpoint costs an fsync of two files.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Mode of the event files dnsward creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum FileMode {
+    /// Owner only (default).
+    #[default]
+    #[serde(rename = "0600")]
+    OwnerOnly,
+    /// Owner, and the group reads (a log shipper in the group).
+    #[serde(rename = "0640")]
+    GroupReadable,
+}
+
+impl FileMode {
+    /// The permission bits.
+    #[must_use]
+    pub fn bits(self) -> u32 {
+        match self {
+            FileMode::OwnerOnly => 0o600,
+            FileMode::GroupReadable => 0o640,
+        }
+    }
+}
 
 /// The `[events]` section.
 ///
@@ -95,9 +157,15 @@ fn default_sample_one_in() -> u32 {
 /// path = "/var/log/dnsward/events.jsonl"
 /// rotate_bytes = 67108864       # 64 MiB
 /// keep = 8                      # events.jsonl.1 … events.jsonl.8
-/// queue = 65536                 # events waiting for the writer; more are dropped and counted
+/// queue = 65536                 # query events waiting for the writer; more are dropped and counted
+/// security_queue = 65536        # alerts, containments, policy, admin: written first
 /// allowed = "sampled"           # "off" | "on" | "sampled"
 /// sample_one_in = 100
+/// unknown_client_per_minute = 10 # query events logged per unknown source per minute
+/// fsync_interval = "1s"         # a crash loses at most this much of written lines
+/// file_mode = "0600"            # or "0640"
+/// checkpoint_interval = "1m"    # signed checkpoints of the log's tail (file sink)
+/// checkpoint_path = "/var/lib/dnsward/checkpoints.jsonl" # default: [store] state_dir
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +192,27 @@ pub struct EventsConfig {
     /// With `allowed = "sampled"`, log one allowed query in this many (default 100).
     #[serde(default = "default_sample_one_in")]
     pub sample_one_in: u32,
+    /// Capacity of the security events' own queue (default 65536 events).
+    #[serde(default = "default_security_queue")]
+    pub security_queue: usize,
+    /// Query events logged per unknown source address per minute (default 10); the rest are
+    /// counted in `dnsward_events_sampled_out_total{kind="unknown_client"}`.
+    #[serde(default = "default_unknown_client_per_minute")]
+    pub unknown_client_per_minute: u32,
+    /// How often the file is fsynced when something was written (default 1s, at most 60s;
+    /// `0s` after every batch): the most a crash or power loss can take of written lines.
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Mode of the event files (default `"0600"`; `"0640"` lets the group read).
+    #[serde(default)]
+    pub file_mode: FileMode,
+    /// How often a signed checkpoint of the log's tail is written (default 1m; file sink only).
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Where checkpoints go; default `checkpoints.jsonl` in `[store] state_dir`, else
+    /// `<path>.checkpoints` next to the log. Keep it where whoever can write the log cannot.
+    #[serde(default)]
+    pub checkpoint_path: Option<PathBuf>,
 }
 
 impl Default for EventsConfig {
@@ -136,6 +225,12 @@ impl Default for EventsConfig {
             queue: default_queue(),
             allowed: AllowedLogging::default(),
             sample_one_in: default_sample_one_in(),
+            security_queue: default_security_queue(),
+            unknown_client_per_minute: default_unknown_client_per_minute(),
+            fsync_interval: default_fsync_interval(),
+            file_mode: FileMode::default(),
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_path: None,
         }
     }
 }
@@ -183,6 +278,27 @@ impl EventsConfig {
         if self.sample_one_in == 0 {
             problems.push(format!("{at}.sample_one_in"), "must be at least 1");
         }
+        if self.security_queue == 0 || self.security_queue > MAX_QUEUE {
+            problems.push(
+                format!("{at}.security_queue"),
+                format!("must be between 1 and {MAX_QUEUE}"),
+            );
+        }
+        if self.fsync_interval > MAX_FSYNC_INTERVAL {
+            problems.push(
+                format!("{at}.fsync_interval"),
+                "must be at most 60s: it bounds what a crash can lose",
+            );
+        }
+        if self.checkpoint_interval < MIN_CHECKPOINT_INTERVAL {
+            problems.push(format!("{at}.checkpoint_interval"), "must be at least 1s");
+        }
+        if self.checkpoint_path.is_some() && self.sink != SinkKind::File {
+            problems.push(
+                format!("{at}.checkpoint_path"),
+                "only used when sink = \"file\"",
+            );
+        }
     }
 }
 
@@ -214,8 +330,10 @@ impl LineEncoder for JsonLines {
 /// and shares the same sampling counter.
 #[derive(Debug, Clone)]
 pub struct EventSender {
-    /// `None` for a disabled sender (sink = none, tests).
+    /// `None` for a disabled sender (sink = none, tests). Query events.
     tx: Option<mpsc::Sender<Event>>,
+    /// Everything but query events: the priority path.
+    security_tx: Option<mpsc::Sender<Event>>,
     /// Shared so that sampling is 1 in N across all clones, not per clone.
     sampling: Arc<Sampling>,
 }
@@ -225,6 +343,26 @@ struct Sampling {
     allowed: AllowedLogging,
     one_in: u64,
     seen: AtomicU64,
+    /// Unknown sources' query budget.
+    unknown: Mutex<UnknownClientSampler>,
+    /// Drops since start, for checkpoints.
+    tally: Arc<Tally>,
+}
+
+/// Drops since start, shared with the writer for checkpoints.
+#[derive(Debug, Default)]
+struct Tally {
+    security_dropped: AtomicU64,
+    query_dropped: AtomicU64,
+}
+
+impl Tally {
+    fn snapshot(&self) -> SinkTally {
+        SinkTally {
+            security_dropped: self.security_dropped.load(Ordering::Relaxed),
+            query_dropped: self.query_dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl EventSender {
@@ -233,12 +371,37 @@ impl EventSender {
     /// shutdown). Returns whether it was queued; a disabled sender returns `false` and counts
     /// nothing.
     pub fn emit(&self, event: Event) -> bool {
-        let Some(tx) = &self.tx else {
+        let security = event.is_security();
+        let (Some(tx), Some(security_tx)) = (&self.tx, &self.security_tx) else {
             return false;
         };
+        let tx = if security { security_tx } else { tx };
         match tx.try_send(event) {
             Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(e)) if security => {
+                let n = self
+                    .sampling
+                    .tally
+                    .security_dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                metrics::counter!(EVENTS_DROPPED_TOTAL, "cause" => "security_queue_full")
+                    .increment(1);
+                // Logged at 1, 2, 4, 8, …: visible without flooding the diagnostics.
+                if n.is_power_of_two() {
+                    tracing::error!(
+                        kind = e.kind(),
+                        dropped = n,
+                        "security event queue full: security events are being lost"
+                    );
+                }
+                false
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.sampling
+                    .tally
+                    .query_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(EVENTS_DROPPED_TOTAL, "cause" => "queue_full").increment(1);
                 false
             }
@@ -274,17 +437,41 @@ impl EventSender {
         }
     }
 
+    /// Whether a query event from the unknown source `client` should be logged now (`now` on
+    /// the pipeline's clock): the first `unknown_client_per_minute` per source per minute are;
+    /// the rest are counted in `dnsward_events_sampled_out_total{kind="unknown_client"}`.
+    #[must_use]
+    pub fn wants_unknown_client(&self, client: IpAddr, now: Duration) -> bool {
+        if self.tx.is_none() {
+            return false;
+        }
+        let admitted = self.sampling.unknown.lock().admit(client, now);
+        if !admitted {
+            metrics::counter!(EVENTS_SAMPLED_OUT_TOTAL, "kind" => "unknown_client").increment(1);
+        }
+        admitted
+    }
+
     /// A sender that discards everything (for tests and `sink = "none"`), counting nothing as
     /// dropped.
     #[must_use]
     pub fn disabled() -> Self {
         Self {
             tx: None,
-            sampling: Arc::new(Sampling {
-                allowed: AllowedLogging::Off,
-                one_in: 1,
-                seen: AtomicU64::new(0),
-            }),
+            security_tx: None,
+            sampling: Arc::new(Sampling::new(AllowedLogging::Off, 1, 0)),
+        }
+    }
+}
+
+impl Sampling {
+    fn new(allowed: AllowedLogging, one_in: u32, unknown_per_minute: u32) -> Self {
+        Self {
+            allowed,
+            one_in: u64::from(one_in.max(1)),
+            seen: AtomicU64::new(0),
+            unknown: Mutex::new(UnknownClientSampler::new(unknown_per_minute)),
+            tally: Arc::new(Tally::default()),
         }
     }
 }
@@ -330,6 +517,33 @@ pub fn spawn_with_encoder(
     cfg: &EventsConfig,
     encoder: impl LineEncoder,
 ) -> io::Result<(EventSender, EventSinkHandle)> {
+    spawn_with_witness(cfg, encoder, None)
+}
+
+/// [`spawn_with_encoder`] with a [`LogWitness`] for the file sink: told the last line of each
+/// file rotation deletes, and the last line written every `checkpoint_interval` and at
+/// shutdown. Ignored for other sinks.
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_with_witness(
+    cfg: &EventsConfig,
+    encoder: impl LineEncoder,
+    witness: Option<Box<dyn LogWitness>>,
+) -> io::Result<(EventSender, EventSinkHandle)> {
+    let sampling = Arc::new(Sampling::new(
+        cfg.allowed,
+        cfg.sample_one_in,
+        cfg.unknown_client_per_minute,
+    ));
+    let witness: Option<SharedWitness> = match cfg.sink {
+        SinkKind::File => witness.map(|w| Arc::new(Mutex::new(w))),
+        _ => None,
+    };
+    let tally = {
+        let t = Arc::clone(&sampling.tally);
+        Arc::new(move || t.snapshot()) as Arc<dyn Fn() -> SinkTally + Send + Sync>
+    };
     let output = match cfg.sink {
         SinkKind::None => {
             return Ok((EventSender::disabled(), EventSinkHandle { writer: None }));
@@ -342,29 +556,42 @@ pub fn spawn_with_encoder(
                     "events: sink = \"file\" needs a path",
                 )
             })?;
-            Output::File(RotatingFile::open(path, cfg.rotate_bytes, cfg.keep)?)
+            Output::File(RotatingFile::open_with(
+                path,
+                cfg.rotate_bytes,
+                cfg.keep,
+                cfg.file_mode.bits(),
+                witness.clone(),
+                Arc::clone(&tally),
+            )?)
         }
     };
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     // mpsc::channel panics on 0; validate() reports it, this keeps an unvalidated config safe.
     let (tx, rx) = mpsc::channel(cfg.queue.clamp(1, MAX_QUEUE));
+    let (security_tx, security_rx) = mpsc::channel(cfg.security_queue.clamp(1, MAX_QUEUE));
     let (stop_tx, stop_rx) = oneshot::channel();
     let writer = Writer {
         rx,
+        security_rx,
         encoder,
         output: Arc::new(Mutex::new(output)),
         buf: Vec::with_capacity(BATCH_BYTES),
         line_ends: Vec::new(),
         kinds: Vec::new(),
+        fsync_interval: cfg.fsync_interval,
+        checkpoint_interval: cfg.checkpoint_interval,
+        witness,
+        tally,
+        unsynced: false,
+        last_line: None,
+        last_checkpointed: None,
     };
     let task = runtime.spawn(writer.run(stop_rx));
     let sender = EventSender {
         tx: Some(tx),
-        sampling: Arc::new(Sampling {
-            allowed: cfg.allowed,
-            one_in: u64::from(cfg.sample_one_in.max(1)),
-            seen: AtomicU64::new(0),
-        }),
+        security_tx: Some(security_tx),
+        sampling,
     };
     Ok((
         sender,
@@ -376,7 +603,10 @@ pub fn spawn_with_encoder(
 
 /// The writer task's state.
 struct Writer<E> {
+    /// Query events.
     rx: mpsc::Receiver<Event>,
+    /// Security events: always taken first.
+    security_rx: mpsc::Receiver<Event>,
     encoder: E,
     /// Behind a mutex only so the blocking pool can borrow it; the writer is its one user.
     output: Arc<Mutex<Output>>,
@@ -386,34 +616,113 @@ struct Writer<E> {
     line_ends: Vec<usize>,
     /// Event kind of each line, for the written/dropped metrics.
     kinds: Vec<&'static str>,
+    /// How often written lines are fsynced (zero: after every batch).
+    fsync_interval: Duration,
+    /// How often the witness gets the last line written.
+    checkpoint_interval: Duration,
+    /// The checkpoint writer, if any (file sink only).
+    witness: Option<SharedWitness>,
+    /// What the sink dropped, for the witness.
+    tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
+    /// Lines were written since the last fsync.
+    unsynced: bool,
+    /// The last line written (without `\n`), for checkpoints.
+    last_line: Option<Vec<u8>>,
+    /// The line the last checkpoint named: a quiet log gets no new periodic checkpoint, so the
+    /// checkpoint file grows with activity, not with time.
+    last_checkpointed: Option<Vec<u8>>,
+}
+
+/// What woke the writer.
+enum Wake {
+    /// An event, or `None` when both queues are closed and empty.
+    Event(Option<Box<Event>>),
+    /// Time to fsync.
+    Sync,
+    /// Time for a checkpoint.
+    Checkpoint,
+    /// Keep waiting (a stop signal was handled).
+    Nothing,
 }
 
 impl<E: LineEncoder> Writer<E> {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut stop_armed = true;
+        let mut security_open = true;
+        let mut query_open = true;
+        let mut sync_tick =
+            tokio::time::interval(self.fsync_interval.max(Duration::from_millis(1)));
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checkpoint_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.checkpoint_interval,
+            self.checkpoint_interval.max(Duration::from_millis(1)),
+        );
+        checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checkpoints = self.witness.is_some();
         loop {
-            let first = tokio::select! {
-                event = self.rx.recv() => event,
+            let wake = tokio::select! {
+                // In this order: stop, timers, then security before queries, so a queue full
+                // of queries never delays an alert.
+                biased;
                 signal = &mut stop, if stop_armed => {
                     if signal.is_ok() {
                         // Refuse new events, then fall through to drain what is queued.
                         self.rx.close();
+                        self.security_rx.close();
                     }
                     // Sender dropped without a signal: keep running until the senders go.
                     stop_armed = false;
-                    continue;
+                    Wake::Nothing
                 }
+                // The timers before the queues: they are ready once per interval, and a steady
+                // flood of events must not postpone fsyncs and checkpoints.
+                _ = sync_tick.tick(), if self.unsynced => Wake::Sync,
+                _ = checkpoint_tick.tick(), if checkpoints => Wake::Checkpoint,
+                event = self.security_rx.recv(), if security_open => match event {
+                    Some(e) => Wake::Event(Some(Box::new(e))),
+                    None => { security_open = false; Wake::Event(None) }
+                },
+                event = self.rx.recv(), if query_open => match event {
+                    Some(e) => Wake::Event(Some(Box::new(e))),
+                    None => { query_open = false; Wake::Event(None) }
+                },
             };
-            let Some(first) = first else { break };
-            self.push(&first);
-            // Take whatever is already queued, without waiting, into the same batch.
-            while self.buf.len() < BATCH_BYTES {
-                match self.rx.try_recv() {
-                    Ok(event) => self.push(&event),
-                    Err(_) => break,
+            match wake {
+                Wake::Nothing => {}
+                Wake::Sync => self.sync().await,
+                Wake::Checkpoint => self.checkpoint(WitnessCause::Periodic).await,
+                Wake::Event(None) => {
+                    if !security_open && !query_open {
+                        break;
+                    }
+                }
+                Wake::Event(Some(first)) => {
+                    // Take whatever is already queued, security events first, into the batch;
+                    // then write the batch in time order, so the file reads chronologically
+                    // unless queries are backlogged by more than a batch (security events then
+                    // go ahead of older queries: sort by `ts` to read across batches).
+                    let mut batch = vec![*first];
+                    while batch.len() < BATCH_EVENTS {
+                        match self.security_rx.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => match self.rx.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                    // Stable: equal stamps keep security events first. RFC 3339 UTC stamps
+                    // with fixed precision sort as text.
+                    batch.sort_by(|a, b| a.ts.cmp(&b.ts));
+                    for event in &batch {
+                        self.push(event);
+                    }
+                    self.write_batch().await;
+                    if self.fsync_interval.is_zero() {
+                        self.sync().await;
+                    }
                 }
             }
-            self.write_batch().await;
         }
         self.finish().await;
     }
@@ -455,6 +764,16 @@ impl<E: LineEncoder> Writer<E> {
                         "event log write failed; continuing with the next batch"
                     );
                 }
+                if written > 0 {
+                    let start = if written == 1 {
+                        0
+                    } else {
+                        line_ends[written - 2]
+                    };
+                    let end = line_ends[written - 1] - 1;
+                    self.last_line = Some(buf[start..end].to_vec());
+                    self.unsynced = true;
+                }
                 // Keep the allocations for the next batch.
                 buf.clear();
                 line_ends.clear();
@@ -475,14 +794,51 @@ impl<E: LineEncoder> Writer<E> {
         self.kinds.clear();
     }
 
-    /// Flush and fsync at the end, so a clean shutdown loses nothing that was queued.
-    async fn finish(&mut self) {
-        self.write_batch().await;
+    /// fsync what was written.
+    async fn sync(&mut self) {
+        self.unsynced = false;
         let output = Arc::clone(&self.output);
         match tokio::task::spawn_blocking(move || output.lock().sync()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "event log sync failed at shutdown"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "event log sync failed"),
             Err(e) => tracing::error!(error = %e, "event log sync task failed"),
+        }
+    }
+
+    /// fsync, then hand the witness the last line written: a checkpoint never names a line
+    /// that a crash could still take away.
+    async fn checkpoint(&mut self, cause: WitnessCause) {
+        let Some(witness) = self.witness.clone() else {
+            return;
+        };
+        if cause == WitnessCause::Periodic && self.last_line == self.last_checkpointed {
+            return;
+        }
+        self.last_checkpointed.clone_from(&self.last_line);
+        self.unsynced = false;
+        let output = Arc::clone(&self.output);
+        let last = self.last_line.clone();
+        let tally = (self.tally)();
+        let result = tokio::task::spawn_blocking(move || {
+            output.lock().sync()?;
+            witness.lock().witness(&cause, last.as_deref(), tally)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "event log checkpoint not written"),
+            Err(e) => tracing::error!(error = %e, "event log checkpoint task failed"),
+        }
+    }
+
+    /// Flush and fsync at the end, so a clean shutdown loses nothing that was queued; then the
+    /// shutdown checkpoint.
+    async fn finish(&mut self) {
+        self.write_batch().await;
+        if self.witness.is_some() {
+            self.checkpoint(WitnessCause::Shutdown).await;
+        } else {
+            self.sync().await;
         }
     }
 }
@@ -646,10 +1002,18 @@ mod tests {
         }
         handle.shutdown().await;
 
-        assert_eq!(read_events(&path), sent);
+        // Queued together, they are written in time order (the policy event was made first).
+        let mut expected = sent.to_vec();
+        expected.sort_by(|a, b| a.ts.cmp(&b.ts));
+        assert_eq!(read_events(&path), expected);
         let first_line = fs::read_to_string(&path).unwrap();
-        let first: serde_json::Value =
-            serde_json::from_str(first_line.lines().next().unwrap()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(
+            first_line
+                .lines()
+                .find(|l| l.contains("\"query\""))
+                .unwrap(),
+        )
+        .unwrap();
         for field in [
             "ts",
             "policy_version",
@@ -733,6 +1097,82 @@ mod tests {
         assert_eq!(
             read_events(&path).iter().map(latency).collect::<Vec<_>>(),
             [0, 1]
+        );
+    }
+
+    fn alert(n: u64) -> Event {
+        Event::now(
+            n,
+            EventBody::Policy(PolicyEvent {
+                action: format!("security-{n}"),
+                hash: None,
+                actor: None,
+                message: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn query_floods_cannot_starve_or_delay_security_events() {
+        let recorder = CountingRecorder::default();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        rt.block_on(async {
+            let cfg = EventsConfig {
+                queue: 4,
+                security_queue: 2,
+                ..file_config(&path)
+            };
+            let (tx, handle) = spawn(&cfg).unwrap();
+            // The query queue is full (and overflowing) before the security events arrive.
+            let queued: Vec<bool> = (0..6).map(|n| tx.emit(query(n))).collect();
+            assert_eq!(queued, [true, true, true, true, false, false]);
+            assert!(tx.emit(alert(100)), "a security event still gets in");
+            assert!(tx.emit(alert(101)));
+            // Its own queue full: dropped, and counted under its own cause.
+            assert!(!tx.emit(alert(102)));
+            assert_eq!(
+                recorder.get(EVENTS_DROPPED_TOTAL, "cause", "security_queue_full"),
+                1
+            );
+            assert_eq!(recorder.get(EVENTS_DROPPED_TOTAL, "cause", "queue_full"), 2);
+            handle.shutdown().await;
+        });
+        let numbers = |path: &Path| -> Vec<u64> {
+            read_events(path)
+                .iter()
+                .map(|e| match &e.body {
+                    EventBody::Policy(_) => e.policy_version,
+                    EventBody::Query(q) => q.latency_us,
+                    _ => u64::MAX,
+                })
+                .collect()
+        };
+        // One batch: written in time order.
+        assert_eq!(numbers(&path), [0, 1, 2, 3, 100, 101]);
+
+        // A backlog of queries several batches long: the security event that arrives after it
+        // is still written in the first batch.
+        let path = dir.path().join("backlog.jsonl");
+        rt.block_on(async {
+            let (tx, handle) = spawn(&file_config(&path)).unwrap();
+            for n in 0..1000 {
+                assert!(tx.emit(query(n)));
+            }
+            assert!(tx.emit(alert(5000)));
+            handle.shutdown().await;
+        });
+        let written = numbers(&path);
+        assert_eq!(written.len(), 1001);
+        let at = written.iter().position(|&n| n == 5000).unwrap();
+        assert!(
+            at < BATCH_EVENTS,
+            "written at line {at}, behind older queries"
         );
     }
 
@@ -856,6 +1296,31 @@ mod tests {
                 "events.sample_one_in"
             ]
         );
+
+        let bad: EventsConfig = toml::from_str(
+            "security_queue = 0\nfsync_interval = \"2m\"\ncheckpoint_interval = \"0s\"\n\
+             checkpoint_path = \"/tmp/cp\"",
+        )
+        .unwrap();
+        let mut problems = ConfigProblems::default();
+        bad.validate("events", &mut problems);
+        let keys: Vec<_> = problems
+            .problems
+            .iter()
+            .map(|p| p.location.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "events.security_queue",
+                "events.fsync_interval",
+                "events.checkpoint_interval",
+                "events.checkpoint_path"
+            ]
+        );
+        let modes: EventsConfig = toml::from_str("file_mode = \"0640\"").unwrap();
+        assert_eq!(modes.file_mode.bits(), 0o640);
+        assert!(toml::from_str::<EventsConfig>("file_mode = \"0666\"").is_err());
 
         let mut problems = ConfigProblems::default();
         let stray: EventsConfig = toml::from_str("path = \"/tmp/e.jsonl\"").unwrap();

@@ -97,6 +97,18 @@ pub struct Control {
     memory_version: AtomicU64,
     /// One lifecycle change at a time.
     busy: tokio::sync::Mutex<()>,
+    /// Secrets re-read on every reload (the admin token); set once at start.
+    reload_hook: std::sync::OnceLock<ReloadHook>,
+}
+
+/// Run at every reload, before the configuration is read: re-reads secrets such as the admin
+/// token. An `Err` is logged and added to the reload's event; the reload goes on.
+pub struct ReloadHook(pub Box<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
 }
 
 impl Control {
@@ -153,7 +165,13 @@ impl Control {
             loader,
             memory_version: AtomicU64::new(number),
             busy: tokio::sync::Mutex::new(()),
+            reload_hook: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Set what every reload re-reads besides the configuration (once; later calls are ignored).
+    pub fn set_reload_hook(&self, hook: ReloadHook) {
+        let _ = self.reload_hook.set(hook);
     }
 
     /// The version store, if configured.
@@ -183,7 +201,12 @@ impl Control {
         let this = Arc::clone(self);
         let (a, m) = (actor.map(str::to_string), message.map(str::to_string));
         let result = tokio::task::spawn_blocking(move || {
+            let secrets = this.reload_hook.get().and_then(|h| (h.0)().err());
+            if let Some(e) = &secrets {
+                tracing::warn!(error = %e, "secret not reloaded; the old one stays in force");
+            }
             this.load_and_record(&this.config_path, a.as_deref(), m.as_deref())
+                .map(|(p, w)| (p, join(w.as_deref(), secrets.as_deref())))
         })
         .await
         .unwrap_or_else(|e| Err(ControlError::Internal(e.to_string())));

@@ -55,6 +55,8 @@ unknown_clients = "refuse"
 
 [admin]
 listen = "127.0.0.1:0"
+# These tests read group labels from /metrics without a token.
+metrics_labels = "full"
 
 [upstream]
 timeout = "2s"

@@ -155,9 +155,21 @@ impl FakeUpstream {
     }
 
     pub async fn start(self) -> RunningUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on one port: the kernel picks a free UDP port, whose TCP twin may be
+        // taken by another process on a busy machine, so try a few.
+        let mut attempt = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let me = Arc::new(self);
@@ -248,7 +260,7 @@ impl TestServer {
         };
         let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
         let token = "test-token-0123456789abcdef0123456789abcdef".to_string();
-        std::fs::write(dir.path().join("token"), &token).unwrap();
+        write_secret(&dir.path().join("token"), &token);
         let text = format!(
             r#"
 [server]
@@ -386,10 +398,27 @@ pub async fn tcp_ask(s: &mut tokio::net::TcpStream, qname: &str, qtype: RecordTy
     Message::from_vec(&buf).unwrap()
 }
 
-/// `GET /metrics` of a server's admin endpoint.
+/// Write a secret file only its owner can read, as dnsward requires of its token and key.
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// `GET /metrics` of a server's admin endpoint, with the token (labels in full).
 pub async fn metrics_text(s: &TestServer) -> String {
     let admin = s.admin.expect("admin endpoint");
-    reqwest::get(format!("http://{admin}/metrics"))
+    reqwest::Client::new()
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth(&s.token)
+        .send()
         .await
         .unwrap()
         .text()

@@ -8,6 +8,7 @@ mod common;
 mod detection;
 mod egress;
 mod governance;
+mod hardening;
 mod harness;
 mod observability;
 mod resolver;

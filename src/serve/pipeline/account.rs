@@ -1,6 +1,7 @@
 //! Accounting, the last stage every answer passes: count it in
 //! `dnsward_queries_total{group,verdict,qtype}`, time it, and log it as an event (every verdict
-//! but `allow`, or allowed ones when configured). Also the answers that several stages give
+//! but `allow`, or allowed ones when configured; for unknown clients, the first
+//! `[events] unknown_client_per_minute` per source per minute). Also the answers that several stages give
 //! (refusals, block answers for CNAME targets, malformed packets, unknown clients), so each is
 //! built and accounted in one place.
 
@@ -211,7 +212,14 @@ impl Pipeline {
             Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
             Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
         }
-        if self.events.is_enabled() && (verdict != Verdict::Allow || self.events.wants_allowed()) {
+        // Unknown sources are sampled per source and minute: anyone can send from an address no
+        // group owns, and a flood of those must not push real evidence out of the log.
+        let log = self.events.is_enabled()
+            && match gid {
+                None => self.events.wants_unknown_client(client, self.clock.now()),
+                Some(_) => verdict != Verdict::Allow || self.events.wants_allowed(),
+            };
+        if log {
             let rc = if msg.is_empty() {
                 "NONE".to_string()
             } else {
