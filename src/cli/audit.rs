@@ -17,6 +17,7 @@ pub fn run(action: AuditAction) -> anyhow::Result<ExitCode> {
     let AuditAction::Verify {
         paths,
         key_file,
+        checkpoints,
         json,
     } = action;
     let key = key_file
@@ -42,12 +43,24 @@ pub fn run(action: AuditAction) -> anyhow::Result<ExitCode> {
         paths
     };
     let report = verify(&files, key.as_ref().map(AuditKey::as_bytes));
+    let cps = crate::govern::checkpoint::verify_for_log(
+        &files,
+        checkpoints.as_deref(),
+        key.as_ref().map(AuditKey::as_bytes),
+    );
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(c) = &cps {
+            v["checkpoints"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{report}");
+        if let Some(c) = &cps {
+            print!("{c}");
+        }
     }
-    Ok(if report.ok {
+    Ok(if report.ok && cps.as_ref().is_none_or(|c| c.ok) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

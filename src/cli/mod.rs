@@ -196,6 +196,11 @@ pub enum AuditAction {
         /// HMAC key file, for keyed chains.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The checkpoint file (`[events] checkpoint_path`; with a `[store]` it defaults to
+        /// `<state_dir>/checkpoints.jsonl`, else `<events>.checkpoints`): proves a missing head
+        /// was rotated away and catches a cut tail. Looked for beside the log when not given.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

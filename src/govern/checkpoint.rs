@@ -778,7 +778,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_sink_checkpoints_rotation_and_shutdown_and_a_cut_tail_is_found_after_restart() {
-        use crate::govern::audit::{chain_files, verify};
+        use crate::events::reader::rotated_files as chain_files;
+        use crate::govern::audit::verify;
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let cps = dir.path().join("checkpoints.jsonl");

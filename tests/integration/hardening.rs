@@ -279,7 +279,8 @@ async fn unknown_client_queries_are_sampled_and_counted() {
 
 #[tokio::test]
 async fn a_cut_tail_followed_by_a_restart_is_caught_by_the_checkpoints() {
-    use dnsward::govern::audit::{chain_files, verify};
+    use dnsward::events::reader::rotated_files as chain_files;
+    use dnsward::govern::audit::verify;
     use dnsward::govern::checkpoint::{CheckpointProblemKind, verify_for_log};
 
     let mut s = TestServer::start(None, GROUP).await;

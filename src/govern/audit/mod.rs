@@ -260,27 +260,8 @@ impl AuditConfig {
             Ok(_) => {}
             Err(e) => problems.push(&location, e.to_string()),
         }
-        #[cfg(unix)]
-        if let Ok(meta) = fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode();
-            if mode & 0o022 != 0 {
-                problems.push(
-                    &location,
-                    format!(
-                        "{} is writable by group or others (mode {:o}): whoever can replace the \
-                         key can forge the chain; chmod go-w",
-                        path.display(),
-                        mode & 0o777
-                    ),
-                );
-            } else if mode & 0o004 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    mode = format!("{:o}", mode & 0o777),
-                    "the audit key file is readable by everyone; chmod o-r"
-                );
-            }
+        if let Err(e) = crate::govern::secret_file::check_configured(path) {
+            problems.push(&location, e);
         }
     }
 
@@ -327,6 +308,7 @@ impl AuditConfig {
 }
 
 fn read_key(path: &Path) -> io::Result<AuditKey> {
+    let path = &crate::govern::secret_file::resolve_secret_path(path).map_err(io::Error::other)?;
     let mut bytes = fs::read(path).map_err(|e| {
         io::Error::new(
             e.kind(),
