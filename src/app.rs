@@ -141,14 +141,26 @@ impl RunningApp {
                 what: format!("binding {:?}", cfg.server.listen),
                 source,
             })?;
+        // The review (issue 12): users, triage store, API and console.
+        let review = crate::review::Review::open(cfg, Arc::clone(&pipeline), Arc::clone(&control))
+            .map_err(|e| StartError::Io {
+                what: "opening the review".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
-                admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
-                    .await
-                    .map_err(|source| StartError::Io {
-                        what: format!("binding admin {}", cfg.admin.listen),
-                        source,
-                    })?,
+                admin::start(
+                    addr,
+                    Arc::clone(&pipeline),
+                    Arc::clone(&control),
+                    token,
+                    Some(Arc::new(review)),
+                )
+                .await
+                .map_err(|source| StartError::Io {
+                    what: format!("binding admin {}", cfg.admin.listen),
+                    source,
+                })?,
             ),
             Err(_) => None,
         };

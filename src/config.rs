@@ -91,6 +91,9 @@ impl Config {
                 if let Some(p) = cfg.admin.token_file.as_mut().filter(|p| p.is_relative()) {
                     *p = base_dir.join(&*p);
                 }
+                if let Some(p) = cfg.admin.tokens_file.as_mut().filter(|p| p.is_relative()) {
+                    *p = base_dir.join(&*p);
+                }
                 if let Some(p) = cfg.audit.key_file.as_mut().filter(|p| p.is_relative()) {
                     *p = base_dir.join(&*p);
                 }

@@ -6,6 +6,7 @@
 //! query path: a scrape renders the recorder's atomics.
 
 pub mod api;
+pub mod console; // review console (issue 12)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub struct AdminConfig {
     /// API answers 401 and only `/metrics`, `/healthz`, `/readyz` and `/openapi.yaml` work.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Named users for the review API and console (issue 12): lines `name role sha256-hex`.
+    #[serde(default)]
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -41,6 +45,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token_file: None,
+            tokens_file: None,
         }
     }
 }
@@ -69,6 +74,12 @@ impl AdminConfig {
                     format!("{at}.token_file"),
                     format!("{}: {e}", path.display()),
                 ),
+            }
+        }
+        // review users (issue 12)
+        if let Err(p) = crate::review::users::Users::load(self.tokens_file.as_deref(), None) {
+            for one in p.problems {
+                problems.push(format!("{at}.tokens_file"), one.to_string());
             }
         }
     }
@@ -111,6 +122,7 @@ pub async fn start(
     pipeline: Arc<Pipeline>,
     control: Arc<Control>,
     token: Option<String>,
+    review: Option<Arc<crate::review::Review>>,
 ) -> std::io::Result<RunningAdmin> {
     let state = ApiState {
         pipeline,
@@ -118,7 +130,14 @@ pub async fn start(
         token: token.map(Into::into),
         prom: crate::metrics::install(),
     };
-    let app = crate::admin::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut app = crate::admin::api::router(state);
+    if let Some(review) = review {
+        // review API + console (issue 12)
+        app = app
+            .merge(crate::review::api::router(review))
+            .merge(console::router());
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);
