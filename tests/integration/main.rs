@@ -9,4 +9,5 @@ mod governance;
 mod harness;
 mod observability;
 mod resolver;
+mod review;
 mod robustness;
