@@ -81,7 +81,11 @@ impl RunningApp {
         let (events, events_handle) = cfg
             .audit
             .encoder(&cfg.events)
-            .and_then(|enc| sink::spawn_with_encoder(&cfg.events, enc))
+            .and_then(|enc| {
+                // Webhooks and syslog get every line the writer encodes (issue 12).
+                let notifiers = crate::events::notify::Notifiers::start(&cfg.notify);
+                sink::spawn_with_tap(&cfg.events, enc, Some(notifiers.tap))
+            })
             .map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
                 source,

@@ -62,6 +62,9 @@ pub struct Config {
     /// `[store]`: where policy versions are kept; without it, versions live in memory only.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// `[notify]`: webhooks and syslog for security events (issue 12).
+    #[serde(default)]
+    pub notify: crate::events::notify::NotifyConfig,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -128,6 +131,7 @@ impl Config {
         self.detect.validate("detect", problems);
         self.containment.validate("containment", problems);
         self.audit.validate("audit", problems);
+        self.notify.validate("notify", problems); // issue 12
         if let Some(store) = &self.store {
             store.validate("store", problems);
         }
@@ -166,7 +170,7 @@ impl Config {
     #[must_use]
     pub fn fixed_settings(&self) -> String {
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             self.server,
             self.admin,
             self.cache,
@@ -174,7 +178,8 @@ impl Config {
             self.detect,
             self.containment,
             self.store,
-            self.audit
+            self.audit,
+            self.notify
         )
     }
 

@@ -6,8 +6,11 @@
 //! `sink::EventSender`, which never blocks: the queue is bounded, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
 
+pub mod notify;
 pub mod rotation;
 pub mod sink;
+pub mod syslog;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

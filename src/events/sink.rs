@@ -330,6 +330,18 @@ pub fn spawn_with_encoder(
     cfg: &EventsConfig,
     encoder: impl LineEncoder,
 ) -> io::Result<(EventSender, EventSinkHandle)> {
+    spawn_with_tap(cfg, encoder, None)
+}
+
+/// [`spawn_with_encoder`], handing every encoded line to `tap` (notifications, issue 12).
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_with_tap(
+    cfg: &EventsConfig,
+    encoder: impl LineEncoder,
+    tap: Option<super::notify::Tap>,
+) -> io::Result<(EventSender, EventSinkHandle)> {
     let output = match cfg.sink {
         SinkKind::None => {
             return Ok((EventSender::disabled(), EventSinkHandle { writer: None }));
@@ -356,6 +368,7 @@ pub fn spawn_with_encoder(
         buf: Vec::with_capacity(BATCH_BYTES),
         line_ends: Vec::new(),
         kinds: Vec::new(),
+        tap: tap.filter(|t| !t.is_empty()), // notifications (issue 12)
     };
     let task = runtime.spawn(writer.run(stop_rx));
     let sender = EventSender {
@@ -386,6 +399,8 @@ struct Writer<E> {
     line_ends: Vec<usize>,
     /// Event kind of each line, for the written/dropped metrics.
     kinds: Vec<&'static str>,
+    /// Where encoded lines are also handed (webhooks, syslog; issue 12).
+    tap: Option<super::notify::Tap>,
 }
 
 impl<E: LineEncoder> Writer<E> {
@@ -422,6 +437,9 @@ impl<E: LineEncoder> Writer<E> {
         let before = self.buf.len();
         match self.encoder.encode_line(event, &mut self.buf) {
             Ok(()) => {
+                if let Some(tap) = &self.tap {
+                    tap.offer(event.kind(), &self.buf[before..]); // notifications (issue 12)
+                }
                 self.line_ends.push(self.buf.len());
                 self.kinds.push(event.kind());
             }

@@ -7,6 +7,7 @@ mod common;
 mod detection;
 mod governance;
 mod harness;
+mod notify;
 mod observability;
 mod resolver;
 mod review;

@@ -15,7 +15,7 @@ function h(tag, attrs, ...kids) {
     else if (k === "class") el.className = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -25,7 +25,7 @@ function h(tag, attrs, ...kids) {
 function s(tag, attrs, ...kids) {
   const el = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
-  for (const kid of kids.flat()) if (kid) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  for (const kid of kids.flat(Infinity)) if (kid) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   return el;
 }
 
@@ -163,6 +163,7 @@ function chart(series, bucketSecs) {
     s("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#999" }),
     bars,
     s("polyline", { class: "line-bytes", points: pts }),
+    series.map((b, i) => s("circle", { class: "dot-bytes", r: 3, cx: (P + i * bw + bw / 2).toFixed(1), cy: (H - P - (H - 2 * P) * b.bytes / maxB).toFixed(1) })),
     s("text", { x: P, y: 14 }, "names per " + bucketSecs + " s (bars, max " + maxN + ")"),
     s("text", { x: W - P, y: 14, "text-anchor": "end" }, "bytes (line, max " + maxB + ")"),
     s("text", { x: P, y: H - 8 }, fmtTime(series[0].start)),
@@ -212,7 +213,9 @@ async function suspectView(client, domain) {
       await suspectView(client, domain);
       const r = document.getElementById("result");
       r.replaceChildren(h("p", { class: "notice", id: "result-ok" }, "Now " + t.to.replace("_", " ") + " by " + t.user + (t.effects && t.effects.length ? ": " + t.effects.join("; ") : ".")));
+      r.setAttribute("tabindex", "-1");
       r.focus();
+      window.scrollTo(0, 0);
     } catch (e) {
       result.replaceChildren(h("p", { class: "notice error", role: "alert" }, e.message));
       for (const b of buttons) b.disabled = false;
@@ -221,6 +224,7 @@ async function suspectView(client, domain) {
   const items = d.timeline.items.slice().reverse().slice(0, 200);
   setView(domain + " from " + client,
     h("p", {}, h("a", { href: "#/queue" }, "← Queue")),
+    result,
     h("div", { class: "grid" },
       h("div", { class: "panel" },
         h("dl", { class: "kv" },
@@ -245,8 +249,7 @@ async function suspectView(client, domain) {
         h("label", { for: "exception-days" }, "Exception days"), days,
         h("label", { for: "extend" }, "Extend containment"), extend,
         h("label", { for: "propose-deny" }, "Propose deny-list entry"), propose),
-      h("div", { class: "actions" }, buttons),
-      result),
+      h("div", { class: "actions" }, buttons)),
     h("div", { class: "panel" }, h("h2", {}, "Samples"), h("ul", { class: "plain mono", id: "samples" }, x.samples.map(v => h("li", {}, v)))),
     d.history.length ? h("div", { class: "panel" }, h("h2", {}, "Triage history"),
       h("table", { id: "history" }, h("tbody", {}, d.history.slice().reverse().map(t => h("tr", {},
