@@ -488,3 +488,135 @@ async fn roles_transitions_side_effects_restart_and_audit() {
                 .contains("released by alice: vendor backup sync")
     }));
 }
+
+#[tokio::test]
+async fn the_review_cli_lists_shows_and_triages_over_the_api() {
+    use dnsward::review::cli::{ReviewCommand, run};
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.82", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.82", "tun.example").await;
+    let list = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::List {
+            all: false,
+            client: None,
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(list.status, 0, "{}", list.text);
+    assert!(
+        list.text.contains("127.0.0.82 tun.example")
+            && list.text.contains("open")
+            && list.text.contains("quarantine"),
+        "{}",
+        list.text
+    );
+    let show = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::Show {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(show.status, 0, "{}", show.text);
+    assert!(
+        show.text.contains("score") && show.text.contains("breakdown:"),
+        "{}",
+        show.text
+    );
+    // A viewer is refused (exit 1, the API's reason); an unreachable API is exit 2.
+    let refused = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "x".into(),
+        },
+    )
+    .await;
+    assert_eq!(refused.status, 1);
+    assert!(
+        refused.text.starts_with("403: carol is viewer"),
+        "{}",
+        refused.text
+    );
+    let ack = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "on it".into(),
+        },
+    )
+    .await;
+    assert_eq!(ack.status, 0, "{}", ack.text);
+    assert_eq!(
+        ack.text,
+        "127.0.0.82 on tun.example: open -> acknowledged by alice"
+    );
+    let again = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "x".into(),
+        },
+    )
+    .await;
+    assert_eq!(again.status, 1, "{}", again.text);
+    let fp = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::FalsePositive {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "backup".into(),
+            days: Some(2),
+        },
+    )
+    .await;
+    assert_eq!(fp.status, 0, "{}", fp.text);
+    assert!(
+        fp.text.contains("exception #") && fp.text.contains("released quarantine"),
+        "{}",
+        fp.text
+    );
+    assert!(answered(s.udp, "127.0.0.82").await);
+    let empty = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::List {
+            all: false,
+            client: None,
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(empty.text, "no suspects to review");
+    s.stop().await;
+    let down = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::List {
+            all: true,
+            client: None,
+            json: true,
+        },
+    )
+    .await;
+    assert_eq!(down.status, 2, "{}", down.text);
+}
