@@ -375,16 +375,56 @@ async fn analyst_marks_a_contained_tunnel_false_positive_in_the_browser() {
         .await
         .unwrap();
     shot("4-agents.png").await;
+    // Policy history with a diff: an admin adds a name to the group's allow list and reloads
+    // (old admin API, legacy token); the console shows version 2 and its diff.
+    let config_path = dir.path().join("dnsward.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap().replace(
+        "allow = [\"*.tun.example\", \"www.example\"]",
+        "allow = [\"*.tun.example\", \"www.example\", \"git.corp.internal\"]",
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/policy/reload"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"actor": "bob", "message": "allow the git server"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     client
         .goto(&format!("{base}/console/#/policy"))
         .await
         .unwrap();
-    client
+    let diff_button = client
         .wait()
         .at_most(wait)
-        .for_element(Locator::Css("#history tbody tr"))
+        .for_element(Locator::XPath("//button[text()='Diff with 1']"))
         .await
         .unwrap();
+    diff_button.click().await.unwrap();
+    let diff = client
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#diff"))
+        .await
+        .unwrap();
+    let diff_text = diff.text().await.unwrap();
+    assert!(
+        diff_text.contains('+') && diff_text.contains("git.corp.internal"),
+        "{diff_text}"
+    );
+    let page = client
+        .find(Locator::Css("#view"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("null"), "{page}");
+    assert!(
+        page.contains("allow the git server") && page.contains("bob"),
+        "{page}"
+    );
     shot("5-policy.png").await;
     client.close().await.unwrap();
     drop(driver);

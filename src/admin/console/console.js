@@ -113,7 +113,7 @@ function suspectHref(client, domain) {
 
 function setView(title, ...kids) {
   const v = document.getElementById("view");
-  v.replaceChildren(h("h1", { id: "view-title" }, title), ...kids);
+  v.replaceChildren(h("h1", { id: "view-title" }, title), ...kids.filter(k => k !== null && k !== undefined && k !== false));
   document.title = title + " · dnsward review";
   for (const a of document.querySelectorAll("#nav a")) {
     if (location.hash.startsWith("#/" + a.dataset.view) || (a.dataset.view === "queue" && location.hash.startsWith("#/suspect"))) a.setAttribute("aria-current", "page");
@@ -126,8 +126,8 @@ function failed(e) {
 }
 
 // ---- queue ----
-async function queueView(all) {
-  const data = await api("/api/v1/review/suspects" + (all ? "?state=all" : ""));
+async function queueView(all, client) {
+  const data = await api("/api/v1/review/suspects" + (all ? "?state=all" : "") + (client ? (all ? "&" : "?") + "client=" + encodeURIComponent(client) : ""));
   const rows = data.suspects.map(x => h("tr", { "data-client": x.client, "data-domain": x.domain },
     h("td", { class: "num" }, scoreBadge(x.max_score)),
     h("td", {}, h("a", { href: suspectHref(x.client, x.domain), class: "suspect-link row-link" }, x.domain)),
@@ -139,7 +139,7 @@ async function queueView(all) {
     h("td", {}, containmentText(x.active)),
     h("td", { class: "muted" }, fmtTime(x.last_seen))));
   const toggle = h("a", { href: all ? "#/queue" : "#/queue/all" }, all ? "Show pending only" : "Show all, including closed");
-  setView(all ? "All suspects" : "Open suspects",
+  setView(client ? "Suspects of " + client : all ? "All suspects" : "Open suspects",
     h("p", { class: "muted" }, rows.length + (all ? " suspects" : " waiting for review") + ", highest score first. ", toggle),
     rows.length ? h("table", { id: "queue" },
       h("thead", {}, h("tr", {}, ["score", "domain", "client", "group", "alerts", "bytes out", "state", "containment", "last alert"].map(t => h("th", { scope: "col", class: ["score", "alerts", "bytes out"].includes(t) ? "num" : "" }, t)))),
@@ -267,7 +267,7 @@ async function agentsView() {
     h("table", { id: "agents" },
       h("thead", {}, h("tr", {}, ["client", "group", "verdicts", "alerts", "containment", "recent", "last seen"].map(t => h("th", { scope: "col" }, t)))),
       h("tbody", {}, d.agents.map(a => h("tr", {},
-        h("td", { class: "mono" }, h("a", { href: "#/queue/all", class: "row-link" }, a.client)),
+        h("td", { class: "mono" }, h("a", { href: "#/queue/all/" + encodeURIComponent(a.client), class: "row-link" }, a.client)),
         h("td", {}, a.group || "—"),
         h("td", {}, Object.entries(a.verdicts).map(([k, v]) => k + " " + v).join(", ")),
         h("td", { class: "num" }, a.alerts),
@@ -318,7 +318,7 @@ async function route() {
     if (parts[0] === "suspect" && parts.length >= 3) await suspectView(parts[1], parts[2]);
     else if (parts[0] === "agents") await agentsView();
     else if (parts[0] === "policy") await policyView();
-    else await queueView(parts[1] === "all");
+    else await queueView(parts[1] === "all", parts[2]);
     const t = document.getElementById("view-title");
     if (t) { t.setAttribute("tabindex", "-1"); }
   } catch (e) { if (e.status !== 401) failed(e); }
