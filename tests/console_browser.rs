@@ -8,7 +8,7 @@
 //! Needs the Debian packages `chromium` and `chromium-driver`: under `CI=true` their absence
 //! fails the test, elsewhere it is skipped with a message.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "common/mod.rs"]
 mod common;
 #[allow(dead_code, unused_imports)]

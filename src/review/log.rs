@@ -270,7 +270,11 @@ mod tests {
         writeln!(f, "not json").unwrap();
         writeln!(f, r#"{{"ts":"2026-12-02T10:00:05Z","kind":"alert","client":"10.0.0.1","group":"g","domain":"tun.example","score":70,"action":"quarantine"}}"#).unwrap();
         drop(f);
-        let t = timeline(&[path.clone()], "10.0.0.1".parse().unwrap(), "tun.example");
+        let t = timeline(
+            std::slice::from_ref(&path),
+            "10.0.0.1".parse().unwrap(),
+            "tun.example",
+        );
         assert_eq!(t.items.len(), 3, "{:?}", t.items);
         assert_eq!(t.items[2].kind, "alert");
         let names: u64 = t.series.iter().map(|b| b.names).sum();
