@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::analyst::{self, AlertsQuery, Suspect};
 use crate::config::Config;
 use crate::config_error::ConfigProblems;
+use crate::contain::overrides::{AlertFilter, RecentAlert};
 use crate::events::sink::SinkKind;
 use crate::events::{Event, EventBody};
 use crate::govern::control::Control;
@@ -281,8 +282,8 @@ impl Review {
             .unwrap_or_default()
     }
 
-    /// Suspects from the event log (`events.sink = "file"`; none without it), with their triage
-    /// state, highest score first.
+    /// Suspects from the event log (`events.sink = "file"`; otherwise from the alerts kept in
+    /// memory since start), with their triage state, highest score first.
     #[must_use]
     pub fn suspects(&self, client: Option<IpAddr>, domain: Option<&str>) -> Vec<QueueItem> {
         let q = AlertsQuery {
@@ -290,9 +291,18 @@ impl Review {
             domain: domain.map(str::to_string),
             ..AlertsQuery::default()
         };
-        // Without `events.sink = "file"` there is no log to read: the queue is empty.
-        let suspects =
-            analyst::load_alerts(&self.event_files(), &q, chrono::Utc::now()).unwrap_or_default();
+        let suspects = if self.events_path.is_some() {
+            analyst::load_alerts(&self.event_files(), &q, chrono::Utc::now()).unwrap_or_default()
+        } else {
+            // No log file to read (`events.sink` is stdout or none): the alerts kept in memory
+            // since start, folded the same way.
+            fold_recent(self.pipeline.overrides().alerts(&AlertFilter {
+                client,
+                domain: domain.map(str::to_string),
+                limit: Some(crate::contain::overrides::MAX_RECENT_ALERTS),
+                ..AlertFilter::default()
+            }))
+        };
         let active = self.pipeline.containment().active();
         suspects
             .into_iter()
@@ -580,6 +590,64 @@ impl Review {
         out.sort_by(|a: &Proposal, b| b.id.cmp(&a.id));
         out
     }
+}
+
+/// Fold in-memory alerts (newest first) into suspects like the analyst does with the log:
+/// highest score first, then latest.
+fn fold_recent(alerts: Vec<RecentAlert>) -> Vec<Suspect> {
+    let mut by: std::collections::HashMap<(IpAddr, String), Suspect> =
+        std::collections::HashMap::new();
+    for a in alerts.into_iter().rev() {
+        let ts = chrono::DateTime::parse_from_rfc3339(&a.ts)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let alert = a.alert;
+        let s = by
+            .entry((alert.client, alert.domain.clone()))
+            .or_insert_with(|| Suspect {
+                client: alert.client,
+                domain: alert.domain.clone(),
+                group: alert.group.clone(),
+                alerts: 0,
+                max_score: 0,
+                breakdown: std::collections::BTreeMap::new(),
+                first_seen: ts,
+                last_seen: ts,
+                window: alert.window.clone(),
+                bytes_estimate: 0,
+                actions: Vec::new(),
+                monitor_only: alert.monitor_only,
+                exception: None,
+                samples: Vec::new(),
+                containment: analyst::Containment::None,
+            });
+        s.alerts += 1;
+        s.last_seen = ts;
+        s.group = alert.group;
+        s.window = alert.window;
+        s.monitor_only = alert.monitor_only;
+        s.exception = alert.exception;
+        s.bytes_estimate = s.bytes_estimate.max(alert.bytes_estimate);
+        if !s.actions.contains(&alert.action) {
+            s.actions.push(alert.action);
+        }
+        if alert.score >= s.max_score {
+            s.max_score = alert.score;
+            s.breakdown = alert.breakdown;
+        }
+        for sample in alert.samples.into_iter().rev() {
+            s.samples.retain(|x| *x != sample);
+            s.samples.insert(0, sample);
+        }
+        s.samples.truncate(3);
+    }
+    let mut out: Vec<Suspect> = by.into_values().collect();
+    out.sort_by(|a, b| {
+        b.max_score
+            .cmp(&a.max_score)
+            .then(b.last_seen.cmp(&a.last_seen))
+    });
+    out
 }
 
 fn load_users(

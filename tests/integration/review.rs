@@ -620,3 +620,52 @@ async fn the_review_cli_lists_shows_and_triages_over_the_api() {
     .await;
     assert_eq!(down.status, 2, "{}", down.text);
 }
+
+#[tokio::test]
+async fn without_an_event_file_the_queue_comes_from_the_alerts_in_memory() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = review_config(dir.path(), up.addr);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("sink = \"file\"", "sink = \"none\"")
+        .lines()
+        .filter(|l| !l.starts_with("path = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let clock = ManualClock::new();
+    let app = RunningApp::start_with_clock(&cfg, clock.clone())
+        .await
+        .unwrap();
+    let s = ReviewServer {
+        udp: app.dns.udp_addrs[0],
+        base: format!("http://{}", app.admin.as_ref().unwrap().addr),
+        app: Some(app),
+        events_path: dir.path().join("events.jsonl"),
+    };
+    assert!(tunnel(s.udp, &clock, "127.0.0.83", "tun.example").await > 0);
+    let item = s.wait_for_suspect("127.0.0.83", "tun.example").await;
+    assert!(item["max_score"].as_u64().unwrap() >= 60, "{item}");
+    assert!(
+        item["breakdown"].as_object().is_some_and(|b| !b.is_empty()),
+        "{item}"
+    );
+    assert!(!item["samples"].as_array().unwrap().is_empty(), "{item}");
+    let (status, t) = s
+        .post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.83/tun.example/transition",
+            step("released", "checked"),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert!(answered(s.udp, "127.0.0.83").await);
+    assert!(!s.events_path.exists(), "no event file was written");
+    let mut s = s;
+    s.stop().await;
+}
