@@ -147,6 +147,9 @@ pub struct Review {
     triage: TriageStore,
     events_path: Option<PathBuf>,
     proposals_dir: Option<PathBuf>,
+    /// One transition at a time, so two analysts acting at once cannot both do a step's side
+    /// effects (the second sees the first's state and is refused).
+    acting: parking_lot::Mutex<()>,
 }
 
 impl std::fmt::Debug for Review {
@@ -225,6 +228,7 @@ impl Review {
             triage,
             events_path,
             proposals_dir,
+            acting: parking_lot::Mutex::new(()),
         })
     }
 
@@ -435,6 +439,7 @@ impl Review {
                 "extend and propose_deny go with to = confirmed".into(),
             ));
         }
+        let _one_at_a_time = self.acting.lock();
         let item = self
             .suspects(Some(client), Some(&domain))
             .into_iter()

@@ -669,3 +669,34 @@ async fn without_an_event_file_the_queue_comes_from_the_alerts_in_memory() {
     let mut s = s;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn two_analysts_acting_at_once_get_one_step_and_one_refusal() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.84", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.84", "tun.example").await;
+    let path = "/api/v1/review/suspects/127.0.0.84/tun.example/transition";
+    let fp = json!({"to": "false_positive", "note": "mine", "exception_days": 1});
+    let rel = step("released", "no, mine");
+    let (a, b) = tokio::join!(s.post(ALICE, path, fp), s.post(ADMIN, path, rel));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let (_, shown) = s
+        .get(
+            Some(CAROL),
+            "/api/v1/review/suspects/127.0.0.84/tun.example",
+        )
+        .await;
+    assert_eq!(shown["history"].as_array().unwrap().len(), 1, "{shown}");
+    // Only the winner's effects happened: at most one exception.
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    assert!(ex.as_array().unwrap().len() <= 1, "{ex}");
+    s.stop().await;
+}
