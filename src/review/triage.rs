@@ -7,7 +7,9 @@
 //! fatal. Without a state directory the store lives in memory only (and says so).
 //!
 //! Bounded: at most [`MAX_SUSPECTS`] suspects are tracked (a transition for a new one beyond
-//! that is refused) and each keeps its last [`MAX_HISTORY`] steps in memory; the file keeps all.
+//! that is refused) and each keeps its last [`MAX_HISTORY`] steps in memory; opening compacts
+//! the file to the same once it holds more than [`COMPACT_AFTER`] lines and twice what is kept
+//! (the hash-chained event log keeps every step).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -24,6 +26,8 @@ pub const MAX_SUSPECTS: usize = 100_000;
 pub const MAX_HISTORY: usize = 50;
 /// Longest note, in bytes.
 pub const MAX_NOTE: usize = 2000;
+/// Lines in `triage.jsonl` before opening compacts it.
+pub const COMPACT_AFTER: usize = 10_000;
 
 /// Where a suspect is in triage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -184,17 +188,34 @@ impl TriageStore {
         let path = dir.join("triage.jsonl");
         let mut records: HashMap<SuspectKey, TriageRecord> = HashMap::new();
         let mut skipped = 0;
+        let mut lines = 0usize;
         if path.exists() {
             for line in BufReader::new(File::open(&path)?).lines() {
                 let line = line?;
                 if line.trim().is_empty() {
                     continue;
                 }
+                lines += 1;
                 match serde_json::from_str::<Transition>(&line) {
                     Ok(t) => apply(&mut records, t),
                     Err(_) => skipped += 1,
                 }
             }
+        }
+        // Compact: the file keeps only what memory keeps (the last MAX_HISTORY steps of each
+        // suspect) once it holds more than twice that; every step stays in the hash-chained
+        // event log as an admin event.
+        let kept: usize = records.values().map(|r| r.history.len()).sum();
+        if lines > COMPACT_AFTER && lines > 2 * kept {
+            let mut all: Vec<&Transition> = records.values().flat_map(|r| &r.history).collect();
+            all.sort_by(|a, b| a.at.cmp(&b.at));
+            let mut bytes = Vec::new();
+            for t in all {
+                serde_json::to_writer(&mut bytes, t).map_err(io::Error::other)?;
+                bytes.push(b'\n');
+            }
+            super::write_atomic(dir, "triage.jsonl", &bytes)?;
+            skipped = 0;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         // A torn last line has no newline: start the next record on a fresh line.
@@ -395,5 +416,40 @@ mod tests {
         drop(s);
         let s = TriageStore::open(dir.path()).unwrap();
         assert_eq!(s.state(&t.key), TriageState::Released);
+    }
+
+    #[test]
+    fn a_long_file_is_compacted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triage.jsonl");
+        let mut text = String::new();
+        let (a, b) = (TriageState::Open, TriageState::Acknowledged);
+        for i in 0..COMPACT_AFTER + 10 {
+            let mut t = if i % 2 == 0 {
+                step(a, b, "x")
+            } else {
+                step(b, a, "x")
+            };
+            t.at = format!("2026-12-02T00:00:00.{i:06}Z");
+            text.push_str(&serde_json::to_string(&t).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let s = TriageStore::open(dir.path()).unwrap();
+        let r = s.get(&step(a, b, "x").key).unwrap();
+        assert_eq!(r.history.len(), MAX_HISTORY);
+        assert_eq!(
+            r.state,
+            TriageState::Open,
+            "the last line was acknowledged -> open"
+        );
+        drop(s);
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, MAX_HISTORY);
+        let s = TriageStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get(&step(a, b, "x").key).unwrap().history.len(),
+            MAX_HISTORY
+        );
     }
 }
