@@ -111,7 +111,9 @@ impl RunningApp {
             .encoder(&cfg.events)
             .and_then(|enc| {
                 let witness = checkpoint_writer(cfg)?;
-                sink::spawn_with_witness(&cfg.events, enc, witness)
+                // Webhooks and syslog get every line the writer encodes.
+                let notifiers = crate::events::notify::Notifiers::start(&cfg.notify);
+                sink::spawn_with_extras(&cfg.events, enc, witness, Some(notifiers.tap))
             })
             .map_err(|source| StartError::Io {
                 what: "opening the event sink".into(),
@@ -212,6 +214,12 @@ impl RunningApp {
                 what: format!("binding {:?}", cfg.server.listen),
                 source,
             })?;
+        // The review (issue 12): users, triage store, API and console.
+        let review = crate::review::Review::open(cfg, Arc::clone(&pipeline), Arc::clone(&control))
+            .map_err(|e| StartError::Io {
+                what: "opening the review".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
                 admin::start(
@@ -220,6 +228,7 @@ impl RunningApp {
                     Arc::clone(&control),
                     token,
                     cfg.admin.metrics_labels,
+                    Some(Arc::new(review)),
                 )
                 .await
                 .map_err(|source| StartError::Io {

@@ -65,6 +65,9 @@ pub struct Config {
     /// `[egress]`: DNS-gated egress (firewall sets fed by answers); absent = off.
     #[serde(default)]
     pub egress: Option<crate::egress::EgressConfig>,
+    /// `[notify]`: webhooks and syslog for security events (issue 12).
+    #[serde(default)]
+    pub notify: crate::events::notify::NotifyConfig,
     /// `[[groups]]`: client groups and their policy.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
@@ -113,6 +116,13 @@ impl Config {
                 {
                     *p = base_dir.join(&*p);
                 }
+                if let Some(p) =
+                    cfg.admin.tokens_file.as_mut().filter(|p| {
+                        p.is_relative() && !crate::govern::secret_file::is_credential(p)
+                    })
+                {
+                    *p = base_dir.join(&*p);
+                }
                 if let Some(p) = cfg
                     .egress
                     .as_mut()
@@ -152,6 +162,7 @@ impl Config {
         self.detect.validate("detect", problems);
         self.containment.validate("containment", problems);
         self.audit.validate("audit", problems);
+        self.notify.validate("notify", problems); // issue 12
         if let Some(store) = &self.store {
             store.validate("store", problems);
         }
@@ -193,7 +204,7 @@ impl Config {
     #[must_use]
     pub fn fixed_settings(&self) -> String {
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             self.server,
             self.admin,
             self.cache,
@@ -201,7 +212,8 @@ impl Config {
             self.detect,
             self.containment,
             self.store,
-            self.audit
+            self.audit,
+            self.notify
         )
     }
 

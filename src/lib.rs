@@ -19,7 +19,8 @@
 //! | egress | [`egress`] | firewall sets fed by allowed answers (nftables), the ruleset, denied-connection events |
 //! | serving | [`serve`] | UDP/TCP listeners and the pipeline that orders the query stages |
 //! | governance | [`govern`] | policy store, reload/rollback control, audit chain |
-//! | admin | [`admin`] | HTTP API, HTML overview, `/metrics` |
+//! | review | [`review`] | users and roles, triage of suspects, the review API and CLI |
+//! | admin | [`admin`] | HTTP API, HTML overview, the review console, `/metrics` |
 //! | composition | [`config`], [`app`] | the TOML file composed of each folder's section; start-up |
 //! | command line | [`cli`] | subcommands and the analyst views |
 #![warn(missing_docs)]
@@ -39,5 +40,6 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod resolve;
+pub mod review;
 pub mod serve;
 pub mod wire;

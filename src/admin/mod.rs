@@ -6,8 +6,9 @@
 //! query path: a scrape renders the recorder's atomics.
 
 pub mod api;
+pub mod console;
 pub mod redact;
-pub mod token;
+pub mod token; // review console (issue 12)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub struct AdminConfig {
     /// reach the endpoint. With the token, labels are always in full.
     #[serde(default)]
     pub metrics_labels: MetricsLabels,
+    /// Named users for the review API and console (issue 12): lines `name role sha256-hex`.
+    #[serde(default)]
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 fn default_admin_listen() -> String {
@@ -53,6 +57,7 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             token_file: None,
             metrics_labels: MetricsLabels::default(),
+            tokens_file: None,
         }
     }
 }
@@ -70,6 +75,12 @@ impl AdminConfig {
             && let Err(e) = token::read_token(path)
         {
             problems.push(format!("{at}.token_file"), e);
+        }
+        // review users (issue 12)
+        if let Err(p) = crate::review::users::Users::load(self.tokens_file.as_deref(), None) {
+            for one in p.problems {
+                problems.push(format!("{at}.tokens_file"), one.to_string());
+            }
         }
     }
 
@@ -113,6 +124,7 @@ pub async fn start(
     control: Arc<Control>,
     token: Arc<AdminToken>,
     metrics_labels: MetricsLabels,
+    review: Option<Arc<crate::review::Review>>,
 ) -> std::io::Result<RunningAdmin> {
     let state = ApiState {
         pipeline,
@@ -121,7 +133,14 @@ pub async fn start(
         prom: crate::metrics::install(),
         metrics_labels,
     };
-    let app = crate::admin::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut app = crate::admin::api::router(state);
+    if let Some(review) = review {
+        // review API + console (issue 12)
+        app = app
+            .merge(crate::review::api::router(review))
+            .merge(console::router());
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);

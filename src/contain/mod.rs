@@ -547,6 +547,30 @@ impl Containment {
         ended
     }
 
+    /// Extend the live containments of `client` (whole-client, or on `domain`) so that each
+    /// lasts at least `by` from now; returns how many were extended. Used by the review's
+    /// "confirmed, extend containment" (issue 12).
+    pub fn extend(&self, client: IpAddr, domain: &str, by: Duration) -> usize {
+        let now = self.clock.now();
+        let mut guard = self.tables.write();
+        let t = &mut *guard;
+        let mut n = 0;
+        for e in t
+            .quarantines
+            .values_mut()
+            .chain(t.client_domains.values_mut())
+            .chain(t.group_domains.values_mut())
+        {
+            if e.client == client && e.live(now) && e.domain.as_deref().is_none_or(|d| d == domain)
+            {
+                e.until = e.until.max(now.saturating_add(by));
+                n += 1;
+            }
+        }
+        publish_active(t);
+        n
+    }
+
     /// Removes expired entries and returns their `containment_ended` events (and those of
     /// entries evicted to make room). Also lets the rate limiters forget idle keys, which is
     /// what bounds their memory. Call about once a second.

@@ -12,10 +12,13 @@
 //! - [`reader`]: the one reader of the log's files (which files, their lines), used by
 //!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 
+pub mod notify;
 pub mod reader;
 pub mod rotation;
 pub mod sampling;
 pub mod sink;
+pub mod syslog;
+pub mod webhook;
 pub mod witness;
 
 use std::collections::BTreeMap;

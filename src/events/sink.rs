@@ -517,7 +517,20 @@ pub fn spawn_with_encoder(
     cfg: &EventsConfig,
     encoder: impl LineEncoder,
 ) -> io::Result<(EventSender, EventSinkHandle)> {
-    spawn_with_witness(cfg, encoder, None)
+    spawn_with_extras(cfg, encoder, None, None)
+}
+
+/// [`spawn_with_encoder`], handing every encoded line to `tap` (notifications: webhooks,
+/// syslog).
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_with_tap(
+    cfg: &EventsConfig,
+    encoder: impl LineEncoder,
+    tap: Option<super::notify::Tap>,
+) -> io::Result<(EventSender, EventSinkHandle)> {
+    spawn_with_extras(cfg, encoder, None, tap)
 }
 
 /// [`spawn_with_encoder`] with a [`LogWitness`] for the file sink: told the last line of each
@@ -530,6 +543,19 @@ pub fn spawn_with_witness(
     cfg: &EventsConfig,
     encoder: impl LineEncoder,
     witness: Option<Box<dyn LogWitness>>,
+) -> io::Result<(EventSender, EventSinkHandle)> {
+    spawn_with_extras(cfg, encoder, witness, None)
+}
+
+/// The sink with both extras: the checkpoint witness and the notification tap.
+///
+/// # Errors
+/// As [`spawn`].
+pub fn spawn_with_extras(
+    cfg: &EventsConfig,
+    encoder: impl LineEncoder,
+    witness: Option<Box<dyn LogWitness>>,
+    tap: Option<super::notify::Tap>,
 ) -> io::Result<(EventSender, EventSinkHandle)> {
     let sampling = Arc::new(Sampling::new(
         cfg.allowed,
@@ -586,6 +612,7 @@ pub fn spawn_with_witness(
         unsynced: false,
         last_line: None,
         last_checkpointed: None,
+        tap: tap.filter(|t| !t.is_empty()), // notifications (issue 12)
     };
     let task = runtime.spawn(writer.run(stop_rx));
     let sender = EventSender {
@@ -631,6 +658,8 @@ struct Writer<E> {
     /// The line the last checkpoint named: a quiet log gets no new periodic checkpoint, so the
     /// checkpoint file grows with activity, not with time.
     last_checkpointed: Option<Vec<u8>>,
+    /// Where encoded lines are also handed (webhooks, syslog; issue 12).
+    tap: Option<super::notify::Tap>,
 }
 
 /// What woke the writer.
@@ -731,6 +760,9 @@ impl<E: LineEncoder> Writer<E> {
         let before = self.buf.len();
         match self.encoder.encode_line(event, &mut self.buf) {
             Ok(()) => {
+                if let Some(tap) = &self.tap {
+                    tap.offer(event.kind(), &self.buf[before..]); // notifications (issue 12)
+                }
                 self.line_ends.push(self.buf.len());
                 self.kinds.push(event.kind());
             }

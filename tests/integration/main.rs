@@ -10,6 +10,8 @@ mod egress;
 mod governance;
 mod hardening;
 mod harness;
+mod notify;
 mod observability;
 mod resolver;
+mod review;
 mod robustness;

@@ -1,0 +1,472 @@
+//! The review's JSON API under `/api/v1/review/`, with per-user roles; the console
+//! (`crate::admin::console`) is its browser client.
+//!
+//! Authentication is `Authorization: Bearer <token>` only (never a query string, so no token
+//! lands in a URL, a log or a Referer); a token is a user of [`super::users`]. Reads need
+//! `viewer`, triage needs `analyst`, policy reload/rollback and tokens need `admin`; a missing
+//! or unknown token is 401, a role too low 403. State changes only by POST with a JSON body,
+//! which a cross-site form cannot send with the header, so the console is CSRF-safe.
+//!
+//! Every request is one `admin` event in the event log (the hash chain covers it) with the
+//! user as actor, and for changes what changed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::triage::TriageError;
+use super::users::{Role, User, require};
+use super::{ActionError, Review, TransitionRequest};
+use crate::events::{AdminEvent, Event, EventBody};
+use crate::govern::control::ControlError;
+
+/// An error answer: status and `{"error": …, "details": […]}`.
+#[derive(Debug)]
+pub struct ReviewError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+impl ReviewError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ReviewError {
+    fn into_response(self) -> Response {
+        let detail = if self.details.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.message, self.details.join("; "))
+        };
+        let mut r = (
+            self.status,
+            Json(json!({ "error": self.message, "details": self.details })),
+        )
+            .into_response();
+        r.extensions_mut().insert(Note {
+            action: None,
+            detail,
+        });
+        r
+    }
+}
+
+impl From<JsonRejection> for ReviewError {
+    fn from(r: JsonRejection) -> Self {
+        Self::bad(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ReviewError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+impl From<super::users::Forbidden> for ReviewError {
+    fn from(f: super::users::Forbidden) -> Self {
+        Self::new(StatusCode::FORBIDDEN, f.to_string())
+    }
+}
+
+impl From<ActionError> for ReviewError {
+    fn from(e: ActionError) -> Self {
+        let status = match &e {
+            ActionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ActionError::Unknown(..) => StatusCode::NOT_FOUND,
+            ActionError::Triage(TriageError::Io { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ActionError::Triage(TriageError::Full) => StatusCode::INSUFFICIENT_STORAGE,
+            ActionError::Triage(_) | ActionError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<ControlError> for ReviewError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(problems) => Self {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "the configuration has problems; the running policy stays".into(),
+                details: problems.problems.iter().map(ToString::to_string).collect(),
+            },
+            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+            ControlError::Store(se) => Self::bad(se.to_string()),
+            other => Self::new(StatusCode::CONFLICT, other.to_string()),
+        }
+    }
+}
+
+/// What a handler tells the audit record.
+#[derive(Debug, Clone)]
+struct Note {
+    action: Option<String>,
+    detail: String,
+}
+
+fn noted(mut r: Response, action: &str, detail: String) -> Response {
+    r.extensions_mut().insert(Note {
+        action: Some(action.to_string()),
+        detail,
+    });
+    r
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+type Shared = Arc<Review>;
+
+async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let user = bearer(req.headers()).and_then(|t| r.authenticate(t));
+    let response = match &user {
+        Some(u) => {
+            req.extensions_mut().insert(u.clone());
+            next.run(req).await
+        }
+        None => {
+            let msg = if r.has_users() {
+                "missing or unknown bearer token"
+            } else {
+                "the review API is disabled: set admin.token_file or admin.tokens_file"
+            };
+            let mut resp = ReviewError::new(StatusCode::UNAUTHORIZED, msg).into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+    };
+    let note = response.extensions().get::<Note>().cloned();
+    let event = AdminEvent {
+        method,
+        path,
+        status: response.status().as_u16(),
+        remote,
+        authenticated: user.is_some(),
+        actor: user.map(|u| u.name),
+        action: note.as_ref().and_then(|n| n.action.clone()),
+        detail: note.map(|n| n.detail),
+    };
+    let version = r.pipeline().policy().version.number;
+    r.pipeline()
+        .events()
+        .emit(Event::now(version, EventBody::Admin(event)));
+    response
+}
+
+/// The review API, for merging into the admin router.
+pub fn router(review: Arc<Review>) -> Router {
+    Router::new()
+        .route("/api/v1/review/whoami", get(whoami))
+        .route("/api/v1/review/suspects", get(list))
+        .route("/api/v1/review/suspects/{client}/{domain}", get(show))
+        .route(
+            "/api/v1/review/suspects/{client}/{domain}/transition",
+            post(transition),
+        )
+        .route("/api/v1/review/agents", get(agents))
+        .route("/api/v1/review/exceptions", get(exceptions))
+        .route("/api/v1/review/proposals", get(proposals))
+        .route("/api/v1/review/policy/history", get(history))
+        .route("/api/v1/review/policy/diff", get(diff))
+        .route("/api/v1/review/policy/reload", post(reload))
+        .route("/api/v1/review/policy/rollback", post(rollback))
+        .route("/api/v1/review/tokens", get(tokens))
+        .route("/api/v1/review/tokens/reload", post(tokens_reload))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&review),
+            auth_and_audit,
+        ))
+        .with_state(review)
+}
+
+async fn whoami(Extension(u): Extension<User>) -> Response {
+    Json(json!({ "user": u.name, "role": u.role })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `pending` (default: open and acknowledged) or `all`.
+    state: Option<String>,
+    client: Option<String>,
+}
+
+fn parse_client(text: &str) -> Result<IpAddr, ReviewError> {
+    text.parse()
+        .map_err(|_| ReviewError::bad(format!("client: {text:?} is not an IP address")))
+}
+
+async fn list(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    let Query(q) = q?;
+    let client = q.client.as_deref().map(parse_client).transpose()?;
+    let all = match q.state.as_deref() {
+        None | Some("pending") => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(ReviewError::bad(format!(
+                "state: {other:?} is not pending or all"
+            )));
+        }
+    };
+    let r2 = Arc::clone(&r);
+    let items = tokio::task::spawn_blocking(move || r2.suspects(client, None))
+        .await
+        .unwrap_or_default();
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|i| all || i.state.is_pending())
+        .collect();
+    Ok(Json(json!({ "suspects": items })).into_response())
+}
+
+async fn show(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    Path((client, domain)): Path<(String, String)>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    let client = parse_client(&client)?;
+    let domain = crate::names::normalise(&domain);
+    let r2 = Arc::clone(&r);
+    let d2 = domain.clone();
+    let found = tokio::task::spawn_blocking(move || r2.suspect(client, &d2))
+        .await
+        .ok()
+        .flatten();
+    let Some((item, record, timeline)) = found else {
+        return Err(ReviewError::new(
+            StatusCode::NOT_FOUND,
+            format!("no alert for {client} on {domain}"),
+        ));
+    };
+    let exceptions: Vec<_> = r
+        .pipeline()
+        .overrides()
+        .exceptions()
+        .into_iter()
+        .filter(|e| e.group == item.suspect.group && e.domain == domain)
+        .collect();
+    Ok(Json(json!({
+        "suspect": item,
+        "history": record.map(|r| r.history).unwrap_or_default(),
+        "timeline": timeline,
+        "exceptions": exceptions,
+    }))
+    .into_response())
+}
+
+async fn transition(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    Path((client, domain)): Path<(String, String)>,
+    body: Result<Json<TransitionRequest>, JsonRejection>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Analyst)?;
+    let client = parse_client(&client)?;
+    let Json(req) = body?;
+    let r2 = Arc::clone(&r);
+    let u2 = u.clone();
+    let t = tokio::task::spawn_blocking(move || r2.transition(&u2, client, &domain, &req))
+        .await
+        .map_err(|e| ReviewError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let detail = format!(
+        "{} on {} ({}): {} -> {}: {}{}",
+        t.key.client,
+        t.key.domain,
+        t.group,
+        t.from.as_str(),
+        t.to.as_str(),
+        t.note,
+        if t.effects.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", t.effects.join("; "))
+        }
+    );
+    let action = format!("triage_{}", t.to.as_str());
+    Ok(noted(Json(t).into_response(), &action, detail))
+}
+
+async fn agents(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    let v = tokio::task::spawn_blocking(move || r.agents())
+        .await
+        .unwrap_or_default();
+    Ok(Json(v).into_response())
+}
+
+async fn exceptions(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    Ok(Json(r.pipeline().overrides().exceptions()).into_response())
+}
+
+async fn proposals(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    Ok(Json(r.proposals()).into_response())
+}
+
+async fn history(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    let v = r.pipeline().policy().version.number;
+    match r.control().store() {
+        Some(store) => {
+            let h = store
+                .history()
+                .map_err(|e| ReviewError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(Json(json!({ "active": v, "versions": h })).into_response())
+        }
+        None => Ok(Json(json!({ "active": v, "versions": [], "note": "no [store] configured: history is not kept" })).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    a: u64,
+    b: u64,
+}
+
+async fn diff(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    q: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Viewer)?;
+    let Query(q) = q?;
+    let store = r
+        .control()
+        .store()
+        .ok_or_else(|| ReviewError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
+    let text = store
+        .diff(q.a, q.b)
+        .map_err(|e| ReviewError::bad(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn reload(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    body: Result<Json<ReloadBody>, JsonRejection>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Admin)?;
+    let Json(b) = body?;
+    let v = r
+        .control()
+        .reload(Some(&u.name), b.message.as_deref())
+        .await?;
+    Ok(noted(
+        Json(json!({ "version": v.number, "hash": v.hash })).into_response(),
+        "reload",
+        format!("now version {}", v.number),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default)]
+    to: Option<u64>,
+    reason: String,
+}
+
+async fn rollback(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    body: Result<Json<RollbackBody>, JsonRejection>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Admin)?;
+    let Json(b) = body?;
+    if b.reason.trim().is_empty() {
+        return Err(ReviewError::bad("reason must not be empty"));
+    }
+    let info = r.control().rollback(b.to, &u.name, &b.reason).await?;
+    let detail = format!(
+        "version {} re-activates version {:?}: {}",
+        info.number, info.rolled_back_to, b.reason
+    );
+    Ok(noted(Json(info).into_response(), "rollback", detail))
+}
+
+async fn tokens(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Admin)?;
+    Ok(Json(r.users()).into_response())
+}
+
+async fn tokens_reload(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+) -> Result<Response, ReviewError> {
+    require(&u, Role::Admin)?;
+    match r.reload_users() {
+        Ok(list) => {
+            let detail = format!("{} users", list.len());
+            Ok(noted(Json(list).into_response(), "tokens_reloaded", detail))
+        }
+        Err(p) => Err(ReviewError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "the tokens file has problems; the old tokens stay".into(),
+            details: p.problems.iter().map(ToString::to_string).collect(),
+        }),
+    }
+}

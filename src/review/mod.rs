@@ -1,0 +1,679 @@
+//! Human review (issue 12): named users with roles, triage of suspects with a durable record,
+//! the JSON API under `/api/v1/review/` that the console and `dnsward review` use.
+//!
+//! - [`users`]: the tokens file, roles and the one role check, [`users::require`].
+//! - [`triage`]: open → acknowledged → confirmed | false positive | released, durable in
+//!   `state_dir/review/triage.jsonl`.
+//! - [`log`]: timelines and the agents view, read from the event log.
+//! - [`api`]: the HTTP endpoints (and the console assets of [`crate::admin::console`]).
+//! - [`cli`]: `dnsward review …` over the API.
+//!
+//! A transition's side effects happen in the same action: "false positive" adds a scoped
+//! exception (this registrable domain, this group, N days) and releases the client; "released"
+//! releases; "confirmed" may extend the containment and may write a deny-list proposal to
+//! `state_dir/review/proposals/` for an admin to apply (never applied silently). Each
+//! transition is one `admin` event in the hash-chained event log naming the user.
+
+pub mod api;
+pub mod cli;
+pub mod log;
+pub mod triage;
+pub mod users;
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::alerts::{self as analyst, AlertsQuery, Suspect};
+use crate::config::Config;
+use crate::config_error::ConfigProblems;
+use crate::contain::overrides::{AlertFilter, RecentAlert};
+use crate::events::sink::SinkKind;
+use crate::events::{Event, EventBody};
+use crate::govern::control::Control;
+use crate::serve::pipeline::Pipeline;
+use triage::{SuspectKey, Transition, TriageError, TriageRecord, TriageState, TriageStore};
+use users::{User, Users};
+
+/// Default length of a false positive's exception, in days.
+pub const DEFAULT_EXCEPTION_DAYS: u32 = 7;
+/// Longest exception a false positive may add, in days (the overrides' own bound).
+pub const MAX_EXCEPTION_DAYS: u32 = 30;
+/// Most proposals listed.
+pub const MAX_PROPOSALS: usize = 1000;
+
+/// Why the review could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewOpenError {
+    /// The tokens file has problems.
+    #[error("{0}")]
+    Users(#[from] ConfigProblems),
+    /// The triage store cannot be opened.
+    #[error("opening the triage store in {}: {source}", path.display())]
+    Store {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Why a triage action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The input is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// No alert names this suspect.
+    #[error("no alert for {0} on {1}")]
+    Unknown(IpAddr, String),
+    /// The workflow refused the step.
+    #[error(transparent)]
+    Triage(#[from] TriageError),
+    /// An exception could not be added.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A triage action as asked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    /// The state to move to (not `open`).
+    pub to: TriageState,
+    /// Why (required, at most 2000 bytes).
+    pub note: String,
+    /// The state the asker saw; a different current state is refused (409).
+    #[serde(default)]
+    pub expect: Option<TriageState>,
+    /// False positive: exception length in days (default 7, 1–30).
+    #[serde(default)]
+    pub exception_days: Option<u32>,
+    /// Confirmed: make the containment last at least this long from now (e.g. `24h`).
+    #[serde(default)]
+    pub extend: Option<String>,
+    /// Confirmed: write a proposal to add the domain to the group's deny list.
+    #[serde(default)]
+    pub propose_deny: bool,
+}
+
+/// A suspect as the queue shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueItem {
+    /// From the event log (score, breakdown, samples, counts).
+    #[serde(flatten)]
+    pub suspect: Suspect,
+    /// Triage state.
+    pub state: TriageState,
+    /// Who moved it last, when.
+    pub last_step: Option<Transition>,
+    /// Active containments of the client that cover this domain (live, from the tables).
+    pub active: Vec<crate::contain::ActiveContainment>,
+}
+
+/// A proposal to add a domain to a group's deny list, for an admin to apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    /// File name stem.
+    pub id: String,
+    /// The group.
+    pub group: String,
+    /// The domain to deny (and its subdomains).
+    pub domain: String,
+    /// The analyst.
+    pub author: String,
+    /// Why.
+    pub note: String,
+    /// When (RFC 3339).
+    pub created: String,
+    /// The policy version it was proposed against.
+    pub against_version: u64,
+    /// The change to make in the group's `[[groups]]` entry.
+    pub change: String,
+}
+
+/// The review: users, triage records, and what it needs to act.
+pub struct Review {
+    pipeline: Arc<Pipeline>,
+    control: Arc<Control>,
+    users: RwLock<Users>,
+    tokens_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    triage: TriageStore,
+    events_path: Option<PathBuf>,
+    proposals_dir: Option<PathBuf>,
+    /// One transition at a time, so two analysts acting at once cannot both do a step's side
+    /// effects (the second sees the first's state and is refused).
+    acting: parking_lot::Mutex<()>,
+}
+
+impl std::fmt::Debug for Review {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Review")
+            .field("triage", &self.triage.path())
+            .field("events_path", &self.events_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Write `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync (the
+/// pattern of the policy store's `fs::write_atomic`).
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Review {
+    /// Open the review for a running dnsward: users from `admin.tokens_file` and
+    /// `admin.token_file`, triage records from `store.state_dir/review/` (in memory without a
+    /// store), the event log from `events.path`.
+    ///
+    /// # Errors
+    /// The tokens file has problems or the state directory cannot be used.
+    pub fn open(
+        cfg: &Config,
+        pipeline: Arc<Pipeline>,
+        control: Arc<Control>,
+    ) -> Result<Self, ReviewOpenError> {
+        let tokens_file = cfg.admin.tokens_file.clone();
+        let token_file = cfg.admin.token_file.clone();
+        let users = load_users(tokens_file.as_deref(), token_file.as_deref())?;
+        let (triage, proposals_dir) = match &cfg.store {
+            Some(store) => {
+                let dir = store.state_dir.join("review");
+                let triage = TriageStore::open(&dir).map_err(|source| ReviewOpenError::Store {
+                    path: dir.clone(),
+                    source,
+                })?;
+                if triage.skipped_on_open() > 0 {
+                    tracing::warn!(
+                        skipped = triage.skipped_on_open(),
+                        "triage.jsonl: skipped lines that are not records (an interrupted write)"
+                    );
+                }
+                (triage, Some(dir.join("proposals")))
+            }
+            None => (TriageStore::in_memory(), None),
+        };
+        let events_path = (cfg.events.sink == SinkKind::File)
+            .then(|| cfg.events.path.clone())
+            .flatten();
+        Ok(Self {
+            pipeline,
+            control,
+            users: RwLock::new(users),
+            tokens_file,
+            token_file,
+            triage,
+            events_path,
+            proposals_dir,
+            acting: parking_lot::Mutex::new(()),
+        })
+    }
+
+    /// The user a bearer token belongs to.
+    #[must_use]
+    pub fn authenticate(&self, token: &str) -> Option<User> {
+        self.users.read().authenticate(token)
+    }
+
+    /// Whether any token is configured (otherwise every call is 401).
+    #[must_use]
+    pub fn has_users(&self) -> bool {
+        !self.users.read().is_empty()
+    }
+
+    /// Re-read the tokens file and the admin token; on problems the old users stay.
+    ///
+    /// # Errors
+    /// The problems of the new files.
+    pub fn reload_users(&self) -> Result<Vec<User>, ConfigProblems> {
+        let users = load_users(self.tokens_file.as_deref(), self.token_file.as_deref())?;
+        let list = users.list();
+        *self.users.write() = users;
+        Ok(list)
+    }
+
+    /// Every user (names and roles).
+    #[must_use]
+    pub fn users(&self) -> Vec<User> {
+        self.users.read().list()
+    }
+
+    /// The pipeline.
+    #[must_use]
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Policy lifecycle.
+    #[must_use]
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Where triage records are kept (`None`: memory only).
+    #[must_use]
+    pub fn triage_path(&self) -> Option<&Path> {
+        self.triage.path()
+    }
+
+    fn event_files(&self) -> Vec<PathBuf> {
+        self.events_path
+            .as_deref()
+            .map(crate::events::reader::rotated_files)
+            .unwrap_or_default()
+    }
+
+    /// Suspects from the event log (`events.sink = "file"`; otherwise from the alerts kept in
+    /// memory since start), with their triage state, highest score first.
+    #[must_use]
+    pub fn suspects(&self, client: Option<IpAddr>, domain: Option<&str>) -> Vec<QueueItem> {
+        let q = AlertsQuery {
+            client,
+            domain: domain.map(str::to_string),
+            ..AlertsQuery::default()
+        };
+        let suspects = if self.events_path.is_some() {
+            analyst::load_alerts(&self.event_files(), &q, chrono::Utc::now()).unwrap_or_default()
+        } else {
+            // No log file to read (`events.sink` is stdout or none): the alerts kept in memory
+            // since start, folded the same way.
+            fold_recent(self.pipeline.overrides().alerts(&AlertFilter {
+                client,
+                domain: domain.map(str::to_string),
+                limit: Some(crate::contain::overrides::MAX_RECENT_ALERTS),
+                ..AlertFilter::default()
+            }))
+        };
+        let active = self.pipeline.containment().active();
+        suspects
+            .into_iter()
+            .filter(|s| domain.is_none_or(|d| s.domain == d))
+            .map(|s| {
+                let key = SuspectKey {
+                    client: s.client,
+                    domain: s.domain.clone(),
+                };
+                let record = self.triage.get(&key);
+                let mut state = record.as_ref().map_or(TriageState::Open, |r| r.state);
+                let last_step = record.and_then(|r| r.history.last().cloned());
+                // A released suspect that alerts again after its release is open again.
+                if state == TriageState::Released
+                    && last_step.as_ref().is_some_and(|t| {
+                        chrono::DateTime::parse_from_rfc3339(&t.at)
+                            .is_ok_and(|at| s.last_seen > at + chrono::Duration::seconds(1))
+                    })
+                {
+                    state = TriageState::Open;
+                }
+                let active = active
+                    .iter()
+                    .filter(|c| {
+                        c.client == s.client && c.domain.as_deref().is_none_or(|d| d == s.domain)
+                    })
+                    .cloned()
+                    .collect();
+                QueueItem {
+                    suspect: s,
+                    state,
+                    last_step,
+                    active,
+                }
+            })
+            .collect()
+    }
+
+    /// One suspect with its triage record and timeline.
+    #[must_use]
+    pub fn suspect(
+        &self,
+        client: IpAddr,
+        domain: &str,
+    ) -> Option<(QueueItem, Option<TriageRecord>, log::Timeline)> {
+        let item = self
+            .suspects(Some(client), Some(domain))
+            .into_iter()
+            .next()?;
+        let record = self.triage.get(&SuspectKey {
+            client,
+            domain: domain.to_string(),
+        });
+        let timeline = log::timeline(&self.event_files(), client, domain);
+        Some((item, record, timeline))
+    }
+
+    /// The agents view: per client from the event log, with its live containments.
+    #[must_use]
+    pub fn agents(&self) -> serde_json::Value {
+        let active = self.pipeline.containment().active();
+        let agents: Vec<serde_json::Value> = log::agents(&self.event_files())
+            .into_iter()
+            .map(|a| {
+                let mine: Vec<_> = active
+                    .iter()
+                    .filter(|c| c.client.to_string() == a.client)
+                    .collect();
+                let mut v = serde_json::to_value(&a).unwrap_or_default();
+                v["active"] = serde_json::to_value(mine).unwrap_or_default();
+                v
+            })
+            .collect();
+        serde_json::json!({ "agents": agents, "active": active })
+    }
+
+    /// Move a suspect, doing the step's side effects in the same action. Returns the recorded
+    /// transition.
+    ///
+    /// # Errors
+    /// Bad input, an unknown suspect, a step the workflow refuses, or a failed write.
+    pub fn transition(
+        &self,
+        user: &User,
+        client: IpAddr,
+        domain: &str,
+        req: &TransitionRequest,
+    ) -> Result<Transition, ActionError> {
+        let client = crate::policy::identify::canonical(client);
+        let domain = crate::names::normalise(domain);
+        let note = req.note.trim();
+        if note.is_empty() {
+            return Err(ActionError::Invalid("note must not be empty".into()));
+        }
+        if note.len() > triage::MAX_NOTE {
+            return Err(ActionError::Invalid(format!(
+                "note is longer than {} bytes",
+                triage::MAX_NOTE
+            )));
+        }
+        if req.to == TriageState::Open {
+            return Err(ActionError::Invalid(
+                "to must be acknowledged, confirmed, false_positive or released".into(),
+            ));
+        }
+        let days = req.exception_days.unwrap_or(DEFAULT_EXCEPTION_DAYS);
+        if !(1..=MAX_EXCEPTION_DAYS).contains(&days) {
+            return Err(ActionError::Invalid(format!(
+                "exception_days must be between 1 and {MAX_EXCEPTION_DAYS}"
+            )));
+        }
+        let extend = req
+            .extend
+            .as_deref()
+            .map(|t| {
+                humantime::parse_duration(t)
+                    .ok()
+                    .filter(|d| {
+                        *d >= Duration::from_secs(60) && *d <= Duration::from_secs(30 * 86_400)
+                    })
+                    .ok_or_else(|| {
+                        ActionError::Invalid(format!(
+                            "extend: {t:?} is not a duration between 1m and 30d"
+                        ))
+                    })
+            })
+            .transpose()?;
+        if (extend.is_some() || req.propose_deny) && req.to != TriageState::Confirmed {
+            return Err(ActionError::Invalid(
+                "extend and propose_deny go with to = confirmed".into(),
+            ));
+        }
+        let _one_at_a_time = self.acting.lock();
+        let item = self
+            .suspects(Some(client), Some(&domain))
+            .into_iter()
+            .next()
+            .ok_or_else(|| ActionError::Unknown(client, domain.clone()))?;
+        let group = item.suspect.group.clone();
+        let key = SuspectKey {
+            client,
+            domain: domain.clone(),
+        };
+        // The queue's view: a released suspect alerting again is open.
+        let from = item.state;
+        if !from.allows(req.to) {
+            return Err(TriageError::NotAllowed { from, to: req.to }.into());
+        }
+        if let Some(expect) = req.expect
+            && expect != from
+        {
+            return Err(TriageError::Stale {
+                expected: expect,
+                actual: from,
+            }
+            .into());
+        }
+        let stored_from = self.triage.state(&key);
+        let mut effects = Vec::new();
+        let version = self.pipeline.policy().version.number;
+        let release = |effects: &mut Vec<String>| {
+            let ended = self
+                .pipeline
+                .containment()
+                .release(client, &user.name, note);
+            for e in &ended {
+                effects.push(format!(
+                    "released {} {}",
+                    e.action,
+                    e.domain.as_deref().unwrap_or("(whole client)")
+                ));
+                self.pipeline
+                    .events()
+                    .emit(Event::now(version, EventBody::ContainmentEnded(e.clone())));
+            }
+        };
+        match req.to {
+            TriageState::FalsePositive => {
+                let e = self
+                    .pipeline
+                    .overrides()
+                    .add_exception(
+                        &group,
+                        &domain,
+                        Duration::from_secs(u64::from(days) * 86_400),
+                        &user.name,
+                        note,
+                    )
+                    .map_err(|e| ActionError::Conflict(e.to_string()))?;
+                effects.push(format!(
+                    "exception #{} for {} in group {} until {}",
+                    e.id, e.domain, e.group, e.expires
+                ));
+                release(&mut effects);
+            }
+            TriageState::Released => release(&mut effects),
+            TriageState::Confirmed => {
+                if let Some(by) = extend {
+                    let n = self.pipeline.containment().extend(client, &domain, by);
+                    effects.push(format!(
+                        "extended {n} containments to at least {}",
+                        humantime::format_duration(by)
+                    ));
+                }
+                if req.propose_deny {
+                    let p = self
+                        .propose_deny(&group, &domain, &user.name, note, version)
+                        .map_err(|e| ActionError::Conflict(format!("writing the proposal: {e}")))?;
+                    effects.push(format!("proposal {} to deny {} in {}", p.id, domain, group));
+                }
+            }
+            TriageState::Acknowledged | TriageState::Open => {}
+        }
+        let t = Transition {
+            key,
+            group,
+            from: stored_from,
+            to: req.to,
+            user: user.name.clone(),
+            at: now_rfc3339(),
+            note: note.to_string(),
+            effects,
+        };
+        self.triage.commit(t.clone())?;
+        Ok(t)
+    }
+
+    fn propose_deny(
+        &self,
+        group: &str,
+        domain: &str,
+        author: &str,
+        note: &str,
+        version: u64,
+    ) -> io::Result<Proposal> {
+        let dir = self
+            .proposals_dir
+            .as_ref()
+            .ok_or_else(|| io::Error::other("proposals need [store] state_dir"))?;
+        std::fs::create_dir_all(dir)?;
+        let id = format!(
+            "{}-{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            group,
+            domain
+        )
+        .replace(
+            |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
+            "_",
+        );
+        let p = Proposal {
+            id: id.clone(),
+            group: group.to_string(),
+            domain: domain.to_string(),
+            author: author.to_string(),
+            note: note.to_string(),
+            created: now_rfc3339(),
+            against_version: version,
+            change: format!(
+                "[[groups]] name = {group:?}: add \"{domain}\" and \"*.{domain}\" to deny, then reload"
+            ),
+        };
+        let bytes = serde_json::to_vec_pretty(&p).map_err(io::Error::other)?;
+        write_atomic(dir, &format!("{id}.json"), &bytes)?;
+        Ok(p)
+    }
+
+    /// Proposals written by "confirmed", newest first.
+    #[must_use]
+    pub fn proposals(&self) -> Vec<Proposal> {
+        let Some(dir) = &self.proposals_dir else {
+            return Vec::new();
+        };
+        let mut out: Vec<Proposal> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.ends_with(".json") && !n.starts_with(".tmp-")
+            })
+            .take(MAX_PROPOSALS)
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        out.sort_by(|a: &Proposal, b| b.id.cmp(&a.id));
+        out
+    }
+}
+
+/// Fold in-memory alerts (newest first) into suspects like the analyst does with the log:
+/// highest score first, then latest.
+fn fold_recent(alerts: Vec<RecentAlert>) -> Vec<Suspect> {
+    let mut by: std::collections::HashMap<(IpAddr, String), Suspect> =
+        std::collections::HashMap::new();
+    for a in alerts.into_iter().rev() {
+        let ts = chrono::DateTime::parse_from_rfc3339(&a.ts)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let alert = a.alert;
+        let s = by
+            .entry((alert.client, alert.domain.clone()))
+            .or_insert_with(|| Suspect {
+                client: alert.client,
+                domain: alert.domain.clone(),
+                group: alert.group.clone(),
+                alerts: 0,
+                max_score: 0,
+                breakdown: std::collections::BTreeMap::new(),
+                first_seen: ts,
+                last_seen: ts,
+                window: alert.window.clone(),
+                bytes_estimate: 0,
+                actions: Vec::new(),
+                monitor_only: alert.monitor_only,
+                exception: None,
+                samples: Vec::new(),
+                containment: analyst::Containment::None,
+            });
+        s.alerts += 1;
+        s.last_seen = ts;
+        s.group = alert.group;
+        s.window = alert.window;
+        s.monitor_only = alert.monitor_only;
+        s.exception = alert.exception;
+        s.bytes_estimate = s.bytes_estimate.max(alert.bytes_estimate);
+        if !s.actions.contains(&alert.action) {
+            s.actions.push(alert.action);
+        }
+        if alert.score >= s.max_score {
+            s.max_score = alert.score;
+            s.breakdown = alert.breakdown;
+        }
+        for sample in alert.samples.into_iter().rev() {
+            s.samples.retain(|x| *x != sample);
+            s.samples.insert(0, sample);
+        }
+        s.samples.truncate(3);
+    }
+    let mut out: Vec<Suspect> = by.into_values().collect();
+    out.sort_by(|a, b| {
+        b.max_score
+            .cmp(&a.max_score)
+            .then(b.last_seen.cmp(&a.last_seen))
+    });
+    out
+}
+
+fn load_users(
+    tokens_file: Option<&Path>,
+    token_file: Option<&Path>,
+) -> Result<Users, ConfigProblems> {
+    // The admin token is a secret: the same checks as the admin API's (owner-only file,
+    // `credential:NAME`).
+    let legacy = match token_file
+        .map(|f| {
+            crate::govern::secret_file::read_secret_file(f)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
+        .transpose()
+    {
+        Ok(t) => t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        Err(e) => {
+            let mut p = ConfigProblems::default();
+            p.push("admin.token_file", e.to_string());
+            return Err(p);
+        }
+    };
+    Users::load(tokens_file, legacy.as_deref())
+}

@@ -1,0 +1,312 @@
+//! Users and roles: named API tokens from `admin.tokens_file`, each with a role, and the one
+//! role check ([`require`]) every review handler calls.
+//!
+//! The tokens file holds one user per line, `name role sha256-hex`, where the hash is the
+//! SHA-256 of the token (so the file does not hold the secret itself); `#` starts a comment.
+//!
+//! ```text
+//! # name   role      sha256 of the token
+//! alice    analyst   5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+//! carol    viewer    …
+//! ```
+//!
+//! The single `admin.token_file` token keeps working: it is the user `admin` with role
+//! [`Role::Admin`]. Presented tokens are hashed and compared in constant time against every
+//! entry, so neither the match nor its position leaks through timing.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config_error::ConfigProblems;
+
+/// Most users in a tokens file.
+pub const MAX_USERS: usize = 1000;
+/// Name the legacy single admin token acts as.
+pub const LEGACY_ADMIN: &str = "admin";
+
+/// What a user may do. Ordered: each role may do everything the ones below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read the queue, suspects, agents and policy history.
+    Viewer,
+    /// Also triage suspects, release containments, add exceptions.
+    Analyst,
+    /// Also reload and roll back the policy and reload the tokens file.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as written in the tokens file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Analyst => "analyst",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Self::Viewer),
+            "analyst" => Some(Self::Analyst),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// The name every audit event carries.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// The user lacks the role an action needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{user} is {have}; this needs the {need} role")]
+pub struct Forbidden {
+    /// Who asked.
+    pub user: String,
+    /// Their role.
+    pub have: Role,
+    /// The role needed.
+    pub need: Role,
+}
+
+/// The role check the review handlers call before doing anything.
+///
+/// # Errors
+/// [`Forbidden`] when `user`'s role is below `need`.
+pub fn require(user: &User, need: Role) -> Result<(), Forbidden> {
+    if user.role >= need {
+        Ok(())
+    } else {
+        Err(Forbidden {
+            user: user.name.clone(),
+            have: user.role,
+            need,
+        })
+    }
+}
+
+/// SHA-256 of a token, as stored in the tokens file.
+#[must_use]
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// [`hash_token`] in hex, for writing a tokens file.
+#[must_use]
+pub fn hash_token_hex(token: &str) -> String {
+    hex::encode(hash_token(token))
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    user: User,
+    hash: [u8; 32],
+}
+
+/// The known users.
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    entries: Vec<Entry>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
+impl Users {
+    /// Users from the text of a tokens file (`source` names it in problems) plus the legacy
+    /// admin token. Every problem of the file is reported at once.
+    ///
+    /// # Errors
+    /// The problems found, each with its `file:line`.
+    pub fn parse(
+        text: &str,
+        source: &str,
+        legacy_admin_token: Option<&str>,
+    ) -> Result<Self, ConfigProblems> {
+        let mut problems = ConfigProblems::default();
+        let mut users = Self::default();
+        if let Some(t) = legacy_admin_token {
+            users.entries.push(Entry {
+                user: User {
+                    name: LEGACY_ADMIN.into(),
+                    role: Role::Admin,
+                },
+                hash: hash_token(t),
+            });
+        }
+        for (i, line) in text.lines().enumerate() {
+            let at = format!("{source}:{}", i + 1);
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [name, role, hash] = fields[..] else {
+                problems.push(at, "expected `name role sha256-hex-of-token`");
+                continue;
+            };
+            if !valid_name(name) {
+                problems.push(
+                    at.clone(),
+                    format!("user name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - @"),
+                );
+            }
+            let role = Role::parse(role);
+            if role.is_none() {
+                problems.push(at.clone(), "role must be viewer, analyst or admin");
+            }
+            let mut digest = [0u8; 32];
+            if hash.len() != 64 || hex::decode_to_slice(hash, &mut digest).is_err() {
+                problems.push(
+                    at.clone(),
+                    "the token must be given as its SHA-256 in 64 hex digits (dnsward review hash-token)",
+                );
+            }
+            if users.entries.iter().any(|e| e.user.name == name) {
+                problems.push(at.clone(), format!("user {name:?} is listed twice"));
+            }
+            if users.entries.iter().any(|e| e.hash == digest) {
+                problems.push(at.clone(), "this token is already someone else's");
+            }
+            if users.entries.len() >= MAX_USERS {
+                problems.push(at, format!("more than {MAX_USERS} users"));
+                break;
+            }
+            if let Some(role) = role {
+                users.entries.push(Entry {
+                    user: User {
+                        name: name.to_string(),
+                        role,
+                    },
+                    hash: digest,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(users)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Read `tokens_file` (if any) and add the legacy admin token.
+    ///
+    /// # Errors
+    /// The file cannot be read, or has problems.
+    pub fn load(
+        tokens_file: Option<&Path>,
+        legacy_admin_token: Option<&str>,
+    ) -> Result<Self, ConfigProblems> {
+        let Some(path) = tokens_file else {
+            return Self::parse("", "", legacy_admin_token);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string(), legacy_admin_token),
+            Err(e) => {
+                let mut p = ConfigProblems::default();
+                p.push(path.display().to_string(), e.to_string());
+                Err(p)
+            }
+        }
+    }
+
+    /// The user whose token this is. Compares against every entry in constant time.
+    #[must_use]
+    pub fn authenticate(&self, token: &str) -> Option<User> {
+        let presented = hash_token(token);
+        let mut found = None;
+        for e in &self.entries {
+            let diff = e
+                .hash
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(e.user.clone());
+            }
+        }
+        found
+    }
+
+    /// Every user (names and roles, never hashes).
+    #[must_use]
+    pub fn list(&self) -> Vec<User> {
+        self.entries.iter().map(|e| e.user.clone()).collect()
+    }
+
+    /// Whether no token at all is configured.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_file_roles_and_the_legacy_admin() {
+        let text = format!(
+            "# comment\nalice analyst {}\ncarol viewer {} # trailing\n",
+            hash_token_hex("alice-token"),
+            hash_token_hex("carol-token")
+        );
+        let u = Users::parse(&text, "tokens", Some("legacy-admin-token")).unwrap();
+        assert_eq!(u.authenticate("alice-token").unwrap().role, Role::Analyst);
+        assert_eq!(u.authenticate("carol-token").unwrap().name, "carol");
+        let admin = u.authenticate("legacy-admin-token").unwrap();
+        assert_eq!((admin.name.as_str(), admin.role), ("admin", Role::Admin));
+        assert!(u.authenticate("nope").is_none());
+        let carol = u.authenticate("carol-token").unwrap();
+        assert!(require(&carol, Role::Viewer).is_ok());
+        let e = require(&carol, Role::Analyst).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "carol is viewer; this needs the analyst role"
+        );
+        assert!(require(&admin, Role::Analyst).is_ok());
+    }
+
+    #[test]
+    fn every_problem_of_a_tokens_file_is_reported() {
+        let text = format!(
+            "bad name! analyst {h}\nbob superuser {h}\nbob viewer nothex\nx\n",
+            h = hash_token_hex("t")
+        );
+        let p = Users::parse(&text, "tokens", None).unwrap_err();
+        let all = p.to_string();
+        for needle in [
+            "tokens:1",
+            "tokens:2: role must be",
+            "tokens:3",
+            "SHA-256",
+            "tokens:4",
+        ] {
+            assert!(all.contains(needle), "{needle} in {all}");
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The review (issue 12) through a running server: every role boundary of the review API, every
+//! triage transition with its side effects (exception + release, extension, deny proposal),
+//! persistence across a restart, and the audit events naming the user.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dnsward::app::RunningApp;
+use dnsward::clock::ManualClock;
+use dnsward::config::Config;
+use dnsward::detect::testgen;
+use dnsward::review::users::hash_token_hex;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+pub const ADMIN: &str = "review-admin-token-0123456789abcdef0123456789";
+pub const ALICE: &str = "alice-analyst-token-0123456789abcdef012345";
+pub const CAROL: &str = "carol-viewer-token-0123456789abcdef0123456";
+
+/// A dnsward for review tests: events, state and tokens in `dir`, so a second start on the same
+/// `dir` is a restart.
+pub struct ReviewServer {
+    pub app: Option<RunningApp>,
+    pub udp: SocketAddr,
+    pub base: String,
+    pub events_path: PathBuf,
+}
+
+pub fn review_config(dir: &Path, upstream: SocketAddr) -> PathBuf {
+    crate::harness::write_secret(&dir.join("token"), ADMIN);
+    std::fs::write(
+        dir.join("tokens"),
+        format!(
+            "# review users\nalice analyst {}\ncarol viewer {}\n",
+            hash_token_hex(ALICE),
+            hash_token_hex(CAROL)
+        ),
+    )
+    .unwrap();
+    let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
+    let text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+udp_workers = 2
+[admin]
+listen = "127.0.0.1:0"
+token_file = "token"
+tokens_file = "tokens"
+[upstream]
+servers = [{{ address = "{upstream}", timeout = "500ms" }}]
+timeout = "1s"
+[zones]
+dir = "{zones}"
+[events]
+sink = "file"
+path = "{events}"
+allowed = "on"
+[store]
+state_dir = "{state}"
+[[groups]]
+name = "rev"
+cidrs = ["127.0.0.80/28"]
+allow = ["*.tun.example", "*.tun2.example", "www.example"]
+[groups.detect]
+alert = 30
+throttle = 40
+sinkhole = 50
+quarantine = 60
+"#,
+        zones = zones.display(),
+        events = dir.join("events.jsonl").display(),
+        state = dir.join("state").display(),
+    );
+    let path = dir.join("dnsward.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl ReviewServer {
+    pub async fn start(
+        dir: &Path,
+        upstream: SocketAddr,
+        clock: std::sync::Arc<ManualClock>,
+    ) -> Self {
+        let path = review_config(dir, upstream);
+        let cfg = Config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+        let app = RunningApp::start_with_clock(&cfg, clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            udp: app.dns.udp_addrs[0],
+            base: format!("http://{}", app.admin.as_ref().unwrap().addr),
+            app: Some(app),
+            events_path: dir.join("events.jsonl"),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+
+    pub async fn get(&self, token: Option<&str>, path: &str) -> (u16, Value) {
+        let mut r = reqwest::Client::new().get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Wait until the queue (as `token`) lists `client` on `domain` (the event writer is
+    /// asynchronous); returns the item.
+    pub async fn wait_for_suspect(&self, client: &str, domain: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self
+                .get(Some(CAROL), "/api/v1/review/suspects?state=all")
+                .await;
+            assert_eq!(status, 200, "{body}");
+            if let Some(s) = body["suspects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["client"] == client && s["domain"] == domain)
+            {
+                return s.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{client} on {domain} never queued: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Send a base32 tunnel to `domain` from `src`, advancing the clock; returns refused answers.
+pub async fn tunnel(udp: SocketAddr, clock: &ManualClock, src: &str, domain: &str) -> usize {
+    let traffic = testgen::iodine_base32(domain, 120, 11);
+    let mut refused = 0;
+    // The tunnel echoes its DNS Cookie, so its source address is proven and dnsward may
+    // quarantine it (spoofable UDP evidence only sinkholes the domain).
+    let mut cookie: Option<Vec<u8>> = None;
+    for q in &traffic.queries {
+        let packet = with_cookie(raw_name_query(&q.qname, q.qtype), [7; 8], cookie.as_deref());
+        let raw = udp_raw(udp, src.parse().unwrap(), &packet).await.unwrap();
+        if let Some(c) = server_cookie(&raw) {
+            cookie = Some(c);
+        }
+        if Message::from_vec(&raw).unwrap().metadata.response_code == ResponseCode::Refused {
+            refused += 1;
+        }
+        clock.advance(traffic.interval);
+    }
+    refused
+}
+
+pub async fn answered(udp: SocketAddr, src: &str) -> bool {
+    udp_query(udp, src, "www.example", RecordType::A)
+        .await
+        .metadata
+        .response_code
+        == ResponseCode::NoError
+}
+
+fn step(to: &str, note: &str) -> Value {
+    json!({ "to": to, "note": note })
+}
+
+const T80: &str = "/api/v1/review/suspects/127.0.0.80/tun.example/transition";
+const T81: &str = "/api/v1/review/suspects/127.0.0.81/tun2.example/transition";
+
+#[tokio::test]
+async fn roles_transitions_side_effects_restart_and_audit() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.80", "tun.example").await > 0);
+    assert!(!answered(s.udp, "127.0.0.80").await, "quarantined");
+    let item = s.wait_for_suspect("127.0.0.80", "tun.example").await;
+    assert_eq!(item["state"], "open");
+    assert_eq!(item["group"], "rev");
+    assert!(item["max_score"].as_u64().unwrap() >= 60, "{item}");
+    assert!(
+        item["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "quarantine")
+    );
+
+    // Authentication: no token, an unknown token, a token in the query string: 401.
+    assert_eq!(s.get(None, "/api/v1/review/suspects").await.0, 401);
+    assert_eq!(
+        s.get(Some("nope-nope-nope"), "/api/v1/review/suspects")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        s.get(None, &format!("/api/v1/review/suspects?token={CAROL}"))
+            .await
+            .0,
+        401
+    );
+    let (_, me) = s.get(Some(ALICE), "/api/v1/review/whoami").await;
+    assert_eq!(me, json!({"user": "alice", "role": "analyst"}));
+    let (_, me) = s.get(Some(ADMIN), "/api/v1/review/whoami").await;
+    assert_eq!(me, json!({"user": "admin", "role": "admin"}));
+
+    // Role boundaries: a viewer reads but cannot triage or release; an analyst cannot reload,
+    // roll back or see the tokens; the admin can.
+    let (status, body) = s.post(CAROL, T80, step("released", "viewer tries")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("carol is viewer"));
+    assert_eq!(s.post(CAROL, T80, step("acknowledged", "x")).await.0, 403);
+    let (status, body) = s
+        .post(ALICE, "/api/v1/review/policy/reload", json!({}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        s.post(
+            ALICE,
+            "/api/v1/review/policy/rollback",
+            json!({"reason": "x"})
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(s.get(Some(ALICE), "/api/v1/review/tokens").await.0, 403);
+    assert_eq!(
+        s.post(ALICE, "/api/v1/review/tokens/reload", json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        s.post(CAROL, "/api/v1/review/policy/reload", json!({}))
+            .await
+            .0,
+        403
+    );
+    // The pre-existing admin API still takes only the admin token.
+    assert_eq!(
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/policy/reload", s.base))
+            .bearer_auth(ALICE)
+            .json(&json!({"actor": "alice"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    let (status, users) = s.get(Some(ADMIN), "/api/v1/review/tokens").await;
+    assert_eq!(status, 200);
+    assert_eq!(users.as_array().unwrap().len(), 3, "{users}");
+    assert!(
+        !users.to_string().contains(&hash_token_hex(ALICE)),
+        "hashes are never shown"
+    );
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/reload",
+            json!({"message": "no change"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for path in [
+        "/api/v1/review/agents",
+        "/api/v1/review/policy/history",
+        "/api/v1/review/exceptions",
+        "/api/v1/review/proposals",
+    ] {
+        assert_eq!(s.get(Some(CAROL), path).await.0, 200, "{path}");
+    }
+
+    // Input checks: empty note, unknown state, a step the workflow refuses, an unknown suspect.
+    assert_eq!(s.post(ALICE, T80, step("acknowledged", "  ")).await.0, 400);
+    assert_eq!(s.post(ALICE, T80, step("escalated", "x")).await.0, 400);
+    assert_eq!(s.post(ALICE, T80, step("open", "x")).await.0, 400);
+    assert_eq!(
+        s.post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.99/tun.example/transition",
+            step("acknowledged", "x")
+        )
+        .await
+        .0,
+        404
+    );
+
+    // open -> acknowledged (a stale `expect` is refused), then -> confirmed with an extension
+    // and a deny-list proposal.
+    let (status, t) = s
+        .post(
+            ALICE,
+            T80,
+            json!({"to": "acknowledged", "note": "looking", "expect": "open"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(
+        (t["from"].as_str(), t["to"].as_str(), t["user"].as_str()),
+        (Some("open"), Some("acknowledged"), Some("alice"))
+    );
+    let (status, body) = s
+        .post(
+            ALICE,
+            T80,
+            json!({"to": "confirmed", "note": "x", "expect": "open"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        s.post(ALICE, T80, step("acknowledged", "again")).await.0,
+        409
+    );
+    let (status, t) = s
+        .post(
+            ALICE,
+            T80,
+            json!({"to": "confirmed", "note": "real iodine", "extend": "6h", "propose_deny": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let effects = t["effects"].to_string();
+    assert!(
+        effects.contains("extended ") && !effects.contains("extended 0"),
+        "{effects}"
+    );
+    assert!(effects.contains("proposal"), "{effects}");
+    let (_, quarantines) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
+    assert!(
+        quarantines[0]["expires_in_secs"].as_u64().unwrap() >= 6 * 3600 - 5,
+        "{quarantines}"
+    );
+    let (_, proposals) = s.get(Some(CAROL), "/api/v1/review/proposals").await;
+    assert_eq!(proposals[0]["author"], "alice");
+    assert_eq!(proposals[0]["domain"], "tun.example");
+    assert_eq!(proposals[0]["group"], "rev");
+    assert!(
+        !answered(s.udp, "127.0.0.80").await,
+        "confirmed: still contained"
+    );
+    // The policy is not changed by a proposal.
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    // confirmed -> released: the client is answered again.
+    let (status, t) = s.post(ALICE, T80, step("released", "agent rebuilt")).await;
+    assert_eq!(status, 200, "{t}");
+    assert!(
+        t["effects"].to_string().contains("released quarantine"),
+        "{t}"
+    );
+    assert!(answered(s.udp, "127.0.0.80").await);
+    assert_eq!(s.post(ALICE, T80, step("acknowledged", "x")).await.0, 409);
+
+    // A second client: open -> false_positive adds the exception and releases in one action.
+    assert!(tunnel(s.udp, &clock, "127.0.0.81", "tun2.example").await > 0);
+    s.wait_for_suspect("127.0.0.81", "tun2.example").await;
+    assert!(!answered(s.udp, "127.0.0.81").await);
+    let (status, t) = s
+        .post(
+            ALICE,
+            T81,
+            json!({"to": "false_positive", "note": "vendor backup sync", "exception_days": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert!(
+        answered(s.udp, "127.0.0.81").await,
+        "released with the false positive"
+    );
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    let ex = ex.as_array().unwrap();
+    assert!(
+        ex.iter().any(|e| e["domain"] == "tun2.example"
+            && e["group"] == "rev"
+            && e["actor"] == "alice"
+            && e["reason"] == "vendor backup sync"),
+        "{ex:?}"
+    );
+    // The exception works: the same traffic from the same client is no longer contained.
+    assert_eq!(tunnel(s.udp, &clock, "127.0.0.81", "tun2.example").await, 0);
+    // The queue no longer lists either (default: pending only).
+    let (_, pending) = s.get(Some(CAROL), "/api/v1/review/suspects").await;
+    assert!(
+        pending["suspects"].as_array().unwrap().is_empty(),
+        "{pending}"
+    );
+
+    // Restart on the same state: the triage records are still there.
+    s.stop().await;
+    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let (status, shown) = s
+        .get(
+            Some(CAROL),
+            "/api/v1/review/suspects/127.0.0.80/tun.example",
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["suspect"]["state"], "released");
+    let steps: Vec<(&str, &str)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["to"].as_str().unwrap(), h["user"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("acknowledged", "alice"),
+            ("confirmed", "alice"),
+            ("released", "alice")
+        ]
+    );
+    assert!(!shown["timeline"]["items"].as_array().unwrap().is_empty());
+    assert!(!shown["timeline"]["series"].as_array().unwrap().is_empty());
+    let item = s.wait_for_suspect("127.0.0.81", "tun2.example").await;
+    assert_eq!(item["state"], "false_positive");
+    s.stop().await;
+
+    // Audit: every transition is an admin event with the user, in the (chained) event log.
+    let events: Vec<Value> = std::fs::read_to_string(&s.events_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for action in [
+        "triage_acknowledged",
+        "triage_confirmed",
+        "triage_released",
+        "triage_false_positive",
+    ] {
+        assert!(
+            events.iter().any(|e| e["kind"] == "admin"
+                && e["action"] == action
+                && e["actor"] == "alice"
+                && e["status"] == 200),
+            "no {action} by alice"
+        );
+    }
+    assert!(events.iter().any(|e| e["kind"] == "admin"
+        && e["status"] == 403
+        && e["actor"] == "carol"
+        && e["path"] == T80));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "admin" && e["action"] == "reload" && e["actor"] == "admin")
+    );
+    assert!(events.iter().any(|e| {
+        e["kind"] == "containment_ended"
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("released by alice: vendor backup sync")
+    }));
+}
+
+#[tokio::test]
+async fn the_review_cli_lists_shows_and_triages_over_the_api() {
+    use dnsward::review::cli::{ReviewCommand, run};
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.82", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.82", "tun.example").await;
+    let list = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::List {
+            all: false,
+            client: None,
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(list.status, 0, "{}", list.text);
+    assert!(
+        list.text.contains("127.0.0.82 tun.example")
+            && list.text.contains("open")
+            && list.text.contains("quarantine"),
+        "{}",
+        list.text
+    );
+    let show = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::Show {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(show.status, 0, "{}", show.text);
+    assert!(
+        show.text.contains("score") && show.text.contains("breakdown:"),
+        "{}",
+        show.text
+    );
+    // A viewer is refused (exit 1, the API's reason); an unreachable API is exit 2.
+    let refused = run(
+        &s.base,
+        CAROL,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "x".into(),
+        },
+    )
+    .await;
+    assert_eq!(refused.status, 1);
+    assert!(
+        refused.text.starts_with("403: carol is viewer"),
+        "{}",
+        refused.text
+    );
+    let ack = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "on it".into(),
+        },
+    )
+    .await;
+    assert_eq!(ack.status, 0, "{}", ack.text);
+    assert_eq!(
+        ack.text,
+        "127.0.0.82 on tun.example: open -> acknowledged by alice"
+    );
+    let again = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::Ack {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "x".into(),
+        },
+    )
+    .await;
+    assert_eq!(again.status, 1, "{}", again.text);
+    let fp = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::FalsePositive {
+            client: "127.0.0.82".into(),
+            domain: "tun.example".into(),
+            note: "backup".into(),
+            days: Some(2),
+        },
+    )
+    .await;
+    assert_eq!(fp.status, 0, "{}", fp.text);
+    assert!(
+        fp.text.contains("exception #") && fp.text.contains("released quarantine"),
+        "{}",
+        fp.text
+    );
+    assert!(answered(s.udp, "127.0.0.82").await);
+    let empty = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::List {
+            all: false,
+            client: None,
+            json: false,
+        },
+    )
+    .await;
+    assert_eq!(empty.text, "no suspects to review");
+    s.stop().await;
+    let down = run(
+        &s.base,
+        ALICE,
+        &ReviewCommand::List {
+            all: true,
+            client: None,
+            json: true,
+        },
+    )
+    .await;
+    assert_eq!(down.status, 2, "{}", down.text);
+}
+
+#[tokio::test]
+async fn without_an_event_file_the_queue_comes_from_the_alerts_in_memory() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = review_config(dir.path(), up.addr);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("sink = \"file\"", "sink = \"none\"")
+        .lines()
+        .filter(|l| !l.starts_with("path = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let clock = ManualClock::new();
+    let app = RunningApp::start_with_clock(&cfg, clock.clone())
+        .await
+        .unwrap();
+    let s = ReviewServer {
+        udp: app.dns.udp_addrs[0],
+        base: format!("http://{}", app.admin.as_ref().unwrap().addr),
+        app: Some(app),
+        events_path: dir.path().join("events.jsonl"),
+    };
+    assert!(tunnel(s.udp, &clock, "127.0.0.83", "tun.example").await > 0);
+    let item = s.wait_for_suspect("127.0.0.83", "tun.example").await;
+    assert!(item["max_score"].as_u64().unwrap() >= 60, "{item}");
+    assert!(
+        item["breakdown"].as_object().is_some_and(|b| !b.is_empty()),
+        "{item}"
+    );
+    assert!(!item["samples"].as_array().unwrap().is_empty(), "{item}");
+    let (status, t) = s
+        .post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.83/tun.example/transition",
+            step("released", "checked"),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert!(answered(s.udp, "127.0.0.83").await);
+    assert!(!s.events_path.exists(), "no event file was written");
+    let mut s = s;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn two_analysts_acting_at_once_get_one_step_and_one_refusal() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.84", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.84", "tun.example").await;
+    let path = "/api/v1/review/suspects/127.0.0.84/tun.example/transition";
+    let fp = json!({"to": "false_positive", "note": "mine", "exception_days": 1});
+    let rel = step("released", "no, mine");
+    let (a, b) = tokio::join!(s.post(ALICE, path, fp), s.post(ADMIN, path, rel));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let (_, shown) = s
+        .get(
+            Some(CAROL),
+            "/api/v1/review/suspects/127.0.0.84/tun.example",
+        )
+        .await;
+    assert_eq!(shown["history"].as_array().unwrap().len(), 1, "{shown}");
+    // Only the winner's effects happened: at most one exception.
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    assert!(ex.as_array().unwrap().len() <= 1, "{ex}");
+    s.stop().await;
+}
