@@ -131,3 +131,34 @@ fn audit_verify_refuses_a_directory_or_a_missing_file() {
     assert_eq!(code, 1);
     assert!(err.contains("no such file"), "{err}");
 }
+
+#[test]
+fn review_needs_a_token_and_says_when_the_api_is_unreachable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["review", "list"])
+        .env_remove("DNSWARD_TOKEN")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DNSWARD_TOKEN"),
+        "{out:?}"
+    );
+    // A port nothing listens on: unreachable is exit 2, not a refusal (1) or success.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args([
+            "review",
+            "--api",
+            &format!("http://127.0.0.1:{port}"),
+            "list",
+        ])
+        .env("DNSWARD_TOKEN", "x".repeat(40))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

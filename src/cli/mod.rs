@@ -128,6 +128,19 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Triage suspects over the admin API, as the named user whose token is given.
+    Review {
+        /// The admin endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9153", global = true)]
+        api: String,
+        /// File holding your API token (`credential:NAME` for a systemd credential); without
+        /// it the token is read from the environment variable `DNSWARD_TOKEN`.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Which action.
+        #[command(subcommand)]
+        action: crate::review::cli::ReviewCommand,
+    },
     /// DNS-gated egress: the nftables ruleset and the state of the sets.
     Egress {
         /// Configuration file (needs an `[egress]` section).
@@ -297,7 +310,50 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Policy { config, action } => exit(policy::run(&config, action)),
         Command::Egress { config, action } => exit(egress::run(&config, action)),
+        Command::Review {
+            api,
+            token_file,
+            action,
+        } => review(&api, token_file.as_deref(), &action),
     }
+}
+
+/// `dnsward review …`: exit 0 done, 1 refused by the API, 2 the API unreachable or failing.
+fn review(
+    api: &str,
+    token_file: Option<&std::path::Path>,
+    action: &crate::review::cli::ReviewCommand,
+) -> ExitCode {
+    let token = match token_file {
+        Some(f) => crate::govern::secret_file::read_secret_file(f)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+        None => std::env::var("DNSWARD_TOKEN")
+            .map_err(|_| "give --token-file or set DNSWARD_TOKEN".to_string()),
+    };
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dnsward: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dnsward: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = rt.block_on(crate::review::cli::run(api, &token, action));
+    if out.status == 0 {
+        print!("{}", out.text);
+    } else {
+        eprint!("{}", out.text);
+    }
+    ExitCode::from(u8::try_from(out.status).unwrap_or(2))
 }
 
 fn exit(r: anyhow::Result<()>) -> ExitCode {

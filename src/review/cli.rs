@@ -12,15 +12,18 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 /// One review command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum ReviewCommand {
     /// The queue (open and acknowledged suspects; all with `all`).
     List {
         /// Include closed suspects.
+        #[arg(long)]
         all: bool,
         /// Only this client.
+        #[arg(long)]
         client: Option<String>,
         /// Print the JSON answer instead of a table.
+        #[arg(long)]
         json: bool,
     },
     /// One suspect: score breakdown, containment, history, timeline.
@@ -30,6 +33,7 @@ pub enum ReviewCommand {
         /// Registrable domain.
         domain: String,
         /// Print the JSON answer.
+        #[arg(long)]
         json: bool,
     },
     /// open → acknowledged.
@@ -39,6 +43,7 @@ pub enum ReviewCommand {
         /// Registrable domain.
         domain: String,
         /// Why.
+        #[arg(long)]
         note: String,
     },
     /// → confirmed, optionally extending containment and proposing a deny-list entry.
@@ -48,10 +53,13 @@ pub enum ReviewCommand {
         /// Registrable domain.
         domain: String,
         /// Why.
+        #[arg(long)]
         note: String,
         /// Make the containment last at least this long from now (e.g. `24h`).
+        #[arg(long)]
         extend: Option<String>,
         /// Write a deny-list proposal for an admin.
+        #[arg(long)]
         propose_deny: bool,
     },
     /// → false positive: a scoped exception for `days` and a release.
@@ -61,8 +69,10 @@ pub enum ReviewCommand {
         /// Registrable domain.
         domain: String,
         /// Why.
+        #[arg(long)]
         note: String,
         /// Exception length in days (default 7).
+        #[arg(long)]
         days: Option<u32>,
     },
     /// → released: end the client's containment.
@@ -72,6 +82,7 @@ pub enum ReviewCommand {
         /// Registrable domain.
         domain: String,
         /// Why.
+        #[arg(long)]
         note: String,
     },
 }
