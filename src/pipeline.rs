@@ -456,8 +456,17 @@ impl Pipeline {
                 Ok(prepared) => {
                     self.cache.insert(&q, &prepared);
                     let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
-                    self.detector
-                        .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
+                    // Fresh from upstream: its size after the question is the downstream half
+                    // of a tunnel (counted for carrier types only; cache hits carry nothing new).
+                    self.detector.observe_answer_at(
+                        p.client,
+                        registrable_domain(&q.name),
+                        q.qtype,
+                        nxdomain,
+                        raw.len()
+                            .saturating_sub(wire::HEADER_LEN + q.question.len()),
+                        self.clock.now(),
+                    );
                     if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
                         return Some(self.block_target(&ctx, group, target, false));
                     }

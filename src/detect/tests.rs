@@ -122,7 +122,16 @@ fn every_tunnel_tool_is_caught_and_contained() {
         assert!(
             !first.samples.is_empty() && first.samples.iter().all(|s| s.chars().count() <= 100)
         );
-        assert!(first.breakdown.contains_key("pattern"));
+        assert!(
+            first.breakdown.keys().any(|k| k.contains("volume.")),
+            "{:?}",
+            first.breakdown
+        );
+        let volume = first
+            .volume
+            .as_ref()
+            .unwrap_or_else(|| panic!("no volume evidence"));
+        assert!(volume.novel_bytes > 0 && volume.window_secs > 0 && volume.budget_bytes > 0);
         assert!(first.window.unique_subdomains > 0 && first.bytes_estimate > 0);
         assert!(!first.monitor_only);
     }
@@ -199,7 +208,7 @@ fn alert_cadence_first_crossing_rise_and_interval() {
 }
 
 #[test]
-fn exceptions_skip_scoring_and_say_which() {
+fn exceptions_take_appearance_points_but_not_volume() {
     let cfg = DetectConfig {
         exceptions: vec!["Corp-AV.example.".into()],
         ..DetectConfig::default()
@@ -209,36 +218,51 @@ fn exceptions_skip_scoring_and_say_which() {
         exceptions: vec!["telemetry.example.net".into()],
         ..Default::default()
     };
-    for (domain, expect) in [
+    for (i, (domain, expect)) in [
         ("e1.a.akamaiedge.net", "akamaiedge.net"),
         ("x.corp-av.example", "corp-av.example"),
         ("t.telemetry.example.net", "telemetry.example.net"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = ip(20 + u32::try_from(i).unwrap_or(0));
+        let mut top = Level::None;
         for q in testgen::iodine_base32(domain, 100, 3).queries {
-            let a = observe(&d, ip(2), &q.qname, q.qtype, &settings);
+            let a = observe(&d, client, &q.qname, q.qtype, &settings);
             assert_eq!(a.exception.as_deref(), Some(expect));
-            assert_eq!(
-                (a.score, a.level, a.alert.is_some()),
-                (0, Level::None, false)
-            );
+            assert_eq!(a.query_score, 0, "no appearance points");
+            top = top.max(a.level);
             clock.advance(Duration::from_millis(100));
         }
+        // A tunnel under an excepted suffix is still caught by what it sends.
+        assert!(top >= Level::Throttle, "{domain}: {top:?}");
     }
     // The group exception belongs to that group only.
     let other = GroupDetectConfig::default();
-    let levels: Vec<_> = testgen::iodine_base32("t.telemetry.example.net", 100, 3)
-        .queries
-        .iter()
-        .map(|q| observe(&d, ip(3), &q.qname, q.qtype, &other).level)
-        .collect();
-    assert!(levels.iter().any(|l| *l >= Level::Alert));
+    let q = &testgen::iodine_base32("t.telemetry.example.net", 1, 3).queries[0];
+    assert!(
+        observe(&d, ip(3), &q.qname, q.qtype, &other)
+            .exception
+            .is_none()
+    );
+    assert!(observe(&d, ip(3), &q.qname, q.qtype, &other).query_score > 0);
+    // Labels never match anywhere: `_domainkey` under an attacker's domain is scored.
+    let a = observe(
+        &d,
+        ip(3),
+        "mzxw6ytboi2dkmzxw6ytb._domainkey.attacker.example",
+        16,
+        &other,
+    );
+    assert!(a.exception.is_none() && a.query_score > 0);
     // The shipped list can be turned off.
     let (bare, _) = detector(&DetectConfig {
         default_exceptions: false,
         ..DetectConfig::default()
     });
     assert!(
-        observe(&bare, ip(2), "s1._domainkey.acme.com", 16, &other)
+        observe(&bare, ip(2), "e1.a.akamaiedge.net", 1, &other)
             .exception
             .is_none()
     );
@@ -257,8 +281,8 @@ fn windows_expire_with_the_clock() {
     // Half a window later the previous half still counts.
     clock.advance(Duration::from_secs(7 * 60));
     assert!(observe(&d, ip(4), "www.tunnel-example.net", 1, &settings).level >= Level::Alert);
-    // A full window of quiet later, an ordinary query starts from nothing.
-    clock.advance(Duration::from_secs(16 * 60));
+    // A full long window of quiet later, an ordinary query starts from nothing.
+    clock.advance(Duration::from_secs(3 * 3600 + 60));
     let a = observe(&d, ip(4), "www.tunnel-example.net", 1, &settings);
     assert_eq!((a.level, a.domain_score), (Level::None, 0));
 }
@@ -269,7 +293,7 @@ fn nxdomain_ratio_adds_points() {
     let run = |nx: bool| {
         let (d, clock) = detector(&DetectConfig::default());
         let mut a = Assessment::default();
-        for q in testgen::slow_drip("drip-example.com", 60, 8).queries {
+        for q in testgen::slow_drip("drip-example.com", 12, 8).queries {
             a = observe(&d, ip(5), &q.qname, q.qtype, &settings);
             d.observe_rcode(ip(5), "drip-example.com", nx);
             clock.advance(Duration::from_secs(5));
@@ -305,6 +329,7 @@ fn client_volume_spike_is_noticed() {
         count: 0,
         baseline: 100.0,
         minutes_seen: 10,
+        ..ClientState::default()
     };
     idle.count(30);
     assert!(idle.baseline < 1.0);
@@ -465,8 +490,14 @@ fn exfiltration_spread_over_many_clients_is_seen_fleet_wide() {
     }
     let (after, alert) = fleet_alert.unwrap_or_else(|| panic!("no alert"));
     println!("spread over 60 clients: alert after {after} queries");
+    let volume = alert.volume.unwrap_or_else(|| panic!("no volume evidence"));
+    assert_eq!(volume.scope, "domain");
+    assert_eq!(alert.action, "alert", "fleet evidence only alerts");
     assert!(
-        alert.breakdown.contains_key("fleet_wide"),
+        alert
+            .breakdown
+            .keys()
+            .any(|k| k.starts_with("fleet_volume.")),
         "{:?}",
         alert.breakdown
     );
@@ -492,8 +523,16 @@ fn alerts_carry_what_an_analyst_needs() {
         (ip(9), "agents", "tunnel-example.org")
     );
     assert_eq!(a.window.window_secs, 900);
-    assert!(a.window.queries >= 10 && a.window.unique_subdomains >= 8 && a.window.nxdomain >= 9);
-    assert!(a.window.payload_bytes > 500 && a.bytes_estimate > 500);
+    assert!(a.window.queries >= 3 && a.window.unique_subdomains >= 3 && a.window.nxdomain >= 2);
+    assert!(a.window.payload_bytes > 50 && a.bytes_estimate > 50);
+    // The volume that tripped it: whose, which window, how many bytes and names.
+    let v = a
+        .volume
+        .clone()
+        .unwrap_or_else(|| panic!("no volume evidence"));
+    assert_eq!(v.scope, "client_domain");
+    assert!(["short", "window", "long"].contains(&v.window.as_str()));
+    assert!(v.novel_bytes > 50 && v.novel_names >= 3 && v.budget_bytes > 0);
     assert!((1..=3).contains(&a.samples.len()));
     assert!(a.breakdown.keys().any(|k| k.starts_with("query.")));
     let window_points: f64 = a

@@ -30,6 +30,13 @@ pub struct Bucket {
     pub answers: u32,
     /// Of those, NXDOMAIN.
     pub nxdomain: u32,
+    /// Queries whose name was not among the key's recent names ([`super::volume::RecentNames`]).
+    pub novel_names: u32,
+    /// Estimated information in those names, bits ([`super::volume::info_bits`]); names another
+    /// client asked first add nothing.
+    pub novel_bits: u32,
+    /// Answer bytes returned upstream-fresh for carrier types (TXT, NULL, CNAME, MX, ...).
+    pub down_bytes: u32,
 }
 
 /// What a window read returns.
@@ -53,6 +60,15 @@ pub struct WindowStats {
     pub answers: u64,
     /// NXDOMAIN answers.
     pub nxdomain: u64,
+    /// Estimated novel information carried upstream in query names, bytes: the information of
+    /// names not seen recently, scaled down when the distinct-name sketch says some of those
+    /// were repeats after all (a client cycling through more names than the recent-name filter
+    /// holds).
+    pub novel_bytes: u64,
+    /// Distinct names behind `novel_bytes` (estimate).
+    pub novel_names: u64,
+    /// Answer bytes for carrier query types (the downstream half of a tunnel).
+    pub down_bytes: u64,
 }
 
 /// Two half-window buckets and the half-window they belong to.
@@ -88,6 +104,12 @@ impl SlidingWindow {
         &mut self.current
     }
 
+    /// Distinct items in both halves' sketches, alone (cheaper than [`Self::stats`]).
+    #[must_use]
+    pub fn stats_unique(&self) -> u64 {
+        self.current.unique.estimate_union(&self.previous.unique)
+    }
+
     /// Sums both halves.
     #[must_use]
     pub fn stats(&self) -> WindowStats {
@@ -117,7 +139,27 @@ impl SlidingWindow {
             let r = (score_sum as f32 / q, high as f32 / q);
             (r.0, r.1, unique.saturating_mul(sub_bytes) / queries)
         };
+        let novel_names = u64::from(c.novel_names) + u64::from(p.novel_names);
+        let novel_bits = u64::from(c.novel_bits) + u64::from(p.novel_bits);
+        // The filter can only over-count novelty (a name evicted from it and asked again); the
+        // sketch's distinct count caps that.
+        // The sketch is only trusted when it is clearly below the filter's count: within its
+        // error (~13 %, more for small counts) the filter's exact count stands, so the score
+        // does not jitter with the hash seed.
+        let distinct_names = if unique.saturating_mul(5) >= novel_names.saturating_mul(4) {
+            novel_names
+        } else {
+            unique.max(1)
+        };
+        let novel_bytes = if novel_names == 0 {
+            0
+        } else {
+            novel_bits.saturating_mul(distinct_names) / novel_names / 8
+        };
         WindowStats {
+            novel_bytes,
+            novel_names: distinct_names,
+            down_bytes: u64::from(c.down_bytes) + u64::from(p.down_bytes),
             queries,
             unique,
             payload_bytes,
