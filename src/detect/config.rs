@@ -23,8 +23,8 @@ use crate::names::validate_name;
 /// short_window = "1m"       # burst window for information volume, 10s–10m
 /// long_window = "3h"        # slow-drip window, at least the window, at most 48h
 /// short_budget = 768        # novel name bytes per (client, domain) per short window
-/// window_budget = 1200      # ... per detection window
-/// long_budget = 2560        # ... per long window
+/// window_budget = 900       # ... per detection window
+/// long_budget = 8192        # ... per long window
 /// client_budget_factor = 3.0  # a client across all domains gets this many budgets
 /// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
 /// prevalence_window = "24h" # distinct clients per domain are counted over this
@@ -121,10 +121,10 @@ fn default_short_budget() -> u32 {
     768
 }
 fn default_window_budget() -> u32 {
-    1200
+    900
 }
 fn default_long_budget() -> u32 {
-    2560
+    8192
 }
 fn default_client_budget_factor() -> f32 {
     3.0

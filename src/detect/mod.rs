@@ -171,6 +171,9 @@ struct ClientState {
     minutes_seen: u64,
     /// Novel information beyond [`CLIENT_ALLOWANCE_BITS`] per name, across all domains.
     windows: Windows,
+    /// The subdomain parts this client asked last, whatever the domain: `www` or
+    /// `selector1._domainkey` under a hundred domains is one piece of information, not a hundred.
+    recent: RecentNames,
 }
 
 /// State per registrable domain, fleet-wide.
@@ -376,7 +379,8 @@ impl Detector {
         let sub_hash = self.hasher.hash_one(sub);
         let domain_key = self.domain_key(obs.domain);
         let client_hash = self.hasher.hash_one(obs.client);
-        // The whole name's hash, from the two already computed: the name is hashed once.
+        // The whole name's hash, from the two already computed: the name is hashed once. Used
+        // for the fleet-wide "asked by another client" table.
         let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let shared = self.shared.asked_by_other(name_hash, client_hash);
         let high = query_score >= HIGH_QUERY_SCORE;
@@ -419,8 +423,8 @@ impl Detector {
             let age = now.saturating_sub(d.first_seen);
             #[allow(clippy::cast_precision_loss)]
             let p = score::ramp((clients.max(1) as f32).log2(), 1.0, 4.0)
-                * score::ramp(age.as_secs_f32(), 600.0, 3600.0);
-            let prevalence = 1.0 - 0.5 * p;
+                * (0.75 + 0.25 * score::ramp(age.as_secs_f32(), 120.0, 1800.0));
+            let prevalence = 1.0 - 0.8 * p;
             // Fleet evidence: budgets grow with the number of clients (each has its own).
             #[allow(clippy::cast_precision_loss)]
             let fleet_scale = scale * self.client_factor * 2.0 * (clients.max(1) as f32).sqrt();
@@ -429,7 +433,7 @@ impl Detector {
             let ev = Evidence {
                 windows,
                 budgets: self.budgets.scaled(fleet_scale),
-                prevalence: 1.0,
+                prevalence,
                 client_spike: false,
                 scope: Scope::Domain,
             };
@@ -443,10 +447,14 @@ impl Detector {
                     level,
                     self.alert_interval,
                 );
-            (
-                prevalence,
-                due.then_some((fleet_score, fleet_terms, fleet_trip)),
-            )
+            // Prevalence only counts for this client when its own share of the domain's new
+            // information is small: a CDN's hash names come from many clients alike, while a
+            // tunnel client supplies nearly all of its domain's, however many other clients
+            // were made to ask a name or two there.
+            #[allow(clippy::cast_precision_loss)]
+            let share = pair_stats[1].novel_bytes as f32 / (windows[1].novel_bytes.max(1) as f32);
+            let own = 1.0 - (1.0 - prevalence) * score::ramp(1.0 - share, 0.5, 0.9);
+            (own, due.then_some((fleet_score, fleet_terms, fleet_trip)))
         };
 
         // The client across all its domains: only the part of each name beyond an ordinary
@@ -466,8 +474,9 @@ impl Detector {
             )]
             let excess =
                 (sample.bits.saturating_sub(CLIENT_ALLOWANCE_BITS) as f32 * prevalence) as u32;
+            let excess = if c.recent.insert(sub_hash) { excess } else { 0 };
             let client_sample = Sample {
-                hash: name_hash,
+                hash: sub_hash,
                 novel: excess > 0,
                 bits: excess,
                 ..sample

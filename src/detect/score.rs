@@ -215,7 +215,9 @@ pub struct VolumeTrip {
 /// | `client_spike` | ≤ 6 | the client's rate is far above its baseline, × evidence so far |
 ///
 /// Appearance does not gate volume; it accelerates it: bytes count `1 + high-score byte share`
-/// times (up to twice), so a tunnel whose names look encoded is contained after half the bytes.
+/// times (up to twice), so a tunnel whose names look encoded is contained after half the bytes;
+/// names carrying 32 → 96 novel bytes each double that again (benign hashes and IDs are small).
+/// Prevalence (≤ 1) scales the bytes and the pattern points.
 #[must_use]
 pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     let mut b = Breakdown::default();
@@ -224,7 +226,14 @@ pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     let unique = w.unique as f32;
     let confidence = ramp(unique, 2.0, 12.0);
     let high = w.high_share.max(w.high_byte_share);
-    let accel = 1.0 + w.high_byte_share.clamp(0.0, 1.0);
+    // Names carrying much each (tunnels fill them; benign hashes and IDs stay under ~30 bytes)
+    // use the budget up faster, as do names that look encoded.
+    #[allow(clippy::cast_precision_loss)]
+    let per_name = w.novel_bytes as f32 / (w.novel_names.max(1) as f32);
+    // On a prevalent domain random-looking names are the service's design (CDN hashes), so
+    // appearance accelerates less there.
+    let accel = (1.0 + w.high_byte_share.clamp(0.0, 1.0) * e.prevalence)
+        * (1.0 + ramp(per_name, 32.0, 96.0));
     let mut trip = VolumeTrip {
         window: VolumeWindow::Window,
         stats: *w,
@@ -246,11 +255,18 @@ pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
             };
         }
     }
+    // One odd name alone never contains a client: full volume points need four distinct
+    // novel names in the window (a burst of two long names scores a third).
+    #[allow(clippy::cast_precision_loss)]
+    let names = ramp(trip.stats.novel_names as f32, 1.0, 4.0);
+    trip.fraction *= names;
     b.add(e.scope.term(trip.window), VOLUME_POINTS * trip.fraction);
     let evidence = high.max(trip.fraction);
+    // A domain many clients use looks random by design (CDN hashes): its appearance counts
+    // less, as its volume does.
     b.add(
         "pattern",
-        0.4 * w.mean_score.max(w.byte_mean_score) * confidence,
+        0.4 * w.mean_score.max(w.byte_mean_score) * confidence * e.prevalence,
     );
     if w.answers >= 10 {
         #[allow(clippy::cast_precision_loss)]
