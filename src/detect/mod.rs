@@ -427,13 +427,15 @@ impl Detector {
             let prevalence = 1.0 - 0.8 * p;
             // Fleet evidence: budgets grow with the number of clients (each has its own).
             #[allow(clippy::cast_precision_loss)]
-            let fleet_scale = scale * self.client_factor * 2.0 * (clients.max(1) as f32).sqrt();
+            let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
             let mut windows = d.windows.stats();
             windows[0] = window::WindowStats::default();
             let ev = Evidence {
                 windows,
                 budgets: self.budgets.scaled(fleet_scale),
-                prevalence,
+                // Many clients is what fleet evidence is about: no discount for it here; the
+                // budget grows with √clients instead.
+                prevalence: 1.0,
                 client_spike: false,
                 scope: Scope::Domain,
             };
