@@ -7,3 +7,4 @@ mod harness;
 mod observability;
 mod resolver;
 mod robustness;
+mod volume;
