@@ -578,7 +578,7 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
             };
             // Every 10 s tick of this client's own clock, decide what happens this tick.
             let k = t - offset;
-            if k % 20 == 0 {
+            if k.is_multiple_of(20) {
                 let origin = zipf(&mut r, 5000).to_le_bytes();
                 let hash = encode(&[origin.as_slice(), b"origin-salt-v1"].concat(), B32);
                 push(
@@ -617,7 +617,7 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
                     16,
                 );
             }
-            if k % 60 == 0 {
+            if k.is_multiple_of(60) {
                 let file = zipf(&mut r, 20_000)
                     .wrapping_mul(0x2545_f491_4f6c_dd1d)
                     .to_le_bytes();
@@ -640,7 +640,7 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
                     );
                 }
             }
-            if k % 120 == 0 {
+            if k.is_multiple_of(120) {
                 let id = encode(&r.bytes(16), HEX);
                 push(
                     &mut out,
@@ -650,10 +650,10 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
                     1,
                 );
             }
-            if k % 600 == 0 {
+            if k.is_multiple_of(600) {
                 job = format!("job-{}", &base36(&r.bytes(16))[..20]);
             }
-            if k % 30 == 0 {
+            if k.is_multiple_of(30) {
                 let region = regions[usize::try_from(r.below(3)).unwrap_or(0)];
                 push(
                     &mut out,
@@ -679,7 +679,7 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
                     12,
                 );
             }
-            if k % 1200 == 0 {
+            if k.is_multiple_of(1200) {
                 let host = ["www", "api", "mail", "git"][usize::try_from(r.below(4)).unwrap_or(0)];
                 push(
                     &mut out,

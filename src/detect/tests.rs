@@ -795,3 +795,16 @@ fn benign_classes_from_forty_clients_over_a_day_raise_no_alert() {
         alerts.first()
     );
 }
+
+#[test]
+fn state_per_tracked_key_is_small_and_fixed() {
+    // Each table entry is this state behind an `Arc<Mutex<_>>`, plus the cache's key and
+    // bookkeeping (~48 bytes); samples add at most 3 × 100 bytes to suspicious pairs only.
+    let (pair, client, domain) = (
+        std::mem::size_of::<PairState>(),
+        std::mem::size_of::<ClientState>(),
+        std::mem::size_of::<DomainState>(),
+    );
+    println!("bytes per key: client_domain {pair}, client {client}, domain {domain}");
+    assert!(pair <= 900 && client <= 900 && domain <= 1100, "{pair} {client} {domain}");
+}

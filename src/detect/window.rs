@@ -151,11 +151,11 @@ impl SlidingWindow {
         } else {
             unique.max(1)
         };
-        let novel_bytes = if novel_names == 0 {
-            0
-        } else {
-            novel_bits.saturating_mul(distinct_names) / novel_names / 8
-        };
+        let novel_bytes = novel_bits
+            .saturating_mul(distinct_names)
+            .checked_div(novel_names)
+            .unwrap_or(0)
+            / 8;
         WindowStats {
             novel_bytes,
             novel_names: distinct_names,
