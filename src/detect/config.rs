@@ -43,13 +43,15 @@ pub struct DetectConfig {
     #[serde(default = "default_alert_interval", with = "humantime_serde")]
     pub alert_interval: Duration,
     /// Bound on tracked (client, registrable domain) keys; least-used keys are evicted beyond
-    /// it (≈ 350 bytes each).
+    /// it (≈ 870 bytes each: three windows of two sketches, the recent-name filter, samples).
     #[serde(default = "default_max_client_domains")]
     pub max_client_domains: usize,
-    /// Bound on tracked registrable domains (fleet-wide view), evicted likewise.
+    /// Bound on tracked registrable domains (fleet-wide view and prevalence), evicted likewise
+    /// (≈ 1,010 bytes each).
     #[serde(default = "default_max_domains")]
     pub max_domains: usize,
-    /// Bound on tracked clients (volume baselines), evicted likewise.
+    /// Bound on tracked clients (rate baseline and client-wide volume), evicted likewise
+    /// (≈ 830 bytes each).
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
     /// Use the shipped exception list ([`super::exceptions::DEFAULT_EXCEPTIONS`]).

@@ -103,7 +103,9 @@ pub struct Observation<'a> {
 pub struct Assessment {
     /// This query alone, 0–100.
     pub query_score: u8,
-    /// This (client, domain) over the window (or the domain fleet-wide, if higher), 0–100.
+    /// This client's own evidence over its windows, 0–100: the higher of its (client, domain)
+    /// score and its client-wide score. Never the fleet-wide score: another client's queries
+    /// cannot raise it.
     pub domain_score: u8,
     /// What the thresholds are compared against (the domain score: one odd name alone never
     /// contains a client).
@@ -113,7 +115,8 @@ pub struct Assessment {
     /// Set only when an alert is due now: first crossing for the key, a rise in level, or once
     /// per alert interval while it stays high.
     pub alert: Option<AlertEvent>,
-    /// The exception entry that matched (the query was then not scored).
+    /// The exception entry that matched: the name got no appearance points, but its volume
+    /// counted.
     pub exception: Option<String>,
 }
 

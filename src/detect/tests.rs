@@ -806,5 +806,8 @@ fn state_per_tracked_key_is_small_and_fixed() {
         std::mem::size_of::<DomainState>(),
     );
     println!("bytes per key: client_domain {pair}, client {client}, domain {domain}");
-    assert!(pair <= 900 && client <= 900 && domain <= 1100, "{pair} {client} {domain}");
+    assert!(
+        pair <= 900 && client <= 900 && domain <= 1100,
+        "{pair} {client} {domain}"
+    );
 }
