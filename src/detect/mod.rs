@@ -137,8 +137,25 @@ const SAMPLE_MIN_BITS: u32 = 48;
 struct Windows([SlidingWindow; 3]);
 
 impl Windows {
-    fn stats(&self) -> [window::WindowStats; 3] {
-        [self.0[0].stats(), self.0[1].stats(), self.0[2].stats()]
+    /// The short and long windows feed only the volume term; the detection window also the
+    /// pattern and NXDOMAIN terms.
+    fn stats(&mut self) -> [window::WindowStats; 3] {
+        [
+            self.0[0].volume_stats(),
+            self.0[1].stats(),
+            self.0[2].volume_stats(),
+        ]
+    }
+
+    /// Whether any window's raw novel information could reach the volume term's floor (⅛ of
+    /// its budget, after the largest acceleration, 4×); when none can, scoring it is skipped.
+    fn could_score(&self, budgets: Budgets) -> bool {
+        #[allow(clippy::cast_precision_loss)]
+        let over =
+            |w: &SlidingWindow, budget: f32| w.raw_novel_bits() as f32 / 8.0 * 4.0 >= budget / 8.0;
+        over(&self.0[0], budgets.short)
+            || over(&self.0[1], budgets.window)
+            || over(&self.0[2], budgets.long)
     }
 }
 
@@ -421,45 +438,64 @@ impl Detector {
             let d = &mut *guard;
             self.add(&mut d.windows, now, sample);
             d.clients.advance(now, self.prevalence_half);
-            d.clients.current_mut().unique.insert(client_hash);
-            let clients = d.clients.stats_unique();
-            let age = now.saturating_sub(d.first_seen);
-            #[allow(clippy::cast_precision_loss)]
-            let p = score::ramp((clients.max(1) as f32).log2(), 1.0, 4.0)
-                * (0.75 + 0.25 * score::ramp(age.as_secs_f32(), 120.0, 1800.0));
-            let prevalence = 1.0 - 0.8 * p;
-            // Fleet evidence: budgets grow with the number of clients (each has its own).
-            #[allow(clippy::cast_precision_loss)]
-            let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
-            let mut windows = d.windows.stats();
-            windows[0] = window::WindowStats::default();
-            let ev = Evidence {
-                windows,
-                budgets: self.budgets.scaled(fleet_scale),
-                // Many clients is what fleet evidence is about: no discount for it here; the
-                // budget grows with √clients instead.
-                prevalence: 1.0,
-                client_spike: false,
-                scope: Scope::Domain,
-            };
-            let (fleet_score, fleet_terms, fleet_trip) = score::domain_score(&ev);
-            let level = obs.settings.level_for(fleet_score).min(Level::Alert);
-            let due = level >= Level::Alert
-                && alert_due(
-                    &mut d.last_alert_at,
-                    &mut d.last_alert_level,
-                    now,
-                    level,
-                    self.alert_interval,
-                );
-            // Prevalence only counts for this client when its own share of the domain's new
-            // information is small: a CDN's hash names come from many clients alike, while a
-            // tunnel client supplies nearly all of its domain's, however many other clients
-            // were made to ask a name or two there.
-            #[allow(clippy::cast_precision_loss)]
-            let share = pair_stats[1].novel_bytes as f32 / (windows[1].novel_bytes.max(1) as f32);
-            let own = 1.0 - (1.0 - prevalence) * score::ramp(1.0 - share, 0.5, 0.9);
-            (own, due.then_some((fleet_score, fleet_terms, fleet_trip)))
+            let b = d.clients.current_mut();
+            b.unique.insert(client_hash);
+            // Counted so the sketch's cached reading knows when to refresh.
+            b.queries = b.queries.saturating_add(1);
+            // Nothing below can matter while neither this pair nor the domain has sent enough
+            // new information to reach a volume term (the common case: repeated names).
+            let pair_budgets = self.budgets.scaled(scale);
+            let pair_live = st.windows.could_score(pair_budgets);
+            if !pair_live && !d.windows.could_score(self.budgets.scaled(scale)) {
+                (1.0, None)
+            } else {
+                let clients = d.clients.stats_unique();
+                let age = now.saturating_sub(d.first_seen);
+                #[allow(clippy::cast_precision_loss)]
+                let p = score::ramp((clients.max(1) as f32).log2(), 1.0, 4.0)
+                    * (0.75 + 0.25 * score::ramp(age.as_secs_f32(), 120.0, 1800.0));
+                let prevalence = 1.0 - 0.8 * p;
+                // Fleet evidence: budgets grow with the number of clients (each has its own).
+                #[allow(clippy::cast_precision_loss)]
+                let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
+                let fleet_budgets = self.budgets.scaled(fleet_scale);
+                let fleet_window = d.windows.0[1].volume_stats();
+                let fleet = if d.windows.could_score(fleet_budgets) {
+                    let mut windows = d.windows.stats();
+                    windows[0] = window::WindowStats::default();
+                    let ev = Evidence {
+                        windows,
+                        budgets: fleet_budgets,
+                        // Many clients is what fleet evidence is about: no discount for it
+                        // here; the budget grows with √clients instead.
+                        prevalence: 1.0,
+                        client_spike: false,
+                        scope: Scope::Domain,
+                    };
+                    let (fleet_score, fleet_terms, fleet_trip) = score::domain_score(&ev);
+                    let level = obs.settings.level_for(fleet_score).min(Level::Alert);
+                    let due = level >= Level::Alert
+                        && alert_due(
+                            &mut d.last_alert_at,
+                            &mut d.last_alert_level,
+                            now,
+                            level,
+                            self.alert_interval,
+                        );
+                    due.then_some((fleet_score, fleet_terms, fleet_trip))
+                } else {
+                    None
+                };
+                // Prevalence only counts for this client when its own share of the domain's
+                // new information is small: a CDN's hash names come from many clients alike,
+                // while a tunnel client supplies nearly all of its domain's, however many
+                // other clients were made to ask a name or two there.
+                #[allow(clippy::cast_precision_loss)]
+                let share =
+                    pair_stats[1].novel_bytes as f32 / (fleet_window.novel_bytes.max(1) as f32);
+                let own = 1.0 - (1.0 - prevalence) * score::ramp(1.0 - share, 0.5, 0.9);
+                (own, fleet)
+            }
         };
 
         // The client across all its domains: only the part of each name beyond an ordinary
@@ -487,14 +523,20 @@ impl Detector {
                 ..sample
             };
             self.add(&mut c.windows, now, client_sample);
-            let ev = Evidence {
-                windows: c.windows.stats(),
-                budgets: self.budgets.scaled(scale * self.client_factor),
-                prevalence: 1.0,
-                client_spike: spike,
-                scope: Scope::Client,
-            };
-            (spike, score::domain_score(&ev))
+            let budgets = self.budgets.scaled(scale * self.client_factor);
+            if c.windows.could_score(budgets) {
+                let ev = Evidence {
+                    windows: c.windows.stats(),
+                    budgets,
+                    prevalence: 1.0,
+                    client_spike: spike,
+                    scope: Scope::Client,
+                };
+                (spike, score::domain_score(&ev))
+            } else {
+                // Client-wide evidence is volume: below the floor it adds nothing.
+                (spike, (0, Breakdown::default(), VolumeTrip::none()))
+            }
         };
 
         let ev = Evidence {

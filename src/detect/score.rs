@@ -205,6 +205,19 @@ pub struct VolumeTrip {
     pub fraction: f32,
 }
 
+impl VolumeTrip {
+    /// No volume measured.
+    #[must_use]
+    pub fn none() -> Self {
+        Self {
+            window: VolumeWindow::Window,
+            stats: WindowStats::default(),
+            budget: 0.0,
+            fraction: 0.0,
+        }
+    }
+}
+
 /// The score of a (client, domain), a client or a domain over its windows.
 ///
 /// | term | points | why |
