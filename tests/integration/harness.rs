@@ -155,9 +155,21 @@ impl FakeUpstream {
     }
 
     pub async fn start(self) -> RunningUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on the same port: the port the kernel gave UDP may be taken for TCP
+        // (other tests' connections), so try a few.
+        let mut tries = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("fake upstream: TCP port {addr} taken ({e}), trying another");
+                }
+                Err(e) => panic!("fake upstream: no free UDP+TCP port pair: {e}"),
+            }
+        };
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let me = Arc::new(self);
