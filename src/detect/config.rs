@@ -448,3 +448,38 @@ mod tests {
         assert!(Level::Quarantine > Level::Sinkhole && Level::Alert > Level::None);
     }
 }
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    #[test]
+    fn volume_keys_are_validated_together() {
+        let d: DetectConfig = toml::from_str(
+            "short_window = \"2s\"\nlong_window = \"5m\"\nwindow_budget = 10\n\
+             client_budget_factor = 0.5\nshared_name_slots = 10\nprevalence_window = \"1s\"\n\
+             exceptions = [\"_domainkey\", \"_domainkey.example.com\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let g: GroupDetectConfig =
+            toml::from_str("volume_budget_percent = 5").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = ConfigProblems::default();
+        d.validate("detect", &mut p);
+        g.validate("groups[0].detect", &mut p);
+        let locations: Vec<_> = p.problems.iter().map(|x| x.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            [
+                "detect.short_window",
+                "detect.long_window",
+                "detect.window_budget",
+                "detect.client_budget_factor",
+                "detect.shared_name_slots",
+                "detect.prevalence_window",
+                "detect.exceptions[0]",
+                "groups[0].detect.volume_budget_percent",
+            ]
+        );
+        assert!((GroupDetectConfig::default().volume_scale() - 1.0).abs() < f32::EPSILON);
+    }
+}
