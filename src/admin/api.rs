@@ -503,10 +503,7 @@ async fn release(
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let client = crate::policy::identify::canonical(client);
-    let ended = s
-        .pipeline
-        .containment()
-        .release(client, &b.actor, &b.reason);
+    let ended = s.pipeline.release(client, &b.actor, &b.reason);
     if ended.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -310,6 +310,7 @@ mod tests {
             window: crate::events::WindowCounts::default(),
             samples: Vec::new(),
             bytes_estimate: 0,
+            volume: None,
             action: "alert".into(),
             monitor_only: false,
             exception: None,

@@ -20,8 +20,16 @@ use crate::names::validate_name;
 /// max_clients = 16384
 /// default_exceptions = true
 /// exceptions = ["corp-av.example.com"]
+/// short_window = "1m"       # burst window for information volume, 10s–10m
+/// long_window = "3h"        # slow-drip window, at least the window, at most 48h
+/// short_budget = 768        # novel name bytes per (client, domain) per short window
+/// window_budget = 900       # ... per detection window
+/// long_budget = 8192        # ... per long window
+/// client_budget_factor = 3.0  # a client across all domains gets this many budgets
+/// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
+/// prevalence_window = "24h" # distinct clients per domain are counted over this
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectConfig {
     /// Score queries at all. When false, `observe` returns an empty assessment.
@@ -35,21 +43,56 @@ pub struct DetectConfig {
     #[serde(default = "default_alert_interval", with = "humantime_serde")]
     pub alert_interval: Duration,
     /// Bound on tracked (client, registrable domain) keys; least-used keys are evicted beyond
-    /// it (≈ 350 bytes each).
+    /// it (≈ 870 bytes each: three windows of two sketches, the recent-name filter, samples).
     #[serde(default = "default_max_client_domains")]
     pub max_client_domains: usize,
-    /// Bound on tracked registrable domains (fleet-wide view), evicted likewise.
+    /// Bound on tracked registrable domains (fleet-wide view and prevalence), evicted likewise
+    /// (≈ 1,010 bytes each).
     #[serde(default = "default_max_domains")]
     pub max_domains: usize,
-    /// Bound on tracked clients (volume baselines), evicted likewise.
+    /// Bound on tracked clients (rate baseline and client-wide volume), evicted likewise
+    /// (≈ 830 bytes each).
     #[serde(default = "default_max_clients")]
     pub max_clients: usize,
     /// Use the shipped exception list ([`super::exceptions::DEFAULT_EXCEPTIONS`]).
     #[serde(default = "default_enabled")]
     pub default_exceptions: bool,
-    /// More exceptions for every group: domain suffixes, or `_label` entries.
+    /// More exceptions for every group: registrable domains or explicit suffixes (at least two
+    /// labels). An exception only takes away appearance points: the names still count towards
+    /// the volume budgets.
     #[serde(default)]
     pub exceptions: Vec<String>,
+    /// The short information-volume window, for bursts.
+    #[serde(default = "default_short_window", with = "humantime_serde")]
+    pub short_window: Duration,
+    /// The long information-volume window, for slow drips.
+    #[serde(default = "default_long_window", with = "humantime_serde")]
+    pub long_window: Duration,
+    /// Novel query-name bytes (estimated information, see `detect::volume::info_bits`) one
+    /// client may send one registrable domain in `short_window` before the volume term is full.
+    #[serde(default = "default_short_budget")]
+    pub short_budget: u32,
+    /// The same over `window`.
+    #[serde(default = "default_window_budget")]
+    pub window_budget: u32,
+    /// The same over `long_window`.
+    #[serde(default = "default_long_budget")]
+    pub long_budget: u32,
+    /// One client across all its domains gets this many times each budget (counting only the
+    /// part of each name beyond an ordinary host name's few bytes), so spreading a tunnel over
+    /// many domains does not help.
+    #[serde(default = "default_client_budget_factor")]
+    pub client_budget_factor: f32,
+    /// Slots of the fleet-wide table that remembers which client asked a name last (8 bytes
+    /// each, rounded up to a power of two): a name another client asked first is not new
+    /// information from this one.
+    #[serde(default = "default_shared_name_slots")]
+    pub shared_name_slots: usize,
+    /// Distinct clients per registrable domain are counted over this period (prevalence: a
+    /// domain many agents use for long gets up to twice the budget; a tunnel domain is used by
+    /// one).
+    #[serde(default = "default_prevalence_window", with = "humantime_serde")]
+    pub prevalence_window: Duration,
 }
 
 fn default_enabled() -> bool {
@@ -70,6 +113,30 @@ fn default_max_domains() -> usize {
 fn default_max_clients() -> usize {
     16_384
 }
+fn default_short_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_long_window() -> Duration {
+    Duration::from_secs(3 * 3600)
+}
+fn default_short_budget() -> u32 {
+    768
+}
+fn default_window_budget() -> u32 {
+    900
+}
+fn default_long_budget() -> u32 {
+    8192
+}
+fn default_client_budget_factor() -> f32 {
+    3.0
+}
+fn default_shared_name_slots() -> usize {
+    1 << 18
+}
+fn default_prevalence_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 
 impl Default for DetectConfig {
     fn default() -> Self {
@@ -82,6 +149,14 @@ impl Default for DetectConfig {
             max_clients: default_max_clients(),
             default_exceptions: default_enabled(),
             exceptions: Vec::new(),
+            short_window: default_short_window(),
+            long_window: default_long_window(),
+            short_budget: default_short_budget(),
+            window_budget: default_window_budget(),
+            long_budget: default_long_budget(),
+            client_budget_factor: default_client_budget_factor(),
+            shared_name_slots: default_shared_name_slots(),
+            prevalence_window: default_prevalence_window(),
         }
     }
 }
@@ -110,6 +185,44 @@ impl DetectConfig {
                 );
             }
         }
+        if self.short_window < Duration::from_secs(10)
+            || self.short_window > Duration::from_secs(600)
+        {
+            problems.push(format!("{at}.short_window"), "must be between 10s and 10m");
+        }
+        if self.long_window < self.window || self.long_window > Duration::from_secs(48 * 3600) {
+            problems.push(
+                format!("{at}.long_window"),
+                "must be at least `window` and at most 48h",
+            );
+        }
+        for (key, value) in [
+            ("short_budget", self.short_budget),
+            ("window_budget", self.window_budget),
+            ("long_budget", self.long_budget),
+        ] {
+            if !(64..=16 * 1024 * 1024).contains(&value) {
+                problems.push(
+                    format!("{at}.{key}"),
+                    "must be between 64 and 16777216 bytes",
+                );
+            }
+        }
+        if !(self.client_budget_factor >= 1.0 && self.client_budget_factor <= 100.0) {
+            problems.push(
+                format!("{at}.client_budget_factor"),
+                "must be between 1 and 100",
+            );
+        }
+        if !(1024..=1 << 28).contains(&self.shared_name_slots) {
+            problems.push(
+                format!("{at}.shared_name_slots"),
+                "must be between 1024 and 268435456",
+            );
+        }
+        if self.prevalence_window < Duration::from_secs(60) {
+            problems.push(format!("{at}.prevalence_window"), "must be at least 1m");
+        }
         validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
     }
 }
@@ -124,6 +237,7 @@ impl DetectConfig {
 /// sinkhole = 80
 /// quarantine = 90
 /// exceptions = ["telemetry.example.net"]
+/// volume_budget_percent = 100   # scales every volume budget for this group
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +260,14 @@ pub struct GroupDetectConfig {
     /// Exceptions for this group on top of the global ones.
     #[serde(default)]
     pub exceptions: Vec<String>,
+    /// Scales the `[detect]` volume budgets for this group, in percent (10–10000): a group of
+    /// mail relays doing many blocklist lookups may need more, a locked-down group less.
+    #[serde(default = "default_volume_budget_percent")]
+    pub volume_budget_percent: u32,
+}
+
+fn default_volume_budget_percent() -> u32 {
+    100
 }
 
 fn default_alert() -> u8 {
@@ -170,6 +292,7 @@ impl Default for GroupDetectConfig {
             sinkhole: default_sinkhole(),
             quarantine: default_quarantine(),
             exceptions: Vec::new(),
+            volume_budget_percent: default_volume_budget_percent(),
         }
     }
 }
@@ -199,7 +322,21 @@ impl GroupDetectConfig {
                 );
             }
         }
+        if !(10..=10_000).contains(&self.volume_budget_percent) {
+            problems.push(
+                format!("{at}.volume_budget_percent"),
+                "must be between 10 and 10000",
+            );
+        }
         validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
+    }
+
+    /// `volume_budget_percent` as a factor.
+    #[must_use]
+    pub fn volume_scale(&self) -> f32 {
+        #[allow(clippy::cast_precision_loss)] // at most 10,000
+        let percent = self.volume_budget_percent as f32;
+        percent / 100.0
     }
 
     /// The highest level whose threshold `score` reaches.
@@ -225,6 +362,15 @@ fn validate_exceptions(list: &[String], at: &str, problems: &mut ConfigProblems)
         let name = trimmed.strip_suffix('.').unwrap_or(trimmed);
         if let Err(why) = validate_name(name) {
             problems.push(format!("{at}[{i}]"), why);
+        } else if !name.contains('.') {
+            problems.push(
+                format!("{at}[{i}]"),
+                format!(
+                    "{entry:?} is a single label: an exception is a registrable domain or a \
+                     suffix with at least two labels (e.g. \"_domainkey.example.com\"), never a \
+                     label matched anywhere"
+                ),
+            );
         } else if name != entry {
             problems.push(
                 format!("{at}[{i}]"),
@@ -300,5 +446,40 @@ mod tests {
         assert_eq!(g.level_for(85), Level::Sinkhole);
         assert_eq!(g.level_for(100), Level::Quarantine);
         assert!(Level::Quarantine > Level::Sinkhole && Level::Alert > Level::None);
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    #[test]
+    fn volume_keys_are_validated_together() {
+        let d: DetectConfig = toml::from_str(
+            "short_window = \"2s\"\nlong_window = \"5m\"\nwindow_budget = 10\n\
+             client_budget_factor = 0.5\nshared_name_slots = 10\nprevalence_window = \"1s\"\n\
+             exceptions = [\"_domainkey\", \"_domainkey.example.com\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let g: GroupDetectConfig =
+            toml::from_str("volume_budget_percent = 5").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = ConfigProblems::default();
+        d.validate("detect", &mut p);
+        g.validate("groups[0].detect", &mut p);
+        let locations: Vec<_> = p.problems.iter().map(|x| x.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            [
+                "detect.short_window",
+                "detect.long_window",
+                "detect.window_budget",
+                "detect.client_budget_factor",
+                "detect.shared_name_slots",
+                "detect.prevalence_window",
+                "detect.exceptions[0]",
+                "groups[0].detect.volume_budget_percent",
+            ]
+        );
+        assert!((GroupDetectConfig::default().volume_scale() - 1.0).abs() < f32::EPSILON);
     }
 }

@@ -1,16 +1,18 @@
 //! Benign services whose names look like tunnels by design, and the matcher for them.
 //!
 //! Antivirus and reputation lookups put hashes in names, DNS blocklists put reversed IPs, CDNs and
-//! clouds put random tokens, reverse DNS puts 32 hex nibbles. Scoring them would bury real
-//! alerts, so names under these suffixes are not scored (the assessment says which entry
-//! matched). The shipped list can be turned off and extended in `[detect]`, and extended per
-//! group in `[groups.detect]`.
+//! clouds put random tokens, reverse DNS puts 32 hex nibbles. Their names lose their appearance
+//! points (the assessment says which entry matched), but an exception is not a bypass: the names
+//! still count towards the information-volume budgets ([`super::volume`]), so a tunnel under an
+//! excepted suffix is still caught by what it sends. Entries are matched as suffixes on a label
+//! boundary only, never as a label anywhere in the name (`_domainkey` anywhere would let
+//! `<payload>._domainkey.attacker.example` through). The shipped list can be turned off and
+//! extended in `[detect]`, and extended per group in `[groups.detect]`.
 
 use std::collections::HashMap;
 
 /// The shipped list. An entry is a domain suffix matched on a label boundary (`akamaiedge.net`
-/// matches `e1.a.akamaiedge.net`), or a single label starting with `_` matched anywhere in the
-/// name (`_domainkey` matches `s1._domainkey.example.com`).
+/// matches `e1.a.akamaiedge.net`).
 pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     // Antivirus and reputation lookups (hashes in the name).
     "sophosxl.net",
@@ -28,8 +30,6 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "surbl.org",
     "uribl.com",
     "surriel.com",
-    // Mail authentication records.
-    "_domainkey",
     // Reverse DNS: IPv6 nibble names are 32 hex labels.
     "in-addr.arpa",
     "ip6.arpa",
@@ -52,7 +52,7 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
 ];
 
 /// A compiled exception list: answers [`find`] over the same entries with a few hash lookups
-/// (one per parent of the name, one per `_` label) instead of a scan of every entry.
+/// (one per parent of the name) instead of a scan of every entry.
 #[derive(Debug, Clone, Default)]
 pub struct ExceptionSet {
     /// The entries as given, in order: the answer is the first entry (in this order) that
@@ -60,8 +60,6 @@ pub struct ExceptionSet {
     entries: Vec<String>,
     /// Lower-cased suffix entries (trailing dot dropped) → index of their first occurrence.
     suffixes: HashMap<String, usize, foldhash::fast::FixedState>,
-    /// Lower-cased `_label` entries → index of their first occurrence.
-    labels: HashMap<String, usize, foldhash::fast::FixedState>,
     /// Indices of entries the maps cannot represent (empty labels): checked one by one.
     scan: Vec<usize>,
 }
@@ -80,9 +78,7 @@ impl ExceptionSet {
                 continue; // never matches
             }
             let key = e.to_ascii_lowercase();
-            if key.starts_with('_') && !key.contains('.') {
-                set.labels.entry(key).or_insert(i);
-            } else if key.starts_with('.') || key.contains("..") {
+            if key.starts_with('.') || key.contains("..") {
                 set.scan.push(i);
             } else {
                 set.suffixes.entry(key).or_insert(i);
@@ -106,31 +102,16 @@ impl ExceptionSet {
         }
         let mut best: Option<usize> = None;
         let mut keep = |i: usize| best = Some(best.map_or(i, |b| b.min(i)));
-        // One pass over the bytes: at each dot, the label that ends there (for `_label`
-        // entries) and the suffix that starts after it (for domain entries).
-        let (check_suffixes, check_labels) = (!self.suffixes.is_empty(), !self.labels.is_empty());
-        if check_suffixes && let Some(&i) = self.suffixes.get(qname) {
-            keep(i);
-        }
-        let bytes = qname.as_bytes();
-        let mut label_start = 0;
-        for at in 0..=bytes.len() {
-            if at < bytes.len() && bytes[at] != b'.' {
-                continue;
-            }
-            if check_labels
-                && bytes.get(label_start) == Some(&b'_')
-                && let Some(&i) = self.labels.get(&qname[label_start..at])
-            {
+        // One pass over the bytes: at each dot, the suffix that starts after it.
+        if !self.suffixes.is_empty() {
+            if let Some(&i) = self.suffixes.get(qname) {
                 keep(i);
             }
-            if check_suffixes
-                && at < bytes.len()
-                && let Some(&i) = self.suffixes.get(&qname[at + 1..])
-            {
-                keep(i);
+            for (at, _) in qname.bytes().enumerate().filter(|(_, b)| *b == b'.') {
+                if let Some(&i) = self.suffixes.get(&qname[at + 1..]) {
+                    keep(i);
+                }
             }
-            label_start = at + 1;
         }
         for &i in &self.scan {
             if matches(&self.entries[i], qname) {
@@ -158,11 +139,6 @@ pub fn matches(entry: &str, qname: &str) -> bool {
     let entry = entry.strip_suffix('.').unwrap_or(entry);
     if entry.is_empty() {
         return false;
-    }
-    if entry.starts_with('_') && !entry.contains('.') {
-        return qname
-            .split('.')
-            .any(|label| label.eq_ignore_ascii_case(entry));
     }
     let (q, e) = (qname.as_bytes(), entry.as_bytes());
     if q.len() < e.len() || !q[q.len() - e.len()..].eq_ignore_ascii_case(e) {
@@ -225,12 +201,20 @@ mod tests {
     }
 
     #[test]
-    fn underscore_labels_match_anywhere() {
-        assert!(matches("_domainkey", "selector1._domainkey.example.com"));
-        assert!(!matches("_domainkey", "x_domainkey.example.com"));
+    fn labels_never_match_anywhere() {
+        // A label entry is a suffix like any other: it matches only a name ending in it.
+        assert!(!matches("_domainkey", "selector1._domainkey.example.com"));
+        assert!(matches(
+            "_domainkey.example.com",
+            "selector1._domainkey.example.com"
+        ));
+        assert!(!matches(
+            "_domainkey.example.com",
+            "payload._domainkey.attacker.example"
+        ));
         assert_eq!(
             find(DEFAULT_EXCEPTIONS.iter().copied(), "s1._domainkey.acme.com"),
-            Some("_domainkey")
+            None
         );
         assert_eq!(
             find(DEFAULT_EXCEPTIONS.iter().copied(), "api.openai.com"),

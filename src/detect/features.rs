@@ -82,6 +82,9 @@ pub struct QueryFeatures {
     pub ngram_bits: f32,
     /// Score points for the query type alone (0 for A/AAAA).
     pub qtype_points: u8,
+    /// Characters in labels made of digits only (reversed IP addresses, counters): they carry
+    /// at most log2(10) bits each, which the information estimate ([`super::volume`]) uses.
+    pub numeric_chars: usize,
 }
 
 /// Score points for carrying a query of this type: NULL and private types are iodine's, KEY is
@@ -110,11 +113,17 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
     let (mut chars, mut digits, mut labels, mut longest, mut cur) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut all_hex, mut all_b32, mut all_alnum, mut all_b64) = (true, true, true, true);
+    // Digits in the label being read, to tell all-digit labels.
+    let (mut numeric_chars, mut label_digits) = (0usize, 0usize);
     for &b in sub.as_bytes() {
         if b == b'.' {
             if cur > 0 {
                 labels += 1;
+                if label_digits == cur {
+                    numeric_chars += cur;
+                }
             }
+            label_digits = 0;
             longest = longest.max(cur);
             cur = 0;
             continue;
@@ -130,6 +139,7 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
         *slot = slot.saturating_add(1);
         let digit = c.is_ascii_digit();
         digits += usize::from(digit);
+        label_digits += usize::from(digit);
         all_hex &= digit || (b'a'..=b'f').contains(&c);
         all_b32 &= c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c);
         all_alnum &= c.is_ascii_lowercase() || digit || c == b'-';
@@ -137,6 +147,9 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
     }
     if cur > 0 {
         labels += 1;
+        if label_digits == cur {
+            numeric_chars += cur;
+        }
     }
     longest = longest.max(cur);
     let alphabet = if chars == 0 {
@@ -175,6 +188,7 @@ pub fn extract(qname: &str, sub: &str, qtype: u16) -> QueryFeatures {
             ngram::bits_per_char(sub)
         },
         qtype_points: qtype_points(qtype),
+        numeric_chars,
     }
 }
 
@@ -262,6 +276,9 @@ mod tests {
         assert_eq!(x.longest_label, 5);
         assert_eq!(x.sub_chars, 10);
         assert_eq!(x.sub_len, 12);
+        assert_eq!(x.numeric_chars, 0);
+        assert_eq!(f("4.32.1.100").numeric_chars, 7);
+        assert_eq!(f("a1.22.b").numeric_chars, 2);
         assert!((f("12ab").digit_ratio - 0.5).abs() < 1e-6);
         assert_eq!(f("").alphabet, Alphabet::Empty);
         assert!(f("").ngram_bits.abs() < f32::EPSILON);

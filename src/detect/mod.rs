@@ -1,18 +1,25 @@
 //! Tunnel and exfiltration detection: scores every query, per client and registrable domain.
 //!
 //! The pipeline calls [`Detector::observe`] for every query from an identified client (allowed
-//! or not) and [`Detector::observe_rcode`] once the answer is known. Each call:
-//! 1. skips names under an exception (benign services with random-looking names),
-//! 2. scores the name alone from cheap features ([`features`], [`ngram`], [`score::query_score`]),
-//! 3. adds it to three bounded tables: per (client, registrable domain), per registrable domain
-//!    (the fleet-wide view, for exfiltration spread over many agents) and per client (a volume
-//!    baseline that spots spikes); each keeps a sliding window ([`window`]) with a distinct-name
-//!    sketch ([`sketch`]),
-//! 4. scores the windows ([`score::domain_score`]); that score, compared against the group's
-//!    thresholds, gives the [`Level`], and an [`AlertEvent`] when one is due.
+//! or not) and [`Detector::observe_answer_at`] once an upstream answer is known (its rcode and,
+//! for carrier types such as TXT or NULL, its size: the downstream half of a tunnel). Each call:
+//! 1. scores the name's *appearance* from cheap features ([`features`], [`ngram`],
+//!    [`score::query_score`]); a name under an exception ([`exceptions`], matched on a suffix)
+//!    gets no appearance points but is otherwise counted like any other,
+//! 2. estimates the *information* the name carries from its alphabet and structure, and counts
+//!    it only when the name is novel: not asked recently by this key, not asked first by another
+//!    client ([`volume`]),
+//! 3. adds it to three bounded tables: per (client, registrable domain), per client (across
+//!    domains, so spreading over many domains does not help) and per registrable domain (the
+//!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
+//!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]),
+//! 4. scores them ([`score::domain_score`]): the (client, domain) or client-wide score, compared
+//!    against the group's thresholds, gives the [`Level`] and an [`AlertEvent`] when one is due.
+//!    The domain-wide score can only raise an alert: one client's queries never contain another.
 //!
 //! The detector only assesses; the pipeline decides what to do with the level (see
-//! [`crate::contain`]). Memory is bounded by [`DetectConfig`]'s `max_*` keys whatever the traffic.
+//! [`crate::contain`]). Memory is bounded by [`DetectConfig`]'s `max_*` keys and
+//! `shared_name_slots` whatever the traffic.
 
 pub mod config;
 pub mod exceptions;
@@ -23,6 +30,7 @@ pub mod sketch;
 mod table;
 #[doc(hidden)]
 pub mod testgen;
+pub mod volume;
 pub mod window;
 
 use std::hash::{BuildHasher, RandomState};
@@ -33,11 +41,12 @@ use serde::Serialize;
 
 pub use self::config::{DetectConfig, GroupDetectConfig};
 use self::exceptions::ExceptionSet;
-use self::score::{Breakdown, DomainContext, HIGH_QUERY_SCORE};
+use self::score::{Breakdown, Evidence, HIGH_QUERY_SCORE, Scope, VolumeTrip};
 use self::table::BoundedTable;
+use self::volume::{Budgets, RecentNames, SharedNames};
 use self::window::SlidingWindow;
 use crate::clock::SharedClock;
-use crate::events::{AlertEvent, WindowCounts};
+use crate::events::{AlertEvent, VolumeEvidence, WindowCounts};
 use crate::metrics::{ALERTS_TOTAL, DETECTOR_TRACKED_KEYS};
 use crate::names::subdomain_part;
 
@@ -94,7 +103,9 @@ pub struct Observation<'a> {
 pub struct Assessment {
     /// This query alone, 0–100.
     pub query_score: u8,
-    /// This (client, domain) over the window (or the domain fleet-wide, if higher), 0–100.
+    /// This client's own evidence over its windows, 0–100: the higher of its (client, domain)
+    /// score and its client-wide score. Never the fleet-wide score: another client's queries
+    /// cannot raise it.
     pub domain_score: u8,
     /// What the thresholds are compared against (the domain score: one odd name alone never
     /// contains a client).
@@ -104,7 +115,8 @@ pub struct Assessment {
     /// Set only when an alert is due now: first crossing for the key, a rise in level, or once
     /// per alert interval while it stays high.
     pub alert: Option<AlertEvent>,
-    /// The exception entry that matched (the query was then not scored).
+    /// The exception entry that matched: the name got no appearance points, but its volume
+    /// counted.
     pub exception: Option<String>,
 }
 
@@ -112,15 +124,51 @@ pub struct Assessment {
 const SAMPLE_CHARS: usize = 100;
 /// Sample names kept per key.
 const SAMPLES: usize = 3;
+/// Bits of each novel name that the client-wide budget does not count: an ordinary host label
+/// (`www`, `api`, `eu-west-1`) carries about this much, so a client resolving many ordinary
+/// names across many domains does not add up to a tunnel, while one spreading encoded data over
+/// many domains does.
+const CLIENT_ALLOWANCE_BITS: u32 = 32;
+/// A novel name carrying at least this many bits is kept as a sample even if it looks ordinary.
+const SAMPLE_MIN_BITS: u32 = 48;
+
+/// The three information-volume windows of a key: short, detection, long.
+#[derive(Debug, Default)]
+struct Windows([SlidingWindow; 3]);
+
+impl Windows {
+    /// The short and long windows feed only the volume term; the detection window also the
+    /// pattern and NXDOMAIN terms.
+    fn stats(&mut self) -> [window::WindowStats; 3] {
+        [
+            self.0[0].volume_stats(),
+            self.0[1].stats(),
+            self.0[2].volume_stats(),
+        ]
+    }
+
+    /// Whether any window's raw novel information could reach the volume term's floor (⅛ of
+    /// its budget, after the largest acceleration, 4×); when none can, scoring it is skipped.
+    fn could_score(&self, budgets: Budgets) -> bool {
+        #[allow(clippy::cast_precision_loss)]
+        let over =
+            |w: &SlidingWindow, budget: f32| w.raw_novel_bits() as f32 / 8.0 * 4.0 >= budget / 8.0;
+        over(&self.0[0], budgets.short)
+            || over(&self.0[1], budgets.window)
+            || over(&self.0[2], budgets.long)
+    }
+}
 
 /// State per (client, registrable domain).
 #[derive(Debug, Default)]
 struct PairState {
-    /// Counts over the window.
-    window: SlidingWindow,
-    /// Subdomain bytes of high-scoring queries since the key was first tracked.
-    suspicious_bytes: u64,
-    /// A few recent high-scoring names, truncated; allocated only for suspicious queries.
+    /// Counts over the short, detection and long windows.
+    windows: Windows,
+    /// The names this key asked last: repeats add no information.
+    recent: RecentNames,
+    /// Estimated novel information sent in names since the key was first tracked, bits.
+    novel_bits_total: u64,
+    /// A few recent suspicious or informative names, truncated; allocated only for those.
     samples: Vec<String>,
     /// Rotates which sample is replaced.
     sample_turn: usize,
@@ -130,7 +178,7 @@ struct PairState {
     last_alert_level: Level,
 }
 
-/// State per client: a per-minute volume baseline.
+/// State per client: a per-minute rate baseline and client-wide information volume.
 #[derive(Debug, Default)]
 struct ClientState {
     /// The minute being counted.
@@ -141,6 +189,27 @@ struct ClientState {
     baseline: f32,
     /// Minutes of history behind the baseline.
     minutes_seen: u64,
+    /// Novel information beyond [`CLIENT_ALLOWANCE_BITS`] per name, across all domains.
+    windows: Windows,
+    /// The subdomain parts this client asked last, whatever the domain: `www` or
+    /// `selector1._domainkey` under a hundred domains is one piece of information, not a hundred.
+    recent: RecentNames,
+}
+
+/// State per registrable domain, fleet-wide.
+#[derive(Debug, Default)]
+struct DomainState {
+    /// Every client's novel information to this domain (short window unused: fleet evidence
+    /// only alerts, so it can take its time).
+    windows: Windows,
+    /// Distinct clients over `prevalence_window` (the sketch of the window's `unique`).
+    clients: SlidingWindow,
+    /// When this domain was first tracked.
+    first_seen: Duration,
+    /// When the last fleet-wide alert for it was emitted.
+    last_alert_at: Option<Duration>,
+    /// Its level.
+    last_alert_level: Level,
 }
 
 /// Queries per minute above which a client can be spiking at all.
@@ -171,14 +240,37 @@ impl ClientState {
     }
 }
 
+/// What one query adds to a window.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Hash of the name (for the distinct-name sketch).
+    hash: u64,
+    /// Subdomain bytes.
+    sub_len: u32,
+    /// Its appearance score.
+    score: u8,
+    /// Whether that is high.
+    high: bool,
+    /// Whether it was a novel name for this key, and its information in bits if so.
+    novel: bool,
+    /// Information counted, bits.
+    bits: u32,
+}
+
 /// The tunnel/exfiltration detector. `Send + Sync`; share it behind an `Arc`.
 pub struct Detector {
     /// `[detect].enabled`.
     enabled: bool,
-    /// Half the window: the bucket length.
-    half: Duration,
-    /// Window length in seconds, for events.
-    window_secs: u64,
+    /// Half of each volume window (short, detection, long): the bucket lengths.
+    halves: [Duration; 3],
+    /// Lengths of the volume windows in seconds, for events.
+    window_secs: [u64; 3],
+    /// Half the prevalence window.
+    prevalence_half: Duration,
+    /// Per-window budgets for one (client, domain), bytes.
+    budgets: Budgets,
+    /// `[detect].client_budget_factor`.
+    client_factor: f32,
     /// Minimum time between repeated alerts for one key at the same level.
     alert_interval: Duration,
     /// Shipped and `[detect].exceptions` entries, compiled for lookup by suffix.
@@ -186,9 +278,11 @@ pub struct Detector {
     /// Per (client, registrable domain).
     pairs: BoundedTable<PairState>,
     /// Per registrable domain, fleet-wide.
-    domains: BoundedTable<SlidingWindow>,
-    /// Per client volume baseline.
+    domains: BoundedTable<DomainState>,
+    /// Per client.
     clients: BoundedTable<ClientState>,
+    /// Which client asked a name last, fleet-wide.
+    shared: SharedNames,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
     hasher: RandomState,
     /// Time source.
@@ -221,17 +315,41 @@ impl Detector {
         }
         exceptions.extend(cfg.exceptions.iter().map(|e| crate::names::normalise(e)));
         let window = cfg.window.max(Duration::from_secs(2));
+        let short = cfg.short_window.max(Duration::from_secs(2));
+        let long = cfg.long_window.max(window);
+        #[allow(clippy::cast_precision_loss)] // budgets are at most 16 MiB
+        let budgets = Budgets {
+            short: cfg.short_budget as f32,
+            window: cfg.window_budget as f32,
+            long: cfg.long_budget as f32,
+        };
         Self {
             enabled: cfg.enabled,
-            half: window / 2,
-            window_secs: window.as_secs(),
+            halves: [short / 2, window / 2, long / 2],
+            window_secs: [short.as_secs(), window.as_secs(), long.as_secs()],
+            prevalence_half: cfg.prevalence_window.max(Duration::from_secs(2)) / 2,
+            budgets,
+            client_factor: cfg.client_budget_factor.max(1.0),
             alert_interval: cfg.alert_interval,
             exceptions: ExceptionSet::new(exceptions),
             pairs: BoundedTable::new("client_domain", cfg.max_client_domains),
             domains: BoundedTable::new("domain", cfg.max_domains),
             clients: BoundedTable::new("client", cfg.max_clients),
+            shared: SharedNames::new(cfg.shared_name_slots),
             hasher: RandomState::new(),
             clock,
+        }
+    }
+
+    /// Forget what `client` sent: its client-wide state and its state for each of `domains`.
+    /// An operator's release judges that evidence benign; without this, the client's spent
+    /// budgets would contain it again on its next query to any domain.
+    pub fn forget(&self, client: IpAddr, domains: &[&str]) {
+        let client_hash = self.hasher.hash_one(client);
+        self.clients.remove(client_hash);
+        for domain in domains {
+            let key = self.pair_key(client_hash, self.domain_key(domain));
+            self.pairs.remove(key);
         }
     }
 
@@ -247,85 +365,224 @@ impl Detector {
         self.observe_at(obs, self.clock.now())
     }
 
+    /// Adds one query to three windows.
+    fn add(&self, windows: &mut Windows, now: Duration, q: Sample) {
+        for (w, half) in windows.0.iter_mut().zip(self.halves) {
+            w.advance(now, half);
+            let b = w.current_mut();
+            b.unique.insert(q.hash);
+            b.queries = b.queries.saturating_add(1);
+            b.sub_bytes = b.sub_bytes.saturating_add(q.sub_len);
+            b.score_sum = b.score_sum.saturating_add(u32::from(q.score));
+            b.high = b.high.saturating_add(u32::from(q.high));
+            if q.high {
+                b.high_bytes = b.high_bytes.saturating_add(q.sub_len);
+            }
+            b.score_bytes = b
+                .score_bytes
+                .saturating_add(u64::from(q.score) * u64::from(q.sub_len));
+            if q.novel {
+                b.novel_names = b.novel_names.saturating_add(1);
+                b.novel_bits = b.novel_bits.saturating_add(q.bits);
+            }
+        }
+    }
+
     /// [`Self::observe`] at `now`, a reading of this detector's clock that the caller already
     /// took (the pipeline reads the clock once per query for every stage).
+    #[allow(clippy::too_many_lines)] // one pass over three tables, in order
     pub fn observe_at(&self, obs: &Observation<'_>, now: Duration) -> Assessment {
         if !self.enabled {
             return Assessment::default();
         }
+        // An exception takes away appearance points only: the name still counts as volume.
         let exception = self.exceptions.find(obs.qname).or_else(|| {
             let group = obs.settings.exceptions.iter().map(String::as_str);
             exceptions::find(group, obs.qname)
         });
-        if let Some(entry) = exception {
-            return Assessment {
-                exception: Some(entry.to_string()),
-                ..Assessment::default()
-            };
-        }
         let sub = subdomain_part(obs.qname, obs.domain);
         let f = features::extract(obs.qname, sub, obs.qtype);
-        let (query_score, query_terms) = score::query_score(&f);
+        let (query_score, query_terms) = if exception.is_some() {
+            (0, Breakdown::default())
+        } else {
+            score::query_score(&f)
+        };
+        let bits = volume::info_bits(&f);
         let sub_hash = self.hasher.hash_one(sub);
+        let domain_key = self.domain_key(obs.domain);
+        let client_hash = self.hasher.hash_one(obs.client);
+        // The whole name's hash, from the two already computed: the name is hashed once. Used
+        // for the fleet-wide "asked by another client" table.
+        let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let shared = self.shared.asked_by_other(name_hash, client_hash);
         let high = query_score >= HIGH_QUERY_SCORE;
         let sub_len = u32::try_from(f.sub_len).unwrap_or(u32::MAX);
-        let add = |w: &mut SlidingWindow| {
-            w.advance(now, self.half);
-            let b = w.current_mut();
-            b.unique.insert(sub_hash);
-            b.queries = b.queries.saturating_add(1);
-            b.sub_bytes = b.sub_bytes.saturating_add(sub_len);
-            b.score_sum = b.score_sum.saturating_add(u32::from(query_score));
-            b.high = b.high.saturating_add(u32::from(high));
-            if high {
-                b.high_bytes = b.high_bytes.saturating_add(sub_len);
-            }
-            b.score_bytes = b
-                .score_bytes
-                .saturating_add(u64::from(query_score) * u64::from(sub_len));
+        let mut sample = Sample {
+            hash: sub_hash,
+            sub_len,
+            score: query_score,
+            high,
+            novel: false,
+            bits: 0,
         };
+        let scale = obs.settings.volume_scale();
 
-        let client_spike = {
-            let state = self
-                .clients
-                .get_or_insert(self.hasher.hash_one(obs.client), || ClientState {
-                    minute: now.as_secs() / 60,
-                    ..ClientState::default()
-                });
-            let mut state = state.lock();
-            state.count(now.as_secs() / 60)
-        };
-        let ctx = DomainContext { client_spike };
-
-        let domain_key = self.domain_key(obs.domain);
-        let (fleet_score, _) = {
-            let state = self
-                .domains
-                .get_or_insert(domain_key, SlidingWindow::default);
-            let mut w = state.lock();
-            add(&mut w);
-            score::domain_score(&w.stats(), DomainContext::default())
-        };
-
-        let state = self
+        // (client, domain): its own evidence. The recent-name filter decides novelty.
+        let pair = self
             .pairs
-            .get_or_insert(self.pair_key(obs.client, domain_key), PairState::default);
-        let mut st = state.lock();
-        add(&mut st.window);
-        let stats = st.window.stats();
-        let (pair_score, mut breakdown) = score::domain_score(&stats, ctx);
-        let domain_score = pair_score.max(fleet_score);
-        if fleet_score > pair_score {
-            // The fleet-wide view saw more: say how much it added.
-            breakdown.add("fleet_wide", f32::from(fleet_score - pair_score));
+            .get_or_insert(self.pair_key(client_hash, domain_key), PairState::default);
+        let mut guard = pair.lock();
+        let st = &mut *guard;
+        // A name asked by another client first is not this client's information.
+        sample.novel = st.recent.insert(sub_hash) && !shared;
+        sample.bits = if sample.novel { bits } else { 0 };
+        self.add(&mut st.windows, now, sample);
+        st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
+        let pair_stats = st.windows.stats();
+
+        // The domain, fleet-wide: prevalence, and every client's novel names together.
+        let (prevalence, fleet) = {
+            let state = self.domains.get_or_insert(domain_key, || DomainState {
+                first_seen: now,
+                ..DomainState::default()
+            });
+            let mut guard = state.lock();
+            let d = &mut *guard;
+            self.add(&mut d.windows, now, sample);
+            d.clients.advance(now, self.prevalence_half);
+            let b = d.clients.current_mut();
+            b.unique.insert(client_hash);
+            // Counted so the sketch's cached reading knows when to refresh.
+            b.queries = b.queries.saturating_add(1);
+            // Nothing below can matter while neither this pair nor the domain has sent enough
+            // new information to reach a volume term (the common case: repeated names).
+            let pair_budgets = self.budgets.scaled(scale);
+            let pair_live = st.windows.could_score(pair_budgets);
+            if !pair_live && !d.windows.could_score(self.budgets.scaled(scale)) {
+                (1.0, None)
+            } else {
+                let clients = d.clients.stats_unique();
+                let age = now.saturating_sub(d.first_seen);
+                #[allow(clippy::cast_precision_loss)]
+                let p = score::ramp((clients.max(1) as f32).log2(), 1.0, 4.0)
+                    * (0.75 + 0.25 * score::ramp(age.as_secs_f32(), 120.0, 1800.0));
+                let prevalence = 1.0 - 0.8 * p;
+                // Fleet evidence: budgets grow with the number of clients (each has its own).
+                #[allow(clippy::cast_precision_loss)]
+                let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
+                let fleet_budgets = self.budgets.scaled(fleet_scale);
+                let fleet_window = d.windows.0[1].volume_stats();
+                let fleet = if d.windows.could_score(fleet_budgets) {
+                    let mut windows = d.windows.stats();
+                    windows[0] = window::WindowStats::default();
+                    let ev = Evidence {
+                        windows,
+                        budgets: fleet_budgets,
+                        // Many clients is what fleet evidence is about: no discount for it
+                        // here; the budget grows with √clients instead.
+                        prevalence: 1.0,
+                        client_spike: false,
+                        scope: Scope::Domain,
+                    };
+                    let (fleet_score, fleet_terms, fleet_trip) = score::domain_score(&ev);
+                    let level = obs.settings.level_for(fleet_score).min(Level::Alert);
+                    let due = level >= Level::Alert
+                        && alert_due(
+                            &mut d.last_alert_at,
+                            &mut d.last_alert_level,
+                            now,
+                            level,
+                            self.alert_interval,
+                        );
+                    due.then_some((fleet_score, fleet_terms, fleet_trip))
+                } else {
+                    None
+                };
+                // Prevalence only counts for this client when its own share of the domain's
+                // new information is small: a CDN's hash names come from many clients alike,
+                // while a tunnel client supplies nearly all of its domain's, however many
+                // other clients were made to ask a name or two there.
+                #[allow(clippy::cast_precision_loss)]
+                let share =
+                    pair_stats[1].novel_bytes as f32 / (fleet_window.novel_bytes.max(1) as f32);
+                let own = 1.0 - (1.0 - prevalence) * score::ramp(1.0 - share, 0.5, 0.9);
+                (own, fleet)
+            }
+        };
+
+        // The client across all its domains: only the part of each name beyond an ordinary
+        // host label counts, against a multiple of the budgets.
+        let (client_spike, client_eval) = {
+            let state = self.clients.get_or_insert(client_hash, || ClientState {
+                minute: now.as_secs() / 60,
+                ..ClientState::default()
+            });
+            let mut c = state.lock();
+            let spike = c.count(now.as_secs() / 60);
+            // Prevalent domains count less here as they do per pair.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let excess =
+                (sample.bits.saturating_sub(CLIENT_ALLOWANCE_BITS) as f32 * prevalence) as u32;
+            let excess = if c.recent.insert(sub_hash) { excess } else { 0 };
+            let client_sample = Sample {
+                hash: sub_hash,
+                novel: excess > 0,
+                bits: excess,
+                ..sample
+            };
+            self.add(&mut c.windows, now, client_sample);
+            let budgets = self.budgets.scaled(scale * self.client_factor);
+            if c.windows.could_score(budgets) {
+                let ev = Evidence {
+                    windows: c.windows.stats(),
+                    budgets,
+                    prevalence: 1.0,
+                    client_spike: spike,
+                    scope: Scope::Client,
+                };
+                (spike, score::domain_score(&ev))
+            } else {
+                // Client-wide evidence is volume: below the floor it adds nothing.
+                (spike, (0, Breakdown::default(), VolumeTrip::none()))
+            }
+        };
+
+        let ev = Evidence {
+            windows: pair_stats,
+            budgets: self.budgets.scaled(scale),
+            prevalence,
+            client_spike,
+            scope: Scope::ClientDomain,
+        };
+        let (pair_score, pair_terms, pair_trip) = score::domain_score(&ev);
+        // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
+        // alert (below) but never sets the level that contains this client.
+        let (score, breakdown, trip, scope) = if client_eval.0 > pair_score {
+            (client_eval.0, client_eval.1, client_eval.2, Scope::Client)
+        } else {
+            (pair_score, pair_terms, pair_trip, Scope::ClientDomain)
+        };
+        if high || (sample.novel && bits >= SAMPLE_MIN_BITS) {
+            keep_sample(st, obs.qname);
         }
-        if high {
-            st.suspicious_bytes = st.suspicious_bytes.saturating_add(u64::from(sub_len));
-            keep_sample(&mut st, obs.qname);
-        }
-        let score = domain_score;
         let level = obs.settings.level_for(score);
-        let alert = self.alert_due(&mut st, now, level).then(|| {
+        let own_due = level >= Level::Alert
+            && alert_due(
+                &mut st.last_alert_at,
+                &mut st.last_alert_level,
+                now,
+                level,
+                self.alert_interval,
+            );
+        let make_alert = |score: u8,
+                          terms: &Breakdown,
+                          trip: &VolumeTrip,
+                          scope: Scope,
+                          level: Level| {
             let action = if obs.settings.monitor_only {
                 "none"
             } else {
@@ -333,59 +590,119 @@ impl Detector {
             };
             metrics::counter!(ALERTS_TOTAL, "group" => obs.group.to_string(), "action" => action)
                 .increment(1);
+            let w = &pair_stats[1];
             AlertEvent {
                 client: obs.client,
                 group: obs.group.to_string(),
                 domain: obs.domain.to_string(),
                 score,
-                breakdown: breakdown_map(&breakdown, &query_terms),
+                breakdown: breakdown_map(terms, &query_terms),
                 window: WindowCounts {
-                    window_secs: self.window_secs,
-                    queries: stats.queries,
-                    unique_subdomains: stats.unique,
-                    payload_bytes: stats.payload_bytes,
-                    nxdomain: stats.nxdomain,
+                    window_secs: self.window_secs[1],
+                    queries: w.queries,
+                    unique_subdomains: w.unique,
+                    payload_bytes: w.novel_bytes.max(w.payload_bytes),
+                    nxdomain: w.nxdomain,
                 },
                 samples: st.samples.clone(),
-                bytes_estimate: st.suspicious_bytes,
+                bytes_estimate: st.novel_bits_total / 8,
                 action: action.to_string(),
                 monitor_only: obs.settings.monitor_only,
-                exception: None,
+                exception: exception.map(str::to_string),
+                volume: Some(VolumeEvidence {
+                    scope: scope.as_str().to_string(),
+                    window: trip.window.as_str().to_string(),
+                    window_secs: self.window_secs[trip.window as usize],
+                    novel_bytes: trip.stats.novel_bytes,
+                    novel_names: trip.stats.novel_names,
+                    answer_bytes: trip.stats.down_bytes,
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    budget_bytes: trip.budget.round().max(0.0) as u64,
+                }),
             }
-        });
+        };
+        let alert = if own_due {
+            Some(make_alert(score, &breakdown, &trip, scope, level))
+        } else if let Some((fleet_score, terms, fleet_trip)) =
+            fleet.filter(|_| level < Level::Alert)
+        {
+            // Domain-wide evidence: an alert naming the domain, never a containment.
+            let mut a = make_alert(
+                fleet_score,
+                &terms,
+                &fleet_trip,
+                Scope::Domain,
+                Level::Alert,
+            );
+            a.action = if obs.settings.monitor_only {
+                "none"
+            } else {
+                "alert"
+            }
+            .to_string();
+            Some(a)
+        } else {
+            None
+        };
         Assessment {
             query_score,
-            domain_score,
+            domain_score: score,
             score,
             level,
             alert,
-            exception: None,
+            exception: exception.map(str::to_string),
         }
     }
 
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
     pub fn observe_rcode(&self, client: IpAddr, domain: &str, nxdomain: bool) {
-        self.observe_rcode_at(client, domain, nxdomain, self.clock.now());
+        self.observe_answer_at(client, domain, 0, nxdomain, 0, self.clock.now());
     }
 
     /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
     pub fn observe_rcode_at(&self, client: IpAddr, domain: &str, nxdomain: bool, now: Duration) {
+        self.observe_answer_at(client, domain, 0, nxdomain, 0, now);
+    }
+
+    /// Records an answer fresh from upstream: NXDOMAIN or not, and its size. For carrier query
+    /// types (TXT, NULL, CNAME, MX, SRV, KEY, private types, ANY) the bytes after the question
+    /// count as the downstream half of a tunnel. Cache hits should report through
+    /// [`Self::observe_rcode_at`] (size 0): a cached answer carries nothing new. Only keys
+    /// already tracked are updated.
+    pub fn observe_answer_at(
+        &self,
+        client: IpAddr,
+        domain: &str,
+        qtype: u16,
+        nxdomain: bool,
+        answer_bytes: usize,
+        now: Duration,
+    ) {
         if !self.enabled {
             return;
         }
-        let record = |w: &mut SlidingWindow| {
-            w.advance(now, self.half);
-            let b = w.current_mut();
-            b.answers = b.answers.saturating_add(1);
-            b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
+        let down = if features::qtype_points(qtype) > 0 {
+            u32::try_from(answer_bytes).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let record = |ws: &mut Windows| {
+            for (w, half) in ws.0.iter_mut().zip(self.halves) {
+                w.advance(now, half);
+                let b = w.current_mut();
+                b.answers = b.answers.saturating_add(1);
+                b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
+                b.down_bytes = b.down_bytes.saturating_add(down);
+            }
         };
         let domain_key = self.domain_key(domain);
-        if let Some(state) = self.pairs.get(self.pair_key(client, domain_key)) {
-            record(&mut state.lock().window);
+        let client_hash = self.hasher.hash_one(client);
+        if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
+            record(&mut state.lock().windows);
         }
         if let Some(state) = self.domains.get(domain_key) {
-            record(&mut state.lock());
+            record(&mut state.lock().windows);
         }
     }
 
@@ -407,32 +724,34 @@ impl Detector {
         }
     }
 
-    /// Whether an alert at `level` is due for this key now; records it when it is.
-    fn alert_due(&self, st: &mut PairState, now: Duration, level: Level) -> bool {
-        if level < Level::Alert {
-            return false;
-        }
-        let due = match st.last_alert_at {
-            None => true,
-            Some(at) => {
-                level > st.last_alert_level || now.saturating_sub(at) >= self.alert_interval
-            }
-        };
-        if due {
-            st.last_alert_at = Some(now);
-            st.last_alert_level = level;
-        }
-        due
-    }
-
-    /// The (client, domain) key, from the domain's key so the name is hashed once per query.
-    fn pair_key(&self, client: IpAddr, domain_key: u64) -> u64 {
-        self.hasher.hash_one((client, domain_key))
+    /// The (client, domain) key, from the hashes already taken so the name is hashed once per
+    /// query.
+    fn pair_key(&self, client_hash: u64, domain_key: u64) -> u64 {
+        self.hasher.hash_one((client_hash, domain_key))
     }
 
     fn domain_key(&self, domain: &str) -> u64 {
         self.hasher.hash_one(domain)
     }
+}
+
+/// Whether an alert at `level` is due for a key now; records it when it is.
+fn alert_due(
+    last_at: &mut Option<Duration>,
+    last_level: &mut Level,
+    now: Duration,
+    level: Level,
+    interval: Duration,
+) -> bool {
+    let due = match *last_at {
+        None => true,
+        Some(at) => level > *last_level || now.saturating_sub(at) >= interval,
+    };
+    if due {
+        *last_at = Some(now);
+        *last_level = level;
+    }
+    due
 }
 
 /// Keeps up to [`SAMPLES`] recent suspicious names, truncated, replacing them in turn.

@@ -1,12 +1,14 @@
 //! Turning features and window counts into a 0–100 score with a per-feature breakdown.
 //!
-//! Two scores: the query score (this name alone) and the domain score (this client and
-//! registrable domain over the window). A single odd name should never contain a client on its
-//! own, so the thresholds are compared against the domain score, which needs several distinct
-//! suspicious names before it climbs: one high-entropy name is evidence, a stream of them to one
-//! domain is a tunnel. Point weights are documented beside each term.
+//! Two scores: the query score (this name alone: its *appearance*) and the domain score (this
+//! client and registrable domain, or this client across domains, over three windows). A single
+//! odd name never contains a client on its own, so the thresholds are compared against the
+//! domain score, whose main term is the information volume the client sent
+//! ([`super::volume`]), whatever the names look like; appearance adds confidence and makes the
+//! volume budget run out sooner. Point weights are documented beside each term.
 
 use super::features::{Alphabet, QueryFeatures};
+use super::volume::{Budgets, volume_fraction};
 use super::window::WindowStats;
 
 /// A query whose own score is at least this counts as "high" in the window.
@@ -60,7 +62,8 @@ impl Breakdown {
 
 /// Linear ramp from 0 at `lo` to 1 at `hi`.
 #[inline]
-fn ramp(x: f32, lo: f32, hi: f32) -> f32 {
+#[must_use]
+pub fn ramp(x: f32, lo: f32, hi: f32) -> f32 {
     ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
 }
 
@@ -108,55 +111,188 @@ pub fn query_score(f: &QueryFeatures) -> (u8, Breakdown) {
     (b.total(), b)
 }
 
-/// Extra context for the domain score beyond the window.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct DomainContext {
-    /// The client's query rate is far above its own baseline.
-    pub client_spike: bool,
+/// Points the volume term gives when a window's budget is used up: enough on its own to
+/// throttle and sinkhole (70, 80 by default), so names that look ordinary are contained on what
+/// they carry; quarantine (90) also needs appearance, answers or NXDOMAIN evidence.
+pub const VOLUME_POINTS: f32 = 85.0;
+
+/// Which of the three information-volume windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeWindow {
+    /// Bursts (`short_window`).
+    Short,
+    /// The detection window (`window`).
+    Window,
+    /// Slow drips (`long_window`).
+    Long,
 }
 
-/// The score of a (client, domain) or a domain over its window.
+impl VolumeWindow {
+    /// Stable name used in breakdowns and events.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::Window => "window",
+            Self::Long => "long",
+        }
+    }
+}
+
+/// Everything the domain (or client-wide) score looks at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    /// The short, detection and long windows, in that order.
+    pub windows: [WindowStats; 3],
+    /// Budget per window, bytes (already scaled for the group and scope).
+    pub budgets: Budgets,
+    /// ≤ 1: prevalence of the domain across the fleet (1 = used by this client alone).
+    pub prevalence: f32,
+    /// The client's query rate is far above its own baseline.
+    pub client_spike: bool,
+    /// Breakdown term name prefix: `volume` (client, domain), `client_volume` (client-wide) or
+    /// `fleet_volume` (domain-wide).
+    pub scope: Scope,
+}
+
+/// Whose evidence a score is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One client's queries to one registrable domain.
+    ClientDomain,
+    /// One client's queries to every domain.
+    Client,
+    /// Every client's queries to one domain: may alert, never contains a client.
+    Domain,
+}
+
+impl Scope {
+    /// Stable name used in events.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientDomain => "client_domain",
+            Self::Client => "client",
+            Self::Domain => "domain",
+        }
+    }
+
+    fn term(self, w: VolumeWindow) -> &'static str {
+        match (self, w) {
+            (Self::ClientDomain, VolumeWindow::Short) => "volume.short",
+            (Self::ClientDomain, VolumeWindow::Window) => "volume.window",
+            (Self::ClientDomain, VolumeWindow::Long) => "volume.long",
+            (Self::Client, VolumeWindow::Short) => "client_volume.short",
+            (Self::Client, VolumeWindow::Window) => "client_volume.window",
+            (Self::Client, VolumeWindow::Long) => "client_volume.long",
+            (Self::Domain, VolumeWindow::Short) => "fleet_volume.short",
+            (Self::Domain, VolumeWindow::Window) => "fleet_volume.window",
+            (Self::Domain, VolumeWindow::Long) => "fleet_volume.long",
+        }
+    }
+}
+
+/// The volume measurement that counted most, for the alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VolumeTrip {
+    /// The window.
+    pub window: VolumeWindow,
+    /// Its counts.
+    pub stats: WindowStats,
+    /// Effective budget: the configured one divided by the appearance and prevalence factors.
+    pub budget: f32,
+    /// Fraction of the budget's log range used, 0..=1.
+    pub fraction: f32,
+}
+
+impl VolumeTrip {
+    /// No volume measured.
+    #[must_use]
+    pub fn none() -> Self {
+        Self {
+            window: VolumeWindow::Window,
+            stats: WindowStats::default(),
+            budget: 0.0,
+            fraction: 0.0,
+        }
+    }
+}
+
+/// The score of a (client, domain), a client or a domain over its windows.
 ///
 /// | term | points | why |
 /// |---|---|---|
-/// | `pattern` | ≤ 65 | 0.65 × mean query score × confidence (0 at 2, 1 at 12 distinct subdomains) |
-/// | `unique_subdomains` | ≤ 20 | 8 → 200 distinct subdomains (log), × share of high-scoring queries |
-/// | `payload_bytes` | ≤ 20 | 256 B → 4 KB of name payload in the window (log), × that share |
-/// | `nxdomain` | ≤ 10 | NXDOMAIN ratio 20 % → 70 % once 10 answers are known |
-/// | `client_spike` | ≤ 8 | the client's rate is far above its baseline, × that share |
+/// | `volume.<window>` | ≤ 85 | novel information in names (+¼ of carrier answer bytes) against the window's budget, log scale from ⅛ budget; the fullest window counts |
+/// | `pattern` | ≤ 40 | 0.4 × mean query score (byte-weighted) × confidence (0 at 2, 1 at 12 distinct subdomains) |
+/// | `nxdomain` | ≤ 8 | NXDOMAIN ratio 20 % → 70 % once 10 answers are known, × evidence so far |
+/// | `client_spike` | ≤ 6 | the client's rate is far above its baseline, × evidence so far |
+///
+/// Appearance does not gate volume; it accelerates it: bytes count `1 + high-score byte share`
+/// times (up to twice), so a tunnel whose names look encoded is contained after half the bytes;
+/// names carrying 32 → 96 novel bytes each double that again (benign hashes and IDs are small).
+/// Prevalence (≤ 1) scales the bytes and the pattern points.
 #[must_use]
-pub fn domain_score(w: &WindowStats, ctx: DomainContext) -> (u8, Breakdown) {
+pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     let mut b = Breakdown::default();
+    let w = &e.windows[1];
     #[allow(clippy::cast_precision_loss)] // counts well inside f32 precision for scoring
-    let (unique, bytes) = (w.unique as f32, w.payload_bytes as f32);
+    let unique = w.unique as f32;
     let confidence = ramp(unique, 2.0, 12.0);
-    // Byte-weighted views as well as per-query ones: a tunnel interleaves short polls and acks
-    // with its long data queries, and it is the long ones that carry the data.
+    let high = w.high_share.max(w.high_byte_share);
+    // Names carrying much each (tunnels fill them; benign hashes and IDs stay under ~30 bytes)
+    // use the budget up faster, as do names that look encoded.
+    #[allow(clippy::cast_precision_loss)]
+    let per_name = w.novel_bytes as f32 / (w.novel_names.max(1) as f32);
+    // On a prevalent domain random-looking names are the service's design (CDN hashes), so
+    // appearance accelerates less there.
+    let accel = (1.0 + w.high_byte_share.clamp(0.0, 1.0) * e.prevalence)
+        * (1.0 + ramp(per_name, 32.0, 96.0));
+    let mut trip = VolumeTrip {
+        window: VolumeWindow::Window,
+        stats: *w,
+        budget: e.budgets.window,
+        fraction: 0.0,
+    };
+    for (window, stats, budget) in [
+        (VolumeWindow::Short, &e.windows[0], e.budgets.short),
+        (VolumeWindow::Window, &e.windows[1], e.budgets.window),
+        (VolumeWindow::Long, &e.windows[2], e.budgets.long),
+    ] {
+        let (fraction, _) = volume_fraction(stats, budget, accel, e.prevalence);
+        if fraction > trip.fraction {
+            trip = VolumeTrip {
+                window,
+                stats: *stats,
+                budget: budget / (accel * e.prevalence),
+                fraction,
+            };
+        }
+    }
+    // One odd name alone never contains a client: full volume points need four distinct
+    // novel names in the window (a burst of two long names scores a third).
+    #[allow(clippy::cast_precision_loss)]
+    let names = ramp(trip.stats.novel_names as f32, 1.0, 4.0);
+    trip.fraction *= names;
+    b.add(e.scope.term(trip.window), VOLUME_POINTS * trip.fraction);
+    let evidence = high.max(trip.fraction);
+    // A domain many clients use looks random by design (CDN hashes): its appearance counts
+    // less, as its volume does.
     b.add(
         "pattern",
-        0.65 * w.mean_score.max(w.byte_mean_score) * confidence,
-    );
-    let high = w.high_share.max(w.high_byte_share);
-    b.add(
-        "unique_subdomains",
-        20.0 * high * ramp(unique.max(1.0).log2(), 8f32.log2(), 200f32.log2()),
-    );
-    b.add(
-        "payload_bytes",
-        20.0 * high * ramp(bytes.max(1.0).log2(), 256f32.log2(), 4096f32.log2()),
+        0.4 * w.mean_score.max(w.byte_mean_score) * confidence * e.prevalence,
     );
     if w.answers >= 10 {
         #[allow(clippy::cast_precision_loss)]
         let ratio = w.nxdomain as f32 / w.answers as f32;
         b.add(
             "nxdomain",
-            10.0 * ramp(ratio, 0.2, 0.7) * (0.3 + 0.7 * high),
+            8.0 * ramp(ratio, 0.2, 0.7) * (0.3 + 0.7 * evidence),
         );
     }
-    if ctx.client_spike {
-        b.add("client_spike", 8.0 * high);
+    if e.client_spike {
+        b.add("client_spike", 6.0 * evidence);
     }
-    (b.total(), b)
+    (b.total(), b, trip)
 }
 
 #[cfg(test)]
@@ -185,58 +321,83 @@ mod tests {
         assert!(qs(hex, 16) > qs(hex, 1));
     }
 
+    fn evidence(w: WindowStats) -> Evidence {
+        Evidence {
+            windows: [w, w, w],
+            budgets: Budgets {
+                short: 768.0,
+                window: 1200.0,
+                long: 2560.0,
+            },
+            prevalence: 1.0,
+            client_spike: false,
+            scope: Scope::ClientDomain,
+        }
+    }
+
     #[test]
-    fn domain_score_needs_many_distinct_suspicious_names() {
+    fn volume_scores_whatever_the_names_look_like() {
         let one = WindowStats {
             queries: 1,
             unique: 1,
-            payload_bytes: 60,
+            novel_bytes: 12,
+            novel_names: 1,
             mean_score: 90.0,
             high_share: 1.0,
             ..Default::default()
         };
-        assert!(domain_score(&one, DomainContext::default()).0 < 10);
-        let many = WindowStats {
-            queries: 200,
-            unique: 200,
-            payload_bytes: 20_000,
-            mean_score: 90.0,
+        assert!(domain_score(&evidence(one)).0 < 10);
+        // Ordinary-looking names (score 5) carrying 1.2 KB of new information: contained.
+        let words = WindowStats {
+            queries: 100,
+            unique: 100,
+            novel_bytes: 1200,
+            novel_names: 100,
+            mean_score: 5.0,
+            ..Default::default()
+        };
+        let (s, b, trip) = domain_score(&evidence(words));
+        assert!(s >= 80, "{b:?}");
+        assert_eq!(trip.window, VolumeWindow::Short);
+        assert!(b.terms().iter().any(|t| t.0 == "volume.short"));
+        // The same names carrying 100 bytes: nothing.
+        let few = WindowStats {
+            novel_bytes: 100,
+            ..words
+        };
+        assert!(domain_score(&evidence(few)).0 < 20);
+        // Encoded-looking names use the budget up faster.
+        let encoded = WindowStats {
+            novel_bytes: 400,
+            mean_score: 60.0,
+            byte_mean_score: 60.0,
             high_share: 1.0,
-            ..Default::default()
+            high_byte_share: 1.0,
+            ..words
         };
-        let (s, b) = domain_score(&many, DomainContext::default());
-        assert!(s >= 90, "{b:?}");
-        // Many distinct but ordinary names (a CDN, a crawler): low.
-        let benign = WindowStats {
-            queries: 300,
-            unique: 300,
-            payload_bytes: 3000,
-            mean_score: 8.0,
-            high_share: 0.0,
-            answers: 300,
-            nxdomain: 10,
-            ..Default::default()
+        let plain = WindowStats {
+            novel_bytes: 400,
+            ..words
         };
-        assert!(domain_score(&benign, DomainContext { client_spike: true }).0 < 10);
-        // NXDOMAIN ratio and spikes add, named in the breakdown.
+        assert!(domain_score(&evidence(encoded)).0 >= domain_score(&evidence(plain)).0 + 20);
+        // NXDOMAIN and spikes add, named in the breakdown.
         let nx = WindowStats {
             answers: 100,
             nxdomain: 80,
-            ..many
+            ..encoded
         };
-        let (_, b) = domain_score(&nx, DomainContext { client_spike: true });
+        let mut e = evidence(nx);
+        e.client_spike = true;
+        let (_, b, _) = domain_score(&e);
         let names: Vec<_> = b.terms().iter().map(|t| t.0).collect();
         assert_eq!(
             names,
-            [
-                "pattern",
-                "unique_subdomains",
-                "payload_bytes",
-                "nxdomain",
-                "client_spike"
-            ]
+            ["volume.short", "pattern", "nxdomain", "client_spike"]
         );
-        assert!(b.to_map().contains_key("nxdomain"));
+        // Prevalence widens the budget.
+        let mut wide = evidence(plain);
+        wide.prevalence = 0.5;
+        assert!(domain_score(&wide).0 < domain_score(&evidence(plain)).0);
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl<V> BoundedTable<V> {
         self.cache.get(&key)
     }
 
+    /// Stop tracking `key`.
+    pub fn remove(&self, key: u64) {
+        self.cache.remove(&key);
+    }
+
     /// Keys now tracked.
     #[must_use]
     pub fn len(&self) -> usize {

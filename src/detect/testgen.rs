@@ -251,6 +251,451 @@ pub fn slow_drip(domain: &str, count: usize, seed: u64) -> Traffic {
     }
 }
 
+/// Reads `data` as a stream of bits, `n` at a time (zero-padded at the end).
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn take(&mut self, n: usize) -> Option<usize> {
+        if self.at >= self.data.len() * 8 {
+            return None;
+        }
+        let mut v = 0usize;
+        for _ in 0..n {
+            let byte = self.data.get(self.at / 8).copied().unwrap_or(0);
+            v = (v << 1) | usize::from((byte >> (7 - self.at % 8)) & 1);
+            self.at += 1;
+        }
+        Some(v)
+    }
+}
+
+/// Pronounceable syllables: 4 bits choose a consonant, 2 a vowel (3 bits a character), so the
+/// names look like words (`bakodufi`) and score low on entropy and n-grams.
+#[must_use]
+pub fn syllables(data: &[u8]) -> String {
+    const C: &[u8] = b"bdfghklmnprstvwz";
+    const V: &[u8] = b"aeio";
+    let mut bits = Bits { data, at: 0 };
+    let mut out = String::new();
+    while let Some(c) = bits.take(4) {
+        out.push(char::from(C[c]));
+        out.push(char::from(V[bits.take(2).unwrap_or(0)]));
+    }
+    out
+}
+
+/// Base36 (`0-9a-z`): each 8 bytes as a 13-character number.
+#[must_use]
+pub fn base36(data: &[u8]) -> String {
+    const A: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = String::new();
+    for chunk in data.chunks(8) {
+        let mut buf = [0u8; 8];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let mut n = u64::from_le_bytes(buf);
+        for _ in 0..13 {
+            out.push(char::from(A[usize::try_from(n % 36).unwrap_or(0)]));
+            n /= 36;
+        }
+    }
+    out
+}
+
+/// 64 short English words: 6 bits a word.
+const WORDS: [&str; 64] = [
+    "apple", "river", "stone", "cloud", "green", "tiger", "house", "light", "music", "paper",
+    "table", "water", "bread", "chair", "dream", "earth", "field", "glass", "heart", "index",
+    "juice", "knife", "lemon", "metal", "night", "ocean", "piano", "queen", "radio", "sugar",
+    "train", "uncle", "voice", "whale", "yacht", "zebra", "amber", "blaze", "coral", "delta",
+    "ember", "frost", "grape", "haven", "ivory", "jewel", "karma", "lunar", "maple", "noble",
+    "olive", "pearl", "quilt", "raven", "solar", "tulip", "ultra", "vivid", "wheat", "xenon",
+    "young", "zesty", "alpha", "bravo",
+];
+
+/// Dictionary words, 6 bits each, joined by `-` in labels of up to three words.
+#[must_use]
+pub fn dictionary_words(data: &[u8]) -> String {
+    let mut bits = Bits { data, at: 0 };
+    let mut words = Vec::new();
+    while let Some(w) = bits.take(6) {
+        words.push(WORDS[w]);
+    }
+    words
+        .chunks(3)
+        .map(|c| c.join("-"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Which encoding a generic exfiltration stream uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Pronounceable syllables in 16-character labels.
+    WordLike,
+    /// One short hex label per query, shaped like a CDN host name (`a3f9c1.<domain>`).
+    CdnHash,
+    /// Classic base32 in long labels.
+    Base32,
+    /// Base36 in long labels.
+    Base36,
+    /// Base64url (lower-cased by the wire) in long labels.
+    Base64Url,
+    /// Hex split over many 4-character labels.
+    HexSplit,
+    /// Dictionary words.
+    Dictionary,
+    /// Decimal octets, like a reversed IP address but longer (`12.201.7.99.3...`).
+    Octets,
+}
+
+impl Encoding {
+    /// Every encoding, for tests that try them all.
+    pub const ALL: [Self; 8] = [
+        Self::WordLike,
+        Self::CdnHash,
+        Self::Base32,
+        Self::Base36,
+        Self::Base64Url,
+        Self::HexSplit,
+        Self::Dictionary,
+        Self::Octets,
+    ];
+
+    /// Name for reports.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WordLike => "word-like syllables",
+            Self::CdnHash => "CDN-hash-like hex",
+            Self::Base32 => "base32",
+            Self::Base36 => "base36",
+            Self::Base64Url => "base64url",
+            Self::HexSplit => "hex split over labels",
+            Self::Dictionary => "dictionary words",
+            Self::Octets => "decimal octets",
+        }
+    }
+
+    /// Payload bytes per query at which names stay ordinary-sized for this encoding.
+    #[must_use]
+    pub fn chunk(self) -> usize {
+        match self {
+            Self::CdnHash => 3,
+            Self::WordLike | Self::Dictionary => 12,
+            Self::Octets => 8,
+            Self::HexSplit => 16,
+            _ => 30,
+        }
+    }
+
+    /// The subdomain part carrying `data`.
+    #[must_use]
+    pub fn encode(self, data: &[u8]) -> String {
+        match self {
+            Self::WordLike => labels(&syllables(data), 16),
+            Self::CdnHash => encode(data, HEX),
+            Self::Base32 => labels(&encode(data, B32), 52),
+            Self::Base36 => labels(&base36(data), 52),
+            Self::Base64Url => labels(&encode(data, B64URL), 52),
+            Self::HexSplit => labels(&encode(data, HEX), 4),
+            Self::Dictionary => dictionary_words(data),
+            Self::Octets => data.iter().map(u8::to_string).collect::<Vec<_>>().join("."),
+        }
+    }
+}
+
+/// Generic exfiltration: `total` payload bytes in chunks of `chunk` bytes (0: the encoding's
+/// own), one A query per chunk under `<sub>.<domain>` (`domains` are used in turn), `interval`
+/// apart. Each query also carries a sequence number folded into the data, as real tools do,
+/// so no two names repeat.
+#[must_use]
+pub fn exfil(
+    encoding: Encoding,
+    domains: &[&str],
+    total: usize,
+    chunk: usize,
+    interval: Duration,
+    seed: u64,
+) -> Traffic {
+    let mut r = Prng::new(seed);
+    let chunk = if chunk == 0 { encoding.chunk() } else { chunk };
+    let n = total.div_ceil(chunk);
+    let queries = (0..n)
+        .map(|i| {
+            let data = r.bytes(chunk);
+            let domain = domains[i % domains.len().max(1)];
+            TunnelQuery {
+                qname: format!("{}.{domain}", encoding.encode(&data)),
+                qtype: 1,
+                payload: chunk,
+            }
+        })
+        .collect();
+    Traffic {
+        tool: encoding.name(),
+        queries,
+        interval,
+    }
+}
+
+/// Hides the payload in DKIM-looking names: `<base32>._domainkey.<domain>` TXT.
+#[must_use]
+pub fn domainkey_exfil(domain: &str, total: usize, seed: u64) -> Traffic {
+    let mut r = Prng::new(seed);
+    let queries = (0..total.div_ceil(20))
+        .map(|_| TunnelQuery {
+            qname: format!("{}._domainkey.{domain}", encode(&r.bytes(20), B32)),
+            qtype: 16,
+            payload: 20,
+        })
+        .collect();
+    Traffic {
+        tool: "base32 under _domainkey",
+        queries,
+        interval: Duration::from_millis(100),
+    }
+}
+
+/// A tunnel under one delegated reverse zone (`<x>.<y>.10.in-addr.arpa` delegated to the
+/// attacker): payload as decimal octets, PTR queries, like reverse lookups of odd addresses.
+#[must_use]
+pub fn reverse_zone_exfil(zone: &str, total: usize, seed: u64) -> Traffic {
+    let mut r = Prng::new(seed);
+    let queries = (0..total.div_ceil(12))
+        .map(|_| TunnelQuery {
+            qname: format!("{}.{zone}", Encoding::Octets.encode(&r.bytes(12))),
+            qtype: 12,
+            payload: 12,
+        })
+        .collect();
+    Traffic {
+        tool: "octets under a delegated reverse zone",
+        queries,
+        interval: Duration::from_millis(100),
+    }
+}
+
+/// One query from one client of a benign replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenignQuery {
+    /// Seconds since the start of the replay.
+    pub at: u64,
+    /// Client index, 0-based.
+    pub client: u32,
+    /// The benign class, for reports.
+    pub class: &'static str,
+    /// Query name.
+    pub qname: String,
+    /// Query type code.
+    pub qtype: u16,
+}
+
+/// Zipf-like pick from `0..n`: small indices are popular, as with real content.
+fn zipf(r: &mut Prng, n: u64) -> u64 {
+    // The square of a uniform number in 0..1 leans towards 0; cubing leans harder.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let x = {
+        let u = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (u * u * u * n as f64) as u64
+    };
+    x.min(n.saturating_sub(1))
+}
+
+/// A reversed IPv4 address; senders come from a pool with repeats (the same relays write
+/// again), a third of them new.
+fn reversed_ip(r: &mut Prng) -> String {
+    let ip = if r.below(3) == 0 {
+        r.next_u64()
+    } else {
+        zipf(r, 3000).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let b = ip.to_le_bytes();
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
+/// The benign classes of [`benign_fleet`], with what each client does.
+pub const BENIGN_CLASSES: [&str; 9] = [
+    "content-cache",
+    "dnsbl",
+    "av-reputation",
+    "telemetry",
+    "cloud-api",
+    "acme",
+    "dkim-spf",
+    "service-discovery",
+    "reverse-dns",
+];
+
+/// Benign traffic with random-looking names from `clients` clients over `hours` hours, in time
+/// order. Rates are per client and deliberately busy:
+/// - `content-cache`: every client, one fetch per 20 s of `<base32 origin hash>.c.content-cache-example.net`,
+///   origins Zipf-popular over 5,000 (the class that gave false alerts before);
+/// - `dnsbl`: every fourth client is a mail filter: one message per 10 s, each checked against
+///   `zen.spamhaus.org` and `b.barracudacentral.org` by reversed IP, plus its DKIM/SPF TXT;
+/// - `av-reputation`: every client, one lookup per 60 s: `<40 hex>.<v>.sophosxl.net`,
+///   `<32 hex>.avqs.mcafee.com`, mostly popular files;
+/// - `telemetry`: every client, one event per 2 min `<uuid hex>.events.telemetry-example.com`;
+/// - `cloud-api`: every client, per 30 s a call to one of its jobs' hosts
+///   `job-<20 alnum>.<region>.api.cloud-example.com` (a new job every 10 min);
+/// - `acme`: every client, `_acme-challenge.<host>` TXT a few times an hour;
+/// - `service-discovery`: every client, `_<svc>._tcp.<domain>` SRV every 30 s;
+/// - `reverse-dns`: every client, PTR of a peer in 10.0.0.0/16 every 30 s.
+#[must_use]
+pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let mut out = Vec::new();
+    let end = hours * 3600;
+    let regions = ["us-east-1", "eu-west-1", "ap-south-1"];
+    let services = [
+        "_ldap",
+        "_kerberos",
+        "_sip",
+        "_xmpp-client",
+        "_imaps",
+        "_etcd-server",
+    ];
+    for client in 0..clients {
+        // Each client's own jobs, hosts and start offset.
+        let offset = r.below(20);
+        let mut job = format!("job-{}", &base36(&r.bytes(16))[..20]);
+        let mut t = offset;
+        while t < end {
+            let push = |out: &mut Vec<BenignQuery>, at: u64, class, qname: String, qtype| {
+                out.push(BenignQuery {
+                    at,
+                    client,
+                    class,
+                    qname,
+                    qtype,
+                });
+            };
+            // Every 10 s tick of this client's own clock, decide what happens this tick.
+            let k = t - offset;
+            if k.is_multiple_of(20) {
+                let origin = zipf(&mut r, 5000).to_le_bytes();
+                let hash = encode(&[origin.as_slice(), b"origin-salt-v1"].concat(), B32);
+                push(
+                    &mut out,
+                    t,
+                    "content-cache",
+                    format!("{}.c.content-cache-example.net", &hash[..32]),
+                    1,
+                );
+            }
+            if client % 4 == 0 {
+                let ip = reversed_ip(&mut r);
+                push(&mut out, t, "dnsbl", format!("{ip}.zen.spamhaus.org"), 1);
+                push(
+                    &mut out,
+                    t,
+                    "dnsbl",
+                    format!("{ip}.b.barracudacentral.org"),
+                    1,
+                );
+                let sender = zipf(&mut r, 400);
+                let selector = ["s1", "google", "selector1", "k1", "default"]
+                    [usize::try_from(sender % 5).unwrap_or(0)];
+                push(
+                    &mut out,
+                    t,
+                    "dkim-spf",
+                    format!("{selector}._domainkey.sender{sender}.example"),
+                    16,
+                );
+                push(
+                    &mut out,
+                    t,
+                    "dkim-spf",
+                    format!("sender{sender}.example"),
+                    16,
+                );
+            }
+            if k.is_multiple_of(60) {
+                let file = zipf(&mut r, 20_000)
+                    .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                    .to_le_bytes();
+                let hex = encode(&[file.as_slice(), &file, &file].concat(), HEX);
+                if r.below(2) == 0 {
+                    push(
+                        &mut out,
+                        t,
+                        "av-reputation",
+                        format!("{}.4.sophosxl.net", &hex[..40]),
+                        1,
+                    );
+                } else {
+                    push(
+                        &mut out,
+                        t,
+                        "av-reputation",
+                        format!("{}.avqs.mcafee.com", &hex[..32]),
+                        1,
+                    );
+                }
+            }
+            if k.is_multiple_of(120) {
+                let id = encode(&r.bytes(16), HEX);
+                push(
+                    &mut out,
+                    t,
+                    "telemetry",
+                    format!("{id}.events.telemetry-example.com"),
+                    1,
+                );
+            }
+            if k.is_multiple_of(600) {
+                job = format!("job-{}", &base36(&r.bytes(16))[..20]);
+            }
+            if k.is_multiple_of(30) {
+                let region = regions[usize::try_from(r.below(3)).unwrap_or(0)];
+                push(
+                    &mut out,
+                    t,
+                    "cloud-api",
+                    format!("{job}.{region}.api.cloud-example.com"),
+                    1,
+                );
+                let svc = services[usize::try_from(r.below(6)).unwrap_or(0)];
+                push(
+                    &mut out,
+                    t,
+                    "service-discovery",
+                    format!("{svc}._tcp.corp-example.com"),
+                    33,
+                );
+                let peer = r.below(1 << 16).to_le_bytes();
+                push(
+                    &mut out,
+                    t,
+                    "reverse-dns",
+                    format!("{}.{}.0.10.in-addr.arpa", peer[0], peer[1]),
+                    12,
+                );
+            }
+            if k.is_multiple_of(1200) {
+                let host = ["www", "api", "mail", "git"][usize::try_from(r.below(4)).unwrap_or(0)];
+                push(
+                    &mut out,
+                    t,
+                    "acme",
+                    format!("_acme-challenge.{host}.corp-example.com"),
+                    16,
+                );
+            }
+            t += 10;
+        }
+    }
+    out.sort_by_key(|q| (q.at, q.client));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +718,33 @@ mod tests {
         );
         let d = base64url_exfil("x.com", 2, 1);
         assert!(d.queries[0].qname.split('.').any(|l| l.len() == 63));
+        assert_eq!(syllables(&[0x00, 0xff]), "bagoza");
+        assert_eq!(base36(&[1]).len(), 13);
+        assert_eq!(dictionary_words(&[0, 0, 0]), "apple-apple-apple.apple");
+        for e in Encoding::ALL {
+            let t = exfil(
+                e,
+                &["a.example", "b.example"],
+                300,
+                0,
+                Duration::from_millis(50),
+                1,
+            );
+            assert!(
+                t.queries.iter().all(|q| q.qname.len() <= 253
+                    && q.qname.split('.').all(|l| !l.is_empty() && l.len() <= 63)),
+                "{}",
+                e.name()
+            );
+            assert_eq!(
+                t.queries.iter().map(|q| q.payload).sum::<usize>(),
+                300usize.div_ceil(e.chunk()) * e.chunk()
+            );
+        }
+        let b = benign_fleet(8, 1, 3);
+        assert!(b.windows(2).all(|w| w[0].at <= w[1].at));
+        for class in BENIGN_CLASSES {
+            assert!(b.iter().any(|q| q.class == class), "{class}");
+        }
     }
 }

@@ -30,6 +30,13 @@ pub struct Bucket {
     pub answers: u32,
     /// Of those, NXDOMAIN.
     pub nxdomain: u32,
+    /// Queries whose name was not among the key's recent names ([`super::volume::RecentNames`]).
+    pub novel_names: u32,
+    /// Estimated information in those names, bits ([`super::volume::info_bits`]); names another
+    /// client asked first add nothing.
+    pub novel_bits: u32,
+    /// Answer bytes returned upstream-fresh for carrier types (TXT, NULL, CNAME, MX, ...).
+    pub down_bytes: u32,
 }
 
 /// What a window read returns.
@@ -53,6 +60,15 @@ pub struct WindowStats {
     pub answers: u64,
     /// NXDOMAIN answers.
     pub nxdomain: u64,
+    /// Estimated novel information carried upstream in query names, bytes: the information of
+    /// names not seen recently, scaled down when the distinct-name sketch says some of those
+    /// were repeats after all (a client cycling through more names than the recent-name filter
+    /// holds).
+    pub novel_bytes: u64,
+    /// Distinct names behind `novel_bytes` (estimate).
+    pub novel_names: u64,
+    /// Answer bytes for carrier query types (the downstream half of a tunnel).
+    pub down_bytes: u64,
 }
 
 /// Two half-window buckets and the half-window they belong to.
@@ -64,9 +80,28 @@ pub struct SlidingWindow {
     current: Bucket,
     /// The half before it.
     previous: Bucket,
+    /// Queries in both halves when the sketch was last read (0: not read since the buckets
+    /// moved). Reading the sketch is the costliest step of a read, and its estimate moves
+    /// slowly: it is read again only after the queries grew by an eighth.
+    sketch_at: u32,
+    /// That reading.
+    sketch_estimate: u32,
 }
 
 impl SlidingWindow {
+    /// The distinct-name estimate for both halves, re-read from the sketch only when the
+    /// query count grew by more than an eighth since the last reading (so within ~12 % of
+    /// the sketch's own answer, which is itself within ~13 %).
+    fn unique(&mut self) -> u64 {
+        let queries = self.current.queries.saturating_add(self.previous.queries);
+        if self.sketch_at == 0 || queries > self.sketch_at.saturating_add(self.sketch_at / 8) {
+            let estimate = self.current.unique.estimate_union(&self.previous.unique);
+            self.sketch_at = queries.max(1);
+            self.sketch_estimate = u32::try_from(estimate).unwrap_or(u32::MAX);
+        }
+        u64::from(self.sketch_estimate)
+    }
+
     /// Moves the buckets forward to `now`, dropping what fell out of the window.
     pub fn advance(&mut self, now: Duration, half: Duration) {
         let epoch = epoch_of(now, half);
@@ -81,6 +116,7 @@ impl SlidingWindow {
         }
         // A clock that went backwards (it should not) keeps the buckets as they are.
         self.epoch = self.epoch.max(epoch);
+        self.sketch_at = 0;
     }
 
     /// The bucket that new observations go to.
@@ -88,12 +124,79 @@ impl SlidingWindow {
         &mut self.current
     }
 
+    /// Distinct items in both halves' sketches, alone (cheaper than [`Self::stats`]).
+    #[must_use]
+    pub fn stats_unique(&mut self) -> u64 {
+        self.unique()
+    }
+
+    /// Estimated novel bytes and distinct novel names over both halves; `unique` gives the
+    /// distinct-name sketch's count, asked only when it can matter.
+    fn novel(&self, unique: impl FnOnce() -> u64) -> (u64, u64) {
+        let (c, p) = (&self.current, &self.previous);
+        let novel_names = u64::from(c.novel_names) + u64::from(p.novel_names);
+        let novel_bits = u64::from(c.novel_bits) + u64::from(p.novel_bits);
+        // The filter can only over-count novelty (a name evicted from it and asked again); the
+        // sketch caps that. It is only trusted when clearly below the filter's count: within
+        // its error (~13 %, more for small counts) the filter's exact count stands, so the
+        // score does not jitter with the hash seed. Up to 8 names the filter (32 slots) is
+        // exact enough and the sketch is not read at all.
+        let distinct_names = if novel_names <= 8 {
+            novel_names
+        } else {
+            let unique = unique();
+            if unique.saturating_mul(5) >= novel_names.saturating_mul(4) {
+                novel_names
+            } else {
+                unique.max(1)
+            }
+        };
+        let novel_bytes = novel_bits
+            .saturating_mul(distinct_names)
+            .checked_div(novel_names)
+            .unwrap_or(0)
+            / 8;
+        (novel_bytes, distinct_names)
+    }
+
+    /// Novel information bits counted in both halves, before any correction: a cheap upper
+    /// bound for deciding whether a full read is worth it.
+    #[must_use]
+    pub fn raw_novel_bits(&self) -> u64 {
+        u64::from(self.current.novel_bits) + u64::from(self.previous.novel_bits)
+    }
+
+    /// Only what the volume term needs (queries, answers, novel bytes and names, answer
+    /// bytes), without reading the sketch unless the novelty count needs checking.
+    #[must_use]
+    pub fn volume_stats(&mut self) -> WindowStats {
+        let unique = self.unique_if_needed();
+        let (c, p) = (&self.current, &self.previous);
+        let (novel_bytes, novel_names) = self.novel(|| unique);
+        WindowStats {
+            queries: u64::from(c.queries) + u64::from(p.queries),
+            answers: u64::from(c.answers) + u64::from(p.answers),
+            nxdomain: u64::from(c.nxdomain) + u64::from(p.nxdomain),
+            novel_bytes,
+            novel_names,
+            down_bytes: u64::from(c.down_bytes) + u64::from(p.down_bytes),
+            ..WindowStats::default()
+        }
+    }
+
+    /// The sketch's estimate when [`Self::novel`] will ask for it (more than 8 novel names).
+    fn unique_if_needed(&mut self) -> u64 {
+        let novel_names =
+            u64::from(self.current.novel_names) + u64::from(self.previous.novel_names);
+        if novel_names > 8 { self.unique() } else { 0 }
+    }
+
     /// Sums both halves.
     #[must_use]
-    pub fn stats(&self) -> WindowStats {
+    pub fn stats(&mut self) -> WindowStats {
+        let queries = u64::from(self.current.queries) + u64::from(self.previous.queries);
+        let unique = self.unique().min(queries);
         let (c, p) = (&self.current, &self.previous);
-        let queries = u64::from(c.queries) + u64::from(p.queries);
-        let unique = c.unique.estimate_union(&p.unique).min(queries);
         let sub_bytes = u64::from(c.sub_bytes) + u64::from(p.sub_bytes);
         let score_sum = u64::from(c.score_sum) + u64::from(p.score_sum);
         let high = u64::from(c.high) + u64::from(p.high);
@@ -117,7 +220,11 @@ impl SlidingWindow {
             let r = (score_sum as f32 / q, high as f32 / q);
             (r.0, r.1, unique.saturating_mul(sub_bytes) / queries)
         };
+        let (novel_bytes, distinct_names) = self.novel(|| unique);
         WindowStats {
+            novel_bytes,
+            novel_names: distinct_names,
+            down_bytes: u64::from(c.down_bytes) + u64::from(p.down_bytes),
             queries,
             unique,
             payload_bytes,

@@ -251,6 +251,7 @@ impl DeniedTracker {
             },
             samples: c.samples.clone(),
             bytes_estimate: 0,
+            volume: None,
             action: "alert".into(),
             monitor_only: false,
             exception: None,

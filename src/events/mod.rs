@@ -175,6 +175,32 @@ pub struct AlertEvent {
     pub monitor_only: bool,
     /// The exception that lowered the score, if any.
     pub exception: Option<String>,
+    /// The volume measurement behind the score: whose queries, which window, how many novel
+    /// bytes and names against what budget. Absent in alerts written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeEvidence>,
+}
+
+/// What an alert's volume term measured (see `detect::volume`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeEvidence {
+    /// Whose queries: `client_domain` (this client to this domain), `client` (this client
+    /// across all domains) or `domain` (every client to this domain: alert only, never
+    /// contains anyone).
+    pub scope: String,
+    /// The window that counted most: `short`, `window` or `long`.
+    pub window: String,
+    /// Its length in seconds.
+    pub window_secs: u64,
+    /// Estimated novel information sent in query names over it, bytes.
+    pub novel_bytes: u64,
+    /// Distinct novel names behind it (estimate).
+    pub novel_names: u64,
+    /// Answer bytes returned for carrier types (TXT, NULL, CNAME, MX, ...) over it.
+    pub answer_bytes: u64,
+    /// The budget those bytes were measured against (after the group's scale, the domain's
+    /// prevalence and the appearance factor).
+    pub budget_bytes: u64,
 }
 
 /// A containment starting or ending.

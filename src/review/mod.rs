@@ -468,10 +468,7 @@ impl Review {
         let mut effects = Vec::new();
         let version = self.pipeline.policy().version.number;
         let release = |effects: &mut Vec<String>| {
-            let ended = self
-                .pipeline
-                .containment()
-                .release(client, &user.name, note);
+            let ended = self.pipeline.release(client, &user.name, note);
             for e in &ended {
                 effects.push(format!(
                     "released {} {}",

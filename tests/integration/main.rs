@@ -15,3 +15,4 @@ mod observability;
 mod resolver;
 mod review;
 mod robustness;
+mod volume;

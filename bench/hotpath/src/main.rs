@@ -40,7 +40,7 @@ fn query(id: u16, name: &str) -> Vec<u8> {
 fn pipeline(detect: bool) -> Pipeline {
     let text = format!(
         "[upstream]\nservers=[{{address=\"127.0.0.1:9\"}}]\n[detect]\nenabled={detect}\n\
-         [[groups]]\nname=\"bench\"\ncidrs=[\"127.0.0.0/8\"]\nallow=[\"*.bench.example\"]\nblock=\"nxdomain\"\n"
+         [[groups]]\nname=\"bench\"\ncidrs=[\"127.0.0.0/8\"]\nallow=[\"*.bench.example\"]\nblock=\"nxdomain\"\n[groups.detect]\nmonitor_only=true\n"
     );
     let cfg = Config::from_toml(&text, "hotpath", std::path::Path::new(".")).expect("config");
     let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");

@@ -278,6 +278,7 @@ mod tests {
                 window: WindowCounts::default(),
                 samples: vec!["aGVsbG8.example.com".into()],
                 bytes_estimate: 4096,
+                volume: None,
                 action: "alert".into(),
                 monitor_only: false,
                 exception: None,

@@ -158,6 +158,7 @@ impl Pipeline {
                 window: crate::events::WindowCounts::default(),
                 samples: vec![ctx.q.name.clone()],
                 bytes_estimate: 0,
+                volume: None,
                 action: "block".into(),
                 monitor_only: false,
                 exception: None,

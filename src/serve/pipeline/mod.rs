@@ -448,8 +448,17 @@ impl Pipeline {
                         self.cache.insert(&q, &prepared);
                     }
                     let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
-                    self.detector
-                        .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
+                    // Fresh from upstream: its size after the question is the downstream half
+                    // of a tunnel (counted for carrier types only; cache hits carry nothing new).
+                    self.detector.observe_answer_at(
+                        p.client,
+                        registrable_domain(&q.name),
+                        q.qtype,
+                        nxdomain,
+                        raw.len()
+                            .saturating_sub(wire::HEADER_LEN + q.question.len()),
+                        self.clock.now(),
+                    );
                     if let Some(problem) =
                         self.check_answer(policy, group, &q.name, &prepared.answer)
                     {
@@ -539,6 +548,21 @@ impl Pipeline {
     #[must_use]
     pub fn overrides(&self) -> &Overrides {
         &self.overrides
+    }
+
+    /// An operator's release of `client`: every containment of it ends, and the detector
+    /// forgets the evidence behind them (its client-wide state and its state on the contained
+    /// domains), so the next query starts from a clean slate instead of re-containing it.
+    pub fn release(
+        &self,
+        client: IpAddr,
+        actor: &str,
+        reason: &str,
+    ) -> Vec<crate::events::ContainmentEvent> {
+        let ended = self.containment.release(client, actor, reason);
+        let domains: Vec<&str> = ended.iter().filter_map(|e| e.domain.as_deref()).collect();
+        self.detector.forget(client, &domains);
+        ended
     }
 
     /// The containment table (for the admin API).

@@ -1,0 +1,251 @@
+//! Information volume: how much new information a client pushes into query names, whatever the
+//! names look like.
+//!
+//! A tunnel has to put its data somewhere, and in DNS upstream that is the query name. However
+//! the data is encoded (base32, hex, dictionary words, pronounceable syllables, hashes dressed
+//! as CDN host names), every byte sent costs at least a byte of *new* name. So the detector
+//! counts, per (client, registrable domain) and per client:
+//! - novel names only: a name the key asked recently adds nothing ([`RecentNames`], 64 bytes),
+//!   and a name another client of the fleet asked first adds nothing either
+//!   ([`SharedNames`], one fixed table for the whole process) — cache-warm, popular names are
+//!   not exfiltration;
+//! - the information of each novel name estimated from its alphabet and structure
+//!   ([`info_bits`]), not its raw length: a reversed IP address carries about 4 bytes however it
+//!   is spelt, a base32 label 5 bits per character, an ordinary word 3–5;
+//! - over three windows: a short one for bursts, the detection window, and a long one for slow
+//!   drips ([`Budgets`]).
+//!
+//! Appearance (entropy, n-grams, charset, query type) no longer gates this: it only makes the
+//! budget run out faster ([`volume_fraction`]'s `accel`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::features::{Alphabet, QueryFeatures};
+use super::window::WindowStats;
+
+/// Slots in a [`RecentNames`] filter.
+const RECENT_SLOTS: usize = 32;
+
+/// The last names a key asked, as 16-bit fingerprints in a direct-mapped table (64 bytes).
+///
+/// Answers "was this name asked recently by this key?" exactly for repeats of recent names and
+/// with a 1-in-65,536 false "yes" per probe. A name pushed out by others and asked again counts
+/// as novel once more; the window's distinct-name sketch corrects that over-count
+/// ([`WindowStats::novel_bytes`]). Repeats cannot be used to dilute the estimate: they add no
+/// information at all, rather than lowering an average.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentNames {
+    /// Fingerprint per slot; 0 is empty.
+    slots: [u16; RECENT_SLOTS],
+}
+
+impl RecentNames {
+    /// Records the name with this hash; true when it was not among the recent names.
+    #[inline]
+    pub fn insert(&mut self, hash: u64) -> bool {
+        let slot = usize::try_from(hash % RECENT_SLOTS as u64).unwrap_or(0);
+        // Never 0, so an empty slot is never a match.
+        let fp = u16::try_from(hash >> 48).unwrap_or(u16::MAX).max(1);
+        let novel = self.slots[slot] != fp;
+        self.slots[slot] = fp;
+        novel
+    }
+}
+
+/// Which client asked a name last, fleet-wide: a fixed table of `(name tag, client tag)` words.
+///
+/// Lock-free (one relaxed atomic swap per query), fixed size whatever the traffic: a flood of
+/// unique names only overwrites slots, it never grows the table. A false "shared" needs a
+/// 40-bit tag collision.
+#[derive(Debug)]
+pub struct SharedNames {
+    /// `name tag << 24 | client tag`; 0 is empty.
+    slots: Box<[AtomicU64]>,
+    /// `slots.len() - 1` (a power of two minus one).
+    mask: u64,
+}
+
+impl SharedNames {
+    /// A table of `slots` entries (rounded up to a power of two, at least 1,024), 8 bytes each.
+    #[must_use]
+    pub fn new(slots: usize) -> Self {
+        let n = slots.max(1024).next_power_of_two();
+        Self {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: u64::try_from(n - 1).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Records that the client with `client_hash` asked the name with `name_hash` (the full
+    /// name's hash: domain and subdomain); true when a *different* client asked it last.
+    #[inline]
+    pub fn asked_by_other(&self, name_hash: u64, client_hash: u64) -> bool {
+        let slot = usize::try_from(name_hash & self.mask).unwrap_or(0);
+        let tag = (name_hash >> 24) | 1; // never 0
+        let word = (tag << 24) | (client_hash & 0x00ff_ffff);
+        let old = self.slots[slot].swap(word, Ordering::Relaxed);
+        old >> 24 == tag && old != word
+    }
+
+    /// Bytes the table takes.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.slots.len() * 8
+    }
+}
+
+/// Bits of information per character for an alphabet: the most a character of it can carry.
+fn alphabet_bits(a: Alphabet) -> f32 {
+    match a {
+        Alphabet::Empty => 0.0,
+        Alphabet::Hex => 4.0,
+        Alphabet::Base32 => 5.0,
+        // 37 symbols; 38 with `_` (base64url once lower-cased by the wire).
+        Alphabet::Alnum => 5.21,
+        Alphabet::Base64 => 5.25,
+        Alphabet::Binary => 7.0,
+    }
+}
+
+/// log2(10): a digit carries at most this.
+const DIGIT_BITS: f32 = 3.32;
+/// Floor on bits per character: even a dictionary word, chosen from many, carries some.
+const MIN_CHAR_BITS: f32 = 2.5;
+
+/// Estimated information in the subdomain part of one name, in bits.
+///
+/// Per character, the lesser of what the alphabet allows and what the host-name trigram model
+/// says it costs (ordinary words 3–5 bits, encoded data at the alphabet's maximum), but not
+/// below 2.5; all-digit labels (reversed IPs, counters) at log2(10) per digit. So 40 base32
+/// characters are 25 bytes, `4.3.2.1` is under 3, and `www` about 1.
+#[must_use]
+pub fn info_bits(f: &QueryFeatures) -> u32 {
+    if f.sub_chars == 0 {
+        return 0;
+    }
+    let max = alphabet_bits(f.alphabet);
+    let per_char = f
+        .ngram_bits
+        .clamp(MIN_CHAR_BITS, max.max(MIN_CHAR_BITS))
+        .min(max);
+    #[allow(clippy::cast_precision_loss)] // names are at most a few hundred bytes
+    let bits = f.numeric_chars as f32 * DIGIT_BITS
+        + f.sub_chars.saturating_sub(f.numeric_chars) as f32 * per_char;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
+    let rounded = bits.round() as u32;
+    rounded
+}
+
+/// Bytes of novel information at which a window's volume term is full, per window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budgets {
+    /// The short window (bursts).
+    pub short: f32,
+    /// The detection window.
+    pub window: f32,
+    /// The long window (slow drips).
+    pub long: f32,
+}
+
+impl Budgets {
+    /// Every budget times `k` (a group's `volume_scale`, the client-wide multiplier).
+    #[must_use]
+    pub fn scaled(self, k: f32) -> Self {
+        Self {
+            short: self.short * k,
+            window: self.window * k,
+            long: self.long * k,
+        }
+    }
+}
+
+/// Share of answer bytes counted as information, next to query-name bytes: the downstream
+/// half of a tunnel matters, but an answer is chosen by the server, not sent by the client.
+pub const DOWN_WEIGHT: f32 = 0.25;
+
+/// How far one window's evidence has used up its budget, 0..=1, on a log scale from an eighth
+/// of the budget (0) to the whole budget (1).
+///
+/// `bytes` counts the novel name bytes plus [`DOWN_WEIGHT`] of the carrier answer bytes,
+/// multiplied by `accel` (≥ 1: names that look encoded use the budget up faster) and by
+/// `prevalence` (≤ 1: a domain many clients use, seen for long, gets more room).
+#[must_use]
+pub fn volume_fraction(w: &WindowStats, budget: f32, accel: f32, prevalence: f32) -> (f32, f32) {
+    #[allow(clippy::cast_precision_loss)] // byte counts, scoring precision
+    let bytes = (w.novel_bytes as f32 + DOWN_WEIGHT * w.down_bytes as f32) * accel * prevalence;
+    let budget = budget.max(8.0);
+    let fraction = ((bytes.max(1.0).log2() - (budget / 8.0).log2()) / 3.0).clamp(0.0, 1.0);
+    (fraction, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::features::extract;
+    use super::*;
+
+    fn bits(sub: &str) -> u32 {
+        info_bits(&extract(&format!("{sub}.example.com"), sub, 1))
+    }
+
+    #[test]
+    fn information_follows_alphabet_and_structure_not_length() {
+        assert_eq!(bits(""), 0);
+        assert!(bits("www") <= 12, "{}", bits("www"));
+        // A reversed IPv4 address: about 32 bits however it is written.
+        let ip = bits("123.45.67.189");
+        assert!((30..=40).contains(&ip), "{ip}");
+        // 32 base32 characters: 160 bits.
+        let b32 = bits("mzxw6ytboi2dkmzxw6ytboi2dkmzxw6y");
+        assert!((150..=165).contains(&b32), "{b32}");
+        // Hex: 4 bits a character.
+        assert_eq!(bits("a3f9c1"), 24);
+        // Pronounceable syllables still carry bits: no encoding hides its payload.
+        let words = bits("bakodufimelosa");
+        assert!(words >= 35, "{words}");
+    }
+
+    #[test]
+    fn recent_names_see_repeats_and_forget_old_names() {
+        let mut r = RecentNames::default();
+        assert!(r.insert(0x1234_5678_9abc_def0));
+        assert!(!r.insert(0x1234_5678_9abc_def0));
+        // Another name in the same slot pushes it out.
+        assert!(r.insert(0x2234_5678_9abc_def0));
+        assert!(r.insert(0x1234_5678_9abc_def0));
+    }
+
+    #[test]
+    fn shared_names_tell_other_clients_apart() {
+        let t = SharedNames::new(10);
+        assert_eq!(t.bytes(), 1024 * 8);
+        let name = 0xdead_beef_0000_0042;
+        assert!(!t.asked_by_other(name, 1));
+        assert!(
+            !t.asked_by_other(name, 1),
+            "the same client again is not another"
+        );
+        assert!(t.asked_by_other(name, 2));
+        assert!(t.asked_by_other(name, 1));
+        assert!(!t.asked_by_other(name ^ (1 << 40), 3), "another name");
+    }
+
+    #[test]
+    fn the_fraction_is_logarithmic_and_accelerated() {
+        let w = |b: u64| WindowStats {
+            novel_bytes: b,
+            ..WindowStats::default()
+        };
+        assert!(volume_fraction(&w(100), 800.0, 1.0, 1.0).0 < 0.01);
+        let half = volume_fraction(&w(283), 800.0, 1.0, 1.0).0;
+        assert!((half - 0.5).abs() < 0.01, "{half}");
+        assert!((volume_fraction(&w(800), 800.0, 1.0, 1.0).0 - 1.0).abs() < 1e-6);
+        assert!(
+            volume_fraction(&w(200), 800.0, 2.0, 1.0).0
+                > volume_fraction(&w(200), 800.0, 1.0, 1.0).0
+        );
+        assert!(
+            volume_fraction(&w(400), 800.0, 1.0, 0.5).0
+                < volume_fraction(&w(400), 800.0, 1.0, 1.0).0
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Information-volume detection through a running dnsward: tunnels whose names look like words,
+//! CDN hashes or reverse lookups, slow drips, tunnels spread over domains, own-evidence-only
+//! containment, and a day of benign traffic from 40 agents. Time is a manual clock; the fake
+//! upstream answers NXDOMAIN for every name it was not given, as a tunnel server's idle answers,
+//! so an NXDOMAIN answer means "forwarded upstream" and anything else means "contained".
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dnsward::clock::{Clock, ManualClock};
+use dnsward::detect::testgen::{self, Encoding, Traffic};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use std::sync::Arc;
+
+use crate::harness::*;
+
+fn group(name: &str, cidr: &str) -> String {
+    format!(
+        r#"
+[[groups]]
+name = "{name}"
+cidrs = ["{cidr}"]
+mode = "denylist"
+"#
+    )
+}
+
+/// What a replay saw.
+#[derive(Debug, Default)]
+struct Leak {
+    /// Payload bytes of queries answered by the upstream (forwarded).
+    forwarded: usize,
+    /// Queries sent.
+    sent: usize,
+    /// Index of the first query not forwarded.
+    contained_at: Option<usize>,
+}
+
+/// Sends `t` from `src` (the clock advancing by its interval), stopping once 60 queries in a
+/// row were contained: by then the sinkhole or quarantine is in force for far longer than the
+/// rest would take.
+async fn replay(s: &TestServer, clock: &ManualClock, src: &str, t: &Traffic) -> Leak {
+    let mut leak = Leak::default();
+    let mut contained_in_a_row = 0;
+    for (i, q) in t.queries.iter().enumerate() {
+        let packet = raw_name_query(&q.qname, q.qtype);
+        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        leak.sent += 1;
+        if m.metadata.response_code == ResponseCode::NXDomain {
+            leak.forwarded += q.payload;
+            contained_in_a_row = 0;
+        } else {
+            leak.contained_at.get_or_insert(i + 1);
+            contained_in_a_row += 1;
+            if contained_in_a_row >= 60 {
+                break;
+            }
+        }
+        clock.advance(t.interval);
+    }
+    leak
+}
+
+async fn server(cidr: &str, upstream: &RunningUpstream, clock: &Arc<ManualClock>) -> TestServer {
+    TestServer::start_with(
+        Some(upstream.addr),
+        &group("agents", cidr),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_encoding_at_burst_speed_is_contained_within_4_kb() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let mut s = server("127.0.2.0/24", &up, &clock).await;
+    let mut report = Vec::new();
+    for (i, e) in Encoding::ALL.into_iter().enumerate() {
+        // Each encoding from its own agent to its own domain, 20 queries a second.
+        let domain = format!("exfil-{i}.example.com");
+        let t = testgen::exfil(
+            e,
+            &[&domain],
+            16 * 1024,
+            0,
+            Duration::from_millis(50),
+            40 + i as u64,
+        );
+        let src = format!("127.0.2.{}", 10 + i);
+        let leak = replay(&s, &clock, &src, &t).await;
+        eprintln!(
+            "{:24} {:5} B forwarded of 16 KB, contained at query {:?} of {}",
+            e.name(),
+            leak.forwarded,
+            leak.contained_at,
+            t.queries.len()
+        );
+        report.push((e.name(), leak));
+    }
+    let events = s.stop_and_read_events().await;
+    for (name, leak) in &report {
+        assert!(leak.contained_at.is_some(), "{name} never contained");
+        assert!(
+            leak.forwarded <= 4096,
+            "{name}: {} B forwarded",
+            leak.forwarded
+        );
+    }
+    // Every alert explains its volume: whose, which window, how many bytes and names.
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    assert!(alerts.len() >= Encoding::ALL.len());
+    for a in alerts {
+        let v = &a["volume"];
+        assert!(
+            ["client_domain", "client"].contains(&v["scope"].as_str().unwrap_or("")),
+            "{a}"
+        );
+        assert!(["short", "window", "long"].contains(&v["window"].as_str().unwrap_or("")));
+        assert!(v["novel_bytes"].as_u64().unwrap() > 0 && v["novel_names"].as_u64().unwrap() > 0);
+        assert!(v["window_secs"].as_u64().unwrap() > 0 && v["budget_bytes"].as_u64().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_one_byte_a_second_word_like_drip_is_alerted_within_ten_minutes() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let s = server("127.0.3.0/24", &up, &clock).await;
+    let src = "127.0.3.10";
+    // 12 bytes every 12 s: 1 B/s, for up to 4 KB.
+    let t = testgen::exfil(
+        Encoding::WordLike,
+        &["drip.example.com"],
+        4096,
+        12,
+        Duration::from_secs(12),
+        50,
+    );
+    let first_ten_minutes = Traffic {
+        queries: t.queries[..50].to_vec(),
+        ..t.clone()
+    };
+    let early = replay(&s, &clock, src, &first_ten_minutes).await;
+    let api = reqwest::Client::new();
+    let alerts: serde_json::Value = api
+        .get(format!(
+            "http://{}/api/v1/alerts?client={src}",
+            s.admin.unwrap()
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n = alerts.as_array().map_or(0, Vec::len);
+    eprintln!("drip: {n} alerts after 600 s and {} B", early.forwarded);
+    assert!(n >= 1, "no alert within 10 minutes: {alerts}");
+    let rest = Traffic {
+        queries: t.queries[50..].to_vec(),
+        ..t
+    };
+    let late = if early.contained_at.is_some() {
+        Leak::default()
+    } else {
+        replay(&s, &clock, src, &rest).await
+    };
+    let total = early.forwarded + late.forwarded;
+    eprintln!("drip: contained after {total} B");
+    assert!(
+        early.contained_at.is_some() || late.contained_at.is_some(),
+        "never contained"
+    );
+    assert!(total < 4096, "{total} B forwarded");
+}
+
+#[tokio::test]
+async fn a_tunnel_spread_over_five_domains_is_contained() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let s = server("127.0.4.0/24", &up, &clock).await;
+    let domains = [
+        "exfil-a.com",
+        "exfil-b.net",
+        "exfil-c.org",
+        "exfil-d.io",
+        "exfil-e.biz",
+    ];
+    let t = testgen::exfil(
+        Encoding::WordLike,
+        &domains,
+        16 * 1024,
+        0,
+        Duration::from_millis(50),
+        51,
+    );
+    let leak = replay(&s, &clock, "127.0.4.10", &t).await;
+    eprintln!("word-like over 5 domains: {} B forwarded", leak.forwarded);
+    assert!(leak.forwarded <= 4096, "{} B", leak.forwarded);
+}
+
+#[tokio::test]
+async fn one_clients_tunnel_never_contains_another_client() {
+    let up = FakeUpstream::new()
+        .with_a("www.shared-example.com", [192, 0, 2, 80], 0)
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = server("127.0.5.0/24", &up, &clock).await;
+    let t = testgen::exfil(
+        Encoding::Base32,
+        &["shared-example.com"],
+        8 * 1024,
+        0,
+        Duration::from_millis(50),
+        52,
+    );
+    let (tunnel, innocent) = ("127.0.5.10", "127.0.5.11");
+    for q in &t.queries {
+        let packet = raw_name_query(&q.qname, q.qtype);
+        udp_raw(s.udp, tunnel.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let m = udp_query(s.udp, innocent, "www.shared-example.com", RecordType::A).await;
+        assert_eq!(
+            a_records(&m),
+            ["192.0.2.80"],
+            "the innocent client gets its answer"
+        );
+        clock.advance(t.interval);
+    }
+    let events = s.stop_and_read_events().await;
+    let contained: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "containment_started")
+        .collect();
+    assert!(
+        contained.iter().any(|e| e["client"] == tunnel),
+        "the tunnel is contained"
+    );
+    assert!(
+        contained.iter().all(|e| e["client"] == tunnel),
+        "{contained:?}"
+    );
+}
+
+#[tokio::test]
+async fn domainkey_and_delegated_reverse_zone_tunnels_are_contained() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let s = server("127.0.6.0/24", &up, &clock).await;
+    for (i, t) in [
+        testgen::domainkey_exfil("mail-example.com", 16 * 1024, 53),
+        testgen::reverse_zone_exfil("7.10.in-addr.arpa", 16 * 1024, 54),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let leak = replay(&s, &clock, &format!("127.0.6.{}", 10 + i), t).await;
+        eprintln!("{:40} {} B forwarded", t.tool, leak.forwarded);
+        assert!(leak.contained_at.is_some(), "{} never contained", t.tool);
+        assert!(leak.forwarded <= 4096, "{}: {} B", t.tool, leak.forwarded);
+    }
+}
+
+/// The benign classes of `testgen::benign_fleet` (content caches with hashed names, DNSBL and
+/// DKIM/SPF lookups, AV reputation hashes, telemetry IDs, cloud API job hosts, ACME, service
+/// discovery, reverse DNS) from 40 agents, through the resolver, one hour of simulated time
+/// (the 24-hour replay runs on the detector directly in `detect::tests`).
+#[tokio::test]
+async fn an_hour_of_benign_classes_from_forty_agents_raises_no_alert() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = server("127.0.7.0/24", &up, &clock).await;
+    let traffic = testgen::benign_fleet(40, 1, 77);
+    let start = clock.now();
+    let mut per_class: BTreeMap<&str, usize> = BTreeMap::new();
+    for q in &traffic {
+        let at = start + Duration::from_secs(q.at);
+        if at > clock.now() {
+            clock.advance(at - clock.now());
+        }
+        let src = format!("127.0.7.{}", 10 + q.client);
+        let raw = udp_raw(
+            s.udp,
+            src.parse().unwrap(),
+            &raw_name_query(&q.qname, q.qtype),
+        )
+        .await
+        .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        assert_ne!(
+            m.metadata.response_code,
+            ResponseCode::Refused,
+            "{} refused",
+            q.qname
+        );
+        *per_class.entry(q.class).or_default() += 1;
+    }
+    let events = s.stop_and_read_events().await;
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    eprintln!(
+        "benign classes through the resolver: {per_class:?}, {} alerts",
+        alerts.len()
+    );
+    assert!(alerts.is_empty(), "false alerts: {alerts:#?}");
+    assert!(!events.iter().any(|e| e["kind"] == "containment_started"));
+}
