@@ -212,6 +212,8 @@ pub enum Containment {
 pub struct Suspect {
     /// The client that sent the queries.
     pub client: IpAddr,
+    /// The verified agent identity, when the alerts were keyed on one.
+    pub agent: Option<String>,
     /// The registrable domain they went to.
     pub domain: String,
     /// The client's group, as of the latest alert.
@@ -249,6 +251,7 @@ impl Suspect {
     fn new(ts: DateTime<Utc>, alert: AlertEvent) -> Self {
         let mut suspect = Self {
             client: alert.client,
+            agent: alert.agent.clone(),
             domain: alert.domain.to_ascii_lowercase(),
             group: String::new(),
             alerts: 0,
@@ -361,7 +364,7 @@ pub fn scan_alerts(
         .and_then(|s| chrono::Duration::from_std(s).ok())
         .and_then(|s| now.checked_sub_signed(s));
     let mut scan = AlertScan::default();
-    let mut suspects: HashMap<(IpAddr, String), Suspect> = HashMap::new();
+    let mut suspects: HashMap<(IpAddr, Option<String>, String), Suspect> = HashMap::new();
     let mut containments = ContainmentLog::default();
     for path in files {
         let read_error = |source| AnalystError::Read {
@@ -385,7 +388,12 @@ pub fn scan_alerts(
                 Ok(LogLine::Alert(ts, alert)) => {
                     if q.matches(&alert, ts, cutoff) {
                         scan.alerts_matched += 1;
-                        match suspects.entry((alert.client, alert.domain.to_ascii_lowercase())) {
+                        let key = (
+                            alert.client,
+                            alert.agent.clone(),
+                            alert.domain.to_ascii_lowercase(),
+                        );
+                        match suspects.entry(key) {
                             Entry::Occupied(mut e) => e.get_mut().absorb(ts, alert),
                             Entry::Vacant(e) => {
                                 e.insert(Suspect::new(ts, alert));
@@ -571,7 +579,8 @@ pub fn render_table(suspects: &[Suspect]) -> String {
         .map(|s| {
             [
                 s.max_score.to_string(),
-                s.client.to_string(),
+                // An agent is named by its identity; its address is where it was seen.
+                s.agent.clone().unwrap_or_else(|| s.client.to_string()),
                 s.group.clone(),
                 s.domain.clone(),
                 s.alerts.to_string(),

@@ -464,16 +464,21 @@ async fn release(
     body: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    let client: IpAddr = b.client.parse().map_err(|_| {
-        ApiError::bad_request(format!("client: {:?} is not an IP address", b.client))
-    })?;
+    // An IP address releases that address; anything else names a verified agent.
+    require("client", &b.client)?;
+    let client = match b.client.parse::<IpAddr>() {
+        Ok(ip) => crate::identity::ClientKey::from(ip),
+        Err(_) => crate::identity::ClientKey::agent(
+            &b.client,
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+    };
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let client = crate::identify::canonical(client);
     let ended = s
         .pipeline
         .containment()
-        .release(client, &b.actor, &b.reason);
+        .release(&client, &b.actor, &b.reason);
     if ended.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

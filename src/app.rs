@@ -14,7 +14,7 @@ use crate::detect::Detector;
 use crate::events::sink::{self, EventSinkHandle};
 use crate::events::{Event, EventBody, PolicyEvent};
 use crate::pipeline::{Pipeline, PipelineSettings};
-use crate::server::{self, RunningServer};
+use crate::server::{self, RunningServer, RunningTls};
 
 /// Why dnsward could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,8 @@ pub struct RunningApp {
     pub control: Arc<Control>,
     /// DNS listeners.
     pub dns: RunningServer,
+    /// DoT and DoH listeners (empty when none are configured).
+    pub tls: RunningTls,
     /// The admin endpoint, if enabled.
     pub admin: Option<RunningAdmin>,
     /// The event sink.
@@ -136,6 +138,12 @@ impl RunningApp {
                 what: format!("binding {:?}", cfg.server.listen),
                 source,
             })?;
+        let tls = server::encrypted::start(&cfg.tls, &cfg.base_dir, Arc::clone(&pipeline))
+            .await
+            .map_err(|e| StartError::Io {
+                what: "starting the DoT/DoH listeners".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
                 admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
@@ -151,14 +159,25 @@ impl RunningApp {
             pipeline,
             control,
             dns,
+            tls,
             admin,
             events: events_handle,
             upkeep,
         })
     }
 
+    /// Re-read the DoT/DoH certificates, keys, client CAs and CRLs (SIGHUP). New connections
+    /// use them; open ones keep theirs. A listener whose files fail keeps its running
+    /// configuration, and each failure is logged.
+    pub fn reload_tls(&self) {
+        for e in self.tls.reload() {
+            tracing::error!("TLS reload failed, keeping the running certificates: {e}");
+        }
+    }
+
     /// Stop listening, finish in-flight queries, flush events.
     pub async fn shutdown(self) {
+        self.tls.shutdown(self.dns.grace()).await;
         self.dns.shutdown().await;
         self.upkeep.abort();
         // Containments that expire during shutdown are still recorded.

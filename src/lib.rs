@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the one place that orders the query stages.
 //! - [`wire`]: the hand-owned DNS wire fast path (query parsing, answer encoding, TTL patching).
 //! - [`identify`]: source address → client group.
+//! - [`identity`]: agent identity: TLS configuration, client certificates, bearer tokens.
 //! - [`contain`]: rate limits, sinkholes and quarantines.
 //! - [`policy`]: per-group allow/deny rules and block answers.
 //! - [`detect`]: tunnel and exfiltration scoring.
@@ -41,6 +42,7 @@ pub mod control;
 pub mod detect;
 pub mod events;
 pub mod identify;
+pub mod identity;
 pub mod metrics;
 pub mod names;
 pub mod overrides;

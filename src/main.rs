@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Bearer tokens for DoH clients.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Policy versions: history, diff, reload, rollback.
     Policy {
         /// Configuration file (for `[store]` and the admin endpoint).
@@ -93,6 +98,28 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Sign a short-lived token (JWT) for one agent and print it.
+    Issue {
+        /// Private key (PKCS#8 PEM, Ed25519 or P-256), e.g. from `openssl genpkey -algorithm ed25519`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The agent id (`sub`), e.g. a SPIFFE ID.
+        #[arg(long)]
+        agent: String,
+        /// The group claim.
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime, e.g. 15m (must not exceed the server's `tls.tokens.max_lifetime`).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Audience (`aud`), the server's `tls.tokens.audience`.
+        #[arg(long, default_value = "dnsward")]
+        audience: String,
     },
 }
 
@@ -483,9 +510,30 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 // The outcome is logged and recorded as a policy event by the control itself.
                 let _ = app.control.reload(Some("SIGHUP"), None).await;
+                app.reload_tls();
             }
         }
     }
+}
+
+fn token(action: TokenAction) -> anyhow::Result<()> {
+    let TokenAction::Issue {
+        key,
+        agent,
+        group,
+        ttl,
+        audience,
+    } = action;
+    let ttl = humantime::parse_duration(&ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+    let req = dnsward::identity::token::IssueRequest {
+        agent: &agent,
+        group: group.as_deref(),
+        audience: &audience,
+        ttl,
+        issued_at: dnsward::identity::token::unix_now(),
+    };
+    println!("{}", dnsward::identity::token::issue(&key, &req)?);
+    Ok(())
 }
 
 fn exit(r: anyhow::Result<()>) -> ExitCode {
@@ -517,6 +565,7 @@ fn main() -> ExitCode {
             &config, file, since, client, group, domain, min_score, limit, json,
         )),
         Command::Events { action } => exit(events(action)),
+        Command::Token { action } => exit(token(action)),
         Command::Audit { action } => audit(action).unwrap_or_else(|e| {
             eprintln!("dnsward: {e:#}");
             ExitCode::from(1)

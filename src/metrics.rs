@@ -44,3 +44,5 @@ pub const DETECTOR_EVICTIONS_TOTAL: &str = "dnsward_detector_evictions_total";
 pub const POLICY_VERSION: &str = "dnsward_policy_version";
 /// Policy reloads, by `result` (`ok`, `rejected`).
 pub const POLICY_RELOADS_TOTAL: &str = "dnsward_policy_reloads_total";
+/// Encrypted clients refused before any query (bad certificate or token), by protocol and auth.
+pub const AUTH_REFUSED_TOTAL: &str = "dnsward_auth_refused_total";

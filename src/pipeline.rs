@@ -31,6 +31,7 @@ use crate::detect::{Detector, Level, Observation};
 use crate::events::sink::EventSender;
 use crate::events::{Event, EventBody, QueryEvent};
 use crate::identify::{GroupId, canonical};
+use crate::identity::{AuthKind, Peer};
 use crate::metrics as m;
 use crate::names::registrable_domain;
 use crate::overrides::Overrides;
@@ -45,6 +46,10 @@ pub enum Protocol {
     Udp,
     /// TCP: answers up to 65535 bytes.
     Tcp,
+    /// DNS over TLS (RFC 7858).
+    Dot,
+    /// DNS over HTTPS (RFC 8484).
+    Doh,
 }
 
 impl Protocol {
@@ -52,13 +57,15 @@ impl Protocol {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Dot => "dot",
+            Self::Doh => "doh",
         }
     }
 
     fn max_len(self, q: &Query<'_>) -> usize {
         match self {
             Self::Udp => q.max_udp_payload(),
-            Self::Tcp => usize::from(u16::MAX),
+            Self::Tcp | Self::Dot | Self::Doh => usize::from(u16::MAX),
         }
     }
 }
@@ -79,8 +86,8 @@ pub enum Outcome {
 pub struct Pending {
     /// The packet, owned so the work can move to another task.
     packet: Vec<u8>,
-    /// Source address (canonical).
-    client: IpAddr,
+    /// Who sent it: source address (canonical) and verified agent, if any.
+    peer: Peer,
     /// Transport.
     protocol: Protocol,
     /// When it was received.
@@ -119,6 +126,8 @@ pub struct Pipeline {
     overrides: Overrides,
     latency_udp: Histogram,
     latency_tcp: Histogram,
+    latency_dot: Histogram,
+    latency_doh: Histogram,
     malformed_formerr: Counter,
     malformed_dropped: Counter,
     cache_hits: Counter,
@@ -166,6 +175,8 @@ impl Pipeline {
             containment,
             latency_udp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "udp"),
             latency_tcp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "tcp"),
+            latency_dot: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "dot"),
+            latency_doh: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "doh"),
             malformed_formerr: metrics::counter!(m::MALFORMED_TOTAL, "action" => "formerr"),
             malformed_dropped: metrics::counter!(m::MALFORMED_TOTAL, "action" => "dropped"),
             cache_hits: metrics::counter!(m::CACHE_HITS_TOTAL),
@@ -198,18 +209,40 @@ impl Pipeline {
 
     /// Handle a packet end to end (used by TCP, tests and the fuzz target).
     pub async fn handle(&self, packet: &[u8], src: IpAddr, protocol: Protocol) -> Option<Vec<u8>> {
-        match self.handle_fast(packet, src, protocol, Instant::now()) {
+        self.handle_peer(packet, &Peer::address(src), protocol)
+            .await
+    }
+
+    /// Handle a packet from an identified peer end to end (DoT, DoH).
+    pub async fn handle_peer(
+        &self,
+        packet: &[u8],
+        peer: &Peer,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        match self.handle_fast_peer(packet, peer, protocol, Instant::now()) {
             Outcome::Reply(r) => Some(r),
             Outcome::Drop => None,
             Outcome::Resolve(p) => self.resolve(*p).await,
         }
     }
 
-    /// The synchronous stages, in order. Never panics, whatever the bytes.
+    /// The synchronous stages for a client known only by its address (UDP, TCP).
     pub fn handle_fast(
         &self,
         packet: &[u8],
         src: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+    ) -> Outcome {
+        self.handle_fast_peer(packet, &Peer::address(src), protocol, received)
+    }
+
+    /// The synchronous stages, in order. Never panics, whatever the bytes.
+    pub fn handle_fast_peer(
+        &self,
+        packet: &[u8],
+        peer: &Peer,
         protocol: Protocol,
         received: Instant,
     ) -> Outcome {
@@ -219,20 +252,23 @@ impl Pipeline {
             Ok(q) => q,
             Err(e) => return self.malformed(packet, e),
         };
-        let client = canonical(src);
+        let client = canonical(peer.addr());
+        let key = &peer.key;
         let policy = self.policy.load();
 
-        // Identify: the socket address picks the group. Unknown clients are refused before any
-        // other work: dnsward is never an open resolver.
+        // Identify: a verified token's group claim, else the verified agent's identity
+        // pattern, else the socket address picks the group (an identity wins over an address).
+        // Unknown clients are refused before any other work: dnsward is never an open resolver.
         let mut ctx = Asked {
             policy: &policy,
             gid: None,
             q: &q,
             client,
+            peer,
             protocol,
             received,
         };
-        let Some(gid) = policy.clients.lookup(client) else {
+        let Some(gid) = policy.identify(peer) else {
             return self.unknown_client(&ctx);
         };
         let Some(group) = policy.group(gid) else {
@@ -240,9 +276,24 @@ impl Pipeline {
         };
         ctx.gid = Some(gid);
 
-        // Rate limit / quarantine: keyed on the socket address alone. A quarantined client gets
-        // nothing but REFUSED until the quarantine expires or an operator releases it.
-        let gate = self.containment.check_client(client);
+        // Authentication required: a member of such a group is only served with a credential,
+        // so a forged UDP source cannot speak (or get anyone quarantined) in its name.
+        if group.require_auth && peer.auth == AuthKind::None {
+            let msg = wire::start_response(&q, rcode::REFUSED, false);
+            let report = Report {
+                verdict: "refuse",
+                reason: &|| "group requires authentication".into(),
+                cache_hit: false,
+                upstream: None,
+            };
+            return Outcome::Reply(self.finish(&ctx, msg, &report));
+        }
+
+        // Rate limit / quarantine: keyed on the verified agent when there is one (neighbours on
+        // the same host are not affected, and moving address does not escape), else on the
+        // socket address. A quarantined client gets nothing but REFUSED until the quarantine
+        // expires or an operator releases it.
+        let gate = self.containment.check_client(key);
         if gate != ClientGate::Pass {
             return Outcome::Reply(self.refuse_contained(&ctx, gate));
         }
@@ -279,7 +330,7 @@ impl Pipeline {
         } else {
             self.detector.observe_at(
                 &Observation {
-                    client,
+                    client: key,
                     group: &group.name,
                     qname: &q.name,
                     domain,
@@ -296,24 +347,21 @@ impl Pipeline {
             self.events.emit(event);
         }
         if assessment.level >= Level::Throttle && !group.detect.monitor_only {
-            if let Some(started) = self.containment.start(
-                client,
-                &group.name,
-                domain,
-                assessment.level,
-                assessment.score,
-            ) {
+            if let Some(started) =
+                self.containment
+                    .start(key, &group.name, domain, assessment.level, assessment.score)
+            {
                 self.events.emit(Event::now(
                     policy.version.number,
                     EventBody::ContainmentStarted(started),
                 ));
             }
-            let gate = self.containment.check_client(client);
+            let gate = self.containment.check_client(key);
             if gate == ClientGate::Quarantined {
                 return Outcome::Reply(self.refuse_contained(&ctx, gate));
             }
         }
-        match self.containment.check_domain(client, &group.name, domain) {
+        match self.containment.check_domain(key, &group.name, domain) {
             DomainGate::Pass => {}
             DomainGate::Throttled => {
                 let msg = wire::start_response(&q, rcode::REFUSED, false);
@@ -360,7 +408,7 @@ impl Pipeline {
             self.cache_hits.increment(1);
             if self.detector.is_enabled() {
                 self.detector.observe_rcode_at(
-                    client,
+                    key,
                     domain,
                     hit.rcode == rcode::NXDOMAIN,
                     now.get(),
@@ -383,7 +431,7 @@ impl Pipeline {
         let policy = arc_swap::Guard::into_inner(policy);
         Outcome::Resolve(Box::new(Pending {
             packet: packet.to_vec(),
-            client,
+            peer: peer.clone(),
             protocol,
             received,
             policy,
@@ -403,7 +451,8 @@ impl Pipeline {
             policy,
             gid: Some(p.group),
             q: &q,
-            client: p.client,
+            client: p.peer.addr(),
+            peer: &p.peer,
             protocol: p.protocol,
             received: p.received,
         };
@@ -457,7 +506,7 @@ impl Pipeline {
                     self.cache.insert(&q, &prepared);
                     let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
                     self.detector
-                        .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
+                        .observe_rcode(&p.peer.key, registrable_domain(&q.name), nxdomain);
                     if let Some(target) = forbidden_target(group, &prepared.answer.cname_targets) {
                         return Some(self.block_target(&ctx, group, target, false));
                     }
@@ -609,6 +658,7 @@ impl Pipeline {
             gid,
             q,
             client,
+            peer,
             protocol,
             received,
         } = *ctx;
@@ -622,6 +672,8 @@ impl Pipeline {
         match protocol {
             Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
             Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
+            Protocol::Dot => self.latency_dot.record(elapsed.as_secs_f64()),
+            Protocol::Doh => self.latency_doh.record(elapsed.as_secs_f64()),
         }
         if self.events.is_enabled() && (report.verdict != "allow" || self.events.wants_allowed()) {
             let rc = if msg.is_empty() {
@@ -631,6 +683,8 @@ impl Pipeline {
             };
             let event = QueryEvent {
                 client,
+                agent: peer.key.agent_name().map(str::to_string),
+                auth: peer.auth.as_str().to_string(),
                 group: group.map(|g| g.name.to_string()),
                 qname: q.name.clone(),
                 qtype: wire::type_name(q.qtype),
@@ -668,6 +722,8 @@ struct Asked<'a, 'p> {
     q: &'a Query<'p>,
     /// Source address (canonical).
     client: IpAddr,
+    /// Who asked: the address and the verified agent, if any.
+    peer: &'a Peer,
     /// Transport.
     protocol: Protocol,
     /// When it was received.

@@ -26,7 +26,6 @@ pub mod testgen;
 pub mod window;
 
 use std::hash::{BuildHasher, RandomState};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -38,6 +37,7 @@ use self::table::BoundedTable;
 use self::window::SlidingWindow;
 use crate::clock::SharedClock;
 use crate::events::{AlertEvent, WindowCounts};
+use crate::identity::ClientKey;
 use crate::metrics::{ALERTS_TOTAL, DETECTOR_TRACKED_KEYS};
 use crate::names::subdomain_part;
 
@@ -75,8 +75,8 @@ impl Level {
 /// One query, as the detector sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
-    /// Socket source address.
-    pub client: IpAddr,
+    /// The client: its verified agent identity when known, else its socket address.
+    pub client: &'a ClientKey,
     /// The client's group.
     pub group: &'a str,
     /// Query name: lower-case, dotted, no trailing dot.
@@ -334,7 +334,8 @@ impl Detector {
             metrics::counter!(ALERTS_TOTAL, "group" => obs.group.to_string(), "action" => action)
                 .increment(1);
             AlertEvent {
-                client: obs.client,
+                client: obs.client.addr,
+                agent: obs.client.agent.as_deref().map(str::to_string),
                 group: obs.group.to_string(),
                 domain: obs.domain.to_string(),
                 score,
@@ -365,12 +366,18 @@ impl Detector {
 
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
-    pub fn observe_rcode(&self, client: IpAddr, domain: &str, nxdomain: bool) {
+    pub fn observe_rcode(&self, client: &ClientKey, domain: &str, nxdomain: bool) {
         self.observe_rcode_at(client, domain, nxdomain, self.clock.now());
     }
 
     /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
-    pub fn observe_rcode_at(&self, client: IpAddr, domain: &str, nxdomain: bool, now: Duration) {
+    pub fn observe_rcode_at(
+        &self,
+        client: &ClientKey,
+        domain: &str,
+        nxdomain: bool,
+        now: Duration,
+    ) {
         if !self.enabled {
             return;
         }
@@ -426,7 +433,7 @@ impl Detector {
     }
 
     /// The (client, domain) key, from the domain's key so the name is hashed once per query.
-    fn pair_key(&self, client: IpAddr, domain_key: u64) -> u64 {
+    fn pair_key(&self, client: &ClientKey, domain_key: u64) -> u64 {
         self.hasher.hash_one((client, domain_key))
     }
 
