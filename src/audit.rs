@@ -1499,6 +1499,8 @@ mod tests {
             policy_version: 3,
             body: EventBody::Query(QueryEvent {
                 client: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+                agent: None,
+                auth: "none".into(),
                 group: Some("agents".into()),
                 qname: format!("host{n}.example.com"),
                 qtype: "A".into(),
@@ -1625,6 +1627,7 @@ mod tests {
         let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let containment = ContainmentEvent {
             client,
+            agent: None,
             group: "g".into(),
             domain: Some("example.com".into()),
             action: "sinkhole".into(),
@@ -1636,6 +1639,7 @@ mod tests {
             event(1).body,
             EventBody::Alert(AlertEvent {
                 client,
+                agent: None,
                 group: "g".into(),
                 domain: "example.com".into(),
                 score: 90,
