@@ -4,6 +4,7 @@
 mod detection;
 mod governance;
 mod harness;
+mod identity;
 mod observability;
 mod resolver;
 mod robustness;
