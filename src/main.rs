@@ -486,6 +486,8 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         tracing::info!(
             udp = ?app.dns.udp_addrs,
             tcp = ?app.dns.tcp_addrs,
+            dot = ?app.tls.dot_addrs,
+            doh = ?app.tls.doh_addrs,
             admin = ?app.admin.as_ref().map(|a| a.addr),
             "dnsward serving"
         );
