@@ -76,15 +76,20 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
 }
 
-/// Every CRL in a PEM file.
+/// Every CRL in a PEM file (at least one).
 ///
 /// # Errors
-/// Unreadable file or bad PEM.
+/// Unreadable file, bad PEM, or no CRL in it.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
-    CertificateRevocationListDer::pem_file_iter(path)
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| file_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))
+        .map_err(|e| file_error(path, e))?;
+    // A configured CRL file without a CRL would silently un-revoke everything it listed.
+    if crls.is_empty() {
+        return Err(file_error(path, "no CRL in the file"));
+    }
+    Ok(crls)
 }
 
 /// The crypto provider (ring) used by every TLS listener.

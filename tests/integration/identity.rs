@@ -31,6 +31,8 @@ const RESEARCH: &str = "spiffe://example.test/agents/research/1";
 /// Certificates and keys written to a temp dir, as PEM files.
 struct Pki {
     dir: tempfile::TempDir,
+    /// The CA, to re-issue the CRL.
+    ca: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -102,20 +104,6 @@ impl Pki {
             false,
             &other,
         );
-        let crl = CertificateRevocationListParams {
-            this_update: date_time_ymd(2025, 1, 1),
-            next_update: date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from_slice(&[1]),
-            issuing_distribution_point: None,
-            revoked_certs: vec![RevokedCertParams {
-                serial_number: SerialNumber::from_slice(&[4]),
-                revocation_time: date_time_ymd(2025, 6, 1),
-                reason_code: None,
-                invalidity_date: None,
-            }],
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        write("ca.crl", &crl.signed_by(&ca).unwrap().pem().unwrap());
 
         // Token signing keys: ours (configured) and a stranger's.
         for name in ["token", "stranger"] {
@@ -123,7 +111,34 @@ impl Pki {
             write(&format!("{name}.key"), &k.serialize_pem());
             write(&format!("{name}.pub"), &k.public_key_pem());
         }
-        Self { dir }
+        let pki = Self { dir, ca };
+        pki.revoke(&[4]);
+        pki
+    }
+
+    /// (Re)write ca.crl revoking these serials.
+    fn revoke(&self, serials: &[u8]) {
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from_slice(&[serials.len() as u8]),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&[*s]),
+                    revocation_time: date_time_ymd(2025, 6, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        std::fs::write(
+            self.path("ca.crl"),
+            crl.signed_by(&self.ca).unwrap().pem().unwrap(),
+        )
+        .unwrap();
     }
 
     fn config(&self, extra_groups: &str) -> String {
@@ -774,5 +789,102 @@ allow = ["*.corp.internal"]
         events_of(&events, "query")
             .iter()
             .any(|e| e["agent"] == BUILD && e["verdict"] == "throttle")
+    );
+}
+
+/// Send `names` back to back on one DoT connection (pipelined), then read every answer; the
+/// answers are returned by query name, whatever order they came in.
+async fn dot_pipelined(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    names: &[&str],
+) -> Option<Vec<(String, ResponseCode)>> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut q = query_packet(name, RecordType::A, false);
+        q[0..2].copy_from_slice(&(i as u16 + 100).to_be_bytes());
+        out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        out.extend_from_slice(&q);
+    }
+    tls.write_all(&out).await.ok()?;
+    let mut answers = Vec::new();
+    for _ in names {
+        let read = async {
+            let len = tls.read_u16().await.ok()?;
+            let mut buf = vec![0; usize::from(len)];
+            tls.read_exact(&mut buf).await.ok()?;
+            Message::from_vec(&buf).ok()
+        };
+        let m = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()??;
+        let i = usize::from(m.metadata.id).checked_sub(100)?;
+        answers.push((names.get(i)?.to_string(), m.metadata.response_code));
+    }
+    answers.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(answers)
+}
+
+#[tokio::test]
+async fn dot_pipelines_and_a_reload_revokes_new_connections_but_keeps_open_ones() {
+    let pki = Pki::new();
+    let (mut s, dot, _doh) = start(&pki, "", "").await;
+    let mut open = tls_connect(&pki.client(Some("build"), &[]), dot, "127.0.0.1")
+        .await
+        .unwrap();
+    let names = [
+        "api.corp.internal",
+        "models.corp.internal",
+        "git.corp.internal",
+    ];
+    let expect = |api| {
+        vec![
+            ("api.corp.internal".to_string(), api),
+            ("git.corp.internal".to_string(), ResponseCode::NXDomain),
+            ("models.corp.internal".to_string(), ResponseCode::NXDomain),
+        ]
+    };
+    assert_eq!(
+        dot_pipelined(&mut open, &names).await,
+        Some(expect(ResponseCode::NoError))
+    );
+
+    // Revoke the build agent's certificate and reload.
+    pki.revoke(&[1, 4]);
+    let app = s.app.as_ref().unwrap();
+    assert!(app.tls.reload().is_empty());
+    // The open connection is not dropped...
+    assert_eq!(
+        dot_pipelined(&mut open, &names).await,
+        Some(expect(ResponseCode::NoError))
+    );
+    // ...but a new one with the revoked certificate is refused.
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert!(m.is_none(), "{m:?}");
+
+    // A broken file on reload keeps the running configuration.
+    std::fs::write(pki.path("ca.crl"), "not a CRL").unwrap();
+    assert_eq!(
+        app.tls.reload().len(),
+        2,
+        "both listeners report the broken CRL"
+    );
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NoError));
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert!(m.is_none(), "the revocation stays in force: {m:?}");
+    drop(open);
+
+    let events = s.stop_and_read_events().await;
+    assert!(
+        events_of(&events, "auth_refused")
+            .iter()
+            .any(|e| e["reason"] == "client certificate revoked")
     );
 }
