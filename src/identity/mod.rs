@@ -167,13 +167,14 @@ impl TlsConfig {
                     problems.push(format!("{here}.path"), "must start with /");
                 }
                 let files = self.files(l, kind, base);
-                if files.client_cert == ClientCert::Require && self.client_cas.is_empty() {
-                    if l.client_cert.is_some() {
-                        problems.push(
-                            format!("{here}.client_cert"),
-                            "\"require\" needs tls.client_cas",
-                        );
-                    }
+                if files.client_cert == ClientCert::Require
+                    && self.client_cas.is_empty()
+                    && l.client_cert.is_some()
+                {
+                    problems.push(
+                        format!("{here}.client_cert"),
+                        "\"require\" needs tls.client_cas",
+                    );
                 }
                 if let Err(e) = files.build() {
                     problems.push(here, e.to_string());

@@ -64,10 +64,10 @@ pub(super) async fn serve<S>(
             .handle_fast_peer(&buf, &peer, Protocol::Dot, Instant::now())
         {
             Outcome::Reply(answer) => {
-                if let Some(f) = frame(&answer) {
-                    if tx.send(f).await.is_err() {
-                        break;
-                    }
+                if let Some(f) = frame(&answer)
+                    && tx.send(f).await.is_err()
+                {
+                    break;
                 }
                 drop(slot);
             }
@@ -76,10 +76,10 @@ pub(super) async fn serve<S>(
                 let pipeline = Arc::clone(&ctx.pipeline);
                 let tx = tx.clone();
                 resolving.spawn(async move {
-                    if let Some(answer) = pipeline.resolve(*pending).await {
-                        if let Some(f) = frame(&answer) {
-                            let _ = tx.send(f).await;
-                        }
+                    if let Some(answer) = pipeline.resolve(*pending).await
+                        && let Some(f) = frame(&answer)
+                    {
+                        let _ = tx.send(f).await;
                     }
                     drop(slot);
                 });
