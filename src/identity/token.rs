@@ -353,3 +353,92 @@ pub fn issue(key_file: &Path, req: &IssueRequest<'_>) -> Result<String, IssueErr
     jsonwebtoken::encode(&Header::new(alg), &claims, &key)
         .map_err(|e| IssueError::Sign(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Keys {
+        dir: tempfile::TempDir,
+    }
+
+    fn keys() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, alg) in [
+            ("ed", &rcgen::PKCS_ED25519),
+            ("ec", &rcgen::PKCS_ECDSA_P256_SHA256),
+        ] {
+            let k = rcgen::KeyPair::generate_for(alg).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), k.serialize_pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pub")), k.public_key_pem()).unwrap();
+        }
+        Keys { dir }
+    }
+
+    fn cfg(keys: &[&str]) -> TokenConfig {
+        let mut c: TokenConfig = toml::from_str("").unwrap();
+        c.keys = keys.iter().map(PathBuf::from).collect();
+        c
+    }
+
+    fn token(k: &Keys, key: &str, iat: u64, ttl: u64, aud: &str) -> String {
+        issue(
+            &k.dir.path().join(key),
+            &IssueRequest {
+                agent: "spiffe://t/agents/a",
+                group: Some("build"),
+                audience: aud,
+                ttl: Duration::from_secs(ttl),
+                issued_at: iat,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ed25519_and_es256_tokens_verify_with_exp_skew_and_lifetime() {
+        let k = keys();
+        let v = TokenVerifier::load(&cfg(&["ed.pub", "ec.pub"]), k.dir.path(), "t").unwrap();
+        let now = 1_800_000_000;
+        for key in ["ed.key", "ec.key"] {
+            let t = token(&k, key, now, 900, "dnsward");
+            let id = v.verify_at(&t, now + 10).unwrap();
+            assert_eq!(id.agent, "spiffe://t/agents/a");
+            assert_eq!(id.group.as_deref(), Some("build"));
+            // Within the skew after exp: still fine; beyond: expired.
+            assert!(v.verify_at(&t, now + 900 + 29).is_ok());
+            assert_eq!(v.verify_at(&t, now + 900 + 31), Err(TokenError::Expired));
+            // Issued in the future (beyond the skew).
+            assert_eq!(v.verify_at(&t, now - 60), Err(TokenError::NotYetValid));
+        }
+        let long = token(&k, "ed.key", now, 3601, "dnsward");
+        assert_eq!(v.verify_at(&long, now), Err(TokenError::Lifetime));
+        let aud = token(&k, "ed.key", now, 60, "other");
+        assert_eq!(v.verify_at(&aud, now), Err(TokenError::Audience));
+        assert_eq!(v.verify_at("not.a.jwt", now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_key_not_configured_is_a_bad_signature_and_bad_key_files_are_reported() {
+        let k = keys();
+        let only_ed = TokenVerifier::load(&cfg(&["ed.pub"]), k.dir.path(), "t").unwrap();
+        let now = 1_800_000_000;
+        let es = token(&k, "ec.key", now, 60, "dnsward");
+        assert!(only_ed.verify_at(&es, now).is_err());
+        // Forge: an Ed25519 token from a key that is not ours.
+        let other = keys();
+        let forged = token(&other, "ed.key", now, 60, "dnsward");
+        assert_eq!(
+            only_ed.verify_at(&forged, now),
+            Err(TokenError::BadSignature)
+        );
+
+        let err = TokenVerifier::load(&cfg(&["ed.key", "missing.pub"]), k.dir.path(), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.keys[0]") && err.contains("t.keys[1]"),
+            "{err}"
+        );
+    }
+}
