@@ -464,14 +464,27 @@ async fn release(
     body: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    // An IP address releases that address; anything else names a verified agent.
+    // An IP address releases that address; an agent identity (a SPIFFE ID, a certificate DNS
+    // name, a token subject with a scheme or a dot) releases that agent wherever it is.
     require("client", &b.client)?;
     let client = match b.client.parse::<IpAddr>() {
         Ok(ip) => crate::identity::ClientKey::from(ip),
-        Err(_) => crate::identity::ClientKey::agent(
-            &b.client,
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        ),
+        Err(_)
+            if (b.client.contains(':') || b.client.contains('.'))
+                && !b.client.ends_with('*')
+                && crate::identity::patterns::validate_pattern(&b.client).is_ok() =>
+        {
+            crate::identity::ClientKey::agent(
+                &b.client,
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            )
+        }
+        Err(_) => {
+            return Err(ApiError::bad_request(format!(
+                "client: {:?} is not an IP address or an agent identity",
+                b.client
+            )));
+        }
     };
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
