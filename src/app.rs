@@ -16,7 +16,7 @@ use crate::govern::checkpoint;
 use crate::govern::control::{Control, ControlError, ReloadHook};
 use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
-use crate::serve::{self, RunningServer};
+use crate::serve::{self, RunningServer, RunningTls};
 
 /// Why dnsward could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,8 @@ pub struct RunningApp {
     pub control: Arc<Control>,
     /// DNS listeners.
     pub dns: RunningServer,
+    /// DoT and DoH listeners (empty when none are configured).
+    pub tls: RunningTls,
     /// The admin endpoint, if enabled.
     pub admin: Option<RunningAdmin>,
     /// The event sink.
@@ -214,6 +216,12 @@ impl RunningApp {
                 what: format!("binding {:?}", cfg.server.listen),
                 source,
             })?;
+        let tls = serve::encrypted::start(&cfg.tls, &cfg.base_dir, Arc::clone(&pipeline))
+            .await
+            .map_err(|e| StartError::Io {
+                what: "starting the DoT/DoH listeners".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         // The review (issue 12): users, triage store, API and console.
         let review = crate::review::Review::open(cfg, Arc::clone(&pipeline), Arc::clone(&control))
             .map_err(|e| StartError::Io {
@@ -242,6 +250,7 @@ impl RunningApp {
             pipeline,
             control,
             dns,
+            tls,
             admin,
             events: events_handle,
             upkeep,
@@ -249,8 +258,18 @@ impl RunningApp {
         })
     }
 
+    /// Re-read the DoT/DoH certificates, keys, client CAs and CRLs (SIGHUP). New connections
+    /// use them; open ones keep theirs. A listener whose files fail keeps its running
+    /// configuration, and each failure is logged.
+    pub fn reload_tls(&self) {
+        for e in self.tls.reload() {
+            tracing::error!("TLS reload failed, keeping the running certificates: {e}");
+        }
+    }
+
     /// Stop listening, finish in-flight queries, flush events.
     pub async fn shutdown(self) {
+        self.tls.shutdown(self.dns.grace()).await;
         self.dns.shutdown().await;
         self.upkeep.abort();
         // Containments that expire during shutdown are still recorded.

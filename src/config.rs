@@ -35,6 +35,9 @@ pub struct Config {
     /// `[server]`: listeners and connection limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[tls]`: DNS over TLS / HTTPS listeners, client certificates and tokens.
+    #[serde(default)]
+    pub tls: crate::identity::TlsConfig,
     /// `[admin]`: the metrics/admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -156,6 +159,7 @@ impl Config {
     /// [`ActivePolicy::compile`].
     pub fn validate_runtime(&self, problems: &mut ConfigProblems) {
         self.server.validate("server", problems);
+        self.tls.validate("tls", &self.base_dir, problems);
         self.admin.validate("admin", problems);
         self.cache.validate("cache", problems);
         self.events.validate("events", problems);

@@ -11,6 +11,7 @@
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | foundation | [`clock`], [`config_error`], [`names`], [`wire`], [`metrics`] | time, problem lists, name helpers, the DNS wire fast path, metric names and the recorder |
+//! | identity | [`identity`] | who an agent is: TLS settings, verified client certificates (SPIFFE/DNS SAN), bearer tokens, the client key containment and detection use |
 //! | events | [`events`] | event types, the bounded sink with rotation, the one event-log reader |
 //! | detection | [`detect`] | tunnel and exfiltration scoring |
 //! | containment | [`contain`] | rate limits, throttles, sinkholes, quarantines, exceptions in force |
@@ -36,6 +37,7 @@ pub mod detect;
 pub mod egress;
 pub mod events;
 pub mod govern;
+pub mod identity;
 pub mod metrics;
 pub mod names;
 pub mod policy;

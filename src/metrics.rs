@@ -82,3 +82,5 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+/// Encrypted clients refused before any query (bad certificate or token), by protocol and auth.
+pub const AUTH_REFUSED_TOTAL: &str = "dnsward_auth_refused_total";

@@ -497,13 +497,31 @@ async fn release(
     body: Result<Json<ReleaseBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    let client: IpAddr = b.client.parse().map_err(|_| {
-        ApiError::bad_request(format!("client: {:?} is not an IP address", b.client))
-    })?;
+    // An IP address releases that address; an agent identity (a SPIFFE ID, a certificate DNS
+    // name, a token subject with a scheme or a dot) releases that agent wherever it is.
+    require("client", &b.client)?;
+    let client = match b.client.parse::<IpAddr>() {
+        Ok(ip) => crate::identity::ClientKey::from(ip),
+        Err(_)
+            if (b.client.contains(':') || b.client.contains('.'))
+                && !b.client.ends_with('*')
+                && crate::identity::patterns::validate_pattern(&b.client).is_ok() =>
+        {
+            crate::identity::ClientKey::agent(
+                &b.client,
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            )
+        }
+        Err(_) => {
+            return Err(ApiError::bad_request(format!(
+                "client: {:?} is not an IP address or an agent identity",
+                b.client
+            )));
+        }
+    };
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let client = crate::policy::identify::canonical(client);
-    let ended = s.pipeline.release(client, &b.actor, &b.reason);
+    let ended = s.pipeline.release(&client, &b.actor, &b.reason);
     if ended.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -113,6 +113,8 @@ impl AlertsQuery {
 pub struct Suspect {
     /// The client that sent the queries.
     pub client: IpAddr,
+    /// The verified agent identity, when the alerts were keyed on one.
+    pub agent: Option<String>,
     /// The registrable domain they went to.
     pub domain: String,
     /// The client's group, as of the latest alert.
@@ -150,6 +152,7 @@ impl Suspect {
     fn new(ts: DateTime<Utc>, alert: AlertEvent) -> Self {
         let mut suspect = Self {
             client: alert.client,
+            agent: alert.agent.clone(),
             domain: alert.domain.to_ascii_lowercase(),
             group: String::new(),
             alerts: 0,
@@ -263,7 +266,7 @@ pub fn scan_alerts(
         .and_then(|s| now.checked_sub_signed(s));
     let filter = q.filter();
     let mut scan = AlertScan::default();
-    let mut suspects: HashMap<(IpAddr, String), Suspect> = HashMap::new();
+    let mut suspects: HashMap<(IpAddr, Option<String>, String), Suspect> = HashMap::new();
     let mut containments = ContainmentLog::default();
     for path in files {
         let read_error = |source| AnalystError::Read {
@@ -286,7 +289,11 @@ pub fn scan_alerts(
                 Ok(LogLine::Alert(ts, alert)) => {
                     if cutoff.is_none_or(|c| ts >= c) && filter.matches(&alert) {
                         scan.alerts_matched += 1;
-                        match suspects.entry((alert.client, alert.domain.to_ascii_lowercase())) {
+                        match suspects.entry((
+                            alert.client,
+                            alert.agent.clone(),
+                            alert.domain.to_ascii_lowercase(),
+                        )) {
                             Entry::Occupied(mut e) => e.get_mut().absorb(ts, alert),
                             Entry::Vacant(e) => {
                                 e.insert(Suspect::new(ts, alert));

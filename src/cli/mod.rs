@@ -128,6 +128,12 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Bearer tokens for DoH clients.
+    Token {
+        /// Which action.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Triage suspects over the admin API, as the named user whose token is given.
     Review {
         /// The admin endpoint.
@@ -154,6 +160,29 @@ pub enum Command {
         /// Which action.
         #[command(subcommand)]
         action: EgressAction,
+    },
+}
+
+/// `dnsward token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Sign a short-lived token (JWT) for one agent and print it.
+    Issue {
+        /// Private key (PKCS#8 PEM, Ed25519 or P-256), e.g. from `openssl genpkey -algorithm ed25519`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The agent id (`sub`), e.g. a SPIFFE ID.
+        #[arg(long)]
+        agent: String,
+        /// The group claim.
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime, e.g. 15m (must not exceed the server's `tls.tokens.max_lifetime`).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Audience (`aud`), the server's `tls.tokens.audience`.
+        #[arg(long, default_value = "dnsward")]
+        audience: String,
     },
 }
 
@@ -310,12 +339,34 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Policy { config, action } => exit(policy::run(&config, action)),
         Command::Egress { config, action } => exit(egress::run(&config, action)),
+        Command::Token { action } => exit(token(action)),
         Command::Review {
             api,
             token_file,
             action,
         } => review(&api, token_file.as_deref(), &action),
     }
+}
+
+/// `dnsward token issue`: sign a short-lived token for one agent.
+fn token(action: TokenAction) -> anyhow::Result<()> {
+    let TokenAction::Issue {
+        key,
+        agent,
+        group,
+        ttl,
+        audience,
+    } = action;
+    let ttl = humantime::parse_duration(&ttl).map_err(|e| anyhow::anyhow!("--ttl {ttl:?}: {e}"))?;
+    let req = crate::identity::token::IssueRequest {
+        agent: &agent,
+        group: group.as_deref(),
+        audience: &audience,
+        ttl,
+        issued_at: crate::identity::token::unix_now(),
+    };
+    println!("{}", crate::identity::token::issue(&key, &req)?);
+    Ok(())
 }
 
 /// `dnsward review …`: exit 0 done, 1 refused by the API, 2 the API unreachable or failing.

@@ -42,7 +42,8 @@ pub fn render_table(suspects: &[Suspect]) -> String {
     let rows = suspects.iter().map(|s| {
         [
             s.max_score.to_string(),
-            s.client.to_string(),
+            // An agent is named by its identity; its address is where it was seen.
+            s.agent.clone().unwrap_or_else(|| s.client.to_string()),
             s.group.clone(),
             s.domain.clone(),
             s.alerts.to_string(),

@@ -25,6 +25,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         tracing::info!(
             udp = ?app.dns.udp_addrs,
             tcp = ?app.dns.tcp_addrs,
+            dot = ?app.tls.dot_addrs,
+            doh = ?app.tls.doh_addrs,
             admin = ?app.admin.as_ref().map(|a| a.addr),
             "dnsward serving"
         );
@@ -49,6 +51,7 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 // The outcome is logged and recorded as a policy event by the control itself.
                 let _ = app.control.reload(Some("SIGHUP"), None).await;
+                app.reload_tls();
             }
         }
     }

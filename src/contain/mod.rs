@@ -20,6 +20,8 @@ pub mod overrides;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+
+use crate::identity::ClientKey;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -224,8 +226,11 @@ impl DomainGate {
 /// One active containment, for the API and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActiveContainment {
-    /// The contained client (for a group sinkhole: the client that triggered it).
+    /// The contained client (for a group sinkhole: the client that triggered it); for an
+    /// agent, the address it was last seen at.
     pub client: IpAddr,
+    /// The contained agent, when keyed on a verified identity.
+    pub agent: Option<String>,
     /// Its group.
     pub group: String,
     /// The domain, `None` for a quarantine.
@@ -262,8 +267,8 @@ type Limiter<K> =
 /// One containment entry.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// The client (the trigger, for group scope).
-    client: IpAddr,
+    /// The client (the trigger, for group scope): an agent when verified, else an address.
+    client: ClientKey,
     /// Its group.
     group: String,
     /// `None` for quarantine.
@@ -290,7 +295,7 @@ impl Entry {
 #[derive(Debug, Default)]
 struct Tables {
     /// Quarantined clients.
-    quarantines: HashMap<IpAddr, Entry>,
+    quarantines: HashMap<ClientKey, Entry>,
     /// Per (client, domain) throttles and sinkholes, keyed by a hash of both.
     client_domains: HashMap<u64, Entry>,
     /// Per (group, domain) sinkholes, keyed by a hash of both.
@@ -312,7 +317,7 @@ pub struct Containment {
     /// Time source.
     clock: SharedClock,
     /// Per-client limit, when configured.
-    client_limiter: Option<Limiter<IpAddr>>,
+    client_limiter: Option<Limiter<ClientKey>>,
     /// Per (client, domain) limit applied while throttled.
     throttle_limiter: Limiter<u64>,
     /// Keyed hasher for table keys.
@@ -367,28 +372,28 @@ impl Containment {
         }
     }
 
-    /// Client-wide gate, before policy. Key: the socket source address.
-    pub fn check_client(&self, client: IpAddr) -> ClientGate {
+    /// Client-wide gate, before policy. Key: the verified agent, else the socket address.
+    pub fn check_client(&self, client: &ClientKey) -> ClientGate {
         if self.entries.load(Ordering::Acquire) > 0 {
             let now = self.clock.now();
             if self
                 .tables
                 .read()
                 .quarantines
-                .get(&client)
+                .get(client)
                 .is_some_and(|e| e.live(now))
             {
                 return ClientGate::Quarantined;
             }
         }
         match &self.client_limiter {
-            Some(limiter) if limiter.check_key(&client).is_err() => ClientGate::RateLimited,
+            Some(limiter) if limiter.check_key(client).is_err() => ClientGate::RateLimited,
             _ => ClientGate::Pass,
         }
     }
 
     /// Domain-scoped gate, after scoring: sinkhole (client or group) first, then throttle.
-    pub fn check_domain(&self, client: IpAddr, group: &str, domain: &str) -> DomainGate {
+    pub fn check_domain(&self, client: &ClientKey, group: &str, domain: &str) -> DomainGate {
         if self.entries.load(Ordering::Acquire) == 0 {
             return DomainGate::Pass;
         }
@@ -407,7 +412,9 @@ impl Containment {
             }
             match t.client_domains.get(&pair) {
                 Some(e)
-                    if e.live(now) && e.client == client && e.domain.as_deref() == Some(domain) =>
+                    if e.live(now)
+                        && e.client == *client
+                        && e.domain.as_deref() == Some(domain) =>
                 {
                     if e.level >= Level::Sinkhole {
                         return DomainGate::Sinkholed;
@@ -430,7 +437,7 @@ impl Containment {
     /// domain of the client).
     pub fn start(
         &self,
-        client: IpAddr,
+        client: &ClientKey,
         group: &str,
         domain: &str,
         level: Level,
@@ -441,7 +448,7 @@ impl Containment {
         }
         let now = self.clock.now();
         let mut t = self.tables.write();
-        if t.quarantines.get(&client).is_some_and(|e| e.live(now)) {
+        if t.quarantines.get(client).is_some_and(|e| e.live(now)) {
             return None;
         }
         let group_wide =
@@ -474,7 +481,7 @@ impl Containment {
             return None;
         }
         let entry = Entry {
-            client,
+            client: client.clone(),
             group: group.to_string(),
             domain: (level != Level::Quarantine).then(|| domain.to_string()),
             level,
@@ -492,7 +499,7 @@ impl Containment {
         let event = started_event(&entry, duration, reason);
         // Make room first, so the bound holds after the insert.
         let replaces = match level {
-            Level::Quarantine => t.quarantines.contains_key(&client),
+            Level::Quarantine => t.quarantines.contains_key(client),
             _ if group_wide => t.group_domains.contains_key(&key),
             _ => t.client_domains.contains_key(&key),
         };
@@ -505,7 +512,7 @@ impl Containment {
         }
         match level {
             Level::Quarantine => {
-                t.quarantines.insert(client, entry);
+                t.quarantines.insert(client.clone(), entry);
             }
             _ if group_wide => {
                 // The group sinkhole supersedes the client's own throttle on that domain.
@@ -524,17 +531,17 @@ impl Containment {
 
     /// Operator release of everything for `client`: its quarantine, its throttles and sinkholes,
     /// and group sinkholes it triggered. One `containment_ended` event per entry.
-    pub fn release(&self, client: IpAddr, actor: &str, reason: &str) -> Vec<ContainmentEvent> {
+    pub fn release(&self, client: &ClientKey, actor: &str, reason: &str) -> Vec<ContainmentEvent> {
         let why = format!("released by {actor}: {reason}");
         let mut guard = self.tables.write();
         let t = &mut *guard;
         let mut ended = Vec::new();
-        if let Some(e) = t.quarantines.remove(&client) {
+        if let Some(e) = t.quarantines.remove(client) {
             ended.push(ended_event(&e, why.clone()));
         }
         for map in [&mut t.client_domains, &mut t.group_domains] {
             map.retain(|_, e| {
-                if e.client == client {
+                if e.client == *client {
                     ended.push(ended_event(e, why.clone()));
                     false
                 } else {
@@ -550,7 +557,7 @@ impl Containment {
     /// Extend the live containments of `client` (whole-client, or on `domain`) so that each
     /// lasts at least `by` from now; returns how many were extended. Used by the review's
     /// "confirmed, extend containment" (issue 12).
-    pub fn extend(&self, client: IpAddr, domain: &str, by: Duration) -> usize {
+    pub fn extend(&self, client: &ClientKey, domain: &str, by: Duration) -> usize {
         let now = self.clock.now();
         let mut guard = self.tables.write();
         let t = &mut *guard;
@@ -561,7 +568,7 @@ impl Containment {
             .chain(t.client_domains.values_mut())
             .chain(t.group_domains.values_mut())
         {
-            if e.client == client && e.live(now) && e.domain.as_deref().is_none_or(|d| d == domain)
+            if e.client == *client && e.live(now) && e.domain.as_deref().is_none_or(|d| d == domain)
             {
                 e.until = e.until.max(now.saturating_add(by));
                 n += 1;
@@ -607,7 +614,8 @@ impl Containment {
             .chain(t.group_domains.values())
             .filter(|e| e.live(now))
             .map(|e| ActiveContainment {
-                client: e.client,
+                client: e.client.addr,
+                agent: e.client.agent.as_deref().map(str::to_string),
                 group: e.group.clone(),
                 domain: e.domain.clone(),
                 action: e.level.as_str(),
@@ -617,7 +625,7 @@ impl Containment {
                 expires_in_secs: e.until.saturating_sub(now).as_secs(),
             })
             .collect();
-        all.sort_by(|a, b| (a.client, &a.domain).cmp(&(b.client, &b.domain)));
+        all.sort_by(|a, b| (a.client, &a.agent, &a.domain).cmp(&(b.client, &b.agent, &b.domain)));
         all
     }
 
@@ -627,7 +635,7 @@ impl Containment {
         self.client_limiter.as_ref().map_or(0, RateLimiter::len) + self.throttle_limiter.len()
     }
 
-    fn client_key(&self, client: IpAddr, domain: &str) -> u64 {
+    fn client_key(&self, client: &ClientKey, domain: &str) -> u64 {
         self.hasher.hash_one((client, domain))
     }
 
@@ -657,10 +665,10 @@ fn evict_soonest(t: &mut Tables) -> bool {
         .quarantines
         .iter()
         .min_by_key(|(_, e)| e.until)
-        .map(|(k, e)| (*k, e.until));
+        .map(|(k, e)| (k.clone(), e.until));
     let c = soonest(&t.client_domains);
     let g = soonest(&t.group_domains);
-    let min = [q.map(|x| x.1), c.map(|x| x.1), g.map(|x| x.1)]
+    let min = [q.as_ref().map(|x| x.1), c.map(|x| x.1), g.map(|x| x.1)]
         .into_iter()
         .flatten()
         .min();
@@ -711,7 +719,8 @@ fn wall_time_in(ahead: Duration) -> String {
 
 fn started_event(e: &Entry, duration: Duration, reason: String) -> ContainmentEvent {
     ContainmentEvent {
-        client: e.client,
+        client: e.client.addr,
+        agent: e.client.agent.as_deref().map(str::to_string),
         group: e.group.clone(),
         domain: e.domain.clone(),
         action: e.level.as_str().to_string(),
@@ -723,7 +732,8 @@ fn started_event(e: &Entry, duration: Duration, reason: String) -> ContainmentEv
 
 fn ended_event(e: &Entry, reason: String) -> ContainmentEvent {
     ContainmentEvent {
-        client: e.client,
+        client: e.client.addr,
+        agent: e.client.agent.as_deref().map(str::to_string),
         group: e.group.clone(),
         domain: e.domain.clone(),
         action: e.level.as_str().to_string(),
@@ -741,8 +751,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+    fn ip(n: u8) -> ClientKey {
+        ClientKey::from(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)))
     }
 
     fn setup(cfg: &ContainConfig) -> (Containment, Arc<ManualClock>) {
@@ -801,11 +811,11 @@ mod tests {
     fn nothing_contained_passes_and_rate_limit_is_off_by_default() {
         let (c, _) = setup(&ContainConfig::default());
         for _ in 0..10_000 {
-            assert_eq!(c.check_client(ip(1)), ClientGate::Pass);
+            assert_eq!(c.check_client(&ip(1)), ClientGate::Pass);
         }
-        assert_eq!(c.check_domain(ip(1), "g", "example.com"), DomainGate::Pass);
+        assert_eq!(c.check_domain(&ip(1), "g", "example.com"), DomainGate::Pass);
         assert!(
-            c.start(ip(1), "g", "example.com", Level::Alert, 65)
+            c.start(&ip(1), "g", "example.com", Level::Alert, 65)
                 .is_none()
         );
         assert!(c.active().is_empty());
@@ -822,21 +832,21 @@ mod tests {
         };
         let (c, clock) = setup(&cfg);
         let passed = (0..50)
-            .filter(|_| c.check_client(ip(1)) == ClientGate::Pass)
+            .filter(|_| c.check_client(&ip(1)) == ClientGate::Pass)
             .count();
         assert_eq!(passed, 20, "the burst passes, the rest is limited");
         assert_eq!(
-            c.check_client(ip(2)),
+            c.check_client(&ip(2)),
             ClientGate::Pass,
             "limits are per client"
         );
         clock.advance(Duration::from_millis(100));
         assert_eq!(
-            c.check_client(ip(1)),
+            c.check_client(&ip(1)),
             ClientGate::Pass,
             "one token back after 100 ms at 10 qps"
         );
-        assert_eq!(c.check_client(ip(1)), ClientGate::RateLimited);
+        assert_eq!(c.check_client(&ip(1)), ClientGate::RateLimited);
         clock.advance(Duration::from_secs(10));
         assert!(c.limiter_keys() >= 2);
         c.expire_due();
@@ -846,7 +856,7 @@ mod tests {
     #[test]
     fn throttle_limits_the_pair_then_escalates_and_expires() {
         let (c, clock) = setup(&ContainConfig::default());
-        let started = c.start(ip(1), "agents", "tunnel.example", Level::Throttle, 72);
+        let started = c.start(&ip(1), "agents", "tunnel.example", Level::Throttle, 72);
         let ev = started.unwrap_or_else(|| panic!("no event"));
         assert_eq!(
             (ev.action.as_str(), ev.domain.as_deref(), ev.score),
@@ -854,40 +864,40 @@ mod tests {
         );
         assert!(ev.until.is_some());
         assert!(
-            c.start(ip(1), "agents", "tunnel.example", Level::Throttle, 75)
+            c.start(&ip(1), "agents", "tunnel.example", Level::Throttle, 75)
                 .is_none(),
             "already active"
         );
         // 5 burst then throttled; other domains and clients unaffected.
         let passed = (0..20)
-            .filter(|_| c.check_domain(ip(1), "agents", "tunnel.example") == DomainGate::Pass)
+            .filter(|_| c.check_domain(&ip(1), "agents", "tunnel.example") == DomainGate::Pass)
             .count();
         assert_eq!(passed, 5);
         assert_eq!(
-            c.check_domain(ip(1), "agents", "other.example"),
+            c.check_domain(&ip(1), "agents", "other.example"),
             DomainGate::Pass
         );
         assert_eq!(
-            c.check_domain(ip(2), "agents", "tunnel.example"),
+            c.check_domain(&ip(2), "agents", "tunnel.example"),
             DomainGate::Pass
         );
         clock.advance(Duration::from_millis(500));
         assert_eq!(
-            c.check_domain(ip(1), "agents", "tunnel.example"),
+            c.check_domain(&ip(1), "agents", "tunnel.example"),
             DomainGate::Pass,
             "2 qps refills"
         );
         // Escalate to sinkhole.
         let ev = c
-            .start(ip(1), "agents", "tunnel.example", Level::Sinkhole, 85)
+            .start(&ip(1), "agents", "tunnel.example", Level::Sinkhole, 85)
             .unwrap_or_else(|| panic!("no escalation"));
         assert_eq!(ev.action, "sinkhole");
         assert_eq!(
-            c.check_domain(ip(1), "agents", "tunnel.example"),
+            c.check_domain(&ip(1), "agents", "tunnel.example"),
             DomainGate::Sinkholed
         );
         assert!(
-            c.start(ip(1), "agents", "tunnel.example", Level::Throttle, 70)
+            c.start(&ip(1), "agents", "tunnel.example", Level::Throttle, 70)
                 .is_none(),
             "lower level is covered"
         );
@@ -897,7 +907,7 @@ mod tests {
         assert!(c.expire_due().is_empty());
         clock.advance(Duration::from_secs(61));
         assert_eq!(
-            c.check_domain(ip(1), "agents", "tunnel.example"),
+            c.check_domain(&ip(1), "agents", "tunnel.example"),
             DomainGate::Pass,
             "expired entries stop at once"
         );
@@ -913,41 +923,41 @@ mod tests {
     #[test]
     fn quarantine_blocks_the_client_until_released() {
         let (c, clock) = setup(&ContainConfig::default());
-        c.start(ip(1), "agents", "tunnel.example", Level::Throttle, 70);
+        c.start(&ip(1), "agents", "tunnel.example", Level::Throttle, 70);
         let ev = c
-            .start(ip(1), "agents", "tunnel.example", Level::Quarantine, 95)
+            .start(&ip(1), "agents", "tunnel.example", Level::Quarantine, 95)
             .unwrap_or_else(|| panic!("none"));
         assert_eq!(
             (ev.action.as_str(), ev.domain.as_deref()),
             ("quarantine", None)
         );
         assert!(ev.reason.contains("tunnel.example"));
-        assert_eq!(c.check_client(ip(1)), ClientGate::Quarantined);
-        assert_eq!(c.check_client(ip(2)), ClientGate::Pass);
+        assert_eq!(c.check_client(&ip(1)), ClientGate::Quarantined);
+        assert_eq!(c.check_client(&ip(2)), ClientGate::Pass);
         assert!(
-            c.start(ip(1), "agents", "other.example", Level::Sinkhole, 85)
+            c.start(&ip(1), "agents", "other.example", Level::Sinkhole, 85)
                 .is_none(),
             "quarantine covers it"
         );
         assert!(
-            c.start(ip(1), "agents", "tunnel.example", Level::Quarantine, 99)
+            c.start(&ip(1), "agents", "tunnel.example", Level::Quarantine, 99)
                 .is_none()
         );
         clock.advance(Duration::from_secs(60));
-        let ended = c.release(ip(1), "alice", "false positive");
+        let ended = c.release(&ip(1), "alice", "false positive");
         assert_eq!(ended.len(), 2, "quarantine and the earlier throttle");
         assert!(
             ended
                 .iter()
                 .all(|e| e.reason == "released by alice: false positive" && e.until.is_none())
         );
-        assert_eq!(c.check_client(ip(1)), ClientGate::Pass);
+        assert_eq!(c.check_client(&ip(1)), ClientGate::Pass);
         assert!(c.active().is_empty());
-        assert!(c.release(ip(1), "alice", "again").is_empty());
+        assert!(c.release(&ip(1), "alice", "again").is_empty());
         // A quarantine also expires by itself after quarantine_for (1 h).
-        c.start(ip(3), "agents", "t.example", Level::Quarantine, 91);
+        c.start(&ip(3), "agents", "t.example", Level::Quarantine, 91);
         clock.advance(Duration::from_secs(3600));
-        assert_eq!(c.check_client(ip(3)), ClientGate::Pass);
+        assert_eq!(c.check_client(&ip(3)), ClientGate::Pass);
         assert_eq!(c.expire_due().len(), 1);
     }
 
@@ -959,27 +969,27 @@ mod tests {
         };
         let (c, _) = setup(&cfg);
         let ev = c
-            .start(ip(1), "agents", "tunnel.example", Level::Sinkhole, 82)
+            .start(&ip(1), "agents", "tunnel.example", Level::Sinkhole, 82)
             .unwrap_or_else(|| panic!("none"));
         assert_eq!(ev.action, "sinkhole");
         assert_eq!(
-            c.check_domain(ip(2), "agents", "tunnel.example"),
+            c.check_domain(&ip(2), "agents", "tunnel.example"),
             DomainGate::Sinkholed
         );
         assert_eq!(
-            c.check_domain(ip(2), "builders", "tunnel.example"),
+            c.check_domain(&ip(2), "builders", "tunnel.example"),
             DomainGate::Pass
         );
         assert!(
-            c.start(ip(2), "agents", "tunnel.example", Level::Throttle, 71)
+            c.start(&ip(2), "agents", "tunnel.example", Level::Throttle, 71)
                 .is_none()
         );
         let active = c.active();
         assert_eq!(active.len(), 1);
         assert!(active[0].group_wide);
-        assert_eq!(c.release(ip(1), "bob", "fixed").len(), 1);
+        assert_eq!(c.release(&ip(1), "bob", "fixed").len(), 1);
         assert_eq!(
-            c.check_domain(ip(2), "agents", "tunnel.example"),
+            c.check_domain(&ip(2), "agents", "tunnel.example"),
             DomainGate::Pass
         );
     }
@@ -993,7 +1003,7 @@ mod tests {
         let (c, clock) = setup(&cfg);
         for i in 0..40u8 {
             assert!(
-                c.start(ip(i), "agents", "tunnel.example", Level::Throttle, 70)
+                c.start(&ip(i), "agents", "tunnel.example", Level::Throttle, 70)
                     .is_some()
             );
             clock.advance(Duration::from_secs(1));
@@ -1003,7 +1013,7 @@ mod tests {
         assert_eq!(ended.len(), 24);
         assert!(ended.iter().all(|e| e.reason.starts_with("evicted")));
         // The oldest (soonest to expire) went first.
-        assert_eq!(ended[0].client, ip(0));
+        assert_eq!(ended[0].client, ip(0).addr);
     }
 
     #[test]

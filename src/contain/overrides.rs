@@ -303,6 +303,7 @@ mod tests {
     fn the_filter_checks_every_field_given() {
         let alert = AlertEvent {
             client: "127.0.0.61".parse().unwrap(),
+            agent: None,
             group: "Agents".into(),
             domain: "tun.example".into(),
             score: 70,

@@ -34,7 +34,6 @@ pub mod volume;
 pub mod window;
 
 use std::hash::{BuildHasher, RandomState};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -47,6 +46,7 @@ use self::volume::{Budgets, RecentNames, SharedNames};
 use self::window::SlidingWindow;
 use crate::clock::SharedClock;
 use crate::events::{AlertEvent, VolumeEvidence, WindowCounts};
+use crate::identity::ClientKey;
 use crate::metrics::{ALERTS_TOTAL, DETECTOR_TRACKED_KEYS};
 use crate::names::subdomain_part;
 
@@ -84,8 +84,8 @@ impl Level {
 /// One query, as the detector sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
-    /// Socket source address.
-    pub client: IpAddr,
+    /// The client: its verified agent identity when known, else its socket address.
+    pub client: &'a ClientKey,
     /// The client's group.
     pub group: &'a str,
     /// Query name: lower-case, dotted, no trailing dot.
@@ -344,7 +344,7 @@ impl Detector {
     /// Forget what `client` sent: its client-wide state and its state for each of `domains`.
     /// An operator's release judges that evidence benign; without this, the client's spent
     /// budgets would contain it again on its next query to any domain.
-    pub fn forget(&self, client: IpAddr, domains: &[&str]) {
+    pub fn forget(&self, client: &ClientKey, domains: &[&str]) {
         let client_hash = self.hasher.hash_one(client);
         self.clients.remove(client_hash);
         for domain in domains {
@@ -592,7 +592,8 @@ impl Detector {
                 .increment(1);
             let w = &pair_stats[1];
             AlertEvent {
-                client: obs.client,
+                client: obs.client.addr,
+                agent: obs.client.agent.as_deref().map(str::to_string),
                 group: obs.group.to_string(),
                 domain: obs.domain.to_string(),
                 score,
@@ -656,12 +657,18 @@ impl Detector {
 
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
-    pub fn observe_rcode(&self, client: IpAddr, domain: &str, nxdomain: bool) {
+    pub fn observe_rcode(&self, client: &ClientKey, domain: &str, nxdomain: bool) {
         self.observe_answer_at(client, domain, 0, nxdomain, 0, self.clock.now());
     }
 
     /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
-    pub fn observe_rcode_at(&self, client: IpAddr, domain: &str, nxdomain: bool, now: Duration) {
+    pub fn observe_rcode_at(
+        &self,
+        client: &ClientKey,
+        domain: &str,
+        nxdomain: bool,
+        now: Duration,
+    ) {
         self.observe_answer_at(client, domain, 0, nxdomain, 0, now);
     }
 
@@ -672,7 +679,7 @@ impl Detector {
     /// already tracked are updated.
     pub fn observe_answer_at(
         &self,
-        client: IpAddr,
+        client: &ClientKey,
         domain: &str,
         qtype: u16,
         nxdomain: bool,

@@ -26,7 +26,7 @@ fn observe(
     settings: &GroupDetectConfig,
 ) -> Assessment {
     d.observe(&Observation {
-        client,
+        client: &ClientKey::from(client),
         group: "agents",
         qname,
         domain: registrable_domain(qname),
@@ -49,7 +49,7 @@ fn replay(t: &Traffic, settings: &GroupDetectConfig) -> Reached {
     let mut bytes = 0;
     for (i, q) in t.queries.iter().enumerate() {
         let a = observe(&d, ip(7), &q.qname, q.qtype, settings);
-        d.observe_rcode(ip(7), registrable_domain(&q.qname), false);
+        d.observe_rcode(&ClientKey::from(ip(7)), registrable_domain(&q.qname), false);
         bytes += q.payload;
         for level in [
             Level::Alert,
@@ -295,7 +295,7 @@ fn nxdomain_ratio_adds_points() {
         let mut a = Assessment::default();
         for q in testgen::slow_drip("drip-example.com", 12, 8).queries {
             a = observe(&d, ip(5), &q.qname, q.qtype, &settings);
-            d.observe_rcode(ip(5), "drip-example.com", nx);
+            d.observe_rcode(&ClientKey::from(ip(5)), "drip-example.com", nx);
             clock.advance(Duration::from_secs(5));
         }
         a
@@ -309,7 +309,7 @@ fn nxdomain_ratio_adds_points() {
     );
     // An answer alone never creates state.
     let (d, _) = detector(&DetectConfig::default());
-    d.observe_rcode(ip(6), "never-asked.example", true);
+    d.observe_rcode(&ClientKey::from(ip(6)), "never-asked.example", true);
     assert_eq!(d.tracked_keys(), 0);
 }
 
@@ -430,7 +430,7 @@ fn benign_names_from_many_clients_raise_no_alert() {
             let (name, qtype) = names[idx];
             let client = ip(100 + u32::try_from(c).unwrap_or(0));
             let a = observe(&d, client, name, qtype, &settings);
-            d.observe_rcode(client, registrable_domain(name), false);
+            d.observe_rcode(&ClientKey::from(client), registrable_domain(name), false);
             if a.score > worst.0 {
                 worst = (a.score, name.to_string());
             }
@@ -516,7 +516,7 @@ fn alerts_carry_what_an_analyst_needs() {
     let mut first = None;
     for q in testgen::dnscat2("c2.tunnel-example.org", 50, 13).queries {
         let a = observe(&d, ip(9), &q.qname, q.qtype, &settings);
-        d.observe_rcode(ip(9), "tunnel-example.org", true);
+        d.observe_rcode(&ClientKey::from(ip(9)), "tunnel-example.org", true);
         if first.is_none() {
             first = a.alert;
         }
@@ -577,7 +577,7 @@ fn run_on(
     let (mut bytes, mut contained, mut alert, mut top) = (0, false, None, Level::None);
     for (i, q) in t.queries.iter().enumerate() {
         let a = observe(d, client, &q.qname, q.qtype, &settings);
-        d.observe_rcode(client, registrable_domain(&q.qname), true);
+        d.observe_rcode(&ClientKey::from(client), registrable_domain(&q.qname), true);
         if a.level >= Level::Alert && alert.is_none() {
             alert = Some((i + 1, clock.now() - started));
         }
@@ -758,7 +758,11 @@ fn benign_classes_from_forty_clients_over_a_day_raise_no_alert() {
         }
         let client = ip(200 + q.client);
         let a = observe(&d, client, &q.qname, q.qtype, &settings);
-        d.observe_rcode(client, registrable_domain(&q.qname), q.class == "dnsbl");
+        d.observe_rcode(
+            &ClientKey::from(client),
+            registrable_domain(&q.qname),
+            q.class == "dnsbl",
+        );
         if let Some(al) = &a.alert {
             if alerts.is_empty() {
                 println!("first alert at {} s", q.at);

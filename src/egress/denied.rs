@@ -240,6 +240,7 @@ impl DeniedTracker {
         c.alerted = true;
         Some(AlertEvent {
             client: p.src,
+            agent: None,
             group: group.to_string(),
             domain: "(egress)".into(),
             score: 100,

@@ -67,6 +67,7 @@ impl Event {
             EventBody::Policy(_) => "policy",
             EventBody::Admin(_) => "admin",
             EventBody::EgressDenied(_) => "egress_denied",
+            EventBody::AuthRefused(_) => "auth_refused",
         }
     }
 }
@@ -89,6 +90,9 @@ pub enum EventBody {
     Admin(AdminEvent),
     /// A connection attempt the egress ruleset dropped (read from its nflog group).
     EgressDenied(EgressDeniedEvent),
+    /// An encrypted client was refused before any query: a bad client certificate at the TLS
+    /// handshake, or a bad bearer token.
+    AuthRefused(AuthRefusedEvent),
 }
 
 /// A connection attempt to an address dnsward did not resolve for the client's group.
@@ -111,13 +115,20 @@ pub struct EgressDeniedEvent {
 pub struct QueryEvent {
     /// Source address of the query (the socket's, never a client claim).
     pub client: IpAddr,
+    /// The verified agent identity (SPIFFE ID, DNS name or token subject), `null` when the
+    /// client is known only by its address.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// How the agent was authenticated: `none`, `mtls` or `token`.
+    #[serde(default = "auth_none")]
+    pub auth: String,
     /// The client group, or `null` for an unknown client.
     pub group: Option<String>,
     /// Query name, lower-case, without the trailing dot (`.` for the root).
     pub qname: String,
     /// Query type mnemonic, e.g. `A`, `TXT`, `TYPE65399`.
     pub qtype: String,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp`, `dot` or `doh`.
     pub protocol: String,
     /// Stable verdict string: `allow`, `block`, `refuse`, `sinkhole`, `throttle`, `quarantine`, `servfail`, `formerr`.
     pub verdict: String,
@@ -155,6 +166,10 @@ pub struct WindowCounts {
 pub struct AlertEvent {
     /// The client that sent the queries.
     pub client: IpAddr,
+    /// The verified agent identity, when the client is an authenticated agent (the detector
+    /// keys its windows on it).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Its group.
     pub group: String,
     /// The registrable domain (eTLD+1) the queries went to.
@@ -208,6 +223,9 @@ pub struct VolumeEvidence {
 pub struct ContainmentEvent {
     /// The contained client.
     pub client: IpAddr,
+    /// The contained agent, when the containment is keyed on a verified identity.
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Its group.
     pub group: String,
     /// The domain for domain-scoped containment, `null` for whole-client quarantine.
@@ -254,4 +272,23 @@ pub struct AdminEvent {
     pub action: Option<String>,
     /// Details of the change or of the error.
     pub detail: Option<String>,
+}
+
+fn auth_none() -> String {
+    "none".into()
+}
+
+/// A client refused before any query was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRefusedEvent {
+    /// Source address.
+    pub client: IpAddr,
+    /// `dot` or `doh`.
+    pub protocol: String,
+    /// The credential that failed: `mtls` or `token`.
+    pub auth: String,
+    /// Why: `client certificate expired`, `client certificate revoked`, `token expired`, …
+    pub reason: String,
+    /// The agent named by the credential, when it could be read.
+    pub agent: Option<String>,
 }

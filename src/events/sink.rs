@@ -973,6 +973,8 @@ mod tests {
             7,
             EventBody::Query(QueryEvent {
                 client: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+                agent: None,
+                auth: "none".into(),
                 group: Some("agents".into()),
                 qname: format!("q{n}.example.com"),
                 qtype: "A".into(),

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use metrics::Counter;
 
 use crate::config_error::ConfigProblems;
+use crate::identity::{IdentityTable, Peer};
 use crate::metrics as m;
 use crate::policy::group::{Group, GroupConfig};
 use crate::policy::identify::{ClientTable, GroupId};
@@ -100,6 +101,8 @@ pub struct ActivePolicy {
     pub groups: Vec<Group>,
     /// Source address → group.
     pub clients: ClientTable,
+    /// Verified agent identity → group.
+    pub identities: IdentityTable,
     /// Local zones.
     pub zones: ZoneSet,
     /// Upstreams.
@@ -158,6 +161,7 @@ impl ActivePolicy {
         }
         let mut groups = Vec::with_capacity(cfg.groups.len());
         let mut clients = ClientTable::default();
+        let mut identities = IdentityTable::default();
         if cfg.groups.is_empty() {
             problems.push("groups", "no groups: every client would be refused");
         }
@@ -175,8 +179,22 @@ impl ActivePolicy {
                 problems.push(at, "too many groups");
                 continue;
             };
-            if gc.cidrs.is_empty() {
-                problems.push(format!("{at}.cidrs"), "a group needs at least one CIDR");
+            if gc.cidrs.is_empty() && gc.identities.is_empty() {
+                problems.push(
+                    format!("{at}.cidrs"),
+                    "a group needs at least one CIDR or identity",
+                );
+            }
+            for (j, pattern) in group.identities.iter().enumerate() {
+                if let Some(other) = identities.insert(pattern, id) {
+                    let other_name = groups
+                        .get(usize::from(other))
+                        .map_or_else(|| group.name.to_string(), |g: &Group| g.name.to_string());
+                    problems.push(
+                        format!("{at}.identities[{j}]"),
+                        format!("{pattern} is already claimed by group {other_name:?}"),
+                    );
+                }
             }
             for (j, net) in group.cidrs.iter().enumerate() {
                 if let Some(other) = clients.insert(*net, id) {
@@ -196,6 +214,7 @@ impl ActivePolicy {
             version,
             groups,
             clients,
+            identities,
             zones,
             upstreams,
             counters,
@@ -227,6 +246,21 @@ impl ActivePolicy {
         } else {
             StaleAnswers::Under(zones)
         }
+    }
+
+    /// The group of a peer: a verified token's group claim (which must name a group), else
+    /// the verified agent's identity pattern, else its source address.
+    #[must_use]
+    pub fn identify(&self, peer: &Peer) -> Option<GroupId> {
+        if let Some(name) = &peer.group {
+            // A signed group claim naming no group is refused, not widened to the address.
+            let i = self.groups.iter().position(|g| g.name == *name)?;
+            return GroupId::try_from(i).ok();
+        }
+        peer.key
+            .agent_name()
+            .and_then(|a| self.identities.lookup(a))
+            .or_else(|| self.clients.lookup(peer.addr()))
     }
 
     /// The group with this id.

@@ -64,6 +64,15 @@ pub struct GroupConfig {
     /// Source prefixes of the group's clients (IPv4 and IPv6).
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// Verified agent identities of the group's clients: SPIFFE IDs or certificate DNS names,
+    /// exact or a prefix ending in `*` (`spiffe://corp.example/agents/build/*`). An identity
+    /// match wins over a source-address match.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// Serve members only with a credential (client certificate or token): their plain UDP/TCP
+    /// queries are refused.
+    #[serde(default)]
+    pub require_auth: bool,
     /// `allowlist` (default) or `denylist`.
     #[serde(default)]
     pub mode: Mode,
@@ -247,6 +256,10 @@ pub struct Group {
     pub name: Arc<str>,
     /// Source prefixes.
     pub cidrs: Vec<IpNet>,
+    /// Agent identity patterns (validated).
+    pub identities: Vec<Box<str>>,
+    /// Whether members must authenticate (DoT/DoH with a certificate or token).
+    pub require_auth: bool,
     /// Default-deny or default-allow.
     pub mode: Mode,
     /// Allow rules.
@@ -337,6 +350,13 @@ impl Group {
                 Err(e) => problems.push(format!("{at}.cidrs[{i}]"), e),
             }
         }
+        let mut identities = Vec::new();
+        for (i, p) in cfg.identities.iter().enumerate() {
+            match crate::identity::patterns::validate_pattern(p) {
+                Ok(()) => identities.push(p.as_str().into()),
+                Err(e) => problems.push(format!("{at}.identities[{i}]"), format!("{p:?}: {e}")),
+            }
+        }
         let mut allow = RuleSet::default();
         let mut deny = RuleSet::default();
         for (i, r) in cfg.allow.iter().enumerate() {
@@ -385,6 +405,8 @@ impl Group {
         let group = Self {
             name: Arc::from(cfg.name.trim()),
             cidrs,
+            identities,
+            require_auth: cfg.require_auth,
             mode: cfg.mode,
             allow,
             deny,

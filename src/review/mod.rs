@@ -468,7 +468,9 @@ impl Review {
         let mut effects = Vec::new();
         let version = self.pipeline.policy().version.number;
         let release = |effects: &mut Vec<String>| {
-            let ended = self.pipeline.release(client, &user.name, note);
+            let ended =
+                self.pipeline
+                    .release(&crate::identity::ClientKey::from(client), &user.name, note);
             for e in &ended {
                 effects.push(format!(
                     "released {} {}",
@@ -502,7 +504,11 @@ impl Review {
             TriageState::Released => release(&mut effects),
             TriageState::Confirmed => {
                 if let Some(by) = extend {
-                    let n = self.pipeline.containment().extend(client, &domain, by);
+                    let n = self.pipeline.containment().extend(
+                        &crate::identity::ClientKey::from(client),
+                        &domain,
+                        by,
+                    );
                     effects.push(format!(
                         "extended {n} containments to at least {}",
                         humantime::format_duration(by)
@@ -608,6 +614,7 @@ fn fold_recent(alerts: Vec<RecentAlert>) -> Vec<Suspect> {
             .entry((alert.client, alert.domain.clone()))
             .or_insert_with(|| Suspect {
                 client: alert.client,
+                agent: alert.agent.clone(),
                 domain: alert.domain.clone(),
                 group: alert.group.clone(),
                 alerts: 0,

@@ -9,6 +9,9 @@
 //! TCP: a connection cap (a semaphore: connections over it are closed at once and counted), an
 //! idle timeout per connection, and queries on one connection answered in order.
 //!
+//! DoT and DoH: [`encrypted`] (own accept loop over tokio-rustls, so the verified client
+//! certificate names the agent).
+//!
 //! Shutdown: the listeners stop on a watch channel; in-flight TCP connections and pending
 //! resolutions are tracked and awaited (bounded by a grace period) so answers already being
 //! worked on still go out.
@@ -30,8 +33,13 @@ use crate::serve::pipeline::UnknownClients;
 use crate::serve::pipeline::{Pipeline, Protocol};
 
 pub mod cookie;
+mod doh;
+mod dot;
+pub mod encrypted;
 pub mod pipeline;
 mod udp;
+
+pub use encrypted::RunningTls;
 
 /// `[server]`: listeners and limits.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +155,12 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The configured shutdown grace period.
+    #[must_use]
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// Stop listening, then wait (up to the grace period) for in-flight queries.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

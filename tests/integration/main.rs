@@ -10,6 +10,7 @@ mod egress;
 mod governance;
 mod hardening;
 mod harness;
+mod identity;
 mod notify;
 mod observability;
 mod resolver;

@@ -260,6 +260,7 @@ mod tests {
         let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let containment = ContainmentEvent {
             client,
+            agent: None,
             group: "g".into(),
             domain: Some("example.com".into()),
             action: "sinkhole".into(),
@@ -271,6 +272,7 @@ mod tests {
             event(1).body,
             EventBody::Alert(AlertEvent {
                 client,
+                agent: None,
                 group: "g".into(),
                 domain: "example.com".into(),
                 score: 90,

@@ -17,6 +17,8 @@ pub(super) fn event(n: u64) -> Event {
         policy_version: 3,
         body: EventBody::Query(QueryEvent {
             client: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            agent: None,
+            auth: "none".into(),
             group: Some("agents".into()),
             qname: format!("host{n}.example.com"),
             qtype: "A".into(),

@@ -12,6 +12,7 @@ use super::{Outcome, Pipeline, Protocol, UnknownClients};
 use crate::clock::SharedClock;
 use crate::contain::ClientGate;
 use crate::events::{Event, EventBody, QueryEvent};
+use crate::identity::Peer;
 use crate::policy::active::ActivePolicy;
 use crate::policy::answer_check::AnswerProblem;
 use crate::policy::group::Group;
@@ -148,6 +149,7 @@ impl Pipeline {
         {
             let alert = crate::events::AlertEvent {
                 client: ctx.client,
+                agent: ctx.peer.key.agent_name().map(str::to_string),
                 group: group.name.to_string(),
                 domain: ctx.q.name.clone(),
                 score: 100,
@@ -198,6 +200,7 @@ impl Pipeline {
             gid,
             q,
             client,
+            peer,
             protocol,
             received,
             ..
@@ -212,6 +215,8 @@ impl Pipeline {
         match protocol {
             Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
             Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
+            Protocol::Dot => self.latency_dot.record(elapsed.as_secs_f64()),
+            Protocol::Doh => self.latency_doh.record(elapsed.as_secs_f64()),
         }
         // Unknown sources are sampled per source and minute: anyone can send from an address no
         // group owns, and a flood of those must not push real evidence out of the log.
@@ -228,6 +233,8 @@ impl Pipeline {
             };
             let event = QueryEvent {
                 client,
+                agent: peer.key.agent_name().map(str::to_string),
+                auth: peer.auth.as_str().to_string(),
                 group: group.map(|g| g.name.to_string()),
                 qname: q.name.clone(),
                 qtype: wire::type_name(q.qtype),
@@ -259,6 +266,8 @@ pub(super) struct Asked<'a, 'p> {
     pub(super) q: &'a Query<'p>,
     /// Source address (canonical).
     pub(super) client: IpAddr,
+    /// Who asked: the address and the verified agent, if any.
+    pub(super) peer: &'a Peer,
     /// Transport.
     pub(super) protocol: Protocol,
     /// When it was received.

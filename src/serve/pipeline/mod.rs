@@ -8,20 +8,24 @@
 //! Why this order: cheap checks come first so that the traffic we refuse costs the least.
 //! - **parse** ([`Pipeline::handle_fast`]): the only stage that sees raw bytes; runts and
 //!   responses get silence, malformed queries FORMERR, other opcodes NOTIMP.
-//! - **identify**: the socket address picks the group; unknown clients are refused (or dropped)
+//! - **identify**: a verified token's group claim, else the verified agent's identity, else
+//!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
 //! - then the synchronous stages of [`SYNC_STAGES`], in this order:
-//!   1. **client gate**: rate limit and quarantine, keyed on the socket address alone;
-//!   2. **class**: only class IN is served;
-//!   3. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
+//!   1. **authentication**: a member of a `require_auth` group without a credential (mTLS or a
+//!      token) is refused;
+//!   2. **client gate**: rate limit and quarantine, keyed on the verified agent when there is
+//!      one, else on the socket address (never on anything the client merely claims);
+//!   3. **class**: only class IN is served;
+//!   4. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
 //!      through a name it may not resolve is still compromised); may start a containment that
 //!      applies to this very query;
-//!   4. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
-//!   5. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
+//!   5. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
+//!   6. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
 //!      cannot switch to a resolver the egress sets would never see;
-//!   6. **policy**: the group's allow/deny decision; a denied name gets the block answer;
-//!   7. **cache**: a hit is served inline after the answer check for this group.
+//!   7. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   8. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss becomes a [`Pending`] resolved asynchronously ([`Pipeline::resolve`]): local zones
 //!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
 //!   the group may not reach).
@@ -54,6 +58,7 @@ use crate::contain::overrides::Overrides;
 use crate::detect::Detector;
 use crate::events::sink::EventSender;
 use crate::events::{Event, EventBody};
+use crate::identity::{AuthKind, ClientKey, Peer};
 use crate::metrics as m;
 use crate::names::registrable_domain;
 use crate::policy::active::ActivePolicy;
@@ -89,6 +94,10 @@ pub enum Protocol {
     Udp,
     /// TCP: answers up to 65535 bytes.
     Tcp,
+    /// DNS over TLS (RFC 7858).
+    Dot,
+    /// DNS over HTTPS (RFC 8484).
+    Doh,
 }
 
 impl Protocol {
@@ -96,13 +105,15 @@ impl Protocol {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Dot => "dot",
+            Self::Doh => "doh",
         }
     }
 
     fn max_len(self, q: &Query<'_>) -> usize {
         match self {
             Self::Udp => q.max_udp_payload(),
-            Self::Tcp => usize::from(u16::MAX),
+            Self::Tcp | Self::Dot | Self::Doh => usize::from(u16::MAX),
         }
     }
 }
@@ -123,8 +134,8 @@ pub enum Outcome {
 pub struct Pending {
     /// The packet, owned so the work can move to another task.
     packet: Vec<u8>,
-    /// Source address (canonical).
-    client: IpAddr,
+    /// Who sent it: source address (canonical) and verified agent, if any.
+    peer: Peer,
     /// Transport.
     protocol: Protocol,
     /// When it was received.
@@ -172,6 +183,8 @@ pub struct Pipeline {
     egress: std::sync::OnceLock<crate::egress::EgressHook>,
     latency_udp: Histogram,
     latency_tcp: Histogram,
+    latency_dot: Histogram,
+    latency_doh: Histogram,
     malformed_formerr: Counter,
     malformed_dropped: Counter,
     cache_hits: Counter,
@@ -224,6 +237,8 @@ impl Pipeline {
             containment,
             latency_udp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "udp"),
             latency_tcp: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "tcp"),
+            latency_dot: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "dot"),
+            latency_doh: metrics::histogram!(m::QUERY_DURATION_SECONDS, "protocol" => "doh"),
             malformed_formerr: metrics::counter!(m::MALFORMED_TOTAL, "action" => "formerr"),
             malformed_dropped: metrics::counter!(m::MALFORMED_TOTAL, "action" => "dropped"),
             cache_hits: metrics::counter!(m::CACHE_HITS_TOTAL),
@@ -295,19 +310,41 @@ impl Pipeline {
 
     /// Handle a packet end to end (used by TCP, tests and the fuzz target).
     pub async fn handle(&self, packet: &[u8], src: IpAddr, protocol: Protocol) -> Option<Vec<u8>> {
-        match self.handle_fast(packet, src, protocol, Instant::now()) {
+        self.handle_peer(packet, &Peer::address(src), protocol)
+            .await
+    }
+
+    /// Handle a packet from an identified peer end to end (DoT, DoH).
+    pub async fn handle_peer(
+        &self,
+        packet: &[u8],
+        peer: &Peer,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        match self.handle_fast_peer(packet, peer, protocol, Instant::now()) {
             Outcome::Reply(r) => Some(r),
             Outcome::Drop => None,
             Outcome::Resolve(p) => self.resolve(*p).await,
         }
     }
 
-    /// Parse, identify, then the synchronous stages of [`SYNC_STAGES`] in order; a cache miss
-    /// becomes [`Outcome::Resolve`]. Never panics, whatever the bytes.
+    /// [`Self::handle_fast_peer`] for a client known only by its address (UDP, TCP).
     pub fn handle_fast(
         &self,
         packet: &[u8],
         src: IpAddr,
+        protocol: Protocol,
+        received: Instant,
+    ) -> Outcome {
+        self.handle_fast_peer(packet, &Peer::address(src), protocol, received)
+    }
+
+    /// Parse, identify, then the synchronous stages of [`SYNC_STAGES`] in order; a cache miss
+    /// becomes [`Outcome::Resolve`]. Never panics, whatever the bytes.
+    pub fn handle_fast_peer(
+        &self,
+        packet: &[u8],
+        peer: &Peer,
         protocol: Protocol,
         received: Instant,
     ) -> Outcome {
@@ -316,21 +353,25 @@ impl Pipeline {
             Ok(q) => q,
             Err(e) => return self.malformed(packet, e),
         };
-        let client = canonical(src);
+        let client = canonical(peer.addr());
         let now = LazyNow::new(&self.clock);
-        let verified = self.check_source(&mut q, client, protocol, &now);
+        // An authenticated agent, TCP, or a valid DNS Cookie proves who is asking.
+        let verified =
+            self.check_source(&mut q, client, protocol, &now) || peer.auth != AuthKind::None;
         let policy = self.policy.load();
         let asked = Asked {
             policy: &policy,
             gid: None,
             q: &q,
             client,
+            peer,
             protocol,
             received,
             verified,
         };
-        // Identify: the socket address picks the group.
-        let Some(gid) = policy.clients.lookup(client) else {
+        // Identify: a verified token's group claim, else the verified agent's identity
+        // pattern, else the socket address picks the group (an identity wins over an address).
+        let Some(gid) = policy.identify(peer) else {
             return self.unknown_client(&asked);
         };
         let Some(group) = policy.group(gid) else {
@@ -358,7 +399,7 @@ impl Pipeline {
         let policy = arc_swap::Guard::into_inner(policy);
         Outcome::Resolve(Box::new(Pending {
             packet: packet.to_vec(),
-            client,
+            peer: peer.clone(),
             protocol,
             received,
             policy,
@@ -376,7 +417,12 @@ impl Pipeline {
         let Ok(mut q) = wire::parse_query(&p.packet) else {
             return None;
         };
-        let verified = self.check_source(&mut q, p.client, p.protocol, &LazyNow::new(&self.clock));
+        let verified = self.check_source(
+            &mut q,
+            p.peer.addr(),
+            p.protocol,
+            &LazyNow::new(&self.clock),
+        ) || p.peer.auth != AuthKind::None;
         let policy = &p.policy;
         let group = policy.group(p.group)?;
         let reason = || group.decide(&q.name).reason();
@@ -384,7 +430,8 @@ impl Pipeline {
             policy,
             gid: Some(p.group),
             q: &q,
-            client: p.client,
+            client: p.peer.addr(),
+            peer: &p.peer,
             protocol: p.protocol,
             received: p.received,
             verified,
@@ -451,7 +498,7 @@ impl Pipeline {
                     // Fresh from upstream: its size after the question is the downstream half
                     // of a tunnel (counted for carrier types only; cache hits carry nothing new).
                     self.detector.observe_answer_at(
-                        p.client,
+                        &p.peer.key,
                         registrable_domain(&q.name),
                         q.qtype,
                         nxdomain,
@@ -555,7 +602,7 @@ impl Pipeline {
     /// domains), so the next query starts from a clean slate instead of re-containing it.
     pub fn release(
         &self,
-        client: IpAddr,
+        client: &ClientKey,
         actor: &str,
         reason: &str,
     ) -> Vec<crate::events::ContainmentEvent> {

@@ -10,6 +10,7 @@ use super::{Outcome, Pending, Pipeline};
 use crate::contain::{ClientGate, DomainGate};
 use crate::detect::{Assessment, Level, Observation};
 use crate::events::{Event, EventBody};
+use crate::identity::AuthKind;
 use crate::policy::active::ActivePolicy;
 use crate::policy::group::{BlockAnswer, BlockKind, Decision, Group};
 use crate::policy::identify::GroupId;
@@ -23,7 +24,8 @@ pub type Step = ControlFlow<Outcome>;
 pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 
 /// The synchronous stages after identification, in the order they run.
-pub const SYNC_STAGES: [(&str, SyncStage); 7] = [
+pub const SYNC_STAGES: [(&str, SyncStage); 8] = [
+    ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
     ("class", Pipeline::class),
     ("tunnel scoring", Pipeline::tunnel_scoring),
@@ -53,10 +55,22 @@ pub struct Admitted<'a, 'p> {
 }
 
 impl Pipeline {
+    /// Authentication: a member of a `require_auth` group is served only with a credential
+    /// (mTLS or a token), so a forged UDP source cannot speak, or get anyone contained, in its
+    /// name.
+    fn authentication(&self, a: &mut Admitted<'_, '_>) -> Step {
+        if !a.group.require_auth || a.asked.peer.auth != AuthKind::None {
+            return Step::Continue(());
+        }
+        let msg = wire::start_response(a.asked.q, rcode::REFUSED, false);
+        let report = Report::new(Verdict::Refuse, &|| "group requires authentication".into());
+        Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
     /// Client gate: rate limit and quarantine, keyed on the socket address alone. A
     /// quarantined client gets REFUSED until the quarantine expires or is released.
     fn client_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
-        match self.containment.check_client(a.asked.client) {
+        match self.containment.check_client(&a.asked.peer.key) {
             ClientGate::Pass => Step::Continue(()),
             gate => Step::Break(Outcome::Reply(self.refuse_contained(&a.asked, gate))),
         }
@@ -90,7 +104,7 @@ impl Pipeline {
         } else {
             self.detector.observe_at(
                 &Observation {
-                    client: asked.client,
+                    client: &asked.peer.key,
                     group: &group.name,
                     qname: &q.name,
                     domain,
@@ -116,14 +130,17 @@ impl Pipeline {
             } else {
                 assessment.level
             };
-            if let Some(started) =
-                self.containment
-                    .start(asked.client, &group.name, domain, level, assessment.score)
-            {
+            if let Some(started) = self.containment.start(
+                &asked.peer.key,
+                &group.name,
+                domain,
+                level,
+                assessment.score,
+            ) {
                 self.events
                     .emit(Event::now(version, EventBody::ContainmentStarted(started)));
             }
-            let gate = self.containment.check_client(asked.client);
+            let gate = self.containment.check_client(&asked.peer.key);
             if gate == ClientGate::Quarantined {
                 return Step::Break(Outcome::Reply(self.refuse_contained(asked, gate)));
             }
@@ -138,7 +155,7 @@ impl Pipeline {
         let (verdict, msg) =
             match self
                 .containment
-                .check_domain(a.asked.client, &a.group.name, domain)
+                .check_domain(&a.asked.peer.key, &a.group.name, domain)
             {
                 DomainGate::Pass => return Step::Continue(()),
                 DomainGate::Throttled => (
@@ -196,7 +213,7 @@ impl Pipeline {
         self.cache_hits.increment(1);
         if self.detector.is_enabled() {
             self.detector.observe_rcode_at(
-                a.asked.client,
+                &a.asked.peer.key,
                 a.domain,
                 hit.rcode == rcode::NXDOMAIN,
                 a.now.get(),
@@ -225,7 +242,7 @@ impl Pipeline {
             None => Outcome::Reply(msg),
             Some(wait) => Outcome::Resolve(Box::new(Pending {
                 packet: Vec::new(),
-                client: a.asked.client,
+                peer: a.asked.peer.clone(),
                 protocol: a.asked.protocol,
                 received: a.asked.received,
                 policy: Arc::clone(a.shared),

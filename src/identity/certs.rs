@@ -1,0 +1,245 @@
+//! TLS server configuration: the server certificate and key, the client CAs and CRLs, the
+//! agent identity read from a verified client certificate, and why a handshake was refused.
+//!
+//! Certificate verification is rustls' WebPKI verifier (with CRLs); nothing here re-implements
+//! it. A [`TlsConfigCell`] holds the current `ServerConfig` behind an `ArcSwap`: a reload builds
+//! a new one from the files and swaps it in; connections already open keep the one they were
+//! accepted with, so nothing is dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, ServerConfig};
+
+/// Whether a listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCert {
+    /// A valid client certificate is required (default when client CAs are configured):
+    /// missing, expired, revoked or foreign certificates are refused at the handshake.
+    #[default]
+    Require,
+    /// A client certificate is verified if presented; without one the client is identified
+    /// by a bearer token (DoH) or its address.
+    Optional,
+}
+
+/// Why building a TLS configuration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls rejected the material.
+    #[error("{0}")]
+    Rustls(String),
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file (at least one).
+///
+/// # Errors
+/// Unreadable file, bad PEM, or no certificate in it.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+///
+/// # Errors
+/// Unreadable file or no key in it.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
+}
+
+/// Every CRL in a PEM file (at least one).
+///
+/// # Errors
+/// Unreadable file, bad PEM, or no CRL in it.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    // A configured CRL file without a CRL would silently un-revoke everything it listed.
+    if crls.is_empty() {
+        return Err(file_error(path, "no CRL in the file"));
+    }
+    Ok(crls)
+}
+
+/// The crypto provider (ring) used by every TLS listener.
+#[must_use]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Files that make one listener's TLS configuration.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// Client CA certificates (PEM); empty means no client certificates are asked for.
+    pub client_cas: Vec<PathBuf>,
+    /// CRLs (PEM) checked for client certificates.
+    pub crls: Vec<PathBuf>,
+    /// Whether a client certificate is required.
+    pub client_cert: ClientCert,
+    /// ALPN protocols to offer (`h2`, `http/1.1` for DoH; empty for DoT).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl TlsFiles {
+    /// Read every file and build a rustls server configuration.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, or material rustls rejects.
+    pub fn build(&self) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let provider = provider();
+        let certs = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+        let builder = if self.client_cas.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let mut roots = RootCertStore::empty();
+            for path in &self.client_cas {
+                for ca in load_certs(path)? {
+                    roots.add(ca).map_err(|e| file_error(path, e))?;
+                }
+            }
+            let mut crls = Vec::new();
+            for path in &self.crls {
+                crls.extend(load_crls(path)?);
+            }
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .with_crls(crls)
+                    // A certificate from a CA that publishes no CRL is not refused for that
+                    // alone; a certificate a configured CRL lists is.
+                    .allow_unknown_revocation_status();
+            if self.client_cert == ClientCert::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut cfg = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsSetupError::Rustls(format!("{}: {e}", self.cert.display())))?;
+        cfg.alpn_protocols.clone_from(&self.alpn);
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// The live TLS configuration of one listener, swappable on reload.
+#[derive(Debug)]
+pub struct TlsConfigCell {
+    /// Where it is built from.
+    files: TlsFiles,
+    /// The configuration new connections are accepted with.
+    current: ArcSwap<ServerConfig>,
+}
+
+impl TlsConfigCell {
+    /// Build the first configuration.
+    ///
+    /// # Errors
+    /// As [`TlsFiles::build`].
+    pub fn new(files: TlsFiles) -> Result<Self, TlsSetupError> {
+        let current = ArcSwap::new(files.build()?);
+        Ok(Self { files, current })
+    }
+
+    /// The configuration to accept the next connection with.
+    #[must_use]
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// Re-read the files; on failure the running configuration stays.
+    ///
+    /// # Errors
+    /// As [`TlsFiles::build`].
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        self.current.store(self.files.build()?);
+        Ok(())
+    }
+}
+
+/// The agent named by a verified client certificate: its first SPIFFE ID (URI SAN starting
+/// `spiffe://`), else its first DNS SAN. `None` when the certificate names neither.
+#[must_use]
+pub fn agent_identity(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    let names = &san.value.general_names;
+    let spiffe = names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
+            Some((*u).to_string())
+        }
+        _ => None,
+    });
+    spiffe.or_else(|| {
+        names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+    })
+}
+
+/// A short, stable reason for a refused handshake, for events and metric labels. `None` when
+/// the failure is not a TLS refusal (the peer hung up, a socket error).
+#[must_use]
+pub fn refusal_reason(err: &std::io::Error) -> Option<String> {
+    let inner = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match inner {
+        rustls::Error::NoCertificatesPresented => "missing client certificate".into(),
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "client certificate expired".into()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "client certificate not yet valid".into()
+            }
+            CertificateError::Revoked => "client certificate revoked".into(),
+            CertificateError::UnknownIssuer => "client certificate from an unknown CA".into(),
+            CertificateError::BadSignature => "client certificate signature invalid".into(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "client certificate not valid for client authentication".into()
+            }
+            other => format!("client certificate invalid: {other:?}"),
+        },
+        other => format!("handshake failed: {other}"),
+    })
+}

@@ -1,0 +1,201 @@
+//! Agent identity: encrypted listeners' TLS configuration, client certificates (mTLS with
+//! SPIFFE or DNS identities, CRLs), short-lived bearer tokens, and the identity → group table.
+//!
+//! - [`peer`]: the [`Peer`] value listeners hand to the pipeline (address + verified agent +
+//!   how it was proven), and the [`ClientKey`] containment and detection are keyed on.
+//! - [`certs`]: loading PEM files, building rustls server configurations (WebPKI client
+//!   verification with CRLs), swapping them on reload, reading the agent from a certificate,
+//!   naming the reason a handshake was refused.
+//! - [`token`]: JWT verification (EdDSA/ES256, `exp`, `aud`, maximum lifetime, skew) and
+//!   issuing.
+//! - [`patterns`]: group `identities = [...]` patterns.
+//!
+//! The listeners themselves (DoT, DoH) live beside UDP and TCP in [`crate::serve`].
+
+pub mod certs;
+pub mod patterns;
+pub mod peer;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use certs::{ClientCert, TlsConfigCell, TlsFiles};
+pub use patterns::IdentityTable;
+pub use peer::{AuthKind, ClientKey, Peer};
+pub use token::{TokenConfig, TokenVerifier};
+
+use crate::config_error::ConfigProblems;
+
+/// One encrypted listener (`[[tls.dot]]` or `[[tls.doh]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Address to listen on, e.g. `127.0.0.1:853`.
+    pub listen: String,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// `require` or `optional` client certificate. Default: `require` when client CAs are
+    /// configured, except on DoH with tokens configured (`optional`: a token suffices).
+    #[serde(default)]
+    pub client_cert: Option<ClientCert>,
+    /// DoH only: the URL path (default `/dns-query`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `[tls]`: DNS over TLS and DNS over HTTPS listeners and how their clients are identified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// DoT listeners (RFC 7858).
+    #[serde(default)]
+    pub dot: Vec<TlsListenerConfig>,
+    /// DoH listeners (RFC 8484).
+    #[serde(default)]
+    pub doh: Vec<TlsListenerConfig>,
+    /// CA certificates (PEM) that sign client certificates. Empty: no client certificates.
+    #[serde(default)]
+    pub client_cas: Vec<PathBuf>,
+    /// Certificate revocation lists (PEM) for client certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Idle time after which an encrypted connection is closed (default 30s).
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most simultaneous connections per listener (default 1024); more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most queries in flight on one DoT connection (default 64); the connection is not read
+    /// further until one is answered.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Bearer tokens accepted on DoH.
+    #[serde(default)]
+    pub tokens: Option<TokenConfig>,
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_in_flight() -> usize {
+    64
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            dot: Vec::new(),
+            doh: Vec::new(),
+            client_cas: Vec::new(),
+            crls: Vec::new(),
+            idle_timeout: default_idle(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_in_flight(),
+            tokens: None,
+        }
+    }
+}
+
+/// Which kind of encrypted listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsKind {
+    /// DNS over TLS.
+    Dot,
+    /// DNS over HTTPS.
+    Doh,
+}
+
+impl TlsConfig {
+    /// True when no encrypted listener is configured.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.dot.is_empty() && self.doh.is_empty()
+    }
+
+    /// The TLS files of one listener, paths resolved against `base`.
+    #[must_use]
+    pub fn files(&self, l: &TlsListenerConfig, kind: TlsKind, base: &Path) -> TlsFiles {
+        let default_cert = if kind == TlsKind::Doh && self.tokens.is_some() {
+            ClientCert::Optional
+        } else {
+            ClientCert::Require
+        };
+        TlsFiles {
+            cert: base.join(&l.cert),
+            key: base.join(&l.key),
+            client_cas: self.client_cas.iter().map(|p| base.join(p)).collect(),
+            crls: self.crls.iter().map(|p| base.join(p)).collect(),
+            client_cert: l.client_cert.unwrap_or(default_cert),
+            alpn: match kind {
+                TlsKind::Dot => Vec::new(),
+                TlsKind::Doh => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            },
+        }
+    }
+
+    /// Check the section, reading every certificate, key, CRL and token key, pushing every
+    /// problem.
+    pub fn validate(&self, at: &str, base: &Path, problems: &mut ConfigProblems) {
+        if self.is_empty() {
+            return;
+        }
+        for (kind, name, list) in [
+            (TlsKind::Dot, "dot", &self.dot),
+            (TlsKind::Doh, "doh", &self.doh),
+        ] {
+            for (i, l) in list.iter().enumerate() {
+                let here = format!("{at}.{name}[{i}]");
+                if let Err(e) = l.listen.parse::<SocketAddr>() {
+                    problems.push(
+                        format!("{here}.listen"),
+                        format!("{:?} is not IP:port ({e})", l.listen),
+                    );
+                }
+                if kind == TlsKind::Dot && l.path.is_some() {
+                    problems.push(format!("{here}.path"), "only DoH listeners have a path");
+                }
+                if l.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                    problems.push(format!("{here}.path"), "must start with /");
+                }
+                let files = self.files(l, kind, base);
+                if files.client_cert == ClientCert::Require
+                    && self.client_cas.is_empty()
+                    && l.client_cert.is_some()
+                {
+                    problems.push(
+                        format!("{here}.client_cert"),
+                        "\"require\" needs tls.client_cas",
+                    );
+                }
+                if let Err(e) = files.build() {
+                    problems.push(here, e.to_string());
+                }
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{at}.max_connections"), "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            problems.push(format!("{at}.max_in_flight"), "must be at least 1");
+        }
+        if self.idle_timeout.is_zero() {
+            problems.push(format!("{at}.idle_timeout"), "must be above zero");
+        }
+        if let Some(t) = &self.tokens {
+            let here = format!("{at}.tokens");
+            t.validate(&here, problems);
+            if let Err(more) = TokenVerifier::load(t, base, &here) {
+                problems.problems.extend(more.problems);
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Who sent a query: the socket address, and the verified agent identity when the query came
+//! over an authenticated transport (an mTLS certificate or a bearer token).
+//!
+//! Listeners hand a [`Peer`] to the pipeline; the pipeline keys containment, rate limits and
+//! detection windows on its [`ClientKey`]: the agent when known, else the address. So
+//! quarantining one agent leaves its neighbours on the same host alone, and a quarantined
+//! agent cannot escape by moving to another address.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::policy::identify::canonical;
+
+/// How the client proved who it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AuthKind {
+    /// Nothing: plain UDP/TCP, or TLS without a client credential.
+    #[default]
+    None,
+    /// A client certificate verified against the configured client CAs.
+    Mtls,
+    /// A bearer token verified against the configured token keys.
+    Token,
+}
+
+impl AuthKind {
+    /// Stable string for events: `none`, `mtls`, `token`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Mtls => "mtls",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// The key containment and detection windows are kept under.
+///
+/// Two keys are equal when both name the same agent, or when neither names an agent and the
+/// addresses match. The address of an agent key is where it was last seen (for events) and
+/// takes no part in equality or hashing.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// Source address (canonical).
+    pub addr: IpAddr,
+    /// The verified agent identity, if any.
+    pub agent: Option<Arc<str>>,
+}
+
+impl ClientKey {
+    /// A key for an agent identity, seen at `addr`.
+    #[must_use]
+    pub fn agent(agent: &str, addr: IpAddr) -> Self {
+        Self {
+            addr: canonical(addr),
+            agent: Some(agent.into()),
+        }
+    }
+
+    /// The agent identity, if any.
+    #[must_use]
+    pub fn agent_name(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(addr: IpAddr) -> Self {
+        Self {
+            addr: canonical(addr),
+            agent: None,
+        }
+    }
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.agent, &other.agent) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.addr == other.addr,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientKey {}
+
+impl Hash for ClientKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match &self.agent {
+            Some(a) => {
+                1u8.hash(state);
+                a.hash(state);
+            }
+            None => {
+                0u8.hash(state);
+                self.addr.hash(state);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.agent {
+            Some(a) => f.write_str(a),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// A query's sender, as a listener established it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Containment/detection key: the agent if verified, else the address.
+    pub key: ClientKey,
+    /// How the identity was proven.
+    pub auth: AuthKind,
+    /// The group a verified token names (its group claim), which wins over identity patterns
+    /// and addresses.
+    pub group: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// An unauthenticated peer known only by its address (UDP, TCP).
+    #[must_use]
+    pub fn address(addr: IpAddr) -> Self {
+        Self {
+            key: ClientKey::from(addr),
+            auth: AuthKind::None,
+            group: None,
+        }
+    }
+
+    /// A peer whose agent identity was verified by `auth`.
+    #[must_use]
+    pub fn verified(addr: IpAddr, agent: &str, auth: AuthKind, group: Option<&str>) -> Self {
+        Self {
+            key: ClientKey::agent(agent, addr),
+            auth,
+            group: group.map(Arc::from),
+        }
+    }
+
+    /// Canonical source address.
+    #[must_use]
+    pub fn addr(&self) -> IpAddr {
+        self.key.addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn agents_are_keyed_by_identity_not_address() {
+        let a = ClientKey::agent("spiffe://t/a", "10.0.0.1".parse().unwrap());
+        let a_moved = ClientKey::agent("spiffe://t/a", "10.0.0.2".parse().unwrap());
+        let b = ClientKey::agent("spiffe://t/b", "10.0.0.1".parse().unwrap());
+        let addr = ClientKey::from("10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(a, a_moved);
+        assert_ne!(a, b);
+        assert_ne!(a, addr);
+        let set: HashSet<ClientKey> = [a, a_moved, b, addr].into_iter().collect();
+        assert_eq!(set.len(), 3);
+    }
+}

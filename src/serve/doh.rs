@@ -1,0 +1,230 @@
+//! DNS over HTTPS (RFC 8484): `POST` with an `application/dns-message` body, or `GET` with the
+//! message base64url-encoded in `?dns=`, over HTTP/2 or HTTP/1.1 (ALPN).
+//!
+//! The client is identified by, in order: a bearer token (`Authorization: Bearer <JWT>`,
+//! verified against the configured keys; a bad one is answered 401 and becomes an
+//! `auth_refused` event), its verified client certificate, or its address. The DNS answer is
+//! the pipeline's, exactly as for UDP: a refusal or block is a DNS answer inside a 200.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use super::encrypted::ListenerContext;
+use crate::identity::{AuthKind, Peer};
+use crate::serve::pipeline::Protocol;
+
+/// The DNS message media type (RFC 8484 §6).
+const DNS_MESSAGE: &str = "application/dns-message";
+
+/// Serve one DoH connection; `peer` is what the TLS layer established (certificate or address).
+pub(super) async fn serve<S>(
+    stream: S,
+    peer: Peer,
+    remote: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let started = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let io = Activity {
+        inner: stream,
+        started,
+        last: Arc::clone(&last),
+    };
+    let peer = Arc::new(peer);
+    let idle = ctx.idle;
+    let svc_ctx = Arc::clone(&ctx);
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = Arc::clone(&svc_ctx);
+        let peer = Arc::clone(&peer);
+        async move { Ok::<_, Infallible>(answer(req, &peer, remote, &ctx).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Idle: no bytes either way for `idle`. Checked a few times per period.
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle / 4).await;
+            let quiet = started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = watchdog => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// One HTTP request → one HTTP response carrying the DNS answer.
+async fn answer(
+    req: Request<Incoming>,
+    peer: &Peer,
+    remote: SocketAddr,
+    ctx: &ListenerContext,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != ctx.path {
+        return status(StatusCode::NOT_FOUND, "not found");
+    }
+    let token_peer = match bearer(&req) {
+        Some(token) => match &ctx.tokens {
+            Some(verifier) => match verifier.verify(token) {
+                Ok(id) => Some(Peer::verified(
+                    remote.ip(),
+                    &id.agent,
+                    AuthKind::Token,
+                    id.group.as_deref(),
+                )),
+                Err(e) => {
+                    ctx.refused(remote, AuthKind::Token, e.to_string(), None);
+                    return status(StatusCode::UNAUTHORIZED, &e.to_string());
+                }
+            },
+            None => {
+                ctx.refused(
+                    remote,
+                    AuthKind::Token,
+                    "tokens are not accepted here".into(),
+                    None,
+                );
+                return status(StatusCode::UNAUTHORIZED, "tokens are not accepted here");
+            }
+        },
+        None => None,
+    };
+    let peer = token_peer.as_ref().unwrap_or(peer);
+    let packet = match *req.method() {
+        Method::GET => {
+            let dns = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("dns="));
+            let Some(dns) = dns else {
+                return status(StatusCode::BAD_REQUEST, "missing dns parameter");
+            };
+            match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(dns.trim_end_matches('='))
+            {
+                Ok(p) => Bytes::from(p),
+                Err(_) => return status(StatusCode::BAD_REQUEST, "dns parameter is not base64url"),
+            }
+        }
+        Method::POST => {
+            let media = req
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            if media.is_none_or(|m| !m.eq_ignore_ascii_case(DNS_MESSAGE)) {
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected application/dns-message",
+                );
+            }
+            match Limited::new(req.into_body(), usize::from(u16::MAX))
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            }
+        }
+        _ => return status(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
+    };
+    match ctx.pipeline.handle_peer(&packet, peer, Protocol::Doh).await {
+        Some(dns) => {
+            let mut resp = Response::new(Full::new(Bytes::from(dns)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
+            resp
+        }
+        None => status(StatusCode::BAD_REQUEST, "not a DNS query"),
+    }
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *resp.status_mut() = code;
+    resp
+}
+
+/// A stream that records when bytes last moved, for the idle timeout.
+struct Activity<S> {
+    /// The TLS stream.
+    inner: S,
+    /// Reference point for `last`.
+    started: Instant,
+    /// Milliseconds after `started` of the last read or write.
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Activity<S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

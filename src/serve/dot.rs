@@ -1,0 +1,106 @@
+//! DNS over TLS (RFC 7858): length-prefixed DNS messages on a TLS connection.
+//!
+//! Queries on one connection are pipelined (RFC 7766 §6.2.1.1): each is started as soon as it
+//! is read and its answer is written when ready, so answers may go out of order (clients match
+//! them by ID). At most `max_in_flight` queries per connection are being worked on; beyond that
+//! the connection is not read until one finishes, so one client cannot queue unbounded work.
+//! The connection closes after the idle timeout without a new query, on EOF, or on shutdown
+//! (in-flight answers are still written, bounded by the idle timeout).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::encrypted::ListenerContext;
+use crate::identity::Peer;
+use crate::serve::pipeline::{Outcome, Protocol};
+
+/// Serve one DoT connection from `peer`.
+pub(super) async fn serve<S>(
+    stream: S,
+    peer: Peer,
+    ctx: &ListenerContext,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(ctx.max_in_flight);
+    let writer = tokio::spawn(async move {
+        while let Some(framed) = rx.recv().await {
+            if wr.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let slots = Arc::new(Semaphore::new(ctx.max_in_flight));
+    let peer = Arc::new(peer);
+    let mut resolving = JoinSet::new();
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        // Bound the work in flight before reading more.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let len = tokio::select! {
+            r = tokio::time::timeout(ctx.idle, rd.read_u16()) => match r {
+                Ok(Ok(len)) => len,
+                _ => break, // idle timeout, EOF or error
+            },
+            _ = stop.changed() => break,
+        };
+        buf.resize(usize::from(len), 0);
+        match tokio::time::timeout(ctx.idle, rd.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        while resolving.try_join_next().is_some() {}
+        match ctx
+            .pipeline
+            .handle_fast_peer(&buf, &peer, Protocol::Dot, Instant::now())
+        {
+            Outcome::Reply(answer) => {
+                if let Some(f) = frame(&answer)
+                    && tx.send(f).await.is_err()
+                {
+                    break;
+                }
+                drop(slot);
+            }
+            Outcome::Drop => drop(slot),
+            Outcome::Resolve(pending) => {
+                let pipeline = Arc::clone(&ctx.pipeline);
+                let tx = tx.clone();
+                resolving.spawn(async move {
+                    if let Some(answer) = pipeline.resolve(*pending).await
+                        && let Some(f) = frame(&answer)
+                    {
+                        let _ = tx.send(f).await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+    // Answers already being worked on still go out.
+    let _ = tokio::time::timeout(ctx.idle, async {
+        while resolving.join_next().await.is_some() {}
+    })
+    .await;
+    resolving.abort_all();
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// A DNS message with its two-byte length prefix; `None` if it is too long to frame.
+fn frame(answer: &[u8]) -> Option<Vec<u8>> {
+    let n = u16::try_from(answer.len()).ok()?;
+    let mut framed = Vec::with_capacity(answer.len() + 2);
+    framed.extend_from_slice(&n.to_be_bytes());
+    framed.extend_from_slice(answer);
+    Some(framed)
+}

@@ -1,0 +1,266 @@
+//! Encrypted listeners: DNS over TLS ([`super::dot`]) and DNS over HTTPS ([`super::doh`]).
+//!
+//! One accept loop serves both: a connection cap (a semaphore; connections over it are closed
+//! at once), the TLS handshake (bounded by the idle timeout), and the client's identity read
+//! from its verified certificate. A refused handshake (missing, expired, revoked or foreign
+//! client certificate) becomes an `auth_refused` event with the reason. hickory's TLS listener
+//! does not expose the peer certificate, hence our own loop over tokio-rustls.
+//!
+//! Each listener's rustls configuration lives in a [`TlsConfigCell`]; [`RunningTls::reload`]
+//! re-reads certificates, keys, CAs and CRLs and swaps them in for new connections without
+//! touching open ones.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::events::{AuthRefusedEvent, Event, EventBody};
+use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
+use crate::identity::{AuthKind, Peer, TlsConfig, TlsConfigCell, TlsKind, TokenVerifier};
+use crate::serve::pipeline::Pipeline;
+
+/// Why the encrypted listeners could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsStartError {
+    /// Certificates, keys, CRLs or token keys could not be loaded.
+    #[error("{0}")]
+    Setup(#[from] TlsSetupError),
+    /// Token keys could not be loaded.
+    #[error("{0}")]
+    Tokens(#[from] crate::config_error::ConfigProblems),
+    /// A listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What every connection of a listener needs.
+pub(super) struct ListenerContext {
+    /// The query pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// DoT or DoH.
+    pub kind: TlsKind,
+    /// Bearer-token verifier (DoH), when tokens are configured.
+    pub tokens: Option<Arc<TokenVerifier>>,
+    /// Idle timeout per connection.
+    pub idle: Duration,
+    /// DoT: most queries in flight per connection.
+    pub max_in_flight: usize,
+    /// DoH: the URL path served.
+    pub path: String,
+}
+
+impl ListenerContext {
+    fn protocol(&self) -> &'static str {
+        match self.kind {
+            TlsKind::Dot => "dot",
+            TlsKind::Doh => "doh",
+        }
+    }
+
+    /// Record a refused client.
+    pub(super) fn refused(
+        &self,
+        client: SocketAddr,
+        auth: AuthKind,
+        reason: String,
+        agent: Option<String>,
+    ) {
+        metrics::counter!(crate::metrics::AUTH_REFUSED_TOTAL, "protocol" => self.protocol(), "auth" => auth.as_str())
+            .increment(1);
+        let version = self.pipeline.policy().version.number;
+        self.pipeline.events().emit(Event::now(
+            version,
+            EventBody::AuthRefused(AuthRefusedEvent {
+                client: crate::policy::identify::canonical(client.ip()),
+                protocol: self.protocol().to_string(),
+                auth: auth.as_str().to_string(),
+                reason,
+                agent,
+            }),
+        ));
+    }
+}
+
+/// Running DoT and DoH listeners.
+#[derive(Debug)]
+pub struct RunningTls {
+    /// Bound DoT addresses.
+    pub dot_addrs: Vec<SocketAddr>,
+    /// Bound DoH addresses.
+    pub doh_addrs: Vec<SocketAddr>,
+    /// Each listener's TLS configuration, for reload.
+    cells: Vec<Arc<TlsConfigCell>>,
+    /// Tells every listener to stop.
+    stop: watch::Sender<bool>,
+    /// Listener tasks (each waits for its connections).
+    tasks: JoinSet<()>,
+}
+
+impl RunningTls {
+    /// Re-read every certificate, key, CA and CRL. Listeners whose files fail keep their
+    /// running configuration; every failure is returned.
+    pub fn reload(&self) -> Vec<TlsSetupError> {
+        self.cells.iter().filter_map(|c| c.reload().err()).collect()
+    }
+
+    /// Stop accepting, then wait (up to `grace`) for open connections.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+/// Bind every DoT and DoH listener of `cfg` (paths relative to `base`).
+///
+/// # Errors
+/// Unloadable TLS material or token keys, or an address that cannot be bound.
+pub async fn start(
+    cfg: &TlsConfig,
+    base: &Path,
+    pipeline: Arc<Pipeline>,
+) -> Result<RunningTls, TlsStartError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let tokens = match &cfg.tokens {
+        Some(t) => Some(Arc::new(TokenVerifier::load(t, base, "tls.tokens")?)),
+        None => None,
+    };
+    let mut running = RunningTls {
+        dot_addrs: Vec::new(),
+        doh_addrs: Vec::new(),
+        cells: Vec::new(),
+        stop,
+        tasks: JoinSet::new(),
+    };
+    for (kind, list) in [(TlsKind::Dot, &cfg.dot), (TlsKind::Doh, &cfg.doh)] {
+        for l in list {
+            let cell = Arc::new(TlsConfigCell::new(cfg.files(l, kind, base))?);
+            let listener =
+                TcpListener::bind(&l.listen)
+                    .await
+                    .map_err(|source| TlsStartError::Bind {
+                        addr: l.listen.clone(),
+                        source,
+                    })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| TlsStartError::Bind {
+                    addr: l.listen.clone(),
+                    source,
+                })?;
+            match kind {
+                TlsKind::Dot => running.dot_addrs.push(bound),
+                TlsKind::Doh => running.doh_addrs.push(bound),
+            }
+            let ctx = Arc::new(ListenerContext {
+                pipeline: Arc::clone(&pipeline),
+                kind,
+                tokens: tokens.clone(),
+                idle: cfg.idle_timeout,
+                max_in_flight: cfg.max_in_flight,
+                path: l.path.clone().unwrap_or_else(|| "/dns-query".into()),
+            });
+            tasks.spawn(accept_loop(
+                listener,
+                Arc::clone(&cell),
+                ctx,
+                Arc::new(Semaphore::new(cfg.max_connections)),
+                stop_rx.clone(),
+            ));
+            running.cells.push(cell);
+        }
+    }
+    running.tasks = tasks;
+    Ok(running)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cell: Arc<TlsConfigCell>,
+    ctx: Arc<ListenerContext>,
+    conns: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let rejected = metrics::counter!(crate::metrics::TCP_REJECTED_TOTAL);
+    let mut handlers = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
+        };
+        let (stream, remote) = match accepted {
+            Ok(v) => v,
+            Err(_) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+            rejected.increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        // Each connection is accepted with the configuration current now; a reload later
+        // does not affect it.
+        let acceptor = TlsAcceptor::from(cell.current());
+        let ctx = Arc::clone(&ctx);
+        let stop = stop.clone();
+        handlers.spawn(async move {
+            let tls = match tokio::time::timeout(ctx.idle, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    if let Some(reason) = refusal_reason(&e) {
+                        ctx.refused(remote, AuthKind::Mtls, reason, None);
+                    }
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first().cloned());
+            let peer = match cert {
+                // Verified by rustls against the client CAs and CRLs; it must name an agent.
+                Some(cert) => match agent_identity(&cert) {
+                    Some(agent) => Peer::verified(remote.ip(), &agent, AuthKind::Mtls, None),
+                    None => {
+                        ctx.refused(
+                            remote,
+                            AuthKind::Mtls,
+                            "client certificate names no SPIFFE ID or DNS name".into(),
+                            None,
+                        );
+                        return;
+                    }
+                },
+                None => Peer::address(remote.ip()),
+            };
+            match ctx.kind {
+                TlsKind::Dot => super::dot::serve(tls, peer, &ctx, stop).await,
+                TlsKind::Doh => super::doh::serve(tls, peer, remote, Arc::clone(&ctx), stop).await,
+            }
+            drop(permit);
+        });
+    }
+    while handlers.join_next().await.is_some() {}
+}

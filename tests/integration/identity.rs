@@ -1,0 +1,890 @@
+//! Agent identity end to end: DoT and DoH with client certificates (made here with rcgen),
+//! refusals at the handshake with events, per-agent groups and containment, bearer tokens, and
+//! `require_auth` for plain UDP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dnsward::identity::token::{IssueRequest, issue, unix_now};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber, date_time_ymd,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio_rustls::TlsConnector;
+
+use crate::harness::*;
+
+const BUILD: &str = "spiffe://example.test/agents/build/1";
+const RESEARCH: &str = "spiffe://example.test/agents/research/1";
+
+/// Certificates and keys written to a temp dir, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    /// The CA, to re-issue the CRL.
+    ca: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let ours = ca_params("dnsward test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        write("ca.crt", &ours.self_signed(&ca_key).unwrap().pem());
+        let ca = Issuer::new(ours, ca_key);
+        let other_params = ca_params("someone else's CA");
+        let other_key = KeyPair::generate().unwrap();
+        let other = Issuer::new(other_params, other_key);
+
+        let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().unwrap();
+        write(
+            "server.crt",
+            &server.signed_by(&server_key, &ca).unwrap().pem(),
+        );
+        write("server.key", &server_key.serialize_pem());
+
+        let client =
+            |name: &str, id: &str, serial: u8, expired: bool, issuer: &Issuer<'_, KeyPair>| {
+                let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+                p.distinguished_name.push(DnType::CommonName, name);
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p.serial_number = Some(SerialNumber::from_slice(&[serial]));
+                if expired {
+                    p.not_before = date_time_ymd(2020, 1, 1);
+                    p.not_after = date_time_ymd(2021, 1, 1);
+                }
+                let key = KeyPair::generate().unwrap();
+                write(
+                    &format!("{name}.crt"),
+                    &p.signed_by(&key, issuer).unwrap().pem(),
+                );
+                write(&format!("{name}.key"), &key.serialize_pem());
+            };
+        client("build", BUILD, 1, false, &ca);
+        client("research", RESEARCH, 2, false, &ca);
+        client(
+            "expired",
+            "spiffe://example.test/agents/build/2",
+            3,
+            true,
+            &ca,
+        );
+        client(
+            "revoked",
+            "spiffe://example.test/agents/build/3",
+            4,
+            false,
+            &ca,
+        );
+        client(
+            "foreign",
+            "spiffe://example.test/agents/build/4",
+            5,
+            false,
+            &other,
+        );
+
+        // Token signing keys: ours (configured) and a stranger's.
+        for name in ["token", "stranger"] {
+            let k = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            write(&format!("{name}.key"), &k.serialize_pem());
+            write(&format!("{name}.pub"), &k.public_key_pem());
+        }
+        let pki = Self { dir, ca };
+        pki.revoke(&[4]);
+        pki
+    }
+
+    /// (Re)write ca.crl revoking these serials.
+    fn revoke(&self, serials: &[u8]) {
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2025, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from_slice(&[serials.len() as u8]),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&[*s]),
+                    revocation_time: date_time_ymd(2025, 6, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        std::fs::write(
+            self.path("ca.crl"),
+            crl.signed_by(&self.ca).unwrap().pem().unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn config(&self, extra_groups: &str) -> String {
+        format!(
+            r#"
+[tls]
+client_cas = ["{ca}"]
+crls = ["{crl}"]
+idle_timeout = "5s"
+[[tls.dot]]
+listen = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+[[tls.doh]]
+listen = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+[tls.tokens]
+keys = ["{token}"]
+max_lifetime = "1h"
+clock_skew = "5s"
+[[groups]]
+name = "build"
+identities = ["spiffe://example.test/agents/build/*"]
+allow = ["api.corp.internal", "*.tunnel.corp.internal", "*.elsewhere.internal"]
+[groups.detect]
+alert = 15
+throttle = 20
+sinkhole = 20
+quarantine = 20
+[[groups]]
+name = "research"
+identities = ["spiffe://example.test/agents/research/*"]
+allow = ["models.corp.internal"]
+{extra_groups}
+"#,
+            ca = self.path("ca.crt").display(),
+            crl = self.path("ca.crl").display(),
+            cert = self.path("server.crt").display(),
+            key = self.path("server.key").display(),
+            token = self.path("token.pub").display(),
+        )
+    }
+
+    /// A client TLS configuration trusting our CA, with `who`'s certificate (or none).
+    fn client(&self, who: Option<&str>, alpn: &[&[u8]]) -> TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.crt")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut cfg = match who {
+            Some(name) => {
+                use rustls::pki_types::pem::PemObject;
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_file_iter(self.path(&format!("{name}.crt")))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{name}.key"))).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => b.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        TlsConnector::from(Arc::new(cfg))
+    }
+
+    fn token(
+        &self,
+        key: &str,
+        agent: &str,
+        group: Option<&str>,
+        aud: &str,
+        iat: u64,
+        ttl: u64,
+    ) -> String {
+        issue(
+            &self.path(&format!("{key}.key")),
+            &IssueRequest {
+                agent,
+                group,
+                audience: aud,
+                ttl: Duration::from_secs(ttl),
+                issued_at: iat,
+            },
+        )
+        .unwrap()
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+async fn tls_connect(
+    connector: &TlsConnector,
+    server: SocketAddr,
+    src: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src.parse::<IpAddr>().unwrap(), 0))?;
+    let tcp = sock.connect(server).await?;
+    let name = ServerName::IpAddress(server.ip().into());
+    connector.connect(name, tcp).await
+}
+
+/// One DoT query from `src` with `who`'s certificate; `None` when the server refused or
+/// closed without answering.
+async fn dot_query(
+    pki: &Pki,
+    who: Option<&str>,
+    server: SocketAddr,
+    src: &str,
+    qname: &str,
+) -> Option<Message> {
+    let mut tls = tls_connect(&pki.client(who, &[]), server, src).await.ok()?;
+    let q = query_packet(qname, RecordType::A, false);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    tls.write_all(&framed).await.ok()?;
+    let read = async {
+        let len = tls.read_u16().await.ok()?;
+        let mut buf = vec![0; usize::from(len)];
+        tls.read_exact(&mut buf).await.ok()?;
+        Message::from_vec(&buf).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()?
+}
+
+/// One DoH request (HTTP/2 when `h2`, else HTTP/1.1): returns the HTTP status and the DNS
+/// answer, if any.
+async fn doh_request(
+    pki: &Pki,
+    who: Option<&str>,
+    server: SocketAddr,
+    qname: &str,
+    bearer: Option<&str>,
+    h2: bool,
+    get: bool,
+) -> (u16, Option<Message>) {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let Ok(tls) = tls_connect(&pki.client(who, alpn), server, "127.0.0.1").await else {
+        return (0, None);
+    };
+    let q = query_packet(qname, RecordType::A, false);
+    let mut req = if get {
+        use base64::Engine as _;
+        let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&q);
+        hyper::Request::get(format!(
+            "https://127.0.0.1:{}/dns-query?dns={dns}",
+            server.port()
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+    } else {
+        hyper::Request::post(format!("https://127.0.0.1:{}/dns-query", server.port()))
+            .header("content-type", "application/dns-message")
+            .body(Full::new(Bytes::from(q)))
+            .unwrap()
+    };
+    req.headers_mut().insert(
+        "host",
+        format!("127.0.0.1:{}", server.port()).parse().unwrap(),
+    );
+    if let Some(t) = bearer {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let io = TokioIo::new(tls);
+    let resp = if h2 {
+        let Ok((mut send, conn)) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await
+        else {
+            return (0, None);
+        };
+        tokio::spawn(conn);
+        send.send_request(req).await
+    } else {
+        let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(io).await else {
+            return (0, None);
+        };
+        tokio::spawn(conn);
+        send.send_request(req).await
+    };
+    let Ok(resp) = resp else {
+        return (0, None);
+    };
+    let status = resp.status().as_u16();
+    let is_dns = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "application/dns-message");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, is_dns.then(|| Message::from_vec(&body).unwrap()))
+}
+
+fn rcode(m: &Option<Message>) -> Option<ResponseCode> {
+    m.as_ref().map(|m| m.metadata.response_code)
+}
+
+async fn start(
+    pki: &Pki,
+    extra_groups: &str,
+    containment: &str,
+) -> (TestServer, SocketAddr, SocketAddr) {
+    let s = TestServer::start(
+        None,
+        &format!("{containment}\n{}", pki.config(extra_groups)),
+    )
+    .await;
+    let tls = &s.app.as_ref().unwrap().tls;
+    let (dot, doh) = (tls.dot_addrs[0], tls.doh_addrs[0]);
+    (s, dot, doh)
+}
+
+fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn dot_and_doh_answer_each_agent_with_its_own_group_from_one_address() {
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+
+    // Same source address, different SPIFFE IDs, different allowlists.
+    let b = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert_eq!(rcode(&b), Some(ResponseCode::NoError));
+    assert_eq!(a_records(b.as_ref().unwrap()).len(), 2, "{b:?}");
+    let b = dot_query(
+        &pki,
+        Some("build"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&b), Some(ResponseCode::NXDomain));
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NoError));
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "api.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NXDomain));
+
+    // DoH: HTTP/2 POST and HTTP/1.1 GET with the certificate.
+    let (st, m) = doh_request(
+        &pki,
+        Some("build"),
+        doh,
+        "api.corp.internal",
+        None,
+        true,
+        false,
+    )
+    .await;
+    assert_eq!((st, rcode(&m)), (200, Some(ResponseCode::NoError)));
+    let (st, m) = doh_request(
+        &pki,
+        Some("research"),
+        doh,
+        "models.corp.internal",
+        None,
+        false,
+        true,
+    )
+    .await;
+    assert_eq!((st, rcode(&m)), (200, Some(ResponseCode::NoError)));
+    let (st, m) = doh_request(
+        &pki,
+        Some("research"),
+        doh,
+        "api.corp.internal",
+        None,
+        true,
+        true,
+    )
+    .await;
+    assert_eq!((st, rcode(&m)), (200, Some(ResponseCode::NXDomain)));
+
+    let events = s.stop_and_read_events().await;
+    let queries = events_of(&events, "query");
+    let by = |agent: &str, proto: &str| {
+        queries
+            .iter()
+            .filter(|e| e["agent"] == agent && e["protocol"] == proto && e["auth"] == "mtls")
+            .count()
+    };
+    assert_eq!(by(BUILD, "dot"), 2, "{queries:#?}");
+    assert_eq!(by(RESEARCH, "dot"), 2);
+    assert_eq!(by(BUILD, "doh"), 1);
+    assert_eq!(by(RESEARCH, "doh"), 2);
+    assert!(queries.iter().all(|e| e["client"] == "127.0.0.1"));
+    assert!(
+        queries
+            .iter()
+            .filter(|e| e["agent"] == RESEARCH)
+            .all(|e| e["group"] == "research")
+    );
+}
+
+#[tokio::test]
+async fn bad_client_certificates_are_refused_at_the_handshake_with_events() {
+    let pki = Pki::new();
+    let (mut s, dot, _doh) = start(&pki, "", "").await;
+    for who in [Some("expired"), Some("revoked"), Some("foreign"), None] {
+        let m = dot_query(&pki, who, dot, "127.0.0.1", "api.corp.internal").await;
+        assert!(m.is_none(), "{who:?} was answered: {m:?}");
+    }
+    // A good one still works.
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert_eq!(rcode(&m), Some(ResponseCode::NoError));
+
+    let events = s.stop_and_read_events().await;
+    let refused: Vec<String> = events_of(&events, "auth_refused")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["protocol"], "dot");
+            assert_eq!(e["auth"], "mtls");
+            assert_eq!(e["client"], "127.0.0.1");
+            e["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for reason in [
+        "client certificate expired",
+        "client certificate revoked",
+        "client certificate from an unknown CA",
+        "missing client certificate",
+    ] {
+        assert!(
+            refused.iter().any(|r| r == reason),
+            "no {reason:?} in {refused:?}"
+        );
+    }
+    // None of the refused clients got a query through.
+    assert!(
+        events_of(&events, "query")
+            .iter()
+            .all(|e| e["agent"] == BUILD)
+    );
+}
+
+#[tokio::test]
+async fn quarantining_one_agent_leaves_its_neighbour_answering_and_follows_it_across_addresses() {
+    let pki = Pki::new();
+    let (mut s, dot, _doh) = start(&pki, "", "").await;
+    // The build agent tunnels through its own allowed zone until detection quarantines it.
+    let mut quarantined_after = None;
+    for i in 0..300 {
+        let label = format!(
+            "{:x}{:x}",
+            0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1),
+            i * 7919
+        );
+        let m = dot_query(
+            &pki,
+            Some("build"),
+            dot,
+            "127.0.0.1",
+            &format!("{label}.tunnel.corp.internal"),
+        )
+        .await;
+        // A name under another registrable domain: only a whole-agent quarantine refuses it
+        // (the tunnelled domain's own throttle does not).
+        let probe = dot_query(
+            &pki,
+            Some("build"),
+            dot,
+            "127.0.0.1",
+            "probe.elsewhere.internal",
+        )
+        .await;
+        assert!(m.is_some());
+        if rcode(&probe) == Some(ResponseCode::Refused) {
+            quarantined_after = Some(i);
+            break;
+        }
+    }
+    assert!(
+        quarantined_after.is_some(),
+        "the tunnelling agent was never quarantined"
+    );
+    // Its neighbour on the same address is unaffected.
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NoError));
+    // Moving address does not escape the quarantine.
+    let moved = dot_query(
+        &pki,
+        Some("build"),
+        dot,
+        "127.0.0.2",
+        "probe.elsewhere.internal",
+    )
+    .await;
+    assert_eq!(rcode(&moved), Some(ResponseCode::Refused));
+
+    // The admin API lists the agent and releases it by identity.
+    let admin = s.admin.unwrap();
+    let http = reqwest::Client::new();
+    let list: serde_json::Value = http
+        .get(format!("http://{admin}/api/v1/quarantines"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["agent"] == BUILD && c["action"] == "quarantine"),
+        "{list}"
+    );
+    let resp = http
+        .post(format!("http://{admin}/api/v1/quarantines/release"))
+        .bearer_auth(&s.token)
+        .json(&serde_json::json!({"client": BUILD, "actor": "alice", "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Released: answered again (SERVFAIL: no upstream is configured for elsewhere.internal).
+    let b = dot_query(
+        &pki,
+        Some("build"),
+        dot,
+        "127.0.0.1",
+        "probe.elsewhere.internal",
+    )
+    .await;
+    assert_eq!(rcode(&b), Some(ResponseCode::ServFail));
+
+    let events = s.stop_and_read_events().await;
+    assert!(
+        events_of(&events, "query")
+            .iter()
+            .any(|e| e["agent"] == BUILD
+                && e["client"] == "127.0.0.2"
+                && e["verdict"] == "quarantine"),
+        "no quarantine verdict for the moved agent"
+    );
+    let started = events_of(&events, "containment_started");
+    assert!(
+        started
+            .iter()
+            .any(|e| e["agent"] == BUILD && e["action"] == "quarantine"),
+        "{started:#?}"
+    );
+    assert!(started.iter().all(|e| e["agent"] == BUILD));
+    assert!(
+        events_of(&events, "alert")
+            .iter()
+            .all(|e| e["agent"] == BUILD)
+    );
+}
+
+#[tokio::test]
+async fn doh_bearer_tokens_are_verified() {
+    let pki = Pki::new();
+    let (mut s, _dot, doh) = start(&pki, "", "").await;
+    let now = unix_now();
+    let agent = "spiffe://example.test/agents/research/9";
+    let good = pki.token("token", agent, Some("research"), "dnsward", now, 900);
+    let (st, m) = doh_request(
+        &pki,
+        None,
+        doh,
+        "models.corp.internal",
+        Some(&good),
+        true,
+        false,
+    )
+    .await;
+    assert_eq!((st, rcode(&m)), (200, Some(ResponseCode::NoError)));
+    // Without a group claim the subject's identity pattern picks the group.
+    let build = pki.token(
+        "token",
+        "spiffe://example.test/agents/build/9",
+        None,
+        "dnsward",
+        now,
+        900,
+    );
+    let (st, m) = doh_request(
+        &pki,
+        None,
+        doh,
+        "api.corp.internal",
+        Some(&build),
+        false,
+        true,
+    )
+    .await;
+    assert_eq!((st, rcode(&m)), (200, Some(ResponseCode::NoError)));
+
+    let cases = [
+        (
+            "expired",
+            pki.token("token", agent, None, "dnsward", now - 7200, 1800),
+            "token expired",
+        ),
+        (
+            "bad signature",
+            pki.token("stranger", agent, None, "dnsward", now, 900),
+            "token signature invalid",
+        ),
+        (
+            "wrong aud",
+            pki.token("token", agent, None, "someone-else", now, 900),
+            "token audience wrong",
+        ),
+        (
+            "too long",
+            pki.token("token", agent, None, "dnsward", now, 7200),
+            "token lifetime over the maximum",
+        ),
+    ];
+    for (what, token, _) in &cases {
+        let (st, m) = doh_request(
+            &pki,
+            None,
+            doh,
+            "models.corp.internal",
+            Some(token),
+            true,
+            false,
+        )
+        .await;
+        assert_eq!(st, 401, "{what}");
+        assert!(m.is_none(), "{what}");
+    }
+    let events = s.stop_and_read_events().await;
+    let refused: Vec<&str> = events_of(&events, "auth_refused")
+        .iter()
+        .filter(|e| e["auth"] == "token" && e["protocol"] == "doh")
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    for (what, _, reason) in &cases {
+        assert!(
+            refused.contains(reason),
+            "{what}: no {reason:?} in {refused:?}"
+        );
+    }
+    let queries = events_of(&events, "query");
+    assert!(
+        queries
+            .iter()
+            .any(|e| e["agent"] == agent && e["auth"] == "token" && e["group"] == "research")
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|e| e["agent"] == "spiffe://example.test/agents/build/9" && e["group"] == "build")
+    );
+}
+
+#[tokio::test]
+async fn require_auth_refuses_plain_udp_from_a_member_address_and_per_agent_rate_limits() {
+    let pki = Pki::new();
+    let local = r#"
+[[groups]]
+name = "local"
+cidrs = ["127.0.0.0/8"]
+require_auth = true
+allow = ["*.corp.internal"]
+"#;
+    let (mut s, dot, _doh) = start(
+        &pki,
+        local,
+        "[containment]\nrate_limit = { qps = 1, burst = 3 }\n",
+    )
+    .await;
+    let m = udp_query(s.udp, "127.0.0.7", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = tcp_query(s.tcp, "127.0.0.7", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+
+    // Rate limits are per agent: the build agent exhausts its burst, research on the same
+    // address still answers.
+    let mut limited = false;
+    for _ in 0..10 {
+        let b = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+        if rcode(&b) == Some(ResponseCode::Refused) {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the build agent was never rate limited");
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NoError));
+
+    let events = s.stop_and_read_events().await;
+    let refused: Vec<_> = events_of(&events, "query")
+        .into_iter()
+        .filter(|e| e["reason"] == "group requires authentication")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["group"] == "local" && e["auth"] == "none" && e["agent"].is_null())
+    );
+    assert!(
+        events_of(&events, "query")
+            .iter()
+            .any(|e| e["agent"] == BUILD && e["verdict"] == "throttle")
+    );
+}
+
+/// Send `names` back to back on one DoT connection (pipelined), then read every answer; the
+/// answers are returned by query name, whatever order they came in.
+async fn dot_pipelined(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    names: &[&str],
+) -> Option<Vec<(String, ResponseCode)>> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut q = query_packet(name, RecordType::A, false);
+        q[0..2].copy_from_slice(&(i as u16 + 100).to_be_bytes());
+        out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        out.extend_from_slice(&q);
+    }
+    tls.write_all(&out).await.ok()?;
+    let mut answers = Vec::new();
+    for _ in names {
+        let read = async {
+            let len = tls.read_u16().await.ok()?;
+            let mut buf = vec![0; usize::from(len)];
+            tls.read_exact(&mut buf).await.ok()?;
+            Message::from_vec(&buf).ok()
+        };
+        let m = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()??;
+        let i = usize::from(m.metadata.id).checked_sub(100)?;
+        answers.push((names.get(i)?.to_string(), m.metadata.response_code));
+    }
+    answers.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(answers)
+}
+
+#[tokio::test]
+async fn dot_pipelines_and_a_reload_revokes_new_connections_but_keeps_open_ones() {
+    let pki = Pki::new();
+    let (mut s, dot, _doh) = start(&pki, "", "").await;
+    let mut open = tls_connect(&pki.client(Some("build"), &[]), dot, "127.0.0.1")
+        .await
+        .unwrap();
+    let names = [
+        "api.corp.internal",
+        "models.corp.internal",
+        "git.corp.internal",
+    ];
+    let expect = |api| {
+        vec![
+            ("api.corp.internal".to_string(), api),
+            ("git.corp.internal".to_string(), ResponseCode::NXDomain),
+            ("models.corp.internal".to_string(), ResponseCode::NXDomain),
+        ]
+    };
+    assert_eq!(
+        dot_pipelined(&mut open, &names).await,
+        Some(expect(ResponseCode::NoError))
+    );
+
+    // Revoke the build agent's certificate and reload.
+    pki.revoke(&[1, 4]);
+    let app = s.app.as_ref().unwrap();
+    assert!(app.tls.reload().is_empty());
+    // The open connection is not dropped...
+    assert_eq!(
+        dot_pipelined(&mut open, &names).await,
+        Some(expect(ResponseCode::NoError))
+    );
+    // ...but a new one with the revoked certificate is refused.
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert!(m.is_none(), "{m:?}");
+
+    // A broken file on reload keeps the running configuration.
+    std::fs::write(pki.path("ca.crl"), "not a CRL").unwrap();
+    assert_eq!(
+        app.tls.reload().len(),
+        2,
+        "both listeners report the broken CRL"
+    );
+    let r = dot_query(
+        &pki,
+        Some("research"),
+        dot,
+        "127.0.0.1",
+        "models.corp.internal",
+    )
+    .await;
+    assert_eq!(rcode(&r), Some(ResponseCode::NoError));
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert!(m.is_none(), "the revocation stays in force: {m:?}");
+    drop(open);
+
+    let events = s.stop_and_read_events().await;
+    assert!(
+        events_of(&events, "auth_refused")
+            .iter()
+            .any(|e| e["reason"] == "client certificate revoked")
+    );
+}
