@@ -6,6 +6,7 @@
 mod common;
 mod detection;
 mod governance;
+mod hardening;
 mod harness;
 mod observability;
 mod resolver;

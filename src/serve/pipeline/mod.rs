@@ -264,7 +264,7 @@ impl Pipeline {
         // Parse: the only stage that sees raw bytes.
         let q = match wire::parse_query(packet) {
             Ok(q) => q,
-            Err(e) => return self.malformed(packet, e),
+            Err(e) => return self.malformed_from(packet, src, e),
         };
         let client = canonical(src);
         let policy = self.policy.load();
@@ -309,6 +309,20 @@ impl Pipeline {
             policy,
             group: gid,
         }))
+    }
+
+    /// A packet that did not parse. With `unknown_clients = "drop"`, a source in no group
+    /// gets silence for broken packets too: a FORMERR or NOTIMP would tell a scanner that a
+    /// resolver listens here. The identification runs only on this error path, so well-formed
+    /// queries still parse first and identify once.
+    fn malformed_from(&self, packet: &[u8], src: IpAddr, e: wire::WireError) -> Outcome {
+        if self.settings.unknown_clients == UnknownClients::Drop
+            && self.policy.load().clients.lookup(canonical(src)).is_none()
+        {
+            self.malformed_dropped.increment(1);
+            return Outcome::Drop;
+        }
+        self.malformed(packet, e)
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
