@@ -75,3 +75,200 @@ async fn with_drop_unknown_sources_get_no_formerr_or_notimp() {
     let m = tcp_query(s.tcp, "127.0.0.50", "api.corp.internal", RecordType::A).await;
     assert_ne!(m.metadata.response_code, ResponseCode::FormErr);
 }
+
+/// Keep trying a TCP query from `src` until it is answered or `within` has passed.
+async fn tcp_answered_within(server: SocketAddr, src: &str, qname: &str, within: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let attempt = async {
+            let mut s = tcp_connect(server, src).await;
+            let packet = query_packet(qname, RecordType::A, false);
+            let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&packet);
+            s.write_all(&framed).await.ok()?;
+            let len = s.read_u16().await.ok()?;
+            let mut buf = vec![0u8; usize::from(len)];
+            s.read_exact(&mut buf).await.ok()?;
+            Some(buf)
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), attempt).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn unknown_tcp_clients_never_hold_a_connection_slot() {
+    for mode in ["refuse", "drop"] {
+        let s = TestServer::start_full(
+            None,
+            GROUP,
+            None,
+            "127.0.0.1:0",
+            &format!("tcp_max_connections = 2\nunknown_clients = \"{mode}\""),
+        )
+        .await;
+        // Unknown clients open connections and sit on them.
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            idle.push(tcp_connect(s.tcp, "127.0.0.99").await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A known client still gets both slots' worth of service.
+        let mut a = tcp_connect(s.tcp, "127.0.0.50").await;
+        let mut b = tcp_connect(s.tcp, "127.0.0.51").await;
+        for c in [&mut a, &mut b] {
+            let m = tokio::time::timeout(
+                Duration::from_secs(4),
+                tcp_ask(c, "git.corp.internal", RecordType::A),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{mode}: a known client is served"));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{mode}");
+        }
+        if mode == "refuse" {
+            // An unknown client that asks gets REFUSED on its own short-lived slot.
+            let m = tcp_query(s.tcp, "127.0.0.99", "git.corp.internal", RecordType::A).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_tcp_slot() {
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_max_connections = 8\ntcp_max_connections_per_client = 2",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(tcp_connect(s.tcp, "127.0.0.50").await);
+    }
+    // The connections past its two are closed; another client of the same group is served.
+    assert!(
+        tcp_answered_within(
+            s.tcp,
+            "127.0.0.51",
+            "git.corp.internal",
+            Duration::from_secs(4)
+        )
+        .await,
+        "a second client is served while the first holds its cap"
+    );
+    let text = metrics_text(&s).await;
+    let rejected = crate::common::metric_sum(
+        &text,
+        "dnsward_tcp_connections_rejected_total",
+        &[("reason", "client_cap")],
+    )
+    .unwrap_or(0.0);
+    assert!(rejected >= 4.0, "client_cap rejections counted: {rejected}");
+}
+
+#[tokio::test]
+async fn a_tcp_client_that_never_reads_loses_its_slot() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_max_connections = 2\ntcp_write_timeout = \"300ms\"\ntcp_idle_timeout = \"30s\"",
+    )
+    .await;
+    // Two connections that ask and ask and never read, with the smallest receive window.
+    let long = format!(
+        "{}.{}.{}.blocked.example",
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60)
+    );
+    let packet = query_packet(&long, RecordType::TXT, false);
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    let burst: Vec<u8> = framed.repeat(64);
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(1024).unwrap();
+        sock.bind("127.0.0.50:0".parse().unwrap()).unwrap();
+        let mut c = sock.connect(s.tcp).await.unwrap();
+        let burst = burst.clone();
+        writers.push(tokio::spawn(async move {
+            // Until the server stops reading (pipelining bound) or closes the connection.
+            for _ in 0..2_000 {
+                if tokio::time::timeout(Duration::from_secs(2), c.write_all(&burst))
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    break;
+                }
+            }
+            c // kept open, unread, until the test ends
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The well-behaved client gets in once the write timeout has closed a stuck connection.
+    let ok = tcp_answered_within(
+        s.tcp,
+        "127.0.0.51",
+        "git.corp.internal",
+        Duration::from_secs(15),
+    )
+    .await;
+    let text = metrics_text(&s).await;
+    let interesting: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("dnsward_tcp") || l.starts_with("dnsward_queries_total"))
+        .collect();
+    assert!(
+        ok,
+        "a client that never reads does not hold its slot forever\n{}",
+        interesting.join("\n")
+    );
+    for w in writers {
+        w.abort();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_tcp_queries_are_answered_as_they_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 7])
+        .with_delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), GROUP).await;
+    let mut c = tcp_connect(s.tcp, "127.0.0.50").await;
+    // A slow miss, then a local-zone name, on one connection.
+    let slow = query_packet("slow.example", RecordType::A, false);
+    let fast = query_packet("git.corp.internal", RecordType::A, false);
+    for p in [&slow, &fast] {
+        let mut framed = (p.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(p);
+        c.write_all(&framed).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        c.read_exact(&mut buf).await.unwrap();
+        ids.push([buf[0], buf[1]]);
+    }
+    assert_eq!(
+        ids,
+        [[fast[0], fast[1]], [slow[0], slow[1]]],
+        "the fast answer does not wait behind the slow one"
+    );
+}

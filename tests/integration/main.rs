@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
+mod faults;
 mod governance;
 mod hardening;
 mod harness;
