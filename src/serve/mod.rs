@@ -63,6 +63,14 @@ pub struct ServerConfig {
     /// not read its answers is disconnected after it.
     #[serde(default = "default_tcp_write", with = "humantime_serde")]
     pub tcp_write_timeout: Duration,
+    /// Most cache misses in flight at once (default 4096); past it a miss is answered SERVFAIL
+    /// at once and counted in `dnsward_overload_total{reason="inflight_misses"}`.
+    #[serde(default = "default_inflight")]
+    pub max_inflight_misses: usize,
+    /// Most cache misses in flight from one client address (default 1024); past it that
+    /// client's misses get SERVFAIL (`reason="inflight_misses_per_client"`).
+    #[serde(default = "default_inflight_per_client")]
+    pub max_inflight_misses_per_client: usize,
     /// What clients in no group get: `refuse` (default) or `drop`.
     #[serde(default)]
     pub unknown_clients: UnknownClients,
@@ -89,6 +97,12 @@ fn default_tcp_pipelined() -> usize {
 fn default_tcp_write() -> Duration {
     Duration::from_secs(5)
 }
+fn default_inflight() -> usize {
+    4096
+}
+fn default_inflight_per_client() -> usize {
+    1024
+}
 fn default_grace() -> Duration {
     Duration::from_secs(2)
 }
@@ -104,6 +118,8 @@ impl Default for ServerConfig {
             tcp_max_connections_per_client: default_tcp_per_client(),
             tcp_max_pipelined: default_tcp_pipelined(),
             tcp_write_timeout: default_tcp_write(),
+            max_inflight_misses: default_inflight(),
+            max_inflight_misses_per_client: default_inflight_per_client(),
             unknown_clients: UnknownClients::default(),
             shutdown_grace: default_grace(),
         }
@@ -148,6 +164,15 @@ impl ServerConfig {
         if self.tcp_max_connections_per_client == 0 {
             problems.push(
                 format!("{at}.tcp_max_connections_per_client"),
+                "must be at least 1",
+            );
+        }
+        if self.max_inflight_misses == 0 {
+            problems.push(format!("{at}.max_inflight_misses"), "must be at least 1");
+        }
+        if self.max_inflight_misses_per_client == 0 {
+            problems.push(
+                format!("{at}.max_inflight_misses_per_client"),
                 "must be at least 1",
             );
         }

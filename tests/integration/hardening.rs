@@ -272,3 +272,104 @@ async fn pipelined_tcp_queries_are_answered_as_they_finish() {
         "the fast answer does not wait behind the slow one"
     );
 }
+
+/// Send `packets` from `src` at once, each from its own socket; the answers' rcodes (None: no
+/// answer) in order.
+async fn udp_burst(server: SocketAddr, src: &str, packets: Vec<Vec<u8>>) -> Vec<Option<u8>> {
+    let mut tasks = Vec::new();
+    for p in packets {
+        let src = src.parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            udp_raw(server, src, &p).await.map(|r| r[3] & 0x0F)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn identical_misses_in_flight_share_one_upstream_exchange() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .with_delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), GROUP).await;
+    // Forty clients ask the same question at once, each with its own ID (udp_raw checks it).
+    let packets: Vec<Vec<u8>> = (0..40)
+        .map(|_| query_packet("same.example", RecordType::A, true))
+        .collect();
+    let rcodes = udp_burst(s.udp, "127.0.0.50", packets).await;
+    assert!(
+        rcodes.iter().all(|r| *r == Some(0)),
+        "every waiter gets the answer: {rcodes:?}"
+    );
+    assert_eq!(
+        up.queries(),
+        1,
+        "one upstream exchange for forty identical misses"
+    );
+    let text = metrics_text(&s).await;
+    let coalesced =
+        crate::common::metric_sum(&text, "dnsward_coalesced_misses_total", &[]).unwrap_or(0.0);
+    assert!(coalesced >= 39.0, "coalesced misses counted: {coalesced}");
+}
+
+#[tokio::test]
+async fn a_flood_of_slow_misses_is_bounded_and_others_are_still_served() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .with_delay(Duration::from_millis(250))
+        .start()
+        .await;
+    let s = TestServer::start_full(
+        Some(up.addr),
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "max_inflight_misses = 2000\nmax_inflight_misses_per_client = 50",
+    )
+    .await;
+    // The well-behaved client warms one name.
+    let m = udp_query(s.udp, "127.0.0.51", "warm.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // The flooder: 400 distinct slow misses at once.
+    let packets: Vec<Vec<u8>> = (0..400)
+        .map(|i| query_packet(&format!("flood-{i}.example"), RecordType::A, true))
+        .collect();
+    let flood = {
+        let server = s.udp;
+        tokio::spawn(async move { udp_burst(server, "127.0.0.50", packets).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Meanwhile a cached and an uncached query from the well-behaved client are answered.
+    let cached = udp_query(s.udp, "127.0.0.51", "warm.example", RecordType::A).await;
+    assert_eq!(a_records(&cached), ["192.0.2.9"]);
+    let fresh = udp_query(s.udp, "127.0.0.51", "fresh.example", RecordType::A).await;
+    assert_eq!(fresh.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&fresh), ["192.0.2.9"]);
+    let rcodes = flood.await.unwrap();
+    assert!(
+        rcodes.iter().all(Option::is_some),
+        "every flooded query is answered"
+    );
+    let overloaded = rcodes.iter().filter(|r| **r == Some(2)).count();
+    assert!(
+        overloaded >= 300,
+        "past its 50 in flight, the flooder gets SERVFAIL ({overloaded})"
+    );
+    let text = metrics_text(&s).await;
+    let counted = crate::common::metric_sum(
+        &text,
+        "dnsward_overload_total",
+        &[("reason", "inflight_misses_per_client")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        counted >= 300.0,
+        "overload counted with its reason: {counted}"
+    );
+}

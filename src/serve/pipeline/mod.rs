@@ -19,7 +19,10 @@
 //!   4. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
 //!   5. **policy**: the group's allow/deny decision; a denied name gets the block answer;
 //!   6. **cache**: a hit is served inline after the answer check for this group.
-//! - a miss becomes a [`Pending`] resolved asynchronously ([`Pipeline::resolve`]): local zones
+//! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
+//!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
+//!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
+//!   exchange: local zones
 //!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
 //!   the group may not reach).
 //! - **account** ([`account`]): every answer, whatever stage produced it, is counted in
@@ -54,7 +57,8 @@ use crate::policy::answer_check::{AnswerProblem, AnswerSource, check_answer};
 use crate::policy::group::Group;
 use crate::policy::identify::{GroupId, canonical};
 use crate::policy::verdict::Verdict;
-use crate::resolve::cache::{AnswerCache, CachedAnswer};
+use crate::resolve::cache::{AnswerCache, CacheKeyRef, CachedAnswer};
+use crate::resolve::inflight::{Flight, FlightKey, InflightMisses, MissPermit};
 use crate::wire::{self, Query, rcode};
 
 mod account;
@@ -125,16 +129,44 @@ pub struct Pending {
     policy: Arc<ActivePolicy>,
     /// The client's group.
     group: GroupId,
+    /// Its in-flight slot, held until the answer is sent.
+    _permit: MissPermit,
+}
+
+/// What an upstream exchange gave, shared by every miss coalesced onto it.
+#[derive(Debug, Clone)]
+enum Fetched {
+    /// A usable answer, from this upstream.
+    Answer(Arc<CachedAnswer>, Arc<str>),
+    /// The upstream answered something unusable.
+    Unusable(Arc<str>, Arc<str>),
+    /// No upstream answered.
+    Failed(Arc<str>),
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PipelineSettings {
     /// What unknown clients get.
     pub unknown_clients: UnknownClients,
     /// The resolver's own listening addresses: a forwarded answer pointing at one of them is
     /// a rebinding attempt (see [`crate::policy::answer_check`]).
     pub own_addresses: Vec<IpAddr>,
+    /// Most cache misses in flight at once (`server.max_inflight_misses`).
+    pub max_inflight_misses: usize,
+    /// Most cache misses in flight from one client (`server.max_inflight_misses_per_client`).
+    pub max_inflight_misses_per_client: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            unknown_clients: UnknownClients::default(),
+            own_addresses: Vec::new(),
+            max_inflight_misses: 4096,
+            max_inflight_misses_per_client: 1024,
+        }
+    }
 }
 
 /// The query pipeline with its long-lived state (cache, event sender, metrics).
@@ -156,6 +188,8 @@ pub struct Pipeline {
     containment: Containment,
     /// Temporary exceptions and recent alerts (admin API).
     overrides: Overrides,
+    /// Misses in flight: their bounds and the coalescing of identical questions.
+    inflight: InflightMisses<Fetched>,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     malformed_formerr: Counter,
@@ -186,7 +220,12 @@ impl Pipeline {
         containment: Containment,
     ) -> Self {
         let overrides = Overrides::new(Arc::clone(&clock));
+        let inflight = InflightMisses::new(
+            settings.max_inflight_misses,
+            settings.max_inflight_misses_per_client,
+        );
         Self {
+            inflight,
             policy: ArcSwap::new(policy),
             cache,
             events,
@@ -298,8 +337,18 @@ impl Pipeline {
                 return outcome;
             }
         }
-        // Every stage let it through and the cache had nothing: resolve asynchronously.
+        // Every stage let it through and the cache had nothing: resolve asynchronously, if
+        // there is room for one more miss in flight.
         self.cache_misses.increment(1);
+        let permit = match self.inflight.admit(client) {
+            Ok(p) => p,
+            Err(overload) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || format!("overload: {} at its bound", overload.as_str());
+                let report = Report::new(Verdict::Servfail, &why);
+                return Outcome::Reply(self.finish(&admitted.asked, msg, &report));
+            }
+        };
         let policy = arc_swap::Guard::into_inner(policy);
         Outcome::Resolve(Box::new(Pending {
             packet: packet.to_vec(),
@@ -308,6 +357,7 @@ impl Pipeline {
             received,
             policy,
             group: gid,
+            _permit: permit,
         }))
     }
 
@@ -383,7 +433,52 @@ impl Pipeline {
             return Some(self.finish(&ctx, msg, &report));
         }
 
-        match policy
+        let key = FlightKey {
+            key: CacheKeyRef::of(&q).to_owned_key(),
+            policy_id: Arc::as_ptr(policy) as usize,
+        };
+        let fetched = match self.inflight.join(key) {
+            Flight::Leader(leader) => {
+                let fetched = self.fetch(&p, &q).await;
+                leader.finish(&fetched);
+                fetched
+            }
+            Flight::Follower(rx) => rx.await.unwrap_or_else(|_| {
+                Fetched::Failed("the shared upstream exchange was abandoned".into())
+            }),
+        };
+        match fetched {
+            Fetched::Answer(answer, upstream) => {
+                let nxdomain = answer.rcode == rcode::NXDOMAIN;
+                self.detector
+                    .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
+                if let Some(problem) = self.check_answer(policy, group, &q.name, &answer) {
+                    return Some(self.block_answer(&ctx, group, problem, false));
+                }
+                let msg = answer.render(&q, self.cache.now(), p.protocol.max_len(&q));
+                let report = Report::new(Verdict::Allow, &reason).via(&upstream);
+                Some(self.finish_rendered(&ctx, msg, &report))
+            }
+            Fetched::Unusable(upstream, why) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || format!("unusable upstream answer: {why}");
+                let report = Report::new(Verdict::Servfail, &why).via(&upstream);
+                Some(self.finish(&ctx, msg, &report))
+            }
+            Fetched::Failed(why) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || why.to_string();
+                let report = Report::new(Verdict::Servfail, &why);
+                Some(self.finish(&ctx, msg, &report))
+            }
+        }
+    }
+
+    /// The upstream exchange for a miss (the leader of its question): forward, prepare the
+    /// answer and cache it.
+    async fn fetch(&self, p: &Pending, q: &Query<'_>) -> Fetched {
+        match p
+            .policy
             .upstreams
             .resolve(&q.name, q.question, q.dnssec_ok(), q.cd)
             .await
@@ -393,35 +488,13 @@ impl Pipeline {
                     // An answer fetched under a policy that a reload has since replaced may be
                     // one the reload made stale: serve it, but do not cache it.
                     if Arc::ptr_eq(&p.policy, &self.policy.load()) {
-                        self.cache.insert(&q, &prepared);
+                        self.cache.insert(q, &prepared);
                     }
-                    let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
-                    self.detector
-                        .observe_rcode(p.client, registrable_domain(&q.name), nxdomain);
-                    if let Some(problem) =
-                        self.check_answer(policy, group, &q.name, &prepared.answer)
-                    {
-                        return Some(self.block_answer(&ctx, group, problem, false));
-                    }
-                    let msg = prepared
-                        .answer
-                        .render(&q, self.cache.now(), p.protocol.max_len(&q));
-                    let report = Report::new(Verdict::Allow, &reason).via(&up.label);
-                    Some(self.finish_rendered(&ctx, msg, &report))
+                    Fetched::Answer(prepared.answer, Arc::clone(&up.label))
                 }
-                Err(e) => {
-                    let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-                    let why = || format!("unusable upstream answer: {e}");
-                    let report = Report::new(Verdict::Servfail, &why).via(&up.label);
-                    Some(self.finish(&ctx, msg, &report))
-                }
+                Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
             },
-            Err(e) => {
-                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-                let why = || e.to_string();
-                let report = Report::new(Verdict::Servfail, &why);
-                Some(self.finish(&ctx, msg, &report))
-            }
+            Err(e) => Fetched::Failed(e.to_string().into()),
         }
     }
 
