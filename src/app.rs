@@ -145,12 +145,18 @@ impl RunningApp {
             })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
-                admin::start(addr, Arc::clone(&pipeline), Arc::clone(&control), token)
-                    .await
-                    .map_err(|source| StartError::Io {
-                        what: format!("binding admin {}", cfg.admin.listen),
-                        source,
-                    })?,
+                admin::start(
+                    addr,
+                    Arc::clone(&pipeline),
+                    Arc::clone(&control),
+                    token,
+                    cfg.admin.limits(),
+                )
+                .await
+                .map_err(|source| StartError::Io {
+                    what: format!("binding admin {}", cfg.admin.listen),
+                    source,
+                })?,
             ),
             Err(_) => None,
         };

@@ -373,3 +373,48 @@ async fn a_flood_of_slow_misses_is_bounded_and_others_are_still_served() {
         "overload counted with its reason: {counted}"
     );
 }
+
+#[tokio::test]
+async fn idle_admin_connections_are_capped_and_timed_out() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start_sections(
+        &[],
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "",
+        "max_connections = 32\nheader_read_timeout = \"1s\"",
+    )
+    .await;
+    let admin = s.admin.expect("admin endpoint");
+    // 600 connections that never send a request.
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    // DNS is still served meanwhile.
+    let m = udp_query(s.udp, "127.0.0.50", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // Every idle connection is closed by the server: at once past the cap, after the
+    // header-read timeout within it.
+    let started = std::time::Instant::now();
+    for c in &mut idle {
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0) | Err(_))),
+            "idle admin connection closed by the server: {r:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(idle);
+    // And a real scrape works and shows the rejections.
+    let text = metrics_text(&s).await;
+    let rejected =
+        crate::common::metric_sum(&text, "dnsward_admin_connections_rejected_total", &[])
+            .unwrap_or(0.0);
+    assert!(
+        rejected >= 500.0,
+        "connections past the cap counted: {rejected}"
+    );
+}

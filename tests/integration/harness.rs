@@ -364,6 +364,18 @@ impl TestServer {
         listen: &str,
         server_extra: &str,
     ) -> Self {
+        Self::start_sections(upstreams, extra, clock, listen, server_extra, "").await
+    }
+
+    /// As [`Self::start_upstreams`], with extra lines for the `[admin]` section too.
+    pub async fn start_sections(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+        admin_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
         let servers: Vec<String> = upstreams
@@ -387,6 +399,7 @@ udp_workers = 2
 [admin]
 listen = "127.0.0.1:0"
 token_file = "token"
+{admin_extra}
 [upstream]
 {upstream_line}
 [zones]
