@@ -28,7 +28,8 @@ const UPSTREAM_DELAY: Duration = Duration::from_millis(400);
 /// thread per answer so answers overlap. Stops when `stop` is set.
 fn slow_upstream(stop: Arc<AtomicBool>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let addr = sock.local_addr().unwrap();
     std::thread::spawn(move || {
         let sock = Arc::new(sock);
@@ -43,8 +44,7 @@ fn slow_upstream(stop: Arc<AtomicBool>) -> SocketAddr {
             let sock = Arc::clone(&sock);
             std::thread::spawn(move || {
                 std::thread::sleep(UPSTREAM_DELAY);
-                let mut resp =
-                    Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+                let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
                 resp.metadata.recursion_available = true;
                 if let Some(q) = req.queries.first() {
                     resp.add_query(q.clone());
@@ -158,21 +158,28 @@ allow = ["*.example"]
     let admin = server.admin.expect("admin endpoint");
 
     // The well-behaved client warms one name.
-    let warm = ask(server.udp, "127.0.0.71", "warm.example", Duration::from_secs(3))
-        .expect("warm-up answered");
+    let warm = ask(
+        server.udp,
+        "127.0.0.71",
+        "warm.example",
+        Duration::from_secs(3),
+    )
+    .expect("warm-up answered");
     assert_eq!(a_records(&warm), ["192.0.2.9"]);
 
     // 600 idle admin connections (more than dnsward's whole descriptor limit).
     let mut idle_admin = Vec::new();
     for _ in 0..600 {
-        if let Ok(c) = std::net::TcpStream::connect(admin) {
+        // With a timeout: a server out of descriptors stops accepting and connects would hang.
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)) {
             idle_admin.push(c);
         }
     }
     // TCP clients that send queries and never read.
     let mut never_read = Vec::new();
     for _ in 0..40 {
-        let Ok(mut c) = std::net::TcpStream::connect(server.tcp) else {
+        let Ok(mut c) = std::net::TcpStream::connect_timeout(&server.tcp, Duration::from_secs(1))
+        else {
             continue;
         };
         use std::io::Write;
@@ -198,12 +205,22 @@ allow = ["*.example"]
 
     // While all of that is in progress: a cached and an uncached query are answered right.
     let started = Instant::now();
-    let cached = ask(server.udp, "127.0.0.71", "warm.example", Duration::from_secs(3))
-        .expect("the cached query is answered");
+    let cached = ask(
+        server.udp,
+        "127.0.0.71",
+        "warm.example",
+        Duration::from_secs(3),
+    )
+    .expect("the cached query is answered");
     assert_eq!(cached.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&cached), ["192.0.2.9"]);
-    let fresh = ask(server.udp, "127.0.0.71", "fresh.example", Duration::from_secs(4))
-        .expect("the uncached query is answered");
+    let fresh = ask(
+        server.udp,
+        "127.0.0.71",
+        "fresh.example",
+        Duration::from_secs(4),
+    )
+    .expect("the uncached query is answered");
     assert_eq!(
         fresh.metadata.response_code,
         ResponseCode::NoError,
@@ -215,8 +232,10 @@ allow = ["*.example"]
     // Over TCP too, from the well-behaved client.
     {
         use std::io::{Read, Write};
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.bind(&"127.0.0.71:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.71:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         sock.connect_timeout(&server.tcp.into(), Duration::from_secs(3))
             .expect("TCP connect");
         let mut c: std::net::TcpStream = sock.into();
