@@ -2,6 +2,7 @@
 //! smoke test `tests/fuzz_smoke.rs`).
 #![no_main]
 
+#[allow(dead_code)] // each target uses one body
 #[path = "../bodies.rs"]
 mod bodies;
 

@@ -2,6 +2,7 @@
 //! with the stable smoke test `tests/fuzz_smoke.rs`).
 #![no_main]
 
+#[allow(dead_code)] // each target uses one body
 #[path = "../bodies.rs"]
 mod bodies;
 
