@@ -134,6 +134,8 @@ impl RunningApp {
         let settings = PipelineSettings {
             unknown_clients: cfg.server.unknown_clients,
             own_addresses: cfg.server.own_addresses(),
+            max_inflight_misses: cfg.server.max_inflight_misses,
+            max_inflight_misses_per_client: cfg.server.max_inflight_misses_per_client,
         };
         let detector = Detector::new(&cfg.detect, Arc::clone(&clock));
         let containment = Containment::new(&cfg.containment, Arc::clone(&clock));
@@ -237,6 +239,7 @@ impl RunningApp {
                     token,
                     cfg.admin.metrics_labels,
                     Some(Arc::new(review)),
+                    cfg.admin.limits(),
                 )
                 .await
                 .map_err(|source| StartError::Io {

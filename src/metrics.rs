@@ -32,10 +32,17 @@ pub const EVENTS_WRITTEN_TOTAL: &str = "dnsward_events_written_total";
 pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
 /// Events not logged by design (sampling), by `kind` (`unknown_client`).
 pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
-/// TCP connections refused because the connection cap was reached.
+/// TCP connections refused, by `reason` (`global_cap`, `client_cap`, `unknown_client`).
 pub const TCP_REJECTED_TOTAL: &str = "dnsward_tcp_connections_rejected_total";
 /// Open TCP connections (gauge).
 pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
+/// Queries answered SERVFAIL at once because a resource bound was reached, by `reason`
+/// (`inflight_misses`, `inflight_misses_per_client`).
+pub const OVERLOAD_TOTAL: &str = "dnsward_overload_total";
+/// Cache misses that shared an identical question's upstream exchange instead of their own.
+pub const COALESCED_TOTAL: &str = "dnsward_coalesced_misses_total";
+/// Admin HTTP connections closed at once because the admin connection cap was reached.
+pub const ADMIN_REJECTED_TOTAL: &str = "dnsward_admin_connections_rejected_total";
 /// Tunnel alerts raised, by `group` and `action`.
 pub const ALERTS_TOTAL: &str = "dnsward_alerts_total";
 /// Containments started, by `group` and `action`.

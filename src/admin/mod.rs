@@ -4,6 +4,14 @@
 //! axum serves it because it is the well-kept, tokio-native HTTP stack and later issues add a
 //! JSON API here. It runs on the same runtime as the DNS listeners but shares no locks with the
 //! query path: a scrape renders the recorder's atomics.
+//!
+//! It shares the process's file-descriptor limit with the DNS side, so its connections are
+//! bounded: at most `max_connections` at once (more are closed at once and counted in
+//! `dnsward_admin_connections_rejected_total`), a connection that has not sent a complete
+//! request head within `header_read_timeout` is closed (that covers idle keep-alive connections
+//! and slow-header clients alike), and no connection lives longer than `connection_timeout`.
+//! The accept loop is ours (hyper's HTTP/1 connection builder under the axum router) because
+//! `axum::serve` offers neither a cap nor a header timeout.
 
 pub mod api;
 pub mod console;
@@ -12,10 +20,13 @@ pub mod token; // review console (issue 12)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::admin::api::ApiState;
 use crate::admin::redact::MetricsLabels;
@@ -45,6 +56,43 @@ pub struct AdminConfig {
     /// Named users for the review API and console (issue 12): lines `name role sha256-hex`.
     #[serde(default)]
     pub tokens_file: Option<std::path::PathBuf>,
+    /// Most simultaneous admin connections (default 64); more are closed at once.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request head, also the idle limit between
+    /// keep-alive requests (default 5s).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest life of one admin connection, whatever it is doing (default 60s).
+    #[serde(default = "default_connection_timeout", with = "humantime_serde")]
+    pub connection_timeout: Duration,
+}
+
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_connection_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The admin endpoint's connection limits (from [`AdminConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Time to send a request head (and idle time between requests).
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection.
+    pub connection_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminConfig::default().limits()
+    }
 }
 
 fn default_admin_listen() -> String {
@@ -58,13 +106,35 @@ impl Default for AdminConfig {
             token_file: None,
             metrics_labels: MetricsLabels::default(),
             tokens_file: None,
+            max_connections: default_admin_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            connection_timeout: default_connection_timeout(),
         }
     }
 }
 
 impl AdminConfig {
+    /// The connection limits.
+    #[must_use]
+    pub fn limits(&self) -> AdminLimits {
+        AdminLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            connection_timeout: self.connection_timeout,
+        }
+    }
+
     /// Check the section, pushing every problem.
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        if self.max_connections == 0 {
+            problems.push(format!("{at}.max_connections"), "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            problems.push(format!("{at}.header_read_timeout"), "must be above zero");
+        }
+        if self.connection_timeout.is_zero() {
+            problems.push(format!("{at}.connection_timeout"), "must be above zero");
+        }
         if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
             problems.push(
                 format!("{at}.listen"),
@@ -125,6 +195,7 @@ pub async fn start(
     token: Arc<AdminToken>,
     metrics_labels: MetricsLabels,
     review: Option<Arc<crate::review::Review>>,
+    limits: AdminLimits,
 ) -> std::io::Result<RunningAdmin> {
     let state = ApiState {
         pipeline,
@@ -140,16 +211,59 @@ pub async fn start(
             .merge(crate::review::api::router(review))
             .merge(console::router());
     }
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let (stop, mut stop_rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.changed().await;
-            })
-            .await;
-    });
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, app, limits, stop_rx));
     Ok(RunningAdmin { addr, stop, task })
+}
+
+/// Accept admin connections under the cap and serve each with the timeouts; on stop, give open
+/// connections a moment to finish, then close them.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: AdminLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let rejected = metrics::counter!(crate::metrics::ADMIN_REJECTED_TOTAL);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(_) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            rejected.increment(1);
+            drop(stream);
+            continue;
+        };
+        // The API reads the peer address (audit records, loopback checks) as axum's
+        // `into_make_service_with_connect_info` would provide it.
+        let svc = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(limits.connection_timeout, conn).await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
 }

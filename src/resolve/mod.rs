@@ -1,6 +1,7 @@
 //! Resolution: where allowed answers come from.
 //!
 //! - [`cache`]: the bounded, pre-encoded answer cache (TTL countdown, negative caching).
+//! - [`inflight`]: the bound on cache misses in flight and coalescing of identical ones.
 //! - [`zones`]: local authoritative zones from RFC 1035 zone files.
 //! - [`upstream`]: the forwarder (random port and ID, TC → TCP, health-ordered failover,
 //!   conditional forward zones).
@@ -9,5 +10,6 @@
 //! It knows nothing about clients, groups or policy: the pipeline decides first, then asks here.
 
 pub mod cache;
+pub mod inflight;
 pub mod upstream;
 pub mod zones;

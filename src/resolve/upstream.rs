@@ -3,9 +3,22 @@
 //! dnsward owns this client rather than using hickory-resolver: a forwarder must hand back the
 //! upstream's message as it is (flags, authority section for negative caching, CNAME chains)
 //! and must never cache on its own (the answer cache is ours), while hickory-resolver puts its
-//! own entry-counted cache and CNAME chasing in front and turns negative answers into errors. Each exchange uses a fresh UDP socket with a random source port and checks
-//! the answer's ID and question, so off-path spoofing has to guess both. Truncated answers are
-//! retried over TCP. Servers are tried in order of health (fewest recent failures first) until
+//! own entry-counted cache and CNAME chasing in front and turns negative answers into errors.
+//! Truncated answers are retried over TCP.
+//!
+//! UDP goes through a small pool of sockets per server ([`UdpPool`], `udp_sockets_per_server`,
+//! like Unbound's outside-network): each socket is bound once to a kernel-chosen random port,
+//! connected to the server, and read by one task that hands each answer to the exchange waiting
+//! on its ID, after checking that the answer is a response to that exchange's question.
+//! Anything else (a wrong ID, a wrong question, a late answer) is dropped and counted as
+//! `kind="mismatch"`, so an off-path spoofer has to guess a 16-bit random ID, the exact
+//! question and one of the pool's ports. The trade-off against a fresh socket per exchange:
+//! those ports stay fixed for the pool's life (until a reload rebuilds the upstreams) instead
+//! of changing per query, which gives a spoofer who learns one port fewer bits to guess; in
+//! exchange a miss costs no socket, no file descriptor and no 64 KiB buffer of its own, so a
+//! flood of misses cannot exhaust descriptors. Forwarding to a resolver on the same host or
+//! network, as dnsward is meant to, keeps off-path spoofing hard either way. Servers are tried
+//! in order of health (fewest recent failures first) until
 //! one answers or the overall budget runs out, and the caller turns that into SERVFAIL.
 //!
 //! Conditional forward zones (`corp.example` → 127.0.0.53) send names at or below the zone to
@@ -18,9 +31,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{OnceCell, oneshot, watch};
 
 use crate::config_error::ConfigProblems;
 use crate::metrics as m;
@@ -76,6 +91,13 @@ pub struct UpstreamConfig {
     /// Conditional forward zones.
     #[serde(default)]
     pub forward: Vec<ForwardZoneConfig>,
+    /// UDP sockets kept open per server and shared by its exchanges (default 8, at most 256).
+    #[serde(default = "default_sockets_per_server")]
+    pub udp_sockets_per_server: usize,
+}
+
+fn default_sockets_per_server() -> usize {
+    8
 }
 
 impl Default for UpstreamConfig {
@@ -84,6 +106,7 @@ impl Default for UpstreamConfig {
             servers: Vec::new(),
             timeout: default_total_timeout(),
             forward: Vec::new(),
+            udp_sockets_per_server: default_sockets_per_server(),
         }
     }
 }
@@ -136,6 +159,8 @@ pub struct Upstream {
     pub label: Arc<str>,
     /// Consecutive failures, for ordering servers by health.
     failures: AtomicU32,
+    /// The UDP sockets its exchanges share.
+    pool: UdpPool,
     requests_udp: Counter,
     requests_tcp: Counter,
     err_timeout: Counter,
@@ -146,7 +171,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(addr: SocketAddr, transport: Transport, timeout: Duration) -> Self {
+    fn new(addr: SocketAddr, transport: Transport, timeout: Duration, sockets: usize) -> Self {
         let label: Arc<str> = match transport {
             Transport::Udp => format!("udp://{addr}"),
             Transport::Tcp => format!("tcp://{addr}"),
@@ -158,6 +183,7 @@ impl Upstream {
             transport,
             timeout,
             failures: AtomicU32::new(0),
+            pool: UdpPool::new(addr, sockets),
             requests_udp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "udp"),
             requests_tcp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "tcp"),
             err_timeout: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "timeout"),
@@ -200,7 +226,12 @@ impl UpstreamSet {
     }
 }
 
-fn build_set(list: &[ServerConfig], at: &str, problems: &mut ConfigProblems) -> UpstreamSet {
+fn build_set(
+    list: &[ServerConfig],
+    sockets: usize,
+    at: &str,
+    problems: &mut ConfigProblems,
+) -> UpstreamSet {
     let mut servers = Vec::new();
     for (i, s) in list.iter().enumerate() {
         let loc = format!("{at}[{i}]");
@@ -209,7 +240,9 @@ fn build_set(list: &[ServerConfig], at: &str, problems: &mut ConfigProblems) -> 
                 if s.timeout.is_zero() {
                     problems.push(format!("{loc}.timeout"), "timeout must be above zero");
                 }
-                servers.push(Arc::new(Upstream::new(addr, s.protocol, s.timeout)));
+                servers.push(Arc::new(Upstream::new(
+                    addr, s.protocol, s.timeout, sockets,
+                )));
             }
             Err(e) => problems.push(format!("{loc}.address"), e),
         }
@@ -220,7 +253,14 @@ fn build_set(list: &[ServerConfig], at: &str, problems: &mut ConfigProblems) -> 
 impl Upstreams {
     /// Build from config, pushing every problem.
     pub fn from_config(cfg: &UpstreamConfig, at: &str, problems: &mut ConfigProblems) -> Self {
-        let default = build_set(&cfg.servers, &format!("{at}.servers"), problems);
+        let sockets = cfg.udp_sockets_per_server.clamp(1, 256);
+        if !(1..=256).contains(&cfg.udp_sockets_per_server) {
+            problems.push(
+                format!("{at}.udp_sockets_per_server"),
+                "must be between 1 and 256",
+            );
+        }
+        let default = build_set(&cfg.servers, sockets, &format!("{at}.servers"), problems);
         if cfg.timeout.is_zero() {
             problems.push(format!("{at}.timeout"), "timeout must be above zero");
         }
@@ -237,7 +277,7 @@ impl Upstreams {
                     "a forward zone needs at least one server",
                 );
             }
-            let set = build_set(&f.servers, &format!("{loc}.servers"), problems);
+            let set = build_set(&f.servers, sockets, &format!("{loc}.servers"), problems);
             if forwards
                 .insert(zone.clone().into_boxed_str(), set)
                 .is_some()
@@ -372,17 +412,20 @@ async fn exchange(
     budget: Duration,
 ) -> Result<Vec<u8>, ExchangeError> {
     let deadline = tokio::time::Instant::now() + budget;
-    let id: u16 = rand_id();
-    let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
     if up.transport == Transport::Udp {
         up.requests_udp.increment(1);
-        let answer = tokio::time::timeout_at(deadline, udp_exchange(up, &query, id, question))
-            .await
-            .map_err(|_| ExchangeError::Timeout)??;
+        let answer = tokio::time::timeout_at(
+            deadline,
+            up.pool.exchange(question, dnssec_ok, cd, &up.err_mismatch),
+        )
+        .await
+        .map_err(|_| ExchangeError::Timeout)??;
         if !wire::is_truncated(&answer) {
             return Ok(answer);
         }
     }
+    let id: u16 = rand_id();
+    let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
     up.requests_tcp.increment(1);
     tokio::time::timeout_at(deadline, tcp_exchange(up, &query, id, question))
         .await
@@ -395,36 +438,182 @@ fn rand_id() -> u16 {
 }
 
 fn matches(up: &Upstream, answer: &[u8], id: u16, question: &[u8]) -> bool {
-    let ok = answer.len() >= wire::HEADER_LEN
-        && u16::from_be_bytes([answer[0], answer[1]]) == id
-        && answer[2] & 0x80 != 0
-        && wire::question_of(answer).is_some_and(|q| wire::same_question(q, question));
+    let ok = answers(answer, id, question);
     if !ok {
         up.err_mismatch.increment(1);
     }
     ok
 }
 
-async fn udp_exchange(
-    up: &Upstream,
-    query: &[u8],
+/// Whether `answer` is a response with this ID to this question.
+fn answers(answer: &[u8], id: u16, question: &[u8]) -> bool {
+    answer.len() >= wire::HEADER_LEN
+        && u16::from_be_bytes([answer[0], answer[1]]) == id
+        && answer[2] & 0x80 != 0
+        && wire::question_of(answer).is_some_and(|q| wire::same_question(q, question))
+}
+
+/// The UDP sockets one upstream's exchanges share (see the module header). Sockets are opened
+/// on first use; each has one reader task, which ends when the pool is dropped (a reload that
+/// replaced this server).
+#[derive(Debug)]
+pub struct UdpPool {
+    /// The server every socket is connected to.
+    addr: SocketAddr,
+    /// The sockets, opened lazily.
+    slots: Box<[OnceCell<Arc<PoolSocket>>]>,
+    /// Round-robin position.
+    next: AtomicU32,
+    /// Dropped with the pool, which stops the readers.
+    stop: watch::Sender<()>,
+}
+
+/// One pooled socket and the exchanges waiting on it, by ID.
+#[derive(Debug)]
+struct PoolSocket {
+    sock: UdpSocket,
+    waiting: Mutex<HashMap<u16, Waiter>>,
+}
+
+/// An exchange waiting for its answer.
+#[derive(Debug)]
+struct Waiter {
+    /// The question sent, which the answer must repeat.
+    question: Box<[u8]>,
+    /// Where the answer goes.
+    tx: oneshot::Sender<Result<Vec<u8>, ExchangeError>>,
+}
+
+/// Removes an exchange's entry when it ends, answered or not (a timeout drops the future).
+struct Registration<'a> {
+    socket: &'a PoolSocket,
     id: u16,
-    question: &[u8],
-) -> Result<Vec<u8>, ExchangeError> {
-    let bind: SocketAddr = match up.addr {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(|_| ExchangeError::Io)?;
-    sock.connect(up.addr).await.map_err(|_| ExchangeError::Io)?;
-    sock.send(query).await.map_err(|_| ExchangeError::Io)?;
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.socket.waiting.lock().remove(&self.id);
+    }
+}
+
+impl UdpPool {
+    fn new(addr: SocketAddr, sockets: usize) -> Self {
+        Self {
+            addr,
+            slots: (0..sockets.max(1)).map(|_| OnceCell::new()).collect(),
+            next: AtomicU32::new(0),
+            stop: watch::channel(()).0,
+        }
+    }
+
+    /// A socket of the pool, opened (with its reader) on first use.
+    async fn socket(&self, mismatch: &Counter) -> Result<Arc<PoolSocket>, ExchangeError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
+        self.slots[i]
+            .get_or_try_init(|| async {
+                let bind: SocketAddr = match self.addr {
+                    SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                let sock = UdpSocket::bind(bind).await.map_err(|_| ExchangeError::Io)?;
+                sock.connect(self.addr)
+                    .await
+                    .map_err(|_| ExchangeError::Io)?;
+                let socket = Arc::new(PoolSocket {
+                    sock,
+                    waiting: Mutex::new(HashMap::new()),
+                });
+                tokio::spawn(read_answers(
+                    Arc::clone(&socket),
+                    mismatch.clone(),
+                    self.stop.subscribe(),
+                ));
+                Ok(socket)
+            })
+            .await
+            .cloned()
+    }
+
+    /// One exchange: a fresh random ID on a pooled socket, the query, the matching answer.
+    async fn exchange(
+        &self,
+        question: &[u8],
+        dnssec_ok: bool,
+        cd: bool,
+        mismatch: &Counter,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let socket = self.socket(mismatch).await?;
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut waiting = socket.waiting.lock();
+            let Some(id) = (0..32)
+                .map(|_| rand_id())
+                .find(|id| !waiting.contains_key(id))
+            else {
+                return Err(ExchangeError::Io);
+            };
+            waiting.insert(
+                id,
+                Waiter {
+                    question: question.into(),
+                    tx,
+                },
+            );
+            id
+        };
+        let _registered = Registration {
+            socket: &socket,
+            id,
+        };
+        let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
+        socket
+            .sock
+            .send(&query)
+            .await
+            .map_err(|_| ExchangeError::Io)?;
+        rx.await.map_err(|_| ExchangeError::Io)?
+    }
+}
+
+/// A pooled socket's reader: each answer goes to the exchange waiting on its ID if it repeats
+/// that exchange's question; anything else is dropped and counted.
+async fn read_answers(socket: Arc<PoolSocket>, mismatch: Counter, mut stop: watch::Receiver<()>) {
     let mut buf = vec![0u8; 65_535];
     loop {
-        let n = sock.recv(&mut buf).await.map_err(|_| ExchangeError::Io)?;
-        // A mismatched answer may be spoofed or late: ignore it and keep waiting.
-        if matches(up, &buf[..n], id, question) {
-            buf.truncate(n);
-            return Ok(buf);
+        let received = tokio::select! {
+            r = socket.sock.recv(&mut buf) => r,
+            _ = stop.changed() => return,
+        };
+        match received {
+            Ok(n) => {
+                let answer = &buf[..n];
+                let id = if n >= 2 {
+                    u16::from_be_bytes([answer[0], answer[1]])
+                } else {
+                    0
+                };
+                let mut waiting = socket.waiting.lock();
+                let matched = waiting
+                    .get(&id)
+                    .is_some_and(|w| answers(answer, id, &w.question));
+                if matched && let Some(w) = waiting.remove(&id) {
+                    drop(waiting);
+                    let _ = w.tx.send(Ok(answer.to_vec()));
+                } else {
+                    drop(waiting);
+                    // Spoofed, late or broken: never handed to anyone.
+                    mismatch.increment(1);
+                }
+            }
+            // The server's port is closed (ICMP port unreachable on the connected socket):
+            // everyone waiting here fails now rather than at their timeout.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let failed: Vec<Waiter> = socket.waiting.lock().drain().map(|(_, w)| w).collect();
+                for w in failed {
+                    let _ = w.tx.send(Err(ExchangeError::Io));
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
@@ -535,5 +724,65 @@ mod tests {
             "{r:?}"
         );
         assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    /// An upstream that answers every query by echoing it with QR set, and records the source
+    /// port of each query; a wrong-ID copy is sent first, as a spoofer would.
+    async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let ports = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&ports);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, src)) = sock.recv_from(&mut buf).await {
+                seen.lock().push(src.port());
+                let mut answer = buf[..n].to_vec();
+                answer[2] |= 0x80;
+                let mut spoof = answer.clone();
+                spoof[0] ^= 0xFF;
+                let _ = sock.send_to(&spoof, src).await;
+                let _ = sock.send_to(&answer, src).await;
+            }
+        });
+        (addr, ports)
+    }
+
+    #[tokio::test]
+    async fn udp_exchanges_reuse_a_few_pooled_sockets_and_drop_spoofed_answers() {
+        let (addr, ports) = echo_upstream().await;
+        let c = cfg(&format!(
+            "udp_sockets_per_server = 4\nservers = [{{ address = \"{addr}\" }}]"
+        ));
+        let mut p = ConfigProblems::default();
+        let u = Upstreams::from_config(&c, "upstream", &mut p);
+        assert!(p.is_empty(), "{p}");
+        let mut tasks = Vec::new();
+        let u = Arc::new(u);
+        for i in 0..60 {
+            let u = Arc::clone(&u);
+            tasks.push(tokio::spawn(async move {
+                let name = format!("n{i}.example");
+                let q = crate::wire::tests::query_bytes(&name, 1, None);
+                let question = crate::wire::parse_query(&q).unwrap().question.to_vec();
+                let (answer, _) = u.resolve(&name, &question, false, false).await.unwrap();
+                assert!(
+                    crate::wire::question_of(&answer)
+                        .is_some_and(|a| crate::wire::same_question(a, &question))
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut distinct = ports.lock().clone();
+        assert_eq!(distinct.len(), 60, "every exchange reached the server");
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(
+            distinct.len() <= 4,
+            "60 exchanges share the 4 pooled sockets, not a socket each: {} ports",
+            distinct.len()
+        );
     }
 }

@@ -6,8 +6,10 @@
 //! synchronous stages can answer (refusals, blocks, cache hits) are answered inline, with no
 //! task spawned and no lock taken; only cache misses spawn a task.
 //!
-//! TCP: a connection cap (a semaphore: connections over it are closed at once and counted), an
-//! idle timeout per connection, and queries on one connection answered in order.
+//! TCP ([`tcp`]): clients are identified before they may take a slot; a per-client and a global
+//! connection cap (connections over them are closed at once and counted by reason), an idle
+//! timeout, a write timeout, and a bound on the queries in flight per connection, whose answers
+//! go out as they finish.
 //!
 //! DoT and DoH: [`encrypted`] (own accept loop over tokio-rustls, so the verified client
 //! certificate names the agent).
@@ -22,21 +24,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config_error::ConfigProblems;
-use crate::metrics as m;
+use crate::serve::pipeline::Pipeline;
 use crate::serve::pipeline::UnknownClients;
-use crate::serve::pipeline::{Pipeline, Protocol};
 
 pub mod cookie;
 mod doh;
 mod dot;
 pub mod encrypted;
 pub mod pipeline;
+mod tcp;
 mod udp;
 
 pub use encrypted::RunningTls;
@@ -60,6 +61,25 @@ pub struct ServerConfig {
     /// Idle time after which a TCP connection is closed (default 10s).
     #[serde(default = "default_tcp_idle", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
+    /// Most simultaneous TCP connections from one client address (default 16).
+    #[serde(default = "default_tcp_per_client")]
+    pub tcp_max_connections_per_client: usize,
+    /// Most queries in flight on one TCP connection (default 16); past it the connection is
+    /// not read until an answer has been written.
+    #[serde(default = "default_tcp_pipelined")]
+    pub tcp_max_pipelined: usize,
+    /// Longest time one TCP answer may take to be written (default 5s); a client that does
+    /// not read its answers is disconnected after it.
+    #[serde(default = "default_tcp_write", with = "humantime_serde")]
+    pub tcp_write_timeout: Duration,
+    /// Most cache misses in flight at once (default 4096); past it a miss is answered SERVFAIL
+    /// at once and counted in `dnsward_overload_total{reason="inflight_misses"}`.
+    #[serde(default = "default_inflight")]
+    pub max_inflight_misses: usize,
+    /// Most cache misses in flight from one client address (default 1024); past it that
+    /// client's misses get SERVFAIL (`reason="inflight_misses_per_client"`).
+    #[serde(default = "default_inflight_per_client")]
+    pub max_inflight_misses_per_client: usize,
     /// What clients in no group get: `refuse` (default) or `drop`.
     #[serde(default)]
     pub unknown_clients: UnknownClients,
@@ -77,6 +97,21 @@ fn default_tcp_max() -> usize {
 fn default_tcp_idle() -> Duration {
     Duration::from_secs(10)
 }
+fn default_tcp_per_client() -> usize {
+    16
+}
+fn default_tcp_pipelined() -> usize {
+    16
+}
+fn default_tcp_write() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_inflight() -> usize {
+    4096
+}
+fn default_inflight_per_client() -> usize {
+    1024
+}
 fn default_grace() -> Duration {
     Duration::from_secs(2)
 }
@@ -89,6 +124,11 @@ impl Default for ServerConfig {
             threads: 0,
             tcp_max_connections: default_tcp_max(),
             tcp_idle_timeout: default_tcp_idle(),
+            tcp_max_connections_per_client: default_tcp_per_client(),
+            tcp_max_pipelined: default_tcp_pipelined(),
+            tcp_write_timeout: default_tcp_write(),
+            max_inflight_misses: default_inflight(),
+            max_inflight_misses_per_client: default_inflight_per_client(),
             unknown_clients: UnknownClients::default(),
             shutdown_grace: default_grace(),
         }
@@ -129,6 +169,27 @@ impl ServerConfig {
         }
         if self.tcp_idle_timeout.is_zero() {
             problems.push(format!("{at}.tcp_idle_timeout"), "must be above zero");
+        }
+        if self.tcp_max_connections_per_client == 0 {
+            problems.push(
+                format!("{at}.tcp_max_connections_per_client"),
+                "must be at least 1",
+            );
+        }
+        if self.max_inflight_misses == 0 {
+            problems.push(format!("{at}.max_inflight_misses"), "must be at least 1");
+        }
+        if self.max_inflight_misses_per_client == 0 {
+            problems.push(
+                format!("{at}.max_inflight_misses_per_client"),
+                "must be at least 1",
+            );
+        }
+        if self.tcp_max_pipelined == 0 {
+            problems.push(format!("{at}.tcp_max_pipelined"), "must be at least 1");
+        }
+        if self.tcp_write_timeout.is_zero() {
+            problems.push(format!("{at}.tcp_write_timeout"), "must be above zero");
         }
     }
 
@@ -207,6 +268,13 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         cfg.udp_workers
     };
     let conns = Arc::new(Semaphore::new(cfg.tcp_max_connections));
+    let tcp_limits = tcp::TcpLimits {
+        idle: cfg.tcp_idle_timeout,
+        write_timeout: cfg.tcp_write_timeout,
+        per_client: cfg.tcp_max_connections_per_client,
+        pipelined: cfg.tcp_max_pipelined,
+        unknown: cfg.unknown_clients,
+    };
     for addr in cfg.listen_addrs() {
         // The first socket resolves port 0; the rest join it with SO_REUSEPORT.
         let first = bind_udp(addr, true)?;
@@ -227,11 +295,11 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
             Err(e) => return Err(e),
         };
         tcp_addrs.push(listener.local_addr()?);
-        tasks.spawn(tcp_accept_loop(
+        tasks.spawn(tcp::accept_loop(
             listener,
             Arc::clone(&pipeline),
             Arc::clone(&conns),
-            cfg.tcp_idle_timeout,
+            tcp_limits,
             stop_rx.clone(),
         ));
     }
@@ -242,83 +310,4 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         tasks,
         grace: cfg.shutdown_grace,
     })
-}
-
-async fn tcp_accept_loop(
-    listener: TcpListener,
-    pipeline: Arc<Pipeline>,
-    conns: Arc<Semaphore>,
-    idle: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let rejected = metrics::counter!(m::TCP_REJECTED_TOTAL);
-    let open = metrics::gauge!(m::TCP_CONNECTIONS);
-    let mut handlers = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => break,
-            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(v) => v,
-            Err(_) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
-            rejected.increment(1);
-            drop(stream);
-            continue;
-        };
-        let pipeline = Arc::clone(&pipeline);
-        let stop = stop.clone();
-        let open = open.clone();
-        handlers.spawn(async move {
-            open.increment(1.0);
-            serve_tcp(stream, peer, &pipeline, idle, stop).await;
-            open.decrement(1.0);
-            drop(permit);
-        });
-    }
-    while handlers.join_next().await.is_some() {}
-}
-
-async fn serve_tcp(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    pipeline: &Pipeline,
-    idle: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = Vec::with_capacity(512);
-    loop {
-        let len = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
-                Ok(Ok(len)) => len,
-                _ => return, // idle timeout, EOF or error
-            },
-            _ = stop.changed() => return,
-        };
-        buf.resize(usize::from(len), 0);
-        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let Some(answer) = pipeline.handle(&buf, peer.ip(), Protocol::Tcp).await else {
-            continue;
-        };
-        let Ok(n) = u16::try_from(answer.len()) else {
-            return;
-        };
-        let mut framed = Vec::with_capacity(answer.len() + 2);
-        framed.extend_from_slice(&n.to_be_bytes());
-        framed.extend_from_slice(&answer);
-        if stream.write_all(&framed).await.is_err() {
-            return;
-        }
-    }
 }

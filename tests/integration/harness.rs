@@ -26,6 +26,28 @@ pub struct FakeUpstream {
     records: HashMap<(String, RecordType), Vec<Record>>,
     truncate_udp: Vec<String>,
     wildcard_a: Option<[u8; 4]>,
+    /// Every answer waits this long (each query on its own task, so they overlap).
+    delay: Option<Duration>,
+    /// How this upstream misbehaves, if it does.
+    fault: Option<Fault>,
+}
+
+/// Ways a fake upstream misbehaves (issue 9's upstream faults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Reads every query and never answers, over UDP or TCP.
+    BlackHole,
+    /// Answers with random bytes.
+    Garbage,
+    /// Answers correctly but with another ID.
+    WrongId,
+    /// Answers with the right ID for another question.
+    WrongQuestion,
+    /// UDP answers have TC set; TCP connections are closed without an answer.
+    TruncatedForever,
+    /// Over TCP, sends the length and half the answer, then resets the connection; UDP answers
+    /// are truncated so the exchange moves to TCP.
+    TcpResetMidAnswer,
 }
 
 /// A running fake upstream.
@@ -109,6 +131,65 @@ impl FakeUpstream {
         self
     }
 
+    /// Every answer is sent `delay` after the query arrives.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Misbehave as `fault` says.
+    pub fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// What this upstream sends for `query` (None: nothing), faults applied.
+    fn reply(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        match self.fault {
+            None => self.answer(query, udp),
+            Some(Fault::BlackHole) => None,
+            Some(Fault::Garbage) => {
+                let mut x =
+                    u32::from(query.first().copied().unwrap_or(7)).wrapping_mul(2_654_435_761) | 1;
+                Some(
+                    (0..64)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            (x & 0xFF) as u8
+                        })
+                        .collect(),
+                )
+            }
+            Some(Fault::WrongId) => {
+                let mut r = self.answer(query, udp)?;
+                r[0] ^= 0x5A;
+                r[1] ^= 0xA5;
+                Some(r)
+            }
+            Some(Fault::WrongQuestion) => {
+                let mut m = Message::from_vec(query).ok()?;
+                let q = m.queries.first()?.clone();
+                m.queries.clear();
+                m.add_query(Query::query(name("other.example"), q.query_type()));
+                let mut r = self.answer(&m.to_vec().ok()?, udp)?;
+                r[0] = query[0];
+                r[1] = query[1];
+                Some(r)
+            }
+            Some(Fault::TruncatedForever | Fault::TcpResetMidAnswer) if udp => {
+                let req = Message::from_vec(query).ok()?;
+                let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+                resp.metadata.truncation = true;
+                resp.add_query(req.queries.first()?.clone());
+                resp.to_vec().ok()
+            }
+            Some(Fault::TruncatedForever) => None,
+            Some(Fault::TcpResetMidAnswer) => self.answer(query, udp),
+        }
+    }
+
     /// UDP answers for `owner` come back with TC set and no records.
     pub fn truncating(mut self, owner: &str) -> Self {
         self.truncate_udp.push(owner.to_string());
@@ -162,7 +243,7 @@ impl FakeUpstream {
             let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let addr = udp.local_addr().unwrap();
             match TcpListener::bind(addr).await {
-                Ok(tcp) => break (udp, addr, tcp),
+                Ok(tcp) => break (Arc::new(udp), addr, tcp),
                 Err(e) if attempt < 50 => {
                     attempt += 1;
                     let _ = e;
@@ -178,8 +259,20 @@ impl FakeUpstream {
             let mut buf = vec![0u8; 4096];
             while let Ok((n, src)) = udp.recv_from(&mut buf).await {
                 count.fetch_add(1, Ordering::SeqCst);
-                if let Some(r) = m.answer(&buf[..n], true) {
-                    let _ = udp.send_to(&r, src).await;
+                let Some(r) = m.reply(&buf[..n], true) else {
+                    continue;
+                };
+                match m.delay {
+                    None => {
+                        let _ = udp.send_to(&r, src).await;
+                    }
+                    Some(d) => {
+                        let udp = Arc::clone(&udp);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(d).await;
+                            let _ = udp.send_to(&r, src).await;
+                        });
+                    }
                 }
             }
         });
@@ -195,10 +288,30 @@ impl FakeUpstream {
                             return;
                         }
                         count.fetch_add(1, Ordering::SeqCst);
-                        if let Some(r) = m.answer(&buf, false) {
-                            let mut out = (r.len() as u16).to_be_bytes().to_vec();
-                            out.extend_from_slice(&r);
-                            let _ = s.write_all(&out).await;
+                        if let Some(d) = m.delay {
+                            tokio::time::sleep(d).await;
+                        }
+                        match (m.fault, m.reply(&buf, false)) {
+                            (Some(Fault::TruncatedForever), _) => return,
+                            (Some(Fault::BlackHole), _) => {
+                                // Hold the connection open, never answer.
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                                return;
+                            }
+                            (Some(Fault::TcpResetMidAnswer), Some(r)) => {
+                                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                                out.extend_from_slice(&r[..r.len() / 2]);
+                                let _ = s.write_all(&out).await;
+                                #[allow(deprecated)] // zero linger: a reset, no blocking
+                                let _ = s.set_linger(Some(Duration::ZERO));
+                                return;
+                            }
+                            (_, Some(r)) => {
+                                let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                                out.extend_from_slice(&r);
+                                let _ = s.write_all(&out).await;
+                            }
+                            (_, None) => {}
                         }
                     }
                 });
@@ -250,13 +363,41 @@ impl TestServer {
         listen: &str,
         server_extra: &str,
     ) -> Self {
+        let upstreams: Vec<SocketAddr> = upstream.into_iter().collect();
+        Self::start_upstreams(&upstreams, extra, clock, listen, server_extra).await
+    }
+
+    /// As [`Self::start_full`] with several default upstreams, tried in this order while
+    /// healthy (each with a 500 ms attempt timeout, 1 s overall).
+    pub async fn start_upstreams(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+    ) -> Self {
+        Self::start_sections(upstreams, extra, clock, listen, server_extra, "").await
+    }
+
+    /// As [`Self::start_upstreams`], with extra lines for the `[admin]` section too.
+    pub async fn start_sections(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+        admin_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
-        let upstream_line = match upstream {
-            Some(a) => format!(
-                "servers = [{{ address = \"{a}\", timeout = \"500ms\" }}]\ntimeout = \"1s\""
-            ),
-            None => "servers = []".to_string(),
+        let servers: Vec<String> = upstreams
+            .iter()
+            .map(|a| format!("{{ address = \"{a}\", timeout = \"500ms\" }}"))
+            .collect();
+        let upstream_line = if upstreams.is_empty() {
+            "servers = []".to_string()
+        } else {
+            format!("servers = [{}]\ntimeout = \"1s\"", servers.join(", "))
         };
         let zones = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("zones");
         let token = "test-token-0123456789abcdef0123456789abcdef".to_string();
@@ -270,6 +411,7 @@ udp_workers = 2
 [admin]
 listen = "127.0.0.1:0"
 token_file = "token"
+{admin_extra}
 [upstream]
 {upstream_line}
 [zones]

@@ -26,7 +26,10 @@
 //!      cannot switch to a resolver the egress sets would never see;
 //!   7. **policy**: the group's allow/deny decision; a denied name gets the block answer;
 //!   8. **cache**: a hit is served inline after the answer check for this group.
-//! - a miss becomes a [`Pending`] resolved asynchronously ([`Pipeline::resolve`]): local zones
+//! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
+//!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
+//!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
+//!   exchange: local zones
 //!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
 //!   the group may not reach).
 //! - **egress** (with `[egress]`): every allowed answer (cache hit, local zone, upstream) puts
@@ -66,7 +69,8 @@ use crate::policy::answer_check::{AnswerProblem, AnswerSource, check_answer};
 use crate::policy::group::Group;
 use crate::policy::identify::{GroupId, canonical};
 use crate::policy::verdict::Verdict;
-use crate::resolve::cache::{AnswerCache, CachedAnswer};
+use crate::resolve::cache::{AnswerCache, CacheKeyRef, CachedAnswer};
+use crate::resolve::inflight::{Flight, FlightKey, InflightMisses, MissPermit};
 use crate::serve::cookie::{CookieCheck, CookieSecret};
 use crate::wire::{self, Query, rcode};
 
@@ -146,16 +150,45 @@ pub struct Pending {
     group: GroupId,
     /// An answer already decided (a cache hit) that waits only for its egress set update.
     held: Option<(Vec<u8>, crate::egress::Wait)>,
+    /// A miss's in-flight slot, held until the answer is sent (none for a held answer).
+    _permit: Option<MissPermit>,
+}
+
+/// What an upstream exchange gave, shared by every miss coalesced onto it.
+#[derive(Debug, Clone)]
+enum Fetched {
+    /// A usable answer from this upstream, and the size of the upstream's message after the
+    /// question (the downstream half of a possible tunnel).
+    Answer(Arc<CachedAnswer>, Arc<str>, usize),
+    /// The upstream answered something unusable.
+    Unusable(Arc<str>, Arc<str>),
+    /// No upstream answered.
+    Failed(Arc<str>),
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PipelineSettings {
     /// What unknown clients get.
     pub unknown_clients: UnknownClients,
     /// The resolver's own listening addresses: a forwarded answer pointing at one of them is
     /// a rebinding attempt (see [`crate::policy::answer_check`]).
     pub own_addresses: Vec<IpAddr>,
+    /// Most cache misses in flight at once (`server.max_inflight_misses`).
+    pub max_inflight_misses: usize,
+    /// Most cache misses in flight from one client (`server.max_inflight_misses_per_client`).
+    pub max_inflight_misses_per_client: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            unknown_clients: UnknownClients::default(),
+            own_addresses: Vec::new(),
+            max_inflight_misses: 4096,
+            max_inflight_misses_per_client: 1024,
+        }
+    }
 }
 
 /// The query pipeline with its long-lived state (cache, event sender, metrics).
@@ -181,6 +214,8 @@ pub struct Pipeline {
     cookies: CookieSecret,
     /// DNS-gated egress, when `[egress]` is configured: set once at start.
     egress: std::sync::OnceLock<crate::egress::EgressHook>,
+    /// Misses in flight: their bounds and the coalescing of identical questions.
+    inflight: InflightMisses<Fetched>,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     latency_dot: Histogram,
@@ -224,9 +259,14 @@ impl Pipeline {
             key[8..].copy_from_slice(&seed.rotate_left(32).to_be_bytes());
             CookieSecret::from_key(key)
         });
+        let inflight = InflightMisses::new(
+            settings.max_inflight_misses,
+            settings.max_inflight_misses_per_client,
+        );
         Self {
             cookies,
             egress: std::sync::OnceLock::new(),
+            inflight,
             policy: ArcSwap::new(policy),
             cache,
             events,
@@ -351,7 +391,7 @@ impl Pipeline {
         // Parse: the only stage that sees raw bytes.
         let mut q = match wire::parse_query(packet) {
             Ok(q) => q,
-            Err(e) => return self.malformed(packet, e),
+            Err(e) => return self.malformed_from(packet, peer, e),
         };
         let client = canonical(peer.addr());
         let now = LazyNow::new(&self.clock);
@@ -394,8 +434,18 @@ impl Pipeline {
                 return outcome;
             }
         }
-        // Every stage let it through and the cache had nothing: resolve asynchronously.
+        // Every stage let it through and the cache had nothing: resolve asynchronously, if
+        // there is room for one more miss in flight.
         self.cache_misses.increment(1);
+        let permit = match self.inflight.admit(client) {
+            Ok(p) => p,
+            Err(overload) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || format!("overload: {} at its bound", overload.as_str());
+                let report = Report::new(Verdict::Servfail, &why);
+                return Outcome::Reply(self.finish(&admitted.asked, msg, &report));
+            }
+        };
         let policy = arc_swap::Guard::into_inner(policy);
         Outcome::Resolve(Box::new(Pending {
             packet: packet.to_vec(),
@@ -405,7 +455,22 @@ impl Pipeline {
             policy,
             group: gid,
             held: None,
+            _permit: Some(permit),
         }))
+    }
+
+    /// A packet that did not parse. With `unknown_clients = "drop"`, a source in no group
+    /// gets silence for broken packets too: a FORMERR or NOTIMP would tell a scanner that a
+    /// resolver listens here. The identification runs only on this error path, so well-formed
+    /// queries still parse first and identify once.
+    fn malformed_from(&self, packet: &[u8], peer: &Peer, e: wire::WireError) -> Outcome {
+        if self.settings.unknown_clients == UnknownClients::Drop
+            && self.policy.load().identify(peer).is_none()
+        {
+            self.malformed_dropped.increment(1);
+            return Outcome::Drop;
+        }
+        self.malformed(packet, e)
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
@@ -482,7 +547,64 @@ impl Pipeline {
             return Some(self.egress_admitted(group, msg).await);
         }
 
-        match policy
+        let key = FlightKey {
+            key: CacheKeyRef::of(&q).to_owned_key(),
+            policy_id: Arc::as_ptr(policy) as usize,
+        };
+        let fetched = match self.inflight.join(key) {
+            Flight::Leader(leader) => {
+                let fetched = self.fetch(&p, &q).await;
+                leader.finish(&fetched);
+                fetched
+            }
+            Flight::Follower(rx) => rx.await.unwrap_or_else(|_| {
+                Fetched::Failed("the shared upstream exchange was abandoned".into())
+            }),
+        };
+        match fetched {
+            Fetched::Answer(answer, upstream, answer_bytes) => {
+                let nxdomain = answer.rcode == rcode::NXDOMAIN;
+                // Fresh from upstream: its size after the question is the downstream half of a
+                // tunnel (counted for carrier types only; cache hits carry nothing new).
+                self.detector.observe_answer_at(
+                    &p.peer.key,
+                    registrable_domain(&q.name),
+                    q.qtype,
+                    nxdomain,
+                    answer_bytes,
+                    self.clock.now(),
+                );
+                if let Some(problem) = self.check_answer(policy, group, &q.name, &answer) {
+                    return Some(self.block_answer(&ctx, group, problem, false));
+                }
+                let msg = answer.render(&q, self.cache.now(), p.protocol.max_len(&q));
+                let msg = {
+                    // Scoped: the report is not `Send` and must not live across the await.
+                    let report = Report::new(Verdict::Allow, &reason).via(&upstream);
+                    self.finish_rendered(&ctx, msg, &report)
+                };
+                Some(self.egress_admitted(group, msg).await)
+            }
+            Fetched::Unusable(upstream, why) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || format!("unusable upstream answer: {why}");
+                let report = Report::new(Verdict::Servfail, &why).via(&upstream);
+                Some(self.finish(&ctx, msg, &report))
+            }
+            Fetched::Failed(why) => {
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || why.to_string();
+                let report = Report::new(Verdict::Servfail, &why);
+                Some(self.finish(&ctx, msg, &report))
+            }
+        }
+    }
+
+    /// The upstream exchange for a miss (the leader of its question): forward, prepare the
+    /// answer and cache it.
+    async fn fetch(&self, p: &Pending, q: &Query<'_>) -> Fetched {
+        match p
+            .policy
             .upstreams
             .resolve(&q.name, q.question, q.dnssec_ok(), q.cd)
             .await
@@ -492,47 +614,16 @@ impl Pipeline {
                     // An answer fetched under a policy that a reload has since replaced may be
                     // one the reload made stale: serve it, but do not cache it.
                     if Arc::ptr_eq(&p.policy, &self.policy.load()) {
-                        self.cache.insert(&q, &prepared);
+                        self.cache.insert(q, &prepared);
                     }
-                    let nxdomain = prepared.answer.rcode == rcode::NXDOMAIN;
-                    // Fresh from upstream: its size after the question is the downstream half
-                    // of a tunnel (counted for carrier types only; cache hits carry nothing new).
-                    self.detector.observe_answer_at(
-                        &p.peer.key,
-                        registrable_domain(&q.name),
-                        q.qtype,
-                        nxdomain,
-                        raw.len()
-                            .saturating_sub(wire::HEADER_LEN + q.question.len()),
-                        self.clock.now(),
-                    );
-                    if let Some(problem) =
-                        self.check_answer(policy, group, &q.name, &prepared.answer)
-                    {
-                        return Some(self.block_answer(&ctx, group, problem, false));
-                    }
-                    let msg = prepared
-                        .answer
-                        .render(&q, self.cache.now(), p.protocol.max_len(&q));
-                    let msg = {
-                        let report = Report::new(Verdict::Allow, &reason).via(&up.label);
-                        self.finish_rendered(&ctx, msg, &report)
-                    };
-                    Some(self.egress_admitted(group, msg).await)
+                    let answer_bytes = raw
+                        .len()
+                        .saturating_sub(wire::HEADER_LEN + q.question.len());
+                    Fetched::Answer(prepared.answer, Arc::clone(&up.label), answer_bytes)
                 }
-                Err(e) => {
-                    let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-                    let why = || format!("unusable upstream answer: {e}");
-                    let report = Report::new(Verdict::Servfail, &why).via(&up.label);
-                    Some(self.finish(&ctx, msg, &report))
-                }
+                Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
             },
-            Err(e) => {
-                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-                let why = || e.to_string();
-                let report = Report::new(Verdict::Servfail, &why);
-                Some(self.finish(&ctx, msg, &report))
-            }
+            Err(e) => Fetched::Failed(e.to_string().into()),
         }
     }
 

@@ -248,6 +248,7 @@ impl Pipeline {
                 policy: Arc::clone(a.shared),
                 group: a.gid,
                 held: Some((msg, wait)),
+                _permit: None,
             })),
         })
     }

@@ -1,0 +1,277 @@
+//! The TCP listener (RFC 7766), hardened against starvation.
+//!
+//! A connection is identified from its peer address *before* it may take a slot: a client in
+//! no group never holds one of the `tcp_max_connections` slots. With `unknown_clients = "drop"`
+//! its connection is closed at once; with `refuse` it gets a short-lived slot from a small
+//! separate pool ([`UNKNOWN_SLOTS`]), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is
+//! closed. A known client then takes a per-client slot (`tcp_max_connections_per_client`, so one
+//! agent cannot hold every connection) and a global one.
+//!
+//! On a connection, queries are answered as they finish, possibly out of order (RFC 7766 §6.2.1.1
+//! allows it; clients match answers by ID), with at most `tcp_max_pipelined` in flight: past that
+//! the connection is simply not read until an answer has been written. Every write has a
+//! deadline (`tcp_write_timeout`): a client that never reads its answers loses its connection,
+//! and with it the slots, instead of holding them forever.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::Counter;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::metrics as m;
+use crate::policy::identify::canonical;
+use crate::serve::pipeline::{Pipeline, Protocol, UnknownClients};
+
+/// Connections from unknown clients being refused at the same time; more are closed at once.
+pub const UNKNOWN_SLOTS: usize = 64;
+/// How long an unknown client's connection may take to send its query and read its REFUSED.
+pub const UNKNOWN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The TCP limits, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Idle time after which a connection is closed.
+    pub idle: Duration,
+    /// Longest time one answer may take to be written.
+    pub write_timeout: Duration,
+    /// Most connections one client address may hold.
+    pub per_client: usize,
+    /// Most queries in flight on one connection.
+    pub pipelined: usize,
+    /// What clients in no group get.
+    pub unknown: UnknownClients,
+}
+
+/// Per-client connection counts. Entries exist only while a client holds a connection, so the
+/// table is bounded by the global connection cap.
+#[derive(Debug, Default)]
+struct ClientSlots {
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's hold on a connection slot; released on drop.
+struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    client: IpAddr,
+}
+
+impl ClientSlots {
+    fn try_take(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut held = self.held.lock();
+        let n = held.entry(client).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            slots: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock();
+        if let Some(n) = held.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Rejection counters, one per reason.
+struct Rejections {
+    global_cap: Counter,
+    client_cap: Counter,
+    unknown_client: Counter,
+}
+
+impl Rejections {
+    fn new() -> Self {
+        let c = |reason: &'static str| metrics::counter!(m::TCP_REJECTED_TOTAL, "reason" => reason);
+        Self {
+            global_cap: c("global_cap"),
+            client_cap: c("client_cap"),
+            unknown_client: c("unknown_client"),
+        }
+    }
+}
+
+/// Accept connections until `stop` changes, then wait for the open ones.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    pipeline: Arc<Pipeline>,
+    conns: Arc<Semaphore>,
+    limits: TcpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let rejected = Rejections::new();
+    let open = metrics::gauge!(m::TCP_CONNECTIONS);
+    let clients = Arc::new(ClientSlots::default());
+    let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
+    let mut handlers = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(v) => v,
+            Err(_) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Identify first: a client in no group never takes a slot.
+        let client = canonical(peer.ip());
+        if pipeline.policy().clients.lookup(client).is_none() {
+            let permit = match limits.unknown {
+                UnknownClients::Drop => None,
+                UnknownClients::Refuse => Arc::clone(&unknown_slots).try_acquire_owned().ok(),
+            };
+            let Some(permit) = permit else {
+                rejected.unknown_client.increment(1);
+                drop(stream);
+                continue;
+            };
+            let pipeline = Arc::clone(&pipeline);
+            handlers.spawn(async move {
+                let _ = tokio::time::timeout(UNKNOWN_DEADLINE, refuse_one(stream, peer, &pipeline))
+                    .await;
+                drop(permit);
+            });
+            continue;
+        }
+        let Some(client_slot) = clients.try_take(client, limits.per_client) else {
+            rejected.client_cap.increment(1);
+            drop(stream);
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+            rejected.global_cap.increment(1);
+            drop(stream);
+            continue;
+        };
+        let pipeline = Arc::clone(&pipeline);
+        let stop = stop.clone();
+        let open = open.clone();
+        handlers.spawn(async move {
+            open.increment(1.0);
+            serve(stream, peer, pipeline, limits, stop).await;
+            open.decrement(1.0);
+            drop(permit);
+            drop(client_slot);
+        });
+    }
+    while handlers.join_next().await.is_some() {}
+}
+
+/// Read one framed query from `stream`.
+async fn read_query(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> bool {
+    let Ok(len) = stream.read_u16().await else {
+        return false;
+    };
+    buf.resize(usize::from(len), 0);
+    stream.read_exact(buf).await.is_ok()
+}
+
+/// Frame an answer with its two-byte length (None if it cannot be framed).
+fn framed(answer: &[u8]) -> Option<Vec<u8>> {
+    let n = u16::try_from(answer.len()).ok()?;
+    let mut out = Vec::with_capacity(answer.len() + 2);
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(answer);
+    Some(out)
+}
+
+/// An unknown client's connection: one query, its REFUSED (the pipeline's answer and
+/// accounting for clients in no group), then close. The caller bounds the time.
+async fn refuse_one(mut stream: TcpStream, peer: SocketAddr, pipeline: &Pipeline) {
+    let mut buf = Vec::with_capacity(512);
+    if !read_query(&mut stream, &mut buf).await {
+        return;
+    }
+    if let Some(answer) = pipeline.handle(&buf, peer.ip(), Protocol::Tcp).await
+        && let Some(out) = framed(&answer)
+    {
+        let _ = stream.write_all(&out).await;
+    }
+}
+
+/// Serve one connection of a known client: a reader that handles each query on its own task
+/// (at most `pipelined` at a time) and a writer that sends answers as they finish.
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    limits: TcpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let in_flight = Arc::new(Semaphore::new(limits.pipelined.max(1)));
+    // An answer travels with the permit of its query: the permit is released only once the
+    // answer has been written, so unread answers count against the pipelining bound.
+    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, OwnedSemaphorePermit)>(limits.pipelined.max(1));
+    let read_loop = async move {
+        let mut queries = JoinSet::new();
+        let mut buf = Vec::with_capacity(512);
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&in_flight).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                Some(_) = queries.join_next(), if !queries.is_empty() => continue,
+            };
+            // Reap finished query tasks without waiting; the read itself is never raced
+            // against anything that could cancel it halfway through a frame.
+            while queries.try_join_next().is_some() {}
+            // Idle timeout, EOF or error ends reading; queries in flight still get answers.
+            match tokio::time::timeout(limits.idle, read_query(&mut rd, &mut buf)).await {
+                Ok(true) => {}
+                _ => break,
+            }
+            let packet = std::mem::take(&mut buf);
+            let pipeline = Arc::clone(&pipeline);
+            let tx = tx.clone();
+            queries.spawn(async move {
+                if let Some(answer) = pipeline.handle(&packet, peer.ip(), Protocol::Tcp).await {
+                    let _ = tx.send((answer, permit)).await;
+                }
+            });
+        }
+        while queries.join_next().await.is_some() {}
+    };
+    let write_loop = async move {
+        while let Some((answer, permit)) = rx.recv().await {
+            let Some(out) = framed(&answer) else { continue };
+            match tokio::time::timeout(limits.write_timeout, wr.write_all(&out)).await {
+                Ok(Ok(())) => drop(permit),
+                // A client that does not read its answers loses the connection.
+                _ => return,
+            }
+        }
+    };
+    tokio::pin!(read_loop, write_loop);
+    tokio::select! {
+        () = &mut write_loop => {}
+        () = &mut read_loop => {
+            // Reading is over and every query has finished: write what is left, then close.
+            let _ = tokio::time::timeout(limits.write_timeout.saturating_mul(2), write_loop).await;
+        }
+        _ = stop.changed() => {}
+    }
+}

@@ -1,0 +1,420 @@
+//! Issue 9 hardening of the serving path: unknown clients get nothing (not even FORMERR) with
+//! `unknown_clients = "drop"`, the TCP listener cannot be starved, misses are bounded and
+//! coalesced, and the admin endpoint caps its connections.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::harness::*;
+
+const GROUP: &str = r#"
+[[groups]]
+name = "hardened"
+cidrs = ["127.0.0.50/32", "127.0.0.51/32"]
+allow = ["*.corp.internal", "*.example"]
+"#;
+
+/// One datagram from `src`, and whatever comes back within `wait` (None: silence).
+async fn udp_within(
+    server: SocketAddr,
+    src: &str,
+    packet: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let sock = tokio::net::UdpSocket::bind(SocketAddr::new(src.parse().unwrap(), 0))
+        .await
+        .unwrap();
+    sock.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn with_drop_unknown_sources_get_no_formerr_or_notimp() {
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "unknown_clients = \"drop\"",
+    )
+    .await;
+    let q = query_packet("api.corp.internal", RecordType::A, false);
+    let broken = &q[..q.len() - 3];
+    let mut notimp = q.clone();
+    notimp[2] = (notimp[2] & 0x87) | (5 << 3);
+    let wait = Duration::from_millis(700);
+    // A known client still learns its packet was broken.
+    let r = udp_within(s.udp, "127.0.0.50", broken, Duration::from_secs(4))
+        .await
+        .expect("a known client gets FORMERR");
+    assert_eq!(r[3] & 0x0F, 1);
+    let r = udp_within(s.udp, "127.0.0.50", &notimp, Duration::from_secs(4))
+        .await
+        .expect("a known client gets NOTIMP");
+    assert_eq!(r[3] & 0x0F, 4);
+    // An unknown one learns nothing, not even that a resolver listens here.
+    assert!(
+        udp_within(s.udp, "127.0.0.99", broken, wait)
+            .await
+            .is_none()
+    );
+    assert!(
+        udp_within(s.udp, "127.0.0.99", &notimp, wait)
+            .await
+            .is_none()
+    );
+    assert!(udp_within(s.udp, "127.0.0.99", &q, wait).await.is_none());
+    // Over TCP as well.
+    let m = tcp_query(s.tcp, "127.0.0.50", "api.corp.internal", RecordType::A).await;
+    assert_ne!(m.metadata.response_code, ResponseCode::FormErr);
+}
+
+/// Keep trying a TCP query from `src` until it is answered or `within` has passed.
+async fn tcp_answered_within(server: SocketAddr, src: &str, qname: &str, within: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let attempt = async {
+            let mut s = tcp_connect(server, src).await;
+            let packet = query_packet(qname, RecordType::A, false);
+            let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&packet);
+            s.write_all(&framed).await.ok()?;
+            let len = s.read_u16().await.ok()?;
+            let mut buf = vec![0u8; usize::from(len)];
+            s.read_exact(&mut buf).await.ok()?;
+            Some(buf)
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), attempt).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn unknown_tcp_clients_never_hold_a_connection_slot() {
+    for mode in ["refuse", "drop"] {
+        let s = TestServer::start_full(
+            None,
+            GROUP,
+            None,
+            "127.0.0.1:0",
+            &format!("tcp_max_connections = 2\nunknown_clients = \"{mode}\""),
+        )
+        .await;
+        // Unknown clients open connections and sit on them.
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            idle.push(tcp_connect(s.tcp, "127.0.0.99").await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A known client still gets both slots' worth of service.
+        let mut a = tcp_connect(s.tcp, "127.0.0.50").await;
+        let mut b = tcp_connect(s.tcp, "127.0.0.51").await;
+        for c in [&mut a, &mut b] {
+            let m = tokio::time::timeout(
+                Duration::from_secs(4),
+                tcp_ask(c, "git.corp.internal", RecordType::A),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{mode}: a known client is served"));
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{mode}");
+        }
+        if mode == "refuse" {
+            // An unknown client that asks gets REFUSED on its own short-lived slot.
+            let m = tcp_query(s.tcp, "127.0.0.99", "git.corp.internal", RecordType::A).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_tcp_slot() {
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_max_connections = 8\ntcp_max_connections_per_client = 2",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(tcp_connect(s.tcp, "127.0.0.50").await);
+    }
+    // The connections past its two are closed; another client of the same group is served.
+    assert!(
+        tcp_answered_within(
+            s.tcp,
+            "127.0.0.51",
+            "git.corp.internal",
+            Duration::from_secs(4)
+        )
+        .await,
+        "a second client is served while the first holds its cap"
+    );
+    let text = metrics_text(&s).await;
+    let rejected = crate::common::metric_sum(
+        &text,
+        "dnsward_tcp_connections_rejected_total",
+        &[("reason", "client_cap")],
+    )
+    .unwrap_or(0.0);
+    assert!(rejected >= 4.0, "client_cap rejections counted: {rejected}");
+}
+
+#[tokio::test]
+async fn a_tcp_client_that_never_reads_loses_its_slot() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_max_connections = 2\ntcp_write_timeout = \"300ms\"\ntcp_idle_timeout = \"30s\"",
+    )
+    .await;
+    // Two connections that ask and ask and never read, with the smallest receive window.
+    let long = format!(
+        "{}.{}.{}.blocked.example",
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60)
+    );
+    let packet = query_packet(&long, RecordType::TXT, false);
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    let burst: Vec<u8> = framed.repeat(64);
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(1024).unwrap();
+        sock.bind("127.0.0.50:0".parse().unwrap()).unwrap();
+        let mut c = sock.connect(s.tcp).await.unwrap();
+        let burst = burst.clone();
+        writers.push(tokio::spawn(async move {
+            // Until the server stops reading (pipelining bound) or closes the connection.
+            for _ in 0..2_000 {
+                if tokio::time::timeout(Duration::from_secs(2), c.write_all(&burst))
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    break;
+                }
+            }
+            c // kept open, unread, until the test ends
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The well-behaved client gets in once the write timeout has closed a stuck connection.
+    let ok = tcp_answered_within(
+        s.tcp,
+        "127.0.0.51",
+        "git.corp.internal",
+        Duration::from_secs(15),
+    )
+    .await;
+    let text = metrics_text(&s).await;
+    let interesting: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("dnsward_tcp") || l.starts_with("dnsward_queries_total"))
+        .collect();
+    assert!(
+        ok,
+        "a client that never reads does not hold its slot forever\n{}",
+        interesting.join("\n")
+    );
+    for w in writers {
+        w.abort();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_tcp_queries_are_answered_as_they_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 7])
+        .with_delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), GROUP).await;
+    let mut c = tcp_connect(s.tcp, "127.0.0.50").await;
+    // A slow miss, then a local-zone name, on one connection.
+    let slow = query_packet("slow.example", RecordType::A, false);
+    let fast = query_packet("git.corp.internal", RecordType::A, false);
+    for p in [&slow, &fast] {
+        let mut framed = (p.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(p);
+        c.write_all(&framed).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        c.read_exact(&mut buf).await.unwrap();
+        ids.push([buf[0], buf[1]]);
+    }
+    assert_eq!(
+        ids,
+        [[fast[0], fast[1]], [slow[0], slow[1]]],
+        "the fast answer does not wait behind the slow one"
+    );
+}
+
+/// Send `packets` from `src` at once, each from its own socket; the answers' rcodes (None: no
+/// answer) in order.
+async fn udp_burst(server: SocketAddr, src: &str, packets: Vec<Vec<u8>>) -> Vec<Option<u8>> {
+    let mut tasks = Vec::new();
+    for p in packets {
+        let src = src.parse().unwrap();
+        tasks.push(tokio::spawn(async move {
+            udp_raw(server, src, &p).await.map(|r| r[3] & 0x0F)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn identical_misses_in_flight_share_one_upstream_exchange() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .with_delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), GROUP).await;
+    // Forty clients ask the same question at once, each with its own ID (udp_raw checks it).
+    let packets: Vec<Vec<u8>> = (0..40)
+        .map(|_| query_packet("same.example", RecordType::A, true))
+        .collect();
+    let rcodes = udp_burst(s.udp, "127.0.0.50", packets).await;
+    assert!(
+        rcodes.iter().all(|r| *r == Some(0)),
+        "every waiter gets the answer: {rcodes:?}"
+    );
+    assert_eq!(
+        up.queries(),
+        1,
+        "one upstream exchange for forty identical misses"
+    );
+    let text = metrics_text(&s).await;
+    let coalesced =
+        crate::common::metric_sum(&text, "dnsward_coalesced_misses_total", &[]).unwrap_or(0.0);
+    assert!(coalesced >= 39.0, "coalesced misses counted: {coalesced}");
+}
+
+#[tokio::test]
+async fn a_flood_of_slow_misses_is_bounded_and_others_are_still_served() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .with_delay(Duration::from_millis(250))
+        .start()
+        .await;
+    let s = TestServer::start_full(
+        Some(up.addr),
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "max_inflight_misses = 2000\nmax_inflight_misses_per_client = 50",
+    )
+    .await;
+    // The well-behaved client warms one name.
+    let m = udp_query(s.udp, "127.0.0.51", "warm.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // The flooder: 400 distinct slow misses at once.
+    let packets: Vec<Vec<u8>> = (0..400)
+        .map(|i| query_packet(&format!("flood-{i}.example"), RecordType::A, true))
+        .collect();
+    let flood = {
+        let server = s.udp;
+        tokio::spawn(async move { udp_burst(server, "127.0.0.50", packets).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Meanwhile a cached and an uncached query from the well-behaved client are answered.
+    let cached = udp_query(s.udp, "127.0.0.51", "warm.example", RecordType::A).await;
+    assert_eq!(a_records(&cached), ["192.0.2.9"]);
+    let fresh = udp_query(s.udp, "127.0.0.51", "fresh.example", RecordType::A).await;
+    assert_eq!(fresh.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&fresh), ["192.0.2.9"]);
+    let rcodes = flood.await.unwrap();
+    assert!(
+        rcodes.iter().all(Option::is_some),
+        "every flooded query is answered"
+    );
+    let overloaded = rcodes.iter().filter(|r| **r == Some(2)).count();
+    assert!(
+        overloaded >= 300,
+        "past its 50 in flight, the flooder gets SERVFAIL ({overloaded})"
+    );
+    let text = metrics_text(&s).await;
+    let counted = crate::common::metric_sum(
+        &text,
+        "dnsward_overload_total",
+        &[("reason", "inflight_misses_per_client")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        counted >= 300.0,
+        "overload counted with its reason: {counted}"
+    );
+}
+
+#[tokio::test]
+async fn idle_admin_connections_are_capped_and_timed_out() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start_sections(
+        &[],
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "",
+        "max_connections = 32\nheader_read_timeout = \"1s\"",
+    )
+    .await;
+    let admin = s.admin.expect("admin endpoint");
+    // 600 connections that never send a request.
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    // DNS is still served meanwhile.
+    let m = udp_query(s.udp, "127.0.0.50", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    // Every idle connection is closed by the server: at once past the cap, after the
+    // header-read timeout within it.
+    let started = std::time::Instant::now();
+    for c in &mut idle {
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0) | Err(_))),
+            "idle admin connection closed by the server: {r:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(idle);
+    // And a real scrape works and shows the rejections.
+    let text = metrics_text(&s).await;
+    let rejected =
+        crate::common::metric_sum(&text, "dnsward_admin_connections_rejected_total", &[])
+            .unwrap_or(0.0);
+    assert!(
+        rejected >= 500.0,
+        "connections past the cap counted: {rejected}"
+    );
+}
