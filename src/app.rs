@@ -134,6 +134,7 @@ impl RunningApp {
         let settings = PipelineSettings {
             unknown_clients: cfg.server.unknown_clients,
             own_addresses: cfg.server.own_addresses(),
+            ipv6_prefix: cfg.containment.ipv6_prefix,
             max_inflight_misses: cfg.server.max_inflight_misses,
             max_inflight_misses_per_client: cfg.server.max_inflight_misses_per_client,
         };

@@ -501,7 +501,7 @@ async fn release(
     // name, a token subject with a scheme or a dot) releases that agent wherever it is.
     require("client", &b.client)?;
     let client = match b.client.parse::<IpAddr>() {
-        Ok(ip) => crate::identity::ClientKey::from(ip),
+        Ok(ip) => s.pipeline.client_key(ip),
         Err(_)
             if (b.client.contains(':') || b.client.contains('.'))
                 && !b.client.ends_with('*')

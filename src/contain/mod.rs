@@ -78,6 +78,10 @@ pub struct ContainConfig {
     /// Bound on active containment entries of all kinds.
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// IPv6 clients known only by their address are contained as their whole `/ipv6_prefix`
+    /// network (default 64): a host cannot escape a quarantine by moving inside its /64.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
 }
 
 /// A per-client rate limit.
@@ -117,6 +121,10 @@ fn default_sinkhole_for() -> Duration {
 fn default_quarantine_for() -> Duration {
     Duration::from_secs(60 * 60)
 }
+fn default_ipv6_prefix() -> u8 {
+    crate::identity::DEFAULT_IPV6_PREFIX
+}
+
 fn default_max_entries() -> usize {
     10_000
 }
@@ -132,6 +140,7 @@ impl Default for ContainConfig {
             quarantine_for: default_quarantine_for(),
             sinkhole_scope: SinkholeScope::default(),
             max_entries: default_max_entries(),
+            ipv6_prefix: default_ipv6_prefix(),
         }
     }
 }
@@ -139,6 +148,12 @@ impl Default for ContainConfig {
 impl ContainConfig {
     /// Records every problem in this section; `at` is its key path (`containment`).
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            problems.push(
+                format!("{at}.ipv6_prefix"),
+                "must be between 1 and 128 (64 groups a host's /64)",
+            );
+        }
         if let Some(rl) = &self.rate_limit {
             if rl.qps == 0 {
                 problems.push(
@@ -805,6 +820,22 @@ mod tests {
                 "containment.max_entries"
             ]
         );
+    }
+
+    #[test]
+    fn an_ipv6_client_cannot_escape_a_quarantine_inside_its_prefix() {
+        let (c, _) = setup(&ContainConfig::default());
+        let at = |a: &str| ClientKey::from(a.parse::<IpAddr>().unwrap());
+        assert!(
+            c.start(&at("2001:db8:7::1"), "g", "tun.example", Level::Quarantine, 95)
+                .is_some()
+        );
+        assert_eq!(
+            c.check_client(&at("2001:db8:7::ffff:2")),
+            ClientGate::Quarantined,
+            "another address in the same /64"
+        );
+        assert_eq!(c.check_client(&at("2001:db8:8::1")), ClientGate::Pass);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 pub use certs::{ClientCert, TlsConfigCell, TlsFiles};
 pub use patterns::IdentityTable;
-pub use peer::{AuthKind, ClientKey, Peer};
+pub use peer::{AuthKind, ClientKey, DEFAULT_IPV6_PREFIX, Peer};
 pub use token::{TokenConfig, TokenVerifier};
 
 use crate::config_error::ConfigProblems;

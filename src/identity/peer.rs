@@ -43,6 +43,9 @@ impl AuthKind {
 /// takes no part in equality or hashing.
 #[derive(Debug, Clone)]
 pub struct ClientKey {
+    /// For an address-keyed client: the network it is keyed on (the address itself for IPv4,
+    /// its prefix, /64 by default, for IPv6: a host moving inside its /64 is the same client).
+    scope: IpAddr,
     /// Source address (canonical).
     pub addr: IpAddr,
     /// The verified agent identity, if any.
@@ -53,8 +56,10 @@ impl ClientKey {
     /// A key for an agent identity, seen at `addr`.
     #[must_use]
     pub fn agent(agent: &str, addr: IpAddr) -> Self {
+        let addr = canonical(addr);
         Self {
-            addr: canonical(addr),
+            scope: addr,
+            addr,
             agent: Some(agent.into()),
         }
     }
@@ -66,12 +71,34 @@ impl ClientKey {
     }
 }
 
-impl From<IpAddr> for ClientKey {
-    fn from(addr: IpAddr) -> Self {
+/// IPv6 prefix length address-keyed clients are grouped by unless configured otherwise.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+impl ClientKey {
+    /// A client known by its address, keyed on `addr` for IPv4 and on its `/v6_prefix`
+    /// network for IPv6 (clamped to 1–128).
+    #[must_use]
+    pub fn address(addr: IpAddr, v6_prefix: u8) -> Self {
+        let addr = canonical(addr);
+        let scope = match addr {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(v6_prefix.clamp(1, 128));
+                let mask = u128::MAX << (128 - bits);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            }
+            v4 => v4,
+        };
         Self {
-            addr: canonical(addr),
+            scope,
+            addr,
             agent: None,
         }
+    }
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(addr: IpAddr) -> Self {
+        Self::address(addr, DEFAULT_IPV6_PREFIX)
     }
 }
 
@@ -79,7 +106,7 @@ impl PartialEq for ClientKey {
     fn eq(&self, other: &Self) -> bool {
         match (&self.agent, &other.agent) {
             (Some(a), Some(b)) => a == b,
-            (None, None) => self.addr == other.addr,
+            (None, None) => self.scope == other.scope,
             _ => false,
         }
     }
@@ -96,7 +123,7 @@ impl Hash for ClientKey {
             }
             None => {
                 0u8.hash(state);
-                self.addr.hash(state);
+                self.scope.hash(state);
             }
         }
     }
@@ -127,8 +154,14 @@ impl Peer {
     /// An unauthenticated peer known only by its address (UDP, TCP).
     #[must_use]
     pub fn address(addr: IpAddr) -> Self {
+        Self::address_scoped(addr, DEFAULT_IPV6_PREFIX)
+    }
+
+    /// A peer known only by its address, IPv6 clients keyed on their `/v6_prefix` network.
+    #[must_use]
+    pub fn address_scoped(addr: IpAddr, v6_prefix: u8) -> Self {
         Self {
-            key: ClientKey::from(addr),
+            key: ClientKey::address(addr, v6_prefix),
             auth: AuthKind::None,
             group: None,
         }
@@ -154,6 +187,29 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_one_client_within_their_prefix() {
+        let a: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::99".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::10".parse().unwrap();
+        assert_eq!(ClientKey::from(a), ClientKey::from(b), "same /64");
+        assert_ne!(ClientKey::from(a), ClientKey::from(other));
+        assert_ne!(ClientKey::address(a, 128), ClientKey::address(b, 128));
+        assert_eq!(ClientKey::address(a, 48), ClientKey::address(other, 48));
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v4b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_ne!(
+            ClientKey::from(v4),
+            ClientKey::from(v4b),
+            "IPv4 stays per address"
+        );
+        assert_eq!(
+            ClientKey::from(a).addr,
+            a,
+            "events still name the real address"
+        );
+    }
     use std::collections::HashSet;
 
     #[test]

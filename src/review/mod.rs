@@ -468,9 +468,9 @@ impl Review {
         let mut effects = Vec::new();
         let version = self.pipeline.policy().version.number;
         let release = |effects: &mut Vec<String>| {
-            let ended =
-                self.pipeline
-                    .release(&crate::identity::ClientKey::from(client), &user.name, note);
+            let ended = self
+                .pipeline
+                .release(&self.pipeline.client_key(client), &user.name, note);
             for e in &ended {
                 effects.push(format!(
                     "released {} {}",
@@ -505,7 +505,7 @@ impl Review {
             TriageState::Confirmed => {
                 if let Some(by) = extend {
                     let n = self.pipeline.containment().extend(
-                        &crate::identity::ClientKey::from(client),
+                        &self.pipeline.client_key(client),
                         &domain,
                         by,
                     );

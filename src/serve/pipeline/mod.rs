@@ -178,6 +178,9 @@ pub struct PipelineSettings {
     pub max_inflight_misses: usize,
     /// Most cache misses in flight from one client (`server.max_inflight_misses_per_client`).
     pub max_inflight_misses_per_client: usize,
+    /// IPv6 clients known by address are one client per this prefix
+    /// (`containment.ipv6_prefix`).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for PipelineSettings {
@@ -187,6 +190,7 @@ impl Default for PipelineSettings {
             own_addresses: Vec::new(),
             max_inflight_misses: 4096,
             max_inflight_misses_per_client: 1024,
+            ipv6_prefix: crate::identity::DEFAULT_IPV6_PREFIX,
         }
     }
 }
@@ -350,8 +354,12 @@ impl Pipeline {
 
     /// Handle a packet end to end (used by TCP, tests and the fuzz target).
     pub async fn handle(&self, packet: &[u8], src: IpAddr, protocol: Protocol) -> Option<Vec<u8>> {
-        self.handle_peer(packet, &Peer::address(src), protocol)
-            .await
+        self.handle_peer(
+            packet,
+            &Peer::address_scoped(src, self.settings.ipv6_prefix),
+            protocol,
+        )
+        .await
     }
 
     /// Handle a packet from an identified peer end to end (DoT, DoH).
@@ -376,7 +384,12 @@ impl Pipeline {
         protocol: Protocol,
         received: Instant,
     ) -> Outcome {
-        self.handle_fast_peer(packet, &Peer::address(src), protocol, received)
+        self.handle_fast_peer(
+            packet,
+            &Peer::address_scoped(src, self.settings.ipv6_prefix),
+            protocol,
+            received,
+        )
     }
 
     /// Parse, identify, then the synchronous stages of [`SYNC_STAGES`] in order; a cache miss
@@ -686,6 +699,12 @@ impl Pipeline {
     #[must_use]
     pub fn overrides(&self) -> &Overrides {
         &self.overrides
+    }
+
+    /// The key an address-only client is contained and scored under (IPv6 by its prefix).
+    #[must_use]
+    pub fn client_key(&self, addr: IpAddr) -> ClientKey {
+        ClientKey::address(addr, self.settings.ipv6_prefix)
     }
 
     /// An operator's release of `client`: every containment of it ends, and the detector
