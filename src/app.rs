@@ -226,11 +226,20 @@ impl RunningApp {
                 source: std::io::Error::other(e.to_string()),
             })?;
         // The review (issue 12): users, triage store, API and console.
-        let review = crate::review::Review::open(cfg, Arc::clone(&pipeline), Arc::clone(&control))
-            .map_err(|e| StartError::Io {
-                what: "opening the review".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let review = crate::review::Review::open(
+            crate::review::ReviewSections {
+                tokens_file: cfg.admin.tokens_file.as_deref(),
+                token_file: cfg.admin.token_file.as_deref(),
+                store: cfg.store.as_ref(),
+                events: &cfg.events,
+            },
+            Arc::clone(&pipeline),
+            Arc::clone(&control),
+        )
+        .map_err(|e| StartError::Io {
+            what: "opening the review".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
                 admin::start(

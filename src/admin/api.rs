@@ -505,7 +505,7 @@ async fn release(
         Err(_)
             if (b.client.contains(':') || b.client.contains('.'))
                 && !b.client.ends_with('*')
-                && crate::identity::patterns::validate_pattern(&b.client).is_ok() =>
+                && crate::policy::identities::validate_pattern(&b.client).is_ok() =>
         {
             crate::identity::ClientKey::agent(
                 &b.client,

@@ -21,7 +21,6 @@
 pub mod alerts;
 pub mod audit;
 pub mod check;
-pub mod containment;
 pub mod egress;
 pub mod policy;
 pub mod render;

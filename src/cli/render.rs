@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::alerts::{Containment, Suspect};
 use super::table::{Align, text_table};
+use crate::review::suspects::{Containment, Suspect};
 
 /// Breakdown terms shown in the table's TOP FEATURES column.
 const TOP_FEATURES: usize = 3;
@@ -191,9 +191,9 @@ fn human_bytes(n: u64) -> String {
 mod tests {
     use serde_json::Value;
 
-    use super::super::alerts::AlertsQuery;
-    use super::super::alerts::testing::*;
     use super::*;
+    use crate::review::suspects::AlertsQuery;
+    use crate::review::suspects::testing::*;
 
     #[test]
     fn table_has_a_row_per_suspect_samples_and_a_summary() {

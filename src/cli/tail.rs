@@ -21,10 +21,10 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::EventsAction;
-use super::alerts::parse_time;
 use crate::events::reader::LogLines;
 pub use crate::events::reader::MAX_LINE_BYTES;
 use crate::events::{AlertEvent, ContainmentEvent, PolicyEvent, QueryEvent};
+use crate::review::suspects::parse_time;
 
 /// Most bytes `tail` reads from the file in one step, so catching up on a large file streams
 /// instead of loading it whole.
@@ -429,8 +429,8 @@ pub fn run(action: EventsAction) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::alerts::testing::fixtures;
     use super::*;
+    use crate::review::suspects::testing::fixtures;
 
     const Q: &str = r#"{"ts":"2026-11-25T19:00:00Z","policy_version":1,"kind":"query","n":1}"#;
     const A: &str = r#"{"ts":"2026-11-25T19:00:01Z","policy_version":1,"kind":"alert","n":2}"#;

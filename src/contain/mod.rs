@@ -827,8 +827,14 @@ mod tests {
         let (c, _) = setup(&ContainConfig::default());
         let at = |a: &str| ClientKey::from(a.parse::<IpAddr>().unwrap());
         assert!(
-            c.start(&at("2001:db8:7::1"), "g", "tun.example", Level::Quarantine, 95)
-                .is_some()
+            c.start(
+                &at("2001:db8:7::1"),
+                "g",
+                "tun.example",
+                Level::Quarantine,
+                95
+            )
+            .is_some()
         );
         assert_eq!(
             c.check_client(&at("2001:db8:7::ffff:2")),

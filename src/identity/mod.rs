@@ -13,7 +13,6 @@
 //! The listeners themselves (DoT, DoH) live beside UDP and TCP in [`crate::serve`].
 
 pub mod certs;
-pub mod patterns;
 pub mod peer;
 pub mod token;
 
@@ -24,8 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use certs::{ClientCert, TlsConfigCell, TlsFiles};
-pub use patterns::IdentityTable;
-pub use peer::{AuthKind, ClientKey, DEFAULT_IPV6_PREFIX, Peer};
+pub use peer::{AuthKind, ClientKey, DEFAULT_IPV6_PREFIX, Peer, canonical};
 pub use token::{TokenConfig, TokenVerifier};
 
 use crate::config_error::ConfigProblems;

@@ -10,7 +10,14 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::identify::canonical;
+/// An address as clients should be keyed: IPv4-mapped IPv6 becomes IPv4.
+#[must_use]
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
+}
 
 /// How the client proved who it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -12,10 +12,11 @@ use std::sync::{Arc, OnceLock};
 use metrics::Counter;
 
 use crate::config_error::ConfigProblems;
-use crate::identity::{IdentityTable, Peer};
+use crate::identity::Peer;
 use crate::metrics as m;
 use crate::policy::group::{Group, GroupConfig};
 use crate::policy::identify::{ClientTable, GroupId};
+use crate::policy::identities::IdentityTable;
 use crate::policy::verdict::Verdict;
 use crate::resolve::cache::StaleAnswers;
 use crate::resolve::upstream::{UpstreamConfig, Upstreams};

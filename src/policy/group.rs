@@ -352,7 +352,7 @@ impl Group {
         }
         let mut identities = Vec::new();
         for (i, p) in cfg.identities.iter().enumerate() {
-            match crate::identity::patterns::validate_pattern(p) {
+            match crate::policy::identities::validate_pattern(p) {
                 Ok(()) => identities.push(p.as_str().into()),
                 Err(e) => problems.push(format!("{at}.identities[{i}]"), format!("{p:?}: {e}")),
             }

@@ -41,14 +41,9 @@ impl ClientTable {
     }
 }
 
-/// An address as clients should be keyed: IPv4-mapped IPv6 becomes IPv4.
-#[must_use]
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        IpAddr::V4(_) => addr,
-    }
-}
+/// An address as clients should be keyed (IPv4-mapped IPv6 becomes IPv4); owned by
+/// [`crate::identity`], which keys clients.
+pub use crate::identity::canonical;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! - [`group`]: one group's compiled rules (allow/deny lists, block answers, per-group detection
 //!   settings) and the decision for a name.
 //! - [`identify`]: source address → group (the client table).
+//! - [`identities`]: verified agent identity (SPIFFE ID, DNS name, token subject) → group,
+//!   exact or by `/*` prefix patterns.
 //! - [`verdict`]: what the pipeline decided for a query, as a value with a stable name.
 //! - [`answer_check`]: policy checks on answers (CNAME targets a group may not reach).
 //! - [`active`]: the compiled, versioned [`ActivePolicy`](active::ActivePolicy) that each query
@@ -17,4 +19,5 @@ pub mod active;
 pub mod answer_check;
 pub mod group;
 pub mod identify;
+pub mod identities;
 pub mod verdict;

@@ -1,5 +1,5 @@
 //! What the review reads from the event log beyond the suspects of
-//! [`crate::cli::alerts::load_alerts`]: one client's timeline on one domain (with a
+//! [`crate::review::suspects::load_alerts`]: one client's timeline on one domain (with a
 //! names/bytes-over-time series for the chart) and the per-client agents view.
 //!
 //! Reading is forgiving like the analyst's: lines that are not JSON are skipped. Bounded: the

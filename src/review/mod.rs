@@ -16,7 +16,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod containment_log;
 pub mod log;
+pub mod suspects;
 pub mod triage;
 pub mod users;
 
@@ -29,13 +31,12 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::alerts::{self as analyst, AlertsQuery, Suspect};
-use crate::config::Config;
 use crate::config_error::ConfigProblems;
 use crate::contain::overrides::{AlertFilter, RecentAlert};
 use crate::events::sink::SinkKind;
 use crate::events::{Event, EventBody};
 use crate::govern::control::Control;
+use crate::review::suspects::{self as analyst, AlertsQuery, Suspect};
 use crate::serve::pipeline::Pipeline;
 use triage::{SuspectKey, Transition, TriageError, TriageRecord, TriageState, TriageStore};
 use users::{User, Users};
@@ -184,6 +185,20 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The parts of the configuration the review reads (the composed configuration lends them;
+/// the review never imports it, since `config` composes `admin`, which mounts the review).
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewSections<'a> {
+    /// `admin.tokens_file`: named users.
+    pub tokens_file: Option<&'a Path>,
+    /// `admin.token_file`: the shared admin token, user `admin`.
+    pub token_file: Option<&'a Path>,
+    /// `[store]`: where triage records live.
+    pub store: Option<&'a crate::govern::store::StoreConfig>,
+    /// `[events]`: where the log is.
+    pub events: &'a crate::events::sink::EventsConfig,
+}
+
 impl Review {
     /// Open the review for a running dnsward: users from `admin.tokens_file` and
     /// `admin.token_file`, triage records from `store.state_dir/review/` (in memory without a
@@ -192,14 +207,14 @@ impl Review {
     /// # Errors
     /// The tokens file has problems or the state directory cannot be used.
     pub fn open(
-        cfg: &Config,
+        sections: ReviewSections<'_>,
         pipeline: Arc<Pipeline>,
         control: Arc<Control>,
     ) -> Result<Self, ReviewOpenError> {
-        let tokens_file = cfg.admin.tokens_file.clone();
-        let token_file = cfg.admin.token_file.clone();
+        let tokens_file = sections.tokens_file.map(Path::to_path_buf);
+        let token_file = sections.token_file.map(Path::to_path_buf);
         let users = load_users(tokens_file.as_deref(), token_file.as_deref())?;
-        let (triage, proposals_dir) = match &cfg.store {
+        let (triage, proposals_dir) = match sections.store {
             Some(store) => {
                 let dir = store.state_dir.join("review");
                 let triage = TriageStore::open(&dir).map_err(|source| ReviewOpenError::Store {
@@ -216,8 +231,8 @@ impl Review {
             }
             None => (TriageStore::in_memory(), None),
         };
-        let events_path = (cfg.events.sink == SinkKind::File)
-            .then(|| cfg.events.path.clone())
+        let events_path = (sections.events.sink == SinkKind::File)
+            .then(|| sections.events.path.clone())
             .flatten();
         Ok(Self {
             pipeline,

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use super::alerts::parse_time;
+use super::suspects::parse_time;
 use crate::events::ContainmentEvent;
 
 /// Whether a suspect is contained, judged from the `containment_*` events read and `now`.
