@@ -204,15 +204,6 @@ impl RunningApp {
                 source: std::io::Error::other(e),
             })?,
         );
-        {
-            // SIGHUP and the API's reload both go through control: the token is re-read there.
-            let token = Arc::clone(&token);
-            control.set_reload_hook(ReloadHook(Box::new(move || {
-                token
-                    .reload()
-                    .map_err(|e| format!("admin token not reloaded: {e}"))
-            })));
-        }
         let dns = serve::start(&cfg.server, Arc::clone(&pipeline))
             .await
             .map_err(|source| StartError::Io {
@@ -225,6 +216,28 @@ impl RunningApp {
                 what: "starting the DoT/DoH listeners".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
+        {
+            // SIGHUP and the API's reload both go through control: the admin token and the
+            // DoT/DoH certificates, keys, client CAs and CRLs are re-read there (open
+            // connections keep the configuration they were accepted with).
+            let token = Arc::clone(&token);
+            let cells = tls.cells();
+            control.set_reload_hook(ReloadHook(Box::new(move || {
+                let mut failed: Vec<String> = cells
+                    .iter()
+                    .filter_map(|c| c.reload().err())
+                    .map(|e| format!("TLS not reloaded, the running certificates stay: {e}"))
+                    .collect();
+                if let Err(e) = token.reload() {
+                    failed.push(format!("admin token not reloaded: {e}"));
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("; "))
+                }
+            })));
+        }
         // The review (issue 12): users, triage store, API and console.
         let review = crate::review::Review::open(
             crate::review::ReviewSections {

@@ -50,8 +50,8 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
                 // The outcome is logged and recorded as a policy event by the control itself.
+                // Certificates and the admin token are re-read by the control's reload hook.
                 let _ = app.control.reload(Some("SIGHUP"), None).await;
-                app.reload_tls();
             }
         }
     }

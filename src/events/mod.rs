@@ -7,11 +7,13 @@
 //! but queries) have their own queue that query logging cannot fill, and a full queue drops the
 //! event and counts it in `dnsward_events_dropped_total`.
 //!
+//! - [`config`]: the `[events]` section.
 //! - [`sink`]: the bounded queue and the file/stdout writer.
 //! - [`rotation`]: size-based rotation of the log file and its naming rule.
 //! - [`reader`]: the one reader of the log's files (which files, their lines), used by
 //!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 
+pub mod config;
 pub mod notify;
 pub mod reader;
 pub mod rotation;

@@ -110,6 +110,14 @@ pub struct RunningTls {
 impl RunningTls {
     /// Re-read every certificate, key, CA and CRL. Listeners whose files fail keep their
     /// running configuration; every failure is returned.
+    /// The listeners' configuration cells, for a reload hook that outlives this borrow.
+    #[must_use]
+    pub fn cells(&self) -> Vec<Arc<TlsConfigCell>> {
+        self.cells.clone()
+    }
+
+    /// Re-read every listener's certificate, key, client CAs and CRLs; a listener whose files
+    /// do not load keeps its running configuration (the errors are returned).
     pub fn reload(&self) -> Vec<TlsSetupError> {
         self.cells.iter().filter_map(|c| c.reload().err()).collect()
     }
