@@ -277,19 +277,6 @@ pub fn spawn_with_encoder(
     spawn_with_extras(cfg, encoder, None, None)
 }
 
-/// [`spawn_with_encoder`], handing every encoded line to `tap` (notifications: webhooks,
-/// syslog).
-///
-/// # Errors
-/// As [`spawn`].
-pub fn spawn_with_tap(
-    cfg: &EventsConfig,
-    encoder: impl LineEncoder,
-    tap: Option<super::notify::Tap>,
-) -> io::Result<(EventSender, EventSinkHandle)> {
-    spawn_with_extras(cfg, encoder, None, tap)
-}
-
 /// [`spawn_with_encoder`] with a [`LogWitness`] for the file sink: told the last line of each
 /// file rotation deletes, and the last line written every `checkpoint_interval` and at
 /// shutdown. Ignored for other sinks.
