@@ -32,6 +32,10 @@ NAMES=${NAMES:-500}                 # distinct names per workload
 BASE_PORT=${BASE_PORT:-5300}
 SKIP_BUILD=${SKIP_BUILD:-0}         # 1 uses the existing binary (DNSWARD_BIN, default target/release/dnsward)
 KEEP_WORK=${KEEP_WORK:-0}           # 1 keeps the temporary configs and logs
+EVENTS=${EVENTS:-file}              # file: events to a file (every block, allowed sampled 1/100),
+                                    # as issue 13 measures; none: sink = "none"
+SERVE_ONLY=${SERVE_ONLY:-0}         # 1 starts and warms the servers, prints their addresses and
+                                    # waits (for perf/strace by hand); Ctrl-C stops everything
 PERF=${PERF:-0}                     # 1 records `perf record -g` of dnsward during its max-load
                                     # runs into bench/results/perf-*.raw (skews those runs)
 
@@ -186,7 +190,16 @@ remote-control:
     control-enable: no
 EOF
 
-dnsward_conf() { # listen-addr listen-port detect-enabled
+events_conf() { # name
+    if [ "$EVENTS" = file ]; then
+        # Every block, refusal and alert is written; allowed queries are sampled one in 100
+        # (the defaults). The file rotates at 64 MiB, keeping 2.
+        printf 'sink = "file"\npath = "%s"\nkeep = 2\n' "$WORK/events-$1.jsonl"
+    else
+        printf 'sink = "none"\n'
+    fi
+}
+dnsward_conf() { # listen-addr listen-port detect-enabled name
     cat <<EOF
 [server]
 listen = ["$1:$2"]
@@ -203,8 +216,7 @@ listen = ""
 servers = [{ address = "$UP_ADDR:$UP_PORT" }]
 
 [events]
-sink = "none"
-allowed = "off"
+$(events_conf "$4")
 
 # Monitor-only (issue 13's method): every query is scored, but one client cycling through
 # 500 distinct names of one domain is exactly what the volume detector contains, and a
@@ -230,8 +242,8 @@ block = "nxdomain"
 monitor_only = true
 EOF
 }
-dnsward_conf "$DW_ADDR" "$DW_PORT" true >"$WORK/dnsward.toml"
-dnsward_conf "$DO_ADDR" "$DO_PORT" false >"$WORK/dnsward-nodetect.toml"
+dnsward_conf "$DW_ADDR" "$DW_PORT" true dnsward >"$WORK/dnsward.toml"
+dnsward_conf "$DO_ADDR" "$DO_PORT" false dnsward-nodetect >"$WORK/dnsward-nodetect.toml"
 
 unbound-checkconf "$WORK/upstream.conf" >/dev/null
 unbound-checkconf "$WORK/unbound.conf" >/dev/null
@@ -315,6 +327,11 @@ for s in $SERVERS; do
     fi
 done
 log "caches warm ($NAMES names each)"
+if [ "$SERVE_ONLY" = 1 ]; then
+    for s in $SERVERS; do log "$s: $(server_addr "$s") pid $(server_pid "$s")"; done
+    log "SERVE_ONLY: workloads in $WORK/w1.txt, $WORK/w2.txt; Ctrl-C (or kill $$) stops"
+    while :; do sleep 3600; done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Measure

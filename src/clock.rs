@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Monotonic time since this clock's epoch.
     fn now(&self) -> Duration;
+
+    /// This clock's reading for the real instant `at` (e.g. when a datagram was received),
+    /// saving a clock read on the query path. A clock that is not driven by real time (a
+    /// test's [`ManualClock`]) ignores `at` and returns [`Clock::now`].
+    fn at(&self, at: Instant) -> Duration {
+        let _ = at;
+        self.now()
+    }
 }
 
 /// Shared handle to a clock.
@@ -49,6 +57,10 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    fn at(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.epoch)
     }
 }
 

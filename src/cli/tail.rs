@@ -301,7 +301,7 @@ fn pretty_line(line: &str) -> String {
     let value = Value::Object(fields.clone());
     let body = match kind {
         "query" => QueryEvent::deserialize(&value).ok().map(|q| {
-            format!(
+            let mut s = format!(
                 "{:<7} {} {:<7} {} {:<2} {}",
                 q.verdict,
                 q.client,
@@ -309,7 +309,12 @@ fn pretty_line(line: &str) -> String {
                 q.qname,
                 q.qtype,
                 q.reason
-            )
+            );
+            // A line folding identical queries (`[events] aggregate_interval`).
+            if q.count > 1 {
+                s.push_str(&format!(" (×{})", q.count));
+            }
+            s
         }),
         "alert" => AlertEvent::deserialize(&value).ok().map(|a| {
             let mut s = format!(

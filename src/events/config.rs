@@ -65,6 +65,11 @@ fn default_fsync_interval() -> Duration {
 fn default_unknown_client_per_minute() -> u32 {
     10
 }
+fn default_aggregate_interval() -> Duration {
+    Duration::from_secs(1)
+}
+/// Longest accepted `aggregate_interval`: longer would hide when a repeated block happened.
+const MAX_AGGREGATE_INTERVAL: Duration = Duration::from_secs(60);
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -114,6 +119,7 @@ impl FileMode {
 /// file_mode = "0600"            # or "0640"
 /// checkpoint_interval = "1m"    # signed checkpoints of the log's tail (file sink)
 /// checkpoint_path = "/var/lib/dnsward/checkpoints.jsonl" # default: [store] state_dir
+/// aggregate_interval = "1s"     # identical query events folded into one line with a count
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +167,11 @@ pub struct EventsConfig {
     /// `<path>.checkpoints` next to the log. Keep it where whoever can write the log cannot.
     #[serde(default)]
     pub checkpoint_path: Option<PathBuf>,
+    /// Identical query events (same client, name, type, verdict, …) within this interval after
+    /// a first one are written as one line with `count` (default 1s, at most 60s; `0s` writes
+    /// every query on its own line). See [`super::aggregate`].
+    #[serde(default = "default_aggregate_interval", with = "humantime_serde")]
+    pub aggregate_interval: Duration,
 }
 
 impl Default for EventsConfig {
@@ -179,6 +190,7 @@ impl Default for EventsConfig {
             file_mode: FileMode::default(),
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_path: None,
+            aggregate_interval: default_aggregate_interval(),
         }
     }
 }
@@ -240,6 +252,12 @@ impl EventsConfig {
         }
         if self.checkpoint_interval < MIN_CHECKPOINT_INTERVAL {
             problems.push(format!("{at}.checkpoint_interval"), "must be at least 1s");
+        }
+        if self.aggregate_interval > MAX_AGGREGATE_INTERVAL {
+            problems.push(
+                format!("{at}.aggregate_interval"),
+                "must be at most 60s (0s writes every query on its own line)",
+            );
         }
         if self.checkpoint_path.is_some() && self.sink != SinkKind::File {
             problems.push(

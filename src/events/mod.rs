@@ -8,11 +8,13 @@
 //! event and counts it in `dnsward_events_dropped_total`.
 //!
 //! - [`config`]: the `[events]` section.
+//! - [`aggregate`]: folding of repeated identical query events into one line with a count.
 //! - [`sink`]: the bounded queue and the file/stdout writer.
 //! - [`rotation`]: size-based rotation of the log file and its naming rule.
 //! - [`reader`]: the one reader of the log's files (which files, their lines), used by
 //!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 
+pub mod aggregate;
 pub mod config;
 pub mod notify;
 pub mod reader;
@@ -146,6 +148,21 @@ pub struct QueryEvent {
     pub cache_hit: bool,
     /// The upstream that answered, if any (`zone:NAME` for local zones).
     pub upstream: Option<String>,
+    /// How many queries this line stands for: 1 (omitted) for one query; more for a line that
+    /// folds identical queries (same client, name, type, verdict) answered within
+    /// `[events] aggregate_interval` after a first one that has its own line (see
+    /// [`aggregate`]).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// Counts over the detector's window for one (client, registrable domain).

@@ -19,12 +19,12 @@
 //! [`super::witness`]) the writer also hands it the last line written every
 //! `checkpoint_interval`, after an fsync, and at shutdown.
 //!
-//! One writer task drains the queue. It encodes each event as one line (a [`LineEncoder`]; the
-//! default [`JsonLines`] writes one JSON object and `\n`), gathers every event already queued
-//! into one buffer (up to [`BATCH_EVENTS`], security events taken first, written in `ts`
-//! order) and writes that buffer with one write call, so a busy
-//! resolver costs one syscall per batch rather than per event, and a quiet one still writes each
-//! event as soon as the queue is momentarily empty. Blocking file and stdout I/O runs on tokio's
+//! One writer task drains the queue. Woken by an event, it lets the burst gather for 5 ms, then
+//! encodes each event as one line (a [`LineEncoder`]; the default [`JsonLines`] writes one JSON
+//! object and `\n`), gathers the queued events into buffers (up to [`BATCH_EVENTS`] each,
+//! security events taken first, written in `ts` order) and writes each buffer with one write
+//! call, so a busy resolver costs one wakeup per 5 ms and one syscall per batch rather than
+//! per event, and a quiet one still writes each event within 5 ms. Blocking file and stdout I/O runs on tokio's
 //! blocking pool, never on a worker that answers queries.
 //!
 //! The file sink rotates by size (see [`super::rotation`]): before a line would take
@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::Event;
+use super::aggregate::{Aggregator, Fold};
 use super::rotation::{RotatingFile, SharedWitness};
 use super::sampling::UnknownClientSampler;
 use super::witness::{LogWitness, SinkTally, WitnessCause};
@@ -58,6 +59,12 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// Most events taken into one batch (a few hundred bytes each: about [`BATCH_BYTES`]).
 pub const BATCH_EVENTS: usize = 256;
+
+/// How long the writer lets events gather after the first one of a burst before writing.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// Most batches written per wakeup before the writer looks at its timers again.
+const MAX_BATCHES_PER_WAKE: usize = 64;
 
 /// Turns each event into the bytes of one line. The writer calls it once per event, in queue
 /// order and from one task, so an encoder may carry state from line to line (a hash chain over
@@ -93,6 +100,9 @@ pub struct EventSender {
     security_tx: Option<mpsc::Sender<Event>>,
     /// Shared so that sampling is 1 in N across all clones, not per clone.
     sampling: Arc<Sampling>,
+    /// Folding of repeated identical query events (`None`: `aggregate_interval = 0s`, or a
+    /// disabled sender).
+    aggregator: Option<Arc<Aggregator>>,
 }
 
 #[derive(Debug)]
@@ -169,6 +179,29 @@ impl EventSender {
         }
     }
 
+    /// Queue the event of a query of kind `key` (a hash of everything that makes two query
+    /// events identical but their time) received at `received`, unless it folds into an
+    /// identical one within `aggregate_interval` (see [`super::aggregate`]): then it is only
+    /// counted, and `build` is not called. Returns whether a line was queued.
+    pub fn emit_query(
+        &self,
+        key: u64,
+        received: std::time::Instant,
+        build: impl Fn() -> Event,
+    ) -> bool {
+        let Some(agg) = &self.aggregator else {
+            return self.emit(build());
+        };
+        let (fold, summary) = agg.offer(key, received, &build);
+        if let Some(summary) = summary {
+            self.emit(summary);
+        }
+        match fold {
+            Fold::Folded => false,
+            Fold::Log => self.emit(build()),
+        }
+    }
+
     /// Whether events go anywhere at all (false for `sink = "none"`), so callers can skip
     /// building them.
     #[must_use]
@@ -217,6 +250,7 @@ impl EventSender {
             tx: None,
             security_tx: None,
             sampling: Arc::new(Sampling::new(AllowedLogging::Off, 1, 0)),
+            aggregator: None,
         }
     }
 }
@@ -341,7 +375,10 @@ pub fn spawn_with_extras(
     let (tx, rx) = mpsc::channel(cfg.queue.clamp(1, MAX_QUEUE));
     let (security_tx, security_rx) = mpsc::channel(cfg.security_queue.clamp(1, MAX_QUEUE));
     let (stop_tx, stop_rx) = oneshot::channel();
+    let aggregator = (!cfg.aggregate_interval.is_zero())
+        .then(|| Arc::new(Aggregator::new(cfg.aggregate_interval)));
     let writer = Writer {
+        aggregator: aggregator.clone(),
         rx,
         security_rx,
         encoder,
@@ -363,6 +400,7 @@ pub fn spawn_with_extras(
         tx: Some(tx),
         security_tx: Some(security_tx),
         sampling,
+        aggregator,
     };
     Ok((
         sender,
@@ -404,6 +442,9 @@ struct Writer<E> {
     last_checkpointed: Option<Vec<u8>>,
     /// Where encoded lines are also handed (webhooks, syslog; issue 12).
     tap: Option<super::notify::Tap>,
+    /// The query path's folding table: the writer writes its due lines every interval and
+    /// all of them at shutdown.
+    aggregator: Option<Arc<Aggregator>>,
 }
 
 /// What woke the writer.
@@ -414,6 +455,8 @@ enum Wake {
     Sync,
     /// Time for a checkpoint.
     Checkpoint,
+    /// Time to write the lines of folded queries whose interval ended.
+    Fold,
     /// Keep waiting (a stop signal was handled).
     Nothing,
 }
@@ -432,6 +475,14 @@ impl<E: LineEncoder> Writer<E> {
         );
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let checkpoints = self.witness.is_some();
+        let fold_every = self
+            .aggregator
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |a| a.interval());
+        let mut fold_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + fold_every, fold_every);
+        fold_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let folding = self.aggregator.is_some();
         loop {
             let wake = tokio::select! {
                 // In this order: stop, timers, then security before queries, so a queue full
@@ -451,6 +502,7 @@ impl<E: LineEncoder> Writer<E> {
                 // flood of events must not postpone fsyncs and checkpoints.
                 _ = sync_tick.tick(), if self.unsynced => Wake::Sync,
                 _ = checkpoint_tick.tick(), if checkpoints => Wake::Checkpoint,
+                _ = fold_tick.tick(), if folding => Wake::Fold,
                 event = self.security_rx.recv(), if security_open => match event {
                     Some(e) => Wake::Event(Some(Box::new(e))),
                     None => { security_open = false; Wake::Event(None) }
@@ -464,35 +516,50 @@ impl<E: LineEncoder> Writer<E> {
                 Wake::Nothing => {}
                 Wake::Sync => self.sync().await,
                 Wake::Checkpoint => self.checkpoint(WitnessCause::Periodic).await,
+                Wake::Fold => self.write_folded(false).await,
                 Wake::Event(None) => {
                     if !security_open && !query_open {
                         break;
                     }
                 }
                 Wake::Event(Some(first)) => {
-                    // Take whatever is already queued, security events first, into the batch;
-                    // then write the batch in time order, so the file reads chronologically
-                    // unless queries are backlogged by more than a batch (security events then
-                    // go ahead of older queries: sort by `ts` to read across batches).
-                    let mut batch = vec![*first];
-                    while batch.len() < BATCH_EVENTS {
-                        match self.security_rx.try_recv() {
-                            Ok(event) => batch.push(event),
-                            Err(_) => match self.rx.try_recv() {
+                    // Let a burst gather for a moment before writing: the query path's sends
+                    // then wake this task (and the blocking pool) at most once per LINGER,
+                    // not once per event. A lone event still reaches the file within LINGER.
+                    tokio::time::sleep(LINGER).await;
+                    let mut first = Some(*first);
+                    for _ in 0..MAX_BATCHES_PER_WAKE {
+                        // Take whatever is queued, security events first, into the batch;
+                        // then write the batch in time order, so the file reads
+                        // chronologically unless queries are backlogged by more than a batch
+                        // (security events then go ahead of older queries: sort by `ts` to
+                        // read across batches).
+                        let mut batch: Vec<Event> = first.take().into_iter().collect();
+                        while batch.len() < BATCH_EVENTS {
+                            match self.security_rx.try_recv() {
                                 Ok(event) => batch.push(event),
-                                Err(_) => break,
-                            },
+                                Err(_) => match self.rx.try_recv() {
+                                    Ok(event) => batch.push(event),
+                                    Err(_) => break,
+                                },
+                            }
                         }
-                    }
-                    // Stable: equal stamps keep security events first. RFC 3339 UTC stamps
-                    // with fixed precision sort as text.
-                    batch.sort_by(|a, b| a.ts.cmp(&b.ts));
-                    for event in &batch {
-                        self.push(event);
-                    }
-                    self.write_batch().await;
-                    if self.fsync_interval.is_zero() {
-                        self.sync().await;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        // Stable: equal stamps keep security events first. RFC 3339 UTC
+                        // stamps with fixed precision sort as text.
+                        batch.sort_by(|a, b| a.ts.cmp(&b.ts));
+                        for event in &batch {
+                            self.push(event);
+                        }
+                        self.write_batch().await;
+                        if self.fsync_interval.is_zero() {
+                            self.sync().await;
+                        }
+                        if batch.len() < BATCH_EVENTS {
+                            break;
+                        }
                     }
                 }
             }
@@ -607,10 +674,25 @@ impl<E: LineEncoder> Writer<E> {
         }
     }
 
+    /// Write the lines for folded queries: those whose interval ended, or all of them.
+    async fn write_folded(&mut self, all: bool) {
+        let Some(agg) = &self.aggregator else {
+            return;
+        };
+        let due = agg.take_due(std::time::Instant::now(), all);
+        for chunk in due.chunks(BATCH_EVENTS) {
+            for event in chunk {
+                self.push(event);
+            }
+            self.write_batch().await;
+        }
+    }
+
     /// Flush and fsync at the end, so a clean shutdown loses nothing that was queued; then the
     /// shutdown checkpoint.
     async fn finish(&mut self) {
         self.write_batch().await;
+        self.write_folded(true).await;
         if self.witness.is_some() {
             self.checkpoint(WitnessCause::Shutdown).await;
         } else {
@@ -733,6 +815,7 @@ mod tests {
                 latency_us: n,
                 cache_hit: false,
                 upstream: None,
+                count: 1,
             }),
         )
     }

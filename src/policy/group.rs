@@ -179,6 +179,10 @@ impl RuleSet {
     /// name or any of its parents, or a wildcard for a parent; the closest wins.
     #[must_use]
     pub fn find_covering(&self, name: &str) -> Option<RuleMatch<'_>> {
+        if self.is_empty() {
+            // Most groups deny nothing explicitly (allowlist mode): no walk up the name.
+            return None;
+        }
         self_and_parents(name).enumerate().find_map(|(i, parent)| {
             if let Some(e) = self.exact.get(parent) {
                 return Some(RuleMatch::Exact(e));

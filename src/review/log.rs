@@ -110,13 +110,20 @@ pub fn timeline(files: &[PathBuf], client: IpAddr, domain: &str) -> Timeline {
                     ts,
                     kind: kind.into(),
                     name: qname.into(),
-                    summary: format!(
-                        "{} {} {} ({})",
-                        v["qtype"].as_str().unwrap_or(""),
-                        v["verdict"].as_str().unwrap_or(""),
-                        v["rcode"].as_str().unwrap_or(""),
-                        v["reason"].as_str().unwrap_or("")
-                    ),
+                    summary: {
+                        let mut s = format!(
+                            "{} {} {} ({})",
+                            v["qtype"].as_str().unwrap_or(""),
+                            v["verdict"].as_str().unwrap_or(""),
+                            v["rcode"].as_str().unwrap_or(""),
+                            v["reason"].as_str().unwrap_or("")
+                        );
+                        // A line folding identical queries (`[events] aggregate_interval`).
+                        if let Some(n) = v["count"].as_u64().filter(|n| *n > 1) {
+                            s.push_str(&format!(" ×{n}"));
+                        }
+                        s
+                    },
                 }
             }
             "alert" if v["domain"].as_str() == Some(domain) => TimelineItem {

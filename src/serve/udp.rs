@@ -8,7 +8,7 @@
 //! wait for writability, through a short-lived duplicate registration (see [`wait_writable`]).
 //!
 //! On Linux with glibc, one `recvmmsg` reads up to [`BATCH`] queued datagrams, each is handled
-//! synchronously by [`Pipeline::handle_fast`], and one `sendmmsg` sends every inline answer: two
+//! synchronously by [`Pipeline::handle_udp_batched`], and one `sendmmsg` sends every inline answer: two
 //! system calls per batch instead of two per query. Elsewhere the same loop runs one datagram at
 //! a time with the standard library's calls.
 
@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::serve::pipeline::{Outcome, Pipeline, Protocol};
+use crate::serve::pipeline::{Outcome, Pipeline};
 
 /// Most datagrams read (and answers sent) per system call.
 pub const BATCH: usize = 32;
@@ -108,7 +108,7 @@ pub async fn serve(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch::Re
         for i in 0..n {
             let (packet, src) = batch.datagram(i);
             let Some(src) = src else { continue };
-            match pipeline.handle_fast(packet, src.ip(), Protocol::Udp, received) {
+            match pipeline.handle_udp_batched(packet, src.ip(), received) {
                 Outcome::Reply(r) => replies.push((r, src)),
                 Outcome::Drop => {}
                 Outcome::Resolve(p) => {
@@ -122,7 +122,11 @@ pub async fn serve(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch::Re
                 }
             }
         }
+        let inline = replies.len();
         send_all(&sock, batch.v6, &mut replies).await;
+        // One latency reading for every answer of the batch: all were received at `received`
+        // and are out now.
+        pipeline.record_udp_batch_latency(received.elapsed(), inline);
     }
     // Let answers already being resolved go out.
     while pending.join_next().await.is_some() {}

@@ -124,3 +124,86 @@ async fn metrics_endpoint_counts_queries() {
         .unwrap();
     assert!(health.status().is_success());
 }
+
+/// `[events] aggregate_interval`: a client repeating one blocked query gets its first line at
+/// once and one line with the count of the rest; distinct names, other clients and other
+/// types keep their own lines; and the counts add up to every query sent.
+#[tokio::test]
+async fn repeated_identical_blocks_fold_into_one_line_with_a_count() {
+    let extra = format!("aggregate_interval = \"30s\"\n{GROUP}");
+    let mut s = TestServer::start(None, &extra).await;
+    for _ in 0..40 {
+        let m = udp_query(s.udp, "127.0.0.50", "exfil.example", RecordType::TXT).await;
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NXDomain
+        );
+    }
+    for i in 0..5 {
+        udp_query(
+            s.udp,
+            "127.0.0.50",
+            &format!("n{i}.exfil.example"),
+            RecordType::TXT,
+        )
+        .await;
+    }
+    udp_query(s.udp, "127.0.0.52", "exfil.example", RecordType::TXT).await;
+    udp_query(s.udp, "127.0.0.50", "exfil.example", RecordType::A).await;
+    // Shutdown writes the line for the folded queries (the interval has not ended).
+    let events = s.stop_and_read_events().await;
+    let lines = |client: &str, qname: &str, qtype: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| {
+                e["kind"] == "query"
+                    && e["client"] == client
+                    && e["qname"] == qname
+                    && e["qtype"] == qtype
+            })
+            .collect()
+    };
+    let repeated = lines("127.0.0.50", "exfil.example", "TXT");
+    assert_eq!(
+        repeated.len(),
+        2,
+        "first line + one folded line: {repeated:#?}"
+    );
+    assert!(
+        repeated[0].get("count").is_none(),
+        "the first query's line is as always"
+    );
+    assert_eq!(repeated[1]["count"], 39, "{repeated:#?}");
+    assert_eq!(repeated[1]["verdict"], "block");
+    let total: u64 = repeated
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(total, 40, "every query accounted for");
+    for i in 0..5 {
+        assert_eq!(
+            lines("127.0.0.50", &format!("n{i}.exfil.example"), "TXT").len(),
+            1
+        );
+    }
+    // Unknown client: sampled per source, never folded into the group client's line.
+    assert_eq!(lines("127.0.0.52", "exfil.example", "TXT").len(), 1);
+    assert_eq!(lines("127.0.0.50", "exfil.example", "A").len(), 1);
+}
+
+/// `aggregate_interval = "0s"` writes every query on its own line.
+#[tokio::test]
+async fn aggregation_can_be_switched_off() {
+    let extra = format!("aggregate_interval = \"0s\"\n{GROUP}");
+    let mut s = TestServer::start(None, &extra).await;
+    for _ in 0..10 {
+        udp_query(s.udp, "127.0.0.50", "exfil.example", RecordType::TXT).await;
+    }
+    let events = s.stop_and_read_events().await;
+    let n = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["qname"] == "exfil.example")
+        .inspect(|e| assert!(e.get("count").is_none()))
+        .count();
+    assert_eq!(n, 10);
+}

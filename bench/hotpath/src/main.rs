@@ -21,9 +21,9 @@ use dnsward::clock::SystemClock;
 use dnsward::config::Config;
 use dnsward::contain::Containment;
 use dnsward::detect::Detector;
-use dnsward::events::sink::EventSender;
-use dnsward::serve::pipeline::{Outcome, Pipeline, PipelineSettings, Protocol};
-use dnsward::serve::UnknownClients;
+use dnsward::events::sink::{EventSender, EventSinkHandle};
+use dnsward::serve::pipeline::{Outcome, Pipeline, PipelineSettings};
+use dnsward::serve::pipeline::UnknownClients;
 use dnsward::wire;
 
 /// A plain query for `name` A (no EDNS: what dnsperf sends by default).
@@ -37,18 +37,31 @@ fn query(id: u16, name: &str) -> Vec<u8> {
     out
 }
 
-fn pipeline(detect: bool) -> Pipeline {
+/// The pipeline with scoring on or off; with `events`, a file sink (every block written,
+/// allowed queries sampled one in 100) instead of a disabled sender.
+fn pipeline(detect: bool, events: Option<&std::path::Path>) -> (Pipeline, Option<EventSinkHandle>) {
+    let events_toml = match events {
+        Some(path) => format!("[events]\nsink=\"file\"\npath={:?}\nkeep=1\n", path.display().to_string()),
+        None => String::new(),
+    };
     let text = format!(
-        "[upstream]\nservers=[{{address=\"127.0.0.1:9\"}}]\n[detect]\nenabled={detect}\n\
+        "{events_toml}[upstream]\nservers=[{{address=\"127.0.0.1:9\"}}]\n[detect]\nenabled={detect}\n\
          [[groups]]\nname=\"bench\"\ncidrs=[\"127.0.0.0/8\"]\nallow=[\"*.bench.example\"]\nblock=\"nxdomain\"\n[groups.detect]\nmonitor_only=true\n"
     );
     let cfg = Config::from_toml(&text, "hotpath", std::path::Path::new(".")).expect("config");
     let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");
     let clock = SystemClock::shared();
-    Pipeline::new(
+    let (sender, handle) = match events {
+        Some(_) => {
+            let (s, h) = dnsward::events::sink::spawn(&cfg.events).expect("event sink");
+            (s, Some(h))
+        }
+        None => (EventSender::disabled(), None),
+    };
+    let p = Pipeline::new(
         policy,
         AnswerCache::new(&CacheConfig::default(), Arc::clone(&clock)),
-        EventSender::disabled(),
+        sender,
         PipelineSettings {
             unknown_clients: UnknownClients::Refuse,
             ..Default::default()
@@ -56,7 +69,8 @@ fn pipeline(detect: bool) -> Pipeline {
         Arc::clone(&clock),
         Detector::new(&cfg.detect, Arc::clone(&clock)),
         Containment::new(&cfg.containment, clock),
-    )
+    );
+    (p, handle)
 }
 
 /// Fill the cache with an A answer for every name, as the upstream would have given.
@@ -84,7 +98,7 @@ fn time_case(p: &Pipeline, packets: &[Vec<u8>], expect_rcode: u8, secs: f64) -> 
         while start.elapsed() < Duration::from_secs_f64(secs / 5.0) {
             let now = Instant::now();
             for packet in packets {
-                match p.handle_fast(black_box(packet), src, Protocol::Udp, now) {
+                match p.handle_udp_batched(black_box(packet), src, now) {
                     Outcome::Reply(r) => {
                         debug_assert_eq!(wire::rcode_of(&r), expect_rcode);
                         black_box(r);
@@ -110,13 +124,29 @@ fn main() {
     let w2p: Vec<Vec<u8>> = w2.iter().enumerate().map(|(i, n)| query(i as u16, n)).collect();
     println!("| case | scoring | ns/query |");
     println!("|---|---|---:|");
-    for detect in [true, false] {
-        let p = pipeline(detect);
+    // The event writer runs on this runtime's one worker; the loop below times the query
+    // path's side of events (building and queueing them), not the writing.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let events_path = std::env::temp_dir().join(format!("dnsward-hotpath-{}.jsonl", std::process::id()));
+    for (detect, events) in [(true, false), (false, false), (true, true)] {
+        let (p, _sink) = pipeline(detect, events.then_some(events_path.as_path()));
         warm(&p, &w1);
-        let on = if detect { "on" } else { "off" };
+        let on = match (detect, events) {
+            (true, false) => "on",
+            (false, _) => "off",
+            (true, true) => "on, events to a file",
+        };
         let t1 = time_case(&p, &w1p, wire::rcode::NOERROR, secs);
         println!("| W1 cached allowed | {on} | {t1:.0} |");
         let t2 = time_case(&p, &w2p, wire::rcode::NXDOMAIN, secs);
         println!("| W2 denied by policy | {on} | {t2:.0} |");
+    }
+    for suffix in ["", ".1"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", events_path.display()));
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn event(n: u64) -> Event {
             latency_us: n,
             cache_hit: false,
             upstream: None,
+            count: 1,
         }),
     }
 }

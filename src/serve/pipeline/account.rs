@@ -211,44 +211,78 @@ impl Pipeline {
             Some(c) => c.count(verdict, q.qtype),
             None => policy.unknown_counters.count(verdict, q.qtype),
         }
-        let elapsed = received.elapsed();
-        match protocol {
-            Protocol::Udp => self.latency_udp.record(elapsed.as_secs_f64()),
-            Protocol::Tcp => self.latency_tcp.record(elapsed.as_secs_f64()),
-            Protocol::Dot => self.latency_dot.record(elapsed.as_secs_f64()),
-            Protocol::Doh => self.latency_doh.record(elapsed.as_secs_f64()),
+        if ctx.timed {
+            let elapsed = received.elapsed().as_secs_f64();
+            match protocol {
+                Protocol::Udp => self.latency_udp.record(elapsed),
+                Protocol::Tcp => self.latency_tcp.record(elapsed),
+                Protocol::Dot => self.latency_dot.record(elapsed),
+                Protocol::Doh => self.latency_doh.record(elapsed),
+            }
         }
         // Unknown sources are sampled per source and minute: anyone can send from an address no
         // group owns, and a flood of those must not push real evidence out of the log.
         let log = self.events.is_enabled()
             && match gid {
-                None => self.events.wants_unknown_client(client, self.clock.now()),
+                None => self
+                    .events
+                    .wants_unknown_client(client, self.clock.at(received)),
                 Some(_) => verdict != Verdict::Allow || self.events.wants_allowed(),
             };
         if log {
             let rc = if msg.is_empty() {
-                "NONE".to_string()
+                None
             } else {
-                rcode::name(u16::from(wire::rcode_of(&msg))).to_string()
+                Some(wire::rcode_of(&msg))
             };
-            let event = QueryEvent {
-                client,
-                agent: peer.key.agent_name().map(str::to_string),
-                auth: peer.auth.as_str().to_string(),
-                group: group.map(|g| g.name.to_string()),
-                qname: q.name.clone(),
-                qtype: wire::type_name(q.qtype),
-                protocol: protocol.as_str().to_string(),
-                verdict: verdict.as_str().to_string(),
-                reason: (report.reason)(),
-                rcode: rc,
-                answers: wire::answer_count(&msg),
-                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                cache_hit: report.cache_hit,
-                upstream: report.upstream.map(str::to_string),
+            // Everything that makes two query lines identical but their time: repeats of it
+            // within `[events] aggregate_interval` are folded into one line with a count.
+            let key = {
+                use std::hash::{BuildHasher, Hash, Hasher};
+                let mut h = foldhash::fast::FixedState::with_seed(0x6473_7761_7264).build_hasher();
+                (
+                    client,
+                    peer.key.agent_name(),
+                    gid,
+                    q.name.as_ref() as &str,
+                    q.qtype,
+                )
+                    .hash(&mut h);
+                (
+                    verdict,
+                    protocol.as_str(),
+                    rc,
+                    policy.version.number,
+                    report.cache_hit,
+                )
+                    .hash(&mut h);
+                h.finish()
             };
-            self.events
-                .emit(Event::now(policy.version.number, EventBody::Query(event)));
+            let build = || {
+                let elapsed = received.elapsed();
+                let event = QueryEvent {
+                    client,
+                    agent: peer.key.agent_name().map(str::to_string),
+                    auth: peer.auth.as_str().to_string(),
+                    group: group.map(|g| g.name.to_string()),
+                    qname: q.name.to_string(),
+                    qtype: wire::type_name(q.qtype),
+                    protocol: protocol.as_str().to_string(),
+                    verdict: verdict.as_str().to_string(),
+                    reason: (report.reason)(),
+                    rcode: rc.map_or_else(
+                        || "NONE".to_string(),
+                        |rc| rcode::name(u16::from(rc)).to_string(),
+                    ),
+                    answers: wire::answer_count(&msg),
+                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    cache_hit: report.cache_hit,
+                    upstream: report.upstream.map(str::to_string),
+                    count: 1,
+                };
+                Event::now(policy.version.number, EventBody::Query(event))
+            };
+            self.events.emit_query(key, received, build);
         }
         msg
     }
@@ -275,20 +309,27 @@ pub(super) struct Asked<'a, 'p> {
     /// Whether the source address is proven (TCP, a valid DNS Cookie): only such evidence
     /// may quarantine a whole client.
     pub(super) verified: bool,
+    /// Whether the answer's latency is recorded when it is accounted (false: the UDP listener
+    /// times its whole batch).
+    pub(super) timed: bool,
 }
 
-/// One reading of the pipeline's clock, taken the first time a stage asks for it.
+/// One reading of the pipeline's clock, taken the first time a stage asks for it: the clock's
+/// value at the moment the query was received (no clock read for the real clock).
 pub(super) struct LazyNow<'a> {
     /// The clock to read.
     clock: &'a SharedClock,
+    /// When the query was received.
+    received: Instant,
     /// The reading, once taken.
     at: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 impl<'a> LazyNow<'a> {
-    pub(super) fn new(clock: &'a SharedClock) -> Self {
+    pub(super) fn new(clock: &'a SharedClock, received: Instant) -> Self {
         Self {
             clock,
+            received,
             at: std::cell::Cell::new(None),
         }
     }
@@ -297,7 +338,7 @@ impl<'a> LazyNow<'a> {
         if let Some(at) = self.at.get() {
             return at;
         }
-        let at = self.clock.now();
+        let at = self.clock.at(self.received);
         self.at.set(Some(at));
         at
     }

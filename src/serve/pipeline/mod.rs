@@ -392,6 +392,27 @@ impl Pipeline {
         )
     }
 
+    /// [`Pipeline::handle_fast`] for one datagram of a UDP batch: the answers given inline
+    /// are not timed one by one; the listener times the whole batch once it is sent, with
+    /// [`Pipeline::record_udp_batch_latency`] (one clock read per batch instead of per query).
+    /// Answers resolved later (cache misses) are timed as usual.
+    pub fn handle_udp_batched(&self, packet: &[u8], src: IpAddr, received: Instant) -> Outcome {
+        self.handle_inner(
+            packet,
+            &Peer::address_scoped(src, self.settings.ipv6_prefix),
+            Protocol::Udp,
+            received,
+            false,
+        )
+    }
+
+    /// Record `n` UDP answers given inline from one batch, `elapsed` after it was received.
+    pub fn record_udp_batch_latency(&self, elapsed: std::time::Duration, n: usize) {
+        if n > 0 {
+            self.latency_udp.record_many(elapsed.as_secs_f64(), n);
+        }
+    }
+
     /// Parse, identify, then the synchronous stages of [`SYNC_STAGES`] in order; a cache miss
     /// becomes [`Outcome::Resolve`]. Never panics, whatever the bytes.
     pub fn handle_fast_peer(
@@ -401,13 +422,26 @@ impl Pipeline {
         protocol: Protocol,
         received: Instant,
     ) -> Outcome {
+        self.handle_inner(packet, peer, protocol, received, true)
+    }
+
+    /// [`Pipeline::handle_fast_peer`]; `timed`: whether the answer's latency is recorded here
+    /// (false when the caller times a whole batch).
+    fn handle_inner(
+        &self,
+        packet: &[u8],
+        peer: &Peer,
+        protocol: Protocol,
+        received: Instant,
+        timed: bool,
+    ) -> Outcome {
         // Parse: the only stage that sees raw bytes.
         let mut q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(e) => return self.malformed_from(packet, peer, e),
         };
         let client = canonical(peer.addr());
-        let now = LazyNow::new(&self.clock);
+        let now = LazyNow::new(&self.clock, received);
         // An authenticated agent, TCP, or a valid DNS Cookie proves who is asking.
         let verified =
             self.check_source(&mut q, client, protocol, &now) || peer.auth != AuthKind::None;
@@ -421,6 +455,7 @@ impl Pipeline {
             protocol,
             received,
             verified,
+            timed,
         };
         // Identify: a verified token's group claim, else the verified agent's identity
         // pattern, else the socket address picks the group (an identity wins over an address).
@@ -499,7 +534,7 @@ impl Pipeline {
             &mut q,
             p.peer.addr(),
             p.protocol,
-            &LazyNow::new(&self.clock),
+            &LazyNow::new(&self.clock, p.received),
         ) || p.peer.auth != AuthKind::None;
         let policy = &p.policy;
         let group = policy.group(p.group)?;
@@ -513,6 +548,7 @@ impl Pipeline {
             protocol: p.protocol,
             received: p.received,
             verified,
+            timed: true,
         };
 
         // Local zones are authoritative and never forwarded.
