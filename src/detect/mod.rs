@@ -24,6 +24,7 @@
 pub mod config;
 pub mod exceptions;
 pub mod features;
+pub mod floor;
 pub mod ngram;
 pub mod score;
 pub mod sketch;
@@ -166,6 +167,9 @@ struct PairState {
     windows: Windows,
     /// The names this key asked last: repeats add no information.
     recent: RecentNames,
+    /// The last few novel subdomain parts: a name adds only what they do not already say
+    /// (the information floor, [`floor`]).
+    floor: floor::RecentSubdomains,
     /// Estimated novel information sent in names since the key was first tracked, bits.
     novel_bits_total: u64,
     /// A few recent suspicious or informative names, truncated; allocated only for those.
@@ -434,8 +438,16 @@ impl Detector {
         let mut guard = pair.lock();
         let st = &mut *guard;
         // A name asked by another client first is not this client's information.
-        sample.novel = st.recent.insert(sub_hash) && !shared;
-        sample.bits = if sample.novel { bits } else { 0 };
+        let fresh = st.recent.insert(sub_hash);
+        // What the name adds beyond the key's last few names (a counter moved on adds bits,
+        // not bytes); computed for every fresh name so the references stay current.
+        let floor_bits = if fresh {
+            st.floor.novel_bits(sub, bits, f.sub_chars)
+        } else {
+            0
+        };
+        sample.novel = fresh && !shared;
+        sample.bits = if sample.novel { floor_bits } else { 0 };
         self.add(&mut st.windows, now, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
         let pair_stats = st.windows.stats();
@@ -566,7 +578,7 @@ impl Detector {
         } else {
             (pair_score, pair_terms, pair_trip, Scope::ClientDomain)
         };
-        if high || (sample.novel && bits >= SAMPLE_MIN_BITS) {
+        if high || (sample.novel && sample.bits >= SAMPLE_MIN_BITS) {
             keep_sample(st, obs.qname);
         }
         let level = obs.settings.level_for(score);
