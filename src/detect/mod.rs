@@ -731,13 +731,19 @@ impl Detector {
         self.pairs.len() + self.domains.len() + self.clients.len()
     }
 
-    /// Sets `dnsward_detector_tracked_keys{table}` for each table; call it periodically.
-    pub fn publish_metrics(&self) {
-        for (name, len) in [
+    /// Keys tracked per table: (client, domain), domain, client, with their metric labels.
+    #[must_use]
+    pub fn tracked_keys_by_table(&self) -> [(&'static str, usize); 3] {
+        [
             (self.pairs.name(), self.pairs.len()),
             (self.domains.name(), self.domains.len()),
             (self.clients.name(), self.clients.len()),
-        ] {
+        ]
+    }
+
+    /// Sets `dnsward_detector_tracked_keys{table}` for each table; call it periodically.
+    pub fn publish_metrics(&self) {
+        for (name, len) in self.tracked_keys_by_table() {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!(DETECTOR_TRACKED_KEYS, "table" => name).set(len as f64);
         }
