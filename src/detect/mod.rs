@@ -210,11 +210,22 @@ struct DomainState {
     clients: SlidingWindow,
     /// When this domain was first tracked.
     first_seen: Duration,
+    /// Information (each name priced alone) in names new to the client that asked them, and
+    /// the part of it in names another client had asked last; both halved once the first
+    /// passes [`SHARED_DECAY_BITS`]. A content cache's names are asked by many clients; a
+    /// distributed tunnel's never are.
+    offered_bits: u32,
+    /// See `offered_bits`.
+    shared_bits: u32,
     /// When the last fleet-wide alert for it was emitted.
     last_alert_at: Option<Duration>,
     /// Its level.
     last_alert_level: Level,
 }
+
+/// `DomainState::offered_bits` at which both shared-name counters are halved: the share
+/// follows the last ~64 KiB of names' information.
+const SHARED_DECAY_BITS: u32 = 1 << 19;
 
 /// Queries per minute above which a client can be spiking at all.
 const SPIKE_MIN_PER_MINUTE: u32 = 120;
@@ -461,6 +472,16 @@ impl Detector {
             let mut guard = state.lock();
             let d = &mut *guard;
             self.add(&mut d.windows, now, sample);
+            if fresh {
+                d.offered_bits = d.offered_bits.saturating_add(bits);
+                if shared {
+                    d.shared_bits = d.shared_bits.saturating_add(bits);
+                }
+                if d.offered_bits > SHARED_DECAY_BITS {
+                    d.offered_bits /= 2;
+                    d.shared_bits /= 2;
+                }
+            }
             d.clients.advance(now, self.prevalence_half);
             let b = d.clients.current_mut();
             b.unique.insert(client_hash);
@@ -484,15 +505,19 @@ impl Detector {
                 let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
                 let fleet_budgets = self.budgets.scaled(fleet_scale);
                 let fleet_window = d.windows.0[1].volume_stats();
+                #[allow(clippy::cast_precision_loss)]
+                let shared_share = d.shared_bits as f32 / d.offered_bits.max(1) as f32;
                 let fleet = if d.windows.could_score(fleet_budgets) {
                     let mut windows = d.windows.stats();
                     windows[0] = window::WindowStats::default();
                     let ev = Evidence {
                         windows,
                         budgets: fleet_budgets,
-                        // Many clients is what fleet evidence is about: no discount for it
-                        // here; the budget grows with √clients instead.
-                        prevalence: 1.0,
+                        // Many clients is what fleet evidence is about: no discount for that
+                        // alone (the budget grows with √clients instead); but a domain whose
+                        // names many clients share (a CDN's popular hashes) gets the
+                        // prevalence discount, as far as its shared information shows it.
+                        prevalence: 1.0 - 0.8 * p * score::ramp(shared_share, 0.1, 0.4),
                         client_spike: false,
                         scope: Scope::Domain,
                     };

@@ -579,8 +579,10 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
             // Every 10 s tick of this client's own clock, decide what happens this tick.
             let k = t - offset;
             if k.is_multiple_of(20) {
-                let origin = zipf(&mut r, 5000).to_le_bytes();
-                let hash = encode(&[origin.as_slice(), b"origin-salt-v1"].concat(), B32);
+                // A real digest of the origin: no two origins' hashes share a prefix or a
+                // suffix beyond chance (the information floor would rightly discount one).
+                let origin = zipf(&mut r, 5000);
+                let hash = encode(&Prng::new(origin + 1).bytes(20), B32);
                 push(
                     &mut out,
                     t,
