@@ -8,7 +8,8 @@
 //!    gets no appearance points but is otherwise counted like any other,
 //! 2. estimates the *information* the name carries from its alphabet and structure, and counts
 //!    it only when the name is novel: not asked recently by this key, not asked first by another
-//!    client ([`volume`]),
+//!    client ([`volume`]), and only what it adds beyond the key's last few names ([`floor`]:
+//!    `host124` after `host123` adds 2 bits),
 //! 3. adds it to three bounded tables: per (client, registrable domain), per client (across
 //!    domains, so spreading over many domains does not help) and per registrable domain (the
 //!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
