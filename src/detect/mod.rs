@@ -8,7 +8,8 @@
 //!    gets no appearance points but is otherwise counted like any other,
 //! 2. estimates the *information* the name carries from its alphabet and structure, and counts
 //!    it only when the name is novel: not asked recently by this key, not asked first by another
-//!    client ([`volume`]),
+//!    client ([`volume`]), and only what it adds beyond the key's last few names ([`floor`]:
+//!    `host124` after `host123` adds 2 bits),
 //! 3. adds it to three bounded tables: per (client, registrable domain), per client (across
 //!    domains, so spreading over many domains does not help) and per registrable domain (the
 //!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod exceptions;
 pub mod features;
+pub mod floor;
 pub mod ngram;
 pub mod score;
 pub mod sketch;
@@ -166,6 +168,9 @@ struct PairState {
     windows: Windows,
     /// The names this key asked last: repeats add no information.
     recent: RecentNames,
+    /// The last few novel subdomain parts: a name adds only what they do not already say
+    /// (the information floor, [`floor`]).
+    floor: floor::RecentSubdomains,
     /// Estimated novel information sent in names since the key was first tracked, bits.
     novel_bits_total: u64,
     /// A few recent suspicious or informative names, truncated; allocated only for those.
@@ -206,11 +211,22 @@ struct DomainState {
     clients: SlidingWindow,
     /// When this domain was first tracked.
     first_seen: Duration,
+    /// Information (each name priced alone) in names new to the client that asked them, and
+    /// the part of it in names another client had asked last; both halved once the first
+    /// passes [`SHARED_DECAY_BITS`]. A content cache's names are asked by many clients; a
+    /// distributed tunnel's never are.
+    offered_bits: u32,
+    /// See `offered_bits`.
+    shared_bits: u32,
     /// When the last fleet-wide alert for it was emitted.
     last_alert_at: Option<Duration>,
     /// Its level.
     last_alert_level: Level,
 }
+
+/// `DomainState::offered_bits` at which both shared-name counters are halved: the share
+/// follows the last ~64 KiB of names' information.
+const SHARED_DECAY_BITS: u32 = 1 << 19;
 
 /// Queries per minute above which a client can be spiking at all.
 const SPIKE_MIN_PER_MINUTE: u32 = 120;
@@ -434,8 +450,16 @@ impl Detector {
         let mut guard = pair.lock();
         let st = &mut *guard;
         // A name asked by another client first is not this client's information.
-        sample.novel = st.recent.insert(sub_hash) && !shared;
-        sample.bits = if sample.novel { bits } else { 0 };
+        let fresh = st.recent.insert(sub_hash);
+        // What the name adds beyond the key's last few names (a counter moved on adds bits,
+        // not bytes); computed for every fresh name so the references stay current.
+        let floor_bits = if fresh {
+            st.floor.novel_bits(sub, bits, f.sub_chars)
+        } else {
+            0
+        };
+        sample.novel = fresh && !shared;
+        sample.bits = if sample.novel { floor_bits } else { 0 };
         self.add(&mut st.windows, now, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
         let pair_stats = st.windows.stats();
@@ -449,6 +473,16 @@ impl Detector {
             let mut guard = state.lock();
             let d = &mut *guard;
             self.add(&mut d.windows, now, sample);
+            if fresh {
+                d.offered_bits = d.offered_bits.saturating_add(bits);
+                if shared {
+                    d.shared_bits = d.shared_bits.saturating_add(bits);
+                }
+                if d.offered_bits > SHARED_DECAY_BITS {
+                    d.offered_bits /= 2;
+                    d.shared_bits /= 2;
+                }
+            }
             d.clients.advance(now, self.prevalence_half);
             let b = d.clients.current_mut();
             b.unique.insert(client_hash);
@@ -472,15 +506,19 @@ impl Detector {
                 let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
                 let fleet_budgets = self.budgets.scaled(fleet_scale);
                 let fleet_window = d.windows.0[1].volume_stats();
+                #[allow(clippy::cast_precision_loss)]
+                let shared_share = d.shared_bits as f32 / d.offered_bits.max(1) as f32;
                 let fleet = if d.windows.could_score(fleet_budgets) {
                     let mut windows = d.windows.stats();
                     windows[0] = window::WindowStats::default();
                     let ev = Evidence {
                         windows,
                         budgets: fleet_budgets,
-                        // Many clients is what fleet evidence is about: no discount for it
-                        // here; the budget grows with √clients instead.
-                        prevalence: 1.0,
+                        // Many clients is what fleet evidence is about: no discount for that
+                        // alone (the budget grows with √clients instead); but a domain whose
+                        // names many clients share (a CDN's popular hashes) gets the
+                        // prevalence discount, as far as its shared information shows it.
+                        prevalence: 1.0 - 0.8 * p * score::ramp(shared_share, 0.1, 0.4),
                         client_spike: false,
                         scope: Scope::Domain,
                     };
@@ -566,7 +604,7 @@ impl Detector {
         } else {
             (pair_score, pair_terms, pair_trip, Scope::ClientDomain)
         };
-        if high || (sample.novel && bits >= SAMPLE_MIN_BITS) {
+        if high || (sample.novel && sample.bits >= SAMPLE_MIN_BITS) {
             keep_sample(st, obs.qname);
         }
         let level = obs.settings.level_for(score);
@@ -719,13 +757,19 @@ impl Detector {
         self.pairs.len() + self.domains.len() + self.clients.len()
     }
 
-    /// Sets `dnsward_detector_tracked_keys{table}` for each table; call it periodically.
-    pub fn publish_metrics(&self) {
-        for (name, len) in [
+    /// Keys tracked per table: (client, domain), domain, client, with their metric labels.
+    #[must_use]
+    pub fn tracked_keys_by_table(&self) -> [(&'static str, usize); 3] {
+        [
             (self.pairs.name(), self.pairs.len()),
             (self.domains.name(), self.domains.len()),
             (self.clients.name(), self.clients.len()),
-        ] {
+        ]
+    }
+
+    /// Sets `dnsward_detector_tracked_keys{table}` for each table; call it periodically.
+    pub fn publish_metrics(&self) {
+        for (name, len) in self.tracked_keys_by_table() {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!(DETECTOR_TRACKED_KEYS, "table" => name).set(len as f64);
         }

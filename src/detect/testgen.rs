@@ -579,8 +579,10 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
             // Every 10 s tick of this client's own clock, decide what happens this tick.
             let k = t - offset;
             if k.is_multiple_of(20) {
-                let origin = zipf(&mut r, 5000).to_le_bytes();
-                let hash = encode(&[origin.as_slice(), b"origin-salt-v1"].concat(), B32);
+                // A real digest of the origin: no two origins' hashes share a prefix or a
+                // suffix beyond chance (the information floor would rightly discount one).
+                let origin = zipf(&mut r, 5000);
+                let hash = encode(&Prng::new(origin + 1).bytes(20), B32);
                 push(
                     &mut out,
                     t,
@@ -694,6 +696,165 @@ pub fn benign_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
     }
     out.sort_by_key(|q| (q.at, q.client));
     out
+}
+
+/// One client walking through `count` sequentially numbered names of one domain, `interval`
+/// apart, in the given shape (`{}` is the number): `host{}` (`host1 … host500`), `img-{:03}`
+/// style via [`SequentialShape`]. The low-information enumeration the information floor
+/// ([`super::floor`]) is for.
+#[must_use]
+pub fn sequential_names(shape: SequentialShape, domain: &str, count: usize) -> Vec<String> {
+    (1..=count)
+        .map(|i| {
+            let sub = match shape {
+                SequentialShape::Host => format!("host{i}"),
+                SequentialShape::CdnImage => format!("img-{i:03}.cdn"),
+                SequentialShape::RegionEndpoint => {
+                    let region = ["eu-west-1", "us-east-2", "ap-south-1", "sa-east-1"][i % 4];
+                    format!("api-v2-{region}-{}", i / 4)
+                }
+            };
+            format!("{sub}.{domain}")
+        })
+        .collect()
+}
+
+/// Shapes of [`sequential_names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequentialShape {
+    /// `host1`, `host2`, ...
+    Host,
+    /// `img-001.cdn`, `img-002.cdn`, ...
+    CdnImage,
+    /// `api-v2-eu-west-1-0`, `api-v2-us-east-2-0`, ... (four regions in turn, then the next
+    /// instance number).
+    RegionEndpoint,
+}
+
+/// The benign classes of [`enumerating_fleet`].
+pub const ENUMERATING_CLASSES: [&str; 3] = ["shard-crawler", "sharded-api", "region-endpoints"];
+
+/// Benign clients that enumerate numbered names, from `clients` clients over `hours` hours:
+/// - `shard-crawler`: every hour each client crawls 300 numbered shards of a site,
+///   `page-0001.b<client>.crawl-example.org` … `page-0300`, 10 a second, with an index page
+///   `www.crawl-example.org` after every 20th;
+/// - `sharded-api`: every 10 s a call to the shard owning a random key,
+///   `shard-<0000..0255>.api.shardstore-example.com` (random order: the shard number is fresh
+///   information, a byte a call);
+/// - `region-endpoints`: every 30 s one of 4 regions × 8 instances
+///   `api-v2-<region>-<n>.svc.cloud-example.net`.
+#[must_use]
+pub fn enumerating_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let mut out = Vec::new();
+    let end = hours * 3600;
+    let regions = ["eu-west-1", "us-east-2", "ap-south-1", "sa-east-1"];
+    for client in 0..clients {
+        let offset = r.below(60);
+        let mut push = |at: u64, class, qname: String| {
+            out.push(BenignQuery {
+                at,
+                client,
+                class,
+                qname,
+                qtype: 1,
+            });
+        };
+        let mut crawl = offset;
+        while crawl < end {
+            for page in 1..=300u64 {
+                let at = crawl + page / 10;
+                push(
+                    at,
+                    "shard-crawler",
+                    format!("page-{page:04}.b{client}.crawl-example.org"),
+                );
+                if page % 20 == 0 {
+                    push(at, "shard-crawler", "www.crawl-example.org".to_string());
+                }
+            }
+            crawl += 3600;
+        }
+        let mut t = offset;
+        while t < end {
+            push(
+                t,
+                "sharded-api",
+                format!("shard-{:04}.api.shardstore-example.com", r.below(256)),
+            );
+            if (t - offset).is_multiple_of(30) {
+                let region = regions[usize::try_from(r.below(4)).unwrap_or(0)];
+                push(
+                    t,
+                    "region-endpoints",
+                    format!("api-v2-{region}-{}.svc.cloud-example.net", r.below(8)),
+                );
+            }
+            t += 10;
+        }
+    }
+    out.sort_by_key(|q| (q.at, q.client));
+    out
+}
+
+/// Tunnels built to exploit the information floor ([`super::floor`]), 16 KB each at 20
+/// queries a second under `domain`:
+/// - `<seq>-<payload>` after a long shared prefix: `sync-4f1c-00042-<syllables>`, 6 bytes a
+///   query in word-like syllables;
+/// - payload in alternating names: two stems (`eu-cache-`, `us-cache-`) in turn, 3 bytes of
+///   hex each, so every name shares its stem with the one before last;
+/// - payload in a counter's steps: `host<n>` where n grows by 1 + one payload byte.
+#[must_use]
+pub fn floor_exploits(domain: &str, seed: u64) -> Vec<Traffic> {
+    let mut r = Prng::new(seed);
+    let total = 16 * 1024;
+    let seq_prefix = (0..total / 6)
+        .map(|i| TunnelQuery {
+            qname: format!("sync-4f1c-{i:05}-{}.{domain}", syllables(&r.bytes(6))),
+            qtype: 1,
+            payload: 6,
+        })
+        .collect();
+    let alternating = (0..total / 3)
+        .map(|i| TunnelQuery {
+            qname: format!(
+                "{}-cache-{}.{domain}",
+                if i % 2 == 0 { "eu" } else { "us" },
+                encode(&r.bytes(3), HEX)
+            ),
+            qtype: 1,
+            payload: 3,
+        })
+        .collect();
+    let mut n = 1000u64;
+    let steps = (0..total)
+        .map(|_| {
+            n += 1 + u64::from(r.bytes(1)[0]);
+            TunnelQuery {
+                qname: format!("host{n}.{domain}"),
+                qtype: 1,
+                payload: 1,
+            }
+        })
+        .collect();
+    let interval = Duration::from_millis(50);
+    vec![
+        Traffic {
+            tool: "<seq>-<payload> after a shared prefix",
+            queries: seq_prefix,
+            interval,
+        },
+        Traffic {
+            tool: "payload in alternating names",
+            queries: alternating,
+            interval,
+        },
+        Traffic {
+            tool: "payload in a counter's steps",
+            queries: steps,
+            interval,
+        },
+    ]
 }
 
 #[cfg(test)]

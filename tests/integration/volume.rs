@@ -316,3 +316,65 @@ async fn an_hour_of_benign_classes_from_forty_agents_raises_no_alert() {
     assert!(alerts.is_empty(), "false alerts: {alerts:#?}");
     assert!(!events.iter().any(|e| e["kind"] == "containment_started"));
 }
+
+/// One agent walking 500 sequentially numbered names of one domain within a minute (`host1 …
+/// host500`, `img-001.cdn …`, `api-v2-<region>-<n>`), through the resolver: each name adds a
+/// few bits beyond the one before (the information floor), so every one is forwarded (the
+/// fake upstream's NXDOMAIN) and nothing is alerted. Then tunnels built to exploit the floor,
+/// from other agents, are still contained.
+#[tokio::test]
+async fn sequential_names_pass_and_tunnels_exploiting_the_floor_are_contained() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let mut s = server("127.0.8.0/24", &up, &clock).await;
+    for (i, shape) in [
+        testgen::SequentialShape::Host,
+        testgen::SequentialShape::CdnImage,
+        testgen::SequentialShape::RegionEndpoint,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let src = format!("127.0.8.{}", 10 + i);
+        let domain = format!("seq-{i}.example.com");
+        for name in testgen::sequential_names(shape, &domain, 500) {
+            let raw = udp_raw(s.udp, src.parse().unwrap(), &raw_name_query(&name, 1))
+                .await
+                .expect("an answer");
+            let m = Message::from_vec(&raw).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name} ({shape:?}) not forwarded"
+            );
+            clock.advance(Duration::from_millis(120));
+        }
+    }
+    let mut leaks = Vec::new();
+    for (i, t) in testgen::floor_exploits("floor-exfil.example.com", 81)
+        .into_iter()
+        .enumerate()
+    {
+        let src = format!("127.0.8.{}", 20 + i);
+        let leak = replay(&s, &clock, &src, &t).await;
+        eprintln!(
+            "{:40} {:5} B forwarded of 16 KB, contained at query {:?}",
+            t.tool, leak.forwarded, leak.contained_at
+        );
+        leaks.push((t.tool, leak));
+    }
+    let events = s.stop_and_read_events().await;
+    let alerts: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["domain"].as_str().unwrap_or("").starts_with("seq-"))
+        .collect();
+    assert!(alerts.is_empty(), "sequential names alerted: {alerts:#?}");
+    for (tool, leak) in &leaks {
+        assert!(leak.contained_at.is_some(), "{tool} never contained");
+        assert!(
+            leak.forwarded <= 4096,
+            "{tool}: {} B forwarded",
+            leak.forwarded
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The information floor: what a query name *adds*, given the names its (client, registrable
+//! domain) sent just before.
+//!
+//! [`super::volume::info_bits`] prices a name on its own. A client that walks through
+//! `host1 … host500`, `img-001.cdn … img-500.cdn` or `shard-0042.api` names sends hundreds of
+//! distinct names a minute, each priced at 2–4 bytes alone, yet the stream as a whole carries
+//! little: each name is the previous one with a counter moved on. Paxson et al. (2013) bound what
+//! a DNS stream can carry by compressing it; this is the cheap, bounded-memory version of that
+//! idea, front/back coding against a few recent names:
+//! - per (client, domain) a ring of the last [`RING`] novel subdomain parts (≤ [`KEPT`] bytes
+//!   each, [`RecentSubdomains`], 200 bytes);
+//! - a new name is coded against each of them: the longest common prefix and suffix are free,
+//!   the middle costs what its characters carry at the name's own rate (its `info_bits` per
+//!   character), plus the position of the change when it is inside the name (the change's place
+//!   is a choice too), plus log2([`RING`]) bits for choosing a reference other than the last;
+//! - when the middle is a run of digits in both names (a counter moved on), it costs
+//!   log2(|difference| + 1) + 1 bits, never more than log2(10) a digit: `host124` after
+//!   `host123` costs 2 bits; a counter stepped by payload bytes pays for the payload;
+//! - the cheapest reference wins, never above the name's own estimate and never below
+//!   [`MIN_NAME_BITS`]: no distinct name is free.
+//!
+//! Limits: only the last four names are references, so a client enumerating names in random
+//! order pays for the order (which is information: a tunnel could use it); names longer than
+//! [`KEPT`] are priced alone (over-counting, the safe side for detection). What a tunnel cannot
+//! hide is what it sends: a payload after a shared prefix is a middle and is counted in full.
+
+/// Recent names kept per (client, domain).
+pub const RING: usize = 4;
+/// Longest subdomain part kept, in bytes; a longer name is priced on its own.
+pub const KEPT: usize = 48;
+/// Bits every distinct name costs at least, whatever it shares with recent ones.
+pub const MIN_NAME_BITS: u32 = 2;
+/// Bits for naming which recent name a new one is coded against (log2 of [`RING`]); the most
+/// recent is free.
+const REFERENCE_BITS: f32 = 2.0;
+/// log2(10): the most a digit carries.
+const DIGIT_BITS: f32 = 3.32;
+/// Longest digit run read as a number (fits in a `u64`).
+const MAX_RUN: usize = 18;
+
+/// The last [`RING`] novel subdomain parts of one (client, domain), newest at `head`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentSubdomains {
+    /// The names' bytes, each left-aligned.
+    names: [[u8; KEPT]; RING],
+    /// Their lengths; 0 is an empty slot.
+    lens: [u8; RING],
+    /// Slot of the newest name.
+    head: u8,
+}
+
+impl Default for RecentSubdomains {
+    fn default() -> Self {
+        Self {
+            names: [[0; KEPT]; RING],
+            lens: [0; RING],
+            head: 0,
+        }
+    }
+}
+
+impl RecentSubdomains {
+    /// Bits the subdomain part `sub` adds given the recent names, then remembers it.
+    ///
+    /// `alone_bits` is the name's own estimate ([`super::volume::info_bits`]) and `sub_chars`
+    /// its characters without dots (the estimate's per-character rate is `alone_bits /
+    /// sub_chars`). Call it for names that are novel for the key; repeats add nothing anyway.
+    pub fn novel_bits(&mut self, sub: &str, alone_bits: u32, sub_chars: usize) -> u32 {
+        let s = sub.as_bytes();
+        let bits = self.estimate(s, alone_bits, sub_chars);
+        self.remember(s);
+        bits
+    }
+
+    /// The cheapest coding of `s` against a recent name, clamped to
+    /// `MIN_NAME_BITS..=alone_bits`.
+    fn estimate(&self, s: &[u8], alone_bits: u32, sub_chars: usize) -> u32 {
+        if alone_bits <= MIN_NAME_BITS || s.len() > KEPT {
+            return alone_bits;
+        }
+        #[allow(clippy::cast_precision_loss)] // names are short
+        let rate = alone_bits as f32 / sub_chars.max(1) as f32;
+        #[allow(clippy::cast_precision_loss)]
+        let mut best = alone_bits as f32;
+        for age in 0..RING {
+            let slot = (usize::from(self.head) + RING - age) % RING;
+            let len = usize::from(self.lens[slot]);
+            if len == 0 {
+                continue;
+            }
+            let reference = if age == 0 { 0.0 } else { REFERENCE_BITS };
+            let cost = reference + coded_bits(s, &self.names[slot][..len], rate);
+            best = best.min(cost);
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
+        let rounded = best.round() as u32;
+        rounded.clamp(MIN_NAME_BITS, alone_bits.max(MIN_NAME_BITS))
+    }
+
+    /// Makes `s` the newest recent name (if it fits).
+    fn remember(&mut self, s: &[u8]) {
+        if s.is_empty() || s.len() > KEPT {
+            return;
+        }
+        let slot = (usize::from(self.head) + 1) % RING;
+        self.names[slot][..s.len()].copy_from_slice(s);
+        self.lens[slot] = u8::try_from(s.len()).unwrap_or(0);
+        self.head = u8::try_from(slot).unwrap_or(0);
+    }
+}
+
+/// Bits to code `s` as `r` with its middle replaced: what the common prefix and suffix leave.
+fn coded_bits(s: &[u8], r: &[u8], rate: f32) -> f32 {
+    let lcp = s.iter().zip(r).take_while(|(a, b)| a == b).count();
+    let room = s.len().min(r.len()) - lcp;
+    let lcs = s
+        .iter()
+        .rev()
+        .zip(r.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (start, end, r_end) = (lcp, s.len() - lcs, r.len() - lcs);
+    if start == end && r_end == start {
+        return 0.0; // the same name
+    }
+    if let Some(bits) = counter_step(s, r, start, end, r_end) {
+        return bits;
+    }
+    let middle = s[start..end].iter().filter(|c| **c != b'.').count();
+    // A change inside the name also says where it is.
+    #[allow(clippy::cast_precision_loss)]
+    let position = if start > 0 && end < s.len() {
+        ((s.len() + 1) as f32).log2()
+    } else {
+        0.0
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let bits = middle as f32 * rate + position;
+    bits
+}
+
+/// When the change from `r` to `s` is one run of digits moved on (`host123` → `host124`,
+/// `img-009` → `img-010`), its cost: log2(|difference| + 1) + 1, at most log2(10) a digit.
+fn counter_step(s: &[u8], r: &[u8], start: usize, end: usize, r_end: usize) -> Option<f32> {
+    // Widen the change to the whole digit run around it; the names agree before `start`.
+    let mut lo = start;
+    while lo > 0 && s[lo - 1].is_ascii_digit() {
+        lo -= 1;
+    }
+    let mut hi = end;
+    while hi < s.len() && s[hi].is_ascii_digit() {
+        hi += 1;
+    }
+    let mut r_hi = r_end;
+    while r_hi < r.len() && r[r_hi].is_ascii_digit() {
+        r_hi += 1;
+    }
+    let (run, r_run) = (&s[lo..hi], r.get(lo..r_hi)?);
+    let digits = |x: &[u8]| !x.is_empty() && x.len() <= MAX_RUN && x.iter().all(u8::is_ascii_digit);
+    if !digits(run) || !digits(r_run) || s[hi..] != r[r_hi..] {
+        return None;
+    }
+    let value = |x: &[u8]| x.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+    #[allow(clippy::cast_precision_loss)] // a rounded bit count is all that is needed
+    let step = (value(run).abs_diff(value(r_run)) as f64 + 1.0).log2() as f32 + 1.0;
+    #[allow(clippy::cast_precision_loss)]
+    let most = run.len() as f32 * DIGIT_BITS;
+    Some(step.min(most))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::features::extract;
+    use super::super::volume::info_bits;
+    use super::*;
+
+    /// Feeds the names in order; returns (bits each name was priced alone, bits added).
+    fn run(names: &[&str]) -> Vec<(u32, u32)> {
+        let mut ring = RecentSubdomains::default();
+        names
+            .iter()
+            .map(|sub| {
+                let f = extract(&format!("{sub}.example.com"), sub, 1);
+                let alone = info_bits(&f);
+                (alone, ring.novel_bits(sub, alone, f.sub_chars))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_counter_moving_on_costs_a_few_bits() {
+        let names: Vec<String> = (1..=500).map(|i| format!("host{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let r = run(&names);
+        let total: u32 = r.iter().map(|x| x.1).sum();
+        let alone: u32 = r.iter().map(|x| x.0).sum();
+        assert!(total <= 500 * 3, "{total} bits for 500 sequential names");
+        assert!(alone >= 500 * 12, "{alone}");
+        // Zero-padded counters, a suffix after the counter, interior changes.
+        for (a, b) in [
+            ("img-009.cdn", "img-010.cdn"),
+            ("shard-0041.api", "shard-0042.api"),
+        ] {
+            let r = run(&[a, b]);
+            assert!(r[1].1 <= 3, "{a} → {b}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_free_and_nothing_costs_more_than_alone() {
+        let r = run(&["www", "www1"]);
+        assert!(r[1].1 >= MIN_NAME_BITS);
+        // Unrelated names: priced alone.
+        let r = run(&["mzxw6ytboi2dkmzx", "q3k9zt0xwe7v1bfa"]);
+        assert_eq!(r[1].1, r[1].0);
+        for (alone, added) in run(&["a", "b1", "b2", "c-7", "x.y.z"]) {
+            assert!(added <= alone.max(MIN_NAME_BITS));
+        }
+    }
+
+    #[test]
+    fn a_payload_after_a_shared_prefix_is_counted() {
+        // `<seq>-<payload>` under one long prefix: the payload is the middle.
+        let r = run(&[
+            "session-7f3a-0001-mzxw6ytboi2dkmzxw6",
+            "session-7f3a-0002-q3k9zt0xwe7v1bfaop",
+        ]);
+        let (alone, added) = r[1];
+        assert!(
+            added * 10 >= alone * 5,
+            "payload counted {added} of {alone} bits"
+        );
+        // Payload carried in a counter's steps is paid for by the size of the steps.
+        let r = run(&["host1000", "host1217"]);
+        assert!(r[1].1 >= 8, "{r:?}");
+        // Alternating between two stems does not hide the payload either.
+        let r = run(&["eu-a3f9c1", "us-77b0e2", "eu-0c4d5e", "us-9e8f7a"]);
+        for (alone, added) in &r[2..] {
+            assert!(added * 10 >= alone * 6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_priced_alone_and_not_kept() {
+        let long = "a".repeat(KEPT + 1);
+        let mut ring = RecentSubdomains::default();
+        assert_eq!(ring.novel_bits(&long, 100, long.len()), 100);
+        assert_eq!(ring.novel_bits(&long, 100, long.len()), 100);
+        assert_eq!(ring.lens, [0; RING]);
+    }
+}
