@@ -143,8 +143,11 @@ mod tests {
             author: (number > 1).then(|| "alice".into()),
             message: (number > 1).then(|| "allow cdn".into()),
             action: action.into(),
+            status: crate::govern::store::VersionStatus::Applied,
             rolled_back_from: rolled_back_to.map(|_| number - 1),
             rolled_back_to,
+            proposed_against: None,
+            change: None,
             config_path: PathBuf::from("/etc/dnsward/dnsward.toml"),
             files: Vec::new(),
         }
