@@ -285,6 +285,18 @@ pub enum PolicyAction {
         #[arg(long)]
         reason: String,
     },
+    /// Ask the running server to apply a proposed version (an analyst's deny-list proposal):
+    /// it becomes the running policy, recorded as a new version with you as author.
+    Apply {
+        /// The proposed version (see `policy history`, status `proposed`).
+        version: u64,
+        /// Who is applying it.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Send the library's `tracing` output to stderr, filtered by `DNSWARD_LOG` (default `info`).

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use super::PolicyAction;
 use super::table::{Align, text_table};
 use crate::config::Config;
-use crate::govern::store::PolicyStore;
+use crate::govern::store::{PolicyStore, VersionStatus};
 
 fn open_store(cfg: &Config) -> anyhow::Result<PolicyStore> {
     let sc = cfg.store.as_ref().ok_or_else(|| {
@@ -98,26 +98,57 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 v["number"], v["rolled_back_to"]
             );
         }
+        PolicyAction::Apply {
+            version,
+            actor,
+            reason,
+        } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/apply",
+                &serde_json::json!({ "version": version, "actor": actor, "reason": reason }),
+            )?;
+            println!(
+                "applied: version {} runs proposal {version} ({})",
+                v["number"],
+                v["change"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(())
 }
 
-/// `policy history` as a table: version, load time, action (`rollback→3` for a rollback),
-/// author, hash prefix and message.
+/// `policy history` as a table: version, load time, action (`rollback→3` for a rollback,
+/// `apply→7` for an apply, `propose→5` for a proposal against version 5), status (`proposed`,
+/// `applied in 8`, or empty for versions that ran), author, hash prefix and message (for a
+/// proposal, its change first).
 fn history_table(history: &[crate::govern::store::VersionInfo]) -> String {
-    const HEADERS: [&str; 6] = ["VER", "LOADED", "ACTION", "AUTHOR", "HASH", "MESSAGE"];
+    const HEADERS: [&str; 7] = [
+        "VER", "LOADED", "ACTION", "STATUS", "AUTHOR", "HASH", "MESSAGE",
+    ];
+    let applied = crate::govern::store::applied_proposals(history);
     let rows = history.iter().map(|v| {
-        let action = match v.rolled_back_to {
+        let action = match v.rolled_back_to.or(v.proposed_against) {
             Some(to) => format!("{}→{to}", v.action),
             None => v.action.clone(),
+        };
+        let status = match (v.status, applied.get(&v.number)) {
+            (VersionStatus::Proposed, Some(n)) => format!("applied in {n}"),
+            (VersionStatus::Proposed, None) => "proposed".to_string(),
+            (VersionStatus::Applied, _) => String::new(),
+        };
+        let message = match (&v.change, &v.message) {
+            (Some(c), Some(m)) if v.status == VersionStatus::Proposed => format!("{c}: {m}"),
+            (_, m) => m.as_deref().unwrap_or("").to_string(),
         };
         [
             v.number.to_string(),
             v.loaded_at.chars().take(19).collect::<String>(),
             action,
+            status,
             v.author.as_deref().unwrap_or("-").to_string(),
             v.hash.chars().take(16).collect::<String>(),
-            v.message.as_deref().unwrap_or("").to_string(),
+            message,
         ]
     });
     let mut out = String::new();
@@ -175,5 +206,28 @@ mod tests {
         );
         let author = column(lines[0], "AUTHOR");
         assert_eq!(lines[1].chars().nth(author), Some('-'), "{table}");
+        let mut proposal = version(13, "propose", None);
+        proposal.status = VersionStatus::Proposed;
+        proposal.proposed_against = Some(12);
+        proposal.change = Some("deny \"t.example\" in group \"g\"".into());
+        let mut apply = version(14, "apply", Some(13));
+        apply.message = Some("ok".into());
+        let table = history_table(&[proposal.clone(), apply]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[1].contains("propose→12  applied in 14"), "{table}");
+        assert!(
+            rows[1].contains("deny \"t.example\" in group \"g\": allow cdn"),
+            "{table}"
+        );
+        assert!(rows[2].contains("apply→13"), "{table}");
+        let table = history_table(&[proposal]);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("propose→12  proposed"),
+            "{table}"
+        );
     }
 }
