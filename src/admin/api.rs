@@ -388,7 +388,10 @@ async fn policy_apply(
         info.change.as_deref().unwrap_or("-"),
         b.reason
     );
-    Ok(noted(Json(info).into_response(), &b.actor, "apply", detail))
+    // The change lives in the store; the live files still lack it until written back.
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["live_differs"] = json!(s.control.live_differs(info.number));
+    Ok(noted(Json(body).into_response(), &b.actor, "apply", detail))
 }
 
 #[derive(Deserialize)]

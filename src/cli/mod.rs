@@ -285,6 +285,19 @@ pub enum PolicyAction {
         #[arg(long)]
         reason: String,
     },
+    /// Print a file as stored in a version (default: its config file), or write it back to
+    /// its live path with `--write-back` (e.g. after applying a proposal, so that the next
+    /// reload or restart from disk keeps it).
+    Cat {
+        /// The version.
+        version: u64,
+        /// Which of its files (absolute path as recorded; default the config file).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Replace the live file at the recorded path (atomically) instead of printing.
+        #[arg(long)]
+        write_back: bool,
+    },
     /// Ask the running server to apply a proposed version (an analyst's deny-list proposal):
     /// it becomes the running policy, recorded as a new version with you as author.
     Apply {

@@ -113,6 +113,44 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 v["number"],
                 v["change"].as_str().unwrap_or("")
             );
+            for f in v["live_differs"].as_array().into_iter().flatten() {
+                let f = f.as_str().unwrap_or_default();
+                println!(
+                    "the live {f} does not have it yet: `dnsward policy cat {} --file {f} --write-back` before the next reload or restart",
+                    v["number"]
+                );
+            }
+        }
+        PolicyAction::Cat {
+            version,
+            file,
+            write_back,
+        } => {
+            let store = open_store(&cfg)?;
+            let path = match file {
+                Some(f) => f,
+                None => store.get(version)?.config_path,
+            };
+            let bytes = store.file(version, &path)?;
+            if write_back {
+                // A shell redirect would truncate the config before this command reads it;
+                // write beside it and rename over it instead.
+                let tmp = path.with_file_name(format!(
+                    ".{}.dnsward-tmp",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|()| match std::fs::metadata(&path) {
+                        // Keep the live file's mode (it may be group-readable by the service).
+                        Ok(m) => std::fs::set_permissions(&tmp, m.permissions()),
+                        Err(_) => Ok(()),
+                    })
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {} from version {version}", path.display());
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+            }
         }
     }
     Ok(())

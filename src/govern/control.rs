@@ -348,10 +348,25 @@ impl Control {
                 let to = info.rolled_back_to.unwrap_or_default();
                 let msg = match target {
                     StoredTarget::Rollback(_) => format!("rolled back to version {to}: {reason}"),
-                    StoredTarget::Apply(_) => format!(
-                        "applied proposal {to} ({}): {reason}",
-                        info.change.as_deref().unwrap_or("no change summary")
-                    ),
+                    StoredTarget::Apply(_) => {
+                        let mut m = format!(
+                            "applied proposal {to} ({}): {reason}",
+                            info.change.as_deref().unwrap_or("no change summary")
+                        );
+                        // The store, not the live file, holds the change: say so where the
+                        // operator will look, or the next reload from disk would drop it.
+                        let live = self.live_differs(info.number);
+                        if !live.is_empty() {
+                            let names: Vec<String> =
+                                live.iter().map(|p| p.display().to_string()).collect();
+                            m.push_str(&format!(
+                                "; the live files do not have it yet ({}): write them with `dnsward policy cat {}` before the next reload or restart",
+                                names.join(", "),
+                                info.number
+                            ));
+                        }
+                        m
+                    }
                 };
                 self.record_event(done, &version, Some(actor), Some(msg));
                 metrics::gauge!(crate::metrics::POLICY_VERSION).set(version.number as f64);
@@ -364,6 +379,17 @@ impl Control {
                 Err(e)
             }
         }
+    }
+
+    /// The files of stored version `number` whose live copy differs or is missing (empty
+    /// without a store or on a store error): after an apply, what `dnsward policy cat` must
+    /// write back so that a reload or restart from disk keeps the change.
+    #[must_use]
+    pub fn live_differs(&self, number: u64) -> Vec<PathBuf> {
+        self.store
+            .as_ref()
+            .and_then(|s| s.differs_from_live(number).ok())
+            .unwrap_or_default()
     }
 
     /// Propose adding `domain` to `group`'s deny list: a new version in the store whose

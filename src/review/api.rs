@@ -425,7 +425,10 @@ async fn apply(
         info.change.as_deref().unwrap_or("-"),
         b.reason
     );
-    Ok(noted(Json(info).into_response(), "apply", detail))
+    // The change lives in the store; the live files still lack it until written back.
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["live_differs"] = json!(r.control().live_differs(info.number));
+    Ok(noted(Json(body).into_response(), "apply", detail))
 }
 
 async fn tokens(

@@ -100,6 +100,21 @@ impl ReviewServer {
         }
     }
 
+    /// Start on `dir` as it is (a restart that keeps a config edited since).
+    pub async fn start_existing(dir: &Path, clock: std::sync::Arc<ManualClock>) -> Self {
+        let path = dir.join("dnsward.toml");
+        let cfg = Config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+        let app = RunningApp::start_with_clock(&cfg, clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            udp: app.dns.udp_addrs[0],
+            base: format!("http://{}", app.admin.as_ref().unwrap().addr),
+            app: Some(app),
+            events_path: dir.join("events.jsonl"),
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
@@ -786,6 +801,7 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         })
         .collect();
     assert_eq!(changed, ["+deny = [\"tun.example\"]"], "{diff}");
+    eprintln!("$ dnsward policy diff 1 2\n{diff}");
     // Not applied: the same query is still answered.
     assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
 
@@ -840,6 +856,13 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         "{v3}"
     );
     assert_eq!(rcode(s.udp).await, ResponseCode::NXDomain);
+    // The change is in the store; the live config does not have it yet, and the answer says so.
+    let config_path = std::fs::canonicalize(dir.path().join("dnsward.toml")).unwrap();
+    assert_eq!(
+        v3["live_differs"],
+        json!([config_path.display().to_string()]),
+        "{v3}"
+    );
     let other = udp_query(s.udp, "127.0.0.83", "www.example", RecordType::A).await;
     assert_eq!(other.metadata.response_code, ResponseCode::NoError);
     let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
@@ -867,6 +890,8 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown with --nocapture: the real output the docs quote.
+    eprintln!("$ dnsward policy history\n{text}");
     let row = text
         .lines()
         .find(|l| l.trim_start().starts_with("2 "))
@@ -875,6 +900,34 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         row.contains("propose→1") && row.contains("applied in 3") && row.contains("alice"),
         "{text}"
     );
+
+    // Written back to the live config, the applied version is what a restart loads (the same
+    // content: still version 3, still blocked).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["policy", "cat", "3", "--write-back", "--config"])
+        .arg(dir.path().join("dnsward.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = std::fs::read_to_string(dir.path().join("dnsward.toml")).unwrap();
+    assert!(
+        live.contains("deny = [\"tun.example\"]") && live.contains("[groups.detect]"),
+        "{live}"
+    );
+    let mut s = ReviewServer::start_existing(dir.path(), clock.clone()).await;
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(history["active"], 3, "{history}");
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        3,
+        "{history}"
+    );
+    assert_eq!(rcode(s.udp).await, ResponseCode::NXDomain);
+    s.stop().await;
 
     // Audit: the chained log verifies and names alice for the proposal, admin for the apply.
     let files = dnsward::events::reader::rotated_files(&s.events_path);

@@ -145,6 +145,24 @@ impl PolicyStore {
     }
 }
 
+impl PolicyStore {
+    /// The files of version `number` whose live copy (at the recorded path) is missing or
+    /// differs. After an apply (or a rollback) this is what an operator must write back for a
+    /// reload or restart from the live files to keep the change: `dnsward policy cat`.
+    ///
+    /// # Errors
+    /// The version is missing or corrupt.
+    pub fn differs_from_live(&self, number: u64) -> Result<Vec<std::path::PathBuf>, StoreError> {
+        let info = self.get(number)?;
+        Ok(info
+            .files
+            .iter()
+            .filter(|f| std::fs::read(&f.path).map_or(true, |b| sha256_hex(&b) != f.sha256))
+            .map(|f| f.path.clone())
+            .collect())
+    }
+}
+
 /// For each proposal in `history`, the first version that applied it.
 #[must_use]
 pub fn applied_proposals(history: &[VersionInfo]) -> BTreeMap<u64, u64> {
