@@ -36,8 +36,8 @@ pub enum ControlError {
     /// The version store failed or refused (unknown version, nothing to roll back to, …).
     #[error("policy store: {0}")]
     Store(#[from] StoreError),
-    /// Rollback needs a version store.
-    #[error("rollback needs [store] state_dir in the configuration")]
+    /// Rollback, proposals and their apply need a version store.
+    #[error("rollback and policy proposals need [store] state_dir in the configuration")]
     NoStore,
     /// A reload or rollback is already running.
     #[error("another reload or rollback is in progress")]

@@ -498,6 +498,18 @@ impl Review {
             }
             TriageState::Released => release(&mut effects),
             TriageState::Confirmed => {
+                if req.propose_deny {
+                    // A proposed policy version, authored by the analyst; it runs only when an
+                    // admin applies it. First, so that a refused proposal changes nothing.
+                    let v = self
+                        .control
+                        .propose_deny(&group, &domain, &user.name, note)
+                        .map_err(|e| ActionError::Conflict(e.to_string()))?;
+                    effects.push(format!(
+                        "proposed policy version {} to deny {domain} in group {group} (apply: dnsward policy apply {})",
+                        v.number, v.number
+                    ));
+                }
                 if let Some(by) = extend {
                     let n = self.pipeline.containment().extend(
                         &self.pipeline.client_key(client),
@@ -507,18 +519,6 @@ impl Review {
                     effects.push(format!(
                         "extended {n} containments to at least {}",
                         humantime::format_duration(by)
-                    ));
-                }
-                if req.propose_deny {
-                    // A proposed policy version, authored by the analyst; it runs only when an
-                    // admin applies it.
-                    let v = self
-                        .control
-                        .propose_deny(&group, &domain, &user.name, note)
-                        .map_err(|e| ActionError::Conflict(e.to_string()))?;
-                    effects.push(format!(
-                        "proposed policy version {} to deny {domain} in group {group} (apply: dnsward policy apply {})",
-                        v.number, v.number
                     ));
                 }
             }
