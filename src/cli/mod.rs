@@ -113,7 +113,7 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Policy versions: history, diff, reload, rollback.
+    /// Policy versions: history, diff, reload, rollback, apply a proposal, cat a stored file.
     Policy {
         /// Configuration file (for `[store]` and the admin endpoint).
         #[arg(

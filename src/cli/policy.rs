@@ -1,5 +1,5 @@
-//! `dnsward policy …`: the stored versions (history, diff) read from `[store]`, and reload and
-//! rollback asked of the running server through its admin API.
+//! `dnsward policy …`: the stored versions (history, diff, cat) read from `[store]`, and reload,
+//! rollback and apply (of a proposed version) asked of the running server through its admin API.
 
 use std::path::Path;
 
