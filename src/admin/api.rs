@@ -34,7 +34,8 @@ use crate::admin::redact::{self, MetricsLabels};
 use crate::admin::token::AdminToken;
 use crate::contain::overrides::AlertFilter;
 use crate::events::{AdminEvent, Event, EventBody};
-use crate::govern::control::{Control, ControlError};
+use crate::govern::control::Control;
+use crate::review::api_error::{ApiError, ErrorDetail};
 use crate::serve::pipeline::Pipeline;
 
 /// The OpenAPI description, checked in and served as is.
@@ -59,77 +60,6 @@ pub struct ApiState {
 /// Whether the request was authenticated, for handlers that show more to the token holder.
 #[derive(Debug, Clone, Copy)]
 struct Authenticated(bool);
-
-/// An API error: status, message and details, rendered as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    details: Vec<String>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            details: Vec::new(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let detail = if self.details.is_empty() {
-            self.message.clone()
-        } else {
-            format!("{}: {}", self.message, self.details.join("; "))
-        };
-        let mut r = (
-            self.status,
-            Json(json!({ "error": self.message, "details": self.details })),
-        )
-            .into_response();
-        r.extensions_mut().insert(AuditNote {
-            actor: None,
-            action: None,
-            detail: Some(detail),
-        });
-        r
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        Self::bad_request(format!("invalid JSON body: {}", r.body_text()))
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        Self::bad_request(format!("invalid query string: {}", r.body_text()))
-    }
-}
-
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Invalid(problems) => Self {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "the configuration has problems; the running policy stays".into(),
-                details: problems.problems.iter().map(ToString::to_string).collect(),
-            },
-            ControlError::Busy => Self::new(StatusCode::CONFLICT, e.to_string()),
-            ControlError::NoStore => Self::new(StatusCode::CONFLICT, e.to_string()),
-            ControlError::Store(se) => Self::new(StatusCode::BAD_REQUEST, se.to_string()),
-            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
-        }
-    }
-}
 
 /// What a handler tells the audit record.
 #[derive(Debug, Clone)]
@@ -192,7 +122,18 @@ async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next)
     };
     // Scrapes and health checks are too frequent and too boring to audit.
     if needs_auth || !matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
-        let note = response.extensions().get::<AuditNote>().cloned();
+        let note = response
+            .extensions()
+            .get::<AuditNote>()
+            .cloned()
+            .or_else(|| {
+                let e = response.extensions().get::<ErrorDetail>()?;
+                Some(AuditNote {
+                    actor: None,
+                    action: None,
+                    detail: Some(e.0.clone()),
+                })
+            });
         let event = AdminEvent {
             method,
             path,
@@ -227,6 +168,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/policy/diff", get(policy_diff))
         .route("/api/v1/policy/reload", post(policy_reload))
         .route("/api/v1/policy/rollback", post(policy_rollback))
+        .route("/api/v1/policy/apply", post(policy_apply))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/quarantines", get(quarantines))
         .route("/api/v1/quarantines/release", post(release))
@@ -421,6 +363,35 @@ async fn policy_rollback(
         "rollback",
         detail,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    version: u64,
+    actor: String,
+    reason: String,
+}
+
+async fn policy_apply(
+    State(s): State<ApiState>,
+    body: Result<Json<ApplyBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    require("actor", &b.actor)?;
+    require("reason", &b.reason)?;
+    let info = s.control.apply(b.version, &b.actor, &b.reason).await?;
+    let detail = format!(
+        "version {} applies proposal {} ({}): {}",
+        info.number,
+        b.version,
+        info.change.as_deref().unwrap_or("-"),
+        b.reason
+    );
+    // The change lives in the store; the live files still lack it until written back.
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["live_differs"] = json!(s.control.live_differs(info.number));
+    Ok(noted(Json(body).into_response(), &b.actor, "apply", detail))
 }
 
 #[derive(Deserialize)]

@@ -113,7 +113,7 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Policy versions: history, diff, reload, rollback.
+    /// Policy versions: history, diff, reload, rollback, apply a proposal, cat a stored file.
     Policy {
         /// Configuration file (for `[store]` and the admin endpoint).
         #[arg(
@@ -279,6 +279,31 @@ pub enum PolicyAction {
         #[arg(long)]
         to: Option<u64>,
         /// Who is rolling back.
+        #[arg(long)]
+        actor: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print a file as stored in a version (default: its config file), or write it back to
+    /// its live path with `--write-back` (e.g. after applying a proposal, so that the next
+    /// reload or restart from disk keeps it).
+    Cat {
+        /// The version.
+        version: u64,
+        /// Which of its files (absolute path as recorded; default the config file).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Replace the live file at the recorded path (atomically) instead of printing.
+        #[arg(long)]
+        write_back: bool,
+    },
+    /// Ask the running server to apply a proposed version (an analyst's deny-list proposal):
+    /// it becomes the running policy, recorded as a new version with you as author.
+    Apply {
+        /// The proposed version (see `policy history`, status `proposed`).
+        version: u64,
+        /// Who is applying it.
         #[arg(long)]
         actor: String,
         /// Why.

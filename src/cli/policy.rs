@@ -1,5 +1,5 @@
-//! `dnsward policy …`: the stored versions (history, diff) read from `[store]`, and reload and
-//! rollback asked of the running server through its admin API.
+//! `dnsward policy …`: the stored versions (history, diff, cat) read from `[store]`, and reload,
+//! rollback and apply (of a proposed version) asked of the running server through its admin API.
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use super::PolicyAction;
 use super::table::{Align, text_table};
 use crate::config::Config;
-use crate::govern::store::PolicyStore;
+use crate::govern::store::{PolicyStore, VersionStatus};
 
 fn open_store(cfg: &Config) -> anyhow::Result<PolicyStore> {
     let sc = cfg.store.as_ref().ok_or_else(|| {
@@ -98,26 +98,95 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 v["number"], v["rolled_back_to"]
             );
         }
+        PolicyAction::Apply {
+            version,
+            actor,
+            reason,
+        } => {
+            let v = admin_post(
+                &cfg,
+                "/api/v1/policy/apply",
+                &serde_json::json!({ "version": version, "actor": actor, "reason": reason }),
+            )?;
+            println!(
+                "applied: version {} runs proposal {version} ({})",
+                v["number"],
+                v["change"].as_str().unwrap_or("")
+            );
+            for f in v["live_differs"].as_array().into_iter().flatten() {
+                let f = f.as_str().unwrap_or_default();
+                println!(
+                    "the live {f} does not have it yet: `dnsward policy cat {} --file {f} --write-back` before the next reload or restart",
+                    v["number"]
+                );
+            }
+        }
+        PolicyAction::Cat {
+            version,
+            file,
+            write_back,
+        } => {
+            let store = open_store(&cfg)?;
+            let path = match file {
+                Some(f) => f,
+                None => store.get(version)?.config_path,
+            };
+            let bytes = store.file(version, &path)?;
+            if write_back {
+                // A shell redirect would truncate the config before this command reads it;
+                // write beside it and rename over it instead.
+                let tmp = path.with_file_name(format!(
+                    ".{}.dnsward-tmp",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|()| match std::fs::metadata(&path) {
+                        // Keep the live file's mode (it may be group-readable by the service).
+                        Ok(m) => std::fs::set_permissions(&tmp, m.permissions()),
+                        Err(_) => Ok(()),
+                    })
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {} from version {version}", path.display());
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+            }
+        }
     }
     Ok(())
 }
 
-/// `policy history` as a table: version, load time, action (`rollback→3` for a rollback),
-/// author, hash prefix and message.
+/// `policy history` as a table: version, load time, action (`rollback→3` for a rollback,
+/// `apply→7` for an apply, `propose→5` for a proposal against version 5), status (`proposed`,
+/// `applied in 8`, or empty for versions that ran), author, hash prefix and message (for a
+/// proposal, its change first).
 fn history_table(history: &[crate::govern::store::VersionInfo]) -> String {
-    const HEADERS: [&str; 6] = ["VER", "LOADED", "ACTION", "AUTHOR", "HASH", "MESSAGE"];
+    const HEADERS: [&str; 7] = [
+        "VER", "LOADED", "ACTION", "STATUS", "AUTHOR", "HASH", "MESSAGE",
+    ];
+    let applied = crate::govern::store::applied_proposals(history);
     let rows = history.iter().map(|v| {
-        let action = match v.rolled_back_to {
+        let action = match v.rolled_back_to.or(v.proposed_against) {
             Some(to) => format!("{}→{to}", v.action),
             None => v.action.clone(),
+        };
+        let status = match (v.status, applied.get(&v.number)) {
+            (VersionStatus::Proposed, Some(n)) => format!("applied in {n}"),
+            (VersionStatus::Proposed, None) => "proposed".to_string(),
+            (VersionStatus::Applied, _) => String::new(),
+        };
+        let message = match (&v.change, &v.message) {
+            (Some(c), Some(m)) if v.status == VersionStatus::Proposed => format!("{c}: {m}"),
+            (_, m) => m.as_deref().unwrap_or("").to_string(),
         };
         [
             v.number.to_string(),
             v.loaded_at.chars().take(19).collect::<String>(),
             action,
+            status,
             v.author.as_deref().unwrap_or("-").to_string(),
             v.hash.chars().take(16).collect::<String>(),
-            v.message.as_deref().unwrap_or("").to_string(),
+            message,
         ]
     });
     let mut out = String::new();
@@ -143,8 +212,11 @@ mod tests {
             author: (number > 1).then(|| "alice".into()),
             message: (number > 1).then(|| "allow cdn".into()),
             action: action.into(),
+            status: crate::govern::store::VersionStatus::Applied,
             rolled_back_from: rolled_back_to.map(|_| number - 1),
             rolled_back_to,
+            proposed_against: None,
+            change: None,
             config_path: PathBuf::from("/etc/dnsward/dnsward.toml"),
             files: Vec::new(),
         }
@@ -172,5 +244,28 @@ mod tests {
         );
         let author = column(lines[0], "AUTHOR");
         assert_eq!(lines[1].chars().nth(author), Some('-'), "{table}");
+        let mut proposal = version(13, "propose", None);
+        proposal.status = VersionStatus::Proposed;
+        proposal.proposed_against = Some(12);
+        proposal.change = Some("deny \"t.example\" in group \"g\"".into());
+        let mut apply = version(14, "apply", Some(13));
+        apply.message = Some("ok".into());
+        let table = history_table(&[proposal.clone(), apply]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[1].contains("propose→12  applied in 14"), "{table}");
+        assert!(
+            rows[1].contains("deny \"t.example\" in group \"g\": allow cdn"),
+            "{table}"
+        );
+        assert!(rows[2].contains("apply→13"), "{table}");
+        let table = history_table(&[proposal]);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("propose→12  proposed"),
+            "{table}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Policy lifecycle: load, hot reload, rollback and history, shared by SIGHUP, the admin API
-//! and the CLI.
+//! Policy lifecycle: load, hot reload, rollback, proposals and their apply, shared by SIGHUP,
+//! the admin API, the review and the CLI.
 //!
 //! A reload loads and validates the whole configuration off the query path, records it as a
 //! version, and only then swaps it in atomically. Queries already admitted finish under the old
@@ -23,6 +23,7 @@ use crate::govern::store::{
     ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreConfig, StoreError, VersionInfo,
 };
 use crate::policy::active::{ActivePolicy, PolicyVersion};
+use crate::policy::deny_edit::DenyEditError;
 use crate::serve::pipeline::Pipeline;
 
 /// Why a reload or rollback did not happen.
@@ -35,15 +36,27 @@ pub enum ControlError {
     /// The version store failed or refused (unknown version, nothing to roll back to, …).
     #[error("policy store: {0}")]
     Store(#[from] StoreError),
-    /// Rollback needs a version store.
-    #[error("rollback needs [store] state_dir in the configuration")]
+    /// Rollback, proposals and their apply need a version store.
+    #[error("rollback and policy proposals need [store] state_dir in the configuration")]
     NoStore,
     /// A reload or rollback is already running.
     #[error("another reload or rollback is in progress")]
     Busy,
+    /// A proposed change cannot be made to this configuration exactly.
+    #[error("cannot propose: {0}")]
+    Proposal(#[from] DenyEditError),
     /// The reload task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Which stored version a rollback or apply makes the running policy.
+#[derive(Debug, Clone, Copy)]
+enum StoredTarget {
+    /// A rollback to this version (default: the one before the current).
+    Rollback(Option<u64>),
+    /// An apply of this proposal.
+    Apply(u64),
 }
 
 /// A configuration file, read, fully validated and compiled, as the lifecycle needs it.
@@ -267,10 +280,37 @@ impl Control {
     /// Re-activate a stored version exactly (default: the one before the current).
     ///
     /// # Errors
-    /// No store, unknown version, a snapshot that no longer builds, or a store failure.
+    /// No store, unknown version, a proposal (those are applied), a snapshot that no longer
+    /// builds, or a store failure.
     pub async fn rollback(
         self: &Arc<Self>,
         to: Option<u64>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<VersionInfo, ControlError> {
+        self.run_stored(StoredTarget::Rollback(to), actor, reason)
+            .await
+    }
+
+    /// Make proposal `number` the running policy (see [`PolicyStore::apply`]); `actor` (an
+    /// admin) is the new version's author and the `applied` event's actor.
+    ///
+    /// # Errors
+    /// No store, `number` is not a proposal or is stale, its snapshot no longer builds, or a
+    /// store failure.
+    pub async fn apply(
+        self: &Arc<Self>,
+        number: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<VersionInfo, ControlError> {
+        self.run_stored(StoredTarget::Apply(number), actor, reason)
+            .await
+    }
+
+    async fn run_stored(
+        self: &Arc<Self>,
+        target: StoredTarget,
         actor: &str,
         reason: &str,
     ) -> Result<VersionInfo, ControlError> {
@@ -284,7 +324,11 @@ impl Control {
             move || -> Result<(VersionInfo, Arc<ActivePolicy>), ControlError> {
                 let (actor, reason) = (a.as_str(), r.as_str());
                 let store = this.store.as_ref().ok_or(ControlError::NoStore)?;
-                let (info, loaded) = store.rollback(to, actor, reason, this.loader.as_ref())?;
+                let loader = this.loader.as_ref();
+                let (info, loaded) = match target {
+                    StoredTarget::Rollback(to) => store.rollback(to, actor, reason, loader)?,
+                    StoredTarget::Apply(n) => store.apply(n, actor, reason, loader)?,
+                };
                 let mut policy = loaded.policy;
                 policy.version = info.policy_version();
                 let policy = Arc::new(policy);
@@ -293,30 +337,122 @@ impl Control {
         )
         .await
         .unwrap_or_else(|e| Err(ControlError::Internal(e.to_string())));
+        let (done, rejected) = match target {
+            StoredTarget::Rollback(_) => ("rolled_back", "rollback_rejected"),
+            StoredTarget::Apply(_) => ("applied", "apply_rejected"),
+        };
         match result {
             Ok((info, policy)) => {
                 let version = policy.version.clone();
                 self.pipeline.swap_policy(policy);
-                let msg = format!(
-                    "rolled back to version {}: {reason}",
-                    info.rolled_back_to.unwrap_or_default()
-                );
-                self.record_event("rolled_back", &version, Some(actor), Some(msg));
+                let to = info.rolled_back_to.unwrap_or_default();
+                let msg = match target {
+                    StoredTarget::Rollback(_) => format!("rolled back to version {to}: {reason}"),
+                    StoredTarget::Apply(_) => {
+                        let mut m = format!(
+                            "applied proposal {to} ({}): {reason}",
+                            info.change.as_deref().unwrap_or("no change summary")
+                        );
+                        // The store, not the live file, holds the change: say so where the
+                        // operator will look, or the next reload from disk would drop it.
+                        let live = self.live_differs(info.number);
+                        if !live.is_empty() {
+                            let names: Vec<String> =
+                                live.iter().map(|p| p.display().to_string()).collect();
+                            m.push_str(&format!(
+                                "; the live files do not have it yet ({}): write them with `dnsward policy cat {}` before the next reload or restart",
+                                names.join(", "),
+                                info.number
+                            ));
+                        }
+                        m
+                    }
+                };
+                self.record_event(done, &version, Some(actor), Some(msg));
                 metrics::gauge!(crate::metrics::POLICY_VERSION).set(version.number as f64);
-                tracing::info!(version = version.number, to = ?info.rolled_back_to, actor, "policy rolled back");
+                tracing::info!(version = version.number, to = ?info.rolled_back_to, actor, action = done, "policy re-activated from the store");
                 Ok(info)
             }
             Err(e) => {
                 let current = self.current();
-                self.record_event(
-                    "rollback_rejected",
-                    &current,
-                    Some(actor),
-                    Some(e.to_string()),
-                );
+                self.record_event(rejected, &current, Some(actor), Some(e.to_string()));
                 Err(e)
             }
         }
+    }
+
+    /// The files of stored version `number` whose live copy differs or is missing (empty
+    /// without a store or on a store error): after an apply, what `dnsward policy cat` must
+    /// write back so that a reload or restart from disk keeps the change.
+    #[must_use]
+    pub fn live_differs(&self, number: u64) -> Vec<PathBuf> {
+        self.store
+            .as_ref()
+            .and_then(|s| s.differs_from_live(number).ok())
+            .unwrap_or_default()
+    }
+
+    /// Propose adding `domain` to `group`'s deny list: a new version in the store whose
+    /// config is the running version's with the domain added to the group's inline `deny`
+    /// (see [`crate::policy::deny_edit`]), `author` as author and `note` as message, status
+    /// proposed. The running policy does not change; a `proposed` policy event naming the
+    /// author goes to the (hash-chained) event log. An admin runs it with [`Self::apply`].
+    ///
+    /// # Errors
+    /// No store, an unknown group, a domain the group already denies, a config the editor
+    /// cannot edit exactly, or a store failure.
+    pub fn propose_deny(
+        &self,
+        group: &str,
+        domain: &str,
+        author: &str,
+        note: &str,
+    ) -> Result<VersionInfo, ControlError> {
+        let store = self.store.as_ref().ok_or(ControlError::NoStore)?;
+        let domain = crate::names::normalise(domain);
+        let running = self.pipeline.policy();
+        let compiled = running
+            .groups
+            .iter()
+            .find(|g| &*g.name == group)
+            .ok_or_else(|| DenyEditError::NoGroup(group.to_string()))?;
+        // Rules from deny_files count too: a proposal that changes nothing is refused.
+        if let Some(rule) = compiled.deny.find_covering(&domain) {
+            return Err(DenyEditError::AlreadyDenied {
+                group: group.to_string(),
+                domain,
+                rule: rule.to_string(),
+            }
+            .into());
+        }
+        let base = store.get(running.version.number)?;
+        let bytes = store.file(base.number, &base.config_path)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| DenyEditError::NotToml("not UTF-8".into()))?;
+        let edited = crate::policy::deny_edit::add_deny(&text, group, &domain)?;
+        let change = format!("deny {domain:?} in group {group:?}");
+        let info = store.propose(
+            base.number,
+            &base.config_path,
+            edited.as_bytes(),
+            author,
+            note,
+            &change,
+        )?;
+        self.pipeline.events().emit(Event::now(
+            running.version.number,
+            EventBody::Policy(PolicyEvent {
+                action: "proposed".into(),
+                hash: Some(info.hash.clone()),
+                actor: Some(author.to_string()),
+                message: Some(format!(
+                    "version {} proposes {change} against version {}: {note}",
+                    info.number, base.number
+                )),
+            }),
+        ));
+        tracing::info!(version = info.number, against = base.number, author, %change, "policy change proposed");
+        Ok(info)
     }
 
     fn record_event(

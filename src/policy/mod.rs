@@ -1,5 +1,7 @@
 //! Policy: who a client is and what its group may resolve.
 //!
+//! - [`deny_edit`]: the one edit dnsward makes to a configuration file: a domain added to a
+//!   group's inline `deny` list, for a proposed policy version.
 //! - [`group`]: one group's compiled rules (allow/deny lists, block answers, per-group detection
 //!   settings) and the decision for a name.
 //! - [`identify`]: source address → group (the client table).
@@ -17,6 +19,7 @@
 
 pub mod active;
 pub mod answer_check;
+pub mod deny_edit;
 pub mod group;
 pub mod identify;
 pub mod identities;

@@ -3,7 +3,7 @@
 //!
 //! Authentication is `Authorization: Bearer <token>` only (never a query string, so no token
 //! lands in a URL, a log or a Referer); a token is a user of [`super::users`]. Reads need
-//! `viewer`, triage needs `analyst`, policy reload/rollback and tokens need `admin`; a missing
+//! `viewer`, triage needs `analyst`, policy reload/rollback/apply and tokens need `admin`; a missing
 //! or unknown token is 401, a role too low 403. State changes only by POST with a JSON body,
 //! which a cross-site form cannot send with the header, so the console is CSRF-safe.
 //!
@@ -23,72 +23,19 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::api_error::{ApiError, ErrorDetail};
 use super::triage::TriageError;
 use super::users::{Role, User, require};
 use super::{ActionError, Review, TransitionRequest};
 use crate::events::{AdminEvent, Event, EventBody};
-use crate::govern::control::ControlError;
 
-/// An error answer: status and `{"error": …, "details": […]}`.
-#[derive(Debug)]
-pub struct ReviewError {
-    status: StatusCode,
-    message: String,
-    details: Vec<String>,
-}
-
-impl ReviewError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            details: Vec::new(),
-        }
-    }
-    fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for ReviewError {
-    fn into_response(self) -> Response {
-        let detail = if self.details.is_empty() {
-            self.message.clone()
-        } else {
-            format!("{}: {}", self.message, self.details.join("; "))
-        };
-        let mut r = (
-            self.status,
-            Json(json!({ "error": self.message, "details": self.details })),
-        )
-            .into_response();
-        r.extensions_mut().insert(Note {
-            action: None,
-            detail,
-        });
-        r
-    }
-}
-
-impl From<JsonRejection> for ReviewError {
-    fn from(r: JsonRejection) -> Self {
-        Self::bad(format!("invalid JSON body: {}", r.body_text()))
-    }
-}
-
-impl From<QueryRejection> for ReviewError {
-    fn from(r: QueryRejection) -> Self {
-        Self::bad(format!("invalid query string: {}", r.body_text()))
-    }
-}
-
-impl From<super::users::Forbidden> for ReviewError {
+impl From<super::users::Forbidden> for ApiError {
     fn from(f: super::users::Forbidden) -> Self {
         Self::new(StatusCode::FORBIDDEN, f.to_string())
     }
 }
 
-impl From<ActionError> for ReviewError {
+impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> Self {
         let status = match &e {
             ActionError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -98,21 +45,6 @@ impl From<ActionError> for ReviewError {
             ActionError::Triage(_) | ActionError::Conflict(_) => StatusCode::CONFLICT,
         };
         Self::new(status, e.to_string())
-    }
-}
-
-impl From<ControlError> for ReviewError {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Invalid(problems) => Self {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "the configuration has problems; the running policy stays".into(),
-                details: problems.problems.iter().map(ToString::to_string).collect(),
-            },
-            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
-            ControlError::Store(se) => Self::bad(se.to_string()),
-            other => Self::new(StatusCode::CONFLICT, other.to_string()),
-        }
     }
 }
 
@@ -161,7 +93,7 @@ async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -
             } else {
                 "the review API is disabled: set admin.token_file or admin.tokens_file"
             };
-            let mut resp = ReviewError::new(StatusCode::UNAUTHORIZED, msg).into_response();
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
@@ -169,7 +101,13 @@ async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -
             resp
         }
     };
-    let note = response.extensions().get::<Note>().cloned();
+    let note = response.extensions().get::<Note>().cloned().or_else(|| {
+        let e = response.extensions().get::<ErrorDetail>()?;
+        Some(Note {
+            action: None,
+            detail: e.0.clone(),
+        })
+    });
     let event = AdminEvent {
         method,
         path,
@@ -204,6 +142,7 @@ pub fn router(review: Arc<Review>) -> Router {
         .route("/api/v1/review/policy/diff", get(diff))
         .route("/api/v1/review/policy/reload", post(reload))
         .route("/api/v1/review/policy/rollback", post(rollback))
+        .route("/api/v1/review/policy/apply", post(apply))
         .route("/api/v1/review/tokens", get(tokens))
         .route("/api/v1/review/tokens/reload", post(tokens_reload))
         .layer(middleware::from_fn_with_state(
@@ -225,16 +164,16 @@ struct ListQuery {
     client: Option<String>,
 }
 
-fn parse_client(text: &str) -> Result<IpAddr, ReviewError> {
+fn parse_client(text: &str) -> Result<IpAddr, ApiError> {
     text.parse()
-        .map_err(|_| ReviewError::bad(format!("client: {text:?} is not an IP address")))
+        .map_err(|_| ApiError::bad_request(format!("client: {text:?} is not an IP address")))
 }
 
 async fn list(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let Query(q) = q?;
     let client = q.client.as_deref().map(parse_client).transpose()?;
@@ -242,7 +181,7 @@ async fn list(
         None | Some("pending") => false,
         Some("all") => true,
         Some(other) => {
-            return Err(ReviewError::bad(format!(
+            return Err(ApiError::bad_request(format!(
                 "state: {other:?} is not pending or all"
             )));
         }
@@ -262,7 +201,7 @@ async fn show(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     Path((client, domain)): Path<(String, String)>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let client = parse_client(&client)?;
     let domain = crate::names::normalise(&domain);
@@ -273,7 +212,7 @@ async fn show(
         .ok()
         .flatten();
     let Some((item, record, timeline)) = found else {
-        return Err(ReviewError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no alert for {client} on {domain}"),
         ));
@@ -299,7 +238,7 @@ async fn transition(
     Extension(u): Extension<User>,
     Path((client, domain)): Path<(String, String)>,
     body: Result<Json<TransitionRequest>, JsonRejection>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Analyst)?;
     let client = parse_client(&client)?;
     let Json(req) = body?;
@@ -307,7 +246,7 @@ async fn transition(
     let u2 = u.clone();
     let t = tokio::task::spawn_blocking(move || r2.transition(&u2, client, &domain, &req))
         .await
-        .map_err(|e| ReviewError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let detail = format!(
         "{} on {} ({}): {} -> {}: {}{}",
         t.key.client,
@@ -329,7 +268,7 @@ async fn transition(
 async fn agents(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let v = tokio::task::spawn_blocking(move || r.agents())
         .await
@@ -340,7 +279,7 @@ async fn agents(
 async fn exceptions(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     Ok(Json(r.pipeline().overrides().exceptions()).into_response())
 }
@@ -348,23 +287,38 @@ async fn exceptions(
 async fn proposals(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
-    Ok(Json(r.proposals()).into_response())
+    let list = r
+        .proposals()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(list).into_response())
 }
 
 async fn history(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let v = r.pipeline().policy().version.number;
     match r.control().store() {
         Some(store) => {
             let h = store
                 .history()
-                .map_err(|e| ReviewError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(Json(json!({ "active": v, "versions": h })).into_response())
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            // A proposal shows the version that applied it, if any.
+            let applied = crate::govern::store::applied_proposals(&h);
+            let versions: Vec<serde_json::Value> = h
+                .iter()
+                .map(|info| {
+                    let mut j = serde_json::to_value(info).unwrap_or_default();
+                    if let Some(n) = applied.get(&info.number) {
+                        j["applied_in"] = json!(n);
+                    }
+                    j
+                })
+                .collect();
+            Ok(Json(json!({ "active": v, "versions": versions })).into_response())
         }
         None => Ok(Json(json!({ "active": v, "versions": [], "note": "no [store] configured: history is not kept" })).into_response()),
     }
@@ -381,16 +335,16 @@ async fn diff(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     q: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let Query(q) = q?;
     let store = r
         .control()
         .store()
-        .ok_or_else(|| ReviewError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
     let text = store
         .diff(q.a, q.b)
-        .map_err(|e| ReviewError::bad(e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -405,7 +359,7 @@ async fn reload(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     body: Result<Json<ReloadBody>, JsonRejection>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
     let v = r
@@ -431,11 +385,11 @@ async fn rollback(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     body: Result<Json<RollbackBody>, JsonRejection>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
     if b.reason.trim().is_empty() {
-        return Err(ReviewError::bad("reason must not be empty"));
+        return Err(ApiError::bad_request("reason must not be empty"));
     }
     let info = r.control().rollback(b.to, &u.name, &b.reason).await?;
     let detail = format!(
@@ -445,10 +399,42 @@ async fn rollback(
     Ok(noted(Json(info).into_response(), "rollback", detail))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    version: u64,
+    reason: String,
+}
+
+/// An admin makes a proposed version the running policy, as its author.
+async fn apply(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    body: Result<Json<ApplyBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require(&u, Role::Admin)?;
+    let Json(b) = body?;
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("reason must not be empty"));
+    }
+    let info = r.control().apply(b.version, &u.name, &b.reason).await?;
+    let detail = format!(
+        "version {} applies proposal {} ({}): {}",
+        info.number,
+        b.version,
+        info.change.as_deref().unwrap_or("-"),
+        b.reason
+    );
+    // The change lives in the store; the live files still lack it until written back.
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["live_differs"] = json!(r.control().live_differs(info.number));
+    Ok(noted(Json(body).into_response(), "apply", detail))
+}
+
 async fn tokens(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     Ok(Json(r.users()).into_response())
 }
@@ -456,17 +442,17 @@ async fn tokens(
 async fn tokens_reload(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-) -> Result<Response, ReviewError> {
+) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     match r.reload_users() {
         Ok(list) => {
             let detail = format!("{} users", list.len());
             Ok(noted(Json(list).into_response(), "tokens_reloaded", detail))
         }
-        Err(p) => Err(ReviewError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: "the tokens file has problems; the old tokens stay".into(),
-            details: p.problems.iter().map(ToString::to_string).collect(),
-        }),
+        Err(p) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the tokens file has problems; the old tokens stay",
+        )
+        .with_details(p.problems.iter().map(ToString::to_string).collect())),
     }
 }

@@ -58,7 +58,8 @@ pub enum ReviewCommand {
         /// Make the containment last at least this long from now (e.g. `24h`).
         #[arg(long)]
         extend: Option<String>,
-        /// Write a deny-list proposal for an admin.
+        /// Propose a policy version adding the domain to the group's deny list (you are its
+        /// author; it runs only when an admin applies it: `dnsward policy apply N`).
         #[arg(long)]
         propose_deny: bool,
     },

@@ -6,15 +6,18 @@
 //!   `state_dir/review/triage.jsonl`.
 //! - [`log`]: timelines and the agents view, read from the event log.
 //! - [`api`]: the HTTP endpoints (and the console assets of [`crate::admin::console`]).
+//! - [`api_error`]: the JSON error answer shared with the admin API.
 //! - [`cli`]: `dnsward review …` over the API.
 //!
 //! A transition's side effects happen in the same action: "false positive" adds a scoped
 //! exception (this registrable domain, this group, N days) and releases the client; "released"
-//! releases; "confirmed" may extend the containment and may write a deny-list proposal to
-//! `state_dir/review/proposals/` for an admin to apply (never applied silently). Each
+//! releases; "confirmed" may extend the containment and may propose adding the domain to the group's
+//! deny list: a new policy version in the store with the analyst as author and status
+//! `proposed`, which runs only when an admin applies it (never applied silently). Each
 //! transition is one `admin` event in the hash-chained event log naming the user.
 
 pub mod api;
+pub mod api_error;
 pub mod cli;
 pub mod containment_log;
 pub mod log;
@@ -45,7 +48,7 @@ use users::{User, Users};
 pub const DEFAULT_EXCEPTION_DAYS: u32 = 7;
 /// Longest exception a false positive may add, in days (the overrides' own bound).
 pub const MAX_EXCEPTION_DAYS: u32 = 30;
-/// Most proposals listed.
+/// Most proposals listed (newest first).
 pub const MAX_PROPOSALS: usize = 1000;
 
 /// Why the review could not start.
@@ -117,27 +120,6 @@ pub struct QueueItem {
     pub active: Vec<crate::contain::ActiveContainment>,
 }
 
-/// A proposal to add a domain to a group's deny list, for an admin to apply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Proposal {
-    /// File name stem.
-    pub id: String,
-    /// The group.
-    pub group: String,
-    /// The domain to deny (and its subdomains).
-    pub domain: String,
-    /// The analyst.
-    pub author: String,
-    /// Why.
-    pub note: String,
-    /// When (RFC 3339).
-    pub created: String,
-    /// The policy version it was proposed against.
-    pub against_version: u64,
-    /// The change to make in the group's `[[groups]]` entry.
-    pub change: String,
-}
-
 /// The review: users, triage records, and what it needs to act.
 pub struct Review {
     pipeline: Arc<Pipeline>,
@@ -147,7 +129,6 @@ pub struct Review {
     token_file: Option<PathBuf>,
     triage: TriageStore,
     events_path: Option<PathBuf>,
-    proposals_dir: Option<PathBuf>,
     /// One transition at a time, so two analysts acting at once cannot both do a step's side
     /// effects (the second sees the first's state and is refused).
     acting: parking_lot::Mutex<()>,
@@ -214,7 +195,7 @@ impl Review {
         let tokens_file = sections.tokens_file.map(Path::to_path_buf);
         let token_file = sections.token_file.map(Path::to_path_buf);
         let users = load_users(tokens_file.as_deref(), token_file.as_deref())?;
-        let (triage, proposals_dir) = match sections.store {
+        let triage = match sections.store {
             Some(store) => {
                 let dir = store.state_dir.join("review");
                 let triage = TriageStore::open(&dir).map_err(|source| ReviewOpenError::Store {
@@ -227,9 +208,9 @@ impl Review {
                         "triage.jsonl: skipped lines that are not records (an interrupted write)"
                     );
                 }
-                (triage, Some(dir.join("proposals")))
+                triage
             }
-            None => (TriageStore::in_memory(), None),
+            None => TriageStore::in_memory(),
         };
         let events_path = (sections.events.sink == SinkKind::File)
             .then(|| sections.events.path.clone())
@@ -242,7 +223,6 @@ impl Review {
             token_file,
             triage,
             events_path,
-            proposals_dir,
             acting: parking_lot::Mutex::new(()),
         })
     }
@@ -518,6 +498,18 @@ impl Review {
             }
             TriageState::Released => release(&mut effects),
             TriageState::Confirmed => {
+                if req.propose_deny {
+                    // A proposed policy version, authored by the analyst; it runs only when an
+                    // admin applies it. First, so that a refused proposal changes nothing.
+                    let v = self
+                        .control
+                        .propose_deny(&group, &domain, &user.name, note)
+                        .map_err(|e| ActionError::Conflict(e.to_string()))?;
+                    effects.push(format!(
+                        "proposed policy version {} to deny {domain} in group {group} (apply: dnsward policy apply {})",
+                        v.number, v.number
+                    ));
+                }
                 if let Some(by) = extend {
                     let n = self.pipeline.containment().extend(
                         &self.pipeline.client_key(client),
@@ -528,12 +520,6 @@ impl Review {
                         "extended {n} containments to at least {}",
                         humantime::format_duration(by)
                     ));
-                }
-                if req.propose_deny {
-                    let p = self
-                        .propose_deny(&group, &domain, &user.name, note, version)
-                        .map_err(|e| ActionError::Conflict(format!("writing the proposal: {e}")))?;
-                    effects.push(format!("proposal {} to deny {} in {}", p.id, domain, group));
                 }
             }
             TriageState::Acknowledged | TriageState::Open => {}
@@ -552,66 +538,28 @@ impl Review {
         Ok(t)
     }
 
-    fn propose_deny(
-        &self,
-        group: &str,
-        domain: &str,
-        author: &str,
-        note: &str,
-        version: u64,
-    ) -> io::Result<Proposal> {
-        let dir = self
-            .proposals_dir
-            .as_ref()
-            .ok_or_else(|| io::Error::other("proposals need [store] state_dir"))?;
-        std::fs::create_dir_all(dir)?;
-        let id = format!(
-            "{}-{}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-            group,
-            domain
-        )
-        .replace(
-            |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
-            "_",
-        );
-        let p = Proposal {
-            id: id.clone(),
-            group: group.to_string(),
-            domain: domain.to_string(),
-            author: author.to_string(),
-            note: note.to_string(),
-            created: now_rfc3339(),
-            against_version: version,
-            change: format!(
-                "[[groups]] name = {group:?}: add \"{domain}\" and \"*.{domain}\" to deny, then reload"
-            ),
+    /// Proposed policy versions (from "confirmed" with a deny proposal), newest first, each
+    /// with the version that applied it (`applied_in`, absent while pending).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn proposals(&self) -> Result<Vec<serde_json::Value>, crate::govern::store::StoreError> {
+        let Some(store) = self.control.store() else {
+            return Ok(Vec::new());
         };
-        let bytes = serde_json::to_vec_pretty(&p).map_err(io::Error::other)?;
-        write_atomic(dir, &format!("{id}.json"), &bytes)?;
-        Ok(p)
-    }
-
-    /// Proposals written by "confirmed", newest first.
-    #[must_use]
-    pub fn proposals(&self) -> Vec<Proposal> {
-        let Some(dir) = &self.proposals_dir else {
-            return Vec::new();
-        };
-        let mut out: Vec<Proposal> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n.ends_with(".json") && !n.starts_with(".tmp-")
-            })
+        let history = store.history()?;
+        let applied = crate::govern::store::applied_proposals(&history);
+        Ok(history
+            .iter()
+            .rev()
+            .filter(|v| v.status == crate::govern::store::VersionStatus::Proposed)
             .take(MAX_PROPOSALS)
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
-        out.sort_by(|a: &Proposal, b| b.id.cmp(&a.id));
-        out
+            .map(|v| {
+                let mut j = serde_json::to_value(v).unwrap_or_default();
+                j["applied_in"] = serde_json::json!(applied.get(&v.number));
+                j
+            })
+            .collect())
     }
 }
 

@@ -100,6 +100,21 @@ impl ReviewServer {
         }
     }
 
+    /// Start on `dir` as it is (a restart that keeps a config edited since).
+    pub async fn start_existing(dir: &Path, clock: std::sync::Arc<ManualClock>) -> Self {
+        let path = dir.join("dnsward.toml");
+        let cfg = Config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+        let app = RunningApp::start_with_clock(&cfg, clock)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            udp: app.dns.udp_addrs[0],
+            base: format!("http://{}", app.admin.as_ref().unwrap().addr),
+            app: Some(app),
+            events_path: dir.join("events.jsonl"),
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
@@ -356,7 +371,7 @@ async fn roles_transitions_side_effects_restart_and_audit() {
         effects.contains("extended ") && !effects.contains("extended 0"),
         "{effects}"
     );
-    assert!(effects.contains("proposal"), "{effects}");
+    assert!(effects.contains("proposed policy version 2"), "{effects}");
     let (_, quarantines) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
     assert!(
         quarantines[0]["expires_in_secs"].as_u64().unwrap() >= 6 * 3600 - 5,
@@ -364,19 +379,23 @@ async fn roles_transitions_side_effects_restart_and_audit() {
     );
     let (_, proposals) = s.get(Some(CAROL), "/api/v1/review/proposals").await;
     assert_eq!(proposals[0]["author"], "alice");
-    assert_eq!(proposals[0]["domain"], "tun.example");
-    assert_eq!(proposals[0]["group"], "rev");
+    assert_eq!(proposals[0]["status"], "proposed");
+    assert_eq!(
+        proposals[0]["change"],
+        "deny \"tun.example\" in group \"rev\""
+    );
     assert!(
         !answered(s.udp, "127.0.0.80").await,
         "confirmed: still contained"
     );
-    // The policy is not changed by a proposal.
+    // The policy is not changed by a proposal: it is a second, proposed version.
     let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
     assert_eq!(
         history["versions"].as_array().unwrap().len(),
-        1,
+        2,
         "{history}"
     );
+    assert_eq!(history["active"], 1, "{history}");
     // confirmed -> released: the client is answered again.
     let (status, t) = s.post(ALICE, T80, step("released", "agent rebuilt")).await;
     assert_eq!(status, 200, "{t}");
@@ -700,4 +719,237 @@ async fn two_analysts_acting_at_once_get_one_step_and_one_refusal() {
     let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
     assert!(ex.as_array().unwrap().len() <= 1, "{ex}");
     s.stop().await;
+}
+
+/// The groups' deny list through review: an analyst's "confirmed" with a deny proposal is a
+/// proposed policy version (author, status, diff) that changes nothing until an admin applies
+/// it; the roles hold at each step, the proposal survives a restart, and the chained event log
+/// names both users.
+#[tokio::test]
+async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .with_a("www.tun.example", [192, 0, 2, 7], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.80", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.80", "tun.example").await;
+    // Another client of the group, not contained, resolves names under the domain.
+    let rcode = |udp: SocketAddr| async move {
+        udp_query(udp, "127.0.0.83", "www.tun.example", RecordType::A)
+            .await
+            .metadata
+            .response_code
+    };
+    assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
+
+    let confirm =
+        json!({"to": "confirmed", "note": "iodine from the build agent", "propose_deny": true});
+    let (status, body) = s.post(CAROL, T80, confirm.clone()).await;
+    assert_eq!(status, 403, "a viewer cannot confirm: {body}");
+    let (status, t) = s.post(ALICE, T80, confirm).await;
+    assert_eq!(status, 200, "{t}");
+    assert!(
+        t["effects"]
+            .to_string()
+            .contains("proposed policy version 2 to deny tun.example in group rev"),
+        "{t}"
+    );
+
+    // History: version 2 is proposed by alice with her note; version 1 still runs.
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(history["active"], 1, "{history}");
+    let v2 = &history["versions"][1];
+    assert_eq!(
+        (&v2["number"], &v2["status"], &v2["action"], &v2["author"]),
+        (
+            &json!(2),
+            &json!("proposed"),
+            &json!("propose"),
+            &json!("alice")
+        ),
+        "{history}"
+    );
+    assert_eq!(v2["message"], "iodine from the build agent");
+    assert_eq!(v2["proposed_against"], 1);
+    assert!(v2.get("applied_in").is_none(), "{v2}");
+    let (_, proposals) = s.get(Some(CAROL), "/api/v1/review/proposals").await;
+    assert_eq!(proposals[0]["number"], 2, "{proposals}");
+    assert_eq!(
+        proposals[0]["change"],
+        "deny \"tun.example\" in group \"rev\""
+    );
+    // The diff against the running version is the one deny line.
+    let diff = reqwest::Client::new()
+        .get(format!("{}/api/v1/review/policy/diff?a=1&b=2", s.base))
+        .bearer_auth(CAROL)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert_eq!(changed, ["+deny = [\"tun.example\"]"], "{diff}");
+    eprintln!("$ dnsward policy diff 1 2\n{diff}");
+    // Not applied: the same query is still answered.
+    assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
+
+    // Role boundary: an analyst cannot apply; nobody rolls back to a proposal.
+    let apply = json!({"version": 2, "reason": "confirmed tunnel, deny the domain"});
+    let (status, body) = s
+        .post(ALICE, "/api/v1/review/policy/apply", apply.clone())
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/rollback",
+            json!({"to": 2, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("is a proposal"),
+        "{body}"
+    );
+    assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
+
+    // A restart keeps the proposal pending and version 1 running (the same files are not a
+    // new version).
+    s.stop().await;
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(history["active"], 1, "{history}");
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    assert_eq!(history["versions"][1]["status"], "proposed");
+    assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
+
+    // The admin applies it: version 3, authored by the admin; the query is now blocked with
+    // the group's block answer (NXDOMAIN by default).
+    let (status, v3) = s
+        .post(ADMIN, "/api/v1/review/policy/apply", apply.clone())
+        .await;
+    assert_eq!(status, 200, "{v3}");
+    assert_eq!(
+        (
+            &v3["number"],
+            &v3["action"],
+            &v3["author"],
+            &v3["rolled_back_to"]
+        ),
+        (&json!(3), &json!("apply"), &json!("admin"), &json!(2)),
+        "{v3}"
+    );
+    assert_eq!(rcode(s.udp).await, ResponseCode::NXDomain);
+    // The change is in the store; the live config does not have it yet, and the answer says so.
+    let config_path = std::fs::canonicalize(dir.path().join("dnsward.toml")).unwrap();
+    assert_eq!(
+        v3["live_differs"],
+        json!([config_path.display().to_string()]),
+        "{v3}"
+    );
+    let other = udp_query(s.udp, "127.0.0.83", "www.example", RecordType::A).await;
+    assert_eq!(other.metadata.response_code, ResponseCode::NoError);
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(history["active"], 3, "{history}");
+    assert_eq!(history["versions"][1]["applied_in"], 3, "{history}");
+    // The admin API (shared token) lists the same history with statuses.
+    let (_, admin_history) = s.get(Some(ADMIN), "/api/v1/policy/history").await;
+    assert_eq!(admin_history[1]["status"], "proposed", "{admin_history}");
+    assert_eq!(admin_history[2]["status"], "applied", "{admin_history}");
+    // A second apply of the same proposal changes nothing more but is allowed only while its
+    // base is running: it is not (version 3 runs version 2's content), so it is refused.
+    let (status, body) = s.post(ADMIN, "/api/v1/review/policy/apply", apply).await;
+    assert_eq!(status, 400, "{body}");
+    s.stop().await;
+
+    // The CLI shows the proposal with its author and status.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["policy", "history", "--config"])
+        .arg(dir.path().join("dnsward.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Shown with --nocapture: the real output the docs quote.
+    eprintln!("$ dnsward policy history\n{text}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .unwrap();
+    assert!(
+        row.contains("propose→1") && row.contains("applied in 3") && row.contains("alice"),
+        "{text}"
+    );
+
+    // Written back to the live config, the applied version is what a restart loads (the same
+    // content: still version 3, still blocked).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["policy", "cat", "3", "--write-back", "--config"])
+        .arg(dir.path().join("dnsward.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = std::fs::read_to_string(dir.path().join("dnsward.toml")).unwrap();
+    assert!(
+        live.contains("deny = [\"tun.example\"]") && live.contains("[groups.detect]"),
+        "{live}"
+    );
+    let mut s = ReviewServer::start_existing(dir.path(), clock.clone()).await;
+    let (_, history) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(history["active"], 3, "{history}");
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        3,
+        "{history}"
+    );
+    assert_eq!(rcode(s.udp).await, ResponseCode::NXDomain);
+    s.stop().await;
+
+    // Audit: the chained log verifies and names alice for the proposal, admin for the apply.
+    let files = dnsward::events::reader::rotated_files(&s.events_path);
+    let report = dnsward::govern::audit::verify(&files, None);
+    assert!(report.ok, "{:?}", report.first_problem());
+    let events: Vec<Value> = std::fs::read_to_string(&s.events_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |kind: &str, action: &str, actor: &str| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["action"] == action && e["actor"] == actor)
+    };
+    assert!(has("policy", "proposed", "alice"));
+    assert!(has("admin", "triage_confirmed", "alice"));
+    assert!(has("policy", "applied", "admin"));
+    assert!(has("admin", "apply", "admin"));
+    assert!(!has("admin", "apply", "alice"));
+    assert!(events.iter().any(|e| e["kind"] == "admin"
+        && e["status"] == 403
+        && e["actor"] == "alice"
+        && e["path"] == "/api/v1/review/policy/apply"));
 }

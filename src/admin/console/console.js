@@ -290,24 +290,46 @@ async function policyView() {
   async function run(fn) {
     try { await fn(); await policyView(); } catch (e) { msg.replaceChildren(h("p", { class: "notice error", role: "alert" }, e.message)); }
   }
+  function diffButton(a, b, label) {
+    return h("button", { type: "button", on: { click: async () => { try { out.replaceChildren(h("h2", {}, "Diff " + a + " → " + b), diffPre(await api("/api/v1/review/policy/diff?a=" + a + "&b=" + b))); out.scrollIntoView(); } catch (e) { out.replaceChildren(h("p", { class: "notice error" }, e.message)); } } } }, label);
+  }
+  function applyButton(v) {
+    return h("button", { type: "button", class: "primary", id: "apply-" + v.number, on: { click: () => { const reason = prompt("Reason for applying proposal " + v.number + " (" + (v.change || "") + ")?"); if (reason) run(() => api("/api/v1/review/policy/apply", { method: "POST", body: { version: v.number, reason } })); } } }, "Apply " + v.number);
+  }
+  // A version that ran is compared with the one that ran before it; a proposal with the
+  // running version, which is what applying it would change.
+  const ran = hist.versions.filter(v => v.status !== "proposed").map(v => v.number);
+  const before = n => ran.filter(m => m < n).pop();
+  function statusText(v) {
+    if (v.status === "proposed") return v.applied_in ? "applied in " + v.applied_in : "proposed";
+    return v.number === hist.active ? "active" : "";
+  }
   setView("Policy",
     h("p", { class: "muted" }, "Active version " + hist.active + (hist.note ? " — " + hist.note : "")),
     admin ? h("div", { class: "actions" }, h("button", { type: "button", id: "reload", on: { click: () => run(() => api("/api/v1/review/policy/reload", { method: "POST", body: { message: "reload from the console" } })) } }, "Reload policy from disk")) : null,
     msg,
     h("table", { id: "history" },
-      h("thead", {}, h("tr", {}, ["version", "action", "author", "message", "loaded", "hash", ""].map(t => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, versions.map(v => h("tr", {},
+      h("thead", {}, h("tr", {}, ["version", "action", "status", "author", "message", "loaded", "hash", ""].map(t => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, versions.map(v => h("tr", { class: v.status === "proposed" ? "proposed" : "" },
         h("td", { class: "num" }, v.number + (v.number === hist.active ? " (active)" : "")),
-        h("td", {}, v.action), h("td", {}, v.author || "—"), h("td", {}, v.message || ""),
+        h("td", {}, v.action), h("td", { class: "status" }, statusText(v)), h("td", {}, v.author || "—"),
+        h("td", {}, (v.change ? v.change + ": " : "") + (v.message || "")),
         h("td", { class: "muted" }, fmtTime(v.loaded_at)), h("td", { class: "mono" }, (v.hash || "").slice(0, 12)),
         h("td", {},
-          v.number > 1 ? h("button", { type: "button", on: { click: async () => { try { out.replaceChildren(h("h2", {}, "Diff " + (v.number - 1) + " → " + v.number), diffPre(await api("/api/v1/review/policy/diff?a=" + (v.number - 1) + "&b=" + v.number))); } catch (e) { out.replaceChildren(h("p", { class: "notice error" }, e.message)); } } } }, "Diff with " + (v.number - 1)) : null,
-          admin && v.number !== hist.active ? h("button", { type: "button", on: { click: () => { const reason = prompt("Reason for rolling back to version " + v.number + "?"); if (reason) run(() => api("/api/v1/review/policy/rollback", { method: "POST", body: { to: v.number, reason } })); } } }, "Roll back to " + v.number) : null))))),
+          v.status === "proposed"
+            ? [diffButton(hist.active, v.number, "Diff with active (" + hist.active + ")"), admin && !v.applied_in ? applyButton(v) : null]
+            : [before(v.number) ? diffButton(before(v.number), v.number, "Diff with " + before(v.number)) : null,
+               admin && v.number !== hist.active ? h("button", { type: "button", on: { click: () => { const reason = prompt("Reason for rolling back to version " + v.number + "?"); if (reason) run(() => api("/api/v1/review/policy/rollback", { method: "POST", body: { to: v.number, reason } })); } } }, "Roll back to " + v.number) : null]))))),
     out,
-    h("h2", {}, "Deny-list proposals (" + props.length + ")"),
-    props.length ? h("table", { id: "proposals" }, h("tbody", {}, props.map(p => h("tr", {},
-      h("td", { class: "muted" }, fmtTime(p.created)), h("td", {}, p.author), h("td", {}, p.group), h("td", { class: "mono" }, p.domain), h("td", {}, p.change), h("td", {}, p.note)))))
-      : h("p", { class: "muted" }, "None. Confirming a suspect with “propose deny-list entry” writes one for an admin to apply."));
+    h("h2", {}, "Deny-list proposals (" + props.filter(p => !p.applied_in).length + " pending)"),
+    props.length ? h("table", { id: "proposals" },
+      h("thead", {}, h("tr", {}, ["version", "proposed", "author", "change", "note", "status", ""].map(t => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, props.map(p => h("tr", {},
+        h("td", { class: "num" }, p.number), h("td", { class: "muted" }, fmtTime(p.loaded_at)), h("td", {}, p.author || "—"),
+        h("td", { class: "mono" }, p.change || ""), h("td", {}, p.message || ""),
+        h("td", {}, p.applied_in ? "applied in " + p.applied_in : "proposed against " + p.proposed_against),
+        h("td", {}, p.applied_in ? null : [diffButton(hist.active, p.number, "Diff with active"), admin ? applyButton(p) : null])))))
+      : h("p", { class: "muted" }, "None. Confirming a suspect with “propose deny-list entry” records a proposed policy version for an admin to apply."));
 }
 
 // ---- routing and keys ----

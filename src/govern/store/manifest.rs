@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::blobs::{hash_entries, is_hex_sha256};
 use super::fs::{io_err, is_normal_absolute, write_atomic};
 #[cfg(doc)]
-use super::{ACTION_LOAD, ACTION_RELOAD, ACTION_ROLLBACK, content_hash};
+use super::{
+    ACTION_APPLY, ACTION_LOAD, ACTION_PROPOSE, ACTION_RELOAD, ACTION_ROLLBACK, content_hash,
+};
 use super::{MAX_NUMBER_RETRIES, PolicyStore, StoreError};
 #[cfg(doc)]
 use crate::policy::active::ActivePolicy;
@@ -24,6 +26,30 @@ pub struct FileEntry {
     pub path: PathBuf,
     /// SHA-256 of the bytes, lowercase hex; also the blob's name.
     pub sha256: String,
+}
+
+/// Whether a version ever ran: recorded when it was loaded, or proposed for an admin to apply.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Recorded as it became the running policy (load, reload, rollback, apply). Manifests
+    /// written before proposals existed have no `status` and read as this.
+    #[default]
+    Applied,
+    /// Proposed (by an analyst); it runs only once an admin applies it, which records a new
+    /// version with action [`ACTION_APPLY`].
+    Proposed,
+}
+
+impl VersionStatus {
+    /// The name used in JSON and tables.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Proposed => "proposed",
+        }
+    }
 }
 
 /// One recorded policy version (the manifest `versions/<N>.json`).
@@ -39,14 +65,25 @@ pub struct VersionInfo {
     pub author: Option<String>,
     /// Why (for a rollback: the reason).
     pub message: Option<String>,
-    /// [`ACTION_LOAD`], [`ACTION_RELOAD`] or [`ACTION_ROLLBACK`].
+    /// [`ACTION_LOAD`], [`ACTION_RELOAD`], [`ACTION_ROLLBACK`], [`ACTION_PROPOSE`] or
+    /// [`ACTION_APPLY`].
     pub action: String,
-    /// For a rollback: the version that was active before it.
+    /// [`VersionStatus::Proposed`] for a proposal that never ran by itself; `applied` otherwise.
+    #[serde(default)]
+    pub status: VersionStatus,
+    /// For a rollback or an apply: the version that was active before it.
     #[serde(default)]
     pub rolled_back_from: Option<u64>,
-    /// For a rollback: the version whose content it re-activated.
+    /// For a rollback: the version whose content it re-activated; for an apply: the proposal.
     #[serde(default)]
     pub rolled_back_to: Option<u64>,
+    /// For a proposal: the version it edits (the one active when it was proposed). Applying it
+    /// is refused once the active content differs, so an apply never undoes a later change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_against: Option<u64>,
+    /// For a proposal: the change in one line (`deny "x.example" in group "agents"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
     /// Absolute path of the config file (also listed in `files`).
     pub config_path: PathBuf,
     /// The config and every file it pulled in, sorted by path.
@@ -245,5 +282,23 @@ mod tests {
         fs::write(versions.join("2.json"), serde_json::to_vec(&v1).unwrap()).unwrap();
         let err = reopened.get(2).unwrap_err();
         assert!(err.to_string().contains("claims to be version 1"), "{err}");
+    }
+
+    #[test]
+    fn manifests_written_before_proposals_read_as_applied() {
+        let fx = Fixture::new();
+        let store = fx.store();
+        let v1 = fx.record(&store, ACTION_LOAD);
+        // A manifest as earlier releases wrote it: no status, proposal or change fields.
+        let mut old = serde_json::to_value(&v1).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("status");
+        obj.insert("number".into(), 2.into());
+        assert!(!obj.contains_key("proposed_against") && !obj.contains_key("change"));
+        let versions = store.dir().join("versions");
+        fs::write(versions.join("2.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let v2 = store.get(2).unwrap();
+        assert_eq!(v2.status, super::VersionStatus::Applied);
+        assert_eq!(store.latest_applied().unwrap().unwrap().number, 2);
     }
 }

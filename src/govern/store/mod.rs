@@ -20,6 +20,14 @@
 //! identical to the newest version returns that version instead of a new one; a rollback always
 //! gets a new number recording who rolled back, why, and from/to which version.
 //!
+//! # Proposals
+//! A proposed version ([`VersionStatus::Proposed`], action [`ACTION_PROPOSE`]) is the running
+//! version's files with one file edited, recorded by an author (an analyst) and never run by
+//! itself: the store's notion of the running policy ([`PolicyStore::latest_applied`]), the
+//! "same content" check of [`PolicyStore::record`] and rollbacks all skip proposals. An admin
+//! makes one run with [`PolicyStore::apply`], which records a new version (action
+//! [`ACTION_APPLY`]) and refuses a proposal whose base is no longer the running content.
+//!
 //! # Exact rollback
 //! A version is materialised by copying its blobs into `versions/<N>.tree/`, mirroring the
 //! original absolute paths, so relative paths in the config copy resolve to the snapshot copies.
@@ -54,6 +62,8 @@
 //! - `manifest`: [`VersionInfo`] manifests: number allocation, reading and validation.
 //! - `rollback`: materialised trees, snapshot loading, [`PolicyStore::rollback`] and
 //!   [`PolicyStore::diff`].
+//! - `propose`: proposed versions ([`PolicyStore::propose`]: a version's files with one file
+//!   edited, recorded with status `proposed`, never running) and [`PolicyStore::apply`].
 //!
 //! May import the foundation modules, `policy` (a policy's version identity) and
 //! [`crate::govern::control`] (the [`ConfigLoader`] a snapshot is loaded through). It must not
@@ -69,6 +79,7 @@ mod blobs;
 mod fixture;
 mod fs;
 mod manifest;
+mod propose;
 mod rollback;
 
 use std::io;
@@ -79,7 +90,8 @@ use serde::Deserialize;
 
 pub use blobs::content_hash;
 pub use fs::lexical;
-pub use manifest::{FileEntry, VersionInfo};
+pub use manifest::{FileEntry, VersionInfo, VersionStatus};
+pub use propose::applied_proposals;
 
 use blobs::PolicyFiles;
 use fs::{TEMP_PREFIX, io_err, normalise};
@@ -97,6 +109,11 @@ pub const ACTION_LOAD: &str = "load";
 pub const ACTION_RELOAD: &str = "reload";
 /// `action` of a version recorded by [`PolicyStore::rollback`].
 pub const ACTION_ROLLBACK: &str = "rollback";
+/// `action` of a proposed version ([`PolicyStore::propose`]); its status is
+/// [`VersionStatus::Proposed`].
+pub const ACTION_PROPOSE: &str = "propose";
+/// `action` of a version recorded by [`PolicyStore::apply`]: a proposal made the running policy.
+pub const ACTION_APPLY: &str = "apply";
 
 /// The `[store]` configuration: where policy versions are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -217,6 +234,32 @@ pub enum StoreError {
         /// Which files differ.
         detail: String,
     },
+    /// A rollback named a proposal, which runs only through an apply.
+    #[error(
+        "policy version {0} is a proposal that never ran; apply it (`dnsward policy apply {0}`) \
+         rather than rolling back to it"
+    )]
+    IsProposal(u64),
+    /// An apply named a version that is not a proposal.
+    #[error("policy version {0} is not a proposal; roll back to it instead")]
+    NotAProposal(u64),
+    /// A proposal was made against content that is no longer the running policy: applying it
+    /// would undo what changed since.
+    #[error(
+        "proposal {proposal} edits version {against}, but version {active} is now the running \
+         policy with different content; propose the change again against it"
+    )]
+    StaleProposal {
+        /// The proposal.
+        proposal: u64,
+        /// The version it edits.
+        against: u64,
+        /// The version that ran last.
+        active: u64,
+    },
+    /// A proposal's edit does not fit the version it edits.
+    #[error("cannot propose: {0}")]
+    BadProposal(String),
     /// Other writers kept taking the next version number.
     #[error("could not allocate a version number after {MAX_NUMBER_RETRIES} attempts")]
     Busy,
@@ -315,7 +358,9 @@ impl PolicyStore {
         for (entry, bytes) in &snapshot.files {
             self.put_blob(&entry.sha256, bytes)?;
         }
-        if let Some(latest) = self.latest()?
+        // Against the newest version that ran: a pending proposal with this content is not
+        // the running policy, so it is not returned as if it were.
+        if let Some(latest) = self.latest_applied()?
             && latest.hash == hash
         {
             return Ok(latest);
@@ -327,8 +372,11 @@ impl PolicyStore {
             author: author.map(str::to_string),
             message: message.map(str::to_string),
             action: action.to_string(),
+            status: VersionStatus::Applied,
             rolled_back_from: None,
             rolled_back_to: None,
+            proposed_against: None,
+            change: None,
             config_path: snapshot.config,
             files: snapshot.files.into_iter().map(|(e, _)| e).collect(),
         };
@@ -343,7 +391,22 @@ impl PolicyStore {
         self.numbers()?.into_iter().map(|n| self.get(n)).collect()
     }
 
-    /// The newest version, or `None` for an empty store.
+    /// The newest version that ran (any status but [`VersionStatus::Proposed`]): what a
+    /// running server last loaded, reloaded, rolled back to or applied. `None` for an empty store.
+    ///
+    /// # Errors
+    /// The directory cannot be listed, or a manifest is corrupt.
+    pub fn latest_applied(&self) -> Result<Option<VersionInfo>, StoreError> {
+        for n in self.numbers()?.into_iter().rev() {
+            let v = self.get(n)?;
+            if v.status != VersionStatus::Proposed {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest version (possibly a proposal), or `None` for an empty store.
     ///
     /// # Errors
     /// The directory cannot be listed, or the newest manifest is corrupt.

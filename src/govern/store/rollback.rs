@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::blobs::sha256_hex;
 use super::fs::{in_tree, io_err, lexical, sync_dir, temp_name};
 use super::manifest::now_rfc3339;
-use super::{ACTION_ROLLBACK, PolicyStore, StoreError, VersionInfo};
+use super::{ACTION_ROLLBACK, PolicyStore, StoreError, VersionInfo, VersionStatus};
 use crate::govern::control::{ConfigLoader, LoadedConfig};
 
 /// One side of a file comparison in [`PolicyStore::diff`]: path and blob hash, or absent.
@@ -112,8 +112,10 @@ impl PolicyStore {
             })
     }
 
-    /// Roll back to version `to` — by default the newest version before the latest whose
-    /// content differs from it — on behalf of `actor` for `reason`. The snapshot is
+    /// Roll back to version `to` — by default the newest version before the latest that ran
+    /// whose content differs from it, proposals skipped — on behalf of `actor` for `reason`.
+    /// A proposal is never a rollback target ([`StoreError::IsProposal`]): it runs through
+    /// [`PolicyStore::apply`]. The snapshot is
     /// materialised, loaded and built first, and must read only snapshot files; then a new
     /// version (action [`ACTION_ROLLBACK`]) is recorded with the same content, `actor` as
     /// author and `reason` as message. Returns it and the snapshot, loaded through `loader`.
@@ -129,30 +131,46 @@ impl PolicyStore {
         reason: &str,
         loader: &dyn ConfigLoader,
     ) -> Result<(VersionInfo, LoadedConfig), StoreError> {
-        for (what, value) in [("actor", actor), ("reason", reason)] {
-            if value.trim().is_empty() {
-                return Err(StoreError::InvalidArgument {
-                    what,
-                    reason: "a rollback must say who and why".into(),
-                });
-            }
-        }
-        let latest = self.latest()?.ok_or(StoreError::Empty)?;
+        check_who_and_why(actor, reason, "a rollback")?;
+        let latest = self.latest_applied()?.ok_or(StoreError::Empty)?;
         let target = match to {
             Some(n) => self.get(n)?,
             None => self.default_rollback_target(&latest)?,
         };
+        if target.status == VersionStatus::Proposed {
+            // Making a proposal run is an apply, recorded and audited as such, with its check
+            // that nothing changed since it was proposed.
+            return Err(StoreError::IsProposal(target.number));
+        }
+        self.reactivate(&latest, &target, actor, reason, ACTION_ROLLBACK, loader)
+    }
+
+    /// Load `target`'s snapshot, check it reads only snapshot files, and record a new version
+    /// with its content and `action` (rollback or apply), `latest` being the version it
+    /// replaces.
+    pub(super) fn reactivate(
+        &self,
+        latest: &VersionInfo,
+        target: &VersionInfo,
+        actor: &str,
+        reason: &str,
+        action: &str,
+        loader: &dyn ConfigLoader,
+    ) -> Result<(VersionInfo, LoadedConfig), StoreError> {
         let loaded = self.load_snapshot(target.number, loader)?;
-        self.check_reads_only_snapshot(&target, &loaded.policy.files)?;
+        self.check_reads_only_snapshot(target, &loaded.policy.files)?;
         let info = VersionInfo {
             number: 0,
             hash: target.hash.clone(),
             loaded_at: now_rfc3339(),
             author: Some(actor.to_string()),
             message: Some(reason.to_string()),
-            action: ACTION_ROLLBACK.to_string(),
+            action: action.to_string(),
+            status: VersionStatus::Applied,
             rolled_back_from: Some(latest.number),
             rolled_back_to: Some(target.number),
+            proposed_against: None,
+            change: target.change.clone(),
             config_path: target.config_path.clone(),
             files: target.files.clone(),
         };
@@ -207,7 +225,7 @@ impl PolicyStore {
                 continue;
             }
             let v = self.get(n)?;
-            if v.hash != latest.hash {
+            if v.hash != latest.hash && v.status != VersionStatus::Proposed {
                 return Ok(v);
             }
         }
@@ -258,6 +276,19 @@ impl PolicyStore {
         sync_dir(&self.versions);
         Ok(config_copy)
     }
+}
+
+/// Refuse an empty actor or reason: every change of the running policy says who and why.
+pub(super) fn check_who_and_why(actor: &str, reason: &str, what: &str) -> Result<(), StoreError> {
+    for (field, value) in [("actor", actor), ("reason", reason)] {
+        if value.trim().is_empty() {
+            return Err(StoreError::InvalidArgument {
+                what: field,
+                reason: format!("{what} must say who and why"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// True when `tree` holds exactly `info`'s files (regular files only) with the right content:

@@ -1,0 +1,103 @@
+//! The one error answer of dnsward's HTTP APIs: a status and `{"error": …, "details": […]}`,
+//! used by the review API ([`super::api`]) and the admin API (`crate::admin::api`) alike, with
+//! the mapping of request rejections and policy-lifecycle errors to statuses.
+//!
+//! It lives in the review layer, not in `admin`, because `admin` mounts the review API: the
+//! review may not import `admin` (see the layer table in the crate documentation).
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::govern::control::ControlError;
+
+/// An error answer: status, message and details, rendered as JSON. The rendered response
+/// carries an [`ErrorDetail`] for the audit record of the request.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<String>,
+}
+
+/// What an error answer tells the audit event of its request: the message and details in one
+/// line. Set on the response by [`ApiError`]'s `into_response`.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+impl ApiError {
+    /// An answer with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// A 400 answer.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The same answer listing `details` (every problem of a configuration, for instance).
+    #[must_use]
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The status it answers with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = if self.details.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.message, self.details.join("; "))
+        };
+        let mut r = (
+            self.status,
+            Json(json!({ "error": self.message, "details": self.details })),
+        )
+            .into_response();
+        r.extensions_mut().insert(ErrorDetail(detail));
+        r
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self::bad_request(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(problems) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the configuration has problems; the running policy stays",
+            )
+            .with_details(problems.problems.iter().map(ToString::to_string).collect()),
+            ControlError::Busy | ControlError::NoStore | ControlError::Proposal(_) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
+            ControlError::Store(se) => Self::bad_request(se.to_string()),
+            ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
