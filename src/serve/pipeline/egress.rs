@@ -11,6 +11,7 @@ use crate::egress::evidence::{Attributed, DeniedContext};
 use crate::events::ContainmentEvent;
 use crate::identity::ClientKey;
 use crate::policy::active::ActivePolicy;
+use crate::resolve::cache::StaleAnswers;
 
 impl DeniedContext for Pipeline {
     fn version(&self) -> u64 {
@@ -42,22 +43,35 @@ impl DeniedContext for Pipeline {
 impl Pipeline {
     /// Put the cached answers each of `groups` may see (its policy allows the name and the
     /// answer check passes) into its sets, with the TTL each has left: a group switched to
-    /// `egress = true` by a reload must not lose the addresses its agents already hold. Returns
-    /// how many answers were admitted. The sets of `groups` must already be queued (same
-    /// queue, so they are created first).
-    pub(super) fn repopulate_egress(&self, policy: &ActivePolicy, groups: &[&str]) -> usize {
+    /// `egress = true` by a reload must not lose the addresses its agents already hold. Answers
+    /// the reload makes `stale` are skipped (the cache drops them next). Returns how many
+    /// answers were admitted. The sets of `groups` must already be queued (same queue, so they
+    /// are created first).
+    pub(super) fn repopulate_egress(
+        &self,
+        policy: &ActivePolicy,
+        groups: &[&str],
+        stale: &StaleAnswers,
+    ) -> usize {
         let Some(hook) = self.egress.get() else {
             return 0;
         };
-        if groups.is_empty() {
+        if groups.is_empty() || *stale == StaleAnswers::All {
             return 0;
         }
+        let is_stale = |name: &str| match stale {
+            StaleAnswers::Under(zones) => {
+                zones.iter().any(|z| crate::names::is_at_or_below(name, z))
+            }
+            _ => false,
+        };
         let now = self.clock.now();
         let cached = self.cache.fresh_entries(now);
         let mut admitted = Vec::new();
         for g in policy.groups.iter().filter(|g| groups.contains(&&*g.name)) {
             for (key, answer) in &cached {
                 if answer.addresses.is_empty()
+                    || is_stale(&key.name)
                     || !g.decide(&key.name).is_allowed()
                     || self.check_answer(policy, g, &key.name, answer).is_some()
                 {

@@ -334,7 +334,7 @@ impl Pipeline {
                 .filter(|g| !hook.gate.gates(g))
                 .collect();
             drop(hook.gate.set_groups(&gated));
-            self.repopulate_egress(&policy, &newly);
+            self.repopulate_egress(&policy, &newly, &stale);
         }
         self.policy.store(policy);
         let dropped = self.cache.invalidate(&stale);
