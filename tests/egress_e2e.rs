@@ -90,7 +90,10 @@ struct Netns {
 
 impl Netns {
     fn create(role: &str) -> Self {
-        let name = format!("dnsward-eg-{}-{role}", std::process::id());
+        // Unique per test too: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("dnsward-eg-{}-{n}-{role}", std::process::id());
         let _ = Command::new("ip")
             .args(["netns", "delete", &name])
             .stderr(Stdio::null())
