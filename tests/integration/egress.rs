@@ -328,3 +328,115 @@ egress = false
         .unwrap();
     assert_eq!(first["add"]["set"]["name"], "allow4_later", "{all}");
 }
+
+/// Denied drops, fed through the real pipeline as the nflog reader would feed them (the reader
+/// itself needs root: `tests/egress_e2e.rs`): attribution by the policy in force, containment of
+/// that client alone on every name, monitor-only and ungated groups never contained, and an
+/// analyst's release lifts it.
+#[tokio::test]
+async fn denied_drops_contain_their_own_client_through_the_pipeline() {
+    use dnsward::egress::config::DeniedAction;
+    use dnsward::egress::denied::DroppedPacket;
+    use dnsward::egress::evidence::{DeniedEvidence, EvidenceSettings};
+    use dnsward::events::EventBody;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, _log) = fake_nft(dir.path(), "0");
+    let cfg = format!(
+        r#"
+[egress]
+nft = {nft:?}
+read_denied = false
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32", "127.0.0.11/32"]
+allow = ["*.corp.internal"]
+
+[[groups]]
+name = "watched"
+cidrs = ["127.0.0.30/32"]
+allow = ["*.corp.internal"]
+[groups.detect]
+monitor_only = true
+
+[[groups]]
+name = "ungated"
+cidrs = ["127.0.0.20/32"]
+allow = ["*.corp.internal"]
+egress = false
+"#
+    );
+    let s = TestServer::start(None, &cfg).await;
+    let pipeline = std::sync::Arc::clone(&s.app.as_ref().unwrap().pipeline);
+    let settings = |action| EvidenceSettings {
+        alert_after: 100,
+        contain_after: 3,
+        window: Duration::from_secs(60),
+        action,
+    };
+    let mut evidence =
+        DeniedEvidence::new(settings(DeniedAction::Sinkhole), pipeline.clock().clone());
+    let sweep = |evidence: &mut DeniedEvidence, group: &str, src: &str| -> Vec<EventBody> {
+        (1..=3u8)
+            .flat_map(|i| {
+                let p = DroppedPacket {
+                    prefix: format!("dnsward-egress {group}: "),
+                    src: src.parse().unwrap(),
+                    dst: std::net::IpAddr::from([198, 19, 0, 20 + i]),
+                    port: Some(443),
+                    proto: "tcp".into(),
+                };
+                evidence.observe(&*pipeline, &p)
+            })
+            .collect()
+    };
+    let started = |bodies: &[EventBody]| {
+        bodies
+            .iter()
+            .filter(|b| matches!(b, EventBody::ContainmentStarted(_)))
+            .count()
+    };
+    // Ungated and monitor-only groups: never contained (the latter alerts).
+    assert_eq!(started(&sweep(&mut evidence, "ungated", "127.0.0.20")), 0);
+    let watched = sweep(&mut evidence, "watched", "127.0.0.30");
+    assert_eq!(started(&watched), 0);
+    assert!(
+        watched
+            .iter()
+            .any(|b| matches!(b, EventBody::Alert(a) if a.monitor_only && a.group == "watched"))
+    );
+    // A drop logged by the agents' rule from a source the policy puts elsewhere: nobody's.
+    assert_eq!(started(&sweep(&mut evidence, "agents", "127.0.0.30")), 0);
+    // The agent: sinkholed on every name; its neighbour in the group is answered.
+    let bodies = sweep(&mut evidence, "agents", "127.0.0.10");
+    assert_eq!(started(&bodies), 1, "{bodies:?}");
+    for name in ["git.corp.internal", "api.corp.internal"] {
+        let m = udp_query(s.udp, "127.0.0.10", name, RecordType::A).await;
+        assert_eq!(a_records(&m), ["0.0.0.0"], "{name}");
+    }
+    let m = udp_query(s.udp, "127.0.0.11", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+    for src in ["127.0.0.20", "127.0.0.30"] {
+        let m = udp_query(s.udp, src, "git.corp.internal", RecordType::A).await;
+        assert_eq!(a_records(&m), ["192.0.2.30"], "{src}");
+    }
+    // An analyst's release lifts it at once.
+    let ended = pipeline.release(
+        &pipeline.client_key("127.0.0.10".parse().unwrap()),
+        "alice",
+        "known scanner test",
+    );
+    assert_eq!(ended.len(), 1);
+    let m = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+
+    // With `quarantine` (for operators who vouch for their sources) the client is REFUSED.
+    let mut evidence =
+        DeniedEvidence::new(settings(DeniedAction::Quarantine), pipeline.clock().clone());
+    assert_eq!(started(&sweep(&mut evidence, "agents", "127.0.0.11")), 1);
+    let m = udp_query(s.udp, "127.0.0.11", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+}
