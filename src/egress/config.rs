@@ -68,7 +68,7 @@ impl DeniedAction {
 
 /// Most distinct destinations `contain_after_denied` may ask for (the per-client table keeps
 /// that many).
-pub const MAX_CONTAIN_AFTER_DENIED: u32 = 1000;
+pub const MAX_CONTAIN_AFTER_DENIED: u32 = 256;
 
 /// `[egress]`: DNS-gated egress.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

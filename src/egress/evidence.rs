@@ -22,8 +22,9 @@
 //! - Monitor-only groups (`detect.monitor_only`) get the alert, never a containment.
 //!
 //! State is bounded: at most [`MAX_CLIENTS`] clients with a live window (when full, expired
-//! windows go first, then the oldest), and per client at most `contain_after_denied`
-//! destinations with [`MAX_PORTS`] ports each. Time comes from the injected clock.
+//! windows go first, then the oldest), and per client at most `contain_after_denied` (≤ 256)
+//! destination addresses, of which the first [`LISTED`] seen keep up to [`MAX_PORTS`] ports as
+//! evidence: a few tens of MB in the worst case. Time comes from the injected clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -39,10 +40,12 @@ use crate::identity::ClientKey;
 
 /// Most clients with a counting window at once.
 pub const MAX_CLIENTS: usize = 4096;
-/// Ports remembered per destination (as evidence; they do not make a destination distinct).
+/// Ports remembered per listed destination (as evidence; they do not make a destination
+/// distinct).
 pub const MAX_PORTS: usize = 8;
-/// Destinations listed in an alert's samples and a containment's reason.
-const LISTED: usize = 10;
+/// Destinations (the first seen in a window) listed with their ports in an alert's samples and
+/// a containment's reason.
+pub const LISTED: usize = 10;
 /// The score egress evidence carries in events (it is a count, not a model's score).
 const SCORE: u8 = 100;
 
@@ -106,8 +109,11 @@ struct ClientWindow {
     since: Duration,
     /// Drops in it.
     attempts: u32,
-    /// Distinct destinations (bounded by `contain_after`) → `port/proto` seen (bounded).
-    dests: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Distinct destinations (bounded by `contain_after`).
+    dests: BTreeSet<IpAddr>,
+    /// The first [`LISTED`] of them in the order seen, with the (port, protocol)s seen
+    /// (bounded).
+    listed: Vec<(IpAddr, BTreeSet<(Option<u16>, String)>)>,
     /// The alert of this window was raised.
     alerted: bool,
     /// The threshold of this window was reached (contained, or alerted for a monitor-only
@@ -120,23 +126,29 @@ impl ClientWindow {
         Self {
             since: now,
             attempts: 0,
-            dests: BTreeMap::new(),
+            dests: BTreeSet::new(),
+            listed: Vec::new(),
             alerted: false,
             contained: false,
         }
     }
 
-    /// `dst:port/proto, ...` for events, at most `LISTED` destinations.
+    /// `dst:port/proto,...` of the listed destinations, for events.
     fn listed(&self) -> Vec<String> {
-        self.dests
+        self.listed
             .iter()
-            .take(LISTED)
             .map(|(ip, ports)| {
                 let dst = match ip {
                     IpAddr::V4(a) => a.to_string(),
                     IpAddr::V6(a) => format!("[{a}]"),
                 };
-                let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+                let ports: Vec<String> = ports
+                    .iter()
+                    .map(|(port, proto)| match port {
+                        Some(n) => format!("{n}/{proto}"),
+                        None => proto.clone(),
+                    })
+                    .collect();
                 format!("{dst}:{}", ports.join(","))
             })
             .collect()
@@ -199,17 +211,17 @@ impl DeniedEvidence {
             *w = ClientWindow::new(now);
         }
         w.attempts = w.attempts.saturating_add(1);
-        let port = match p.port {
-            Some(port) => format!("{port}/{}", p.proto),
-            None => p.proto.clone(),
-        };
+        let port = (p.port, p.proto.clone());
         let cap = usize::try_from(s.contain_after).unwrap_or(usize::MAX);
-        if let Some(ports) = w.dests.get_mut(&p.dst) {
+        if w.dests.len() < cap {
+            w.dests.insert(p.dst);
+        }
+        if let Some((_, ports)) = w.listed.iter_mut().find(|(ip, _)| *ip == p.dst) {
             if ports.len() < MAX_PORTS {
                 ports.insert(port);
             }
-        } else if w.dests.len() < cap {
-            w.dests.insert(p.dst, BTreeSet::from([port]));
+        } else if w.listed.len() < LISTED {
+            w.listed.push((p.dst, BTreeSet::from([port])));
         }
         // Reaching the threshold always alerts; it contains unless the group only observes or
         // the action is `alert-only`.

@@ -115,7 +115,7 @@ fn distinct_destinations_not_retries_contain_the_client_with_its_evidence() {
         "3 distinct addresses",
         "within 60s",
         "14 attempts",
-        "198.19.0.1:22/tcp,23/tcp",
+        "198.19.0.1:22/tcp,23/tcp,24/tcp,25/tcp,26/tcp,80/tcp,443/tcp,8080/tcp",
         "198.19.0.3:8443/tcp",
     ] {
         assert!(reason.contains(needle), "{needle:?} not in {reason}");
@@ -258,14 +258,24 @@ fn the_client_table_is_bounded() {
         }
     }
     assert!(ev.tracked() <= MAX_CLIENTS);
-    // A client's destinations are bounded by contain_after, its ports by MAX_PORTS.
+    // A client's destinations are bounded by contain_after, the listed ones by LISTED, their
+    // ports by MAX_PORTS.
     let mut p = drop_of("agents", "10.0.0.1", "198.19.0.1", 1);
+    for i in 0..2000u16 {
+        p.port = Some(i);
+        p.dst = IpAddr::from([198, 19, (i % 8) as u8, (i / 8) as u8]);
+        ev.observe(&ctx, &p);
+    }
+    p.dst = IpAddr::from([198, 19, 0, 0]);
     for port in 0..100 {
         p.port = Some(port);
         ev.observe(&ctx, &p);
     }
     let w = &ev.clients[&ClientKey::from("10.0.0.1".parse::<IpAddr>().unwrap())];
-    assert_eq!(w.dests.values().next().map(BTreeSet::len), Some(MAX_PORTS));
+    assert_eq!(w.dests.len(), 1000);
+    assert_eq!(w.listed.len(), LISTED);
+    assert_eq!(w.listed[0].0, p.dst, "listed in the order seen");
+    assert_eq!(w.listed[0].1.len(), MAX_PORTS);
 }
 
 #[test]
