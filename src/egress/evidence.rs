@@ -102,6 +102,9 @@ impl From<&EgressConfig> for EvidenceSettings {
     }
 }
 
+/// A destination port (none for ICMP and the like) and protocol, as evidence.
+type PortProto = (Option<u16>, String);
+
 /// One client's window.
 #[derive(Debug)]
 struct ClientWindow {
@@ -113,7 +116,7 @@ struct ClientWindow {
     dests: BTreeSet<IpAddr>,
     /// The first [`LISTED`] of them in the order seen, with the (port, protocol)s seen
     /// (bounded).
-    listed: Vec<(IpAddr, BTreeSet<(Option<u16>, String)>)>,
+    listed: Vec<(IpAddr, BTreeSet<PortProto>)>,
     /// The alert of this window was raised.
     alerted: bool,
     /// The threshold of this window was reached (contained, or alerted for a monitor-only
