@@ -183,10 +183,10 @@ impl DeniedEvidence {
         self.clients.len()
     }
 
-    /// One dropped packet → the events it causes, in order: always `egress_denied`; one `alert`
-    /// per window when the client reaches `alert_after` drops or `contain_after` distinct
-    /// destinations; with the latter `containment_started` too, unless the group is
-    /// monitor-only or the action is `alert-only`.
+    /// One dropped packet → the events it causes, in order: always `egress_denied`; an `alert`
+    /// (once per window each) when the client reaches `alert_after` drops and when it reaches
+    /// `contain_after` distinct destinations; with the latter `containment_started` too, unless
+    /// the group is monitor-only or the action is `alert-only`.
     pub fn observe(&mut self, ctx: &dyn DeniedContext, p: &DroppedPacket) -> Vec<EventBody> {
         let logged_by = group_of(&p.prefix).map(str::to_string);
         let mut out = vec![EventBody::EgressDenied(EgressDeniedEvent {
@@ -230,7 +230,9 @@ impl DeniedEvidence {
         // the action is `alert-only`.
         let reached = !w.contained && w.dests.len() >= cap;
         let contain = reached && s.action != DeniedAction::AlertOnly && !who.monitor_only;
-        let alert = !w.alerted && (w.attempts >= s.alert_after || reached);
+        // The containment gets its own alert (action = what was done) even when the count
+        // alert of this window was already raised.
+        let alert = reached || (!w.alerted && w.attempts >= s.alert_after);
         if reached {
             w.contained = true;
         }

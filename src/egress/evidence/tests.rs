@@ -217,16 +217,31 @@ fn monitor_only_groups_and_alert_only_alert_without_containing() {
         ("alert", true)
     );
     assert!(!kinds(&out).contains(&"containment_started"));
-    let mut ev = DeniedEvidence::new(settings(DeniedAction::AlertOnly), clock);
+    // alert-only, with a count alert first (after 2 drops) and the threshold alert later.
+    let mut s = settings(DeniedAction::AlertOnly);
+    s.alert_after = 2;
+    let mut ev = DeniedEvidence::new(s, clock);
     let mut out = Vec::new();
-    for d in ["198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"] {
+    for d in [
+        "198.19.0.1",
+        "198.19.0.2",
+        "198.19.0.3",
+        "198.19.0.4",
+        "198.19.0.5",
+    ] {
         out.extend(ev.observe(&ctx, &drop_of("agents", "10.0.0.7", d, 443)));
     }
     let alerts = alerts_of(&out);
-    assert_eq!(alerts.len(), 1);
     assert_eq!(
-        (alerts[0].action.as_str(), alerts[0].monitor_only),
-        ("alert", false)
+        alerts.len(),
+        2,
+        "the count alert and the threshold alert, once each"
+    );
+    assert_eq!(alerts[1].breakdown["egress_denied_destinations"], 3.0);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.action == "alert" && !a.monitor_only)
     );
     assert!(ctx.contained.lock().is_empty());
 }
