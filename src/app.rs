@@ -159,15 +159,13 @@ impl RunningApp {
                     .filter(|g| g.egress)
                     .map(|g| &*g.name)
                     .collect();
-                let weak = Arc::downgrade(&pipeline);
-                let version =
-                    Arc::new(move || weak.upgrade().map_or(0, |p| p.policy().version.number));
+                // The nflog reader attributes drops and contains through the pipeline.
                 let running = crate::egress::run::RunningEgress::start(
                     ec,
                     &gated,
                     pipeline.events().clone(),
                     Arc::clone(&clock),
-                    version,
+                    Arc::clone(&pipeline) as Arc<dyn crate::egress::evidence::DeniedContext>,
                 )
                 .map_err(|e| StartError::Io {
                     what: "starting egress".into(),

@@ -90,7 +90,10 @@ struct Netns {
 
 impl Netns {
     fn create(role: &str) -> Self {
-        let name = format!("dnsward-eg-{}-{role}", std::process::id());
+        // Unique per test too: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("dnsward-eg-{}-{n}-{role}", std::process::id());
         let _ = Command::new("ip")
             .args(["netns", "delete", &name])
             .stderr(Stdio::null())
@@ -664,4 +667,283 @@ async fn the_nft_backend_refreshes_timeouts_and_empties_referenced_sets() {
     tokio::task::spawn_blocking(move || gate.shutdown(false))
         .await
         .unwrap();
+}
+
+/// Another address of group `agents` (a second agent in the same group).
+const AGENT_A2: &str = "198.18.1.4";
+/// Hard-coded destinations the contained agent sweeps, and those a forger uses.
+const SWEPT: [&str; 3] = ["198.19.0.20", "198.19.0.21", "198.19.0.22"];
+const FORGED_DSTS: [&str; 3] = ["198.19.0.30", "198.19.0.31", "198.19.0.32"];
+
+/// TCP connection attempts from namespace `ns` with source `src` to each of `dsts`, in
+/// parallel; each gives up after a second (the firewall drops the SYN).
+fn attempt_all(ns: &Netns, src: &str, dsts: &[&str]) {
+    let children: Vec<_> = dsts
+        .iter()
+        .map(|dst| {
+            ns.command("socat")
+                .args([
+                    "-T1",
+                    "-",
+                    &format!("TCP:{dst}:{PORT},connect-timeout=1,bind={src}"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running socat")
+        })
+        .collect();
+    for mut c in children {
+        let _ = c.wait();
+    }
+}
+
+/// Denied connections are containment evidence against their own client only: an agent that
+/// connects to three addresses it never resolved is sinkholed (its next query gets 0.0.0.0,
+/// with an event that names the destinations), a second agent of the same group is still
+/// answered, a forger on another segment using the second agent's address is dropped by the
+/// ruleset's anti-spoofing rule before it is logged (so it cannot get that agent contained),
+/// and the containment expires by itself.
+#[test]
+fn an_agent_sweeping_hard_coded_addresses_is_contained_alone() {
+    let test = "an_agent_sweeping_hard_coded_addresses_is_contained_alone";
+    if !preconditions_met(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream_cfg, _, events_path) = write_configs(dir.path());
+    let main_cfg = dir.path().join("contain.toml");
+    std::fs::write(
+        &main_cfg,
+        format!(
+            r#"
+[server]
+listen = ["{RESOLVER}:53"]
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+servers = [{{ address = "127.0.0.53:53", protocol = "udp", timeout = "1s" }}]
+[events]
+sink = "file"
+path = {events_path:?}
+[detect]
+enabled = false
+[containment]
+sinkhole_for = "4s"
+[egress]
+backend = "nftables"
+contain_after_denied = 3
+denied_action = "sinkhole"
+denied_alert_after = 100
+
+[[groups]]
+name = "agents"
+cidrs = ["{AGENT_A}/32", "{AGENT_A2}/32"]
+allow = ["*.egress.example"]
+"#
+        ),
+    )
+    .unwrap();
+    let topo = Topology::build();
+    topo.agent
+        .run(&["ip", "addr", "add", &format!("{AGENT_A2}/24"), "dev", "ag0"]);
+    // The forger: a host on the internet side that claims the second agent's address. The
+    // kernel's own reverse-path filter is off in the gateway, so only the ruleset can stop it.
+    topo.internet
+        .run(&["ip", "addr", "add", &format!("{AGENT_A2}/32"), "dev", "in0"]);
+    for dst in FORGED_DSTS {
+        topo.internet.run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{dst}/32"),
+            "via",
+            "198.18.2.1",
+        ]);
+    }
+    for key in [
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+        "net.ipv4.conf.gwi0.rp_filter=0",
+        "net.ipv4.conf.gwa0.rp_filter=0",
+    ] {
+        topo.gw.run(&["sysctl", "-qw", key]);
+    }
+
+    let mut upstream = ChildGuard::spawn(
+        "upstream dnsward",
+        topo.gw
+            .command(BIN)
+            .args(["serve", "--config", upstream_cfg.to_str().unwrap()]),
+        dir.path().join("upstream.log"),
+    );
+    upstream.wait_for_log("dnsward serving", STARTUP);
+    let mut dnsward = ChildGuard::spawn(
+        "dnsward",
+        topo.gw
+            .command(BIN)
+            .args(["serve", "--config", main_cfg.to_str().unwrap()]),
+        dir.path().join("dnsward.log"),
+    );
+    dnsward.wait_for_log("dnsward serving", STARTUP);
+    let ruleset =
+        run(Command::new(BIN).args(["egress", "ruleset", "--config", main_cfg.to_str().unwrap()]));
+    let rules_path = dir.path().join("egress.nft");
+    std::fs::write(&rules_path, &ruleset.stdout).unwrap();
+    assert!(
+        String::from_utf8_lossy(&ruleset.stdout).contains("fib saddr . iif oif missing"),
+        "no anti-spoofing rule"
+    );
+    topo.gw.run(&["nft", "-f", rules_path.to_str().unwrap()]);
+
+    for src in [AGENT_A, AGENT_A2] {
+        let (status, addrs) = topo.dig(src, "allowed.egress.example");
+        assert_eq!(
+            (status.as_str(), addrs),
+            ("NOERROR", vec![ALLOWED.to_string()])
+        );
+    }
+
+    // The forger first: three distinct destinations in the second agent's name.
+    attempt_all(&topo.internet, AGENT_A2, &FORGED_DSTS);
+    // Then the first agent sweeps three hard-coded addresses.
+    attempt_all(&topo.agent, AGENT_A, &SWEPT);
+    let started = poll(Duration::from_secs(10), || {
+        events(&events_path)
+            .into_iter()
+            .find(|e| e["kind"] == "containment_started")
+    })
+    .unwrap_or_else(|| panic!("no containment:\n{}", dnsward.log()));
+    assert_eq!(started["client"], AGENT_A, "{started}");
+    assert_eq!(started["action"], "sinkhole", "{started}");
+    assert_eq!(started["group"], "agents", "{started}");
+    let reason = started["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("3 distinct addresses"), "{reason}");
+    for dst in SWEPT {
+        assert!(reason.contains(&format!("{dst}:{PORT}/tcp")), "{reason}");
+    }
+
+    // Its next query gets the sinkhole; the other agent of the group is answered.
+    let (status, addrs) = topo.dig(AGENT_A, "allowed.egress.example");
+    assert_eq!(
+        (status.as_str(), addrs),
+        ("NOERROR", vec!["0.0.0.0".to_string()])
+    );
+    let (_, addrs) = topo.dig(AGENT_A2, "allowed.egress.example");
+    assert_eq!(
+        addrs,
+        vec![ALLOWED.to_string()],
+        "the second agent was contained"
+    );
+
+    // The forged packets never reached the log: dropped by the anti-spoofing rule (its counter
+    // moved), no event, no containment of the agent whose address they claimed.
+    let all = events(&events_path);
+    assert!(
+        !all.iter().any(|e| e["kind"] == "egress_denied"
+            && FORGED_DSTS.contains(&e["dst"].as_str().unwrap_or_default())),
+        "forged drops were logged"
+    );
+    assert!(
+        !all.iter()
+            .any(|e| e["kind"] == "containment_started" && e["client"] == AGENT_A2)
+    );
+    let forward = topo
+        .gw
+        .run(&["nft", "list", "chain", "inet", "dnsward", "forward"]);
+    let forward = String::from_utf8_lossy(&forward.stdout).into_owned();
+    let spoof_packets = forward
+        .lines()
+        .find(|l| l.contains("fib saddr"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(spoof_packets.is_some_and(|n| n >= 3), "{forward}");
+
+    // The sinkhole expires (sinkhole_for = 4s): answered again, and the end is recorded.
+    let answered = poll(Duration::from_secs(15), || {
+        let (_, addrs) = topo.dig(AGENT_A, "allowed.egress.example");
+        (addrs == [ALLOWED.to_string()]).then_some(())
+    });
+    assert!(answered.is_some(), "containment never lifted");
+    assert!(
+        poll(Duration::from_secs(5), || events(&events_path)
+            .into_iter()
+            .find(|e| {
+                e["kind"] == "containment_ended"
+                    && e["client"] == AGENT_A
+                    && e["reason"] == "expired"
+            }))
+        .is_some()
+    );
+    let (exit, log) = dnsward.terminate();
+    assert!(exit.success(), "dnsward did not exit cleanly:\n{log}");
+    let _ = upstream.terminate();
+}
+
+/// Start adopts what a previous dnsward left: the table and sets exist with elements (they
+/// survive a restart in the kernel), and creating the gate must not flush them.
+#[tokio::test]
+async fn start_adopts_existing_sets_without_flushing_their_elements() {
+    use dnsward::clock::SystemClock;
+    use dnsward::egress::backend::NftBackend;
+    use dnsward::egress::gate::{Egress, GateSettings};
+    use std::sync::Arc;
+
+    let test = "start_adopts_existing_sets_without_flushing_their_elements";
+    if !preconditions_met(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::create("adopt");
+    let wrapper = dir.path().join("nft-in-ns");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // What the previous run left: both sets of "agents", one element each with a timeout.
+    let previous = dir.path().join("previous.nft");
+    std::fs::write(
+        &previous,
+        "table inet dnsward {\n\
+         \tset allow4_agents { type ipv4_addr; flags timeout; elements = { 198.19.0.10 timeout 1h } }\n\
+         \tset allow6_agents { type ipv6_addr; flags timeout; elements = { 2001:db8::10 timeout 1h } }\n\
+         }\n",
+    )
+    .unwrap();
+    ns.run(&["nft", "-f", previous.to_str().unwrap()]);
+    let settings = GateSettings {
+        grace: Duration::from_secs(1),
+        min_lifetime: Duration::ZERO,
+        max_addresses_per_name: 50,
+        max_wait: Duration::from_secs(1),
+        max_tracked: 1000,
+    };
+    let gate = Egress::start(
+        settings,
+        &["agents", "ci"],
+        Arc::new(NftBackend::new(wrapper, "inet", "dnsward")),
+        SystemClock::shared(),
+    )
+    .expect("adopting the table");
+    let listed = ns.run(&["nft", "list", "table", "inet", "dnsward"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("198.19.0.10 timeout 1h"), "{listed}");
+    assert!(listed.contains("2001:db8::10 timeout 1h"), "{listed}");
+    assert!(
+        listed.contains("set allow4_ci"),
+        "new group's sets created: {listed}"
+    );
+    tokio::task::spawn_blocking(move || gate.shutdown(false))
+        .await
+        .unwrap();
+    let listed = ns.run(&["nft", "list", "set", "inet", "dnsward", "allow4_agents"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("198.19.0.10"),
+        "shutdown flushed the set"
+    );
 }

@@ -192,6 +192,11 @@ impl ContainConfig {
     }
 }
 
+/// The domain of a throttle or sinkhole that covers every name the client asks: evidence that
+/// names no domain (egress drops, see `crate::egress::evidence`) contains the client as a whole.
+/// Never group-wide, whatever `sinkhole_scope` says: it is one client's own evidence.
+pub const EVERY_DOMAIN: &str = "*";
+
 /// Outcome of the client-wide check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientGate {
@@ -425,21 +430,27 @@ impl Containment {
             if group_sinkhole {
                 return DomainGate::Sinkholed;
             }
-            match t.client_domains.get(&pair) {
-                Some(e)
-                    if e.live(now)
-                        && e.client == *client
-                        && e.domain.as_deref() == Some(domain) =>
-                {
-                    if e.level >= Level::Sinkhole {
-                        return DomainGate::Sinkholed;
+            // The (client, domain) entry first, then one on every domain of the client.
+            let every = self.client_key(client, EVERY_DOMAIN);
+            let mut throttled = None;
+            for (key, d) in [(pair, domain), (every, EVERY_DOMAIN)] {
+                match t.client_domains.get(&key) {
+                    Some(e)
+                        if e.live(now) && e.client == *client && e.domain.as_deref() == Some(d) =>
+                    {
+                        if e.level >= Level::Sinkhole {
+                            return DomainGate::Sinkholed;
+                        }
+                        throttled.get_or_insert(key);
                     }
-                    true
+                    _ => {}
                 }
-                _ => false,
             }
+            throttled
         };
-        if throttled && self.throttle_limiter.check_key(&pair).is_err() {
+        if let Some(key) = throttled
+            && self.throttle_limiter.check_key(&key).is_err()
+        {
             DomainGate::Throttled
         } else {
             DomainGate::Pass
@@ -458,6 +469,21 @@ impl Containment {
         level: Level,
         score: u8,
     ) -> Option<ContainmentEvent> {
+        self.start_because(client, group, domain, level, score, None)
+    }
+
+    /// [`Self::start`] with the reason the event carries, when the caller's evidence explains
+    /// it better than a score (egress drops: destinations, ports, counts). `domain` may be
+    /// [`EVERY_DOMAIN`].
+    pub fn start_because(
+        &self,
+        client: &ClientKey,
+        group: &str,
+        domain: &str,
+        level: Level,
+        score: u8,
+        reason: Option<String>,
+    ) -> Option<ContainmentEvent> {
         if level < Level::Throttle {
             return None;
         }
@@ -466,8 +492,9 @@ impl Containment {
         if t.quarantines.get(client).is_some_and(|e| e.live(now)) {
             return None;
         }
-        let group_wide =
-            level == Level::Sinkhole && self.cfg.sinkhole_scope == SinkholeScope::Group;
+        let group_wide = level == Level::Sinkhole
+            && self.cfg.sinkhole_scope == SinkholeScope::Group
+            && domain != EVERY_DOMAIN;
         let (duration, key) = match level {
             Level::Quarantine => (self.cfg.quarantine_for, 0),
             Level::Sinkhole if group_wide => (self.cfg.sinkhole_for, self.group_key(group, domain)),
@@ -505,11 +532,12 @@ impl Containment {
             started: now,
             until: now.saturating_add(duration),
         };
-        let reason = match level {
-            Level::Quarantine => {
+        let reason = match (reason, level) {
+            (Some(r), _) => r,
+            (None, Level::Quarantine) => {
                 format!("score {score} for {domain} reached the quarantine threshold")
             }
-            _ => format!("score {score} reached the {} threshold", level.as_str()),
+            (None, _) => format!("score {score} reached the {} threshold", level.as_str()),
         };
         let event = started_event(&entry, duration, reason);
         // Make room first, so the bound holds after the insert.
@@ -1051,6 +1079,57 @@ mod tests {
         assert!(ended.iter().all(|e| e.reason.starts_with("evicted")));
         // The oldest (soonest to expire) went first.
         assert_eq!(ended[0].client, ip(0).addr);
+    }
+
+    #[test]
+    fn every_domain_contains_the_client_alone_on_all_names() {
+        let cfg = ContainConfig {
+            sinkhole_scope: SinkholeScope::Group,
+            ..Default::default()
+        };
+        let (c, clock) = setup(&cfg);
+        let ev = c
+            .start_because(
+                &ip(1),
+                "agents",
+                EVERY_DOMAIN,
+                Level::Sinkhole,
+                100,
+                Some("egress: 20 destinations".into()),
+            )
+            .unwrap_or_else(|| panic!("none"));
+        assert_eq!(ev.reason, "egress: 20 destinations");
+        assert_eq!(ev.domain.as_deref(), Some(EVERY_DOMAIN));
+        for name in ["a.example", "b.example"] {
+            assert_eq!(
+                c.check_domain(&ip(1), "agents", name),
+                DomainGate::Sinkholed
+            );
+            assert_eq!(
+                c.check_domain(&ip(2), "agents", name),
+                DomainGate::Pass,
+                "never group-wide: own evidence only"
+            );
+        }
+        assert_eq!(c.release(&ip(1), "alice", "ok").len(), 1);
+        assert_eq!(
+            c.check_domain(&ip(1), "agents", "a.example"),
+            DomainGate::Pass
+        );
+        // A throttle on every domain shares one bucket across names.
+        c.start_because(&ip(3), "agents", EVERY_DOMAIN, Level::Throttle, 100, None);
+        let passed = (0..20)
+            .filter(|i| {
+                c.check_domain(&ip(3), "agents", &format!("n{i}.example")) == DomainGate::Pass
+            })
+            .count();
+        assert_eq!(passed, 5, "the burst, across all names");
+        clock.advance(Duration::from_secs(601));
+        assert_eq!(c.expire_due().len(), 1);
+        assert_eq!(
+            c.check_domain(&ip(3), "agents", "x.example"),
+            DomainGate::Pass
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! max_addresses_per_name = 50 # an answer contributes at most this many addresses
 //! max_wait = "50ms"           # longest an answer waits for its set update
 //! nflog_group = 10            # where the generated ruleset logs drops
+//! contain_after_denied = 20   # distinct denied destinations per denied_window that contain
+//! denied_action = "throttle"  # throttle | sinkhole | quarantine | alert-only
+//! trust_denied_sources = false # quarantine needs it: no agent can send as another
+//! anti_spoof = true           # the ruleset drops agent sources not routed via their interface
 //! ```
 //!
 //! Once the section is present every group is gated unless it sets `egress = false`.
@@ -31,6 +35,40 @@ pub enum Backend {
     #[default]
     Nftables,
 }
+
+/// What a client whose connections keep being denied gets (own evidence only: see
+/// [`super::evidence`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeniedAction {
+    /// Every name the client asks is held to `containment.throttle_qps` for `throttle_for`.
+    #[default]
+    Throttle,
+    /// Every name the client asks gets the sinkhole answer for `sinkhole_for`.
+    Sinkhole,
+    /// The client gets REFUSED for everything for `quarantine_for` (needs
+    /// `trust_denied_sources`: a forged source would otherwise cut a victim off).
+    Quarantine,
+    /// Only the alert.
+    AlertOnly,
+}
+
+impl DeniedAction {
+    /// Stable name for events and docs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttle => "throttle",
+            Self::Sinkhole => "sinkhole",
+            Self::Quarantine => "quarantine",
+            Self::AlertOnly => "alert-only",
+        }
+    }
+}
+
+/// Most distinct destinations `contain_after_denied` may ask for (the per-client table keeps
+/// that many).
+pub const MAX_CONTAIN_AFTER_DENIED: u32 = 256;
 
 /// `[egress]`: DNS-gated egress.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -70,9 +108,27 @@ pub struct EgressConfig {
     /// Alert on a client after this many denied connection attempts within `denied_window`.
     #[serde(default = "default_denied_alert_after")]
     pub denied_alert_after: u32,
-    /// The window for `denied_alert_after`.
+    /// The window for `denied_alert_after` and `contain_after_denied`.
     #[serde(default = "default_denied_window", with = "humantime_serde")]
     pub denied_window: Duration,
+    /// Contain a client once this many *distinct* destination addresses were denied to it
+    /// within `denied_window` (one blocked address retried forever does not count twice).
+    #[serde(default = "default_contain_after_denied")]
+    pub contain_after_denied: u32,
+    /// What that containment is.
+    #[serde(default)]
+    pub denied_action: DeniedAction,
+    /// The operator vouches that no agent can send with another agent's source address (one
+    /// agent per interface with `anti_spoof`, or switch-level IP source guard). Required for
+    /// `denied_action = "quarantine"`.
+    #[serde(default)]
+    pub trust_denied_sources: bool,
+    /// The generated ruleset drops packets from a group's CIDRs that do not arrive on the
+    /// interface their source is routed through (`fib saddr . iif oif missing drop`, reverse
+    /// path filtering), before anything else: a forged source from another segment is never
+    /// logged against the address it names.
+    #[serde(default = "default_true")]
+    pub anti_spoof: bool,
     /// Delete the sets when dnsward stops (default: keep them, so open connections and
     /// recently resolved addresses keep working across a restart).
     #[serde(default)]
@@ -136,6 +192,9 @@ fn default_denied_alert_after() -> u32 {
 fn default_denied_window() -> Duration {
     Duration::from_secs(60)
 }
+fn default_contain_after_denied() -> u32 {
+    20
+}
 fn default_nft() -> PathBuf {
     PathBuf::from("nft")
 }
@@ -197,6 +256,31 @@ impl EgressConfig {
         }
         if self.denied_alert_after == 0 {
             problems.push(format!("{at}.denied_alert_after"), "must be at least 1");
+        }
+        if !(1..=MAX_CONTAIN_AFTER_DENIED).contains(&self.contain_after_denied) {
+            problems.push(
+                format!("{at}.contain_after_denied"),
+                format!(
+                    "must be between 1 and {MAX_CONTAIN_AFTER_DENIED} (turn containment off with denied_action = \"alert-only\")"
+                ),
+            );
+        }
+        if self.denied_window < Duration::from_secs(1)
+            || self.denied_window > Duration::from_secs(86_400)
+        {
+            problems.push(format!("{at}.denied_window"), "must be between 1s and 1d");
+        }
+        if self.denied_action == DeniedAction::Quarantine && !self.trust_denied_sources {
+            problems.push(
+                format!("{at}.denied_action"),
+                "\"quarantine\" needs trust_denied_sources = true: a dropped packet's source can be forged, and a quarantine would cut the named client off entirely (use \"throttle\" or \"sinkhole\", or make sources unforgeable and say so)",
+            );
+        }
+        if self.trust_denied_sources && !self.anti_spoof {
+            problems.push(
+                format!("{at}.trust_denied_sources"),
+                "cannot be true with anti_spoof = false: nothing in the ruleset then stops forged sources",
+            );
         }
         if self.min_lifetime > Duration::from_secs(86_400) {
             problems.push(format!("{at}.min_lifetime"), "must be at most 1 day");
@@ -300,6 +384,9 @@ mod tests {
             ..EgressConfig::default()
         };
         c.max_wait = Duration::from_secs(5);
+        c.contain_after_denied = 0;
+        c.denied_window = Duration::ZERO;
+        c.denied_action = DeniedAction::Quarantine;
         let mut p = ConfigProblems::default();
         c.validate("egress", &groups(&["a-b", "a.b", "c"]), &mut p);
         let text = p.to_string();
@@ -307,10 +394,45 @@ mod tests {
             "egress.table",
             "egress.max_addresses_per_name",
             "egress.max_wait",
+            "egress.contain_after_denied",
+            "egress.denied_window",
+            "egress.denied_action",
             "groups[1].name",
         ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
+    }
+
+    #[test]
+    fn denied_containment_keys_parse_and_quarantine_needs_trusted_sources() {
+        let c: EgressConfig = toml::from_str(
+            "contain_after_denied = 5\ndenied_action = \"alert-only\"\ndenied_window = \"2m\"",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.contain_after_denied, c.denied_action, c.denied_window),
+            (5, DeniedAction::AlertOnly, Duration::from_secs(120))
+        );
+        let d = EgressConfig::default();
+        assert_eq!(
+            (
+                d.contain_after_denied,
+                d.denied_action,
+                d.trust_denied_sources,
+                d.anti_spoof
+            ),
+            (20, DeniedAction::Throttle, false, true)
+        );
+        assert!(toml::from_str::<EgressConfig>("denied_action = \"ban\"").is_err());
+        let trusted: EgressConfig =
+            toml::from_str("denied_action = \"quarantine\"\ntrust_denied_sources = true").unwrap();
+        let mut p = ConfigProblems::default();
+        trusted.validate("egress", &[], &mut p);
+        assert!(p.is_empty(), "{p}");
+        let unsafe_trust: EgressConfig =
+            toml::from_str("trust_denied_sources = true\nanti_spoof = false").unwrap();
+        unsafe_trust.validate("egress", &[], &mut p);
+        assert!(p.to_string().contains("egress.trust_denied_sources"), "{p}");
     }
 
     #[test]

@@ -2,26 +2,22 @@
 //! that group over a netlink socket (`NETLINK_NETFILTER`, the `nfnetlink_log` protocol) and turns
 //! each drop into an `egress_denied` event (client, group, destination, port, protocol).
 //!
-//! An agent that connects to an address dnsward never resolved for it is hard-coding addresses
-//! or bypassing DNS: that is evidence against *that client only*. [`DeniedTracker`] counts drops
-//! per client over a window and raises one alert when a client reaches the threshold.
+//! What a drop means for its client (alerts, containment) is [`super::evidence`]'s business.
 //!
 //! The reader is a small hand-written netlink client (libc only: no maintained crate covers
 //! nfnetlink_log): one blocking thread, a 64 KiB buffer, every length checked, never a panic on
 //! what the kernel (or anything else) sends. It stops within half a second of being asked.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use super::evidence::{DeniedContext, DeniedEvidence};
 use super::metric_names as mn;
-use crate::clock::SharedClock;
+use crate::events::Event;
 use crate::events::sink::EventSender;
-use crate::events::{AlertEvent, EgressDeniedEvent, Event, EventBody, WindowCounts};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_ULOG: u16 = 4;
@@ -38,10 +34,6 @@ const NLMSG_HDRLEN: usize = 16;
 const NFGEN_HDRLEN: usize = 4;
 /// Bytes of each dropped packet copied to us: enough for IPv6 + a port.
 const COPY_RANGE: u32 = 64;
-/// Most clients counted at once; when full, the oldest windows are dropped.
-const MAX_CLIENTS: usize = 4096;
-/// Destinations kept as alert samples.
-const MAX_SAMPLES: usize = 5;
 
 /// One dropped packet, as read from nflog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,102 +167,6 @@ pub fn group_of(prefix: &str) -> Option<&str> {
         .map(|r| r.trim_end().trim_end_matches(':'))
 }
 
-/// Counts drops per client and decides when one alert is due.
-#[derive(Debug)]
-pub struct DeniedTracker {
-    threshold: u32,
-    window: Duration,
-    clock: SharedClock,
-    /// client → (window start, drops in it, alerted in it, recent destinations).
-    clients: HashMap<IpAddr, ClientDrops>,
-}
-
-#[derive(Debug)]
-struct ClientDrops {
-    since: Duration,
-    count: u32,
-    alerted: bool,
-    samples: Vec<String>,
-}
-
-impl DeniedTracker {
-    /// Alert after `threshold` drops within `window`.
-    #[must_use]
-    pub fn new(threshold: u32, window: Duration, clock: SharedClock) -> Self {
-        Self {
-            threshold,
-            window,
-            clock,
-            clients: HashMap::new(),
-        }
-    }
-
-    /// Record one drop; returns the alert when this drop reaches the threshold (once per window).
-    pub fn record(&mut self, group: &str, p: &DroppedPacket) -> Option<AlertEvent> {
-        let now = self.clock.now();
-        if self.clients.len() >= MAX_CLIENTS && !self.clients.contains_key(&p.src) {
-            let window = self.window;
-            self.clients
-                .retain(|_, c| now.saturating_sub(c.since) < window);
-            if self.clients.len() >= MAX_CLIENTS {
-                self.clients.clear();
-            }
-        }
-        let c = self.clients.entry(p.src).or_insert(ClientDrops {
-            since: now,
-            count: 0,
-            alerted: false,
-            samples: Vec::new(),
-        });
-        if now.saturating_sub(c.since) >= self.window {
-            *c = ClientDrops {
-                since: now,
-                count: 0,
-                alerted: false,
-                samples: Vec::new(),
-            };
-        }
-        c.count += 1;
-        if c.samples.len() < MAX_SAMPLES {
-            c.samples.push(describe(p));
-        }
-        if c.count < self.threshold || c.alerted {
-            return None;
-        }
-        c.alerted = true;
-        Some(AlertEvent {
-            client: p.src,
-            agent: None,
-            group: group.to_string(),
-            domain: "(egress)".into(),
-            score: 100,
-            breakdown: BTreeMap::from([("egress_denied".to_string(), f64::from(c.count))]),
-            window: WindowCounts {
-                window_secs: self.window.as_secs(),
-                queries: u64::from(c.count),
-                ..WindowCounts::default()
-            },
-            samples: c.samples.clone(),
-            bytes_estimate: 0,
-            volume: None,
-            action: "alert".into(),
-            monitor_only: false,
-            exception: None,
-        })
-    }
-}
-
-fn describe(p: &DroppedPacket) -> String {
-    let dst = match p.dst {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    match p.port {
-        Some(port) => format!("{dst}:{port}/{}", p.proto),
-        None => format!("{dst}/{}", p.proto),
-    }
-}
-
 /// The running nflog reader.
 #[derive(Debug)]
 pub struct DeniedReader {
@@ -279,23 +175,23 @@ pub struct DeniedReader {
 }
 
 impl DeniedReader {
-    /// Bind nflog group `group` and read it on a thread. `version` gives the policy version
-    /// stamped on events.
+    /// Bind nflog group `group` and read it on a thread; each drop goes through `evidence`
+    /// (attributed and counted through `ctx`) and its events to `events`.
     ///
     /// # Errors
     /// The socket cannot be opened or bound (needs `CAP_NET_ADMIN`).
     pub fn start(
         group: u16,
-        tracker: DeniedTracker,
+        evidence: DeniedEvidence,
         events: EventSender,
-        version: Arc<dyn Fn() -> u64 + Send + Sync>,
+        ctx: Arc<dyn DeniedContext>,
     ) -> io::Result<Self> {
         let sock = bind(group)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("egress-nflog".into())
-            .spawn(move || read_loop(&sock, &stop2, tracker, &events, &*version))?;
+            .spawn(move || read_loop(&sock, &stop2, evidence, &events, &*ctx))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -314,9 +210,9 @@ impl DeniedReader {
 fn read_loop(
     sock: &OwnedFd,
     stop: &AtomicBool,
-    mut tracker: DeniedTracker,
+    mut evidence: DeniedEvidence,
     events: &EventSender,
-    version: &(dyn Fn() -> u64 + Send + Sync),
+    ctx: &dyn DeniedContext,
 ) {
     let malformed = metrics::counter!(mn::DENIED_MALFORMED_TOTAL);
     let mut buf = vec![0u8; 65536];
@@ -343,23 +239,11 @@ fn read_loop(
         let (packets, bad) = parse_datagram(&buf[..len]);
         malformed.increment(bad as u64);
         for p in packets {
-            let group = group_of(&p.prefix).map(str::to_string);
-            let g = group.as_deref().unwrap_or("-");
-            metrics::counter!(mn::DENIED_TOTAL, "group" => g.to_string()).increment(1);
-            let alert = tracker.record(g, &p);
-            let v = version();
-            events.emit(Event::now(
-                v,
-                EventBody::EgressDenied(EgressDeniedEvent {
-                    client: p.src,
-                    group,
-                    dst: p.dst,
-                    port: p.port,
-                    proto: p.proto,
-                }),
-            ));
-            if let Some(a) = alert {
-                events.emit(Event::now(v, EventBody::Alert(a)));
+            let g = group_of(&p.prefix).unwrap_or("-").to_string();
+            metrics::counter!(mn::DENIED_TOTAL, "group" => g).increment(1);
+            let version = ctx.version();
+            for body in evidence.observe(ctx, &p) {
+                events.emit(Event::now(version, body));
             }
         }
     }
@@ -456,7 +340,6 @@ fn config(sock: &OwnedFd, group: u16, attr: u16, data: &[u8], seq: u32) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
 
     fn nflog_message(prefix: &str, payload: &[u8]) -> Vec<u8> {
         let mut attrs = Vec::new();
@@ -524,28 +407,5 @@ mod tests {
             bad[i] = bad[i].wrapping_add(0x7F);
             let _ = parse_datagram(&bad);
         }
-    }
-
-    #[test]
-    fn one_alert_per_client_and_window_after_the_threshold() {
-        let clock = ManualClock::new();
-        let mut t = DeniedTracker::new(3, Duration::from_secs(60), clock.clone());
-        let (packets, _) = parse_datagram(&nflog_message(
-            "dnsward-egress agents: ",
-            &tcp_syn_v4([10, 0, 0, 1], [198, 19, 0, 11], 443),
-        ));
-        let p = &packets[0];
-        assert!(t.record("agents", p).is_none());
-        assert!(t.record("agents", p).is_none());
-        let alert = t.record("agents", p).expect("third drop alerts");
-        assert_eq!(alert.client, p.src);
-        assert_eq!(alert.samples[0], "198.19.0.11:443/tcp");
-        assert!(t.record("agents", p).is_none(), "once per window");
-        // Another client's drops are its own.
-        let mut other = p.clone();
-        other.src = IpAddr::from([10, 0, 0, 2]);
-        assert!(t.record("agents", &other).is_none());
-        clock.advance(Duration::from_secs(61));
-        assert!(t.record("agents", p).is_none());
     }
 }

@@ -5,7 +5,9 @@
 //! - [`gate`]: allowed answers → set writes (deduplicated, batched, bounded wait).
 //! - [`backend`]: the firewall: nftables through `nft -j` (JSON API), one run per batch.
 //! - [`ruleset`]: `dnsward egress ruleset`: the nftables rules that use the sets.
-//! - [`denied`]: drops logged by those rules (NFLOG) → `egress_denied` events and alerts.
+//! - [`denied`]: drops logged by those rules (NFLOG), read back from the kernel.
+//! - [`evidence`]: each drop → `egress_denied` event; per-client counting → alerts and
+//!   containment (own evidence only).
 //! - [`bypass`]: encrypted-DNS canaries and the public DoH/DoT resolver list.
 //! - [`run`]: starting and stopping all of it with the server.
 //!
@@ -18,6 +20,7 @@ pub mod backend;
 pub mod bypass;
 pub mod config;
 pub mod denied;
+pub mod evidence;
 pub mod gate;
 pub mod ruleset;
 pub mod run;
@@ -60,6 +63,11 @@ pub mod metric_names {
     pub const TRACKED: &str = "dnsward_egress_tracked_elements";
     /// Denied connection attempts read from NFLOG, by `group`.
     pub const DENIED_TOTAL: &str = "dnsward_egress_denied_total";
+    /// Drops counted against nobody: the source is in no gated group's CIDRs, or not in those
+    /// of the group whose rule logged it.
+    pub const DENIED_UNATTRIBUTED_TOTAL: &str = "dnsward_egress_denied_unattributed_total";
+    /// Clients' denied-flow windows dropped because the table was full of live ones.
+    pub const DENIED_EVICTED_TOTAL: &str = "dnsward_egress_denied_windows_evicted_total";
     /// NFLOG messages that could not be parsed.
     pub const DENIED_MALFORMED_TOTAL: &str = "dnsward_egress_denied_malformed_total";
 }

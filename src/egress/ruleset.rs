@@ -6,6 +6,11 @@
 //! back as `egress_denied` events) and dropped. Established flows stay up after their element
 //! expires (connections outlive TTLs; cutting them breaks apps without stopping anything new).
 //!
+//! With `anti_spoof` (the default) the `forward` chain first drops packets from the groups'
+//! CIDRs that did not arrive on the interface their source is routed through (reverse path
+//! filtering, `fib saddr . iif oif missing`): denied drops are evidence against the source
+//! address, so that address must not be forgeable from another segment.
+//!
 //! The output is idempotent to load with `nft -f`: it creates the table and chains if absent,
 //! flushes only dnsward's *chains* and re-adds their rules, and leaves the sets' elements alone.
 
@@ -194,6 +199,9 @@ pub fn render(egress: &EgressConfig, inputs: &RulesetInputs, source: &str) -> St
             w,
             "\t\ttype filter hook {hook} priority filter; policy accept;"
         );
+        if *hook == "forward" && egress.anti_spoof {
+            write_anti_spoof(w, groups);
+        }
         let _ = writeln!(
             w,
             "\t\t# Replies, and flows opened while their address was allowed, stay up."
@@ -283,6 +291,34 @@ pub fn render(egress: &EgressConfig, inputs: &RulesetInputs, source: &str) -> St
     o
 }
 
+/// Reverse-path check for the groups' sources, first in `forward`: a packet claiming an agent's
+/// address must arrive on the interface that address is routed through. Without it, anything
+/// that can reach this host could forge an agent's address, and its drops would be logged (and
+/// counted) against that agent. It cannot tell apart two hosts on the same segment: that needs
+/// one agent per interface or source guard on the switch (see `docs/egress.md`).
+fn write_anti_spoof(w: &mut String, groups: &[RulesetGroup]) {
+    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = groups
+        .iter()
+        .flat_map(|g| g.cidrs.iter().copied())
+        .partition(|n| matches!(n, IpNet::V4(_)));
+    if v4.is_empty() && v6.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\t\t# Anti-spoofing: an agent address must come in on the interface it is routed via."
+    );
+    for (family, nets) in [("ip", v4), ("ip6", v6)] {
+        if !nets.is_empty() {
+            let _ = writeln!(
+                w,
+                "\t\t{family} saddr {} fib saddr . iif oif missing counter drop",
+                set_literal(&nets)
+            );
+        }
+    }
+}
+
 /// A group's chain name.
 #[must_use]
 pub fn group_chain(group: &str) -> String {
@@ -334,5 +370,28 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+        // Anti-spoofing comes first in forward, for every group's sources, and not in output
+        // (a local process has no input interface).
+        let forward = text
+            .split("chain forward {\n")
+            .nth(1)
+            .and_then(|r| r.split("\t}").next())
+            .unwrap();
+        let first_rule = forward
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.starts_with('#') && !l.starts_with("type "))
+            .unwrap();
+        assert_eq!(
+            first_rule,
+            "ip saddr { 10.0.0.0/8, 192.168.7.0/24 } fib saddr . iif oif missing counter drop"
+        );
+        assert!(forward.contains("ip6 saddr fd00::/8 fib saddr . iif oif missing counter drop"));
+        assert_eq!(text.matches("fib saddr").count(), 2, "{text}");
+        let off = EgressConfig {
+            anti_spoof: false,
+            ..EgressConfig::default()
+        };
+        assert!(!render(&off, &inputs, "t.toml").contains("fib saddr"));
     }
 }

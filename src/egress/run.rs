@@ -7,7 +7,8 @@ use super::EgressHook;
 use super::backend::NftBackend;
 use super::bypass::EncryptedDns;
 use super::config::EgressConfig;
-use super::denied::{DeniedReader, DeniedTracker};
+use super::denied::DeniedReader;
+use super::evidence::{DeniedContext, DeniedEvidence, EvidenceSettings};
 use super::gate::{Egress, GateSettings, StartError};
 use crate::clock::SharedClock;
 use crate::config_error::ConfigProblems;
@@ -37,8 +38,9 @@ pub struct RunningEgress {
 
 impl RunningEgress {
     /// Create or adopt the table and the sets of the `gated` groups, load the encrypted-DNS list
-    /// and start reading denied flows. A reader that cannot bind is logged, not fatal: the
-    /// ruleset still drops, only the events are missing.
+    /// and start reading denied flows, which `ctx` attributes to clients and contains (see
+    /// [`super::evidence`]). A reader that cannot bind is logged, not fatal: the ruleset still
+    /// drops, only the events (and the containment they would start) are missing.
     ///
     /// # Errors
     /// The backend failed (fatal: agents would be cut off or unprotected) or the list is bad.
@@ -47,7 +49,7 @@ impl RunningEgress {
         gated: &[&str],
         events: EventSender,
         clock: SharedClock,
-        version: Arc<dyn Fn() -> u64 + Send + Sync>,
+        ctx: Arc<dyn DeniedContext>,
     ) -> Result<Self, RunError> {
         let encrypted_dns = if cfg.block_encrypted_dns {
             let mut problems = ConfigProblems::default();
@@ -67,8 +69,8 @@ impl RunningEgress {
         let backend = Arc::new(NftBackend::new(cfg.nft.clone(), family, table));
         let gate = Egress::start(GateSettings::from(cfg), gated, backend, Arc::clone(&clock))?;
         let denied = if cfg.read_denied {
-            let tracker = DeniedTracker::new(cfg.denied_alert_after, cfg.denied_window, clock);
-            match DeniedReader::start(cfg.nflog_group, tracker, events, version) {
+            let evidence = DeniedEvidence::new(EvidenceSettings::from(cfg), clock);
+            match DeniedReader::start(cfg.nflog_group, evidence, events, ctx) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(error = %e, group = cfg.nflog_group,

@@ -223,6 +223,14 @@ impl CachedAnswer {
         out
     }
 
+    /// The stored wire answer (TTLs as stored, not counted down) and the seconds it has left
+    /// at `now`: what replaying the cache needs (the egress sets of a group that became gated).
+    #[must_use]
+    pub fn stored(&self, now: Duration) -> (&[u8], u32) {
+        let left = self.expires_at.saturating_sub(now).as_secs();
+        (&self.bytes, u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
     /// Approximate memory used by this entry.
     fn weight(&self) -> u64 {
         let names: usize = self.cname_targets.iter().map(|n| n.len() + 16).sum();
@@ -369,6 +377,15 @@ impl AnswerCache {
             }),
         }
         before.saturating_sub(store.len())
+    }
+
+    /// Every answer still fresh at `now` (keys and `Arc`s cloned; a snapshot, entries may come
+    /// and go meanwhile). For rare whole-cache work such as a reload, never the query path.
+    #[must_use]
+    pub fn fresh_entries(&self, now: Duration) -> Vec<(CacheKey, Arc<CachedAnswer>)> {
+        self.store.as_ref().map_or_else(Vec::new, |store| {
+            store.iter().filter(|(_, a)| a.is_fresh(now)).collect()
+        })
     }
 
     /// Number of entries.

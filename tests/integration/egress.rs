@@ -216,3 +216,227 @@ async fn a_reload_that_switches_a_group_off_deletes_its_sets_in_one_batch() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(batches(&log).lines().count(), before);
 }
+
+/// Every `(set, address, timeout)` the batches in `log` added.
+fn added_elements(log: &Path) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for line in batches(log).lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for cmd in doc["nftables"].as_array().into_iter().flatten() {
+            let e = &cmd["add"]["element"];
+            for el in e["elem"].as_array().into_iter().flatten() {
+                if let (Some(set), Some(val), Some(t)) = (
+                    e["name"].as_str(),
+                    el["elem"]["val"].as_str(),
+                    el["elem"]["timeout"].as_u64(),
+                ) {
+                    out.push((set.to_string(), val.to_string(), t));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A reload that gates a group fills its sets from what is cached and its policy lets it see,
+/// with what is left of each TTL, before any new query: its agents keep reaching the addresses
+/// they were already given.
+#[tokio::test]
+async fn a_reload_that_gates_a_group_fills_its_sets_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, log) = fake_nft(dir.path(), "0");
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .with_a("other.example", [192, 0, 2, 2], 300)
+        .with_a("never.example", [192, 0, 2, 9], 300)
+        .start()
+        .await;
+    let cfg = format!(
+        r#"
+[egress]
+nft = {nft:?}
+read_denied = false
+max_wait = "1s"
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32"]
+allow = ["never.example"]
+
+[[groups]]
+name = "later"
+cidrs = ["127.0.0.20/32"]
+allow = ["www.example", "other.example"]
+egress = false
+"#
+    );
+    let s = TestServer::start(Some(up.addr), &cfg).await;
+    for name in ["www.example", "other.example"] {
+        let m = udp_query(s.udp, "127.0.0.20", name, RecordType::A).await;
+        assert_eq!(a_records(&m).len(), 1, "{name}");
+    }
+    // Cached too, but "later" may not resolve it: it must not reach its address after the reload.
+    let _ = udp_query(s.udp, "127.0.0.10", "never.example", RecordType::A).await;
+    assert!(
+        !added_elements(&log)
+            .iter()
+            .any(|(set, ..)| set == "allow4_later"),
+        "an ungated group wrote"
+    );
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(&s.config_path, text.replace("egress = false\n", "")).unwrap();
+    let app = s.app.as_ref().unwrap();
+    app.control
+        .reload(Some("test"), None)
+        .await
+        .expect("reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let later: Vec<(String, u64)> = loop {
+        let later: Vec<(String, u64)> = added_elements(&log)
+            .into_iter()
+            .filter(|(set, ..)| set == "allow4_later")
+            .map(|(_, ip, t)| (ip, t))
+            .collect();
+        if later.len() >= 2 {
+            break later;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sets not filled: {}",
+            batches(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut ips: Vec<&str> = later.iter().map(|(ip, _)| ip.as_str()).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    assert_eq!(ips, ["192.0.2.1", "192.0.2.2"], "{later:?}");
+    // TTL 300 (minus what passed) + 30 s grace + an eighth of slack, never more.
+    assert!(
+        later.iter().all(|(_, t)| *t > 300 && *t <= 330 + 42),
+        "{later:?}"
+    );
+    // The set's creation is the first command that names it (same queue, so it comes first).
+    let all = batches(&log);
+    let first = all
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|d| d["nftables"].as_array().cloned().unwrap_or_default())
+        .find(|c| c.to_string().contains("allow4_later"))
+        .unwrap();
+    assert_eq!(first["add"]["set"]["name"], "allow4_later", "{all}");
+}
+
+/// Denied drops, fed through the real pipeline as the nflog reader would feed them (the reader
+/// itself needs root: `tests/egress_e2e.rs`): attribution by the policy in force, containment of
+/// that client alone on every name, monitor-only and ungated groups never contained, and an
+/// analyst's release lifts it.
+#[tokio::test]
+async fn denied_drops_contain_their_own_client_through_the_pipeline() {
+    use dnsward::egress::config::DeniedAction;
+    use dnsward::egress::denied::DroppedPacket;
+    use dnsward::egress::evidence::{DeniedEvidence, EvidenceSettings};
+    use dnsward::events::EventBody;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (nft, _log) = fake_nft(dir.path(), "0");
+    let cfg = format!(
+        r#"
+[egress]
+nft = {nft:?}
+read_denied = false
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32", "127.0.0.11/32"]
+allow = ["*.corp.internal"]
+
+[[groups]]
+name = "watched"
+cidrs = ["127.0.0.30/32"]
+allow = ["*.corp.internal"]
+[groups.detect]
+monitor_only = true
+
+[[groups]]
+name = "ungated"
+cidrs = ["127.0.0.20/32"]
+allow = ["*.corp.internal"]
+egress = false
+"#
+    );
+    let s = TestServer::start(None, &cfg).await;
+    let pipeline = std::sync::Arc::clone(&s.app.as_ref().unwrap().pipeline);
+    let settings = |action| EvidenceSettings {
+        alert_after: 100,
+        contain_after: 3,
+        window: Duration::from_secs(60),
+        action,
+    };
+    let mut evidence =
+        DeniedEvidence::new(settings(DeniedAction::Sinkhole), pipeline.clock().clone());
+    let sweep = |evidence: &mut DeniedEvidence, group: &str, src: &str| -> Vec<EventBody> {
+        (1..=3u8)
+            .flat_map(|i| {
+                let p = DroppedPacket {
+                    prefix: format!("dnsward-egress {group}: "),
+                    src: src.parse().unwrap(),
+                    dst: std::net::IpAddr::from([198, 19, 0, 20 + i]),
+                    port: Some(443),
+                    proto: "tcp".into(),
+                };
+                evidence.observe(&*pipeline, &p)
+            })
+            .collect()
+    };
+    let started = |bodies: &[EventBody]| {
+        bodies
+            .iter()
+            .filter(|b| matches!(b, EventBody::ContainmentStarted(_)))
+            .count()
+    };
+    // Ungated and monitor-only groups: never contained (the latter alerts).
+    assert_eq!(started(&sweep(&mut evidence, "ungated", "127.0.0.20")), 0);
+    let watched = sweep(&mut evidence, "watched", "127.0.0.30");
+    assert_eq!(started(&watched), 0);
+    assert!(
+        watched
+            .iter()
+            .any(|b| matches!(b, EventBody::Alert(a) if a.monitor_only && a.group == "watched"))
+    );
+    // A drop logged by the agents' rule from a source the policy puts elsewhere: nobody's.
+    assert_eq!(started(&sweep(&mut evidence, "agents", "127.0.0.30")), 0);
+    // The agent: sinkholed on every name; its neighbour in the group is answered.
+    let bodies = sweep(&mut evidence, "agents", "127.0.0.10");
+    assert_eq!(started(&bodies), 1, "{bodies:?}");
+    for name in ["git.corp.internal", "api.corp.internal"] {
+        let m = udp_query(s.udp, "127.0.0.10", name, RecordType::A).await;
+        assert_eq!(a_records(&m), ["0.0.0.0"], "{name}");
+    }
+    let m = udp_query(s.udp, "127.0.0.11", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+    for src in ["127.0.0.20", "127.0.0.30"] {
+        let m = udp_query(s.udp, src, "git.corp.internal", RecordType::A).await;
+        assert_eq!(a_records(&m), ["192.0.2.30"], "{src}");
+    }
+    // An analyst's release lifts it at once.
+    let ended = pipeline.release(
+        &pipeline.client_key("127.0.0.10".parse().unwrap()),
+        "alice",
+        "known scanner test",
+    );
+    assert_eq!(ended.len(), 1);
+    let m = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+
+    // With `quarantine` (for operators who vouch for their sources) the client is REFUSED.
+    let mut evidence =
+        DeniedEvidence::new(settings(DeniedAction::Quarantine), pipeline.clock().clone());
+    assert_eq!(started(&sweep(&mut evidence, "agents", "127.0.0.11")), 1);
+    let m = udp_query(s.udp, "127.0.0.11", "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.30"]);
+}

@@ -75,6 +75,7 @@ use crate::serve::cookie::{CookieCheck, CookieSecret};
 use crate::wire::{self, Query, rcode};
 
 mod account;
+mod egress;
 mod stages;
 
 use account::{Asked, LazyNow, Report};
@@ -327,7 +328,13 @@ impl Pipeline {
                 .filter(|g| g.egress)
                 .map(|g| &*g.name)
                 .collect();
+            let newly: Vec<&str> = gated
+                .iter()
+                .copied()
+                .filter(|g| !hook.gate.gates(g))
+                .collect();
             drop(hook.gate.set_groups(&gated));
+            self.repopulate_egress(&policy, &newly, &stale);
         }
         self.policy.store(policy);
         let dropped = self.cache.invalidate(&stale);

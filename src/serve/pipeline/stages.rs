@@ -175,7 +175,7 @@ impl Pipeline {
         } else {
             "throttled"
         };
-        let why = || format!("tunnel containment: {domain} {action}");
+        let why = || format!("containment: {domain} {action}");
         let report = Report::new(verdict, &why);
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
     }
