@@ -26,6 +26,7 @@ pub mod config;
 pub mod exceptions;
 pub mod features;
 pub mod floor;
+pub mod memo;
 pub mod ngram;
 pub mod score;
 pub mod sketch;
@@ -299,6 +300,8 @@ pub struct Detector {
     clients: BoundedTable<ClientState>,
     /// Which client asked a name last, fleet-wide.
     shared: SharedNames,
+    /// Each name's appearance, computed once (see [`memo`]).
+    memo: memo::AppearanceMemo,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
     hasher: RandomState,
     /// Time source.
@@ -352,6 +355,7 @@ impl Detector {
             domains: BoundedTable::new("domain", cfg.max_domains),
             clients: BoundedTable::new("client", cfg.max_clients),
             shared: SharedNames::new(cfg.shared_name_slots),
+            memo: memo::AppearanceMemo::default(),
             hasher: RandomState::new(),
             clock,
         }
@@ -411,28 +415,64 @@ impl Detector {
         if !self.enabled {
             return Assessment::default();
         }
-        // An exception takes away appearance points only: the name still counts as volume.
-        let exception = self.exceptions.find(obs.qname).or_else(|| {
-            let group = obs.settings.exceptions.iter().map(String::as_str);
-            exceptions::find(group, obs.qname)
-        });
         let sub = subdomain_part(obs.qname, obs.domain);
-        let f = features::extract(obs.qname, sub, obs.qtype);
-        let (query_score, query_terms) = if exception.is_some() {
-            (0, Breakdown::default())
-        } else {
-            score::query_score(&f)
-        };
-        let bits = volume::info_bits(&f);
         let sub_hash = self.hasher.hash_one(sub);
         let domain_key = self.domain_key(obs.domain);
         let client_hash = self.hasher.hash_one(obs.client);
         // The whole name's hash, from the two already computed: the name is hashed once. Used
         // for the fleet-wide "asked by another client" table.
         let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The name's appearance depends on the name, the type and the exceptions in force
+        // (the group's own, when it has any): memoised under all three.
+        let memo_key = {
+            let mut k = name_hash ^ u64::from(obs.qtype).wrapping_mul(0xff51_afd7_ed55_8ccd);
+            if !obs.settings.exceptions.is_empty() {
+                k ^= self.hasher.hash_one(obs.group).rotate_left(17);
+            }
+            k
+        };
+        // An exception takes away appearance points only: the name still counts as volume.
+        let find_exception = || {
+            self.exceptions.find(obs.qname).or_else(|| {
+                let group = obs.settings.exceptions.iter().map(String::as_str);
+                exceptions::find(group, obs.qname)
+            })
+        };
+        let (appearance, exception) = match self.memo.get(memo_key) {
+            Some(a) => (a, if a.exception { find_exception() } else { None }),
+            None => {
+                let exception = find_exception();
+                let f = features::extract(obs.qname, sub, obs.qtype);
+                let score = if exception.is_some() {
+                    0
+                } else {
+                    score::query_score(&f).0
+                };
+                let a = memo::Appearance {
+                    score,
+                    exception: exception.is_some(),
+                    bits: volume::info_bits(&f),
+                    sub_len: u32::try_from(f.sub_len).unwrap_or(u32::MAX),
+                    sub_chars: u32::try_from(f.sub_chars).unwrap_or(u32::MAX),
+                };
+                self.memo.put(memo_key, a);
+                (a, exception)
+            }
+        };
+        let query_score = appearance.score;
+        let bits = appearance.bits;
+        // The per-term breakdown of the query's own score, for an alert (rare): recomputed
+        // rather than memoised.
+        let query_terms = || {
+            if appearance.exception {
+                Breakdown::default()
+            } else {
+                score::query_score(&features::extract(obs.qname, sub, obs.qtype)).1
+            }
+        };
         let shared = self.shared.asked_by_other(name_hash, client_hash);
         let high = query_score >= HIGH_QUERY_SCORE;
-        let sub_len = u32::try_from(f.sub_len).unwrap_or(u32::MAX);
+        let sub_len = appearance.sub_len;
         let mut sample = Sample {
             hash: sub_hash,
             sub_len,
@@ -454,7 +494,8 @@ impl Detector {
         // What the name adds beyond the key's last few names (a counter moved on adds bits,
         // not bytes); computed for every fresh name so the references stay current.
         let floor_bits = if fresh {
-            st.floor.novel_bits(sub, bits, f.sub_chars)
+            st.floor
+                .novel_bits(sub, bits, appearance.sub_chars as usize)
         } else {
             0
         };
@@ -635,7 +676,7 @@ impl Detector {
                 group: obs.group.to_string(),
                 domain: obs.domain.to_string(),
                 score,
-                breakdown: breakdown_map(terms, &query_terms),
+                breakdown: breakdown_map(terms, &query_terms()),
                 window: WindowCounts {
                     window_secs: self.window_secs[1],
                     queries: w.queries,

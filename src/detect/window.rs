@@ -137,19 +137,17 @@ impl SlidingWindow {
         let novel_names = u64::from(c.novel_names) + u64::from(p.novel_names);
         let novel_bits = u64::from(c.novel_bits) + u64::from(p.novel_bits);
         // The filter can only over-count novelty (a name evicted from it and asked again); the
-        // sketch caps that. It is only trusted when clearly below the filter's count: within
-        // its error (~13 %, more for small counts) the filter's exact count stands, so the
-        // score does not jitter with the hash seed. Up to 8 names the filter (32 slots) is
-        // exact enough and the sketch is not read at all.
+        // sketch caps that. The cap is the sketch's upper bound, not its estimate: 64
+        // registers give a ~13 % standard error, so the estimate plus three of them (×1.39)
+        // is, with near certainty, no lower than the true count, and the score never drops
+        // below the evidence because of an unlucky hash seed (a name cycled back in after
+        // being pushed out of the filter is still corrected to within 39 %). Up to 8 names
+        // the filter (32 slots) is exact enough and the sketch is not read at all.
         let distinct_names = if novel_names <= 8 {
             novel_names
         } else {
-            let unique = unique();
-            if unique.saturating_mul(5) >= novel_names.saturating_mul(4) {
-                novel_names
-            } else {
-                unique.max(1)
-            }
+            let cap = unique().saturating_mul(139) / 100;
+            novel_names.min(cap.max(1))
         };
         let novel_bytes = novel_bits
             .saturating_mul(distinct_names)
