@@ -42,6 +42,18 @@ mod udp;
 
 pub use encrypted::RunningTls;
 
+/// How each UDP socket is served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpLoop {
+    /// One OS thread per socket, blocked in the receive call (Linux with glibc; elsewhere the
+    /// runtime loop).
+    #[default]
+    Thread,
+    /// A task per socket on the async runtime.
+    Runtime,
+}
+
 /// `[server]`: listeners and limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +64,11 @@ pub struct ServerConfig {
     /// UDP sockets per address (0 = one per CPU).
     #[serde(default)]
     pub udp_workers: usize,
+    /// How each UDP socket is served: `"thread"` (default on Linux): an OS thread of its own,
+    /// blocked in `recvmmsg` itself; `"runtime"`: a task on the async runtime, woken through
+    /// its epoll (the only loop elsewhere). See `bench/README.md` for the numbers.
+    #[serde(default)]
+    pub udp_loop: UdpLoop,
     /// Runtime worker threads (0 = one per CPU).
     #[serde(default)]
     pub threads: usize,
@@ -121,6 +138,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             udp_workers: 0,
+            udp_loop: UdpLoop::default(),
             threads: 0,
             tcp_max_connections: default_tcp_max(),
             tcp_idle_timeout: default_tcp_idle(),
@@ -285,7 +303,12 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
             sockets.push(bind_udp(bound, true)?);
         }
         for s in sockets {
-            tasks.spawn(udp::serve(s, Arc::clone(&pipeline), stop_rx.clone()));
+            tasks.spawn(udp::serve(
+                s,
+                Arc::clone(&pipeline),
+                stop_rx.clone(),
+                cfg.udp_loop,
+            ));
         }
         // TCP on the same port as UDP, so port 0 gives one port for both where possible.
         let tcp_addr = SocketAddr::new(addr.ip(), bound.port());

@@ -62,7 +62,22 @@ impl RecvBatch {
 }
 
 /// Serve one UDP socket until `stop` changes; then wait for answers still being resolved.
-pub async fn serve(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    sock: UdpSocket,
+    pipeline: Arc<Pipeline>,
+    stop: watch::Receiver<bool>,
+    how: super::UdpLoop,
+) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if how == super::UdpLoop::Thread {
+        return thread_loop::serve(sock, pipeline, stop).await;
+    }
+    let _ = how;
+    serve_runtime(sock, pipeline, stop).await;
+}
+
+/// [`serve`] on the runtime: readiness from the runtime's epoll, one task per socket.
+async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
     let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
     let sock = match register(sock, Interest::READABLE) {
         Ok(s) => Arc::new(s),
@@ -195,6 +210,167 @@ where
     unsafe { AsyncFd::register_with_interest(io, interest) }.map_err(io::Error::from)
 }
 
+/// One OS thread per socket, blocked in `recvmmsg` itself (no epoll, no runtime wakeup):
+/// the socket is in blocking mode with a receive timeout, so the thread notices shutdown.
+/// Cache misses are resolved on the runtime, as in the runtime loop.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod thread_loop {
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{Notify, watch};
+
+    use super::{RecvBatch, sys};
+    use crate::serve::pipeline::{Outcome, Pipeline};
+
+    /// How often a blocked receive wakes to look for shutdown.
+    const POLL_STOP: Duration = Duration::from_millis(200);
+
+    /// Misses being resolved on the runtime, so shutdown can wait for their answers.
+    #[derive(Default)]
+    struct InFlight {
+        count: AtomicUsize,
+        idle: Notify,
+    }
+
+    pub(super) async fn serve(
+        sock: UdpSocket,
+        pipeline: Arc<Pipeline>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
+        if let Err(e) = sock
+            .set_nonblocking(false)
+            .and_then(|()| sock.set_read_timeout(Some(POLL_STOP)))
+        {
+            tracing::error!(error = %e, "cannot set up a UDP socket; listener stops");
+            return;
+        }
+        let sock = Arc::new(sock);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let inflight = Arc::new(InFlight::default());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Handle::current();
+        let spawned = {
+            let (sock, stopping, inflight) = (
+                Arc::clone(&sock),
+                Arc::clone(&stopping),
+                Arc::clone(&inflight),
+            );
+            std::thread::Builder::new()
+                .name("dnsward-udp".into())
+                .spawn(move || {
+                    let _rt = runtime.enter();
+                    run(&sock, v6, &pipeline, &stopping, &inflight, &runtime);
+                    let _ = done_tx.send(());
+                })
+        };
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a UDP listener thread");
+            return;
+        }
+        // Any change, or the sender gone, means stop.
+        let _ = stop.changed().await;
+        stopping.store(true, Ordering::Relaxed);
+        // Wake the blocked receive now rather than at its next timeout: on Linux, shutting a
+        // UDP socket's receive side returns a waiting `recvmmsg` at once. Sends still work,
+        // for the answers still being resolved.
+        sys::shutdown_read(&sock);
+        let _ = done_rx.await;
+        // Let answers already being resolved go out.
+        loop {
+            let idle = inflight.idle.notified();
+            if inflight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+    }
+
+    fn run(
+        sock: &Arc<UdpSocket>,
+        v6: bool,
+        pipeline: &Arc<Pipeline>,
+        stopping: &AtomicBool,
+        inflight: &Arc<InFlight>,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        let mut batch = RecvBatch::new(v6);
+        let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::BATCH);
+        while !stopping.load(Ordering::Relaxed) {
+            let n = match sys::recv_wait(sock, &mut batch) {
+                Ok(n) => n,
+                // Timeout (look at the stop flag), a signal, or an ICMP error from a gone
+                // client: none says anything about this socket.
+                Err(_) => continue,
+            };
+            let received = Instant::now();
+            for i in 0..n {
+                let (packet, src) = batch.datagram(i);
+                let Some(src) = src else { continue };
+                match pipeline.handle_udp_batched(packet, src.ip(), received) {
+                    Outcome::Reply(r) => replies.push((r, src)),
+                    Outcome::Drop => {}
+                    Outcome::Resolve(p) => {
+                        inflight.count.fetch_add(1, Ordering::AcqRel);
+                        let (sock, pipeline, inflight) =
+                            (Arc::clone(sock), Arc::clone(pipeline), Arc::clone(inflight));
+                        runtime.spawn(async move {
+                            if let Some(r) = pipeline.resolve(*p).await {
+                                send_later(&sock, &r, src).await;
+                            }
+                            if inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                inflight.idle.notify_waiters();
+                            }
+                        });
+                    }
+                }
+            }
+            let inline = replies.len();
+            send_all(sock, v6, &mut replies);
+            pipeline.record_udp_batch_latency(received.elapsed(), inline);
+        }
+    }
+
+    /// Send every reply from the listener's thread, waiting out a full send buffer for up to
+    /// a second.
+    fn send_all(sock: &UdpSocket, v6: bool, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+        let mut start = 0;
+        while start < replies.len() {
+            match sys::send(sock, v6, &replies[start..]) {
+                Ok(0) => break,
+                Ok(sent) => start += sent,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !sys::wait_writable_blocking(sock, 1000) {
+                        break;
+                    }
+                }
+                Err(_) => start += 1,
+            }
+        }
+        replies.clear();
+    }
+
+    /// Send a resolved miss's answer from the runtime, never blocking a worker.
+    async fn send_later(sock: &UdpSocket, msg: &[u8], to: SocketAddr) {
+        for _ in 0..3 {
+            match sys::send_one(sock, msg, to) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !super::wait_writable(sock).await {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
 /// Batched receive and send with `recvmmsg`/`sendmmsg` (Linux, glibc).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod sys {
@@ -292,14 +468,72 @@ mod sys {
 
     /// Read up to [`BATCH`] datagrams without blocking.
     pub(super) fn recv(sock: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        recv_flags(sock, batch, libc::MSG_DONTWAIT)
+    }
+
+    /// Read up to [`BATCH`] datagrams, waiting (up to the socket's receive timeout) for the
+    /// first; the rest are whatever is queued then. The socket must be in blocking mode.
+    pub(super) fn recv_wait(sock: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        recv_flags(sock, batch, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_flags(
+        sock: &UdpSocket,
+        batch: &mut RecvBatch,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         if batch.v6 {
-            recv_as::<libc::sockaddr_in6>(sock, batch)
+            recv_as::<libc::sockaddr_in6>(sock, batch, flags)
         } else {
-            recv_as::<libc::sockaddr_in>(sock, batch)
+            recv_as::<libc::sockaddr_in>(sock, batch, flags)
         }
     }
 
-    fn recv_as<A: RawAddr>(sock: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    /// Wait up to `timeout_ms` until `sock` can send (for a full send buffer, on the
+    /// listener's own thread).
+    pub(super) fn wait_writable_blocking(sock: &UdpSocket, timeout_ms: i32) -> bool {
+        let mut fds = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, exclusively borrowed for the call.
+        let n = unsafe { libc::poll(&raw mut fds, 1, timeout_ms) };
+        n > 0 && fds.revents & libc::POLLOUT != 0
+    }
+
+    /// Shut the socket's receive side, which wakes a thread blocked receiving on it.
+    pub(super) fn shutdown_read(sock: &UdpSocket) {
+        // SAFETY: a plain call on a descriptor the socket owns.
+        let _ = unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) };
+    }
+
+    /// Send one datagram without blocking, whatever the socket's mode.
+    pub(super) fn send_one(
+        sock: &UdpSocket,
+        msg: &[u8],
+        to: std::net::SocketAddr,
+    ) -> io::Result<usize> {
+        let addr = socket2::SockAddr::from(to);
+        // SAFETY: `msg` and `addr` are valid for the call and only read by the kernel.
+        let n = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_DONTWAIT,
+                addr.as_ptr().cast(),
+                addr.len(),
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    fn recv_as<A: RawAddr>(
+        sock: &UdpSocket,
+        batch: &mut RecvBatch,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
         let mut names = [A::EMPTY; BATCH];
         let base = batch.bufs.as_mut_ptr();
         let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
@@ -320,7 +554,7 @@ mod sys {
                 sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
