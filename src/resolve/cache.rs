@@ -44,7 +44,8 @@ pub struct CacheConfig {
     /// Whether to cache at all (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Upper bound on the memory the cached answers may use, in bytes (default 64 MiB).
+    /// Upper bound on the heap the cached answers may use, in bytes (default 64 MiB): each
+    /// entry counts what its allocations and its share of the cache's tables really take.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Shortest time an answer is kept (default 0s: honour the upstream TTL).
