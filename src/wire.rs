@@ -281,7 +281,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Append a label's bytes to a presentation-form name, lower-cased and escaped.
-fn push_label(out: &mut String, label: &[u8]) {
+pub(crate) fn push_label(out: &mut String, label: &[u8]) {
     for &b in label {
         let c = b.to_ascii_lowercase();
         if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {

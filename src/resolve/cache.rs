@@ -2,8 +2,17 @@
 //!
 //! Answers are stored pre-encoded (without the OPT record), so a hit is a copy plus a few
 //! patches: ID, the client's question case, each TTL counted down, and an OPT record for EDNS
-//! clients. A hit never touches the upstream client. The cache is bounded in bytes (entries are
-//! weighed by their encoded size plus overhead) and evicts with quick_cache's CLOCK-Pro policy.
+//! clients. A hit never touches the upstream client. The cache is bounded in bytes and evicts with
+//! quick_cache's CLOCK-Pro policy.
+//!
+//! The bound is real heap (issue 13): each entry is weighed by what its allocations really take
+//! (glibc chunk sizes: request + 8-byte header, rounded up to 16, at least 32) plus its share of
+//! quick_cache's own tables (slab slot, hash slot, ghost entries, growth slack), so a full
+//! 64 MiB cache holds about 64 MiB of heap. `tests/cache_memory.rs` measures this with a counting
+//! allocator. The layout keeps an entry to two allocations: the store's key is a keyed 64-bit
+//! hash of the question (no name copy; the stored answer's own question section is compared on
+//! every hit, so a hash collision costs a miss, never a wrong answer), and the answer's bytes and
+//! TTL offsets share one block.
 //!
 //! TTLs are clamped to `[min_ttl, max_ttl]` when stored, and rewritten in the stored bytes, so
 //! the TTL a client sees always counts down to zero at the moment the entry expires. Negative
@@ -35,7 +44,8 @@ pub struct CacheConfig {
     /// Whether to cache at all (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Upper bound on the memory the cached answers may use, in bytes (default 64 MiB).
+    /// Upper bound on the heap the cached answers may use, in bytes (default 64 MiB): each
+    /// entry counts what its allocations and its share of the cache's tables really take.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Shortest time an answer is kept (default 0s: honour the upstream TTL).
@@ -165,36 +175,72 @@ impl<'a> CacheKeyRef<'a> {
     }
 }
 
-impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
-    fn equivalent(&self, key: &CacheKey) -> bool {
-        self.name == &*key.name
-            && self.qtype == key.qtype
-            && self.qclass == key.qclass
-            && self.dnssec_ok == key.dnssec_ok
-            && self.checking_disabled == key.checking_disabled
+/// The store's key for a question: a 62-bit keyed hash of name, type and class, with the DO and
+/// CD bits in the low two bits verbatim (so answers for different bits can never be confused,
+/// even by a collision). Names that collide share a slot: the later insert replaces the earlier
+/// entry, and a lookup checks the stored question ([`CachedAnswer::answers_question`]).
+type StoreKey = u64;
+
+/// Hashes a [`StoreKey`] for quick_cache's table: the key is already a keyed hash, so this only
+/// spreads the DO/CD bits (murmur3's bijective finaliser, so distinct keys stay distinct).
+#[derive(Debug, Clone, Copy, Default)]
+struct StoreKeyHasher;
+
+impl std::hash::BuildHasher for StoreKeyHasher {
+    type Hasher = StoreKeyHash;
+    fn build_hasher(&self) -> StoreKeyHash {
+        StoreKeyHash(0)
+    }
+}
+
+/// The hasher [`StoreKeyHasher`] builds.
+#[derive(Debug, Clone, Copy)]
+struct StoreKeyHash(u64);
+
+impl Hasher for StoreKeyHash {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (a `StoreKey`); fold anything else in case.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
     }
 }
 
 /// An answer ready to be served again.
 #[derive(Debug)]
 pub struct CachedAnswer {
-    /// The encoded answer without OPT, TTLs as stored.
-    bytes: Box<[u8]>,
-    /// Offsets of every TTL field in `bytes`.
-    ttl_offsets: Box<[u16]>,
-    /// Clock time when stored.
-    stored_at: Duration,
-    /// Clock time when it expires.
-    expires_at: Duration,
-    /// Response code.
-    pub rcode: u8,
+    /// The encoded answer without OPT, TTLs as stored (`msg_len` bytes), followed by the offset
+    /// of every TTL field in it (native-endian `u16`s): one allocation instead of two.
+    data: Box<[u8]>,
+    /// Clock time when stored, in milliseconds (8 bytes instead of a 16-byte `Duration`).
+    stored_at_ms: u64,
+    /// Seconds from `stored_at_ms` until it expires.
+    lifetime: u32,
+    /// Real heap bytes this entry costs in the cache (see [`weigh`]); fixed at preparation
+    /// because quick_cache requires an entry's weight to stay the same.
+    weight: u32,
+    /// Length of the message part of `data`.
+    msg_len: u16,
     /// Records in the answer section.
     pub answers: u16,
-    /// Targets of CNAMEs in the answer, for per-group answer checks.
+    /// Response code.
+    pub rcode: u8,
+    /// Targets of CNAMEs in the answer, for per-group answer checks (empty: no allocation).
     pub cname_targets: Box<[Box<str>]>,
-    /// A and AAAA addresses in the answer, for answer checks and egress.
+    /// A and AAAA addresses in the answer, for answer checks and egress (empty: no allocation).
     pub addresses: Box<[IpAddr]>,
-    /// Which upstream answered.
+    /// Which upstream answered (shared with every answer from that upstream).
     pub upstream: Arc<str>,
 }
 
@@ -202,18 +248,76 @@ impl CachedAnswer {
     /// Whether it is still fresh at `now`.
     #[must_use]
     pub fn is_fresh(&self, now: Duration) -> bool {
-        now < self.expires_at
+        now < Duration::from_millis(self.stored_at_ms)
+            + Duration::from_secs(u64::from(self.lifetime))
+    }
+
+    /// The stored message (TTLs as stored).
+    fn message(&self) -> &[u8] {
+        &self.data[..usize::from(self.msg_len)]
+    }
+
+    /// Offsets of every TTL field in [`Self::message`].
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data[usize::from(self.msg_len)..]
+            .chunks_exact(2)
+            .map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]])))
+    }
+
+    /// Whether this answer is for `q`'s question: name (ASCII case ignored, RFC 4343), type and
+    /// class. The store is keyed by a hash, so this is what makes a collision harmless.
+    #[must_use]
+    pub fn answers_question(&self, q: &Query<'_>) -> bool {
+        let asked = q.question;
+        let Some(stored) = self
+            .message()
+            .get(wire::HEADER_LEN..wire::HEADER_LEN + asked.len())
+        else {
+            return false;
+        };
+        let name_len = asked.len().saturating_sub(4);
+        stored[..name_len].eq_ignore_ascii_case(&asked[..name_len])
+            && stored[name_len..] == asked[name_len..]
+    }
+
+    /// The question name in dnsward's presentation form (as [`Query::name`]).
+    fn question_name(&self) -> String {
+        let msg = self.message();
+        let mut out = String::with_capacity(64);
+        let mut at = wire::HEADER_LEN;
+        while let Some(&len) = msg.get(at) {
+            let len = usize::from(len);
+            if len == 0 || len & 0xC0 != 0 {
+                break;
+            }
+            let Some(label) = msg.get(at + 1..at + 1 + len) else {
+                break;
+            };
+            if !out.is_empty() {
+                out.push('.');
+            }
+            wire::push_label(&mut out, label);
+            at += 1 + len;
+        }
+        if out.is_empty() {
+            out.push('.');
+        }
+        out
     }
 
     /// Render for `q` at `now`: TTLs counted down, ID/question/OPT patched, truncated to `max_len`.
     #[must_use]
     pub fn render(&self, q: &Query<'_>, now: Duration, max_len: usize) -> Vec<u8> {
-        let elapsed =
-            u32::try_from(now.saturating_sub(self.stored_at).as_secs()).unwrap_or(u32::MAX);
-        let mut out = Vec::with_capacity(self.bytes.len() + 11);
-        out.extend_from_slice(&self.bytes);
-        for &off in &*self.ttl_offsets {
-            let at = usize::from(off);
+        let elapsed = u32::try_from(
+            now.as_millis()
+                .saturating_sub(u128::from(self.stored_at_ms))
+                / 1000,
+        )
+        .unwrap_or(u32::MAX);
+        let msg = self.message();
+        let mut out = Vec::with_capacity(msg.len() + 11);
+        out.extend_from_slice(msg);
+        for at in self.ttl_offsets() {
             if let Some(field) = out.get_mut(at..at + 4) {
                 let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
                 field.copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
@@ -227,27 +331,72 @@ impl CachedAnswer {
     /// at `now`: what replaying the cache needs (the egress sets of a group that became gated).
     #[must_use]
     pub fn stored(&self, now: Duration) -> (&[u8], u32) {
-        let left = self.expires_at.saturating_sub(now).as_secs();
-        (&self.bytes, u32::try_from(left).unwrap_or(u32::MAX))
+        let expires = Duration::from_millis(self.stored_at_ms)
+            + Duration::from_secs(u64::from(self.lifetime));
+        let left = expires.saturating_sub(now).as_secs();
+        (self.message(), u32::try_from(left).unwrap_or(u32::MAX))
     }
 
-    /// Approximate memory used by this entry.
-    fn weight(&self) -> u64 {
-        let names: usize = self.cname_targets.iter().map(|n| n.len() + 16).sum();
-        let addresses = self.addresses.len() * std::mem::size_of::<IpAddr>();
-        (self.bytes.len() + self.ttl_offsets.len() * 2 + names + addresses + 160) as u64
+    /// Real heap bytes used by this entry in the cache.
+    #[must_use]
+    pub fn weight(&self) -> u64 {
+        u64::from(self.weight)
     }
 }
 
-/// Weighs entries by their approximate size in bytes.
+/// What glibc's malloc really takes for a block of `n` bytes: an 8-byte header, rounded up to
+/// 16, at least 32 (mimalloc and jemalloc size classes are within a few bytes of this for the
+/// sizes an entry uses). Nothing is allocated for `n == 0`.
+const fn chunk(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        let c = (n + 8 + 15) & !15;
+        if c < 32 { 32 } else { c }
+    }
+}
+
+/// quick_cache's own cost per resident entry, beyond the entry's allocations: its slab slot
+/// (key, value pointer, state and list links: 40 bytes) and hash-table slot (a 4-byte token and
+/// a control byte at ≤ 7/8 load), times the slack of tables that grow by doubling (×1.5 on
+/// average), plus the ghost entries CLOCK-Pro keeps for recently evicted keys (up to half as
+/// many as residents, each a slab and a hash slot). Calibrated against the counting allocator in
+/// `tests/cache_memory.rs`.
+const TABLE_BYTES_PER_ENTRY: usize = 128;
+
+/// The weight of an entry: the `Arc` block holding the [`CachedAnswer`], its data block, the
+/// CNAME target and address lists, and [`TABLE_BYTES_PER_ENTRY`].
+fn weigh(data_len: usize, cname_targets: &[Box<str>], addresses: &[IpAddr]) -> u32 {
+    // The Arc's block: two counters and the struct.
+    let arc = chunk(2 * std::mem::size_of::<usize>() + std::mem::size_of::<CachedAnswer>());
+    let names = chunk(std::mem::size_of_val(cname_targets))
+        + cname_targets.iter().map(|n| chunk(n.len())).sum::<usize>();
+    let total = arc
+        + chunk(data_len)
+        + names
+        + chunk(std::mem::size_of_val(addresses))
+        + TABLE_BYTES_PER_ENTRY;
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
+
+/// Weighs entries by the real heap bytes they use.
 #[derive(Debug, Clone, Copy)]
 struct ByteWeighter;
 
-impl quick_cache::Weighter<CacheKey, Arc<CachedAnswer>> for ByteWeighter {
-    fn weight(&self, key: &CacheKey, val: &Arc<CachedAnswer>) -> u64 {
-        key.name.len() as u64 + val.weight()
+impl quick_cache::Weighter<StoreKey, Arc<CachedAnswer>> for ByteWeighter {
+    fn weight(&self, _key: &StoreKey, val: &Arc<CachedAnswer>) -> u64 {
+        val.weight()
     }
 }
+
+/// The store: hashed questions to shared answers.
+type Store = quick_cache::sync::Cache<
+    StoreKey,
+    Arc<CachedAnswer>,
+    ByteWeighter,
+    StoreKeyHasher,
+    quick_cache::sync::DefaultLifecycle<StoreKey, Arc<CachedAnswer>>,
+>;
 
 /// What an upstream answer becomes when prepared for the cache and the client.
 #[derive(Debug)]
@@ -286,7 +435,9 @@ pub enum StaleAnswers {
 /// The bounded answer cache.
 pub struct AnswerCache {
     /// The store; `None` when caching is disabled.
-    store: Option<quick_cache::sync::Cache<CacheKey, Arc<CachedAnswer>, ByteWeighter>>,
+    store: Option<Store>,
+    /// Seeds the keyed question hash (random per cache, so nobody can aim collisions).
+    key_seed: foldhash::fast::RandomState,
     /// TTL clamps.
     cfg: CacheConfig,
     /// Time source for TTL countdown.
@@ -306,14 +457,22 @@ impl AnswerCache {
     #[must_use]
     pub fn new(cfg: &CacheConfig, clock: SharedClock) -> Self {
         let store = cfg.enabled.then(|| {
-            // Assume ~300 bytes per entry to size the shards.
+            // ~300 real bytes per entry (a flood's NXDOMAIN answer) sizes the shards and the
+            // ghost list (half as many ghosts as estimated entries).
             let estimated = usize::try_from(cfg.max_bytes / 300)
                 .unwrap_or(1 << 20)
                 .max(64);
-            quick_cache::sync::Cache::with_weighter(estimated, cfg.max_bytes, ByteWeighter)
+            quick_cache::sync::Cache::with(
+                estimated,
+                cfg.max_bytes,
+                ByteWeighter,
+                StoreKeyHasher,
+                quick_cache::sync::DefaultLifecycle::default(),
+            )
         });
         Self {
             store,
+            key_seed: foldhash::fast::RandomState::default(),
             cfg: cfg.clone(),
             clock,
         }
@@ -341,9 +500,12 @@ impl AnswerCache {
     #[must_use]
     pub fn get_at(&self, q: &Query<'_>, now: Duration) -> Option<Arc<CachedAnswer>> {
         let store = self.store.as_ref()?;
-        let key = CacheKeyRef::of(q);
+        let key = self.store_key(q);
         let hit = store.get(&key)?;
-        if hit.is_fresh(now) {
+        if !hit.answers_question(q) {
+            // Another question with the same hash: a miss (its insert will replace this one).
+            None
+        } else if hit.is_fresh(now) {
             Some(hit)
         } else {
             store.remove(&key);
@@ -351,13 +513,17 @@ impl AnswerCache {
         }
     }
 
+    /// The store's key for `q` (see [`StoreKey`]).
+    fn store_key(&self, q: &Query<'_>) -> StoreKey {
+        use std::hash::BuildHasher;
+        let h = self.key_seed.hash_one((&*q.name, q.qtype, q.qclass));
+        (h << 2) | u64::from(q.dnssec_ok()) | (u64::from(q.cd) << 1)
+    }
+
     /// Store a prepared answer for `q`.
     pub fn insert(&self, q: &Query<'_>, prepared: &Prepared) {
         if let Some(store) = self.store.as_ref().filter(|_| prepared.cacheable) {
-            store.insert(
-                CacheKeyRef::of(q).to_owned_key(),
-                Arc::clone(&prepared.answer),
-            );
+            store.insert(self.store_key(q), Arc::clone(&prepared.answer));
         }
     }
 
@@ -370,21 +536,26 @@ impl AnswerCache {
         match stale {
             StaleAnswers::None => return 0,
             StaleAnswers::All => store.clear(),
-            StaleAnswers::Under(zones) => store.retain(|key, _| {
+            StaleAnswers::Under(zones) => store.retain(|_, answer| {
+                let name = answer.question_name();
                 !zones
                     .iter()
-                    .any(|zone| crate::names::is_at_or_below(&key.name, zone))
+                    .any(|zone| crate::names::is_at_or_below(&name, zone))
             }),
         }
         before.saturating_sub(store.len())
     }
 
-    /// Every answer still fresh at `now` (keys and `Arc`s cloned; a snapshot, entries may come
+    /// Every answer still fresh at `now`, with its question name (`Arc`s cloned; a snapshot, entries may come
     /// and go meanwhile). For rare whole-cache work such as a reload, never the query path.
     #[must_use]
-    pub fn fresh_entries(&self, now: Duration) -> Vec<(CacheKey, Arc<CachedAnswer>)> {
+    pub fn fresh_entries(&self, now: Duration) -> Vec<(String, Arc<CachedAnswer>)> {
         self.store.as_ref().map_or_else(Vec::new, |store| {
-            store.iter().filter(|(_, a)| a.is_fresh(now)).collect()
+            store
+                .iter()
+                .filter(|(_, a)| a.is_fresh(now))
+                .map(|(_, a)| (a.question_name(), a))
+                .collect()
         })
     }
 
@@ -480,10 +651,11 @@ impl AnswerCache {
                 .unwrap_or(0);
             (t.clamp(min, max), true)
         };
-        let bytes = m
+        let mut bytes = m
             .to_vec()
             .map_err(|e| PrepareError::Encode(e.to_string()))?;
-        let mut bytes = bytes.into_boxed_slice();
+        let msg_len = u16::try_from(bytes.len())
+            .map_err(|_| PrepareError::Encode("re-encoded answer over 65535 bytes".into()))?;
         let offsets = wire::ttl_offsets(&bytes)
             .ok_or_else(|| PrepareError::Encode("re-encoded answer does not walk".into()))?;
         for &(off, rt) in &offsets {
@@ -497,14 +669,23 @@ impl AnswerCache {
             };
             field.copy_from_slice(&clamped.to_be_bytes());
         }
-        let now = self.clock.now();
+        // The TTL offsets follow the message in the same block, sized exactly.
+        let mut data = Vec::with_capacity(bytes.len() + 2 * offsets.len());
+        data.extend_from_slice(&bytes);
+        drop(bytes);
+        for &(off, _) in &offsets {
+            data.extend_from_slice(&off.to_ne_bytes());
+        }
+        let data = data.into_boxed_slice();
+        let weight = weigh(data.len(), &cname_targets, &addresses);
         let answer = CachedAnswer {
-            bytes,
-            ttl_offsets: offsets.iter().map(|(o, _)| *o).collect(),
-            stored_at: now,
-            expires_at: now + Duration::from_secs(u64::from(lifetime)),
-            rcode: code,
+            data,
+            stored_at_ms: u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX),
+            lifetime,
+            weight,
+            msg_len,
             answers,
+            rcode: code,
             cname_targets,
             addresses,
             upstream,
@@ -692,6 +873,92 @@ mod tests {
                 .cacheable
         );
         assert!(cache.prepare(&[1, 2, 3], "u".into()).is_err());
+    }
+
+    #[test]
+    fn an_answer_stored_under_a_colliding_key_is_never_served_for_another_question() {
+        // The store is keyed by a hash; simulate a collision by storing www.example.com's
+        // answer under another question's key.
+        let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
+        let prepared = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
+        let other = query_bytes("www.example.org", rtype::A, None);
+        let other_q = wire::parse_query(&other).unwrap();
+        cache.insert(&other_q, &prepared);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get(&other_q).is_none(), "question checked on a hit");
+        let aaaa = query_bytes("www.example.com", rtype::AAAA, None);
+        assert!(
+            !prepared
+                .answer
+                .answers_question(&wire::parse_query(&aaaa).unwrap())
+        );
+        let mixed = query_bytes("wWw.ExAmple.COM", rtype::A, None);
+        assert!(
+            prepared
+                .answer
+                .answers_question(&wire::parse_query(&mixed).unwrap())
+        );
+    }
+
+    #[test]
+    fn invalidation_by_zone_reads_the_name_from_the_stored_question() {
+        let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
+        let www = query_bytes("www.example.com", rtype::A, None);
+        let www_q = wire::parse_query(&www).unwrap();
+        let prepared = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
+        cache.insert(&www_q, &prepared);
+        assert_eq!(prepared.answer.question_name(), "www.example.com");
+        let nope = query_bytes("nope.example.com", rtype::A, None);
+        let nope_q = wire::parse_query(&nope).unwrap();
+        cache.insert(
+            &nope_q,
+            &cache.prepare(&nxdomain(900, 300), "u".into()).unwrap(),
+        );
+        assert_eq!(
+            cache.invalidate(&StaleAnswers::Under(vec!["www.example.com".into()])),
+            1
+        );
+        assert!(cache.get(&www_q).is_none());
+        assert!(cache.get(&nope_q).is_some());
+        assert_eq!(
+            cache.invalidate(&StaleAnswers::Under(vec!["example.com".into()])),
+            1
+        );
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_entry_weighs_its_allocations_in_malloc_chunks() {
+        assert_eq!(
+            (chunk(0), chunk(1), chunk(24), chunk(25), chunk(120)),
+            (0, 32, 32, 48, 128)
+        );
+        let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
+        let plain = cache
+            .prepare(&upstream_answer(300, false), "u".into())
+            .unwrap();
+        let a = &plain.answer;
+        // One A record for www.example.com: 12 + 21 + 16 bytes of message, one TTL offset.
+        assert_eq!(a.data.len(), 49 + 2);
+        let arc = chunk(16 + std::mem::size_of::<CachedAnswer>());
+        let addresses = chunk(std::mem::size_of::<IpAddr>());
+        assert_eq!(
+            a.weight(),
+            (arc + 64 + addresses + TABLE_BYTES_PER_ENTRY) as u64
+        );
+        // The Arc block is kept within one 112-byte chunk.
+        assert!(arc <= 112, "{arc}");
+        let chained = cache
+            .prepare(&upstream_answer(300, true), "u".into())
+            .unwrap();
+        assert!(
+            chained.answer.weight() > a.weight() + 2 * 32,
+            "CNAME target list and name counted"
+        );
     }
 
     #[test]

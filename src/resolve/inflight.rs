@@ -302,4 +302,34 @@ mod tests {
         drop(leader);
         assert!(f.await.is_err());
     }
+
+    #[test]
+    fn a_flood_of_distinct_misses_leaves_nothing_behind() {
+        // Issue 13: per-miss state must not grow with the names a flood has asked.
+        let t: InflightMisses<u32> = InflightMisses::new(4096, 1024);
+        let client: IpAddr = "127.0.0.2".parse().unwrap();
+        for round in 0..50 {
+            let mut held = Vec::new();
+            for i in 0..1024 {
+                let permit = t.admit(client).unwrap();
+                let Flight::Leader(leader) = t.join(key(&format!("n{round}-{i}.flood.example")))
+                else {
+                    panic!("distinct names lead");
+                };
+                held.push((permit, leader));
+            }
+            assert_eq!(t.admit(client).unwrap_err(), Overload::Client);
+            for (permit, leader) in held {
+                leader.finish(&0);
+                drop(permit);
+            }
+        }
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.counts.per_client.lock().is_empty());
+        assert!(t.shards.iter().all(|s| s.lock().is_empty()));
+        // The shards' tables keep their capacity, which the in-flight bound caps (1024 here,
+        // spread over the shards), not the 51 200 names asked.
+        let slots: usize = t.shards.iter().map(|s| s.lock().capacity()).sum();
+        assert!(slots <= 4 * 1024, "{slots} slots");
+    }
 }

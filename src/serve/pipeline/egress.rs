@@ -69,16 +69,16 @@ impl Pipeline {
         let cached = self.cache.fresh_entries(now);
         let mut admitted = Vec::new();
         for g in policy.groups.iter().filter(|g| groups.contains(&&*g.name)) {
-            for (key, answer) in &cached {
+            for (name, answer) in &cached {
                 if answer.addresses.is_empty()
-                    || is_stale(&key.name)
-                    || !g.decide(&key.name).is_allowed()
-                    || self.check_answer(policy, g, &key.name, answer).is_some()
+                    || is_stale(name)
+                    || !g.decide(name).is_allowed()
+                    || self.check_answer(policy, g, name, answer).is_some()
                 {
                     continue;
                 }
                 let (bytes, left) = answer.stored(now);
-                admitted.push((&*g.name, &*key.name, bytes, left));
+                admitted.push((&*g.name, name.as_str(), bytes, left));
             }
         }
         let n = admitted.len();
