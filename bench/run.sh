@@ -47,7 +47,7 @@ DO_ADDR=127.0.0.44;  DO_PORT=$((BASE_PORT + 4))
 FLOOD_SRC=127.0.0.2
 has_workload() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 NODETECT=0
-if [ "$SCORING_OFF" = 1 ] && has_workload w1; then NODETECT=1; fi
+if [ "$SCORING_OFF" = 1 ] && { has_workload w1 || has_workload w3; }; then NODETECT=1; fi
 
 for tool in dnsperf unbound dig awk; do
     command -v "$tool" >/dev/null || {
@@ -414,8 +414,9 @@ for round in $(seq 1 "$ROUNDS"); do
             # W3 has one load only: the whole file once, as fast as possible.
             if [ "$w" = w3 ] && [ "$load" != max ]; then continue; fi
             for s in $order; do measure "$round" "$w" "$load" "$s"; done
-            # Scoring off vs on: the same W1 run against the dnsward with [detect] disabled.
-            if [ "$w" = w1 ] && [ "$NODETECT" = 1 ]; then measure "$round" "$w" "$load" dnsward-nodetect; fi
+            # Scoring off vs on: the same W1 (and W3) run against the dnsward with [detect]
+            # disabled (W3's names are unique per server: each has its own cache).
+            if [ "$w" != w2 ] && [ "$NODETECT" = 1 ]; then measure "$round" "$w" "$load" dnsward-nodetect; fi
         done
     done
 done
@@ -473,12 +474,12 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
         }' "$RAW_TSV"
     echo
     if [ "$NODETECT" = 1 ]; then
-        echo "Tunnel scoring on vs off (W1; the same dnsward build and config, \`[detect] enabled = false\`):"
+        echo "Tunnel scoring on vs off (W1, W3; the same dnsward build and config, \`[detect] enabled = false\`):"
         echo
         echo "| workload | load | q/s on ÷ off | CPU/query on ÷ off |"
         echo "|---|---|---:|---:|"
         awk -F'\t' '
-            $2 == "w1" { k = $3; if (!(k in seen)) { seen[k] = 1; order[++m] = k }
+            $2 != "w2" { k = $2 SUBSEP $3; if (!(k in seen)) { seen[k] = 1; order[++m] = k }
                          q[k, $4] += $5; c[k, $4] += $8; n[k, $4]++ }
             END {
                 for (i = 1; i <= m; i++) {
@@ -486,7 +487,9 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
                     if (!n[k, "dnsward-nodetect"]) continue
                     qon = q[k, "dnsward"] / n[k, "dnsward"]; qoff = q[k, "dnsward-nodetect"] / n[k, "dnsward-nodetect"]
                     con = c[k, "dnsward"] / n[k, "dnsward"]; coff = c[k, "dnsward-nodetect"] / n[k, "dnsward-nodetect"]
-                    printf "| W1 cached allowed | %s | %.2f× | %.2f× |\n", k, (qoff > 0 ? qon / qoff : 0), (coff > 0 ? con / coff : 0)
+                    split(k, p, SUBSEP)
+                    name = (p[1] == "w1") ? "W1 cached allowed" : "W3 random-subdomain flood"
+                    printf "| %s | %s | %.2f× | %.2f× |\n", name, p[2], (qoff > 0 ? qon / qoff : 0), (coff > 0 ? con / coff : 0)
                 }
             }' "$RAW_TSV"
         echo
