@@ -37,10 +37,16 @@ mod doh;
 mod dot;
 pub mod encrypted;
 pub mod pipeline;
+#[cfg(target_os = "linux")]
+mod steer;
 mod tcp;
 mod udp;
 
 pub use encrypted::RunningTls;
+
+fn default_true() -> bool {
+    true
+}
 
 /// How each UDP socket is served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -69,6 +75,12 @@ pub struct ServerConfig {
     /// its epoll (the only loop elsewhere). See `bench/README.md` for the numbers.
     #[serde(default)]
     pub udp_loop: UdpLoop,
+    /// Steer each client's queries (by source address, IPv6 by /64) to one UDP socket of an
+    /// address (default true, Linux): its per-client state stays on one core and a flooding
+    /// client occupies one listener, not all. False keeps the kernel's spread by address and
+    /// port (one very busy client can then use every listener).
+    #[serde(default = "default_true")]
+    pub udp_client_affinity: bool,
     /// Runtime worker threads (0 = one per CPU).
     #[serde(default)]
     pub threads: usize,
@@ -139,6 +151,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             udp_workers: 0,
             udp_loop: UdpLoop::default(),
+            udp_client_affinity: true,
             threads: 0,
             tcp_max_connections: default_tcp_max(),
             tcp_idle_timeout: default_tcp_idle(),
@@ -301,6 +314,14 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         let mut sockets = vec![first];
         for _ in 1..workers {
             sockets.push(bind_udp(bound, true)?);
+        }
+        // One client's queries to one socket (see `steer.rs`): its per-client state stays on
+        // one listener's core, and a flooding client cannot occupy every listener.
+        #[cfg(target_os = "linux")]
+        if sockets.len() > 1 && cfg.udp_client_affinity {
+            if let Err(e) = steer::by_source(&sockets[0], sockets.len(), bound.is_ipv6()) {
+                tracing::warn!(error = %e, %bound, "UDP client affinity unavailable; the kernel's default spread applies");
+            }
         }
         for s in sockets {
             tasks.spawn(udp::serve(
