@@ -318,10 +318,11 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         // One client's queries to one socket (see `steer.rs`): its per-client state stays on
         // one listener's core, and a flooding client cannot occupy every listener.
         #[cfg(target_os = "linux")]
-        if sockets.len() > 1 && cfg.udp_client_affinity {
-            if let Err(e) = steer::by_source(&sockets[0], sockets.len(), bound.is_ipv6()) {
-                tracing::warn!(error = %e, %bound, "UDP client affinity unavailable; the kernel's default spread applies");
-            }
+        if sockets.len() > 1
+            && cfg.udp_client_affinity
+            && let Err(e) = steer::by_source(&sockets[0], sockets.len(), bound.is_ipv6())
+        {
+            tracing::warn!(error = %e, %bound, "UDP client affinity unavailable; the kernel's default spread applies");
         }
         for s in sockets {
             tasks.spawn(udp::serve(
