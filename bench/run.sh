@@ -499,7 +499,7 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
         echo "Unbound: $(awk -F'\t' '$2 == "w3" && $4 == "unbound" { printf "%s%s", sep, $9; sep = ", " }' "$RAW_TSV")."
         echo "dnsward's resident memory during its last flood run, sampled every 5 s (s: MiB):"
         echo "$(awk '{ printf "%s%s: %.0f", sep, $1, $2 / 1024; sep = ", " }' "$(ls -t "$RESULTS_DIR"/latest-w3-rss-dnsward-r*.tsv | head -1)")."
-        echo "Bounds in force (defaults): answer cache \`[cache] max_bytes\` 64 MiB of entry weight, negative"
+        echo "Bounds in force (defaults): answer cache \`[cache] max_bytes\` 64 MiB of heap, negative"
         echo "answers kept ≤ 60 s here (SOA minimum); detector tables ≤ 65 536 (client, domain) pairs, 32 768"
         echo "domains, 16 384 clients, each key a fixed-size window (two 64-register sketches); the flood is"
         echo "one client and one registrable domain, so the detector holds one key per table."
