@@ -381,16 +381,7 @@ async fn policy_apply(
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let info = s.control.apply(b.version, &b.actor, &b.reason).await?;
-    let detail = format!(
-        "version {} applies proposal {} ({}): {}",
-        info.number,
-        b.version,
-        info.change.as_deref().unwrap_or("-"),
-        b.reason
-    );
-    // The change lives in the store; the live files still lack it until written back.
-    let mut body = serde_json::to_value(&info).unwrap_or_default();
-    body["live_differs"] = json!(s.control.live_differs(info.number));
+    let (body, detail) = crate::review::api::applied(&s.control, &info, b.version, &b.reason);
     Ok(noted(Json(body).into_response(), &b.actor, "apply", detail))
 }
 

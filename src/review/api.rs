@@ -418,16 +418,7 @@ async fn apply(
         return Err(ApiError::bad_request("reason must not be empty"));
     }
     let info = r.control().apply(b.version, &u.name, &b.reason).await?;
-    let detail = format!(
-        "version {} applies proposal {} ({}): {}",
-        info.number,
-        b.version,
-        info.change.as_deref().unwrap_or("-"),
-        b.reason
-    );
-    // The change lives in the store; the live files still lack it until written back.
-    let mut body = serde_json::to_value(&info).unwrap_or_default();
-    body["live_differs"] = json!(r.control().live_differs(info.number));
+    let (body, detail) = applied(r.control(), &info, b.version, &b.reason);
     Ok(noted(Json(body).into_response(), "apply", detail))
 }
 
@@ -455,4 +446,25 @@ async fn tokens_reload(
         )
         .with_details(p.problems.iter().map(ToString::to_string).collect())),
     }
+}
+
+/// The answer to an applied proposal and its audit detail, for both APIs that apply one. The
+/// change lives in the store; the answer lists the live files that still lack it until they
+/// are written back (`dnsward policy cat N --write-back`).
+pub(crate) fn applied(
+    control: &crate::govern::control::Control,
+    info: &crate::govern::store::VersionInfo,
+    proposal: u64,
+    reason: &str,
+) -> (serde_json::Value, String) {
+    let detail = format!(
+        "version {} applies proposal {} ({}): {}",
+        info.number,
+        proposal,
+        info.change.as_deref().unwrap_or("-"),
+        reason
+    );
+    let mut body = serde_json::to_value(info).unwrap_or_default();
+    body["live_differs"] = json!(control.live_differs(info.number));
+    (body, detail)
 }

@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::serve::pipeline::{Outcome, Pipeline};
+use crate::serve::pipeline::{Outcome, Pending, Pipeline};
 
 /// Most datagrams read (and answers sent) per system call.
 pub const BATCH: usize = 32;
@@ -120,23 +120,15 @@ async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch
         drop(guard);
         // One clock read for the batch: every datagram in it was already queued at this moment.
         let received = Instant::now();
-        for i in 0..n {
-            let (packet, src) = batch.datagram(i);
-            let Some(src) = src else { continue };
-            match pipeline.handle_udp_batched(packet, src.ip(), received) {
-                Outcome::Reply(r) => replies.push((r, src)),
-                Outcome::Drop => {}
-                Outcome::Resolve(p) => {
-                    let sock = Arc::clone(&sock);
-                    let pipeline = Arc::clone(&pipeline);
-                    pending.spawn(async move {
-                        if let Some(r) = pipeline.resolve(*p).await {
-                            send_one(&sock, &r, src).await;
-                        }
-                    });
+        answer_batch(&pipeline, &batch, n, received, &mut replies, |p, src| {
+            let sock = Arc::clone(&sock);
+            let pipeline = Arc::clone(&pipeline);
+            pending.spawn(async move {
+                if let Some(r) = pipeline.resolve(*p).await {
+                    send_one(&sock, &r, src).await;
                 }
-            }
-        }
+            });
+        });
         let inline = replies.len();
         send_all(&sock, batch.v6, &mut replies).await;
         // One latency reading for every answer of the batch: all were received at `received`
@@ -145,6 +137,27 @@ async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch
     }
     // Let answers already being resolved go out.
     while pending.join_next().await.is_some() {}
+}
+
+/// Answer the first `n` datagrams of `batch` (received at `received`): inline answers go to
+/// `replies`, cache misses to `miss` with their source. Both listener loops share it.
+fn answer_batch(
+    pipeline: &Pipeline,
+    batch: &RecvBatch,
+    n: usize,
+    received: Instant,
+    replies: &mut Vec<(Vec<u8>, SocketAddr)>,
+    mut miss: impl FnMut(Box<Pending>, SocketAddr),
+) {
+    for i in 0..n {
+        let (packet, src) = batch.datagram(i);
+        let Some(src) = src else { continue };
+        match pipeline.handle_udp_batched(packet, src.ip(), received) {
+            Outcome::Reply(r) => replies.push((r, src)),
+            Outcome::Drop => {}
+            Outcome::Resolve(p) => miss(p, src),
+        }
+    }
 }
 
 /// Send every reply (in as few calls as the platform allows), then clear the list. A reply that
@@ -224,7 +237,7 @@ mod thread_loop {
     use tokio::sync::{Notify, watch};
 
     use super::{RecvBatch, sys};
-    use crate::serve::pipeline::{Outcome, Pipeline};
+    use crate::serve::pipeline::Pipeline;
 
     /// How often a blocked receive wakes to look for shutdown.
     const POLL_STOP: Duration = Duration::from_millis(200);
@@ -308,27 +321,19 @@ mod thread_loop {
                 Err(_) => continue,
             };
             let received = Instant::now();
-            for i in 0..n {
-                let (packet, src) = batch.datagram(i);
-                let Some(src) = src else { continue };
-                match pipeline.handle_udp_batched(packet, src.ip(), received) {
-                    Outcome::Reply(r) => replies.push((r, src)),
-                    Outcome::Drop => {}
-                    Outcome::Resolve(p) => {
-                        inflight.count.fetch_add(1, Ordering::AcqRel);
-                        let (sock, pipeline, inflight) =
-                            (Arc::clone(sock), Arc::clone(pipeline), Arc::clone(inflight));
-                        runtime.spawn(async move {
-                            if let Some(r) = pipeline.resolve(*p).await {
-                                send_later(&sock, &r, src).await;
-                            }
-                            if inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                inflight.idle.notify_waiters();
-                            }
-                        });
+            super::answer_batch(pipeline, &batch, n, received, &mut replies, |p, src| {
+                inflight.count.fetch_add(1, Ordering::AcqRel);
+                let (sock, pipeline, inflight) =
+                    (Arc::clone(sock), Arc::clone(pipeline), Arc::clone(inflight));
+                runtime.spawn(async move {
+                    if let Some(r) = pipeline.resolve(*p).await {
+                        send_later(&sock, &r, src).await;
                     }
-                }
-            }
+                    if inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        inflight.idle.notify_waiters();
+                    }
+                });
+            });
             let inline = replies.len();
             send_all(sock, v6, &mut replies);
             pipeline.record_udp_batch_latency(received.elapsed(), inline);
