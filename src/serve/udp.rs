@@ -313,13 +313,35 @@ mod thread_loop {
     ) {
         let mut batch = RecvBatch::new(v6);
         let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::BATCH);
+        let mut failures: u64 = 0;
         while !stopping.load(Ordering::Relaxed) {
             let n = match sys::recv_wait(sock, &mut batch) {
                 Ok(n) => n,
                 // Timeout (look at the stop flag), a signal, or an ICMP error from a gone
                 // client: none says anything about this socket.
-                Err(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
+                // Anything else (out of memory, …): keep serving, but never spin on it, and
+                // log at the 1st, 2nd, 4th, 8th, … failure in a row.
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, "UDP receive failed; retrying");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
             };
+            failures = 0;
             let received = Instant::now();
             super::answer_batch(pipeline, &batch, n, received, &mut replies, |p, src| {
                 inflight.count.fetch_add(1, Ordering::AcqRel);
