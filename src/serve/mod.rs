@@ -1,10 +1,11 @@
 //! The listeners. UDP and TCP on every configured address, IPv4 and IPv6.
 //!
-//! UDP: each address gets one socket per worker, bound with `SO_REUSEPORT` so the kernel
-//! spreads clients across them, and each socket has its own receive loop (`udp.rs`: datagrams
-//! read and answers sent in batches, one system call each way per batch). Queries the
-//! synchronous stages can answer (refusals, blocks, cache hits) are answered inline, with no
-//! task spawned and no lock taken; only cache misses spawn a task.
+//! UDP: each address gets one socket per worker, bound with `SO_REUSEPORT`; a classic BPF
+//! program on the group ([`steer`], Linux) sends each client's queries to one of them by source
+//! address. Each socket has its own receive loop (`udp.rs`: by default an OS thread blocked in
+//! `recvmmsg`; datagrams read and answers sent in batches, one system call each way per
+//! batch). Queries the synchronous stages can answer (refusals, blocks, cache hits) are
+//! answered inline, with no task spawned; only cache misses go to the runtime.
 //!
 //! TCP ([`tcp`]): clients are identified before they may take a slot; a per-client and a global
 //! connection cap (connections over them are closed at once and counted by reason), an idle
