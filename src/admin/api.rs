@@ -273,14 +273,7 @@ async fn policy_diff(
     q: Result<Query<DiffQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let store = s
-        .control
-        .store()
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
-    let text = store
-        .diff(q.a, q.b)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    crate::review::api::policy_diff(&s.control, q.a, q.b)
 }
 
 #[derive(Deserialize)]

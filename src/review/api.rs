@@ -338,12 +338,21 @@ async fn diff(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     let Query(q) = q?;
-    let store = r
-        .control()
+    policy_diff(r.control(), q.a, q.b)
+}
+
+/// The unified diff between two stored policy versions, as text: one answer for the admin and
+/// the review APIs.
+pub(crate) fn policy_diff(
+    control: &crate::govern::control::Control,
+    a: u64,
+    b: u64,
+) -> Result<Response, ApiError> {
+    let store = control
         .store()
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
     let text = store
-        .diff(q.a, q.b)
+        .diff(a, b)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
