@@ -37,15 +37,17 @@ pub mod volume;
 pub mod window;
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 pub use self::config::{DetectConfig, GroupDetectConfig};
 use self::exceptions::ExceptionSet;
 use self::score::{Breakdown, Evidence, HIGH_QUERY_SCORE, Scope, VolumeTrip};
 use self::table::BoundedTable;
-use self::volume::{Budgets, RecentNames, SharedNames};
+use self::volume::{Budgets, LastAsker, RecentNames, SharedNames};
 use self::window::SlidingWindow;
 use crate::clock::SharedClock;
 use crate::events::{AlertEvent, VolumeEvidence, WindowCounts};
@@ -121,6 +123,21 @@ pub struct Assessment {
     /// The exception entry that matched: the name got no appearance points, but its volume
     /// counted.
     pub exception: Option<String>,
+}
+
+/// The states one query updated, handed back by [`Detector::observe_tracked_at`] so the
+/// answer's rcode goes to the same states without another lookup. Held only for the query.
+pub struct Tracked {
+    /// The (client, domain) state.
+    pair: Arc<Mutex<PairState>>,
+    /// The domain's fleet-wide state.
+    domain: Arc<Mutex<DomainState>>,
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracked").finish_non_exhaustive()
+    }
 }
 
 /// Longest sample name kept in alerts, in characters.
@@ -412,8 +429,19 @@ impl Detector {
     /// took (the pipeline reads the clock once per query for every stage).
     #[allow(clippy::too_many_lines)] // one pass over three tables, in order
     pub fn observe_at(&self, obs: &Observation<'_>, now: Duration) -> Assessment {
+        self.observe_tracked_at(obs, now).0
+    }
+
+    /// [`Self::observe_at`], also handing back the (client, domain) and domain states it
+    /// updated, so the answer's rcode can be recorded into them
+    /// ([`Self::observe_rcode_tracked`]) without finding them again.
+    pub fn observe_tracked_at(
+        &self,
+        obs: &Observation<'_>,
+        now: Duration,
+    ) -> (Assessment, Option<Tracked>) {
         if !self.enabled {
-            return Assessment::default();
+            return (Assessment::default(), None);
         }
         let sub = subdomain_part(obs.qname, obs.domain);
         let sub_hash = self.hasher.hash_one(sub);
@@ -470,7 +498,8 @@ impl Detector {
                 score::query_score(&features::extract(obs.qname, sub, obs.qtype)).1
             }
         };
-        let shared = self.shared.asked_by_other(name_hash, client_hash);
+        let last_asker = self.shared.record(name_hash, client_hash);
+        let shared = last_asker == LastAsker::Other;
         let high = query_score >= HIGH_QUERY_SCORE;
         let sub_len = appearance.sub_len;
         let mut sample = Sample {
@@ -489,8 +518,11 @@ impl Detector {
             .get_or_insert(self.pair_key(client_hash, domain_key), PairState::default);
         let mut guard = pair.lock();
         let st = &mut *guard;
-        // A name asked by another client first is not this client's information.
-        let fresh = st.recent.insert(sub_hash);
+        // A name asked by another client first is not this client's information. A name is
+        // fresh when neither the key's recent names nor the fleet-wide table says this client
+        // asked it last: the table remembers far more names than the key's own filter, so a
+        // client cycling through a few hundred names repeats them instead of re-sending them.
+        let fresh = st.recent.insert(sub_hash) && last_asker != LastAsker::Same;
         // What the name adds beyond the key's last few names (a counter moved on adds bits,
         // not bytes); computed for every fresh name so the references stay current.
         let floor_bits = if fresh {
@@ -506,12 +538,12 @@ impl Detector {
         let pair_stats = st.windows.stats();
 
         // The domain, fleet-wide: prevalence, and every client's novel names together.
+        let domain_state = self.domains.get_or_insert(domain_key, || DomainState {
+            first_seen: now,
+            ..DomainState::default()
+        });
         let (prevalence, fleet) = {
-            let state = self.domains.get_or_insert(domain_key, || DomainState {
-                first_seen: now,
-                ..DomainState::default()
-            });
-            let mut guard = state.lock();
+            let mut guard = domain_state.lock();
             let d = &mut *guard;
             self.add(&mut d.windows, now, sample);
             if fresh {
@@ -724,13 +756,38 @@ impl Detector {
         } else {
             None
         };
-        Assessment {
-            query_score,
-            domain_score: score,
-            score,
-            level,
-            alert,
-            exception: exception.map(str::to_string),
+        drop(guard);
+        (
+            Assessment {
+                query_score,
+                domain_score: score,
+                score,
+                level,
+                alert,
+                exception: exception.map(str::to_string),
+            },
+            Some(Tracked {
+                pair,
+                domain: domain_state,
+            }),
+        )
+    }
+
+    /// [`Self::observe_rcode_at`] into the states [`Self::observe_tracked_at`] handed back for
+    /// this query.
+    pub fn observe_rcode_tracked(&self, tracked: &Tracked, nxdomain: bool, now: Duration) {
+        self.record_answer(&mut tracked.pair.lock().windows, now, nxdomain, 0);
+        self.record_answer(&mut tracked.domain.lock().windows, now, nxdomain, 0);
+    }
+
+    /// Counts one answer into each of `ws`' windows.
+    fn record_answer(&self, ws: &mut Windows, now: Duration, nxdomain: bool, down: u32) {
+        for (w, half) in ws.0.iter_mut().zip(self.halves) {
+            w.advance(now, half);
+            let b = w.current_mut();
+            b.answers = b.answers.saturating_add(1);
+            b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
+            b.down_bytes = b.down_bytes.saturating_add(down);
         }
     }
 
@@ -773,15 +830,7 @@ impl Detector {
         } else {
             0
         };
-        let record = |ws: &mut Windows| {
-            for (w, half) in ws.0.iter_mut().zip(self.halves) {
-                w.advance(now, half);
-                let b = w.current_mut();
-                b.answers = b.answers.saturating_add(1);
-                b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
-                b.down_bytes = b.down_bytes.saturating_add(down);
-            }
-        };
+        let record = |ws: &mut Windows| self.record_answer(ws, now, nxdomain, down);
         let domain_key = self.domain_key(domain);
         let client_hash = self.hasher.hash_one(client);
         if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
@@ -819,7 +868,13 @@ impl Detector {
     /// The (client, domain) key, from the hashes already taken so the name is hashed once per
     /// query.
     fn pair_key(&self, client_hash: u64, domain_key: u64) -> u64 {
-        self.hasher.hash_one((client_hash, domain_key))
+        // Both are keyed hashes already: a fixed mix of the two is as unguessable, and cheaper
+        // than hashing them again.
+        let x = client_hash
+            ^ domain_key
+                .rotate_left(31)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
     }
 
     fn domain_key(&self, domain: &str) -> u64 {

@@ -966,3 +966,39 @@ fn tunnels_exploiting_the_information_floor_are_contained_within_4_kb() {
         );
     }
 }
+
+/// A client cycling through more names than its (client, domain) filter holds asks the same
+/// names again: the second round adds no information (the fleet-wide table remembers who asked
+/// each name last), while a new client asking them is still counted.
+#[test]
+fn a_client_cycling_through_hundreds_of_names_repeats_them() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("svc-{i}.cycle-example.com"))
+        .collect();
+    let novel_total = |client: u32| {
+        let key = ClientKey::from(ip(client));
+        let pair = d.pair_key(d.hasher.hash_one(&key), d.domain_key("cycle-example.com"));
+        d.pairs.get(pair).map(|p| p.lock().novel_bits_total)
+    };
+    for n in &names {
+        observe(&d, ip(1), n, 1, &settings);
+        clock.advance(Duration::from_millis(10));
+    }
+    let first = novel_total(1).expect("tracked");
+    assert!(first > 0);
+    for n in &names {
+        observe(&d, ip(1), n, 1, &settings);
+        clock.advance(Duration::from_millis(10));
+    }
+    assert_eq!(
+        novel_total(1),
+        Some(first),
+        "the second round is all repeats"
+    );
+    // Another client asking the names asks names another client asked first: not its own
+    // information either, but it is not a repeat of its own.
+    observe(&d, ip(2), &names[0], 1, &settings);
+    assert_eq!(novel_total(2), Some(0));
+}

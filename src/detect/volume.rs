@@ -65,6 +65,17 @@ pub struct SharedNames {
     mask: u64,
 }
 
+/// Who asked a name last, as far as [`SharedNames`] remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastAsker {
+    /// Nobody it remembers (a new name, or its slot was taken since).
+    Unknown,
+    /// The same client: a repeat.
+    Same,
+    /// Another client.
+    Other,
+}
+
 impl SharedNames {
     /// A table of `slots` entries (rounded up to a power of two, at least 1,024), 8 bytes each.
     #[must_use]
@@ -80,11 +91,30 @@ impl SharedNames {
     /// name's hash: domain and subdomain); true when a *different* client asked it last.
     #[inline]
     pub fn asked_by_other(&self, name_hash: u64, client_hash: u64) -> bool {
+        self.record(name_hash, client_hash) == LastAsker::Other
+    }
+
+    /// Records that the client with `client_hash` asked the name with `name_hash`, and says
+    /// who asked it last before: nobody the table remembers, this client, or another one.
+    #[inline]
+    pub fn record(&self, name_hash: u64, client_hash: u64) -> LastAsker {
         let slot = usize::try_from(name_hash & self.mask).unwrap_or(0);
         let tag = (name_hash >> 24) | 1; // never 0
         let word = (tag << 24) | (client_hash & 0x00ff_ffff);
+        // Most queries repeat what the slot holds (the same client asking the same name):
+        // a plain load then, no locked write to a shared line.
+        let old = self.slots[slot].load(Ordering::Relaxed);
+        if old == word {
+            return LastAsker::Same;
+        }
         let old = self.slots[slot].swap(word, Ordering::Relaxed);
-        old >> 24 == tag && old != word
+        if old == word {
+            LastAsker::Same
+        } else if old >> 24 == tag {
+            LastAsker::Other
+        } else {
+            LastAsker::Unknown
+        }
     }
 
     /// Bytes the table takes.
@@ -227,6 +257,21 @@ mod tests {
         assert!(t.asked_by_other(name, 2));
         assert!(t.asked_by_other(name, 1));
         assert!(!t.asked_by_other(name ^ (1 << 40), 3), "another name");
+    }
+
+    #[test]
+    fn shared_names_tell_a_repeat_from_a_new_name_and_another_client() {
+        let t = SharedNames::new(1024);
+        let name = 0x0123_4567_89ab_cdef;
+        assert_eq!(t.record(name, 7), LastAsker::Unknown);
+        assert_eq!(t.record(name, 7), LastAsker::Same);
+        assert_eq!(t.record(name, 8), LastAsker::Other);
+        assert_eq!(t.record(name, 8), LastAsker::Same);
+        assert_eq!(t.record(name, 7), LastAsker::Other);
+        // A name whose slot another name took since is new again.
+        let other = name + (1 << 30);
+        assert_eq!(t.record(other, 7), LastAsker::Unknown);
+        assert_eq!(t.record(name, 7), LastAsker::Unknown);
     }
 
     #[test]

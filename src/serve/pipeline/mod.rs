@@ -483,6 +483,7 @@ impl Pipeline {
             domain: registrable_domain(&q.name),
             now,
             decision: None,
+            tracked: None,
         };
         for (_, stage) in SYNC_STAGES {
             if let ControlFlow::Break(outcome) = stage(self, &mut admitted) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::account::{Asked, LazyNow, Report};
 use super::{Outcome, Pending, Pipeline};
 use crate::contain::{ClientGate, DomainGate};
-use crate::detect::{Assessment, Level, Observation};
+use crate::detect::{Assessment, Level, Observation, Tracked};
 use crate::events::{Event, EventBody};
 use crate::identity::AuthKind;
 use crate::policy::active::ActivePolicy;
@@ -52,6 +52,8 @@ pub struct Admitted<'a, 'p> {
     pub(super) now: LazyNow<'a>,
     /// The policy decision, once the policy stage has allowed the name.
     pub(super) decision: Option<Decision<'a>>,
+    /// The detector states tunnel scoring updated, for the cache hit's rcode.
+    pub(super) tracked: Option<Tracked>,
 }
 
 impl Pipeline {
@@ -96,13 +98,13 @@ impl Pipeline {
             ..
         } = a;
         let q = asked.q;
-        let assessment = if !self.detector.is_enabled()
+        let (assessment, tracked) = if !self.detector.is_enabled()
             || self.overrides.exception_for(&group.name, &q.name).is_some()
         {
             // Scoring off, or an operator's temporary exception: not scored at all.
-            Assessment::default()
+            (Assessment::default(), None)
         } else {
-            self.detector.observe_at(
+            self.detector.observe_tracked_at(
                 &Observation {
                     client: &asked.peer.key,
                     group: &group.name,
@@ -114,6 +116,10 @@ impl Pipeline {
                 a.now.get(),
             )
         };
+        a.tracked = tracked;
+        let asked = &a.asked;
+        let group = a.group;
+        let domain = a.domain;
         let version = asked.policy.version.number;
         if let Some(alert) = assessment.alert {
             let event = Event::now(version, EventBody::Alert(alert.clone()));
@@ -211,7 +217,10 @@ impl Pipeline {
             return Step::Continue(());
         };
         self.cache_hits.increment(1);
-        if self.detector.is_enabled() {
+        if let Some(tracked) = &a.tracked {
+            self.detector
+                .observe_rcode_tracked(tracked, hit.rcode == rcode::NXDOMAIN, a.now.get());
+        } else if self.detector.is_enabled() {
             self.detector.observe_rcode_at(
                 &a.asked.peer.key,
                 a.domain,
