@@ -19,12 +19,13 @@
 //! [`super::witness`]) the writer also hands it the last line written every
 //! `checkpoint_interval`, after an fsync, and at shutdown.
 //!
-//! One writer task drains the queue. Woken by an event, it lets the burst gather for 5 ms, then
+//! One writer task drains the queue. Woken by a query event, it lets the burst gather for 50 ms
+//! (a security event is written at once), then
 //! encodes each event as one line (a [`LineEncoder`]; the default [`JsonLines`] writes one JSON
 //! object and `\n`), gathers the queued events into buffers (up to [`BATCH_EVENTS`] each,
 //! security events taken first, written in `ts` order) and writes each buffer with one write
-//! call, so a busy resolver costs one wakeup per 5 ms and one syscall per batch rather than
-//! per event, and a quiet one still writes each event within 5 ms. Blocking file and stdout I/O runs on tokio's
+//! call, so a busy resolver costs one wakeup per 50 ms and one syscall per batch rather than
+//! per event, and a quiet one still writes each query event within 50 ms. Blocking file and stdout I/O runs on tokio's
 //! blocking pool, never on a worker that answers queries.
 //!
 //! The file sink rotates by size (see [`super::rotation`]): before a line would take
@@ -60,8 +61,10 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 /// Most events taken into one batch (a few hundred bytes each: about [`BATCH_BYTES`]).
 pub const BATCH_EVENTS: usize = 256;
 
-/// How long the writer lets events gather after the first one of a burst before writing.
-const LINGER: Duration = Duration::from_millis(5);
+/// How long the writer lets query events gather after the first one of a burst before
+/// writing. Security events (alerts, containments, admin actions) cut the wait short: they
+/// are written as soon as they arrive, with whatever queries are queued.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Most batches written per wakeup before the writer looks at its timers again.
 const MAX_BATCHES_PER_WAKE: usize = 64;
@@ -449,8 +452,9 @@ struct Writer<E> {
 
 /// What woke the writer.
 enum Wake {
-    /// An event, or `None` when both queues are closed and empty.
-    Event(Option<Box<Event>>),
+    /// An event (and whether it came from the security queue), or `None` when both queues
+    /// are closed and empty.
+    Event(Option<Box<Event>>, bool),
     /// Time to fsync.
     Sync,
     /// Time for a checkpoint.
@@ -504,12 +508,12 @@ impl<E: LineEncoder> Writer<E> {
                 _ = checkpoint_tick.tick(), if checkpoints => Wake::Checkpoint,
                 _ = fold_tick.tick(), if folding => Wake::Fold,
                 event = self.security_rx.recv(), if security_open => match event {
-                    Some(e) => Wake::Event(Some(Box::new(e))),
-                    None => { security_open = false; Wake::Event(None) }
+                    Some(e) => Wake::Event(Some(Box::new(e)), true),
+                    None => { security_open = false; Wake::Event(None, true) }
                 },
                 event = self.rx.recv(), if query_open => match event {
-                    Some(e) => Wake::Event(Some(Box::new(e))),
-                    None => { query_open = false; Wake::Event(None) }
+                    Some(e) => Wake::Event(Some(Box::new(e)), false),
+                    None => { query_open = false; Wake::Event(None, false) }
                 },
             };
             match wake {
@@ -517,16 +521,23 @@ impl<E: LineEncoder> Writer<E> {
                 Wake::Sync => self.sync().await,
                 Wake::Checkpoint => self.checkpoint(WitnessCause::Periodic).await,
                 Wake::Fold => self.write_folded(false).await,
-                Wake::Event(None) => {
+                Wake::Event(None, _) => {
                     if !security_open && !query_open {
                         break;
                     }
                 }
-                Wake::Event(Some(first)) => {
-                    // Let a burst gather for a moment before writing: the query path's sends
-                    // then wake this task (and the blocking pool) at most once per LINGER,
-                    // not once per event. A lone event still reaches the file within LINGER.
-                    tokio::time::sleep(LINGER).await;
+                Wake::Event(Some(first), security) => {
+                    // Let a burst of queries gather for a moment before writing: the query
+                    // path's sends then wake this task (and the blocking pool) at most once
+                    // per LINGER, not once per event. A lone query event still reaches the file
+                    // within LINGER; a security event ends the wait at once.
+                    let mut early = None;
+                    if !security {
+                        tokio::select! {
+                            () = tokio::time::sleep(LINGER) => {}
+                            Some(e) = self.security_rx.recv(), if security_open => early = Some(e),
+                        }
+                    }
                     let mut first = Some(*first);
                     for _ in 0..MAX_BATCHES_PER_WAKE {
                         // Take whatever is queued, security events first, into the batch;
@@ -534,7 +545,8 @@ impl<E: LineEncoder> Writer<E> {
                         // chronologically unless queries are backlogged by more than a batch
                         // (security events then go ahead of older queries: sort by `ts` to
                         // read across batches).
-                        let mut batch: Vec<Event> = first.take().into_iter().collect();
+                        let mut batch: Vec<Event> =
+                            first.take().into_iter().chain(early.take()).collect();
                         while batch.len() < BATCH_EVENTS {
                             match self.security_rx.try_recv() {
                                 Ok(event) => batch.push(event),
