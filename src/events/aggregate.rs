@@ -9,9 +9,13 @@
 //! - the **first** query of a kind is logged at once, as always;
 //! - identical queries after it (same client and agent, group, name, type, protocol, verdict,
 //!   response code and policy version) are only counted;
-//! - when the interval is over (the next identical query after it, the writer's periodic
-//!   flush, a slot needed for another kind, or shutdown), one more line is written for them: a
-//!   copy of the second query's event with `count` = how many queries it stands for.
+//! - when the interval is over (the writer's periodic flush, the next identical query after
+//!   it, a slot needed for another kind, or shutdown), one more line is written for them: a
+//!   copy of the second query's event with `count` = how many queries it stands for, stamped
+//!   with the time of the first query it counts;
+//! - a kind that stays active (at least one identical query in each interval) goes on being
+//!   counted: one line per interval with its count, and nothing logged or built per query;
+//!   a kind quiet for a whole interval starts over, its next query logged at once.
 //!
 //! So every query is accounted for (the sum of `count` over the lines, `count` being 1 when
 //! absent), and a name asked once is logged exactly as before. Distinct names are never
@@ -31,31 +35,64 @@ use super::{Event, EventBody};
 /// Slots in the table (a power of two).
 pub const SLOTS: usize = 4096;
 
+/// Slots per set: a kind may take any slot of its set, so a few kinds whose hashes pick the
+/// same set still fold (with one slot per kind, ~60 of 500 busy kinds would share a slot and
+/// log, and build, a line per query).
+const WAYS: usize = 4;
+
+/// Sets in the table.
+const SETS: usize = SLOTS / WAYS;
+
 /// One kind of query being folded.
 #[derive(Debug, Default)]
 struct Slot {
     /// The kind's hash (0: empty).
     key: u64,
-    /// When the kind's interval started (its first logged query).
+    /// When the kind's current interval started.
     since: Option<Instant>,
     /// Queries folded since the last line for this kind.
     folded: u64,
-    /// The event written for the folded queries (built at the first folded one).
+    /// The event written for the folded queries (built at the kind's first folded query and
+    /// kept while the kind stays active).
     template: Option<Box<Event>>,
+    /// When the first query counted in this interval arrived, for a template built in an
+    /// earlier one (its own stamp is older).
+    stamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Slot {
-    /// The line for the queries folded so far, if any; leaves the slot with none.
-    fn take_summary(&mut self) -> Option<Event> {
+    /// Counts one more identical query, building the template if there is none yet.
+    fn fold(&mut self, build: impl FnOnce() -> Event) {
+        if self.template.is_none() {
+            self.template = Some(Box::new(build()));
+        } else if self.folded == 0 {
+            self.stamp = Some(chrono::Utc::now());
+        }
+        self.folded += 1;
+    }
+
+    /// The line for the queries folded so far, if any; the slot keeps its template.
+    fn summary(&mut self) -> Option<Event> {
         let n = std::mem::take(&mut self.folded);
-        let mut event = *self.template.take()?;
+        let stamp = self.stamp.take();
         if n == 0 {
             return None;
+        }
+        let mut event = (**self.template.as_ref()?).clone();
+        if let Some(stamp) = stamp {
+            event.ts = stamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         }
         if let EventBody::Query(q) = &mut event.body {
             q.count = n;
         }
         Some(event)
+    }
+
+    /// The line for the queries folded so far, if any; leaves the slot empty.
+    fn close(&mut self) -> Option<Event> {
+        let summary = self.summary();
+        *self = Self::default();
+        summary
     }
 }
 
@@ -73,8 +110,8 @@ pub enum Fold {
 pub struct Aggregator {
     /// The interval.
     interval: Duration,
-    /// The slots.
-    slots: Box<[Mutex<Slot>]>,
+    /// The slots, in sets of [`WAYS`].
+    sets: Box<[Mutex<[Slot; WAYS]>]>,
 }
 
 impl Aggregator {
@@ -83,7 +120,9 @@ impl Aggregator {
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
-            slots: (0..SLOTS).map(|_| Mutex::new(Slot::default())).collect(),
+            sets: (0..SETS)
+                .map(|_| Mutex::new(std::array::from_fn(|_| Slot::default())))
+                .collect(),
         }
     }
 
@@ -104,54 +143,88 @@ impl Aggregator {
         build: impl FnOnce() -> Event,
     ) -> (Fold, Option<Event>) {
         let key = key.max(1);
-        let mut slot = self.slots[slot_index(key)].lock();
-        let fresh = slot
-            .since
-            .is_some_and(|since| at.saturating_duration_since(since) < self.interval);
-        if slot.key == key && fresh {
-            if slot.folded == 0 {
-                slot.template = Some(Box::new(build()));
+        let mut set = self.sets[set_index(key)].lock();
+        // The kind's slot, else an empty one, else the one whose interval started longest ago.
+        let way = set.iter().position(|s| s.key == key).unwrap_or_else(|| {
+            set.iter()
+                .enumerate()
+                .min_by_key(|(_, s)| (s.key != 0, s.since))
+                .map_or(0, |(i, _)| i)
+        });
+        let slot = &mut set[way];
+        if slot.key == key {
+            let fresh = slot
+                .since
+                .is_some_and(|since| at.saturating_duration_since(since) < self.interval);
+            if fresh {
+                slot.fold(build);
+                return (Fold::Folded, None);
             }
-            slot.folded += 1;
-            return (Fold::Folded, None);
+            if slot.folded > 0 {
+                // Still active when its interval ended (before the writer's flush got to it):
+                // the line for the interval that ended, and this query opens the next one.
+                let summary = slot.summary();
+                slot.since = Some(at);
+                slot.fold(build);
+                return (Fold::Folded, summary);
+            }
         }
-        // A new interval for this kind, or another kind taking the slot: the folded queries
-        // of what was there get their line first.
-        let summary = slot.take_summary();
+        // A new kind, one quiet for a whole interval, or another kind taking the slot (whose
+        // folded queries get their line first): logged at once.
+        let summary = slot.close();
         slot.key = key;
         slot.since = Some(at);
         (Fold::Log, summary)
     }
 
     /// Lines for every kind whose interval ended by `now` (or all of them, with `all`), for
-    /// the writer's periodic flush and for shutdown.
+    /// the writer's periodic flush and for shutdown. A kind with queries in the interval that
+    /// ended goes on being counted from `now`; one without is forgotten.
     pub fn take_due(&self, now: Instant, all: bool) -> Vec<Event> {
         let mut out = Vec::new();
-        for slot in &*self.slots {
-            let mut slot = slot.lock();
-            if slot.folded == 0 {
-                continue;
-            }
-            let due = all
-                || slot
-                    .since
-                    .is_none_or(|since| now.saturating_duration_since(since) >= self.interval);
-            if due {
-                // The kind starts over: its next query is logged at once.
-                slot.key = 0;
-                slot.since = None;
-                out.extend(slot.take_summary());
+        for set in &*self.sets {
+            let mut set = set.lock();
+            for slot in set.iter_mut() {
+                Self::flush_slot(slot, now, all, self.interval, &mut out);
             }
         }
         out
     }
+
+    /// [`Self::take_due`] for one slot.
+    fn flush_slot(
+        slot: &mut Slot,
+        now: Instant,
+        all: bool,
+        interval: Duration,
+        out: &mut Vec<Event>,
+    ) {
+        {
+            if slot.key == 0 {
+                return;
+            }
+            let due = all
+                || slot
+                    .since
+                    .is_none_or(|since| now.saturating_duration_since(since) >= interval);
+            if !due {
+                return;
+            }
+            if slot.folded > 0 && !all {
+                out.extend(slot.summary());
+                slot.since = Some(now);
+            } else {
+                out.extend(slot.close());
+            }
+        }
+    }
 }
 
-/// The slot for `key`: the high bits, which a multiplicative hash mixes best.
-fn slot_index(key: u64) -> usize {
+/// The set for `key`: the high bits, which a multiplicative hash mixes best.
+fn set_index(key: u64) -> usize {
     #[allow(clippy::cast_possible_truncation)]
-    let i = (key >> 52) as usize;
-    i & (SLOTS - 1)
+    let i = (key >> 54) as usize;
+    i & (SETS - 1)
 }
 
 #[cfg(test)]
@@ -215,11 +288,54 @@ mod tests {
             agg.take_due(t0 + Duration::from_millis(500), false)
                 .is_empty()
         );
-        // The next identical query after the interval: logged, with the 9 folded ones first.
-        let (fold, summary) =
-            agg.offer(42, t0 + Duration::from_millis(1500), || event("x.example"));
-        assert!(matches!(fold, Fold::Log));
+        // The next identical query after the interval, before any flush: the 9 folded ones get
+        // their line, and the kind, still active, goes on being counted without a rebuild.
+        let (fold, summary) = agg.offer(42, t0 + Duration::from_millis(1500), || {
+            built += 1;
+            event("x.example")
+        });
+        assert!(matches!(fold, Fold::Folded));
         assert_eq!(summary.as_ref().map(count), Some(9));
+        assert_eq!(built, 1);
+        let all = agg.take_due(t0 + Duration::from_secs(2), true);
+        assert_eq!(all.iter().map(count).sum::<u64>(), 1);
+        // Quiet for a whole interval: the kind starts over, logged at once.
+        let (fold, summary) = agg.offer(42, t0 + Duration::from_secs(9), || event("x.example"));
+        assert!(matches!(fold, Fold::Log) && summary.is_none());
+    }
+
+    #[test]
+    fn an_active_kind_costs_one_line_an_interval_and_one_build() {
+        let agg = Aggregator::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let (mut logged, mut lines, mut built, mut sent) = (0u64, Vec::new(), 0, 0u64);
+        let mut next_flush = t0 + Duration::from_secs(1);
+        for i in 0..500u64 {
+            let at = t0 + Duration::from_millis(i * 10);
+            if at >= next_flush {
+                lines.extend(agg.take_due(at, false));
+                next_flush = at + Duration::from_secs(1);
+            }
+            sent += 1;
+            let (fold, summary) = agg.offer(5, at, || {
+                built += 1;
+                event("busy.example")
+            });
+            lines.extend(summary);
+            logged += u64::from(matches!(fold, Fold::Log));
+        }
+        lines.extend(agg.take_due(t0 + Duration::from_secs(10), true));
+        assert_eq!(logged, 1, "only the first query is logged at once");
+        assert_eq!(
+            built, 1,
+            "the template is built once while the kind stays active"
+        );
+        assert!((4..=6).contains(&lines.len()), "{} lines", lines.len());
+        assert_eq!(lines.iter().map(count).sum::<u64>() + logged, sent);
+        // The first line carries the template's own stamp; later ones are stamped when their
+        // interval's first query arrived, not with the template's old time.
+        assert_eq!(lines[0].ts, event("busy.example").ts);
+        assert!(lines[1..].iter().all(|e| e.ts != lines[0].ts), "{lines:#?}");
     }
 
     #[test]
@@ -238,7 +354,7 @@ mod tests {
         let due = agg.take_due(t0 + Duration::from_secs(2), false);
         assert_eq!(due.iter().map(count).sum::<u64>() + logged, 100);
         assert!(agg.take_due(t0 + Duration::from_secs(3), true).is_empty());
-        // After a flush the kind starts over: its next query is logged at once.
+        // After a shutdown flush the kind starts over: its next query is logged at once.
         let (fold, _) = agg.offer(1 << 60, t0 + Duration::from_secs(3), || event("y.example"));
         assert!(matches!(fold, Fold::Log));
         agg.offer(1 << 60, t0 + Duration::from_secs(3), || event("y.example"));
@@ -250,16 +366,31 @@ mod tests {
     fn a_kind_taking_the_slot_writes_the_folded_ones_first() {
         let agg = Aggregator::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        // Same slot (same high bits), different keys.
-        let a = 7u64 << 52 | 1;
-        let b = 7u64 << 52 | 2;
-        agg.offer(a, t0, || event("a.example"));
-        agg.offer(a, t0, || event("a.example"));
-        agg.offer(a, t0, || event("a.example"));
-        let (fold, summary) = agg.offer(b, t0, || event("b.example"));
+        // Same set (same high bits), different keys: four kinds fold side by side.
+        let kind = |i: u64| 7u64 << 54 | i;
+        let names = [
+            "a.example",
+            "b.example",
+            "c.example",
+            "d.example",
+            "e.example",
+        ];
+        for (i, name) in names.iter().take(WAYS).enumerate() {
+            for _ in 0..3 {
+                let at = t0 + Duration::from_millis(i as u64);
+                let (_, summary) = agg.offer(kind(i as u64), at, || event(name));
+                assert!(summary.is_none(), "{name}: the set has room");
+            }
+        }
+        // A fifth takes the slot whose interval started first, a's: a's folded ones come first.
+        let (fold, summary) = agg.offer(kind(9), t0 + Duration::from_millis(9), || event(names[4]));
         assert!(matches!(fold, Fold::Log));
         let summary = summary.expect("a's folded queries");
         assert_eq!(count(&summary), 2);
         assert!(matches!(&summary.body, EventBody::Query(q) if q.qname == "a.example"));
+        // The others were not disturbed.
+        let all = agg.take_due(t0 + Duration::from_secs(1), true);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|e| count(e) == 2));
     }
 }
