@@ -199,23 +199,21 @@ impl Aggregator {
         interval: Duration,
         out: &mut Vec<Event>,
     ) {
-        {
-            if slot.key == 0 {
-                return;
-            }
-            let due = all
-                || slot
-                    .since
-                    .is_none_or(|since| now.saturating_duration_since(since) >= interval);
-            if !due {
-                return;
-            }
-            if slot.folded > 0 && !all {
-                out.extend(slot.summary());
-                slot.since = Some(now);
-            } else {
-                out.extend(slot.close());
-            }
+        if slot.key == 0 {
+            return;
+        }
+        let due = all
+            || slot
+                .since
+                .is_none_or(|since| now.saturating_duration_since(since) >= interval);
+        if !due {
+            return;
+        }
+        if slot.folded > 0 && !all {
+            out.extend(slot.summary());
+            slot.since = Some(now);
+        } else {
+            out.extend(slot.close());
         }
     }
 }
