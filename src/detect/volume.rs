@@ -89,7 +89,9 @@ impl SharedNames {
 
     /// Records that the client with `client_hash` asked the name with `name_hash` (the full
     /// name's hash: domain and subdomain); true when a *different* client asked it last.
-    #[inline]
+    /// (The detector asks [`Self::record`], which also tells a repeat apart; this is its
+    /// yes/no form, kept for the table's own tests.)
+    #[cfg(test)]
     pub fn asked_by_other(&self, name_hash: u64, client_hash: u64) -> bool {
         self.record(name_hash, client_hash) == LastAsker::Other
     }
