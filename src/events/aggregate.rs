@@ -8,23 +8,26 @@
 //!
 //! - the **first** query of a kind is logged at once, as always;
 //! - identical queries after it (same client and agent, group, name, type, protocol, verdict,
-//!   response code and policy version) are only counted;
+//!   response code, upstream and policy version) are only counted;
 //! - when the interval is over (the writer's periodic flush, the next identical query after
 //!   it, a slot needed for another kind, or shutdown), one more line is written for them: a
-//!   copy of the second query's event with `count` = how many queries it stands for, stamped
-//!   with the time of the first query it counts;
+//!   copy of the first counted query's event (its time, latency and upstream) with `count` =
+//!   how many queries it stands for;
 //! - a kind that stays active (at least one identical query in each interval) goes on being
-//!   counted: one line per interval with its count, and nothing logged or built per query;
-//!   a kind quiet for a whole interval starts over, its next query logged at once.
+//!   counted: one line per interval with its count, one event built per interval and
+//!   nothing logged or built per query; a kind quiet for a whole interval starts over, its
+//!   next query logged at once.
 //!
 //! So every query is accounted for (the sum of `count` over the lines, `count` being 1 when
 //! absent), and a name asked once is logged exactly as before. Distinct names are never
 //! folded: a tunnel's unique names each keep their own line.
 //!
-//! The table is fixed-size ([`SLOTS`] slots, each behind its own lock, chosen by the key's
-//! hash), so memory is bounded whatever the traffic; two kinds that share a slot just fold
-//! less. Folding uses the time the query was received ([`Instant`]), not the pipeline's clock:
-//! it is about log volume, never about detection.
+//! The table is fixed-size ([`SLOTS`] slots in sets of [`WAYS`], each set behind its own lock
+//! and chosen by the key's hash), so memory is bounded whatever the traffic; kinds that
+//! outnumber their set's slots just fold less. A set keeps what every query reads (the keys,
+//! the interval starts and counts) in one 128-byte block, so a lookup costs one memory fetch,
+//! not one per slot. Folding uses the time the query was received ([`Instant`]), not the
+//! pipeline's clock: it is about log volume, never about detection.
 
 use std::time::{Duration, Instant};
 
@@ -43,55 +46,56 @@ const WAYS: usize = 4;
 /// Sets in the table.
 const SETS: usize = SLOTS / WAYS;
 
-/// One kind of query being folded.
+/// One set of [`WAYS`] slots, field by field so that the keys, the interval starts and the
+/// counts share the block the lock is in.
 #[derive(Debug, Default)]
-struct Slot {
-    /// The kind's hash (0: empty).
-    key: u64,
-    /// When the kind's current interval started.
-    since: Option<Instant>,
-    /// Queries folded since the last line for this kind.
-    folded: u64,
-    /// The event written for the folded queries (built at the kind's first folded query and
-    /// kept while the kind stays active).
-    template: Option<Box<Event>>,
-    /// When the first query counted in this interval arrived, for a template built in an
-    /// earlier one (its own stamp is older).
-    stamp: Option<chrono::DateTime<chrono::Utc>>,
+struct Set {
+    /// Each slot's kind (0: empty).
+    keys: [u64; WAYS],
+    /// When each slot's current interval started: microseconds since the table's epoch, plus
+    /// one (0: not started).
+    since: [u64; WAYS],
+    /// Queries folded since the slot's last line.
+    folded: [u32; WAYS],
+    /// The event for each slot's folded queries: the first folded query's, built when it
+    /// arrives and taken by the interval's line.
+    templates: [Option<Box<Event>>; WAYS],
 }
 
-impl Slot {
-    /// Counts one more identical query, building the template if there is none yet.
-    fn fold(&mut self, build: impl FnOnce() -> Event) {
-        if self.template.is_none() {
-            self.template = Some(Box::new(build()));
-        } else if self.folded == 0 {
-            self.stamp = Some(chrono::Utc::now());
+/// A set and its lock, aligned so that they fill one 128-byte block (two cache lines the
+/// hardware fetches together) and no set straddles another's.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LockedSet(Mutex<Set>);
+
+impl Set {
+    /// Counts one more identical query in `way`, building its event if this is the first one
+    /// of the interval.
+    fn fold(&mut self, way: usize, build: impl FnOnce() -> Event) {
+        if self.templates[way].is_none() {
+            self.templates[way] = Some(Box::new(build()));
         }
-        self.folded += 1;
+        self.folded[way] = self.folded[way].saturating_add(1);
     }
 
-    /// The line for the queries folded so far, if any; the slot keeps its template.
-    fn summary(&mut self) -> Option<Event> {
-        let n = std::mem::take(&mut self.folded);
-        let stamp = self.stamp.take();
+    /// The line for the queries folded in `way` so far, if any; the slot stays.
+    fn summary(&mut self, way: usize) -> Option<Event> {
+        let n = std::mem::take(&mut self.folded[way]);
+        let mut event = *self.templates[way].take()?;
         if n == 0 {
             return None;
         }
-        let mut event = (**self.template.as_ref()?).clone();
-        if let Some(stamp) = stamp {
-            event.ts = stamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        }
         if let EventBody::Query(q) = &mut event.body {
-            q.count = n;
+            q.count = u64::from(n);
         }
         Some(event)
     }
 
-    /// The line for the queries folded so far, if any; leaves the slot empty.
-    fn close(&mut self) -> Option<Event> {
-        let summary = self.summary();
-        *self = Self::default();
+    /// The line for the queries folded in `way` so far, if any; leaves the slot empty.
+    fn close(&mut self, way: usize) -> Option<Event> {
+        let summary = self.summary(way);
+        self.keys[way] = 0;
+        self.since[way] = 0;
         summary
     }
 }
@@ -108,10 +112,12 @@ pub enum Fold {
 /// The folding table.
 #[derive(Debug)]
 pub struct Aggregator {
-    /// The interval.
-    interval: Duration,
-    /// The slots, in sets of [`WAYS`].
-    sets: Box<[Mutex<[Slot; WAYS]>]>,
+    /// The interval, in microseconds.
+    interval_us: u64,
+    /// Where the sets' interval starts count from.
+    epoch: Instant,
+    /// The sets.
+    sets: Box<[LockedSet]>,
 }
 
 impl Aggregator {
@@ -119,17 +125,28 @@ impl Aggregator {
     #[must_use]
     pub fn new(interval: Duration) -> Self {
         Self {
-            interval,
-            sets: (0..SETS)
-                .map(|_| Mutex::new(std::array::from_fn(|_| Slot::default())))
-                .collect(),
+            interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
+            sets: (0..SETS).map(|_| LockedSet::default()).collect(),
         }
     }
 
     /// The interval.
     #[must_use]
     pub fn interval(&self) -> Duration {
-        self.interval
+        Duration::from_micros(self.interval_us)
+    }
+
+    /// `at` as a set's interval start: microseconds since the epoch, plus one.
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    /// Whether an interval started at `since` (a [`Self::stamp`], 0 for none) has ended at
+    /// `now` (another stamp).
+    fn ended(&self, since: u64, now: u64) -> bool {
+        since == 0 || now.saturating_sub(since) >= self.interval_us
     }
 
     /// A query of kind `key` (a hash of everything that makes two query events identical but
@@ -143,37 +160,33 @@ impl Aggregator {
         build: impl FnOnce() -> Event,
     ) -> (Fold, Option<Event>) {
         let key = key.max(1);
-        let mut set = self.sets[set_index(key)].lock();
+        let now = self.stamp(at);
+        let mut set = self.sets[set_index(key)].0.lock();
         // The kind's slot, else an empty one, else the one whose interval started longest ago.
-        let way = set.iter().position(|s| s.key == key).unwrap_or_else(|| {
-            set.iter()
-                .enumerate()
-                .min_by_key(|(_, s)| (s.key != 0, s.since))
-                .map_or(0, |(i, _)| i)
+        let way = set.keys.iter().position(|&k| k == key).unwrap_or_else(|| {
+            (0..WAYS)
+                .min_by_key(|&i| (set.keys[i] != 0, set.since[i]))
+                .unwrap_or(0)
         });
-        let slot = &mut set[way];
-        if slot.key == key {
-            let fresh = slot
-                .since
-                .is_some_and(|since| at.saturating_duration_since(since) < self.interval);
-            if fresh {
-                slot.fold(build);
+        if set.keys[way] == key {
+            if !self.ended(set.since[way], now) && set.folded[way] < u32::MAX {
+                set.fold(way, build);
                 return (Fold::Folded, None);
             }
-            if slot.folded > 0 {
+            if set.folded[way] > 0 {
                 // Still active when its interval ended (before the writer's flush got to it):
                 // the line for the interval that ended, and this query opens the next one.
-                let summary = slot.summary();
-                slot.since = Some(at);
-                slot.fold(build);
+                let summary = set.summary(way);
+                set.since[way] = now;
+                set.fold(way, build);
                 return (Fold::Folded, summary);
             }
         }
         // A new kind, one quiet for a whole interval, or another kind taking the slot (whose
         // folded queries get their line first): logged at once.
-        let summary = slot.close();
-        slot.key = key;
-        slot.since = Some(at);
+        let summary = set.close(way);
+        set.keys[way] = key;
+        set.since[way] = now;
         (Fold::Log, summary)
     }
 
@@ -181,40 +194,23 @@ impl Aggregator {
     /// the writer's periodic flush and for shutdown. A kind with queries in the interval that
     /// ended goes on being counted from `now`; one without is forgotten.
     pub fn take_due(&self, now: Instant, all: bool) -> Vec<Event> {
+        let now = self.stamp(now);
         let mut out = Vec::new();
         for set in &*self.sets {
-            let mut set = set.lock();
-            for slot in set.iter_mut() {
-                Self::flush_slot(slot, now, all, self.interval, &mut out);
+            let mut set = set.0.lock();
+            for way in 0..WAYS {
+                if set.keys[way] == 0 || !(all || self.ended(set.since[way], now)) {
+                    continue;
+                }
+                if set.folded[way] > 0 && !all {
+                    out.extend(set.summary(way));
+                    set.since[way] = now;
+                } else {
+                    out.extend(set.close(way));
+                }
             }
         }
         out
-    }
-
-    /// [`Self::take_due`] for one slot.
-    fn flush_slot(
-        slot: &mut Slot,
-        now: Instant,
-        all: bool,
-        interval: Duration,
-        out: &mut Vec<Event>,
-    ) {
-        if slot.key == 0 {
-            return;
-        }
-        let due = all
-            || slot
-                .since
-                .is_none_or(|since| now.saturating_duration_since(since) >= interval);
-        if !due {
-            return;
-        }
-        if slot.folded > 0 && !all {
-            out.extend(slot.summary());
-            slot.since = Some(now);
-        } else {
-            out.extend(slot.close());
-        }
     }
 }
 
@@ -287,14 +283,15 @@ mod tests {
                 .is_empty()
         );
         // The next identical query after the interval, before any flush: the 9 folded ones get
-        // their line, and the kind, still active, goes on being counted without a rebuild.
+        // their line, and the kind, still active, goes on being counted: this query is the
+        // first of the next line, whose event is its own.
         let (fold, summary) = agg.offer(42, t0 + Duration::from_millis(1500), || {
             built += 1;
             event("x.example")
         });
         assert!(matches!(fold, Fold::Folded));
         assert_eq!(summary.as_ref().map(count), Some(9));
-        assert_eq!(built, 1);
+        assert_eq!(built, 2);
         let all = agg.take_due(t0 + Duration::from_secs(2), true);
         assert_eq!(all.iter().map(count).sum::<u64>(), 1);
         // Quiet for a whole interval: the kind starts over, logged at once.
@@ -303,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn an_active_kind_costs_one_line_an_interval_and_one_build() {
+    fn an_active_kind_costs_one_line_and_one_build_an_interval() {
         let agg = Aggregator::new(Duration::from_secs(1));
         let t0 = Instant::now();
         let (mut logged, mut lines, mut built, mut sent) = (0u64, Vec::new(), 0, 0u64);
@@ -317,23 +314,41 @@ mod tests {
             sent += 1;
             let (fold, summary) = agg.offer(5, at, || {
                 built += 1;
-                event("busy.example")
+                // Each query's own event: its latency tells which query it was.
+                let mut e = event("busy.example");
+                if let EventBody::Query(q) = &mut e.body {
+                    q.latency_us = i;
+                }
+                e
             });
             lines.extend(summary);
             logged += u64::from(matches!(fold, Fold::Log));
         }
         lines.extend(agg.take_due(t0 + Duration::from_secs(10), true));
         assert_eq!(logged, 1, "only the first query is logged at once");
-        assert_eq!(
-            built, 1,
-            "the template is built once while the kind stays active"
-        );
         assert!((4..=6).contains(&lines.len()), "{} lines", lines.len());
+        assert_eq!(
+            built,
+            lines.len(),
+            "one event built per line, none per query"
+        );
         assert_eq!(lines.iter().map(count).sum::<u64>() + logged, sent);
-        // The first line carries the template's own stamp; later ones are stamped when their
-        // interval's first query arrived, not with the template's old time.
-        assert_eq!(lines[0].ts, event("busy.example").ts);
-        assert!(lines[1..].iter().all(|e| e.ts != lines[0].ts), "{lines:#?}");
+        // Each line is the event of the first query it counts (its time, latency and
+        // upstream), not a copy of an earlier interval's.
+        let mut first = 1;
+        for line in &lines {
+            let EventBody::Query(q) = &line.body else {
+                panic!("not a query event")
+            };
+            assert_eq!(q.latency_us, first, "{lines:#?}");
+            first += q.count;
+        }
+    }
+
+    #[test]
+    fn a_set_and_its_lock_fill_one_block() {
+        assert_eq!(std::mem::size_of::<LockedSet>(), 128);
+        assert_eq!(std::mem::align_of::<LockedSet>(), 128);
     }
 
     #[test]

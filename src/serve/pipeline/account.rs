@@ -254,6 +254,7 @@ impl Pipeline {
                     rc,
                     policy.version.number,
                     report.cache_hit,
+                    report.upstream,
                 )
                     .hash(&mut h);
                 h.finish()
