@@ -30,7 +30,8 @@ DOH_LOAD=${DOH_LOAD:-$ROOT/target/release/examples/doh_load}
   echo "  chroot: \"\""; echo "  directory: \"$WORK\""; echo "  pidfile: \"\""; echo "  use-syslog: no"
   echo "  logfile: \"\""; echo "  do-daemonize: no"; echo "  do-ip6: no"
   echo "  access-control: 127.0.0.0/8 allow"
-  echo "  module-config: \"iterator\""; echo "  local-zone: \"bench.example.\" static"
+  echo "  module-config: \"iterator\""; echo "  local-zone: \".\" refuse"  # loopback only
+  echo "  local-zone: \"bench.example.\" static"
   for i in $(seq 1 500); do
     echo "  local-data: \"host$i.bench.example. 3600 IN A 198.51.100.$((i % 250 + 1))\""
     echo "host$i.bench.example A" >>"$WORK/queries.txt"

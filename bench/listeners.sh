@@ -119,6 +119,8 @@ server:
     port: $UP_PORT
     num-threads: 1
 $(unbound_common "$WORK")
+    # Loopback only: a name outside its zones is refused, never looked up on the internet.
+    local-zone: "." refuse
     local-zone: "bench.example." static
 $(cat "$WORK/up-local-data.conf")
 remote-control:
@@ -136,6 +138,10 @@ $(unbound_common "$WORK")
     local-zone: "denied.example." always_nxdomain
 forward-zone:
     name: "bench.example."
+    forward-addr: $UP_ADDR@$UP_PORT
+# Loopback only: any other name goes to the upstream, which refuses it (no root servers).
+forward-zone:
+    name: "."
     forward-addr: $UP_ADDR@$UP_PORT
 remote-control:
     control-enable: no

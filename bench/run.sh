@@ -22,11 +22,13 @@ RESULTS_DIR="$ROOT/bench/results"
 DURATION=${DURATION:-15}            # seconds per dnsperf run
 CLIENTS=${CLIENTS:-8}               # dnsperf -c
 RATE=${RATE:-50000}                 # dnsperf -Q for the "fixed" load
-LOADS=${LOADS:-"fixed max"}         # fixed = -Q $RATE, max = no -Q (as fast as dnsperf can)
+LOADS=${LOADS:-"fixed max capacity"} # fixed = -Q $RATE, max = no -Q (as fast as dnsperf can),
+                                    # capacity = the server alone on one core, driven by blast
 WORKLOADS=${WORKLOADS:-"w1 w2"}     # w1 cached allowed, w2 denied, w3 random-subdomain flood
 SCORING_OFF=${SCORING_OFF:-1}       # 1 also measures W1 on a dnsward with [detect] enabled = false
 FLOOD_NAMES=${FLOOD_NAMES:-1000000} # W3: unique names in the flood file (each sent once)
 FLOOD_CLIENTS=${FLOOD_CLIENTS:-8}   # W3: dnsperf -c
+CAP_OUTSTANDING=${CAP_OUTSTANDING:-300} # capacity: blast -q (outstanding queries per socket)
 ROUNDS=${ROUNDS:-1}                 # repeat every (workload, load) pair, alternating who goes first
 NAMES=${NAMES:-500}                 # distinct names per workload
 BASE_PORT=${BASE_PORT:-5300}
@@ -91,9 +93,22 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Build
+has_load() { case " $LOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+BLAST=${BLAST_BIN:-"$ROOT/bench/blast/target/release/blast"}
 if [ "$SKIP_BUILD" != 1 ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet)
+fi
+if has_load capacity; then
+    if [ "$(nproc)" -lt 2 ]; then
+        echo "bench: the capacity load needs 2 CPUs (the server on one, blast on another)" >&2
+        exit 1
+    fi
+    command -v taskset >/dev/null || { echo "bench: 'taskset' not found (util-linux)" >&2; exit 1; }
+    if [ "$SKIP_BUILD" != 1 ] || [ ! -x "$BLAST" ]; then
+        log "cargo build --release (bench/blast)"
+        (cd "$ROOT" && cargo build --release --quiet --manifest-path bench/blast/Cargo.toml)
+    fi
 fi
 DNSWARD=${DNSWARD_BIN:-"$ROOT/target/release/dnsward"}
 [ -x "$DNSWARD" ] || { echo "bench: $DNSWARD missing (run without SKIP_BUILD)" >&2; exit 1; }
@@ -160,6 +175,8 @@ server:
     port: $UP_PORT
     num-threads: 1
 $(unbound_common "$WORK")
+    # Loopback only: a name outside its zones is refused, never looked up on the internet.
+    local-zone: "." refuse
     local-zone: "bench.example." static
 $(cat "$WORK/up-local-data.conf")
     local-zone: "flood.example." static
@@ -182,6 +199,10 @@ $(unbound_common "$WORK")
     local-zone: "denied.example." always_nxdomain
 forward-zone:
     name: "bench.example."
+    forward-addr: $UP_ADDR@$UP_PORT
+# Loopback only: any other name goes to the upstream, which refuses it (no root servers).
+forward-zone:
+    name: "."
     forward-addr: $UP_ADDR@$UP_PORT
 forward-zone:
     name: "flood.example."
@@ -354,6 +375,10 @@ RAW_TSV="$WORK/runs.tsv"
 mkdir -p "$RESULTS_DIR"
 rm -f "$RESULTS_DIR"/latest-*.raw "$RESULTS_DIR"/latest-*.tsv "$RESULTS_DIR"/perf-*.raw
 
+# The capacity load: the server (every thread) on the last CPU, blast on the first.
+SERVER_CPU=$(($(nproc) - 1))
+ALL_CPUS="0-$SERVER_CPU"
+
 measure() { # round workload load server
     local round=$1 w=$2 load=$3 s=$4 a p pid before after out qflag=() run=(-l "$DURATION" -c "$CLIENTS")
     read -r a p <<<"$(server_addr "$s")"
@@ -361,6 +386,14 @@ measure() { # round workload load server
     [ "$load" = fixed ] && qflag=(-Q "$RATE")
     # W3 sends its file of unique names once, as fast as dnsperf can, from the flood source.
     [ "$w" = w3 ] && run=(-n 1 -c "$FLOOD_CLIENTS" -a "$FLOOD_SRC")
+    local client=(dnsperf -s "$a" -p "$p" -d "$WORK/$w.txt" "${run[@]}" "${qflag[@]}")
+    if [ "$load" = capacity ]; then
+        # dnsperf needs more CPU per query than either server (one sendto/recvfrom each), so at
+        # "max" it is the bottleneck. Here the server has a core of its own and blast (batched
+        # sendmmsg/recvmmsg, about half dnsperf's cost) drives it from the other until it is full.
+        taskset -a -p -c "$SERVER_CPU" "$pid" >/dev/null
+        client=(taskset -c 0 "$BLAST" -s "$a" -p "$p" -d "$WORK/$w.txt" -l "$DURATION" -c "$CLIENTS" -q "$CAP_OUTSTANDING")
+    fi
     out="$RESULTS_DIR/latest-$w-$load-$s-r$round.raw"
     log "round $round $w $load $s"
     local perf_pid=""
@@ -382,8 +415,13 @@ measure() { # round workload load server
         rss_pid=$!
     fi
     before=$(cpu_ticks "$pid")
-    dnsperf -s "$a" -p "$p" -d "$WORK/$w.txt" "${run[@]}" "${qflag[@]}" >"$out" 2>&1
+    # The client's own CPU time too (bash's `time`), to show which side was the bottleneck.
+    local TIMEFORMAT='%U %S' t0 t1
+    t0=$(date +%s.%N)
+    { time "${client[@]}" >"$out" 2>&1; } 2>"$WORK/client.time"
+    t1=$(date +%s.%N)
     after=$(cpu_ticks "$pid")
+    [ "$load" = capacity ] && taskset -a -p -c "$ALL_CPUS" "$pid" >/dev/null
     if [ -n "$rss_pid" ]; then kill "$rss_pid" 2>/dev/null || true; wait "$rss_pid" 2>/dev/null || true; fi
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     kill -0 "$pid" 2>/dev/null || { echo "bench: $s died during $w $load" >&2; exit 1; }
@@ -392,7 +430,8 @@ measure() { # round workload load server
     grep -q "Response codes:[[:space:]]*$want [0-9]* (100.00%)\$" "$out" ||
         log "warning: $s did not answer every $w query with $want: $(grep 'Response codes' "$out")"
     awk -v r="$round" -v w="$w" -v l="$load" -v s="$s" -v ticks=$((after - before)) \
-        -v hz="$CLK_TCK" -v hwm="$(vm_hwm_kb "$pid")" '
+        -v hz="$CLK_TCK" -v hwm="$(vm_hwm_kb "$pid")" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+        -v client_s="$(awk '{ print $1 + $2 }' "$WORK/client.time")" '
         /Queries completed:/ { done = $3 }
         /Queries lost:/      { lost = $4; gsub(/[()%]/, "", lost) }
         /Queries per second:/ { qps = $4 }
@@ -400,7 +439,10 @@ measure() { # round workload load server
         /Response codes:/ { sub(/^[ \t]*Response codes:[ \t]*/, ""); rc = $0; gsub(/ /, "_", rc) }
         END {
             cpu_us = done > 0 ? ticks / hz * 1e6 / done : 0
-            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%.1f\t%.2f\t%s\t%s\t%s\n", r, w, l, s, qps, lost, lat * 1e6, cpu_us, hwm, done, rc
+            client_us = done > 0 ? client_s * 1e6 / done : 0
+            # Cores the server kept busy over the run (1.00 = one full core).
+            cores = wall > 0 ? ticks / hz / wall : 0
+            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%.1f\t%.2f\t%s\t%s\t%s\t%.2f\t%.2f\n", r, w, l, s, qps, lost, lat * 1e6, cpu_us, hwm, done, rc, client_us, cores
         }' "$out" >>"$RAW_TSV"
 }
 
@@ -435,8 +477,12 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
     echo "Each run: \`dnsperf -l $DURATION -c $CLIENTS\` with \`-Q $RATE\` (fixed) or no \`-Q\` (max), $NAMES distinct names"
     echo "looped; $ROUNDS round(s), figures are the mean over rounds. Both servers: 2 threads. dnsperf"
     echo "shares the machine's cores with the server, so CPU µs/query (server utime+stime over the"
-    echo "run divided by completed queries) is the steadier figure. Load average (1/5/15 min)"
-    echo "before measuring: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "run divided by completed queries) is the steadier figure. At max, dnsperf needs more CPU per"
+    echo "query than either server (client µs/query), so it, not the server, sets queries/s (the server"
+    echo "keeps less than one core busy). The capacity load measures the server instead: every thread"
+    echo "of it pinned to CPU $SERVER_CPU, \`bench/blast\` (batched, about half dnsperf's cost per query) on"
+    echo "CPU 0 with \`-l $DURATION -c $CLIENTS -q $CAP_OUTSTANDING\`, until the server's core is full (server cores ≈ 1)."
+    echo "Load average (1/5/15 min) before measuring: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     if has_workload w3; then
         echo
         echo "W3: $FLOOD_NAMES unique random names (\`<16-32 of [a-z0-9]>.flood.example A\`) sent once"
@@ -444,17 +490,18 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
         echo "query to the upstream, which answers NXDOMAIN with an SOA (negative TTL 60 s)."
     fi
     echo
-    echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | response codes (last round) |"
-    echo "|---|---|---|---:|---:|---:|---:|---|"
+    echo "| workload | load | server | queries/s | lost % | avg latency µs | CPU µs/query | server cores busy | client CPU µs/query | response codes (last round) |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
     awk -F'\t' '
         { k = $2 SUBSEP $3 SUBSEP $4; n[k]++; qps[k] += $5; lost[k] += $6; lat[k] += $7; cpu[k] += $8; rc[k] = $11
+          cl[k] += $12; cores[k] += $13
           if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
         END {
             for (i = 1; i <= m; i++) {
                 k = order[i]; split(k, p, SUBSEP)
                 name = (p[1] == "w1") ? "W1 cached allowed" : (p[1] == "w2") ? "W2 denied by policy" : (p[1] == "w3") ? "W3 random-subdomain flood" : p[1]
                 gsub(/_/, " ", rc[k])
-                printf "| %s | %s | %s | %.0f | %.2f | %.0f | %.2f | %s |\n", name, p[2], p[3], qps[k]/n[k], lost[k]/n[k], lat[k]/n[k], cpu[k]/n[k], rc[k]
+                printf "| %s | %s | %s | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %s |\n", name, p[2], p[3], qps[k]/n[k], lost[k]/n[k], lat[k]/n[k], cpu[k]/n[k], cores[k]/n[k], cl[k]/n[k], rc[k]
             }
         }' "$RAW_TSV"
     echo
@@ -508,13 +555,13 @@ DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null | 
     echo "Peak RSS (VmHWM) over the whole session: dnsward $((DW_HWM / 1024)) MiB, Unbound $((UB_HWM / 1024)) MiB"
     echo "(Unbound's default caches are 4 MiB msg + 4 MiB rrset; dnsward's cache bound is its default)."
     echo
-    echo "Raw dnsperf output: \`bench/results/latest-*.raw\` (not committed). Reproduce with \`bench/run.sh\`."
+    echo "Raw dnsperf and blast output: \`bench/results/latest-*.raw\` (not committed). Reproduce with \`bench/run.sh\`."
     echo
     echo "<details><summary>Per-run rows</summary>"
     echo
-    echo "| round | workload | load | server | q/s | lost % | latency µs | CPU µs/q | VmHWM KiB | completed |"
-    echo "|---|---|---|---|---:|---:|---:|---:|---:|---:|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %s | %.0f | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$RAW_TSV"
+    echo "| round | workload | load | server | q/s | lost % | latency µs | CPU µs/q | cores | client µs/q | VmHWM KiB | completed |"
+    echo "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %.0f | %s | %.0f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $13, $12, $9, $10 }' "$RAW_TSV"
     echo
     echo "</details>"
 } >"$RESULTS_DIR/latest.md"
