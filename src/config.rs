@@ -339,6 +339,32 @@ mod tests {
     }
 
     #[test]
+    fn an_aggregate_interval_is_zero_or_between_1ms_and_60s() {
+        let problems = |interval: &str| {
+            let cfg = Config::from_toml(
+                &format!(
+                    "[events]\naggregate_interval = \"{interval}\"\n[[groups]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\nallow = [\"ok.example\"]\n"
+                ),
+                "t.toml",
+                Path::new("/nonexistent"),
+            )
+            .unwrap();
+            cfg.validate_all()
+                .err()
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        };
+        for ok in ["0s", "1ms", "1s", "60s"] {
+            let text = problems(ok);
+            assert!(!text.contains("aggregate_interval"), "{ok}: {text}");
+        }
+        for bad in ["500ns", "999us", "61s"] {
+            let text = problems(bad);
+            assert!(text.contains("events.aggregate_interval"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
     fn semantic_problems_are_all_reported_together() {
         let cfg = Config::from_toml(
             r#"

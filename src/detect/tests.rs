@@ -992,10 +992,14 @@ fn a_client_cycling_through_hundreds_of_names_repeats_them() {
         observe(&d, ip(1), n, 1, &settings);
         clock.advance(Duration::from_millis(10));
     }
-    assert_eq!(
-        novel_total(1),
-        Some(first),
-        "the second round is all repeats"
+    // The fleet-wide table is direct-mapped (256 k slots, keyed hash): two of the 300 names
+    // share a slot in about one process in six, and the one overwritten counts as new again.
+    // Nothing more than that may come back.
+    let second = novel_total(1).expect("tracked");
+    assert!(
+        second - first <= first / 20,
+        "the second round is repeats: {first} bits, then {} more",
+        second - first
     );
     // Another client asking the names asks names another client asked first: not its own
     // information either, but it is not a repeat of its own.

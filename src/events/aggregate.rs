@@ -25,9 +25,10 @@
 //! The table is fixed-size ([`SLOTS`] slots in sets of [`WAYS`], each set behind its own lock
 //! and chosen by the key's hash), so memory is bounded whatever the traffic; kinds that
 //! outnumber their set's slots just fold less. A set keeps what every query reads (the keys,
-//! the interval starts and counts) in one 128-byte block, so a lookup costs one memory fetch,
-//! not one per slot. Folding uses the time the query was received ([`Instant`]), not the
-//! pipeline's clock: it is about log volume, never about detection.
+//! the interval starts and counts) in one 128-byte block, so a lookup reads two adjacent
+//! cache lines (which the hardware fetches together) instead of one or more per slot. Folding
+//! uses the time the query was received ([`Instant`]), not the pipeline's clock: it is about
+//! log volume, never about detection.
 
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,9 @@ const WAYS: usize = 4;
 const SETS: usize = SLOTS / WAYS;
 
 /// One set of [`WAYS`] slots, field by field so that the keys, the interval starts and the
-/// counts share the block the lock is in.
+/// counts follow the lock in one 128-byte block (`repr(C)` keeps that order).
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Set {
     /// Each slot's kind (0: empty).
     keys: [u64; WAYS],
@@ -70,18 +72,21 @@ struct LockedSet(Mutex<Set>);
 
 impl Set {
     /// Counts one more identical query in `way`, building its event if this is the first one
-    /// of the interval.
+    /// of the interval (the caller keeps the count below `u32::MAX`).
     fn fold(&mut self, way: usize, build: impl FnOnce() -> Event) {
         if self.templates[way].is_none() {
             self.templates[way] = Some(Box::new(build()));
         }
-        self.folded[way] = self.folded[way].saturating_add(1);
+        self.folded[way] += 1;
     }
 
     /// The line for the queries folded in `way` so far, if any; the slot stays.
     fn summary(&mut self, way: usize) -> Option<Event> {
         let n = std::mem::take(&mut self.folded[way]);
-        let mut event = *self.templates[way].take()?;
+        let template = self.templates[way].take();
+        // A count always has its event (built before the count moves) and vice versa.
+        debug_assert_eq!(n > 0, template.is_some(), "a count without its event");
+        let mut event = *template?;
         if n == 0 {
             return None;
         }
@@ -112,7 +117,9 @@ pub enum Fold {
 /// The folding table.
 #[derive(Debug)]
 pub struct Aggregator {
-    /// The interval, in microseconds.
+    /// The interval, as configured.
+    interval: Duration,
+    /// The interval in microseconds, rounded up (at least 1).
     interval_us: u64,
     /// Where the sets' interval starts count from.
     epoch: Instant,
@@ -125,7 +132,10 @@ impl Aggregator {
     #[must_use]
     pub fn new(interval: Duration) -> Self {
         Self {
-            interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+            interval,
+            interval_us: u64::try_from(interval.as_nanos().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1),
             epoch: Instant::now(),
             sets: (0..SETS).map(|_| LockedSet::default()).collect(),
         }
@@ -134,12 +144,14 @@ impl Aggregator {
     /// The interval.
     #[must_use]
     pub fn interval(&self) -> Duration {
-        Duration::from_micros(self.interval_us)
+        self.interval
     }
 
     /// `at` as a set's interval start: microseconds since the epoch, plus one.
     fn stamp(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1)
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX)
+            .min(u64::MAX - 1)
             + 1
     }
 
@@ -174,11 +186,14 @@ impl Aggregator {
                 return (Fold::Folded, None);
             }
             if set.folded[way] > 0 {
-                // Still active when its interval ended (before the writer's flush got to it):
-                // the line for the interval that ended, and this query opens the next one.
+                // Still active when its interval ended (before the writer's flush got to it),
+                // or its count is full: the line for what was counted, and this query opens
+                // the next interval. Its event is built first, so that a failing build cannot
+                // lose the line already due.
+                let event = build();
                 let summary = set.summary(way);
                 set.since[way] = now;
-                set.fold(way, build);
+                set.fold(way, || event);
                 return (Fold::Folded, summary);
             }
         }
@@ -343,6 +358,67 @@ mod tests {
             assert_eq!(q.latency_us, first, "{lines:#?}");
             first += q.count;
         }
+    }
+
+    #[test]
+    fn a_quiet_kind_is_forgotten_and_logged_again() {
+        let agg = Aggregator::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        // Logged once, never repeated: the flush after its interval forgets it, writing nothing.
+        assert!(matches!(
+            agg.offer(3, t0, || event("q.example")).0,
+            Fold::Log
+        ));
+        assert!(agg.take_due(t0 + Duration::from_secs(2), false).is_empty());
+        assert!(matches!(
+            agg.offer(3, t0 + Duration::from_secs(2), || event("q.example"))
+                .0,
+            Fold::Log
+        ));
+        // Logged, then quiet past its interval with no flush in between: logged again at once.
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(matches!(
+            agg.offer(3, t1 + Duration::from_millis(1500), || event("q.example")),
+            (Fold::Log, None)
+        ));
+    }
+
+    #[test]
+    fn a_full_count_gets_its_line_and_counting_goes_on() {
+        let agg = Aggregator::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let key = 11u64 << 54;
+        agg.offer(key, t0, || event("full.example"));
+        agg.offer(key, t0, || event("full.example"));
+        {
+            let mut set = agg.sets[set_index(key)].0.lock();
+            let way = set.keys.iter().position(|&k| k == key).expect("slot");
+            set.folded[way] = u32::MAX - 1;
+        }
+        // The count reaches u32::MAX, then the next query gets the full line out and opens a
+        // new count: nothing is lost and nothing wraps.
+        let (fold, summary) = agg.offer(key, t0, || event("full.example"));
+        assert!(matches!(fold, Fold::Folded) && summary.is_none());
+        let (fold, summary) = agg.offer(key, t0, || event("full.example"));
+        assert!(matches!(fold, Fold::Folded));
+        assert_eq!(summary.as_ref().map(count), Some(u64::from(u32::MAX)));
+        let rest = agg.take_due(t0, true);
+        assert_eq!(rest.iter().map(count).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_sub_microsecond_interval_still_folds() {
+        let agg = Aggregator::new(Duration::from_nanos(500));
+        assert_eq!(agg.interval(), Duration::from_nanos(500));
+        let t0 = Instant::now();
+        assert!(matches!(
+            agg.offer(1, t0, || event("n.example")).0,
+            Fold::Log
+        ));
+        assert!(matches!(
+            agg.offer(1, t0, || event("n.example")).0,
+            Fold::Folded
+        ));
     }
 
     #[test]

@@ -70,6 +70,8 @@ fn default_aggregate_interval() -> Duration {
 }
 /// Longest accepted `aggregate_interval`: longer would hide when a repeated block happened.
 const MAX_AGGREGATE_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest accepted non-zero `aggregate_interval`: the writer flushes folded lines on it.
+const MIN_AGGREGATE_INTERVAL: Duration = Duration::from_millis(1);
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -252,6 +254,12 @@ impl EventsConfig {
         }
         if self.checkpoint_interval < MIN_CHECKPOINT_INTERVAL {
             problems.push(format!("{at}.checkpoint_interval"), "must be at least 1s");
+        }
+        if !self.aggregate_interval.is_zero() && self.aggregate_interval < MIN_AGGREGATE_INTERVAL {
+            problems.push(
+                format!("{at}.aggregate_interval"),
+                "must be 0s (no folding) or at least 1ms",
+            );
         }
         if self.aggregate_interval > MAX_AGGREGATE_INTERVAL {
             problems.push(
