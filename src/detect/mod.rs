@@ -535,7 +535,19 @@ impl Detector {
         sample.bits = if sample.novel { floor_bits } else { 0 };
         self.add(&mut st.windows, now, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
-        let pair_stats = st.windows.stats();
+        // Nothing but the volume term reads the short and long windows, and it is 0 while no
+        // window could reach its floor (the common case: repeated names): read them only then.
+        let pair_budgets = self.budgets.scaled(scale);
+        let pair_live = st.windows.could_score(pair_budgets);
+        let pair_stats = if pair_live {
+            st.windows.stats()
+        } else {
+            [
+                window::WindowStats::default(),
+                st.windows.0[1].stats(),
+                window::WindowStats::default(),
+            ]
+        };
 
         // The domain, fleet-wide: prevalence, and every client's novel names together.
         let domain_state = self.domains.get_or_insert(domain_key, || DomainState {
@@ -563,9 +575,7 @@ impl Detector {
             b.queries = b.queries.saturating_add(1);
             // Nothing below can matter while neither this pair nor the domain has sent enough
             // new information to reach a volume term (the common case: repeated names).
-            let pair_budgets = self.budgets.scaled(scale);
-            let pair_live = st.windows.could_score(pair_budgets);
-            if !pair_live && !d.windows.could_score(self.budgets.scaled(scale)) {
+            if !pair_live && !d.windows.could_score(pair_budgets) {
                 (1.0, None)
             } else {
                 let clients = d.clients.stats_unique();
@@ -664,7 +674,7 @@ impl Detector {
 
         let ev = Evidence {
             windows: pair_stats,
-            budgets: self.budgets.scaled(scale),
+            budgets: pair_budgets,
             prevalence,
             client_spike,
             scope: Scope::ClientDomain,

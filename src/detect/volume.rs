@@ -205,8 +205,14 @@ pub const DOWN_WEIGHT: f32 = 0.25;
 pub fn volume_fraction(w: &WindowStats, budget: f32, accel: f32, prevalence: f32) -> (f32, f32) {
     #[allow(clippy::cast_precision_loss)] // byte counts, scoring precision
     let bytes = (w.novel_bytes as f32 + DOWN_WEIGHT * w.down_bytes as f32) * accel * prevalence;
-    let budget = budget.max(8.0);
-    let fraction = ((bytes.max(1.0).log2() - (budget / 8.0).log2()) / 3.0).clamp(0.0, 1.0);
+    let floor = budget.max(8.0) / 8.0;
+    // At or under the floor the log-scale fraction is 0: most windows, most queries, so the
+    // two logarithms are taken only above it (floor ≥ 1, so `bytes` > 1 there).
+    let fraction = if bytes > floor {
+        ((bytes.log2() - floor.log2()) / 3.0).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     (fraction, bytes)
 }
 
