@@ -36,7 +36,7 @@ pub mod testgen;
 pub mod volume;
 pub mod window;
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,6 +242,9 @@ struct DomainState {
     last_alert_level: Level,
 }
 
+/// Slots of the fleet-wide table of answers given ([`Detector::observe_answer_at`]): 512 KiB.
+const ANSWER_SLOTS: usize = 1 << 16;
+
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
 /// follows the last ~64 KiB of names' information.
 const SHARED_DECAY_BITS: u32 = 1 << 19;
@@ -317,6 +320,10 @@ pub struct Detector {
     clients: BoundedTable<ClientState>,
     /// Which client asked a name last, fleet-wide.
     shared: SharedNames,
+    /// Which client was last given an answer, by the answer's content, fleet-wide: an answer
+    /// a client was just given (a poller re-fetching an unchanged record whose TTL is 0), or
+    /// that another client was given, brings it nothing new.
+    answers: SharedNames,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
@@ -372,6 +379,7 @@ impl Detector {
             domains: BoundedTable::new("domain", cfg.max_domains),
             clients: BoundedTable::new("client", cfg.max_clients),
             shared: SharedNames::new(cfg.shared_name_slots),
+            answers: SharedNames::new(ANSWER_SLOTS),
             memo: memo::AppearanceMemo::default(),
             hasher: RandomState::new(),
             clock,
@@ -804,7 +812,7 @@ impl Detector {
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
     pub fn observe_rcode(&self, client: &ClientKey, domain: &str, nxdomain: bool) {
-        self.observe_answer_at(client, domain, 0, nxdomain, 0, self.clock.now());
+        self.observe_answer_at(client, domain, 0, nxdomain, 0, &|_| {}, self.clock.now());
     }
 
     /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
@@ -815,14 +823,19 @@ impl Detector {
         nxdomain: bool,
         now: Duration,
     ) {
-        self.observe_answer_at(client, domain, 0, nxdomain, 0, now);
+        self.observe_answer_at(client, domain, 0, nxdomain, 0, &|_| {}, now);
     }
 
     /// Records an answer fresh from upstream: NXDOMAIN or not, and its size. For carrier query
     /// types (TXT, NULL, CNAME, MX, SRV, KEY, private types, ANY) the bytes after the question
-    /// count as the downstream half of a tunnel. Cache hits should report through
+    /// count as the downstream half of a tunnel, but only when the answer says something new:
+    /// `content` feeds the hasher what the answer says (not its ID or TTLs), and an answer
+    /// this client was the last to be given, or another client was, counts no bytes. A tunnel's
+    /// answers are all different; a service-discovery poller re-fetching an unchanged SRV set
+    /// whose TTL is 0 gets the same answer again and again. Cache hits should report through
     /// [`Self::observe_rcode_at`] (size 0): a cached answer carries nothing new. Only keys
     /// already tracked are updated.
+    #[allow(clippy::too_many_arguments)] // one answer's facts, all needed
     pub fn observe_answer_at(
         &self,
         client: &ClientKey,
@@ -830,19 +843,25 @@ impl Detector {
         qtype: u16,
         nxdomain: bool,
         answer_bytes: usize,
+        content: &dyn Fn(&mut dyn Hasher),
         now: Duration,
     ) {
         if !self.enabled {
             return;
         }
-        let down = if features::qtype_points(qtype) > 0 {
-            u32::try_from(answer_bytes).unwrap_or(u32::MAX)
+        let client_hash = self.hasher.hash_one(client);
+        let down = if answer_bytes > 0 && features::qtype_points(qtype) > 0 {
+            let mut h = self.hasher.build_hasher();
+            content(&mut h);
+            match self.answers.record(h.finish(), client_hash) {
+                LastAsker::Unknown => u32::try_from(answer_bytes).unwrap_or(u32::MAX),
+                LastAsker::Same | LastAsker::Other => 0,
+            }
         } else {
             0
         };
         let record = |ws: &mut Windows| self.record_answer(ws, now, nxdomain, down);
         let domain_key = self.domain_key(domain);
-        let client_hash = self.hasher.hash_one(client);
         if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
             record(&mut state.lock().windows);
         }

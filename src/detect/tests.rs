@@ -1006,3 +1006,61 @@ fn a_client_cycling_through_hundreds_of_names_repeats_them() {
     observe(&d, ip(2), &names[0], 1, &settings);
     assert_eq!(novel_total(2), Some(0));
 }
+
+/// Downstream bytes count only for an answer that says something new: a poller re-fetching an
+/// unchanged record (TTL 0, as service discovery serves) is given nothing, nor is a client
+/// given what another client was just given; a tunnel's answers, all different, count.
+#[test]
+fn only_answers_that_say_something_new_count_as_downstream_bytes() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let name = "_api._tcp.poll-example.com";
+    let down = |client: u32| {
+        let key = ClientKey::from(ip(client));
+        let pair = d.pair_key(d.hasher.hash_one(&key), d.domain_key("poll-example.com"));
+        d.pairs
+            .get(pair)
+            .map(|p| p.lock().windows.0[1].volume_stats().down_bytes)
+    };
+    let answer = |client: u32, content: &'static [u8]| {
+        d.observe_answer_at(
+            &ClientKey::from(ip(client)),
+            "poll-example.com",
+            33, // SRV: a carrier type
+            false,
+            400,
+            &|h: &mut dyn Hasher| h.write(content),
+            clock.now(),
+        );
+    };
+    for client in [1, 2] {
+        observe(&d, ip(client), name, 33, &settings);
+    }
+    answer(1, b"srv set one");
+    assert_eq!(down(1), Some(400), "a first answer is new");
+    for _ in 0..20 {
+        clock.advance(Duration::from_secs(1));
+        observe(&d, ip(1), name, 33, &settings);
+        answer(1, b"srv set one");
+    }
+    assert_eq!(down(1), Some(400), "the same answer again says nothing new");
+    answer(2, b"srv set one");
+    assert_eq!(
+        down(2),
+        Some(0),
+        "another client's answer is not news either"
+    );
+    answer(1, b"srv set two");
+    assert_eq!(down(1), Some(800), "a changed answer counts");
+    // Not a carrier type, or no answer bytes: nothing, whatever the content.
+    d.observe_answer_at(
+        &ClientKey::from(ip(1)),
+        "poll-example.com",
+        1,
+        false,
+        400,
+        &|h: &mut dyn Hasher| h.write(b"fresh a record"),
+        clock.now(),
+    );
+    assert_eq!(down(1), Some(800));
+}

@@ -629,6 +629,7 @@ impl Pipeline {
                     q.qtype,
                     nxdomain,
                     answer_bytes,
+                    &|h| answer.hash_content(h),
                     self.clock.now(),
                 );
                 if let Some(problem) = self.check_answer(policy, group, &q.name, &answer) {
