@@ -601,6 +601,12 @@ pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
 }
 
 /// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
+///
+/// The name goes out in lower case whatever the client sent. The case of its letters is the
+/// client's to choose and carries nothing a resolver needs (RFC 4343), so passed on it would
+/// be a free channel to the authority, one bit per letter, that the tunnel detector (which
+/// prices names case-folded) never sees. The client's answer echoes its own question, case and
+/// all, as before.
 #[must_use]
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
@@ -609,8 +615,23 @@ pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(question);
+    lowercase_name(&mut out[HEADER_LEN..]);
     push_opt(&mut out, dnssec_ok, 0);
     out
+}
+
+/// Lower-cases the ASCII letters of the uncompressed name at the start of `buf`, label by
+/// label (length bytes, a compression pointer and what follows the name are left alone).
+fn lowercase_name(buf: &mut [u8]) {
+    let mut at = 0;
+    while let Some(&len) = buf.get(at) {
+        if len == 0 || len & 0xC0 != 0 {
+            return;
+        }
+        let end = (at + 1 + usize::from(len)).min(buf.len());
+        buf[at + 1..end].make_ascii_lowercase();
+        at = end;
+    }
 }
 
 /// The question section of a message (name, type, class), if well-formed.
@@ -686,6 +707,26 @@ pub(crate) mod tests {
             out[11] = 1;
         }
         out
+    }
+
+    /// The forwarded question is the client's, lower-cased: type and class bytes that happen
+    /// to be ASCII letters (type 0x0041 is 'A') and the label lengths stay as they were.
+    #[test]
+    fn upstream_queries_carry_the_name_lower_cased_and_nothing_else_changed() {
+        let client = query_bytes("WwW.ExAmPlE.CoM", 0x4142, None);
+        let question = &client[HEADER_LEN..];
+        let q = encode_upstream_query(7, question, true, false);
+        let sent = &q[HEADER_LEN..HEADER_LEN + question.len()];
+        let want = query_bytes("www.example.com", 0x4142, None);
+        assert_eq!(sent, &want[HEADER_LEN..]);
+        // A compression pointer ends the name: nothing after it is touched.
+        let mut odd = vec![1, b'X', 0xC0, b'A', 0, b'Z'];
+        lowercase_name(&mut odd);
+        assert_eq!(odd, [1, b'x', 0xC0, b'A', 0, b'Z']);
+        // A length running past the end stops at the end.
+        let mut short = vec![9, b'A', b'B'];
+        lowercase_name(&mut short);
+        assert_eq!(short, [9, b'a', b'b']);
     }
 
     /// A query with an OPT record carrying `option` (code, data).

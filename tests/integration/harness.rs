@@ -30,6 +30,8 @@ pub struct FakeUpstream {
     delay: Option<Duration>,
     /// How this upstream misbehaves, if it does.
     fault: Option<Fault>,
+    /// Every question name it was asked, as it arrived (letter case kept).
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Ways a fake upstream misbehaves (issue 9's upstream faults).
@@ -55,6 +57,7 @@ pub struct RunningUpstream {
     pub addr: SocketAddr,
     pub udp_queries: Arc<AtomicUsize>,
     pub tcp_queries: Arc<AtomicUsize>,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -69,6 +72,11 @@ impl Drop for RunningUpstream {
 impl RunningUpstream {
     pub fn queries(&self) -> usize {
         self.udp_queries.load(Ordering::SeqCst) + self.tcp_queries.load(Ordering::SeqCst)
+    }
+
+    /// The question names it was asked so far, as they arrived (letter case kept).
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
     }
 }
 
@@ -199,6 +207,9 @@ impl FakeUpstream {
     fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         let req = Message::from_vec(query).ok()?;
         let q = req.queries.first()?.clone();
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.push(q.name().to_ascii());
+        }
         let owner = q.name().to_lowercase().to_ascii();
         let owner = owner.trim_end_matches('.').to_string();
         let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
@@ -253,6 +264,7 @@ impl FakeUpstream {
         };
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::clone(&self.asked);
         let me = Arc::new(self);
         let (m, count) = (Arc::clone(&me), Arc::clone(&udp_queries));
         let t1 = tokio::spawn(async move {
@@ -321,6 +333,7 @@ impl FakeUpstream {
             addr,
             udp_queries,
             tcp_queries,
+            asked,
             tasks: vec![t1, t2],
         }
     }

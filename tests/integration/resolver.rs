@@ -63,6 +63,38 @@ async fn allowed_names_are_forwarded_and_others_blocked() {
     assert_eq!(up.queries(), 1, "blocked names never reach the upstream");
 }
 
+/// The letters' case of a question is the client's own (0x20): it goes upstream in lower case,
+/// so it cannot carry data to an authority past the detector, and comes back to the client
+/// as the client wrote it, over UDP and TCP.
+#[tokio::test]
+async fn question_case_goes_upstream_folded_and_comes_back_as_asked() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let asked = "A.aLLoWeD.ExAmPlE";
+    let answer = udp_raw(
+        s.udp,
+        "127.0.0.10".parse().unwrap(),
+        &raw_name_query(asked, 1),
+    )
+    .await
+    .expect("an answer");
+    let m = hickory_proto::op::Message::from_vec(&answer).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&m), ["192.0.2.2"]);
+    assert_eq!(m.queries[0].name().to_ascii(), format!("{asked}."));
+    let tcp = tcp_raw(s.tcp, "127.0.0.10", &raw_name_query("WwW.eXaMpLe", 1))
+        .await
+        .expect("an answer over TCP");
+    let m = hickory_proto::op::Message::from_vec(&tcp).unwrap();
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "WwW.eXaMpLe.");
+    assert_eq!(
+        up.asked(),
+        ["a.allowed.example.", "www.example."],
+        "the upstream saw the names in lower case"
+    );
+}
+
 #[tokio::test]
 async fn each_block_action_answers_as_configured() {
     let up = upstream().start().await;
