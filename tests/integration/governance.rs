@@ -283,6 +283,16 @@ async fn spoofable_udp_evidence_never_quarantines_the_source_address() {
         started.iter().all(|e| e["action"] != "quarantine"),
         "{started:#?}"
     );
+    // The alerts say what was done: the scores reached quarantine, the action did not.
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    assert!(
+        alerts.iter().any(|e| e["score"].as_u64() >= Some(60)),
+        "the tunnel scored at the quarantine level: {alerts:#?}"
+    );
+    assert!(
+        alerts.iter().all(|e| e["action"] != "quarantine"),
+        "{alerts:#?}"
+    );
 }
 
 #[tokio::test]

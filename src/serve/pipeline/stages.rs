@@ -121,21 +121,25 @@ impl Pipeline {
         let group = a.group;
         let domain = a.domain;
         let version = asked.policy.version.number;
-        if let Some(alert) = assessment.alert {
+        // Only evidence from a proven source address may cut a whole client off: a forged UDP
+        // source could otherwise get a victim quarantined. Spoofable evidence still sinkholes
+        // the offending domain for that address.
+        let level = if assessment.level == Level::Quarantine && !asked.verified {
+            Level::Sinkhole
+        } else {
+            assessment.level
+        };
+        if let Some(mut alert) = assessment.alert {
+            // The alert says what is done, not what the score alone would have done.
+            if !group.detect.monitor_only && alert.action == Level::Quarantine.as_str() {
+                alert.action = level.as_str().to_string();
+            }
             let event = Event::now(version, EventBody::Alert(alert.clone()));
             self.overrides
                 .record_alert(event.ts.clone(), version, alert);
             self.events.emit(event);
         }
-        if assessment.level >= Level::Throttle && !group.detect.monitor_only {
-            // Only evidence from a proven source address may cut a whole client off: a forged
-            // UDP source could otherwise get a victim quarantined. Spoofable evidence still
-            // sinkholes the offending domain for that address.
-            let level = if assessment.level == Level::Quarantine && !asked.verified {
-                Level::Sinkhole
-            } else {
-                assessment.level
-            };
+        if level >= Level::Throttle && !group.detect.monitor_only {
             if let Some(started) = self.containment.start(
                 &asked.peer.key,
                 &group.name,
