@@ -376,13 +376,21 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     let qclass = r.u16().ok_or(WireError::FormErr("question has no class"))?;
     let question = &packet[HEADER_LEN..r.pos];
 
-    // Skip answer and authority records (a query should have none, but tolerate them), then
-    // look for the OPT record among the additionals.
+    // Skip answer and authority records (a query should have none, but tolerate them; an IXFR
+    // query carries an SOA in its authority section), then look for the OPT record among the
+    // additionals. An OPT anywhere else is a format error (RFC 6891 §6.1.1).
     for _ in 0..(u32::from(ancount) + u32::from(nscount)) {
-        skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?;
+        if skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?
+            == rtype::OPT
+        {
+            return Err(WireError::FormErr(
+                "OPT record outside the additional section",
+            ));
+        }
     }
     let mut edns = None;
     for _ in 0..arcount {
+        let owner_at = r.pos;
         r.skip_name()
             .ok_or(WireError::FormErr("additional record name malformed"))?;
         let rtype = r
@@ -404,6 +412,10 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         if rtype == rtype::OPT {
             if edns.is_some() {
                 return Err(WireError::FormErr("more than one OPT record"));
+            }
+            // RFC 6891 §6.1.2: the OPT owner MUST be the root name.
+            if !is_root_name(packet, owner_at) {
+                return Err(WireError::FormErr("OPT record owner is not the root"));
             }
             let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
             edns = Some(Edns {
@@ -431,11 +443,29 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     })
 }
 
-fn skip_record(r: &mut Reader<'_>) -> Option<()> {
+/// Skip one resource record; returns its type.
+fn skip_record(r: &mut Reader<'_>) -> Option<u16> {
     r.skip_name()?;
-    r.skip(8)?;
+    let rtype = r.u16()?;
+    r.skip(6)?;
     let rdlen = r.u16()?;
-    r.skip(usize::from(rdlen))
+    r.skip(usize::from(rdlen))?;
+    Some(rtype)
+}
+
+/// Whether the name at `at` is the root: a zero byte, or compression pointers that end at one
+/// (followed a few times at most, so a pointer loop cannot hold the parser).
+fn is_root_name(packet: &[u8], mut at: usize) -> bool {
+    for _ in 0..4 {
+        match packet.get(at..) {
+            Some([0, ..]) => return true,
+            Some([hi, lo, ..]) if hi & 0xC0 == 0xC0 => {
+                at = usize::from(u16::from_be_bytes([hi & 0x3F, *lo]));
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The offsets of every TTL field in an encoded message (OPT excluded), with the record type.
@@ -815,6 +845,70 @@ pub(crate) mod tests {
         }
         p.extend_from_slice(&[0, 0, 1, 0, 1]);
         assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    /// An OPT record (root owner unless `owner` is given) with `version`, no options.
+    fn opt_record(owner: &[u8], version: u8) -> Vec<u8> {
+        let mut out = owner.to_vec();
+        out.extend_from_slice(&rtype::OPT.to_be_bytes());
+        out.extend_from_slice(&1232u16.to_be_bytes());
+        out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
+        out
+    }
+
+    #[test]
+    fn an_opt_record_must_be_owned_by_the_root() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(b"\x01x\x01y\0", 0));
+        assert_eq!(
+            parse_query(&p).unwrap_err(),
+            WireError::FormErr("OPT record owner is not the root")
+        );
+        // A pointer to a non-root name (the question) is not the root either.
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, 12], 0));
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+        // A pointer to the question name's final zero byte is the root, spelt oddly.
+        let mut p = query_bytes("example.com", 1, None);
+        let root_at: u8 = 12 + 13 - 1;
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, root_at], 0));
+        assert!(parse_query(&p).unwrap().edns.is_some());
+        // A pointer loop is not the root and does not hang.
+        let mut p = query_bytes("example.com", 1, None);
+        let at = u8::try_from(p.len()).unwrap();
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, at], 0));
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    #[test]
+    fn an_opt_record_outside_the_additional_section_is_a_format_error() {
+        for count_at in [7, 9] {
+            let mut p = query_bytes("example.com", 1, None);
+            p[count_at] = 1;
+            p.extend_from_slice(&opt_record(&[0], 0));
+            assert_eq!(
+                parse_query(&p).unwrap_err(),
+                WireError::FormErr("OPT record outside the additional section"),
+                "count at {count_at}"
+            );
+        }
+        // Other records there are still tolerated (an IXFR query carries an SOA).
+        let mut p = query_bytes("example.com", 251, None);
+        p[9] = 1;
+        p.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse_query(&p).unwrap().qtype, 251);
+    }
+
+    #[test]
+    fn the_edns_version_is_read() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0], 1));
+        assert_eq!(parse_query(&p).unwrap().edns.unwrap().version, 1);
     }
 
     #[test]
