@@ -618,6 +618,67 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
     }
 }
 
+/// Give a finished answer the extended rcode `code` (RFC 6891 §6.1.3): its low 4 bits go in the
+/// header, the high 8 bits in the OPT record's TTL. Returns `false`, changing nothing, when
+/// `code` needs the OPT record and the message has none (or is malformed).
+pub fn set_extended_rcode(msg: &mut [u8], code: u16) -> bool {
+    let high = u8::try_from(code >> 4).unwrap_or(u8::MAX);
+    let opt_ttl_at = if high == 0 {
+        None
+    } else {
+        match opt_ttl_offset(msg) {
+            Some(at) => Some(at),
+            None => return false,
+        }
+    };
+    let Some(flags) = msg.get_mut(3) else {
+        return false;
+    };
+    *flags = (*flags & 0xF0) | (code & 0x0F) as u8;
+    if let Some(at) = opt_ttl_at {
+        msg[at] = high;
+    }
+    true
+}
+
+/// Offset of the OPT record's TTL (whose first byte is the extended rcode) in a message.
+fn opt_ttl_offset(msg: &[u8]) -> Option<usize> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |i: usize| u32::from(u16::from_be_bytes([msg[i], msg[i + 1]]));
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..count(4) {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    for _ in 0..count(6) + count(8) + count(10) {
+        r.skip_name()?;
+        let rtype = r.u16()?;
+        r.skip(2)?;
+        let ttl_at = r.pos;
+        r.skip(4)?;
+        let rdlen = r.u16()?;
+        r.skip(usize::from(rdlen))?;
+        if rtype == rtype::OPT {
+            return Some(ttl_at);
+        }
+    }
+    None
+}
+
+/// The rcode of an answer including the OPT record's extended bits (BADVERS is 16).
+#[must_use]
+pub fn extended_rcode(msg: &[u8]) -> u16 {
+    let high = opt_ttl_offset(msg)
+        .and_then(|at| msg.get(at))
+        .map_or(0, |b| u16::from(*b));
+    (high << 4) | u16::from(rcode_of(msg))
+}
+
 /// Append our OPT record (payload size [`EDNS_UDP_SIZE`]) with the given extended rcode bits.
 pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
     msg.push(0);
@@ -901,6 +962,38 @@ pub(crate) mod tests {
         p[9] = 1;
         p.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(parse_query(&p).unwrap().qtype, 251);
+    }
+
+    #[test]
+    fn badvers_is_split_between_the_header_and_the_opt_record() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0], 1));
+        let mut q = parse_query(&p).unwrap();
+        q.response_cookie = None;
+        let mut r = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut r, &q, 512);
+        assert!(set_extended_rcode(&mut r, rcode::BADVERS));
+        assert_eq!(rcode_of(&r), 0, "header rcode 0");
+        assert_eq!(extended_rcode(&r), 16);
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        let edns = m.edns.as_ref().expect("an OPT record");
+        assert_eq!(edns.version(), 0, "we answer with the version we speak");
+        assert_eq!(edns.rcode_high(), 1);
+        // hickory names extended rcode 16 BADSIG (it shares the number with BADVERS).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.queries.len(), 1, "the question is echoed");
+        // Without an OPT record there is nowhere to put the high bits.
+        let plain = query_bytes("example.com", 1, None);
+        let q = parse_query(&plain).unwrap();
+        let mut r = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut r, &q, 512);
+        let before = r.clone();
+        assert!(!set_extended_rcode(&mut r, rcode::BADVERS));
+        assert_eq!(r, before);
+        assert!(set_extended_rcode(&mut r, u16::from(rcode::NOTIMP)));
+        assert_eq!(extended_rcode(&r), 4);
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub enum Verdict {
     Quarantine,
     /// The answer could not be obtained (upstreams failed or answered garbage).
     Servfail,
-    /// Malformed query answered with FORMERR or NOTIMP.
+    /// A query answered with a protocol error: FORMERR or NOTIMP (malformed, another opcode),
+    /// or BADVERS (an EDNS version above 0).
     Formerr,
     /// Nothing was sent.
     Drop,

@@ -639,3 +639,30 @@ pub fn server_cookie(answer: &[u8]) -> Option<Vec<u8>> {
     let at = answer.windows(4).rposition(|w| w == [0, 10, 0, 24])?;
     answer.get(at + 12..at + 28).map(<[u8]>::to_vec)
 }
+
+/// A query for `labels` (raw bytes, no escaping) of type `qtype`, RD set, with `an`, `ns` and
+/// `ar` as the header counts; `tail` (records) follows the question.
+pub fn raw_query(labels: &[&[u8]], qtype: u16, counts: [u16; 3], tail: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1];
+    for c in counts {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    for l in labels {
+        out.push(u8::try_from(l.len()).unwrap());
+        out.extend_from_slice(l);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(tail);
+    out
+}
+
+/// An OPT record owned by `owner` (wire form), EDNS `version`, no options.
+pub fn opt_record(owner: &[u8], version: u8) -> Vec<u8> {
+    let mut out = owner.to_vec();
+    out.extend_from_slice(&41u16.to_be_bytes());
+    out.extend_from_slice(&1232u16.to_be_bytes());
+    out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
+    out
+}

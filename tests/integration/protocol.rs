@@ -18,37 +18,10 @@ allow = ["*.corp.internal", "corp.internal", "www.example"]
 const MEMBER: &str = "127.0.0.61";
 const STRANGER: &str = "127.0.0.99";
 
-/// A query for `labels` (raw bytes, no escaping) of type `qtype`, RD set, with `an`, `ns` and
-/// `ar` as the header counts; `tail` (records) follows the question.
-fn packet(labels: &[&[u8]], qtype: u16, counts: [u16; 3], tail: &[u8]) -> Vec<u8> {
-    let mut out = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1];
-    for c in counts {
-        out.extend_from_slice(&c.to_be_bytes());
-    }
-    for l in labels {
-        out.push(u8::try_from(l.len()).unwrap());
-        out.extend_from_slice(l);
-    }
-    out.push(0);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(tail);
-    out
-}
-
-/// An OPT record owned by `owner` (wire form), EDNS `version`, no options.
-fn opt(owner: &[u8], version: u8) -> Vec<u8> {
-    let mut out = owner.to_vec();
-    out.extend_from_slice(&41u16.to_be_bytes());
-    out.extend_from_slice(&1232u16.to_be_bytes());
-    out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
-    out
-}
-
 const API: [&[u8]; 3] = [b"api", b"corp", b"internal"];
 
 /// The 4-bit header rcode of an answer.
-fn header_rcode(r: &[u8]) -> u8 {
+pub fn header_rcode(r: &[u8]) -> u8 {
     r[3] & 0x0F
 }
 
@@ -78,9 +51,9 @@ fn formerr_count(metrics: &str) -> f64 {
 async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_formerr() {
     let s = TestServer::start(None, WIRE).await;
     let before = formerr_count(&metrics_text(&s).await);
-    let non_root = packet(&API, 1, [0, 0, 1], &opt(b"\x01x\x01y\x00", 0));
-    let in_answers = packet(&API, 1, [1, 0, 0], &opt(b"\x00", 0));
-    let in_authority = packet(&API, 1, [0, 1, 0], &opt(b"\x00", 0));
+    let non_root = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x01x\x01y\x00", 0));
+    let in_answers = raw_query(&API, 1, [1, 0, 0], &opt_record(b"\x00", 0));
+    let in_authority = raw_query(&API, 1, [0, 1, 0], &opt_record(b"\x00", 0));
     for (what, p) in [
         ("non-root owner", &non_root),
         ("OPT in the answer section", &in_answers),
@@ -102,7 +75,7 @@ async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_forme
         "counted as malformed: {before} -> {after}"
     );
     // The same query with a proper OPT is answered.
-    let fine = packet(&API, 1, [0, 0, 1], &opt(b"\x00", 0));
+    let fine = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x00", 0));
     let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &fine)
         .await
         .expect("an answer");
@@ -120,7 +93,7 @@ async fn with_drop_a_stranger_gets_no_formerr_for_a_bad_opt() {
         "unknown_clients = \"drop\"",
     )
     .await;
-    let p = packet(&API, 1, [0, 0, 1], &opt(b"\x01x\x00", 0));
+    let p = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x01x\x00", 0));
     assert!(
         udp_within(s.udp, STRANGER, &p, Duration::from_millis(700))
             .await
@@ -130,4 +103,86 @@ async fn with_drop_a_stranger_gets_no_formerr_for_a_bad_opt() {
         .await
         .expect("a member learns its packet was broken");
     assert_eq!(header_rcode(&r), 1);
+}
+
+/// Checks an answer is BADVERS as RFC 6891 §6.1.3 has it: header rcode 0, our OPT record
+/// (version 0) carrying extended rcode 1, no records but the OPT, the question echoed.
+pub fn assert_badvers(r: &[u8], query: &[u8], what: &str) {
+    assert_eq!(&r[0..2], &query[0..2], "{what}: ID echoed");
+    assert_eq!(header_rcode(r), 0, "{what}: header rcode 0");
+    assert_eq!(dnsward::wire::extended_rcode(r), 16, "{what}: BADVERS");
+    let m = hickory_proto::op::Message::from_vec(r).expect("a well-formed answer");
+    let edns = m.edns.as_ref().expect("an OPT record");
+    assert_eq!(edns.version(), 0, "{what}: our OPT says version 0");
+    assert_eq!(edns.rcode_high(), 1, "{what}: extended rcode bits");
+    assert!(m.answers.is_empty() && m.authorities.is_empty(), "{what}");
+    assert_eq!(
+        u16::from_be_bytes([r[10], r[11]]),
+        1,
+        "{what}: only the OPT"
+    );
+    let question = dnsward::wire::question_of(query).unwrap();
+    assert_eq!(
+        dnsward::wire::question_of(r),
+        Some(question),
+        "{what}: the question echoed as sent"
+    );
+}
+
+#[tokio::test]
+async fn an_edns_version_above_zero_gets_badvers_over_udp_and_tcp() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s = TestServer::start(Some(up.addr), WIRE).await;
+    // Mixed case: the question comes back as sent.
+    let local: [&[u8]; 3] = [b"ApI", b"corp", b"INTERNAL"];
+    let forwarded: [&[u8]; 2] = [b"www", b"example"];
+    for version in [1, 255] {
+        for labels in [&local[..], &forwarded[..]] {
+            let p = raw_query(labels, 1, [0, 0, 1], &opt_record(b"\x00", version));
+            let what = format!("version {version} UDP");
+            let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p)
+                .await
+                .expect("an answer");
+            assert_badvers(&r, &p, &what);
+            let r = tcp_raw(s.tcp, MEMBER, &p).await.expect("an answer");
+            assert_badvers(&r, &p, &format!("version {version} TCP"));
+        }
+    }
+    assert_eq!(up.queries(), 0, "nothing was forwarded");
+    // Version 0 is answered as usual.
+    let p = raw_query(&local, 1, [0, 0, 1], &opt_record(b"\x00", 0));
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!(dnsward::wire::extended_rcode(&r), 0);
+    assert_eq!(u16::from_be_bytes([r[6], r[7]]), 2);
+    // A source in no group is refused as before: BADVERS would tell it a resolver is here.
+    let p = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x00", 1));
+    let r = udp_raw(s.udp, STRANGER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!(dnsward::wire::extended_rcode(&r), 5, "REFUSED");
+
+    let metrics = metrics_text(&s).await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "dnsward_queries_total",
+            &[("group", "wire"), ("verdict", "formerr")]
+        ),
+        Some(8.0),
+        "{metrics}"
+    );
+    let events = s.stop_and_read_events().await;
+    let badvers: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["rcode"] == "BADVERS")
+        .collect();
+    assert!(!badvers.is_empty(), "{events:#?}");
+    for e in &badvers {
+        assert_eq!(e["verdict"], "formerr", "{e}");
+        assert_eq!(e["group"], "wire", "{e}");
+        assert_eq!(e["answers"], 0, "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.starts_with("EDNS version "), "{e}");
+    }
 }

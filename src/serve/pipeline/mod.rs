@@ -1,13 +1,15 @@
 //! The query pipeline: the one place that orders the stages.
 //!
 //! ```text
-//! parse → identify → client gate → class → tunnel scoring → domain gate → policy → cache
-//!       → (miss) local zones → upstream → answer check → account
+//! parse → identify → client gate → edns version → class → tunnel scoring → domain gate
+//!       → policy → cache → (miss) local zones → upstream → answer check → account
 //! ```
 //!
 //! Why this order: cheap checks come first so that the traffic we refuse costs the least.
 //! - **parse** ([`Pipeline::handle_fast`]): the only stage that sees raw bytes; runts and
-//!   responses get silence, malformed queries FORMERR, other opcodes NOTIMP.
+//!   responses get silence, malformed queries FORMERR (among them an OPT record owned by
+//!   anything but the root, outside the additional section, or a second one), other opcodes
+//!   NOTIMP.
 //! - **identify**: a verified token's group claim, else the verified agent's identity, else
 //!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
@@ -16,16 +18,20 @@
 //!      token) is refused;
 //!   2. **client gate**: rate limit and quarantine, keyed on the verified agent when there is
 //!      one, else on the socket address (never on anything the client merely claims);
-//!   3. **class**: only class IN is served;
-//!   4. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
+//!   3. **edns version**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3). Only here,
+//!      after identification and the client gate: sources in no group, members without a
+//!      required credential and contained clients are refused whatever they send;
+//!   4. **class**: only class IN is served;
+//!   5. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
 //!      through a name it may not resolve is still compromised); may start a containment that
-//!      applies to this very query;
-//!   5. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
-//!   6. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
+//!      applies to this very query. Queries settled above reach no upstream and carry nothing
+//!      out, so they are not scored;
+//!   6. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
+//!   7. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
 //!      cannot switch to a resolver the egress sets would never see;
-//!   7. **policy**: the group's allow/deny decision; a denied name gets the block answer;
-//!   8. **cache**: a hit is served inline after the answer check for this group.
+//!   8. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   9. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream

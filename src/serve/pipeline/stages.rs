@@ -24,9 +24,10 @@ pub type Step = ControlFlow<Outcome>;
 pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 
 /// The synchronous stages after identification, in the order they run.
-pub const SYNC_STAGES: [(&str, SyncStage); 8] = [
+pub const SYNC_STAGES: [(&str, SyncStage); 9] = [
     ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
+    ("edns version", Pipeline::edns_version),
     ("class", Pipeline::class),
     ("tunnel scoring", Pipeline::tunnel_scoring),
     ("domain gate", Pipeline::domain_gate),
@@ -76,6 +77,24 @@ impl Pipeline {
             ClientGate::Pass => Step::Continue(()),
             gate => Step::Break(Outcome::Reply(self.refuse_contained(&a.asked, gate))),
         }
+    }
+
+    /// EDNS version: a query whose OPT record asks for an EDNS version above 0 gets BADVERS
+    /// with our OPT record (version 0) and nothing else (RFC 6891 §6.1.3), so the client can
+    /// retry with a version we speak. It comes after identification and the client gate: a
+    /// source in no group, a member without a required credential, or a contained client is
+    /// refused (or dropped) whatever version it asks for, and learns nothing about what this
+    /// server speaks.
+    fn edns_version(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let Some(version) = a.asked.q.edns.map(|e| e.version).filter(|v| *v > 0) else {
+            return Step::Continue(());
+        };
+        let why = || format!("EDNS version {version} not supported");
+        Step::Break(Outcome::Reply(self.protocol_error(
+            &a.asked,
+            rcode::BADVERS,
+            &why,
+        )))
     }
 
     /// Class: only class IN is served; CHAOS (`version.bind`) and others are refused.
