@@ -42,6 +42,14 @@ pub mod rtype {
     pub const AAAA: u16 = 28;
     /// EDNS(0) pseudo-record.
     pub const OPT: u16 = 41;
+    /// Incremental zone transfer (RFC 1995).
+    pub const IXFR: u16 = 251;
+    /// Full zone transfer (RFC 5936).
+    pub const AXFR: u16 = 252;
+    /// Mailbox-related records (RFC 1035, obsolete).
+    pub const MAILB: u16 = 253;
+    /// Mail agent records (RFC 1035, obsolete).
+    pub const MAILA: u16 = 254;
     /// Any.
     pub const ANY: u16 = 255;
 }
@@ -749,6 +757,12 @@ pub fn answer_count(msg: &[u8]) -> u16 {
 /// The mnemonic of a record type, e.g. `A`, `TXT`, `TYPE65399`.
 #[must_use]
 pub fn type_name(qtype: u16) -> String {
+    // Meta types hickory has no name for.
+    match qtype {
+        rtype::MAILB => return "MAILB".to_string(),
+        rtype::MAILA => return "MAILA".to_string(),
+        _ => {}
+    }
     let rt = hickory_proto::rr::RecordType::from(qtype);
     match rt {
         hickory_proto::rr::RecordType::Unknown(n) => format!("TYPE{n}"),
@@ -994,6 +1008,15 @@ pub(crate) mod tests {
         assert_eq!(r, before);
         assert!(set_extended_rcode(&mut r, u16::from(rcode::NOTIMP)));
         assert_eq!(extended_rcode(&r), 4);
+    }
+
+    #[test]
+    fn meta_types_have_names() {
+        assert_eq!(type_name(rtype::AXFR), "AXFR");
+        assert_eq!(type_name(rtype::IXFR), "IXFR");
+        assert_eq!(type_name(rtype::MAILB), "MAILB");
+        assert_eq!(type_name(rtype::MAILA), "MAILA");
+        assert_eq!(type_name(65399), "TYPE65399");
     }
 
     #[test]

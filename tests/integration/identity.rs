@@ -947,3 +947,35 @@ async fn an_edns_version_above_zero_gets_badvers_over_dot_and_doh() {
     assert_eq!(over("dot", "BADVERS"), 1, "{queries:#?}");
     assert_eq!(over("doh", "BADVERS"), 2);
 }
+
+#[tokio::test]
+async fn zone_transfers_and_meta_types_are_answered_alike_over_dot_and_doh() {
+    use crate::protocol::header_rcode;
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+    let api: [&[u8]; 3] = [b"api", b"corp", b"internal"];
+    let zone: [&[u8]; 2] = [b"corp", b"internal"];
+    for (qtype, labels, rcode) in [(252, &zone[..], 5), (251, &zone[..], 5), (253, &api[..], 4)] {
+        let p = raw_query(labels, qtype, [0, 0, 0], &[]);
+        let r = dot_raw(&pki, Some("build"), dot, "127.0.0.1", &p)
+            .await
+            .expect("a DoT answer");
+        assert_eq!(header_rcode(&r), rcode, "DoT type {qtype}");
+        assert_eq!(&r[6..10], &[0, 0, 0, 0], "DoT type {qtype}: no records");
+        let (status, r) = doh_raw(&pki, Some("build"), doh, p, None, true, false).await;
+        assert_eq!(status, 200);
+        let r = r.expect("a DoH answer");
+        assert_eq!(header_rcode(&r), rcode, "DoH type {qtype}");
+        assert_eq!(&r[6..10], &[0, 0, 0, 0], "DoH type {qtype}: no records");
+    }
+    let events = s.stop_and_read_events().await;
+    let queries = events_of(&events, "query");
+    let count = |rcode: &str| {
+        queries
+            .iter()
+            .filter(|e| e["rcode"] == rcode && e["agent"] == BUILD)
+            .count()
+    };
+    assert_eq!(count("REFUSED"), 4, "{queries:#?}");
+    assert_eq!(count("NOTIMP"), 2, "{queries:#?}");
+}

@@ -186,3 +186,95 @@ async fn an_edns_version_above_zero_gets_badvers_over_udp_and_tcp() {
         assert!(reason.starts_with("EDNS version "), "{e}");
     }
 }
+
+#[tokio::test]
+async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_notimp() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s = TestServer::start(Some(up.addr), WIRE).await;
+    let zone: [&[u8]; 2] = [b"corp", b"internal"];
+    let forwarded: [&[u8]; 2] = [b"www", b"example"];
+    // A real IXFR query carries the client's SOA in its authority section.
+    let soa = {
+        let mut rr = vec![0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 60];
+        let rdata = [&[0u8][..], &[0], &[0, 0, 0, 1], &[0; 16]].concat();
+        rr.extend_from_slice(&u16::try_from(rdata.len()).unwrap().to_be_bytes());
+        rr.extend_from_slice(&rdata);
+        rr
+    };
+    for labels in [&zone[..], &forwarded[..]] {
+        for (qtype, counts, tail, expect) in [
+            (252, [0, 0, 0], &[][..], 5u16),
+            (251, [0, 1, 0], &soa[..], 5),
+            (253, [0, 0, 0], &[][..], 4),
+            (254, [0, 0, 0], &[][..], 4),
+        ] {
+            let p = raw_query(labels, qtype, counts, tail);
+            let what = format!("type {qtype} for {labels:?}");
+            for (proto, r) in [
+                ("udp", udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await),
+                ("tcp", tcp_raw(s.tcp, MEMBER, &p).await),
+            ] {
+                let r = r.unwrap_or_else(|| panic!("{what} over {proto}: an answer"));
+                assert_eq!(
+                    dnsward::wire::extended_rcode(&r),
+                    expect,
+                    "{what} over {proto}"
+                );
+                assert_eq!(r[2] & 0x04, 0, "{what} over {proto}: not authoritative");
+                assert_eq!(&r[6..10], &[0, 0, 0, 0], "{what} over {proto}: no records");
+                assert_eq!(
+                    dnsward::wire::question_of(&r),
+                    dnsward::wire::question_of(&p),
+                    "{what} over {proto}: question echoed"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        up.queries(),
+        0,
+        "no transfer or meta query reached the upstream"
+    );
+    // The zone still answers ordinary types.
+    let p = raw_query(&zone, 6, [0, 0, 0], &[]);
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!((header_rcode(&r), u16::from_be_bytes([r[6], r[7]])), (0, 1));
+    // A stranger's transfer gets the unknown-client REFUSED, as any of its queries.
+    let p = raw_query(&zone, 252, [0, 0, 0], &[]);
+    let r = tcp_raw(s.tcp, STRANGER, &p).await.unwrap();
+    assert_eq!(header_rcode(&r), 5);
+
+    let events = s.stop_and_read_events().await;
+    let of = |qtype: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "query" && e["group"] == "wire" && e["qtype"] == qtype)
+            .collect::<Vec<_>>()
+    };
+    for e in of("AXFR").into_iter().chain(of("IXFR")) {
+        assert_eq!(e["verdict"], "refuse", "{e}");
+        assert_eq!(e["rcode"], "REFUSED", "{e}");
+        assert!(
+            e["reason"].as_str().unwrap().starts_with("zone transfer ("),
+            "{e}"
+        );
+    }
+    assert!(
+        !of("AXFR").is_empty() && !of("IXFR").is_empty(),
+        "{events:#?}"
+    );
+    assert!(
+        !of("MAILA").is_empty() && !of("MAILB").is_empty(),
+        "{events:#?}"
+    );
+    for e in of("MAILA").into_iter().chain(of("MAILB")) {
+        assert_eq!(
+            (&e["verdict"], &e["rcode"]),
+            (&"formerr".into(), &"NOTIMP".into()),
+            "{e}"
+        );
+    }
+}

@@ -1,8 +1,8 @@
 //! The query pipeline: the one place that orders the stages.
 //!
 //! ```text
-//! parse → identify → client gate → edns version → class → tunnel scoring → domain gate
-//!       → policy → cache → (miss) local zones → upstream → answer check → account
+//! parse → identify → client gate → edns version → class → query type → tunnel scoring
+//!       → domain gate → policy → cache → (miss) local zones → upstream → answer check → account
 //! ```
 //!
 //! Why this order: cheap checks come first so that the traffic we refuse costs the least.
@@ -22,16 +22,18 @@
 //!      after identification and the client gate: sources in no group, members without a
 //!      required credential and contained clients are refused whatever they send;
 //!   4. **class**: only class IN is served;
-//!   5. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
+//!   5. **query type**: zone transfers (AXFR, IXFR) are REFUSED, MAILA/MAILB get NOTIMP;
+//!      never forwarded, never answered from a zone;
+//!   6. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
 //!      through a name it may not resolve is still compromised); may start a containment that
 //!      applies to this very query. Queries settled above reach no upstream and carry nothing
 //!      out, so they are not scored;
-//!   6. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
-//!   7. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
+//!   7. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
+//!   8. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
 //!      cannot switch to a resolver the egress sets would never see;
-//!   8. **policy**: the group's allow/deny decision; a denied name gets the block answer;
-//!   9. **cache**: a hit is served inline after the answer check for this group.
+//!   9. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   10. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
