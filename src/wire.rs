@@ -318,6 +318,26 @@ pub fn name_text(name: &hickory_proto::rr::Name) -> String {
     out
 }
 
+/// The query name as a hickory [`Name`](hickory_proto::rr::Name), lower-cased, built from the
+/// question's wire labels: their bytes go in as they are, with no trip through text, so a label
+/// holding a dot, a backslash, a NUL or a byte above 127 stays that label. `None` only if the
+/// question is not one [`parse_query`] accepted.
+#[must_use]
+pub fn question_name(q: &Query<'_>) -> Option<hickory_proto::rr::Name> {
+    let mut labels: Vec<Vec<u8>> = Vec::with_capacity(usize::from(q.label_count));
+    let mut at = 0;
+    loop {
+        let len = usize::from(*q.question.get(at)?);
+        if len == 0 {
+            break;
+        }
+        let label = q.question.get(at + 1..at + 1 + len)?;
+        labels.push(label.to_ascii_lowercase());
+        at += 1 + len;
+    }
+    hickory_proto::rr::Name::from_labels(labels).ok()
+}
+
 /// Parse a query packet.
 ///
 /// # Errors
@@ -888,6 +908,29 @@ pub(crate) mod tests {
         let q = parse_query(&p).unwrap();
         assert_eq!(q.name, "a\\046b\\255com");
         assert_eq!(q.label_count, 1);
+    }
+
+    #[test]
+    fn the_question_name_keeps_every_byte_of_its_labels() {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in [&b"A.b\\\0\xff"[..], b"*", b"Corp"] {
+            p.push(u8::try_from(label.len()).unwrap());
+            p.extend_from_slice(label);
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let q = parse_query(&p).unwrap();
+        let name = question_name(&q).unwrap();
+        let labels: Vec<&[u8]> = name.iter().collect();
+        assert_eq!(labels, [&b"a.b\\\0\xff"[..], b"*", b"corp"]);
+        assert!(name.is_fqdn());
+        assert_eq!(
+            name_text(&name),
+            q.name,
+            "the same presentation form as the parser's"
+        );
+        let root = query_bytes(".", rtype::NS, None);
+        let q = parse_query(&root).unwrap();
+        assert!(question_name(&q).unwrap().is_root());
     }
 
     #[test]

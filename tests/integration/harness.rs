@@ -388,7 +388,44 @@ impl TestServer {
         server_extra: &str,
         admin_extra: &str,
     ) -> Self {
+        Self::start_inner(
+            upstreams,
+            extra,
+            clock,
+            listen,
+            server_extra,
+            admin_extra,
+            &[],
+        )
+        .await
+    }
+
+    /// As [`Self::start`], serving these zone files (name, text) besides the example zone.
+    pub async fn start_with_zones(
+        upstream: Option<SocketAddr>,
+        extra: &str,
+        zones: &[(&str, &str)],
+    ) -> Self {
+        let upstreams: Vec<SocketAddr> = upstream.into_iter().collect();
+        Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones).await
+    }
+
+    async fn start_inner(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+        admin_extra: &str,
+        zone_files: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut zone_entries = Vec::new();
+        for (name, text) in zone_files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            zone_entries.push(format!("{{ path = \"{}\" }}", path.display()));
+        }
         let events_path = dir.path().join("events.jsonl");
         let servers: Vec<String> = upstreams
             .iter()
@@ -416,6 +453,7 @@ token_file = "token"
 {upstream_line}
 [zones]
 dir = "{zones}"
+{zone_files}
 [events]
 sink = "file"
 path = "{events}"
@@ -423,6 +461,12 @@ allowed = "on"
 {extra}
 "#,
             zones = zones.display(),
+            // Only when asked: a test may add its own `files` line to this section.
+            zone_files = if zone_entries.is_empty() {
+                String::new()
+            } else {
+                format!("files = [{}]", zone_entries.join(", "))
+            },
             events = events_path.display(),
         );
         let config_path = dir.path().join("dnsward.toml");

@@ -278,3 +278,166 @@ async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_noti
         );
     }
 }
+
+/// A zone whose owners hold odd bytes.
+const ESC_ZONE: &str = r#"$ORIGIN esc.internal.
+$TTL 300
+@ IN SOA ns hm 1 2 3 4 60
+esc\.dot IN A 10.9.9.1
+deca IN A 10.9.9.65
+alias IN CNAME esc\.dot
+"#;
+
+const ESC_GROUP: &str = r#"
+[[groups]]
+name = "escapes"
+cidrs = ["127.0.0.62/32"]
+allow = ["*.corp.internal", "*.esc.internal"]
+deny = ["secrets.corp.internal"]
+"#;
+
+/// One query for `labels` over UDP and TCP from the escapes group's member; both answers
+/// must agree. Returns the UDP answer, raw.
+async fn both_transports(s: &TestServer, labels: &[&[u8]], qtype: u16) -> Vec<u8> {
+    let p = raw_query(labels, qtype, [0, 0, 0], &[]);
+    let udp = udp_raw(s.udp, "127.0.0.62".parse().unwrap(), &p)
+        .await
+        .unwrap_or_else(|| panic!("{labels:?}: a UDP answer"));
+    let tcp = tcp_raw(s.tcp, "127.0.0.62", &p)
+        .await
+        .unwrap_or_else(|| panic!("{labels:?}: a TCP answer"));
+    assert_eq!(udp, tcp, "{labels:?}: UDP and TCP agree");
+    assert_eq!(
+        dnsward::wire::question_of(&udp),
+        dnsward::wire::question_of(&p),
+        "{labels:?}: the question echoed byte for byte"
+    );
+    udp
+}
+
+/// The A records of a raw answer.
+fn a_of(r: &[u8]) -> Vec<String> {
+    a_records(&hickory_proto::op::Message::from_vec(r).expect("a well-formed answer"))
+}
+
+#[tokio::test]
+async fn names_with_escaped_bytes_are_answered_from_local_zones_never_servfail() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s =
+        TestServer::start_with_zones(Some(up.addr), ESC_GROUP, &[("esc.internal.zone", ESC_ZONE)])
+            .await;
+    let apps: [&[u8]; 3] = [b"apps", b"corp", b"internal"];
+    let under = |first: &'static [u8], rest: &[&'static [u8]]| {
+        std::iter::once(first)
+            .chain(rest.iter().copied())
+            .collect::<Vec<_>>()
+    };
+
+    // A literal `*` label is the wildcard owner itself (RFC 4592): its records.
+    let r = both_transports(&s, &under(b"*", &apps), 1).await;
+    assert_eq!(
+        (header_rcode(&r), a_of(&r)),
+        (0, vec!["10.0.3.1".to_string()])
+    );
+
+    // Under the wildcard, any bytes: synthesised, owned by the name as asked (0x20 case kept).
+    for first in [
+        &b"x.y"[..],
+        b"x@y",
+        b"x<y",
+        b"\x8d",
+        b"\0",
+        b"a\\b",
+        b"AgEnT-7",
+    ] {
+        let labels = under(first, &apps);
+        let r = both_transports(&s, &labels, 1).await;
+        assert_eq!(header_rcode(&r), 0, "{first:?}");
+        assert_eq!(a_of(&r), ["10.0.3.1"], "{first:?}");
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        let owner: Vec<&[u8]> = m.answers[0].name.iter().collect();
+        assert_eq!(
+            owner, labels,
+            "{first:?}: owner is the query name, case included"
+        );
+    }
+
+    // Not in the zone: NXDOMAIN with the SOA, not SERVFAIL.
+    for first in [
+        &b"a\0"[..],
+        b"ap\\i",
+        b"\xc3\xa9t\xc3\xa9",
+        b"api.corp",
+        b"\"",
+    ] {
+        let labels = under(first, &[b"corp", b"internal"]);
+        let r = both_transports(&s, &labels, 1).await;
+        assert_eq!(header_rcode(&r), 3, "{first:?}: NXDOMAIN");
+        assert_eq!(u16::from_be_bytes([r[8], r[9]]), 1, "{first:?}: the SOA");
+    }
+
+    // 0x20 case is echoed.
+    let r = both_transports(&s, &[b"DeCa", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.65"]);
+    // A dot inside a label is one label: `esc\.dot` exists, `esc` under `dot` does not.
+    let r = both_transports(&s, &[b"esc.dot", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.1"]);
+    let r = both_transports(&s, &[b"esc", b"dot", b"esc", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"alias", b"esc", b"internal"], 1).await;
+    assert_eq!(
+        a_of(&r),
+        ["10.9.9.1"],
+        "the CNAME leads to the dotted label"
+    );
+
+    // Policy sees labels, not text: `secrets.corp` + `internal` is not below corp.internal
+    // (blocked as not allowlisted), `x.secrets` under corp.internal is not below the denied
+    // secrets.corp.internal (allowed; the zone says NXDOMAIN).
+    let r = both_transports(&s, &[b"secrets.corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"x.secrets", b"corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"secrets", b"corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    assert_eq!(up.queries(), 0, "local names never reach the upstream");
+
+    let events = s.stop_and_read_events().await;
+    let queries: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["group"] == "escapes")
+        .collect();
+    assert!(
+        queries.iter().all(|e| e["rcode"] != "SERVFAIL"),
+        "{queries:#?}"
+    );
+    let by_name = |qname: &str| {
+        queries
+            .iter()
+            .find(|e| e["qname"] == qname)
+            .unwrap_or_else(|| panic!("no event for {qname}: {queries:#?}"))
+    };
+    let star = by_name("\\042.apps.corp.internal");
+    assert_eq!(
+        (&star["verdict"], &star["rcode"], &star["upstream"]),
+        (
+            &"allow".into(),
+            &"NOERROR".into(),
+            &"zone:corp.internal".into()
+        )
+    );
+    let dotted = by_name("x\\046y.apps.corp.internal");
+    assert_eq!(dotted["answers"], 1);
+    let outside = by_name("secrets\\046corp.internal");
+    assert_eq!(
+        (&outside["verdict"], &outside["reason"]),
+        (&"block".into(), &"not allowlisted".into())
+    );
+    let inside = by_name("x\\046secrets.corp.internal");
+    assert_eq!(inside["verdict"], "allow", "{inside}");
+    let denied = by_name("secrets.corp.internal");
+    assert_eq!(denied["verdict"], "block", "{denied}");
+}

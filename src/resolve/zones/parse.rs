@@ -364,7 +364,7 @@ fn build_zone(
 mod tests {
     use hickory_proto::rr::RecordType;
 
-    use super::super::fixture::{SOA, from_texts};
+    use super::super::fixture::{SOA, from_texts, qname};
     use super::super::{ZoneSet, ZonesConfig};
     use super::split_entries;
     use crate::config_error::ConfigProblems;
@@ -374,7 +374,10 @@ mod tests {
         let text = "@ 60 IN SOA ns hm 1 2 3 4 60\nwww 60 IN A 10.0.0.1\n";
         let (set, problems, dir) = from_texts(&[("fromname.internal.zone", text)]);
         assert!(problems.is_empty(), "{problems}");
-        assert!(set.lookup("www.fromname.internal", RecordType::A).is_some());
+        assert!(
+            set.lookup(&qname("www.fromname.internal"), RecordType::A)
+                .is_some()
+        );
 
         let cfg: ZonesConfig = toml::from_str(
             r#"files = [{ origin = "Configured.Internal.", path = "fromname.internal.zone" }]"#,
@@ -385,7 +388,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems}");
         assert_eq!(set.origins().collect::<Vec<_>>(), ["configured.internal"]);
         let a = set
-            .lookup("www.configured.internal", RecordType::A)
+            .lookup(&qname("www.configured.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.answers.len(), 1);
     }
@@ -412,8 +415,10 @@ mod tests {
             "{problems}"
         );
         // The good zone is served; the broken one is served without its bad lines.
-        assert!(set.lookup("ok.internal", RecordType::SOA).is_some());
-        let good = set.lookup("good.t.internal", RecordType::A).unwrap();
+        assert!(set.lookup(&qname("ok.internal"), RecordType::SOA).is_some());
+        let good = set
+            .lookup(&qname("good.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(good.answers.len(), 1);
     }
 
@@ -455,7 +460,9 @@ mod tests {
         let text = "$ORIGIN t.internal.\n@ 30 IN SOA ns hm 1 2 3 4 600\n";
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", text)]);
         assert!(problems.is_empty(), "{problems}");
-        let a = set.lookup("nope.t.internal", RecordType::A).unwrap();
+        let a = set
+            .lookup(&qname("nope.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(a.authorities[0].ttl, 30);
     }
 

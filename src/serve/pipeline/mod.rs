@@ -567,10 +567,18 @@ impl Pipeline {
             timed: true,
         };
 
-        // Local zones are authoritative and never forwarded.
+        // Local zones are authoritative and never forwarded. The name is built from the
+        // question's wire labels, never re-read from text, so a label holding any byte (a dot,
+        // a backslash, NUL, a byte above 127) is looked up and echoed as itself.
+        let Some(qname) = wire::question_name(&q) else {
+            // Unreachable for a question parse_query accepted; answered, not dropped, if not.
+            let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+            let why = || "question name unreadable".to_string();
+            return Some(self.finish(&ctx, msg, &Report::new(Verdict::Servfail, &why)));
+        };
         if let Some(answer) = policy
             .zones
-            .lookup(&q.name, hickory_proto::rr::RecordType::from(q.qtype))
+            .lookup(&qname, hickory_proto::rr::RecordType::from(q.qtype))
         {
             let targets: Vec<Box<str>> = answer
                 .answers
@@ -600,7 +608,7 @@ impl Pipeline {
             m.answers = answer.answers;
             m.authorities = answer.authorities;
             m.additionals = answer.additionals;
-            let msg = match encode_with_question(&m, &q) {
+            let msg = match encode_with_question(m, qname, &q) {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),
             };
@@ -792,16 +800,19 @@ fn received_key() -> (u32, Instant) {
     (std::process::id(), Instant::now())
 }
 
-/// Encode a local-zone answer and put the client's question in it.
-fn encode_with_question(m: &Message, q: &Query<'_>) -> Option<Vec<u8>> {
-    // Encode with the lower-case question, then splice the client's own question bytes (same
-    // length, maybe different case) over it so 0x20 case randomisation is echoed.
-    let mut m = m.clone();
-    let name =
-        hickory_proto::rr::Name::from_ascii(if q.name == "." { "." } else { &q.name }).ok()?;
+/// Encode a local-zone answer and put the client's question in it. `qname` is the question
+/// name lower-cased ([`wire::question_name`]).
+fn encode_with_question(
+    mut m: Message,
+    qname: hickory_proto::rr::Name,
+    q: &Query<'_>,
+) -> Option<Vec<u8>> {
+    // Encode with the lower-case question (the owners of the answer compress against it),
+    // then splice the client's own question bytes (same length, maybe different case) over it
+    // so 0x20 case randomisation is echoed.
     m.queries.clear();
     m.add_query(hickory_proto::op::Query::query(
-        name,
+        qname,
         hickory_proto::rr::RecordType::from(q.qtype),
     ));
     let mut out = m.to_vec().ok()?;
