@@ -338,6 +338,98 @@ pub fn question_name(q: &Query<'_>) -> Option<hickory_proto::rr::Name> {
     hickory_proto::rr::Name::from_labels(labels).ok()
 }
 
+/// Why a name in presentation form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameTextError {
+    /// `\` followed by one or two digits only: RFC 1035 escapes are `\DDD`.
+    #[error("escape `\\{0}` needs exactly three decimal digits (\\DDD, RFC 1035 §5.1)")]
+    ShortEscape(String),
+    /// `\DDD` above 255.
+    #[error("escape `\\{0}` is above 255")]
+    EscapeTooLarge(String),
+    /// The text ends with a lone backslash.
+    #[error("the name ends with a lone backslash")]
+    TrailingBackslash,
+    /// Two dots in a row, or a leading dot.
+    #[error("empty label")]
+    EmptyLabel,
+    /// A label of more than 63 bytes.
+    #[error("label longer than 63 bytes")]
+    LabelTooLong,
+    /// More than 255 bytes in wire form.
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    /// A character outside ASCII: a name in text is ASCII, other bytes are written `\DDD`.
+    #[error("character {0:?} is not ASCII: write the name's xn-- form, or the bytes as \\DDD")]
+    NotAscii(char),
+}
+
+/// Read a name in presentation form (RFC 1035 §5.1), the inverse of [`name_text`]: labels are
+/// split at unescaped dots, `\DDD` is the byte with decimal value DDD, `\X` is the character X
+/// itself (so `\.` is a dot inside a label). Returns the labels' bytes (case kept) and whether
+/// the text ended with a dot (an absolute name). `.` alone is the root; `""` is no labels,
+/// relative.
+///
+/// # Errors
+/// A malformed escape, an empty or overlong label, an overlong name, or non-ASCII text.
+pub fn parse_name_text(text: &str) -> Result<(Vec<Vec<u8>>, bool), NameTextError> {
+    if text == "." {
+        return Ok((Vec::new(), true));
+    }
+    let mut labels: Vec<Vec<u8>> = Vec::new();
+    let mut label: Vec<u8> = Vec::new();
+    let mut absolute = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii() {
+            return Err(NameTextError::NotAscii(c));
+        }
+        absolute = false;
+        match c {
+            '.' => {
+                if label.is_empty() {
+                    return Err(NameTextError::EmptyLabel);
+                }
+                labels.push(std::mem::take(&mut label));
+                absolute = true;
+            }
+            '\\' => match chars.next() {
+                None => return Err(NameTextError::TrailingBackslash),
+                Some(d) if d.is_ascii_digit() => {
+                    let mut digits = String::from(d);
+                    while digits.len() < 3 {
+                        match chars.peek() {
+                            Some(n) if n.is_ascii_digit() => {
+                                digits.push(*n);
+                                chars.next();
+                            }
+                            _ => return Err(NameTextError::ShortEscape(digits)),
+                        }
+                    }
+                    let value: u16 = digits.parse().unwrap_or(u16::MAX);
+                    let byte = u8::try_from(value)
+                        .map_err(|_| NameTextError::EscapeTooLarge(digits.clone()))?;
+                    label.push(byte);
+                }
+                Some(x) if !x.is_ascii() => return Err(NameTextError::NotAscii(x)),
+                Some(x) => label.push(x as u8),
+            },
+            _ => label.push(c as u8),
+        }
+        if label.len() > 63 {
+            return Err(NameTextError::LabelTooLong);
+        }
+    }
+    if !label.is_empty() {
+        labels.push(label);
+    }
+    let wire_len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    if wire_len > 255 {
+        return Err(NameTextError::NameTooLong);
+    }
+    Ok((labels, absolute))
+}
+
 /// Parse a query packet.
 ///
 /// # Errors
@@ -908,6 +1000,50 @@ pub(crate) mod tests {
         let q = parse_query(&p).unwrap();
         assert_eq!(q.name, "a\\046b\\255com");
         assert_eq!(q.label_count, 1);
+    }
+
+    #[test]
+    fn presentation_names_round_trip_every_byte() {
+        // Every byte value, alone and inside a label, comes back from its escaped text.
+        for b in 0..=255u8 {
+            let label = [b'x', b, b'y'];
+            let mut text = String::new();
+            push_label(&mut text, &label);
+            let (labels, absolute) = parse_name_text(&text).unwrap();
+            assert_eq!(labels, [label.to_ascii_lowercase()], "byte {b}: {text}");
+            assert!(!absolute);
+        }
+        let (labels, absolute) = parse_name_text("a\\.b.C\\092d.e\\000.").unwrap();
+        assert_eq!(labels, [&b"a.b"[..], b"C\\d", b"e\0"]);
+        assert!(absolute);
+        // RFC 1035 decimal, not octal: \065 is 'A', \092 a backslash, \255 the top byte.
+        assert_eq!(parse_name_text("dec\\065").unwrap().0, [b"decA".to_vec()]);
+        assert_eq!(parse_name_text("\\255").unwrap().0, [vec![255]]);
+        assert_eq!(parse_name_text(".").unwrap(), (Vec::new(), true));
+        assert_eq!(parse_name_text("*.apps").unwrap().0[0], b"*");
+    }
+
+    #[test]
+    fn malformed_presentation_names_say_why() {
+        use NameTextError as E;
+        for (text, want) in [
+            ("q\\09", E::ShortEscape("09".into())),
+            ("q\\9x", E::ShortEscape("9".into())),
+            ("q\\256", E::EscapeTooLarge("256".into())),
+            ("q\\", E::TrailingBackslash),
+            ("a..b", E::EmptyLabel),
+            (".a", E::EmptyLabel),
+            ("caf\u{e9}", E::NotAscii('\u{e9}')),
+        ] {
+            assert_eq!(parse_name_text(text), Err(want), "{text:?}");
+        }
+        assert_eq!(
+            parse_name_text(&"a".repeat(64)),
+            Err(NameTextError::LabelTooLong)
+        );
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(parse_name_text(&long), Err(NameTextError::NameTooLong));
+        assert!(parse_name_text(&long[..long.len() - 2]).is_ok());
     }
 
     #[test]

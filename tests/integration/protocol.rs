@@ -279,13 +279,14 @@ async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_noti
     }
 }
 
-/// A zone whose owners hold odd bytes.
+/// A zone whose owners use RFC 1035 escapes: `\DDD` is decimal.
 const ESC_ZONE: &str = r#"$ORIGIN esc.internal.
 $TTL 300
 @ IN SOA ns hm 1 2 3 4 60
 esc\.dot IN A 10.9.9.1
-deca IN A 10.9.9.65
-alias IN CNAME esc\.dot
+dec\065 IN A 10.9.9.65
+q\092r IN A 10.9.9.92
+alias IN CNAME esc\046dot
 "#;
 
 const ESC_GROUP: &str = r#"
@@ -379,9 +380,13 @@ async fn names_with_escaped_bytes_are_answered_from_local_zones_never_servfail()
         assert_eq!(u16::from_be_bytes([r[8], r[9]]), 1, "{first:?}: the SOA");
     }
 
-    // 0x20 case is echoed.
+    // Zone-file escapes are decimal: `dec\065` is `deca` (0x20 case echoed), not `dec5`.
     let r = both_transports(&s, &[b"DeCa", b"esc", b"internal"], 1).await;
     assert_eq!(a_of(&r), ["10.9.9.65"]);
+    let r = both_transports(&s, &[b"dec5", b"esc", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"q\\r", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.92"]);
     // A dot inside a label is one label: `esc\.dot` exists, `esc` under `dot` does not.
     let r = both_transports(&s, &[b"esc.dot", b"esc", b"internal"], 1).await;
     assert_eq!(a_of(&r), ["10.9.9.1"]);

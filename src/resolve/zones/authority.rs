@@ -522,6 +522,42 @@ mod tests {
     }
 
     #[test]
+    fn escaped_owners_are_found_by_their_bytes() {
+        let text = format!(
+            "{SOA}esc\\.dot IN A 10.0.0.1\nq\\092r IN A 10.0.0.2\n\
+             alias IN CNAME esc\\046dot\n*.w IN A 10.0.0.3\n"
+        );
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let dotted = set
+            .lookup(&wire_name(&[b"esc.dot", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&dotted.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
+        // Two labels `esc` and `dot` are another name.
+        let split = set
+            .lookup(
+                &wire_name(&[b"esc", b"dot", b"t", b"internal"]),
+                RecordType::A,
+            )
+            .unwrap();
+        assert_eq!(split.rcode, ResponseCode::NXDomain);
+        let backslash = set
+            .lookup(&wire_name(&[b"Q\\R", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&backslash.answers), [Ipv4Addr::new(10, 0, 0, 2)]);
+        // A CNAME to an escaped name leads to that name, not to `esc` under `dot`.
+        let chased = set
+            .lookup(&qname("alias.t.internal"), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&chased.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
+        // The zone's own wildcard owner, asked for literally.
+        let star = set
+            .lookup(&wire_name(&[b"*", b"w", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&star.answers), [Ipv4Addr::new(10, 0, 0, 3)]);
+    }
+
+    #[test]
     fn delegations_answer_the_records_present() {
         let text = format!("{SOA}sub IN NS ns.sub\nns.sub IN A 10.0.0.5\n");
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);

@@ -33,7 +33,9 @@
 //! reload builds a new one. Every problem is reported with `path:line`, and a broken file never
 //! stops the others from being read. `$ORIGIN` and `$TTL` are supported; `$INCLUDE` is refused
 //! (a zone file must not be able to pull in arbitrary files). Only class `IN` is served.
-//! Zone transfers are not served (the pipeline refuses AXFR and IXFR before any zone is asked).
+//! Escapes are RFC 1035's: `\DDD` is a decimal byte (`dec\065` is `decA`), `\X` is X; a bad
+//! one is reported with `path:line`. Zone transfers are not served (the pipeline refuses AXFR and
+//! IXFR before any zone is asked).
 //!
 //! ## Files
 //! - `parse`: RFC 1035 zone-file parsing (entries, directives, records) and the structural
