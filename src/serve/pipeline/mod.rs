@@ -568,18 +568,24 @@ impl Pipeline {
         };
 
         // Local zones are authoritative and never forwarded. The name is built from the
-        // question's wire labels, never re-read from text, so a label holding any byte (a dot,
-        // a backslash, NUL, a byte above 127) is looked up and echoed as itself.
-        let Some(qname) = wire::question_name(&q) else {
-            // Unreachable for a question parse_query accepted; answered, not dropped, if not.
-            let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-            let why = || "question name unreadable".to_string();
-            return Some(self.finish(&ctx, msg, &Report::new(Verdict::Servfail, &why)));
+        // question's wire labels (only for a name inside a zone), never re-read from text, so
+        // a label holding any byte (a dot, a backslash, NUL, a byte above 127) is looked up and
+        // echoed as itself.
+        let local = if policy.zones.serves(&q.name) {
+            let Some(qname) = wire::question_name(&q) else {
+                // Unreachable for a question parse_query accepted; answered, not forwarded.
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || "question name unreadable".to_string();
+                return Some(self.finish(&ctx, msg, &Report::new(Verdict::Servfail, &why)));
+            };
+            policy
+                .zones
+                .lookup(&qname, hickory_proto::rr::RecordType::from(q.qtype))
+                .map(|answer| (answer, qname))
+        } else {
+            None
         };
-        if let Some(answer) = policy
-            .zones
-            .lookup(&qname, hickory_proto::rr::RecordType::from(q.qtype))
-        {
+        if let Some((answer, qname)) = local {
             let targets: Vec<Box<str>> = answer
                 .answers
                 .iter()
