@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const QUERIES_TOTAL: &str = "dnsward_queries_total";
 /// Time from receipt to answer, by `protocol`.
 pub const QUERY_DURATION_SECONDS: &str = "dnsward_query_duration_seconds";
-/// Malformed packets, by `action` (`formerr` or `dropped`).
+/// Malformed packets, by `action` (`formerr`: answered FORMERR, NOTIMP or BADVERS; `dropped`).
 pub const MALFORMED_TOTAL: &str = "dnsward_malformed_packets_total";
 /// Cache lookups that found a live answer.
 pub const CACHE_HITS_TOTAL: &str = "dnsward_cache_hits_total";

@@ -42,6 +42,14 @@ pub mod rtype {
     pub const AAAA: u16 = 28;
     /// EDNS(0) pseudo-record.
     pub const OPT: u16 = 41;
+    /// Incremental zone transfer (RFC 1995).
+    pub const IXFR: u16 = 251;
+    /// Full zone transfer (RFC 5936).
+    pub const AXFR: u16 = 252;
+    /// Mailbox-related records (RFC 1035, obsolete).
+    pub const MAILB: u16 = 253;
+    /// Mail agent records (RFC 1035, obsolete).
+    pub const MAILA: u16 = 254;
     /// Any.
     pub const ANY: u16 = 255;
 }
@@ -310,6 +318,118 @@ pub fn name_text(name: &hickory_proto::rr::Name) -> String {
     out
 }
 
+/// The query name as a hickory [`Name`](hickory_proto::rr::Name), lower-cased, built from the
+/// question's wire labels: their bytes go in as they are, with no trip through text, so a label
+/// holding a dot, a backslash, a NUL or a byte above 127 stays that label. `None` only if the
+/// question is not one [`parse_query`] accepted.
+#[must_use]
+pub fn question_name(q: &Query<'_>) -> Option<hickory_proto::rr::Name> {
+    let mut labels: Vec<Vec<u8>> = Vec::with_capacity(usize::from(q.label_count));
+    let mut at = 0;
+    loop {
+        let len = usize::from(*q.question.get(at)?);
+        if len == 0 {
+            break;
+        }
+        let label = q.question.get(at + 1..at + 1 + len)?;
+        labels.push(label.to_ascii_lowercase());
+        at += 1 + len;
+    }
+    hickory_proto::rr::Name::from_labels(labels).ok()
+}
+
+/// Why a name in presentation form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameTextError {
+    /// `\` followed by one or two digits only: RFC 1035 escapes are `\DDD`.
+    #[error("escape `\\{0}` needs exactly three decimal digits (\\DDD, RFC 1035 §5.1)")]
+    ShortEscape(String),
+    /// `\DDD` above 255.
+    #[error("escape `\\{0}` is above 255")]
+    EscapeTooLarge(String),
+    /// The text ends with a lone backslash.
+    #[error("the name ends with a lone backslash")]
+    TrailingBackslash,
+    /// Two dots in a row, or a leading dot.
+    #[error("empty label")]
+    EmptyLabel,
+    /// A label of more than 63 bytes.
+    #[error("label longer than 63 bytes")]
+    LabelTooLong,
+    /// More than 255 bytes in wire form.
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    /// A character outside ASCII: a name in text is ASCII, other bytes are written `\DDD`.
+    #[error("character {0:?} is not ASCII: write the name's xn-- form, or the bytes as \\DDD")]
+    NotAscii(char),
+}
+
+/// Read a name in presentation form (RFC 1035 §5.1), the inverse of [`name_text`]: labels are
+/// split at unescaped dots, `\DDD` is the byte with decimal value DDD, `\X` is the character X
+/// itself (so `\.` is a dot inside a label). Returns the labels' bytes (case kept) and whether
+/// the text ended with a dot (an absolute name). `.` alone is the root; `""` is no labels,
+/// relative.
+///
+/// # Errors
+/// A malformed escape, an empty or overlong label, an overlong name, or non-ASCII text.
+pub fn parse_name_text(text: &str) -> Result<(Vec<Vec<u8>>, bool), NameTextError> {
+    if text == "." {
+        return Ok((Vec::new(), true));
+    }
+    let mut labels: Vec<Vec<u8>> = Vec::new();
+    let mut label: Vec<u8> = Vec::new();
+    let mut absolute = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_ascii() {
+            return Err(NameTextError::NotAscii(c));
+        }
+        absolute = false;
+        match c {
+            '.' => {
+                if label.is_empty() {
+                    return Err(NameTextError::EmptyLabel);
+                }
+                labels.push(std::mem::take(&mut label));
+                absolute = true;
+            }
+            '\\' => match chars.next() {
+                None => return Err(NameTextError::TrailingBackslash),
+                Some(d) if d.is_ascii_digit() => {
+                    let mut digits = String::from(d);
+                    while digits.len() < 3 {
+                        match chars.peek() {
+                            Some(n) if n.is_ascii_digit() => {
+                                digits.push(*n);
+                                chars.next();
+                            }
+                            _ => return Err(NameTextError::ShortEscape(digits)),
+                        }
+                    }
+                    let value: u16 = digits.parse().unwrap_or(u16::MAX);
+                    let byte = u8::try_from(value)
+                        .map_err(|_| NameTextError::EscapeTooLarge(digits.clone()))?;
+                    label.push(byte);
+                }
+                Some(x) if !x.is_ascii() => return Err(NameTextError::NotAscii(x)),
+                Some(x) => label.push(x as u8),
+            },
+            _ => label.push(c as u8),
+        }
+        if label.len() > 63 {
+            return Err(NameTextError::LabelTooLong);
+        }
+    }
+    if !label.is_empty() {
+        labels.push(label);
+    }
+    let wire_len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    if wire_len > 255 {
+        return Err(NameTextError::NameTooLong);
+    }
+    Ok((labels, absolute))
+}
+
 /// Parse a query packet.
 ///
 /// # Errors
@@ -376,13 +496,21 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     let qclass = r.u16().ok_or(WireError::FormErr("question has no class"))?;
     let question = &packet[HEADER_LEN..r.pos];
 
-    // Skip answer and authority records (a query should have none, but tolerate them), then
-    // look for the OPT record among the additionals.
+    // Skip answer and authority records (a query should have none, but tolerate them; an IXFR
+    // query carries an SOA in its authority section), then look for the OPT record among the
+    // additionals. An OPT anywhere else is a format error (RFC 6891 §6.1.1).
     for _ in 0..(u32::from(ancount) + u32::from(nscount)) {
-        skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?;
+        if skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?
+            == rtype::OPT
+        {
+            return Err(WireError::FormErr(
+                "OPT record outside the additional section",
+            ));
+        }
     }
     let mut edns = None;
     for _ in 0..arcount {
+        let owner_at = r.pos;
         r.skip_name()
             .ok_or(WireError::FormErr("additional record name malformed"))?;
         let rtype = r
@@ -404,6 +532,10 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         if rtype == rtype::OPT {
             if edns.is_some() {
                 return Err(WireError::FormErr("more than one OPT record"));
+            }
+            // RFC 6891 §6.1.2: the OPT owner MUST be the root name.
+            if !is_root_name(packet, owner_at) {
+                return Err(WireError::FormErr("OPT record owner is not the root"));
             }
             let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
             edns = Some(Edns {
@@ -431,11 +563,29 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     })
 }
 
-fn skip_record(r: &mut Reader<'_>) -> Option<()> {
+/// Skip one resource record; returns its type.
+fn skip_record(r: &mut Reader<'_>) -> Option<u16> {
     r.skip_name()?;
-    r.skip(8)?;
+    let rtype = r.u16()?;
+    r.skip(6)?;
     let rdlen = r.u16()?;
-    r.skip(usize::from(rdlen))
+    r.skip(usize::from(rdlen))?;
+    Some(rtype)
+}
+
+/// Whether the name at `at` is the root: a zero byte, or compression pointers that end at one
+/// (followed a few times at most, so a pointer loop cannot hold the parser).
+fn is_root_name(packet: &[u8], mut at: usize) -> bool {
+    for _ in 0..4 {
+        match packet.get(at..) {
+            Some([0, ..]) => return true,
+            Some([hi, lo, ..]) if hi & 0xC0 == 0xC0 => {
+                at = usize::from(u16::from_be_bytes([hi & 0x3F, *lo]));
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The offsets of every TTL field in an encoded message (OPT excluded), with the record type.
@@ -588,6 +738,67 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
     }
 }
 
+/// Give a finished answer the extended rcode `code` (RFC 6891 §6.1.3): its low 4 bits go in the
+/// header, the high 8 bits in the OPT record's TTL. Returns `false`, changing nothing, when
+/// `code` needs the OPT record and the message has none (or is malformed).
+pub fn set_extended_rcode(msg: &mut [u8], code: u16) -> bool {
+    let high = u8::try_from(code >> 4).unwrap_or(u8::MAX);
+    let opt_ttl_at = if high == 0 {
+        None
+    } else {
+        match opt_ttl_offset(msg) {
+            Some(at) => Some(at),
+            None => return false,
+        }
+    };
+    let Some(flags) = msg.get_mut(3) else {
+        return false;
+    };
+    *flags = (*flags & 0xF0) | (code & 0x0F) as u8;
+    if let Some(at) = opt_ttl_at {
+        msg[at] = high;
+    }
+    true
+}
+
+/// Offset of the OPT record's TTL (whose first byte is the extended rcode) in a message.
+fn opt_ttl_offset(msg: &[u8]) -> Option<usize> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |i: usize| u32::from(u16::from_be_bytes([msg[i], msg[i + 1]]));
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..count(4) {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    for _ in 0..count(6) + count(8) + count(10) {
+        r.skip_name()?;
+        let rtype = r.u16()?;
+        r.skip(2)?;
+        let ttl_at = r.pos;
+        r.skip(4)?;
+        let rdlen = r.u16()?;
+        r.skip(usize::from(rdlen))?;
+        if rtype == rtype::OPT {
+            return Some(ttl_at);
+        }
+    }
+    None
+}
+
+/// The rcode of an answer including the OPT record's extended bits (BADVERS is 16).
+#[must_use]
+pub fn extended_rcode(msg: &[u8]) -> u16 {
+    let high = opt_ttl_offset(msg)
+        .and_then(|at| msg.get(at))
+        .map_or(0, |b| u16::from(*b));
+    (high << 4) | u16::from(rcode_of(msg))
+}
+
 /// Append our OPT record (payload size [`EDNS_UDP_SIZE`]) with the given extended rcode bits.
 pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
     msg.push(0);
@@ -679,6 +890,12 @@ pub fn answer_count(msg: &[u8]) -> u16 {
 /// The mnemonic of a record type, e.g. `A`, `TXT`, `TYPE65399`.
 #[must_use]
 pub fn type_name(qtype: u16) -> String {
+    // Meta types hickory has no name for.
+    match qtype {
+        rtype::MAILB => return "MAILB".to_string(),
+        rtype::MAILA => return "MAILA".to_string(),
+        _ => {}
+    }
     let rt = hickory_proto::rr::RecordType::from(qtype);
     match rt {
         hickory_proto::rr::RecordType::Unknown(n) => format!("TYPE{n}"),
@@ -827,6 +1044,73 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn presentation_names_round_trip_every_byte() {
+        // Every byte value, alone and inside a label, comes back from its escaped text.
+        for b in 0..=255u8 {
+            let label = [b'x', b, b'y'];
+            let mut text = String::new();
+            push_label(&mut text, &label);
+            let (labels, absolute) = parse_name_text(&text).unwrap();
+            assert_eq!(labels, [label.to_ascii_lowercase()], "byte {b}: {text}");
+            assert!(!absolute);
+        }
+        let (labels, absolute) = parse_name_text("a\\.b.C\\092d.e\\000.").unwrap();
+        assert_eq!(labels, [&b"a.b"[..], b"C\\d", b"e\0"]);
+        assert!(absolute);
+        // RFC 1035 decimal, not octal: \065 is 'A', \092 a backslash, \255 the top byte.
+        assert_eq!(parse_name_text("dec\\065").unwrap().0, [b"decA".to_vec()]);
+        assert_eq!(parse_name_text("\\255").unwrap().0, [vec![255]]);
+        assert_eq!(parse_name_text(".").unwrap(), (Vec::new(), true));
+        assert_eq!(parse_name_text("*.apps").unwrap().0[0], b"*");
+    }
+
+    #[test]
+    fn malformed_presentation_names_say_why() {
+        use NameTextError as E;
+        for (text, want) in [
+            ("q\\09", E::ShortEscape("09".into())),
+            ("q\\9x", E::ShortEscape("9".into())),
+            ("q\\256", E::EscapeTooLarge("256".into())),
+            ("q\\", E::TrailingBackslash),
+            ("a..b", E::EmptyLabel),
+            (".a", E::EmptyLabel),
+            ("caf\u{e9}", E::NotAscii('\u{e9}')),
+        ] {
+            assert_eq!(parse_name_text(text), Err(want), "{text:?}");
+        }
+        assert_eq!(
+            parse_name_text(&"a".repeat(64)),
+            Err(NameTextError::LabelTooLong)
+        );
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(parse_name_text(&long), Err(NameTextError::NameTooLong));
+        assert!(parse_name_text(&long[..long.len() - 2]).is_ok());
+    }
+
+    #[test]
+    fn the_question_name_keeps_every_byte_of_its_labels() {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in [&b"A.b\\\0\xff"[..], b"*", b"Corp"] {
+            p.push(u8::try_from(label.len()).unwrap());
+            p.extend_from_slice(label);
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let q = parse_query(&p).unwrap();
+        let name = question_name(&q).unwrap();
+        let labels: Vec<&[u8]> = name.iter().collect();
+        assert_eq!(labels, [&b"a.b\\\0\xff"[..], b"*", b"corp"]);
+        assert!(name.is_fqdn());
+        assert_eq!(
+            name_text(&name),
+            q.name,
+            "the same presentation form as the parser's"
+        );
+        let root = query_bytes(".", rtype::NS, None);
+        let q = parse_query(&root).unwrap();
+        assert!(question_name(&q).unwrap().is_root());
+    }
+
+    #[test]
     fn rejects_what_is_not_a_query() {
         assert_eq!(parse_query(&[0; 5]).unwrap_err(), WireError::TooShort);
         let mut p = query_bytes("example.com", 1, None);
@@ -856,6 +1140,111 @@ pub(crate) mod tests {
         }
         p.extend_from_slice(&[0, 0, 1, 0, 1]);
         assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    /// An OPT record (root owner unless `owner` is given) with `version`, no options.
+    fn opt_record(owner: &[u8], version: u8) -> Vec<u8> {
+        let mut out = owner.to_vec();
+        out.extend_from_slice(&rtype::OPT.to_be_bytes());
+        out.extend_from_slice(&1232u16.to_be_bytes());
+        out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
+        out
+    }
+
+    #[test]
+    fn an_opt_record_must_be_owned_by_the_root() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(b"\x01x\x01y\0", 0));
+        assert_eq!(
+            parse_query(&p).unwrap_err(),
+            WireError::FormErr("OPT record owner is not the root")
+        );
+        // A pointer to a non-root name (the question) is not the root either.
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, 12], 0));
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+        // A pointer to the question name's final zero byte is the root, spelt oddly.
+        let mut p = query_bytes("example.com", 1, None);
+        let root_at: u8 = 12 + 13 - 1;
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, root_at], 0));
+        assert!(parse_query(&p).unwrap().edns.is_some());
+        // A pointer loop is not the root and does not hang.
+        let mut p = query_bytes("example.com", 1, None);
+        let at = u8::try_from(p.len()).unwrap();
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0xC0, at], 0));
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
+    }
+
+    #[test]
+    fn an_opt_record_outside_the_additional_section_is_a_format_error() {
+        for count_at in [7, 9] {
+            let mut p = query_bytes("example.com", 1, None);
+            p[count_at] = 1;
+            p.extend_from_slice(&opt_record(&[0], 0));
+            assert_eq!(
+                parse_query(&p).unwrap_err(),
+                WireError::FormErr("OPT record outside the additional section"),
+                "count at {count_at}"
+            );
+        }
+        // Other records there are still tolerated (an IXFR query carries an SOA).
+        let mut p = query_bytes("example.com", 251, None);
+        p[9] = 1;
+        p.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse_query(&p).unwrap().qtype, 251);
+    }
+
+    #[test]
+    fn badvers_is_split_between_the_header_and_the_opt_record() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0], 1));
+        let mut q = parse_query(&p).unwrap();
+        q.response_cookie = None;
+        let mut r = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut r, &q, 512);
+        assert!(set_extended_rcode(&mut r, rcode::BADVERS));
+        assert_eq!(rcode_of(&r), 0, "header rcode 0");
+        assert_eq!(extended_rcode(&r), 16);
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        let edns = m.edns.as_ref().expect("an OPT record");
+        assert_eq!(edns.version(), 0, "we answer with the version we speak");
+        assert_eq!(edns.rcode_high(), 1);
+        // hickory names extended rcode 16 BADSIG (it shares the number with BADVERS).
+        assert_eq!(u16::from(m.metadata.response_code), 16);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.queries.len(), 1, "the question is echoed");
+        // Without an OPT record there is nowhere to put the high bits.
+        let plain = query_bytes("example.com", 1, None);
+        let q = parse_query(&plain).unwrap();
+        let mut r = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut r, &q, 512);
+        let before = r.clone();
+        assert!(!set_extended_rcode(&mut r, rcode::BADVERS));
+        assert_eq!(r, before);
+        assert!(set_extended_rcode(&mut r, u16::from(rcode::NOTIMP)));
+        assert_eq!(extended_rcode(&r), 4);
+    }
+
+    #[test]
+    fn meta_types_have_names() {
+        assert_eq!(type_name(rtype::AXFR), "AXFR");
+        assert_eq!(type_name(rtype::IXFR), "IXFR");
+        assert_eq!(type_name(rtype::MAILB), "MAILB");
+        assert_eq!(type_name(rtype::MAILA), "MAILA");
+        assert_eq!(type_name(65399), "TYPE65399");
+    }
+
+    #[test]
+    fn the_edns_version_is_read() {
+        let mut p = query_bytes("example.com", 1, None);
+        p[11] = 1;
+        p.extend_from_slice(&opt_record(&[0], 1));
+        assert_eq!(parse_query(&p).unwrap().edns.unwrap().version, 1);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The analyst and audit commands of the real binary, on fixture and generated event logs.
+//! The analyst and audit commands of the real binary, on fixture and generated event logs, and
+//! `dnsward check` on zone-file escapes.
 
 use std::path::Path;
 use std::process::Command;
@@ -161,4 +162,37 @@ fn review_needs_a_token_and_says_when_the_api_is_unreachable() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn check_reads_zone_file_escapes_as_decimal_and_names_a_bad_one_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("esc.internal.zone");
+    let config = dir.path().join("dnsward.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[zones]\ndir = \".\"\n\
+         [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow = [\"*.esc.internal\"]\n",
+    )
+    .unwrap();
+    let soa = "$ORIGIN esc.internal.\n@ 60 IN SOA ns hm 1 2 3 4 60\n";
+    std::fs::write(
+        &zone,
+        format!("{soa}dec\\065 IN A 10.0.0.1\nq\\092r IN A 10.0.0.2\n"),
+    )
+    .unwrap();
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK"), "{out}");
+
+    std::fs::write(
+        &zone,
+        format!("{soa}ok IN A 10.0.0.1\nq\\09r IN A 10.0.0.2\n"),
+    )
+    .unwrap();
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(text.contains("esc.internal.zone:4"), "{text}");
+    assert!(text.contains("three decimal digits"), "{text}");
 }

@@ -17,7 +17,7 @@ pub enum Verdict {
     Block,
     /// Answered with the sinkhole address (policy or tunnel containment).
     Sinkhole,
-    /// Refused: unknown client, class not served.
+    /// Refused: unknown client, class not served, zone transfer.
     Refuse,
     /// Refused by a rate limit or a tunnel throttle.
     Throttle,
@@ -25,7 +25,8 @@ pub enum Verdict {
     Quarantine,
     /// The answer could not be obtained (upstreams failed or answered garbage).
     Servfail,
-    /// Malformed query answered with FORMERR or NOTIMP.
+    /// A query answered with a protocol error: FORMERR or NOTIMP (malformed, another opcode,
+    /// MAILA/MAILB), or BADVERS (an EDNS version above 0).
     Formerr,
     /// Nothing was sent.
     Drop,

@@ -401,7 +401,44 @@ impl TestServer {
         server_extra: &str,
         admin_extra: &str,
     ) -> Self {
+        Self::start_inner(
+            upstreams,
+            extra,
+            clock,
+            listen,
+            server_extra,
+            admin_extra,
+            &[],
+        )
+        .await
+    }
+
+    /// As [`Self::start`], serving these zone files (name, text) besides the example zone.
+    pub async fn start_with_zones(
+        upstream: Option<SocketAddr>,
+        extra: &str,
+        zones: &[(&str, &str)],
+    ) -> Self {
+        let upstreams: Vec<SocketAddr> = upstream.into_iter().collect();
+        Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones).await
+    }
+
+    async fn start_inner(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+        admin_extra: &str,
+        zone_files: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut zone_entries = Vec::new();
+        for (name, text) in zone_files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            zone_entries.push(format!("{{ path = \"{}\" }}", path.display()));
+        }
         let events_path = dir.path().join("events.jsonl");
         let servers: Vec<String> = upstreams
             .iter()
@@ -429,6 +466,7 @@ token_file = "token"
 {upstream_line}
 [zones]
 dir = "{zones}"
+{zone_files}
 [events]
 sink = "file"
 path = "{events}"
@@ -436,6 +474,12 @@ allowed = "on"
 {extra}
 "#,
             zones = zones.display(),
+            // Only when asked: a test may add its own `files` line to this section.
+            zone_files = if zone_entries.is_empty() {
+                String::new()
+            } else {
+                format!("files = [{}]", zone_entries.join(", "))
+            },
             events = events_path.display(),
         );
         let config_path = dir.path().join("dnsward.toml");
@@ -651,4 +695,31 @@ pub fn with_cookie(mut packet: Vec<u8>, client: [u8; 8], server: Option<&[u8]>) 
 pub fn server_cookie(answer: &[u8]) -> Option<Vec<u8>> {
     let at = answer.windows(4).rposition(|w| w == [0, 10, 0, 24])?;
     answer.get(at + 12..at + 28).map(<[u8]>::to_vec)
+}
+
+/// A query for `labels` (raw bytes, no escaping) of type `qtype`, RD set, with `an`, `ns` and
+/// `ar` as the header counts; `tail` (records) follows the question.
+pub fn raw_query(labels: &[&[u8]], qtype: u16, counts: [u16; 3], tail: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1];
+    for c in counts {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    for l in labels {
+        out.push(u8::try_from(l.len()).unwrap());
+        out.extend_from_slice(l);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(tail);
+    out
+}
+
+/// An OPT record owned by `owner` (wire form), EDNS `version`, no options.
+pub fn opt_record(owner: &[u8], version: u8) -> Vec<u8> {
+    let mut out = owner.to_vec();
+    out.extend_from_slice(&41u16.to_be_bytes());
+    out.extend_from_slice(&1232u16.to_be_bytes());
+    out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
+    out
 }

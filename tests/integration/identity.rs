@@ -269,16 +269,28 @@ async fn dot_query(
     src: &str,
     qname: &str,
 ) -> Option<Message> {
-    let mut tls = tls_connect(&pki.client(who, &[]), server, src).await.ok()?;
     let q = query_packet(qname, RecordType::A, false);
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
+    let answer = dot_raw(pki, who, server, src, &q).await?;
+    Message::from_vec(&answer).ok()
+}
+
+/// [`dot_query`] for a packet given byte by byte; the raw answer.
+async fn dot_raw(
+    pki: &Pki,
+    who: Option<&str>,
+    server: SocketAddr,
+    src: &str,
+    packet: &[u8],
+) -> Option<Vec<u8>> {
+    let mut tls = tls_connect(&pki.client(who, &[]), server, src).await.ok()?;
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
     tls.write_all(&framed).await.ok()?;
     let read = async {
         let len = tls.read_u16().await.ok()?;
         let mut buf = vec![0; usize::from(len)];
         tls.read_exact(&mut buf).await.ok()?;
-        Message::from_vec(&buf).ok()
+        Some(buf)
     };
     tokio::time::timeout(Duration::from_secs(5), read)
         .await
@@ -296,11 +308,25 @@ async fn doh_request(
     h2: bool,
     get: bool,
 ) -> (u16, Option<Message>) {
+    let q = query_packet(qname, RecordType::A, false);
+    let (status, answer) = doh_raw(pki, who, server, q, bearer, h2, get).await;
+    (status, answer.map(|a| Message::from_vec(&a).unwrap()))
+}
+
+/// [`doh_request`] for a packet given byte by byte; the raw answer.
+async fn doh_raw(
+    pki: &Pki,
+    who: Option<&str>,
+    server: SocketAddr,
+    q: Vec<u8>,
+    bearer: Option<&str>,
+    h2: bool,
+    get: bool,
+) -> (u16, Option<Vec<u8>>) {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
     let Ok(tls) = tls_connect(&pki.client(who, alpn), server, "127.0.0.1").await else {
         return (0, None);
     };
-    let q = query_packet(qname, RecordType::A, false);
     let mut req = if get {
         use base64::Engine as _;
         let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&q);
@@ -349,7 +375,7 @@ async fn doh_request(
         .get("content-type")
         .is_some_and(|v| v == "application/dns-message");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, is_dns.then(|| Message::from_vec(&body).unwrap()))
+    (status, is_dns.then(|| body.to_vec()))
 }
 
 fn rcode(m: &Option<Message>) -> Option<ResponseCode> {
@@ -891,4 +917,65 @@ async fn dot_pipelines_and_a_reload_revokes_new_connections_but_keeps_open_ones(
             .iter()
             .any(|e| e["reason"] == "client certificate revoked")
     );
+}
+
+#[tokio::test]
+async fn an_edns_version_above_zero_gets_badvers_over_dot_and_doh() {
+    use crate::protocol::assert_badvers;
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+    let api: [&[u8]; 3] = [b"api", b"corp", b"internal"];
+    let edns1 = raw_query(&api, 1, [0, 0, 1], &opt_record(b"\x00", 1));
+
+    let r = dot_raw(&pki, Some("build"), dot, "127.0.0.1", &edns1)
+        .await
+        .expect("a DoT answer");
+    assert_badvers(&r, &edns1, "DoT");
+    for (get, h2) in [(true, true), (false, false)] {
+        let (status, r) = doh_raw(&pki, Some("build"), doh, edns1.clone(), None, h2, get).await;
+        assert_eq!(status, 200);
+        assert_badvers(&r.expect("a DoH answer"), &edns1, "DoH");
+    }
+    let events = s.stop_and_read_events().await;
+    let queries = events_of(&events, "query");
+    let over = |proto: &str, rcode: &str| {
+        queries
+            .iter()
+            .filter(|e| e["protocol"] == proto && e["rcode"] == rcode && e["agent"] == BUILD)
+            .count()
+    };
+    assert_eq!(over("dot", "BADVERS"), 1, "{queries:#?}");
+    assert_eq!(over("doh", "BADVERS"), 2);
+}
+
+#[tokio::test]
+async fn zone_transfers_and_meta_types_are_answered_alike_over_dot_and_doh() {
+    use crate::protocol::header_rcode;
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+    let api: [&[u8]; 3] = [b"api", b"corp", b"internal"];
+    let zone: [&[u8]; 2] = [b"corp", b"internal"];
+    for (qtype, labels, rcode) in [(252, &zone[..], 5), (251, &zone[..], 5), (253, &api[..], 4)] {
+        let p = raw_query(labels, qtype, [0, 0, 0], &[]);
+        let r = dot_raw(&pki, Some("build"), dot, "127.0.0.1", &p)
+            .await
+            .expect("a DoT answer");
+        assert_eq!(header_rcode(&r), rcode, "DoT type {qtype}");
+        assert_eq!(&r[6..10], &[0, 0, 0, 0], "DoT type {qtype}: no records");
+        let (status, r) = doh_raw(&pki, Some("build"), doh, p, None, true, false).await;
+        assert_eq!(status, 200);
+        let r = r.expect("a DoH answer");
+        assert_eq!(header_rcode(&r), rcode, "DoH type {qtype}");
+        assert_eq!(&r[6..10], &[0, 0, 0, 0], "DoH type {qtype}: no records");
+    }
+    let events = s.stop_and_read_events().await;
+    let queries = events_of(&events, "query");
+    let count = |rcode: &str| {
+        queries
+            .iter()
+            .filter(|e| e["rcode"] == rcode && e["agent"] == BUILD)
+            .count()
+    };
+    assert_eq!(count("REFUSED"), 4, "{queries:#?}");
+    assert_eq!(count("NOTIMP"), 2, "{queries:#?}");
 }

@@ -15,6 +15,7 @@ mod harness;
 mod identity;
 mod notify;
 mod observability;
+mod protocol;
 mod resolver;
 mod review;
 mod robustness;

@@ -3,7 +3,6 @@
 //! RRset, and in-zone addresses of MX/NS/SRV targets as additionals. The rules are listed in
 //! the [`super`] module documentation.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use hickory_proto::op::ResponseCode;
@@ -11,15 +10,21 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{MAX_CNAME_CHAIN, ZoneAnswer, ZoneSet};
 use crate::names::self_and_parents;
+use crate::wire;
+
+/// The wildcard label `*` in the lookup-key form of [`name_key`] (every byte outside
+/// `[a-z0-9-_]` is written `\DDD`), so a wildcard owner is `\042.` + its closest encloser.
+const WILDCARD_KEY_LABEL: &str = "\\042";
 
 impl ZoneSet {
-    /// Answer `qname`/`qtype` from the local zones. `qname` is lower-case dotted without a
-    /// trailing dot (other spellings are normalised). `None` means the name is not inside any
-    /// local zone, so it should be forwarded. The longest-matching zone answers.
+    /// Answer `qname`/`qtype` from the local zones. `qname` is the query name as labels (built
+    /// from the wire, [`crate::wire::question_name`]); case does not matter. `None` means the
+    /// name is not inside any local zone, so it should be forwarded. The longest-matching zone
+    /// answers.
     #[must_use]
-    pub fn lookup(&self, qname: &str, qtype: RecordType) -> Option<ZoneAnswer> {
-        let qname = normalise_qname(qname);
-        let zone_index = self.zone_index_of(&qname)?;
+    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Option<ZoneAnswer> {
+        let key = name_key(qname);
+        let zone_index = self.zone_index_of(&key)?;
         let zone = &self.zones[zone_index];
         let mut answer = ZoneAnswer {
             zone: zone.origin.clone(),
@@ -29,10 +34,14 @@ impl ZoneSet {
             additionals: Vec::new(),
         };
 
-        let mut current: Cow<'_, str> = Cow::Borrowed(&qname);
+        // The name being answered: its key, and the name itself, which owns synthesised
+        // (wildcard) records.
+        let mut owner = qname.clone();
+        owner.set_fqdn(true);
+        let mut current = (key, owner);
         let mut visited: Vec<String> = Vec::new();
         for _ in 0..MAX_CNAME_CHAIN {
-            match zone.resolve(&current, qtype) {
+            match zone.resolve(&current.0, &current.1, qtype) {
                 NodeAnswer::Records(records) => {
                     zone.add_target_addresses(&records, &mut answer.additionals);
                     answer.answers.extend(records);
@@ -49,22 +58,31 @@ impl ZoneSet {
                 }
                 NodeAnswer::Cname(record) => {
                     let target = match &record.data {
-                        RData::CNAME(c) => name_key(&c.0),
-                        _ => String::new(),
+                        RData::CNAME(c) => c.0.clone(),
+                        _ => Name::root(),
                     };
+                    let target_key = name_key(&target);
                     answer.answers.push(*record);
-                    visited.push(current.into_owned());
+                    visited.push(current.0);
                     // Chase only inside this zone: a target in another zone (even another
                     // local one) is the client's resolver's job, as with a real authoritative.
-                    let same_zone = self.zone_index_of(&target) == Some(zone_index);
-                    if !same_zone || visited.contains(&target) {
+                    let same_zone = self.zone_index_of(&target_key) == Some(zone_index);
+                    if !same_zone || visited.contains(&target_key) {
                         break;
                     }
-                    current = Cow::Owned(target);
+                    current = (target_key, target);
                 }
             }
         }
         Some(answer)
+    }
+
+    /// Whether `qname` (a query name in the wire parser's text form) is inside a local zone,
+    /// so [`ZoneSet::lookup`] answers it: a check that costs a hash probe per label and
+    /// allocates nothing, for the names that are forwarded.
+    #[must_use]
+    pub fn serves(&self, qname: &str) -> bool {
+        self.zone_index_of(qname).is_some()
     }
 
     /// Index of the longest zone origin equal to or above `name`.
@@ -99,31 +117,26 @@ enum NodeAnswer {
 }
 
 impl Zone {
-    fn resolve(&self, name: &str, qtype: RecordType) -> NodeAnswer {
-        let (records, synthesised) = if let Some(records) = self.nodes.get(name) {
+    /// What `name` (its [`name_key`] is `key`) has of `qtype`.
+    fn resolve(&self, key: &str, name: &Name, qtype: RecordType) -> NodeAnswer {
+        // A query for the wildcard owner itself (a literal `*` label) finds it here, as an
+        // existing name (RFC 4592 §2.2.1).
+        let (records, synthesised) = if let Some(records) = self.nodes.get(key) {
             (records, false)
-        } else if self.empty_non_terminals.contains(name) {
+        } else if self.empty_non_terminals.contains(key) {
             return NodeAnswer::NoData;
         } else {
-            match self.wildcard_for(name) {
+            match self.wildcard_for(key) {
                 Wildcard::Source(records) => (records, true),
                 Wildcard::EmptyNonTerminal => return NodeAnswer::NoData,
                 Wildcard::None => return NodeAnswer::NxDomain,
             }
         };
-        // Wildcard answers are owned by the query name (RFC 4592 §2.2.1).
-        let owner = if synthesised {
-            match Name::from_ascii(format!("{name}.")) {
-                Ok(n) => Some(n),
-                Err(_) => return NodeAnswer::NxDomain,
-            }
-        } else {
-            None
-        };
+        // Wildcard answers are owned by the query name (RFC 4592 §2.2.1), as its labels are.
         let owned = |r: &Record| {
             let mut r = r.clone();
-            if let Some(owner) = &owner {
-                r.name = owner.clone();
+            if synthesised {
+                r.name = name.clone();
             }
             r
         };
@@ -173,7 +186,7 @@ impl Zone {
                 }
                 continue;
             }
-            let source = format!("*.{ancestor}");
+            let source = format!("{WILDCARD_KEY_LABEL}.{ancestor}");
             if let Some(records) = self.nodes.get(source.as_str()) {
                 return Wildcard::Source(records);
             }
@@ -215,24 +228,12 @@ enum Wildcard<'a> {
     None,
 }
 
-/// Lower-case and drop one trailing dot, borrowing when the name is already in that form (the
-/// usual case: the wire parser hands names over normalised).
-fn normalise_qname(qname: &str) -> Cow<'_, str> {
-    let trimmed = qname.strip_suffix('.').unwrap_or(qname);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(trimmed.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(trimmed)
-    }
-}
-
-/// The lookup key of a name: lower-case, no trailing dot.
+/// The lookup key of a name: the presentation form the wire parser gives query names
+/// ([`wire::name_text`]: lower-case, no trailing dot, bytes outside `[a-z0-9-_]` as decimal
+/// `\DDD`), so zone owners and query names meet byte for byte and a dot inside a label can
+/// never split it.
 pub(super) fn name_key(name: &Name) -> String {
-    let mut s = name.to_lowercase().to_ascii();
-    if s.ends_with('.') {
-        s.pop();
-    }
-    s
+    wire::name_text(name)
 }
 
 #[cfg(test)]
@@ -242,13 +243,13 @@ mod tests {
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::RecordType;
 
-    use super::super::fixture::{SOA, a_addrs, example, from_texts, owners};
+    use super::super::fixture::{SOA, a_addrs, example, from_texts, owners, qname};
     use super::super::{MAX_CNAME_CHAIN, ZoneSet};
 
     #[test]
     fn exact_match_returns_the_records() {
         let a = example()
-            .lookup("api.corp.internal", RecordType::A)
+            .lookup(&qname("api.corp.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert_eq!(a.zone, "corp.internal");
@@ -260,17 +261,19 @@ mod tests {
         assert_eq!(a.answers[0].ttl, 300);
 
         let aaaa = example()
-            .lookup("models.corp.internal", RecordType::AAAA)
+            .lookup(&qname("models.corp.internal"), RecordType::AAAA)
             .unwrap();
         assert_eq!(aaaa.answers.len(), 1);
-        let txt = example().lookup("corp.internal", RecordType::TXT).unwrap();
+        let txt = example()
+            .lookup(&qname("corp.internal"), RecordType::TXT)
+            .unwrap();
         assert_eq!(txt.answers.len(), 1);
     }
 
     #[test]
     fn names_match_case_insensitively_and_with_a_trailing_dot() {
         let a = example()
-            .lookup("API.Corp.Internal.", RecordType::A)
+            .lookup(&qname("API.Corp.Internal."), RecordType::A)
             .unwrap();
         assert_eq!(a.answers.len(), 2);
     }
@@ -278,12 +281,17 @@ mod tests {
     #[test]
     fn names_outside_every_zone_are_forwarded() {
         let set = example();
-        assert!(set.lookup("example.com", RecordType::A).is_none());
-        assert!(set.lookup("internal", RecordType::A).is_none());
-        assert!(set.lookup("xcorp.internal", RecordType::A).is_none());
+        assert!(set.serves("api.corp.internal") && set.serves("corp.internal"));
+        assert!(!set.serves("example.com") && !set.serves("xcorp.internal"));
+        assert!(set.lookup(&qname("example.com"), RecordType::A).is_none());
+        assert!(set.lookup(&qname("internal"), RecordType::A).is_none());
+        assert!(
+            set.lookup(&qname("xcorp.internal"), RecordType::A)
+                .is_none()
+        );
         assert!(
             ZoneSet::empty()
-                .lookup("api.corp.internal", RecordType::A)
+                .lookup(&qname("api.corp.internal"), RecordType::A)
                 .is_none()
         );
     }
@@ -291,7 +299,7 @@ mod tests {
     #[test]
     fn cname_is_chased_inside_the_zone() {
         let a = example()
-            .lookup("registry.corp.internal", RecordType::A)
+            .lookup(&qname("registry.corp.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
@@ -299,13 +307,13 @@ mod tests {
 
         // Asking for the CNAME itself does not chase.
         let c = example()
-            .lookup("registry.corp.internal", RecordType::CNAME)
+            .lookup(&qname("registry.corp.internal"), RecordType::CNAME)
             .unwrap();
         assert_eq!(c.answers.len(), 1);
 
         // A target with no such type ends in NODATA, carrying the CNAME.
         let none = example()
-            .lookup("registry.corp.internal", RecordType::MX)
+            .lookup(&qname("registry.corp.internal"), RecordType::MX)
             .unwrap();
         assert_eq!(none.answers.len(), 1);
         assert_eq!(none.authorities.len(), 1);
@@ -320,16 +328,18 @@ mod tests {
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
 
-        let looped = set.lookup("a.t.internal", RecordType::A).unwrap();
+        let looped = set.lookup(&qname("a.t.internal"), RecordType::A).unwrap();
         assert_eq!(looped.rcode, ResponseCode::NoError);
         assert_eq!(owners(&looped.answers), ["a.t.internal.", "b.t.internal."]);
 
-        let out = set.lookup("out.t.internal", RecordType::A).unwrap();
+        let out = set.lookup(&qname("out.t.internal"), RecordType::A).unwrap();
         assert_eq!(out.answers.len(), 1);
         assert!(out.authorities.is_empty());
 
         // RFC 6604: the rcode is that of the last link.
-        let gone = set.lookup("gone.t.internal", RecordType::A).unwrap();
+        let gone = set
+            .lookup(&qname("gone.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(gone.rcode, ResponseCode::NXDomain);
         assert_eq!(gone.answers.len(), 1);
     }
@@ -343,14 +353,14 @@ mod tests {
         text.push_str("c20 IN A 10.0.0.1\n");
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
-        let a = set.lookup("c0.t.internal", RecordType::A).unwrap();
+        let a = set.lookup(&qname("c0.t.internal"), RecordType::A).unwrap();
         assert_eq!(a.answers.len(), MAX_CNAME_CHAIN);
     }
 
     #[test]
     fn nodata_carries_the_soa_with_the_negative_ttl() {
         let a = example()
-            .lookup("git.corp.internal", RecordType::AAAA)
+            .lookup(&qname("git.corp.internal"), RecordType::AAAA)
             .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert!(a.answers.is_empty());
@@ -363,13 +373,13 @@ mod tests {
     #[test]
     fn missing_names_are_nxdomain_with_the_soa() {
         let a = example()
-            .lookup("nope.corp.internal", RecordType::A)
+            .lookup(&qname("nope.corp.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.rcode, ResponseCode::NXDomain);
         assert!(a.answers.is_empty());
         assert_eq!(a.authorities[0].record_type(), RecordType::SOA);
         let deep = example()
-            .lookup("x.git.corp.internal", RecordType::A)
+            .lookup(&qname("x.git.corp.internal"), RecordType::A)
             .unwrap();
         assert_eq!(deep.rcode, ResponseCode::NXDomain);
     }
@@ -378,12 +388,16 @@ mod tests {
     fn empty_non_terminals_are_nodata() {
         let set = example();
         // `_tcp.api` only has a descendant (`_https._tcp.api`).
-        let ent = set.lookup("_tcp.api.corp.internal", RecordType::A).unwrap();
+        let ent = set
+            .lookup(&qname("_tcp.api.corp.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(ent.rcode, ResponseCode::NoError);
         assert!(ent.answers.is_empty());
         assert_eq!(ent.authorities.len(), 1);
         // `apps` only has the wildcard below it.
-        let apps = set.lookup("apps.corp.internal", RecordType::A).unwrap();
+        let apps = set
+            .lookup(&qname("apps.corp.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(apps.rcode, ResponseCode::NoError);
         assert!(apps.answers.is_empty());
     }
@@ -392,17 +406,19 @@ mod tests {
     fn wildcards_synthesise_answers_owned_by_the_query_name() {
         let set = example();
         let a = set
-            .lookup("agent-7.apps.corp.internal", RecordType::A)
+            .lookup(&qname("agent-7.apps.corp.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(10, 0, 3, 1)]);
         assert_eq!(owners(&a.answers), ["agent-7.apps.corp.internal."]);
         // Deeper names are covered too: `apps` is still the closest encloser.
-        let deep = set.lookup("x.y.apps.corp.internal", RecordType::A).unwrap();
+        let deep = set
+            .lookup(&qname("x.y.apps.corp.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(owners(&deep.answers), ["x.y.apps.corp.internal."]);
         // A type the wildcard lacks is NODATA, not NXDOMAIN.
         let mx = set
-            .lookup("agent-7.apps.corp.internal", RecordType::MX)
+            .lookup(&qname("agent-7.apps.corp.internal"), RecordType::MX)
             .unwrap();
         assert_eq!(mx.rcode, ResponseCode::NoError);
         assert!(mx.answers.is_empty());
@@ -414,11 +430,17 @@ mod tests {
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
         // `host.w` exists, so `x.host.w` has closest encloser `host.w` and no `*.host.w`.
-        let below = set.lookup("x.host.w.t.internal", RecordType::A).unwrap();
+        let below = set
+            .lookup(&qname("x.host.w.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(below.rcode, ResponseCode::NXDomain);
-        let exact = set.lookup("host.w.t.internal", RecordType::A).unwrap();
+        let exact = set
+            .lookup(&qname("host.w.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(a_addrs(&exact.answers), [Ipv4Addr::new(10, 0, 0, 2)]);
-        let other = set.lookup("other.w.t.internal", RecordType::A).unwrap();
+        let other = set
+            .lookup(&qname("other.w.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(a_addrs(&other.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
     }
 
@@ -427,11 +449,122 @@ mod tests {
         let text = format!("{SOA}*.w IN CNAME target\ntarget IN A 10.0.0.9\n");
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
-        let a = set.lookup("any.w.t.internal", RecordType::A).unwrap();
+        let a = set
+            .lookup(&qname("any.w.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(
             owners(&a.answers),
             ["any.w.t.internal.", "target.t.internal."]
         );
+    }
+
+    /// A name from raw labels, as the wire gives it.
+    fn wire_name(labels: &[&[u8]]) -> hickory_proto::rr::Name {
+        hickory_proto::rr::Name::from_labels(labels.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn a_literal_star_query_matches_the_wildcard_owner() {
+        // RFC 4592 §2.2.1: `*.apps` is a name like any other; asking for it gets its records.
+        let a = example()
+            .lookup(
+                &wire_name(&[b"*", b"apps", b"corp", b"internal"]),
+                RecordType::A,
+            )
+            .unwrap();
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(10, 0, 3, 1)]);
+        assert_eq!(a.answers[0].name.iter().next(), Some(&b"*"[..]));
+        // Below it, `*.apps` is the closest encloser, and there is no `*.*.apps` (RFC 4592
+        // §3.3.1): NXDOMAIN, as for any name below an existing one.
+        let below = example()
+            .lookup(
+                &wire_name(&[b"x", b"*", b"apps", b"corp", b"internal"]),
+                RecordType::A,
+            )
+            .unwrap();
+        assert_eq!(below.rcode, ResponseCode::NXDomain);
+        // A `*` that is not the first label is an ordinary byte.
+        let inner = example()
+            .lookup(
+                &wire_name(&[b"a*b", b"apps", b"corp", b"internal"]),
+                RecordType::A,
+            )
+            .unwrap();
+        assert_eq!(a_addrs(&inner.answers), [Ipv4Addr::new(10, 0, 3, 1)]);
+    }
+
+    #[test]
+    fn names_with_any_bytes_are_answered_as_themselves() {
+        let set = example();
+        // Not in the zone: NXDOMAIN with the SOA, whatever the bytes.
+        for label in [
+            &b"a\0"[..],
+            b"ap\\i",
+            b"\xc3\xa9t\xc3\xa9",
+            b"api.corp",
+            b"\"",
+            b"&",
+        ] {
+            let a = set
+                .lookup(&wire_name(&[label, b"corp", b"internal"]), RecordType::A)
+                .unwrap();
+            assert_eq!(a.rcode, ResponseCode::NXDomain, "{label:?}");
+            assert_eq!(a.authorities.len(), 1);
+        }
+        // Under the wildcard: synthesised, owned by the query name byte for byte.
+        for label in [&b"x@y"[..], b"x<y", b"\x8d", b"x.y", b"\0", b"\\"] {
+            let a = set
+                .lookup(
+                    &wire_name(&[label, b"apps", b"corp", b"internal"]),
+                    RecordType::A,
+                )
+                .unwrap();
+            assert_eq!(
+                a_addrs(&a.answers),
+                [Ipv4Addr::new(10, 0, 3, 1)],
+                "{label:?}"
+            );
+            let owner: Vec<&[u8]> = a.answers[0].name.iter().collect();
+            assert_eq!(owner, [label, b"apps", b"corp", b"internal"]);
+            assert!(a.answers[0].name.is_fqdn());
+        }
+    }
+
+    #[test]
+    fn escaped_owners_are_found_by_their_bytes() {
+        let text = format!(
+            "{SOA}esc\\.dot IN A 10.0.0.1\nq\\092r IN A 10.0.0.2\n\
+             alias IN CNAME esc\\046dot\n*.w IN A 10.0.0.3\n"
+        );
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let dotted = set
+            .lookup(&wire_name(&[b"esc.dot", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&dotted.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
+        // Two labels `esc` and `dot` are another name.
+        let split = set
+            .lookup(
+                &wire_name(&[b"esc", b"dot", b"t", b"internal"]),
+                RecordType::A,
+            )
+            .unwrap();
+        assert_eq!(split.rcode, ResponseCode::NXDomain);
+        let backslash = set
+            .lookup(&wire_name(&[b"Q\\R", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&backslash.answers), [Ipv4Addr::new(10, 0, 0, 2)]);
+        // A CNAME to an escaped name leads to that name, not to `esc` under `dot`.
+        let chased = set
+            .lookup(&qname("alias.t.internal"), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&chased.answers), [Ipv4Addr::new(10, 0, 0, 1)]);
+        // The zone's own wildcard owner, asked for literally.
+        let star = set
+            .lookup(&wire_name(&[b"*", b"w", b"t", b"internal"]), RecordType::A)
+            .unwrap();
+        assert_eq!(a_addrs(&star.answers), [Ipv4Addr::new(10, 0, 0, 3)]);
     }
 
     #[test]
@@ -439,20 +572,24 @@ mod tests {
         let text = format!("{SOA}sub IN NS ns.sub\nns.sub IN A 10.0.0.5\n");
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
-        let ns = set.lookup("sub.t.internal", RecordType::NS).unwrap();
+        let ns = set
+            .lookup(&qname("sub.t.internal"), RecordType::NS)
+            .unwrap();
         assert_eq!(ns.answers.len(), 1);
         assert_eq!(a_addrs(&ns.additionals), [Ipv4Addr::new(10, 0, 0, 5)]);
-        let a = set.lookup("sub.t.internal", RecordType::A).unwrap();
+        let a = set.lookup(&qname("sub.t.internal"), RecordType::A).unwrap();
         assert_eq!(a.rcode, ResponseCode::NoError);
         assert!(a.answers.is_empty());
     }
 
     #[test]
     fn mx_and_srv_answers_carry_in_zone_addresses() {
-        let mx = example().lookup("corp.internal", RecordType::MX).unwrap();
+        let mx = example()
+            .lookup(&qname("corp.internal"), RecordType::MX)
+            .unwrap();
         assert_eq!(a_addrs(&mx.additionals), [Ipv4Addr::new(10, 0, 0, 25)]);
         let srv = example()
-            .lookup("_https._tcp.api.corp.internal", RecordType::SRV)
+            .lookup(&qname("_https._tcp.api.corp.internal"), RecordType::SRV)
             .unwrap();
         assert_eq!(srv.answers.len(), 1);
         assert_eq!(srv.additionals.len(), 3);
@@ -461,17 +598,21 @@ mod tests {
     #[test]
     fn any_returns_one_rrset() {
         let set = example();
-        let any = set.lookup("api.corp.internal", RecordType::ANY).unwrap();
+        let any = set
+            .lookup(&qname("api.corp.internal"), RecordType::ANY)
+            .unwrap();
         assert_eq!(a_addrs(&any.answers).len(), 2);
         assert!(any.answers.iter().all(|r| r.record_type() == RecordType::A));
-        let apex = set.lookup("corp.internal", RecordType::ANY).unwrap();
+        let apex = set
+            .lookup(&qname("corp.internal"), RecordType::ANY)
+            .unwrap();
         assert!(
             apex.answers
                 .iter()
                 .all(|r| r.record_type() == RecordType::NS)
         );
         let cname = set
-            .lookup("registry.corp.internal", RecordType::ANY)
+            .lookup(&qname("registry.corp.internal"), RecordType::ANY)
             .unwrap();
         assert_eq!(cname.answers[0].record_type(), RecordType::CNAME);
     }
@@ -484,7 +625,9 @@ mod tests {
         let (set, problems, _dir) =
             from_texts(&[("t.internal.zone", &parent), ("sub.t.internal.zone", child)]);
         assert!(problems.is_empty(), "{problems}");
-        let a = set.lookup("host.sub.t.internal", RecordType::A).unwrap();
+        let a = set
+            .lookup(&qname("host.sub.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(a.zone, "sub.t.internal");
         assert_eq!(a_addrs(&a.answers), [Ipv4Addr::new(10, 9, 9, 9)]);
     }

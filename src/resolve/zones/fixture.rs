@@ -5,7 +5,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{Name, RData, Record};
 
 use super::{ZoneSet, ZonesConfig};
 use crate::config_error::ConfigProblems;
@@ -45,6 +45,11 @@ pub(super) fn a_addrs(records: &[Record]) -> Vec<Ipv4Addr> {
             _ => None,
         })
         .collect()
+}
+
+/// A query name from plain text (test names need no escapes).
+pub(super) fn qname(text: &str) -> Name {
+    Name::from_ascii(text).expect("a plain test name")
 }
 
 pub(super) fn owners(records: &[Record]) -> Vec<String> {

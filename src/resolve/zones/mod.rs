@@ -15,7 +15,12 @@
 //!   (RFC 2308 §5);
 //! - the name does not exist: NXDOMAIN with the same SOA;
 //! - wildcards (`*.apps.corp.internal`) synthesise answers owned by the query name when no
-//!   closer name exists (RFC 4592: the source of synthesis is `*.` + the closest encloser);
+//!   closer name exists (RFC 4592: the source of synthesis is `*.` + the closest encloser); a
+//!   query for the literal `*` label asks for the wildcard's own owner and gets its records;
+//! - names are labels of bytes: zone owners and query names are keyed by the same text form
+//!   ([`crate::wire::name_text`], `\DDD` decimal escapes), so a label holding a dot, a
+//!   backslash, NUL or a byte above 127 matches only itself, and answers carry names built from
+//!   labels, never re-read from text;
 //! - NS below the apex (a delegation) is *not* turned into a referral: such names are answered
 //!   from the records present, which is out of scope to improve here;
 //! - `ANY`: answered with a single RRset as RFC 8482 §4.1 allows (the CNAME if there is one,
@@ -28,6 +33,9 @@
 //! reload builds a new one. Every problem is reported with `path:line`, and a broken file never
 //! stops the others from being read. `$ORIGIN` and `$TTL` are supported; `$INCLUDE` is refused
 //! (a zone file must not be able to pull in arbitrary files). Only class `IN` is served.
+//! Escapes are RFC 1035's: `\DDD` is a decimal byte (`dec\065` is `decA`), `\X` is X; a bad
+//! one is reported with `path:line`. Zone transfers are not served (the pipeline refuses AXFR and
+//! IXFR before any zone is asked).
 //!
 //! ## Files
 //! - `parse`: RFC 1035 zone-file parsing (entries, directives, records) and the structural

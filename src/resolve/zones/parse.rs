@@ -3,7 +3,14 @@
 //! one record per entry through hickory's parser, and the structural checks (one SOA at the
 //! apex, a CNAME alone at its name) that turn the records into a [`Zone`]. Every problem is
 //! reported with `path:line`.
+//!
+//! Escapes follow RFC 1035 §5.1: `\DDD` is the byte with *decimal* value DDD and `\X` is X
+//! itself. hickory's text parser reads `\DDD` as octal (and garbles it in quoted strings), so
+//! owner names and `$ORIGIN` are read here ([`crate::wire::parse_name_text`], the inverse of
+//! the form query names take), and decimal escapes in record data are rewritten into forms
+//! hickory reads right before it sees them ([`decimal_escapes`]).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -13,6 +20,7 @@ use hickory_proto::serialize::txt::{Parser, parse_ttl};
 use super::authority::{Zone, name_key};
 use crate::config_error::ConfigProblems;
 use crate::names::self_and_parents;
+use crate::wire;
 
 /// One logical entry of a zone file: parentheses joined, comments removed.
 #[derive(Debug, PartialEq)]
@@ -160,7 +168,7 @@ pub(super) fn parse_zone(
             let directive = words.next().unwrap_or_default().to_ascii_uppercase();
             let arg = words.next();
             match (directive.as_str(), arg) {
-                ("$ORIGIN", Some(arg)) => match Name::parse(arg, origin.as_ref()) {
+                ("$ORIGIN", Some(arg)) => match parse_zone_name(arg, origin.as_ref()) {
                     Ok(mut n) if n.is_fqdn() || origin.is_some() => {
                         n.set_fqdn(true);
                         origin = Some(n);
@@ -201,11 +209,11 @@ pub(super) fn parse_zone(
                 None => continue,
             }
         } else {
-            let (word, rest) = body.split_once([' ', '\t']).unwrap_or((body, ""));
+            let (word, rest) = split_first_word(body);
             let owner = if word == "@" {
                 Ok(current_origin.clone())
             } else {
-                Name::parse(word, Some(&current_origin))
+                parse_zone_name(word, Some(&current_origin))
             };
             match owner {
                 Ok(o) => (o, rest),
@@ -263,8 +271,113 @@ fn parse_absolute(name: &str) -> Result<Name, String> {
     Ok(n)
 }
 
-/// Parse one record by giving hickory's zone parser a one-record zone: the parser keeps the
-/// rdata rules (relative names, quoting, every type's syntax), this file keeps the line numbers.
+/// The first word of an entry (up to the first blank that is not escaped) and the rest.
+fn split_first_word(body: &str) -> (&str, &str) {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ' ' | '\t' => return (&body[..i], &body[i + 1..]),
+            _ => {}
+        }
+    }
+    (body, "")
+}
+
+/// A domain name as a zone file writes it (`\DDD` decimal, `\X` the character X), relative
+/// to `origin` unless it ends with a dot. The labels' bytes go into the name as they are, with
+/// no second reading of the text. A name in non-ASCII text with no escapes is an
+/// internationalised name and becomes its `xn--` form (IDNA), as before.
+fn parse_zone_name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
+    if !text.is_ascii() && !text.contains('\\') {
+        return Name::parse(text, origin).map_err(|e| e.to_string());
+    }
+    let (labels, absolute) = wire::parse_name_text(text).map_err(|e| e.to_string())?;
+    let mut name = Name::from_labels(labels).map_err(|e| e.to_string())?;
+    match origin {
+        Some(origin) if !absolute => name.append_domain(origin).map_err(|e| e.to_string()),
+        _ => {
+            name.set_fqdn(absolute);
+            Ok(name)
+        }
+    }
+}
+
+/// Record data with its RFC 1035 decimal escapes (`\DDD`) rewritten into what hickory's parser
+/// reads as the same bytes, since it would read them as octal in names and garble them in
+/// quoted strings: outside quotes a letter, digit, `-` or `_` becomes itself and other
+/// printable ASCII `\X`; inside quotes any byte below 128 becomes itself (`"` and `\` as `\"`
+/// and `\\`). Escapes that cannot be carried that way are an error, never a different record.
+/// Other escapes (`\X`) are left as they are.
+fn decimal_escapes(rdata: &str) -> Result<Cow<'_, str>, String> {
+    if !rdata.contains('\\') {
+        return Ok(Cow::Borrowed(rdata));
+    }
+    let mut out = String::with_capacity(rdata.len());
+    let mut in_quote = false;
+    let mut chars = rdata.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                out.push(c);
+            }
+            '\\' => match chars.next() {
+                Some(d) if d.is_ascii_digit() => {
+                    let mut digits = String::from(d);
+                    while digits.len() < 3 {
+                        match chars.next_if(char::is_ascii_digit) {
+                            Some(n) => digits.push(n),
+                            None => {
+                                return Err(format!(
+                                    "escape \\{digits} needs exactly three decimal digits (\\DDD)"
+                                ));
+                            }
+                        }
+                    }
+                    let byte = digits
+                        .parse::<u8>()
+                        .map_err(|_| format!("escape \\{digits} is above 255"))?;
+                    let ch = char::from(byte);
+                    if in_quote && byte < 0x80 {
+                        if matches!(ch, '"' | '\\') {
+                            out.push('\\');
+                        }
+                        out.push(ch);
+                    } else if in_quote {
+                        return Err(format!(
+                            "escape \\{digits} in a quoted string: only bytes below 128 can be \
+                             escaped here; write UTF-8 text as it is"
+                        ));
+                    } else if ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_') {
+                        out.push(ch);
+                    } else if ch.is_ascii_graphic() {
+                        out.push('\\');
+                        out.push(ch);
+                    } else {
+                        return Err(format!(
+                            "escape \\{digits} in record data: outside quotes only printable \
+                             ASCII can be escaped here"
+                        ));
+                    }
+                }
+                Some(x) => {
+                    out.push('\\');
+                    out.push(x);
+                }
+                None => out.push('\\'),
+            },
+            _ => out.push(c),
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Parse one record by giving hickory's zone parser a one-record zone owned by the origin: the
+/// parser keeps the rdata rules (relative names, quoting, every type's syntax), this file keeps
+/// the line numbers and the owner, which was read here already and is set afterwards (so it
+/// never goes back through text).
 fn parse_record(
     owner: &Name,
     rest: &str,
@@ -272,7 +385,7 @@ fn parse_record(
     ttl: Option<u32>,
 ) -> Result<Record, String> {
     let ttl_line = ttl.map(|t| format!("$TTL {t}\n")).unwrap_or_default();
-    let mini = format!("{ttl_line}{} {rest}\n", owner.to_ascii());
+    let mini = format!("{ttl_line}@ {}\n", decimal_escapes(rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
         .parse()
         .map_err(|e| e.to_string())?;
@@ -280,7 +393,10 @@ fn parse_record(
         .into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>());
     match (records.next(), records.next()) {
-        (Some(record), None) => Ok(record),
+        (Some(mut record), None) => {
+            record.name = owner.clone();
+            Ok(record)
+        }
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
@@ -364,7 +480,7 @@ fn build_zone(
 mod tests {
     use hickory_proto::rr::RecordType;
 
-    use super::super::fixture::{SOA, from_texts};
+    use super::super::fixture::{SOA, from_texts, qname};
     use super::super::{ZoneSet, ZonesConfig};
     use super::split_entries;
     use crate::config_error::ConfigProblems;
@@ -374,7 +490,10 @@ mod tests {
         let text = "@ 60 IN SOA ns hm 1 2 3 4 60\nwww 60 IN A 10.0.0.1\n";
         let (set, problems, dir) = from_texts(&[("fromname.internal.zone", text)]);
         assert!(problems.is_empty(), "{problems}");
-        assert!(set.lookup("www.fromname.internal", RecordType::A).is_some());
+        assert!(
+            set.lookup(&qname("www.fromname.internal"), RecordType::A)
+                .is_some()
+        );
 
         let cfg: ZonesConfig = toml::from_str(
             r#"files = [{ origin = "Configured.Internal.", path = "fromname.internal.zone" }]"#,
@@ -385,7 +504,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems}");
         assert_eq!(set.origins().collect::<Vec<_>>(), ["configured.internal"]);
         let a = set
-            .lookup("www.configured.internal", RecordType::A)
+            .lookup(&qname("www.configured.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.answers.len(), 1);
     }
@@ -412,8 +531,10 @@ mod tests {
             "{problems}"
         );
         // The good zone is served; the broken one is served without its bad lines.
-        assert!(set.lookup("ok.internal", RecordType::SOA).is_some());
-        let good = set.lookup("good.t.internal", RecordType::A).unwrap();
+        assert!(set.lookup(&qname("ok.internal"), RecordType::SOA).is_some());
+        let good = set
+            .lookup(&qname("good.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(good.answers.len(), 1);
     }
 
@@ -450,12 +571,133 @@ mod tests {
         assert_eq!(lines, ["8", "9", "4", "5", "7"], "{problems}");
     }
 
+    /// The owner labels of the first record `name` has (any type).
+    fn first_owner(set: &ZoneSet, name: &hickory_proto::rr::Name) -> Vec<Vec<u8>> {
+        let a = set.lookup(name, RecordType::ANY).expect("in the zone");
+        a.answers[0].name.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn owner_escapes_are_decimal_as_rfc_1035_says() {
+        let text = format!(
+            "{SOA}dec\\065 IN A 10.9.9.65\nq\\092r IN A 10.9.9.92\n\
+             sp\\ ace IN A 10.9.9.32\nhi\\255 IN A 10.9.9.255\n\
+             $ORIGIN sub\\046x.t.internal.\nin IN A 10.9.9.1\n"
+        );
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        // `dec\065` is `decA`: `deca` exists, `dec5` (the octal reading) does not.
+        assert_eq!(
+            first_owner(&set, &qname("deca.t.internal")),
+            [&b"decA"[..], b"t", b"internal"]
+        );
+        let octal = set
+            .lookup(&qname("dec5.t.internal"), RecordType::A)
+            .unwrap();
+        assert_eq!(octal.rcode, hickory_proto::op::ResponseCode::NXDomain);
+        let name =
+            |labels: &[&[u8]]| hickory_proto::rr::Name::from_labels(labels.to_vec()).unwrap();
+        assert_eq!(
+            first_owner(&set, &name(&[b"q\\r", b"t", b"internal"]))[0],
+            b"q\\r"
+        );
+        assert_eq!(
+            first_owner(&set, &name(&[b"sp ace", b"t", b"internal"]))[0],
+            b"sp ace"
+        );
+        assert_eq!(
+            first_owner(&set, &name(&[b"hi\xff", b"t", b"internal"]))[0],
+            b"hi\xff"
+        );
+        // `$ORIGIN` is read the same way: `sub\046x` is one label with a dot in it.
+        assert_eq!(
+            first_owner(&set, &name(&[b"in", b"sub.x", b"t", b"internal"])),
+            [&b"in"[..], b"sub.x", b"t", b"internal"]
+        );
+    }
+
+    #[test]
+    fn bad_escapes_are_reported_with_file_and_line() {
+        let text = format!(
+            "{SOA}ok IN A 10.0.0.1\nq\\09 IN A 10.0.0.2\nx\\256 IN A 10.0.0.3\n\
+             t1 IN TXT \"\\200\"\nc1 IN CNAME a\\032b\nt2 IN TXT \"x\\1\"\n"
+        );
+        let (set, problems, dir) = from_texts(&[("t.internal.zone", &text)]);
+        let path = dir.path().join("./t.internal.zone").display().to_string();
+        let got: Vec<(String, String)> = problems
+            .problems
+            .iter()
+            .map(|p| (p.location.clone(), p.message.clone()))
+            .collect();
+        assert_eq!(got.len(), 5, "{problems}");
+        for (i, line) in [5, 6, 7, 8, 9].into_iter().enumerate() {
+            assert_eq!(got[i].0, format!("{path}:{line}"), "{problems}");
+        }
+        assert!(
+            got[0].1.contains("bad owner name \"q\\\\09\""),
+            "{}",
+            got[0].1
+        );
+        assert!(got[0].1.contains("three decimal digits"), "{}", got[0].1);
+        assert!(got[1].1.contains("above 255"), "{}", got[1].1);
+        assert!(got[2].1.contains("quoted string"), "{}", got[2].1);
+        assert!(got[3].1.contains("printable"), "{}", got[3].1);
+        assert!(got[4].1.contains("three decimal digits"), "{}", got[4].1);
+        assert!(set.lookup(&qname("ok.t.internal"), RecordType::A).is_some());
+    }
+
+    #[test]
+    fn record_data_escapes_are_decimal_too() {
+        use hickory_proto::rr::RData;
+        let text = format!(
+            "{SOA}t IN TXT \"a\\065\\034\\092b\\009c\" x\\065y\n\
+             c IN CNAME x\\065y\nm IN MX 10 mail\\046x\n"
+        );
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let t = set.lookup(&qname("t.t.internal"), RecordType::TXT).unwrap();
+        let RData::TXT(txt) = &t.answers[0].data else {
+            panic!("{t:?}")
+        };
+        let strings: Vec<&[u8]> = txt.txt_data.iter().map(|s| &s[..]).collect();
+        assert_eq!(strings, [&b"aA\"\\b\tc"[..], b"xAy"]);
+        let c = set
+            .lookup(&qname("c.t.internal"), RecordType::CNAME)
+            .unwrap();
+        let RData::CNAME(target) = &c.answers[0].data else {
+            panic!("{c:?}")
+        };
+        // hickory's name parser lower-cases names in record data (IDNA mapping).
+        assert_eq!(target.0.iter().next(), Some(&b"xay"[..]));
+        let m = set.lookup(&qname("m.t.internal"), RecordType::MX).unwrap();
+        let RData::MX(mx) = &m.answers[0].data else {
+            panic!("{m:?}")
+        };
+        assert_eq!(mx.exchange.iter().next(), Some(&b"mail.x"[..]));
+    }
+
+    #[test]
+    fn internationalised_owners_become_their_xn_form() {
+        let text = format!("{SOA}caf\u{e9} IN A 10.0.0.1\n");
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
+        assert!(problems.is_empty(), "{problems}");
+        assert!(
+            set.lookup(&qname("xn--caf-dma.t.internal"), RecordType::A)
+                .unwrap()
+                .answers
+                .len()
+                == 1
+        );
+    }
+
     #[test]
     fn negative_ttl_is_the_soa_ttl_when_lower() {
         let text = "$ORIGIN t.internal.\n@ 30 IN SOA ns hm 1 2 3 4 600\n";
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", text)]);
         assert!(problems.is_empty(), "{problems}");
-        let a = set.lookup("nope.t.internal", RecordType::A).unwrap();
+        let a = set
+            .lookup(&qname("nope.t.internal"), RecordType::A)
+            .unwrap();
         assert_eq!(a.authorities[0].ttl, 30);
     }
 

@@ -30,6 +30,8 @@ pub(super) struct Report<'a> {
     cache_hit: bool,
     /// Where the answer came from (upstream label or `zone:<name>`).
     upstream: Option<&'a str>,
+    /// The rcode with its extended bits, when the header's 4 bits do not tell it (BADVERS).
+    rcode: Option<u16>,
 }
 
 impl<'a> Report<'a> {
@@ -40,7 +42,14 @@ impl<'a> Report<'a> {
             reason,
             cache_hit: false,
             upstream: None,
+            rcode: None,
         }
+    }
+
+    /// The answer's full rcode is `rcode` (extended bits included).
+    pub(super) fn rcode(mut self, rcode: u16) -> Self {
+        self.rcode = Some(rcode);
+        self
     }
 
     /// Whether the answer came from the cache.
@@ -82,6 +91,25 @@ impl Pipeline {
             Some(r) => Outcome::Reply(r),
             None => Outcome::Drop,
         }
+    }
+
+    /// A known client's well-formed query that is answered with a protocol error (`code`:
+    /// BADVERS, NOTIMP): counted with the malformed packets (`action="formerr"`), and
+    /// accounted and logged with verdict `formerr`, like a FORMERR.
+    pub(super) fn protocol_error(
+        &self,
+        ctx: &Asked<'_, '_>,
+        code: u16,
+        why: &dyn Fn() -> String,
+    ) -> Vec<u8> {
+        let mut msg = wire::start_response(ctx.q, (code & 0x0F) as u8, false);
+        wire::finish_response(&mut msg, ctx.q, ctx.protocol.max_len(ctx.q));
+        // The high bits live in the OPT record finish_response appended: BADVERS is only given
+        // to queries that had one.
+        wire::set_extended_rcode(&mut msg, code);
+        self.malformed_formerr.increment(1);
+        let report = Report::new(Verdict::Formerr, why).rcode(code);
+        self.finish_rendered(ctx, msg, &report)
     }
 
     pub(super) fn unknown_client(&self, ctx: &Asked<'_, '_>) -> Outcome {
@@ -233,7 +261,11 @@ impl Pipeline {
             let rc = if msg.is_empty() {
                 None
             } else {
-                Some(wire::rcode_of(&msg))
+                Some(
+                    report
+                        .rcode
+                        .unwrap_or_else(|| u16::from(wire::rcode_of(&msg))),
+                )
             };
             // Everything that makes two query lines identical but their time: repeats of it
             // within `[events] aggregate_interval` are folded into one line with a count.
@@ -271,10 +303,7 @@ impl Pipeline {
                     protocol: protocol.as_str().to_string(),
                     verdict: verdict.as_str().to_string(),
                     reason: (report.reason)(),
-                    rcode: rc.map_or_else(
-                        || "NONE".to_string(),
-                        |rc| rcode::name(u16::from(rc)).to_string(),
-                    ),
+                    rcode: rc.map_or_else(|| "NONE".to_string(), |rc| rcode::name(rc).to_string()),
                     answers: wire::answer_count(&msg),
                     latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     cache_hit: report.cache_hit,

@@ -1,13 +1,15 @@
 //! The query pipeline: the one place that orders the stages.
 //!
 //! ```text
-//! parse → identify → client gate → class → tunnel scoring → domain gate → policy → cache
-//!       → (miss) local zones → upstream → answer check → account
+//! parse → identify → client gate → edns version → class → query type → tunnel scoring
+//!       → domain gate → policy → cache → (miss) local zones → upstream → answer check → account
 //! ```
 //!
 //! Why this order: cheap checks come first so that the traffic we refuse costs the least.
 //! - **parse** ([`Pipeline::handle_fast`]): the only stage that sees raw bytes; runts and
-//!   responses get silence, malformed queries FORMERR, other opcodes NOTIMP.
+//!   responses get silence, malformed queries FORMERR (among them an OPT record owned by
+//!   anything but the root, outside the additional section, or a second one), other opcodes
+//!   NOTIMP.
 //! - **identify**: a verified token's group claim, else the verified agent's identity, else
 //!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
@@ -16,16 +18,22 @@
 //!      token) is refused;
 //!   2. **client gate**: rate limit and quarantine, keyed on the verified agent when there is
 //!      one, else on the socket address (never on anything the client merely claims);
-//!   3. **class**: only class IN is served;
-//!   4. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
+//!   3. **edns version**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3). Only here,
+//!      after identification and the client gate: sources in no group, members without a
+//!      required credential and contained clients are refused whatever they send;
+//!   4. **class**: only class IN is served;
+//!   5. **query type**: zone transfers (AXFR, IXFR) are REFUSED, MAILA/MAILB get NOTIMP;
+//!      never forwarded, never answered from a zone;
+//!   6. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
 //!      through a name it may not resolve is still compromised); may start a containment that
-//!      applies to this very query;
-//!   5. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
-//!   6. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
+//!      applies to this very query. Queries settled above reach no upstream and carry nothing
+//!      out, so they are not scored;
+//!   7. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
+//!   8. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
 //!      cannot switch to a resolver the egress sets would never see;
-//!   7. **policy**: the group's allow/deny decision; a denied name gets the block answer;
-//!   8. **cache**: a hit is served inline after the answer check for this group.
+//!   9. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   10. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
@@ -559,11 +567,25 @@ impl Pipeline {
             timed: true,
         };
 
-        // Local zones are authoritative and never forwarded.
-        if let Some(answer) = policy
-            .zones
-            .lookup(&q.name, hickory_proto::rr::RecordType::from(q.qtype))
-        {
+        // Local zones are authoritative and never forwarded. The name is built from the
+        // question's wire labels (only for a name inside a zone), never re-read from text, so
+        // a label holding any byte (a dot, a backslash, NUL, a byte above 127) is looked up and
+        // echoed as itself.
+        let local = if policy.zones.serves(&q.name) {
+            let Some(qname) = wire::question_name(&q) else {
+                // Unreachable for a question parse_query accepted; answered, not forwarded.
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || "question name unreadable".to_string();
+                return Some(self.finish(&ctx, msg, &Report::new(Verdict::Servfail, &why)));
+            };
+            policy
+                .zones
+                .lookup(&qname, hickory_proto::rr::RecordType::from(q.qtype))
+                .map(|answer| (answer, qname))
+        } else {
+            None
+        };
+        if let Some((answer, qname)) = local {
             let targets: Vec<Box<str>> = answer
                 .answers
                 .iter()
@@ -592,7 +614,7 @@ impl Pipeline {
             m.answers = answer.answers;
             m.authorities = answer.authorities;
             m.additionals = answer.additionals;
-            let msg = match encode_with_question(&m, &q) {
+            let msg = match encode_with_question(m, qname, &q) {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),
             };
@@ -785,16 +807,19 @@ fn received_key() -> (u32, Instant) {
     (std::process::id(), Instant::now())
 }
 
-/// Encode a local-zone answer and put the client's question in it.
-fn encode_with_question(m: &Message, q: &Query<'_>) -> Option<Vec<u8>> {
-    // Encode with the lower-case question, then splice the client's own question bytes (same
-    // length, maybe different case) over it so 0x20 case randomisation is echoed.
-    let mut m = m.clone();
-    let name =
-        hickory_proto::rr::Name::from_ascii(if q.name == "." { "." } else { &q.name }).ok()?;
+/// Encode a local-zone answer and put the client's question in it. `qname` is the question
+/// name lower-cased ([`wire::question_name`]).
+fn encode_with_question(
+    mut m: Message,
+    qname: hickory_proto::rr::Name,
+    q: &Query<'_>,
+) -> Option<Vec<u8>> {
+    // Encode with the lower-case question (the owners of the answer compress against it),
+    // then splice the client's own question bytes (same length, maybe different case) over it
+    // so 0x20 case randomisation is echoed.
     m.queries.clear();
     m.add_query(hickory_proto::op::Query::query(
-        name,
+        qname,
         hickory_proto::rr::RecordType::from(q.qtype),
     ));
     let mut out = m.to_vec().ok()?;

@@ -24,10 +24,12 @@ pub type Step = ControlFlow<Outcome>;
 pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 
 /// The synchronous stages after identification, in the order they run.
-pub const SYNC_STAGES: [(&str, SyncStage); 8] = [
+pub const SYNC_STAGES: [(&str, SyncStage); 10] = [
     ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
+    ("edns version", Pipeline::edns_version),
     ("class", Pipeline::class),
+    ("query type", Pipeline::query_type),
     ("tunnel scoring", Pipeline::tunnel_scoring),
     ("domain gate", Pipeline::domain_gate),
     ("encrypted-dns bypass", Pipeline::encrypted_dns),
@@ -78,6 +80,24 @@ impl Pipeline {
         }
     }
 
+    /// EDNS version: a query whose OPT record asks for an EDNS version above 0 gets BADVERS
+    /// with our OPT record (version 0) and nothing else (RFC 6891 §6.1.3), so the client can
+    /// retry with a version we speak. It comes after identification and the client gate: a
+    /// source in no group, a member without a required credential, or a contained client is
+    /// refused (or dropped) whatever version it asks for, and learns nothing about what this
+    /// server speaks.
+    fn edns_version(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let Some(version) = a.asked.q.edns.map(|e| e.version).filter(|v| *v > 0) else {
+            return Step::Continue(());
+        };
+        let why = || format!("EDNS version {version} not supported");
+        Step::Break(Outcome::Reply(self.protocol_error(
+            &a.asked,
+            rcode::BADVERS,
+            &why,
+        )))
+    }
+
     /// Class: only class IN is served; CHAOS (`version.bind`) and others are refused.
     fn class(&self, a: &mut Admitted<'_, '_>) -> Step {
         if a.asked.q.qclass == 1 {
@@ -86,6 +106,27 @@ impl Pipeline {
         let msg = wire::start_response(a.asked.q, rcode::REFUSED, false);
         let report = Report::new(Verdict::Refuse, &|| "class not served".into());
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
+    /// Query type: zone transfers (AXFR, IXFR) are not served, whatever the name: REFUSED, never
+    /// forwarded, never answered from a local zone. The obsolete MAILA and MAILB get NOTIMP.
+    /// These meta types only ask for transfers or record groups, so they say nothing about a
+    /// name worth scoring and are settled here, before any per-name work.
+    fn query_type(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let q = a.asked.q;
+        let msg = match q.qtype {
+            wire::rtype::AXFR | wire::rtype::IXFR => {
+                let msg = wire::start_response(q, rcode::REFUSED, false);
+                let why = || format!("zone transfer ({}) not served", wire::type_name(q.qtype));
+                self.finish(&a.asked, msg, &Report::new(Verdict::Refuse, &why))
+            }
+            wire::rtype::MAILA | wire::rtype::MAILB => {
+                let why = || format!("query type {} not implemented", wire::type_name(q.qtype));
+                self.protocol_error(&a.asked, u16::from(rcode::NOTIMP), &why)
+            }
+            _ => return Step::Continue(()),
+        };
+        Step::Break(Outcome::Reply(msg))
     }
 
     /// Tunnel scoring on every query, allowed or not. It may start a containment, which then

@@ -1,0 +1,448 @@
+//! Protocol edges through real sockets: OPT record checks (RFC 6891), packets built byte by
+//! byte so nothing in between can tidy them up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::common::metric_sum;
+use crate::harness::*;
+
+/// A group only these tests use, so its metric labels count these tests' queries alone.
+const WIRE: &str = r#"
+[[groups]]
+name = "wire"
+cidrs = ["127.0.0.61/32"]
+allow = ["*.corp.internal", "corp.internal", "www.example"]
+"#;
+
+const MEMBER: &str = "127.0.0.61";
+const STRANGER: &str = "127.0.0.99";
+
+const API: [&[u8]; 3] = [b"api", b"corp", b"internal"];
+
+/// The 4-bit header rcode of an answer.
+pub fn header_rcode(r: &[u8]) -> u8 {
+    r[3] & 0x0F
+}
+
+/// The answer, or `None` after `wait` of silence.
+async fn udp_within(server: SocketAddr, src: &str, p: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let sock = tokio::net::UdpSocket::bind(SocketAddr::new(src.parse().unwrap(), 0))
+        .await
+        .unwrap();
+    sock.send_to(p, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+fn formerr_count(metrics: &str) -> f64 {
+    metric_sum(
+        metrics,
+        "dnsward_malformed_packets_total",
+        &[("action", "formerr")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_formerr() {
+    let s = TestServer::start(None, WIRE).await;
+    let before = formerr_count(&metrics_text(&s).await);
+    let non_root = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x01x\x01y\x00", 0));
+    let in_answers = raw_query(&API, 1, [1, 0, 0], &opt_record(b"\x00", 0));
+    let in_authority = raw_query(&API, 1, [0, 1, 0], &opt_record(b"\x00", 0));
+    for (what, p) in [
+        ("non-root owner", &non_root),
+        ("OPT in the answer section", &in_answers),
+        ("OPT in the authority section", &in_authority),
+    ] {
+        let r = udp_raw(s.udp, MEMBER.parse().unwrap(), p)
+            .await
+            .unwrap_or_else(|| panic!("{what}: an answer over UDP"));
+        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over UDP");
+        assert_eq!(&r[0..2], &p[0..2], "{what}: ID echoed");
+        let r = tcp_raw(s.tcp, MEMBER, p)
+            .await
+            .unwrap_or_else(|| panic!("{what}: an answer over TCP"));
+        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over TCP");
+    }
+    let after = formerr_count(&metrics_text(&s).await);
+    assert!(
+        after >= before + 6.0,
+        "counted as malformed: {before} -> {after}"
+    );
+    // The same query with a proper OPT is answered.
+    let fine = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x00", 0));
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &fine)
+        .await
+        .expect("an answer");
+    assert_eq!(header_rcode(&r), 0);
+    assert_eq!(u16::from_be_bytes([r[6], r[7]]), 2, "both A records");
+}
+
+#[tokio::test]
+async fn with_drop_a_stranger_gets_no_formerr_for_a_bad_opt() {
+    let s = TestServer::start_full(
+        None,
+        WIRE,
+        None,
+        "127.0.0.1:0",
+        "unknown_clients = \"drop\"",
+    )
+    .await;
+    let p = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x01x\x00", 0));
+    assert!(
+        udp_within(s.udp, STRANGER, &p, Duration::from_millis(700))
+            .await
+            .is_none()
+    );
+    let r = udp_within(s.udp, MEMBER, &p, Duration::from_secs(4))
+        .await
+        .expect("a member learns its packet was broken");
+    assert_eq!(header_rcode(&r), 1);
+}
+
+/// Checks an answer is BADVERS as RFC 6891 §6.1.3 has it: header rcode 0, our OPT record
+/// (version 0) carrying extended rcode 1, no records but the OPT, the question echoed.
+pub fn assert_badvers(r: &[u8], query: &[u8], what: &str) {
+    assert_eq!(&r[0..2], &query[0..2], "{what}: ID echoed");
+    assert_eq!(header_rcode(r), 0, "{what}: header rcode 0");
+    assert_eq!(dnsward::wire::extended_rcode(r), 16, "{what}: BADVERS");
+    let m = hickory_proto::op::Message::from_vec(r).expect("a well-formed answer");
+    let edns = m.edns.as_ref().expect("an OPT record");
+    assert_eq!(edns.version(), 0, "{what}: our OPT says version 0");
+    assert_eq!(edns.rcode_high(), 1, "{what}: extended rcode bits");
+    assert!(m.answers.is_empty() && m.authorities.is_empty(), "{what}");
+    assert_eq!(
+        u16::from_be_bytes([r[10], r[11]]),
+        1,
+        "{what}: only the OPT"
+    );
+    let question = dnsward::wire::question_of(query).unwrap();
+    assert_eq!(
+        dnsward::wire::question_of(r),
+        Some(question),
+        "{what}: the question echoed as sent"
+    );
+}
+
+#[tokio::test]
+async fn an_edns_version_above_zero_gets_badvers_over_udp_and_tcp() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s = TestServer::start(Some(up.addr), WIRE).await;
+    // Mixed case: the question comes back as sent.
+    let local: [&[u8]; 3] = [b"ApI", b"corp", b"INTERNAL"];
+    let forwarded: [&[u8]; 2] = [b"www", b"example"];
+    for version in [1, 255] {
+        for labels in [&local[..], &forwarded[..]] {
+            let p = raw_query(labels, 1, [0, 0, 1], &opt_record(b"\x00", version));
+            let what = format!("version {version} UDP");
+            let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p)
+                .await
+                .expect("an answer");
+            assert_badvers(&r, &p, &what);
+            let r = tcp_raw(s.tcp, MEMBER, &p).await.expect("an answer");
+            assert_badvers(&r, &p, &format!("version {version} TCP"));
+        }
+    }
+    assert_eq!(up.queries(), 0, "nothing was forwarded");
+    // Version 0 is answered as usual.
+    let p = raw_query(&local, 1, [0, 0, 1], &opt_record(b"\x00", 0));
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!(dnsward::wire::extended_rcode(&r), 0);
+    assert_eq!(u16::from_be_bytes([r[6], r[7]]), 2);
+    // A source in no group is refused as before: BADVERS would tell it a resolver is here.
+    let p = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x00", 1));
+    let r = udp_raw(s.udp, STRANGER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!(dnsward::wire::extended_rcode(&r), 5, "REFUSED");
+
+    let metrics = metrics_text(&s).await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "dnsward_queries_total",
+            &[("group", "wire"), ("verdict", "formerr")]
+        ),
+        Some(8.0),
+        "{metrics}"
+    );
+    let events = s.stop_and_read_events().await;
+    let badvers: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["rcode"] == "BADVERS")
+        .collect();
+    assert!(!badvers.is_empty(), "{events:#?}");
+    for e in &badvers {
+        assert_eq!(e["verdict"], "formerr", "{e}");
+        assert_eq!(e["group"], "wire", "{e}");
+        assert_eq!(e["answers"], 0, "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.starts_with("EDNS version "), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_notimp() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s = TestServer::start(Some(up.addr), WIRE).await;
+    let zone: [&[u8]; 2] = [b"corp", b"internal"];
+    let forwarded: [&[u8]; 2] = [b"www", b"example"];
+    // A real IXFR query carries the client's SOA in its authority section.
+    let soa = {
+        let mut rr = vec![0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 60];
+        let rdata = [&[0u8][..], &[0], &[0, 0, 0, 1], &[0; 16]].concat();
+        rr.extend_from_slice(&u16::try_from(rdata.len()).unwrap().to_be_bytes());
+        rr.extend_from_slice(&rdata);
+        rr
+    };
+    for labels in [&zone[..], &forwarded[..]] {
+        for (qtype, counts, tail, expect) in [
+            (252, [0, 0, 0], &[][..], 5u16),
+            (251, [0, 1, 0], &soa[..], 5),
+            (253, [0, 0, 0], &[][..], 4),
+            (254, [0, 0, 0], &[][..], 4),
+        ] {
+            let p = raw_query(labels, qtype, counts, tail);
+            let what = format!("type {qtype} for {labels:?}");
+            for (proto, r) in [
+                ("udp", udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await),
+                ("tcp", tcp_raw(s.tcp, MEMBER, &p).await),
+            ] {
+                let r = r.unwrap_or_else(|| panic!("{what} over {proto}: an answer"));
+                assert_eq!(
+                    dnsward::wire::extended_rcode(&r),
+                    expect,
+                    "{what} over {proto}"
+                );
+                assert_eq!(r[2] & 0x04, 0, "{what} over {proto}: not authoritative");
+                assert_eq!(&r[6..10], &[0, 0, 0, 0], "{what} over {proto}: no records");
+                assert_eq!(
+                    dnsward::wire::question_of(&r),
+                    dnsward::wire::question_of(&p),
+                    "{what} over {proto}: question echoed"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        up.queries(),
+        0,
+        "no transfer or meta query reached the upstream"
+    );
+    // The zone still answers ordinary types.
+    let p = raw_query(&zone, 6, [0, 0, 0], &[]);
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &p).await.unwrap();
+    assert_eq!((header_rcode(&r), u16::from_be_bytes([r[6], r[7]])), (0, 1));
+    // A stranger's transfer gets the unknown-client REFUSED, as any of its queries.
+    let p = raw_query(&zone, 252, [0, 0, 0], &[]);
+    let r = tcp_raw(s.tcp, STRANGER, &p).await.unwrap();
+    assert_eq!(header_rcode(&r), 5);
+
+    let events = s.stop_and_read_events().await;
+    let of = |qtype: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "query" && e["group"] == "wire" && e["qtype"] == qtype)
+            .collect::<Vec<_>>()
+    };
+    for e in of("AXFR").into_iter().chain(of("IXFR")) {
+        assert_eq!(e["verdict"], "refuse", "{e}");
+        assert_eq!(e["rcode"], "REFUSED", "{e}");
+        assert!(
+            e["reason"].as_str().unwrap().starts_with("zone transfer ("),
+            "{e}"
+        );
+    }
+    assert!(
+        !of("AXFR").is_empty() && !of("IXFR").is_empty(),
+        "{events:#?}"
+    );
+    assert!(
+        !of("MAILA").is_empty() && !of("MAILB").is_empty(),
+        "{events:#?}"
+    );
+    for e in of("MAILA").into_iter().chain(of("MAILB")) {
+        assert_eq!(
+            (&e["verdict"], &e["rcode"]),
+            (&"formerr".into(), &"NOTIMP".into()),
+            "{e}"
+        );
+    }
+}
+
+/// A zone whose owners use RFC 1035 escapes: `\DDD` is decimal.
+const ESC_ZONE: &str = r#"$ORIGIN esc.internal.
+$TTL 300
+@ IN SOA ns hm 1 2 3 4 60
+esc\.dot IN A 10.9.9.1
+dec\065 IN A 10.9.9.65
+q\092r IN A 10.9.9.92
+alias IN CNAME esc\046dot
+"#;
+
+const ESC_GROUP: &str = r#"
+[[groups]]
+name = "escapes"
+cidrs = ["127.0.0.62/32"]
+allow = ["*.corp.internal", "*.esc.internal"]
+deny = ["secrets.corp.internal"]
+"#;
+
+/// One query for `labels` over UDP and TCP from the escapes group's member; both answers
+/// must agree. Returns the UDP answer, raw.
+async fn both_transports(s: &TestServer, labels: &[&[u8]], qtype: u16) -> Vec<u8> {
+    let p = raw_query(labels, qtype, [0, 0, 0], &[]);
+    let udp = udp_raw(s.udp, "127.0.0.62".parse().unwrap(), &p)
+        .await
+        .unwrap_or_else(|| panic!("{labels:?}: a UDP answer"));
+    let tcp = tcp_raw(s.tcp, "127.0.0.62", &p)
+        .await
+        .unwrap_or_else(|| panic!("{labels:?}: a TCP answer"));
+    assert_eq!(udp, tcp, "{labels:?}: UDP and TCP agree");
+    assert_eq!(
+        dnsward::wire::question_of(&udp),
+        dnsward::wire::question_of(&p),
+        "{labels:?}: the question echoed byte for byte"
+    );
+    udp
+}
+
+/// The A records of a raw answer.
+fn a_of(r: &[u8]) -> Vec<String> {
+    a_records(&hickory_proto::op::Message::from_vec(r).expect("a well-formed answer"))
+}
+
+#[tokio::test]
+async fn names_with_escaped_bytes_are_answered_from_local_zones_never_servfail() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .start()
+        .await;
+    let mut s =
+        TestServer::start_with_zones(Some(up.addr), ESC_GROUP, &[("esc.internal.zone", ESC_ZONE)])
+            .await;
+    let apps: [&[u8]; 3] = [b"apps", b"corp", b"internal"];
+    let under = |first: &'static [u8], rest: &[&'static [u8]]| {
+        std::iter::once(first)
+            .chain(rest.iter().copied())
+            .collect::<Vec<_>>()
+    };
+
+    // A literal `*` label is the wildcard owner itself (RFC 4592): its records.
+    let r = both_transports(&s, &under(b"*", &apps), 1).await;
+    assert_eq!(
+        (header_rcode(&r), a_of(&r)),
+        (0, vec!["10.0.3.1".to_string()])
+    );
+
+    // Under the wildcard, any bytes: synthesised, owned by the name as asked (0x20 case kept).
+    for first in [
+        &b"x.y"[..],
+        b"x@y",
+        b"x<y",
+        b"\x8d",
+        b"\0",
+        b"a\\b",
+        b"AgEnT-7",
+    ] {
+        let labels = under(first, &apps);
+        let r = both_transports(&s, &labels, 1).await;
+        assert_eq!(header_rcode(&r), 0, "{first:?}");
+        assert_eq!(a_of(&r), ["10.0.3.1"], "{first:?}");
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        let owner: Vec<&[u8]> = m.answers[0].name.iter().collect();
+        assert_eq!(
+            owner, labels,
+            "{first:?}: owner is the query name, case included"
+        );
+    }
+
+    // Not in the zone: NXDOMAIN with the SOA, not SERVFAIL.
+    for first in [
+        &b"a\0"[..],
+        b"ap\\i",
+        b"\xc3\xa9t\xc3\xa9",
+        b"api.corp",
+        b"\"",
+    ] {
+        let labels = under(first, &[b"corp", b"internal"]);
+        let r = both_transports(&s, &labels, 1).await;
+        assert_eq!(header_rcode(&r), 3, "{first:?}: NXDOMAIN");
+        assert_eq!(u16::from_be_bytes([r[8], r[9]]), 1, "{first:?}: the SOA");
+    }
+
+    // Zone-file escapes are decimal: `dec\065` is `deca` (0x20 case echoed), not `dec5`.
+    let r = both_transports(&s, &[b"DeCa", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.65"]);
+    let r = both_transports(&s, &[b"dec5", b"esc", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"q\\r", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.92"]);
+    // A dot inside a label is one label: `esc\.dot` exists, `esc` under `dot` does not.
+    let r = both_transports(&s, &[b"esc.dot", b"esc", b"internal"], 1).await;
+    assert_eq!(a_of(&r), ["10.9.9.1"]);
+    let r = both_transports(&s, &[b"esc", b"dot", b"esc", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"alias", b"esc", b"internal"], 1).await;
+    assert_eq!(
+        a_of(&r),
+        ["10.9.9.1"],
+        "the CNAME leads to the dotted label"
+    );
+
+    // Policy sees labels, not text: `secrets.corp` + `internal` is not below corp.internal
+    // (blocked as not allowlisted), `x.secrets` under corp.internal is not below the denied
+    // secrets.corp.internal (allowed; the zone says NXDOMAIN).
+    let r = both_transports(&s, &[b"secrets.corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"x.secrets", b"corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    let r = both_transports(&s, &[b"secrets", b"corp", b"internal"], 1).await;
+    assert_eq!(header_rcode(&r), 3);
+    assert_eq!(up.queries(), 0, "local names never reach the upstream");
+
+    let events = s.stop_and_read_events().await;
+    let queries: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "query" && e["group"] == "escapes")
+        .collect();
+    assert!(
+        queries.iter().all(|e| e["rcode"] != "SERVFAIL"),
+        "{queries:#?}"
+    );
+    let by_name = |qname: &str| {
+        queries
+            .iter()
+            .find(|e| e["qname"] == qname)
+            .unwrap_or_else(|| panic!("no event for {qname}: {queries:#?}"))
+    };
+    let star = by_name("\\042.apps.corp.internal");
+    assert_eq!(
+        (&star["verdict"], &star["rcode"], &star["upstream"]),
+        (
+            &"allow".into(),
+            &"NOERROR".into(),
+            &"zone:corp.internal".into()
+        )
+    );
+    let dotted = by_name("x\\046y.apps.corp.internal");
+    assert_eq!(dotted["answers"], 1);
+    let outside = by_name("secrets\\046corp.internal");
+    assert_eq!(
+        (&outside["verdict"], &outside["reason"]),
+        (&"block".into(), &"not allowlisted".into())
+    );
+    let inside = by_name("x\\046secrets.corp.internal");
+    assert_eq!(inside["verdict"], "allow", "{inside}");
+    let denied = by_name("secrets.corp.internal");
+    assert_eq!(denied["verdict"], "block", "{denied}");
+}
