@@ -217,6 +217,11 @@ struct ClientState {
     /// The subdomain parts this client asked last, whatever the domain: `www` or
     /// `selector1._domainkey` under a hundred domains is one piece of information, not a hundred.
     recent: RecentNames,
+    /// When the last alert on client-wide evidence was emitted: one suspect, one alert per
+    /// interval, however many domains its queries go on to touch.
+    last_alert_at: Option<Duration>,
+    /// Its level.
+    last_alert_level: Level,
 }
 
 /// State per registrable domain, fleet-wide.
@@ -641,12 +646,12 @@ impl Detector {
 
         // The client across all its domains: only the part of each name beyond an ordinary
         // host label counts, against a multiple of the budgets.
+        let client_state = self.clients.get_or_insert(client_hash, || ClientState {
+            minute: now.as_secs() / 60,
+            ..ClientState::default()
+        });
         let (client_spike, client_eval) = {
-            let state = self.clients.get_or_insert(client_hash, || ClientState {
-                minute: now.as_secs() / 60,
-                ..ClientState::default()
-            });
-            let mut c = state.lock();
+            let mut c = client_state.lock();
             let spike = c.count(now.as_secs() / 60);
             // Prevalent domains count less here as they do per pair.
             #[allow(
@@ -699,14 +704,29 @@ impl Detector {
             keep_sample(st, obs.qname);
         }
         let level = obs.settings.level_for(score);
+        // Client-wide evidence is one suspect whichever domain its latest query went to: its
+        // alerts are timed per client, not per (client, domain), or a client spreading names
+        // over many domains would raise one alert for each new domain.
         let own_due = level >= Level::Alert
-            && alert_due(
-                &mut st.last_alert_at,
-                &mut st.last_alert_level,
-                now,
-                level,
-                self.alert_interval,
-            );
+            && if scope == Scope::Client {
+                let mut c = client_state.lock();
+                let c = &mut *c;
+                alert_due(
+                    &mut c.last_alert_at,
+                    &mut c.last_alert_level,
+                    now,
+                    level,
+                    self.alert_interval,
+                )
+            } else {
+                alert_due(
+                    &mut st.last_alert_at,
+                    &mut st.last_alert_level,
+                    now,
+                    level,
+                    self.alert_interval,
+                )
+            };
         let make_alert = |score: u8,
                           terms: &Breakdown,
                           trip: &VolumeTrip,

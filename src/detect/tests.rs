@@ -1064,3 +1064,53 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
     );
     assert_eq!(down(1), Some(800));
 }
+
+/// Client-wide evidence is one suspect: a client spreading names over hundreds of domains is
+/// contained on it, and raises an alert per level reached and per alert interval, not one for
+/// every new domain its queries touch after the budget ran out.
+#[test]
+fn client_wide_evidence_alerts_once_per_level_not_once_per_domain() {
+    let many: Vec<String> = (0..500).map(|i| format!("spread-{i}.com")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let t = testgen::exfil(
+        testgen::Encoding::Base36,
+        &many,
+        16 * 1024,
+        0,
+        Duration::from_millis(50),
+        24,
+    );
+    let (mut alerts, mut client_alerts, mut top, mut contained_domains) =
+        (0, 0, Level::None, std::collections::HashSet::new());
+    for q in &t.queries {
+        let a = observe(&d, ip(34), &q.qname, q.qtype, &settings);
+        top = top.max(a.level);
+        if a.level >= Level::Throttle {
+            contained_domains.insert(registrable_domain(&q.qname).to_string());
+        }
+        if let Some(alert) = &a.alert {
+            alerts += 1;
+            if alert.volume.as_ref().is_some_and(|v| v.scope == "client") {
+                client_alerts += 1;
+            }
+        }
+        clock.advance(t.interval);
+    }
+    println!(
+        "{} queries over {} domains: top {top:?}, {} domains contained, {alerts} alerts \
+         ({client_alerts} client-wide)",
+        t.queries.len(),
+        many.len(),
+        contained_domains.len()
+    );
+    assert!(top >= Level::Throttle, "{top:?}");
+    assert!(
+        contained_domains.len() > 20,
+        "each new domain is still contained"
+    );
+    assert!(client_alerts >= 1);
+    // At most one per level (alert, throttle, sinkhole, quarantine) within the alert interval.
+    assert!(alerts <= 4, "{alerts} alerts");
+}
