@@ -430,6 +430,80 @@ async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
 }
 
 #[tokio::test]
+async fn a_rejected_reload_quotes_only_excerpts_of_the_files_it_names() {
+    let mut s = TestServer::start(None, &groups("\"api.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let dir = s.config_path.parent().unwrap().to_path_buf();
+    // Files that are not lists: a shadow-like file and a 64-digit token (as `admin.token` in
+    // the review, whose one label is too long to be a name).
+    let secret = "5f2b8c0e9a7d4163b2e1f0a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9";
+    std::fs::write(dir.join("secret.token"), format!("{secret}\n")).unwrap();
+    let mut shadow = String::new();
+    for i in 0..26 {
+        shadow.push_str(&format!(
+            "user{i}:$y$j9T$abcdefgh$SECRETHASH{i:02}SECRETHASH:20228:0:99999:7:::\n"
+        ));
+    }
+    std::fs::write(dir.join("shadow"), &shadow).unwrap();
+    let good = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(
+        &s.config_path,
+        good.replace(
+            "[groups.detect]",
+            "allow_files = [\"shadow\", \"secret.token\"]\n[groups.detect]",
+        ),
+    )
+    .unwrap();
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let details: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    // A few problems per file with file:line and an excerpt, the rest counted.
+    let per_file = |name: &str| {
+        details
+            .iter()
+            .filter(|d| d.contains(&format!("/{name}")))
+            .count()
+    };
+    assert_eq!(per_file("shadow"), 6, "{body}");
+    assert_eq!(per_file("secret.token"), 1, "{body}");
+    assert!(
+        details.iter().any(|d| d.ends_with(
+            "/shadow:1: \"user0:$y$j9T$abcdefgh$SE\"…: character \":\" is not allowed in a name"
+        )),
+        "{body}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("/shadow: 21 more problem(s), not shown, on line(s) 6, 7")),
+        "{body}"
+    );
+    assert!(
+        details.iter().any(|d| d.ends_with(
+            "/secret.token:1: \"5f2b8c0e9a7d4163b2e1f0a9\"…: a label is 64 bytes long, the limit is 63"
+        )),
+        "{body}"
+    );
+    let events = s.stop_and_read_events().await;
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "policy" && e["action"] == "reload_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    for text in [body.to_string(), rejected[0].to_string()] {
+        assert!(!text.contains("SECRETHASH"), "{text}");
+        assert!(!text.contains(&secret[..25]), "the token leaked: {text}");
+    }
+}
+
+#[tokio::test]
 async fn reload_and_rollback_switch_answers_and_keep_history() {
     let state = tempfile::tempdir().unwrap();
     let extra = format!(

@@ -58,7 +58,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Record;
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, FileProblems};
 
 use authority::Zone;
 use parse::parse_zone;
@@ -181,7 +181,12 @@ impl ZoneSet {
                 }
             };
             set.files.push(path.clone());
-            let Some(zone) = parse_zone(&text, &path, origin.as_deref(), problems) else {
+            // A file's problems are bounded (a few in full, the rest counted): a path naming
+            // some other file must not copy it into a reload's reply and the event log.
+            let mut found = ConfigProblems::default();
+            let zone = parse_zone(&text, &path, origin.as_deref(), &mut found);
+            FileProblems::new(path.display().to_string(), problems).absorb(found);
+            let Some(zone) = zone else {
                 continue;
             };
             if let Some(first) = origin_files.get(&zone.origin) {
@@ -271,6 +276,35 @@ mod tests {
             .collect();
         assert_eq!(locations, ["zones.dir", "zones.files[0].path"]);
         assert_eq!(set.origins().count(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_zone_is_not_copied_into_the_problems() {
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&format!(
+                "user{i}:$y$j9T$saltsalt$hashhashhashhash:20228:0:99999:7:::\n"
+            ));
+        }
+        text.push_str("@ IN SECRETSECRETSECRETSECRETSECRETSECRET 1\n");
+        let (set, problems, _dir) = from_texts(&[("x.internal.zone", &text)]);
+        assert_eq!(set.origins().count(), 0);
+        let all = problems.to_string();
+        assert_eq!(
+            problems.len(),
+            crate::config_error::PROBLEMS_PER_FILE + 1,
+            "{all}"
+        );
+        assert!(
+            all.contains("x.internal.zone:1: bad owner name \"user0:$y$j9T$saltsalt$ha\"…"),
+            "{all}"
+        );
+        assert!(
+            all.contains("more problem(s), not shown, on line(s) 6, 7, 8"),
+            "{all}"
+        );
+        assert!(!all.contains("hashhash"), "{all}");
+        assert!(!all.contains("SECRETSECRETSECRETSECRETS"), "{all}");
     }
 
     #[test]

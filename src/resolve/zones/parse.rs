@@ -18,7 +18,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
 
 use super::authority::{Zone, name_key};
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, clipped, excerpt};
 use crate::names::self_and_parents;
 use crate::wire;
 
@@ -174,11 +174,17 @@ pub(super) fn parse_zone(
                         origin = Some(n);
                     }
                     Ok(_) => problems.push(at(entry.line), "$ORIGIN must be absolute here"),
-                    Err(e) => problems.push(at(entry.line), format!("bad $ORIGIN: {e}")),
+                    Err(e) => problems.push(
+                        at(entry.line),
+                        format!("bad $ORIGIN: {}", clipped(&e.to_string())),
+                    ),
                 },
                 ("$TTL", Some(arg)) => match parse_ttl(arg) {
                     Ok(ttl) => default_ttl = Some(ttl),
-                    Err(e) => problems.push(at(entry.line), format!("bad $TTL: {e}")),
+                    Err(e) => problems.push(
+                        at(entry.line),
+                        format!("bad $TTL: {}", clipped(&e.to_string())),
+                    ),
                 },
                 ("$INCLUDE", _) => problems.push(
                     at(entry.line),
@@ -187,7 +193,10 @@ pub(super) fn parse_zone(
                 (_, None) if directive == "$ORIGIN" || directive == "$TTL" => {
                     problems.push(at(entry.line), format!("{directive} needs a value"));
                 }
-                _ => problems.push(at(entry.line), format!("unknown directive {directive}")),
+                _ => problems.push(
+                    at(entry.line),
+                    format!("unknown directive {}", excerpt(&directive)),
+                ),
             }
             continue;
         }
@@ -218,7 +227,14 @@ pub(super) fn parse_zone(
             match owner {
                 Ok(o) => (o, rest),
                 Err(e) => {
-                    problems.push(at(entry.line), format!("bad owner name {word:?}: {e}"));
+                    problems.push(
+                        at(entry.line),
+                        format!(
+                            "bad owner name {}: {}",
+                            excerpt(word),
+                            clipped(&e.to_string())
+                        ),
+                    );
                     last_owner = None;
                     continue;
                 }
@@ -388,7 +404,7 @@ fn parse_record(
     let mini = format!("{ttl_line}@ {}\n", decimal_escapes(rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
         .parse()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| clipped(&e.to_string()))?;
     let mut records = sets
         .into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>());
