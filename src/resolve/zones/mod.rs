@@ -279,6 +279,36 @@ mod tests {
     }
 
     #[test]
+    fn ttls_too_large_are_named_with_their_line() {
+        let text = "$ORIGIN x.internal.\n@ 99999999999 IN SOA ns1 host 1 2 3 4 5\n\
+                    a IN 3000000000 A 192.0.2.1\nb 1h A 192.0.2.2\n$TTL 4294967296\n\
+                    c 2147483647 A 192.0.2.3\n";
+        let (_, problems, _dir) = from_texts(&[("x.internal.zone", text)]);
+        let shown: Vec<String> = problems.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            shown[0].ends_with(
+                "x.internal.zone:2: bad record: TTL 99999999999 is too large: at most 2147483647 seconds (RFC 2181 §8)"
+            ),
+            "{problems}"
+        );
+        assert!(
+            shown[1].contains("x.internal.zone:3: bad record: TTL 3000000000 is too large"),
+            "{problems}"
+        );
+        assert!(
+            shown[2].contains("x.internal.zone:5: bad $TTL: TTL 4294967296 is too large"),
+            "{problems}"
+        );
+        // Lines 4 and 6 are fine (a duration, and the largest TTL there is); the zone then has
+        // no SOA, reported last.
+        assert_eq!(problems.len(), 4, "{problems}");
+        assert!(
+            !problems.to_string().contains("record type string unknown"),
+            "{problems}"
+        );
+    }
+
+    #[test]
     fn a_file_that_is_not_a_zone_is_not_copied_into_the_problems() {
         let mut text = String::new();
         for i in 0..30 {
