@@ -91,8 +91,20 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
             println!(
                 "reloaded: now version {} ({})",
                 v["version"],
-                v["hash"].as_str().unwrap_or("")
+                escaped(v["hash"].as_str().unwrap_or(""))
             );
+            let added: Vec<&str> = v["zones_added"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|z| z.as_str())
+                .collect();
+            if !added.is_empty() {
+                println!("local zone(s) added: {}", escaped(&added.join(", ")));
+            }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}", escaped(w.as_str().unwrap_or_default()));
+            }
         }
         PolicyAction::Rollback { to, actor, reason } => {
             let v = admin_post(
