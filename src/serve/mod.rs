@@ -38,6 +38,7 @@ mod doh;
 mod dot;
 pub mod encrypted;
 pub mod pipeline;
+mod slots;
 #[cfg(target_os = "linux")]
 mod steer;
 mod tcp;
