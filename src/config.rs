@@ -266,8 +266,10 @@ impl Config {
     #[must_use]
     pub fn fixed_settings(&self) -> String {
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             self.server,
+            // Listeners and their limits; only certificates, keys, CAs and CRLs are re-read.
+            self.tls,
             self.admin,
             self.cache,
             self.events,
@@ -464,6 +466,17 @@ mod tests {
                 "{ok}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_reload_that_changes_tls_limits_says_they_wait_for_a_restart() {
+        let fixed = |tls: &str| {
+            Config::from_toml(tls, "t.toml", Path::new("."))
+                .unwrap()
+                .fixed_settings()
+        };
+        assert_eq!(fixed(""), fixed(""));
+        assert_ne!(fixed(""), fixed("[tls]\nhandshake_timeout = \"2s\"\n"));
     }
 
     #[test]
