@@ -45,7 +45,8 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The first `max` characters of `text`, escaped and in double quotes, with `…` after the
+/// The first `max` characters of `text`, escaped and in double quotes as `{:?}` would quote
+/// them (`\\` and `\"` too, so a zone file's `q\09` reads `"q\\09"`), with `…` after the
 /// closing quote when the text was cut: `"root:*:20228:0:99999:7:"…`.
 #[must_use]
 pub fn excerpt(text: &str, max: usize) -> String {
@@ -56,6 +57,7 @@ pub fn excerpt(text: &str, max: usize) -> String {
     for c in shown.chars() {
         match c {
             '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
             c => out.push_str(&escaped(c.encode_utf8(&mut [0; 4]))),
         }
     }
@@ -91,6 +93,7 @@ mod tests {
             "\"root:*:20228:0:99999:7::\"…"
         );
         assert_eq!(excerpt("a\u{1b}\"b", 24), "\"a\\u001b\\\"b\"");
+        assert_eq!(excerpt("q\\09", 24), format!("{:?}", "q\\09"));
         // Cut by characters, not bytes.
         assert_eq!(excerpt("ééé", 2), "\"éé\"…");
         assert_eq!(excerpt("", 24), "\"\"");

@@ -310,13 +310,13 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_zone_is_not_copied_into_the_problems() {
-        let mut text = String::new();
+        // A type hickory's parser quotes back in its message, then shadow-like lines.
+        let mut text = String::from("@ IN SECRETSECRETSECRETSECRETSECRETSECRET 1\n");
         for i in 0..30 {
             text.push_str(&format!(
                 "user{i}:$y$j9T$saltsalt$hashhashhashhash:20228:0:99999:7:::\n"
             ));
         }
-        text.push_str("@ IN SECRETSECRETSECRETSECRETSECRETSECRET 1\n");
         let (set, problems, _dir) = from_texts(&[("x.internal.zone", &text)]);
         assert_eq!(set.origins().count(), 0);
         let all = problems.to_string();
@@ -325,10 +325,7 @@ mod tests {
             crate::config_error::PROBLEMS_PER_FILE + 1,
             "{all}"
         );
-        assert!(
-            all.contains("x.internal.zone:1: bad owner name \"user0:$y$j9T$saltsalt$ha\"…"),
-            "{all}"
-        );
+        assert!(all.contains("x.internal.zone:1: "), "{all}");
         assert!(
             all.contains("more problem(s), not shown, on line(s) 6, 7, 8"),
             "{all}"
