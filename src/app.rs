@@ -208,12 +208,17 @@ impl RunningApp {
                 what: format!("binding {:?}", cfg.server.listen),
                 source,
             })?;
-        let tls = serve::encrypted::start(&cfg.tls, &cfg.base_dir, Arc::clone(&pipeline))
-            .await
-            .map_err(|e| StartError::Io {
-                what: "starting the DoT/DoH listeners".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let tls = serve::encrypted::start(
+            &cfg.tls,
+            &cfg.base_dir,
+            Arc::clone(&pipeline),
+            cfg.server.unknown_clients,
+        )
+        .await
+        .map_err(|e| StartError::Io {
+            what: "starting the DoT/DoH listeners".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         {
             // SIGHUP and the API's reload both go through control: the admin token and the
             // DoT/DoH certificates, keys, client CAs and CRLs are re-read there (open

@@ -9,6 +9,7 @@
 //! folder imports this file. The policy lifecycle reads files through
 //! [`ConfigFiles`], its implementation of [`ConfigLoader`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -173,6 +174,63 @@ impl Config {
         if let Some(egress) = &self.egress {
             egress.validate("egress", &self.groups, problems);
         }
+        self.validate_listener_collisions(problems);
+    }
+
+    /// Listen addresses of every kind (`server.listen` for UDP and TCP, `[tls]` DoT and DoH,
+    /// `admin.listen`) that would take the same TCP port: the second bind fails with "address
+    /// in use" at start, so `check` says which two collide. A port of 0 never collides.
+    fn validate_listener_collisions(&self, problems: &mut ConfigProblems) {
+        let mut binds: Vec<TcpBind> = Vec::new();
+        let mut add = |key: String, text: &str, dual_stack: bool| {
+            // Unparsable addresses were reported by their section.
+            if let Ok(addr) = text.parse::<SocketAddr>() {
+                binds.push(TcpBind {
+                    key,
+                    addr,
+                    dual_stack,
+                });
+            }
+        };
+        // The DNS listeners bind IPv6 addresses IPv6-only (see `serve::bind_tcp`); the DoT, DoH
+        // and admin listeners take a system default dual-stack socket, so `[::]` there also
+        // takes the IPv4 port.
+        for (i, l) in self.server.listen.iter().enumerate() {
+            add(format!("server.listen[{i}]"), l, false);
+        }
+        for (kind, list) in [("dot", &self.tls.dot), ("doh", &self.tls.doh)] {
+            for (i, l) in list.iter().enumerate() {
+                add(format!("tls.{kind}[{i}].listen"), &l.listen, true);
+            }
+        }
+        if !self.admin.listen.is_empty() {
+            add("admin.listen".into(), &self.admin.listen, true);
+        }
+        for (j, b) in binds.iter().enumerate() {
+            let Some(a) = binds[..j].iter().find(|a| a.collides_with(b)) else {
+                continue;
+            };
+            let message = if a.addr == b.addr {
+                format!("{} is listed twice (also {})", b.addr, a.key)
+            } else {
+                format!(
+                    "{} collides with {} ({}): both take TCP port {} on {}",
+                    b.addr,
+                    a.key,
+                    a.addr,
+                    b.addr.port(),
+                    if a.addr.ip().is_unspecified() {
+                        b.addr.ip()
+                    } else {
+                        a.addr.ip()
+                    }
+                )
+            };
+            problems.push(
+                b.key.clone(),
+                format!("{message}; the second listener could not bind"),
+            );
+        }
     }
 
     /// The sections a policy is compiled from.
@@ -208,8 +266,10 @@ impl Config {
     #[must_use]
     pub fn fixed_settings(&self) -> String {
         format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
             self.server,
+            // Listeners and their limits; only certificates, keys, CAs and CRLs are re-read.
+            self.tls,
             self.admin,
             self.cache,
             self.events,
@@ -288,6 +348,34 @@ impl Config {
     }
 }
 
+/// One TCP socket the configuration asks for, for [`Config::validate_listener_collisions`].
+struct TcpBind {
+    /// The key that asks for it.
+    key: String,
+    /// The address.
+    addr: SocketAddr,
+    /// An IPv6 wildcard that takes the IPv4 port as well (a system default socket).
+    dual_stack: bool,
+}
+
+impl TcpBind {
+    /// Would binding both fail? Same port (not 0), and the same address, or a wildcard of the
+    /// other's family, or a dual-stack IPv6 wildcard against any IPv4 address.
+    fn collides_with(&self, other: &TcpBind) -> bool {
+        let (a, b) = (self.addr, other.addr);
+        if a.port() != b.port() || a.port() == 0 {
+            return false;
+        }
+        match (a.ip(), b.ip()) {
+            (x, y) if x == y => true,
+            (IpAddr::V4(x), IpAddr::V4(y)) => x.is_unspecified() || y.is_unspecified(),
+            (IpAddr::V6(x), IpAddr::V6(y)) => x.is_unspecified() || y.is_unspecified(),
+            (IpAddr::V6(x), IpAddr::V4(_)) => x.is_unspecified() && self.dual_stack,
+            (IpAddr::V4(_), IpAddr::V6(y)) => y.is_unspecified() && other.dual_stack,
+        }
+    }
+}
+
 /// Reads configuration files for the policy lifecycle ([`crate::govern::control::Control`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConfigFiles;
@@ -329,6 +417,84 @@ mod tests {
         assert_eq!(err.len(), 1);
         assert!(err.problems[0].location.starts_with("t.toml:3:"), "{err}");
         assert!(err.problems[0].message.contains("lisen"), "{err}");
+    }
+
+    /// The problems `validate_runtime` finds in `text` (paths relative to a directory that
+    /// does not exist), one per line.
+    fn runtime_problems(text: &str) -> String {
+        let cfg = Config::from_toml(text, "t.toml", Path::new("/nonexistent")).unwrap();
+        let mut problems = ConfigProblems::default();
+        cfg.validate_runtime(&mut problems);
+        problems.to_string()
+    }
+
+    #[test]
+    fn listeners_that_would_take_the_same_tcp_port_are_named() {
+        // Review D7: a duplicate entry passed `check`, then `serve` failed with EADDRINUSE.
+        let text = runtime_problems(
+            "[server]\nlisten = [\"127.0.0.70:5391\", \"127.0.0.70:5391\"]\n[admin]\nlisten = \"\"\n",
+        );
+        assert!(
+            text.contains("server.listen[1]: 127.0.0.70:5391 is listed twice (also server.listen[0]); the second listener could not bind"),
+            "{text}"
+        );
+        // A wildcard and an address of the same family, across kinds.
+        let text = runtime_problems(
+            "[server]\nlisten = [\"0.0.0.0:9153\"]\n[admin]\nlisten = \"127.0.0.1:9153\"\n",
+        );
+        assert!(
+            text.contains("admin.listen: 127.0.0.1:9153 collides with server.listen[0] (0.0.0.0:9153): both take TCP port 9153 on 127.0.0.1"),
+            "{text}"
+        );
+        // The admin endpoint's `[::]` is dual-stack and takes IPv4 too.
+        let text = runtime_problems(
+            "[server]\nlisten = [\"127.0.0.1:8053\"]\n[admin]\nlisten = \"[::]:8053\"\n",
+        );
+        assert!(
+            text.contains("admin.listen: [::]:8053 collides with server.listen[0]"),
+            "{text}"
+        );
+        // What the README recommends, ports 0, other ports and other addresses: no collision.
+        for ok in [
+            "[server]\nlisten = [\"0.0.0.0:53\", \"[::]:53\"]\n",
+            "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[server]\nlisten = [\"127.0.0.1:53\", \"127.0.0.2:53\", \"[::1]:53\"]\n[admin]\nlisten = \"127.0.0.1:9153\"\n",
+        ] {
+            let text = runtime_problems(ok);
+            assert!(
+                !text.contains("collides") && !text.contains("listed twice"),
+                "{ok}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_that_changes_tls_limits_says_they_wait_for_a_restart() {
+        let fixed = |tls: &str| {
+            Config::from_toml(tls, "t.toml", Path::new("."))
+                .unwrap()
+                .fixed_settings()
+        };
+        assert_eq!(fixed(""), fixed(""));
+        assert_ne!(fixed(""), fixed("[tls]\nhandshake_timeout = \"2s\"\n"));
+    }
+
+    #[test]
+    fn thread_counts_have_an_upper_bound() {
+        let text = runtime_problems("[server]\nthreads = 100000\nudp_workers = 5000\n");
+        assert!(
+            text.contains("server.threads: 100000 is more than 1024; use 0 for one per CPU, or a number up to 1024"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server.udp_workers: 5000 is more than 1024"),
+            "{text}"
+        );
+        let text = runtime_problems("[server]\nthreads = 1024\nudp_workers = 64\n");
+        assert!(
+            !text.contains("threads") && !text.contains("udp_workers"),
+            "{text}"
+        );
     }
 
     #[test]

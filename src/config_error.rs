@@ -17,7 +17,14 @@ pub struct ConfigProblem {
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
+        // Locations hold file names and messages may quote files: neither may drive a
+        // terminal or break a log line.
+        write!(
+            f,
+            "{}: {}",
+            crate::printable::escaped(&self.location),
+            crate::printable::escaped(&self.message)
+        )
     }
 }
 
@@ -62,6 +69,156 @@ impl ConfigProblems {
     }
 }
 
+/// Most problems reported in full for one file read line by line (a list, a zone, a users file);
+/// the file's later problems are summed up by line number only. With [`EXCERPT_CHARS`] per
+/// quote, no problem list can carry more than a few short fragments of any file, even a file
+/// that is not what the configuration says (`allow_files = ["/etc/shadow"]`).
+pub const PROBLEMS_PER_FILE: usize = 5;
+
+/// Longest message of one file problem, in characters, when its text comes from elsewhere (a
+/// parser's error may quote what it read); longer ones are cut.
+pub const FILE_MESSAGE_CHARS: usize = 160;
+
+/// Most line numbers named in the summary of a file's unreported problems.
+const SUMMARY_LINES: usize = 10;
+
+pub use crate::printable::EXCERPT_CHARS;
+
+/// The start of a line (or of a word on it) as a problem may quote it: at most
+/// [`EXCERPT_CHARS`] characters, escaped, in quotes.
+#[must_use]
+pub fn excerpt(text: &str) -> String {
+    crate::printable::excerpt(text, EXCERPT_CHARS)
+}
+
+/// A message from another parser (hickory's zone parser, say), which may quote what it read:
+/// every word is cut to [`EXCERPT_CHARS`] characters and control characters are escaped.
+#[must_use]
+pub fn clipped(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| match word.char_indices().nth(EXCERPT_CHARS) {
+            Some((i, _)) => format!("{}…", crate::printable::escaped(&word[..i])),
+            None => crate::printable::escaped(word).into_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The problems of one file read line by line, pushed to a [`ConfigProblems`] with a bound:
+/// the first [`PROBLEMS_PER_FILE`] in full (`path:line: message`, messages cut at
+/// [`FILE_MESSAGE_CHARS`] and escaped), the rest as one summary naming their lines, added when
+/// this is dropped. Quote the file only through [`excerpt`].
+#[derive(Debug)]
+pub struct FileProblems<'a> {
+    /// The file, as locations name it.
+    file: String,
+    /// Where the problems go.
+    problems: &'a mut ConfigProblems,
+    /// Problems reported in full so far.
+    shown: usize,
+    /// Lines of the problems not reported in full (the first [`SUMMARY_LINES`]).
+    more_lines: Vec<usize>,
+    /// True when more lines had problems than `more_lines` names.
+    lines_cut: bool,
+    /// Problems not reported in full.
+    more: usize,
+}
+
+impl<'a> FileProblems<'a> {
+    /// Collect the problems of `file` into `problems`.
+    pub fn new(file: impl Into<String>, problems: &'a mut ConfigProblems) -> Self {
+        Self {
+            file: file.into(),
+            problems,
+            shown: 0,
+            more_lines: Vec::new(),
+            lines_cut: false,
+            more: 0,
+        }
+    }
+
+    /// A problem on 1-based `line`.
+    pub fn push(&mut self, line: usize, message: impl AsRef<str>) {
+        let location = format!("{}:{line}", self.file);
+        self.add(Some(line), location, message.as_ref());
+    }
+
+    /// A problem about the whole file (no line).
+    pub fn push_file(&mut self, message: impl AsRef<str>) {
+        let location = self.file.clone();
+        self.add(None, location, message.as_ref());
+    }
+
+    /// Problems another reader found in this file (located `file:line` or `file`), in order,
+    /// under the same bound.
+    pub fn absorb(&mut self, found: ConfigProblems) {
+        for p in found.problems {
+            let line = p
+                .location
+                .strip_prefix(self.file.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|n| n.parse().ok());
+            self.add(line, p.location, &p.message);
+        }
+    }
+
+    fn add(&mut self, line: Option<usize>, location: String, message: &str) {
+        if self.shown >= PROBLEMS_PER_FILE {
+            self.more += 1;
+            if let Some(line) = line
+                && self.more_lines.last() != Some(&line)
+            {
+                if self.more_lines.len() < SUMMARY_LINES {
+                    self.more_lines.push(line);
+                } else {
+                    self.lines_cut = true;
+                }
+            }
+            return;
+        }
+        self.shown += 1;
+        let cut = message
+            .char_indices()
+            .nth(FILE_MESSAGE_CHARS)
+            .map(|(i, _)| i);
+        let mut message =
+            crate::printable::escaped(cut.map_or(message, |i| &message[..i])).into_owned();
+        if cut.is_some() {
+            message.push('…');
+        }
+        self.problems.push(location, message);
+    }
+
+    /// Problems pushed so far, shown or not.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.shown + self.more
+    }
+}
+
+impl Drop for FileProblems<'_> {
+    fn drop(&mut self) {
+        if self.more == 0 {
+            return;
+        }
+        let mut lines: Vec<String> = self.more_lines.iter().map(usize::to_string).collect();
+        if self.lines_cut {
+            lines.push("…".into());
+        }
+        let message = if self.more_lines.is_empty() {
+            format!("{} more problem(s), not shown", self.more)
+        } else {
+            format!(
+                "{} more problem(s), not shown, on line(s) {}",
+                self.more,
+                lines.join(", ")
+            )
+        };
+        self.problems.push(self.file.clone(), message);
+    }
+}
+
 impl fmt::Display for ConfigProblems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} configuration problem(s):", self.problems.len())?;
@@ -69,5 +226,62 @@ impl fmt::Display for ConfigProblems {
             writeln!(f, "  - {p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_reports_a_few_problems_in_full_and_sums_up_the_rest() {
+        let mut problems = ConfigProblems::default();
+        {
+            let mut file = FileProblems::new("/etc/shadow", &mut problems);
+            for line in 1..=30 {
+                file.push(
+                    line,
+                    format!("{}: not a name", excerpt("root:*:20228:0:99999:7:::")),
+                );
+            }
+            assert_eq!(file.count(), 30);
+        }
+        assert_eq!(problems.len(), PROBLEMS_PER_FILE + 1, "{problems}");
+        assert_eq!(problems.problems[0].location, "/etc/shadow:1");
+        assert_eq!(
+            problems.problems[0].message,
+            "\"root:*:20228:0:99999:7::\"…: not a name"
+        );
+        let summary = &problems.problems[PROBLEMS_PER_FILE];
+        assert_eq!(summary.location, "/etc/shadow");
+        assert_eq!(
+            summary.message,
+            "25 more problem(s), not shown, on line(s) 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, …"
+        );
+    }
+
+    #[test]
+    fn other_parsers_messages_quote_only_short_words() {
+        assert_eq!(
+            clipped("record type string unknown: 5f2b8c0e9a7d4163b2e1f0a9c8d7e6f5"),
+            "record type string unknown: 5f2b8c0e9a7d4163b2e1f0a9…"
+        );
+        assert_eq!(clipped("bad\u{1b}[0m x"), "bad\\u001b[0m x");
+    }
+
+    #[test]
+    fn long_or_hostile_messages_are_cut_and_escaped() {
+        let mut problems = ConfigProblems::default();
+        FileProblems::new("z.zone", &mut problems)
+            .push(3, format!("x\u{1b}[2J{}", "y".repeat(500)));
+        let m = &problems.problems[0].message;
+        assert!(m.starts_with("x\\u001b[2Jyyy"), "{m}");
+        assert!(m.ends_with('…'));
+        assert!(m.chars().count() < FILE_MESSAGE_CHARS + 12, "{m}");
+        // Nothing more than what was pushed: no summary.
+        assert_eq!(problems.len(), 1);
+        let mut p = ConfigProblems::default();
+        p.push("a\u{7}.txt:1", "bad\nname");
+        assert_eq!(p.problems[0].to_string(), "a\\u0007.txt:1: bad\\nname");
     }
 }

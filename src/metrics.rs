@@ -34,6 +34,12 @@ pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
 pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
 /// TCP connections refused, by `reason` (`global_cap`, `client_cap`, `unknown_client`).
 pub const TCP_REJECTED_TOTAL: &str = "dnsward_tcp_connections_rejected_total";
+/// DoT and DoH connections refused at accept, by `protocol` (`dot`, `doh`) and `reason`, as
+/// for TCP (`global_cap`, `client_cap`, `unknown_client`).
+pub const TLS_REJECTED_TOTAL: &str = "dnsward_tls_connections_rejected_total";
+/// DoT and DoH connections closed because their TLS handshake did not finish within
+/// `[tls] handshake_timeout`, by `protocol`.
+pub const TLS_HANDSHAKE_TIMEOUTS_TOTAL: &str = "dnsward_tls_handshake_timeouts_total";
 /// Open TCP connections (gauge).
 pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
 /// Queries answered SERVFAIL at once because a resource bound was reached, by `reason`

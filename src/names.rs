@@ -63,7 +63,9 @@ pub fn normalise(name: &str) -> String {
 /// bytes in all, made of letters, digits, `-` and `_`.
 ///
 /// # Errors
-/// Returns a human-readable reason when the name is not valid.
+/// Returns a human-readable reason when the name is not valid. The reason does not repeat the
+/// name (callers say which name it was, and a name read from a file is quoted only as a short
+/// excerpt: see [`crate::config_error::excerpt`]).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty name".into());
@@ -76,17 +78,21 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(format!("empty label in {name:?}"));
+            return Err("empty label".into());
         }
         if label.len() > 63 {
-            return Err(format!("label {label:?} is longer than 63 bytes"));
+            return Err(format!(
+                "a label is {} bytes long, the limit is 63",
+                label.len()
+            ));
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
             return Err(format!(
-                "character {c:?} is not allowed in a name ({name:?})"
+                "character {} is not allowed in a name",
+                crate::printable::excerpt(c.encode_utf8(&mut [0; 4]), 1)
             ));
         }
     }

@@ -196,3 +196,98 @@ fn check_reads_zone_file_escapes_as_decimal_and_names_a_bad_one_by_file_and_line
     assert!(text.contains("esc.internal.zone:4"), "{text}");
     assert!(text.contains("three decimal digits"), "{text}");
 }
+
+/// What an admin (or a stolen admin token) put in a reload's actor and message: screen clear,
+/// colour, a forged row after a newline, a carriage return and the bell.
+const HOSTILE_ACTOR: &str = "eve\u{1b}[2J\u{1b}[31mRED";
+const HOSTILE_MESSAGE: &str = "line1\nFAKE 99 forged\r\u{7}";
+
+/// No byte that drives a terminal: C0 controls (newline ends lines and is allowed), DEL, C1.
+fn assert_terminal_safe(out: &str) {
+    let bad: Vec<char> = out
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "control characters {bad:?} reach the terminal:\n{out}"
+    );
+}
+
+#[test]
+fn policy_history_and_events_tail_escape_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("dnsward.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nstate_dir = {:?}\n", state.display().to_string()),
+    )
+    .unwrap();
+    let store = dnsward::govern::store::PolicyStore::open(&state).unwrap();
+    store
+        .record(&config, &[], "load", None, Some("startup"))
+        .unwrap();
+    std::fs::write(
+        &config,
+        format!("{}# changed\n", std::fs::read_to_string(&config).unwrap()),
+    )
+    .unwrap();
+    store
+        .record(
+            &config,
+            &[],
+            "reload",
+            Some(HOSTILE_ACTOR),
+            Some(HOSTILE_MESSAGE),
+        )
+        .unwrap();
+
+    let (code, out, err) = dnsward(&["policy", "history", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe(&out);
+    assert_eq!(
+        out.lines().count(),
+        3,
+        "one header and two rows, no forged row: {out}"
+    );
+    assert!(out.contains("eve\\u001b[2J\\u001b[31mRED"), "{out}");
+    assert!(out.contains("line1\\nFAKE 99 forged\\r\\u0007"), "{out}");
+    // The JSON form keeps the exact text (JSON escapes it).
+    let (code, out, _) = dnsward(&[
+        "policy",
+        "history",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[1]["author"], HOSTILE_ACTOR);
+    assert_eq!(v[1]["message"], HOSTILE_MESSAGE);
+
+    // The same actor and message in a policy event, shown by `events tail --pretty`; and a
+    // line that is not JSON at all.
+    let events = dir.path().join("events.jsonl");
+    let event = serde_json::json!({
+        "ts": "2026-12-03T02:50:00.000000Z",
+        "kind": "policy",
+        "policy_version": 2,
+        "action": "reloaded",
+        "actor": HOSTILE_ACTOR,
+        "message": HOSTILE_MESSAGE,
+    });
+    std::fs::write(&events, format!("{event}\nnot json \u{1b}]0;title\u{7}\n")).unwrap();
+    let (code, out, err) = dnsward(&[
+        "events",
+        "tail",
+        "--file",
+        events.to_str().unwrap(),
+        "--pretty",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe(&out);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("by eve\\u001b[2J"), "{out}");
+    assert!(out.contains("not json \\u001b]0;title\\u0007"), "{out}");
+}

@@ -386,6 +386,59 @@ block = "nxdomain"
 }
 
 #[test]
+fn check_names_colliding_listeners_a_thread_count_and_a_zone_ttl_that_serve_would_trip_on() {
+    // Review D7: each of these passed `check`; `serve` then failed ("address already in use"),
+    // or would have started 100,000 threads, or the TTL read as "record type string unknown".
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("x.internal.zone"),
+        "$ORIGIN x.internal.\n@ 99999999999 IN SOA ns1 host 1 2 3 4 5\n",
+    )
+    .unwrap();
+    let config = dir.path().join("dnsward.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = ["127.0.0.70:5391", "127.0.0.70:5391", "0.0.0.0:5392"]
+threads = 100000
+
+[admin]
+listen = "127.0.0.1:5392"
+
+[upstream]
+servers = [{ address = "127.0.0.1:5399" }]
+
+[zones]
+files = [{ path = "x.internal.zone" }]
+
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.0/8"]
+allow = ["*.x.internal"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(DNSWARD)
+        .args(["check", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running dnsward check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for expected in [
+        "server.listen[1]: 127.0.0.70:5391 is listed twice (also server.listen[0])",
+        "admin.listen: 127.0.0.1:5392 collides with server.listen[2] (0.0.0.0:5392)",
+        "server.threads: 100000 is more than 1024",
+        "x.internal.zone:2: bad record: TTL 99999999999 is too large: at most 2147483647 seconds",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("record type string unknown"), "{stderr}");
+}
+
+#[test]
 fn check_accepts_the_shipped_example_config() {
     let path = repo_path("config/dnsward.toml");
     let out = Command::new(DNSWARD)

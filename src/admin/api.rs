@@ -316,16 +316,17 @@ async fn policy_reload(
     if let Some(m) = &b.message {
         cap("message", m, MAX_MESSAGE_BYTES)?;
     }
-    let v = s
+    let done = s
         .control
         .reload(Some(&b.actor), b.message.as_deref())
         .await?;
-    let r = Json(json!({ "version": v.number, "hash": v.hash })).into_response();
+    let number = done.version.number;
+    let r = Json(done.reply()).into_response();
     Ok(noted(
         r,
         &b.actor,
         "reload",
-        format!("now version {}", v.number),
+        format!("now version {number}"),
     ))
 }
 

@@ -58,7 +58,7 @@ pub fn run(config: &Path, file: Option<PathBuf>, args: AlertsArgs) -> anyhow::Re
             eprintln!(
                 "note: {} line(s) were not events and were skipped (first: {})",
                 scan.skipped,
-                scan.first_skipped.as_deref().unwrap_or("?")
+                crate::printable::escaped(scan.first_skipped.as_deref().unwrap_or("?"))
             );
         }
     }

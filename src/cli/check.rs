@@ -12,8 +12,15 @@ pub fn run(path: &Path) -> ExitCode {
     let result = Config::load(path).and_then(|cfg| cfg.validate_all().map(|p| (cfg, p)));
     match result {
         Ok((cfg, policy)) => {
+            // The zones, so that one gone from `zones.dir` is seen before a reload drops it.
+            let zones: Vec<&str> = policy.zones.origins().collect();
+            let zones = if zones.is_empty() {
+                "no local zones".to_string()
+            } else {
+                format!("local zones {}", zones.join(", "))
+            };
             println!(
-                "{}: OK ({} groups, {} files read, listening on {})",
+                "{}: OK ({} groups, {} files read, {zones}, listening on {})",
                 path.display(),
                 cfg.groups.len(),
                 policy.files.len(),

@@ -9,6 +9,7 @@ use super::PolicyAction;
 use super::table::{Align, text_table};
 use crate::config::Config;
 use crate::govern::store::{PolicyStore, VersionStatus};
+use crate::printable::escaped;
 
 fn open_store(cfg: &Config) -> anyhow::Result<PolicyStore> {
     let sc = cfg.store.as_ref().ok_or_else(|| {
@@ -50,9 +51,15 @@ fn admin_post(
         if status.is_success() {
             Ok(value)
         } else {
-            let mut msg = format!("{status}: {}", value["error"].as_str().unwrap_or("error"));
+            let mut msg = format!(
+                "{status}: {}",
+                escaped(value["error"].as_str().unwrap_or("error"))
+            );
             for d in value["details"].as_array().into_iter().flatten() {
-                msg.push_str(&format!("\n  - {}", d.as_str().unwrap_or_default()));
+                msg.push_str(&format!(
+                    "\n  - {}",
+                    escaped(d.as_str().unwrap_or_default())
+                ));
             }
             anyhow::bail!(msg)
         }
@@ -84,8 +91,20 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
             println!(
                 "reloaded: now version {} ({})",
                 v["version"],
-                v["hash"].as_str().unwrap_or("")
+                escaped(v["hash"].as_str().unwrap_or(""))
             );
+            let added: Vec<&str> = v["zones_added"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|z| z.as_str())
+                .collect();
+            if !added.is_empty() {
+                println!("local zone(s) added: {}", escaped(&added.join(", ")));
+            }
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}", escaped(w.as_str().unwrap_or_default()));
+            }
         }
         PolicyAction::Rollback { to, actor, reason } => {
             let v = admin_post(
@@ -111,10 +130,10 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
             println!(
                 "applied: version {} runs proposal {version} ({})",
                 v["number"],
-                v["change"].as_str().unwrap_or("")
+                escaped(v["change"].as_str().unwrap_or(""))
             );
             for f in v["live_differs"].as_array().into_iter().flatten() {
-                let f = f.as_str().unwrap_or_default();
+                let f = escaped(f.as_str().unwrap_or_default());
                 println!(
                     "the live {f} does not have it yet: `dnsward policy cat {} --file {f} --write-back` before the next reload or restart",
                     v["number"]

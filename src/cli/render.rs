@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::table::{Align, text_table};
+use crate::printable::escaped;
 use crate::review::suspects::{Containment, Suspect};
 
 /// Breakdown terms shown in the table's TOP FEATURES column.
@@ -65,7 +66,9 @@ pub fn render_table(suspects: &[Suspect]) -> String {
         table.push('\n');
         if !s.samples.is_empty() {
             table.push_str("       samples: ");
-            table.push_str(&s.samples.join("  "));
+            // Query names as clients sent them: shown escaped, like the table's cells.
+            let samples: Vec<_> = s.samples.iter().map(|q| escaped(q)).collect();
+            table.push_str(&samples.join("  "));
             table.push('\n');
         }
     }

@@ -9,6 +9,8 @@
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
+use crate::printable::escaped;
+
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -22,29 +24,24 @@ pub enum Align {
 const GAP: u16 = 2;
 
 /// The table's lines, the header first, then one line per row in order. `align` gives each
-/// column's alignment (missing entries are [`Align::Left`]). A newline inside a cell is shown
-/// as a space, so each row stays on one line and callers can put lines of their own between
-/// rows.
+/// column's alignment (missing entries are [`Align::Left`]). Cells hold text users and
+/// clients wrote (actors, messages, names): their control characters are shown escaped
+/// ([`crate::printable::escaped`]), so each row stays on one line, callers can put lines of
+/// their own between rows, and no cell can drive the terminal.
 #[must_use]
 pub fn text_table<R, C>(headers: &[&str], align: &[Align], rows: R) -> Vec<String>
 where
     R: IntoIterator<Item = C>,
     C: IntoIterator<Item = String>,
 {
-    let one_line = |cell: String| {
-        if cell.contains(['\n', '\r']) {
-            cell.replace(['\n', '\r'], " ")
-        } else {
-            cell
-        }
-    };
+    let safe_cell = |cell: String| escaped(&cell).into_owned();
     let mut table = Table::new();
     table
         .load_style(NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(headers.iter().map(|h| (*h).to_string()));
     for row in rows {
-        table.add_row(row.into_iter().map(one_line).collect::<Vec<_>>());
+        table.add_row(row.into_iter().map(safe_cell).collect::<Vec<_>>());
     }
     let last = headers.len().saturating_sub(1);
     for (i, column) in table.column_iter_mut().enumerate() {
@@ -94,7 +91,18 @@ mod tests {
     #[test]
     fn a_cell_with_a_newline_stays_on_its_row() {
         let lines = text_table(&["A", "B"], &[], [row(&["one\ntwo", "b"])]);
-        assert_eq!(lines, ["A        B", "one two  b"]);
+        assert_eq!(lines, ["A         B", "one\\ntwo  b"]);
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let lines = text_table(
+            &["AUTHOR", "MESSAGE"],
+            &[],
+            [row(&["eve\u{1b}[2J\u{1b}[31mRED", "forged\r\u{7}"])],
+        );
+        assert_eq!(lines[1], "eve\\u001b[2J\\u001b[31mRED  forged\\r\\u0007");
+        assert!(lines.iter().all(|l| !l.chars().any(char::is_control)));
     }
 
     #[test]

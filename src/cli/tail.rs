@@ -24,6 +24,7 @@ use super::EventsAction;
 use crate::events::reader::LogLines;
 pub use crate::events::reader::MAX_LINE_BYTES;
 use crate::events::{AlertEvent, ContainmentEvent, PolicyEvent, QueryEvent};
+use crate::printable::escaped;
 use crate::review::suspects::parse_time;
 
 /// Most bytes `tail` reads from the file in one step, so catching up on a large file streams
@@ -290,7 +291,7 @@ fn render_tail_line(line: &str, opts: &TailOptions) -> Option<String> {
 /// One readable line for an event; the line itself when it is not one.
 fn pretty_line(line: &str) -> String {
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) else {
-        return line.to_string();
+        return escaped(line).into_owned();
     };
     let time = fields
         .get("ts")
@@ -386,7 +387,9 @@ fn pretty_line(line: &str) -> String {
         }
         s
     });
-    format!("{time} {body}")
+    // Names, reasons, actors and messages are what clients and users wrote: escaped, so a
+    // line cannot drive the terminal (the JSON format escapes them already).
+    escaped(&format!("{time} {body}")).into_owned()
 }
 
 /// `2026-11-25T19:41:40.907123Z` → `19:41:40.907` (UTC); the input when it is not a time.

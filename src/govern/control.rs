@@ -22,7 +22,7 @@ use crate::events::{Event, EventBody, PolicyEvent};
 use crate::govern::store::{
     ACTION_LOAD, ACTION_RELOAD, PolicyStore, StoreConfig, StoreError, VersionInfo,
 };
-use crate::policy::active::{ActivePolicy, PolicyVersion};
+use crate::policy::active::{ActivePolicy, PolicyVersion, ZoneChanges};
 use crate::policy::deny_edit::DenyEditError;
 use crate::serve::pipeline::Pipeline;
 
@@ -48,6 +48,33 @@ pub enum ControlError {
     /// The reload task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What a reload did, for its reply: the version now running, the local zones it added or
+/// removed, and what the operator should know.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The version now running.
+    pub version: PolicyVersion,
+    /// Local zones served now and not before, and the other way round. A zone file gone from
+    /// `zones.dir` is a zone removed: its names are forwarded upstream from now on.
+    pub zones: ZoneChanges,
+    /// Zones removed, settings that wait for a restart, secrets that were not re-read.
+    pub warnings: Vec<String>,
+}
+
+impl Reloaded {
+    /// The reply of both APIs: `version`, `hash`, `zones_added`, `zones_removed`, `warnings`.
+    #[must_use]
+    pub fn reply(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version.number,
+            "hash": self.version.hash,
+            "zones_added": self.zones.added,
+            "zones_removed": self.zones.removed,
+            "warnings": self.warnings,
+        })
+    }
 }
 
 /// Which stored version a rollback or apply makes the running policy.
@@ -199,7 +226,11 @@ impl Control {
         self.pipeline.policy().version.clone()
     }
 
-    /// Reload the configuration file: validate completely, record, swap.
+    /// Reload the configuration file: validate completely, record, swap. Local zones that
+    /// the new policy no longer serves (a zone file gone from `zones.dir`) are named in the
+    /// reply, the event and a warning in the log; they are not a reason to refuse, as removing
+    /// the file is how a zone is removed (list it in `zones.files` to make a missing file an
+    /// error).
     ///
     /// # Errors
     /// [`ControlError::Invalid`] with every problem (the running policy stays), or a store
@@ -208,7 +239,7 @@ impl Control {
         self: &Arc<Self>,
         actor: Option<&str>,
         message: Option<&str>,
-    ) -> Result<PolicyVersion, ControlError> {
+    ) -> Result<Reloaded, ControlError> {
         let _guard = self.busy.try_lock().map_err(|_| ControlError::Busy)?;
         // File reads and parsing happen on the blocking pool, never on a listener's thread.
         let this = Arc::clone(self);
@@ -219,25 +250,40 @@ impl Control {
                 tracing::warn!(error = %e, "secret not reloaded; the old one stays in force");
             }
             this.load_and_record(&this.config_path, a.as_deref(), m.as_deref())
-                .map(|(p, w)| (p, join(w.as_deref(), secrets.as_deref())))
+                .map(|(p, w)| (p, w.into_iter().chain(secrets).collect::<Vec<_>>()))
         })
         .await
         .unwrap_or_else(|e| Err(ControlError::Internal(e.to_string())));
         match result {
-            Ok((policy, warning)) => {
+            Ok((policy, others)) => {
                 let version = policy.version.clone();
+                let zones = policy.zone_changes_since(&self.pipeline.policy());
                 self.pipeline.swap_policy(Arc::clone(&policy));
-                self.record_event(
-                    "reloaded",
-                    &version,
-                    actor,
-                    join(message, warning.as_deref()),
-                );
+                let mut warnings = Vec::new();
+                if !zones.removed.is_empty() {
+                    let removed = zones.removed.join(", ");
+                    tracing::warn!(version = version.number, zones = %removed, "reload removed local zones: their names are forwarded upstream now");
+                    warnings.push(format!(
+                        "local zone(s) removed: {removed}: their names are forwarded upstream now"
+                    ));
+                }
+                if !zones.added.is_empty() {
+                    tracing::info!(version = version.number, zones = %zones.added.join(", "), "reload added local zones");
+                }
+                warnings.extend(others.iter().cloned());
+                // The event says what changed, zones added included.
+                let notes: Vec<String> = zones.describe().into_iter().chain(others).collect();
+                let notes = (!notes.is_empty()).then(|| notes.join("; "));
+                self.record_event("reloaded", &version, actor, join(message, notes.as_deref()));
                 metrics::counter!(crate::metrics::POLICY_RELOADS_TOTAL, "result" => "ok")
                     .increment(1);
                 metrics::gauge!(crate::metrics::POLICY_VERSION).set(version.number as f64);
                 tracing::info!(version = version.number, hash = %version.hash, "policy reloaded");
-                Ok(version)
+                Ok(Reloaded {
+                    version,
+                    zones,
+                    warnings,
+                })
             }
             Err(e) => {
                 let current = self.current();
@@ -344,9 +390,13 @@ impl Control {
         match result {
             Ok((info, policy)) => {
                 let version = policy.version.clone();
+                let zones = policy.zone_changes_since(&self.pipeline.policy());
                 self.pipeline.swap_policy(policy);
+                if !zones.removed.is_empty() {
+                    tracing::warn!(version = version.number, zones = %zones.removed.join(", "), action = done, "local zones removed: their names are forwarded upstream now");
+                }
                 let to = info.rolled_back_to.unwrap_or_default();
-                let msg = match target {
+                let mut msg = match target {
                     StoredTarget::Rollback(_) => format!("rolled back to version {to}: {reason}"),
                     StoredTarget::Apply(_) => {
                         let mut m = format!(
@@ -368,6 +418,10 @@ impl Control {
                         m
                     }
                 };
+                if let Some(z) = zones.describe() {
+                    msg.push_str("; ");
+                    msg.push_str(&z);
+                }
                 self.record_event(done, &version, Some(actor), Some(msg));
                 metrics::gauge!(crate::metrics::POLICY_VERSION).set(version.number as f64);
                 tracing::info!(version = version.number, to = ?info.rolled_back_to, actor, action = done, "policy re-activated from the store");

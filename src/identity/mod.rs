@@ -67,8 +67,18 @@ pub struct TlsConfig {
     #[serde(default = "default_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most simultaneous connections per listener (default 1024); more are closed at once.
+    /// Sources in no group by address do not take these slots unless a credential could put
+    /// them in a group (see [`crate::serve::encrypted`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections from one source address per listener (default 16),
+    /// those still in their TLS handshake included; more are closed at once.
+    #[serde(default = "default_per_client")]
+    pub max_connections_per_client: usize,
+    /// Longest time a client may take to finish its TLS handshake (default 5s, at most
+    /// `idle_timeout`): a connection that never completes one holds its slots no longer.
+    #[serde(default = "default_handshake", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// Most queries in flight on one DoT connection (default 64); the connection is not read
     /// further until one is answered.
     #[serde(default = "default_in_flight")]
@@ -84,6 +94,12 @@ fn default_idle() -> Duration {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_per_client() -> usize {
+    16
+}
+fn default_handshake() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_in_flight() -> usize {
     64
 }
@@ -97,6 +113,8 @@ impl Default for TlsConfig {
             crls: Vec::new(),
             idle_timeout: default_idle(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_per_client(),
+            handshake_timeout: default_handshake(),
             max_in_flight: default_in_flight(),
             tokens: None,
         }
@@ -188,6 +206,24 @@ impl TlsConfig {
         if self.idle_timeout.is_zero() {
             problems.push(format!("{at}.idle_timeout"), "must be above zero");
         }
+        if self.max_connections_per_client == 0 {
+            problems.push(
+                format!("{at}.max_connections_per_client"),
+                "must be at least 1",
+            );
+        }
+        if self.handshake_timeout.is_zero() {
+            problems.push(format!("{at}.handshake_timeout"), "must be above zero");
+        } else if self.handshake_timeout > self.idle_timeout {
+            problems.push(
+                format!("{at}.handshake_timeout"),
+                format!(
+                    "{} is longer than idle_timeout ({}): a client that has not finished its handshake would hold its slots longer than an idle one",
+                    humantime::format_duration(self.handshake_timeout),
+                    humantime::format_duration(self.idle_timeout)
+                ),
+            );
+        }
         if let Some(t) = &self.tokens {
             let here = format!("{at}.tokens");
             t.validate(&here, problems);
@@ -195,5 +231,50 @@ impl TlsConfig {
                 problems.problems.extend(more.problems);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The problems of a `[tls]` section with one DoT listener whose files do not exist (so
+    /// those are reported too; the tests look for their own keys).
+    fn problems(extra: &str) -> String {
+        let cfg: TlsConfig = toml::from_str(&format!(
+            "{extra}\n[[dot]]\nlisten = \"127.0.0.1:853\"\ncert = \"c\"\nkey = \"k\"\n"
+        ))
+        .unwrap();
+        let mut p = ConfigProblems::default();
+        cfg.validate("tls", Path::new("/nonexistent"), &mut p);
+        p.to_string()
+    }
+
+    #[test]
+    fn handshake_timeout_and_per_client_cap_are_checked() {
+        let defaults: TlsConfig = toml::from_str("").unwrap();
+        assert_eq!(defaults.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.max_connections_per_client, 16);
+        let text = problems("");
+        assert!(
+            !text.contains("handshake_timeout") && !text.contains("per_client"),
+            "{text}"
+        );
+        let text = problems("handshake_timeout = \"0s\"\nmax_connections_per_client = 0");
+        assert!(
+            text.contains("tls.handshake_timeout: must be above zero"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tls.max_connections_per_client: must be at least 1"),
+            "{text}"
+        );
+        let text = problems("idle_timeout = \"3s\"");
+        assert!(
+            text.contains("tls.handshake_timeout: 5s is longer than idle_timeout (3s)"),
+            "{text}"
+        );
+        let text = problems("idle_timeout = \"3s\"\nhandshake_timeout = \"2s\"");
+        assert!(!text.contains("handshake_timeout"), "{text}");
     }
 }

@@ -116,6 +116,39 @@ pub struct ActivePolicy {
     pub files: Vec<PathBuf>,
 }
 
+/// Local zones a new policy serves that the old did not, and the other way round.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ZoneChanges {
+    /// Zones served now and not before (origins, lower-case, no trailing dot).
+    pub added: Vec<String>,
+    /// Zones no longer served: their names are forwarded upstream from now on.
+    pub removed: Vec<String>,
+}
+
+impl ZoneChanges {
+    /// True when the same zones are served.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// One sentence for an event, a log line or a reply; `None` when nothing changed.
+    #[must_use]
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.removed.is_empty() {
+            parts.push(format!(
+                "local zone(s) removed: {} (their names are forwarded upstream now)",
+                self.removed.join(", ")
+            ));
+        }
+        if !self.added.is_empty() {
+            parts.push(format!("local zone(s) added: {}", self.added.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
 /// The parts of a configuration that make a policy: what a reload can change. The composed
 /// configuration lends them ([`crate::config::Config::policy_sections`]); the policy never sees
 /// the rest of it.
@@ -223,6 +256,24 @@ impl ActivePolicy {
             files,
         };
         problems.into_result(policy)
+    }
+
+    /// The local zones this policy serves that `old` did not, and those it no longer serves
+    /// (whose names are forwarded upstream from now on), each sorted.
+    #[must_use]
+    pub fn zone_changes_since(&self, old: &ActivePolicy) -> ZoneChanges {
+        let before: std::collections::BTreeSet<&str> = old.zones.origins().collect();
+        let after: std::collections::BTreeSet<&str> = self.zones.origins().collect();
+        ZoneChanges {
+            added: after
+                .difference(&before)
+                .map(|z| (*z).to_string())
+                .collect(),
+            removed: before
+                .difference(&after)
+                .map(|z| (*z).to_string())
+                .collect(),
+        }
     }
 
     /// Cached answers that this policy would answer differently than `old` did: names under

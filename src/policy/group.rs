@@ -23,7 +23,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, FileProblems, excerpt};
 use crate::names::{normalise, self_and_parents, validate_name};
 use crate::policy::verdict::Verdict;
 use crate::wire::{self, Query, rcode, rtype};
@@ -449,22 +449,28 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
 }
 
 fn add_rule(set: &mut RuleSet, raw: &str, at: &str, problems: &mut ConfigProblems) {
-    let rule = normalise(raw);
-    let check = rule.strip_prefix("*.").unwrap_or(&rule);
-    match validate_name(check) {
-        Ok(()) if check.contains('*') => {
-            problems.push(
-                at,
-                format!("{raw:?}: only a leading \"*.\" wildcard is supported"),
-            );
-        }
-        Ok(()) => set.add(&rule),
-        Err(e) => problems.push(at, format!("{raw:?}: {e}")),
+    if let Err(e) = check_rule(set, raw) {
+        problems.push(at, format!("{raw:?}: {e}"));
     }
 }
 
+/// Add one rule to `set`, or say why it is not one (without repeating it).
+fn check_rule(set: &mut RuleSet, raw: &str) -> Result<(), String> {
+    let rule = normalise(raw);
+    let check = rule.strip_prefix("*.").unwrap_or(&rule);
+    validate_name(check)?;
+    if check.contains('*') {
+        return Err("only a leading \"*.\" wildcard is supported".into());
+    }
+    set.add(&rule);
+    Ok(())
+}
+
 /// Read a list file into `set`: one name per line, `#` comments, blank lines, and hosts-file
-/// lines (`0.0.0.0 name [name…]`) accepted. Problems carry `path:line`.
+/// lines (`0.0.0.0 name [name…]`) accepted. Problems carry `path:line` and quote at most a
+/// short excerpt of the name or line; past a few, a file's problems are only counted
+/// ([`FileProblems`]): a path that names some other file (a key, `/etc/shadow`) must not copy
+/// it into a reload's reply and the event log.
 pub fn load_list(path: &Path, set: &mut RuleSet, problems: &mut ConfigProblems) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -476,26 +482,31 @@ pub fn load_list(path: &Path, set: &mut RuleSet, problems: &mut ConfigProblems) 
             return;
         }
     };
+    let mut file = FileProblems::new(path.display().to_string(), problems);
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let at = format!("{}:{}", path.display(), i + 1);
         let fields: Vec<&str> = line.split_whitespace().collect();
         let names = match fields.as_slice() {
             [_] => &fields[..1],
             [first, rest @ ..] if first.parse::<std::net::IpAddr>().is_ok() => rest,
             _ => {
-                problems.push(
-                    at,
-                    format!("{line:?}: expected one name, or a hosts-file line \"ADDRESS NAME…\""),
+                file.push(
+                    i + 1,
+                    format!(
+                        "{}: expected one name, or a hosts-file line \"ADDRESS NAME…\"",
+                        excerpt(line)
+                    ),
                 );
                 continue;
             }
         };
         for name in names {
-            add_rule(set, name, &at, problems);
+            if let Err(e) = check_rule(set, name) {
+                file.push(i + 1, format!("{}: {e}", excerpt(name)));
+            }
         }
     }
 }
@@ -581,6 +592,56 @@ mod tests {
         assert!(set.find("y.cdn.example").is_some());
         assert_eq!(p.len(), 1, "{p}");
         assert!(p.problems[0].location.ends_with("list.txt:6"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_list_is_not_copied_into_the_problems() {
+        // A token (one 64-digit label) and shadow-like lines: every line is a problem.
+        let token = "5f2b8c0e9a7d4163b2e1f0a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9";
+        let mut text = format!("{token}\n");
+        for i in 0..40 {
+            text.push_str(&format!(
+                "user{i}:$y$j9T$saltsaltsalt$hashhashhashhashhash:20228:0:99999:7:::\n"
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, &text).unwrap();
+        let mut set = RuleSet::default();
+        let mut p = ConfigProblems::default();
+        load_list(&path, &mut set, &mut p);
+        assert_eq!(set.len(), 0);
+        // A few problems in full, the rest summed up by line number.
+        assert_eq!(p.len(), crate::config_error::PROBLEMS_PER_FILE + 1, "{p}");
+        assert!(p.problems[0].location.ends_with("secret:1"), "{p}");
+        assert!(
+            p.problems[0]
+                .message
+                .contains("a label is 64 bytes long, the limit is 63"),
+            "{p}"
+        );
+        assert!(p.problems[1].location.ends_with("secret:2"), "{p}");
+        assert!(
+            p.problems[1]
+                .message
+                .starts_with("\"user0:$y$j9T$saltsaltsal\"…: "),
+            "{p}"
+        );
+        assert!(
+            p.problems
+                .last()
+                .unwrap()
+                .message
+                .starts_with("36 more problem(s)"),
+            "{p}"
+        );
+        // No problem quotes more than an excerpt of a line: not the token, not a hash.
+        let all = p.to_string();
+        assert!(!all.contains(&token[..25]), "{all}");
+        assert!(!all.contains("hashhash"), "{all}");
+        for line in text.lines() {
+            assert!(!all.contains(&line[..line.len().min(30)]), "{all}");
+        }
     }
 
     #[test]

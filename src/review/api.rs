@@ -371,14 +371,14 @@ async fn reload(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
-    let v = r
+    let done = r
         .control()
         .reload(Some(&u.name), b.message.as_deref())
         .await?;
     Ok(noted(
-        Json(json!({ "version": v.number, "hash": v.hash })).into_response(),
+        Json(done.reply()).into_response(),
         "reload",
-        format!("now version {}", v.number),
+        format!("now version {}", done.version.number),
     ))
 }
 

@@ -7,6 +7,7 @@
 //! refusal by the API (bad input, wrong role, a step the workflow does not allow, unknown
 //! suspect), 2 when the API cannot be reached or fails.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
@@ -190,10 +191,10 @@ pub async fn run(base_url: &str, token: &str, cmd: &ReviewCommand) -> Outcome {
         let mut text = format!(
             "{}: {}",
             status.as_u16(),
-            value["error"].as_str().unwrap_or("request failed")
+            field(&value["error"], "request failed")
         );
         for d in value["details"].as_array().into_iter().flatten() {
-            let _ = write!(text, "\n  {}", d.as_str().unwrap_or(""));
+            let _ = write!(text, "\n  {}", field(d, ""));
         }
         return Outcome {
             status: if status.is_client_error() { 1 } else { 2 },
@@ -210,6 +211,12 @@ pub async fn run(base_url: &str, token: &str, cmd: &ReviewCommand) -> Outcome {
         }
     };
     Outcome { status: 0, text }
+}
+
+/// A string field of an API answer, escaped for the terminal: names, notes and users are what
+/// clients and reviewers wrote.
+fn field<'a>(v: &'a Value, default: &'a str) -> Cow<'a, str> {
+    crate::printable::escaped(v.as_str().unwrap_or(default))
 }
 
 fn transition(client: &str, domain: &str, body: Value) -> (String, Option<Value>, bool) {
@@ -232,8 +239,8 @@ fn containment(active: &Value) -> String {
         .map(|c| {
             format!(
                 "{} {} ({}s left)",
-                c["action"].as_str().unwrap_or(""),
-                c["domain"].as_str().unwrap_or("(whole client)"),
+                field(&c["action"], ""),
+                field(&c["domain"], "(whole client)"),
                 c["expires_in_secs"]
             )
         })
@@ -259,13 +266,9 @@ fn render_list(v: &Value) -> String {
             out,
             "{:>5}  {:<15}  {:<39}  {:<12}  {:<14}  {}",
             s["max_score"],
-            s["state"].as_str().unwrap_or(""),
-            format!(
-                "{} {}",
-                s["client"].as_str().unwrap_or(""),
-                s["domain"].as_str().unwrap_or("")
-            ),
-            s["group"].as_str().unwrap_or(""),
+            field(&s["state"], ""),
+            format!("{} {}", field(&s["client"], ""), field(&s["domain"], "")),
+            field(&s["group"], ""),
             s["last_seen"]
                 .as_str()
                 .unwrap_or("")
@@ -281,11 +284,11 @@ fn render_show(v: &Value) -> String {
     let s = &v["suspect"];
     let mut out = format!(
         "{} on {} (group {}): score {}, state {}\ncontainment: {}\nbytes out (est.): {}\n",
-        s["client"].as_str().unwrap_or(""),
-        s["domain"].as_str().unwrap_or(""),
-        s["group"].as_str().unwrap_or(""),
+        field(&s["client"], ""),
+        field(&s["domain"], ""),
+        field(&s["group"], ""),
         s["max_score"],
-        s["state"].as_str().unwrap_or(""),
+        field(&s["state"], ""),
         containment(&s["active"]),
         s["bytes_estimate"]
     );
@@ -303,18 +306,18 @@ fn render_show(v: &Value) -> String {
     }
     out.push_str("\nsamples:\n");
     for x in s["samples"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "  {}", x.as_str().unwrap_or(""));
+        let _ = writeln!(out, "  {}", field(x, ""));
     }
     out.push_str("history:\n");
     for h in v["history"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
             "  {} {} {} -> {}: {}",
-            h["at"].as_str().unwrap_or(""),
-            h["user"].as_str().unwrap_or(""),
-            h["from"].as_str().unwrap_or(""),
-            h["to"].as_str().unwrap_or(""),
-            h["note"].as_str().unwrap_or("")
+            field(&h["at"], ""),
+            field(&h["user"], ""),
+            field(&h["from"], ""),
+            field(&h["to"], ""),
+            field(&h["note"], "")
         );
     }
     out.trim_end().to_string()
@@ -323,14 +326,14 @@ fn render_show(v: &Value) -> String {
 fn render_transition(t: &Value) -> String {
     let mut out = format!(
         "{} on {}: {} -> {} by {}",
-        t["client"].as_str().unwrap_or(""),
-        t["domain"].as_str().unwrap_or(""),
-        t["from"].as_str().unwrap_or(""),
-        t["to"].as_str().unwrap_or(""),
-        t["user"].as_str().unwrap_or("")
+        field(&t["client"], ""),
+        field(&t["domain"], ""),
+        field(&t["from"], ""),
+        field(&t["to"], ""),
+        field(&t["user"], "")
     );
     for e in t["effects"].as_array().into_iter().flatten() {
-        let _ = write!(out, "\n  {}", e.as_str().unwrap_or(""));
+        let _ = write!(out, "\n  {}", field(e, ""));
     }
     out
 }

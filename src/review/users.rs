@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, FileProblems, excerpt};
 
 /// Most users in a tokens file.
 pub const MAX_USERS: usize = 1000;
@@ -146,7 +146,10 @@ impl Users {
         source: &str,
         legacy_admin_token: Option<&str>,
     ) -> Result<Self, ConfigProblems> {
-        let mut problems = ConfigProblems::default();
+        let mut all = ConfigProblems::default();
+        // Names are quoted as short excerpts and a file's problems are bounded: the path may
+        // name some other file (a token, a key) that must not be copied into messages.
+        let mut problems = FileProblems::new(source, &mut all);
         let mut users = Self::default();
         if let Some(t) = legacy_admin_token {
             users.entries.push(Entry {
@@ -158,7 +161,7 @@ impl Users {
             });
         }
         for (i, line) in text.lines().enumerate() {
-            let at = format!("{source}:{}", i + 1);
+            let at = i + 1;
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
@@ -170,26 +173,29 @@ impl Users {
             };
             if !valid_name(name) {
                 problems.push(
-                    at.clone(),
-                    format!("user name {name:?}: use 1-64 of A-Z a-z 0-9 . _ - @"),
+                    at,
+                    format!(
+                        "user name {}: use 1-64 of A-Z a-z 0-9 . _ - @",
+                        excerpt(name)
+                    ),
                 );
             }
             let role = Role::parse(role);
             if role.is_none() {
-                problems.push(at.clone(), "role must be viewer, analyst or admin");
+                problems.push(at, "role must be viewer, analyst or admin");
             }
             let mut digest = [0u8; 32];
             if hash.len() != 64 || hex::decode_to_slice(hash, &mut digest).is_err() {
                 problems.push(
-                    at.clone(),
+                    at,
                     "the token must be given as its SHA-256 in 64 hex digits (dnsward review hash-token)",
                 );
             }
             if users.entries.iter().any(|e| e.user.name == name) {
-                problems.push(at.clone(), format!("user {name:?} is listed twice"));
+                problems.push(at, format!("user {} is listed twice", excerpt(name)));
             }
             if users.entries.iter().any(|e| e.hash == digest) {
-                problems.push(at.clone(), "this token is already someone else's");
+                problems.push(at, "this token is already someone else's");
             }
             if users.entries.len() >= MAX_USERS {
                 problems.push(at, format!("more than {MAX_USERS} users"));
@@ -205,6 +211,8 @@ impl Users {
                 });
             }
         }
+        drop(problems);
+        let problems = all;
         if problems.is_empty() {
             Ok(users)
         } else {

@@ -1,29 +1,49 @@
 //! Encrypted listeners: DNS over TLS ([`super::dot`]) and DNS over HTTPS ([`super::doh`]).
 //!
-//! One accept loop serves both: a connection cap (a semaphore; connections over it are closed
-//! at once), the TLS handshake (bounded by the idle timeout), and the client's identity read
-//! from its verified certificate. A refused handshake (missing, expired, revoked or foreign
-//! client certificate) becomes an `auth_refused` event with the reason. hickory's TLS listener
-//! does not expose the peer certificate, hence our own loop over tokio-rustls.
+//! One accept loop serves both, hardened against starvation as plain TCP is ([`super::tcp`]),
+//! with what the handshake changes:
+//! - at accept, before any byte is read, the source address takes a per-client slot
+//!   (`max_connections_per_client`): connections still in their handshake count, so one
+//!   address cannot hold the listener with connections that never say anything;
+//! - a source in a group by address takes one of the listener's `max_connections` slots. So
+//!   does any source when a credential presented here could put it in a group whatever its
+//!   address (DoH with `[tls.tokens]`: a token's group claim; client certificates when a group
+//!   lists `identities`): mTLS and token agents are not locked out because of their address.
+//!   Otherwise a source in no group gets a slot of a small separate pool
+//!   ([`UNKNOWN_SLOTS`]) or, with `unknown_clients = "drop"`, is closed at once; it never
+//!   holds one of the listener's slots;
+//! - the TLS handshake must finish within `handshake_timeout` (default 5 s, at most the idle
+//!   timeout);
+//! - a client in no group once identified (by address, certificate, or on DoH a token in any
+//!   request) gets its REFUSED answers within [`UNKNOWN_DEADLINE`], then the connection closes.
+//!
+//! Connections over a cap are closed at once and counted in
+//! `dnsward_tls_connections_rejected_total{protocol, reason}` (the reasons of TCP's), handshakes
+//! that time out in `dnsward_tls_handshake_timeouts_total{protocol}`. The client's identity is
+//! read from its verified certificate. A refused handshake (missing, expired, revoked or
+//! foreign client certificate) becomes an `auth_refused` event with the reason. hickory's TLS
+//! listener does not expose the peer certificate, hence our own loop over tokio-rustls.
 //!
 //! Each listener's rustls configuration lives in a [`TlsConfigCell`]; [`RunningTls::reload`]
 //! re-reads certificates, keys, CAs and CRLs and swaps them in for new connections without
 //! touching open ones.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
 use crate::events::{AuthRefusedEvent, Event, EventBody};
+use crate::identity::canonical;
 use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
 use crate::identity::{AuthKind, Peer, TlsConfig, TlsConfigCell, TlsKind, TokenVerifier};
-use crate::serve::pipeline::Pipeline;
+use crate::serve::pipeline::{Pipeline, UnknownClients};
 
 /// Why the encrypted listeners could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +74,14 @@ pub(super) struct ListenerContext {
     pub tokens: Option<Arc<TokenVerifier>>,
     /// Idle timeout per connection.
     pub idle: Duration,
+    /// Longest TLS handshake (`[tls] handshake_timeout`).
+    pub handshake: Duration,
+    /// Most connections per source address (`[tls] max_connections_per_client`).
+    pub per_client: usize,
+    /// Whether client certificates are verified here (client CAs configured).
+    pub client_certs: bool,
+    /// What clients in no group get (`server.unknown_clients`).
+    pub unknown: UnknownClients,
     /// DoT: most queries in flight per connection.
     pub max_in_flight: usize,
     /// DoH: the URL path served.
@@ -61,6 +89,22 @@ pub(super) struct ListenerContext {
 }
 
 impl ListenerContext {
+    /// True when each DoH request may carry a bearer token (and with it a group).
+    fn tokens_per_request(&self) -> bool {
+        self.kind == TlsKind::Doh && self.tokens.is_some()
+    }
+
+    /// Whether a connection from `source` could be served as a group's member: its address
+    /// is in a group, or a credential presented here could put it in one whatever its address
+    /// (a token, whose group claim names any group, or a client certificate when some group
+    /// lists identities). Decided at accept, before the handshake, from the policy in force.
+    fn may_be_in_a_group(&self, source: IpAddr) -> bool {
+        let policy = self.pipeline.policy();
+        policy.clients.lookup(source).is_some()
+            || self.tokens_per_request()
+            || (self.client_certs && !policy.identities.is_empty())
+    }
+
     fn protocol(&self) -> &'static str {
         match self.kind {
             TlsKind::Dot => "dot",
@@ -133,7 +177,8 @@ impl RunningTls {
     }
 }
 
-/// Bind every DoT and DoH listener of `cfg` (paths relative to `base`).
+/// Bind every DoT and DoH listener of `cfg` (paths relative to `base`); `unknown` is what
+/// clients in no group get (`server.unknown_clients`).
 ///
 /// # Errors
 /// Unloadable TLS material or token keys, or an address that cannot be bound.
@@ -141,6 +186,7 @@ pub async fn start(
     cfg: &TlsConfig,
     base: &Path,
     pipeline: Arc<Pipeline>,
+    unknown: UnknownClients,
 ) -> Result<RunningTls, TlsStartError> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -180,6 +226,10 @@ pub async fn start(
                 kind,
                 tokens: tokens.clone(),
                 idle: cfg.idle_timeout,
+                handshake: cfg.handshake_timeout,
+                per_client: cfg.max_connections_per_client,
+                client_certs: !cfg.client_cas.is_empty(),
+                unknown,
                 max_in_flight: cfg.max_in_flight,
                 path: l.path.clone().unwrap_or_else(|| "/dns-query".into()),
             });
@@ -197,6 +247,16 @@ pub async fn start(
     Ok(running)
 }
 
+/// How a connection was admitted; it holds its slot until it closes.
+struct Admission {
+    /// From the small pool for sources in no group ([`UNKNOWN_SLOTS`]), not the listener's
+    /// `max_connections` (a source in a group by address, or one a credential could put in
+    /// one).
+    unknown: bool,
+    /// The slot.
+    _slot: OwnedSemaphorePermit,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     cell: Arc<TlsConfigCell>,
@@ -204,7 +264,10 @@ async fn accept_loop(
     conns: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let rejected = metrics::counter!(crate::metrics::TCP_REJECTED_TOTAL);
+    let rejected = Rejections::new(crate::metrics::TLS_REJECTED_TOTAL, Some(ctx.protocol()));
+    let handshake_timeouts = metrics::counter!(crate::metrics::TLS_HANDSHAKE_TIMEOUTS_TOTAL, "protocol" => ctx.protocol());
+    let clients = Arc::new(ClientSlots::default());
+    let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
     let mut handlers = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -220,10 +283,44 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
-            rejected.increment(1);
+        // Every connection counts against its source from accept on, handshake included, so
+        // one address cannot hold the listener with connections that never say anything.
+        let source = canonical(remote.ip());
+        let Some(client_slot) = clients.try_take(source, ctx.per_client) else {
+            rejected.client_cap.increment(1);
             drop(stream);
             continue;
+        };
+        let admission = if ctx.may_be_in_a_group(source) {
+            match Arc::clone(&conns).try_acquire_owned() {
+                Ok(slot) => Admission {
+                    unknown: false,
+                    _slot: slot,
+                },
+                Err(_) => {
+                    rejected.global_cap.increment(1);
+                    drop(stream);
+                    continue;
+                }
+            }
+        } else {
+            // In no group and no credential could change that: as on plain TCP, a small
+            // separate pool (or nothing with `unknown_clients = "drop"`).
+            let permit = match ctx.unknown {
+                UnknownClients::Drop => None,
+                UnknownClients::Refuse => Arc::clone(&unknown_slots).try_acquire_owned().ok(),
+            };
+            match permit {
+                Some(slot) => Admission {
+                    unknown: true,
+                    _slot: slot,
+                },
+                None => {
+                    rejected.unknown_client.increment(1);
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         // Each connection is accepted with the configuration current now; a reload later
@@ -231,8 +328,9 @@ async fn accept_loop(
         let acceptor = TlsAcceptor::from(cell.current());
         let ctx = Arc::clone(&ctx);
         let stop = stop.clone();
+        let handshake_timeouts = handshake_timeouts.clone();
         handlers.spawn(async move {
-            let tls = match tokio::time::timeout(ctx.idle, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(ctx.handshake, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     if let Some(reason) = refusal_reason(&e) {
@@ -240,7 +338,10 @@ async fn accept_loop(
                     }
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    handshake_timeouts.increment(1);
+                    return;
+                }
             };
             let cert = tls
                 .get_ref()
@@ -263,11 +364,30 @@ async fn accept_loop(
                 },
                 None => Peer::address(remote.ip()),
             };
-            match ctx.kind {
-                TlsKind::Dot => super::dot::serve(tls, peer, &ctx, stop).await,
-                TlsKind::Doh => super::doh::serve(tls, peer, remote, Arc::clone(&ctx), stop).await,
+            // A client that is in no group now it is identified gets what an unknown client
+            // gets on plain TCP: its REFUSED answers within a short deadline, then the close
+            // (nothing at all with `drop`). On DoH with tokens a later request may still
+            // carry one, so only the idle timeout applies there.
+            let unknown = admission.unknown
+                || (!ctx.tokens_per_request() && ctx.pipeline.policy().identify(&peer).is_none());
+            if unknown && ctx.unknown == UnknownClients::Drop {
+                return;
             }
-            drop(permit);
+            let session = async {
+                match ctx.kind {
+                    TlsKind::Dot => super::dot::serve(tls, peer, &ctx, stop).await,
+                    TlsKind::Doh => {
+                        super::doh::serve(tls, peer, remote, Arc::clone(&ctx), stop).await;
+                    }
+                }
+            };
+            if unknown {
+                let _ = tokio::time::timeout(UNKNOWN_DEADLINE, session).await;
+            } else {
+                session.await;
+            }
+            drop(admission);
+            drop(client_slot);
         });
     }
     while handlers.join_next().await.is_some() {}

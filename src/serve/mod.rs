@@ -38,6 +38,7 @@ mod doh;
 mod dot;
 pub mod encrypted;
 pub mod pipeline;
+mod slots;
 #[cfg(target_os = "linux")]
 mod steer;
 mod tcp;
@@ -68,7 +69,7 @@ pub struct ServerConfig {
     /// Addresses to serve DNS on, UDP and TCP on each (default `127.0.0.1:53`).
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
-    /// UDP sockets per address (0 = one per CPU).
+    /// UDP sockets per address (0 = one per CPU; at most [`MAX_THREADS`]).
     #[serde(default)]
     pub udp_workers: usize,
     /// How each UDP socket is served: `"thread"` (default on Linux): an OS thread of its own,
@@ -82,7 +83,7 @@ pub struct ServerConfig {
     /// port (one very busy client can then use every listener).
     #[serde(default = "default_true")]
     pub udp_client_affinity: bool,
-    /// Runtime worker threads (0 = one per CPU).
+    /// Runtime worker threads (0 = one per CPU; at most [`MAX_THREADS`]).
     #[serde(default)]
     pub threads: usize,
     /// Most simultaneous TCP connections (default 1024); more are closed at once.
@@ -117,6 +118,11 @@ pub struct ServerConfig {
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
+
+/// Most runtime threads (`server.threads`) and UDP sockets per address (`udp_workers`, each
+/// with its own thread by default): far above any CPU count dnsward runs on, far below what
+/// would exhaust memory or the process's thread limit at start (a typo such as `100000`).
+pub const MAX_THREADS: usize = 1024;
 
 fn default_listen() -> Vec<String> {
     vec!["127.0.0.1:53".into()]
@@ -196,6 +202,16 @@ impl ServerConfig {
                 );
             }
         }
+        for (key, value) in [("threads", self.threads), ("udp_workers", self.udp_workers)] {
+            if value > MAX_THREADS {
+                problems.push(
+                    format!("{at}.{key}"),
+                    format!(
+                        "{value} is more than {MAX_THREADS}; use 0 for one per CPU, or a number up to {MAX_THREADS}"
+                    ),
+                );
+            }
+        }
         if self.tcp_max_connections == 0 {
             problems.push(format!("{at}.tcp_max_connections"), "must be at least 1");
         }
@@ -264,6 +280,26 @@ impl RunningServer {
         .await;
         self.tasks.abort_all();
     }
+}
+
+/// Bind a TCP listener. An IPv6 address takes IPv6 only, as its UDP twin does: `[::]:53` and
+/// `0.0.0.0:53` can both be listed (a dual-stack `[::]` would take IPv4 TCP port 53 too and
+/// the second bind would fail).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // As tokio's own bind: a restarted server can bind while old connections are in TIME_WAIT.
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
 }
 
 fn bind_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocket> {
@@ -335,9 +371,9 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         }
         // TCP on the same port as UDP, so port 0 gives one port for both where possible.
         let tcp_addr = SocketAddr::new(addr.ip(), bound.port());
-        let listener = match TcpListener::bind(tcp_addr).await {
+        let listener = match bind_tcp(tcp_addr) {
             Ok(l) => l,
-            Err(_) if addr.port() == 0 => TcpListener::bind(addr).await?,
+            Err(_) if addr.port() == 0 => bind_tcp(addr)?,
             Err(e) => return Err(e),
         };
         tcp_addrs.push(listener.local_addr()?);
@@ -356,4 +392,28 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         tasks,
         grace: cfg.shutdown_grace,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ipv4_and_ipv6_wildcards_can_share_a_tcp_port() {
+        // `listen = ["0.0.0.0:53", "[::]:53"]`, as the README recommends: a dual-stack `[::]`
+        // would take the IPv4 port too and fail with "address in use".
+        let v4 = bind_tcp("0.0.0.0:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6 = match bind_tcp(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))) {
+            // No IPv6 here.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    || e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                return;
+            }
+            r => r.unwrap(),
+        };
+        assert_eq!(v6.local_addr().unwrap().port(), port);
+    }
 }

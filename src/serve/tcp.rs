@@ -3,7 +3,7 @@
 //! A connection is identified from its peer address *before* it may take a slot: a client in
 //! no group never holds one of the `tcp_max_connections` slots. With `unknown_clients = "drop"`
 //! its connection is closed at once; with `refuse` it gets a short-lived slot from a small
-//! separate pool ([`UNKNOWN_SLOTS`]), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is
+//! separate pool ([`UNKNOWN_SLOTS`] per listener), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is
 //! closed. A known client then takes a per-client slot (`tcp_max_connections_per_client`, so one
 //! agent cannot hold every connection) and a global one.
 //!
@@ -13,26 +13,19 @@
 //! deadline (`tcp_write_timeout`): a client that never reads its answers loses its connection,
 //! and with it the slots, instead of holding them forever.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::Counter;
-use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
 use crate::metrics as m;
 use crate::policy::identify::canonical;
 use crate::serve::pipeline::{Pipeline, Protocol, UnknownClients};
-
-/// Connections from unknown clients being refused at the same time; more are closed at once.
-pub const UNKNOWN_SLOTS: usize = 64;
-/// How long an unknown client's connection may take to send its query and read its REFUSED.
-pub const UNKNOWN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The TCP limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -49,64 +42,6 @@ pub struct TcpLimits {
     pub unknown: UnknownClients,
 }
 
-/// Per-client connection counts. Entries exist only while a client holds a connection, so the
-/// table is bounded by the global connection cap.
-#[derive(Debug, Default)]
-struct ClientSlots {
-    held: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One client's hold on a connection slot; released on drop.
-struct ClientSlot {
-    slots: Arc<ClientSlots>,
-    client: IpAddr,
-}
-
-impl ClientSlots {
-    fn try_take(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut held = self.held.lock();
-        let n = held.entry(client).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot {
-            slots: Arc::clone(self),
-            client,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut held = self.slots.held.lock();
-        if let Some(n) = held.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.client);
-            }
-        }
-    }
-}
-
-/// Rejection counters, one per reason.
-struct Rejections {
-    global_cap: Counter,
-    client_cap: Counter,
-    unknown_client: Counter,
-}
-
-impl Rejections {
-    fn new() -> Self {
-        let c = |reason: &'static str| metrics::counter!(m::TCP_REJECTED_TOTAL, "reason" => reason);
-        Self {
-            global_cap: c("global_cap"),
-            client_cap: c("client_cap"),
-            unknown_client: c("unknown_client"),
-        }
-    }
-}
-
 /// Accept connections until `stop` changes, then wait for the open ones.
 pub(super) async fn accept_loop(
     listener: TcpListener,
@@ -115,7 +50,7 @@ pub(super) async fn accept_loop(
     limits: TcpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let rejected = Rejections::new();
+    let rejected = Rejections::new(m::TCP_REJECTED_TOTAL, None);
     let open = metrics::gauge!(m::TCP_CONNECTIONS);
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));

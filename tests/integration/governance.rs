@@ -430,6 +430,166 @@ async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
 }
 
 #[tokio::test]
+async fn a_rejected_reload_quotes_only_excerpts_of_the_files_it_names() {
+    let mut s = TestServer::start(None, &groups("\"api.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let dir = s.config_path.parent().unwrap().to_path_buf();
+    // Files that are not lists: a shadow-like file and a 64-digit token (as `admin.token` in
+    // the review, whose one label is too long to be a name).
+    let secret = "5f2b8c0e9a7d4163b2e1f0a9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9";
+    std::fs::write(dir.join("secret.token"), format!("{secret}\n")).unwrap();
+    let mut shadow = String::new();
+    for i in 0..26 {
+        shadow.push_str(&format!(
+            "user{i}:$y$j9T$abcdefgh$SECRETHASH{i:02}SECRETHASH:20228:0:99999:7:::\n"
+        ));
+    }
+    std::fs::write(dir.join("shadow"), &shadow).unwrap();
+    let good = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(
+        &s.config_path,
+        good.replace(
+            "[groups.detect]",
+            "allow_files = [\"shadow\", \"secret.token\"]\n[groups.detect]",
+        ),
+    )
+    .unwrap();
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let details: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    // A few problems per file with file:line and an excerpt, the rest counted.
+    let per_file = |name: &str| {
+        details
+            .iter()
+            .filter(|d| d.contains(&format!("/{name}")))
+            .count()
+    };
+    assert_eq!(per_file("shadow"), 6, "{body}");
+    assert_eq!(per_file("secret.token"), 1, "{body}");
+    assert!(
+        details.iter().any(|d| d.ends_with(
+            "/shadow:1: \"user0:$y$j9T$abcdefgh$SE\"…: character \":\" is not allowed in a name"
+        )),
+        "{body}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("/shadow: 21 more problem(s), not shown, on line(s) 6, 7")),
+        "{body}"
+    );
+    assert!(
+        details.iter().any(|d| d.ends_with(
+            "/secret.token:1: \"5f2b8c0e9a7d4163b2e1f0a9\"…: a label is 64 bytes long, the limit is 63"
+        )),
+        "{body}"
+    );
+    let events = s.stop_and_read_events().await;
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "policy" && e["action"] == "reload_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    for text in [body.to_string(), rejected[0].to_string()] {
+        assert!(!text.contains("SECRETHASH"), "{text}");
+        assert!(!text.contains(&secret[..25]), "the token leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_zone_file_gone_from_the_zone_dir_is_named_by_the_reload() {
+    // Review D4: a zone file moved away between reloads used to pass without a word, and its
+    // names were then forwarded upstream.
+    let upstream = FakeUpstream::new()
+        .answering_everything([203, 0, 113, 5])
+        .start()
+        .await;
+    let mut s = TestServer::start(Some(upstream.addr), &groups("\"*.corp.internal\"")).await;
+    let api = Api::new(&s);
+    // A zone directory of our own: corp.internal (shipped) and lab.corp.internal.
+    let dir = s.config_path.parent().unwrap().join("zones");
+    std::fs::create_dir(&dir).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
+    std::fs::copy(
+        shipped.join("corp.internal.zone"),
+        dir.join("corp.internal.zone"),
+    )
+    .unwrap();
+    let lab = "$ORIGIN lab.corp.internal.\n$TTL 300\n@ IN SOA ns hm 1 3600 600 86400 60\nbox IN A 10.7.0.1\n";
+    std::fs::write(dir.join("lab.corp.internal.zone"), lab).unwrap();
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let shipped_line = format!("dir = \"{}\"", shipped.display());
+    assert!(text.contains(&shipped_line), "{text}");
+    std::fs::write(
+        &s.config_path,
+        text.replace(&shipped_line, &format!("dir = \"{}\"", dir.display())),
+    )
+    .unwrap();
+    let ask = |name: &'static str| {
+        let udp = s.udp;
+        async move { a_records(&udp_query(udp, "127.0.0.70", name, RecordType::A).await) }
+    };
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["zones_added"], json!(["lab.corp.internal"]), "{body}");
+    assert_eq!(body["zones_removed"], json!([]), "{body}");
+    assert_eq!(body["warnings"], json!([]), "{body}");
+    assert_eq!(ask("box.lab.corp.internal").await, ["10.7.0.1"]);
+    let local = ask("api.corp.internal").await;
+    assert_ne!(local, ["203.0.113.5"], "answered from the zone");
+
+    // An editor's rename, a half-done deployment: the file leaves the directory.
+    std::fs::rename(
+        dir.join("corp.internal.zone"),
+        dir.join("corp.internal.zone.bak"),
+    )
+    .unwrap();
+    let (status, body) = api
+        .post(
+            "/api/v1/policy/reload",
+            json!({"actor": "ci", "message": "tidy"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["zones_removed"], json!(["corp.internal"]), "{body}");
+    assert_eq!(body["zones_added"], json!([]), "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "local zone(s) removed: corp.internal: their names are forwarded upstream now"
+        ),
+        "{body}"
+    );
+    // What the warning says is what happens; the other zone stays.
+    assert_eq!(ask("api.corp.internal").await, ["203.0.113.5"]);
+    assert_eq!(ask("box.lab.corp.internal").await, ["10.7.0.1"]);
+
+    let events = s.stop_and_read_events().await;
+    let reloads: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "policy" && e["action"] == "reloaded")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "local zone(s) added: lab.corp.internal",
+            "tidy; local zone(s) removed: corp.internal (their names are forwarded upstream now)"
+        ],
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
 async fn reload_and_rollback_switch_answers_and_keep_history() {
     let state = tempfile::tempdir().unwrap();
     let extra = format!(

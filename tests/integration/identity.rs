@@ -29,18 +29,18 @@ const BUILD: &str = "spiffe://example.test/agents/build/1";
 const RESEARCH: &str = "spiffe://example.test/agents/research/1";
 
 /// Certificates and keys written to a temp dir, as PEM files.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     /// The CA, to re-issue the CRL.
     ca: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
         let ours = ca_params("dnsward test CA");

@@ -19,4 +19,5 @@ mod protocol;
 mod resolver;
 mod review;
 mod robustness;
+mod tls_exhaustion;
 mod volume;

@@ -58,7 +58,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Record;
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, FileProblems};
 
 use authority::Zone;
 use parse::parse_zone;
@@ -181,7 +181,12 @@ impl ZoneSet {
                 }
             };
             set.files.push(path.clone());
-            let Some(zone) = parse_zone(&text, &path, origin.as_deref(), problems) else {
+            // A file's problems are bounded (a few in full, the rest counted): a path naming
+            // some other file must not copy it into a reload's reply and the event log.
+            let mut found = ConfigProblems::default();
+            let zone = parse_zone(&text, &path, origin.as_deref(), &mut found);
+            FileProblems::new(path.display().to_string(), problems).absorb(found);
+            let Some(zone) = zone else {
                 continue;
             };
             if let Some(first) = origin_files.get(&zone.origin) {
@@ -271,6 +276,62 @@ mod tests {
             .collect();
         assert_eq!(locations, ["zones.dir", "zones.files[0].path"]);
         assert_eq!(set.origins().count(), 0);
+    }
+
+    #[test]
+    fn ttls_too_large_are_named_with_their_line() {
+        let text = "$ORIGIN x.internal.\n@ 99999999999 IN SOA ns1 host 1 2 3 4 5\n\
+                    a IN 3000000000 A 192.0.2.1\nb 1h A 192.0.2.2\n$TTL 4294967296\n\
+                    c 2147483647 A 192.0.2.3\n";
+        let (_, problems, _dir) = from_texts(&[("x.internal.zone", text)]);
+        let shown: Vec<String> = problems.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            shown[0].ends_with(
+                "x.internal.zone:2: bad record: TTL 99999999999 is too large: at most 2147483647 seconds (RFC 2181 §8)"
+            ),
+            "{problems}"
+        );
+        assert!(
+            shown[1].contains("x.internal.zone:3: bad record: TTL 3000000000 is too large"),
+            "{problems}"
+        );
+        assert!(
+            shown[2].contains("x.internal.zone:5: bad $TTL: TTL 4294967296 is too large"),
+            "{problems}"
+        );
+        // Lines 4 and 6 are fine (a duration, and the largest TTL there is); the zone then has
+        // no SOA, reported last.
+        assert_eq!(problems.len(), 4, "{problems}");
+        assert!(
+            !problems.to_string().contains("record type string unknown"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_zone_is_not_copied_into_the_problems() {
+        // A type hickory's parser quotes back in its message, then shadow-like lines.
+        let mut text = String::from("@ IN SECRETSECRETSECRETSECRETSECRETSECRET 1\n");
+        for i in 0..30 {
+            text.push_str(&format!(
+                "user{i}:$y$j9T$saltsalt$hashhashhashhash:20228:0:99999:7:::\n"
+            ));
+        }
+        let (set, problems, _dir) = from_texts(&[("x.internal.zone", &text)]);
+        assert_eq!(set.origins().count(), 0);
+        let all = problems.to_string();
+        assert_eq!(
+            problems.len(),
+            crate::config_error::PROBLEMS_PER_FILE + 1,
+            "{all}"
+        );
+        assert!(all.contains("x.internal.zone:1: "), "{all}");
+        assert!(
+            all.contains("more problem(s), not shown, on line(s) 6, 7, 8"),
+            "{all}"
+        );
+        assert!(!all.contains("hashhash"), "{all}");
+        assert!(!all.contains("SECRETSECRETSECRETSECRETS"), "{all}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
 
 use super::authority::{Zone, name_key};
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, clipped, excerpt};
 use crate::names::self_and_parents;
 use crate::wire;
 
@@ -174,9 +174,12 @@ pub(super) fn parse_zone(
                         origin = Some(n);
                     }
                     Ok(_) => problems.push(at(entry.line), "$ORIGIN must be absolute here"),
-                    Err(e) => problems.push(at(entry.line), format!("bad $ORIGIN: {e}")),
+                    Err(e) => problems.push(
+                        at(entry.line),
+                        format!("bad $ORIGIN: {}", clipped(&e.to_string())),
+                    ),
                 },
-                ("$TTL", Some(arg)) => match parse_ttl(arg) {
+                ("$TTL", Some(arg)) => match zone_ttl(arg) {
                     Ok(ttl) => default_ttl = Some(ttl),
                     Err(e) => problems.push(at(entry.line), format!("bad $TTL: {e}")),
                 },
@@ -187,7 +190,10 @@ pub(super) fn parse_zone(
                 (_, None) if directive == "$ORIGIN" || directive == "$TTL" => {
                     problems.push(at(entry.line), format!("{directive} needs a value"));
                 }
-                _ => problems.push(at(entry.line), format!("unknown directive {directive}")),
+                _ => problems.push(
+                    at(entry.line),
+                    format!("unknown directive {}", excerpt(&directive)),
+                ),
             }
             continue;
         }
@@ -218,7 +224,14 @@ pub(super) fn parse_zone(
             match owner {
                 Ok(o) => (o, rest),
                 Err(e) => {
-                    problems.push(at(entry.line), format!("bad owner name {word:?}: {e}"));
+                    problems.push(
+                        at(entry.line),
+                        format!(
+                            "bad owner name {}: {}",
+                            excerpt(word),
+                            clipped(&e.to_string())
+                        ),
+                    );
                     last_owner = None;
                     continue;
                 }
@@ -384,11 +397,21 @@ fn parse_record(
     origin: &Name,
     ttl: Option<u32>,
 ) -> Result<Record, String> {
+    // `[TTL] [class] type` or `[class] [TTL] type`: hickory takes a TTL it cannot read for a
+    // type ("record type string unknown: 99999999999"), so a TTL is checked here first. Types
+    // and classes never start with a digit; what follows the type is its data.
+    for word in rest.split_whitespace().take(3) {
+        if word.starts_with(|c: char| c.is_ascii_digit()) {
+            zone_ttl(word)?;
+        } else if !is_class(word) {
+            break;
+        }
+    }
     let ttl_line = ttl.map(|t| format!("$TTL {t}\n")).unwrap_or_default();
     let mini = format!("{ttl_line}@ {}\n", decimal_escapes(rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
         .parse()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| clipped(&e.to_string()))?;
     let mut records = sets
         .into_values()
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>());
@@ -400,6 +423,44 @@ fn parse_record(
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
+}
+
+/// Largest TTL a zone may give, in seconds: 2^31 - 1 (RFC 2181 §8, which has resolvers read
+/// anything larger as 0).
+const MAX_TTL: u32 = i32::MAX as u32;
+
+/// A TTL as written in a zone (`3600`, `1h30m`), at most [`MAX_TTL`].
+fn zone_ttl(word: &str) -> Result<u32, String> {
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        return match word.parse::<u64>() {
+            Ok(n) if n <= u64::from(MAX_TTL) => Ok(n as u32),
+            Ok(n) => Err(format!(
+                "TTL {n} is too large: at most {MAX_TTL} seconds (RFC 2181 §8)"
+            )),
+            Err(_) => Err(format!(
+                "TTL {} is too large: at most {MAX_TTL} seconds (RFC 2181 §8)",
+                excerpt(word)
+            )),
+        };
+    }
+    match parse_ttl(word) {
+        Ok(ttl) if ttl <= MAX_TTL => Ok(ttl),
+        Ok(ttl) => Err(format!(
+            "TTL {} is {ttl} seconds, too large: at most {MAX_TTL} (RFC 2181 §8)",
+            excerpt(word)
+        )),
+        Err(_) => Err(format!(
+            "TTL {} is neither seconds nor a duration like 1h30m (or it is too large)",
+            excerpt(word)
+        )),
+    }
+}
+
+/// True for a DNS class mnemonic as zone files write it.
+fn is_class(word: &str) -> bool {
+    ["IN", "CH", "CS", "HS", "NONE", "ANY"]
+        .iter()
+        .any(|c| word.eq_ignore_ascii_case(c))
 }
 
 /// Index the records of one zone and check its structure: an SOA at the apex, one SOA, CNAMEs

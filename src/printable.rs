@@ -1,0 +1,101 @@
+//! Untrusted text made safe to show a person.
+//!
+//! Actors, messages, notes, query names and lines of configured files reach terminals (the CLI
+//! tables and views) and replies (configuration problems in a reload's 422). Such text can hold
+//! control characters: ESC sequences that clear the screen or recolour it, BEL, carriage returns
+//! that overwrite what was printed, bidirectional overrides that make text display in another
+//! order than it reads. [`escaped`] writes every one of them as an escape, the way the JSON
+//! event log already does, so what is shown is what was stored. [`excerpt`] also bounds how much
+//! of a file's line is quoted, so an error about a file never copies the file.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Characters [`excerpt`] quotes of a line by default: enough to recognise the line next to its
+/// `file:line`, too little to copy a secret (a 64-digit token shows less than half of itself).
+pub const EXCERPT_CHARS: usize = 24;
+
+/// True for characters that change what a terminal shows instead of being shown: C0 controls,
+/// DEL, C1 controls (U+009B is a one-character CSI on some terminals), and the bidirectional
+/// embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every unsafe character escaped as JSON writes it (`\n`, `\r`, `\t`, `\u001b`),
+/// so it stays on one line and cannot drive the terminal. Backslashes are left alone (paths and
+/// zone-file escapes stay readable). Borrowed when nothing needed escaping.
+#[must_use]
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The first `max` characters of `text`, escaped and in double quotes as `{:?}` would quote
+/// them (`\\` and `\"` too, so a zone file's `q\09` reads `"q\\09"`), with `…` after the
+/// closing quote when the text was cut: `"root:*:20228:0:99999:7:"…`.
+#[must_use]
+pub fn excerpt(text: &str, max: usize) -> String {
+    let cut = text.char_indices().nth(max).map(|(i, _)| i);
+    let shown = cut.map_or(text, |i| &text[..i]);
+    let mut out = String::with_capacity(shown.len() + 4);
+    out.push('"');
+    for c in shown.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push_str(&escaped(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    out.push('"');
+    if cut.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_plain_text_is_borrowed() {
+        assert!(matches!(escaped("alice: allow cdn é"), Cow::Borrowed(_)));
+        assert_eq!(
+            escaped("eve\u{1b}[2J\u{1b}[31mRED\u{7}"),
+            "eve\\u001b[2J\\u001b[31mRED\\u0007"
+        );
+        assert_eq!(escaped("line1\nFAKE\r\tx"), "line1\\nFAKE\\r\\tx");
+        assert_eq!(escaped("\u{9b}31m \u{7f}"), "\\u009b31m \\u007f");
+        assert_eq!(escaped("abc\u{202e}cba"), "abc\\u202ecba");
+        assert_eq!(escaped("a\\b"), "a\\b");
+    }
+
+    #[test]
+    fn excerpts_are_short_quoted_and_escaped() {
+        assert_eq!(excerpt("bad..name", 24), "\"bad..name\"");
+        assert_eq!(
+            excerpt("root:*:20228:0:99999:7:::", 24),
+            "\"root:*:20228:0:99999:7::\"…"
+        );
+        assert_eq!(excerpt("a\u{1b}\"b", 24), "\"a\\u001b\\\"b\"");
+        assert_eq!(excerpt("q\\09", 24), format!("{:?}", "q\\09"));
+        // Cut by characters, not bytes.
+        assert_eq!(excerpt("ééé", 2), "\"éé\"…");
+        assert_eq!(excerpt("", 24), "\"\"");
+    }
+}

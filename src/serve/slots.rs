@@ -1,0 +1,110 @@
+//! Connection slots shared by the stream listeners (plain TCP in [`super::tcp`], DoT and DoH in
+//! [`super::encrypted`]): per-client counts, the small pool and deadline for clients in no
+//! group, and the rejection counters, one per reason.
+//!
+//! A connection over a cap is closed at once and counted by `reason`: `client_cap` (its source
+//! address holds the most it may), `unknown_client` (its source is in no group and the pool for
+//! such clients is full, or they are dropped), `global_cap` (the listener is full).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::Counter;
+use parking_lot::Mutex;
+
+/// Connections from clients in no group being refused at the same time (per listener); more
+/// are closed at once.
+pub const UNKNOWN_SLOTS: usize = 64;
+/// How long an unknown client's connection may take to send its query and read its REFUSED
+/// (after its TLS handshake, on DoT and DoH).
+pub const UNKNOWN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Per-client connection counts. Entries exist only while a client holds a connection, so the
+/// table is bounded by the connections a listener holds.
+#[derive(Debug, Default)]
+pub(super) struct ClientSlots {
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's hold on a connection slot; released on drop.
+pub(super) struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    client: IpAddr,
+}
+
+impl ClientSlots {
+    /// A slot for `client` if it holds fewer than `max`.
+    pub(super) fn try_take(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut held = self.held.lock();
+        let n = held.entry(client).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            slots: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock();
+        if let Some(n) = held.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Rejection counters, one per reason.
+pub(super) struct Rejections {
+    /// The listener (or the server's TCP listeners together) is full.
+    pub global_cap: Counter,
+    /// The source address holds the most connections it may.
+    pub client_cap: Counter,
+    /// A source in no group, and the pool for those is full (or they are dropped).
+    pub unknown_client: Counter,
+}
+
+impl Rejections {
+    /// The counters of `metric` by `reason`, with `protocol` as a label when given.
+    pub(super) fn new(metric: &'static str, protocol: Option<&'static str>) -> Self {
+        let c = |reason: &'static str| match protocol {
+            Some(p) => metrics::counter!(metric, "protocol" => p, "reason" => reason),
+            None => metrics::counter!(metric, "reason" => reason),
+        };
+        Self {
+            global_cap: c("global_cap"),
+            client_cap: c("client_cap"),
+            unknown_client: c("unknown_client"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_holds_at_most_its_cap_and_gets_slots_back() {
+        let slots = Arc::new(ClientSlots::default());
+        let a: IpAddr = "127.0.0.10".parse().unwrap();
+        let b: IpAddr = "127.0.0.20".parse().unwrap();
+        let held: Vec<_> = (0..3).map_while(|_| slots.try_take(a, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(slots.try_take(a, 3).is_none());
+        assert!(
+            slots.try_take(b, 3).is_some(),
+            "another client is not affected"
+        );
+        drop(held);
+        assert!(slots.try_take(a, 3).is_some());
+        assert!(slots.held.lock().len() <= 1, "no entry outlives its slots");
+    }
+}

@@ -1,0 +1,281 @@
+//! DoT and DoH slot exhaustion (review D1): one source holding a thousand idle connections,
+//! that never start their TLS handshake, must not keep anyone else from the encrypted
+//! listeners. Before the fix `[tls] max_connections` was one semaphore taken at accept, before
+//! the handshake and before the client was identified, so 1,030 connections from a source in
+//! no group left a legitimate `kdig +tls` with "handshake failed" and DoH `curl` with HTTP 000
+//! until the attacker let go.
+//!
+//! Real clients: `kdig` (knot-dnsutils) for DoT, `curl` for DoH, each from its own 127.0.0.x
+//! source address; the attackers are plain TCP connections that send nothing.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::*;
+use crate::identity::Pki;
+
+/// Connections each attacking source opens to each listener.
+const FLOOD: usize = 1030;
+/// `[tls] handshake_timeout` in these tests.
+const HANDSHAKE: Duration = Duration::from_secs(4);
+
+fn tools(test: &str) -> bool {
+    crate::common::tools_runnable(test, &["kdig", "curl"], "--version", "knot-dnsutils, curl")
+}
+
+/// `n` TCP connections from `src` to `server`, kept open and silent.
+async fn hold(server: SocketAddr, src: &str, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), sock.connect(server)).await
+        {
+            held.push(c);
+        }
+    }
+    held
+}
+
+/// How many of `held` the server still keeps open (the others it has closed).
+fn still_open(held: &[TcpStream]) -> usize {
+    let mut buf = [0u8; 1];
+    held.iter()
+        .filter(|c| {
+            matches!(c.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+/// Run a client to completion off the runtime (the server under test runs on it).
+async fn output(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the client runs"))
+        .await
+        .unwrap()
+}
+
+/// `kdig +tls` from `src` (with the PKI's client certificate `who`, if any); its output.
+async fn kdig(dot: SocketAddr, src: &str, pki: &Pki, who: Option<&str>, name: &str) -> String {
+    let mut cmd = std::process::Command::new("kdig");
+    cmd.args(["-b", src, &format!("@{}", dot.ip())])
+        .args(["-p", &dot.port().to_string()])
+        .args(["+tls", "+retry=0", "+timeout=3"]);
+    if let Some(w) = who {
+        cmd.arg(format!(
+            "+tls-certfile={}",
+            pki.path(&format!("{w}.crt")).display()
+        ))
+        .arg(format!(
+            "+tls-keyfile={}",
+            pki.path(&format!("{w}.key")).display()
+        ));
+    }
+    cmd.arg(name).arg("A");
+    let out = output(cmd).await;
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A DoH GET with `curl` from `src`: the HTTP status and the DNS answer.
+async fn curl_doh(doh: SocketAddr, src: &str, name: &str) -> (String, Option<Message>) {
+    let q = query_packet(name, RecordType::A, false);
+    let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q);
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "--max-time", "5", "--interface", src])
+        .args(["-o", "-", "-w", "\n%{http_code}"])
+        .arg(format!("https://{doh}/dns-query?dns={dns}"));
+    let out = output(cmd).await;
+    let body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[split..]).trim().to_string();
+    (status, Message::from_vec(&body[..split]).ok())
+}
+
+fn config(pki: &Pki, groups: &str) -> String {
+    format!(
+        r#"
+[tls]
+client_cas = ["{ca}"]
+handshake_timeout = "{handshake}s"
+[[tls.dot]]
+listen = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+client_cert = "optional"
+[[tls.doh]]
+listen = "127.0.0.1:0"
+cert = "{cert}"
+key = "{key}"
+client_cert = "optional"
+[[groups]]
+name = "agents"
+cidrs = ["127.0.0.10/32", "127.0.0.20/32"]
+allow = ["*.corp.internal"]
+{groups}
+"#,
+        ca = pki.path("ca.crt").display(),
+        cert = pki.path("server.crt").display(),
+        key = pki.path("server.key").display(),
+        handshake = HANDSHAKE.as_secs(),
+    )
+}
+
+fn rejected(metrics: &str, protocol: &str, reason: &str) -> f64 {
+    crate::common::metric_sum(
+        metrics,
+        "dnsward_tls_connections_rejected_total",
+        &[("protocol", protocol), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_from_one_source_leave_dot_and_doh_to_the_others() {
+    let test = "a_thousand_idle_connections_from_one_source_leave_dot_and_doh_to_the_others";
+    if !tools(test) {
+        return;
+    }
+    let pki = Pki::new();
+    let s = TestServer::start(None, &config(&pki, "")).await;
+    let tls = &s.app.as_ref().unwrap().tls;
+    let (dot, doh) = (tls.dot_addrs[0], tls.doh_addrs[0]);
+
+    // 127.0.0.99 is in no group, 127.0.0.10 is a member: 1,030 silent connections each, to
+    // each listener (more than `max_connections`, 1024).
+    let started = Instant::now();
+    let mut attackers = Vec::new();
+    for server in [dot, doh] {
+        for src in ["127.0.0.99", "127.0.0.10"] {
+            let held = hold(server, src, FLOOD).await;
+            assert!(held.len() >= 1000, "{src}: only {} connects", held.len());
+            attackers.push((src, held));
+        }
+    }
+
+    // While they are held, a member from another address is served on both.
+    let out = kdig(dot, "127.0.0.20", &pki, None, "api.corp.internal").await;
+    assert!(
+        out.contains("status: NOERROR") && out.contains("10.0.1.10"),
+        "{out}"
+    );
+    let (status, answer) = curl_doh(doh, "127.0.0.20", "api.corp.internal").await;
+    assert_eq!(status, "200");
+    let answer = answer.expect("a DNS answer");
+    assert!(
+        a_records(&answer).contains(&"10.0.1.10".to_string()),
+        "{answer:?}"
+    );
+    // A source in no group still gets its REFUSED, from the small pool it may use.
+    let out = kdig(dot, "127.0.0.98", &pki, None, "api.corp.internal").await;
+    assert!(out.contains("status: REFUSED"), "{out}");
+    assert!(
+        started.elapsed() < HANDSHAKE,
+        "the flood and the queries took {:?}: the attackers' slots may have been released by \
+         the handshake timeout already, so this proves nothing",
+        started.elapsed()
+    );
+
+    // Each attacking source holds at most its 16 connections per listener; the rest were
+    // closed at once and counted by reason.
+    for (src, held) in &attackers {
+        let open = still_open(held);
+        assert!(open <= 16, "{src} still holds {open} connections");
+    }
+    let metrics = metrics_text(&s).await;
+    for protocol in ["dot", "doh"] {
+        let per_client = rejected(&metrics, protocol, "client_cap");
+        assert!(
+            per_client >= (2 * (FLOOD - 16) - 20) as f64,
+            "{protocol}: {per_client} client_cap rejections\n{metrics}"
+        );
+        assert_eq!(rejected(&metrics, protocol, "global_cap"), 0.0);
+    }
+
+    // Connections that never start a handshake are closed after `handshake_timeout` (4 s),
+    // not the idle timeout (30 s).
+    tokio::time::sleep(HANDSHAKE + Duration::from_millis(1500)).await;
+    for (src, held) in &attackers {
+        assert_eq!(
+            still_open(held),
+            0,
+            "{src}: connections outlived the handshake timeout"
+        );
+    }
+    let metrics = metrics_text(&s).await;
+    for protocol in ["dot", "doh"] {
+        let timeouts = crate::common::metric_sum(
+            &metrics,
+            "dnsward_tls_handshake_timeouts_total",
+            &[("protocol", protocol)],
+        )
+        .unwrap_or(0.0);
+        assert!(
+            timeouts >= 32.0,
+            "{protocol}: {timeouts} handshake timeouts"
+        );
+    }
+    drop(attackers);
+
+    // Sources in no group share a pool of 64 per listener: six of them holding 16 each
+    // overflow it, and what overflows is counted as `unknown_client`.
+    let mut unknown = Vec::new();
+    for i in 91..97 {
+        unknown.push(hold(dot, &format!("127.0.0.{i}"), 16).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open: usize = unknown.iter().map(|h| still_open(h)).sum();
+    assert!(open <= 64, "{open} connections from sources in no group");
+    let metrics = metrics_text(&s).await;
+    assert!(
+        rejected(&metrics, "dot", "unknown_client") >= 32.0,
+        "{metrics}"
+    );
+    let out = kdig(dot, "127.0.0.20", &pki, None, "api.corp.internal").await;
+    assert!(
+        out.contains("status: NOERROR"),
+        "members are not affected: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_known_by_certificate_are_not_locked_out_for_their_address() {
+    let test = "agents_known_by_certificate_are_not_locked_out_for_their_address";
+    if !tools(test) {
+        return;
+    }
+    let pki = Pki::new();
+    // A group of agents identified by their certificates, wherever they connect from: a
+    // source in no group by address may be one of them, so it competes for the listener's
+    // slots (with its per-address cap) instead of the small pool.
+    let build = r#"
+[[groups]]
+name = "build"
+identities = ["spiffe://example.test/agents/build/*"]
+allow = ["*.corp.internal"]
+"#;
+    let s = TestServer::start(None, &config(&pki, build)).await;
+    let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
+    let held = hold(dot, "127.0.0.99", FLOOD).await;
+    assert!(held.len() >= 1000);
+    // The agent from an address in no group is served.
+    let out = kdig(dot, "127.0.0.30", &pki, Some("build"), "git.corp.internal").await;
+    assert!(
+        out.contains("status: NOERROR") && out.contains("192.0.2.30"),
+        "{out}"
+    );
+    assert!(still_open(&held) <= 16);
+    // The same address without a certificate is in no group: REFUSED, then closed.
+    let out = kdig(dot, "127.0.0.31", &pki, None, "git.corp.internal").await;
+    assert!(out.contains("status: REFUSED"), "{out}");
+    let metrics = metrics_text(&s).await;
+    assert!(rejected(&metrics, "dot", "client_cap") >= (FLOOD - 16 - 10) as f64);
+    assert_eq!(rejected(&metrics, "dot", "unknown_client"), 0.0);
+}
