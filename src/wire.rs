@@ -812,12 +812,6 @@ pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
 }
 
 /// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
-///
-/// The name goes out in lower case whatever the client sent. The case of its letters is the
-/// client's to choose and carries nothing a resolver needs (RFC 4343), so passed on it would
-/// be a free channel to the authority, one bit per letter, that the tunnel detector (which
-/// prices names case-folded) never sees. The client's answer echoes its own question, case and
-/// all, as before.
 #[must_use]
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
@@ -826,9 +820,28 @@ pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(question);
-    lowercase_name(&mut out[HEADER_LEN..]);
     push_opt(&mut out, dnssec_ok, 0);
     out
+}
+
+/// Longest question section: a 255-byte name, type and class.
+pub const MAX_QUESTION: usize = 255 + 4;
+
+/// `question` (a question section: name, type, class) with its name's ASCII letters in lower
+/// case, in `buf`; `None` when it is longer than [`MAX_QUESTION`].
+///
+/// The case of a name's letters is the client's to choose and carries nothing a resolver needs
+/// (RFC 4343): forwarded as sent, it is a channel to the authority, one bit per letter, that
+/// the tunnel detector (which prices names case-folded) does not see.
+#[must_use]
+pub fn lowercased_question<'b>(
+    question: &[u8],
+    buf: &'b mut [u8; MAX_QUESTION],
+) -> Option<&'b [u8]> {
+    let out = buf.get_mut(..question.len())?;
+    out.copy_from_slice(question);
+    lowercase_name(out);
+    Some(out)
 }
 
 /// Lower-cases the ASCII letters of the uncompressed name at the start of `buf`, label by
@@ -926,16 +939,17 @@ pub(crate) mod tests {
         out
     }
 
-    /// The forwarded question is the client's, lower-cased: type and class bytes that happen
-    /// to be ASCII letters (type 0x0041 is 'A') and the label lengths stay as they were.
+    /// A lower-cased question is the client's with the name's letters folded: type and class
+    /// bytes that happen to be ASCII letters (type 0x0041 is 'A') and the label lengths stay.
     #[test]
-    fn upstream_queries_carry_the_name_lower_cased_and_nothing_else_changed() {
+    fn lowercased_questions_fold_the_name_and_nothing_else() {
         let client = query_bytes("WwW.ExAmPlE.CoM", 0x4142, None);
         let question = &client[HEADER_LEN..];
-        let q = encode_upstream_query(7, question, true, false);
-        let sent = &q[HEADER_LEN..HEADER_LEN + question.len()];
+        let mut buf = [0; MAX_QUESTION];
+        let folded = lowercased_question(question, &mut buf).unwrap();
         let want = query_bytes("www.example.com", 0x4142, None);
-        assert_eq!(sent, &want[HEADER_LEN..]);
+        assert_eq!(folded, &want[HEADER_LEN..]);
+        assert!(lowercased_question(&[1; MAX_QUESTION + 1], &mut buf).is_none());
         // A compression pointer ends the name: nothing after it is touched.
         let mut odd = vec![1, b'X', 0xC0, b'A', 0, b'Z'];
         lowercase_name(&mut odd);

@@ -94,6 +94,12 @@ pub struct UpstreamConfig {
     /// UDP sockets kept open per server and shared by its exchanges (default 8, at most 256).
     #[serde(default = "default_sockets_per_server")]
     pub udp_sockets_per_server: usize,
+    /// Forward question names in lower case (default off: as the client sent them, as Unbound
+    /// does). The letters' case is the client's to choose; passed on, it can carry data to a
+    /// tunnel's authority that the detector does not price. On, tunnels that need case
+    /// (dns2tcp's base64) stop working and the client still gets its own case back.
+    #[serde(default)]
+    pub fold_case: bool,
 }
 
 fn default_sockets_per_server() -> usize {
@@ -107,6 +113,7 @@ impl Default for UpstreamConfig {
             timeout: default_total_timeout(),
             forward: Vec::new(),
             udp_sockets_per_server: default_sockets_per_server(),
+            fold_case: false,
         }
     }
 }
@@ -212,6 +219,8 @@ pub struct Upstreams {
     forwards: HashMap<Box<str>, UpstreamSet>,
     /// Overall budget per query.
     total_timeout: Duration,
+    /// `[upstream] fold_case`.
+    fold_case: bool,
 }
 
 impl UpstreamSet {
@@ -292,6 +301,7 @@ impl Upstreams {
             default,
             forwards,
             total_timeout: cfg.timeout,
+            fold_case: cfg.fold_case,
         }
     }
 
@@ -325,6 +335,12 @@ impl Upstreams {
     #[must_use]
     pub fn is_forward_zone_name(&self, name: &str) -> bool {
         !self.forwards.is_empty() && self_and_parents(name).any(|p| self.forwards.contains_key(p))
+    }
+
+    /// Whether question names go upstream lower-cased (`[upstream] fold_case`).
+    #[must_use]
+    pub fn fold_case(&self) -> bool {
+        self.fold_case
     }
 
     /// The server set for a name: the longest matching forward zone, or the default.

@@ -423,6 +423,25 @@ impl TestServer {
         Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones).await
     }
 
+    /// As [`Self::start`], with extra lines for the `[upstream]` section.
+    pub async fn start_with_upstream_extra(
+        upstream: SocketAddr,
+        extra: &str,
+        upstream_extra: &str,
+    ) -> Self {
+        Self::start_inner_with(
+            &[upstream],
+            extra,
+            None,
+            "127.0.0.1:0",
+            "",
+            "",
+            &[],
+            upstream_extra,
+        )
+        .await
+    }
+
     async fn start_inner(
         upstreams: &[SocketAddr],
         extra: &str,
@@ -431,6 +450,30 @@ impl TestServer {
         server_extra: &str,
         admin_extra: &str,
         zone_files: &[(&str, &str)],
+    ) -> Self {
+        Self::start_inner_with(
+            upstreams,
+            extra,
+            clock,
+            listen,
+            server_extra,
+            admin_extra,
+            zone_files,
+            "",
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_inner_with(
+        upstreams: &[SocketAddr],
+        extra: &str,
+        clock: Option<SharedClock>,
+        listen: &str,
+        server_extra: &str,
+        admin_extra: &str,
+        zone_files: &[(&str, &str)],
+        upstream_extra: &str,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut zone_entries = Vec::new();
@@ -464,6 +507,7 @@ token_file = "token"
 {admin_extra}
 [upstream]
 {upstream_line}
+{upstream_extra}
 [zones]
 dir = "{zones}"
 {zone_files}

@@ -63,13 +63,14 @@ async fn allowed_names_are_forwarded_and_others_blocked() {
     assert_eq!(up.queries(), 1, "blocked names never reach the upstream");
 }
 
-/// The letters' case of a question is the client's own (0x20): it goes upstream in lower case,
-/// so it cannot carry data to an authority past the detector, and comes back to the client
-/// as the client wrote it, over UDP and TCP.
+/// The letters' case of a question is the client's own (0x20). With `[upstream] fold_case` it
+/// goes upstream in lower case, so it cannot carry data to an authority past the detector, and
+/// comes back to the client as the client wrote it, over UDP and TCP. By default questions go
+/// upstream as they came.
 #[tokio::test]
 async fn question_case_goes_upstream_folded_and_comes_back_as_asked() {
     let up = upstream().start().await;
-    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let s = TestServer::start_with_upstream_extra(up.addr, AGENTS, "fold_case = true").await;
     let asked = "A.aLLoWeD.ExAmPlE";
     let answer = udp_raw(
         s.udp,
@@ -92,6 +93,22 @@ async fn question_case_goes_upstream_folded_and_comes_back_as_asked() {
         up.asked(),
         ["a.allowed.example.", "www.example."],
         "the upstream saw the names in lower case"
+    );
+    drop(s);
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let answer = udp_raw(
+        s.udp,
+        "127.0.0.10".parse().unwrap(),
+        &raw_name_query("B.aLLoWeD.ExAmPlE", 1),
+    )
+    .await
+    .expect("an answer");
+    let m = hickory_proto::op::Message::from_vec(&answer).unwrap();
+    assert_eq!(m.queries[0].name().to_ascii(), "B.aLLoWeD.ExAmPlE.");
+    assert_eq!(
+        up.asked().last().map(String::as_str),
+        Some("B.aLLoWeD.ExAmPlE."),
+        "by default the question went as it came"
     );
 }
 

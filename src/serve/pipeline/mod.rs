@@ -683,10 +683,19 @@ impl Pipeline {
     /// The upstream exchange for a miss (the leader of its question): forward, prepare the
     /// answer and cache it.
     async fn fetch(&self, p: &Pending, q: &Query<'_>) -> Fetched {
+        // With `[upstream] fold_case` the name goes upstream in lower case: the letters' case
+        // is the client's to choose and would otherwise reach a tunnel's authority unseen (the
+        // client still gets its own case back).
+        let mut folded = [0; wire::MAX_QUESTION];
+        let question = if p.policy.upstreams.fold_case() {
+            wire::lowercased_question(q.question, &mut folded).unwrap_or(q.question)
+        } else {
+            q.question
+        };
         match p
             .policy
             .upstreams
-            .resolve(&q.name, q.question, q.dnssec_ok(), q.cd)
+            .resolve(&q.name, question, q.dnssec_ok(), q.cd)
             .await
         {
             Ok((raw, up)) => match self.cache.prepare(&raw, Arc::clone(&up.label)) {
