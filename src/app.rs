@@ -96,6 +96,11 @@ impl RunningApp {
         // First: every counter below binds to the recorder that is global when it is
         // registered (see `metrics::install`).
         let prom = crate::metrics::install();
+        if let Some((before, after)) = raise_open_files_limit()
+            && after > before
+        {
+            tracing::info!(before, after, "open-file limit raised to the hard limit");
+        }
         let config_path = std::path::PathBuf::from(&cfg.source);
         let loaded = cfg.into_loaded().map_err(StartError::Config)?;
         let fixed = loaded.fixed.clone();
@@ -313,4 +318,37 @@ impl RunningApp {
         drop(self.pipeline);
         self.events.shutdown().await;
     }
+}
+
+/// Raises this process's open-file soft limit to its hard limit, as Go's runtime does for every
+/// program: the listeners' connection bounds (TCP, DoT, DoH, admin) and the upstream sockets add
+/// up to more than the 1,024 a login shell or a default service gives, and a server out of
+/// descriptors can accept no one. The hard limit is the operator's (`LimitNOFILE=` in the unit,
+/// `ulimit -Hn`, `prlimit`); an infinite one counts as 2^20, the kernel's usual `nr_open`.
+/// Returns the soft limit before and after, or `None` when it cannot be read or set.
+#[must_use]
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    let before = lim.rlim_cur;
+    let want = if lim.rlim_max == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        lim.rlim_max
+    };
+    if before >= want {
+        return Some((before, before));
+    }
+    lim.rlim_cur = want;
+    // SAFETY: setrlimit reads the struct passed, which lives for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return None;
+    }
+    Some((before, want))
 }

@@ -438,6 +438,35 @@ allow = ["*.x.internal"]
     assert!(!stderr.contains("record type string unknown"), "{stderr}");
 }
 
+/// Started from a shell whose soft open-file limit is low (1,024 is the usual default), the
+/// server raises it to the hard limit: its connection bounds alone need more.
+#[test]
+fn serve_raises_its_open_file_soft_limit_to_the_hard_limit() {
+    if !common::tools_runnable(
+        "serve_raises_its_open_file_soft_limit_to_the_hard_limit",
+        &["prlimit"],
+        "--version",
+        "util-linux",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let silent_upstream = UdpSocket::bind("127.0.0.1:0").expect("binding the silent upstream");
+    let (config, _) = e2e_config(dir.path(), silent_upstream.local_addr().unwrap());
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=512:8192").arg(DNSWARD);
+    let server = Dnsward::serve(cmd, &config, dir.path().join("dnsward.log"));
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("open-file limit raised"))
+        .unwrap_or_else(|| panic!("no limit line in:\n{log}"));
+    assert!(
+        line.contains("before=512") && line.contains("after=8192"),
+        "{line}"
+    );
+}
+
 #[test]
 fn check_accepts_the_shipped_example_config() {
     let path = repo_path("config/dnsward.toml");
