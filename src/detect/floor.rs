@@ -20,13 +20,16 @@
 //!   [`MIN_NAME_BITS`]: no distinct name is free.
 //!
 //! Limits: only the last four names are references, so a client enumerating names in random
-//! order pays for the order (which is information: a tunnel could use it); names longer than
-//! [`KEPT`] are priced alone (over-counting, the safe side for detection). What a tunnel cannot
+//! order pays for the order (which is information: a tunnel could use it); a name longer than
+//! [`KEPT`] is coded by its last [`KEPT`] bytes and pays in full for the rest (an `ip6.arpa`
+//! nibble name's shared network prefix is free, a GUID before a fixed region and service
+//! label pays for the GUID). What a tunnel cannot
 //! hide is what it sends: a payload after a shared prefix is a middle and is counted in full.
 
 /// Recent names kept per (client, domain).
 pub const RING: usize = 4;
-/// Longest subdomain part kept, in bytes; a longer name is priced on its own.
+/// Bytes of a subdomain part kept (its last ones); a longer name is coded by them and pays in
+/// full for the bytes before.
 pub const KEPT: usize = 48;
 /// Bits every distinct name costs at least, whatever it shares with recent ones.
 pub const MIN_NAME_BITS: u32 = 2;
@@ -75,11 +78,17 @@ impl RecentSubdomains {
     /// The cheapest coding of `s` against a recent name, clamped to
     /// `MIN_NAME_BITS..=alone_bits`.
     fn estimate(&self, s: &[u8], alone_bits: u32, sub_chars: usize) -> u32 {
-        if alone_bits <= MIN_NAME_BITS || s.len() > KEPT {
+        if alone_bits <= MIN_NAME_BITS {
             return alone_bits;
         }
         #[allow(clippy::cast_precision_loss)] // names are short
         let rate = alone_bits as f32 / sub_chars.max(1) as f32;
+        // A name longer than KEPT is coded by its last KEPT bytes, where a zone's fixed labels
+        // sit (a region and service, an ip6.arpa network prefix); the bytes before them are
+        // priced in full at the name's rate, so nothing a tunnel puts there is discounted.
+        let (head, tail) = s.split_at(s.len().saturating_sub(KEPT));
+        #[allow(clippy::cast_precision_loss)]
+        let head_bits = head.iter().filter(|c| **c != b'.').count() as f32 * rate;
         #[allow(clippy::cast_precision_loss)]
         let mut best = alone_bits as f32;
         for age in 0..RING {
@@ -89,7 +98,7 @@ impl RecentSubdomains {
                 continue;
             }
             let reference = if age == 0 { 0.0 } else { REFERENCE_BITS };
-            let cost = reference + coded_bits(s, &self.names[slot][..len], rate);
+            let cost = head_bits + reference + coded_bits(tail, &self.names[slot][..len], rate);
             best = best.min(cost);
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
@@ -97,9 +106,10 @@ impl RecentSubdomains {
         rounded.clamp(MIN_NAME_BITS, alone_bits.max(MIN_NAME_BITS))
     }
 
-    /// Makes `s` the newest recent name (if it fits).
+    /// Makes `s` (its last [`KEPT`] bytes) the newest recent name.
     fn remember(&mut self, s: &[u8]) {
-        if s.is_empty() || s.len() > KEPT {
+        let s = &s[s.len().saturating_sub(KEPT)..];
+        if s.is_empty() {
             return;
         }
         let slot = (usize::from(self.head) + 1) % RING;
@@ -242,11 +252,49 @@ mod tests {
     }
 
     #[test]
-    fn long_names_are_priced_alone_and_not_kept() {
+    fn long_names_are_coded_by_their_tail_and_pay_for_their_head() {
         let long = "a".repeat(KEPT + 1);
         let mut ring = RecentSubdomains::default();
         assert_eq!(ring.novel_bits(&long, 100, long.len()), 100);
-        assert_eq!(ring.novel_bits(&long, 100, long.len()), 100);
-        assert_eq!(ring.lens, [0; RING]);
+        assert_eq!(usize::from(ring.lens[usize::from(ring.head)]), KEPT);
+        // The same tail again: only the head byte is paid for (clamped to the minimum).
+        assert_eq!(ring.novel_bits(&long, 100, long.len()), MIN_NAME_BITS);
+        // IPv6 reverse names of one /64 (63 bytes each): the shared prefix at the end is
+        // free, the interface identifier (16 nibbles, 8 bytes) is paid for.
+        let ptr = |iid: u64| {
+            let mut nibbles: Vec<String> = format!("20010db8aaaa0001{iid:016x}")
+                .chars()
+                .map(String::from)
+                .collect();
+            nibbles.reverse();
+            nibbles.join(".")
+        };
+        let names: Vec<String> = [
+            0x1a2b_3c4d_5e6f_7081_u64,
+            0x9f8e_7d6c_5b4a_3921,
+            0x0badc0ffee123457,
+        ]
+        .into_iter()
+        .map(ptr)
+        .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let r = run(&names);
+        assert!(r[0].1 == r[0].0, "the first is priced alone: {r:?}");
+        for (alone, added) in &r[1..] {
+            assert!(
+                *added <= alone * 6 / 10 && *added >= 40,
+                "a new host of the same network: {added} of {alone} bits"
+            );
+        }
+        // A payload ahead of a fixed 48-byte tail pays for all of it.
+        let tail = "x".repeat(KEPT);
+        let mut ring = RecentSubdomains::default();
+        let first = format!("q7f3k9z2m4w8.{tail}");
+        let second = format!("p1r6t0v5y3b2.{tail}");
+        ring.novel_bits(&first, 200, first.len() - 1);
+        let added = ring.novel_bits(&second, 200, second.len() - 1);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let head_share = (200.0 * 12.0 / (second.len() - 1) as f32) as u32;
+        assert!(added >= head_share, "{added} < {head_share}");
     }
 }
