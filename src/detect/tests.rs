@@ -528,7 +528,11 @@ fn alerts_carry_what_an_analyst_needs() {
         (ip(9), "agents", "tunnel-example.org")
     );
     assert_eq!(a.window.window_secs, 900);
-    assert!(a.window.queries >= 3 && a.window.unique_subdomains >= 3 && a.window.nxdomain >= 1);
+    assert!(a.window.queries >= 3, "{:?}", a.window);
+    assert!(a.window.nxdomain >= 1, "{:?}", a.window);
+    // An estimate from a 64-register sketch: two of the first few names can share a register
+    // (once in a few hundred runs here, with the per-process hash key).
+    assert!(a.window.unique_subdomains >= 2, "{:?}", a.window);
     assert!(a.window.payload_bytes > 50 && a.bytes_estimate > 50);
     // The volume that tripped it: whose, which window, how many bytes and names.
     let v = a
