@@ -409,6 +409,7 @@ impl TestServer {
             server_extra,
             admin_extra,
             &[],
+            "",
         )
         .await
     }
@@ -420,7 +421,7 @@ impl TestServer {
         zones: &[(&str, &str)],
     ) -> Self {
         let upstreams: Vec<SocketAddr> = upstream.into_iter().collect();
-        Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones).await
+        Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones, "").await
     }
 
     /// As [`Self::start`], with extra lines for the `[upstream]` section.
@@ -429,7 +430,7 @@ impl TestServer {
         extra: &str,
         upstream_extra: &str,
     ) -> Self {
-        Self::start_inner_with(
+        Self::start_inner(
             &[upstream],
             extra,
             None,
@@ -442,30 +443,8 @@ impl TestServer {
         .await
     }
 
-    async fn start_inner(
-        upstreams: &[SocketAddr],
-        extra: &str,
-        clock: Option<SharedClock>,
-        listen: &str,
-        server_extra: &str,
-        admin_extra: &str,
-        zone_files: &[(&str, &str)],
-    ) -> Self {
-        Self::start_inner_with(
-            upstreams,
-            extra,
-            clock,
-            listen,
-            server_extra,
-            admin_extra,
-            zone_files,
-            "",
-        )
-        .await
-    }
-
     #[allow(clippy::too_many_arguments)]
-    async fn start_inner_with(
+    async fn start_inner(
         upstreams: &[SocketAddr],
         extra: &str,
         clock: Option<SharedClock>,
