@@ -167,12 +167,16 @@ impl Windows {
         ]
     }
 
-    /// Whether any window's raw novel information could reach the volume term's floor (⅛ of
-    /// its budget, after the largest acceleration, 4×); when none can, scoring it is skipped.
+    /// Whether any window's raw novel information (name bytes and the counted share of carrier
+    /// answer bytes) could reach the volume term's floor (⅛ of its budget, after the largest
+    /// acceleration, 4×); when none can, scoring it is skipped.
     fn could_score(&self, budgets: Budgets) -> bool {
         #[allow(clippy::cast_precision_loss)]
-        let over =
-            |w: &SlidingWindow, budget: f32| w.raw_novel_bits() as f32 / 8.0 * 4.0 >= budget / 8.0;
+        let over = |w: &SlidingWindow, budget: f32| {
+            (w.raw_novel_bits() as f32 / 8.0 + volume::DOWN_WEIGHT * w.raw_down_bytes() as f32)
+                * 4.0
+                >= budget / 8.0
+        };
         over(&self.0[0], budgets.short)
             || over(&self.0[1], budgets.window)
             || over(&self.0[2], budgets.long)
@@ -247,7 +251,8 @@ struct DomainState {
     last_alert_level: Level,
 }
 
-/// Slots of the fleet-wide table of answers given ([`Detector::observe_answer_at`]): 512 KiB.
+/// Slots of the table of last answers per (client, question) ([`Detector::observe_answer_at`]):
+/// 512 KiB.
 const ANSWER_SLOTS: usize = 1 << 16;
 
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
@@ -325,9 +330,8 @@ pub struct Detector {
     clients: BoundedTable<ClientState>,
     /// Which client asked a name last, fleet-wide.
     shared: SharedNames,
-    /// Which client was last given an answer, by the answer's content, fleet-wide: an answer
-    /// a client was just given (a poller re-fetching an unchanged record whose TTL is 0), or
-    /// that another client was given, brings it nothing new.
+    /// The last answer each (client, question) was given, as a tag of its content: the same
+    /// answer again (a poller re-fetching an unchanged record whose TTL is 0) brings nothing new.
     answers: SharedNames,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
@@ -832,7 +836,16 @@ impl Detector {
     /// Records whether the answer to a query for `domain` from `client` was NXDOMAIN. Only keys
     /// already tracked are updated: an answer never creates state.
     pub fn observe_rcode(&self, client: &ClientKey, domain: &str, nxdomain: bool) {
-        self.observe_answer_at(client, domain, 0, nxdomain, 0, &|_| {}, self.clock.now());
+        self.observe_answer_at(
+            client,
+            "",
+            domain,
+            0,
+            nxdomain,
+            0,
+            &|_| {},
+            self.clock.now(),
+        );
     }
 
     /// [`Self::observe_rcode`] at `now`, a reading of this detector's clock.
@@ -843,22 +856,24 @@ impl Detector {
         nxdomain: bool,
         now: Duration,
     ) {
-        self.observe_answer_at(client, domain, 0, nxdomain, 0, &|_| {}, now);
+        self.observe_answer_at(client, "", domain, 0, nxdomain, 0, &|_| {}, now);
     }
 
     /// Records an answer fresh from upstream: NXDOMAIN or not, and its size. For carrier query
     /// types (TXT, NULL, CNAME, MX, SRV, KEY, private types, ANY) the bytes after the question
     /// count as the downstream half of a tunnel, but only when the answer says something new:
-    /// `content` feeds the hasher what the answer says (not its ID or TTLs), and an answer
-    /// this client was the last to be given, or another client was, counts no bytes. A tunnel's
-    /// answers are all different; a service-discovery poller re-fetching an unchanged SRV set
-    /// whose TTL is 0 gets the same answer again and again. Cache hits should report through
+    /// `content` feeds the hasher what the answer says (everything after its ID, TTLs
+    /// included), and the very answer this client was last given for this question counts no
+    /// bytes. A tunnel's answers differ (in records, in their order, in TTLs); a
+    /// service-discovery poller re-fetching an unchanged SRV set whose TTL is 0 gets the same
+    /// answer again and again. Cache hits should report through
     /// [`Self::observe_rcode_at`] (size 0): a cached answer carries nothing new. Only keys
     /// already tracked are updated.
     #[allow(clippy::too_many_arguments)] // one answer's facts, all needed
     pub fn observe_answer_at(
         &self,
         client: &ClientKey,
+        qname: &str,
         domain: &str,
         qtype: u16,
         nxdomain: bool,
@@ -871,11 +886,17 @@ impl Detector {
         }
         let client_hash = self.hasher.hash_one(client);
         let down = if answer_bytes > 0 && features::qtype_points(qtype) > 0 {
+            // Keyed by (client, question), holding a tag of the last answer's content: only
+            // the very answer this client was given last for this question is free. Answers
+            // alternating between a few seen before, or TTLs that change, still count.
+            let question = self.hasher.hash_one((client_hash, qname, qtype));
             let mut h = self.hasher.build_hasher();
             content(&mut h);
-            match self.answers.record(h.finish(), client_hash) {
-                LastAsker::Unknown => u32::try_from(answer_bytes).unwrap_or(u32::MAX),
-                LastAsker::Same | LastAsker::Other => 0,
+            match self.answers.record(question, h.finish()) {
+                LastAsker::Same => 0,
+                LastAsker::Other | LastAsker::Unknown => {
+                    u32::try_from(answer_bytes).unwrap_or(u32::MAX)
+                }
             }
         } else {
             0

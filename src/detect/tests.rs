@@ -1011,9 +1011,10 @@ fn a_client_cycling_through_hundreds_of_names_repeats_them() {
     assert_eq!(novel_total(2), Some(0));
 }
 
-/// Downstream bytes count only for an answer that says something new: a poller re-fetching an
-/// unchanged record (TTL 0, as service discovery serves) is given nothing, nor is a client
-/// given what another client was just given; a tunnel's answers, all different, count.
+/// Downstream bytes count only for an answer that says something new to its client: a poller
+/// re-fetching an unchanged record (TTL 0, as service discovery serves) is given nothing; a
+/// changed answer, an answer alternating with one seen before (a choice among answers carries
+/// data), and another client's first answer all count.
 #[test]
 fn only_answers_that_say_something_new_count_as_downstream_bytes() {
     let (d, clock) = detector(&DetectConfig::default());
@@ -1026,11 +1027,12 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
             .get(pair)
             .map(|p| p.lock().windows.0[1].volume_stats().down_bytes)
     };
-    let answer = |client: u32, content: &'static [u8]| {
+    let answer = |client: u32, qtype: u16, content: &'static [u8]| {
         d.observe_answer_at(
             &ClientKey::from(ip(client)),
+            name,
             "poll-example.com",
-            33, // SRV: a carrier type
+            qtype,
             false,
             400,
             &|h: &mut dyn Hasher| h.write(content),
@@ -1040,33 +1042,31 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
     for client in [1, 2] {
         observe(&d, ip(client), name, 33, &settings);
     }
-    answer(1, b"srv set one");
+    answer(1, 33, b"srv set one"); // SRV: a carrier type
     assert_eq!(down(1), Some(400), "a first answer is new");
     for _ in 0..20 {
         clock.advance(Duration::from_secs(1));
         observe(&d, ip(1), name, 33, &settings);
-        answer(1, b"srv set one");
+        answer(1, 33, b"srv set one");
     }
     assert_eq!(down(1), Some(400), "the same answer again says nothing new");
-    answer(2, b"srv set one");
+    answer(2, 33, b"srv set one");
     assert_eq!(
         down(2),
-        Some(0),
-        "another client's answer is not news either"
+        Some(400),
+        "each client is charged for its own first answer"
     );
-    answer(1, b"srv set two");
+    answer(1, 33, b"srv set two");
     assert_eq!(down(1), Some(800), "a changed answer counts");
-    // Not a carrier type, or no answer bytes: nothing, whatever the content.
-    d.observe_answer_at(
-        &ClientKey::from(ip(1)),
-        "poll-example.com",
-        1,
-        false,
-        400,
-        &|h: &mut dyn Hasher| h.write(b"fresh a record"),
-        clock.now(),
+    answer(1, 33, b"srv set one");
+    assert_eq!(
+        down(1),
+        Some(1200),
+        "going back to an earlier answer counts too"
     );
-    assert_eq!(down(1), Some(800));
+    // Not a carrier type: nothing, whatever the content.
+    answer(1, 1, b"fresh a record");
+    assert_eq!(down(1), Some(1200));
 }
 
 /// Client-wide evidence is one suspect: a client spreading names over hundreds of domains is

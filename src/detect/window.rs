@@ -164,6 +164,12 @@ impl SlidingWindow {
         u64::from(self.current.novel_bits) + u64::from(self.previous.novel_bits)
     }
 
+    /// Carrier answer bytes in both halves, as counted.
+    #[must_use]
+    pub fn raw_down_bytes(&self) -> u64 {
+        u64::from(self.current.down_bytes) + u64::from(self.previous.down_bytes)
+    }
+
     /// Only what the volume term needs (queries, answers, novel bytes and names, answer
     /// bytes), without reading the sketch unless the novelty count needs checking.
     #[must_use]

@@ -264,20 +264,12 @@ impl CachedAnswer {
             .map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]])))
     }
 
-    /// Feeds what this answer says into `h`: the stored message after its ID, without its TTL
-    /// fields, so two fetches of an unchanged answer feed the same bytes whatever their ID or
-    /// the TTLs left (the tunnel detector counts only answers that say something new).
+    /// Feeds what this answer says into `h`: the stored message after its ID, TTLs included
+    /// (TTLs can carry data too), so two fetches of an unchanged answer feed the same bytes
+    /// (the tunnel detector counts only answers that say something new).
     pub fn hash_content(&self, h: &mut dyn Hasher) {
         let msg = self.message();
-        let mut from = msg.len().min(2);
-        for at in self.ttl_offsets() {
-            // Offsets are recorded in message order; one out of order is simply hashed over.
-            if at >= from && at + 4 <= msg.len() {
-                h.write(&msg[from..at]);
-                from = at + 4;
-            }
-        }
-        h.write(&msg[from..]);
+        h.write(&msg[msg.len().min(2)..]);
     }
 
     /// Whether this answer is for `q`'s question: name (ASCII case ignored, RFC 4343), type and

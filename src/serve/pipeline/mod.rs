@@ -647,6 +647,7 @@ impl Pipeline {
                 // tunnel (counted for carrier types only; cache hits carry nothing new).
                 self.detector.observe_answer_at(
                     &p.peer.key,
+                    &q.name,
                     registrable_domain(&q.name),
                     q.qtype,
                     nxdomain,
