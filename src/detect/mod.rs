@@ -52,7 +52,7 @@ use self::window::SlidingWindow;
 use crate::clock::SharedClock;
 use crate::events::{AlertEvent, VolumeEvidence, WindowCounts};
 use crate::identity::ClientKey;
-use crate::metrics::{ALERTS_TOTAL, DETECTOR_TRACKED_KEYS};
+use crate::metrics::DETECTOR_TRACKED_KEYS;
 use crate::names::subdomain_part;
 
 /// How far a score went: each level includes the ones below it.
@@ -731,50 +731,45 @@ impl Detector {
                     self.alert_interval,
                 )
             };
-        let make_alert = |score: u8,
-                          terms: &Breakdown,
-                          trip: &VolumeTrip,
-                          scope: Scope,
-                          level: Level| {
-            let action = if obs.settings.monitor_only {
-                "none"
-            } else {
-                level.as_str()
+        let make_alert =
+            |score: u8, terms: &Breakdown, trip: &VolumeTrip, scope: Scope, level: Level| {
+                let action = if obs.settings.monitor_only {
+                    "none"
+                } else {
+                    level.as_str()
+                };
+                let w = &pair_stats[1];
+                AlertEvent {
+                    client: obs.client.addr,
+                    agent: obs.client.agent.as_deref().map(str::to_string),
+                    group: obs.group.to_string(),
+                    domain: obs.domain.to_string(),
+                    score,
+                    breakdown: breakdown_map(terms, &query_terms()),
+                    window: WindowCounts {
+                        window_secs: self.window_secs[1],
+                        queries: w.queries,
+                        unique_subdomains: w.unique,
+                        payload_bytes: w.novel_bytes.max(w.payload_bytes),
+                        nxdomain: w.nxdomain,
+                    },
+                    samples: st.samples.clone(),
+                    bytes_estimate: st.novel_bits_total / 8,
+                    action: action.to_string(),
+                    monitor_only: obs.settings.monitor_only,
+                    exception: exception.map(str::to_string),
+                    volume: Some(VolumeEvidence {
+                        scope: scope.as_str().to_string(),
+                        window: trip.window.as_str().to_string(),
+                        window_secs: self.window_secs[trip.window as usize],
+                        novel_bytes: trip.stats.novel_bytes,
+                        novel_names: trip.stats.novel_names,
+                        answer_bytes: trip.stats.down_bytes,
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        budget_bytes: trip.budget.round().max(0.0) as u64,
+                    }),
+                }
             };
-            metrics::counter!(ALERTS_TOTAL, "group" => obs.group.to_string(), "action" => action)
-                .increment(1);
-            let w = &pair_stats[1];
-            AlertEvent {
-                client: obs.client.addr,
-                agent: obs.client.agent.as_deref().map(str::to_string),
-                group: obs.group.to_string(),
-                domain: obs.domain.to_string(),
-                score,
-                breakdown: breakdown_map(terms, &query_terms()),
-                window: WindowCounts {
-                    window_secs: self.window_secs[1],
-                    queries: w.queries,
-                    unique_subdomains: w.unique,
-                    payload_bytes: w.novel_bytes.max(w.payload_bytes),
-                    nxdomain: w.nxdomain,
-                },
-                samples: st.samples.clone(),
-                bytes_estimate: st.novel_bits_total / 8,
-                action: action.to_string(),
-                monitor_only: obs.settings.monitor_only,
-                exception: exception.map(str::to_string),
-                volume: Some(VolumeEvidence {
-                    scope: scope.as_str().to_string(),
-                    window: trip.window.as_str().to_string(),
-                    window_secs: self.window_secs[trip.window as usize],
-                    novel_bytes: trip.stats.novel_bytes,
-                    novel_names: trip.stats.novel_names,
-                    answer_bytes: trip.stats.down_bytes,
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    budget_bytes: trip.budget.round().max(0.0) as u64,
-                }),
-            }
-        };
         let alert = if own_due {
             Some(make_alert(score, &breakdown, &trip, scope, level))
         } else if let Some((fleet_score, terms, fleet_trip)) =

@@ -175,6 +175,12 @@ impl Pipeline {
             if !group.detect.monitor_only && alert.action == Level::Quarantine.as_str() {
                 alert.action = level.as_str().to_string();
             }
+            metrics::counter!(
+                crate::metrics::ALERTS_TOTAL,
+                "group" => group.name.to_string(),
+                "action" => alert.action.clone()
+            )
+            .increment(1);
             let event = Event::now(version, EventBody::Alert(alert.clone()));
             self.overrides
                 .record_alert(event.ts.clone(), version, alert);
