@@ -37,6 +37,7 @@ pub mod volume;
 pub mod window;
 
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +102,46 @@ pub struct Observation<'a> {
     pub qtype: u16,
     /// The group's detection settings.
     pub settings: &'a GroupDetectConfig,
+}
+
+/// An answer fresh from upstream, as [`Detector::observe_answer_at`] reads it.
+#[derive(Clone, Copy)]
+pub struct FreshAnswer<'a> {
+    /// Whether it is NXDOMAIN.
+    pub nxdomain: bool,
+    /// Its bytes after the question.
+    pub bytes: usize,
+    /// Feeds the hasher what the answer says: everything after its ID, TTLs included.
+    pub content: &'a dyn Fn(&mut dyn Hasher),
+    /// The A and AAAA addresses in its answer section.
+    pub addresses: &'a [IpAddr],
+    /// The CNAME targets in its answer section (presentation form).
+    pub cname_targets: &'a [Box<str>],
+}
+
+impl FreshAnswer<'static> {
+    /// An answer known only by its rcode (nothing in it counts as downstream data).
+    #[must_use]
+    pub fn rcode_only(nxdomain: bool) -> Self {
+        Self {
+            nxdomain,
+            bytes: 0,
+            content: &|_| {},
+            addresses: &[],
+            cname_targets: &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for FreshAnswer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshAnswer")
+            .field("nxdomain", &self.nxdomain)
+            .field("bytes", &self.bytes)
+            .field("addresses", &self.addresses)
+            .field("cname_targets", &self.cname_targets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The detector's verdict on one query.
@@ -255,6 +296,15 @@ struct DomainState {
 /// 512 KiB.
 const ANSWER_SLOTS: usize = 1 << 16;
 
+/// Slots of the table of addresses, networks and CNAME targets given per registrable domain
+/// ([`Detector::answer_parts_bits`]): 512 KiB.
+const ANSWER_PART_SLOTS: usize = 1 << 16;
+
+/// Address and CNAME-target bits count a quarter (then [`volume::DOWN_WEIGHT`], as every
+/// answer byte): what a network puts in them (SLAAC interface identifiers, a CDN's pool) looks
+/// as random as data, and an agent asks many hosts; a tunnel through them needs volume.
+const ANSWER_PART_BITS_PER_BYTE: u32 = 32;
+
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
 /// follows the last ~64 KiB of names' information.
 const SHARED_DECAY_BITS: u32 = 1 << 19;
@@ -333,6 +383,9 @@ pub struct Detector {
     /// The last answer each (client, question) was given, as a tag of its content: the same
     /// answer again (a poller re-fetching an unchanged record whose TTL is 0) brings nothing new.
     answers: SharedNames,
+    /// Addresses (and their networks) and CNAME targets given in answers, per registrable
+    /// domain, fleet-wide: a CDN's pool is learned once, a tunnel's fresh addresses are not in it.
+    answer_parts: SharedNames,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
@@ -389,6 +442,7 @@ impl Detector {
             clients: BoundedTable::new("client", cfg.max_clients),
             shared: SharedNames::new(cfg.shared_name_slots),
             answers: SharedNames::new(ANSWER_SLOTS),
+            answer_parts: SharedNames::new(ANSWER_PART_SLOTS),
             memo: memo::AppearanceMemo::default(),
             hasher: RandomState::new(),
             clock,
@@ -825,6 +879,7 @@ impl Detector {
             b.answers = b.answers.saturating_add(1);
             b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
             b.down_bytes = b.down_bytes.saturating_add(down);
+            b.down_answers = b.down_answers.saturating_add(u32::from(down > 0));
         }
     }
 
@@ -836,9 +891,7 @@ impl Detector {
             "",
             domain,
             0,
-            nxdomain,
-            0,
-            &|_| {},
+            &FreshAnswer::rcode_only(nxdomain),
             self.clock.now(),
         );
     }
@@ -851,59 +904,158 @@ impl Detector {
         nxdomain: bool,
         now: Duration,
     ) {
-        self.observe_answer_at(client, "", domain, 0, nxdomain, 0, &|_| {}, now);
+        self.observe_answer_at(
+            client,
+            "",
+            domain,
+            0,
+            &FreshAnswer::rcode_only(nxdomain),
+            now,
+        );
     }
 
-    /// Records an answer fresh from upstream: NXDOMAIN or not, and its size. For carrier query
-    /// types (TXT, NULL, CNAME, MX, SRV, KEY, private types, ANY) the bytes after the question
-    /// count as the downstream half of a tunnel, but only when the answer says something new:
-    /// `content` feeds the hasher what the answer says (everything after its ID, TTLs
-    /// included), and the very answer this client was last given for this question counts no
-    /// bytes. A tunnel's answers differ (in records, in their order, in TTLs); a
-    /// service-discovery poller re-fetching an unchanged SRV set whose TTL is 0 gets the same
-    /// answer again and again. Cache hits should report through
-    /// [`Self::observe_rcode_at`] (size 0): a cached answer carries nothing new. Only keys
-    /// already tracked are updated.
-    #[allow(clippy::too_many_arguments)] // one answer's facts, all needed
+    /// Records an answer fresh from upstream: NXDOMAIN or not, and what in it is downstream
+    /// data, the half of a tunnel that answers carry.
+    ///
+    /// - Carrier query types (TXT, NULL, CNAME, MX, SRV, KEY, private types, ANY): the bytes
+    ///   after the question, but only when the answer says something new: `content` feeds the
+    ///   hasher what the answer says (everything after its ID, TTLs included), and the very
+    ///   answer this client was last given for this question counts no bytes. A tunnel's
+    ///   answers differ (in records, in their order, in TTLs); a service-discovery poller
+    ///   re-fetching an unchanged SRV set whose TTL is 0 gets the same answer again and again.
+    /// - Any other type (A, AAAA, ...): the addresses and CNAME targets that are new to the
+    ///   registrable domain's answers, fleet-wide ([`Self::answer_parts_bits`]), at a quarter
+    ///   weight, plus a byte when the answer differs from the one this client was last given
+    ///   for the question (which known addresses, in which order, is a choice too). A CDN's
+    ///   rotating pool is learned once; a tunnel polling one name for fresh AAAA sets pays for
+    ///   every address. TTLs do not count here: a caching upstream counts them down.
+    ///
+    /// Each answer that counts bytes is also one piece of downstream data for the rule that one
+    /// odd name alone never contains anyone. Cache hits should report through
+    /// [`Self::observe_rcode_at`]: a cached answer carries nothing new. Only keys already
+    /// tracked are updated.
     pub fn observe_answer_at(
         &self,
         client: &ClientKey,
         qname: &str,
         domain: &str,
         qtype: u16,
-        nxdomain: bool,
-        answer_bytes: usize,
-        content: &dyn Fn(&mut dyn Hasher),
+        answer: &FreshAnswer<'_>,
         now: Duration,
     ) {
         if !self.enabled {
             return;
         }
         let client_hash = self.hasher.hash_one(client);
-        let down = if answer_bytes > 0 && features::qtype_points(qtype) > 0 {
+        let domain_key = self.domain_key(domain);
+        let carrier = features::qtype_points(qtype) > 0;
+        let down = if carrier && answer.bytes > 0 {
             // Keyed by (client, question), holding a tag of the last answer's content: only
             // the very answer this client was given last for this question is free. Answers
             // alternating between a few seen before, or TTLs that change, still count.
             let question = self.hasher.hash_one((client_hash, qname, qtype));
             let mut h = self.hasher.build_hasher();
-            content(&mut h);
+            (answer.content)(&mut h);
             match self.answers.record(question, h.finish()) {
                 LastAsker::Same => 0,
                 LastAsker::Other | LastAsker::Unknown => {
-                    u32::try_from(answer_bytes).unwrap_or(u32::MAX)
+                    u32::try_from(answer.bytes).unwrap_or(u32::MAX)
+                }
+            }
+        } else if !carrier && (!answer.addresses.is_empty() || !answer.cname_targets.is_empty()) {
+            let question = self.hasher.hash_one((client_hash, qname, qtype));
+            let tag = self
+                .hasher
+                .hash_one((answer.addresses, answer.cname_targets));
+            match self.answers.record(question, tag) {
+                LastAsker::Same => 0,
+                last => {
+                    let bits = self.answer_parts_bits(domain_key, client_hash, qname, answer);
+                    (bits + ANSWER_PART_BITS_PER_BYTE / 2) / ANSWER_PART_BITS_PER_BYTE
+                        + u32::from(last == LastAsker::Other)
                 }
             }
         } else {
             0
         };
-        let record = |ws: &mut Windows| self.record_answer(ws, now, nxdomain, down);
-        let domain_key = self.domain_key(domain);
+        let record = |ws: &mut Windows| self.record_answer(ws, now, answer.nxdomain, down);
         if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
             record(&mut state.lock().windows);
         }
         if let Some(state) = self.domains.get(domain_key) {
             record(&mut state.lock().windows);
         }
+    }
+
+    /// Bits of `answer`'s addresses and CNAME targets that are new to `domain_key`'s answers
+    /// (any client's), recording them as given.
+    ///
+    /// An address given before costs nothing; one in a network given before costs its host
+    /// part (IPv4: 8 bits under a known /24, 16 under a known /16; IPv6: the 64-bit interface
+    /// identifier under a known /64, 80 bits under a known /48); any other, all its bits. A
+    /// CNAME target given before costs nothing; otherwise its first label (nothing when it
+    /// repeats the query name's first label, as `host7.example.com` →
+    /// `host7.example.com.cdn.example.net` does) and, unless its parent was given before, the
+    /// rest of it, at 5 bits a character.
+    fn answer_parts_bits(
+        &self,
+        domain_key: u64,
+        client_hash: u64,
+        qname: &str,
+        answer: &FreshAnswer<'_>,
+    ) -> u32 {
+        let seen = |part: u64| self.answer_parts.record(part, client_hash) != LastAsker::Unknown;
+        let mut bits = 0u32;
+        for addr in answer.addresses {
+            let (octets, len, near, far) = match addr {
+                IpAddr::V4(a) => {
+                    let mut o = [0u8; 16];
+                    o[..4].copy_from_slice(&a.octets());
+                    (o, 4, (3, 8), (2, 16))
+                }
+                IpAddr::V6(a) => (a.octets(), 16, (8, 64), (6, 80)),
+            };
+            // Every prefix is recorded (so the networks are learned), then the longest known
+            // one prices the address.
+            let known = |n: usize| seen(self.hasher.hash_one((domain_key, n, &octets[..n])));
+            let (whole, near_known, far_known) = (known(len), known(near.0), known(far.0));
+            bits = bits.saturating_add(if whole {
+                0
+            } else if near_known {
+                near.1
+            } else if far_known {
+                far.1
+            } else {
+                8 * u32::try_from(len).unwrap_or(16)
+            });
+        }
+        let qname_first = qname.split('.').next().unwrap_or("");
+        // A target's key: the domain and the name, ASCII case folded.
+        let key = |part: &str| {
+            let mut h = self.hasher.build_hasher();
+            h.write_u64(domain_key);
+            for b in part.bytes() {
+                h.write_u8(b.to_ascii_lowercase());
+            }
+            h.finish()
+        };
+        for target in answer.cname_targets {
+            let target = target.trim_end_matches('.');
+            if seen(key(target)) {
+                continue;
+            }
+            let (first, parent) = target.split_once('.').unwrap_or((target, ""));
+            let mut chars = if first.eq_ignore_ascii_case(qname_first) {
+                0
+            } else {
+                first.len()
+            };
+            if !parent.is_empty() && !seen(key(parent)) {
+                chars += parent.len() + 1;
+            }
+            bits = bits.saturating_add(5 * u32::try_from(chars).unwrap_or(u32::MAX / 8));
+        }
+        bits
     }
 
     /// Number of keys currently tracked (all tables), for metrics.

@@ -269,9 +269,14 @@ pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
         }
     }
     // One odd name alone never contains a client: full volume points need four distinct
-    // novel names in the window (a burst of two long names scores a third).
+    // pieces of data in the window, novel names or answers that said something new (a burst
+    // of two long names scores a third; a tunnel polling one name for fresh answers has many).
     #[allow(clippy::cast_precision_loss)]
-    let names = ramp(trip.stats.novel_names as f32, 1.0, 4.0);
+    let names = ramp(
+        trip.stats.novel_names.max(trip.stats.down_answers) as f32,
+        1.0,
+        4.0,
+    );
     trip.fraction *= names;
     b.add(e.scope.term(trip.window), VOLUME_POINTS * trip.fraction);
     let evidence = high.max(trip.fraction);

@@ -1033,9 +1033,13 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
             name,
             "poll-example.com",
             qtype,
-            false,
-            400,
-            &|h: &mut dyn Hasher| h.write(content),
+            &FreshAnswer {
+                nxdomain: false,
+                bytes: 400,
+                content: &|h: &mut dyn Hasher| h.write(content),
+                addresses: &[],
+                cname_targets: &[],
+            },
             clock.now(),
         );
     };
@@ -1117,4 +1121,231 @@ fn client_wide_evidence_alerts_once_per_level_not_once_per_domain() {
     assert!(client_alerts >= 1);
     // At most one per level (alert, throttle, sinkhole, quarantine) within the alert interval.
     assert!(alerts <= 4, "{alerts} alerts");
+}
+
+/// A small deterministic generator for the answer tests.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// One query for `qname` from `client`, then its answer fresh from upstream with `addresses`
+/// and `targets`; the query's assessment.
+fn ask_and_answer(
+    d: &Detector,
+    client: u32,
+    qname: &str,
+    qtype: u16,
+    addresses: &[IpAddr],
+    targets: &[Box<str>],
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    let a = observe(d, ip(client), qname, qtype, settings);
+    d.observe_answer_at(
+        &ClientKey::from(ip(client)),
+        qname,
+        registrable_domain(qname),
+        qtype,
+        &FreshAnswer {
+            nxdomain: false,
+            bytes: 40 + 16 * addresses.len(),
+            content: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
+            addresses,
+            cname_targets: targets,
+        },
+        d.clock.now(),
+    );
+    a
+}
+
+/// A tunnel that polls one name whose TTL is 0 and reads its data from the addresses of fresh
+/// AAAA answers moves nothing in names. The addresses new to the domain are its data, and a
+/// changed answer is a piece of data like a novel name: it is contained, whether it fills
+/// whole addresses or only interface identifiers under one /64, and whether it speaks AAAA or A.
+#[test]
+fn a_tunnel_polling_one_name_for_fresh_addresses_is_contained() {
+    let settings = GroupDetectConfig::default();
+    for (what, qtype, per_answer) in [
+        ("whole AAAA addresses", 28u16, 8usize),
+        ("interface identifiers under one /64", 28, 8),
+        ("A addresses", 1, 8),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let mut reached = None;
+        let mut moved = 0usize;
+        for poll in 0..600 {
+            let addresses: Vec<IpAddr> = (0..per_answer)
+                .map(|_| {
+                    let r = xorshift(&mut rng);
+                    match (qtype, what.starts_with("interface")) {
+                        (1, _) => IpAddr::from(u32::try_from(r >> 32).unwrap_or(0).to_be_bytes()),
+                        (_, true) => IpAddr::from(
+                            (0x2001_0db8_0000_0001_u128 << 64 | u128::from(r)).to_be_bytes(),
+                        ),
+                        _ => IpAddr::from(
+                            (u128::from(r) << 64 | u128::from(xorshift(&mut rng))).to_be_bytes(),
+                        ),
+                    }
+                })
+                .collect();
+            let a = ask_and_answer(
+                &d,
+                1,
+                "cmd.dl-example.net",
+                qtype,
+                &addresses,
+                &[],
+                &settings,
+            );
+            if a.level >= Level::Sinkhole {
+                reached = Some(poll);
+                break;
+            }
+            moved += if what.starts_with("interface") {
+                8
+            } else if qtype == 1 {
+                4
+            } else {
+                16
+            } * per_answer;
+            clock.advance(Duration::from_secs(1));
+        }
+        let Some(poll) = reached else {
+            panic!(
+                "{what}: polling one name once a second for 10 minutes ({moved} bytes in addresses) was never sinkholed"
+            );
+        };
+        println!("{what}: sinkholed at poll {poll}, after {moved} bytes in addresses");
+    }
+}
+
+/// A carrier-type tunnel polling one name for fresh TXT answers is contained too: one name,
+/// but every answer is new data.
+#[test]
+fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut reached = None;
+    for poll in 0u64..600 {
+        let a = observe(&d, ip(1), "poll.dl-example.net", 16, &settings);
+        if a.level >= Level::Sinkhole {
+            reached = Some(poll);
+            break;
+        }
+        d.observe_answer_at(
+            &ClientKey::from(ip(1)),
+            "poll.dl-example.net",
+            "dl-example.net",
+            16,
+            &FreshAnswer {
+                nxdomain: false,
+                bytes: 200,
+                content: &|h: &mut dyn Hasher| h.write_u64(poll),
+                addresses: &[],
+                cname_targets: &[],
+            },
+            clock.now(),
+        );
+        clock.advance(Duration::from_secs(1));
+    }
+    assert!(
+        reached.is_some(),
+        "200 new bytes a second through one TXT name for 10 minutes was never sinkholed"
+    );
+}
+
+/// What networks put in addresses is not a tunnel: a CDN rotating subsets of its pool, an
+/// object store handing out one address of a large pool every few seconds, an agent
+/// resolving hundreds of hosts of one IPv6 /64 (each interface identifier new) or of one IPv4
+/// range, CDN names chained through CNAMEs: none of them alerts.
+#[test]
+fn addresses_and_cname_chains_of_ordinary_services_do_not_alert() {
+    let settings = GroupDetectConfig::default();
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut rng = 0x0fed_cba9_8765_4321u64;
+    let pool: Vec<IpAddr> = (0..32u32)
+        .map(|i| IpAddr::from((0xc633_6400u32 + (i / 16) * 256 + i % 16 + 1).to_be_bytes()))
+        .collect();
+    let mut worst = (Level::None, 0u8, String::new());
+    let mut note = |a: Assessment, what: &str| {
+        if a.score > worst.1 {
+            worst = (a.level, a.score, what.to_string());
+        }
+    };
+    // Three hours, one second a step.
+    for t in 0u64..3 * 3600 {
+        // CDN: TTL 20, four of 32 addresses in two /24s, CNAME chain to the CDN's edge name.
+        if t % 20 == 0 {
+            let start = usize::try_from(xorshift(&mut rng) % 32).unwrap_or(0);
+            let addrs: Vec<IpAddr> = (0..4).map(|k| pool[(start + k * 7) % 32]).collect();
+            let targets: Vec<Box<str>> = vec![
+                "www.shop-example.com.edgekey-example.net".into(),
+                "e4711.a.edge-example.net".into(),
+            ];
+            note(
+                ask_and_answer(
+                    &d,
+                    1,
+                    "www.shop-example.com",
+                    1,
+                    &addrs,
+                    &targets,
+                    &settings,
+                ),
+                "cdn",
+            );
+        }
+        // Object store: TTL 5, one address from a pool spread over a few /16s.
+        if t % 5 == 0 {
+            let r = xorshift(&mut rng);
+            let net = [0x34d8_0000u32, 0x34d9_0000, 0x0305_0000, 0x36e7_0000][(r % 4) as usize];
+            let addr =
+                IpAddr::from((net | u32::try_from((r >> 8) & 0xffff).unwrap_or(0)).to_be_bytes());
+            note(
+                ask_and_answer(&d, 1, "s3.store-example.com", 1, &[addr], &[], &settings),
+                "object store",
+            );
+        }
+        // In the first 15 minutes: 450 hosts of one /64 (AAAA, random interface identifiers,
+        // CNAMEs to per-host names under a CDN), one every two seconds; and 450 of one IPv4
+        // range.
+        if t < 900 && t % 2 == 0 {
+            let n = t / 2;
+            let host = format!("node{n}.fleet-example.org");
+            let v6 = IpAddr::from(
+                (0x2001_0db8_0042_0001_u128 << 64 | u128::from(xorshift(&mut rng))).to_be_bytes(),
+            );
+            let target: Box<str> = format!("node{n}.fleet-example.org.cdn-example.net").into();
+            note(
+                ask_and_answer(&d, 1, &host, 28, &[v6], &[target], &settings),
+                "hosts of one /64",
+            );
+            let v4 =
+                IpAddr::from((0x0a40_0000u32 + u32::try_from(n).unwrap_or(0) * 3).to_be_bytes());
+            note(
+                ask_and_answer(
+                    &d,
+                    1,
+                    &format!("vm{n}.lab-example.org"),
+                    1,
+                    &[v4],
+                    &[],
+                    &settings,
+                ),
+                "hosts of one IPv4 range",
+            );
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    println!("highest score {} ({:?}) from {}", worst.1, worst.0, worst.2);
+    assert!(
+        worst.0 < Level::Alert,
+        "{:?} at {} from {}",
+        worst.0,
+        worst.1,
+        worst.2
+    );
 }

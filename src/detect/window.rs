@@ -35,8 +35,12 @@ pub struct Bucket {
     /// Estimated information in those names, bits ([`super::volume::info_bits`]); names another
     /// client asked first add nothing.
     pub novel_bits: u32,
-    /// Answer bytes returned upstream-fresh for carrier types (TXT, NULL, CNAME, MX, ...).
+    /// Answer bytes returned upstream-fresh for carrier types (TXT, NULL, CNAME, MX, ...), and
+    /// the counted share of new addresses and CNAME targets in other answers.
     pub down_bytes: u32,
+    /// Answers that added to `down_bytes`: each one a distinct piece of downstream data, as a
+    /// novel name is one upstream.
+    pub down_answers: u32,
 }
 
 /// What a window read returns.
@@ -69,6 +73,8 @@ pub struct WindowStats {
     pub novel_names: u64,
     /// Answer bytes for carrier query types (the downstream half of a tunnel).
     pub down_bytes: u64,
+    /// Answers that carried those bytes.
+    pub down_answers: u64,
 }
 
 /// Two half-window buckets and the half-window they belong to.
@@ -184,6 +190,7 @@ impl SlidingWindow {
             novel_bytes,
             novel_names,
             down_bytes: u64::from(c.down_bytes) + u64::from(p.down_bytes),
+            down_answers: u64::from(c.down_answers) + u64::from(p.down_answers),
             ..WindowStats::default()
         }
     }
@@ -229,6 +236,7 @@ impl SlidingWindow {
             novel_bytes,
             novel_names: distinct_names,
             down_bytes: u64::from(c.down_bytes) + u64::from(p.down_bytes),
+            down_answers: u64::from(c.down_answers) + u64::from(p.down_answers),
             queries,
             unique,
             payload_bytes,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use dnsward::clock::ManualClock;
 use dnsward::detect::testgen::{self, Traffic};
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
 
@@ -247,5 +248,68 @@ async fn a_benign_corpus_from_many_clients_raises_no_alert() {
     eprintln!(
         "benign corpus: {} names from 20 clients, 0 alerts",
         names.len()
+    );
+}
+
+/// A tunnel that moves its data downstream in addresses: the agent polls one name whose
+/// answers (TTL 0) are eight AAAA records never given before, so no query name carries
+/// anything new. It is contained on the addresses alone; a poller of an unchanged AAAA set
+/// (TTL 0 too), polling as often from another address, is not.
+#[tokio::test]
+async fn a_tunnel_in_fresh_aaaa_answers_is_contained_and_a_stable_poller_is_not() {
+    let up = FakeUpstream::new()
+        .with_fresh_aaaa("cmd.dl.example", 8)
+        .with_aaaa("lb.stable.example", "2001:db8:7::1".parse().unwrap(), 0)
+        .with_aaaa("lb.stable.example", "2001:db8:7::2".parse().unwrap(), 0)
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &(group("tunnel", "127.0.0.70/32", false) + &group("poller", "127.0.0.71/32", false)),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let upstream_answer = |m: &Message| {
+        !m.answers.is_empty()
+            && m.answers.iter().all(|r| match &r.data {
+                hickory_proto::rr::RData::AAAA(a) => a.0.segments()[..2] == [0x2001, 0x0db8],
+                _ => false,
+            })
+    };
+    let (mut contained, mut moved) = (None, 0usize);
+    for poll in 0..900usize {
+        let m = udp_query(s.udp, "127.0.0.70", "cmd.dl.example", RecordType::AAAA).await;
+        if contained.is_none() {
+            if upstream_answer(&m) {
+                moved += 16 * m.answers.len();
+            } else {
+                contained = Some(poll);
+            }
+        }
+        let m = udp_query(s.udp, "127.0.0.71", "lb.stable.example", RecordType::AAAA).await;
+        assert!(upstream_answer(&m), "the stable poller was answered {m:?}");
+        clock.advance(Duration::from_secs(1));
+    }
+    let events = s.stop_and_read_events().await;
+    let poll =
+        contained.unwrap_or_else(|| panic!("never contained after {moved} bytes in addresses"));
+    eprintln!("fresh-AAAA tunnel contained at poll {poll}, after {moved} bytes in addresses");
+    assert!(moved <= 16 * 1024, "{moved} bytes moved before containment");
+    let alert = events
+        .iter()
+        .find(|e| e["kind"] == "alert" && e["client"] == "127.0.0.70")
+        .expect("an alert for the tunnel");
+    assert_eq!(alert["domain"], "dl.example");
+    assert!(
+        alert["volume"]["answer_bytes"].as_u64().unwrap_or(0) > 0,
+        "the alert says the evidence is in answers: {alert:#}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "alert" && e["client"] == "127.0.0.71"),
+        "the stable poller alerted"
     );
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dnsward::app::RunningApp;
@@ -32,6 +32,9 @@ pub struct FakeUpstream {
     fault: Option<Fault>,
     /// Every question name it was asked, as it arrived (letter case kept).
     asked: Arc<std::sync::Mutex<Vec<String>>>,
+    /// An owner whose AAAA answers are this many addresses never given before, TTL 0 (a
+    /// tunnel's downstream in addresses), and how many answers it gave.
+    fresh_aaaa: Option<(String, usize, Arc<AtomicU64>)>,
 }
 
 /// Ways a fake upstream misbehaves (issue 9's upstream faults).
@@ -133,6 +136,13 @@ impl FakeUpstream {
         self
     }
 
+    /// `owner` AAAA: `count` addresses under 2001:db8::/32 never given before, TTL 0, in every
+    /// answer.
+    pub fn with_fresh_aaaa(mut self, owner: &str, count: usize) -> Self {
+        self.fresh_aaaa = Some((owner.to_string(), count, Arc::new(AtomicU64::new(0))));
+        self
+    }
+
     /// Every name without its own records gets this A record (NODATA for other types).
     pub fn answering_everything(mut self, ip: [u8; 4]) -> Self {
         self.wildcard_a = Some(ip);
@@ -218,6 +228,26 @@ impl FakeUpstream {
         resp.add_query(q.clone());
         if udp && self.truncate_udp.contains(&owner) {
             resp.metadata.truncation = true;
+            return resp.to_vec().ok();
+        }
+        let fresh = self
+            .fresh_aaaa
+            .as_ref()
+            .filter(|(o, _, _)| *o == owner && q.query_type() == RecordType::AAAA);
+        if let Some((_, count, given)) = fresh {
+            for _ in 0..*count {
+                // A counter through a bijective mix: distinct, random-looking addresses.
+                let mut x = given.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                x ^= x >> 31;
+                let addr = (0x2001_0db8_u128 << 96) | (u128::from(x) << 32) | u128::from(x as u32);
+                resp.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    0,
+                    RData::AAAA(AAAA::from(std::net::Ipv6Addr::from(addr))),
+                ));
+            }
             return resp.to_vec().ok();
         }
         match self.records.get(&(owner.clone(), q.query_type())) {

@@ -66,7 +66,7 @@ use serde::Deserialize;
 use crate::clock::SharedClock;
 use crate::contain::Containment;
 use crate::contain::overrides::Overrides;
-use crate::detect::Detector;
+use crate::detect::{Detector, FreshAnswer};
 use crate::events::sink::EventSender;
 use crate::events::{Event, EventBody};
 use crate::identity::{AuthKind, ClientKey, Peer};
@@ -643,16 +643,20 @@ impl Pipeline {
         match fetched {
             Fetched::Answer(answer, upstream, answer_bytes) => {
                 let nxdomain = answer.rcode == rcode::NXDOMAIN;
-                // Fresh from upstream: its size after the question is the downstream half of a
-                // tunnel (counted for carrier types only; cache hits carry nothing new).
+                // Fresh from upstream: what is new in it is the downstream half of a tunnel
+                // (cache hits carry nothing new).
                 self.detector.observe_answer_at(
                     &p.peer.key,
                     &q.name,
                     registrable_domain(&q.name),
                     q.qtype,
-                    nxdomain,
-                    answer_bytes,
-                    &|h| answer.hash_content(h),
+                    &FreshAnswer {
+                        nxdomain,
+                        bytes: answer_bytes,
+                        content: &|h| answer.hash_content(h),
+                        addresses: &answer.addresses,
+                        cname_targets: &answer.cname_targets,
+                    },
                     self.clock.now(),
                 );
                 if let Some(problem) = self.check_answer(policy, group, &q.name, &answer) {
