@@ -313,3 +313,48 @@ async fn a_tunnel_in_fresh_aaaa_answers_is_contained_and_a_stable_poller_is_not(
         "the stable poller alerted"
     );
 }
+
+/// Encoded names sent in a class dnsward refuses (CHAOS, here) go nowhere, but the agent
+/// sending them is trying to tunnel: they are scored like any other, alerted, and contain the
+/// agent, whose next IN query to the same domain is no longer the upstream's answer.
+#[tokio::test]
+async fn a_tunnel_attempt_in_a_refused_class_is_scored_and_contained() {
+    let src = "127.0.0.73";
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 9])
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("tunnel", &format!("{src}/32"), false),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let traffic = testgen::iodine_base32("tun.example", 60, 11);
+    for q in &traffic.queries {
+        let mut packet = raw_name_query(&q.qname, 16);
+        let n = packet.len();
+        packet[n - 2..].copy_from_slice(&3u16.to_be_bytes()); // class CH
+        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let rcode = raw[3] & 0x0f;
+        assert!(rcode == 5, "a CHAOS query got rcode {rcode}, not REFUSED");
+        clock.advance(traffic.interval);
+    }
+    assert_eq!(up.queries(), 0, "nothing in a refused class went upstream");
+    let m = udp_query(s.udp, src, "www.tun.example", RecordType::A).await;
+    assert!(
+        a_records(&m) != ["192.0.2.9"],
+        "the agent was not contained: {m:?}"
+    );
+    let events = s.stop_and_read_events().await;
+    let alert = events
+        .iter()
+        .find(|e| e["kind"] == "alert" && e["client"] == src)
+        .expect("an alert for the attempt");
+    assert_eq!(alert["domain"], "tun.example");
+    assert!(count(&events, "containment_started") >= 1);
+}

@@ -18,16 +18,17 @@
 //!      token) is refused;
 //!   2. **client gate**: rate limit and quarantine, keyed on the verified agent when there is
 //!      one, else on the socket address (never on anything the client merely claims);
-//!   3. **edns version**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3). Only here,
+//!   3. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
+//!      through a name it may not resolve is still compromised), whatever its class, type or
+//!      EDNS version (the next three stages refuse some of those: nothing goes out, but
+//!      encoded names sent that way are still an attempt); may start a containment that
+//!      applies to this very query;
+//!   4. **edns version**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3). Only here,
 //!      after identification and the client gate: sources in no group, members without a
 //!      required credential and contained clients are refused whatever they send;
-//!   4. **class**: only class IN is served;
-//!   5. **query type**: zone transfers (AXFR, IXFR) are REFUSED, MAILA/MAILB get NOTIMP;
+//!   5. **class**: only class IN is served;
+//!   6. **query type**: zone transfers (AXFR, IXFR) are REFUSED, MAILA/MAILB get NOTIMP;
 //!      never forwarded, never answered from a zone;
-//!   6. **tunnel scoring**: every query of a known client, allowed or not (an agent tunnelling
-//!      through a name it may not resolve is still compromised); may start a containment that
-//!      applies to this very query. Queries settled above reach no upstream and carry nothing
-//!      out, so they are not scored;
 //!   7. **domain gate**: a throttled or sinkholed (client, domain) is answered here;
 //!   8. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent

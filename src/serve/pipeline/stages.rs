@@ -27,10 +27,10 @@ pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 pub const SYNC_STAGES: [(&str, SyncStage); 10] = [
     ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
+    ("tunnel scoring", Pipeline::tunnel_scoring),
     ("edns version", Pipeline::edns_version),
     ("class", Pipeline::class),
     ("query type", Pipeline::query_type),
-    ("tunnel scoring", Pipeline::tunnel_scoring),
     ("domain gate", Pipeline::domain_gate),
     ("encrypted-dns bypass", Pipeline::encrypted_dns),
     ("policy", Pipeline::policy_decision),
@@ -110,8 +110,6 @@ impl Pipeline {
 
     /// Query type: zone transfers (AXFR, IXFR) are not served, whatever the name: REFUSED, never
     /// forwarded, never answered from a local zone. The obsolete MAILA and MAILB get NOTIMP.
-    /// These meta types only ask for transfers or record groups, so they say nothing about a
-    /// name worth scoring and are settled here, before any per-name work.
     fn query_type(&self, a: &mut Admitted<'_, '_>) -> Step {
         let q = a.asked.q;
         let msg = match q.qtype {
@@ -129,8 +127,10 @@ impl Pipeline {
         Step::Break(Outcome::Reply(msg))
     }
 
-    /// Tunnel scoring on every query, allowed or not. It may start a containment, which then
-    /// applies to this very query.
+    /// Tunnel scoring on every query, allowed or not, and whatever its class, type or EDNS
+    /// version: a name sent in a class or type that is refused below carries nothing out, but
+    /// an agent sending encoded names that way is still trying to tunnel. It may start a
+    /// containment, which then applies to this very query.
     fn tunnel_scoring(&self, a: &mut Admitted<'_, '_>) -> Step {
         let Admitted {
             asked,
