@@ -339,6 +339,15 @@ impl GroupDetectConfig {
         percent / 100.0
     }
 
+    /// The lowest threshold of any level: a score under it changes nothing.
+    #[must_use]
+    pub fn lowest_threshold(&self) -> u8 {
+        self.alert
+            .min(self.throttle)
+            .min(self.sinkhole)
+            .min(self.quarantine)
+    }
+
     /// The highest level whose threshold `score` reaches.
     #[must_use]
     pub fn level_for(&self, score: u8) -> Level {

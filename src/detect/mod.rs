@@ -610,14 +610,21 @@ impl Detector {
         // window could reach its floor (the common case: repeated names): read them only then.
         let pair_budgets = self.budgets.scaled(scale);
         let pair_live = st.windows.could_score(pair_budgets);
+        // Without volume the pair's score is at most its pattern, NXDOMAIN and spike terms;
+        // under the group's lowest threshold they change nothing, and the pair is not scored
+        // at all (the common case: a client repeating ordinary names).
+        let pair_scored =
+            pair_live || obs.settings.lowest_threshold() <= score::MAX_POINTS_WITHOUT_VOLUME;
         let pair_stats = if pair_live {
             st.windows.stats()
-        } else {
+        } else if pair_scored {
             [
                 window::WindowStats::default(),
                 st.windows.0[1].stats(),
                 window::WindowStats::default(),
             ]
+        } else {
+            [window::WindowStats::default(); 3]
         };
 
         // The domain, fleet-wide: prevalence, and every client's novel names together.
@@ -694,9 +701,13 @@ impl Detector {
                 // new information is small: a CDN's hash names come from many clients alike,
                 // while a tunnel client supplies nearly all of its domain's, however many
                 // other clients were made to ask a name or two there.
+                let pair_novel = if pair_scored {
+                    pair_stats[1].novel_bytes
+                } else {
+                    st.windows.0[1].volume_stats().novel_bytes
+                };
                 #[allow(clippy::cast_precision_loss)]
-                let share =
-                    pair_stats[1].novel_bytes as f32 / (fleet_window.novel_bytes.max(1) as f32);
+                let share = pair_novel as f32 / (fleet_window.novel_bytes.max(1) as f32);
                 let own = 1.0 - (1.0 - prevalence) * score::ramp(1.0 - share, 0.5, 0.9);
                 (own, fleet)
             }
@@ -750,7 +761,11 @@ impl Detector {
             client_spike,
             scope: Scope::ClientDomain,
         };
-        let (pair_score, pair_terms, pair_trip) = score::domain_score(&ev);
+        let (pair_score, pair_terms, pair_trip) = if pair_scored {
+            score::domain_score(&ev)
+        } else {
+            (0, Breakdown::default(), VolumeTrip::none())
+        };
         // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
         // alert (below) but never sets the level that contains this client.
         let (score, breakdown, trip, scope) = if client_eval.0 > pair_score {

@@ -218,6 +218,10 @@ impl VolumeTrip {
     }
 }
 
+/// The most [`domain_score`] gives without its volume term: pattern 40, NXDOMAIN 8, client
+/// spike 6 (rounded up).
+pub const MAX_POINTS_WITHOUT_VOLUME: u8 = 54;
+
 /// The score of a (client, domain), a client or a domain over its windows.
 ///
 /// | term | points | why |

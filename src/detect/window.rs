@@ -252,8 +252,16 @@ impl SlidingWindow {
 
 /// The half-window index of `now`.
 fn epoch_of(now: Duration, half: Duration) -> u64 {
-    let half = half.as_millis().max(1);
-    u64::try_from(now.as_millis() / half).unwrap_or(u64::MAX)
+    // In u64 milliseconds: `as_millis` is a u128, and a u128 division is a library call on
+    // every window of every query (a monotonic clock needs 584 million years to overflow).
+    millis(now) / millis(half).max(1)
+}
+
+/// `d` in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 #[cfg(test)]

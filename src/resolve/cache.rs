@@ -316,12 +316,13 @@ impl CachedAnswer {
     /// Render for `q` at `now`: TTLs counted down, ID/question/OPT patched, truncated to `max_len`.
     #[must_use]
     pub fn render(&self, q: &Query<'_>, now: Duration, max_len: usize) -> Vec<u8> {
-        let elapsed = u32::try_from(
-            now.as_millis()
-                .saturating_sub(u128::from(self.stored_at_ms))
-                / 1000,
-        )
-        .unwrap_or(u32::MAX);
+        // In u64 milliseconds: a u128 division (`as_millis`) is a library call per answer.
+        let now_ms = now
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(now.subsec_millis()));
+        let elapsed =
+            u32::try_from(now_ms.saturating_sub(self.stored_at_ms) / 1000).unwrap_or(u32::MAX);
         let msg = self.message();
         let mut out = Vec::with_capacity(msg.len() + 11);
         out.extend_from_slice(msg);

@@ -189,15 +189,39 @@ fn time_flood_inserts(secs: f64) -> f64 {
     best
 }
 
+/// `count w1|w2|few ROUNDS`: exactly ROUNDS × 500 queries of one case, scoring on, then exit; for
+/// `perf stat -e instructions:u`, whose count per query (the difference between two ROUNDS,
+/// divided by the queries between them) does not move with the machine's load as time does.
+fn count_case(p: &Pipeline, packets: &[Vec<u8>], rounds: u64) {
+    let src = "127.0.0.1".parse().unwrap();
+    let now = Instant::now();
+    for _ in 0..rounds {
+        for packet in packets {
+            black_box(p.handle_udp_batched(black_box(packet), src, now));
+        }
+    }
+}
+
 fn main() {
-    let secs: f64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
     let w1: Vec<String> = (1..=500).map(|i| format!("host{i}.bench.example")).collect();
     let w2: Vec<String> = (1..=500).map(|i| format!("x{i}.denied.example")).collect();
     let w1p: Vec<Vec<u8>> = w1.iter().enumerate().map(|(i, n)| query(i as u16, n)).collect();
     let w2p: Vec<Vec<u8>> = w2.iter().enumerate().map(|(i, n)| query(i as u16, n)).collect();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("count") {
+        let rounds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        let (p, _sink) = pipeline(true, None);
+        warm(&p, &w1);
+        match args.get(2).map(String::as_str) {
+            Some("w2") => count_case(&p, &w2p, rounds),
+            // A client repeating a handful of names: too little new information for any window
+            // to reach the volume floor, as most real clients most of the time.
+            Some("few") => count_case(&p, &w1p[..8], rounds * 500 / 8),
+            _ => count_case(&p, &w1p, rounds),
+        }
+        return;
+    }
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     println!("| case | scoring | ns/query |");
     println!("|---|---|---:|");
     // The event writer runs on this runtime's one worker; the loop below times the query
