@@ -113,6 +113,8 @@ pub struct FreshAnswer<'a> {
     pub bytes: usize,
     /// Feeds the hasher what the answer says: everything after its ID, TTLs included.
     pub content: &'a dyn Fn(&mut dyn Hasher),
+    /// As `content` without the TTLs: what its records say.
+    pub records: &'a dyn Fn(&mut dyn Hasher),
     /// The A and AAAA addresses in its answer section.
     pub addresses: &'a [IpAddr],
     /// The CNAME targets in its answer section (presentation form).
@@ -127,6 +129,7 @@ impl FreshAnswer<'static> {
             nxdomain,
             bytes: 0,
             content: &|_| {},
+            records: &|_| {},
             addresses: &[],
             cname_targets: &[],
         }
@@ -297,8 +300,8 @@ struct DomainState {
 const ANSWER_SLOTS: usize = 1 << 16;
 
 /// Slots of the table of addresses, networks and CNAME targets given per registrable domain
-/// ([`Detector::answer_parts_bits`]): 512 KiB.
-const ANSWER_PART_SLOTS: usize = 1 << 16;
+/// ([`Detector::answer_parts_bits`]): 1 MiB.
+const ANSWER_PART_SLOTS: usize = 1 << 17;
 
 /// Address and CNAME-target bits count a quarter (then [`volume::DOWN_WEIGHT`], as every
 /// answer byte): what a network puts in them (SLAAC interface identifiers, a CDN's pool) looks
@@ -383,8 +386,15 @@ pub struct Detector {
     /// The last answer each (client, question) was given, as a tag of its content: the same
     /// answer again (a poller re-fetching an unchanged record whose TTL is 0) brings nothing new.
     answers: SharedNames,
+    /// The same for what the records say, TTLs aside: a carrier answer that differs from the
+    /// last only in TTLs (a caching upstream counting them down) is not a new piece of data.
+    answer_records: SharedNames,
+    /// The last addresses and CNAME targets (as a set) each (client, question) of another type
+    /// was given.
+    address_answers: SharedNames,
     /// Addresses (and their networks) and CNAME targets given in answers, per registrable
-    /// domain, fleet-wide: a CDN's pool is learned once, a tunnel's fresh addresses are not in it.
+    /// domain, fleet-wide: a CDN's pool is learned once, a tunnel's fresh addresses are not in
+    /// it. Written only for a part not in it already.
     answer_parts: SharedNames,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
@@ -442,6 +452,8 @@ impl Detector {
             clients: BoundedTable::new("client", cfg.max_clients),
             shared: SharedNames::new(cfg.shared_name_slots),
             answers: SharedNames::new(ANSWER_SLOTS),
+            answer_records: SharedNames::new(ANSWER_SLOTS),
+            address_answers: SharedNames::new(ANSWER_SLOTS),
             answer_parts: SharedNames::new(ANSWER_PART_SLOTS),
             memo: memo::AppearanceMemo::default(),
             hasher: RandomState::new(),
@@ -800,6 +812,13 @@ impl Detector {
                     self.alert_interval,
                 )
             };
+        // The pair's detection window, for an alert's counts: read now if the pair was not
+        // scored (a client-wide or fleet alert while this pair is quiet).
+        let alert_window = if !pair_scored && (own_due || fleet.is_some()) {
+            st.windows.0[1].stats()
+        } else {
+            pair_stats[1]
+        };
         let make_alert =
             |score: u8, terms: &Breakdown, trip: &VolumeTrip, scope: Scope, level: Level| {
                 let action = if obs.settings.monitor_only {
@@ -807,7 +826,7 @@ impl Detector {
                 } else {
                     level.as_str()
                 };
-                let w = &pair_stats[1];
+                let w = &alert_window;
                 AlertEvent {
                     client: obs.client.addr,
                     agent: obs.client.agent.as_deref().map(str::to_string),
@@ -882,19 +901,26 @@ impl Detector {
     /// [`Self::observe_rcode_at`] into the states [`Self::observe_tracked_at`] handed back for
     /// this query.
     pub fn observe_rcode_tracked(&self, tracked: &Tracked, nxdomain: bool, now: Duration) {
-        self.record_answer(&mut tracked.pair.lock().windows, now, nxdomain, 0);
-        self.record_answer(&mut tracked.domain.lock().windows, now, nxdomain, 0);
+        self.record_answer(&mut tracked.pair.lock().windows, now, nxdomain, 0, false);
+        self.record_answer(&mut tracked.domain.lock().windows, now, nxdomain, 0, false);
     }
 
     /// Counts one answer into each of `ws`' windows.
-    fn record_answer(&self, ws: &mut Windows, now: Duration, nxdomain: bool, down: u32) {
+    fn record_answer(
+        &self,
+        ws: &mut Windows,
+        now: Duration,
+        nxdomain: bool,
+        down: u32,
+        data: bool,
+    ) {
         for (w, half) in ws.0.iter_mut().zip(self.halves) {
             w.advance(now, half);
             let b = w.current_mut();
             b.answers = b.answers.saturating_add(1);
             b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
             b.down_bytes = b.down_bytes.saturating_add(down);
-            b.down_answers = b.down_answers.saturating_add(u32::from(down > 0));
+            b.down_answers = b.down_answers.saturating_add(u32::from(data));
         }
     }
 
@@ -964,36 +990,59 @@ impl Detector {
         let client_hash = self.hasher.hash_one(client);
         let domain_key = self.domain_key(domain);
         let carrier = features::qtype_points(qtype) > 0;
-        let down = if carrier && answer.bytes > 0 {
+        let question = || self.hasher.hash_one((client_hash, qname, qtype));
+        let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
+            let mut h = self.hasher.build_hasher();
+            feed(&mut h);
+            h.finish()
+        };
+        // `down`: bytes counted; `data`: whether the answer is a new piece of data (for the rule
+        // that one odd name alone never contains anyone).
+        let (down, data) = if carrier && answer.bytes > 0 {
             // Keyed by (client, question), holding a tag of the last answer's content: only
             // the very answer this client was given last for this question is free. Answers
-            // alternating between a few seen before, or TTLs that change, still count.
-            let question = self.hasher.hash_one((client_hash, qname, qtype));
-            let mut h = self.hasher.build_hasher();
-            (answer.content)(&mut h);
-            match self.answers.record(question, h.finish()) {
+            // alternating between a few seen before, or TTLs that change, still count bytes;
+            // only records that changed make a new piece of data.
+            let question = question();
+            let bytes = match self.answers.record(question, tag(answer.content)) {
                 LastAsker::Same => 0,
                 LastAsker::Other | LastAsker::Unknown => {
                     u32::try_from(answer.bytes).unwrap_or(u32::MAX)
                 }
-            }
+            };
+            let changed =
+                self.answer_records.record(question, tag(answer.records)) != LastAsker::Same;
+            (bytes, bytes > 0 && changed)
         } else if !carrier && (!answer.addresses.is_empty() || !answer.cname_targets.is_empty()) {
-            let question = self.hasher.hash_one((client_hash, qname, qtype));
-            let tag = self
-                .hasher
-                .hash_one((answer.addresses, answer.cname_targets));
-            match self.answers.record(question, tag) {
-                LastAsker::Same => 0,
+            // The set, in any order: resolvers and service registries (Consul answers TTL 0,
+            // shuffled) reorder records, and an order is not worth a byte each time.
+            let set = || {
+                let mut h = self.hasher.build_hasher();
+                let mut parts: Vec<u64> = answer
+                    .addresses
+                    .iter()
+                    .map(|a| self.hasher.hash_one(a))
+                    .chain(answer.cname_targets.iter().map(|t| self.hasher.hash_one(t)))
+                    .collect();
+                parts.sort_unstable();
+                for p in parts {
+                    h.write_u64(p);
+                }
+                h.finish()
+            };
+            match self.address_answers.record(question(), set()) {
+                LastAsker::Same => (0, false),
                 last => {
-                    let bits = self.answer_parts_bits(domain_key, client_hash, qname, answer);
-                    (bits + ANSWER_PART_BITS_PER_BYTE / 2) / ANSWER_PART_BITS_PER_BYTE
-                        + u32::from(last == LastAsker::Other)
+                    let bits = self.answer_parts_bits(domain_key, qname, answer);
+                    let down = (bits + ANSWER_PART_BITS_PER_BYTE / 2) / ANSWER_PART_BITS_PER_BYTE
+                        + u32::from(last == LastAsker::Other);
+                    (down, down > 0)
                 }
             }
         } else {
-            0
+            (0, false)
         };
-        let record = |ws: &mut Windows| self.record_answer(ws, now, answer.nxdomain, down);
+        let record = |ws: &mut Windows| self.record_answer(ws, now, answer.nxdomain, down, data);
         if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
             record(&mut state.lock().windows);
         }
@@ -1012,37 +1061,29 @@ impl Detector {
     /// repeats the query name's first label, as `host7.example.com` →
     /// `host7.example.com.cdn.example.net` does) and, unless its parent was given before, the
     /// rest of it, at 5 bits a character.
-    fn answer_parts_bits(
-        &self,
-        domain_key: u64,
-        client_hash: u64,
-        qname: &str,
-        answer: &FreshAnswer<'_>,
-    ) -> u32 {
-        let seen = |part: u64| self.answer_parts.record(part, client_hash) != LastAsker::Unknown;
+    fn answer_parts_bits(&self, domain_key: u64, qname: &str, answer: &FreshAnswer<'_>) -> u32 {
+        // Presence only (every part under one tag, 0): a part already in the table is a plain
+        // load, so a busy resolver's repeated answers do not churn it.
+        let seen = |part: u64| self.answer_parts.record(part, 0) != LastAsker::Unknown;
         let mut bits = 0u32;
         for addr in answer.addresses {
-            let (octets, len, near, far) = match addr {
+            let (octets, len) = match addr {
                 IpAddr::V4(a) => {
                     let mut o = [0u8; 16];
                     o[..4].copy_from_slice(&a.octets());
-                    (o, 4, (3, 8), (2, 16))
+                    (o, 4)
                 }
-                IpAddr::V6(a) => (a.octets(), 16, (8, 64), (6, 80)),
+                IpAddr::V6(a) => (a.octets(), 16),
             };
-            // Every prefix is recorded (so the networks are learned), then the longest known
-            // one prices the address.
             let known = |n: usize| seen(self.hasher.hash_one((domain_key, n, &octets[..n])));
-            let (whole, near_known, far_known) = (known(len), known(near.0), known(far.0));
-            bits = bits.saturating_add(if whole {
-                0
-            } else if near_known {
-                near.1
-            } else if far_known {
-                far.1
-            } else {
-                8 * u32::try_from(len).unwrap_or(16)
-            });
+            if known(len) {
+                continue;
+            }
+            // Every network is recorded (so it is learned), then the longest known one prices
+            // the address.
+            let (near, far) = if len == 4 { (3, 2) } else { (8, 6) };
+            let (near_known, far_known) = (known(near), known(far));
+            bits = bits.saturating_add(address_bits(&octets[..len], near_known, far_known));
         }
         let qname_first = qname.split('.').next().unwrap_or("");
         // A target's key: the domain and the name, ASCII case folded.
@@ -1111,6 +1152,33 @@ impl Detector {
 
     fn domain_key(&self, domain: &str) -> u64 {
         self.hasher.hash_one(domain)
+    }
+}
+
+/// Bits of information in an address new to its domain, given whether its network was known:
+/// IPv4 8 bits under a known /24, 16 under a known /16, else 32; IPv6 the interface identifier
+/// under a known /64, 16 bits more under a known /48, 64 more otherwise. An interface
+/// identifier costs its significant bits (at least 8): a server's `::5f` is cheap, a random
+/// identifier (a tunnel's data, or SLAAC) costs its 64.
+fn address_bits(octets: &[u8], near_known: bool, far_known: bool) -> u32 {
+    if octets.len() == 4 {
+        return if near_known {
+            8
+        } else if far_known {
+            16
+        } else {
+            32
+        };
+    }
+    let mut iid = [0u8; 8];
+    iid.copy_from_slice(&octets[8..16]);
+    let host = (64 - u64::from_be_bytes(iid).leading_zeros()).max(8);
+    host + if near_known {
+        0
+    } else if far_known {
+        16
+    } else {
+        64
     }
 }
 

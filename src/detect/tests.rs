@@ -1037,6 +1037,7 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
                 nxdomain: false,
                 bytes: 400,
                 content: &|h: &mut dyn Hasher| h.write(content),
+                records: &|h: &mut dyn Hasher| h.write(content),
                 addresses: &[],
                 cname_targets: &[],
             },
@@ -1103,6 +1104,8 @@ fn client_wide_evidence_alerts_once_per_level_not_once_per_domain() {
             if alert.volume.as_ref().is_some_and(|v| v.scope == "client") {
                 client_alerts += 1;
             }
+            // The window counts are the alerting query's (client, domain), scored or not.
+            assert!(alert.window.queries >= 1, "{alert:?}");
         }
         clock.advance(t.interval);
     }
@@ -1152,6 +1155,7 @@ fn ask_and_answer(
             nxdomain: false,
             bytes: 40 + 16 * addresses.len(),
             content: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
+            records: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
             addresses,
             cname_targets: targets,
         },
@@ -1244,6 +1248,7 @@ fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
                 nxdomain: false,
                 bytes: 200,
                 content: &|h: &mut dyn Hasher| h.write_u64(poll),
+                records: &|h: &mut dyn Hasher| h.write_u64(poll),
                 addresses: &[],
                 cname_targets: &[],
             },
@@ -1258,7 +1263,8 @@ fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
 }
 
 /// What networks put in addresses is not a tunnel: a CDN rotating subsets of its pool, an
-/// object store handing out one address of a large pool every few seconds, an agent
+/// object store handing out one address of a large pool every few seconds, service discovery
+/// answering TTL 0 in a new order every time, a dual-stack pool over many /64s, an agent
 /// resolving hundreds of hosts of one IPv6 /64 (each interface identifier new) or of one IPv4
 /// range, CDN names chained through CNAMEs: none of them alerts.
 #[test]
@@ -1309,6 +1315,45 @@ fn addresses_and_cname_chains_of_ordinary_services_do_not_alert() {
                 "object store",
             );
         }
+        // Service discovery (Consul serves TTL 0, shuffled): five instances, asked three
+        // times a second, every answer in another order.
+        for k in 0..3u64 {
+            let mut inst: Vec<IpAddr> = (1..=5u32)
+                .map(|i| IpAddr::from((0x0a63_0000u32 + i).to_be_bytes()))
+                .collect();
+            let spin = usize::try_from((t * 3 + k) % 5).unwrap_or(0);
+            inst.rotate_left(spin);
+            if (t + k) % 2 == 0 {
+                inst.swap(0, 1);
+            }
+            note(
+                ask_and_answer(
+                    &d,
+                    1,
+                    "api.service.disc-example.com",
+                    1,
+                    &inst,
+                    &[],
+                    &settings,
+                ),
+                "shuffled TTL-0 service discovery",
+            );
+        }
+        // Dual stack, TTL 5: four AAAA of a large pool spread over many /64s of one /48,
+        // server-style interface identifiers.
+        if t % 5 == 0 {
+            let v6: Vec<IpAddr> = (0..4)
+                .map(|_| {
+                    let r = xorshift(&mut rng);
+                    let net = 0x2001_0db8_00aa_0000_u128 | u128::from(r & 0xffff);
+                    IpAddr::from((net << 64 | u128::from((r >> 16) & 0xff)).to_be_bytes())
+                })
+                .collect();
+            note(
+                ask_and_answer(&d, 1, "objects.dual-example.com", 28, &v6, &[], &settings),
+                "dual-stack pool",
+            );
+        }
         // In the first 15 minutes: 450 hosts of one /64 (AAAA, random interface identifiers,
         // CNAMEs to per-host names under a CDN), one every two seconds; and 450 of one IPv4
         // range.
@@ -1348,4 +1393,35 @@ fn addresses_and_cname_chains_of_ordinary_services_do_not_alert() {
         worst.1,
         worst.2
     );
+}
+
+/// A carrier-type record fetched fresh once a minute (its TTL, through a caching upstream
+/// that counts TTLs down) differs from the last answer only in its TTLs: it is one name and
+/// one piece of data, and three hours of it never alert, however many bytes it has.
+#[test]
+fn a_carrier_poller_whose_answers_differ_only_in_ttls_never_alerts() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut worst = 0u8;
+    for minute in 0u64..180 {
+        let a = observe(&d, ip(1), "_dmarc.mail-example.org", 16, &settings);
+        worst = worst.max(a.score);
+        d.observe_answer_at(
+            &ClientKey::from(ip(1)),
+            "_dmarc.mail-example.org",
+            "mail-example.org",
+            16,
+            &FreshAnswer {
+                nxdomain: false,
+                bytes: 300,
+                content: &|h: &mut dyn Hasher| h.write_u64(60 - minute % 7),
+                records: &|h: &mut dyn Hasher| h.write(b"v=DMARC1; p=reject"),
+                addresses: &[],
+                cname_targets: &[],
+            },
+            clock.now(),
+        );
+        clock.advance(Duration::from_secs(60));
+    }
+    assert!(worst < 60, "score {worst}");
 }

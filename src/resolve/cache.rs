@@ -272,6 +272,22 @@ impl CachedAnswer {
         h.write(&msg[msg.len().min(2)..]);
     }
 
+    /// As [`Self::hash_content`] without the TTLs: what the answer's records say. A caching
+    /// upstream counts TTLs down, so two fetches of an unchanged record differ in them alone.
+    pub fn hash_records(&self, h: &mut dyn Hasher) {
+        let msg = self.message();
+        let mut at = msg.len().min(2);
+        let mut ttls: Vec<usize> = self.ttl_offsets().collect();
+        ttls.sort_unstable();
+        for ttl in ttls {
+            if let Some(part) = msg.get(at..ttl) {
+                h.write(part);
+            }
+            at = at.max(ttl + 4);
+        }
+        h.write(msg.get(at..).unwrap_or_default());
+    }
+
     /// Whether this answer is for `q`'s question: name (ASCII case ignored, RFC 4343), type and
     /// class. The store is keyed by a hash, so this is what makes a collision harmless.
     #[must_use]

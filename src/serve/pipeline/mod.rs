@@ -655,6 +655,7 @@ impl Pipeline {
                         nxdomain,
                         bytes: answer_bytes,
                         content: &|h| answer.hash_content(h),
+                        records: &|h| answer.hash_records(h),
                         addresses: &answer.addresses,
                         cname_targets: &answer.cname_targets,
                     },
