@@ -1055,11 +1055,10 @@ impl Detector {
     /// (any client's), recording them as given.
     ///
     /// An address given before costs nothing; one in a network given before costs its host
-    /// part (IPv4: 8 bits under a known /24, 16 under a known /16; IPv6: the 64-bit interface
-    /// identifier under a known /64, 80 bits under a known /48); any other, all its bits. A
-    /// CNAME target given before costs nothing; otherwise its first label (nothing when it
-    /// repeats the query name's first label, as `host7.example.com` →
-    /// `host7.example.com.cdn.example.net` does) and, unless its parent was given before, the
+    /// part ([`address_bits`]); any other, all of it. A CNAME target given before costs
+    /// nothing; otherwise its first label (nothing when it repeats the query name's first
+    /// label, as `host7.example.com` → `host7.example.com.cdn.example.net` does) and, unless
+    /// its parent was given before, the
     /// rest of it, at 5 bits a character.
     fn answer_parts_bits(&self, domain_key: u64, qname: &str, answer: &FreshAnswer<'_>) -> u32 {
         // Presence only (every part under one tag, 0): a part already in the table is a plain
