@@ -965,7 +965,7 @@ impl Detector {
     ///   answers differ (in records, in their order, in TTLs); a service-discovery poller
     ///   re-fetching an unchanged SRV set whose TTL is 0 gets the same answer again and again.
     /// - Any other type (A, AAAA, ...): the addresses and CNAME targets that are new to the
-    ///   registrable domain's answers, fleet-wide ([`Self::answer_parts_bits`]), at a quarter
+    ///   registrable domain's answers, fleet-wide (`answer_parts_bits`), at a quarter
     ///   weight, plus a byte when the answer differs from the one this client was last given
     ///   for the question (which known addresses, in which order, is a choice too). A CDN's
     ///   rotating pool is learned once; a tunnel polling one name for fresh AAAA sets pays for
@@ -1058,8 +1058,7 @@ impl Detector {
     /// part ([`address_bits`]); any other, all of it. A CNAME target given before costs
     /// nothing; otherwise its first label (nothing when it repeats the query name's first
     /// label, as `host7.example.com` → `host7.example.com.cdn.example.net` does) and, unless
-    /// its parent was given before, the
-    /// rest of it, at 5 bits a character.
+    /// its parent was given before, the rest of it, at 5 bits a character.
     fn answer_parts_bits(&self, domain_key: u64, qname: &str, answer: &FreshAnswer<'_>) -> u32 {
         // Presence only (every part under one tag, 0): a part already in the table is a plain
         // load, so a busy resolver's repeated answers do not churn it.
