@@ -303,9 +303,10 @@ const ANSWER_SLOTS: usize = 1 << 16;
 /// ([`Detector::answer_parts_bits`]): 1 MiB.
 const ANSWER_PART_SLOTS: usize = 1 << 17;
 
-/// Address and CNAME-target bits count a quarter (then [`volume::DOWN_WEIGHT`], as every
-/// answer byte): what a network puts in them (SLAAC interface identifiers, a CDN's pool) looks
-/// as random as data, and an agent asks many hosts; a tunnel through them needs volume.
+/// Address and CNAME-target bits count a quarter, rounded up per answer (then
+/// [`volume::DOWN_WEIGHT`], as every answer byte): what a network puts in them (SLAAC
+/// interface identifiers, a CDN's pool) looks as random as data, and an agent asks many hosts;
+/// a tunnel through them needs volume.
 const ANSWER_PART_BITS_PER_BYTE: u32 = 32;
 
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
@@ -1034,7 +1035,7 @@ impl Detector {
                 LastAsker::Same => (0, false),
                 last => {
                     let bits = self.answer_parts_bits(domain_key, qname, answer);
-                    let down = (bits + ANSWER_PART_BITS_PER_BYTE / 2) / ANSWER_PART_BITS_PER_BYTE
+                    let down = bits.div_ceil(ANSWER_PART_BITS_PER_BYTE)
                         + u32::from(last == LastAsker::Other);
                     (down, down > 0)
                 }

@@ -1425,3 +1425,37 @@ fn a_carrier_poller_whose_answers_differ_only_in_ttls_never_alerts() {
     }
     assert!(worst < 60, "score {worst}");
 }
+
+/// A tunnel that moves one byte an answer, in the last octet of an A record under one /24,
+/// asking counter names (`1.dl-example.net`, `2.…`: a few bits each) five times a second, is
+/// contained within ten minutes: the names pay a few bits each, and every new address at least
+/// a byte.
+#[test]
+fn a_byte_an_answer_in_the_last_octet_is_contained() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut rng = 0x5eed_u64;
+    let mut seen = std::collections::HashSet::new();
+    let mut reached = None;
+    for i in 0u32..3000 {
+        let name = format!("{i}.dl-example.net");
+        // A fresh octet while there are any; the network (198.51.100.0/24) is known after the
+        // first answer.
+        let mut octet = u8::try_from(xorshift(&mut rng) & 0xff).unwrap_or(0);
+        while seen.len() < 256 && !seen.insert(octet) {
+            octet = octet.wrapping_add(1);
+        }
+        let addr = IpAddr::from([198, 51, 100, octet]);
+        let a = ask_and_answer(&d, 1, &name, 1, &[addr], &[], &settings);
+        if a.level >= Level::Throttle {
+            reached = Some(i);
+            break;
+        }
+        if seen.len() == 256 {
+            seen.clear();
+        }
+        clock.advance(Duration::from_millis(200));
+    }
+    let i = reached.unwrap_or_else(|| panic!("never contained in 3,000 queries"));
+    println!("contained at query {i}");
+}
