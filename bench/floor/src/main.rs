@@ -133,6 +133,7 @@ fn uring(sock: &UdpSocket) -> io::Result<()> {
     let mut ring: IoUring = IoUring::builder()
         .setup_coop_taskrun()
         .setup_single_issuer()
+        .setup_defer_taskrun()
         .setup_cqsize(u32::from(RING_BUFS) * 4)
         .build(u32::from(RING_BUFS))?;
 
