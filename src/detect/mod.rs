@@ -162,8 +162,9 @@ pub struct Assessment {
     /// Highest threshold crossed; computed in monitor-only mode too.
     pub level: Level,
     /// Set only when an alert is due now: first crossing for the key, a rise in level, or once
-    /// per alert interval while it stays high.
-    pub alert: Option<AlertEvent>,
+    /// per alert interval while it stays high. Boxed: an assessment is returned through a few
+    /// calls on every query, and the alert (rare) would make each of those a 360-byte copy.
+    pub alert: Option<Box<AlertEvent>>,
     /// The exception entry that matched: the name got no appearance points, but its volume
     /// counted.
     pub exception: Option<String>,
@@ -487,9 +488,15 @@ impl Detector {
     }
 
     /// Adds one query to three windows.
-    fn add(&self, windows: &mut Windows, now: Duration, q: Sample) {
-        for (w, half) in windows.0.iter_mut().zip(self.halves) {
-            w.advance(now, half);
+    /// The half-window index of `now` for each of the three windows: computed once for all the
+    /// windows a call touches (a 64-bit division each; up to 15 windows a query).
+    fn epochs(&self, now: Duration) -> [u64; 3] {
+        self.halves.map(|half| window::epoch_of(now, half))
+    }
+
+    fn add(&self, windows: &mut Windows, epochs: [u64; 3], q: Sample) {
+        for (w, epoch) in windows.0.iter_mut().zip(epochs) {
+            w.advance_to(epoch);
             let b = w.current_mut();
             b.unique.insert(q.hash);
             b.queries = b.queries.saturating_add(1);
@@ -617,7 +624,8 @@ impl Detector {
         };
         sample.novel = fresh && !shared;
         sample.bits = if sample.novel { floor_bits } else { 0 };
-        self.add(&mut st.windows, now, sample);
+        let epochs = self.epochs(now);
+        self.add(&mut st.windows, epochs, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
         // Nothing but the volume term reads the short and long windows, and it is 0 while no
         // window could reach its floor (the common case: repeated names): read them only then.
@@ -648,7 +656,7 @@ impl Detector {
         let (prevalence, fleet) = {
             let mut guard = domain_state.lock();
             let d = &mut *guard;
-            self.add(&mut d.windows, now, sample);
+            self.add(&mut d.windows, epochs, sample);
             if fresh {
                 d.offered_bits = d.offered_bits.saturating_add(bits);
                 if shared {
@@ -750,7 +758,7 @@ impl Detector {
                 bits: excess,
                 ..sample
             };
-            self.add(&mut c.windows, now, client_sample);
+            self.add(&mut c.windows, epochs, client_sample);
             let budgets = self.budgets.scaled(scale * self.client_factor);
             if c.windows.could_score(budgets) {
                 let ev = Evidence {
@@ -860,7 +868,7 @@ impl Detector {
                 }
             };
         let alert = if own_due {
-            Some(make_alert(score, &breakdown, &trip, scope, level))
+            Some(Box::new(make_alert(score, &breakdown, &trip, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
         {
@@ -878,7 +886,7 @@ impl Detector {
                 "alert"
             }
             .to_string();
-            Some(a)
+            Some(Box::new(a))
         } else {
             None
         };
@@ -902,21 +910,28 @@ impl Detector {
     /// [`Self::observe_rcode_at`] into the states [`Self::observe_tracked_at`] handed back for
     /// this query.
     pub fn observe_rcode_tracked(&self, tracked: &Tracked, nxdomain: bool, now: Duration) {
-        self.record_answer(&mut tracked.pair.lock().windows, now, nxdomain, 0, false);
-        self.record_answer(&mut tracked.domain.lock().windows, now, nxdomain, 0, false);
+        let epochs = self.epochs(now);
+        self.record_answer(&mut tracked.pair.lock().windows, epochs, nxdomain, 0, false);
+        self.record_answer(
+            &mut tracked.domain.lock().windows,
+            epochs,
+            nxdomain,
+            0,
+            false,
+        );
     }
 
     /// Counts one answer into each of `ws`' windows.
     fn record_answer(
         &self,
         ws: &mut Windows,
-        now: Duration,
+        epochs: [u64; 3],
         nxdomain: bool,
         down: u32,
         data: bool,
     ) {
-        for (w, half) in ws.0.iter_mut().zip(self.halves) {
-            w.advance(now, half);
+        for (w, epoch) in ws.0.iter_mut().zip(epochs) {
+            w.advance_to(epoch);
             let b = w.current_mut();
             b.answers = b.answers.saturating_add(1);
             b.nxdomain = b.nxdomain.saturating_add(u32::from(nxdomain));
@@ -1043,7 +1058,8 @@ impl Detector {
         } else {
             (0, false)
         };
-        let record = |ws: &mut Windows| self.record_answer(ws, now, answer.nxdomain, down, data);
+        let epochs = self.epochs(now);
+        let record = |ws: &mut Windows| self.record_answer(ws, epochs, answer.nxdomain, down, data);
         if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
             record(&mut state.lock().windows);
         }

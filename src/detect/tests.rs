@@ -62,7 +62,7 @@ fn replay(t: &Traffic, settings: &GroupDetectConfig) -> Reached {
                 *slot = Some((i + 1, bytes));
             }
         }
-        r.alerts.extend(a.alert);
+        r.alerts.extend(a.alert.map(|b| *b));
         clock.advance(t.interval);
     }
     r
@@ -434,7 +434,7 @@ fn benign_names_from_many_clients_raise_no_alert() {
             if a.score > worst.0 {
                 worst = (a.score, name.to_string());
             }
-            alerts.extend(a.alert);
+            alerts.extend(a.alert.map(|b| *b));
         }
         clock.advance(Duration::from_millis(500));
     }
@@ -564,7 +564,7 @@ fn alerts_carry_what_an_analyst_needs() {
     );
     assert_eq!((a.monitor_only, a.exception.clone()), (false, None));
     // It serialises as the event log expects.
-    let json = serde_json::to_string(&crate::events::EventBody::Alert(a)).unwrap_or_default();
+    let json = serde_json::to_string(&crate::events::EventBody::Alert(*a)).unwrap_or_default();
     assert!(json.starts_with("{\"kind\":\"alert\""));
 }
 
@@ -777,7 +777,7 @@ fn benign_classes_from_forty_clients_over_a_day_raise_no_alert() {
         if a.score > w.0 {
             *w = (a.score, q.qname.clone());
         }
-        alerts.extend(a.alert);
+        alerts.extend(a.alert.map(|b| *b));
     }
     println!(
         "benign classes, 40 clients, 24 h, {} queries; per-class maximum score:",
@@ -852,7 +852,7 @@ fn replay_benign(
         if a.score > w.0 {
             *w = (a.score, q.qname.clone());
         }
-        alerts.extend(a.alert);
+        alerts.extend(a.alert.map(|b| *b));
     }
     (alerts, worst)
 }
@@ -890,7 +890,7 @@ fn replay_millis(
         let a = observe(d, ip(300), &q.qname, q.qtype, &settings);
         d.observe_rcode(&ClientKey::from(ip(300)), "example.com", false);
         top = top.max(a.score);
-        alerts.extend(a.alert);
+        alerts.extend(a.alert.map(|b| *b));
     }
     (alerts, top)
 }

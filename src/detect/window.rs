@@ -110,7 +110,11 @@ impl SlidingWindow {
 
     /// Moves the buckets forward to `now`, dropping what fell out of the window.
     pub fn advance(&mut self, now: Duration, half: Duration) {
-        let epoch = epoch_of(now, half);
+        self.advance_to(epoch_of(now, half));
+    }
+
+    /// [`Self::advance`] to a half-window index already computed ([`epoch_of`]).
+    pub fn advance_to(&mut self, epoch: u64) {
         if epoch == self.epoch {
             return;
         }
@@ -251,7 +255,7 @@ impl SlidingWindow {
 }
 
 /// The half-window index of `now`.
-fn epoch_of(now: Duration, half: Duration) -> u64 {
+pub(super) fn epoch_of(now: Duration, half: Duration) -> u64 {
     // In u64 milliseconds: `as_millis` is a u128, and a u128 division is a library call on
     // every window of every query (a monotonic clock needs 584 million years to overflow).
     millis(now) / millis(half).max(1)

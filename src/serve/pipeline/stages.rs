@@ -181,9 +181,9 @@ impl Pipeline {
                 "action" => alert.action.clone()
             )
             .increment(1);
-            let event = Event::now(version, EventBody::Alert(alert.clone()));
+            let event = Event::now(version, EventBody::Alert((*alert).clone()));
             self.overrides
-                .record_alert(event.ts.clone(), version, alert);
+                .record_alert(event.ts.clone(), version, *alert);
             self.events.emit(event);
         }
         if level >= Level::Throttle && !group.detect.monitor_only {
