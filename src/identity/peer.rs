@@ -129,8 +129,20 @@ impl Hash for ClientKey {
                 a.hash(state);
             }
             None => {
-                0u8.hash(state);
-                self.scope.hash(state);
+                // One write of the whole key: the tag, the family and the address (SipHash
+                // costs per `write`, and the derived hash of an `IpAddr` makes three).
+                let mut key = [0u8; 18];
+                match self.scope {
+                    IpAddr::V4(a) => {
+                        key[1] = 4;
+                        key[2..6].copy_from_slice(&a.octets());
+                    }
+                    IpAddr::V6(a) => {
+                        key[1] = 6;
+                        key[2..].copy_from_slice(&a.octets());
+                    }
+                }
+                state.write(&key);
             }
         }
     }
