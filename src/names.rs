@@ -17,7 +17,9 @@ pub fn registrable_domain(name: &str) -> &str {
     // The list returns a slice of the name itself: cut the name there instead of checking
     // its UTF-8 again (`psl::domain_str` does; ~130 instructions a query).
     let start = (bytes.as_ptr() as usize).wrapping_sub(name.as_ptr() as usize);
-    name.get(start..start + bytes.len())
+    start
+        .checked_add(bytes.len())
+        .and_then(|end| name.get(start..end))
         .filter(|s| s.as_bytes() == bytes)
         .or_else(|| std::str::from_utf8(bytes).ok())
         .unwrap_or(name)
@@ -123,6 +125,28 @@ mod tests {
         assert!(!is_at_or_below("evilcorp.internal", "corp.internal"));
         assert!(!is_at_or_below("internal", "corp.internal"));
         assert!(is_at_or_below("anything", "."));
+    }
+
+    #[test]
+    fn the_registrable_domain_is_the_lists_own_answer_cut_from_the_name() {
+        for name in [
+            "a.b.example.com",
+            "example.com",
+            "com",
+            ".",
+            "",
+            "example.com.",
+            "a..example.com",
+            "x\\046y.example.co.uk",
+            "user.github.io",
+            "b\\255.\\000.corp.internal",
+            "xn--bcher-kva.example",
+            "bücher.example",
+            "a.b.c.d.e.f.g.h.s3.amazonaws.com",
+        ] {
+            let want = psl::domain_str(name).unwrap_or(name);
+            assert_eq!(registrable_domain(name), want, "{name:?}");
+        }
     }
 
     #[test]
