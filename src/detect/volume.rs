@@ -209,7 +209,7 @@ pub fn volume_fraction(w: &WindowStats, budget: f32, accel: f32, prevalence: f32
     // At or under the floor the log-scale fraction is 0: most windows, most queries, so the
     // two logarithms are taken only above it (floor ≥ 1, so `bytes` > 1 there).
     let fraction = if bytes > floor {
-        ((bytes.log2() - floor.log2()) / 3.0).clamp(0.0, 1.0)
+        ((bytes / floor).log2() / 3.0).clamp(0.0, 1.0)
     } else {
         0.0
     };
