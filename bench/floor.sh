@@ -8,11 +8,14 @@
 #
 #   floor-plain  127.0.0.46:$((BASE_PORT+6))  recvfrom/sendto per query (Unbound's I/O)
 #   floor-mmsg   127.0.0.47:$((BASE_PORT+7))  recvmmsg/sendmmsg, 64 a call (dnsward's I/O)
-#   floor-uring  127.0.0.48:$((BASE_PORT+8))  io_uring, 512 RecvMsg outstanding, SendMsg each
+#   floor-uring  127.0.0.48:$((BASE_PORT+8))  io_uring: one multishot RecvMsg over a ring of
+#                                            provided buffers, a SendMsg per answer
 #
 # Knobs: ROUNDS (4), DURATION (10 s), CLIENTS (8), CAP_OUTSTANDING (300), WORKLOADS ("w2";
 # "w1 w2" adds W1, which the floors answer as they answer W2), BASE_PORT (5300), SKIP_BUILD,
-# DNSWARD_BIN, EVENTS (as run.sh).
+# DNSWARD_BIN, EVENTS (as run.sh), RESULTS (the report's path). FLOORS=0 leaves the floors
+# out. BASELINE_BIN=path also runs that dnsward binary (an earlier build, for a before/after
+# in the same run) as `dnsward-base` on 127.0.0.49:$((BASE_PORT+9)), same generated config.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-4}
@@ -22,7 +25,9 @@ CAP_OUTSTANDING=${CAP_OUTSTANDING:-300}
 WORKLOADS=${WORKLOADS:-w2}
 BASE_PORT=${BASE_PORT:-5300}
 SKIP_BUILD=${SKIP_BUILD:-0}
-RESULTS="$ROOT/bench/results/floor.md"
+FLOORS=${FLOORS:-1}
+BASELINE_BIN=${BASELINE_BIN:-}
+RESULTS=${RESULTS:-"$ROOT/bench/results/floor.md"}
 [ "$(nproc)" -ge 2 ] || { echo "floor: needs 2 CPUs (the server on one, blast on another)" >&2; exit 1; }
 
 log() { printf '[floor %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -61,21 +66,46 @@ pid_of() { sed -n "s/.*\] $1: .* pid \([0-9]*\)\$/\1/p" "$RUN_LOG"; }
 declare -A ADDR PORT PID
 ADDR[dnsward]=127.0.0.42; PORT[dnsward]=$((BASE_PORT + 2)); PID[dnsward]=$(pid_of dnsward)
 ADDR[unbound]=127.0.0.43; PORT[unbound]=$((BASE_PORT + 3)); PID[unbound]=$(pid_of unbound)
-i=6
-for m in plain mmsg uring; do
-    s=floor-$m
-    ADDR[$s]=127.0.0.$((40 + i)); PORT[$s]=$((BASE_PORT + i))
-    "$FLOOR" "$m" "${ADDR[$s]}:${PORT[$s]}" &
+SERVERS="dnsward unbound"
+if [ "$FLOORS" = 1 ]; then
+    i=6
+    for m in plain mmsg uring; do
+        s=floor-$m
+        ADDR[$s]=127.0.0.$((40 + i)); PORT[$s]=$((BASE_PORT + i))
+        "$FLOOR" "$m" "${ADDR[$s]}:${PORT[$s]}" &
+        PID[$s]=$!; PIDS+=("$!")
+        SERVERS="$SERVERS $s"
+        i=$((i + 1))
+    done
+fi
+if [ -n "$BASELINE_BIN" ]; then
+    s=dnsward-base
+    ADDR[$s]=127.0.0.49; PORT[$s]=$((BASE_PORT + 9))
+    sed -e "s/127\.0\.0\.42:$((BASE_PORT + 2))/${ADDR[$s]}:${PORT[$s]}/" \
+        -e "s/events-dnsward\./events-dnsward-base./" "$WORK/dnsward.toml" >"$WORK/dnsward-base.toml"
+    DNSWARD_LOG=warn "$BASELINE_BIN" serve --config "$WORK/dnsward-base.toml" >"$WORK/dnsward-base.log" 2>&1 &
     PID[$s]=$!; PIDS+=("$!")
-    i=$((i + 1))
-done
+    SERVERS="$SERVERS $s"
+fi
 sleep 0.5
-SERVERS="dnsward unbound floor-plain floor-mmsg floor-uring"
 for s in $SERVERS; do
-    kill -0 "${PID[$s]}" 2>/dev/null || { echo "floor: $s is not running" >&2; exit 1; }
-    dig +time=1 +tries=2 @"${ADDR[$s]}" -p "${PORT[$s]}" x1.denied.example A | grep -q 'status: NXDOMAIN' ||
-        { echo "floor: $s did not answer x1.denied.example with NXDOMAIN" >&2; exit 1; }
+    ok=0
+    for _ in $(seq 1 20); do
+        kill -0 "${PID[$s]}" 2>/dev/null || { echo "floor: $s is not running" >&2; exit 1; }
+        if dig +time=1 +tries=1 @"${ADDR[$s]}" -p "${PORT[$s]}" x1.denied.example A | grep -q 'status: NXDOMAIN'; then
+            ok=1
+            break
+        fi
+        sleep 0.25
+    done
+    [ "$ok" = 1 ] || { echo "floor: $s did not answer x1.denied.example with NXDOMAIN" >&2; exit 1; }
 done
+# The baseline's cache, warmed as run.sh warms dnsward's (W1 is cache hits).
+if [ -n "$BASELINE_BIN" ] && [[ " $WORKLOADS " == *" w1 "* ]]; then
+    for _ in 1 2; do
+        dnsperf -s "${ADDR[dnsward-base]}" -p "${PORT[dnsward-base]}" -d "$WORK/w1.txt" -n 1 -c 4 -Q 5000 >/dev/null 2>&1
+    done
+fi
 log "servers up: $(for s in $SERVERS; do printf '%s %s:%s pid %s; ' "$s" "${ADDR[$s]}" "${PORT[$s]}" "${PID[$s]}"; done)"
 
 ticks() { local s; s=$(cat "/proc/$1/stat"); s=${s##*) }; awk '{ print $12 + $13 }' <<<"$s"; }
