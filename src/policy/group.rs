@@ -152,14 +152,45 @@ pub struct RuleSet {
     exact: HashSet<Box<str>, RuleHasher>,
     /// Suffixes of `*.suffix` rules.
     wildcard: HashSet<Box<str>, RuleHasher>,
+    /// The lengths of the exact names and of the suffixes, as bit sets: a name or parent of a
+    /// length no rule has is not looked up (most of a name's parents, most queries).
+    exact_lens: LengthSet,
+    wildcard_lens: LengthSet,
+}
+
+/// A set of string lengths, 0 to 254 each, 255 standing for every longer one.
+#[derive(Debug, Clone, Copy, Default)]
+struct LengthSet([u64; 4]);
+
+impl LengthSet {
+    fn slot(len: usize) -> (usize, u64) {
+        let len = len.min(255);
+        (len / 64, 1 << (len % 64))
+    }
+
+    fn insert(&mut self, len: usize) {
+        let (word, bit) = Self::slot(len);
+        self.0[word] |= bit;
+    }
+
+    fn may_hold(&self, len: usize) -> bool {
+        let (word, bit) = Self::slot(len);
+        self.0[word] & bit != 0
+    }
 }
 
 impl RuleSet {
     /// Add a rule (already normalised and validated).
     pub fn add(&mut self, rule: &str) {
         match rule.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(suffix.into()),
-            None => self.exact.insert(rule.into()),
+            Some(suffix) => {
+                self.wildcard_lens.insert(suffix.len());
+                self.wildcard.insert(suffix.into())
+            }
+            None => {
+                self.exact_lens.insert(rule.len());
+                self.exact.insert(rule.into())
+            }
         };
     }
 
@@ -184,13 +215,13 @@ impl RuleSet {
             return None;
         }
         self_and_parents(name).enumerate().find_map(|(i, parent)| {
-            if let Some(e) = self.exact.get(parent) {
+            if let Some(e) = self.exact(parent) {
                 return Some(RuleMatch::Exact(e));
             }
             (i > 0)
-                .then(|| self.wildcard.get(parent))
+                .then(|| self.wildcard(parent))
                 .flatten()
-                .map(|w| RuleMatch::Wildcard(w))
+                .map(RuleMatch::Wildcard)
         })
     }
 
@@ -198,7 +229,7 @@ impl RuleSet {
     /// rule, then the closest wildcard.
     #[must_use]
     pub fn find(&self, name: &str) -> Option<RuleMatch<'_>> {
-        if let Some(e) = self.exact.get(name) {
+        if let Some(e) = self.exact(name) {
             return Some(RuleMatch::Exact(e));
         }
         if self.wildcard.is_empty() {
@@ -206,8 +237,26 @@ impl RuleSet {
         }
         self_and_parents(name)
             .skip(1)
-            .find_map(|parent| self.wildcard.get(parent))
-            .map(|s| RuleMatch::Wildcard(s))
+            .find_map(|parent| self.wildcard(parent))
+            .map(RuleMatch::Wildcard)
+    }
+
+    /// The exact rule `name`, looked up only if some exact rule has its length.
+    fn exact(&self, name: &str) -> Option<&str> {
+        self.exact_lens
+            .may_hold(name.len())
+            .then(|| self.exact.get(name))
+            .flatten()
+            .map(|rule| &**rule)
+    }
+
+    /// The wildcard suffix `name`, looked up only if some suffix has its length.
+    fn wildcard(&self, name: &str) -> Option<&str> {
+        self.wildcard_lens
+            .may_hold(name.len())
+            .then(|| self.wildcard.get(name))
+            .flatten()
+            .map(|suffix| &**suffix)
     }
 }
 
@@ -524,6 +573,47 @@ mod tests {
         let (g, _) = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
         assert!(p.is_empty(), "{p}");
         g
+    }
+
+    #[test]
+    fn rules_are_found_whatever_the_lengths_of_the_other_rules() {
+        // The length filter skips lookups; it must never skip a rule that is there, short,
+        // long (an escaped name past 255 characters shares the last length slot) or alone.
+        let long_label = "\\255".repeat(60); // 240 characters of presentation form
+        let long_exact = format!("{long_label}.x.example");
+        let long_suffix = format!("y.{long_label}.example");
+        let mut set = RuleSet::default();
+        for rule in ["a.b", "*.c.d", &long_exact, &format!("*.{long_suffix}")] {
+            set.add(rule);
+        }
+        assert!(matches!(set.find("a.b"), Some(RuleMatch::Exact(_))));
+        assert!(matches!(set.find("e.c.d"), Some(RuleMatch::Wildcard(_))));
+        assert!(matches!(set.find(&long_exact), Some(RuleMatch::Exact(_))));
+        assert!(matches!(
+            set.find(&format!("z.{long_suffix}")),
+            Some(RuleMatch::Wildcard(_))
+        ));
+        for miss in [
+            "a.c",
+            "c.d",
+            "b",
+            "zz.a.b",
+            &format!("{long_label}.y.example"),
+        ] {
+            assert!(set.find(miss).is_none(), "{miss}");
+            assert!(
+                set.find_covering(miss).is_none() || miss == "zz.a.b",
+                "{miss}"
+            );
+        }
+        assert!(matches!(
+            set.find_covering("zz.a.b"),
+            Some(RuleMatch::Exact(_))
+        ));
+        assert!(matches!(
+            set.find_covering("q.e.c.d"),
+            Some(RuleMatch::Wildcard(_))
+        ));
     }
 
     #[test]
