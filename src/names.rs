@@ -20,7 +20,7 @@ pub fn registrable_domain(name: &str) -> &str {
     start
         .checked_add(bytes.len())
         .and_then(|end| name.get(start..end))
-        .filter(|s| s.as_bytes() == bytes)
+        .filter(|s| std::ptr::eq(s.as_bytes(), bytes))
         .or_else(|| std::str::from_utf8(bytes).ok())
         .unwrap_or(name)
 }
