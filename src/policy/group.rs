@@ -158,6 +158,18 @@ pub struct RuleSet {
     wildcard_lens: LengthSet,
 }
 
+/// `name` in `set`, looked up only if `lens` says some member has its length.
+fn lookup<'a>(
+    set: &'a HashSet<Box<str>, RuleHasher>,
+    lens: LengthSet,
+    name: &str,
+) -> Option<&'a str> {
+    lens.may_hold(name.len())
+        .then(|| set.get(name))
+        .flatten()
+        .map(|member| &**member)
+}
+
 /// A set of string lengths, 0 to 254 each, 255 standing for every longer one.
 #[derive(Debug, Clone, Copy, Default)]
 struct LengthSet([u64; 4]);
@@ -243,20 +255,12 @@ impl RuleSet {
 
     /// The exact rule `name`, looked up only if some exact rule has its length.
     fn exact(&self, name: &str) -> Option<&str> {
-        self.exact_lens
-            .may_hold(name.len())
-            .then(|| self.exact.get(name))
-            .flatten()
-            .map(|rule| &**rule)
+        lookup(&self.exact, self.exact_lens, name)
     }
 
     /// The wildcard suffix `name`, looked up only if some suffix has its length.
     fn wildcard(&self, name: &str) -> Option<&str> {
-        self.wildcard_lens
-            .may_hold(name.len())
-            .then(|| self.wildcard.get(name))
-            .flatten()
-            .map(|suffix| &**suffix)
+        lookup(&self.wildcard, self.wildcard_lens, name)
     }
 }
 
