@@ -10,7 +10,6 @@
 //! EDNS clients. Cached answers are stored pre-encoded and only have their ID, question case and
 //! TTLs patched on the way out (see [`crate::resolve::cache`]).
 
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Size of the DNS header.
@@ -288,34 +287,98 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Append a label's bytes to a presentation-form name, lower-cased and escaped.
-pub(crate) fn push_label(out: &mut String, label: &[u8]) {
+/// Each byte as it stands in a presentation-form label, lower-cased, or 0 for a byte written
+/// `\DDD` (anything but letters, digits, `-` and `_`).
+const PLAIN_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        #[allow(clippy::cast_possible_truncation)] // b < 256
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            t[b] = c;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Append a label's bytes to a presentation-form name, lower-cased and escaped. One pass
+/// through a table, with no per-byte capacity check or `char` encoding: a label of plain bytes
+/// (nearly all) is written at once, and only one holding another byte is written again escaped.
+pub(crate) fn push_label(out: &mut Vec<u8>, label: &[u8]) {
+    let start = out.len();
+    let mut escaped = false;
+    out.extend(label.iter().map(|&b| {
+        let c = PLAIN_LOWER[usize::from(b)];
+        escaped |= c == 0;
+        c
+    }));
+    if !escaped {
+        return;
+    }
+    out.truncate(start);
     for &b in label {
         let c = b.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
-            out.push(char::from(c));
-        } else {
-            // Infallible: writing to a String.
-            let _ = write!(out, "\\{c:03}");
+        match PLAIN_LOWER[usize::from(b)] {
+            0 => out.extend_from_slice(&[b'\\', b'0' + c / 100, b'0' + c / 10 % 10, b'0' + c % 10]),
+            plain => out.push(plain),
         }
     }
+}
+
+/// A presentation-form name built by [`push_label`] as text: `.` for the root (no labels).
+fn name_from_bytes(mut out: Vec<u8>) -> String {
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    // `push_label` writes ASCII only, so this never fails; the fallback keeps that a non-panic.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The presentation form of a checked, uncompressed wire name (its labels and the root's 0).
+/// The whole name goes through [`PLAIN_LOWER`] in one pass and each length byte after the
+/// first then becomes the dot it stands for; only a name with a byte to escape is built again,
+/// label by label.
+fn wire_name_text(wire: &[u8]) -> String {
+    let body = wire
+        .get(1..wire.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut out: Vec<u8> = body.iter().map(|&b| PLAIN_LOWER[usize::from(b)]).collect();
+    let mut at = usize::from(wire.first().copied().unwrap_or(0));
+    while let (Some(&len), Some(dot)) = (body.get(at), out.get_mut(at)) {
+        *dot = b'.';
+        at += 1 + usize::from(len);
+    }
+    if !out.contains(&0) {
+        return name_from_bytes(out);
+    }
+    let mut at = 0;
+    name_from_labels(std::iter::from_fn(|| {
+        let len = usize::from(*wire.get(at)?);
+        let label = wire.get(at + 1..at + 1 + len).filter(|_| len > 0)?;
+        at += 1 + len;
+        Some(label)
+    }))
+}
+
+/// The presentation form of a name from its wire labels, in order (`.` for none).
+pub(crate) fn name_from_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut out = Vec::with_capacity(64);
+    for label in labels {
+        if !out.is_empty() {
+            out.push(b'.');
+        }
+        push_label(&mut out, label);
+    }
+    name_from_bytes(out)
 }
 
 /// The presentation form used throughout dnsward (lower-case, `\DDD` escapes, no trailing dot)
 /// of a name decoded by hickory.
 #[must_use]
 pub fn name_text(name: &hickory_proto::rr::Name) -> String {
-    let mut out = String::with_capacity(name.len());
-    for label in name.iter() {
-        if !out.is_empty() {
-            out.push('.');
-        }
-        push_label(&mut out, label);
-    }
-    if out.is_empty() {
-        out.push('.');
-    }
-    out
+    name_from_labels(name.iter())
 }
 
 /// The query name as a hickory [`Name`](hickory_proto::rr::Name), lower-cased, built from the
@@ -459,7 +522,6 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         buf: packet,
         pos: HEADER_LEN,
     };
-    let mut name = String::with_capacity(64);
     let mut label_count: u8 = 0;
     loop {
         let len = r
@@ -473,25 +535,18 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
                 "compressed or extended label in the question",
             ));
         }
-        let start = r.pos;
         r.skip(usize::from(len))
             .ok_or(WireError::FormErr("question label runs past the packet"))?;
         if r.pos - HEADER_LEN > 255 {
             return Err(WireError::FormErr("question name longer than 255 bytes"));
         }
-        if !name.is_empty() {
-            name.push('.');
-        }
-        push_label(&mut name, &packet[start..r.pos]);
         label_count = label_count.saturating_add(1);
     }
     let wire_name_len = r.pos - HEADER_LEN;
     if wire_name_len > 255 {
         return Err(WireError::FormErr("question name longer than 255 bytes"));
     }
-    if name.is_empty() {
-        name.push('.');
-    }
+    let name = wire_name_text(&packet[HEADER_LEN..r.pos]);
     let qtype = r.u16().ok_or(WireError::FormErr("question has no type"))?;
     let qclass = r.u16().ok_or(WireError::FormErr("question has no class"))?;
     let question = &packet[HEADER_LEN..r.pos];
@@ -1058,12 +1113,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_question_name_reads_the_same_as_built_label_by_label() {
+        // The one-pass reading of the question name against `push_label` per label, over
+        // names of every shape: label lengths 1–63 (a length byte that is itself a digit or
+        // `-` included), upper case, bytes to escape anywhere, one label, the root.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"aZ09-_xY.";
+        for case in 0..5000 {
+            let mut wire = Vec::new();
+            let mut labels: Vec<Vec<u8>> = Vec::new();
+            let count = if case == 0 { 0 } else { 1 + next() % 5 };
+            for _ in 0..count {
+                let len = 1 + usize::try_from(next() % 63).unwrap();
+                let label: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let r = next();
+                        if case % 3 == 0 && r % 40 == 0 {
+                            u8::try_from(r >> 8 & 0xFF).unwrap()
+                        } else {
+                            alphabet[usize::try_from(r % 8).unwrap()]
+                        }
+                    })
+                    .collect();
+                if wire.len() + 1 + label.len() >= 255 {
+                    break;
+                }
+                wire.push(u8::try_from(len).unwrap());
+                wire.extend_from_slice(&label);
+                labels.push(label);
+            }
+            wire.push(0);
+            let mut packet = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            packet.extend_from_slice(&wire);
+            packet.extend_from_slice(&[0, 1, 0, 1]);
+            let q = parse_query(&packet).unwrap();
+            let expect = name_from_labels(labels.iter().map(Vec::as_slice));
+            assert_eq!(q.name, expect, "wire {wire:?}");
+            assert_eq!(usize::from(q.label_count), labels.len());
+        }
+    }
+
+    #[test]
     fn presentation_names_round_trip_every_byte() {
         // Every byte value, alone and inside a label, comes back from its escaped text.
         for b in 0..=255u8 {
             let label = [b'x', b, b'y'];
-            let mut text = String::new();
-            push_label(&mut text, &label);
+            let text = name_from_labels([&label[..]]);
             let (labels, absolute) = parse_name_text(&text).unwrap();
             assert_eq!(labels, [label.to_ascii_lowercase()], "byte {b}: {text}");
             assert!(!absolute);

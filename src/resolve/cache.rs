@@ -307,26 +307,16 @@ impl CachedAnswer {
     /// The question name in dnsward's presentation form (as [`Query::name`]).
     fn question_name(&self) -> String {
         let msg = self.message();
-        let mut out = String::with_capacity(64);
         let mut at = wire::HEADER_LEN;
-        while let Some(&len) = msg.get(at) {
-            let len = usize::from(len);
+        wire::name_from_labels(std::iter::from_fn(|| {
+            let len = usize::from(*msg.get(at)?);
             if len == 0 || len & 0xC0 != 0 {
-                break;
+                return None;
             }
-            let Some(label) = msg.get(at + 1..at + 1 + len) else {
-                break;
-            };
-            if !out.is_empty() {
-                out.push('.');
-            }
-            wire::push_label(&mut out, label);
+            let label = msg.get(at + 1..at + 1 + len)?;
             at += 1 + len;
-        }
-        if out.is_empty() {
-            out.push('.');
-        }
-        out
+            Some(label)
+        }))
     }
 
     /// Render for `q` at `now`: TTLs counted down, ID/question/OPT patched, truncated to `max_len`.
