@@ -768,10 +768,10 @@ impl Detector {
                     client_spike: spike,
                     scope: Scope::Client,
                 };
-                (spike, score::domain_score(&ev))
+                (spike, Some(score::domain_score(&ev)))
             } else {
                 // Client-wide evidence is volume: below the floor it adds nothing.
-                (spike, (0, Breakdown::default(), VolumeTrip::none()))
+                (spike, None)
             }
         };
 
@@ -782,18 +782,16 @@ impl Detector {
             client_spike,
             scope: Scope::ClientDomain,
         };
-        let (pair_score, pair_terms, pair_trip) = if pair_scored {
-            score::domain_score(&ev)
-        } else {
-            (0, Breakdown::default(), VolumeTrip::none())
-        };
+        let pair_eval = pair_scored.then(|| score::domain_score(&ev));
         // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
-        // alert (below) but never sets the level that contains this client.
-        let (score, breakdown, trip, scope) = if client_eval.0 > pair_score {
-            (client_eval.0, client_eval.1, client_eval.2, Scope::Client)
-        } else {
-            (pair_score, pair_terms, pair_trip, Scope::ClientDomain)
+        // alert (below) but never sets the level that contains this client. Chosen by
+        // reference, and absent when not scored: the breakdown and trip (~300 bytes) are read
+        // only for an alert.
+        let own = match (client_eval.as_ref(), pair_eval.as_ref()) {
+            (Some(c), p) if c.0 > p.map_or(0, |p| p.0) => Some((c, Scope::Client)),
+            (_, p) => p.map(|p| (p, Scope::ClientDomain)),
         };
+        let (score, scope) = own.map_or((0, Scope::ClientDomain), |(e, scope)| (e.0, scope));
         if high || (sample.novel && sample.bits >= SAMPLE_MIN_BITS) {
             keep_sample(st, obs.qname);
         }
@@ -867,8 +865,9 @@ impl Detector {
                     }),
                 }
             };
-        let alert = if own_due {
-            Some(Box::new(make_alert(score, &breakdown, &trip, scope, level)))
+        // An alert is due only at a score of at least 1 (the lowest threshold), so `own` is there.
+        let alert = if let Some(((_, breakdown, trip), scope)) = own.filter(|_| own_due) {
+            Some(Box::new(make_alert(score, breakdown, trip, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
         {

@@ -251,27 +251,35 @@ pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     // appearance accelerates less there.
     let accel = (1.0 + w.high_byte_share.clamp(0.0, 1.0) * e.prevalence)
         * (1.0 + ramp(per_name, 32.0, 96.0));
-    let mut trip = VolumeTrip {
-        window: VolumeWindow::Window,
-        stats: *w,
-        budget: e.budgets.window,
-        fraction: 0.0,
-    };
+    // The fullest window; its counts are copied out once, for the trip.
+    let mut best = (VolumeWindow::Window, 0.0f32);
     for (window, stats, budget) in [
         (VolumeWindow::Short, &e.windows[0], e.budgets.short),
         (VolumeWindow::Window, &e.windows[1], e.budgets.window),
         (VolumeWindow::Long, &e.windows[2], e.budgets.long),
     ] {
         let (fraction, _) = volume_fraction(stats, budget, accel, e.prevalence);
-        if fraction > trip.fraction {
-            trip = VolumeTrip {
-                window,
-                stats: *stats,
-                budget: budget / (accel * e.prevalence),
-                fraction,
-            };
+        if fraction > best.1 {
+            best = (window, fraction);
         }
     }
+    let (window, fraction) = best;
+    let budget = match window {
+        VolumeWindow::Short => e.budgets.short,
+        VolumeWindow::Window => e.budgets.window,
+        VolumeWindow::Long => e.budgets.long,
+    };
+    let mut trip = VolumeTrip {
+        window,
+        stats: e.windows[window as usize],
+        // With no fraction (no window over its floor) the configured budget, as before.
+        budget: if fraction > 0.0 {
+            budget / (accel * e.prevalence)
+        } else {
+            budget
+        },
+        fraction,
+    };
     // One odd name alone never contains a client: full volume points need four distinct
     // pieces of data in the window, novel names or answers that said something new (a burst
     // of two long names scores a third; a tunnel polling one name for fresh answers has many).
