@@ -535,7 +535,7 @@ impl Detector {
             return (Assessment::default(), None);
         }
         let sub = subdomain_part(obs.qname, obs.domain);
-        let sub_hash = self.hasher.hash_one(sub);
+        let sub_hash = self.hash_str(sub);
         let domain_key = self.domain_key(obs.domain);
         let client_hash = self.hasher.hash_one(obs.client);
         // The whole name's hash, from the two already computed: the name is hashed once. Used
@@ -1165,7 +1165,15 @@ impl Detector {
     }
 
     fn domain_key(&self, domain: &str) -> u64 {
-        self.hasher.hash_one(domain)
+        self.hash_str(domain)
+    }
+
+    /// A name's keyed hash: its bytes in one write (`str`'s `Hash` adds a second write for a
+    /// terminator, which a single write does not need; SipHash's finish counts the length).
+    fn hash_str(&self, s: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(s.as_bytes());
+        h.finish()
     }
 }
 
