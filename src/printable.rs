@@ -45,6 +45,26 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Why `text` cannot be accepted as a field an API caller sets (an actor, a reason, a note),
+/// or `None`: the first character that would drive a terminal rather than be shown (see
+/// [`escaped`]). Line breaks and tabs pass when `multiline` (a note or a reason may have
+/// paragraphs); a name such as an actor is one line.
+#[must_use]
+pub fn rejected_char(text: &str, multiline: bool) -> Option<String> {
+    let c = text
+        .chars()
+        .find(|&c| is_unsafe(c) && !(multiline && matches!(c, '\n' | '\r' | '\t')))?;
+    Some(format!(
+        "contains the control character U+{:04X}{}",
+        u32::from(c),
+        if multiline {
+            ""
+        } else {
+            " (it must be one line of text)"
+        }
+    ))
+}
+
 /// The first `max` characters of `text`, escaped and in double quotes as `{:?}` would quote
 /// them (`\\` and `\"` too, so a zone file's `q\09` reads `"q\\09"`), with `…` after the
 /// closing quote when the text was cut: `"root:*:20228:0:99999:7:"…`.
@@ -83,6 +103,26 @@ mod tests {
         assert_eq!(escaped("\u{9b}31m \u{7f}"), "\\u009b31m \\u007f");
         assert_eq!(escaped("abc\u{202e}cba"), "abc\\u202ecba");
         assert_eq!(escaped("a\\b"), "a\\b");
+    }
+
+    #[test]
+    fn fields_with_terminal_controls_are_rejected() {
+        assert_eq!(rejected_char("alice é", false), None);
+        assert_eq!(rejected_char("line 1\nline 2\ttab\r\n", true), None);
+        let why = rejected_char("alice\nroot", false).unwrap();
+        assert!(why.contains("U+000A") && why.contains("one line"), "{why}");
+        assert!(
+            rejected_char("eve\u{1b}[2J", true)
+                .unwrap()
+                .contains("U+001B")
+        );
+        assert!(
+            rejected_char("abc\u{202e}cba", true)
+                .unwrap()
+                .contains("U+202E")
+        );
+        assert!(rejected_char("\u{7f}", true).is_some());
+        assert!(rejected_char("\u{9b}31m", true).is_some());
     }
 
     #[test]

@@ -297,12 +297,20 @@ fn require(field: &str, value: &str) -> Result<(), ApiError> {
     cap(field, value, MAX_FIELD_BYTES)
 }
 
+/// `value` is at most `max` bytes and holds no control character: an actor or a client is one
+/// line; a reason or a message may have line breaks and tabs, nothing else that drives a
+/// terminal (the CLI and console escape them on display, but a record should say what it
+/// means).
 fn cap(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.len() > max {
         return Err(ApiError::bad_request(format!(
             "{field} is {} bytes; at most {max} are accepted",
             value.len()
         )));
+    }
+    let multiline = matches!(field, "reason" | "message");
+    if let Some(why) = crate::printable::rejected_char(value, multiline) {
+        return Err(ApiError::bad_request(format!("{field} {why}")));
     }
     Ok(())
 }

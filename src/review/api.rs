@@ -382,6 +382,26 @@ async fn reload(
     ))
 }
 
+/// Longest accepted `reason`, in bytes (as the admin API's).
+const MAX_REASON_BYTES: usize = 512;
+
+/// A reason is said, bounded, and holds no control character but line breaks and tabs.
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad_request("reason must not be empty"));
+    }
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "reason is {} bytes; at most {MAX_REASON_BYTES} are accepted",
+            reason.len()
+        )));
+    }
+    match crate::printable::rejected_char(reason, true) {
+        Some(why) => Err(ApiError::bad_request(format!("reason {why}"))),
+        None => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
@@ -397,9 +417,7 @@ async fn rollback(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
-    if b.reason.trim().is_empty() {
-        return Err(ApiError::bad_request("reason must not be empty"));
-    }
+    check_reason(&b.reason)?;
     let info = r.control().rollback(b.to, &u.name, &b.reason).await?;
     let detail = format!(
         "version {} re-activates version {:?}: {}",
@@ -423,9 +441,7 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
-    if b.reason.trim().is_empty() {
-        return Err(ApiError::bad_request("reason must not be empty"));
-    }
+    check_reason(&b.reason)?;
     let info = r.control().apply(b.version, &u.name, &b.reason).await?;
     let (body, detail) = applied(r.control(), &info, b.version, &b.reason);
     Ok(noted(Json(body).into_response(), "apply", detail))

@@ -402,6 +402,9 @@ impl Review {
                 triage::MAX_NOTE
             )));
         }
+        if let Some(why) = crate::printable::rejected_char(note, true) {
+            return Err(ActionError::Invalid(format!("note {why}")));
+        }
         if req.to == TriageState::Open {
             return Err(ActionError::Invalid(
                 "to must be acknowledged, confirmed, false_positive or released".into(),

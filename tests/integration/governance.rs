@@ -162,6 +162,28 @@ async fn api_requires_the_token_and_validates_input() {
             json!({"message": "no actor"}),
             "JSON",
         ),
+        // Control characters: an actor is one line; a reason or message may break lines but
+        // holds nothing that drives a terminal.
+        (
+            "/api/v1/quarantines/release",
+            json!({"client": "127.0.0.70", "actor": "eve\u{1b}[2J", "reason": "r"}),
+            "actor contains the control character U+001B",
+        ),
+        (
+            "/api/v1/quarantines/release",
+            json!({"client": "127.0.0.70", "actor": "eve\nroot", "reason": "r"}),
+            "one line",
+        ),
+        (
+            "/api/v1/exceptions",
+            json!({"group": "gov", "domain": "x.example", "expires_in": "1h", "actor": "a", "reason": "ok\u{7}"}),
+            "reason contains the control character U+0007",
+        ),
+        (
+            "/api/v1/policy/reload",
+            json!({"actor": "a", "message": "looks fine\u{202e}"}),
+            "message contains the control character U+202E",
+        ),
     ] {
         let (status, resp) = api.post(path, body.clone()).await;
         assert_eq!(status, 400, "{path} {body}: {resp}");

@@ -321,6 +321,12 @@ async fn roles_transitions_side_effects_restart_and_audit() {
     assert_eq!(s.post(ALICE, T80, step("acknowledged", "  ")).await.0, 400);
     assert_eq!(s.post(ALICE, T80, step("escalated", "x")).await.0, 400);
     assert_eq!(s.post(ALICE, T80, step("open", "x")).await.0, 400);
+    // A note may have paragraphs, not terminal controls.
+    let (status, body) = s
+        .post(ALICE, T80, step("acknowledged", "ok\u{1b}]0;pwned\u{7}"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("U+001B"), "{body}");
     assert_eq!(
         s.post(
             ALICE,
@@ -821,6 +827,18 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("is a proposal"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/rollback",
+            json!({"to": 1, "reason": "x\u{202e}y"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("reason contains"),
         "{body}"
     );
     assert_eq!(rcode(s.udp).await, ResponseCode::NoError);
