@@ -66,6 +66,39 @@ pub fn is_at_or_below(name: &str, zone: &str) -> bool {
             && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }
 
+/// Whether `name` ends in a suffix the Public Suffix List knows (`com`, `co.uk`), not one only
+/// its default `*` rule gives (`local`, `internal`, `svc`).
+#[must_use]
+pub fn has_known_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known())
+}
+
+/// Whether `name` is itself a suffix the Public Suffix List knows (`com`, `co.uk`, `github.io`).
+#[must_use]
+pub fn is_known_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == name.as_bytes())
+}
+
+/// If `name` is a search-list expansion under `search` (a resolver's search suffix), the public
+/// name it expands: `name` is `<public name>.<at most two labels>.<search>` or
+/// `<public name>.<search>`, where the public name has a known public suffix and a registrable
+/// domain (`api.github.com.agents.svc.cluster.local` under `cluster.local` expands
+/// `api.github.com`). `None` for any other name, under `search` or not.
+#[must_use]
+pub fn search_expansion<'a>(name: &'a str, search: &str) -> Option<&'a str> {
+    let head = name.strip_suffix(search)?.strip_suffix('.')?;
+    // The head itself, then without its last label, then without its last two.
+    let mut candidate = Some(head);
+    for _ in 0..3 {
+        let c = candidate?;
+        if has_known_public_suffix(c) && psl::domain(c.as_bytes()).is_some() {
+            return Some(c);
+        }
+        candidate = c.rfind('.').map(|dot| &c[..dot]);
+    }
+    None
+}
+
 /// Normalise a configured name: trim, lower-case, drop one trailing dot.
 #[must_use]
 pub fn normalise(name: &str) -> String {
@@ -117,6 +150,34 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_expansions_of_public_names_are_recognised() {
+        let s = "cluster.local";
+        for (name, want) in [
+            (
+                "api.github.com.agents.svc.cluster.local",
+                Some("api.github.com"),
+            ),
+            ("api.github.com.svc.cluster.local", Some("api.github.com")),
+            ("api.github.com.cluster.local", Some("api.github.com")),
+            ("github.com.agents.svc.cluster.local", Some("github.com")),
+            ("www.bbc.co.uk.cluster.local", Some("www.bbc.co.uk")),
+            // Not a public name before the search path: scored as any other name.
+            ("my-service.agents.svc.cluster.local", None),
+            ("mzxw6ytboi2gk3tf.agents.svc.cluster.local", None),
+            ("com.agents.svc.cluster.local", None),
+            // More than two labels of search path, or not under the search domain at all.
+            ("api.github.com.a.b.c.cluster.local", None),
+            ("api.github.com", None),
+            ("api.github.com.notcluster.local", None),
+            ("cluster.local", None),
+        ] {
+            assert_eq!(search_expansion(name, s), want, "{name}");
+        }
+        assert!(is_known_public_suffix("com") && is_known_public_suffix("co.uk"));
+        assert!(!is_known_public_suffix("cluster.local") && !is_known_public_suffix("github.com"));
+    }
 
     #[test]
     fn at_or_below_respects_label_boundaries() {

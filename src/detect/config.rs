@@ -28,6 +28,7 @@ use crate::names::validate_name;
 /// client_budget_factor = 3.0  # a client across all domains gets this many budgets
 /// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
 /// prevalence_window = "24h" # distinct clients per domain are counted over this
+/// search_domains = ["cluster.local"]  # the agents' resolver search suffixes
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +94,18 @@ pub struct DetectConfig {
     /// one).
     #[serde(default = "default_prevalence_window", with = "humantime_serde")]
     pub prevalence_window: Duration,
+    /// The search suffixes of the agents' resolvers (Kubernetes' `cluster.local` by default).
+    /// A resolver with `ndots:5` tries each external name under its search list first
+    /// (`api.github.com.<namespace>.svc.cluster.local`, NXDOMAIN, then `api.github.com`): such
+    /// an expansion of a public name under one of these suffixes counts as a query but is not
+    /// new information, or a busy agent would look like a tunnel into `cluster.local`. Other
+    /// names under them are scored as any name. Internal zones only: never a public suffix.
+    #[serde(default = "default_search_domains")]
+    pub search_domains: Vec<String>,
+}
+
+fn default_search_domains() -> Vec<String> {
+    vec!["cluster.local".to_string()]
 }
 
 fn default_enabled() -> bool {
@@ -157,6 +170,7 @@ impl Default for DetectConfig {
             client_budget_factor: default_client_budget_factor(),
             shared_name_slots: default_shared_name_slots(),
             prevalence_window: default_prevalence_window(),
+            search_domains: default_search_domains(),
         }
     }
 }
@@ -224,6 +238,23 @@ impl DetectConfig {
             problems.push(format!("{at}.prevalence_window"), "must be at least 1m");
         }
         validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
+        for (i, entry) in self.search_domains.iter().enumerate() {
+            let key = format!("{at}.search_domains[{i}]");
+            if let Err(why) = validate_name(entry) {
+                problems.push(key, why);
+            } else if entry.to_ascii_lowercase() != *entry {
+                problems.push(key, format!("write {entry:?} in lower case"));
+            } else if crate::names::is_known_public_suffix(entry) {
+                problems.push(
+                    key,
+                    format!(
+                        "{entry:?} is a public suffix: a search domain is an internal zone \
+                         (e.g. \"cluster.local\", \"corp.example.com\"), or names under any \
+                         domain there would go unmeasured"
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -392,6 +423,32 @@ fn validate_exceptions(list: &[String], at: &str, problems: &mut ConfigProblems)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_domains_are_internal_zones() {
+        let d: DetectConfig = toml::from_str("").unwrap();
+        assert_eq!(d.search_domains, ["cluster.local"]);
+        let c: DetectConfig = toml::from_str(
+            "search_domains = [\"com\", \"Corp.Example\", \"a..b\", \"corp.example.com\"]",
+        )
+        .unwrap();
+        let mut problems = ConfigProblems::default();
+        c.validate("detect", &mut problems);
+        let text = format!("{problems:?}");
+        assert!(
+            text.contains("search_domains[0]") && text.contains("public suffix"),
+            "{text}"
+        );
+        assert!(
+            text.contains("search_domains[1]") && text.contains("lower case"),
+            "{text}"
+        );
+        assert!(
+            text.contains("search_domains[2]") && text.contains("empty label"),
+            "{text}"
+        );
+        assert!(!text.contains("search_domains[3]"), "{text}");
+    }
 
     #[test]
     fn defaults_and_toml() {

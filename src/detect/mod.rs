@@ -400,6 +400,8 @@ pub struct Detector {
     answer_parts: SharedNames,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
+    /// `[detect].search_domains`: an expansion of a public name under one adds no information.
+    search_domains: Vec<String>,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
     hasher: RandomState,
     /// Time source.
@@ -458,6 +460,7 @@ impl Detector {
             address_answers: SharedNames::new(ANSWER_SLOTS),
             answer_parts: SharedNames::new(ANSWER_PART_SLOTS),
             memo: memo::AppearanceMemo::default(),
+            search_domains: cfg.search_domains.clone(),
             hasher: RandomState::new(),
             clock,
         }
@@ -613,7 +616,14 @@ impl Detector {
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a
         // client cycling through a few hundred names repeats them instead of re-sending them.
-        let fresh = st.recent.insert(sub_hash) && last_asker != LastAsker::Same;
+        // A resolver's search-list expansion of a public name says nothing the name itself does
+        // not (it is asked next, under its own domain): a query, not new information.
+        let expansion = !self.search_domains.is_empty()
+            && self
+                .search_domains
+                .iter()
+                .any(|s| crate::names::search_expansion(obs.qname, s).is_some());
+        let fresh = st.recent.insert(sub_hash) && last_asker != LastAsker::Same && !expansion;
         // What the name adds beyond the key's last few names (a counter moved on adds bits,
         // not bytes); computed for every fresh name so the references stay current.
         let floor_bits = if fresh {

@@ -1459,3 +1459,104 @@ fn a_byte_an_answer_in_the_last_octet_is_contained() {
     let i = reached.unwrap_or_else(|| panic!("never contained in 3,000 queries"));
     println!("contained at query {i}");
 }
+
+#[test]
+fn a_kubernetes_agent_with_ndots_5_raises_no_alert() {
+    // A pod's resolver (ndots:5, search `<ns>.svc.cluster.local svc.cluster.local
+    // cluster.local`) tries every external name under the three search domains first: each
+    // distinct host the agent reaches becomes three names under `cluster.local`, NXDOMAIN,
+    // then the name itself. A busy agent reaching 180 distinct hosts in 9 minutes (A and AAAA)
+    // is ordinary, not a tunnel into `cluster.local`.
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let hosts = [
+        "api", "www", "cdn", "auth", "login", "static", "assets", "storage", "files", "registry",
+        "docs", "status", "events", "metrics", "upload",
+    ];
+    let domains = [
+        "github.com",
+        "openai.com",
+        "pypi.org",
+        "npmjs.org",
+        "docker.io",
+        "amazonaws.com",
+        "googleapis.com",
+        "slack.com",
+        "atlassian.net",
+        "datadoghq.com",
+        "sentry.io",
+        "cloudflare.com",
+    ];
+    let client = ip(90);
+    let key = ClientKey::from(client);
+    let mut worst = (0u8, String::new());
+    let mut alerts = Vec::new();
+    for (i, (h, dom)) in hosts
+        .iter()
+        .flat_map(|h| domains.iter().map(move |d| (h, d)))
+        .enumerate()
+    {
+        let name = format!("{h}.{dom}");
+        let tries = [
+            format!("{name}.agents.svc.cluster.local"),
+            format!("{name}.svc.cluster.local"),
+            format!("{name}.cluster.local"),
+            name.clone(),
+        ];
+        for (j, q) in tries.iter().enumerate() {
+            for qtype in [1, 28] {
+                let a = observe(&d, client, q, qtype, &settings);
+                d.observe_rcode(&key, registrable_domain(q), j < 3);
+                if a.score > worst.0 {
+                    worst = (a.score, q.clone());
+                }
+                alerts.extend(a.alert.map(|b| *b));
+            }
+        }
+        let _ = i;
+        clock.advance(Duration::from_secs(3));
+    }
+    println!("worst score {} at {}", worst.0, worst.1);
+    for a in &alerts {
+        println!(
+            "ALERT {} {} {:?} {:?}",
+            a.domain, a.score, a.breakdown, a.volume
+        );
+    }
+    assert!(alerts.is_empty(), "{} alerts", alerts.len());
+    assert!(worst.0 < 30, "worst score {} at {}", worst.0, worst.1);
+
+    // Without `cluster.local` as a search domain the same traffic is a false tunnel (the
+    // mechanism, not luck, keeps it quiet).
+    let cfg = DetectConfig {
+        search_domains: Vec::new(),
+        ..DetectConfig::default()
+    };
+    let (d, clock) = detector(&cfg);
+    let mut top = 0;
+    for (h, dom) in hosts
+        .iter()
+        .flat_map(|h| domains.iter().map(move |d| (h, d)))
+    {
+        for q in [
+            format!("{h}.{dom}.agents.svc.cluster.local"),
+            format!("{h}.{dom}.svc.cluster.local"),
+            format!("{h}.{dom}.cluster.local"),
+        ] {
+            top = top.max(observe(&d, client, &q, 1, &settings).score);
+        }
+        clock.advance(Duration::from_secs(3));
+    }
+    assert!(top >= 60, "without the search domain: {top}");
+
+    // A tunnel under the search domain whose names are not expansions of public names is
+    // still measured and contained.
+    let (d, clock) = detector(&DetectConfig::default());
+    let t = testgen::iodine_base32("t.agents.svc.cluster.local", 400, 9);
+    let mut level = Level::None;
+    for q in &t.queries {
+        level = level.max(observe(&d, ip(91), &q.qname, q.qtype, &settings).level);
+        clock.advance(t.interval);
+    }
+    assert_eq!(level, Level::Quarantine);
+}
