@@ -617,13 +617,11 @@ impl Detector {
         // asked it last: the table remembers far more names than the key's own filter, so a
         // client cycling through a few hundred names repeats them instead of re-sending them.
         // A resolver's search-list expansion of a public name says nothing the name itself does
-        // not (it is asked next, under its own domain): a query, not new information.
-        let expansion = !self.search_domains.is_empty()
-            && self
-                .search_domains
-                .iter()
-                .any(|s| crate::names::search_expansion(obs.qname, s).is_some());
-        let fresh = st.recent.insert(sub_hash) && last_asker != LastAsker::Same && !expansion;
+        // not (it is asked next, under its own domain): a query, not new information. Looked
+        // at only for a name that is otherwise fresh (repeats, most queries, never are).
+        let fresh = st.recent.insert(sub_hash)
+            && last_asker != LastAsker::Same
+            && !self.is_search_expansion(obs.qname);
         // What the name adds beyond the key's last few names (a counter moved on adds bits,
         // not bytes); computed for every fresh name so the references stay current.
         let floor_bits = if fresh {
@@ -1172,6 +1170,14 @@ impl Detector {
                 .rotate_left(31)
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+
+    /// Whether `qname` is a search-list expansion of a public name under one of
+    /// `[detect].search_domains` ([`crate::names::search_expansion`]).
+    fn is_search_expansion(&self, qname: &str) -> bool {
+        self.search_domains
+            .iter()
+            .any(|s| crate::names::search_expansion(qname, s).is_some())
     }
 
     fn domain_key(&self, domain: &str) -> u64 {

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config_error::{ConfigProblems, FileProblems, excerpt};
-use crate::names::{normalise, self_and_parents, validate_name};
+use crate::names::{normalise, validate_name};
 use crate::policy::verdict::Verdict;
 use crate::wire::{self, Query, rcode, rtype};
 
@@ -189,6 +189,46 @@ impl LengthSet {
         let (word, bit) = Self::slot(len);
         self.0[word] & bit != 0
     }
+
+    fn union(self, other: Self) -> Self {
+        Self(std::array::from_fn(|i| self.0[i] | other.0[i]))
+    }
+
+    /// The shortest and longest length held (the longest unbounded when 255, "every longer
+    /// one", is held); `None` when empty.
+    fn range(&self) -> Option<(usize, usize)> {
+        let lowest = self.0.iter().position(|w| *w != 0)?;
+        let highest = self.0.iter().rposition(|w| *w != 0)?;
+        let min = lowest * 64 + self.0[lowest].trailing_zeros() as usize;
+        let max = highest * 64 + 63 - self.0[highest].leading_zeros() as usize;
+        Some((min, if max >= 255 { usize::MAX } else { max }))
+    }
+}
+
+/// The parents of `name` (not `name` itself) whose length `lens` may hold, closest (longest)
+/// first. Only the stretch of the name where a dot can start such a parent is searched: for
+/// most queries no rule is as long as any parent but one, or none, and nothing is sliced.
+fn parents_in(name: &str, lens: LengthSet) -> impl Iterator<Item = &str> {
+    let n = name.len();
+    // A parent of length `l` follows a dot at `n - l - 1`.
+    let (from, to) = match lens.range() {
+        Some((min, max)) => (
+            n.saturating_sub(max.saturating_add(1)),
+            n.checked_sub(min + 1),
+        ),
+        None => (0, None),
+    };
+    let window = to
+        .filter(|to| from <= *to)
+        .and_then(|to| name.as_bytes().get(from..=to))
+        .unwrap_or_default();
+    window.iter().enumerate().filter_map(move |(k, b)| {
+        let start = from + k + 1;
+        (*b == b'.' && lens.may_hold(n - start))
+            .then(|| name.get(start..))
+            .flatten()
+            .filter(|p| !p.is_empty())
+    })
 }
 
 impl RuleSet {
@@ -226,14 +266,13 @@ impl RuleSet {
             // Most groups deny nothing explicitly (allowlist mode): no walk up the name.
             return None;
         }
-        self_and_parents(name).enumerate().find_map(|(i, parent)| {
-            if let Some(e) = self.exact(parent) {
-                return Some(RuleMatch::Exact(e));
-            }
-            (i > 0)
-                .then(|| self.wildcard(parent))
-                .flatten()
-                .map(RuleMatch::Wildcard)
+        if let Some(e) = self.exact(name) {
+            return Some(RuleMatch::Exact(e));
+        }
+        parents_in(name, self.exact_lens.union(self.wildcard_lens)).find_map(|parent| {
+            self.exact(parent)
+                .map(RuleMatch::Exact)
+                .or_else(|| self.wildcard(parent).map(RuleMatch::Wildcard))
         })
     }
 
@@ -247,8 +286,7 @@ impl RuleSet {
         if self.wildcard.is_empty() {
             return None;
         }
-        self_and_parents(name)
-            .skip(1)
+        parents_in(name, self.wildcard_lens)
             .find_map(|parent| self.wildcard(parent))
             .map(RuleMatch::Wildcard)
     }
@@ -577,6 +615,80 @@ mod tests {
         let (g, _) = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
         assert!(p.is_empty(), "{p}");
         g
+    }
+
+    #[test]
+    fn rule_lookups_agree_with_a_plain_walk_up_the_name() {
+        // The windowed parent search against the obvious walk over every parent, for random
+        // rule sets and names built from labels of different lengths (one past 255 characters).
+        let long = "\\255".repeat(70);
+        let labels = ["a", "bb", "ccc", "d-d", "example", "x", long.as_str()];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            usize::try_from(x % n as u64).unwrap()
+        };
+        let name = |next: &mut dyn FnMut(usize) -> usize| {
+            let count = 1 + next(4);
+            (0..count)
+                .map(|_| labels[next(labels.len())])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        for _ in 0..400 {
+            let mut set = RuleSet::default();
+            let mut exact = Vec::new();
+            let mut wild = Vec::new();
+            for _ in 0..next(6) {
+                let rule = name(&mut next);
+                if next(2) == 0 {
+                    set.add(&rule);
+                    exact.push(rule);
+                } else {
+                    set.add(&format!("*.{rule}"));
+                    wild.push(rule);
+                }
+            }
+            for _ in 0..20 {
+                let q = name(&mut next);
+                let parents: Vec<&str> = crate::names::self_and_parents(&q).collect();
+                let want_find = if exact.contains(&q) {
+                    Some((true, q.clone()))
+                } else {
+                    parents[1..]
+                        .iter()
+                        .find(|p| wild.iter().any(|w| w == *p))
+                        .map(|p| (false, (*p).to_string()))
+                };
+                let want_covering = parents.iter().enumerate().find_map(|(i, p)| {
+                    if exact.iter().any(|e| e == p) {
+                        Some((true, (*p).to_string()))
+                    } else if i > 0 && wild.iter().any(|w| w == p) {
+                        Some((false, (*p).to_string()))
+                    } else {
+                        None
+                    }
+                });
+                let got = |m: Option<RuleMatch<'_>>| {
+                    m.map(|m| match m {
+                        RuleMatch::Exact(e) => (true, e.to_string()),
+                        RuleMatch::Wildcard(w) => (false, w.to_string()),
+                    })
+                };
+                assert_eq!(
+                    got(set.find(&q)),
+                    want_find,
+                    "find {q} in {exact:?} {wild:?}"
+                );
+                assert_eq!(
+                    got(set.find_covering(&q)),
+                    want_covering,
+                    "covering {q} in {exact:?} {wild:?}"
+                );
+            }
+        }
     }
 
     #[test]
