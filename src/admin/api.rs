@@ -285,12 +285,14 @@ struct ReloadBody {
 }
 
 /// Longest accepted `actor` and `reason`, in bytes.
-const MAX_FIELD_BYTES: usize = 512;
+pub(crate) const MAX_FIELD_BYTES: usize = 512;
 /// Longest accepted reload `message`, in bytes: it is stored in the policy history and in an
 /// event line, and an event line past the audit reader's line cap cannot be verified.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
-fn require(field: &str, value: &str) -> Result<(), ApiError> {
+/// `value` is said (not blank) and passes [`cap`] at [`MAX_FIELD_BYTES`]; the review API's
+/// reasons go through it too.
+pub(crate) fn require(field: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }

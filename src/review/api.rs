@@ -382,24 +382,10 @@ async fn reload(
     ))
 }
 
-/// Longest accepted `reason`, in bytes (as the admin API's).
-const MAX_REASON_BYTES: usize = 512;
-
-/// A reason is said, bounded, and holds no control character but line breaks and tabs.
+/// A reason is said, bounded and holds no control character but line breaks and tabs: the
+/// admin API's check, so both APIs accept the same reasons.
 fn check_reason(reason: &str) -> Result<(), ApiError> {
-    if reason.trim().is_empty() {
-        return Err(ApiError::bad_request("reason must not be empty"));
-    }
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "reason is {} bytes; at most {MAX_REASON_BYTES} are accepted",
-            reason.len()
-        )));
-    }
-    match crate::printable::rejected_char(reason, true) {
-        Some(why) => Err(ApiError::bad_request(format!("reason {why}"))),
-        None => Ok(()),
-    }
+    crate::admin::api::require("reason", reason)
 }
 
 #[derive(Deserialize)]
