@@ -41,6 +41,10 @@ pub mod rtype {
     pub const AAAA: u16 = 28;
     /// EDNS(0) pseudo-record.
     pub const OPT: u16 = 41;
+    /// Transaction key (RFC 2930): a meta type, never asked for.
+    pub const TKEY: u16 = 249;
+    /// Transaction signature (RFC 8945): a meta type, never asked for.
+    pub const TSIG: u16 = 250;
     /// Incremental zone transfer (RFC 1995).
     pub const IXFR: u16 = 251;
     /// Full zone transfer (RFC 5936).
@@ -962,6 +966,7 @@ pub fn type_name(qtype: u16) -> String {
     match qtype {
         rtype::MAILB => return "MAILB".to_string(),
         rtype::MAILA => return "MAILA".to_string(),
+        rtype::TKEY => return "TKEY".to_string(),
         _ => {}
     }
     let rt = hickory_proto::rr::RecordType::from(qtype);

@@ -188,7 +188,7 @@ async fn an_edns_version_above_zero_gets_badvers_over_udp_and_tcp() {
 }
 
 #[tokio::test]
-async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_notimp() {
+async fn zone_transfers_are_refused_never_forwarded_maila_mailb_notimp_and_meta_types_formerr() {
     let up = FakeUpstream::new()
         .answering_everything([192, 0, 2, 1])
         .start()
@@ -210,6 +210,12 @@ async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_noti
             (251, [0, 1, 0], &soa[..], 5),
             (253, [0, 0, 0], &[][..], 4),
             (254, [0, 0, 0], &[][..], 4),
+            // Meta types (RFC 6895 §3.1): OPT, TKEY, TSIG, the unassigned meta range.
+            (41, [0, 0, 0], &[][..], 1),
+            (249, [0, 0, 0], &[][..], 1),
+            (250, [0, 0, 0], &[][..], 1),
+            (128, [0, 0, 0], &[][..], 1),
+            (248, [0, 0, 0], &[][..], 1),
         ] {
             let p = raw_query(labels, qtype, counts, tail);
             let what = format!("type {qtype} for {labels:?}");
@@ -276,6 +282,21 @@ async fn zone_transfers_are_refused_and_never_forwarded_and_maila_mailb_are_noti
             (&"formerr".into(), &"NOTIMP".into()),
             "{e}"
         );
+    }
+    for t in ["OPT", "TKEY", "TSIG", "TYPE128", "TYPE248"] {
+        let meta = of(t);
+        assert!(!meta.is_empty(), "{t}: {events:#?}");
+        for e in meta {
+            assert_eq!(
+                (&e["verdict"], &e["rcode"]),
+                (&"formerr".into(), &"FORMERR".into()),
+                "{e}"
+            );
+            assert!(
+                e["reason"].as_str().unwrap().starts_with("meta type "),
+                "{e}"
+            );
+        }
     }
 }
 

@@ -110,9 +110,15 @@ impl Pipeline {
 
     /// Query type: zone transfers (AXFR, IXFR) are not served, whatever the name: REFUSED, never
     /// forwarded, never answered from a local zone. The obsolete MAILA and MAILB get NOTIMP.
+    /// Meta types that exist only inside messages (OPT, TKEY, TSIG and the unassigned meta range
+    /// 128–248, RFC 6895 §3.1) cannot be asked for: FORMERR, as Unbound and BIND answer.
     fn query_type(&self, a: &mut Admitted<'_, '_>) -> Step {
         let q = a.asked.q;
         let msg = match q.qtype {
+            wire::rtype::OPT | wire::rtype::TKEY | wire::rtype::TSIG | 128..=248 => {
+                let why = || format!("meta type {} cannot be asked for", wire::type_name(q.qtype));
+                self.protocol_error(&a.asked, u16::from(rcode::FORMERR), &why)
+            }
             wire::rtype::AXFR | wire::rtype::IXFR => {
                 let msg = wire::start_response(q, rcode::REFUSED, false);
                 let why = || format!("zone transfer ({}) not served", wire::type_name(q.qtype));
