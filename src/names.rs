@@ -99,6 +99,25 @@ pub fn search_expansion<'a>(name: &'a str, search: &str) -> Option<&'a str> {
     None
 }
 
+/// Why `name` (normalised) cannot be a detection exception, if it cannot: it must be a valid
+/// name of at least two labels. An exception covers the name and everything under it, so a
+/// single label (`com`, `_domainkey`) would switch appearance scoring off for a whole TLD or
+/// for that label's every use. The same rule for `[detect] exceptions`, the admin API and the
+/// review console's false-positive exceptions.
+#[must_use]
+pub fn exception_problem(name: &str) -> Option<String> {
+    if let Err(why) = validate_name(name) {
+        return Some(why);
+    }
+    (!name.contains('.')).then(|| {
+        format!(
+            "{name:?} is a single label: an exception is a registrable domain or a suffix with \
+             at least two labels (e.g. \"_domainkey.example.com\"), never a label matched \
+             anywhere"
+        )
+    })
+}
+
 /// Normalise a configured name: trim, lower-case, drop one trailing dot.
 #[must_use]
 pub fn normalise(name: &str) -> String {
@@ -150,6 +169,18 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exception_is_a_valid_name_of_two_labels_or_more() {
+        for ok in ["example.com", "_domainkey.example.com", "in-addr.arpa"] {
+            assert_eq!(exception_problem(ok), None, "{ok}");
+        }
+        for single in ["com", "_domainkey", "localhost"] {
+            let why = exception_problem(single).unwrap();
+            assert!(why.contains("single label"), "{single}: {why}");
+        }
+        assert_eq!(exception_problem("bad..name").unwrap(), "empty label");
+    }
 
     #[test]
     fn search_expansions_of_public_names_are_recognised() {

@@ -543,8 +543,9 @@ async fn exception_add(
         )));
     }
     let domain = crate::names::normalise(&b.domain);
-    crate::names::validate_name(&domain)
-        .map_err(|e| ApiError::bad_request(format!("domain: {e}")))?;
+    if let Some(why) = crate::names::exception_problem(&domain) {
+        return Err(ApiError::bad_request(format!("domain: {why}")));
+    }
     let ttl = parse_duration("expires_in", &b.expires_in)?;
     if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 86_400) {
         return Err(ApiError::bad_request(

@@ -482,6 +482,11 @@ impl Review {
         };
         match req.to {
             TriageState::FalsePositive => {
+                if let Some(why) = crate::names::exception_problem(&domain) {
+                    return Err(ActionError::Invalid(format!(
+                        "no exception can be made for this suspect's domain: {why}"
+                    )));
+                }
                 let e = self
                     .pipeline
                     .overrides()

@@ -157,6 +157,18 @@ async fn api_requires_the_token_and_validates_input() {
             json!({"group": "gov", "domain": "x.example", "expires_in": "90d", "actor": "a", "reason": "r"}),
             "expires_in",
         ),
+        // An exception covers everything under it: never a single label (a TLD, `_domainkey`),
+        // as `[detect] exceptions` in the configuration.
+        (
+            "/api/v1/exceptions",
+            json!({"group": "gov", "domain": "com", "expires_in": "1h", "actor": "a", "reason": "r"}),
+            "single label",
+        ),
+        (
+            "/api/v1/exceptions",
+            json!({"group": "gov", "domain": "_domainkey.", "expires_in": "1h", "actor": "a", "reason": "r"}),
+            "single label",
+        ),
         (
             "/api/v1/policy/reload",
             json!({"message": "no actor"}),
@@ -199,6 +211,36 @@ async fn api_requires_the_token_and_validates_input() {
         )
         .await;
     assert_eq!(status, 404, "nothing to release");
+    // An unknown path or a method a path does not serve: the same JSON error, not an empty page.
+    for (method, path, status, needle) in [
+        (
+            "GET",
+            "/api/v1/nonexistent",
+            404,
+            "no such endpoint: /api/v1/nonexistent",
+        ),
+        ("GET", "/api/v1/review/nope", 404, "no such endpoint"),
+        (
+            "DELETE",
+            "/api/v1/policy",
+            405,
+            "DELETE is not served at /api/v1/policy",
+        ),
+        ("GET", "/api/v1/policy/reload", 405, "GET is not served"),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), format!("{}{path}", api.base))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{method} {path}: {body}"
+        );
+    }
     // Every request is audited, unauthenticated ones included.
     let events = s.stop_and_read_events().await;
     let admin: Vec<_> = events.iter().filter(|e| e["kind"] == "admin").collect();
