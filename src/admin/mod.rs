@@ -211,6 +211,10 @@ pub async fn start(
             .merge(crate::review::api::router(review))
             .merge(console::router());
     }
+    // Every answer of the endpoint is JSON with a message, an unknown path or method too.
+    let app = app
+        .fallback(crate::review::api_error::not_found)
+        .method_not_allowed_fallback(crate::review::api_error::method_not_allowed);
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);

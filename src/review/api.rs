@@ -13,7 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -200,9 +200,10 @@ async fn list(
 async fn show(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-    Path((client, domain)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
+    let Path((client, domain)) = path?;
     let client = parse_client(&client)?;
     let domain = crate::names::normalise(&domain);
     let r2 = Arc::clone(&r);
@@ -236,10 +237,11 @@ async fn show(
 async fn transition(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-    Path((client, domain)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Json<TransitionRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Analyst)?;
+    let Path((client, domain)) = path?;
     let client = parse_client(&client)?;
     let Json(req) = body?;
     let r2 = Arc::clone(&r);

@@ -457,6 +457,15 @@ async fn roles_transitions_side_effects_restart_and_audit() {
         .await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["suspect"]["state"], "released");
+    // A path that does not decode: the API's JSON error, not a plain-text page.
+    let (status, bad) = s.get(Some(CAROL), "/api/v1/review/suspects/%00/%ff").await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid path")),
+        "{bad}"
+    );
     let steps: Vec<(&str, &str)> = shown["history"]
         .as_array()
         .unwrap()
