@@ -490,3 +490,73 @@ fn check_accepts_the_shipped_example_config() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `POST` `body` to `path` on the admin endpoint with `token`, over a plain socket (HTTP/1.1,
+/// one request, connection closed): the status and the JSON body.
+fn admin_post(admin: SocketAddr, token: &str, path: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("connecting to the admin endpoint");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let json = raw
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// Started as the README starts it (`--config dnsward.toml`, relative, from the config's
+/// directory, with relative paths inside), a reload of the unchanged file changes nothing and
+/// warns of nothing: the server reads the file by the same absolute name both times.
+#[test]
+fn a_reload_of_an_unchanged_config_started_by_a_relative_path_warns_of_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (config, _) = e2e_config(dir.path(), silent.local_addr().unwrap());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[admin]\nlisten = \"\"",
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"",
+        )
+        .replace(
+            &format!("path = {:?}", dir.path().join("events.jsonl")),
+            "path = \"events.jsonl\"",
+        );
+    assert!(text.contains("token_file = \"admin.token\""));
+    assert!(text.contains("path = \"events.jsonl\""));
+    std::fs::write(&config, text).unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let mut cmd = Command::new(DNSWARD);
+    cmd.current_dir(dir.path());
+    let server = Dnsward::serve(cmd, Path::new("dnsward.toml"), dir.path().join("log"));
+    let admin = server.admin.expect("an admin endpoint");
+    let (status, body) = admin_post(
+        admin,
+        token,
+        "/api/v1/policy/reload",
+        r#"{"actor": "ops", "message": "unchanged"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["warnings"], serde_json::json!([]), "{body}");
+    server.stop();
+}

@@ -11,7 +11,12 @@ use crate::app::RunningApp;
 /// # Errors
 /// When the configuration is invalid or a listener cannot start.
 pub fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = super::load_config(path)?;
+    // Absolute from the start: a reload reads the same file by the same name, so the paths
+    // inside it resolve alike and an unchanged file is seen as unchanged (started with a
+    // relative `--config`, every reload warned that fixed settings had changed).
+    let path = std::path::absolute(path)
+        .with_context(|| format!("{}: cannot make the path absolute", path.display()))?;
+    let cfg = super::load_config(&path)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if cfg.server.threads > 0 {
