@@ -403,6 +403,11 @@ fn parse_record(
     for word in rest.split_whitespace().take(3) {
         if word.starts_with(|c: char| c.is_ascii_digit()) {
             zone_ttl(word)?;
+        } else if word.len() > 1
+            && word.starts_with('-')
+            && word[1..].starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!("TTL {} is negative", excerpt(word)));
         } else if !is_class(word) {
             break;
         }
@@ -417,12 +422,32 @@ fn parse_record(
         .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>());
     match (records.next(), records.next()) {
         (Some(mut record), None) => {
+            encodable(&record)?;
             record.name = owner.clone();
             Ok(record)
         }
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
+}
+
+/// Checks that a record's data can go on the wire: hickory's text parser takes what its encoder
+/// then refuses (a TXT string over 255 bytes, RFC 1035 §3.3) or cannot frame (data over 65,535
+/// bytes, RDLENGTH being 16 bits, §3.2.1), and such a record would answer SERVFAIL, or nothing,
+/// every time it is asked. Only the data is encoded (uncompressed, an upper bound): hickory's
+/// record encoder asserts on an oversized RDLENGTH.
+fn encodable(record: &Record) -> Result<(), String> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let mut bytes = Vec::new();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    // The encoder stops at 65,535 bytes itself.
+    record.data.emit(&mut encoder).map_err(|e| match e {
+        hickory_proto::ProtoError::MaxBufferSizeExceeded(max) => format!(
+            "{} data is over {max} bytes long, the limit (RFC 1035 §3.2.1)",
+            record.record_type()
+        ),
+        e => format!("{} data cannot be encoded: {e}", record.record_type()),
+    })
 }
 
 /// Largest TTL a zone may give, in seconds: 2^31 - 1 (RFC 2181 §8, which has resolvers read
@@ -674,6 +699,41 @@ mod tests {
         assert_eq!(
             first_owner(&set, &name(&[b"in", b"sub.x", b"t", b"internal"])),
             [&b"in"[..], b"sub.x", b"t", b"internal"]
+        );
+    }
+
+    #[test]
+    fn records_that_cannot_go_on_the_wire_and_negative_ttls_are_reported() {
+        let long = "a".repeat(300);
+        let strings = format!("\"{}\" ", "b".repeat(255)).repeat(260);
+        let text = format!(
+            "{SOA}ok IN TXT \"short\"\nl IN TXT \"{long}\"\nm IN TXT {strings}\nn -5 IN A 10.0.0.1\n"
+        );
+        let (set, problems, dir) = from_texts(&[("t.internal.zone", &text)]);
+        let path = dir.path().join("./t.internal.zone").display().to_string();
+        let got: Vec<(String, String)> = problems
+            .problems
+            .iter()
+            .map(|p| (p.location.clone(), p.message.clone()))
+            .collect();
+        assert_eq!(got.len(), 3, "{problems}");
+        assert_eq!(got[0].0, format!("{path}:5"));
+        assert!(
+            got[0].1.contains("TXT data cannot be encoded"),
+            "{}",
+            got[0].1
+        );
+        assert_eq!(got[1].0, format!("{path}:6"));
+        assert!(
+            got[1].1.contains("TXT data is over 65535 bytes long"),
+            "{}",
+            got[1].1
+        );
+        assert_eq!(got[2].0, format!("{path}:7"));
+        assert!(got[2].1.contains("TTL \"-5\" is negative"), "{}", got[2].1);
+        assert!(
+            set.lookup(&qname("ok.t.internal"), RecordType::TXT)
+                .is_some()
         );
     }
 
