@@ -623,6 +623,9 @@ impl AnswerCache {
         m.edns = None;
         m.signature = None;
         m.metadata.recursion_available = true;
+        // dnsward is not the authority for what it forwards (RFC 1035 §4.1.1): the upstream's
+        // AA is cleared, as Unbound and BIND forwarders do. Local zones set their own.
+        m.metadata.authoritative = false;
         let code = m.metadata.response_code.low();
         let cname_targets: Box<[Box<str>]> = m
             .answers
@@ -778,15 +781,17 @@ mod tests {
         let p = query_bytes("WWW.example.com", rtype::A, None);
         let q = wire::parse_query(&p).unwrap();
         assert!(cache.get(&q).is_none());
-        let prepared = cache
-            .prepare(&upstream_answer(300, false), "u".into())
-            .unwrap();
+        // The upstream's AA is not passed on: dnsward is not the authority for it.
+        let mut authoritative = upstream_answer(300, false);
+        authoritative[2] |= 0x04;
+        let prepared = cache.prepare(&authoritative, "u".into()).unwrap();
         assert!(prepared.cacheable);
         cache.insert(&q, &prepared);
         clock.advance(Duration::from_secs(100));
         let hit = cache.get(&q).expect("fresh hit");
         let out = hit.render(&q, clock.now(), 512);
         assert_eq!(&out[0..2], &[0x12, 0x34]);
+        assert_eq!(out[2] & 0x04, 0, "AA cleared");
         assert_eq!(
             &out[12..12 + q.question.len()],
             q.question,
