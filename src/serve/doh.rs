@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,7 +53,16 @@ pub(super) async fn serve<S>(
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&svc_ctx);
         let peer = Arc::clone(&peer);
-        async move { Ok::<_, Infallible>(answer(req, &peer, remote, &ctx).await) }
+        async move {
+            // A HEAD request gets the status and headers it would get, never a body (over
+            // HTTP/2 a body on a HEAD answer is a protocol error the client resets on).
+            let head = req.method() == Method::HEAD;
+            let mut resp = answer(req, &peer, remote, &ctx).await;
+            if head {
+                *resp.body_mut() = Full::new(Bytes::new());
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -154,9 +163,16 @@ async fn answer(
     };
     match ctx.pipeline.handle_peer(&packet, peer, Protocol::Doh).await {
         Some(dns) => {
+            let max_age = min_ttl(&dns);
             let mut resp = Response::new(Full::new(Bytes::from(dns)));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
+            // RFC 8484 §5.1: an HTTP cache keeps the answer no longer than its smallest TTL.
+            if let Some(ttl) = max_age {
+                if let Ok(v) = HeaderValue::from_str(&format!("max-age={ttl}")) {
+                    resp.headers_mut().insert(CACHE_CONTROL, v);
+                }
+            }
             resp
         }
         None => status(StatusCode::BAD_REQUEST, "not a DNS query"),
@@ -172,7 +188,28 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
 fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
     *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // RFC 9110 §15.5.6: a 405 names the methods that are served.
+    if code == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+    }
     resp
+}
+
+/// The smallest TTL of an answer's records (OPT aside), `None` for an answer with none.
+fn min_ttl(msg: &[u8]) -> Option<u32> {
+    crate::wire::ttl_offsets(msg)?
+        .into_iter()
+        .filter_map(|(at, _)| {
+            let at = usize::from(at);
+            msg.get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        })
+        .min()
 }
 
 /// A stream that records when bytes last moved, for the idle timeout.

@@ -979,3 +979,87 @@ async fn zone_transfers_and_meta_types_are_answered_alike_over_dot_and_doh() {
     assert_eq!(count("REFUSED"), 4, "{queries:#?}");
     assert_eq!(count("NOTIMP"), 2, "{queries:#?}");
 }
+
+/// One DoH request with `method` to `path_and_query` (HTTP/2 when `h2`): the status, the
+/// response headers and the body; `None` when the exchange itself fails (a reset stream).
+async fn doh_method(
+    pki: &Pki,
+    server: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    h2: bool,
+) -> Option<(u16, hyper::HeaderMap, Bytes)> {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let tls = tls_connect(&pki.client(Some("build"), alpn), server, "127.0.0.1")
+        .await
+        .ok()?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!(
+            "https://127.0.0.1:{}{path_and_query}",
+            server.port()
+        ))
+        .header("host", format!("127.0.0.1:{}", server.port()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let io = TokioIo::new(tls);
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        send.send_request(req).await.ok()?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        send.send_request(req).await.ok()?
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, headers, body))
+}
+
+#[tokio::test]
+async fn doh_answers_head_and_other_methods_with_a_status_and_caches_by_the_smallest_ttl() {
+    use base64::Engine as _;
+    let pki = Pki::new();
+    let (mut s, _dot, doh) = start(&pki, "", "").await;
+    let q = query_packet("api.corp.internal", RecordType::A, false);
+    let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&q);
+    let get = format!("/dns-query?dns={dns}");
+    for h2 in [true, false] {
+        // HEAD (with or without a query), PUT, DELETE: 405 naming the methods served, and over
+        // HTTP/2 a clean stream (a body on a HEAD answer made clients reset it).
+        for (method, path) in [
+            ("HEAD", get.as_str()),
+            ("HEAD", "/dns-query"),
+            ("PUT", "/dns-query"),
+            ("DELETE", get.as_str()),
+        ] {
+            let (status, headers, body) = doh_method(&pki, doh, method, path, h2)
+                .await
+                .unwrap_or_else(|| panic!("{method} {path} (h2 {h2}): the exchange failed"));
+            assert_eq!(status, 405, "{method} {path} (h2 {h2})");
+            assert_eq!(
+                headers.get("allow").map(|v| v.to_str().unwrap()),
+                Some("GET, POST"),
+                "{method} {path} (h2 {h2})"
+            );
+            if method == "HEAD" {
+                assert!(body.is_empty(), "{method} {path} (h2 {h2}): {body:?}");
+            }
+        }
+        // An answer: cacheable by HTTP caches for no longer than its smallest TTL.
+        let (status, headers, body) = doh_method(&pki, doh, "GET", &get, h2).await.unwrap();
+        assert_eq!(status, 200, "h2 {h2}");
+        let answer = Message::from_vec(&body).unwrap();
+        let ttl = answer.answers.iter().map(|r| r.ttl).min().unwrap();
+        assert_eq!(
+            headers.get("cache-control").map(|v| v.to_str().unwrap()),
+            Some(format!("max-age={ttl}").as_str()),
+            "h2 {h2}"
+        );
+    }
+    s.stop_and_read_events().await;
+}
