@@ -756,8 +756,34 @@ fn bump_count(out: &mut [u8], at: usize) {
     out[at..at + 2].copy_from_slice(&n.to_be_bytes());
 }
 
+/// Where the authority section of an encoded message ends (the additional section starts),
+/// `None` when the message is malformed.
+fn additional_start(msg: &[u8]) -> Option<usize> {
+    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..count(4) {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
+        r.skip_name()?;
+        r.skip(8)?;
+        let rdlen = r.u16()?;
+        r.skip(usize::from(rdlen))?;
+    }
+    Some(r.pos)
+}
+
 /// Finish an answer for `q` in place: patch the ID, RD/CD and question case, append our OPT
-/// record if the client used EDNS, and truncate (TC, no records) if it does not fit `max_len`.
+/// record if the client used EDNS, and make it fit `max_len`: additional records (glue) go
+/// first, without TC (RFC 2181 §9: they are not needed to answer); only when the answer and
+/// authority sections alone do not fit is it truncated to the question with TC.
 ///
 /// `msg` must start with a header and the same question as `q` (any case).
 pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
@@ -777,6 +803,12 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
         (Some(_), None) => 11,
         (Some(_), Some(_)) => 11 + 4 + 8 + 16,
     };
+    if msg.len() + opt_len > max_len
+        && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
+    {
+        msg.truncate(end);
+        msg[10..12].fill(0);
+    }
     if msg.len() + opt_len > max_len {
         msg.truncate(HEADER_LEN + q.question.len());
         let flags = u16::from_be_bytes([msg[2], msg[3]]) | flag::TC;
@@ -1407,6 +1439,37 @@ pub(crate) mod tests {
         assert!(is_truncated(&r));
         assert_eq!(answer_count(&r), 0);
         assert_eq!(r.len(), 12 + q.question.len());
+    }
+
+    #[test]
+    fn glue_that_does_not_fit_is_dropped_without_tc() {
+        // An MX answer (one record) with 40 A records of glue: over 512 bytes in all.
+        let finished = |udp_size: u16| {
+            let p = query_bytes("mx.example.com", rtype::MX, Some(udp_size));
+            let q = parse_query(&p).unwrap();
+            let mut r = start_response(&q, 0, true);
+            let mx = [0, 10, 4, b'm', b'a', b'i', b'l', 0xC0, 12];
+            push_answer_for_qname(&mut r, rtype::MX, 60, &mx);
+            for i in 0..40u8 {
+                r.extend_from_slice(&[0xC0, 12]);
+                r.extend_from_slice(&rtype::A.to_be_bytes());
+                r.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, i]);
+                bump_count(&mut r, 10);
+            }
+            assert!(r.len() > 512);
+            finish_response(&mut r, &q, q.max_udp_payload());
+            r
+        };
+        let r = finished(512);
+        assert!(!is_truncated(&r), "the answer fits: no TC");
+        assert!(r.len() <= 512);
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        assert_eq!(m.answers.len(), 1);
+        assert!(m.additionals.is_empty(), "the glue is dropped");
+        assert!(m.edns.is_some(), "the OPT record is still there");
+        // With room for it, the glue stays.
+        let m = hickory_proto::op::Message::from_vec(&finished(4096)).unwrap();
+        assert_eq!(m.additionals.len(), 40);
     }
 
     #[test]
