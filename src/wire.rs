@@ -131,6 +131,9 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// The COOKIE option (RFC 7873), if the query carried one.
     pub cookie: Option<Cookie>,
+    /// Whether the query carried a PADDING option (RFC 7830): over an encrypted transport its
+    /// answer is padded too.
+    pub padding: bool,
 }
 
 /// A COOKIE option: the client cookie and, when the client has one from us, a server cookie.
@@ -170,10 +173,18 @@ impl Cookie {
 /// EDNS option code of COOKIE (RFC 7873).
 pub const OPTION_COOKIE: u16 = 10;
 
-/// The COOKIE option, if any, among an OPT record's options. A malformed option list or cookie
-/// is a format error (RFC 7873 §5.2.2).
-fn find_cookie(mut options: &[u8]) -> Result<Option<Cookie>, WireError> {
+/// EDNS option code of PADDING (RFC 7830).
+pub const OPTION_PADDING: u16 = 12;
+
+/// Answers to padded queries over encrypted transports are padded to a multiple of this many
+/// bytes (RFC 8467 §4.1, the recommended block-length strategy for responses).
+pub const RESPONSE_PADDING_BLOCK: usize = 468;
+
+/// The COOKIE option, if any, among an OPT record's options, and whether a PADDING option is
+/// there. A malformed option list or cookie is a format error (RFC 7873 §5.2.2).
+fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> {
     let mut found = None;
+    let mut padding = false;
     while !options.is_empty() {
         let (head, rest) = options
             .split_first_chunk::<4>()
@@ -186,9 +197,10 @@ fn find_cookie(mut options: &[u8]) -> Result<Option<Cookie>, WireError> {
         if code == OPTION_COOKIE && found.is_none() {
             found = Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
         }
+        padding |= code == OPTION_PADDING;
         options = &rest[len..];
     }
-    Ok(found)
+    Ok((found, padding))
 }
 
 /// A parsed query, borrowing the packet it came from.
@@ -221,6 +233,8 @@ pub struct Query<'a> {
     /// The server cookie to send back in the answer's COOKIE option (set by the pipeline;
     /// only when the query carried a COOKIE option).
     pub response_cookie: Option<[u8; 16]>,
+    /// Pad the answer (set by the pipeline: a padded query over DoT or DoH, RFC 7830 §4).
+    pub pad_response: bool,
 }
 
 impl Query<'_> {
@@ -597,11 +611,13 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
                 return Err(WireError::FormErr("OPT record owner is not the root"));
             }
             let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
+            let (cookie, padding) = find_cookie(rdata)?;
             edns = Some(Edns {
                 udp_size: class,
                 version: ((ttl >> 16) & 0xFF) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
-                cookie: find_cookie(rdata)?,
+                cookie,
+                padding,
             });
         }
     }
@@ -619,6 +635,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         qclass,
         edns,
         response_cookie: None,
+        pad_response: false,
     })
 }
 
@@ -817,15 +834,26 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
     }
     if let Some(edns) = q.edns {
         push_opt(msg, edns.dnssec_ok, 0);
+        // The OPT record just pushed ends with a zero RDLEN: options go after it.
+        let rdlen_at = msg.len() - 2;
         if let Some((client, server)) = cookie {
-            // The OPT record just pushed ends with a zero RDLEN: put the option in.
-            let rdlen_at = msg.len() - 2;
             msg.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
             msg.extend_from_slice(&24u16.to_be_bytes());
             msg.extend_from_slice(&client.client);
             msg.extend_from_slice(&server);
-            msg[rdlen_at..rdlen_at + 2].copy_from_slice(&28u16.to_be_bytes());
         }
+        // RFC 7830 §4 / RFC 8467 §4.1: the whole answer to a multiple of the block, as far as
+        // the client's limit allows.
+        if q.pad_response && msg.len() + 4 <= max_len {
+            let block = RESPONSE_PADDING_BLOCK;
+            let want = (msg.len() + 4).div_ceil(block) * block;
+            let pad = want.min(max_len) - msg.len() - 4;
+            msg.extend_from_slice(&OPTION_PADDING.to_be_bytes());
+            msg.extend_from_slice(&u16::try_from(pad).unwrap_or(0).to_be_bytes());
+            msg.resize(msg.len() + pad, 0);
+        }
+        let rdlen = u16::try_from(msg.len() - rdlen_at - 2).unwrap_or(u16::MAX);
+        msg[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     }
 }
 
@@ -1062,6 +1090,29 @@ pub(crate) mod tests {
         p.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
         p.extend_from_slice(data);
         p
+    }
+
+    #[test]
+    fn padded_answers_fill_468_byte_blocks_within_the_limit() {
+        let p = query_with_option(OPTION_PADDING, &[0; 40]);
+        let mut q = parse_query(&p).unwrap();
+        assert!(q.edns.unwrap().padding);
+        q.pad_response = true;
+        for (limit, want) in [(65_535, 468), (400, 400)] {
+            let mut answer = start_response(&q, rcode::NOERROR, false);
+            push_a(&mut answer, 60, Ipv4Addr::LOCALHOST);
+            finish_response(&mut answer, &q, limit);
+            assert_eq!(answer.len(), want, "limit {limit}");
+            let m = hickory_proto::op::Message::from_vec(&answer).unwrap();
+            assert_eq!(m.answers.len(), 1);
+        }
+        assert!(
+            !parse_query(&query_with_option(3, b"nsid"))
+                .unwrap()
+                .edns
+                .unwrap()
+                .padding
+        );
     }
 
     #[test]

@@ -168,10 +168,10 @@ async fn answer(
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
             // RFC 8484 §5.1: an HTTP cache keeps the answer no longer than its smallest TTL.
-            if let Some(ttl) = max_age {
-                if let Ok(v) = HeaderValue::from_str(&format!("max-age={ttl}")) {
-                    resp.headers_mut().insert(CACHE_CONTROL, v);
-                }
+            if let Some(v) =
+                max_age.and_then(|ttl| HeaderValue::from_str(&format!("max-age={ttl}")).ok())
+            {
+                resp.headers_mut().insert(CACHE_CONTROL, v);
             }
             resp
         }

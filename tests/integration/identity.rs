@@ -1063,3 +1063,62 @@ async fn doh_answers_head_and_other_methods_with_a_status_and_caches_by_the_smal
     }
     s.stop_and_read_events().await;
 }
+
+/// `packet` (ending with an OPT record without options) with a PADDING option of `len` bytes.
+fn with_padding(mut packet: Vec<u8>, len: u16) -> Vec<u8> {
+    let at = packet.len() - 2;
+    assert_eq!(
+        &packet[at..],
+        &[0, 0],
+        "the OPT record is last and has no options"
+    );
+    packet[at..].copy_from_slice(&(len + 4).to_be_bytes());
+    packet.extend_from_slice(&12u16.to_be_bytes());
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.resize(packet.len() + usize::from(len), 0);
+    packet
+}
+
+#[tokio::test]
+async fn padded_queries_over_dot_and_doh_get_answers_padded_to_468_byte_blocks() {
+    let pki = Pki::new();
+    let plain_group = "[[groups]]\nname = \"plain\"\ncidrs = [\"127.0.0.9/32\"]\nallow = [\"api.corp.internal\"]\n";
+    let (mut s, dot, doh) = start(&pki, plain_group, "").await;
+    let plain = query_packet("api.corp.internal", RecordType::A, true);
+    let padded = with_padding(plain.clone(), 80);
+    let check = |what: &str, answer: &[u8], want_padded: bool| {
+        let m = Message::from_vec(answer).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{what}");
+        assert_eq!(a_records(&m).len(), 2, "{what}");
+        let has_padding = m.edns.as_ref().is_some_and(|e| {
+            e.options()
+                .get(hickory_proto::rr::rdata::opt::EdnsCode::Padding)
+                .is_some()
+        });
+        assert_eq!(has_padding, want_padded, "{what}: {} bytes", answer.len());
+        if want_padded {
+            assert_eq!(answer.len() % 468, 0, "{what}: {} bytes", answer.len());
+        } else {
+            assert!(answer.len() < 468, "{what}: {} bytes", answer.len());
+        }
+    };
+    let a = dot_raw(&pki, Some("build"), dot, "127.0.0.1", &padded)
+        .await
+        .expect("a DoT answer");
+    check("DoT, padded query", &a, true);
+    let a = dot_raw(&pki, Some("build"), dot, "127.0.0.1", &plain)
+        .await
+        .expect("a DoT answer");
+    check("DoT, query without padding", &a, false);
+    for h2 in [true, false] {
+        let (status, a) = doh_raw(&pki, Some("build"), doh, padded.clone(), None, h2, false).await;
+        assert_eq!(status, 200);
+        check(&format!("DoH (h2 {h2}), padded query"), &a.unwrap(), true);
+    }
+    // In the clear, padding hides nothing: a padded query over UDP gets a plain answer.
+    let a = udp_raw(s.udp, "127.0.0.9".parse().unwrap(), &padded)
+        .await
+        .expect("a UDP answer");
+    check("UDP, padded query", &a, false);
+    s.stop_and_read_events().await;
+}

@@ -724,7 +724,7 @@ impl Pipeline {
     }
 
     /// Whether the query provably came from its source address (TCP, or a valid DNS Cookie),
-    /// and the server cookie its answer carries.
+    /// and what its answer's OPT record carries: the server cookie, and padding.
     fn check_source(
         &self,
         q: &mut Query<'_>,
@@ -732,6 +732,10 @@ impl Pipeline {
         protocol: Protocol,
         now: &LazyNow<'_>,
     ) -> bool {
+        // A padded query over an encrypted transport gets a padded answer (RFC 7830 §4); in
+        // the clear padding hides nothing.
+        q.pad_response =
+            matches!(protocol, Protocol::Dot | Protocol::Doh) && q.edns.is_some_and(|e| e.padding);
         let Some(cookie) = q.edns.and_then(|e| e.cookie) else {
             return protocol == Protocol::Tcp;
         };
