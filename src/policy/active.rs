@@ -182,7 +182,10 @@ impl ActivePolicy {
         let mut problems = ConfigProblems::default();
         let base = cfg.base_dir;
         let upstreams = Upstreams::from_config(cfg.upstream, "upstream", &mut problems);
-        let zones = ZoneSet::load(cfg.zones, base, &mut problems);
+        let mut zones = ZoneSet::load(cfg.zones, base, &mut problems);
+        if cfg.zones.defaults {
+            zones.add_defaults(|origin| upstreams.forward_zone_overlaps(origin));
+        }
         let mut files: Vec<PathBuf> = zones.files().to_vec();
         if cfg.upstream.servers.is_empty()
             && cfg.upstream.forward.is_empty()
@@ -286,10 +289,10 @@ impl ActivePolicy {
             StaleAnswers::None => Vec::new(),
             StaleAnswers::Under(z) => z,
         };
-        let before: std::collections::HashSet<&str> = old.zones.origins().collect();
+        let before: std::collections::HashSet<&str> = old.zones.all_origins().collect();
         zones.extend(
             self.zones
-                .origins()
+                .all_origins()
                 .filter(|o| !before.contains(o))
                 .map(Into::into),
         );

@@ -337,6 +337,15 @@ impl Upstreams {
         !self.forwards.is_empty() && self_and_parents(name).any(|p| self.forwards.contains_key(p))
     }
 
+    /// Whether a conditional forward zone is at, above or below `zone`: a built-in local zone
+    /// there would take the operator's names from their own servers.
+    #[must_use]
+    pub fn forward_zone_overlaps(&self, zone: &str) -> bool {
+        self.forwards
+            .keys()
+            .any(|f| crate::names::is_at_or_below(f, zone) || crate::names::is_at_or_below(zone, f))
+    }
+
     /// Whether question names go upstream lower-cased (`[upstream] fold_case`).
     #[must_use]
     pub fn fold_case(&self) -> bool {

@@ -374,3 +374,88 @@ async fn queries_over_tcp_are_answered() {
     let m = tcp_query(s.tcp, "127.0.0.99", "www.example", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+/// A group that may resolve anything but one domain: the built-in zones answer what no
+/// resolver forwards (localhost, private reverse names), and a forward zone takes its names back.
+const OPEN: &str = r#"
+[[groups]]
+name = "open"
+cidrs = ["127.0.0.40/32"]
+mode = "denylist"
+deny = ["blocked.example"]
+"#;
+
+#[tokio::test]
+async fn localhost_and_private_reverse_names_are_answered_here_unless_a_forward_zone_covers_them() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), OPEN).await;
+    let m = udp_query(s.udp, "127.0.0.40", "localhost", RecordType::A).await;
+    assert_eq!(a_records(&m), ["127.0.0.1"], "{m:?}");
+    assert!(m.metadata.authoritative);
+    let m = udp_query(s.udp, "127.0.0.40", "app.localhost", RecordType::A).await;
+    assert_eq!(a_records(&m), ["127.0.0.1"], "{m:?}");
+    let m = udp_query(
+        s.udp,
+        "127.0.0.40",
+        "1.0.0.127.in-addr.arpa",
+        RecordType::PTR,
+    )
+    .await;
+    assert!(
+        matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "localhost."),
+        "{m:?}"
+    );
+    for name in [
+        "5.0.0.10.in-addr.arpa",
+        "1.1.168.192.in-addr.arpa",
+        "x.invalid",
+    ] {
+        let m = udp_query(s.udp, "127.0.0.40", name, RecordType::PTR).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(
+            matches!(m.authorities.first().map(|r| &r.data), Some(RData::SOA(_))),
+            "{name}: the zone's SOA, so the NXDOMAIN is cached: {m:?}"
+        );
+    }
+    assert_eq!(up.queries(), 0, "nothing went upstream: {:?}", up.asked());
+    // A public name still goes upstream.
+    let m = udp_query(s.udp, "127.0.0.40", "www.example", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    assert_eq!(up.queries(), 1);
+
+    // The operator's own reverse zone, forwarded to their servers, is theirs again.
+    let extra = format!(
+        "{OPEN}\n[[upstream.forward]]\nzone = \"10.in-addr.arpa\"\nservers = [{{ address = \"{}\" }}]\n",
+        up.addr
+    );
+    let s = TestServer::start(Some(up.addr), &extra).await;
+    udp_query(
+        s.udp,
+        "127.0.0.40",
+        "5.0.0.10.in-addr.arpa",
+        RecordType::PTR,
+    )
+    .await;
+    assert!(
+        up.asked()
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("5.0.0.10.in-addr.arpa.")
+                || n.eq_ignore_ascii_case("5.0.0.10.in-addr.arpa")),
+        "{:?}",
+        up.asked()
+    );
+    let m = udp_query(
+        s.udp,
+        "127.0.0.40",
+        "1.1.168.192.in-addr.arpa",
+        RecordType::PTR,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        up.queries(),
+        2,
+        "other private zones stay local: {:?}",
+        up.asked()
+    );
+}

@@ -15,6 +15,7 @@ pub(super) fn example() -> ZoneSet {
     let cfg = ZonesConfig {
         dir: Some(PathBuf::from("zones")),
         files: Vec::new(),
+        defaults: false,
     };
     let mut problems = ConfigProblems::default();
     let set = ZoneSet::load(&cfg, Path::new(env!("CARGO_MANIFEST_DIR")), &mut problems);
@@ -31,6 +32,7 @@ pub(super) fn from_texts(files: &[(&str, &str)]) -> (ZoneSet, ConfigProblems, te
     let cfg = ZonesConfig {
         dir: Some(PathBuf::from(".")),
         files: Vec::new(),
+        defaults: false,
     };
     let mut problems = ConfigProblems::default();
     let set = ZoneSet::load(&cfg, dir.path(), &mut problems);

@@ -46,6 +46,7 @@
 //! Like the rest of `resolve`, this module may import only the foundation modules.
 
 mod authority;
+mod defaults;
 #[cfg(test)]
 mod fixture;
 mod parse;
@@ -67,14 +68,16 @@ use parse::parse_zone;
 /// Real chains are one or two links; the bound only stops pathological zone files.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
-/// The `[zones]` section: which zone files to serve. The default serves none.
+/// The `[zones]` section: which zone files to serve. The default serves none of its own, and the
+/// built-in zones of every resolver ([`defaults`]: localhost, private reverse zones).
 ///
 /// ```toml
 /// [zones]
 /// dir = "zones"   # every *.zone file in it
 /// files = [{ origin = "corp.internal", path = "extra/corp.internal.zone" }]
+/// defaults = true # localhost, RFC 6303 reverse zones, invalid/test/onion/home.arpa
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZonesConfig {
     /// A directory whose every `*.zone` file is loaded (not recursively). Each file's origin is
@@ -84,6 +87,24 @@ pub struct ZonesConfig {
     /// Zone files listed one by one.
     #[serde(default)]
     pub files: Vec<ZoneFileConfig>,
+    /// Serve the built-in local zones ([`defaults`]) where no configured zone or forward zone
+    /// covers them.
+    #[serde(default = "default_true")]
+    pub defaults: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ZonesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            files: Vec::new(),
+            defaults: true,
+        }
+    }
 }
 
 /// One explicitly listed zone file.
@@ -123,6 +144,8 @@ pub struct ZoneSet {
     by_origin: HashMap<Box<str>, usize>,
     /// Files that were read, for the policy content hash.
     files: Vec<PathBuf>,
+    /// How many of `zones` (the first ones) were configured; the rest are built in.
+    configured: usize,
 }
 
 impl ZoneSet {
@@ -205,7 +228,27 @@ impl ZoneSet {
                 .insert(zone.origin.clone().into_boxed_str(), set.zones.len());
             set.zones.push(zone);
         }
+        set.configured = set.zones.len();
         set
+    }
+
+    /// Add the built-in zones ([`defaults`]) that no configured zone has as its origin and for
+    /// which `covered` (a forward zone at, above or below the origin) is false.
+    pub fn add_defaults(&mut self, covered: impl Fn(&str) -> bool) {
+        for (origin, text) in defaults::zones() {
+            if self.by_origin.contains_key(origin.as_str()) || covered(&origin) {
+                continue;
+            }
+            let mut problems = ConfigProblems::default();
+            let path = PathBuf::from(format!("built-in zone {origin}"));
+            let zone = parse_zone(&text, &path, Some(&origin), &mut problems);
+            debug_assert!(problems.is_empty(), "{problems}");
+            if let Some(zone) = zone.filter(|_| problems.is_empty()) {
+                self.by_origin
+                    .insert(zone.origin.clone().into_boxed_str(), self.zones.len());
+                self.zones.push(zone);
+            }
+        }
     }
 
     /// The zone files that were read (for policy content hashing), in load order.
@@ -214,8 +257,15 @@ impl ZoneSet {
         &self.files
     }
 
-    /// Zone origins served (lower-case, no trailing dot).
+    /// Configured zone origins served (lower-case, no trailing dot).
     pub fn origins(&self) -> impl Iterator<Item = &str> {
+        self.zones[..self.configured]
+            .iter()
+            .map(|z| z.origin.as_str())
+    }
+
+    /// Every zone origin served, the built-in ones too.
+    pub fn all_origins(&self) -> impl Iterator<Item = &str> {
         self.zones.iter().map(|z| z.origin.as_str())
     }
 }
@@ -243,6 +293,95 @@ mod tests {
     fn zone_sets_can_be_shared_across_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<ZoneSet>();
+    }
+
+    #[test]
+    fn built_in_zones_answer_localhost_and_keep_private_reverse_names_local() {
+        use super::fixture::{a_addrs, qname};
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::{RData, RecordType};
+        let mut set = example();
+        set.add_defaults(|origin| origin == "168.192.in-addr.arpa");
+        assert_eq!(
+            set.origins().collect::<Vec<_>>(),
+            ["corp.internal"],
+            "built-in zones are not listed as configured"
+        );
+        for name in ["localhost", "db.localhost", "LocalHost"] {
+            let a = set.lookup(&qname(name), RecordType::A).unwrap();
+            assert_eq!(
+                a_addrs(&a.answers),
+                ["127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap()],
+                "{name}"
+            );
+            let aaaa = set.lookup(&qname(name), RecordType::AAAA).unwrap();
+            assert!(
+                matches!(&aaaa.answers[0].data, RData::AAAA(a) if a.0.is_loopback()),
+                "{name}"
+            );
+        }
+        let v6_loopback = format!("1.{}ip6.arpa", "0.".repeat(31));
+        for name in ["1.0.0.127.in-addr.arpa", v6_loopback.as_str()] {
+            let ptr = set.lookup(&qname(name), RecordType::PTR).unwrap();
+            assert!(
+                matches!(&ptr.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "localhost."),
+                "{name}: {ptr:?}"
+            );
+        }
+        // RFC 6303 and special-use names: NXDOMAIN with the zone's SOA, never forwarded.
+        for name in [
+            "5.0.0.10.in-addr.arpa",
+            "9.1.20.172.in-addr.arpa",
+            "7.7.100.100.in-addr.arpa",
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa",
+            "2.0.0.127.in-addr.arpa",
+            "x.invalid",
+            "hidden.onion",
+            "printer.home.arpa",
+        ] {
+            let nx = set
+                .lookup(&qname(name), RecordType::PTR)
+                .unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(nx.rcode, ResponseCode::NXDomain, "{name}");
+            assert_eq!(nx.authorities.len(), 1, "{name}: the SOA");
+        }
+        // Public reverse names and a zone a forward zone covers are not answered here.
+        assert!(
+            set.lookup(&qname("4.4.8.8.in-addr.arpa"), RecordType::PTR)
+                .is_none()
+        );
+        assert!(
+            set.lookup(&qname("1.1.168.192.in-addr.arpa"), RecordType::PTR)
+                .is_none()
+        );
+        assert!(
+            set.lookup(&qname("5.0.0.11.in-addr.arpa"), RecordType::PTR)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_configured_zone_replaces_the_built_in_one_and_defaults_can_be_off() {
+        use super::fixture::qname;
+        use hickory_proto::rr::RecordType;
+        let (mut set, problems, _dir) = from_texts(&[(
+            "10.in-addr.arpa.zone",
+            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\n1.0.0 60 IN PTR host.corp.internal.\n",
+        )]);
+        assert!(problems.is_empty(), "{problems}");
+        set.add_defaults(|_| false);
+        let ptr = set
+            .lookup(&qname("1.0.0.10.in-addr.arpa"), RecordType::PTR)
+            .unwrap();
+        assert_eq!(ptr.zone, "10.in-addr.arpa");
+        assert_eq!(ptr.answers.len(), 1, "the operator's zone answers");
+        assert_eq!(set.origins().count(), 1);
+        let parsed: ZonesConfig = toml::from_str("defaults = false").unwrap();
+        assert!(!parsed.defaults);
+        assert!(
+            toml::from_str::<ZonesConfig>("").unwrap().defaults,
+            "on by default"
+        );
     }
 
     #[test]
