@@ -90,3 +90,35 @@ impl Clock for ManualClock {
         Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
     }
 }
+
+/// How far ahead [`deadline`] puts an instant whose `after` the platform's clock cannot add
+/// (as tokio's own "far future"): about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `from + after`, never panicking: an `after` past what the platform's clock can represent
+/// (`Instant + Duration` panics there) gives a deadline about 30 years ahead instead. Configured
+/// durations are bounded by validation; this keeps a value that slipped past it from panicking
+/// a task on the query path.
+#[must_use]
+pub fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .or_else(|| from.checked_add(FAR_FUTURE))
+        .unwrap_or(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_too_far_for_the_clock_does_not_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        let far = deadline(now, Duration::from_secs(u64::MAX));
+        assert!(far > now + Duration::from_secs(86_400 * 365), "{far:?}");
+        assert!(deadline(now, Duration::MAX) >= now);
+    }
+}

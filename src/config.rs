@@ -405,6 +405,7 @@ impl ConfigLoader for ConfigFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_error::ConfigProblem;
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
@@ -528,6 +529,256 @@ mod tests {
             let text = problems(bad);
             assert!(text.contains("events.aggregate_interval"), "{bad}: {text}");
         }
+    }
+
+    /// Every duration key, a configuration that sets it to `{v}`, and its accepted range in
+    /// milliseconds (as the README documents it).
+    const DURATION_KEYS: &[(&str, &str, u64, u64)] = &[
+        (
+            "server.tcp_idle_timeout",
+            "[server]\ntcp_idle_timeout = \"{v}\"\n",
+            1,
+            3_600_000,
+        ),
+        (
+            "server.tcp_write_timeout",
+            "[server]\ntcp_write_timeout = \"{v}\"\n",
+            1,
+            300_000,
+        ),
+        (
+            "server.shutdown_grace",
+            "[server]\nshutdown_grace = \"{v}\"\n",
+            0,
+            300_000,
+        ),
+        (
+            "tls.idle_timeout",
+            "[tls]\nidle_timeout = \"{v}\"\nhandshake_timeout = \"1ms\"\n[[tls.dot]]\nlisten = \"127.0.0.1:853\"\ncert = \"c\"\nkey = \"k\"\n",
+            1,
+            3_600_000,
+        ),
+        (
+            "tls.handshake_timeout",
+            "[tls]\nidle_timeout = \"1h\"\nhandshake_timeout = \"{v}\"\n[[tls.dot]]\nlisten = \"127.0.0.1:853\"\ncert = \"c\"\nkey = \"k\"\n",
+            1,
+            300_000,
+        ),
+        (
+            "tls.tokens.max_lifetime",
+            "[tls.tokens]\nmax_lifetime = \"{v}\"\n[[tls.dot]]\nlisten = \"127.0.0.1:853\"\ncert = \"c\"\nkey = \"k\"\n",
+            1_000,
+            30 * 86_400_000,
+        ),
+        (
+            "tls.tokens.clock_skew",
+            "[tls.tokens]\nclock_skew = \"{v}\"\n[[tls.dot]]\nlisten = \"127.0.0.1:853\"\ncert = \"c\"\nkey = \"k\"\n",
+            0,
+            600_000,
+        ),
+        (
+            "admin.header_read_timeout",
+            "[admin]\nheader_read_timeout = \"{v}\"\n",
+            1,
+            300_000,
+        ),
+        (
+            "admin.connection_timeout",
+            "[admin]\nconnection_timeout = \"{v}\"\n",
+            1,
+            3_600_000,
+        ),
+        (
+            "upstream.timeout",
+            "[upstream]\ntimeout = \"{v}\"\n",
+            1,
+            300_000,
+        ),
+        (
+            "upstream.servers[0].timeout",
+            "[upstream]\nservers = [{ address = \"127.0.0.1\", timeout = \"{v}\" }]\n",
+            1,
+            300_000,
+        ),
+        (
+            "upstream.forward[0].servers[0].timeout",
+            "[[upstream.forward]]\nzone = \"corp.example\"\nservers = [{ address = \"127.0.0.1\", timeout = \"{v}\" }]\n",
+            1,
+            300_000,
+        ),
+        (
+            "cache.min_ttl",
+            "[cache]\nmin_ttl = \"{v}\"\n",
+            0,
+            86_400_000,
+        ),
+        (
+            "cache.max_ttl",
+            "[cache]\nmax_ttl = \"{v}\"\n",
+            0,
+            7 * 86_400_000,
+        ),
+        (
+            "cache.negative_max_ttl",
+            "[cache]\nnegative_max_ttl = \"{v}\"\n",
+            0,
+            86_400_000,
+        ),
+        (
+            "events.checkpoint_interval",
+            "[events]\ncheckpoint_interval = \"{v}\"\n",
+            1_000,
+            86_400_000,
+        ),
+        (
+            "notify.webhooks[0].backoff",
+            "[notify]\nallowed_hosts = [\"127.0.0.1\"]\n[[notify.webhooks]]\nurl = \"http://127.0.0.1/x\"\nbackoff = \"{v}\"\n",
+            1,
+            30_000,
+        ),
+        (
+            "notify.webhooks[0].timeout",
+            "[notify]\nallowed_hosts = [\"127.0.0.1\"]\n[[notify.webhooks]]\nurl = \"http://127.0.0.1/x\"\ntimeout = \"{v}\"\n",
+            1,
+            300_000,
+        ),
+        (
+            "detect.window",
+            "[detect]\nwindow = \"{v}\"\nlong_window = \"48h\"\n",
+            60_000,
+            6 * 3_600_000,
+        ),
+        (
+            "detect.short_window",
+            "[detect]\nshort_window = \"{v}\"\n",
+            10_000,
+            600_000,
+        ),
+        (
+            "detect.alert_interval",
+            "[detect]\nalert_interval = \"{v}\"\n",
+            1_000,
+            86_400_000,
+        ),
+        (
+            "detect.prevalence_window",
+            "[detect]\nprevalence_window = \"{v}\"\n",
+            60_000,
+            30 * 86_400_000,
+        ),
+        (
+            "containment.throttle_for",
+            "[containment]\nthrottle_for = \"{v}\"\n",
+            1_000,
+            7 * 86_400_000,
+        ),
+        (
+            "containment.sinkhole_for",
+            "[containment]\nsinkhole_for = \"{v}\"\n",
+            1_000,
+            7 * 86_400_000,
+        ),
+        (
+            "containment.quarantine_for",
+            "[containment]\nquarantine_for = \"{v}\"\n",
+            1_000,
+            7 * 86_400_000,
+        ),
+        ("egress.grace", "[egress]\ngrace = \"{v}\"\n", 0, 86_400_000),
+        (
+            "egress.min_lifetime",
+            "[egress]\nmin_lifetime = \"{v}\"\n",
+            0,
+            86_400_000,
+        ),
+        (
+            "egress.denied_window",
+            "[egress]\ndenied_window = \"{v}\"\n",
+            1_000,
+            86_400_000,
+        ),
+        (
+            "groups[0].block_ttl",
+            "[[groups]]\nname = \"b\"\ncidrs = [\"10.1.0.0/16\"]\nblock_ttl = \"{v}\"\n",
+            0,
+            86_400_000,
+        ),
+    ];
+
+    /// Every problem `check` finds in `section` (with one group added for the policy).
+    fn check_problems(section: &str) -> Vec<ConfigProblem> {
+        let text = format!(
+            "{section}[[groups]]\nname = \"a\"\ncidrs = [\"10.0.0.0/16\"]\nallow = [\"ok.example\"]\n"
+        );
+        let cfg = Config::from_toml(&text, "t.toml", Path::new("/nonexistent"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        cfg.validate_all()
+            .err()
+            .map(|p| p.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_duration_is_bounded_and_its_bounds_are_accepted() {
+        // Found by a bad-input probe: `[upstream] timeout = "18446744073709551615s"` passed
+        // `check`, then every forwarded query panicked its task adding it to `Instant::now()`.
+        let huge = "18446744073709551615s";
+        for &(key, template, min_ms, max_ms) in DURATION_KEYS {
+            let with = |v: &str| check_problems(&template.replace("{v}", v));
+            let about_key = |found: &[ConfigProblem]| -> Vec<String> {
+                found
+                    .iter()
+                    .filter(|p| p.location == key)
+                    .map(ToString::to_string)
+                    .collect()
+            };
+            for ok in [format!("{min_ms}ms"), format!("{max_ms}ms")] {
+                let found = with(&ok);
+                assert!(about_key(&found).is_empty(), "{key} = {ok}: {found:?}");
+            }
+            let mut bad = vec![format!("{}ms", max_ms + 1), huge.to_string()];
+            if min_ms > 0 {
+                bad.push(format!("{}ms", min_ms - 1));
+            }
+            let range = if min_ms == 0 {
+                format!("at most {}", short(max_ms))
+            } else {
+                format!("between {} and {}", short(min_ms), short(max_ms))
+            };
+            let expected = format!("{key}: must be {range}, got ");
+            for v in bad {
+                // Others may follow from it (`cache.min_ttl` above `max_ttl`): exactly one is
+                // the range.
+                let found = about_key(&with(&v));
+                let out_of_range = found.iter().filter(|t| t.starts_with(&expected)).count();
+                assert_eq!(out_of_range, 1, "{key} = {v}: {found:?}");
+            }
+        }
+        // The probe's keys, as `check` prints them.
+        let found = check_problems(
+            "[upstream]\ntimeout = \"18446744073709551615s\"\nservers = [{ address = \"127.0.0.1\", timeout = \"6m\" }]\n",
+        );
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(
+                &"upstream.servers[0].timeout: must be between 1ms and 5m, got 6m".into()
+            ),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(
+                &"upstream.timeout: must be between 1ms and 5m, got 18446744073709551615s".into()
+            ),
+            "{text:?}"
+        );
+    }
+
+    /// A bound in milliseconds as the messages write it.
+    fn short(ms: u64) -> String {
+        crate::config_error::DurationRange::up_to(std::time::Duration::from_millis(ms))
+            .to_string()
+            .trim_start_matches("at most ")
+            .to_string()
     }
 
     #[test]

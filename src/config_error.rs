@@ -5,6 +5,7 @@
 //! `dnsward check` and a reload can report every problem at once.
 
 use std::fmt;
+use std::time::Duration;
 
 /// One problem found in the configuration or a file it pulls in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,25 @@ impl ConfigProblems {
         self.problems.len()
     }
 
+    /// Check a duration setting against its accepted range (both ends included), recording
+    /// `key: must be between MIN and MAX, got VALUE` (`must be at most MAX, got VALUE` when 0 is
+    /// allowed) when it is outside. Returns whether it was inside.
+    pub fn check_duration(
+        &mut self,
+        key: impl Into<String>,
+        value: Duration,
+        range: DurationRange,
+    ) -> bool {
+        if range.contains(value) {
+            return true;
+        }
+        self.push(
+            key,
+            format!("must be {range}, got {}", short_duration(value)),
+        );
+        false
+    }
+
     /// `Ok(value)` when no problems were recorded, otherwise `Err(self)`.
     ///
     /// # Errors
@@ -67,6 +87,82 @@ impl ConfigProblems {
             Err(self)
         }
     }
+}
+
+/// The accepted values of a duration setting, both ends included: every duration the
+/// configuration takes has one, so that no value can overflow the arithmetic that turns it into
+/// a deadline (`Instant::now() + timeout` panics past the platform's clock) or put a TTL on the
+/// wire that RFC 2181 §8 has resolvers read as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// Shortest accepted value.
+    pub min: Duration,
+    /// Longest accepted value.
+    pub max: Duration,
+}
+
+impl DurationRange {
+    /// From `min` to `max`.
+    #[must_use]
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max }
+    }
+
+    /// From zero to `max`.
+    #[must_use]
+    pub const fn up_to(max: Duration) -> Self {
+        Self::new(Duration::ZERO, max)
+    }
+
+    /// Whether `value` is accepted.
+    #[must_use]
+    pub fn contains(&self, value: Duration) -> bool {
+        self.min <= value && value <= self.max
+    }
+
+    /// `value` brought into the range: for run-time code that must not trust that validation
+    /// ran.
+    #[must_use]
+    pub fn clamp(&self, value: Duration) -> Duration {
+        value.clamp(self.min, self.max)
+    }
+}
+
+impl fmt::Display for DurationRange {
+    /// `between 1ms and 5m`, or `at most 1d` when zero is accepted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min.is_zero() {
+            write!(f, "at most {}", short_duration(self.max))
+        } else {
+            write!(
+                f,
+                "between {} and {}",
+                short_duration(self.min),
+                short_duration(self.max)
+            )
+        }
+    }
+}
+
+/// A duration as a configuration would write it: in the largest unit that divides it (`1ms`,
+/// `5m`, `7d`, `18446744073709551615s`), else as humantime writes it (`1ms 500us`).
+fn short_duration(d: Duration) -> String {
+    const UNITS: [(u128, &str); 5] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+        (1, "ms"),
+    ];
+    let ms = d.as_millis();
+    if ms > 0 && d.subsec_nanos().is_multiple_of(1_000_000) {
+        for (unit, name) in UNITS {
+            if ms.is_multiple_of(unit) {
+                return format!("{}{name}", ms / unit);
+            }
+        }
+    }
+    humantime::format_duration(d).to_string()
 }
 
 /// Most problems reported in full for one file read line by line (a list, a zone, a users file);
@@ -258,6 +354,35 @@ mod tests {
             summary.message,
             "25 more problem(s), not shown, on line(s) 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, …"
         );
+    }
+
+    #[test]
+    fn a_duration_out_of_its_range_names_the_key_the_range_and_the_value() {
+        let ms = Duration::from_millis;
+        let mut p = ConfigProblems::default();
+        let range = DurationRange::new(ms(1), Duration::from_secs(300));
+        assert!(p.check_duration("a", ms(1), range));
+        assert!(p.check_duration("a", Duration::from_secs(300), range));
+        assert!(!p.check_duration("b", Duration::from_secs(301), range));
+        assert!(!p.check_duration("c", Duration::ZERO, range));
+        let day = DurationRange::up_to(Duration::from_secs(86_400));
+        assert!(p.check_duration("d", Duration::ZERO, day));
+        assert!(!p.check_duration("e", Duration::from_secs(u64::MAX), day));
+        let text: Vec<String> = p.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "b: must be between 1ms and 5m, got 301s",
+                "c: must be between 1ms and 5m, got 0s",
+                "e: must be at most 1d, got 18446744073709551615s",
+            ]
+        );
+        assert_eq!(
+            DurationRange::new(ms(1500), Duration::from_secs(7 * 86_400)).to_string(),
+            "between 1500ms and 7d"
+        );
+        assert_eq!(range.clamp(Duration::MAX), Duration::from_secs(300));
+        assert_eq!(range.clamp(Duration::ZERO), ms(1));
     }
 
     #[test]

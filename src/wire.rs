@@ -14,6 +14,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Size of the DNS header.
 pub const HEADER_LEN: usize = 12;
+/// Largest TTL a record may carry, in seconds: 2^31 - 1 (RFC 2181 §8, which has resolvers read
+/// anything larger as 0).
+pub const MAX_TTL: u32 = i32::MAX as u32;
 /// The UDP payload size we advertise and honour at most (DNS flag day 2020 recommendation).
 pub const EDNS_UDP_SIZE: u16 = 1232;
 /// The classic UDP limit for clients without EDNS.

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use crate::admin::api::ApiState;
 use crate::admin::redact::MetricsLabels;
 use crate::admin::token::AdminToken;
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::govern::control::Control;
 use crate::serve::pipeline::Pipeline;
 
@@ -60,13 +60,20 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: usize,
     /// Time a connection has to send a complete request head, also the idle limit between
-    /// keep-alive requests (default 5s).
+    /// keep-alive requests (default 5s, 1ms to 5m).
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Longest life of one admin connection, whatever it is doing (default 60s).
+    /// Longest life of one admin connection, whatever it is doing (default 60s, 1ms to 1h).
     #[serde(default = "default_connection_timeout", with = "humantime_serde")]
     pub connection_timeout: Duration,
 }
+
+/// Accepted `header_read_timeout`: a request head takes milliseconds; minutes is a slow client.
+pub const HEADER_READ_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(300));
+/// Accepted `connection_timeout`: a scrape or an API call, not a session.
+pub const CONNECTION_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(3600));
 
 fn default_admin_max_connections() -> usize {
     64
@@ -114,13 +121,14 @@ impl Default for AdminConfig {
 }
 
 impl AdminConfig {
-    /// The connection limits.
+    /// The connection limits, the timeouts brought into their ranges: hyper adds the header
+    /// timeout to `Instant::now()` on every connection, which panics past the platform's clock.
     #[must_use]
     pub fn limits(&self) -> AdminLimits {
         AdminLimits {
             max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            connection_timeout: self.connection_timeout,
+            header_read_timeout: HEADER_READ_TIMEOUT.clamp(self.header_read_timeout),
+            connection_timeout: CONNECTION_TIMEOUT.clamp(self.connection_timeout),
         }
     }
 
@@ -129,12 +137,16 @@ impl AdminConfig {
         if self.max_connections == 0 {
             problems.push(format!("{at}.max_connections"), "must be at least 1");
         }
-        if self.header_read_timeout.is_zero() {
-            problems.push(format!("{at}.header_read_timeout"), "must be above zero");
-        }
-        if self.connection_timeout.is_zero() {
-            problems.push(format!("{at}.connection_timeout"), "must be above zero");
-        }
+        problems.check_duration(
+            format!("{at}.header_read_timeout"),
+            self.header_read_timeout,
+            HEADER_READ_TIMEOUT,
+        );
+        problems.check_duration(
+            format!("{at}.connection_timeout"),
+            self.connection_timeout,
+            CONNECTION_TIMEOUT,
+        );
         if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
             problems.push(
                 format!("{at}.listen"),

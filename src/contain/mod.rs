@@ -33,7 +33,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::detect::Level;
 use crate::events::ContainmentEvent;
 use crate::metrics::{CONTAINMENTS_ACTIVE, CONTAINMENTS_TOTAL};
@@ -112,6 +112,10 @@ fn default_throttle_qps() -> u32 {
 fn default_throttle_burst() -> u32 {
     5
 }
+/// Accepted `throttle_for`, `sinkhole_for` and `quarantine_for`.
+pub const CONTAINMENT_FOR: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+
 fn default_throttle_for() -> Duration {
     Duration::from_secs(10 * 60)
 }
@@ -179,9 +183,7 @@ impl ContainConfig {
             ("sinkhole_for", self.sinkhole_for),
             ("quarantine_for", self.quarantine_for),
         ] {
-            if d < Duration::from_secs(1) || d > Duration::from_secs(7 * 24 * 3600) {
-                problems.push(format!("{at}.{key}"), "must be between 1s and 7d");
-            }
+            problems.check_duration(format!("{at}.{key}"), d, CONTAINMENT_FOR);
         }
         if !(16..=1_000_000).contains(&self.max_entries) {
             problems.push(
@@ -757,7 +759,11 @@ fn publish_active(t: &Tables) {
 /// Wall-clock RFC 3339 time `ahead` from now, for events.
 fn wall_time_in(ahead: Duration) -> String {
     let ahead = chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::zero());
-    (chrono::Utc::now() + ahead).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    let now = chrono::Utc::now();
+    // `DateTime + TimeDelta` panics past year 262143; the durations are validated to days.
+    now.checked_add_signed(ahead)
+        .unwrap_or(now)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn started_event(e: &Entry, duration: Duration, reason: String) -> ContainmentEvent {

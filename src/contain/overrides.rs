@@ -118,9 +118,12 @@ impl Overrides {
             actor: actor.to_string(),
             reason: reason.to_string(),
             created: wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            expires: (wall + chrono::Duration::from_std(ttl).unwrap_or_default())
+            expires: chrono::Duration::from_std(ttl)
+                .ok()
+                .and_then(|ttl| wall.checked_add_signed(ttl))
+                .unwrap_or(wall)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            until: now + ttl,
+            until: now.saturating_add(ttl),
         };
         list.push(e.clone());
         self.live.store(list.len(), Ordering::Release);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Level;
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::names::validate_name;
 
 /// `[detect]`: the tunnel/exfiltration detector.
@@ -14,7 +14,7 @@ use crate::names::validate_name;
 /// [detect]
 /// enabled = true
 /// window = "15m"            # per (client, domain) and per domain window, 1m–6h
-/// alert_interval = "5m"     # repeat an alert for a key at most this often while it stays high
+/// alert_interval = "5m"     # repeat an alert for a key at most this often while it stays high, 1s–1d
 /// max_client_domains = 65536
 /// max_domains = 32768
 /// max_clients = 16384
@@ -27,7 +27,7 @@ use crate::names::validate_name;
 /// long_budget = 8192        # ... per long window
 /// client_budget_factor = 3.0  # a client across all domains gets this many budgets
 /// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
-/// prevalence_window = "24h" # distinct clients per domain are counted over this
+/// prevalence_window = "24h" # distinct clients per domain are counted over this, 1m–30d
 /// search_domains = ["cluster.local"]  # the agents' resolver search suffixes
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,18 +175,32 @@ impl Default for DetectConfig {
     }
 }
 
+/// Accepted `window`.
+pub const WINDOW: DurationRange =
+    DurationRange::new(Duration::from_secs(60), Duration::from_secs(6 * 3600));
+/// Accepted `short_window`.
+pub const SHORT_WINDOW: DurationRange =
+    DurationRange::new(Duration::from_secs(10), Duration::from_secs(600));
+/// Accepted `alert_interval`: a key that stays high is alerted on at least once a day.
+pub const ALERT_INTERVAL: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(86_400));
+/// Accepted `prevalence_window`: a month. Longer, the half-window epochs never turn over and
+/// a domain's client count only grows.
+pub const PREVALENCE_WINDOW: DurationRange =
+    DurationRange::new(Duration::from_secs(60), Duration::from_secs(30 * 86_400));
+
 /// Smallest and largest accepted table bound.
 const TABLE_BOUNDS: (usize, usize) = (64, 10_000_000);
 
 impl DetectConfig {
     /// Records every problem in this section; `at` is its key path (`detect`).
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
-        if self.window < Duration::from_secs(60) || self.window > Duration::from_secs(6 * 3600) {
-            problems.push(format!("{at}.window"), "must be between 1m and 6h");
-        }
-        if self.alert_interval < Duration::from_secs(1) {
-            problems.push(format!("{at}.alert_interval"), "must be at least 1s");
-        }
+        problems.check_duration(format!("{at}.window"), self.window, WINDOW);
+        problems.check_duration(
+            format!("{at}.alert_interval"),
+            self.alert_interval,
+            ALERT_INTERVAL,
+        );
         for (key, value) in [
             ("max_client_domains", self.max_client_domains),
             ("max_domains", self.max_domains),
@@ -199,11 +213,11 @@ impl DetectConfig {
                 );
             }
         }
-        if self.short_window < Duration::from_secs(10)
-            || self.short_window > Duration::from_secs(600)
-        {
-            problems.push(format!("{at}.short_window"), "must be between 10s and 10m");
-        }
+        problems.check_duration(
+            format!("{at}.short_window"),
+            self.short_window,
+            SHORT_WINDOW,
+        );
         if self.long_window < self.window || self.long_window > Duration::from_secs(48 * 3600) {
             problems.push(
                 format!("{at}.long_window"),
@@ -234,9 +248,11 @@ impl DetectConfig {
                 "must be between 1024 and 268435456",
             );
         }
-        if self.prevalence_window < Duration::from_secs(60) {
-            problems.push(format!("{at}.prevalence_window"), "must be at least 1m");
-        }
+        problems.check_duration(
+            format!("{at}.prevalence_window"),
+            self.prevalence_window,
+            PREVALENCE_WINDOW,
+        );
         validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
         for (i, entry) in self.search_domains.iter().enumerate() {
             let key = format!("{at}.search_domains[{i}]");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::policy::group::GroupConfig;
 
 /// Which firewall the sets live in.
@@ -81,10 +81,12 @@ pub struct EgressConfig {
     #[serde(default = "default_table")]
     pub table: String,
     /// How long an address stays allowed after its answer's TTL ran out (apps keep using
-    /// addresses a little past the TTL; connections already open are kept by conntrack anyway).
+    /// addresses a little past the TTL; connections already open are kept by conntrack anyway;
+    /// at most 1d).
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub grace: Duration,
-    /// Shortest timeout ever written (TTL-0 answers would otherwise expire before the connect).
+    /// Shortest timeout ever written (TTL-0 answers would otherwise expire before the connect;
+    /// at most 1d).
     #[serde(default = "default_min_lifetime", with = "humantime_serde")]
     pub min_lifetime: Duration,
     /// Most addresses one answer adds (S3-like names return ever new ones); the rest are not
@@ -161,6 +163,12 @@ impl Default for EgressConfig {
         toml::from_str("").unwrap_or_else(|_| unreachable!("every field has a default"))
     }
 }
+
+/// Accepted `grace` and `min_lifetime`: a day (an element's timeout is capped at 7 days).
+pub const GRACE: DurationRange = DurationRange::up_to(Duration::from_secs(86_400));
+/// Accepted `denied_window`.
+pub const DENIED_WINDOW: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(86_400));
 
 fn default_table() -> String {
     "inet dnsward".into()
@@ -265,11 +273,11 @@ impl EgressConfig {
                 ),
             );
         }
-        if self.denied_window < Duration::from_secs(1)
-            || self.denied_window > Duration::from_secs(86_400)
-        {
-            problems.push(format!("{at}.denied_window"), "must be between 1s and 1d");
-        }
+        problems.check_duration(
+            format!("{at}.denied_window"),
+            self.denied_window,
+            DENIED_WINDOW,
+        );
         if self.denied_action == DeniedAction::Quarantine && !self.trust_denied_sources {
             problems.push(
                 format!("{at}.denied_action"),
@@ -282,9 +290,8 @@ impl EgressConfig {
                 "cannot be true with anti_spoof = false: nothing in the ruleset then stops forged sources",
             );
         }
-        if self.min_lifetime > Duration::from_secs(86_400) {
-            problems.push(format!("{at}.min_lifetime"), "must be at most 1 day");
-        }
+        problems.check_duration(format!("{at}.grace"), self.grace, GRACE);
+        problems.check_duration(format!("{at}.min_lifetime"), self.min_lifetime, GRACE);
         if self.block_encrypted_dns {
             let _ = super::bypass::EncryptedDns::load(
                 self.encrypted_dns_list.as_deref(),

@@ -288,7 +288,8 @@ impl Egress {
                     break;
                 }
                 let ttl = Duration::from_secs(u64::from(ttl_cap.map_or(a.ttl, |c| a.ttl.min(c))));
-                let promised = now + ttl + s.grace;
+                // Saturating: `grace` is validated to a day, but this runs on the query path.
+                let promised = now.saturating_add(ttl).saturating_add(s.grace);
                 let key = (sets.slot, a.ip);
                 if let Some(h) = held.map.get(&key)
                     && h.expiry >= promised
@@ -298,7 +299,10 @@ impl Egress {
                     }
                     continue;
                 }
-                let lifetime = (ttl + s.grace).max(s.min_lifetime).min(MAX_LIFETIME);
+                let lifetime = ttl
+                    .saturating_add(s.grace)
+                    .max(s.min_lifetime)
+                    .min(MAX_LIFETIME);
                 // Whole seconds, rounded up: the kernel never expires it before `promised`. Plus
                 // an eighth (at most a minute) of slack, so that an answer sent with its full TTL
                 // every time (local zones, fresh upstream answers) is rewritten at most every

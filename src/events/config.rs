@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 
 /// Smallest accepted `rotate_bytes`: below this, rotation would churn files for every few events.
 const MIN_ROTATE_BYTES: u64 = 4096;
@@ -77,9 +77,11 @@ fn default_checkpoint_interval() -> Duration {
 }
 
 /// Longest accepted `fsync_interval`: the bound on what a crash can lose.
-const MAX_FSYNC_INTERVAL: Duration = Duration::from_secs(60);
-/// Shortest accepted `checkpoint_interval`: each checkpoint costs an fsync of two files.
-const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MAX_FSYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Accepted `checkpoint_interval`: at least 1s, as each checkpoint costs an fsync of two files;
+/// at most a day, or the log's tail would go that long without a witness.
+pub const CHECKPOINT_INTERVAL: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(86_400));
 
 /// Mode of the event files dnsward creates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -162,7 +164,8 @@ pub struct EventsConfig {
     /// Mode of the event files (default `"0600"`; `"0640"` lets the group read).
     #[serde(default)]
     pub file_mode: FileMode,
-    /// How often a signed checkpoint of the log's tail is written (default 1m; file sink only).
+    /// How often a signed checkpoint of the log's tail is written (default 1m, 1s to 1d; file
+    /// sink only).
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// Where checkpoints go; default `checkpoints.jsonl` in `[store] state_dir`, else
@@ -252,9 +255,11 @@ impl EventsConfig {
                 "must be at most 60s: it bounds what a crash can lose",
             );
         }
-        if self.checkpoint_interval < MIN_CHECKPOINT_INTERVAL {
-            problems.push(format!("{at}.checkpoint_interval"), "must be at least 1s");
-        }
+        problems.check_duration(
+            format!("{at}.checkpoint_interval"),
+            self.checkpoint_interval,
+            CHECKPOINT_INTERVAL,
+        );
         if !self.aggregate_interval.is_zero() && self.aggregate_interval < MIN_AGGREGATE_INTERVAL {
             problems.push(
                 format!("{at}.aggregate_interval"),

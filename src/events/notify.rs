@@ -11,7 +11,8 @@
 //! events = ["alert", "containment_started", "egress_denied"]   # the default
 //! queue = 1000                      # pending notifications; more are dropped and counted
 //! retries = 5                       # after the first attempt, on errors and 5xx/429
-//! backoff = "500ms"                 # doubled per retry, at most 30 s
+//! backoff = "500ms"                 # doubled per retry, at most 30 s (1ms to 30s)
+//! timeout = "5s"                    # per attempt, 1ms to 5m
 //!
 //! [notify.syslog]
 //! address = "127.0.0.1:514"

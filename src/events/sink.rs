@@ -470,19 +470,28 @@ impl<E: LineEncoder> Writer<E> {
         let mut stop_armed = true;
         let mut security_open = true;
         let mut query_open = true;
-        let mut sync_tick =
-            tokio::time::interval(self.fsync_interval.max(Duration::from_millis(1)));
+        let mut sync_tick = tokio::time::interval(
+            self.fsync_interval
+                .clamp(Duration::from_millis(1), super::config::MAX_FSYNC_INTERVAL),
+        );
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Validated to at most a day; clamped anyway, as tokio's interval adds the period to
+        // an instant and would panic on a period past the platform's clock.
+        let checkpoint_every = self
+            .checkpoint_interval
+            .min(super::config::CHECKPOINT_INTERVAL.max)
+            .max(Duration::from_millis(1));
         let mut checkpoint_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.checkpoint_interval,
-            self.checkpoint_interval.max(Duration::from_millis(1)),
+            tokio::time::Instant::now() + checkpoint_every,
+            checkpoint_every,
         );
         checkpoint_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let checkpoints = self.witness.is_some();
         let fold_every = self
             .aggregator
             .as_ref()
-            .map_or(Duration::from_secs(3600), |a| a.interval());
+            .map_or(Duration::from_secs(3600), |a| a.interval())
+            .min(Duration::from_secs(3600)); // validated to at most 60s; as above
         let mut fold_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + fold_every, fold_every);
         fold_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -16,10 +16,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::notify::{Counters, Inlet, NOTIFY_FAILED_TOTAL, NOTIFY_SENT_TOTAL, Notice};
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 
 /// Longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Accepted `backoff`: the first wait, which doubling never takes past [`MAX_BACKOFF`].
+pub const BACKOFF: DurationRange = DurationRange::new(Duration::from_millis(1), MAX_BACKOFF);
+/// Accepted `timeout` of one attempt.
+pub const TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(300));
 /// Largest accepted queue.
 pub const MAX_QUEUE: usize = 100_000;
 
@@ -72,10 +77,10 @@ pub struct WebhookConfig {
     /// Retries after the first attempt (default 5).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// First wait between attempts, doubled each time (default 500 ms).
+    /// First wait between attempts, doubled each time (default 500 ms, 1ms to 30s).
     #[serde(default = "default_backoff", with = "humantime_serde")]
     pub backoff: Duration,
-    /// Per-attempt timeout (default 5 s).
+    /// Per-attempt timeout (default 5 s, 1ms to 5m).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -123,9 +128,8 @@ impl WebhookConfig {
         if self.events.is_empty() {
             problems.push(format!("{at}.events"), "name at least one event kind");
         }
-        if self.timeout.is_zero() {
-            problems.push(format!("{at}.timeout"), "must be above 0");
-        }
+        problems.check_duration(format!("{at}.backoff"), self.backoff, BACKOFF);
+        problems.check_duration(format!("{at}.timeout"), self.timeout, TIMEOUT);
     }
 }
 
@@ -187,7 +191,7 @@ async fn run(
     counters: Arc<Counters>,
 ) {
     let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
+        .timeout(TIMEOUT.clamp(cfg.timeout))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
@@ -200,7 +204,7 @@ async fn run(
     };
     while let Some(notice) = rx.recv().await {
         let body = body(cfg.format, &notice);
-        let mut wait = cfg.backoff;
+        let mut wait = BACKOFF.clamp(cfg.backoff);
         let mut attempt = 0;
         loop {
             let outcome = client.post(&cfg.url).json(&body).send().await;
@@ -223,7 +227,7 @@ async fn run(
             attempt += 1;
             counters.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(MAX_BACKOFF);
+            wait = wait.saturating_mul(2).min(MAX_BACKOFF);
         }
     }
 }

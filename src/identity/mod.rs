@@ -26,7 +26,7 @@ pub use certs::{ClientCert, TlsConfigCell, TlsFiles};
 pub use peer::{AuthKind, ClientKey, DEFAULT_IPV6_PREFIX, Peer, canonical};
 pub use token::{TokenConfig, TokenVerifier};
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 
 /// One encrypted listener (`[[tls.dot]]` or `[[tls.doh]]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -63,7 +63,7 @@ pub struct TlsConfig {
     /// Certificate revocation lists (PEM) for client certificates.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
-    /// Idle time after which an encrypted connection is closed (default 30s).
+    /// Idle time after which an encrypted connection is closed (default 30s, 1ms to 1h).
     #[serde(default = "default_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Most simultaneous connections per listener (default 1024); more are closed at once.
@@ -75,8 +75,8 @@ pub struct TlsConfig {
     /// those still in their TLS handshake included; more are closed at once.
     #[serde(default = "default_per_client")]
     pub max_connections_per_client: usize,
-    /// Longest time a client may take to finish its TLS handshake (default 5s, at most
-    /// `idle_timeout`): a connection that never completes one holds its slots no longer.
+    /// Longest time a client may take to finish its TLS handshake (default 5s, 1ms to 5m and at
+    /// most `idle_timeout`): a connection that never completes one holds its slots no longer.
     #[serde(default = "default_handshake", with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Most queries in flight on one DoT connection (default 64); the connection is not read
@@ -87,6 +87,13 @@ pub struct TlsConfig {
     #[serde(default)]
     pub tokens: Option<TokenConfig>,
 }
+
+/// Accepted `idle_timeout`, as `server.tcp_idle_timeout`.
+pub const IDLE_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(3600));
+/// Accepted `handshake_timeout`: a TLS handshake takes round trips, not minutes.
+pub const HANDSHAKE_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(300));
 
 fn default_idle() -> Duration {
     Duration::from_secs(30)
@@ -203,18 +210,23 @@ impl TlsConfig {
         if self.max_in_flight == 0 {
             problems.push(format!("{at}.max_in_flight"), "must be at least 1");
         }
-        if self.idle_timeout.is_zero() {
-            problems.push(format!("{at}.idle_timeout"), "must be above zero");
-        }
+        problems.check_duration(
+            format!("{at}.idle_timeout"),
+            self.idle_timeout,
+            IDLE_TIMEOUT,
+        );
         if self.max_connections_per_client == 0 {
             problems.push(
                 format!("{at}.max_connections_per_client"),
                 "must be at least 1",
             );
         }
-        if self.handshake_timeout.is_zero() {
-            problems.push(format!("{at}.handshake_timeout"), "must be above zero");
-        } else if self.handshake_timeout > self.idle_timeout {
+        let handshake_in_range = problems.check_duration(
+            format!("{at}.handshake_timeout"),
+            self.handshake_timeout,
+            HANDSHAKE_TIMEOUT,
+        );
+        if handshake_in_range && self.handshake_timeout > self.idle_timeout {
             problems.push(
                 format!("{at}.handshake_timeout"),
                 format!(
@@ -262,7 +274,7 @@ mod tests {
         );
         let text = problems("handshake_timeout = \"0s\"\nmax_connections_per_client = 0");
         assert!(
-            text.contains("tls.handshake_timeout: must be above zero"),
+            text.contains("tls.handshake_timeout: must be between 1ms and 5m, got 0s"),
             "{text}"
         );
         assert!(

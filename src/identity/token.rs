@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 
 /// `[tls.tokens]`: which bearer tokens DoH accepts.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,16 +31,24 @@ pub struct TokenConfig {
     /// The audience tokens must name (default `dnsward`).
     #[serde(default = "default_audience")]
     pub audience: String,
-    /// Longest lifetime a token may have (default 1h).
+    /// Longest lifetime a token may have (default 1h, 1s to 30d).
     #[serde(default = "default_max_lifetime", with = "humantime_serde")]
     pub max_lifetime: Duration,
-    /// Clock skew tolerated on `exp`/`nbf` (default 30s).
+    /// Clock skew tolerated on `exp`/`nbf` (default 30s, at most 10m).
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
     /// Name of the claim holding the group (default `group`).
     #[serde(default = "default_group_claim")]
     pub group_claim: String,
 }
+
+/// Accepted `max_lifetime`: whole seconds, as the claims count; a month at most, or a leaked
+/// token works for longer than any rotation.
+pub const MAX_LIFETIME: DurationRange =
+    DurationRange::new(Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+/// Accepted `clock_skew`: the time an expired token is still accepted; synchronised clocks
+/// differ by far less than minutes (Kerberos allows 5).
+pub const CLOCK_SKEW: DurationRange = DurationRange::up_to(Duration::from_secs(600));
 
 fn default_audience() -> String {
     "dnsward".into()
@@ -67,9 +75,12 @@ impl TokenConfig {
         if self.audience.is_empty() {
             problems.push(format!("{at}.audience"), "must not be empty");
         }
-        if self.max_lifetime.is_zero() {
-            problems.push(format!("{at}.max_lifetime"), "must be above zero");
-        }
+        problems.check_duration(
+            format!("{at}.max_lifetime"),
+            self.max_lifetime,
+            MAX_LIFETIME,
+        );
+        problems.check_duration(format!("{at}.clock_skew"), self.clock_skew, CLOCK_SKEW);
     }
 }
 

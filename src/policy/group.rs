@@ -23,7 +23,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config_error::{ConfigProblems, FileProblems, excerpt};
+use crate::config_error::{ConfigProblems, DurationRange, FileProblems, excerpt};
 use crate::names::{normalise, validate_name};
 use crate::policy::verdict::Verdict;
 use crate::wire::{self, Query, rcode, rtype};
@@ -97,7 +97,7 @@ pub struct GroupConfig {
     /// Sinkhole IPv6 address (default ::).
     #[serde(default)]
     pub sinkhole_ipv6: Option<Ipv6Addr>,
-    /// TTL of block answers (default 60s).
+    /// TTL of block answers (default 60s, at most 1d).
     #[serde(default = "default_block_ttl", with = "humantime_serde")]
     pub block_ttl: Duration,
     /// Tunnel-detection settings for this group.
@@ -122,6 +122,10 @@ pub struct GroupConfig {
 fn default_egress() -> bool {
     true
 }
+
+/// Accepted `block_ttl`: a block answer cached for longer than a day outlives the policy that
+/// gave it (an unblocked name stays blocked in clients' caches), and far below RFC 2181's 2^31-1.
+pub const BLOCK_TTL: DurationRange = DurationRange::up_to(Duration::from_secs(86_400));
 
 fn default_block_ttl() -> Duration {
     Duration::from_secs(60)
@@ -477,8 +481,11 @@ impl Group {
             kind: cfg.block,
             ipv4: cfg.sinkhole_ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
             ipv6: cfg.sinkhole_ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED),
-            ttl: u32::try_from(cfg.block_ttl.as_secs()).unwrap_or(u32::MAX),
+            ttl: u32::try_from(BLOCK_TTL.clamp(cfg.block_ttl).as_secs())
+                .unwrap_or(wire::MAX_TTL)
+                .min(wire::MAX_TTL),
         };
+        problems.check_duration(format!("{at}.block_ttl"), cfg.block_ttl, BLOCK_TTL);
         if cfg.block != BlockKind::Sinkhole
             && (cfg.sinkhole_ipv4.is_some() || cfg.sinkhole_ipv6.is_some())
         {

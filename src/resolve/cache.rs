@@ -34,7 +34,7 @@ use hickory_proto::rr::{RData, RecordType};
 use serde::Deserialize;
 
 use crate::clock::SharedClock;
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::wire::{self, Query, rcode, rtype};
 
 /// `[cache]`: the answer cache's bounds and TTL clamps.
@@ -48,16 +48,25 @@ pub struct CacheConfig {
     /// entry counts what its allocations and its share of the cache's tables really take.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
-    /// Shortest time an answer is kept (default 0s: honour the upstream TTL).
+    /// Shortest time an answer is kept (default 0s: honour the upstream TTL; at most 1d).
     #[serde(default, with = "humantime_serde")]
     pub min_ttl: Duration,
-    /// Longest time an answer is kept (default 1 day).
+    /// Longest time an answer is kept (default 1 day, at most 7d).
     #[serde(default = "default_max_ttl", with = "humantime_serde")]
     pub max_ttl: Duration,
-    /// Longest time a negative answer is kept (default 1 hour, RFC 2308's suggestion is 1–3 h).
+    /// Longest time a negative answer is kept (default 1 hour, RFC 2308's suggestion is 1–3 h;
+    /// at most 1d).
     #[serde(default = "default_negative_max_ttl", with = "humantime_serde")]
     pub negative_max_ttl: Duration,
 }
+
+/// Accepted `min_ttl`: raising every TTL past a day keeps changed records wrong for days.
+pub const CACHE_MIN_TTL: DurationRange = DurationRange::up_to(Duration::from_secs(86_400));
+/// Accepted `max_ttl`: a week, as BIND's `max-cache-ttl` default (RFC 2181 §8 allows 2^31-1 s,
+/// which no cache should keep an answer for).
+pub const CACHE_MAX_TTL: DurationRange = DurationRange::up_to(Duration::from_secs(7 * 86_400));
+/// Accepted `negative_max_ttl`: RFC 2308 §5 finds more than a day problematic.
+pub const CACHE_NEGATIVE_MAX_TTL: DurationRange = DurationRange::up_to(Duration::from_secs(86_400));
 
 fn default_true() -> bool {
     true
@@ -87,6 +96,13 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// Check the section, pushing every problem.
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        problems.check_duration(format!("{at}.min_ttl"), self.min_ttl, CACHE_MIN_TTL);
+        problems.check_duration(format!("{at}.max_ttl"), self.max_ttl, CACHE_MAX_TTL);
+        problems.check_duration(
+            format!("{at}.negative_max_ttl"),
+            self.negative_max_ttl,
+            CACHE_NEGATIVE_MAX_TTL,
+        );
         if self.min_ttl > self.max_ttl {
             problems.push(format!("{at}.min_ttl"), "min_ttl is larger than max_ttl");
         }
@@ -715,8 +731,11 @@ impl AnswerCache {
     }
 }
 
+/// A configured TTL clamp in seconds, never past what RFC 2181 §8 lets a TTL be.
 fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+    u32::try_from(d.as_secs())
+        .unwrap_or(u32::MAX)
+        .min(crate::wire::MAX_TTL)
 }
 
 #[cfg(test)]

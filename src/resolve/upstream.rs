@@ -37,7 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OnceCell, oneshot, watch};
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::metrics as m;
 use crate::names::{normalise, self_and_parents, validate_name};
 use crate::resolve::cache::StaleAnswers;
@@ -63,7 +63,7 @@ pub struct ServerConfig {
     /// `udp` (default) or `tcp`.
     #[serde(default)]
     pub protocol: Transport,
-    /// Time to wait for this server before trying the next (default 1s).
+    /// Time to wait for this server before trying the next (default 1s, 1ms to 5m).
     #[serde(default = "default_attempt_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -85,7 +85,8 @@ pub struct UpstreamConfig {
     /// Default upstream servers, tried in order of health.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
-    /// Overall budget for one query across all servers (default 3s); SERVFAIL after it.
+    /// Overall budget for one query across all servers (default 3s, 1ms to 5m); SERVFAIL after
+    /// it.
     #[serde(default = "default_total_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Conditional forward zones.
@@ -117,6 +118,12 @@ impl Default for UpstreamConfig {
         }
     }
 }
+
+/// Accepted `[upstream] timeout` and per-server `timeout`: a client gives up on a query within
+/// seconds; minutes only hold a miss slot (and, past the platform's clock, `Instant::now() +
+/// timeout` panics).
+pub const UPSTREAM_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(300));
 
 fn default_attempt_timeout() -> Duration {
     Duration::from_secs(1)
@@ -246,11 +253,12 @@ fn build_set(
         let loc = format!("{at}[{i}]");
         match parse_server_address(&s.address) {
             Ok(addr) => {
-                if s.timeout.is_zero() {
-                    problems.push(format!("{loc}.timeout"), "timeout must be above zero");
-                }
+                problems.check_duration(format!("{loc}.timeout"), s.timeout, UPSTREAM_TIMEOUT);
                 servers.push(Arc::new(Upstream::new(
-                    addr, s.protocol, s.timeout, sockets,
+                    addr,
+                    s.protocol,
+                    UPSTREAM_TIMEOUT.clamp(s.timeout),
+                    sockets,
                 )));
             }
             Err(e) => problems.push(format!("{loc}.address"), e),
@@ -270,9 +278,7 @@ impl Upstreams {
             );
         }
         let default = build_set(&cfg.servers, sockets, &format!("{at}.servers"), problems);
-        if cfg.timeout.is_zero() {
-            problems.push(format!("{at}.timeout"), "timeout must be above zero");
-        }
+        problems.check_duration(format!("{at}.timeout"), cfg.timeout, UPSTREAM_TIMEOUT);
         let mut forwards = HashMap::new();
         for (i, f) in cfg.forward.iter().enumerate() {
             let loc = format!("{at}.forward[{i}]");
@@ -300,7 +306,7 @@ impl Upstreams {
         Self {
             default,
             forwards,
-            total_timeout: cfg.timeout,
+            total_timeout: UPSTREAM_TIMEOUT.clamp(cfg.timeout),
             fold_case: cfg.fold_case,
         }
     }
@@ -387,7 +393,8 @@ impl Upstreams {
         if set.servers.is_empty() {
             return Err(UpstreamError::NoUpstream);
         }
-        let deadline = Instant::now() + self.total_timeout;
+        // Both timeouts are validated and clamped; `deadline` never panics even so.
+        let deadline = crate::clock::deadline(Instant::now(), self.total_timeout);
         let mut order: Vec<&Arc<Upstream>> = set.servers.iter().collect();
         // Healthy servers first; stable, so configured order breaks ties.
         order.sort_by_key(|u| u.failures.load(Ordering::Relaxed).min(8));
@@ -436,7 +443,8 @@ async fn exchange(
     cd: bool,
     budget: Duration,
 ) -> Result<Vec<u8>, ExchangeError> {
-    let deadline = tokio::time::Instant::now() + budget;
+    let now = tokio::time::Instant::now().into_std();
+    let deadline = tokio::time::Instant::from_std(crate::clock::deadline(now, budget));
     if up.transport == Transport::Udp {
         up.requests_udp.increment(1);
         let answer = tokio::time::timeout_at(
@@ -749,6 +757,29 @@ mod tests {
             "{r:?}"
         );
         assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_past_the_clock_is_reported_and_never_panics_a_query() {
+        // Found by a bad-input probe: this passed `check`, then every forwarded query panicked
+        // with "overflow when adding duration to instant".
+        let (addr, _) = echo_upstream().await;
+        let huge = "18446744073709551615s";
+        let c = cfg(&format!(
+            "timeout = \"{huge}\"\nservers = [{{ address = \"{addr}\", timeout = \"{huge}\" }}]"
+        ));
+        let mut p = ConfigProblems::default();
+        let u = Upstreams::from_config(&c, "upstream", &mut p);
+        let locations: Vec<_> = p.problems.iter().map(|x| x.location.as_str()).collect();
+        assert_eq!(
+            locations,
+            ["upstream.servers[0].timeout", "upstream.timeout"]
+        );
+        // Were it used anyway, the query is answered.
+        let q = crate::wire::tests::query_bytes("example.com", 1, None);
+        let question = crate::wire::parse_query(&q).unwrap().question.to_vec();
+        let r = u.resolve("example.com", &question, false, false).await;
+        assert!(r.is_ok(), "{r:?}");
     }
 
     /// An upstream that answers every query by echoing it with QR set, and records the source

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config_error::ConfigProblems;
+use crate::config_error::{ConfigProblems, DurationRange};
 use crate::serve::pipeline::Pipeline;
 use crate::serve::pipeline::UnknownClients;
 
@@ -89,7 +89,7 @@ pub struct ServerConfig {
     /// Most simultaneous TCP connections (default 1024); more are closed at once.
     #[serde(default = "default_tcp_max")]
     pub tcp_max_connections: usize,
-    /// Idle time after which a TCP connection is closed (default 10s).
+    /// Idle time after which a TCP connection is closed (default 10s, 1ms to 1h).
     #[serde(default = "default_tcp_idle", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
     /// Most simultaneous TCP connections from one client address (default 16).
@@ -100,7 +100,7 @@ pub struct ServerConfig {
     #[serde(default = "default_tcp_pipelined")]
     pub tcp_max_pipelined: usize,
     /// Longest time one TCP answer may take to be written (default 5s); a client that does
-    /// not read its answers is disconnected after it.
+    /// not read its answers is disconnected after it (1ms to 5m).
     #[serde(default = "default_tcp_write", with = "humantime_serde")]
     pub tcp_write_timeout: Duration,
     /// Most cache misses in flight at once (default 4096); past it a miss is answered SERVFAIL
@@ -114,7 +114,7 @@ pub struct ServerConfig {
     /// What clients in no group get: `refuse` (default) or `drop`.
     #[serde(default)]
     pub unknown_clients: UnknownClients,
-    /// How long shutdown waits for in-flight queries (default 2s).
+    /// How long shutdown waits for in-flight queries (default 2s, at most 5m).
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -123,6 +123,16 @@ pub struct ServerConfig {
 /// with its own thread by default): far above any CPU count dnsward runs on, far below what
 /// would exhaust memory or the process's thread limit at start (a typo such as `100000`).
 pub const MAX_THREADS: usize = 1024;
+
+/// Accepted `tcp_idle_timeout`: RFC 7766 asks for seconds; an hour is far past any client's use.
+pub const TCP_IDLE_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(3600));
+/// Accepted `tcp_write_timeout`: a client that has not read an answer in minutes never will.
+pub const TCP_WRITE_TIMEOUT: DurationRange =
+    DurationRange::new(Duration::from_millis(1), Duration::from_secs(300));
+/// Accepted `shutdown_grace` (0: do not wait): longer than a service manager's stop timeout
+/// would only get the process killed.
+pub const SHUTDOWN_GRACE: DurationRange = DurationRange::up_to(Duration::from_secs(300));
 
 fn default_listen() -> Vec<String> {
     vec!["127.0.0.1:53".into()]
@@ -215,9 +225,11 @@ impl ServerConfig {
         if self.tcp_max_connections == 0 {
             problems.push(format!("{at}.tcp_max_connections"), "must be at least 1");
         }
-        if self.tcp_idle_timeout.is_zero() {
-            problems.push(format!("{at}.tcp_idle_timeout"), "must be above zero");
-        }
+        problems.check_duration(
+            format!("{at}.tcp_idle_timeout"),
+            self.tcp_idle_timeout,
+            TCP_IDLE_TIMEOUT,
+        );
         if self.tcp_max_connections_per_client == 0 {
             problems.push(
                 format!("{at}.tcp_max_connections_per_client"),
@@ -236,9 +248,16 @@ impl ServerConfig {
         if self.tcp_max_pipelined == 0 {
             problems.push(format!("{at}.tcp_max_pipelined"), "must be at least 1");
         }
-        if self.tcp_write_timeout.is_zero() {
-            problems.push(format!("{at}.tcp_write_timeout"), "must be above zero");
-        }
+        problems.check_duration(
+            format!("{at}.tcp_write_timeout"),
+            self.tcp_write_timeout,
+            TCP_WRITE_TIMEOUT,
+        );
+        problems.check_duration(
+            format!("{at}.shutdown_grace"),
+            self.shutdown_grace,
+            SHUTDOWN_GRACE,
+        );
     }
 
     /// The listen addresses, parsed (invalid ones were reported by `validate`).

@@ -468,6 +468,16 @@ async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
             "[groups.detect]",
             "allow_files = [\"missing.txt\"]\n[groups.detect]",
         ), // missing list
+        // Durations past any bound: accepted once, then every forwarded query panicked adding
+        // the timeout to `Instant::now()`; the TTL went on the wire as 4294967295.
+        good.replace(
+            "servers = []",
+            "servers = []\ntimeout = \"18446744073709551615s\"",
+        ),
+        good.replace(
+            "[groups.detect]",
+            "block_ttl = \"18446744073709551615s\"\n[groups.detect]",
+        ),
     ];
     for bad in &bad_variants {
         std::fs::write(&s.config_path, bad).unwrap();
@@ -476,6 +486,7 @@ async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
             .await;
         assert_eq!(status, 422, "{body}");
         assert!(!body["details"].as_array().unwrap().is_empty(), "{body}");
+        assert_ne!(*bad, good, "the variant changed nothing");
         let m = udp_query(s.udp, "127.0.0.70", "api.corp.internal", RecordType::A).await;
         assert_eq!(
             m.metadata.response_code,
@@ -490,7 +501,7 @@ async fn bad_reloads_are_rejected_and_the_old_policy_keeps_answering() {
         .iter()
         .filter(|e| e["kind"] == "policy" && e["action"] == "reload_rejected")
         .count();
-    assert_eq!(rejected, 3);
+    assert_eq!(rejected, bad_variants.len());
 }
 
 #[tokio::test]

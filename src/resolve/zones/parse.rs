@@ -450,9 +450,9 @@ fn encodable(record: &Record) -> Result<(), String> {
     })
 }
 
-/// Largest TTL a zone may give, in seconds: 2^31 - 1 (RFC 2181 §8, which has resolvers read
-/// anything larger as 0).
-const MAX_TTL: u32 = i32::MAX as u32;
+// Largest TTL a zone may give, in seconds: 2^31 - 1 (RFC 2181 §8, which has resolvers read
+// anything larger as 0).
+use crate::wire::MAX_TTL;
 
 /// A TTL as written in a zone (`3600`, `1h30m`), at most [`MAX_TTL`].
 fn zone_ttl(word: &str) -> Result<u32, String> {
