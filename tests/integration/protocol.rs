@@ -467,3 +467,26 @@ async fn names_with_escaped_bytes_are_answered_from_local_zones_never_servfail()
     let denied = by_name("secrets.corp.internal");
     assert_eq!(denied["verdict"], "block", "{denied}");
 }
+
+/// A server cookie's timestamp is Unix time (RFC 9018 §4.3), not the process's uptime: another
+/// server sharing the secret, or one restarted, reads it the same.
+#[tokio::test]
+async fn server_cookies_carry_unix_time() {
+    let s = TestServer::start(None, WIRE).await;
+    let packet = with_cookie(raw_name_query("www.corp.internal", 1), [3; 8], None);
+    let raw = udp_raw(s.udp, MEMBER.parse().unwrap(), &packet)
+        .await
+        .expect("an answer");
+    let server = server_cookie(&raw).expect("a server cookie");
+    assert_eq!(server[0], 1, "version 1");
+    let stamp = u32::from_be_bytes([server[4], server[5], server[6], server[7]]);
+    #[allow(clippy::cast_possible_truncation)]
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(
+        unix.wrapping_sub(stamp) <= 5,
+        "timestamp {stamp}, Unix time {unix}"
+    );
+}

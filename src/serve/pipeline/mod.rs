@@ -226,6 +226,9 @@ pub struct Pipeline {
     overrides: Overrides,
     /// The DNS Cookie secret: proof of a UDP client's source address.
     cookies: CookieSecret,
+    /// Unix time (seconds) at the clock's zero: a server cookie's timestamp is Unix time (RFC
+    /// 9018 §4.3), advanced by the monotonic clock so a wall-clock step cannot expire cookies.
+    cookie_epoch: u64,
     /// DNS-gated egress, when `[egress]` is configured: set once at start.
     egress: std::sync::OnceLock<crate::egress::EgressHook>,
     /// Misses in flight: their bounds and the coalescing of identical questions.
@@ -277,8 +280,14 @@ impl Pipeline {
             settings.max_inflight_misses,
             settings.max_inflight_misses_per_client,
         );
+        let cookie_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(clock.now())
+            .as_secs();
         Self {
             cookies,
+            cookie_epoch,
             egress: std::sync::OnceLock::new(),
             inflight,
             policy: ArcSwap::new(policy),
@@ -739,7 +748,9 @@ impl Pipeline {
         let Some(cookie) = q.edns.and_then(|e| e.cookie) else {
             return protocol == Protocol::Tcp;
         };
-        let secs = u32::try_from(now.get().as_secs()).unwrap_or(u32::MAX);
+        // Serial-number arithmetic on 32 bits (RFC 9018 §4.3): the low 32 bits of Unix time.
+        #[allow(clippy::cast_possible_truncation)]
+        let secs = self.cookie_epoch.wrapping_add(now.get().as_secs()) as u32;
         let (check, answer) = self.cookies.check(Some(&cookie), client, secs);
         q.response_cookie = answer;
         protocol == Protocol::Tcp || check == CookieCheck::Verified
