@@ -345,6 +345,15 @@ name = "agents"
 cidrs = ["10.0.0.0/33"]
 allow = ["*.corp.internal"]
 block = "nxdomain"
+
+[[groups]]
+name = "ag\u0000ents"
+cidrs = ["10.1.0.0/16"]
+allow = ["*.corp.internal"]
+
+[[upstream.forward]]
+zone = "lab.example"
+servers = [{ address = "127.0.0.1:0" }]
 "#,
     )
     .unwrap();
@@ -377,12 +386,15 @@ block = "nxdomain"
         "server.tcp_max_connections",
         "events.path",
         "groups[0].cidrs[0]",
+        "groups[1].name",
     ] {
         assert!(
             locations.contains(expected),
             "no problem reported at {expected}:\n{stderr}"
         );
     }
+    assert!(stderr.contains("control character U+0000"), "{stderr}");
+    assert!(stderr.contains("port 0 is no server's port"), "{stderr}");
 }
 
 #[test]

@@ -441,6 +441,9 @@ impl Group {
         let mut files = Vec::new();
         if cfg.name.trim().is_empty() {
             problems.push(format!("{at}.name"), "group name must not be empty");
+        } else if let Some(why) = crate::printable::rejected_char(&cfg.name, false) {
+            // It is printed in events, alerts and the console: one line of plain text.
+            problems.push(format!("{at}.name"), format!("group name {why}"));
         }
         let mut cidrs = Vec::new();
         for (i, c) in cfg.cidrs.iter().enumerate() {

@@ -139,6 +139,9 @@ fn default_total_timeout() -> Duration {
 pub fn parse_server_address(text: &str) -> Result<SocketAddr, String> {
     let t = text.trim();
     if let Ok(sa) = t.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(format!("{t:?}: port 0 is no server's port"));
+        }
         return Ok(sa);
     }
     t.parse::<IpAddr>()
@@ -700,6 +703,8 @@ mod tests {
             "[::1]:5353".parse().unwrap()
         );
         assert!(parse_server_address("localhost").is_err());
+        let zero = parse_server_address("127.0.0.1:0").unwrap_err();
+        assert!(zero.contains("port 0"), "{zero}");
     }
 
     #[test]
