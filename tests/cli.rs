@@ -291,3 +291,34 @@ fn policy_history_and_events_tail_escape_control_characters() {
     assert!(out.contains("by eve\\u001b[2J"), "{out}");
     assert!(out.contains("not json \\u001b]0;title\\u0007"), "{out}");
 }
+
+/// `dnsward audit verify FILE | head -1`: the reader goes away; the command ends quietly (the
+/// status a program killed by SIGPIPE gives) instead of panicking with status 101.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let line = serde_json::json!({"ts": "2026-12-03T02:50:00.000000Z", "kind": "admin"});
+    std::fs::write(&log, format!("{line}\n").repeat(50)).unwrap();
+    for args in [
+        vec!["audit", "verify", log.to_str().unwrap()],
+        vec!["audit", "verify", "--json", log.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes (it reads and hashes the file first).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            matches!(out.status.code(), Some(0 | 2 | 141)),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

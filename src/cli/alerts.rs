@@ -51,9 +51,9 @@ pub fn run(config: &Path, file: Option<PathBuf>, args: AlertsArgs) -> anyhow::Re
     }
     let scan = scan_alerts(&files, &query, Utc::now())?;
     if args.json {
-        println!("{}", render_json(&scan.suspects));
+        outln!("{}", render_json(&scan.suspects));
     } else {
-        print!("{}", render_table(&scan.suspects));
+        out!("{}", render_table(&scan.suspects));
         if scan.skipped > 0 {
             eprintln!(
                 "note: {} line(s) were not events and were skipped (first: {})",

@@ -53,11 +53,11 @@ pub fn run(action: AuditAction) -> anyhow::Result<ExitCode> {
         if let Some(c) = &cps {
             v["checkpoints"] = serde_json::to_value(c)?;
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{report}");
+        outln!("{report}");
         if let Some(c) = &cps {
-            print!("{c}");
+            out!("{c}");
         }
     }
     Ok(if report.ok && cps.as_ref().is_none_or(|c| c.ok) {

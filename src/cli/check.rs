@@ -1,6 +1,7 @@
 //! `dnsward check`: validate a configuration and every file it pulls in, printing every problem
 //! found at once.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -19,7 +20,9 @@ pub fn run(path: &Path) -> ExitCode {
             } else {
                 format!("local zones {}", zones.join(", "))
             };
-            println!(
+            // A closed stdout changes nothing: the exit status is the answer.
+            let _ = writeln!(
+                std::io::stdout(),
                 "{}: OK ({} groups, {} files read, {zones}, listening on {})",
                 path.display(),
                 cfg.groups.len(),

@@ -24,7 +24,7 @@ pub fn run(config: &Path, action: EgressAction) -> anyhow::Result<()> {
     match action {
         EgressAction::Ruleset => {
             let inputs = ruleset::inputs(&cfg.groups, &cfg.server.listen, ec);
-            print!(
+            out!(
                 "{}",
                 ruleset::render(ec, &inputs, &config.display().to_string())
             );
@@ -37,9 +37,9 @@ pub fn run(config: &Path, action: EgressAction) -> anyhow::Result<()> {
                 table,
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&sets)?);
+                outln!("{}", serde_json::to_string_pretty(&sets)?);
             } else {
-                print!("{}", backend::render_status(&ec.table, &sets));
+                out!("{}", backend::render_status(&ec.table, &sets));
             }
         }
     }

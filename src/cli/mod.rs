@@ -17,6 +17,26 @@
 //! - [`table`]: the one way the CLI draws a table.
 //!
 //! May import anything in the library; nothing in the library imports it.
+//!
+//! Output goes through [`out!`] and [`outln!`], which return an error instead of panicking
+//! when stdout is closed (`dnsward audit verify | head -1`): the command then ends quietly
+//! with status 141, as a program killed by SIGPIPE would.
+
+/// `print!` that hands a write error (a closed pipe) to the caller's `?` instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+/// `println!` that hands a write error (a closed pipe) to the caller's `?`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
 
 pub mod alerts;
 pub mod audit;
@@ -358,6 +378,9 @@ pub fn run(cli: Cli) -> ExitCode {
         )),
         Command::Events { action } => exit(tail::run(action)),
         Command::Audit { action } => audit::run(action).unwrap_or_else(|e| {
+            if is_closed_stdout(&e) {
+                return ExitCode::from(CLOSED_STDOUT);
+            }
             eprintln!("dnsward: {e:#}");
             ExitCode::from(1)
         }),
@@ -389,7 +412,7 @@ fn token(action: TokenAction) -> anyhow::Result<()> {
         ttl,
         issued_at: crate::identity::token::unix_now(),
     };
-    println!("{}", crate::identity::token::issue(&key, &req)?);
+    outln!("{}", crate::identity::token::issue(&key, &req)?);
     Ok(())
 }
 
@@ -424,16 +447,29 @@ fn review(
     };
     let out = rt.block_on(crate::review::cli::run(api, &token, action));
     if out.status == 0 {
-        print!("{}", out.text);
+        use std::io::Write as _;
+        // A closed stdout changes nothing: the exit status is the answer.
+        let _ = write!(std::io::stdout(), "{}", out.text);
     } else {
         eprint!("{}", out.text);
     }
     ExitCode::from(u8::try_from(out.status).unwrap_or(2))
 }
 
+/// Status of a command whose stdout was closed under it (`| head`): what a program killed by
+/// SIGPIPE gives its shell, 128 + 13.
+const CLOSED_STDOUT: u8 = 141;
+
+/// Whether `e` is stdout closed under the command (its reader went away).
+fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn exit(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_closed_stdout(&e) => ExitCode::from(CLOSED_STDOUT),
         Err(e) => {
             eprintln!("dnsward: {e:#}");
             ExitCode::from(1)

@@ -76,19 +76,19 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
         PolicyAction::History { json } => {
             let history = open_store(&cfg)?.history()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&history)?);
+                outln!("{}", serde_json::to_string_pretty(&history)?);
             } else {
-                print!("{}", history_table(&history));
+                out!("{}", history_table(&history));
             }
         }
-        PolicyAction::Diff { a, b } => print!("{}", open_store(&cfg)?.diff(a, b)?),
+        PolicyAction::Diff { a, b } => out!("{}", open_store(&cfg)?.diff(a, b)?),
         PolicyAction::Reload { actor, message } => {
             let v = admin_post(
                 &cfg,
                 "/api/v1/policy/reload",
                 &serde_json::json!({ "actor": actor, "message": message }),
             )?;
-            println!(
+            outln!(
                 "reloaded: now version {} ({})",
                 v["version"],
                 escaped(v["hash"].as_str().unwrap_or(""))
@@ -100,10 +100,10 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 .filter_map(|z| z.as_str())
                 .collect();
             if !added.is_empty() {
-                println!("local zone(s) added: {}", escaped(&added.join(", ")));
+                outln!("local zone(s) added: {}", escaped(&added.join(", ")));
             }
             for w in v["warnings"].as_array().into_iter().flatten() {
-                println!("warning: {}", escaped(w.as_str().unwrap_or_default()));
+                outln!("warning: {}", escaped(w.as_str().unwrap_or_default()));
             }
         }
         PolicyAction::Rollback { to, actor, reason } => {
@@ -112,9 +112,10 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 "/api/v1/policy/rollback",
                 &serde_json::json!({ "to": to, "actor": actor, "reason": reason }),
             )?;
-            println!(
+            outln!(
                 "rolled back: version {} re-activates version {}",
-                v["number"], v["rolled_back_to"]
+                v["number"],
+                v["rolled_back_to"]
             );
         }
         PolicyAction::Apply {
@@ -127,14 +128,14 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                 "/api/v1/policy/apply",
                 &serde_json::json!({ "version": version, "actor": actor, "reason": reason }),
             )?;
-            println!(
+            outln!(
                 "applied: version {} runs proposal {version} ({})",
                 v["number"],
                 escaped(v["change"].as_str().unwrap_or(""))
             );
             for f in v["live_differs"].as_array().into_iter().flatten() {
                 let f = escaped(f.as_str().unwrap_or_default());
-                println!(
+                outln!(
                     "the live {f} does not have it yet: `dnsward policy cat {} --file {f} --write-back` before the next reload or restart",
                     v["number"]
                 );
@@ -166,7 +167,7 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
                     })
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {} from version {version}", path.display());
+                outln!("wrote {} from version {version}", path.display());
             } else {
                 std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
             }
