@@ -179,6 +179,31 @@ pub const OPTION_COOKIE: u16 = 10;
 /// EDNS option code of PADDING (RFC 7830).
 pub const OPTION_PADDING: u16 = 12;
 
+/// EDNS option code of Extended DNS Error (RFC 8914).
+pub const OPTION_EDE: u16 = 15;
+
+/// An Extended DNS Error for an answer (RFC 8914): why it is what it is, for the client's
+/// logs. Sent only to a client that used EDNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ede {
+    /// INFO-CODE ([`ede`]).
+    pub code: u16,
+    /// EXTRA-TEXT: short, plain, never the configuration's secrets.
+    pub text: &'static str,
+}
+
+/// The RFC 8914 INFO-CODEs dnsward gives.
+pub mod ede {
+    /// Forged Answer: a sinkhole address instead of the real one.
+    pub const FORGED_ANSWER: u16 = 4;
+    /// Blocked: by the operator's policy (a group's rules, a containment).
+    pub const BLOCKED: u16 = 15;
+    /// Prohibited: this client may not ask (unknown, unauthenticated, quarantined).
+    pub const PROHIBITED: u16 = 18;
+    /// Not Supported: a zone transfer, a class other than IN.
+    pub const NOT_SUPPORTED: u16 = 21;
+}
+
 /// Answers to padded queries over encrypted transports are padded to a multiple of this many
 /// bytes (RFC 8467 §4.1, the recommended block-length strategy for responses).
 pub const RESPONSE_PADDING_BLOCK: usize = 468;
@@ -807,6 +832,11 @@ fn additional_start(msg: &[u8]) -> Option<usize> {
 ///
 /// `msg` must start with a header and the same question as `q` (any case).
 pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
+    finish_response_with(msg, q, max_len, None);
+}
+
+/// [`finish_response`], with an Extended DNS Error in the OPT record when the client used EDNS.
+pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ede: Option<Ede>) {
     if msg.len() < HEADER_LEN + q.question.len() {
         return;
     }
@@ -818,11 +848,12 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
     msg[2..4].copy_from_slice(&flags.to_be_bytes());
     msg[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
     let cookie = q.edns.and_then(|e| e.cookie).zip(q.response_cookie);
+    let ede = ede.filter(|_| q.edns.is_some());
     let opt_len = match (q.edns, cookie) {
         (None, _) => 0,
         (Some(_), None) => 11,
         (Some(_), Some(_)) => 11 + 4 + 8 + 16,
-    };
+    } + ede.map_or(0, |e| 6 + e.text.len());
     if msg.len() + opt_len > max_len
         && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
     {
@@ -844,6 +875,12 @@ pub fn finish_response(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize) {
             msg.extend_from_slice(&24u16.to_be_bytes());
             msg.extend_from_slice(&client.client);
             msg.extend_from_slice(&server);
+        }
+        if let Some(e) = ede {
+            msg.extend_from_slice(&OPTION_EDE.to_be_bytes());
+            msg.extend_from_slice(&u16::try_from(2 + e.text.len()).unwrap_or(2).to_be_bytes());
+            msg.extend_from_slice(&e.code.to_be_bytes());
+            msg.extend_from_slice(e.text.as_bytes());
         }
         // RFC 7830 §4 / RFC 8467 §4.1: the whole answer to a multiple of the block, as far as
         // the client's limit allows.

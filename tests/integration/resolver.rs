@@ -459,3 +459,72 @@ async fn localhost_and_private_reverse_names_are_answered_here_unless_a_forward_
         up.asked()
     );
 }
+
+/// The Extended DNS Error (RFC 8914) in an answer, as (INFO-CODE, EXTRA-TEXT).
+fn ede_of(m: &hickory_proto::op::Message) -> Option<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.options().get(EdnsCode::from(15))? {
+        EdnsOption::Unknown(15, data) if data.len() >= 2 => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        other => panic!("an EDE option that does not decode: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn blocks_refusals_and_sinkholes_say_why_in_an_extended_dns_error() {
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    for (src, name, qtype, want) in [
+        // An allowed answer carries none.
+        ("127.0.0.10", "www.example", RecordType::A, None),
+        // A policy block: Blocked (15).
+        (
+            "127.0.0.10",
+            "secrets.corp.internal",
+            RecordType::A,
+            Some((15, "blocked by policy")),
+        ),
+        (
+            "127.0.0.30",
+            "other.example",
+            RecordType::A,
+            Some((15, "blocked by policy")),
+        ),
+        // A sinkhole address: Forged Answer (4).
+        (
+            "127.0.0.20",
+            "tracker.example",
+            RecordType::A,
+            Some((4, "sinkholed by policy")),
+        ),
+        // A client in no group: Prohibited (18).
+        ("127.0.0.99", "www.example", RecordType::A, Some((18, ""))),
+        // A zone transfer: Not Supported (21).
+        (
+            "127.0.0.10",
+            "corp.internal",
+            RecordType::AXFR,
+            Some((21, "zone transfers are not served")),
+        ),
+    ] {
+        let m = udp_query(s.udp, src, name, qtype).await;
+        assert_eq!(
+            ede_of(&m),
+            want.map(|(c, t)| (c, t.to_string())),
+            "{src} {name} {qtype}: {m:?}"
+        );
+    }
+    // Without EDNS there is no OPT record to carry it.
+    let raw = udp_raw(
+        s.udp,
+        "127.0.0.10".parse().unwrap(),
+        &query_packet("secrets.corp.internal", RecordType::A, false),
+    )
+    .await
+    .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.edns.is_none());
+}

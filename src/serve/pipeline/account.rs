@@ -32,6 +32,9 @@ pub(super) struct Report<'a> {
     upstream: Option<&'a str>,
     /// The rcode with its extended bits, when the header's 4 bits do not tell it (BADVERS).
     rcode: Option<u16>,
+    /// The Extended DNS Error the answer carries, when not the verdict's own
+    /// ([`Report::default_ede`]).
+    ede: Option<wire::Ede>,
 }
 
 impl<'a> Report<'a> {
@@ -43,7 +46,29 @@ impl<'a> Report<'a> {
             cache_hit: false,
             upstream: None,
             rcode: None,
+            ede: Self::default_ede(verdict),
         }
+    }
+
+    /// What an answer of `verdict` tells an EDNS client (RFC 8914): a policy block, a
+    /// sinkhole's forged address, a refusal of this client.
+    fn default_ede(verdict: Verdict) -> Option<wire::Ede> {
+        use wire::{Ede, ede};
+        let (code, text) = match verdict {
+            Verdict::Block => (ede::BLOCKED, "blocked by policy"),
+            Verdict::Sinkhole => (ede::FORGED_ANSWER, "sinkholed by policy"),
+            Verdict::Throttle => (ede::BLOCKED, "rate limited"),
+            Verdict::Quarantine => (ede::PROHIBITED, "client quarantined"),
+            Verdict::Refuse => (ede::PROHIBITED, ""),
+            _ => return None,
+        };
+        Some(Ede { code, text })
+    }
+
+    /// The answer carries `ede` instead of the verdict's own Extended DNS Error.
+    pub(super) fn ede(mut self, ede: wire::Ede) -> Self {
+        self.ede = Some(ede);
+        self
     }
 
     /// The answer's full rcode is `rcode` (extended bits included).
@@ -211,7 +236,8 @@ impl Pipeline {
         report: &Report<'_>,
     ) -> Vec<u8> {
         if !msg.is_empty() {
-            wire::finish_response(&mut msg, ctx.q, ctx.protocol.max_len(ctx.q));
+            let max_len = ctx.protocol.max_len(ctx.q);
+            wire::finish_response_with(&mut msg, ctx.q, max_len, report.ede);
         }
         self.finish_rendered(ctx, msg, report)
     }

@@ -104,7 +104,10 @@ impl Pipeline {
             return Step::Continue(());
         }
         let msg = wire::start_response(a.asked.q, rcode::REFUSED, false);
-        let report = Report::new(Verdict::Refuse, &|| "class not served".into());
+        let report = Report::new(Verdict::Refuse, &|| "class not served".into()).ede(wire::Ede {
+            code: wire::ede::NOT_SUPPORTED,
+            text: "only class IN is served",
+        });
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
     }
 
@@ -122,7 +125,11 @@ impl Pipeline {
             wire::rtype::AXFR | wire::rtype::IXFR => {
                 let msg = wire::start_response(q, rcode::REFUSED, false);
                 let why = || format!("zone transfer ({}) not served", wire::type_name(q.qtype));
-                self.finish(&a.asked, msg, &Report::new(Verdict::Refuse, &why))
+                let report = Report::new(Verdict::Refuse, &why).ede(wire::Ede {
+                    code: wire::ede::NOT_SUPPORTED,
+                    text: "zone transfers are not served",
+                });
+                self.finish(&a.asked, msg, &report)
             }
             wire::rtype::MAILA | wire::rtype::MAILB => {
                 let why = || format!("query type {} not implemented", wire::type_name(q.qtype));
