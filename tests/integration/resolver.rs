@@ -511,6 +511,11 @@ async fn blocks_refusals_and_sinkholes_say_why_in_an_extended_dns_error() {
     ] {
         let m = udp_query(s.udp, src, name, qtype).await;
         assert_eq!(
+            m.metadata.recursion_available,
+            src != "127.0.0.99",
+            "{src} {name}: RA only for a client that may recurse"
+        );
+        assert_eq!(
             ede_of(&m),
             want.map(|(c, t)| (c, t.to_string())),
             "{src} {name} {qtype}: {m:?}"

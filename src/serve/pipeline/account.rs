@@ -141,7 +141,10 @@ impl Pipeline {
         let reason = || "unknown client".to_string();
         match self.settings.unknown_clients {
             UnknownClients::Refuse => {
-                let msg = wire::start_response(ctx.q, rcode::REFUSED, false);
+                let mut msg = wire::start_response(ctx.q, rcode::REFUSED, false);
+                // Recursion is not available to this client (RA clear, as BIND answers a
+                // client its ACLs refuse).
+                msg[3] &= !0x80;
                 Outcome::Reply(self.finish(ctx, msg, &Report::new(Verdict::Refuse, &reason)))
             }
             UnknownClients::Drop => {
