@@ -758,7 +758,8 @@ pub fn start_response(q: &Query<'_>, rcode: u8, authoritative: bool) -> Vec<u8> 
     out
 }
 
-/// Header-only answer for packets whose question could not be parsed (FORMERR, NOTIMP).
+/// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP): the header, the
+/// question when there is one plain question to echo, and an OPT record when the query had one.
 ///
 /// Returns `None` when the packet is too short or is a response: those get no answer.
 #[must_use]
@@ -771,7 +772,76 @@ pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
     out[2] = (packet[2] & 0x79) | 0x80;
     out[3] = rcode & 0x0F;
     out[4..12].fill(0);
+    // What can be read of the rest: one plain question is echoed (as Unbound and BIND do for
+    // NOTIMP and most FORMERRs), and a query with an OPT record gets ours (RFC 6891 §6.1.1),
+    // when the records before it can be walked.
+    let readable = readable_parts(packet);
+    if let Some(end) = readable.question_end {
+        out.extend_from_slice(&packet[HEADER_LEN..end]);
+        out[5] = 1;
+    }
+    if let Some(dnssec_ok) = readable.opt_dnssec_ok {
+        push_opt(&mut out, dnssec_ok, 0);
+    }
     Some(out)
+}
+
+/// What [`header_only_error`] can read of a packet it answers.
+struct ReadableParts {
+    /// Where the question ends, when there is exactly one, uncompressed and complete.
+    question_end: Option<usize>,
+    /// The DO bit of the query's OPT record, when it has one where it belongs.
+    opt_dnssec_ok: Option<bool>,
+}
+
+fn readable_parts(packet: &[u8]) -> ReadableParts {
+    let mut out = ReadableParts {
+        question_end: None,
+        opt_dnssec_ok: None,
+    };
+    let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
+    let mut r = Reader {
+        buf: packet,
+        pos: HEADER_LEN,
+    };
+    for i in 0..count(4) {
+        // Labels only: a compressed or extended label in a question is not echoed.
+        loop {
+            match r.u8() {
+                Some(0) => break,
+                Some(len) if len & 0xC0 == 0 && r.skip(usize::from(len)).is_some() => {}
+                _ => return out,
+            }
+        }
+        if r.skip(4).is_none() || r.pos - HEADER_LEN > 255 + 4 {
+            return out;
+        }
+        if i == 0 && count(4) == 1 {
+            out.question_end = Some(r.pos);
+        }
+    }
+    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
+        if skip_record(&mut r).is_none() {
+            return out;
+        }
+    }
+    for _ in 0..count(10) {
+        let owner_at = r.pos;
+        if r.skip_name().is_none() {
+            return out;
+        }
+        let (Some(rtype), Some(_), Some(ttl), Some(rdlen)) = (r.u16(), r.u16(), r.u32(), r.u16())
+        else {
+            return out;
+        };
+        if r.skip(usize::from(rdlen)).is_none() {
+            return out;
+        }
+        if rtype == rtype::OPT && is_root_name(packet, owner_at) {
+            out.opt_dnssec_ok = Some(ttl & 0x8000 != 0);
+        }
+    }
+    out
 }
 
 /// Append an answer record whose owner is the question name (compression pointer to offset 12).
@@ -1583,5 +1653,45 @@ pub(crate) mod tests {
         assert_eq!(&r[0..2], &p[0..2]);
         assert_eq!(r[3] & 0x0F, rcode::FORMERR);
         assert!(header_only_error(&p[..4], 1).is_none());
+    }
+
+    #[test]
+    fn error_answers_echo_a_plain_question_and_an_opt_record() {
+        // NOTIFY (opcode 4) with EDNS and DO: question and OPT (DO kept) come back.
+        let mut p = query_bytes("example.com", rtype::SOA, Some(1232));
+        p[2] |= 4 << 3;
+        let at = p.len() - 5;
+        p[at] = 0x80;
+        let r = header_only_error(&p, rcode::NOTIMP).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NotImp
+        );
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.queries[0].name().to_ascii(), "example.com.");
+        assert!(m.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
+        // A malformed COOKIE (3 bytes): FORMERR, still with the question and an OPT record.
+        let p = query_with_option(OPTION_COOKIE, &[1, 2, 3]);
+        assert!(parse_query(&p).is_err());
+        let m =
+            hickory_proto::op::Message::from_vec(&header_only_error(&p, rcode::FORMERR).unwrap())
+                .unwrap();
+        assert_eq!(m.queries.len(), 1);
+        assert!(m.edns.is_some());
+        // A compressed question name or two questions: the header alone.
+        let mut p = query_bytes("example.com", 1, None);
+        p[12] = 0xC0;
+        p[13] = 12;
+        assert_eq!(
+            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            HEADER_LEN
+        );
+        let mut p = query_bytes("example.com", 1, None);
+        p[5] = 2;
+        assert_eq!(
+            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            HEADER_LEN
+        );
     }
 }
