@@ -231,6 +231,82 @@ fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> 
     Ok((found, padding))
 }
 
+/// Spare buffers per thread: the query name's `String` and the answer's `Vec` are taken from
+/// here and given back (the name when its [`Query`] drops, the answer once sent,
+/// [`recycle_reply`]), so a query on the hot path costs no allocation: two `malloc`/`free`
+/// pairs were ~250 instructions of ~5,400 (`bench/README.md`, session 10). Bounded: a thread
+/// keeps at most [`spare::KEEP`] of each, none larger than [`spare::MAX_CAPACITY`].
+mod spare {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread and kind.
+    pub(super) const KEEP: usize = 64;
+    /// Larger buffers (a big TCP answer) go back to the allocator.
+    pub(super) const MAX_CAPACITY: usize = 4096;
+
+    thread_local! {
+        static NAMES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static REPLIES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    type Pool = std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>;
+
+    fn take(pool: &'static Pool, capacity: usize) -> Vec<u8> {
+        let spare = pool
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .ok()
+            .flatten();
+        match spare {
+            Some(mut v) => {
+                v.clear();
+                v.reserve(capacity);
+                v
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    fn give(pool: &'static Pool, v: Vec<u8>) {
+        if v.capacity() == 0 || v.capacity() > MAX_CAPACITY {
+            return;
+        }
+        let _ = pool.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < KEEP
+            {
+                p.push(v);
+            }
+        });
+    }
+
+    pub(super) fn take_name(capacity: usize) -> Vec<u8> {
+        take(&NAMES, capacity)
+    }
+
+    pub(super) fn give_name(v: Vec<u8>) {
+        give(&NAMES, v);
+    }
+
+    pub(super) fn take_reply(capacity: usize) -> Vec<u8> {
+        take(&REPLIES, capacity)
+    }
+
+    pub(super) fn give_reply(v: Vec<u8>) {
+        give(&REPLIES, v);
+    }
+}
+
+/// An empty buffer for an answer of about `capacity` bytes, from this thread's spares.
+#[must_use]
+pub fn reply_buffer(capacity: usize) -> Vec<u8> {
+    spare::take_reply(capacity)
+}
+
+/// Give a sent answer's buffer back to this thread's spares ([`reply_buffer`]).
+pub fn recycle_reply(buf: Vec<u8>) {
+    spare::give_reply(buf);
+}
+
 /// A parsed query, borrowing the packet it came from.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
@@ -263,6 +339,12 @@ pub struct Query<'a> {
     pub response_cookie: Option<[u8; 16]>,
     /// Pad the answer (set by the pipeline: a padded query over DoT or DoH, RFC 7830 §4).
     pub pad_response: bool,
+}
+
+impl Drop for Query<'_> {
+    fn drop(&mut self) {
+        spare::give_name(std::mem::take(&mut self.name).into_bytes());
+    }
 }
 
 impl Query<'_> {
@@ -390,7 +472,8 @@ fn wire_name_text(wire: &[u8]) -> String {
     let body = wire
         .get(1..wire.len().saturating_sub(1))
         .unwrap_or_default();
-    let mut out: Vec<u8> = body.iter().map(|&b| PLAIN_LOWER[usize::from(b)]).collect();
+    let mut out = spare::take_name(body.len().max(1));
+    out.extend(body.iter().map(|&b| PLAIN_LOWER[usize::from(b)]));
     let mut at = usize::from(wire.first().copied().unwrap_or(0));
     while let (Some(&len), Some(dot)) = (body.get(at), out.get_mut(at)) {
         *dot = b'.';
@@ -399,6 +482,7 @@ fn wire_name_text(wire: &[u8]) -> String {
     if !out.contains(&0) {
         return name_from_bytes(out);
     }
+    spare::give_name(out);
     let mut at = 0;
     name_from_labels(std::iter::from_fn(|| {
         let len = usize::from(*wire.get(at)?);
@@ -740,7 +824,7 @@ mod flag {
 /// Start an answer to `q`: header (counts zero but QDCOUNT=1) and the client's question.
 #[must_use]
 pub fn start_response(q: &Query<'_>, rcode: u8, authoritative: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + q.question.len() + 64);
+    let mut out = reply_buffer(HEADER_LEN + q.question.len() + 64);
     let mut flags = flag::QR | flag::RA | u16::from(rcode & 0x0F);
     if q.rd {
         flags |= flag::RD;

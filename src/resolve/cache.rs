@@ -346,7 +346,7 @@ impl CachedAnswer {
         let elapsed =
             u32::try_from(now_ms.saturating_sub(self.stored_at_ms) / 1000).unwrap_or(u32::MAX);
         let msg = self.message();
-        let mut out = Vec::with_capacity(msg.len() + 11);
+        let mut out = wire::reply_buffer(msg.len() + 11);
         out.extend_from_slice(msg);
         for at in self.ttl_offsets() {
             if let Some(field) = out.get_mut(at..at + 4) {

@@ -178,7 +178,15 @@ async fn send_all(sock: &AsyncFd<UdpSocket>, v6: bool, replies: &mut Vec<(Vec<u8
             Err(_) => start += 1,
         }
     }
-    replies.clear();
+    recycle(replies);
+}
+
+/// Empty `replies`, giving each sent answer's buffer back for the next batch's answers
+/// ([`crate::wire::recycle_reply`]).
+fn recycle(replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    for (reply, _) in replies.drain(..) {
+        crate::wire::recycle_reply(reply);
+    }
 }
 
 /// Send one answer (a resolved cache miss), waiting out a full send buffer once or twice.
@@ -379,7 +387,7 @@ mod thread_loop {
                 Err(_) => start += 1,
             }
         }
-        replies.clear();
+        super::recycle(replies);
     }
 
     /// Send a resolved miss's answer from the runtime, never blocking a worker.
