@@ -214,7 +214,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("count") {
         let rounds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
-        let (p, _sink) = pipeline(true, None);
+        // `HOTPATH_EVENTS=1`: events to a file (every block, allowed sampled), as run.sh runs
+        // the server; the writer runs on its own runtime thread (not counted per query here
+        // only if it keeps up; it is counted in the process's total).
+        let events_path = std::env::temp_dir().join(format!("dnsward-hotpath-count-{}.jsonl", std::process::id()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _enter = rt.enter();
+        let events = std::env::var_os("HOTPATH_EVENTS").is_some();
+        let (p, _sink) = pipeline(true, events.then_some(events_path.as_path()));
         warm(&p, &w1);
         match args.get(2).map(String::as_str) {
             Some("w2") => count_case(&p, &w2p, rounds),

@@ -297,27 +297,35 @@ impl Pipeline {
                 )
             };
             // Everything that makes two query lines identical but their time: repeats of it
-            // within `[events] aggregate_interval` are folded into one line with a count.
+            // within `[events] aggregate_interval` are folded into one line with a count. The
+            // hasher is seeded per process (a fixed seed would let a client compute names whose
+            // lines fold into another query's); each field is one write, the small ones packed
+            // into one word with the variable-length fields' lengths, so no two different
+            // field lists write the same bytes.
             let key = {
-                use std::hash::{BuildHasher, Hash, Hasher};
-                let mut h = foldhash::fast::FixedState::with_seed(0x6473_7761_7264).build_hasher();
-                (
-                    client,
-                    peer.key.agent_name(),
-                    gid,
-                    q.name.as_ref() as &str,
-                    q.qtype,
-                )
-                    .hash(&mut h);
-                (
-                    verdict,
-                    protocol.as_str(),
-                    rc,
-                    policy.version.number,
-                    report.cache_hit,
-                    report.upstream,
-                )
-                    .hash(&mut h);
+                use std::hash::{BuildHasher, Hasher};
+                let agent = peer.key.agent_name();
+                let mut h = self.fold_seed.build_hasher();
+                match client {
+                    std::net::IpAddr::V4(a) => h.write_u32(a.to_bits()),
+                    std::net::IpAddr::V6(a) => h.write_u128(a.to_bits()),
+                }
+                h.write(q.name.as_bytes());
+                h.write(agent.unwrap_or_default().as_bytes());
+                h.write(report.upstream.unwrap_or_default().as_bytes());
+                let lengths = q.name.len() as u64
+                    | (agent.map_or(0, |a| a.len() as u64 + 1) << 16)
+                    | (report.upstream.map_or(0, |u| u.len() as u64 + 1) << 32)
+                    | ((protocol as u64) << 48)
+                    | (u64::from(client.is_ipv6()) << 56);
+                let small = u64::from(q.qtype)
+                    | (u64::from(gid.map_or(u16::MAX, |g| g)) << 16)
+                    | (u64::from(rc.map_or(u16::MAX, |r| r)) << 32)
+                    | ((verdict.index() as u64) << 48)
+                    | (u64::from(report.cache_hit) << 56);
+                h.write_u64(lengths);
+                h.write_u64(small);
+                h.write_u64(policy.version.number);
                 h.finish()
             };
             let build = || {

@@ -226,6 +226,8 @@ pub struct Pipeline {
     overrides: Overrides,
     /// The DNS Cookie secret: proof of a UDP client's source address.
     cookies: CookieSecret,
+    /// Seed of the query-event fold keys (`account.rs`), random per process.
+    fold_seed: foldhash::fast::RandomState,
     /// Unix time (seconds) at the clock's zero: a server cookie's timestamp is Unix time (RFC
     /// 9018 §4.3), advanced by the monotonic clock so a wall-clock step cannot expire cookies.
     cookie_epoch: u64,
@@ -288,6 +290,7 @@ impl Pipeline {
         Self {
             cookies,
             cookie_epoch,
+            fold_seed: foldhash::fast::RandomState::default(),
             egress: std::sync::OnceLock::new(),
             inflight,
             policy: ArcSwap::new(policy),
