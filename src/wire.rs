@@ -842,6 +842,63 @@ pub fn start_response(q: &Query<'_>, rcode: u8, authoritative: bool) -> Vec<u8> 
     out
 }
 
+/// Append a COOKIE option (client and server cookie) to the options of the OPT record that
+/// ends `msg`; the caller sets the record's RDLEN.
+fn push_cookie_option(msg: &mut Vec<u8>, client: &[u8; 8], server: &[u8; 16]) {
+    msg.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+    msg.extend_from_slice(&24u16.to_be_bytes());
+    msg.extend_from_slice(client);
+    msg.extend_from_slice(server);
+}
+
+/// The COOKIE of a cookie-only query (RFC 7873 §5.4: no question, no records but an OPT
+/// record at the root carrying a well-formed COOKIE option), a client asking only for a server
+/// cookie; `None` for anything else.
+#[must_use]
+pub fn cookie_only_query(packet: &[u8]) -> Option<(Cookie, bool)> {
+    let header = packet.get(..HEADER_LEN)?;
+    // A query (QR clear), opcode QUERY, QDCOUNT = ANCOUNT = NSCOUNT = 0, ARCOUNT = 1.
+    if header[2] & 0xF8 != 0 || header[4..12] != [0, 0, 0, 0, 0, 0, 0, 1] {
+        return None;
+    }
+    let mut r = Reader {
+        buf: packet,
+        pos: HEADER_LEN,
+    };
+    let (Some(0), Some(rtype::OPT), Some(_), Some(ttl), Some(rdlen)) =
+        (r.u8(), r.u16(), r.u16(), r.u32(), r.u16())
+    else {
+        return None;
+    };
+    let options = packet.get(r.pos..r.pos + usize::from(rdlen))?;
+    if r.pos + usize::from(rdlen) != packet.len() || (ttl >> 16) & 0xFF != 0 {
+        return None;
+    }
+    let (cookie, _) = find_cookie(options).ok()?;
+    Some((cookie?, ttl & 0x8000 != 0))
+}
+
+/// The answer to a cookie-only query: NOERROR, no question, our OPT record with the client's
+/// cookie and `server` (RFC 7873 §5.4), its ID and RD as asked.
+#[must_use]
+pub fn cookie_only_answer(
+    packet: &[u8],
+    client: &Cookie,
+    dnssec_ok: bool,
+    server: &[u8; 16],
+) -> Vec<u8> {
+    let mut out = reply_buffer(HEADER_LEN + 11 + 28);
+    out.extend_from_slice(&packet[..2]);
+    out.push(0x80 | (packet[2] & 0x01));
+    out.push(0x80);
+    out.extend_from_slice(&[0; 8]);
+    push_opt(&mut out, dnssec_ok, 0);
+    let rdlen_at = out.len() - 2;
+    push_cookie_option(&mut out, &client.client, server);
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&28u16.to_be_bytes());
+    out
+}
+
 /// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP): the header, the
 /// question when there is one plain question to echo, and an OPT record when the query had one.
 ///
@@ -1025,10 +1082,7 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
         // The OPT record just pushed ends with a zero RDLEN: options go after it.
         let rdlen_at = msg.len() - 2;
         if let Some((client, server)) = cookie {
-            msg.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
-            msg.extend_from_slice(&24u16.to_be_bytes());
-            msg.extend_from_slice(&client.client);
-            msg.extend_from_slice(&server);
+            push_cookie_option(msg, &client.client, &server);
         }
         if let Some(e) = ede {
             msg.extend_from_slice(&OPTION_EDE.to_be_bytes());
@@ -1737,6 +1791,45 @@ pub(crate) mod tests {
         assert_eq!(&r[0..2], &p[0..2]);
         assert_eq!(r[3] & 0x0F, rcode::FORMERR);
         assert!(header_only_error(&p[..4], 1).is_none());
+    }
+
+    #[test]
+    fn only_a_question_less_query_with_just_a_cookie_is_cookie_only() {
+        let cookie_only = |version: u8, trailing: &[u8]| {
+            let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+            p.extend_from_slice(&rtype::OPT.to_be_bytes());
+            p.extend_from_slice(&1232u16.to_be_bytes());
+            p.extend_from_slice(&[0, version, 0x80, 0, 0, 12]);
+            p.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+            p.extend_from_slice(&8u16.to_be_bytes());
+            p.extend_from_slice(&[7; 8]);
+            p.extend_from_slice(trailing);
+            p
+        };
+        let (c, dnssec_ok) = cookie_only_query(&cookie_only(0, &[])).unwrap();
+        assert_eq!((c.client, dnssec_ok), ([7; 8], true));
+        let answer = cookie_only_answer(&cookie_only(0, &[]), &c, dnssec_ok, &[9; 16]);
+        let m = hickory_proto::op::Message::from_vec(&answer).unwrap();
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError
+        );
+        assert_eq!(
+            &answer[answer.len() - 28..],
+            &[&[0, 10, 0, 24][..], &[7; 8], &[9; 16]].concat()[..]
+        );
+        assert!(
+            cookie_only_query(&cookie_only(1, &[])).is_none(),
+            "EDNS version 1"
+        );
+        assert!(
+            cookie_only_query(&cookie_only(0, &[0])).is_none(),
+            "trailing bytes"
+        );
+        let mut with_question = cookie_only(0, &[]);
+        with_question[5] = 1;
+        assert!(cookie_only_query(&with_question).is_none());
+        assert!(cookie_only_query(&query_bytes("example.com", 1, Some(1232))).is_none());
     }
 
     #[test]

@@ -490,3 +490,48 @@ async fn server_cookies_carry_unix_time() {
         "timestamp {stamp}, Unix time {unix}"
     );
 }
+
+/// A cookie-only query (no question, an OPT record with a COOKIE: RFC 7873 §5.4) from a client
+/// of ours gets NOERROR and a server cookie it can use next; a stranger gets no cookie.
+#[tokio::test]
+async fn a_cookie_only_query_gets_a_server_cookie() {
+    let s = TestServer::start(None, WIRE).await;
+    let header_only = vec![0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+    let packet = with_cookie(header_only, [5; 8], None);
+    let raw = udp_raw(s.udp, MEMBER.parse().unwrap(), &packet)
+        .await
+        .expect("an answer");
+    let m = hickory_proto::op::Message::from_vec(&raw).expect("a well-formed answer");
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError,
+        "{m:?}"
+    );
+    assert_eq!(&raw[0..2], &[0x12, 0x34]);
+    assert!(m.queries.is_empty() && m.answers.is_empty());
+    let server = server_cookie(&raw).expect("a server cookie");
+    // The cookie works: a query echoing it is answered as from a proven source (no fresh one).
+    let q = with_cookie(
+        raw_name_query("www.corp.internal", 1),
+        [5; 8],
+        Some(&server),
+    );
+    let again = udp_raw(s.udp, MEMBER.parse().unwrap(), &q).await.unwrap();
+    assert_eq!(
+        server_cookie(&again).as_deref(),
+        Some(&server[..]),
+        "the same cookie comes back"
+    );
+    // A source in no group gets no cookie.
+    let raw = udp_raw(s.udp, STRANGER.parse().unwrap(), &packet)
+        .await
+        .expect("an answer");
+    assert!(server_cookie(&raw).is_none());
+    assert_ne!(
+        hickory_proto::op::Message::from_vec(&raw)
+            .unwrap()
+            .metadata
+            .response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+}

@@ -541,9 +541,21 @@ impl Pipeline {
     /// resolver listens here. The identification runs only on this error path, so well-formed
     /// queries still parse first and identify once.
     fn malformed_from(&self, packet: &[u8], peer: &Peer, e: wire::WireError) -> Outcome {
-        if self.settings.unknown_clients == UnknownClients::Drop
-            && self.policy.load().identify(peer).is_none()
+        let known = || self.policy.load().identify(peer).is_some();
+        // A cookie-only query (no question, RFC 7873 §5.4) from a client of ours: its server
+        // cookie, NOERROR. From anyone else it stays a FORMERR (or silence).
+        if let Some((cookie, dnssec_ok)) = wire::cookie_only_query(packet)
+            && known()
         {
+            let secs = self.cookie_time(self.clock.now());
+            let (_, server) = self.cookies.check(Some(&cookie), peer.key.addr, secs);
+            if let Some(server) = server {
+                return Outcome::Reply(wire::cookie_only_answer(
+                    packet, &cookie, dnssec_ok, &server,
+                ));
+            }
+        }
+        if self.settings.unknown_clients == UnknownClients::Drop && !known() {
             self.malformed_dropped.increment(1);
             return Outcome::Drop;
         }
@@ -735,6 +747,14 @@ impl Pipeline {
         }
     }
 
+    /// A server cookie's time at `now` (this pipeline's clock): the low 32 bits of Unix time,
+    /// compared in serial-number arithmetic (RFC 9018 §4.3).
+    fn cookie_time(&self, now: std::time::Duration) -> u32 {
+        #[allow(clippy::cast_possible_truncation)]
+        let secs = self.cookie_epoch.wrapping_add(now.as_secs()) as u32;
+        secs
+    }
+
     /// Whether the query provably came from its source address (TCP, or a valid DNS Cookie),
     /// and what its answer's OPT record carries: the server cookie, and padding.
     fn check_source(
@@ -751,9 +771,7 @@ impl Pipeline {
         let Some(cookie) = q.edns.and_then(|e| e.cookie) else {
             return protocol == Protocol::Tcp;
         };
-        // Serial-number arithmetic on 32 bits (RFC 9018 §4.3): the low 32 bits of Unix time.
-        #[allow(clippy::cast_possible_truncation)]
-        let secs = self.cookie_epoch.wrapping_add(now.get().as_secs()) as u32;
+        let secs = self.cookie_time(now.get());
         let (check, answer) = self.cookies.check(Some(&cookie), client, secs);
         q.response_cookie = answer;
         protocol == Protocol::Tcp || check == CookieCheck::Verified
