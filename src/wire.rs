@@ -842,11 +842,18 @@ pub fn start_response(q: &Query<'_>, rcode: u8, authoritative: bool) -> Vec<u8> 
     out
 }
 
+/// Bytes of our OPT record without options ([`push_opt`]).
+const OPT_RECORD_LEN: usize = 11;
+
+/// Bytes of the COOKIE option we send: its code and length, 8 bytes of client cookie and 16 of
+/// server cookie ([`push_cookie_option`]).
+const COOKIE_OPTION_LEN: usize = 4 + 8 + 16;
+
 /// Append a COOKIE option (client and server cookie) to the options of the OPT record that
 /// ends `msg`; the caller sets the record's RDLEN.
 fn push_cookie_option(msg: &mut Vec<u8>, client: &[u8; 8], server: &[u8; 16]) {
     msg.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
-    msg.extend_from_slice(&24u16.to_be_bytes());
+    msg.extend_from_slice(&((COOKIE_OPTION_LEN - 4) as u16).to_be_bytes());
     msg.extend_from_slice(client);
     msg.extend_from_slice(server);
 }
@@ -887,7 +894,7 @@ pub fn cookie_only_answer(
     dnssec_ok: bool,
     server: &[u8; 16],
 ) -> Vec<u8> {
-    let mut out = reply_buffer(HEADER_LEN + 11 + 28);
+    let mut out = reply_buffer(HEADER_LEN + OPT_RECORD_LEN + COOKIE_OPTION_LEN);
     out.extend_from_slice(&packet[..2]);
     out.push(0x80 | (packet[2] & 0x01));
     out.push(0x80);
@@ -895,7 +902,7 @@ pub fn cookie_only_answer(
     push_opt(&mut out, dnssec_ok, 0);
     let rdlen_at = out.len() - 2;
     push_cookie_option(&mut out, &client.client, server);
-    out[rdlen_at..rdlen_at + 2].copy_from_slice(&28u16.to_be_bytes());
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&(COOKIE_OPTION_LEN as u16).to_be_bytes());
     out
 }
 
@@ -1062,8 +1069,8 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
     let ede = ede.filter(|_| q.edns.is_some());
     let opt_len = match (q.edns, cookie) {
         (None, _) => 0,
-        (Some(_), None) => 11,
-        (Some(_), Some(_)) => 11 + 4 + 8 + 16,
+        (Some(_), None) => OPT_RECORD_LEN,
+        (Some(_), Some(_)) => OPT_RECORD_LEN + COOKIE_OPTION_LEN,
     } + ede.map_or(0, |e| 6 + e.text.len());
     if msg.len() + opt_len > max_len
         && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
@@ -1102,6 +1109,13 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
         }
         let rdlen = u16::try_from(msg.len() - rdlen_at - 2).unwrap_or(u16::MAX);
         msg[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    }
+}
+
+/// Clear an answer's RA flag: recursion is not available to its client.
+pub fn clear_recursion_available(msg: &mut [u8]) {
+    if let Some(b) = msg.get_mut(3) {
+        *b &= !((flag::RA & 0xFF) as u8);
     }
 }
 

@@ -416,17 +416,8 @@ fn validate_exceptions(list: &[String], at: &str, problems: &mut ConfigProblems)
     for (i, entry) in list.iter().enumerate() {
         let trimmed = entry.trim();
         let name = trimmed.strip_suffix('.').unwrap_or(trimmed);
-        if let Err(why) = validate_name(name) {
+        if let Some(why) = crate::names::exception_problem(name) {
             problems.push(format!("{at}[{i}]"), why);
-        } else if !name.contains('.') {
-            problems.push(
-                format!("{at}[{i}]"),
-                format!(
-                    "{entry:?} is a single label: an exception is a registrable domain or a \
-                     suffix with at least two labels (e.g. \"_domainkey.example.com\"), never a \
-                     label matched anywhere"
-                ),
-            );
         } else if name != entry {
             problems.push(
                 format!("{at}[{i}]"),

@@ -232,11 +232,18 @@ impl ZoneSet {
         set
     }
 
-    /// Add the built-in zones ([`defaults`]) that no configured zone has as its origin and for
-    /// which `covered` (a forward zone at, above or below the origin) is false.
+    /// Add the built-in zones ([`defaults`]) that no configured zone overlaps (at, above or
+    /// below the origin: a configured `172.in-addr.arpa` keeps `16.172.in-addr.arpa`, which the
+    /// longest match would otherwise give the built-in zone) and for which `covered` (a forward
+    /// zone overlapping it) is false.
     pub fn add_defaults(&mut self, covered: impl Fn(&str) -> bool) {
+        let configured: Vec<String> = self.origins().map(str::to_string).collect();
         for (origin, text) in defaults::zones() {
-            if self.by_origin.contains_key(origin.as_str()) || covered(&origin) {
+            let overlaps = |zone: &String| {
+                crate::names::is_at_or_below(zone, &origin)
+                    || crate::names::is_at_or_below(&origin, zone)
+            };
+            if configured.iter().any(overlaps) || covered(&origin) {
                 continue;
             }
             let mut problems = ConfigProblems::default();
@@ -376,6 +383,18 @@ mod tests {
         assert_eq!(ptr.zone, "10.in-addr.arpa");
         assert_eq!(ptr.answers.len(), 1, "the operator's zone answers");
         assert_eq!(set.origins().count(), 1);
+        // A configured zone above built-in ones keeps all of its names.
+        let (mut set, problems, _dir) = from_texts(&[(
+            "172.in-addr.arpa.zone",
+            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\n1.0.16 60 IN PTR host.corp.internal.\n",
+        )]);
+        assert!(problems.is_empty(), "{problems}");
+        set.add_defaults(|_| false);
+        let ptr = set
+            .lookup(&qname("1.0.16.172.in-addr.arpa"), RecordType::PTR)
+            .unwrap();
+        assert_eq!(ptr.zone, "172.in-addr.arpa");
+        assert_eq!(ptr.answers.len(), 1);
         let parsed: ZonesConfig = toml::from_str("defaults = false").unwrap();
         assert!(!parsed.defaults);
         assert!(

@@ -142,9 +142,9 @@ impl Pipeline {
         match self.settings.unknown_clients {
             UnknownClients::Refuse => {
                 let mut msg = wire::start_response(ctx.q, rcode::REFUSED, false);
-                // Recursion is not available to this client (RA clear, as BIND answers a
-                // client its ACLs refuse).
-                msg[3] &= !0x80;
+                // Recursion is not available to this client (as BIND answers a client its ACLs
+                // refuse).
+                wire::clear_recursion_available(&mut msg);
                 Outcome::Reply(self.finish(ctx, msg, &Report::new(Verdict::Refuse, &reason)))
             }
             UnknownClients::Drop => {
