@@ -206,6 +206,15 @@ fn count_case(p: &Pipeline, packets: &[Vec<u8>], rounds: u64) {
     }
 }
 
+/// The runtime the event writer runs on: one worker, beside the thread that times queries.
+fn events_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn main() {
     let w1: Vec<String> = (1..=500).map(|i| format!("host{i}.bench.example")).collect();
     let w2: Vec<String> = (1..=500).map(|i| format!("x{i}.denied.example")).collect();
@@ -218,11 +227,7 @@ fn main() {
         // the server; the writer runs on its own runtime thread (not counted per query here
         // only if it keeps up; it is counted in the process's total).
         let events_path = std::env::temp_dir().join(format!("dnsward-hotpath-count-{}.jsonl", std::process::id()));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = events_runtime();
         let _enter = rt.enter();
         let events = std::env::var_os("HOTPATH_EVENTS").is_some();
         let (p, _sink) = pipeline(true, events.then_some(events_path.as_path()));
@@ -241,11 +246,7 @@ fn main() {
     println!("|---|---|---:|");
     // The event writer runs on this runtime's one worker; the loop below times the query
     // path's side of events (building and queueing them), not the writing.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = events_runtime();
     let _enter = rt.enter();
     let events_path = std::env::temp_dir().join(format!("dnsward-hotpath-{}.jsonl", std::process::id()));
     for (detect, events) in [(true, false), (false, false), (true, true)] {

@@ -702,6 +702,19 @@ mod tests {
         );
     }
 
+    /// `text` loaded as `t.internal.zone`: the set, its problems, the file's path as problems
+    /// name it, and each problem as (location, message).
+    fn one_zone_problems(text: &str) -> (ZoneSet, ConfigProblems, String, Vec<(String, String)>) {
+        let (set, problems, dir) = from_texts(&[("t.internal.zone", text)]);
+        let path = dir.path().join("./t.internal.zone").display().to_string();
+        let got = problems
+            .problems
+            .iter()
+            .map(|p| (p.location.clone(), p.message.clone()))
+            .collect();
+        (set, problems, path, got)
+    }
+
     #[test]
     fn records_that_cannot_go_on_the_wire_and_negative_ttls_are_reported() {
         let long = "a".repeat(300);
@@ -709,13 +722,7 @@ mod tests {
         let text = format!(
             "{SOA}ok IN TXT \"short\"\nl IN TXT \"{long}\"\nm IN TXT {strings}\nn -5 IN A 10.0.0.1\n"
         );
-        let (set, problems, dir) = from_texts(&[("t.internal.zone", &text)]);
-        let path = dir.path().join("./t.internal.zone").display().to_string();
-        let got: Vec<(String, String)> = problems
-            .problems
-            .iter()
-            .map(|p| (p.location.clone(), p.message.clone()))
-            .collect();
+        let (set, problems, path, got) = one_zone_problems(&text);
         assert_eq!(got.len(), 3, "{problems}");
         assert_eq!(got[0].0, format!("{path}:5"));
         assert!(
@@ -743,13 +750,7 @@ mod tests {
             "{SOA}ok IN A 10.0.0.1\nq\\09 IN A 10.0.0.2\nx\\256 IN A 10.0.0.3\n\
              t1 IN TXT \"\\200\"\nc1 IN CNAME a\\032b\nt2 IN TXT \"x\\1\"\n"
         );
-        let (set, problems, dir) = from_texts(&[("t.internal.zone", &text)]);
-        let path = dir.path().join("./t.internal.zone").display().to_string();
-        let got: Vec<(String, String)> = problems
-            .problems
-            .iter()
-            .map(|p| (p.location.clone(), p.message.clone()))
-            .collect();
+        let (set, problems, path, got) = one_zone_problems(&text);
         assert_eq!(got.len(), 5, "{problems}");
         for (i, line) in [5, 6, 7, 8, 9].into_iter().enumerate() {
             assert_eq!(got[i].0, format!("{path}:{line}"), "{problems}");
