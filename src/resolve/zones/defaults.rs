@@ -12,8 +12,9 @@
 //! - the special-use names `invalid`, `test` (RFC 6761), `onion` (RFC 7686) and `home.arpa`
 //!   (RFC 8375): NXDOMAIN.
 //!
-//! A zone the operator configures (same origin) or a conditional forward zone at, above or
-//! below one of these replaces it: a company with its own `10.in-addr.arpa` forwards it to its
+//! A zone the operator configures at or above one of these, or a conditional forward zone at,
+//! above or below one, replaces it (a configured zone below one answers its own names by the
+//! longest match): a company with its own `10.in-addr.arpa` forwards it to its
 //! own servers and gets their answers. Policy still comes first: a group's allowlist decides
 //! whether a name is asked at all.
 

@@ -232,18 +232,17 @@ impl ZoneSet {
         set
     }
 
-    /// Add the built-in zones ([`defaults`]) that no configured zone overlaps (at, above or
-    /// below the origin: a configured `172.in-addr.arpa` keeps `16.172.in-addr.arpa`, which the
-    /// longest match would otherwise give the built-in zone) and for which `covered` (a forward
-    /// zone overlapping it) is false.
+    /// Add the built-in zones ([`defaults`]) that no configured zone is at or above (a
+    /// configured `172.in-addr.arpa` keeps `16.172.in-addr.arpa`, which the longest match would
+    /// otherwise give the built-in zone; a configured zone below one, `lab.home.arpa`, answers
+    /// its own names by the longest match and leaves the rest to the built-in zone) and for
+    /// which `covered` (a forward zone at, above or below it: zones are asked before forward
+    /// zones) is false.
     pub fn add_defaults(&mut self, covered: impl Fn(&str) -> bool) {
         let configured: Vec<String> = self.origins().map(str::to_string).collect();
         for (origin, text) in defaults::zones() {
-            let overlaps = |zone: &String| {
-                crate::names::is_at_or_below(zone, &origin)
-                    || crate::names::is_at_or_below(&origin, zone)
-            };
-            if configured.iter().any(overlaps) || covered(&origin) {
+            let above = |zone: &String| crate::names::is_at_or_below(&origin, zone);
+            if configured.iter().any(above) || covered(&origin) {
                 continue;
             }
             let mut problems = ConfigProblems::default();
@@ -395,6 +394,21 @@ mod tests {
             .unwrap();
         assert_eq!(ptr.zone, "172.in-addr.arpa");
         assert_eq!(ptr.answers.len(), 1);
+        // One below a built-in zone answers its names; the built-in zone keeps the rest.
+        let (mut set, problems, _dir) = from_texts(&[(
+            "lab.home.arpa.zone",
+            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\nnas 60 IN A 10.0.0.5\n",
+        )]);
+        assert!(problems.is_empty(), "{problems}");
+        set.add_defaults(|_| false);
+        let nas = set
+            .lookup(&qname("nas.lab.home.arpa"), RecordType::A)
+            .unwrap();
+        assert_eq!((nas.zone.as_str(), nas.answers.len()), ("lab.home.arpa", 1));
+        let other = set
+            .lookup(&qname("printer.home.arpa"), RecordType::A)
+            .unwrap();
+        assert_eq!(other.zone, "home.arpa");
         let parsed: ZonesConfig = toml::from_str("defaults = false").unwrap();
         assert!(!parsed.defaults);
         assert!(
