@@ -146,6 +146,7 @@ async fn answer(
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
             if media.is_none_or(|m| !m.eq_ignore_ascii_case(DNS_MESSAGE)) {
+                drain(req).await;
                 return status(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "expected application/dns-message",
@@ -159,7 +160,10 @@ async fn answer(
                 Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
             }
         }
-        _ => return status(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
+        _ => {
+            drain(req).await;
+            return status(StatusCode::METHOD_NOT_ALLOWED, "GET or POST");
+        }
     };
     match ctx.pipeline.handle_peer(&packet, peer, Protocol::Doh).await {
         Some(dns) => {
@@ -177,6 +181,15 @@ async fn answer(
         }
         None => status(StatusCode::BAD_REQUEST, "not a DNS query"),
     }
+}
+
+/// Read and drop a refused request's body (up to a DNS message's size), so the error answer
+/// ends the exchange cleanly: over HTTP/2 an unread body makes the server reset the stream
+/// after its answer, which some clients (curl) report as a failure instead of the status.
+async fn drain(req: Request<Incoming>) {
+    let _ = Limited::new(req.into_body(), usize::from(u16::MAX))
+        .collect()
+        .await;
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&str> {

@@ -1050,6 +1050,60 @@ async fn doh_answers_head_and_other_methods_with_a_status_and_caches_by_the_smal
                 assert!(body.is_empty(), "{method} {path} (h2 {h2}): {body:?}");
             }
         }
+        // With curl, a refused request with a body (PUT, a POST of the wrong type) gets its
+        // status cleanly: the server reads the body before answering, instead of resetting the
+        // HTTP/2 stream after its answer (which curl reported as error 92).
+        let body = pki.path("body.bin");
+        std::fs::write(&body, vec![b'x'; 30_000]).unwrap();
+        let body = format!("@{}", body.display());
+        for (args, want) in [
+            (&["-X", "PUT", "--data-binary", body.as_str()][..], "405"),
+            (
+                &[
+                    "-X",
+                    "POST",
+                    "-H",
+                    "content-type: text/plain",
+                    "--data-binary",
+                    body.as_str(),
+                ][..],
+                "415",
+            ),
+        ] {
+            let mut curl = std::process::Command::new("curl");
+            curl.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(if h2 { "--http2" } else { "--http1.1" })
+            .arg("--cacert")
+            .arg(pki.path("ca.crt"))
+            .arg("--cert")
+            .arg(pki.path("build.crt"))
+            .arg("--key")
+            .arg(pki.path("build.key"))
+            .args(args)
+            .arg(format!("https://127.0.0.1:{}/dns-query", doh.port()));
+            // Off the runtime's thread: the server under test runs on it.
+            let out = tokio::task::spawn_blocking(move || curl.output())
+                .await
+                .unwrap()
+                .expect("curl runs (.ci/run installs it)");
+            assert_eq!(
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).as_ref()
+                ),
+                (Some(0), want),
+                "curl {args:?} (h2 {h2}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         // An answer: cacheable by HTTP caches for no longer than its smallest TTL.
         let (status, headers, body) = doh_method(&pki, doh, "GET", &get, h2).await.unwrap();
         assert_eq!(status, 200, "h2 {h2}");
