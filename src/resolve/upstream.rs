@@ -542,9 +542,27 @@ impl UdpPool {
         }
     }
 
-    /// A socket of the pool, opened (with its reader) on first use.
+    /// A socket of the pool, opened (with its reader) on first use. When this turn's slot
+    /// cannot be opened (out of file descriptors under an attack on the listeners), a socket
+    /// already open in another slot carries the exchange instead of a SERVFAIL.
     async fn socket(&self, mismatch: &Counter) -> Result<Arc<PoolSocket>, ExchangeError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
+        match self.open_slot(i, mismatch).await {
+            Ok(socket) => Ok(socket),
+            Err(e) => self
+                .slots
+                .iter()
+                .find_map(|slot| slot.get().cloned())
+                .ok_or(e),
+        }
+    }
+
+    /// Slot `i`'s socket, opened (with its reader) if it is not yet.
+    async fn open_slot(
+        &self,
+        i: usize,
+        mismatch: &Counter,
+    ) -> Result<Arc<PoolSocket>, ExchangeError> {
         self.slots[i]
             .get_or_try_init(|| async {
                 let bind: SocketAddr = match self.addr {
