@@ -370,12 +370,19 @@ mod tests {
     fn a_configured_zone_replaces_the_built_in_one_and_defaults_can_be_off() {
         use super::fixture::qname;
         use hickory_proto::rr::RecordType;
-        let (mut set, problems, _dir) = from_texts(&[(
+        // One configured zone (SOA and NS at the apex, then `records`), then the built-in ones.
+        let with_defaults = |file: &str, records: &str| {
+            let text =
+                format!("@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\n{records}");
+            let (mut set, problems, _dir) = from_texts(&[(file, &text)]);
+            assert!(problems.is_empty(), "{problems}");
+            set.add_defaults(|_| false);
+            set
+        };
+        let set = with_defaults(
             "10.in-addr.arpa.zone",
-            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\n1.0.0 60 IN PTR host.corp.internal.\n",
-        )]);
-        assert!(problems.is_empty(), "{problems}");
-        set.add_defaults(|_| false);
+            "1.0.0 60 IN PTR host.corp.internal.\n",
+        );
         let ptr = set
             .lookup(&qname("1.0.0.10.in-addr.arpa"), RecordType::PTR)
             .unwrap();
@@ -383,24 +390,17 @@ mod tests {
         assert_eq!(ptr.answers.len(), 1, "the operator's zone answers");
         assert_eq!(set.origins().count(), 1);
         // A configured zone above built-in ones keeps all of its names.
-        let (mut set, problems, _dir) = from_texts(&[(
+        let set = with_defaults(
             "172.in-addr.arpa.zone",
-            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\n1.0.16 60 IN PTR host.corp.internal.\n",
-        )]);
-        assert!(problems.is_empty(), "{problems}");
-        set.add_defaults(|_| false);
+            "1.0.16 60 IN PTR host.corp.internal.\n",
+        );
         let ptr = set
             .lookup(&qname("1.0.16.172.in-addr.arpa"), RecordType::PTR)
             .unwrap();
         assert_eq!(ptr.zone, "172.in-addr.arpa");
         assert_eq!(ptr.answers.len(), 1);
         // One below a built-in zone answers its names; the built-in zone keeps the rest.
-        let (mut set, problems, _dir) = from_texts(&[(
-            "lab.home.arpa.zone",
-            "@ 60 IN SOA ns hm 1 2 3 4 60\n@ 60 IN NS ns.corp.internal.\nnas 60 IN A 10.0.0.5\n",
-        )]);
-        assert!(problems.is_empty(), "{problems}");
-        set.add_defaults(|_| false);
+        let set = with_defaults("lab.home.arpa.zone", "nas 60 IN A 10.0.0.5\n");
         let nas = set
             .lookup(&qname("nas.lab.home.arpa"), RecordType::A)
             .unwrap();
