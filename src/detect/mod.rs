@@ -790,16 +790,16 @@ impl Detector {
             client_spike,
             scope: Scope::ClientDomain,
         };
-        let pair_eval = pair_scored.then(|| score::domain_score(&ev));
+        // The pair's total only: its breakdown and trip (~300 bytes to build and move) are
+        // worked out again below for an alert, the one reader (the same number either way).
+        let pair_points = pair_scored.then(|| score::domain_points(&ev));
         // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
-        // alert (below) but never sets the level that contains this client. Chosen by
-        // reference, and absent when not scored: the breakdown and trip (~300 bytes) are read
-        // only for an alert.
-        let own = match (client_eval.as_ref(), pair_eval.as_ref()) {
-            (Some(c), p) if c.0 > p.map_or(0, |p| p.0) => Some((c, Scope::Client)),
+        // alert (below) but never sets the level that contains this client.
+        let own = match (client_eval.as_ref(), pair_points) {
+            (Some(c), p) if c.0 > p.unwrap_or(0) => Some((c.0, Scope::Client)),
             (_, p) => p.map(|p| (p, Scope::ClientDomain)),
         };
-        let (score, scope) = own.map_or((0, Scope::ClientDomain), |(e, scope)| (e.0, scope));
+        let (score, scope) = own.unwrap_or((0, Scope::ClientDomain));
         if high || (sample.novel && sample.bits >= SAMPLE_MIN_BITS) {
             keep_sample(st, obs.qname);
         }
@@ -874,8 +874,13 @@ impl Detector {
                 }
             };
         // An alert is due only at a score of at least 1 (the lowest threshold), so `own` is there.
-        let alert = if let Some(((_, breakdown, trip), scope)) = own.filter(|_| own_due) {
-            Some(Box::new(make_alert(score, breakdown, trip, scope, level)))
+        let alert = if let Some((_, scope)) = own.filter(|_| own_due) {
+            let eval = match (scope, client_eval.as_ref()) {
+                (Scope::Client, Some(c)) => *c,
+                _ => score::domain_score(&ev),
+            };
+            debug_assert_eq!(eval.0, score, "a breakdown's total is the score");
+            Some(Box::new(make_alert(score, &eval.1, &eval.2, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
         {

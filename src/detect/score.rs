@@ -44,10 +44,11 @@ impl Breakdown {
     /// Sum of the terms, clamped to 0..=100.
     #[must_use]
     pub fn total(&self) -> u8 {
-        let sum: f32 = self.terms().iter().map(|(_, p)| p).sum();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped first
-        let total = sum.round().clamp(0.0, 100.0) as u8;
-        total
+        let mut points = Points::default();
+        for &(name, p) in self.terms() {
+            points.add(name, p);
+        }
+        points.total()
     }
 
     /// The breakdown for an alert: rounded to a tenth of a point.
@@ -57,6 +58,54 @@ impl Breakdown {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (f64::from(*v) * 10.0).round() / 10.0))
             .collect()
+    }
+}
+
+/// Where a score's terms go: a [`Breakdown`] (for an alert) or only their sum ([`Points`], every
+/// query). Both keep a term under the same condition, so the two totals are the same number.
+pub trait Terms {
+    /// Adds a term when it contributes anything.
+    fn add(&mut self, name: &'static str, points: f32);
+}
+
+impl Terms for Breakdown {
+    fn add(&mut self, name: &'static str, points: f32) {
+        Breakdown::add(self, name, points);
+    }
+}
+
+/// The sum of the terms a [`Breakdown`] would keep, in the same order, without keeping them:
+/// what a query's score needs when no alert is due (nearly always).
+#[derive(Debug, Clone, Copy)]
+pub struct Points {
+    /// Sum so far (from −0.0, as `f32`'s `Sum`, so a breakdown's total is the same bits).
+    sum: f32,
+    /// Terms kept, to stop where a breakdown would be full.
+    len: usize,
+}
+
+impl Default for Points {
+    fn default() -> Self {
+        Self { sum: -0.0, len: 0 }
+    }
+}
+
+impl Terms for Points {
+    fn add(&mut self, _name: &'static str, points: f32) {
+        if points > 0.05 && self.len < MAX_TERMS {
+            self.sum += points;
+            self.len += 1;
+        }
+    }
+}
+
+impl Points {
+    /// The sum, clamped to 0..=100.
+    #[must_use]
+    pub fn total(&self) -> u8 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // clamped first
+        let total = self.sum.round().clamp(0.0, 100.0) as u8;
+        total
     }
 }
 
@@ -238,6 +287,21 @@ pub const MAX_POINTS_WITHOUT_VOLUME: u8 = 54;
 #[must_use]
 pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     let mut b = Breakdown::default();
+    let trip = domain_terms(e, &mut b);
+    (b.total(), b, trip)
+}
+
+/// [`domain_score`]'s total alone, without its breakdown and trip: the same number.
+#[must_use]
+pub fn domain_points(e: &Evidence) -> u8 {
+    let mut p = Points::default();
+    let _ = domain_terms(e, &mut p);
+    p.total()
+}
+
+/// [`domain_score`]'s terms into `b`; returns the volume trip.
+#[inline]
+fn domain_terms<T: Terms>(e: &Evidence, b: &mut T) -> VolumeTrip {
     let w = &e.windows[1];
     #[allow(clippy::cast_precision_loss)] // counts well inside f32 precision for scoring
     let unique = w.unique as f32;
@@ -309,7 +373,7 @@ pub fn domain_score(e: &Evidence) -> (u8, Breakdown, VolumeTrip) {
     if e.client_spike {
         b.add("client_spike", 6.0 * evidence);
     }
-    (b.total(), b, trip)
+    trip
 }
 
 #[cfg(test)]
@@ -349,6 +413,52 @@ mod tests {
             prevalence: 1.0,
             client_spike: false,
             scope: Scope::ClientDomain,
+        }
+    }
+
+    #[test]
+    fn points_alone_are_the_breakdowns_total() {
+        // Every query's score comes from `domain_points`; an alert's breakdown from
+        // `domain_score`: the two must agree on every input, near every rounding edge too.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for i in 0..20_000u32 {
+            #[allow(clippy::cast_precision_loss)]
+            let mut window = |next: &mut dyn FnMut(u64) -> u64| WindowStats {
+                queries: next(500),
+                unique: next(40),
+                payload_bytes: next(4000),
+                mean_score: next(1000) as f32 / 10.0,
+                high_share: next(101) as f32 / 100.0,
+                high_byte_share: next(101) as f32 / 100.0,
+                byte_mean_score: next(1000) as f32 / 10.0,
+                answers: next(60),
+                nxdomain: next(60),
+                novel_bytes: next(6000),
+                novel_names: next(50),
+                down_bytes: next(6000),
+                down_answers: next(20),
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let e = Evidence {
+                windows: [window(&mut next), window(&mut next), window(&mut next)],
+                budgets: Budgets {
+                    short: 64.0 + next(2000) as f32,
+                    window: 64.0 + next(4000) as f32,
+                    long: 64.0 + next(8000) as f32,
+                },
+                prevalence: next(101) as f32 / 100.0,
+                client_spike: i % 3 == 0,
+                scope: [Scope::ClientDomain, Scope::Client, Scope::Domain][i as usize % 3],
+            };
+            let (total, breakdown, _) = domain_score(&e);
+            assert_eq!(domain_points(&e), total, "{e:?}");
+            assert_eq!(breakdown.total(), total);
         }
     }
 
