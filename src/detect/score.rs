@@ -429,7 +429,7 @@ mod tests {
         };
         for i in 0..20_000u32 {
             #[allow(clippy::cast_precision_loss)]
-            let mut window = |next: &mut dyn FnMut(u64) -> u64| WindowStats {
+            let window = |next: &mut dyn FnMut(u64) -> u64| WindowStats {
                 queries: next(500),
                 unique: next(40),
                 payload_bytes: next(4000),
