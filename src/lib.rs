@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod printable;
+pub mod recall;
 pub mod resolve;
 pub mod review;
 pub mod serve;

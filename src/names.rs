@@ -10,6 +10,39 @@
 /// does not know (`corp.internal`) fall under the list's default `*` rule: the TLD is the suffix.
 #[must_use]
 pub fn registrable_domain(name: &str) -> &str {
+    thread_local! {
+        /// Per thread: names' registrable domains, as `(start, length)` in the name.
+        static KEPT: std::cell::RefCell<crate::recall::NameSlots<(u8, u8)>> =
+            std::cell::RefCell::new(crate::recall::NameSlots::new(1024));
+    }
+    if name.len() > crate::recall::MAX_NAME {
+        return registrable_domain_of(name);
+    }
+    let (start, len) = KEPT.with(|t| {
+        t.borrow_mut().get_or(
+            1,
+            name.as_bytes(),
+            |_| true,
+            || {
+                let domain = registrable_domain_of(name);
+                let start = (domain.as_ptr() as usize).wrapping_sub(name.as_ptr() as usize);
+                // Always a slice of the name; (start, length) fit a byte (the name is short).
+                match (u8::try_from(start), u8::try_from(domain.len())) {
+                    (Ok(s), Ok(l)) if name.get(start..start + domain.len()) == Some(domain) => {
+                        (s, l)
+                    }
+                    _ => (u8::MAX, u8::MAX),
+                }
+            },
+        )
+    });
+    let start = usize::from(start);
+    name.get(start..start + usize::from(len))
+        .unwrap_or_else(|| registrable_domain_of(name))
+}
+
+/// [`registrable_domain`] from the list, every time.
+fn registrable_domain_of(name: &str) -> &str {
     let Some(domain) = psl::domain(name.as_bytes()) else {
         return name;
     };

@@ -55,6 +55,16 @@ use crate::events::{AlertEvent, VolumeEvidence, WindowCounts};
 use crate::identity::ClientKey;
 use crate::metrics::DETECTOR_TRACKED_KEYS;
 use crate::names::subdomain_part;
+use crate::recall::{ClientSlots, NameSlots};
+
+thread_local! {
+    /// Per thread: query names' `(subdomain hash, domain hash, domain length)`.
+    static NAME_KEYS: std::cell::RefCell<NameSlots<(u64, u64, u8)>> =
+        std::cell::RefCell::new(NameSlots::new(1024));
+    /// Per thread: address-keyed clients' hashes.
+    static CLIENT_KEYS: std::cell::RefCell<ClientSlots<16>> =
+        const { std::cell::RefCell::new(ClientSlots::new()) };
+}
 
 /// How far a score went: each level includes the ones below it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -404,6 +414,8 @@ pub struct Detector {
     search_domains: Vec<String>,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
     hasher: RandomState,
+    /// This detector's tag on the hashes [`crate::recall`] keeps per thread.
+    owner: u64,
     /// Time source.
     clock: SharedClock,
 }
@@ -462,6 +474,7 @@ impl Detector {
             memo: memo::AppearanceMemo::default(),
             search_domains: cfg.search_domains.clone(),
             hasher: RandomState::new(),
+            owner: crate::recall::next_owner(),
             clock,
         }
     }
@@ -538,9 +551,15 @@ impl Detector {
             return (Assessment::default(), None);
         }
         let sub = subdomain_part(obs.qname, obs.domain);
-        let sub_hash = self.hash_str(sub);
-        let domain_key = self.domain_key(obs.domain);
-        let client_hash = self.hasher.hash_one(obs.client);
+        // Recalled from this thread's last queries when the same name (client) was seen: the
+        // same SipHash values, without the three calls ([`recall`]).
+        let (sub_hash, domain_key) = self.name_keys(obs.qname, obs.domain, sub);
+        let client_hash = CLIENT_KEYS.with(|t| {
+            t.borrow_mut()
+                .get_or(self.owner, obs.client.address_scope(), || {
+                    self.hasher.hash_one(obs.client)
+                })
+        });
         // The whole name's hash, from the two already computed: the name is hashed once. Used
         // for the fleet-wide "asked by another client" table.
         let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -1183,6 +1202,33 @@ impl Detector {
         self.search_domains
             .iter()
             .any(|s| crate::names::search_expansion(qname, s).is_some())
+    }
+
+    /// The keyed hashes of `qname`'s subdomain part `sub` and of its registrable domain
+    /// `domain`: recalled when this thread asked for the same name and domain last time it used
+    /// that name's slot, else computed (and kept).
+    fn name_keys(&self, qname: &str, domain: &str, sub: &str) -> (u64, u64) {
+        let compute = || (self.hash_str(sub), self.domain_key(domain));
+        // Kept by the name, with the domain's length checked: exact while the domain is the
+        // name's suffix (always: it is the name's registrable domain).
+        let Ok(domain_len) = u8::try_from(domain.len()) else {
+            return compute();
+        };
+        if !qname.ends_with(domain) {
+            return compute();
+        }
+        let (sub_hash, domain_key, _) = NAME_KEYS.with(|t| {
+            t.borrow_mut().get_or(
+                self.owner,
+                qname.as_bytes(),
+                |v| v.2 == domain_len,
+                || {
+                    let (s, d) = compute();
+                    (s, d, domain_len)
+                },
+            )
+        });
+        (sub_hash, domain_key)
     }
 
     fn domain_key(&self, domain: &str) -> u64 {

@@ -1560,3 +1560,26 @@ fn a_kubernetes_agent_with_ndots_5_raises_no_alert() {
     }
     assert_eq!(level, Level::Quarantine);
 }
+
+#[test]
+fn a_new_detector_on_the_same_thread_keys_names_with_its_own_hashes() {
+    // Query names' and clients' keyed hashes are recalled per thread ([`crate::recall`]). A
+    // second detector (a reload's, with a new key) asking for the same name and client on this
+    // thread must compute its own: `forget` hashes afresh, so it finds the state only if
+    // `observe` keyed it with this detector's hashes.
+    let settings = GroupDetectConfig::default();
+    let (old, _) = detector(&DetectConfig::default());
+    let (new, _) = detector(&DetectConfig::default());
+    for d in [&old, &new, &old, &new] {
+        observe(d, ip(7), "www.recall.example", 1, &settings);
+        observe(d, ip(7), "api.recall.example", 1, &settings);
+    }
+    assert_eq!(new.tracked_keys_by_table().map(|(_, n)| n), [1, 1, 1]);
+    new.forget(&ClientKey::from(ip(7)), &["recall.example"]);
+    assert_eq!(
+        new.tracked_keys_by_table().map(|(_, n)| n),
+        [0, 1, 0],
+        "forget found the pair and the client under this detector's own keys"
+    );
+    assert_eq!(old.tracked_keys_by_table().map(|(_, n)| n), [1, 1, 1]);
+}

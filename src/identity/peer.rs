@@ -76,6 +76,17 @@ impl ClientKey {
     pub fn agent_name(&self) -> Option<&str> {
         self.agent.as_deref()
     }
+
+    /// The network an address-keyed client is keyed on; `None` for an agent identity. Two
+    /// address-keyed clients are the same key (equal, same hash) exactly when these are equal.
+    #[must_use]
+    pub fn address_scope(&self) -> Option<IpAddr> {
+        if self.agent.is_none() {
+            Some(self.scope)
+        } else {
+            None
+        }
+    }
 }
 
 /// IPv6 prefix length address-keyed clients are grouped by unless configured otherwise.
