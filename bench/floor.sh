@@ -16,6 +16,8 @@
 # DNSWARD_BIN, EVENTS (as run.sh), RESULTS (the report's path). FLOORS=0 leaves the floors
 # out. BASELINE_BIN=path also runs that dnsward binary (an earlier build, for a before/after
 # in the same run) as `dnsward-base` on 127.0.0.49:$((BASE_PORT+9)), same generated config.
+# LOAD=fixed drives each server with `dnsperf -Q $RATE` (50000) instead, unpinned, as run.sh's
+# fixed load: CPU per query at a rate both servers keep up with, for a before/after there.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-4}
@@ -28,6 +30,9 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 FLOORS=${FLOORS:-1}
 BASELINE_BIN=${BASELINE_BIN:-}
 RESULTS=${RESULTS:-"$ROOT/bench/results/floor.md"}
+LOAD=${LOAD:-capacity}
+RATE=${RATE:-50000}
+case "$LOAD" in capacity | fixed) ;; *) echo "floor: LOAD is capacity or fixed, not $LOAD" >&2; exit 2 ;; esac
 [ "$(nproc)" -ge 2 ] || { echo "floor: needs 2 CPUs (the server on one, blast on another)" >&2; exit 1; }
 
 log() { printf '[floor %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -121,12 +126,19 @@ for round in $(seq 1 "$ROUNDS"); do
         for k in $(seq 0 $((n - 1))); do
             s=${round_robin[$(((k + round - 1) % n))]}
             log "round $round $w $s"
-            taskset -a -p -c "$LAST" "${PID[$s]}" >/dev/null
-            b=$(ticks "${PID[$s]}"); t0=$(date +%s.%N)
-            out=$(taskset -c 0 "$BLAST" -s "${ADDR[$s]}" -p "${PORT[$s]}" -d "$WORK/$w.txt" \
-                -l "$DURATION" -c "$CLIENTS" -q "$CAP_OUTSTANDING" 2>&1)
-            a=$(ticks "${PID[$s]}"); t1=$(date +%s.%N)
-            taskset -a -p -c "0-$LAST" "${PID[$s]}" >/dev/null
+            if [ "$LOAD" = fixed ]; then
+                b=$(ticks "${PID[$s]}"); t0=$(date +%s.%N)
+                out=$(dnsperf -s "${ADDR[$s]}" -p "${PORT[$s]}" -d "$WORK/$w.txt" \
+                    -l "$DURATION" -c "$CLIENTS" -Q "$RATE" 2>&1)
+                a=$(ticks "${PID[$s]}"); t1=$(date +%s.%N)
+            else
+                taskset -a -p -c "$LAST" "${PID[$s]}" >/dev/null
+                b=$(ticks "${PID[$s]}"); t0=$(date +%s.%N)
+                out=$(taskset -c 0 "$BLAST" -s "${ADDR[$s]}" -p "${PORT[$s]}" -d "$WORK/$w.txt" \
+                    -l "$DURATION" -c "$CLIENTS" -q "$CAP_OUTSTANDING" 2>&1)
+                a=$(ticks "${PID[$s]}"); t1=$(date +%s.%N)
+                taskset -a -p -c "0-$LAST" "${PID[$s]}" >/dev/null
+            fi
             awk -v r="$round" -v w="$w" -v s="$s" -v t=$((a - b)) -v hz="$HZ" -v t0="$t0" -v t1="$t1" '
                 /Queries completed:/ { done = $3 }
                 /Queries per second:/ { qps = $4 }
@@ -137,11 +149,20 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 {
-    echo "# The floor: a responder that does no DNS work, by I/O method, at capacity"
+    if [ "$LOAD" = fixed ]; then
+        echo "# dnsward against Unbound (and earlier builds, responders with no DNS work) at a fixed $RATE q/s"
+    else
+        echo "# The floor: a responder that does no DNS work, by I/O method, at capacity"
+    fi
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), dnsward $(cd "$ROOT" && git rev-parse --short HEAD), $(unbound -V 2>/dev/null | head -1 | sed 's/Version/Unbound/'),"
-    echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r). \`bench/floor.sh\`: each server pinned"
-    echo "alone on CPU $LAST, \`bench/blast -l $DURATION -c $CLIENTS -q $CAP_OUTSTANDING\` on CPU 0, $ROUNDS rounds rotating"
+    if [ "$LOAD" = fixed ]; then
+        echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r). \`LOAD=fixed bench/floor.sh\`: each server"
+        echo "unpinned, \`dnsperf -l $DURATION -c $CLIENTS -Q $RATE\`, $ROUNDS rounds rotating"
+    else
+        echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r). \`bench/floor.sh\`: each server pinned"
+        echo "alone on CPU $LAST, \`bench/blast -l $DURATION -c $CLIENTS -q $CAP_OUTSTANDING\` on CPU 0, $ROUNDS rounds rotating"
+    fi
     echo "the order. Load average before: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "| workload | server | q/s (mean) | q/s ÷ Unbound | CPU µs/query (mean) | CPU/query ÷ Unbound | cores busy |"
