@@ -10,7 +10,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | foundation | [`clock`], [`config_error`], [`names`], [`printable`], [`wire`], [`metrics`] | time, problem lists, name helpers, untrusted text made safe to show, the DNS wire fast path, metric names and the recorder |
+//! | foundation | [`clock`], [`config_error`], [`names`], [`printable`], [`recall`], [`wire`], [`metrics`] | time, problem lists, name helpers, untrusted text made safe to show, per-thread recall of what a repeated name or client always works out the same, the DNS wire fast path, metric names and the recorder |
 //! | identity | [`identity`] | who an agent is: TLS settings, verified client certificates (SPIFFE/DNS SAN), bearer tokens, the client key containment and detection use |
 //! | events | [`events`] | event types, the bounded sink with rotation, the one event-log reader |
 //! | detection | [`detect`] | tunnel and exfiltration scoring |
