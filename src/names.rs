@@ -19,24 +19,30 @@ pub fn registrable_domain(name: &str) -> &str {
     if name.len() > crate::recall::MAX_NAME {
         return registrable_domain_of(name);
     }
-    let (start, len) = KEPT.with(|t| {
-        t.borrow_mut().get_or(
-            1,
-            name.as_bytes(),
-            |_| true,
-            || {
-                let domain = registrable_domain_of(name);
-                let start = (domain.as_ptr() as usize).wrapping_sub(name.as_ptr() as usize);
-                // Always a slice of the name; (start, length) fit a byte (the name is short).
-                match (u8::try_from(start), u8::try_from(domain.len())) {
-                    (Ok(s), Ok(l)) if name.get(start..start + domain.len()) == Some(domain) => {
-                        (s, l)
+    // Never a panic: with the table gone (a thread's exit) or in use, the list is read.
+    let kept = KEPT.try_with(|t| {
+        t.try_borrow_mut().ok().map(|mut t| {
+            t.get_or(
+                1,
+                name.as_bytes(),
+                |_| true,
+                || {
+                    let domain = registrable_domain_of(name);
+                    let start = (domain.as_ptr() as usize).wrapping_sub(name.as_ptr() as usize);
+                    // Always a slice of the name; (start, length) fit a byte (the name is short).
+                    match (u8::try_from(start), u8::try_from(domain.len())) {
+                        (Ok(s), Ok(l)) if name.get(start..start + domain.len()) == Some(domain) => {
+                            (s, l)
+                        }
+                        _ => (u8::MAX, u8::MAX),
                     }
-                    _ => (u8::MAX, u8::MAX),
-                }
-            },
-        )
+                },
+            )
+        })
     });
+    let Ok(Some((start, len))) = kept else {
+        return registrable_domain_of(name);
+    };
     let start = usize::from(start);
     name.get(start..start + usize::from(len))
         .unwrap_or_else(|| registrable_domain_of(name))

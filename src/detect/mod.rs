@@ -555,12 +555,17 @@ impl Detector {
         // Recalled from this thread's last queries when the same name (client) was seen: the
         // same SipHash values, without the three calls ([`recall`]).
         let (sub_hash, domain_key) = self.name_keys(obs.qname, obs.domain, sub);
-        let client_hash = CLIENT_KEYS.with(|t| {
-            t.borrow_mut()
-                .get_or(self.owner, obs.client.address_scope(), || {
-                    self.hasher.hash_one(obs.client)
+        let client_hash = CLIENT_KEYS
+            .try_with(|t| {
+                t.try_borrow_mut().ok().map(|mut t| {
+                    t.get_or(self.owner, obs.client.address_scope(), || {
+                        self.hasher.hash_one(obs.client)
+                    })
                 })
-        });
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.hasher.hash_one(obs.client));
         // The whole name's hash, from the two already computed: the name is hashed once. Used
         // for the fleet-wide "asked by another client" table.
         let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -1218,18 +1223,24 @@ impl Detector {
         if !qname.ends_with(domain) {
             return compute();
         }
-        let (sub_hash, domain_key, _) = NAME_KEYS.with(|t| {
-            t.borrow_mut().get_or(
-                self.owner,
-                qname.as_bytes(),
-                |v| v.2 == domain_len,
-                || {
-                    let (s, d) = compute();
-                    (s, d, domain_len)
-                },
-            )
+        // Never a panic: with the table gone (a thread's exit) or in use, computed.
+        let kept = NAME_KEYS.try_with(|t| {
+            t.try_borrow_mut().ok().map(|mut t| {
+                t.get_or(
+                    self.owner,
+                    qname.as_bytes(),
+                    |v| v.2 == domain_len,
+                    || {
+                        let (s, d) = compute();
+                        (s, d, domain_len)
+                    },
+                )
+            })
         });
-        (sub_hash, domain_key)
+        match kept {
+            Ok(Some((sub_hash, domain_key, _))) => (sub_hash, domain_key),
+            _ => compute(),
+        }
     }
 
     fn domain_key(&self, domain: &str) -> u64 {
