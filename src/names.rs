@@ -23,7 +23,7 @@ pub fn registrable_domain(name: &str) -> &str {
     let kept = KEPT.try_with(|t| {
         t.try_borrow_mut().ok().map(|mut t| {
             t.get_or(
-                1,
+                1, // one owner: the list is compiled in and never changes
                 name.as_bytes(),
                 |_| true,
                 || {
