@@ -42,6 +42,8 @@ pub mod rtype {
     pub const KEY: u16 = 25;
     /// IPv6 address.
     pub const AAAA: u16 = 28;
+    /// Signature (RFC 2931's SIG(0) when it signs a message).
+    pub const SIG: u16 = 24;
     /// EDNS(0) pseudo-record.
     pub const OPT: u16 = 41;
     /// Transaction key (RFC 2930): a meta type, never asked for.
@@ -647,6 +649,15 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     if qdcount != 1 {
         return Err(WireError::FormErr("a query must have exactly one question"));
     }
+    // A query is never truncated (RFC 1035 §4.1.1: TC is set by whoever truncated an answer),
+    // and carries no answer records; Unbound answers both FORMERR. Sections a query has no use
+    // for are a place to put bytes, and none of them is ever passed on.
+    if flags & flag::TC != 0 {
+        return Err(WireError::FormErr("TC bit set in a query"));
+    }
+    if ancount != 0 {
+        return Err(WireError::FormErr("a query has no answer records"));
+    }
 
     let mut r = Reader {
         buf: packet,
@@ -681,10 +692,15 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     let qclass = r.u16().ok_or(WireError::FormErr("question has no class"))?;
     let question = &packet[HEADER_LEN..r.pos];
 
-    // Skip answer and authority records (a query should have none, but tolerate them; an IXFR
-    // query carries an SOA in its authority section), then look for the OPT record among the
-    // additionals. An OPT anywhere else is a format error (RFC 6891 §6.1.1).
-    for _ in 0..(u32::from(ancount) + u32::from(nscount)) {
+    // An authority record only in an IXFR query (RFC 1995 §3: the client's SOA; the query type
+    // stage then refuses it, as any zone transfer); then the OPT record among the additionals.
+    // An OPT anywhere else is a format error (RFC 6891 §6.1.1).
+    if nscount != 0 && qtype != rtype::IXFR {
+        return Err(WireError::FormErr(
+            "authority records in a query other than IXFR",
+        ));
+    }
+    for _ in 0..nscount {
         if skip_record(&mut r).ok_or(WireError::FormErr("record runs past the packet"))?
             == rtype::OPT
         {
@@ -714,24 +730,34 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         r.skip(usize::from(rdlen)).ok_or(WireError::FormErr(
             "additional record data runs past the packet",
         ))?;
-        if rtype == rtype::OPT {
-            if edns.is_some() {
-                return Err(WireError::FormErr("more than one OPT record"));
-            }
-            // RFC 6891 §6.1.2: the OPT owner MUST be the root name.
-            if !is_root_name(packet, owner_at) {
-                return Err(WireError::FormErr("OPT record owner is not the root"));
-            }
-            let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
-            let (cookie, padding) = find_cookie(rdata)?;
-            edns = Some(Edns {
-                udp_size: class,
-                version: ((ttl >> 16) & 0xFF) as u8,
-                dnssec_ok: ttl & 0x8000 != 0,
-                cookie,
-                padding,
-            });
+        if rtype != rtype::OPT {
+            // TSIG and SIG(0) (RFC 8945, RFC 2931) are not supported: their signature would go
+            // unchecked and the answer unsigned, which a signing client rejects anyway; any
+            // other record has no meaning in a query. Unbound answers these FORMERR too.
+            return Err(WireError::FormErr(
+                if matches!(rtype, rtype::SIG | rtype::TSIG) {
+                    "signed queries (TSIG, SIG(0)) are not supported"
+                } else {
+                    "an additional record other than OPT in a query"
+                },
+            ));
         }
+        if edns.is_some() {
+            return Err(WireError::FormErr("more than one OPT record"));
+        }
+        // RFC 6891 §6.1.2: the OPT owner MUST be the root name.
+        if !is_root_name(packet, owner_at) {
+            return Err(WireError::FormErr("OPT record owner is not the root"));
+        }
+        let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
+        let (cookie, padding) = find_cookie(rdata)?;
+        edns = Some(Edns {
+            udp_size: class,
+            version: ((ttl >> 16) & 0xFF) as u8,
+            dnssec_ok: ttl & 0x8000 != 0,
+            cookie,
+            padding,
+        });
     }
 
     Ok(Query {
@@ -1646,21 +1672,92 @@ pub(crate) mod tests {
 
     #[test]
     fn an_opt_record_outside_the_additional_section_is_a_format_error() {
-        for count_at in [7, 9] {
+        for (count_at, why) in [
+            (7, "a query has no answer records"),
+            (9, "authority records in a query other than IXFR"),
+        ] {
             let mut p = query_bytes("example.com", 1, None);
             p[count_at] = 1;
             p.extend_from_slice(&opt_record(&[0], 0));
             assert_eq!(
                 parse_query(&p).unwrap_err(),
-                WireError::FormErr("OPT record outside the additional section"),
+                WireError::FormErr(why),
                 "count at {count_at}"
             );
         }
-        // Other records there are still tolerated (an IXFR query carries an SOA).
+        // An IXFR query carries the client's SOA there: parsed (then refused as a transfer);
+        // an OPT there is still a format error.
         let mut p = query_bytes("example.com", 251, None);
         p[9] = 1;
         p.extend_from_slice(&[0xC0, 12, 0, 6, 0, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(parse_query(&p).unwrap().qtype, 251);
+        let mut p = query_bytes("example.com", 251, None);
+        p[9] = 1;
+        p.extend_from_slice(&opt_record(&[0], 0));
+        assert_eq!(
+            parse_query(&p).unwrap_err(),
+            WireError::FormErr("OPT record outside the additional section")
+        );
+    }
+
+    /// What a query has no use for is FORMERR, as Unbound answers it: the TC bit, answer
+    /// records, authority records (but IXFR's SOA), additional records other than OPT (TSIG and
+    /// SIG(0) signatures included: not supported). The same query without them parses.
+    #[test]
+    fn sections_a_query_has_no_use_for_are_format_errors() {
+        let a_record = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+        let tsig = [&[0u8][..], &[0, 250, 0, 255, 0, 0, 0, 0, 0, 0]].concat();
+        let sig0 = [&[0u8][..], &[0, 24, 0, 255, 0, 0, 0, 0, 0, 0]].concat();
+        let with = |count_at: usize, tail: &[u8]| {
+            let mut p = query_bytes("example.com", 1, None);
+            p[count_at] = 1;
+            p.extend_from_slice(tail);
+            p
+        };
+        let mut tc = query_bytes("example.com", 1, None);
+        tc[2] |= 0x02;
+        for (what, p, why) in [
+            ("TC", tc, "TC bit set in a query"),
+            (
+                "answer",
+                with(7, &a_record),
+                "a query has no answer records",
+            ),
+            (
+                "authority",
+                with(9, &a_record),
+                "authority records in a query other than IXFR",
+            ),
+            (
+                "additional A",
+                with(11, &a_record),
+                "an additional record other than OPT in a query",
+            ),
+            (
+                "TSIG",
+                with(11, &tsig),
+                "signed queries (TSIG, SIG(0)) are not supported",
+            ),
+            (
+                "SIG(0)",
+                with(11, &sig0),
+                "signed queries (TSIG, SIG(0)) are not supported",
+            ),
+        ] {
+            assert_eq!(
+                parse_query(&p).unwrap_err(),
+                WireError::FormErr(why),
+                "{what}"
+            );
+            // An error answer is still made for it: the question echoed, FORMERR.
+            let r = header_only_error(&p, rcode::FORMERR).expect(what);
+            assert_eq!(r[3] & 0x0F, rcode::FORMERR, "{what}");
+            assert_eq!(&r[0..2], &p[0..2], "{what}: ID");
+        }
+        // The same query with only its OPT record parses, the other flags as they were.
+        let mut fine = query_bytes("example.com", 1, Some(1232));
+        fine[2] |= 0x04; // AA in a query: meaningless, ignored (Unbound answers it too)
+        assert_eq!(parse_query(&fine).unwrap().qtype, 1);
     }
 
     #[test]

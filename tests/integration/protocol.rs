@@ -83,6 +83,56 @@ async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_forme
     assert_eq!(u16::from_be_bytes([r[6], r[7]]), 2, "both A records");
 }
 
+/// What a query has no use for gets FORMERR, as Unbound answers it, over UDP and TCP: the TC
+/// bit, an answer record, an authority record (IXFR's SOA aside), an additional record other
+/// than OPT, a TSIG or SIG(0) signature (not supported). Each is counted as malformed; the
+/// plain query right after is answered.
+#[tokio::test]
+async fn sections_a_query_has_no_use_for_are_formerr() {
+    let s = TestServer::start(None, WIRE).await;
+    let before = formerr_count(&metrics_text(&s).await);
+    let a_record = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1];
+    let tsig = [&[0u8][..], &[0, 250, 0, 255, 0, 0, 0, 0, 0, 0]].concat();
+    let sig0 = [&[0u8][..], &[0, 24, 0, 255, 0, 0, 0, 0, 0, 0]].concat();
+    let mut tc = raw_query(&API, 1, [0, 0, 0], &[]);
+    tc[2] |= 0x02;
+    let cases = [
+        ("TC bit", tc),
+        ("answer record", raw_query(&API, 1, [1, 0, 0], &a_record)),
+        ("authority record", raw_query(&API, 1, [0, 1, 0], &a_record)),
+        (
+            "additional A record",
+            raw_query(&API, 1, [0, 0, 1], &a_record),
+        ),
+        ("TSIG", raw_query(&API, 1, [0, 0, 1], &tsig)),
+        ("SIG(0)", raw_query(&API, 1, [0, 0, 1], &sig0)),
+    ];
+    for (what, p) in &cases {
+        let r = udp_raw(s.udp, MEMBER.parse().unwrap(), p)
+            .await
+            .unwrap_or_else(|| panic!("{what}: an answer over UDP"));
+        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over UDP");
+        assert_eq!(&r[0..2], &p[0..2], "{what}: ID echoed");
+        assert_eq!(r[2] & 0x02, 0, "{what}: the answer is not truncated");
+        assert_eq!(&r[6..10], &[0, 0, 0, 0], "{what}: no records echoed");
+        let r = tcp_raw(s.tcp, MEMBER, p)
+            .await
+            .unwrap_or_else(|| panic!("{what}: an answer over TCP"));
+        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over TCP");
+    }
+    let after = formerr_count(&metrics_text(&s).await);
+    assert!(
+        after >= before + 2.0 * cases.len() as f64,
+        "counted as malformed: {before} -> {after}"
+    );
+    let fine = raw_query(&API, 1, [0, 0, 0], &[]);
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &fine)
+        .await
+        .expect("an answer");
+    assert_eq!(header_rcode(&r), 0);
+    assert_eq!(u16::from_be_bytes([r[6], r[7]]), 2, "both A records");
+}
+
 #[tokio::test]
 async fn with_drop_a_stranger_gets_no_formerr_for_a_bad_opt() {
     let s = TestServer::start_full(

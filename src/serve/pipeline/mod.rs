@@ -8,8 +8,9 @@
 //! Why this order: cheap checks come first so that the traffic we refuse costs the least.
 //! - **parse** ([`Pipeline::handle_fast`]): the only stage that sees raw bytes; runts and
 //!   responses get silence, malformed queries FORMERR (among them an OPT record owned by
-//!   anything but the root, outside the additional section, or a second one), other opcodes
-//!   NOTIMP.
+//!   anything but the root, outside the additional section, or a second one; the TC bit,
+//!   answer records, authority records outside IXFR, additional records other than OPT, TSIG
+//!   and SIG(0) included), other opcodes NOTIMP.
 //! - **identify**: a verified token's group claim, else the verified agent's identity, else
 //!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
