@@ -47,6 +47,20 @@ fn formerr_count(metrics: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// `p` from the member gets FORMERR with its ID over UDP and over TCP; the UDP answer.
+async fn formerr_over_udp_and_tcp(s: &TestServer, what: &str, p: &[u8]) -> Vec<u8> {
+    let r = udp_raw(s.udp, MEMBER.parse().unwrap(), p)
+        .await
+        .unwrap_or_else(|| panic!("{what}: an answer over UDP"));
+    assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over UDP");
+    assert_eq!(&r[0..2], &p[0..2], "{what}: ID echoed");
+    let t = tcp_raw(s.tcp, MEMBER, p)
+        .await
+        .unwrap_or_else(|| panic!("{what}: an answer over TCP"));
+    assert_eq!(header_rcode(&t), 1, "{what}: FORMERR over TCP");
+    r
+}
+
 #[tokio::test]
 async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_formerr() {
     let s = TestServer::start(None, WIRE).await;
@@ -59,15 +73,7 @@ async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_forme
         ("OPT in the answer section", &in_answers),
         ("OPT in the authority section", &in_authority),
     ] {
-        let r = udp_raw(s.udp, MEMBER.parse().unwrap(), p)
-            .await
-            .unwrap_or_else(|| panic!("{what}: an answer over UDP"));
-        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over UDP");
-        assert_eq!(&r[0..2], &p[0..2], "{what}: ID echoed");
-        let r = tcp_raw(s.tcp, MEMBER, p)
-            .await
-            .unwrap_or_else(|| panic!("{what}: an answer over TCP"));
-        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over TCP");
+        formerr_over_udp_and_tcp(&s, what, p).await;
     }
     let after = formerr_count(&metrics_text(&s).await);
     assert!(
@@ -108,17 +114,9 @@ async fn sections_a_query_has_no_use_for_are_formerr() {
         ("SIG(0)", raw_query(&API, 1, [0, 0, 1], &sig0)),
     ];
     for (what, p) in &cases {
-        let r = udp_raw(s.udp, MEMBER.parse().unwrap(), p)
-            .await
-            .unwrap_or_else(|| panic!("{what}: an answer over UDP"));
-        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over UDP");
-        assert_eq!(&r[0..2], &p[0..2], "{what}: ID echoed");
+        let r = formerr_over_udp_and_tcp(&s, what, p).await;
         assert_eq!(r[2] & 0x02, 0, "{what}: the answer is not truncated");
         assert_eq!(&r[6..10], &[0, 0, 0, 0], "{what}: no records echoed");
-        let r = tcp_raw(s.tcp, MEMBER, p)
-            .await
-            .unwrap_or_else(|| panic!("{what}: an answer over TCP"));
-        assert_eq!(header_rcode(&r), 1, "{what}: FORMERR over TCP");
     }
     let after = formerr_count(&metrics_text(&s).await);
     assert!(
