@@ -669,16 +669,24 @@ impl Detector {
         // at all (the common case: a client repeating ordinary names).
         let pair_scored =
             pair_live || obs.settings.lowest_threshold() <= score::MAX_POINTS_WITHOUT_VOLUME;
-        let pair_stats = if pair_live {
-            st.windows.stats()
-        } else if pair_scored {
-            [
-                window::WindowStats::default(),
-                st.windows.0[1].stats(),
-                window::WindowStats::default(),
-            ]
-        } else {
-            [window::WindowStats::default(); 3]
+        // The pair's evidence, built in place (its windows are ~340 bytes: not moved again);
+        // its prevalence and the client's spike are filled in below.
+        let mut ev = Evidence {
+            windows: if pair_live {
+                st.windows.stats()
+            } else if pair_scored {
+                [
+                    window::WindowStats::default(),
+                    st.windows.0[1].stats(),
+                    window::WindowStats::default(),
+                ]
+            } else {
+                [window::WindowStats::default(); 3]
+            },
+            budgets: pair_budgets,
+            prevalence: 1.0,
+            client_spike: false,
+            scope: Scope::ClientDomain,
         };
 
         // The domain, fleet-wide: prevalence, and every client's novel names together.
@@ -756,7 +764,7 @@ impl Detector {
                 // while a tunnel client supplies nearly all of its domain's, however many
                 // other clients were made to ask a name or two there.
                 let pair_novel = if pair_scored {
-                    pair_stats[1].novel_bytes
+                    ev.windows[1].novel_bytes
                 } else {
                     st.windows.0[1].volume_stats().novel_bytes
                 };
@@ -769,6 +777,14 @@ impl Detector {
 
         // The client across all its domains: only the part of each name beyond an ordinary
         // host label counts, against a multiple of the budgets.
+        let client_budgets = self.budgets.scaled(scale * self.client_factor);
+        let client_evidence = |c: &mut ClientState, spike: bool| Evidence {
+            windows: c.windows.stats(),
+            budgets: client_budgets,
+            prevalence: 1.0,
+            client_spike: spike,
+            scope: Scope::Client,
+        };
         let client_state = self.clients.get_or_insert(client_hash, || ClientState {
             minute: now.as_secs() / 60,
             ..ClientState::default()
@@ -792,36 +808,27 @@ impl Detector {
                 ..sample
             };
             self.add(&mut c.windows, epochs, client_sample);
-            let budgets = self.budgets.scaled(scale * self.client_factor);
-            if c.windows.could_score(budgets) {
-                let ev = Evidence {
-                    windows: c.windows.stats(),
-                    budgets,
-                    prevalence: 1.0,
-                    client_spike: spike,
-                    scope: Scope::Client,
-                };
-                (spike, Some(score::domain_score(&ev)))
+            if c.windows.could_score(client_budgets) {
+                // Its total only, as the pair's: the breakdown is worked out again for an alert.
+                (
+                    spike,
+                    Some(score::domain_points(&client_evidence(&mut c, spike))),
+                )
             } else {
                 // Client-wide evidence is volume: below the floor it adds nothing.
                 (spike, None)
             }
         };
 
-        let ev = Evidence {
-            windows: pair_stats,
-            budgets: pair_budgets,
-            prevalence,
-            client_spike,
-            scope: Scope::ClientDomain,
-        };
+        ev.prevalence = prevalence;
+        ev.client_spike = client_spike;
         // The pair's total only: its breakdown and trip (~300 bytes to build and move) are
         // worked out again below for an alert, the one reader (the same number either way).
         let pair_points = pair_scored.then(|| score::domain_points(&ev));
         // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
         // alert (below) but never sets the level that contains this client.
-        let own = match (client_eval.as_ref(), pair_points) {
-            (Some(c), p) if c.0 > p.unwrap_or(0) => Some((c.0, Scope::Client)),
+        let own = match (client_eval, pair_points) {
+            (Some(c), p) if c > p.unwrap_or(0) => Some((c, Scope::Client)),
             (_, p) => p.map(|p| (p, Scope::ClientDomain)),
         };
         let (score, scope) = own.unwrap_or((0, Scope::ClientDomain));
@@ -857,7 +864,7 @@ impl Detector {
         let alert_window = if !pair_scored && (own_due || fleet.is_some()) {
             st.windows.0[1].stats()
         } else {
-            pair_stats[1]
+            ev.windows[1]
         };
         let make_alert =
             |score: u8, terms: &Breakdown, trip: &VolumeTrip, scope: Scope, level: Level| {
@@ -900,12 +907,19 @@ impl Detector {
             };
         // An alert is due only at a score of at least 1 (the lowest threshold), so `own` is there.
         let alert = if let Some((_, scope)) = own.filter(|_| own_due) {
-            let eval = match (scope, client_eval.as_ref()) {
-                (Scope::Client, Some(c)) => *c,
-                _ => score::domain_score(&ev),
+            let eval = if scope == Scope::Client {
+                // The client's windows again, under its lock: as they were a moment ago (a
+                // stats reading changes nothing), unless another query of this client came
+                // in between, which only makes the breakdown current.
+                score::domain_score(&client_evidence(&mut client_state.lock(), client_spike))
+            } else {
+                score::domain_score(&ev)
             };
-            debug_assert_eq!(eval.0, score, "a breakdown's total is the score");
-            Some(Box::new(make_alert(score, &eval.1, &eval.2, scope, level)))
+            debug_assert!(
+                scope == Scope::Client || eval.0 == score,
+                "a breakdown's total is the score"
+            );
+            Some(Box::new(make_alert(eval.0, &eval.1, &eval.2, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
         {

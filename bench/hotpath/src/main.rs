@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dnsward::policy::active::ActivePolicy;
 use dnsward::resolve::cache::{AnswerCache, CacheConfig};
-use dnsward::clock::SystemClock;
+use dnsward::clock::{ManualClock, SharedClock, SystemClock};
 use dnsward::config::Config;
 use dnsward::contain::Containment;
 use dnsward::detect::Detector;
@@ -41,7 +41,11 @@ fn query(id: u16, name: &str) -> Vec<u8> {
 
 /// The pipeline with scoring on or off; with `events`, a file sink (every block written,
 /// allowed queries sampled one in 100) instead of a disabled sender.
-fn pipeline(detect: bool, events: Option<&std::path::Path>) -> (Pipeline, Option<EventSinkHandle>) {
+fn pipeline(
+    detect: bool,
+    events: Option<&std::path::Path>,
+    clock: SharedClock,
+) -> (Pipeline, Option<EventSinkHandle>) {
     let events_toml = match events {
         Some(path) => format!("[events]\nsink=\"file\"\npath={:?}\nkeep=1\n", path.display().to_string()),
         None => String::new(),
@@ -52,7 +56,6 @@ fn pipeline(detect: bool, events: Option<&std::path::Path>) -> (Pipeline, Option
     );
     let cfg = Config::from_toml(&text, "hotpath", std::path::Path::new(".")).expect("config");
     let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");
-    let clock = SystemClock::shared();
     let (sender, handle) = match events {
         Some(_) => {
             let (s, h) = dnsward::events::sink::spawn(&cfg.events).expect("event sink");
@@ -191,13 +194,17 @@ fn time_flood_inserts(secs: f64) -> f64 {
 }
 
 /// `count w1|w2|few ROUNDS`: exactly ROUNDS × 500 queries of one case, scoring on, then exit; for
-/// `perf stat -e instructions:u`, whose count per query (the difference between two ROUNDS,
-/// divided by the queries between them) does not move with the machine's load as time does.
-fn count_case(p: &Pipeline, packets: &[Vec<u8>], rounds: u64) {
+/// `perf stat -e instructions:u` or callgrind, whose count per query (the difference between two
+/// ROUNDS, divided by the queries between them) does not move with the machine's load as time
+/// does. The pipeline's clock is a manual one moved 10 µs a query (100k q/s), so the windows
+/// advance the same way in every run, however slowly the instrumented process goes: the count
+/// is the same for the same build (under the system clock it moved by ±50 under callgrind).
+fn count_case(p: &Pipeline, clock: &ManualClock, packets: &[Vec<u8>], rounds: u64) {
     let src = "127.0.0.1".parse().unwrap();
     let now = Instant::now();
     for _ in 0..rounds {
         for packet in packets {
+            clock.advance(Duration::from_micros(10));
             // The reply's buffer goes back for the next, as the UDP loop does once it is sent.
             if let Outcome::Reply(r) = black_box(p.handle_udp_batched(black_box(packet), src, now)) {
                 wire::recycle_reply(r);
@@ -230,14 +237,15 @@ fn main() {
         let rt = events_runtime();
         let _enter = rt.enter();
         let events = std::env::var_os("HOTPATH_EVENTS").is_some();
-        let (p, _sink) = pipeline(true, events.then_some(events_path.as_path()));
+        let clock = ManualClock::new();
+        let (p, _sink) = pipeline(true, events.then_some(events_path.as_path()), clock.clone());
         warm(&p, &w1);
         match args.get(2).map(String::as_str) {
-            Some("w2") => count_case(&p, &w2p, rounds),
+            Some("w2") => count_case(&p, &clock, &w2p, rounds),
             // A client repeating a handful of names: too little new information for any window
             // to reach the volume floor, as most real clients most of the time.
-            Some("few") => count_case(&p, &w1p[..8], rounds * 500 / 8),
-            _ => count_case(&p, &w1p, rounds),
+            Some("few") => count_case(&p, &clock, &w1p[..8], rounds * 500 / 8),
+            _ => count_case(&p, &clock, &w1p, rounds),
         }
         return;
     }
@@ -250,7 +258,7 @@ fn main() {
     let _enter = rt.enter();
     let events_path = std::env::temp_dir().join(format!("dnsward-hotpath-{}.jsonl", std::process::id()));
     for (detect, events) in [(true, false), (false, false), (true, true)] {
-        let (p, _sink) = pipeline(detect, events.then_some(events_path.as_path()));
+        let (p, _sink) = pipeline(detect, events.then_some(events_path.as_path()), SystemClock::shared());
         warm(&p, &w1);
         let on = match (detect, events) {
             (true, false) => "on",

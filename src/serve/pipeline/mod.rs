@@ -464,21 +464,22 @@ impl Pipeline {
         received: Instant,
         timed: bool,
     ) -> Outcome {
-        // Parse: the only stage that sees raw bytes.
-        let mut q = match wire::parse_query(packet) {
+        // Parse: the only stage that sees raw bytes. Used where it lies in the `Result` (a
+        // ~200-byte `Query` moved out of it was a copy a query).
+        let mut parsed = wire::parse_query(packet);
+        let q = match &mut parsed {
             Ok(q) => q,
-            Err(e) => return self.malformed_from(packet, peer, e),
+            Err(e) => return self.malformed_from(packet, peer, *e),
         };
         let client = canonical(peer.addr());
         let now = LazyNow::new(&self.clock, received);
         // An authenticated agent, TCP, or a valid DNS Cookie proves who is asking.
-        let verified =
-            self.check_source(&mut q, client, protocol, &now) || peer.auth != AuthKind::None;
+        let verified = self.check_source(q, client, protocol, &now) || peer.auth != AuthKind::None;
         let policy = self.policy.load();
         let asked = Asked {
             policy: &policy,
             gid: None,
-            q: &q,
+            q,
             client,
             peer,
             protocol,
@@ -518,7 +519,7 @@ impl Pipeline {
         let permit = match self.inflight.admit(client) {
             Ok(p) => p,
             Err(overload) => {
-                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let msg = wire::start_response(q, rcode::SERVFAIL, false);
                 let why = || format!("overload: {} at its bound", overload.as_str());
                 let report = Report::new(Verdict::Servfail, &why);
                 return Outcome::Reply(self.finish(&admitted.asked, msg, &report));
