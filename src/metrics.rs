@@ -22,8 +22,12 @@ pub const CACHE_MISSES_TOTAL: &str = "dnsward_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
-/// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `malformed`, `mismatch`).
+/// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
+/// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "dnsward_upstream_errors_total";
+/// Records an upstream put in an answer beyond its question's chain, dropped before the answer
+/// was checked, cached or served, by `section` (`answer`, `authority`, `additional`).
+pub const UPSTREAM_SCRUBBED_TOTAL: &str = "dnsward_upstream_records_scrubbed_total";
 /// Upstream round-trip time, by `upstream`.
 pub const UPSTREAM_DURATION_SECONDS: &str = "dnsward_upstream_duration_seconds";
 /// Events written by the sink, by `kind`.

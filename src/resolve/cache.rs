@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 use crate::clock::SharedClock;
 use crate::config_error::{ConfigProblems, DurationRange};
+use crate::resolve::scrub;
 use crate::wire::{self, Query, rcode, rtype};
 
 /// `[cache]`: the answer cache's bounds and TTL clamps.
@@ -642,6 +643,27 @@ impl AnswerCache {
         // dnsward is not the authority for what it forwards (RFC 1035 §4.1.1): the upstream's
         // AA is cleared, as Unbound and BIND forwarders do. Local zones set their own.
         m.metadata.authoritative = false;
+        // Only the question's chain goes on, and no AD ([`scrub`]): before the addresses and
+        // CNAME targets the answer checks and egress read are collected below.
+        let dropped = scrub::scrub(m);
+        if dropped.total() > 0 {
+            for (section, n) in [
+                ("answer", dropped.answers),
+                ("authority", dropped.authorities),
+                ("additional", dropped.additionals),
+            ] {
+                if n > 0 {
+                    metrics::counter!(crate::metrics::UPSTREAM_SCRUBBED_TOTAL, "section" => section)
+                        .increment(n as u64);
+                }
+            }
+        }
+        // A TTL with its top bit set is zero (RFC 2181 §8), not a day after clamping.
+        for r in m.answers.iter_mut().chain(m.authorities.iter_mut()) {
+            if r.ttl > wire::MAX_TTL {
+                r.ttl = 0;
+            }
+        }
         let code = m.metadata.response_code.low();
         let cname_targets: Box<[Box<str>]> = m
             .answers

@@ -2,6 +2,7 @@
 //!
 //! - [`cache`]: the bounded, pre-encoded answer cache (TTL countdown, negative caching).
 //! - [`inflight`]: the bound on cache misses in flight and coalescing of identical ones.
+//! - [`scrub`]: what a forwarded answer may carry on (its question's chain; no AD).
 //! - [`zones`]: local authoritative zones from RFC 1035 zone files.
 //! - [`upstream`]: the forwarder (random port and ID, TC → TCP, health-ordered failover,
 //!   conditional forward zones).
@@ -11,5 +12,6 @@
 
 pub mod cache;
 pub mod inflight;
+pub mod scrub;
 pub mod upstream;
 pub mod zones;

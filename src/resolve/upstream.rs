@@ -184,6 +184,9 @@ pub struct Upstream {
     err_io: Counter,
     err_mismatch: Counter,
     err_refused: Counter,
+    err_formerr: Counter,
+    err_notimp: Counter,
+    err_truncated: Counter,
     rtt: Histogram,
 }
 
@@ -207,6 +210,9 @@ impl Upstream {
             err_io: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "io"),
             err_mismatch: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "mismatch"),
             err_refused: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "refused"),
+            err_formerr: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "formerr"),
+            err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
+            err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
             rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l),
             label,
         }
@@ -411,8 +417,21 @@ impl Upstreams {
             let budget = up.timeout.min(deadline - now);
             let started = Instant::now();
             match exchange(up, question, dnssec_ok, cd, budget).await {
-                Ok(answer) if wire::rcode_of(&answer) == wire::rcode::REFUSED => {
-                    up.err_refused.increment(1);
+                // The server would not, or could not, answer this question: not an answer for
+                // the client (whose query was well formed), so the next server is tried, and
+                // with none left the client gets SERVFAIL, as Unbound does. A FORMERR or
+                // NOTIMP passed on would tell the client its own query was at fault.
+                Ok(answer)
+                    if matches!(
+                        wire::rcode_of(&answer),
+                        wire::rcode::REFUSED | wire::rcode::FORMERR | wire::rcode::NOTIMP
+                    ) =>
+                {
+                    match wire::rcode_of(&answer) {
+                        wire::rcode::REFUSED => up.err_refused.increment(1),
+                        wire::rcode::FORMERR => up.err_formerr.increment(1),
+                        _ => up.err_notimp.increment(1),
+                    }
                     up.failures.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(answer) => {
@@ -424,6 +443,7 @@ impl Upstreams {
                     match kind {
                         ExchangeError::Timeout => up.err_timeout.increment(1),
                         ExchangeError::Io => up.err_io.increment(1),
+                        ExchangeError::Truncated => up.err_truncated.increment(1),
                     }
                     up.failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -437,6 +457,8 @@ impl Upstreams {
 enum ExchangeError {
     Timeout,
     Io,
+    /// Truncated over TCP too: nothing whole to serve, and nothing the client could retry.
+    Truncated,
 }
 
 async fn exchange(
@@ -696,6 +718,9 @@ async fn tcp_exchange(
         .await
         .map_err(|_| ExchangeError::Io)?;
     if matches(up, &buf, id, question) {
+        if wire::is_truncated(&buf) {
+            return Err(ExchangeError::Truncated);
+        }
         Ok(buf)
     } else {
         Err(ExchangeError::Io)

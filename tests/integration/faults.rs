@@ -1,5 +1,6 @@
 //! Upstream faults (issue 9): an upstream that is down, black-holes queries, is slow, answers
-//! garbage, the wrong ID or question, truncates forever, or resets TCP mid-answer. Whatever it
+//! garbage, the wrong ID or question, truncates forever (or over TCP too), resets TCP
+//! mid-answer, or rejects every query with FORMERR or NOTIMP. Whatever it
 //! does, every client gets an answer within the configured budget (1 s here), a healthy second
 //! upstream takes over, and nothing hangs.
 
@@ -44,6 +45,9 @@ async fn faulty_upstreams() -> Vec<(&'static str, Option<RunningUpstream>, Socke
         ("wrong question", Fault::WrongQuestion),
         ("truncated forever", Fault::TruncatedForever),
         ("tcp reset mid-answer", Fault::TcpResetMidAnswer),
+        ("truncated over tcp too", Fault::TruncatedOverTcp),
+        ("formerr for every query", Fault::FormErr),
+        ("notimp for every query", Fault::NotImp),
     ] {
         let up = FakeUpstream::new()
             .answering_everything([192, 0, 2, 66])

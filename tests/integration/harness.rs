@@ -53,6 +53,16 @@ pub enum Fault {
     /// Over TCP, sends the length and half the answer, then resets the connection; UDP answers
     /// are truncated so the exchange moves to TCP.
     TcpResetMidAnswer,
+    /// Answers TC with no records over UDP and over TCP.
+    TruncatedOverTcp,
+    /// Answers every query FORMERR (an old server that rejects EDNS, say).
+    FormErr,
+    /// Answers every query NOTIMP.
+    NotImp,
+    /// Answers correctly, with extras no question asked for: AD set, an unrelated name's
+    /// address in the answer section, NS records for another zone in the authority section,
+    /// and glue with a private address in the additional section.
+    Stuffed,
 }
 
 /// A running fake upstream.
@@ -205,6 +215,37 @@ impl FakeUpstream {
             }
             Some(Fault::TruncatedForever) => None,
             Some(Fault::TcpResetMidAnswer) => self.answer(query, udp),
+            Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
+                let req = Message::from_vec(query).ok()?;
+                let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+                resp.add_query(req.queries.first()?.clone());
+                match f {
+                    Fault::FormErr => resp.metadata.response_code = ResponseCode::FormErr,
+                    Fault::NotImp => resp.metadata.response_code = ResponseCode::NotImp,
+                    _ => resp.metadata.truncation = true,
+                }
+                resp.to_vec().ok()
+            }
+            Some(Fault::Stuffed) => {
+                let mut m = Message::from_vec(&self.answer(query, udp)?).ok()?;
+                m.metadata.authentic_data = true;
+                m.add_answer(Record::from_rdata(
+                    name("unrelated.example.net"),
+                    300,
+                    RData::A(A::new(6, 6, 6, 8)),
+                ));
+                m.add_authority(Record::from_rdata(
+                    name("pypi.org"),
+                    300,
+                    RData::NS(hickory_proto::rr::rdata::NS(name("ns.evil.example.net"))),
+                ));
+                m.add_additional(Record::from_rdata(
+                    name("ns.evil.example.net"),
+                    300,
+                    RData::A(A::new(10, 9, 9, 9)),
+                ));
+                m.to_vec().ok()
+            }
         }
     }
 

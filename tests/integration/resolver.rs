@@ -533,3 +533,84 @@ async fn blocks_refusals_and_sinkholes_say_why_in_an_extended_dns_error() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert!(m.edns.is_none());
 }
+
+/// What an upstream adds beside its question's answer never reaches the client: an unrelated
+/// name's address in the answer section, another zone's NS in the authority section, glue with
+/// a private address in the additional section; nor its AD bit (dnsward validates nothing).
+/// Fresh and from the cache alike.
+#[tokio::test]
+async fn forwarded_answers_carry_only_their_question_chain_and_no_ad() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .with_cname("alias.example", "x.allowed.example", [192, 0, 2, 4])
+        .with_fault(Fault::Stuffed)
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    for round in ["fresh", "cached"] {
+        for (qname, want) in [
+            ("www.example", vec!["www.example. A"]),
+            (
+                "alias.example",
+                vec!["alias.example. CNAME", "x.allowed.example. A"],
+            ),
+        ] {
+            // AD and DO asked for: still no AD, from a resolver that does not validate.
+            let mut packet = query_packet(qname, RecordType::A, true);
+            packet[3] |= 0x20;
+            let raw = udp_raw(s.udp, "127.0.0.10".parse().unwrap(), &packet)
+                .await
+                .expect("an answer");
+            let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{round} {qname}"
+            );
+            let answers: Vec<String> = m
+                .answers
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.record_type()))
+                .collect();
+            assert_eq!(answers, want, "{round} {qname}: the chain only");
+            assert!(
+                m.authorities.is_empty(),
+                "{round} {qname}: {:?}",
+                m.authorities
+            );
+            assert!(
+                m.additionals.is_empty(),
+                "{round} {qname}: {:?}",
+                m.additionals
+            );
+            assert!(!m.metadata.authentic_data, "{round} {qname}: AD cleared");
+        }
+    }
+    assert_eq!(up.queries(), 2, "the scrubbed answers were cached");
+    let metrics = metrics_text(&s).await;
+    for section in ["answer", "authority", "additional"] {
+        assert!(
+            metrics.contains(&format!(
+                "dnsward_upstream_records_scrubbed_total{{section=\"{section}\"}} 2"
+            )),
+            "{section} counted once per fetched answer:\n{metrics}"
+        );
+    }
+}
+
+/// A TTL with its top bit set is zero (RFC 2181 §8): served as 0 and not cached, where it was
+/// clamped to a day.
+#[tokio::test]
+async fn a_ttl_with_its_top_bit_set_is_zero() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 0x8000_0005)
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    for n in 1..=2 {
+        let m = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+        assert_eq!(a_records(&m), ["192.0.2.1"]);
+        assert_eq!(m.answers[0].ttl, 0);
+        assert_eq!(up.queries(), n, "not cached");
+    }
+}

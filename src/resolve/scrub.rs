@@ -1,0 +1,270 @@
+//! What a forwarded answer may carry on to a client: the records of its question, and nothing an
+//! upstream slipped in beside them.
+//!
+//! An upstream (or anything that can answer for it) may put records in an answer that the
+//! question did not ask for: an address for an unrelated name in the answer section, `NS`
+//! records and glue for another zone in the authority and additional sections, a private
+//! address in the additional section. None of them are checked by a group's answer rules
+//! (`block_private_answers`, the deny list for CNAME targets), which look at the question's
+//! chain, and a downstream cache could take them as truth. So, as Unbound's scrubber and its
+//! `minimal-responses` do, before an answer is checked, cached or served:
+//!
+//! - **answer section**: the question's CNAME chain only. It starts at the question name and
+//!   follows each CNAME whose owner is the chain's last name (at most [`MAX_CHAIN`] names, a
+//!   loop ends it); records are kept when their owner is on the chain and their type is CNAME,
+//!   the question's type (any type for `ANY`) or RRSIG, and a DNAME whose owner is at or above
+//!   a chain name;
+//! - **authority section**: SOA and NS records only for a zone at or above the chain's last
+//!   name (a negative answer's SOA, the zone's own NS); the DNSSEC records a validating client
+//!   needs (NSEC, NSEC3, RRSIG, DS) as they are; nothing else;
+//! - **additional section**: nothing (OPT is the resolver's own; glue is a hint no stub uses,
+//!   and a place for addresses no rule looked at).
+//!
+//! The AD bit is cleared too: dnsward validates no DNSSEC, so it cannot say that data is
+//! authentic (RFC 4035 §3.2.3, RFC 6840 §5.8), whatever its upstream said.
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+/// The most names on a chain: the question's and up to 15 CNAME targets (BIND follows 16
+/// CNAMEs; Unbound's default `max-query-restarts` is 11).
+pub const MAX_CHAIN: usize = 16;
+
+/// What [`scrub`] took out, for a metric and the tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// Records dropped from the answer section.
+    pub answers: usize,
+    /// Records dropped from the authority section.
+    pub authorities: usize,
+    /// Records dropped from the additional section.
+    pub additionals: usize,
+}
+
+impl Scrubbed {
+    /// Records dropped in all.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.answers + self.authorities + self.additionals
+    }
+}
+
+/// Keeps in `m` only what its question asked for (see the module header) and clears AD.
+/// A message without a question is left as it is (the caller does not serve one).
+pub fn scrub(m: &mut Message) -> Scrubbed {
+    m.metadata.authentic_data = false;
+    let Some(question) = m.queries.first() else {
+        return Scrubbed::default();
+    };
+    let qtype = question.query_type();
+    let chain = chain(&question.name, &m.answers);
+    let last = chain.last().unwrap_or(&question.name).clone();
+    let before = (m.answers.len(), m.authorities.len(), m.additionals.len());
+    m.answers.retain(|r| {
+        let owner = &r.name;
+        match r.record_type() {
+            RecordType::DNAME => chain.iter().any(|n| owner.zone_of(n)),
+            t => {
+                chain.iter().any(|n| n == owner)
+                    && (t == RecordType::CNAME
+                        || t == qtype
+                        || qtype == RecordType::ANY
+                        || t == RecordType::RRSIG)
+            }
+        }
+    });
+    m.authorities.retain(|r| match r.record_type() {
+        RecordType::SOA | RecordType::NS => r.name.zone_of(&last),
+        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG | RecordType::DS => true,
+        _ => false,
+    });
+    m.additionals.clear();
+    Scrubbed {
+        answers: before.0 - m.answers.len(),
+        authorities: before.1 - m.authorities.len(),
+        additionals: before.2,
+    }
+}
+
+/// The question name and the CNAME targets that follow from it in `answers`, in order.
+fn chain(qname: &Name, answers: &[Record]) -> Vec<Name> {
+    let mut chain = vec![qname.clone()];
+    while chain.len() < MAX_CHAIN {
+        let last = &chain[chain.len() - 1];
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if &r.name == last => Some(c.0.clone()),
+            _ => None,
+        });
+        match next {
+            Some(target) if !chain.contains(&target) => chain.push(target),
+            _ => break,
+        }
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::str::FromStr;
+
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
+
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_str(s).unwrap()
+    }
+
+    fn rec(owner: &str, data: RData) -> Record {
+        Record::from_rdata(name(owner), 300, data)
+    }
+
+    fn a(owner: &str, ip: [u8; 4]) -> Record {
+        rec(owner, RData::A(A(Ipv4Addr::from(ip))))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        rec(owner, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn soa(owner: &str) -> Record {
+        rec(
+            owner,
+            RData::SOA(SOA::new(
+                name("ns1.example.com."),
+                name("hostmaster.example.com."),
+                1,
+                3600,
+                600,
+                86400,
+                60,
+            )),
+        )
+    }
+
+    fn ns(owner: &str, host: &str) -> Record {
+        rec(owner, RData::NS(NS(name(host))))
+    }
+
+    fn message(qname: &str, qtype: RecordType) -> Message {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.queries.push(Query::query(name(qname), qtype));
+        m
+    }
+
+    fn owners(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.record_type()))
+            .collect()
+    }
+
+    #[test]
+    fn the_answer_keeps_the_question_chain_and_drops_unrelated_records() {
+        let mut m = message("www.example.com.", RecordType::A);
+        m.metadata.authentic_data = true;
+        m.answers = vec![
+            a("unrelated.example.net.", [6, 6, 6, 8]),
+            cname("www.example.com.", "edge.cdn.example."),
+            // A later link before an earlier one: order does not matter.
+            a("host.cdn.example.", [192, 0, 2, 1]),
+            cname("edge.cdn.example.", "host.cdn.example."),
+            // On the chain, but not the question's type.
+            rec("host.cdn.example.", RData::TXT(TXT::new(vec!["x".into()]))),
+            a("pypi.org.", [6, 6, 6, 6]),
+        ];
+        m.authorities = vec![
+            ns("pypi.org.", "ns.evil.example."),
+            ns("cdn.example.", "ns1.cdn.example."),
+            a("ns1.cdn.example.", [10, 0, 0, 1]),
+        ];
+        m.additionals = vec![a("ns1.cdn.example.", [10, 9, 9, 9])];
+        let dropped = scrub(&mut m);
+        assert_eq!(
+            owners(&m.answers),
+            [
+                "www.example.com. CNAME",
+                "host.cdn.example. A",
+                "edge.cdn.example. CNAME"
+            ]
+        );
+        assert_eq!(owners(&m.authorities), ["cdn.example. NS"]);
+        assert!(m.additionals.is_empty());
+        assert!(
+            !m.metadata.authentic_data,
+            "dnsward validates nothing: no AD"
+        );
+        assert_eq!(
+            dropped,
+            Scrubbed {
+                answers: 3,
+                authorities: 2,
+                additionals: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_negative_answer_keeps_its_own_zones_soa_only() {
+        let mut m = message("nope.example.com.", RecordType::A);
+        m.authorities = vec![
+            soa("example.com."),
+            soa("example.org."),
+            ns("com.", "a.gtld."),
+        ];
+        scrub(&mut m);
+        assert_eq!(
+            owners(&m.authorities),
+            ["example.com. SOA", "com. NS"],
+            "a zone above the name stays (the NS of `com.` is in bailiwick), another's goes"
+        );
+    }
+
+    #[test]
+    fn case_and_loops_do_not_confuse_the_chain() {
+        let mut m = message("WWW.Example.COM.", RecordType::A);
+        m.answers = vec![
+            cname("www.example.com.", "b.example.com."),
+            cname("B.example.com.", "www.EXAMPLE.com."),
+            a("b.example.com.", [192, 0, 2, 7]),
+        ];
+        assert_eq!(chain(&m.queries[0].name, &m.answers).len(), 2);
+        assert_eq!(scrub(&mut m).total(), 0, "every record is on the chain");
+    }
+
+    #[test]
+    fn any_keeps_every_type_at_the_name_and_a_chain_stops_at_its_bound() {
+        let mut m = message("x.example.com.", RecordType::ANY);
+        m.answers = vec![
+            a("x.example.com.", [192, 0, 2, 1]),
+            rec("x.example.com.", RData::TXT(TXT::new(vec!["t".into()]))),
+        ];
+        assert_eq!(scrub(&mut m).total(), 0);
+
+        let mut long = message("c0.example.", RecordType::A);
+        for i in 0..40 {
+            long.answers.push(cname(
+                &format!("c{i}.example."),
+                &format!("c{}.example.", i + 1),
+            ));
+        }
+        long.answers.push(a("c40.example.", [192, 0, 2, 9]));
+        scrub(&mut long);
+        assert_eq!(
+            long.answers.len(),
+            MAX_CHAIN,
+            "links past the bound are not served"
+        );
+    }
+
+    #[test]
+    fn a_message_without_a_question_is_left_alone_but_loses_ad() {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.metadata.authentic_data = true;
+        m.answers.push(a("x.example.", [192, 0, 2, 1]));
+        assert_eq!(scrub(&mut m).total(), 0);
+        assert!(!m.metadata.authentic_data);
+    }
+}
