@@ -1073,9 +1073,7 @@ impl Detector {
             let question = question();
             let bytes = match self.answers.record(question, tag(answer.content)) {
                 LastAsker::Same => 0,
-                LastAsker::Other | LastAsker::Unknown => {
-                    u32::try_from(answer.bytes).unwrap_or(u32::MAX)
-                }
+                LastAsker::Other | LastAsker::Unknown => volume::carrier_answer_bytes(answer.bytes),
             };
             let changed =
                 self.answer_records.record(question, tag(answer.records)) != LastAsker::Same;

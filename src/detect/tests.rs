@@ -1035,7 +1035,7 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
             qtype,
             &FreshAnswer {
                 nxdomain: false,
-                bytes: 400,
+                bytes: 200,
                 content: &|h: &mut dyn Hasher| h.write(content),
                 records: &|h: &mut dyn Hasher| h.write(content),
                 addresses: &[],
@@ -1048,30 +1048,30 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
         observe(&d, ip(client), name, 33, &settings);
     }
     answer(1, 33, b"srv set one"); // SRV: a carrier type
-    assert_eq!(down(1), Some(400), "a first answer is new");
+    assert_eq!(down(1), Some(200), "a first answer is new");
     for _ in 0..20 {
         clock.advance(Duration::from_secs(1));
         observe(&d, ip(1), name, 33, &settings);
         answer(1, 33, b"srv set one");
     }
-    assert_eq!(down(1), Some(400), "the same answer again says nothing new");
+    assert_eq!(down(1), Some(200), "the same answer again says nothing new");
     answer(2, 33, b"srv set one");
     assert_eq!(
         down(2),
-        Some(400),
+        Some(200),
         "each client is charged for its own first answer"
     );
     answer(1, 33, b"srv set two");
-    assert_eq!(down(1), Some(800), "a changed answer counts");
+    assert_eq!(down(1), Some(400), "a changed answer counts");
     answer(1, 33, b"srv set one");
     assert_eq!(
         down(1),
-        Some(1200),
+        Some(600),
         "going back to an earlier answer counts too"
     );
     // Not a carrier type: nothing, whatever the content.
     answer(1, 1, b"fresh a record");
-    assert_eq!(down(1), Some(1200));
+    assert_eq!(down(1), Some(600));
 }
 
 /// Client-wide evidence is one suspect: a client spreading names over hundreds of domains is
@@ -1582,4 +1582,63 @@ fn a_new_detector_on_the_same_thread_keys_names_with_its_own_hashes() {
         "forget found the pair and the client under this detector's own keys"
     );
     assert_eq!(old.tracked_keys_by_table().map(|(_, n)| n), [1, 1, 1]);
+}
+
+/// A client that reads a few domains' big TXT RRsets (apex verification tokens, 1.5–4 KB each)
+/// and then looks up ordinary hosts there (each a new address: pieces of data) is not a
+/// downstream channel: big answers count their first 256 bytes and a sixteenth of the rest.
+/// Two of them in a minute, counted whole, sinkholed the domain (score 86).
+#[test]
+fn a_few_big_txt_rrsets_and_ordinary_lookups_never_alert() {
+    let settings = GroupDetectConfig::default();
+    for (what, sizes) in [
+        ("two big TXT", vec![2004usize, 1493]),
+        ("three big TXT", vec![4000, 3000, 2500]),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut worst = 0u8;
+        for (i, &bytes) in sizes.iter().enumerate() {
+            let qname = if i == 0 {
+                "big-example.com".to_string()
+            } else {
+                format!("txt{i}.big-example.com")
+            };
+            let a = observe(&d, ip(1), &qname, 16, &settings);
+            worst = worst.max(a.score);
+            d.observe_answer_at(
+                &ClientKey::from(ip(1)),
+                &qname,
+                "big-example.com",
+                16,
+                &FreshAnswer {
+                    nxdomain: false,
+                    bytes,
+                    content: &|h: &mut dyn Hasher| h.write_usize(bytes),
+                    records: &|h: &mut dyn Hasher| h.write_usize(bytes),
+                    addresses: &[],
+                    cname_targets: &[],
+                },
+                clock.now(),
+            );
+            clock.advance(Duration::from_secs(2));
+        }
+        for (i, host) in ["www", "api", "mail", "cdn", "status", "docs"]
+            .iter()
+            .enumerate()
+        {
+            let addr = IpAddr::from([203, 0, 113, 10 + u8::try_from(i).unwrap_or(0)]);
+            let a = ask_and_answer(
+                &d,
+                1,
+                &format!("{host}.big-example.com"),
+                1,
+                &[addr],
+                &[],
+                &settings,
+            );
+            worst = worst.max(a.score);
+            clock.advance(Duration::from_secs(2));
+        }
+        assert!(worst < 60, "{what}: score {worst}");
+    }
 }

@@ -195,6 +195,29 @@ impl Budgets {
 /// half of a tunnel matters, but an answer is chosen by the server, not sent by the client.
 pub const DOWN_WEIGHT: f32 = 0.25;
 
+/// A carrier answer's bytes counted in full up to here, then [`ANSWER_TAIL_DIVISOR`]-th of the
+/// rest ([`carrier_answer_bytes`]).
+pub const ANSWER_FULL_BYTES: u32 = 256;
+/// See [`ANSWER_FULL_BYTES`].
+pub const ANSWER_TAIL_DIVISOR: u32 = 16;
+
+/// The bytes of one carrier answer (TXT, NULL, …) that count towards the downstream volume,
+/// before [`DOWN_WEIGHT`]: all of the first [`ANSWER_FULL_BYTES`] (a TXT string's 255 and its
+/// header), a sixteenth of the rest.
+///
+/// A tunnel's downstream is a stream of answers (a TXT string holds at most 255 bytes; through
+/// resolvers a UDP answer stays under ~1.2 KB), and the window's "pieces of data" rule wants
+/// several of them: its volume is in the count of answers. A big RRset asked once, a domain's
+/// apex TXT with its verification tokens (2–4 KB is common), is one such piece, not kilobytes
+/// of channel: two of them in a minute, counted whole, filled a pair's short budget (768 bytes
+/// at ¼) and sinkholed the domain. The tail still counts, so a 60 KB answer over TCP is not
+/// free, and a tunnel filling 1 KB answers still pays ~300 bytes for each.
+#[must_use]
+pub fn carrier_answer_bytes(bytes: usize) -> u32 {
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    bytes.min(ANSWER_FULL_BYTES) + bytes.saturating_sub(ANSWER_FULL_BYTES) / ANSWER_TAIL_DIVISOR
+}
+
 /// How far one window's evidence has used up its budget, 0..=1, on a log scale from an eighth
 /// of the budget (0) to the whole budget (1).
 ///
@@ -280,6 +303,20 @@ mod tests {
         let other = name + (1 << 30);
         assert_eq!(t.record(other, 7), LastAsker::Unknown);
         assert_eq!(t.record(name, 7), LastAsker::Unknown);
+    }
+
+    #[test]
+    fn a_big_answer_counts_its_first_256_bytes_and_a_sixteenth_of_the_rest() {
+        assert_eq!(carrier_answer_bytes(0), 0);
+        assert_eq!(carrier_answer_bytes(200), 200);
+        assert_eq!(carrier_answer_bytes(300), 256 + 2);
+        assert_eq!(carrier_answer_bytes(256), 256);
+        assert_eq!(carrier_answer_bytes(2004), 256 + 109);
+        assert_eq!(carrier_answer_bytes(65_535), 256 + 4_079);
+        assert_eq!(
+            carrier_answer_bytes(usize::MAX),
+            256 + (u32::MAX - 256) / 16
+        );
     }
 
     #[test]
