@@ -7,6 +7,12 @@ use super::ngram;
 
 /// `NULL` (RFC 1035): iodine's favourite carrier, almost never legitimate.
 pub const QTYPE_NULL: u16 = 10;
+/// A.
+pub const QTYPE_A: u16 = 1;
+/// AAAA.
+pub const QTYPE_AAAA: u16 = 28;
+/// PTR.
+pub const QTYPE_PTR: u16 = 12;
 /// `KEY`: dns2tcp's alternative carrier.
 pub const QTYPE_KEY: u16 = 25;
 /// `TXT`: the most common carrier (dns2tcp, dnscat2, DNSExfiltrator, dnstt).
@@ -100,6 +106,18 @@ pub fn qtype_points(qtype: u16) -> u8 {
         QTYPE_SRV => 3,
         _ => 0,
     }
+}
+
+/// Whether a positive answer to `qtype` counts its bytes as downstream data: every type but A
+/// and AAAA (their new addresses count instead) and PTR. Not only the types whose queries score
+/// ([`qtype_points`]): HTTPS/SVCB parameters (`ech`, unknown keys), CAA, OPENPGPKEY, TLSA,
+/// NAPTR, URI and any other record data carry whatever their server puts there, and counted
+/// nothing, a poller moved a megabyte in five minutes through HTTPS answers unseen. PTR stays
+/// out: a monitoring sweep of a /24 is hundreds of fresh host names in seconds under one
+/// reverse zone (a documented free channel, `docs/detection.md`).
+#[must_use]
+pub fn answer_carries_bytes(qtype: u16) -> bool {
+    !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_PTR)
 }
 
 /// Computes the features of `qname` whose subdomain part is `sub` (see

@@ -122,6 +122,8 @@ pub struct FreshAnswer<'a> {
     pub nxdomain: bool,
     /// Its bytes after the question.
     pub bytes: usize,
+    /// Records in its answer section (0: a negative answer, whose bytes carry nothing).
+    pub answers: u16,
     /// Feeds the hasher what the answer says: everything after its ID, TTLs included.
     pub content: &'a dyn Fn(&mut dyn Hasher),
     /// As `content` without the TTLs: what its records say.
@@ -139,6 +141,7 @@ impl FreshAnswer<'static> {
         Self {
             nxdomain,
             bytes: 0,
+            answers: 0,
             content: &|_| {},
             records: &|_| {},
             addresses: &[],
@@ -1056,7 +1059,7 @@ impl Detector {
         }
         let client_hash = self.hasher.hash_one(client);
         let domain_key = self.domain_key(domain);
-        let carrier = features::qtype_points(qtype) > 0;
+        let carrier = features::answer_carries_bytes(qtype);
         let question = || self.hasher.hash_one((client_hash, qname, qtype));
         let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
             let mut h = self.hasher.build_hasher();
@@ -1065,7 +1068,7 @@ impl Detector {
         };
         // `down`: bytes counted; `data`: whether the answer is a new piece of data (for the rule
         // that one odd name alone never contains anyone).
-        let (down, data) = if carrier && answer.bytes > 0 {
+        let (down, data) = if carrier && answer.answers > 0 && answer.bytes > 0 {
             // Keyed by (client, question), holding a tag of the last answer's content: only
             // the very answer this client was given last for this question is free. Answers
             // alternating between a few seen before, or TTLs that change, still count bytes;

@@ -1035,6 +1035,7 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
             qtype,
             &FreshAnswer {
                 nxdomain: false,
+                answers: 1,
                 bytes: 200,
                 content: &|h: &mut dyn Hasher| h.write(content),
                 records: &|h: &mut dyn Hasher| h.write(content),
@@ -1153,6 +1154,7 @@ fn ask_and_answer(
         qtype,
         &FreshAnswer {
             nxdomain: false,
+            answers: 1,
             bytes: 40 + 16 * addresses.len(),
             content: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
             records: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
@@ -1246,6 +1248,7 @@ fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
             16,
             &FreshAnswer {
                 nxdomain: false,
+                answers: 1,
                 bytes: 200,
                 content: &|h: &mut dyn Hasher| h.write_u64(poll),
                 records: &|h: &mut dyn Hasher| h.write_u64(poll),
@@ -1413,6 +1416,7 @@ fn a_carrier_poller_whose_answers_differ_only_in_ttls_never_alerts() {
             16,
             &FreshAnswer {
                 nxdomain: false,
+                answers: 1,
                 bytes: 300,
                 content: &|h: &mut dyn Hasher| h.write_u64(60 - minute % 7),
                 records: &|h: &mut dyn Hasher| h.write(b"v=DMARC1; p=reject"),
@@ -1612,6 +1616,7 @@ fn a_few_big_txt_rrsets_and_ordinary_lookups_never_alert() {
                 16,
                 &FreshAnswer {
                     nxdomain: false,
+                    answers: 1,
                     bytes,
                     content: &|h: &mut dyn Hasher| h.write_usize(bytes),
                     records: &|h: &mut dyn Hasher| h.write_usize(bytes),
@@ -1641,4 +1646,85 @@ fn a_few_big_txt_rrsets_and_ordinary_lookups_never_alert() {
         }
         assert!(worst < 60, "{what}: score {worst}");
     }
+}
+
+/// Record data that is not an address carries whatever its server puts there: a poller reading
+/// fresh HTTPS parameters (an `ech` blob), CAA or OPENPGPKEY answers, whether it asks counter
+/// names or one name with TTL 0, is contained as a TXT poller is. These answers counted
+/// nothing, and one moved 1.4 MB in five minutes unseen.
+#[test]
+fn fresh_record_data_of_any_type_counts_as_downstream() {
+    let settings = GroupDetectConfig::default();
+    for (what, qtype, counter_names) in [
+        ("HTTPS, counter names", 65u16, true),
+        ("HTTPS, one name", 65, false),
+        ("CAA, counter names", 257, true),
+        ("OPENPGPKEY, one name", 61, false),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut contained = None;
+        for i in 0u32..600 {
+            let qname = if counter_names {
+                format!("{i}.s7.cfg-poll.com")
+            } else {
+                "cfg.cfg-poll.com".to_string()
+            };
+            let a = observe(&d, ip(1), &qname, qtype, &settings);
+            if a.level >= Level::Throttle {
+                contained = Some(i);
+                break;
+            }
+            d.observe_answer_at(
+                &ClientKey::from(ip(1)),
+                &qname,
+                "cfg-poll.com",
+                qtype,
+                &FreshAnswer {
+                    nxdomain: false,
+                    answers: 1,
+                    bytes: 914,
+                    content: &|h: &mut dyn Hasher| h.write_u32(i),
+                    records: &|h: &mut dyn Hasher| h.write_u32(i),
+                    addresses: &[],
+                    cname_targets: &[],
+                },
+                clock.now(),
+            );
+            clock.advance(Duration::from_millis(200));
+        }
+        let i = contained.unwrap_or_else(|| panic!("{what}: never contained in 600 answers"));
+        assert!(i <= 60, "{what}: contained only at answer {i}");
+    }
+}
+
+/// A negative answer (NXDOMAIN, NODATA) says nothing in its bytes: its SOA is the zone's, the
+/// same for every name. An agent asking HTTPS for a hundred hosts of one domain that has none
+/// (browsers ask HTTPS for every host) is not a downstream channel.
+#[test]
+fn negative_answers_count_no_downstream_bytes() {
+    let settings = GroupDetectConfig::default();
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut worst = 0u8;
+    for i in 0u32..100 {
+        let qname = format!("host{i}.many-hosts.com");
+        worst = worst.max(observe(&d, ip(1), &qname, 65, &settings).score);
+        d.observe_answer_at(
+            &ClientKey::from(ip(1)),
+            &qname,
+            "many-hosts.com",
+            65,
+            &FreshAnswer {
+                nxdomain: false,
+                answers: 0,
+                bytes: 90,
+                content: &|h: &mut dyn Hasher| h.write_u32(i),
+                records: &|h: &mut dyn Hasher| h.write_u32(i),
+                addresses: &[],
+                cname_targets: &[],
+            },
+            clock.now(),
+        );
+        clock.advance(Duration::from_millis(300));
+    }
+    assert!(worst < 60, "score {worst}");
 }

@@ -680,6 +680,7 @@ impl Pipeline {
                     &FreshAnswer {
                         nxdomain,
                         bytes: answer_bytes,
+                        answers: answer.answers,
                         content: &|h| answer.hash_content(h),
                         records: &|h| answer.hash_records(h),
                         addresses: &answer.addresses,
