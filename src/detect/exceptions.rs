@@ -30,6 +30,9 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "surbl.org",
     "uribl.com",
     "surriel.com",
+    "abuseat.org",
+    "dnswl.org",
+    "mailspike.net",
     // Reverse DNS: IPv6 nibble names are 32 hex labels.
     "in-addr.arpa",
     "ip6.arpa",
@@ -50,6 +53,48 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "googlevideo.com",
     "1e100.net",
 ];
+
+/// The shipped entries that are lookup services: antivirus and reputation lookups and DNS
+/// blocklists, whose names are questions put to the vendor's own authoritative servers (a
+/// file's hash, a sender's address or domain) and whose zones no one else can be delegated.
+/// What a client writes in these names reaches that vendor and nobody else, so their names
+/// count towards the volume budgets at [`LOOKUP_SERVICE_SHARE`] of their information instead
+/// of all of it: an antivirus engine checking five new files a second after an install, or a
+/// mail relay checking each message's sender against three lists, is not contained for it,
+/// and a client flooding a reputation service with names is still seen. Reverse DNS and CDN
+/// entries keep counting in full: reverse zones are delegated to address holders (a tunnel can
+/// have one), and appearance is all those entries are about.
+pub const LOOKUP_SERVICES: &[&str] = &[
+    "sophosxl.net",
+    "sophosxl.com",
+    "avqs.mcafee.com",
+    "avts.mcafee.com",
+    "gti.mcafee.com",
+    "e5.sk",
+    "spamhaus.org",
+    "spamhaus.net",
+    "barracudacentral.org",
+    "spamcop.net",
+    "sorbs.net",
+    "surbl.org",
+    "uribl.com",
+    "surriel.com",
+    "abuseat.org",
+    "dnswl.org",
+    "mailspike.net",
+];
+
+/// The share of a lookup service's name information that counts as volume: one part in this
+/// many ([`LOOKUP_SERVICES`]).
+pub const LOOKUP_SERVICE_SHARE: u32 = 32;
+
+/// Whether the exception entry `entry` (as [`ExceptionSet::find`] returns it) is a lookup
+/// service ([`LOOKUP_SERVICES`]), whichever list it came from.
+#[must_use]
+pub fn is_lookup_service(entry: &str) -> bool {
+    let e = entry.strip_suffix('.').unwrap_or(entry);
+    LOOKUP_SERVICES.iter().any(|s| s.eq_ignore_ascii_case(e))
+}
 
 /// A compiled exception list: answers [`find`] over the same entries with a few hash lookups
 /// (one per parent of the name) instead of a scan of every entry.
@@ -149,6 +194,20 @@ pub fn matches(entry: &str, qname: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_lookup_service_is_a_shipped_exception() {
+        for s in LOOKUP_SERVICES {
+            assert!(DEFAULT_EXCEPTIONS.contains(s), "{s}");
+            assert!(is_lookup_service(s) && is_lookup_service(&format!("{}.", s.to_uppercase())));
+        }
+        assert!(
+            !is_lookup_service("in-addr.arpa"),
+            "reverse zones are delegated"
+        );
+        assert!(!is_lookup_service("cloudfront.net"));
+        assert!(!is_lookup_service("corp-av.example"));
+    }
     use super::*;
 
     #[test]

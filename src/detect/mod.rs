@@ -659,7 +659,14 @@ impl Detector {
             0
         };
         sample.novel = fresh && !shared;
-        sample.bits = if sample.novel { floor_bits } else { 0 };
+        sample.bits = if !sample.novel {
+            0
+        } else if exception.is_some_and(exceptions::is_lookup_service) {
+            // Only the vendor's servers read these names ([`exceptions::LOOKUP_SERVICES`]).
+            floor_bits.div_ceil(exceptions::LOOKUP_SERVICE_SHARE)
+        } else {
+            floor_bits
+        };
         let epochs = self.epochs(now);
         self.add(&mut st.windows, epochs, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));

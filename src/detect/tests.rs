@@ -1728,3 +1728,123 @@ fn negative_answers_count_no_downstream_bytes() {
     }
     assert!(worst < 60, "score {worst}");
 }
+
+/// Lookup services (antivirus reputation, DNS blocklists) are questions to the vendor's own
+/// servers: an engine checking five new file hashes a second for a minute after an install,
+/// ESET's base32 lookups, and a mail relay checking every message's sender against three
+/// Spamhaus lists are never contained; their names count at a 32nd. A tunnel of the same
+/// shape under a domain the operator excepted is still contained (exceptions are not
+/// bypasses), as is one under a lookup service's look-alike.
+#[test]
+fn lookup_service_bursts_are_not_contained_but_look_alikes_are() {
+    let settings = GroupDetectConfig::default();
+    let hex = |r: &mut u64, n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                char::from(b"0123456789abcdef"[usize::try_from(xorshift(r) % 16).unwrap_or(0)])
+            })
+            .collect()
+    };
+    let b32 = |r: &mut u64, n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyz234567"
+                        [usize::try_from(xorshift(r) % 32).unwrap_or(0)],
+                )
+            })
+            .collect()
+    };
+    let run = |d: &Detector,
+               clock: &ManualClock,
+               names: &mut dyn FnMut(u32) -> Vec<String>,
+               step_ms: u64,
+               count: u32| {
+        let mut worst = Level::None;
+        let mut at = None;
+        for i in 0..count {
+            for name in names(i) {
+                let a = observe(d, ip(1), &name, 1, &settings);
+                if a.level > worst {
+                    worst = a.level;
+                    at = Some(i);
+                }
+            }
+            clock.advance(Duration::from_millis(step_ms));
+        }
+        (worst, at)
+    };
+    // Five new hashes a second for a minute: Sophos SHA-1 and McAfee MD5 names.
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut r = 0x5eed_u64;
+    let (worst, at) = run(
+        &d,
+        &clock,
+        &mut |i| {
+            if i % 2 == 0 {
+                vec![format!("{}.4.sophosxl.net", hex(&mut r, 40))]
+            } else {
+                vec![format!("{}.avts.mcafee.com", hex(&mut r, 32))]
+            }
+        },
+        200,
+        300,
+    );
+    assert!(
+        worst < Level::Throttle,
+        "antivirus burst: {worst:?} at {at:?}"
+    );
+    // ESET: two 26-character base32 labels, three a second for a minute.
+    let (d, clock) = detector(&DetectConfig::default());
+    let (worst, at) = run(
+        &d,
+        &clock,
+        &mut |_| vec![format!("{}.{}.a.e5.sk", b32(&mut r, 26), b32(&mut r, 26))],
+        333,
+        180,
+    );
+    assert!(worst < Level::Throttle, "eset burst: {worst:?} at {at:?}");
+    // A mail relay: ten messages a minute for ten minutes, each checked against zen (the
+    // sending IP), DBL (two domains) and HBL (the sender's address hashed, base32).
+    let (d, clock) = detector(&DetectConfig::default());
+    let (worst, at) = run(
+        &d,
+        &clock,
+        &mut |i| {
+            let o = xorshift(&mut r).to_be_bytes();
+            vec![
+                format!("{}.{}.{}.{}.zen.spamhaus.org", o[0], o[1], o[2], o[3]),
+                format!("sender{i}-{}.com.dbl.spamhaus.org", hex(&mut r, 4)),
+                format!("link{}.net.dbl.spamhaus.org", hex(&mut r, 6)),
+                format!("{}._email.hbl.dq.spamhaus.net", b32(&mut r, 32)),
+            ]
+        },
+        6_000,
+        100,
+    );
+    assert!(worst < Level::Alert, "mail relay: {worst:?} at {at:?}");
+    // The same antivirus-shaped burst under an operator's own exception, and under a
+    // look-alike of a lookup service, is still contained.
+    let own = DetectConfig {
+        exceptions: vec!["corp-av.example".into()],
+        ..DetectConfig::default()
+    };
+    for (what, cfg, suffix) in [
+        ("operator exception", own, "corp-av.example"),
+        (
+            "look-alike",
+            DetectConfig::default(),
+            "sophosxl.net.attacker.example",
+        ),
+    ] {
+        let (d, clock) = detector(&cfg);
+        let (worst, at) = run(
+            &d,
+            &clock,
+            &mut |_| vec![format!("{}.{suffix}", hex(&mut r, 40))],
+            200,
+            300,
+        );
+        assert!(worst >= Level::Throttle, "{what}: only {worst:?} ({at:?})");
+    }
+}
