@@ -28,7 +28,7 @@ use crate::names::validate_name;
 /// client_budget_factor = 3.0  # a client across all domains gets this many budgets
 /// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
 /// prevalence_window = "24h" # distinct clients per domain are counted over this, 1m–30d
-/// search_domains = ["cluster.local"]  # the agents' resolver search suffixes
+/// search_domains = ["cluster.local", "internal", "internal.cloudapp.net"]  # resolver search suffixes
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,8 +104,15 @@ pub struct DetectConfig {
     pub search_domains: Vec<String>,
 }
 
+/// Kubernetes' own suffix and the managed clouds' internal zones, which EKS, GKE and AKS put in
+/// a pod's search list after it: `<region>.compute.internal` and `ec2.internal` (AWS),
+/// `<zone>.c.<project>.internal`, `c.<project>.internal` and `google.internal` (GCP), all under
+/// `internal` (a top-level name reserved for private use, never delegated on the internet),
+/// and `<id>.<x>.internal.cloudapp.net` (Azure).
 fn default_search_domains() -> Vec<String> {
-    vec!["cluster.local".to_string()]
+    ["cluster.local", "internal", "internal.cloudapp.net"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_enabled() -> bool {
@@ -434,7 +441,13 @@ mod tests {
     #[test]
     fn search_domains_are_internal_zones() {
         let d: DetectConfig = toml::from_str("").unwrap();
-        assert_eq!(d.search_domains, ["cluster.local"]);
+        assert_eq!(
+            d.search_domains,
+            ["cluster.local", "internal", "internal.cloudapp.net"]
+        );
+        let mut problems = ConfigProblems::default();
+        d.validate("detect", &mut problems);
+        assert!(problems.is_empty(), "the defaults pass: {problems:?}");
         let c: DetectConfig = toml::from_str(
             "search_domains = [\"com\", \"Corp.Example\", \"a..b\", \"corp.example.com\"]",
         )

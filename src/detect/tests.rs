@@ -1848,3 +1848,76 @@ fn lookup_service_bursts_are_not_contained_but_look_alikes_are() {
         assert!(worst >= Level::Throttle, "{what}: only {worst:?} ({at:?})");
     }
 }
+
+/// Managed clusters add the cloud's own suffixes to a pod's search list: EKS
+/// `<region>.compute.internal` (`ec2.internal` in us-east-1), GKE `<zone>.c.<project>.internal`,
+/// `c.<project>.internal` and `google.internal`, AKS `<id>.<x>.internal.cloudapp.net`. Under the
+/// default `search_domains` their expansions are queries, not data: a pod reaching a hundred
+/// hosts in as many seconds under each cloud's list raises no alert (with `cluster.local` alone EKS's
+/// pods were sinkholed on `compute.internal` within four minutes, and each new host then
+/// resolved to the sinkhole from its first expansion).
+#[test]
+fn managed_cluster_search_suffixes_are_search_domains_by_default() {
+    let settings = GroupDetectConfig::default();
+    for (cloud, suffixes) in [
+        ("eks", vec!["us-west-2.compute.internal", "ec2.internal"]),
+        (
+            "gke",
+            vec![
+                "us-central1-a.c.my-project.internal",
+                "c.my-project.internal",
+                "google.internal",
+            ],
+        ),
+        (
+            "aks",
+            vec!["bx0kq4lz3f2ezmgmzdlfkcnd0d.gx.internal.cloudapp.net"],
+        ),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let client = ip(91);
+        let key = ClientKey::from(client);
+        let hosts = [
+            "api", "www", "cdn", "auth", "static", "assets", "storage", "docs", "status", "upload",
+        ];
+        let domains = [
+            "github.com",
+            "openai.com",
+            "pypi.org",
+            "azureedge.net",
+            "googleapis.com",
+            "slack.com",
+            "sentry.io",
+            "cloudflare.com",
+            "example-shop.com",
+            "news-site.org",
+        ];
+        let mut worst = (0u8, String::new());
+        for (h, dom) in hosts
+            .iter()
+            .flat_map(|h| domains.iter().map(move |d| (h, d)))
+        {
+            let name = format!("{h}.{dom}");
+            let mut tries: Vec<String> = [
+                "agents.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+            ]
+            .iter()
+            .chain(suffixes.iter())
+            .map(|s| format!("{name}.{s}"))
+            .collect();
+            tries.push(name.clone());
+            let last = tries.len() - 1;
+            for (j, q) in tries.iter().enumerate() {
+                let a = observe(&d, client, q, 1, &settings);
+                d.observe_rcode(&key, registrable_domain(q), j < last);
+                if a.score > worst.0 {
+                    worst = (a.score, q.clone());
+                }
+            }
+            clock.advance(Duration::from_secs(1));
+        }
+        assert!(worst.0 < 60, "{cloud}: score {} at {}", worst.0, worst.1);
+    }
+}
