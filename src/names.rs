@@ -106,6 +106,13 @@ pub fn is_at_or_below(name: &str, zone: &str) -> bool {
             && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }
 
+/// Whether `name` (lower-case, no trailing dot) is in a reverse-mapping tree: `in-addr.arpa`
+/// or `ip6.arpa`.
+#[must_use]
+pub fn is_reverse_name(name: &str) -> bool {
+    is_at_or_below(name, "in-addr.arpa") || is_at_or_below(name, "ip6.arpa")
+}
+
 /// Whether `name` ends in a suffix the Public Suffix List knows (`com`, `co.uk`), not one only
 /// its default `*` rule gives (`local`, `internal`, `svc`).
 #[must_use]
@@ -120,17 +127,16 @@ pub fn is_known_public_suffix(name: &str) -> bool {
 }
 
 /// If `name` is a search-list expansion under `search` (a resolver's search suffix), the public
-/// name it expands: `name` is `<public name>.<at most three labels>.<search>` or
+/// name it expands: `name` is `<public name>.<at most two labels>.<search>` or
 /// `<public name>.<search>`, where the public name has a known public suffix and a registrable
 /// domain (`api.github.com.agents.svc.cluster.local` under `cluster.local` expands
 /// `api.github.com`). `None` for any other name, under `search` or not.
 #[must_use]
 pub fn search_expansion<'a>(name: &'a str, search: &str) -> Option<&'a str> {
     let head = name.strip_suffix(search)?.strip_suffix('.')?;
-    // The head itself, then without its last label, its last two, its last three (GKE's
-    // `<zone>.c.<project>` under `internal`).
+    // The head itself, then without its last label, then without its last two.
     let mut candidate = Some(head);
-    for _ in 0..4 {
+    for _ in 0..3 {
         let c = candidate?;
         if has_known_public_suffix(c) && psl::domain(c.as_bytes()).is_some() {
             return Some(c);
@@ -240,8 +246,7 @@ mod tests {
             ("mzxw6ytboi2gk3tf.agents.svc.cluster.local", None),
             ("com.agents.svc.cluster.local", None),
             // More than two labels of search path, or not under the search domain at all.
-            ("api.github.com.a.b.c.cluster.local", Some("api.github.com")),
-            ("api.github.com.a.b.c.d.cluster.local", None),
+            ("api.github.com.a.b.c.cluster.local", None),
             ("api.github.com", None),
             ("api.github.com.notcluster.local", None),
             ("cluster.local", None),

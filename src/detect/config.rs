@@ -28,7 +28,7 @@ use crate::names::validate_name;
 /// client_budget_factor = 3.0  # a client across all domains gets this many budgets
 /// shared_name_slots = 262144  # fleet-wide "who asked this name" table, 8 bytes a slot
 /// prevalence_window = "24h" # distinct clients per domain are counted over this, 1m–30d
-/// search_domains = ["cluster.local", "internal", "internal.cloudapp.net"]  # resolver search suffixes
+/// search_domains = ["cluster.local", "compute.internal", "c.my-project.internal"]  # search suffixes
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,15 +104,22 @@ pub struct DetectConfig {
     pub search_domains: Vec<String>,
 }
 
-/// Kubernetes' own suffix and the managed clouds' internal zones, which EKS, GKE and AKS put in
-/// a pod's search list after it: `<region>.compute.internal` and `ec2.internal` (AWS),
-/// `<zone>.c.<project>.internal`, `c.<project>.internal` and `google.internal` (GCP), all under
-/// `internal` (a top-level name reserved for private use, never delegated on the internet),
-/// and `<id>.<x>.internal.cloudapp.net` (Azure).
+/// Kubernetes' own suffix and the managed clouds' fixed internal zones, which EKS and AKS put
+/// in a pod's search list after it: `<region>.compute.internal` and `ec2.internal` (AWS),
+/// `google.internal` (GCP), `<id>.<x>.internal.cloudapp.net` (Azure). GKE's other two,
+/// `<zone>.c.<project>.internal` and `c.<project>.internal`, name the project: add
+/// `c.<project>.internal`. Not `internal` itself: private zones (`corp.internal`) live there,
+/// and a conditional forward zone could let someone read what is written under them.
 fn default_search_domains() -> Vec<String> {
-    ["cluster.local", "internal", "internal.cloudapp.net"]
-        .map(String::from)
-        .to_vec()
+    [
+        "cluster.local",
+        "compute.internal",
+        "ec2.internal",
+        "google.internal",
+        "internal.cloudapp.net",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_enabled() -> bool {
@@ -443,7 +450,13 @@ mod tests {
         let d: DetectConfig = toml::from_str("").unwrap();
         assert_eq!(
             d.search_domains,
-            ["cluster.local", "internal", "internal.cloudapp.net"]
+            [
+                "cluster.local",
+                "compute.internal",
+                "ec2.internal",
+                "google.internal",
+                "internal.cloudapp.net"
+            ]
         );
         let mut problems = ConfigProblems::default();
         d.validate("detect", &mut problems);

@@ -26,7 +26,6 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "spamhaus.net",
     "barracudacentral.org",
     "spamcop.net",
-    "sorbs.net",
     "surbl.org",
     "uribl.com",
     "surriel.com",
@@ -65,35 +64,48 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
 /// entries keep counting in full: reverse zones are delegated to address holders (a tunnel can
 /// have one), and appearance is all those entries are about.
 pub const LOOKUP_SERVICES: &[&str] = &[
+    // Antivirus and reputation lookups: zones the vendor runs for nothing else.
     "sophosxl.net",
     "sophosxl.com",
     "avqs.mcafee.com",
     "avts.mcafee.com",
     "gti.mcafee.com",
     "e5.sk",
-    "spamhaus.org",
-    "spamhaus.net",
-    "barracudacentral.org",
-    "spamcop.net",
-    "sorbs.net",
-    "surbl.org",
-    "uribl.com",
-    "surriel.com",
-    "abuseat.org",
-    "dnswl.org",
-    "mailspike.net",
+    // DNS blocklists: the list zones themselves, not their operators' whole domains.
+    "zen.spamhaus.org",
+    "sbl.spamhaus.org",
+    "xbl.spamhaus.org",
+    "pbl.spamhaus.org",
+    "sbl-xbl.spamhaus.org",
+    "dbl.spamhaus.org",
+    "zrd.spamhaus.org",
+    "dq.spamhaus.net",
+    "b.barracudacentral.org",
+    "bl.spamcop.net",
+    "multi.surbl.org",
+    "multi.uribl.com",
+    "cbl.abuseat.org",
+    "list.dnswl.org",
+    "bl.mailspike.net",
+    "rep.mailspike.net",
 ];
 
 /// The share of a lookup service's name information that counts as volume: one part in this
 /// many ([`LOOKUP_SERVICES`]).
 pub const LOOKUP_SERVICE_SHARE: u32 = 32;
 
-/// Whether the exception entry `entry` (as [`ExceptionSet::find`] returns it) is a lookup
-/// service ([`LOOKUP_SERVICES`]), whichever list it came from.
+/// Whether `qname`, covered by an exception, is a question to a lookup service: at or below
+/// one of [`LOOKUP_SERVICES`], on a label boundary (`1.2.3.4.zen.spamhaus.org`, never
+/// `zen.spamhaus.org.attacker.example`). The list zones are matched, not their operators'
+/// whole domains: a lapsed or repurposed name elsewhere under `spamhaus.org` gets no discount.
 #[must_use]
-pub fn is_lookup_service(entry: &str) -> bool {
-    let e = entry.strip_suffix('.').unwrap_or(entry);
-    LOOKUP_SERVICES.iter().any(|s| s.eq_ignore_ascii_case(e))
+pub fn is_lookup_service(qname: &str) -> bool {
+    let name = qname.strip_suffix('.').unwrap_or(qname);
+    LOOKUP_SERVICES.iter().any(|zone| {
+        name.len() > zone.len()
+            && name.as_bytes()[name.len() - zone.len() - 1] == b'.'
+            && name[name.len() - zone.len()..].eq_ignore_ascii_case(zone)
+    })
 }
 
 /// A compiled exception list: answers [`find`] over the same entries with a few hash lookups
@@ -196,17 +208,30 @@ pub fn matches(entry: &str, qname: &str) -> bool {
 mod tests {
 
     #[test]
-    fn every_lookup_service_is_a_shipped_exception() {
+    fn every_lookup_service_is_under_a_shipped_exception() {
         for s in LOOKUP_SERVICES {
-            assert!(DEFAULT_EXCEPTIONS.contains(s), "{s}");
-            assert!(is_lookup_service(s) && is_lookup_service(&format!("{}.", s.to_uppercase())));
+            assert!(
+                DEFAULT_EXCEPTIONS
+                    .iter()
+                    .any(|e| s == e || s.ends_with(&format!(".{e}"))),
+                "{s}"
+            );
+            assert!(is_lookup_service(&format!("x.{s}")));
+            assert!(is_lookup_service(&format!("X.{}.", s.to_uppercase())));
+            assert!(!is_lookup_service(s), "the zone's own apex is no question");
         }
+        assert!(is_lookup_service("2.0.0.127.zen.spamhaus.org"));
         assert!(
-            !is_lookup_service("in-addr.arpa"),
+            !is_lookup_service("x.www.spamhaus.org"),
+            "the operator's other names"
+        );
+        assert!(!is_lookup_service("x.zen.spamhaus.org.attacker.example"));
+        assert!(!is_lookup_service("xzen.spamhaus.org"));
+        assert!(
+            !is_lookup_service("1.2.3.4.in-addr.arpa"),
             "reverse zones are delegated"
         );
-        assert!(!is_lookup_service("cloudfront.net"));
-        assert!(!is_lookup_service("corp-av.example"));
+        assert!(!is_lookup_service("d111.cloudfront.net"));
     }
     use super::*;
 

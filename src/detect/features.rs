@@ -108,16 +108,22 @@ pub fn qtype_points(qtype: u16) -> u8 {
     }
 }
 
-/// Whether a positive answer to `qtype` counts its bytes as downstream data: every type but A
-/// and AAAA (their new addresses count instead) and PTR. Not only the types whose queries score
-/// ([`qtype_points`]): HTTPS/SVCB parameters (`ech`, unknown keys), CAA, OPENPGPKEY, TLSA,
-/// NAPTR, URI and any other record data carry whatever their server puts there, and counted
-/// nothing, a poller moved a megabyte in five minutes through HTTPS answers unseen. PTR stays
-/// out: a monitoring sweep of a /24 is hundreds of fresh host names in seconds under one
-/// reverse zone (a documented free channel, `docs/detection.md`).
+/// Whether a positive answer to `qtype` for `qname` counts its bytes as downstream data: every
+/// type but A and AAAA (their new addresses count instead) and PTR in the reverse trees. Not
+/// only the types whose queries score ([`qtype_points`]): HTTPS/SVCB parameters (`ech`,
+/// unknown keys), CAA, OPENPGPKEY, TLSA, NAPTR, URI and any other record data carry whatever
+/// their server puts there, and counted nothing, a poller moved a megabyte in five minutes
+/// through HTTPS answers unseen. PTR under `in-addr.arpa` and `ip6.arpa` stays out: a
+/// monitoring sweep of a /24 is hundreds of fresh host names in seconds under one reverse zone
+/// (a documented free channel, `docs/detection.md`); a PTR anywhere else is a 255-byte name of
+/// its server's choosing, and counts.
 #[must_use]
-pub fn answer_carries_bytes(qtype: u16) -> bool {
-    !matches!(qtype, QTYPE_A | QTYPE_AAAA | QTYPE_PTR)
+pub fn answer_carries_bytes(qtype: u16, qname: &str) -> bool {
+    match qtype {
+        QTYPE_A | QTYPE_AAAA => false,
+        QTYPE_PTR => !crate::names::is_reverse_name(qname),
+        _ => true,
+    }
 }
 
 /// Computes the features of `qname` whose subdomain part is `sub` (see

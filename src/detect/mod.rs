@@ -661,7 +661,7 @@ impl Detector {
         sample.novel = fresh && !shared;
         sample.bits = if !sample.novel {
             0
-        } else if exception.is_some_and(exceptions::is_lookup_service) {
+        } else if exception.is_some() && exceptions::is_lookup_service(obs.qname) {
             // Only the vendor's servers read these names ([`exceptions::LOOKUP_SERVICES`]).
             floor_bits.div_ceil(exceptions::LOOKUP_SERVICE_SHARE)
         } else {
@@ -799,7 +799,7 @@ impl Detector {
             minute: now.as_secs() / 60,
             ..ClientState::default()
         });
-        let (client_spike, client_eval) = {
+        let (client_spike, client_eval, client_alert) = {
             let mut c = client_state.lock();
             let spike = c.count(now.as_secs() / 60);
             // Prevalent domains count less here as they do per pair.
@@ -819,14 +819,16 @@ impl Detector {
             };
             self.add(&mut c.windows, epochs, client_sample);
             if c.windows.could_score(client_budgets) {
-                // Its total only, as the pair's: the breakdown is worked out again for an alert.
-                (
-                    spike,
-                    Some(score::domain_points(&client_evidence(&mut c, spike))),
-                )
+                // Its total only, as the pair's; at an alert's level (rare) its breakdown too,
+                // from the very readings the total came from.
+                let ev = client_evidence(&mut c, spike);
+                let points = score::domain_points(&ev);
+                let full = (obs.settings.level_for(points) >= Level::Alert)
+                    .then(|| Box::new(score::domain_score(&ev)));
+                (spike, Some(points), full)
             } else {
                 // Client-wide evidence is volume: below the floor it adds nothing.
-                (spike, None)
+                (spike, None, None)
             }
         };
 
@@ -917,19 +919,16 @@ impl Detector {
             };
         // An alert is due only at a score of at least 1 (the lowest threshold), so `own` is there.
         let alert = if let Some((_, scope)) = own.filter(|_| own_due) {
-            let eval = if scope == Scope::Client {
-                // The client's windows again, under its lock: as they were a moment ago (a
-                // stats reading changes nothing), unless another query of this client came
-                // in between, which only makes the breakdown current.
-                score::domain_score(&client_evidence(&mut client_state.lock(), client_spike))
-            } else {
-                score::domain_score(&ev)
+            let eval = match (scope, client_alert) {
+                (Scope::Client, Some(full)) => *full,
+                // Unreachable: a client-wide score at an alert's level kept its breakdown.
+                (Scope::Client, None) => {
+                    score::domain_score(&client_evidence(&mut client_state.lock(), client_spike))
+                }
+                _ => score::domain_score(&ev),
             };
-            debug_assert!(
-                scope == Scope::Client || eval.0 == score,
-                "a breakdown's total is the score"
-            );
-            Some(Box::new(make_alert(eval.0, &eval.1, &eval.2, scope, level)))
+            debug_assert_eq!(eval.0, score, "a breakdown's total is the score");
+            Some(Box::new(make_alert(score, &eval.1, &eval.2, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
         {
@@ -1066,7 +1065,7 @@ impl Detector {
         }
         let client_hash = self.hasher.hash_one(client);
         let domain_key = self.domain_key(domain);
-        let carrier = features::answer_carries_bytes(qtype);
+        let carrier = features::answer_carries_bytes(qtype, qname);
         let question = || self.hasher.hash_one((client_hash, qname, qtype));
         let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
             let mut h = self.hasher.build_hasher();
@@ -1075,7 +1074,20 @@ impl Detector {
         };
         // `down`: bytes counted; `data`: whether the answer is a new piece of data (for the rule
         // that one odd name alone never contains anyone).
-        let (down, data) = if carrier && answer.answers > 0 && answer.bytes > 0 {
+        let (down, data) = if carrier && answer.answers == 0 && answer.bytes > 0 {
+            // A negative answer says what its zone's SOA says, the same for every name: free
+            // when this client's last negative answer from the domain said the same (hosts
+            // without an HTTPS record, asked by a browser each), counted like any answer when
+            // it did not (a tunnel writing its data into the SOA's names, NSEC3 records).
+            let key = self.hasher.hash_one((client_hash, domain_key, "negative"));
+            match self.answers.record(key, tag(answer.records)) {
+                LastAsker::Same => (0, false),
+                LastAsker::Other | LastAsker::Unknown => {
+                    let bytes = volume::carrier_answer_bytes(answer.bytes);
+                    (bytes, bytes > 0)
+                }
+            }
+        } else if carrier && answer.bytes > 0 {
             // Keyed by (client, question), holding a tag of the last answer's content: only
             // the very answer this client was given last for this question is free. Answers
             // alternating between a few seen before, or TTLs that change, still count bytes;

@@ -200,22 +200,29 @@ pub const DOWN_WEIGHT: f32 = 0.25;
 pub const ANSWER_FULL_BYTES: u32 = 256;
 /// See [`ANSWER_FULL_BYTES`].
 pub const ANSWER_TAIL_DIVISOR: u32 = 16;
+/// Where the discounted tail ends: an answer's bytes past this count in full again. Benign
+/// big RRsets stay under it (an apex's TXT set is 2–4 KB); an answer past it is one only TCP
+/// carries, and a tunnel filling 64 KB answers over TCP must not get a 15× discount.
+pub const ANSWER_TAIL_END: u32 = 4096;
 
 /// The bytes of one carrier answer (TXT, NULL, …) that count towards the downstream volume,
 /// before [`DOWN_WEIGHT`]: all of the first [`ANSWER_FULL_BYTES`] (a TXT string's 255 and its
-/// header), a sixteenth of the rest.
+/// header), a sixteenth of the rest up to [`ANSWER_TAIL_END`], and all of what lies beyond.
 ///
 /// A tunnel's downstream is a stream of answers (a TXT string holds at most 255 bytes; through
 /// resolvers a UDP answer stays under ~1.2 KB), and the window's "pieces of data" rule wants
 /// several of them: its volume is in the count of answers. A big RRset asked once, a domain's
 /// apex TXT with its verification tokens (2–4 KB is common), is one such piece, not kilobytes
 /// of channel: two of them in a minute, counted whole, filled a pair's short budget (768 bytes
-/// at ¼) and sinkholed the domain. The tail still counts, so a 60 KB answer over TCP is not
-/// free, and a tunnel filling 1 KB answers still pays ~300 bytes for each.
+/// at ¼) and sinkholed the domain. A tunnel filling 1 KB answers still pays ~300 bytes for
+/// each, one filling 4 KB answers over TCP ~490 (its limit: 8× the answers it needed when they
+/// counted whole), and one past 4 KB pays every byte beyond.
 #[must_use]
 pub fn carrier_answer_bytes(bytes: usize) -> u32 {
     let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-    bytes.min(ANSWER_FULL_BYTES) + bytes.saturating_sub(ANSWER_FULL_BYTES) / ANSWER_TAIL_DIVISOR
+    bytes.min(ANSWER_FULL_BYTES)
+        + (bytes.min(ANSWER_TAIL_END).saturating_sub(ANSWER_FULL_BYTES)) / ANSWER_TAIL_DIVISOR
+        + bytes.saturating_sub(ANSWER_TAIL_END)
 }
 
 /// How far one window's evidence has used up its budget, 0..=1, on a log scale from an eighth
@@ -306,16 +313,17 @@ mod tests {
     }
 
     #[test]
-    fn a_big_answer_counts_its_first_256_bytes_and_a_sixteenth_of_the_rest() {
+    fn a_big_answer_counts_its_first_256_bytes_a_sixteenth_up_to_4_kb_and_all_beyond() {
         assert_eq!(carrier_answer_bytes(0), 0);
         assert_eq!(carrier_answer_bytes(200), 200);
         assert_eq!(carrier_answer_bytes(300), 256 + 2);
         assert_eq!(carrier_answer_bytes(256), 256);
         assert_eq!(carrier_answer_bytes(2004), 256 + 109);
-        assert_eq!(carrier_answer_bytes(65_535), 256 + 4_079);
+        assert_eq!(carrier_answer_bytes(4096), 256 + 240);
+        assert_eq!(carrier_answer_bytes(65_535), 256 + 240 + (65_535 - 4096));
         assert_eq!(
             carrier_answer_bytes(usize::MAX),
-            256 + (u32::MAX - 256) / 16
+            u32::MAX - 4096 + 256 + 240
         );
     }
 

@@ -291,8 +291,24 @@ impl CachedAnswer {
 
     /// As [`Self::hash_content`] without the TTLs: what the answer's records say. A caching
     /// upstream counts TTLs down, so two fetches of an unchanged record differ in them alone.
+    /// A negative answer (no answer records) is hashed by its rcode and authority records:
+    /// what it says is its zone's SOA (owned by the apex), the same for every name of the zone.
     pub fn hash_records(&self, h: &mut dyn Hasher) {
         let msg = self.message();
+        if self.answers == 0 {
+            // Decoded: the stored bytes compress the SOA's names against the question's, so
+            // the same SOA is other bytes under another name. Only for a negative answer
+            // fresh from upstream (the miss path, which decoded it once already).
+            if let Ok(m) = Message::from_vec(msg) {
+                let mut h = h;
+                u16::from(m.metadata.response_code).hash(&mut h);
+                for r in &m.authorities {
+                    r.name.hash(&mut h);
+                    r.data.hash(&mut h);
+                }
+                return;
+            }
+        }
         let mut at = msg.len().min(2);
         let mut ttls: Vec<usize> = self.ttl_offsets().collect();
         ttls.sort_unstable();
@@ -367,6 +383,14 @@ impl CachedAnswer {
             + Duration::from_secs(u64::from(self.lifetime));
         let left = expires.saturating_sub(now).as_secs();
         (self.message(), u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
+    /// Bytes of the stored message after its question: what the client is given (scrubbed,
+    /// without OPT), as the detector counts it.
+    #[must_use]
+    pub fn body_len(&self) -> usize {
+        let msg = self.message();
+        wire::question_of(msg).map_or(0, |q| msg.len().saturating_sub(wire::HEADER_LEN + q.len()))
     }
 
     /// Real heap bytes used by this entry in the cache.
@@ -796,9 +820,13 @@ mod tests {
     }
 
     fn nxdomain(soa_ttl: u32, minimum: u32) -> Vec<u8> {
+        nxdomain_for("nope.example.com.", soa_ttl, minimum)
+    }
+
+    fn nxdomain_for(qname: &str, soa_ttl: u32, minimum: u32) -> Vec<u8> {
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
         m.metadata.response_code = ResponseCode::NXDomain;
-        let name = Name::from_ascii("nope.example.com.").unwrap();
+        let name = Name::from_ascii(qname).unwrap();
         m.add_query(hickory_proto::op::Query::query(name, RecordType::A));
         let zone = Name::from_ascii("example.com.").unwrap();
         let soa = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, minimum);
@@ -896,6 +924,30 @@ mod tests {
             ttls(&prepared.answer.render(&q, clock.now(), 512)),
             vec![3600]
         );
+    }
+
+    #[test]
+    fn a_negative_answer_says_its_soa_whatever_the_name_and_its_body_is_what_follows_the_question()
+    {
+        let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
+        let records = |msg: &[u8]| {
+            let p = cache.prepare(msg, "u".into()).unwrap();
+            let mut h = std::hash::DefaultHasher::new();
+            p.answer.hash_records(&mut h);
+            (h.finish(), p.answer.body_len(), p.answer.message().len())
+        };
+        let (a, body, len) = records(&nxdomain_for("one.example.com.", 600, 60));
+        let (b, ..) = records(&nxdomain_for("another-name.example.com.", 600, 60));
+        let (c, ..) = records(&nxdomain_for("one.example.com.", 600, 61));
+        assert_eq!(a, b, "the same SOA, whatever the name");
+        assert_ne!(a, c, "another SOA");
+        assert_eq!(
+            body,
+            len - wire::HEADER_LEN - "one.example.com.".len() - 1 - 4
+        );
+        // A positive answer's records still include its name.
+        let (p1, ..) = records(&upstream_answer(300, false));
+        assert_ne!(p1, a);
     }
 
     #[test]

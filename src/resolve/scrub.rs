@@ -12,8 +12,10 @@
 //! - **answer section**: the question's CNAME chain only. It starts at the question name and
 //!   follows each CNAME whose owner is the chain's last name (at most [`MAX_CHAIN`] names, a
 //!   loop ends it); records are kept when their owner is on the chain and their type is CNAME,
-//!   the question's type (any type for `ANY`) or RRSIG, and a DNAME whose owner is at or above
-//!   a chain name;
+//!   the question's type (any type for `ANY`) or RRSIG. A DNAME above the name is not kept
+//!   (unless the question asked for that DNAME): the CNAME synthesised from it is (RFC 6672
+//!   §3.2), which every stub follows, and a DNAME for `com.` kept beside it would be a rewrite
+//!   of a whole tree no rule looked at, for a downstream cache to take;
 //! - **authority section**: SOA and NS records only for a zone at or above the chain's last
 //!   name (a negative answer's SOA, the zone's own NS); the DNSSEC records a validating client
 //!   needs (NSEC, NSEC3, RRSIG, DS) as they are; nothing else;
@@ -61,17 +63,12 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
     let last = chain.last().unwrap_or(&question.name).clone();
     let before = (m.answers.len(), m.authorities.len(), m.additionals.len());
     m.answers.retain(|r| {
-        let owner = &r.name;
-        match r.record_type() {
-            RecordType::DNAME => chain.iter().any(|n| owner.zone_of(n)),
-            t => {
-                chain.iter().any(|n| n == owner)
-                    && (t == RecordType::CNAME
-                        || t == qtype
-                        || qtype == RecordType::ANY
-                        || t == RecordType::RRSIG)
-            }
-        }
+        let t = r.record_type();
+        chain.contains(&r.name)
+            && (t == RecordType::CNAME
+                || t == qtype
+                || qtype == RecordType::ANY
+                || t == RecordType::RRSIG)
     });
     m.authorities.retain(|r| match r.record_type() {
         RecordType::SOA | RecordType::NS => r.name.zone_of(&last),
@@ -203,6 +200,27 @@ mod tests {
                 authorities: 2,
                 additionals: 1
             }
+        );
+    }
+
+    #[test]
+    fn a_dname_above_the_name_is_dropped_and_its_synthesised_cname_kept() {
+        let mut m = message("www.old.example.", RecordType::A);
+        m.answers = vec![
+            rec(
+                "old.example.",
+                RData::Unknown {
+                    code: RecordType::DNAME,
+                    rdata: hickory_proto::rr::rdata::NULL::with(vec![0]),
+                },
+            ),
+            cname("www.old.example.", "www.new.example."),
+            a("www.new.example.", [192, 0, 2, 3]),
+        ];
+        scrub(&mut m);
+        assert_eq!(
+            owners(&m.answers),
+            ["www.old.example. CNAME", "www.new.example. A"]
         );
     }
 

@@ -739,9 +739,8 @@ impl Pipeline {
                     if Arc::ptr_eq(&p.policy, &self.policy.load()) {
                         self.cache.insert(q, &prepared);
                     }
-                    let answer_bytes = raw
-                        .len()
-                        .saturating_sub(wire::HEADER_LEN + q.question.len());
+                    // What the client is given (scrubbed, no OPT), not what the upstream sent.
+                    let answer_bytes = prepared.answer.body_len();
                     Fetched::Answer(prepared.answer, Arc::clone(&up.label), answer_bytes)
                 }
                 Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
