@@ -74,3 +74,37 @@ pub fn request_handler(data: &[u8]) {
         }
     }
 }
+
+/// An upstream's answer on arbitrary bytes (what a spoofer or a tunnel's authority can send
+/// through the upstream): prepared for the cache (decoded, scrubbed, re-encoded), hashed as the
+/// detector hashes it, and rendered for the question it carries. Never panics; what is kept
+/// walks, and the rendered answer echoes the asking query's ID.
+pub fn upstream_answer(data: &[u8]) {
+    static CACHE: OnceLock<AnswerCache> = OnceLock::new();
+    let cache =
+        CACHE.get_or_init(|| AnswerCache::new(&CacheConfig::default(), SystemClock::shared()));
+    let Ok(prepared) = cache.prepare(data, "fuzz".into()) else {
+        return;
+    };
+    let a = &prepared.answer;
+    let mut h = std::hash::DefaultHasher::new();
+    a.hash_content(&mut h);
+    a.hash_records(&mut h);
+    let (stored, _) = a.stored(cache.now());
+    assert!(a.body_len() <= stored.len());
+    let _ = wire::ttl_offsets(stored).expect("a prepared answer walks");
+    // The question it answers, asked by a client (ID 0x5a5a), if it is one a client can ask.
+    let Some(question) = wire::question_of(stored) else {
+        return;
+    };
+    let mut query = vec![0x5a, 0x5a, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(question);
+    if let Ok(q) = wire::parse_query(&query) {
+        let r = a.render(&q, cache.now(), 512);
+        assert_eq!(&r[0..2], &[0x5a, 0x5a], "the asking query's ID");
+        assert!(
+            r.len() <= 512 || r[2] & 0x02 != 0,
+            "fits or says it was cut"
+        );
+    }
+}

@@ -8,8 +8,9 @@
 #[path = "../fuzz/bodies.rs"]
 mod bodies;
 
-use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -52,9 +53,78 @@ fn seeds() -> Vec<Vec<u8>> {
     out
 }
 
+/// Upstream answers: a CNAME chain with an unrelated record and glue, a negative answer with
+/// its SOA and another zone's NS, TXT.
+fn answer_seeds() -> Vec<Vec<u8>> {
+    let n = |s: &str| Name::from_ascii(s).unwrap();
+    let mut out = Vec::new();
+    let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_available = true;
+    m.metadata.authentic_data = true;
+    m.add_query(Query::query(n("www.example.com."), RecordType::A));
+    m.add_answer(Record::from_rdata(
+        n("www.example.com."),
+        300,
+        RData::CNAME(CNAME(n("edge.cdn.example."))),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("edge.cdn.example."),
+        60,
+        RData::A(A::new(192, 0, 2, 1)),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("pypi.org."),
+        60,
+        RData::A(A::new(6, 6, 6, 6)),
+    ));
+    m.add_authority(Record::from_rdata(
+        n("cdn.example."),
+        60,
+        RData::NS(NS(n("ns1.cdn.example."))),
+    ));
+    m.add_additional(Record::from_rdata(
+        n("ns1.cdn.example."),
+        60,
+        RData::A(A::new(10, 0, 0, 1)),
+    ));
+    out.push(m.to_vec().unwrap());
+    let mut m = Message::new(8, MessageType::Response, OpCode::Query);
+    m.metadata.response_code = ResponseCode::NXDomain;
+    m.add_query(Query::query(n("nope.example.com."), RecordType::TXT));
+    let soa = SOA::new(
+        n("ns1.example.com."),
+        n("hm.example.com."),
+        1,
+        3600,
+        600,
+        86400,
+        60,
+    );
+    m.add_authority(Record::from_rdata(n("example.com."), 600, RData::SOA(soa)));
+    m.add_authority(Record::from_rdata(
+        n("evil.example."),
+        600,
+        RData::NS(NS(n("ns.evil.example."))),
+    ));
+    out.push(m.to_vec().unwrap());
+    let mut m = Message::new(9, MessageType::Response, OpCode::Query);
+    m.add_query(Query::query(n("t.example.com."), RecordType::TXT));
+    m.add_answer(Record::from_rdata(
+        n("t.example.com."),
+        0x8000_0001,
+        RData::TXT(TXT::new(vec!["x".repeat(200), "y".repeat(100)])),
+    ));
+    out.push(m.to_vec().unwrap());
+    out
+}
+
 /// `count` inputs: mutated seeds and random bytes.
 fn inputs(count: usize, seed: u64) -> Vec<Vec<u8>> {
-    let seeds = seeds();
+    mutated(&seeds(), count, seed)
+}
+
+/// `count` inputs: mutations of `seeds` and random bytes.
+fn mutated(seeds: &[Vec<u8>], count: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(seed);
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
@@ -112,5 +182,16 @@ fn query_parser_body_survives_generated_inputs() {
 fn request_handler_body_survives_generated_inputs() {
     for input in inputs(20_000, 0xD1B5_4A32_D192_ED03) {
         bodies::request_handler(&input);
+    }
+}
+
+#[test]
+fn upstream_answer_body_survives_generated_inputs() {
+    let seeds = answer_seeds();
+    for seed in &seeds {
+        bodies::upstream_answer(seed);
+    }
+    for input in mutated(&seeds, 50_000, 0x2545_F491_4F6C_DD1D) {
+        bodies::upstream_answer(&input);
     }
 }

@@ -231,6 +231,11 @@ impl Users {
         let Some(path) = tokens_file else {
             return Self::parse("", "", legacy_admin_token);
         };
+        if let Err(why) = check_tokens_file(path) {
+            let mut p = ConfigProblems::default();
+            p.push(path.display().to_string(), why);
+            return Err(p);
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, &path.display().to_string(), legacy_admin_token),
             Err(e) => {
@@ -272,8 +277,70 @@ impl Users {
     }
 }
 
+/// The tokens file says who is admin: a regular file, reached without a symlink, that no one
+/// but its owner may write (any local user who could append a line would make themselves
+/// admin at the next reload). Readable by others is allowed: it holds hashes, not tokens.
+fn check_tokens_file(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| format!("cannot read the tokens file: {e}"))?;
+    if meta.file_type().is_symlink() {
+        return Err(
+            "is a symlink; point the configuration at the file itself (a link can be \
+             re-pointed by whoever can write its directory)"
+                .to_string(),
+        );
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file".to_string());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "is writable by group or others (mode {mode:03o}): any local user could add \
+                 themselves as admin; run `chmod 644 {}` (owned by the user dnsward runs as)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[cfg(unix)]
+    #[test]
+    fn a_tokens_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dnsward-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, "").unwrap();
+        for (mode, ok) in [(0o644, true), (0o600, true), (0o664, false), (0o666, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = Users::load(Some(&path), None);
+            assert_eq!(got.is_ok(), ok, "mode {mode:o}: {got:?}");
+            if !ok {
+                assert!(format!("{:?}", got.unwrap_err()).contains("writable by group or others"));
+            }
+        }
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            Users::load(Some(&link), None).is_err(),
+            "a symlink is refused"
+        );
+        assert!(
+            Users::load(Some(&dir), None).is_err(),
+            "a directory is refused"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use super::*;
 
     #[test]
