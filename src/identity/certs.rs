@@ -158,6 +158,16 @@ impl TlsFiles {
             .with_single_cert(certs, key)
             .map_err(|e| TlsSetupError::Rustls(format!("{}: {e}", self.cert.display())))?;
         cfg.alpn_protocols.clone_from(&self.alpn);
+        if !self.client_cas.is_empty() {
+            // No session resumption where a client certificate is an identity: rustls restores
+            // a resumed session's client chain without verifying it again, and its session
+            // cache and tickets have no lifetime of their own, so a certificate that expired
+            // (the short-lived SVIDs SPIFFE relies on instead of revocation) kept its identity
+            // for as long as the client kept resuming. Every connection does a full handshake,
+            // its certificate checked against the CAs and CRLs in force.
+            cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            cfg.send_tls13_tickets = 0;
+        }
         Ok(Arc::new(cfg))
     }
 }

@@ -1176,3 +1176,54 @@ async fn padded_queries_over_dot_and_doh_get_answers_padded_to_468_byte_blocks()
     check("UDP, padded query", &a, false);
     s.stop_and_read_events().await;
 }
+
+/// Where a client certificate is an identity, no session is resumed: rustls would restore a
+/// resumed session's client chain without checking it again, so a short-lived SVID that
+/// expired kept its identity for as long as its client kept resuming. A client that offers
+/// resumption (rustls keeps sessions and tickets by default) gets a full handshake each time,
+/// TLS 1.3 and 1.2 alike, and is answered each time.
+#[tokio::test]
+async fn client_certificate_listeners_never_resume_a_session() {
+    let pki = Pki::new();
+    let (_s, dot, _doh) = start(&pki, "", "").await;
+    for versions in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(pki.path("ca.crt")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.path("build.crt"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(pki.path("build.key")).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[versions])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        let connector = TlsConnector::from(Arc::new(cfg));
+        for n in 0..3 {
+            let mut tls = tls_connect(&connector, dot, "127.0.0.1").await.unwrap();
+            let q = query_packet("api.corp.internal", RecordType::A, false);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            tls.write_all(&framed).await.unwrap();
+            let len = tls.read_u16().await.unwrap();
+            let mut buf = vec![0; usize::from(len)];
+            tls.read_exact(&mut buf).await.unwrap();
+            assert_eq!(
+                Message::from_vec(&buf).unwrap().metadata.response_code,
+                ResponseCode::NoError
+            );
+            assert_eq!(
+                tls.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "{versions:?} connection {n}: a full handshake"
+            );
+            drop(tls);
+        }
+    }
+}
