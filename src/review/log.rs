@@ -65,9 +65,11 @@ pub struct Timeline {
 fn lines(files: &[PathBuf], mut each: impl FnMut(&Value)) {
     for path in files {
         let Ok(f) = File::open(path) else { continue };
-        for line in BufReader::new(f).lines() {
+        // By bytes: a line that is not UTF-8 (torn, or damaged) is skipped, not the end of
+        // the file.
+        for line in BufReader::new(f).split(b'\n') {
             let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
                 each(&v);
             }
         }

@@ -190,13 +190,16 @@ impl TriageStore {
         let mut skipped = 0;
         let mut lines = 0usize;
         if path.exists() {
-            for line in BufReader::new(File::open(&path)?).lines() {
+            // By bytes, not `lines()`: a line cut inside a multi-byte character (a crash while
+            // writing a note) is a torn line like any other, skipped and counted, not an
+            // error that keeps the server from starting.
+            for line in BufReader::new(File::open(&path)?).split(b'\n') {
                 let line = line?;
-                if line.trim().is_empty() {
+                if line.trim_ascii().is_empty() {
                     continue;
                 }
                 lines += 1;
-                match serde_json::from_str::<Transition>(&line) {
+                match serde_json::from_slice::<Transition>(&line) {
                     Ok(t) => apply(&mut records, t),
                     Err(_) => skipped += 1,
                 }
@@ -415,6 +418,15 @@ mod tests {
             .unwrap();
         drop(s);
         let s = TriageStore::open(dir.path()).unwrap();
+        assert_eq!(s.state(&t.key), TriageState::Released);
+        drop(s);
+        // A line cut inside a multi-byte character (a note in any language) is torn too: the
+        // store opens, skips it and keeps every complete record.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"note\":\"caf\xc3").unwrap();
+        drop(f);
+        let s = TriageStore::open(dir.path()).expect("opens past a line that is not UTF-8");
+        assert_eq!(s.skipped_on_open(), 2, "the first torn line and this one");
         assert_eq!(s.state(&t.key), TriageState::Released);
     }
 
