@@ -331,11 +331,12 @@ impl Config {
     /// # Errors
     /// The file cannot be read, or has syntax/type problems.
     pub fn load(path: &Path) -> Result<Self, ConfigProblems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut p = ConfigProblems::default();
-            p.push(path.display().to_string(), format!("cannot read: {e}"));
-            p
-        })?;
+        let text = crate::config_error::read_text_file(path, crate::config_error::MAX_CONFIG_FILE)
+            .map_err(|e| {
+                let mut p = ConfigProblems::default();
+                p.push(path.display().to_string(), format!("cannot read: {e}"));
+                p
+            })?;
         let base = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);

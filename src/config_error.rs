@@ -325,9 +325,99 @@ impl fmt::Display for ConfigProblems {
     }
 }
 
+/// The most a list file (`allow_files`, `deny_files`) may hold: 64 MiB (a million-line hosts
+/// file is ~30 MB).
+pub const MAX_LIST_FILE: u64 = 64 << 20;
+/// The most a zone file may hold: 64 MiB.
+pub const MAX_ZONE_FILE: u64 = 64 << 20;
+/// The most a configuration file may hold: 16 MiB.
+pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Read a text file someone configured: it must be a regular file (a FIFO would block the
+/// reader forever, `/dev/zero` would fill memory: both are refused before they are opened),
+/// at most `max` bytes, and UTF-8 (the message names the line of the first byte that is not).
+///
+/// # Errors
+/// A message for the file's problem, without its path (the caller's key or path says which).
+pub fn read_text_file(path: &std::path::Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(if meta.is_dir() {
+            "is a directory, not a file".to_string()
+        } else {
+            "is not a regular file (a device, FIFO or socket)".to_string()
+        });
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "is {} bytes, over the limit of {max} bytes for such a file",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "grew past the limit of {max} bytes while being read"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        format!("line {line}: not UTF-8 (byte {at} of the file)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_files_must_be_regular_bounded_and_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.txt");
+        std::fs::write(&ok, "a.example\nb.example\n").unwrap();
+        assert_eq!(read_text_file(&ok, 100).unwrap(), "a.example\nb.example\n");
+        // Devices and FIFOs are refused before they are opened (a FIFO would block forever).
+        let dev = read_text_file(std::path::Path::new("/dev/zero"), MAX_LIST_FILE);
+        assert!(dev.unwrap_err().contains("not a regular file"));
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(
+                read_text_file(&fifo, 100)
+                    .unwrap_err()
+                    .contains("not a regular file")
+            );
+        }
+        assert!(
+            read_text_file(dir.path(), 100)
+                .unwrap_err()
+                .contains("directory")
+        );
+        // Over the limit: refused from its size, not read.
+        let big = dir.path().join("big.txt");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_LIST_FILE + 1)
+            .unwrap();
+        assert!(
+            read_text_file(&big, MAX_LIST_FILE)
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        // Not UTF-8: the line says where.
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, b"one\ntwo\nca\xc3\n").unwrap();
+        assert!(
+            read_text_file(&bad, 100)
+                .unwrap_err()
+                .starts_with("line 3: not UTF-8")
+        );
+    }
 
     #[test]
     fn a_file_reports_a_few_problems_in_full_and_sums_up_the_rest() {

@@ -573,7 +573,7 @@ fn check_rule(set: &mut RuleSet, raw: &str) -> Result<(), String> {
 /// ([`FileProblems`]): a path that names some other file (a key, `/etc/shadow`) must not copy
 /// it into a reload's reply and the event log.
 pub fn load_list(path: &Path, set: &mut RuleSet, problems: &mut ConfigProblems) {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::config_error::read_text_file(path, crate::config_error::MAX_LIST_FILE) {
         Ok(t) => t,
         Err(e) => {
             problems.push(

@@ -193,7 +193,10 @@ impl ZoneSet {
             if !seen_paths.insert(canonical) {
                 continue;
             }
-            let text = match fs::read_to_string(&path) {
+            let text = match crate::config_error::read_text_file(
+                &path,
+                crate::config_error::MAX_ZONE_FILE,
+            ) {
                 Ok(t) => t,
                 Err(e) => {
                     problems.push(
