@@ -207,25 +207,82 @@ impl TlsConfigCell {
     }
 }
 
-/// The agent named by a verified client certificate: its first SPIFFE ID (URI SAN starting
-/// `spiffe://`), else its first DNS SAN. `None` when the certificate names neither.
+/// The agent named by a verified client certificate: its SPIFFE ID (its one URI SAN, which
+/// must be a well-formed `spiffe://` ID), else its first DNS SAN (which must be a host name).
+/// `None` when it names neither validly: the connection is then verified but names no agent,
+/// and the source address picks the group, as without a certificate.
+///
+/// As the SPIFFE X.509-SVID specification says: exactly one URI SAN (a certificate with two
+/// could be read as either agent), and an ID that is `spiffe://` + a trust domain of lower-case
+/// letters, digits, `.`, `-`, `_` (no user, no port) + a path of non-empty segments of letters,
+/// digits, `.`, `-`, `_` (no `.` or `..` segment, no `%`, `?` or `#`). Identities are compared
+/// as strings, so `build/../research/1` or `build//1` would otherwise be other agents than
+/// the ones their patterns and containments mean. A DNS SAN is taken only if it is a host
+/// name: `DNS:spiffe://example.test/agents/research/1` is not that agent.
 #[must_use]
 pub fn agent_identity(cert: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let san = parsed.subject_alternative_name().ok()??;
     let names = &san.value.general_names;
-    let spiffe = names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
-            Some((*u).to_string())
-        }
-        _ => None,
-    });
-    spiffe.or_else(|| {
-        names.iter().find_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+    let uris: Vec<&str> = names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
             _ => None,
         })
+        .collect();
+    if uris.iter().any(|u| {
+        u.get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://"))
+    }) {
+        return match uris.as_slice() {
+            [one] if is_spiffe_id(one) => Some((*one).to_string()),
+            _ => None,
+        };
+    }
+    names.iter().find_map(|n| match n {
+        GeneralName::DNSName(d) if is_host_name(d) => Some(d.to_ascii_lowercase()),
+        _ => None,
     })
+}
+
+/// Whether `id` is a SPIFFE ID as the specification spells it (see [`agent_identity`]).
+fn is_spiffe_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("spiffe://") else {
+        return false;
+    };
+    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    let path_ok = path.is_empty()
+        || path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        });
+    domain_ok && path_ok && id.len() <= 2048
+}
+
+/// Whether `name` is a host name: labels of letters, digits and `-` (not at either end), 1–63
+/// bytes each, at most 253 in all; no wildcard.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// A short, stable reason for a refused handshake, for events and metric labels. `None` when
@@ -252,4 +309,50 @@ pub fn refusal_reason(err: &std::io::Error) -> Option<String> {
         },
         other => format!("handshake failed: {other}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spiffe_ids_and_host_names_are_checked_as_the_specifications_spell_them() {
+        for ok in [
+            "spiffe://example.test/agents/build/1",
+            "spiffe://example.test",
+            "spiffe://prod-1.example_x.test/a/B-c/d.e_f",
+        ] {
+            assert!(is_spiffe_id(ok), "{ok}");
+        }
+        for bad in [
+            "spiffe://example.test/agents/build/../../research/1",
+            "spiffe://example.test/agents/build/./1",
+            "spiffe://example.test/agents/build//1",
+            "spiffe://example.test/agents/build/",
+            "spiffe://example.test/agents/build/%2e%2e/x",
+            "spiffe://example.test/agents/build/1?x=1",
+            "spiffe://example.test/agents/build/1#f",
+            "spiffe://user@example.test/a",
+            "spiffe://example.test:443/a",
+            "spiffe://Example.test/a",
+            "spiffe:///a",
+            "SPIFFE://example.test/a",
+            "https://example.test/a",
+        ] {
+            assert!(!is_spiffe_id(bad), "{bad}");
+        }
+        for ok in ["runner.ci.example.test", "a-1.example", "host."] {
+            assert!(is_host_name(ok), "{ok}");
+        }
+        for bad in [
+            "spiffe://example.test/agents/research/1",
+            "*.ci.example.test",
+            "-a.example",
+            "a..example",
+            "",
+            "a_b.example",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
 }
