@@ -412,6 +412,7 @@ fn parse_record(
             break;
         }
     }
+    extra_fields(rest)?;
     let ttl_line = ttl.map(|t| format!("$TTL {t}\n")).unwrap_or_default();
     let mini = format!("{ttl_line}@ {}\n", decimal_escapes(rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
@@ -428,6 +429,60 @@ fn parse_record(
         }
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
+    }
+}
+
+/// Refuses text after the last field of a type whose data has a fixed number of fields
+/// (`r IN A 1.1.1.1 2.2.2.2`, `m IN MX 10 mail extra`): hickory's text parser reads the fields
+/// it needs and ignores the rest, so the zone would serve a record other than the one written
+/// (BIND's named-checkzone says "extra input text"). `rest` is the line after the owner, with
+/// comments and parentheses already gone; a backslash keeps the next character in its field.
+fn extra_fields(rest: &str) -> Result<(), String> {
+    let mut fields: Vec<String> = Vec::new();
+    let mut field = String::new();
+    let mut escaped = false;
+    for c in rest.chars() {
+        if escaped {
+            field.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            field.push(c);
+            escaped = true;
+        } else if c.is_whitespace() {
+            if !field.is_empty() {
+                fields.push(std::mem::take(&mut field));
+            }
+        } else {
+            field.push(c);
+        }
+    }
+    if !field.is_empty() {
+        fields.push(field);
+    }
+    // `[TTL] [class]` or `[class] [TTL]`, then the type.
+    let Some(at) = fields
+        .iter()
+        .take(3)
+        .position(|w| !(w.starts_with(|c: char| c.is_ascii_digit() || c == '-') || is_class(w)))
+    else {
+        return Ok(());
+    };
+    let ty = fields[at].to_ascii_uppercase();
+    let takes = match ty.as_str() {
+        "A" | "AAAA" | "NS" | "CNAME" | "PTR" | "DNAME" => 1,
+        "MX" => 2,
+        "SRV" => 4,
+        "SOA" => 7,
+        _ => return Ok(()),
+    };
+    let data = &fields[at + 1..];
+    match data.get(takes) {
+        Some(extra) => Err(format!(
+            "extra text after the {ty} record's {takes} field{}: {}",
+            if takes == 1 { "" } else { "s" },
+            excerpt(extra)
+        )),
+        None => Ok(()),
     }
 }
 
@@ -821,6 +876,29 @@ mod tests {
             .lookup(&qname("nope.t.internal"), RecordType::A)
             .unwrap();
         assert_eq!(a.authorities[0].ttl, 30);
+    }
+
+    #[test]
+    fn text_after_a_fixed_records_last_field_is_an_error() {
+        for (line, ok) in [
+            ("r IN A 1.1.1.1 2.2.2.2", false),
+            ("m IN MX 10 mail extra junk", false),
+            ("m 300 IN MX 10 mail", true),
+            ("s IN SRV 0 5 5060 sip.t.internal. x", false),
+            ("c IN CNAME a b", false),
+            ("t IN TXT \"a\" \"b\" c", true),
+            ("e IN A 1.1.1.1", true),
+        ] {
+            let text = format!(
+                "$ORIGIN t.internal.\n@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 60\n{line}\n"
+            );
+            let (_, problems, _, _) = one_zone_problems(&text);
+            let text = format!("{problems:?}");
+            assert_eq!(problems.is_empty(), ok, "{line}: {text}");
+            if !ok {
+                assert!(text.contains("extra text after"), "{line}: {text}");
+            }
+        }
     }
 
     #[test]
