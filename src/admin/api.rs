@@ -95,10 +95,11 @@ fn presented_token<'a>(headers: &'a HeaderMap, page_query: Option<&'a str>) -> O
 async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let remote = req
+    let remote_addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
+        .map(|c| c.0);
+    let remote = remote_addr.map(|a| a.to_string());
     let needs_auth = path.starts_with("/api/") || path == "/";
     let html_page = path == "/" && req.method() == axum::http::Method::GET;
     let page_query = if html_page { req.uri().query() } else { None };
@@ -120,8 +121,18 @@ async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next)
     } else {
         next.run(req).await
     };
-    // Scrapes and health checks are too frequent and too boring to audit.
-    if needs_auth || !matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
+    // Scrapes and health checks are too frequent and too boring to audit. Requests refused
+    // for want of a token are recorded up to `unknown_client_per_minute` per source a minute
+    // (the rest counted): anyone on the host can send them faster than rotation keeps evidence.
+    let refused_unsampled = response.status() == StatusCode::UNAUTHORIZED
+        && remote_addr.is_some_and(|a| {
+            !s.pipeline
+                .events()
+                .wants_refused("admin_refused", crate::policy::identify::canonical(a.ip()))
+        });
+    if !refused_unsampled
+        && (needs_auth || !matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz"))
+    {
         let note = response
             .extensions()
             .get::<AuditNote>()

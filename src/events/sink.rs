@@ -115,6 +115,9 @@ struct Sampling {
     seen: AtomicU64,
     /// Unknown sources' query budget.
     unknown: Mutex<UnknownClientSampler>,
+    /// Refused credentials' budget per source (TLS and token refusals, unauthenticated admin
+    /// requests): as many a minute as an unknown source's queries.
+    refused: Mutex<UnknownClientSampler>,
     /// Drops since start, for checkpoints.
     tally: Arc<Tally>,
 }
@@ -245,6 +248,27 @@ impl EventSender {
         admitted
     }
 
+    /// Whether a refusal of `client`'s credentials (`kind`: `auth_refused`, `admin_refused`)
+    /// should be logged now: the first `unknown_client_per_minute` per source per minute are,
+    /// the rest are counted in `dnsward_events_sampled_out_total{kind}`. Anyone who can reach
+    /// a listener can present a bad certificate or token as fast as it likes; logging each
+    /// would rotate real evidence (containments, admin changes) out of the log in minutes.
+    #[must_use]
+    pub fn wants_refused(&self, kind: &'static str, client: IpAddr) -> bool {
+        if self.tx.is_none() {
+            return false;
+        }
+        // Minutes of wall time: only which minute a refusal falls in matters.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let admitted = self.sampling.refused.lock().admit(client, now);
+        if !admitted {
+            metrics::counter!(EVENTS_SAMPLED_OUT_TOTAL, "kind" => kind).increment(1);
+        }
+        admitted
+    }
+
     /// A sender that discards everything (for tests and `sink = "none"`), counting nothing as
     /// dropped.
     #[must_use]
@@ -265,6 +289,7 @@ impl Sampling {
             one_in: u64::from(one_in.max(1)),
             seen: AtomicU64::new(0),
             unknown: Mutex::new(UnknownClientSampler::new(unknown_per_minute)),
+            refused: Mutex::new(UnknownClientSampler::new(unknown_per_minute)),
             tally: Arc::new(Tally::default()),
         }
     }

@@ -122,11 +122,19 @@ impl ListenerContext {
     ) {
         metrics::counter!(crate::metrics::AUTH_REFUSED_TOTAL, "protocol" => self.protocol(), "auth" => auth.as_str())
             .increment(1);
+        let client_ip = crate::policy::identify::canonical(client.ip());
+        if !self
+            .pipeline
+            .events()
+            .wants_refused("auth_refused", client_ip)
+        {
+            return;
+        }
         let version = self.pipeline.policy().version.number;
         self.pipeline.events().emit(Event::now(
             version,
             EventBody::AuthRefused(AuthRefusedEvent {
-                client: crate::policy::identify::canonical(client.ip()),
+                client: client_ip,
                 protocol: self.protocol().to_string(),
                 auth: auth.as_str().to_string(),
                 reason,

@@ -949,3 +949,47 @@ mode = "denylist"
     assert_eq!(ask("keep.other.example").await, ["192.0.2.1"]);
     assert_eq!(first.queries(), before, "unaffected names stay cached");
 }
+
+/// Requests refused for want of a token are recorded up to `unknown_client_per_minute` (10)
+/// per source a minute and only counted beyond: anyone on the host can send them faster than
+/// rotation keeps evidence (20,000 in six seconds filled the log). Authenticated requests are
+/// all recorded, whatever came before them.
+#[tokio::test]
+async fn unauthenticated_admin_requests_are_recorded_ten_a_minute_and_counted_beyond() {
+    let mut s = TestServer::start(None, &groups("\"*.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let http = reqwest::Client::new();
+    for _ in 0..60 {
+        let r = http
+            .get(format!("{}/api/v1/policy", api.base))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    for _ in 0..3 {
+        assert_eq!(api.get("/api/v1/policy").await.0, 200);
+    }
+    let metrics = metrics_text(&s).await;
+    let events = s.stop_and_read_events().await;
+    let admin: Vec<_> = events.iter().filter(|e| e["kind"] == "admin").collect();
+    let refused = admin.iter().filter(|e| e["status"] == 401).count();
+    let ok = admin
+        .iter()
+        .filter(|e| e["status"] == 200 && e["path"] == "/api/v1/policy")
+        .count();
+    // Ten a minute: twenty if the sixty requests straddled a minute's turn.
+    assert!(
+        refused == 10 || refused == 20,
+        "{refused} refusals recorded"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "dnsward_events_sampled_out_total{{kind=\"admin_refused\"}} {}",
+            60 - refused
+        )),
+        "{metrics}"
+    );
+    assert_eq!(ok, 3, "every authenticated request recorded");
+}
