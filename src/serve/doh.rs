@@ -64,7 +64,14 @@ pub(super) async fn serve<S>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A request's head must arrive whole within `idle` of its first byte: the idle watchdog
+    // alone counts any byte as activity, so a client trickling a header a byte every few
+    // seconds held its connection (and, with enough sources, every slot) forever.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     // Idle: no bytes either way for `idle`. Checked a few times per period.
@@ -152,12 +159,16 @@ async fn answer(
                     "expected application/dns-message",
                 );
             }
-            match Limited::new(req.into_body(), usize::from(u16::MAX))
-                .collect()
-                .await
+            // The body too, within `idle`: a body trickled a byte at a time is the same hold.
+            match tokio::time::timeout(
+                ctx.idle,
+                Limited::new(req.into_body(), usize::from(u16::MAX)).collect(),
+            )
+            .await
             {
-                Ok(body) => body.to_bytes(),
-                Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(_)) => return status(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                Err(_) => return status(StatusCode::REQUEST_TIMEOUT, "body not sent in time"),
             }
         }
         _ => {

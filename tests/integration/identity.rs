@@ -1227,3 +1227,37 @@ async fn client_certificate_listeners_never_resume_a_session() {
         }
     }
 }
+
+/// A DoH client that trickles its request a byte every second (the idle watchdog sees bytes,
+/// so it never fires) is cut off once the request's head has taken the idle timeout (5 s
+/// here): such clients could otherwise hold every connection slot forever.
+#[tokio::test]
+async fn a_doh_request_trickled_a_byte_at_a_time_is_cut_off() {
+    let pki = Pki::new();
+    let (_s, _dot, doh) = start(&pki, "", "").await;
+    let connector = pki.client(Some("build"), &[b"http/1.1"]);
+    let mut tls = tls_connect(&connector, doh, "127.0.0.1").await.unwrap();
+    tls.write_all(b"GET /dns-query?dns=").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if tls.write_all(b"A").await.is_err() || tls.flush().await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // A closed connection shows on read: EOF or an error (or a 408 then EOF).
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await
+        {
+            closed_after = Some(started.elapsed());
+            let _ = n;
+            break;
+        }
+    }
+    let after = closed_after.expect("still open after 20 s of trickling");
+    assert!(
+        after < Duration::from_secs(12),
+        "closed only after {after:?}"
+    );
+}
