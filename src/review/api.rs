@@ -64,12 +64,14 @@ fn noted(mut r: Response, action: &str, detail: String) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
+    // The scheme is case-insensitive (RFC 7235 §2.1).
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }
 
 type Shared = Arc<Review>;

@@ -152,6 +152,8 @@ async fn answer(
                 .headers()
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
+            // The media type, its parameters aside (`application/dns-message; charset=…`).
+            let media = media.map(|m| m.split(';').next().unwrap_or("").trim());
             if media.is_none_or(|m| !m.eq_ignore_ascii_case(DNS_MESSAGE)) {
                 drain(req).await;
                 return status(

@@ -993,3 +993,26 @@ async fn unauthenticated_admin_requests_are_recorded_ten_a_minute_and_counted_be
     );
     assert_eq!(ok, 3, "every authenticated request recorded");
 }
+
+/// The authentication scheme is case-insensitive (RFC 7235 §2.1): `bearer` and `BEARER` carry
+/// the token as `Bearer` does; another scheme does not.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let s = TestServer::start(None, &groups("\"*.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let http = reqwest::Client::new();
+    for (scheme, want) in [
+        ("Bearer", 200),
+        ("bearer", 200),
+        ("BEARER", 200),
+        ("Basic", 401),
+    ] {
+        let r = http
+            .get(format!("{}/api/v1/policy", api.base))
+            .header("authorization", format!("{scheme} {}", api.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{scheme}");
+    }
+}

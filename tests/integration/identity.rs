@@ -1261,3 +1261,35 @@ async fn a_doh_request_trickled_a_byte_at_a_time_is_cut_off() {
         "closed only after {after:?}"
     );
 }
+
+/// A POST's media type is compared without its parameters (RFC 9110 §8.3.1):
+/// `application/dns-message; charset=utf-8` is a DNS message; `text/plain` is 415.
+#[tokio::test]
+async fn doh_post_media_type_parameters_are_ignored() {
+    let pki = Pki::new();
+    let (_s, _dot, doh) = start(&pki, "", "").await;
+    for (media, want) in [
+        ("application/dns-message; charset=utf-8", 200),
+        ("Application/DNS-Message ;x=1", 200),
+        ("text/plain", 415),
+    ] {
+        let tls = tls_connect(&pki.client(Some("build"), &[b"http/1.1"]), doh, "127.0.0.1")
+            .await
+            .unwrap();
+        let req = hyper::Request::post(format!("https://127.0.0.1:{}/dns-query", doh.port()))
+            .header("host", format!("127.0.0.1:{}", doh.port()))
+            .header("content-type", media)
+            .body(Full::new(Bytes::from(query_packet(
+                "api.corp.internal",
+                RecordType::A,
+                false,
+            ))))
+            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{media}");
+    }
+}
