@@ -217,6 +217,15 @@ impl EventsConfig {
                         format!("{at}.path"),
                         format!("directory {} does not exist", dir.display()),
                     );
+                } else if path.is_dir() {
+                    problems.push(
+                        format!("{at}.path"),
+                        format!(
+                            "{} is a directory: name the log file in it (e.g. {})",
+                            path.display(),
+                            path.join("events.jsonl").display()
+                        ),
+                    );
                 }
             }
             (_, Some(_)) => problems.push(
@@ -277,6 +286,29 @@ impl EventsConfig {
                 format!("{at}.checkpoint_path"),
                 "only used when sink = \"file\"",
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_log_path_that_is_a_directory_is_a_check_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, ok) in [
+            (dir.path().join("events.jsonl"), true),
+            (dir.path().to_path_buf(), false),
+        ] {
+            let cfg = EventsConfig {
+                sink: SinkKind::File,
+                path: Some(path.clone()),
+                ..EventsConfig::default()
+            };
+            let mut problems = ConfigProblems::default();
+            cfg.validate("events", &mut problems);
+            assert_eq!(problems.is_empty(), ok, "{}: {problems:?}", path.display());
         }
     }
 }

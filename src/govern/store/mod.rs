@@ -151,6 +151,23 @@ impl StoreConfig {
                     self.state_dir.display()
                 ),
             );
+        } else if self.state_dir.exists() && !self.state_dir.is_dir() {
+            // Created when missing; something else in its place fails only at start.
+            problems.push(
+                format!("{at}.state_dir"),
+                format!("{} exists and is not a directory", self.state_dir.display()),
+            );
+        } else if let Some(parent) = self
+            .state_dir
+            .ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .filter(|a| !a.is_dir())
+        {
+            problems.push(
+                format!("{at}.state_dir"),
+                format!("{} is not a directory", parent.display()),
+            );
         }
     }
 }
@@ -424,6 +441,26 @@ mod tests {
 
     use super::StoreConfig;
     use crate::config_error::ConfigProblems;
+
+    #[test]
+    fn a_state_dir_that_is_a_file_or_under_one_is_a_check_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        for (path, ok) in [
+            (dir.path().join("new/state"), true),
+            (dir.path().to_path_buf(), true),
+            (file.clone(), false),
+            (file.join("state"), false),
+        ] {
+            let mut problems = ConfigProblems::default();
+            StoreConfig {
+                state_dir: path.clone(),
+            }
+            .validate("store", &mut problems);
+            assert_eq!(problems.is_empty(), ok, "{}: {problems:?}", path.display());
+        }
+    }
 
     #[test]
     fn store_config_defaults_and_validation() {
