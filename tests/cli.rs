@@ -322,3 +322,24 @@ fn a_closed_stdout_ends_a_command_quietly() {
         );
     }
 }
+
+#[test]
+fn events_tail_refuses_a_kind_it_does_not_know_instead_of_printing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        "{\"ts\":\"2026-12-03T10:00:00Z\",\"policy_version\":1,\"kind\":\"alert\",\"client\":\"127.0.0.10\",\"domain\":\"x.example\",\"score\":70}\n",
+    )
+    .unwrap();
+    let log = log.to_str().unwrap();
+    let (code, _, err) = dnsward(&["events", "tail", "--file", log, "--kind", "alerts"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("invalid value 'alerts'") && err.contains("alert"),
+        "{err}"
+    );
+    let (code, out, err) = dnsward(&["events", "tail", "--file", log, "--kind", "ALERT"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("x.example"), "{out}");
+}

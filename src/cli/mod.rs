@@ -235,8 +235,23 @@ pub enum EventsAction {
         /// Start with only the last N events.
         #[arg(short = 'n', long)]
         last: Option<usize>,
-        /// Only these kinds (query, alert, containment_started, containment_ended, policy, admin).
-        #[arg(long, value_delimiter = ',')]
+        /// Only these kinds (query, alert, containment_started, containment_ended, policy,
+        /// admin, egress_denied, auth_refused); another word is an error, not an empty list.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            ignore_case = true,
+            value_parser = clap::builder::PossibleValuesParser::new([
+                "query",
+                "alert",
+                "containment_started",
+                "containment_ended",
+                "policy",
+                "admin",
+                "egress_denied",
+                "auth_refused",
+            ])
+        )]
         kind: Option<Vec<String>>,
         /// One readable line per event instead of JSON.
         #[arg(long)]
