@@ -285,6 +285,23 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_newest_manifest_does_not_keep_a_version_from_being_recorded() {
+        let fx = Fixture::new();
+        let store = fx.store();
+        let v1 = fx.record(&store, ACTION_LOAD);
+        let versions = store.dir().join("versions");
+        for garbage in [&b"{}"[..], b"\xff", b"{\"number\": 2, \"ha"] {
+            fs::write(versions.join("2.json"), garbage).unwrap();
+            let reopened = fx.store();
+            // What a restart does: record the configuration it starts with.
+            let v3 = fx.record(&reopened, ACTION_LOAD);
+            assert_eq!(v3.number, 3, "after the corrupt version 2");
+            assert_eq!(v3.hash, v1.hash);
+            fs::remove_file(versions.join("3.json")).unwrap();
+        }
+    }
+
+    #[test]
     fn manifests_written_before_proposals_read_as_applied() {
         let fx = Fixture::new();
         let store = fx.store();

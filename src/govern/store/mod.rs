@@ -377,7 +377,18 @@ impl PolicyStore {
         }
         // Against the newest version that ran: a pending proposal with this content is not
         // the running policy, so it is not returned as if it were.
-        if let Some(latest) = self.latest_applied()?
+        // A corrupt newest manifest (a crash, a disk fault, an edit) must not keep the server
+        // from starting or reloading: it cannot be the running policy's record, so a new
+        // version is written after it (history still names the corrupt file).
+        let latest = match self.latest_applied() {
+            Ok(latest) => latest,
+            Err(e @ StoreError::CorruptManifest { .. }) => {
+                tracing::warn!(error = %e, "policy store: recording a new version after a corrupt one");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(latest) = latest
             && latest.hash == hash
         {
             return Ok(latest);
