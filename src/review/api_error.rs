@@ -75,7 +75,13 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        Self::bad_request(format!("invalid JSON body: {}", r.body_text()))
+        // A body too large is 413 and one that is not `application/json` is 415, as HTTP has
+        // them; anything else wrong with it (syntax, types, fields) is the documented 400.
+        let status = match r.status() {
+            s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, format!("invalid JSON body: {}", r.body_text()))
     }
 }
 

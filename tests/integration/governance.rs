@@ -1016,3 +1016,37 @@ async fn the_bearer_scheme_is_case_insensitive() {
         assert_eq!(r.status().as_u16(), want, "{scheme}");
     }
 }
+
+/// A JSON body sent as another media type is 415, one over the limit 413 (HTTP's own codes),
+/// a malformed one 400, each a JSON error.
+#[tokio::test]
+async fn json_bodies_of_the_wrong_type_or_size_get_415_and_413() {
+    let s = TestServer::start(None, &groups("\"*.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/policy/reload", api.base);
+    for (ctype, body, want) in [
+        ("text/plain", "{\"actor\":\"ops\"}".to_string(), 415),
+        (
+            "application/json",
+            format!("{{\"actor\":\"{}\"}}", "x".repeat(10 << 20)),
+            413,
+        ),
+        ("application/json", "{\"actor\":".to_string(), 400),
+    ] {
+        let r = http
+            .post(&url)
+            .bearer_auth(&api.token)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{ctype}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains("JSON")),
+            "{v}"
+        );
+    }
+}
