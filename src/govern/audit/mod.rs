@@ -37,7 +37,7 @@
 //! |-------------|----------------------------------------------------------------------------------|
 //! | `modified`  | the seal does not match, and the seq is not behind; or a record's chain fields are damaged (bad hex, seal not last); or (possible only without a key) a record was re-sealed, so the next record no longer links to it |
 //! | `deleted`   | the seq jumps forward and the missing seq appears nowhere ahead                  |
-//! | `inserted`  | a record the chain goes around (the next record links past it to the one before), or whose seq repeats |
+//! | `inserted`  | a record the chain goes around (the next record links past it to the one before), or whose seq repeats; or a whole event with no chain fields after chained records (no crash leaves a whole object) |
 //! | `reordered` | the seq jumps forward and the missing seq appears further on; or the seq goes back |
 //! | `torn_line` | a line that is not a record: unterminated (a crash mid-write), or one the chain continues across (a crash, then [`ChainEncoder::resume`]) |
 //! | `bad_json`  | a line that is not a record, where the chain does not continue across it         |

@@ -110,6 +110,9 @@ enum Body {
         /// The `seq`, when the line is a JSON object with one: a record whose chain fields
         /// were damaged, rather than a torn line or a foreign one.
         seq: Option<u64>,
+        /// The line is a whole JSON object: no crash leaves one (a crash cuts a record short
+        /// of its closing brace), so one without chain fields was written by someone else.
+        whole: bool,
     },
 }
 
@@ -168,6 +171,7 @@ impl LineReader<'_> {
                     why: format!("line longer than {MAX_LINE_BYTES} bytes"),
                     terminated: line.terminated,
                     seq: None,
+                    whole: false,
                 }
             } else {
                 match parse_record(line.bytes) {
@@ -185,6 +189,11 @@ impl LineReader<'_> {
                         seq: serde_json::from_slice::<SeqOnly>(line.bytes)
                             .ok()
                             .map(|s| s.seq),
+                        whole:
+                            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                                line.bytes,
+                            )
+                            .is_ok(),
                     },
                 }
             };
@@ -229,6 +238,7 @@ impl Verifier {
                 why,
                 terminated,
                 seq,
+                whole,
             } => {
                 // Whether the next record carries on from the last good one, across this line.
                 let across = match (&self.anchor, next) {
@@ -239,6 +249,15 @@ impl Verifier {
                     }
                 };
                 let (kind, detail) = match (terminated, across, seq) {
+                    // A whole event with no chain fields after chained records: no crash
+                    // writes one (a log from before the chain was on has no anchor).
+                    (true, Some(true) | None, None) if *whole && self.anchor.is_some() => (
+                        ProblemKind::Inserted,
+                        format!(
+                            "a whole event with no chain fields, which no crash leaves: \
+                             written into the log by something else ({why})"
+                        ),
+                    ),
                     (false, _, _) => (
                         ProblemKind::TornLine,
                         format!("incomplete line, as a crash while writing leaves ({why})"),
@@ -712,6 +731,23 @@ mod tests {
             first(&check(&earlier, None)),
             (ProblemKind::Reordered, 3, Some(7))
         );
+    }
+
+    #[test]
+    fn a_whole_event_without_chain_fields_is_inserted_not_torn() {
+        let forged = r#"{"ts":"2026-12-03T10:00:00Z","policy_version":1,"kind":"policy","action":"reloaded","actor":"alice","message":"forged"}"#;
+        for key in [None, Some(key())] {
+            // In the middle, and at the end: no crash leaves a whole object without them.
+            let mut lines = chain_lines(key.as_ref(), 6);
+            lines.insert(3, forged.to_string());
+            let report = check(&lines, key.as_ref());
+            assert_eq!(first(&report).0, ProblemKind::Inserted, "{report}");
+            assert_eq!(first(&report).1, 4, "{report}");
+            let mut lines = chain_lines(key.as_ref(), 4);
+            lines.push(forged.to_string());
+            let report = check(&lines, key.as_ref());
+            assert_eq!(first(&report).0, ProblemKind::Inserted, "{report}");
+        }
     }
 
     #[test]
