@@ -85,11 +85,7 @@ fn presented_token<'a>(headers: &'a HeaderMap, page_query: Option<&'a str>) -> O
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        // The scheme is case-insensitive (RFC 7235 §2.1): `bearer x` is `Bearer x`.
-        return h
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
+        return crate::identity::token::bearer_token(h);
     }
     page_query?
         .split('&')

@@ -302,6 +302,15 @@ impl TokenVerifier {
     }
 }
 
+/// The token of an `Authorization` header value, `Bearer <token>` with the scheme in any case
+/// (RFC 7235 §2.1); `None` for another scheme or no token. Shared by DoH, the admin API and
+/// the review API.
+#[must_use]
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Seconds since the Unix epoch, from the system clock.
 #[must_use]
 pub fn unix_now() -> u64 {

@@ -64,14 +64,7 @@ fn noted(mut r: Response, action: &str, detail: String) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    // The scheme is case-insensitive (RFC 7235 §2.1).
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
+    crate::identity::token::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 type Shared = Arc<Review>;

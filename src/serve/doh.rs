@@ -206,9 +206,7 @@ async fn drain(req: Request<Incoming>) {
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    let v = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    crate::identity::token::bearer_token(req.headers().get(AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
