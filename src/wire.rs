@@ -1030,6 +1030,37 @@ pub fn push_answer_for_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u
     bump_count(out, 6);
 }
 
+/// The SOA a synthesised negative answer (a policy block's NXDOMAIN, a sinkhole's NODATA)
+/// carries in its authority section, so that stubs and forwarders in front of dnsward cache it
+/// for `ttl` (RFC 2308 §5: without an SOA a negative answer is not cached at all). Owned by the
+/// question name, as AdGuard Home's are; MNAME and RNAME under `.invalid` (RFC 6761) say no
+/// real zone is behind it. Call after the answer section (there is none in these answers).
+pub fn push_negative_soa(out: &mut Vec<u8>, ttl: u32) {
+    // MNAME dnsward.invalid., RNAME hostmaster.dnsward.invalid. (a pointer to the MNAME).
+    const MNAME: &[u8] = b"\x07dnsward\x07invalid\x00";
+    let mname_at = out.len() + 12;
+    let mut rdata = [0u8; MNAME.len() + 13 + 20];
+    rdata[..MNAME.len()].copy_from_slice(MNAME);
+    let mut i = MNAME.len();
+    rdata[i..i + 11].copy_from_slice(b"\x0ahostmaster");
+    i += 11;
+    // A compression pointer to the MNAME; the message is far below 16 KiB here.
+    let ptr = 0xC000 | u16::try_from(mname_at).unwrap_or(0) & 0x3FFF;
+    rdata[i..i + 2].copy_from_slice(&ptr.to_be_bytes());
+    i += 2;
+    for v in [1u32, 1800, 900, 604_800, ttl] {
+        rdata[i..i + 4].copy_from_slice(&v.to_be_bytes());
+        i += 4;
+    }
+    out.extend_from_slice(&[0xC0, 0x0C]);
+    out.extend_from_slice(&rtype::SOA.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&rdata);
+    bump_count(out, 8);
+}
+
 /// An A record for the question name.
 pub fn push_a(out: &mut Vec<u8>, ttl: u32, addr: Ipv4Addr) {
     push_answer_for_qname(out, rtype::A, ttl, &addr.octets());

@@ -97,7 +97,8 @@ pub struct GroupConfig {
     /// Sinkhole IPv6 address (default ::).
     #[serde(default)]
     pub sinkhole_ipv6: Option<Ipv6Addr>,
-    /// TTL of block answers (default 60s, at most 1d).
+    /// TTL of block answers (default 60s, at most 1d): the sinkhole's records, and the SOA
+    /// an NXDOMAIN or NODATA block answer carries for negative caching.
     #[serde(default = "default_block_ttl", with = "humantime_serde")]
     pub block_ttl: Duration,
     /// Tunnel-detection settings for this group.
@@ -333,14 +334,19 @@ impl BlockAnswer {
     #[must_use]
     pub fn encode(&self, q: &Query<'_>) -> Vec<u8> {
         match self.kind {
-            BlockKind::Nxdomain => wire::start_response(q, rcode::NXDOMAIN, false),
+            BlockKind::Nxdomain => {
+                let mut out = wire::start_response(q, rcode::NXDOMAIN, false);
+                wire::push_negative_soa(&mut out, self.ttl);
+                out
+            }
             BlockKind::Refused => wire::start_response(q, rcode::REFUSED, false),
             BlockKind::Sinkhole => {
                 let mut out = wire::start_response(q, rcode::NOERROR, false);
                 match q.qtype {
                     rtype::A => wire::push_a(&mut out, self.ttl, self.ipv4),
                     rtype::AAAA => wire::push_aaaa(&mut out, self.ttl, self.ipv6),
-                    _ => {}
+                    // NODATA: cached for the block TTL as the records would be.
+                    _ => wire::push_negative_soa(&mut out, self.ttl),
                 }
                 out
             }
@@ -887,5 +893,64 @@ mod tests {
         let r = g.encode(&q);
         assert_eq!(wire::answer_count(&r), 0);
         assert_eq!(wire::rcode_of(&r), 0);
+    }
+
+    /// A blocked name's NXDOMAIN, and a sinkhole's NODATA, carry an SOA whose TTL and MINIMUM
+    /// are the block TTL (RFC 2308: no SOA, no negative caching); the whole answer, finished
+    /// with its OPT and EDE, decodes as a well-formed message.
+    #[test]
+    fn negative_block_answers_carry_an_soa_for_negative_caching() {
+        use hickory_proto::op::Message;
+        use hickory_proto::rr::RData;
+        for (kind, qtype, want_rcode) in [
+            (BlockKind::Nxdomain, rtype::A, 3),
+            (BlockKind::Nxdomain, rtype::TXT, 3),
+            (BlockKind::Sinkhole, rtype::TXT, 0),
+            (BlockKind::Sinkhole, 65, 0),
+        ] {
+            let g = BlockAnswer {
+                kind,
+                ipv4: Ipv4Addr::UNSPECIFIED,
+                ipv6: Ipv6Addr::UNSPECIFIED,
+                ttl: 45,
+            };
+            let p = crate::wire::tests::query_bytes("Deep.X.Example", qtype, Some(1232));
+            let q = crate::wire::parse_query(&p).unwrap();
+            let mut r = g.encode(&q);
+            wire::finish_response_with(
+                &mut r,
+                &q,
+                1232,
+                Some(crate::wire::Ede {
+                    code: 15,
+                    text: "blocked by policy",
+                }),
+            );
+            let m = Message::from_vec(&r).unwrap();
+            assert_eq!(wire::rcode_of(&r), want_rcode, "{kind:?} {qtype}");
+            assert!(m.answers.is_empty());
+            assert_eq!(m.authorities.len(), 1, "{kind:?} {qtype}");
+            let soa = &m.authorities[0];
+            assert_eq!(soa.name.to_ascii(), "Deep.X.Example.");
+            assert_eq!(soa.ttl, 45);
+            let RData::SOA(s) = &soa.data else {
+                panic!("not an SOA: {soa:?}")
+            };
+            assert_eq!(s.minimum, 45);
+            assert_eq!(s.mname.to_ascii(), "dnsward.invalid.");
+            assert_eq!(s.rname.to_ascii(), "hostmaster.dnsward.invalid.");
+            assert!(m.edns.is_some(), "the OPT record still ends it");
+        }
+        // REFUSED is not cached: no SOA.
+        let g = BlockAnswer {
+            kind: BlockKind::Refused,
+            ipv4: Ipv4Addr::UNSPECIFIED,
+            ipv6: Ipv6Addr::UNSPECIFIED,
+            ttl: 45,
+        };
+        let p = crate::wire::tests::query_bytes("x.example", rtype::A, None);
+        let q = crate::wire::parse_query(&p).unwrap();
+        let r = g.encode(&q);
+        assert_eq!(u16::from_be_bytes([r[8], r[9]]), 0);
     }
 }
