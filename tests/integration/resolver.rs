@@ -365,6 +365,50 @@ async fn local_zones_answer_authoritatively() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
+const MX_ZONE: &str = r#"$ORIGIN mx.internal.
+$TTL 300
+@ IN SOA ns hm 1 2 3 4 60
+mail IN MX 10 secrets
+mail IN MX 20 relay
+svc IN SRV 0 0 25 secrets
+secrets IN A 10.6.6.6
+relay IN A 10.6.6.7
+relay IN AAAA fd00::7
+"#;
+
+/// A local zone's MX and SRV answers carry their targets' addresses as additionals only for
+/// targets the group may resolve: a denied host's address does not ride along with an allowed
+/// name, and the answer itself (the target's name) is still given.
+#[tokio::test]
+async fn local_zone_additionals_carry_only_addresses_the_group_may_resolve() {
+    let group = r#"
+[[groups]]
+name = "mx"
+cidrs = ["127.0.0.63/32"]
+allow = ["mail.mx.internal", "svc.mx.internal", "relay.mx.internal"]
+"#;
+    let s = TestServer::start_with_zones(None, group, &[("mx.internal.zone", MX_ZONE)]).await;
+    let m = udp_query(s.udp, "127.0.0.63", "mail.mx.internal", RecordType::MX).await;
+    assert_eq!(m.answers.len(), 2, "{m:?}");
+    let extra: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {}", r.name.to_ascii(), r.data))
+        .collect();
+    assert_eq!(
+        extra,
+        ["relay.mx.internal. 10.6.6.7", "relay.mx.internal. fd00::7"],
+        "only the allowed target's addresses: {m:?}"
+    );
+    let m = udp_query(s.udp, "127.0.0.63", "svc.mx.internal", RecordType::SRV).await;
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    assert!(m.additionals.is_empty(), "{m:?}");
+    // Asked directly, the denied host is blocked as before.
+    let m = udp_query(s.udp, "127.0.0.63", "secrets.mx.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty());
+}
+
 #[tokio::test]
 async fn queries_over_tcp_are_answered() {
     let up = upstream().start().await;

@@ -26,7 +26,8 @@
 //! - `ANY`: answered with a single RRset as RFC 8482 §4.1 allows (the CNAME if there is one,
 //!   otherwise the RRset with the lowest type number), so `ANY` cannot be used to pull a whole
 //!   node in one small query; operators ask for the type they want;
-//! - MX, NS and SRV answers carry the in-zone A/AAAA records of their targets as additionals.
+//! - MX, NS and SRV answers carry the in-zone A/AAAA records of their targets as additionals
+//!   (the pipeline keeps only those whose names the asking group may resolve).
 //!
 //! ## Loading
 //! Zone files are read in full at load time and never again; the [`ZoneSet`] is immutable, so a

@@ -640,7 +640,15 @@ impl Pipeline {
             m.metadata.response_code = answer.rcode;
             m.answers = answer.answers;
             m.authorities = answer.authorities;
-            m.additionals = answer.additionals;
+            // The in-zone addresses of MX/NS/SRV targets, only for names the group may resolve:
+            // an address is the same disclosure in the additional section as in the answer (a
+            // denied host's address rode along with an allowed MX; a sinkholed group got the
+            // real address of a target it is sinkholed for).
+            m.additionals = answer
+                .additionals
+                .into_iter()
+                .filter(|r| group.decide(&wire::name_text(&r.name)).is_allowed())
+                .collect();
             let msg = match encode_with_question(m, qname, &q) {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),
