@@ -396,6 +396,10 @@ pub enum Decision<'a> {
         /// The deny rule that matched, or `None` for "not allowlisted".
         rule: Option<RuleMatch<'a>>,
     },
+    /// Not on an allowlist, but inside one of the built-in zones every resolver answers itself
+    /// (`localhost`, the private reverse zones, `invalid`, …): answered from that zone, never
+    /// forwarded, so it discloses nothing an allowlist guards. A deny rule still blocks it.
+    BuiltIn,
 }
 
 impl Decision<'_> {
@@ -407,17 +411,30 @@ impl Decision<'_> {
             Self::Allow { rule: None } => "not denylisted".to_string(),
             Self::Block { rule: Some(r) } => format!("deny rule {r}"),
             Self::Block { rule: None } => "not allowlisted".to_string(),
+            Self::BuiltIn => "built-in zone".to_string(),
         }
     }
 
     /// Whether the name may be resolved.
     #[must_use]
     pub fn is_allowed(&self) -> bool {
-        matches!(self, Self::Allow { .. })
+        matches!(self, Self::Allow { .. } | Self::BuiltIn)
     }
 }
 
 impl Group {
+    /// As [`Self::decide`], with the built-in zones of `zones` answered for every member:
+    /// an allowlist that does not list `localhost` or `10.in-addr.arpa` still gets
+    /// `localhost`'s address and the private reverse zones' NXDOMAIN, as from Unbound, instead
+    /// of a policy block for each routine lookup. What a deny rule covers stays blocked.
+    #[must_use]
+    pub fn decide_in(&self, zones: &crate::resolve::zones::ZoneSet, name: &str) -> Decision<'_> {
+        match self.decide(name) {
+            Decision::Block { rule: None } if zones.serves_built_in(name) => Decision::BuiltIn,
+            d => d,
+        }
+    }
+
     /// Decide whether this group may resolve `name` (lower-case, no trailing dot).
     #[must_use]
     pub fn decide(&self, name: &str) -> Decision<'_> {

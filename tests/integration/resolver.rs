@@ -365,6 +365,82 @@ async fn local_zones_answer_authoritatively() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
+/// An allowlist that lists neither `localhost` nor the private reverse zones still gets their
+/// built-in answers (as from Unbound), recorded as allowed, not as a policy block for each
+/// routine lookup; a deny rule still blocks them, and nothing goes upstream either way.
+#[tokio::test]
+async fn allowlist_groups_get_the_built_in_zones_unless_a_deny_rule_covers_them() {
+    let group = r#"
+[[groups]]
+name = "strict"
+cidrs = ["127.0.0.64/32"]
+allow = ["api.corp.internal"]
+
+[[groups]]
+name = "no-reverse"
+cidrs = ["127.0.0.65/32"]
+allow = ["api.corp.internal"]
+deny = ["10.in-addr.arpa", "localhost"]
+"#;
+    let up = upstream().start().await;
+    let mut s = TestServer::start(Some(up.addr), group).await;
+    let m = udp_query(s.udp, "127.0.0.64", "localhost", RecordType::A).await;
+    assert_eq!(a_records(&m), ["127.0.0.1"], "{m:?}");
+    assert!(m.metadata.authoritative);
+    let m = udp_query(
+        s.udp,
+        "127.0.0.64",
+        "5.0.0.10.in-addr.arpa",
+        RecordType::PTR,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        m.metadata.authoritative,
+        "the built-in zone's NXDOMAIN: {m:?}"
+    );
+    assert!(matches!(
+        m.authorities.first().map(|r| &r.data),
+        Some(RData::SOA(_))
+    ));
+    // Not every name under `arpa` or `test`: a public reverse name is still not allowlisted.
+    let m = udp_query(s.udp, "127.0.0.64", "8.8.8.8.in-addr.arpa", RecordType::PTR).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!m.metadata.authoritative, "a policy block: {m:?}");
+    // A deny rule wins.
+    let m = udp_query(
+        s.udp,
+        "127.0.0.65",
+        "5.0.0.10.in-addr.arpa",
+        RecordType::PTR,
+    )
+    .await;
+    assert!(!m.metadata.authoritative, "{m:?}");
+    let m = udp_query(s.udp, "127.0.0.65", "localhost", RecordType::A).await;
+    assert!(m.answers.is_empty(), "{m:?}");
+    assert_eq!(up.queries(), 0, "{:?}", up.asked());
+    let events = s.stop_and_read_events().await;
+    let verdict = |client: &str, name: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "query" && e["client"] == client && e["qname"] == name)
+            .map(|e| (e["verdict"].clone(), e["reason"].clone()))
+    };
+    assert_eq!(
+        verdict("127.0.0.64", "localhost"),
+        Some(("allow".into(), "built-in zone".into())),
+        "{events:#?}"
+    );
+    assert_eq!(
+        verdict("127.0.0.64", "8.8.8.8.in-addr.arpa").map(|v| v.0),
+        Some("block".into())
+    );
+    assert_eq!(
+        verdict("127.0.0.65", "localhost").map(|v| v.0),
+        Some("block".into())
+    );
+}
+
 const MX_ZONE: &str = r#"$ORIGIN mx.internal.
 $TTL 300
 @ IN SOA ns hm 1 2 3 4 60

@@ -86,7 +86,7 @@ impl ZoneSet {
     }
 
     /// Index of the longest zone origin equal to or above `name`.
-    fn zone_index_of(&self, name: &str) -> Option<usize> {
+    pub(super) fn zone_index_of(&self, name: &str) -> Option<usize> {
         if self.zones.is_empty() {
             return None;
         }

@@ -15,8 +15,10 @@
 //! A zone the operator configures at or above one of these, or a conditional forward zone at,
 //! above or below one, replaces it (a configured zone below one answers its own names by the
 //! longest match): a company with its own `10.in-addr.arpa` forwards it to its
-//! own servers and gets their answers. Policy still comes first: a group's allowlist decides
-//! whether a name is asked at all.
+//! own servers and gets their answers. A group's deny rules still come first; an allowlist
+//! that does not list a built-in zone's names still gets its answers (they leave nothing to
+//! guard: never forwarded, the same for everyone), as from Unbound
+//! ([`crate::policy::group::Group::decide_in`]).
 
 /// The zone text for each built-in zone origin: SOA and NS at the apex, and what it answers.
 pub(super) fn zones() -> Vec<(String, String)> {

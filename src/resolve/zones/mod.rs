@@ -147,6 +147,9 @@ pub struct ZoneSet {
     files: Vec<PathBuf>,
     /// How many of `zones` (the first ones) were configured; the rest are built in.
     configured: usize,
+    /// The top-level labels of the built-in zones served (`arpa`, `localhost`, …): a name
+    /// under none of them is in no built-in zone, found without a lookup.
+    built_in_tlds: Vec<Box<str>>,
 }
 
 impl ZoneSet {
@@ -254,11 +257,26 @@ impl ZoneSet {
             let zone = parse_zone(&text, &path, Some(&origin), &mut problems);
             debug_assert!(problems.is_empty(), "{problems}");
             if let Some(zone) = zone.filter(|_| problems.is_empty()) {
+                let tld = top_label(&zone.origin);
+                if !self.built_in_tlds.iter().any(|t| &**t == tld) {
+                    self.built_in_tlds.push(tld.into());
+                }
                 self.by_origin
                     .insert(zone.origin.clone().into_boxed_str(), self.zones.len());
                 self.zones.push(zone);
             }
         }
+    }
+
+    /// Whether `qname` (the wire parser's text form) is answered by a built-in zone
+    /// ([`defaults`]) rather than by one the operator configured.
+    #[must_use]
+    pub fn serves_built_in(&self, qname: &str) -> bool {
+        let tld = top_label(qname);
+        self.built_in_tlds.iter().any(|t| &**t == tld)
+            && self
+                .zone_index_of(qname)
+                .is_some_and(|i| i >= self.configured)
     }
 
     /// The zone files that were read (for policy content hashing), in load order.
@@ -278,6 +296,11 @@ impl ZoneSet {
     pub fn all_origins(&self) -> impl Iterator<Item = &str> {
         self.zones.iter().map(|z| z.origin.as_str())
     }
+}
+
+/// A name's last label (text form: a dot inside a label is escaped, so the last `.` ends it).
+fn top_label(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
 }
 
 /// `*.zone` files directly in `dir`, sorted so load order (and duplicate reports) are stable.

@@ -34,7 +34,9 @@
 //!   8. **encrypted-dns bypass** (with `[egress]` only): the vendors' canaries and public
 //!      DoH/DoT resolver names get NXDOMAIN whatever the group's policy allows, so an agent
 //!      cannot switch to a resolver the egress sets would never see;
-//!   9. **policy**: the group's allow/deny decision; a denied name gets the block answer;
+//!   9. **policy**: the group's allow/deny decision (the built-in zones' names, `localhost`
+//!      and the private reverse zones, pass an allowlist; a deny rule blocks them); a denied
+//!      name gets the block answer;
 //!   10. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
@@ -581,7 +583,7 @@ impl Pipeline {
         ) || p.peer.auth != AuthKind::None;
         let policy = &p.policy;
         let group = policy.group(p.group)?;
-        let reason = || group.decide(&q.name).reason();
+        let reason = || group.decide_in(&policy.zones, &q.name).reason();
         let ctx = Asked {
             policy,
             gid: Some(p.group),

@@ -263,7 +263,7 @@ impl Pipeline {
 
     /// Policy: the group's allow/deny decision; a denied name gets the group's block answer.
     fn policy_decision(&self, a: &mut Admitted<'_, '_>) -> Step {
-        let decision = a.group.decide(&a.asked.q.name);
+        let decision = a.group.decide_in(&a.asked.policy.zones, &a.asked.q.name);
         if decision.is_allowed() {
             a.decision = Some(decision);
             return Step::Continue(());
