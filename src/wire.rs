@@ -1323,6 +1323,15 @@ pub fn rcode_of(msg: &[u8]) -> u8 {
     msg.get(3).map_or(0, |b| b & 0x0F)
 }
 
+/// Whether a stream frame (TCP, DoT) can be a query at all: a whole header, QR clear. Anything
+/// else (an empty frame, a stray byte, a response) is a peer that does not speak DNS over that
+/// stream, and the connection ends, as in Unbound; answering nothing and reading on would let
+/// such frames hold the connection open past its idle timeout forever.
+#[must_use]
+pub fn is_query_frame(frame: &[u8]) -> bool {
+    frame.len() >= HEADER_LEN && frame[2] & 0x80 == 0
+}
+
 /// Whether the TC bit is set.
 #[must_use]
 pub fn is_truncated(msg: &[u8]) -> bool {

@@ -58,6 +58,10 @@ pub(super) async fn serve<S>(
             Ok(Ok(_)) => {}
             _ => break,
         }
+        if !crate::wire::is_query_frame(&buf) {
+            super::tcp::not_a_query_frame();
+            break;
+        }
         while resolving.try_join_next().is_some() {}
         match ctx
             .pipeline

@@ -122,6 +122,12 @@ async fn read_query(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>)
     stream.read_exact(buf).await.is_ok()
 }
 
+/// Counts a stream frame that cannot be a query ([`crate::wire::is_query_frame`]); the caller
+/// closes the connection.
+pub(super) fn not_a_query_frame() {
+    metrics::counter!(crate::metrics::MALFORMED_TOTAL, "action" => "dropped").increment(1);
+}
+
 /// Frame an answer with its two-byte length (None if it cannot be framed).
 fn framed(answer: &[u8]) -> Option<Vec<u8>> {
     let n = u16::try_from(answer.len()).ok()?;
@@ -178,6 +184,10 @@ async fn serve(
             match tokio::time::timeout(limits.idle, read_query(&mut rd, &mut buf)).await {
                 Ok(true) => {}
                 _ => break,
+            }
+            if !crate::wire::is_query_frame(&buf) {
+                not_a_query_frame();
+                break;
             }
             let packet = std::mem::take(&mut buf);
             let pipeline = Arc::clone(&pipeline);

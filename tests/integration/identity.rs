@@ -850,6 +850,38 @@ async fn dot_pipelined(
     Some(answers)
 }
 
+/// Over DoT as over TCP, a frame that cannot be a query (here `00 00`, then a response) ends
+/// the connection at once instead of restarting its idle timer.
+#[tokio::test]
+async fn a_dot_frame_that_cannot_be_a_query_ends_the_connection() {
+    let pki = Pki::new();
+    let (_s, dot, _doh) = start(&pki, "", "").await;
+    let mut response = query_packet("api.corp.internal", RecordType::A, false);
+    response[2] |= 0x80;
+    let mut framed_response = (response.len() as u16).to_be_bytes().to_vec();
+    framed_response.extend_from_slice(&response);
+    for frame in [vec![0u8, 0], framed_response] {
+        let mut tls = tls_connect(&pki.client(Some("build"), &[]), dot, "127.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(
+            dot_pipelined(&mut tls, &["api.corp.internal"]).await,
+            Some(vec![(
+                "api.corp.internal".to_string(),
+                ResponseCode::NoError
+            )])
+        );
+        tls.write_all(&frame).await.unwrap();
+        let mut buf = [0u8; 64];
+        // The listener's idle timeout is 5 s.
+        let n = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0) | Err(_))),
+            "closed well before the idle timeout: {n:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dot_pipelines_and_a_reload_revokes_new_connections_but_keeps_open_ones() {
     let pki = Pki::new();

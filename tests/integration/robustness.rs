@@ -70,6 +70,50 @@ async fn tcp_garbage_and_idle_connections_do_not_hurt() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
 
+/// A TCP frame that cannot be a query (empty, shorter than a header, a response) ends the
+/// connection, as in Unbound: frames the server answered nothing to used to restart the idle
+/// timer, so a peer sending `00 00` every few seconds held its slot forever. A real query on a
+/// connection still works as before, and an answer already owed is still written.
+#[tokio::test]
+async fn tcp_frames_that_cannot_be_queries_end_the_connection() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_full(
+        None,
+        GROUP,
+        None,
+        "127.0.0.1:0",
+        "tcp_idle_timeout = \"30s\"",
+    )
+    .await;
+    let mut response = query_packet("api.corp.internal", RecordType::A, false);
+    response[2] |= 0x80;
+    let frames: [&[u8]; 4] = [&[0, 0], &[0, 1, 7], &[0, 5, 1, 2, 3, 4, 5], &[]];
+    for (i, frame) in frames.iter().enumerate() {
+        let mut c = tcp_connect(s.tcp, "127.0.0.40").await;
+        // A good query first: answered.
+        let m = tcp_ask(&mut c, "git.corp.internal", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        if frame.is_empty() {
+            let mut framed = (response.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&response);
+            c.write_all(&framed).await.unwrap();
+        } else {
+            c.write_all(frame).await.unwrap();
+        }
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0) | Err(_))),
+            "frame {i}: closed, not left to the 30 s idle timeout: {n:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let m = tcp_query(s.tcp, "127.0.0.40", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+}
+
 /// Rejected TCP connections so far. The counter is process-wide, and only this test reaches a
 /// connection cap, so its increase is this test's rejections.
 fn tcp_rejected(metrics: &str) -> f64 {
