@@ -202,6 +202,8 @@ pub mod ede {
     pub const BLOCKED: u16 = 15;
     /// Prohibited: this client may not ask (unknown, unauthenticated, quarantined).
     pub const PROHIBITED: u16 = 18;
+    /// Not Authoritative: RD clear for a name outside the local zones (RFC 8914 §4.21).
+    pub const NOT_AUTHORITATIVE: u16 = 20;
     /// Not Supported: a zone transfer, a class other than IN.
     pub const NOT_SUPPORTED: u16 = 21;
 }

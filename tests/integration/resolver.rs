@@ -580,6 +580,53 @@ async fn localhost_and_private_reverse_names_are_answered_here_unless_a_forward_
     );
 }
 
+/// A query with RD clear is answered from the local zones only; for any other name, cached or
+/// not, it is REFUSED with EDE 20 and nothing goes upstream, as from Unbound: the cache every
+/// group shares is not a window onto what other agents resolved.
+#[tokio::test]
+async fn queries_without_recursion_desired_get_local_zones_only() {
+    use hickory_proto::op::{Edns, Message, Query};
+    let norec = |qname: &str| {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = false;
+        m.add_query(Query::query(
+            hickory_proto::rr::Name::from_ascii(format!("{qname}.")).unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    };
+    let up = upstream().start().await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let src = "127.0.0.10".parse().unwrap();
+    // Cached by another query first: still refused without RD.
+    let m = udp_query(s.udp, "127.0.0.10", "www.example", RecordType::A).await;
+    assert_eq!(a_records(&m), ["192.0.2.1"]);
+    for qname in ["www.example", "a.allowed.example"] {
+        let r = udp_raw(s.udp, src, &norec(qname)).await.expect("an answer");
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{qname}");
+        assert!(m.answers.is_empty());
+        assert_eq!(ede_of(&m).map(|e| e.0), Some(20), "{qname}: {m:?}");
+    }
+    assert_eq!(up.queries(), 1, "{:?}", up.asked());
+    // Local zones answer as ever, with RD clear in the answer too.
+    let r = udp_raw(s.udp, src, &norec("api.corp.internal"))
+        .await
+        .expect("an answer");
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(a_records(&m), ["10.0.1.10", "10.0.1.11"]);
+    assert!(m.metadata.authoritative && !m.metadata.recursion_desired);
+    // A name the group may not resolve still gets the block answer, whatever RD says.
+    let r = udp_raw(s.udp, src, &norec("pastebin.com"))
+        .await
+        .expect("an answer");
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
 /// The Extended DNS Error (RFC 8914) in an answer, as (INFO-CODE, EXTRA-TEXT).
 fn ede_of(m: &hickory_proto::op::Message) -> Option<(u16, String)> {
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};

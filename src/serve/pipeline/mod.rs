@@ -37,7 +37,9 @@
 //!   9. **policy**: the group's allow/deny decision (the built-in zones' names, `localhost`
 //!      and the private reverse zones, pass an allowlist; a deny rule blocks them); a denied
 //!      name gets the block answer;
-//!   10. **cache**: a hit is served inline after the answer check for this group.
+//!   10. **recursion desired**: a query with RD clear is REFUSED (EDE 20) unless a local
+//!       zone answers its name, as Unbound does: no cache snooping of other agents' lookups;
+//!   11. **cache**: a hit is served inline after the answer check for this group.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream

@@ -24,7 +24,7 @@ pub type Step = ControlFlow<Outcome>;
 pub type SyncStage = for<'a, 'p> fn(&Pipeline, &mut Admitted<'a, 'p>) -> Step;
 
 /// The synchronous stages after identification, in the order they run.
-pub const SYNC_STAGES: [(&str, SyncStage); 10] = [
+pub const SYNC_STAGES: [(&str, SyncStage); 11] = [
     ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
     ("tunnel scoring", Pipeline::tunnel_scoring),
@@ -34,6 +34,7 @@ pub const SYNC_STAGES: [(&str, SyncStage); 10] = [
     ("domain gate", Pipeline::domain_gate),
     ("encrypted-dns bypass", Pipeline::encrypted_dns),
     ("policy", Pipeline::policy_decision),
+    ("recursion desired", Pipeline::recursion_desired),
     ("cache", Pipeline::cache_lookup),
 ];
 
@@ -271,6 +272,24 @@ impl Pipeline {
         let msg = a.group.block.encode(a.asked.q);
         let reason = || decision.reason();
         let report = Report::new(a.group.block.verdict(), &reason);
+        Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
+    }
+
+    /// Recursion desired: a query with RD clear is answered only from the local zones (built-in
+    /// ones included); for any other name it is REFUSED with EDE 20, as Unbound's `allow`
+    /// refuses it. The cache is shared by every group, and an RD=0 lookup is how one agent
+    /// would learn, without leaving a trace upstream, which names the others resolved.
+    fn recursion_desired(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let q = a.asked.q;
+        if q.rd || a.asked.policy.zones.serves(&q.name) {
+            return Step::Continue(());
+        }
+        let msg = wire::start_response(q, rcode::REFUSED, false);
+        let why = || "recursion not desired (RD clear) for a name outside the local zones".into();
+        let report = Report::new(Verdict::Refuse, &why).ede(wire::Ede {
+            code: wire::ede::NOT_AUTHORITATIVE,
+            text: "recursion not desired",
+        });
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
     }
 
