@@ -181,11 +181,13 @@ impl ActivePolicy {
         let version = PolicyVersion::default();
         let mut problems = ConfigProblems::default();
         let base = cfg.base_dir;
-        let upstreams = Upstreams::from_config(cfg.upstream, "upstream", &mut problems);
+        let mut upstreams = Upstreams::from_config(cfg.upstream, "upstream", &mut problems);
         let mut zones = ZoneSet::load(cfg.zones, base, &mut problems);
         if cfg.zones.defaults {
             zones.add_defaults(|origin| upstreams.forward_zone_overlaps(origin));
         }
+        // A local zone's delegations are followed to their servers, as forward zones.
+        upstreams.add_delegations(zones.delegations());
         let mut files: Vec<PathBuf> = zones.files().to_vec();
         if cfg.upstream.servers.is_empty()
             && cfg.upstream.forward.is_empty()

@@ -237,6 +237,8 @@ pub struct Upstreams {
     total_timeout: Duration,
     /// `[upstream] fold_case`.
     fold_case: bool,
+    /// Sockets per server, for servers added after the config ([`Self::add_delegations`]).
+    sockets: usize,
 }
 
 impl UpstreamSet {
@@ -317,6 +319,32 @@ impl Upstreams {
             forwards,
             total_timeout: UPSTREAM_TIMEOUT.clamp(cfg.timeout),
             fold_case: cfg.fold_case,
+            sockets,
+        }
+    }
+
+    /// Forward zones for the delegations inside local zones: each delegated name goes to its
+    /// servers' addresses on port 53 over UDP (TCP on truncation), with the default per-server
+    /// timeout. An `[[upstream.forward]]` for the same name is the operator's and stays.
+    pub fn add_delegations(&mut self, delegations: &[crate::resolve::zones::Delegation]) {
+        for d in delegations {
+            if self.forwards.contains_key(d.zone.as_str()) {
+                continue;
+            }
+            let servers = d
+                .addresses
+                .iter()
+                .map(|ip| {
+                    Arc::new(Upstream::new(
+                        SocketAddr::new(*ip, 53),
+                        Transport::default(),
+                        UPSTREAM_TIMEOUT.clamp(default_attempt_timeout()),
+                        self.sockets,
+                    ))
+                })
+                .collect();
+            self.forwards
+                .insert(d.zone.clone().into_boxed_str(), UpstreamSet { servers });
         }
     }
 

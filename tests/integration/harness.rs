@@ -333,6 +333,17 @@ impl FakeUpstream {
                 Err(e) => panic!("no port free for both UDP and TCP: {e}"),
             }
         };
+        self.serve(udp, addr, tcp)
+    }
+
+    /// As [`Self::start`], on UDP and TCP `addr` (port 53 needs root).
+    pub async fn start_at(self, addr: SocketAddr) -> std::io::Result<RunningUpstream> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(self.serve(Arc::new(udp), addr, tcp))
+    }
+
+    fn serve(self, udp: Arc<UdpSocket>, addr: SocketAddr, tcp: TcpListener) -> RunningUpstream {
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let asked = Arc::clone(&self.asked);

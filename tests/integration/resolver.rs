@@ -441,6 +441,75 @@ deny = ["10.in-addr.arpa", "localhost"]
     );
 }
 
+const DELEGATING_ZONE: &str = r#"$ORIGIN deleg.internal.
+$TTL 300
+@ IN SOA ns hm 1 2 3 4 60
+@ IN NS ns
+ns IN A 10.0.0.1
+www IN A 10.0.0.2
+lab IN NS ns.lab
+ns.lab IN A 127.0.0.66
+stale.lab IN A 10.9.9.9
+"#;
+
+/// A delegation inside a local zone (`lab NS ns.lab` with its glue) is followed: names at and
+/// below the cut are asked of the delegated server (port 53 of the glue address), not answered
+/// NXDOMAIN, or from records under the cut, out of the parent's file. The rest of the zone is
+/// still answered here. Needs root for port 53.
+#[tokio::test]
+async fn a_delegation_inside_a_local_zone_is_followed_to_its_glue() {
+    let child = FakeUpstream::new()
+        .with_a("host.lab.deleg.internal", [10, 7, 7, 7], 300)
+        .with_a("stale.lab.deleg.internal", [10, 7, 7, 8], 300);
+    let child = match child.start_at("127.0.0.66:53".parse().unwrap()).await {
+        Ok(c) => c,
+        Err(e) => {
+            crate::common::cannot_run(
+                "a_delegation_inside_a_local_zone_is_followed_to_its_glue",
+                &format!("cannot bind 127.0.0.66:53 (root needed): {e}"),
+            );
+            return;
+        }
+    };
+    let group = r#"
+[[groups]]
+name = "deleg"
+cidrs = ["127.0.0.67/32"]
+allow = ["deleg.internal", "*.deleg.internal"]
+"#;
+    let s = TestServer::start_with_zones(None, group, &[("deleg.internal.zone", DELEGATING_ZONE)])
+        .await;
+    let m = udp_query(
+        s.udp,
+        "127.0.0.67",
+        "host.lab.deleg.internal",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(a_records(&m), ["10.7.7.7"], "{m:?}");
+    assert!(
+        !m.metadata.authoritative,
+        "the child's answer, forwarded: {m:?}"
+    );
+    let m = udp_query(
+        s.udp,
+        "127.0.0.67",
+        "stale.lab.deleg.internal",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(
+        a_records(&m),
+        ["10.7.7.8"],
+        "the child's data, not the parent's: {m:?}"
+    );
+    assert_eq!(child.queries(), 2, "{:?}", child.asked());
+    let m = udp_query(s.udp, "127.0.0.67", "www.deleg.internal", RecordType::A).await;
+    assert_eq!(a_records(&m), ["10.0.0.2"]);
+    assert!(m.metadata.authoritative);
+    assert_eq!(child.queries(), 2);
+}
+
 const MX_ZONE: &str = r#"$ORIGIN mx.internal.
 $TTL 300
 @ IN SOA ns hm 1 2 3 4 60

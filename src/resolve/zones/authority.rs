@@ -85,12 +85,23 @@ impl ZoneSet {
         self.zone_index_of(qname).is_some()
     }
 
-    /// Index of the longest zone origin equal to or above `name`.
+    /// Index of the longest zone origin equal to or above `name`; `None` also for a name at or
+    /// below a delegation inside that zone (its servers answer it, [`ZoneSet::delegations`]).
     pub(super) fn zone_index_of(&self, name: &str) -> Option<usize> {
         if self.zones.is_empty() {
             return None;
         }
-        self_and_parents(name).find_map(|n| self.by_origin.get(n).copied())
+        if self.cuts.is_empty() {
+            return self_and_parents(name).find_map(|n| self.by_origin.get(n).copied());
+        }
+        let mut below_cut = false;
+        for n in self_and_parents(name) {
+            if let Some(&i) = self.by_origin.get(n) {
+                return (!below_cut).then_some(i);
+            }
+            below_cut |= self.cuts.contains(n);
+        }
+        None
     }
 }
 
@@ -105,6 +116,67 @@ pub(super) struct Zone {
     pub(super) nodes: HashMap<Box<str>, Vec<Record>>,
     /// Names with no records but with descendants: they exist, so they answer NODATA.
     pub(super) empty_non_terminals: HashSet<Box<str>>,
+}
+
+/// A delegation found in a zone: the cut, and the in-zone addresses of its name servers (none
+/// when every NS target lies outside the zone or has no A/AAAA record here).
+pub(super) struct Cut {
+    pub(super) name: String,
+    pub(super) ns: Vec<String>,
+    pub(super) addresses: Vec<std::net::IpAddr>,
+}
+
+impl Zone {
+    /// The zone's delegations: NS records at a name below the apex (the highest ones only:
+    /// what lies under a cut is the child's), each with the addresses this zone holds for its
+    /// servers (glue, or a sibling name's records).
+    pub(super) fn cuts(&self) -> Vec<Cut> {
+        let mut names: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(owner, records)| {
+                &***owner != self.origin.as_str()
+                    && records.iter().any(|r| r.record_type() == RecordType::NS)
+            })
+            .map(|(owner, _)| &**owner)
+            .collect();
+        names.sort_by_key(|n| n.len());
+        let mut cuts: Vec<Cut> = Vec::new();
+        for name in names {
+            if cuts
+                .iter()
+                .any(|c| crate::names::is_at_or_below(name, &c.name))
+            {
+                continue;
+            }
+            let mut ns = Vec::new();
+            let mut addresses = Vec::new();
+            for r in &self.nodes[name] {
+                let RData::NS(target) = &r.data else { continue };
+                ns.push(name_key(&target.0));
+                for a in self
+                    .nodes
+                    .get(name_key(&target.0).as_str())
+                    .into_iter()
+                    .flatten()
+                {
+                    match &a.data {
+                        RData::A(v4) => addresses.push(std::net::IpAddr::V4(v4.0)),
+                        RData::AAAA(v6) => addresses.push(std::net::IpAddr::V6(v6.0)),
+                        _ => {}
+                    }
+                }
+            }
+            addresses.sort_unstable();
+            addresses.dedup();
+            cuts.push(Cut {
+                name: name.to_string(),
+                ns,
+                addresses,
+            });
+        }
+        cuts
+    }
 }
 
 /// What one name in a zone says about one type.
@@ -567,19 +639,21 @@ mod tests {
         assert_eq!(a_addrs(&star.answers), [Ipv4Addr::new(10, 0, 0, 3)]);
     }
 
+    /// Names at and below a delegation are not this zone's to answer (they go to the
+    /// delegated servers, see `Delegation`); the apex's own NS still is.
     #[test]
-    fn delegations_answer_the_records_present() {
-        let text = format!("{SOA}sub IN NS ns.sub\nns.sub IN A 10.0.0.5\n");
+    fn delegated_names_are_not_answered_from_the_parent() {
+        let text =
+            format!("{SOA}@ IN NS ns\nns IN A 10.0.0.4\nsub IN NS ns.sub\nns.sub IN A 10.0.0.5\n");
         let (set, problems, _dir) = from_texts(&[("t.internal.zone", &text)]);
         assert!(problems.is_empty(), "{problems}");
-        let ns = set
-            .lookup(&qname("sub.t.internal"), RecordType::NS)
-            .unwrap();
+        for name in ["sub.t.internal", "ns.sub.t.internal", "x.sub.t.internal"] {
+            assert!(set.lookup(&qname(name), RecordType::NS).is_none(), "{name}");
+            assert!(set.lookup(&qname(name), RecordType::A).is_none(), "{name}");
+        }
+        let ns = set.lookup(&qname("t.internal"), RecordType::NS).unwrap();
         assert_eq!(ns.answers.len(), 1);
-        assert_eq!(a_addrs(&ns.additionals), [Ipv4Addr::new(10, 0, 0, 5)]);
-        let a = set.lookup(&qname("sub.t.internal"), RecordType::A).unwrap();
-        assert_eq!(a.rcode, ResponseCode::NoError);
-        assert!(a.answers.is_empty());
+        assert_eq!(a_addrs(&ns.additionals), [Ipv4Addr::new(10, 0, 0, 4)]);
     }
 
     #[test]

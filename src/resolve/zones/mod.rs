@@ -21,8 +21,10 @@
 //!   ([`crate::wire::name_text`], `\DDD` decimal escapes), so a label holding a dot, a
 //!   backslash, NUL or a byte above 127 matches only itself, and answers carry names built from
 //!   labels, never re-read from text;
-//! - NS below the apex (a delegation) is *not* turned into a referral: such names are answered
-//!   from the records present, which is out of scope to improve here;
+//! - NS below the apex (a delegation): names at and below the cut are not answered from this
+//!   file; they are sent to the delegated servers, whose addresses the zone must hold (glue, or
+//!   a sibling's A/AAAA: a delegation without is a load error), as a recursive resolver follows
+//!   a referral ([`Delegation`], turned into a forward zone by the policy);
 //! - `ANY`: answered with a single RRset as RFC 8482 §4.1 allows (the CNAME if there is one,
 //!   otherwise the RRset with the lowest type number), so `ANY` cannot be used to pull a whole
 //!   node in one small query; operators ask for the type they want;
@@ -150,6 +152,22 @@ pub struct ZoneSet {
     /// The top-level labels of the built-in zones served (`arpa`, `localhost`, …): a name
     /// under none of them is in no built-in zone, found without a lookup.
     built_in_tlds: Vec<Box<str>>,
+    /// Delegations inside the configured zones (NS below an apex, with in-zone addresses for
+    /// their servers): their names are not answered here but sent to those servers.
+    delegations: Vec<Delegation>,
+    /// The delegated names of `delegations`, for [`ZoneSet::serves`].
+    cuts: HashSet<Box<str>>,
+}
+
+/// A sub-zone a local zone delegates (`lab NS ns.lab` with `ns.lab A 10.0.5.53`): its names are
+/// resolved by asking those servers (port 53), as a recursive resolver follows a referral,
+/// instead of being answered NXDOMAIN from the parent's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// The delegated name (lower-case, no trailing dot).
+    pub zone: String,
+    /// Its name servers' addresses, from the parent zone's file.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl ZoneSet {
@@ -230,6 +248,28 @@ impl ZoneSet {
                 );
                 continue;
             }
+            for cut in zone.cuts() {
+                if cut.addresses.is_empty() {
+                    problems.push(
+                        path.display().to_string(),
+                        format!(
+                            "{} delegates {} to {}, with no address for those servers in this \
+                             zone: dnsward follows a delegation only to servers whose A/AAAA \
+                             records the zone holds (glue); add them, or forward the sub-zone \
+                             with [[upstream.forward]]",
+                            zone.origin,
+                            cut.name,
+                            cut.ns.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                set.cuts.insert(cut.name.clone().into_boxed_str());
+                set.delegations.push(Delegation {
+                    zone: cut.name,
+                    addresses: cut.addresses,
+                });
+            }
             origin_files.insert(zone.origin.clone(), path);
             set.by_origin
                 .insert(zone.origin.clone().into_boxed_str(), set.zones.len());
@@ -277,6 +317,12 @@ impl ZoneSet {
             && self
                 .zone_index_of(qname)
                 .is_some_and(|i| i >= self.configured)
+    }
+
+    /// The delegations inside the configured zones, whose names go to their own servers.
+    #[must_use]
+    pub fn delegations(&self) -> &[Delegation] {
+        &self.delegations
     }
 
     /// The zone files that were read (for policy content hashing), in load order.
@@ -540,5 +586,67 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems}");
         assert!(problems.problems[0].message.contains("already loaded"));
         assert_eq!(set.origins().count(), 1);
+    }
+
+    /// A delegation with in-zone addresses for its servers (glue below the cut, or a sibling
+    /// name) takes its names out of the zone (the highest cut only); one whose servers have no
+    /// address here is a load error that says what to do.
+    #[test]
+    fn delegations_take_their_names_out_of_the_zone_and_need_addresses() {
+        let text = "$ORIGIN d.internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 60\n@ IN NS ns\n\
+                    ns IN A 10.0.0.1\nwww IN A 10.0.0.2\n\
+                    lab IN NS ns.lab\nlab IN NS ns\nns.lab IN A 10.0.5.53\n\
+                    deep.lab IN NS ns.lab\n\
+                    ops IN NS ns\n";
+        let (set, problems, _dir) = from_texts(&[("d.zone", text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let mut got: Vec<(String, Vec<String>)> = set
+            .delegations()
+            .iter()
+            .map(|d| {
+                let a = d.addresses.iter().map(ToString::to_string).collect();
+                (d.zone.clone(), a)
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (
+                    "lab.d.internal".to_string(),
+                    vec!["10.0.0.1".into(), "10.0.5.53".into()]
+                ),
+                ("ops.d.internal".to_string(), vec!["10.0.0.1".into()]),
+            ]
+        );
+        for name in [
+            "lab.d.internal",
+            "x.lab.d.internal",
+            "ns.lab.d.internal",
+            "ops.d.internal",
+        ] {
+            assert!(!set.serves(name), "{name}");
+        }
+        for name in [
+            "d.internal",
+            "www.d.internal",
+            "ns.d.internal",
+            "labx.d.internal",
+        ] {
+            assert!(set.serves(name), "{name}");
+        }
+
+        let text = "$ORIGIN e.internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 60\n\
+                    aws IN NS ns-1.awsdns.example.\n";
+        let (set, problems, _dir) = from_texts(&[("e.zone", text)]);
+        assert_eq!(problems.len(), 1, "{problems}");
+        let msg = &problems.problems[0].message;
+        assert!(
+            msg.contains("aws.e.internal")
+                && msg.contains("ns-1.awsdns.example")
+                && msg.contains("[[upstream.forward]]"),
+            "{msg}"
+        );
+        assert!(set.delegations().is_empty());
     }
 }
