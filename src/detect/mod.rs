@@ -132,6 +132,8 @@ pub struct FreshAnswer<'a> {
     pub addresses: &'a [IpAddr],
     /// The CNAME targets in its answer section (presentation form).
     pub cname_targets: &'a [Box<str>],
+    /// Encoded bytes of its RRSIG, NSEC and NSEC3 records (only a DO client gets any).
+    pub signed_bytes: usize,
 }
 
 impl FreshAnswer<'static> {
@@ -146,6 +148,7 @@ impl FreshAnswer<'static> {
             records: &|_| {},
             addresses: &[],
             cname_targets: &[],
+            signed_bytes: 0,
         }
     }
 }
@@ -323,6 +326,10 @@ const ANSWER_PART_SLOTS: usize = 1 << 17;
 /// interface identifiers, a CDN's pool) looks as random as data, and an agent asks many hosts;
 /// a tunnel through them needs volume.
 const ANSWER_PART_BITS_PER_BYTE: u32 = 32;
+
+/// DNSSEC bytes beside an address answer that are free the first time a client gets an answer
+/// to a question: an RSA-2048 RRSIG with a long signer name, or a few ECDSA ones.
+const SIGNED_ALLOWANCE: usize = 320;
 
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
 /// follows the last ~64 KiB of names' information.
@@ -1074,11 +1081,13 @@ impl Detector {
         };
         // `down`: bytes counted; `data`: whether the answer is a new piece of data (for the rule
         // that one odd name alone never contains anyone).
-        let (down, data) = if carrier && answer.answers == 0 && answer.bytes > 0 {
+        let (down, data) = if answer.answers == 0 && answer.bytes > 0 {
             // A negative answer says what its zone's SOA says, the same for every name: free
             // when this client's last negative answer from the domain said the same (hosts
             // without an HTTPS record, asked by a browser each), counted like any answer when
-            // it did not (a tunnel writing its data into the SOA's names, NSEC3 records).
+            // it did not (a tunnel writing its data into the SOA's names, NSEC3 records), for
+            // every query type: an A query's NXDOMAIN carried 78 bytes of SOA fields a query
+            // unseen when only carrier types were priced.
             let key = self.hasher.hash_one((client_hash, domain_key, "negative"));
             match self.answers.record(key, tag(answer.records)) {
                 LastAsker::Same => (0, false),
@@ -1117,7 +1126,7 @@ impl Detector {
                 }
                 h.finish()
             };
-            match self.address_answers.record(question(), set()) {
+            let (parts, new_parts) = match self.address_answers.record(question(), set()) {
                 LastAsker::Same => (0, false),
                 last => {
                     let bits = self.answer_parts_bits(domain_key, qname, answer);
@@ -1125,7 +1134,25 @@ impl Detector {
                         + u32::from(last == LastAsker::Other);
                     (down, down > 0)
                 }
-            }
+            };
+            // A DO client's signatures and proofs beside the addresses: whatever their server
+            // put in them (a 900-byte "RRSIG" a query moved 8.6 MB unseen). The same records as
+            // this client's last answer to the question are free (a name re-resolved within
+            // its signatures' validity); a first answer has an allowance of about one large
+            // signature; a changed one for the same question (a tunnel polling one name)
+            // counts in full, as carrier data.
+            let signed = if answer.signed_bytes == 0 {
+                0
+            } else {
+                match self.answers.record(question(), tag(answer.records)) {
+                    LastAsker::Same => 0,
+                    LastAsker::Unknown => volume::carrier_answer_bytes(
+                        answer.signed_bytes.saturating_sub(SIGNED_ALLOWANCE),
+                    ),
+                    LastAsker::Other => volume::carrier_answer_bytes(answer.signed_bytes),
+                }
+            };
+            (parts + signed, new_parts || signed > 0)
         } else {
             (0, false)
         };

@@ -1041,6 +1041,7 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
                 records: &|h: &mut dyn Hasher| h.write(content),
                 addresses: &[],
                 cname_targets: &[],
+                signed_bytes: 0,
             },
             clock.now(),
         );
@@ -1160,6 +1161,7 @@ fn ask_and_answer(
             records: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
             addresses,
             cname_targets: targets,
+            signed_bytes: 0,
         },
         d.clock.now(),
     );
@@ -1254,6 +1256,7 @@ fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
                 records: &|h: &mut dyn Hasher| h.write_u64(poll),
                 addresses: &[],
                 cname_targets: &[],
+                signed_bytes: 0,
             },
             clock.now(),
         );
@@ -1422,6 +1425,7 @@ fn a_carrier_poller_whose_answers_differ_only_in_ttls_never_alerts() {
                 records: &|h: &mut dyn Hasher| h.write(b"v=DMARC1; p=reject"),
                 addresses: &[],
                 cname_targets: &[],
+                signed_bytes: 0,
             },
             clock.now(),
         );
@@ -1588,6 +1592,94 @@ fn a_new_detector_on_the_same_thread_keys_names_with_its_own_hashes() {
     assert_eq!(old.tracked_keys_by_table().map(|(_, n)| n), [1, 1, 1]);
 }
 
+/// Beside an address answer, a DO client's RRSIG/NSEC/NSEC3 bytes are downstream data: the
+/// same records again are free, a first answer has an allowance of about one large signature,
+/// and a changed answer to the same question (a tunnel polling one name) counts in full. A
+/// negative answer to an A query counts as any type's does: its SOA when it changed.
+#[test]
+fn signatures_beside_addresses_and_negative_address_answers_count() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let down = || {
+        let key = ClientKey::from(ip(1));
+        let pair = d.pair_key(d.hasher.hash_one(&key), d.domain_key("sig-example.com"));
+        d.pairs
+            .get(pair)
+            .map_or(0, |p| p.lock().windows.0[1].volume_stats().down_bytes)
+    };
+    let addr = [IpAddr::from([192, 0, 2, 7])];
+    let answer = |qname: &str, signed_bytes: usize, sig: &'static [u8]| {
+        d.observe_answer_at(
+            &ClientKey::from(ip(1)),
+            qname,
+            "sig-example.com",
+            1,
+            &FreshAnswer {
+                nxdomain: false,
+                answers: 2,
+                bytes: 20 + signed_bytes,
+                content: &|h: &mut dyn Hasher| h.write(sig),
+                records: &|h: &mut dyn Hasher| h.write(sig),
+                addresses: &addr,
+                cname_targets: &[],
+                signed_bytes,
+            },
+            clock.now(),
+        );
+    };
+    observe(&d, ip(1), "www.sig-example.com", 1, &settings);
+    answer("www.sig-example.com", 110, b"ecdsa sig");
+    let first = down();
+    assert!(
+        first < 16,
+        "one ordinary signature is within the allowance: {first}"
+    );
+    answer("www.sig-example.com", 110, b"ecdsa sig");
+    assert_eq!(down(), first, "the same signature again is free");
+    answer("www.sig-example.com", 900, b"fresh blob 1");
+    assert!(
+        down() >= first + 256,
+        "a changed signature counts: {}",
+        down()
+    );
+    let before = down();
+    observe(&d, ip(1), "x1.sig-example.com", 1, &settings);
+    answer("x1.sig-example.com", 900, b"fresh blob 2");
+    assert!(
+        down() >= before + 256,
+        "a first answer's bytes beyond the allowance count: {}",
+        down()
+    );
+
+    // Negative answers to A queries: the first and every changed SOA count; the same is free.
+    let negative = |qname: &str, soa: &'static [u8]| {
+        d.observe_answer_at(
+            &ClientKey::from(ip(1)),
+            qname,
+            "sig-example.com",
+            1,
+            &FreshAnswer {
+                nxdomain: true,
+                answers: 0,
+                bytes: 90,
+                content: &|h: &mut dyn Hasher| h.write(soa),
+                records: &|h: &mut dyn Hasher| h.write(soa),
+                addresses: &[],
+                cname_targets: &[],
+                signed_bytes: 0,
+            },
+            clock.now(),
+        );
+    };
+    let before = down();
+    negative("n1.sig-example.com", b"soa a");
+    assert_eq!(down(), before + 90);
+    negative("n2.sig-example.com", b"soa a");
+    assert_eq!(down(), before + 90, "the same SOA again is free");
+    negative("n3.sig-example.com", b"soa with data in it");
+    assert_eq!(down(), before + 180, "a changed SOA counts");
+}
+
 /// A client that reads a few domains' big TXT RRsets (apex verification tokens, 1.5–4 KB each)
 /// and then looks up ordinary hosts there (each a new address: pieces of data) is not a
 /// downstream channel: big answers count their first 256 bytes and a sixteenth of the rest.
@@ -1622,6 +1714,7 @@ fn a_few_big_txt_rrsets_and_ordinary_lookups_never_alert() {
                     records: &|h: &mut dyn Hasher| h.write_usize(bytes),
                     addresses: &[],
                     cname_targets: &[],
+                    signed_bytes: 0,
                 },
                 clock.now(),
             );
@@ -1689,6 +1782,7 @@ fn fresh_record_data_of_any_type_counts_as_downstream() {
                     records: &|h: &mut dyn Hasher| h.write_u32(i),
                     addresses: &[],
                     cname_targets: &[],
+                    signed_bytes: 0,
                 },
                 clock.now(),
             );
@@ -1731,6 +1825,7 @@ fn negative_answers_count_only_when_their_soa_says_something_new() {
                     },
                     addresses: &[],
                     cname_targets: &[],
+                    signed_bytes: 0,
                 },
                 clock.now(),
             );

@@ -18,7 +18,10 @@
 //!   of a whole tree no rule looked at, for a downstream cache to take;
 //! - **authority section**: SOA and NS records only for a zone at or above the chain's last
 //!   name (a negative answer's SOA, the zone's own NS); the DNSSEC records a validating client
-//!   needs (NSEC, NSEC3, RRSIG, DS) as they are; nothing else;
+//!   needs (NSEC, NSEC3, RRSIG) when their owner is in the answer's zone (at or below the SOA's
+//!   owner, or the last name's parent); no DS (a referral's, not an answer's); nothing else;
+//! - **DNSSEC records only for DO** ([`scrub_for`]): a client that did not set DO gets no
+//!   RRSIG, NSEC or NSEC3 it did not ask for by type (RFC 4035 §3.2.1);
 //! - **additional section**: nothing (OPT is the resolver's own; glue is a hint no stub uses,
 //!   and a place for addresses no rule looked at).
 //!
@@ -52,6 +55,30 @@ impl Scrubbed {
 }
 
 /// Keeps in `m` only what its question asked for (see the module header) and clears AD.
+/// A message without a question is left as it is (the caller does not serve one). Without
+/// `dnssec_ok` (the client did not set DO) no RRSIG, NSEC or NSEC3 stays unless it is the type
+/// asked for (RFC 4035 §3.2.1): an upstream that sends them anyway would hand a stub hundreds of
+/// bytes a query that it never asked for and no detector prices as answer data.
+pub fn scrub_for(m: &mut Message, dnssec_ok: bool) -> Scrubbed {
+    let mut dropped = scrub(m);
+    if !dnssec_ok {
+        let qtype = m.queries.first().map(|q| q.query_type());
+        let dnssec = |r: &Record| {
+            matches!(
+                r.record_type(),
+                RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+            ) && Some(r.record_type()) != qtype
+        };
+        let before = (m.answers.len(), m.authorities.len());
+        m.answers.retain(|r| !dnssec(r));
+        m.authorities.retain(|r| !dnssec(r));
+        dropped.answers += before.0 - m.answers.len();
+        dropped.authorities += before.1 - m.authorities.len();
+    }
+    dropped
+}
+
+/// Keeps in `m` only what its question asked for (see the module header) and clears AD.
 /// A message without a question is left as it is (the caller does not serve one).
 pub fn scrub(m: &mut Message) -> Scrubbed {
     m.metadata.authentic_data = false;
@@ -70,9 +97,17 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
                 || qtype == RecordType::ANY
                 || t == RecordType::RRSIG)
     });
+    // The proofs a validator needs lie in the answer's zone: at or below the SOA's owner in a
+    // negative answer, else at or below the chain's last name's parent. DS belongs in a
+    // referral, which a recursive answer is not.
+    let proof_zone = m
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(&last))
+        .map_or_else(|| last.base_name(), |r| r.name.clone());
     m.authorities.retain(|r| match r.record_type() {
         RecordType::SOA | RecordType::NS => r.name.zone_of(&last),
-        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG | RecordType::DS => true,
+        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => proof_zone.zone_of(&r.name),
         _ => false,
     });
     m.additionals.clear();
@@ -284,5 +319,51 @@ mod tests {
         m.answers.push(a("x.example.", [192, 0, 2, 1]));
         assert_eq!(scrub(&mut m).total(), 0);
         assert!(!m.metadata.authentic_data);
+    }
+
+    /// Proofs stay only inside the answer's zone, DS never (a referral's record), and for a
+    /// client without DO no RRSIG, NSEC or NSEC3 stays unless asked for by type.
+    #[test]
+    fn dnssec_records_stay_in_zone_and_only_for_do_clients() {
+        use hickory_proto::rr::rdata::NULL;
+        let raw = |owner: &str, t: RecordType| {
+            rec(
+                owner,
+                RData::Unknown {
+                    code: t,
+                    rdata: NULL::with(vec![1; 40]),
+                },
+            )
+        };
+        let build = || {
+            let mut m = message("gone.example.com.", RecordType::A);
+            m.authorities = vec![
+                soa("example.com."),
+                raw("example.com.", RecordType::RRSIG),
+                raw("a.example.com.", RecordType::NSEC3),
+                raw("elsewhere.net.", RecordType::NSEC3),
+                raw("example.com.", RecordType::DS),
+            ];
+            m
+        };
+        let mut m = build();
+        scrub_for(&mut m, true);
+        assert_eq!(
+            owners(&m.authorities),
+            [
+                "example.com. SOA",
+                "example.com. RRSIG",
+                "a.example.com. NSEC3"
+            ]
+        );
+        let mut m = build();
+        let dropped = scrub_for(&mut m, false);
+        assert_eq!(owners(&m.authorities), ["example.com. SOA"]);
+        assert_eq!(dropped.authorities, 4);
+        // Asked for by type, an RRSIG is the answer.
+        let mut m = message("example.com.", RecordType::RRSIG);
+        m.answers = vec![raw("example.com.", RecordType::RRSIG)];
+        scrub_for(&mut m, false);
+        assert_eq!(m.answers.len(), 1);
     }
 }

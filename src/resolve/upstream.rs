@@ -186,6 +186,7 @@ pub struct Upstream {
     err_refused: Counter,
     err_formerr: Counter,
     err_notimp: Counter,
+    err_rcode: Counter,
     err_truncated: Counter,
     rtt: Histogram,
 }
@@ -212,6 +213,7 @@ impl Upstream {
             err_refused: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "refused"),
             err_formerr: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "formerr"),
             err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
+            err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
             err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
             rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l),
             label,
@@ -448,17 +450,21 @@ impl Upstreams {
                 // The server would not, or could not, answer this question: not an answer for
                 // the client (whose query was well formed), so the next server is tried, and
                 // with none left the client gets SERVFAIL, as Unbound does. A FORMERR or
-                // NOTIMP passed on would tell the client its own query was at fault.
+                // NOTIMP passed on would tell the client its own query was at fault. Any other
+                // rcode but NOERROR, NXDOMAIN and SERVFAIL (YXDOMAIN, NOTAUTH, unassigned
+                // values) means nothing to a stub, and passed on its choice is a few bits a
+                // query from the upstream that no detector prices: a failure too.
                 Ok(answer)
-                    if matches!(
+                    if !matches!(
                         wire::rcode_of(&answer),
-                        wire::rcode::REFUSED | wire::rcode::FORMERR | wire::rcode::NOTIMP
+                        wire::rcode::NOERROR | wire::rcode::NXDOMAIN | wire::rcode::SERVFAIL
                     ) =>
                 {
                     match wire::rcode_of(&answer) {
                         wire::rcode::REFUSED => up.err_refused.increment(1),
                         wire::rcode::FORMERR => up.err_formerr.increment(1),
-                        _ => up.err_notimp.increment(1),
+                        wire::rcode::NOTIMP => up.err_notimp.increment(1),
+                        _ => up.err_rcode.increment(1),
                     }
                     up.failures.fetch_add(1, Ordering::Relaxed);
                 }

@@ -48,6 +48,7 @@ async fn faulty_upstreams() -> Vec<(&'static str, Option<RunningUpstream>, Socke
         ("truncated over tcp too", Fault::TruncatedOverTcp),
         ("formerr for every query", Fault::FormErr),
         ("notimp for every query", Fault::NotImp),
+        ("an rcode no stub knows, records and all", Fault::OddRcode),
     ] {
         let up = FakeUpstream::new()
             .answering_everything([192, 0, 2, 66])

@@ -59,6 +59,8 @@ pub enum Fault {
     FormErr,
     /// Answers every query NOTIMP.
     NotImp,
+    /// Answers with the records but an rcode no stub knows what to do with (NOTAUTH, 9).
+    OddRcode,
     /// Answers correctly, with extras no question asked for: AD set, an unrelated name's
     /// address in the answer section, NS records for another zone in the authority section,
     /// and glue with a private address in the additional section.
@@ -214,6 +216,11 @@ impl FakeUpstream {
                 resp.to_vec().ok()
             }
             Some(Fault::TruncatedForever) => None,
+            Some(Fault::OddRcode) => {
+                let mut r = self.answer(query, udp)?;
+                r[3] = (r[3] & 0xF0) | 9;
+                Some(r)
+            }
             Some(Fault::TcpResetMidAnswer) => self.answer(query, udp),
             Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
                 let req = Message::from_vec(query).ok()?;

@@ -697,6 +697,7 @@ impl Pipeline {
                         records: &|h| answer.hash_records(h),
                         addresses: &answer.addresses,
                         cname_targets: &answer.cname_targets,
+                        signed_bytes: usize::from(answer.signed_bytes),
                     },
                     self.clock.now(),
                 );
@@ -744,19 +745,24 @@ impl Pipeline {
             .resolve(&q.name, question, q.dnssec_ok(), q.cd)
             .await
         {
-            Ok((raw, up)) => match self.cache.prepare(&raw, Arc::clone(&up.label)) {
-                Ok(prepared) => {
-                    // An answer fetched under a policy that a reload has since replaced may be
-                    // one the reload made stale: serve it, but do not cache it.
-                    if Arc::ptr_eq(&p.policy, &self.policy.load()) {
-                        self.cache.insert(q, &prepared);
+            Ok((raw, up)) => {
+                match self
+                    .cache
+                    .prepare_for(&raw, Arc::clone(&up.label), q.dnssec_ok())
+                {
+                    Ok(prepared) => {
+                        // An answer fetched under a policy that a reload has since replaced may be
+                        // one the reload made stale: serve it, but do not cache it.
+                        if Arc::ptr_eq(&p.policy, &self.policy.load()) {
+                            self.cache.insert(q, &prepared);
+                        }
+                        // What the client is given (scrubbed, no OPT), not what the upstream sent.
+                        let answer_bytes = prepared.answer.body_len();
+                        Fetched::Answer(prepared.answer, Arc::clone(&up.label), answer_bytes)
                     }
-                    // What the client is given (scrubbed, no OPT), not what the upstream sent.
-                    let answer_bytes = prepared.answer.body_len();
-                    Fetched::Answer(prepared.answer, Arc::clone(&up.label), answer_bytes)
+                    Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
                 }
-                Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
-            },
+            }
             Err(e) => Fetched::Failed(e.to_string().into()),
         }
     }
