@@ -77,6 +77,63 @@ pub struct RunningApp {
     upkeep: tokio::task::JoinHandle<()>,
     /// DNS-gated egress (`[egress]`): its sets, flusher and nflog reader.
     egress: Option<crate::egress::run::RunningEgress>,
+    /// This instance's locks on its state directory and event log ([`instance_locks`]),
+    /// released when it exits.
+    _locks: Vec<std::fs::File>,
+}
+
+/// Exclusive locks on what a running server writes: `dnsward.lock` in the store's state
+/// directory, and `<events.path>.lock` beside a file event log. Taken before anything is
+/// written: a second `dnsward serve` on the same config (an operator's slip, or a unit
+/// restarting while the old process lives) used to record a policy version and append a
+/// `policy loaded` line with the running server's next sequence number before it failed to
+/// bind, and `audit verify` then reported the log as tampered with.
+fn instance_locks(cfg: &Config) -> Result<Vec<std::fs::File>, StartError> {
+    use std::os::fd::AsRawFd as _;
+    let mut paths = Vec::new();
+    if let Some(store) = &cfg.store {
+        paths.push(store.state_dir.join("dnsward.lock"));
+    }
+    if cfg.events.sink == crate::events::config::SinkKind::File
+        && let Some(path) = &cfg.events.path
+    {
+        let mut lock = path.clone().into_os_string();
+        lock.push(".lock");
+        paths.push(std::path::PathBuf::from(lock));
+    }
+    let mut locks = Vec::new();
+    for path in paths {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The store makes its directory too; the lock comes first.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StartError::Io {
+                what: format!("opening the instance lock {}", path.display()),
+                source,
+            })?;
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            let what = if e.kind() == std::io::ErrorKind::WouldBlock {
+                format!(
+                    "another dnsward is running with {} (its lock is held); stop it first, or \
+                     give this one its own state_dir and event log",
+                    path.display()
+                )
+            } else {
+                format!("locking {}", path.display())
+            };
+            return Err(StartError::Io { what, source: e });
+        }
+        locks.push(file);
+    }
+    Ok(locks)
 }
 
 impl RunningApp {
@@ -101,6 +158,7 @@ impl RunningApp {
         {
             tracing::info!(before, after, "open-file limit raised to the hard limit");
         }
+        let locks = instance_locks(cfg)?;
         let config_path = std::path::PathBuf::from(&cfg.source);
         let loaded = cfg.into_loaded().map_err(StartError::Config)?;
         let fixed = loaded.fixed.clone();
@@ -289,6 +347,7 @@ impl RunningApp {
             events: events_handle,
             upkeep,
             egress,
+            _locks: locks,
         })
     }
 

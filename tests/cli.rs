@@ -343,3 +343,61 @@ fn events_tail_refuses_a_kind_it_does_not_know_instead_of_printing_nothing() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("x.example"), "{out}");
 }
+
+/// A SIGHUP while the server is still starting (a large allowlist compiling) is a reload due
+/// once it serves, not the end of the process: the default action used to kill it with an exit
+/// systemd counts as clean, so `Restart=on-failure` left the resolver down.
+#[test]
+fn a_sighup_during_startup_does_not_kill_the_server() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // ~400k list entries: startup takes long enough for a HUP to land inside it.
+    let mut list = String::with_capacity(12 << 20);
+    for i in 0..400_000 {
+        list.push_str(&format!("host{i}.allowed-example.com\n"));
+    }
+    std::fs::write(dir.path().join("allow.txt"), list).unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        dir.path().join("dnsward.toml"),
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"\"\n[zones]\ndir = \"{}\"\n\
+             [events]\nsink = \"file\"\npath = \"{}\"\n\
+             [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow_files = [\"allow.txt\"]\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/zones"),
+            events.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("dnsward.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    // Serving: the policy was loaded, then reloaded for the early HUP.
+    let started = Instant::now();
+    let mut reloaded = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited on an early SIGHUP: {status:?}");
+        }
+        let log = std::fs::read_to_string(&events).unwrap_or_default();
+        if log.contains("\"SIGHUP\"") || log.contains("reload") {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "still serving");
+    assert!(reloaded, "the early HUP became a reload once serving");
+}

@@ -11,6 +11,10 @@ use crate::app::RunningApp;
 /// # Errors
 /// When the configuration is invalid or a listener cannot start.
 pub fn run(path: &Path) -> anyhow::Result<()> {
+    // A SIGHUP before the handlers below exist (while a large list compiles, say) would end the
+    // process with the default action, an exit systemd counts as clean and does not restart:
+    // until then a HUP only marks a reload as due, done once serving.
+    early_hup::install();
     // Absolute from the start: a reload reads the same file by the same name, so the paths
     // inside it resolve alike and an unchanged file is seen as unchanged (started with a
     // relative `--config`, every reload warned that fixed settings had changed).
@@ -49,6 +53,10 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    if early_hup::take() {
+        tracing::info!("a SIGHUP arrived while starting: reloading");
+        let _ = app.control.reload(Some("SIGHUP"), None).await;
+    }
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
@@ -59,5 +67,31 @@ async fn wait_for_shutdown(app: &RunningApp) -> anyhow::Result<()> {
                 let _ = app.control.reload(Some("SIGHUP"), None).await;
             }
         }
+    }
+}
+
+/// SIGHUP from process start until the runtime's handler takes over: remembered, not fatal.
+mod early_hup {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static PENDING: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_hup(_: libc::c_int) {
+        // Async-signal-safe: one atomic store.
+        PENDING.store(true, Ordering::SeqCst);
+    }
+
+    /// Installs the remembering handler (tokio's own replaces it later).
+    pub(super) fn install() {
+        let handler: extern "C" fn(libc::c_int) = on_hup;
+        // SAFETY: installs a handler that only stores to an atomic.
+        unsafe {
+            libc::signal(libc::SIGHUP, handler as libc::sighandler_t);
+        }
+    }
+
+    /// Whether a SIGHUP arrived before the runtime's handler was installed.
+    pub(super) fn take() -> bool {
+        PENDING.swap(false, Ordering::SeqCst)
     }
 }

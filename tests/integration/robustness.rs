@@ -114,6 +114,57 @@ async fn tcp_frames_that_cannot_be_queries_end_the_connection() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
 }
 
+/// A second `dnsward serve` on a running server's config stops before it writes anything:
+/// the state directory and the event log are locked by the running one. It used to record a
+/// policy version and append a `policy loaded` line (with the running server's next sequence
+/// number) before it failed to bind, so `audit verify` reported tampering; here its listeners
+/// (port 0) would even have started.
+#[tokio::test]
+async fn a_second_server_on_the_same_state_and_event_log_stops_before_writing() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let state = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{GROUP}\n[store]\nstate_dir = \"{}\"\n",
+        state.path().display()
+    );
+    let s = TestServer::start(None, &extra).await;
+    let m = udp_query(s.udp, "127.0.0.40", "api.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = std::fs::read_to_string(&s.events_path).unwrap();
+    let versions = std::fs::read_dir(state.path()).unwrap().count();
+    let mut child = Command::new(crate::common::DNSWARD)
+        .args(["serve", "--config"])
+        .arg(&s.config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the second server kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("another dnsward is running"), "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        std::fs::read_to_string(&s.events_path).unwrap(),
+        before,
+        "nothing appended to the running server's log"
+    );
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), versions);
+}
+
 /// Rejected TCP connections so far. The counter is process-wide, and only this test reaches a
 /// connection cap, so its increase is this test's rejections.
 fn tcp_rejected(metrics: &str) -> f64 {
