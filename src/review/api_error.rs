@@ -125,7 +125,21 @@ impl From<ControlError> for ApiError {
             ControlError::Busy | ControlError::NoStore | ControlError::Proposal(_) => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
-            ControlError::Store(se) => Self::bad_request(se.to_string()),
+            ControlError::Store(se) => {
+                use crate::govern::store::StoreError as E;
+                // The store's own failures (a full disk, a corrupt file) are the server's,
+                // not the caller's: 500, so clients and monitoring tell them from a bad
+                // request. An unknown version is 404; what cannot be done now, 409.
+                let status = match &se {
+                    E::Io { .. } | E::CorruptManifest { .. } | E::CorruptBlob { .. } => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    E::NoSuchVersion(_) => StatusCode::NOT_FOUND,
+                    E::InvalidArgument { .. } | E::BadProposal(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::CONFLICT,
+                };
+                Self::new(status, se.to_string())
+            }
             ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }

@@ -721,6 +721,15 @@ async fn reload_and_rollback_switch_answers_and_keep_history() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rolled_back_to"], 1);
+    // A version that does not exist is 404, not a bad request (a store that cannot write is
+    // the server's fault, 500, and neither is the caller's 400).
+    let (status, body) = api
+        .post(
+            "/api/v1/policy/rollback",
+            json!({"to": 999, "actor": "dave", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
     assert_eq!(
         q("git.corp.internal").await,
         ResponseCode::NXDomain,
