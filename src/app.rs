@@ -171,6 +171,7 @@ impl RunningApp {
                 },
             })?;
         metrics::gauge!(crate::metrics::POLICY_VERSION).set(policy.version.number as f64);
+        crate::metrics::preregister(policy.groups.iter().map(|g| &*g.name));
         let (events, events_handle) = cfg
             .audit
             .encoder(&cfg.events)

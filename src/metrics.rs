@@ -99,5 +99,34 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+/// Registers at zero the counters an alert rule watches for their first increase, so that
+/// rule sees it: a series that first appears at 1 is no `increase()` at all. Global ones
+/// (reloads, event drops by cause) and, for each group, alerts and containments by action.
+/// Called at start and after every reload (a new group's series).
+pub fn preregister<'a>(groups: impl Iterator<Item = &'a str>) {
+    for result in ["ok", "rejected"] {
+        metrics::counter!(POLICY_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for cause in [
+        "queue_full",
+        "security_queue_full",
+        "closed",
+        "encode",
+        "io",
+    ] {
+        metrics::counter!(EVENTS_DROPPED_TOTAL, "cause" => cause).increment(0);
+    }
+    for group in groups {
+        for action in ["none", "alert", "throttle", "sinkhole", "quarantine"] {
+            metrics::counter!(ALERTS_TOTAL, "group" => group.to_string(), "action" => action)
+                .increment(0);
+        }
+        for action in ["throttle", "sinkhole", "quarantine"] {
+            metrics::counter!(CONTAINMENTS_TOTAL, "group" => group.to_string(), "action" => action)
+                .increment(0);
+        }
+    }
+}
+
 /// Encrypted clients refused before any query (bad certificate or token), by protocol and auth.
 pub const AUTH_REFUSED_TOTAL: &str = "dnsward_auth_refused_total";

@@ -259,6 +259,7 @@ impl Control {
                 let version = policy.version.clone();
                 let zones = policy.zone_changes_since(&self.pipeline.policy());
                 self.pipeline.swap_policy(Arc::clone(&policy));
+                crate::metrics::preregister(policy.groups.iter().map(|g| &*g.name));
                 let mut warnings = Vec::new();
                 if !zones.removed.is_empty() {
                     let removed = zones.removed.join(", ");
@@ -391,6 +392,7 @@ impl Control {
             Ok((info, policy)) => {
                 let version = policy.version.clone();
                 let zones = policy.zone_changes_since(&self.pipeline.policy());
+                crate::metrics::preregister(policy.groups.iter().map(|g| &*g.name));
                 self.pipeline.swap_policy(policy);
                 if !zones.removed.is_empty() {
                     tracing::warn!(version = version.number, zones = %zones.removed.join(", "), action = done, "local zones removed: their names are forwarded upstream now");

@@ -207,3 +207,39 @@ async fn aggregation_can_be_switched_off() {
         .count();
     assert_eq!(n, 10);
 }
+
+/// The series an alert rule watches for a first increase exist at zero from the start (a
+/// series that first appears at 1 is no `increase()`): each group's alerts and containments by
+/// action, rejected reloads, event drops by cause.
+#[tokio::test]
+async fn alerting_series_exist_at_zero_from_the_start() {
+    let group = r#"
+[[groups]]
+name = "zero-series-group"
+cidrs = ["127.0.0.52/32"]
+allow = ["*.corp.internal"]
+"#;
+    let s = TestServer::start(None, group).await;
+    let text = metrics_text(&s).await;
+    for (name, labels) in [
+        (
+            "dnsward_alerts_total",
+            vec![("group", "zero-series-group"), ("action", "sinkhole")],
+        ),
+        (
+            "dnsward_containments_total",
+            vec![("group", "zero-series-group"), ("action", "quarantine")],
+        ),
+        ("dnsward_policy_reloads_total", vec![("result", "rejected")]),
+        ("dnsward_events_dropped_total", vec![("cause", "io")]),
+    ] {
+        assert!(
+            metric_sum(&text, name, &labels).is_some(),
+            "{name} {labels:?} missing:\n{}",
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
