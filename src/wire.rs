@@ -1038,28 +1038,17 @@ pub fn push_answer_for_qname(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u
 /// question name, as AdGuard Home's are; MNAME and RNAME under `.invalid` (RFC 6761) say no
 /// real zone is behind it. Call after the answer section (there is none in these answers).
 pub fn push_negative_soa(out: &mut Vec<u8>, ttl: u32) {
-    // MNAME dnsward.invalid., RNAME hostmaster.dnsward.invalid. (a pointer to the MNAME).
-    const MNAME: &[u8] = b"\x07dnsward\x07invalid\x00";
-    let mname_at = out.len() + 12;
-    let mut rdata = [0u8; MNAME.len() + 13 + 20];
-    rdata[..MNAME.len()].copy_from_slice(MNAME);
-    let mut i = MNAME.len();
-    rdata[i..i + 11].copy_from_slice(b"\x0ahostmaster");
-    i += 11;
-    // A compression pointer to the MNAME; the message is far below 16 KiB here.
-    let ptr = 0xC000 | u16::try_from(mname_at).unwrap_or(0) & 0x3FFF;
-    rdata[i..i + 2].copy_from_slice(&ptr.to_be_bytes());
-    i += 2;
-    for v in [1u32, 1800, 900, 604_800, ttl] {
-        rdata[i..i + 4].copy_from_slice(&v.to_be_bytes());
-        i += 4;
-    }
-    out.extend_from_slice(&[0xC0, 0x0C]);
-    out.extend_from_slice(&rtype::SOA.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
+    // MNAME dnsward.invalid., RNAME hostmaster.dnsward.invalid. (uncompressed: the RDATA is
+    // then the same bytes for every answer but its last field), SERIAL 1, REFRESH 1800,
+    // RETRY 900, EXPIRE 604800; MINIMUM is the TTL.
+    const FIXED: &[u8] = b"\x07dnsward\x07invalid\x00\x0ahostmaster\x07dnsward\x07invalid\x00\
+        \x00\x00\x00\x01\x00\x00\x07\x08\x00\x00\x03\x84\x00\x09\x3a\x80";
+    const RDLEN: u16 = FIXED.len() as u16 + 4;
+    out.extend_from_slice(&[0xC0, 0x0C, 0, 6, 0, 1]);
     out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(&rdata);
+    out.extend_from_slice(&RDLEN.to_be_bytes());
+    out.extend_from_slice(FIXED);
+    out.extend_from_slice(&ttl.to_be_bytes());
     bump_count(out, 8);
 }
 

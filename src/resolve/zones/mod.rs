@@ -152,6 +152,8 @@ pub struct ZoneSet {
     /// The top-level labels of the built-in zones served (`arpa`, `localhost`, …): a name
     /// under none of them is in no built-in zone, found without a lookup.
     built_in_tlds: Vec<Box<str>>,
+    /// The last bytes of `built_in_tlds`, as a set: most names end in none of them.
+    built_in_last: [u64; 4],
     /// Delegations inside the configured zones (NS below an apex, with in-zone addresses for
     /// their servers): their names are not answered here but sent to those servers.
     delegations: Vec<Delegation>,
@@ -301,6 +303,9 @@ impl ZoneSet {
                 if !self.built_in_tlds.iter().any(|t| &**t == tld) {
                     self.built_in_tlds.push(tld.into());
                 }
+                if let Some(&b) = tld.as_bytes().last() {
+                    self.built_in_last[usize::from(b >> 6)] |= 1 << (b & 63);
+                }
                 self.by_origin
                     .insert(zone.origin.clone().into_boxed_str(), self.zones.len());
                 self.zones.push(zone);
@@ -312,8 +317,22 @@ impl ZoneSet {
     /// ([`defaults`]) rather than by one the operator configured.
     #[must_use]
     pub fn serves_built_in(&self, qname: &str) -> bool {
-        let tld = top_label(qname);
-        self.built_in_tlds.iter().any(|t| &**t == tld)
+        // On the deny path of every blocked query: a suffix compare per built-in top label
+        // (five), after a last-byte check that turns nearly every other name away at once.
+        let Some(&last) = qname.as_bytes().last() else {
+            return false;
+        };
+        if self.built_in_last[usize::from(last >> 6)] >> (last & 63) & 1 == 0 {
+            return false;
+        }
+        let under = |tld: &str| {
+            qname.ends_with(tld)
+                && (qname.len() == tld.len()
+                    || qname.as_bytes()[qname.len() - tld.len() - 1] == b'.')
+        };
+        self.built_in_tlds
+            .iter()
+            .any(|t| t.as_bytes().last() == Some(&last) && under(t))
             && self
                 .zone_index_of(qname)
                 .is_some_and(|i| i >= self.configured)
