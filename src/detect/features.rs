@@ -108,6 +108,52 @@ pub fn qtype_points(qtype: u16) -> u8 {
     }
 }
 
+/// Whether `qtype` is one clients ask in ordinary use (addresses, mail, service discovery,
+/// DNSSEC, certificates, text). Any other type on a name is a choice among ~65,000 values: a
+/// query type new for a (client, name) counts [`QTYPE_CHOICE_BITS`] of new information, so a
+/// tunnel that writes its data into the type it asks (a NODATA with the same SOA each time,
+/// otherwise free) pays for it.
+#[must_use]
+pub fn is_common_qtype(qtype: u16) -> bool {
+    matches!(
+        qtype,
+        1 | 2
+            | 5
+            | 6
+            | 12
+            | 13
+            | 15
+            | 16
+            | 28
+            | 29
+            | 33
+            | 35
+            | 37
+            | 39
+            | 43
+            | 44
+            | 46
+            | 47
+            | 48
+            | 50
+            | 51
+            | 52
+            | 53
+            | 59
+            | 60
+            | 61
+            | 64
+            | 65
+            | 99
+            | 255
+            | 256
+            | 257
+    )
+}
+
+/// Bits a query type off [`is_common_qtype`]'s list adds when it is new for the (client, name).
+pub const QTYPE_CHOICE_BITS: u32 = 16;
+
 /// Whether a positive answer to `qtype` for `qname` counts its bytes as downstream data: every
 /// type but A and AAAA (their new addresses count instead) and PTR in the reverse trees. Not
 /// only the types whose queries score ([`qtype_points`]): HTTPS/SVCB parameters (`ech`,

@@ -674,6 +674,19 @@ impl Detector {
         } else {
             floor_bits
         };
+        // A query type off the common list is a choice the name does not show: new for this
+        // (client, name), it is new information (an independent review moved 20 B/s by random
+        // types on one name, each answered NODATA with the same SOA, counted nothing).
+        // The (name, type) pair is what is distinct then, for the windows' distinct-name count
+        // too (else one name's many types would be corrected down to one piece of data).
+        if !features::is_common_qtype(obs.qtype) {
+            let type_mix = u64::from(obs.qtype).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+            sample.hash = sub_hash ^ type_mix;
+            if self.shared.record(name_hash ^ type_mix, client_hash) != LastAsker::Same {
+                sample.novel = true;
+                sample.bits = sample.bits.saturating_add(features::QTYPE_CHOICE_BITS);
+            }
+        }
         let epochs = self.epochs(now);
         self.add(&mut st.windows, epochs, sample);
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));

@@ -2036,3 +2036,39 @@ fn managed_cluster_search_suffixes_are_search_domains_by_default() {
         assert!(worst.0 < 60, "{cloud}: score {} at {}", worst.0, worst.1);
     }
 }
+
+/// The query type as a channel: one name asked with random types off the common list (each
+/// answered NODATA with the same SOA, which costs nothing) is contained within a few minutes at
+/// 10 q/s; a client asking the common types of one name (addresses, mail, HTTPS, CAA, TXT) over
+/// and over adds nothing, and never alerts.
+#[test]
+fn random_query_types_on_one_name_count_and_common_ones_do_not() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut x = 0x1234_5678_u64;
+    let mut reached = None;
+    for i in 0..3000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let qtype = 256 + u16::try_from(x % 65_000).unwrap_or(0);
+        let a = observe(&d, ip(1), "t.typechan-example.com", qtype, &settings);
+        if a.level >= Level::Alert {
+            reached = Some(i);
+            break;
+        }
+        clock.advance(Duration::from_millis(100));
+    }
+    let reached = reached.expect("random types on one name alert");
+    assert!(reached < 1800, "alerted after {reached} queries");
+
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut worst = 0u8;
+    for i in 0..3000usize {
+        let qtype = [1u16, 28, 15, 65, 257, 16, 64, 6][i % 8];
+        let a = observe(&d, ip(1), "www.common-example.com", qtype, &settings);
+        worst = worst.max(a.score);
+        clock.advance(Duration::from_millis(100));
+    }
+    assert!(worst < 60, "score {worst}");
+}
