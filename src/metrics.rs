@@ -44,6 +44,9 @@ pub const TLS_REJECTED_TOTAL: &str = "dnsward_tls_connections_rejected_total";
 /// DoT and DoH connections closed because their TLS handshake did not finish within
 /// `[tls] handshake_timeout`, by `protocol`.
 pub const TLS_HANDSHAKE_TIMEOUTS_TOTAL: &str = "dnsward_tls_handshake_timeouts_total";
+/// Connections a listener could not accept, by `protocol` (`tcp`, `dot`, `doh`, `admin`) and
+/// `kind` (`emfile`, `enfile`, `enomem`, `other`; see [`crate::resources::SocketError`]).
+pub const ACCEPT_ERRORS_TOTAL: &str = "dnsward_accept_errors_total";
 /// Open TCP connections (gauge).
 pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
 /// Queries answered SERVFAIL at once because a resource bound was reached, by `reason`

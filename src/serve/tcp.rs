@@ -13,6 +13,10 @@
 //! deadline (`tcp_write_timeout`): a client that never reads its answers loses its connection,
 //! and with it the slots, instead of holding them forever.
 //!
+//! A failed `accept` (out of file descriptors and the like) is counted in
+//! `dnsward_accept_errors_total{protocol, kind}` and logged, rate-limited ([`crate::resources`]);
+//! the listener retries after a short pause.
+//!
 //! On shutdown a connection reads no new query; the queries already read are answered (their
 //! writes bounded as any other), then it closes. The server's `shutdown_grace` bounds the wait.
 
@@ -28,6 +32,7 @@ use tokio::task::JoinSet;
 use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
 use crate::metrics as m;
 use crate::policy::identify::canonical;
+use crate::resources::AcceptErrors;
 use crate::serve::pipeline::{Pipeline, Protocol, UnknownClients};
 
 /// The TCP limits, from `[server]`.
@@ -54,6 +59,7 @@ pub(super) async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let rejected = Rejections::new(m::TCP_REJECTED_TOTAL, None);
+    let mut accept_errors = AcceptErrors::new("tcp", listener.local_addr().ok());
     let open = metrics::gauge!(m::TCP_CONNECTIONS);
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
@@ -66,8 +72,10 @@ pub(super) async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(v) => v,
-            Err(_) => {
-                // Out of file descriptors and the like: back off instead of spinning.
+            Err(e) => {
+                // Out of file descriptors and the like: count it, say so (rate-limited), and
+                // back off instead of spinning.
+                accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
