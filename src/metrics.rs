@@ -23,7 +23,8 @@ pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
 /// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
-/// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP).
+/// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP;
+/// `local_resources`: no socket could be opened here, EMFILE, ENFILE, ENOMEM or ENOBUFS).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "dnsward_upstream_errors_total";
 /// Records an upstream put in an answer beyond its question's chain, dropped before the answer
 /// was checked, cached or served, by `section` (`answer`, `authority`, `additional`).
