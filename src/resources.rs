@@ -150,6 +150,7 @@ impl AcceptErrors {
     pub fn failed(&mut self, e: &std::io::Error) {
         let kind = SocketError::of(e);
         self.counters[kind as usize].increment(1);
+        let first = self.throttle.last.is_none();
         if let Some(failures) = self.throttle.failed(Instant::now()) {
             let listener = self
                 .listener
@@ -158,12 +159,17 @@ impl AcceptErrors {
                 "" => String::new(),
                 r => format!("; {r}"),
             };
+            let count = if first {
+                "further failures are logged at most once a minute and all counted in dnsward_accept_errors_total".to_string()
+            } else {
+                format!("{failures} failed accepts since the last warning")
+            };
             tracing::warn!(
                 protocol = self.protocol,
                 %listener,
                 kind = kind.label(),
                 failures,
-                "cannot accept connections: {e}{remedy} ({failures} failed accept(s) since the last warning; at most one warning a minute, all counted in dnsward_accept_errors_total)"
+                "cannot accept connections: {e}{remedy} ({count})"
             );
         }
     }
