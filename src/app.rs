@@ -153,7 +153,8 @@ impl RunningApp {
         // First: every counter below binds to the recorder that is global when it is
         // registered (see `metrics::install`).
         let prom = crate::metrics::install();
-        if let Some((before, after)) = raise_open_files_limit()
+        let raised = raise_open_files_limit();
+        if let Some((before, after)) = raised
             && after > before
         {
             tracing::info!(before, after, "open-file limit raised to the hard limit");
@@ -161,6 +162,27 @@ impl RunningApp {
         let locks = instance_locks(cfg)?;
         let config_path = std::path::PathBuf::from(&cfg.source);
         let loaded = cfg.into_loaded().map_err(StartError::Config)?;
+        // As Unbound does: say at start when the limit cannot cover the configured bounds,
+        // rather than only once accepts fail under load.
+        if let Some(soft) = raised
+            .map(|(_, after)| after)
+            .or_else(open_files_soft_limit)
+        {
+            let need = DescriptorNeed::of(cfg);
+            if let Some(warning) = open_files_warning(soft, &need) {
+                tracing::warn!(
+                    soft_limit = soft,
+                    needed = need.total(),
+                    tcp = need.tcp,
+                    tls = need.tls,
+                    admin = need.admin,
+                    upstream = need.upstream,
+                    listeners = need.listeners,
+                    headroom = DESCRIPTOR_HEADROOM,
+                    "{warning}"
+                );
+            }
+        }
         let fixed = loaded.fixed.clone();
         let (policy, store) = Control::initial_policy(loaded, cfg.store.as_ref(), &config_path)
             .map_err(|e| match e {
@@ -380,6 +402,95 @@ impl RunningApp {
     }
 }
 
+/// Descriptors the configured bounds let dnsward hold at once, by what holds them (see
+/// [`DescriptorNeed::total`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorNeed {
+    /// Plain TCP connections: `server.tcp_max_connections` (all listeners together) and, with
+    /// `unknown_clients = "refuse"`, each listener's pool for clients in no group.
+    pub tcp: u64,
+    /// DoT and DoH connections: each listener's `[tls] max_connections` and pool for clients in
+    /// no group.
+    pub tls: u64,
+    /// Admin connections (`admin.max_connections`), when the endpoint is on.
+    pub admin: u64,
+    /// Upstream UDP sockets: `upstream.udp_sockets_per_server` per configured UDP server
+    /// (default and forward zones). TCP exchanges (TCP servers, truncated answers) hold one
+    /// more each while they last; they are not counted.
+    pub upstream: u64,
+    /// The listening sockets: one UDP socket per worker and address, the TCP, DoT, DoH and
+    /// admin listeners.
+    pub listeners: u64,
+}
+
+/// Descriptors counted besides the bounds: event and checkpoint files, the runtime's epoll
+/// and wake-ups, standard streams, notification sockets, files read at a reload.
+pub const DESCRIPTOR_HEADROOM: u64 = 64;
+
+impl DescriptorNeed {
+    /// What `cfg`'s bounds need.
+    #[must_use]
+    pub fn of(cfg: &Config) -> Self {
+        let n = |v: usize| v as u64;
+        let s = &cfg.server;
+        let unknown_pool = match s.unknown_clients {
+            crate::serve::pipeline::UnknownClients::Refuse => n(serve::UNKNOWN_SLOTS),
+            crate::serve::pipeline::UnknownClients::Drop => 0,
+        };
+        let addrs = n(s.listen_addrs().len());
+        let tls_listeners = n(cfg.tls.dot.len() + cfg.tls.doh.len());
+        let admin_on = cfg.admin.listen.parse::<std::net::SocketAddr>().is_ok();
+        let upstream_servers = cfg
+            .upstream
+            .servers
+            .iter()
+            .chain(cfg.upstream.forward.iter().flat_map(|f| &f.servers))
+            .filter(|s| s.protocol == crate::resolve::upstream::Transport::Udp)
+            .count();
+        Self {
+            tcp: n(s.tcp_max_connections) + addrs * unknown_pool,
+            tls: tls_listeners * (n(cfg.tls.max_connections) + unknown_pool),
+            admin: if admin_on {
+                n(cfg.admin.max_connections)
+            } else {
+                0
+            },
+            upstream: n(upstream_servers) * n(cfg.upstream.udp_sockets_per_server.clamp(1, 256)),
+            listeners: addrs * (n(s.udp_sockets_per_address()) + 1)
+                + tls_listeners
+                + u64::from(admin_on),
+        }
+    }
+
+    /// Everything, with [`DESCRIPTOR_HEADROOM`].
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.tcp + self.tls + self.admin + self.upstream + self.listeners + DESCRIPTOR_HEADROOM
+    }
+}
+
+/// The start-up warning when an open-file soft limit of `soft` cannot cover `need`.
+#[must_use]
+pub fn open_files_warning(soft: u64, need: &DescriptorNeed) -> Option<String> {
+    let total = need.total();
+    (soft < total).then(|| {
+        format!(
+            "open-file limit {soft} is below the {total} descriptors the configured bounds can hold (TCP {}, DoT/DoH {}, admin {}, upstream sockets {}, listeners {}, headroom {DESCRIPTOR_HEADROOM}): under load, accepts and upstream sockets will fail (EMFILE); raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn / prlimit --nofile from a shell) or lower server.tcp_max_connections / [tls] max_connections",
+            need.tcp, need.tls, need.admin, need.upstream, need.listeners
+        )
+    })
+}
+
+/// This process's open-file soft limit, when it can be read.
+fn open_files_soft_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed, which lives for the call.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+}
+
 /// Raises this process's open-file soft limit to its hard limit, as Go's runtime does for every
 /// program: the listeners' connection bounds (TCP, DoT, DoH, admin) and the upstream sockets add
 /// up to more than the 1,024 a login shell or a default service gives, and a server out of
@@ -411,4 +522,90 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
         return None;
     }
     Some((before, want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(text: &str) -> DescriptorNeed {
+        let cfg: Config = toml::from_str(text).expect("config");
+        DescriptorNeed::of(&cfg)
+    }
+
+    #[test]
+    fn the_descriptor_need_adds_up_every_connection_bound() {
+        let base = need("[server]\nudp_workers = 2\n");
+        assert_eq!(
+            base,
+            DescriptorNeed {
+                tcp: 1024 + 64,
+                tls: 0,
+                admin: 64,
+                upstream: 0,
+                listeners: 2 + 1 + 1,
+            }
+        );
+        assert_eq!(base.total(), 1088 + 64 + 4 + DESCRIPTOR_HEADROOM);
+        let full = need(
+            r#"
+[server]
+listen = ["127.0.0.1:53", "[::1]:53"]
+udp_workers = 4
+tcp_max_connections = 100
+unknown_clients = "drop"
+[admin]
+listen = ""
+[upstream]
+udp_sockets_per_server = 4
+servers = [{ address = "192.0.2.1" }, { address = "192.0.2.2", protocol = "tcp" }]
+forward = [{ zone = "corp.example", servers = [{ address = "192.0.2.3" }] }]
+[tls]
+max_connections = 10
+[[tls.dot]]
+listen = "127.0.0.1:853"
+cert = "c.pem"
+key = "k.pem"
+[[tls.doh]]
+listen = "127.0.0.1:443"
+cert = "c.pem"
+key = "k.pem"
+"#,
+        );
+        assert_eq!(
+            full,
+            DescriptorNeed {
+                tcp: 100,
+                tls: 2 * 10,
+                admin: 0,
+                upstream: 2 * 4,
+                listeners: 2 * (4 + 1) + 2,
+            },
+            "no pool for unknown clients with drop; a TCP upstream has no pooled sockets"
+        );
+    }
+
+    #[test]
+    fn a_limit_below_the_need_is_warned_about_with_the_numbers() {
+        let need = DescriptorNeed {
+            tcp: 1088,
+            tls: 0,
+            admin: 64,
+            upstream: 16,
+            listeners: 4,
+        };
+        assert_eq!(need.total(), 1236);
+        assert!(open_files_warning(1236, &need).is_none());
+        assert!(open_files_warning(u64::MAX, &need).is_none());
+        let w = open_files_warning(1024, &need).expect("a warning");
+        for part in [
+            "open-file limit 1024",
+            "1236 descriptors",
+            "TCP 1088",
+            "upstream sockets 16",
+            "LimitNOFILE=",
+        ] {
+            assert!(w.contains(part), "{part:?} in {w}");
+        }
+    }
 }

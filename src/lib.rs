@@ -44,6 +44,7 @@ pub mod policy;
 pub mod printable;
 pub mod recall;
 pub mod resolve;
+pub mod resources;
 pub mod review;
 pub mod serve;
 pub mod wire;

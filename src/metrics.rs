@@ -23,7 +23,8 @@ pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
 /// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
-/// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP).
+/// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP;
+/// `local_resources`: no socket could be opened here, EMFILE, ENFILE, ENOMEM or ENOBUFS).
 pub const UPSTREAM_ERRORS_TOTAL: &str = "dnsward_upstream_errors_total";
 /// Records an upstream put in an answer beyond its question's chain, dropped before the answer
 /// was checked, cached or served, by `section` (`answer`, `authority`, `additional`).
@@ -44,6 +45,9 @@ pub const TLS_REJECTED_TOTAL: &str = "dnsward_tls_connections_rejected_total";
 /// DoT and DoH connections closed because their TLS handshake did not finish within
 /// `[tls] handshake_timeout`, by `protocol`.
 pub const TLS_HANDSHAKE_TIMEOUTS_TOTAL: &str = "dnsward_tls_handshake_timeouts_total";
+/// Connections a listener could not accept, by `protocol` (`tcp`, `dot`, `doh`, `admin`) and
+/// `kind` (`emfile`, `enfile`, `enomem`, `other`; see [`crate::resources::SocketError`]).
+pub const ACCEPT_ERRORS_TOTAL: &str = "dnsward_accept_errors_total";
 /// Open TCP connections (gauge).
 pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
 /// Queries answered SERVFAIL at once because a resource bound was reached, by `reason`

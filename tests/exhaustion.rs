@@ -5,6 +5,10 @@
 //!
 //! Before the hardening, each miss opened its own upstream socket and the admin endpoint took
 //! every connection, so the descriptors ran out and every miss became SERVFAIL.
+//!
+//! And when the descriptors do run out (`prlimit --nofile=100:100`, held TCP connections), it is
+//! said: a start-up warning, failed accepts counted and logged, and a miss's SERVFAIL reason
+//! naming the local cause.
 
 mod common;
 
@@ -259,4 +263,177 @@ allow = ["*.example"]
     let log = server.stop();
     stop.store(true, Ordering::Relaxed);
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A TCP connection from `src` to `server`, completed by the kernel whether or not dnsward
+/// accepts it.
+fn tcp_from(src: &str, server: SocketAddr) -> Option<std::net::TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    sock.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())
+        .ok()?;
+    sock.connect_timeout(&server.into(), Duration::from_secs(1))
+        .ok()?;
+    Some(sock.into())
+}
+
+/// Out of descriptors, said so: under `prlimit --nofile=100:100` dnsward warns at start that the
+/// limit is below its bounds; held TCP connections then exhaust it, and the failed accepts are
+/// counted by kind and logged with the fix, and a cache miss whose upstream socket cannot be
+/// opened is SERVFAIL with a reason that says so (`kind="local_resources"`, not `io`).
+#[test]
+fn running_out_of_descriptors_is_warned_about_counted_and_named() {
+    if !common::tools_runnable(
+        "running_out_of_descriptors_is_warned_about_counted_and_named",
+        &["prlimit"],
+        "--version",
+        "util-linux",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let upstream = slow_upstream(Arc::clone(&stop));
+    let config = dir.path().join("dnsward.toml");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+threads = 2
+udp_workers = 1
+tcp_idle_timeout = "60s"
+tcp_max_connections_per_client = 1000
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+timeout = "2s"
+servers = [{{ address = "{upstream}", timeout = "1s" }}]
+
+[detect]
+enabled = false
+
+[events]
+sink = "file"
+path = {events:?}
+
+[[groups]]
+name = "holders"
+cidrs = ["127.0.0.101/32"]
+allow = ["*.example"]
+"#,
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=100:100").arg(DNSWARD);
+    let server = Dnsward::serve(cmd, &config, dir.path().join("dnsward.log"));
+    let log = server.log();
+    assert!(
+        log.contains("open-file limit 100 is below the") && log.contains("LimitNOFILE="),
+        "a start-up warning with the numbers and the fix:\n{log}"
+    );
+
+    // 200 connections that say nothing: dnsward holds each one it accepts, until none is left.
+    let held: Vec<_> = (0..200)
+        .filter_map(|_| tcp_from("127.0.0.101", server.tcp))
+        .collect();
+    assert!(held.len() > 150, "only {} connections", held.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("cannot accept connections") {
+        assert!(
+            Instant::now() < deadline,
+            "no accept failure logged:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot accept connections"))
+        .unwrap();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("Too many open files")
+            && warning.contains("LimitNOFILE=")
+            && warning.contains("ulimit -n"),
+        "the warning names the error and the fix: {warning}"
+    );
+    // A miss now: no descriptor for the upstream socket.
+    let starved = ask(
+        server.udp,
+        "127.0.0.101",
+        "starved.example",
+        Duration::from_secs(4),
+    )
+    .expect("the starved miss is answered");
+    assert_eq!(starved.metadata.response_code, ResponseCode::ServFail);
+    // Half a second later still out of descriptors: no second warning within the minute.
+    std::thread::sleep(Duration::from_millis(500));
+    let tcp_warnings = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("cannot accept connections") && l.contains("protocol=\"tcp\""))
+        .count();
+    assert_eq!(tcp_warnings, 1, "rate-limited:\n{}", server.log());
+
+    drop(held);
+    // The closed connections free their descriptors; the admin endpoint accepts again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        match std::net::TcpStream::connect_timeout(
+            &server.admin.unwrap(),
+            Duration::from_millis(500),
+        ) {
+            Ok(_) => break server.metrics(),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("the admin endpoint does not come back: {e}"),
+        }
+    };
+    let emfile = common::metric_sum(
+        &metrics,
+        "dnsward_accept_errors_total",
+        &[("protocol", "tcp"), ("kind", "emfile")],
+    )
+    .unwrap_or(0.0);
+    assert!(emfile >= 1.0, "failed accepts counted: {emfile}\n{metrics}");
+    let local = common::metric_sum(
+        &metrics,
+        "dnsward_upstream_errors_total",
+        &[("kind", "local_resources")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        local >= 1.0,
+        "the upstream socket failure counted: {metrics}"
+    );
+    let io = common::metric_sum(&metrics, "dnsward_upstream_errors_total", &[("kind", "io")])
+        .unwrap_or(0.0);
+    assert_eq!(io, 0.0, "not as an I/O error of the upstream");
+
+    // With descriptors back, misses are answered again.
+    let fresh = ask(
+        server.udp,
+        "127.0.0.101",
+        "after.example",
+        Duration::from_secs(4),
+    )
+    .expect("answered");
+    assert_eq!(a_records(&fresh), ["192.0.2.9"]);
+    let log = server.stop();
+    stop.store(true, Ordering::Relaxed);
+    assert!(!log.contains("panicked"), "{log}");
+    let starved_event = common::read_events(&events)
+        .into_iter()
+        .find(|e| e["qname"] == "starved.example")
+        .expect("an event for the starved miss");
+    let reason = starved_event["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("a socket could not be opened here (EMFILE"),
+        "the reason names the local cause: {starved_event}"
+    );
 }

@@ -243,14 +243,18 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let rejected = metrics::counter!(crate::metrics::ADMIN_REJECTED_TOTAL);
+    let mut accept_errors =
+        crate::resources::AcceptErrors::new("admin", listener.local_addr().ok());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(v) => v,
-                Err(_) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    // Out of file descriptors and the like: count it, say so (rate-limited),
+                    // and back off instead of spinning.
+                    accept_errors.failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

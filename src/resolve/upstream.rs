@@ -19,7 +19,10 @@
 //! flood of misses cannot exhaust descriptors. Forwarding to a resolver on the same host or
 //! network, as dnsward is meant to, keeps off-path spoofing hard either way. Servers are tried
 //! in order of health (fewest recent failures first) until
-//! one answers or the overall budget runs out, and the caller turns that into SERVFAIL.
+//! one answers or the overall budget runs out, and the caller turns that into SERVFAIL. A
+//! socket that cannot be opened here (out of file descriptors or kernel memory, see
+//! [`crate::resources`]) is counted as `kind="local_resources"`, not held against the server's
+//! health, and named in the SERVFAIL's reason ([`UpstreamError::LocalResources`]).
 //!
 //! Conditional forward zones (`corp.example` → 127.0.0.53) send names at or below the zone to
 //! their own servers; the longest matching zone wins.
@@ -41,6 +44,7 @@ use crate::config_error::{ConfigProblems, DurationRange};
 use crate::metrics as m;
 use crate::names::{normalise, self_and_parents, validate_name};
 use crate::resolve::cache::StaleAnswers;
+use crate::resources::SocketError;
 use crate::wire;
 
 /// Transport to an upstream.
@@ -161,6 +165,16 @@ pub enum UpstreamError {
     /// No upstream is configured for this name.
     #[error("no upstream configured")]
     NoUpstream,
+    /// No server answered, and at least one could not be asked because a socket could not be
+    /// opened here (out of file descriptors or kernel memory): this host's fault, not the
+    /// servers'.
+    #[error("no upstream answered ({tried} tried): a socket could not be opened here ({cause})")]
+    LocalResources {
+        /// How many servers were tried.
+        tried: usize,
+        /// What ran out.
+        cause: SocketError,
+    },
 }
 
 /// A live upstream server with its health and metric handles.
@@ -188,6 +202,7 @@ pub struct Upstream {
     err_notimp: Counter,
     err_rcode: Counter,
     err_truncated: Counter,
+    err_local: Counter,
     rtt: Histogram,
 }
 
@@ -215,6 +230,7 @@ impl Upstream {
             err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
             err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
             err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
+            err_local: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "local_resources"),
             rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l),
             label,
         }
@@ -438,6 +454,7 @@ impl Upstreams {
         // Healthy servers first; stable, so configured order breaks ties.
         order.sort_by_key(|u| u.failures.load(Ordering::Relaxed).min(8));
         let mut tried = 0;
+        let mut local = None;
         for up in order {
             let now = Instant::now();
             if now >= deadline {
@@ -478,12 +495,21 @@ impl Upstreams {
                         ExchangeError::Timeout => up.err_timeout.increment(1),
                         ExchangeError::Io => up.err_io.increment(1),
                         ExchangeError::Truncated => up.err_truncated.increment(1),
+                        // No socket here: says nothing about the server's health.
+                        ExchangeError::LocalResources(cause) => {
+                            up.err_local.increment(1);
+                            local = Some(cause);
+                            continue;
+                        }
                     }
                     up.failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        Err(UpstreamError::Exhausted { tried })
+        Err(match local {
+            Some(cause) => UpstreamError::LocalResources { tried, cause },
+            None => UpstreamError::Exhausted { tried },
+        })
     }
 }
 
@@ -493,6 +519,18 @@ enum ExchangeError {
     Io,
     /// Truncated over TCP too: nothing whole to serve, and nothing the client could retry.
     Truncated,
+    /// A socket could not be opened here for want of descriptors or memory.
+    LocalResources(SocketError),
+}
+
+impl ExchangeError {
+    /// Why opening a socket (binding one, or connecting a TCP one) failed.
+    fn opening(e: &std::io::Error) -> Self {
+        match SocketError::of(e) {
+            k if k.is_local_resources() => Self::LocalResources(k),
+            _ => Self::Io,
+        }
+    }
 }
 
 async fn exchange(
@@ -625,7 +663,9 @@ impl UdpPool {
                     SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
                     SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
                 };
-                let sock = UdpSocket::bind(bind).await.map_err(|_| ExchangeError::Io)?;
+                let sock = UdpSocket::bind(bind)
+                    .await
+                    .map_err(|e| ExchangeError::opening(&e))?;
                 sock.connect(self.addr)
                     .await
                     .map_err(|_| ExchangeError::Io)?;
@@ -736,7 +776,7 @@ async fn tcp_exchange(
 ) -> Result<Vec<u8>, ExchangeError> {
     let mut stream = TcpStream::connect(up.addr)
         .await
-        .map_err(|_| ExchangeError::Io)?;
+        .map_err(|e| ExchangeError::opening(&e))?;
     let len = u16::try_from(query.len()).map_err(|_| ExchangeError::Io)?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
@@ -764,6 +804,32 @@ async fn tcp_exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_that_cannot_be_opened_for_want_of_descriptors_is_named_so() {
+        let opening = |errno| ExchangeError::opening(&std::io::Error::from_raw_os_error(errno));
+        assert!(matches!(
+            opening(libc::EMFILE),
+            ExchangeError::LocalResources(SocketError::Emfile)
+        ));
+        assert!(matches!(
+            opening(libc::ENFILE),
+            ExchangeError::LocalResources(SocketError::Enfile)
+        ));
+        assert!(matches!(
+            opening(libc::ENOBUFS),
+            ExchangeError::LocalResources(SocketError::Enomem)
+        ));
+        assert!(matches!(opening(libc::ECONNREFUSED), ExchangeError::Io));
+        assert_eq!(
+            UpstreamError::LocalResources {
+                tried: 1,
+                cause: SocketError::Emfile
+            }
+            .to_string(),
+            "no upstream answered (1 tried): a socket could not be opened here (EMFILE, out of file descriptors)"
+        );
+    }
 
     fn cfg(text: &str) -> UpstreamConfig {
         toml::from_str(text).unwrap()

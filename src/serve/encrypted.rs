@@ -19,7 +19,9 @@
 //!
 //! Connections over a cap are closed at once and counted in
 //! `dnsward_tls_connections_rejected_total{protocol, reason}` (the reasons of TCP's), handshakes
-//! that time out in `dnsward_tls_handshake_timeouts_total{protocol}`. The client's identity is
+//! that time out in `dnsward_tls_handshake_timeouts_total{protocol}`, failed accepts (out of file
+//! descriptors and the like) in `dnsward_accept_errors_total{protocol, kind}`, logged
+//! rate-limited ([`crate::resources`]). The client's identity is
 //! read from its verified certificate. A refused handshake (missing, expired, revoked or
 //! foreign client certificate) becomes an `auth_refused` event with the reason. hickory's TLS
 //! listener does not expose the peer certificate, hence our own loop over tokio-rustls.
@@ -43,6 +45,7 @@ use crate::events::{AuthRefusedEvent, Event, EventBody};
 use crate::identity::canonical;
 use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
 use crate::identity::{AuthKind, Peer, TlsConfig, TlsConfigCell, TlsKind, TokenVerifier};
+use crate::resources::AcceptErrors;
 use crate::serve::pipeline::{Pipeline, UnknownClients};
 
 /// Why the encrypted listeners could not start.
@@ -274,6 +277,7 @@ async fn accept_loop(
 ) {
     let rejected = Rejections::new(crate::metrics::TLS_REJECTED_TOTAL, Some(ctx.protocol()));
     let handshake_timeouts = metrics::counter!(crate::metrics::TLS_HANDSHAKE_TIMEOUTS_TOTAL, "protocol" => ctx.protocol());
+    let mut accept_errors = AcceptErrors::new(ctx.protocol(), listener.local_addr().ok());
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
     let mut handlers = JoinSet::new();
@@ -285,8 +289,10 @@ async fn accept_loop(
         };
         let (stream, remote) = match accepted {
             Ok(v) => v,
-            Err(_) => {
-                // Out of file descriptors and the like: back off instead of spinning.
+            Err(e) => {
+                // Out of file descriptors and the like: count it, say so (rate-limited), and
+                // back off instead of spinning.
+                accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -45,6 +45,7 @@ mod tcp;
 mod udp;
 
 pub use encrypted::RunningTls;
+pub use slots::UNKNOWN_SLOTS;
 
 fn default_true() -> bool {
     true
@@ -260,6 +261,16 @@ impl ServerConfig {
         );
     }
 
+    /// UDP sockets per listen address: `udp_workers`, or one per CPU when it is 0.
+    #[must_use]
+    pub fn udp_sockets_per_address(&self) -> usize {
+        if self.udp_workers == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            self.udp_workers
+        }
+    }
+
     /// The listen addresses, parsed (invalid ones were reported by `validate`).
     #[must_use]
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
@@ -349,11 +360,7 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
     let mut tasks = JoinSet::new();
     let mut udp_addrs = Vec::new();
     let mut tcp_addrs = Vec::new();
-    let workers = if cfg.udp_workers == 0 {
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-    } else {
-        cfg.udp_workers
-    };
+    let workers = cfg.udp_sockets_per_address();
     let conns = Arc::new(Semaphore::new(cfg.tcp_max_connections));
     let tcp_limits = tcp::TcpLimits {
         idle: cfg.tcp_idle_timeout,

@@ -12,6 +12,13 @@
 //! the connection is simply not read until an answer has been written. Every write has a
 //! deadline (`tcp_write_timeout`): a client that never reads its answers loses its connection,
 //! and with it the slots, instead of holding them forever.
+//!
+//! A failed `accept` (out of file descriptors and the like) is counted in
+//! `dnsward_accept_errors_total{protocol, kind}` and logged, rate-limited ([`crate::resources`]);
+//! the listener retries after a short pause.
+//!
+//! On shutdown a connection reads no new query; the queries already read are answered (their
+//! writes bounded as any other), then it closes. The server's `shutdown_grace` bounds the wait.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +32,7 @@ use tokio::task::JoinSet;
 use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
 use crate::metrics as m;
 use crate::policy::identify::canonical;
+use crate::resources::AcceptErrors;
 use crate::serve::pipeline::{Pipeline, Protocol, UnknownClients};
 
 /// The TCP limits, from `[server]`.
@@ -51,6 +59,7 @@ pub(super) async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let rejected = Rejections::new(m::TCP_REJECTED_TOTAL, None);
+    let mut accept_errors = AcceptErrors::new("tcp", listener.local_addr().ok());
     let open = metrics::gauge!(m::TCP_CONNECTIONS);
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
@@ -63,8 +72,10 @@ pub(super) async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(v) => v,
-            Err(_) => {
-                // Out of file descriptors and the like: back off instead of spinning.
+            Err(e) => {
+                // Out of file descriptors and the like: count it, say so (rate-limited), and
+                // back off instead of spinning.
+                accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -153,6 +164,10 @@ async fn refuse_one(mut stream: TcpStream, peer: SocketAddr, pipeline: &Pipeline
 
 /// Serve one connection of a known client: a reader that handles each query on its own task
 /// (at most `pipelined` at a time) and a writer that sends answers as they finish.
+///
+/// When `stop` changes the reader reads no further query, but the queries already read are
+/// finished and their answers written (each write within `write_timeout`, as always); then the
+/// connection closes. The server's `shutdown_grace` bounds the whole.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -176,13 +191,24 @@ async fn serve(
                     Err(_) => break,
                 },
                 Some(_) = queries.join_next(), if !queries.is_empty() => continue,
+                _ = stop.changed() => break,
             };
-            // Reap finished query tasks without waiting; the read itself is never raced
-            // against anything that could cancel it halfway through a frame.
+            // Reap finished query tasks without waiting.
             while queries.try_join_next().is_some() {}
-            // Idle timeout, EOF or error ends reading; queries in flight still get answers.
-            match tokio::time::timeout(limits.idle, read_query(&mut rd, &mut buf)).await {
-                Ok(true) => {}
+            // Idle timeout, EOF, error or shutdown ends reading; queries in flight still get
+            // answers. Shutdown is only noticed between frames: a frame whose length has
+            // arrived is read whole (as on DoT), and nothing else ever cancels a read halfway
+            // through a frame.
+            let len = tokio::select! {
+                r = tokio::time::timeout(limits.idle, rd.read_u16()) => match r {
+                    Ok(Ok(len)) => len,
+                    _ => break,
+                },
+                _ = stop.changed() => break,
+            };
+            buf.resize(usize::from(len), 0);
+            match tokio::time::timeout(limits.idle, rd.read_exact(&mut buf)).await {
+                Ok(Ok(_)) => {}
                 _ => break,
             }
             if !crate::wire::is_query_frame(&buf) {
@@ -214,9 +240,9 @@ async fn serve(
     tokio::select! {
         () = &mut write_loop => {}
         () = &mut read_loop => {
-            // Reading is over and every query has finished: write what is left, then close.
+            // Reading is over (shutdown included) and every query has finished: write what is
+            // left, then close.
             let _ = tokio::time::timeout(limits.write_timeout.saturating_mul(2), write_loop).await;
         }
-        _ = stop.changed() => {}
     }
 }

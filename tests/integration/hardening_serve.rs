@@ -418,3 +418,136 @@ async fn idle_admin_connections_are_capped_and_timed_out() {
         "connections past the cap counted: {rejected}"
     );
 }
+
+/// The next framed message on `c` within `wait`: `Some(bytes)`, or `None` when the connection
+/// was closed (EOF or reset) or nothing came.
+async fn next_frame(c: &mut tokio::net::TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let len = tokio::time::timeout(wait, c.read_u16()).await.ok()?.ok()?;
+    let mut buf = vec![0u8; usize::from(len)];
+    tokio::time::timeout(wait, c.read_exact(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf)
+}
+
+/// Whether the peer closed `c` within `wait` (EOF or reset, not silence).
+async fn closed_within(c: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(wait, c.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn queries_read_before_shutdown_are_answered_over_tcp_then_the_connection_closes() {
+    use tokio::io::AsyncWriteExt;
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 8])
+        .with_delay(Duration::from_millis(400))
+        .start()
+        .await;
+    let mut s = TestServer::start(
+        Some(up.addr),
+        r#"
+[[groups]]
+name = "draining"
+cidrs = ["127.0.0.100/32"]
+allow = ["*.example"]
+"#,
+    )
+    .await;
+    let framed = |p: &[u8]| {
+        let mut f = (p.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(p);
+        f
+    };
+    // Ten connections with one cache miss each, one with three pipelined misses, and ten UDP
+    // misses, every name distinct (no coalescing).
+    let mut single = Vec::new();
+    for i in 0..10 {
+        let mut c = tcp_connect(s.tcp, "127.0.0.100").await;
+        let q = query_packet(&format!("tcp-{i}.drain.example"), RecordType::A, false);
+        c.write_all(&framed(&q)).await.unwrap();
+        single.push((c, [q[0], q[1]]));
+    }
+    let mut piped = tcp_connect(s.tcp, "127.0.0.100").await;
+    let mut piped_ids = Vec::new();
+    for i in 0..3 {
+        let q = query_packet(&format!("piped-{i}.drain.example"), RecordType::A, false);
+        piped.write_all(&framed(&q)).await.unwrap();
+        piped_ids.push([q[0], q[1]]);
+    }
+    let udp: Vec<_> = (0..10)
+        .map(|i| {
+            let q = query_packet(&format!("udp-{i}.drain.example"), RecordType::A, false);
+            let server = s.udp;
+            tokio::spawn(async move { udp_raw(server, "127.0.0.100".parse().unwrap(), &q).await })
+        })
+        .collect();
+    // Every query has reached the upstream, which answers 400 ms after it got each: all 23
+    // are in flight when the server is told to stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while up.queries() < 23 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 23 queries reached the upstream",
+            up.queries()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let app = s.app.take().expect("running");
+    let stopping = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        app.shutdown().await;
+        started.elapsed()
+    });
+    // A query sent once the server is stopping is not read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = query_packet("late.drain.example", RecordType::A, false);
+    let _ = piped.write_all(&framed(&late)).await;
+
+    for (i, (mut c, id)) in single.into_iter().enumerate() {
+        let answer = next_frame(&mut c, Duration::from_secs(4))
+            .await
+            .unwrap_or_else(|| panic!("TCP connection {i} closed without its answer"));
+        assert_eq!([answer[0], answer[1]], id);
+        let m = hickory_proto::op::Message::from_vec(&answer).unwrap();
+        assert_eq!(a_records(&m), ["192.0.2.8"], "connection {i}");
+        assert!(
+            closed_within(&mut c, Duration::from_secs(4)).await,
+            "connection {i} is closed once answered"
+        );
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let answer = next_frame(&mut piped, Duration::from_secs(4))
+            .await
+            .expect("every pipelined query read before the stop is answered");
+        got.push([answer[0], answer[1]]);
+    }
+    got.sort_unstable();
+    piped_ids.sort_unstable();
+    assert_eq!(got, piped_ids);
+    assert!(
+        next_frame(&mut piped, Duration::from_secs(4))
+            .await
+            .is_none(),
+        "the query sent after the stop is not answered; the connection closes"
+    );
+    for (i, t) in udp.into_iter().enumerate() {
+        let r = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("UDP query {i} unanswered"));
+        assert_eq!(r[3] & 0x0F, 0, "UDP query {i}");
+    }
+    let took = stopping.await.unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown waited for the answers, not for the grace period: {took:?}"
+    );
+}
