@@ -135,7 +135,10 @@ impl From<ControlError> for ApiError {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
                     E::NoSuchVersion(_) => StatusCode::NOT_FOUND,
-                    E::InvalidArgument { .. } | E::BadProposal(_) => StatusCode::BAD_REQUEST,
+                    E::InvalidArgument { .. }
+                    | E::BadProposal(_)
+                    | E::IsProposal(_)
+                    | E::NotAProposal(_) => StatusCode::BAD_REQUEST,
                     _ => StatusCode::CONFLICT,
                 };
                 Self::new(status, se.to_string())

@@ -900,9 +900,10 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
     assert_eq!(admin_history[1]["status"], "proposed", "{admin_history}");
     assert_eq!(admin_history[2]["status"], "applied", "{admin_history}");
     // A second apply of the same proposal changes nothing more but is allowed only while its
-    // base is running: it is not (version 3 runs version 2's content), so it is refused.
+    // base is running: it is not (version 3 runs version 2's content), so it is refused, as a
+    // conflict with the running policy (409), not a malformed request.
     let (status, body) = s.post(ADMIN, "/api/v1/review/policy/apply", apply).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     s.stop().await;
 
     // The CLI shows the proposal with its author and status.
