@@ -103,6 +103,9 @@ pub(super) struct RotatingFile {
     witness: Option<SharedWitness>,
     /// What the sink has dropped so far, for the witness.
     tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
+    /// A failed write left a partial line that could not be cut off: the length to cut the
+    /// file back to before anything else is written to it.
+    cut_to: Option<u64>,
 }
 
 impl RotatingFile {
@@ -146,6 +149,7 @@ impl RotatingFile {
             mode,
             witness,
             tally,
+            cut_to: None,
         })
     }
 
@@ -192,10 +196,17 @@ impl RotatingFile {
             let file = open_append(&self.path, self.mode)?;
             self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(file);
+            self.cut_to = None;
         }
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("event log is not open"));
         };
+        // A partial line left by an earlier failure: no line may be written after it, or it
+        // would run into that line.
+        if let Some(len) = self.cut_to {
+            file.set_len(len)?;
+            self.cut_to = None;
+        }
         match file.write_all(chunk) {
             Ok(()) => {
                 self.size += chunk.len() as u64;
@@ -203,9 +214,9 @@ impl RotatingFile {
             }
             Err(e) => {
                 // Cut off any partial line so every line in the file stays a whole JSON object;
-                // if even that fails, reopen next time rather than keep a file in an unknown state.
+                // if even that fails, try again before the next write.
                 if file.set_len(self.size).is_err() {
-                    self.file = None;
+                    self.cut_to = Some(self.size);
                 }
                 Err(e)
             }
@@ -405,5 +416,24 @@ mod tests {
             "ccc\nddd\n"
         );
         assert!(!rotated_path(&path, 2).exists(), "keep = 1 keeps one");
+    }
+
+    #[test]
+    fn a_partial_line_that_could_not_be_cut_is_cut_before_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut file = RotatingFile::open(path.clone(), 1 << 20, 1).unwrap();
+        file.write_lines(b"aaa\n", &[4]);
+        // What a failed write leaves when even cutting it off failed.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":1,\"pr")
+            .unwrap();
+        file.cut_to = Some(4);
+        assert_eq!(file.write_lines(b"bbb\n", &[4]).0, 1);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "aaa\nbbb\n");
+        assert_eq!(file.cut_to, None);
     }
 }
