@@ -47,7 +47,7 @@
 //! written once writing works again is a `log_gap` event ([`super::LogGapEvent`]) saying how
 //! many events were lost, how many were delayed, since when, and the error. The failure is
 //! logged once at once, then at most every 5 s with counts, and once when it ends;
-//! [`EventSender::log_failing`] reports it meanwhile.
+//! [`EventSender::log_failing`] (`/readyz`) reports it meanwhile.
 
 use super::config::MAX_QUEUE;
 pub use super::config::{AllowedLogging, EventsConfig, FileMode, SinkKind};
@@ -332,7 +332,8 @@ impl EventSender {
     }
 
     /// Whether the event log is failing: its last write failed (a full disk, an I/O error)
-    /// and none has worked since, so events are being held in memory or lost.
+    /// and none has worked since, so events are being held in memory or lost. `/readyz`
+    /// reports it.
     #[must_use]
     pub fn log_failing(&self) -> bool {
         self.status.failing.load(Ordering::Relaxed)
@@ -582,7 +583,7 @@ struct Writer<E: LineEncoder> {
     tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
     /// The same counts, for the writer to add its own losses to.
     drops: Arc<Tally>,
-    /// Whether the log is failing ([`EventSender::log_failing`]).
+    /// Whether the log is failing, for `/readyz`.
     status: Arc<LogStatus>,
     /// Lines were written since the last fsync.
     unsynced: bool,
