@@ -1825,6 +1825,7 @@ mod tests {
         // One unbroken chain: nothing that failed took a seq.
         let report = disk.verify(&key);
         assert!(report.ok, "{report}");
+        assert_eq!(report.gaps.len(), 1, "{report}");
         let lines = disk.lines();
         assert_eq!(report.records, lines.len() as u64);
         let kinds: Vec<String> = lines

@@ -44,6 +44,9 @@
 //! | `wrong_key` | sealed with another key, unkeyed when a key was given, or keyed when none was    |
 //! | `unreadable`| a file could not be read                                                         |
 //!
+//! Not a problem but listed in the report (`gaps`): each verified `log_gap` record, the sink's
+//! own account of a time the log could not be written and what was lost then.
+//!
 //! The first file may start at any seq: rotation with `keep` removes the oldest files. The
 //! report says where the chain starts, so an analyst can tell "starts at 0" from "starts at
 //! 812"; a gap *between* files is a deletion.
@@ -107,7 +110,7 @@ use crate::events::Event;
 use crate::events::sink::{EventsConfig, JsonLines, LineEncoder, SinkKind};
 
 pub use chain::{ChainEncoder, ChainMark};
-pub use report::{ChainPoint, Problem, ProblemKind, VerifyReport};
+pub use report::{ChainPoint, LogGap, Problem, ProblemKind, VerifyReport};
 pub use verify::verify;
 
 /// `prev` of the record with seq 0.
