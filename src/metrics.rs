@@ -39,6 +39,8 @@ pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
 /// Security events held in memory because the log could not be written, to be written once it
 /// can (at most `events::sink::BACKLOG_EVENTS`).
 pub const EVENTS_BACKLOG: &str = "dnsward_events_backlog";
+/// Rotations of the event log that failed (the file keeps growing until one works).
+pub const EVENTS_ROTATION_FAILURES_TOTAL: &str = "dnsward_events_rotation_failures_total";
 /// Events not logged by design (sampling), by `kind` (`unknown_client`).
 pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
 /// TCP connections refused, by `reason` (`global_cap`, `client_cap`, `unknown_client`).

@@ -10,6 +10,11 @@
 //! Before rotation deletes a file, its last whole line goes to the [`LogWitness`], if there is
 //! one, so a verifier can tell "rotated away" from "cut off".
 //!
+//! A rotation that fails (an unwritable directory) leaves the lines in the live file, which
+//! then grows past `rotate_bytes`; it is tried again no sooner than [`ROTATE_RETRY_MIN`] later,
+//! the wait doubling per failure up to [`ROTATE_RETRY_MAX`], each failure logged once and
+//! counted in `dnsward_events_rotation_failures_total`.
+//!
 //! Event files are opened with `O_NOFOLLOW` (a symlink planted at the log's path is refused,
 //! never written through) and get mode 0600, or 0640 with `file_mode = "0640"`, whatever the
 //! umask.
@@ -19,16 +24,23 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::witness::{LogWitness, SinkTally, WitnessCause};
+use crate::metrics::EVENTS_ROTATION_FAILURES_TOTAL;
 
 /// A witness shared by the writer (periodic checkpoints) and rotation (dropped heads).
 pub type SharedWitness = Arc<Mutex<Box<dyn LogWitness>>>;
 
 /// Longest line [`last_line`] looks back for: event lines are far shorter.
 const MAX_TAIL_LINE: u64 = 1 << 20;
+
+/// The wait before trying a failed rotation again, doubled per failure...
+pub const ROTATE_RETRY_MIN: Duration = Duration::from_secs(5);
+/// ... up to this.
+pub const ROTATE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The name of rotated file number `n` (1 = newest) of the log at `path`: `path` with `.n`
 /// appended, e.g. `events.jsonl.1`.
@@ -103,6 +115,10 @@ pub(super) struct RotatingFile {
     witness: Option<SharedWitness>,
     /// What the sink has dropped so far, for the witness.
     tally: Arc<dyn Fn() -> SinkTally + Send + Sync>,
+    /// After a failed rotation: no new attempt before this.
+    rotate_retry_at: Option<Instant>,
+    /// The wait after the next failed rotation.
+    rotate_backoff: Duration,
     /// A failed write left a partial line that could not be cut off: the length to cut the
     /// file back to before anything else is written to it.
     cut_to: Option<u64>,
@@ -149,6 +165,8 @@ impl RotatingFile {
             mode,
             witness,
             tally,
+            rotate_retry_at: None,
+            rotate_backoff: ROTATE_RETRY_MIN,
             cut_to: None,
         })
     }
@@ -163,14 +181,18 @@ impl RotatingFile {
         let mut done = 0; // lines written
         while done < line_ends.len() {
             let start = if done == 0 { 0 } else { line_ends[done - 1] };
-            if self.size > 0 && self.size + (line_ends[done] - start) as u64 > self.rotate_bytes {
+            let (line, limit) = ((line_ends[done] - start) as u64, self.rotate_bytes);
+            let over = |size: u64| size > 0 && size + line > limit;
+            if over(self.size) && self.rotation_due() {
                 self.rotate();
             }
+            // Rotation failed, or waits for its retry: the current file takes the rest.
+            let stuck = over(self.size);
             // The longest run of lines that fits in the current file (at least one line, so a
             // line longer than the limit still gets a file of its own).
             let mut end_line = done + 1;
             while end_line < line_ends.len()
-                && self.size + (line_ends[end_line] - start) as u64 <= self.rotate_bytes
+                && (stuck || self.size + (line_ends[end_line] - start) as u64 <= self.rotate_bytes)
             {
                 end_line += 1;
             }
@@ -223,6 +245,11 @@ impl RotatingFile {
         }
     }
 
+    /// Whether a rotation may be tried now (none failed, or its retry time has come).
+    fn rotation_due(&self) -> bool {
+        self.rotate_retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
     /// Shift `path.N` → `path.N+1` (dropping the oldest), `path` → `path.1`, start a new file.
     /// A failed rename is logged and writing continues in the current file: a file too big is
     /// better than lost events.
@@ -249,8 +276,24 @@ impl RotatingFile {
             }
             fs::rename(&self.path, rotated(1))
         })();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, path = %self.path.display(), "event log rotation failed");
+        match result {
+            Ok(()) => {
+                self.rotate_retry_at = None;
+                self.rotate_backoff = ROTATE_RETRY_MIN;
+            }
+            Err(e) => {
+                metrics::counter!(EVENTS_ROTATION_FAILURES_TOTAL).increment(1);
+                let wait = self.rotate_backoff;
+                self.rotate_retry_at = Some(Instant::now() + wait);
+                self.rotate_backoff = (wait * 2).min(ROTATE_RETRY_MAX);
+                tracing::warn!(
+                    error = %e,
+                    path = %self.path.display(),
+                    retry_in = ?wait,
+                    "event log rotation failed; writing continues in the current file, which \
+                     grows past rotate_bytes until a rotation works"
+                );
+            }
         }
         // Reopened here so the size restarts from whatever the file now holds (0 after a
         // successful rotation, the old size after a failed one).
@@ -416,6 +459,74 @@ mod tests {
             "ccc\nddd\n"
         );
         assert!(!rotated_path(&path, 2).exists(), "keep = 1 keeps one");
+    }
+
+    /// A file whose rotation fails: `events.jsonl.1` is a directory with a file in it, which
+    /// neither removal nor rename can replace (even as root, unlike a read-only directory).
+    fn blocked_rotation(keep: u32) -> (tempfile::TempDir, PathBuf, RotatingFile, Seen) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let blocker = rotated_path(&path, 1);
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), "x").unwrap();
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let witness: SharedWitness = Arc::new(Mutex::new(Box::new(Recorder(Arc::clone(&seen)))));
+        let file = RotatingFile::open_with(
+            path.clone(),
+            8,
+            keep,
+            0o600,
+            Some(witness),
+            Arc::new(SinkTally::default),
+        )
+        .unwrap();
+        (dir, path, file, seen)
+    }
+
+    #[test]
+    fn a_failed_rotation_waits_before_it_is_tried_again() {
+        let (_dir, path, mut file, seen) = blocked_rotation(1);
+        // Ten 4-byte lines against an 8-byte limit, one write each: rotation is due before
+        // every line from the third on, but after the first failure it is not tried again
+        // until the wait is over (each attempt tells the witness first).
+        for _ in 0..10 {
+            let (n, e) = file.write_lines(b"aaa\n", &[4]);
+            assert_eq!((n, e.map(|e| e.to_string())), (1, None));
+        }
+        assert_eq!(seen.lock().len(), 1, "one attempt, not one per line");
+        assert_eq!(
+            fs::read(&path).unwrap().len(),
+            40,
+            "the live file takes the lines"
+        );
+        let wait = file.rotate_retry_at.unwrap() - Instant::now();
+        assert!(wait > ROTATE_RETRY_MIN - Duration::from_secs(1) && wait <= ROTATE_RETRY_MIN);
+
+        // A batch of lines is written whole too, in one write.
+        let (n, e) = file.write_lines(b"bbb\nccc\nddd\n", &[4, 8, 12]);
+        assert_eq!((n, e.is_none()), (3, true));
+        assert_eq!(seen.lock().len(), 1);
+
+        // Each failure doubles the wait, up to a minute.
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            file.rotate_retry_at = Some(Instant::now() - Duration::from_millis(1));
+            file.write_lines(b"eee\n", &[4]);
+            waits.push((file.rotate_retry_at.unwrap() - Instant::now()).as_secs() + 1);
+        }
+        assert_eq!(waits, [10, 20, 40, 60, 60]);
+        assert_eq!(seen.lock().len(), 6);
+
+        // Once the way is clear, the next due attempt rotates and the wait starts over.
+        fs::remove_dir_all(rotated_path(&path, 1)).unwrap();
+        file.rotate_retry_at = Some(Instant::now() - Duration::from_millis(1));
+        file.write_lines(b"fff\n", &[4]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "fff\n");
+        assert_eq!(fs::read(rotated_path(&path, 1)).unwrap().len(), 72);
+        assert_eq!(
+            (file.rotate_retry_at, file.rotate_backoff),
+            (None, ROTATE_RETRY_MIN)
+        );
     }
 
     #[test]

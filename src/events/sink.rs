@@ -31,7 +31,7 @@
 //! The file sink rotates by size (see [`super::rotation`]): before a line would take
 //! `events.jsonl` past `rotate_bytes`, it is renamed `events.jsonl.1` (older ones shift up to
 //! `.keep`, the oldest is removed) and a new file is started, so no line is ever split across
-//! files.
+//! files (a failed rotation is retried no sooner than 5 s later, then 10, 20, … up to a minute).
 //!
 //! # Write errors (a full disk)
 //!
