@@ -41,6 +41,9 @@ pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
 pub const EVENTS_BACKLOG: &str = "dnsward_events_backlog";
 /// Rotations of the event log that failed (the file keeps growing until one works).
 pub const EVENTS_ROTATION_FAILURES_TOTAL: &str = "dnsward_events_rotation_failures_total";
+/// Times the event log's path no longer named the file being written and a new file was
+/// started there, by `reason` (`deleted`, `replaced`).
+pub const EVENTS_FILE_REOPENED_TOTAL: &str = "dnsward_events_file_reopened_total";
 /// Events not logged by design (sampling), by `kind` (`unknown_client`).
 pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
 /// TCP connections refused, by `reason` (`global_cap`, `client_cap`, `unknown_client`).

@@ -12,7 +12,8 @@
 //! - [`config`]: the `[events]` section.
 //! - [`aggregate`]: folding of repeated identical query events into one line with a count.
 //! - [`sink`]: the bounded queue and the file/stdout writer.
-//! - [`rotation`]: size-based rotation of the log file and its naming rule.
+//! - [`rotation`]: size-based rotation of the log file and its naming rule; following a log
+//!   file deleted or moved away.
 //! - [`reader`]: the one reader of the log's files (which files, their lines), used by
 //!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 

@@ -15,21 +15,30 @@
 //! the wait doubling per failure up to [`ROTATE_RETRY_MAX`], each failure logged once and
 //! counted in `dnsward_events_rotation_failures_total`.
 //!
+//! About once a second ([`PATH_CHECK_EVERY`]), and at once when asked (a reload), the writer
+//! checks that the path still names the file it writes (device and inode). When the file was
+//! deleted, or moved away and perhaps replaced (logrotate's `create` mode), it starts writing
+//! at the path again: the file there, or a new one. The chain simply continues in it, as it
+//! does across rotation; lines written to a deleted file before this check are gone with it,
+//! and `audit verify` shows the hole.
+//!
 //! Event files are opened with `O_NOFOLLOW` (a symlink planted at the log's path is refused,
 //! never written through) and get mode 0600, or 0640 with `file_mode = "0640"`, whatever the
 //! umask.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::witness::{LogWitness, SinkTally, WitnessCause};
-use crate::metrics::EVENTS_ROTATION_FAILURES_TOTAL;
+use crate::metrics::{EVENTS_FILE_REOPENED_TOTAL, EVENTS_ROTATION_FAILURES_TOTAL};
 
 /// A witness shared by the writer (periodic checkpoints) and rotation (dropped heads).
 pub type SharedWitness = Arc<Mutex<Box<dyn LogWitness>>>;
@@ -41,6 +50,9 @@ const MAX_TAIL_LINE: u64 = 1 << 20;
 pub const ROTATE_RETRY_MIN: Duration = Duration::from_secs(5);
 /// ... up to this.
 pub const ROTATE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How often the writer checks that the log's path still names the file it writes.
+pub const PATH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The name of rotated file number `n` (1 = newest) of the log at `path`: `path` with `.n`
 /// appended, e.g. `events.jsonl.1`.
@@ -119,6 +131,12 @@ pub(super) struct RotatingFile {
     rotate_retry_at: Option<Instant>,
     /// The wait after the next failed rotation.
     rotate_backoff: Duration,
+    /// When the path was last compared with the open file (every [`PATH_CHECK_EVERY`]).
+    path_checked: Instant,
+    /// Set by a reload: compare before the next write.
+    reopen: Arc<AtomicBool>,
+    /// Reopening at the path failed and was logged; logged again only once it worked.
+    reopen_failed: bool,
     /// A failed write left a partial line that could not be cut off: the length to cut the
     /// file back to before anything else is written to it.
     cut_to: Option<u64>,
@@ -167,8 +185,17 @@ impl RotatingFile {
             tally,
             rotate_retry_at: None,
             rotate_backoff: ROTATE_RETRY_MIN,
+            path_checked: Instant::now(),
+            reopen: Arc::new(AtomicBool::new(false)),
+            reopen_failed: false,
             cut_to: None,
         })
+    }
+
+    /// Check the path before the next write whenever `flag` is set (and clear it).
+    pub(super) fn reopen_on(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.reopen = flag;
+        self
     }
 
     /// Write the lines of `buf` (line `i` ends at `line_ends[i]`), rotating between lines.
@@ -178,6 +205,7 @@ impl RotatingFile {
         buf: &[u8],
         line_ends: &[usize],
     ) -> (usize, Option<io::Error>) {
+        self.follow_path();
         let mut done = 0; // lines written
         while done < line_ends.len() {
             let start = if done == 0 { 0 } else { line_ends[done - 1] };
@@ -248,6 +276,72 @@ impl RotatingFile {
     /// Whether a rotation may be tried now (none failed, or its retry time has come).
     fn rotation_due(&self) -> bool {
         self.rotate_retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// About once a second, or when asked: if the path no longer names the open file (it was
+    /// deleted, or moved away), start writing at the path again.
+    fn follow_path(&mut self) {
+        let asked = self.reopen.swap(false, Ordering::Relaxed);
+        if !asked && self.path_checked.elapsed() < PATH_CHECK_EVERY {
+            return;
+        }
+        self.path_checked = Instant::now();
+        // Without an open file the next write opens the path anyway.
+        let Some(open) = self.file.as_ref().and_then(|f| f.metadata().ok()) else {
+            return;
+        };
+        let reason = match fs::symlink_metadata(&self.path) {
+            Ok(at) if at.dev() == open.dev() && at.ino() == open.ino() => return,
+            Ok(_) => "replaced",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "deleted",
+            Err(e) => {
+                if !self.reopen_failed {
+                    tracing::warn!(error = %e, path = %self.path.display(), "cannot check the event log's path");
+                    self.reopen_failed = true;
+                }
+                return;
+            }
+        };
+        match open_append(&self.path, self.mode) {
+            Ok(file) => {
+                if let Some(old) = self.file.take()
+                    && let Err(e) = old.sync_all()
+                {
+                    tracing::warn!(error = %e, "event log sync before reopening failed");
+                }
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(file);
+                self.cut_to = None;
+                self.reopen_failed = false;
+                metrics::counter!(EVENTS_FILE_REOPENED_TOTAL, "reason" => reason).increment(1);
+                if reason == "deleted" {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        "the event log file being written was deleted: a new one is started at \
+                         its path and the chain continues in it; the records in the deleted file \
+                         are gone"
+                    );
+                } else {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        "the event log file being written was moved away or replaced \
+                         (logrotate?): writing continues in the file now at its path, the chain \
+                         continuing"
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.reopen_failed {
+                    tracing::warn!(
+                        error = %e,
+                        reason,
+                        "the event log file being written was {reason}, and none can be opened \
+                         at its path: writing continues in the old file"
+                    );
+                    self.reopen_failed = true;
+                }
+            }
+        }
     }
 
     /// Shift `path.N` → `path.N+1` (dropping the oldest), `path` → `path.1`, start a new file.
@@ -527,6 +621,52 @@ mod tests {
             (file.rotate_retry_at, file.rotate_backoff),
             (None, ROTATE_RETRY_MIN)
         );
+    }
+
+    #[test]
+    fn a_deleted_log_is_started_again_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut file = RotatingFile::open(path.clone(), 1 << 20, 1).unwrap();
+        file.write_lines(b"aaa\n", &[4]);
+        fs::remove_file(&path).unwrap();
+        // Within a second of the last check, the write still goes to the open file...
+        file.write_lines(b"bbb\n", &[4]);
+        assert!(!path.exists());
+        // ... and the next check finds the path empty and starts a new file there.
+        file.path_checked = Instant::now() - PATH_CHECK_EVERY;
+        file.write_lines(b"ccc\n", &[4]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "ccc\n");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The size restarts with the new file.
+        assert_eq!(file.size, 4);
+    }
+
+    #[test]
+    fn a_log_moved_away_is_followed_at_once_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let asked = Arc::new(AtomicBool::new(false));
+        let mut file = RotatingFile::open(path.clone(), 1 << 20, 1)
+            .unwrap()
+            .reopen_on(Arc::clone(&asked));
+        file.write_lines(b"aaa\n", &[4]);
+        let moved = dir.path().join("events.jsonl-20261201");
+        fs::rename(&path, &moved).unwrap();
+        fs::write(&path, "").unwrap();
+        // Until the check, lines follow the renamed file (the same open file)...
+        file.write_lines(b"bbb\n", &[4]);
+        // ... and a reload's request checks before the next write, not a second later.
+        asked.store(true, Ordering::Relaxed);
+        file.write_lines(b"ccc\n", &[4]);
+        assert!(!asked.load(Ordering::Relaxed));
+        assert_eq!(fs::read_to_string(&moved).unwrap(), "aaa\nbbb\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "ccc\n");
+        // The same file: nothing to do.
+        asked.store(true, Ordering::Relaxed);
+        file.write_lines(b"ddd\n", &[4]);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "ccc\nddd\n");
     }
 
     #[test]

@@ -32,6 +32,10 @@
 //! `events.jsonl` past `rotate_bytes`, it is renamed `events.jsonl.1` (older ones shift up to
 //! `.keep`, the oldest is removed) and a new file is started, so no line is ever split across
 //! files (a failed rotation is retried no sooner than 5 s later, then 10, 20, … up to a minute).
+//! About once a second, and on a reopen request ([`EventSender::reopen_log`], sent by a
+//! reload), the file sink checks that the path still names the file it writes: a log deleted
+//! or moved away (logrotate's `create` mode) is followed by a new file at the path, the chain
+//! continuing in it as it does across rotation.
 //!
 //! # Write errors (a full disk)
 //!
@@ -151,7 +155,7 @@ pub struct EventSender {
     /// Folding of repeated identical query events (`None`: `aggregate_interval = 0s`, or a
     /// disabled sender).
     aggregator: Option<Arc<Aggregator>>,
-    /// Shared with the writer: whether the log is failing.
+    /// Shared with the writer: whether the log is failing, and reopen requests.
     status: Arc<LogStatus>,
 }
 
@@ -160,6 +164,8 @@ pub struct EventSender {
 struct LogStatus {
     /// The last write failed and none has worked since.
     failing: AtomicBool,
+    /// Set to ask the file sink to check its path before the next write (a reload).
+    reopen: Arc<AtomicBool>,
     /// Failure warnings logged (tests: tracing's per-thread capture is not reliable while
     /// other tests log from other threads).
     #[cfg(test)]
@@ -339,6 +345,14 @@ impl EventSender {
         self.status.failing.load(Ordering::Relaxed)
     }
 
+    /// Ask the file sink to check, before its next write, that the log's path still names the
+    /// file it writes, and to start a new file there if not (the log was deleted, or moved
+    /// away by logrotate's `create` mode). It also checks on its own about once a second; a
+    /// reload asks at once.
+    pub fn reopen_log(&self) {
+        self.status.reopen.store(true, Ordering::Relaxed);
+    }
+
     /// A sender that discards everything (for tests and `sink = "none"`), counting nothing as
     /// dropped.
     #[must_use]
@@ -447,14 +461,17 @@ pub fn spawn_with_extras(
                     "events: sink = \"file\" needs a path",
                 )
             })?;
-            Output::File(RotatingFile::open_with(
-                path,
-                cfg.rotate_bytes,
-                cfg.keep,
-                cfg.file_mode.bits(),
-                setup.witness.clone(),
-                Arc::clone(&setup.tally),
-            )?)
+            Output::File(
+                RotatingFile::open_with(
+                    path,
+                    cfg.rotate_bytes,
+                    cfg.keep,
+                    cfg.file_mode.bits(),
+                    setup.witness.clone(),
+                    Arc::clone(&setup.tally),
+                )?
+                .reopen_on(Arc::clone(&setup.status.reopen)),
+            )
         }
     };
     start(cfg, setup, encoder, tap, output, BACKLOG_EVENTS)
@@ -2036,5 +2053,38 @@ mod tests {
         assert_eq!(limiter.allow(at(5)), Some(2));
         assert_eq!(limiter.allow(at(6)), None);
         assert_eq!(limiter.allow(at(20)), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_log_moved_away_is_followed_to_a_new_file_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let key = crate::govern::audit::AuditKey::new(vec![7; 32]);
+        let cfg = file_config(&path);
+        let encoder = crate::govern::audit::ChainEncoder::new(Some(&key));
+        let (tx, handle) = spawn_with_encoder(&cfg, encoder).unwrap();
+        for n in 0..3 {
+            assert!(tx.emit(query(n)));
+        }
+        wait_until("3 lines are written", || read_events(&path).len() == 3).await;
+        // logrotate's `create` mode: rename, create a new file, signal (here: the reload's
+        // request).
+        let moved = super::super::rotation::rotated_path(&path, 1);
+        fs::rename(&path, &moved).unwrap();
+        fs::write(&path, "").unwrap();
+        tx.reopen_log();
+        for n in 3..6 {
+            assert!(tx.emit(query(n)));
+        }
+        handle.shutdown().await;
+        let numbers = |p: &Path| read_events(p).iter().map(latency).collect::<Vec<_>>();
+        assert_eq!(numbers(&moved), [0, 1, 2]);
+        assert_eq!(numbers(&path), [3, 4, 5]);
+        let report = crate::govern::audit::verify(
+            &super::super::reader::rotated_files(&path),
+            Some(key.as_bytes()),
+        );
+        assert!(report.ok, "{report}");
+        assert_eq!(report.records, 6);
     }
 }
