@@ -308,10 +308,13 @@ impl RunningApp {
         {
             // SIGHUP and the API's reload both go through control: the admin token and the
             // DoT/DoH certificates, keys, client CAs and CRLs are re-read there (open
-            // connections keep the configuration they were accepted with).
+            // connections keep the configuration they were accepted with), and the event log's
+            // path is checked before the next write (logrotate's `create` mode).
             let token = Arc::clone(&token);
             let cells = tls.cells();
+            let events = pipeline.events().clone();
             control.set_reload_hook(ReloadHook(Box::new(move || {
+                events.reopen_log();
                 let mut failed: Vec<String> = cells
                     .iter()
                     .filter_map(|c| c.reload().err())

@@ -33,8 +33,18 @@ pub const UPSTREAM_SCRUBBED_TOTAL: &str = "dnsward_upstream_records_scrubbed_tot
 pub const UPSTREAM_DURATION_SECONDS: &str = "dnsward_upstream_duration_seconds";
 /// Events written by the sink, by `kind`.
 pub const EVENTS_WRITTEN_TOTAL: &str = "dnsward_events_written_total";
-/// Events dropped because the sink queue was full or the sink failed, by `cause`.
+/// Events dropped because the sink queue was full or the sink failed, by `cause`
+/// (`queue_full`, `security_queue_full`, `io`: query events not written, `security_io`:
+/// security events not written, `encode`, `closed`).
 pub const EVENTS_DROPPED_TOTAL: &str = "dnsward_events_dropped_total";
+/// Security events held in memory because the log could not be written, to be written once it
+/// can (at most `events::sink::BACKLOG_EVENTS`).
+pub const EVENTS_BACKLOG: &str = "dnsward_events_backlog";
+/// Rotations of the event log that failed (the file keeps growing until one works).
+pub const EVENTS_ROTATION_FAILURES_TOTAL: &str = "dnsward_events_rotation_failures_total";
+/// Times the event log's path no longer named the file being written and a new file was
+/// started there, by `reason` (`deleted`, `replaced`).
+pub const EVENTS_FILE_REOPENED_TOTAL: &str = "dnsward_events_file_reopened_total";
 /// Events not logged by design (sampling), by `kind` (`unknown_client`).
 pub const EVENTS_SAMPLED_OUT_TOTAL: &str = "dnsward_events_sampled_out_total";
 /// TCP connections refused, by `reason` (`global_cap`, `client_cap`, `unknown_client`).
@@ -117,6 +127,7 @@ pub fn preregister<'a>(groups: impl Iterator<Item = &'a str>) {
         "closed",
         "encode",
         "io",
+        "security_io",
     ] {
         metrics::counter!(EVENTS_DROPPED_TOTAL, "cause" => cause).increment(0);
     }

@@ -194,11 +194,21 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Ready: a policy is loaded and listeners are up (this answers at all), and the event log is
+/// being written. While it cannot be (a full disk), 503 with `"event_log": "failing"`: the
+/// resolver still answers, but the evidence of what it answers is being held in memory or lost.
 async fn readyz(State(s): State<ApiState>) -> Response {
     let v = s.pipeline.policy().version.clone();
+    if s.pipeline.events().log_failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "policy_version": v.number, "event_log": "failing" })),
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
-        Json(json!({ "ready": true, "policy_version": v.number })),
+        Json(json!({ "ready": true, "policy_version": v.number, "event_log": "ok" })),
     )
         .into_response()
 }

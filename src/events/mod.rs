@@ -5,12 +5,15 @@
 //! breakdown) and which policy version decided. The query path hands events to an
 //! `sink::EventSender`, which never blocks: the queues are bounded, security events (everything
 //! but queries) have their own queue that query logging cannot fill, and a full queue drops the
-//! event and counts it in `dnsward_events_dropped_total`.
+//! event and counts it in `dnsward_events_dropped_total`. When the log cannot be written (a full
+//! disk), unwritten security events wait in a bounded backlog and a [`LogGapEvent`] records
+//! what was lost once writing works again (see [`sink`]).
 //!
 //! - [`config`]: the `[events]` section.
 //! - [`aggregate`]: folding of repeated identical query events into one line with a count.
 //! - [`sink`]: the bounded queue and the file/stdout writer.
-//! - [`rotation`]: size-based rotation of the log file and its naming rule.
+//! - [`rotation`]: size-based rotation of the log file and its naming rule; following a log
+//!   file deleted or moved away.
 //! - [`reader`]: the one reader of the log's files (which files, their lines), used by
 //!   `audit verify`, `alerts`, `events tail` and the chain's resume.
 
@@ -72,6 +75,7 @@ impl Event {
             EventBody::Admin(_) => "admin",
             EventBody::EgressDenied(_) => "egress_denied",
             EventBody::AuthRefused(_) => "auth_refused",
+            EventBody::LogGap(_) => "log_gap",
         }
     }
 }
@@ -97,6 +101,32 @@ pub enum EventBody {
     /// An encrypted client was refused before any query: a bad client certificate at the TLS
     /// handshake, or a bad bearer token.
     AuthRefused(AuthRefusedEvent),
+    /// The event log could not be written for a while: written by the writer itself, first
+    /// thing once writing works again, to say what was lost and why (see [`sink`]).
+    LogGap(LogGapEvent),
+}
+
+/// What an event log outage cost: the first record written after the log could not be
+/// written for a while. Records that could not be written never took a place in the hash
+/// chain, so the chain stays whole and this record, chained and sealed like any other, is the
+/// authenticated account of the gap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogGapEvent {
+    /// Security events (every kind but `query`) lost for good: more than the writer's
+    /// in-memory backlog holds ([`sink::BACKLOG_EVENTS`]).
+    pub security_lost: u64,
+    /// Query events lost.
+    pub query_lost: u64,
+    /// Security events that were held in memory during the outage and are written after this
+    /// record (with their own, earlier, `ts`).
+    pub security_delayed: u64,
+    /// Write attempts that failed.
+    pub failed_writes: u64,
+    /// The error of the first failed write, e.g. `No space left on device (os error 28)`.
+    pub error: String,
+    /// When the first write failed (RFC 3339 UTC); the record's `ts` is when writing worked
+    /// again.
+    pub since: String,
 }
 
 /// A connection attempt to an address dnsward did not resolve for the client's group.

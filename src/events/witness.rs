@@ -39,9 +39,11 @@ impl WitnessCause {
 /// What the sink lost since it started, so a checkpoint also records missing evidence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkTally {
-    /// Security events (everything but queries) dropped because their queue was full.
+    /// Security events (everything but queries) dropped because their queue was full, or
+    /// because the log could not be written and the in-memory backlog was full (or the sink
+    /// shut down with it unwritten).
     pub security_dropped: u64,
-    /// Query events dropped because their queue was full.
+    /// Query events dropped because their queue was full or the log could not be written.
     pub query_dropped: u64,
 }
 

@@ -23,7 +23,8 @@
 //! - `seq`: the `seq` of the witnessed log line (absent when the log is not chained);
 //! - `line_hash`: SHA-256 of the witnessed line without its `\n` (`null`: the file was empty);
 //! - `file`: the rotated file that was dropped (rotation checkpoints);
-//! - `security_dropped`, `query_dropped`: events the sink lost from full queues since start;
+//! - `security_dropped`, `query_dropped`: events the sink lost since start, from full queues
+//!   or because the log could not be written;
 //! - `prev`: `H(previous checkpoint line)`, so removing a checkpoint breaks the links;
 //! - `seal`: `H(the line's bytes before ,"seal":")`, last; `H` is HMAC-SHA256 keyed with the
 //!   audit key when one is configured (`chain = "hmac-sha256"`), SHA-256 otherwise.
@@ -94,9 +95,9 @@ pub struct Checkpoint {
     pub seq: Option<u64>,
     /// SHA-256 (hex) of the witnessed line; `None` when there was none.
     pub line_hash: Option<String>,
-    /// Security events lost from a full queue since the sink started.
+    /// Security events lost since the sink started (a full queue, or not written).
     pub security_dropped: u64,
-    /// Query events lost from a full queue since the sink started.
+    /// Query events lost since the sink started (a full queue, or not written).
     pub query_dropped: u64,
     /// `sha256` or `hmac-sha256`.
     pub chain: String,
@@ -435,7 +436,8 @@ impl fmt::Display for CheckpointReport {
         if self.security_dropped > 0 {
             writeln!(
                 f,
-                "  the sink reported {} security event(s) lost from a full queue",
+                "  the sink reported {} security event(s) lost (a full queue, or a log that could \
+                 not be written)",
                 self.security_dropped
             )?;
         }

@@ -231,7 +231,10 @@ allow = ["*.corp.internal"]
             vec![("group", "zero-series-group"), ("action", "quarantine")],
         ),
         ("dnsward_policy_reloads_total", vec![("result", "rejected")]),
-        ("dnsward_events_dropped_total", vec![("cause", "io")]),
+        (
+            "dnsward_events_dropped_total",
+            vec![("cause", "security_io")],
+        ),
     ] {
         assert!(
             metric_sum(&text, name, &labels).is_some(),
@@ -242,4 +245,46 @@ allow = ["*.corp.internal"]
                 .join("\n")
         );
     }
+}
+
+/// logrotate's `create` mode: the log is renamed, a new file created, and dnsward told to
+/// reload; the events after it go to the new file, and the chain runs on across both.
+#[tokio::test]
+async fn a_reload_follows_an_event_log_moved_away() {
+    let mut s = TestServer::start(None, GROUP).await;
+    udp_query(s.udp, "127.0.0.50", "before.example", RecordType::A).await;
+    let path = s.events_path.clone();
+    let written = |p: &std::path::Path, name: &str| {
+        std::fs::read_to_string(p).is_ok_and(|t| t.contains(name))
+    };
+    for _ in 0..500 {
+        if written(&path, "before.example") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let moved = dnsward::events::rotation::rotated_path(&path, 1);
+    std::fs::rename(&path, &moved).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let _ = s
+        .app
+        .as_ref()
+        .unwrap()
+        .control
+        .reload(Some("logrotate"), None)
+        .await;
+    udp_query(s.udp, "127.0.0.50", "after.example", RecordType::A).await;
+    s.stop_and_read_events().await;
+
+    assert!(written(&moved, "before.example"));
+    assert!(!written(&moved, "after.example"));
+    assert!(
+        written(&path, "after.example"),
+        "the new file gets the events after the reload"
+    );
+    let files = dnsward::events::reader::rotated_files(&path);
+    assert_eq!(files, [moved, path]);
+    let report = dnsward::govern::audit::verify(&files, None);
+    assert!(report.ok, "{report}");
+    assert!(!report.starts_mid_way(), "{report}");
 }

@@ -118,7 +118,30 @@ impl ChainEncoder {
     }
 }
 
+/// Where a [`ChainEncoder`] stands between two lines: the next seq and the previous line's
+/// hash. The sink takes one before each line and returns to the one before the first line it
+/// could not write, so a record that never reached the file never takes a place in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainMark {
+    next_seq: u64,
+    prev: [u8; 32],
+}
+
 impl LineEncoder for ChainEncoder {
+    type Mark = ChainMark;
+
+    fn mark(&self) -> ChainMark {
+        ChainMark {
+            next_seq: self.next_seq,
+            prev: self.prev,
+        }
+    }
+
+    fn rewind(&mut self, mark: ChainMark) {
+        self.next_seq = mark.next_seq;
+        self.prev = mark.prev;
+    }
+
     fn encode_line(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         let start = out.len();
         out.extend_from_slice(b"{\"seq\":");

@@ -44,6 +44,9 @@
 //! | `wrong_key` | sealed with another key, unkeyed when a key was given, or keyed when none was    |
 //! | `unreadable`| a file could not be read                                                         |
 //!
+//! Not a problem but listed in the report (`gaps`): each verified `log_gap` record, the sink's
+//! own account of a time the log could not be written and what was lost then.
+//!
 //! The first file may start at any seq: rotation with `keep` removes the oldest files. The
 //! report says where the chain starts, so an analyst can tell "starts at 0" from "starts at
 //! 812"; a gap *between* files is a deletion.
@@ -72,9 +75,12 @@
 //! and the chain is checked across it. Events that were queued but not written were never part
 //! of the chain: they are lost, as events dropped from a full queue are.
 //!
-//! A write *error* (disk full) is different: the sink cuts the partial line and drops the
-//! batch's unwritten lines, which had already been given seqs, so the file shows a seq gap that
-//! [`verify`](verify()) reports as `deleted`, alongside `dnsward_events_dropped_total{cause="io"}`.
+//! A write *error* (disk full) is different: the sink cuts the partial line and takes the
+//! batch's unwritten lines back from the chain ([`LineEncoder::rewind`]): their seqs go to the
+//! next records written, so what reaches the file stays one unbroken chain. Unwritten security
+//! events are kept in memory and written later; what is lost for good is accounted for by a
+//! `log_gap` record, chained and sealed like any other, written first once writing works again
+//! (see [`crate::events::sink`]).
 //!
 //! # Files
 //! - this file: the `[audit]` section ([`AuditConfig`]), loading the key ([`AuditKey`]), the
@@ -103,8 +109,8 @@ use crate::config_error::ConfigProblems;
 use crate::events::Event;
 use crate::events::sink::{EventsConfig, JsonLines, LineEncoder, SinkKind};
 
-pub use chain::ChainEncoder;
-pub use report::{ChainPoint, Problem, ProblemKind, VerifyReport};
+pub use chain::{ChainEncoder, ChainMark};
+pub use report::{ChainPoint, LogGap, Problem, ProblemKind, VerifyReport};
 pub use verify::verify;
 
 /// `prev` of the record with seq 0.
@@ -332,6 +338,21 @@ pub enum AuditEncoder {
 }
 
 impl LineEncoder for AuditEncoder {
+    type Mark = Option<chain::ChainMark>;
+
+    fn mark(&self) -> Self::Mark {
+        match self {
+            AuditEncoder::Plain(_) => None,
+            AuditEncoder::Chained(e) => Some(e.mark()),
+        }
+    }
+
+    fn rewind(&mut self, mark: Self::Mark) {
+        if let (AuditEncoder::Chained(e), Some(mark)) = (self, mark) {
+            e.rewind(mark);
+        }
+    }
+
     fn encode_line(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         match self {
             AuditEncoder::Plain(e) => e.encode_line(event, out),

@@ -94,6 +94,45 @@ pub struct ChainPoint {
     pub seq: u64,
 }
 
+/// A verified `log_gap` record: dnsward could not write the log for a while and says, in the
+/// chain, what that cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogGap {
+    /// Where the record is.
+    pub at: ChainPoint,
+    /// When writing worked again (the record's `ts`).
+    pub ts: String,
+    /// Security events lost for good.
+    pub security_lost: u64,
+    /// Query events lost.
+    pub query_lost: u64,
+    /// Security events written late, after the record.
+    pub security_delayed: u64,
+    /// When the first write failed.
+    pub since: String,
+    /// Why.
+    pub error: String,
+}
+
+impl fmt::Display for LogGap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "log gap recorded at {}:{} (seq {}): the log could not be written from {} to {} \
+             ({}): {} security and {} query event(s) lost, {} security event(s) written late",
+            self.at.file.display(),
+            self.at.line,
+            self.at.seq,
+            self.since,
+            self.ts,
+            self.error,
+            self.security_lost,
+            self.query_lost,
+            self.security_delayed
+        )
+    }
+}
+
 /// What [`verify`](super::verify()) found. `Display` is for people; `Serialize` is for `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -112,6 +151,8 @@ pub struct VerifyReport {
     pub first: Option<ChainPoint>,
     /// The last record verified.
     pub last: Option<ChainPoint>,
+    /// The `log_gap` records verified: times the log could not be written, and what was lost.
+    pub gaps: Vec<LogGap>,
     /// Torn lines, and the problem verification stopped at (always last), if any.
     pub problems: Vec<Problem>,
 }
@@ -167,6 +208,9 @@ impl fmt::Display for VerifyReport {
                     first.line
                 )?;
             }
+        }
+        for gap in &self.gaps {
+            writeln!(f, "  {gap}")?;
         }
         for problem in &self.problems {
             writeln!(f, "  {problem}")?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::chain::{ChainFields, Hasher, SEAL_SUFFIX_LEN, parse_record};
-use super::report::{ChainPoint, Problem, ProblemKind, VerifyReport};
+use super::report::{ChainPoint, LogGap, Problem, ProblemKind, VerifyReport};
 use super::{ChainMode, key_id};
 use crate::events::reader::{LogLines, MAX_LINE_BYTES};
 
@@ -31,6 +31,28 @@ struct SeqOnly {
     seq: u64,
 }
 
+/// How a `log_gap` record starts its `kind` field, as the encoder writes it (inside a JSON
+/// string a `"` is escaped, so only the field itself matches).
+const GAP_KIND: &[u8] = b"\"kind\":\"log_gap\"";
+
+/// The fields of a `log_gap` record the report shows.
+#[derive(Deserialize)]
+struct GapFields {
+    kind: String,
+    ts: String,
+    #[serde(flatten)]
+    gap: crate::events::LogGapEvent,
+}
+
+/// The gap a `log_gap` record accounts for, if `line` is one.
+fn gap_of(line: &[u8]) -> Option<(String, crate::events::LogGapEvent)> {
+    if !line.windows(GAP_KIND.len()).any(|w| w == GAP_KIND) {
+        return None;
+    }
+    let fields: GapFields = serde_json::from_slice(line).ok()?;
+    (fields.kind == "log_gap").then_some((fields.ts, fields.gap))
+}
+
 /// Check the hash chain over `paths`, given in chain order (oldest first, as
 /// [`rotated_files`](crate::events::reader::rotated_files) lists them), with the key when the log is keyed. Stops at the first problem other than a
 /// torn line; see the module docs for how each kind is told apart.
@@ -49,6 +71,7 @@ pub fn verify(paths: &[PathBuf], key: Option<&[u8]>) -> VerifyReport {
             records: 0,
             first: None,
             last: None,
+            gaps: Vec::new(),
             problems: Vec::new(),
         },
     };
@@ -127,6 +150,8 @@ impl Entry {
 
 struct Record {
     fields: ChainFields,
+    /// A `log_gap` record's time and account of the gap.
+    gap: Option<Box<(String, crate::events::LogGapEvent)>>,
     /// The seal matches the content (under the verifier's key).
     sealed: bool,
     /// `H(line)`, what the next record's `prev` should be.
@@ -178,6 +203,7 @@ impl LineReader<'_> {
                     Ok(fields) => {
                         let prefix = &line.bytes[..line.bytes.len() - SEAL_SUFFIX_LEN];
                         Body::Record(Record {
+                            gap: gap_of(line.bytes).map(Box::new),
                             sealed: self.hasher.digest(prefix) == fields.seal,
                             hash: self.hasher.digest(line.bytes),
                             fields,
@@ -507,6 +533,17 @@ impl Verifier {
         });
         self.report.records += 1;
         self.report.last = Some(self.point(entry, record.fields.seq));
+        if let Some((ts, gap)) = record.gap.as_deref() {
+            self.report.gaps.push(LogGap {
+                at: self.point(entry, record.fields.seq),
+                ts: ts.clone(),
+                security_lost: gap.security_lost,
+                query_lost: gap.query_lost,
+                security_delayed: gap.security_delayed,
+                since: gap.since.clone(),
+                error: gap.error.clone(),
+            });
+        }
     }
 
     /// Report the last accepted record, which the current one shows to be bad, and take it back.
@@ -516,6 +553,14 @@ impl Verifier {
         };
         let before = self.before_anchor.take();
         self.report.records -= 1;
+        if self
+            .report
+            .gaps
+            .last()
+            .is_some_and(|g| g.at.seq == anchor.seq)
+        {
+            self.report.gaps.pop();
+        }
         self.report.last = before.as_ref().map(|b| ChainPoint {
             file: self.report.files[b.file].clone(),
             line: b.line,
@@ -578,6 +623,59 @@ mod tests {
             assert!(!report.starts_mid_way());
         }
         assert!(verify(&[], None).ok, "no files, nothing wrong");
+    }
+
+    #[test]
+    fn a_log_gap_record_verifies_and_is_reported() {
+        let key = key();
+        let mut encoder = ChainEncoder::new(Some(&key));
+        let mut lines: Vec<String> = (0..3).map(|i| encode(&mut encoder, &event(i))).collect();
+        let gap = crate::events::Event {
+            ts: "2026-11-25T19:41:00.000000Z".into(),
+            policy_version: 3,
+            body: crate::events::EventBody::LogGap(crate::events::LogGapEvent {
+                security_lost: 1,
+                query_lost: 40,
+                security_delayed: 2,
+                failed_writes: 9,
+                error: "No space left on device (os error 28)".into(),
+                since: "2026-11-25T19:40:03.000000Z".into(),
+            }),
+        };
+        lines.push(encode(&mut encoder, &gap));
+        lines.push(encode(&mut encoder, &event(4)));
+        // A query naming the kind in a string is not a gap.
+        let mut tricky = event(5);
+        if let crate::events::EventBody::Query(q) = &mut tricky.body {
+            q.qname = "\"kind\":\"log_gap\"".into();
+        }
+        lines.push(encode(&mut encoder, &tricky));
+        let report = check(&lines, Some(&key));
+        assert!(report.ok, "{report}");
+        assert_eq!(report.records, 6);
+        assert_eq!(report.gaps.len(), 1, "{report}");
+        let found = &report.gaps[0];
+        assert_eq!((found.at.line, found.at.seq), (4, 3));
+        assert_eq!(
+            (
+                found.security_lost,
+                found.query_lost,
+                found.security_delayed
+            ),
+            (1, 40, 2)
+        );
+        let text = report.to_string();
+        assert!(
+            text.contains(
+                "events.jsonl:4 (seq 3): the log could not be written from \
+                 2026-11-25T19:40:03.000000Z to 2026-11-25T19:41:00.000000Z (No space left on \
+                 device (os error 28)): 1 security and 40 query event(s) lost, 2 security \
+                 event(s) written late"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["gaps"][0]["query_lost"], 40);
     }
 
     #[test]
