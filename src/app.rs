@@ -107,15 +107,20 @@ fn instance_locks(cfg: &Config) -> Result<Vec<std::fs::File>, StartError> {
             // The store makes its directory too; the lock comes first.
             let _ = std::fs::create_dir_all(dir);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| StartError::Io {
-                what: format!("opening the instance lock {}", path.display()),
-                source,
-            })?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        }
+        .map_err(|source| StartError::Io {
+            what: format!("opening the instance lock {}", path.display()),
+            source,
+        })?;
         // SAFETY: flock on a descriptor this function owns; no memory is passed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

@@ -81,7 +81,8 @@ mod early_hup {
         PENDING.store(true, Ordering::SeqCst);
     }
 
-    /// Installs the remembering handler (tokio's own replaces it later).
+    /// Installs the remembering handler. tokio's registration later chains to it, so it keeps
+    /// setting the flag for the life of the process (harmless: read once, after start-up).
     pub(super) fn install() {
         let handler: extern "C" fn(libc::c_int) = on_hup;
         // SAFETY: installs a handler that only stores to an atomic.

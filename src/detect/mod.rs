@@ -331,6 +331,10 @@ const ANSWER_PART_BITS_PER_BYTE: u32 = 32;
 /// to a question: an RSA-2048 RRSIG with a long signer name, or a few ECDSA ones.
 const SIGNED_ALLOWANCE: usize = 320;
 
+/// DNSSEC bytes a negative answer may carry free (the SOA's RRSIG and up to three NSEC3
+/// records with theirs, a closest-encloser proof, are ~700 bytes).
+const NEGATIVE_SIGNED_ALLOWANCE: usize = 1024;
+
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
 /// follows the last ~64 KiB of names' information.
 const SHARED_DECAY_BITS: u32 = 1 << 19;
@@ -682,7 +686,9 @@ impl Detector {
         if !features::is_common_qtype(obs.qtype) {
             let type_mix = u64::from(obs.qtype).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
             sample.hash = sub_hash ^ type_mix;
-            if self.shared.record(name_hash ^ type_mix, client_hash) != LastAsker::Same {
+            // New only when no client asked it lately (`Unknown`): two hosts polling the same
+            // (name, type) in turn, `Other` to each other, add nothing, as for names.
+            if self.shared.record(name_hash ^ type_mix, client_hash) == LastAsker::Unknown {
                 sample.novel = true;
                 sample.bits = sample.bits.saturating_add(features::QTYPE_CHOICE_BITS);
             }
@@ -1101,11 +1107,24 @@ impl Detector {
             // it did not (a tunnel writing its data into the SOA's names, NSEC3 records), for
             // every query type: an A query's NXDOMAIN carried 78 bytes of SOA fields a query
             // unseen when only carrier types were priced.
-            let key = self.hasher.hash_one((client_hash, domain_key, "negative"));
+            // Keyed by the rcode too: a client alternating NXDOMAIN (search-list expansions)
+            // and NODATA (AAAA of IPv4-only hosts) under one domain flips nothing. A DO client's
+            // proofs differ for every name of a signed zone (NSEC3 owners are hashes): the tag
+            // is the SOA's, and the proofs count only beyond a generous allowance.
+            let key = self
+                .hasher
+                .hash_one((client_hash, domain_key, answer.nxdomain, "negative"));
+            let proofs = volume::carrier_answer_bytes(
+                answer
+                    .signed_bytes
+                    .saturating_sub(NEGATIVE_SIGNED_ALLOWANCE),
+            );
             match self.answers.record(key, tag(answer.records)) {
-                LastAsker::Same => (0, false),
+                LastAsker::Same => (proofs, proofs > 0),
                 LastAsker::Other | LastAsker::Unknown => {
-                    let bytes = volume::carrier_answer_bytes(answer.bytes);
+                    let bytes = volume::carrier_answer_bytes(
+                        answer.bytes.saturating_sub(answer.signed_bytes),
+                    ) + proofs;
                     (bytes, bytes > 0)
                 }
             }

@@ -305,8 +305,14 @@ impl CachedAnswer {
             if let Ok(m) = Message::from_vec(msg) {
                 let mut h = h;
                 u16::from(m.metadata.response_code).hash(&mut h);
-                for r in &m.authorities {
-                    r.name.hash(&mut h);
+                // The SOA only: a DO client's proofs (NSEC3 owners hashed from each name) differ
+                // for every name of a signed zone and are priced apart (`signed_bytes`).
+                for r in m
+                    .authorities
+                    .iter()
+                    .filter(|r| r.record_type() == RecordType::SOA)
+                {
+                    r.name.to_lowercase().hash(&mut h);
                     r.data.hash(&mut h);
                 }
                 return;
@@ -724,6 +730,11 @@ impl AnswerCache {
             m.answers.clear();
             m.authorities.clear();
         }
+        // The stored question is overwritten with the client's at render; lower-cased here,
+        // the lower-cased owners below compress against it and come out in the client's case.
+        for q in &mut m.queries {
+            q.name = q.name.to_lowercase();
+        }
         normalise_rrsets(&mut m.answers);
         normalise_rrsets(&mut m.authorities);
         let signed_bytes = {
@@ -835,17 +846,27 @@ impl AnswerCache {
 /// on it is a channel no detector prices (70 A records' TTLs and order moved 1.4 KB/s past the
 /// scoring). So, in each RRset (records of one owner, type and class, wherever they stood):
 /// every TTL becomes the set's lowest (RFC 2181 §5.2: a resolver treats an RRset's TTLs as
-/// their minimum anyway); its records are put together, where its first one stood, in an order
-/// of dnsward's own random choosing (load is still spread, as by Unbound's
-/// `rrset-roundrobin`); and the name inside CNAME data is lower-cased (its case was a few bits
-/// a hop).
+/// their minimum anyway); its records are put together, where its first one stood, in the
+/// canonical order of their data (RFC 4034 §6.3: the same answer is then the same bytes, so the
+/// detector sees an unchanged answer as unchanged); owner names and the names inside CNAME, NS,
+/// PTR, MX, SRV and SOA data are lower-cased (their case was a few bits a name; RFC 4034 §6.2
+/// lower-cases the same names, so signatures still verify).
 fn normalise_rrsets(records: &mut Vec<hickory_proto::rr::Record>) {
+    use hickory_proto::serialize::binary::BinEncodable as _;
     use std::collections::HashMap;
-    use std::hash::BuildHasher as _;
-    static SHUFFLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     for r in records.iter_mut() {
-        if let RData::CNAME(c) = &mut r.data {
-            c.0 = c.0.to_lowercase();
+        r.name = r.name.to_lowercase();
+        match &mut r.data {
+            RData::CNAME(c) => c.0 = c.0.to_lowercase(),
+            RData::NS(n) => n.0 = n.0.to_lowercase(),
+            RData::PTR(p) => p.0 = p.0.to_lowercase(),
+            RData::MX(mx) => mx.exchange = mx.exchange.to_lowercase(),
+            RData::SRV(srv) => srv.target = srv.target.to_lowercase(),
+            RData::SOA(soa) => {
+                soa.mname = soa.mname.to_lowercase();
+                soa.rname = soa.rname.to_lowercase();
+            }
+            _ => {}
         }
     }
     if records.len() < 2 {
@@ -865,20 +886,13 @@ fn normalise_rrsets(records: &mut Vec<hickory_proto::rr::Record>) {
         });
         sets[i].push(r);
     }
-    let keys = std::hash::RandomState::new();
     for mut set in sets {
         if set.len() > 1 {
             let ttl = set.iter().map(|r| r.ttl).min().unwrap_or(0);
             for r in &mut set {
                 r.ttl = ttl;
             }
-            // Fisher-Yates from a random key (RandomState's SipHash keys) and a counter.
-            let n = SHUFFLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for i in (1..set.len()).rev() {
-                let h = keys.hash_one((n, i));
-                let j = usize::try_from(h % (i as u64 + 1)).unwrap_or(0);
-                set.swap(i, j);
-            }
+            set.sort_by_cached_key(|r| r.data.to_bytes().unwrap_or_default());
         }
         records.extend(set);
     }
@@ -1206,7 +1220,8 @@ mod tests {
     }
 
     /// What an upstream chooses beyond the data is not passed on: an RRset's TTLs become its
-    /// lowest, its records come in dnsward's own random order, a CNAME target is lower-cased,
+    /// lowest, its records come in canonical order (the same answer is the same bytes, so the
+    /// detector sees it unchanged), names are lower-cased,
     /// a SERVFAIL carries no records, and a client without DO gets no RRSIG/NSEC/NSEC3 it did
     /// not ask for (a DO client gets the in-zone ones, counted in `signed_bytes`).
     #[test]
@@ -1234,8 +1249,8 @@ mod tests {
                 300,
                 RData::CNAME(CNAME(target.clone())),
             ));
-            for i in 0..16u8 {
-                // TTLs 100 + i: sixteen bits of the upstream's choosing.
+            for i in (0..16u8).rev() {
+                // TTLs 100 + i and a reversed order: bits of the upstream's choosing.
                 m.add_answer(Record::from_rdata(
                     target.clone(),
                     100 + u32::from(i),
@@ -1281,9 +1296,25 @@ mod tests {
             );
             orders.insert(a.iter().map(|(_, ip)| ip.octets()[3]).collect::<Vec<_>>());
         }
-        assert!(
-            orders.len() > 1,
-            "the order is dnsward's, not the upstream's"
+        assert_eq!(orders.len(), 1, "one order for one answer");
+        assert_eq!(
+            orders.into_iter().next().unwrap(),
+            (0..16).collect::<Vec<u8>>(),
+            "canonical, not the upstream's"
+        );
+        let tag = |p: &Prepared| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            p.answer.hash_content(&mut h);
+            h.finish()
+        };
+        assert_eq!(
+            tag(&cache
+                .prepare_for(&build(ResponseCode::NoError), "u".into(), false)
+                .unwrap()),
+            tag(&cache
+                .prepare_for(&build(ResponseCode::NoError), "u".into(), false)
+                .unwrap()),
+            "the same answer hashes alike"
         );
 
         let p = cache

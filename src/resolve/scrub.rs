@@ -18,8 +18,8 @@
 //!   of a whole tree no rule looked at, for a downstream cache to take;
 //! - **authority section**: SOA and NS records only for a zone at or above the chain's last
 //!   name (a negative answer's SOA, the zone's own NS); the DNSSEC records a validating client
-//!   needs (NSEC, NSEC3, RRSIG) when their owner is in the answer's zone (at or below the SOA's
-//!   owner, or the last name's parent); no DS (a referral's, not an answer's); nothing else;
+//!   needs (NSEC, NSEC3, RRSIG: a wildcard's proofs may sit near the apex); no DS (a
+//!   referral's, not an answer's); nothing else;
 //! - **DNSSEC records only for DO** ([`scrub_for`]): a client that did not set DO gets no
 //!   RRSIG, NSEC or NSEC3 it did not ask for by type (RFC 4035 §3.2.1);
 //! - **additional section**: nothing (OPT is the resolver's own; glue is a hint no stub uses,
@@ -97,17 +97,13 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
                 || qtype == RecordType::ANY
                 || t == RecordType::RRSIG)
     });
-    // The proofs a validator needs lie in the answer's zone: at or below the SOA's owner in a
-    // negative answer, else at or below the chain's last name's parent. DS belongs in a
+    // The proofs a validator needs (NSEC, NSEC3 and their RRSIGs) may lie anywhere in the
+    // signed zone, a wildcard's closest-encloser proof near the apex: kept, and priced for a
+    // DO client as signed bytes (only a DO client gets them, [`scrub_for`]). DS belongs in a
     // referral, which a recursive answer is not.
-    let proof_zone = m
-        .authorities
-        .iter()
-        .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(&last))
-        .map_or_else(|| last.base_name(), |r| r.name.clone());
     m.authorities.retain(|r| match r.record_type() {
         RecordType::SOA | RecordType::NS => r.name.zone_of(&last),
-        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => proof_zone.zone_of(&r.name),
+        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
         _ => false,
     });
     m.additionals.clear();
@@ -321,8 +317,9 @@ mod tests {
         assert!(!m.metadata.authentic_data);
     }
 
-    /// Proofs stay only inside the answer's zone, DS never (a referral's record), and for a
-    /// client without DO no RRSIG, NSEC or NSEC3 stays unless asked for by type.
+    /// Proofs stay for a DO client wherever they are (a wildcard's lie near the apex), DS never
+    /// (a referral's record), and for a client without DO no RRSIG, NSEC or NSEC3 stays unless
+    /// asked for by type.
     #[test]
     fn dnssec_records_stay_in_zone_and_only_for_do_clients() {
         use hickory_proto::rr::rdata::NULL;
@@ -353,13 +350,17 @@ mod tests {
             [
                 "example.com. SOA",
                 "example.com. RRSIG",
-                "a.example.com. NSEC3"
+                "a.example.com. NSEC3",
+                "elsewhere.net. NSEC3"
             ]
         );
         let mut m = build();
         let dropped = scrub_for(&mut m, false);
         assert_eq!(owners(&m.authorities), ["example.com. SOA"]);
-        assert_eq!(dropped.authorities, 4);
+        assert_eq!(
+            dropped.authorities, 4,
+            "the DS, and three DNSSEC records without DO"
+        );
         // Asked for by type, an RRSIG is the answer.
         let mut m = message("example.com.", RecordType::RRSIG);
         m.answers = vec![raw("example.com.", RecordType::RRSIG)];

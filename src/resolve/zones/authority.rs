@@ -94,12 +94,15 @@ impl ZoneSet {
         if self.cuts.is_empty() {
             return self_and_parents(name).find_map(|n| self.by_origin.get(n).copied());
         }
-        let mut below_cut = false;
+        // The zones whose cuts the name is at or below, on the way up (rarely more than one).
+        let mut cut_by: Vec<usize> = Vec::new();
         for n in self_and_parents(name) {
             if let Some(&i) = self.by_origin.get(n) {
-                return (!below_cut).then_some(i);
+                return (!cut_by.contains(&i)).then_some(i);
             }
-            below_cut |= self.cuts.contains(n);
+            if let Some(&z) = self.cuts.get(n) {
+                cut_by.push(z);
+            }
         }
         None
     }
