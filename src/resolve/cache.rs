@@ -733,7 +733,7 @@ impl AnswerCache {
         // The stored question is overwritten with the client's at render; lower-cased here,
         // the lower-cased owners below compress against it and come out in the client's case.
         for q in &mut m.queries {
-            q.name = q.name.to_lowercase();
+            lower(&mut q.name);
         }
         normalise_rrsets(&mut m.answers);
         normalise_rrsets(&mut m.authorities);
@@ -855,16 +855,16 @@ fn normalise_rrsets(records: &mut Vec<hickory_proto::rr::Record>) {
     use hickory_proto::serialize::binary::BinEncodable as _;
     use std::collections::HashMap;
     for r in records.iter_mut() {
-        r.name = r.name.to_lowercase();
+        lower(&mut r.name);
         match &mut r.data {
-            RData::CNAME(c) => c.0 = c.0.to_lowercase(),
-            RData::NS(n) => n.0 = n.0.to_lowercase(),
-            RData::PTR(p) => p.0 = p.0.to_lowercase(),
-            RData::MX(mx) => mx.exchange = mx.exchange.to_lowercase(),
-            RData::SRV(srv) => srv.target = srv.target.to_lowercase(),
+            RData::CNAME(c) => lower(&mut c.0),
+            RData::NS(n) => lower(&mut n.0),
+            RData::PTR(p) => lower(&mut p.0),
+            RData::MX(mx) => lower(&mut mx.exchange),
+            RData::SRV(srv) => lower(&mut srv.target),
             RData::SOA(soa) => {
-                soa.mname = soa.mname.to_lowercase();
-                soa.rname = soa.rname.to_lowercase();
+                lower(&mut soa.mname);
+                lower(&mut soa.rname);
             }
             _ => {}
         }
@@ -895,6 +895,13 @@ fn normalise_rrsets(records: &mut Vec<hickory_proto::rr::Record>) {
             set.sort_by_cached_key(|r| r.data.to_bytes().unwrap_or_default());
         }
         records.extend(set);
+    }
+}
+
+/// `name` in lower case, rebuilt only when it has an upper-case letter (most names have none).
+fn lower(name: &mut hickory_proto::rr::Name) {
+    if name.iter().any(|l| l.iter().any(u8::is_ascii_uppercase)) {
+        *name = name.to_lowercase();
     }
 }
 
