@@ -351,6 +351,24 @@ fn bind_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocke
     Ok(sock.into())
 }
 
+/// Bind `workers` UDP sockets to `addr` (port 0: one port the kernel picks for all of them).
+///
+/// `SO_REUSEPORT` lets any socket of the same user join a port's group, so binding the group
+/// straight away would let a second dnsward (or another resolver run by the same user) on this
+/// address start without an error and silently take a share of the queries; and for port 0 the
+/// kernel may hand out a port another reuse-port group already holds. A plain bind claims the
+/// address first: it fails with "address in use" when anything holds it, and fixes port 0's
+/// number; the group then binds in its place. One worker needs no group at all.
+fn bind_udp_group(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let claim = bind_udp(addr, false)?;
+    if workers <= 1 {
+        return Ok(vec![claim]);
+    }
+    let bound = claim.local_addr()?;
+    drop(claim);
+    (0..workers).map(|_| bind_udp(bound, true)).collect()
+}
+
 /// Bind every listener and start serving through `pipeline`.
 ///
 /// # Errors
@@ -370,14 +388,9 @@ pub async fn start(cfg: &ServerConfig, pipeline: Arc<Pipeline>) -> std::io::Resu
         unknown: cfg.unknown_clients,
     };
     for addr in cfg.listen_addrs() {
-        // The first socket resolves port 0; the rest join it with SO_REUSEPORT.
-        let first = bind_udp(addr, true)?;
-        let bound = first.local_addr()?;
+        let sockets = bind_udp_group(addr, workers)?;
+        let bound = sockets[0].local_addr()?;
         udp_addrs.push(bound);
-        let mut sockets = vec![first];
-        for _ in 1..workers {
-            sockets.push(bind_udp(bound, true)?);
-        }
         // One client's queries to one socket (see `steer.rs`): its per-client state stays on
         // one listener's core, and a flooding client cannot occupy every listener.
         #[cfg(target_os = "linux")]
@@ -441,5 +454,26 @@ mod tests {
             r => r.unwrap(),
         };
         assert_eq!(v6.local_addr().unwrap().port(), port);
+    }
+
+    /// A reuse-port socket already on the address (a second server run by the same user) makes
+    /// binding fail with "address in use", instead of the group silently splitting queries.
+    #[test]
+    fn udp_listeners_do_not_join_another_processs_reuse_port_group() {
+        let other = bind_udp("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let taken = other.local_addr().unwrap();
+        for workers in [1, 2, 4] {
+            let e = bind_udp_group(taken, workers).expect_err("the address is held");
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{workers} workers");
+        }
+        drop(other);
+        // Port 0: every socket of the group on one port, distinct from other groups' ports.
+        let a = bind_udp_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = a[0].local_addr().unwrap().port();
+        assert!(a.iter().all(|s| s.local_addr().unwrap().port() == port));
+        for _ in 0..200 {
+            let b = bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+            assert_ne!(b[0].local_addr().unwrap().port(), port);
+        }
     }
 }
