@@ -261,24 +261,23 @@ impl Config {
         }
     }
 
-    /// A fingerprint of the settings read only at start: a reload that changes them is
-    /// applied for its policy and warns that the rest waits for a restart.
+    /// The settings read only at start, section by section: a reload that changes them is
+    /// applied for its policy and names the sections that wait for a restart.
     #[must_use]
-    pub fn fixed_settings(&self) -> String {
-        format!(
-            "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
-            self.server,
+    pub fn fixed_settings(&self) -> FixedSettings {
+        FixedSettings(vec![
+            ("server", format!("{:?}", self.server)),
             // Listeners and their limits; only certificates, keys, CAs and CRLs are re-read.
-            self.tls,
-            self.admin,
-            self.cache,
-            self.events,
-            self.detect,
-            self.containment,
-            self.store,
-            self.audit,
-            self.notify
-        )
+            ("tls", format!("{:?}", self.tls)),
+            ("admin", format!("{:?}", self.admin)),
+            ("cache", format!("{:?}", self.cache)),
+            ("events", format!("{:?}", self.events)),
+            ("detect", format!("{:?}", self.detect)),
+            ("containment", format!("{:?}", self.containment)),
+            ("store", format!("{:?}", self.store)),
+            ("audit", format!("{:?}", self.audit)),
+            ("notify", format!("{:?}", self.notify)),
+        ])
     }
 
     /// Validate everything and compile the policy, for the lifecycle.
@@ -403,6 +402,28 @@ impl ConfigLoader for ConfigFiles {
     }
 }
 
+/// The settings read only at start, by section (see [`Config::fixed_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FixedSettings(Vec<(&'static str, String)>);
+
+impl FixedSettings {
+    /// The sections whose settings differ from `running`'s, in the config file's order.
+    #[must_use]
+    pub fn changed_from(&self, running: &Self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|(name, value)| {
+                running
+                    .0
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .is_none_or(|(_, v)| v != value)
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,8 +498,16 @@ mod tests {
                 .unwrap()
                 .fixed_settings()
         };
-        assert_eq!(fixed(""), fixed(""));
-        assert_ne!(fixed(""), fixed("[tls]\nhandshake_timeout = \"2s\"\n"));
+        assert!(fixed("").changed_from(&fixed("")).is_empty());
+        assert_eq!(
+            fixed("[tls]\nhandshake_timeout = \"2s\"\n").changed_from(&fixed("")),
+            ["tls"]
+        );
+        assert_eq!(
+            fixed("[cache]\nmax_bytes = 1048576\n[detect]\nenabled = false\n")
+                .changed_from(&fixed("")),
+            ["cache", "detect"]
+        );
     }
 
     #[test]

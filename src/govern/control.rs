@@ -93,7 +93,7 @@ pub struct LoadedConfig {
     pub policy: ActivePolicy,
     /// A fingerprint of the settings read only at start (listeners, cache, sinks, detector
     /// bounds, store, audit), to warn when a reload tries to change them.
-    pub fixed: String,
+    pub fixed: crate::config::FixedSettings,
 }
 
 /// How the lifecycle reads configuration files.
@@ -130,7 +130,7 @@ pub struct Control {
     config_path: PathBuf,
     store: Option<PolicyStore>,
     /// Settings fixed at start, to warn when a reload tries to change them.
-    fixed: String,
+    fixed: crate::config::FixedSettings,
     /// Reads configuration files (implemented by the composed config).
     loader: Box<dyn ConfigLoader>,
     /// In-memory version counter when there is no store.
@@ -191,7 +191,7 @@ impl Control {
     #[must_use]
     pub fn attach(
         pipeline: Arc<Pipeline>,
-        fixed: String,
+        fixed: crate::config::FixedSettings,
         config_path: &Path,
         store: Option<PolicyStore>,
         loader: Box<dyn ConfigLoader>,
@@ -316,9 +316,14 @@ impl Control {
                 hash: crate::govern::store::content_hash(path, &policy.files).unwrap_or_default(),
             },
         };
-        let warning = (loaded.fixed != self.fixed).then(|| {
-            "settings outside groups/zones/upstream changed and take effect only after a restart"
-                .to_string()
+        let changed = loaded.fixed.changed_from(&self.fixed);
+        let warning = (!changed.is_empty()).then(|| {
+            let sections: Vec<String> = changed.iter().map(|s| format!("[{s}]")).collect();
+            format!(
+                "{} changed and take{} effect only after a restart (a reload applies groups, zones, lists and upstreams)",
+                sections.join(", "),
+                if sections.len() == 1 { "s" } else { "" }
+            )
         });
         let policy = Arc::new(policy);
         Ok((policy, warning))

@@ -1059,3 +1059,33 @@ async fn json_bodies_of_the_wrong_type_or_size_get_415_and_413() {
         );
     }
 }
+
+/// A reload that also changes settings read only at start applies its policy and names the
+/// sections that wait for a restart, so the operator knows which edit did not take.
+#[tokio::test]
+async fn a_reload_names_the_sections_that_wait_for_a_restart() {
+    let s = TestServer::start(None, &groups("\"api.corp.internal\"")).await;
+    let api = Api::new(&s);
+    let good = std::fs::read_to_string(&s.config_path).unwrap();
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["warnings"], json!([]), "nothing changed: {body}");
+    std::fs::write(
+        &s.config_path,
+        format!("{good}\n[cache]\nmax_bytes = 1048576\n")
+            .replace("[groups.detect]", "[groups.detect]\nmonitor_only = true"),
+    )
+    .unwrap();
+    let (status, body) = api
+        .post("/api/v1/policy/reload", json!({"actor": "ci"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains("[cache] changed and takes effect only after a restart"),
+        "{body}"
+    );
+    assert!(!warnings.contains("[server]"), "{body}");
+}
