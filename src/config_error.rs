@@ -364,16 +364,34 @@ pub fn read_text_file(path: &std::path::Path, max: u64) -> Result<String, String
             "grew past the limit of {max} bytes while being read"
         ));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
         format!("line {line}: not UTF-8 (byte {at} of the file)")
-    })
+    })?;
+    // A byte-order mark, as Windows editors save UTF-8: not part of the first line's text (an
+    // invisible character that would make the first name or key an error).
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let bom = dir.path().join("bom.txt");
+        std::fs::write(&bom, "\u{feff}a.example\r\nb.example\r\n").unwrap();
+        let text = read_text_file(&bom, 1024).unwrap();
+        assert_eq!(text.lines().collect::<Vec<_>>(), ["a.example", "b.example"]);
+        // Only a leading one: elsewhere it is text, and the name check says so.
+        std::fs::write(&bom, "a.example\n\u{feff}b.example\n").unwrap();
+        assert!(read_text_file(&bom, 1024).unwrap().contains('\u{feff}'));
+    }
 
     #[test]
     fn configured_files_must_be_regular_bounded_and_utf8() {

@@ -237,7 +237,12 @@ impl Users {
             return Err(p);
         }
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, &path.display().to_string(), legacy_admin_token),
+            // A byte-order mark (Windows editors) is not part of the first user's name.
+            Ok(text) => Self::parse(
+                text.strip_prefix('\u{feff}').unwrap_or(&text),
+                &path.display().to_string(),
+                legacy_admin_token,
+            ),
             Err(e) => {
                 let mut p = ConfigProblems::default();
                 p.push(path.display().to_string(), e.to_string());
