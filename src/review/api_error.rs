@@ -101,7 +101,7 @@ impl From<PathRejection> for ApiError {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        format!("no such endpoint: {}", uri.path()),
+        format!("no such endpoint: {}", shown_path(uri.path())),
     )
 }
 
@@ -110,8 +110,18 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not served at {}", uri.path()),
+        format!("{method} is not served at {}", shown_path(uri.path())),
     )
+}
+
+/// A request path as an error quotes it: a URI is ASCII (the rest percent-encoded), and one
+/// of tens of kilobytes is cut, not echoed back and logged whole.
+fn shown_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 200;
+    match path.get(..MAX) {
+        Some(head) if path.len() > MAX => format!("{head}… ({} bytes)", path.len()).into(),
+        _ => path.into(),
+    }
 }
 
 impl From<ControlError> for ApiError {
@@ -145,5 +155,19 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_path;
+
+    #[test]
+    fn a_long_path_is_cut_in_errors() {
+        assert_eq!(shown_path("/api/v1/nope"), "/api/v1/nope");
+        let long = format!("/api/v1/{}", "a".repeat(20_000));
+        let shown = shown_path(&long);
+        assert!(shown.len() < 240, "{shown}");
+        assert!(shown.ends_with("… (20008 bytes)"), "{shown}");
     }
 }
