@@ -31,10 +31,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ChildGuard;
+use common::{ChildGuard, Netns, run};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dnsward");
@@ -80,60 +80,6 @@ fn preconditions_met(test: &str) -> bool {
         }
     }
     true
-}
-
-/// A network namespace with loopback up, deleted on drop (which also removes its veths, its
-/// nftables table and everything bound in it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(role: &str) -> Self {
-        // Unique per test too: tests of this file run in parallel in one process.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("dnsward-eg-{}-{n}-{role}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Self { name };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run(self.command(args[0]).args(&args[1..]))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The three namespaces, wired and routed.

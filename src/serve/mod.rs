@@ -344,6 +344,12 @@ fn bind_udp(addr: SocketAddr, reuse: bool) -> std::io::Result<std::net::UdpSocke
     if reuse {
         sock.set_reuse_port(true)?;
     }
+    // A wildcard address: each answer must leave from the address its query was sent to.
+    if addr.ip().is_unspecified()
+        && let Err(e) = udp::enable_pktinfo(&sock, addr.is_ipv6())
+    {
+        tracing::warn!(error = %e, %addr, "answers on a wildcard address leave from the kernel's choice of source; list the addresses to serve instead");
+    }
     // Bursts of queries should queue in the kernel rather than be dropped.
     let _ = sock.set_recv_buffer_size(4 << 20);
     sock.set_nonblocking(true)?;

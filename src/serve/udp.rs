@@ -11,9 +11,16 @@
 //! synchronously by [`Pipeline::handle_udp_batched`], and one `sendmmsg` sends every inline answer: two
 //! system calls per batch instead of two per query. Elsewhere the same loop runs one datagram at
 //! a time with the standard library's calls.
+//!
+//! A socket bound to a wildcard address (`0.0.0.0`, `[::]`) receives each datagram's
+//! destination address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and answers from it: otherwise the
+//! kernel picks the answer's source by route, and a client that asked a secondary address, a
+//! VIP or an IPv6 address beside the preferred one gets its answer from another address and
+//! drops it, as Unbound's `interface-automatic` avoids. Sockets bound to one address need
+//! nothing of the kind and carry no control messages.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +47,70 @@ const MAX_DATAGRAM: usize = 4096;
 const SLOT: usize = MAX_DATAGRAM + 64;
 /// How long a sender waits for a full send buffer to drain before dropping its answers.
 const SEND_WAIT: Duration = Duration::from_secs(1);
+/// Control-message room per datagram: one `in6_pktinfo` (or `in_pktinfo`) with its header,
+/// aligned, fits in 64 bytes.
+const CONTROL: usize = 64;
+
+/// One datagram's control-message buffer, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct ControlBuf([u8; CONTROL]);
+
+/// The local address a datagram was sent to (wildcard sockets only), and the interface it
+/// came in on: its answer goes out from that address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Local {
+    ip: IpAddr,
+    ifindex: u32,
+}
+
+/// An answer, where it goes, and (wildcard sockets) the address it must come from.
+type Reply = (Vec<u8>, SocketAddr, Option<Local>);
+
+/// Whether `sock` is bound to a wildcard address, and so must learn each datagram's
+/// destination (set up by [`enable_pktinfo`]).
+fn is_wildcard(sock: &UdpSocket) -> bool {
+    sock.local_addr().is_ok_and(|a| a.ip().is_unspecified())
+}
+
+/// Ask the kernel for each datagram's destination address on a wildcard socket.
+///
+/// # Errors
+/// The option cannot be set (a platform without it).
+pub(super) fn enable_pktinfo(sock: &socket2::Socket, v6: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (level, name) = if v6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO)
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a descriptor the socket owns, with a c_int value of its
+        // exact size.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (sock, v6);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "answers from the address asked need IP_PKTINFO (Linux)",
+        ))
+    }
+}
 
 /// Received datagrams: one buffer per slot, with each slot's length and source.
 struct RecvBatch {
@@ -49,24 +120,40 @@ struct RecvBatch {
     lens: [usize; BATCH],
     /// Source of each slot (`None` if the kernel gave an address we cannot read).
     srcs: [Option<SocketAddr>; BATCH],
+    /// Destination of each slot, on a wildcard socket.
+    dsts: [Option<Local>; BATCH],
+    /// Control-message buffers, [`CONTROL`] bytes a slot; empty unless the socket is a
+    /// wildcard one.
+    #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+    control: Vec<ControlBuf>,
     /// Whether the socket is IPv6 (decides the raw address type).
     v6: bool,
 }
 
 impl RecvBatch {
-    fn new(v6: bool) -> Self {
+    fn new(v6: bool, wildcard: bool) -> Self {
         Self {
             bufs: vec![0; BATCH * SLOT],
             lens: [0; BATCH],
             srcs: [None; BATCH],
+            dsts: [None; BATCH],
+            control: if wildcard {
+                vec![ControlBuf([0; CONTROL]); BATCH]
+            } else {
+                Vec::new()
+            },
             v6,
         }
     }
 
-    /// Datagram `i` of the last receive.
-    fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+    /// Datagram `i` of the last receive: its bytes, source and (wildcard sockets) destination.
+    fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, Option<Local>) {
         let start = i * SLOT;
-        (&self.bufs[start..start + self.lens[i]], self.srcs[i])
+        (
+            &self.bufs[start..start + self.lens[i]],
+            self.srcs[i],
+            self.dsts[i],
+        )
     }
 }
 
@@ -88,6 +175,7 @@ pub async fn serve(
 /// [`serve`] on the runtime: readiness from the runtime's epoll, one task per socket.
 async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
     let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
+    let wildcard = is_wildcard(&sock);
     let sock = match register(sock, Interest::READABLE) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -95,8 +183,8 @@ async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch
             return;
         }
     };
-    let mut batch = RecvBatch::new(v6);
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut batch = RecvBatch::new(v6, wildcard);
+    let mut replies: Vec<Reply> = Vec::with_capacity(BATCH);
     let mut pending = JoinSet::new();
     loop {
         let mut guard = tokio::select! {
@@ -129,15 +217,22 @@ async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch
         drop(guard);
         // One clock read for the batch: every datagram in it was already queued at this moment.
         let received = Instant::now();
-        answer_batch(&pipeline, &batch, n, received, &mut replies, |p, src| {
-            let sock = Arc::clone(&sock);
-            let pipeline = Arc::clone(&pipeline);
-            pending.spawn(async move {
-                if let Some(r) = pipeline.resolve(*p).await {
-                    send_one(&sock, &r, src).await;
-                }
-            });
-        });
+        answer_batch(
+            &pipeline,
+            &batch,
+            n,
+            received,
+            &mut replies,
+            |p, src, local| {
+                let sock = Arc::clone(&sock);
+                let pipeline = Arc::clone(&pipeline);
+                pending.spawn(async move {
+                    if let Some(r) = pipeline.resolve(*p).await {
+                        send_one(&sock, &r, src, local).await;
+                    }
+                });
+            },
+        );
         let inline = replies.len();
         send_all(&sock, batch.v6, &mut replies).await;
         // One latency reading for every answer of the batch: all were received at `received`
@@ -155,23 +250,23 @@ fn answer_batch(
     batch: &RecvBatch,
     n: usize,
     received: Instant,
-    replies: &mut Vec<(Vec<u8>, SocketAddr)>,
-    mut miss: impl FnMut(Box<Pending>, SocketAddr),
+    replies: &mut Vec<Reply>,
+    mut miss: impl FnMut(Box<Pending>, SocketAddr, Option<Local>),
 ) {
     for i in 0..n {
-        let (packet, src) = batch.datagram(i);
+        let (packet, src, local) = batch.datagram(i);
         let Some(src) = src else { continue };
         match pipeline.handle_udp_batched(packet, src.ip(), received) {
-            Outcome::Reply(r) => replies.push((r, src)),
+            Outcome::Reply(r) => replies.push((r, src, local)),
             Outcome::Drop => {}
-            Outcome::Resolve(p) => miss(p, src),
+            Outcome::Resolve(p) => miss(p, src, local),
         }
     }
 }
 
 /// Send every reply (in as few calls as the platform allows), then clear the list. A reply that
 /// the kernel refuses is skipped; a full send buffer is waited out for up to [`SEND_WAIT`].
-async fn send_all(sock: &AsyncFd<UdpSocket>, v6: bool, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+async fn send_all(sock: &AsyncFd<UdpSocket>, v6: bool, replies: &mut Vec<Reply>) {
     let mut start = 0;
     while start < replies.len() {
         match sys::send(sock.get_ref(), v6, &replies[start..]) {
@@ -192,16 +287,16 @@ async fn send_all(sock: &AsyncFd<UdpSocket>, v6: bool, replies: &mut Vec<(Vec<u8
 
 /// Empty `replies`, giving each sent answer's buffer back for the next batch's answers
 /// ([`crate::wire::recycle_reply`]).
-fn recycle(replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
-    for (reply, _) in replies.drain(..) {
+fn recycle(replies: &mut Vec<Reply>) {
+    for (reply, _, _) in replies.drain(..) {
         crate::wire::recycle_reply(reply);
     }
 }
 
 /// Send one answer (a resolved cache miss), waiting out a full send buffer once or twice.
-async fn send_one(sock: &AsyncFd<UdpSocket>, msg: &[u8], to: SocketAddr) {
+async fn send_one(sock: &AsyncFd<UdpSocket>, msg: &[u8], to: SocketAddr, local: Option<Local>) {
     for _ in 0..3 {
-        match sock.get_ref().send_to(msg, to) {
+        match sys::send_one(sock.get_ref(), msg, to, local) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !wait_writable(sock.get_ref()).await {
@@ -253,7 +348,7 @@ mod thread_loop {
 
     use tokio::sync::{Notify, watch};
 
-    use super::{RecvBatch, sys};
+    use super::{Local, RecvBatch, Reply, sys};
     use crate::serve::pipeline::Pipeline;
 
     /// How often a blocked receive wakes to look for shutdown.
@@ -272,6 +367,7 @@ mod thread_loop {
         mut stop: watch::Receiver<bool>,
     ) {
         let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
+        let wildcard = super::is_wildcard(&sock);
         if let Err(e) = sock
             .set_nonblocking(false)
             .and_then(|()| sock.set_read_timeout(Some(POLL_STOP)))
@@ -294,7 +390,14 @@ mod thread_loop {
                 .name("dnsward-udp".into())
                 .spawn(move || {
                     let _rt = runtime.enter();
-                    run(&sock, v6, &pipeline, &stopping, &inflight, &runtime);
+                    run(
+                        &sock,
+                        (v6, wildcard),
+                        &pipeline,
+                        &stopping,
+                        &inflight,
+                        &runtime,
+                    );
                     let _ = done_tx.send(());
                 })
         };
@@ -322,14 +425,14 @@ mod thread_loop {
 
     fn run(
         sock: &Arc<UdpSocket>,
-        v6: bool,
+        (v6, wildcard): (bool, bool),
         pipeline: &Arc<Pipeline>,
         stopping: &AtomicBool,
         inflight: &Arc<InFlight>,
         runtime: &tokio::runtime::Handle,
     ) {
-        let mut batch = RecvBatch::new(v6);
-        let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(super::BATCH);
+        let mut batch = RecvBatch::new(v6, wildcard);
+        let mut replies: Vec<Reply> = Vec::with_capacity(super::BATCH);
         let mut failures: u64 = 0;
         while !stopping.load(Ordering::Relaxed) {
             let n = match sys::recv_wait(sock, &mut batch) {
@@ -360,19 +463,26 @@ mod thread_loop {
             };
             failures = 0;
             let received = Instant::now();
-            super::answer_batch(pipeline, &batch, n, received, &mut replies, |p, src| {
-                inflight.count.fetch_add(1, Ordering::AcqRel);
-                let (sock, pipeline, inflight) =
-                    (Arc::clone(sock), Arc::clone(pipeline), Arc::clone(inflight));
-                runtime.spawn(async move {
-                    if let Some(r) = pipeline.resolve(*p).await {
-                        send_later(&sock, &r, src).await;
-                    }
-                    if inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        inflight.idle.notify_waiters();
-                    }
-                });
-            });
+            super::answer_batch(
+                pipeline,
+                &batch,
+                n,
+                received,
+                &mut replies,
+                |p, src, local| {
+                    inflight.count.fetch_add(1, Ordering::AcqRel);
+                    let (sock, pipeline, inflight) =
+                        (Arc::clone(sock), Arc::clone(pipeline), Arc::clone(inflight));
+                    runtime.spawn(async move {
+                        if let Some(r) = pipeline.resolve(*p).await {
+                            send_later(&sock, &r, src, local).await;
+                        }
+                        if inflight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            inflight.idle.notify_waiters();
+                        }
+                    });
+                },
+            );
             let inline = replies.len();
             send_all(sock, v6, &mut replies);
             pipeline.record_udp_batch_latency(received.elapsed(), inline);
@@ -381,7 +491,7 @@ mod thread_loop {
 
     /// Send every reply from the listener's thread, waiting out a full send buffer for up to
     /// a second.
-    fn send_all(sock: &UdpSocket, v6: bool, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    fn send_all(sock: &UdpSocket, v6: bool, replies: &mut Vec<Reply>) {
         let mut start = 0;
         while start < replies.len() {
             match sys::send(sock, v6, &replies[start..]) {
@@ -400,9 +510,9 @@ mod thread_loop {
     }
 
     /// Send a resolved miss's answer from the runtime, never blocking a worker.
-    async fn send_later(sock: &UdpSocket, msg: &[u8], to: SocketAddr) {
+    async fn send_later(sock: &UdpSocket, msg: &[u8], to: SocketAddr, local: Option<Local>) {
         for _ in 0..3 {
-            match sys::send_one(sock, msg, to) {
+            match sys::send_one(sock, msg, to, local) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !super::wait_writable(sock).await {
@@ -419,10 +529,10 @@ mod thread_loop {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod sys {
     use std::io;
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    use super::{BATCH, MAX_DATAGRAM, RecvBatch, SLOT};
+    use super::{BATCH, CONTROL, ControlBuf, Local, MAX_DATAGRAM, RecvBatch, Reply, SLOT};
 
     /// A C socket address of one family, converted without reinterpreting memory.
     trait RawAddr: Copy {
@@ -552,12 +662,26 @@ mod sys {
         let _ = unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) };
     }
 
-    /// Send one datagram without blocking, whatever the socket's mode.
+    /// Send one datagram without blocking, whatever the socket's mode; from `local` when
+    /// given (a wildcard socket's datagram).
     pub(super) fn send_one(
         sock: &UdpSocket,
         msg: &[u8],
         to: std::net::SocketAddr,
+        local: Option<Local>,
     ) -> io::Result<usize> {
+        if local.is_some() {
+            let reply = (msg.to_vec(), to, local);
+            return match to {
+                SocketAddr::V4(_) => {
+                    send_as::<libc::sockaddr_in>(sock, std::slice::from_ref(&reply))
+                }
+                SocketAddr::V6(_) => {
+                    send_as::<libc::sockaddr_in6>(sock, std::slice::from_ref(&reply))
+                }
+            }
+            .map(|_| msg.len());
+        }
         let addr = socket2::SockAddr::from(to);
         // SAFETY: `msg` and `addr` are valid for the call and only read by the kernel.
         let n = unsafe {
@@ -588,10 +712,19 @@ mod sys {
         let iovs_ptr = iovs.as_mut_ptr();
         let mut hdrs: [libc::mmsghdr; BATCH] =
             std::array::from_fn(|i| msghdr(names_ptr.wrapping_add(i), iovs_ptr.wrapping_add(i)));
+        let wildcard = batch.control.len() == BATCH;
+        if wildcard {
+            for (hdr, control) in hdrs.iter_mut().zip(batch.control.iter_mut()) {
+                hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+                hdr.msg_hdr.msg_controllen = CONTROL as _;
+            }
+        }
         // SAFETY: `hdrs` holds BATCH valid headers. Header i points at `names[i]` (its length
         // set to that type's size) and at `iovs[i]`, which covers bytes
-        // [i * SLOT, i * SLOT + MAX_DATAGRAM) of `batch.bufs` (BATCH * SLOT bytes long). All of them are exclusively borrowed here and outlive the call; there is no
-        // control buffer and no timeout. The kernel writes only within those bounds.
+        // [i * SLOT, i * SLOT + MAX_DATAGRAM) of `batch.bufs` (BATCH * SLOT bytes long), and
+        // on a wildcard socket at `batch.control[i]` (CONTROL bytes, its length set to that).
+        // All of them are exclusively borrowed here and outlive the call; there is no timeout.
+        // The kernel writes only within those bounds.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -609,16 +742,104 @@ mod sys {
             } else {
                 None
             };
+            batch.dsts[i] = if wildcard {
+                destination(&hdr.msg_hdr)
+            } else {
+                None
+            };
         }
         Ok(n)
     }
 
+    /// The destination address in a received datagram's control messages (`IP_PKTINFO`,
+    /// `IPV6_PKTINFO`), if there is one.
+    fn destination(hdr: &libc::msghdr) -> Option<Local> {
+        // SAFETY: `hdr` is a header the kernel has just filled: its control pointer and length
+        // describe the bytes it wrote (within the buffer given), and the CMSG macros only walk
+        // within `msg_controllen`. The data is read unaligned, by value.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                let data = libc::CMSG_DATA(cmsg);
+                if c.cmsg_level == libc::IPPROTO_IP
+                    && c.cmsg_type == libc::IP_PKTINFO
+                    && c.cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize
+                {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    return Some(Local {
+                        ip: Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into(),
+                        ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                    });
+                }
+                if c.cmsg_level == libc::IPPROTO_IPV6
+                    && c.cmsg_type == libc::IPV6_PKTINFO
+                    && c.cmsg_len as usize
+                        >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+                {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    return Some(Local {
+                        ip: Ipv6Addr::from(info.ipi6_addr.s6_addr).into(),
+                        ifindex: info.ipi6_ifindex,
+                    });
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
+    }
+
+    /// Write the control message that makes a datagram leave from `local` into `buf`;
+    /// returns its length. IPv4 names the address only (the route picks the interface, as
+    /// Unbound does); IPv6 names the interface too, which a link-local address needs.
+    fn write_source(buf: &mut ControlBuf, local: Local) -> usize {
+        let mut hdr: libc::msghdr =
+            msghdr::<libc::sockaddr_in>(std::ptr::null_mut(), std::ptr::null_mut()).msg_hdr;
+        hdr.msg_control = buf.0.as_mut_ptr().cast();
+        hdr.msg_controllen = CONTROL as _;
+        // SAFETY: `hdr` describes `buf` (CONTROL bytes, aligned for cmsghdr), which is larger
+        // than the one header and payload written; CMSG_FIRSTHDR is non-null for it. The
+        // payload is written unaligned, by value.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const hdr);
+            debug_assert!(!cmsg.is_null());
+            match local.ip {
+                IpAddr::V4(ip) => {
+                    let size = std::mem::size_of::<libc::in_pktinfo>() as u32;
+                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
+                    let info = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(ip).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                    libc::CMSG_SPACE(size) as usize
+                }
+                IpAddr::V6(ip) => {
+                    let size = std::mem::size_of::<libc::in6_pktinfo>() as u32;
+                    (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                    (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size) as _;
+                    let info = libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
+                        ipi6_ifindex: local.ifindex,
+                    };
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+                    libc::CMSG_SPACE(size) as usize
+                }
+            }
+        }
+    }
+
     /// Send up to [`BATCH`] of `replies` in one call; returns how many were sent.
-    pub(super) fn send(
-        sock: &UdpSocket,
-        v6: bool,
-        replies: &[(Vec<u8>, SocketAddr)],
-    ) -> io::Result<usize> {
+    pub(super) fn send(sock: &UdpSocket, v6: bool, replies: &[Reply]) -> io::Result<usize> {
         if v6 {
             send_as::<libc::sockaddr_in6>(sock, replies)
         } else {
@@ -626,10 +847,7 @@ mod sys {
         }
     }
 
-    fn send_as<A: RawAddr>(
-        sock: &UdpSocket,
-        replies: &[(Vec<u8>, SocketAddr)],
-    ) -> io::Result<usize> {
+    fn send_as<A: RawAddr>(sock: &UdpSocket, replies: &[Reply]) -> io::Result<usize> {
         let count = replies.len().min(BATCH);
         let Some(first) = replies.first() else {
             return Ok(0);
@@ -637,14 +855,14 @@ mod sys {
         // An address of the other family cannot come from this socket; send it the plain way
         // so the error (if any) is the kernel's.
         let mut names = [A::EMPTY; BATCH];
-        for (slot, (_, to)) in names.iter_mut().zip(&replies[..count]) {
+        for (slot, (_, to, _)) in names.iter_mut().zip(&replies[..count]) {
             match A::from_std(*to) {
                 Some(a) => *slot = a,
                 None => return sock.send_to(&first.0, first.1).map(|_| 1),
             }
         }
         let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|i| match replies.get(i) {
-            Some((msg, _)) if i < count => libc::iovec {
+            Some((msg, _, _)) if i < count => libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: msg.as_ptr().cast_mut().cast(),
                 iov_len: msg.len(),
@@ -658,11 +876,31 @@ mod sys {
         let iovs_ptr = iovs.as_mut_ptr();
         let mut hdrs: [libc::mmsghdr; BATCH] =
             std::array::from_fn(|i| msghdr(names_ptr.wrapping_add(i), iovs_ptr.wrapping_add(i)));
+        // Wildcard sockets: each answer leaves from the address its query was sent to.
+        let mut controls: Vec<ControlBuf> = if replies[..count].iter().any(|r| r.2.is_some()) {
+            vec![ControlBuf([0; CONTROL]); count]
+        } else {
+            Vec::new()
+        };
+        {
+            for ((hdr, control), (_, _, local)) in hdrs
+                .iter_mut()
+                .zip(controls.iter_mut())
+                .zip(&replies[..count])
+            {
+                if let Some(local) = local {
+                    let len = write_source(control, *local);
+                    hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+                    hdr.msg_hdr.msg_controllen = len as _;
+                }
+            }
+        }
         // SAFETY: the first `count` headers are valid: header i points at `names[i]`, a
-        // destination of the socket's family with its exact size, and at `iovs[i]`, which
-        // covers reply i's bytes (borrowed from `replies` for the whole call). The kernel only
-        // reads the buffers and writes `msg_len` in the headers, which are exclusively
-        // borrowed. `count` ≤ BATCH, the length of `hdrs`.
+        // destination of the socket's family with its exact size, at `iovs[i]`, which covers
+        // reply i's bytes (borrowed from `replies` for the whole call), and for an answer
+        // from a wildcard socket at `controls[i]`, holding one pktinfo message of the length
+        // given. The kernel only reads the buffers and writes `msg_len` in the headers, which
+        // are exclusively borrowed. `count` ≤ BATCH, the length of `hdrs`.
         let sent = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
@@ -681,7 +919,7 @@ mod sys {
     use std::io;
     use std::net::{SocketAddr, UdpSocket};
 
-    use super::{BATCH, MAX_DATAGRAM, RecvBatch, SLOT};
+    use super::{BATCH, Local, MAX_DATAGRAM, RecvBatch, Reply, SLOT};
 
     /// Reads until the queue is empty or the batch full, so that, as with `recvmmsg`, fewer
     /// than [`BATCH`] datagrams means the queue was drained.
@@ -702,14 +940,20 @@ mod sys {
         Ok(n)
     }
 
-    pub(super) fn send(
-        sock: &UdpSocket,
-        _v6: bool,
-        replies: &[(Vec<u8>, SocketAddr)],
-    ) -> io::Result<usize> {
+    pub(super) fn send(sock: &UdpSocket, _v6: bool, replies: &[Reply]) -> io::Result<usize> {
         match replies.first() {
-            Some((msg, to)) => sock.send_to(msg, *to).map(|_| 1),
+            Some((msg, to, _)) => sock.send_to(msg, *to).map(|_| 1),
             None => Ok(0),
         }
+    }
+
+    /// One answer; the source is the kernel's choice here (no `IP_PKTINFO`).
+    pub(super) fn send_one(
+        sock: &UdpSocket,
+        msg: &[u8],
+        to: SocketAddr,
+        _local: Option<Local>,
+    ) -> io::Result<usize> {
+        sock.send_to(msg, to)
     }
 }

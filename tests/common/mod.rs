@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -217,9 +217,10 @@ pub fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
         None => (value.strip_prefix("Some(")?, false),
     };
     let first = value.split([',', ' ', ')']).next()?;
-    // An IPv6 address is itself bracketed: `[[::1]:53]`.
+    // The list's closing bracket after its only entry (`[127.0.0.1:53]`, `[[::1]:53]`); a
+    // first of several ends at its comma.
     let first = if list {
-        first.strip_suffix(']')?
+        first.strip_suffix(']').unwrap_or(first)
     } else {
         first
     };
@@ -310,4 +311,59 @@ pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<
         .map(|(_, value)| value)
         .collect();
     (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+/// A network namespace with loopback up, deleted on drop (which also removes its veths, its
+/// nftables table and everything bound in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(role: &str) -> Self {
+        // Unique per test too: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("dnsward-{}-{n}-{role}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(Stdio::null())
+            .status();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self { name };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(self.command(args[0]).args(&args[1..]))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// Run `cmd`, which must succeed; its output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
