@@ -109,9 +109,176 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by an embedding program); then
             // our handle still renders, just without the global counters.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// One line of `# HELP` for every metric dnsward records (Prometheus's linter, `promtool check
+/// metrics`, asks for one); the constants' doc comments say more.
+const HELP: &[(&str, &str)] = &[
+    (
+        QUERIES_TOTAL,
+        "Queries answered, by group, verdict and qtype.",
+    ),
+    (
+        QUERY_DURATION_SECONDS,
+        "Time from receipt to answer, by protocol.",
+    ),
+    (
+        MALFORMED_TOTAL,
+        "Malformed packets, by action (formerr: answered with an error rcode; dropped).",
+    ),
+    (CACHE_HITS_TOTAL, "Cache lookups that found a live answer."),
+    (CACHE_MISSES_TOTAL, "Cache lookups that found nothing live."),
+    (CACHE_ENTRIES, "Entries in the cache."),
+    (
+        UPSTREAM_REQUESTS_TOTAL,
+        "Requests sent to an upstream, by upstream and transport.",
+    ),
+    (
+        UPSTREAM_ERRORS_TOTAL,
+        "Upstream failures, by upstream and kind.",
+    ),
+    (
+        UPSTREAM_SCRUBBED_TOTAL,
+        "Records dropped from upstream answers beyond their question's chain, by section.",
+    ),
+    (
+        UPSTREAM_DURATION_SECONDS,
+        "Upstream round-trip time, by upstream.",
+    ),
+    (
+        EVENTS_WRITTEN_TOTAL,
+        "Events written to the event sink, by kind.",
+    ),
+    (
+        EVENTS_DROPPED_TOTAL,
+        "Events lost (full queue, unwritable log, encoding), by cause.",
+    ),
+    (
+        EVENTS_BACKLOG,
+        "Security events held in memory until the event log can be written.",
+    ),
+    (
+        EVENTS_ROTATION_FAILURES_TOTAL,
+        "Event log rotations that failed.",
+    ),
+    (
+        EVENTS_FILE_REOPENED_TOTAL,
+        "Event log files started again at their path after being deleted or replaced, by reason.",
+    ),
+    (
+        EVENTS_SAMPLED_OUT_TOTAL,
+        "Events not logged by design (sampling), by kind.",
+    ),
+    (TCP_REJECTED_TOTAL, "TCP connections refused, by reason."),
+    (
+        TLS_REJECTED_TOTAL,
+        "DoT and DoH connections refused at accept, by protocol and reason.",
+    ),
+    (
+        TLS_HANDSHAKE_TIMEOUTS_TOTAL,
+        "DoT and DoH connections closed for a TLS handshake past its timeout, by protocol.",
+    ),
+    (
+        ACCEPT_ERRORS_TOTAL,
+        "Connections a listener could not accept, by protocol and kind.",
+    ),
+    (TCP_CONNECTIONS, "Open TCP connections."),
+    (
+        OVERLOAD_TOTAL,
+        "Queries answered SERVFAIL at once because a resource bound was reached, by reason.",
+    ),
+    (
+        COALESCED_TOTAL,
+        "Cache misses that shared an identical question's upstream exchange.",
+    ),
+    (
+        ADMIN_REJECTED_TOTAL,
+        "Admin connections closed at once at the admin connection cap.",
+    ),
+    (ALERTS_TOTAL, "Tunnel alerts raised, by group and action."),
+    (
+        CONTAINMENTS_TOTAL,
+        "Containments started, by group and action.",
+    ),
+    (CONTAINMENTS_ACTIVE, "Active containments, by action."),
+    (
+        DETECTOR_TRACKED_KEYS,
+        "Keys tracked by the tunnel detector, by table.",
+    ),
+    (
+        DETECTOR_EVICTIONS_TOTAL,
+        "Keys evicted from the tunnel detector's bounded tables, by table.",
+    ),
+    (POLICY_VERSION, "The active policy version."),
+    (POLICY_RELOADS_TOTAL, "Policy reloads, by result."),
+    (
+        AUTH_REFUSED_TOTAL,
+        "Encrypted clients refused before any query (bad certificate or token), by protocol and auth.",
+    ),
+    (
+        crate::events::notify::NOTIFY_SENT_TOTAL,
+        "Notifications delivered, by sink.",
+    ),
+    (
+        crate::events::notify::NOTIFY_FAILED_TOTAL,
+        "Notifications that could not be delivered, by sink.",
+    ),
+    (
+        crate::events::notify::NOTIFY_DROPPED_TOTAL,
+        "Notifications dropped before delivery, by sink.",
+    ),
+    (
+        crate::egress::metric_names::WRITES_TOTAL,
+        "Egress set elements written (added or refreshed).",
+    ),
+    (
+        crate::egress::metric_names::BATCHES_TOTAL,
+        "Egress set batches applied, by result.",
+    ),
+    (
+        crate::egress::metric_names::WAIT_TIMEOUTS_TOTAL,
+        "Answers sent before their egress set update was in (the wait hit max_wait).",
+    ),
+    (
+        crate::egress::metric_names::CAPPED_TOTAL,
+        "Addresses not added because an answer had more than max_addresses_per_name.",
+    ),
+    (
+        crate::egress::metric_names::UNTRACKED_TOTAL,
+        "Egress elements written without being remembered (the dedupe map was full).",
+    ),
+    (
+        crate::egress::metric_names::TRACKED,
+        "Egress elements remembered for deduplication.",
+    ),
+    (
+        crate::egress::metric_names::DENIED_TOTAL,
+        "Denied connection attempts read from NFLOG, by group.",
+    ),
+    (
+        crate::egress::metric_names::DENIED_UNATTRIBUTED_TOTAL,
+        "Denied connection attempts counted against no group.",
+    ),
+    (
+        crate::egress::metric_names::DENIED_EVICTED_TOTAL,
+        "Clients' denied-flow windows dropped because the table was full.",
+    ),
+    (
+        crate::egress::metric_names::DENIED_MALFORMED_TOTAL,
+        "NFLOG messages that could not be parsed.",
+    ),
+];
+
+/// Give every metric its `# HELP` line. The exporter keeps one description per name, whatever
+/// the kind it is described as or recorded as.
+fn describe() {
+    for (name, help) in HELP {
+        metrics::describe_counter!(*name, *help);
+    }
 }
 /// Registers at zero the counters an alert rule watches for their first increase, so that
 /// rule sees it: a series that first appears at 1 is no `increase()` at all. Global ones

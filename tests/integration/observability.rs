@@ -98,6 +98,18 @@ async fn metrics_endpoint_counts_queries() {
     };
     assert_eq!(queries("block", "AAAA"), 3.0, "{body}");
     assert_eq!(queries("allow", "A"), 2.0, "{body}");
+    // Every metric has its `# HELP` line right before its `# TYPE` (`promtool check metrics`
+    // lints a metric without one).
+    let lines: Vec<&str> = body.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(
+                i > 0 && lines[i - 1].starts_with(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{body}"
+            );
+        }
+    }
     let timed_after = timed(&body, "udp");
     assert!(
         timed_after >= timed_before + 5.0,
