@@ -165,12 +165,25 @@ pub fn exception_problem(name: &str) -> Option<String> {
     })
 }
 
-/// Normalise a configured name: trim, lower-case, drop one trailing dot.
+/// Normalise a configured name: trim, lower-case, drop one trailing dot. An internationalised
+/// name (`bücher.example`, `*.münchen.de`) becomes the A-label form queries carry
+/// (`xn--bcher-kva.example`, UTS #46 as browsers map it); one that does not convert stays as
+/// written, for [`validate_name`] to name the character.
 #[must_use]
 pub fn normalise(name: &str) -> String {
     let trimmed = name.trim();
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    trimmed.to_ascii_lowercase()
+    if trimmed.is_ascii() {
+        return trimmed.to_ascii_lowercase();
+    }
+    let (wildcard, rest) = match trimmed.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", trimmed),
+    };
+    match idna::domain_to_ascii(rest) {
+        Ok(ascii) if !ascii.is_empty() => format!("{wildcard}{ascii}"),
+        _ => trimmed.to_lowercase(),
+    }
 }
 
 /// Checks that a configured name is a plausible DNS name: labels of 1–63 bytes, at most 253
@@ -216,6 +229,24 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internationalised_names_become_the_a_labels_queries_carry() {
+        assert_eq!(normalise("Bücher.Example."), "xn--bcher-kva.example");
+        assert_eq!(normalise(" *.münchen.de "), "*.xn--mnchen-3ya.de");
+        assert_eq!(normalise("xn--mnchen-3ya.de"), "xn--mnchen-3ya.de");
+        assert_eq!(normalise("WWW.Example.COM."), "www.example.com");
+        for name in ["bücher.example", "*.münchen.de", "例え.テスト"] {
+            assert_eq!(
+                validate_name(normalise(name).trim_start_matches("*.")),
+                Ok(()),
+                "{name}"
+            );
+        }
+        // What does not convert stays, for the name check to say what is wrong with it.
+        let bad = normalise("a\u{0}b.example");
+        assert!(validate_name(&bad).is_err(), "{bad}");
+    }
 
     #[test]
     fn an_exception_is_a_valid_name_of_two_labels_or_more() {
