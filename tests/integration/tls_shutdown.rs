@@ -12,6 +12,7 @@ use hickory_proto::rr::RecordType;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::harness::*;
@@ -228,6 +229,90 @@ async fn doh_requests_in_flight_at_shutdown_are_answered_then_the_connections_cl
         .expect("HTTP/2 ends with GOAWAY, not a reset");
     let _ = ends_within("HTTP/1.1", h1_conn, Duration::from_secs(3)).await;
     let _ = ends_within("idle HTTP/1.1", idle_conn, Duration::from_secs(3)).await;
+    let took = stopping.await.unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown waited for the answers, not for the grace period: {took:?}"
+    );
+}
+
+/// The next DoT answer on `c` within 4 s; `None` when the connection closed or nothing came.
+async fn next<S: AsyncReadExt + Unpin>(c: &mut S) -> Option<Message> {
+    let read = async {
+        let len = c.read_u16().await.ok()?;
+        let mut buf = vec![0; usize::from(len)];
+        c.read_exact(&mut buf).await.ok()?;
+        Message::from_vec(&buf).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(4), read)
+        .await
+        .ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_queries_read_before_shutdown_are_answered_then_the_connection_closes() {
+    let pki = Pki::new();
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 8])
+        .with_delay(UPSTREAM_DELAY)
+        .start()
+        .await;
+    let (mut s, dot, _) = start(&pki, Some(up.addr), "3s").await;
+    let framed = |p: &[u8]| {
+        let mut f = (p.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(p);
+        f
+    };
+    // One connection with three pipelined misses, one with a single miss.
+    let mut piped = tls_connect(&pki.client(None, &[]), dot, "127.0.0.153")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let q = query_packet(&format!("piped-{i}.stop.example"), RecordType::A, false);
+        piped.write_all(&framed(&q)).await.unwrap();
+        ids.push([q[0], q[1]]);
+    }
+    let mut single = tls_connect(&pki.client(None, &[]), dot, "127.0.0.154")
+        .await
+        .unwrap();
+    let q = query_packet("single.stop.example", RecordType::A, false);
+    single.write_all(&framed(&q)).await.unwrap();
+    let single_id = [q[0], q[1]];
+    until_upstream_asked(&up, 4).await;
+
+    let stopping = stop(&mut s);
+    // A query sent once the server is stopping is not read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = query_packet("late.stop.example", RecordType::A, false);
+    let _ = piped.write_all(&framed(&late)).await;
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = next(&mut piped)
+            .await
+            .expect("every pipelined query read before the stop is answered");
+        assert_eq!(a_records(&m), ["192.0.2.8"]);
+        got.push(m.metadata.id.to_be_bytes());
+    }
+    got.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(got, ids);
+    assert!(
+        next(&mut piped).await.is_none(),
+        "the query sent after the stop is not answered; the connection closes"
+    );
+    let m = next(&mut single)
+        .await
+        .expect("the single query is answered");
+    assert_eq!(m.metadata.id.to_be_bytes(), single_id);
+    assert_eq!(a_records(&m), ["192.0.2.8"]);
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(4), single.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the connection closes once answered: {closed:?}"
+    );
     let took = stopping.await.unwrap();
     assert!(
         took < Duration::from_secs(2),
