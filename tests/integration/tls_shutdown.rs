@@ -319,3 +319,28 @@ async fn dot_queries_read_before_shutdown_are_answered_then_the_connection_close
         "shutdown waited for the answers, not for the grace period: {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_lingering_plain_and_tls_clients_takes_one_grace_period() {
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, None, "1s").await;
+    // Clients that hold every kind of listener past the grace period: on plain TCP a frame
+    // whose length arrived but not its body (a frame begun is read whole, within the 10 s
+    // idle timeout); on DoT and DoH connections that never start their TLS handshake (5 s
+    // handshake timeout).
+    let mut plain = tcp_connect(s.tcp, "127.0.0.155").await;
+    plain.write_all(&[0, 30, 0xAB]).await.unwrap();
+    let _dot = tcp_connect(dot, "127.0.0.155").await;
+    let _doh = tcp_connect(doh, "127.0.0.155").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let took = stop(&mut s).await.unwrap();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the lingering clients held the drain for the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1600),
+        "plain and encrypted listeners drain side by side, within one grace period: {took:?}"
+    );
+}
