@@ -392,9 +392,13 @@ impl RunningApp {
     }
 
     /// Stop listening, finish in-flight queries, flush events.
+    ///
+    /// Every listener, plain and encrypted, is told to stop at once and they drain side by
+    /// side: the whole drain takes at most one `shutdown_grace`, not one per kind of listener
+    /// (and no listener keeps accepting while another drains).
     pub async fn shutdown(self) {
-        self.tls.shutdown(self.dns.grace()).await;
-        self.dns.shutdown().await;
+        let grace = self.dns.grace();
+        tokio::join!(self.tls.shutdown(grace), self.dns.shutdown());
         self.upkeep.abort();
         // Containments that expire during shutdown are still recorded.
         self.pipeline.maintenance_tick();

@@ -5,6 +5,10 @@
 //! verified against the configured keys; a bad one is answered 401 and becomes an
 //! `auth_refused` event), its verified client certificate, or its address. The DNS answer is
 //! the pipeline's, exactly as for UDP: a refusal or block is a DNS answer inside a 200.
+//!
+//! On shutdown a connection takes no new request (HTTP/2: GOAWAY; HTTP/1.1: no keep-alive),
+//! answers the requests it has already received, then closes, as TCP and DoT connections do
+//! with the queries they have read. The server's `shutdown_grace` bounds the wait.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -73,7 +77,6 @@ pub(super) async fn serve<S>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(idle);
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
     // Idle: no bytes either way for `idle`. Checked a few times per period.
     let watchdog = async {
         loop {
@@ -86,10 +89,23 @@ pub(super) async fn serve<S>(
             }
         }
     };
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = watchdog => {}
-        _ = stop.changed() => {}
+    tokio::pin!(conn, watchdog);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = &mut watchdog => return,
+            // Shutdown (or the listener gone): hyper's graceful shutdown. Requests already
+            // received are answered; HTTP/2 sends GOAWAY and takes no new stream, HTTP/1.1
+            // closes an idle keep-alive connection at once and a busy one after its response,
+            // and a connection that has not yet said which it speaks is closed. The
+            // connection then ends by itself; the server's `shutdown_grace` (and the idle
+            // watchdog) bound the wait.
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
     }
 }
 

@@ -26,6 +26,12 @@
 //! foreign client certificate) becomes an `auth_refused` event with the reason. hickory's TLS
 //! listener does not expose the peer certificate, hence our own loop over tokio-rustls.
 //!
+//! Shutdown ([`RunningTls::shutdown`]) is plain TCP's: the listeners stop accepting, a DoT
+//! connection reads no new query and writes the answers to those it has read, a DoH connection
+//! takes no new request and answers those it has received (HTTP/2 GOAWAY, HTTP/1.1 without
+//! keep-alive), then each closes; `shutdown_grace` bounds the whole, shared with the plain
+//! listeners that drain at the same time ([`crate::app::RunningApp::shutdown`]).
+//!
 //! Each listener's rustls configuration lives in a [`TlsConfigCell`]; [`RunningTls::reload`]
 //! re-reads certificates, keys, CAs and CRLs and swaps them in for new connections without
 //! touching open ones.

@@ -184,7 +184,7 @@ allow = ["models.corp.internal"]
     }
 
     /// A client TLS configuration trusting our CA, with `who`'s certificate (or none).
-    fn client(&self, who: Option<&str>, alpn: &[&[u8]]) -> TlsConnector {
+    pub(crate) fn client(&self, who: Option<&str>, alpn: &[&[u8]]) -> TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(self.path("ca.crt")).unwrap() {
@@ -248,7 +248,7 @@ fn ca_params(cn: &str) -> CertificateParams {
     p
 }
 
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     connector: &TlsConnector,
     server: SocketAddr,
     src: &str,

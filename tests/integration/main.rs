@@ -20,4 +20,5 @@ mod resolver;
 mod review;
 mod robustness;
 mod tls_exhaustion;
+mod tls_shutdown;
 mod volume;
