@@ -336,6 +336,12 @@ const SIGNED_ALLOWANCE: usize = 320;
 const NEGATIVE_SIGNED_ALLOWANCE: usize = 1024;
 
 /// `DomainState::offered_bits` at which both shared-name counters are halved: the share
+/// The part of the prevalence discount a domain earns from many clients alone, when they share
+/// none of its names: services that give each client names of its own (telemetry IDs, content
+/// hashes) have many clients and share little, but so does one tunnel split over several
+/// source addresses; the rest of the discount comes with shared names.
+const UNSHARED_PREVALENCE: f32 = 0.75;
+
 /// follows the last ~64 KiB of names' information.
 const SHARED_DECAY_BITS: u32 = 1 << 19;
 
@@ -759,14 +765,22 @@ impl Detector {
                 #[allow(clippy::cast_precision_loss)]
                 let p = score::ramp((clients.max(1) as f32).log2(), 1.0, 4.0)
                     * (0.75 + 0.25 * score::ramp(age.as_secs_f32(), 120.0, 1800.0));
-                let prevalence = 1.0 - 0.8 * p;
+                #[allow(clippy::cast_precision_loss)]
+                let shared_share = d.shared_bits as f32 / d.offered_bits.max(1) as f32;
+                // Many clients make a domain prevalent only as far as they ask the same names
+                // (a popular service's clients do): a tunnel's data split over several source
+                // addresses brings many clients and shares nothing, and must not earn each
+                // source a larger budget.
+                let prevalence = 1.0
+                    - 0.8
+                        * p
+                        * (UNSHARED_PREVALENCE
+                            + (1.0 - UNSHARED_PREVALENCE) * score::ramp(shared_share, 0.1, 0.4));
                 // Fleet evidence: budgets grow with the number of clients (each has its own).
                 #[allow(clippy::cast_precision_loss)]
                 let fleet_scale = scale * self.client_factor * 4.0 * (clients.max(1) as f32).sqrt();
                 let fleet_budgets = self.budgets.scaled(fleet_scale);
                 let fleet_window = d.windows.0[1].volume_stats();
-                #[allow(clippy::cast_precision_loss)]
-                let shared_share = d.shared_bits as f32 / d.offered_bits.max(1) as f32;
                 let fleet = if d.windows.could_score(fleet_budgets) {
                     let mut windows = d.windows.stats();
                     windows[0] = window::WindowStats::default();

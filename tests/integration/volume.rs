@@ -378,3 +378,73 @@ async fn sequential_names_pass_and_tunnels_exploiting_the_floor_are_contained() 
         );
     }
 }
+
+/// Sends `t` round-robin from `sources` of one group (the clock advancing by its interval):
+/// one tunnel whose data is split over several source addresses. Stops once 60 queries in a
+/// row were contained (every source contained).
+async fn replay_rotating(
+    s: &TestServer,
+    clock: &ManualClock,
+    sources: &[String],
+    t: &Traffic,
+) -> Leak {
+    let mut leak = Leak::default();
+    let mut contained_in_a_row = 0;
+    for (i, q) in t.queries.iter().enumerate() {
+        let src = &sources[i % sources.len()];
+        let packet = raw_name_query(&q.qname, q.qtype);
+        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
+            .await
+            .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        leak.sent += 1;
+        if m.metadata.response_code == ResponseCode::NXDomain {
+            leak.forwarded += q.payload;
+            contained_in_a_row = 0;
+        } else {
+            leak.contained_at.get_or_insert(i + 1);
+            contained_in_a_row += 1;
+            if contained_in_a_row >= 60 {
+                break;
+            }
+        }
+        clock.advance(t.interval);
+    }
+    leak
+}
+
+/// One tunnel's data split over eight source addresses of the group, each sending what one
+/// source alone is contained for (1 B/s): the sources asking the same domain must not make it
+/// look prevalent (a popular domain's clients ask the same names; these share none), so each
+/// source's own evidence contains it about as soon as it would alone.
+#[tokio::test]
+async fn a_tunnel_rotated_over_eight_sources_is_contained() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let s = server("127.0.6.0/24", &up, &clock).await;
+    let sources: Vec<String> = (10..18).map(|i| format!("127.0.6.{i}")).collect();
+    for encoding in [Encoding::Base32, Encoding::WordLike] {
+        // 20 bytes a query, a query every 2.5 s over all sources: 1 B/s from each source.
+        let t = testgen::exfil(
+            encoding,
+            &["rotate.example.com"],
+            24 * 1024,
+            20,
+            Duration::from_millis(2500),
+            61,
+        );
+        let leak = replay_rotating(&s, &clock, &sources, &t).await;
+        eprintln!(
+            "{encoding:?} over 8 sources: {} B forwarded of {} queries",
+            leak.forwarded, leak.sent
+        );
+        assert!(leak.contained_at.is_some(), "{encoding:?}: never contained");
+        assert!(
+            leak.forwarded <= 8 * 1024,
+            "{encoding:?}: {} B",
+            leak.forwarded
+        );
+        // The next encoding from a fresh domain's point of view: far past every window.
+        clock.advance(Duration::from_secs(6 * 3600));
+    }
+}
