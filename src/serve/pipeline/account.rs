@@ -18,6 +18,7 @@ use crate::policy::answer_check::AnswerProblem;
 use crate::policy::group::Group;
 use crate::policy::identify::GroupId;
 use crate::policy::verdict::Verdict;
+use crate::resolve::failures::FailureKind;
 use crate::wire::{self, Query, WireError, rcode};
 
 /// What the stage that answered reports about the answer, for metrics and the event.
@@ -152,6 +153,22 @@ impl Pipeline {
                 Outcome::Drop
             }
         }
+    }
+
+    /// SERVFAIL at once for a question whose resolution failed within `[upstream] failure_ttl`
+    /// (RFC 9520), with EDE 13 (Cached Error, RFC 8914 §4.14): no upstream is asked.
+    pub(super) fn failure_cached(&self, ctx: &Asked<'_, '_>, kind: FailureKind) -> Vec<u8> {
+        let msg = wire::start_response(ctx.q, rcode::SERVFAIL, false);
+        let why = || format!("failure cached: {}", kind.as_str());
+        // A cache hit in the event (so it never folds into the line of the failure it
+        // repeats), though not in `dnsward_cache_hits_total`, which counts answers.
+        let report = Report::new(Verdict::Servfail, &why)
+            .cached(true)
+            .ede(wire::Ede {
+                code: wire::ede::CACHED_ERROR,
+                text: "resolution failed recently",
+            });
+        self.finish(ctx, msg, &report)
     }
 
     /// The group's block answer for an answer that failed the answer check.
