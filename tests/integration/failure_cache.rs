@@ -210,3 +210,37 @@ async fn a_failure_ttl_of_0s_asks_the_upstream_every_time() {
         assert_eq!(times_asked(&up, "never.example"), round);
     }
 }
+
+#[tokio::test]
+async fn a_reload_forgets_the_failures_of_the_old_upstreams() {
+    let down = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 1])
+        .with_fault(Fault::BlackHole)
+        .start()
+        .await;
+    let good = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 8])
+        .start()
+        .await;
+    let s = TestServer::start_with_upstream_extra(down.addr, GROUP, "failure_ttl = \"5m\"").await;
+    let (m, _, _) = ask(s.udp, "127.0.0.165", "moved.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let (_, raw, _) = ask(s.udp, "127.0.0.165", "moved.example").await;
+    assert!(says_cached_error(&raw), "remembered before the reload");
+
+    // The operator points dnsward at a working upstream.
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let text = text.replace(&down.addr.to_string(), &good.addr.to_string());
+    std::fs::write(&s.config_path, text).unwrap();
+    s.app
+        .as_ref()
+        .unwrap()
+        .control
+        .reload(Some("test"), None)
+        .await
+        .expect("reload");
+
+    let (m, _, _) = ask(s.udp, "127.0.0.165", "moved.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&m), ["192.0.2.8"]);
+}
