@@ -187,6 +187,18 @@ impl<'a> CacheKeyRef<'a> {
         Self::from_parts(&q.name, q.qtype, q.qclass, q.dnssec_ok(), q.cd)
     }
 
+    /// Name, type, class, DO and CD.
+    #[must_use]
+    pub fn parts(&self) -> (&'a str, u16, u16, bool, bool) {
+        (
+            self.name,
+            self.qtype,
+            self.qclass,
+            self.dnssec_ok,
+            self.checking_disabled,
+        )
+    }
+
     /// An owned key.
     #[must_use]
     pub fn to_owned_key(&self) -> CacheKey {

@@ -537,8 +537,11 @@ impl Pipeline {
         // there is room for one more miss in flight.
         self.cache_misses.increment(1);
         // The same question failed a moment ago (RFC 9520): SERVFAIL at once, no upstream.
-        if let Some(kind) = self.failures.get(CacheKeyRef::of(q), admitted.now.get()) {
-            return Outcome::Reply(self.failure_cached(&admitted.asked, kind));
+        // With no recent failure (the usual case) this is one atomic load.
+        if !self.failures.is_empty()
+            && let Some(msg) = self.failure_cached(&admitted.asked, &admitted.now)
+        {
+            return Outcome::Reply(msg);
         }
         let permit = match self.inflight.admit(client) {
             Ok(p) => p,
