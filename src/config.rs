@@ -625,6 +625,12 @@ mod tests {
             300_000,
         ),
         (
+            "upstream.failure_ttl",
+            "[upstream]\nfailure_ttl = \"{v}\"\n",
+            0,
+            300_000,
+        ),
+        (
             "upstream.servers[0].timeout",
             "[upstream]\nservers = [{ address = \"127.0.0.1\", timeout = \"{v}\" }]\n",
             1,

@@ -65,6 +65,11 @@ pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
 pub const OVERLOAD_TOTAL: &str = "dnsward_overload_total";
 /// Cache misses that shared an identical question's upstream exchange instead of their own.
 pub const COALESCED_TOTAL: &str = "dnsward_coalesced_misses_total";
+/// Cache misses answered SERVFAIL at once because the same question's resolution failed
+/// within `[upstream] failure_ttl` (RFC 9520), without asking an upstream.
+pub const FAILURE_CACHE_HITS_TOTAL: &str = "dnsward_failure_cache_hits_total";
+/// Questions whose recent resolution failure is remembered (gauge, set when scraped).
+pub const FAILURE_CACHE_ENTRIES: &str = "dnsward_failure_cache_entries";
 /// Admin HTTP connections closed at once because the admin connection cap was reached.
 pub const ADMIN_REJECTED_TOTAL: &str = "dnsward_admin_connections_rejected_total";
 /// Tunnel alerts raised, by `group` and `action`.

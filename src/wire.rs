@@ -198,6 +198,8 @@ pub struct Ede {
 pub mod ede {
     /// Forged Answer: a sinkhole address instead of the real one.
     pub const FORGED_ANSWER: u16 = 4;
+    /// Cached Error: the answer is a SERVFAIL remembered from a recent failure (RFC 9520).
+    pub const CACHED_ERROR: u16 = 13;
     /// Blocked: by the operator's policy (a group's rules, a containment).
     pub const BLOCKED: u16 = 15;
     /// Prohibited: this client may not ask (unknown, unauthenticated, quarantined).

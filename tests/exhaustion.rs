@@ -312,6 +312,8 @@ listen = "127.0.0.1:0"
 [upstream]
 timeout = "2s"
 servers = [{{ address = "{upstream}", timeout = "1s" }}]
+# Long enough to outlast the test: the starved miss must not be remembered as a failure.
+failure_ttl = "5m"
 
 [detect]
 enabled = false
@@ -424,6 +426,16 @@ allow = ["*.example"]
     )
     .expect("answered");
     assert_eq!(a_records(&fresh), ["192.0.2.9"]);
+    // The starved name too: this host's own shortage is not the name's failure, so it was not
+    // remembered (RFC 9520 failure caching) and is asked again at once.
+    let again = ask(
+        server.udp,
+        "127.0.0.101",
+        "starved.example",
+        Duration::from_secs(4),
+    )
+    .expect("answered");
+    assert_eq!(a_records(&again), ["192.0.2.9"]);
     let log = server.stop();
     stop.store(true, Ordering::Relaxed);
     assert!(!log.contains("panicked"), "{log}");

@@ -218,6 +218,7 @@ async fn metrics_page(
     axum::Extension(Authenticated(authenticated)): axum::Extension<Authenticated>,
 ) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::CACHE_ENTRIES).set(s.pipeline.cache().len() as f64);
+    metrics::gauge!(crate::metrics::FAILURE_CACHE_ENTRIES).set(s.pipeline.failures().len() as f64);
     s.prom.run_upkeep();
     let text = s.prom.render();
     let text = if authenticated || s.metrics_labels == MetricsLabels::Full {

@@ -18,7 +18,8 @@
 //! the TTL a client sees always counts down to zero at the moment the entry expires. Negative
 //! answers (NXDOMAIN and NODATA) are cached per RFC 2308 for `min(SOA TTL, SOA MINIMUM)`,
 //! capped by `negative_max_ttl`; a negative answer without an SOA is not cached. SERVFAIL and
-//! other errors are never cached.
+//! other errors are never cached here (a failed resolution is remembered for a few seconds in
+//! its own table, [`crate::resolve::failures`]).
 //!
 //! The cache is shared by every group: the policy stage runs before it, and the CNAME chain of a
 //! cached answer is kept beside it so the answer-check stage can apply each group's policy on
@@ -133,8 +134,10 @@ pub struct CacheKey {
     pub checking_disabled: bool,
 }
 
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
+impl CacheKey {
+    /// The borrowed form, to compare with or hash like a lookup's key.
+    #[must_use]
+    pub fn as_key_ref(&self) -> CacheKeyRef<'_> {
         CacheKeyRef::from_parts(
             &self.name,
             self.qtype,
@@ -142,7 +145,12 @@ impl Hash for CacheKey {
             self.dnssec_ok,
             self.checking_disabled,
         )
-        .hash(state);
+    }
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_key_ref().hash(state);
     }
 }
 
@@ -177,6 +185,18 @@ impl<'a> CacheKeyRef<'a> {
     #[must_use]
     pub fn of(q: &'a Query<'_>) -> Self {
         Self::from_parts(&q.name, q.qtype, q.qclass, q.dnssec_ok(), q.cd)
+    }
+
+    /// Name, type, class, DO and CD.
+    #[must_use]
+    pub fn parts(&self) -> (&'a str, u16, u16, bool, bool) {
+        (
+            self.name,
+            self.qtype,
+            self.qclass,
+            self.dnssec_ok,
+            self.checking_disabled,
+        )
     }
 
     /// An owned key.

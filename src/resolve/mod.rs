@@ -1,6 +1,8 @@
 //! Resolution: where allowed answers come from.
 //!
 //! - [`cache`]: the bounded, pre-encoded answer cache (TTL countdown, negative caching).
+//! - [`failures`]: recent resolution failures, answered SERVFAIL at once for a few seconds
+//!   (RFC 9520).
 //! - [`inflight`]: the bound on cache misses in flight and coalescing of identical ones.
 //! - [`scrub`]: what a forwarded answer may carry on (its question's chain; no AD).
 //! - [`zones`]: local authoritative zones from RFC 1035 zone files.
@@ -11,6 +13,7 @@
 //! It knows nothing about clients, groups or policy: the pipeline decides first, then asks here.
 
 pub mod cache;
+pub mod failures;
 pub mod inflight;
 pub mod scrub;
 pub mod upstream;

@@ -44,6 +44,7 @@ use crate::config_error::{ConfigProblems, DurationRange};
 use crate::metrics as m;
 use crate::names::{normalise, self_and_parents, validate_name};
 use crate::resolve::cache::StaleAnswers;
+use crate::resolve::failures::FAILURE_TTL;
 use crate::resources::SocketError;
 use crate::wire;
 
@@ -105,6 +106,11 @@ pub struct UpstreamConfig {
     /// (dns2tcp's base64) stop working and the client still gets its own case back.
     #[serde(default)]
     pub fold_case: bool,
+    /// How long a question whose resolution failed (no upstream answered, SERVFAIL, an
+    /// unusable answer) is answered SERVFAIL at once without asking again (RFC 9520; default
+    /// 5s, at most 5m; 0s turns it off).
+    #[serde(default = "default_failure_ttl", with = "humantime_serde")]
+    pub failure_ttl: Duration,
 }
 
 fn default_sockets_per_server() -> usize {
@@ -119,8 +125,13 @@ impl Default for UpstreamConfig {
             forward: Vec::new(),
             udp_sockets_per_server: default_sockets_per_server(),
             fold_case: false,
+            failure_ttl: default_failure_ttl(),
         }
     }
+}
+
+fn default_failure_ttl() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Accepted `[upstream] timeout` and per-server `timeout`: a client gives up on a query within
@@ -257,6 +268,8 @@ pub struct Upstreams {
     fold_case: bool,
     /// Sockets per server, for servers added after the config ([`Self::add_delegations`]).
     sockets: usize,
+    /// `[upstream] failure_ttl`.
+    failure_ttl: Duration,
 }
 
 impl UpstreamSet {
@@ -308,6 +321,7 @@ impl Upstreams {
         }
         let default = build_set(&cfg.servers, sockets, &format!("{at}.servers"), problems);
         problems.check_duration(format!("{at}.timeout"), cfg.timeout, UPSTREAM_TIMEOUT);
+        problems.check_duration(format!("{at}.failure_ttl"), cfg.failure_ttl, FAILURE_TTL);
         let mut forwards = HashMap::new();
         for (i, f) in cfg.forward.iter().enumerate() {
             let loc = format!("{at}.forward[{i}]");
@@ -338,6 +352,7 @@ impl Upstreams {
             total_timeout: UPSTREAM_TIMEOUT.clamp(cfg.timeout),
             fold_case: cfg.fold_case,
             sockets,
+            failure_ttl: FAILURE_TTL.clamp(cfg.failure_ttl),
         }
     }
 
@@ -411,6 +426,13 @@ impl Upstreams {
     #[must_use]
     pub fn fold_case(&self) -> bool {
         self.fold_case
+    }
+
+    /// How long a failed question is answered SERVFAIL without asking again
+    /// (`[upstream] failure_ttl`; zero: never).
+    #[must_use]
+    pub fn failure_ttl(&self) -> Duration {
+        self.failure_ttl
     }
 
     /// The server set for a name: the longest matching forward zone, or the default.

@@ -61,6 +61,8 @@ pub enum Fault {
     NotImp,
     /// Answers with the records but an rcode no stub knows what to do with (NOTAUTH, 9).
     OddRcode,
+    /// Answers every query SERVFAIL (a resolver that cannot resolve the name).
+    ServFail,
     /// Answers correctly, with extras no question asked for: AD set, an unrelated name's
     /// address in the answer section, NS records for another zone in the authority section,
     /// and glue with a private address in the additional section.
@@ -177,7 +179,14 @@ impl FakeUpstream {
     fn reply(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         match self.fault {
             None => self.answer(query, udp),
-            Some(Fault::BlackHole) => None,
+            Some(Fault::BlackHole) => {
+                // Counted among the names asked, then never answered.
+                let q = Message::from_vec(query).ok()?.queries.first()?.clone();
+                if let Ok(mut asked) = self.asked.lock() {
+                    asked.push(q.name().to_ascii());
+                }
+                None
+            }
             Some(Fault::Garbage) => {
                 let mut x =
                     u32::from(query.first().copied().unwrap_or(7)).wrapping_mul(2_654_435_761) | 1;
@@ -220,6 +229,13 @@ impl FakeUpstream {
                 let mut r = self.answer(query, udp)?;
                 r[3] = (r[3] & 0xF0) | 9;
                 Some(r)
+            }
+            Some(Fault::ServFail) => {
+                let mut m = Message::from_vec(&self.answer(query, udp)?).ok()?;
+                m.answers.clear();
+                m.authorities.clear();
+                m.metadata.response_code = ResponseCode::ServFail;
+                m.to_vec().ok()
             }
             Some(Fault::TcpResetMidAnswer) => self.answer(query, udp),
             Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {

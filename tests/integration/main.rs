@@ -7,6 +7,7 @@ mod alert_filter;
 mod common;
 mod detection;
 mod egress;
+mod failure_cache;
 mod faults;
 mod governance;
 mod hardening;

@@ -18,6 +18,7 @@ use crate::policy::answer_check::AnswerProblem;
 use crate::policy::group::Group;
 use crate::policy::identify::GroupId;
 use crate::policy::verdict::Verdict;
+use crate::resolve::cache::CacheKeyRef;
 use crate::wire::{self, Query, WireError, rcode};
 
 /// What the stage that answered reports about the answer, for metrics and the event.
@@ -152,6 +153,25 @@ impl Pipeline {
                 Outcome::Drop
             }
         }
+    }
+
+    /// SERVFAIL at once, with EDE 13 (Cached Error, RFC 8914 §4.14), for a question whose
+    /// resolution failed within `[upstream] failure_ttl` (RFC 9520); `None` for any other.
+    /// Kept out of line: the miss path that finds no recent failure stays as small as it was.
+    #[inline(never)]
+    pub(super) fn failure_cached(&self, ctx: &Asked<'_, '_>, now: &LazyNow<'_>) -> Option<Vec<u8>> {
+        let kind = self.failures.get(CacheKeyRef::of(ctx.q), now.get())?;
+        let msg = wire::start_response(ctx.q, rcode::SERVFAIL, false);
+        let why = || format!("failure cached: {}", kind.as_str());
+        // A cache hit in the event (so it never folds into the line of the failure it
+        // repeats), though not in `dnsward_cache_hits_total`, which counts answers.
+        let report = Report::new(Verdict::Servfail, &why)
+            .cached(true)
+            .ede(wire::Ede {
+                code: wire::ede::CACHED_ERROR,
+                text: "resolution failed recently",
+            });
+        Some(self.finish(ctx, msg, &report))
     }
 
     /// The group's block answer for an answer that failed the answer check.

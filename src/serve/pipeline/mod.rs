@@ -40,6 +40,9 @@
 //!   10. **recursion desired**: a query with RD clear is REFUSED (EDE 20) unless a local
 //!       zone answers its name, as Unbound does: no cache snooping of other agents' lookups;
 //!   11. **cache**: a hit is served inline after the answer check for this group.
+//! - a miss whose question's resolution failed within `[upstream] failure_ttl`
+//!   ([`crate::resolve::failures`], RFC 9520) is answered SERVFAIL at once (EDE 13, Cached
+//!   Error) without asking an upstream; only misses consult that table.
 //! - a miss is admitted under the in-flight bounds ([`crate::resolve::inflight`]; over them it
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
@@ -84,7 +87,9 @@ use crate::policy::group::Group;
 use crate::policy::identify::{GroupId, canonical};
 use crate::policy::verdict::Verdict;
 use crate::resolve::cache::{AnswerCache, CacheKeyRef, CachedAnswer};
+use crate::resolve::failures::{FailureCache, FailureKind};
 use crate::resolve::inflight::{Flight, FlightKey, InflightMisses, MissPermit};
+use crate::resolve::upstream::UpstreamError;
 use crate::serve::cookie::{CookieCheck, CookieSecret};
 use crate::wire::{self, Query, rcode};
 
@@ -240,6 +245,8 @@ pub struct Pipeline {
     egress: std::sync::OnceLock<crate::egress::EgressHook>,
     /// Misses in flight: their bounds and the coalescing of identical questions.
     inflight: InflightMisses<Fetched>,
+    /// Questions whose resolution failed within `[upstream] failure_ttl` (RFC 9520).
+    failures: FailureCache,
     latency_udp: Histogram,
     latency_tcp: Histogram,
     latency_dot: Histogram,
@@ -298,6 +305,7 @@ impl Pipeline {
             fold_seed: foldhash::fast::RandomState::default(),
             egress: std::sync::OnceLock::new(),
             inflight,
+            failures: FailureCache::default(),
             policy: ArcSwap::new(policy),
             cache,
             events,
@@ -363,6 +371,8 @@ impl Pipeline {
             self.repopulate_egress(&policy, &newly, &stale);
         }
         self.policy.store(policy);
+        // The failures were those of the old upstreams and zones (and failure_ttl).
+        self.failures.clear();
         let dropped = self.cache.invalidate(&stale);
         if dropped > 0 {
             tracing::info!(
@@ -377,6 +387,12 @@ impl Pipeline {
     #[must_use]
     pub fn cache(&self) -> &AnswerCache {
         &self.cache
+    }
+
+    /// The recent resolution failures (RFC 9520).
+    #[must_use]
+    pub fn failures(&self) -> &FailureCache {
+        &self.failures
     }
 
     /// The event sender.
@@ -520,6 +536,13 @@ impl Pipeline {
         // Every stage let it through and the cache had nothing: resolve asynchronously, if
         // there is room for one more miss in flight.
         self.cache_misses.increment(1);
+        // The same question failed a moment ago (RFC 9520): SERVFAIL at once, no upstream.
+        // With no recent failure (the usual case) this is one atomic load.
+        if !self.failures.is_empty()
+            && let Some(msg) = self.failure_cached(&admitted.asked, &admitted.now)
+        {
+            return Outcome::Reply(msg);
+        }
         let permit = match self.inflight.admit(client) {
             Ok(p) => p,
             Err(overload) => {
@@ -751,6 +774,9 @@ impl Pipeline {
                     .prepare_for(&raw, Arc::clone(&up.label), q.dnssec_ok())
                 {
                     Ok(prepared) => {
+                        if prepared.answer.rcode == rcode::SERVFAIL {
+                            self.remember_failure(p, q, FailureKind::Servfail);
+                        }
                         // An answer fetched under a policy that a reload has since replaced may be
                         // one the reload made stale: serve it, but do not cache it.
                         if Arc::ptr_eq(&p.policy, &self.policy.load()) {
@@ -760,11 +786,33 @@ impl Pipeline {
                         let answer_bytes = prepared.answer.body_len();
                         Fetched::Answer(prepared.answer, Arc::clone(&up.label), answer_bytes)
                     }
-                    Err(e) => Fetched::Unusable(Arc::clone(&up.label), e.to_string().into()),
+                    Err(e) => {
+                        self.remember_failure(p, q, FailureKind::Unusable);
+                        Fetched::Unusable(Arc::clone(&up.label), e.to_string().into())
+                    }
                 }
             }
-            Err(e) => Fetched::Failed(e.to_string().into()),
+            Err(e) => {
+                // Only the upstreams' failures are remembered: not this host's (no socket),
+                // not the absence of any upstream.
+                if matches!(e, UpstreamError::Exhausted { tried } if tried > 0) {
+                    self.remember_failure(p, q, FailureKind::NoAnswer);
+                }
+                Fetched::Failed(e.to_string().into())
+            }
         }
+    }
+
+    /// Remember that `q`'s resolution failed, for `[upstream] failure_ttl`: unless that is
+    /// zero, or a reload replaced the policy it was fetched under.
+    fn remember_failure(&self, p: &Pending, q: &Query<'_>, kind: FailureKind) {
+        let ttl = p.policy.upstreams.failure_ttl();
+        if ttl.is_zero() || !Arc::ptr_eq(&p.policy, &self.policy.load()) {
+            return;
+        }
+        let now = self.clock.now();
+        self.failures
+            .insert(CacheKeyRef::of(q), kind, now, now.saturating_add(ttl));
     }
 
     /// A server cookie's time at `now` (this pipeline's clock): the low 32 bits of Unix time,
