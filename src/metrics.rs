@@ -201,6 +201,14 @@ const HELP: &[(&str, &str)] = &[
         "Cache misses that shared an identical question's upstream exchange.",
     ),
     (
+        FAILURE_CACHE_HITS_TOTAL,
+        "Queries answered SERVFAIL at once because their question failed to resolve within failure_ttl.",
+    ),
+    (
+        FAILURE_CACHE_ENTRIES,
+        "Questions whose recent resolution failure is remembered.",
+    ),
+    (
         ADMIN_REJECTED_TOTAL,
         "Admin connections closed at once at the admin connection cap.",
     ),
