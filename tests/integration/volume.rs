@@ -41,28 +41,7 @@ struct Leak {
 /// row were contained: by then the sinkhole or quarantine is in force for far longer than the
 /// rest would take.
 async fn replay(s: &TestServer, clock: &ManualClock, src: &str, t: &Traffic) -> Leak {
-    let mut leak = Leak::default();
-    let mut contained_in_a_row = 0;
-    for (i, q) in t.queries.iter().enumerate() {
-        let packet = raw_name_query(&q.qname, q.qtype);
-        let raw = udp_raw(s.udp, src.parse().unwrap(), &packet)
-            .await
-            .expect("an answer");
-        let m = Message::from_vec(&raw).unwrap();
-        leak.sent += 1;
-        if m.metadata.response_code == ResponseCode::NXDomain {
-            leak.forwarded += q.payload;
-            contained_in_a_row = 0;
-        } else {
-            leak.contained_at.get_or_insert(i + 1);
-            contained_in_a_row += 1;
-            if contained_in_a_row >= 60 {
-                break;
-            }
-        }
-        clock.advance(t.interval);
-    }
-    leak
+    replay_rotating(s, clock, &[src.to_string()], t).await
 }
 
 async fn server(cidr: &str, upstream: &RunningUpstream, clock: &Arc<ManualClock>) -> TestServer {
