@@ -208,6 +208,8 @@ pub mod ede {
     pub const NOT_AUTHORITATIVE: u16 = 20;
     /// Not Supported: a zone transfer, a class other than IN.
     pub const NOT_SUPPORTED: u16 = 21;
+    /// No Reachable Authority: no upstream answered the question.
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
 }
 
 /// Answers to padded queries over encrypted transports are padded to a multiple of this many

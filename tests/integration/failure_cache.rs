@@ -68,6 +68,11 @@ async fn a_failed_question_is_answered_servfail_at_once_until_its_failure_ttl_en
         !says_cached_error(&raw),
         "the first failure is no cached one"
     );
+    assert!(
+        raw.windows(6)
+            .any(|w| w[0..2] == [0, 15] && w[4..6] == [0, 22]),
+        "the first failure says why: EDE 22 (No Reachable Authority)"
+    );
     assert_eq!(times_asked(&up, "gone.example"), 1);
 
     // A stub's retry, and another client asking the same: SERVFAIL at once, nothing sent.

@@ -744,7 +744,11 @@ impl Pipeline {
             Fetched::Failed(why) => {
                 let msg = wire::start_response(&q, rcode::SERVFAIL, false);
                 let why = || why.to_string();
-                let report = Report::new(Verdict::Servfail, &why);
+                // Why, for the client's logs (RFC 8914): no upstream gave an answer.
+                let report = Report::new(Verdict::Servfail, &why).ede(wire::Ede {
+                    code: wire::ede::NO_REACHABLE_AUTHORITY,
+                    text: "no upstream answered",
+                });
                 Some(self.finish(&ctx, msg, &report))
             }
         }
