@@ -768,8 +768,11 @@ mod sys {
                         >= libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize
                 {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    // The local address the answer should leave from (`ipi_spec_dst`), not the
+                    // header's destination (`ipi_addr`): the two differ for a query sent to a
+                    // broadcast address, which is no source for an answer.
                     return Some(Local {
-                        ip: Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)).into(),
+                        ip: Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)).into(),
                         ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
                     });
                 }
