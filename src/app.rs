@@ -55,6 +55,7 @@ fn checkpoint_writer(
     Ok(Some(Box::new(checkpoint::CheckpointWriter::open(
         &path,
         key.as_ref(),
+        events_path,
     )?)))
 }
 

@@ -16,13 +16,18 @@
 //! `[store] state_dir`):
 //!
 //! ```text
-//! {"n":7,"ts":"…","cause":"periodic","file":null,"seq":41,"line_hash":"9f2c…","security_dropped":0,"query_dropped":0,"chain":"hmac-sha256","key_id":"5be0…","prev":"07ad…","seal":"e1b4…"}
+//! {"n":7,"ts":"…","cause":"periodic","file":null,"log":"/var/log/dnsward/events.jsonl","seq":41,"line_hash":"9f2c…","security_dropped":0,"query_dropped":0,"chain":"hmac-sha256","key_id":"5be0…","prev":"07ad…","seal":"e1b4…"}
 //! ```
 //!
 //! - `n`: 0 for the first checkpoint, one more each time (across restarts);
 //! - `seq`: the `seq` of the witnessed log line (absent when the log is not chained);
 //! - `line_hash`: SHA-256 of the witnessed line without its `\n` (`null`: the file was empty);
 //! - `file`: the rotated file that was dropped (rotation checkpoints);
+//! - `log`: the live log file the checkpoint is for (absolute; absent in checkpoints written
+//!   before it was recorded, which are taken to be for the log being verified): one checkpoint
+//!   file can outlive a change of `[events] path`, and the checkpoints of the old log are not
+//!   compared with the new one (`audit verify` lists them as for another log), while the
+//!   switch itself stays in the sealed, linked sequence;
 //! - `security_dropped`, `query_dropped`: events the sink lost since start, from full queues
 //!   or because the log could not be written;
 //! - `prev`: `H(previous checkpoint line)`, so removing a checkpoint breaks the links;
@@ -91,6 +96,10 @@ pub struct Checkpoint {
     pub cause: String,
     /// The dropped file (rotation).
     pub file: Option<String>,
+    /// The live log file this checkpoint is for; `None` in checkpoints written before it was
+    /// recorded (taken to be for the log being verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// Seq of the witnessed line, when the log is chained.
     pub seq: Option<u64>,
     /// SHA-256 (hex) of the witnessed line; `None` when there was none.
@@ -159,6 +168,8 @@ fn line_hash(line: &[u8]) -> String {
 /// Appends checkpoints to the checkpoint file; the sink's [`LogWitness`].
 pub struct CheckpointWriter {
     path: PathBuf,
+    /// The live log file witnessed, absolute.
+    log: String,
     hasher: Hasher,
     key_id: Option<String>,
     next_n: u64,
@@ -176,12 +187,12 @@ impl fmt::Debug for CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Continue the checkpoint file at `path` (created 0600, never through a symlink), sealing
-    /// with `key` when given.
+    /// Continue the checkpoint file at `path` (created 0600, never through a symlink) for the
+    /// event log `log`, sealing with `key` when given.
     ///
     /// # Errors
     /// The file cannot be opened or read.
-    pub fn open(path: &Path, key: Option<&AuditKey>) -> io::Result<Self> {
+    pub fn open(path: &Path, key: Option<&AuditKey>, log: &Path) -> io::Result<Self> {
         drop(open_append(path, 0o600)?);
         let hasher = Hasher::new(key.map(AuditKey::as_bytes));
         let (next_n, prev) = match last_line(path)? {
@@ -195,6 +206,7 @@ impl CheckpointWriter {
         };
         Ok(Self {
             path: path.to_path_buf(),
+            log: std::path::absolute(log)?.display().to_string(),
             hasher,
             key_id: key.map(AuditKey::id),
             next_n,
@@ -212,6 +224,7 @@ impl CheckpointWriter {
                 WitnessCause::Rotation { dropped } => Some(dropped.display().to_string()),
                 _ => None,
             },
+            log: Some(self.log.clone()),
             seq: last_line.and_then(seq_of),
             line_hash: last_line.map(line_hash),
             security_dropped: tally.security_dropped,
@@ -408,8 +421,43 @@ pub struct CheckpointReport {
     pub last: Option<Checkpoint>,
     /// Security events the sink reported lost, per the last checkpoint.
     pub security_dropped: u64,
+    /// Checkpoints for other log files (written before `[events] path` changed), not
+    /// compared with this log: one entry per such file, in checkpoint order.
+    pub other_logs: Vec<OtherLog>,
     /// Problems, in checkpoint order.
     pub problems: Vec<CheckpointProblem>,
+}
+
+/// Checkpoints in the file that were written for another event log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OtherLog {
+    /// That log's path, as recorded.
+    pub log: String,
+    /// Whether a file is still at that path.
+    pub exists: bool,
+    /// How many checkpoints name it.
+    pub checkpoints: u64,
+    /// The first and last of them.
+    pub first_n: u64,
+    /// The last of them.
+    pub last_n: u64,
+}
+
+/// Whether a checkpoint that recorded `recorded` as its log is for the log file `current`:
+/// the same absolute path, or both resolve to the same file. A checkpoint from before the log
+/// was recorded (`None`) counts as for it.
+fn is_for_log(recorded: Option<&str>, current: &Path) -> bool {
+    let Some(recorded) = recorded else {
+        return true;
+    };
+    let recorded = Path::new(recorded);
+    if std::path::absolute(current).is_ok_and(|c| c == recorded) {
+        return true;
+    }
+    matches!(
+        (recorded.canonicalize(), current.canonicalize()),
+        (Ok(a), Ok(b)) if a == b
+    )
 }
 
 impl fmt::Display for CheckpointReport {
@@ -441,6 +489,20 @@ impl fmt::Display for CheckpointReport {
                 self.security_dropped
             )?;
         }
+        for o in &self.other_logs {
+            let range = if o.first_n == o.last_n {
+                format!("checkpoint {}", o.first_n)
+            } else {
+                format!("checkpoints {}-{}", o.first_n, o.last_n)
+            };
+            writeln!(
+                f,
+                "  not compared: {} checkpoint(s) for another log, {} ({range}{})",
+                o.checkpoints,
+                o.log,
+                if o.exists { "" } else { "; no file there now" }
+            )?;
+        }
         for p in &self.problems {
             writeln!(f, "  {p}")?;
         }
@@ -467,11 +529,39 @@ pub fn verify_checkpoints(path: &Path, files: &[PathBuf], key: Option<&[u8]>) ->
     };
     report.checkpoints = checkpoints.len() as u64;
     report.last = checkpoints.last().cloned();
+    // The sink's tally restarts with it, whatever log it writes: the largest seen.
     report.security_dropped = checkpoints
         .iter()
         .map(|c| c.security_dropped)
         .max()
         .unwrap_or(0);
+    // Only this log's checkpoints are compared with it: the file outlives a change of
+    // `[events] path`, and an old log's records are not this one's.
+    let checkpoints: Vec<Checkpoint> = match files.last() {
+        None => checkpoints,
+        Some(current) => {
+            let (mine, others): (Vec<_>, Vec<_>) = checkpoints
+                .into_iter()
+                .partition(|c| is_for_log(c.log.as_deref(), current));
+            for cp in others {
+                let log = cp.log.clone().unwrap_or_default();
+                match report.other_logs.iter_mut().find(|o| o.log == log) {
+                    Some(o) => {
+                        o.checkpoints += 1;
+                        o.last_n = cp.n;
+                    }
+                    None => report.other_logs.push(OtherLog {
+                        exists: Path::new(&log).exists(),
+                        log,
+                        checkpoints: 1,
+                        first_n: cp.n,
+                        last_n: cp.n,
+                    }),
+                }
+            }
+            mine
+        }
+    };
     let log = match LogSummary::read(files, &checkpoints) {
         Ok(l) => l,
         Err(e) => {
@@ -634,7 +724,8 @@ mod tests {
     fn periodic_checkpoints_catch_a_cut_tail_and_a_resumed_chain() {
         let dir = tempfile::tempdir().unwrap();
         let cps = dir.path().join("cp.jsonl");
-        let mut w = CheckpointWriter::open(&cps, Some(&key())).unwrap();
+        let mut w =
+            CheckpointWriter::open(&cps, Some(&key()), &dir.path().join("events.jsonl")).unwrap();
         w.witness(
             &WitnessCause::Periodic,
             Some(&log_line(9)),
@@ -669,7 +760,7 @@ mod tests {
     fn a_rotation_checkpoint_explains_the_missing_head_and_only_that() {
         let dir = tempfile::tempdir().unwrap();
         let cps = dir.path().join("cp.jsonl");
-        let mut w = CheckpointWriter::open(&cps, None).unwrap();
+        let mut w = CheckpointWriter::open(&cps, None, &dir.path().join("events.jsonl")).unwrap();
         let dropped = WitnessCause::Rotation {
             dropped: dir.path().join("events.jsonl.2"),
         };
@@ -700,7 +791,7 @@ mod tests {
         let cps = dir.path().join("cp.jsonl");
         let log = write_log(dir.path(), "events.jsonl", 0..5);
         for s in [1, 2] {
-            let mut w = CheckpointWriter::open(&cps, Some(&key())).unwrap();
+            let mut w = CheckpointWriter::open(&cps, Some(&key()), &log).unwrap();
             w.witness(
                 &WitnessCause::Periodic,
                 Some(&log_line(s)),
@@ -761,7 +852,7 @@ mod tests {
             ..EventsConfig::default()
         };
         let encoder = ChainEncoder::resume(events, Some(&key())).unwrap();
-        let witness = CheckpointWriter::open(cps, Some(&key())).unwrap();
+        let witness = CheckpointWriter::open(cps, Some(&key()), events).unwrap();
         let (tx, handle) = spawn_with_witness(&cfg, encoder, Some(Box::new(witness))).unwrap();
         for i in range {
             let body = EventBody::Policy(PolicyEvent {
@@ -820,6 +911,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_changed_log_path_keeps_one_checkpoint_file_and_each_log_verifies() {
+        use crate::events::reader::rotated_files as chain_files;
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.jsonl");
+        let new = dir.path().join("new.jsonl");
+        let cps = dir.path().join("checkpoints.jsonl");
+        // `[events] path` changed between two runs; the checkpoint file (in `state_dir`) did not.
+        run_sink(&old, &cps, 0..30).await;
+        run_sink(&new, &cps, 0..3).await;
+        let key = key();
+        // The new log verifies: the old log's checkpoints are listed, not compared with it.
+        let r = verify_checkpoints(&cps, &chain_files(&new), Some(key.as_bytes()));
+        assert!(r.ok, "{r}");
+        assert_eq!(r.head.as_deref(), Some("starts at seq 0"), "{r}");
+        assert_eq!(r.other_logs.len(), 1, "{r}");
+        assert_eq!(r.other_logs[0].log, old.display().to_string());
+        assert!(r.other_logs[0].exists);
+        assert!(r.to_string().contains("for another log"), "{r}");
+        // So does the old one, against its own checkpoints only.
+        let r = verify_checkpoints(&cps, &chain_files(&old), Some(key.as_bytes()));
+        assert!(r.ok, "{r}");
+        assert_eq!(r.other_logs[0].log, new.display().to_string());
+        // A cut tail in the old log is still found.
+        let text = std::fs::read_to_string(&old).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let cut: String = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&old, cut).unwrap();
+        let r = verify_checkpoints(&cps, &chain_files(&old), Some(key.as_bytes()));
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.kind == CheckpointProblemKind::TailTruncated),
+            "{r}"
+        );
+        // Deleted: its checkpoints say so when the new log is verified.
+        for f in chain_files(&old) {
+            std::fs::remove_file(f).unwrap();
+        }
+        let r = verify_checkpoints(&cps, &chain_files(&new), Some(key.as_bytes()));
+        assert!(r.ok && !r.other_logs[0].exists, "{r}");
+        assert!(r.to_string().contains("no file there now"), "{r}");
+    }
+
+    #[tokio::test]
     async fn periodic_checkpoints_name_the_last_line_written_while_running() {
         use crate::events::sink::{EventsConfig, SinkKind, spawn_with_witness};
         use crate::events::{Event, EventBody, PolicyEvent};
@@ -833,7 +971,7 @@ mod tests {
             checkpoint_interval: std::time::Duration::from_millis(100),
             ..EventsConfig::default()
         };
-        let witness = CheckpointWriter::open(&cps, None).unwrap();
+        let witness = CheckpointWriter::open(&cps, None, &events).unwrap();
         let (tx, handle) =
             spawn_with_witness(&cfg, ChainEncoder::new(None), Some(Box::new(witness))).unwrap();
         for i in 0..5 {
