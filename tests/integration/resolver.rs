@@ -850,3 +850,109 @@ async fn a_ttl_with_its_top_bit_set_is_zero() {
         assert_eq!(up.queries(), n, "not cached");
     }
 }
+
+const ALIAS_ZONE: &str = r#"$ORIGIN alias.internal.
+$TTL 300
+@ IN SOA ns.alias.internal. host.alias.internal. 1 3600 600 604800 60
+out IN CNAME www.example.
+cross IN CNAME api.corp.internal.
+hop IN CNAME out
+denied IN CNAME secrets.corp.internal.
+gone IN CNAME nx.example.
+rebind IN CNAME rebind.example.
+"#;
+
+/// A local zone's CNAME to a name outside that zone is followed, as a recursive resolver (and
+/// Unbound's local data) does: the stub gets the target's addresses, not a bare CNAME. Through
+/// the upstream (cache too), into another local zone, with the last link's rcode; a target the
+/// group may not resolve, or a forwarded answer with an internal address, is blocked as any
+/// other answer would be.
+#[tokio::test]
+async fn a_local_cname_out_of_its_zone_is_followed_to_the_target() {
+    let up = upstream()
+        .with_a("rebind.example", [10, 9, 9, 9], 300)
+        .start()
+        .await;
+    let group = r#"
+[[groups]]
+name = "aliases"
+cidrs = ["127.0.0.64/32"]
+allow = ["*.alias.internal", "www.example", "*.corp.internal", "nx.example", "rebind.example"]
+deny = ["secrets.corp.internal"]
+"#;
+    let mut s =
+        TestServer::start_with_zones(Some(up.addr), group, &[("alias.internal.zone", ALIAS_ZONE)])
+            .await;
+    let src = "127.0.0.64";
+    let chain = |m: &hickory_proto::op::Message| -> Vec<String> {
+        m.answers
+            .iter()
+            .map(|r| format!("{} {} {}", r.name.to_ascii(), r.record_type(), r.data))
+            .collect()
+    };
+
+    // Upstream: the CNAME, then the target's address; not all of it is this server's data.
+    for round in 0..2 {
+        let m = udp_query(s.udp, src, "out.alias.internal", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert_eq!(
+            chain(&m),
+            [
+                "out.alias.internal. CNAME www.example.",
+                "www.example. A 192.0.2.1"
+            ],
+            "round {round}"
+        );
+        assert!(!m.metadata.authoritative);
+        assert!(m.metadata.recursion_available);
+    }
+    // The second time from the cache: one upstream exchange for the target.
+    assert_eq!(
+        up.asked()
+            .iter()
+            .filter(|n| n.starts_with("www.example"))
+            .count(),
+        1
+    );
+
+    // In-zone link first, then out of the zone.
+    let m = udp_query(s.udp, src, "hop.alias.internal", RecordType::A).await;
+    assert_eq!(
+        chain(&m),
+        [
+            "hop.alias.internal. CNAME out.alias.internal.",
+            "out.alias.internal. CNAME www.example.",
+            "www.example. A 192.0.2.1"
+        ]
+    );
+
+    // Into another local zone: its records, still authoritative data.
+    let m = udp_query(s.udp, src, "cross.alias.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 3, "{m:?}");
+    assert_eq!(a_records(&m), ["10.0.1.10", "10.0.1.11"]);
+    assert!(m.metadata.authoritative);
+
+    // The target does not exist: NXDOMAIN with the CNAME (RFC 6604).
+    let m = udp_query(s.udp, src, "gone.alias.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert_eq!(chain(&m), ["gone.alias.internal. CNAME nx.example."]);
+
+    // A target the group may not resolve, and a forwarded internal address: blocked.
+    let m = udp_query(s.udp, src, "denied.alias.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty(), "{m:?}");
+    let m = udp_query(s.udp, src, "rebind.alias.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty(), "{m:?}");
+
+    // Asked for the CNAME itself: not chased.
+    let m = udp_query(s.udp, src, "out.alias.internal", RecordType::CNAME).await;
+    assert_eq!(chain(&m), ["out.alias.internal. CNAME www.example."]);
+    let events = s.stop_and_read_events().await;
+    assert!(
+        events.iter().any(|e| e["qname"] == "rebind.alias.internal"
+            && e["reason"].as_str().is_some_and(|r| r.contains("10.9.9.9"))),
+        "the block names the address: {events:?}"
+    );
+}

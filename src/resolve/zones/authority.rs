@@ -64,8 +64,8 @@ impl ZoneSet {
                     let target_key = name_key(&target);
                     answer.answers.push(*record);
                     visited.push(current.0);
-                    // Chase only inside this zone: a target in another zone (even another
-                    // local one) is the client's resolver's job, as with a real authoritative.
+                    // Chase only inside this zone, as an authoritative server does; the pipeline
+                    // resolves a target elsewhere (`serve::pipeline::chase`).
                     let same_zone = self.zone_index_of(&target_key) == Some(zone_index);
                     if !same_zone || visited.contains(&target_key) {
                         break;

@@ -9,7 +9,8 @@
 //! - exact name and type: the records;
 //! - a CNAME at the name (and the query is not for CNAME): the CNAME, then the chain is chased
 //!   while the target stays in the same zone (at most [`MAX_CNAME_CHAIN`] links, loops stop);
-//!   the rcode is that of the last link (RFC 6604);
+//!   the rcode is that of the last link (RFC 6604); the pipeline resolves a target outside the
+//!   zone (another local zone, or upstream) and appends the rest of the chain;
 //! - the name exists (or is an empty non-terminal) but has no such type: NOERROR/NODATA with the
 //!   zone SOA in the authority section, its TTL the negative TTL `min(SOA TTL, SOA MINIMUM)`
 //!   (RFC 2308 §5);

@@ -94,6 +94,7 @@ use crate::serve::cookie::{CookieCheck, CookieSecret};
 use crate::wire::{self, Query, rcode};
 
 mod account;
+mod chase;
 mod egress;
 mod stages;
 
@@ -676,6 +677,16 @@ impl Pipeline {
                 .into_iter()
                 .filter(|r| group.decide(&wire::name_text(&r.name)).is_allowed())
                 .collect();
+            // A CNAME out of the zone: the rest of the chain, as a recursive resolver answers.
+            if let Err(stop) = self.chase_local_cname(&p, &q, policy, group, &mut m).await {
+                if let Some(problem) = stop.problem() {
+                    return Some(self.block_answer(&ctx, group, problem, false));
+                }
+                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
+                let why = || format!("the local CNAME's target: {stop}");
+                let report = Report::new(Verdict::Servfail, &why).via(&upstream);
+                return Some(self.finish(&ctx, msg, &report));
+            }
             let msg = match encode_with_question(m, qname, &q) {
                 Some(b) => b,
                 None => wire::start_response(&q, rcode::SERVFAIL, false),

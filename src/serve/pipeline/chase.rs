@@ -1,0 +1,188 @@
+//! A local zone's CNAME whose target is outside that zone: the rest of the chain.
+//!
+//! A local zone answers like an authoritative server and chases a CNAME only inside its own
+//! zone. To its clients, though, dnsward is the recursive resolver (RA set): a stub asking
+//! `registry.corp.internal` that gets only `registry.corp.internal CNAME
+//! mirror.vendor.example` has no address and asks no one else (glibc does not follow a CNAME
+//! with another query). So, as Unbound does for local data with a CNAME, the target is resolved
+//! here: from another local zone, or through the cache and the upstreams, and its records are
+//! appended; the answer's rcode is the last link's (RFC 6604).
+//!
+//! Every target on the way must be a name the client's group may resolve (the answer check's
+//! CNAME rule), and a forwarded answer for it goes through the same address check as any other
+//! forwarded answer. The chain is bounded by [`MAX_CNAME_CHAIN`] links in all.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use super::{Fetched, Pending, Pipeline};
+use crate::policy::active::ActivePolicy;
+use crate::policy::answer_check::{AnswerProblem, AnswerSource, check_answer};
+use crate::policy::group::Group;
+use crate::resolve::zones::MAX_CNAME_CHAIN;
+use crate::wire::{self, Query};
+
+/// Why a chase ended without completing the chain.
+#[derive(Debug)]
+pub(super) enum ChaseStop {
+    /// A target on the way is one the group may not resolve.
+    Forbidden(String),
+    /// A forwarded answer for a target holds an internal address.
+    Private(IpAddr),
+    /// The target's resolution failed.
+    Failed(Arc<str>),
+}
+
+impl std::fmt::Display for ChaseStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self, self.problem()) {
+            (_, Some(problem)) => write!(f, "{problem}"),
+            (Self::Failed(why), None) => write!(f, "{why}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ChaseStop {
+    /// The answer check's problem, for the block answer.
+    pub(super) fn problem(&self) -> Option<AnswerProblem<'_>> {
+        match self {
+            Self::Forbidden(t) => Some(AnswerProblem::ForbiddenTarget(t)),
+            Self::Private(ip) => Some(AnswerProblem::PrivateAddress(*ip)),
+            Self::Failed(_) => None,
+        }
+    }
+}
+
+/// The target `m`'s chain stopped at, if it must be chased: a NOERROR answer to a question of
+/// another type than CNAME (or ANY), whose last record is a CNAME that nothing in the answer
+/// answers.
+fn open_target(m: &Message, qtype: RecordType) -> Option<Name> {
+    if m.metadata.response_code != ResponseCode::NoError
+        || matches!(qtype, RecordType::CNAME | RecordType::ANY)
+    {
+        return None;
+    }
+    let RData::CNAME(c) = &m.answers.last()?.data else {
+        return None;
+    };
+    let target = c.0.clone();
+    let answered = m.answers.iter().any(|r| r.name == target);
+    (!answered).then_some(target)
+}
+
+impl Pipeline {
+    /// Complete `m`, a local zone's answer to `q`, when its CNAME chain leaves the zone (see
+    /// the module doc). `m` is left as it was when nothing needs chasing; on `Err` the caller
+    /// answers with a block (a forbidden target, an internal address) or SERVFAIL.
+    pub(super) async fn chase_local_cname(
+        &self,
+        p: &Pending,
+        q: &Query<'_>,
+        policy: &ActivePolicy,
+        group: &Group,
+        m: &mut Message,
+    ) -> Result<(), ChaseStop> {
+        let qtype = RecordType::from(q.qtype);
+        let mut links = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .count();
+        let mut seen: Vec<Name> = m.answers.iter().map(|r| r.name.clone()).collect();
+        while let Some(target) = open_target(m, qtype) {
+            if links >= MAX_CNAME_CHAIN || seen.contains(&target) {
+                // A loop or a long chain: the client gets the chain as far as it went.
+                return Ok(());
+            }
+            let text = wire::name_text(&target);
+            if !group.decide(&text).is_allowed() {
+                return Err(ChaseStop::Forbidden(text));
+            }
+            seen.push(target.clone());
+            if policy.zones.serves(&text) {
+                let Some(answer) = policy.zones.lookup(&target, qtype) else {
+                    return Ok(());
+                };
+                let targets: Vec<Box<str>> = answer
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::CNAME(c) => Some(wire::name_text(&c.0).into_boxed_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(AnswerProblem::ForbiddenTarget(t)) = check_answer(
+                    group,
+                    &text,
+                    &targets,
+                    &[],
+                    AnswerSource::Trusted,
+                    &self.settings.own_addresses,
+                ) {
+                    return Err(ChaseStop::Forbidden(t.to_string()));
+                }
+                links += targets.len();
+                m.metadata.response_code = answer.rcode;
+                m.answers.extend(answer.answers);
+                m.authorities = answer.authorities;
+                m.additionals.extend(
+                    answer
+                        .additionals
+                        .into_iter()
+                        .filter(|r| group.decide(&wire::name_text(&r.name)).is_allowed()),
+                );
+                continue;
+            }
+            // Outside every local zone: the cache, else the upstreams, as a question of its own.
+            let mut question = Vec::with_capacity(text.len() + 6);
+            for label in target.iter() {
+                // A `Name`'s labels are 1 to 63 bytes.
+                question.push(u8::try_from(label.len()).unwrap_or(63));
+                question.extend_from_slice(label);
+            }
+            question.push(0);
+            question.extend_from_slice(&q.qtype.to_be_bytes());
+            question.extend_from_slice(&1u16.to_be_bytes());
+            let packet = wire::encode_upstream_query(q.id, &question, q.dnssec_ok(), q.cd);
+            let Ok(tq) = wire::parse_query(&packet) else {
+                return Err(ChaseStop::Failed(
+                    "the CNAME target is not a usable name".into(),
+                ));
+            };
+            let now = self.clock.now();
+            let answer = match self.cache.get_at(&tq, now) {
+                Some(hit) => hit,
+                None => match self.fetch(p, &tq).await {
+                    Fetched::Answer(answer, _, _) => answer,
+                    Fetched::Unusable(_, why) | Fetched::Failed(why) => {
+                        return Err(ChaseStop::Failed(why));
+                    }
+                },
+            };
+            if let Some(problem) = self.check_answer(policy, group, &tq.name, &answer) {
+                return Err(match problem {
+                    AnswerProblem::ForbiddenTarget(t) => ChaseStop::Forbidden(t.to_string()),
+                    AnswerProblem::PrivateAddress(ip) => ChaseStop::Private(ip),
+                });
+            }
+            let rendered = answer.render(&tq, self.cache.now(), usize::from(u16::MAX));
+            let Ok(fetched) = Message::from_vec(&rendered) else {
+                return Err(ChaseStop::Failed(
+                    "the CNAME target's answer did not decode".into(),
+                ));
+            };
+            // Part of the answer is no longer this server's own data.
+            m.metadata.authoritative = false;
+            m.metadata.response_code = fetched.metadata.response_code;
+            m.answers.extend(fetched.answers);
+            m.authorities = fetched.authorities;
+            // The upstream's answer is the whole rest of the chain.
+            return Ok(());
+        }
+        Ok(())
+    }
+}
