@@ -22,6 +22,9 @@ pub const CACHE_MISSES_TOTAL: &str = "dnsward_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
+/// UDP queries sent again to an upstream after its `timeout` passed without an answer (same
+/// ID; also counted in [`UPSTREAM_REQUESTS_TOTAL`]), by `upstream`.
+pub const UPSTREAM_RETRANSMITS_TOTAL: &str = "dnsward_upstream_retransmits_total";
 /// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
 /// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP;
 /// `local_resources`: no socket could be opened here, EMFILE, ENFILE, ENOMEM or ENOBUFS).
@@ -141,6 +144,10 @@ const HELP: &[(&str, &str)] = &[
     (
         UPSTREAM_REQUESTS_TOTAL,
         "Requests sent to an upstream, by upstream and transport.",
+    ),
+    (
+        UPSTREAM_RETRANSMITS_TOTAL,
+        "UDP queries sent again to an upstream after its timeout passed unanswered, by upstream.",
     ),
     (
         UPSTREAM_ERRORS_TOTAL,

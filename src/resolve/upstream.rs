@@ -19,7 +19,9 @@
 //! flood of misses cannot exhaust descriptors. Forwarding to a resolver on the same host or
 //! network, as dnsward is meant to, keeps off-path spoofing hard either way. Servers are tried
 //! in order of health (fewest recent failures first) until
-//! one answers or the overall budget runs out, and the caller turns that into SERVFAIL. A
+//! one answers or the overall budget runs out, and the caller turns that into SERVFAIL; each
+//! server but the last has its own timeout, the last one the rest of the budget, its UDP query
+//! sent again with the same ID every timeout (a lost datagram, a slow server). A
 //! socket that cannot be opened here (out of file descriptors or kernel memory, see
 //! [`crate::resources`]) is counted as `kind="local_resources"`, not held against the server's
 //! health, and named in the SERVFAIL's reason ([`UpstreamError::LocalResources`]).
@@ -205,6 +207,7 @@ pub struct Upstream {
     pool: UdpPool,
     requests_udp: Counter,
     requests_tcp: Counter,
+    retransmits: Counter,
     err_timeout: Counter,
     err_io: Counter,
     err_mismatch: Counter,
@@ -233,6 +236,7 @@ impl Upstream {
             pool: UdpPool::new(addr, sockets),
             requests_udp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "udp"),
             requests_tcp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "tcp"),
+            retransmits: metrics::counter!(m::UPSTREAM_RETRANSMITS_TOTAL, "upstream" => l.clone()),
             err_timeout: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "timeout"),
             err_io: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "io"),
             err_mismatch: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "mismatch"),
@@ -477,13 +481,22 @@ impl Upstreams {
         order.sort_by_key(|u| u.failures.load(Ordering::Relaxed).min(8));
         let mut tried = 0;
         let mut local = None;
-        for up in order {
+        let last = order.len() - 1;
+        for (i, up) in order.into_iter().enumerate() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
             tried += 1;
-            let budget = up.timeout.min(deadline - now);
+            // Each server but the last has its own timeout; the last one has the rest of the
+            // budget, its query sent again (same ID) every `timeout` meanwhile: a lost
+            // datagram is retransmitted and a slow server's late answer still counts, where a
+            // sole upstream used to cost a SERVFAIL after one timeout with budget to spare.
+            let budget = if i == last {
+                deadline - now
+            } else {
+                up.timeout.min(deadline - now)
+            };
             let started = Instant::now();
             match exchange(up, question, dnssec_ok, cd, budget).await {
                 // The server would not, or could not, answer this question: not an answer for
@@ -566,12 +579,10 @@ async fn exchange(
     let deadline = tokio::time::Instant::from_std(crate::clock::deadline(now, budget));
     if up.transport == Transport::Udp {
         up.requests_udp.increment(1);
-        let answer = tokio::time::timeout_at(
-            deadline,
-            up.pool.exchange(question, dnssec_ok, cd, &up.err_mismatch),
-        )
-        .await
-        .map_err(|_| ExchangeError::Timeout)??;
+        let answer =
+            tokio::time::timeout_at(deadline, up.pool.exchange(question, dnssec_ok, cd, up))
+                .await
+                .map_err(|_| ExchangeError::Timeout)??;
         if !wire::is_truncated(&answer) {
             return Ok(answer);
         }
@@ -706,15 +717,17 @@ impl UdpPool {
             .cloned()
     }
 
-    /// One exchange: a fresh random ID on a pooled socket, the query, the matching answer.
+    /// One exchange: a fresh random ID on a pooled socket, the query, the matching answer; the
+    /// same query is sent again every `up.timeout` until an answer comes (the caller's deadline
+    /// ends it), so a lost datagram costs one timeout, not the exchange.
     async fn exchange(
         &self,
         question: &[u8],
         dnssec_ok: bool,
         cd: bool,
-        mismatch: &Counter,
+        up: &Upstream,
     ) -> Result<Vec<u8>, ExchangeError> {
-        let socket = self.socket(mismatch).await?;
+        let socket = self.socket(&up.err_mismatch).await?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut waiting = socket.waiting.lock();
@@ -743,7 +756,23 @@ impl UdpPool {
             .send(&query)
             .await
             .map_err(|_| ExchangeError::Io)?;
-        rx.await.map_err(|_| ExchangeError::Io)?
+        let mut rx = rx;
+        // Never a busy loop: the interval is validated (at least 1 ms).
+        let every = up.timeout.max(Duration::from_millis(1));
+        loop {
+            tokio::select! {
+                answer = &mut rx => return answer.map_err(|_| ExchangeError::Io)?,
+                () = tokio::time::sleep(every) => {
+                    up.requests_udp.increment(1);
+                    up.retransmits.increment(1);
+                    socket
+                        .sock
+                        .send(&query)
+                        .await
+                        .map_err(|_| ExchangeError::Io)?;
+                }
+            }
+        }
     }
 }
 

@@ -33,11 +33,12 @@ async fn faulty_upstreams() -> Vec<(&'static str, Option<RunningUpstream>, Socke
     out.push(("down", None, gone_addr));
     let slow = FakeUpstream::new()
         .answering_everything([192, 0, 2, 66])
-        .with_delay(2 * Duration::from_millis(500))
+        .with_delay(3 * Duration::from_millis(500))
         .start()
         .await;
     let addr = slow.addr;
-    out.push(("slow (2x timeout)", Some(slow), addr));
+    // Past the whole budget (a sole server has all of it, its query sent again meanwhile).
+    out.push(("slow (3x timeout, beyond the budget)", Some(slow), addr));
     for (what, fault) in [
         ("black hole", Fault::BlackHole),
         ("garbage", Fault::Garbage),
@@ -168,4 +169,52 @@ async fn spoofed_upstream_answers_are_dropped_and_counted() {
             "{fault:?}: the mismatch is counted ({mismatched})"
         );
     }
+}
+
+/// A sole upstream has the whole budget: a lost datagram is sent again after the server's
+/// timeout (same ID, counted in `dnsward_upstream_retransmits_total`), and a slow server whose
+/// answer comes after its timeout but inside the budget is still heard. Both were SERVFAIL
+/// after one timeout (500 ms here) with half the budget (1 s) unspent.
+#[tokio::test]
+async fn a_sole_upstream_gets_the_whole_budget_and_a_lost_query_is_sent_again() {
+    let lossy = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 67])
+        .with_fault(Fault::LoseFirstUdp)
+        .start()
+        .await;
+    let s = TestServer::start_upstreams(&[lossy.addr], GROUP, None, "127.0.0.1:0", "").await;
+    let m = udp_query(s.udp, "127.0.0.60", "lost-once.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.67"]);
+    assert_eq!(
+        lossy.udp_queries.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the query, lost, and its retransmission"
+    );
+    assert_eq!(
+        lossy.asked().len(),
+        1,
+        "one exchange: the same ID sent twice"
+    );
+    let metrics = metrics_text(&s).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dnsward_upstream_retransmits_total{")
+                && l.contains(&lossy.addr.to_string())
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    let slow = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 68])
+        .with_delay(Duration::from_millis(700))
+        .start()
+        .await;
+    let s = TestServer::start_upstreams(&[slow.addr], GROUP, None, "127.0.0.1:0", "").await;
+    let started = Instant::now();
+    let m = udp_query(s.udp, "127.0.0.60", "slow.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.68"]);
+    assert!(started.elapsed() >= Duration::from_millis(600));
 }

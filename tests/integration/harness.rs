@@ -30,8 +30,13 @@ pub struct FakeUpstream {
     delay: Option<Duration>,
     /// How this upstream misbehaves, if it does.
     fault: Option<Fault>,
-    /// Every question name it was asked, as it arrived (letter case kept).
+    /// Every question name it was asked, as it arrived (letter case kept); a retransmission
+    /// (the same name with the same ID) is not asked again.
     asked: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The (name, ID) pairs already in `asked`.
+    exchanges: Arc<std::sync::Mutex<std::collections::HashSet<(String, u16)>>>,
+    /// With [`Fault::LoseFirstUdp`]: whether the first datagram was lost yet.
+    lost_one: Arc<std::sync::atomic::AtomicBool>,
     /// An owner whose AAAA answers are this many addresses never given before, TTL 0 (a
     /// tunnel's downstream in addresses), and how many answers it gave.
     fresh_aaaa: Option<(String, usize, Arc<AtomicU64>)>,
@@ -63,6 +68,8 @@ pub enum Fault {
     OddRcode,
     /// Answers every query SERVFAIL (a resolver that cannot resolve the name).
     ServFail,
+    /// Loses the first UDP datagram it receives (a dropped packet), then answers normally.
+    LoseFirstUdp,
     /// Answers correctly, with extras no question asked for: AD set, an unrelated name's
     /// address in the answer section, NS records for another zone in the authority section,
     /// and glue with a private address in the additional section.
@@ -176,15 +183,24 @@ impl FakeUpstream {
     }
 
     /// What this upstream sends for `query` (None: nothing), faults applied.
+    /// Note `name` asked with `id`, unless that exchange was noted already (a retransmission).
+    fn note_asked(&self, name: &str, id: u16) {
+        let new = self
+            .exchanges
+            .lock()
+            .is_ok_and(|mut seen| seen.insert((name.to_ascii_lowercase(), id)));
+        if new && let Ok(mut asked) = self.asked.lock() {
+            asked.push(name.to_string());
+        }
+    }
+
     fn reply(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         match self.fault {
             None => self.answer(query, udp),
             Some(Fault::BlackHole) => {
                 // Counted among the names asked, then never answered.
-                let q = Message::from_vec(query).ok()?.queries.first()?.clone();
-                if let Ok(mut asked) = self.asked.lock() {
-                    asked.push(q.name().to_ascii());
-                }
+                let m = Message::from_vec(query).ok()?;
+                self.note_asked(&m.queries.first()?.name().to_ascii(), m.metadata.id);
                 None
             }
             Some(Fault::Garbage) => {
@@ -237,7 +253,7 @@ impl FakeUpstream {
                 m.metadata.response_code = ResponseCode::ServFail;
                 m.to_vec().ok()
             }
-            Some(Fault::TcpResetMidAnswer) => self.answer(query, udp),
+            Some(Fault::TcpResetMidAnswer | Fault::LoseFirstUdp) => self.answer(query, udp),
             Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
                 let req = Message::from_vec(query).ok()?;
                 let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
@@ -281,9 +297,7 @@ impl FakeUpstream {
     fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         let req = Message::from_vec(query).ok()?;
         let q = req.queries.first()?.clone();
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.push(q.name().to_ascii());
-        }
+        self.note_asked(&q.name().to_ascii(), req.metadata.id);
         let owner = q.name().to_lowercase().to_ascii();
         let owner = owner.trim_end_matches('.').to_string();
         let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
@@ -376,6 +390,10 @@ impl FakeUpstream {
             let mut buf = vec![0u8; 4096];
             while let Ok((n, src)) = udp.recv_from(&mut buf).await {
                 count.fetch_add(1, Ordering::SeqCst);
+                if m.fault == Some(Fault::LoseFirstUdp) && !m.lost_one.swap(true, Ordering::SeqCst)
+                {
+                    continue;
+                }
                 let Some(r) = m.reply(&buf[..n], true) else {
                     continue;
                 };
