@@ -95,6 +95,16 @@ pub mod rcode {
     }
 }
 
+/// Opcodes (RFC 6895 §2.2) dnsward tells apart.
+pub mod opcode {
+    /// A standard query, the only one served.
+    pub const QUERY: u8 = 0;
+    /// A zone change notification (RFC 1996): refused, as dnsward is no secondary.
+    pub const NOTIFY: u8 = 4;
+    /// Dynamic update (RFC 2136): not implemented.
+    pub const UPDATE: u8 = 5;
+}
+
 /// Why a packet could not be taken as a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -107,7 +117,7 @@ pub enum WireError {
     /// Well-formed header but the rest is malformed: answer FORMERR.
     #[error("malformed query: {0}")]
     FormErr(&'static str),
-    /// An opcode other than QUERY: answer NOTIMP.
+    /// An opcode other than QUERY: answer NOTIMP (REFUSED for a NOTIFY).
     #[error("opcode {0} is not implemented")]
     NotImplemented(u8),
 }
@@ -644,9 +654,9 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     if flags & 0x8000 != 0 {
         return Err(WireError::NotAQuery);
     }
-    let opcode = ((flags >> 11) & 0x0F) as u8;
-    if opcode != 0 {
-        return Err(WireError::NotImplemented(opcode));
+    let op = ((flags >> 11) & 0x0F) as u8;
+    if op != opcode::QUERY {
+        return Err(WireError::NotImplemented(op));
     }
     let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
     let ancount = u16::from_be_bytes([packet[6], packet[7]]);
@@ -938,23 +948,27 @@ pub fn cookie_only_answer(
     out
 }
 
-/// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP): the header, the
-/// question when there is one plain question to echo, and an OPT record when the query had one.
+/// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP, REFUSED for a
+/// NOTIFY): the header, the question when there is one plain question to echo, and an OPT
+/// record when the query had one. RA is set when `recursion_available` (the sender is a client
+/// of ours: recursion is available to it, whatever this packet was), as on every other answer.
 ///
 /// Returns `None` when the packet is too short or is a response: those get no answer.
 #[must_use]
-pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
+pub fn header_only_error(packet: &[u8], rcode: u8, recursion_available: bool) -> Option<Vec<u8>> {
     if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
         return None;
     }
     let mut out = packet[..HEADER_LEN].to_vec();
-    // Keep opcode and RD; set QR; clear AA, TC, RA, Z, AD, CD; set rcode.
+    // Keep opcode and RD; set QR; clear AA, TC, Z, AD, CD; RA as the client's; set rcode.
     out[2] = (packet[2] & 0x79) | 0x80;
-    out[3] = rcode & 0x0F;
+    out[3] = (rcode & 0x0F) | if recursion_available { 0x80 } else { 0 };
     out[4..12].fill(0);
     // What can be read of the rest: one plain question is echoed (as Unbound and BIND do for
     // NOTIMP and most FORMERRs), and a query with an OPT record gets ours (RFC 6891 §6.1.1),
-    // when the records before it can be walked.
+    // also when that OPT record is what is wrong (outside the additional section, not owned by
+    // the root, a second one, options that overrun it): RFC 6891 §7 has a FORMERR about the
+    // OPT record itself carry one, so the client can tell it from a server without EDNS.
     let readable = readable_parts(packet);
     if let Some(end) = readable.question_end {
         out.extend_from_slice(&packet[HEADER_LEN..end]);
@@ -970,7 +984,8 @@ pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
 struct ReadableParts {
     /// Where the question ends, when there is exactly one, uncompressed and complete.
     question_end: Option<usize>,
-    /// The DO bit of the query's OPT record, when it has one where it belongs.
+    /// The DO bit of the query's first OPT record, wherever it is and whoever owns it, when
+    /// the records up to its type and TTL can be walked.
     opt_dnssec_ok: Option<bool>,
 }
 
@@ -1000,13 +1015,8 @@ fn readable_parts(packet: &[u8]) -> ReadableParts {
             out.question_end = Some(r.pos);
         }
     }
-    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
-        if skip_record(&mut r).is_none() {
-            return out;
-        }
-    }
-    for _ in 0..count(10) {
-        let owner_at = r.pos;
+    let records = u32::from(count(6)) + u32::from(count(8)) + u32::from(count(10));
+    for _ in 0..records {
         if r.skip_name().is_none() {
             return out;
         }
@@ -1014,11 +1024,11 @@ fn readable_parts(packet: &[u8]) -> ReadableParts {
         else {
             return out;
         };
+        if rtype == rtype::OPT && out.opt_dnssec_ok.is_none() {
+            out.opt_dnssec_ok = Some(ttl & 0x8000 != 0);
+        }
         if r.skip(usize::from(rdlen)).is_none() {
             return out;
-        }
-        if rtype == rtype::OPT && is_root_name(packet, owner_at) {
-            out.opt_dnssec_ok = Some(ttl & 0x8000 != 0);
         }
     }
     out
@@ -1785,7 +1795,7 @@ pub(crate) mod tests {
                 "{what}"
             );
             // An error answer is still made for it: the question echoed, FORMERR.
-            let r = header_only_error(&p, rcode::FORMERR).expect(what);
+            let r = header_only_error(&p, rcode::FORMERR, true).expect(what);
             assert_eq!(r[3] & 0x0F, rcode::FORMERR, "{what}");
             assert_eq!(&r[0..2], &p[0..2], "{what}: ID");
         }
@@ -1933,10 +1943,10 @@ pub(crate) mod tests {
     #[test]
     fn header_only_errors_keep_the_id() {
         let p = query_bytes("example.com", 1, None);
-        let r = header_only_error(&p, rcode::FORMERR).unwrap();
+        let r = header_only_error(&p, rcode::FORMERR, false).unwrap();
         assert_eq!(&r[0..2], &p[0..2]);
         assert_eq!(r[3] & 0x0F, rcode::FORMERR);
-        assert!(header_only_error(&p[..4], 1).is_none());
+        assert!(header_only_error(&p[..4], 1, true).is_none());
     }
 
     #[test]
@@ -1985,7 +1995,7 @@ pub(crate) mod tests {
         p[2] |= 4 << 3;
         let at = p.len() - 5;
         p[at] = 0x80;
-        let r = header_only_error(&p, rcode::NOTIMP).unwrap();
+        let r = header_only_error(&p, rcode::NOTIMP, true).unwrap();
         let m = hickory_proto::op::Message::from_vec(&r).unwrap();
         assert_eq!(
             m.metadata.response_code,
@@ -1997,9 +2007,10 @@ pub(crate) mod tests {
         // A malformed COOKIE (3 bytes): FORMERR, still with the question and an OPT record.
         let p = query_with_option(OPTION_COOKIE, &[1, 2, 3]);
         assert!(parse_query(&p).is_err());
-        let m =
-            hickory_proto::op::Message::from_vec(&header_only_error(&p, rcode::FORMERR).unwrap())
-                .unwrap();
+        let m = hickory_proto::op::Message::from_vec(
+            &header_only_error(&p, rcode::FORMERR, true).unwrap(),
+        )
+        .unwrap();
         assert_eq!(m.queries.len(), 1);
         assert!(m.edns.is_some());
         // A compressed question name or two questions: the header alone.
@@ -2007,14 +2018,64 @@ pub(crate) mod tests {
         p[12] = 0xC0;
         p[13] = 12;
         assert_eq!(
-            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            header_only_error(&p, rcode::FORMERR, true).unwrap().len(),
             HEADER_LEN
         );
         let mut p = query_bytes("example.com", 1, None);
         p[5] = 2;
         assert_eq!(
-            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            header_only_error(&p, rcode::FORMERR, true).unwrap().len(),
             HEADER_LEN
         );
+    }
+
+    /// RFC 6891 §7: a FORMERR about the OPT record itself carries an OPT record (the DO bit of
+    /// the query's), wherever the offending one was; RA as the caller says.
+    #[test]
+    fn a_formerr_about_the_opt_record_carries_one() {
+        let mut do_opt = opt_record(&[0], 0);
+        do_opt[7] = 0x80;
+        let with = |count_at: usize, tail: &[u8]| {
+            let mut p = query_bytes("example.com", 1, None);
+            p[count_at] = 1;
+            p.extend_from_slice(tail);
+            p
+        };
+        let mut truncated = opt_record(&[0], 0);
+        truncated.truncate(truncated.len() - 2);
+        truncated.extend_from_slice(&[0, 9, 0, 10]);
+        for (what, p) in [
+            ("in the answer section", with(7, &do_opt)),
+            ("in the authority section", with(9, &do_opt)),
+            (
+                "owned by another name",
+                with(11, &[&[1, b'x', 0][..], &do_opt[1..]].concat()),
+            ),
+            ("data past the packet", with(11, &truncated)),
+            ("two", {
+                let mut p = with(11, &do_opt);
+                p[11] = 2;
+                p.extend_from_slice(&opt_record(&[0], 0));
+                p
+            }),
+        ] {
+            assert!(
+                matches!(parse_query(&p), Err(WireError::FormErr(_))),
+                "{what}"
+            );
+            for ra in [true, false] {
+                let r = header_only_error(&p, rcode::FORMERR, ra).unwrap();
+                let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+                assert_eq!(m.metadata.recursion_available, ra, "{what}");
+                assert_eq!(m.queries.len(), 1, "{what}");
+                let expect_do = what != "data past the packet";
+                assert_eq!(
+                    m.edns.as_ref().map(|e| e.flags().dnssec_ok),
+                    Some(expect_do),
+                    "{what}"
+                );
+                assert_eq!(u16::from_be_bytes([r[10], r[11]]), 1, "{what}: one OPT");
+            }
+        }
     }
 }

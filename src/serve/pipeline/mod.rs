@@ -10,7 +10,8 @@
 //!   responses get silence, malformed queries FORMERR (among them an OPT record owned by
 //!   anything but the root, outside the additional section, or a second one; the TC bit,
 //!   answer records, authority records outside IXFR, additional records other than OPT, TSIG
-//!   and SIG(0) included), other opcodes NOTIMP.
+//!   and SIG(0) included), a NOTIFY REFUSED and other opcodes NOTIMP (RA set for a client in
+//!   a group, as on all its answers).
 //! - **identify**: a verified token's group claim, else the verified agent's identity, else
 //!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
@@ -570,7 +571,8 @@ impl Pipeline {
     /// resolver listens here. The identification runs only on this error path, so well-formed
     /// queries still parse first and identify once.
     fn malformed_from(&self, packet: &[u8], peer: &Peer, e: wire::WireError) -> Outcome {
-        let known = || self.policy.load().identify(peer).is_some();
+        let known = std::cell::OnceCell::new();
+        let known = || *known.get_or_init(|| self.policy.load().identify(peer).is_some());
         // A cookie-only query (no question, RFC 7873 §5.4) from a client of ours: its server
         // cookie, NOERROR. From anyone else it stays a FORMERR (or silence).
         if let Some((cookie, dnssec_ok)) = wire::cookie_only_query(packet)
@@ -588,7 +590,7 @@ impl Pipeline {
             self.malformed_dropped.increment(1);
             return Outcome::Drop;
         }
-        self.malformed(packet, e)
+        self.malformed(packet, e, known())
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
