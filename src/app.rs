@@ -228,6 +228,8 @@ impl RunningApp {
             ipv6_prefix: cfg.containment.ipv6_prefix,
             max_inflight_misses: cfg.server.max_inflight_misses,
             max_inflight_misses_per_client: cfg.server.max_inflight_misses_per_client,
+            tcp_idle: cfg.server.tcp_idle_timeout,
+            dot_idle: cfg.tls.idle_timeout,
         };
         let detector = Detector::new(&cfg.detect, Arc::clone(&clock));
         let containment = Containment::new(&cfg.containment, Arc::clone(&clock));

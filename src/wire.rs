@@ -149,6 +149,21 @@ pub struct Edns {
     /// Whether the query carried a PADDING option (RFC 7830): over an encrypted transport its
     /// answer is padded too.
     pub padding: bool,
+    /// The edns-tcp-keepalive option (RFC 7828), if the query carried one.
+    pub keepalive: Keepalive,
+}
+
+/// What a query's edns-tcp-keepalive option (RFC 7828) looked like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keepalive {
+    /// No such option.
+    #[default]
+    Absent,
+    /// The option as a client sends it: no data (RFC 7828 §3.2.1).
+    Asked,
+    /// The option with data (a TIMEOUT, which only a server sends): over TCP and DoT a format
+    /// error, over UDP ignored (RFC 7828 §3.3.1).
+    WithData,
 }
 
 /// A COOKIE option: the client cookie and, when the client has one from us, a server cookie.
@@ -188,6 +203,9 @@ impl Cookie {
 /// EDNS option code of COOKIE (RFC 7873).
 pub const OPTION_COOKIE: u16 = 10;
 
+/// EDNS option code of edns-tcp-keepalive (RFC 7828).
+pub const OPTION_TCP_KEEPALIVE: u16 = 11;
+
 /// EDNS option code of PADDING (RFC 7830).
 pub const OPTION_PADDING: u16 = 12;
 
@@ -226,11 +244,19 @@ pub mod ede {
 /// bytes (RFC 8467 §4.1, the recommended block-length strategy for responses).
 pub const RESPONSE_PADDING_BLOCK: usize = 468;
 
-/// The COOKIE option, if any, among an OPT record's options, and whether a PADDING option is
-/// there. A malformed option list or cookie is a format error (RFC 7873 §5.2.2).
-fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> {
-    let mut found = None;
-    let mut padding = false;
+/// What dnsward reads of an OPT record's options.
+#[derive(Default)]
+struct Options {
+    cookie: Option<Cookie>,
+    padding: bool,
+    keepalive: Keepalive,
+}
+
+/// Read an OPT record's options: the COOKIE option, if any, whether PADDING and
+/// edns-tcp-keepalive are there. A malformed option list or cookie is a format error
+/// (RFC 7873 §5.2.2, RFC 6891 §7).
+fn read_options(mut options: &[u8]) -> Result<Options, WireError> {
+    let mut found = Options::default();
     while !options.is_empty() {
         let (head, rest) = options
             .split_first_chunk::<4>()
@@ -240,13 +266,24 @@ fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> 
         let data = rest
             .get(..len)
             .ok_or(WireError::FormErr("EDNS option runs past the OPT record"))?;
-        if code == OPTION_COOKIE && found.is_none() {
-            found = Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
+        match code {
+            OPTION_COOKIE if found.cookie.is_none() => {
+                found.cookie =
+                    Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
+            }
+            OPTION_PADDING => found.padding = true,
+            OPTION_TCP_KEEPALIVE => {
+                found.keepalive = if data.is_empty() && found.keepalive != Keepalive::WithData {
+                    Keepalive::Asked
+                } else {
+                    Keepalive::WithData
+                };
+            }
+            _ => {}
         }
-        padding |= code == OPTION_PADDING;
         options = &rest[len..];
     }
-    Ok((found, padding))
+    Ok(found)
 }
 
 /// Spare buffers per thread: the query name's `String` and the answer's `Vec` are taken from
@@ -357,6 +394,9 @@ pub struct Query<'a> {
     pub response_cookie: Option<[u8; 16]>,
     /// Pad the answer (set by the pipeline: a padded query over DoT or DoH, RFC 7830 §4).
     pub pad_response: bool,
+    /// The idle timeout, in units of 100 ms, to send in an edns-tcp-keepalive option (set by
+    /// the pipeline: a client's query that asked for it over TCP or DoT, RFC 7828 §3.3.2).
+    pub keepalive_response: Option<u16>,
 }
 
 impl Drop for Query<'_> {
@@ -766,13 +806,14 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
             return Err(WireError::FormErr("OPT record owner is not the root"));
         }
         let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
-        let (cookie, padding) = find_cookie(rdata)?;
+        let options = read_options(rdata)?;
         edns = Some(Edns {
             udp_size: class,
             version: ((ttl >> 16) & 0xFF) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
-            cookie,
-            padding,
+            cookie: options.cookie,
+            padding: options.padding,
+            keepalive: options.keepalive,
         });
     }
 
@@ -790,6 +831,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         edns,
         response_cookie: None,
         pad_response: false,
+        keepalive_response: None,
     })
 }
 
@@ -923,8 +965,8 @@ pub fn cookie_only_query(packet: &[u8]) -> Option<(Cookie, bool)> {
     if r.pos + usize::from(rdlen) != packet.len() || (ttl >> 16) & 0xFF != 0 {
         return None;
     }
-    let (cookie, _) = find_cookie(options).ok()?;
-    Some((cookie?, ttl & 0x8000 != 0))
+    let cookie = read_options(options).ok()?.cookie?;
+    Some((cookie, ttl & 0x8000 != 0))
 }
 
 /// The answer to a cookie-only query: NOERROR, no question, our OPT record with the client's
@@ -1129,11 +1171,13 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
     msg[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
     let cookie = q.edns.and_then(|e| e.cookie).zip(q.response_cookie);
     let ede = ede.filter(|_| q.edns.is_some());
+    let keepalive = q.keepalive_response.filter(|_| q.edns.is_some());
     let opt_len = match (q.edns, cookie) {
         (None, _) => 0,
         (Some(_), None) => OPT_RECORD_LEN,
         (Some(_), Some(_)) => OPT_RECORD_LEN + COOKIE_OPTION_LEN,
-    } + ede.map_or(0, |e| 6 + e.text.len());
+    } + ede.map_or(0, |e| 6 + e.text.len())
+        + keepalive.map_or(0, |_| 6);
     if msg.len() + opt_len > max_len
         && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
     {
@@ -1152,6 +1196,11 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
         let rdlen_at = msg.len() - 2;
         if let Some((client, server)) = cookie {
             push_cookie_option(msg, &client.client, &server);
+        }
+        if let Some(timeout) = keepalive {
+            msg.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
+            msg.extend_from_slice(&2u16.to_be_bytes());
+            msg.extend_from_slice(&timeout.to_be_bytes());
         }
         if let Some(e) = ede {
             msg.extend_from_slice(&OPTION_EDE.to_be_bytes());
@@ -2027,6 +2076,43 @@ pub(crate) mod tests {
             header_only_error(&p, rcode::FORMERR, true).unwrap().len(),
             HEADER_LEN
         );
+    }
+
+    /// edns-tcp-keepalive is read from the query; the answer carries it only as the pipeline
+    /// set it, after the cookie, and within the size the answer is cut to.
+    #[test]
+    fn the_keepalive_option_is_read_and_answered() {
+        let edns = |p: &[u8]| parse_query(p).unwrap().edns.unwrap();
+        assert_eq!(
+            edns(&query_with_option(OPTION_TCP_KEEPALIVE, &[])).keepalive,
+            Keepalive::Asked
+        );
+        assert_eq!(
+            edns(&query_with_option(OPTION_TCP_KEEPALIVE, &[0, 1])).keepalive,
+            Keepalive::WithData
+        );
+        assert_eq!(
+            edns(&query_bytes("a.example", 1, Some(1232))).keepalive,
+            Keepalive::Absent
+        );
+
+        let p = query_with_option(OPTION_TCP_KEEPALIVE, &[]);
+        let mut q = parse_query(&p).unwrap();
+        q.keepalive_response = Some(300);
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut msg, &q, 65535);
+        let m = hickory_proto::op::Message::from_vec(&msg).unwrap();
+        let opts = m.edns.as_ref().unwrap().options();
+        use hickory_proto::rr::rdata::opt::EdnsCode;
+        assert!(opts.get(EdnsCode::Keepalive).is_some(), "{opts:?}");
+        assert!(msg.ends_with(&[0, 11, 0, 2, 1, 44]));
+        // Without EDNS in the query, no OPT record and so no option.
+        let p = query_bytes("a.example", 1, None);
+        let mut q = parse_query(&p).unwrap();
+        q.keepalive_response = Some(300);
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut msg, &q, 65535);
+        assert_eq!(msg.len(), p.len());
     }
 
     /// RFC 6891 §7: a FORMERR about the OPT record itself carries an OPT record (the DO bit of

@@ -1325,3 +1325,52 @@ async fn doh_post_media_type_parameters_are_ignored() {
         assert_eq!(resp.status().as_u16(), want, "{media}");
     }
 }
+
+/// RFC 7828 over DoT, with kdig: its edns-tcp-keepalive option is answered with the DoT idle
+/// timeout (`tls.idle_timeout`, 5 s: 50 units of 100 ms); one with data is FORMERR with our
+/// OPT record, as from Unbound. Over DoH the option is ignored either way: HTTP manages the
+/// connection there (RFC 8484); Unbound answers it over DoH too.
+#[tokio::test]
+async fn dot_answers_tcp_keepalive_with_its_idle_timeout_and_doh_ignores_it() {
+    use crate::tls_exhaustion::kdig_with;
+    let test = "dot_answers_tcp_keepalive_with_its_idle_timeout_and_doh_ignores_it";
+    if !crate::common::tools_runnable(test, &["kdig"], "--version", "knot-dnsutils") {
+        return;
+    }
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+    let name = "api.corp.internal";
+    let ask = |server, extra: &'static [&'static str]| {
+        let pki = &pki;
+        async move { kdig_with(server, "127.0.0.1", pki, Some("build"), extra, name).await }
+    };
+    let out = ask(dot, &["+ednsopt=11"]).await;
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains(";; Option (11): 0032"), "{out}");
+    let out = ask(dot, &[]).await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("Option (11)"),
+        "{out}"
+    );
+    let out = ask(dot, &["+ednsopt=11:0001"]).await;
+    assert!(out.contains("status: FORMERR"), "{out}");
+    assert!(
+        out.contains("EDNS PSEUDOSECTION") && !out.contains("Option (11)"),
+        "{out}"
+    );
+    for extra in [
+        &["+https=/dns-query", "+ednsopt=11"][..],
+        &["+https=/dns-query", "+ednsopt=11:0001"],
+    ] {
+        let out = ask(doh, extra).await;
+        assert!(out.contains("(status: 200)"), "DoH {extra:?}: {out}");
+        assert!(out.contains("status: NOERROR"), "DoH {extra:?}: {out}");
+        assert!(!out.contains("Option (11)"), "DoH {extra:?}: {out}");
+    }
+    let events = s.stop_and_read_events().await;
+    let formerr = events_of(&events, "query")
+        .into_iter()
+        .filter(|e| e["protocol"] == "dot" && e["rcode"] == "FORMERR")
+        .count();
+    assert_eq!(formerr, 1, "the FORMERR is accounted as any other answer");
+}

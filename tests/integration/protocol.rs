@@ -628,6 +628,42 @@ fn dig_runnable(test: &str) -> bool {
     crate::common::tools_runnable(test, &["dig"], "-v", "bind9-dnsutils")
 }
 
+/// RFC 7828 with dig: over TCP, a member's `+keepalive` is answered with the TCP idle timeout
+/// (`server.tcp_idle_timeout`, 7 s here) in the option; a keepalive option with data (a
+/// TIMEOUT, which only servers send) is FORMERR, carrying our OPT record, as from Unbound.
+/// Over UDP the option is ignored, data or not (§3.3.1); a source in no group learns nothing.
+#[tokio::test]
+async fn tcp_keepalive_is_answered_with_the_idle_timeout_over_tcp_only() {
+    if !dig_runnable("tcp_keepalive_is_answered_with_the_idle_timeout_over_tcp_only") {
+        return;
+    }
+    let s =
+        TestServer::start_full(None, WIRE, None, "127.0.0.1:0", "tcp_idle_timeout = \"7s\"").await;
+    let name = "api.corp.internal";
+    let out = dig(s.tcp, MEMBER, &["+tcp", "+keepalive"], name, "A").await;
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains("; TCP KEEPALIVE: 7.0 secs"), "{out}");
+    let out = dig(s.tcp, MEMBER, &["+tcp"], name, "A").await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("KEEPALIVE"),
+        "{out}"
+    );
+    let out = dig(s.tcp, MEMBER, &["+tcp", "+ednsopt=11:0001"], name, "A").await;
+    assert!(out.contains("status: FORMERR"), "{out}");
+    assert!(out.contains("; EDNS: version: 0"), "{out}");
+    assert!(!out.contains("KEEPALIVE"), "{out}");
+    for args in [&["+keepalive"][..], &["+ednsopt=11:0001"]] {
+        let out = dig(s.udp, MEMBER, args, name, "A").await;
+        assert!(out.contains("status: NOERROR"), "UDP {args:?}: {out}");
+        assert!(!out.contains("KEEPALIVE"), "UDP {args:?}: {out}");
+    }
+    let out = dig(s.tcp, STRANGER, &["+tcp", "+keepalive"], name, "A").await;
+    assert!(
+        out.contains("status: REFUSED") && !out.contains("KEEPALIVE"),
+        "{out}"
+    );
+}
+
 /// Opcodes other than QUERY, with dig, as Unbound answers them but for RA: NOTIFY gets
 /// REFUSED (dnsward is no secondary to be told of a change), UPDATE and STATUS NOTIMP; each with
 /// the question and our OPT record, and RA set for a member (recursion is available to it,

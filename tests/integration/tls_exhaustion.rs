@@ -54,6 +54,18 @@ fn still_open(held: &[TcpStream]) -> usize {
 
 /// `kdig +tls` from `src` (with the PKI's client certificate `who`, if any); its output.
 async fn kdig(dot: SocketAddr, src: &str, pki: &Pki, who: Option<&str>, name: &str) -> String {
+    kdig_with(dot, src, pki, who, &[], name).await
+}
+
+/// [`kdig`] with more arguments (`+ednsopt=11`, `+https=/dns-query`).
+pub(crate) async fn kdig_with(
+    dot: SocketAddr,
+    src: &str,
+    pki: &Pki,
+    who: Option<&str>,
+    extra: &[&str],
+    name: &str,
+) -> String {
     let mut cmd = std::process::Command::new("kdig");
     cmd.args(["-b", src, &format!("@{}", dot.ip())])
         .args(["-p", &dot.port().to_string()])
@@ -68,7 +80,7 @@ async fn kdig(dot: SocketAddr, src: &str, pki: &Pki, who: Option<&str>, name: &s
             pki.path(&format!("{w}.key")).display()
         ));
     }
-    cmd.arg(name).arg("A");
+    cmd.args(extra).arg(name).arg("A");
     let out = client_output(cmd).await;
     format!(
         "{}{}",

@@ -126,8 +126,9 @@ impl Pipeline {
     }
 
     /// A known client's well-formed query that is answered with a protocol error (`code`:
-    /// BADVERS, NOTIMP): counted with the malformed packets (`action="formerr"`), and
-    /// accounted and logged with verdict `formerr`, like a FORMERR.
+    /// BADVERS, NOTIMP, FORMERR for a keepalive option with data): counted with the malformed
+    /// packets (`action="formerr"`), and accounted and logged with verdict `formerr`, like a
+    /// FORMERR.
     pub(super) fn protocol_error(
         &self,
         ctx: &Asked<'_, '_>,
