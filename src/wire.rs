@@ -151,6 +151,9 @@ pub struct Edns {
     pub padding: bool,
     /// The edns-tcp-keepalive option (RFC 7828), if the query carried one.
     pub keepalive: Keepalive,
+    /// Whether the query carried an empty NSID option (RFC 5001): a request for the server's
+    /// identifier.
+    pub nsid: bool,
 }
 
 /// What a query's edns-tcp-keepalive option (RFC 7828) looked like.
@@ -199,6 +202,9 @@ impl Cookie {
         Some(out)
     }
 }
+
+/// EDNS option code of NSID (RFC 5001).
+pub const OPTION_NSID: u16 = 3;
 
 /// EDNS option code of COOKIE (RFC 7873).
 pub const OPTION_COOKIE: u16 = 10;
@@ -250,10 +256,11 @@ struct Options {
     cookie: Option<Cookie>,
     padding: bool,
     keepalive: Keepalive,
+    nsid: bool,
 }
 
-/// Read an OPT record's options: the COOKIE option, if any, whether PADDING and
-/// edns-tcp-keepalive are there. A malformed option list or cookie is a format error
+/// Read an OPT record's options: the COOKIE option, if any, whether PADDING, edns-tcp-keepalive
+/// and an empty NSID option are there. A malformed option list or cookie is a format error
 /// (RFC 7873 §5.2.2, RFC 6891 §7).
 fn read_options(mut options: &[u8]) -> Result<Options, WireError> {
     let mut found = Options::default();
@@ -279,6 +286,8 @@ fn read_options(mut options: &[u8]) -> Result<Options, WireError> {
                     Keepalive::WithData
                 };
             }
+            // RFC 5001 §2.1: a request is the option with no data; anything else is not one.
+            OPTION_NSID => found.nsid |= data.is_empty(),
             _ => {}
         }
         options = &rest[len..];
@@ -397,6 +406,9 @@ pub struct Query<'a> {
     /// The idle timeout, in units of 100 ms, to send in an edns-tcp-keepalive option (set by
     /// the pipeline: a client's query that asked for it over TCP or DoT, RFC 7828 §3.3.2).
     pub keepalive_response: Option<u16>,
+    /// The server identifier to send in an NSID option (set by the pipeline: a client's query
+    /// with an empty NSID option, when `server.nsid` is set; RFC 5001).
+    pub nsid_response: Option<&'a [u8]>,
 }
 
 impl Drop for Query<'_> {
@@ -814,6 +826,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
             cookie: options.cookie,
             padding: options.padding,
             keepalive: options.keepalive,
+            nsid: options.nsid,
         });
     }
 
@@ -832,6 +845,7 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         response_cookie: None,
         pad_response: false,
         keepalive_response: None,
+        nsid_response: None,
     })
 }
 
@@ -1178,6 +1192,12 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
         (Some(_), Some(_)) => OPT_RECORD_LEN + COOKIE_OPTION_LEN,
     } + ede.map_or(0, |e| 6 + e.text.len())
         + keepalive.map_or(0, |_| 6);
+    // The server identifier is a courtesy: left out of an answer it would not fit in whole,
+    // rather than costing the answer its records.
+    let nsid = q
+        .nsid_response
+        .filter(|n| q.edns.is_some() && msg.len() + opt_len + 4 + n.len() <= max_len);
+    let opt_len = opt_len + nsid.map_or(0, |n| 4 + n.len());
     if msg.len() + opt_len > max_len
         && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
     {
@@ -1201,6 +1221,11 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
             msg.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
             msg.extend_from_slice(&2u16.to_be_bytes());
             msg.extend_from_slice(&timeout.to_be_bytes());
+        }
+        if let Some(id) = nsid {
+            msg.extend_from_slice(&OPTION_NSID.to_be_bytes());
+            msg.extend_from_slice(&u16::try_from(id.len()).unwrap_or(0).to_be_bytes());
+            msg.extend_from_slice(id);
         }
         if let Some(e) = ede {
             msg.extend_from_slice(&OPTION_EDE.to_be_bytes());
@@ -2078,10 +2103,10 @@ pub(crate) mod tests {
         );
     }
 
-    /// edns-tcp-keepalive is read from the query; the answer carries it only as the pipeline
-    /// set it, after the cookie, and within the size the answer is cut to.
+    /// edns-tcp-keepalive and NSID are read from the query; the answer carries them only as the
+    /// pipeline set them, after the cookie, and within the size the answer is cut to.
     #[test]
-    fn the_keepalive_option_is_read_and_answered() {
+    fn keepalive_and_nsid_options_are_read_and_answered() {
         let edns = |p: &[u8]| parse_query(p).unwrap().edns.unwrap();
         assert_eq!(
             edns(&query_with_option(OPTION_TCP_KEEPALIVE, &[])).keepalive,
@@ -2095,24 +2120,44 @@ pub(crate) mod tests {
             edns(&query_bytes("a.example", 1, Some(1232))).keepalive,
             Keepalive::Absent
         );
+        assert!(edns(&query_with_option(OPTION_NSID, &[])).nsid);
+        assert!(!edns(&query_with_option(OPTION_NSID, b"x")).nsid);
 
-        let p = query_with_option(OPTION_TCP_KEEPALIVE, &[]);
+        let p = query_with_option(OPTION_NSID, &[]);
         let mut q = parse_query(&p).unwrap();
         q.keepalive_response = Some(300);
+        q.nsid_response = Some(b"eu-1");
         let mut msg = start_response(&q, rcode::NOERROR, false);
         finish_response(&mut msg, &q, 65535);
         let m = hickory_proto::op::Message::from_vec(&msg).unwrap();
         let opts = m.edns.as_ref().unwrap().options();
         use hickory_proto::rr::rdata::opt::EdnsCode;
         assert!(opts.get(EdnsCode::Keepalive).is_some(), "{opts:?}");
-        assert!(msg.ends_with(&[0, 11, 0, 2, 1, 44]));
+        assert!(opts.get(EdnsCode::NSID).is_some(), "{opts:?}");
+        assert!(msg.ends_with(&[0, 11, 0, 2, 1, 44, 0, 3, 0, 4, b'e', b'u', b'-', b'1']));
         // Without EDNS in the query, no OPT record and so no option.
         let p = query_bytes("a.example", 1, None);
         let mut q = parse_query(&p).unwrap();
         q.keepalive_response = Some(300);
+        q.nsid_response = Some(b"eu-1");
         let mut msg = start_response(&q, rcode::NOERROR, false);
         finish_response(&mut msg, &q, 65535);
         assert_eq!(msg.len(), p.len());
+        // An identifier that would not fit the client's UDP size is left out, not the answer.
+        let long = [b'n'; 480];
+        let p = query_with_option(OPTION_NSID, &[]);
+        let mut q = parse_query(&p).unwrap();
+        q.nsid_response = Some(&long);
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        push_a(&mut msg, 60, Ipv4Addr::new(192, 0, 2, 1));
+        finish_response(&mut msg, &q, 512);
+        assert!(
+            msg.len() <= 512 && !is_truncated(&msg),
+            "{} bytes",
+            msg.len()
+        );
+        assert_eq!(answer_count(&msg), 1);
+        assert!(!msg.ends_with(&long));
     }
 
     /// RFC 6891 §7: a FORMERR about the OPT record itself carries an OPT record (the DO bit of

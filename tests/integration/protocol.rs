@@ -664,6 +664,39 @@ async fn tcp_keepalive_is_answered_with_the_idle_timeout_over_tcp_only() {
     );
 }
 
+/// RFC 5001 with dig: `server.nsid` set, a member's `+nsid` gets it, over UDP and TCP; a
+/// source in no group does not; unset (the default), no one does.
+#[tokio::test]
+async fn nsid_is_sent_to_members_only_when_set() {
+    if !dig_runnable("nsid_is_sent_to_members_only_when_set") {
+        return;
+    }
+    let s =
+        TestServer::start_full(None, WIRE, None, "127.0.0.1:0", "nsid = \"dnsward-eu-1\"").await;
+    let name = "api.corp.internal";
+    for (server, args) in [(s.udp, &["+nsid"][..]), (s.tcp, &["+nsid", "+tcp"])] {
+        let out = dig(server, MEMBER, args, name, "A").await;
+        assert!(out.contains("status: NOERROR"), "{args:?}: {out}");
+        assert!(
+            out.contains("; NSID: 64 6e 73 77 61 72 64 2d 65 75 2d 31 (\"dnsward-eu-1\")"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = dig(s.udp, MEMBER, &[], name, "A").await;
+    assert!(!out.contains("NSID"), "not asked: {out}");
+    let out = dig(s.udp, STRANGER, &["+nsid"], name, "A").await;
+    assert!(
+        out.contains("status: REFUSED") && !out.contains("NSID"),
+        "{out}"
+    );
+    let unset = TestServer::start(None, WIRE).await;
+    let out = dig(unset.udp, MEMBER, &["+nsid"], name, "A").await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("NSID"),
+        "{out}"
+    );
+}
+
 /// Opcodes other than QUERY, with dig, as Unbound answers them but for RA: NOTIFY gets
 /// REFUSED (dnsward is no secondary to be told of a change), UPDATE and STATUS NOTIMP; each with
 /// the question and our OPT record, and RA set for a member (recursion is available to it,

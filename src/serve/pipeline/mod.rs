@@ -203,6 +203,9 @@ pub struct PipelineSettings {
     /// IPv6 clients known by address are one client per this prefix
     /// (`containment.ipv6_prefix`).
     pub ipv6_prefix: u8,
+    /// The server identifier sent to a client's empty NSID option (`server.nsid`, RFC 5001);
+    /// `None`: none is sent.
+    pub nsid: Option<Box<[u8]>>,
     /// The idle timeout of TCP connections (`server.tcp_idle_timeout`), told to a TCP client
     /// that sends edns-tcp-keepalive (RFC 7828).
     pub tcp_idle: std::time::Duration,
@@ -218,6 +221,7 @@ impl Default for PipelineSettings {
             max_inflight_misses: 4096,
             max_inflight_misses_per_client: 1024,
             ipv6_prefix: crate::identity::DEFAULT_IPV6_PREFIX,
+            nsid: None,
             tcp_idle: std::time::Duration::from_secs(10),
             dot_idle: std::time::Duration::from_secs(10),
         }
@@ -868,12 +872,13 @@ impl Pipeline {
 
     /// What a client's answer adds to its OPT record at the query's request, besides the
     /// cookie and padding ([`Self::check_source`]): only for clients in a group (a source in no
-    /// group learns nothing of the server's timeouts).
+    /// group learns neither the server's identity nor its timeouts).
     /// - edns-tcp-keepalive (RFC 7828): over TCP and DoT, the connection's idle timeout in
     ///   units of 100 ms (§3.3.2). Over UDP the option is ignored (§3.3.1); over DoH too: HTTP
     ///   manages that connection, not DNS. One with data over TCP or DoT gets FORMERR (the
     ///   `edns` stage).
-    fn edns_answer_options(&self, q: &mut Query<'_>, protocol: Protocol) {
+    /// - NSID (RFC 5001): `server.nsid`, when set, to an empty NSID option.
+    fn edns_answer_options<'q>(&'q self, q: &mut Query<'q>, protocol: Protocol) {
         let Some(edns) = q.edns else { return };
         if edns.keepalive == wire::Keepalive::Asked {
             let idle = match protocol {
@@ -883,6 +888,9 @@ impl Pipeline {
             };
             q.keepalive_response =
                 idle.map(|d| u16::try_from(d.as_millis() / 100).unwrap_or(u16::MAX));
+        }
+        if edns.nsid {
+            q.nsid_response = self.settings.nsid.as_deref();
         }
     }
 
