@@ -229,6 +229,9 @@ impl RunningApp {
             ipv6_prefix: cfg.containment.ipv6_prefix,
             max_inflight_misses: cfg.server.max_inflight_misses,
             max_inflight_misses_per_client: cfg.server.max_inflight_misses_per_client,
+            nsid: cfg.server.nsid.as_deref().map(|n| n.as_bytes().into()),
+            tcp_idle: cfg.server.tcp_idle_timeout,
+            dot_idle: cfg.tls.idle_timeout,
         };
         let detector = Detector::new(&cfg.detect, Arc::clone(&clock));
         let containment = Containment::new(&cfg.containment, Arc::clone(&clock));

@@ -95,6 +95,16 @@ pub mod rcode {
     }
 }
 
+/// Opcodes (RFC 6895 §2.2) dnsward tells apart.
+pub mod opcode {
+    /// A standard query, the only one served.
+    pub const QUERY: u8 = 0;
+    /// A zone change notification (RFC 1996): refused, as dnsward is no secondary.
+    pub const NOTIFY: u8 = 4;
+    /// Dynamic update (RFC 2136): not implemented.
+    pub const UPDATE: u8 = 5;
+}
+
 /// Why a packet could not be taken as a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -107,7 +117,7 @@ pub enum WireError {
     /// Well-formed header but the rest is malformed: answer FORMERR.
     #[error("malformed query: {0}")]
     FormErr(&'static str),
-    /// An opcode other than QUERY: answer NOTIMP.
+    /// An opcode other than QUERY: answer NOTIMP (REFUSED for a NOTIFY).
     #[error("opcode {0} is not implemented")]
     NotImplemented(u8),
 }
@@ -139,6 +149,24 @@ pub struct Edns {
     /// Whether the query carried a PADDING option (RFC 7830): over an encrypted transport its
     /// answer is padded too.
     pub padding: bool,
+    /// The edns-tcp-keepalive option (RFC 7828), if the query carried one.
+    pub keepalive: Keepalive,
+    /// Whether the query carried an empty NSID option (RFC 5001): a request for the server's
+    /// identifier.
+    pub nsid: bool,
+}
+
+/// What a query's edns-tcp-keepalive option (RFC 7828) looked like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keepalive {
+    /// No such option.
+    #[default]
+    Absent,
+    /// The option as a client sends it: no data (RFC 7828 §3.2.1).
+    Asked,
+    /// The option with data (a TIMEOUT, which only a server sends): over TCP and DoT a format
+    /// error, over UDP ignored (RFC 7828 §3.3.1).
+    WithData,
 }
 
 /// A COOKIE option: the client cookie and, when the client has one from us, a server cookie.
@@ -175,8 +203,14 @@ impl Cookie {
     }
 }
 
+/// EDNS option code of NSID (RFC 5001).
+pub const OPTION_NSID: u16 = 3;
+
 /// EDNS option code of COOKIE (RFC 7873).
 pub const OPTION_COOKIE: u16 = 10;
+
+/// EDNS option code of edns-tcp-keepalive (RFC 7828).
+pub const OPTION_TCP_KEEPALIVE: u16 = 11;
 
 /// EDNS option code of PADDING (RFC 7830).
 pub const OPTION_PADDING: u16 = 12;
@@ -216,11 +250,20 @@ pub mod ede {
 /// bytes (RFC 8467 §4.1, the recommended block-length strategy for responses).
 pub const RESPONSE_PADDING_BLOCK: usize = 468;
 
-/// The COOKIE option, if any, among an OPT record's options, and whether a PADDING option is
-/// there. A malformed option list or cookie is a format error (RFC 7873 §5.2.2).
-fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> {
-    let mut found = None;
-    let mut padding = false;
+/// What dnsward reads of an OPT record's options.
+#[derive(Default)]
+struct Options {
+    cookie: Option<Cookie>,
+    padding: bool,
+    keepalive: Keepalive,
+    nsid: bool,
+}
+
+/// Read an OPT record's options: the COOKIE option, if any, whether PADDING, edns-tcp-keepalive
+/// and an empty NSID option are there. A malformed option list or cookie is a format error
+/// (RFC 7873 §5.2.2, RFC 6891 §7).
+fn read_options(mut options: &[u8]) -> Result<Options, WireError> {
+    let mut found = Options::default();
     while !options.is_empty() {
         let (head, rest) = options
             .split_first_chunk::<4>()
@@ -230,13 +273,26 @@ fn find_cookie(mut options: &[u8]) -> Result<(Option<Cookie>, bool), WireError> 
         let data = rest
             .get(..len)
             .ok_or(WireError::FormErr("EDNS option runs past the OPT record"))?;
-        if code == OPTION_COOKIE && found.is_none() {
-            found = Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
+        match code {
+            OPTION_COOKIE if found.cookie.is_none() => {
+                found.cookie =
+                    Some(Cookie::parse(data).ok_or(WireError::FormErr("malformed COOKIE option"))?);
+            }
+            OPTION_PADDING => found.padding = true,
+            OPTION_TCP_KEEPALIVE => {
+                found.keepalive = if data.is_empty() && found.keepalive != Keepalive::WithData {
+                    Keepalive::Asked
+                } else {
+                    Keepalive::WithData
+                };
+            }
+            // RFC 5001 §2.1: a request is the option with no data; anything else is not one.
+            OPTION_NSID => found.nsid |= data.is_empty(),
+            _ => {}
         }
-        padding |= code == OPTION_PADDING;
         options = &rest[len..];
     }
-    Ok((found, padding))
+    Ok(found)
 }
 
 /// Spare buffers per thread: the query name's `String` and the answer's `Vec` are taken from
@@ -347,6 +403,12 @@ pub struct Query<'a> {
     pub response_cookie: Option<[u8; 16]>,
     /// Pad the answer (set by the pipeline: a padded query over DoT or DoH, RFC 7830 §4).
     pub pad_response: bool,
+    /// The idle timeout, in units of 100 ms, to send in an edns-tcp-keepalive option (set by
+    /// the pipeline: a client's query that asked for it over TCP or DoT, RFC 7828 §3.3.2).
+    pub keepalive_response: Option<u16>,
+    /// The server identifier to send in an NSID option (set by the pipeline: a client's query
+    /// with an empty NSID option, when `server.nsid` is set; RFC 5001).
+    pub nsid_response: Option<&'a [u8]>,
 }
 
 impl Drop for Query<'_> {
@@ -644,9 +706,9 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     if flags & 0x8000 != 0 {
         return Err(WireError::NotAQuery);
     }
-    let opcode = ((flags >> 11) & 0x0F) as u8;
-    if opcode != 0 {
-        return Err(WireError::NotImplemented(opcode));
+    let op = ((flags >> 11) & 0x0F) as u8;
+    if op != opcode::QUERY {
+        return Err(WireError::NotImplemented(op));
     }
     let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
     let ancount = u16::from_be_bytes([packet[6], packet[7]]);
@@ -756,13 +818,15 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
             return Err(WireError::FormErr("OPT record owner is not the root"));
         }
         let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
-        let (cookie, padding) = find_cookie(rdata)?;
+        let options = read_options(rdata)?;
         edns = Some(Edns {
             udp_size: class,
             version: ((ttl >> 16) & 0xFF) as u8,
             dnssec_ok: ttl & 0x8000 != 0,
-            cookie,
-            padding,
+            cookie: options.cookie,
+            padding: options.padding,
+            keepalive: options.keepalive,
+            nsid: options.nsid,
         });
     }
 
@@ -780,6 +844,8 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
         edns,
         response_cookie: None,
         pad_response: false,
+        keepalive_response: None,
+        nsid_response: None,
     })
 }
 
@@ -913,8 +979,8 @@ pub fn cookie_only_query(packet: &[u8]) -> Option<(Cookie, bool)> {
     if r.pos + usize::from(rdlen) != packet.len() || (ttl >> 16) & 0xFF != 0 {
         return None;
     }
-    let (cookie, _) = find_cookie(options).ok()?;
-    Some((cookie?, ttl & 0x8000 != 0))
+    let cookie = read_options(options).ok()?.cookie?;
+    Some((cookie, ttl & 0x8000 != 0))
 }
 
 /// The answer to a cookie-only query: NOERROR, no question, our OPT record with the client's
@@ -938,23 +1004,27 @@ pub fn cookie_only_answer(
     out
 }
 
-/// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP): the header, the
-/// question when there is one plain question to echo, and an OPT record when the query had one.
+/// The answer to a packet that is not a query dnsward serves (FORMERR, NOTIMP, REFUSED for a
+/// NOTIFY): the header, the question when there is one plain question to echo, and an OPT
+/// record when the query had one. RA is set when `recursion_available` (the sender is a client
+/// of ours: recursion is available to it, whatever this packet was), as on every other answer.
 ///
 /// Returns `None` when the packet is too short or is a response: those get no answer.
 #[must_use]
-pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
+pub fn header_only_error(packet: &[u8], rcode: u8, recursion_available: bool) -> Option<Vec<u8>> {
     if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
         return None;
     }
     let mut out = packet[..HEADER_LEN].to_vec();
-    // Keep opcode and RD; set QR; clear AA, TC, RA, Z, AD, CD; set rcode.
+    // Keep opcode and RD; set QR; clear AA, TC, Z, AD, CD; RA as the client's; set rcode.
     out[2] = (packet[2] & 0x79) | 0x80;
-    out[3] = rcode & 0x0F;
+    out[3] = (rcode & 0x0F) | if recursion_available { 0x80 } else { 0 };
     out[4..12].fill(0);
     // What can be read of the rest: one plain question is echoed (as Unbound and BIND do for
     // NOTIMP and most FORMERRs), and a query with an OPT record gets ours (RFC 6891 §6.1.1),
-    // when the records before it can be walked.
+    // also when that OPT record is what is wrong (outside the additional section, not owned by
+    // the root, a second one, options that overrun it): RFC 6891 §7 has a FORMERR about the
+    // OPT record itself carry one, so the client can tell it from a server without EDNS.
     let readable = readable_parts(packet);
     if let Some(end) = readable.question_end {
         out.extend_from_slice(&packet[HEADER_LEN..end]);
@@ -970,7 +1040,8 @@ pub fn header_only_error(packet: &[u8], rcode: u8) -> Option<Vec<u8>> {
 struct ReadableParts {
     /// Where the question ends, when there is exactly one, uncompressed and complete.
     question_end: Option<usize>,
-    /// The DO bit of the query's OPT record, when it has one where it belongs.
+    /// The DO bit of the query's first OPT record, wherever it is and whoever owns it, when
+    /// the records up to its type and TTL can be walked.
     opt_dnssec_ok: Option<bool>,
 }
 
@@ -1000,13 +1071,8 @@ fn readable_parts(packet: &[u8]) -> ReadableParts {
             out.question_end = Some(r.pos);
         }
     }
-    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
-        if skip_record(&mut r).is_none() {
-            return out;
-        }
-    }
-    for _ in 0..count(10) {
-        let owner_at = r.pos;
+    let records = u32::from(count(6)) + u32::from(count(8)) + u32::from(count(10));
+    for _ in 0..records {
         if r.skip_name().is_none() {
             return out;
         }
@@ -1014,11 +1080,11 @@ fn readable_parts(packet: &[u8]) -> ReadableParts {
         else {
             return out;
         };
+        if rtype == rtype::OPT && out.opt_dnssec_ok.is_none() {
+            out.opt_dnssec_ok = Some(ttl & 0x8000 != 0);
+        }
         if r.skip(usize::from(rdlen)).is_none() {
             return out;
-        }
-        if rtype == rtype::OPT && is_root_name(packet, owner_at) {
-            out.opt_dnssec_ok = Some(ttl & 0x8000 != 0);
         }
     }
     out
@@ -1119,11 +1185,19 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
     msg[HEADER_LEN..HEADER_LEN + q.question.len()].copy_from_slice(q.question);
     let cookie = q.edns.and_then(|e| e.cookie).zip(q.response_cookie);
     let ede = ede.filter(|_| q.edns.is_some());
+    let keepalive = q.keepalive_response.filter(|_| q.edns.is_some());
     let opt_len = match (q.edns, cookie) {
         (None, _) => 0,
         (Some(_), None) => OPT_RECORD_LEN,
         (Some(_), Some(_)) => OPT_RECORD_LEN + COOKIE_OPTION_LEN,
-    } + ede.map_or(0, |e| 6 + e.text.len());
+    } + ede.map_or(0, |e| 6 + e.text.len())
+        + keepalive.map_or(0, |_| 6);
+    // The server identifier is a courtesy: left out of an answer it would not fit in whole,
+    // rather than costing the answer its records.
+    let nsid = q
+        .nsid_response
+        .filter(|n| q.edns.is_some() && msg.len() + opt_len + 4 + n.len() <= max_len);
+    let opt_len = opt_len + nsid.map_or(0, |n| 4 + n.len());
     if msg.len() + opt_len > max_len
         && let Some(end) = additional_start(msg).filter(|end| end + opt_len <= max_len)
     {
@@ -1142,6 +1216,16 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
         let rdlen_at = msg.len() - 2;
         if let Some((client, server)) = cookie {
             push_cookie_option(msg, &client.client, &server);
+        }
+        if let Some(timeout) = keepalive {
+            msg.extend_from_slice(&OPTION_TCP_KEEPALIVE.to_be_bytes());
+            msg.extend_from_slice(&2u16.to_be_bytes());
+            msg.extend_from_slice(&timeout.to_be_bytes());
+        }
+        if let Some(id) = nsid {
+            msg.extend_from_slice(&OPTION_NSID.to_be_bytes());
+            msg.extend_from_slice(&u16::try_from(id.len()).unwrap_or(0).to_be_bytes());
+            msg.extend_from_slice(id);
         }
         if let Some(e) = ede {
             msg.extend_from_slice(&OPTION_EDE.to_be_bytes());
@@ -1785,7 +1869,7 @@ pub(crate) mod tests {
                 "{what}"
             );
             // An error answer is still made for it: the question echoed, FORMERR.
-            let r = header_only_error(&p, rcode::FORMERR).expect(what);
+            let r = header_only_error(&p, rcode::FORMERR, true).expect(what);
             assert_eq!(r[3] & 0x0F, rcode::FORMERR, "{what}");
             assert_eq!(&r[0..2], &p[0..2], "{what}: ID");
         }
@@ -1933,10 +2017,10 @@ pub(crate) mod tests {
     #[test]
     fn header_only_errors_keep_the_id() {
         let p = query_bytes("example.com", 1, None);
-        let r = header_only_error(&p, rcode::FORMERR).unwrap();
+        let r = header_only_error(&p, rcode::FORMERR, false).unwrap();
         assert_eq!(&r[0..2], &p[0..2]);
         assert_eq!(r[3] & 0x0F, rcode::FORMERR);
-        assert!(header_only_error(&p[..4], 1).is_none());
+        assert!(header_only_error(&p[..4], 1, true).is_none());
     }
 
     #[test]
@@ -1985,7 +2069,7 @@ pub(crate) mod tests {
         p[2] |= 4 << 3;
         let at = p.len() - 5;
         p[at] = 0x80;
-        let r = header_only_error(&p, rcode::NOTIMP).unwrap();
+        let r = header_only_error(&p, rcode::NOTIMP, true).unwrap();
         let m = hickory_proto::op::Message::from_vec(&r).unwrap();
         assert_eq!(
             m.metadata.response_code,
@@ -1997,9 +2081,10 @@ pub(crate) mod tests {
         // A malformed COOKIE (3 bytes): FORMERR, still with the question and an OPT record.
         let p = query_with_option(OPTION_COOKIE, &[1, 2, 3]);
         assert!(parse_query(&p).is_err());
-        let m =
-            hickory_proto::op::Message::from_vec(&header_only_error(&p, rcode::FORMERR).unwrap())
-                .unwrap();
+        let m = hickory_proto::op::Message::from_vec(
+            &header_only_error(&p, rcode::FORMERR, true).unwrap(),
+        )
+        .unwrap();
         assert_eq!(m.queries.len(), 1);
         assert!(m.edns.is_some());
         // A compressed question name or two questions: the header alone.
@@ -2007,14 +2092,121 @@ pub(crate) mod tests {
         p[12] = 0xC0;
         p[13] = 12;
         assert_eq!(
-            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            header_only_error(&p, rcode::FORMERR, true).unwrap().len(),
             HEADER_LEN
         );
         let mut p = query_bytes("example.com", 1, None);
         p[5] = 2;
         assert_eq!(
-            header_only_error(&p, rcode::FORMERR).unwrap().len(),
+            header_only_error(&p, rcode::FORMERR, true).unwrap().len(),
             HEADER_LEN
         );
+    }
+
+    /// edns-tcp-keepalive and NSID are read from the query; the answer carries them only as the
+    /// pipeline set them, after the cookie, and within the size the answer is cut to.
+    #[test]
+    fn keepalive_and_nsid_options_are_read_and_answered() {
+        let edns = |p: &[u8]| parse_query(p).unwrap().edns.unwrap();
+        assert_eq!(
+            edns(&query_with_option(OPTION_TCP_KEEPALIVE, &[])).keepalive,
+            Keepalive::Asked
+        );
+        assert_eq!(
+            edns(&query_with_option(OPTION_TCP_KEEPALIVE, &[0, 1])).keepalive,
+            Keepalive::WithData
+        );
+        assert_eq!(
+            edns(&query_bytes("a.example", 1, Some(1232))).keepalive,
+            Keepalive::Absent
+        );
+        assert!(edns(&query_with_option(OPTION_NSID, &[])).nsid);
+        assert!(!edns(&query_with_option(OPTION_NSID, b"x")).nsid);
+
+        let p = query_with_option(OPTION_NSID, &[]);
+        let mut q = parse_query(&p).unwrap();
+        q.keepalive_response = Some(300);
+        q.nsid_response = Some(b"eu-1");
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut msg, &q, 65535);
+        let m = hickory_proto::op::Message::from_vec(&msg).unwrap();
+        let opts = m.edns.as_ref().unwrap().options();
+        use hickory_proto::rr::rdata::opt::EdnsCode;
+        assert!(opts.get(EdnsCode::Keepalive).is_some(), "{opts:?}");
+        assert!(opts.get(EdnsCode::NSID).is_some(), "{opts:?}");
+        assert!(msg.ends_with(&[0, 11, 0, 2, 1, 44, 0, 3, 0, 4, b'e', b'u', b'-', b'1']));
+        // Without EDNS in the query, no OPT record and so no option.
+        let p = query_bytes("a.example", 1, None);
+        let mut q = parse_query(&p).unwrap();
+        q.keepalive_response = Some(300);
+        q.nsid_response = Some(b"eu-1");
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        finish_response(&mut msg, &q, 65535);
+        assert_eq!(msg.len(), p.len());
+        // An identifier that would not fit the client's UDP size is left out, not the answer.
+        let long = [b'n'; 480];
+        let p = query_with_option(OPTION_NSID, &[]);
+        let mut q = parse_query(&p).unwrap();
+        q.nsid_response = Some(&long);
+        let mut msg = start_response(&q, rcode::NOERROR, false);
+        push_a(&mut msg, 60, Ipv4Addr::new(192, 0, 2, 1));
+        finish_response(&mut msg, &q, 512);
+        assert!(
+            msg.len() <= 512 && !is_truncated(&msg),
+            "{} bytes",
+            msg.len()
+        );
+        assert_eq!(answer_count(&msg), 1);
+        assert!(!msg.ends_with(&long));
+    }
+
+    /// RFC 6891 §7: a FORMERR about the OPT record itself carries an OPT record (the DO bit of
+    /// the query's), wherever the offending one was; RA as the caller says.
+    #[test]
+    fn a_formerr_about_the_opt_record_carries_one() {
+        let mut do_opt = opt_record(&[0], 0);
+        do_opt[7] = 0x80;
+        let with = |count_at: usize, tail: &[u8]| {
+            let mut p = query_bytes("example.com", 1, None);
+            p[count_at] = 1;
+            p.extend_from_slice(tail);
+            p
+        };
+        let mut truncated = opt_record(&[0], 0);
+        truncated.truncate(truncated.len() - 2);
+        truncated.extend_from_slice(&[0, 9, 0, 10]);
+        for (what, p) in [
+            ("in the answer section", with(7, &do_opt)),
+            ("in the authority section", with(9, &do_opt)),
+            (
+                "owned by another name",
+                with(11, &[&[1, b'x', 0][..], &do_opt[1..]].concat()),
+            ),
+            ("data past the packet", with(11, &truncated)),
+            ("two", {
+                let mut p = with(11, &do_opt);
+                p[11] = 2;
+                p.extend_from_slice(&opt_record(&[0], 0));
+                p
+            }),
+        ] {
+            assert!(
+                matches!(parse_query(&p), Err(WireError::FormErr(_))),
+                "{what}"
+            );
+            for ra in [true, false] {
+                let r = header_only_error(&p, rcode::FORMERR, ra).unwrap();
+                let m = hickory_proto::op::Message::from_vec(&r).unwrap();
+                assert_eq!(m.metadata.recursion_available, ra, "{what}");
+                assert_eq!(m.queries.len(), 1, "{what}");
+                let expect_do = what != "data past the packet";
+                assert_eq!(
+                    m.edns.as_ref().map(|e| e.flags().dnssec_ok),
+                    Some(expect_do),
+                    "{what}"
+                );
+                assert_eq!(u16::from_be_bytes([r[10], r[11]]), 1, "{what}: one OPT");
+            }
+        }
     }
 }

@@ -196,16 +196,11 @@ async fn answer(
     };
     match ctx.pipeline.handle_peer(&packet, peer, Protocol::Doh).await {
         Some(dns) => {
-            let max_age = min_ttl(&dns);
+            let cache_control = cache_control(&dns);
             let mut resp = Response::new(Full::new(Bytes::from(dns)));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
-            // RFC 8484 §5.1: an HTTP cache keeps the answer no longer than its smallest TTL.
-            if let Some(v) =
-                max_age.and_then(|ttl| HeaderValue::from_str(&format!("max-age={ttl}")).ok())
-            {
-                resp.headers_mut().insert(CACHE_CONTROL, v);
-            }
+            resp.headers_mut().insert(CACHE_CONTROL, cache_control);
             resp
         }
         None => status(StatusCode::BAD_REQUEST, "not a DNS query"),
@@ -240,16 +235,56 @@ fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
     resp
 }
 
-/// The smallest TTL of an answer's records (OPT aside), `None` for an answer with none.
-fn min_ttl(msg: &[u8]) -> Option<u32> {
-    crate::wire::ttl_offsets(msg)?
-        .into_iter()
-        .filter_map(|(at, _)| {
+/// How long an HTTP cache may keep a DoH answer (RFC 8484 §5.1), so that none serves it past
+/// what a DNS cache would:
+/// - an answer with records in its answer section: `max-age` of its smallest TTL;
+/// - a negative answer (NXDOMAIN, NODATA) with an SOA in its authority section: `max-age` of
+///   the SOA's MINIMUM field or its TTL, whichever is smaller (RFC 2308 §5);
+/// - anything else (SERVFAIL, REFUSED, FORMERR, NOTIMP, BADVERS, a negative answer without an
+///   SOA, which RFC 2308 §5 has no one cache): `no-store`. A 200 without freshness is
+///   heuristically cacheable (RFC 9111 §4.2.2), so an HTTP cache could otherwise go on serving
+///   a passing failure; dnsward remembers failures itself, for `upstream.failure_ttl`.
+fn cache_control(msg: &[u8]) -> HeaderValue {
+    match freshness(msg) {
+        Some(ttl) => HeaderValue::from_str(&format!("max-age={ttl}"))
+            .unwrap_or(HeaderValue::from_static("no-store")),
+        None => HeaderValue::from_static("no-store"),
+    }
+}
+
+/// The freshness lifetime [`cache_control`] gives `msg`, in seconds; `None`: not to be stored.
+fn freshness(msg: &[u8]) -> Option<u32> {
+    let rcode = crate::wire::extended_rcode(msg);
+    if rcode != u16::from(crate::wire::rcode::NOERROR)
+        && rcode != u16::from(crate::wire::rcode::NXDOMAIN)
+    {
+        return None;
+    }
+    let records = crate::wire::ttl_offsets(msg)?;
+    let field = |at: usize| {
+        msg.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let smallest_ttl = records
+        .iter()
+        .filter_map(|&(at, _)| field(usize::from(at)))
+        .min();
+    if crate::wire::answer_count(msg) > 0 {
+        return smallest_ttl;
+    }
+    // Negative: the SOA's MINIMUM, the last four bytes of its data (after TTL and RDLENGTH).
+    let soa_minimum = records
+        .iter()
+        .filter(|&&(_, rtype)| rtype == crate::wire::rtype::SOA)
+        .filter_map(|&(at, _)| {
             let at = usize::from(at);
-            msg.get(at..at + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            let rdlen = usize::from(u16::from_be_bytes([*msg.get(at + 4)?, *msg.get(at + 5)?]));
+            // Two names of at least a byte each, then five 32-bit fields.
+            (rdlen >= 22).then_some(())?;
+            field(at + 6 + rdlen - 4)
         })
-        .min()
+        .min()?;
+    Some(smallest_ttl.map_or(soa_minimum, |ttl| ttl.min(soa_minimum)))
 }
 
 /// A stream that records when bytes last moved, for the idle timeout.
@@ -303,5 +338,83 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData, Record};
+
+    fn answer(rcode: ResponseCode, answers: &[u32], soa: Option<(u32, u32)>) -> Vec<u8> {
+        let name = Name::from_ascii("www.example.").unwrap();
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = rcode;
+        for (i, ttl) in answers.iter().enumerate() {
+            let a = A::new(192, 0, 2, u8::try_from(i).unwrap());
+            m.answers
+                .push(Record::from_rdata(name.clone(), *ttl, RData::A(a)));
+        }
+        if let Some((ttl, minimum)) = soa {
+            let zone = Name::from_ascii("example.").unwrap();
+            let soa = SOA::new(
+                Name::from_ascii("ns.example.").unwrap(),
+                Name::from_ascii("h.example.").unwrap(),
+                1,
+                3600,
+                900,
+                86400,
+                minimum,
+            );
+            m.authorities
+                .push(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// RFC 8484 §5.1: an answer for its smallest TTL, a negative answer for no longer than its
+    /// SOA's MINIMUM (nor the SOA's TTL), an error or a negative answer without SOA not at all.
+    #[test]
+    fn doh_freshness_follows_the_answer_the_soa_minimum_or_is_none() {
+        use ResponseCode::{FormErr, NXDomain, NoError, NotImp, Refused, ServFail};
+        for (what, msg, want) in [
+            (
+                "answer",
+                answer(NoError, &[300, 30, 600], None),
+                "max-age=30",
+            ),
+            ("zero TTL", answer(NoError, &[0], None), "max-age=0"),
+            (
+                "NXDOMAIN, MINIMUM smaller",
+                answer(NXDomain, &[], Some((3600, 60))),
+                "max-age=60",
+            ),
+            (
+                "NODATA, TTL smaller",
+                answer(NoError, &[], Some((45, 900))),
+                "max-age=45",
+            ),
+            (
+                "NXDOMAIN without SOA",
+                answer(NXDomain, &[], None),
+                "no-store",
+            ),
+            ("SERVFAIL", answer(ServFail, &[], None), "no-store"),
+            (
+                "SERVFAIL with an SOA",
+                answer(ServFail, &[], Some((60, 60))),
+                "no-store",
+            ),
+            ("REFUSED", answer(Refused, &[], None), "no-store"),
+            ("FORMERR", answer(FormErr, &[], None), "no-store"),
+            ("NOTIMP", answer(NotImp, &[], None), "no-store"),
+        ] {
+            assert_eq!(cache_control(&msg), want, "{what}");
+        }
+        // Malformed bytes (no panic) and a header alone: nothing to keep.
+        assert_eq!(cache_control(&[0; 5]), "no-store");
+        assert_eq!(cache_control(&answer(NoError, &[], None)[..12]), "no-store");
     }
 }

@@ -118,7 +118,15 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight queries (default 2s, at most 5m).
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// The server identifier answered to a client's NSID request (RFC 5001), for telling the
+    /// instances behind one address apart; unset (the default), none is sent: it names the
+    /// instance to every client that asks. Printable ASCII, at most [`MAX_NSID`] bytes.
+    #[serde(default)]
+    pub nsid: Option<String>,
 }
+
+/// Longest `server.nsid`, in bytes.
+pub const MAX_NSID: usize = 512;
 
 /// Most runtime threads (`server.threads`) and UDP sockets per address (`udp_workers`, each
 /// with its own thread by default): far above any CPU count dnsward runs on, far below what
@@ -180,6 +188,7 @@ impl Default for ServerConfig {
             max_inflight_misses_per_client: default_inflight_per_client(),
             unknown_clients: UnknownClients::default(),
             shutdown_grace: default_grace(),
+            nsid: None,
         }
     }
 }
@@ -259,6 +268,11 @@ impl ServerConfig {
             self.shutdown_grace,
             SHUTDOWN_GRACE,
         );
+        if let Some(nsid) = &self.nsid
+            && let Err(why) = check_nsid(nsid)
+        {
+            problems.push(format!("{at}.nsid"), why);
+        }
     }
 
     /// UDP sockets per listen address: `udp_workers`, or one per CPU when it is 0.
@@ -276,6 +290,23 @@ impl ServerConfig {
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listen.iter().filter_map(|l| l.parse().ok()).collect()
     }
+}
+
+/// Why `nsid` cannot be `server.nsid`: empty, longer than [`MAX_NSID`] bytes, or holding a
+/// character other than printable ASCII (it is shown by `dig +nsid` and in logs as it is).
+fn check_nsid(nsid: &str) -> Result<(), String> {
+    if nsid.is_empty() {
+        return Err("must not be empty: leave the key out to send no identifier".into());
+    }
+    if nsid.len() > MAX_NSID {
+        return Err(format!("is {} bytes long; at most {MAX_NSID}", nsid.len()));
+    }
+    if let Some(c) = nsid.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "character {c:?} is not printable ASCII (space to '~')"
+        ));
+    }
+    Ok(())
 }
 
 /// A running server: its bound addresses and the means to stop it.
@@ -480,6 +511,44 @@ mod tests {
         for _ in 0..200 {
             let b = bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
             assert_ne!(b[0].local_addr().unwrap().port(), port);
+        }
+    }
+
+    /// `server.nsid`: printable ASCII up to 512 bytes; anything else is named with its key.
+    #[test]
+    fn nsid_must_be_printable_ascii_of_at_most_512_bytes() {
+        let problems = |nsid: &str| {
+            let cfg = ServerConfig {
+                nsid: Some(nsid.to_string()),
+                ..ServerConfig::default()
+            };
+            let mut p = ConfigProblems::default();
+            cfg.validate("server", &mut p);
+            p.to_string()
+        };
+        assert!(!problems("resolver-eu-1 (rack 4)").contains("nsid"));
+        assert!(!problems(&"n".repeat(MAX_NSID)).contains("nsid"));
+        for (nsid, why) in [
+            ("", "server.nsid: must not be empty"),
+            (
+                &"n".repeat(MAX_NSID + 1),
+                "server.nsid: is 513 bytes long; at most 512",
+            ),
+            (
+                "eu\x1b[2J",
+                "server.nsid: character '\\u{1b}' is not printable ASCII",
+            ),
+            (
+                "tab\there",
+                "server.nsid: character '\\t' is not printable ASCII",
+            ),
+            (
+                "bücher",
+                "server.nsid: character 'ü' is not printable ASCII",
+            ),
+        ] {
+            let text = problems(nsid);
+            assert!(text.contains(why), "{nsid:?}: {text}");
         }
     }
 }

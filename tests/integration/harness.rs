@@ -678,6 +678,40 @@ pub fn query_packet(qname: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
+/// Run a client program (dig, kdig, curl) to completion off the runtime, whose threads serve
+/// the dnsward under test; its output.
+pub async fn client_output(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the client runs"))
+        .await
+        .unwrap()
+}
+
+/// `dig` from `src` to `server` with `args` (`+tcp`, `+nsid`, `+opcode=notify`, …) for `qname`
+/// and `qtype`: what it printed, stdout and stderr.
+pub async fn dig(server: SocketAddr, src: &str, args: &[&str], qname: &str, qtype: &str) -> String {
+    let mut cmd = std::process::Command::new("dig");
+    cmd.args(["-b", src, &format!("@{}", server.ip())])
+        .args(["-p", &server.port().to_string()])
+        .args(["+tries=1", "+timeout=3"])
+        .args(args)
+        .args([qname, qtype]);
+    let out = client_output(cmd).await;
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The flags dig printed for the answer (`qr rd ra`), as words.
+pub fn dig_flags(out: &str) -> Vec<&str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .and_then(|l| l.split(';').next())
+        .map(|f| f.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
 /// Send one UDP query from `src` and wait for the answer (None on timeout).
 ///
 /// Like dig, a datagram whose ID is not the query's is ignored: the ephemeral port may have been

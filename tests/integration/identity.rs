@@ -1325,3 +1325,117 @@ async fn doh_post_media_type_parameters_are_ignored() {
         assert_eq!(resp.status().as_u16(), want, "{media}");
     }
 }
+
+/// RFC 7828 over DoT, with kdig: its edns-tcp-keepalive option is answered with the DoT idle
+/// timeout (`tls.idle_timeout`, 5 s: 50 units of 100 ms); one with data is FORMERR with our
+/// OPT record, as from Unbound. Over DoH the option is ignored either way: HTTP manages the
+/// connection there (RFC 8484); Unbound answers it over DoH too.
+#[tokio::test]
+async fn dot_answers_tcp_keepalive_with_its_idle_timeout_and_doh_ignores_it() {
+    use crate::tls_exhaustion::kdig_with;
+    let test = "dot_answers_tcp_keepalive_with_its_idle_timeout_and_doh_ignores_it";
+    if !crate::common::tools_runnable(test, &["kdig"], "--version", "knot-dnsutils") {
+        return;
+    }
+    let pki = Pki::new();
+    let (mut s, dot, doh) = start(&pki, "", "").await;
+    let name = "api.corp.internal";
+    let ask = |server, extra: &'static [&'static str]| {
+        let pki = &pki;
+        async move { kdig_with(server, "127.0.0.1", pki, Some("build"), extra, name).await }
+    };
+    let out = ask(dot, &["+ednsopt=11"]).await;
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains(";; Option (11): 0032"), "{out}");
+    let out = ask(dot, &[]).await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("Option (11)"),
+        "{out}"
+    );
+    let out = ask(dot, &["+ednsopt=11:0001"]).await;
+    assert!(out.contains("status: FORMERR"), "{out}");
+    assert!(
+        out.contains("EDNS PSEUDOSECTION") && !out.contains("Option (11)"),
+        "{out}"
+    );
+    for extra in [
+        &["+https=/dns-query", "+ednsopt=11"][..],
+        &["+https=/dns-query", "+ednsopt=11:0001"],
+    ] {
+        let out = ask(doh, extra).await;
+        assert!(out.contains("(status: 200)"), "DoH {extra:?}: {out}");
+        assert!(out.contains("status: NOERROR"), "DoH {extra:?}: {out}");
+        assert!(!out.contains("Option (11)"), "DoH {extra:?}: {out}");
+    }
+    let events = s.stop_and_read_events().await;
+    let formerr = events_of(&events, "query")
+        .into_iter()
+        .filter(|e| e["protocol"] == "dot" && e["rcode"] == "FORMERR")
+        .count();
+    assert_eq!(formerr, 1, "the FORMERR is accounted as any other answer");
+}
+
+/// RFC 8484 §5.1 with curl: an error answer (a SERVFAIL: no upstream here) is marked
+/// `no-store`, so no HTTP cache keeps serving a passing failure (a 200 without freshness may
+/// be cached heuristically); a negative answer is kept no longer than its SOA's MINIMUM; an
+/// answer for its smallest TTL.
+#[tokio::test]
+async fn doh_error_answers_are_not_stored_and_negative_ones_follow_the_soa() {
+    use base64::Engine as _;
+    let test = "doh_error_answers_are_not_stored_and_negative_ones_follow_the_soa";
+    if !crate::common::tools_runnable(test, &["curl"], "--version", "curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let (mut s, _dot, doh) = start(&pki, "", "").await;
+    for (name, rcode, cache_control) in [
+        ("x.elsewhere.internal", ResponseCode::ServFail, "no-store"),
+        // Blocked for this group: NXDOMAIN with an SOA of the group's block_ttl (60 s).
+        ("models.corp.internal", ResponseCode::NXDomain, "max-age=60"),
+        // From the zone: NXDOMAIN, SOA MINIMUM 60.
+        (
+            "gone.tunnel.corp.internal",
+            ResponseCode::NXDomain,
+            "max-age=60",
+        ),
+        ("api.corp.internal", ResponseCode::NoError, "max-age=300"),
+    ] {
+        let q = query_packet(name, RecordType::A, true);
+        let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q);
+        let (headers, body) = (pki.path("headers.txt"), pki.path("body.bin"));
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-s", "--max-time", "5", "--http2"])
+            .arg("--cacert")
+            .arg(pki.path("ca.crt"))
+            .arg("--cert")
+            .arg(pki.path("build.crt"))
+            .arg("--key")
+            .arg(pki.path("build.key"))
+            .arg("-D")
+            .arg(&headers)
+            .arg("-o")
+            .arg(&body)
+            .arg(format!(
+                "https://127.0.0.1:{}/dns-query?dns={dns}",
+                doh.port()
+            ));
+        let out = client_output(curl).await;
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let headers = std::fs::read_to_string(&headers)
+            .unwrap()
+            .to_ascii_lowercase();
+        let m = Message::from_vec(&std::fs::read(&body).unwrap()).unwrap();
+        assert_eq!(m.metadata.response_code, rcode, "{name}");
+        let got: Vec<&str> = headers
+            .lines()
+            .filter_map(|l| l.strip_prefix("cache-control:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(got, [cache_control], "{name}: {headers}");
+    }
+    s.stop_and_read_events().await;
+}

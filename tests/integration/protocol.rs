@@ -62,24 +62,64 @@ async fn formerr_over_udp_and_tcp(s: &TestServer, what: &str, p: &[u8]) -> Vec<u
 }
 
 #[tokio::test]
-async fn an_opt_record_not_owned_by_the_root_or_outside_the_additionals_is_formerr() {
+async fn a_malformed_opt_record_is_formerr_with_our_opt_record() {
     let s = TestServer::start(None, WIRE).await;
     let before = formerr_count(&metrics_text(&s).await);
     let non_root = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x01x\x01y\x00", 0));
     let in_answers = raw_query(&API, 1, [1, 0, 0], &opt_record(b"\x00", 0));
     let in_authority = raw_query(&API, 1, [0, 1, 0], &opt_record(b"\x00", 0));
-    for (what, p) in [
+    let two = raw_query(
+        &API,
+        1,
+        [0, 0, 2],
+        &[opt_record(b"\x00", 0), opt_record(b"\x00", 0)].concat(),
+    );
+    // A COOKIE option whose length runs past the OPT record's data.
+    let mut overrun = opt_record(b"\x00", 0);
+    let at = overrun.len() - 2;
+    overrun[at..].copy_from_slice(&12u16.to_be_bytes());
+    overrun.extend_from_slice(&[0, 10, 0, 40]);
+    overrun.extend_from_slice(&[7; 8]);
+    let overrun = raw_query(&API, 1, [0, 0, 1], &overrun);
+    let cases = [
         ("non-root owner", &non_root),
         ("OPT in the answer section", &in_answers),
         ("OPT in the authority section", &in_authority),
-    ] {
-        formerr_over_udp_and_tcp(&s, what, p).await;
+        ("two OPT records", &two),
+        ("an option past the OPT record", &overrun),
+    ];
+    for (what, p) in cases {
+        let r = formerr_over_udp_and_tcp(&s, what, p).await;
+        // RFC 6891 §7: a FORMERR about the OPT record itself carries ours, so the client can
+        // tell it from a server without EDNS (Unbound sends none for an OPT outside the
+        // additionals); RA set, as on every answer to a client of ours.
+        let m = hickory_proto::op::Message::from_vec(&r).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let edns = m
+            .edns
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: an OPT record"));
+        assert_eq!(edns.version(), 0, "{what}");
+        assert_eq!(
+            u16::from_be_bytes([r[10], r[11]]),
+            1,
+            "{what}: our OPT only"
+        );
+        assert!(m.answers.is_empty() && m.authorities.is_empty(), "{what}");
+        assert!(m.metadata.recursion_available, "{what}: RA");
+        assert_eq!(m.queries.len(), 1, "{what}: the question echoed");
     }
     let after = formerr_count(&metrics_text(&s).await);
     assert!(
-        after >= before + 6.0,
+        after >= before + 2.0 * cases.len() as f64,
         "counted as malformed: {before} -> {after}"
     );
+    // A source in no group gets the FORMERR (and its OPT) without RA: recursion is not
+    // available to it.
+    let r = udp_within(s.udp, STRANGER, &non_root, Duration::from_secs(4))
+        .await
+        .expect("an answer");
+    assert_eq!((header_rcode(&r), r[3] & 0x80), (1, 0));
+    assert_eq!(u16::from_be_bytes([r[10], r[11]]), 1);
     // The same query with a proper OPT is answered.
     let fine = raw_query(&API, 1, [0, 0, 1], &opt_record(b"\x00", 0));
     let r = udp_raw(s.udp, MEMBER.parse().unwrap(), &fine)
@@ -582,4 +622,115 @@ async fn a_cookie_only_query_gets_a_server_cookie() {
             .response_code,
         hickory_proto::op::ResponseCode::NoError
     );
+}
+
+fn dig_runnable(test: &str) -> bool {
+    crate::common::tools_runnable(test, &["dig"], "-v", "bind9-dnsutils")
+}
+
+/// RFC 7828 with dig: over TCP, a member's `+keepalive` is answered with the TCP idle timeout
+/// (`server.tcp_idle_timeout`, 7 s here) in the option; a keepalive option with data (a
+/// TIMEOUT, which only servers send) is FORMERR, carrying our OPT record, as from Unbound.
+/// Over UDP the option is ignored, data or not (§3.3.1); a source in no group learns nothing.
+#[tokio::test]
+async fn tcp_keepalive_is_answered_with_the_idle_timeout_over_tcp_only() {
+    if !dig_runnable("tcp_keepalive_is_answered_with_the_idle_timeout_over_tcp_only") {
+        return;
+    }
+    let s =
+        TestServer::start_full(None, WIRE, None, "127.0.0.1:0", "tcp_idle_timeout = \"7s\"").await;
+    let name = "api.corp.internal";
+    let out = dig(s.tcp, MEMBER, &["+tcp", "+keepalive"], name, "A").await;
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains("; TCP KEEPALIVE: 7.0 secs"), "{out}");
+    let out = dig(s.tcp, MEMBER, &["+tcp"], name, "A").await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("KEEPALIVE"),
+        "{out}"
+    );
+    let out = dig(s.tcp, MEMBER, &["+tcp", "+ednsopt=11:0001"], name, "A").await;
+    assert!(out.contains("status: FORMERR"), "{out}");
+    assert!(out.contains("; EDNS: version: 0"), "{out}");
+    assert!(!out.contains("KEEPALIVE"), "{out}");
+    for args in [&["+keepalive"][..], &["+ednsopt=11:0001"]] {
+        let out = dig(s.udp, MEMBER, args, name, "A").await;
+        assert!(out.contains("status: NOERROR"), "UDP {args:?}: {out}");
+        assert!(!out.contains("KEEPALIVE"), "UDP {args:?}: {out}");
+    }
+    let out = dig(s.tcp, STRANGER, &["+tcp", "+keepalive"], name, "A").await;
+    assert!(
+        out.contains("status: REFUSED") && !out.contains("KEEPALIVE"),
+        "{out}"
+    );
+}
+
+/// RFC 5001 with dig: `server.nsid` set, a member's `+nsid` gets it, over UDP and TCP; a
+/// source in no group does not; unset (the default), no one does.
+#[tokio::test]
+async fn nsid_is_sent_to_members_only_when_set() {
+    if !dig_runnable("nsid_is_sent_to_members_only_when_set") {
+        return;
+    }
+    let s =
+        TestServer::start_full(None, WIRE, None, "127.0.0.1:0", "nsid = \"dnsward-eu-1\"").await;
+    let name = "api.corp.internal";
+    for (server, args) in [(s.udp, &["+nsid"][..]), (s.tcp, &["+nsid", "+tcp"])] {
+        let out = dig(server, MEMBER, args, name, "A").await;
+        assert!(out.contains("status: NOERROR"), "{args:?}: {out}");
+        assert!(
+            out.contains("; NSID: 64 6e 73 77 61 72 64 2d 65 75 2d 31 (\"dnsward-eu-1\")"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = dig(s.udp, MEMBER, &[], name, "A").await;
+    assert!(!out.contains("NSID"), "not asked: {out}");
+    let out = dig(s.udp, STRANGER, &["+nsid"], name, "A").await;
+    assert!(
+        out.contains("status: REFUSED") && !out.contains("NSID"),
+        "{out}"
+    );
+    let unset = TestServer::start(None, WIRE).await;
+    let out = dig(unset.udp, MEMBER, &["+nsid"], name, "A").await;
+    assert!(
+        out.contains("status: NOERROR") && !out.contains("NSID"),
+        "{out}"
+    );
+}
+
+/// Opcodes other than QUERY, with dig, as Unbound answers them but for RA: NOTIFY gets
+/// REFUSED (dnsward is no secondary to be told of a change), UPDATE and STATUS NOTIMP; each with
+/// the question and our OPT record, and RA set for a member (recursion is available to it,
+/// as on all its answers; Unbound clears it on NOTIMP), clear for a source in no group.
+#[tokio::test]
+async fn notify_is_refused_and_update_not_implemented_with_ra_for_members() {
+    if !dig_runnable("notify_is_refused_and_update_not_implemented_with_ra_for_members") {
+        return;
+    }
+    let s = TestServer::start(None, WIRE).await;
+    for (opcode, status) in [
+        ("notify", "REFUSED"),
+        ("update", "NOTIMP"),
+        ("status", "NOTIMP"),
+    ] {
+        for (server, transport) in [(s.udp, "+notcp"), (s.tcp, "+tcp")] {
+            let what = format!("{opcode} {transport}");
+            let args = [transport, &format!("+opcode={opcode}")[..]];
+            let out = dig(server, MEMBER, &args, "corp.internal", "SOA").await;
+            assert!(out.contains(&format!("status: {status}")), "{what}: {out}");
+            assert!(out.contains("; EDNS: version: 0"), "{what}: {out}");
+            let flags = dig_flags(&out);
+            assert!(
+                flags.contains(&"qr") && flags.contains(&"ra"),
+                "{what}: {out}"
+            );
+            assert!(!flags.contains(&"aa"), "{what}: {out}");
+        }
+        let args = ["+notcp", &format!("+opcode={opcode}")[..]];
+        let out = dig(s.udp, STRANGER, &args, "corp.internal", "SOA").await;
+        assert!(
+            out.contains(&format!("status: {status}")),
+            "stranger {opcode}: {out}"
+        );
+        assert!(!dig_flags(&out).contains(&"ra"), "stranger {opcode}: {out}");
+    }
 }

@@ -52,15 +52,20 @@ fn still_open(held: &[TcpStream]) -> usize {
         .count()
 }
 
-/// Run a client to completion off the runtime (the server under test runs on it).
-async fn output(mut cmd: std::process::Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || cmd.output().expect("the client runs"))
-        .await
-        .unwrap()
-}
-
 /// `kdig +tls` from `src` (with the PKI's client certificate `who`, if any); its output.
 async fn kdig(dot: SocketAddr, src: &str, pki: &Pki, who: Option<&str>, name: &str) -> String {
+    kdig_with(dot, src, pki, who, &[], name).await
+}
+
+/// [`kdig`] with more arguments (`+ednsopt=11`, `+https=/dns-query`).
+pub(crate) async fn kdig_with(
+    dot: SocketAddr,
+    src: &str,
+    pki: &Pki,
+    who: Option<&str>,
+    extra: &[&str],
+    name: &str,
+) -> String {
     let mut cmd = std::process::Command::new("kdig");
     cmd.args(["-b", src, &format!("@{}", dot.ip())])
         .args(["-p", &dot.port().to_string()])
@@ -75,8 +80,8 @@ async fn kdig(dot: SocketAddr, src: &str, pki: &Pki, who: Option<&str>, name: &s
             pki.path(&format!("{w}.key")).display()
         ));
     }
-    cmd.arg(name).arg("A");
-    let out = output(cmd).await;
+    cmd.args(extra).arg(name).arg("A");
+    let out = client_output(cmd).await;
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -92,7 +97,7 @@ async fn curl_doh(doh: SocketAddr, src: &str, name: &str) -> (String, Option<Mes
     cmd.args(["-sk", "--max-time", "5", "--interface", src])
         .args(["-o", "-", "-w", "\n%{http_code}"])
         .arg(format!("https://{doh}/dns-query?dns={dns}"));
-    let out = output(cmd).await;
+    let out = client_output(cmd).await;
     let body = out.stdout;
     let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
     let status = String::from_utf8_lossy(&body[split..]).trim().to_string();

@@ -103,25 +103,32 @@ impl Pipeline {
         self.finish(ctx, msg, &report)
     }
 
-    pub(super) fn malformed(&self, packet: &[u8], e: WireError) -> Outcome {
+    /// The answer to a packet that did not parse as a query; RA set for a client of ours
+    /// (`known`), as on all its answers.
+    pub(super) fn malformed(&self, packet: &[u8], e: WireError, known: bool) -> Outcome {
         let code = match e {
             WireError::TooShort | WireError::NotAQuery => {
                 self.malformed_dropped.increment(1);
                 return Outcome::Drop;
             }
             WireError::FormErr(_) => rcode::FORMERR,
+            // A NOTIFY (RFC 1996) is understood, but this server is no secondary to be told of
+            // a zone's change: REFUSED, as from Unbound. UPDATE, STATUS, IQUERY and the
+            // unassigned opcodes: NOTIMP.
+            WireError::NotImplemented(wire::opcode::NOTIFY) => rcode::REFUSED,
             WireError::NotImplemented(_) => rcode::NOTIMP,
         };
         self.malformed_formerr.increment(1);
-        match wire::header_only_error(packet, code) {
+        match wire::header_only_error(packet, code, known) {
             Some(r) => Outcome::Reply(r),
             None => Outcome::Drop,
         }
     }
 
     /// A known client's well-formed query that is answered with a protocol error (`code`:
-    /// BADVERS, NOTIMP): counted with the malformed packets (`action="formerr"`), and
-    /// accounted and logged with verdict `formerr`, like a FORMERR.
+    /// BADVERS, NOTIMP, FORMERR for a keepalive option with data): counted with the malformed
+    /// packets (`action="formerr"`), and accounted and logged with verdict `formerr`, like a
+    /// FORMERR.
     pub(super) fn protocol_error(
         &self,
         ctx: &Asked<'_, '_>,

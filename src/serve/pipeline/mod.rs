@@ -1,7 +1,7 @@
 //! The query pipeline: the one place that orders the stages.
 //!
 //! ```text
-//! parse → identify → client gate → edns version → class → query type → tunnel scoring
+//! parse → identify → client gate → edns → class → query type → tunnel scoring
 //!       → domain gate → policy → cache → (miss) local zones → upstream → answer check → account
 //! ```
 //!
@@ -10,7 +10,8 @@
 //!   responses get silence, malformed queries FORMERR (among them an OPT record owned by
 //!   anything but the root, outside the additional section, or a second one; the TC bit,
 //!   answer records, authority records outside IXFR, additional records other than OPT, TSIG
-//!   and SIG(0) included), other opcodes NOTIMP.
+//!   and SIG(0) included), a NOTIFY REFUSED and other opcodes NOTIMP (RA set for a client in
+//!   a group, as on all its answers).
 //! - **identify**: a verified token's group claim, else the verified agent's identity, else
 //!   the socket address picks the group; unknown clients are refused (or dropped)
 //!   before any other work: dnsward is never an open resolver.
@@ -24,7 +25,8 @@
 //!      EDNS version (the next three stages refuse some of those: nothing goes out, but
 //!      encoded names sent that way are still an attempt); may start a containment that
 //!      applies to this very query;
-//!   4. **edns version**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3). Only here,
+//!   4. **edns**: an EDNS version above 0 gets BADVERS (RFC 6891 §6.1.3), an
+//!      edns-tcp-keepalive option with data over TCP or DoT FORMERR (RFC 7828). Only here,
 //!      after identification and the client gate: sources in no group, members without a
 //!      required credential and contained clients are refused whatever they send;
 //!   5. **class**: only class IN is served;
@@ -202,6 +204,14 @@ pub struct PipelineSettings {
     /// IPv6 clients known by address are one client per this prefix
     /// (`containment.ipv6_prefix`).
     pub ipv6_prefix: u8,
+    /// The server identifier sent to a client's empty NSID option (`server.nsid`, RFC 5001);
+    /// `None`: none is sent.
+    pub nsid: Option<Box<[u8]>>,
+    /// The idle timeout of TCP connections (`server.tcp_idle_timeout`), told to a TCP client
+    /// that sends edns-tcp-keepalive (RFC 7828).
+    pub tcp_idle: std::time::Duration,
+    /// The idle timeout of DoT connections (`tls.idle_timeout`), told likewise over DoT.
+    pub dot_idle: std::time::Duration,
 }
 
 impl Default for PipelineSettings {
@@ -212,6 +222,9 @@ impl Default for PipelineSettings {
             max_inflight_misses: 4096,
             max_inflight_misses_per_client: 1024,
             ipv6_prefix: crate::identity::DEFAULT_IPV6_PREFIX,
+            nsid: None,
+            tcp_idle: std::time::Duration::from_secs(10),
+            dot_idle: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -497,6 +510,12 @@ impl Pipeline {
         // An authenticated agent, TCP, or a valid DNS Cookie proves who is asking.
         let verified = self.check_source(q, client, protocol, &now) || peer.auth != AuthKind::None;
         let policy = self.policy.load();
+        // Identify: a verified token's group claim, else the verified agent's identity
+        // pattern, else the socket address picks the group (an identity wins over an address).
+        let identified = policy.identify(peer);
+        if identified.is_some() && q.edns.is_some() {
+            self.edns_answer_options(q, protocol);
+        }
         let asked = Asked {
             policy: &policy,
             gid: None,
@@ -508,9 +527,7 @@ impl Pipeline {
             verified,
             timed,
         };
-        // Identify: a verified token's group claim, else the verified agent's identity
-        // pattern, else the socket address picks the group (an identity wins over an address).
-        let Some(gid) = policy.identify(peer) else {
+        let Some(gid) = identified else {
             return self.unknown_client(&asked);
         };
         let Some(group) = policy.group(gid) else {
@@ -571,7 +588,8 @@ impl Pipeline {
     /// resolver listens here. The identification runs only on this error path, so well-formed
     /// queries still parse first and identify once.
     fn malformed_from(&self, packet: &[u8], peer: &Peer, e: wire::WireError) -> Outcome {
-        let known = || self.policy.load().identify(peer).is_some();
+        let known = std::cell::OnceCell::new();
+        let known = || *known.get_or_init(|| self.policy.load().identify(peer).is_some());
         // A cookie-only query (no question, RFC 7873 §5.4) from a client of ours: its server
         // cookie, NOERROR. From anyone else it stays a FORMERR (or silence).
         if let Some((cookie, dnssec_ok)) = wire::cookie_only_query(packet)
@@ -589,7 +607,7 @@ impl Pipeline {
             self.malformed_dropped.increment(1);
             return Outcome::Drop;
         }
-        self.malformed(packet, e)
+        self.malformed(packet, e, known())
     }
 
     /// The asynchronous stages: local zones, then upstreams, then the answer check.
@@ -601,6 +619,9 @@ impl Pipeline {
         let Ok(mut q) = wire::parse_query(&p.packet) else {
             return None;
         };
+        if q.edns.is_some() {
+            self.edns_answer_options(&mut q, p.protocol);
+        }
         let verified = self.check_source(
             &mut q,
             p.peer.addr(),
@@ -858,6 +879,30 @@ impl Pipeline {
         let (check, answer) = self.cookies.check(Some(&cookie), client, secs);
         q.response_cookie = answer;
         protocol == Protocol::Tcp || check == CookieCheck::Verified
+    }
+
+    /// What a client's answer adds to its OPT record at the query's request, besides the
+    /// cookie and padding ([`Self::check_source`]): only for clients in a group (a source in no
+    /// group learns neither the server's identity nor its timeouts).
+    /// - edns-tcp-keepalive (RFC 7828): over TCP and DoT, the connection's idle timeout in
+    ///   units of 100 ms (§3.3.2). Over UDP the option is ignored (§3.3.1); over DoH too: HTTP
+    ///   manages that connection, not DNS. One with data over TCP or DoT gets FORMERR (the
+    ///   `edns` stage).
+    /// - NSID (RFC 5001): `server.nsid`, when set, to an empty NSID option.
+    fn edns_answer_options<'q>(&'q self, q: &mut Query<'q>, protocol: Protocol) {
+        let Some(edns) = q.edns else { return };
+        if edns.keepalive == wire::Keepalive::Asked {
+            let idle = match protocol {
+                Protocol::Tcp => Some(self.settings.tcp_idle),
+                Protocol::Dot => Some(self.settings.dot_idle),
+                Protocol::Udp | Protocol::Doh => None,
+            };
+            q.keepalive_response =
+                idle.map(|d| u16::try_from(d.as_millis() / 100).unwrap_or(u16::MAX));
+        }
+        if edns.nsid {
+            q.nsid_response = self.settings.nsid.as_deref();
+        }
     }
 
     /// The answer check for an upstream answer (cached or fresh) to `qname`.

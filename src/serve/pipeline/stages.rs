@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::account::{Asked, LazyNow, Report};
-use super::{Outcome, Pending, Pipeline};
+use super::{Outcome, Pending, Pipeline, Protocol};
 use crate::contain::{ClientGate, DomainGate};
 use crate::detect::{Assessment, Level, Observation, Tracked};
 use crate::events::{Event, EventBody};
@@ -28,7 +28,7 @@ pub const SYNC_STAGES: [(&str, SyncStage); 11] = [
     ("authentication", Pipeline::authentication),
     ("client gate", Pipeline::client_gate),
     ("tunnel scoring", Pipeline::tunnel_scoring),
-    ("edns version", Pipeline::edns_version),
+    ("edns", Pipeline::edns),
     ("class", Pipeline::class),
     ("query type", Pipeline::query_type),
     ("domain gate", Pipeline::domain_gate),
@@ -81,22 +81,37 @@ impl Pipeline {
         }
     }
 
-    /// EDNS version: a query whose OPT record asks for an EDNS version above 0 gets BADVERS
-    /// with our OPT record (version 0) and nothing else (RFC 6891 §6.1.3), so the client can
-    /// retry with a version we speak. It comes after identification and the client gate: a
-    /// source in no group, a member without a required credential, or a contained client is
-    /// refused (or dropped) whatever version it asks for, and learns nothing about what this
-    /// server speaks.
-    fn edns_version(&self, a: &mut Admitted<'_, '_>) -> Step {
-        let Some(version) = a.asked.q.edns.map(|e| e.version).filter(|v| *v > 0) else {
+    /// EDNS: a query whose OPT record asks for an EDNS version above 0 gets BADVERS with our
+    /// OPT record (version 0) and nothing else (RFC 6891 §6.1.3), so the client can retry with
+    /// a version we speak. Over TCP and DoT, an edns-tcp-keepalive option with data (a TIMEOUT,
+    /// which only servers send: RFC 7828 §3.2.1) gets FORMERR, as from Unbound; over UDP and
+    /// DoH the option is ignored. It comes after identification and the client gate: a source
+    /// in no group, a member without a required credential, or a contained client is refused
+    /// (or dropped) whatever it sends, and learns nothing about what this server speaks.
+    fn edns(&self, a: &mut Admitted<'_, '_>) -> Step {
+        let Some(edns) = a.asked.q.edns else {
             return Step::Continue(());
         };
-        let why = || format!("EDNS version {version} not supported");
-        Step::Break(Outcome::Reply(self.protocol_error(
-            &a.asked,
-            rcode::BADVERS,
-            &why,
-        )))
+        if edns.version > 0 {
+            let version = edns.version;
+            let why = || format!("EDNS version {version} not supported");
+            return Step::Break(Outcome::Reply(self.protocol_error(
+                &a.asked,
+                rcode::BADVERS,
+                &why,
+            )));
+        }
+        if edns.keepalive == wire::Keepalive::WithData
+            && matches!(a.asked.protocol, Protocol::Tcp | Protocol::Dot)
+        {
+            let why = || "edns-tcp-keepalive option with data in a query".to_string();
+            return Step::Break(Outcome::Reply(self.protocol_error(
+                &a.asked,
+                u16::from(rcode::FORMERR),
+                &why,
+            )));
+        }
+        Step::Continue(())
     }
 
     /// Class: only class IN is served; CHAOS (`version.bind`) and others are refused.
