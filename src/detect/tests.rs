@@ -2293,3 +2293,66 @@ fn a_tunnel_of_fake_reversed_ips_is_contained() {
         "{bytes} B, {top:?}"
     );
 }
+
+/// Team Cymru's malware hash registry and IP-to-ASN lookups are lookup services: a scanner
+/// checking three new file hashes a second for a minute, then one every 10 s for nine more
+/// (MD5 and SHA-1), and a log pipeline
+/// enriching two new addresses a second with their origin and peer ASNs (TXT) are not
+/// contained; the same hashes under a zone no list names are (a hex tunnel's shape exactly).
+#[test]
+fn cymru_hash_and_asn_lookups_are_not_contained_unlisted_hashes_are() {
+    let mut r = testgen::Prng::new(50);
+    let hex = |r: &mut testgen::Prng, n: usize| -> String {
+        r.bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut hashes = Vec::new();
+    let mut asn = Vec::new();
+    let mut unlisted = Vec::new();
+    for t in 0..600 {
+        // Three a second for the first minute (a scan after an install), then one every 10 s.
+        let n = if t < 60 { 3 } else { u32::from(t % 10 == 0) };
+        for i in 0..n {
+            let h = if i == 0 {
+                hex(&mut r, 20)
+            } else {
+                hex(&mut r, 16)
+            };
+            unlisted.push(testgen::BenignQuery {
+                at: t,
+                client: 0,
+                class: "hash",
+                qname: format!("{h}.hash.lookup-example.net"),
+                qtype: 16,
+            });
+            hashes.push(testgen::BenignQuery {
+                at: t,
+                client: 0,
+                class: "hash",
+                qname: format!("{h}.hash.cymru.com"),
+                qtype: 16,
+            });
+        }
+        for _ in 0..2 {
+            let b = r.bytes(4);
+            let ip = format!("{}.{}.{}.{}", b[0], b[1], b[2], 1 + b[3] % 223);
+            for zone in ["origin.asn.cymru.com", "peer.asn.cymru.com"] {
+                asn.push(testgen::BenignQuery {
+                    at: t,
+                    client: 0,
+                    class: "asn",
+                    qname: format!("{ip}.{zone}"),
+                    qtype: 16,
+                });
+            }
+        }
+    }
+    for (what, traffic) in [("mhr", &hashes), ("asn", &asn)] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let (top, score, at) = replay_tracked(&d, &clock, ip(55), traffic, &|i| i % 4 != 0);
+        println!("cymru {what}: top {top:?}, score {score}, at {at:?}");
+        assert!(top < Level::Throttle, "cymru {what}: {top:?} at {at:?}");
+    }
+    let (d, clock) = detector(&DetectConfig::default());
+    let (top, _, at) = replay_tracked(&d, &clock, ip(56), &unlisted, &|_| true);
+    assert!(top >= Level::Sinkhole, "unlisted hashes: {top:?} at {at:?}");
+}
