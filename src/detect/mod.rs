@@ -433,6 +433,9 @@ pub struct Detector {
     /// Which domain each client asked each address last, and how often its address lookups
     /// are corroborated ([`addresses`]).
     lookups: addresses::AddressLookups,
+    /// (client, registrable domain) keys of reverse domains `forget` released, and when (kept
+    /// for a long window): their names' state is kept under network keys ([`addresses`]).
+    released: Mutex<Vec<(u64, Duration)>>,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
     /// `[detect].search_domains`: an expansion of a public name under one adds no information.
@@ -497,6 +500,7 @@ impl Detector {
             address_answers: SharedNames::new(ANSWER_SLOTS),
             answer_parts: SharedNames::new(ANSWER_PART_SLOTS),
             lookups: addresses::AddressLookups::default(),
+            released: Mutex::new(Vec::new()),
             memo: memo::AppearanceMemo::default(),
             search_domains: cfg.search_domains.clone(),
             hasher: RandomState::new(),
@@ -514,6 +518,26 @@ impl Detector {
         for domain in domains {
             let key = self.pair_key(client_hash, self.domain_key(domain));
             self.pairs.remove(key);
+            // Its reverse names are kept under their networks' keys, which the domain does not
+            // name: those that alerted before now start afresh on their next query.
+            if crate::names::is_reverse_name(domain) {
+                let now = self.clock.now();
+                let long = self.halves[2] * 2;
+                let mut released = self.released.lock();
+                released.retain(|(_, at)| now.saturating_sub(*at) < long);
+                released.push((key, now));
+            }
+        }
+    }
+
+    /// When `forget` released (client, registrable domain) `key` last, for a pair of its
+    /// network-keyed reverse names that alerted before then: its evidence is forgotten.
+    fn forget_if_released(&self, st: &mut PairState, key: u64) {
+        let released = self.released.lock();
+        let at = released.iter().rev().find(|(k, _)| *k == key).map(|e| e.1);
+        drop(released);
+        if at.is_some_and(|at| st.last_alert_at.is_some_and(|alerted| alerted <= at)) {
+            *st = PairState::default();
         }
     }
 
@@ -665,6 +689,10 @@ impl Detector {
             .get_or_insert(self.pair_key(client_hash, domain_key), PairState::default);
         let mut guard = pair.lock();
         let st = &mut *guard;
+        if zone.len() != obs.domain.len() && !self.released.lock().is_empty() {
+            let key = self.pair_key(client_hash, self.domain_key(obs.domain));
+            self.forget_if_released(st, key);
+        }
         // A name asked by another client first is not this client's information. A name is
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a

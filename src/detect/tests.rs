@@ -2356,3 +2356,22 @@ fn cymru_hash_and_asn_lookups_are_not_contained_unlisted_hashes_are() {
     let (top, _, at) = replay_tracked(&d, &clock, ip(56), &unlisted, &|_| true);
     assert!(top >= Level::Sinkhole, "unlisted hashes: {top:?} at {at:?}");
 }
+
+/// An operator's release (`forget`) names the registrable domain (`10.in-addr.arpa`), while
+/// the reverse names' evidence is kept under their network's key (`7.10.in-addr.arpa`): the
+/// network keys that alerted before the release start afresh, so the released client is not
+/// contained again on its next reverse lookup.
+#[test]
+fn a_release_of_a_reverse_domain_forgets_its_network_keys() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let t = testgen::reverse_zone_exfil("7.10.in-addr.arpa", 4 * 1024, 53);
+    let (_, top) = run_tracked(&d, &clock, ip(58), &t);
+    assert!(top >= Level::Sinkhole, "{top:?}");
+    let settings = GroupDetectConfig::default();
+    let next = "9.8.7.10.in-addr.arpa";
+    assert!(observe(&d, ip(58), next, 12, &settings).level >= Level::Throttle);
+    clock.advance(Duration::from_secs(1));
+    d.forget(&ClientKey::from(ip(58)), &["10.in-addr.arpa"]);
+    let a = observe(&d, ip(58), "9.8.7.10.in-addr.arpa", 12, &settings);
+    assert_eq!(a.level, Level::None, "after the release: {a:?}");
+}
