@@ -2171,26 +2171,29 @@ fn a_pipeline_reverse_resolving_peers_from_many_networks_is_not_contained() {
 
 /// A Postfix-like relay checking 2 new senders a second (fresh random addresses, no repeats)
 /// against four blocklists for ten minutes, nearly every answer NXDOMAIN, is never throttled
-/// or sinkholed: with the shipped lists, and with four lists on no list at all (the sender's
-/// address asked under several lists is one address, not four).
+/// or sinkholed: with the shipped lists, with four lists on no list at all (the sender's
+/// address asked under several lists is one address, not four), and with the sender's PTR and
+/// one unlisted list.
 #[test]
 fn a_relay_checking_two_senders_a_second_against_four_lists_is_not_contained() {
     for lists in [
-        [
+        &[
             "dnsbl.sorbs.net",
             "psbl.surriel.com",
             "bl.0spam.org",
             "ix.dnsbl.manitu.net",
-        ],
-        [
+        ][..],
+        &[
             "rbl.mailguard-example.net",
             "dnsbl.spamtrap-example.org",
             "bl.junkfilter-example.com",
             "combined.listwatch-example.io",
         ],
+        // The sender's PTR, then one list no one wrote down.
+        &["in-addr.arpa", "rbl.mailguard-example.net"],
     ] {
         let (d, clock) = detector(&DetectConfig::default());
-        let traffic = testgen::dnsbl_relay(&lists, 2, 600, 43);
+        let traffic = testgen::dnsbl_relay(lists, 2, 600, 43);
         let (top, score, at) = replay_tracked(&d, &clock, ip(51), &traffic, &|i| i % 50 != 0);
         println!("relay {}: top {top:?}, score {score}, at {at:?}", lists[0]);
         assert!(
