@@ -180,8 +180,9 @@ const CLIENT_SLOTS: usize = 4096;
 const ASKED_SLOTS: usize = 1 << 16;
 /// Address lookups a client must have made before its corroboration share is trusted.
 const MIN_HISTORY: u64 = 4;
-/// Counters are halved when the first-ask counter reaches this: the share follows a client's
-/// last few hundred addresses.
+/// Both counters are halved when together they reach this: the share follows a client's last
+/// few hundred address lookups, and corroboration banked in advance (a burst of lookups under
+/// several real lists) buys at most ~500 uncorroborated first asks afterwards.
 const DECAY_AT: u64 = 512;
 
 /// What [`AddressLookups::record`] found out about one address lookup.
@@ -244,7 +245,7 @@ impl AddressLookups {
                 } else {
                     first += 1;
                 }
-                if first >= DECAY_AT || corr >= DECAY_AT * 8 {
+                if first + corr >= DECAY_AT {
                     first /= 2;
                     corr /= 2;
                 }
@@ -365,5 +366,20 @@ mod tests {
         );
         // The first client's history is its own.
         assert!(!t.record(client, 999, 1, true).checker);
+        // Corroboration banked in advance (each address under ten lists) buys a bounded number
+        // of lone first asks.
+        let banker = 0x5555_6666_7777_8888;
+        for a in 1000..3000u64 {
+            for list in 1..=10 {
+                t.record(banker, a, list, true);
+            }
+        }
+        let lone = (10_000..20_000u64)
+            .take_while(|a| t.record(banker, *a, 9, true).checker)
+            .count();
+        assert!(
+            (100..=600).contains(&lone),
+            "{lone} lone first asks discounted"
+        );
     }
 }
