@@ -32,6 +32,18 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "abuseat.org",
     "dnswl.org",
     "mailspike.net",
+    "sorbs.net",
+    "0spam.org",
+    "uceprotect.net",
+    "s5h.net",
+    "manitu.net",
+    "junkemailfilter.com",
+    "blocklist.de",
+    "nordspam.com",
+    "abusix.zone",
+    "interserver.net",
+    // Team Cymru: the malware hash registry and IP-to-ASN lookups.
+    "cymru.com",
     // Reverse DNS: IPv6 nibble names are 32 hex labels.
     "in-addr.arpa",
     "ip6.arpa",
@@ -88,6 +100,30 @@ pub const LOOKUP_SERVICES: &[&str] = &[
     "list.dnswl.org",
     "bl.mailspike.net",
     "rep.mailspike.net",
+    "black.uribl.com",
+    "grey.uribl.com",
+    "red.uribl.com",
+    "dnsbl.sorbs.net",
+    "psbl.surriel.com",
+    "bl.0spam.org",
+    "rbl.0spam.org",
+    "dnsbl-1.uceprotect.net",
+    "dnsbl-2.uceprotect.net",
+    "dnsbl-3.uceprotect.net",
+    "all.s5h.net",
+    "ix.dnsbl.manitu.net",
+    "hostkarma.junkemailfilter.com",
+    "bl.blocklist.de",
+    "dbl.nordspam.com",
+    "bl.nordspam.com",
+    "combined.mail.abusix.zone",
+    "rbl.interserver.net",
+    // Team Cymru: MHR (`<md5|sha1 hex>.hash.cymru.com`) and IP to ASN (`4.3.2.1.origin`,
+    // `<nibbles>.origin6`, `4.3.2.1.peer`).
+    "hash.cymru.com",
+    "origin.asn.cymru.com",
+    "origin6.asn.cymru.com",
+    "peer.asn.cymru.com",
 ];
 
 /// The share of a lookup service's name information that counts as volume: one part in this
@@ -221,6 +257,14 @@ mod tests {
             assert!(!is_lookup_service(s), "the zone's own apex is no question");
         }
         assert!(is_lookup_service("2.0.0.127.zen.spamhaus.org"));
+        assert!(is_lookup_service(
+            "0f3a9c2e7b1d8a6f5e4d3c2b1a09f8e7.hash.cymru.com"
+        ));
+        assert!(is_lookup_service("4.3.2.1.origin.asn.cymru.com"));
+        assert!(
+            !is_lookup_service("x.www.cymru.com"),
+            "Team Cymru's other names"
+        );
         assert!(
             !is_lookup_service("x.www.spamhaus.org"),
             "the operator's other names"

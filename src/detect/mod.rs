@@ -22,6 +22,7 @@
 //! [`crate::contain`]). Memory is bounded by [`DetectConfig`]'s `max_*` keys and
 //! `shared_name_slots` whatever the traffic.
 
+pub mod addresses;
 pub mod config;
 pub mod exceptions;
 pub mod features;
@@ -429,6 +430,12 @@ pub struct Detector {
     /// domain, fleet-wide: a CDN's pool is learned once, a tunnel's fresh addresses are not in
     /// it. Written only for a part not in it already.
     answer_parts: SharedNames,
+    /// Which domain each client asked each address last, and how often its address lookups
+    /// are corroborated ([`addresses`]).
+    lookups: addresses::AddressLookups,
+    /// (client, registrable domain) keys of reverse domains `forget` released, and when (kept
+    /// for a long window): their names' state is kept under network keys ([`addresses`]).
+    released: Mutex<Vec<(u64, Duration)>>,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
     /// `[detect].search_domains`: an expansion of a public name under one adds no information.
@@ -492,6 +499,8 @@ impl Detector {
             answer_records: SharedNames::new(ANSWER_SLOTS),
             address_answers: SharedNames::new(ANSWER_SLOTS),
             answer_parts: SharedNames::new(ANSWER_PART_SLOTS),
+            lookups: addresses::AddressLookups::default(),
+            released: Mutex::new(Vec::new()),
             memo: memo::AppearanceMemo::default(),
             search_domains: cfg.search_domains.clone(),
             hasher: RandomState::new(),
@@ -509,6 +518,26 @@ impl Detector {
         for domain in domains {
             let key = self.pair_key(client_hash, self.domain_key(domain));
             self.pairs.remove(key);
+            // Its reverse names are kept under their networks' keys, which the domain does not
+            // name: those that alerted before now start afresh on their next query.
+            if crate::names::is_reverse_name(domain) {
+                let now = self.clock.now();
+                let long = self.halves[2] * 2;
+                let mut released = self.released.lock();
+                released.retain(|(_, at)| now.saturating_sub(*at) < long);
+                released.push((key, now));
+            }
+        }
+    }
+
+    /// When `forget` released (client, registrable domain) `key` last, for a pair of its
+    /// network-keyed reverse names that alerted before then: its evidence is forgotten.
+    fn forget_if_released(&self, st: &mut PairState, key: u64) {
+        let released = self.released.lock();
+        let at = released.iter().rev().find(|(k, _)| *k == key).map(|e| e.1);
+        drop(released);
+        if at.is_some_and(|at| st.last_alert_at.is_some_and(|alerted| alerted <= at)) {
+            *st = PairState::default();
         }
     }
 
@@ -571,10 +600,13 @@ impl Detector {
         if !self.enabled {
             return (Assessment::default(), None);
         }
-        let sub = subdomain_part(obs.qname, obs.domain);
+        // Reverse names are keyed by network, not by their first octet's or nibble's zone
+        // ([`addresses::detection_zone`]); every other name by its registrable domain.
+        let zone = addresses::detection_zone(obs.qname, obs.domain);
+        let sub = subdomain_part(obs.qname, zone);
         // Recalled from this thread's last queries when the same name (client) was seen: the
         // same SipHash values, without the three calls ([`recall`]).
-        let (sub_hash, domain_key) = self.name_keys(obs.qname, obs.domain, sub);
+        let (sub_hash, domain_key) = self.name_keys(obs.qname, zone, sub);
         let client_hash = CLIENT_KEYS
             .try_with(|t| {
                 t.try_borrow_mut().ok().map(|mut t| {
@@ -657,6 +689,10 @@ impl Detector {
             .get_or_insert(self.pair_key(client_hash, domain_key), PairState::default);
         let mut guard = pair.lock();
         let st = &mut *guard;
+        if zone.len() != obs.domain.len() && !self.released.lock().is_empty() {
+            let key = self.pair_key(client_hash, self.domain_key(obs.domain));
+            self.forget_if_released(st, key);
+        }
         // A name asked by another client first is not this client's information. A name is
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a
@@ -675,6 +711,13 @@ impl Detector {
         } else {
             0
         };
+        // Reversed addresses under a zone are priced as addresses, and recorded as asked
+        // (so a shipped list's lookup corroborates another list's).
+        let own_bits = if fresh {
+            self.address_lookup_bits(obs.qname, client_hash, domain_key, floor_bits)
+        } else {
+            0
+        };
         sample.novel = fresh && !shared;
         sample.bits = if !sample.novel {
             0
@@ -682,7 +725,7 @@ impl Detector {
             // Only the vendor's servers read these names ([`exceptions::LOOKUP_SERVICES`]).
             floor_bits.div_ceil(exceptions::LOOKUP_SERVICE_SHARE)
         } else {
-            floor_bits
+            own_bits
         };
         // A query type off the common list is a choice the name does not show: new for this
         // (client, name), it is new information (an independent review moved 20 B/s by random
@@ -1104,7 +1147,7 @@ impl Detector {
             return;
         }
         let client_hash = self.hasher.hash_one(client);
-        let domain_key = self.domain_key(domain);
+        let domain_key = self.domain_key(addresses::detection_zone(qname, domain));
         let carrier = features::answer_carries_bytes(qtype, qname);
         let question = || self.hasher.hash_one((client_hash, qname, qtype));
         let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
@@ -1347,6 +1390,38 @@ impl Detector {
         match kept {
             Ok(Some((sub_hash, domain_key, _))) => (sub_hash, domain_key),
             _ => compute(),
+        }
+    }
+
+    /// Bits a fresh name counts unless a shipped lookup service covers it: `floor_bits`, unless it
+    /// is a reversed address under a zone ([`addresses::address_lookup`]). Such a name is
+    /// recorded as this client's lookup of that address (so every address lookup, the shipped
+    /// lists' and the reverse trees' too, can corroborate another) and counts at most the
+    /// address's size: in the reverse trees a quarter of it
+    /// ([`addresses::REVERSE_ADDRESS_SHARE`]); under any other zone, asked by a client that
+    /// checks addresses against several domains or asked under another domain just before, at
+    /// the lookup services' share ([`exceptions::LOOKUP_SERVICE_SHARE`]).
+    fn address_lookup_bits(
+        &self,
+        qname: &str,
+        client_hash: u64,
+        domain_key: u64,
+        floor_bits: u32,
+    ) -> u32 {
+        let Some(lookup) = addresses::address_lookup(qname) else {
+            return floor_bits;
+        };
+        let address_hash = self.hasher.hash_one((client_hash, lookup.address));
+        let seen = self
+            .lookups
+            .record(client_hash, address_hash, domain_key, true);
+        let bits = floor_bits.min(lookup.max_bits());
+        if crate::names::is_reverse_name(lookup.zone) {
+            bits.div_ceil(addresses::REVERSE_ADDRESS_SHARE)
+        } else if seen.corroborated || seen.checker {
+            (bits / exceptions::LOOKUP_SERVICE_SHARE).max(1)
+        } else {
+            bits
         }
     }
 

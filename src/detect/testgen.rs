@@ -478,6 +478,182 @@ pub fn reverse_zone_exfil(zone: &str, total: usize, seed: u64) -> Traffic {
     }
 }
 
+/// The reversed nibble form of an IPv6 address's 32 nibbles (`b.a.9.8. … .2`), no zone.
+#[must_use]
+pub fn reversed_nibbles(addr: u128) -> String {
+    let hex = format!("{addr:032x}");
+    let mut nibbles: Vec<String> = hex.chars().map(String::from).collect();
+    nibbles.reverse();
+    nibbles.join(".")
+}
+
+/// A tunnel under one delegated IPv6 reverse zone (the /48 `prefix48`, its first 48 bits, held
+/// by the attacker): 10 payload bytes a name in the 80 bits below the /48, PTR queries, like
+/// reverse lookups of peers of that network.
+#[must_use]
+pub fn ipv6_reverse_zone_exfil(prefix48: u64, total: usize, seed: u64) -> Traffic {
+    let mut r = Prng::new(seed);
+    let queries = (0..total.div_ceil(10))
+        .map(|_| {
+            let low = r
+                .bytes(10)
+                .iter()
+                .fold(0u128, |v, b| (v << 8) | u128::from(*b));
+            let addr = (u128::from(prefix48 & 0xffff_ffff_ffff) << 80) | low;
+            TunnelQuery {
+                qname: format!("{}.ip6.arpa", reversed_nibbles(addr)),
+                qtype: 12,
+                payload: 10,
+            }
+        })
+        .collect();
+    Traffic {
+        tool: "nibbles under a delegated ip6.arpa /48",
+        queries,
+        interval: Duration::from_millis(100),
+    }
+}
+
+/// A tunnel dressed as blocklist lookups: 4 payload bytes a name as a fake reversed IPv4
+/// address (`d.c.b.a.<zone>`, every octet 0–255) under the attacker's own zone, A queries.
+/// With `mimic`, each fake address is also asked under that real list first, as a mail relay
+/// checking a sender against several lists would (those queries carry no new payload).
+#[must_use]
+pub fn fake_reversed_ip_exfil(
+    zone: &str,
+    mimic: Option<&str>,
+    total: usize,
+    interval: Duration,
+    seed: u64,
+) -> Traffic {
+    let mut r = Prng::new(seed);
+    let mut queries = Vec::new();
+    for _ in 0..total.div_ceil(4) {
+        let b = r.bytes(4);
+        let ip = format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
+        if let Some(list) = mimic {
+            queries.push(TunnelQuery {
+                qname: format!("{ip}.{list}"),
+                qtype: 1,
+                payload: 0,
+            });
+        }
+        queries.push(TunnelQuery {
+            qname: format!("{ip}.{zone}"),
+            qtype: 1,
+            payload: 4,
+        });
+    }
+    Traffic {
+        tool: if mimic.is_some() {
+            "fake reversed IPs, each also asked under a real list"
+        } else {
+            "fake reversed IPs under its own zone"
+        },
+        queries,
+        interval,
+    }
+}
+
+/// A mail relay (Postfix postscreen/smtpd-like): `per_sec` new senders a second for `secs`
+/// seconds, each sender's address (fresh and random: the worst case, no repeats) checked
+/// against every zone of `lists` by reversed IPv4, in order, within the second. One client.
+#[must_use]
+pub fn dnsbl_relay(lists: &[&str], per_sec: u64, secs: u64, seed: u64) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let mut out = Vec::new();
+    for t in 0..secs {
+        for _ in 0..per_sec {
+            // A public unicast sender: first octet 1–223, not 10 or 127.
+            let b = r.next_u64().to_le_bytes();
+            let first = 1 + (b[0] % 222);
+            let first = if first == 10 || first == 127 {
+                first + 1
+            } else {
+                first
+            };
+            let ip = format!("{}.{}.{}.{first}", b[3], b[2], b[1]);
+            for list in lists {
+                out.push(BenignQuery {
+                    at: t,
+                    client: 0,
+                    class: "dnsbl",
+                    qname: format!("{ip}.{list}"),
+                    qtype: 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Where [`sshd_ipv6_peers`]' peers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// Half from random /32s of 2000::/3, half from one /48.
+    Mixed,
+    /// All from one /48 (random /64 subnets in it, random privacy interface identifiers).
+    OneSite,
+    /// All from random /32s of 2000::/3.
+    Global,
+}
+
+/// An sshd-like host (`UseDNS yes`) or a log pipeline enriching addresses, reverse-resolving
+/// its peers: `per_min` distinct new peers a minute for `mins` minutes, from where `peers`
+/// says, PTR queries. One client.
+#[must_use]
+pub fn sshd_ipv6_peers(per_min: u64, mins: u64, peers: Peers, seed: u64) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let site48: u128 = 0x2001_0db8_7a00 << 80;
+    let mut out = Vec::new();
+    for m in 0..mins {
+        for i in 0..per_min {
+            let random = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
+            let global = match peers {
+                Peers::Mixed => i % 2 == 0,
+                Peers::OneSite => false,
+                Peers::Global => true,
+            };
+            let addr = if global {
+                // Global unicast 2000::/3 with random bits below.
+                (random & !(0b111 << 125)) | (0b001 << 125)
+            } else {
+                site48 | (random & ((1 << 80) - 1))
+            };
+            out.push(BenignQuery {
+                at: m * 60 + i * 60 / per_min.max(1),
+                client: 0,
+                class: "reverse-dns",
+                qname: format!("{}.ip6.arpa", reversed_nibbles(addr)),
+                qtype: 12,
+            });
+        }
+    }
+    out
+}
+
+/// The same for IPv4 peers: `per_min` distinct new peers a minute from random public
+/// networks, PTR queries under `in-addr.arpa`.
+#[must_use]
+pub fn sshd_ipv4_peers(per_min: u64, mins: u64, seed: u64) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let mut out = Vec::new();
+    for m in 0..mins {
+        for i in 0..per_min {
+            let b = r.next_u64().to_le_bytes();
+            let first = 1 + (b[0] % 223);
+            out.push(BenignQuery {
+                at: m * 60 + i * 60 / per_min.max(1),
+                client: 0,
+                class: "reverse-dns",
+                qname: format!("{}.{}.{}.{first}.in-addr.arpa", b[3], b[2], b[1]),
+                qtype: 12,
+            });
+        }
+    }
+    out
+}
+
 /// One query from one client of a benign replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenignQuery {
