@@ -2072,3 +2072,147 @@ fn random_query_types_on_one_name_count_and_common_ones_do_not() {
     }
     assert!(worst < 60, "score {worst}");
 }
+
+/// One exchange from a generator: the query from `client`, then its answer fresh from
+/// upstream; the query's assessment.
+fn exchange(
+    d: &Detector,
+    client: u32,
+    e: &testgen::Exchange,
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    let a = observe(d, ip(client), &e.qname, e.qtype, settings);
+    answer_exchange(d, client, e);
+    a
+}
+
+/// The answer half of [`exchange`] alone.
+fn answer_exchange(d: &Detector, client: u32, e: &testgen::Exchange) {
+    let targets: Vec<Box<str>> = e.cname_targets.iter().map(|t| t.as_str().into()).collect();
+    d.observe_answer_at(
+        &ClientKey::from(ip(client)),
+        &e.qname,
+        registrable_domain(&e.qname),
+        e.qtype,
+        &FreshAnswer {
+            nxdomain: e.nxdomain,
+            answers: e.answers,
+            bytes: e.bytes,
+            content: &|h: &mut dyn Hasher| h.write_u64(e.tag),
+            records: &|h: &mut dyn Hasher| h.write_u64(e.tag),
+            addresses: &e.addresses,
+            cname_targets: &targets,
+            signed_bytes: 0,
+        },
+        d.clock.now(),
+    );
+}
+
+/// Bytes of downstream data a [`testgen::HoppingDownstream`] tunnel read before its client was
+/// contained client-wide: it asks four names a second, each answered with fresh data, and hops
+/// to a new registrable domain whenever its domain is sinkholed. Contained client-wide: the
+/// first query to a new domain is already sinkholed. Returns (bytes read, domains used), or
+/// None when it read `limit` bytes uncontained.
+fn hopping_downstream_until_contained(
+    carrier: testgen::DownCarrier,
+    limit: usize,
+    seed: u64,
+) -> Option<(usize, u64)> {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut tunnel = testgen::HoppingDownstream::new(carrier, seed);
+    let (mut moved, mut fresh_domain) = (0usize, true);
+    while moved < limit {
+        let e = tunnel.next_exchange();
+        let a = observe(&d, ip(50), &e.qname, e.qtype, &settings);
+        if a.level >= Level::Sinkhole {
+            if fresh_domain {
+                return Some((moved, tunnel.domains_used()));
+            }
+            tunnel.hop();
+            fresh_domain = true;
+        } else {
+            answer_exchange(&d, 50, &e);
+            moved += e.payload;
+            fresh_domain = false;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    None
+}
+
+/// A tunnel reading its data from answers, hopping to a new registrable domain each time the
+/// last one is sinkholed, is contained client-wide within 32 KB of downstream data, whatever
+/// carries it: big TXT answers (an audit's tunnel moved ~1 MB in 60 s over 43 domains with
+/// 3.9 KB TXT answers, each domain sinkholed, the client never), NULL, CNAME chains, many AAAA
+/// records, or data in a negative answer's SOA. Answer bytes counted only per (client, domain)
+/// and per domain, so the client-wide evidence never saw them.
+#[test]
+fn a_domain_hopping_downstream_tunnel_is_contained_client_wide() {
+    use testgen::DownCarrier;
+    for (i, carrier) in [
+        DownCarrier::Txt(3900),
+        DownCarrier::Txt(1000),
+        DownCarrier::Null(1100),
+        DownCarrier::CnameChain(8),
+        DownCarrier::ManyAaaa(40),
+        DownCarrier::NegativeSoa,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = hopping_downstream_until_contained(carrier, 1 << 20, 90 + i as u64);
+        println!("{:32} {got:?}", carrier.name());
+        let (moved, domains) =
+            got.unwrap_or_else(|| panic!("{}: read 1 MB, never contained", carrier.name()));
+        assert!(
+            moved <= 32 * 1024,
+            "{}: {moved} B over {domains} domains before containment",
+            carrier.name()
+        );
+    }
+}
+
+/// Ordinary many-domain traffic with its answers is not contained on the client-wide
+/// downstream evidence: an agent browsing 400 different sites in 18 minutes (A, AAAA, HTTPS
+/// for each host, CDN CNAMEs), and a mail host checking the mail authentication of 200
+/// domains in 15 minutes (apex TXT with SPF, one in ten a 1.5–4 KB set; DMARC; DKIM keys;
+/// MX).
+#[test]
+fn browsing_many_sites_and_a_mail_auth_sweep_are_not_contained() {
+    let settings = GroupDetectConfig::default();
+    for (what, count, every_ms) in [
+        ("browsing", 400usize, 0u64),
+        ("mail authentication sweep", 200, 4500),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut r = testgen::Prng::new(7);
+        let mut worst = (Level::None, 0u8, String::new());
+        for (i, domain) in testgen::ordinary_domains(count, 8).iter().enumerate() {
+            let exchanges = if what == "browsing" {
+                testgen::browse_site(domain, &mut r)
+            } else {
+                testgen::mail_auth_check(domain, &mut r)
+            };
+            for e in &exchanges {
+                let a = exchange(&d, 51, e, &settings);
+                if a.score > worst.1 {
+                    worst = (a.level, a.score, e.qname.clone());
+                }
+                clock.advance(Duration::from_millis(50));
+            }
+            // Browsing: the first 60 sites within a minute, then one every 3 s.
+            let pause = match (every_ms, i) {
+                (0, 0..60) => 1000,
+                (0, _) => 3000,
+                (ms, _) => ms,
+            };
+            clock.advance(Duration::from_millis(pause));
+        }
+        println!(
+            "{what}: highest score {} ({:?}) at {}",
+            worst.1, worst.0, worst.2
+        );
+        assert!(worst.0 < Level::Alert, "{what}: {worst:?}");
+    }
+}
