@@ -16,7 +16,9 @@
 //!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]).
 //!    Answers go to the same three: a domain's answers count client-wide a 32nd up to what
 //!    looking at a domain takes, in full past it, so a tunnel hopping to a new domain whenever
-//!    its last one is contained is still one client's evidence,
+//!    its last one is contained is still one client's evidence; and a registrable domain new
+//!    to the client and to the fleet counts its own first label client-wide (beyond what a
+//!    brand name carries), so data in `<label>.duckdns.org` is not free,
 //! 4. scores them ([`score::domain_score`]): the (client, domain) or client-wide score, compared
 //!    against the group's thresholds, gives the [`Level`] and an [`AlertEvent`] when one is due.
 //!    The domain-wide score can only raise an alert: one client's queries never contain another.
@@ -214,6 +216,16 @@ const SAMPLES: usize = 3;
 /// names across many domains does not add up to a tunnel, while one spreading encoded data over
 /// many domains does.
 const CLIENT_ALLOWANCE_BITS: u32 = 32;
+/// Bits of a registrable domain's own first label (`github` in `github.com`, `<label>` in
+/// `<label>.duckdns.org`) that the client-wide budget does not count when the domain is new to
+/// the client and no other client asked it last: a brand name of two or three words carries
+/// this much (`stackoverflow` ~50, `googleusercontent` ~62 bits, at most a few bits over), so
+/// browsing hundreds of sites adds little, while a client asking a new random label under a
+/// public suffix each query (`<63 random characters>.duckdns.org`, ~315 bits) pays for it.
+const CLIENT_LABEL_ALLOWANCE_BITS: u32 = 48;
+/// Mixed into a registrable domain's key for its entry in the fleet-wide "asked last" table,
+/// apart from the names under it.
+const DOMAIN_ASKER_MIX: u64 = 0x8cb9_2ba7_2f3d_8dd7;
 /// A novel name carrying at least this many bits is kept as a sample even if it looks ordinary.
 const SAMPLE_MIN_BITS: u32 = 48;
 /// Counted answer bytes a client may get from one registrable domain per detection window
@@ -281,6 +293,9 @@ struct PairState {
     /// The domain's prevalence discount for this client as its last query was scored (≤ 1;
     /// 0 before any, read as 1): its answers count client-wide at this share, as its names do.
     prevalence: f32,
+    /// Whether a query of this client to this domain was scored already: the first one is
+    /// where the registrable domain's own label can be new information.
+    seen: bool,
 }
 
 /// State per client: a per-minute rate baseline and client-wide information volume.
@@ -674,6 +689,16 @@ impl Detector {
             .get_or_insert(self.pair_key(client_hash, domain_key), PairState::default);
         let mut guard = pair.lock();
         let st = &mut *guard;
+        // A registrable domain new to this client carries its own first label, which the
+        // subdomain part leaves out: under a public suffix anyone may register names in
+        // (`duckdns.org`), `<data>.duckdns.org` has an empty subdomain and all of its data
+        // there. Counted client-wide (no other key sees the domain twice) when no other
+        // client asked the domain last, as a name's information is.
+        let label_bits = if std::mem::replace(&mut st.seen, true) {
+            0
+        } else {
+            self.registrable_label_bits(obs, client_hash, domain_key)
+        };
         // A name asked by another client first is not this client's information. A name is
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a
@@ -868,10 +893,17 @@ impl Detector {
             let excess =
                 (sample.bits.saturating_sub(CLIENT_ALLOWANCE_BITS) as f32 * prevalence) as u32;
             let excess = if c.recent.insert(sub_hash) { excess } else { 0 };
+            let label_excess = label_bits.saturating_sub(CLIENT_LABEL_ALLOWANCE_BITS);
             let client_sample = Sample {
-                hash: sub_hash,
-                novel: excess > 0,
-                bits: excess,
+                // With its domain's label counted, the name is what is distinct (every
+                // `<data>.duckdns.org` has the same empty subdomain part).
+                hash: if label_excess > 0 {
+                    name_hash
+                } else {
+                    sub_hash
+                },
+                novel: excess + label_excess > 0,
+                bits: excess.saturating_add(label_excess),
                 ..sample
             };
             self.add(&mut c.windows, epochs, client_sample);
@@ -1274,6 +1306,25 @@ impl Detector {
                 }
             }
         }
+    }
+
+    /// Information in `obs`'s registrable domain's own first label, bits, when the domain is
+    /// new to this client fleet-wide as far as the "asked last" table remembers (no client
+    /// asked it lately, this one included); 0 otherwise. Called once per (client, domain).
+    fn registrable_label_bits(
+        &self,
+        obs: &Observation<'_>,
+        client_hash: u64,
+        domain_key: u64,
+    ) -> u32 {
+        let asker = self
+            .shared
+            .record(domain_key.rotate_left(23) ^ DOMAIN_ASKER_MIX, client_hash);
+        if asker != LastAsker::Unknown {
+            return 0;
+        }
+        let label = obs.domain.split('.').next().unwrap_or("");
+        volume::info_bits(&features::extract(obs.domain, label, obs.qtype))
     }
 
     /// Bits of `answer`'s addresses and CNAME targets that are new to `domain_key`'s answers

@@ -2216,3 +2216,75 @@ fn browsing_many_sites_and_a_mail_auth_sweep_are_not_contained() {
         assert!(worst.0 < Level::Alert, "{what}: {worst:?}");
     }
 }
+
+/// Under a public suffix anyone may register names in (`duckdns.org`, `github.io`: the public
+/// suffix list's private section) the registrable domain of `<63 random characters>.duckdns.org`
+/// is the whole name, so its subdomain part is empty: a client asking a new such name each
+/// query moves its data in the registrable label, which counted nothing (one new registrable
+/// domain a query, each seen once). The label of a domain new to the client counts client-wide,
+/// and the client is contained within 4 KB.
+#[test]
+fn data_in_registrable_labels_under_a_public_suffix_is_contained() {
+    let settings = GroupDetectConfig::default();
+    for suffix in ["duckdns.org", "github.io"] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut r = testgen::Prng::new(31);
+        let (mut sent, mut contained) = (0usize, None);
+        for i in 0..2000 {
+            // 39 bytes as 63 base32 characters.
+            let label = testgen::Encoding::Base32.encode(&r.bytes(39));
+            let label = label.replace('.', "");
+            let qname = format!("{}.{suffix}", &label[..label.len().min(63)]);
+            assert_eq!(registrable_domain(&qname), qname);
+            let a = observe(&d, ip(60), &qname, 1, &settings);
+            d.observe_rcode(&ClientKey::from(ip(60)), &qname, true);
+            if a.level >= Level::Sinkhole {
+                contained = Some(i);
+                break;
+            }
+            sent += 39;
+            clock.advance(Duration::from_millis(100));
+        }
+        println!("<label>.{suffix}: sinkholed at query {contained:?}, after {sent} B");
+        assert!(
+            contained.is_some() && sent <= 4096,
+            "{suffix}: {sent} B, {contained:?}"
+        );
+    }
+}
+
+/// Hundreds of ordinary sites (`github.com`, `ycombinator.com`, `bbc.co.uk`, …, brand-like
+/// names of one or two words) are as many new registrable domains, each label counted beyond
+/// what a brand name carries: an agent asking the apex and `www` of 500 different sites in five
+/// minutes, a few personal names under `duckdns.org` among them, raises no alert.
+#[test]
+fn hundreds_of_ordinary_registrable_domains_raise_no_alert() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut domains = testgen::ordinary_domains(500, 12);
+    domains.extend(
+        [
+            "myhomeserver",
+            "johns-nas",
+            "family-photos",
+            "pihole-garage",
+        ]
+        .iter()
+        .map(|l| format!("{l}.duckdns.org")),
+    );
+    let mut worst = (0u8, String::new());
+    for domain in &domains {
+        for qname in [domain.clone(), format!("www.{domain}")] {
+            for qtype in [1, 28] {
+                let a = observe(&d, ip(61), &qname, qtype, &settings);
+                d.observe_rcode(&ClientKey::from(ip(61)), domain, false);
+                if a.score > worst.0 {
+                    worst = (a.score, qname.clone());
+                }
+                assert!(a.level < Level::Alert, "{qname}: {a:?}");
+            }
+        }
+        clock.advance(Duration::from_millis(600));
+    }
+    println!("{} domains: highest score {worst:?}", domains.len());
+}

@@ -747,3 +747,60 @@ async fn a_many_domain_spf_dmarc_dkim_sweep_is_not_contained() {
     assert!(alerts.is_empty(), "{alerts:#?}");
     assert!(!events.iter().any(|e| e["kind"] == "containment_started"));
 }
+
+/// A client asking a new `<63 base32 characters>.duckdns.org` each query (a public suffix of the
+/// list's private section: every such name is a registrable domain of its own, with an empty
+/// subdomain part) is contained through the resolver within 4 KB, while an agent asking the apex
+/// and `www` of 300 different ordinary sites in three minutes raises no alert.
+#[tokio::test]
+async fn data_in_registrable_labels_is_contained_and_hundreds_of_sites_are_not() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("agents", "127.0.0.160/28"),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let browser = "127.0.0.163";
+    for domain in testgen::ordinary_domains(300, 13) {
+        for qname in [domain.clone(), format!("www.{domain}")] {
+            let raw = udp_raw(s.udp, browser.parse().unwrap(), &raw_name_query(&qname, 1))
+                .await
+                .expect("an answer");
+            let m = Message::from_vec(&raw).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{qname}");
+        }
+        clock.advance(Duration::from_millis(600));
+    }
+    let mut r = testgen::Prng::new(33);
+    let queries = (0..400)
+        .map(|_| {
+            let label = Encoding::Base32.encode(&r.bytes(39)).replace('.', "");
+            testgen::TunnelQuery {
+                qname: format!("{}.duckdns.org", &label[..label.len().min(63)]),
+                qtype: 1,
+                payload: 39,
+            }
+        })
+        .collect();
+    let t = Traffic {
+        tool: "data in labels under duckdns.org",
+        queries,
+        interval: Duration::from_millis(100),
+    };
+    let leak = replay(&s, &clock, "127.0.0.162", &t).await;
+    eprintln!(
+        "{}: {} B forwarded, contained at query {:?}",
+        t.tool, leak.forwarded, leak.contained_at
+    );
+    let events = s.stop_and_read_events().await;
+    assert!(leak.contained_at.is_some(), "never contained");
+    assert!(leak.forwarded <= 4096, "{} B forwarded", leak.forwarded);
+    let browsing: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["client"] == browser)
+        .collect();
+    assert!(browsing.is_empty(), "{browsing:#?}");
+}
