@@ -2175,7 +2175,7 @@ fn a_domain_hopping_downstream_tunnel_is_contained_client_wide() {
 
 /// Ordinary many-domain traffic with its answers is not contained on the client-wide
 /// downstream evidence: an agent browsing 400 different sites in 18 minutes (A, AAAA, HTTPS
-/// for each host, CDN CNAMEs), and a mail host checking the mail authentication of 200
+/// for each host, CDN CNAMEs), and a mail host checking the mail authentication of 300
 /// domains in 15 minutes (apex TXT with SPF, one in ten a 1.5–4 KB set; DMARC; DKIM keys;
 /// MX).
 #[test]
@@ -2183,7 +2183,7 @@ fn browsing_many_sites_and_a_mail_auth_sweep_are_not_contained() {
     let settings = GroupDetectConfig::default();
     for (what, count, every_ms) in [
         ("browsing", 400usize, 0u64),
-        ("mail authentication sweep", 200, 4500),
+        ("mail authentication sweep", 300, 2800),
     ] {
         let (d, clock) = detector(&DetectConfig::default());
         let mut r = testgen::Prng::new(7);
