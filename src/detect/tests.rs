@@ -2288,3 +2288,19 @@ fn hundreds_of_ordinary_registrable_domains_raise_no_alert() {
     }
     println!("{} domains: highest score {worst:?}", domains.len());
 }
+
+/// What one answer adds client-wide: a 64th while its domain's counted bytes stay within the
+/// allowance, every byte of the undiscounted size past it.
+#[test]
+fn answer_bytes_count_client_wide_a_64th_within_a_domains_allowance_and_in_full_past_it() {
+    assert_eq!(client_down_bytes(0, 0, 0), 0);
+    // A first 500-byte answer: within the allowance.
+    assert_eq!(client_down_bytes(500, 500, 500), 500 / 64);
+    // A 4 KB answer (counted 496) that crosses it after 1,004: 20 counted bytes within (a 64th
+    // of them rounds to nothing), the rest of its 4,000 bytes in full.
+    assert_eq!(client_down_bytes(1500, 496, 4000), 4000 * 476 / 496);
+    // Past it: the whole answer, undiscounted.
+    assert_eq!(client_down_bytes(3000, 483, 3900), 3900);
+    // `full` is never below what was counted.
+    assert_eq!(client_down_bytes(5000, 200, 0), 200);
+}
