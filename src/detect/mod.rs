@@ -292,9 +292,10 @@ struct PairState {
     last_alert_at: Option<Duration>,
     /// Its level.
     last_alert_level: Level,
-    /// The domain's prevalence discount for this client as its last query was scored (≤ 1;
-    /// 0 before any, read as 1): its answers count client-wide at this share, as its names do.
-    prevalence: f32,
+    /// The domain's prevalence discount for this client as its last query was scored, in
+    /// 255ths (0 before any, read as 1; the discount is at least 0.2): its answers count
+    /// client-wide at this share, as its names do. A byte, in the state's padding.
+    prevalence: u8,
     /// Whether a query of this client to this domain was scored already: the first one is
     /// where the registrable domain's own label can be new information.
     seen: bool,
@@ -925,7 +926,10 @@ impl Detector {
 
         ev.prevalence = prevalence;
         ev.client_spike = client_spike;
-        st.prevalence = prevalence;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        {
+            st.prevalence = (prevalence.clamp(0.0, 1.0) * 255.0).round().max(1.0) as u8;
+        }
         // The pair's total only: its breakdown and trip (~300 bytes to build and move) are
         // worked out again below for an alert, the one reader (the same number either way).
         let pair_points = pair_scored.then(|| score::domain_points(&ev));
@@ -1287,8 +1291,12 @@ impl Detector {
         // suspect, not forty. A new piece of data only: a carrier record that changed its TTLs
         // alone says nothing new (its bytes still use up the domain's allowance).
         if data {
-            let (pair_down, prevalence) = pair.unwrap_or((u64::from(down), 1.0));
-            let prevalence = if prevalence > 0.0 { prevalence } else { 1.0 };
+            let (pair_down, prevalence) = pair.unwrap_or((u64::from(down), 0));
+            let prevalence = if prevalence == 0 {
+                1.0
+            } else {
+                f32::from(prevalence) / 255.0
+            };
             let counted = client_down_bytes(pair_down, down, full);
             #[allow(
                 clippy::cast_possible_truncation,
