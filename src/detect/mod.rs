@@ -13,7 +13,12 @@
 //! 3. adds it to three bounded tables: per (client, registrable domain), per client (across
 //!    domains, so spreading over many domains does not help) and per registrable domain (the
 //!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
-//!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]),
+//!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]).
+//!    Answers go to the same three: a domain's answers count client-wide a 64th up to what
+//!    looking at a domain takes, in full past it, so a tunnel hopping to a new domain whenever
+//!    its last one is contained is still one client's evidence; and a registrable domain new
+//!    to the client and to the fleet counts its own first label client-wide (beyond what a
+//!    brand name carries), so data in `<label>.duckdns.org` is not free,
 //! 4. scores them ([`score::domain_score`]): the (client, domain) or client-wide score, compared
 //!    against the group's thresholds, gives the [`Level`] and an [`AlertEvent`] when one is due.
 //!    The domain-wide score can only raise an alert: one client's queries never contain another.
@@ -212,8 +217,30 @@ const SAMPLES: usize = 3;
 /// names across many domains does not add up to a tunnel, while one spreading encoded data over
 /// many domains does.
 const CLIENT_ALLOWANCE_BITS: u32 = 32;
+/// Bits of a registrable domain's own first label (`github` in `github.com`, `<label>` in
+/// `<label>.duckdns.org`) that the client-wide budget does not count when the domain is new to
+/// the client and no other client asked it last: a brand name of two or three words carries
+/// this much (`stackoverflow` ~50, `googleusercontent` ~62 bits, at most a few bits over), so
+/// browsing hundreds of sites adds little, while a client asking a new random label under a
+/// public suffix each query (`<63 random characters>.duckdns.org`, ~315 bits) pays for it.
+const CLIENT_LABEL_ALLOWANCE_BITS: u32 = 48;
+/// Mixed into a registrable domain's key for its entry in the fleet-wide "asked last" table,
+/// apart from the names under it.
+const DOMAIN_ASKER_MIX: u64 = 0x8cb9_2ba7_2f3d_8dd7;
 /// A novel name carrying at least this many bits is kept as a sample even if it looks ordinary.
 const SAMPLE_MIN_BITS: u32 = 48;
+/// Counted answer bytes a client may get from one registrable domain per detection window
+/// before they count client-wide in full: about what looking at a domain takes (its
+/// addresses and HTTPS records, an SPF record among its apex TXT, DMARC, a DKIM key, MX; a big
+/// 4 KB apex set counts 496). A channel needs many answers, and one that hops to a new
+/// domain whenever its last one is contained leaves each of them well past this.
+const CLIENT_DOWN_ALLOWANCE: u64 = 1024;
+/// The part of a domain's answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
+/// client-wide: one in this many. A tunnel hopping to a new domain before each fills its
+/// allowance still pays for its answers (slowly: 3.6 MB of 3.9 KB answers over 470 domains),
+/// and a mail host checking SPF, DMARC and DKIM of 300 domains in 15 minutes scores ~36 (60
+/// alerts).
+const CLIENT_DOWN_SHARE: u64 = 64;
 
 /// The three information-volume windows of a key: short, detection, long.
 #[derive(Debug, Default)]
@@ -266,6 +293,13 @@ struct PairState {
     last_alert_at: Option<Duration>,
     /// Its level.
     last_alert_level: Level,
+    /// The domain's prevalence discount for this client as its last query was scored, in
+    /// 255ths (0 before any, read as 1; the discount is at least 0.2): its answers count
+    /// client-wide at this share, as its names do. A byte, in the state's padding.
+    prevalence: u8,
+    /// Whether a query of this client to this domain was scored already: the first one is
+    /// where the registrable domain's own label can be new information.
+    seen: bool,
 }
 
 /// State per client: a per-minute rate baseline and client-wide information volume.
@@ -279,7 +313,8 @@ struct ClientState {
     baseline: f32,
     /// Minutes of history behind the baseline.
     minutes_seen: u64,
-    /// Novel information beyond [`CLIENT_ALLOWANCE_BITS`] per name, across all domains.
+    /// Novel information beyond [`CLIENT_ALLOWANCE_BITS`] per name, across all domains, and
+    /// the answer bytes [`client_down_bytes`] counts.
     windows: Windows,
     /// The subdomain parts this client asked last, whatever the domain: `www` or
     /// `selector1._domainkey` under a hundred domains is one piece of information, not a hundred.
@@ -693,6 +728,16 @@ impl Detector {
             let key = self.pair_key(client_hash, self.domain_key(obs.domain));
             self.forget_if_released(st, key);
         }
+        // A registrable domain new to this client carries its own first label, which the
+        // subdomain part leaves out: under a public suffix anyone may register names in
+        // (`duckdns.org`), `<data>.duckdns.org` has an empty subdomain and all of its data
+        // there. Counted client-wide (no other key sees the domain twice) when no other
+        // client asked the domain last, as a name's information is.
+        let label_bits = if std::mem::replace(&mut st.seen, true) {
+            0
+        } else {
+            self.registrable_label_bits(obs, client_hash, domain_key)
+        };
         // A name asked by another client first is not this client's information. A name is
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a
@@ -894,10 +939,17 @@ impl Detector {
             let excess =
                 (sample.bits.saturating_sub(CLIENT_ALLOWANCE_BITS) as f32 * prevalence) as u32;
             let excess = if c.recent.insert(sub_hash) { excess } else { 0 };
+            let label_excess = label_bits.saturating_sub(CLIENT_LABEL_ALLOWANCE_BITS);
             let client_sample = Sample {
-                hash: sub_hash,
-                novel: excess > 0,
-                bits: excess,
+                // With its domain's label counted, the name is what is distinct (every
+                // `<data>.duckdns.org` has the same empty subdomain part).
+                hash: if label_excess > 0 {
+                    name_hash
+                } else {
+                    sub_hash
+                },
+                novel: excess + label_excess > 0,
+                bits: excess.saturating_add(label_excess),
                 ..sample
             };
             self.add(&mut c.windows, epochs, client_sample);
@@ -917,6 +969,10 @@ impl Detector {
 
         ev.prevalence = prevalence;
         ev.client_spike = client_spike;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        {
+            st.prevalence = (prevalence.clamp(0.0, 1.0) * 255.0).round().max(1.0) as u8;
+        }
         // The pair's total only: its breakdown and trip (~300 bytes to build and move) are
         // worked out again below for an alert, the one reader (the same number either way).
         let pair_points = pair_scored.then(|| score::domain_points(&ev));
@@ -1131,7 +1187,11 @@ impl Detector {
     ///   every address. TTLs do not count here: a caching upstream counts them down.
     ///
     /// Each answer that counts bytes is also one piece of downstream data for the rule that one
-    /// odd name alone never contains anyone. Cache hits should report through
+    /// odd name alone never contains anyone. A new piece of data counts client-wide too
+    /// (`client_down_bytes`): a 64th of it while the domain has given this client less than
+    /// `CLIENT_DOWN_ALLOWANCE` bytes in the detection window, all of it past that (undiscounted
+    /// for size and for being addresses), times the domain's prevalence discount for the
+    /// client. Cache hits should report through
     /// [`Self::observe_rcode_at`]: a cached answer carries nothing new. Only keys already
     /// tracked are updated.
     pub fn observe_answer_at(
@@ -1155,9 +1215,12 @@ impl Detector {
             feed(&mut h);
             h.finish()
         };
-        // `down`: bytes counted; `data`: whether the answer is a new piece of data (for the rule
-        // that one odd name alone never contains anyone).
-        let (down, data) = if answer.answers == 0 && answer.bytes > 0 {
+        // `down`: bytes counted; `full`: the same bytes without the discounts on big answers and
+        // on addresses (what they count client-wide past the domain's allowance,
+        // [`client_down_bytes`]);
+        // `data`: whether the answer is a new piece of data (for the rule that one odd name
+        // alone never contains anyone).
+        let (down, full, data) = if answer.answers == 0 && answer.bytes > 0 {
             // A negative answer says what its zone's SOA says, the same for every name: free
             // when this client's last negative answer from the domain said the same (hosts
             // without an HTTPS record, asked by a browser each), counted like any answer when
@@ -1171,18 +1234,20 @@ impl Detector {
             let key = self
                 .hasher
                 .hash_one((client_hash, domain_key, answer.nxdomain, "negative"));
-            let proofs = volume::carrier_answer_bytes(
-                answer
-                    .signed_bytes
-                    .saturating_sub(NEGATIVE_SIGNED_ALLOWANCE),
-            );
+            let proof_bytes = answer
+                .signed_bytes
+                .saturating_sub(NEGATIVE_SIGNED_ALLOWANCE);
+            let proofs = volume::carrier_answer_bytes(proof_bytes);
+            let proof_bytes = u32::try_from(proof_bytes).unwrap_or(u32::MAX);
             match self.answers.record(key, tag(answer.records)) {
-                LastAsker::Same => (proofs, proofs > 0),
+                LastAsker::Same => (proofs, proof_bytes, proofs > 0),
                 LastAsker::Other | LastAsker::Unknown => {
-                    let bytes = volume::carrier_answer_bytes(
-                        answer.bytes.saturating_sub(answer.signed_bytes),
-                    ) + proofs;
-                    (bytes, bytes > 0)
+                    let soa = answer.bytes.saturating_sub(answer.signed_bytes);
+                    let bytes = volume::carrier_answer_bytes(soa) + proofs;
+                    let full = u32::try_from(soa)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(proof_bytes);
+                    (bytes, full, bytes > 0)
                 }
             }
         } else if carrier && answer.bytes > 0 {
@@ -1191,13 +1256,16 @@ impl Detector {
             // alternating between a few seen before, or TTLs that change, still count bytes;
             // only records that changed make a new piece of data.
             let question = question();
-            let bytes = match self.answers.record(question, tag(answer.content)) {
-                LastAsker::Same => 0,
-                LastAsker::Other | LastAsker::Unknown => volume::carrier_answer_bytes(answer.bytes),
+            let (bytes, full) = match self.answers.record(question, tag(answer.content)) {
+                LastAsker::Same => (0, 0),
+                LastAsker::Other | LastAsker::Unknown => (
+                    volume::carrier_answer_bytes(answer.bytes),
+                    u32::try_from(answer.bytes).unwrap_or(u32::MAX),
+                ),
             };
             let changed =
                 self.answer_records.record(question, tag(answer.records)) != LastAsker::Same;
-            (bytes, bytes > 0 && changed)
+            (bytes, full, bytes > 0 && changed)
         } else if !carrier && (!answer.addresses.is_empty() || !answer.cname_targets.is_empty()) {
             // The set, in any order: resolvers and service registries (Consul answers TTL 0,
             // shuffled) reorder records, and an order is not worth a byte each time.
@@ -1215,44 +1283,101 @@ impl Detector {
                 }
                 h.finish()
             };
-            let (parts, new_parts) = match self.address_answers.record(question(), set()) {
-                LastAsker::Same => (0, false),
-                last => {
-                    let bits = self.answer_parts_bits(domain_key, qname, answer);
-                    let down = bits.div_ceil(ANSWER_PART_BITS_PER_BYTE)
-                        + u32::from(last == LastAsker::Other);
-                    (down, down > 0)
-                }
-            };
+            // `parts_full`: their bits without the quarter weight.
+            let (parts, parts_full, new_parts) =
+                match self.address_answers.record(question(), set()) {
+                    LastAsker::Same => (0, 0, false),
+                    last => {
+                        let bits = self.answer_parts_bits(domain_key, qname, answer);
+                        let other = u32::from(last == LastAsker::Other);
+                        let down = bits.div_ceil(ANSWER_PART_BITS_PER_BYTE) + other;
+                        (down, bits.div_ceil(8) + other, down > 0)
+                    }
+                };
             // A DO client's signatures and proofs beside the addresses: whatever their server
             // put in them (a 900-byte "RRSIG" a query moved 8.6 MB unseen). The same records as
             // this client's last answer to the question are free (a name re-resolved within
             // its signatures' validity); a first answer has an allowance of about one large
             // signature; a changed one for the same question (a tunnel polling one name)
             // counts in full, as carrier data.
-            let signed = if answer.signed_bytes == 0 {
+            let signed_bytes = if answer.signed_bytes == 0 {
                 0
             } else {
                 match self.answers.record(question(), tag(answer.records)) {
                     LastAsker::Same => 0,
-                    LastAsker::Unknown => volume::carrier_answer_bytes(
-                        answer.signed_bytes.saturating_sub(SIGNED_ALLOWANCE),
-                    ),
-                    LastAsker::Other => volume::carrier_answer_bytes(answer.signed_bytes),
+                    LastAsker::Unknown => answer.signed_bytes.saturating_sub(SIGNED_ALLOWANCE),
+                    LastAsker::Other => answer.signed_bytes,
                 }
             };
-            (parts + signed, new_parts || signed > 0)
+            let signed = volume::carrier_answer_bytes(signed_bytes);
+            let full = parts_full.saturating_add(u32::try_from(signed_bytes).unwrap_or(u32::MAX));
+            (parts + signed, full, new_parts || signed > 0)
         } else {
-            (0, false)
+            (0, 0, false)
         };
         let epochs = self.epochs(now);
         let record = |ws: &mut Windows| self.record_answer(ws, epochs, answer.nxdomain, down, data);
-        if let Some(state) = self.pairs.get(self.pair_key(client_hash, domain_key)) {
-            record(&mut state.lock().windows);
-        }
+        // The pair's counted answer bytes in its detection window, this answer's included.
+        let pair = self
+            .pairs
+            .get(self.pair_key(client_hash, domain_key))
+            .map(|state| {
+                let mut st = state.lock();
+                record(&mut st.windows);
+                (st.windows.0[1].raw_down_bytes(), st.prevalence)
+            });
         if let Some(state) = self.domains.get(domain_key) {
             record(&mut state.lock().windows);
         }
+        // The client across its domains: what each domain gives past what looking at a domain
+        // takes, so a tunnel hopping to a new domain whenever its last one is contained is one
+        // suspect, not forty. A new piece of data only: a carrier record that changed its TTLs
+        // alone says nothing new (its bytes still use up the domain's allowance).
+        if data {
+            let (pair_down, prevalence) = pair.unwrap_or((u64::from(down), 0));
+            let prevalence = if prevalence == 0 {
+                1.0
+            } else {
+                f32::from(prevalence) / 255.0
+            };
+            let counted = client_down_bytes(pair_down, down, full);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let counted = (counted as f32 * prevalence) as u32;
+            if counted > 0
+                && let Some(state) = self.clients.get(client_hash)
+            {
+                let mut c = state.lock();
+                for (w, epoch) in c.windows.0.iter_mut().zip(epochs) {
+                    w.advance_to(epoch);
+                    let b = w.current_mut();
+                    b.down_bytes = b.down_bytes.saturating_add(counted);
+                    b.down_answers = b.down_answers.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Information in `obs`'s registrable domain's own first label, bits, when the domain is
+    /// new to this client fleet-wide as far as the "asked last" table remembers (no client
+    /// asked it lately, this one included); 0 otherwise. Called once per (client, domain).
+    fn registrable_label_bits(
+        &self,
+        obs: &Observation<'_>,
+        client_hash: u64,
+        domain_key: u64,
+    ) -> u32 {
+        let asker = self
+            .shared
+            .record(domain_key.rotate_left(23) ^ DOMAIN_ASKER_MIX, client_hash);
+        if asker != LastAsker::Unknown {
+            return 0;
+        }
+        let label = obs.domain.split('.').next().unwrap_or("");
+        volume::info_bits(&features::extract(obs.domain, label, obs.qtype))
     }
 
     /// Bits of `answer`'s addresses and CNAME targets that are new to `domain_key`'s answers
@@ -1463,6 +1588,25 @@ fn address_bits(octets: &[u8], near_known: bool, far_known: bool) -> u32 {
     } else {
         64
     }
+}
+
+/// The bytes of one answer that count client-wide, before [`volume::DOWN_WEIGHT`]: `down`
+/// bytes counted for the (client, domain), `full` the same without the discount on big answers,
+/// and `pair_down` the pair's counted bytes in its detection window, this answer's included.
+///
+/// Within the domain's [`CLIENT_DOWN_ALLOWANCE`] one [`CLIENT_DOWN_SHARE`]th counts; past it,
+/// all of `full`'s share: the discount on big answers is for an RRset asked once (an apex's
+/// TXT set), and a domain's answers past the allowance are a stream.
+fn client_down_bytes(pair_down: u64, down: u32, full: u32) -> u32 {
+    if down == 0 {
+        return 0;
+    }
+    let (down, full) = (u64::from(down), u64::from(full.max(down)));
+    let before = pair_down.saturating_sub(down);
+    let within = pair_down.min(CLIENT_DOWN_ALLOWANCE) - before.min(CLIENT_DOWN_ALLOWANCE);
+    let beyond = down.saturating_sub(within);
+    let counted = within / CLIENT_DOWN_SHARE + full * beyond / down;
+    u32::try_from(counted).unwrap_or(u32::MAX)
 }
 
 /// Whether an alert at `level` is due for a key now; records it when it is.

@@ -654,6 +654,469 @@ pub fn sshd_ipv4_peers(per_min: u64, mins: u64, seed: u64) -> Vec<BenignQuery> {
     out
 }
 
+/// One query and the answer its server gives: the downstream half, for tests of answer bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Query name, lower-case, no trailing dot.
+    pub qname: String,
+    /// Query type code.
+    pub qtype: u16,
+    /// Whether the answer is NXDOMAIN.
+    pub nxdomain: bool,
+    /// Records in its answer section (0: a negative answer, its data in the SOA).
+    pub answers: u16,
+    /// Its bytes after the question.
+    pub bytes: usize,
+    /// What its records say, as a tag: two answers with one tag say the same.
+    pub tag: u64,
+    /// The A and AAAA addresses in its answer section.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The CNAME targets in its answer section.
+    pub cname_targets: Vec<String>,
+    /// Data bytes it carries to the client (a tunnel's downstream; 0 for benign answers).
+    pub payload: usize,
+}
+
+/// How a downstream tunnel puts its data in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownCarrier {
+    /// TXT answers of this many bytes (a TXT string holds 255; big ones are several).
+    Txt(usize),
+    /// NULL answers of this many bytes (iodine's downstream).
+    Null(usize),
+    /// An A query answered by a chain of this many CNAMEs, each target 52 base32 characters
+    /// of data under the tunnel's domain, then one fixed address.
+    CnameChain(usize),
+    /// AAAA answers of this many random addresses (16 bytes of data each).
+    ManyAaaa(usize),
+    /// NXDOMAIN whose SOA carries the data: two 63-character base32 labels in its names.
+    NegativeSoa,
+}
+
+impl DownCarrier {
+    /// Name for reports.
+    #[must_use]
+    pub fn name(self) -> String {
+        match self {
+            Self::Txt(n) => format!("TXT {n} B"),
+            Self::Null(n) => format!("NULL {n} B"),
+            Self::CnameChain(n) => format!("CNAME chain of {n}"),
+            Self::ManyAaaa(n) => format!("{n} AAAA"),
+            Self::NegativeSoa => "data in a negative answer's SOA".to_string(),
+        }
+    }
+}
+
+/// A tunnel that reads its data from answers, asking counter names (`1a.<domain>`: a few bits
+/// each) under one registrable domain, and moving to a new one when told ([`Self::hop`]: the
+/// caller hops when the current domain is contained, as the audit's tunnel hopped each time
+/// its domain was sinkholed). Every answer is fresh data.
+#[derive(Debug, Clone)]
+pub struct HoppingDownstream {
+    carrier: DownCarrier,
+    r: Prng,
+    seq: u64,
+    hops: u64,
+    domain: String,
+}
+
+impl HoppingDownstream {
+    /// A tunnel through `carrier`, starting on its first domain.
+    #[must_use]
+    pub fn new(carrier: DownCarrier, seed: u64) -> Self {
+        Self {
+            carrier,
+            r: Prng::new(seed),
+            seq: 0,
+            hops: 0,
+            domain: Self::domain_for(seed, 0),
+        }
+    }
+
+    /// Its `n`th domain: low-information labels (`dl-4-17.com`), so the hop itself costs
+    /// nothing in names and only the answers are measured.
+    fn domain_for(seed: u64, n: u64) -> String {
+        let tld = ["com", "net", "org", "io"][usize::try_from(n % 4).unwrap_or(0)];
+        format!("dl-{}-{n}.{tld}", seed % 10)
+    }
+
+    /// The registrable domain it uses now.
+    #[must_use]
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Domains used so far, the current one included.
+    #[must_use]
+    pub fn domains_used(&self) -> u64 {
+        self.hops + 1
+    }
+
+    /// Moves to a new registrable domain.
+    pub fn hop(&mut self) {
+        self.hops += 1;
+        self.domain = Self::domain_for(self.r.next_u64(), self.hops);
+    }
+
+    /// The next query and its answer.
+    pub fn next_exchange(&mut self) -> Exchange {
+        self.seq += 1;
+        let qname = format!("{:x}.{}", self.seq, self.domain);
+        let tag = self.r.next_u64();
+        let mut e = Exchange {
+            qname,
+            qtype: 16,
+            nxdomain: false,
+            answers: 1,
+            bytes: 0,
+            tag,
+            addresses: Vec::new(),
+            cname_targets: Vec::new(),
+            payload: 0,
+        };
+        match self.carrier {
+            DownCarrier::Txt(n) | DownCarrier::Null(n) => {
+                e.qtype = if matches!(self.carrier, DownCarrier::Txt(_)) {
+                    16
+                } else {
+                    10
+                };
+                e.answers = u16::try_from(n.div_ceil(256).max(1)).unwrap_or(u16::MAX);
+                e.bytes = n;
+                // The record header, and a length byte per TXT string.
+                e.payload = n.saturating_sub(12 + n / 256);
+            }
+            DownCarrier::CnameChain(k) => {
+                e.qtype = 1;
+                e.answers = u16::try_from(k + 1).unwrap_or(u16::MAX);
+                for _ in 0..k {
+                    let data = encode(&self.r.bytes(32), B32);
+                    e.cname_targets
+                        .push(format!("{}.{}", labels(&data, 63), self.domain));
+                }
+                e.addresses.push(std::net::IpAddr::from([192, 0, 2, 53]));
+                e.bytes = e.cname_targets.iter().map(|t| t.len() + 14).sum::<usize>() + 16;
+                e.payload = 32 * k;
+            }
+            DownCarrier::ManyAaaa(k) => {
+                e.qtype = 28;
+                e.answers = u16::try_from(k).unwrap_or(u16::MAX);
+                for _ in 0..k {
+                    let hi = u128::from(self.r.next_u64());
+                    let lo = u128::from(self.r.next_u64());
+                    e.addresses
+                        .push(std::net::IpAddr::from((hi << 64 | lo).to_be_bytes()));
+                }
+                e.bytes = 28 * k;
+                e.payload = 16 * k;
+            }
+            DownCarrier::NegativeSoa => {
+                e.qtype = 1;
+                e.nxdomain = true;
+                e.answers = 0;
+                let mname = encode(&self.r.bytes(39), B32);
+                let rname = encode(&self.r.bytes(39), B32);
+                e.bytes = 12 + mname.len() + rname.len() + 2 * (self.domain.len() + 2) + 22;
+                e.payload = 78;
+            }
+        }
+        e
+    }
+}
+
+/// Well-known registrable domains of the public web, as an agent browsing for its task meets
+/// them.
+const KNOWN_SITES: &[&str] = &[
+    "github.com",
+    "ycombinator.com",
+    "bbc.co.uk",
+    "wikipedia.org",
+    "stackoverflow.com",
+    "python.org",
+    "rust-lang.org",
+    "crates.io",
+    "docs.rs",
+    "npmjs.com",
+    "pypi.org",
+    "mozilla.org",
+    "nytimes.com",
+    "theguardian.com",
+    "washingtonpost.com",
+    "reuters.com",
+    "bloomberg.com",
+    "ft.com",
+    "economist.com",
+    "cnn.com",
+    "bbc.com",
+    "lemonde.fr",
+    "spiegel.de",
+    "elpais.com",
+    "corriere.it",
+    "nhk.or.jp",
+    "abc.net.au",
+    "cbc.ca",
+    "google.com",
+    "youtube.com",
+    "microsoft.com",
+    "apple.com",
+    "amazon.com",
+    "cloudflare.com",
+    "fastly.com",
+    "akamai.com",
+    "digitalocean.com",
+    "heroku.com",
+    "vercel.com",
+    "netlify.com",
+    "gitlab.com",
+    "bitbucket.org",
+    "atlassian.com",
+    "slack.com",
+    "zoom.us",
+    "dropbox.com",
+    "box.com",
+    "salesforce.com",
+    "oracle.com",
+    "ibm.com",
+    "intel.com",
+    "nvidia.com",
+    "amd.com",
+    "arxiv.org",
+    "nature.com",
+    "sciencedirect.com",
+    "springer.com",
+    "acm.org",
+    "ieee.org",
+    "medium.com",
+    "substack.com",
+    "wordpress.com",
+    "blogspot.com",
+    "tumblr.com",
+    "reddit.com",
+    "twitter.com",
+    "linkedin.com",
+    "facebook.com",
+    "instagram.com",
+    "pinterest.com",
+    "imdb.com",
+    "netflix.com",
+    "spotify.com",
+    "twitch.tv",
+    "steampowered.com",
+    "ebay.com",
+    "etsy.com",
+    "shopify.com",
+    "stripe.com",
+    "paypal.com",
+    "visa.com",
+    "mastercard.com",
+    "booking.com",
+    "airbnb.com",
+    "tripadvisor.com",
+    "expedia.com",
+    "weather.com",
+    "openstreetmap.org",
+    "archive.org",
+    "gutenberg.org",
+    "w3.org",
+    "ietf.org",
+    "iana.org",
+    "letsencrypt.org",
+    "kernel.org",
+    "debian.org",
+    "ubuntu.com",
+    "redhat.com",
+    "fedoraproject.org",
+    "archlinux.org",
+    "docker.com",
+    "kubernetes.io",
+    "hashicorp.com",
+    "terraform.io",
+    "grafana.com",
+    "prometheus.io",
+    "elastic.co",
+    "mongodb.com",
+    "postgresql.org",
+    "mysql.com",
+    "sqlite.org",
+    "jetbrains.com",
+    "visualstudio.com",
+    "golang.org",
+    "nodejs.org",
+    "deno.land",
+    "typescriptlang.org",
+    "reactjs.org",
+    "vuejs.org",
+    "angular.io",
+    "svelte.dev",
+    "tailwindcss.com",
+    "getbootstrap.com",
+];
+
+/// `n` distinct real-looking registrable domains: the well-known ones, then brand-like names
+/// made of one or two common words under common suffixes (`riverstone.com`, `olive-music.co.uk`).
+#[must_use]
+pub fn ordinary_domains(n: usize, seed: u64) -> Vec<String> {
+    let mut r = Prng::new(seed);
+    let mut out: Vec<String> = KNOWN_SITES
+        .iter()
+        .take(n)
+        .map(|s| (*s).to_string())
+        .collect();
+    let suffixes = [
+        "com", "net", "org", "io", "co.uk", "de", "fr", "com.au", "ca", "nl",
+    ];
+    let mut seen: std::collections::HashSet<String> = out.iter().cloned().collect();
+    while out.len() < n {
+        let a = WORDS[usize::try_from(r.below(64)).unwrap_or(0)];
+        let b = WORDS[usize::try_from(r.below(64)).unwrap_or(0)];
+        let tld = suffixes[usize::try_from(r.below(suffixes.len() as u64)).unwrap_or(0)];
+        let name = match r.below(4) {
+            0 => format!("{a}.{tld}"),
+            1 => format!("{a}-{b}.{tld}"),
+            _ => format!("{a}{b}.{tld}"),
+        };
+        if seen.insert(name.clone()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// What a browsing agent is answered for one site: for `www` and up to two more hosts (`static`,
+/// `api`, `cdn`, `img`, `login`), A (one or two addresses of the site's /24, a third of sites
+/// behind a CDN CNAME), AAAA (of its /64, server-style interface identifiers) and HTTPS (an
+/// `alpn`/hints record of 90–220 bytes, or for two sites in five NODATA with the zone's SOA).
+#[must_use]
+pub fn browse_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
+    let extra = ["static", "api", "cdn", "img", "login"];
+    let mut hosts = vec!["www".to_string()];
+    for _ in 0..r.below(3) {
+        hosts.push(extra[usize::try_from(r.below(5)).unwrap_or(0)].to_string());
+    }
+    hosts.dedup();
+    let net = r.next_u64().to_le_bytes();
+    let cdn = r.below(3) == 0;
+    let https = r.below(5) >= 2;
+    let soa_tag = r.next_u64();
+    let mut out = Vec::new();
+    for host in hosts {
+        let qname = format!("{host}.{domain}");
+        let n = 1 + usize::try_from(r.below(2)).unwrap_or(0);
+        let v4: Vec<std::net::IpAddr> = (0..n)
+            .map(|_| {
+                std::net::IpAddr::from([
+                    net[0].max(1),
+                    net[1],
+                    net[2],
+                    u8::try_from(r.below(250) + 2).unwrap_or(2),
+                ])
+            })
+            .collect();
+        let targets = if cdn {
+            vec![format!("{qname}.cdn.cloudflare.net")]
+        } else {
+            Vec::new()
+        };
+        out.push(Exchange {
+            qname: qname.clone(),
+            qtype: 1,
+            nxdomain: false,
+            answers: u16::try_from(v4.len() + targets.len()).unwrap_or(1),
+            bytes: 16 * v4.len() + targets.iter().map(|t| t.len() + 14).sum::<usize>(),
+            tag: r.next_u64(),
+            addresses: v4,
+            cname_targets: targets,
+            payload: 0,
+        });
+        let prefix = u128::from(u64::from_le_bytes(net)) | 0x2001_0000_0000_0000;
+        let v6: Vec<std::net::IpAddr> = (0..n)
+            .map(|_| {
+                std::net::IpAddr::from(
+                    (prefix << 64 | u128::from(r.below(0x200) + 1)).to_be_bytes(),
+                )
+            })
+            .collect();
+        out.push(Exchange {
+            qname: qname.clone(),
+            qtype: 28,
+            nxdomain: false,
+            answers: u16::try_from(v6.len()).unwrap_or(1),
+            bytes: 28 * v6.len(),
+            tag: r.next_u64(),
+            addresses: v6,
+            cname_targets: Vec::new(),
+            payload: 0,
+        });
+        let (answers, bytes, tag) = if https {
+            (
+                1,
+                90 + usize::try_from(r.below(130)).unwrap_or(0),
+                r.next_u64(),
+            )
+        } else {
+            (0, 80 + domain.len() * 2, soa_tag)
+        };
+        out.push(Exchange {
+            qname,
+            qtype: 65,
+            nxdomain: false,
+            answers,
+            bytes,
+            tag,
+            addresses: Vec::new(),
+            cname_targets: Vec::new(),
+            payload: 0,
+        });
+    }
+    out
+}
+
+/// What a mail host (or an agent auditing mail set-ups) is answered checking one domain's mail
+/// authentication: its apex TXT (an SPF record of 60–450 bytes among verification tokens; one
+/// domain in ten a big 1.5–4 KB set), `_dmarc` TXT (80–200 bytes), a DKIM key at
+/// `selector1._domainkey` (400–460 bytes; NXDOMAIN with the zone's SOA for three in ten) and
+/// MX (60–120 bytes).
+#[must_use]
+pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
+    let txt = |qname: String, bytes: usize, r: &mut Prng| Exchange {
+        qname,
+        qtype: 16,
+        nxdomain: false,
+        answers: 1,
+        bytes,
+        tag: r.next_u64(),
+        addresses: Vec::new(),
+        cname_targets: Vec::new(),
+        payload: 0,
+    };
+    let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
+    let apex = if r.below(10) == 0 {
+        1500 + below(2500, r)
+    } else {
+        60 + below(390, r)
+    };
+    let mut out = vec![
+        txt(domain.to_string(), apex, r),
+        txt(format!("_dmarc.{domain}"), 80 + below(120, r), r),
+    ];
+    let dkim = format!("selector1._domainkey.{domain}");
+    if r.below(10) < 3 {
+        out.push(Exchange {
+            nxdomain: true,
+            answers: 0,
+            bytes: 80 + 2 * domain.len(),
+            ..txt(dkim, 0, r)
+        });
+    } else {
+        out.push(txt(dkim, 400 + below(60, r), r));
+    }
+    out.push(Exchange {
+        qtype: 15,
+        ..txt(domain.to_string(), 60 + below(60, r), r)
+    });
+    out
+}
+
 /// One query from one client of a benign replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenignQuery {

@@ -2204,6 +2204,106 @@ fn a_relay_checking_two_senders_a_second_against_four_lists_is_not_contained() {
     }
 }
 
+/// One exchange from a generator: the query from `client`, then its answer fresh from
+/// upstream; the query's assessment.
+fn exchange(
+    d: &Detector,
+    client: u32,
+    e: &testgen::Exchange,
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    let a = observe(d, ip(client), &e.qname, e.qtype, settings);
+    answer_exchange(d, client, e);
+    a
+}
+
+/// The answer half of [`exchange`] alone.
+fn answer_exchange(d: &Detector, client: u32, e: &testgen::Exchange) {
+    let targets: Vec<Box<str>> = e.cname_targets.iter().map(|t| t.as_str().into()).collect();
+    d.observe_answer_at(
+        &ClientKey::from(ip(client)),
+        &e.qname,
+        registrable_domain(&e.qname),
+        e.qtype,
+        &FreshAnswer {
+            nxdomain: e.nxdomain,
+            answers: e.answers,
+            bytes: e.bytes,
+            content: &|h: &mut dyn Hasher| h.write_u64(e.tag),
+            records: &|h: &mut dyn Hasher| h.write_u64(e.tag),
+            addresses: &e.addresses,
+            cname_targets: &targets,
+            signed_bytes: 0,
+        },
+        d.clock.now(),
+    );
+}
+
+/// Bytes of downstream data a [`testgen::HoppingDownstream`] tunnel read before its client was
+/// contained client-wide: it asks four names a second, each answered with fresh data, and hops
+/// to a new registrable domain whenever its domain is sinkholed. Contained client-wide: the
+/// first query to a new domain is already sinkholed. Returns (bytes read, domains used), or
+/// None when it read `limit` bytes uncontained.
+fn hopping_downstream_until_contained(
+    carrier: testgen::DownCarrier,
+    limit: usize,
+    seed: u64,
+) -> Option<(usize, u64)> {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut tunnel = testgen::HoppingDownstream::new(carrier, seed);
+    let (mut moved, mut fresh_domain) = (0usize, true);
+    while moved < limit {
+        let e = tunnel.next_exchange();
+        let a = observe(&d, ip(50), &e.qname, e.qtype, &settings);
+        if a.level >= Level::Sinkhole {
+            if fresh_domain {
+                return Some((moved, tunnel.domains_used()));
+            }
+            tunnel.hop();
+            fresh_domain = true;
+        } else {
+            answer_exchange(&d, 50, &e);
+            moved += e.payload;
+            fresh_domain = false;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    None
+}
+
+/// A tunnel reading its data from answers, hopping to a new registrable domain each time the
+/// last one is sinkholed, is contained client-wide within 32 KB of downstream data, whatever
+/// carries it: big TXT answers (an audit's tunnel moved ~1 MB in 60 s over 43 domains with
+/// 3.9 KB TXT answers, each domain sinkholed, the client never), NULL, CNAME chains, many AAAA
+/// records, or data in a negative answer's SOA. Answer bytes counted only per (client, domain)
+/// and per domain, so the client-wide evidence never saw them.
+#[test]
+fn a_domain_hopping_downstream_tunnel_is_contained_client_wide() {
+    use testgen::DownCarrier;
+    for (i, carrier) in [
+        DownCarrier::Txt(3900),
+        DownCarrier::Txt(1000),
+        DownCarrier::Null(1100),
+        DownCarrier::CnameChain(8),
+        DownCarrier::ManyAaaa(40),
+        DownCarrier::NegativeSoa,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = hopping_downstream_until_contained(carrier, 1 << 20, 90 + i as u64);
+        println!("{:32} {got:?}", carrier.name());
+        let (moved, domains) =
+            got.unwrap_or_else(|| panic!("{}: read 1 MB, never contained", carrier.name()));
+        assert!(
+            moved <= 32 * 1024,
+            "{}: {moved} B over {domains} domains before containment",
+            carrier.name()
+        );
+    }
+}
+
 /// [`run_on`] reporting each answer's rcode (NXDOMAIN) into the states its query updated, as
 /// the pipeline does; returns (payload bytes sent before the level reached `Throttle`, the
 /// highest level).
@@ -2377,4 +2477,136 @@ fn a_release_of_a_reverse_domain_forgets_its_network_keys() {
     d.forget(&ClientKey::from(ip(58)), &["10.in-addr.arpa"]);
     let a = observe(&d, ip(58), "9.8.7.10.in-addr.arpa", 12, &settings);
     assert_eq!(a.level, Level::None, "after the release: {a:?}");
+}
+
+/// Ordinary many-domain traffic with its answers is not contained on the client-wide
+/// downstream evidence: an agent browsing 400 different sites in 18 minutes (A, AAAA, HTTPS
+/// for each host, CDN CNAMEs), and a mail host checking the mail authentication of 300
+/// domains in 15 minutes (apex TXT with SPF, one in ten a 1.5–4 KB set; DMARC; DKIM keys;
+/// MX).
+#[test]
+fn browsing_many_sites_and_a_mail_auth_sweep_are_not_contained() {
+    let settings = GroupDetectConfig::default();
+    for (what, count, every_ms) in [
+        ("browsing", 400usize, 0u64),
+        ("mail authentication sweep", 300, 2800),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut r = testgen::Prng::new(7);
+        let mut worst = (Level::None, 0u8, String::new());
+        for (i, domain) in testgen::ordinary_domains(count, 8).iter().enumerate() {
+            let exchanges = if what == "browsing" {
+                testgen::browse_site(domain, &mut r)
+            } else {
+                testgen::mail_auth_check(domain, &mut r)
+            };
+            for e in &exchanges {
+                let a = exchange(&d, 51, e, &settings);
+                if a.score > worst.1 {
+                    worst = (a.level, a.score, e.qname.clone());
+                }
+                clock.advance(Duration::from_millis(50));
+            }
+            // Browsing: the first 60 sites within a minute, then one every 3 s.
+            let pause = match (every_ms, i) {
+                (0, 0..60) => 1000,
+                (0, _) => 3000,
+                (ms, _) => ms,
+            };
+            clock.advance(Duration::from_millis(pause));
+        }
+        println!(
+            "{what}: highest score {} ({:?}) at {}",
+            worst.1, worst.0, worst.2
+        );
+        assert!(worst.0 < Level::Alert, "{what}: {worst:?}");
+    }
+}
+
+/// Under a public suffix anyone may register names in (`duckdns.org`, `github.io`: the public
+/// suffix list's private section) the registrable domain of `<63 random characters>.duckdns.org`
+/// is the whole name, so its subdomain part is empty: a client asking a new such name each
+/// query moves its data in the registrable label, which counted nothing (one new registrable
+/// domain a query, each seen once). The label of a domain new to the client counts client-wide,
+/// and the client is contained within 4 KB.
+#[test]
+fn data_in_registrable_labels_under_a_public_suffix_is_contained() {
+    let settings = GroupDetectConfig::default();
+    for suffix in ["duckdns.org", "github.io"] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut r = testgen::Prng::new(31);
+        let (mut sent, mut contained) = (0usize, None);
+        for i in 0..2000 {
+            // 39 bytes as 63 base32 characters.
+            let label = testgen::Encoding::Base32.encode(&r.bytes(39));
+            let label = label.replace('.', "");
+            let qname = format!("{}.{suffix}", &label[..label.len().min(63)]);
+            assert_eq!(registrable_domain(&qname), qname);
+            let a = observe(&d, ip(60), &qname, 1, &settings);
+            d.observe_rcode(&ClientKey::from(ip(60)), &qname, true);
+            if a.level >= Level::Sinkhole {
+                contained = Some(i);
+                break;
+            }
+            sent += 39;
+            clock.advance(Duration::from_millis(100));
+        }
+        println!("<label>.{suffix}: sinkholed at query {contained:?}, after {sent} B");
+        assert!(
+            contained.is_some() && sent <= 4096,
+            "{suffix}: {sent} B, {contained:?}"
+        );
+    }
+}
+
+/// Hundreds of ordinary sites (`github.com`, `ycombinator.com`, `bbc.co.uk`, …, brand-like
+/// names of one or two words) are as many new registrable domains, each label counted beyond
+/// what a brand name carries: an agent asking the apex and `www` of 500 different sites in five
+/// minutes, a few personal names under `duckdns.org` among them, raises no alert.
+#[test]
+fn hundreds_of_ordinary_registrable_domains_raise_no_alert() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut domains = testgen::ordinary_domains(500, 12);
+    domains.extend(
+        [
+            "myhomeserver",
+            "johns-nas",
+            "family-photos",
+            "pihole-garage",
+        ]
+        .iter()
+        .map(|l| format!("{l}.duckdns.org")),
+    );
+    let mut worst = (0u8, String::new());
+    for domain in &domains {
+        for qname in [domain.clone(), format!("www.{domain}")] {
+            for qtype in [1, 28] {
+                let a = observe(&d, ip(61), &qname, qtype, &settings);
+                d.observe_rcode(&ClientKey::from(ip(61)), domain, false);
+                if a.score > worst.0 {
+                    worst = (a.score, qname.clone());
+                }
+                assert!(a.level < Level::Alert, "{qname}: {a:?}");
+            }
+        }
+        clock.advance(Duration::from_millis(600));
+    }
+    println!("{} domains: highest score {worst:?}", domains.len());
+}
+
+/// What one answer adds client-wide: a 64th while its domain's counted bytes stay within the
+/// allowance, every byte of the undiscounted size past it.
+#[test]
+fn answer_bytes_count_client_wide_a_64th_within_a_domains_allowance_and_in_full_past_it() {
+    assert_eq!(client_down_bytes(0, 0, 0), 0);
+    // A first 500-byte answer: within the allowance.
+    assert_eq!(client_down_bytes(500, 500, 500), 500 / 64);
+    // A 4 KB answer (counted 496) that crosses it after 1,004: 20 counted bytes within (a 64th
+    // of them rounds to nothing), the rest of its 4,000 bytes in full.
+    assert_eq!(client_down_bytes(1500, 496, 4000), 4000 * 476 / 496);
+    // Past it: the whole answer, undiscounted.
+    assert_eq!(client_down_bytes(3000, 483, 3900), 3900);
+    // `full` is never below what was counted.
+    assert_eq!(client_down_bytes(5000, 200, 0), 200);
 }

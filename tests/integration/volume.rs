@@ -1,6 +1,7 @@
 //! Information-volume detection through a running dnsward: tunnels whose names look like words,
 //! CDN hashes or reverse lookups, slow drips, tunnels spread over domains, own-evidence-only
-//! containment, and a day of benign traffic from 40 agents. Time is a manual clock; the fake
+//! containment, and a day of benign traffic from 40 agents; a downstream tunnel in TXT answers
+//! hopping over domains, and a many-domain SPF/DMARC/DKIM sweep. Time is a manual clock; the fake
 //! upstream answers NXDOMAIN for every name it was not given, as a tunnel server's idle answers,
 //! so an NXDOMAIN answer means "forwarded upstream" and anything else means "contained".
 
@@ -426,4 +427,380 @@ async fn a_tunnel_rotated_over_eight_sources_is_contained() {
         // The next encoding from a fresh domain's point of view: far past every window.
         clock.advance(Duration::from_secs(6 * 3600));
     }
+}
+
+/// How a [`txt_upstream`] answers a TXT question for a name: its strings (each at most 255
+/// bytes), or None for NXDOMAIN.
+type TxtAnswer = Arc<dyn Fn(&str) -> Option<Vec<String>> + Send + Sync>;
+
+/// A fake upstream answering TXT questions from a function of the name, over UDP when the
+/// answer fits 1,232 bytes and otherwise truncated there, so the resolver asks again over
+/// TCP, as from a real server.
+struct TxtUpstream {
+    addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TxtUpstream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The answer of a [`TxtUpstream`] to `query`.
+fn txt_reply(query: &[u8], udp: bool, answer: &TxtAnswer) -> Option<Vec<u8>> {
+    use hickory_proto::op::{MessageType, OpCode};
+    use hickory_proto::rr::rdata::{SOA, TXT};
+    use hickory_proto::rr::{Name, RData, Record};
+    let req = Message::from_vec(query).ok()?;
+    let q = req.queries.first()?.clone();
+    let owner = q.name().to_lowercase().to_ascii();
+    let owner = owner.trim_end_matches('.');
+    let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.recursion_desired = true;
+    resp.metadata.recursion_available = true;
+    resp.add_query(q.clone());
+    match answer(owner).filter(|_| q.query_type() == RecordType::TXT) {
+        Some(strings) => {
+            resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                60,
+                RData::TXT(TXT::new(strings)),
+            ));
+        }
+        None => {
+            resp.metadata.response_code = ResponseCode::NXDomain;
+            let zone = Name::from_ascii("example.").ok()?;
+            let soa = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, 60);
+            resp.add_authority(Record::from_rdata(zone, 60, RData::SOA(soa)));
+        }
+    }
+    let out = resp.to_vec().ok()?;
+    if udp && out.len() > 1232 {
+        let mut tc = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+        tc.metadata.truncation = true;
+        tc.metadata.recursion_available = true;
+        tc.add_query(q);
+        return tc.to_vec().ok();
+    }
+    Some(out)
+}
+
+async fn txt_upstream(answer: TxtAnswer) -> TxtUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // UDP and TCP on one port: a free UDP port's TCP twin may be taken, so try a few.
+    let (udp, tcp) = {
+        let mut attempt = 0;
+        loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            match tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        }
+    };
+    let addr = udp.local_addr().unwrap();
+    let a = Arc::clone(&answer);
+    let t1 = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, src)) = udp.recv_from(&mut buf).await {
+            if let Some(r) = txt_reply(&buf[..n], true, &a) {
+                let _ = udp.send_to(&r, src).await;
+            }
+        }
+    });
+    let t2 = tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp.accept().await {
+            let a = Arc::clone(&answer);
+            tokio::spawn(async move {
+                while let Ok(len) = s.read_u16().await {
+                    let mut buf = vec![0u8; usize::from(len)];
+                    if s.read_exact(&mut buf).await.is_err() {
+                        return;
+                    }
+                    let Some(r) = txt_reply(&buf, false, &a) else {
+                        return;
+                    };
+                    let mut out = u16::try_from(r.len()).unwrap().to_be_bytes().to_vec();
+                    out.extend_from_slice(&r);
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TxtUpstream {
+        addr,
+        tasks: vec![t1, t2],
+    }
+}
+
+/// The TXT strings' bytes in an answer (0: nothing came through).
+fn txt_bytes(m: &Message) -> usize {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::TXT(t) => {
+                Some(t.txt_data.iter().map(|s| s.len()).sum::<usize>())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
+/// One TXT query over TCP from `src` on `conn` (opened again when the server closed it); None
+/// when no answer came.
+async fn ask_txt_tcp(
+    s: &TestServer,
+    src: &str,
+    conn: &mut Option<tokio::net::TcpStream>,
+    qname: &str,
+) -> Option<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..2 {
+        if conn.is_none() {
+            *conn = Some(tcp_connect(s.tcp, src).await);
+        }
+        let stream = conn.as_mut()?;
+        let packet = raw_name_query(qname, 16);
+        let mut framed = u16::try_from(packet.len()).ok()?.to_be_bytes().to_vec();
+        framed.extend_from_slice(&packet);
+        let answer = async {
+            stream.write_all(&framed).await.ok()?;
+            let len = stream.read_u16().await.ok()?;
+            let mut buf = vec![0u8; usize::from(len)];
+            stream.read_exact(&mut buf).await.ok()?;
+            Message::from_vec(&buf).ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Some(m)) => return Some(m),
+            _ => *conn = None,
+        }
+    }
+    None
+}
+
+/// A tunnel reading ~3.9 KB of fresh data from each TXT answer (fifteen 255-byte strings, over
+/// TCP), four names a second, hopping to a new registrable domain each time its domain stops
+/// answering (sinkholed or throttled), as an independent audit's did: that one read ~1 MB in
+/// 60 s over 43 domains, each domain contained and the client never, since answer bytes did
+/// not count client-wide. Now the client is contained across domains within 48 KB read: the
+/// first query to each new domain gets nothing, and an alert says the evidence is the
+/// client's.
+#[tokio::test]
+async fn a_domain_hopping_txt_tunnel_is_contained_client_wide_within_48_kb() {
+    let rng = std::sync::Mutex::new(testgen::Prng::new(0x00d0_3b1e));
+    let fresh: TxtAnswer = Arc::new(move |name: &str| {
+        name.starts_with("x").then(|| {
+            let mut r = rng.lock().unwrap();
+            (0..15)
+                .map(|_| {
+                    (0..255)
+                        .map(|_| char::from(b'a' + u8::try_from(r.below(26)).unwrap_or(0)))
+                        .collect()
+                })
+                .collect()
+        })
+    });
+    let up = txt_upstream(fresh).await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("agents", "127.0.0.160/28"),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let src = "127.0.0.160";
+    let mut conn = None;
+    let (mut read, mut hop, mut seq, mut fresh_domain) = (0usize, 0u32, 0u32, true);
+    let mut contained = false;
+    while read < 1 << 20 && seq < 2000 {
+        seq += 1;
+        let qname = format!("x{seq:x}.dl-{hop}.com");
+        let m = ask_txt_tcp(&s, src, &mut conn, &qname)
+            .await
+            .expect("an answer");
+        let got = txt_bytes(&m);
+        if got > 0 {
+            read += got;
+            fresh_domain = false;
+        } else if fresh_domain {
+            contained = true;
+            break;
+        } else {
+            hop += 1;
+            fresh_domain = true;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    eprintln!(
+        "TXT tunnel hopping domains: read {read} B over {} domains in {seq} queries, contained \
+         client-wide: {contained}",
+        hop + 1
+    );
+    assert!(
+        contained,
+        "read {read} B over {} domains, never contained",
+        hop + 1
+    );
+    assert!(read <= 48 * 1024, "{read} B read before containment");
+    // Every new domain after that is contained too.
+    for next in 1..=5 {
+        let qname = format!("x1.dl-{}.com", hop + 100 + next);
+        let m = ask_txt_tcp(&s, src, &mut conn, &qname)
+            .await
+            .expect("an answer");
+        assert_eq!(txt_bytes(&m), 0, "{qname} answered");
+        clock.advance(Duration::from_millis(250));
+    }
+    let events = s.stop_and_read_events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "alert"
+            && e["client"] == src
+            && e["volume"]["scope"] == "client"
+            && e["volume"]["answer_bytes"].as_u64().unwrap_or(0) > 0),
+        "no client-wide alert on answer bytes"
+    );
+}
+
+/// The apex TXT (an SPF record and a verification token), DMARC and DKIM records of `name`'s
+/// domain as a mail host reads them: 90–420, 80–140 and ~420 bytes, fixed per name.
+fn mail_txt(name: &str) -> Option<Vec<String>> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
+    let mut r = testgen::Prng::new(h);
+    let mut token = |n: usize| -> String {
+        (0..n)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789+/"[r.below(38) as usize]))
+            .collect()
+    };
+    if let Some(rua) = name.strip_prefix("_dmarc.") {
+        Some(vec![format!(
+            "v=DMARC1; p=quarantine; pct=100; rua=mailto:dmarc-reports@{rua}{}",
+            " ".repeat(h as usize % 40)
+        )])
+    } else if name.starts_with("selector1._domainkey.") {
+        Some(vec![
+            format!("v=DKIM1; k=rsa; p={}", token(200)),
+            token(192),
+        ])
+    } else {
+        let mut strings = vec![format!(
+            "v=spf1 include:_spf.google.com include:spf.protection.outlook.com ip4:198.51.100.{} ~all",
+            h % 250
+        )];
+        if h % 3 == 0 {
+            strings.push(format!("google-site-verification={}", token(43)));
+        }
+        if h % 5 == 0 {
+            strings.push(format!("MS=ms{}", token(8)));
+            strings.push(format!("atlassian-domain-verification={}", token(64)));
+        }
+        Some(strings)
+    }
+}
+
+/// A mail host checking the mail authentication (SPF in the apex TXT, DMARC, DKIM) of 300
+/// different ordinary domains in 15 minutes, ~600 bytes of TXT for each, is not contained and
+/// raises no alert: each domain's first answers are what looking at a domain takes.
+#[tokio::test]
+async fn a_many_domain_spf_dmarc_dkim_sweep_is_not_contained() {
+    let up = txt_upstream(Arc::new(mail_txt)).await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("agents", "127.0.0.160/28"),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let src = "127.0.0.161";
+    let mut read = 0usize;
+    for domain in testgen::ordinary_domains(300, 9) {
+        for qname in [
+            domain.clone(),
+            format!("_dmarc.{domain}"),
+            format!("selector1._domainkey.{domain}"),
+        ] {
+            let m = udp_query(s.udp, src, &qname, RecordType::TXT).await;
+            let got = txt_bytes(&m);
+            assert!(got > 0, "{qname}: {:?}", m.metadata.response_code);
+            read += got;
+            clock.advance(Duration::from_millis(300));
+        }
+        clock.advance(Duration::from_millis(2100));
+    }
+    let events = s.stop_and_read_events().await;
+    let alerts: Vec<_> = events.iter().filter(|e| e["kind"] == "alert").collect();
+    eprintln!(
+        "SPF/DMARC/DKIM sweep of 300 domains: {read} B of TXT, {} alerts",
+        alerts.len()
+    );
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    assert!(!events.iter().any(|e| e["kind"] == "containment_started"));
+}
+
+/// A client asking a new `<63 base32 characters>.duckdns.org` each query (a public suffix of the
+/// list's private section: every such name is a registrable domain of its own, with an empty
+/// subdomain part) is contained through the resolver within 4 KB, while an agent asking the apex
+/// and `www` of 300 different ordinary sites in three minutes raises no alert.
+#[tokio::test]
+async fn data_in_registrable_labels_is_contained_and_hundreds_of_sites_are_not() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("agents", "127.0.0.160/28"),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let browser = "127.0.0.163";
+    for domain in testgen::ordinary_domains(300, 13) {
+        for qname in [domain.clone(), format!("www.{domain}")] {
+            let raw = udp_raw(s.udp, browser.parse().unwrap(), &raw_name_query(&qname, 1))
+                .await
+                .expect("an answer");
+            let m = Message::from_vec(&raw).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{qname}");
+        }
+        clock.advance(Duration::from_millis(600));
+    }
+    let mut r = testgen::Prng::new(33);
+    let queries = (0..400)
+        .map(|_| {
+            let label = Encoding::Base32.encode(&r.bytes(39)).replace('.', "");
+            testgen::TunnelQuery {
+                qname: format!("{}.duckdns.org", &label[..label.len().min(63)]),
+                qtype: 1,
+                payload: 39,
+            }
+        })
+        .collect();
+    let t = Traffic {
+        tool: "data in labels under duckdns.org",
+        queries,
+        interval: Duration::from_millis(100),
+    };
+    let leak = replay(&s, &clock, "127.0.0.162", &t).await;
+    eprintln!(
+        "{}: {} B forwarded, contained at query {:?}",
+        t.tool, leak.forwarded, leak.contained_at
+    );
+    let events = s.stop_and_read_events().await;
+    assert!(leak.contained_at.is_some(), "never contained");
+    assert!(leak.forwarded <= 4096, "{} B forwarded", leak.forwarded);
+    let browsing: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["client"] == browser)
+        .collect();
+    assert!(browsing.is_empty(), "{browsing:#?}");
 }
