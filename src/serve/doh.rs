@@ -244,9 +244,13 @@ fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
 ///   SOA, which RFC 2308 §5 has no one cache): `no-store`. A 200 without freshness is
 ///   heuristically cacheable (RFC 9111 §4.2.2), so an HTTP cache could otherwise go on serving
 ///   a passing failure; dnsward remembers failures itself, for `upstream.failure_ttl`.
+///
+/// A stored answer is `private`: what dnsward answers depends on who asks (the client's group,
+/// its token or certificate), so a shared HTTP cache in front must not hand one client's answer
+/// to another (a name allowed for one group, asked by URL from another).
 fn cache_control(msg: &[u8]) -> HeaderValue {
     match freshness(msg) {
-        Some(ttl) => HeaderValue::from_str(&format!("max-age={ttl}"))
+        Some(ttl) => HeaderValue::from_str(&format!("private, max-age={ttl}"))
             .unwrap_or(HeaderValue::from_static("no-store")),
         None => HeaderValue::from_static("no-store"),
     }
@@ -383,18 +387,22 @@ mod tests {
             (
                 "answer",
                 answer(NoError, &[300, 30, 600], None),
-                "max-age=30",
+                "private, max-age=30",
             ),
-            ("zero TTL", answer(NoError, &[0], None), "max-age=0"),
+            (
+                "zero TTL",
+                answer(NoError, &[0], None),
+                "private, max-age=0",
+            ),
             (
                 "NXDOMAIN, MINIMUM smaller",
                 answer(NXDomain, &[], Some((3600, 60))),
-                "max-age=60",
+                "private, max-age=60",
             ),
             (
                 "NODATA, TTL smaller",
                 answer(NoError, &[], Some((45, 900))),
-                "max-age=45",
+                "private, max-age=45",
             ),
             (
                 "NXDOMAIN without SOA",

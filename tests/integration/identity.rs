@@ -1143,7 +1143,7 @@ async fn doh_answers_head_and_other_methods_with_a_status_and_caches_by_the_smal
         let ttl = answer.answers.iter().map(|r| r.ttl).min().unwrap();
         assert_eq!(
             headers.get("cache-control").map(|v| v.to_str().unwrap()),
-            Some(format!("max-age={ttl}").as_str()),
+            Some(format!("private, max-age={ttl}").as_str()),
             "h2 {h2}"
         );
     }
@@ -1391,14 +1391,22 @@ async fn doh_error_answers_are_not_stored_and_negative_ones_follow_the_soa() {
     for (name, rcode, cache_control) in [
         ("x.elsewhere.internal", ResponseCode::ServFail, "no-store"),
         // Blocked for this group: NXDOMAIN with an SOA of the group's block_ttl (60 s).
-        ("models.corp.internal", ResponseCode::NXDomain, "max-age=60"),
+        (
+            "models.corp.internal",
+            ResponseCode::NXDomain,
+            "private, max-age=60",
+        ),
         // From the zone: NXDOMAIN, SOA MINIMUM 60.
         (
             "gone.tunnel.corp.internal",
             ResponseCode::NXDomain,
-            "max-age=60",
+            "private, max-age=60",
         ),
-        ("api.corp.internal", ResponseCode::NoError, "max-age=300"),
+        (
+            "api.corp.internal",
+            ResponseCode::NoError,
+            "private, max-age=300",
+        ),
     ] {
         let q = query_packet(name, RecordType::A, true);
         let dns = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q);
