@@ -35,6 +35,8 @@ pub struct FakeUpstream {
     asked: Arc<std::sync::Mutex<Vec<String>>>,
     /// The (name, ID) pairs already in `asked`.
     exchanges: Arc<std::sync::Mutex<std::collections::HashSet<(String, u16)>>>,
+    /// Queries that repeated an exchange already noted (a retransmission: same name and ID).
+    repeats: Arc<AtomicUsize>,
     /// With [`Fault::LoseFirstUdp`]: whether the first datagram was lost yet.
     lost_one: Arc<std::sync::atomic::AtomicBool>,
     /// An owner whose AAAA answers are this many addresses never given before, TTL 0 (a
@@ -82,6 +84,7 @@ pub struct RunningUpstream {
     pub udp_queries: Arc<AtomicUsize>,
     pub tcp_queries: Arc<AtomicUsize>,
     asked: Arc<std::sync::Mutex<Vec<String>>>,
+    repeats: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -94,8 +97,11 @@ impl Drop for RunningUpstream {
 }
 
 impl RunningUpstream {
+    /// Exchanges it was asked: queries over UDP and TCP, less retransmissions of a query
+    /// already asked (same name and ID; a loaded machine's slow answer is sent again).
     pub fn queries(&self) -> usize {
-        self.udp_queries.load(Ordering::SeqCst) + self.tcp_queries.load(Ordering::SeqCst)
+        (self.udp_queries.load(Ordering::SeqCst) + self.tcp_queries.load(Ordering::SeqCst))
+            .saturating_sub(self.repeats.load(Ordering::SeqCst))
     }
 
     /// The question names it was asked so far, as they arrived (letter case kept).
@@ -189,7 +195,9 @@ impl FakeUpstream {
             .exchanges
             .lock()
             .is_ok_and(|mut seen| seen.insert((name.to_ascii_lowercase(), id)));
-        if new && let Ok(mut asked) = self.asked.lock() {
+        if !new {
+            self.repeats.fetch_add(1, Ordering::SeqCst);
+        } else if let Ok(mut asked) = self.asked.lock() {
             asked.push(name.to_string());
         }
     }
@@ -384,6 +392,7 @@ impl FakeUpstream {
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let asked = Arc::clone(&self.asked);
+        let repeats = Arc::clone(&self.repeats);
         let me = Arc::new(self);
         let (m, count) = (Arc::clone(&me), Arc::clone(&udp_queries));
         let t1 = tokio::spawn(async move {
@@ -457,6 +466,7 @@ impl FakeUpstream {
             udp_queries,
             tcp_queries,
             asked,
+            repeats,
             tasks: vec![t1, t2],
         }
     }

@@ -822,14 +822,21 @@ async fn forwarded_answers_carry_only_their_question_chain_and_no_ad() {
             assert!(!m.metadata.authentic_data, "{round} {qname}: AD cleared");
         }
     }
-    assert_eq!(up.queries(), 2, "the scrubbed answers were cached");
+    // Exchanges, not datagrams: a retransmission on a loaded machine is the same exchange.
+    assert_eq!(up.asked().len(), 2, "the scrubbed answers were cached");
+    // The counter is process-wide and other tests' upstreams run in parallel (an NXDOMAIN's
+    // SOA from another zone is scrubbed too): at least this test's two per section.
     let metrics = metrics_text(&s).await;
     for section in ["answer", "authority", "additional"] {
+        let prefix = format!("dnsward_upstream_records_scrubbed_total{{section=\"{section}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         assert!(
-            metrics.contains(&format!(
-                "dnsward_upstream_records_scrubbed_total{{section=\"{section}\"}} 2"
-            )),
-            "{section} counted once per fetched answer:\n{metrics}"
+            count >= 2,
+            "{section} counted per fetched answer:\n{metrics}"
         );
     }
 }
