@@ -1156,14 +1156,16 @@ impl Detector {
     pub fn observe_rcode_at(
         &self,
         client: &ClientKey,
+        qname: &str,
         domain: &str,
         nxdomain: bool,
         now: Duration,
     ) {
+        // The key the query was scored under: a reverse name's network, not its tree's zone.
         self.observe_answer_at(
             client,
             "",
-            domain,
+            addresses::detection_zone(qname, domain),
             0,
             &FreshAnswer::rcode_only(nxdomain),
             now,

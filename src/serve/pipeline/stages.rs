@@ -321,6 +321,7 @@ impl Pipeline {
         } else if self.detector.is_enabled() {
             self.detector.observe_rcode_at(
                 &a.asked.peer.key,
+                &q.name,
                 a.domain,
                 hit.rcode == rcode::NXDOMAIN,
                 a.now.get(),
