@@ -325,7 +325,19 @@ impl Upstreams {
         }
         let default = build_set(&cfg.servers, sockets, &format!("{at}.servers"), problems);
         problems.check_duration(format!("{at}.timeout"), cfg.timeout, UPSTREAM_TIMEOUT);
-        problems.check_duration(format!("{at}.failure_ttl"), cfg.failure_ttl, FAILURE_TTL);
+        if problems.check_duration(format!("{at}.failure_ttl"), cfg.failure_ttl, FAILURE_TTL)
+            && !cfg.failure_ttl.is_zero()
+            && cfg.failure_ttl < Duration::from_secs(1)
+        {
+            // RFC 9520 §3.2: at least 1 s when failures are cached at all.
+            problems.push(
+                format!("{at}.failure_ttl"),
+                format!(
+                    "must be 0s (off) or at least 1s (RFC 9520), got {}ms",
+                    cfg.failure_ttl.as_millis()
+                ),
+            );
+        }
         let mut forwards = HashMap::new();
         for (i, f) in cfg.forward.iter().enumerate() {
             let loc = format!("{at}.forward[{i}]");
@@ -899,6 +911,28 @@ mod tests {
         assert!(parse_server_address("localhost").is_err());
         let zero = parse_server_address("127.0.0.1:0").unwrap_err();
         assert!(zero.contains("port 0"), "{zero}");
+    }
+
+    /// RFC 9520 §3.2: failures are cached for at least 1 s, or not at all.
+    #[test]
+    fn a_failure_ttl_under_a_second_is_refused_but_0s_and_1s_are_taken() {
+        for (ttl, ok) in [
+            ("0s", true),
+            ("1s", true),
+            ("5m", true),
+            ("500ms", false),
+            ("6m", false),
+        ] {
+            let c = cfg(&format!(
+                "servers = [{{ address = \"127.0.0.1\" }}]\nfailure_ttl = \"{ttl}\""
+            ));
+            let mut p = ConfigProblems::default();
+            let _ = Upstreams::from_config(&c, "upstream", &mut p);
+            assert_eq!(p.is_empty(), ok, "{ttl}: {p}");
+            if !ok {
+                assert!(p.to_string().contains("upstream.failure_ttl"), "{p}");
+            }
+        }
     }
 
     #[test]
