@@ -1328,6 +1328,15 @@ pub fn push_opt(msg: &mut Vec<u8>, dnssec_ok: bool, ext_rcode: u8) {
     bump_count(msg, 10);
 }
 
+/// The targets of the CNAME records among `records`, in [`name_text`]'s form (what the policy
+/// and the answer check compare).
+pub fn cname_targets(records: &[hickory_proto::rr::Record]) -> impl Iterator<Item = Box<str>> + '_ {
+    records.iter().filter_map(|r| match &r.data {
+        hickory_proto::rr::RData::CNAME(c) => Some(name_text(&c.0).into_boxed_str()),
+        _ => None,
+    })
+}
+
 /// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
 #[must_use]
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {

@@ -773,14 +773,7 @@ impl AnswerCache {
                 .sum();
             u16::try_from(n).unwrap_or(u16::MAX)
         };
-        let cname_targets: Box<[Box<str>]> = m
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::CNAME(c) => Some(wire::name_text(&c.0).into_boxed_str()),
-                _ => None,
-            })
-            .collect();
+        let cname_targets: Box<[Box<str>]> = wire::cname_targets(&m.answers).collect();
         let addresses: Box<[IpAddr]> = m
             .answers
             .iter()

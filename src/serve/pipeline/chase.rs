@@ -107,14 +107,7 @@ impl Pipeline {
                 let Some(answer) = policy.zones.lookup(&target, qtype) else {
                     return Ok(());
                 };
-                let targets: Vec<Box<str>> = answer
-                    .answers
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::CNAME(c) => Some(wire::name_text(&c.0).into_boxed_str()),
-                        _ => None,
-                    })
-                    .collect();
+                let targets: Vec<Box<str>> = wire::cname_targets(&answer.answers).collect();
                 if let Some(AnswerProblem::ForbiddenTarget(t)) = check_answer(
                     group,
                     &text,

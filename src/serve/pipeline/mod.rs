@@ -662,16 +662,7 @@ impl Pipeline {
             None
         };
         if let Some((answer, qname)) = local {
-            let targets: Vec<Box<str>> = answer
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    hickory_proto::rr::RData::CNAME(c) => {
-                        Some(wire::name_text(&c.0).into_boxed_str())
-                    }
-                    _ => None,
-                })
-                .collect();
+            let targets: Vec<Box<str>> = wire::cname_targets(&answer.answers).collect();
             if let Some(problem) = check_answer(
                 group,
                 &q.name,
