@@ -14,6 +14,7 @@ use crate::events::sink::{self, EventSinkHandle, SinkKind};
 use crate::events::{Event, EventBody, PolicyEvent};
 use crate::govern::checkpoint;
 use crate::govern::control::{Control, ControlError, ReloadHook};
+use crate::identity::TokenVerifier;
 use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
 use crate::serve::{self, RunningServer, RunningTls};
@@ -315,12 +316,14 @@ impl RunningApp {
             source: std::io::Error::other(e.to_string()),
         })?;
         {
-            // SIGHUP and the API's reload both go through control: the admin token and the
-            // DoT/DoH certificates, keys, client CAs and CRLs are re-read there (open
+            // SIGHUP and the API's reload both go through control: the admin token, the
+            // DoT/DoH certificates, keys, client CAs and CRLs, and the DoH token keys and JWKS
+            // are re-read there (open
             // connections keep the configuration they were accepted with), and the event log's
             // path is checked before the next write (logrotate's `create` mode).
             let token = Arc::clone(&token);
             let cells = tls.cells();
+            let agent_tokens = tls.tokens();
             let events = pipeline.events().clone();
             control.set_reload_hook(ReloadHook(Box::new(move || {
                 events.reopen_log();
@@ -331,6 +334,13 @@ impl RunningApp {
                     .collect();
                 if let Err(e) = token.reload() {
                     failed.push(format!("admin token not reloaded: {e}"));
+                }
+                // An issuer's key rotation: the new key files or JWKS verify tokens from the
+                // next request on; if any fails to load, the running keys stay.
+                if let Some(Err(e)) = agent_tokens.as_deref().map(TokenVerifier::reload) {
+                    failed.push(format!(
+                        "token keys not reloaded, the running keys stay: {e}"
+                    ));
                 }
                 if failed.is_empty() {
                     Ok(())

@@ -134,18 +134,26 @@ struct Claims {
     rest: HashMap<String, serde_json::Value>,
 }
 
-/// Verifies bearer tokens against the configured keys.
+/// An accepted key: the algorithm it verifies, its key id (JWKS) if any, and the key.
+type AcceptedKey = (Algorithm, Option<String>, DecodingKey);
+
+/// Verifies bearer tokens against the configured keys. The keys are re-read on reload
+/// ([`TokenVerifier::reload`]: SIGHUP and the API's reload), so an issuer's key rotation
+/// needs a rewritten key or JWKS file and a reload, not a restart.
 pub struct TokenVerifier {
-    /// Accepted keys with the algorithm each verifies, and the key id (JWKS) if any.
-    keys: Vec<(Algorithm, Option<String>, DecodingKey)>,
+    /// Accepted keys, swapped whole on reload (a request verifies against one set).
+    keys: arc_swap::ArcSwap<Vec<AcceptedKey>>,
     /// Audience, lifetime, skew, group claim.
     cfg: TokenConfig,
+    /// Where relative key paths are read from, and the config key errors are reported under.
+    base: PathBuf,
+    at: String,
 }
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys.load().len())
             .field("audience", &self.cfg.audience)
             .finish_non_exhaustive()
     }
@@ -166,61 +174,98 @@ impl TokenVerifier {
     /// # Errors
     /// Each key file that cannot be read or holds no Ed25519/P-256 public key.
     pub fn load(cfg: &TokenConfig, base: &Path, at: &str) -> Result<Self, ConfigProblems> {
-        let mut problems = ConfigProblems::default();
-        let mut keys = Vec::new();
-        for (i, path) in cfg.keys.iter().enumerate() {
-            let path = base.join(path);
-            match std::fs::read(&path) {
-                Ok(pem) => match decoding_key_from_pem(&pem) {
-                    Some((alg, k)) => keys.push((alg, None, k)),
-                    None => problems.push(
-                        format!("{at}.keys[{i}]"),
-                        format!(
-                            "{}: not an Ed25519 or P-256 public key (PEM)",
-                            path.display()
-                        ),
-                    ),
-                },
-                Err(e) => problems.push(
-                    format!("{at}.keys[{i}]"),
-                    format!("{}: cannot read: {e}", path.display()),
-                ),
-            }
-        }
-        if let Some(jwks) = &cfg.jwks {
-            let path = base.join(jwks);
-            let parsed = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<JwkSet>(&b).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(set) => {
-                    for (i, jwk) in set.keys.iter().enumerate() {
-                        let alg = match &jwk.algorithm {
-                            AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                            AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                            _ => {
-                                problems.push(
-                                    format!("{at}.jwks"),
-                                    format!("key {i}: only OKP (Ed25519) and EC (P-256) keys are accepted"),
-                                );
-                                continue;
-                            }
-                        };
-                        match DecodingKey::from_jwk(jwk) {
-                            Ok(k) => keys.push((alg, jwk.common.key_id.clone(), k)),
-                            Err(e) => problems.push(format!("{at}.jwks"), format!("key {i}: {e}")),
-                        }
-                    }
-                }
-                Err(e) => problems.push(format!("{at}.jwks"), format!("{}: {e}", path.display())),
-            }
-        }
-        problems.into_result(Self {
-            keys,
+        let keys = read_keys(cfg, base, at)?;
+        Ok(Self {
+            keys: arc_swap::ArcSwap::from_pointee(keys),
             cfg: cfg.clone(),
+            base: base.to_path_buf(),
+            at: at.to_string(),
         })
     }
 
+    /// Read the key files and the JWKS file again and verify with what they hold from the
+    /// next request on. All or nothing: on any problem (a file gone, unreadable or not a key,
+    /// no usable key left) the running keys stay and the problems are returned.
+    ///
+    /// # Errors
+    /// As [`TokenVerifier::load`].
+    pub fn reload(&self) -> Result<(), ConfigProblems> {
+        let keys = read_keys(&self.cfg, &self.base, &self.at)?;
+        self.keys.store(std::sync::Arc::new(keys));
+        Ok(())
+    }
+
+    /// How many keys verify tokens now.
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.keys.load().len()
+    }
+}
+
+/// Every key `cfg` names, read now; each unusable one reported under `at`.
+fn read_keys(cfg: &TokenConfig, base: &Path, at: &str) -> Result<Vec<AcceptedKey>, ConfigProblems> {
+    let mut problems = ConfigProblems::default();
+    let mut keys = Vec::new();
+    for (i, path) in cfg.keys.iter().enumerate() {
+        let path = base.join(path);
+        match std::fs::read(&path) {
+            Ok(pem) => match decoding_key_from_pem(&pem) {
+                Some((alg, k)) => keys.push((alg, None, k)),
+                None => problems.push(
+                    format!("{at}.keys[{i}]"),
+                    format!(
+                        "{}: not an Ed25519 or P-256 public key (PEM)",
+                        path.display()
+                    ),
+                ),
+            },
+            Err(e) => problems.push(
+                format!("{at}.keys[{i}]"),
+                format!("{}: cannot read: {e}", path.display()),
+            ),
+        }
+    }
+    if let Some(jwks) = &cfg.jwks {
+        let path = base.join(jwks);
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<JwkSet>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(set) => {
+                for (i, jwk) in set.keys.iter().enumerate() {
+                    let alg = match &jwk.algorithm {
+                        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                        AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                        _ => {
+                            problems.push(
+                                format!("{at}.jwks"),
+                                format!(
+                                    "key {i}: only OKP (Ed25519) and EC (P-256) keys are accepted"
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                    match DecodingKey::from_jwk(jwk) {
+                        Ok(k) => keys.push((alg, jwk.common.key_id.clone(), k)),
+                        Err(e) => problems.push(format!("{at}.jwks"), format!("key {i}: {e}")),
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{at}.jwks"), format!("{}: {e}", path.display())),
+        }
+    }
+    if keys.is_empty() && problems.is_empty() {
+        // An empty JWKS (`{"keys": []}`) would refuse every token without saying why.
+        problems.push(
+            at.to_string(),
+            "no usable key: the key files and the JWKS hold none",
+        );
+    }
+    problems.into_result(keys)
+}
+
+impl TokenVerifier {
     /// Verify `token` at wall-clock time `now` (seconds since the Unix epoch).
     ///
     /// # Errors
@@ -238,7 +283,8 @@ impl TokenVerifier {
         validation.set_audience(&[&self.cfg.audience]);
         let mut last = TokenError::Algorithm;
         let mut claims = None;
-        for (alg, kid, key) in &self.keys {
+        let keys = self.keys.load();
+        for (alg, kid, key) in keys.iter() {
             if *alg != header.alg || (header.kid.is_some() && kid.is_some() && header.kid != *kid) {
                 continue;
             }
@@ -460,5 +506,75 @@ mod tests {
             err.contains("t.keys[0]") && err.contains("t.keys[1]"),
             "{err}"
         );
+    }
+
+    /// A JWKS holding the Ed25519 public keys of `dirs` (each `ed.pub`), with key ids.
+    fn ed_jwks(dirs: &[&Keys]) -> String {
+        use base64::Engine;
+        let keys: Vec<serde_json::Value> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let pem = std::fs::read_to_string(k.dir.path().join("ed.pub")).unwrap();
+                let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                // The SubjectPublicKeyInfo ends with the 32-byte raw key.
+                let x =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+                serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": format!("k{i}")})
+            })
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    #[test]
+    fn a_reload_takes_the_rotated_jwks_and_keeps_the_running_keys_when_it_is_broken() {
+        let (old, new) = (keys(), keys());
+        let jwks = old.dir.path().join("jwks.json");
+        std::fs::write(&jwks, ed_jwks(&[&old])).unwrap();
+        let mut c = cfg(&[]);
+        c.jwks = Some(PathBuf::from("jwks.json"));
+        let v = TokenVerifier::load(&c, old.dir.path(), "tls.tokens").unwrap();
+        let now = 1_800_000_000;
+        let (by_old, by_new) = (
+            token(&old, "ed.key", now, 60, "dnsward"),
+            token(&new, "ed.key", now, 60, "dnsward"),
+        );
+        assert!(v.verify_at(&by_old, now).is_ok());
+        assert_eq!(v.verify_at(&by_new, now), Err(TokenError::BadSignature));
+
+        // The issuer rotates: the new key only.
+        std::fs::write(&jwks, ed_jwks(&[&new])).unwrap();
+        v.reload().unwrap();
+        assert!(v.verify_at(&by_new, now).is_ok());
+        assert_eq!(v.verify_at(&by_old, now), Err(TokenError::BadSignature));
+
+        // Broken rewrites: each is reported under the key and the running keys stay.
+        for (what, text) in [
+            ("empty", r#"{"keys": []}"#),
+            ("not JSON", "{\"keys\": ["),
+            (
+                "an RSA key",
+                r#"{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}"#,
+            ),
+        ] {
+            std::fs::write(&jwks, text).unwrap();
+            let err = v.reload().unwrap_err().to_string();
+            assert!(err.contains("tls.tokens"), "{what}: {err}");
+            assert!(v.verify_at(&by_new, now).is_ok(), "{what}");
+            assert_eq!(v.key_count(), 1, "{what}");
+        }
+        std::fs::remove_file(&jwks).unwrap();
+        assert!(v.reload().unwrap_err().to_string().contains("jwks.json"));
+        assert!(v.verify_at(&by_new, now).is_ok());
+
+        // At start an empty JWKS is an error, not a server that refuses every token.
+        std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+        let err = TokenVerifier::load(&c, old.dir.path(), "tls.tokens")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no usable key"), "{err}");
     }
 }

@@ -162,6 +162,8 @@ pub struct RunningTls {
     pub doh_addrs: Vec<SocketAddr>,
     /// Each listener's TLS configuration, for reload.
     cells: Vec<Arc<TlsConfigCell>>,
+    /// The DoH bearer-token keys, for reload.
+    tokens: Option<Arc<TokenVerifier>>,
     /// Tells every listener to stop.
     stop: watch::Sender<bool>,
     /// Listener tasks (each waits for its connections).
@@ -169,12 +171,17 @@ pub struct RunningTls {
 }
 
 impl RunningTls {
-    /// Re-read every certificate, key, CA and CRL. Listeners whose files fail keep their
-    /// running configuration; every failure is returned.
     /// The listeners' configuration cells, for a reload hook that outlives this borrow.
     #[must_use]
     pub fn cells(&self) -> Vec<Arc<TlsConfigCell>> {
         self.cells.clone()
+    }
+
+    /// The DoH token verifier (`[tls.tokens]`), for a reload hook: its keys and JWKS are
+    /// re-read there.
+    #[must_use]
+    pub fn tokens(&self) -> Option<Arc<TokenVerifier>> {
+        self.tokens.clone()
     }
 
     /// Re-read every listener's certificate, key, client CAs and CRLs; a listener whose files
@@ -215,6 +222,7 @@ pub async fn start(
         dot_addrs: Vec::new(),
         doh_addrs: Vec::new(),
         cells: Vec::new(),
+        tokens: tokens.clone(),
         stop,
         tasks: JoinSet::new(),
     };

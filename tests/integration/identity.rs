@@ -883,6 +883,59 @@ async fn a_dot_frame_that_cannot_be_a_query_ends_the_connection() {
 }
 
 #[tokio::test]
+async fn a_reload_takes_rotated_token_keys_and_keeps_them_when_the_new_file_is_broken() {
+    let pki = Pki::new();
+    let (mut s, _dot, doh) = start(&pki, "", "").await;
+    let now = unix_now();
+    let agent = "spiffe://example.test/agents/research/9";
+    let old = pki.token("token", agent, Some("research"), "dnsward", now, 900);
+    let new = pki.token("stranger", agent, Some("research"), "dnsward", now, 900);
+    let ask = |token: String| {
+        let pki = &pki;
+        async move {
+            let (st, m) = doh_request(
+                pki,
+                None,
+                doh,
+                "models.corp.internal",
+                Some(&token),
+                true,
+                false,
+            )
+            .await;
+            (st, rcode(&m))
+        }
+    };
+    assert_eq!(ask(old.clone()).await, (200, Some(ResponseCode::NoError)));
+    assert_eq!(ask(new.clone()).await.0, 401);
+
+    // The issuer rotates its key: the configured file now holds the new public key, and a
+    // reload (SIGHUP or the API's) takes it, with no restart.
+    std::fs::copy(pki.path("stranger.pub"), pki.path("token.pub")).unwrap();
+    let app = s.app.as_ref().unwrap();
+    let r = app
+        .control
+        .reload(Some("test"), Some("issuer key rotated"))
+        .await
+        .expect("reload");
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(ask(new.clone()).await, (200, Some(ResponseCode::NoError)));
+    assert_eq!(
+        ask(old.clone()).await.0,
+        401,
+        "the retired key no longer verifies"
+    );
+
+    // A broken key file: the reload is rejected naming the key (a config that could not
+    // start the server is), and the running keys stay.
+    std::fs::write(pki.path("token.pub"), "not a key").unwrap();
+    let err = app.control.reload(Some("test"), None).await.unwrap_err();
+    assert!(err.to_string().contains("tls.tokens.keys[0]"), "{err}");
+    assert_eq!(ask(new).await, (200, Some(ResponseCode::NoError)));
+    s.stop_and_read_events().await;
+}
+
+#[tokio::test]
 async fn dot_pipelines_and_a_reload_revokes_new_connections_but_keeps_open_ones() {
     let pki = Pki::new();
     let (mut s, dot, _doh) = start(&pki, "", "").await;
