@@ -309,6 +309,7 @@ impl RunningApp {
             &cfg.base_dir,
             Arc::clone(&pipeline),
             cfg.server.unknown_clients,
+            cfg.server.tcp_write_timeout,
         )
         .await
         .map_err(|e| StartError::Io {

@@ -4,8 +4,11 @@
 //! is read and its answer is written when ready, so answers may go out of order (clients match
 //! them by ID). At most `max_in_flight` queries per connection are being worked on; beyond that
 //! the connection is not read until one finishes, so one client cannot queue unbounded work.
-//! The connection closes after the idle timeout without a new query, on EOF, or on shutdown
-//! (in-flight answers are still written, bounded by the idle timeout).
+//! The connection closes after the idle timeout without a new query, on EOF, on shutdown
+//! (in-flight answers are still written, bounded by the idle timeout), or when an answer's
+//! write takes longer than `tcp_write_timeout`: a client that asks and never reads would
+//! otherwise hold its connection slot for good (the reader waits for room to queue an answer
+//! and never reaches its idle timeout).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,13 +32,17 @@ pub(super) async fn serve<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(ctx.max_in_flight);
+    let write_timeout = ctx.write_timeout;
     let writer = tokio::spawn(async move {
         while let Some(framed) = rx.recv().await {
-            if wr.write_all(&framed).await.is_err() {
-                return;
+            match tokio::time::timeout(write_timeout, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                // A write error, or a client that has not read for `write_timeout`: the
+                // receiver goes, and with it the reader (`tx.closed()`).
+                _ => return,
             }
         }
-        let _ = wr.shutdown().await;
+        let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
     });
     let slots = Arc::new(Semaphore::new(ctx.max_in_flight));
     let peer = Arc::new(peer);
@@ -52,6 +59,7 @@ pub(super) async fn serve<S>(
                 _ => break, // idle timeout, EOF or error
             },
             _ = stop.changed() => break,
+            () = tx.closed() => break, // the writer gave up
         };
         buf.resize(usize::from(len), 0);
         match tokio::time::timeout(ctx.idle, rd.read_exact(&mut buf)).await {

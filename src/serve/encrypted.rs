@@ -83,6 +83,9 @@ pub(super) struct ListenerContext {
     pub tokens: Option<Arc<TokenVerifier>>,
     /// Idle timeout per connection.
     pub idle: Duration,
+    /// DoT: the longest one answer's write may take (`[server] tcp_write_timeout`, as on
+    /// TCP): a client that does not read its answers loses its connection.
+    pub write_timeout: Duration,
     /// Longest TLS handshake (`[tls] handshake_timeout`).
     pub handshake: Duration,
     /// Most connections per source address (`[tls] max_connections_per_client`).
@@ -202,7 +205,8 @@ impl RunningTls {
 }
 
 /// Bind every DoT and DoH listener of `cfg` (paths relative to `base`); `unknown` is what
-/// clients in no group get (`server.unknown_clients`).
+/// clients in no group get (`server.unknown_clients`), `write_timeout` bounds each DoT answer's
+/// write (`server.tcp_write_timeout`).
 ///
 /// # Errors
 /// Unloadable TLS material or token keys, or an address that cannot be bound.
@@ -211,6 +215,7 @@ pub async fn start(
     base: &Path,
     pipeline: Arc<Pipeline>,
     unknown: UnknownClients,
+    write_timeout: Duration,
 ) -> Result<RunningTls, TlsStartError> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -251,6 +256,7 @@ pub async fn start(
                 kind,
                 tokens: tokens.clone(),
                 idle: cfg.idle_timeout,
+                write_timeout,
                 handshake: cfg.handshake_timeout,
                 per_client: cfg.max_connections_per_client,
                 client_certs: !cfg.client_cas.is_empty(),

@@ -262,7 +262,7 @@ pub(crate) async fn tls_connect(
 
 /// One DoT query from `src` with `who`'s certificate; `None` when the server refused or
 /// closed without answering.
-async fn dot_query(
+pub(crate) async fn dot_query(
     pki: &Pki,
     who: Option<&str>,
     server: SocketAddr,

@@ -297,3 +297,69 @@ allow = ["*.corp.internal"]
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_client_that_never_reads_loses_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    // One connection per source, and a short write bound: the stuck connection must go for
+    // the same source's next one to get in.
+    let cfg = config(&pki, "").replace(
+        "[tls]\n",
+        "[tls]\nmax_connections_per_client = 1\nidle_timeout = \"30s\"\n",
+    );
+    let s = TestServer::start_full(
+        None,
+        &cfg,
+        None,
+        "127.0.0.1:0",
+        "tcp_write_timeout = \"300ms\"",
+    )
+    .await;
+    let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
+    let packet = query_packet("api.corp.internal", RecordType::A, false);
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&packet);
+    let burst: Vec<u8> = framed.repeat(64);
+    // A member that asks and asks and never reads, with the smallest receive window.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(1024).unwrap();
+    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(dot).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(dot.ip().into());
+    let tls = pki.client(None, &[]).connect(name, tcp).await.unwrap();
+    let (unread, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let mut sent = 0usize;
+        for _ in 0..5_000 {
+            match tokio::time::timeout(Duration::from_secs(2), wr.write_all(&burst)).await {
+                Ok(Ok(())) => sent += 64,
+                _ => break,
+            }
+        }
+        (sent, wr)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The same source's next connection is served once the write bound has closed the stuck
+    // one (before: the stuck connection waited for room to queue an answer and never reached
+    // its idle timeout, holding the source's only slot for good).
+    let started = Instant::now();
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(15) {
+        answered =
+            crate::identity::dot_query(&pki, None, dot, "127.0.0.10", "git.corp.internal").await;
+        if answered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (sent, _wr) = writer.await.unwrap();
+    drop(unread);
+    let m = answered
+        .unwrap_or_else(|| panic!("no answer in 15 s; the stuck client sent {sent} queries"));
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    assert!(sent >= 64, "the stuck client got its queries in: {sent}");
+}
