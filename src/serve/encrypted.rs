@@ -46,7 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
+use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, accept_next};
 use crate::events::{AuthRefusedEvent, Event, EventBody};
 use crate::identity::canonical;
 use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
@@ -301,22 +301,9 @@ async fn accept_loop(
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
     let mut handlers = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => break,
-            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
-        };
-        let (stream, remote) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                // Out of file descriptors and the like: count it, say so (rate-limited), and
-                // back off instead of spinning.
-                accept_errors.failed(&e);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, remote)) =
+        accept_next(&listener, &mut stop, &mut handlers, &mut accept_errors).await
+    {
         // Every connection counts against its source from accept on, handshake included, so
         // one address cannot hold the listener with connections that never say anything.
         let source = canonical(remote.ip());

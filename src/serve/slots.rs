@@ -13,6 +13,36 @@ use std::time::Duration;
 
 use metrics::Counter;
 use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::resources::AcceptErrors;
+
+/// The listener's next connection, or `None` once told to stop. Finished connection handlers
+/// are reaped while it waits. A failed accept (out of file descriptors and the like) is
+/// counted, said (rate-limited) and backed off from for 50 ms instead of spinning.
+pub(super) async fn accept_next(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+    handlers: &mut JoinSet<()>,
+    errors: &mut AcceptErrors,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return None,
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
+        };
+        match accepted {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                errors.failed(&e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 /// Connections from clients in no group being refused at the same time (per listener); more
 /// are closed at once.

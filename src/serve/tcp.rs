@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS};
+use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, accept_next};
 use crate::metrics as m;
 use crate::policy::identify::canonical;
 use crate::resources::AcceptErrors;
@@ -64,22 +64,9 @@ pub(super) async fn accept_loop(
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
     let mut handlers = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => break,
-            Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                // Out of file descriptors and the like: count it, say so (rate-limited), and
-                // back off instead of spinning.
-                accept_errors.failed(&e);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) =
+        accept_next(&listener, &mut stop, &mut handlers, &mut accept_errors).await
+    {
         // Identify first: a client in no group never takes a slot.
         let client = canonical(peer.ip());
         if pipeline.policy().clients.lookup(client).is_none() {
