@@ -164,7 +164,7 @@ impl Control {
     ) -> Result<(Arc<ActivePolicy>, Option<PolicyStore>), ControlError> {
         let mut policy = loaded.policy;
         let store = match store {
-            Some(sc) => Some(PolicyStore::open(&sc.state_dir)?),
+            Some(sc) => Some(PolicyStore::open(&sc.state_dir)?.keeping(sc.keep_versions)),
             None => None,
         };
         policy.version = match &store {

@@ -97,6 +97,11 @@ impl PolicyStore {
         if let Ok(existing) = fs::read(&path)
             && sha256_hex(&existing) == sha256
         {
+            // Reused: touched, so pruning ([`super::prune`]) leaves it alone while the
+            // manifest that is about to name it is written.
+            if let Ok(f) = fs::File::options().append(true).open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             return Ok(());
         }
         write_atomic(&self.blobs, sha256, bytes, true).map(|_| ())

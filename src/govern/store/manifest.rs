@@ -190,6 +190,7 @@ impl PolicyStore {
             })?;
             let name = format!("{}.json", info.number);
             if write_atomic(&self.versions, &name, &json, false)? {
+                self.prune_locked();
                 return Ok(info);
             }
         }

@@ -49,8 +49,9 @@
 //! [`PolicyStore::leftover_temp_files`].
 //!
 //! # Limits
-//! - Nothing is pruned yet: manifests, blobs and materialised trees grow with every distinct
-//!   version (blobs are shared, so a reload that changes one list stores one new blob).
+//! - Versions beyond `[store] keep_versions` (default 200; `0` keeps all) are pruned after each
+//!   new one ([`prune`]): the oldest manifests and their trees go, then the blobs no remaining
+//!   manifest names. The running version and pending proposals are always kept.
 //! - Files are read for the snapshot when [`PolicyStore::record`] is called, not when the policy
 //!   was built; record right after building so the window for an edit in between is small.
 //! - Only files listed in [`ActivePolicy::files`] are snapshotted. A config whose zones `dir`
@@ -80,6 +81,7 @@ mod fixture;
 mod fs;
 mod manifest;
 mod propose;
+mod prune;
 mod rollback;
 
 use std::io;
@@ -122,7 +124,20 @@ pub struct StoreConfig {
     /// State directory holding `blobs/` and `versions/` (default `/var/lib/dnsward`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Versions kept (default 200; `0` keeps every version). Older ones are pruned after each
+    /// new version, with the blobs only they named; the running version and pending proposals
+    /// stay whatever their age.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: usize,
 }
+
+fn default_keep_versions() -> usize {
+    200
+}
+
+/// Fewest versions `keep_versions` may keep (other than `0`, all): a rollback needs somewhere
+/// to go, and a day of hourly list updates should still be there.
+pub const MIN_KEEP_VERSIONS: usize = 10;
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/dnsward")
@@ -132,6 +147,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             state_dir: default_state_dir(),
+            keep_versions: default_keep_versions(),
         }
     }
 }
@@ -139,6 +155,15 @@ impl Default for StoreConfig {
 impl StoreConfig {
     /// Check the section, pushing every problem found under the key path `at`.
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
+        if self.keep_versions != 0 && self.keep_versions < MIN_KEEP_VERSIONS {
+            problems.push(
+                format!("{at}.keep_versions"),
+                format!(
+                    "{} is below {MIN_KEEP_VERSIONS}; keep at least {MIN_KEEP_VERSIONS} versions, or 0 for all",
+                    self.keep_versions
+                ),
+            );
+        }
         if self.state_dir.as_os_str().is_empty() {
             problems.push(format!("{at}.state_dir"), "must not be empty");
         } else if self.state_dir.is_relative() {
@@ -296,6 +321,8 @@ pub struct PolicyStore {
     lock: Mutex<()>,
     /// Temporary files found at open: interrupted writes, reported and otherwise ignored.
     leftovers: Vec<PathBuf>,
+    /// Versions kept when a new one is written (`None`: all); see [`prune`].
+    keep: Option<usize>,
 }
 
 impl PolicyStore {
@@ -326,7 +353,16 @@ impl PolicyStore {
             versions,
             lock: Mutex::new(()),
             leftovers,
+            keep: None,
         })
+    }
+
+    /// Keep at most `keep` versions (`0`: all), pruning the oldest after each new version
+    /// ([`prune`]). A store opened only to read (the CLI's history) prunes nothing.
+    #[must_use]
+    pub fn keeping(mut self, keep: usize) -> Self {
+        self.keep = (keep > 0).then_some(keep);
+        self
     }
 
     /// The (absolute) state directory.
@@ -467,6 +503,7 @@ mod tests {
             let mut problems = ConfigProblems::default();
             StoreConfig {
                 state_dir: path.clone(),
+                ..StoreConfig::default()
             }
             .validate("store", &mut problems);
             assert_eq!(problems.is_empty(), ok, "{}: {problems:?}", path.display());
@@ -483,8 +520,22 @@ mod tests {
         assert!(problems.is_empty());
         let rel = StoreConfig {
             state_dir: PathBuf::from("state"),
+            ..StoreConfig::default()
         };
         rel.validate("store", &mut problems);
         assert_eq!(problems.problems[0].location, "store.state_dir");
+        assert_eq!(cfg.keep_versions, 200);
+        for (keep, ok) in [(0, true), (9, false), (10, true), (100_000, true)] {
+            let mut problems = ConfigProblems::default();
+            StoreConfig {
+                keep_versions: keep,
+                ..StoreConfig::default()
+            }
+            .validate("store", &mut problems);
+            assert_eq!(problems.is_empty(), ok, "{keep}: {problems:?}");
+            if !ok {
+                assert_eq!(problems.problems[0].location, "store.keep_versions");
+            }
+        }
     }
 }
