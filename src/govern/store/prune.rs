@@ -1,5 +1,6 @@
 //! Retention: after each new version the store keeps the newest `keep_versions` (`[store]`,
-//! default 200), the running version and every pending proposal, and removes the rest: each
+//! default 200), the running version and every pending (not yet applied) proposal with the
+//! version it edits, and removes the rest: each
 //! pruned version's manifest, then its materialised tree, then the blobs that no remaining
 //! manifest names. Without it the store grew with every distinct version for good (a list
 //! refreshed hourly and reloaded is a new blob an hour).
@@ -45,12 +46,21 @@ impl PolicyStore {
             .filter_map(|(_, i)| i.as_ref())
             .find(|i| i.status != VersionStatus::Proposed)
             .map(|i| i.number);
+        // A proposal stays while pending, with the version it edits (an apply compares the
+        // running content with that version's). Once applied, the version that applied it
+        // holds its content, and the proposal ages out like any other version.
+        let readable: Vec<VersionInfo> = infos.iter().filter_map(|(_, i)| i.clone()).collect();
+        let applied = super::applied_proposals(&readable);
+        let pending: HashSet<u64> = readable
+            .iter()
+            .filter(|v| v.status == VersionStatus::Proposed && !applied.contains_key(&v.number))
+            .flat_map(|v| [Some(v.number), v.proposed_against].into_iter().flatten())
+            .collect();
         let mut pruned = Vec::new();
         let mut kept_blobs: HashSet<&str> = HashSet::new();
         for (n, info) in &infos {
             let Some(info) = info else { continue };
-            let keep_it =
-                *n >= newest_kept || Some(*n) == running || info.status == VersionStatus::Proposed;
+            let keep_it = *n >= newest_kept || Some(*n) == running || pending.contains(n);
             if keep_it {
                 kept_blobs.extend(info.files.iter().map(|f| f.sha256.as_str()));
                 continue;
@@ -242,6 +252,11 @@ mod tests {
             store.latest_applied().unwrap().unwrap().number,
             running.number
         );
+        // The last proposal is applied (version 14): it is no longer pending.
+        let (applied, _) = store
+            .apply(13, "admin", "approved", &crate::config::ConfigFiles)
+            .unwrap();
+        assert_eq!(applied.number, 14);
         // Reloads push the proposals out of the window; they stay while pending.
         for i in 0..12 {
             fx.write("etc/lists/allow.txt", &format!("later{i}.example\n"));
@@ -252,8 +267,11 @@ mod tests {
             .iter()
             .filter(|v| v.status == super::super::VersionStatus::Proposed)
             .count();
-        assert_eq!(proposals, 12);
-        assert!(matches!(store.get(1), Err(StoreError::NoSuchVersion(1))));
-        assert_eq!(history.len(), 12 + 10);
+        assert_eq!(proposals, 11, "the pending ones; the applied one aged out");
+        assert!(matches!(store.get(13), Err(StoreError::NoSuchVersion(13))));
+        // Version 1 is no longer running, but the pending proposals edit it: it stays.
+        assert_eq!(store.get(1).unwrap().number, 1);
+        assert!(matches!(store.get(14), Err(StoreError::NoSuchVersion(14))));
+        assert_eq!(history.len(), 11 + 1 + 10);
     }
 }
