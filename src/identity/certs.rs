@@ -111,6 +111,9 @@ pub struct TlsFiles {
     pub crls: Vec<PathBuf>,
     /// Whether a client certificate is required.
     pub client_cert: ClientCert,
+    /// `[tls.trust_domains]`: each SPIFFE trust domain with the only CA bundles that may vouch
+    /// for its IDs (their CAs are client CAs too). Empty: any client CA vouches for any ID.
+    pub trust_domains: Vec<(String, Vec<PathBuf>)>,
     /// ALPN protocols to offer (`h2`, `http/1.1` for DoH; empty for DoT).
     pub alpn: Vec<Vec<u8>>,
 }
@@ -141,7 +144,7 @@ impl TlsFiles {
                 crls.extend(load_crls(path)?);
             }
             let mut verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .with_crls(crls)
                     // A certificate from a CA that publishes no CRL is not refused for that
                     // alone; a certificate a configured CRL lists is.
@@ -152,7 +155,36 @@ impl TlsFiles {
             let verifier = verifier
                 .build()
                 .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            if self.trust_domains.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                let mut domains = Vec::new();
+                for (domain, bundles) in &self.trust_domains {
+                    let mut roots = RootCertStore::empty();
+                    for path in bundles {
+                        for ca in load_certs(path)? {
+                            roots.add(ca).map_err(|e| file_error(path, e))?;
+                        }
+                    }
+                    let mut crls = Vec::new();
+                    for path in &self.crls {
+                        crls.extend(load_crls(path)?);
+                    }
+                    let own = WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        Arc::clone(&provider),
+                    )
+                    .with_crls(crls)
+                    .allow_unknown_revocation_status()
+                    .build()
+                    .map_err(|e| TlsSetupError::Rustls(format!("trust domain {domain}: {e}")))?;
+                    domains.push((domain.clone(), own));
+                }
+                builder.with_client_cert_verifier(Arc::new(TrustDomainVerifier {
+                    all: verifier,
+                    domains,
+                }))
+            }
         };
         let mut cfg = builder
             .with_single_cert(certs, key)
@@ -170,6 +202,92 @@ impl TlsFiles {
         }
         Ok(Arc::new(cfg))
     }
+}
+
+/// A client certificate with a SPIFFE ID whose trust domain is not vouched for by the bundle
+/// configured for it (`[tls.trust_domains]`).
+#[derive(Debug, thiserror::Error)]
+#[error("client certificate's trust domain {0:?} is not vouched for by its CA bundle")]
+pub struct TrustDomainRefused(pub String);
+
+/// Client certificates checked against every client CA, then, for a SPIFFE ID, against its
+/// trust domain's own bundle: with several CAs configured (a federation, a partner's SPIRE),
+/// one domain's CA must not issue IDs of another (the SPIFFE federation model binds each
+/// trust domain to its bundle). A trust domain not listed is refused.
+#[derive(Debug)]
+struct TrustDomainVerifier {
+    all: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    domains: Vec<(String, Arc<dyn rustls::server::danger::ClientCertVerifier>)>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for TrustDomainVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.all.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.all.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.all.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .all
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let Some(domain) = spiffe_trust_domain(end_entity) else {
+            // No SPIFFE ID: a DNS-named client, vouched for by the client CAs.
+            return Ok(verified);
+        };
+        let refused = || {
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                Arc::new(TrustDomainRefused(domain.clone())),
+            )))
+        };
+        match self.domains.iter().find(|(d, _)| *d == domain) {
+            Some((_, own)) => own
+                .verify_client_cert(end_entity, intermediates, now)
+                .map_err(|_| refused()),
+            None => Err(refused()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.all.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.all.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.all.supported_verify_schemes()
+    }
+}
+
+/// The trust domain of the certificate's SPIFFE ID, when it names one (as
+/// [`agent_identity`] reads it).
+fn spiffe_trust_domain(cert: &CertificateDer<'_>) -> Option<String> {
+    let id = agent_identity(cert)?;
+    let rest = id.strip_prefix("spiffe://")?;
+    Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
 /// The live TLS configuration of one listener, swappable on reload.
@@ -302,6 +420,9 @@ pub fn refusal_reason(err: &std::io::Error) -> Option<String> {
             CertificateError::Revoked => "client certificate revoked".into(),
             CertificateError::UnknownIssuer => "client certificate from an unknown CA".into(),
             CertificateError::BadSignature => "client certificate signature invalid".into(),
+            CertificateError::Other(e) if e.0.downcast_ref::<TrustDomainRefused>().is_some() => {
+                e.0.to_string()
+            }
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "client certificate not valid for client authentication".into()
             }

@@ -63,6 +63,11 @@ pub struct TlsConfig {
     /// Certificate revocation lists (PEM) for client certificates.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// SPIFFE trust domain → the CA bundles (PEM) that alone may vouch for its IDs. When set,
+    /// a certificate's SPIFFE ID must be in a listed trust domain and chain to that domain's
+    /// bundle; the bundles are client CAs too. Empty: any client CA vouches for any ID.
+    #[serde(default)]
+    pub trust_domains: std::collections::BTreeMap<String, Vec<PathBuf>>,
     /// Idle time after which an encrypted connection is closed (default 30s, 1ms to 1h).
     #[serde(default = "default_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -117,6 +122,7 @@ impl Default for TlsConfig {
             dot: Vec::new(),
             doh: Vec::new(),
             client_cas: Vec::new(),
+            trust_domains: std::collections::BTreeMap::new(),
             crls: Vec::new(),
             idle_timeout: default_idle(),
             max_connections: default_max_connections(),
@@ -144,6 +150,16 @@ impl TlsConfig {
         self.dot.is_empty() && self.doh.is_empty()
     }
 
+    /// Every CA that may sign a client certificate: `client_cas` and the trust domains'
+    /// bundles, each once.
+    fn all_client_cas(&self) -> impl Iterator<Item = &PathBuf> {
+        let mut seen = std::collections::HashSet::new();
+        self.client_cas
+            .iter()
+            .chain(self.trust_domains.values().flatten())
+            .filter(move |p| seen.insert(*p))
+    }
+
     /// The TLS files of one listener, paths resolved against `base`.
     #[must_use]
     pub fn files(&self, l: &TlsListenerConfig, kind: TlsKind, base: &Path) -> TlsFiles {
@@ -155,9 +171,14 @@ impl TlsConfig {
         TlsFiles {
             cert: base.join(&l.cert),
             key: base.join(&l.key),
-            client_cas: self.client_cas.iter().map(|p| base.join(p)).collect(),
+            client_cas: self.all_client_cas().map(|p| base.join(p)).collect(),
             crls: self.crls.iter().map(|p| base.join(p)).collect(),
             client_cert: l.client_cert.unwrap_or(default_cert),
+            trust_domains: self
+                .trust_domains
+                .iter()
+                .map(|(d, files)| (d.clone(), files.iter().map(|p| base.join(p)).collect()))
+                .collect(),
             alpn: match kind {
                 TlsKind::Dot => Vec::new(),
                 TlsKind::Doh => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -191,7 +212,7 @@ impl TlsConfig {
                 }
                 let files = self.files(l, kind, base);
                 if files.client_cert == ClientCert::Require
-                    && self.client_cas.is_empty()
+                    && files.client_cas.is_empty()
                     && l.client_cert.is_some()
                 {
                     problems.push(
@@ -202,6 +223,23 @@ impl TlsConfig {
                 if let Err(e) = files.build() {
                     problems.push(here, e.to_string());
                 }
+            }
+        }
+        for (domain, bundles) in &self.trust_domains {
+            let here = format!("{at}.trust_domains.{domain}");
+            let valid = !domain.is_empty()
+                && domain.len() <= 255
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+            if !valid {
+                problems.push(
+                    here.clone(),
+                    "not a SPIFFE trust domain (lower-case letters, digits, '.', '-', '_')",
+                );
+            }
+            if bundles.is_empty() {
+                problems.push(here, "needs at least one CA bundle");
             }
         }
         if self.max_connections == 0 {
@@ -288,5 +326,20 @@ mod tests {
         );
         let text = problems("idle_timeout = \"3s\"\nhandshake_timeout = \"2s\"");
         assert!(!text.contains("handshake_timeout"), "{text}");
+    }
+
+    #[test]
+    fn trust_domains_must_be_spelled_as_spiffe_has_them_and_name_a_bundle() {
+        let text = problems("[trust_domains]\n\"Corp.Example\" = [\"a.pem\"]\n\"ok.example\" = []");
+        assert!(
+            text.contains("tls.trust_domains.Corp.Example: not a SPIFFE trust domain"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tls.trust_domains.ok.example: needs at least one CA bundle"),
+            "{text}"
+        );
+        let text = problems("[trust_domains]\n\"corp.example\" = [\"a.pem\"]");
+        assert!(!text.contains("trust_domains"), "{text}");
     }
 }

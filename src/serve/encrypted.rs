@@ -259,7 +259,7 @@ pub async fn start(
                 write_timeout,
                 handshake: cfg.handshake_timeout,
                 per_client: cfg.max_connections_per_client,
-                client_certs: !cfg.client_cas.is_empty(),
+                client_certs: !cfg.client_cas.is_empty() || !cfg.trust_domains.is_empty(),
                 unknown,
                 max_in_flight: cfg.max_in_flight,
                 path: l.path.clone().unwrap_or_else(|| "/dns-query".into()),

@@ -49,6 +49,11 @@ impl Pki {
         let ca = Issuer::new(ours, ca_key);
         let other_params = ca_params("someone else's CA");
         let other_key = KeyPair::generate().unwrap();
+        // Not a client CA here; a test that federates with it configures it.
+        write(
+            "other-ca.crt",
+            &other_params.self_signed(&other_key).unwrap().pem(),
+        );
         let other = Issuer::new(other_params, other_key);
 
         let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
@@ -101,6 +106,14 @@ impl Pki {
             "foreign",
             "spiffe://example.test/agents/build/4",
             5,
+            false,
+            &other,
+        );
+        // The other CA's own trust domain.
+        client(
+            "partner",
+            "spiffe://partner.test/agents/build/7",
+            6,
             false,
             &other,
         );
@@ -880,6 +893,97 @@ async fn a_dot_frame_that_cannot_be_a_query_ends_the_connection() {
             "closed well before the idle timeout: {n:?}"
         );
     }
+}
+
+/// Two client CAs (a partner's SPIRE federated with ours): without `[tls.trust_domains]` the
+/// partner's CA could issue our trust domain's IDs and be taken for our build agents; with
+/// it, each trust domain is vouched for by its own bundle only.
+#[tokio::test]
+async fn each_trust_domain_is_vouched_for_by_its_own_bundle_only() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt").display().to_string();
+    let other = pki.path("other-ca.crt").display().to_string();
+    let partner_group = r#"
+[[groups]]
+name = "partner"
+identities = ["spiffe://partner.test/agents/*"]
+allow = ["git.corp.internal"]
+"#;
+    let both_cas = pki.config(partner_group).replace(
+        &format!("client_cas = [\"{ca}\"]"),
+        &format!("client_cas = [\"{ca}\", \"{other}\"]"),
+    );
+    // Any client CA for any ID: the partner's CA speaks for our build agent.
+    let mut s = TestServer::start(None, &both_cas).await;
+    let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
+    let m = dot_query(&pki, Some("foreign"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert_eq!(
+        rcode(&m),
+        Some(ResponseCode::NoError),
+        "the gap this closes"
+    );
+    s.stop_and_read_events().await;
+
+    let bound = pki.config(partner_group).replace(
+        &format!("client_cas = [\"{ca}\"]"),
+        &format!(
+            "client_cas = []\n[tls.trust_domains]\n\"example.test\" = [\"{ca}\"]\n\"partner.test\" = [\"{other}\"]"
+        ),
+    );
+    // The table ends [tls]: the keys after it in the section move above it.
+    let bound = move_tls_keys_above_tables(&bound);
+    let mut s = TestServer::start(None, &bound).await;
+    let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
+    let m = dot_query(&pki, Some("foreign"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert!(
+        m.is_none(),
+        "the partner's CA no longer speaks for example.test: {m:?}"
+    );
+    let m = dot_query(&pki, Some("partner"), dot, "127.0.0.1", "git.corp.internal").await;
+    assert_eq!(
+        rcode(&m),
+        Some(ResponseCode::NoError),
+        "its own domain's IDs: {m:?}"
+    );
+    let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
+    assert_eq!(rcode(&m), Some(ResponseCode::NoError), "ours: {m:?}");
+    let events = s.stop_and_read_events().await;
+    let reasons: Vec<&str> = events_of(&events, "auth_refused")
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("trust domain \"example.test\" is not vouched for")),
+        "{reasons:?}"
+    );
+}
+
+/// `[tls]` keys that follow a `[tls.trust_domains]` table inserted in the middle of the
+/// section would belong to the table: move them above it.
+fn move_tls_keys_above_tables(config: &str) -> String {
+    let mut out = Vec::new();
+    let mut table = Vec::new();
+    let mut in_table = false;
+    for line in config.lines() {
+        if line.starts_with("[tls.trust_domains]") {
+            in_table = true;
+            table.push(line.to_string());
+            continue;
+        }
+        if in_table && line.starts_with('[') {
+            in_table = false;
+            out.append(&mut table);
+        }
+        if in_table && line.starts_with('"') {
+            table.push(line.to_string());
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.append(&mut table);
+    out.join("\n")
 }
 
 #[tokio::test]
