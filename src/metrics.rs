@@ -22,8 +22,9 @@ pub const CACHE_MISSES_TOTAL: &str = "dnsward_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
-/// UDP queries sent again to an upstream after its `timeout` passed without an answer (same
-/// ID; also counted in [`UPSTREAM_REQUESTS_TOTAL`]), by `upstream`.
+/// UDP queries sent again to an upstream in a later round after its `timeout` passed without an
+/// answer (same ID, at most twice a query; also counted in [`UPSTREAM_REQUESTS_TOTAL`]), by
+/// `upstream`.
 pub const UPSTREAM_RETRANSMITS_TOTAL: &str = "dnsward_upstream_retransmits_total";
 /// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
 /// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP;

@@ -22,4 +22,5 @@ mod review;
 mod robustness;
 mod tls_exhaustion;
 mod tls_shutdown;
+mod upstream_rounds;
 mod volume;
