@@ -3,6 +3,7 @@
 
 // The helpers the end-to-end tests share; here for the Prometheus text parser.
 mod alert_filter;
+mod cname_chase;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
