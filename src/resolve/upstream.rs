@@ -128,6 +128,12 @@ pub struct UpstreamConfig {
     /// 5s, at most 5m; 0s turns it off).
     #[serde(default = "default_failure_ttl", with = "humantime_serde")]
     pub failure_ttl: Duration,
+    /// The longest a question that keeps failing is answered SERVFAIL at once: each failure
+    /// soon after the last one ran out doubles its time up to this (RFC 9520 §3.2; default the
+    /// larger of 60s and `failure_ttl`, at most 5m, at least `failure_ttl`; equal to it: no
+    /// back-off).
+    #[serde(default, with = "humantime_serde")]
+    pub failure_ttl_max: Option<Duration>,
 }
 
 fn default_sockets_per_server() -> usize {
@@ -143,6 +149,7 @@ impl Default for UpstreamConfig {
             udp_sockets_per_server: default_sockets_per_server(),
             fold_case: false,
             failure_ttl: default_failure_ttl(),
+            failure_ttl_max: None,
         }
     }
 }
@@ -150,6 +157,12 @@ impl Default for UpstreamConfig {
 fn default_failure_ttl() -> Duration {
     Duration::from_secs(5)
 }
+
+/// `failure_ttl_max` when not set: a minute, or `failure_ttl` if that is longer. Short enough
+/// that a question still failing when its upstream comes back is answered again within a
+/// minute; long enough that a question failing for good costs its upstream one exchange a
+/// minute, not one every `failure_ttl`.
+const DEFAULT_FAILURE_TTL_MAX: Duration = Duration::from_secs(60);
 
 /// Accepted `[upstream] timeout` and per-server `timeout`: a client gives up on a query within
 /// seconds; minutes only hold a miss slot (and, past the platform's clock, `Instant::now() +
@@ -294,6 +307,8 @@ pub struct Upstreams {
     sockets: usize,
     /// `[upstream] failure_ttl`.
     failure_ttl: Duration,
+    /// `[upstream] failure_ttl_max` (at least `failure_ttl`).
+    failure_ttl_max: Duration,
 }
 
 impl UpstreamSet {
@@ -358,6 +373,24 @@ impl Upstreams {
                 ),
             );
         }
+        let failure_ttl = FAILURE_TTL.clamp(cfg.failure_ttl);
+        let failure_ttl_max = match cfg.failure_ttl_max {
+            None => DEFAULT_FAILURE_TTL_MAX.max(failure_ttl),
+            Some(max) => {
+                let key = format!("{at}.failure_ttl_max");
+                if problems.check_duration(key.clone(), max, FAILURE_TTL) && max < failure_ttl {
+                    problems.push(
+                        key,
+                        format!(
+                            "must be at least failure_ttl ({}ms), got {}ms",
+                            failure_ttl.as_millis(),
+                            max.as_millis()
+                        ),
+                    );
+                }
+                FAILURE_TTL.clamp(max).max(failure_ttl)
+            }
+        };
         let mut forwards = HashMap::new();
         for (i, f) in cfg.forward.iter().enumerate() {
             let loc = format!("{at}.forward[{i}]");
@@ -388,7 +421,8 @@ impl Upstreams {
             total_timeout: UPSTREAM_TIMEOUT.clamp(cfg.timeout),
             fold_case: cfg.fold_case,
             sockets,
-            failure_ttl: FAILURE_TTL.clamp(cfg.failure_ttl),
+            failure_ttl,
+            failure_ttl_max,
         }
     }
 
@@ -469,6 +503,13 @@ impl Upstreams {
     #[must_use]
     pub fn failure_ttl(&self) -> Duration {
         self.failure_ttl
+    }
+
+    /// The longest a question that keeps failing is answered SERVFAIL without asking again
+    /// (`[upstream] failure_ttl_max`; at least [`Self::failure_ttl`]).
+    #[must_use]
+    pub fn failure_ttl_max(&self) -> Duration {
+        self.failure_ttl_max
     }
 
     /// The server set for a name: the longest matching forward zone, or the default.
@@ -1146,6 +1187,36 @@ mod tests {
             if !ok {
                 assert!(p.to_string().contains("upstream.failure_ttl"), "{p}");
             }
+        }
+    }
+
+    #[test]
+    fn failure_ttl_max_defaults_to_a_minute_and_is_at_least_failure_ttl() {
+        let built = |extra: &str| {
+            let c = cfg(&format!(
+                "servers = [{{ address = \"127.0.0.1\" }}]\n{extra}"
+            ));
+            let mut p = ConfigProblems::default();
+            let u = Upstreams::from_config(&c, "upstream", &mut p);
+            (u.failure_ttl_max(), p)
+        };
+        let (max, p) = built("");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(max, Duration::from_secs(60));
+        let (max, p) = built("failure_ttl = \"5m\"");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(max, Duration::from_secs(300), "never below failure_ttl");
+        let (max, p) = built("failure_ttl_max = \"5s\"");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(
+            max,
+            Duration::from_secs(5),
+            "equal to failure_ttl: no back-off"
+        );
+        for bad in ["failure_ttl_max = \"2s\"", "failure_ttl_max = \"6m\""] {
+            let (_, p) = built(bad);
+            assert_eq!(p.len(), 1, "{bad}: {p}");
+            assert!(p.to_string().contains("upstream.failure_ttl_max"), "{p}");
         }
     }
 

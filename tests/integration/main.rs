@@ -8,6 +8,7 @@ mod cname_chase;
 mod common;
 mod detection;
 mod egress;
+mod failure_backoff;
 mod failure_cache;
 mod faults;
 mod governance;

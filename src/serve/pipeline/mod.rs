@@ -816,6 +816,9 @@ impl Pipeline {
                     Ok(prepared) => {
                         if prepared.answer.rcode == rcode::SERVFAIL {
                             self.remember_failure(p, q, FailureKind::Servfail);
+                        } else {
+                            // Answered: a later failure starts the back-off again.
+                            self.failures.forget(CacheKeyRef::of(q));
                         }
                         // An answer fetched under a policy that a reload has since replaced may be
                         // one the reload made stale: serve it, but do not cache it.
@@ -843,16 +846,23 @@ impl Pipeline {
         }
     }
 
-    /// Remember that `q`'s resolution failed, for `[upstream] failure_ttl`: unless that is
+    /// Remember that `q`'s resolution failed, for `[upstream] failure_ttl` (longer when it keeps
+    /// failing, up to `failure_ttl_max`): unless that is
     /// zero, or a reload replaced the policy it was fetched under.
     fn remember_failure(&self, p: &Pending, q: &Query<'_>, kind: FailureKind) {
-        let ttl = p.policy.upstreams.failure_ttl();
+        let upstreams = &p.policy.upstreams;
+        let ttl = upstreams.failure_ttl();
         if ttl.is_zero() || !Arc::ptr_eq(&p.policy, &self.policy.load()) {
             return;
         }
         let now = self.clock.now();
-        self.failures
-            .insert(CacheKeyRef::of(q), kind, now, now.saturating_add(ttl));
+        self.failures.insert(
+            CacheKeyRef::of(q),
+            kind,
+            now,
+            ttl,
+            upstreams.failure_ttl_max(),
+        );
     }
 
     /// A server cookie's time at `now` (this pipeline's clock): the low 32 bits of Unix time,
