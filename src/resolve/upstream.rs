@@ -25,9 +25,10 @@
 //! doubled each round, before the next one is tried; the exchanges already open stay open, so
 //! the first valid answer from any of them is taken, and a server asked in an earlier round is
 //! sent the same query again (same ID) in the next, at most [`MAX_SENDS_PER_SERVER`] times in
-//! all (RFC 9520 §3.1): a datagram lost to the first server costs one timeout, not the query,
-//! while a black-holed second server is tried meanwhile. A server that failed outright (a closed
-//! port, REFUSED, FORMERR, TC over TCP too) is not asked again for that query. A server with
+//! all (a bound on retries, as RFC 9520 §3.1 asks): a datagram lost to the first server costs
+//! one timeout, not the query, while a black-holed second server is tried meanwhile. A server
+//! that failed outright (a closed port, REFUSED, FORMERR, TC over TCP too) is not asked again
+//! for that query. A server with
 //! [`DOWN_AFTER`] failed exchanges in a row is down: it is sent one probe per query and no
 //! retransmission, and when every server of a set of several is down they are probed together
 //! and the query fails after the longest per-server timeout instead of the whole budget; any
@@ -674,7 +675,7 @@ impl Upstreams {
 }
 
 /// Most datagrams one query sends one server: the query and two retransmissions (RFC 9520
-/// §3.1 asks for a bound on retries to a server; Unbound's outside-network sends as many).
+/// §3.1 asks for a bound on the retries of a query to a server).
 pub const MAX_SENDS_PER_SERVER: u32 = 3;
 
 /// Failed exchanges in a row after which a server is down: in a set of several it is sent one
