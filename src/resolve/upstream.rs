@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,12 +247,34 @@ pub struct Upstream {
     err_truncated: Counter,
     err_local: Counter,
     rtt: Histogram,
+    /// `dnsward_upstream_down`, set when [`Self::failures`] crosses [`DOWN_AFTER`].
+    down: Gauge,
 }
 
 impl Upstream {
     /// Whether it is down: [`DOWN_AFTER`] failed exchanges in a row, no answer since.
     fn is_down(&self) -> bool {
         self.failures.load(Ordering::Relaxed) >= DOWN_AFTER
+    }
+
+    /// One more failed exchange in a row; down from [`DOWN_AFTER`] on (the gauge set at each,
+    /// so a race with an answer is put right by the next failure).
+    fn failed(&self) {
+        if self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+            >= DOWN_AFTER
+        {
+            self.down.set(1.0);
+        }
+    }
+
+    /// It answered: healthy again.
+    fn answered(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) >= DOWN_AFTER {
+            self.down.set(0.0);
+        }
     }
 
     fn new(addr: SocketAddr, transport: Transport, timeout: Duration, sockets: usize) -> Self {
@@ -280,7 +302,13 @@ impl Upstream {
             err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
             err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
             err_local: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "local_resources"),
-            rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l),
+            rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l.clone()),
+            down: {
+                // A new server (or one rebuilt by a reload) starts healthy.
+                let down = metrics::gauge!(m::UPSTREAM_DOWN, "upstream" => l);
+                down.set(0.0);
+                down
+            },
             label,
         }
     }
@@ -741,7 +769,7 @@ impl Rounds<'_, '_> {
                     wire::rcode::NOTIMP => up.err_notimp.increment(1),
                     _ => up.err_rcode.increment(1),
                 }
-                up.failures.fetch_add(1, Ordering::Relaxed);
+                up.failed();
                 None
             }
             Ok(answer) => Some(answer),
@@ -756,7 +784,7 @@ impl Rounds<'_, '_> {
                         return None;
                     }
                 }
-                up.failures.fetch_add(1, Ordering::Relaxed);
+                up.failed();
                 None
             }
         }
@@ -774,7 +802,7 @@ impl Rounds<'_, '_> {
         if let Some(a) = &attempts[j] {
             up.rtt.record(a.first_sent.elapsed().as_secs_f64());
         }
-        up.failures.store(0, Ordering::Relaxed);
+        up.answered();
         self.timed_out(attempts, Some(j));
         (answer, Arc::clone(up))
     }
@@ -790,7 +818,7 @@ impl Rounds<'_, '_> {
             }
             if winner.is_none() || a.first_sent.elapsed() >= up.timeout {
                 up.err_timeout.increment(1);
-                up.failures.fetch_add(1, Ordering::Relaxed);
+                up.failed();
             }
         }
     }

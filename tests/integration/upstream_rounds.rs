@@ -215,6 +215,15 @@ async fn with_every_server_down_a_query_fails_after_one_server_timeout_not_the_b
             "not yet known down: the whole budget ({elapsed:?})"
         );
     }
+    let metrics = metrics_text(&s).await;
+    for up in [&a, &b] {
+        let label = format!("udp://{}", up.addr);
+        assert_eq!(
+            crate::common::metric_sum(&metrics, "dnsward_upstream_down", &[("upstream", &label)]),
+            Some(1.0),
+            "{label} is shown down: {metrics}"
+        );
+    }
     let (asked_a, asked_b) = (a.asked().len(), b.asked().len());
     let (m, elapsed) = ask(s.udp, "later.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
@@ -223,5 +232,42 @@ async fn with_every_server_down_a_query_fails_after_one_server_timeout_not_the_b
         (a.asked().len(), b.asked().len()),
         (asked_a + 1, asked_b + 1),
         "each server is still probed"
+    );
+}
+
+/// A server that answers FORMERR has failed outright for that question: the next server is
+/// tried at once, and later rounds do not ask it again.
+#[tokio::test]
+async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
+    let formerr = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 66])
+        .with_fault(Fault::FormErr)
+        .start_on(host())
+        .await;
+    let lossy = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 13])
+        .with_fault(Fault::LoseFirstUdp)
+        .start_on(host())
+        .await;
+    let s = TestServer::start_on(
+        HOST,
+        &upstream_section(&[formerr.addr, lossy.addr], "300ms"),
+        GROUP,
+        &[],
+    )
+    .await;
+    let (m, elapsed) = ask(s.udp, "formerr-then-lost.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.13"]);
+    assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
+    assert_eq!(
+        formerr.udp_queries.load(Ordering::SeqCst),
+        1,
+        "asked once: its FORMERR ended its part"
+    );
+    assert_eq!(
+        lossy.udp_queries.load(Ordering::SeqCst),
+        2,
+        "lost, then sent again"
     );
 }
