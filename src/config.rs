@@ -631,6 +631,12 @@ mod tests {
             300_000,
         ),
         (
+            "upstream.failure_ttl_max",
+            "[upstream]\nfailure_ttl = \"0s\"\nfailure_ttl_max = \"{v}\"\n",
+            0,
+            300_000,
+        ),
+        (
             "upstream.servers[0].timeout",
             "[upstream]\nservers = [{ address = \"127.0.0.1\", timeout = \"{v}\" }]\n",
             1,

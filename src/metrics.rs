@@ -22,9 +22,13 @@ pub const CACHE_MISSES_TOTAL: &str = "dnsward_cache_misses_total";
 pub const CACHE_ENTRIES: &str = "dnsward_cache_entries";
 /// Requests sent to an upstream, by `upstream` and `transport`.
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "dnsward_upstream_requests_total";
-/// UDP queries sent again to an upstream after its `timeout` passed without an answer (same
-/// ID; also counted in [`UPSTREAM_REQUESTS_TOTAL`]), by `upstream`.
+/// UDP queries sent again to an upstream in a later round after its `timeout` passed without an
+/// answer (same ID, at most twice a query; also counted in [`UPSTREAM_REQUESTS_TOTAL`]), by
+/// `upstream`.
 pub const UPSTREAM_RETRANSMITS_TOTAL: &str = "dnsward_upstream_retransmits_total";
+/// 1 while an upstream is down ([`crate::resolve::upstream::DOWN_AFTER`] failed exchanges in a
+/// row: one probe per query, no retransmission), else 0, by `upstream`.
+pub const UPSTREAM_DOWN: &str = "dnsward_upstream_down";
 /// Upstream failures, by `upstream` and `kind` (`timeout`, `io`, `mismatch`, `refused`,
 /// `formerr`, `notimp`: the server's rcode for a well-formed query; `truncated`: TC over TCP;
 /// `local_resources`: no socket could be opened here, EMFILE, ENFILE, ENOMEM or ENOBUFS).
@@ -147,11 +151,15 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         UPSTREAM_RETRANSMITS_TOTAL,
-        "UDP queries sent again to an upstream after its timeout passed unanswered, by upstream.",
+        "UDP queries sent again to an upstream in a later round, its timeout passed unanswered, by upstream.",
     ),
     (
         UPSTREAM_ERRORS_TOTAL,
         "Upstream failures, by upstream and kind.",
+    ),
+    (
+        UPSTREAM_DOWN,
+        "1 while an upstream is down (failed exchanges in a row: one probe per query), by upstream.",
     ),
     (
         UPSTREAM_SCRUBBED_TOTAL,

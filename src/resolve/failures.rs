@@ -11,6 +11,14 @@
 //! refusal, and failures fetched under a policy a reload has since replaced. A reload empties
 //! the table (its upstreams or zones may have changed).
 //!
+//! A question that keeps failing is remembered longer each time (RFC 9520 §3.2's back-off):
+//! when it fails again soon after its failure ran out (within as long again as it was
+//! remembered), its time doubles, up to `[upstream] failure_ttl_max` (default the larger of
+//! 60 s and `failure_ttl`, at most 5 min, RFC 2308's cap). Any usable answer for it ends the
+//! streak ([`FailureCache::forget`]), so a question back after an outage starts again at
+//! `failure_ttl`; the longest a recovered question can still be answered SERVFAIL is the time
+//! its last failure was given, at most `failure_ttl_max`.
+//!
 //! Keyed by the question as the answer cache keys it (name, type, class, DO and CD bits): the
 //! policy stages have already run before a miss gets here, so a recorded failure is only ever
 //! told to a client whose group may ask that question. The table holds at most
@@ -69,15 +77,22 @@ impl FailureKind {
 struct Entry {
     /// The question, compared on every lookup.
     key: CacheKey,
-    /// Until when (the pipeline's clock) it is remembered.
+    /// Until when (the pipeline's clock) it is answered SERVFAIL at once.
     until: Duration,
+    /// How long it was given (`until` less the time of the failure): the next failure soon
+    /// after gets twice this.
+    ttl: Duration,
+    /// Until when the entry is kept (`until` plus `ttl`): a failure before then continues the
+    /// streak.
+    keep_until: Duration,
     kind: FailureKind,
     /// Its place in [`Table::order`].
     seq: u64,
 }
 
 /// The table behind the lock: entries by keyed hash, and their insertion order (oldest first)
-/// for eviction. All entries share one TTL, so the oldest is also the first to expire.
+/// for eviction. Entries are kept for different times (the back-off), so an expired entry
+/// behind a longer-lived older one waits for it, or for eviction when the table is full.
 #[derive(Debug, Default)]
 struct Table {
     entries: HashMap<u64, Entry, BuildHasherDefault<KeyedHash>>,
@@ -100,12 +115,12 @@ impl Table {
         false
     }
 
-    /// Whether the oldest insertion is stale (replaced, removed) or expired at `now`.
+    /// Whether the oldest insertion is stale (replaced, removed) or past keeping at `now`.
     fn oldest_is_done(&self, now: Duration) -> bool {
         self.order.front().is_some_and(|(hash, seq)| {
             self.entries
                 .get(hash)
-                .is_none_or(|e| e.seq != *seq || e.until <= now)
+                .is_none_or(|e| e.seq != *seq || e.keep_until <= now)
         })
     }
 }
@@ -192,8 +207,11 @@ impl FailureCache {
             return None;
         }
         if entry.until <= now {
-            table.entries.remove(&hash);
-            self.len.store(table.entries.len(), Ordering::Relaxed);
+            // Ran out: asked again. Kept a while for the streak, unless past that too.
+            if entry.keep_until <= now {
+                table.entries.remove(&hash);
+                self.len.store(table.entries.len(), Ordering::Relaxed);
+            }
             return None;
         }
         let kind = entry.kind;
@@ -202,10 +220,31 @@ impl FailureCache {
         Some(kind)
     }
 
-    /// Remember that `key` failed (`kind`) until `until`; the oldest entry goes when full.
-    pub fn insert(&self, key: CacheKeyRef<'_>, kind: FailureKind, now: Duration, until: Duration) {
+    /// Remember that `key` failed (`kind`) at `now`, for `base`, or, when it failed again
+    /// soon after its last failure ran out, for twice that failure's time, at most `max`;
+    /// returns the time given. The oldest entry goes when full.
+    pub fn insert(
+        &self,
+        key: CacheKeyRef<'_>,
+        kind: FailureKind,
+        now: Duration,
+        base: Duration,
+        max: Duration,
+    ) -> Duration {
         let hash = self.hash(key);
         let mut table = self.table.lock();
+        let ttl = match table.entries.get(&hash) {
+            Some(e) if e.key.as_key_ref() == key && now < e.keep_until => {
+                if now < e.until {
+                    // Still remembered (two leaders under two policies): no longer for it.
+                    e.ttl
+                } else {
+                    e.ttl.saturating_mul(2).min(max)
+                }
+            }
+            _ => base,
+        }
+        .max(base);
         while table.oldest_is_done(now) {
             table.pop_oldest();
         }
@@ -219,16 +258,38 @@ impl FailureCache {
         let seq = table.next_seq;
         table.next_seq += 1;
         table.order.push_back((hash, seq));
+        let until = now.saturating_add(ttl);
         table.entries.insert(
             hash,
             Entry {
                 key: key.to_owned_key(),
                 until,
+                ttl,
+                keep_until: until.saturating_add(ttl),
                 kind,
                 seq,
             },
         );
         self.len.store(table.entries.len(), Ordering::Relaxed);
+        ttl
+    }
+
+    /// Forget `key`'s failures: it was answered, and a failure after this starts the back-off
+    /// again at `failure_ttl`.
+    pub fn forget(&self, key: CacheKeyRef<'_>) {
+        if self.is_empty() {
+            return;
+        }
+        let hash = self.hash(key);
+        let mut table = self.table.lock();
+        if table
+            .entries
+            .get(&hash)
+            .is_some_and(|e| e.key.as_key_ref() == key)
+        {
+            table.entries.remove(&hash);
+            self.len.store(table.entries.len(), Ordering::Relaxed);
+        }
     }
 
     /// Forget every failure (a reload: upstreams or zones may have changed).
@@ -277,7 +338,8 @@ mod tests {
             key("a.example").as_key_ref(),
             FailureKind::NoAnswer,
             S,
-            6 * S,
+            5 * S,
+            5 * S,
         );
         assert_eq!(
             t.get(key("a.example").as_key_ref(), 2 * S),
@@ -294,7 +356,9 @@ mod tests {
             "a CD query may succeed where checking failed"
         );
         assert!(t.get(key("a.example").as_key_ref(), 6 * S).is_none());
-        assert!(t.is_empty(), "an expired entry found is removed");
+        assert!(!t.is_empty(), "kept as long again, for the back-off");
+        assert!(t.get(key("a.example").as_key_ref(), 11 * S).is_none());
+        assert!(t.is_empty(), "an entry found past keeping is removed");
     }
 
     #[test]
@@ -305,7 +369,8 @@ mod tests {
                 key(&format!("n{i}.example")).as_key_ref(),
                 FailureKind::Servfail,
                 S,
-                60 * S,
+                59 * S,
+                59 * S,
             );
             assert!(t.len() <= 4);
         }
@@ -333,14 +398,16 @@ mod tests {
                     key(name).as_key_ref(),
                     FailureKind::NoAnswer,
                     now,
-                    now + 5 * S,
+                    5 * S,
+                    5 * S,
                 );
                 // The same failure again before it expires (two leaders under two policies).
                 t.insert(
                     key(name).as_key_ref(),
                     FailureKind::NoAnswer,
                     now,
-                    now + 5 * S,
+                    5 * S,
+                    5 * S,
                 );
             }
             let table = t.table.lock();
@@ -350,5 +417,40 @@ mod tests {
         t.clear();
         assert!(t.is_empty());
         assert!(t.get(key("a.example").as_key_ref(), S).is_none());
+    }
+
+    /// RFC 9520 §3.2: a question failing again right after its failure ran out is remembered
+    /// twice as long, up to the cap; a failure while one is still remembered, a failure long
+    /// after, or an answer in between starts again at the base.
+    #[test]
+    fn a_question_that_keeps_failing_is_remembered_longer_up_to_the_cap() {
+        let t = FailureCache::new(16);
+        let a = key("a.example");
+        let fail = |at: u64| {
+            t.insert(
+                a.as_key_ref(),
+                FailureKind::Servfail,
+                Duration::from_secs(at),
+                5 * S,
+                20 * S,
+            )
+        };
+        assert_eq!(fail(0), 5 * S);
+        assert_eq!(fail(3), 5 * S, "still remembered: not longer (until 8 s)");
+        assert!(t.get(a.as_key_ref(), 9 * S).is_none(), "ran out at 8 s");
+        assert_eq!(fail(9), 10 * S, "failed again: doubled");
+        assert!(t.get(a.as_key_ref(), 18 * S).is_some());
+        assert_eq!(fail(20), 20 * S);
+        assert_eq!(fail(41), 20 * S, "capped");
+        t.forget(a.as_key_ref());
+        assert!(t.is_empty());
+        assert_eq!(fail(60), 5 * S, "answered in between: from the base again");
+        assert_eq!(
+            fail(100),
+            5 * S,
+            "long after (kept until 70 s): from the base again"
+        );
+        t.forget(key("b.example").as_key_ref());
+        assert_eq!(t.len(), 1, "forgetting another question leaves this one");
     }
 }

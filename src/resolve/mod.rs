@@ -6,7 +6,7 @@
 //! - [`inflight`]: the bound on cache misses in flight and coalescing of identical ones.
 //! - [`scrub`]: what a forwarded answer may carry on (its question's chain; no AD).
 //! - [`zones`]: local authoritative zones from RFC 1035 zone files.
-//! - [`upstream`]: the forwarder (random port and ID, TC → TCP, health-ordered failover,
+//! - [`upstream`]: the forwarder (random port and ID, TC → TCP, retry rounds over the servers,
 //!   conditional forward zones).
 //!
 //! May import only the foundation modules (`clock`, `config_error`, `metrics`, `names`, `wire`).

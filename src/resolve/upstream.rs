@@ -17,11 +17,25 @@
 //! of changing per query, which gives a spoofer who learns one port fewer bits to guess; in
 //! exchange a miss costs no socket, no file descriptor and no 64 KiB buffer of its own, so a
 //! flood of misses cannot exhaust descriptors. Forwarding to a resolver on the same host or
-//! network, as dnsward is meant to, keeps off-path spoofing hard either way. Servers are tried
-//! in order of health (fewest recent failures first) until
-//! one answers or the overall budget runs out, and the caller turns that into SERVFAIL; each
-//! server but the last has its own timeout, the last one the rest of the budget, its UDP query
-//! sent again with the same ID every timeout (a lost datagram, a slow server). A
+//! network, as dnsward is meant to, keeps off-path spoofing hard either way.
+//!
+//! Servers are asked in rounds, healthiest (fewest failures in a row) first, within the
+//! overall budget (`[upstream] timeout`), and the caller turns running out of it into SERVFAIL
+//! ([`Upstreams::resolve`]). Each server is sent the query and waited on for its own `timeout`,
+//! doubled each round, before the next one is tried; the exchanges already open stay open, so
+//! the first valid answer from any of them is taken, and a server asked in an earlier round is
+//! sent the same query again (same ID) in the next, at most [`MAX_SENDS_PER_SERVER`] times in
+//! all (a bound on retries, as RFC 9520 §3.1 asks): a datagram lost to the first server costs
+//! one timeout, not the query, while a black-holed second server is tried meanwhile. A server
+//! that failed outright (a closed port, REFUSED, FORMERR, TC over TCP too) is not asked again
+//! for that query. A server with
+//! [`DOWN_AFTER`] failed exchanges in a row is down: it is sent one probe per query and no
+//! retransmission, and when every server of a set of several is down they are probed together
+//! and the query fails after the longest per-server timeout instead of the whole budget; any
+//! answer makes a server healthy again. A sole server always has the whole budget. The per-server
+//! timeout is not adapted to a measured round-trip time: forwarding to recursive resolvers, the
+//! time of an answer is their cache hit (a millisecond) or their own recursion (up to seconds),
+//! and a timeout fitted to the first would send each recursion to a second server. A
 //! socket that cannot be opened here (out of file descriptors or kernel memory, see
 //! [`crate::resources`]) is counted as `kind="local_resources"`, not held against the server's
 //! health, and named in the SERVFAIL's reason ([`UpstreamError::LocalResources`]).
@@ -33,14 +47,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{OnceCell, oneshot, watch};
+use tokio::sync::{Notify, OnceCell, oneshot, watch};
 
 use crate::config_error::{ConfigProblems, DurationRange};
 use crate::metrics as m;
@@ -70,7 +85,8 @@ pub struct ServerConfig {
     /// `udp` (default) or `tcp`.
     #[serde(default)]
     pub protocol: Transport,
-    /// Time to wait for this server before trying the next (default 1s, 1ms to 5m).
+    /// Time to wait for this server before trying the next, doubled each round over the servers
+    /// (default 1s, 1ms to 5m).
     #[serde(default = "default_attempt_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -92,8 +108,8 @@ pub struct UpstreamConfig {
     /// Default upstream servers, tried in order of health.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
-    /// Overall budget for one query across all servers (default 3s, 1ms to 5m); SERVFAIL after
-    /// it.
+    /// Overall budget for one query across all servers and rounds (default 3s, 1ms to 5m);
+    /// SERVFAIL after it.
     #[serde(default = "default_total_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Conditional forward zones.
@@ -113,6 +129,12 @@ pub struct UpstreamConfig {
     /// 5s, at most 5m; 0s turns it off).
     #[serde(default = "default_failure_ttl", with = "humantime_serde")]
     pub failure_ttl: Duration,
+    /// The longest a question that keeps failing is answered SERVFAIL at once: each failure
+    /// soon after the last one ran out doubles its time up to this (RFC 9520 §3.2; default the
+    /// larger of 60s and `failure_ttl`, at most 5m, at least `failure_ttl`; equal to it: no
+    /// back-off).
+    #[serde(default, with = "humantime_serde")]
+    pub failure_ttl_max: Option<Duration>,
 }
 
 fn default_sockets_per_server() -> usize {
@@ -128,6 +150,7 @@ impl Default for UpstreamConfig {
             udp_sockets_per_server: default_sockets_per_server(),
             fold_case: false,
             failure_ttl: default_failure_ttl(),
+            failure_ttl_max: None,
         }
     }
 }
@@ -135,6 +158,12 @@ impl Default for UpstreamConfig {
 fn default_failure_ttl() -> Duration {
     Duration::from_secs(5)
 }
+
+/// `failure_ttl_max` when not set: a minute, or `failure_ttl` if that is longer. Short enough
+/// that a question still failing when its upstream comes back is answered again within a
+/// minute; long enough that a question failing for good costs its upstream one exchange a
+/// minute, not one every `failure_ttl`.
+const DEFAULT_FAILURE_TTL_MAX: Duration = Duration::from_secs(60);
 
 /// Accepted `[upstream] timeout` and per-server `timeout`: a client gives up on a query within
 /// seconds; minutes only hold a miss slot (and, past the platform's clock, `Instant::now() +
@@ -218,9 +247,36 @@ pub struct Upstream {
     err_truncated: Counter,
     err_local: Counter,
     rtt: Histogram,
+    /// `dnsward_upstream_down`, set when [`Self::failures`] crosses [`DOWN_AFTER`].
+    down: Gauge,
 }
 
 impl Upstream {
+    /// Whether it is down: [`DOWN_AFTER`] failed exchanges in a row, no answer since.
+    fn is_down(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) >= DOWN_AFTER
+    }
+
+    /// One more failed exchange in a row; down from [`DOWN_AFTER`] on (the gauge set at each,
+    /// so a race with an answer is put right by the next failure).
+    fn failed(&self) {
+        if self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+            >= DOWN_AFTER
+        {
+            self.down.set(1.0);
+        }
+    }
+
+    /// It answered: healthy again.
+    fn answered(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) >= DOWN_AFTER {
+            self.down.set(0.0);
+        }
+    }
+
     fn new(addr: SocketAddr, transport: Transport, timeout: Duration, sockets: usize) -> Self {
         let label: Arc<str> = match transport {
             Transport::Udp => format!("udp://{addr}"),
@@ -246,7 +302,13 @@ impl Upstream {
             err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
             err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
             err_local: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "local_resources"),
-            rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l),
+            rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l.clone()),
+            down: {
+                // A new server (or one rebuilt by a reload) starts healthy.
+                let down = metrics::gauge!(m::UPSTREAM_DOWN, "upstream" => l);
+                down.set(0.0);
+                down
+            },
             label,
         }
     }
@@ -274,6 +336,8 @@ pub struct Upstreams {
     sockets: usize,
     /// `[upstream] failure_ttl`.
     failure_ttl: Duration,
+    /// `[upstream] failure_ttl_max` (at least `failure_ttl`).
+    failure_ttl_max: Duration,
 }
 
 impl UpstreamSet {
@@ -338,6 +402,24 @@ impl Upstreams {
                 ),
             );
         }
+        let failure_ttl = FAILURE_TTL.clamp(cfg.failure_ttl);
+        let failure_ttl_max = match cfg.failure_ttl_max {
+            None => DEFAULT_FAILURE_TTL_MAX.max(failure_ttl),
+            Some(max) => {
+                let key = format!("{at}.failure_ttl_max");
+                if problems.check_duration(key.clone(), max, FAILURE_TTL) && max < failure_ttl {
+                    problems.push(
+                        key,
+                        format!(
+                            "must be at least failure_ttl ({}ms), got {}ms",
+                            failure_ttl.as_millis(),
+                            max.as_millis()
+                        ),
+                    );
+                }
+                FAILURE_TTL.clamp(max).max(failure_ttl)
+            }
+        };
         let mut forwards = HashMap::new();
         for (i, f) in cfg.forward.iter().enumerate() {
             let loc = format!("{at}.forward[{i}]");
@@ -368,7 +450,8 @@ impl Upstreams {
             total_timeout: UPSTREAM_TIMEOUT.clamp(cfg.timeout),
             fold_case: cfg.fold_case,
             sockets,
-            failure_ttl: FAILURE_TTL.clamp(cfg.failure_ttl),
+            failure_ttl,
+            failure_ttl_max,
         }
     }
 
@@ -451,6 +534,13 @@ impl Upstreams {
         self.failure_ttl
     }
 
+    /// The longest a question that keeps failing is answered SERVFAIL without asking again
+    /// (`[upstream] failure_ttl_max`; at least [`Self::failure_ttl`]).
+    #[must_use]
+    pub fn failure_ttl_max(&self) -> Duration {
+        self.failure_ttl_max
+    }
+
     /// The server set for a name: the longest matching forward zone, or the default.
     #[must_use]
     pub fn select(&self, name: &str) -> &UpstreamSet {
@@ -473,6 +563,18 @@ impl Upstreams {
     /// Resolve `question` (wire bytes of the client's question section) through the servers for
     /// `name`. Returns the upstream's raw answer and which server gave it.
     ///
+    /// Rounds over the servers, healthiest first, within the overall budget: each server is sent
+    /// the query and waited on for its `timeout` (doubled each round), then the next one is
+    /// tried while the earlier exchanges stay open, so an answer from any of them is taken
+    /// (the first valid one; the others are dropped, their late answers counted as
+    /// `kind="mismatch"`). A server already asked in an earlier round is sent the same query
+    /// again (same ID, a retransmission), at most [`MAX_SENDS_PER_SERVER`] times in all. A
+    /// server that failed outright for this question (a closed port, REFUSED, FORMERR, TC over
+    /// TCP too) is not asked again. A server down ([`DOWN_AFTER`] failed exchanges in a row) is
+    /// sent one probe and no retransmission; when every server of a set of several is down,
+    /// they are probed at once and the query ends after the longest per-server timeout rather
+    /// than the whole budget. A sole server always has the whole budget.
+    ///
     /// # Errors
     /// [`UpstreamError`] when no server answers within the budget.
     pub async fn resolve(
@@ -487,82 +589,266 @@ impl Upstreams {
             return Err(UpstreamError::NoUpstream);
         }
         // Both timeouts are validated and clamped; `deadline` never panics even so.
-        let deadline = crate::clock::deadline(Instant::now(), self.total_timeout);
+        let deadline = tokio::time::Instant::from_std(crate::clock::deadline(
+            Instant::now(),
+            self.total_timeout,
+        ));
         let mut order: Vec<&Arc<Upstream>> = set.servers.iter().collect();
         // Healthy servers first; stable, so configured order breaks ties.
         order.sort_by_key(|u| u.failures.load(Ordering::Relaxed).min(8));
-        let mut tried = 0;
-        let mut local = None;
-        let last = order.len() - 1;
-        for (i, up) in order.into_iter().enumerate() {
-            let now = Instant::now();
-            if now >= deadline {
+        let n = order.len();
+        let sole = n == 1;
+        // Read once: another query's outcome may change a server's health meanwhile.
+        let down: Vec<bool> = order.iter().map(|u| !sole && u.is_down()).collect();
+        let all_down = down.iter().all(|d| *d);
+        // Borrowed by the exchanges: a notification sends that server's query again.
+        let resend: Vec<Notify> = (0..n).map(|_| Notify::new()).collect();
+        let mut attempts: Vec<Option<Attempt<'_>>> = (0..n).map(|_| None).collect();
+        let mut rounds = Rounds {
+            order: &order,
+            done: vec![false; n],
+            tried: 0,
+            local: None,
+        };
+        let mut round: u32 = 0;
+        'rounds: loop {
+            let mut sent = false;
+            for i in 0..n {
+                if rounds.done[i] {
+                    continue;
+                }
+                let up = order[i];
+                let sends = attempts[i].as_ref().map_or(0, |a| a.sends);
+                if sends >= MAX_SENDS_PER_SERVER || (down[i] && sends >= 1) {
+                    continue;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break 'rounds;
+                }
+                match &mut attempts[i] {
+                    Some(a) => {
+                        // Still open (a finished one is `done`): the same query again.
+                        a.sends += 1;
+                        resend[i].notify_one();
+                    }
+                    slot @ None => {
+                        rounds.tried += 1;
+                        *slot = Some(Attempt {
+                            first_sent: now,
+                            sends: 1,
+                            exchange: Some(Box::pin(exchange(
+                                up, question, dnssec_ok, cd, &resend[i],
+                            ))),
+                        });
+                    }
+                }
+                sent = true;
+                // A down server, all being down, is only probed: the next one is asked at once.
+                let wait = if down[i] && all_down {
+                    Duration::ZERO
+                } else {
+                    backed_off(up.timeout, round)
+                };
+                let slot_end = now.checked_add(wait).map_or(deadline, |e| e.min(deadline));
+                while let Some((j, result)) = next_outcome(&mut attempts, slot_end).await {
+                    if let Some(answer) = rounds.settle(j, result) {
+                        return Ok(rounds.answered(j, answer, &attempts));
+                    }
+                    if j == i {
+                        // This server failed outright: the next one now.
+                        break;
+                    }
+                }
+            }
+            if !sent {
                 break;
             }
-            tried += 1;
-            // Each server but the last has its own timeout; the last one has the rest of the
-            // budget, its query sent again (same ID) every `timeout` meanwhile: a lost
-            // datagram is retransmitted and a slow server's late answer still counts, where a
-            // sole upstream used to cost a SERVFAIL after one timeout with budget to spare.
-            let budget = if i == last {
-                deadline - now
-            } else {
-                up.timeout.min(deadline - now)
+            round += 1;
+        }
+        // Nothing more to send: the open exchanges have until the deadline (all servers down:
+        // until the longest per-server timeout) to answer.
+        let end = if all_down {
+            attempts
+                .iter()
+                .zip(&order)
+                .filter_map(|(a, up)| a.as_ref().map(|a| a.first_sent + up.timeout))
+                .max()
+                .map_or(deadline, |e| e.min(deadline))
+        } else {
+            deadline
+        };
+        while attempts
+            .iter()
+            .any(|a| a.as_ref().is_some_and(|a| a.exchange.is_some()))
+        {
+            let Some((j, result)) = next_outcome(&mut attempts, end).await else {
+                break;
             };
-            let started = Instant::now();
-            match exchange(up, question, dnssec_ok, cd, budget).await {
-                // The server would not, or could not, answer this question: not an answer for
-                // the client (whose query was well formed), so the next server is tried, and
-                // with none left the client gets SERVFAIL, as Unbound does. A FORMERR or
-                // NOTIMP passed on would tell the client its own query was at fault. Any other
-                // rcode but NOERROR, NXDOMAIN and SERVFAIL (YXDOMAIN, NOTAUTH, unassigned
-                // values) means nothing to a stub, and passed on its choice is a few bits a
-                // query from the upstream that no detector prices: a failure too.
-                Ok(answer)
-                    if !matches!(
-                        wire::rcode_of(&answer),
-                        wire::rcode::NOERROR | wire::rcode::NXDOMAIN | wire::rcode::SERVFAIL
-                    ) =>
-                {
-                    match wire::rcode_of(&answer) {
-                        wire::rcode::REFUSED => up.err_refused.increment(1),
-                        wire::rcode::FORMERR => up.err_formerr.increment(1),
-                        wire::rcode::NOTIMP => up.err_notimp.increment(1),
-                        _ => up.err_rcode.increment(1),
-                    }
-                    up.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(answer) => {
-                    up.rtt.record(started.elapsed().as_secs_f64());
-                    up.failures.store(0, Ordering::Relaxed);
-                    return Ok((answer, Arc::clone(up)));
-                }
-                Err(kind) => {
-                    match kind {
-                        ExchangeError::Timeout => up.err_timeout.increment(1),
-                        ExchangeError::Io => up.err_io.increment(1),
-                        ExchangeError::Truncated => up.err_truncated.increment(1),
-                        // No socket here: says nothing about the server's health.
-                        ExchangeError::LocalResources(cause) => {
-                            up.err_local.increment(1);
-                            local = Some(cause);
-                            continue;
-                        }
-                    }
-                    up.failures.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(answer) = rounds.settle(j, result) {
+                return Ok(rounds.answered(j, answer, &attempts));
             }
         }
-        Err(match local {
-            Some(cause) => UpstreamError::LocalResources { tried, cause },
-            None => UpstreamError::Exhausted { tried },
+        rounds.timed_out(&attempts, None);
+        Err(match rounds.local {
+            Some(cause) => UpstreamError::LocalResources {
+                tried: rounds.tried,
+                cause,
+            },
+            None => UpstreamError::Exhausted {
+                tried: rounds.tried,
+            },
         })
     }
 }
 
+/// Most datagrams one query sends one server: the query and two retransmissions (RFC 9520
+/// §3.1 asks for a bound on the retries of a query to a server).
+pub const MAX_SENDS_PER_SERVER: u32 = 3;
+
+/// Failed exchanges in a row after which a server is down: in a set of several it is sent one
+/// probe per query and no retransmission, and a query whose servers are all down fails after
+/// one per-server timeout. Any answer from it makes it healthy again.
+pub const DOWN_AFTER: u32 = 3;
+
+/// The wait after a server's send in round `round` (0 for the first): its timeout, doubled each
+/// round (RFC 1536's back-off: a server that lost a datagram may be overloaded).
+fn backed_off(timeout: Duration, round: u32) -> Duration {
+    timeout.saturating_mul(1 << round.min(16))
+}
+
+/// One server's exchange within a query.
+struct Attempt<'a> {
+    /// When it was first sent: its timeout is counted from here.
+    first_sent: tokio::time::Instant,
+    /// Datagrams sent (the first and the retransmissions).
+    sends: u32,
+    /// The exchange, while it is open.
+    exchange: Option<Exchange<'a>>,
+}
+
+/// An open exchange with one server.
+type Exchange<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<u8>, ExchangeError>> + Send + 'a>,
+>;
+
+/// The bookkeeping of one query's rounds: which servers are out of it, and the outcome.
+struct Rounds<'o, 'u> {
+    order: &'o [&'u Arc<Upstream>],
+    /// Servers out of this query: they failed outright or their exchange ended.
+    done: Vec<bool>,
+    /// Servers asked.
+    tried: usize,
+    /// A socket that could not be opened here, if any.
+    local: Option<SocketError>,
+}
+
+impl Rounds<'_, '_> {
+    /// Account for server `j`'s finished exchange: its answer when usable, else the failure
+    /// counted (and held against its health unless it was this host's).
+    fn settle(&mut self, j: usize, result: Result<Vec<u8>, ExchangeError>) -> Option<Vec<u8>> {
+        let up = self.order[j];
+        self.done[j] = true;
+        match result {
+            // The server would not, or could not, answer this question: not an answer for
+            // the client (whose query was well formed), so the next server is tried, and
+            // with none left the client gets SERVFAIL, as Unbound does. A FORMERR or
+            // NOTIMP passed on would tell the client its own query was at fault. Any other
+            // rcode but NOERROR, NXDOMAIN and SERVFAIL (YXDOMAIN, NOTAUTH, unassigned
+            // values) means nothing to a stub, and passed on its choice is a few bits a
+            // query from the upstream that no detector prices: a failure too.
+            Ok(answer)
+                if !matches!(
+                    wire::rcode_of(&answer),
+                    wire::rcode::NOERROR | wire::rcode::NXDOMAIN | wire::rcode::SERVFAIL
+                ) =>
+            {
+                match wire::rcode_of(&answer) {
+                    wire::rcode::REFUSED => up.err_refused.increment(1),
+                    wire::rcode::FORMERR => up.err_formerr.increment(1),
+                    wire::rcode::NOTIMP => up.err_notimp.increment(1),
+                    _ => up.err_rcode.increment(1),
+                }
+                up.failed();
+                None
+            }
+            Ok(answer) => Some(answer),
+            Err(kind) => {
+                match kind {
+                    ExchangeError::Io => up.err_io.increment(1),
+                    ExchangeError::Truncated => up.err_truncated.increment(1),
+                    // No socket here: says nothing about the server's health.
+                    ExchangeError::LocalResources(cause) => {
+                        up.err_local.increment(1);
+                        self.local = Some(cause);
+                        return None;
+                    }
+                }
+                up.failed();
+                None
+            }
+        }
+    }
+
+    /// Server `j` answered: its health and round-trip time, the servers still open that had
+    /// their timeout counted as timed out; the answer and its server.
+    fn answered(
+        &self,
+        j: usize,
+        answer: Vec<u8>,
+        attempts: &[Option<Attempt<'_>>],
+    ) -> (Vec<u8>, Arc<Upstream>) {
+        let up = self.order[j];
+        if let Some(a) = &attempts[j] {
+            up.rtt.record(a.first_sent.elapsed().as_secs_f64());
+        }
+        up.answered();
+        self.timed_out(attempts, Some(j));
+        (answer, Arc::clone(up))
+    }
+
+    /// Count the exchanges still open at the end as timeouts, those that had at least their
+    /// server's timeout (others were cut short by another server's answer).
+    fn timed_out(&self, attempts: &[Option<Attempt<'_>>], winner: Option<usize>) {
+        for (i, a) in attempts.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let up = self.order[i];
+            if Some(i) == winner || a.exchange.is_none() {
+                continue;
+            }
+            if winner.is_none() || a.first_sent.elapsed() >= up.timeout {
+                up.err_timeout.increment(1);
+                up.failed();
+            }
+        }
+    }
+}
+
+/// The next exchange to finish and how, or `None` at `until`.
+async fn next_outcome(
+    attempts: &mut [Option<Attempt<'_>>],
+    until: tokio::time::Instant,
+) -> Option<(usize, Result<Vec<u8>, ExchangeError>)> {
+    let sleep = tokio::time::sleep_until(until);
+    tokio::pin!(sleep);
+    std::future::poll_fn(|cx| {
+        for (i, a) in attempts.iter_mut().enumerate() {
+            let Some(a) = a else { continue };
+            let Some(exchange) = &mut a.exchange else {
+                continue;
+            };
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                a.exchange = None;
+                return Poll::Ready(Some((i, result)));
+            }
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ExchangeError {
-    Timeout,
     Io,
     /// Truncated over TCP too: nothing whole to serve, and nothing the client could retry.
     Truncated,
@@ -580,21 +866,22 @@ impl ExchangeError {
     }
 }
 
+/// One server's exchange for a query, open until it ends: over UDP (retried over TCP when
+/// truncated) the query goes out at once and again at each `resend` notification; the caller's
+/// rounds decide when, and how long to wait.
 async fn exchange(
     up: &Upstream,
     question: &[u8],
     dnssec_ok: bool,
     cd: bool,
-    budget: Duration,
+    resend: &Notify,
 ) -> Result<Vec<u8>, ExchangeError> {
-    let now = tokio::time::Instant::now().into_std();
-    let deadline = tokio::time::Instant::from_std(crate::clock::deadline(now, budget));
     if up.transport == Transport::Udp {
         up.requests_udp.increment(1);
-        let answer =
-            tokio::time::timeout_at(deadline, up.pool.exchange(question, dnssec_ok, cd, up))
-                .await
-                .map_err(|_| ExchangeError::Timeout)??;
+        let answer = up
+            .pool
+            .exchange(question, dnssec_ok, cd, up, resend)
+            .await?;
         if !wire::is_truncated(&answer) {
             return Ok(answer);
         }
@@ -602,9 +889,7 @@ async fn exchange(
     let id: u16 = rand_id();
     let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
     up.requests_tcp.increment(1);
-    tokio::time::timeout_at(deadline, tcp_exchange(up, &query, id, question))
-        .await
-        .map_err(|_| ExchangeError::Timeout)?
+    tcp_exchange(up, &query, id, question).await
 }
 
 fn rand_id() -> u16 {
@@ -730,14 +1015,15 @@ impl UdpPool {
     }
 
     /// One exchange: a fresh random ID on a pooled socket, the query, the matching answer; the
-    /// same query is sent again every `up.timeout` until an answer comes (the caller's deadline
-    /// ends it), so a lost datagram costs one timeout, not the exchange.
+    /// same query is sent again (same ID) at each `resend` notification, so a lost datagram
+    /// costs one timeout, not the exchange, and an answer to any of the copies is taken.
     async fn exchange(
         &self,
         question: &[u8],
         dnssec_ok: bool,
         cd: bool,
         up: &Upstream,
+        resend: &Notify,
     ) -> Result<Vec<u8>, ExchangeError> {
         let socket = self.socket(&up.err_mismatch).await?;
         let (tx, rx) = oneshot::channel();
@@ -769,12 +1055,10 @@ impl UdpPool {
             .await
             .map_err(|_| ExchangeError::Io)?;
         let mut rx = rx;
-        // Never a busy loop: the interval is validated (at least 1 ms).
-        let every = up.timeout.max(Duration::from_millis(1));
         loop {
             tokio::select! {
                 answer = &mut rx => return answer.map_err(|_| ExchangeError::Io)?,
-                () = tokio::time::sleep(every) => {
+                () = resend.notified() => {
                     up.requests_udp.increment(1);
                     up.retransmits.increment(1);
                     socket
@@ -936,6 +1220,36 @@ mod tests {
     }
 
     #[test]
+    fn failure_ttl_max_defaults_to_a_minute_and_is_at_least_failure_ttl() {
+        let built = |extra: &str| {
+            let c = cfg(&format!(
+                "servers = [{{ address = \"127.0.0.1\" }}]\n{extra}"
+            ));
+            let mut p = ConfigProblems::default();
+            let u = Upstreams::from_config(&c, "upstream", &mut p);
+            (u.failure_ttl_max(), p)
+        };
+        let (max, p) = built("");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(max, Duration::from_secs(60));
+        let (max, p) = built("failure_ttl = \"5m\"");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(max, Duration::from_secs(300), "never below failure_ttl");
+        let (max, p) = built("failure_ttl_max = \"5s\"");
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(
+            max,
+            Duration::from_secs(5),
+            "equal to failure_ttl: no back-off"
+        );
+        for bad in ["failure_ttl_max = \"2s\"", "failure_ttl_max = \"6m\""] {
+            let (_, p) = built(bad);
+            assert_eq!(p.len(), 1, "{bad}: {p}");
+            assert!(p.to_string().contains("upstream.failure_ttl_max"), "{p}");
+        }
+    }
+
+    #[test]
     fn forward_zones_pick_the_longest_match() {
         let c = cfg(r#"
             servers = [{ address = "127.0.0.1" }]
@@ -1018,7 +1332,12 @@ mod tests {
     /// An upstream that answers every query by echoing it with QR set, and records the source
     /// port of each query; a wrong-ID copy is sent first, as a spoofer would.
     async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        echo_upstream_on("127.0.0.1").await
+    }
+
+    /// As [`echo_upstream`], on an ephemeral port of `ip`.
+    async fn echo_upstream_on(ip: &str) -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
+        let sock = UdpSocket::bind((ip, 0)).await.unwrap();
         let addr = sock.local_addr().unwrap();
         let ports = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&ports);
@@ -1035,6 +1354,51 @@ mod tests {
             }
         });
         (addr, ports)
+    }
+
+    /// Servers all down are probed together, and one that answers is healthy again: it is
+    /// heard at once, not after the others' timeouts, and no longer counted down.
+    #[tokio::test]
+    async fn a_down_server_that_answers_its_probe_is_healthy_again() {
+        let silent = std::net::UdpSocket::bind("127.0.0.212:0").unwrap();
+        let silent = silent.local_addr().unwrap();
+        let (echo, _) = echo_upstream_on("127.0.0.212").await;
+        let c = cfg(&format!(
+            "timeout = \"3s\"\nservers = [{{ address = \"{silent}\", timeout = \"1s\" }}, {{ address = \"{echo}\", timeout = \"1s\" }}]"
+        ));
+        let mut p = ConfigProblems::default();
+        let u = Upstreams::from_config(&c, "upstream", &mut p);
+        assert!(p.is_empty(), "{p}");
+        for s in &u.default.servers {
+            s.failures.store(DOWN_AFTER, Ordering::Relaxed);
+        }
+        let q = crate::wire::tests::query_bytes("example.com", 1, None);
+        let question = crate::wire::parse_query(&q).unwrap().question.to_vec();
+        let started = Instant::now();
+        let (_, up) = u
+            .resolve("example.com", &question, false, false)
+            .await
+            .unwrap();
+        assert_eq!(up.addr, echo);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "not after the silent server's timeout: {:?}",
+            started.elapsed()
+        );
+        assert!(!up.is_down());
+        assert_eq!(up.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_wait_doubles_each_round_and_never_overflows() {
+        let t = Duration::from_millis(300);
+        assert_eq!(backed_off(t, 0), t);
+        assert_eq!(backed_off(t, 1), 2 * t);
+        assert_eq!(backed_off(t, 2), 4 * t);
+        assert_eq!(
+            backed_off(Duration::from_secs(300), 40),
+            Duration::from_secs(300 << 16)
+        );
     }
 
     #[tokio::test]

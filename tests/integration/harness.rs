@@ -363,11 +363,16 @@ impl FakeUpstream {
     }
 
     pub async fn start(self) -> RunningUpstream {
+        self.start_on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// As [`Self::start`], on UDP and TCP of one ephemeral port of `ip`.
+    pub async fn start_on(self, ip: IpAddr) -> RunningUpstream {
         // UDP and TCP on one port: the kernel picks a free UDP port, whose TCP twin may be
         // taken by another process on a busy machine, so try a few.
         let mut attempt = 0;
         let (udp, addr, tcp) = loop {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
             let addr = udp.local_addr().unwrap();
             match TcpListener::bind(addr).await {
                 Ok(tcp) => break (Arc::new(udp), addr, tcp),
@@ -543,6 +548,7 @@ impl TestServer {
             admin_extra,
             &[],
             "",
+            None,
         )
         .await
     }
@@ -554,7 +560,18 @@ impl TestServer {
         zones: &[(&str, &str)],
     ) -> Self {
         let upstreams: Vec<SocketAddr> = upstream.into_iter().collect();
-        Self::start_inner(&upstreams, extra, None, "127.0.0.1:0", "", "", zones, "").await
+        Self::start_inner(
+            &upstreams,
+            extra,
+            None,
+            "127.0.0.1:0",
+            "",
+            "",
+            zones,
+            "",
+            None,
+        )
+        .await
     }
 
     /// As [`Self::start`], with extra lines for the `[upstream]` section.
@@ -572,6 +589,29 @@ impl TestServer {
             "",
             &[],
             upstream_extra,
+            None,
+        )
+        .await
+    }
+
+    /// Everything on `ip` (DNS and admin listeners, ephemeral ports), with this `[upstream]`
+    /// section (its servers, timeouts and all) and these zone files (name, text).
+    pub async fn start_on(
+        ip: &str,
+        upstream_section: &str,
+        extra: &str,
+        zones: &[(&str, &str)],
+    ) -> Self {
+        Self::start_inner(
+            &[],
+            extra,
+            None,
+            &format!("{ip}:0"),
+            "",
+            "",
+            zones,
+            "",
+            Some((ip, upstream_section)),
         )
         .await
     }
@@ -586,6 +626,9 @@ impl TestServer {
         admin_extra: &str,
         zone_files: &[(&str, &str)],
         upstream_extra: &str,
+        // The admin listener's address and the whole `[upstream]` section, when not the
+        // defaults (127.0.0.1, `upstreams` with the harness's timeouts).
+        on: Option<(&str, &str)>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut zone_entries = Vec::new();
@@ -599,7 +642,10 @@ impl TestServer {
             .iter()
             .map(|a| format!("{{ address = \"{a}\", timeout = \"500ms\" }}"))
             .collect();
-        let upstream_line = if upstreams.is_empty() {
+        let admin_ip = on.map_or("127.0.0.1", |(ip, _)| ip);
+        let upstream_line = if let Some((_, section)) = on {
+            section.to_string()
+        } else if upstreams.is_empty() {
             "servers = []".to_string()
         } else {
             format!("servers = [{}]\ntimeout = \"1s\"", servers.join(", "))
@@ -614,7 +660,7 @@ listen = ["{listen}"]
 udp_workers = 2
 {server_extra}
 [admin]
-listen = "127.0.0.1:0"
+listen = "{admin_ip}:0"
 token_file = "token"
 {admin_extra}
 [upstream]

@@ -3,10 +3,12 @@
 
 // The helpers the end-to-end tests share; here for the Prometheus text parser.
 mod alert_filter;
+mod cname_chase;
 #[path = "../common/mod.rs"]
 mod common;
 mod detection;
 mod egress;
+mod failure_backoff;
 mod failure_cache;
 mod faults;
 mod governance;
@@ -22,4 +24,5 @@ mod review;
 mod robustness;
 mod tls_exhaustion;
 mod tls_shutdown;
+mod upstream_rounds;
 mod volume;

@@ -6,7 +6,11 @@
 //! mirror.vendor.example` has no address and asks no one else (glibc does not follow a CNAME
 //! with another query). So, as Unbound does for local data with a CNAME, the target is resolved
 //! here: from another local zone, or through the cache and the upstreams, and its records are
-//! appended; the answer's rcode is the last link's (RFC 6604).
+//! appended; the answer's rcode is the last link's (RFC 6604). A target outside every local
+//! zone is a miss like any other: the failures remembered are consulted first (a target that
+//! just failed is answered SERVFAIL at once, EDE 13, not asked again on every query of the
+//! alias, RFC 9520), and its upstream exchange is shared with every identical question in
+//! flight, the alias's other queries and the target's own.
 //!
 //! Every target on the way must be a name the client's group may resolve (the answer check's
 //! CNAME rule), and a forwarded answer for it goes through the same address check as any other
@@ -22,6 +26,8 @@ use super::{Fetched, Pending, Pipeline};
 use crate::policy::active::ActivePolicy;
 use crate::policy::answer_check::{AnswerProblem, AnswerSource, check_answer};
 use crate::policy::group::Group;
+use crate::resolve::cache::CacheKeyRef;
+use crate::resolve::failures::FailureKind;
 use crate::resolve::zones::MAX_CNAME_CHAIN;
 use crate::wire::{self, Query};
 
@@ -34,6 +40,8 @@ pub(super) enum ChaseStop {
     Private(IpAddr),
     /// The target's resolution failed.
     Failed(Arc<str>),
+    /// The target's resolution failed a moment ago and is not asked again yet (RFC 9520).
+    FailureCached(FailureKind),
 }
 
 impl std::fmt::Display for ChaseStop {
@@ -41,6 +49,7 @@ impl std::fmt::Display for ChaseStop {
         match (self, self.problem()) {
             (_, Some(problem)) => write!(f, "{problem}"),
             (Self::Failed(why), None) => write!(f, "{why}"),
+            (Self::FailureCached(kind), None) => write!(f, "failure cached: {}", kind.as_str()),
             _ => Ok(()),
         }
     }
@@ -52,7 +61,7 @@ impl ChaseStop {
         match self {
             Self::Forbidden(t) => Some(AnswerProblem::ForbiddenTarget(t)),
             Self::Private(ip) => Some(AnswerProblem::PrivateAddress(*ip)),
-            Self::Failed(_) => None,
+            Self::Failed(_) | Self::FailureCached(_) => None,
         }
     }
 }
@@ -146,15 +155,25 @@ impl Pipeline {
                     "the CNAME target is not a usable name".into(),
                 ));
             };
+            // As an ordinary miss for the target: the cache, the failures remembered (RFC
+            // 9520: a target that just failed is not asked again on every query of the alias),
+            // then one exchange shared with every identical question in flight.
             let now = self.clock.now();
             let answer = match self.cache.get_at(&tq, now) {
                 Some(hit) => hit,
-                None => match self.fetch(p, &tq).await {
-                    Fetched::Answer(answer, _, _) => answer,
-                    Fetched::Unusable(_, why) | Fetched::Failed(why) => {
-                        return Err(ChaseStop::Failed(why));
+                None => {
+                    if !self.failures.is_empty()
+                        && let Some(kind) = self.failures.get(CacheKeyRef::of(&tq), now)
+                    {
+                        return Err(ChaseStop::FailureCached(kind));
                     }
-                },
+                    match self.fetch_coalesced(p, &tq).await {
+                        Fetched::Answer(answer, _, _) => answer,
+                        Fetched::Unusable(_, why) | Fetched::Failed(why) => {
+                            return Err(ChaseStop::Failed(why));
+                        }
+                    }
+                }
             };
             if let Some(problem) = self.check_answer(policy, group, &tq.name, &answer) {
                 return Err(match problem {

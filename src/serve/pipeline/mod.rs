@@ -49,8 +49,9 @@
 //!   is answered SERVFAIL at once and counted as overload), then becomes a [`Pending`] resolved
 //!   asynchronously ([`Pipeline::resolve`]), identical questions in flight sharing one upstream
 //!   exchange: local zones
-//!   (authoritative, never forwarded), then the upstreams, then the answer check (CNAME targets
-//!   the group may not reach).
+//!   (authoritative, never forwarded; a CNAME out of the zone is chased, its target a miss like
+//!   any other, failures remembered and exchange shared: `chase.rs`), then the upstreams, then
+//!   the answer check (CNAME targets the group may not reach).
 //! - **egress** (with `[egress]`): every allowed answer (cache hit, local zone, upstream) puts
 //!   its addresses into the group's firewall sets *before* it is sent, waiting at most
 //!   `egress.max_wait`; a cache hit whose addresses are already in the set for long enough
@@ -101,6 +102,7 @@ mod egress;
 mod stages;
 
 use account::{Asked, LazyNow, Report};
+use chase::ChaseStop;
 pub use stages::{Admitted, SYNC_STAGES, Step, SyncStage};
 
 /// What clients in no group get.
@@ -696,7 +698,13 @@ impl Pipeline {
                 }
                 let msg = wire::start_response(&q, rcode::SERVFAIL, false);
                 let why = || format!("the local CNAME's target: {stop}");
-                let report = Report::new(Verdict::Servfail, &why).via(&upstream);
+                let mut report = Report::new(Verdict::Servfail, &why).via(&upstream);
+                if matches!(stop, ChaseStop::FailureCached(_)) {
+                    report = report.ede(wire::Ede {
+                        code: wire::ede::CACHED_ERROR,
+                        text: "resolution failed recently",
+                    });
+                }
                 return Some(self.finish(&ctx, msg, &report));
             }
             let msg = match encode_with_question(m, qname, &q) {
@@ -711,21 +719,7 @@ impl Pipeline {
             return Some(self.egress_admitted(group, msg).await);
         }
 
-        let key = FlightKey {
-            key: CacheKeyRef::of(&q).to_owned_key(),
-            policy_id: Arc::as_ptr(policy) as usize,
-        };
-        let fetched = match self.inflight.join(key) {
-            Flight::Leader(leader) => {
-                let fetched = self.fetch(&p, &q).await;
-                leader.finish(&fetched);
-                fetched
-            }
-            Flight::Follower(rx) => rx.await.unwrap_or_else(|_| {
-                Fetched::Failed("the shared upstream exchange was abandoned".into())
-            }),
-        };
-        match fetched {
+        match self.fetch_coalesced(&p, &q).await {
             Fetched::Answer(answer, upstream, answer_bytes) => {
                 let nxdomain = answer.rcode == rcode::NXDOMAIN;
                 // Fresh from upstream: what is new in it is the downstream half of a tunnel
@@ -777,6 +771,25 @@ impl Pipeline {
         }
     }
 
+    /// The upstream exchange for `q`, shared with every identical question in flight under the
+    /// same policy: led here, or followed (the leader's result, an error if it went away).
+    async fn fetch_coalesced(&self, p: &Pending, q: &Query<'_>) -> Fetched {
+        let key = FlightKey {
+            key: CacheKeyRef::of(q).to_owned_key(),
+            policy_id: Arc::as_ptr(&p.policy) as usize,
+        };
+        match self.inflight.join(key) {
+            Flight::Leader(leader) => {
+                let fetched = self.fetch(p, q).await;
+                leader.finish(&fetched);
+                fetched
+            }
+            Flight::Follower(rx) => rx.await.unwrap_or_else(|_| {
+                Fetched::Failed("the shared upstream exchange was abandoned".into())
+            }),
+        }
+    }
+
     /// The upstream exchange for a miss (the leader of its question): forward, prepare the
     /// answer and cache it.
     async fn fetch(&self, p: &Pending, q: &Query<'_>) -> Fetched {
@@ -803,6 +816,9 @@ impl Pipeline {
                     Ok(prepared) => {
                         if prepared.answer.rcode == rcode::SERVFAIL {
                             self.remember_failure(p, q, FailureKind::Servfail);
+                        } else {
+                            // Answered: a later failure starts the back-off again.
+                            self.failures.forget(CacheKeyRef::of(q));
                         }
                         // An answer fetched under a policy that a reload has since replaced may be
                         // one the reload made stale: serve it, but do not cache it.
@@ -830,16 +846,23 @@ impl Pipeline {
         }
     }
 
-    /// Remember that `q`'s resolution failed, for `[upstream] failure_ttl`: unless that is
+    /// Remember that `q`'s resolution failed, for `[upstream] failure_ttl` (longer when it keeps
+    /// failing, up to `failure_ttl_max`): unless that is
     /// zero, or a reload replaced the policy it was fetched under.
     fn remember_failure(&self, p: &Pending, q: &Query<'_>, kind: FailureKind) {
-        let ttl = p.policy.upstreams.failure_ttl();
+        let upstreams = &p.policy.upstreams;
+        let ttl = upstreams.failure_ttl();
         if ttl.is_zero() || !Arc::ptr_eq(&p.policy, &self.policy.load()) {
             return;
         }
         let now = self.clock.now();
-        self.failures
-            .insert(CacheKeyRef::of(q), kind, now, now.saturating_add(ttl));
+        self.failures.insert(
+            CacheKeyRef::of(q),
+            kind,
+            now,
+            ttl,
+            upstreams.failure_ttl_max(),
+        );
     }
 
     /// A server cookie's time at `now` (this pipeline's clock): the low 32 bits of Unix time,
