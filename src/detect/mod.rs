@@ -14,9 +14,11 @@
 //!    domains, so spreading over many domains does not help) and per registrable domain (the
 //!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
 //!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]).
-//!    Answers go to the same three: a domain's answers count client-wide a 64th up to what
+//!    Answers go to the same three: a domain's answers count client-wide an 80th up to what
 //!    looking at a domain takes, in full past it, so a tunnel hopping to a new domain whenever
-//!    its last one is contained is still one client's evidence; and a registrable domain new
+//!    its last one is contained is still one client's evidence; a domain no other client asks
+//!    counts by its answers' size within that too, so one hopping sooner is bounded as well;
+//!    and a registrable domain new
 //!    to the client and to the fleet counts its own first label client-wide (beyond what a
 //!    brand name carries), so data in `<label>.duckdns.org` is not free,
 //! 4. scores them ([`score::domain_score`]): the (client, domain) or client-wide score, compared
@@ -235,21 +237,22 @@ const SAMPLE_MIN_BITS: u32 = 48;
 /// 4 KB apex set counts 496). A channel needs many answers, and one that hops to a new
 /// domain whenever its last one is contained leaves each of them well past this.
 const CLIENT_DOWN_ALLOWANCE: u64 = 1024;
-/// The part of a domain's answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
-/// client-wide: one in this many. A tunnel hopping to a new domain before each fills its
-/// allowance still pays for its answers (slowly: 3.6 MB of 3.9 KB answers over 470 domains),
-/// and a mail host checking SPF, DMARC and DKIM of 300 domains in 15 minutes scores ~36 (60
-/// alerts).
+/// The part of a domain's counted answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
+/// client-wide: one in this many, the fraction carried from answer to answer (a 64th rounded
+/// down per answer before: about the same for the 100–450-byte answers of a mail check). A
+/// shared domain's answers count this; a private one's also by their size
+/// ([`CLIENT_PRIVATE_DOWN_SHARE`]).
 const CLIENT_DOWN_SHARE: u64 = 80;
 /// The part of a *private* domain's answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
 /// client-wide, of their undiscounted size: one in this many. A domain no other client asks
 /// ([`private_share`]) is a source only this client reads, and what it reads there counts by
 /// its size, not by the big-answer discount (which let a tunnel hopping before each domain's
-/// allowance pay a 64th of a sixteenth: ~3.6 MB of 3.9 KB answers before it was throttled).
-/// So a client's private carrier data client-wide is bounded whatever the answer size and
-/// hop rate; this share sets the bound, as the most a busy benign client reads from private
-/// domains: a mail host checking SPF, DMARC and DKIM of 300 senders in 15 minutes (~1 KB
-/// each, ~320 KB) counts ~3.5 KB here, as at a 64th of the discounted bytes.
+/// allowance pay a 64th of a sixteenth: 4.6 MB of 3.9 KB answers, four a second, before it
+/// was sinkholed; now 0.8 MB). So a client's private carrier data client-wide is bounded
+/// whatever the answer size and hop rate; this share sets the bound, from the most a busy
+/// benign client reads from private domains: a mail host checking SPF, DMARC and DKIM of 300
+/// domains in 15 minutes (~1 KB each) scores 46 with it (49 before), a crawler reading 450
+/// sites' HTTPS (ECH), MTA-STS and DMARC records 55 (56); the alert is at 60.
 const CLIENT_PRIVATE_DOWN_SHARE: u64 = 112;
 
 /// The three information-volume windows of a key: short, detection, long.
@@ -1203,10 +1206,11 @@ impl Detector {
     ///
     /// Each answer that counts bytes is also one piece of downstream data for the rule that one
     /// odd name alone never contains anyone. A new piece of data counts client-wide too
-    /// (`client_down_bytes`): a 64th of it while the domain has given this client less than
-    /// `CLIENT_DOWN_ALLOWANCE` bytes in the detection window, all of it past that (undiscounted
-    /// for size and for being addresses), times the domain's prevalence discount for the
-    /// client. Cache hits should report through
+    /// (`client_down_bytes`): an 80th of it while the domain has given this client less than
+    /// `CLIENT_DOWN_ALLOWANCE` bytes in the detection window (from a domain no other client
+    /// asks, `private_share`, a 112th of its undiscounted size when that is more), all of it
+    /// past that (undiscounted for size and for being addresses), times the domain's
+    /// prevalence discount for the client. Cache hits should report through
     /// [`Self::observe_rcode_at`]: a cached answer carries nothing new. Only keys already
     /// tracked are updated.
     pub fn observe_answer_at(
