@@ -2643,11 +2643,12 @@ fn answer_bytes_count_client_wide_a_share_within_a_domains_allowance_and_in_full
 /// Bytes of downstream data a [`testgen::HoppingDownstream`] tunnel read before its client was
 /// contained (sinkhole or better on any query), when it hops to a new registrable domain after
 /// every `per_domain` answers whether or not that domain was contained: before any domain
-/// has given it what looking at a domain takes. Four names a second. Returns (bytes read,
-/// domains used, level reached), or None when it read `limit` bytes uncontained.
+/// has given it what looking at a domain takes. One name every `interval`. Returns (bytes
+/// read, domains used, level reached), or None when it read `limit` bytes uncontained.
 fn hopping_early_until_contained(
     carrier: testgen::DownCarrier,
     per_domain: usize,
+    interval: Duration,
     limit: usize,
     seed: u64,
 ) -> Option<(usize, u64, Level)> {
@@ -2668,7 +2669,7 @@ fn hopping_early_until_contained(
         answer_exchange(&d, 70, &e);
         moved += e.payload;
         on_domain += 1;
-        clock.advance(Duration::from_millis(250));
+        clock.advance(interval);
     }
     None
 }
@@ -2682,30 +2683,39 @@ fn hopping_early_until_contained(
 /// whatever the answer size and hop rate the client is sinkholed within a bounded total:
 /// ~0.8–1.1 MB at this rate for answers of 600 bytes and more. A channel of small answers
 /// (eight AAAA, 128 bytes of data each) moves ~0.5 KB/s, under what the detection window
-/// contains, and is sinkholed by the long window (~8 MB, after ~4 hours).
+/// contains, and is sinkholed by the long window (~8 MB, after ~4 hours); so is one reading
+/// 600-byte answers once a second (~12.5 MB, after ~6 hours). At one 3.9 KB answer a second
+/// it is sinkholed within the detection window (~0.9 MB).
 #[test]
 fn a_tunnel_hopping_domains_before_each_allowance_is_contained_within_a_bounded_total() {
     use testgen::DownCarrier;
     const FAST: usize = 1280 * 1024;
-    const SLOW: usize = 12 << 20;
+    const SLOW: usize = 16 << 20;
+    let (quick, second) = (Duration::from_millis(250), Duration::from_secs(1));
     let mut worst = 0;
-    for (i, (carrier, per_domain, bound)) in [
-        (DownCarrier::Txt(600), 1, FAST),
-        (DownCarrier::Txt(600), 2, FAST),
-        (DownCarrier::Txt(1500), 1, FAST),
-        (DownCarrier::Txt(1500), 2, FAST),
-        (DownCarrier::Txt(3900), 1, FAST),
-        (DownCarrier::Txt(3900), 2, FAST),
-        (DownCarrier::Null(1100), 1, FAST),
-        (DownCarrier::ManyAaaa(40), 1, FAST),
-        (DownCarrier::ManyAaaa(8), 2, SLOW),
-        (DownCarrier::CnameChain(4), 1, SLOW),
+    for (i, (carrier, per_domain, interval, bound)) in [
+        (DownCarrier::Txt(600), 1, quick, FAST),
+        (DownCarrier::Txt(600), 2, quick, FAST),
+        (DownCarrier::Txt(1500), 1, quick, FAST),
+        (DownCarrier::Txt(1500), 2, quick, FAST),
+        (DownCarrier::Txt(3900), 1, quick, FAST),
+        (DownCarrier::Txt(3900), 2, quick, FAST),
+        (DownCarrier::Null(1100), 1, quick, FAST),
+        (DownCarrier::ManyAaaa(40), 1, quick, FAST),
+        (DownCarrier::Txt(3900), 2, second, FAST),
+        (DownCarrier::Txt(600), 1, second, SLOW),
+        (DownCarrier::ManyAaaa(8), 2, quick, SLOW),
+        (DownCarrier::CnameChain(4), 1, quick, SLOW),
     ]
     .into_iter()
     .enumerate()
     {
-        let got = hopping_early_until_contained(carrier, per_domain, SLOW, 120 + i as u64);
-        println!("{:24} hop every {per_domain}: {got:?}", carrier.name());
+        let got =
+            hopping_early_until_contained(carrier, per_domain, interval, SLOW, 120 + i as u64);
+        println!(
+            "{:24} hop every {per_domain}, every {interval:?}: {got:?}",
+            carrier.name()
+        );
         let (moved, domains, _) = got.unwrap_or_else(|| {
             panic!(
                 "{} hopping every {per_domain}: read {SLOW} B, never contained",
