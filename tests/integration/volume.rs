@@ -1,7 +1,8 @@
 //! Information-volume detection through a running dnsward: tunnels whose names look like words,
 //! CDN hashes or reverse lookups, slow drips, tunnels spread over domains, own-evidence-only
 //! containment, and a day of benign traffic from 40 agents; a downstream tunnel in TXT answers
-//! hopping over domains, and a many-domain SPF/DMARC/DKIM sweep. Time is a manual clock; the fake
+//! hopping over domains (when each is contained, and before each has given it 1 KB), and a
+//! many-domain SPF/DMARC/DKIM sweep. Time is a manual clock; the fake
 //! upstream answers NXDOMAIN for every name it was not given, as a tunnel server's idle answers,
 //! so an NXDOMAIN answer means "forwarded upstream" and anything else means "contained".
 
