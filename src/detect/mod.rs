@@ -14,9 +14,11 @@
 //!    domains, so spreading over many domains does not help) and per registrable domain (the
 //!    fleet-wide view, and prevalence: how many clients use it, since when); each keeps a short,
 //!    a detection and a long sliding window ([`window`]) with a distinct-name sketch ([`sketch`]).
-//!    Answers go to the same three: a domain's answers count client-wide a 64th up to what
+//!    Answers go to the same three: a domain's answers count client-wide an 80th up to what
 //!    looking at a domain takes, in full past it, so a tunnel hopping to a new domain whenever
-//!    its last one is contained is still one client's evidence; and a registrable domain new
+//!    its last one is contained is still one client's evidence; a domain no other client asks
+//!    counts by its answers' size within that too, so one hopping sooner is bounded as well;
+//!    and a registrable domain new
 //!    to the client and to the fleet counts its own first label client-wide (beyond what a
 //!    brand name carries), so data in `<label>.duckdns.org` is not free,
 //! 4. scores them ([`score::domain_score`]): the (client, domain) or client-wide score, compared
@@ -235,12 +237,23 @@ const SAMPLE_MIN_BITS: u32 = 48;
 /// 4 KB apex set counts 496). A channel needs many answers, and one that hops to a new
 /// domain whenever its last one is contained leaves each of them well past this.
 const CLIENT_DOWN_ALLOWANCE: u64 = 1024;
-/// The part of a domain's answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
-/// client-wide: one in this many. A tunnel hopping to a new domain before each fills its
-/// allowance still pays for its answers (slowly: 3.6 MB of 3.9 KB answers over 470 domains),
-/// and a mail host checking SPF, DMARC and DKIM of 300 domains in 15 minutes scores ~36 (60
-/// alerts).
-const CLIENT_DOWN_SHARE: u64 = 64;
+/// The part of a domain's counted answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
+/// client-wide: one in this many, the fraction carried from answer to answer (a 64th rounded
+/// down per answer before: about the same for the 100–450-byte answers of a mail check). A
+/// shared domain's answers count this; a private one's also by their size
+/// ([`CLIENT_PRIVATE_DOWN_SHARE`]).
+const CLIENT_DOWN_SHARE: u64 = 80;
+/// The part of a *private* domain's answer bytes within [`CLIENT_DOWN_ALLOWANCE`] that counts
+/// client-wide, of their undiscounted size: one in this many. A domain no other client asks
+/// ([`private_share`]) is a source only this client reads, and what it reads there counts by
+/// its size, not by the big-answer discount (which let a tunnel hopping before each domain's
+/// allowance pay a 64th of a sixteenth: 4.6 MB of 3.9 KB answers, four a second, before it
+/// was sinkholed; now 0.8 MB). So a client's private carrier data client-wide is bounded
+/// whatever the answer size and hop rate; this share sets the bound, from the most a busy
+/// benign client reads from private domains: a mail host checking SPF, DMARC and DKIM of 300
+/// domains in 15 minutes (~1 KB each) scores 46 with it (49 before), a crawler reading 450
+/// sites' HTTPS (ECH), MTA-STS and DMARC records 55 (56); the alert is at 60.
+const CLIENT_PRIVATE_DOWN_SHARE: u64 = 112;
 
 /// The three information-volume windows of a key: short, detection, long.
 #[derive(Debug, Default)]
@@ -324,6 +337,9 @@ struct ClientState {
     last_alert_at: Option<Duration>,
     /// Its level.
     last_alert_level: Level,
+    /// The fraction of a byte of answers counted client-wide not yet in the windows: many
+    /// small answers add up instead of each rounding to nothing.
+    down_carry: f32,
 }
 
 /// State per registrable domain, fleet-wide.
@@ -1190,10 +1206,11 @@ impl Detector {
     ///
     /// Each answer that counts bytes is also one piece of downstream data for the rule that one
     /// odd name alone never contains anyone. A new piece of data counts client-wide too
-    /// (`client_down_bytes`): a 64th of it while the domain has given this client less than
-    /// `CLIENT_DOWN_ALLOWANCE` bytes in the detection window, all of it past that (undiscounted
-    /// for size and for being addresses), times the domain's prevalence discount for the
-    /// client. Cache hits should report through
+    /// (`client_down_bytes`): an 80th of it while the domain has given this client less than
+    /// `CLIENT_DOWN_ALLOWANCE` bytes in the detection window (from a domain no other client
+    /// asks, `private_share`, a 112th of its undiscounted size when that is more), all of it
+    /// past that (undiscounted for size and for being addresses), times the domain's
+    /// prevalence discount for the client. Cache hits should report through
     /// [`Self::observe_rcode_at`]: a cached answer carries nothing new. Only keys already
     /// tracked are updated.
     pub fn observe_answer_at(
@@ -1328,13 +1345,25 @@ impl Detector {
                 record(&mut st.windows);
                 (st.windows.0[1].raw_down_bytes(), st.prevalence)
             });
-        if let Some(state) = self.domains.get(domain_key) {
-            record(&mut state.lock().windows);
-        }
+        // How far the domain is this client's alone (1: no other client asked it over the
+        // prevalence window), read only for a new piece of data; a domain no longer tracked
+        // is taken as private.
+        let private = self.domains.get(domain_key).map_or(1.0, |state| {
+            let mut d = state.lock();
+            record(&mut d.windows);
+            if data {
+                d.clients.advance(now, self.prevalence_half);
+                private_share(d.clients.stats_unique())
+            } else {
+                1.0
+            }
+        });
         // The client across its domains: what each domain gives past what looking at a domain
         // takes, so a tunnel hopping to a new domain whenever its last one is contained is one
-        // suspect, not forty. A new piece of data only: a carrier record that changed its TTLs
-        // alone says nothing new (its bytes still use up the domain's allowance).
+        // suspect, not forty; and within that, a private domain's answers by their size, so
+        // one hopping before each domain's allowance is one suspect too. A new piece of data
+        // only: a carrier record that changed its TTLs alone says nothing new (its bytes
+        // still use up the domain's allowance).
         if data {
             let (pair_down, prevalence) = pair.unwrap_or((u64::from(down), 0));
             let prevalence = if prevalence == 0 {
@@ -1342,21 +1371,25 @@ impl Detector {
             } else {
                 f32::from(prevalence) / 255.0
             };
-            let counted = client_down_bytes(pair_down, down, full);
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            let counted = (counted as f32 * prevalence) as u32;
-            if counted > 0
+            let counted = client_down_bytes(pair_down, down, full, private) * prevalence;
+            if counted > 0.0
                 && let Some(state) = self.clients.get(client_hash)
             {
                 let mut c = state.lock();
+                // Whole bytes to the windows, the fraction carried to the next answer: a
+                // tunnel of many small answers (one AAAA each, 16 bytes at a 96th) pays for
+                // every one of them, rather than nothing for each.
+                let carried = counted + c.down_carry;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let whole = carried.min(u32::MAX as f32) as u32;
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    c.down_carry = (carried - whole as f32).clamp(0.0, 1.0);
+                }
                 for (w, epoch) in c.windows.0.iter_mut().zip(epochs) {
                     w.advance_to(epoch);
                     let b = w.current_mut();
-                    b.down_bytes = b.down_bytes.saturating_add(counted);
+                    b.down_bytes = b.down_bytes.saturating_add(whole);
                     b.down_answers = b.down_answers.saturating_add(1);
                 }
             }
@@ -1594,21 +1627,42 @@ fn address_bits(octets: &[u8], near_known: bool, far_known: bool) -> u32 {
 
 /// The bytes of one answer that count client-wide, before [`volume::DOWN_WEIGHT`]: `down`
 /// bytes counted for the (client, domain), `full` the same without the discount on big answers,
-/// and `pair_down` the pair's counted bytes in its detection window, this answer's included.
+/// `pair_down` the pair's counted bytes in its detection window, this answer's included, and
+/// `private` how far the domain is this client's alone ([`private_share`]).
 ///
-/// Within the domain's [`CLIENT_DOWN_ALLOWANCE`] one [`CLIENT_DOWN_SHARE`]th counts; past it,
+/// Within the domain's [`CLIENT_DOWN_ALLOWANCE`] one [`CLIENT_DOWN_SHARE`]th of the counted
+/// bytes counts, and for a private domain the more of that and one
+/// [`CLIENT_PRIVATE_DOWN_SHARE`]th of the undiscounted bytes (blended by `private`); past it,
 /// all of `full`'s share: the discount on big answers is for an RRset asked once (an apex's
 /// TXT set), and a domain's answers past the allowance are a stream.
-fn client_down_bytes(pair_down: u64, down: u32, full: u32) -> u32 {
+fn client_down_bytes(pair_down: u64, down: u32, full: u32, private: f32) -> f32 {
     if down == 0 {
-        return 0;
+        return 0.0;
     }
     let (down, full) = (u64::from(down), u64::from(full.max(down)));
     let before = pair_down.saturating_sub(down);
     let within = pair_down.min(CLIENT_DOWN_ALLOWANCE) - before.min(CLIENT_DOWN_ALLOWANCE);
     let beyond = down.saturating_sub(within);
-    let counted = within / CLIENT_DOWN_SHARE + full * beyond / down;
-    u32::try_from(counted).unwrap_or(u32::MAX)
+    #[allow(clippy::cast_precision_loss)] // bytes of one answer
+    let (shared_within, private_within, beyond) = (
+        within as f32 / CLIENT_DOWN_SHARE as f32,
+        (full * within / down) as f32 / CLIENT_PRIVATE_DOWN_SHARE as f32,
+        (full * beyond / down) as f32,
+    );
+    let private_within = private_within.max(shared_within);
+    shared_within + (private_within - shared_within) * private.clamp(0.0, 1.0) + beyond
+}
+
+/// How far a domain asked by `clients` distinct clients over the prevalence window is one
+/// client's alone, 0..=1: 1 up to two clients, 0 from sixteen (the prevalence ramp,
+/// log2(clients) from 1 to 4). A tunnel's domains are asked by its client alone; a popular
+/// domain's long TXT or HTTPS records (a mail provider's SPF, a CDN's ECH configs) are read
+/// by many. Two clients still count as private, so one attacker's two agents asking each
+/// other's domains earn nothing; sixteen would.
+fn private_share(clients: u64) -> f32 {
+    #[allow(clippy::cast_precision_loss)]
+    let clients = clients.max(1) as f32;
+    1.0 - score::ramp(clients.log2(), 1.0, 4.0)
 }
 
 /// Whether an alert at `level` is due for a key now; records it when it is.

@@ -1117,6 +1117,93 @@ pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     out
 }
 
+/// What a crawler (or an agent auditing sites' set-ups) is answered reading one site's
+/// modern records: HTTPS at the apex and at `www` with an ECH config, alpn and address hints
+/// (300–500 bytes each, as a CDN-fronted site's), `_mta-sts` TXT (`v=STSv1; id=…`, 40–70
+/// bytes; NXDOMAIN with the zone's SOA for three sites in four) and `_dmarc` TXT (80–200
+/// bytes). Every answer is the site's own: nothing in it is shared with another site.
+#[must_use]
+pub fn ech_crawl_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
+    let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
+    let record = |qname: String, qtype: u16, bytes: usize, r: &mut Prng| Exchange {
+        qname,
+        qtype,
+        nxdomain: false,
+        answers: 1,
+        bytes,
+        tag: r.next_u64(),
+        addresses: Vec::new(),
+        cname_targets: Vec::new(),
+        payload: 0,
+    };
+    let mut out = vec![
+        record(domain.to_string(), 65, 300 + below(200, r), r),
+        record(format!("www.{domain}"), 65, 300 + below(200, r), r),
+    ];
+    let mta_sts = format!("_mta-sts.{domain}");
+    if r.below(4) == 0 {
+        out.push(record(mta_sts, 16, 40 + below(30, r), r));
+    } else {
+        out.push(Exchange {
+            nxdomain: true,
+            answers: 0,
+            bytes: 80 + 2 * domain.len(),
+            ..record(mta_sts, 16, 0, r)
+        });
+    }
+    out.push(record(
+        format!("_dmarc.{domain}"),
+        16,
+        80 + below(120, r),
+        r,
+    ));
+    out
+}
+
+/// What a mail server is answered checking one inbound message's sender domain: its apex TXT
+/// (an SPF record of 60–450 bytes among verification tokens; one domain in twenty a 1.5–4 KB
+/// set), `_dmarc` TXT (80–200 bytes) and the DKIM key of the message's selector (a 2048-bit
+/// key, 400–460 bytes, under one of a few common selectors; NXDOMAIN with the zone's SOA for
+/// one in five).
+#[must_use]
+pub fn inbound_sender_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
+    const SELECTORS: [&str; 6] = ["selector1", "google", "k1", "s1", "default", "mail"];
+    let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
+    let txt = |qname: String, bytes: usize, r: &mut Prng| Exchange {
+        qname,
+        qtype: 16,
+        nxdomain: false,
+        answers: 1,
+        bytes,
+        tag: r.next_u64(),
+        addresses: Vec::new(),
+        cname_targets: Vec::new(),
+        payload: 0,
+    };
+    let apex = if r.below(20) == 0 {
+        1500 + below(2500, r)
+    } else {
+        60 + below(390, r)
+    };
+    let mut out = vec![
+        txt(domain.to_string(), apex, r),
+        txt(format!("_dmarc.{domain}"), 80 + below(120, r), r),
+    ];
+    let selector = SELECTORS[below(SELECTORS.len() as u64, r)];
+    let dkim = format!("{selector}._domainkey.{domain}");
+    if r.below(5) == 0 {
+        out.push(Exchange {
+            nxdomain: true,
+            answers: 0,
+            bytes: 80 + 2 * domain.len(),
+            ..txt(dkim, 0, r)
+        });
+    } else {
+        out.push(txt(dkim, 400 + below(60, r), r));
+    }
+    out
+}
+
 /// One query from one client of a benign replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenignQuery {

@@ -2595,18 +2595,183 @@ fn hundreds_of_ordinary_registrable_domains_raise_no_alert() {
     println!("{} domains: highest score {worst:?}", domains.len());
 }
 
-/// What one answer adds client-wide: a 64th while its domain's counted bytes stay within the
-/// allowance, every byte of the undiscounted size past it.
+/// What one answer adds client-wide: a [`CLIENT_DOWN_SHARE`]th of its counted bytes while its
+/// domain's counted bytes stay within the allowance, every byte of the undiscounted size past
+/// it; from a private domain, within the allowance, a [`CLIENT_PRIVATE_DOWN_SHARE`]th of its
+/// undiscounted size when that is more.
 #[test]
-fn answer_bytes_count_client_wide_a_64th_within_a_domains_allowance_and_in_full_past_it() {
-    assert_eq!(client_down_bytes(0, 0, 0), 0);
+fn answer_bytes_count_client_wide_a_share_within_a_domains_allowance_and_in_full_past_it() {
+    #[allow(clippy::cast_precision_loss)]
+    let (share, private_share_of) = (CLIENT_DOWN_SHARE as f32, CLIENT_PRIVATE_DOWN_SHARE as f32);
+    let close = |got: f32, want: f32| assert!((got - want).abs() < 0.01, "{got} != {want}");
+    let shared = |pair_down, down, full| client_down_bytes(pair_down, down, full, 0.0);
+    close(shared(0, 0, 0), 0.0);
     // A first 500-byte answer: within the allowance.
-    assert_eq!(client_down_bytes(500, 500, 500), 500 / 64);
-    // A 4 KB answer (counted 496) that crosses it after 1,004: 20 counted bytes within (a 64th
-    // of them rounds to nothing), the rest of its 4,000 bytes in full.
-    assert_eq!(client_down_bytes(1500, 496, 4000), 4000 * 476 / 496);
+    close(shared(500, 500, 500), 500.0 / share);
+    // A 4 KB answer (counted 496) that crosses it after 1,004: 20 counted bytes within (at the
+    // share), the rest of its 4,000 bytes in full.
+    #[allow(clippy::cast_precision_loss)]
+    let crossing = 20.0 / share + (4000 * 476 / 496) as f32;
+    close(shared(1500, 496, 4000), crossing);
     // Past it: the whole answer, undiscounted.
-    assert_eq!(client_down_bytes(3000, 483, 3900), 3900);
+    close(shared(3000, 483, 3900), 3900.0);
     // `full` is never below what was counted.
-    assert_eq!(client_down_bytes(5000, 200, 0), 200);
+    close(shared(5000, 200, 0), 200.0);
+    // A private domain: a 3.9 KB answer (counted 483) within the allowance counts its 3,900
+    // bytes at the private share, not its 483 at the other; a 200-byte one the more of the two.
+    let private = |pair_down, down, full| client_down_bytes(pair_down, down, full, 1.0);
+    close(private(483, 483, 3900), 3900.0 / private_share_of);
+    close(
+        private(200, 200, 200),
+        (200.0 / share).max(200.0 / private_share_of),
+    );
+    // Past the allowance nothing changes.
+    close(private(3000, 483, 3900), 3900.0);
+    // Half private: halfway between.
+    close(
+        client_down_bytes(483, 483, 3900, 0.5),
+        (483.0 / share + 3900.0 / private_share_of) / 2.0,
+    );
+    // Private up to two clients, shared from sixteen.
+    close(private_share(0), 1.0);
+    close(private_share(1), 1.0);
+    close(private_share(2), 1.0);
+    assert!(private_share(4) < 0.7 && private_share(4) > 0.6);
+    close(private_share(16), 0.0);
+}
+
+/// Bytes of downstream data a [`testgen::HoppingDownstream`] tunnel read before its client was
+/// contained (sinkhole or better on any query), when it hops to a new registrable domain after
+/// every `per_domain` answers whether or not that domain was contained: before any domain
+/// has given it what looking at a domain takes. One name every `interval`. Returns (bytes
+/// read, domains used, level reached), or None when it read `limit` bytes uncontained.
+fn hopping_early_until_contained(
+    carrier: testgen::DownCarrier,
+    per_domain: usize,
+    interval: Duration,
+    limit: usize,
+    seed: u64,
+) -> Option<(usize, u64, Level)> {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let mut tunnel = testgen::HoppingDownstream::new(carrier, seed);
+    let (mut moved, mut on_domain) = (0usize, 0usize);
+    while moved < limit {
+        if on_domain == per_domain {
+            tunnel.hop();
+            on_domain = 0;
+        }
+        let e = tunnel.next_exchange();
+        let a = observe(&d, ip(70), &e.qname, e.qtype, &settings);
+        if a.level >= Level::Sinkhole {
+            return Some((moved, tunnel.domains_used(), a.level));
+        }
+        answer_exchange(&d, 70, &e);
+        moved += e.payload;
+        on_domain += 1;
+        clock.advance(interval);
+    }
+    None
+}
+
+/// A tunnel reading its data from answers that moves to a new registrable domain after every
+/// one or two answers, before any domain has given it 1 KB (counted), paid client-wide only a
+/// 64th of each answer's counted bytes (the big-answer discount included): at four answers a
+/// second it read 1.2 MB of 600-byte TXT answers, 2.5 MB of 1.5 KB ones and 4.6 MB of 3.9 KB
+/// ones before it was sinkholed, and with many AAAA records or CNAME chains more than 8 MB.
+/// A domain no other client asks counts its answers' undiscounted size client-wide, so
+/// whatever the answer size and hop rate the client is sinkholed within a bounded total:
+/// ~0.8–1.1 MB at this rate for answers of 600 bytes and more. A channel of small answers
+/// (eight AAAA, 128 bytes of data each) moves ~0.5 KB/s, under what the detection window
+/// contains, and is sinkholed by the long window (~8 MB, after ~4 hours); so is one reading
+/// 600-byte answers once a second (~12.5 MB, after ~6 hours). At one 3.9 KB answer a second
+/// it is sinkholed within the detection window (~0.9 MB).
+#[test]
+fn a_tunnel_hopping_domains_before_each_allowance_is_contained_within_a_bounded_total() {
+    use testgen::DownCarrier;
+    const FAST: usize = 1280 * 1024;
+    const SLOW: usize = 16 << 20;
+    let (quick, second) = (Duration::from_millis(250), Duration::from_secs(1));
+    let mut worst = 0;
+    for (i, (carrier, per_domain, interval, bound)) in [
+        (DownCarrier::Txt(600), 1, quick, FAST),
+        (DownCarrier::Txt(600), 2, quick, FAST),
+        (DownCarrier::Txt(1500), 1, quick, FAST),
+        (DownCarrier::Txt(1500), 2, quick, FAST),
+        (DownCarrier::Txt(3900), 1, quick, FAST),
+        (DownCarrier::Txt(3900), 2, quick, FAST),
+        (DownCarrier::Null(1100), 1, quick, FAST),
+        (DownCarrier::ManyAaaa(40), 1, quick, FAST),
+        (DownCarrier::Txt(3900), 2, second, FAST),
+        (DownCarrier::Txt(600), 1, second, SLOW),
+        (DownCarrier::ManyAaaa(8), 2, quick, SLOW),
+        (DownCarrier::CnameChain(4), 1, quick, SLOW),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got =
+            hopping_early_until_contained(carrier, per_domain, interval, SLOW, 120 + i as u64);
+        println!(
+            "{:24} hop every {per_domain}, every {interval:?}: {got:?}",
+            carrier.name()
+        );
+        let (moved, domains, _) = got.unwrap_or_else(|| {
+            panic!(
+                "{} hopping every {per_domain}: read {SLOW} B, never contained",
+                carrier.name()
+            )
+        });
+        if bound == FAST {
+            worst = worst.max(moved);
+        }
+        assert!(
+            moved <= bound,
+            "{} hopping every {per_domain}: {moved} B over {domains} domains",
+            carrier.name()
+        );
+    }
+    println!("most read before containment, answers of 600 bytes and more: {worst} B");
+}
+
+/// One client reading TXT and HTTPS records of hundreds of distinct domains no other client
+/// asks, in fifteen minutes: what the pricing of private domains' answers by their size must
+/// leave alone. A crawler reading 450 sites' HTTPS records with ECH configs (300–500 bytes, at
+/// the apex and `www`), `_mta-sts` and `_dmarc`; a mail server checking SPF, DMARC and the DKIM
+/// key of 300 inbound senders (under six common selectors). Each is ~1 KB of private answers
+/// a domain, 260–470 KB in all: no alert. Prints each class's highest score.
+#[test]
+fn one_client_reading_records_of_hundreds_of_private_domains_raises_no_alert() {
+    let settings = GroupDetectConfig::default();
+    type Class = fn(&str, &mut testgen::Prng) -> Vec<testgen::Exchange>;
+    for (what, count, class) in [
+        (
+            "ECH/MTA-STS/DMARC crawl",
+            450usize,
+            testgen::ech_crawl_site as Class,
+        ),
+        ("inbound sender checks", 300, testgen::inbound_sender_check),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut r = testgen::Prng::new(17);
+        // Spread evenly over 15 minutes, a few answers a domain 50 ms apart.
+        let pause = Duration::from_millis(900_000 / count as u64 - 200);
+        let (mut worst, mut read) = ((Level::None, 0u8, String::new()), 0usize);
+        for domain in testgen::ordinary_domains(count, 21) {
+            for e in &class(&domain, &mut r) {
+                let a = exchange(&d, 52, e, &settings);
+                read += e.bytes;
+                if a.score > worst.1 {
+                    worst = (a.level, a.score, e.qname.clone());
+                }
+                clock.advance(Duration::from_millis(50));
+            }
+            clock.advance(pause);
+        }
+        println!(
+            "{what}: {count} domains, {read} B of answers, highest score {} ({:?}) at {}",
+            worst.1, worst.0, worst.2
+        );
+        assert!(worst.0 < Level::Alert, "{what}: {worst:?}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Information-volume detection through a running dnsward: tunnels whose names look like words,
 //! CDN hashes or reverse lookups, slow drips, tunnels spread over domains, own-evidence-only
 //! containment, and a day of benign traffic from 40 agents; a downstream tunnel in TXT answers
-//! hopping over domains, and a many-domain SPF/DMARC/DKIM sweep. Time is a manual clock; the fake
+//! hopping over domains (when each is contained, and before each has given it 1 KB), and a
+//! many-domain SPF/DMARC/DKIM sweep. Time is a manual clock; the fake
 //! upstream answers NXDOMAIN for every name it was not given, as a tunnel server's idle answers,
 //! so an NXDOMAIN answer means "forwarded upstream" and anything else means "contained".
 
@@ -489,12 +490,17 @@ fn txt_reply(query: &[u8], udp: bool, answer: &TxtAnswer) -> Option<Vec<u8>> {
 }
 
 async fn txt_upstream(answer: TxtAnswer) -> TxtUpstream {
+    txt_upstream_at("127.0.0.1", answer).await
+}
+
+/// [`txt_upstream`] on loopback address `ip`, an ephemeral port.
+async fn txt_upstream_at(ip: &str, answer: TxtAnswer) -> TxtUpstream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // UDP and TCP on one port: a free UDP port's TCP twin may be taken, so try a few.
     let (udp, tcp) = {
         let mut attempt = 0;
         loop {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let udp = tokio::net::UdpSocket::bind((ip, 0)).await.unwrap();
             match tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
                 Ok(tcp) => break (udp, tcp),
                 Err(e) if attempt < 50 => {
@@ -669,6 +675,130 @@ async fn a_domain_hopping_txt_tunnel_is_contained_client_wide_within_48_kb() {
             && e["volume"]["answer_bytes"].as_u64().unwrap_or(0) > 0),
         "no client-wide alert on answer bytes"
     );
+}
+
+/// TXT strings of fresh random letters, `count` strings of `len` bytes, for every name that
+/// starts with `x`: a downstream tunnel's server, every answer new data.
+fn fresh_txt(count: usize, len: usize, seed: u64) -> TxtAnswer {
+    let rng = std::sync::Mutex::new(testgen::Prng::new(seed));
+    Arc::new(move |name: &str| {
+        name.starts_with('x').then(|| {
+            let mut r = rng.lock().unwrap();
+            (0..count)
+                .map(|_| {
+                    (0..len)
+                        .map(|_| char::from(b'a' + u8::try_from(r.below(26)).unwrap_or(0)))
+                        .collect()
+                })
+                .collect()
+        })
+    })
+}
+
+/// A TXT tunnel that moves to a new registrable domain after every `per_domain` answers,
+/// before any domain has given it what looking at a domain takes, four names a second from
+/// `src`; over TCP when `tcp`, else UDP. Returns (bytes read before the client got no data
+/// for a name, domains used, queries), or the bytes read when `limit` was reached first.
+async fn hop_early(
+    s: &TestServer,
+    clock: &ManualClock,
+    src: &str,
+    per_domain: u32,
+    tcp: bool,
+    limit: usize,
+) -> Result<(usize, u32, u32), usize> {
+    let mut conn = None;
+    let (mut read, mut seq) = (0usize, 0u32);
+    while read < limit {
+        let (domain, qname) = (seq / per_domain, format!("x{seq:x}"));
+        let qname = format!("{qname}.hop-{domain}.com");
+        seq += 1;
+        let got = if tcp {
+            ask_txt_tcp(s, src, &mut conn, &qname)
+                .await
+                .map_or(0, |m| txt_bytes(&m))
+        } else {
+            let packet = query_packet(&qname, RecordType::TXT, true);
+            udp_raw(s.udp, src.parse().unwrap(), &packet)
+                .await
+                .and_then(|raw| Message::from_vec(&raw).ok())
+                .map_or(0, |m| txt_bytes(&m))
+        };
+        if got == 0 {
+            return Ok((read, domain + 1, seq));
+        }
+        read += got;
+        clock.advance(Duration::from_millis(250));
+    }
+    Err(read)
+}
+
+/// A TXT tunnel hopping to a new registrable domain after every one or two answers, before
+/// any domain has given it 1 KB (counted), paid client-wide a 64th of each answer's
+/// discounted bytes: with 3.9 KB answers (over TCP), two a domain, the detector let it read
+/// ~4.6 MB before it was sinkholed, and 1.2 MB of 600-byte answers (over UDP) hopping after
+/// each. A domain no other client asks counts its answers' undiscounted size client-wide:
+/// through the resolver both are contained within 1.25 MB, every new domain after that is
+/// contained too, and the alert says the evidence is the client's answers.
+#[tokio::test]
+async fn a_txt_tunnel_hopping_before_each_domains_allowance_is_contained() {
+    for (what, strings, len, per_domain, tcp, src) in [
+        (
+            "3.9 KB TXT over TCP, two a domain",
+            15,
+            255,
+            2,
+            true,
+            "127.0.0.172",
+        ),
+        (
+            "600 B TXT over UDP, one a domain",
+            3,
+            195,
+            1,
+            false,
+            "127.0.0.173",
+        ),
+    ] {
+        let up = txt_upstream_at("127.0.0.171", fresh_txt(strings, len, 0x0170)).await;
+        let clock = ManualClock::new();
+        let mut s = TestServer::start_with(
+            Some(up.addr),
+            &group("agents", "127.0.0.172/30"),
+            Some(clock.clone()),
+            "127.0.0.170:0",
+        )
+        .await;
+        let got = hop_early(&s, &clock, src, per_domain, tcp, 4 << 20).await;
+        eprintln!("{what}: {got:?} (bytes read, domains, queries)");
+        let (read, domains, _) =
+            got.unwrap_or_else(|read| panic!("{what}: read {read} B, never contained"));
+        assert!(
+            read <= 1280 * 1024,
+            "{what}: {read} B over {domains} domains"
+        );
+        // Every new domain after that is contained too: the evidence is the client's.
+        let mut conn = None;
+        for next in 1..=3 {
+            let qname = format!("x1.hop-{}.com", domains + 100 + next);
+            let m = ask_txt_tcp(&s, src, &mut conn, &qname).await;
+            assert_eq!(
+                m.map_or(0, |m| txt_bytes(&m)),
+                0,
+                "{what}: {qname} answered"
+            );
+            clock.advance(Duration::from_millis(250));
+        }
+        let events = s.stop_and_read_events().await;
+        assert!(
+            events.iter().any(|e| e["kind"] == "alert"
+                && e["client"] == src
+                && e["volume"]["scope"] == "client"
+                && e["volume"]["answer_bytes"].as_u64().unwrap_or(0) > 0
+                && matches!(e["action"].as_str(), Some("sinkhole" | "quarantine"))),
+            "{what}: no client-wide sinkhole alert on answer bytes"
+        );
+    }
 }
 
 /// The apex TXT (an SPF record and a verification token), DMARC and DKIM records of `name`'s
