@@ -26,7 +26,13 @@ use super::window::WindowStats;
 /// Slots in a [`RecentNames`] filter.
 const RECENT_SLOTS: usize = 32;
 
-/// The last names a key asked, as 16-bit fingerprints in a direct-mapped table (64 bytes).
+/// The last names a key asked, as 16-bit fingerprints in a two-way set-associative table
+/// (64 bytes: 16 sets of two, the more recent first).
+///
+/// Two ways, not one slot a name: a client that asks a few names in turn for every domain
+/// (`_dmarc` and `selector1._domainkey` of each mail sender) must not have two of them evict
+/// each other on every query when their hashes share a slot (the hash is seeded per process,
+/// so a direct-mapped table made that a one-run-in-five false alert for a mail sweep).
 ///
 /// Answers "was this name asked recently by this key?" exactly for repeats of recent names and
 /// with a 1-in-65,536 false "yes" per probe. A name pushed out by others and asked again counts
@@ -43,11 +49,19 @@ impl RecentNames {
     /// Records the name with this hash; true when it was not among the recent names.
     #[inline]
     pub fn insert(&mut self, hash: u64) -> bool {
-        let slot = usize::try_from(hash % RECENT_SLOTS as u64).unwrap_or(0);
+        let set = usize::try_from(hash % (RECENT_SLOTS / 2) as u64).unwrap_or(0) * 2;
         // Never 0, so an empty slot is never a match.
         let fp = u16::try_from(hash >> 48).unwrap_or(u16::MAX).max(1);
-        let novel = self.slots[slot] != fp;
-        self.slots[slot] = fp;
+        let [newer, older] = &mut self.slots[set..set + 2] else {
+            return true;
+        };
+        if *newer == fp {
+            return false;
+        }
+        // A hit in the older way makes it the newer; a miss evicts the older.
+        let novel = *older != fp;
+        *older = *newer;
+        *newer = fp;
         novel
     }
 }
@@ -275,11 +289,23 @@ mod tests {
     #[test]
     fn recent_names_see_repeats_and_forget_old_names() {
         let mut r = RecentNames::default();
-        assert!(r.insert(0x1234_5678_9abc_def0));
-        assert!(!r.insert(0x1234_5678_9abc_def0));
-        // Another name in the same slot pushes it out.
-        assert!(r.insert(0x2234_5678_9abc_def0));
-        assert!(r.insert(0x1234_5678_9abc_def0));
+        let (a, b, c) = (
+            0x1234_5678_9abc_def0,
+            0x2234_5678_9abc_def0,
+            0x3234_5678_9abc_def0,
+        );
+        assert!(r.insert(a));
+        assert!(!r.insert(a));
+        // Another name of the same set: both are kept, asked in turn.
+        assert!(r.insert(b));
+        for _ in 0..4 {
+            assert!(!r.insert(a));
+            assert!(!r.insert(b));
+        }
+        // A third pushes out the one asked least recently (a).
+        assert!(r.insert(c));
+        assert!(!r.insert(b));
+        assert!(r.insert(a));
     }
 
     #[test]
