@@ -19,8 +19,14 @@
 //! - the cheapest reference wins, never above the name's own estimate and never below
 //!   [`MIN_NAME_BITS`]: no distinct name is free.
 //!
+//! Two more estimates, the cheapest winning: a name of a small template the key used (counters
+//! and short IDs in a small range, [`super::template`]) costs what one more member of that set
+//! says, in any order; and the changed middle may be priced as whole labels, a label the key
+//! asked recently at [`LABEL_BITS`] ([`RecentLabels`]).
+//!
 //! Limits: only the last four names are references, so a client enumerating names in random
-//! order pays for the order (which is information: a tunnel could use it); a name longer than
+//! order pays for the order unless their template is small (the order is information: a tunnel
+//! could use it); a name longer than
 //! [`KEPT`] is coded by its last [`KEPT`] bytes and pays in full for the rest (an `ip6.arpa`
 //! nibble name's shared network prefix is free, a GUID before a fixed region and service
 //! label pays for the GUID). What a tunnel cannot
