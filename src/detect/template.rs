@@ -12,7 +12,7 @@
 //!   of digits (≤ [`MAX_DIGITS`]) or a run of one or two letters joined to a digit run in one
 //!   token (`a` in `node-a12`, `mx` in `mx2`); `shard-017.db` is `shard-#.db` with field 17,
 //!   `node-a12.cluster` is `node-##.cluster` with fields (a, 12);
-//! - per (client, domain) the last [`SLOTS`] skeletons are kept ([`Templates`], 164 bytes), each
+//! - per (client, domain) the last [`SLOTS`] skeletons are kept ([`Templates`], 196 bytes), each
 //!   with the range (lowest, highest) of each of its ≤ [`MAX_FIELDS`] fields and how many
 //!   novel names used it;
 //! - a name whose skeleton is kept costs what a *set* of values says, not a sequence: a field
@@ -37,7 +37,7 @@
 pub const SLOTS: usize = 8;
 /// Fields a skeleton may have; a name with more (a hex hash alternates letters and digits)
 /// has no template.
-pub const MAX_FIELDS: usize = 3;
+pub const MAX_FIELDS: usize = 4;
 /// Longest digit run read as a field (a value fits in a `u16` once it is at most 65,535).
 pub const MAX_DIGITS: usize = 5;
 /// Longest letter run read as a field (when joined to a digit run in one token).
@@ -249,8 +249,10 @@ mod tests {
         // Words and long letter runs are the skeleton; names without a field have no template.
         assert!(s("www").is_none() && s("api.eu-west").is_none());
         assert_eq!(s("tenant27.mail").map(|x| x.fields), Some(1));
+        // A cloud host name spelling its address: four fields.
+        assert_eq!(s("ip-10-0-3-17.compute").map(|x| x.fields), Some(4));
         // Hashes, long numbers and encoded data do not have one either.
-        for x in ["a3f9c1", "1234567", "12.201.7.99", "a=b"] {
+        for x in ["a3f9c1", "1234567", "12.201.7.99.3", "a=b"] {
             assert!(s(x).is_none(), "{x}");
         }
         // Base32 with a few digits has one, but its letters make a new skeleton every name.

@@ -1454,11 +1454,13 @@ pub enum BurstShape {
     MailHosts,
     /// A CDN's asset hosts per region: `assets<n>-<region>.cdn.<domain>`.
     CdnAssets,
+    /// Cloud hosts named by their private address: `ip-10-0-<n>-<m>.compute.<domain>`.
+    AddressHosts,
 }
 
 impl BurstShape {
     /// Every shape, for tests that try them all.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Shards,
         Self::Nodes,
         Self::Pages,
@@ -1466,6 +1468,7 @@ impl BurstShape {
         Self::NumberedServices,
         Self::MailHosts,
         Self::CdnAssets,
+        Self::AddressHosts,
     ];
 
     /// The `i`-th distinct subdomain part of this shape.
@@ -1511,6 +1514,7 @@ impl BurstShape {
             Self::NumberedServices => format!("svc-{}.ns-{}.svc", i % 30, i / 30),
             Self::MailHosts => format!("mx{}.tenant{}.mail", i % 3, i / 3),
             Self::CdnAssets => format!("assets{}-{}.cdn", i % 64, REGIONS[i / 64 % 8]),
+            Self::AddressHosts => format!("ip-10-0-{}-{}.compute", i / 200, i % 200 + 4),
         }
     }
 }

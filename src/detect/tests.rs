@@ -814,9 +814,9 @@ fn state_per_tracked_key_is_small_and_fixed() {
         std::mem::size_of::<DomainState>(),
     );
     println!("bytes per key: client_domain {pair}, client {client}, domain {domain}");
-    // The pair's 296 bytes of name templates and recent labels (the floor's) included.
+    // The pair's 328 bytes of name templates and recent labels (the floor's) included.
     assert!(
-        pair <= 1400 && client <= 900 && domain <= 1100,
+        pair <= 1420 && client <= 900 && domain <= 1100,
         "{pair} {client} {domain}"
     );
 }
@@ -2631,6 +2631,7 @@ fn benign_bursts_of_structured_names_are_not_contained() {
         (BurstShape::NumberedServices, 300, 1_000),
         (BurstShape::MailHosts, 240, 5_000),
         (BurstShape::CdnAssets, 500, 2_000),
+        (BurstShape::AddressHosts, 400, 2_000),
     ];
     let mut failures = Vec::new();
     for (seed, (shape, count, millis)) in cases.into_iter().enumerate() {
