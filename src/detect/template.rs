@@ -10,8 +10,9 @@
 //! says little: one pattern and the range of each field. This module prices that:
 //! - a name's *skeleton* is its subdomain part with each field taken out, a field being a run
 //!   of digits (≤ [`MAX_DIGITS`]) or a run of one or two letters joined to a digit run in one
-//!   token (`a` in `node-a12`, `mx` in `mx2`); `shard-017.db` is `shard-#.db` with field 17,
-//!   `node-a12.cluster` is `node-##.cluster` with fields (a, 12);
+//!   token (`a` in `node-a12`, `mx` in `mx2`) while that leaves at most [`MAX_FIELDS`], else
+//!   digit runs alone, one a token; `shard-017.db` is `shard-#.db` with field 17,
+//!   `node-a12.cluster` is `node-##.cluster` with fields (a, 12), `n3.r7.dc2` is `n#.r#.dc#`;
 //! - per (client, domain) the last [`SLOTS`] skeletons are kept ([`Templates`], 196 bytes), each
 //!   with the range (lowest, highest) of each of its ≤ [`MAX_FIELDS`] fields and how many
 //!   novel names used it;
@@ -142,13 +143,22 @@ enum Class {
     Letter,
 }
 
-/// Reads `sub` as a skeleton and fields; `None` when it is too long, has a byte other than
-/// letters, digits, `.`, `-` and `_`, more than [`MAX_FIELDS`] fields, a digit run longer than
-/// [`MAX_DIGITS`] or over 65,535, or no field at all.
+/// Reads `sub` as a skeleton and fields: short letter runs beside digits are fields when that
+/// leaves at most [`MAX_FIELDS`] (`node-c07`), else only the digit runs are (`n3.r7.dc2` is
+/// `n#.r#.dc#`); `None` when it is too long, has a byte other than letters, digits, `.`, `-`
+/// and `_`, more than [`MAX_FIELDS`] digit runs, a digit run longer than [`MAX_DIGITS`] or over
+/// 65,535, or no field at all. Which letters are fields depends on the name's structure alone,
+/// so names of one template get one skeleton.
 fn shape(sub: &[u8]) -> Option<Shape> {
     if sub.is_empty() || sub.len() > MAX_NAME {
         return None;
     }
+    read_shape(sub, true).or_else(|| read_shape(sub, false))
+}
+
+/// [`shape`], with short letter runs beside digits as fields or not (then a token may hold
+/// one digit run only).
+fn read_shape(sub: &[u8], letter_fields: bool) -> Option<Shape> {
     // FNV-1a over the skeleton: literal bytes, and a marker per field.
     let mut hash: u32 = 0x811c_9dc5;
     let mut mix = |b: u8| {
@@ -160,6 +170,9 @@ fn shape(sub: &[u8]) -> Option<Shape> {
     let mut end = 0;
     for token in sub.split(|c| matches!(c, b'.' | b'-' | b'_')) {
         let has_digit = token.iter().any(u8::is_ascii_digit);
+        // With letters as the skeleton, one number a token (`dc2`, not `a3f9c1`: a hex hash's
+        // letters would make a skeleton of their own and its digits a small space).
+        let mut numbers = 0;
         let mut at = 0;
         while at < token.len() {
             let class = match token[at] {
@@ -177,12 +190,14 @@ fn shape(sub: &[u8]) -> Option<Shape> {
             let run = &token[at..at + len];
             at += len;
             let value = match class {
+                Class::Digit if !letter_fields && numbers > 0 => return None,
                 Class::Digit if len <= MAX_DIGITS => {
+                    numbers += 1;
                     let v = run.iter().fold(0u32, |v, d| v * 10 + u32::from(d - b'0'));
                     Some(u16::try_from(v).ok()?)
                 }
                 Class::Digit => return None,
-                Class::Letter if has_digit && len <= MAX_LETTERS => {
+                Class::Letter if letter_fields && has_digit && len <= MAX_LETTERS => {
                     Some(run.iter().fold(0u16, |v, c| {
                         v * 26 + u16::from(c.to_ascii_lowercase() - b'a')
                     }))
@@ -251,6 +266,11 @@ mod tests {
         assert_eq!(s("tenant27.mail").map(|x| x.fields), Some(1));
         // A cloud host name spelling its address: four fields.
         assert_eq!(s("ip-10-0-3-17.compute").map(|x| x.fields), Some(4));
+        // Too many fields with the letters: the digits alone.
+        let n = s("n3.r7.dc2").expect("a template");
+        assert_eq!((n.fields, n.values[..3].to_vec()), (3, vec![3, 7, 2]));
+        assert_eq!(Some(n.skeleton), s("n9.r0.dc4").map(|x| x.skeleton));
+        assert_ne!(Some(n.skeleton), s("m9.r0.dc4").map(|x| x.skeleton));
         // Hashes, long numbers and encoded data do not have one either.
         for x in ["a3f9c1", "1234567", "12.201.7.99.3", "a=b"] {
             assert!(s(x).is_none(), "{x}");

@@ -1456,11 +1456,13 @@ pub enum BurstShape {
     CdnAssets,
     /// Cloud hosts named by their private address: `ip-10-0-<n>-<m>.compute.<domain>`.
     AddressHosts,
+    /// Servers by node, rack and data centre: `n<0..9>.r<0..9>.dc<n>.<domain>`.
+    Racks,
 }
 
 impl BurstShape {
     /// Every shape, for tests that try them all.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Shards,
         Self::Nodes,
         Self::Pages,
@@ -1469,6 +1471,7 @@ impl BurstShape {
         Self::MailHosts,
         Self::CdnAssets,
         Self::AddressHosts,
+        Self::Racks,
     ];
 
     /// The `i`-th distinct subdomain part of this shape.
@@ -1515,6 +1518,7 @@ impl BurstShape {
             Self::MailHosts => format!("mx{}.tenant{}.mail", i % 3, i / 3),
             Self::CdnAssets => format!("assets{}-{}.cdn", i % 64, REGIONS[i / 64 % 8]),
             Self::AddressHosts => format!("ip-10-0-{}-{}.compute", i / 200, i % 200 + 4),
+            Self::Racks => format!("n{}.r{}.dc{}", i % 10, i / 10 % 10, i / 100),
         }
     }
 }

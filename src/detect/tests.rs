@@ -2632,6 +2632,7 @@ fn benign_bursts_of_structured_names_are_not_contained() {
         (BurstShape::MailHosts, 240, 5_000),
         (BurstShape::CdnAssets, 500, 2_000),
         (BurstShape::AddressHosts, 400, 2_000),
+        (BurstShape::Racks, 300, 1_000),
     ];
     let mut failures = Vec::new();
     for (seed, (shape, count, millis)) in cases.into_iter().enumerate() {
