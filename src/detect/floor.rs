@@ -19,12 +19,20 @@
 //! - the cheapest reference wins, never above the name's own estimate and never below
 //!   [`MIN_NAME_BITS`]: no distinct name is free.
 //!
+//! Two more estimates, the cheapest winning: a name of a small template the key used (counters
+//! and short IDs in a small range, [`super::template`]) costs what one more member of that set
+//! says, in any order; and the changed middle may be priced as whole labels, a label the key
+//! asked recently at [`LABEL_BITS`] ([`RecentLabels`]).
+//!
 //! Limits: only the last four names are references, so a client enumerating names in random
-//! order pays for the order (which is information: a tunnel could use it); a name longer than
+//! order pays for the order unless their template is small (the order is information: a tunnel
+//! could use it); a name longer than
 //! [`KEPT`] is coded by its last [`KEPT`] bytes and pays in full for the rest (an `ip6.arpa`
 //! nibble name's shared network prefix is free, a GUID before a fixed region and service
 //! label pays for the GUID). What a tunnel cannot
 //! hide is what it sends: a payload after a shared prefix is a middle and is counted in full.
+
+use super::template::Templates;
 
 /// Recent names kept per (client, domain).
 pub const RING: usize = 4;
@@ -50,6 +58,13 @@ pub struct RecentSubdomains {
     lens: [u8; RING],
     /// Slot of the newest name.
     head: u8,
+    /// Labels of the key's recent names: a label asked before (`staging` in
+    /// `payments.staging.svc` after `orders.staging.svc`) costs which one it is, not its
+    /// characters.
+    labels: RecentLabels,
+    /// The key's recent name templates: a fan-out over a small range costs what the set of
+    /// names says, in any order ([`super::template`]).
+    templates: Templates,
 }
 
 impl Default for RecentSubdomains {
@@ -58,6 +73,8 @@ impl Default for RecentSubdomains {
             names: [[0; KEPT]; RING],
             lens: [0; RING],
             head: 0,
+            labels: RecentLabels::default(),
+            templates: Templates::default(),
         }
     }
 }
@@ -72,7 +89,16 @@ impl RecentSubdomains {
         let s = sub.as_bytes();
         let bits = self.estimate(s, alone_bits, sub_chars);
         self.remember(s);
-        bits
+        for label in s.split(|c| *c == b'.') {
+            self.labels.insert(label);
+        }
+        // One more name of a template this key used (`shard-517` after `shard-042`): what the
+        // set of its values says, whatever their order, when that is cheaper.
+        match self.templates.novel_bits(s) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
+            Some(t) => bits.min((t.round() as u32).max(MIN_NAME_BITS)),
+            None => bits,
+        }
     }
 
     /// The cheapest coding of `s` against a recent name, clamped to
@@ -98,7 +124,8 @@ impl RecentSubdomains {
                 continue;
             }
             let reference = if age == 0 { 0.0 } else { REFERENCE_BITS };
-            let cost = head_bits + reference + coded_bits(tail, &self.names[slot][..len], rate);
+            let r = &self.names[slot][..len];
+            let cost = head_bits + reference + coded_bits(tail, r, rate, &self.labels);
             best = best.min(cost);
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
@@ -119,8 +146,95 @@ impl RecentSubdomains {
     }
 }
 
-/// Bits to code `s` as `r` with its middle replaced: what the common prefix and suffix leave.
-fn coded_bits(s: &[u8], r: &[u8], rate: f32) -> f32 {
+/// Labels a key's recent-label filter holds ([`RecentLabels`]): 16 sets of 4.
+const LABEL_SLOTS: usize = 64;
+/// Ways per set of [`RecentLabels`].
+const LABEL_WAYS: usize = 4;
+/// Bits a label found among the key's recent labels costs: which of [`LABEL_SLOTS`] it is.
+const LABEL_BITS: f32 = 6.0;
+
+/// The labels of a key's recent novel names, as 16-bit fingerprints in a 4-way set-associative
+/// table (128 bytes), each set keeping its most recently asked labels.
+///
+/// Service discovery and fan-outs recombine a few words (`<service>.<namespace>.svc`): a label
+/// asked before is one of [`LABEL_SLOTS`], [`LABEL_BITS`] bits, however long. Only labels with
+/// a letter are kept (numbers are counters, [`counter_step`], or data: octets), so a label
+/// costs at most log2 of what the table holds, the price of choosing among them; a tunnel
+/// writing its data as labels from a small vocabulary pays that, and one with a larger
+/// vocabulary misses the table and pays for characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RecentLabels {
+    /// Fingerprints, [`LABEL_WAYS`] a set, most recent first; 0 is empty.
+    slots: [u16; LABEL_SLOTS],
+}
+
+impl Default for RecentLabels {
+    fn default() -> Self {
+        Self {
+            slots: [0; LABEL_SLOTS],
+        }
+    }
+}
+
+impl RecentLabels {
+    /// The label's set (its first slot) and fingerprint (never 0); `None` for a label without
+    /// a letter.
+    fn key(label: &[u8]) -> Option<(usize, u16)> {
+        if !label.iter().any(u8::is_ascii_alphabetic) {
+            return None;
+        }
+        // FNV-1a: a few bytes, not keyed (a collision only prices a label at LABEL_BITS).
+        let h = label.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, c| {
+            (h ^ u64::from(*c)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let sets = (LABEL_SLOTS / LABEL_WAYS) as u64;
+        let set = usize::try_from(h % sets).unwrap_or(0) * LABEL_WAYS;
+        Some((set, u16::try_from(h >> 48).unwrap_or(u16::MAX).max(1)))
+    }
+
+    fn contains(&self, label: &[u8]) -> bool {
+        Self::key(label).is_some_and(|(set, fp)| self.slots[set..set + LABEL_WAYS].contains(&fp))
+    }
+
+    /// Makes the label its set's most recent, pushing out the set's oldest if it is new.
+    fn insert(&mut self, label: &[u8]) {
+        if let Some((set, fp)) = Self::key(label) {
+            let ways = &mut self.slots[set..set + LABEL_WAYS];
+            let at = ways.iter().position(|w| *w == fp).unwrap_or(LABEL_WAYS - 1);
+            ways[..=at].rotate_right(1);
+            ways[0] = fp;
+        }
+    }
+}
+
+/// Bits of the middle `s[start..end]` as whole labels: the labels it touches, each at
+/// [`LABEL_BITS`] when the key asked it recently, else its characters at `rate`.
+fn label_bits(s: &[u8], start: usize, end: usize, rate: f32, labels: &RecentLabels) -> f32 {
+    let lo = s[..start]
+        .iter()
+        .rposition(|c| *c == b'.')
+        .map_or(0, |i| i + 1);
+    let hi = s[end..]
+        .iter()
+        .position(|c| *c == b'.')
+        .map_or(s.len(), |i| end + i);
+    s[lo..hi]
+        .split(|c| *c == b'.')
+        .map(|label| {
+            #[allow(clippy::cast_precision_loss)]
+            let chars = label.len() as f32 * rate;
+            if labels.contains(label) {
+                chars.min(LABEL_BITS)
+            } else {
+                chars
+            }
+        })
+        .sum()
+}
+
+/// Bits to code `s` as `r` with its middle replaced: what the common prefix and suffix leave
+/// (the middle's characters, or its whole labels when the key asked them recently).
+fn coded_bits(s: &[u8], r: &[u8], rate: f32, labels: &RecentLabels) -> f32 {
     let lcp = s.iter().zip(r).take_while(|(a, b)| a == b).count();
     let room = s.len().min(r.len()) - lcp;
     let lcs = s
@@ -146,8 +260,13 @@ fn coded_bits(s: &[u8], r: &[u8], rate: f32) -> f32 {
         0.0
     };
     #[allow(clippy::cast_precision_loss)]
-    let bits = middle as f32 * rate + position;
-    bits
+    let chars = middle as f32 * rate;
+    let bits = if middle == 0 {
+        0.0
+    } else {
+        chars.min(label_bits(s, start, end, rate, labels))
+    };
+    bits + position
 }
 
 /// When the change from `r` to `s` is one run of digits moved on (`host123` → `host124`,

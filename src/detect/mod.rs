@@ -39,6 +39,7 @@ pub mod ngram;
 pub mod score;
 pub mod sketch;
 mod table;
+pub mod template;
 #[doc(hidden)]
 pub mod testgen;
 pub mod volume;

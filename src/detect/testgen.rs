@@ -1523,6 +1523,164 @@ pub fn enumerating_fleet(clients: u32, hours: u64, seed: u64) -> Vec<BenignQuery
     out
 }
 
+/// Shapes of [`structured_burst`]: one agent fanning out over many hosts of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurstShape {
+    /// Every shard of a database by key: `shard-<000..>.db.<domain>`.
+    Shards,
+    /// Nodes of a cluster, a letter and two digits: `node-<a..y><00..19>.cluster.<domain>`.
+    Nodes,
+    /// A crawler's pages: `page-<n>.docs.<domain>`.
+    Pages,
+    /// Kubernetes-style service discovery, 20 service names × namespaces:
+    /// `<service>.<namespace>.svc.<domain>`.
+    Services,
+    /// Numbered services in numbered namespaces: `svc-<n>.ns-<m>.svc.<domain>`.
+    NumberedServices,
+    /// A mail host checking a provider's hosts: `mx<0..2>.tenant<n>.mail.<domain>`, MX then A.
+    MailHosts,
+    /// A CDN's asset hosts per region: `assets<n>-<region>.cdn.<domain>`.
+    CdnAssets,
+    /// Cloud hosts named by their private address: `ip-10-0-<n>-<m>.compute.<domain>`.
+    AddressHosts,
+    /// Servers by node, rack and data centre: `n<0..9>.r<0..9>.dc<n>.<domain>`.
+    Racks,
+}
+
+impl BurstShape {
+    /// Every shape, for tests that try them all.
+    pub const ALL: [Self; 9] = [
+        Self::Shards,
+        Self::Nodes,
+        Self::Pages,
+        Self::Services,
+        Self::NumberedServices,
+        Self::MailHosts,
+        Self::CdnAssets,
+        Self::AddressHosts,
+        Self::Racks,
+    ];
+
+    /// The `i`-th distinct subdomain part of this shape.
+    #[must_use]
+    pub fn name(self, i: usize) -> String {
+        const SERVICES: [&str; 20] = [
+            "orders",
+            "payments",
+            "users",
+            "auth",
+            "catalog",
+            "search",
+            "cart",
+            "checkout",
+            "inventory",
+            "shipping",
+            "billing",
+            "email",
+            "notify",
+            "reports",
+            "metrics",
+            "gateway",
+            "frontend",
+            "backend",
+            "cache",
+            "queue",
+        ];
+        const NAMESPACES: [&str; 25] = [
+            "prod", "staging", "dev", "shop", "infra", "data", "ml", "web", "api", "ops",
+            "payments", "identity", "search", "media", "mobile", "partner", "audit", "edge",
+            "batch", "stream", "legacy", "sandbox", "qa", "perf", "tools",
+        ];
+        const REGIONS: [&str; 8] = ["eu", "us", "ap", "sa", "af", "me", "ca", "au"];
+        match self {
+            Self::Shards => format!("shard-{i:03}.db"),
+            Self::Nodes => format!(
+                "node-{}{:02}.cluster",
+                char::from(b'a' + u8::try_from(i / 20 % 26).unwrap_or(0)),
+                i % 20
+            ),
+            Self::Pages => format!("page-{}.docs", i + 1),
+            Self::Services => format!("{}.{}.svc", SERVICES[i % 20], NAMESPACES[i / 20 % 25]),
+            Self::NumberedServices => format!("svc-{}.ns-{}.svc", i % 30, i / 30),
+            Self::MailHosts => format!("mx{}.tenant{}.mail", i % 3, i / 3),
+            Self::CdnAssets => format!("assets{}-{}.cdn", i % 64, REGIONS[i / 64 % 8]),
+            Self::AddressHosts => format!("ip-10-0-{}-{}.compute", i / 200, i % 200 + 4),
+            Self::Racks => format!("n{}.r{}.dc{}", i % 10, i / 10 % 10, i / 100),
+        }
+    }
+}
+
+/// One agent resolving `count` distinct names of `shape` under `domain` within `millis`
+/// milliseconds (`at` in milliseconds), in a scrambled order (a fan-out's parallel lookups, or
+/// keys that pick shards at random), each name asked for A and AAAA (MX and A for
+/// [`BurstShape::MailHosts`]). Few bits a name: a pattern and small fields.
+#[must_use]
+pub fn structured_burst(
+    shape: BurstShape,
+    domain: &str,
+    count: usize,
+    millis: u64,
+    seed: u64,
+) -> Vec<BenignQuery> {
+    let mut r = Prng::new(seed);
+    let mut order: Vec<usize> = (0..count).collect();
+    for i in (1..order.len()).rev() {
+        let j = usize::try_from(r.below(u64::try_from(i + 1).unwrap_or(1))).unwrap_or(0);
+        order.swap(i, j);
+    }
+    let types: [u16; 2] = if shape == BurstShape::MailHosts {
+        [15, 1]
+    } else {
+        [1, 28]
+    };
+    let step = millis / u64::try_from(count.max(1)).unwrap_or(1);
+    order
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, i)| {
+            let qname = format!("{}.{domain}", shape.name(i));
+            let at = u64::try_from(k).unwrap_or(0) * step;
+            types.map(|qtype| BenignQuery {
+                at,
+                client: 0,
+                class: "structured-burst",
+                qname: qname.clone(),
+                qtype,
+            })
+        })
+        .collect()
+}
+
+/// A tunnel that writes its data in the order it first asks the names of small templates
+/// ([`super::template`]): a random permutation of `n<0..1023>-<label>` (about 8.6 bits a name
+/// in the order), then the next template (`<label>` changes), 20 queries a second, 16 KB in
+/// all. One payload byte is credited per query.
+#[must_use]
+pub fn template_order_exploit(domain: &str, seed: u64) -> Traffic {
+    let mut r = Prng::new(seed);
+    let mut queries = Vec::new();
+    let mut template = 0u32;
+    while queries.len() < 16 * 1024 {
+        let mut order: Vec<u32> = (0..1024).collect();
+        for i in (1..order.len()).rev() {
+            let j = usize::try_from(r.below(u64::try_from(i + 1).unwrap_or(1))).unwrap_or(0);
+            order.swap(i, j);
+        }
+        let label = syllables(&template.to_le_bytes()[..2]);
+        queries.extend(order.into_iter().map(|v| TunnelQuery {
+            qname: format!("n{v}-{label}.{domain}"),
+            qtype: 1,
+            payload: 1,
+        }));
+        template += 1;
+    }
+    Traffic {
+        tool: "payload in the order of a template's names",
+        queries,
+        interval: Duration::from_millis(50),
+    }
+}
+
 /// Tunnels built to exploit the information floor ([`super::floor`]), 16 KB each at 20
 /// queries a second under `domain`:
 /// - `<seq>-<payload>` after a long shared prefix: `sync-4f1c-00042-<syllables>`, 6 bytes a

@@ -386,9 +386,11 @@ impl FakeUpstream {
         self.serve(udp, addr, tcp)
     }
 
-    /// As [`Self::start`], on UDP and TCP `addr` (port 53 needs root).
+    /// As [`Self::start`], on UDP and TCP `addr` (port 53 needs root; port 0: the port the
+    /// kernel gives the UDP socket, for TCP too).
     pub async fn start_at(self, addr: SocketAddr) -> std::io::Result<RunningUpstream> {
         let udp = UdpSocket::bind(addr).await?;
+        let addr = udp.local_addr()?;
         let tcp = TcpListener::bind(addr).await?;
         Ok(self.serve(Arc::new(udp), addr, tcp))
     }

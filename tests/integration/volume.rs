@@ -934,3 +934,127 @@ async fn data_in_registrable_labels_is_contained_and_hundreds_of_sites_are_not()
         .collect();
     assert!(browsing.is_empty(), "{browsing:#?}");
 }
+
+/// Bursts of hundreds of distinct, ordinary names of one service from one agent within
+/// seconds (a cluster's nodes, every shard of a database, service discovery, a mail host
+/// checking a provider's hosts, cloud hosts named by address; scrambled order, A and AAAA or
+/// MX and A, each host its own address), through the resolver: every query gets the
+/// upstream's answer, none is refused or sinkholed, and nothing is alerted. A tunnel writing its data in the order of such names, from another
+/// agent of the same group, is still contained within 4 KB. Loopback 127.0.0.190–.209 only.
+#[tokio::test]
+async fn bursts_of_structured_names_are_answered_and_a_template_tunnel_is_contained() {
+    use testgen::BurstShape;
+    let bursts: Vec<_> = [
+        (BurstShape::Nodes, 180, 1_000),
+        (BurstShape::Shards, 500, 2_000),
+        (BurstShape::Services, 180, 1_000),
+        (BurstShape::MailHosts, 240, 5_000),
+        (BurstShape::AddressHosts, 400, 2_000),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (shape, count, millis))| {
+        let domain = format!("burst-{i}.example.com");
+        let queries = testgen::structured_burst(shape, &domain, count, millis, 90 + i as u64);
+        (shape, count, queries)
+    })
+    .collect();
+    // Every host its own address, as a real fan-out's answers are (new addresses of the
+    // domain count as downstream information): three documentation /24s in turn.
+    let mut addresses = std::collections::HashMap::new();
+    let mut upstream = FakeUpstream::new().answering_everything([192, 0, 2, 77]);
+    for q in bursts.iter().flat_map(|b| &b.2) {
+        if q.qtype == 1 && !addresses.contains_key(&q.qname) {
+            let k = addresses.len();
+            let net = [[192, 0, 2], [198, 51, 100], [203, 0, 113]][k / 250 % 3];
+            let ip = [net[0], net[1], net[2], u8::try_from(k % 250 + 1).unwrap()];
+            upstream = upstream.with_a(&q.qname, ip, 300);
+            addresses.insert(q.qname.clone(), std::net::Ipv4Addr::from(ip).to_string());
+        }
+    }
+    let up = upstream
+        .start_at("127.0.0.191:0".parse().unwrap())
+        .await
+        .expect("upstream on 127.0.0.191");
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("agents", "127.0.0.192/29"),
+        Some(clock.clone()),
+        "127.0.0.190:0",
+    )
+    .await;
+    for (i, (shape, count, queries)) in bursts.iter().enumerate() {
+        let src = format!("127.0.0.{}", 192 + i);
+        let start = clock.now();
+        for q in queries {
+            let at = start + Duration::from_millis(q.at);
+            if at > clock.now() {
+                clock.advance(at - clock.now());
+            }
+            let raw = udp_raw(
+                s.udp,
+                src.parse().unwrap(),
+                &raw_name_query(&q.qname, q.qtype),
+            )
+            .await
+            .expect("an answer");
+            let m = Message::from_vec(&raw).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{} type {} ({shape:?} × {count}) not answered",
+                q.qname,
+                q.qtype
+            );
+            if q.qtype == 1 {
+                assert_eq!(
+                    a_records(&m),
+                    [addresses[&q.qname].as_str()],
+                    "{} ({shape:?})",
+                    q.qname
+                );
+            }
+        }
+        // The next burst starts on a fresh minute, from its own agent.
+        clock.advance(Duration::from_secs(61));
+    }
+    // A tunnel in the order of template names: forwarded while the upstream's address comes
+    // back; contained at the first answer that is not it.
+    let t = testgen::template_order_exploit("order-exfil.example.com", 91);
+    let (mut forwarded, mut contained_at) = (0, None);
+    for (i, q) in t.queries.iter().enumerate() {
+        let raw = udp_raw(
+            s.udp,
+            "127.0.0.199".parse().unwrap(),
+            &raw_name_query(&q.qname, q.qtype),
+        )
+        .await
+        .expect("an answer");
+        let m = Message::from_vec(&raw).unwrap();
+        if a_records(&m) == ["192.0.2.77"] {
+            forwarded += q.payload;
+        } else {
+            contained_at = Some(i + 1);
+            break;
+        }
+        clock.advance(t.interval);
+    }
+    eprintln!(
+        "{}: {forwarded} B forwarded, contained at query {contained_at:?}",
+        t.tool
+    );
+    let events = s.stop_and_read_events().await;
+    let alerts: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "alert" && e["domain"].as_str().unwrap_or("").starts_with("burst-")
+        })
+        .collect();
+    assert!(alerts.is_empty(), "bursts alerted: {alerts:#?}");
+    assert!(
+        contained_at.is_some(),
+        "the template tunnel was never contained"
+    );
+    assert!(forwarded <= 4096, "{forwarded} B forwarded");
+}
