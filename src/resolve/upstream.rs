@@ -28,7 +28,8 @@
 //! all (a bound on retries, as RFC 9520 §3.1 asks): a datagram lost to the first server costs
 //! one timeout, not the query, while a black-holed second server is tried meanwhile. A server
 //! that failed outright (a closed port, REFUSED, FORMERR, TC over TCP too) is not asked again
-//! for that query. A server with
+//! for that query. A server's SERVFAIL is asked of the others (one turn each, within their own
+//! timeouts) and is the answer only if none does better. A server with
 //! [`DOWN_AFTER`] failed exchanges in a row is down: it is sent one probe per query and no
 //! retransmission, and when every server of a set of several is down they are probed together
 //! and the query fails after the longest per-server timeout instead of the whole budget; any
@@ -244,6 +245,7 @@ pub struct Upstream {
     err_formerr: Counter,
     err_notimp: Counter,
     err_rcode: Counter,
+    err_servfail: Counter,
     err_truncated: Counter,
     err_local: Counter,
     rtt: Histogram,
@@ -300,6 +302,7 @@ impl Upstream {
             err_formerr: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "formerr"),
             err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
             err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
+            err_servfail: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "servfail"),
             err_truncated: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "truncated"),
             err_local: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "local_resources"),
             rtt: metrics::histogram!(m::UPSTREAM_DURATION_SECONDS, "upstream" => l.clone()),
@@ -570,7 +573,9 @@ impl Upstreams {
     /// `kind="mismatch"`). A server already asked in an earlier round is sent the same query
     /// again (same ID, a retransmission), at most [`MAX_SENDS_PER_SERVER`] times in all. A
     /// server that failed outright for this question (a closed port, REFUSED, FORMERR, TC over
-    /// TCP too) is not asked again. A server down ([`DOWN_AFTER`] failed exchanges in a row) is
+    /// TCP too) is not asked again. A SERVFAIL ends the rounds: the other servers get one turn
+    /// each within their own timeouts, and it is the answer if none does better. A server down
+    /// ([`DOWN_AFTER`] failed exchanges in a row) is
     /// sent one probe and no retransmission; when every server of a set of several is down,
     /// they are probed at once and the query ends after the longest per-server timeout rather
     /// than the whole budget. A sole server always has the whole budget.
@@ -609,6 +614,7 @@ impl Upstreams {
             done: vec![false; n],
             tried: 0,
             local: None,
+            servfail: None,
         };
         let mut round: u32 = 0;
         'rounds: loop {
@@ -661,14 +667,16 @@ impl Upstreams {
                     }
                 }
             }
-            if !sent {
+            // A server's SERVFAIL ends the rounds: every other server has had its turn, and
+            // the open exchanges their own timeout, not the rest of the budget.
+            if !sent || rounds.servfail.is_some() {
                 break;
             }
             round += 1;
         }
         // Nothing more to send: the open exchanges have until the deadline (all servers down:
         // until the longest per-server timeout) to answer.
-        let end = if all_down {
+        let end = if all_down || rounds.servfail.is_some() {
             attempts
                 .iter()
                 .zip(&order)
@@ -690,6 +698,10 @@ impl Upstreams {
             }
         }
         rounds.timed_out(&attempts, None);
+        if let Some((j, answer)) = rounds.servfail.take() {
+            // No server did better: the SERVFAIL is the answer (the failure cache keeps it).
+            return Ok((answer, Arc::clone(order[j])));
+        }
         Err(match rounds.local {
             Some(cause) => UpstreamError::LocalResources {
                 tried: rounds.tried,
@@ -741,6 +753,9 @@ struct Rounds<'o, 'u> {
     tried: usize,
     /// A socket that could not be opened here, if any.
     local: Option<SocketError>,
+    /// The first SERVFAIL a server answered, and which: the answer if no other server gives
+    /// a better one.
+    servfail: Option<(usize, Vec<u8>)>,
 }
 
 impl Rounds<'_, '_> {
@@ -770,6 +785,15 @@ impl Rounds<'_, '_> {
                     _ => up.err_rcode.increment(1),
                 }
                 up.failed();
+                None
+            }
+            // This server could not resolve it (its validator found the data bogus, the
+            // authority is unreachable from its network); another may, as Unbound asks the
+            // next forwarder. Kept as the answer if none does.
+            Ok(answer) if wire::rcode_of(&answer) == wire::rcode::SERVFAIL => {
+                up.err_servfail.increment(1);
+                up.failed();
+                self.servfail.get_or_insert((j, answer));
                 None
             }
             Ok(answer) => Some(answer),

@@ -271,3 +271,67 @@ async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
         "lost, then sent again"
     );
 }
+
+/// The first server answers SERVFAIL (its validator or its path to the authority is broken),
+/// the second resolves: the client gets the second's answer, as Unbound asks the next
+/// forwarder. Before, the first server's SERVFAIL was the answer. With the second server a
+/// black hole instead, the SERVFAIL comes after that server's own timeout, not the budget.
+#[tokio::test]
+async fn a_servfail_from_one_server_is_asked_of_the_next() {
+    let broken = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 12])
+        .with_fault(Fault::ServFail)
+        .start_on(host())
+        .await;
+    let good = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 13])
+        .start_on(host())
+        .await;
+    let s = TestServer::start_on(
+        HOST,
+        &upstream_section(&[broken.addr, good.addr], "300ms"),
+        GROUP,
+        &[],
+    )
+    .await;
+    let (m, elapsed) = ask(s.udp, "validated-elsewhere.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.13"]);
+    assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
+    assert_eq!(broken.asked().len(), 1);
+    assert_eq!(good.asked().len(), 1);
+    let metrics = metrics_text(&s).await;
+    let label = format!("udp://{}", broken.addr);
+    assert_eq!(
+        crate::common::metric_sum(
+            &metrics,
+            "dnsward_upstream_errors_total",
+            &[("upstream", &label), ("kind", "servfail")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // SERVFAIL and a black hole: the SERVFAIL, once the other had its timeout.
+    let broken = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 12])
+        .with_fault(Fault::ServFail)
+        .start_on(host())
+        .await;
+    let hole = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 66])
+        .with_fault(Fault::BlackHole)
+        .start_on(host())
+        .await;
+    let s = TestServer::start_on(
+        HOST,
+        &upstream_section(&[broken.addr, hole.addr], "300ms"),
+        GROUP,
+        &[],
+    )
+    .await;
+    let (m, elapsed) = ask(s.udp, "broken-everywhere.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
+    assert_eq!(hole.asked().len(), 1, "the other server was asked once");
+}
