@@ -48,8 +48,13 @@ async fn ask(server: SocketAddr, qname: &str) -> (Message, Vec<u8>, Duration) {
 
 /// Whether the answer carries Extended DNS Error 13 (Cached Error).
 fn says_cached_error(raw: &[u8]) -> bool {
+    says_ede(raw, 13)
+}
+
+/// Whether the answer carries Extended DNS Error `code` (option 15, its info code first).
+fn says_ede(raw: &[u8], code: u8) -> bool {
     raw.windows(6)
-        .any(|w| w[0..2] == [0, 15] && w[4..6] == [0, 13])
+        .any(|w| w[0..2] == [0, 15] && w[4..6] == [0, code])
 }
 
 fn times_asked(up: &RunningUpstream, qname: &str) -> usize {
@@ -78,9 +83,11 @@ async fn a_local_alias_to_a_failing_target_does_not_ask_upstream_on_every_query(
         .start_on(HOST.parse().unwrap())
         .await;
     let s = start(&up).await;
-    let (m, _, first) = ask(s.udp, "dead.alias.internal").await;
+    let (m, raw, first) = ask(s.udp, "dead.alias.internal").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
     assert!(first >= AT_ONCE, "the first query waited: {first:?}");
+    // Why, as for an ordinary miss no upstream answered: EDE 22, No Reachable Authority.
+    assert!(says_ede(&raw, 22), "EDE 22 on the first failure: {m:?}");
     assert_eq!(times_asked(&up, "dead.example"), 1);
     for _ in 0..3 {
         let (m, raw, elapsed) = ask(s.udp, "dead.alias.internal").await;

@@ -40,6 +40,8 @@ pub(super) enum ChaseStop {
     Private(IpAddr),
     /// The target's resolution failed.
     Failed(Arc<str>),
+    /// No upstream answered for the target (EDE 22, as for an ordinary miss).
+    Unreachable(Arc<str>),
     /// The target's resolution failed a moment ago and is not asked again yet (RFC 9520).
     FailureCached(FailureKind),
 }
@@ -48,7 +50,7 @@ impl std::fmt::Display for ChaseStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self, self.problem()) {
             (_, Some(problem)) => write!(f, "{problem}"),
-            (Self::Failed(why), None) => write!(f, "{why}"),
+            (Self::Failed(why) | Self::Unreachable(why), None) => write!(f, "{why}"),
             (Self::FailureCached(kind), None) => write!(f, "failure cached: {}", kind.as_str()),
             _ => Ok(()),
         }
@@ -61,7 +63,7 @@ impl ChaseStop {
         match self {
             Self::Forbidden(t) => Some(AnswerProblem::ForbiddenTarget(t)),
             Self::Private(ip) => Some(AnswerProblem::PrivateAddress(*ip)),
-            Self::Failed(_) | Self::FailureCached(_) => None,
+            Self::Failed(_) | Self::Unreachable(_) | Self::FailureCached(_) => None,
         }
     }
 }
@@ -169,9 +171,8 @@ impl Pipeline {
                     }
                     match self.fetch_coalesced(p, &tq).await {
                         Fetched::Answer(answer, _, _) => answer,
-                        Fetched::Unusable(_, why) | Fetched::Failed(why) => {
-                            return Err(ChaseStop::Failed(why));
-                        }
+                        Fetched::Unusable(_, why) => return Err(ChaseStop::Failed(why)),
+                        Fetched::Failed(why) => return Err(ChaseStop::Unreachable(why)),
                     }
                 }
             };

@@ -699,11 +699,20 @@ impl Pipeline {
                 let msg = wire::start_response(&q, rcode::SERVFAIL, false);
                 let why = || format!("the local CNAME's target: {stop}");
                 let mut report = Report::new(Verdict::Servfail, &why).via(&upstream);
-                if matches!(stop, ChaseStop::FailureCached(_)) {
-                    report = report.ede(wire::Ede {
-                        code: wire::ede::CACHED_ERROR,
-                        text: "resolution failed recently",
-                    });
+                match stop {
+                    ChaseStop::FailureCached(_) => {
+                        report = report.ede(wire::Ede {
+                            code: wire::ede::CACHED_ERROR,
+                            text: "resolution failed recently",
+                        });
+                    }
+                    ChaseStop::Unreachable(_) => {
+                        report = report.ede(wire::Ede {
+                            code: wire::ede::NO_REACHABLE_AUTHORITY,
+                            text: "no upstream answered",
+                        });
+                    }
+                    _ => {}
                 }
                 return Some(self.finish(&ctx, msg, &report));
             }
