@@ -50,6 +50,20 @@ fn upstream_section(servers: &[SocketAddr], per_server: &str) -> String {
     )
 }
 
+/// A fake upstream on the host answering every name with 192.0.2.`last`, with `fault`.
+async fn fake(last: u8, fault: Fault) -> RunningUpstream {
+    FakeUpstream::new()
+        .answering_everything([192, 0, 2, last])
+        .with_fault(fault)
+        .start_on(host())
+        .await
+}
+
+/// dnsward on the host, forwarding to `servers` in this order, 300 ms each, 3 s in all.
+async fn serve(servers: &[SocketAddr]) -> TestServer {
+    TestServer::start_on(HOST, &upstream_section(servers, "300ms"), GROUP, &[]).await
+}
+
 /// One query from the client: the answer and how long it took.
 async fn ask(server: SocketAddr, qname: &str) -> (Message, Duration) {
     let started = Instant::now();
@@ -66,23 +80,9 @@ async fn ask(server: SocketAddr, qname: &str) -> (Message, Duration) {
 /// SERVFAIL after 3 s.
 #[tokio::test]
 async fn a_datagram_lost_by_the_first_server_is_sent_again_while_the_second_is_tried() {
-    let lossy = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 10])
-        .with_fault(Fault::LoseFirstUdp)
-        .start_on(host())
-        .await;
-    let hole = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[lossy.addr, hole.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let lossy = fake(10, Fault::LoseFirstUdp).await;
+    let hole = fake(66, Fault::BlackHole).await;
+    let s = serve(&[lossy.addr, hole.addr]).await;
     let (m, elapsed) = ask(s.udp, "lost-once.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
     assert_eq!(a_records(&m), ["192.0.2.10"]);
@@ -125,18 +125,8 @@ async fn a_late_answer_from_a_server_already_passed_over_is_taken() {
         .with_delay(Duration::from_millis(600))
         .start_on(host())
         .await;
-    let hole = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[slow.addr, hole.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let hole = fake(66, Fault::BlackHole).await;
+    let s = serve(&[slow.addr, hole.addr]).await;
     let (m, elapsed) = ask(s.udp, "late.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
     assert_eq!(a_records(&m), ["192.0.2.11"]);
@@ -157,12 +147,8 @@ async fn a_late_answer_from_a_server_already_passed_over_is_taken() {
 /// timeout: ten datagrams for a 300 ms timeout and a 3 s budget before.
 #[tokio::test]
 async fn a_sole_black_hole_is_sent_a_query_three_times_and_waited_on_for_the_whole_budget() {
-    let hole = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(HOST, &upstream_section(&[hole.addr], "300ms"), GROUP, &[]).await;
+    let hole = fake(66, Fault::BlackHole).await;
+    let s = serve(&[hole.addr]).await;
     let (m, elapsed) = ask(s.udp, "sole-hole.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
     assert!(
@@ -183,23 +169,9 @@ async fn a_sole_black_hole_is_sent_a_query_three_times_and_waited_on_for_the_who
 /// heard at once.
 #[tokio::test]
 async fn with_every_server_down_a_query_fails_after_one_server_timeout_not_the_budget() {
-    let a = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let b = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[a.addr, b.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let a = fake(66, Fault::BlackHole).await;
+    let b = fake(66, Fault::BlackHole).await;
+    let s = serve(&[a.addr, b.addr]).await;
     // Three failed exchanges in a row mark a server down: three names at once.
     let first: Vec<_> = (0..3)
         .map(|i| {
@@ -239,23 +211,9 @@ async fn with_every_server_down_a_query_fails_after_one_server_timeout_not_the_b
 /// tried at once, and later rounds do not ask it again.
 #[tokio::test]
 async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
-    let formerr = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::FormErr)
-        .start_on(host())
-        .await;
-    let lossy = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 13])
-        .with_fault(Fault::LoseFirstUdp)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[formerr.addr, lossy.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let formerr = fake(66, Fault::FormErr).await;
+    let lossy = fake(13, Fault::LoseFirstUdp).await;
+    let s = serve(&[formerr.addr, lossy.addr]).await;
     let (m, elapsed) = ask(s.udp, "formerr-then-lost.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
     assert_eq!(a_records(&m), ["192.0.2.13"]);
@@ -278,22 +236,12 @@ async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
 /// black hole instead, the SERVFAIL comes after that server's own timeout, not the budget.
 #[tokio::test]
 async fn a_servfail_from_one_server_is_asked_of_the_next() {
-    let broken = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 12])
-        .with_fault(Fault::ServFail)
-        .start_on(host())
-        .await;
+    let broken = fake(12, Fault::ServFail).await;
     let good = FakeUpstream::new()
         .answering_everything([192, 0, 2, 13])
         .start_on(host())
         .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[broken.addr, good.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let s = serve(&[broken.addr, good.addr]).await;
     let (m, elapsed) = ask(s.udp, "validated-elsewhere.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
     assert_eq!(a_records(&m), ["192.0.2.13"]);
@@ -313,23 +261,9 @@ async fn a_servfail_from_one_server_is_asked_of_the_next() {
     );
 
     // SERVFAIL and a black hole: the SERVFAIL, once the other had its timeout.
-    let broken = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 12])
-        .with_fault(Fault::ServFail)
-        .start_on(host())
-        .await;
-    let hole = FakeUpstream::new()
-        .answering_everything([192, 0, 2, 66])
-        .with_fault(Fault::BlackHole)
-        .start_on(host())
-        .await;
-    let s = TestServer::start_on(
-        HOST,
-        &upstream_section(&[broken.addr, hole.addr], "300ms"),
-        GROUP,
-        &[],
-    )
-    .await;
+    let broken = fake(12, Fault::ServFail).await;
+    let hole = fake(66, Fault::BlackHole).await;
+    let s = serve(&[broken.addr, hole.addr]).await;
     let (m, elapsed) = ask(s.udp, "broken-everywhere.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
     assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
