@@ -1071,14 +1071,9 @@ pub fn browse_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     out
 }
 
-/// What a mail host (or an agent auditing mail set-ups) is answered checking one domain's mail
-/// authentication: its apex TXT (an SPF record of 60–450 bytes among verification tokens; one
-/// domain in ten a big 1.5–4 KB set), `_dmarc` TXT (80–200 bytes), a DKIM key at
-/// `selector1._domainkey` (400–460 bytes; NXDOMAIN with the zone's SOA for three in ten) and
-/// MX (60–120 bytes).
-#[must_use]
-pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
-    let txt = |qname: String, bytes: usize, r: &mut Prng| Exchange {
+/// One TXT answer of `bytes` bytes for `qname` (a mail check's or a crawler's record).
+fn txt(qname: String, bytes: usize, r: &mut Prng) -> Exchange {
+    Exchange {
         qname,
         qtype: 16,
         nxdomain: false,
@@ -1088,7 +1083,16 @@ pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
         addresses: Vec::new(),
         cname_targets: Vec::new(),
         payload: 0,
-    };
+    }
+}
+
+/// What a mail host (or an agent auditing mail set-ups) is answered checking one domain's mail
+/// authentication: its apex TXT (an SPF record of 60–450 bytes among verification tokens; one
+/// domain in ten a big 1.5–4 KB set), `_dmarc` TXT (80–200 bytes), a DKIM key at
+/// `selector1._domainkey` (400–460 bytes; NXDOMAIN with the zone's SOA for three in ten) and
+/// MX (60–120 bytes).
+#[must_use]
+pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
     let apex = if r.below(10) == 0 {
         1500 + below(2500, r)
@@ -1169,17 +1173,6 @@ pub fn ech_crawl_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
 pub fn inbound_sender_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     const SELECTORS: [&str; 6] = ["selector1", "google", "k1", "s1", "default", "mail"];
     let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
-    let txt = |qname: String, bytes: usize, r: &mut Prng| Exchange {
-        qname,
-        qtype: 16,
-        nxdomain: false,
-        answers: 1,
-        bytes,
-        tag: r.next_u64(),
-        addresses: Vec::new(),
-        cname_targets: Vec::new(),
-        payload: 0,
-    };
     let apex = if r.below(20) == 0 {
         1500 + below(2500, r)
     } else {
