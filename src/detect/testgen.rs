@@ -1071,6 +1071,22 @@ pub fn browse_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     out
 }
 
+/// A mail check's first two answers for `domain`: its apex TXT (an SPF record of 60–450 bytes
+/// among verification tokens; one domain in `big_one_in` a 1.5–4 KB set) and `_dmarc` TXT
+/// (80–200 bytes).
+fn spf_and_dmarc(domain: &str, big_one_in: u64, r: &mut Prng) -> Vec<Exchange> {
+    let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
+    let apex = if r.below(big_one_in) == 0 {
+        1500 + below(2500, r)
+    } else {
+        60 + below(390, r)
+    };
+    vec![
+        txt(domain.to_string(), apex, r),
+        txt(format!("_dmarc.{domain}"), 80 + below(120, r), r),
+    ]
+}
+
 /// One TXT answer of `bytes` bytes for `qname` (a mail check's or a crawler's record).
 fn txt(qname: String, bytes: usize, r: &mut Prng) -> Exchange {
     Exchange {
@@ -1094,15 +1110,7 @@ fn txt(qname: String, bytes: usize, r: &mut Prng) -> Exchange {
 #[must_use]
 pub fn mail_auth_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
-    let apex = if r.below(10) == 0 {
-        1500 + below(2500, r)
-    } else {
-        60 + below(390, r)
-    };
-    let mut out = vec![
-        txt(domain.to_string(), apex, r),
-        txt(format!("_dmarc.{domain}"), 80 + below(120, r), r),
-    ];
+    let mut out = spf_and_dmarc(domain, 10, r);
     let dkim = format!("selector1._domainkey.{domain}");
     if r.below(10) < 3 {
         out.push(Exchange {
@@ -1173,15 +1181,7 @@ pub fn ech_crawl_site(domain: &str, r: &mut Prng) -> Vec<Exchange> {
 pub fn inbound_sender_check(domain: &str, r: &mut Prng) -> Vec<Exchange> {
     const SELECTORS: [&str; 6] = ["selector1", "google", "k1", "s1", "default", "mail"];
     let below = |n: u64, r: &mut Prng| usize::try_from(r.below(n)).unwrap_or(0);
-    let apex = if r.below(20) == 0 {
-        1500 + below(2500, r)
-    } else {
-        60 + below(390, r)
-    };
-    let mut out = vec![
-        txt(domain.to_string(), apex, r),
-        txt(format!("_dmarc.{domain}"), 80 + below(120, r), r),
-    ];
+    let mut out = spf_and_dmarc(domain, 20, r);
     let selector = SELECTORS[below(SELECTORS.len() as u64, r)];
     let dkim = format!("{selector}._domainkey.{domain}");
     if r.below(5) == 0 {
