@@ -9,6 +9,11 @@
 //! On shutdown a connection takes no new request (HTTP/2: GOAWAY; HTTP/1.1: no keep-alive),
 //! answers the requests it has already received, then closes, as TCP and DoT connections do
 //! with the queries they have read. The server's `shutdown_grace` bounds the wait.
+//!
+//! A connection closes after `idle` with no request to answer; and when its client does not
+//! read, after `tcp_write_timeout`, as on TCP and DoT: a write to it that cannot go for that
+//! long, or (HTTP/2) a PING it leaves unanswered that long (one is sent after that long with no
+//! new request nor body data from it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,20 +49,18 @@ pub(super) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let started = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let io = Activity {
-        inner: stream,
-        started,
-        last: Arc::clone(&last),
-    };
+    let requests = Arc::new(Requests::new());
     let peer = Arc::new(peer);
     let idle = ctx.idle;
+    let write_timeout = ctx.write_timeout;
     let svc_ctx = Arc::clone(&ctx);
+    let svc_requests = Arc::clone(&requests);
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&svc_ctx);
         let peer = Arc::clone(&peer);
+        let working = Working::new(&svc_requests);
         async move {
+            let _working = working;
             // A HEAD request gets the status and headers it would get, never a body (over
             // HTTP/2 a body on a HEAD answer is a protocol error the client resets on).
             let head = req.method() == Method::HEAD;
@@ -69,22 +72,47 @@ pub(super) async fn serve<S>(
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A request's head must arrive whole within `idle` of its first byte: the idle watchdog
-    // alone counts any byte as activity, so a client trickling a header a byte every few
-    // seconds held its connection (and, with enough sources, every slot) forever.
+    // A request's head must arrive whole within `idle` of its first byte: a client trickling
+    // a header a byte every few seconds held its connection (and, with enough sources, every
+    // slot) forever.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(idle);
+    // HTTP/2: a PING after `write_timeout` with no new request nor body data, and
+    // the connection closed when it is not answered within `write_timeout` more. A client that
+    // asks and never reads never answers one: its answers wait on the flow-control windows it
+    // never opens, its new streams are refused, and the requests it keeps sending would keep
+    // the connection (and its slot) busy until HTTP/2's own limit on refused streams, minutes
+    // away at a slow pace. As on TCP and DoT, not reading for `write_timeout` loses it.
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(write_timeout))
+        .keep_alive_timeout(write_timeout);
+    let started = Instant::now();
+    let blocked = Arc::new(AtomicU64::new(0));
+    let io = Writes {
+        inner: stream,
+        started,
+        blocked: Arc::clone(&blocked),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    // Idle: no bytes either way for `idle`. Checked a few times per period.
+    // Idle: no request being answered, and none started, for `idle`. Counted in requests, not
+    // bytes: a client's PING answers (and its own PINGs) do not keep an idle connection.
+    // Stuck: a write that could not go for `write_timeout` (the client's receive buffer full;
+    // HTTP/2's own close after an unanswered PING waits on that same write). Checked a few
+    // times per period.
     let watchdog = async {
         loop {
-            tokio::time::sleep(idle / 4).await;
-            let quiet = started
-                .elapsed()
-                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            if quiet >= idle {
+            tokio::time::sleep(idle.min(write_timeout) / 4).await;
+            let since = blocked.load(Ordering::Relaxed);
+            let stuck = since != 0
+                && started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since - 1))
+                    >= write_timeout;
+            if stuck || requests.idle_for() >= idle {
                 return;
             }
         }
@@ -291,57 +319,104 @@ fn freshness(msg: &[u8]) -> Option<u32> {
     Some(smallest_ttl.map_or(soa_minimum, |ttl| ttl.min(soa_minimum)))
 }
 
-/// A stream that records when bytes last moved, for the idle timeout.
-struct Activity<S> {
+/// A stream that records since when its writes have been refused (the client not reading).
+struct Writes<S> {
     /// The TLS stream.
     inner: S,
-    /// Reference point for `last`.
+    /// Reference point for `blocked`.
     started: Instant,
-    /// Milliseconds after `started` of the last read or write.
-    last: Arc<AtomicU64>,
+    /// 1 + milliseconds after `started` when a write or flush first could not go; 0 while
+    /// they go.
+    blocked: Arc<AtomicU64>,
 }
 
-impl<S> Activity<S> {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+impl<S> Writes<S> {
+    fn went<T>(&self, r: &Poll<std::io::Result<T>>) {
+        match r {
+            Poll::Pending => {
+                if self.blocked.load(Ordering::Relaxed) == 0 {
+                    let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.blocked.store(ms.saturating_add(1), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => self.blocked.store(0, Ordering::Relaxed),
+        }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Writes<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
+        self.went(&r);
         r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.went(&r);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The requests a connection is answering, and when it last started or finished one.
+struct Requests {
+    state: parking_lot::Mutex<(usize, Instant)>,
+}
+
+impl Requests {
+    fn new() -> Self {
+        Self {
+            state: parking_lot::Mutex::new((0, Instant::now())),
+        }
+    }
+
+    /// How long the connection has had no request to answer (zero while it has one).
+    fn idle_for(&self) -> Duration {
+        let s = self.state.lock();
+        if s.0 > 0 {
+            Duration::ZERO
+        } else {
+            s.1.elapsed()
+        }
+    }
+}
+
+/// One request being answered, counted in its connection's [`Requests`] until dropped.
+struct Working(Arc<Requests>);
+
+impl Working {
+    fn new(requests: &Arc<Requests>) -> Self {
+        let mut s = requests.state.lock();
+        s.0 += 1;
+        s.1 = Instant::now();
+        drop(s);
+        Self(Arc::clone(requests))
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock();
+        s.0 = s.0.saturating_sub(1);
+        s.1 = Instant::now();
     }
 }
 

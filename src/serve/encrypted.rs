@@ -83,8 +83,9 @@ pub(super) struct ListenerContext {
     pub tokens: Option<Arc<TokenVerifier>>,
     /// Idle timeout per connection.
     pub idle: Duration,
-    /// DoT: the longest one answer's write may take (`[server] tcp_write_timeout`, as on
-    /// TCP): a client that does not read its answers loses its connection.
+    /// The longest one DoT answer's write may take (`[server] tcp_write_timeout`, as on TCP),
+    /// and the longest an HTTP/2 client may leave a PING unanswered: a client that does not
+    /// read its answers loses its connection.
     pub write_timeout: Duration,
     /// Longest TLS handshake (`[tls] handshake_timeout`).
     pub handshake: Duration,
@@ -206,7 +207,7 @@ impl RunningTls {
 
 /// Bind every DoT and DoH listener of `cfg` (paths relative to `base`); `unknown` is what
 /// clients in no group get (`server.unknown_clients`), `write_timeout` bounds each DoT answer's
-/// write (`server.tcp_write_timeout`).
+/// write and each DoH PING's answer (`server.tcp_write_timeout`).
 ///
 /// # Errors
 /// Unloadable TLS material or token keys, or an address that cannot be bound.

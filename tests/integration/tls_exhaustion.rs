@@ -363,3 +363,173 @@ async fn a_dot_client_that_never_reads_loses_its_connection() {
     );
     assert!(sent >= 64, "the stuck client got its queries in: {sent}");
 }
+
+/// HPACK's integer with an `n`-bit prefix (RFC 7541 §5.1), `first` holding the prefix's flags.
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// An HTTP/2 HEADERS frame (END_STREAM, END_HEADERS) for `GET path` on stream `id`, its fields
+/// literal (no dynamic table, no Huffman) so every frame stands alone.
+fn h2_get(id: u32, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87]; // :method GET, :scheme https (static table)
+    for (index, value) in [(4usize, path), (1, authority)] {
+        // Literal without indexing, name from the static table (:path 4, :authority 1).
+        hpack_int(&mut block, 0x00, 4, index);
+        hpack_int(&mut block, 0x00, 7, value.len());
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[0x01, 0x05]);
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doh_client_that_never_reads_loses_its_connection() {
+    let test = "a_doh_client_that_never_reads_loses_its_connection";
+    if !tools(test) {
+        return;
+    }
+    // As fast as it can write, with HTTP/2's default windows: past the server's stream limit
+    // at once, and HTTP/2's own limit on refused streams ends it.
+    doh_client_that_never_reads(32, Duration::ZERO, Windows::Default).await;
+    // 8 new streams every 50 ms with no window for any answer: every stream stays open, the
+    // stream limit is reached in ~1.3 s, and nothing is read from the client but refused
+    // streams. Before, that went on until HTTP/2's limit on refused streams, ~8 s; now its
+    // PING goes unanswered.
+    doh_client_that_never_reads(8, Duration::from_millis(50), Windows::Closed).await;
+    // HTTP/1.1, requests pipelined as fast as it can write: the answers fill the socket and
+    // the server's writes cannot go. Before, that held the slot until the idle timeout.
+    doh_client_that_never_reads(32, Duration::ZERO, Windows::Http1).await;
+}
+
+/// The flow-control windows a never-reading client offers.
+#[derive(Debug, Clone, Copy)]
+enum Windows {
+    Default,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE` 0: no answer's body may be sent.
+    Closed,
+    /// None: HTTP/1.1, which has none (the client's receive buffer is its window).
+    Http1,
+}
+
+/// One source, one DoH connection at a time; a member that asks `burst` new requests (HTTP/2
+/// streams, or pipelined HTTP/1.1 requests) every `pause`, never reading a byte (so it never
+/// acknowledges the server's settings nor opens a window), with the smallest receive buffer. The same source's next connection
+/// must be served well before the idle timeout (which the stuck client's writes keep away):
+/// its answers wait past the write bound, and it is closed. Before, the slow one held its slot
+/// ~14 s, until HTTP/2's own limit on refused streams ended it (longer at a slower pace).
+async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windows) {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let cfg = config(&pki, "").replace(
+        "[tls]\n",
+        "[tls]\nmax_connections_per_client = 1\nidle_timeout = \"8s\"\n",
+    );
+    let s = TestServer::start_full(
+        None,
+        &cfg,
+        None,
+        "127.0.0.1:0",
+        "tcp_write_timeout = \"300ms\"",
+    )
+    .await;
+    let doh = s.app.as_ref().unwrap().tls.doh_addrs[0];
+    let q = query_packet("api.corp.internal", RecordType::A, false);
+    let path = format!(
+        "/dns-query?dns={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
+    );
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(1024).unwrap();
+    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(doh).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(doh.ip().into());
+    let alpn: &[u8] = if let Windows::Http1 = windows {
+        b"http/1.1"
+    } else {
+        b"h2"
+    };
+    let tls = pki.client(None, &[alpn]).connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    let (unread, mut wr) = tokio::io::split(tls);
+    let authority = doh.to_string();
+    let writer = tokio::spawn(async move {
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        match windows {
+            Windows::Default => preface.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]),
+            // SETTINGS: INITIAL_WINDOW_SIZE (4) 0.
+            Windows::Closed => {
+                preface.extend_from_slice(&[0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 0]);
+            }
+            Windows::Http1 => preface.clear(),
+        }
+        if !preface.is_empty() && wr.write_all(&preface).await.is_err() {
+            return (0, wr);
+        }
+        let mut sent = 0u32;
+        let mut id = 1u32;
+        let until = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < until {
+            let frames: Vec<u8> = (0..burst)
+                .flat_map(|k| match windows {
+                    Windows::Http1 => {
+                        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes()
+                    }
+                    _ => h2_get(id + 2 * k, &authority, &path),
+                })
+                .collect();
+            match tokio::time::timeout(Duration::from_secs(2), wr.write_all(&frames)).await {
+                Ok(Ok(())) => {
+                    sent += burst;
+                    id += 2 * burst;
+                }
+                _ => break,
+            }
+            tokio::time::sleep(pause).await;
+        }
+        (sent, wr)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut last = (String::new(), None);
+    while started.elapsed() < Duration::from_secs(20) {
+        last = curl_doh(doh, "127.0.0.10", "git.corp.internal").await;
+        if last.1.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = started.elapsed();
+    writer.abort();
+    drop(unread);
+    let (status, answer) = last;
+    let m = answer.unwrap_or_else(|| {
+        panic!("{burst} streams every {pause:?}, {windows:?} windows: no answer in 20 s (HTTP {status})")
+    });
+    assert_eq!(status, "200");
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    eprintln!(
+        "{burst} streams every {pause:?}, {windows:?} windows: the next connection was served after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(6),
+        "{burst} streams every {pause:?}, {windows:?} windows: the stuck connection held the slot {waited:?}"
+    );
+}
