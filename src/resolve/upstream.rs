@@ -10,9 +10,11 @@
 //! like Unbound's outside-network): each socket is bound once to a kernel-chosen random port,
 //! connected to the server, and read by one task that hands each answer to the exchange waiting
 //! on its ID, after checking that the answer is a response to that exchange's question.
-//! Anything else (a wrong ID, a wrong question, a late answer) is dropped and counted as
-//! `kind="mismatch"`, so an off-path spoofer has to guess a 16-bit random ID, the exact
-//! question and one of the pool's ports. The trade-off against a fresh socket per exchange:
+//! Anything else is dropped: a late answer (the ID of an exchange that ended in the last
+//! 10 s: the second copy after a retransmission, or an answer after its exchange gave up) is
+//! counted as `kind="late"`, any other (a wrong ID, a wrong question) as `kind="mismatch"`, so
+//! an off-path spoofer has to guess a 16-bit random ID, the exact question and one of the
+//! pool's ports, and its guesses are not hidden among the late answers. The trade-off against a fresh socket per exchange:
 //! those ports stay fixed for the pool's life (until a reload rebuilds the upstreams) instead
 //! of changing per query, which gives a spoofer who learns one port fewer bits to guess; in
 //! exchange a miss costs no socket, no file descriptor and no 64 KiB buffer of its own, so a
@@ -44,7 +46,7 @@
 //! Conditional forward zones (`corp.example` → 127.0.0.53) send names at or below the zone to
 //! their own servers; the longest matching zone wins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -240,7 +242,8 @@ pub struct Upstream {
     retransmits: Counter,
     err_timeout: Counter,
     err_io: Counter,
-    err_mismatch: Counter,
+    /// Answers no exchange takes.
+    strays: Strays,
     err_refused: Counter,
     err_formerr: Counter,
     err_notimp: Counter,
@@ -297,7 +300,10 @@ impl Upstream {
             retransmits: metrics::counter!(m::UPSTREAM_RETRANSMITS_TOTAL, "upstream" => l.clone()),
             err_timeout: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "timeout"),
             err_io: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "io"),
-            err_mismatch: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "mismatch"),
+            strays: Strays {
+                mismatch: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "mismatch"),
+                late: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "late"),
+            },
             err_refused: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "refused"),
             err_formerr: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "formerr"),
             err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
@@ -570,7 +576,7 @@ impl Upstreams {
     /// the query and waited on for its `timeout` (doubled each round), then the next one is
     /// tried while the earlier exchanges stay open, so an answer from any of them is taken
     /// (the first valid one; the others are dropped, their late answers counted as
-    /// `kind="mismatch"`). A server already asked in an earlier round is sent the same query
+    /// `kind="late"`). A server already asked in an earlier round is sent the same query
     /// again (same ID, a retransmission), at most [`MAX_SENDS_PER_SERVER`] times in all. A
     /// server that failed outright for this question (a closed port, REFUSED, FORMERR, TC over
     /// TCP too) is not asked again. A SERVFAIL ends the rounds: the other servers get one turn
@@ -924,7 +930,7 @@ fn rand_id() -> u16 {
 fn matches(up: &Upstream, answer: &[u8], id: u16, question: &[u8]) -> bool {
     let ok = answers(answer, id, question);
     if !ok {
-        up.err_mismatch.increment(1);
+        up.strays.mismatch.increment(1);
     }
     ok
 }
@@ -957,6 +963,42 @@ pub struct UdpPool {
 struct PoolSocket {
     sock: UdpSocket,
     waiting: Mutex<HashMap<u16, Waiter>>,
+    /// The IDs of the exchanges that ended last, and when: an answer to one is late (a copy of
+    /// an answer already taken, after a retransmission; or one that came after its exchange
+    /// gave up), not a stranger's.
+    ended: Mutex<VecDeque<(u16, Instant)>>,
+}
+
+/// How many ended exchanges a pooled socket remembers, and for how long.
+const ENDED_KEPT: usize = 256;
+const LATE_WITHIN: Duration = Duration::from_secs(10);
+
+impl PoolSocket {
+    fn ended(&self, id: u16) {
+        let mut ended = self.ended.lock();
+        if ended.len() >= ENDED_KEPT {
+            ended.pop_front();
+        }
+        ended.push_back((id, Instant::now()));
+    }
+
+    /// Whether an exchange with this ID ended here lately.
+    fn ended_lately(&self, id: u16) -> bool {
+        self.ended
+            .lock()
+            .iter()
+            .any(|(e, at)| *e == id && at.elapsed() < LATE_WITHIN)
+    }
+}
+
+/// What a pooled socket's reader counts of the answers no exchange takes: `kind="late"` for
+/// a response with the ID of an exchange that ended lately, `kind="mismatch"` for any other
+/// (spoofed, or broken). Kept apart so that retransmissions' second answers do not hide a
+/// spoofer's guesses.
+#[derive(Debug, Clone)]
+struct Strays {
+    mismatch: Counter,
+    late: Counter,
 }
 
 /// An exchange waiting for its answer.
@@ -977,6 +1019,7 @@ struct Registration<'a> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         self.socket.waiting.lock().remove(&self.id);
+        self.socket.ended(self.id);
     }
 }
 
@@ -993,9 +1036,9 @@ impl UdpPool {
     /// A socket of the pool, opened (with its reader) on first use. When this turn's slot
     /// cannot be opened (out of file descriptors under an attack on the listeners), a socket
     /// already open in another slot carries the exchange instead of a SERVFAIL.
-    async fn socket(&self, mismatch: &Counter) -> Result<Arc<PoolSocket>, ExchangeError> {
+    async fn socket(&self, strays: &Strays) -> Result<Arc<PoolSocket>, ExchangeError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
-        match self.open_slot(i, mismatch).await {
+        match self.open_slot(i, strays).await {
             Ok(socket) => Ok(socket),
             Err(e) => self
                 .slots
@@ -1006,11 +1049,7 @@ impl UdpPool {
     }
 
     /// Slot `i`'s socket, opened (with its reader) if it is not yet.
-    async fn open_slot(
-        &self,
-        i: usize,
-        mismatch: &Counter,
-    ) -> Result<Arc<PoolSocket>, ExchangeError> {
+    async fn open_slot(&self, i: usize, strays: &Strays) -> Result<Arc<PoolSocket>, ExchangeError> {
         self.slots[i]
             .get_or_try_init(|| async {
                 let bind: SocketAddr = match self.addr {
@@ -1026,10 +1065,11 @@ impl UdpPool {
                 let socket = Arc::new(PoolSocket {
                     sock,
                     waiting: Mutex::new(HashMap::new()),
+                    ended: Mutex::new(VecDeque::with_capacity(ENDED_KEPT)),
                 });
                 tokio::spawn(read_answers(
                     Arc::clone(&socket),
-                    mismatch.clone(),
+                    strays.clone(),
                     self.stop.subscribe(),
                 ));
                 Ok(socket)
@@ -1049,7 +1089,7 @@ impl UdpPool {
         up: &Upstream,
         resend: &Notify,
     ) -> Result<Vec<u8>, ExchangeError> {
-        let socket = self.socket(&up.err_mismatch).await?;
+        let socket = self.socket(&up.strays).await?;
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut waiting = socket.waiting.lock();
@@ -1098,7 +1138,7 @@ impl UdpPool {
 
 /// A pooled socket's reader: each answer goes to the exchange waiting on its ID if it repeats
 /// that exchange's question; anything else is dropped and counted.
-async fn read_answers(socket: Arc<PoolSocket>, mismatch: Counter, mut stop: watch::Receiver<()>) {
+async fn read_answers(socket: Arc<PoolSocket>, strays: Strays, mut stop: watch::Receiver<()>) {
     let mut buf = vec![0u8; 65_535];
     loop {
         let received = tokio::select! {
@@ -1122,8 +1162,13 @@ async fn read_answers(socket: Arc<PoolSocket>, mismatch: Counter, mut stop: watc
                     let _ = w.tx.send(Ok(answer.to_vec()));
                 } else {
                     drop(waiting);
-                    // Spoofed, late or broken: never handed to anyone.
-                    mismatch.increment(1);
+                    // Late, spoofed or broken: never handed to anyone.
+                    let response = n >= wire::HEADER_LEN && answer[2] & 0x80 != 0;
+                    if response && socket.ended_lately(id) {
+                        strays.late.increment(1);
+                    } else {
+                        strays.mismatch.increment(1);
+                    }
                 }
             }
             // The server's port is closed (ICMP port unreachable on the connected socket):

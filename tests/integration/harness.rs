@@ -72,6 +72,8 @@ pub enum Fault {
     ServFail,
     /// Loses the first UDP datagram it receives (a dropped packet), then answers normally.
     LoseFirstUdp,
+    /// Sends every UDP answer twice (a duplicated datagram: the second is late).
+    AnswerTwice,
     /// Answers correctly, with extras no question asked for: AD set, an unrelated name's
     /// address in the answer section, NS records for another zone in the authority section,
     /// and glue with a private address in the additional section.
@@ -261,7 +263,9 @@ impl FakeUpstream {
                 m.metadata.response_code = ResponseCode::ServFail;
                 m.to_vec().ok()
             }
-            Some(Fault::TcpResetMidAnswer | Fault::LoseFirstUdp) => self.answer(query, udp),
+            Some(Fault::TcpResetMidAnswer | Fault::LoseFirstUdp | Fault::AnswerTwice) => {
+                self.answer(query, udp)
+            }
             Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
                 let req = Message::from_vec(query).ok()?;
                 let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
@@ -416,6 +420,10 @@ impl FakeUpstream {
                 match m.delay {
                     None => {
                         let _ = udp.send_to(&r, src).await;
+                        if m.fault == Some(Fault::AnswerTwice) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let _ = udp.send_to(&r, src).await;
+                        }
                     }
                     Some(d) => {
                         let udp = Arc::clone(&udp);

@@ -269,3 +269,32 @@ async fn a_servfail_from_one_server_is_asked_of_the_next() {
     assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
     assert_eq!(hole.asked().len(), 1, "the other server was asked once");
 }
+
+/// A server that sends each answer twice (a duplicated datagram, or a retransmission answered
+/// twice): the first copy is taken and the second, late, is counted as `kind="late"`. Before,
+/// it was counted as `kind="mismatch"`, the count that tells of spoofed answers.
+#[tokio::test]
+async fn a_second_copy_of_an_answer_is_late_not_a_mismatch() {
+    let twice = fake(10, Fault::AnswerTwice).await;
+    let s = serve(&[twice.addr]).await;
+    let (m, _) = ask(s.udp, "twice.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.10"]);
+    let label = format!("udp://{}", twice.addr);
+    let kind = |metrics: &str, kind: &str| {
+        crate::common::metric_sum(
+            metrics,
+            "dnsward_upstream_errors_total",
+            &[("upstream", &label), ("kind", kind)],
+        )
+        .unwrap_or(0.0)
+    };
+    let started = Instant::now();
+    let mut metrics = metrics_text(&s).await;
+    while kind(&metrics, "late") < 1.0 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = metrics_text(&s).await;
+    }
+    assert_eq!(kind(&metrics, "late"), 1.0, "{metrics}");
+    assert_eq!(kind(&metrics, "mismatch"), 0.0, "{metrics}");
+}
