@@ -11,9 +11,9 @@
 //! with the queries they have read. The server's `shutdown_grace` bounds the wait.
 //!
 //! A connection closes after `idle` with no request to answer; and when its client does not
-//! read, after `tcp_write_timeout`, as on TCP and DoT: a write to it that cannot go for that
-//! long, or (HTTP/2) a PING it leaves unanswered that long (one is sent after that long with no
-//! new request nor body data from it).
+//! read, after `tcp_write_timeout`, as on TCP and DoT: an answer that waits that long to be
+//! taken to be sent (HTTP/2 sends it as the client's flow-control windows allow), or a write to
+//! the client that cannot go for that long. At most `max_in_flight` HTTP/2 streams are open.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,7 +60,6 @@ pub(super) async fn serve<S>(
         let peer = Arc::clone(&peer);
         let working = Working::new(&svc_requests);
         async move {
-            let _working = working;
             // A HEAD request gets the status and headers it would get, never a body (over
             // HTTP/2 a body on a HEAD answer is a protocol error the client resets on).
             let head = req.method() == Method::HEAD;
@@ -68,7 +67,7 @@ pub(super) async fn serve<S>(
             if head {
                 *resp.body_mut() = Full::new(Bytes::new());
             }
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| Outgoing::new(body, &working)))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -79,17 +78,11 @@ pub(super) async fn serve<S>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(idle);
-    // HTTP/2: a PING after `write_timeout` with no new request nor body data, and
-    // the connection closed when it is not answered within `write_timeout` more. A client that
-    // asks and never reads never answers one: its answers wait on the flow-control windows it
-    // never opens, its new streams are refused, and the requests it keeps sending would keep
-    // the connection (and its slot) busy until HTTP/2's own limit on refused streams, minutes
-    // away at a slow pace. As on TCP and DoT, not reading for `write_timeout` loses it.
+    // HTTP/2: at most `max_in_flight` streams open at once, as DoT's pipelining; past that a
+    // new stream is refused.
     builder
         .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(write_timeout))
-        .keep_alive_timeout(write_timeout);
+        .max_concurrent_streams(u32::try_from(ctx.max_in_flight).unwrap_or(u32::MAX));
     let started = Instant::now();
     let blocked = Arc::new(AtomicU64::new(0));
     let io = Writes {
@@ -99,20 +92,22 @@ pub(super) async fn serve<S>(
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     // Idle: no request being answered, and none started, for `idle`. Counted in requests, not
-    // bytes: a client's PING answers (and its own PINGs) do not keep an idle connection.
-    // Stuck: a write that could not go for `write_timeout` (the client's receive buffer full;
-    // HTTP/2's own close after an unanswered PING waits on that same write). Checked a few
-    // times per period.
+    // bytes: a client's PINGs do not keep an idle connection.
+    // Not reading, after `write_timeout`, as on TCP and DoT: an answer made and not taken to
+    // be sent for that long (over HTTP/2 it waits on flow-control windows the client opens as
+    // it reads), or a write to the client that could not go for that long (its receive buffer
+    // full). Checked a few times per period.
     let watchdog = async {
+        let period = (idle.min(write_timeout) / 4).max(Duration::from_millis(10));
         loop {
-            tokio::time::sleep(idle.min(write_timeout) / 4).await;
+            tokio::time::sleep(period).await;
             let since = blocked.load(Ordering::Relaxed);
             let stuck = since != 0
                 && started
                     .elapsed()
                     .saturating_sub(Duration::from_millis(since - 1))
                     >= write_timeout;
-            if stuck || requests.idle_for() >= idle {
+            if stuck || requests.stalled(write_timeout) || requests.idle_for() >= idle {
                 return;
             }
         }
@@ -199,7 +194,7 @@ async fn answer(
             // The media type, its parameters aside (`application/dns-message; charset=…`).
             let media = media.map(|m| m.split(';').next().unwrap_or("").trim());
             if media.is_none_or(|m| !m.eq_ignore_ascii_case(DNS_MESSAGE)) {
-                drain(req).await;
+                drain(req, ctx.idle).await;
                 return status(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "expected application/dns-message",
@@ -218,7 +213,7 @@ async fn answer(
             }
         }
         _ => {
-            drain(req).await;
+            drain(req, ctx.idle).await;
             return status(StatusCode::METHOD_NOT_ALLOWED, "GET or POST");
         }
     };
@@ -238,10 +233,11 @@ async fn answer(
 /// Read and drop a refused request's body (up to a DNS message's size), so the error answer
 /// ends the exchange cleanly: over HTTP/2 an unread body makes the server reset the stream
 /// after its answer, which some clients (curl) report as a failure instead of the status.
-async fn drain(req: Request<Incoming>) {
-    let _ = Limited::new(req.into_body(), usize::from(u16::MAX))
-        .collect()
-        .await;
+/// Reads (and drops) a request's body we do not use, within `idle` as a used one is: a
+/// request that promises a body and never sends it holds nothing.
+async fn drain(req: Request<Incoming>, idle: Duration) {
+    let body = Limited::new(req.into_body(), usize::from(u16::MAX)).collect();
+    let _ = tokio::time::timeout(idle, body).await;
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&str> {
@@ -331,7 +327,9 @@ struct Writes<S> {
 }
 
 impl<S> Writes<S> {
-    fn went<T>(&self, r: &Poll<std::io::Result<T>>) {
+    /// A write or flush that could not go starts the clock (if it is not running); only a
+    /// flush that went stops it: a write the TLS layer buffered has not reached the client.
+    fn went<T>(&self, r: &Poll<std::io::Result<T>>, flushed: bool) {
         match r {
             Poll::Pending => {
                 if self.blocked.load(Ordering::Relaxed) == 0 {
@@ -339,7 +337,8 @@ impl<S> Writes<S> {
                     self.blocked.store(ms.saturating_add(1), Ordering::Relaxed);
                 }
             }
-            Poll::Ready(_) => self.blocked.store(0, Ordering::Relaxed),
+            Poll::Ready(Ok(_)) if flushed => self.blocked.store(0, Ordering::Relaxed),
+            Poll::Ready(_) => {}
         }
     }
 }
@@ -361,13 +360,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        self.went(&r);
+        self.went(&r, false);
         r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.went(&r);
+        self.went(&r, true);
         r
     }
 
@@ -376,26 +375,52 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
     }
 }
 
-/// The requests a connection is answering, and when it last started or finished one.
+/// The requests a connection is answering, and when it last started or finished one; the
+/// answers it has made that HTTP has not yet taken to send, and when it last took one.
 struct Requests {
-    state: parking_lot::Mutex<(usize, Instant)>,
+    state: parking_lot::Mutex<RequestsState>,
+}
+
+struct RequestsState {
+    /// Requests being answered.
+    working: usize,
+    /// When one last started or finished.
+    changed: Instant,
+    /// Answers made and not yet sent (nor dropped with their stream).
+    waiting: usize,
+    /// When an answer was last sent, or when the first of those waiting was made.
+    progress: Instant,
 }
 
 impl Requests {
     fn new() -> Self {
+        let now = Instant::now();
         Self {
-            state: parking_lot::Mutex::new((0, Instant::now())),
+            state: parking_lot::Mutex::new(RequestsState {
+                working: 0,
+                changed: now,
+                waiting: 0,
+                progress: now,
+            }),
         }
     }
 
     /// How long the connection has had no request to answer (zero while it has one).
     fn idle_for(&self) -> Duration {
         let s = self.state.lock();
-        if s.0 > 0 {
+        if s.working > 0 {
             Duration::ZERO
         } else {
-            s.1.elapsed()
+            s.changed.elapsed()
         }
+    }
+
+    /// Whether an answer has waited `limit` to be sent with none sent meanwhile. HTTP is done
+    /// with a body when it could send it: over HTTP/2 when the client's flow-control windows
+    /// had room (it opens them as it reads), over HTTP/1.1 when the connection's buffer had.
+    fn stalled(&self, limit: Duration) -> bool {
+        let s = self.state.lock();
+        s.waiting > 0 && s.progress.elapsed() >= limit
     }
 }
 
@@ -405,8 +430,8 @@ struct Working(Arc<Requests>);
 impl Working {
     fn new(requests: &Arc<Requests>) -> Self {
         let mut s = requests.state.lock();
-        s.0 += 1;
-        s.1 = Instant::now();
+        s.working += 1;
+        s.changed = Instant::now();
         drop(s);
         Self(Arc::clone(requests))
     }
@@ -415,89 +440,65 @@ impl Working {
 impl Drop for Working {
     fn drop(&mut self) {
         let mut s = self.0.state.lock();
-        s.0 = s.0.saturating_sub(1);
-        s.1 = Instant::now();
+        s.working = s.working.saturating_sub(1);
+        s.changed = Instant::now();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-    use hickory_proto::rr::rdata::{A, SOA};
-    use hickory_proto::rr::{Name, RData, Record};
+/// A response body, counted as waiting in its connection's [`Requests`] until HTTP is done
+/// with it.
+struct Outgoing {
+    body: Full<Bytes>,
+    requests: Option<Arc<Requests>>,
+}
 
-    fn answer(rcode: ResponseCode, answers: &[u32], soa: Option<(u32, u32)>) -> Vec<u8> {
-        let name = Name::from_ascii("www.example.").unwrap();
-        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
-        m.metadata.response_code = rcode;
-        for (i, ttl) in answers.iter().enumerate() {
-            let a = A::new(192, 0, 2, u8::try_from(i).unwrap());
-            m.answers
-                .push(Record::from_rdata(name.clone(), *ttl, RData::A(a)));
+impl Outgoing {
+    fn new(body: Full<Bytes>, working: &Working) -> Self {
+        let requests = Arc::clone(&working.0);
+        {
+            let mut s = requests.state.lock();
+            if s.waiting == 0 {
+                s.progress = Instant::now();
+            }
+            s.waiting += 1;
         }
-        if let Some((ttl, minimum)) = soa {
-            let zone = Name::from_ascii("example.").unwrap();
-            let soa = SOA::new(
-                Name::from_ascii("ns.example.").unwrap(),
-                Name::from_ascii("h.example.").unwrap(),
-                1,
-                3600,
-                900,
-                86400,
-                minimum,
-            );
-            m.authorities
-                .push(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+        Self {
+            body,
+            requests: Some(requests),
         }
-        m.to_vec().unwrap()
+    }
+}
+
+impl hyper::body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
-    /// RFC 8484 §5.1: an answer for its smallest TTL, a negative answer for no longer than its
-    /// SOA's MINIMUM (nor the SOA's TTL), an error or a negative answer without SOA not at all.
-    #[test]
-    fn doh_freshness_follows_the_answer_the_soa_minimum_or_is_none() {
-        use ResponseCode::{FormErr, NXDomain, NoError, NotImp, Refused, ServFail};
-        for (what, msg, want) in [
-            (
-                "answer",
-                answer(NoError, &[300, 30, 600], None),
-                "private, max-age=30",
-            ),
-            (
-                "zero TTL",
-                answer(NoError, &[0], None),
-                "private, max-age=0",
-            ),
-            (
-                "NXDOMAIN, MINIMUM smaller",
-                answer(NXDomain, &[], Some((3600, 60))),
-                "private, max-age=60",
-            ),
-            (
-                "NODATA, TTL smaller",
-                answer(NoError, &[], Some((45, 900))),
-                "private, max-age=45",
-            ),
-            (
-                "NXDOMAIN without SOA",
-                answer(NXDomain, &[], None),
-                "no-store",
-            ),
-            ("SERVFAIL", answer(ServFail, &[], None), "no-store"),
-            (
-                "SERVFAIL with an SOA",
-                answer(ServFail, &[], Some((60, 60))),
-                "no-store",
-            ),
-            ("REFUSED", answer(Refused, &[], None), "no-store"),
-            ("FORMERR", answer(FormErr, &[], None), "no-store"),
-            ("NOTIMP", answer(NotImp, &[], None), "no-store"),
-        ] {
-            assert_eq!(cache_control(&msg), want, "{what}");
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// HTTP drops a body once it has handed all of it on to be sent (over HTTP/2 only as the
+/// client's windows allow: hyper holds a polled chunk until they do), or when its stream is
+/// reset. Either way it is no longer waiting, and it counts as progress: a client that resets
+/// its streams to look busy must keep asking (and being answered) to do so.
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if let Some(r) = self.requests.take() {
+            let mut s = r.state.lock();
+            s.waiting = s.waiting.saturating_sub(1);
+            s.progress = Instant::now();
         }
-        // Malformed bytes (no panic) and a header alone: nothing to keep.
-        assert_eq!(cache_control(&[0; 5]), "no-store");
-        assert_eq!(cache_control(&answer(NoError, &[], None)[..12]), "no-store");
     }
 }

@@ -84,7 +84,7 @@ pub(super) struct ListenerContext {
     /// Idle timeout per connection.
     pub idle: Duration,
     /// The longest one DoT answer's write may take (`[server] tcp_write_timeout`, as on TCP),
-    /// and the longest an HTTP/2 client may leave a PING unanswered: a client that does not
+    /// and the longest a DoH answer may wait to be sent: a client that does not
     /// read its answers loses its connection.
     pub write_timeout: Duration,
     /// Longest TLS handshake (`[tls] handshake_timeout`).
@@ -207,7 +207,7 @@ impl RunningTls {
 
 /// Bind every DoT and DoH listener of `cfg` (paths relative to `base`); `unknown` is what
 /// clients in no group get (`server.unknown_clients`), `write_timeout` bounds each DoT answer's
-/// write and each DoH PING's answer (`server.tcp_write_timeout`).
+/// write and each DoH answer's wait to be sent (`server.tcp_write_timeout`).
 ///
 /// # Errors
 /// Unloadable TLS material or token keys, or an address that cannot be bound.

@@ -9,6 +9,8 @@
 //! source address; the attackers are plain TCP connections that send nothing.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -404,13 +406,15 @@ async fn a_doh_client_that_never_reads_loses_its_connection() {
         return;
     }
     // As fast as it can write, with HTTP/2's default windows: past the server's stream limit
-    // at once, and HTTP/2's own limit on refused streams ends it.
+    // at once, and HTTP/2's own limit on refused streams ends it (it did before too).
     doh_client_that_never_reads(32, Duration::ZERO, Windows::Default).await;
-    // 8 new streams every 50 ms with no window for any answer: every stream stays open, the
-    // stream limit is reached in ~1.3 s, and nothing is read from the client but refused
-    // streams. Before, that went on until HTTP/2's limit on refused streams, ~8 s; now its
-    // PING goes unanswered.
+    // 8 new streams every 50 ms with no window for any answer. Before, every stream stayed
+    // open until the stream limit, and then refused streams went on until HTTP/2's limit on
+    // them: ~8 s.
     doh_client_that_never_reads(8, Duration::from_millis(50), Windows::Closed).await;
+    // One new stream every 250 ms, more often than the write bound (300 ms), with no window:
+    // each request kept the connection busy, and it would have been held for minutes.
+    doh_client_that_never_reads(1, Duration::from_millis(250), Windows::Closed).await;
     // HTTP/1.1, requests pipelined as fast as it can write: the answers fill the socket and
     // the server's writes cannot go. Before, that held the slot until the idle timeout.
     doh_client_that_never_reads(32, Duration::ZERO, Windows::Http1).await;
@@ -428,10 +432,11 @@ enum Windows {
 
 /// One source, one DoH connection at a time; a member that asks `burst` new requests (HTTP/2
 /// streams, or pipelined HTTP/1.1 requests) every `pause`, never reading a byte (so it never
-/// acknowledges the server's settings nor opens a window), with the smallest receive buffer. The same source's next connection
-/// must be served well before the idle timeout (which the stuck client's writes keep away):
-/// its answers wait past the write bound, and it is closed. Before, the slow one held its slot
-/// ~14 s, until HTTP/2's own limit on refused streams ended it (longer at a slower pace).
+/// acknowledges the server's settings nor opens a window), with the smallest receive buffer.
+/// The same source's next connection must be served well before the idle timeout (which the
+/// stuck client's requests keep away): its answers wait past the write bound (300 ms), and it
+/// is closed. A paced client is seen holding the slot first (the same source's first try is
+/// refused), so the case is not passed by a connection that never got going.
 async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windows) {
     use tokio::io::AsyncWriteExt;
     let pki = Pki::new();
@@ -467,6 +472,8 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     let (unread, mut wr) = tokio::io::split(tls);
     let authority = doh.to_string();
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = Arc::clone(&sent);
     let writer = tokio::spawn(async move {
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         match windows {
@@ -478,9 +485,8 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
             Windows::Http1 => preface.clear(),
         }
         if !preface.is_empty() && wr.write_all(&preface).await.is_err() {
-            return (0, wr);
+            return wr;
         }
-        let mut sent = 0u32;
         let mut id = 1u32;
         let until = Instant::now() + Duration::from_secs(25);
         while Instant::now() < until {
@@ -494,19 +500,21 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
                 .collect();
             match tokio::time::timeout(Duration::from_secs(2), wr.write_all(&frames)).await {
                 Ok(Ok(())) => {
-                    sent += burst;
+                    counted.fetch_add(burst, Ordering::SeqCst);
                     id += 2 * burst;
                 }
                 _ => break,
             }
             tokio::time::sleep(pause).await;
         }
-        (sent, wr)
+        wr
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let mut last = (String::new(), None);
+    let mut tries = 0;
     while started.elapsed() < Duration::from_secs(20) {
+        tries += 1;
         last = curl_doh(doh, "127.0.0.10", "git.corp.internal").await;
         if last.1.is_some() {
             break;
@@ -516,6 +524,17 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
     let waited = started.elapsed();
     writer.abort();
     drop(unread);
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(
+        sent >= burst,
+        "{windows:?}: the stuck client's requests went in: {sent}"
+    );
+    if !pause.is_zero() {
+        assert!(
+            tries > 1,
+            "{windows:?}: the stuck client held the slot at first"
+        );
+    }
     let (status, answer) = last;
     let m = answer.unwrap_or_else(|| {
         panic!("{burst} streams every {pause:?}, {windows:?} windows: no answer in 20 s (HTTP {status})")
@@ -531,5 +550,52 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
     assert!(
         waited < Duration::from_secs(6),
         "{burst} streams every {pause:?}, {windows:?} windows: the stuck connection held the slot {waited:?}"
+    );
+}
+
+/// A request DoH does not take (`PUT`) that promises a body and never sends it is answered
+/// (405) once the body's wait is over, `idle`, and the connection does not stay busy with it.
+/// Before, the unused body was read with no bound: the request never finished, and the
+/// connection, counted busy, never reached its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doh_request_promising_a_body_it_never_sends_is_answered_after_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let cfg = config(&pki, "").replace("[tls]\n", "[tls]\nidle_timeout = \"4s\"\n");
+    let s = TestServer::start(None, &cfg).await;
+    let doh = s.app.as_ref().unwrap().tls.doh_addrs[0];
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(doh).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(doh.ip().into());
+    let mut tls = pki
+        .client(None, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tls.write_all(
+        format!("PUT /dns-query HTTP/1.1\r\nHost: {doh}\r\nContent-Length: 10\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no answer after {:?}: {other:?}; read {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "answered once the body's wait was over, not at once: {:?}",
+        started.elapsed()
     );
 }
