@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -65,7 +65,7 @@ pub(super) async fn serve<S>(
             let head = req.method() == Method::HEAD;
             let mut resp = answer(req, &peer, remote, &ctx).await;
             if head {
-                *resp.body_mut() = Full::new(Bytes::new());
+                *resp.body_mut() = Bytes::new();
             }
             Ok::<_, Infallible>(resp.map(|body| Outgoing::new(body, &working)))
         }
@@ -138,7 +138,7 @@ async fn answer(
     peer: &Peer,
     remote: SocketAddr,
     ctx: &ListenerContext,
-) -> Response<Full<Bytes>> {
+) -> Response<Bytes> {
     if req.uri().path() != ctx.path {
         return status(StatusCode::NOT_FOUND, "not found");
     }
@@ -220,7 +220,7 @@ async fn answer(
     match ctx.pipeline.handle_peer(&packet, peer, Protocol::Doh).await {
         Some(dns) => {
             let cache_control = cache_control(&dns);
-            let mut resp = Response::new(Full::new(Bytes::from(dns)));
+            let mut resp = Response::new(Bytes::from(dns));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
             resp.headers_mut().insert(CACHE_CONTROL, cache_control);
@@ -244,8 +244,8 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
     crate::identity::token::bearer_token(req.headers().get(AUTHORIZATION)?.to_str().ok()?)
 }
 
-fn status(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+fn status(code: StatusCode, text: &str) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(format!("{text}\n")));
     *resp.status_mut() = code;
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -371,7 +371,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.went(&r, true);
+        r
     }
 }
 
@@ -405,10 +407,11 @@ impl Requests {
         }
     }
 
-    /// How long the connection has had no request to answer (zero while it has one).
+    /// How long the connection has had no request to answer nor answer to send (zero while it
+    /// has one).
     fn idle_for(&self) -> Duration {
         let s = self.state.lock();
-        if s.working > 0 {
+        if s.working > 0 || s.waiting > 0 {
             Duration::ZERO
         } else {
             s.changed.elapsed()
@@ -446,14 +449,19 @@ impl Drop for Working {
 }
 
 /// A response body, counted as waiting in its connection's [`Requests`] until HTTP is done
-/// with it.
+/// with it. It comes in two pieces, all but its last byte and then that byte: HTTP/2 (hyper)
+/// hands a piece on once the stream has a byte of flow-control window beyond what it holds
+/// already, so the last byte goes, and the body is done, only once the client has opened the
+/// window for the whole answer. In one piece, a client granting a byte of window at a time
+/// would have every answer counted as sent while the server kept it.
 struct Outgoing {
-    body: Full<Bytes>,
+    /// What is left to hand on.
+    rest: Bytes,
     requests: Option<Arc<Requests>>,
 }
 
 impl Outgoing {
-    fn new(body: Full<Bytes>, working: &Working) -> Self {
+    fn new(body: Bytes, working: &Working) -> Self {
         let requests = Arc::clone(&working.0);
         {
             let mut s = requests.state.lock();
@@ -463,7 +471,7 @@ impl Outgoing {
             s.waiting += 1;
         }
         Self {
-            body,
+            rest: body,
             requests: Some(requests),
         }
     }
@@ -475,30 +483,118 @@ impl hyper::body::Body for Outgoing {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let piece = match self.rest.len() {
+            0 => return Poll::Ready(None),
+            1 => std::mem::take(&mut self.rest),
+            n => self.rest.split_to(n - 1),
+        };
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
 /// HTTP drops a body once it has handed all of it on to be sent (over HTTP/2 only as the
-/// client's windows allow: hyper holds a polled chunk until they do), or when its stream is
-/// reset. Either way it is no longer waiting, and it counts as progress: a client that resets
-/// its streams to look busy must keep asking (and being answered) to do so.
+/// client's windows allow: see [`Outgoing`]), or when its stream is reset. Either way it is no
+/// longer waiting, and it counts as progress: a client that resets its streams to look busy
+/// must keep asking (and being answered) to do so.
 impl Drop for Outgoing {
     fn drop(&mut self) {
         if let Some(r) = self.requests.take() {
             let mut s = r.state.lock();
             s.waiting = s.waiting.saturating_sub(1);
             s.progress = Instant::now();
+            s.changed = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, RData, Record};
+
+    fn answer(rcode: ResponseCode, answers: &[u32], soa: Option<(u32, u32)>) -> Vec<u8> {
+        let name = Name::from_ascii("www.example.").unwrap();
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = rcode;
+        for (i, ttl) in answers.iter().enumerate() {
+            let a = A::new(192, 0, 2, u8::try_from(i).unwrap());
+            m.answers
+                .push(Record::from_rdata(name.clone(), *ttl, RData::A(a)));
+        }
+        if let Some((ttl, minimum)) = soa {
+            let zone = Name::from_ascii("example.").unwrap();
+            let soa = SOA::new(
+                Name::from_ascii("ns.example.").unwrap(),
+                Name::from_ascii("h.example.").unwrap(),
+                1,
+                3600,
+                900,
+                86400,
+                minimum,
+            );
+            m.authorities
+                .push(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// RFC 8484 §5.1: an answer for its smallest TTL, a negative answer for no longer than its
+    /// SOA's MINIMUM (nor the SOA's TTL), an error or a negative answer without SOA not at all.
+    #[test]
+    fn doh_freshness_follows_the_answer_the_soa_minimum_or_is_none() {
+        use ResponseCode::{FormErr, NXDomain, NoError, NotImp, Refused, ServFail};
+        for (what, msg, want) in [
+            (
+                "answer",
+                answer(NoError, &[300, 30, 600], None),
+                "private, max-age=30",
+            ),
+            (
+                "zero TTL",
+                answer(NoError, &[0], None),
+                "private, max-age=0",
+            ),
+            (
+                "NXDOMAIN, MINIMUM smaller",
+                answer(NXDomain, &[], Some((3600, 60))),
+                "private, max-age=60",
+            ),
+            (
+                "NODATA, TTL smaller",
+                answer(NoError, &[], Some((45, 900))),
+                "private, max-age=45",
+            ),
+            (
+                "NXDOMAIN without SOA",
+                answer(NXDomain, &[], None),
+                "no-store",
+            ),
+            ("SERVFAIL", answer(ServFail, &[], None), "no-store"),
+            (
+                "SERVFAIL with an SOA",
+                answer(ServFail, &[], Some((60, 60))),
+                "no-store",
+            ),
+            ("REFUSED", answer(Refused, &[], None), "no-store"),
+            ("FORMERR", answer(FormErr, &[], None), "no-store"),
+            ("NOTIMP", answer(NotImp, &[], None), "no-store"),
+        ] {
+            assert_eq!(cache_control(&msg), want, "{what}");
+        }
+        // Malformed bytes (no panic) and a header alone: nothing to keep.
+        assert_eq!(cache_control(&[0; 5]), "no-store");
+        assert_eq!(cache_control(&answer(NoError, &[], None)[..12]), "no-store");
     }
 }

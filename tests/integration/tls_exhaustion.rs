@@ -415,6 +415,9 @@ async fn a_doh_client_that_never_reads_loses_its_connection() {
     // One new stream every 250 ms, more often than the write bound (300 ms), with no window:
     // each request kept the connection busy, and it would have been held for minutes.
     doh_client_that_never_reads(1, Duration::from_millis(250), Windows::Closed).await;
+    // The same with a window of one byte per stream: each answer's first byte may go, the
+    // rest waits (counted as sent at once if the server took one byte of window for the lot).
+    doh_client_that_never_reads(1, Duration::from_millis(250), Windows::OneByte).await;
     // HTTP/1.1, requests pipelined as fast as it can write: the answers fill the socket and
     // the server's writes cannot go. Before, that held the slot until the idle timeout.
     doh_client_that_never_reads(32, Duration::ZERO, Windows::Http1).await;
@@ -426,6 +429,8 @@ enum Windows {
     Default,
     /// `SETTINGS_INITIAL_WINDOW_SIZE` 0: no answer's body may be sent.
     Closed,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE` 1: one byte of each answer's body may be sent.
+    OneByte,
     /// None: HTTP/1.1, which has none (the client's receive buffer is its window).
     Http1,
 }
@@ -478,9 +483,12 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         match windows {
             Windows::Default => preface.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]),
-            // SETTINGS: INITIAL_WINDOW_SIZE (4) 0.
+            // SETTINGS: INITIAL_WINDOW_SIZE (4) 0, or 1.
             Windows::Closed => {
                 preface.extend_from_slice(&[0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 0]);
+            }
+            Windows::OneByte => {
+                preface.extend_from_slice(&[0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 1]);
             }
             Windows::Http1 => preface.clear(),
         }
