@@ -6,10 +6,10 @@
 # dnsperf cannot present a client certificate, so the encrypted listeners run with
 # client_cert = "optional" and no client CA: this measures the transports, not the
 # (once-per-connection) certificate check.
-# dnsperf 2.10's DoH mode stalled against dnsward after ~64 KiB of answers per connection until
-# answers went to HTTP/2 in two pieces (session 18; docs/identity.md); it still loses ~200
-# queries a run. A second DoH row comes from examples/doh_load.rs (hyper, HTTP/2, CONNS x
-# STREAMS requests in flight), built with `cargo build --release --example doh_load`.
+# dnsperf 2.10's DoH mode stalled against dnsward until each answer's HTTP/2 frames went to TLS as
+# a record of their own (session 18; docs/identity.md). A second DoH row comes from examples/doh_load.rs
+# (hyper, HTTP/2, CONNS x STREAMS requests in flight), built with
+# `cargo build --release --example doh_load`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${SECS:-10}

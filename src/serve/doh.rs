@@ -42,6 +42,7 @@ const DNS_MESSAGE: &str = "application/dns-message";
 /// Serve one DoH connection; `peer` is what the TLS layer established (certificate or address).
 pub(super) async fn serve<S>(
     stream: S,
+    h2: bool,
     peer: Peer,
     remote: SocketAddr,
     ctx: Arc<ListenerContext>,
@@ -89,6 +90,7 @@ pub(super) async fn serve<S>(
         inner: stream,
         started,
         blocked: Arc::clone(&blocked),
+        frames: h2.then(FrameCut::default),
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     // Idle: no request being answered, and none started, for `idle`. Counted in requests, not
@@ -324,6 +326,90 @@ struct Writes<S> {
     /// 1 + milliseconds after `started` when a write or flush first could not go; 0 while
     /// they go.
     blocked: Arc<AtomicU64>,
+    /// Over HTTP/2 (ALPN `h2`): where the answers written end, so each goes to TLS on its own.
+    frames: Option<FrameCut>,
+}
+
+/// Where the HTTP/2 frames a server writes end (RFC 9113 §4.1: a 9-byte header, the payload's
+/// length in its first three bytes, then the type and flags), so that each answer (the frames
+/// up to one that ends its stream) goes to TLS by itself, in a TLS record of its own. A client
+/// that reads one record at a time and takes one answer per readable event (dnsperf's DoH)
+/// then finds each answer waiting in the socket; several answers in one record left all but
+/// one in its buffer with the socket quiet, and it stalled.
+#[derive(Debug, Default)]
+struct FrameCut {
+    /// The current frame's header bytes seen so far.
+    head: [u8; 9],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come, once its header is whole.
+    left: usize,
+}
+
+/// A frame's payload length.
+fn frame_len(head: &[u8; 9]) -> usize {
+    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2])
+}
+
+/// Whether a frame ends its stream: DATA or HEADERS with END_STREAM.
+fn ends_stream(head: &[u8; 9]) -> bool {
+    head[3] <= 1 && head[4] & 0x1 != 0
+}
+
+impl FrameCut {
+    /// How many of `data`'s bytes reach the end of the next frame that ends a stream (all of
+    /// them if none ends in `data`).
+    fn limit(&self, data: &[u8]) -> usize {
+        let (mut head, mut head_len, mut left) = (self.head, self.head_len, self.left);
+        let mut at = 0;
+        loop {
+            if head_len < 9 {
+                let need = 9 - head_len;
+                if data.len() - at < need {
+                    return data.len();
+                }
+                head[head_len..].copy_from_slice(&data[at..at + need]);
+                at += need;
+                left = frame_len(&head);
+            }
+            let end = at + left;
+            if end >= data.len() {
+                return data.len();
+            }
+            if ends_stream(&head) {
+                return end;
+            }
+            at = end;
+            head_len = 0;
+            left = 0;
+        }
+    }
+
+    /// `written` went.
+    fn advance(&mut self, mut written: &[u8]) {
+        while !written.is_empty() {
+            if self.head_len < 9 {
+                let n = (9 - self.head_len).min(written.len());
+                self.head[self.head_len..self.head_len + n].copy_from_slice(&written[..n]);
+                self.head_len += n;
+                written = &written[n..];
+                if self.head_len == 9 {
+                    let h = self.head;
+                    self.left =
+                        usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                    if self.left == 0 {
+                        self.head_len = 0;
+                    }
+                }
+            } else {
+                let n = self.left.min(written.len());
+                self.left -= n;
+                written = &written[n..];
+                if self.left == 0 {
+                    self.head_len = 0;
+                }
+            }
+        }
+    }
 }
 
 impl<S> Writes<S> {
@@ -359,7 +445,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        let n = self.frames.as_ref().map_or(data.len(), |f| f.limit(data));
+        let r = Pin::new(&mut self.inner).poll_write(cx, &data[..n]);
+        if let (Poll::Ready(Ok(w)), Some(f)) = (&r, self.frames.as_mut()) {
+            f.advance(&data[..*w]);
+        }
         self.went(&r, false);
         r
     }
@@ -449,11 +539,8 @@ impl Drop for Working {
 }
 
 /// A response body, counted as waiting in its connection's [`Requests`] until HTTP is done
-/// with it. It comes in two pieces, all but its last byte and then that byte: HTTP/2 (hyper)
-/// hands a piece on once the stream has a byte of flow-control window beyond what it holds
-/// already, so the last byte goes, and the body is done, only once the client has opened the
-/// window for the whole answer. In one piece, a client granting a byte of window at a time
-/// would have every answer counted as sent while the server kept it.
+/// with it: over HTTP/2 once it could hand the body on (hyper waits for flow-control window
+/// first), over HTTP/1.1 once the body is in the connection's buffer.
 struct Outgoing {
     /// What is left to hand on.
     rest: Bytes,
@@ -485,12 +572,11 @@ impl hyper::body::Body for Outgoing {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        let piece = match self.rest.len() {
-            0 => return Poll::Ready(None),
-            1 => std::mem::take(&mut self.rest),
-            n => self.rest.split_to(n - 1),
-        };
-        Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let all = std::mem::take(&mut self.rest);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(all))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -596,5 +682,54 @@ mod tests {
         // Malformed bytes (no panic) and a header alone: nothing to keep.
         assert_eq!(cache_control(&[0; 5]), "no-store");
         assert_eq!(cache_control(&answer(NoError, &[], None)[..12]), "no-store");
+    }
+
+    #[test]
+    fn http2_answers_are_cut_at_their_ends_however_the_writes_fall() {
+        // SETTINGS (6 bytes), then HEADERS and DATA with END_STREAM (5), then HEADERS with
+        // END_STREAM and no payload (an empty answer), then HEADERS (3) and DATA (4, END_STREAM).
+        let mut wire = Vec::new();
+        for (len, kind, flags) in [
+            (6u8, 4u8, 0u8),
+            (2, 1, 4),
+            (5, 0, 1),
+            (0, 1, 5),
+            (3, 1, 4),
+            (4, 0, 1),
+        ] {
+            wire.extend_from_slice(&[0, 0, len, kind, flags, 0, 0, 0, 1]);
+            wire.extend(std::iter::repeat_n(7u8, usize::from(len)));
+        }
+        // Where a stream ends: after DATA (5), the empty HEADERS, and the last DATA.
+        let ends = [15 + 11 + 14, 40 + 9, 49 + 12 + 13];
+        assert_eq!(*ends.last().unwrap(), wire.len());
+        for chunk in 1..=wire.len() {
+            for take_at_most in [1usize, 4, 128] {
+                let mut cut = FrameCut::default();
+                let mut at = 0;
+                let mut writes = Vec::new();
+                while at < wire.len() {
+                    let offered = &wire[at..wire.len().min(at + chunk)];
+                    let n = cut.limit(offered).min(take_at_most);
+                    assert!(n > 0);
+                    cut.advance(&offered[..n]);
+                    at += n;
+                    writes.push(at);
+                }
+                // No write runs past the end of an answer.
+                let mut from = 0;
+                for w in &writes {
+                    assert!(
+                        !ends.iter().any(|e| from < *e && *e < *w),
+                        "chunk {chunk}, at most {take_at_most}: {writes:?}"
+                    );
+                    from = *w;
+                }
+                if chunk == wire.len() && take_at_most == 128 {
+                    // Everything offered at once: one write an answer.
+                    assert_eq!(writes, ends, "chunk {chunk}");
+                }
+            }
+        }
     }
 }

@@ -399,7 +399,8 @@ async fn accept_loop(
                 match ctx.kind {
                     TlsKind::Dot => super::dot::serve(tls, peer, &ctx, stop).await,
                     TlsKind::Doh => {
-                        super::doh::serve(tls, peer, remote, Arc::clone(&ctx), stop).await;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        super::doh::serve(tls, h2, peer, remote, Arc::clone(&ctx), stop).await;
                     }
                 }
             };

@@ -415,9 +415,6 @@ async fn a_doh_client_that_never_reads_loses_its_connection() {
     // One new stream every 250 ms, more often than the write bound (300 ms), with no window:
     // each request kept the connection busy, and it would have been held for minutes.
     doh_client_that_never_reads(1, Duration::from_millis(250), Windows::Closed).await;
-    // The same with a window of one byte per stream: each answer's first byte may go, the
-    // rest waits (counted as sent at once if the server took one byte of window for the lot).
-    doh_client_that_never_reads(1, Duration::from_millis(250), Windows::OneByte).await;
     // HTTP/1.1, requests pipelined as fast as it can write: the answers fill the socket and
     // the server's writes cannot go. Before, that held the slot until the idle timeout.
     doh_client_that_never_reads(32, Duration::ZERO, Windows::Http1).await;
@@ -429,8 +426,6 @@ enum Windows {
     Default,
     /// `SETTINGS_INITIAL_WINDOW_SIZE` 0: no answer's body may be sent.
     Closed,
-    /// `SETTINGS_INITIAL_WINDOW_SIZE` 1: one byte of each answer's body may be sent.
-    OneByte,
     /// None: HTTP/1.1, which has none (the client's receive buffer is its window).
     Http1,
 }
@@ -483,12 +478,9 @@ async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windo
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         match windows {
             Windows::Default => preface.extend_from_slice(&[0, 0, 0, 0x04, 0, 0, 0, 0, 0]),
-            // SETTINGS: INITIAL_WINDOW_SIZE (4) 0, or 1.
+            // SETTINGS: INITIAL_WINDOW_SIZE (4) 0.
             Windows::Closed => {
                 preface.extend_from_slice(&[0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 0]);
-            }
-            Windows::OneByte => {
-                preface.extend_from_slice(&[0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x04, 0, 0, 0, 1]);
             }
             Windows::Http1 => preface.clear(),
         }
@@ -606,4 +598,38 @@ async fn a_doh_request_promising_a_body_it_never_sends_is_answered_after_idle() 
         "answered once the body's wait was over, not at once: {:?}",
         started.elapsed()
     );
+}
+
+/// dnsperf's DoH client (2.10) gets every answer. It reads one TLS record at a time and takes
+/// one answer each time its socket is readable; several HTTP/2 frames in one record left all
+/// but one answer in its buffer with the socket quiet, and it stalled: ~60 % of 500 queries
+/// answered, a few dozen a second (Unbound's DoH, which writes each answer apart, 100 %). Each
+/// frame now goes to TLS on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnsperf_over_doh_gets_every_answer() {
+    let test = "dnsperf_over_doh_gets_every_answer";
+    if !crate::common::tools_runnable(test, &["dnsperf"], "-h", "dnsperf") {
+        return;
+    }
+    let pki = Pki::new();
+    let s = TestServer::start(None, &config(&pki, "")).await;
+    let doh = s.app.as_ref().unwrap().tls.doh_addrs[0];
+    let queries = pki.path("dnsperf-queries.txt");
+    std::fs::write(&queries, "api.corp.internal A\ngit.corp.internal A\n").unwrap();
+    let mut cmd = std::process::Command::new("dnsperf");
+    cmd.args(["-m", "doh", "-s", &doh.ip().to_string(), "-a", "127.0.0.20"])
+        .args(["-p", &doh.port().to_string()])
+        .arg("-O")
+        .arg(format!("doh-uri=https://{doh}/dns-query"))
+        .arg("-d")
+        .arg(&queries)
+        .args(["-n", "250", "-c", "2", "-t", "5"]);
+    let out = client_output(cmd).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Queries completed:    500 (100.00%)"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("NOERROR 500 (100.00%)"), "{text}");
 }
