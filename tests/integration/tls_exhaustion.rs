@@ -300,36 +300,51 @@ allow = ["*.corp.internal"]
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dot_client_that_never_reads_loses_its_connection() {
-    use tokio::io::AsyncWriteExt;
-    let pki = Pki::new();
-    // One connection per source, and a short write bound: the stuck connection must go for
-    // the same source's next one to get in.
-    let cfg = config(&pki, "").replace(
+/// A server where each source may hold one DoT and one DoH connection and a client that does
+/// not read for 300 ms loses its connection (the stuck connection must go for the same source's
+/// next one to get in); `idle` is `[tls] idle_timeout`.
+async fn one_slot_server(pki: &Pki, idle: &str) -> TestServer {
+    let cfg = config(pki, "").replace(
         "[tls]\n",
-        "[tls]\nmax_connections_per_client = 1\nidle_timeout = \"30s\"\n",
+        &format!("[tls]\nmax_connections_per_client = 1\nidle_timeout = \"{idle}\"\n"),
     );
-    let s = TestServer::start_full(
+    TestServer::start_full(
         None,
         &cfg,
         None,
         "127.0.0.1:0",
         "tcp_write_timeout = \"300ms\"",
     )
-    .await;
+    .await
+}
+
+/// A TLS connection from 127.0.0.10 to `addr` offering `alpn`, with the smallest receive
+/// buffer: a member that will not read.
+async fn non_reader(
+    pki: &Pki,
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(1024).unwrap();
+    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    pki.client(None, alpn).connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_client_that_never_reads_loses_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let s = one_slot_server(&pki, "30s").await;
     let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
     let packet = query_packet("api.corp.internal", RecordType::A, false);
     let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&packet);
     let burst: Vec<u8> = framed.repeat(64);
-    // A member that asks and asks and never reads, with the smallest receive window.
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(1024).unwrap();
-    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
-    let tcp = sock.connect(dot).await.unwrap();
-    let name = rustls::pki_types::ServerName::IpAddress(dot.ip().into());
-    let tls = pki.client(None, &[]).connect(name, tcp).await.unwrap();
+    // A member that asks and asks and never reads.
+    let tls = non_reader(&pki, dot, &[]).await;
     let (unread, mut wr) = tokio::io::split(tls);
     let writer = tokio::spawn(async move {
         let mut sent = 0usize;
@@ -440,35 +455,19 @@ enum Windows {
 async fn doh_client_that_never_reads(burst: u32, pause: Duration, windows: Windows) {
     use tokio::io::AsyncWriteExt;
     let pki = Pki::new();
-    let cfg = config(&pki, "").replace(
-        "[tls]\n",
-        "[tls]\nmax_connections_per_client = 1\nidle_timeout = \"8s\"\n",
-    );
-    let s = TestServer::start_full(
-        None,
-        &cfg,
-        None,
-        "127.0.0.1:0",
-        "tcp_write_timeout = \"300ms\"",
-    )
-    .await;
+    let s = one_slot_server(&pki, "8s").await;
     let doh = s.app.as_ref().unwrap().tls.doh_addrs[0];
     let q = query_packet("api.corp.internal", RecordType::A, false);
     let path = format!(
         "/dns-query?dns={}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(q)
     );
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(1024).unwrap();
-    sock.bind("127.0.0.10:0".parse().unwrap()).unwrap();
-    let tcp = sock.connect(doh).await.unwrap();
-    let name = rustls::pki_types::ServerName::IpAddress(doh.ip().into());
     let alpn: &[u8] = if let Windows::Http1 = windows {
         b"http/1.1"
     } else {
         b"h2"
     };
-    let tls = pki.client(None, &[alpn]).connect(name, tcp).await.unwrap();
+    let tls = non_reader(&pki, doh, &[alpn]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     let (unread, mut wr) = tokio::io::split(tls);
     let authority = doh.to_string();
