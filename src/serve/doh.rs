@@ -11,9 +11,10 @@
 //! with the queries they have read. The server's `shutdown_grace` bounds the wait.
 //!
 //! A connection closes after `idle` with no request to answer; and when its client does not
-//! read, after `tcp_write_timeout`, as on TCP and DoT: an answer that waits that long to be
-//! taken to be sent (HTTP/2 sends it as the client's flow-control windows allow), or a write to
-//! the client that cannot go for that long. At most `max_in_flight` HTTP/2 streams are open.
+//! read, after `tcp_write_timeout`, as on TCP and DoT: an answer that waits that long for the
+//! client to open an HTTP/2 flow-control window for it, or a write to the client that cannot go
+//! for that long. At most `max_in_flight` HTTP/2 streams are open. Each answer's HTTP/2 frames
+//! go to TLS as a record of their own ([`FrameCut`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -235,8 +236,8 @@ async fn answer(
 /// Read and drop a refused request's body (up to a DNS message's size), so the error answer
 /// ends the exchange cleanly: over HTTP/2 an unread body makes the server reset the stream
 /// after its answer, which some clients (curl) report as a failure instead of the status.
-/// Reads (and drops) a request's body we do not use, within `idle` as a used one is: a
-/// request that promises a body and never sends it holds nothing.
+/// Within `idle`, as a used body is read: a request that promises a body and never sends it
+/// holds nothing.
 async fn drain(req: Request<Incoming>, idle: Duration) {
     let body = Limited::new(req.into_body(), usize::from(u16::MAX)).collect();
     let _ = tokio::time::timeout(idle, body).await;
