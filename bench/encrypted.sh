@@ -3,6 +3,7 @@
 # Loopback only. Needs dnsperf (>= 2.9 for -m dot/doh), unbound (the upstream), openssl.
 #   bench/encrypted.sh                 # builds release; one run of $SECS s per transport
 #   SKIP_BUILD=1 SECS=5 bench/encrypted.sh
+#   SKIP_BUILD=1 SYSCALLS=0 DNSWARD=/tmp/other-build bench/encrypted.sh   # A/B without perf
 # dnsperf cannot present a client certificate, so the encrypted listeners run with
 # client_cert = "optional" and no client CA: this measures the transports, not the
 # (once-per-connection) certificate check.
@@ -62,15 +63,40 @@ sleep 1
 dnsperf -s $DW -p $DWP -d "$WORK/queries.txt" -n 1 >/dev/null
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
+# System calls dnsward makes a query (all its threads), counted by perf's raw_syscalls
+# tracepoint over a window inside the run (from 1 s in, SECS-2 s long) and divided by the
+# queries answered in it at the run's rate; "n/a" when perf cannot count (not root) or with
+# SYSCALLS=0. Counting slows every system call (q/s falls by about half and CPU µs/query
+# rises), so compare q/s and CPU between runs made with the same SYSCALLS setting.
+# PERF_EVENTS="syscalls:sys_enter_writev,syscalls:sys_enter_sendto,..." counts those
+# instead and prints perf's raw output to stderr.
+PERF_OUT="$WORK/perf.csv"
+count_start() {
+  PERF_PID=
+  if [ "${SYSCALLS:-1}" != 0 ] && command -v perf >/dev/null 2>&1 && [ "$SECS" -ge 4 ]; then
+    (sleep 1; exec perf stat -x, -e ${PERF_EVENTS:-raw_syscalls:sys_enter} -t "$(ls "/proc/$DPID/task" | paste -sd,)" \
+      -o "$PERF_OUT" -- sleep $((SECS - 2))) 2>/dev/null &
+    PERF_PID=$!
+  fi
+}
+count_stop() { # $1 = queries/s over the run
+  [ -n "$PERF_PID" ] && wait "$PERF_PID" 2>/dev/null || true
+  [ -n "${PERF_EVENTS:-}" ] && cat "$PERF_OUT" >&2
+  awk -F, -v qps="${1:-0}" -v w=$((SECS - 2)) '/raw_syscalls/ && $1 ~ /^[0-9]+$/ && qps > 0 {
+      printf "%.2f", $1 / (qps * w); found = 1 }
+    END { if (!found) printf "n/a" }' "$PERF_OUT" 2>/dev/null || printf "n/a"
+  rm -f "$PERF_OUT"
+}
 HZ=$(getconf CLK_TCK)
-echo "| transport | queries/s | dnsward CPU µs/query | completed | lost |"
-echo "|---|---:|---:|---:|---:|"
+echo "| transport | queries/s | dnsward CPU µs/query | syscalls/query | completed | lost |"
+echo "|---|---:|---:|---:|---:|---:|"
 for mode in udp dot doh; do
   case $mode in
     udp) args=(-m udp -p $DWP) ;;
     dot) args=(-m dot -p $DOTP) ;;
     doh) args=(-m doh -p $DOHP -O "doh-uri=https://$DW:$DOHP/dns-query") ;;
   esac
+  count_start
   before=$(cpu_ticks)
   out=$(dnsperf -s $DW "${args[@]}" -d "$WORK/queries.txt" -l "$SECS" -c "$CLIENTS" 2>&1)
   after=$(cpu_ticks)
@@ -78,10 +104,12 @@ for mode in udp dot doh; do
   lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
   qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
   us=$(awk -v t=$((after - before)) -v hz="$HZ" -v q="${done_q:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "n/a" }')
-  echo "| $mode | ${qps%.*} | $us | $done_q | $lost |"
+  sc=$(count_stop "$qps")
+  echo "| $mode | ${qps%.*} | $us | $sc | $done_q | $lost |"
   [ -n "$done_q" ] || echo "$out" >&2
 done
 if [ -x "$DOH_LOAD" ]; then
+  count_start
   before=$(cpu_ticks)
   out=$("$DOH_LOAD" "$DW:$DOHP" "$WORK/pki/ca.crt" "$SECS" "${CONNS:-8}" "${STREAMS:-16}" "$WORK/queries.txt")
   after=$(cpu_ticks)
@@ -89,5 +117,6 @@ if [ -x "$DOH_LOAD" ]; then
   lost=$(echo "$out" | awk '{print $4}')
   qps=$(echo "$out" | awk '{print $6}')
   us=$(awk -v t=$((after - before)) -v hz="$HZ" -v q="${done_q:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "n/a" }')
-  echo "| doh (doh_load, h2 POST) | $qps | $us | $done_q | $lost |"
+  sc=$(count_stop "$qps")
+  echo "| doh (doh_load, h2 POST) | $qps | $us | $sc | $done_q | $lost |"
 fi

@@ -41,6 +41,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -53,6 +54,14 @@ use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
 use crate::identity::{AuthKind, Peer, TlsConfig, TlsConfigCell, TlsKind, TokenVerifier};
 use crate::resources::AcceptErrors;
 use crate::serve::pipeline::{Pipeline, UnknownClients};
+
+/// Bytes of TLS records gathered before they go to the socket without waiting for a flush
+/// (tokio's default buffer size). A pipelining client's answers that are ready together
+/// leave in one write instead of one write each.
+const WRITE_BATCH: usize = 8 * 1024;
+
+/// How long a failed handshake's alert may take to leave before the connection closes.
+const ALERT_FLUSH: Duration = Duration::from_secs(1);
 
 /// Why the encrypted listeners could not start.
 #[derive(Debug, thiserror::Error)]
@@ -352,9 +361,15 @@ async fn accept_loop(
         let stop = stop.clone();
         let handshake_timeouts = handshake_timeouts.clone();
         handlers.spawn(async move {
-            let tls = match tokio::time::timeout(ctx.handshake, acceptor.accept(stream)).await {
+            // TLS records are gathered under the TLS layer and go to the socket together when
+            // the session flushes: an answer a record, but not a system call a record.
+            let batched = BufWriter::with_capacity(WRITE_BATCH, stream);
+            let accept = acceptor.accept(batched).into_fallible();
+            let tls = match tokio::time::timeout(ctx.handshake, accept).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+                Ok(Err((e, mut io))) => {
+                    // The alert that tells the client why is still in the batch.
+                    let _ = tokio::time::timeout(ALERT_FLUSH, io.flush()).await;
                     if let Some(reason) = refusal_reason(&e) {
                         ctx.refused(remote, AuthKind::Mtls, reason, None);
                     }

@@ -310,6 +310,27 @@ async fn dot_raw(
         .ok()?
 }
 
+/// What a client with `who`'s certificate is told when it connects and asks once: the
+/// handshake's or the first read's error.
+async fn refusal(pki: &Pki, who: Option<&str>, server: SocketAddr, src: &str) -> String {
+    let mut tls = match tls_connect(&pki.client(who, &[]), server, src).await {
+        Ok(tls) => tls,
+        Err(e) => return e.to_string(),
+    };
+    let q = query_packet("api.corp.internal", RecordType::A, false);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    if let Err(e) = tls.write_all(&framed).await {
+        return e.to_string();
+    }
+    let mut buf = [0u8; 2];
+    match tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut buf)).await {
+        Ok(Ok(_)) => "answered".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "nothing in 5 s".into(),
+    }
+}
+
 /// One DoH request (HTTP/2 when `h2`, else HTTP/1.1): returns the HTTP status and the DNS
 /// answer, if any.
 async fn doh_request(
@@ -514,6 +535,19 @@ async fn bad_client_certificates_are_refused_at_the_handshake_with_events() {
     for who in [Some("expired"), Some("revoked"), Some("foreign"), None] {
         let m = dot_query(&pki, who, dot, "127.0.0.1", "api.corp.internal").await;
         assert!(m.is_none(), "{who:?} was answered: {m:?}");
+    }
+    // Each is told why by a TLS alert, not left with a bare close.
+    for (who, alert) in [
+        (Some("expired"), "CertificateExpired"),
+        (Some("revoked"), "CertificateRevoked"),
+        (Some("foreign"), "UnknownCA"),
+        (None, "CertificateRequired"),
+    ] {
+        let said = refusal(&pki, who, dot, "127.0.0.1").await;
+        assert!(
+            said.contains("alert") && said.contains(alert),
+            "{who:?} was told {said:?}, not {alert}"
+        );
     }
     // A good one still works.
     let m = dot_query(&pki, Some("build"), dot, "127.0.0.1", "api.corp.internal").await;
