@@ -14,7 +14,9 @@
 //! read, after `tcp_write_timeout`, as on TCP and DoT: an answer that waits that long for the
 //! client to open an HTTP/2 flow-control window for it, or a write to the client that cannot go
 //! for that long. At most `max_in_flight` HTTP/2 streams are open. Each answer's HTTP/2 frames
-//! go to TLS as a record of their own ([`FrameCut`]).
+//! go to TLS as a record of their own ([`FrameCut`]); over HTTP/2 a flush waits for the other
+//! ready tasks once ([`Writes::poll_flush`]), so the answers finishing together leave in one
+//! socket write.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -92,6 +94,8 @@ pub(super) async fn serve<S>(
         started,
         blocked: Arc::clone(&blocked),
         frames: h2.then(FrameCut::default),
+        unflushed: false,
+        deferred: false,
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     // Idle: no request being answered, and none started, for `idle`. Counted in requests, not
@@ -329,6 +333,10 @@ struct Writes<S> {
     blocked: Arc<AtomicU64>,
     /// Over HTTP/2 (ALPN `h2`): where the answers written end, so each goes to TLS on its own.
     frames: Option<FrameCut>,
+    /// Bytes were written since the last flush that went.
+    unflushed: bool,
+    /// This flush has already let the other ready tasks run once ([`Writes::poll_flush`]).
+    deferred: bool,
 }
 
 /// Where the HTTP/2 frames a server writes end (RFC 9113 §4.1: a 9-byte header, the payload's
@@ -451,12 +459,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
         if let (Poll::Ready(Ok(w)), Some(f)) = (&r, self.frames.as_mut()) {
             f.advance(&data[..*w]);
         }
+        if matches!(r, Poll::Ready(Ok(w)) if w > 0) {
+            self.unflushed = true;
+        }
         self.went(&r, false);
         r
     }
 
+    /// Over HTTP/2 a flush with something to send first lets the tasks that are ready run
+    /// once (the connection's task is put back at the end of the run queue): hyper answers
+    /// each stream in a task of its own and flushes after each, so a pipelining client's
+    /// answers finishing together would otherwise leave in a socket write each. When the flush
+    /// is polled again it goes, with every answer made meanwhile (the records gather under TLS,
+    /// [`super::encrypted`]). Flush consolidation, as Netty's `FlushConsolidationHandler`.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.frames.is_some() && self.unflushed && !self.deferred {
+            self.deferred = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = r {
+            self.unflushed = false;
+            self.deferred = false;
+        }
         self.went(&r, true);
         r
     }
@@ -730,6 +756,82 @@ mod tests {
                     // Everything offered at once: one write an answer.
                     assert_eq!(writes, ends, "chunk {chunk}");
                 }
+            }
+        }
+    }
+
+    /// What a [`Writes`] passes down: each write's length, and `0` for a flush.
+    #[derive(Default)]
+    struct Recorder(Vec<usize>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.push(data.len());
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.0.push(0);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Wakes(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn an_http2_flush_lets_other_answers_join_it_once_then_goes() {
+        for h2 in [true, false] {
+            let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+            let waker = std::task::Waker::from(Arc::clone(&wakes));
+            let mut cx = Context::from_waker(&waker);
+            let mut w = Writes {
+                inner: Recorder::default(),
+                started: Instant::now(),
+                blocked: Arc::new(AtomicU64::new(0)),
+                frames: h2.then(FrameCut::default),
+                unflushed: false,
+                deferred: false,
+            };
+            // Nothing written: a flush goes at once.
+            assert!(Pin::new(&mut w).poll_flush(&mut cx).is_ready());
+            // A frame (a SETTINGS frame with no payload) written, then a flush.
+            let frame = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+            assert!(Pin::new(&mut w).poll_write(&mut cx, &frame).is_ready());
+            let first = Pin::new(&mut w).poll_flush(&mut cx);
+            if h2 {
+                // It yields once, waking its task to come back...
+                assert!(first.is_pending());
+                assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+                assert_eq!(
+                    w.blocked.load(Ordering::Relaxed),
+                    0,
+                    "a yield is not a blocked write"
+                );
+                // ...and what is written meanwhile goes with the flush that follows.
+                assert!(Pin::new(&mut w).poll_write(&mut cx, &frame).is_ready());
+                assert!(Pin::new(&mut w).poll_flush(&mut cx).is_ready());
+                assert_eq!(w.inner.0, vec![0, 9, 9, 0]);
+                // The next answer's flush yields once again.
+                assert!(Pin::new(&mut w).poll_write(&mut cx, &frame).is_ready());
+                assert!(Pin::new(&mut w).poll_flush(&mut cx).is_pending());
+                assert!(Pin::new(&mut w).poll_flush(&mut cx).is_ready());
+                assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+            } else {
+                // HTTP/1.1 answers one request at a time: nothing would join it.
+                assert!(first.is_ready());
+                assert_eq!(w.inner.0, vec![0, 9, 0]);
+                assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
             }
         }
     }
