@@ -51,7 +51,7 @@ pub(super) async fn serve<S>(
     ctx: Arc<ListenerContext>,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Layered + Send + 'static,
 {
     let requests = Arc::new(Requests::new());
     let peer = Arc::new(peer);
@@ -438,13 +438,49 @@ impl<S> Writes<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Writes<S> {
+impl<S: Layered> AsyncRead for Writes<S> {
+    /// At the end of the client's stream (EOF or an error) what is written but not yet flushed
+    /// goes first, as far as the socket takes it at once: HTTP may end the connection on the
+    /// EOF without another flush, and an answer whose flush was deferred, or the alert TLS
+    /// writes when a record from the client is bad, would be lost in the buffer under TLS.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let ended = match &r {
+            Poll::Ready(Ok(())) => buf.filled().len() == before && buf.remaining() > 0,
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        };
+        if ended {
+            // After a bad record TLS refuses to flush (it repeats the error), but the alert it
+            // wrote on its way out waits in the buffer under it.
+            let flushed = match Pin::new(&mut self.inner).poll_flush(cx) {
+                Poll::Ready(Ok(())) => true,
+                _ => self.inner.poll_flush_below(cx).is_ready(),
+            };
+            if flushed {
+                self.unflushed = false;
+                self.deferred = false;
+            }
+        }
+        r
+    }
+}
+
+/// A stream with a buffer under it: TLS over the socket's write batch
+/// ([`super::encrypted::WRITE_BATCH`]).
+pub(super) trait Layered: AsyncRead + AsyncWrite + Unpin {
+    /// Flush what waits in the layer below, whatever state this one is in.
+    fn poll_flush_below(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Layered for tokio_rustls::server::TlsStream<IO> {
+    fn poll_flush_below(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.get_mut().0).poll_flush(cx)
     }
 }
 
@@ -466,12 +502,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Writes<S> {
         r
     }
 
-    /// Over HTTP/2 a flush with something to send first lets the tasks that are ready run
-    /// once (the connection's task is put back at the end of the run queue): hyper answers
-    /// each stream in a task of its own and flushes after each, so a pipelining client's
-    /// answers finishing together would otherwise leave in a socket write each. When the flush
-    /// is polled again it goes, with every answer made meanwhile (the records gather under TLS,
-    /// [`super::encrypted`]). Flush consolidation, as Netty's `FlushConsolidationHandler`.
+    /// Over HTTP/2 a flush with something to send first lets the tasks already queued on this
+    /// worker run once (the connection's task goes to the back of its run queue; the I/O
+    /// driver is not polled in between, so answers still waiting on an upstream do not join):
+    /// hyper answers each stream in a task of its own and flushes after each, so a pipelining
+    /// client's answers finishing together would otherwise leave in a socket write each. When
+    /// the flush is polled again it goes, with every answer made meanwhile (the records gather
+    /// under TLS, [`super::encrypted`]). Flush consolidation, as Netty's
+    /// `FlushConsolidationHandler`.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.frames.is_some() && self.unflushed && !self.deferred {
             self.deferred = true;
@@ -778,6 +816,22 @@ mod tests {
             Poll::Ready(Ok(()))
         }
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Layered for Recorder {
+        fn poll_flush_below(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }

@@ -10,9 +10,9 @@
 //! its connection slot for good (the reader waits for room to queue an answer and never
 //! reaches its idle timeout).
 //!
-//! Answers ready together (up to [`WRITE_BATCH_ANSWERS`]) are written as a TLS record each and
-//! flushed once: the records gather under TLS ([`super::encrypted`]) and leave in one socket
-//! write. A pipelining client costs about half the system calls a query it did when each answer
+//! Answers ready together (up to [`WRITE_BATCH_ANSWERS`], about 8 KiB) are written as a TLS
+//! record each and flushed once: the records gather under TLS ([`super::encrypted`]) and leave
+//! in one socket write. A pipelining client costs about half the system calls a query it did when each answer
 //! was its own write (`bench/encrypted.sh`, session 19); a client with one query in flight is
 //! flushed each answer as before. The write timeout bounds each such batch.
 
@@ -27,7 +27,8 @@ use super::encrypted::ListenerContext;
 use crate::identity::Peer;
 use crate::serve::pipeline::{Outcome, Protocol};
 
-/// At most this many answers are written before a flush.
+/// At most this many answers (and about [`super::encrypted::WRITE_BATCH`] bytes) are written
+/// before a flush.
 const WRITE_BATCH_ANSWERS: usize = 32;
 
 /// Serve one DoT connection from `peer`.
@@ -48,9 +49,15 @@ pub(super) async fn serve<S>(
             // socket write) for them all. The batch as a whole must leave within the timeout.
             let batch = async {
                 wr.write_all(&framed).await?;
+                let mut queued = framed.len();
                 for _ in 1..WRITE_BATCH_ANSWERS {
+                    // Past the buffer's size the records go to the socket anyway.
+                    if queued >= super::encrypted::WRITE_BATCH {
+                        break;
+                    }
                     let Ok(more) = rx.try_recv() else { break };
                     wr.write_all(&more).await?;
+                    queued += more.len();
                 }
                 wr.flush().await
             };

@@ -32,6 +32,12 @@
 //! keep-alive), then each closes; `shutdown_grace` bounds the whole, shared with the plain
 //! listeners that drain at the same time ([`crate::app::RunningApp::shutdown`]).
 //!
+//! TLS records gather in a buffer of [`WRITE_BATCH`] bytes under rustls and go to the socket
+//! when the session flushes (or the buffer fills): DoT flushes once for the answers ready
+//! together, DoH once for the answers that finish in one pass of the ready tasks, so a
+//! pipelining client's answers leave in one system call, not one each. A refused handshake's
+//! alert is flushed before the connection closes.
+//!
 //! Each listener's rustls configuration lives in a [`TlsConfigCell`]; [`RunningTls::reload`]
 //! re-reads certificates, keys, CAs and CRLs and swaps them in for new connections without
 //! touching open ones.
@@ -58,7 +64,7 @@ use crate::serve::pipeline::{Pipeline, UnknownClients};
 /// Bytes of TLS records gathered before they go to the socket without waiting for a flush
 /// (tokio's default buffer size). A pipelining client's answers that are ready together
 /// leave in one write instead of one write each.
-const WRITE_BATCH: usize = 8 * 1024;
+pub(super) const WRITE_BATCH: usize = 8 * 1024;
 
 /// How long a failed handshake's alert may take to leave before the connection closes.
 const ALERT_FLUSH: Duration = Duration::from_secs(1);

@@ -582,6 +582,48 @@ async fn bad_client_certificates_are_refused_at_the_handshake_with_events() {
     );
 }
 
+/// After the handshake, a TLS record that cannot be decrypted is written on the raw socket;
+/// what the client then reads: the server's fatal alert, or how the connection ended.
+async fn told_after_a_bad_record(pki: &Pki, server: SocketAddr, alpn: &[&[u8]]) -> String {
+    let mut tls = tls_connect(&pki.client(Some("build"), alpn), server, "127.0.0.1")
+        .await
+        .expect("handshake");
+    // Application data, 32 bytes that are no AEAD ciphertext of this session.
+    let mut junk = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    junk.extend_from_slice(&[0x5a; 32]);
+    tls.get_mut().0.write_all(&junk).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) => return "closed without an alert".to_string(),
+                Ok(_) => {} // HTTP/2 SETTINGS and the like
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .unwrap_or_else(|_| "nothing in 5 s".into())
+}
+
+#[tokio::test]
+async fn a_bad_tls_record_is_answered_with_an_alert_over_dot_and_doh() {
+    let pki = Pki::new();
+    let (_s, dot, doh) = start(&pki, "", "").await;
+    for (server, alpn, what) in [
+        (dot, &[][..], "DoT"),
+        (doh, &[b"h2".as_slice()][..], "DoH over HTTP/2"),
+        (doh, &[b"http/1.1".as_slice()][..], "DoH over HTTP/1.1"),
+    ] {
+        let said = told_after_a_bad_record(&pki, server, alpn).await;
+        assert!(
+            said.contains("alert") && said.contains("BadRecordMac"),
+            "{what}: the client was told {said:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn quarantining_one_agent_leaves_its_neighbour_answering_and_follows_it_across_addresses() {
     let pki = Pki::new();
