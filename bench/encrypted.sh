@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# DoT and DoH vs UDP on the same cached workload: queries/s and dnsward CPU per query.
+# DoT and DoH vs UDP and TCP on the same cached workload: queries/s and dnsward CPU per query.
 # Loopback only. Needs dnsperf (>= 2.9 for -m dot/doh), unbound (the upstream), openssl.
 #   bench/encrypted.sh                 # builds release; one run of $SECS s per transport
 #   SKIP_BUILD=1 SECS=5 bench/encrypted.sh
 #   SKIP_BUILD=1 SYSCALLS=0 DNSWARD=/tmp/other-build bench/encrypted.sh   # A/B without perf
+#   MODES="tcp dot" DOH_LOAD=none SKIP_BUILD=1 bench/encrypted.sh           # some rows only
 # dnsperf cannot present a client certificate, so the encrypted listeners run with
 # client_cert = "optional" and no client CA: this measures the transports, not the
 # (once-per-connection) certificate check.
@@ -90,9 +91,10 @@ count_stop() { # $1 = queries/s over the run
 HZ=$(getconf CLK_TCK)
 echo "| transport | queries/s | dnsward CPU µs/query | syscalls/query | completed | lost |"
 echo "|---|---:|---:|---:|---:|---:|"
-for mode in udp dot doh; do
+for mode in ${MODES:-udp tcp dot doh}; do
   case $mode in
     udp) args=(-m udp -p $DWP) ;;
+    tcp) args=(-m tcp -p $DWP) ;;
     dot) args=(-m dot -p $DOTP) ;;
     doh) args=(-m doh -p $DOHP -O "doh-uri=https://$DW:$DOHP/dns-query") ;;
   esac

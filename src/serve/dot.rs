@@ -102,7 +102,7 @@ pub(super) async fn serve<S>(
             .handle_fast_peer(&buf, &peer, Protocol::Dot, Instant::now())
         {
             Outcome::Reply(answer) => {
-                if let Some(f) = frame(&answer)
+                if let Some(f) = super::tcp::framed(&answer)
                     && tx.send(f).await.is_err()
                 {
                     break;
@@ -115,7 +115,7 @@ pub(super) async fn serve<S>(
                 let tx = tx.clone();
                 resolving.spawn(async move {
                     if let Some(answer) = pipeline.resolve(*pending).await
-                        && let Some(f) = frame(&answer)
+                        && let Some(f) = super::tcp::framed(&answer)
                     {
                         let _ = tx.send(f).await;
                     }
@@ -132,13 +132,4 @@ pub(super) async fn serve<S>(
     resolving.abort_all();
     drop(tx);
     let _ = writer.await;
-}
-
-/// A DNS message with its two-byte length prefix; `None` if it is too long to frame.
-fn frame(answer: &[u8]) -> Option<Vec<u8>> {
-    let n = u16::try_from(answer.len()).ok()?;
-    let mut framed = Vec::with_capacity(answer.len() + 2);
-    framed.extend_from_slice(&n.to_be_bytes());
-    framed.extend_from_slice(answer);
-    Some(framed)
 }

@@ -13,6 +13,13 @@
 //! deadline (`tcp_write_timeout`): a client that never reads its answers loses its connection,
 //! and with it the slots, instead of holding them forever.
 //!
+//! A connection reads through a 4 KiB buffer, so the queries a client pipelines come in one
+//! system call, and answers what needs no upstream (cache, policy, local zones) on its own task
+//! (a cache miss gets a task of its own); the answers ready together go in one write of up to
+//! 8 KiB. dnsperf over TCP on 500 cached names: 3.26 → 0.50 system calls and 17.5–21.8 → 6.7–7.5
+//! µs of CPU a query (`bench/encrypted.sh`, session 19), when each answer was a write, each
+//! query two reads and a task.
+//!
 //! A failed `accept` (out of file descriptors and the like) is counted in
 //! `dnsward_accept_errors_total{protocol, kind}` and logged, rate-limited ([`crate::resources`]);
 //! the listener retries after a short pause.
@@ -22,9 +29,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -33,7 +40,7 @@ use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, acc
 use crate::metrics as m;
 use crate::policy::identify::canonical;
 use crate::resources::AcceptErrors;
-use crate::serve::pipeline::{Pipeline, Protocol, UnknownClients};
+use crate::serve::pipeline::{Outcome, Pipeline, Protocol, UnknownClients};
 
 /// The TCP limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -127,13 +134,27 @@ pub(super) fn not_a_query_frame() {
 }
 
 /// Frame an answer with its two-byte length (None if it cannot be framed).
-fn framed(answer: &[u8]) -> Option<Vec<u8>> {
-    let n = u16::try_from(answer.len()).ok()?;
+pub(super) fn framed(answer: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(answer.len() + 2);
+    append_framed(&mut out, answer).then_some(out)
+}
+
+/// Append `answer` to `out` with its two-byte length prefix; false (nothing appended) if it is
+/// too long to frame.
+fn append_framed(out: &mut Vec<u8>, answer: &[u8]) -> bool {
+    let Ok(n) = u16::try_from(answer.len()) else {
+        return false;
+    };
     out.extend_from_slice(&n.to_be_bytes());
     out.extend_from_slice(answer);
-    Some(out)
+    true
 }
+
+/// Bytes a connection's reader takes from the socket at once.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Bytes of ready answers gathered into one write.
+const WRITE_BATCH: usize = 8 * 1024;
 
 /// An unknown client's connection: one query, its REFUSED (the pipeline's answer and
 /// accounting for clients in no group), then close. The caller bounds the time.
@@ -163,7 +184,10 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Queries a client pipelines arrive together; one read takes them all (the length prefix
+    // and the message were two reads a query).
+    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let in_flight = Arc::new(Semaphore::new(limits.pipelined.max(1)));
     // An answer travels with the permit of its query: the permit is released only once the
     // answer has been written, so unread answers count against the pipelining bound.
@@ -202,24 +226,53 @@ async fn serve(
                 not_a_query_frame();
                 break;
             }
-            let packet = std::mem::take(&mut buf);
-            let pipeline = Arc::clone(&pipeline);
-            let tx = tx.clone();
-            queries.spawn(async move {
-                if let Some(answer) = pipeline.handle(&packet, peer.ip(), Protocol::Tcp).await {
-                    let _ = tx.send((answer, permit)).await;
+            // Answered here when no upstream is needed (the cache, policy, local zones): its
+            // answer joins the others ready for the writer. A cache miss gets a task.
+            match pipeline.handle_fast(&buf, peer.ip(), Protocol::Tcp, Instant::now()) {
+                Outcome::Reply(answer) => {
+                    if tx.send((answer, permit)).await.is_err() {
+                        break;
+                    }
                 }
-            });
+                Outcome::Drop => drop(permit),
+                Outcome::Resolve(pending) => {
+                    let pipeline = Arc::clone(&pipeline);
+                    let tx = tx.clone();
+                    queries.spawn(async move {
+                        if let Some(answer) = pipeline.resolve(*pending).await {
+                            let _ = tx.send((answer, permit)).await;
+                        }
+                    });
+                }
+            }
         }
         while queries.join_next().await.is_some() {}
     };
     let write_loop = async move {
-        while let Some((answer, permit)) = rx.recv().await {
-            let Some(out) = framed(&answer) else { continue };
+        let mut out = Vec::with_capacity(512);
+        let mut permits = Vec::new();
+        while let Some(first) = rx.recv().await {
+            // The answers ready now go in one write with this one (up to WRITE_BATCH bytes).
+            out.clear();
+            let mut next = Some(first);
+            while let Some((answer, permit)) = next.take() {
+                if append_framed(&mut out, &answer) {
+                    permits.push(permit);
+                }
+                if out.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if out.is_empty() {
+                continue;
+            }
             match tokio::time::timeout(limits.write_timeout, wr.write_all(&out)).await {
-                Ok(Ok(())) => drop(permit),
+                Ok(Ok(())) => permits.clear(),
                 // A client that does not read its answers loses the connection.
                 _ => return,
+            }
+            if out.capacity() > 4 * WRITE_BATCH {
+                out = Vec::with_capacity(512);
             }
         }
     };

@@ -273,6 +273,58 @@ async fn pipelined_tcp_queries_are_answered_as_they_finish() {
     );
 }
 
+#[tokio::test]
+async fn pipelined_tcp_answers_ready_together_leave_together() {
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(None, GROUP).await;
+    let mut c = tcp_connect(s.tcp, "127.0.0.51").await;
+    // Sixteen local-zone queries (the default pipelining bound) in one write: each is answered
+    // without an upstream, so all sixteen answers are ready together.
+    let mut burst = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        let p = query_packet("git.corp.internal", RecordType::A, false);
+        ids.push([p[0], p[1]]);
+        burst.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        burst.extend_from_slice(&p);
+    }
+    c.write_all(&burst).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..16 {
+        let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf[3] & 0x0F, 0, "NOERROR");
+        got.push([buf[0], buf[1]]);
+    }
+    got.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(got, ids, "every query answered once");
+    // How many TCP segments carried data to this client (the kernel's count).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket, a buffer of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            c.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO");
+    assert!(
+        info.tcpi_data_segs_in <= 4,
+        "16 answers ready together came in {} segments, not one write",
+        info.tcpi_data_segs_in
+    );
+}
+
 /// Send `packets` from `src` at once, each from its own socket; the answers' rcodes (None: no
 /// answer) in order.
 async fn udp_burst(server: SocketAddr, src: &str, packets: Vec<Vec<u8>>) -> Vec<Option<u8>> {
