@@ -14,9 +14,10 @@
 //! and with it the slots, instead of holding them forever.
 //!
 //! A connection reads through a 4 KiB buffer, so the queries a client pipelines come in one
-//! system call, and answers what needs no upstream (cache, policy, local zones) on its own task
-//! (a cache miss gets a task of its own); the answers ready together go in one write of up to
-//! 8 KiB. dnsperf over TCP on 500 cached names: 3.26 → 0.50 system calls and 17.5–21.8 → 6.7–7.5
+//! system call, and answers what the synchronous stages settle (cache hits, policy denials,
+//! refusals, meta queries) on its own task; the rest (cache misses, local zones) gets a task
+//! each. The answers ready together go in one write of up to about 8 KiB (plus one answer),
+//! and `tcp_write_timeout` bounds each such write. dnsperf over TCP on 500 cached names: 3.26 → 0.50 system calls and 17.5–21.8 → 6.7–7.5
 //! µs of CPU a query (`bench/encrypted.sh`, session 19), when each answer was a write, each
 //! query two reads and a task.
 //!
@@ -47,7 +48,7 @@ use crate::serve::pipeline::{Outcome, Pipeline, Protocol, UnknownClients};
 pub struct TcpLimits {
     /// Idle time after which a connection is closed.
     pub idle: Duration,
-    /// Longest time one answer may take to be written.
+    /// Longest time one write (the answers ready together) may take.
     pub write_timeout: Duration,
     /// Most connections one client address may hold.
     pub per_client: usize,
@@ -170,8 +171,9 @@ async fn refuse_one(mut stream: TcpStream, peer: SocketAddr, pipeline: &Pipeline
     }
 }
 
-/// Serve one connection of a known client: a reader that handles each query on its own task
-/// (at most `pipelined` at a time) and a writer that sends answers as they finish.
+/// Serve one connection of a known client: a reader that answers what the synchronous stages
+/// settle itself and gives every other query a task (at most `pipelined` in flight), and a
+/// writer that sends answers as they finish, those ready together in one write.
 ///
 /// When `stop` changes the reader reads no further query, but the queries already read are
 /// finished and their answers written (each write within `write_timeout`, as always); then the
@@ -226,8 +228,8 @@ async fn serve(
                 not_a_query_frame();
                 break;
             }
-            // Answered here when no upstream is needed (the cache, policy, local zones): its
-            // answer joins the others ready for the writer. A cache miss gets a task.
+            // Answered here when the synchronous stages settle it (a cache hit, a denial): its
+            // answer joins the others ready for the writer. The rest gets a task.
             match pipeline.handle_fast(&buf, peer.ip(), Protocol::Tcp, Instant::now()) {
                 Outcome::Reply(answer) => {
                     if tx.send((answer, permit)).await.is_err() {
@@ -278,11 +280,15 @@ async fn serve(
     };
     tokio::pin!(read_loop, write_loop);
     tokio::select! {
-        () = &mut write_loop => {}
+        // The reader first, so the writer sees at once what it has just answered (polled in
+        // random order, the writer could go first, find nothing, and the answer would wait for
+        // the task's next turn on the worker).
+        biased;
         () = &mut read_loop => {
             // Reading is over (shutdown included) and every query has finished: write what is
             // left, then close.
             let _ = tokio::time::timeout(limits.write_timeout.saturating_mul(2), write_loop).await;
         }
+        () = &mut write_loop => {}
     }
 }
