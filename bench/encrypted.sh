@@ -5,6 +5,7 @@
 #   SKIP_BUILD=1 SECS=5 bench/encrypted.sh
 #   SKIP_BUILD=1 SYSCALLS=0 DNSWARD=/tmp/other-build bench/encrypted.sh   # A/B without perf
 #   MODES="tcp dot" DOH_LOAD=none SKIP_BUILD=1 bench/encrypted.sh           # some rows only
+#   MODES="udp unbound-udp tcp unbound-tcp" ...   # beside the upstream Unbound's own UDP and TCP
 # dnsperf cannot present a client certificate, so the encrypted listeners run with
 # client_cert = "optional" and no client CA: this measures the transports, not the
 # (once-per-connection) certificate check.
@@ -28,7 +29,7 @@ DOH_LOAD=${DOH_LOAD:-$ROOT/target/release/examples/doh_load}
 "$ROOT/config/examples/make-pki.sh" "$WORK/pki" >/dev/null
 {
   echo "server:"
-  echo "  interface: $UP"; echo "  port: $UPP"; echo "  num-threads: 1"; echo "  username: \"\""
+  echo "  interface: $UP"; echo "  port: $UPP"; echo "  num-threads: 2"; echo "  username: \"\""
   echo "  chroot: \"\""; echo "  directory: \"$WORK\""; echo "  pidfile: \"\""; echo "  use-syslog: no"
   echo "  logfile: \"\""; echo "  do-daemonize: no"; echo "  do-ip6: no"
   echo "  access-control: 127.0.0.0/8 allow"
@@ -55,7 +56,8 @@ printf '%s\n' \
 unbound-checkconf "$WORK/up.conf" >/dev/null
 "$DNSWARD" check --config "$WORK/dnsward.toml" >/dev/null
 unbound -c "$WORK/up.conf" &
-PIDS+=($!)
+UPID=$!
+PIDS+=($UPID)
 "$DNSWARD" serve --config "$WORK/dnsward.toml" 2>"$WORK/dnsward.log" &
 DPID=$!
 PIDS+=($DPID)
@@ -63,7 +65,7 @@ sleep 1
 # Warm the cache: every name once.
 dnsperf -s $DW -p $DWP -d "$WORK/queries.txt" -n 1 >/dev/null
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$DPID/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$DPID}/stat"; }
 # System calls dnsward makes a query (all its threads), counted by perf's raw_syscalls
 # tracepoint over a window inside the run (from 1 s in, SECS-2 s long) and divided by the
 # queries answered in it at the run's rate; "n/a" when perf cannot count (not root) or with
@@ -89,24 +91,29 @@ count_stop() { # $1 = queries/s over the run
   rm -f "$PERF_OUT"
 }
 HZ=$(getconf CLK_TCK)
-echo "| transport | queries/s | dnsward CPU µs/query | syscalls/query | completed | lost |"
+echo "| transport | queries/s | server CPU µs/query | syscalls/query | completed | lost |"
 echo "|---|---:|---:|---:|---:|---:|"
 for mode in ${MODES:-udp tcp dot doh}; do
   case $mode in
     udp) args=(-m udp -p $DWP) ;;
     tcp) args=(-m tcp -p $DWP) ;;
+    unbound-udp) args=(-m udp -p $UPP) ;;
+    unbound-tcp) args=(-m tcp -p $UPP) ;;
     dot) args=(-m dot -p $DOTP) ;;
     doh) args=(-m doh -p $DOHP -O "doh-uri=https://$DW:$DOHP/dns-query") ;;
   esac
-  count_start
-  before=$(cpu_ticks)
-  out=$(dnsperf -s $DW "${args[@]}" -d "$WORK/queries.txt" -l "$SECS" -c "$CLIENTS" 2>&1)
-  after=$(cpu_ticks)
+  # unbound-*: the same queries to the upstream Unbound itself (2 threads, the names are its
+  # local-data: its cheapest answer, as a cache hit is dnsward's), its CPU; no syscall count.
+  server=$DW; pid=$DPID
+  case $mode in unbound-*) server=$UP; pid=$UPID ;; *) count_start ;; esac
+  before=$(cpu_ticks $pid)
+  out=$(dnsperf -s $server "${args[@]}" -d "$WORK/queries.txt" -l "$SECS" -c "$CLIENTS" 2>&1)
+  after=$(cpu_ticks $pid)
   done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
   lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
   qps=$(echo "$out" | awk '/Queries per second/ {print $4}')
   us=$(awk -v t=$((after - before)) -v hz="$HZ" -v q="${done_q:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "n/a" }')
-  sc=$(count_stop "$qps")
+  case $mode in unbound-*) sc="-" ;; *) sc=$(count_stop "$qps") ;; esac
   echo "| $mode | ${qps%.*} | $us | $sc | $done_q | $lost |"
   [ -n "$done_q" ] || echo "$out" >&2
 done
