@@ -427,7 +427,12 @@ impl Pipeline {
         .await
     }
 
-    /// Handle a packet from an identified peer end to end (DoT, DoH).
+    /// Handle a packet from an identified peer end to end (DoH; tests).
+    ///
+    /// A miss's resolution is boxed: its future is large (upstream exchanges, CNAME chasing),
+    /// and inline it would make this future, and every task that holds one (a DoH request's),
+    /// as large, copied whole when the task is spawned even when the answer comes from the
+    /// cache.
     pub async fn handle_peer(
         &self,
         packet: &[u8],
@@ -437,7 +442,7 @@ impl Pipeline {
         match self.handle_fast_peer(packet, peer, protocol, Instant::now()) {
             Outcome::Reply(r) => Some(r),
             Outcome::Drop => None,
-            Outcome::Resolve(p) => self.resolve(*p).await,
+            Outcome::Resolve(p) => Box::pin(self.resolve(*p)).await,
         }
     }
 
