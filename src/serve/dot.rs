@@ -12,9 +12,9 @@
 //!
 //! Answers ready together (up to [`WRITE_BATCH_ANSWERS`], about 8 KiB) are written as a TLS
 //! record each and flushed once: the records gather under TLS ([`super::encrypted`]) and leave
-//! in one socket write. A pipelining client costs about half the system calls a query it did when each answer
-//! was its own write (`bench/encrypted.sh`, session 19); a client with one query in flight is
-//! flushed each answer as before. The write timeout bounds each such batch.
+//! in one socket write. A pipelining client costs about half the system calls a query it did
+//! when each answer was its own write (`bench/encrypted.sh`, session 19); a client with one
+//! query in flight is flushed each answer as before. The write timeout bounds each batch.
 
 use std::sync::Arc;
 use std::time::Instant;

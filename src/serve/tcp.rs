@@ -17,9 +17,9 @@
 //! system call, and answers what the synchronous stages settle (cache hits, policy denials,
 //! refusals, meta queries) on its own task; the rest (cache misses, local zones) gets a task
 //! each. The answers ready together go in one write of up to about 8 KiB (plus one answer),
-//! and `tcp_write_timeout` bounds each such write. dnsperf over TCP on 500 cached names: 3.26 → 0.50 system calls and 17.5–21.8 → 6.7–7.5
-//! µs of CPU a query (`bench/encrypted.sh`, session 19), when each answer was a write, each
-//! query two reads and a task.
+//! and `tcp_write_timeout` bounds each such write. dnsperf over TCP on 500 cached names:
+//! 3.26 → 0.50 system calls and 17.5–21.8 → 6.7–7.5 µs of CPU a query (`bench/encrypted.sh`,
+//! session 19), when each answer was a write, each query two reads and a task.
 //!
 //! A failed `accept` (out of file descriptors and the like) is counted in
 //! `dnsward_accept_errors_total{protocol, kind}` and logged, rate-limited ([`crate::resources`]);
