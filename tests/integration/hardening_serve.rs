@@ -240,7 +240,7 @@ async fn a_tcp_client_that_never_reads_loses_its_slot() {
 
 #[tokio::test]
 async fn pipelined_tcp_queries_are_answered_as_they_finish() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = FakeUpstream::new()
         .answering_everything([192, 0, 2, 7])
         .with_delay(Duration::from_millis(300))
@@ -258,12 +258,7 @@ async fn pipelined_tcp_queries_are_answered_as_they_finish() {
     }
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
-            .await
-            .expect("answered in time")
-            .unwrap();
-        let mut buf = vec![0u8; usize::from(len)];
-        c.read_exact(&mut buf).await.unwrap();
+        let buf = next_tcp_answer(&mut c).await;
         ids.push([buf[0], buf[1]]);
     }
     assert_eq!(
@@ -275,7 +270,7 @@ async fn pipelined_tcp_queries_are_answered_as_they_finish() {
 
 #[tokio::test]
 async fn pipelined_tcp_answers_ready_together_leave_together() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = FakeUpstream::new()
         .answering_everything([192, 0, 2, 8])
         .start()
@@ -299,12 +294,7 @@ async fn pipelined_tcp_answers_ready_together_leave_together() {
     c.write_all(&burst).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..16 {
-        let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
-            .await
-            .expect("answered in time")
-            .unwrap();
-        let mut buf = vec![0u8; usize::from(len)];
-        c.read_exact(&mut buf).await.unwrap();
+        let buf = next_tcp_answer(&mut c).await;
         assert_eq!(buf[3] & 0x0F, 0, "NOERROR");
         got.push([buf[0], buf[1]]);
     }
@@ -322,6 +312,18 @@ async fn pipelined_tcp_answers_ready_together_leave_together() {
         segs <= 4,
         "16 answers ready together came in {segs} segments, not one write"
     );
+}
+
+/// The next length-prefixed answer on `c`, within 4 s.
+async fn next_tcp_answer(c: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let len = tokio::time::timeout(Duration::from_secs(4), c.read_u16())
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    c.read_exact(&mut buf).await.unwrap();
+    buf
 }
 
 /// How many TCP segments with data the kernel has received on `c` (TCP_INFO).
