@@ -97,6 +97,11 @@ async fn webhook_retries_on_500_and_loses_nothing_within_the_queue() {
     // Not asked for: queries and admin events are not sent.
     notifiers.tap.offer("query", b"{\"kind\":\"query\"}\n");
     until("50 deliveries", || rx.lock().accepted.len() == 50).await;
+    // The receiver has the last body before the notifier has read its 200 and counted it.
+    until("50 counted as sent", || {
+        notifiers.counters[0].1.snapshot().0 == 50
+    })
+    .await;
     let r = rx.lock();
     // Each was tried three times (two 500s, then 200), in order, none lost.
     assert!(r.attempts.values().all(|&a| a == 3), "{:?}", r.attempts);
