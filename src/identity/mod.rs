@@ -76,7 +76,7 @@ pub struct TlsConfig {
     /// them in a group (see [`crate::serve::encrypted`]).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most simultaneous connections from one source address per listener (default 16),
+    /// Most simultaneous connections from one source address per listener (default 128),
     /// those still in their TLS handshake included; more are closed at once.
     #[serde(default = "default_per_client")]
     pub max_connections_per_client: usize,
@@ -107,7 +107,7 @@ fn default_max_connections() -> usize {
     1024
 }
 fn default_per_client() -> usize {
-    16
+    crate::serve::slots::DEFAULT_CONNECTIONS_PER_CLIENT
 }
 fn default_handshake() -> Duration {
     Duration::from_secs(5)
@@ -304,7 +304,7 @@ mod tests {
     fn handshake_timeout_and_per_client_cap_are_checked() {
         let defaults: TlsConfig = toml::from_str("").unwrap();
         assert_eq!(defaults.handshake_timeout, Duration::from_secs(5));
-        assert_eq!(defaults.max_connections_per_client, 16);
+        assert_eq!(defaults.max_connections_per_client, 128);
         let text = problems("");
         assert!(
             !text.contains("handshake_timeout") && !text.contains("per_client"),

@@ -10,8 +10,8 @@
 //!   address (DoH with `[tls.tokens]`: a token's group claim; client certificates when a group
 //!   lists `identities`): mTLS and token agents are not locked out because of their address.
 //!   Otherwise a source in no group gets a slot of a small separate pool
-//!   ([`UNKNOWN_SLOTS`]) or, with `unknown_clients = "drop"`, is closed at once; it never
-//!   holds one of the listener's slots;
+//!   ([`UNKNOWN_SLOTS`], at most [`UNKNOWN_SLOTS_PER_SOURCE`] of them per source) or, with
+//!   `unknown_clients = "drop"`, is closed at once; it never holds one of the listener's slots;
 //! - the TLS handshake must finish within `handshake_timeout` (default 5 s, at most the idle
 //!   timeout);
 //! - a client in no group once identified (by address, certificate, or on DoH a token in any
@@ -53,7 +53,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, accept_next};
+use super::slots::{
+    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE, accept_next,
+};
 use crate::events::{AuthRefusedEvent, Event, EventBody};
 use crate::identity::canonical;
 use crate::identity::certs::{TlsSetupError, agent_identity, refusal_reason};
@@ -323,12 +325,19 @@ async fn accept_loop(
         // Every connection counts against its source from accept on, handshake included, so
         // one address cannot hold the listener with connections that never say anything.
         let source = canonical(remote.ip());
-        let Some(client_slot) = clients.try_take(source, ctx.per_client) else {
+        let known = ctx.may_be_in_a_group(source);
+        // A source in no group holds at most its share of the small pool.
+        let cap = if known {
+            ctx.per_client
+        } else {
+            ctx.per_client.min(UNKNOWN_SLOTS_PER_SOURCE)
+        };
+        let Some(client_slot) = clients.try_take(source, cap) else {
             rejected.client_cap.increment(1);
             drop(stream);
             continue;
         };
-        let admission = if ctx.may_be_in_a_group(source) {
+        let admission = if known {
             match Arc::clone(&conns).try_acquire_owned() {
                 Ok(slot) => Admission {
                     unknown: false,

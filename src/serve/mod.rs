@@ -38,7 +38,7 @@ mod doh;
 mod dot;
 pub mod encrypted;
 pub mod pipeline;
-mod slots;
+pub(crate) mod slots;
 #[cfg(target_os = "linux")]
 mod steer;
 mod tcp;
@@ -93,7 +93,7 @@ pub struct ServerConfig {
     /// Idle time after which a TCP connection is closed (default 10s, 1ms to 1h).
     #[serde(default = "default_tcp_idle", with = "humantime_serde")]
     pub tcp_idle_timeout: Duration,
-    /// Most simultaneous TCP connections from one client address (default 16).
+    /// Most simultaneous TCP connections from one client address (default 128).
     #[serde(default = "default_tcp_per_client")]
     pub tcp_max_connections_per_client: usize,
     /// Most queries in flight on one TCP connection (default 16); past it the connection is
@@ -153,7 +153,7 @@ fn default_tcp_idle() -> Duration {
     Duration::from_secs(10)
 }
 fn default_tcp_per_client() -> usize {
-    16
+    slots::DEFAULT_CONNECTIONS_PER_CLIENT
 }
 fn default_tcp_pipelined() -> usize {
     16

@@ -3,9 +3,10 @@
 //! A connection is identified from its peer address *before* it may take a slot: a client in
 //! no group never holds one of the `tcp_max_connections` slots. With `unknown_clients = "drop"`
 //! its connection is closed at once; with `refuse` it gets a short-lived slot from a small
-//! separate pool ([`UNKNOWN_SLOTS`] per listener), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is
-//! closed. A known client then takes a per-client slot (`tcp_max_connections_per_client`, so one
-//! agent cannot hold every connection) and a global one.
+//! separate pool ([`UNKNOWN_SLOTS`] per listener, at most [`UNKNOWN_SLOTS_PER_SOURCE`] per
+//! source), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is closed. A known client then
+//! takes a per-client slot (`tcp_max_connections_per_client`, so one agent cannot hold every
+//! connection) and a global one.
 //!
 //! On a connection, queries are answered as they finish, possibly out of order (RFC 7766 §6.2.1.1
 //! allows it; clients match answers by ID), with at most `tcp_max_pipelined` in flight: past that
@@ -37,7 +38,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::slots::{ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, accept_next};
+use super::slots::{
+    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE, accept_next,
+};
 use crate::metrics as m;
 use crate::policy::identify::canonical;
 use crate::resources::AcceptErrors;
@@ -78,11 +81,18 @@ pub(super) async fn accept_loop(
         // Identify first: a client in no group never takes a slot.
         let client = canonical(peer.ip());
         if pipeline.policy().clients.lookup(client).is_none() {
-            let permit = match limits.unknown {
-                UnknownClients::Drop => None,
-                UnknownClients::Refuse => Arc::clone(&unknown_slots).try_acquire_owned().ok(),
+            if limits.unknown == UnknownClients::Drop {
+                rejected.unknown_client.increment(1);
+                drop(stream);
+                continue;
+            }
+            // At most its share of the small pool: one stranger cannot take every REFUSED.
+            let Some(source_slot) = clients.try_take(client, UNKNOWN_SLOTS_PER_SOURCE) else {
+                rejected.client_cap.increment(1);
+                drop(stream);
+                continue;
             };
-            let Some(permit) = permit else {
+            let Ok(permit) = Arc::clone(&unknown_slots).try_acquire_owned() else {
                 rejected.unknown_client.increment(1);
                 drop(stream);
                 continue;
@@ -92,6 +102,7 @@ pub(super) async fn accept_loop(
                 let _ = tokio::time::timeout(UNKNOWN_DEADLINE, refuse_one(stream, peer, &pipeline))
                     .await;
                 drop(permit);
+                drop(source_slot);
             });
             continue;
         }
