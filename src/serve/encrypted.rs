@@ -128,11 +128,16 @@ impl ListenerContext {
     /// is in a group, or a credential presented here could put it in one whatever its address
     /// (a token, whose group claim names any group, or a client certificate when some group
     /// lists identities). Decided at accept, before the handshake, from the policy in force.
-    fn may_be_in_a_group(&self, source: IpAddr) -> bool {
+    fn may_be_in_a_group(&self, source: IpAddr) -> Admit {
         let policy = self.pipeline.policy();
-        policy.clients.lookup(source).is_some()
-            || self.tokens_per_request()
-            || (self.client_certs && !policy.identities.is_empty())
+        if policy.clients.lookup(source).is_some() {
+            Admit::ByAddress
+        } else if self.tokens_per_request() || (self.client_certs && !policy.identities.is_empty())
+        {
+            Admit::ByCredential
+        } else {
+            Admit::Unknown
+        }
     }
 
     fn protocol(&self) -> &'static str {
@@ -296,6 +301,20 @@ pub async fn start(
     Ok(running)
 }
 
+/// What a source's address says about it at accept, before any credential is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Its address is in a group: the per-client cap and the listener's slots.
+    ByAddress,
+    /// In no group by address, but a credential presented here could put it in one: the
+    /// listener's slots, at most [`UNKNOWN_SLOTS_PER_SOURCE`] per address (any stranger on
+    /// the network comes this way, and a stranger needs as many addresses as before to fill
+    /// the listener).
+    ByCredential,
+    /// In no group, and nothing could change that: the small pool, at most its share.
+    Unknown,
+}
+
 /// How a connection was admitted; it holds its slot until it closes.
 struct Admission {
     /// From the small pool for sources in no group ([`UNKNOWN_SLOTS`]), not the listener's
@@ -325,9 +344,10 @@ async fn accept_loop(
         // Every connection counts against its source from accept on, handshake included, so
         // one address cannot hold the listener with connections that never say anything.
         let source = canonical(remote.ip());
-        let known = ctx.may_be_in_a_group(source);
-        // A source in no group holds at most its share of the small pool.
-        let cap = if known {
+        let admit = ctx.may_be_in_a_group(source);
+        // Only a member by address gets the whole per-client cap; any other source holds at
+        // most a share of what it takes.
+        let cap = if admit == Admit::ByAddress {
             ctx.per_client
         } else {
             ctx.per_client.min(UNKNOWN_SLOTS_PER_SOURCE)
@@ -337,7 +357,7 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let admission = if known {
+        let admission = if admit != Admit::Unknown {
             match Arc::clone(&conns).try_acquire_owned() {
                 Ok(slot) => Admission {
                     unknown: false,

@@ -44,21 +44,24 @@ pub(super) async fn accept_next(
     }
 }
 
-/// Most connections one source address may hold on a listener, by default
+/// Most connections one member address may hold on a listener, by default
 /// (`server.tcp_max_connections_per_client`, `[tls] max_connections_per_client`): a
 /// benchmarking client (`dnsperf -c 100`) or a host whose containers share its address (NAT)
-/// is served whole, while one address still holds at most an eighth of the default 1024. It
-/// was 16, and `dnsperf -m tcp -c 32` from one agent lost half its queries to closed
-/// connections (dnsdist and PowerDNS Recursor set no such cap by default).
+/// is served whole, while one address holds at most an eighth of the default 1024, so eight
+/// member addresses could hold every slot. Sources in no group by address hold at most
+/// [`UNKNOWN_SLOTS_PER_SOURCE`] each. It was 16, and `dnsperf -m tcp -c 32` from one agent
+/// lost half its queries to closed connections (dnsdist and PowerDNS Recursor set no such
+/// cap by default).
 pub const DEFAULT_CONNECTIONS_PER_CLIENT: usize = 128;
 
 /// Connections from clients in no group being refused at the same time (per listener); more
 /// are closed at once.
 pub const UNKNOWN_SLOTS: usize = 64;
-/// Most of those [`UNKNOWN_SLOTS`] one source in no group may hold at once (a quarter), so
-/// one stranger flooding the pool leaves the others their REFUSED; more are closed at once
-/// (`reason="client_cap"`). Below the per-client cap for known clients, so a source in no
-/// group never gets more of the small pool than this.
+/// Most connections one source in no group by address may hold on a listener (a quarter of
+/// [`UNKNOWN_SLOTS`], or the per-client cap if lower): of the small pool, so one stranger
+/// flooding it leaves the others their REFUSED; on DoT and DoH where a credential could
+/// place any source, of the listener's slots, so filling them takes 64 addresses, not 8.
+/// More are closed at once (`reason="client_cap"`).
 pub const UNKNOWN_SLOTS_PER_SOURCE: usize = UNKNOWN_SLOTS / 4;
 /// How long an unknown client's connection may take to send its query and read its REFUSED
 /// (after its TLS handshake, on DoT and DoH).

@@ -74,6 +74,7 @@ pub(super) async fn accept_loop(
     let open = metrics::gauge!(m::TCP_CONNECTIONS);
     let clients = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
+    let unknown_sources = Arc::new(ClientSlots::default());
     let mut handlers = JoinSet::new();
     while let Some((stream, peer)) =
         accept_next(&listener, &mut stop, &mut handlers, &mut accept_errors).await
@@ -87,7 +88,10 @@ pub(super) async fn accept_loop(
                 continue;
             }
             // At most its share of the small pool: one stranger cannot take every REFUSED.
-            let Some(source_slot) = clients.try_take(client, UNKNOWN_SLOTS_PER_SOURCE) else {
+            // Counted apart from members' connections, so an address a reload moves out of
+            // its group gets its REFUSED while its old connections close.
+            let share = limits.per_client.min(UNKNOWN_SLOTS_PER_SOURCE);
+            let Some(source_slot) = unknown_sources.try_take(client, share) else {
                 rejected.client_cap.increment(1);
                 drop(stream);
                 continue;

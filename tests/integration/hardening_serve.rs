@@ -174,6 +174,36 @@ async fn one_stranger_cannot_take_every_tcp_refusal() {
     assert!(capped >= 64.0, "the flood past its 16 counted: {capped}");
 }
 
+/// An address a reload takes out of its group gets its REFUSED on a new connection while its
+/// old ones are still open: a stranger's share of the REFUSED pool is counted apart from the
+/// connections it held as a member (one count would have closed the new one at accept).
+#[tokio::test]
+async fn an_agent_a_reload_takes_out_of_its_group_is_refused_not_cut_off() {
+    let s = TestServer::start_full(None, GROUP, None, "127.0.0.1:0", "").await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut c = tcp_connect(s.tcp, "127.0.0.50").await;
+        let m = tcp_ask(&mut c, "git.corp.internal", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        held.push(c);
+    }
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    let moved = text.replace("\"127.0.0.50/32\", ", "");
+    assert_ne!(moved, text, "the config names 127.0.0.50");
+    std::fs::write(&s.config_path, moved).unwrap();
+    s.app
+        .as_ref()
+        .unwrap()
+        .control
+        .reload(Some("test"), None)
+        .await
+        .expect("reload");
+    let mut c = tcp_connect(s.tcp, "127.0.0.50").await;
+    let m = tcp_ask(&mut c, "git.corp.internal", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    drop(held);
+}
+
 #[tokio::test]
 async fn one_client_cannot_take_every_tcp_slot() {
     let s = TestServer::start_full(
