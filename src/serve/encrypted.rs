@@ -54,7 +54,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::slots::{
-    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE, accept_next,
+    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE,
+    accept_next, stranger_key,
 };
 use crate::events::{AuthRefusedEvent, Event, EventBody};
 use crate::identity::canonical;
@@ -336,6 +337,7 @@ async fn accept_loop(
     let handshake_timeouts = metrics::counter!(crate::metrics::TLS_HANDSHAKE_TIMEOUTS_TOTAL, "protocol" => ctx.protocol());
     let mut accept_errors = AcceptErrors::new(ctx.protocol(), listener.local_addr().ok());
     let clients = Arc::new(ClientSlots::default());
+    let strangers = Arc::new(ClientSlots::default());
     let unknown_slots = Arc::new(Semaphore::new(UNKNOWN_SLOTS));
     let mut handlers = JoinSet::new();
     while let Some((stream, remote)) =
@@ -346,13 +348,17 @@ async fn accept_loop(
         let source = canonical(remote.ip());
         let admit = ctx.may_be_in_a_group(source);
         // Only a member by address gets the whole per-client cap; any other source holds at
-        // most a share of what it takes.
-        let cap = if admit == Admit::ByAddress {
-            ctx.per_client
+        // most a share of what it takes, counted apart (an address a reload moves out of its
+        // group is not held to its old connections) and per /64 on IPv6.
+        let client_slot = if admit == Admit::ByAddress {
+            clients.try_take(source, ctx.per_client)
         } else {
-            ctx.per_client.min(UNKNOWN_SLOTS_PER_SOURCE)
+            strangers.try_take(
+                stranger_key(source),
+                ctx.per_client.min(UNKNOWN_SLOTS_PER_SOURCE),
+            )
         };
-        let Some(client_slot) = clients.try_take(source, cap) else {
+        let Some(client_slot) = client_slot else {
             rejected.client_cap.increment(1);
             drop(stream);
             continue;

@@ -57,8 +57,8 @@ pub const DEFAULT_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Connections from clients in no group being refused at the same time (per listener); more
 /// are closed at once.
 pub const UNKNOWN_SLOTS: usize = 64;
-/// Most connections one source in no group by address may hold on a listener (a quarter of
-/// [`UNKNOWN_SLOTS`], or the per-client cap if lower): of the small pool, so one stranger
+/// Most connections one source in no group by address (IPv6: one /64, [`stranger_key`]) may
+/// hold on a listener (a quarter of [`UNKNOWN_SLOTS`], or the per-client cap if lower): of the small pool, so one stranger
 /// flooding it leaves the others their REFUSED; on DoT and DoH where a credential could
 /// place any source, of the listener's slots, so filling them takes 64 addresses, not 8.
 /// More are closed at once (`reason="client_cap"`).
@@ -66,6 +66,21 @@ pub const UNKNOWN_SLOTS_PER_SOURCE: usize = UNKNOWN_SLOTS / 4;
 /// How long an unknown client's connection may take to send its query and read its REFUSED
 /// (after its TLS handshake, on DoT and DoH).
 pub const UNKNOWN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// What a source in no group is counted under for its share ([`UNKNOWN_SLOTS_PER_SOURCE`]):
+/// its address for IPv4, its /64 for IPv6 (a host picks any address in its /64 at will, as
+/// detection and containment key it: [`crate::identity::peer::DEFAULT_IPV6_PREFIX`]).
+pub(super) fn stranger_key(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u32::from(crate::identity::peer::DEFAULT_IPV6_PREFIX);
+            IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & (u128::MAX << (128 - bits)),
+            ))
+        }
+        other => other,
+    }
+}
 
 /// Per-client connection counts. Entries exist only while a client holds a connection, so the
 /// table is bounded by the connections a listener holds.
@@ -152,5 +167,24 @@ mod tests {
         drop(held);
         assert!(slots.try_take(a, 3).is_some());
         assert!(slots.held.lock().len() <= 1, "no entry outlives its slots");
+    }
+
+    #[test]
+    fn strangers_share_by_ipv4_address_and_ipv6_slash_64() {
+        let k = |s: &str| stranger_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"), "same /64");
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"), "another /64");
+        assert_ne!(k("127.0.0.98"), k("127.0.0.99"));
+        assert_eq!(k("127.0.0.98"), "127.0.0.98".parse::<IpAddr>().unwrap());
+        assert_eq!(k("::1"), "::".parse::<IpAddr>().unwrap());
+        // A /64's many addresses hold one share between them.
+        let slots = Arc::new(ClientSlots::default());
+        let held: Vec<_> = (1..=20u16)
+            .map_while(|i| {
+                let a = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i);
+                slots.try_take(stranger_key(IpAddr::V6(a)), UNKNOWN_SLOTS_PER_SOURCE)
+            })
+            .collect();
+        assert_eq!(held.len(), UNKNOWN_SLOTS_PER_SOURCE);
     }
 }

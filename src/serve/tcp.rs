@@ -39,7 +39,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::slots::{
-    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE, accept_next,
+    ClientSlots, Rejections, UNKNOWN_DEADLINE, UNKNOWN_SLOTS, UNKNOWN_SLOTS_PER_SOURCE,
+    accept_next, stranger_key,
 };
 use crate::metrics as m;
 use crate::policy::identify::canonical;
@@ -91,7 +92,7 @@ pub(super) async fn accept_loop(
             // Counted apart from members' connections, so an address a reload moves out of
             // its group gets its REFUSED while its old connections close.
             let share = limits.per_client.min(UNKNOWN_SLOTS_PER_SOURCE);
-            let Some(source_slot) = unknown_sources.try_take(client, share) else {
+            let Some(source_slot) = unknown_sources.try_take(stranger_key(client), share) else {
                 rejected.client_cap.increment(1);
                 drop(stream);
                 continue;
