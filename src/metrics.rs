@@ -67,6 +67,9 @@ pub const TLS_HANDSHAKE_TIMEOUTS_TOTAL: &str = "dnsward_tls_handshake_timeouts_t
 pub const ACCEPT_ERRORS_TOTAL: &str = "dnsward_accept_errors_total";
 /// Open TCP connections (gauge).
 pub const TCP_CONNECTIONS: &str = "dnsward_tcp_connections";
+/// Datagrams whose handling panicked, a bug: the datagram got no answer and the listener went
+/// on with the next (the panic's message is on stderr). By `listener` (`udp`).
+pub const PANICS_TOTAL: &str = "dnsward_panics_total";
 /// Queries answered SERVFAIL at once because a resource bound was reached, by `reason`
 /// (`inflight_misses`, `inflight_misses_per_client`).
 pub const OVERLOAD_TOTAL: &str = "dnsward_overload_total";
@@ -241,6 +244,10 @@ const HELP: &[(&str, &str)] = &[
         DETECTOR_EVICTIONS_TOTAL,
         "Keys evicted from the tunnel detector's bounded tables, by table.",
     ),
+    (
+        PANICS_TOTAL,
+        "Datagrams whose handling panicked (a bug; no answer was sent and the listener went on), by listener.",
+    ),
     (POLICY_VERSION, "The active policy version."),
     (POLICY_RELOADS_TOTAL, "Policy reloads, by result."),
     (
@@ -316,6 +323,7 @@ pub fn preregister<'a>(groups: impl Iterator<Item = &'a str>) {
     for result in ["ok", "rejected"] {
         metrics::counter!(POLICY_RELOADS_TOTAL, "result" => result).increment(0);
     }
+    metrics::counter!(PANICS_TOTAL, "listener" => "udp").increment(0);
     for cause in [
         "queue_full",
         "security_queue_full",
