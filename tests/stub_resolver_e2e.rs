@@ -28,6 +28,10 @@ fn preconditions_met(test: &str) -> bool {
     if uid.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != "0") {
         return cannot_run(test, "needs root (network and mount namespaces)");
     }
+    // The mount namespace binds the test's file over it: there must be one to cover.
+    if !Path::new("/etc/resolv.conf").exists() {
+        return cannot_run(test, "/etc/resolv.conf does not exist to be covered");
+    }
     tools_runnable(test, &["ip"], "-V", "iproute2")
         && tools_runnable(test, &["unshare"], "--version", "util-linux")
         && tools_runnable(test, &["getent"], "--version", "libc-bin")
