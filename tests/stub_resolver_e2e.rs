@@ -9,8 +9,8 @@
 //! together from one socket (two IDs, one source port) over UDP, and over TCP with
 //! `options use-vc`.
 //!
-//! Needs root, `ip netns`, `unshare` and `getent` (util-linux, libc-bin). Skipped with a message
-//! otherwise; under `CI=true` it fails instead.
+//! Needs root, `ip netns`, `unshare`, `mount`, `getent` and `curl` (iproute2, util-linux, mount,
+//! libc-bin, curl). Skipped with a message otherwise; under `CI=true` it fails instead.
 
 mod common;
 
@@ -28,25 +28,53 @@ fn preconditions_met(test: &str) -> bool {
     if uid.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != "0") {
         return cannot_run(test, "needs root (network and mount namespaces)");
     }
-    // The mount namespace binds the test's file over it: there must be one to cover.
-    if !Path::new("/etc/resolv.conf").exists() {
-        return cannot_run(test, "/etc/resolv.conf does not exist to be covered");
+    // The mount namespace binds the test's files over them: there must be ones to cover.
+    for file in ["/etc/resolv.conf", "/etc/nsswitch.conf"] {
+        if !Path::new(file).exists() {
+            return cannot_run(test, &format!("{file} does not exist to be covered"));
+        }
     }
     tools_runnable(test, &["ip"], "-V", "iproute2")
         && tools_runnable(test, &["unshare"], "--version", "util-linux")
         && tools_runnable(test, &["getent"], "--version", "libc-bin")
         && tools_runnable(test, &["curl"], "--version", "curl")
+        && tools_runnable(test, &["mount"], "--version", "mount")
 }
 
 /// `/metrics` from dnsward's admin endpoint inside `ns` (the example's 127.0.0.1:9153).
 fn metrics(ns: &Netns) -> String {
     let out = ns
         .command("curl")
-        .args(["-sf", "http://127.0.0.1:9153/metrics"])
+        .args(["-sf", "--noproxy", "*", "http://127.0.0.1:9153/metrics"])
         .output()
         .expect("running curl");
     assert!(out.status.success(), "metrics: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Queries dnsward blocked by policy.
+fn blocked(ns: &Netns) -> f64 {
+    common::metric_sum(
+        &metrics(ns),
+        "dnsward_queries_total",
+        &[("verdict", "block")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Whether `done` holds within a few seconds (a deadline for a hung server, not a timing
+/// assertion).
+fn poll(mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Queries answered over `protocol`, by dnsward's own count.
@@ -97,11 +125,16 @@ fn example_config(dir: &Path) -> PathBuf {
     path
 }
 
-/// `getent ARGS` in `ns`, with `resolv` as its `/etc/resolv.conf`.
+/// `getent ARGS` in `ns`, with `resolv` as its `/etc/resolv.conf` and an `/etc/nsswitch.conf`
+/// that asks files then DNS (not the host's: `nss-resolve` or `nscd` would go around dnsward).
 fn getent(ns: &Netns, resolv: &Path, args: &[&str]) -> Output {
+    let nsswitch = resolv.with_file_name("nsswitch.conf");
+    std::fs::write(&nsswitch, "hosts: files dns\n").unwrap();
     let script = format!(
-        "mount --bind '{}' /etc/resolv.conf && exec getent \"$@\"",
-        resolv.display()
+        "mount --bind '{}' /etc/resolv.conf && mount --bind '{}' /etc/nsswitch.conf \
+         && exec getent \"$@\"",
+        resolv.display(),
+        nsswitch.display()
     );
     ns.command("unshare")
         .args([
@@ -158,15 +191,23 @@ fn glibc_getaddrinfo_over_udp_and_tcp_gets_what_the_group_may_resolve() {
             text.contains("192.0.2.30") && text.contains("registry.corp.internal"),
             "{transport}: {text}{out:?}"
         );
-        // A name outside the group's allowlist does not resolve (exit 2: not found).
+        // A name outside the group's allowlist does not resolve (exit 2: not found), because
+        // dnsward blocked it (not because nothing answered).
+        let blocked_before = blocked(&ns);
         let out = getent(&ns, &resolv, &["ahosts", "pastebin.com"]);
         assert_eq!(out.status.code(), Some(2), "{transport}: {out:?}");
         assert!(stdout(&out).is_empty(), "{transport}: {out:?}");
-        // The queries really went over this transport (A and AAAA for three names at least).
-        let asked = answered_over(&ns, transport) - before;
+        let was_blocked = poll(|| blocked(&ns) - blocked_before >= 1.0);
         assert!(
-            asked >= 6.0,
-            "{transport}: dnsward answered {asked} queries over it"
+            was_blocked,
+            "{transport}: dnsward did not block pastebin.com"
+        );
+        // The queries really went over this transport (A and AAAA for three names at least;
+        // a UDP answer is counted just after it is sent, so read until it is).
+        let asked = poll(|| answered_over(&ns, transport) - before >= 6.0);
+        assert!(
+            asked,
+            "{transport}: dnsward answered fewer than 6 queries over it"
         );
     }
     let aaaa = common::metric_sum(

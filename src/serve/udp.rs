@@ -429,7 +429,23 @@ mod thread_loop {
             return;
         }
         // Any change, or the sender gone, means stop.
-        let _ = stop.changed().await;
+        let mut done_rx = done_rx;
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = &mut done_rx => {
+                // The thread ended on its own: a panic outside a datagram's containment. Its
+                // socket must not stay bound in the `SO_REUSEPORT` group unread: it closes once
+                // the answers still being resolved are out, and the kernel steers its clients
+                // to the group's other sockets.
+                metrics::counter!(crate::metrics::PANICS_TOTAL, "listener" => "udp").increment(1);
+                tracing::error!(
+                    local = ?sock.local_addr().ok(),
+                    "a UDP listener thread ended unexpectedly; its socket is closed and the \
+                     others serve its clients (a bug: please report it with the panic above)"
+                );
+                return;
+            }
+        }
         stopping.store(true, Ordering::Relaxed);
         // Wake the blocked receive now rather than at its next timeout: on Linux, shutting a
         // UDP socket's receive side returns a waiting `recvmmsg` at once. Sends still work,
