@@ -172,17 +172,13 @@ async fn a_reload_that_switches_a_group_off_deletes_its_sets_in_one_batch() {
     let s = TestServer::start(None, &config(&nft, "1s")).await;
     let _ = udp_query(s.udp, "127.0.0.10", "git.corp.internal", RecordType::A).await;
     assert!(batches(&log).contains("192.0.2.30"));
-    let text = std::fs::read_to_string(&s.config_path).unwrap();
-    let text = text.replace(
-        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]",
-        "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]\negress = false",
-    );
-    std::fs::write(&s.config_path, text).unwrap();
-    let app = s.app.as_ref().unwrap();
-    app.control
-        .reload(Some("test"), None)
-        .await
-        .expect("reload");
+    s.edit_config_and_reload(|text| {
+        text.replace(
+            "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]",
+            "allow = [\"*.corp.internal\", \"www.example\", \"dns.google\"]\negress = false",
+        )
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let last = loop {
         let all = batches(&log);
@@ -285,13 +281,8 @@ egress = false
             .any(|(set, ..)| set == "allow4_later"),
         "an ungated group wrote"
     );
-    let text = std::fs::read_to_string(&s.config_path).unwrap();
-    std::fs::write(&s.config_path, text.replace("egress = false\n", "")).unwrap();
-    let app = s.app.as_ref().unwrap();
-    app.control
-        .reload(Some("test"), None)
-        .await
-        .expect("reload");
+    s.edit_config_and_reload(|text| text.replace("egress = false\n", ""))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let later: Vec<(String, u64)> = loop {
         let later: Vec<(String, u64)> = added_elements(&log)

@@ -235,16 +235,8 @@ async fn a_reload_forgets_the_failures_of_the_old_upstreams() {
     assert!(says_cached_error(&raw), "remembered before the reload");
 
     // The operator points dnsward at a working upstream.
-    let text = std::fs::read_to_string(&s.config_path).unwrap();
-    let text = text.replace(&down.addr.to_string(), &good.addr.to_string());
-    std::fs::write(&s.config_path, text).unwrap();
-    s.app
-        .as_ref()
-        .unwrap()
-        .control
-        .reload(Some("test"), None)
-        .await
-        .expect("reload");
+    s.edit_config_and_reload(|text| text.replace(&down.addr.to_string(), &good.addr.to_string()))
+        .await;
 
     let (m, _, _) = ask(s.udp, "127.0.0.165", "moved.example").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);

@@ -187,17 +187,12 @@ async fn an_agent_a_reload_takes_out_of_its_group_is_refused_not_cut_off() {
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         held.push(c);
     }
-    let text = std::fs::read_to_string(&s.config_path).unwrap();
-    let moved = text.replace("\"127.0.0.50/32\", ", "");
-    assert_ne!(moved, text, "the config names 127.0.0.50");
-    std::fs::write(&s.config_path, moved).unwrap();
-    s.app
-        .as_ref()
-        .unwrap()
-        .control
-        .reload(Some("test"), None)
-        .await
-        .expect("reload");
+    s.edit_config_and_reload(|text| {
+        let moved = text.replace("\"127.0.0.50/32\", ", "");
+        assert_ne!(moved, text, "the config names 127.0.0.50");
+        moved
+    })
+    .await;
     let mut c = tcp_connect(s.tcp, "127.0.0.50").await;
     let m = tcp_ask(&mut c, "git.corp.internal", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);

@@ -502,6 +502,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Rewrite the config file the server started from with `edit`, then reload it, as an
+    /// operator does; the reload must be accepted.
+    pub async fn edit_config_and_reload(&self, edit: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(&text)).unwrap();
+        self.app
+            .as_ref()
+            .expect("an in-process server")
+            .control
+            .reload(Some("test"), None)
+            .await
+            .expect("reload");
+    }
+
     /// Start with `groups_and_more` appended to a base config forwarding to `upstream`.
     pub async fn start(upstream: Option<SocketAddr>, extra: &str) -> Self {
         Self::start_with(upstream, extra, None, "127.0.0.1:0").await
