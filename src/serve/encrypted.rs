@@ -125,10 +125,11 @@ impl ListenerContext {
         self.kind == TlsKind::Doh && self.tokens.is_some()
     }
 
-    /// Whether a connection from `source` could be served as a group's member: its address
-    /// is in a group, or a credential presented here could put it in one whatever its address
-    /// (a token, whose group claim names any group, or a client certificate when some group
-    /// lists identities). Decided at accept, before the handshake, from the policy in force.
+    /// How a connection from `source` could be served as a group's member: its address is in
+    /// a group ([`Admit::ByAddress`]), or a credential presented here could put it in one
+    /// whatever its address ([`Admit::ByCredential`]: a token, whose group claim names any
+    /// group, or a client certificate when some group lists identities), or neither
+    /// ([`Admit::Unknown`]). Decided at accept, before the handshake, from the policy in force.
     fn may_be_in_a_group(&self, source: IpAddr) -> Admit {
         let policy = self.pipeline.policy();
         if policy.clients.lookup(source).is_some() {

@@ -58,10 +58,10 @@ pub const DEFAULT_CONNECTIONS_PER_CLIENT: usize = 128;
 /// are closed at once.
 pub const UNKNOWN_SLOTS: usize = 64;
 /// Most connections one source in no group by address (IPv6: one /64, [`stranger_key`]) may
-/// hold on a listener (a quarter of [`UNKNOWN_SLOTS`], or the per-client cap if lower): of the small pool, so one stranger
-/// flooding it leaves the others their REFUSED; on DoT and DoH where a credential could
-/// place any source, of the listener's slots, so filling them takes 64 addresses, not 8.
-/// More are closed at once (`reason="client_cap"`).
+/// hold on a listener: a quarter of [`UNKNOWN_SLOTS`], or the per-client cap if lower. Of the
+/// small pool, so one stranger flooding it leaves the others their REFUSED; on DoT and DoH
+/// where a credential could place any source, of the listener's slots, so filling them takes
+/// 64 addresses, not 8. More are closed at once (`reason="client_cap"`).
 pub const UNKNOWN_SLOTS_PER_SOURCE: usize = UNKNOWN_SLOTS / 4;
 /// How long an unknown client's connection may take to send its query and read its REFUSED
 /// (after its TLS handshake, on DoT and DoH).
