@@ -190,6 +190,9 @@ impl RunningApp {
                 );
             }
         }
+        for note in cfg.notes() {
+            tracing::warn!("{note}");
+        }
         let fixed = loaded.fixed.clone();
         let (policy, store) = Control::initial_policy(loaded, cfg.store.as_ref(), &config_path)
             .map_err(|e| match e {

@@ -233,6 +233,35 @@ impl Config {
         }
     }
 
+    /// Settings that are valid but do not do what they seem to: `check` prints each as a note
+    /// (exit status 0) and `serve` logs each as a warning at start.
+    #[must_use]
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut cap_above_total = |per_client: usize, total: usize, what: &str| {
+            if per_client > total {
+                notes.push(format!(
+                    "{what}: the per-client cap ({per_client}) is above the listener's total \
+                     ({total}), so one client address can hold every slot; lower it to bound \
+                     what one agent can take"
+                ));
+            }
+        };
+        cap_above_total(
+            self.server.tcp_max_connections_per_client,
+            self.server.tcp_max_connections,
+            "server.tcp_max_connections_per_client",
+        );
+        if !self.tls.dot.is_empty() || !self.tls.doh.is_empty() {
+            cap_above_total(
+                self.tls.max_connections_per_client,
+                self.tls.max_connections,
+                "tls.max_connections_per_client",
+            );
+        }
+        notes
+    }
+
     /// The sections a policy is compiled from.
     #[must_use]
     pub fn policy_sections(&self) -> PolicySections<'_> {

@@ -401,3 +401,35 @@ fn a_sighup_during_startup_does_not_kill_the_server() {
     assert!(alive, "still serving");
     assert!(reloaded, "the early HUP became a reload once serving");
 }
+
+/// A per-client cap above its listener's total is valid but bounds nothing: `check` says so in
+/// a note and still exits 0; a cap within the total draws no note.
+#[test]
+fn check_notes_a_per_client_cap_above_the_listeners_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dnsward.toml");
+    let write = |per_client: usize| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_connections = 64\n\
+                 tcp_max_connections_per_client = {per_client}\n\
+                 [upstream]\nservers = [{{ address = \"127.0.0.1:53\" }}]\n\
+                 [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow = [\"*.example.com\"]\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(100);
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("note: server.tcp_max_connections_per_client")
+            && out.contains("(100) is above the listener's total (64)"),
+        "{out}"
+    );
+    write(64);
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("note:"), "{out}");
+}

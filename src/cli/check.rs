@@ -29,6 +29,9 @@ pub fn run(path: &Path) -> ExitCode {
                 policy.files.len(),
                 cfg.server.listen.join(", ")
             );
+            for note in cfg.notes() {
+                let _ = writeln!(std::io::stdout(), "note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {
