@@ -169,7 +169,20 @@ pub async fn serve(
         return thread_loop::serve(sock, pipeline, stop).await;
     }
     let _ = how;
-    serve_runtime(sock, pipeline, stop).await;
+    // In a task of its own so that a panic outside a datagram's containment is seen: the
+    // task's unwinding drops the socket (the `SO_REUSEPORT` group's others serve its clients),
+    // and here it is counted and logged, as the thread loop does.
+    let local = sock.local_addr().ok();
+    if let Err(e) = tokio::spawn(serve_runtime(sock, pipeline, stop)).await
+        && e.is_panic()
+    {
+        metrics::counter!(crate::metrics::PANICS_TOTAL, "listener" => "udp").increment(1);
+        tracing::error!(
+            ?local,
+            "a UDP listener ended unexpectedly; its socket is closed and the others serve its \
+             clients (a bug: please report it with the panic above)"
+        );
+    }
 }
 
 /// [`serve`] on the runtime: readiness from the runtime's epoll, one task per socket.
