@@ -357,7 +357,7 @@ impl RunningApp {
         let review = crate::review::Review::open(
             crate::review::ReviewSections {
                 tokens_file: cfg.admin.tokens_file.as_deref(),
-                token_file: cfg.admin.token_file.as_deref(),
+                admin_token: Some(&token),
                 store: cfg.store.as_ref(),
                 events: &cfg.events,
             },

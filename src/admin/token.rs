@@ -75,6 +75,26 @@ impl AdminToken {
         constant_time_eq(&real, &given)
     }
 
+    /// The file's token now, checked but not put in force (`None` without a file): the review
+    /// API's tokens reload checks it with the tokens file before either changes.
+    ///
+    /// # Errors
+    /// As [`read_token`].
+    pub fn read(&self) -> Result<Option<String>, String> {
+        self.file.as_deref().map(read_token).transpose()
+    }
+
+    /// Put `token` (from [`Self::read`]) in force.
+    pub fn install(&self, token: &str) {
+        self.set(token);
+    }
+
+    /// SHA-256 of the token in force, as the tokens file writes a user's.
+    #[must_use]
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest.load_full().map(|d| *d)
+    }
+
     /// Re-read the token file (on reload). Without a file nothing changes.
     ///
     /// # Errors

@@ -34,6 +34,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use crate::admin::token::AdminToken;
 use crate::config_error::ConfigProblems;
 use crate::contain::overrides::{AlertFilter, RecentAlert};
 use crate::events::sink::SinkKind;
@@ -126,7 +127,9 @@ pub struct Review {
     control: Arc<Control>,
     users: RwLock<Users>,
     tokens_file: Option<PathBuf>,
-    token_file: Option<PathBuf>,
+    /// `admin.token_file`'s token, user `admin`: the admin API's own, so one reload rotates it
+    /// for both.
+    admin_token: Option<Arc<AdminToken>>,
     triage: TriageStore,
     events_path: Option<PathBuf>,
     /// One transition at a time, so two analysts acting at once cannot both do a step's side
@@ -172,8 +175,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 pub struct ReviewSections<'a> {
     /// `admin.tokens_file`: named users.
     pub tokens_file: Option<&'a Path>,
-    /// `admin.token_file`: the shared admin token, user `admin`.
-    pub token_file: Option<&'a Path>,
+    /// `admin.token_file`'s token as the admin API holds it: user `admin`.
+    pub admin_token: Option<&'a Arc<AdminToken>>,
     /// `[store]`: where triage records live.
     pub store: Option<&'a crate::govern::store::StoreConfig>,
     /// `[events]`: where the log is.
@@ -193,8 +196,11 @@ impl Review {
         control: Arc<Control>,
     ) -> Result<Self, ReviewOpenError> {
         let tokens_file = sections.tokens_file.map(Path::to_path_buf);
-        let token_file = sections.token_file.map(Path::to_path_buf);
-        let users = load_users(tokens_file.as_deref(), token_file.as_deref())?;
+        let admin_token = sections.admin_token.cloned();
+        let users = Users::load(
+            tokens_file.as_deref(),
+            admin_token.as_ref().and_then(|t| t.digest()),
+        )?;
         let triage = match sections.store {
             Some(store) => {
                 let dir = store.state_dir.join("review");
@@ -220,7 +226,7 @@ impl Review {
             control,
             users: RwLock::new(users),
             tokens_file,
-            token_file,
+            admin_token,
             triage,
             events_path,
             acting: parking_lot::Mutex::new(()),
@@ -230,30 +236,52 @@ impl Review {
     /// The user a bearer token belongs to.
     #[must_use]
     pub fn authenticate(&self, token: &str) -> Option<User> {
-        self.users.read().authenticate(token)
+        // Both are looked at whatever the token, so which one matched does not show in time.
+        let admin = self.admin_token.as_ref().is_some_and(|t| t.matches(token));
+        let user = self.users.read().authenticate(token);
+        if admin { Some(legacy_admin()) } else { user }
     }
 
     /// Whether any token is configured (otherwise every call is 401).
     #[must_use]
     pub fn has_users(&self) -> bool {
-        !self.users.read().is_empty()
+        self.admin_token.as_ref().is_some_and(|t| t.is_enabled()) || !self.users.read().is_empty()
     }
 
-    /// Re-read the tokens file and the admin token; on problems the old users stay.
+    /// Re-read the tokens file and the admin token, checking both before either changes; on
+    /// problems the old users and the old admin token stay.
     ///
     /// # Errors
     /// The problems of the new files.
     pub fn reload_users(&self) -> Result<Vec<User>, ConfigProblems> {
-        let users = load_users(self.tokens_file.as_deref(), self.token_file.as_deref())?;
-        let list = users.list();
+        let token = match self.admin_token.as_ref().map(|t| t.read()).transpose() {
+            Ok(t) => t.flatten(),
+            Err(e) => {
+                let mut p = ConfigProblems::default();
+                p.push("admin.token_file", e);
+                return Err(p);
+            }
+        };
+        let users = Users::load(
+            self.tokens_file.as_deref(),
+            token.as_deref().map(crate::review::users::hash_token),
+        )?;
+        if let (Some(holder), Some(token)) = (&self.admin_token, &token) {
+            holder.install(token);
+        }
         *self.users.write() = users;
-        Ok(list)
+        Ok(self.users())
     }
 
-    /// Every user (names and roles).
+    /// Every user (names and roles), the admin token's first.
     #[must_use]
     pub fn users(&self) -> Vec<User> {
-        self.users.read().list()
+        let mut list = Vec::new();
+        if self.admin_token.as_ref().is_some_and(|t| t.is_enabled()) {
+            list.push(legacy_admin());
+        }
+        list.extend(self.users.read().list());
+        list
     }
 
     /// The pipeline.
@@ -630,25 +658,10 @@ fn fold_recent(alerts: Vec<RecentAlert>) -> Vec<Suspect> {
     out
 }
 
-fn load_users(
-    tokens_file: Option<&Path>,
-    token_file: Option<&Path>,
-) -> Result<Users, ConfigProblems> {
-    // The admin token is a secret: the same checks as the admin API's (owner-only file,
-    // `credential:NAME`).
-    let legacy = match token_file
-        .map(|f| {
-            crate::govern::secret_file::read_secret_file(f)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        })
-        .transpose()
-    {
-        Ok(t) => t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-        Err(e) => {
-            let mut p = ConfigProblems::default();
-            p.push("admin.token_file", e.to_string());
-            return Err(p);
-        }
-    };
-    Users::load(tokens_file, legacy.as_deref())
+/// The user the admin token authenticates as.
+fn legacy_admin() -> User {
+    User {
+        name: crate::review::users::LEGACY_ADMIN.into(),
+        role: crate::review::users::Role::Admin,
+    }
 }

@@ -11,8 +11,11 @@
 //! ```
 //!
 //! The single `admin.token_file` token keeps working: it is the user `admin` with role
-//! [`Role::Admin`]. Presented tokens are hashed and compared in constant time against every
-//! entry, so neither the match nor its position leaks through timing.
+//! [`Role::Admin`], checked against the one [`crate::admin::token::AdminToken`] the admin API
+//! uses too, so rotating it (any reload) changes both APIs at once. Here it only takes part in
+//! the check that no two users share a token. Presented tokens are hashed and compared in
+//! constant time against every entry, so neither the match nor its position leaks through
+//! timing.
 
 use std::fmt;
 use std::path::Path;
@@ -136,30 +139,21 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Users {
-    /// Users from the text of a tokens file (`source` names it in problems) plus the legacy
-    /// admin token. Every problem of the file is reported at once.
+    /// Users from the text of a tokens file (`source` names it in problems); a user whose
+    /// token is the admin token's (`admin_digest`) is a problem too. Every problem of the file is reported at once.
     ///
     /// # Errors
     /// The problems found, each with its `file:line`.
     pub fn parse(
         text: &str,
         source: &str,
-        legacy_admin_token: Option<&str>,
+        admin_digest: Option<[u8; 32]>,
     ) -> Result<Self, ConfigProblems> {
         let mut all = ConfigProblems::default();
         // Names are quoted as short excerpts and a file's problems are bounded: the path may
         // name some other file (a token, a key) that must not be copied into messages.
         let mut problems = FileProblems::new(source, &mut all);
         let mut users = Self::default();
-        if let Some(t) = legacy_admin_token {
-            users.entries.push(Entry {
-                user: User {
-                    name: LEGACY_ADMIN.into(),
-                    role: Role::Admin,
-                },
-                hash: hash_token(t),
-            });
-        }
         for (i, line) in text.lines().enumerate() {
             let at = i + 1;
             let line = line.split('#').next().unwrap_or("").trim();
@@ -194,7 +188,7 @@ impl Users {
             if users.entries.iter().any(|e| e.user.name == name) {
                 problems.push(at, format!("user {} is listed twice", excerpt(name)));
             }
-            if users.entries.iter().any(|e| e.hash == digest) {
+            if users.entries.iter().any(|e| e.hash == digest) || admin_digest == Some(digest) {
                 problems.push(at, "this token is already someone else's");
             }
             if users.entries.len() >= MAX_USERS {
@@ -220,16 +214,16 @@ impl Users {
         }
     }
 
-    /// Read `tokens_file` (if any) and add the legacy admin token.
+    /// Read `tokens_file` (if any), as [`Self::parse`].
     ///
     /// # Errors
     /// The file cannot be read, or has problems.
     pub fn load(
         tokens_file: Option<&Path>,
-        legacy_admin_token: Option<&str>,
+        admin_digest: Option<[u8; 32]>,
     ) -> Result<Self, ConfigProblems> {
         let Some(path) = tokens_file else {
-            return Self::parse("", "", legacy_admin_token);
+            return Self::parse("", "", admin_digest);
         };
         if let Err(why) = check_tokens_file(path) {
             let mut p = ConfigProblems::default();
@@ -241,7 +235,7 @@ impl Users {
             Ok(text) => Self::parse(
                 text.strip_prefix('\u{feff}').unwrap_or(&text),
                 &path.display().to_string(),
-                legacy_admin_token,
+                admin_digest,
             ),
             Err(e) => {
                 let mut p = ConfigProblems::default();
@@ -349,18 +343,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_file_roles_and_the_legacy_admin() {
+    fn tokens_file_roles_and_the_admin_tokens_share() {
         let text = format!(
             "# comment\nalice analyst {}\ncarol viewer {} # trailing\n",
             hash_token_hex("alice-token"),
             hash_token_hex("carol-token")
         );
-        let u = Users::parse(&text, "tokens", Some("legacy-admin-token")).unwrap();
+        let u = Users::parse(&text, "tokens", Some(hash_token("admin-token"))).unwrap();
         assert_eq!(u.authenticate("alice-token").unwrap().role, Role::Analyst);
         assert_eq!(u.authenticate("carol-token").unwrap().name, "carol");
-        let admin = u.authenticate("legacy-admin-token").unwrap();
-        assert_eq!((admin.name.as_str(), admin.role), ("admin", Role::Admin));
+        // The admin token is the admin API's to check, not an entry here.
+        assert!(u.authenticate("admin-token").is_none());
         assert!(u.authenticate("nope").is_none());
+        // No user may hold the admin token.
+        let p = Users::parse(&text, "tokens", Some(hash_token("carol-token"))).unwrap_err();
+        assert!(p.to_string().contains("already someone else's"), "{p}");
+        let admin = User {
+            name: LEGACY_ADMIN.into(),
+            role: Role::Admin,
+        };
         let carol = u.authenticate("carol-token").unwrap();
         assert!(require(&carol, Role::Viewer).is_ok());
         let e = require(&carol, Role::Analyst).unwrap_err();

@@ -981,3 +981,71 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         && e["actor"] == "alice"
         && e["path"] == "/api/v1/review/policy/apply"));
 }
+
+/// One admin token for both APIs: rotating `admin.token_file` by either reload (the policy
+/// reload, the review's tokens reload) revokes the old token on both at once, and a token file
+/// the admin API would refuse (too short, empty) is refused by the tokens reload too, keeping
+/// the running token.
+#[tokio::test]
+async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
+    const NEXT: &str = "rotated-admin-token-0123456789abcdef0123456789";
+    const THIRD: &str = "third-admin-token-0123456789abcdef0123456789ab";
+    let up = FakeUpstream::new().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let admin_api = |token: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/policy", s.base))
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    let whoami = "/api/v1/review/whoami";
+    assert_eq!(s.get(Some(ADMIN), whoami).await.0, 200);
+
+    // Rotated by the admin API's policy reload: the review API follows at once.
+    crate::harness::write_secret(&dir.path().join("token"), NEXT);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/policy/reload", s.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"actor": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    assert_eq!(s.get(Some(ADMIN), whoami).await.0, 401, "old token revoked");
+    let (status, me) = s.get(Some(NEXT), whoami).await;
+    assert_eq!((status, me["user"].as_str()), (200, Some("admin")), "{me}");
+    assert_eq!(admin_api(ADMIN).await.unwrap().status().as_u16(), 401);
+    assert_eq!(admin_api(NEXT).await.unwrap().status().as_u16(), 200);
+
+    // Rotated by the review's tokens reload: the admin API follows at once.
+    crate::harness::write_secret(&dir.path().join("token"), THIRD);
+    let (status, users) = s
+        .post(NEXT, "/api/v1/review/tokens/reload", json!({}))
+        .await;
+    assert_eq!(status, 200, "{users}");
+    assert_eq!(admin_api(NEXT).await.unwrap().status().as_u16(), 401);
+    assert_eq!(admin_api(THIRD).await.unwrap().status().as_u16(), 200);
+    assert_eq!(s.get(Some(NEXT), whoami).await.0, 401);
+
+    // A token the admin API refuses is refused here too; the running one stays.
+    for bad in ["short", ""] {
+        crate::harness::write_secret(&dir.path().join("token"), bad);
+        let (status, body) = s
+            .post(THIRD, "/api/v1/review/tokens/reload", json!({}))
+            .await;
+        assert_eq!(status, 422, "{bad:?}: {body}");
+        assert!(body.to_string().contains("at least 32"), "{body}");
+        assert_eq!(s.get(Some(THIRD), whoami).await.0, 200);
+        if !bad.is_empty() {
+            assert_eq!(s.get(Some(bad), whoami).await.0, 401);
+        }
+        let (_, users) = s.get(Some(THIRD), "/api/v1/review/tokens").await;
+        assert_eq!(
+            users[0]["user"].as_str().or(users[0]["name"].as_str()),
+            Some("admin"),
+            "{users}"
+        );
+    }
+    s.stop().await;
+}
