@@ -339,15 +339,30 @@ fn cap(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A reload's `message` passes [`cap`] at [`MAX_MESSAGE_BYTES`]; the review API's reload
+/// checks it here too.
+pub(crate) fn check_message(message: Option<&str>) -> Result<(), ApiError> {
+    message.map_or(Ok(()), |m| cap("message", m, MAX_MESSAGE_BYTES))
+}
+
+/// A rollback's audit detail, for both APIs: `version N re-activates version M: reason`.
+pub(crate) fn rollback_detail(info: &crate::govern::store::VersionInfo, reason: &str) -> String {
+    match info.rolled_back_to {
+        Some(to) => format!(
+            "version {} re-activates version {to}: {reason}",
+            info.number
+        ),
+        None => format!("version {}: {reason}", info.number),
+    }
+}
+
 async fn policy_reload(
     State(s): State<ApiState>,
     body: Result<Json<ReloadBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
     require("actor", &b.actor)?;
-    if let Some(m) = &b.message {
-        cap("message", m, MAX_MESSAGE_BYTES)?;
-    }
+    check_message(b.message.as_deref())?;
     let done = s
         .control
         .reload(Some(&b.actor), b.message.as_deref())
@@ -379,10 +394,7 @@ async fn policy_rollback(
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let info = s.control.rollback(b.to, &b.actor, &b.reason).await?;
-    let detail = format!(
-        "version {} re-activates version {:?}: {}",
-        info.number, info.rolled_back_to, b.reason
-    );
+    let detail = rollback_detail(&info, &b.reason);
     Ok(noted(
         Json(info).into_response(),
         &b.actor,

@@ -368,6 +368,7 @@ async fn reload(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
     let Json(b) = body?;
+    crate::admin::api::check_message(b.message.as_deref())?;
     let done = r
         .control()
         .reload(Some(&u.name), b.message.as_deref())
@@ -402,10 +403,7 @@ async fn rollback(
     let Json(b) = body?;
     check_reason(&b.reason)?;
     let info = r.control().rollback(b.to, &u.name, &b.reason).await?;
-    let detail = format!(
-        "version {} re-activates version {:?}: {}",
-        info.number, info.rolled_back_to, b.reason
-    );
+    let detail = crate::admin::api::rollback_detail(&info, &b.reason);
     Ok(noted(Json(info).into_response(), "rollback", detail))
 }
 

@@ -1049,3 +1049,51 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
     }
     s.stop().await;
 }
+
+/// The review API's reload message is held to the admin API's rules (at most 1024 bytes, no
+/// terminal controls): an unbounded message went into the policy history and an event line
+/// past the audit reader's line cap, and `audit verify` stopped there for good. A rollback's
+/// audit detail names the version it re-activates as a number.
+#[tokio::test]
+async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly() {
+    let up = FakeUpstream::new().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let reload = "/api/v1/review/policy/reload";
+    for bad in [
+        "m".repeat(1500),
+        "clear\u{1b}[2J".to_string(),
+        "nul\u{0}".to_string(),
+    ] {
+        let (status, body) = s.post(ADMIN, reload, json!({ "message": bad })).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("message"),
+            "{body}"
+        );
+    }
+    let (status, body) = s
+        .post(ADMIN, reload, json!({ "message": "m".repeat(1024) }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/rollback",
+            json!({ "reason": "back", "to": 1 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&s.events_path).unwrap_or_default();
+        if log.contains("re-activates") || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(log.contains("re-activates version 1: back"), "{log}");
+    assert!(!log.contains("Some("), "{log}");
+    assert!(!log.contains(&"m".repeat(1025)));
+    s.stop().await;
+}
