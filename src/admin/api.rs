@@ -92,6 +92,108 @@ fn presented_token<'a>(headers: &'a HeaderMap, page_query: Option<&'a str>) -> O
         .find_map(|kv| kv.strip_prefix("token="))
 }
 
+/// Set on every answer of a matched route by the middleware that audits it; an answer without
+/// it came from the router's fallbacks (an unknown path, a method the path does not take) and
+/// is audited by [`audit_unmatched`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Audited;
+
+/// What [`audit_unmatched`] needs: who may see which routes exist, and where events go.
+#[derive(Clone)]
+pub struct UnmatchedState {
+    /// The query pipeline (its event log and policy version).
+    pub pipeline: Arc<Pipeline>,
+    /// The admin token.
+    pub token: Arc<AdminToken>,
+    /// The review's users, when the review API is mounted.
+    pub review: Option<Arc<crate::review::Review>>,
+}
+
+/// Longest path written into the audit record of an unmatched request, in bytes.
+const UNMATCHED_PATH_BYTES: usize = 256;
+
+/// The outermost layer: a request no route took (404, or 405 for a method the path does not
+/// take) is audited like every other request, and under `/api/` it needs a token first
+/// (401), so the set of routes and their methods cannot be mapped without one.
+pub async fn audit_unmatched(
+    State(s): State<UnmatchedState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let user = presented_token(req.headers(), None).and_then(|t| {
+        if s.token.matches(t) {
+            Some(crate::review::users::LEGACY_ADMIN.to_string())
+        } else {
+            s.review
+                .as_ref()
+                .and_then(|r| r.authenticate(t))
+                .map(|u| u.name)
+        }
+    });
+    let mut response = next.run(req).await;
+    // The console's static files are matched routes without an audit record of their own.
+    if response.extensions().get::<Audited>().is_some()
+        || !matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        )
+    {
+        return response;
+    }
+    if user.is_none() && (path.starts_with("/api/") || path == "/") {
+        response = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    // Unauthenticated requests are sampled per source, as refused ones are on matched routes:
+    // a scanner's paths are not worth a log line each.
+    if user.is_none()
+        && remote_addr.is_some_and(|a| {
+            !s.pipeline
+                .events()
+                .wants_refused("admin_refused", crate::policy::identify::canonical(a.ip()))
+        })
+    {
+        return response;
+    }
+    let mut path = path;
+    if path.len() > UNMATCHED_PATH_BYTES {
+        let mut end = UNMATCHED_PATH_BYTES;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+        path.push('…');
+    }
+    let event = AdminEvent {
+        method,
+        path,
+        status: response.status().as_u16(),
+        remote: remote_addr.map(|a| a.to_string()),
+        authenticated: user.is_some(),
+        actor: user,
+        action: None,
+        detail: response
+            .extensions()
+            .get::<ErrorDetail>()
+            .map(|e| e.0.clone()),
+    };
+    let version = s.pipeline.policy().version.number;
+    s.pipeline
+        .events()
+        .emit(Event::now(version, EventBody::Admin(event)));
+    response
+}
+
 async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
@@ -106,7 +208,7 @@ async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next)
     let authenticated =
         presented_token(req.headers(), page_query).is_some_and(|p| s.token.matches(p));
     req.extensions_mut().insert(Authenticated(authenticated));
-    let response = if needs_auth && !authenticated {
+    let mut response = if needs_auth && !authenticated {
         let msg = if !s.token.is_enabled() {
             "the admin API is disabled: set admin.token_file"
         } else {
@@ -160,6 +262,7 @@ async fn audit_and_auth(State(s): State<ApiState>, mut req: Request, next: Next)
             .events()
             .emit(Event::now(version, EventBody::Admin(event)));
     }
+    response.extensions_mut().insert(Audited);
     response
 }
 

@@ -216,6 +216,11 @@ pub async fn start(
         prom: crate::metrics::install(),
         metrics_labels,
     };
+    let unmatched = crate::admin::api::UnmatchedState {
+        pipeline: Arc::clone(&state.pipeline),
+        token: Arc::clone(&state.token),
+        review: review.clone(),
+    };
     let mut app = crate::admin::api::router(state);
     if let Some(review) = review {
         // review API + console (issue 12)
@@ -223,10 +228,15 @@ pub async fn start(
             .merge(crate::review::api::router(review))
             .merge(console::router());
     }
-    // Every answer of the endpoint is JSON with a message, an unknown path or method too.
+    // Every answer of the endpoint is JSON with a message, an unknown path or method too, and
+    // every request is audited, those no route takes too.
     let app = app
         .fallback(crate::review::api_error::not_found)
-        .method_not_allowed_fallback(crate::review::api_error::method_not_allowed);
+        .method_not_allowed_fallback(crate::review::api_error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            unmatched,
+            crate::admin::api::audit_unmatched,
+        ));
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);

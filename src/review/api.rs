@@ -77,7 +77,7 @@ async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
     let user = bearer(req.headers()).and_then(|t| r.authenticate(t));
-    let response = match &user {
+    let mut response = match &user {
         Some(u) => {
             req.extensions_mut().insert(u.clone());
             next.run(req).await
@@ -117,6 +117,7 @@ async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -
     r.pipeline()
         .events()
         .emit(Event::now(version, EventBody::Admin(event)));
+    response.extensions_mut().insert(crate::admin::api::Audited);
     response
 }
 

@@ -1097,3 +1097,73 @@ async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly
     assert!(!log.contains(&"m".repeat(1025)));
     s.stop().await;
 }
+
+/// A request no route takes is audited too (404, or 405 with `Allow`), naming who sent it;
+/// without a token, anything under `/api/` is 401 whether the route exists or not, so the
+/// routes and their methods cannot be mapped without one.
+#[tokio::test]
+async fn unmatched_requests_are_audited_and_need_a_token_to_tell_404_from_405() {
+    let up = FakeUpstream::new().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", s.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t.to_string());
+        }
+        r.send()
+    };
+    use reqwest::Method;
+    for (method, path) in [
+        (Method::DELETE, "/api/v1/policy"),
+        (Method::GET, "/api/v1/policy/reload"),
+        (Method::GET, "/api/v1/secret-stuff"),
+    ] {
+        let r = send(method.clone(), path, None).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let r = send(Method::DELETE, "/api/v1/policy", Some(ADMIN))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("GET"));
+    let r = send(Method::GET, "/api/v1/secret-stuff", Some(ADMIN))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = send(Method::GET, "/api/v1/review/nothing-here", Some(ALICE))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let admin_events = loop {
+        let events: Vec<Value> = std::fs::read_to_string(&s.events_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["kind"] == "admin")
+            .collect();
+        if events.len() >= 6 || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = serde_json::to_string(&admin_events).unwrap();
+    let find = |method: &str, path: &str, status: u64| {
+        admin_events
+            .iter()
+            .find(|e| e["method"] == method && e["path"] == path && e["status"] == status)
+    };
+    let deleted = find("DELETE", "/api/v1/policy", 405).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(deleted["actor"], "admin", "{deleted}");
+    assert_eq!(deleted["authenticated"], true);
+    assert!(find("GET", "/api/v1/secret-stuff", 404).is_some(), "{text}");
+    let alice = find("GET", "/api/v1/review/nothing-here", 404).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(alice["actor"], "alice");
+    assert!(find("DELETE", "/api/v1/policy", 401).is_some(), "{text}");
+    s.stop().await;
+}
