@@ -76,6 +76,21 @@ impl ConfigProblems {
         false
     }
 
+    /// Check a count setting against `min..=max`, recording `key: must be between MIN and MAX,
+    /// got VALUE` when it is outside. Returns whether it was inside.
+    pub fn check_count(
+        &mut self,
+        key: impl Into<String>,
+        value: usize,
+        (min, max): (usize, usize),
+    ) -> bool {
+        if (min..=max).contains(&value) {
+            return true;
+        }
+        self.push(key, format!("must be between {min} and {max}, got {value}"));
+        false
+    }
+
     /// `Ok(value)` when no problems were recorded, otherwise `Err(self)`.
     ///
     /// # Errors

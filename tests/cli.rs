@@ -433,3 +433,36 @@ fn check_notes_a_per_client_cap_above_the_listeners_total() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("note:"), "{out}");
 }
+
+/// Counts past what a counting semaphore holds (2^61) passed `check` and then panicked the
+/// listener at start (TCP, admin) or on the first TCP query (pipelining): each is now a
+/// located range error, as other bounded settings are.
+#[test]
+fn check_refuses_connection_and_pipelining_counts_past_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dnsward.toml");
+    let huge = "4611686018427387904";
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_max_connections = {huge}\n\
+             tcp_max_pipelined = {huge}\ntcp_max_connections_per_client = {huge}\n\
+             max_inflight_misses = {huge}\n\
+             [admin]\nmax_connections = {huge}\n\
+             [upstream]\nservers = [{{ address = \"127.0.0.1:53\" }}]\n\
+             [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow = [\"*.example.com\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    for key in [
+        "server.tcp_max_connections: must be between 1 and 1048576",
+        "server.tcp_max_pipelined: must be between 1 and 65535",
+        "server.tcp_max_connections_per_client: must be between",
+        "server.max_inflight_misses: must be between",
+        "admin.max_connections: must be between",
+    ] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+}

@@ -134,9 +134,11 @@ impl AdminConfig {
 
     /// Check the section, pushing every problem.
     pub fn validate(&self, at: &str, problems: &mut ConfigProblems) {
-        if self.max_connections == 0 {
-            problems.push(format!("{at}.max_connections"), "must be at least 1");
-        }
+        problems.check_count(
+            format!("{at}.max_connections"),
+            self.max_connections,
+            crate::serve::CONNECTIONS,
+        );
         problems.check_duration(
             format!("{at}.header_read_timeout"),
             self.header_read_timeout,

@@ -242,23 +242,26 @@ impl TlsConfig {
                 problems.push(here, "needs at least one CA bundle");
             }
         }
-        if self.max_connections == 0 {
-            problems.push(format!("{at}.max_connections"), "must be at least 1");
-        }
-        if self.max_in_flight == 0 {
-            problems.push(format!("{at}.max_in_flight"), "must be at least 1");
-        }
+        problems.check_count(
+            format!("{at}.max_connections"),
+            self.max_connections,
+            crate::serve::CONNECTIONS,
+        );
+        problems.check_count(
+            format!("{at}.max_in_flight"),
+            self.max_in_flight,
+            crate::serve::PIPELINED,
+        );
         problems.check_duration(
             format!("{at}.idle_timeout"),
             self.idle_timeout,
             IDLE_TIMEOUT,
         );
-        if self.max_connections_per_client == 0 {
-            problems.push(
-                format!("{at}.max_connections_per_client"),
-                "must be at least 1",
-            );
-        }
+        problems.check_count(
+            format!("{at}.max_connections_per_client"),
+            self.max_connections_per_client,
+            crate::serve::CONNECTIONS,
+        );
         let handshake_in_range = problems.check_duration(
             format!("{at}.handshake_timeout"),
             self.handshake_timeout,
@@ -316,7 +319,13 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("tls.max_connections_per_client: must be at least 1"),
+            text.contains("tls.max_connections_per_client: must be between 1 and 1048576, got 0"),
+            "{text}"
+        );
+        let text = problems("max_connections = 2305843009213693952\nmax_in_flight = 65536");
+        assert!(
+            text.contains("tls.max_connections: must be between 1 and 1048576")
+                && text.contains("tls.max_in_flight: must be between 1 and 65535, got 65536"),
             "{text}"
         );
         let text = problems("idle_timeout = \"3s\"");

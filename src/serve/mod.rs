@@ -130,6 +130,17 @@ pub const MAX_NSID: usize = 512;
 
 /// Most runtime threads (`server.threads`) and UDP sockets per address (`udp_workers`, each
 /// with its own thread by default): far above any CPU count dnsward runs on, far below what
+/// Accepted connection counts (`tcp_max_connections`, the per-client caps, `[tls]` and
+/// `[admin]` `max_connections`): at least 1, and no more than a process can hold descriptors
+/// for (Linux's `nr_open` default is 2^20); beyond the limit of the counting semaphore the
+/// listener panicked at start.
+pub const CONNECTIONS: (usize, usize) = (1, 1 << 20);
+/// Accepted `max_inflight_misses` and its per-client share.
+pub const IN_FLIGHT: (usize, usize) = (1, 1 << 20);
+/// Accepted queries in flight on one stream connection (`tcp_max_pipelined`, `[tls]
+/// max_in_flight`): a DNS message ID has 16 bits, so more could never be told apart.
+pub const PIPELINED: (usize, usize) = (1, 65_535);
+
 /// would exhaust memory or the process's thread limit at start (a typo such as `100000`).
 pub const MAX_THREADS: usize = 1024;
 
@@ -232,31 +243,31 @@ impl ServerConfig {
                 );
             }
         }
-        if self.tcp_max_connections == 0 {
-            problems.push(format!("{at}.tcp_max_connections"), "must be at least 1");
-        }
+        problems.check_count(
+            format!("{at}.tcp_max_connections"),
+            self.tcp_max_connections,
+            CONNECTIONS,
+        );
         problems.check_duration(
             format!("{at}.tcp_idle_timeout"),
             self.tcp_idle_timeout,
             TCP_IDLE_TIMEOUT,
         );
-        if self.tcp_max_connections_per_client == 0 {
-            problems.push(
-                format!("{at}.tcp_max_connections_per_client"),
-                "must be at least 1",
-            );
-        }
-        if self.max_inflight_misses == 0 {
-            problems.push(format!("{at}.max_inflight_misses"), "must be at least 1");
-        }
-        if self.max_inflight_misses_per_client == 0 {
-            problems.push(
-                format!("{at}.max_inflight_misses_per_client"),
-                "must be at least 1",
-            );
-        }
-        if self.tcp_max_pipelined == 0 {
-            problems.push(format!("{at}.tcp_max_pipelined"), "must be at least 1");
+        for (key, value, range) in [
+            (
+                "tcp_max_connections_per_client",
+                self.tcp_max_connections_per_client,
+                CONNECTIONS,
+            ),
+            ("max_inflight_misses", self.max_inflight_misses, IN_FLIGHT),
+            (
+                "max_inflight_misses_per_client",
+                self.max_inflight_misses_per_client,
+                IN_FLIGHT,
+            ),
+            ("tcp_max_pipelined", self.tcp_max_pipelined, PIPELINED),
+        ] {
+            problems.check_count(format!("{at}.{key}"), value, range);
         }
         problems.check_duration(
             format!("{at}.tcp_write_timeout"),
