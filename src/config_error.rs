@@ -348,21 +348,35 @@ pub const MAX_ZONE_FILE: u64 = 64 << 20;
 /// The most a configuration file may hold: 16 MiB.
 pub const MAX_CONFIG_FILE: u64 = 16 << 20;
 
-/// Read a text file someone configured: it must be a regular file (a FIFO would block the
-/// reader forever, `/dev/zero` would fill memory: both are refused before they are opened),
-/// at most `max` bytes, and UTF-8 (the message names the line of the first byte that is not).
+/// The most a secret, key, certificate (a CA bundle too) or token-keys file may hold: 4 MiB.
+pub const MAX_SMALL_FILE: u64 = 4 << 20;
+
+/// Read a file someone configured, as bytes: it must be a regular file on a disk filesystem
+/// and at most `max` bytes. A FIFO would block the reader forever and `/dev/zero` would fill
+/// memory; a kernel interface under `/proc`, `/sys` or a tracing or debug filesystem says it is
+/// a regular file of size 0 and then blocks (`/proc/kmsg`, `trace_pipe`) or consumes what it
+/// reads: each is refused with a message. The file is opened without blocking and checked
+/// through the opened descriptor, so it cannot be swapped between the check and the read.
 ///
 /// # Errors
 /// A message for the file's problem, without its path (the caller's key or path says which).
-pub fn read_text_file(path: &std::path::Path, max: u64) -> Result<String, String> {
+pub fn read_regular_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    // Refused before opening: opening a FIFO for reading blocks until a writer comes, and
+    // opening some devices has effects.
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(if meta.is_dir() {
-            "is a directory, not a file".to_string()
-        } else {
-            "is not a regular file (a device, FIFO or socket)".to_string()
-        });
+        return Err(not_regular(&meta));
+    }
+    let file = open_nonblocking(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    if let Some(kind) = pseudo_filesystem(&file) {
+        return Err(format!(
+            "is a kernel interface on {kind}, not a file: reading it may block or consume it"
+        ));
     }
     if meta.len() > max {
         return Err(format!(
@@ -371,14 +385,81 @@ pub fn read_text_file(path: &std::path::Path, max: u64) -> Result<String, String
         ));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                "would block: not a file that can be read now".to_string()
+            }
+            _ => e.to_string(),
+        })?;
     if bytes.len() as u64 > max {
         return Err(format!(
             "grew past the limit of {max} bytes while being read"
         ));
     }
+    Ok(bytes)
+}
+
+fn not_regular(meta: &std::fs::Metadata) -> String {
+    if meta.is_dir() {
+        "is a directory, not a file".to_string()
+    } else {
+        "is not a regular file (a device, FIFO or socket)".to_string()
+    }
+}
+
+fn open_nonblocking(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(path)
+}
+
+/// The name of the kernel pseudo-filesystem `file` is on, if it is on one.
+#[cfg(target_os = "linux")]
+fn pseudo_filesystem(file: &std::fs::File) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `statfs` is plain data, written whole by `fstatfs` on success, and the
+    // descriptor is open for the whole call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &raw mut st) } != 0 {
+        return None;
+    }
+    // The magic numbers of linux/magic.h. `f_type`'s width differs between targets.
+    #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss)]
+    let kind = st.f_type as u64 & 0xffff_ffff;
+    Some(match kind {
+        0x9fa0 => "procfs",
+        0x6265_6572 => "sysfs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x7363_6673 => "securityfs",
+        0x6367_7270 | 0x0027_e0eb => "cgroupfs",
+        0x6e73_6673 => "nsfs",
+        0x4249_4e4d => "binfmt_misc",
+        0xcafe_4a11 => "bpffs",
+        _ => return None,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pseudo_filesystem(_file: &std::fs::File) -> Option<&'static str> {
+    None
+}
+
+/// Read a text file someone configured: it must be a regular file (a FIFO would block the
+/// reader forever, `/dev/zero` would fill memory: both are refused before they are opened),
+/// at most `max` bytes, and UTF-8 (the message names the line of the first byte that is not).
+///
+/// # Errors
+/// A message for the file's problem, without its path (the caller's key or path says which).
+pub fn read_text_file(path: &std::path::Path, max: u64) -> Result<String, String> {
+    let bytes = read_regular_file(path, max)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
@@ -431,6 +512,34 @@ mod tests {
                 .unwrap_err()
                 .contains("directory")
         );
+        // Kernel interfaces claim to be regular files of size 0, then block (`/proc/kmsg`,
+        // `trace_pipe`) or consume what is read: refused by their filesystem, unread, and a
+        // symlink to one too. `check` and a reload hung on `/proc/kmsg` for good.
+        #[cfg(target_os = "linux")]
+        for path in [
+            "/proc/self/status",
+            "/proc/kmsg",
+            "/sys/kernel/tracing/trace_pipe",
+        ] {
+            let path = std::path::Path::new(path);
+            if !path.exists() {
+                continue;
+            }
+            let err = read_text_file(path, MAX_LIST_FILE).unwrap_err();
+            assert!(
+                err.contains("kernel interface"),
+                "{}: {err}",
+                path.display()
+            );
+            let link = dir.path().join("link");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(path, &link).unwrap();
+            assert!(
+                read_regular_file(&link, MAX_LIST_FILE)
+                    .unwrap_err()
+                    .contains("kernel interface")
+            );
+        }
         // Over the limit: refused from its size, not read.
         let big = dir.path().join("big.txt");
         std::fs::File::create(&big)

@@ -466,3 +466,29 @@ fn check_refuses_connection_and_pipelining_counts_past_their_range() {
         assert!(err.contains(key), "{key} in {err}");
     }
 }
+
+/// A list path that names a kernel interface (it says it is a regular file of size 0, then
+/// blocks the reader) is refused at once with a clear error; `check` hung on `/proc/kmsg`.
+#[cfg(target_os = "linux")]
+#[test]
+fn check_refuses_a_kernel_interface_as_a_list_file_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dnsward.toml");
+    std::os::unix::fs::symlink("/proc/kmsg", dir.path().join("live.txt")).unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+         [upstream]\nservers = [{ address = \"127.0.0.1:53\" }]\n\
+         [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow_files = [\"live.txt\", \"/proc/self/status\"]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = dnsward(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(
+        err.matches("kernel interface on procfs").count(),
+        2,
+        "{err}"
+    );
+}

@@ -107,7 +107,8 @@ pub fn check_configured(configured: &Path) -> Result<PathBuf, String> {
 pub fn read_secret_file(configured: &Path) -> Result<Vec<u8>, String> {
     let path = resolve_secret_path(configured)?;
     check_secret_file(&path)?;
-    std::fs::read(&path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+    crate::config_error::read_regular_file(&path, crate::config_error::MAX_SMALL_FILE)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
 }
 
 #[cfg(test)]

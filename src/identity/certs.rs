@@ -53,13 +53,20 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsSetupError {
     }
 }
 
+/// A PEM file's bytes, read as every configured file is
+/// ([`crate::config_error::read_regular_file`]: no FIFO, device or kernel interface).
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    crate::config_error::read_regular_file(path, crate::config_error::MAX_SMALL_FILE)
+        .map_err(|e| file_error(path, e))
+}
+
 /// Every certificate in a PEM file (at least one).
 ///
 /// # Errors
 /// Unreadable file, bad PEM, or no certificate in it.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
     if certs.is_empty() {
@@ -73,7 +80,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupE
 /// # Errors
 /// Unreadable file or no key in it.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
+    PrivateKeyDer::from_pem_slice(&read(path)?).map_err(|e| file_error(path, e))
 }
 
 /// Every CRL in a PEM file (at least one).
@@ -81,8 +88,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
 /// # Errors
 /// Unreadable file, bad PEM, or no CRL in it.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
+    let pem = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;
     // A configured CRL file without a CRL would silently un-revoke everything it listed.

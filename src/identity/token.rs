@@ -208,7 +208,7 @@ fn read_keys(cfg: &TokenConfig, base: &Path, at: &str) -> Result<Vec<AcceptedKey
     let mut keys = Vec::new();
     for (i, path) in cfg.keys.iter().enumerate() {
         let path = base.join(path);
-        match std::fs::read(&path) {
+        match crate::config_error::read_regular_file(&path, crate::config_error::MAX_SMALL_FILE) {
             Ok(pem) => match decoding_key_from_pem(&pem) {
                 Some((alg, k)) => keys.push((alg, None, k)),
                 None => problems.push(
@@ -227,9 +227,9 @@ fn read_keys(cfg: &TokenConfig, base: &Path, at: &str) -> Result<Vec<AcceptedKey
     }
     if let Some(jwks) = &cfg.jwks {
         let path = base.join(jwks);
-        let parsed = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<JwkSet>(&b).map_err(|e| e.to_string()));
+        let parsed =
+            crate::config_error::read_regular_file(&path, crate::config_error::MAX_SMALL_FILE)
+                .and_then(|b| serde_json::from_slice::<JwkSet>(&b).map_err(|e| e.to_string()));
         match parsed {
             Ok(set) => {
                 for (i, jwk) in set.keys.iter().enumerate() {

@@ -230,13 +230,9 @@ impl Users {
             p.push(path.display().to_string(), why);
             return Err(p);
         }
-        match std::fs::read_to_string(path) {
-            // A byte-order mark (Windows editors) is not part of the first user's name.
-            Ok(text) => Self::parse(
-                text.strip_prefix('\u{feff}').unwrap_or(&text),
-                &path.display().to_string(),
-                admin_digest,
-            ),
+        // A byte-order mark (Windows editors) is dropped by the reader.
+        match crate::config_error::read_text_file(path, crate::config_error::MAX_SMALL_FILE) {
+            Ok(text) => Self::parse(&text, &path.display().to_string(), admin_digest),
             Err(e) => {
                 let mut p = ConfigProblems::default();
                 p.push(path.display().to_string(), e.to_string());
