@@ -373,12 +373,19 @@ fn top_label(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
 
-/// `*.zone` files directly in `dir`, sorted so load order (and duplicate reports) are stable.
+/// `*.zone` entries directly in `dir`, sorted so load order (and duplicate reports) are stable.
+/// Every one is a zone file: one that is not a regular file (a directory, a FIFO, a device, a
+/// broken symlink) is reported by the reader, so a reload keeps the running zone rather than
+/// dropping it. Only Emacs's lock files (`.#name.zone`, a dangling symlink while a buffer is
+/// being edited) are passed over.
 fn list_zone_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.is_file() && path.extension().is_some_and(|e| e == "zone") {
+        let lock = path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b".#"));
+        if !lock && path.extension().is_some_and(|e| e == "zone") {
             found.push(path);
         }
     }
@@ -545,6 +552,38 @@ mod tests {
             .collect();
         assert_eq!(locations, ["zones.dir", "zones.files[0].path"]);
         assert_eq!(set.origins().count(), 0);
+    }
+
+    /// A `*.zone` entry in `zones.dir` that is not a regular file is reported (a reload then
+    /// keeps the running zone); it was passed over, and a reload dropped its zone and sent its
+    /// names upstream. Emacs's lock files (`.#name.zone`) are still passed over.
+    #[cfg(unix)]
+    #[test]
+    fn a_zone_entry_that_is_not_a_file_is_reported_not_passed_over() {
+        let cfg: ZonesConfig = toml::from_str("dir = \".\"").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a.internal.zone")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("b.internal.zone")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("c.internal.zone")).unwrap();
+        std::os::unix::fs::symlink("user@host.1234", dir.path().join(".#d.internal.zone"))
+            .unwrap();
+        let mut problems = ConfigProblems::default();
+        ZoneSet::load(&cfg, dir.path(), &mut problems);
+        let shown = problems.to_string();
+        assert_eq!(problems.len(), 3, "{shown}");
+        for (name, why) in [
+            ("a.internal.zone", "directory"),
+            ("b.internal.zone", "No such file"),
+            ("c.internal.zone", "not a regular file"),
+        ] {
+            assert!(
+                problems
+                    .problems
+                    .iter()
+                    .any(|p| p.message.contains(name) && p.message.contains(why)),
+                "{name}: {shown}"
+            );
+        }
     }
 
     #[test]
