@@ -130,6 +130,11 @@ pub(super) struct Cut {
 }
 
 impl Zone {
+    /// Records held (the SOA included).
+    pub(super) fn record_count(&self) -> usize {
+        self.nodes.values().map(Vec::len).sum()
+    }
+
     /// The zone's delegations: NS records at a name below the apex (the highest ones only:
     /// what lies under a cut is the child's), each with the addresses this zone holds for its
     /// servers (glue, or a sibling name's records).

@@ -67,6 +67,7 @@ use serde::Deserialize;
 use crate::config_error::{ConfigProblems, FileProblems};
 
 use authority::Zone;
+pub use parse::MAX_ZONE_RECORDS;
 use parse::parse_zone;
 
 /// Longest CNAME chain followed inside one zone before answering with what was found so far.
@@ -213,6 +214,8 @@ impl ZoneSet {
         }
 
         let mut seen_paths: HashSet<PathBuf> = HashSet::new();
+        // Records of the zones loaded so far, against [`MAX_ZONE_RECORDS`].
+        let mut records = 0usize;
         // Origin → the file that defined it, to name both files in a duplicate report.
         let mut origin_files: HashMap<String, PathBuf> = HashMap::new();
         for (key, path, origin) in sources {
@@ -238,7 +241,14 @@ impl ZoneSet {
             // A file's problems are bounded (a few in full, the rest counted): a path naming
             // some other file must not copy it into a reload's reply and the event log.
             let mut found = ConfigProblems::default();
-            let zone = parse_zone(&text, &path, origin.as_deref(), &mut found);
+            let zone = parse_zone(
+                &text,
+                &path,
+                origin.as_deref(),
+                MAX_ZONE_RECORDS.saturating_sub(records),
+                &mut found,
+            );
+            records += zone.as_ref().map_or(0, Zone::record_count);
             FileProblems::new(path.display().to_string(), problems).absorb(found);
             let Some(zone) = zone else {
                 continue;
@@ -301,7 +311,7 @@ impl ZoneSet {
             }
             let mut problems = ConfigProblems::default();
             let path = PathBuf::from(format!("built-in zone {origin}"));
-            let zone = parse_zone(&text, &path, Some(&origin), &mut problems);
+            let zone = parse_zone(&text, &path, Some(&origin), usize::MAX, &mut problems);
             debug_assert!(problems.is_empty(), "{problems}");
             if let Some(zone) = zone.filter(|_| problems.is_empty()) {
                 let tld = top_label(&zone.origin);
@@ -584,6 +594,34 @@ mod tests {
                 "{name}: {shown}"
             );
         }
+    }
+
+    /// The local zones hold at most [`super::MAX_ZONE_RECORDS`] records together: the zone
+    /// that crosses the bound is refused with its line (a million records in one legal-sized
+    /// file took 1.5 GB to load), the zones before it load.
+    #[test]
+    fn the_local_zones_hold_a_bounded_number_of_records_together() {
+        let zone = |origin: &str, n: usize| {
+            let mut text = format!("$ORIGIN {origin}.\n$TTL 60\n@ SOA ns hm 1 2 3 4 60\n");
+            for i in 0..n {
+                text.push_str(&format!("h{i} A 10.0.0.1\n"));
+            }
+            text
+        };
+        let half = super::MAX_ZONE_RECORDS / 2;
+        let (set, problems, _dir) = from_texts(&[
+            ("a.internal.zone", &zone("a.internal", half)),
+            ("b.internal.zone", &zone("b.internal", half + 10)),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems}");
+        let shown = problems.to_string();
+        // The SOA is a's record too: b's 200,000th record is its line 3 + (half - 1).
+        assert!(
+            shown.contains(&format!("b.internal.zone:{}", 3 + half - 1))
+                && shown.contains("more than 200000 records in the local zones together"),
+            "{shown}"
+        );
+        assert_eq!(set.origins().collect::<Vec<_>>(), ["a.internal"]);
     }
 
     #[test]

@@ -126,12 +126,19 @@ fn split_entries(text: &str, location: &str, problems: &mut ConfigProblems) -> V
     entries
 }
 
-/// Parse one zone file. Returns `None` when the zone cannot be served at all (no usable origin
-/// or no SOA at the apex); every problem is pushed with `path:line`.
+/// The most records the local zones hold together. Parsed and indexed, a record takes about a
+/// kilobyte (1.5 GB for a million short records in one file, within the file size limit), and a
+/// reload holds the old zones and the new at once.
+pub const MAX_ZONE_RECORDS: usize = 200_000;
+
+/// Parse one zone file, of at most `max_records` records (what [`MAX_ZONE_RECORDS`] leaves after
+/// the zones before it). Returns `None` when the zone cannot be served at all (no usable origin,
+/// no SOA at the apex, too many records); every problem is pushed with `path:line`.
 pub(super) fn parse_zone(
     text: &str,
     path: &Path,
     configured_origin: Option<&str>,
+    max_records: usize,
     problems: &mut ConfigProblems,
 ) -> Option<Zone> {
     let location = path.display().to_string();
@@ -256,6 +263,17 @@ pub(super) fn parse_zone(
                     continue;
                 }
                 last_ttl = Some(record.ttl);
+                if records.len() >= max_records {
+                    problems.push(
+                        at(entry.line),
+                        format!(
+                            "more than {MAX_ZONE_RECORDS} records in the local zones together; \
+                             serve a zone this large from an authoritative server and forward \
+                             to it ([[upstream.forward]])"
+                        ),
+                    );
+                    return None;
+                }
                 records.push((entry.line, record));
             }
             Err(e) => problems.push(at(entry.line), format!("bad record: {e}")),
