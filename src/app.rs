@@ -19,6 +19,9 @@ use crate::resolve::cache::AnswerCache;
 use crate::serve::pipeline::{Pipeline, PipelineSettings};
 use crate::serve::{self, RunningServer, RunningTls};
 
+/// The temporary exceptions' file in `[store] state_dir`.
+pub const EXCEPTIONS_FILE: &str = "exceptions.json";
+
 /// Why dnsward could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -352,6 +355,20 @@ impl RunningApp {
                     Err(failed.join("; "))
                 }
             })));
+        }
+        // Temporary exceptions survive a restart when there is a state directory: a suspect
+        // triaged as a false positive must not be contained again, unseen, after one.
+        if let Some(store) = &cfg.store {
+            match pipeline
+                .overrides()
+                .persist_at(store.state_dir.join(EXCEPTIONS_FILE))
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(restored = n, "temporary exceptions restored"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "temporary exceptions not restored; the file is rewritten at the next change")
+                }
+            }
         }
         // The review (issue 12): users, triage store, API and console.
         let review = crate::review::Review::open(

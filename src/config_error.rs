@@ -401,6 +401,33 @@ pub fn read_regular_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, St
     Ok(bytes)
 }
 
+/// Write `bytes` to `path` so that readers see the old file or all of the new one: a temporary
+/// file beside it, fsync, rename, directory fsync.
+///
+/// # Errors
+/// The write, sync or rename failed (the temporary file is removed).
+pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 fn not_regular(meta: &std::fs::Metadata) -> String {
     if meta.is_dir() {
         "is a directory, not a file".to_string()

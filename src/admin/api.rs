@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -290,6 +290,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/exceptions",
             get(exceptions_list).post(exception_add),
         )
+        .route("/api/v1/exceptions/{id}", delete(exception_remove))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             audit_and_auth,
@@ -704,6 +705,43 @@ async fn exception_add(
         "exception_added",
         detail,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveExceptionBody {
+    actor: String,
+    reason: String,
+}
+
+async fn exception_remove(
+    State(s): State<ApiState>,
+    id: Result<Path<u64>, PathRejection>,
+    body: Result<Json<RemoveExceptionBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let Json(b) = body?;
+    require("actor", &b.actor)?;
+    require("reason", &b.reason)?;
+    let (response, detail) = remove_exception(&s.pipeline, id, &b.reason)?;
+    Ok(noted(response, &b.actor, "exception_removed", detail))
+}
+
+/// Remove exception `id` for both APIs: its JSON and the audit detail, or 404.
+pub(crate) fn remove_exception(
+    pipeline: &Pipeline,
+    id: u64,
+    reason: &str,
+) -> Result<(Response, String), ApiError> {
+    let e = pipeline
+        .overrides()
+        .remove_exception(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no live exception #{id}")))?;
+    let detail = format!(
+        "exception #{} for {} in group {} removed: {reason}",
+        e.id, e.domain, e.group
+    );
+    Ok((Json(e).into_response(), detail))
 }
 
 fn esc(s: &str) -> String {

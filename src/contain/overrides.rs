@@ -3,8 +3,11 @@
 //! show.
 //!
 //! Both are bounded: at most [`MAX_EXCEPTIONS`] live exceptions (adding more is refused with a
-//! clear error) and the last [`MAX_RECENT_ALERTS`] alerts (the oldest is forgotten; the event
-//! log keeps them all). The query path reads the exception list only when it is non-empty
+//! clear error; adding one for a group and domain that has one extends it, and one can be
+//! removed by id) and the last [`MAX_RECENT_ALERTS`] alerts (the oldest is forgotten; the event
+//! log keeps them all). With a state directory the exceptions are kept in a file there
+//! ([`Overrides::persist_at`]), written whole on every change, so a restart keeps them: a
+//! suspect triaged as a false positive is not contained again after a restart. The query path reads the exception list only when it is non-empty
 //! (an atomic count), so an idle feature costs one load.
 
 use std::collections::VecDeque;
@@ -13,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
 use crate::events::AlertEvent;
@@ -25,7 +28,7 @@ pub const MAX_EXCEPTIONS: usize = 10_000;
 pub const MAX_RECENT_ALERTS: usize = 10_000;
 
 /// A time-limited exception: no tunnel scoring for `domain` (and below) in `group`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TempException {
     /// Id for removal and audit.
     pub id: u64,
@@ -42,8 +45,23 @@ pub struct TempException {
     /// RFC 3339 expiry.
     pub expires: String,
     /// Clock time of expiry.
-    #[serde(skip)]
+    #[serde(skip, default)]
     until: Duration,
+}
+
+/// The exceptions' file: the next id to give and the list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Persisted {
+    next_id: u64,
+    exceptions: Vec<TempException>,
+}
+
+/// [`Persisted`], written from the live list.
+#[derive(Serialize)]
+struct PersistedRef<'a> {
+    next_id: u64,
+    exceptions: &'a [TempException],
 }
 
 /// Why an exception was not added.
@@ -74,6 +92,8 @@ pub struct RecentAlert {
 pub struct Overrides {
     clock: SharedClock,
     exceptions: RwLock<Vec<TempException>>,
+    /// Where the exceptions are kept across restarts (none: in memory only).
+    file: Mutex<Option<std::path::PathBuf>>,
     live: AtomicUsize,
     next_id: AtomicUsize,
     alerts: Mutex<VecDeque<RecentAlert>>,
@@ -86,13 +106,86 @@ impl Overrides {
         Self {
             clock,
             exceptions: RwLock::new(Vec::new()),
+            file: Mutex::new(None),
             live: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
             alerts: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Add an exception for `ttl`.
+    /// Keep the exceptions in `path` from now on, first taking back the ones it holds that
+    /// have not expired (by wall-clock time: the process clock starts again at a restart).
+    /// Returns how many were taken back. A file that cannot be read or parsed is an error: the
+    /// caller says so and carries on with none (the file is rewritten at the next change).
+    ///
+    /// # Errors
+    /// The file exists but cannot be read or is not an exception list.
+    pub fn persist_at(&self, path: std::path::PathBuf) -> Result<usize, String> {
+        let restored = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Persisted>(&bytes)
+                .map_err(|e| format!("{}: not an exception list: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        };
+        *self.file.lock() = Some(path);
+        let restored = restored?;
+        // Ids are never reused, an expired or removed exception's neither: the audit log
+        // names them.
+        self.next_id.fetch_max(
+            usize::try_from(restored.next_id).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        let wall = chrono::Utc::now();
+        let now = self.clock.now();
+        let mut list = self.exceptions.write();
+        for mut e in restored.exceptions {
+            self.next_id.fetch_max(
+                usize::try_from(e.id)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+                Ordering::Relaxed,
+            );
+            let Some(left) = chrono::DateTime::parse_from_rfc3339(&e.expires)
+                .ok()
+                .and_then(|t| (t.with_timezone(&chrono::Utc) - wall).to_std().ok())
+            else {
+                continue;
+            };
+            if left.is_zero() || list.len() >= MAX_EXCEPTIONS {
+                continue;
+            }
+            e.until = now.saturating_add(left);
+            list.push(e);
+        }
+        self.live.store(list.len(), Ordering::Release);
+        Ok(list.len())
+    }
+
+    /// Write the list to the file, if there is one: whole, atomically. A failure is logged; the
+    /// exceptions stay in force in memory.
+    fn save(&self, list: &[TempException]) {
+        let file = self.file.lock();
+        let Some(path) = file.as_deref() else {
+            return;
+        };
+        let bytes = match serde_json::to_vec_pretty(&PersistedRef {
+            next_id: self.next_id.load(Ordering::Relaxed) as u64,
+            exceptions: list,
+        }) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "exceptions not saved");
+                return;
+            }
+        };
+        if let Err(e) = crate::config_error::write_file_atomic(path, &bytes) {
+            tracing::warn!(path = %path.display(), error = %e, "exceptions not saved: they hold until a restart only");
+        }
+    }
+
+    /// Add an exception for `ttl`. One already live for the same group and domain is extended
+    /// instead (to the later expiry; the actor and reason become this one's), keeping its id:
+    /// the table holds one entry per group and domain.
     ///
     /// # Errors
     /// [`OverrideError::Full`] when the table is at its bound.
@@ -107,27 +200,57 @@ impl Overrides {
         let mut list = self.exceptions.write();
         let now = self.clock.now();
         list.retain(|e| e.until > now);
-        if list.len() >= MAX_EXCEPTIONS {
-            return Err(OverrideError::Full);
-        }
+        let domain = crate::names::normalise(domain);
         let wall = chrono::Utc::now();
-        let e = TempException {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) as u64,
-            group: group.to_string(),
-            domain: crate::names::normalise(domain),
-            actor: actor.to_string(),
-            reason: reason.to_string(),
-            created: wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            expires: chrono::Duration::from_std(ttl)
-                .ok()
-                .and_then(|ttl| wall.checked_add_signed(ttl))
-                .unwrap_or(wall)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            until: now.saturating_add(ttl),
+        let expires = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| wall.checked_add_signed(ttl))
+            .unwrap_or(wall)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let until = now.saturating_add(ttl);
+        let e = if let Some(e) = list
+            .iter_mut()
+            .find(|e| e.group == group && e.domain == domain)
+        {
+            if until > e.until {
+                e.until = until;
+                e.expires = expires;
+            }
+            e.actor = actor.to_string();
+            e.reason = reason.to_string();
+            e.clone()
+        } else {
+            if list.len() >= MAX_EXCEPTIONS {
+                return Err(OverrideError::Full);
+            }
+            let e = TempException {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed) as u64,
+                group: group.to_string(),
+                domain,
+                actor: actor.to_string(),
+                reason: reason.to_string(),
+                created: wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                expires,
+                until,
+            };
+            list.push(e.clone());
+            e
         };
-        list.push(e.clone());
         self.live.store(list.len(), Ordering::Release);
+        self.save(&list);
         Ok(e)
+    }
+
+    /// Remove the exception `id`; returns it, or `None` when there is no live one.
+    pub fn remove_exception(&self, id: u64) -> Option<TempException> {
+        let mut list = self.exceptions.write();
+        let now = self.clock.now();
+        list.retain(|e| e.until > now);
+        let at = list.iter().position(|e| e.id == id)?;
+        let e = list.remove(at);
+        self.live.store(list.len(), Ordering::Release);
+        self.save(&list);
+        Some(e)
     }
 
     /// Live exceptions.
@@ -281,6 +404,77 @@ mod tests {
         assert_eq!(o.exception_for("g", "a.vendor.example"), None);
         o.expire();
         assert!(o.exceptions().is_empty());
+    }
+
+    /// One entry per group and domain (a second add extends it and keeps its id), removal by
+    /// id, and the table kept in a file: a restart takes back the live ones, with the time
+    /// they had left, and not the expired ones.
+    #[test]
+    fn exceptions_are_one_per_domain_removable_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exceptions.json");
+        let clock = ManualClock::new();
+        let o = Overrides::new(clock.clone());
+        assert_eq!(o.persist_at(path.clone()), Ok(0));
+        let hour = Duration::from_secs(3600);
+        let a = o
+            .add_exception("g", "vendor.example", hour, "alice", "AV")
+            .unwrap();
+        let again = o
+            .add_exception("g", "Vendor.Example.", 2 * hour, "bob", "AV, longer")
+            .unwrap();
+        assert_eq!(again.id, a.id);
+        assert_eq!((again.actor.as_str(), o.exceptions().len()), ("bob", 1));
+        // A shorter second add does not shorten it.
+        let short = o.add_exception("g", "vendor.example", Duration::from_secs(60), "c", "x");
+        assert_eq!(short.unwrap().expires, again.expires);
+        let other = o
+            .add_exception("h", "vendor.example", hour, "alice", "AV")
+            .unwrap();
+        let brief = o
+            .add_exception("g", "brief.example", Duration::from_secs(2), "alice", "x")
+            .unwrap();
+        assert_ne!(other.id, a.id);
+        assert_eq!(o.exceptions().len(), 3);
+
+        // A restart: a new table on a fresh clock, from the file.
+        std::thread::sleep(Duration::from_millis(2100));
+        let restarted = Overrides::new(ManualClock::new());
+        assert_eq!(
+            restarted.persist_at(path.clone()),
+            Ok(2),
+            "the expired one is not taken back"
+        );
+        assert!(restarted.exception_for("g", "x.vendor.example").is_some());
+        assert!(restarted.exception_for("g", "x.brief.example").is_none());
+        assert_eq!(restarted.remove_exception(brief.id), None);
+        let removed = restarted.remove_exception(a.id).unwrap();
+        assert_eq!(removed.domain, "vendor.example");
+        assert!(restarted.exception_for("g", "x.vendor.example").is_none());
+        assert_eq!(restarted.remove_exception(a.id), None);
+        // New ids do not reuse old ones.
+        let next = restarted
+            .add_exception("g", "new.example", hour, "a", "b")
+            .unwrap();
+        assert!(next.id > brief.id);
+        let third = Overrides::new(ManualClock::new());
+        assert_eq!(third.persist_at(path.clone()), Ok(2));
+        assert!(third.exception_for("g", "x.vendor.example").is_none());
+        assert!(third.exception_for("h", "x.vendor.example").is_some());
+
+        // A file that is not a list is reported; the table starts empty and works.
+        std::fs::write(&path, "garbage").unwrap();
+        let broken = Overrides::new(ManualClock::new());
+        assert!(
+            broken
+                .persist_at(path.clone())
+                .unwrap_err()
+                .contains("not an exception list")
+        );
+        broken
+            .add_exception("g", "v.example", hour, "a", "b")
+            .unwrap();
+        assert_eq!(Overrides::new(ManualClock::new()).persist_at(path), Ok(1));
     }
 
     #[test]

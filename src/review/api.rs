@@ -133,6 +133,10 @@ pub fn router(review: Arc<Review>) -> Router {
         )
         .route("/api/v1/review/agents", get(agents))
         .route("/api/v1/review/exceptions", get(exceptions))
+        .route(
+            "/api/v1/review/exceptions/{id}",
+            axum::routing::delete(exception_remove),
+        )
         .route("/api/v1/review/proposals", get(proposals))
         .route("/api/v1/review/policy/history", get(history))
         .route("/api/v1/review/policy/diff", get(diff))
@@ -280,6 +284,27 @@ async fn exceptions(
 ) -> Result<Response, ApiError> {
     require(&u, Role::Viewer)?;
     Ok(Json(r.pipeline().overrides().exceptions()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveExceptionBody {
+    reason: String,
+}
+
+/// An analyst ends an exception early (one added by a false positive, or by the admin API).
+async fn exception_remove(
+    State(r): State<Shared>,
+    Extension(u): Extension<User>,
+    id: Result<Path<u64>, PathRejection>,
+    body: Result<Json<RemoveExceptionBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require(&u, Role::Analyst)?;
+    let Path(id) = id?;
+    let Json(b) = body?;
+    check_reason(&b.reason)?;
+    let (response, detail) = crate::admin::api::remove_exception(r.pipeline(), id, &b.reason)?;
+    Ok(noted(response, "exception_removed", detail))
 }
 
 async fn proposals(

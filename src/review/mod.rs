@@ -25,7 +25,7 @@ pub mod suspects;
 pub mod triage;
 pub mod users;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,23 +150,9 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Write `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync (the
-/// pattern of the policy store's `fs::write_atomic`).
+/// Write `bytes` to `dir/name` atomically ([`crate::config_error::write_file_atomic`]).
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::config_error::write_file_atomic(&dir.join(name), bytes)
 }
 
 /// The parts of the configuration the review reads (the composed configuration lends them;

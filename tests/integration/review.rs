@@ -1167,3 +1167,108 @@ async fn unmatched_requests_are_audited_and_need_a_token_to_tell_404_from_405() 
     assert!(find("DELETE", "/api/v1/policy", 401).is_some(), "{text}");
     s.stop().await;
 }
+
+/// A false positive's exception outlives a restart (it was kept in memory only: after one the
+/// agent was contained again while its suspect stayed closed, out of the queue), an exception
+/// can be removed by id on either API (audited), and a second exception for the same group and
+/// domain extends the first rather than taking another slot.
+#[tokio::test]
+async fn exceptions_survive_a_restart_and_can_be_removed() {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, "127.0.0.85", "tun.example").await > 0);
+    s.wait_for_suspect("127.0.0.85", "tun.example").await;
+    let (status, t) = s
+        .post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.85/tun.example/transition",
+            json!({"to": "false_positive", "note": "backup sync", "exception_days": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    s.stop().await;
+
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start_existing(dir.path(), clock.clone()).await;
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    let list = ex.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{ex}");
+    assert_eq!(list[0]["domain"], "tun.example");
+    let id = list[0]["id"].as_u64().unwrap();
+    assert_eq!(
+        tunnel(s.udp, &clock, "127.0.0.85", "tun.example").await,
+        0,
+        "the false positive's exception holds after the restart"
+    );
+
+    // The admin API's add for the same group and domain extends it: still one, same id.
+    let admin = reqwest::Client::new();
+    let r = admin
+        .post(format!("{}/api/v1/exceptions", s.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"group": "rev", "domain": "tun.example", "expires_in": "3d", "actor": "ops", "reason": "longer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let added: Value = r.json().await.unwrap();
+    assert_eq!(added["id"].as_u64(), Some(id), "{added}");
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    assert_eq!(ex.as_array().unwrap().len(), 1, "{ex}");
+
+    // Removal: a viewer may not; an analyst may, once; the admin API answers 404 after.
+    let remove = |token: &'static str, body: Value| {
+        reqwest::Client::new()
+            .delete(format!("{}/api/v1/review/exceptions/{id}", s.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        remove(CAROL, json!({"reason": "x"}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    let r = remove(ALICE, json!({"reason": "the vendor sync ended"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        remove(ALICE, json!({"reason": "again"}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    let r = admin
+        .delete(format!("{}/api/v1/exceptions/{id}", s.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"actor": "ops", "reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    assert!(ex.as_array().unwrap().is_empty(), "{ex}");
+    s.stop().await;
+
+    // Removed stays removed across a restart.
+    let mut s = ReviewServer::start_existing(dir.path(), ManualClock::new()).await;
+    let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
+    assert!(ex.as_array().unwrap().is_empty(), "{ex}");
+    let log = std::fs::read_to_string(&s.events_path).unwrap();
+    assert!(
+        log.contains("\"action\":\"exception_removed\"") && log.contains("\"actor\":\"alice\""),
+        "the removal is audited"
+    );
+    s.stop().await;
+}

@@ -575,8 +575,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("a.internal.zone")).unwrap();
         std::os::unix::fs::symlink("/nonexistent", dir.path().join("b.internal.zone")).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("c.internal.zone")).unwrap();
-        std::os::unix::fs::symlink("user@host.1234", dir.path().join(".#d.internal.zone"))
-            .unwrap();
+        std::os::unix::fs::symlink("user@host.1234", dir.path().join(".#d.internal.zone")).unwrap();
         let mut problems = ConfigProblems::default();
         ZoneSet::load(&cfg, dir.path(), &mut problems);
         let shown = problems.to_string();
