@@ -818,10 +818,18 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
             return Err(WireError::FormErr("OPT record owner is not the root"));
         }
         let rdata = packet.get(rdata_at..r.pos).unwrap_or_default();
-        let options = read_options(rdata)?;
+        let version = ((ttl >> 16) & 0xFF) as u8;
+        // RFC 6891 §6.1.3: a version we do not speak is answered BADVERS, whatever its
+        // options hold: they are that version's, not ours to judge (a bad COOKIE in a version-1
+        // query was FORMERR, which a client may take for "no EDNS at all").
+        let options = if version == 0 {
+            read_options(rdata)?
+        } else {
+            Options::default()
+        };
         edns = Some(Edns {
             udp_size: class,
-            version: ((ttl >> 16) & 0xFF) as u8,
+            version,
             dnssec_ok: ttl & 0x8000 != 0,
             cookie: options.cookie,
             padding: options.padding,
@@ -1927,6 +1935,23 @@ pub(crate) mod tests {
         assert_eq!(type_name(rtype::MAILB), "MAILB");
         assert_eq!(type_name(rtype::MAILA), "MAILA");
         assert_eq!(type_name(65399), "TYPE65399");
+    }
+
+    #[test]
+    fn a_later_edns_versions_options_are_not_judged() {
+        // Version 1 with a 5-byte COOKIE (malformed under version 0): read, for BADVERS.
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+        p.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01\x00");
+        p.extend_from_slice(&rtype::OPT.to_be_bytes());
+        p.extend_from_slice(&1232u16.to_be_bytes());
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 9]);
+        p.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+        p.extend_from_slice(&5u16.to_be_bytes());
+        p.extend_from_slice(&[1, 2, 3, 4, 5]);
+        assert_eq!(parse_query(&p).unwrap().edns.unwrap().version, 1);
+        let at = p.len() - 14;
+        p[at] = 0; // version 0: the cookie is malformed
+        assert!(matches!(parse_query(&p), Err(WireError::FormErr(_))));
     }
 
     #[test]
