@@ -788,7 +788,17 @@ mod sys {
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         for (i, hdr) in hdrs.iter().enumerate().take(n) {
             batch.lens[i] = (hdr.msg_len as usize).min(MAX_DATAGRAM);
-            batch.srcs[i] = if hdr.msg_hdr.msg_namelen as usize == std::mem::size_of::<A>() {
+            // A datagram longer than the buffer arrives cut short: parsed, its prefix would be
+            // a different (malformed) message, answered FORMERR. No client sends a query this
+            // long over UDP; it is dropped and counted, as other malformed packets are.
+            let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            if truncated {
+                metrics::counter!(crate::metrics::MALFORMED_TOTAL, "action" => "dropped")
+                    .increment(1);
+            }
+            batch.srcs[i] = if truncated {
+                None
+            } else if hdr.msg_hdr.msg_namelen as usize == std::mem::size_of::<A>() {
                 names[i].to_std()
             } else {
                 None

@@ -734,3 +734,57 @@ async fn notify_is_refused_and_update_not_implemented_with_ra_for_members() {
         assert!(!dig_flags(&out).contains(&"ra"), "stranger {opcode}: {out}");
     }
 }
+
+/// A query for `api.corp.internal` padded (RFC 7830) to `total` bytes.
+fn padded_query(total: usize) -> Vec<u8> {
+    let mut m = hickory_proto::op::Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("api.corp.internal.").unwrap(),
+        hickory_proto::rr::RecordType::A,
+    ));
+    let mut p = m.to_vec().unwrap();
+    p[11] = 1; // ARCOUNT 1: the OPT record
+    let pad = total - p.len() - 11 - 4;
+    p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    p.extend_from_slice(&u16::try_from(pad + 4).unwrap().to_be_bytes());
+    p.extend_from_slice(&12u16.to_be_bytes());
+    p.extend_from_slice(&u16::try_from(pad).unwrap().to_be_bytes());
+    p.extend(std::iter::repeat_n(0u8, pad));
+    assert_eq!(p.len(), total);
+    p
+}
+
+/// A UDP query longer than the receive buffer (4,096 bytes) is dropped and counted as
+/// malformed: its cut-off prefix was parsed and answered FORMERR, a valid query reported as a
+/// bad one. The same query over TCP is answered, and one of 4,096 bytes over UDP too.
+#[tokio::test]
+async fn a_udp_query_longer_than_the_buffer_is_dropped_not_answered_formerr() {
+    let s = TestServer::start(None, WIRE).await;
+    let dropped = |text: &str| {
+        metric_sum(
+            text,
+            "dnsward_malformed_packets_total",
+            &[("action", "dropped")],
+        )
+        .unwrap_or(0.0)
+    };
+    let fits = udp_within(s.udp, MEMBER, &padded_query(4096), Duration::from_secs(2))
+        .await
+        .expect("a 4,096-byte query is answered");
+    assert_eq!(header_rcode(&fits), 0);
+    let before = dropped(&metrics_text(&s).await);
+    let long = padded_query(4200);
+    assert!(
+        udp_within(s.udp, MEMBER, &long, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "no FORMERR for a query cut short by the buffer"
+    );
+    let after = dropped(&metrics_text(&s).await);
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    let t = tcp_raw(s.tcp, MEMBER, &long)
+        .await
+        .expect("answered over TCP");
+    assert_eq!(header_rcode(&t), 0);
+}
