@@ -1345,6 +1345,40 @@ pub fn cname_targets(records: &[hickory_proto::rr::Record]) -> impl Iterator<Ite
     })
 }
 
+/// A host name an SRV or MX record points at, with the record's other fields packed (SRV
+/// priority, weight and port; MX preference): what the detector prices of such an answer, as it
+/// prices the addresses of an A answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostTarget {
+    /// The target, presentation form.
+    pub name: Box<str>,
+    /// The record's other fields, packed.
+    pub fields: u64,
+    /// Bits those fields take (48 for SRV, 16 for MX).
+    pub field_bits: u8,
+}
+
+/// The SRV and MX targets in `records` (an answer section).
+pub fn host_targets(
+    records: &[hickory_proto::rr::Record],
+) -> impl Iterator<Item = HostTarget> + '_ {
+    records.iter().filter_map(|r| match &r.data {
+        hickory_proto::rr::RData::SRV(srv) => Some(HostTarget {
+            name: name_text(&srv.target).into_boxed_str(),
+            fields: u64::from(srv.priority) << 32
+                | u64::from(srv.weight) << 16
+                | u64::from(srv.port),
+            field_bits: 48,
+        }),
+        hickory_proto::rr::RData::MX(mx) => Some(HostTarget {
+            name: name_text(&mx.exchange).into_boxed_str(),
+            fields: u64::from(mx.preference),
+            field_bits: 16,
+        }),
+        _ => None,
+    })
+}
+
 /// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
 #[must_use]
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {

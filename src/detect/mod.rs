@@ -141,6 +141,8 @@ pub struct FreshAnswer<'a> {
     pub addresses: &'a [IpAddr],
     /// The CNAME targets in its answer section (presentation form).
     pub cname_targets: &'a [Box<str>],
+    /// The SRV and MX targets in its answer section, with their records' other fields.
+    pub host_targets: &'a [crate::wire::HostTarget],
     /// Encoded bytes of its RRSIG, NSEC and NSEC3 records (only a DO client gets any).
     pub signed_bytes: usize,
 }
@@ -157,6 +159,7 @@ impl FreshAnswer<'static> {
             records: &|_| {},
             addresses: &[],
             cname_targets: &[],
+            host_targets: &[],
             signed_bytes: 0,
         }
     }
@@ -1228,7 +1231,12 @@ impl Detector {
         }
         let client_hash = self.hasher.hash_one(client);
         let domain_key = self.domain_key(addresses::detection_zone(qname, domain));
-        let carrier = features::answer_carries_bytes(qtype, qname);
+        // An SRV or MX answer says host names and a few numbers: priced as an address answer
+        // is, by what is new in them (a service registry's first answers, five instance names
+        // each, were a carrier's bytes: nine sinkholed the domain in 0.1 s).
+        let priced_by_targets = matches!(qtype, features::QTYPE_SRV | features::QTYPE_MX)
+            && !answer.host_targets.is_empty();
+        let carrier = !priced_by_targets && features::answer_carries_bytes(qtype, qname);
         let question = || self.hasher.hash_one((client_hash, qname, qtype));
         let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
             let mut h = self.hasher.build_hasher();
@@ -1286,7 +1294,11 @@ impl Detector {
             let changed =
                 self.answer_records.record(question, tag(answer.records)) != LastAsker::Same;
             (bytes, full, bytes > 0 && changed)
-        } else if !carrier && (!answer.addresses.is_empty() || !answer.cname_targets.is_empty()) {
+        } else if !carrier
+            && (!answer.addresses.is_empty()
+                || !answer.cname_targets.is_empty()
+                || !answer.host_targets.is_empty())
+        {
             // The set, in any order: resolvers and service registries (Consul answers TTL 0,
             // shuffled) reorder records, and an order is not worth a byte each time.
             let set = || {
@@ -1296,6 +1308,7 @@ impl Detector {
                     .iter()
                     .map(|a| self.hasher.hash_one(a))
                     .chain(answer.cname_targets.iter().map(|t| self.hasher.hash_one(t)))
+                    .chain(answer.host_targets.iter().map(|t| self.hasher.hash_one(t)))
                     .collect();
                 parts.sort_unstable();
                 for p in parts {
@@ -1473,6 +1486,49 @@ impl Detector {
                 chars += parent.len() + 1;
             }
             bits = bits.saturating_add(5 * u32::try_from(chars).unwrap_or(u32::MAX / 8));
+        }
+        // SRV and MX targets: the name as a CNAME target's (without the first-label rule),
+        // and the record's numbers (priority, weight, port; preference) the first time the
+        // domain gives them with this target: 16 bits for each number that differs from the
+        // record before it in the answer (the first record's: from none), so a service whose
+        // instances share a port and weights pays one port, and a tunnel writing into every
+        // number pays for every one.
+        let mut previous: Option<u64> = None;
+        for t in answer.host_targets {
+            let target = t.name.trim_end_matches('.');
+            let fields = {
+                let mut h = self.hasher.build_hasher();
+                h.write_u64(key(target));
+                h.write_u64(t.fields);
+                h.finish()
+            };
+            if !seen(fields) {
+                let numbers = u32::from(t.field_bits / 16);
+                let changed = match previous {
+                    None => 1,
+                    Some(p) => (0..numbers)
+                        .filter(|i| (p >> (16 * i)) & 0xffff != (t.fields >> (16 * i)) & 0xffff)
+                        .count() as u32,
+                };
+                bits = bits.saturating_add(16 * changed);
+            }
+            previous = Some(t.fields);
+            if seen(key(target)) {
+                continue;
+            }
+            // What the name says, as a query name's information is estimated (a hex
+            // instance ID is 4 bits a character, not 5), its parent's characters at 5 bits
+            // unless given before.
+            let (first, parent) = target.split_once('.').unwrap_or((target, ""));
+            bits = bits.saturating_add(volume::info_bits(&features::extract(
+                target,
+                first,
+                features::QTYPE_A,
+            )));
+            if !parent.is_empty() && !seen(key(parent)) {
+                bits = bits
+                    .saturating_add(5 * u32::try_from(parent.len() + 1).unwrap_or(u32::MAX / 8));
+            }
         }
         bits
     }

@@ -1042,6 +1042,7 @@ fn only_answers_that_say_something_new_count_as_downstream_bytes() {
                 records: &|h: &mut dyn Hasher| h.write(content),
                 addresses: &[],
                 cname_targets: &[],
+                host_targets: &[],
                 signed_bytes: 0,
             },
             clock.now(),
@@ -1162,6 +1163,7 @@ fn ask_and_answer(
             records: &|h: &mut dyn Hasher| h.write_usize(addresses.len()),
             addresses,
             cname_targets: targets,
+            host_targets: &[],
             signed_bytes: 0,
         },
         d.clock.now(),
@@ -1257,6 +1259,7 @@ fn a_tunnel_polling_one_name_for_fresh_txt_is_contained() {
                 records: &|h: &mut dyn Hasher| h.write_u64(poll),
                 addresses: &[],
                 cname_targets: &[],
+                host_targets: &[],
                 signed_bytes: 0,
             },
             clock.now(),
@@ -1426,6 +1429,7 @@ fn a_carrier_poller_whose_answers_differ_only_in_ttls_never_alerts() {
                 records: &|h: &mut dyn Hasher| h.write(b"v=DMARC1; p=reject"),
                 addresses: &[],
                 cname_targets: &[],
+                host_targets: &[],
                 signed_bytes: 0,
             },
             clock.now(),
@@ -1623,6 +1627,7 @@ fn signatures_beside_addresses_and_negative_address_answers_count() {
                 records: &|h: &mut dyn Hasher| h.write(sig),
                 addresses: &addr,
                 cname_targets: &[],
+                host_targets: &[],
                 signed_bytes,
             },
             clock.now(),
@@ -1667,6 +1672,7 @@ fn signatures_beside_addresses_and_negative_address_answers_count() {
                 records: &|h: &mut dyn Hasher| h.write(soa),
                 addresses: &[],
                 cname_targets: &[],
+                host_targets: &[],
                 signed_bytes: 0,
             },
             clock.now(),
@@ -1715,6 +1721,7 @@ fn a_few_big_txt_rrsets_and_ordinary_lookups_never_alert() {
                     records: &|h: &mut dyn Hasher| h.write_usize(bytes),
                     addresses: &[],
                     cname_targets: &[],
+                    host_targets: &[],
                     signed_bytes: 0,
                 },
                 clock.now(),
@@ -1783,6 +1790,7 @@ fn fresh_record_data_of_any_type_counts_as_downstream() {
                     records: &|h: &mut dyn Hasher| h.write_u32(i),
                     addresses: &[],
                     cname_targets: &[],
+                    host_targets: &[],
                     signed_bytes: 0,
                 },
                 clock.now(),
@@ -1826,6 +1834,7 @@ fn negative_answers_count_only_when_their_soa_says_something_new() {
                     },
                     addresses: &[],
                     cname_targets: &[],
+                    host_targets: &[],
                     signed_bytes: 0,
                 },
                 clock.now(),
@@ -2234,6 +2243,7 @@ fn answer_exchange(d: &Detector, client: u32, e: &testgen::Exchange) {
             records: &|h: &mut dyn Hasher| h.write_u64(e.tag),
             addresses: &e.addresses,
             cname_targets: &targets,
+            host_targets: &[],
             signed_bytes: 0,
         },
         d.clock.now(),
@@ -2830,5 +2840,114 @@ fn a_tunnel_in_the_order_of_template_names_is_contained_within_4_kb() {
     assert!(
         top >= Level::Sinkhole && bytes <= 4096,
         "{bytes} B, {top:?}"
+    );
+}
+
+/// One SRV query from `client` for `qname`, then its answer fresh from upstream with `targets`
+/// (5 bytes of fields and ~36 bytes of name each on the wire); the query's assessment.
+fn ask_srv(
+    d: &Detector,
+    client: u32,
+    qname: &str,
+    targets: &[crate::wire::HostTarget],
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    let a = observe(d, ip(client), qname, features::QTYPE_SRV, settings);
+    let set = |h: &mut dyn Hasher| {
+        for t in targets {
+            h.write(t.name.as_bytes());
+            h.write_u64(t.fields);
+        }
+    };
+    d.observe_answer_at(
+        &ClientKey::from(ip(client)),
+        qname,
+        registrable_domain(qname),
+        features::QTYPE_SRV,
+        &FreshAnswer {
+            nxdomain: false,
+            answers: u16::try_from(targets.len()).unwrap(),
+            bytes: 12 + targets.iter().map(|t| 18 + t.name.len()).sum::<usize>(),
+            content: &set,
+            records: &set,
+            addresses: &[],
+            cname_targets: &[],
+            host_targets: targets,
+            signed_bytes: 0,
+        },
+        d.clock.now(),
+    );
+    a
+}
+
+fn srv_target(name: String, port: u16) -> crate::wire::HostTarget {
+    crate::wire::HostTarget {
+        name: name.into_boxed_str(),
+        fields: u64::from(1u16) << 32 | u64::from(1u16) << 16 | u64::from(port),
+        field_bits: 48,
+    }
+}
+
+/// Service discovery over SRV (a Consul-style registry: 60 services polled every 10 s, five
+/// instances each named by a random ID and port, a rolling deploy of one service every five
+/// minutes) is priced by what is new in its targets, as an address answer is, and never
+/// alerts; its first answers were carrier bytes, and nine of them sinkholed the domain in
+/// 0.1 s. A tunnel writing fresh
+/// targets and ports into the SRV answers of one polled name is still sinkholed.
+#[test]
+fn srv_answers_are_priced_by_their_targets_discovery_passes_a_srv_tunnel_does_not() {
+    let settings = GroupDetectConfig::default();
+    let (d, clock) = detector(&DetectConfig::default());
+    let zone = "service.dc1.sd.corp-example.com";
+    let instance = |svc: usize, k: usize, epoch: u64| {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ (svc as u64) << 20 ^ (k as u64) << 8 ^ epoch;
+        format!("i-0{:016x}.node.dc1.sd.corp-example.com", xorshift(&mut h))
+    };
+    let mut worst = Level::None;
+    for round in 0u64..90 {
+        // A rolling deploy every five minutes (30 rounds) replaces one service's five
+        // instances.
+        for svc in 0..60 {
+            let targets: Vec<_> = (0..5)
+                .map(|k| {
+                    let epoch = u64::from(round >= 30 * (svc as u64 + 1));
+                    srv_target(instance(svc, k, epoch), 20_000 + (svc * 5 + k) as u16)
+                })
+                .collect();
+            let qname = format!("_http._tcp.svc-{svc}.{zone}");
+            let a = ask_srv(&d, 1, &qname, &targets, &settings);
+            worst = worst.max(a.level);
+            clock.advance(Duration::from_millis(10));
+        }
+        clock.advance(Duration::from_millis(10_000 - 600));
+    }
+    assert!(
+        worst < Level::Alert,
+        "15 minutes of SRV service discovery reached {worst:?}"
+    );
+
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut rng = 0x0bad_5eed_u64;
+    let mut reached = None;
+    for poll in 0..600 {
+        let targets: Vec<_> = (0..8)
+            .map(|_| {
+                let r = xorshift(&mut rng);
+                srv_target(format!("{r:016x}.dl-example.net"), (r >> 48) as u16)
+            })
+            .collect();
+        if ask_srv(&d, 1, "_x._tcp.poll.dl-example.net", &targets, &settings).level
+            >= Level::Sinkhole
+        {
+            reached = Some(poll);
+            break;
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    let poll = reached
+        .expect("an SRV tunnel polling one name (8 fresh targets a second) was never sinkholed");
+    println!(
+        "SRV tunnel sinkholed at poll {poll} ({} bytes in targets and ports)",
+        poll * 8 * 10
     );
 }

@@ -280,6 +280,8 @@ pub struct CachedAnswer {
     pub cname_targets: Box<[Box<str>]>,
     /// A and AAAA addresses in the answer, for answer checks and egress (empty: no allocation).
     pub addresses: Box<[IpAddr]>,
+    /// SRV and MX targets in the answer, for the detector (empty: no allocation).
+    pub host_targets: Box<[wire::HostTarget]>,
     /// Which upstream answered (shared with every answer from that upstream).
     pub upstream: Arc<str>,
 }
@@ -451,11 +453,21 @@ const TABLE_BYTES_PER_ENTRY: usize = 128;
 
 /// The weight of an entry: the `Arc` block holding the [`CachedAnswer`], its data block, the
 /// CNAME target and address lists, and [`TABLE_BYTES_PER_ENTRY`].
-fn weigh(data_len: usize, cname_targets: &[Box<str>], addresses: &[IpAddr]) -> u32 {
+fn weigh(
+    data_len: usize,
+    cname_targets: &[Box<str>],
+    addresses: &[IpAddr],
+    host_targets: &[wire::HostTarget],
+) -> u32 {
     // The Arc's block: two counters and the struct.
     let arc = chunk(2 * std::mem::size_of::<usize>() + std::mem::size_of::<CachedAnswer>());
     let names = chunk(std::mem::size_of_val(cname_targets))
-        + cname_targets.iter().map(|n| chunk(n.len())).sum::<usize>();
+        + cname_targets.iter().map(|n| chunk(n.len())).sum::<usize>()
+        + chunk(std::mem::size_of_val(host_targets))
+        + host_targets
+            .iter()
+            .map(|t| chunk(t.name.len()))
+            .sum::<usize>();
     let total = arc
         + chunk(data_len)
         + names
@@ -774,6 +786,7 @@ impl AnswerCache {
             u16::try_from(n).unwrap_or(u16::MAX)
         };
         let cname_targets: Box<[Box<str>]> = wire::cname_targets(&m.answers).collect();
+        let host_targets: Box<[wire::HostTarget]> = wire::host_targets(&m.answers).collect();
         let addresses: Box<[IpAddr]> = m
             .answers
             .iter()
@@ -834,7 +847,7 @@ impl AnswerCache {
             data.extend_from_slice(&off.to_ne_bytes());
         }
         let data = data.into_boxed_slice();
-        let weight = weigh(data.len(), &cname_targets, &addresses);
+        let weight = weigh(data.len(), &cname_targets, &addresses, &host_targets);
         let answer = CachedAnswer {
             data,
             stored_at_ms: u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX),
@@ -846,6 +859,7 @@ impl AnswerCache {
             rcode: code,
             cname_targets,
             addresses,
+            host_targets,
             upstream,
         };
         Ok(Prepared {

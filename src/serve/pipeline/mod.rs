@@ -751,6 +751,7 @@ impl Pipeline {
                         records: &|h| answer.hash_records(h),
                         addresses: &answer.addresses,
                         cname_targets: &answer.cname_targets,
+                        host_targets: &answer.host_targets,
                         signed_bytes: usize::from(answer.signed_bytes),
                     },
                     self.clock.now(),
