@@ -5,7 +5,8 @@
 //! them by ID). At most `max_in_flight` queries per connection are being worked on; beyond that
 //! the connection is not read until one finishes, so one client cannot queue unbounded work.
 //! The connection closes after the idle timeout without a new query, on EOF, on shutdown
-//! (in-flight answers are still written, bounded by the idle timeout), or when a write takes
+//! (in-flight answers are still written: each within the upstream's timeout, at shutdown
+//! within the idle timeout), or when a write takes
 //! longer than `tcp_write_timeout`: a client that asks and never reads would otherwise hold
 //! its connection slot for good (the reader waits for room to queue an answer and never
 //! reaches its idle timeout).
@@ -124,11 +125,23 @@ pub(super) async fn serve<S>(
             }
         }
     }
-    // Answers already being worked on still go out.
-    let _ = tokio::time::timeout(ctx.idle, async {
-        while resolving.join_next().await.is_some() {}
-    })
-    .await;
+    // Answers already being worked on still go out, each bounded by the upstream's timeout,
+    // as on plain TCP: a connection with a query outstanding is not idle (RFC 7766 §6.2.3).
+    // At shutdown they have the idle timeout. (They had it always, and an answer slower than
+    // twice the idle timeout was dropped with the connection.)
+    let drain = async { while resolving.join_next().await.is_some() {} };
+    let stopping = *stop.borrow();
+    if stopping {
+        let _ = tokio::time::timeout(ctx.idle, drain).await;
+    } else {
+        tokio::select! {
+            () = drain => {}
+            _ = async {
+                let _ = stop.changed().await;
+                tokio::time::sleep(ctx.idle).await;
+            } => {}
+        }
+    }
     resolving.abort_all();
     drop(tx);
     let _ = writer.await;

@@ -1680,3 +1680,44 @@ async fn doh_error_answers_are_not_stored_and_negative_ones_follow_the_soa() {
     }
     s.stop_and_read_events().await;
 }
+
+/// A DoT connection with a query outstanding is not idle (RFC 7766 §6.2.3): an answer that
+/// takes longer than twice the idle timeout (a slow upstream) is still written, as on plain
+/// TCP. DoT gave in-flight answers one more idle timeout after reading stopped, then dropped
+/// them and closed the connection unanswered.
+#[tokio::test]
+async fn a_dot_answer_slower_than_the_idle_timeout_is_still_written() {
+    let pki = Pki::new();
+    let up = FakeUpstream::new()
+        .with_a("slow.elsewhere.internal", [192, 0, 2, 9], 60)
+        .with_delay(Duration::from_millis(2500))
+        .start()
+        .await;
+    let config = pki.config("").replace(
+        "idle_timeout = \"5s\"",
+        "idle_timeout = \"1s\"\nhandshake_timeout = \"1s\"",
+    );
+    let s = TestServer::start_on(
+        "127.0.0.1",
+        &format!(
+            "servers = [{{ address = \"{}\", timeout = \"4s\" }}]\ntimeout = \"4s\"",
+            up.addr
+        ),
+        &config,
+        &[],
+    )
+    .await;
+    let dot = s.app.as_ref().unwrap().tls.dot_addrs[0];
+    let started = std::time::Instant::now();
+    let m = dot_query(
+        &pki,
+        Some("build"),
+        dot,
+        "127.0.0.1",
+        "slow.elsewhere.internal",
+    )
+    .await
+    .expect("the slow answer is written, not dropped with the connection");
+    assert!(started.elapsed() >= Duration::from_millis(2400));
+    assert_eq!(a_records(&m), ["192.0.2.9"]);
+}
