@@ -4,7 +4,8 @@
 //! no group never holds one of the `tcp_max_connections` slots. With `unknown_clients = "drop"`
 //! its connection is closed at once; with `refuse` it gets a short-lived slot from a small
 //! separate pool ([`UNKNOWN_SLOTS`] per listener, at most [`UNKNOWN_SLOTS_PER_SOURCE`] per
-//! source), one REFUSED answer within [`UNKNOWN_DEADLINE`], and is closed. A known client then
+//! source), REFUSED for its query and those it pipelined with it within [`UNKNOWN_DEADLINE`],
+//! and is closed. A known client then
 //! takes a per-client slot (`tcp_max_connections_per_client`, so one agent cannot hold every
 //! connection) and a global one.
 //!
@@ -173,18 +174,48 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of ready answers gathered into one write.
 const WRITE_BATCH: usize = 8 * 1024;
 
-/// An unknown client's connection: one query, its REFUSED (the pipeline's answer and
-/// accounting for clients in no group), then close. The caller bounds the time.
-async fn refuse_one(mut stream: TcpStream, peer: SocketAddr, pipeline: &Pipeline) {
+/// Queries of an unknown client's connection answered REFUSED: the ones it pipelined with its
+/// first (RFC 7766 §6.2.1.1), up to this many.
+const UNKNOWN_QUERIES: usize = 16;
+/// How long after an answer an unknown client's next pipelined query may take to arrive.
+const UNKNOWN_NEXT_QUERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An unknown client's connection: its query and those it pipelined with it (up to
+/// [`UNKNOWN_QUERIES`], each arriving within [`UNKNOWN_NEXT_QUERY`] of the last answer), each
+/// answered REFUSED (the pipeline's answer and accounting for clients in no group); then the
+/// connection is closed in order (FIN after the answers, what the client sent beyond them read
+/// and discarded briefly), so a close never resets the answers away. The caller bounds the
+/// time. (It answered the first query only and closed with the rest unread: a reset, and the
+/// pipelined queries unanswered.)
+async fn refuse_one(stream: TcpStream, peer: SocketAddr, pipeline: &Pipeline) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let mut buf = Vec::with_capacity(512);
-    if !read_query(&mut stream, &mut buf).await {
-        return;
+    for n in 0..UNKNOWN_QUERIES {
+        let read = read_query(&mut rd, &mut buf);
+        let got = if n == 0 {
+            read.await
+        } else {
+            tokio::time::timeout(UNKNOWN_NEXT_QUERY, read)
+                .await
+                .unwrap_or(false)
+        };
+        if !got {
+            break;
+        }
+        if let Some(answer) = pipeline.handle(&buf, peer.ip(), Protocol::Tcp).await
+            && let Some(out) = framed(&answer)
+            && wr.write_all(&out).await.is_err()
+        {
+            return;
+        }
     }
-    if let Some(answer) = pipeline.handle(&buf, peer.ip(), Protocol::Tcp).await
-        && let Some(out) = framed(&answer)
-    {
-        let _ = stream.write_all(&out).await;
-    }
+    let _ = wr.shutdown().await;
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(UNKNOWN_NEXT_QUERY, async {
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Serve one connection of a known client: a reader that answers what the synchronous stages

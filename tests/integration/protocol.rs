@@ -788,3 +788,39 @@ async fn a_udp_query_longer_than_the_buffer_is_dropped_not_answered_formerr() {
         .expect("answered over TCP");
     assert_eq!(header_rcode(&t), 0);
 }
+
+/// A client in no group that pipelines queries on TCP gets REFUSED for each (RFC 7766
+/// §6.2.1.1), then an orderly close (EOF), not a reset: only the first was answered, and the
+/// close with the rest unread reset the connection.
+#[tokio::test]
+async fn a_stranger_pipelining_over_tcp_gets_refused_for_each_query_then_eof() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(None, WIRE).await;
+    let mut c = tcp_connect(s.tcp, STRANGER).await;
+    let mut out = Vec::new();
+    for id in [0x1111u16, 0x2222, 0x3333] {
+        let mut q = raw_query(&API, 1, [0, 0, 0], &[]);
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(q.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&q);
+    }
+    c.write_all(&out).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let len = tokio::time::timeout(Duration::from_secs(3), c.read_u16())
+            .await
+            .expect("an answer in time")
+            .expect("an answer, not a reset");
+        let mut r = vec![0; usize::from(len)];
+        c.read_exact(&mut r).await.unwrap();
+        assert_eq!(header_rcode(&r), 5, "REFUSED");
+        ids.push(u16::from_be_bytes([r[0], r[1]]));
+    }
+    assert_eq!(ids, [0x1111, 0x2222, 0x3333]);
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(0))),
+        "an orderly close after the answers: {end:?}"
+    );
+}
