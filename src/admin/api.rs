@@ -751,7 +751,24 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn html_page(State(s): State<ApiState>) -> Html<String> {
+/// The overview page's headers: it may be opened with `?token=` in its URL, so no referrer
+/// (the token would go to any link's site), no caching, no framing, and no script at all.
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+];
+
+async fn html_page(State(s): State<ApiState>) -> Response {
+    (PAGE_HEADERS, overview_html(&s)).into_response()
+}
+
+fn overview_html(s: &ApiState) -> Html<String> {
     let p = s.pipeline.policy();
     let active = s.pipeline.containment().active();
     let alerts = s.pipeline.overrides().alerts(&AlertFilter {

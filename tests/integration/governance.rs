@@ -411,13 +411,22 @@ async fn releases_and_exceptions_take_effect_on_the_next_query_and_are_audited()
     assert_eq!(status, 200);
     assert!(!alerts.as_array().unwrap().is_empty());
     assert!(alerts[0]["breakdown"].is_object());
-    // The HTML page shows it.
+    // The HTML page shows it. Opened with the token in its URL, it sends no referrer, is not
+    // cached or framed, and runs no script.
     let page = reqwest::get(format!("{}/?token={}", api.base, api.token))
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert!(header("content-security-policy").starts_with("default-src 'none'"));
+    let page = page.text().await.unwrap();
     assert!(
         page.contains("id=\"containments\"")
             && page.contains("127.0.0.70")
