@@ -109,6 +109,9 @@ pub struct UnmatchedState {
     pub review: Option<Arc<crate::review::Review>>,
 }
 
+/// The largest request body any route takes (axum's default body limit, 2 MiB).
+pub const MAX_BODY_BYTES: u64 = 2 << 20;
+
 /// Longest path written into the audit record of an unmatched request, in bytes.
 const UNMATCHED_PATH_BYTES: usize = 256;
 
@@ -136,17 +139,38 @@ pub async fn audit_unmatched(
                 .map(|u| u.name)
         }
     });
-    let mut response = next.run(req).await;
-    // The console's static files are matched routes without an audit record of their own.
-    if response.extensions().get::<Audited>().is_some()
-        || !matches!(
-            response.status(),
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+    // A body declared larger than any request takes is refused before it is waited for (the
+    // connection would otherwise sit until `connection_timeout` for bytes that never come).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .filter(|&n| n > MAX_BODY_BYTES);
+    let mut response = if let Some(n) = declared {
+        let mut r = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the JSON body is declared {n} bytes; at most {MAX_BODY_BYTES} are accepted"),
         )
-    {
-        return response;
-    }
-    if user.is_none() && (path.starts_with("/api/") || path == "/") {
+        .into_response();
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        r
+    } else {
+        let response = next.run(req).await;
+        // The console's static files are matched routes without an audit record of their own.
+        if response.extensions().get::<Audited>().is_some()
+            || !matches!(
+                response.status(),
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            )
+        {
+            return response;
+        }
+        response
+    };
+    if declared.is_none() && user.is_none() && (path.starts_with("/api/") || path == "/") {
         response = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
             .into_response();
         response.headers_mut().insert(

@@ -1272,3 +1272,36 @@ async fn exceptions_survive_a_restart_and_can_be_removed() {
     );
     s.stop().await;
 }
+
+/// A body declared larger than any route takes is refused at once (413, JSON, audited) rather
+/// than waited for: the connection sat until `connection_timeout` (60 s) for bytes that never
+/// came.
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::new().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(
+        format!(
+            "POST /api/v1/policy/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 99999999999999\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut head))
+        .await
+        .expect("an answer without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("at most 2097152"), "{text}");
+    s.stop().await;
+    let log = std::fs::read_to_string(&s.events_path).unwrap();
+    assert!(log.contains("\"status\":413"), "audited");
+}
