@@ -164,8 +164,12 @@ struct ListQuery {
     client: Option<String>,
 }
 
+/// A client address as the events and the containment table write it: an IPv4-mapped IPv6
+/// address (`::ffff:10.0.0.5`) is the IPv4 address, as the transition already took it (the
+/// list and one suspect's view did not find it).
 fn parse_client(text: &str) -> Result<IpAddr, ApiError> {
     text.parse()
+        .map(crate::policy::identify::canonical)
         .map_err(|_| ApiError::bad_request(format!("client: {text:?} is not an IP address")))
 }
 

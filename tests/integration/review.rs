@@ -730,6 +730,22 @@ async fn two_analysts_acting_at_once_get_one_step_and_one_refusal() {
         )
         .await;
     assert_eq!(shown["history"].as_array().unwrap().len(), 1, "{shown}");
+    // The same suspect by its IPv4-mapped address, in one view and in the list.
+    let (status, mapped) = s
+        .get(
+            Some(CAROL),
+            "/api/v1/review/suspects/::ffff:127.0.0.84/tun.example",
+        )
+        .await;
+    assert_eq!(status, 200, "{mapped}");
+    assert_eq!(mapped["history"], shown["history"]);
+    let (_, listed) = s
+        .get(
+            Some(CAROL),
+            "/api/v1/review/suspects?state=all&client=::ffff:127.0.0.84",
+        )
+        .await;
+    assert_eq!(listed["suspects"].as_array().unwrap().len(), 1, "{listed}");
     // Only the winner's effects happened: at most one exception.
     let (_, ex) = s.get(Some(CAROL), "/api/v1/review/exceptions").await;
     assert!(ex.as_array().unwrap().len() <= 1, "{ex}");
