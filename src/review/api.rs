@@ -378,9 +378,10 @@ pub(crate) fn policy_diff(
     let store = control
         .store()
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "diff needs [store] state_dir"))?;
+    // The one status mapping: an unknown version is 404, as everywhere else.
     let text = store
         .diff(a, b)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| ApiError::from(crate::govern::control::ControlError::Store(e)))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 

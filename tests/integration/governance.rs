@@ -761,6 +761,14 @@ async fn reload_and_rollback_switch_answers_and_keep_history() {
         diff.contains("+") && diff.contains("git.corp.internal"),
         "{diff}"
     );
+    // An unknown version is 404, as for apply and rollback.
+    let missing = reqwest::Client::new()
+        .get(format!("{}/api/v1/policy/diff?a=1&b=99", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
     let events = s.stop_and_read_events().await;
     let stamps: Vec<u64> = events
         .iter()
