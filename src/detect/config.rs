@@ -63,6 +63,14 @@ pub struct DetectConfig {
     /// the volume budgets.
     #[serde(default)]
     pub exceptions: Vec<String>,
+    /// Lookup services beside the shipped ones ([`super::exceptions::LOOKUP_SERVICES`]): zones
+    /// a vendor runs only to answer questions put in names (an antivirus or reputation lookup,
+    /// an in-house DNS blocklist), whose names no one else reads. Each is an exception too, and
+    /// its names count towards the volume budgets at one part in
+    /// [`super::exceptions::LOOKUP_SERVICE_SHARE`] of their information. Never a domain where
+    /// anyone can get a name delegated: that would be a tunnel's discount.
+    #[serde(default)]
+    pub lookup_services: Vec<String>,
     /// The short information-volume window, for bursts.
     #[serde(default = "default_short_window", with = "humantime_serde")]
     pub short_window: Duration,
@@ -176,6 +184,7 @@ impl Default for DetectConfig {
             max_clients: default_max_clients(),
             default_exceptions: default_enabled(),
             exceptions: Vec::new(),
+            lookup_services: Vec::new(),
             short_window: default_short_window(),
             long_window: default_long_window(),
             short_budget: default_short_budget(),
@@ -268,6 +277,11 @@ impl DetectConfig {
             PREVALENCE_WINDOW,
         );
         validate_exceptions(&self.exceptions, &format!("{at}.exceptions"), problems);
+        validate_exceptions(
+            &self.lookup_services,
+            &format!("{at}.lookup_services"),
+            problems,
+        );
         for (i, entry) in self.search_domains.iter().enumerate() {
             let key = format!("{at}.search_domains[{i}]");
             if let Err(why) = validate_name(entry) {

@@ -464,6 +464,8 @@ pub struct Detector {
     alert_interval: Duration,
     /// Shipped and `[detect].exceptions` entries, compiled for lookup by suffix.
     exceptions: ExceptionSet,
+    /// `[detect] lookup_services`: zones priced as the shipped lookup services are.
+    lookup_services: ExceptionSet,
     /// Per (client, registrable domain).
     pairs: BoundedTable<PairState>,
     /// Per registrable domain, fleet-wide.
@@ -528,6 +530,13 @@ impl Detector {
             );
         }
         exceptions.extend(cfg.exceptions.iter().map(|e| crate::names::normalise(e)));
+        // A configured lookup service is an exception too.
+        let lookup_services: Vec<String> = cfg
+            .lookup_services
+            .iter()
+            .map(|e| crate::names::normalise(e))
+            .collect();
+        exceptions.extend(lookup_services.iter().cloned());
         let window = cfg.window.max(Duration::from_secs(2));
         let short = cfg.short_window.max(Duration::from_secs(2));
         let long = cfg.long_window.max(window);
@@ -546,6 +555,7 @@ impl Detector {
             client_factor: cfg.client_budget_factor.max(1.0),
             alert_interval: cfg.alert_interval,
             exceptions: ExceptionSet::new(exceptions),
+            lookup_services: ExceptionSet::new(lookup_services),
             pairs: BoundedTable::new("client_domain", cfg.max_client_domains),
             domains: BoundedTable::new("domain", cfg.max_domains),
             clients: BoundedTable::new("client", cfg.max_clients),
@@ -786,7 +796,10 @@ impl Detector {
         sample.novel = fresh && !shared;
         sample.bits = if !sample.novel {
             0
-        } else if exception.is_some() && exceptions::is_lookup_service(obs.qname) {
+        } else if exception.is_some()
+            && (exceptions::is_lookup_service(obs.qname)
+                || self.lookup_services.find(obs.qname).is_some())
+        {
             // Only the vendor's servers read these names ([`exceptions::LOOKUP_SERVICES`]).
             floor_bits.div_ceil(exceptions::LOOKUP_SERVICE_SHARE)
         } else {

@@ -2951,3 +2951,61 @@ fn srv_answers_are_priced_by_their_targets_discovery_passes_a_srv_tunnel_does_no
         poll * 8 * 10
     );
 }
+
+/// An antivirus engine checking file hashes against a vendor not on the shipped list (five new
+/// SHA-1s a second for two minutes after an install, then one a minute for half an hour) is
+/// contained at once: an exception takes away appearance only. Named in `[detect]
+/// lookup_services`, the zone is priced as the shipped lookup services are (a 32nd of its
+/// information) and the engine is never alerted, while a tunnel elsewhere from the same client
+/// is still contained. (Sustained at five a second, it reaches the window's budget in about
+/// four minutes, as a shipped lookup service does.)
+#[test]
+fn an_operator_named_lookup_service_is_priced_as_the_shipped_ones() {
+    let hash = |i: u64| {
+        let mut s = 0x5eed_0000_u64 ^ i;
+        format!(
+            "{:016x}{:016x}{:08x}",
+            xorshift(&mut s),
+            xorshift(&mut s),
+            xorshift(&mut s) as u32
+        )
+    };
+    let run = |cfg: &DetectConfig| {
+        let (d, clock) = detector(cfg);
+        let settings = GroupDetectConfig::default();
+        let mut top = Level::None;
+        for i in 0..630u64 {
+            let a = observe(
+                &d,
+                ip(7),
+                &format!("{}.avlookup.vendorx.example", hash(i)),
+                16,
+                &settings,
+            );
+            top = top.max(a.level);
+            // Five a second for two minutes (an install), then one a minute.
+            clock.advance(Duration::from_millis(if i < 600 { 200 } else { 60_000 }));
+        }
+        (top, d, clock)
+    };
+    let excepted = DetectConfig {
+        exceptions: vec!["avlookup.vendorx.example".into()],
+        ..DetectConfig::default()
+    };
+    let (top, _, _) = run(&excepted);
+    assert!(top >= Level::Throttle, "an exception alone: {top:?}");
+    let named = DetectConfig {
+        lookup_services: vec!["avlookup.vendorx.example".into()],
+        ..DetectConfig::default()
+    };
+    let (top, d, clock) = run(&named);
+    assert!(top < Level::Alert, "a named lookup service: {top:?}");
+    // The same client tunnelling elsewhere is still contained.
+    let settings = GroupDetectConfig::default();
+    let mut tunnel = Level::None;
+    for q in testgen::iodine_base32("t.exfil.example", 200, 5).queries {
+        tunnel = tunnel.max(observe(&d, ip(7), &q.qname, q.qtype, &settings).level);
+        clock.advance(Duration::from_millis(100));
+    }
+    assert!(tunnel >= Level::Sinkhole, "{tunnel:?}");
+}
