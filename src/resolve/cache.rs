@@ -280,8 +280,6 @@ pub struct CachedAnswer {
     pub cname_targets: Box<[Box<str>]>,
     /// A and AAAA addresses in the answer, for answer checks and egress (empty: no allocation).
     pub addresses: Box<[IpAddr]>,
-    /// SRV and MX targets in the answer, for the detector (empty: no allocation).
-    pub host_targets: Box<[wire::HostTarget]>,
     /// Which upstream answered (shared with every answer from that upstream).
     pub upstream: Arc<str>,
 }
@@ -292,6 +290,16 @@ impl CachedAnswer {
     pub fn is_fresh(&self, now: Duration) -> bool {
         now < Duration::from_millis(self.stored_at_ms)
             + Duration::from_secs(u64::from(self.lifetime))
+    }
+
+    /// The SRV and MX targets of its answer section, for the detector: read from the stored
+    /// message when asked (fresh SRV and MX answers only), so no entry carries a field for
+    /// them (one more would take every entry's block past its 112-byte malloc chunk).
+    #[must_use]
+    pub fn host_targets(&self) -> Vec<wire::HostTarget> {
+        hickory_proto::op::Message::from_vec(self.message())
+            .map(|m| wire::host_targets(&m.answers).collect())
+            .unwrap_or_default()
     }
 
     /// The stored message (TTLs as stored).
@@ -453,21 +461,11 @@ const TABLE_BYTES_PER_ENTRY: usize = 128;
 
 /// The weight of an entry: the `Arc` block holding the [`CachedAnswer`], its data block, the
 /// CNAME target and address lists, and [`TABLE_BYTES_PER_ENTRY`].
-fn weigh(
-    data_len: usize,
-    cname_targets: &[Box<str>],
-    addresses: &[IpAddr],
-    host_targets: &[wire::HostTarget],
-) -> u32 {
+fn weigh(data_len: usize, cname_targets: &[Box<str>], addresses: &[IpAddr]) -> u32 {
     // The Arc's block: two counters and the struct.
     let arc = chunk(2 * std::mem::size_of::<usize>() + std::mem::size_of::<CachedAnswer>());
     let names = chunk(std::mem::size_of_val(cname_targets))
-        + cname_targets.iter().map(|n| chunk(n.len())).sum::<usize>()
-        + chunk(std::mem::size_of_val(host_targets))
-        + host_targets
-            .iter()
-            .map(|t| chunk(t.name.len()))
-            .sum::<usize>();
+        + cname_targets.iter().map(|n| chunk(n.len())).sum::<usize>();
     let total = arc
         + chunk(data_len)
         + names
@@ -786,7 +784,6 @@ impl AnswerCache {
             u16::try_from(n).unwrap_or(u16::MAX)
         };
         let cname_targets: Box<[Box<str>]> = wire::cname_targets(&m.answers).collect();
-        let host_targets: Box<[wire::HostTarget]> = wire::host_targets(&m.answers).collect();
         let addresses: Box<[IpAddr]> = m
             .answers
             .iter()
@@ -847,7 +844,7 @@ impl AnswerCache {
             data.extend_from_slice(&off.to_ne_bytes());
         }
         let data = data.into_boxed_slice();
-        let weight = weigh(data.len(), &cname_targets, &addresses, &host_targets);
+        let weight = weigh(data.len(), &cname_targets, &addresses);
         let answer = CachedAnswer {
             data,
             stored_at_ms: u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX),
@@ -859,7 +856,6 @@ impl AnswerCache {
             rcode: code,
             cname_targets,
             addresses,
-            host_targets,
             upstream,
         };
         Ok(Prepared {

@@ -358,3 +358,57 @@ async fn a_tunnel_attempt_in_a_refused_class_is_scored_and_contained() {
     assert_eq!(alert["domain"], "tun.example");
     assert!(count(&events, "containment_started") >= 1);
 }
+
+/// A service registry's SRV answers (60 services, five instances each named by a random ID)
+/// asked by one agent in a burst, in enforce mode with the default thresholds: every answer
+/// comes through and nothing is contained. Priced as carrier bytes, the first nine answers
+/// sinkholed the domain.
+#[tokio::test]
+async fn a_burst_of_service_discovery_srv_answers_is_not_contained() {
+    let mut up = FakeUpstream::new();
+    let mut rng = 0x5e57_1ce5_u64;
+    let zone = "service.dc1.sd.corp-example.com";
+    for svc in 0..60 {
+        let targets: Vec<(String, u16)> = (0..5)
+            .map(|k| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (
+                    format!("i-0{rng:016x}.node.dc1.sd.corp-example.com"),
+                    20_000 + svc * 5 + k,
+                )
+            })
+            .collect();
+        up = up.with_srv(&format!("_http._tcp.svc-{svc}.{zone}"), &targets);
+    }
+    let up = up.start().await;
+    let clock = ManualClock::new();
+    let src = "127.0.0.71";
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("registry", &format!("{src}/32"), false),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    for svc in 0..60 {
+        let m = udp_query(
+            s.udp,
+            src,
+            &format!("_http._tcp.svc-{svc}.{zone}"),
+            RecordType::SRV,
+        )
+        .await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "svc-{svc}");
+        assert_eq!(
+            m.answers.len(),
+            5,
+            "svc-{svc}: the registry's answer, not a sinkhole's"
+        );
+        clock.advance(Duration::from_millis(20));
+    }
+    let events = s.stop_and_read_events().await;
+    assert_eq!(count(&events, "containment_started"), 0);
+    assert_eq!(count(&events, "alert"), 0);
+}

@@ -11,7 +11,7 @@ use dnsward::app::RunningApp;
 use dnsward::clock::SharedClock;
 use dnsward::config::Config;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -149,6 +149,19 @@ impl FakeUpstream {
         );
         self.records
             .insert((owner.to_string(), RecordType::A), vec![c, a]);
+        self
+    }
+
+    /// `owner` SRV: one record (priority 1, weight 1) per `(target, port)`, TTL 0.
+    pub fn with_srv(mut self, owner: &str, targets: &[(String, u16)]) -> Self {
+        let records = targets
+            .iter()
+            .map(|(t, port)| {
+                Record::from_rdata(name(owner), 0, RData::SRV(SRV::new(1, 1, *port, name(t))))
+            })
+            .collect();
+        self.records
+            .insert((owner.to_string(), RecordType::SRV), records);
         self
     }
 

@@ -736,6 +736,14 @@ impl Pipeline {
         match self.fetch_coalesced(&p, &q).await {
             Fetched::Answer(answer, upstream, answer_bytes) => {
                 let nxdomain = answer.rcode == rcode::NXDOMAIN;
+                let host_targets = if matches!(
+                    q.qtype,
+                    crate::detect::features::QTYPE_SRV | crate::detect::features::QTYPE_MX
+                ) {
+                    answer.host_targets()
+                } else {
+                    Vec::new()
+                };
                 // Fresh from upstream: what is new in it is the downstream half of a tunnel
                 // (cache hits carry nothing new).
                 self.detector.observe_answer_at(
@@ -751,7 +759,7 @@ impl Pipeline {
                         records: &|h| answer.hash_records(h),
                         addresses: &answer.addresses,
                         cname_targets: &answer.cname_targets,
-                        host_targets: &answer.host_targets,
+                        host_targets: &host_targets,
                         signed_bytes: usize::from(answer.signed_bytes),
                     },
                     self.clock.now(),
