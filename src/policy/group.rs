@@ -558,18 +558,32 @@ fn default_true() -> bool {
 /// A message saying what is wrong with the text.
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let t = text.trim();
-    if let Ok(net) = t.parse::<IpNet>() {
+    let net = if let Ok(net) = t.parse::<IpNet>() {
         if net.trunc() != net {
             return Err(format!(
                 "{t:?} has host bits set; did you mean {}?",
                 net.trunc()
             ));
         }
-        return Ok(net);
+        net
+    } else {
+        t.parse::<std::net::IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("{t:?} is not a CIDR prefix or an IP address"))?
+    };
+    // Clients are matched by their IPv4 address whatever socket they came in on (a mapped
+    // source is read as IPv4), so a prefix inside ::ffff:0:0/96 would never match anyone.
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+    {
+        return Err(format!(
+            "{t:?} is an IPv4-mapped IPv6 prefix, which no client is matched by; write it as \
+             IPv4: {v4}/{}",
+            v6.prefix_len() - 96
+        ));
     }
-    t.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{t:?} is not a CIDR prefix or an IP address"))
+    Ok(net)
 }
 
 fn add_rule(set: &mut RuleSet, raw: &str, at: &str, problems: &mut ConfigProblems) {
@@ -648,6 +662,30 @@ mod tests {
         let (g, _) = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
         assert!(p.is_empty(), "{p}");
         g
+    }
+
+    #[test]
+    fn cidrs_are_checked_and_an_ipv4_mapped_prefix_is_refused_with_its_ipv4_form() {
+        assert_eq!(
+            parse_cidr(" 10.0.0.0/8 ").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert!(
+            parse_cidr("10.0.0.1/8")
+                .unwrap_err()
+                .contains("did you mean 10.0.0.0/8")
+        );
+        // No client is ever matched by a mapped address: sources are read as IPv4.
+        let e = parse_cidr("::ffff:127.0.2.10/128").unwrap_err();
+        assert!(e.contains("write it as IPv4: 127.0.2.10/32"), "{e}");
+        let e = parse_cidr("::ffff:10.1.0.0/112").unwrap_err();
+        assert!(e.contains("10.1.0.0/16"), "{e}");
+        assert!(parse_cidr("2001:db8::/32").is_ok());
+        assert!(
+            parse_cidr("::/0").is_ok(),
+            "the whole IPv6 space is not a mapped prefix"
+        );
     }
 
     #[test]
