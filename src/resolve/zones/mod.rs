@@ -193,7 +193,15 @@ impl ZoneSet {
         let mut set = ZoneSet::empty();
         let mut sources: Vec<(String, PathBuf, Option<String>)> = Vec::new();
 
-        if let Some(dir) = &cfg.dir {
+        if let Some(dir) = &cfg.dir
+            && dir.as_os_str().is_empty()
+        {
+            problems.push(
+                "zones.dir",
+                "is empty: leave it out for no zone directory, or write \".\" for the \
+                 configuration's own directory",
+            );
+        } else if let Some(dir) = &cfg.dir {
             let dir = base_dir.join(dir);
             match list_zone_files(&dir) {
                 Ok(found) => {
@@ -621,6 +629,19 @@ mod tests {
             "{shown}"
         );
         assert_eq!(set.origins().collect::<Vec<_>>(), ["a.internal"]);
+    }
+
+    #[test]
+    fn an_empty_zone_directory_setting_is_an_error() {
+        let cfg: ZonesConfig = toml::from_str("dir = \"\"").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut problems = ConfigProblems::default();
+        ZoneSet::load(&cfg, dir.path(), &mut problems);
+        assert_eq!(problems.len(), 1, "{problems}");
+        assert!(
+            problems.to_string().contains("zones.dir: is empty"),
+            "{problems}"
+        );
     }
 
     #[test]
