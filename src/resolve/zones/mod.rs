@@ -631,6 +631,37 @@ mod tests {
         assert_eq!(set.origins().collect::<Vec<_>>(), ["a.internal"]);
     }
 
+    /// `@` in record data is the origin (RFC 1035 §5.1), as BIND reads it; hickory's parser
+    /// took it for an owner only ("unrecognized token in stream: At"). In quotes it is text.
+    #[test]
+    fn an_at_sign_in_record_data_is_the_origin() {
+        use super::fixture::qname;
+        use hickory_proto::rr::{RData, RecordType};
+        let text = "$ORIGIN x.internal.\n$TTL 60\n@ IN SOA @ hostmaster 1 2 3 4 60\n\
+                    @ IN A 10.0.0.1\n@ IN MX 10 @\nwww IN CNAME @\nt IN TXT \"@\" \"a @ b\"\n";
+        let (set, problems, _dir) = from_texts(&[("x.internal.zone", text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let www = set
+            .lookup(&qname("www.x.internal."), RecordType::CNAME)
+            .unwrap();
+        assert!(
+            matches!(&www.answers[0].data, RData::CNAME(c) if c.0.to_string() == "x.internal."),
+            "{:?}",
+            www.answers
+        );
+        let mx = set.lookup(&qname("x.internal."), RecordType::MX).unwrap();
+        assert!(
+            matches!(&mx.answers[0].data, RData::MX(m) if m.exchange.to_string() == "x.internal."),
+            "{:?}",
+            mx.answers
+        );
+        let t = set
+            .lookup(&qname("t.x.internal."), RecordType::TXT)
+            .unwrap();
+        // The two strings "@" and "a @ b", shown joined.
+        assert_eq!(t.answers[0].data.to_string(), "@a @ b");
+    }
+
     #[test]
     fn an_empty_zone_directory_setting_is_an_error() {
         let cfg: ZonesConfig = toml::from_str("dir = \"\"").unwrap();

@@ -431,8 +431,9 @@ fn parse_record(
         }
     }
     extra_fields(rest)?;
+    let rest = expand_at(rest, origin);
     let ttl_line = ttl.map(|t| format!("$TTL {t}\n")).unwrap_or_default();
-    let mini = format!("{ttl_line}@ {}\n", decimal_escapes(rest)?);
+    let mini = format!("{ttl_line}@ {}\n", decimal_escapes(&rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
         .parse()
         .map_err(|e| clipped(&e.to_string()))?;
@@ -448,6 +449,40 @@ fn parse_record(
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
+}
+
+/// `rest` with every field that is exactly `@` outside quotes written as the origin in force
+/// (RFC 1035 §5.1: `@` is the current origin, in record data too: `www CNAME @`,
+/// `@ SOA @ hostmaster …`, `@ MX 10 @`), which hickory's parser reads only as an owner.
+fn expand_at<'a>(rest: &'a str, origin: &Name) -> std::borrow::Cow<'a, str> {
+    if !rest.contains('@') {
+        return std::borrow::Cow::Borrowed(rest);
+    }
+    let origin = origin.to_string();
+    let mut out = String::with_capacity(rest.len() + origin.len());
+    let (mut quoted, mut escaped) = (false, false);
+    let mut chars = rest.chars().peekable();
+    let mut field_start = true;
+    while let Some(c) = chars.next() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == '@'
+            && !quoted
+            && field_start
+            && chars.peek().is_none_or(|&n| n == ' ' || n == '\t')
+        {
+            out.push_str(&origin);
+            field_start = false;
+            continue;
+        }
+        field_start = !quoted && !escaped && (c == ' ' || c == '\t');
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Refuses text after the last field of a type whose data has a fixed number of fields
