@@ -662,6 +662,25 @@ mod tests {
         assert_eq!(t.answers[0].data.to_string(), "@a @ b");
     }
 
+    /// The records of one RRset are served with one TTL, the lowest written (RFC 2181 §5.2).
+    /// Other types at the name keep theirs.
+    #[test]
+    fn an_rrset_written_with_different_ttls_is_served_with_the_lowest() {
+        use super::fixture::qname;
+        use hickory_proto::rr::RecordType;
+        let text = "$ORIGIN y.internal.\n$TTL 300\n@ SOA ns hm 1 2 3 4 60\n\
+                    d A 10.0.0.9\nd 600 A 10.0.0.10\nd 120 A 10.0.0.11\nd 900 TXT \"x\"\n";
+        let (set, problems, _dir) = from_texts(&[("y.internal.zone", text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let a = set.lookup(&qname("d.y.internal."), RecordType::A).unwrap();
+        let ttls: Vec<u32> = a.answers.iter().map(|r| r.ttl).collect();
+        assert_eq!(ttls, [120, 120, 120], "{:?}", a.answers);
+        let t = set
+            .lookup(&qname("d.y.internal."), RecordType::TXT)
+            .unwrap();
+        assert_eq!(t.answers[0].ttl, 900);
+    }
+
     #[test]
     fn an_empty_zone_directory_setting_is_an_error() {
         let cfg: ZonesConfig = toml::from_str("dir = \"\"").unwrap();

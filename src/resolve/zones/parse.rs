@@ -645,6 +645,19 @@ fn build_zone(
         );
         return None;
     };
+    // RFC 2181 §5.2: the records of one RRset share one TTL. Written with different TTLs, the
+    // lowest holds for all (they were served as written, which a client may take for a bad
+    // answer). A record written twice is one record already (the first kept, above).
+    for records in nodes.values_mut() {
+        let mut lowest: HashMap<RecordType, u32> = HashMap::new();
+        for r in records.iter() {
+            let e = lowest.entry(r.record_type()).or_insert(r.ttl);
+            *e = (*e).min(r.ttl);
+        }
+        for r in records.iter_mut() {
+            r.ttl = lowest[&r.record_type()];
+        }
+    }
     let mut negative_soa = soa;
     if let RData::SOA(data) = &negative_soa.data {
         negative_soa.ttl = negative_soa.ttl.min(data.minimum);
