@@ -187,6 +187,11 @@ async fn answer(
             let Some(dns) = dns else {
                 return status(StatusCode::BAD_REQUEST, "missing dns parameter");
             };
+            // RFC 3986 §2.3: a percent-encoded unreserved character is that character (a
+            // client that escapes its padding writes `%3D`).
+            let Some(dns) = percent_decoded(dns) else {
+                return status(StatusCode::BAD_REQUEST, "dns parameter is not base64url");
+            };
             match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(dns.trim_end_matches('='))
             {
                 Ok(p) => Bytes::from(p),
@@ -668,10 +673,41 @@ impl Drop for Outgoing {
     }
 }
 
+/// `text` with its `%XX` escapes decoded (borrowed when there are none); `None` for a
+/// malformed escape or bytes that are not UTF-8.
+fn percent_decoded(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !text.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+
+    #[test]
+    fn a_get_parameter_may_percent_encode_its_characters() {
+        assert_eq!(percent_decoded("AAABAAAB").unwrap(), "AAABAAAB");
+        assert_eq!(percent_decoded("%41AAB%3D%3d").unwrap(), "AAAB==");
+        for bad in ["%4", "%zz", "AB%", "%ff"] {
+            assert!(percent_decoded(bad).is_none(), "{bad}");
+        }
+    }
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record};
 
