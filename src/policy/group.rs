@@ -163,6 +163,64 @@ pub struct RuleSet {
     wildcard_lens: LengthSet,
 }
 
+/// The names that have an allowed name below them: every proper parent of an allow rule's
+/// name, the root included, and a wildcard's suffix itself (`*.corp.internal` allows names
+/// below `corp.internal`). Such a name, when it is not allowed itself, gets NODATA rather than
+/// NXDOMAIN: an NXDOMAIN says nothing exists below it (RFC 8020), and a downstream cache that
+/// takes it at its word would hide the allowed names.
+#[derive(Debug, Clone, Default)]
+pub struct Ancestors {
+    names: HashSet<Box<str>, RuleHasher>,
+    lens: LengthSet,
+    root: bool,
+}
+
+impl Ancestors {
+    /// The ancestors of `rules`' names.
+    #[must_use]
+    pub fn of(rules: &RuleSet) -> Self {
+        let mut a = Self::default();
+        let mut add = |name: &str| {
+            if a.names.contains(name) {
+                return false;
+            }
+            a.lens.insert(name.len());
+            a.names.insert(name.into());
+            true
+        };
+        let parents =
+            |name: &str| -> Vec<usize> { name.match_indices('.').map(|(i, _)| i + 1).collect() };
+        for exact in &rules.exact {
+            for start in parents(exact) {
+                if !add(&exact[start..]) {
+                    break; // its parents are in already
+                }
+            }
+        }
+        for suffix in &rules.wildcard {
+            if add(suffix) {
+                for start in parents(suffix) {
+                    if !add(&suffix[start..]) {
+                        break;
+                    }
+                }
+            }
+        }
+        a.root = !rules.is_empty();
+        a
+    }
+
+    /// Whether an allowed name lies below `name` (lower-case, no trailing dot; the root is
+    /// `.` or empty).
+    #[must_use]
+    pub fn hold(&self, name: &str) -> bool {
+        if name.is_empty() || name == "." {
+            return self.root;
+        }
+        self.lens.may_hold(name.len()) && self.names.contains(name)
+    }
+}
+
 /// `name` in `set`, looked up only if `lens` says some member has its length.
 fn lookup<'a>(
     set: &'a HashSet<Box<str>, RuleHasher>,
@@ -330,6 +388,15 @@ impl BlockAnswer {
         }
     }
 
+    /// NODATA with the negative SOA: the NXDOMAIN block answer for a name with allowed names
+    /// below it ([`Ancestors`]).
+    #[must_use]
+    pub fn encode_nodata(&self, q: &Query<'_>) -> Vec<u8> {
+        let mut out = wire::start_response(q, rcode::NOERROR, false);
+        wire::push_negative_soa(&mut out, self.ttl);
+        out
+    }
+
     /// Encode the block answer for `q` (not yet finished: see [`wire::finish_response`]).
     #[must_use]
     pub fn encode(&self, q: &Query<'_>) -> Vec<u8> {
@@ -369,6 +436,8 @@ pub struct Group {
     pub mode: Mode,
     /// Allow rules.
     pub allow: RuleSet,
+    /// The names with an allowed name below them (NODATA, not NXDOMAIN, when not allowed).
+    pub allow_ancestors: Ancestors,
     /// Deny rules.
     pub deny: RuleSet,
     /// Block answer.
@@ -536,6 +605,7 @@ impl Group {
             identities,
             require_auth: cfg.require_auth,
             mode: cfg.mode,
+            allow_ancestors: Ancestors::of(&allow),
             allow,
             deny,
             block,
@@ -662,6 +732,42 @@ mod tests {
         let (g, _) = Group::from_config(&cfg, "groups[0]", Path::new("."), &mut p);
         assert!(p.is_empty(), "{p}");
         g
+    }
+
+    #[test]
+    fn the_ancestors_of_allowed_names_are_their_parents_and_wildcard_suffixes() {
+        let g = group(
+            Mode::Allowlist,
+            &[
+                "api.corp.internal",
+                "*.apps.corp.internal",
+                "www.example",
+                "b.a.corp.internal",
+            ],
+            &[],
+        );
+        let a = &g.allow_ancestors;
+        for name in [
+            "corp.internal",
+            "internal",
+            "apps.corp.internal",
+            "a.corp.internal",
+            "example",
+            ".",
+            "",
+        ] {
+            assert!(a.hold(name), "{name}");
+        }
+        for name in [
+            "api.corp.internal",
+            "x.corp.internal",
+            "com",
+            "b.a.corp.internal",
+            "xample",
+        ] {
+            assert!(!a.hold(name), "{name}");
+        }
+        assert!(!Ancestors::default().hold("."), "no rules, no ancestors");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::common::metric_sum;
 use crate::harness::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 /// A group only these tests use, so its metric labels count these tests' queries alone.
 const WIRE: &str = r#"
@@ -823,4 +825,32 @@ async fn a_stranger_pipelining_over_tcp_gets_refused_for_each_query_then_eof() {
         matches!(end, Ok(Ok(0))),
         "an orderly close after the answers: {end:?}"
     );
+}
+
+/// A name that is not allowed but has allowed names below it (the root, `internal` above
+/// `corp.internal`, `example` above `www.example`) gets NODATA with the SOA, not NXDOMAIN: an
+/// NXDOMAIN says nothing exists below the name (RFC 8020), and a downstream cache taking it at
+/// its word would hide the allowed names. Other denied names are still NXDOMAIN, and both
+/// carry EDE 15 (Blocked).
+#[tokio::test]
+async fn a_denied_parent_of_allowed_names_is_nodata_not_nxdomain() {
+    let s = TestServer::start(None, WIRE).await;
+    for (name, rcode) in [
+        (".", ResponseCode::NoError),
+        ("internal", ResponseCode::NoError),
+        ("example", ResponseCode::NoError),
+        ("other.example", ResponseCode::NXDomain),
+        ("com", ResponseCode::NXDomain),
+        ("pastebin.com", ResponseCode::NXDomain),
+    ] {
+        let m = udp_query(s.udp, MEMBER, name, RecordType::NS).await;
+        assert_eq!(m.metadata.response_code, rcode, "{name}");
+        assert!(m.answers.is_empty(), "{name}");
+        assert!(
+            m.authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA),
+            "{name}: a negative answer with its SOA"
+        );
+    }
 }

@@ -141,13 +141,17 @@ async fn wildcards_cover_subdomains_but_not_the_apex() {
     let s = TestServer::start(Some(up.addr), AGENTS).await;
     let m = udp_query(s.udp, "127.0.0.10", "a.allowed.example", RecordType::A).await;
     assert_eq!(a_records(&m), ["192.0.2.2"]);
+    // The apex is not covered by *.allowed.example: blocked, with NODATA rather than NXDOMAIN,
+    // since names below it are allowed (RFC 8020: an NXDOMAIN would deny them too).
     let m = udp_query(s.udp, "127.0.0.10", "allowed.example", RecordType::A).await;
     assert_eq!(
         m.metadata.response_code,
-        ResponseCode::NXDomain,
+        ResponseCode::NoError,
         "apex is not covered by *.allowed.example"
     );
     assert!(m.answers.is_empty());
+    let m = udp_query(s.udp, "127.0.0.10", "other.example", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[tokio::test]

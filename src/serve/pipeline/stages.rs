@@ -284,7 +284,17 @@ impl Pipeline {
             a.decision = Some(decision);
             return Step::Continue(());
         }
-        let msg = a.group.block.encode(a.asked.q);
+        // Not allowed itself but above allowed names (`corp.internal` under `*.corp.internal`,
+        // `org` under `pypi.org`, the root): NODATA, since an NXDOMAIN would say nothing
+        // exists below it (RFC 8020). Deny rules and other block kinds answer as configured.
+        let msg = if matches!(decision, Decision::Block { rule: None })
+            && a.group.block.kind == BlockKind::Nxdomain
+            && a.group.allow_ancestors.hold(&a.asked.q.name)
+        {
+            a.group.block.encode_nodata(a.asked.q)
+        } else {
+            a.group.block.encode(a.asked.q)
+        };
         let reason = || decision.reason();
         let report = Report::new(a.group.block.verdict(), &reason);
         Step::Break(Outcome::Reply(self.finish(&a.asked, msg, &report)))
