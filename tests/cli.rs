@@ -162,6 +162,22 @@ fn review_needs_a_token_and_says_when_the_api_is_unreachable() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // It says why, on a line of its own.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("dnsward: cannot reach"), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "the cause: {err}");
+    assert!(err.ends_with('\n'), "{err:?}");
+    // Not a URL: a usage error, before any request.
+    let out = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["review", "--api", "notaurl", "list"])
+        .env("DNSWARD_TOKEN", "x".repeat(40))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not an http:// or https:// URL"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -466,7 +466,7 @@ fn review(
         // A closed stdout changes nothing: the exit status is the answer.
         let _ = write!(std::io::stdout(), "{}", out.text);
     } else {
-        eprint!("{}", out.text);
+        eprintln!("dnsward: {}", out.text.trim_end());
     }
     ExitCode::from(u8::try_from(out.status).unwrap_or(2))
 }

@@ -113,6 +113,12 @@ fn enc(s: &str) -> String {
 /// Run `cmd` against the review API at `base_url` as the user of `token`.
 pub async fn run(base_url: &str, token: &str, cmd: &ReviewCommand) -> Outcome {
     let base = base_url.trim_end_matches('/');
+    if !reqwest::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Outcome {
+            status: 2,
+            text: format!("--api {base:?} is not an http:// or https:// URL"),
+        };
+    }
     let http = reqwest::Client::new();
     let (path, body, json_out) = match cmd {
         ReviewCommand::List { all, client, json } => {
@@ -179,9 +185,16 @@ pub async fn run(base_url: &str, token: &str, cmd: &ReviewCommand) -> Outcome {
     let resp = match req.bearer_auth(token.trim()).send().await {
         Ok(r) => r,
         Err(e) => {
+            // The causes too: reqwest's own line is "error sending request for url (…)".
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let _ = write!(why, ": {s}");
+                source = s.source();
+            }
             return Outcome {
                 status: 2,
-                text: format!("cannot reach {base}: {e}"),
+                text: format!("cannot reach {base}: {why}"),
             };
         }
     };
