@@ -714,11 +714,17 @@ async fn exception_add(
             "expires_in must be between 1m and 30d",
         ));
     }
-    let e = s
-        .pipeline
-        .overrides()
-        .add_exception(&b.group, &domain, ttl, &b.actor, &b.reason)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    // On the blocking pool: the change is written to the state directory with its fsyncs.
+    let pipeline = Arc::clone(&s.pipeline);
+    let (group, actor, reason) = (b.group.clone(), b.actor.clone(), b.reason.clone());
+    let e = tokio::task::spawn_blocking(move || {
+        pipeline
+            .overrides()
+            .add_exception(&group, &domain, ttl, &actor, &reason)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     let detail = format!(
         "exception #{} for {} in group {} until {}: {}",
         e.id, e.domain, e.group, e.expires, b.reason
@@ -747,19 +753,21 @@ async fn exception_remove(
     let Json(b) = body?;
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let (response, detail) = remove_exception(&s.pipeline, id, &b.reason)?;
+    let (response, detail) = remove_exception(&s.pipeline, id, &b.reason).await?;
     Ok(noted(response, &b.actor, "exception_removed", detail))
 }
 
-/// Remove exception `id` for both APIs: its JSON and the audit detail, or 404.
-pub(crate) fn remove_exception(
-    pipeline: &Pipeline,
+/// Remove exception `id` for both APIs: its JSON and the audit detail, or 404. On the
+/// blocking pool: the change is written to the state directory with its fsyncs.
+pub(crate) async fn remove_exception(
+    pipeline: &Arc<Pipeline>,
     id: u64,
     reason: &str,
 ) -> Result<(Response, String), ApiError> {
-    let e = pipeline
-        .overrides()
-        .remove_exception(id)
+    let p = Arc::clone(pipeline);
+    let e = tokio::task::spawn_blocking(move || p.overrides().remove_exception(id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no live exception #{id}")))?;
     let detail = format!(
         "exception #{} for {} in group {} removed: {reason}",

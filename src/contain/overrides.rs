@@ -94,6 +94,9 @@ pub struct Overrides {
     exceptions: RwLock<Vec<TempException>>,
     /// Where the exceptions are kept across restarts (none: in memory only).
     file: Mutex<Option<std::path::PathBuf>>,
+    /// The last snapshot taken, and the last written ([`Self::save`]).
+    generation: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
     live: AtomicUsize,
     next_id: AtomicUsize,
     alerts: Mutex<VecDeque<RecentAlert>>,
@@ -107,6 +110,8 @@ impl Overrides {
             clock,
             exceptions: RwLock::new(Vec::new()),
             file: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            written: std::sync::atomic::AtomicU64::new(0),
             live: AtomicUsize::new(0),
             next_id: AtomicUsize::new(1),
             alerts: Mutex::new(VecDeque::new()),
@@ -116,7 +121,9 @@ impl Overrides {
     /// Keep the exceptions in `path` from now on, first taking back the ones it holds that
     /// have not expired (by wall-clock time: the process clock starts again at a restart).
     /// Returns how many were taken back. A file that cannot be read or parsed is an error: the
-    /// caller says so and carries on with none (the file is rewritten at the next change).
+    /// caller says so and carries on with none; the file is first moved aside
+    /// (`<name>.bad-<unix seconds>`), so what it held is kept for the operator rather than
+    /// overwritten at the next change.
     ///
     /// # Errors
     /// The file exists but cannot be read or is not an exception list.
@@ -127,8 +134,20 @@ impl Overrides {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         };
+        let restored = match restored {
+            Ok(r) => r,
+            Err(why) => {
+                let secs = chrono::Utc::now().timestamp();
+                let aside = path.with_extension(format!("json.bad-{secs}"));
+                let moved = std::fs::rename(&path, &aside);
+                *self.file.lock() = Some(path);
+                return Err(match moved {
+                    Ok(()) => format!("{why}; moved aside to {}", aside.display()),
+                    Err(e) => format!("{why}; could not move it aside ({e})"),
+                });
+            }
+        };
         *self.file.lock() = Some(path);
-        let restored = restored?;
         // Ids are never reused, an expired or removed exception's neither: the audit log
         // names them.
         self.next_id.fetch_max(
@@ -161,25 +180,42 @@ impl Overrides {
         Ok(list.len())
     }
 
-    /// Write the list to the file, if there is one: whole, atomically. A failure is logged; the
-    /// exceptions stay in force in memory.
-    fn save(&self, list: &[TempException]) {
+    /// The list as it will be written, taken while its lock is held (with a generation, so an
+    /// older snapshot never overwrites a newer one); `None` without a file.
+    fn snapshot(&self, list: &[TempException]) -> Option<(u64, Vec<u8>)> {
+        self.file.lock().as_ref()?;
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        match serde_json::to_vec_pretty(&PersistedRef {
+            next_id: self.next_id.load(Ordering::Relaxed) as u64,
+            exceptions: list,
+        }) {
+            Ok(b) => Some((generation, b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "exceptions not saved");
+                None
+            }
+        }
+    }
+
+    /// Write a snapshot to the file: whole, atomically, after the list's lock is released (the
+    /// query path reads the list; it never waits on this disk's fsyncs). A failure is logged;
+    /// the exceptions stay in force in memory.
+    fn save(&self, snapshot: Option<(u64, Vec<u8>)>) {
+        let Some((generation, bytes)) = snapshot else {
+            return;
+        };
         let file = self.file.lock();
         let Some(path) = file.as_deref() else {
             return;
         };
-        let bytes = match serde_json::to_vec_pretty(&PersistedRef {
-            next_id: self.next_id.load(Ordering::Relaxed) as u64,
-            exceptions: list,
-        }) {
-            Ok(b) => b,
+        if generation <= self.written.load(Ordering::Acquire) {
+            return; // a newer list is on disk already
+        }
+        match crate::config_error::write_file_atomic(path, &bytes) {
+            Ok(()) => self.written.store(generation, Ordering::Release),
             Err(e) => {
-                tracing::warn!(error = %e, "exceptions not saved");
-                return;
+                tracing::warn!(path = %path.display(), error = %e, "exceptions not saved: they hold until a restart only");
             }
-        };
-        if let Err(e) = crate::config_error::write_file_atomic(path, &bytes) {
-            tracing::warn!(path = %path.display(), error = %e, "exceptions not saved: they hold until a restart only");
         }
     }
 
@@ -237,7 +273,9 @@ impl Overrides {
             e
         };
         self.live.store(list.len(), Ordering::Release);
-        self.save(&list);
+        let snapshot = self.snapshot(&list);
+        drop(list);
+        self.save(snapshot);
         Ok(e)
     }
 
@@ -249,7 +287,9 @@ impl Overrides {
         let at = list.iter().position(|e| e.id == id)?;
         let e = list.remove(at);
         self.live.store(list.len(), Ordering::Release);
-        self.save(&list);
+        let snapshot = self.snapshot(&list);
+        drop(list);
+        self.save(snapshot);
         Some(e)
     }
 
@@ -465,12 +505,19 @@ mod tests {
         // A file that is not a list is reported; the table starts empty and works.
         std::fs::write(&path, "garbage").unwrap();
         let broken = Overrides::new(ManualClock::new());
+        let err = broken.persist_at(path.clone()).unwrap_err();
         assert!(
-            broken
-                .persist_at(path.clone())
-                .unwrap_err()
-                .contains("not an exception list")
+            err.contains("not an exception list") && err.contains("moved aside"),
+            "{err}"
         );
+        // What it held is kept for the operator, not overwritten at the next change.
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".bad-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), "garbage");
         broken
             .add_exception("g", "v.example", hour, "a", "b")
             .unwrap();

@@ -307,7 +307,8 @@ async fn exception_remove(
     let Path(id) = id?;
     let Json(b) = body?;
     check_reason(&b.reason)?;
-    let (response, detail) = crate::admin::api::remove_exception(r.pipeline(), id, &b.reason)?;
+    let (response, detail) =
+        crate::admin::api::remove_exception(r.pipeline(), id, &b.reason).await?;
     Ok(noted(response, "exception_removed", detail))
 }
 
