@@ -322,6 +322,9 @@ impl RunningApp {
             what: "starting the DoT/DoH listeners".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // The review, once open, for the reload hook's check of a rotated admin token.
+        let review_cell: Arc<std::sync::OnceLock<Arc<crate::review::Review>>> =
+            Arc::new(std::sync::OnceLock::new());
         {
             // SIGHUP and the API's reload both go through control: the admin token, the
             // DoT/DoH certificates, keys, client CAs and CRLs, and the DoH token keys and JWKS
@@ -329,6 +332,7 @@ impl RunningApp {
             // connections keep the configuration they were accepted with), and the event log's
             // path is checked before the next write (logrotate's `create` mode).
             let token = Arc::clone(&token);
+            let review_cell = Arc::clone(&review_cell);
             let cells = tls.cells();
             let agent_tokens = tls.tokens();
             let events = pipeline.events().clone();
@@ -339,8 +343,19 @@ impl RunningApp {
                     .filter_map(|c| c.reload().err())
                     .map(|e| format!("TLS not reloaded, the running certificates stay: {e}"))
                     .collect();
-                if let Err(e) = token.reload() {
-                    failed.push(format!("admin token not reloaded: {e}"));
+                // Checked against the review's users before it is put in force: a user's
+                // token as the admin token would make that user admin.
+                match token.read() {
+                    Ok(Some(t)) if review_cell.get().is_some_and(|r| r.is_a_users_token(&t)) => {
+                        failed.push(
+                            "admin token not reloaded: it is the token of a user in \
+                             admin.tokens_file; the running one stays"
+                                .to_string(),
+                        );
+                    }
+                    Ok(Some(t)) => token.install(&t),
+                    Ok(None) => {}
+                    Err(e) => failed.push(format!("admin token not reloaded: {e}")),
                 }
                 // An issuer's key rotation: the new key files or JWKS verify tokens from the
                 // next request on; if any fails to load, the running keys stay.
@@ -385,6 +400,8 @@ impl RunningApp {
             what: "opening the review".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let review = Arc::new(review);
+        let _ = review_cell.set(Arc::clone(&review));
         let admin = match cfg.admin.listen.parse() {
             Ok(addr) => Some(
                 admin::start(
@@ -393,7 +410,7 @@ impl RunningApp {
                     Arc::clone(&control),
                     token,
                     cfg.admin.metrics_labels,
-                    Some(Arc::new(review)),
+                    Some(review),
                     cfg.admin.limits(),
                 )
                 .await

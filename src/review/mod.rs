@@ -248,15 +248,26 @@ impl Review {
                 return Err(p);
             }
         };
-        let users = Users::load(
-            self.tokens_file.as_deref(),
-            token.as_deref().map(crate::review::users::hash_token),
-        )?;
+        // A token held without a file (embedding, tests) is checked against the users too.
+        let admin_digest = token
+            .as_deref()
+            .map(crate::review::users::hash_token)
+            .or_else(|| self.admin_token.as_ref().and_then(|t| t.digest()));
+        let users = Users::load(self.tokens_file.as_deref(), admin_digest)?;
         if let (Some(holder), Some(token)) = (&self.admin_token, &token) {
             holder.install(token);
         }
         *self.users.write() = users;
         Ok(self.users())
+    }
+
+    /// Whether `token` is some user's in the tokens file: the admin token must not be (it
+    /// would give that user the admin role, and the next start would refuse the files).
+    #[must_use]
+    pub fn is_a_users_token(&self, token: &str) -> bool {
+        self.users
+            .read()
+            .holds(&crate::review::users::hash_token(token))
     }
 
     /// Every user (names and roles), the admin token's first.

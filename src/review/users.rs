@@ -265,6 +265,12 @@ impl Users {
         self.entries.iter().map(|e| e.user.clone()).collect()
     }
 
+    /// Whether some user's token has this SHA-256 ([`hash_token`]).
+    #[must_use]
+    pub fn holds(&self, digest: &[u8; 32]) -> bool {
+        self.entries.iter().any(|e| &e.hash == digest)
+    }
+
     /// Whether no token at all is configured.
     #[must_use]
     pub fn is_empty(&self) -> bool {

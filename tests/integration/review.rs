@@ -1063,6 +1063,23 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
             "{users}"
         );
     }
+    // A user's token written as the admin token: the reload goes on without it (a warning),
+    // the running admin token stays and the user keeps its role.
+    crate::harness::write_secret(&dir.path().join("token"), CAROL);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/policy/reload", s.base))
+        .bearer_auth(THIRD)
+        .json(&json!({"actor": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("token of a user"), "{body}");
+    let (_, me) = s.get(Some(CAROL), whoami).await;
+    assert_eq!(me["role"], "viewer", "{me}");
+    assert_eq!(admin_api(THIRD).await.unwrap().status().as_u16(), 200);
+    assert_eq!(admin_api(CAROL).await.unwrap().status().as_u16(), 401);
     s.stop().await;
 }
 
