@@ -1503,7 +1503,7 @@ impl Detector {
         // SRV and MX targets: the name as a CNAME target's (without the first-label rule),
         // and the record's numbers (priority, weight, port; preference) the first time the
         // domain gives them with this target: 16 bits for each number that differs from the
-        // record before it in the answer (the first record's: from none), so a service whose
+        // record before it in the answer (the first record's: all of them), so a service whose
         // instances share a port and weights pays one port, and a tunnel writing into every
         // number pays for every one.
         let mut previous: Option<u64> = None;
@@ -1518,7 +1518,7 @@ impl Detector {
             if !seen(fields) {
                 let numbers = u32::from(t.field_bits / 16);
                 let changed = match previous {
-                    None => 1,
+                    None => numbers,
                     Some(p) => (0..numbers)
                         .filter(|i| (p >> (16 * i)) & 0xffff != (t.fields >> (16 * i)) & 0xffff)
                         .count() as u32,
