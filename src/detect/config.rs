@@ -282,6 +282,19 @@ impl DetectConfig {
             &format!("{at}.lookup_services"),
             problems,
         );
+        for (i, entry) in self.lookup_services.iter().enumerate() {
+            let name = crate::names::normalise(entry);
+            if crate::names::is_known_public_suffix(&name) {
+                problems.push(
+                    format!("{at}.lookup_services[{i}]"),
+                    format!(
+                        "{entry:?} is a public suffix: anyone can register a domain under it, \
+                         and a lookup service's discount would be a tunnel's; name the vendor's \
+                         own lookup zone (e.g. \"avlookup.vendor.example\")"
+                    ),
+                );
+            }
+        }
         for (i, entry) in self.search_domains.iter().enumerate() {
             let key = format!("{at}.search_domains[{i}]");
             if let Err(why) = validate_name(entry) {
@@ -495,6 +508,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("search_domains[3]"), "{text}");
+        // A lookup service under which anyone can register a name would be a tunnel's discount.
+        let l: DetectConfig = toml::from_str(
+            "lookup_services = [\"co.uk\", \"github.io\", \"avlookup.vendor.example\"]",
+        )
+        .unwrap();
+        let mut lp = ConfigProblems::default();
+        l.validate("detect", &mut lp);
+        let lt = format!("{lp:?}");
+        assert!(
+            lt.contains("lookup_services[0]") && lt.contains("public suffix"),
+            "{lt}"
+        );
+        assert!(lt.contains("lookup_services[1]"), "{lt}");
+        assert!(!lt.contains("lookup_services[2]"), "{lt}");
     }
 
     #[test]
