@@ -173,7 +173,17 @@ pub async fn serve(
     // task's unwinding drops the socket (the `SO_REUSEPORT` group's others serve its clients),
     // and here it is counted and logged, as the thread loop does.
     let local = sock.local_addr().ok();
-    if let Err(e) = tokio::spawn(serve_runtime(sock, pipeline, stop)).await
+    // Aborted with this future (the server's shutdown aborts its listener tasks): the inner
+    // task would otherwise outlive it, holding the socket and the pipeline.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(serve_runtime(sock, pipeline, stop));
+    let _guard = AbortOnDrop(task.abort_handle());
+    if let Err(e) = task.await
         && e.is_panic()
     {
         metrics::counter!(crate::metrics::PANICS_TOTAL, "listener" => "udp").increment(1);
