@@ -638,7 +638,8 @@ mod tests {
         use super::fixture::qname;
         use hickory_proto::rr::{RData, RecordType};
         let text = "$ORIGIN x.internal.\n$TTL 60\n@ IN SOA @ hostmaster 1 2 3 4 60\n\
-                    @ IN A 10.0.0.1\n@ IN MX 10 @\nwww IN CNAME @\nt IN TXT \"@\" \"a @ b\"\n";
+                    @ IN A 10.0.0.1\n@ IN MX 10 @\nwww IN CNAME @\nt IN TXT \"@\" \"a @ b\"\n\
+                    u IN TXT @\n";
         let (set, problems, _dir) = from_texts(&[("x.internal.zone", text)]);
         assert!(problems.is_empty(), "{problems}");
         let www = set
@@ -660,6 +661,11 @@ mod tests {
             .unwrap();
         // The two strings "@" and "a @ b", shown joined.
         assert_eq!(t.answers[0].data.to_string(), "@a @ b");
+        // In a TXT record's data, unquoted, it is text too (as BIND reads it).
+        let u = set
+            .lookup(&qname("u.x.internal."), RecordType::TXT)
+            .unwrap();
+        assert_eq!(u.answers[0].data.to_string(), "@");
     }
 
     /// The records of one RRset are served with one TTL, the lowest written (RFC 2181 §5.2).

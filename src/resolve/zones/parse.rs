@@ -451,26 +451,40 @@ fn parse_record(
     }
 }
 
-/// `rest` with every field that is exactly `@` outside quotes written as the origin in force
-/// (RFC 1035 §5.1: `@` is the current origin, in record data too: `www CNAME @`,
-/// `@ SOA @ hostmaster …`, `@ MX 10 @`), which hickory's parser reads only as an owner.
+/// `rest` with every field of a name-bearing type's data that is exactly `@` (unescaped,
+/// outside quotes) written as the origin in force (RFC 1035 §5.1: `@` is the current origin,
+/// in record data too: `www CNAME @`, `@ SOA @ hostmaster …`, `@ MX 10 @`), which hickory's
+/// parser reads only as an owner. In other types' data (`TXT @`) it is the text `@`, as in
+/// BIND.
 fn expand_at<'a>(rest: &'a str, origin: &Name) -> std::borrow::Cow<'a, str> {
+    const NAME_TYPES: &[&str] = &[
+        "CNAME", "DNAME", "NS", "PTR", "MX", "SRV", "SOA", "NAPTR", "RP", "AFSDB", "KX", "RT",
+        "MINFO", "SVCB", "HTTPS",
+    ];
     if !rest.contains('@') {
         return std::borrow::Cow::Borrowed(rest);
     }
-    let origin = origin.to_string();
+    let is_name_type = rest
+        .split_whitespace()
+        .find(|w| !w.starts_with(|c: char| c.is_ascii_digit()) && !is_class(w))
+        .is_some_and(|t| NAME_TYPES.iter().any(|n| t.eq_ignore_ascii_case(n)));
+    // Elsewhere (`TXT @`) the text "@", quoted, since hickory's parser reads a bare `@` as an
+    // owner only.
+    let origin = if is_name_type {
+        origin.to_string()
+    } else {
+        "\"@\"".to_string()
+    };
     let mut out = String::with_capacity(rest.len() + origin.len());
     let (mut quoted, mut escaped) = (false, false);
-    let mut chars = rest.chars().peekable();
+    // Whether the character before was an unescaped blank outside quotes (or the start).
     let mut field_start = true;
+    let mut chars = rest.chars().peekable();
     while let Some(c) = chars.next() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
-        } else if c == '@'
+        let was_escaped = escaped;
+        escaped = false;
+        if !was_escaped
+            && c == '@'
             && !quoted
             && field_start
             && chars.peek().is_none_or(|&n| n == ' ' || n == '\t')
@@ -479,7 +493,12 @@ fn expand_at<'a>(rest: &'a str, origin: &Name) -> std::borrow::Cow<'a, str> {
             field_start = false;
             continue;
         }
-        field_start = !quoted && !escaped && (c == ' ' || c == '\t');
+        if !was_escaped && c == '\\' {
+            escaped = true;
+        } else if !was_escaped && c == '"' {
+            quoted = !quoted;
+        }
+        field_start = !was_escaped && !quoted && (c == ' ' || c == '\t');
         out.push(c);
     }
     std::borrow::Cow::Owned(out)
