@@ -348,7 +348,8 @@ pub const MAX_ZONE_FILE: u64 = 64 << 20;
 /// The most a configuration file may hold: 16 MiB.
 pub const MAX_CONFIG_FILE: u64 = 16 << 20;
 
-/// The most a secret, key, certificate (a CA bundle too) or token-keys file may hold: 4 MiB.
+/// The most a secret, key or token-keys file may hold: 4 MiB (certificates, CA bundles and
+/// CRLs may take [`MAX_LIST_FILE`]).
 pub const MAX_SMALL_FILE: u64 = 4 << 20;
 
 /// Read a file someone configured, as bytes: it must be a regular file on a disk filesystem

@@ -56,7 +56,8 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsSetupError {
 /// A PEM file's bytes, read as every configured file is
 /// ([`crate::config_error::read_regular_file`]: no FIFO, device or kernel interface).
 fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    crate::config_error::read_regular_file(path, crate::config_error::MAX_SMALL_FILE)
+    // A CA bundle or an enterprise CRL can be tens of megabytes: the list files' bound.
+    crate::config_error::read_regular_file(path, crate::config_error::MAX_LIST_FILE)
         .map_err(|e| file_error(path, e))
 }
 
