@@ -198,6 +198,28 @@ pub async fn answered(udp: SocketAddr, src: &str) -> bool {
         == ResponseCode::NoError
 }
 
+/// A review server on a fresh directory whose `client` has tunnelled to `tun.example` (and
+/// been contained) and is in the queue: the upstream, the directory, the clock and the server.
+async fn with_suspect(
+    client: &str,
+) -> (
+    RunningUpstream,
+    tempfile::TempDir,
+    std::sync::Arc<ManualClock>,
+    ReviewServer,
+) {
+    let up = FakeUpstream::new()
+        .with_a("www.example", [192, 0, 2, 1], 300)
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
+    assert!(tunnel(s.udp, &clock, client, "tun.example").await > 0);
+    s.wait_for_suspect(client, "tun.example").await;
+    (up, dir, clock, s)
+}
+
 fn step(to: &str, note: &str) -> Value {
     json!({ "to": to, "note": note })
 }
@@ -527,15 +549,7 @@ async fn roles_transitions_side_effects_restart_and_audit() {
 #[tokio::test]
 async fn the_review_cli_lists_shows_and_triages_over_the_api() {
     use dnsward::review::cli::{ReviewCommand, run};
-    let up = FakeUpstream::new()
-        .with_a("www.example", [192, 0, 2, 1], 300)
-        .start()
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
-    assert!(tunnel(s.udp, &clock, "127.0.0.82", "tun.example").await > 0);
-    s.wait_for_suspect("127.0.0.82", "tun.example").await;
+    let (_up, _dir, _clock, mut s) = with_suspect("127.0.0.82").await;
     let list = run(
         &s.base,
         CAROL,
@@ -707,15 +721,7 @@ async fn without_an_event_file_the_queue_comes_from_the_alerts_in_memory() {
 
 #[tokio::test]
 async fn two_analysts_acting_at_once_get_one_step_and_one_refusal() {
-    let up = FakeUpstream::new()
-        .with_a("www.example", [192, 0, 2, 1], 300)
-        .start()
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
-    assert!(tunnel(s.udp, &clock, "127.0.0.84", "tun.example").await > 0);
-    s.wait_for_suspect("127.0.0.84", "tun.example").await;
+    let (_up, _dir, _clock, mut s) = with_suspect("127.0.0.84").await;
     let path = "/api/v1/review/suspects/127.0.0.84/tun.example/transition";
     let fp = json!({"to": "false_positive", "note": "mine", "exception_days": 1});
     let rel = step("released", "no, mine");
@@ -1207,15 +1213,7 @@ async fn unmatched_requests_are_audited_and_need_a_token_to_tell_404_from_405() 
 /// domain extends the first rather than taking another slot.
 #[tokio::test]
 async fn exceptions_survive_a_restart_and_can_be_removed() {
-    let up = FakeUpstream::new()
-        .with_a("www.example", [192, 0, 2, 1], 300)
-        .start()
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new();
-    let mut s = ReviewServer::start(dir.path(), up.addr, clock.clone()).await;
-    assert!(tunnel(s.udp, &clock, "127.0.0.85", "tun.example").await > 0);
-    s.wait_for_suspect("127.0.0.85", "tun.example").await;
+    let (_up, dir, _clock, mut s) = with_suspect("127.0.0.85").await;
     let (status, t) = s
         .post(
             ALICE,
