@@ -84,7 +84,7 @@ async fn auth_and_audit(State(r): State<Shared>, mut req: Request, next: Next) -
         }
         None => {
             let msg = if r.has_users() {
-                "missing or unknown bearer token"
+                "missing or wrong bearer token"
             } else {
                 "the review API is disabled: set admin.token_file or admin.tokens_file"
             };
