@@ -198,6 +198,15 @@ pub async fn answered(udp: SocketAddr, src: &str) -> bool {
         == ResponseCode::NoError
 }
 
+/// A review server on a fresh directory with an upstream that answers nothing in particular:
+/// the upstream, the directory and the server.
+async fn plain_server() -> (RunningUpstream, tempfile::TempDir, ReviewServer) {
+    let up = FakeUpstream::new().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    (up, dir, s)
+}
+
 /// A review server on a fresh directory whose `client` has tunnelled to `tun.example` (and
 /// been contained) and is in the queue: the upstream, the directory, the clock and the server.
 async fn with_suspect(
@@ -1012,9 +1021,7 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
 async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
     const NEXT: &str = "rotated-admin-token-0123456789abcdef0123456789";
     const THIRD: &str = "third-admin-token-0123456789abcdef0123456789ab";
-    let up = FakeUpstream::new().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let (_up, dir, mut s) = plain_server().await;
     let admin_api = |token: &str| {
         reqwest::Client::new()
             .get(format!("{}/api/v1/policy", s.base))
@@ -1095,9 +1102,7 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
 /// audit detail names the version it re-activates as a number.
 #[tokio::test]
 async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly() {
-    let up = FakeUpstream::new().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let (_up, _dir, mut s) = plain_server().await;
     let reload = "/api/v1/review/policy/reload";
     for bad in [
         "m".repeat(1500),
@@ -1138,13 +1143,10 @@ async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly
 }
 
 /// A request no route takes is audited too (404, or 405 with `Allow`), naming who sent it;
-/// without a token, anything under `/api/` is 401 whether the route exists or not, so the
-/// routes and their methods cannot be mapped without one.
+/// without a token, anything under `/api/` is 401 whether the route exists or not.
 #[tokio::test]
 async fn unmatched_requests_are_audited_and_need_a_token_to_tell_404_from_405() {
-    let up = FakeUpstream::new().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let (_up, _dir, mut s) = plain_server().await;
     let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
         let mut r = reqwest::Client::new().request(method, format!("{}{path}", s.base));
         if let Some(t) = token {
@@ -1310,9 +1312,7 @@ async fn exceptions_survive_a_restart_and_can_be_removed() {
 #[tokio::test]
 async fn a_body_declared_too_large_is_refused_before_it_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = FakeUpstream::new().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = ReviewServer::start(dir.path(), up.addr, ManualClock::new()).await;
+    let (_up, _dir, mut s) = plain_server().await;
     let addr = s.base.trim_start_matches("http://").to_string();
     let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
     c.write_all(
