@@ -1028,18 +1028,20 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
             .bearer_auth(token.to_string())
             .send()
     };
+    // The admin API's policy reload, as `token`.
+    let admin_reload = |token: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/policy/reload", s.base))
+            .bearer_auth(token.to_string())
+            .json(&json!({"actor": "ops"}))
+            .send()
+    };
     let whoami = "/api/v1/review/whoami";
     assert_eq!(s.get(Some(ADMIN), whoami).await.0, 200);
 
     // Rotated by the admin API's policy reload: the review API follows at once.
     crate::harness::write_secret(&dir.path().join("token"), NEXT);
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/policy/reload", s.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"actor": "ops"}))
-        .send()
-        .await
-        .unwrap();
+    let r = admin_reload(ADMIN).await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
     assert_eq!(s.get(Some(ADMIN), whoami).await.0, 401, "old token revoked");
     let (status, me) = s.get(Some(NEXT), whoami).await;
@@ -1079,13 +1081,7 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
     // A user's token written as the admin token: the reload goes on without it (a warning),
     // the running admin token stays and the user keeps its role.
     crate::harness::write_secret(&dir.path().join("token"), CAROL);
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/policy/reload", s.base))
-        .bearer_auth(THIRD)
-        .json(&json!({"actor": "ops"}))
-        .send()
-        .await
-        .unwrap();
+    let r = admin_reload(THIRD).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
     assert!(body.to_string().contains("token of a user"), "{body}");
