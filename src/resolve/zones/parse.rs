@@ -42,6 +42,7 @@ fn split_entries(text: &str, location: &str, problems: &mut ConfigProblems) -> V
     let mut in_quote = false;
     let mut in_comment = false;
     let mut escaped = false;
+    let mut reported_line = None;
 
     let finish = |current: &mut String, start_line: usize, entries: &mut Vec<Entry>| {
         if !current.trim().is_empty() {
@@ -77,6 +78,23 @@ fn split_entries(text: &str, location: &str, problems: &mut ConfigProblems) -> V
             continue;
         }
         if in_comment {
+            continue;
+        }
+        // A raw control byte (NUL, ESC, DEL, …) is no text a zone file may hold (RFC 1035
+        // §5.1 writes such a byte `\DDD`); read as it is, it would go into a name or a string
+        // unseen by whoever reads the file. Reported once a line, and the zone is refused.
+        if c.is_control() && c != '\t' && c != '\r' {
+            if reported_line != Some(line) {
+                problems.push(
+                    format!("{location}:{line}"),
+                    format!(
+                        "control character U+{:04X} in the text: write a byte as \\DDD \
+                         (RFC 1035 §5.1)",
+                        u32::from(c)
+                    ),
+                );
+                reported_line = Some(line);
+            }
             continue;
         }
         if escaped {
@@ -416,22 +434,35 @@ fn parse_record(
     ttl: Option<u32>,
 ) -> Result<Record, String> {
     // `[TTL] [class] type` or `[class] [TTL] type`: hickory takes a TTL it cannot read for a
-    // type ("record type string unknown: 99999999999"), so a TTL is checked here first. Types
-    // and classes never start with a digit; what follows the type is its data.
-    for word in rest.split_whitespace().take(3) {
-        if word.starts_with(|c: char| c.is_ascii_digit()) {
-            zone_ttl(word)?;
-        } else if word.len() > 1
-            && word.starts_with('-')
-            && word[1..].starts_with(|c: char| c.is_ascii_digit())
-        {
-            return Err(format!("TTL {} is negative", excerpt(word)));
-        } else if !is_class(word) {
-            break;
-        }
+    // type ("record type string unknown: 99999999999"), so a TTL is checked here first
+    // ([`RecordHead`]). Types and classes never start with a digit; what follows the type is
+    // its data.
+    let head = RecordHead::of(rest)?;
+    if let Some(record) = generic_record(owner, &head, ttl)? {
+        return Ok(record);
     }
+    // `TYPE1` for a type hickory knows by its mnemonic, with the data in that type's own form.
+    let renamed;
+    let rest = match head.generic_type {
+        Some(rtype) => {
+            renamed = format!("{}{rtype}{}", &rest[..head.type_at], &rest[head.data_at..]);
+            renamed.as_str()
+        }
+        None => rest,
+    };
     extra_fields(rest)?;
     let rest = expand_at(rest, origin);
+    // No TTL written, none in force (no `$TTL`, no record before): an SOA's TTL is its MINIMUM
+    // field, as BIND and Knot read such a zone; any other record is an error.
+    let ttl = match (ttl, head.ttl, head.rtype) {
+        (None, None, Some(RecordType::SOA)) => Some(SOA_TTL_UNSET),
+        (None, None, _) => {
+            return Err(
+                "no TTL: write one on the record or a $TTL line before it (RFC 2308 §4)".into(),
+            );
+        }
+        (ttl, _, _) => ttl,
+    };
     let ttl_line = ttl.map(|t| format!("$TTL {t}\n")).unwrap_or_default();
     let mini = format!("{ttl_line}@ {}\n", decimal_escapes(&rest)?);
     let (_, sets) = Parser::new(mini, None, Some(origin.clone()))
@@ -444,11 +475,193 @@ fn parse_record(
         (Some(mut record), None) => {
             encodable(&record)?;
             record.name = owner.clone();
+            if head.ttl.is_none()
+                && ttl == Some(SOA_TTL_UNSET)
+                && let RData::SOA(soa) = &record.data
+            {
+                record.ttl = soa.minimum.min(MAX_TTL);
+            }
             Ok(record)
         }
         (None, _) => Err("no record type and data".into()),
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
+}
+
+/// The TTL an SOA written with none, with none in force, is parsed with before its MINIMUM
+/// field takes its place.
+const SOA_TTL_UNSET: u32 = 0;
+
+/// What comes before a record's data: `[TTL] [class]` or `[class] [TTL]`, then the type, read
+/// the way RFC 3597 §5 writes unknown types (`TYPE65534`) as well as by mnemonic.
+#[derive(Debug)]
+struct RecordHead<'a> {
+    /// The TTL written on the record, if any.
+    ttl: Option<u32>,
+    /// The class written on the record, if any.
+    class: Option<DNSClass>,
+    /// The type, when it is one: a mnemonic hickory knows or `TYPEnnn`.
+    rtype: Option<RecordType>,
+    /// Set when the type was written `TYPEnnn` (RFC 3597 §5).
+    generic_type: Option<RecordType>,
+    /// Byte offsets in the text of the type word and of what follows it.
+    type_at: usize,
+    data_at: usize,
+    /// The data after the type.
+    data: &'a str,
+}
+
+impl<'a> RecordHead<'a> {
+    fn of(rest: &'a str) -> Result<Self, String> {
+        let mut ttl = None;
+        let mut class = None;
+        let mut at = 0;
+        for _ in 0..3 {
+            let word_start = at + rest[at..].len() - rest[at..].trim_start().len();
+            let word_end = rest[word_start..]
+                .find([' ', '\t'])
+                .map_or(rest.len(), |n| word_start + n);
+            let word = &rest[word_start..word_end];
+            if word.is_empty() {
+                break;
+            }
+            if word.starts_with(|c: char| c.is_ascii_digit()) {
+                ttl = Some(zone_ttl(word)?);
+            } else if word.len() > 1
+                && word.starts_with('-')
+                && word[1..].starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(format!("TTL {} is negative", excerpt(word)));
+            } else if !is_class(word) {
+                let generic_type = generic_type_code(word)?.map(RecordType::from);
+                let rtype = generic_type.or_else(|| word.to_ascii_uppercase().parse().ok());
+                return Ok(Self {
+                    ttl,
+                    class,
+                    rtype,
+                    generic_type,
+                    type_at: word_start,
+                    data_at: word_end,
+                    data: rest[word_end..].trim(),
+                });
+            } else {
+                class = word.to_ascii_uppercase().parse().ok();
+            }
+            at = word_end;
+        }
+        Ok(Self {
+            ttl,
+            class,
+            rtype: None,
+            generic_type: None,
+            type_at: rest.len(),
+            data_at: rest.len(),
+            data: "",
+        })
+    }
+}
+
+/// A type as a zone file writes it: its mnemonic, else `TYPEnnn` (RFC 3597 §5).
+fn type_text(rtype: RecordType) -> String {
+    match rtype {
+        RecordType::Unknown(code) => format!("TYPE{code}"),
+        known => known.to_string(),
+    }
+}
+
+/// `TYPEnnn` (RFC 3597 §5) as its number; `None` for any other word.
+fn generic_type_code(word: &str) -> Result<Option<u16>, String> {
+    let Some(digits) = word
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("TYPE"))
+        .map(|_| &word[4..])
+    else {
+        return Ok(None);
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    digits
+        .parse::<u16>()
+        .map(Some)
+        .map_err(|_| format!("type {} is above TYPE65535", excerpt(word)))
+}
+
+/// A record whose data is in RFC 3597's generic form, `\# <length> <hex>`, for a type known or
+/// not (`x TYPE65534 \# 3 abcdef`, `y A \# 4 c0000201`): a known type's data is read as that
+/// type's wire form and served as if written in its own syntax (§5). `None` when the data is in
+/// a type's own syntax; an unknown type (`TYPEnnn` hickory has no mnemonic for) must use the
+/// generic form.
+fn generic_record(
+    owner: &Name,
+    head: &RecordHead<'_>,
+    ttl: Option<u32>,
+) -> Result<Option<Record>, String> {
+    use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+    let Some(rtype) = head.rtype else {
+        return Ok(None);
+    };
+    let mut words = head.data.split_whitespace();
+    if words.next() != Some("\\#") {
+        if matches!(rtype, RecordType::Unknown(_)) {
+            return Err(format!(
+                "type {} has no text form here: write its data as \\# <length> <hex> \
+                 (RFC 3597 §5)",
+                type_text(rtype)
+            ));
+        }
+        return Ok(None);
+    }
+    let code = u16::from(rtype);
+    // Meta-types and QTYPEs (RFC 6895 §3.1: OPT, 128–255 such as TSIG, AXFR, ANY) are not data.
+    if code == 0 || code == 41 || (128..=255).contains(&code) {
+        return Err(format!(
+            "type {} is a meta-type or query type, not record data (RFC 6895 §3.1)",
+            type_text(rtype)
+        ));
+    }
+    let length = words
+        .next()
+        .ok_or("\\# needs the data's length in bytes, then its hex (RFC 3597 §5)")?;
+    let length: u16 = length.parse().map_err(|_| {
+        format!(
+            "\\# length {} is not a number of bytes up to 65535",
+            excerpt(length)
+        )
+    })?;
+    let hex: String = words.collect();
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "\\# data {} is not whole bytes of hexadecimal",
+            excerpt(&hex)
+        ));
+    }
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_default())
+        .collect();
+    if bytes.len() != usize::from(length) {
+        return Err(format!(
+            "\\# says {length} bytes but its hex holds {}",
+            bytes.len()
+        ));
+    }
+    let ttl = head
+        .ttl
+        .or(ttl)
+        .ok_or("no TTL: write one on the record or a $TTL line before it (RFC 2308 §4)")?;
+    let mut decoder = BinDecoder::new(&bytes);
+    let data = RData::read(&mut decoder, rtype, Restrict::new(length)).map_err(|e| {
+        format!(
+            "\\# data is not a valid {} record: {}",
+            type_text(rtype),
+            clipped(&e.to_string())
+        )
+    })?;
+    let mut record = Record::from_rdata(owner.clone(), ttl, data);
+    record.dns_class = head.class.unwrap_or(DNSClass::IN);
+    encodable(&record)?;
+    Ok(Some(record))
 }
 
 /// `rest` with every field of a name-bearing type's data that is exactly `@` (unescaped,
@@ -704,9 +917,11 @@ fn build_zone(
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::rr::RecordType;
+    use std::net::Ipv4Addr;
 
-    use super::super::fixture::{SOA, from_texts, qname};
+    use hickory_proto::rr::{RData, RecordType};
+
+    use super::super::fixture::{SOA, a_addrs, from_texts, qname};
     use super::super::{ZoneSet, ZonesConfig};
     use super::split_entries;
     use crate::config_error::ConfigProblems;
@@ -950,6 +1165,102 @@ mod tests {
                 .len()
                 == 1
         );
+    }
+
+    #[test]
+    fn rfc_3597_generic_types_and_data_are_read_and_checked() {
+        let text = format!(
+            "{SOA}x TYPE65534 \\# 3 abcdef\ny IN A \\# 4 c0000201\nz TYPE1 \\# 4 c0000202\n\
+             w 60 IN TYPE16 \"hello\"\ne TYPE65000 \\# 0\nm MX \\# 3 000a00\nt TYPE1 192.0.2.3\n"
+        );
+        let (set, problems, _, _) = one_zone_problems(&text);
+        assert!(problems.is_empty(), "{problems}");
+        for (line, want) in [
+            ("b1 TYPE65534 abc", "type TYPE65534 has no text form here"),
+            ("b1 TYPE65534", "type TYPE65534 has no text form here"),
+            ("b2 A \\# 4 c00002", "\\# says 4 bytes but its hex holds 3"),
+            ("b3 A \\# 3 c00002", "\\# data is not a valid A record"),
+            ("b4 TYPE41 \\# 0", "type OPT is a meta-type"),
+            ("b5 TYPE65536 \\# 0", "above TYPE65535"),
+            ("b6 TYPE255 \\# 0", "type ANY is a meta-type"),
+            ("b7 TYPE1 \\# 2 0g", "is not whole bytes of hexadecimal"),
+            ("b8 TXT \\# x 00", "is not a number of bytes"),
+        ] {
+            let (_, problems, path, got) = one_zone_problems(&format!("{SOA}{line}\n"));
+            assert_eq!(got.len(), 1, "{line}: {problems}");
+            assert_eq!(got[0].0, format!("{path}:4"));
+            assert!(got[0].1.contains(want), "{line}: {}", got[0].1);
+        }
+        let answer = |name: &str, rtype| {
+            set.lookup(&qname(name), rtype)
+                .map(|a| a.answers)
+                .unwrap_or_default()
+        };
+        let unknown = answer("x.t.internal", RecordType::Unknown(65534));
+        assert_eq!(unknown.len(), 1);
+        match &unknown[0].data {
+            RData::Unknown { code, rdata } => {
+                assert_eq!(*code, RecordType::Unknown(65534));
+                assert_eq!(rdata.anything, [0xab, 0xcd, 0xef]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A known type in the generic form is that type, as if written in its own syntax.
+        assert_eq!(
+            a_addrs(&answer("y.t.internal", RecordType::A)),
+            [Ipv4Addr::new(192, 0, 2, 1)]
+        );
+        assert_eq!(
+            a_addrs(&answer("z.t.internal", RecordType::A)),
+            [Ipv4Addr::new(192, 0, 2, 2)]
+        );
+        assert_eq!(
+            a_addrs(&answer("t.t.internal", RecordType::A)),
+            [Ipv4Addr::new(192, 0, 2, 3)]
+        );
+        let txt = answer("w.t.internal", RecordType::TXT);
+        assert!(matches!(&txt[0].data, RData::TXT(t) if t.to_string() == "hello"));
+        assert_eq!(answer("e.t.internal", RecordType::Unknown(65000)).len(), 1);
+        let mx = answer("m.t.internal", RecordType::MX);
+        assert!(matches!(&mx[0].data, RData::MX(m) if m.preference == 10 && m.exchange.is_root()));
+    }
+
+    #[test]
+    fn an_soa_with_no_ttl_in_force_takes_its_minimum_and_other_records_need_one() {
+        let text = "$ORIGIN t.internal.\n@ IN SOA ns hm 1 2 3 4 600\nwww IN A 10.0.0.1\n";
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let soa = set.lookup(&qname("t.internal"), RecordType::SOA).unwrap();
+        assert_eq!(soa.answers[0].ttl, 600);
+        // The records after it take the last TTL (RFC 1035 §5.1).
+        let www = set.lookup(&qname("www.t.internal"), RecordType::A).unwrap();
+        assert_eq!(www.answers[0].ttl, 600);
+
+        let text = "$ORIGIN t.internal.\nwww IN A 10.0.0.1\n@ IN SOA ns hm 1 2 3 4 600\n";
+        let (_, problems, path, got) = one_zone_problems(text);
+        assert_eq!(got.len(), 1, "{problems}");
+        assert_eq!(got[0].0, format!("{path}:2"));
+        assert!(got[0].1.contains("no TTL"), "{}", got[0].1);
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused_with_their_line() {
+        for ch in ['\0', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let text =
+                format!("{SOA}a{ch}b IN A 10.0.0.1\nc IN TXT \"x{ch}{ch}\"\nok IN A 10.0.0.2\n");
+            let (_, problems, path, got) = one_zone_problems(&text);
+            assert_eq!(got.len(), 2, "{problems}");
+            assert_eq!(got[0].0, format!("{path}:4"));
+            assert_eq!(got[1].0, format!("{path}:5"));
+            assert!(
+                got[0].1.contains(&format!("U+{:04X}", u32::from(ch))),
+                "{}",
+                got[0].1
+            );
+        }
+        // In a comment it is nobody's data.
+        let (_, problems, _, _) = one_zone_problems(&format!("{SOA}ok IN A 10.0.0.2 ; \0\n"));
+        assert!(problems.is_empty(), "{problems}");
     }
 
     #[test]
