@@ -1098,7 +1098,7 @@ async fn rotating_the_admin_token_revokes_the_old_one_on_both_apis() {
 /// audit detail names the version it re-activates as a number.
 #[tokio::test]
 async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly() {
-    let (_up, _dir, mut s) = plain_server().await;
+    let (_up, dir, mut s) = plain_server().await;
     let reload = "/api/v1/review/policy/reload";
     for bad in [
         "m".repeat(1500),
@@ -1112,16 +1112,28 @@ async fn the_review_reload_message_is_bounded_and_a_rollback_is_recorded_plainly
             "{body}"
         );
     }
+    // The same content keeps version 1, so a rollback to it has nothing to do: 409, nothing
+    // recorded.
     let (status, body) = s
         .post(ADMIN, reload, json!({ "message": "m".repeat(1024) }))
         .await;
     assert_eq!(status, 200, "{body}");
+    let rollback = "/api/v1/review/policy/rollback";
     let (status, body) = s
-        .post(
-            ADMIN,
-            "/api/v1/review/policy/rollback",
-            json!({ "reason": "back", "to": 1 }),
-        )
+        .post(ADMIN, rollback, json!({ "reason": "back", "to": 1 }))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already running"),
+        "{body}"
+    );
+    let config = dir.path().join("dnsward.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n# version 2\n")).unwrap();
+    let (status, body) = s.post(ADMIN, reload, json!({ "message": "two" })).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .post(ADMIN, rollback, json!({ "reason": "back", "to": 1 }))
         .await;
     assert_eq!(status, 200, "{body}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

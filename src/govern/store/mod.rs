@@ -239,6 +239,16 @@ pub enum StoreError {
         /// The latest version.
         latest: u64,
     },
+    /// Rollback to a version whose content is the running policy's: nothing would change.
+    #[error(
+        "version {to} has the content already running (version {latest}): nothing to roll back"
+    )]
+    AlreadyRunning {
+        /// The version asked for.
+        to: u64,
+        /// The latest version, which runs.
+        latest: u64,
+    },
     /// A required argument was missing or invalid.
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

@@ -142,6 +142,14 @@ impl PolicyStore {
             // that nothing changed since it was proposed.
             return Err(StoreError::IsProposal(target.number));
         }
+        // A version recorded only to say nothing changed is noise in the history an auditor
+        // reads; the caller is told instead (409 from the APIs).
+        if target.hash == latest.hash {
+            return Err(StoreError::AlreadyRunning {
+                to: target.number,
+                latest: latest.number,
+            });
+        }
         self.reactivate(&latest, &target, actor, reason, ACTION_ROLLBACK, loader)
     }
 
@@ -451,6 +459,14 @@ mod tests {
         let (v5, _) = store.rollback(None, "bob", "again", &ConfigFiles).unwrap();
         assert_eq!(v5.rolled_back_to, Some(3));
         assert_eq!(v5.hash, store.get(1).unwrap().hash);
+        // To the running version, or another with its content: nothing to do, nothing recorded.
+        for to in [5, 3, 1] {
+            assert!(matches!(
+                store.rollback(Some(to), "bob", "again", &ConfigFiles),
+                Err(StoreError::AlreadyRunning { latest: 5, .. })
+            ));
+        }
+        assert_eq!(store.history().unwrap().len(), 5);
     }
 
     #[test]
