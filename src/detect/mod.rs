@@ -223,6 +223,13 @@ const SAMPLES: usize = 3;
 /// names across many domains does not add up to a tunnel, while one spreading encoded data over
 /// many domains does.
 const CLIENT_ALLOWANCE_BITS: u32 = 32;
+/// Novel names of one registrable domain, within the long window, whose first
+/// [`CLIENT_ALLOWANCE_BITS`] the client-wide budget forgives. A site has a handful of ordinary
+/// host names (`www`, `api`, `cdn`, `eu-west-1`); past this many the allowance is not a host
+/// label's any more, and every bit counts client-wide. Without the bound a tunnel writing at
+/// most 4 bytes a name over many domains counted nothing client-wide (~29 KB an hour at 2 q/s
+/// over 50 domains in an independent run).
+const CLIENT_ALLOWANCE_NAMES: u64 = 8;
 /// Bits of a registrable domain's own first label (`github` in `github.com`, `<label>` in
 /// `<label>.duckdns.org`) that the client-wide budget does not count when the domain is new to
 /// the client and no other client asked it last: a brand name of two or three words carries
@@ -947,7 +954,10 @@ impl Detector {
         };
 
         // The client across all its domains: only the part of each name beyond an ordinary
-        // host label counts, against a multiple of the budgets.
+        // host label counts, against a multiple of the budgets; and all of it once the domain
+        // has had its few host labels' worth of novel names in the long window.
+        let allowance_spent =
+            sample.novel && st.windows.0[2].raw_novel_names() > CLIENT_ALLOWANCE_NAMES;
         let client_budgets = self.budgets.scaled(scale * self.client_factor);
         let client_evidence = |c: &mut ClientState, spike: bool| Evidence {
             windows: c.windows.stats(),
@@ -969,8 +979,12 @@ impl Detector {
                 clippy::cast_sign_loss,
                 clippy::cast_precision_loss
             )]
-            let excess =
-                (sample.bits.saturating_sub(CLIENT_ALLOWANCE_BITS) as f32 * prevalence) as u32;
+            let allowance = if allowance_spent {
+                0
+            } else {
+                CLIENT_ALLOWANCE_BITS
+            };
+            let excess = (sample.bits.saturating_sub(allowance) as f32 * prevalence) as u32;
             let excess = if c.recent.insert(sub_hash) { excess } else { 0 };
             let label_excess = label_bits.saturating_sub(CLIENT_LABEL_ALLOWANCE_BITS);
             let client_sample = Sample {

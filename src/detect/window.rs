@@ -174,6 +174,13 @@ impl SlidingWindow {
         u64::from(self.current.novel_bits) + u64::from(self.previous.novel_bits)
     }
 
+    /// Novel names counted in both halves, before any correction (the filter can over-count a
+    /// name asked again after it was pushed out, never under-count).
+    #[must_use]
+    pub fn raw_novel_names(&self) -> u64 {
+        u64::from(self.current.novel_names) + u64::from(self.previous.novel_names)
+    }
+
     /// Carrier answer bytes in both halves, as counted.
     #[must_use]
     pub fn raw_down_bytes(&self) -> u64 {
