@@ -136,3 +136,42 @@ async fn a_burst_of_queries_for_a_local_alias_shares_one_exchange_for_the_target
         "one upstream exchange for the target"
     );
 }
+
+/// With RD clear (RFC 1034 §4.3.1) a local alias's chain stops where the local data does, as
+/// from Unbound: the target is neither forwarded nor read from the cache every group shares
+/// (whose TTL would tell when another agent asked for it). The same query with RD set is
+/// chased as ever.
+#[tokio::test]
+async fn without_recursion_desired_a_local_alias_is_not_chased_out_of_the_local_zones() {
+    let up = FakeUpstream::new()
+        .answering_everything([192, 0, 2, 13])
+        .start_on(HOST.parse().unwrap())
+        .await;
+    let s = start(&up).await;
+    let norec = |qname: &str| {
+        let mut m = Message::from_vec(&query_packet(qname, RecordType::A, true)).unwrap();
+        m.metadata.recursion_desired = false;
+        m.to_vec().unwrap()
+    };
+    let client = CLIENT.parse().unwrap();
+    // Never asked: nothing is forwarded for it.
+    let raw = udp_raw(s.udp, client, &norec("dead.alias.internal"))
+        .await
+        .expect("an answer");
+    let m = Message::from_vec(&raw).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(m.answers.len(), 1, "the CNAME alone: {m:?}");
+    assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    assert!(m.metadata.authoritative, "all of it is local data");
+    assert_eq!(times_asked(&up, "dead.example"), 0, "{:?}", up.asked());
+    // Cached by a query with RD set: still not shown without it.
+    let (m, _, _) = ask(s.udp, "slow.alias.internal").await;
+    assert_eq!(a_records(&m), ["192.0.2.13"]);
+    let raw = udp_raw(s.udp, client, &norec("slow.alias.internal"))
+        .await
+        .expect("an answer");
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(a_records(&m).is_empty(), "the cached target: {m:?}");
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    assert_eq!(times_asked(&up, "slow.example"), 1);
+}

@@ -12,6 +12,9 @@
 //! alias, RFC 9520), and its upstream exchange is shared with every identical question in
 //! flight, the alias's other queries and the target's own.
 //!
+//! A query with RD clear (RFC 1034 §4.3.1) gets the chain only as far as the local zones go:
+//! its targets are not looked up in the shared cache or forwarded.
+//!
 //! Every target on the way must be a name the client's group may resolve (the answer check's
 //! CNAME rule), and a forwarded answer for it goes through the same address check as any other
 //! forwarded answer. The chain is bounded by [`MAX_CNAME_CHAIN`] links in all.
@@ -140,6 +143,13 @@ impl Pipeline {
                         .filter(|r| group.decide(&wire::name_text(&r.name)).is_allowed()),
                 );
                 continue;
+            }
+            // Outside every local zone, and the client asked for no recursion (RD clear): the
+            // chain as far as the local data goes, as from Unbound. Neither the upstreams nor
+            // the cache (which every group shares, and whose TTLs tell when another client
+            // asked) are consulted for it.
+            if !q.rd {
+                return Ok(());
             }
             // Outside every local zone: the cache, else the upstreams, as a question of its own.
             let mut question = Vec::with_capacity(text.len() + 6);
