@@ -801,11 +801,22 @@ impl AnswerCache {
             RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
             _ => None,
         });
+        let negative_lifetime =
+            soa_ttl.map(|t| t.clamp(min, secs(self.cfg.negative_max_ttl).max(min)));
+        // A CNAME chain that ends without the type asked (NODATA after the chain, RFC 2308
+        // §5) is negative at its end: the SOA there says for how long, as for a plain NODATA.
+        let negative_tail = negative
+            || (code == rcode::NOERROR
+                && negative_lifetime.is_some()
+                && m.queries.first().is_some_and(|q| {
+                    let qtype = q.query_type();
+                    qtype != RecordType::ANY && !m.answers.iter().any(|r| r.record_type() == qtype)
+                }));
         let (lifetime, cacheable) = if code != rcode::NOERROR && code != rcode::NXDOMAIN {
             (0, false)
         } else if negative {
-            match soa_ttl {
-                Some(t) => (t.clamp(min, secs(self.cfg.negative_max_ttl).max(min)), true),
+            match negative_lifetime {
+                Some(t) => (t, true),
                 None => (0, false),
             }
         } else {
@@ -815,8 +826,13 @@ impl AnswerCache {
                 .filter(|r| r.record_type() != RecordType::OPT)
                 .map(|r| r.ttl)
                 .min()
-                .unwrap_or(0);
-            (t.clamp(min, max), true)
+                .unwrap_or(0)
+                .clamp(min, max);
+            let t = match negative_lifetime {
+                Some(n) if negative_tail => t.min(n),
+                _ => t,
+            };
+            (t, true)
         };
         let mut bytes = m
             .to_vec()
@@ -829,8 +845,8 @@ impl AnswerCache {
             let at = usize::from(off);
             let field = &mut bytes[at..at + 4];
             let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
-            let clamped = if negative && rt == rtype::SOA {
-                lifetime
+            let clamped = if negative_tail && rt == rtype::SOA {
+                negative_lifetime.unwrap_or(lifetime)
             } else {
                 ttl.clamp(min, max)
             };
@@ -1116,6 +1132,38 @@ mod tests {
         assert_eq!(ttls(&hit.render(&q, clock.now(), 512)), vec![1]);
         clock.advance(Duration::from_secs(1));
         assert!(cache.get(&q).is_none());
+    }
+
+    /// A CNAME chain ending in NODATA (RFC 2308 §5): the SOA at its end gives its lifetime and
+    /// is served with the smaller of its TTL and MINIMUM, as a plain NODATA's is; the chain's
+    /// CNAME keeps its own TTL. An answer of the type asked is not touched.
+    #[test]
+    fn a_cname_chain_ending_in_nodata_lives_as_long_as_its_soa_minimum() {
+        use hickory_proto::rr::rdata::CNAME;
+        let clock = ManualClock::new();
+        let cache = AnswerCache::new(&CacheConfig::default(), clock.clone());
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        let alias = Name::from_ascii("alias.example.com.").unwrap();
+        let target = Name::from_ascii("target.example.com.").unwrap();
+        m.add_query(hickory_proto::op::Query::query(
+            alias.clone(),
+            RecordType::TXT,
+        ));
+        m.add_answer(Record::from_rdata(alias, 600, RData::CNAME(CNAME(target))));
+        let zone = Name::from_ascii("example.com.").unwrap();
+        let soa = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, 45);
+        m.add_authority(Record::from_rdata(zone, 3600, RData::SOA(soa)));
+        let prepared = cache.prepare(&m.to_vec().unwrap(), "u".into()).unwrap();
+        assert!(prepared.cacheable);
+        let p = query_bytes("alias.example.com", rtype::TXT, None);
+        let q = wire::parse_query(&p).unwrap();
+        cache.insert(&q, &prepared);
+        assert_eq!(
+            ttls(&cache.get(&q).unwrap().render(&q, clock.now(), 512)),
+            [600, 45]
+        );
+        clock.advance(Duration::from_secs(45));
+        assert!(cache.get(&q).is_none(), "gone with the negative part");
     }
 
     #[test]
