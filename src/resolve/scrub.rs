@@ -44,6 +44,8 @@ pub struct Scrubbed {
     pub authorities: usize,
     /// Records dropped from the additional section.
     pub additionals: usize,
+    /// The answer's CNAME chain loops or runs past [`MAX_CHAIN`] names: it was made SERVFAIL.
+    pub broken_chain: bool,
 }
 
 impl Scrubbed {
@@ -86,9 +88,24 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
         return Scrubbed::default();
     };
     let qtype = question.query_type();
-    let chain = chain(&question.name, &m.answers);
-    let last = chain.last().unwrap_or(&question.name).clone();
+    let (chain, broken_chain) = chain(&question.name, &m.answers);
     let before = (m.answers.len(), m.authorities.len(), m.additionals.len());
+    if broken_chain && qtype != RecordType::CNAME {
+        // A chain that loops, or goes on past the bound, leads to no answer: a failure, as
+        // from Unbound and BIND (RFC 1034 §3.6.2 has resolvers stop and fail), not NOERROR
+        // with the links so far, which a stub reads as "the name has no address".
+        m.metadata.response_code = hickory_proto::op::ResponseCode::ServFail;
+        m.answers.clear();
+        m.authorities.clear();
+        m.additionals.clear();
+        return Scrubbed {
+            answers: before.0,
+            authorities: before.1,
+            additionals: before.2,
+            broken_chain: true,
+        };
+    }
+    let last = chain.last().unwrap_or(&question.name).clone();
     m.answers.retain(|r| {
         let t = r.record_type();
         chain.contains(&r.name)
@@ -111,24 +128,28 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
         answers: before.0 - m.answers.len(),
         authorities: before.1 - m.authorities.len(),
         additionals: before.2,
+        broken_chain: false,
     }
 }
 
-/// The question name and the CNAME targets that follow from it in `answers`, in order.
-fn chain(qname: &Name, answers: &[Record]) -> Vec<Name> {
+/// The question name and the CNAME targets that follow from it in `answers`, in order; and
+/// whether the chain is broken: it loops, or a CNAME follows its [`MAX_CHAIN`]th name.
+fn chain(qname: &Name, answers: &[Record]) -> (Vec<Name>, bool) {
     let mut chain = vec![qname.clone()];
-    while chain.len() < MAX_CHAIN {
+    loop {
         let last = &chain[chain.len() - 1];
         let next = answers.iter().find_map(|r| match &r.data {
             RData::CNAME(c) if &r.name == last => Some(c.0.clone()),
             _ => None,
         });
         match next {
-            Some(target) if !chain.contains(&target) => chain.push(target),
-            _ => break,
+            None => return (chain, false),
+            Some(target) if chain.contains(&target) || chain.len() >= MAX_CHAIN => {
+                return (chain, true);
+            }
+            Some(target) => chain.push(target),
         }
     }
-    chain
 }
 
 #[cfg(test)]
@@ -136,7 +157,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::str::FromStr;
 
-    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::op::{MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
 
     use super::*;
@@ -229,7 +250,8 @@ mod tests {
             Scrubbed {
                 answers: 3,
                 authorities: 2,
-                additionals: 1
+                additionals: 1,
+                broken_chain: false,
             }
         );
     }
@@ -279,7 +301,31 @@ mod tests {
             cname("B.example.com.", "www.EXAMPLE.com."),
             a("b.example.com.", [192, 0, 2, 7]),
         ];
-        assert_eq!(chain(&m.queries[0].name, &m.answers).len(), 2);
+        assert_eq!(
+            chain(&m.queries[0].name, &m.answers),
+            (vec![name("www.example.com."), name("b.example.com.")], true)
+        );
+        let scrubbed = scrub(&mut m);
+        assert!(scrubbed.broken_chain, "a loop leads nowhere");
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(m.answers.is_empty());
+        // Asked for the CNAME itself, the loop is no concern: the record is the answer.
+        let mut m = message("WWW.Example.COM.", RecordType::CNAME);
+        m.answers = vec![
+            cname("www.example.com.", "b.example.com."),
+            cname("B.example.com.", "www.EXAMPLE.com."),
+        ];
+        assert!(!scrub(&mut m).broken_chain);
+        assert_eq!(
+            owners(&m.answers),
+            ["www.example.com. CNAME", "b.example.com. CNAME"]
+        );
+        // Case alone is no loop.
+        let mut m = message("WWW.Example.COM.", RecordType::A);
+        m.answers = vec![
+            cname("www.example.com.", "B.example.com."),
+            a("b.example.com.", [192, 0, 2, 7]),
+        ];
         assert_eq!(scrub(&mut m).total(), 0, "every record is on the chain");
     }
 
@@ -300,12 +346,26 @@ mod tests {
             ));
         }
         long.answers.push(a("c40.example.", [192, 0, 2, 9]));
-        scrub(&mut long);
-        assert_eq!(
-            long.answers.len(),
-            MAX_CHAIN,
-            "links past the bound are not served"
+        assert!(scrub(&mut long).broken_chain);
+        assert_eq!(long.metadata.response_code, ResponseCode::ServFail);
+        assert!(
+            long.answers.is_empty(),
+            "a chain past the bound is a failure"
         );
+        // Up to the bound (MAX_CHAIN names, the last with the address) a chain is served whole.
+        let mut at_bound = message("c0.example.", RecordType::A);
+        for i in 0..MAX_CHAIN - 1 {
+            at_bound.answers.push(cname(
+                &format!("c{i}.example."),
+                &format!("c{}.example.", i + 1),
+            ));
+        }
+        at_bound
+            .answers
+            .push(a(&format!("c{}.example.", MAX_CHAIN - 1), [192, 0, 2, 9]));
+        let scrubbed = scrub(&mut at_bound);
+        assert!(!scrubbed.broken_chain);
+        assert_eq!(at_bound.answers.len(), MAX_CHAIN, "{scrubbed:?}");
     }
 
     #[test]

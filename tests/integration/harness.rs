@@ -152,6 +152,18 @@ impl FakeUpstream {
         self
     }
 
+    /// A queries for `owner` answered with `links` as CNAMEs, each `(owner, target)`, in
+    /// order (a loop, a chain of any length), and nothing else.
+    pub fn with_cname_links(mut self, owner: &str, links: &[(&str, &str)]) -> Self {
+        let records = links
+            .iter()
+            .map(|(o, t)| Record::from_rdata(name(o), 300, RData::CNAME(CNAME(name(t)))))
+            .collect();
+        self.records
+            .insert((owner.to_string(), RecordType::A), records);
+        self
+    }
+
     /// `owner` SRV: one record (priority 1, weight 1) per `(target, port)`, TTL 0.
     pub fn with_srv(mut self, owner: &str, targets: &[(String, u16)]) -> Self {
         let records = targets

@@ -279,6 +279,45 @@ async fn cname_to_a_name_the_group_may_not_resolve_is_blocked() {
     assert_eq!(up.queries(), 2);
 }
 
+/// A forwarded CNAME chain that loops, or runs past 16 names, leads to no address: SERVFAIL, as
+/// from Unbound, not NOERROR with the links so far (which a stub reads as "no address"). A
+/// chain within the bound is answered whole.
+#[tokio::test]
+async fn a_forwarded_cname_loop_or_overlong_chain_is_servfail() {
+    let long: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("c{i}.allowed.example"),
+                format!("c{}.allowed.example", i + 1),
+            )
+        })
+        .collect();
+    let long: Vec<(&str, &str)> = long.iter().map(|(o, t)| (o.as_str(), t.as_str())).collect();
+    let up = upstream()
+        .with_cname_links(
+            "loop.allowed.example",
+            &[
+                ("loop.allowed.example", "loop2.allowed.example"),
+                ("loop2.allowed.example", "loop.allowed.example"),
+            ],
+        )
+        .with_cname_links("c0.allowed.example", &long)
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    for qname in ["loop.allowed.example", "c0.allowed.example"] {
+        let m = udp_query(s.udp, "127.0.0.10", qname, RecordType::A).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::ServFail,
+            "{qname}: {m:?}"
+        );
+        assert!(m.answers.is_empty(), "{qname}: {m:?}");
+    }
+    let ok = udp_query(s.udp, "127.0.0.10", "alias.example", RecordType::A).await;
+    assert_eq!(a_records(&ok), ["192.0.2.4"]);
+}
+
 #[tokio::test]
 async fn forwarded_answers_with_internal_addresses_are_blocked_and_logged() {
     let up = FakeUpstream::new()
