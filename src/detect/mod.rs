@@ -206,6 +206,11 @@ pub struct Tracked {
     pair: Arc<Mutex<PairState>>,
     /// The domain's fleet-wide state.
     domain: Arc<Mutex<DomainState>>,
+    /// The name's and the client's keys in the fleet-wide "asked last" table.
+    name_hash: u64,
+    client_hash: u64,
+    /// The registrable domain's own key there, when this query was the client's first of it.
+    label_key: Option<u64>,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -240,6 +245,11 @@ const CLIENT_LABEL_ALLOWANCE_BITS: u32 = 48;
 /// Mixed into a registrable domain's key for its entry in the fleet-wide "asked last" table,
 /// apart from the names under it.
 const DOMAIN_ASKER_MIX: u64 = 0x8cb9_2ba7_2f3d_8dd7;
+
+/// A registrable domain's own key in the fleet-wide "asked last" table.
+fn label_asker_key(domain_key: u64) -> u64 {
+    domain_key.rotate_left(23) ^ DOMAIN_ASKER_MIX
+}
 /// A novel name carrying at least this many bits is kept as a sample even if it looks ordinary.
 const SAMPLE_MIN_BITS: u32 = 48;
 /// Counted answer bytes a client may get from one registrable domain per detection window
@@ -770,10 +780,13 @@ impl Detector {
         // (`duckdns.org`), `<data>.duckdns.org` has an empty subdomain and all of its data
         // there. Counted client-wide (no other key sees the domain twice) when no other
         // client asked the domain last, as a name's information is.
-        let label_bits = if std::mem::replace(&mut st.seen, true) {
-            0
+        let (label_bits, label_key) = if std::mem::replace(&mut st.seen, true) {
+            (0, None)
         } else {
-            self.registrable_label_bits(obs, client_hash, domain_key)
+            (
+                self.registrable_label_bits(obs, client_hash, domain_key),
+                Some(label_asker_key(domain_key)),
+            )
         };
         // A name asked by another client first is not this client's information. A name is
         // fresh when neither the key's recent names nor the fleet-wide table says this client
@@ -1149,8 +1162,22 @@ impl Detector {
             Some(Tracked {
                 pair,
                 domain: domain_state,
+                name_hash,
+                client_hash,
+                label_key,
             }),
         )
+    }
+
+    /// The query [`Self::observe_tracked_at`] scored went to no upstream (blocked by policy,
+    /// contained, refused): its name is not another client's "asked by someone else" (see
+    /// [`SharedNames::undelivered`]).
+    pub fn undelivered(&self, tracked: &Tracked) {
+        self.shared
+            .undelivered(tracked.name_hash, tracked.client_hash);
+        if let Some(key) = tracked.label_key {
+            self.shared.undelivered(key, tracked.client_hash);
+        }
     }
 
     /// [`Self::observe_rcode_at`] into the states [`Self::observe_tracked_at`] handed back for
@@ -1446,9 +1473,7 @@ impl Detector {
         client_hash: u64,
         domain_key: u64,
     ) -> u32 {
-        let asker = self
-            .shared
-            .record(domain_key.rotate_left(23) ^ DOMAIN_ASKER_MIX, client_hash);
+        let asker = self.shared.record(label_asker_key(domain_key), client_hash);
         if asker != LastAsker::Unknown {
             return 0;
         }

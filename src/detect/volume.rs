@@ -90,6 +90,11 @@ pub enum LastAsker {
     Other,
 }
 
+/// The bit of a [`SharedNames`] word that says its client's query went to no upstream.
+const UNDELIVERED: u64 = 1 << 23;
+/// The bits of a [`SharedNames`] word that hold its client.
+const CLIENT_BITS: u64 = UNDELIVERED - 1;
+
 impl SharedNames {
     /// A table of `slots` entries (rounded up to a power of two, at least 1,024), 8 bytes each.
     #[must_use]
@@ -110,26 +115,53 @@ impl SharedNames {
         self.record(name_hash, client_hash) == LastAsker::Other
     }
 
-    /// Records that the client with `client_hash` asked the name with `name_hash`, and says
-    /// who asked it last before: nobody the table remembers, this client, or another one.
+    /// The slot and the word `client_hash` asking `name_hash` writes there: the name's tag
+    /// above 24 bits, the client's 23 bits below, [`UNDELIVERED`] clear.
     #[inline]
-    pub fn record(&self, name_hash: u64, client_hash: u64) -> LastAsker {
+    fn slot_word(&self, name_hash: u64, client_hash: u64) -> (usize, u64) {
         let slot = usize::try_from(name_hash & self.mask).unwrap_or(0);
         let tag = (name_hash >> 24) | 1; // never 0
-        let word = (tag << 24) | (client_hash & 0x00ff_ffff);
+        (slot, (tag << 24) | (client_hash & CLIENT_BITS))
+    }
+
+    /// Records that the client with `client_hash` asked the name with `name_hash`, and says
+    /// who asked it last before: nobody the table remembers, this client, or another one. A
+    /// last asker whose query went nowhere ([`Self::undelivered`]) is nobody to another
+    /// client.
+    #[inline]
+    pub fn record(&self, name_hash: u64, client_hash: u64) -> LastAsker {
+        let (slot, word) = self.slot_word(name_hash, client_hash);
         // Most queries repeat what the slot holds (the same client asking the same name):
         // a plain load then, no locked write to a shared line.
         let old = self.slots[slot].load(Ordering::Relaxed);
-        if old == word {
+        if old & !UNDELIVERED == word {
             return LastAsker::Same;
         }
         let old = self.slots[slot].swap(word, Ordering::Relaxed);
-        if old == word {
+        if old & !UNDELIVERED == word {
             LastAsker::Same
-        } else if old >> 24 == tag {
+        } else if old >> 24 == word >> 24 && old & UNDELIVERED == 0 {
             LastAsker::Other
         } else {
             LastAsker::Unknown
+        }
+    }
+
+    /// The query [`Self::record`] just noted for `client_hash` went to no upstream (blocked,
+    /// contained, refused): the name stays this client's repeat, but to any other client it
+    /// is as if nobody had asked it. Otherwise a contained client could ask each name first,
+    /// get its sinkhole, and a clean one ask it next and have it counted as another's (an
+    /// independent run moved 27 KB that way unseen). A plain load when there is nothing to do.
+    #[inline]
+    pub fn undelivered(&self, name_hash: u64, client_hash: u64) {
+        let (slot, word) = self.slot_word(name_hash, client_hash);
+        if self.slots[slot].load(Ordering::Relaxed) == word {
+            let _ = self.slots[slot].compare_exchange(
+                word,
+                word | UNDELIVERED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -336,6 +368,26 @@ mod tests {
         let other = name + (1 << 30);
         assert_eq!(t.record(other, 7), LastAsker::Unknown);
         assert_eq!(t.record(name, 7), LastAsker::Unknown);
+    }
+
+    /// A last asker whose query went nowhere is still that client's repeat, and nobody to
+    /// another client; once another client's query is delivered, it is that client's.
+    #[test]
+    fn an_undelivered_ask_is_a_repeat_to_its_client_and_nobody_to_another() {
+        let t = SharedNames::new(1024);
+        let name = 0x0123_4567_89ab_cdef;
+        assert_eq!(t.record(name, 7), LastAsker::Unknown);
+        t.undelivered(name, 7);
+        assert_eq!(t.record(name, 7), LastAsker::Same);
+        assert_eq!(
+            t.record(name, 8),
+            LastAsker::Unknown,
+            "7's ask went nowhere"
+        );
+        assert_eq!(t.record(name, 7), LastAsker::Other, "8's was delivered");
+        // Only the client that holds the slot can mark it.
+        t.undelivered(name, 8);
+        assert_eq!(t.record(name, 8), LastAsker::Other);
     }
 
     #[test]

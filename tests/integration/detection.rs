@@ -412,3 +412,70 @@ async fn a_burst_of_service_discovery_srv_answers_is_not_contained() {
     assert_eq!(count(&events, "containment_started"), 0);
     assert_eq!(count(&events, "alert"), 0);
 }
+
+/// A contained agent cannot launder a tunnel's names for a clean one. Agent A tunnels until
+/// it is sinkholed; then, for every chunk, A asks the name first (and gets the sinkhole, so the
+/// name goes nowhere) and B asks it next. The names used to count as "asked by another client"
+/// for B, so B moved 27 KB unseen in an independent run. Now a name whose query went to no
+/// upstream is nobody's to B, and B is contained on its own evidence within a few KB.
+#[tokio::test]
+async fn a_contained_agent_cannot_launder_names_for_a_clean_one() {
+    let up = FakeUpstream::new().start().await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("tunnel", "127.0.0.144/31", false),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let (a, b) = ("127.0.0.144", "127.0.0.145");
+    let t = testgen::exfil(
+        testgen::Encoding::Base32,
+        &["launder-example.com"],
+        64 * 1024,
+        0,
+        Duration::from_millis(200),
+        44,
+    );
+    let ask = |src: &'static str, qname: String, qtype| {
+        let server = s.udp;
+        async move {
+            let raw = udp_raw(server, src.parse().unwrap(), &raw_name_query(&qname, qtype))
+                .await
+                .expect("an answer");
+            Message::from_vec(&raw).unwrap().metadata.response_code
+        }
+    };
+    let mut queries = t.queries.iter();
+    // A on its own until it is contained.
+    let mut contained_a = false;
+    for q in queries.by_ref().take(200) {
+        contained_a = ask(a, q.qname.clone(), q.qtype).await != ResponseCode::NXDomain;
+        clock.advance(t.interval);
+        if contained_a {
+            break;
+        }
+    }
+    assert!(contained_a, "A is contained on its own");
+    // Then A asks each name first, B next.
+    let (mut through, mut b_contained) = (0usize, false);
+    for q in queries {
+        let _ = ask(a, q.qname.clone(), q.qtype).await;
+        if ask(b, q.qname.clone(), q.qtype).await != ResponseCode::NXDomain {
+            b_contained = true;
+            break;
+        }
+        through += q.payload;
+        clock.advance(t.interval);
+    }
+    let events = s.stop_and_read_events().await;
+    eprintln!("laundered through B before it was contained: {through} B");
+    assert!(b_contained && through <= 4096, "{through} B through B");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "containment_started" && e["client"] == b),
+        "B's containment is an event of its own"
+    );
+}
