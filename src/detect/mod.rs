@@ -334,6 +334,30 @@ struct PairState {
     /// Whether a query of this client to this domain was scored already: the first one is
     /// where the registrable domain's own label can be new information.
     seen: bool,
+    /// The pair's points as last worked out, for a repeat that changes none of their inputs;
+    /// dropped whenever the windows take something a score reads beyond a repeat (new
+    /// information, a high-scoring name, an NXDOMAIN, answer data).
+    memo: Option<PointsMemo>,
+}
+
+/// A key's points as last worked out, reused while none of what they are read from moved:
+/// the windows' half-window boundaries, what they took beyond repeats ([`PairState::memo`]
+/// is dropped then), its prevalence, the client's spike and the group's budget scale. A repeated name (most queries) then
+/// skips reading the windows' sketches and scoring again, about a seventh of a denied
+/// query's instructions. Between two such changes the repeats only add queries and answers,
+/// which move the pattern and NXDOMAIN terms by a little and never past an alert (a memo is
+/// kept only for points under the group's alert level).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PointsMemo {
+    /// The sum of the three windows' half-window indices (they only grow), its low bits.
+    epochs: u32,
+    /// The budget scale's bits.
+    scale: u32,
+    /// The pair's novel bytes in its detection window, which the fleet's share reads.
+    novel_bytes: u32,
+    prevalence: u8,
+    spike: bool,
+    points: u8,
 }
 
 /// State per client: a per-minute rate baseline and client-wide information volume.
@@ -361,6 +385,8 @@ struct ClientState {
     /// The fraction of a byte of answers counted client-wide not yet in the windows: many
     /// small answers add up instead of each rounding to nothing.
     down_carry: f32,
+    /// Its client-wide points as last worked out, as [`PairState::memo`].
+    memo: Option<PointsMemo>,
 }
 
 /// State per registrable domain, fleet-wide.
@@ -842,6 +868,9 @@ impl Detector {
         }
         let epochs = self.epochs(now);
         self.add(&mut st.windows, epochs, sample);
+        if sample.novel || sample.bits > 0 || sample.high {
+            st.memo = None;
+        }
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
         // Nothing but the volume term reads the short and long windows, and it is 0 while no
         // window could reach its floor (the common case: repeated names): read them only then.
@@ -852,10 +881,20 @@ impl Detector {
         // at all (the common case: a client repeating ordinary names).
         let pair_scored =
             pair_live || obs.settings.lowest_threshold() <= score::MAX_POINTS_WITHOUT_VOLUME;
+        // The points worked out for an earlier repeat, if nothing they read has moved since
+        // (checked again below for the prevalence and the spike, known only then).
+        #[allow(clippy::cast_possible_truncation)] // the low bits tell a move
+        let epochs_sum = epochs.iter().fold(0u64, |a, e| a.wrapping_add(*e)) as u32;
+        let memo_candidate = st
+            .memo
+            .filter(|m| pair_scored && m.epochs == epochs_sum && m.scale == scale.to_bits());
         // The pair's evidence, built in place (its windows are ~340 bytes: not moved again);
-        // its prevalence and the client's spike are filled in below.
+        // its prevalence and the client's spike are filled in below. With a memo its windows
+        // are read only if they are needed after all.
         let mut ev = Evidence {
-            windows: if pair_live {
+            windows: if memo_candidate.is_some() {
+                [window::WindowStats::default(); 3]
+            } else if pair_live {
                 st.windows.stats()
             } else if pair_scored {
                 [
@@ -954,7 +993,9 @@ impl Detector {
                 // new information is small: a CDN's hash names come from many clients alike,
                 // while a tunnel client supplies nearly all of its domain's, however many
                 // other clients were made to ask a name or two there.
-                let pair_novel = if pair_scored {
+                let pair_novel = if let Some(m) = memo_candidate {
+                    u64::from(m.novel_bytes)
+                } else if pair_scored {
                     ev.windows[1].novel_bytes
                 } else {
                     st.windows.0[1].volume_stats().novel_bytes
@@ -1013,14 +1054,33 @@ impl Detector {
                 ..sample
             };
             self.add(&mut c.windows, epochs, client_sample);
+            if client_sample.novel || client_sample.bits > 0 || client_sample.high {
+                c.memo = None;
+            }
             if c.windows.could_score(client_budgets) {
                 // Its total only, as the pair's; at an alert's level (rare) its breakdown too,
-                // from the very readings the total came from.
-                let ev = client_evidence(&mut c, spike);
-                let points = score::domain_points(&ev);
-                let full = (obs.settings.level_for(points) >= Level::Alert)
-                    .then(|| Box::new(score::domain_score(&ev)));
-                (spike, Some(points), full)
+                // from the very readings the total came from. A repeat that moved nothing
+                // the points read takes them as last worked out ([`PointsMemo`]).
+                let memo = c.memo.filter(|m| {
+                    m.epochs == epochs_sum && m.scale == scale.to_bits() && m.spike == spike
+                });
+                if let Some(m) = memo {
+                    (spike, Some(m.points), None)
+                } else {
+                    let ev = client_evidence(&mut c, spike);
+                    let points = score::domain_points(&ev);
+                    let alerting = obs.settings.level_for(points) >= Level::Alert;
+                    let full = alerting.then(|| Box::new(score::domain_score(&ev)));
+                    c.memo = (!alerting).then_some(PointsMemo {
+                        epochs: epochs_sum,
+                        scale: scale.to_bits(),
+                        novel_bytes: 0,
+                        prevalence: 0,
+                        spike,
+                        points,
+                    });
+                    (spike, Some(points), full)
+                }
             } else {
                 // Client-wide evidence is volume: below the floor it adds nothing.
                 (spike, None, None)
@@ -1035,7 +1095,36 @@ impl Detector {
         }
         // The pair's total only: its breakdown and trip (~300 bytes to build and move) are
         // worked out again below for an alert, the one reader (the same number either way).
-        let pair_points = pair_scored.then(|| score::domain_points(&ev));
+        let memo =
+            memo_candidate.filter(|m| m.prevalence == st.prevalence && m.spike == client_spike);
+        let pair_points = if !pair_scored {
+            None
+        } else if let Some(m) = memo {
+            Some(m.points)
+        } else {
+            if memo_candidate.is_some() {
+                // Left unread for a memo that did not hold.
+                ev.windows = if pair_live {
+                    st.windows.stats()
+                } else {
+                    [
+                        window::WindowStats::default(),
+                        st.windows.0[1].stats(),
+                        window::WindowStats::default(),
+                    ]
+                };
+            }
+            let points = score::domain_points(&ev);
+            st.memo = (obs.settings.level_for(points) < Level::Alert).then_some(PointsMemo {
+                epochs: epochs_sum,
+                scale: scale.to_bits(),
+                novel_bytes: u32::try_from(ev.windows[1].novel_bytes).unwrap_or(u32::MAX),
+                prevalence: st.prevalence,
+                spike: client_spike,
+                points,
+            });
+            Some(points)
+        };
         // Own evidence only: this pair's, or this client's across domains. Fleet evidence may
         // alert (below) but never sets the level that contains this client.
         let own = match (client_eval, pair_points) {
@@ -1072,7 +1161,7 @@ impl Detector {
             };
         // The pair's detection window, for an alert's counts: read now if the pair was not
         // scored (a client-wide or fleet alert while this pair is quiet).
-        let alert_window = if !pair_scored && (own_due || fleet.is_some()) {
+        let alert_window = if (!pair_scored || memo.is_some()) && (own_due || fleet.is_some()) {
             st.windows.0[1].stats()
         } else {
             ev.windows[1]
@@ -1169,9 +1258,10 @@ impl Detector {
         )
     }
 
-    /// The query [`Self::observe_tracked_at`] scored went to no upstream (blocked by policy,
-    /// contained, refused): its name is not another client's "asked by someone else" (see
-    /// [`SharedNames::undelivered`]).
+    /// The query [`Self::observe_tracked_at`] scored went to no upstream because its client is
+    /// contained: its name is not another client's "asked by someone else" (see
+    /// [`SharedNames::undelivered`]). Names denied by policy are not marked: agents of a group
+    /// retrying the same blocked names would each pay for them.
     pub fn undelivered(&self, tracked: &Tracked) {
         self.shared
             .undelivered(tracked.name_hash, tracked.client_hash);
@@ -1184,7 +1274,13 @@ impl Detector {
     /// this query.
     pub fn observe_rcode_tracked(&self, tracked: &Tracked, nxdomain: bool, now: Duration) {
         let epochs = self.epochs(now);
-        self.record_answer(&mut tracked.pair.lock().windows, epochs, nxdomain, 0, false);
+        {
+            let mut st = tracked.pair.lock();
+            self.record_answer(&mut st.windows, epochs, nxdomain, 0, false);
+            if nxdomain {
+                st.memo = None;
+            }
+        }
         self.record_answer(
             &mut tracked.domain.lock().windows,
             epochs,
@@ -1411,6 +1507,9 @@ impl Detector {
             .map(|state| {
                 let mut st = state.lock();
                 record(&mut st.windows);
+                if answer.nxdomain || down > 0 || data {
+                    st.memo = None;
+                }
                 (st.windows.0[1].raw_down_bytes(), st.prevalence)
             });
         // How far the domain is this client's alone (1: no other client asked it over the
@@ -1454,6 +1553,7 @@ impl Detector {
                 {
                     c.down_carry = (carried - whole as f32).clamp(0.0, 1.0);
                 }
+                c.memo = None;
                 for (w, epoch) in c.windows.0.iter_mut().zip(epochs) {
                     w.advance_to(epoch);
                     let b = w.current_mut();

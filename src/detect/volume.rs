@@ -147,8 +147,8 @@ impl SharedNames {
         }
     }
 
-    /// The query [`Self::record`] just noted for `client_hash` went to no upstream (blocked,
-    /// contained, refused): the name stays this client's repeat, but to any other client it
+    /// The query [`Self::record`] just noted for `client_hash` went to no upstream (its client
+    /// is contained): the name stays this client's repeat, but to any other client it
     /// is as if nobody had asked it. Otherwise a contained client could ask each name first,
     /// get its sinkhole, and a clean one ask it next and have it counted as another's (an
     /// independent run moved 27 KB that way unseen). A plain load when there is nothing to do.

@@ -553,16 +553,8 @@ impl Pipeline {
             decision: None,
             tracked: None,
         };
-        for (name, stage) in SYNC_STAGES {
+        for (_, stage) in SYNC_STAGES {
             if let ControlFlow::Break(outcome) = stage(self, &mut admitted) {
-                // Answered before the cache (blocked, contained, refused): the name went to no
-                // upstream, so it is not "asked by another client" for the next asker's
-                // scoring. A cache answer's name went upstream when it was fetched.
-                if name != "cache"
-                    && let Some(tracked) = &admitted.tracked
-                {
-                    self.detector.undelivered(tracked);
-                }
                 return outcome;
             }
         }

@@ -228,6 +228,9 @@ impl Pipeline {
             }
             let gate = self.containment.check_client(&asked.peer.key);
             if gate == ClientGate::Quarantined {
+                if let Some(tracked) = &a.tracked {
+                    self.detector.undelivered(tracked);
+                }
                 return Step::Break(Outcome::Reply(self.refuse_contained(asked, gate)));
             }
         }
@@ -238,24 +241,32 @@ impl Pipeline {
     fn domain_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
         let domain = a.domain;
         let q = a.asked.q;
-        let (verdict, msg) =
-            match self
-                .containment
-                .check_domain(&a.asked.peer.key, &a.group.name, domain)
-            {
-                DomainGate::Pass => return Step::Continue(()),
-                DomainGate::Throttled => (
-                    Verdict::Throttle,
-                    wire::start_response(q, rcode::REFUSED, false),
-                ),
-                DomainGate::Sinkholed => {
-                    let sinkhole = BlockAnswer {
-                        kind: BlockKind::Sinkhole,
-                        ..a.group.block
-                    };
-                    (Verdict::Sinkhole, sinkhole.encode(q))
-                }
-            };
+        let gate = self
+            .containment
+            .check_domain(&a.asked.peer.key, &a.group.name, domain);
+        if gate == DomainGate::Pass {
+            return Step::Continue(());
+        }
+        // Contained: the name goes to no upstream, so it is not "asked by another client" for
+        // the next asker's scoring ([`crate::detect::Detector::undelivered`]); else a contained
+        // agent could ask each name first and a clean one ask it next, unpriced.
+        if let Some(tracked) = &a.tracked {
+            self.detector.undelivered(tracked);
+        }
+        let (verdict, msg) = match gate {
+            DomainGate::Pass => return Step::Continue(()),
+            DomainGate::Throttled => (
+                Verdict::Throttle,
+                wire::start_response(q, rcode::REFUSED, false),
+            ),
+            DomainGate::Sinkholed => {
+                let sinkhole = BlockAnswer {
+                    kind: BlockKind::Sinkhole,
+                    ..a.group.block
+                };
+                (Verdict::Sinkhole, sinkhole.encode(q))
+            }
+        };
         let action = if verdict == Verdict::Sinkhole {
             "sinkholed"
         } else {
