@@ -1382,14 +1382,38 @@ pub fn host_targets(
 /// Encode a forwarding query for `name` (the client's question bytes reused) with a fresh ID.
 #[must_use]
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool, cd: bool) -> Vec<u8> {
+    encode_upstream_query_as(id, question, dnssec_ok, cd, true)
+}
+
+/// [`encode_upstream_query`], with no OPT record when `edns` is false: the retry for a server
+/// that answers EDNS with FORMERR ([`rejects_edns`], RFC 6891 §7). DO needs EDNS, so it goes.
+#[must_use]
+pub fn encode_upstream_query_as(
+    id: u16,
+    question: &[u8],
+    dnssec_ok: bool,
+    cd: bool,
+    edns: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + question.len() + 11);
     out.extend_from_slice(&id.to_be_bytes());
     let flags = flag::RD | if cd { flag::CD } else { 0 };
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(question);
-    push_opt(&mut out, dnssec_ok, 0);
+    if edns {
+        push_opt(&mut out, dnssec_ok, 0);
+    }
     out
+}
+
+/// Whether `answer`, to a query with an OPT record, is a FORMERR with none: the mark of a
+/// server that does not know EDNS, which RFC 6891 §7 has the requester ask again without it.
+#[must_use]
+pub fn rejects_edns(answer: &[u8]) -> bool {
+    answer.len() >= HEADER_LEN
+        && rcode_of(answer) == rcode::FORMERR
+        && u16::from_be_bytes([answer[10], answer[11]]) == 0
 }
 
 /// Longest question section: a 255-byte name, type and class.

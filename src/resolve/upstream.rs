@@ -246,6 +246,8 @@ pub struct Upstream {
     strays: Strays,
     err_refused: Counter,
     err_formerr: Counter,
+    /// FORMERR to a query with EDNS, asked again without (`kind="edns_formerr"`).
+    edns_fallbacks: Counter,
     err_notimp: Counter,
     err_rcode: Counter,
     err_servfail: Counter,
@@ -306,6 +308,7 @@ impl Upstream {
             },
             err_refused: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "refused"),
             err_formerr: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "formerr"),
+            edns_fallbacks: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "edns_formerr"),
             err_notimp: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "notimp"),
             err_rcode: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "rcode"),
             err_servfail: metrics::counter!(m::UPSTREAM_ERRORS_TOTAL, "upstream" => l.clone(), "kind" => "servfail"),
@@ -906,18 +909,38 @@ async fn exchange(
     cd: bool,
     resend: &Notify,
 ) -> Result<Vec<u8>, ExchangeError> {
+    let answer = exchange_as(up, question, dnssec_ok, cd, resend, true).await?;
+    if !wire::rejects_edns(&answer) {
+        return Ok(answer);
+    }
+    // A server that does not know EDNS answers FORMERR without an OPT record: asked again
+    // without one (RFC 6891 §7), as Unbound does. Its answer is then at most 512 bytes over
+    // UDP, and a longer one comes over TCP.
+    up.edns_fallbacks.increment(1);
+    exchange_as(up, question, dnssec_ok, cd, resend, false).await
+}
+
+/// One exchange with `up`, with or without an OPT record: over UDP, then TCP if truncated.
+async fn exchange_as(
+    up: &Upstream,
+    question: &[u8],
+    dnssec_ok: bool,
+    cd: bool,
+    resend: &Notify,
+    edns: bool,
+) -> Result<Vec<u8>, ExchangeError> {
     if up.transport == Transport::Udp {
         up.requests_udp.increment(1);
         let answer = up
             .pool
-            .exchange(question, dnssec_ok, cd, up, resend)
+            .exchange(question, dnssec_ok, cd, edns, up, resend)
             .await?;
         if !wire::is_truncated(&answer) {
             return Ok(answer);
         }
     }
     let id: u16 = rand_id();
-    let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
+    let query = wire::encode_upstream_query_as(id, question, dnssec_ok, cd, edns);
     up.requests_tcp.increment(1);
     tcp_exchange(up, &query, id, question).await
 }
@@ -1086,6 +1109,7 @@ impl UdpPool {
         question: &[u8],
         dnssec_ok: bool,
         cd: bool,
+        edns: bool,
         up: &Upstream,
         resend: &Notify,
     ) -> Result<Vec<u8>, ExchangeError> {
@@ -1112,7 +1136,7 @@ impl UdpPool {
             socket: &socket,
             id,
         };
-        let query = wire::encode_upstream_query(id, question, dnssec_ok, cd);
+        let query = wire::encode_upstream_query_as(id, question, dnssec_ok, cd, edns);
         socket
             .sock
             .send(&query)

@@ -62,8 +62,11 @@ pub enum Fault {
     TcpResetMidAnswer,
     /// Answers TC with no records over UDP and over TCP.
     TruncatedOverTcp,
-    /// Answers every query FORMERR (an old server that rejects EDNS, say).
+    /// Answers every query FORMERR (a server that rejects the question itself).
     FormErr,
+    /// Answers FORMERR without an OPT record to a query with one, and a query without one
+    /// as usual: a server that does not know EDNS (RFC 6891 §7).
+    FormErrOnEdns,
     /// Answers every query NOTIMP.
     NotImp,
     /// Answers with the records but an rcode no stub knows what to do with (NOTAUTH, 9).
@@ -290,6 +293,17 @@ impl FakeUpstream {
             }
             Some(Fault::TcpResetMidAnswer | Fault::LoseFirstUdp | Fault::AnswerTwice) => {
                 self.answer(query, udp)
+            }
+            Some(Fault::FormErrOnEdns) => {
+                let req = Message::from_vec(query).ok()?;
+                if req.edns.is_none() {
+                    return self.answer(query, udp);
+                }
+                self.note_asked(&req.queries.first()?.name().to_ascii(), req.metadata.id);
+                let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+                resp.add_query(req.queries.first()?.clone());
+                resp.metadata.response_code = ResponseCode::FormErr;
+                resp.to_vec().ok()
             }
             Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
                 let req = Message::from_vec(query).ok()?;

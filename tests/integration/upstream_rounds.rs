@@ -220,13 +220,35 @@ async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
     assert!(elapsed < WELL_UNDER, "answered after {elapsed:?}");
     assert_eq!(
         formerr.udp_queries.load(Ordering::SeqCst),
-        1,
-        "asked once: its FORMERR ended its part"
+        2,
+        "asked with EDNS, then without (RFC 6891 §7): its second FORMERR ended its part"
     );
     assert_eq!(
         lossy.udp_queries.load(Ordering::SeqCst),
         2,
         "lost, then sent again"
+    );
+}
+
+/// A server that does not know EDNS answers FORMERR without an OPT record: it is asked again
+/// without one (RFC 6891 §7), as from Unbound, and its answer is the client's. Before, the
+/// name was SERVFAIL (and the failure remembered) for every client.
+#[tokio::test]
+async fn a_server_that_rejects_edns_is_asked_again_without_it() {
+    let old = fake(67, Fault::FormErrOnEdns).await;
+    let s = serve(&[old.addr]).await;
+    let (m, _) = ask(s.udp, "old-server.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(a_records(&m), ["192.0.2.67"]);
+    assert!(
+        m.edns.is_some(),
+        "the client's answer keeps its own OPT record"
+    );
+    assert_eq!(
+        old.udp_queries.load(Ordering::SeqCst),
+        2,
+        "{:?}",
+        old.asked()
     );
 }
 
