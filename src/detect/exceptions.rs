@@ -44,6 +44,11 @@ pub const DEFAULT_EXCEPTIONS: &[&str] = &[
     "interserver.net",
     // Team Cymru: the malware hash registry and IP-to-ASN lookups.
     "cymru.com",
+    // Resolver and latency measurement beacons: a fresh random label per probe, answered by
+    // the vendor's own servers (Microsoft 365 / Edge client latency, Cloudflare's resolver
+    // check behind 1.1.1.1/help).
+    "clo.footprintdns.com",
+    "cloudflareresolve.com",
     // Reverse DNS: IPv6 nibble names are 32 hex labels.
     "in-addr.arpa",
     "ip6.arpa",
@@ -124,6 +129,9 @@ pub const LOOKUP_SERVICES: &[&str] = &[
     "origin.asn.cymru.com",
     "origin6.asn.cymru.com",
     "peer.asn.cymru.com",
+    // Measurement beacons: each probe's random label is a nonce only the vendor's servers see.
+    "clo.footprintdns.com",
+    "is-cf.cloudflareresolve.com",
 ];
 
 /// The share of a lookup service's name information that counts as volume: one part in this
