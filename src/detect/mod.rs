@@ -211,6 +211,8 @@ pub struct Tracked {
     client_hash: u64,
     /// The registrable domain's own key there, when this query was the client's first of it.
     label_key: Option<u64>,
+    /// The (name, type) key there, for a type off the common list.
+    type_key: Option<u64>,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -245,6 +247,11 @@ const CLIENT_LABEL_ALLOWANCE_BITS: u32 = 48;
 /// Mixed into a registrable domain's key for its entry in the fleet-wide "asked last" table,
 /// apart from the names under it.
 const DOMAIN_ASKER_MIX: u64 = 0x8cb9_2ba7_2f3d_8dd7;
+
+/// Whether a window's query count grew by more than an eighth since `then`.
+fn grew_by_an_eighth(then: u32, now: u32) -> bool {
+    now > then.saturating_add(then / 8)
+}
 
 /// A registrable domain's own key in the fleet-wide "asked last" table.
 fn label_asker_key(domain_key: u64) -> u64 {
@@ -345,8 +352,8 @@ struct PairState {
 /// is dropped then), its prevalence, the client's spike and the group's budget scale. A repeated name (most queries) then
 /// skips reading the windows' sketches and scoring again, about a seventh of a denied
 /// query's instructions. Between two such changes the repeats only add queries and answers,
-/// which move the pattern and NXDOMAIN terms by a little and never past an alert (a memo is
-/// kept only for points under the group's alert level).
+/// which move the pattern term a little: the points are worked out again once the queries
+/// grew by an eighth, and a memo is kept only for points under the group's alert level.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct PointsMemo {
     /// The sum of the three windows' half-window indices (they only grow), its low bits.
@@ -355,6 +362,9 @@ struct PointsMemo {
     scale: u32,
     /// The pair's novel bytes in its detection window, which the fleet's share reads.
     novel_bytes: u32,
+    /// Queries in the detection window then: the points are worked out again once they grew by
+    /// an eighth (the rule the distinct-name sketch follows), as repeats move the pattern term.
+    queries: u32,
     prevalence: u8,
     spike: bool,
     points: u8,
@@ -856,9 +866,11 @@ impl Detector {
         // types on one name, each answered NODATA with the same SOA, counted nothing).
         // The (name, type) pair is what is distinct then, for the windows' distinct-name count
         // too (else one name's many types would be corrected down to one piece of data).
+        let mut type_key = None;
         if !features::is_common_qtype(obs.qtype) {
             let type_mix = u64::from(obs.qtype).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
             sample.hash = sub_hash ^ type_mix;
+            type_key = Some(name_hash ^ type_mix);
             // New only when no client asked it lately (`Unknown`): two hosts polling the same
             // (name, type) in turn, `Other` to each other, add nothing, as for names.
             if self.shared.record(name_hash ^ type_mix, client_hash) == LastAsker::Unknown {
@@ -868,7 +880,7 @@ impl Detector {
         }
         let epochs = self.epochs(now);
         self.add(&mut st.windows, epochs, sample);
-        if sample.novel || sample.bits > 0 || sample.high {
+        if fresh || sample.novel || sample.bits > 0 || sample.high {
             st.memo = None;
         }
         st.novel_bits_total = st.novel_bits_total.saturating_add(u64::from(sample.bits));
@@ -885,9 +897,12 @@ impl Detector {
         // (checked again below for the prevalence and the spike, known only then).
         #[allow(clippy::cast_possible_truncation)] // the low bits tell a move
         let epochs_sum = epochs.iter().fold(0u64, |a, e| a.wrapping_add(*e)) as u32;
-        let memo_candidate = st
-            .memo
-            .filter(|m| pair_scored && m.epochs == epochs_sum && m.scale == scale.to_bits());
+        let memo_candidate = st.memo.filter(|m| {
+            pair_scored
+                && m.epochs == epochs_sum
+                && m.scale == scale.to_bits()
+                && !grew_by_an_eighth(m.queries, st.windows.0[1].raw_queries())
+        });
         // The pair's evidence, built in place (its windows are ~340 bytes: not moved again);
         // its prevalence and the client's spike are filled in below. With a memo its windows
         // are read only if they are needed after all.
@@ -1062,7 +1077,10 @@ impl Detector {
                 // from the very readings the total came from. A repeat that moved nothing
                 // the points read takes them as last worked out ([`PointsMemo`]).
                 let memo = c.memo.filter(|m| {
-                    m.epochs == epochs_sum && m.scale == scale.to_bits() && m.spike == spike
+                    m.epochs == epochs_sum
+                        && m.scale == scale.to_bits()
+                        && m.spike == spike
+                        && !grew_by_an_eighth(m.queries, c.windows.0[1].raw_queries())
                 });
                 if let Some(m) = memo {
                     (spike, Some(m.points), None)
@@ -1075,6 +1093,7 @@ impl Detector {
                         epochs: epochs_sum,
                         scale: scale.to_bits(),
                         novel_bytes: 0,
+                        queries: c.windows.0[1].raw_queries(),
                         prevalence: 0,
                         spike,
                         points,
@@ -1119,6 +1138,7 @@ impl Detector {
                 epochs: epochs_sum,
                 scale: scale.to_bits(),
                 novel_bytes: u32::try_from(ev.windows[1].novel_bytes).unwrap_or(u32::MAX),
+                queries: st.windows.0[1].raw_queries(),
                 prevalence: st.prevalence,
                 spike: client_spike,
                 points,
@@ -1213,9 +1233,19 @@ impl Detector {
                 (Scope::Client, None) => {
                     score::domain_score(&client_evidence(&mut client_state.lock(), client_spike))
                 }
-                _ => score::domain_score(&ev),
+                _ => {
+                    if memo.is_some() {
+                        // The points came from the memo (an alert level lowered by a reload
+                        // since): the breakdown needs the windows themselves.
+                        ev.windows = st.windows.stats();
+                    }
+                    score::domain_score(&ev)
+                }
             };
-            debug_assert_eq!(eval.0, score, "a breakdown's total is the score");
+            debug_assert!(
+                memo.is_some() || eval.0 == score,
+                "a breakdown's total is the score"
+            );
             Some(Box::new(make_alert(score, &eval.1, &eval.2, scope, level)))
         } else if let Some((fleet_score, terms, fleet_trip)) =
             fleet.filter(|_| level < Level::Alert)
@@ -1254,6 +1284,7 @@ impl Detector {
                 name_hash,
                 client_hash,
                 label_key,
+                type_key,
             }),
         )
     }
@@ -1265,7 +1296,7 @@ impl Detector {
     pub fn undelivered(&self, tracked: &Tracked) {
         self.shared
             .undelivered(tracked.name_hash, tracked.client_hash);
-        if let Some(key) = tracked.label_key {
+        for key in [tracked.label_key, tracked.type_key].into_iter().flatten() {
             self.shared.undelivered(key, tracked.client_hash);
         }
     }
@@ -1277,7 +1308,8 @@ impl Detector {
         {
             let mut st = tracked.pair.lock();
             self.record_answer(&mut st.windows, epochs, nxdomain, 0, false);
-            if nxdomain {
+            // The NXDOMAIN term reads the share once the window holds ten answers.
+            if nxdomain || st.windows.0[1].raw_answers() == 10 {
                 st.memo = None;
             }
         }

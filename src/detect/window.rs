@@ -181,6 +181,18 @@ impl SlidingWindow {
         u64::from(self.current.novel_names) + u64::from(self.previous.novel_names)
     }
 
+    /// Queries in both halves.
+    #[must_use]
+    pub fn raw_queries(&self) -> u32 {
+        self.current.queries.saturating_add(self.previous.queries)
+    }
+
+    /// Answers in both halves.
+    #[must_use]
+    pub fn raw_answers(&self) -> u32 {
+        self.current.answers.saturating_add(self.previous.answers)
+    }
+
     /// Carrier answer bytes in both halves, as counted.
     #[must_use]
     pub fn raw_down_bytes(&self) -> u64 {

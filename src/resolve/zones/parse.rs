@@ -454,8 +454,10 @@ fn parse_record(
     let rest = expand_at(rest, origin);
     // No TTL written, none in force (no `$TTL`, no record before): an SOA's TTL is its MINIMUM
     // field, as BIND and Knot read such a zone; any other record is an error.
+    let soa_takes_minimum =
+        ttl.is_none() && head.ttl.is_none() && head.rtype == Some(RecordType::SOA);
     let ttl = match (ttl, head.ttl, head.rtype) {
-        (None, None, Some(RecordType::SOA)) => Some(SOA_TTL_UNSET),
+        (None, None, Some(RecordType::SOA)) => Some(0),
         (None, None, _) => {
             return Err(
                 "no TTL: write one on the record or a $TTL line before it (RFC 2308 §4)".into(),
@@ -475,10 +477,7 @@ fn parse_record(
         (Some(mut record), None) => {
             encodable(&record)?;
             record.name = owner.clone();
-            if head.ttl.is_none()
-                && ttl == Some(SOA_TTL_UNSET)
-                && let RData::SOA(soa) = &record.data
-            {
+            if soa_takes_minimum && let RData::SOA(soa) = &record.data {
                 record.ttl = soa.minimum.min(MAX_TTL);
             }
             Ok(record)
@@ -487,10 +486,6 @@ fn parse_record(
         (Some(_), Some(_)) => Err("more than one record on one line".into()),
     }
 }
-
-/// The TTL an SOA written with none, with none in force, is parsed with before its MINIMUM
-/// field takes its place.
-const SOA_TTL_UNSET: u32 = 0;
 
 /// What comes before a record's data: `[TTL] [class]` or `[class] [TTL]`, then the type, read
 /// the way RFC 3597 §5 writes unknown types (`TYPE65534`) as well as by mnemonic.
@@ -545,7 +540,11 @@ impl<'a> RecordHead<'a> {
                     data: rest[word_end..].trim(),
                 });
             } else {
-                class = word.to_ascii_uppercase().parse().ok();
+                class = Some(
+                    word.to_ascii_uppercase()
+                        .parse()
+                        .map_err(|_| format!("class {} is not served, only IN", excerpt(word)))?,
+                );
             }
             at = word_end;
         }
@@ -1185,6 +1184,7 @@ mod tests {
             ("b6 TYPE255 \\# 0", "type ANY is a meta-type"),
             ("b7 TYPE1 \\# 2 0g", "is not whole bytes of hexadecimal"),
             ("b8 TXT \\# x 00", "is not a number of bytes"),
+            ("b9 CS TYPE1 \\# 4 c0000201", "class \"CS\" is not served"),
         ] {
             let (_, problems, path, got) = one_zone_problems(&format!("{SOA}{line}\n"));
             assert_eq!(got.len(), 1, "{line}: {problems}");
@@ -1235,6 +1235,13 @@ mod tests {
         // The records after it take the last TTL (RFC 1035 §5.1).
         let www = set.lookup(&qname("www.t.internal"), RecordType::A).unwrap();
         assert_eq!(www.answers[0].ttl, 600);
+
+        // A TTL in force, 0 included, is the SOA's as any record's.
+        let text = "$ORIGIN t.internal.\n$TTL 0\n@ IN SOA ns hm 1 2 3 4 600\n";
+        let (set, problems, _dir) = from_texts(&[("t.internal.zone", text)]);
+        assert!(problems.is_empty(), "{problems}");
+        let soa = set.lookup(&qname("t.internal"), RecordType::SOA).unwrap();
+        assert_eq!(soa.answers[0].ttl, 0);
 
         let text = "$ORIGIN t.internal.\nwww IN A 10.0.0.1\n@ IN SOA ns hm 1 2 3 4 600\n";
         let (_, problems, path, got) = one_zone_problems(text);

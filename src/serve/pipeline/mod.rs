@@ -553,8 +553,18 @@ impl Pipeline {
             decision: None,
             tracked: None,
         };
-        for (_, stage) in SYNC_STAGES {
+        for (name, stage) in SYNC_STAGES {
             if let ControlFlow::Break(outcome) = stage(self, &mut admitted) {
+                // Refused for what the query is (its EDNS version, class or type): its name
+                // goes to no upstream, for anyone, so it is not "asked by another client" for
+                // the next asker's scoring (a contained agent would otherwise ask each name
+                // in class CH first, for a clean one to ask next, unpriced). The gates that
+                // contain mark their own refusals.
+                if matches!(name, "edns" | "class" | "query type")
+                    && let Some(tracked) = &admitted.tracked
+                {
+                    self.detector.undelivered(tracked);
+                }
                 return outcome;
             }
         }
