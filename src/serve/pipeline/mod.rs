@@ -103,7 +103,7 @@ mod stages;
 
 use account::{Asked, LazyNow, Report};
 use chase::ChaseStop;
-pub use stages::{Admitted, SYNC_STAGES, Step, SyncStage};
+pub use stages::{Admitted, REFUSE_FOR_WHAT_IT_IS, SYNC_STAGES, Step, SyncStage};
 
 /// What clients in no group get.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -560,7 +560,7 @@ impl Pipeline {
                 // the next asker's scoring (a contained agent would otherwise ask each name
                 // in class CH first, for a clean one to ask next, unpriced). The gates that
                 // contain mark their own refusals.
-                if matches!(name, "edns" | "class" | "query type")
+                if REFUSE_FOR_WHAT_IT_IS.contains(&name)
                     && let Some(tracked) = &admitted.tracked
                 {
                     self.detector.undelivered(tracked);

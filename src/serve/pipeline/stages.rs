@@ -38,6 +38,11 @@ pub const SYNC_STAGES: [(&str, SyncStage); 11] = [
     ("cache", Pipeline::cache_lookup),
 ];
 
+/// The stages that refuse a query for what it is (its EDNS version, class or type): its name
+/// goes to no upstream for anyone, so the pipeline marks it undelivered for the next asker's
+/// scoring ([`crate::detect::Detector::undelivered`]). The containment gates mark their own.
+pub const REFUSE_FOR_WHAT_IT_IS: [&str; 3] = ["edns", "class", "query type"];
+
 /// A query from a known client as it moves through the synchronous stages.
 pub struct Admitted<'a, 'p> {
     /// Who asked what, for accounting.
@@ -385,7 +390,18 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use super::SYNC_STAGES;
+    use super::{REFUSE_FOR_WHAT_IT_IS, SYNC_STAGES};
+
+    /// The stages whose refusals are marked undelivered are stages by those names, before the
+    /// domain gate (a rename would otherwise drop the mark silently).
+    #[test]
+    fn the_stages_marked_undelivered_are_stages_before_the_gate() {
+        let at = |n: &str| SYNC_STAGES.iter().position(|(s, _)| *s == n);
+        let gate = at("domain gate").expect("the domain gate");
+        for name in REFUSE_FOR_WHAT_IT_IS {
+            assert!(at(name).is_some_and(|i| i < gate), "{name}");
+        }
+    }
 
     /// The pipeline's module header lists the stages; it must match the code exactly.
     #[test]
