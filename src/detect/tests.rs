@@ -3127,3 +3127,52 @@ fn measurement_beacons_are_not_contained() {
     }
     assert!(top < Level::Alert, "{top:?}");
 }
+
+/// A crawler: one agent asks 12 host names under each of 200 sites in an hour (words, shard
+/// numbers, regions, a CDN edge's short hex tag), more than the 8 a domain's client-wide
+/// allowance covers (`CLIENT_ALLOWANCE_NAMES`). Their bits
+/// past the allowance count client-wide in full, and stay far under an alert.
+#[test]
+fn a_crawler_with_many_hosts_per_site_raises_no_alert() {
+    let (d, clock) = detector(&DetectConfig::default());
+    let settings = GroupDetectConfig::default();
+    let regions = ["us-east-1", "eu-west-2", "ap-south-1", "sa-east-1"];
+    let mut r = testgen::Prng::new(12);
+    let mut worst = (Level::None, 0u8, String::new());
+    for (i, site) in testgen::ordinary_domains(200, 11).iter().enumerate() {
+        // Ordinary words, shard numbers, regions and a CDN edge's short hex tag.
+        let hosts = [
+            "www".to_string(),
+            "static".to_string(),
+            "api".to_string(),
+            "login".to_string(),
+            format!("cdn{}", r.below(8)),
+            format!("img{}", r.below(4)),
+            format!("api-{}", regions[usize::try_from(r.below(4)).unwrap_or(0)]),
+            format!("edge-{:04x}", r.below(0x10000)),
+            format!("media-{:03}", r.below(1000)),
+            "blog".to_string(),
+            "docs".to_string(),
+            "shop".to_string(),
+        ];
+        for host in hosts {
+            let qname = format!("{host}.{site}");
+            let a = observe(
+                &d,
+                ip(90),
+                &qname,
+                if i % 2 == 0 { 1 } else { 28 },
+                &settings,
+            );
+            if a.score > worst.1 {
+                worst = (a.level, a.score, qname);
+            }
+            clock.advance(Duration::from_millis(1500));
+        }
+    }
+    println!(
+        "crawler: highest score {} ({:?}) at {}",
+        worst.1, worst.0, worst.2
+    );
+    assert!(worst.0 < Level::Alert, "{worst:?}");
+}
