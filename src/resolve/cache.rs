@@ -812,6 +812,18 @@ impl AnswerCache {
                     let qtype = q.query_type();
                     qtype != RecordType::ANY && !m.answers.iter().any(|r| r.record_type() == qtype)
                 }));
+        // A chain the upstream left open (its last CNAME's target unanswered, and no SOA
+        // saying the target has no data): the pipeline asks for the rest on each query, so the
+        // part is not cached on its own, or a hit would serve the bare CNAME.
+        let open_chain = code == rcode::NOERROR
+            && negative_lifetime.is_none()
+            && m.queries
+                .first()
+                .is_some_and(|q| !matches!(q.query_type(), RecordType::CNAME | RecordType::ANY))
+            && matches!(
+                m.answers.last().map(|r| &r.data),
+                Some(RData::CNAME(c)) if !m.answers.iter().any(|r| r.name == c.0)
+            );
         let (lifetime, cacheable) = if code != rcode::NOERROR && code != rcode::NXDOMAIN {
             (0, false)
         } else if negative {
@@ -876,7 +888,7 @@ impl AnswerCache {
         };
         Ok(Prepared {
             answer: Arc::new(answer),
-            cacheable: cacheable && lifetime > 0,
+            cacheable: cacheable && lifetime > 0 && !open_chain,
         })
     }
 }

@@ -175,3 +175,37 @@ async fn without_recursion_desired_a_local_alias_is_not_chased_out_of_the_local_
     assert_eq!(m.answers.len(), 1, "{m:?}");
     assert_eq!(times_asked(&up, "slow.example"), 1);
 }
+
+/// A forwarded answer whose chain the upstream left open (an authoritative server or a
+/// delegation answers a CNAME out of its zones and stops there) is completed as a recursive
+/// resolver completes it: the target through the cache and the upstreams, under the same rules
+/// (a target the group may not resolve is blocked). Before, the client got the bare CNAME, which
+/// a stub does not follow. The open part is not cached on its own, so a second query gets the
+/// whole chain again.
+#[tokio::test]
+async fn an_open_chain_from_upstream_is_completed() {
+    let up = FakeUpstream::new()
+        .with_cname_links("open.example", &[("open.example", "target.example")])
+        .with_a("target.example", [192, 0, 2, 14], 300)
+        .with_cname_links("leaves.example", &[("leaves.example", "elsewhere.test")])
+        .with_a("elsewhere.test", [192, 0, 2, 15], 300)
+        .start_on(HOST.parse().unwrap())
+        .await;
+    let s = start(&up).await;
+    for round in 0..2 {
+        let (m, _, _) = ask(s.udp, "open.example").await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert_eq!(a_records(&m), ["192.0.2.14"], "round {round}: {m:?}");
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    }
+    assert_eq!(
+        times_asked(&up, "target.example"),
+        1,
+        "the target is cached"
+    );
+    // A target outside what the group may resolve is the group's block, not its address.
+    let (m, _, _) = ask(s.udp, "leaves.example").await;
+    assert!(a_records(&m).is_empty(), "{m:?}");
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert_eq!(times_asked(&up, "elsewhere.test"), 0);
+}

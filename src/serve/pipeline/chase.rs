@@ -1,4 +1,5 @@
-//! A local zone's CNAME whose target is outside that zone: the rest of the chain.
+//! A local zone's CNAME whose target is outside that zone, or a forwarded answer whose chain
+//! its upstream left open: the rest of the chain.
 //!
 //! A local zone answers like an authoritative server and chases a CNAME only inside its own
 //! zone. To its clients, though, dnsward is the recursive resolver (RA set): a stub asking
@@ -69,6 +70,16 @@ impl ChaseStop {
             Self::Failed(_) | Self::Unreachable(_) | Self::FailureCached(_) => None,
         }
     }
+}
+
+/// Whether `m`'s CNAME chain is open: [`open_target`] has a target, and no SOA says the name
+/// at its end has no data of the type (a NODATA after the chain is a complete answer).
+pub(super) fn is_open(m: &Message, qtype: RecordType) -> bool {
+    open_target(m, qtype).is_some()
+        && !m
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
 }
 
 /// The target `m`'s chain stopped at, if it must be chased: a NOERROR answer to a question of

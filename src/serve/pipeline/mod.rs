@@ -708,28 +708,7 @@ impl Pipeline {
                 .collect();
             // A CNAME out of the zone: the rest of the chain, as a recursive resolver answers.
             if let Err(stop) = self.chase_local_cname(&p, &q, policy, group, &mut m).await {
-                if let Some(problem) = stop.problem() {
-                    return Some(self.block_answer(&ctx, group, problem, false));
-                }
-                let msg = wire::start_response(&q, rcode::SERVFAIL, false);
-                let why = || format!("the local CNAME's target: {stop}");
-                let mut report = Report::new(Verdict::Servfail, &why).via(&upstream);
-                match stop {
-                    ChaseStop::FailureCached(_) => {
-                        report = report.ede(wire::Ede {
-                            code: wire::ede::CACHED_ERROR,
-                            text: "resolution failed recently",
-                        });
-                    }
-                    ChaseStop::Unreachable(_) => {
-                        report = report.ede(wire::Ede {
-                            code: wire::ede::NO_REACHABLE_AUTHORITY,
-                            text: "no upstream answered",
-                        });
-                    }
-                    _ => {}
-                }
-                return Some(self.finish(&ctx, msg, &report));
+                return Some(self.chase_stopped(&ctx, group, stop, &upstream));
             }
             let msg = match encode_with_question(m, qname, &q) {
                 Some(b) => b,
@@ -777,6 +756,19 @@ impl Pipeline {
                 if let Some(problem) = self.check_answer(policy, group, &q.name, &answer) {
                     return Some(self.block_answer(&ctx, group, problem, false));
                 }
+                // A chain the upstream left open (an authoritative server, a delegation, that
+                // does not follow a CNAME out of its zones): the rest of it, as a recursive
+                // resolver answers; such an answer is not cached on its own
+                // ([`crate::resolve::cache`]), so every query of the alias gets here.
+                if q.rd
+                    && answer.rcode == rcode::NOERROR
+                    && !answer.cname_targets.is_empty()
+                    && let Some(out) = self
+                        .complete_open_chain(&p, &q, &ctx, group, &answer, &upstream, &reason)
+                        .await
+                {
+                    return Some(out);
+                }
                 let msg = answer.render(&q, self.cache.now(), p.protocol.max_len(&q));
                 let msg = {
                     // Scoped: the report is not `Send` and must not live across the await.
@@ -802,6 +794,76 @@ impl Pipeline {
                 Some(self.finish(&ctx, msg, &report))
             }
         }
+    }
+
+    /// The answer to `q` when `answer`, forwarded, ends in a CNAME whose target it does not
+    /// answer: the chain completed ([`Self::chase_local_cname`]), or the block or SERVFAIL its
+    /// chase ended in. `None` when the chain is not open (the usual CNAME answer).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_open_chain(
+        &self,
+        p: &Pending,
+        q: &Query<'_>,
+        ctx: &Asked<'_, '_>,
+        group: &Group,
+        answer: &CachedAnswer,
+        upstream: &str,
+        reason: &(dyn Fn() -> String + Sync),
+    ) -> Option<Vec<u8>> {
+        let rendered = answer.render(q, self.cache.now(), usize::from(u16::MAX));
+        let mut m = Message::from_vec(&rendered).ok()?;
+        if !chase::is_open(&m, hickory_proto::rr::RecordType::from(q.qtype)) {
+            return None;
+        }
+        // The client's OPT record is added when the answer is finished.
+        m.edns = None;
+        if let Err(stop) = self
+            .chase_local_cname(p, q, ctx.policy, group, &mut m)
+            .await
+        {
+            return Some(self.chase_stopped(ctx, group, stop, upstream));
+        }
+        let qname = wire::question_name(q)?;
+        let msg = encode_with_question(m, qname, q)
+            .unwrap_or_else(|| wire::start_response(q, rcode::SERVFAIL, false));
+        let msg = {
+            let report = Report::new(Verdict::Allow, reason).via(upstream);
+            self.finish(ctx, msg, &report)
+        };
+        Some(self.egress_admitted(group, msg).await)
+    }
+
+    /// The answer for a chase that stopped: the group's block for a target it may not resolve
+    /// or an internal address, else SERVFAIL saying why.
+    fn chase_stopped(
+        &self,
+        ctx: &Asked<'_, '_>,
+        group: &Group,
+        stop: ChaseStop,
+        upstream: &str,
+    ) -> Vec<u8> {
+        if let Some(problem) = stop.problem() {
+            return self.block_answer(ctx, group, problem, false);
+        }
+        let msg = wire::start_response(ctx.q, rcode::SERVFAIL, false);
+        let why = || format!("the CNAME's target: {stop}");
+        let mut report = Report::new(Verdict::Servfail, &why).via(upstream);
+        match stop {
+            ChaseStop::FailureCached(_) => {
+                report = report.ede(wire::Ede {
+                    code: wire::ede::CACHED_ERROR,
+                    text: "resolution failed recently",
+                });
+            }
+            ChaseStop::Unreachable(_) => {
+                report = report.ede(wire::Ede {
+                    code: wire::ede::NO_REACHABLE_AUTHORITY,
+                    text: "no upstream answered",
+                });
+            }
+            _ => {}
+        }
+        self.finish(ctx, msg, &report)
     }
 
     /// The upstream exchange for `q`, shared with every identical question in flight under the
