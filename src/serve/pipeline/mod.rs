@@ -763,6 +763,9 @@ impl Pipeline {
                 if q.rd
                     && answer.rcode == rcode::NOERROR
                     && !answer.cname_targets.is_empty()
+                    // Only CNAMEs in the answer (a closed chain has its target's records too):
+                    // the usual CNAME answer is not decoded again.
+                    && usize::from(answer.answers) == answer.cname_targets.len()
                     && let Some(out) = self
                         .complete_open_chain(&p, &q, &ctx, group, &answer, &upstream, &reason)
                         .await
