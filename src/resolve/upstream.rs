@@ -49,7 +49,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -248,6 +248,11 @@ pub struct Upstream {
     err_formerr: Counter,
     /// FORMERR to a query with EDNS, asked again without (`kind="edns_formerr"`).
     edns_fallbacks: Counter,
+    /// Until when (milliseconds after [`Self::born`]; 0: not) the server is asked without
+    /// EDNS first: it answered EDNS with FORMERR lately ([`NO_EDNS_FOR`]).
+    no_edns_until: AtomicU64,
+    /// When this server's state was made, the base of [`Self::no_edns_until`].
+    born: Instant,
     err_notimp: Counter,
     err_rcode: Counter,
     err_servfail: Counter,
@@ -296,6 +301,8 @@ impl Upstream {
             transport,
             timeout,
             failures: AtomicU32::new(0),
+            no_edns_until: AtomicU64::new(0),
+            born: Instant::now(),
             pool: UdpPool::new(addr, sockets),
             requests_udp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "udp"),
             requests_tcp: metrics::counter!(m::UPSTREAM_REQUESTS_TOTAL, "upstream" => l.clone(), "transport" => "tcp"),
@@ -723,6 +730,10 @@ impl Upstreams {
     }
 }
 
+/// How long a server that answered EDNS with FORMERR is asked without EDNS first (Unbound keeps
+/// such a server's entry in its infrastructure cache for 15 minutes by default).
+pub const NO_EDNS_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// Most datagrams one query sends one server: the query and two retransmissions (RFC 9520
 /// §3.1 asks for a bound on the retries of a query to a server).
 pub const MAX_SENDS_PER_SERVER: u32 = 3;
@@ -909,14 +920,19 @@ async fn exchange(
     cd: bool,
     resend: &Notify,
 ) -> Result<Vec<u8>, ExchangeError> {
-    let answer = exchange_as(up, question, dnssec_ok, cd, resend, true).await?;
-    if !wire::rejects_edns(&answer) {
+    let now_ms = u64::try_from(up.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let edns = up.no_edns_until.load(Ordering::Relaxed) <= now_ms;
+    let answer = exchange_as(up, question, dnssec_ok, cd, resend, edns).await?;
+    if !edns || !wire::rejects_edns(&answer) {
         return Ok(answer);
     }
     // A server that does not know EDNS answers FORMERR without an OPT record: asked again
-    // without one (RFC 6891 §7), as Unbound does. Its answer is then at most 512 bytes over
+    // without one (RFC 6891 §7), as Unbound does, and asked without it first for a while (as
+    // Unbound's infrastructure cache remembers it). Its answer is then at most 512 bytes over
     // UDP, and a longer one comes over TCP.
     up.edns_fallbacks.increment(1);
+    let until = now_ms.saturating_add(u64::try_from(NO_EDNS_FOR.as_millis()).unwrap_or(0));
+    up.no_edns_until.store(until.max(1), Ordering::Relaxed);
     exchange_as(up, question, dnssec_ok, cd, resend, false).await
 }
 

@@ -231,7 +231,8 @@ async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
 }
 
 /// A server that does not know EDNS answers FORMERR without an OPT record: it is asked again
-/// without one (RFC 6891 §7), as from Unbound, and its answer is the client's. Before, the
+/// without one (RFC 6891 §7), as from Unbound, and its answer is the client's; for a while
+/// after, it is asked without EDNS first. Before, the
 /// name was SERVFAIL (and the failure remembered) for every client.
 #[tokio::test]
 async fn a_server_that_rejects_edns_is_asked_again_without_it() {
@@ -247,6 +248,15 @@ async fn a_server_that_rejects_edns_is_asked_again_without_it() {
     assert_eq!(
         old.udp_queries.load(Ordering::SeqCst),
         2,
+        "{:?}",
+        old.asked()
+    );
+    // Remembered: the next question goes without EDNS first, one exchange.
+    let (m, _) = ask(s.udp, "old-server-again.example").await;
+    assert_eq!(a_records(&m), ["192.0.2.67"]);
+    assert_eq!(
+        old.udp_queries.load(Ordering::SeqCst),
+        3,
         "{:?}",
         old.asked()
     );
