@@ -3130,8 +3130,8 @@ fn measurement_beacons_are_not_contained() {
 
 /// A crawler: one agent asks 12 host names under each of 200 sites in an hour (words, shard
 /// numbers, regions, a CDN edge's short hex tag), more than the 8 a domain's client-wide
-/// allowance covers (`CLIENT_ALLOWANCE_NAMES`). Their bits
-/// past the allowance count client-wide in full, and stay far under an alert.
+/// allowance covers (`CLIENT_ALLOWANCE_NAMES`). Their bits past the allowance count
+/// client-wide in full, and stay far under an alert.
 #[test]
 fn a_crawler_with_many_hosts_per_site_raises_no_alert() {
     let (d, clock) = detector(&DetectConfig::default());
