@@ -52,8 +52,11 @@ pub const FAILURE_TTL: DurationRange = DurationRange::up_to(Duration::from_secs(
 /// Why a question's resolution failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// No upstream gave an answer (timeouts, closed ports, REFUSED, FORMERR, …).
+    /// No upstream gave an answer (timeouts, closed ports, some REFUSED, FORMERR, …).
     NoAnswer,
+    /// Every upstream asked answered with an rcode that is no answer for a client (REFUSED,
+    /// FORMERR, NOTIMP, …): this one, the last.
+    Rejected(u8),
     /// An upstream answered SERVFAIL.
     Servfail,
     /// An upstream's answer could not be used (did not decode or re-encode).
@@ -66,6 +69,10 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NoAnswer => "no upstream answered",
+            Self::Rejected(crate::wire::rcode::REFUSED) => "upstream answered REFUSED",
+            Self::Rejected(crate::wire::rcode::FORMERR) => "upstream answered FORMERR",
+            Self::Rejected(crate::wire::rcode::NOTIMP) => "upstream answered NOTIMP",
+            Self::Rejected(_) => "upstream answered with an error",
             Self::Servfail => "upstream answered SERVFAIL",
             Self::Unusable => "unusable upstream answer",
         }

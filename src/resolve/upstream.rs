@@ -207,6 +207,17 @@ pub enum UpstreamError {
         /// How many servers were tried.
         tried: usize,
     },
+    /// Every server asked, or some of them, answered with an rcode that is no answer for a
+    /// client (REFUSED, FORMERR, NOTIMP, …), and none answered usefully within the budget.
+    #[error("{}", rejected_text(*.tried, *.rejected, *.rcode))]
+    Rejected {
+        /// How many servers were tried.
+        tried: usize,
+        /// How many of them answered with such an rcode.
+        rejected: usize,
+        /// The last such rcode.
+        rcode: u8,
+    },
     /// No upstream is configured for this name.
     #[error("no upstream configured")]
     NoUpstream,
@@ -220,6 +231,39 @@ pub enum UpstreamError {
         /// What ran out.
         cause: SocketError,
     },
+}
+
+/// [`UpstreamError::Rejected`]'s text.
+fn rejected_text(tried: usize, rejected: usize, rcode: u8) -> String {
+    let name = wire::rcode::name(u16::from(rcode));
+    if rejected >= tried {
+        format!("no upstream would answer: {name} ({tried} tried)")
+    } else {
+        format!("no upstream answered ({tried} tried; {rejected} answered {name})")
+    }
+}
+
+impl UpstreamError {
+    /// EXTRA-TEXT for the client's EDE 22 (No Reachable Authority, RFC 8914 §4.23: the
+    /// authorities could not be reached "or they potentially refused to reply"): what the
+    /// servers did, never that they were silent when they answered.
+    #[must_use]
+    pub fn ede_text(&self) -> &'static str {
+        match self {
+            Self::Rejected {
+                tried,
+                rejected,
+                rcode,
+            } if rejected >= tried => match *rcode {
+                wire::rcode::REFUSED => "upstream answered REFUSED",
+                wire::rcode::FORMERR => "upstream answered FORMERR",
+                wire::rcode::NOTIMP => "upstream answered NOTIMP",
+                _ => "upstream answered with an error",
+            },
+            Self::NoUpstream => "no upstream configured",
+            _ => "no upstream answered",
+        }
+    }
 }
 
 /// A live upstream server with its health and metric handles.
@@ -631,6 +675,8 @@ impl Upstreams {
             tried: 0,
             local: None,
             servfail: None,
+            rejected: 0,
+            rejected_rcode: 0,
         };
         let mut round: u32 = 0;
         'rounds: loop {
@@ -723,6 +769,11 @@ impl Upstreams {
                 tried: rounds.tried,
                 cause,
             },
+            None if rounds.rejected > 0 => UpstreamError::Rejected {
+                tried: rounds.tried,
+                rejected: rounds.rejected,
+                rcode: rounds.rejected_rcode,
+            },
             None => UpstreamError::Exhausted {
                 tried: rounds.tried,
             },
@@ -776,6 +827,10 @@ struct Rounds<'o, 'u> {
     /// The first SERVFAIL a server answered, and which: the answer if no other server gives
     /// a better one.
     servfail: Option<(usize, Vec<u8>)>,
+    /// Servers that answered with an rcode that is no answer (REFUSED, FORMERR, …), and the
+    /// last such rcode: named in the failure's reason and the client's EDE.
+    rejected: usize,
+    rejected_rcode: u8,
 }
 
 impl Rounds<'_, '_> {
@@ -798,6 +853,8 @@ impl Rounds<'_, '_> {
                     wire::rcode::NOERROR | wire::rcode::NXDOMAIN | wire::rcode::SERVFAIL
                 ) =>
             {
+                self.rejected += 1;
+                self.rejected_rcode = wire::rcode_of(&answer);
                 match wire::rcode_of(&answer) {
                     wire::rcode::REFUSED => up.err_refused.increment(1),
                     wire::rcode::FORMERR => up.err_formerr.increment(1),

@@ -69,6 +69,8 @@ pub enum Fault {
     FormErrOnEdns,
     /// Answers every query NOTIMP.
     NotImp,
+    /// Answers every query REFUSED (a server that will not recurse for dnsward).
+    Refused,
     /// Answers with the records but an rcode no stub knows what to do with (NOTAUTH, 9).
     OddRcode,
     /// Answers every query SERVFAIL (a resolver that cannot resolve the name).
@@ -305,13 +307,16 @@ impl FakeUpstream {
                 resp.metadata.response_code = ResponseCode::FormErr;
                 resp.to_vec().ok()
             }
-            Some(f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp)) => {
+            Some(
+                f @ (Fault::TruncatedOverTcp | Fault::FormErr | Fault::NotImp | Fault::Refused),
+            ) => {
                 let req = Message::from_vec(query).ok()?;
                 let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
                 resp.add_query(req.queries.first()?.clone());
                 match f {
                     Fault::FormErr => resp.metadata.response_code = ResponseCode::FormErr,
                     Fault::NotImp => resp.metadata.response_code = ResponseCode::NotImp,
+                    Fault::Refused => resp.metadata.response_code = ResponseCode::Refused,
                     _ => resp.metadata.truncation = true,
                 }
                 resp.to_vec().ok()
@@ -1021,4 +1026,16 @@ pub fn opt_record(owner: &[u8], version: u8) -> Vec<u8> {
     out.extend_from_slice(&1232u16.to_be_bytes());
     out.extend_from_slice(&[0, version, 0, 0, 0, 0]);
     out
+}
+
+/// The Extended DNS Error (RFC 8914) in an answer, as (INFO-CODE, EXTRA-TEXT).
+pub fn ede_of(m: &hickory_proto::op::Message) -> Option<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.options().get(EdnsCode::from(15))? {
+        EdnsOption::Unknown(15, data) if data.len() >= 2 => Some((
+            u16::from_be_bytes([data[0], data[1]]),
+            String::from_utf8_lossy(&data[2..]).into_owned(),
+        )),
+        other => panic!("an EDE option that does not decode: {other:?}"),
+    }
 }

@@ -739,18 +739,6 @@ async fn queries_without_recursion_desired_get_local_zones_only() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
-/// The Extended DNS Error (RFC 8914) in an answer, as (INFO-CODE, EXTRA-TEXT).
-fn ede_of(m: &hickory_proto::op::Message) -> Option<(u16, String)> {
-    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-    match m.edns.as_ref()?.options().get(EdnsCode::from(15))? {
-        EdnsOption::Unknown(15, data) if data.len() >= 2 => Some((
-            u16::from_be_bytes([data[0], data[1]]),
-            String::from_utf8_lossy(&data[2..]).into_owned(),
-        )),
-        other => panic!("an EDE option that does not decode: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn blocks_refusals_and_sinkholes_say_why_in_an_extended_dns_error() {
     let up = upstream().start().await;

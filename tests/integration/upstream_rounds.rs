@@ -230,6 +230,69 @@ async fn a_server_that_failed_outright_is_not_asked_again_in_later_rounds() {
     );
 }
 
+/// Servers that answer REFUSED did answer: the client's SERVFAIL says so in its EDE 22 (RFC
+/// 8914 §4.23: the authorities "potentially refused to reply"), and the remembered failure
+/// says so too. Before, both said "no upstream answered", sending the operator to look for a
+/// network fault. A server that was silent still reads "no upstream answered".
+#[tokio::test]
+async fn servers_that_refuse_are_named_in_the_servfail_not_called_silent() {
+    let a = fake(68, Fault::Refused).await;
+    let b = fake(69, Fault::Refused).await;
+    let mut s = TestServer::start_on(
+        HOST,
+        &upstream_section(&[a.addr, b.addr], "300ms")
+            .replace("failure_ttl = \"0s\"", "failure_ttl = \"5s\""),
+        GROUP,
+        &[],
+    )
+    .await;
+    let (m, elapsed) = ask(s.udp, "refused.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert!(elapsed < WELL_UNDER, "failed after {elapsed:?}");
+    assert_eq!(
+        ede_of(&m),
+        Some((22, "upstream answered REFUSED".to_string())),
+        "{m:?}"
+    );
+    let asked = || {
+        (
+            a.udp_queries.load(Ordering::SeqCst),
+            b.udp_queries.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(asked(), (1, 1));
+    // Remembered (RFC 9520): the next ask is answered from the failure cache, EDE 13, and
+    // the event's reason names the refusal.
+    let (m, _) = ask(s.udp, "refused.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(ede_of(&m).map(|e| e.0), Some(13), "{m:?}");
+    assert_eq!(asked(), (1, 1));
+    let reasons: Vec<String> = s
+        .stop_and_read_events()
+        .await
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    for want in [
+        "no upstream would answer: REFUSED (2 tried)",
+        "failure cached: upstream answered REFUSED",
+    ] {
+        assert!(reasons.iter().any(|r| r == want), "{want:?} in {reasons:?}");
+    }
+
+    // One refuses, the other never answers: not every server answered, so "no upstream
+    // answered" stands, and the reason counts the refusal.
+    let hole = fake(70, Fault::BlackHole).await;
+    let s = serve(&[a.addr, hole.addr]).await;
+    let (m, _) = ask(s.udp, "refused-or-silent.example").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert_eq!(
+        ede_of(&m),
+        Some((22, "no upstream answered".to_string())),
+        "{m:?}"
+    );
+}
+
 /// A server that does not know EDNS answers FORMERR without an OPT record: it is asked again
 /// without one (RFC 6891 §7), as from Unbound, and its answer is the client's; for a while
 /// after, it is asked without EDNS first. Before, the

@@ -44,8 +44,8 @@ pub(super) enum ChaseStop {
     Private(IpAddr),
     /// The target's resolution failed.
     Failed(Arc<str>),
-    /// No upstream answered for the target (EDE 22, as for an ordinary miss).
-    Unreachable(Arc<str>),
+    /// No upstream answered for the target (EDE 22 with this text, as for an ordinary miss).
+    Unreachable(Arc<str>, &'static str),
     /// The target's resolution failed a moment ago and is not asked again yet (RFC 9520).
     FailureCached(FailureKind),
 }
@@ -54,7 +54,7 @@ impl std::fmt::Display for ChaseStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self, self.problem()) {
             (_, Some(problem)) => write!(f, "{problem}"),
-            (Self::Failed(why) | Self::Unreachable(why), None) => write!(f, "{why}"),
+            (Self::Failed(why) | Self::Unreachable(why, _), None) => write!(f, "{why}"),
             (Self::FailureCached(kind), None) => write!(f, "failure cached: {}", kind.as_str()),
             _ => Ok(()),
         }
@@ -67,7 +67,7 @@ impl ChaseStop {
         match self {
             Self::Forbidden(t) => Some(AnswerProblem::ForbiddenTarget(t)),
             Self::Private(ip) => Some(AnswerProblem::PrivateAddress(*ip)),
-            Self::Failed(_) | Self::Unreachable(_) | Self::FailureCached(_) => None,
+            Self::Failed(_) | Self::Unreachable(..) | Self::FailureCached(_) => None,
         }
     }
 }
@@ -193,7 +193,9 @@ impl Pipeline {
                     match self.fetch_coalesced(p, &tq).await {
                         Fetched::Answer(answer, _, _) => answer,
                         Fetched::Unusable(_, why) => return Err(ChaseStop::Failed(why)),
-                        Fetched::Failed(why) => return Err(ChaseStop::Unreachable(why)),
+                        Fetched::Failed(why, text) => {
+                            return Err(ChaseStop::Unreachable(why, text));
+                        }
                     }
                 }
             };

@@ -187,8 +187,8 @@ enum Fetched {
     Answer(Arc<CachedAnswer>, Arc<str>, usize),
     /// The upstream answered something unusable.
     Unusable(Arc<str>, Arc<str>),
-    /// No upstream answered.
-    Failed(Arc<str>),
+    /// No upstream answered: why, and the EXTRA-TEXT of the client's EDE 22.
+    Failed(Arc<str>, &'static str),
 }
 
 /// Pipeline-wide settings that are not part of the swappable policy.
@@ -786,13 +786,14 @@ impl Pipeline {
                 let report = Report::new(Verdict::Servfail, &why).via(&upstream);
                 Some(self.finish(&ctx, msg, &report))
             }
-            Fetched::Failed(why) => {
+            Fetched::Failed(why, text) => {
                 let msg = wire::start_response(&q, rcode::SERVFAIL, false);
                 let why = || why.to_string();
-                // Why, for the client's logs (RFC 8914): no upstream gave an answer.
+                // Why, for the client's logs (RFC 8914): no upstream gave an answer, or every
+                // one refused to.
                 let report = Report::new(Verdict::Servfail, &why).ede(wire::Ede {
                     code: wire::ede::NO_REACHABLE_AUTHORITY,
-                    text: "no upstream answered",
+                    text,
                 });
                 Some(self.finish(&ctx, msg, &report))
             }
@@ -858,10 +859,10 @@ impl Pipeline {
                     text: "resolution failed recently",
                 });
             }
-            ChaseStop::Unreachable(_) => {
+            ChaseStop::Unreachable(_, text) => {
                 report = report.ede(wire::Ede {
                     code: wire::ede::NO_REACHABLE_AUTHORITY,
-                    text: "no upstream answered",
+                    text,
                 });
             }
             _ => {}
@@ -883,7 +884,10 @@ impl Pipeline {
                 fetched
             }
             Flight::Follower(rx) => rx.await.unwrap_or_else(|_| {
-                Fetched::Failed("the shared upstream exchange was abandoned".into())
+                Fetched::Failed(
+                    "the shared upstream exchange was abandoned".into(),
+                    "no upstream answered",
+                )
             }),
         }
     }
@@ -936,10 +940,25 @@ impl Pipeline {
             Err(e) => {
                 // Only the upstreams' failures are remembered: not this host's (no socket),
                 // not the absence of any upstream.
-                if matches!(e, UpstreamError::Exhausted { tried } if tried > 0) {
-                    self.remember_failure(p, q, FailureKind::NoAnswer);
+                match e {
+                    UpstreamError::Exhausted { tried } if tried > 0 => {
+                        self.remember_failure(p, q, FailureKind::NoAnswer);
+                    }
+                    UpstreamError::Rejected {
+                        tried,
+                        rejected,
+                        rcode,
+                    } => {
+                        let kind = if rejected >= tried {
+                            FailureKind::Rejected(rcode)
+                        } else {
+                            FailureKind::NoAnswer
+                        };
+                        self.remember_failure(p, q, kind);
+                    }
+                    _ => {}
                 }
-                Fetched::Failed(e.to_string().into())
+                Fetched::Failed(e.to_string().into(), e.ede_text())
             }
         }
     }
