@@ -1169,6 +1169,50 @@ fn additional_start(msg: &[u8]) -> Option<usize> {
     Some(r.pos)
 }
 
+/// Cut `msg` back to the whole records that end within `limit` bytes: a record past it, or one
+/// that does not parse to its end (the partial record an encoder left when it ran out of
+/// room), is dropped with every record after it, and the section counts are rewritten to what
+/// is kept. True when a record was dropped (the caller sets TC); false, and `msg` unchanged,
+/// when every record fits. `None` when the header or question does not parse.
+pub fn keep_whole_records(msg: &mut Vec<u8>, limit: usize) -> Option<bool> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |m: &[u8], i: usize| u16::from_be_bytes([m[i], m[i + 1]]);
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..count(msg, 4) {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    if r.pos > limit {
+        return None;
+    }
+    let mut kept = [0u16; 3];
+    let mut end = r.pos;
+    let mut whole = true;
+    'sections: for (i, at) in [6, 8, 10].into_iter().enumerate() {
+        for _ in 0..count(msg, at) {
+            if skip_record(&mut r).is_none() || r.pos > limit {
+                whole = false;
+                break 'sections;
+            }
+            kept[i] += 1;
+            end = r.pos;
+        }
+    }
+    if whole && end == msg.len() {
+        return Some(false);
+    }
+    msg.truncate(end);
+    for (i, at) in [6, 8, 10].into_iter().enumerate() {
+        msg[at..at + 2].copy_from_slice(&kept[i].to_be_bytes());
+    }
+    Some(!whole)
+}
+
 /// Finish an answer for `q` in place: patch the ID, RD/CD and question case, append our OPT
 /// record if the client used EDNS, and make it fit `max_len`: additional records (glue) go
 /// first, without TC (RFC 2181 §9: they are not needed to answer); only when the answer and
@@ -1211,6 +1255,15 @@ pub fn finish_response_with(msg: &mut Vec<u8>, q: &Query<'_>, max_len: usize, ed
     {
         msg.truncate(end);
         msg[10..12].fill(0);
+    }
+    // Over a stream (64 KiB) there is no larger transport to retry on: the records that fit,
+    // with TC. Over UDP the question alone, with TC: the client asks again over TCP.
+    if msg.len() + opt_len > max_len
+        && max_len >= usize::from(u16::MAX)
+        && keep_whole_records(msg, max_len - opt_len) == Some(true)
+    {
+        let flags = u16::from_be_bytes([msg[2], msg[3]]) | flag::TC;
+        msg[2..4].copy_from_slice(&flags.to_be_bytes());
     }
     if msg.len() + opt_len > max_len {
         msg.truncate(HEADER_LEN + q.question.len());
@@ -2060,6 +2113,43 @@ pub(crate) mod tests {
         assert!(is_truncated(&r));
         assert_eq!(answer_count(&r), 0);
         assert_eq!(r.len(), 12 + q.question.len());
+    }
+
+    #[test]
+    fn whole_records_are_kept_and_a_partial_one_dropped() {
+        let p = query_bytes("example.com", rtype::TXT, None);
+        let q = parse_query(&p).unwrap();
+        let mut r = start_response(&q, 0, false);
+        for _ in 0..3 {
+            push_answer_for_qname(&mut r, rtype::TXT, 60, &[9; 10]);
+        }
+        let whole = r.clone();
+        let record = (whole.len() - 12 - q.question.len()) / 3;
+        // Everything fits: unchanged.
+        assert_eq!(keep_whole_records(&mut r, usize::MAX), Some(false));
+        assert_eq!(r, whole);
+        // A limit inside the third record: two kept, counted.
+        assert_eq!(keep_whole_records(&mut r, whole.len() - 1), Some(true));
+        assert_eq!(answer_count(&r), 2);
+        assert_eq!(r.len(), whole.len() - record);
+        // Counts that claim a record whose bytes stop short (an encoder out of room): the
+        // partial one goes.
+        let mut r = whole.clone();
+        r.truncate(whole.len() - 4);
+        assert_eq!(keep_whole_records(&mut r, usize::MAX), Some(true));
+        assert_eq!((answer_count(&r), r.len()), (2, whole.len() - record));
+        // Stray bytes after the counted records go too.
+        let mut r = whole.clone();
+        r.extend_from_slice(&[4, b'h', b'u', b'g']);
+        assert_eq!(keep_whole_records(&mut r, usize::MAX), Some(false));
+        assert_eq!(r, whole);
+        // Under a datagram limit, a message past it is the question alone, with TC.
+        let mut r = whole.clone();
+        finish_response(&mut r, &q, whole.len() - 1);
+        assert!(
+            r.len() < 12 + q.question.len() + record,
+            "UDP-sized: the question alone"
+        );
     }
 
     #[test]

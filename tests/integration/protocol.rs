@@ -854,3 +854,100 @@ async fn a_denied_parent_of_allowed_names_is_nodata_not_nxdomain() {
         );
     }
 }
+
+/// A local answer too big for any DNS message (5,000 A records, 300 long TXT records): over
+/// TCP the client gets the whole records that fit in 64 KiB with TC, a message that decodes to
+/// its end, with or without EDNS and a cookie. Before, hickory's encoder stopped mid-record
+/// past 64 KiB: 11 stray bytes after the last record without EDNS, a partial TXT record before
+/// the OPT record with it (dnspython: `TrailingJunk`, `FormError`), and with a cookie the
+/// question alone with TC, which over TCP leaves the client nothing to retry on.
+#[tokio::test]
+async fn a_local_answer_past_64_kib_is_cut_on_a_record_boundary() {
+    let mut zone = String::from("$ORIGIN big.internal.\n$TTL 300\n@ IN SOA ns hm 1 2 3 4 60\n");
+    for i in 0..5000u32 {
+        zone.push_str(&format!(
+            "huge IN A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let long = "x".repeat(250);
+    for i in 0..300 {
+        zone.push_str(&format!("bigtxt IN TXT \"{long}\" \"{i}\"\n"));
+    }
+    let group = r#"
+[[groups]]
+name = "big"
+cidrs = ["127.0.0.63/32"]
+allow = ["*.big.internal"]
+"#;
+    let s = TestServer::start_with_zones(None, group, &[("big.internal.zone", &zone)]).await;
+    for (qname, qtype) in [
+        ("huge.big.internal", RecordType::A),
+        ("bigtxt.big.internal", RecordType::TXT),
+    ] {
+        for (how, packet) in [
+            ("no EDNS", query_packet(qname, qtype, false)),
+            ("EDNS", query_packet(qname, qtype, true)),
+            (
+                "EDNS and a cookie",
+                with_cookie(query_packet(qname, qtype, false), [7; 8], None),
+            ),
+        ] {
+            let raw = tcp_raw(s.udp, "127.0.0.63", &packet)
+                .await
+                .unwrap_or_else(|| panic!("{qname} {how}: no answer"));
+            let m = hickory_proto::op::Message::from_vec(&raw).unwrap_or_else(|e| {
+                panic!("{qname} {how}: {} bytes do not decode: {e}", raw.len())
+            });
+            assert!(m.metadata.truncation, "{qname} {how}: TC");
+            assert!(
+                m.answers.len() > 100,
+                "{qname} {how}: the records that fit, not the question alone: {}",
+                m.answers.len()
+            );
+            assert!(
+                m.answers.iter().all(|r| r.record_type() == qtype),
+                "{qname} {how}"
+            );
+            assert_eq!(
+                records_end(&raw),
+                Some(raw.len()),
+                "{qname} {how}: the counted records end where the message does"
+            );
+            assert_eq!(m.edns.is_some(), how != "no EDNS", "{qname} {how}");
+        }
+    }
+}
+
+/// Where the records a message's header counts end, walked by hand (hickory's decoder does not
+/// mind bytes after them); `None` when a record runs past the end.
+fn records_end(raw: &[u8]) -> Option<usize> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([raw[i], raw[i + 1]]));
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *raw.get(at)?;
+            if len == 0 {
+                return Some(at + 1);
+            }
+            if len & 0xC0 == 0xC0 {
+                return Some(at + 2);
+            }
+            at += 1 + usize::from(len);
+        }
+    };
+    let mut at = 12;
+    for _ in 0..count(4) {
+        at = skip_name(at)? + 4;
+    }
+    for _ in 0..count(6) + count(8) + count(10) {
+        at = skip_name(at)? + 8;
+        let rdlen = usize::from(u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]));
+        at += 2 + rdlen;
+        if at > raw.len() {
+            return None;
+        }
+    }
+    Some(at)
+}

@@ -1134,6 +1134,12 @@ fn encode_with_question(
         hickory_proto::rr::RecordType::from(q.qtype),
     ));
     let mut out = m.to_vec().ok()?;
+    // Past 64 KiB hickory's encoder sets TC and stops mid-record, the counts still claiming
+    // the records it did not finish: keep the whole ones.
+    if wire::is_truncated(&out) {
+        let len = out.len();
+        wire::keep_whole_records(&mut out, len)?;
+    }
     let qlen = q.question.len();
     if out.len() < wire::HEADER_LEN + qlen {
         return None;
