@@ -318,6 +318,51 @@ async fn a_forwarded_cname_loop_or_overlong_chain_is_servfail() {
     assert_eq!(a_records(&ok), ["192.0.2.4"]);
 }
 
+/// A local zone's CNAME loop (two names, a name to itself, a wildcard whose target it
+/// synthesises) is SERVFAIL, as a forwarded loop is, not NOERROR with the looping links; the
+/// zone's other names are served, and a chain that ends is answered whole (over UDP and TCP).
+#[tokio::test]
+async fn a_local_cname_loop_is_servfail_and_the_rest_of_the_zone_is_served() {
+    let zone = "$ORIGIN loops.internal.\n$TTL 300\n@ IN SOA ns hm 1 2 3 4 60\n\
+                loopa IN CNAME loopb\nloopb IN CNAME loopa\nself IN CNAME self\n\
+                *.wild IN CNAME y.wild\nfine IN CNAME host\nhost IN A 10.7.7.7\n";
+    let group = r#"
+[[groups]]
+name = "loops"
+cidrs = ["127.0.0.64/32"]
+allow = ["*.loops.internal"]
+"#;
+    let s = TestServer::start_with_zones(None, group, &[("loops.internal.zone", zone)]).await;
+    for qname in [
+        "loopa.loops.internal",
+        "loopb.loops.internal",
+        "self.loops.internal",
+        "x.wild.loops.internal",
+    ] {
+        let m = udp_query(s.udp, "127.0.0.64", qname, RecordType::A).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::ServFail,
+            "{qname}: {m:?}"
+        );
+        assert!(m.answers.is_empty(), "{qname}: {m:?}");
+        let m = tcp_query(s.udp, "127.0.0.64", qname, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{qname}");
+    }
+    let ok = udp_query(s.udp, "127.0.0.64", "fine.loops.internal", RecordType::A).await;
+    assert_eq!(a_records(&ok), ["10.7.7.7"]);
+    // The CNAME itself, asked for, is data like any other.
+    let m = udp_query(
+        s.udp,
+        "127.0.0.64",
+        "self.loops.internal",
+        RecordType::CNAME,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(m.answers.len(), 1);
+}
+
 #[tokio::test]
 async fn forwarded_answers_with_internal_addresses_are_blocked_and_logged() {
     let up = FakeUpstream::new()

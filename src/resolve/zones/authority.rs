@@ -185,6 +185,36 @@ impl Zone {
         }
         cuts
     }
+
+    /// Owners whose CNAME chain, followed through this zone's own names, comes back to a name
+    /// already on it (`a CNAME b`, `b CNAME a`; `self CNAME self`), sorted: served, such a
+    /// name is SERVFAIL, as Unbound answers a looping chain. Wildcard synthesis is not
+    /// followed here (the pipeline catches those loops when asked).
+    pub(super) fn cname_loops(&self) -> Vec<String> {
+        let target_of = |owner: &str| {
+            self.nodes.get(owner)?.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) => Some(name_key(&c.0)),
+                _ => None,
+            })
+        };
+        let mut loops: Vec<String> = Vec::new();
+        for owner in self.nodes.keys() {
+            let mut seen: Vec<String> = vec![owner.to_string()];
+            let mut at = owner.to_string();
+            while let Some(next) = target_of(&at) {
+                if seen.contains(&next) {
+                    if next == **owner {
+                        loops.push(owner.to_string());
+                    }
+                    break;
+                }
+                seen.push(next.clone());
+                at = next;
+            }
+        }
+        loops.sort();
+        loops
+    }
 }
 
 /// What one name in a zone says about one type.

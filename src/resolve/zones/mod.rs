@@ -295,6 +295,16 @@ impl ZoneSet {
                     addresses: cut.addresses,
                 });
             }
+            let loops = zone.cname_loops();
+            if !loops.is_empty() {
+                // Not an error either: the zone's other names are served; these are SERVFAIL.
+                tracing::warn!(
+                    "{}: CNAME loop in zone {} through {}: those names are answered SERVFAIL",
+                    path.display(),
+                    zone.origin,
+                    loops.join(", ")
+                );
+            }
             origin_files.insert(zone.origin.clone(), path);
             set.by_origin
                 .insert(zone.origin.clone().into_boxed_str(), set.zones.len());

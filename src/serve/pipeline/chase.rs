@@ -99,6 +99,25 @@ fn open_target(m: &Message, qtype: RecordType) -> Option<Name> {
     (!answered).then_some(target)
 }
 
+/// The target [`chase_local_cname`](Pipeline::chase_local_cname) follows next, `None` when the
+/// chain is complete; a chain whose last CNAME points back at a name on it is a loop.
+fn next_link(m: &Message, qtype: RecordType) -> Result<Option<Name>, ChaseStop> {
+    if let Some(target) = open_target(m, qtype) {
+        return Ok(Some(target));
+    }
+    match m.answers.last().map(|r| &r.data) {
+        Some(RData::CNAME(c))
+            if m.metadata.response_code == ResponseCode::NoError
+                && !matches!(qtype, RecordType::CNAME | RecordType::ANY) =>
+        {
+            Err(ChaseStop::Failed(
+                format!("CNAME loop at {}", wire::name_text(&c.0)).into(),
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
 impl Pipeline {
     /// Complete `m`, a local zone's answer to `q`, when its CNAME chain leaves the zone (see
     /// the module doc). `m` is left as it was when nothing needs chasing; on `Err` the caller
@@ -118,10 +137,18 @@ impl Pipeline {
             .filter(|r| r.record_type() == RecordType::CNAME)
             .count();
         let mut seen: Vec<Name> = m.answers.iter().map(|r| r.name.clone()).collect();
-        while let Some(target) = open_target(m, qtype) {
-            if links >= MAX_CNAME_CHAIN || seen.contains(&target) {
-                // A loop or a long chain: the client gets the chain as far as it went.
-                return Ok(());
+        while let Some(target) = next_link(m, qtype)? {
+            // A loop, or a chain past the bound: SERVFAIL, as from Unbound (and as a forwarded
+            // answer's loop is, `scrub`); a stub given the links so far would follow them again.
+            if seen.contains(&target) {
+                return Err(ChaseStop::Failed(
+                    format!("CNAME loop at {}", wire::name_text(&target)).into(),
+                ));
+            }
+            if links >= MAX_CNAME_CHAIN {
+                return Err(ChaseStop::Failed(
+                    format!("CNAME chain longer than {MAX_CNAME_CHAIN} links").into(),
+                ));
             }
             let text = wire::name_text(&target);
             if !group.decide(&text).is_allowed() {
