@@ -1407,11 +1407,11 @@ pub struct HostTarget {
     pub name: Box<str>,
     /// The record's other fields, packed.
     pub fields: u64,
-    /// Bits those fields take (48 for SRV, 16 for MX).
+    /// Bits those fields take (48 for SRV, 16 for MX, none for PTR).
     pub field_bits: u8,
 }
 
-/// The SRV and MX targets in `records` (an answer section).
+/// The SRV, MX and PTR targets in `records` (an answer section).
 pub fn host_targets(
     records: &[hickory_proto::rr::Record],
 ) -> impl Iterator<Item = HostTarget> + '_ {
@@ -1427,6 +1427,11 @@ pub fn host_targets(
             name: name_text(&mx.exchange).into_boxed_str(),
             fields: u64::from(mx.preference),
             field_bits: 16,
+        }),
+        hickory_proto::rr::RData::PTR(ptr) => Some(HostTarget {
+            name: name_text(&ptr.0).into_boxed_str(),
+            fields: 0,
+            field_bits: 0,
         }),
         _ => None,
     })

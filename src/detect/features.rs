@@ -159,16 +159,31 @@ pub const QTYPE_CHOICE_BITS: u32 = 16;
 /// only the types whose queries score ([`qtype_points`]): HTTPS/SVCB parameters (`ech`,
 /// unknown keys), CAA, OPENPGPKEY, TLSA, NAPTR, URI and any other record data carry whatever
 /// their server puts there, and counted nothing, a poller moved a megabyte in five minutes
-/// through HTTPS answers unseen. PTR under `in-addr.arpa` and `ip6.arpa` stays out: a
-/// monitoring sweep of a /24 is hundreds of fresh host names in seconds under one reverse zone
-/// (a documented free channel, `docs/detection.md`); a PTR anywhere else is a 255-byte name of
-/// its server's choosing, and counts.
+/// through HTTPS answers unseen. PTR under `in-addr.arpa` and `ip6.arpa` is priced by its
+/// targets instead ([`priced_by_targets`]); a PTR anywhere else is a 255-byte name of its
+/// server's choosing, and counts.
 #[must_use]
 pub fn answer_carries_bytes(qtype: u16, qname: &str) -> bool {
     match qtype {
         QTYPE_A | QTYPE_AAAA => false,
         QTYPE_PTR => !crate::names::is_reverse_name(qname),
         _ => true,
+    }
+}
+
+/// Whether a positive answer to `qtype` for `qname` is priced by the host names it gives (what
+/// is new in them to the domain, as CNAME targets are) rather than by its bytes: SRV and MX
+/// (plus their numbers), and PTR in the reverse trees. A monitoring sweep of a /24 is hundreds
+/// of fresh host names in seconds under one reverse zone, most of each name (`static.isp.net`)
+/// given before, so it pays a few bytes a name; a reverse zone's server answering one name
+/// with fresh 200-byte names each time (TTL 0) pays for each (487 KB had moved unseen in 15
+/// minutes when these answers counted nothing).
+#[must_use]
+pub fn priced_by_targets(qtype: u16, qname: &str) -> bool {
+    match qtype {
+        QTYPE_SRV | QTYPE_MX => true,
+        QTYPE_PTR => crate::names::is_reverse_name(qname),
+        _ => false,
     }
 }
 

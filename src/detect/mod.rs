@@ -1416,8 +1416,8 @@ impl Detector {
         // An SRV or MX answer says host names and a few numbers: priced as an address answer
         // is, by what is new in them (a service registry's first answers, five instance names
         // each, were a carrier's bytes: nine sinkholed the domain in 0.1 s).
-        let priced_by_targets = matches!(qtype, features::QTYPE_SRV | features::QTYPE_MX)
-            && !answer.host_targets.is_empty();
+        let priced_by_targets =
+            features::priced_by_targets(qtype, qname) && !answer.host_targets.is_empty();
         let carrier = !priced_by_targets && features::answer_carries_bytes(qtype, qname);
         let question = || self.hasher.hash_one((client_hash, qname, qtype));
         let tag = |feed: &dyn Fn(&mut dyn Hasher)| {
@@ -1671,7 +1671,8 @@ impl Detector {
             }
             bits = bits.saturating_add(5 * u32::try_from(chars).unwrap_or(u32::MAX / 8));
         }
-        // SRV and MX targets: the name as a CNAME target's (without the first-label rule),
+        // SRV, MX and reverse PTR targets: the name as a CNAME target's (without the
+        // first-label rule),
         // and the record's numbers (priority, weight, port; preference) the first time the
         // domain gives them with this target: 16 bits for each number that differs from the
         // record before it in the answer (the first record's: all of them), so a service whose

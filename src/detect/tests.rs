@@ -3040,6 +3040,101 @@ fn srv_answers_are_priced_by_their_targets_discovery_passes_a_srv_tunnel_does_no
     );
 }
 
+/// One PTR query from `client` for `qname`, then its answer fresh from upstream naming
+/// `target`; the query's assessment.
+fn ask_ptr(
+    d: &Detector,
+    client: u32,
+    qname: &str,
+    target: &str,
+    settings: &GroupDetectConfig,
+) -> Assessment {
+    let a = observe(d, ip(client), qname, features::QTYPE_PTR, settings);
+    let targets = [crate::wire::HostTarget {
+        name: target.into(),
+        fields: 0,
+        field_bits: 0,
+    }];
+    let set = |h: &mut dyn Hasher| h.write(target.as_bytes());
+    d.observe_answer_at(
+        &ClientKey::from(ip(client)),
+        qname,
+        registrable_domain(qname),
+        features::QTYPE_PTR,
+        &FreshAnswer {
+            nxdomain: false,
+            answers: 1,
+            bytes: 12 + target.len() + 2,
+            content: &set,
+            records: &set,
+            addresses: &[],
+            cname_targets: &[],
+            host_targets: &targets,
+            signed_bytes: 0,
+        },
+        d.clock.now(),
+    );
+    a
+}
+
+/// PTR answers in the reverse trees are priced by what is new in their target names, as SRV
+/// targets are. A reverse zone's server answering one polled name (or a few hundred names in
+/// turn) with fresh 200-byte names each time is sinkholed within ~16 KB, as a CNAME target
+/// download is (the same quarter weight: what is new in a host name); when these
+/// answers counted nothing, 487 KB came down one agent's PTR queries in 15 minutes with no
+/// alert. A monitoring host sweeping a /24 every minute for 15 minutes, its ISP's templated
+/// names (`host-1-2-3-4.static.isp-example.net`) given the same each time, is not alerted.
+#[test]
+fn reverse_ptr_answers_are_priced_by_their_targets() {
+    let settings = GroupDetectConfig::default();
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut worst = Level::None;
+    for _round in 0..15 {
+        for host in 1..=254u32 {
+            let qname = format!("{host}.77.51.198.in-addr.arpa");
+            let target = format!("host-198-51-77-{host}.static.isp-example.net");
+            worst = worst.max(ask_ptr(&d, 1, &qname, &target, &settings).level);
+            clock.advance(Duration::from_millis(200));
+        }
+        clock.advance(Duration::from_millis(60_000 - 254 * 200));
+    }
+    assert!(
+        worst < Level::Alert,
+        "a /24 sweep a minute reached {worst:?}"
+    );
+
+    for names in [1u32, 254] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut rng = 0x9e37_u64 + u64::from(names);
+        let mut reached = None;
+        for poll in 0..4000u32 {
+            let qname = format!("{}.66.55.in-addr.arpa", 1 + poll % names);
+            let labels: Vec<String> = (0..4)
+                .map(|_| {
+                    let mut l = String::new();
+                    while l.len() < 55 {
+                        l.push_str(&format!("{:013x}", xorshift(&mut rng) >> 12));
+                    }
+                    l.truncate(55);
+                    l
+                })
+                .collect();
+            let target = format!("{}.rdns-exfil.net", labels.join("."));
+            if ask_ptr(&d, 2, &qname, &target, &settings).level >= Level::Sinkhole {
+                reached = Some(poll);
+                break;
+            }
+            clock.advance(Duration::from_millis(250));
+        }
+        let poll = reached.unwrap_or_else(|| {
+            panic!("fresh PTR names under {names} reverse names were never sinkholed")
+        });
+        let moved = poll as usize * 4 * 55;
+        println!("{names} reverse names: sinkholed after {moved} B");
+        assert!(moved <= 24_576, "{names} names: sinkholed after {moved} B");
+    }
+}
+
 /// An antivirus engine checking file hashes against a vendor not on the shipped list (five new
 /// SHA-1s a second for two minutes after an install, then one a minute for half an hour) is
 /// contained at once: an exception takes away appearance only. Named in `[detect]

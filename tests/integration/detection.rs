@@ -314,6 +314,51 @@ async fn a_tunnel_in_fresh_aaaa_answers_is_contained_and_a_stable_poller_is_not(
     );
 }
 
+/// A download in PTR answers under a reverse zone the attacker's server holds: the agent polls
+/// one reverse name whose answers (TTL 0) are fresh 200-byte host names. Priced by what is new
+/// in the targets, it is contained within ~16 KB; these answers counted nothing before, and
+/// 487 KB came down in 15 minutes with no alert.
+#[tokio::test]
+async fn a_download_in_reverse_ptr_answers_is_contained() {
+    let src = "127.0.0.74";
+    let up = FakeUpstream::new()
+        .with_fresh_ptr("66.55.in-addr.arpa")
+        .start()
+        .await;
+    let clock = ManualClock::new();
+    let mut s = TestServer::start_with(
+        Some(up.addr),
+        &group("rdns", &format!("{src}/32"), false),
+        Some(clock.clone()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let (mut contained, mut moved) = (None, 0usize);
+    for poll in 0..600usize {
+        let m = udp_query(s.udp, src, "9.77.66.55.in-addr.arpa", RecordType::PTR).await;
+        let fresh = m.answers.iter().any(|r| {
+            matches!(&r.data, hickory_proto::rr::RData::PTR(p) if p.0.to_ascii().contains("rdns-exfil"))
+        });
+        if !fresh {
+            contained = Some(poll);
+            break;
+        }
+        moved += 200;
+        clock.advance(Duration::from_millis(250));
+    }
+    let events = s.stop_and_read_events().await;
+    let poll =
+        contained.unwrap_or_else(|| panic!("never contained after {moved} bytes in PTR names"));
+    eprintln!("PTR download contained at poll {poll}, after {moved} bytes");
+    assert!(moved <= 24 * 1024, "{moved} bytes moved before containment");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "alert" && e["client"] == src),
+        "an alert for the agent"
+    );
+}
+
 /// Encoded names sent in a class dnsward refuses (CHAOS, here) go nowhere, but the agent
 /// sending them is trying to tunnel: they are scored like any other, alerted, and contain the
 /// agent, whose next IN query to the same domain is no longer the upstream's answer.

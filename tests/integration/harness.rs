@@ -42,6 +42,9 @@ pub struct FakeUpstream {
     /// An owner whose AAAA answers are this many addresses never given before, TTL 0 (a
     /// tunnel's downstream in addresses), and how many answers it gave.
     fresh_aaaa: Option<(String, usize, Arc<AtomicU64>)>,
+    /// PTR queries under this suffix: a target never given before (four 50-character labels
+    /// under `rdns-exfil.example`), TTL 0.
+    fresh_ptr: Option<(String, Arc<AtomicU64>)>,
 }
 
 /// Ways a fake upstream misbehaves (issue 9's upstream faults).
@@ -199,6 +202,13 @@ impl FakeUpstream {
     /// answer.
     pub fn with_fresh_aaaa(mut self, owner: &str, count: usize) -> Self {
         self.fresh_aaaa = Some((owner.to_string(), count, Arc::new(AtomicU64::new(0))));
+        self
+    }
+
+    /// PTR queries for names under `suffix`: a fresh 200-byte target each time, TTL 0 (a
+    /// reverse zone's server answering with data).
+    pub fn with_fresh_ptr(mut self, suffix: &str) -> Self {
+        self.fresh_ptr = Some((suffix.to_string(), Arc::new(AtomicU64::new(0))));
         self
     }
 
@@ -382,6 +392,36 @@ impl FakeUpstream {
                     RData::AAAA(AAAA::from(std::net::Ipv6Addr::from(addr))),
                 ));
             }
+            return resp.to_vec().ok();
+        }
+        let fresh = self.fresh_ptr.as_ref().filter(|(suffix, _)| {
+            q.query_type() == RecordType::PTR && owner.ends_with(suffix.as_str())
+        });
+        if let Some((_, given)) = fresh {
+            let mut x = given.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+            let mut label = || {
+                let mut l = String::new();
+                while l.len() < 50 {
+                    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    x ^= x >> 31;
+                    l.push_str(&format!("{x:016x}"));
+                }
+                l.truncate(50);
+                l
+            };
+            let target = format!(
+                "{}.{}.{}.{}.rdns-exfil.example.",
+                label(),
+                label(),
+                label(),
+                label()
+            );
+            resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                0,
+                RData::PTR(hickory_proto::rr::rdata::PTR(name(&target))),
+            ));
             return resp.to_vec().ok();
         }
         match self.records.get(&(owner.clone(), q.query_type())) {

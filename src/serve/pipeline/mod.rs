@@ -725,10 +725,7 @@ impl Pipeline {
         match self.fetch_coalesced(&p, &q).await {
             Fetched::Answer(answer, upstream, answer_bytes) => {
                 let nxdomain = answer.rcode == rcode::NXDOMAIN;
-                let host_targets = if matches!(
-                    q.qtype,
-                    crate::detect::features::QTYPE_SRV | crate::detect::features::QTYPE_MX
-                ) {
+                let host_targets = if crate::detect::features::priced_by_targets(q.qtype, &q.name) {
                     answer.host_targets()
                 } else {
                     Vec::new()
