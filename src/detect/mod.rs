@@ -1530,6 +1530,21 @@ impl Detector {
         } else {
             (0, 0, false)
         };
+        // A lookup service's answers are its vendor's (Team Cymru's ASN TXT, a blocklist's
+        // return codes): the zone is the vendor's alone, so nothing a client sends can choose
+        // them; priced at the share its names are (a Cymru lookup every 5 s was sinkholed in
+        // 5 minutes on its TXT answers' bytes).
+        let (down, full) = if (down > 0 || full > 0)
+            && self.exceptions.find(qname).is_some()
+            && (exceptions::is_lookup_service(qname) || self.lookup_services.find(qname).is_some())
+        {
+            (
+                down.div_ceil(exceptions::LOOKUP_SERVICE_SHARE),
+                full.div_ceil(exceptions::LOOKUP_SERVICE_SHARE),
+            )
+        } else {
+            (down, full)
+        };
         let epochs = self.epochs(now);
         let record = |ws: &mut Windows| self.record_answer(ws, epochs, answer.nxdomain, down, data);
         // The pair's counted answer bytes in its detection window, this answer's included.

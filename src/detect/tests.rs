@@ -3077,6 +3077,79 @@ fn ask_ptr(
     a
 }
 
+/// Team Cymru's IP-to-ASN lookups, a shipped lookup service, one every 5 s for an hour (and
+/// one a second for ten minutes) with their ~60-byte TXT answers: the answers are the vendor's,
+/// priced at the share its names are, and never contain the client. Counted in full they
+/// sinkholed it in 5 minutes. A TXT download of the same size from a zone of the client's own
+/// choosing is still contained.
+#[test]
+fn a_lookup_services_answers_are_priced_at_its_share() {
+    let settings = GroupDetectConfig::default();
+    let ask = |d: &Detector, client: u32, qname: &str, text: &str| {
+        let a = observe(d, ip(client), qname, features::QTYPE_TXT, &settings);
+        let set = |h: &mut dyn Hasher| h.write(text.as_bytes());
+        d.observe_answer_at(
+            &ClientKey::from(ip(client)),
+            qname,
+            registrable_domain(qname),
+            features::QTYPE_TXT,
+            &FreshAnswer {
+                nxdomain: false,
+                answers: 1,
+                bytes: 12 + text.len() + 1,
+                content: &set,
+                records: &set,
+                addresses: &[],
+                cname_targets: &[],
+                host_targets: &[],
+                signed_bytes: 0,
+            },
+            d.clock.now(),
+        );
+        a.level
+    };
+    for (every, count) in [
+        (Duration::from_secs(5), 720u32),
+        (Duration::from_secs(1), 600),
+    ] {
+        let (d, clock) = detector(&DetectConfig::default());
+        let mut rng = 0xc1_u64;
+        let mut worst = Level::None;
+        for _ in 0..count {
+            let r = xorshift(&mut rng);
+            let (a, b, c) = (r & 0xff, (r >> 8) & 0xff, (r >> 16) & 0xff);
+            let qname = format!("{c}.{b}.{a}.origin.asn.cymru.com");
+            let text = format!(
+                "{} | {a}.{b}.{c}.0/24 | US | arin | 20{:02}-0{}-1{}",
+                (r >> 24) % 400_000,
+                (r >> 44) % 25,
+                1 + (r >> 50) % 9,
+                (r >> 56) % 10
+            );
+            worst = worst.max(ask(&d, 1, &qname, &text));
+            clock.advance(every);
+        }
+        assert!(
+            worst < Level::Throttle,
+            "Cymru lookups every {every:?} reached {worst:?}"
+        );
+    }
+    // The same answers from a zone the client chose: a download, contained.
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut rng = 0xc2_u64;
+    let mut worst = Level::None;
+    for i in 0..720u32 {
+        let r = xorshift(&mut rng);
+        let text = format!("{r:016x}{:016x}{:016x}", xorshift(&mut rng), r ^ 7);
+        worst = worst.max(ask(&d, 2, &format!("q{i}.cmd.dl-example.net"), &text));
+        clock.advance(Duration::from_secs(1));
+    }
+    assert!(
+        worst >= Level::Sinkhole,
+        "a TXT download reached only {worst:?}"
+    );
+}
+
 /// PTR answers in the reverse trees are priced by what is new in their target names, as SRV
 /// targets are. A reverse zone's server answering one polled name (or a few hundred names in
 /// turn) with fresh 200-byte names each time is sinkholed within ~16 KB, as a CNAME target
