@@ -895,7 +895,9 @@ impl AnswerCache {
 
 /// What an upstream chooses beyond an RRset's data carries nothing a client needs, and passed
 /// on it is a channel no detector prices (70 A records' TTLs and order moved 1.4 KB/s past the
-/// scoring). So, in each RRset (records of one owner, type and class, wherever they stood):
+/// scoring). So, in each RRset (records of one owner, type and class, wherever they stood; an
+/// RRSIG's set is the signatures of one covered type, RFC 4034 §3, so each stays after the
+/// RRset it covers, where [`scrub`] put it):
 /// every TTL becomes the set's lowest (RFC 2181 §5.2: a resolver treats an RRset's TTLs as
 /// their minimum anyway); its records are put together, where its first one stood, in the
 /// canonical order of their data (RFC 4034 §6.3: the same answer is then the same bytes, so the
@@ -924,11 +926,12 @@ fn normalise_rrsets(records: &mut Vec<hickory_proto::rr::Record>) {
         return;
     }
     let mut sets: Vec<Vec<hickory_proto::rr::Record>> = Vec::new();
-    let mut index: HashMap<(String, RecordType, u16), usize> = HashMap::new();
+    let mut index: HashMap<(String, RecordType, Option<RecordType>, u16), usize> = HashMap::new();
     for r in records.drain(..) {
         let key = (
             wire::name_text(&r.name),
             r.record_type(),
+            scrub::covered_type(&r),
             u16::from(r.dns_class),
         );
         let i = *index.entry(key).or_insert_with(|| {
@@ -1432,5 +1435,109 @@ mod tests {
         );
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
         assert!(m.answers.is_empty() && m.authorities.is_empty(), "{m:?}");
+    }
+
+    /// A chain the upstream sent out of order is stored and served in order from the question
+    /// name, each RRSIG after the RRset it covers (normalising the RRsets keeps that: an
+    /// RRSIG's set is one covered type's); one left open out of order is still open, so not
+    /// cached on its own (the pipeline completes it).
+    #[test]
+    fn an_out_of_order_chain_is_stored_in_order_and_an_open_one_stays_open() {
+        use hickory_proto::rr::rdata::{NULL, TXT};
+        let cache = AnswerCache::new(&CacheConfig::default(), ManualClock::new());
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let sig = |owner: &str, covered: RecordType| {
+            let mut rdata = u16::from(covered).to_be_bytes().to_vec();
+            rdata.extend([0xAB; 40]);
+            Record::from_rdata(
+                n(owner),
+                300,
+                RData::Unknown {
+                    code: RecordType::RRSIG,
+                    rdata: NULL::with(rdata),
+                },
+            )
+        };
+        let cname = |o: &str, t: &str| Record::from_rdata(n(o), 300, RData::CNAME(CNAME(n(t))));
+        let a = |o: &str, last: u8| Record::from_rdata(n(o), 300, RData::A(A::new(1, 2, 3, last)));
+        let build = |qname: &str, qtype: RecordType, answers: Vec<Record>| {
+            let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+            m.add_query(hickory_proto::op::Query::query(n(qname), qtype));
+            m.answers = answers;
+            m.to_vec().unwrap()
+        };
+        let sequence = |p: &Prepared, qname: &str, qtype: u16| {
+            let q = query_bytes(qname, qtype, Some(1232));
+            let q = wire::parse_query(&q).unwrap();
+            let m = Message::from_vec(&p.answer.render(&q, Duration::ZERO, 65535)).unwrap();
+            m.answers
+                .iter()
+                .map(|r| match scrub::covered_type(r) {
+                    Some(t) => format!("{} RRSIG {t}", r.name),
+                    None => format!("{} {}", r.name, r.record_type()),
+                })
+                .collect::<Vec<_>>()
+        };
+
+        let reversed = build(
+            "revcname.x.ext.example.",
+            RecordType::A,
+            vec![
+                sig("t2.ext.example.", RecordType::A),
+                a("t2.ext.example.", 22),
+                cname("t1.ext.example.", "t2.ext.example."),
+                sig("revcname.x.ext.example.", RecordType::CNAME),
+                cname("revcname.x.ext.example.", "t1.ext.example."),
+            ],
+        );
+        let p = cache.prepare_for(&reversed, "u".into(), true).unwrap();
+        assert!(p.cacheable);
+        assert_eq!(
+            sequence(&p, "revcname.x.ext.example", rtype::A),
+            [
+                "revcname.x.ext.example. CNAME",
+                "revcname.x.ext.example. RRSIG CNAME",
+                "t1.ext.example. CNAME",
+                "t2.ext.example. A",
+                "t2.ext.example. RRSIG A",
+            ]
+        );
+
+        let any = build(
+            "x.example.",
+            RecordType::ANY,
+            vec![
+                a("x.example.", 9),
+                sig("x.example.", RecordType::A),
+                Record::from_rdata(n("x.example."), 300, RData::TXT(TXT::new(vec!["t".into()]))),
+                sig("x.example.", RecordType::TXT),
+            ],
+        );
+        let p = cache.prepare_for(&any, "u".into(), true).unwrap();
+        assert_eq!(
+            sequence(&p, "x.example", 255),
+            [
+                "x.example. A",
+                "x.example. RRSIG A",
+                "x.example. TXT",
+                "x.example. RRSIG TXT",
+            ]
+        );
+
+        // Left open (t2 unanswered, no SOA), the links in reverse: still open.
+        let open = build(
+            "revcname.x.ext.example.",
+            RecordType::A,
+            vec![
+                cname("t1.ext.example.", "t2.ext.example."),
+                cname("revcname.x.ext.example.", "t1.ext.example."),
+            ],
+        );
+        let p = cache.prepare_for(&open, "u".into(), false).unwrap();
+        assert!(!p.cacheable, "an open chain is not cached on its own");
+        assert_eq!(
+            sequence(&p, "revcname.x.ext.example", rtype::A),
+            ["revcname.x.ext.example. CNAME", "t1.ext.example. CNAME"]
+        );
     }
 }

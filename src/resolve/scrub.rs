@@ -12,7 +12,9 @@
 //! - **answer section**: the question's CNAME chain only. It starts at the question name and
 //!   follows each CNAME whose owner is the chain's last name (at most [`MAX_CHAIN`] names, a
 //!   loop ends it); records are kept when their owner is on the chain and their type is CNAME,
-//!   the question's type (any type for `ANY`) or RRSIG. A DNAME above the name is not kept
+//!   the question's type (any type for `ANY`) or RRSIG, and they go on in the chain's order
+//!   whatever the upstream's was ([`order_by_chain`]: stub parsers such as glibc's walk the
+//!   section once from the question name). A DNAME above the name is not kept
 //!   (unless the question asked for that DNAME): the CNAME synthesised from it is (RFC 6672
 //!   §3.2), which every stub follows, and a DNAME for `com.` kept beside it would be a rewrite
 //!   of a whole tree no rule looked at, for a downstream cache to take;
@@ -114,6 +116,7 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
                 || qtype == RecordType::ANY
                 || t == RecordType::RRSIG)
     });
+    order_by_chain(&mut m.answers, &chain);
     // The proofs a validator needs (NSEC, NSEC3 and their RRSIGs) may lie anywhere in the
     // signed zone, a wildcard's closest-encloser proof near the apex: kept, and priced for a
     // DO client as signed bytes (only a DO client gets them, [`scrub_for`]). DS belongs in a
@@ -129,6 +132,71 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
         authorities: before.1 - m.authorities.len(),
         additionals: before.2,
         broken_chain: false,
+    }
+}
+
+/// Puts `answers`, each owned by a name on `chain`, in the chain's order, as Unbound serves a
+/// chain: the question name's records, then its target's, and so on; at each name its CNAME
+/// first, then the other types (by type code: `ANY`'s sets in one order whatever the
+/// upstream's), each RRSIG right after the RRset it covers. Within an RRset the order is kept
+/// (the cache puts it in canonical order). An upstream may send the chain in any order (the
+/// address first, the question's CNAME last), and stub parsers walk the section once from the
+/// question name: glibc's `getaddrinfo` then finds no address.
+/// An answer already in order (nearly all: one name, or a chain in order) is found so in one
+/// pass with no allocation, and left as it is.
+fn order_by_chain(answers: &mut [Record], chain: &[Name]) {
+    let key = |r: &Record| chain_key(r, chain);
+    let mut last = None;
+    let ordered = answers.iter().all(|r| {
+        let k = key(r);
+        let in_order = last.is_none_or(|l| l <= k);
+        last = Some(k);
+        in_order
+    });
+    if !ordered {
+        // Stable: an RRset's records keep their order among themselves.
+        answers.sort_by_cached_key(key);
+    }
+}
+
+/// Where `r` goes in a chain-ordered answer section: the position of its owner on `chain`, its
+/// (covered) type's rank at that name (CNAME first, an RRSIG whose covered type cannot be read
+/// last), and whether it is the RRSIG after that RRset.
+fn chain_key(r: &Record, chain: &[Name]) -> (usize, u32, bool) {
+    let at = match chain {
+        // No CNAME followed (nearly every answer): every record kept is the question name's.
+        [_] => 0,
+        _ => chain
+            .iter()
+            .position(|n| *n == r.name)
+            .unwrap_or(chain.len()),
+    };
+    let signature = r.record_type() == RecordType::RRSIG;
+    let covered = if signature {
+        covered_type(r)
+    } else {
+        Some(r.record_type())
+    };
+    let rank = match covered {
+        Some(RecordType::CNAME) => 0,
+        Some(t) => 1 + u32::from(u16::from(t)),
+        None => u32::MAX,
+    };
+    (at, rank, signature)
+}
+
+/// The type an RRSIG record covers (RFC 4034 §3.1: its RDATA's first two bytes), `None` for
+/// another record or an RRSIG too short to say.
+pub(crate) fn covered_type(r: &Record) -> Option<RecordType> {
+    match &r.data {
+        RData::Unknown {
+            code: RecordType::RRSIG,
+            rdata,
+        } => match rdata.anything.as_slice() {
+            [hi, lo, ..] => Some(RecordType::from(u16::from_be_bytes([*hi, *lo]))),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -217,7 +285,7 @@ mod tests {
         m.answers = vec![
             a("unrelated.example.net.", [6, 6, 6, 8]),
             cname("www.example.com.", "edge.cdn.example."),
-            // A later link before an earlier one: order does not matter.
+            // A later link before an earlier one: served in the chain's order.
             a("host.cdn.example.", [192, 0, 2, 1]),
             cname("edge.cdn.example.", "host.cdn.example."),
             // On the chain, but not the question's type.
@@ -235,8 +303,8 @@ mod tests {
             owners(&m.answers),
             [
                 "www.example.com. CNAME",
-                "host.cdn.example. A",
-                "edge.cdn.example. CNAME"
+                "edge.cdn.example. CNAME",
+                "host.cdn.example. A"
             ]
         );
         assert_eq!(owners(&m.authorities), ["cdn.example. NS"]);
@@ -253,6 +321,142 @@ mod tests {
                 additionals: 1,
                 broken_chain: false,
             }
+        );
+    }
+
+    /// An RRSIG over `covered`, with a distinguishing `tag` byte after the covered type.
+    fn rrsig(owner: &str, covered: RecordType, tag: u8) -> Record {
+        let mut rdata = u16::from(covered).to_be_bytes().to_vec();
+        rdata.extend([tag; 30]);
+        rec(
+            owner,
+            RData::Unknown {
+                code: RecordType::RRSIG,
+                rdata: hickory_proto::rr::rdata::NULL::with(rdata),
+            },
+        )
+    }
+
+    /// Owner, type and (for an A) the address's last byte or (for an RRSIG) the covered type:
+    /// the order a stub walks.
+    fn sequence(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => format!("{} A {}", r.name, a.0.octets()[3]),
+                _ => match covered_type(r) {
+                    Some(t) => format!("{} RRSIG {t}", r.name),
+                    None => format!("{} {}", r.name, r.record_type()),
+                },
+            })
+            .collect()
+    }
+
+    /// The tester's repro: the address first, the question's CNAME last. glibc walks the
+    /// section once from the question name, so it found no address; the chain is served from
+    /// the question name on, the final RRset last, its records in the order they came.
+    #[test]
+    fn an_out_of_order_chain_is_served_from_the_question_name() {
+        let mut m = message("revcname.x.ext.example.", RecordType::A);
+        m.answers = vec![
+            a("t2.ext.example.", [1, 2, 3, 22]),
+            cname("t1.ext.example.", "t2.ext.example."),
+            a("t2.ext.example.", [1, 2, 3, 21]),
+            cname("revcname.x.ext.example.", "t1.ext.example."),
+            a("unrelated.example.", [6, 6, 6, 6]),
+        ];
+        let dropped = scrub_for(&mut m, false);
+        assert_eq!(
+            sequence(&m.answers),
+            [
+                "revcname.x.ext.example. CNAME",
+                "t1.ext.example. CNAME",
+                "t2.ext.example. A 22",
+                "t2.ext.example. A 21",
+            ]
+        );
+        assert_eq!(dropped.answers, 1, "the unrelated address still goes");
+    }
+
+    /// For a DO client each RRSIG comes right after the RRset it covers (same owner, covered
+    /// type), wherever the upstream put it; at one name with two types (`ANY`) the CNAME comes
+    /// first, the rest by type, each with its signatures after it.
+    #[test]
+    fn rrsigs_follow_the_rrset_they_cover() {
+        let mut m = message("q.example.", RecordType::A);
+        m.answers = vec![
+            rrsig("t.example.", RecordType::A, 1),
+            rrsig("q.example.", RecordType::CNAME, 2),
+            a("t.example.", [192, 0, 2, 1]),
+            cname("q.example.", "t.example."),
+            a("t.example.", [192, 0, 2, 2]),
+        ];
+        scrub_for(&mut m, true);
+        assert_eq!(
+            sequence(&m.answers),
+            [
+                "q.example. CNAME",
+                "q.example. RRSIG CNAME",
+                "t.example. A 1",
+                "t.example. A 2",
+                "t.example. RRSIG A",
+            ]
+        );
+
+        let mut m = message("x.example.", RecordType::ANY);
+        m.answers = vec![
+            rrsig("x.example.", RecordType::TXT, 1),
+            rec("x.example.", RData::TXT(TXT::new(vec!["t".into()]))),
+            rrsig("x.example.", RecordType::A, 2),
+            a("x.example.", [192, 0, 2, 9]),
+        ];
+        scrub_for(&mut m, true);
+        assert_eq!(
+            sequence(&m.answers),
+            [
+                "x.example. A 9",
+                "x.example. RRSIG A",
+                "x.example. TXT",
+                "x.example. RRSIG TXT",
+            ]
+        );
+    }
+
+    /// A chain already in order (the usual answer) and an answer without a CNAME are left
+    /// exactly as they came, records within an RRset included.
+    #[test]
+    fn an_ordered_chain_is_left_as_it_came() {
+        let ordered = vec![
+            cname("q.example.", "t.example."),
+            rrsig("q.example.", RecordType::CNAME, 1),
+            a("t.example.", [192, 0, 2, 9]),
+            a("t.example.", [192, 0, 2, 3]),
+            rrsig("t.example.", RecordType::A, 2),
+            rrsig("t.example.", RecordType::A, 3),
+        ];
+        let mut m = message("q.example.", RecordType::A);
+        m.answers = ordered.clone();
+        assert_eq!(scrub_for(&mut m, true).total(), 0);
+        assert_eq!(m.answers, ordered);
+
+        let plain = vec![
+            a("q.example.", [192, 0, 2, 9]),
+            a("q.example.", [192, 0, 2, 3]),
+        ];
+        let mut m = message("q.example.", RecordType::A);
+        m.answers = plain.clone();
+        scrub(&mut m);
+        assert_eq!(m.answers, plain);
+        // An open chain (its last target unanswered) stays open at the end, out of order or not.
+        let mut m = message("q.example.", RecordType::A);
+        m.answers = vec![
+            cname("t1.example.", "t2.example."),
+            cname("q.example.", "t1.example."),
+        ];
+        scrub(&mut m);
+        assert_eq!(
+            sequence(&m.answers),
+            ["q.example. CNAME", "t1.example. CNAME"]
         );
     }
 

@@ -172,6 +172,32 @@ impl FakeUpstream {
         self
     }
 
+    /// A queries for `owner` answered with `links` as CNAMEs, each `(owner, target)`, and (with
+    /// `ip`) the last target's A record, all in reverse: the address first, `owner`'s CNAME
+    /// last (an upstream that sends a chain out of order). Without `ip` the chain is left open.
+    pub fn with_reversed_cname_chain(
+        mut self,
+        owner: &str,
+        links: &[(&str, &str)],
+        ip: Option<[u8; 4]>,
+    ) -> Self {
+        let mut records: Vec<Record> = links
+            .iter()
+            .map(|(o, t)| Record::from_rdata(name(o), 300, RData::CNAME(CNAME(name(t)))))
+            .collect();
+        if let (Some(ip), Some((_, last))) = (ip, links.last()) {
+            records.push(Record::from_rdata(
+                name(last),
+                300,
+                RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+            ));
+        }
+        records.reverse();
+        self.records
+            .insert((owner.to_string(), RecordType::A), records);
+        self
+    }
+
     /// `owner` SRV: one record (priority 1, weight 1) per `(target, port)`, TTL 0.
     pub fn with_srv(mut self, owner: &str, targets: &[(String, u16)]) -> Self {
         let records = targets

@@ -318,6 +318,76 @@ async fn a_forwarded_cname_loop_or_overlong_chain_is_servfail() {
     assert_eq!(a_records(&ok), ["192.0.2.4"]);
 }
 
+/// A forwarded chain the upstream sent out of order (the address first, the question's CNAME
+/// last) reaches the client in order from the question name, fresh and from the cache: glibc's
+/// `getaddrinfo` walks the section once from the question name and, given the upstream's
+/// order, found "no address associated with hostname". One left open out of order is still
+/// seen as open and completed.
+#[tokio::test]
+async fn a_forwarded_chain_out_of_order_is_served_in_order() {
+    let up = upstream()
+        .with_reversed_cname_chain(
+            "rev.allowed.example",
+            &[
+                ("rev.allowed.example", "t1.allowed.example"),
+                ("t1.allowed.example", "t2.allowed.example"),
+            ],
+            Some([1, 2, 3, 22]),
+        )
+        .with_reversed_cname_chain(
+            "revopen.allowed.example",
+            &[
+                ("revopen.allowed.example", "o1.allowed.example"),
+                ("o1.allowed.example", "o2.allowed.example"),
+            ],
+            None,
+        )
+        .with_a("o2.allowed.example", [1, 2, 3, 23], 300)
+        .start()
+        .await;
+    let s = TestServer::start(Some(up.addr), AGENTS).await;
+    let sequence = |m: &hickory_proto::op::Message| -> Vec<String> {
+        m.answers
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.record_type()))
+            .collect()
+    };
+    for round in ["fresh", "cached"] {
+        let m = udp_query(s.udp, "127.0.0.10", "rev.allowed.example", RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert_eq!(
+            sequence(&m),
+            [
+                "rev.allowed.example. CNAME",
+                "t1.allowed.example. CNAME",
+                "t2.allowed.example. A",
+            ],
+            "{round}"
+        );
+        assert_eq!(a_records(&m), ["1.2.3.22"], "{round}");
+        assert_eq!(up.queries(), 1, "{round}: the second answer is the cache's");
+    }
+    for round in ["fresh", "again"] {
+        let m = udp_query(
+            s.udp,
+            "127.0.0.10",
+            "revopen.allowed.example",
+            RecordType::A,
+        )
+        .await;
+        assert_eq!(
+            sequence(&m),
+            [
+                "revopen.allowed.example. CNAME",
+                "o1.allowed.example. CNAME",
+                "o2.allowed.example. A",
+            ],
+            "{round}: {m:?}"
+        );
+        assert_eq!(a_records(&m), ["1.2.3.23"], "{round}");
+    }
+}
+
 /// A local zone's CNAME loop (two names, a name to itself, a wildcard whose target it
 /// synthesises) is SERVFAIL, as a forwarded loop is, not NOERROR with the looping links; the
 /// zone's other names are served, and a chain that ends is answered whole (over UDP and TCP).
