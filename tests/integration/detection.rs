@@ -346,10 +346,28 @@ async fn a_download_in_reverse_ptr_answers_is_contained() {
         moved += 200;
         clock.advance(Duration::from_millis(250));
     }
+    // Contained where the evidence was scored, the /16's reverse zone: another /16 under the
+    // same first octet is still the upstream's to answer (it used to be the whole
+    // `55.in-addr.arpa`, a /8, for one network's evidence).
+    for _ in 0..3 {
+        let m = udp_query(s.udp, src, "4.3.77.55.in-addr.arpa", RecordType::PTR).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+        assert!(ede_of(&m).is_none(), "{m:?}");
+        let m = udp_query(s.udp, src, "8.77.66.55.in-addr.arpa", RecordType::PTR).await;
+        assert!(
+            m.metadata.response_code == ResponseCode::Refused || ede_of(&m).is_some(),
+            "the /16 itself stays contained: {m:?}"
+        );
+    }
     let events = s.stop_and_read_events().await;
     let poll =
         contained.unwrap_or_else(|| panic!("never contained after {moved} bytes in PTR names"));
     eprintln!("PTR download contained at poll {poll}, after {moved} bytes");
+    let started = events
+        .iter()
+        .find(|e| e["kind"] == "containment_started" && e["client"] == src)
+        .expect("a containment");
+    assert_eq!(started["domain"], "66.55.in-addr.arpa", "{started:#}");
     assert!(moved <= 24 * 1024, "{moved} bytes moved before containment");
     assert!(
         events

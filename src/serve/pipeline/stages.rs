@@ -221,10 +221,13 @@ impl Pipeline {
             self.events.emit(event);
         }
         if level >= Level::Throttle && !group.detect.monitor_only {
+            // Contained where the evidence was scored: a reverse name's network zone (the /16,
+            // the IPv6 /32), not its first octet's registrable domain, which would sinkhole a
+            // whole /8 for one network's evidence.
             if let Some(started) = self.containment.start(
                 &asked.peer.key,
                 &group.name,
-                domain,
+                crate::detect::addresses::detection_zone(&asked.q.name, domain),
                 level,
                 assessment.score,
             ) {
@@ -244,8 +247,8 @@ impl Pipeline {
 
     /// Domain gate: a throttled (client, domain) is refused, a sinkholed one gets the sinkhole.
     fn domain_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
-        let domain = a.domain;
         let q = a.asked.q;
+        let domain = crate::detect::addresses::detection_zone(&q.name, a.domain);
         let gate = self
             .containment
             .check_domain(&a.asked.peer.key, &a.group.name, domain);
