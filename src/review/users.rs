@@ -188,6 +188,17 @@ impl Users {
             if users.entries.iter().any(|e| e.user.name == name) {
                 problems.push(at, format!("user {} is listed twice", excerpt(name)));
             }
+            // The admin token acts as this name: a file user of the same name (an analyst
+            // named "admin") would be recorded as the admin in every event it causes.
+            if name.eq_ignore_ascii_case(LEGACY_ADMIN) {
+                problems.push(
+                    at,
+                    format!(
+                        "user name {}: reserved for the [admin] token_file token; choose another",
+                        excerpt(name)
+                    ),
+                );
+            }
             if users.entries.iter().any(|e| e.hash == digest) || admin_digest == Some(digest) {
                 problems.push(at, "this token is already someone else's");
             }
@@ -360,6 +371,12 @@ mod tests {
         // No user may hold the admin token.
         let p = Users::parse(&text, "tokens", Some(hash_token("carol-token"))).unwrap_err();
         assert!(p.to_string().contains("already someone else's"), "{p}");
+        // Nor its name: an analyst called "admin" would be recorded as the admin.
+        for name in ["admin", "Admin"] {
+            let text = format!("{name} analyst {}\n", hash_token_hex("x-token"));
+            let p = Users::parse(&text, "tokens", None).unwrap_err();
+            assert!(p.to_string().contains("reserved"), "{p}");
+        }
         let admin = User {
             name: LEGACY_ADMIN.into(),
             role: Role::Admin,
