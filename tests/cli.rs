@@ -418,6 +418,72 @@ fn a_sighup_during_startup_does_not_kill_the_server() {
     assert!(reloaded, "the early HUP became a reload once serving");
 }
 
+/// A SIGHUP reload that changes a setting only a restart applies says so in the log (a SIGHUP
+/// has no reply to carry the warning; it was in the event's message alone).
+#[test]
+fn a_sighup_that_changes_a_restart_only_setting_warns_in_the_log() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("dnsward.toml");
+    let write = |idle: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\ntcp_idle_timeout = \"{idle}\"\n[admin]\nlisten = \"\"\n\
+                 [zones]\ndir = \"{}\"\n[events]\nsink = \"file\"\npath = \"{}\"\n\
+                 [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow = [\"*.example.com\"]\n",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/zones"),
+                events.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("10s");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .contains("\"loaded\"")
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write("20s");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let started = Instant::now();
+    while !std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .contains("\"reloaded\"")
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("[server] changed and takes effect only after a restart"),
+        "{err}"
+    );
+}
+
 /// A per-client cap above its listener's total is valid but bounds nothing: `check` says so in
 /// a note and still exits 0; a cap within the total draws no note.
 #[test]

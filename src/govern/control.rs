@@ -250,7 +250,13 @@ impl Control {
                 tracing::warn!(error = %e, "secret not reloaded; the old one stays in force");
             }
             this.load_and_record(&this.config_path, a.as_deref(), m.as_deref())
-                .map(|(p, w)| (p, w.into_iter().chain(secrets).collect::<Vec<_>>()))
+                .map(|(p, w)| {
+                    // In the log too: a SIGHUP has no reply to carry it.
+                    if let Some(w) = &w {
+                        tracing::warn!("{w}");
+                    }
+                    (p, w.into_iter().chain(secrets).collect::<Vec<_>>())
+                })
         })
         .await
         .unwrap_or_else(|e| Err(ControlError::Internal(e.to_string())));
