@@ -530,6 +530,16 @@ impl<'a> RecordHead<'a> {
             } else if !is_class(word) {
                 let generic_type = generic_type_code(word)?.map(RecordType::from);
                 let rtype = generic_type.or_else(|| word.to_ascii_uppercase().parse().ok());
+                // Served as data, a DNAME would redirect nothing: the names below it would get
+                // this zone's NXDOMAIN (RFC 6672 §2.3 asks for a synthesised CNAME).
+                if rtype == Some(RecordType::DNAME) {
+                    return Err(
+                        "DNAME is not served from local zones (names below it would \
+                                not be redirected): write CNAME records, or forward that \
+                                subtree with [[upstream.forward]]"
+                            .to_string(),
+                    );
+                }
                 return Ok(Self {
                     ttl,
                     class,
@@ -1185,6 +1195,14 @@ mod tests {
             ("b7 TYPE1 \\# 2 0g", "is not whole bytes of hexadecimal"),
             ("b8 TXT \\# x 00", "is not a number of bytes"),
             ("b9 CS TYPE1 \\# 4 c0000201", "class \"CS\" is not served"),
+            (
+                "c1 DNAME ext.example.",
+                "DNAME is not served from local zones",
+            ),
+            (
+                "c2 TYPE39 \\# 13 03657874076578616d706c6500",
+                "DNAME is not served from local zones",
+            ),
         ] {
             let (_, problems, path, got) = one_zone_problems(&format!("{SOA}{line}\n"));
             assert_eq!(got.len(), 1, "{line}: {problems}");
