@@ -638,7 +638,14 @@ async fn release(
     };
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let ended = s.pipeline.release(&client, &b.actor, &b.reason);
+    // On the blocking pool: the release is written to the state directory with its fsyncs.
+    let ended = {
+        let (p, key) = (Arc::clone(&s.pipeline), client.clone());
+        let (actor, reason) = (b.actor.clone(), b.reason.clone());
+        tokio::task::spawn_blocking(move || p.release(&key, &actor, &reason))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
     if ended.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1344,3 +1344,68 @@ async fn a_body_declared_too_large_is_refused_before_it_is_read() {
     let log = std::fs::read_to_string(&s.events_path).unwrap();
     assert!(log.contains("\"status\":413"), "audited");
 }
+
+/// Containments outlive a restart (they were kept in memory only: after one a quarantined
+/// tunnelling agent resolved again and the API listed nothing): the quarantine comes back with
+/// the time it had left, an extension with its own, the client stays refused, and a release on
+/// the restarted server is kept across the next restart.
+#[tokio::test]
+async fn containments_survive_a_restart_and_a_release_is_kept() {
+    let (_up, dir, _clock, mut s) = with_suspect("127.0.0.86").await;
+    assert!(!answered(s.udp, "127.0.0.86").await);
+    let (status, t) = s
+        .post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.86/tun.example/transition",
+            json!({"to": "confirmed", "note": "real iodine", "extend": "6h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    // Written by the upkeep tick, not only at a clean shutdown: a crash keeps it too.
+    let file = dir.path().join("state/containments.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("127.0.0.86")) {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start_existing(dir.path(), clock.clone()).await;
+    let (status, q) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
+    assert_eq!(status, 200, "{q}");
+    let quarantine = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == "127.0.0.86" && c["action"] == "quarantine")
+        .unwrap_or_else(|| panic!("the quarantine is back: {q}"));
+    assert_eq!(quarantine["group"], "rev");
+    let left = quarantine["expires_in_secs"].as_u64().unwrap();
+    assert!((6 * 3600 - 60..=6 * 3600 + 5).contains(&left), "{q}");
+    assert!(
+        !answered(s.udp, "127.0.0.86").await,
+        "still refused after the restart"
+    );
+    assert!(answered(s.udp, "127.0.0.87").await, "a neighbour is not");
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/quarantines/release", s.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"client": "127.0.0.86", "actor": "ops", "reason": "cleaned"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(answered(s.udp, "127.0.0.86").await);
+    s.stop().await;
+
+    let mut s = ReviewServer::start_existing(dir.path(), ManualClock::new()).await;
+    let (_, q) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
+    assert!(
+        !q.to_string().contains("127.0.0.86"),
+        "released stays released: {q}"
+    );
+    assert!(answered(s.udp, "127.0.0.86").await);
+    s.stop().await;
+}
