@@ -397,12 +397,13 @@ impl RunningApp {
         // Temporary exceptions survive a restart when there is a state directory: a suspect
         // triaged as a false positive must not be contained again, unseen, after one.
         if let Some(store) = &cfg.store {
+            let policy = pipeline.policy();
+            let exists = |g: &str| policy.groups.iter().any(|x| &*x.name == g);
             match pipeline
                 .overrides()
-                .persist_at(store.state_dir.join(EXCEPTIONS_FILE))
+                .persist_at(store.state_dir.join(EXCEPTIONS_FILE), &exists)
             {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(restored = n, "temporary exceptions restored"),
+                Ok(r) => log_restored("temporary exceptions", &r),
                 Err(e) => {
                     tracing::warn!(error = %e, "temporary exceptions not restored; the file is rewritten at the next change")
                 }

@@ -691,21 +691,21 @@ async fn exception_add(
     body: Result<Json<ExceptionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    require("actor", &b.actor)?;
-    require("reason", &b.reason)?;
     let policy = s.pipeline.policy();
-    if !policy.groups.iter().any(|g| *g.name == *b.group) {
-        return Err(ApiError::bad_request(format!(
-            "group {:?} does not exist",
-            b.group
-        )));
-    }
     let domain = crate::names::normalise(&b.domain);
-    if let Some(why) = crate::names::exception_problem(&domain) {
-        return Err(ApiError::bad_request(format!("domain: {why}")));
+    // The same checks a restart makes of each exception it takes back from the state file.
+    if let Some(why) = crate::contain::overrides::exception_problem(
+        &b.group,
+        policy.groups.iter().any(|g| *g.name == *b.group),
+        &domain,
+        &b.actor,
+        &b.reason,
+        MAX_FIELD_BYTES,
+    ) {
+        return Err(ApiError::bad_request(why));
     }
     let ttl = parse_duration("expires_in", &b.expires_in)?;
-    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 86_400) {
+    if !crate::contain::overrides::EXCEPTION_TTL.contains(ttl) {
         return Err(ApiError::bad_request(
             "expires_in must be between 1m and 30d",
         ));
