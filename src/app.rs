@@ -21,6 +21,8 @@ use crate::serve::{self, RunningServer, RunningTls};
 
 /// The temporary exceptions' file in `[store] state_dir`.
 pub const EXCEPTIONS_FILE: &str = "exceptions.json";
+/// The live containments' file in `[store] state_dir`.
+pub const CONTAINMENTS_FILE: &str = "containments.json";
 
 /// Why dnsward could not start.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +253,21 @@ impl RunningApp {
             detector,
             containment,
         ));
+        // Live containments survive a restart when there is a state directory: a tunnelling
+        // agent is not released by one (or by a crash). Taken back before any listener opens.
+        if let Some(store) = &cfg.store {
+            let policy = pipeline.policy();
+            let exists = |g: &str| policy.groups.iter().any(|x| &*x.name == g);
+            match pipeline
+                .containment()
+                .persist_at(store.state_dir.join(CONTAINMENTS_FILE), &exists)
+            {
+                Ok(r) => log_restored("containments", &r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "containments not restored; the file is rewritten at the next change");
+                }
+            }
+        }
         // Egress before the listeners: the first answer must already feed the sets.
         let egress = match &cfg.egress {
             Some(ec) => {
@@ -285,6 +302,12 @@ impl RunningApp {
                 loop {
                     tick.tick().await;
                     pipeline.maintenance_tick();
+                    // Containments started, ended or expired since the last tick are written
+                    // here, off the query path and off the async workers.
+                    if pipeline.containment().save_pending() {
+                        let p = Arc::clone(&pipeline);
+                        let _ = tokio::task::spawn_blocking(move || p.containment().save()).await;
+                    }
                     // Histogram samples pile up until drained: drain them even when nothing
                     // scrapes /metrics, so memory stays flat.
                     prom.run_upkeep();
@@ -374,12 +397,13 @@ impl RunningApp {
         // Temporary exceptions survive a restart when there is a state directory: a suspect
         // triaged as a false positive must not be contained again, unseen, after one.
         if let Some(store) = &cfg.store {
+            let policy = pipeline.policy();
+            let exists = |g: &str| policy.groups.iter().any(|x| &*x.name == g);
             match pipeline
                 .overrides()
-                .persist_at(store.state_dir.join(EXCEPTIONS_FILE))
+                .persist_at(store.state_dir.join(EXCEPTIONS_FILE), &exists)
             {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(restored = n, "temporary exceptions restored"),
+                Ok(r) => log_restored("temporary exceptions", &r),
                 Err(e) => {
                     tracing::warn!(error = %e, "temporary exceptions not restored; the file is rewritten at the next change")
                 }
@@ -454,6 +478,8 @@ impl RunningApp {
         self.upkeep.abort();
         // Containments that expire during shutdown are still recorded.
         self.pipeline.maintenance_tick();
+        let p = Arc::clone(&self.pipeline);
+        let _ = tokio::task::spawn_blocking(move || p.containment().save()).await;
         if let Some(a) = self.admin {
             a.shutdown().await;
         }
@@ -463,6 +489,22 @@ impl RunningApp {
         }
         drop(self.pipeline);
         self.events.shutdown().await;
+    }
+}
+
+/// Logs what a restart took back from a state file: each entry dropped, with why, then the
+/// count (`temporary exceptions restored`, `containments restored`).
+fn log_restored(what: &str, r: &crate::contain::persist::Restored) {
+    for why in &r.dropped {
+        tracing::warn!("{what}: {why}");
+    }
+    if r.restored > 0 || !r.dropped.is_empty() {
+        tracing::info!(
+            restored = r.restored,
+            dropped = r.dropped.len(),
+            expired = r.expired,
+            "{what} restored"
+        );
     }
 }
 

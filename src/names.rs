@@ -226,6 +226,52 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why `name` is not a name as the query path writes one, or `None`: the lower-case
+/// presentation form of [`crate::wire`] (letters, digits, `-` and `_` as they are, any other byte
+/// as `\DDD`), labels of 1–63 bytes, at most 255 bytes on the wire. For names read back from a
+/// file that only dnsward writes (a domain a containment was started on), where
+/// [`validate_name`] would refuse the escapes a query may carry.
+#[must_use]
+pub fn query_name_problem(name: &str) -> Option<String> {
+    let mut wire = 1usize;
+    for label in name.split('.') {
+        let b = label.as_bytes();
+        let (mut i, mut len) = (0, 0usize);
+        while i < b.len() {
+            match b[i] {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => i += 1,
+                b'\\'
+                    if b.get(i + 1..i + 4).is_some_and(|d| {
+                        d.iter().all(u8::is_ascii_digit)
+                            && (u16::from(d[0] - b'0') * 100
+                                + u16::from(d[1] - b'0') * 10
+                                + u16::from(d[2] - b'0'))
+                                <= 255
+                    }) =>
+                {
+                    i += 4;
+                }
+                _ => {
+                    let c = label[i..].chars().next().unwrap_or('?');
+                    return Some(format!(
+                        "character {} is not allowed in a name",
+                        crate::printable::excerpt(c.encode_utf8(&mut [0; 4]), 1)
+                    ));
+                }
+            }
+            len += 1;
+        }
+        if len == 0 {
+            return Some("empty label".into());
+        }
+        if len > 63 {
+            return Some(format!("a label is {len} bytes long, the limit is 63"));
+        }
+        wire += len + 1;
+    }
+    (wire > 255).then(|| format!("name is {wire} bytes long on the wire, the limit is 255"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +304,40 @@ mod tests {
             assert!(why.contains("single label"), "{single}: {why}");
         }
         assert_eq!(exception_problem("bad..name").unwrap(), "empty label");
+    }
+
+    /// The names the query path writes pass, escapes included; nothing else does.
+    #[test]
+    fn query_names_are_checked_as_the_query_path_writes_them() {
+        let long_label = "a".repeat(63);
+        let ok_long = [long_label.as_str(); 3].join(".");
+        for ok in [
+            "tun.example",
+            "_dmarc.x-y.example",
+            "a\\046b.example",
+            "\\000\\255.example",
+            "com",
+            ok_long.as_str(),
+        ] {
+            assert_eq!(query_name_problem(ok), None, "{ok}");
+        }
+        let too_long = [long_label.as_str(); 4].join(".");
+        let label_64 = format!("{}a.example", long_label);
+        for (bad, why) in [
+            ("", "empty label"),
+            ("a..b", "empty label"),
+            (".", "empty label"),
+            ("A.example", "character \"A\""),
+            ("a b.example", "character \" \""),
+            ("a\\256.example", "character \"\\\\\""),
+            ("a\\04.example", "character \"\\\\\""),
+            ("a\u{1b}.example", "character \"\\u001b\""),
+            (label_64.as_str(), "64 bytes"),
+            (too_long.as_str(), "the limit is 255"),
+        ] {
+            let got = query_name_problem(bad).unwrap_or_default();
+            assert!(got.contains(why), "{bad:?}: {got:?} should say {why:?}");
+        }
     }
 
     #[test]

@@ -65,6 +65,34 @@ pub fn rejected_char(text: &str, multiline: bool) -> Option<String> {
     ))
 }
 
+/// Longest `actor` or `reason` an API caller may give, in bytes.
+pub const MAX_FIELD_BYTES: usize = 512;
+
+/// Why `value` cannot be the field `field` an API caller sets, or `None`: more than `max`
+/// bytes, or a character [`rejected_char`] refuses. An actor or a client is one line; a
+/// `reason` or a `message` may have line breaks and tabs. The admin API checks its inputs with
+/// it, and a restart checks what it takes back from the state directory with it too.
+#[must_use]
+pub fn field_problem(field: &str, value: &str, max: usize) -> Option<String> {
+    if value.len() > max {
+        return Some(format!(
+            "{field} is {} bytes; at most {max} are accepted",
+            value.len()
+        ));
+    }
+    let multiline = matches!(field, "reason" | "message");
+    rejected_char(value, multiline).map(|why| format!("{field} {why}"))
+}
+
+/// [`field_problem`] for a field that must be said: not blank either.
+#[must_use]
+pub fn required_field_problem(field: &str, value: &str, max: usize) -> Option<String> {
+    if value.trim().is_empty() {
+        return Some(format!("{field} must not be empty"));
+    }
+    field_problem(field, value, max)
+}
+
 /// The first `max` characters of `text`, escaped and in double quotes as `{:?}` would quote
 /// them (`\\` and `\"` too, so a zone file's `q\09` reads `"q\\09"`), with `…` after the
 /// closing quote when the text was cut: `"root:*:20228:0:99999:7:"…`.

@@ -435,7 +435,7 @@ struct ReloadBody {
 }
 
 /// Longest accepted `actor` and `reason`, in bytes.
-pub(crate) const MAX_FIELD_BYTES: usize = 512;
+pub(crate) use crate::printable::MAX_FIELD_BYTES;
 /// Longest accepted reload `message`, in bytes: it is stored in the policy history and in an
 /// event line, and an event line past the audit reader's line cap cannot be verified.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
@@ -443,28 +443,17 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// `value` is said (not blank) and passes [`cap`] at [`MAX_FIELD_BYTES`]; the review API's
 /// reasons go through it too.
 pub(crate) fn require(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    cap(field, value, MAX_FIELD_BYTES)
+    crate::printable::required_field_problem(field, value, MAX_FIELD_BYTES)
+        .map_or(Ok(()), |why| Err(ApiError::bad_request(why)))
 }
 
 /// `value` is at most `max` bytes and holds no control character: an actor or a client is one
 /// line; a reason or a message may have line breaks and tabs, nothing else that drives a
 /// terminal (the CLI and console escape them on display, but a record should say what it
-/// means).
+/// means). See [`crate::printable::field_problem`].
 fn cap(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{field} is {} bytes; at most {max} are accepted",
-            value.len()
-        )));
-    }
-    let multiline = matches!(field, "reason" | "message");
-    if let Some(why) = crate::printable::rejected_char(value, multiline) {
-        return Err(ApiError::bad_request(format!("{field} {why}")));
-    }
-    Ok(())
+    crate::printable::field_problem(field, value, max)
+        .map_or(Ok(()), |why| Err(ApiError::bad_request(why)))
 }
 
 /// A reload's `message` passes [`cap`] at [`MAX_MESSAGE_BYTES`]; the review API's reload
@@ -649,7 +638,14 @@ async fn release(
     };
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
-    let ended = s.pipeline.release(&client, &b.actor, &b.reason);
+    // On the blocking pool: the release is written to the state directory with its fsyncs.
+    let ended = {
+        let (p, key) = (Arc::clone(&s.pipeline), client.clone());
+        let (actor, reason) = (b.actor.clone(), b.reason.clone());
+        tokio::task::spawn_blocking(move || p.release(&key, &actor, &reason))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
     if ended.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -695,21 +691,21 @@ async fn exception_add(
     body: Result<Json<ExceptionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    require("actor", &b.actor)?;
-    require("reason", &b.reason)?;
     let policy = s.pipeline.policy();
-    if !policy.groups.iter().any(|g| *g.name == *b.group) {
-        return Err(ApiError::bad_request(format!(
-            "group {:?} does not exist",
-            b.group
-        )));
-    }
     let domain = crate::names::normalise(&b.domain);
-    if let Some(why) = crate::names::exception_problem(&domain) {
-        return Err(ApiError::bad_request(format!("domain: {why}")));
+    // The same checks a restart makes of each exception it takes back from the state file.
+    if let Some(why) = crate::contain::overrides::exception_problem(
+        &b.group,
+        policy.groups.iter().any(|g| *g.name == *b.group),
+        &domain,
+        &b.actor,
+        &b.reason,
+        MAX_FIELD_BYTES,
+    ) {
+        return Err(ApiError::bad_request(why));
     }
     let ttl = parse_duration("expires_in", &b.expires_in)?;
-    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 86_400) {
+    if !crate::contain::overrides::EXCEPTION_TTL.contains(ttl) {
         return Err(ApiError::bad_request(
             "expires_in must be between 1m and 30d",
         ));

@@ -14,8 +14,13 @@
 //! bounded by `max_entries`: when full, the entry closest to expiry makes room and its end is
 //! reported by the next `expire_due`. Time comes from the injected clock, including the
 //! rate limiters', so tests drive everything with a manual clock.
+//!
+//! With a state directory the live entries are kept in a file there
+//! ([`Containment::persist_at`], see [`persist`]), so a restart or a crash does not release a
+//! tunnelling agent.
 
 pub mod overrides;
+pub mod persist;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -23,13 +28,13 @@ use std::net::IpAddr;
 
 use crate::identity::ClientKey;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
@@ -115,6 +120,10 @@ fn default_throttle_burst() -> u32 {
 /// Accepted `throttle_for`, `sinkhole_for` and `quarantine_for`.
 pub const CONTAINMENT_FOR: DurationRange =
     DurationRange::new(Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+
+/// Longest a review's "confirmed, extend containment" may extend one for, from now; so the
+/// longest any containment has left (a restart takes back none that claims more).
+pub const MAX_EXTEND: Duration = Duration::from_secs(30 * 86_400);
 
 fn default_throttle_for() -> Duration {
     Duration::from_secs(10 * 60)
@@ -303,6 +312,9 @@ struct Entry {
     score: u8,
     /// Clock time it started.
     started: Duration,
+    /// Its age when `started` was taken: zero, except for an entry a restart took back, which
+    /// started before this process's clock did.
+    carried: Duration,
     /// Clock time it ends.
     until: Duration,
 }
@@ -310,6 +322,11 @@ struct Entry {
 impl Entry {
     fn live(&self, now: Duration) -> bool {
         now < self.until
+    }
+
+    fn age(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.started)
+            .saturating_add(self.carried)
     }
 }
 
@@ -348,6 +365,13 @@ pub struct Containment {
     tables: RwLock<Tables>,
     /// Number of entries, read without the lock so the common case (nothing contained) is free.
     entries: AtomicUsize,
+    /// Where the entries are kept across restarts (none: in memory only); held while one is
+    /// written, so writes follow one another in order.
+    file: Mutex<Option<std::path::PathBuf>>,
+    /// Changes to the tables, counted under their write lock.
+    changes: AtomicU64,
+    /// The count of changes the file holds (or that were dealt with when there is none).
+    saved: AtomicU64,
 }
 
 impl std::fmt::Debug for Containment {
@@ -391,6 +415,9 @@ impl Containment {
             hasher: RandomState::new(),
             tables: RwLock::new(Tables::default()),
             entries: AtomicUsize::new(0),
+            file: Mutex::new(None),
+            changes: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
         }
     }
 
@@ -532,6 +559,7 @@ impl Containment {
             group_wide,
             score,
             started: now,
+            carried: Duration::ZERO,
             until: now.saturating_add(duration),
         };
         let reason = match (reason, level) {
@@ -569,13 +597,18 @@ impl Containment {
             }
         }
         self.entries.store(t.len(), Ordering::Release);
+        // The query path only counts the change: the upkeep tick writes the file
+        // ([`Self::save`]), off this path.
+        self.changed();
         publish_active(&t);
         metrics::counter!(CONTAINMENTS_TOTAL, "group" => group.to_string(), "action" => level.as_str()).increment(1);
         Some(event)
     }
 
     /// Operator release of everything for `client`: its quarantine, its throttles and sinkholes,
-    /// and group sinkholes it triggered. One `containment_ended` event per entry.
+    /// and group sinkholes it triggered. One `containment_ended` event per entry. With a file
+    /// ([`Self::persist_at`]) the release is written before this returns (call it off the async
+    /// runtime): a restart after the operator's answer does not bring the containment back.
     pub fn release(&self, client: &ClientKey, actor: &str, reason: &str) -> Vec<ContainmentEvent> {
         let why = format!("released by {actor}: {reason}");
         let mut guard = self.tables.write();
@@ -595,13 +628,19 @@ impl Containment {
             });
         }
         self.entries.store(t.len(), Ordering::Release);
+        if !ended.is_empty() {
+            self.changed();
+        }
         publish_active(t);
+        drop(guard);
+        self.save();
         ended
     }
 
     /// Extend the live containments of `client` (whole-client, or on `domain`) so that each
     /// lasts at least `by` from now; returns how many were extended. Used by the review's
-    /// "confirmed, extend containment" (issue 12).
+    /// "confirmed, extend containment" (issue 12). Written to the file, if any, before this
+    /// returns, as [`Self::release`].
     pub fn extend(&self, client: &ClientKey, domain: &str, by: Duration) -> usize {
         let now = self.clock.now();
         let mut guard = self.tables.write();
@@ -619,7 +658,12 @@ impl Containment {
                 n += 1;
             }
         }
+        if n > 0 {
+            self.changed();
+        }
         publish_active(t);
+        drop(guard);
+        self.save();
         n
     }
 
@@ -637,6 +681,9 @@ impl Containment {
                 .retain(|_, e| keep_or_end(e, now, &mut ended));
             t.group_domains
                 .retain(|_, e| keep_or_end(e, now, &mut ended));
+            if !ended.is_empty() {
+                self.changed();
+            }
             self.entries.store(t.len(), Ordering::Release);
             publish_active(&t);
         }
@@ -666,7 +713,7 @@ impl Containment {
                 action: e.level.as_str(),
                 group_wide: e.group_wide,
                 score: e.score,
-                age_secs: now.saturating_sub(e.started).as_secs(),
+                age_secs: e.age(now).as_secs(),
                 expires_in_secs: e.until.saturating_sub(now).as_secs(),
             })
             .collect();
@@ -678,6 +725,12 @@ impl Containment {
     #[must_use]
     pub fn limiter_keys(&self) -> usize {
         self.client_limiter.as_ref().map_or(0, RateLimiter::len) + self.throttle_limiter.len()
+    }
+
+    /// Counts a change to the tables; called with their write lock held, so a snapshot taken
+    /// under the read lock and the count read with it agree.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn client_key(&self, client: &ClientKey, domain: &str) -> u64 {

@@ -10,15 +10,17 @@
 //! suspect triaged as a false positive is not contained again after a restart. The query path reads the exception list only when it is non-empty
 //! (an atomic count), so an idle feature costs one load.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use super::persist::{Restored, move_aside};
 use crate::clock::SharedClock;
+use crate::config_error::DurationRange;
 use crate::events::AlertEvent;
 use crate::names::self_and_parents;
 
@@ -26,6 +28,38 @@ use crate::names::self_and_parents;
 pub const MAX_EXCEPTIONS: usize = 10_000;
 /// Alerts kept in memory for the API.
 pub const MAX_RECENT_ALERTS: usize = 10_000;
+/// How long an exception may be added for (the admin API's `expires_in`); a restart takes back
+/// none with more time left than the longest.
+pub const EXCEPTION_TTL: DurationRange =
+    DurationRange::new(Duration::from_secs(60), Duration::from_secs(30 * 86_400));
+
+/// Why an exception for `group` and `domain` (normalised, see [`crate::names::normalise`]) by
+/// `actor` because of `reason` cannot be added, or `None`. The admin API checks a request with
+/// it before anything changes, and [`Overrides::persist_at`] each exception it takes back from
+/// its file: an edited file does not put in force what the API refuses. `group_exists` says
+/// whether the running policy has the group; `reason_max` bounds the reason (the admin API's
+/// reasons are at most [`crate::printable::MAX_FIELD_BYTES`], the review's notes, which become
+/// a false positive's exception's reason, a little more).
+#[must_use]
+pub fn exception_problem(
+    group: &str,
+    group_exists: bool,
+    domain: &str,
+    actor: &str,
+    reason: &str,
+    reason_max: usize,
+) -> Option<String> {
+    use crate::printable::{MAX_FIELD_BYTES, required_field_problem};
+    if let Some(why) = required_field_problem("actor", actor, MAX_FIELD_BYTES)
+        .or_else(|| required_field_problem("reason", reason, reason_max))
+    {
+        return Some(why);
+    }
+    if !group_exists {
+        return Some(format!("group {group:?} does not exist"));
+    }
+    crate::names::exception_problem(domain).map(|why| format!("domain: {why}"))
+}
 
 /// A time-limited exception: no tunnel scoring for `domain` (and below) in `group`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +104,13 @@ pub enum OverrideError {
     /// The table is full.
     #[error("too many temporary exceptions (limit {MAX_EXCEPTIONS}); remove some first")]
     Full,
+    /// Every id has been given (only a hand-edited `next_id` in the exceptions' file gets
+    /// here: one id a millisecond would take half a billion years).
+    #[error(
+        "no exception ids are left (next_id in the state directory's exceptions.json is at its \
+         limit); ids are never reused, so no exception can be added"
+    )]
+    IdsExhausted,
 }
 
 /// A recent alert with when it happened.
@@ -98,7 +139,11 @@ pub struct Overrides {
     generation: std::sync::atomic::AtomicU64,
     written: std::sync::atomic::AtomicU64,
     live: AtomicUsize,
-    next_id: AtomicUsize,
+    /// The next id to give, changed under the list's write lock. `u64::MAX` is never given: it
+    /// stands for "none left", and adding is then refused ([`OverrideError::IdsExhausted`])
+    /// rather than wrapping to ids in use or saturating to one id given twice: ids name
+    /// exceptions in the audit log and in removals.
+    next_id: AtomicU64,
     alerts: Mutex<VecDeque<RecentAlert>>,
 }
 
@@ -113,21 +158,28 @@ impl Overrides {
             generation: std::sync::atomic::AtomicU64::new(0),
             written: std::sync::atomic::AtomicU64::new(0),
             live: AtomicUsize::new(0),
-            next_id: AtomicUsize::new(1),
+            next_id: AtomicU64::new(1),
             alerts: Mutex::new(VecDeque::new()),
         }
     }
 
     /// Keep the exceptions in `path` from now on, first taking back the ones it holds that
     /// have not expired (by wall-clock time: the process clock starts again at a restart).
-    /// Returns how many were taken back. A file that cannot be read or parsed is an error: the
-    /// caller says so and carries on with none; the file is first moved aside
-    /// (`<name>.bad-<unix seconds>`), so what it held is kept for the operator rather than
-    /// overwritten at the next change.
+    /// Each is checked as the admin API checks a new one ([`exception_problem`], with
+    /// `group_exists` saying whether the running policy has a group, and no more time left
+    /// than [`EXCEPTION_TTL`] allows); one that fails, or repeats an id or a group and domain,
+    /// is dropped with the reason in [`Restored::dropped`]. A file that cannot be read or
+    /// parsed is an error: the caller says so and carries on with none; the file is first
+    /// moved aside (`<name>.bad-<unix seconds>`), so what it held is kept for the operator
+    /// rather than overwritten at the next change.
     ///
     /// # Errors
     /// The file exists but cannot be read or is not an exception list.
-    pub fn persist_at(&self, path: std::path::PathBuf) -> Result<usize, String> {
+    pub fn persist_at(
+        &self,
+        path: std::path::PathBuf,
+        group_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Restored, String> {
         let restored = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Persisted>(&bytes)
                 .map_err(|e| format!("{}: not an exception list: {e}", path.display())),
@@ -137,47 +189,91 @@ impl Overrides {
         let restored = match restored {
             Ok(r) => r,
             Err(why) => {
-                let secs = chrono::Utc::now().timestamp();
-                let aside = path.with_extension(format!("json.bad-{secs}"));
-                let moved = std::fs::rename(&path, &aside);
+                let why = move_aside(&path, &why);
                 *self.file.lock() = Some(path);
-                return Err(match moved {
-                    Ok(()) => format!("{why}; moved aside to {}", aside.display()),
-                    Err(e) => format!("{why}; could not move it aside ({e})"),
-                });
+                return Err(why);
             }
         };
         *self.file.lock() = Some(path);
-        // Ids are never reused, an expired or removed exception's neither: the audit log
-        // names them.
-        self.next_id.fetch_max(
-            usize::try_from(restored.next_id).unwrap_or(usize::MAX),
-            Ordering::Relaxed,
-        );
+        let reason_max = crate::printable::MAX_FIELD_BYTES.max(crate::review::triage::MAX_NOTE);
         let wall = chrono::Utc::now();
         let now = self.clock.now();
+        let mut out = Restored::default();
         let mut list = self.exceptions.write();
+        // Ids are never reused, an expired, removed or dropped exception's neither: the audit
+        // log names them. The file's `next_id` stands unless an id in it is higher.
+        let mut next_id = restored.next_id.max(self.next_id.load(Ordering::Relaxed));
+        let mut ids = HashSet::new();
         for mut e in restored.exceptions {
-            self.next_id.fetch_max(
-                usize::try_from(e.id)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1),
-                Ordering::Relaxed,
+            let what = format!(
+                "exception #{} for {} in group {}",
+                e.id,
+                crate::printable::excerpt(&e.domain, 64),
+                crate::printable::excerpt(&e.group, 64)
             );
-            let Some(left) = chrono::DateTime::parse_from_rfc3339(&e.expires)
-                .ok()
-                .and_then(|t| (t.with_timezone(&chrono::Utc) - wall).to_std().ok())
-            else {
+            if e.id == 0 || e.id == u64::MAX {
+                out.dropped
+                    .push(format!("{what} dropped: not an id dnsward gives"));
+                continue;
+            }
+            next_id = next_id.max(e.id + 1);
+            e.domain = crate::names::normalise(&e.domain);
+            let left = match chrono::DateTime::parse_from_rfc3339(&e.expires) {
+                Ok(t) => (t.with_timezone(&chrono::Utc) - wall)
+                    .to_std()
+                    .ok()
+                    .filter(|l| !l.is_zero()),
+                Err(err) => {
+                    out.dropped.push(format!(
+                        "{what} dropped: expires is not an RFC 3339 time ({err})"
+                    ));
+                    continue;
+                }
+            };
+            let Some(left) = left else {
+                out.expired += 1;
                 continue;
             };
-            if left.is_zero() || list.len() >= MAX_EXCEPTIONS {
+            let why = if !ids.insert(e.id) {
+                Some("a second exception with this id".to_string())
+            } else if let Some(why) = exception_problem(
+                &e.group,
+                group_exists(&e.group),
+                &e.domain,
+                &e.actor,
+                &e.reason,
+                reason_max,
+            ) {
+                Some(why)
+            } else if let Err(err) = chrono::DateTime::parse_from_rfc3339(&e.created) {
+                Some(format!("created is not an RFC 3339 time ({err})"))
+            } else if left > EXCEPTION_TTL.max {
+                Some(format!(
+                    "it expires at {}, more than {} from now",
+                    crate::printable::excerpt(&e.expires, 40),
+                    humantime::format_duration(EXCEPTION_TTL.max)
+                ))
+            } else if list
+                .iter()
+                .any(|x| x.group == e.group && x.domain == e.domain)
+            {
+                Some("a second exception for this group and domain".to_string())
+            } else if list.len() >= MAX_EXCEPTIONS {
+                Some(format!("over the limit of {MAX_EXCEPTIONS} exceptions"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.dropped.push(format!("{what} dropped: {why}"));
                 continue;
             }
             e.until = now.saturating_add(left);
             list.push(e);
         }
+        self.next_id.store(next_id, Ordering::Relaxed);
         self.live.store(list.len(), Ordering::Release);
-        Ok(list.len())
+        out.restored = list.len();
+        Ok(out)
     }
 
     /// The list as it will be written, taken while its lock is held (with a generation, so an
@@ -186,7 +282,7 @@ impl Overrides {
         self.file.lock().as_ref()?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         match serde_json::to_vec_pretty(&PersistedRef {
-            next_id: self.next_id.load(Ordering::Relaxed) as u64,
+            next_id: self.next_id.load(Ordering::Relaxed),
             exceptions: list,
         }) {
             Ok(b) => Some((generation, b)),
@@ -259,8 +355,14 @@ impl Overrides {
             if list.len() >= MAX_EXCEPTIONS {
                 return Err(OverrideError::Full);
             }
+            // Under the list's write lock: nothing else gives an id meanwhile.
+            let id = self.next_id.load(Ordering::Relaxed);
+            if id == u64::MAX {
+                return Err(OverrideError::IdsExhausted);
+            }
+            self.next_id.store(id + 1, Ordering::Relaxed);
             let e = TempException {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed) as u64,
+                id,
                 group: group.to_string(),
                 domain,
                 actor: actor.to_string(),
@@ -455,7 +557,10 @@ mod tests {
         let path = dir.path().join("exceptions.json");
         let clock = ManualClock::new();
         let o = Overrides::new(clock.clone());
-        assert_eq!(o.persist_at(path.clone()), Ok(0));
+        assert_eq!(
+            o.persist_at(path.clone(), &|_| true).map(|r| r.restored),
+            Ok(0)
+        );
         let hour = Duration::from_secs(3600);
         let a = o
             .add_exception("g", "vendor.example", hour, "alice", "AV")
@@ -481,7 +586,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2100));
         let restarted = Overrides::new(ManualClock::new());
         assert_eq!(
-            restarted.persist_at(path.clone()),
+            restarted
+                .persist_at(path.clone(), &|_| true)
+                .map(|r| r.restored),
             Ok(2),
             "the expired one is not taken back"
         );
@@ -498,14 +605,22 @@ mod tests {
             .unwrap();
         assert!(next.id > brief.id);
         let third = Overrides::new(ManualClock::new());
-        assert_eq!(third.persist_at(path.clone()), Ok(2));
+        assert_eq!(
+            third
+                .persist_at(path.clone(), &|_| true)
+                .map(|r| r.restored),
+            Ok(2)
+        );
         assert!(third.exception_for("g", "x.vendor.example").is_none());
         assert!(third.exception_for("h", "x.vendor.example").is_some());
 
         // A file that is not a list is reported; the table starts empty and works.
         std::fs::write(&path, "garbage").unwrap();
         let broken = Overrides::new(ManualClock::new());
-        let err = broken.persist_at(path.clone()).unwrap_err();
+        let err = broken
+            .persist_at(path.clone(), &|_| true)
+            .map(|r| r.restored)
+            .unwrap_err();
         assert!(
             err.contains("not an exception list") && err.contains("moved aside"),
             "{err}"
@@ -521,7 +636,142 @@ mod tests {
         broken
             .add_exception("g", "v.example", hour, "a", "b")
             .unwrap();
-        assert_eq!(Overrides::new(ManualClock::new()).persist_at(path), Ok(1));
+        assert_eq!(
+            Overrides::new(ManualClock::new())
+                .persist_at(path, &|_| true)
+                .map(|r| r.restored),
+            Ok(1)
+        );
+    }
+
+    /// What a restart takes back is checked as the admin API checks a new exception: values
+    /// it refuses (a single label, more than 30 days, an unknown group, a bad name, control
+    /// characters), repeated ids and repeated group and domain are dropped, each with why; the
+    /// rest are in force, and new ids come after every id the file names.
+    #[test]
+    fn a_restart_takes_back_only_exceptions_the_api_would_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exceptions.json");
+        let wall = |secs: i64| {
+            (chrono::Utc::now() + chrono::Duration::seconds(secs))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let ex = |id: u64, group: &str, domain: &str, actor: &str, expires: String| {
+            serde_json::json!({"id": id, "group": group, "domain": domain, "actor": actor,
+                "reason": "r", "created": wall(-60), "expires": expires})
+        };
+        let long_note = "a review note of some length. ".repeat(50);
+        let mut from_review = ex(9, "agents", "review.example", "alice", wall(3600));
+        from_review["reason"] = serde_json::json!(long_note);
+        let mut bad_reason = ex(10, "agents", "reason.example", "a", wall(3600));
+        bad_reason["reason"] = serde_json::json!("ok\u{7}");
+        let file = serde_json::json!({"next_id": 3, "exceptions": [
+            ex(4, "agents", "Vendor.Example.", "alice", wall(3600)),
+            ex(5, "agents", "com", "a", wall(3600)),
+            ex(6, "agents", "x.example", "a", "2099-12-05T04:42:20Z".into()),
+            ex(7, "ghost", "y.example", "a", wall(3600)),
+            ex(8, "agents", "bad..name", "a", wall(3600)),
+            ex(14, "agents", "z.example", "a\u{1b}[31m", wall(3600)),
+            from_review,
+            bad_reason,
+            ex(4, "agents", "other.example", "a", wall(3600)),
+            ex(11, "agents", "vendor.example", "bob", wall(3600)),
+            ex(12, "agents", "old.example", "a", wall(-10)),
+            ex(40, "ghost", "gone.example", "a", wall(3600)),
+            ex(u64::MAX, "agents", "max.example", "a", wall(3600)),
+            ex(0, "agents", "zero.example", "a", wall(3600)),
+            ex(13, "agents", "when.example", "a", "tomorrow".into()),
+        ]});
+        std::fs::write(&path, file.to_string()).unwrap();
+        let o = Overrides::new(ManualClock::new());
+        let r = o.persist_at(path.clone(), &|g| g == "agents").unwrap();
+        let text = r.dropped.join("\n");
+        assert_eq!((r.restored, r.expired), (2, 1), "{text}");
+        for why in [
+            "#5 for \"com\" in group \"agents\" dropped: domain: \"com\" is a single label",
+            "#6 for \"x.example\" in group \"agents\" dropped: it expires at \"2099-12-05T04:42:20Z\", more than 30days from now",
+            "#7 for \"y.example\" in group \"ghost\" dropped: group \"ghost\" does not exist",
+            "#8 for \"bad..name\" in group \"agents\" dropped: domain: empty label",
+            "#14 for \"z.example\" in group \"agents\" dropped: actor contains the control character U+001B",
+            "#10 for \"reason.example\" in group \"agents\" dropped: reason contains the control character U+0007",
+            "#4 for \"other.example\" in group \"agents\" dropped: a second exception with this id",
+            "#11 for \"vendor.example\" in group \"agents\" dropped: a second exception for this group and domain",
+            "#40 for \"gone.example\" in group \"ghost\" dropped: group \"ghost\" does not exist",
+            "#18446744073709551615 for \"max.example\" in group \"agents\" dropped: not an id dnsward gives",
+            "#0 for \"zero.example\" in group \"agents\" dropped: not an id dnsward gives",
+            "#13 for \"when.example\" in group \"agents\" dropped: expires is not an RFC 3339 time",
+        ] {
+            assert!(text.contains(why), "{why:?} in\n{text}");
+        }
+        assert_eq!(r.dropped.len(), 12, "{text}");
+        let live = o.exceptions();
+        let ids: Vec<u64> = live.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [4, 9], "{live:?}");
+        assert_eq!(
+            live[0].domain, "vendor.example",
+            "normalised as the API does"
+        );
+        assert!(o.exception_for("agents", "a.vendor.example").is_some());
+        assert!(o.exception_for("agents", "x.com").is_none());
+        assert!(o.exception_for("ghost", "a.y.example").is_none());
+        // Past every id the file names, a dropped one's too (the audit log may name it); the
+        // out-of-range id is not one dnsward gave, so it does not count.
+        let next = o
+            .add_exception("agents", "new.example", Duration::from_secs(60), "a", "b")
+            .unwrap();
+        assert_eq!(next.id, 41);
+    }
+
+    /// Ids never wrap: when the last is given, adding is refused with a clear error (an id
+    /// given twice would make removals and the audit log ambiguous).
+    #[test]
+    fn exception_ids_never_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exceptions.json");
+        let expires = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let last = u64::MAX - 1;
+        std::fs::write(
+            &path,
+            serde_json::json!({"next_id": 1, "exceptions": [{"id": last, "group": "g",
+                "domain": "a.example", "actor": "a", "reason": "r", "created": expires,
+                "expires": expires}]})
+            .to_string(),
+        )
+        .unwrap();
+        let o = Overrides::new(ManualClock::new());
+        assert_eq!(
+            o.persist_at(path.clone(), &|_| true).map(|r| r.restored),
+            Ok(1)
+        );
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            o.add_exception("g", "b.example", hour, "a", "r"),
+            Err(OverrideError::IdsExhausted)
+        );
+        assert!(
+            OverrideError::IdsExhausted
+                .to_string()
+                .contains("no exception ids are left")
+        );
+        // The one there is can still be extended and removed.
+        assert_eq!(
+            o.add_exception("g", "a.example", 2 * hour, "a", "r")
+                .map(|e| e.id),
+            Ok(last)
+        );
+        assert!(o.remove_exception(last).is_some());
+        assert_eq!(
+            o.add_exception("g", "b.example", hour, "a", "r"),
+            Err(OverrideError::IdsExhausted),
+            "and stays refused across a restart"
+        );
+        let again = Overrides::new(ManualClock::new());
+        assert_eq!(again.persist_at(path, &|_| true).map(|r| r.restored), Ok(0));
+        assert_eq!(
+            again.add_exception("g", "b.example", hour, "a", "r"),
+            Err(OverrideError::IdsExhausted)
+        );
     }
 
     #[test]

@@ -447,9 +447,7 @@ impl Review {
             .map(|t| {
                 humantime::parse_duration(t)
                     .ok()
-                    .filter(|d| {
-                        *d >= Duration::from_secs(60) && *d <= Duration::from_secs(30 * 86_400)
-                    })
+                    .filter(|d| *d >= Duration::from_secs(60) && *d <= crate::contain::MAX_EXTEND)
                     .ok_or_else(|| {
                         ActionError::Invalid(format!(
                             "extend: {t:?} is not a duration between 1m and 30d"

@@ -1344,3 +1344,120 @@ async fn a_body_declared_too_large_is_refused_before_it_is_read() {
     let log = std::fs::read_to_string(&s.events_path).unwrap();
     assert!(log.contains("\"status\":413"), "audited");
 }
+
+/// Containments outlive a restart (they were kept in memory only: after one a quarantined
+/// tunnelling agent resolved again and the API listed nothing): the quarantine comes back with
+/// the time it had left, an extension with its own, the client stays refused, and a release on
+/// the restarted server is kept across the next restart.
+#[tokio::test]
+async fn containments_survive_a_restart_and_a_release_is_kept() {
+    let (_up, dir, _clock, mut s) = with_suspect("127.0.0.86").await;
+    assert!(!answered(s.udp, "127.0.0.86").await);
+    let (status, t) = s
+        .post(
+            ALICE,
+            "/api/v1/review/suspects/127.0.0.86/tun.example/transition",
+            json!({"to": "confirmed", "note": "real iodine", "extend": "6h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    // Written by the upkeep tick, not only at a clean shutdown: a crash keeps it too.
+    let file = dir.path().join("state/containments.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("127.0.0.86")) {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+
+    let clock = ManualClock::new();
+    let mut s = ReviewServer::start_existing(dir.path(), clock.clone()).await;
+    let (status, q) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
+    assert_eq!(status, 200, "{q}");
+    let quarantine = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client"] == "127.0.0.86" && c["action"] == "quarantine")
+        .unwrap_or_else(|| panic!("the quarantine is back: {q}"));
+    assert_eq!(quarantine["group"], "rev");
+    let left = quarantine["expires_in_secs"].as_u64().unwrap();
+    assert!((6 * 3600 - 60..=6 * 3600 + 5).contains(&left), "{q}");
+    assert!(
+        !answered(s.udp, "127.0.0.86").await,
+        "still refused after the restart"
+    );
+    assert!(answered(s.udp, "127.0.0.87").await, "a neighbour is not");
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/quarantines/release", s.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"client": "127.0.0.86", "actor": "ops", "reason": "cleaned"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(answered(s.udp, "127.0.0.86").await);
+    s.stop().await;
+
+    let mut s = ReviewServer::start_existing(dir.path(), ManualClock::new()).await;
+    let (_, q) = s.get(Some(ADMIN), "/api/v1/quarantines").await;
+    assert!(
+        !q.to_string().contains("127.0.0.86"),
+        "released stays released: {q}"
+    );
+    assert!(answered(s.udp, "127.0.0.86").await);
+    s.stop().await;
+}
+
+/// A hand-edited exceptions file is checked at a restart as the admin API checks a request:
+/// what the API refuses (a single label, 30 days and more, an unknown group, an invalid name,
+/// control characters, an id no server gives) does not come back, and new ids neither wrap
+/// nor repeat one in the file.
+#[tokio::test]
+async fn a_hand_edited_exceptions_file_is_checked_at_a_restart() {
+    let (_up, dir, mut s) = plain_server().await;
+    s.stop().await;
+    let wall = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let ex = |id: u64, group: &str, domain: &str, actor: &str, expires: String| {
+        json!({"id": id, "group": group, "domain": domain, "actor": actor, "reason": "r",
+               "created": wall(-60), "expires": expires})
+    };
+    let file = json!({"next_id": 6, "exceptions": [
+        ex(5, "rev", "com", "a", wall(3600)),
+        ex(6, "rev", "x.example", "a", "2099-12-05T04:42:20Z".into()),
+        ex(7, "ghost", "bad..name", "a\u{1b}[31m", wall(3600)),
+        ex(8, "rev", "kept.example", "ops", wall(3600)),
+        ex(u64::MAX, "rev", "wrap.example", "ops", wall(3600)),
+    ]});
+    std::fs::write(dir.path().join("state/exceptions.json"), file.to_string()).unwrap();
+
+    let mut s = ReviewServer::start_existing(dir.path(), ManualClock::new()).await;
+    let (status, list) = s.get(Some(ADMIN), "/api/v1/exceptions").await;
+    assert_eq!(status, 200, "{list}");
+    let domains: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(domains, ["kept.example"], "{list}");
+    let admin = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for domain in ["a.example", "b.example"] {
+        let r = admin
+            .post(format!("{}/api/v1/exceptions", s.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"group": "rev", "domain": domain, "expires_in": "1h", "actor": "ops", "reason": "r"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_u64().unwrap());
+    }
+    assert_eq!(ids, [9, 10], "after every id in the file, no wrap");
+    s.stop().await;
+}
