@@ -576,3 +576,133 @@ fn check_refuses_a_kernel_interface_as_a_list_file_without_reading_it() {
         "{err}"
     );
 }
+
+/// A `dnsward serve` run with a file sink, a state directory and an audit key: started, then
+/// stopped with SIGTERM once serving (a shutdown checkpoint). Returns what it logged.
+fn serve_once(config: &Path) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::Duration;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dnsward"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("the server ended before serving: {log}");
+        }
+        log.push_str(&line);
+        if line.contains("dnsward serving") {
+            break;
+        }
+    }
+    // The signal handlers are installed right after that line.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    stderr.read_to_string(&mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    log
+}
+
+/// A crash while a checkpoint was being written leaves its line cut, with no `\n`; two restarts
+/// later `audit verify` reports a torn line (a crash), not tampering, and the checkpoints went on
+/// numbering after the last whole one.
+#[test]
+fn a_checkpoint_torn_by_a_crash_is_a_torn_line_not_tampering_after_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let state = dir.path().join("state");
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("dnsward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"\"\n[zones]\ndir = {:?}\n\
+             [events]\nsink = \"file\"\npath = {:?}\n[store]\nstate_dir = {:?}\n\
+             [audit]\nkey_file = {:?}\n\
+             [[groups]]\nname = \"g\"\ncidrs = [\"127.0.0.1/32\"]\nallow = [\"example.com\"]\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/zones"),
+            events.display().to_string(),
+            state.display().to_string(),
+            key.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let checkpoints = state.join("checkpoints.jsonl");
+    let verify = || {
+        dnsward(&[
+            "audit",
+            "verify",
+            events.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    serve_once(&config);
+    serve_once(&config);
+    let (code, out, err) = verify();
+    assert_eq!(code, 0, "{out}{err}");
+    // The crash: the last checkpoint (n 1) lost its last 40 bytes and its `\n`.
+    let bytes = std::fs::read(&checkpoints).unwrap();
+    std::fs::write(&checkpoints, &bytes[..bytes.len() - 41]).unwrap();
+    let log = serve_once(&config);
+    assert!(
+        log.contains("checkpoint file ends with a torn line"),
+        "the torn line is logged: {log}"
+    );
+    serve_once(&config);
+    let text = std::fs::read_to_string(&checkpoints).unwrap();
+    let numbers: Vec<Option<u64>> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["n"].as_u64())
+        })
+        .collect();
+    assert_eq!(numbers, [Some(0), None, Some(1), Some(2)], "{text}");
+
+    let (code, out, err) = verify();
+    assert_eq!(
+        code, 2,
+        "a torn line is reported, never accepted: {out}{err}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "the event chain is intact: {out}");
+    let problems = report["checkpoints"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{out}");
+    assert_eq!(problems[0]["kind"], "torn_line", "{out}");
+    assert_eq!(report["checkpoints"]["last"]["n"], 2, "{out}");
+    let (_, out, _) = dnsward(&[
+        "audit",
+        "verify",
+        events.to_str().unwrap(),
+        "--key-file",
+        key.to_str().unwrap(),
+        "--checkpoints",
+        checkpoints.to_str().unwrap(),
+    ]);
+    assert!(out.contains("checkpoints: TORN LINES, 3 read"), "{out}");
+    assert!(
+        out.contains("torn_line: ")
+            && out.contains("checkpoints.jsonl:2: not a record, and the chain continues across it"),
+        "{out}"
+    );
+    assert!(!out.contains("FAILED") && !out.contains("removed"), "{out}");
+}

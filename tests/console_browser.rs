@@ -400,6 +400,12 @@ async fn analyst_marks_a_contained_tunnel_false_positive_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A corrupt manifest (a disk fault) is a row of its own; the page still works.
+    std::fs::write(
+        dir.path().join("state/versions/3.json"),
+        "{\"number\": 3, \"hash\": \n",
+    )
+    .unwrap();
     client
         .goto(&format!("{base}/console/#/policy"))
         .await
@@ -429,9 +435,16 @@ async fn analyst_marks_a_contained_tunnel_false_positive_in_the_browser() {
         .text()
         .await
         .unwrap();
-    assert!(!page.contains("null"), "{page}");
+    assert!(
+        !page.contains("null") && !page.contains("undefined"),
+        "{page}"
+    );
     assert!(
         page.contains("allow the git server") && page.contains("bob"),
+        "{page}"
+    );
+    assert!(
+        page.contains("corrupt") && page.contains("manifest not trusted: EOF"),
         "{page}"
     );
     shot("5-policy.png").await;

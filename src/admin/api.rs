@@ -402,7 +402,8 @@ async fn policy_history(State(s): State<ApiState>) -> Result<Response, ApiError>
             let h = store
                 .history()
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(Json(h).into_response())
+            // A corrupt manifest is an entry `{"number", "corrupt"}` among the versions.
+            Ok(Json(h.entries()).into_response())
         }
         None => {
             let v = s.control.current();

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use super::PolicyAction;
 use super::table::{Align, text_table};
 use crate::config::Config;
-use crate::govern::store::{PolicyStore, VersionStatus};
+use crate::govern::store::{History, HistoryEntry, PolicyStore, VersionStatus};
 use crate::printable::escaped;
 
 fn open_store(cfg: &Config) -> anyhow::Result<PolicyStore> {
@@ -76,7 +76,7 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
         PolicyAction::History { json } => {
             let history = open_store(&cfg)?.history()?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&history)?);
+                outln!("{}", serde_json::to_string_pretty(&history.entries())?);
             } else {
                 out!("{}", history_table(&history));
             }
@@ -178,14 +178,29 @@ pub fn run(config: &Path, action: PolicyAction) -> anyhow::Result<()> {
 
 /// `policy history` as a table: version, load time, action (`rollback→3` for a rollback,
 /// `apply→7` for an apply, `propose→5` for a proposal against version 5), status (`proposed`,
-/// `applied in 8`, or empty for versions that ran), author, hash prefix and message (for a
-/// proposal, its change first).
-fn history_table(history: &[crate::govern::store::VersionInfo]) -> String {
+/// `applied in 8`, `corrupt` for a manifest that is not trusted, or empty for versions that
+/// ran), author, hash prefix and message (for a proposal, its change first; for a corrupt
+/// manifest, what is wrong with it).
+fn history_table(history: &History) -> String {
     const HEADERS: [&str; 7] = [
         "VER", "LOADED", "ACTION", "STATUS", "AUTHOR", "HASH", "MESSAGE",
     ];
-    let applied = crate::govern::store::applied_proposals(history);
-    let rows = history.iter().map(|v| {
+    let applied = crate::govern::store::applied_proposals(&history.versions);
+    let rows = history.entries().into_iter().map(|entry| {
+        let v = match entry {
+            HistoryEntry::Version(v) => v,
+            HistoryEntry::Corrupt(c) => {
+                return [
+                    c.number.to_string(),
+                    String::new(),
+                    String::new(),
+                    "corrupt".to_string(),
+                    "-".to_string(),
+                    String::new(),
+                    format!("versions/{}.json: {}", c.number, c.corrupt),
+                ];
+            }
+        };
         let action = match v.rolled_back_to.or(v.proposed_against) {
             Some(to) => format!("{}→{to}", v.action),
             None => v.action.clone(),
@@ -240,6 +255,34 @@ mod tests {
             config_path: PathBuf::from("/etc/dnsward/dnsward.toml"),
             files: Vec::new(),
         }
+    }
+
+    fn history_table(versions: &[VersionInfo]) -> String {
+        super::history_table(&History {
+            versions: versions.to_vec(),
+            corrupt: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_corrupt_version_is_a_row_of_its_own() {
+        let table = super::history_table(&History {
+            versions: vec![version(1, "load", None), version(3, "reload", None)],
+            corrupt: vec![crate::govern::store::CorruptVersion {
+                number: 2,
+                corrupt: "EOF while parsing an object at line 2 column 0".into(),
+            }],
+        });
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].starts_with("  1  "), "{table}");
+        assert!(lines[3].starts_with("  3  "), "{table}");
+        assert!(lines[2].starts_with("  2  "), "{table}");
+        assert!(
+            lines[2].contains("corrupt")
+                && lines[2].contains("versions/2.json: EOF while parsing an object"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -41,6 +41,18 @@
 //!
 //! [`verify_checkpoints`] reads the checkpoint file and the log and reports, per checkpoint,
 //! whether the log agrees ([`verify_checkpoint`]).
+//!
+//! # A crash while writing
+//! A checkpoint is one `write_all` of its line and `\n`; a crash can leave it torn (no `\n`).
+//! The file is treated as the event log is: on open, [`CheckpointWriter`] ends a torn last
+//! line with `\n` (the fragment stays) and continues after the last line that is a checkpoint,
+//! with a warning for the lines it skipped; [`verify_checkpoints`] judges a line that is not a
+//! checkpoint by the event log's rule (the one [`crate::govern::audit::verify`] applies):
+//! `torn_line` when it is unterminated or the checkpoints continue across it (the next one
+//! links to the one before it), otherwise tampering (`unreadable`, `forged`, and
+//! `checkpoints_removed` for the checkpoint that links to what is gone). So a torn line never
+//! hides a checkpoint that a later one links to; cutting the *last* checkpoint looks like a
+//! crash, and is reported as a torn line, never accepted.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,14 +64,25 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::events::rotation::{last_line, open_append};
+use crate::events::reader::{LogLines, ReverseLines};
+use crate::events::rotation::open_append;
 use crate::events::witness::{LogWitness, SinkTally, WitnessCause};
-use crate::govern::audit::AuditKey;
+use crate::govern::audit::{AuditKey, LineRule, NotRecord, ProblemKind, end_torn_line};
 
 /// The checkpoint file's name in `[store] state_dir` when no path is configured.
 pub const DEFAULT_FILE_NAME: &str = "checkpoints.jsonl";
 
 const SEAL_OPEN: &str = ",\"seal\":\"";
+
+/// How a line that is not a checkpoint is judged: the event log's rule
+/// ([`LineRule::judge`]), in the checkpoint file's words.
+const LINE_RULE: LineRule = LineRule {
+    file: "checkpoint file",
+    foreign: "JSON object that is not a checkpoint",
+};
+
+/// Bytes read from the checkpoint file at a time.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Lines longer than this are not checkpoints or events.
 const MAX_LINE_BYTES: usize = 1 << 20;
@@ -165,6 +188,46 @@ fn line_hash(line: &[u8]) -> String {
     hex::encode(Sha256::digest(line))
 }
 
+/// A checkpoint line: the record and where its seal starts (`,"seal":"`), or why it is not one.
+fn parse_checkpoint(line: &[u8]) -> Result<(Checkpoint, usize), String> {
+    let cp = serde_json::from_slice::<Checkpoint>(line)
+        .map_err(|e| format!("not a checkpoint record: {e}"))?;
+    // A JSON document is UTF-8.
+    let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+    let at = text.rfind(SEAL_OPEN).ok_or("no seal")?;
+    Ok((cp, at))
+}
+
+/// The end of a checkpoint file, as a writer resumes it.
+struct Tail {
+    /// The last line that is a checkpoint, and its `n`.
+    last: Option<(Vec<u8>, u64)>,
+    /// Lines after it that are not checkpoints.
+    skipped: u64,
+}
+
+/// The end of the checkpoint file at `path`, read backwards (as the event log's chain
+/// resumes).
+fn read_tail(path: &Path) -> io::Result<Tail> {
+    let mut tail = Tail {
+        last: None,
+        skipped: 0,
+    };
+    let Some(mut lines) = ReverseLines::open(path)? else {
+        return Ok(tail);
+    };
+    while let Some(line) = lines.next_line()? {
+        if let Some(line) = line
+            && let Ok((cp, _)) = parse_checkpoint(&line)
+        {
+            tail.last = Some((line, cp.n));
+            break;
+        }
+        tail.skipped += 1;
+    }
+    Ok(tail)
+}
+
 /// Appends checkpoints to the checkpoint file; the sink's [`LogWitness`].
 pub struct CheckpointWriter {
     path: PathBuf,
@@ -188,22 +251,34 @@ impl fmt::Debug for CheckpointWriter {
 
 impl CheckpointWriter {
     /// Continue the checkpoint file at `path` (created 0600, never through a symlink) for the
-    /// event log `log`, sealing with `key` when given.
+    /// event log `log`, sealing with `key` when given: after its last checkpoint, as the event
+    /// log's chain resumes ([`ChainEncoder::resume`]). A torn last line (a crash mid-write) is
+    /// ended with a `\n` and stays, for `audit verify` to report as a torn line; lines after the
+    /// last checkpoint are skipped with a warning, and the next checkpoint links to that one.
     ///
     /// # Errors
-    /// The file cannot be opened or read.
+    /// The file cannot be opened or read, or the torn line cannot be ended.
+    ///
+    /// [`ChainEncoder::resume`]: crate::govern::audit::ChainEncoder::resume
     pub fn open(path: &Path, key: Option<&AuditKey>, log: &Path) -> io::Result<Self> {
         drop(open_append(path, 0o600)?);
+        end_torn_line(path, "checkpoint file")?;
         let hasher = Hasher::new(key.map(AuditKey::as_bytes));
-        let (next_n, prev) = match last_line(path)? {
-            Some(line) => {
-                let n = serde_json::from_slice::<Checkpoint>(&line)
-                    .map(|c| c.n.saturating_add(1))
-                    .unwrap_or(0);
-                (n, hasher.digest(&line))
-            }
+        let tail = read_tail(path)?;
+        let (next_n, prev) = match &tail.last {
+            Some((line, n)) => (n.saturating_add(1), hasher.digest(line)),
             None => (0, [0; 32]),
         };
+        if tail.skipped > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                lines = tail.skipped,
+                next = next_n,
+                "the checkpoint file ends with lines that are not checkpoints (a crash while \
+                 writing?); they stay in the file and the checkpoints continue after the last \
+                 readable one"
+            );
+        }
         Ok(Self {
             path: path.to_path_buf(),
             log: std::path::absolute(log)?.display().to_string(),
@@ -278,8 +353,14 @@ pub enum CheckpointProblemKind {
     Rewritten,
     /// The log starts later than the last rotation checkpoint explains.
     HeadMissing,
-    /// A file could not be read, or a line is not a checkpoint.
+    /// A file could not be read, or a line is not a checkpoint where no crash explains it
+    /// (see `TornLine`).
     Unreadable,
+    /// A line that is not a checkpoint, as a crash while writing leaves: unterminated, or one the
+    /// checkpoints continue across (a crash, then a restart), by the event log's rule (see
+    /// [`crate::govern::audit::verify`]). Not a sign of tampering, but the checkpoint it held
+    /// is lost.
+    TornLine,
 }
 
 /// One problem.
@@ -428,6 +509,18 @@ pub struct CheckpointReport {
     pub problems: Vec<CheckpointProblem>,
 }
 
+impl CheckpointReport {
+    /// Whether every problem is a torn line (a crash mid-write), none a sign of tampering.
+    #[must_use]
+    pub fn torn_lines_only(&self) -> bool {
+        !self.problems.is_empty()
+            && self
+                .problems
+                .iter()
+                .all(|p| p.kind == CheckpointProblemKind::TornLine)
+    }
+}
+
 /// Checkpoints in the file that were written for another event log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OtherLog {
@@ -465,7 +558,13 @@ impl fmt::Display for CheckpointReport {
         writeln!(
             f,
             "checkpoints: {}, {} read",
-            if self.ok { "OK" } else { "FAILED" },
+            if self.ok {
+                "OK"
+            } else if self.torn_lines_only() {
+                "TORN LINES"
+            } else {
+                "FAILED"
+            },
             self.checkpoints
         )?;
         if let Some(head) = &self.head {
@@ -631,7 +730,32 @@ pub fn verify_for_log(
     Some(verify_checkpoints(&path, files, key))
 }
 
-/// Read every checkpoint, pushing seal, key and link problems.
+/// One line of the checkpoint file, as read.
+enum CheckpointLine {
+    Checkpoint {
+        cp: Box<Checkpoint>,
+        /// Its seal matches its content (under the verifier's key).
+        sealed: bool,
+        /// `H(line)`, what the next checkpoint's `prev` should be.
+        hash: [u8; 32],
+    },
+    NotCheckpoint {
+        why: String,
+        terminated: bool,
+        /// Its `n`, when it is a JSON object with one.
+        n: Option<u64>,
+        /// It is a whole JSON object.
+        whole: bool,
+    },
+}
+
+/// Just the `n` of a line that is not a whole checkpoint.
+#[derive(Deserialize)]
+struct NOnly {
+    n: u64,
+}
+
+/// Read every checkpoint, pushing torn-line, seal, key and link problems.
 fn read_checkpoints(
     path: &Path,
     key: Option<&[u8]>,
@@ -639,24 +763,91 @@ fn read_checkpoints(
 ) -> io::Result<Vec<Checkpoint>> {
     let hasher = Hasher::new(key);
     let key_id = key.map(|k| AuditKey::new(k.to_vec()).id());
-    let reader = BufReader::new(File::open(path)?);
+    // (line number, line): each line is judged against the next checkpoint after it.
+    let mut lines: Vec<(u64, CheckpointLine)> = Vec::new();
+    let mut reader = LogLines::open(path, READ_BUFFER_BYTES)?;
+    while let Some(line) = reader.next_line()? {
+        let parsed = if line.oversize {
+            Err(format!("line longer than {MAX_LINE_BYTES} bytes"))
+        } else {
+            parse_checkpoint(line.bytes)
+        };
+        let body = match parsed {
+            Ok((cp, at)) => {
+                let seal = &line.bytes[at + SEAL_OPEN.len()..];
+                let seal = seal.strip_suffix(b"\"}").unwrap_or(seal);
+                CheckpointLine::Checkpoint {
+                    sealed: hex::encode(hasher.digest(&line.bytes[..at])).as_bytes() == seal,
+                    hash: hasher.digest(line.bytes),
+                    cp: Box::new(cp),
+                }
+            }
+            Err(why) => CheckpointLine::NotCheckpoint {
+                why,
+                terminated: line.terminated,
+                n: serde_json::from_slice::<NOnly>(line.bytes)
+                    .ok()
+                    .map(|o| o.n),
+                whole: serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                    line.bytes,
+                )
+                .is_ok(),
+            },
+        };
+        lines.push((line.number, body));
+    }
+    // The index of the first checkpoint after each line, if any.
+    let mut next_checkpoint = vec![None; lines.len()];
+    let mut after = None;
+    for (i, (_, body)) in lines.iter().enumerate().rev() {
+        next_checkpoint[i] = after;
+        if matches!(body, CheckpointLine::Checkpoint { .. }) {
+            after = Some(i);
+        }
+    }
     let mut out: Vec<Checkpoint> = Vec::new();
     let mut prev = [0u8; 32];
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let line = line?;
-        let bad = |detail: String| CheckpointProblem {
-            kind: CheckpointProblemKind::Unreadable,
-            n: None,
-            detail: format!("{}:{}: {detail}", path.display(), i + 1),
-        };
-        let Ok(cp) = serde_json::from_slice::<Checkpoint>(&line) else {
-            problems.push(bad("not a checkpoint record".into()));
-            continue;
-        };
-        let text = String::from_utf8_lossy(&line);
-        let Some(at) = text.rfind(SEAL_OPEN) else {
-            problems.push(bad("no seal".into()));
-            continue;
+    let mut torn = 0;
+    for (i, (number, body)) in lines.iter().enumerate() {
+        let (cp, sealed, hash) = match body {
+            CheckpointLine::NotCheckpoint {
+                why,
+                terminated,
+                n,
+                whole,
+            } => {
+                // Whether the next checkpoint follows on from the last one, across this line.
+                let across = match (out.last(), next_checkpoint[i].map(|j| &lines[j].1)) {
+                    (_, None) => None,
+                    (None, Some(_)) => Some(true),
+                    (Some(last), Some(CheckpointLine::Checkpoint { cp: next, .. })) => {
+                        Some(next.n == last.n.saturating_add(1) && next.prev == hex::encode(prev))
+                    }
+                    (Some(_), Some(CheckpointLine::NotCheckpoint { .. })) => Some(false),
+                };
+                let line = NotRecord {
+                    why,
+                    terminated: *terminated,
+                    number: *n,
+                    whole: *whole,
+                };
+                let (kind, detail) = LINE_RULE.judge(&line, across, !out.is_empty(), torn);
+                let kind = match kind {
+                    ProblemKind::TornLine => {
+                        torn += 1;
+                        CheckpointProblemKind::TornLine
+                    }
+                    ProblemKind::Modified => CheckpointProblemKind::Forged,
+                    _ => CheckpointProblemKind::Unreadable,
+                };
+                problems.push(CheckpointProblem {
+                    kind,
+                    n: *n,
+                    detail: format!("{}:{number}: {detail}", path.display()),
+                });
+                continue;
+            }
+            CheckpointLine::Checkpoint { cp, sealed, hash } => (cp, *sealed, hash),
         };
         if cp.chain != hasher.mode() || cp.key_id != key_id {
             problems.push(CheckpointProblem {
@@ -672,8 +863,7 @@ fn read_checkpoints(
             });
             return Ok(out);
         }
-        let seal = &text[at + SEAL_OPEN.len()..].trim_end_matches("\"}");
-        if hex::encode(hasher.digest(&line[..at])) != *seal {
+        if !sealed {
             problems.push(CheckpointProblem {
                 kind: CheckpointProblemKind::Forged,
                 n: Some(cp.n),
@@ -691,8 +881,8 @@ fn read_checkpoints(
                 ),
             });
         }
-        prev = hasher.digest(&line);
-        out.push(cp);
+        prev = *hash;
+        out.push((**cp).clone());
     }
     Ok(out)
 }
@@ -1005,6 +1195,162 @@ mod tests {
         let r = verify_checkpoints(&cps, std::slice::from_ref(&events), None);
         assert!(r.ok, "{r}");
         handle.shutdown().await;
+    }
+
+    /// One run of a keyed writer on `cps`: open (resuming), `count` periodic checkpoints of
+    /// log lines from `seq` on. Returns the number the first of them got.
+    fn run_writer(cps: &Path, log: &Path, seq: u64, count: u64) -> u64 {
+        let mut w = CheckpointWriter::open(cps, Some(&key()), log).unwrap();
+        let first = w.next_n;
+        for s in seq..seq + count {
+            w.witness(
+                &WitnessCause::Periodic,
+                Some(&log_line(s)),
+                SinkTally::default(),
+            )
+            .unwrap();
+        }
+        first
+    }
+
+    fn kinds(r: &CheckpointReport) -> Vec<CheckpointProblemKind> {
+        r.problems.iter().map(|p| p.kind).collect()
+    }
+
+    #[test]
+    fn a_torn_last_checkpoint_is_a_torn_line_and_the_checkpoints_continue_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = dir.path().join("cp.jsonl");
+        let log = write_log(dir.path(), "events.jsonl", 0..10);
+        let verify =
+            || verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
+        assert_eq!(run_writer(&cps, &log, 0, 3), 0);
+        assert!(verify().ok);
+        // A crash while writing checkpoint 2: its last 40 bytes and the `\n` never made it.
+        let bytes = std::fs::read(&cps).unwrap();
+        std::fs::write(&cps, &bytes[..bytes.len() - 41]).unwrap();
+        let r = verify();
+        assert_eq!(kinds(&r), [CheckpointProblemKind::TornLine], "{r}");
+        assert!(r.torn_lines_only() && !r.ok, "{r}");
+        assert!(
+            r.to_string().starts_with("checkpoints: TORN LINES, 2 read"),
+            "{r}"
+        );
+        assert!(
+            r.problems[0].detail.contains("cp.jsonl:3: incomplete line"),
+            "{r}"
+        );
+
+        // Restart: the torn line is ended, numbering goes on after the last whole checkpoint.
+        assert_eq!(run_writer(&cps, &log, 3, 2), 2);
+        let text = std::fs::read_to_string(&cps).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "the new checkpoints start a line: {text}"
+        );
+        // Restart again: the chain goes on (it used to restart at 0 here).
+        assert_eq!(run_writer(&cps, &log, 5, 1), 4);
+        let r = verify();
+        assert_eq!(kinds(&r), [CheckpointProblemKind::TornLine], "{r}");
+        assert!(
+            r.problems[0]
+                .detail
+                .contains("cp.jsonl:3: not a record, and the chain continues across it"),
+            "{r}"
+        );
+        assert_eq!((r.checkpoints, r.last.as_ref().map(|c| c.n)), (5, Some(4)));
+        assert!(
+            r.to_string().starts_with("checkpoints: TORN LINES, 5 read"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn junk_after_the_last_checkpoint_does_not_restart_the_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = dir.path().join("cp.jsonl");
+        let log = write_log(dir.path(), "events.jsonl", 0..10);
+        run_writer(&cps, &log, 0, 2);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&cps).unwrap();
+        file.write_all(b"junk\n\0\0\0\0\n").unwrap();
+        assert_eq!(run_writer(&cps, &log, 2, 1), 2);
+        let r = verify_checkpoints(&cps, &[log], Some(key().as_bytes()));
+        assert_eq!(
+            kinds(&r),
+            [
+                CheckpointProblemKind::TornLine,
+                CheckpointProblemKind::TornLine
+            ],
+            "{r}"
+        );
+        assert_eq!(r.last.map(|c| c.n), Some(2));
+    }
+
+    /// Only a crash's pattern is a torn line: a line where a checkpoint was, or a whole object,
+    /// or a damaged checkpoint is reported as tampering wherever it is, and a cut checkpoint is
+    /// a torn line only when nothing links to it (as the event log's rule has it).
+    #[test]
+    fn a_line_that_hides_a_checkpoint_is_tampering_not_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = dir.path().join("cp.jsonl");
+        let log = write_log(dir.path(), "events.jsonl", 0..10);
+        run_writer(&cps, &log, 0, 4);
+        let text = std::fs::read_to_string(&cps).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let check = |replace: &str| {
+            let mut edited = lines.clone();
+            edited[2] = replace;
+            std::fs::write(&cps, format!("{}\n", edited.join("\n"))).unwrap();
+            let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
+            assert!(!r.ok && !r.torn_lines_only(), "{replace}: {r}");
+            assert!(r.to_string().starts_with("checkpoints: FAILED"), "{r}");
+            r
+        };
+        // Checkpoint 2 cut short (a "torn" line in the middle), or replaced with junk:
+        // checkpoint 3 links to it, so it was not a crash.
+        let cut = &lines[2][..lines[2].len() - 40];
+        for replace in [cut, "junk"] {
+            let r = check(replace);
+            assert_eq!(
+                kinds(&r),
+                [
+                    CheckpointProblemKind::Unreadable,
+                    CheckpointProblemKind::CheckpointsRemoved
+                ],
+                "{r}"
+            );
+            assert!(
+                r.problems[0].detail.contains("does not continue across it"),
+                "{r}"
+            );
+        }
+        // A whole JSON object, even one the chain continues across: no crash writes one.
+        let mut edited = lines.clone();
+        edited.insert(2, "{\"n\":\"x\"}");
+        std::fs::write(&cps, format!("{}\n", edited.join("\n"))).unwrap();
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
+        assert_eq!(kinds(&r), [CheckpointProblemKind::Unreadable], "{r}");
+        assert!(
+            r.problems[0].detail.contains("which no crash leaves"),
+            "{r}"
+        );
+        // A checkpoint whose fields were damaged (it still has its `n`).
+        let damaged = lines[2].replace("\"prev\":", "\"prev\":1,\"x\":");
+        let r = check(&damaged);
+        assert_eq!(r.problems[0].kind, CheckpointProblemKind::Forged, "{r}");
+        assert_eq!(r.problems[0].n, Some(2), "{r}");
+        // The last checkpoint cut: indistinguishable from a crash, so a torn line, reported
+        // (never OK) and the one before it still checked.
+        let cut = &lines[3][..lines[3].len() - 40];
+        std::fs::write(
+            &cps,
+            format!("{}\n{}\n{}\n{cut}", lines[0], lines[1], lines[2]),
+        )
+        .unwrap();
+        let r = verify_checkpoints(&cps, &[log], Some(key().as_bytes()));
+        assert_eq!(kinds(&r), [CheckpointProblemKind::TornLine], "{r}");
+        assert_eq!(r.last.map(|c| c.n), Some(2));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use super::triage::TriageError;
 use super::users::{Role, User, require};
 use super::{ActionError, Review, TransitionRequest};
 use crate::events::{AdminEvent, Event, EventBody};
+use crate::govern::store::HistoryEntry;
 
 impl From<super::users::Forbidden> for ApiError {
     fn from(f: super::users::Forbidden) -> Self {
@@ -334,13 +335,17 @@ async fn history(
             let h = store
                 .history()
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            // A proposal shows the version that applied it, if any.
-            let applied = crate::govern::store::applied_proposals(&h);
+            // A proposal shows the version that applied it, if any; a corrupt manifest is an
+            // entry `{"number", "corrupt"}`.
+            let applied = crate::govern::store::applied_proposals(&h.versions);
             let versions: Vec<serde_json::Value> = h
-                .iter()
-                .map(|info| {
-                    let mut j = serde_json::to_value(info).unwrap_or_default();
-                    if let Some(n) = applied.get(&info.number) {
+                .entries()
+                .into_iter()
+                .map(|entry| {
+                    let mut j = serde_json::to_value(entry).unwrap_or_default();
+                    if let HistoryEntry::Version(info) = entry
+                        && let Some(n) = applied.get(&info.number)
+                    {
                         j["applied_in"] = json!(n);
                     }
                     j

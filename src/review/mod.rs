@@ -578,7 +578,8 @@ impl Review {
         let Some(store) = self.control.store() else {
             return Ok(Vec::new());
         };
-        let history = store.history()?;
+        // A corrupt manifest is not known to be a proposal: the history lists it.
+        let history = store.history()?.versions;
         let applied = crate::govern::store::applied_proposals(&history);
         Ok(history
             .iter()

@@ -1013,6 +1013,127 @@ async fn a_confirmed_deny_proposal_is_a_policy_version_an_admin_applies() {
         && e["path"] == "/api/v1/review/policy/apply"));
 }
 
+/// One corrupt version manifest (a disk fault, an edit) does not take the policy history down:
+/// both APIs and `dnsward policy history` list the readable versions and the corrupt one as
+/// such; a rollback to it is refused by name, one to another version works.
+#[tokio::test]
+async fn a_corrupt_version_manifest_is_listed_and_the_rest_of_the_history_is_served() {
+    let (_up, dir, mut s) = plain_server().await;
+    // Version 2: one more allowed name.
+    let config = dir.path().join("dnsward.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"www.example\"]", "\"www.example\", \"git.example\"]");
+    std::fs::write(&config, text).unwrap();
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/reload",
+            json!({"message": "allow git"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.stop().await;
+    // Version 2's manifest is cut short; the restart records version 3 after it.
+    std::fs::write(
+        dir.path().join("state/versions/2.json"),
+        "{\"number\": 2, \"hash\": \n",
+    )
+    .unwrap();
+    let mut s = ReviewServer::start_existing(dir.path(), ManualClock::new()).await;
+
+    let (status, history) = s.get(Some(ADMIN), "/api/v1/policy/history").await;
+    assert_eq!(status, 200, "{history}");
+    let numbers: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["number"])
+        .collect();
+    assert_eq!(numbers, [&json!(1), &json!(2), &json!(3)], "{history}");
+    assert!(
+        history[1]["corrupt"].as_str().unwrap().contains("EOF"),
+        "{history}"
+    );
+    assert_eq!(history[2]["action"], "load", "{history}");
+    assert!(history[2]["hash"].is_string(), "{history}");
+    let (status, review) = s.get(Some(CAROL), "/api/v1/review/policy/history").await;
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(review["active"], 3, "{review}");
+    assert_eq!(review["versions"][1]["corrupt"], history[1]["corrupt"]);
+    assert_eq!(review["versions"][0]["action"], "load", "{review}");
+    let (status, proposals) = s.get(Some(CAROL), "/api/v1/review/proposals").await;
+    assert_eq!((status, proposals), (200, json!([])));
+
+    // The readable versions still diff and roll back; the corrupt one is refused by name.
+    let diff = reqwest::Client::new()
+        .get(format!("{}/api/v1/review/policy/diff?a=1&b=3", s.base))
+        .bearer_auth(CAROL)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        diff.contains("+allow") && diff.contains("git.example"),
+        "{diff}"
+    );
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/rollback",
+            json!({"to": 2, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("corrupt version manifest") && error.contains("2.json"),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            ADMIN,
+            "/api/v1/review/policy/rollback",
+            json!({"to": 1, "reason": "git not needed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.stop().await;
+
+    // The CLI: a row for the corrupt version among the others, and the same JSON.
+    let history = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dnsward"));
+        cmd.args(["policy", "history", "--config"]).arg(&config);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let text = history(false);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 5, "a header and four versions: {text}");
+    assert!(
+        rows[2].trim_start().starts_with("2 ")
+            && rows[2].contains("corrupt")
+            && rows[2].contains("versions/2.json: EOF"),
+        "{text}"
+    );
+    assert!(rows[4].contains("rollback→1"), "{text}");
+    let json: Value = serde_json::from_str(&history(true)).unwrap();
+    assert_eq!(json[1]["number"], 2);
+    assert!(json[1]["corrupt"].is_string(), "{json}");
+    assert_eq!(json[3]["rolled_back_to"], 1, "{json}");
+}
+
 /// One admin token for both APIs: rotating `admin.token_file` by either reload (the policy
 /// reload, the review's tokens reload) revokes the old token on both at once, and a token file
 /// the admin API would refuse (too short, empty) is refused by the tokens reload too, keeping

@@ -298,11 +298,18 @@ async function policyView() {
   }
   // A version that ran is compared with the one that ran before it; a proposal with the
   // running version, which is what applying it would change.
-  const ran = hist.versions.filter(v => v.status !== "proposed").map(v => v.number);
+  // A manifest the store does not trust is listed as {number, corrupt}: no diff or rollback.
+  const ran = hist.versions.filter(v => !v.corrupt && v.status !== "proposed").map(v => v.number);
   const before = n => ran.filter(m => m < n).pop();
   function statusText(v) {
     if (v.status === "proposed") return v.applied_in ? "applied in " + v.applied_in : "proposed";
     return v.number === hist.active ? "active" : "";
+  }
+  function corruptRow(v) {
+    return h("tr", { class: "corrupt" },
+      h("td", { class: "num" }, v.number + (v.number === hist.active ? " (active)" : "")),
+      h("td", {}, "—"), h("td", { class: "status" }, "corrupt"), h("td", {}, "—"),
+      h("td", {}, "manifest not trusted: " + v.corrupt), h("td", {}), h("td", {}), h("td", {}));
   }
   setView("Policy",
     h("p", { class: "muted" }, "Active version " + hist.active + (hist.note ? " — " + hist.note : "")),
@@ -310,7 +317,7 @@ async function policyView() {
     msg,
     h("table", { id: "history" },
       h("thead", {}, h("tr", {}, ["version", "action", "status", "author", "message", "loaded", "hash", ""].map(t => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, versions.map(v => h("tr", { class: v.status === "proposed" ? "proposed" : "" },
+      h("tbody", {}, versions.map(v => v.corrupt ? corruptRow(v) : h("tr", { class: v.status === "proposed" ? "proposed" : "" },
         h("td", { class: "num" }, v.number + (v.number === hist.active ? " (active)" : "")),
         h("td", {}, v.action), h("td", { class: "status" }, statusText(v)), h("td", {}, v.author || "—"),
         h("td", {}, (v.change ? v.change + ": " : "") + (v.message || "")),

@@ -111,7 +111,9 @@ use crate::events::sink::{EventsConfig, JsonLines, LineEncoder, SinkKind};
 
 pub use chain::{ChainEncoder, ChainMark};
 pub use report::{ChainPoint, LogGap, Problem, ProblemKind, VerifyReport};
+pub(crate) use resume::end_torn_line;
 pub use verify::verify;
+pub(crate) use verify::{LineRule, NotRecord};
 
 /// `prev` of the record with seq 0.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -28,7 +28,7 @@ impl ChainEncoder {
     /// When a log file exists but cannot be read, or the torn line cannot be ended.
     pub fn resume(path: &Path, key: Option<&AuditKey>) -> io::Result<Self> {
         let mut encoder = Self::new(key);
-        end_torn_line(path)?;
+        end_torn_line(path, "event log")?;
         for file in rotated_files(path).iter().rev() {
             let Some((line, record)) = last_record(file)? else {
                 continue;
@@ -62,8 +62,14 @@ impl ChainEncoder {
     }
 }
 
-/// End an unterminated last line with `\n`, so the next record starts on a line of its own.
-fn end_torn_line(path: &Path) -> io::Result<()> {
+/// End an unterminated last line of the file at `path` (`what`: "event log", "checkpoint
+/// file", for the warning) with `\n`, so the next record starts on a line of its own; the
+/// fragment stays, for the verifier to report as a torn line. Nothing to do for a missing or
+/// empty file.
+///
+/// # Errors
+/// The file cannot be read or the `\n` cannot be written.
+pub(crate) fn end_torn_line(path: &Path, what: &str) -> io::Result<()> {
     let mut file = match OpenOptions::new().read(true).append(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -79,7 +85,7 @@ fn end_torn_line(path: &Path) -> io::Result<()> {
     if last[0] != b'\n' {
         tracing::warn!(
             file = %path.display(),
-            "event log ends with a torn line (a crash while writing); it stays in the file and \
+            "{what} ends with a torn line (a crash while writing); it stays in the file and \
              the chain continues on the next line"
         );
         file.write_all(b"\n")?;

@@ -53,6 +53,114 @@ fn gap_of(line: &[u8]) -> Option<(String, crate::events::LogGapEvent)> {
     (fields.kind == "log_gap").then_some((fields.ts, fields.gap))
 }
 
+/// A line that is not a record (of the event log, or of the checkpoint file), as read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotRecord<'a> {
+    /// Why it is not a record.
+    pub why: &'a str,
+    /// Whether the line ended with `\n`.
+    pub terminated: bool,
+    /// The record's number (an event's `seq`, a checkpoint's `n`) when the line is a JSON
+    /// object with one: a record whose fields were damaged, rather than a torn line or a
+    /// foreign one.
+    pub number: Option<u64>,
+    /// The line is a whole JSON object: no crash leaves one (a crash cuts a record short of its
+    /// closing brace), so one that is not a record was written by someone else.
+    pub whole: bool,
+}
+
+/// The one rule that tells a torn line (a crash mid-write, perhaps followed by a restart that
+/// carried on after the last whole record) from an edit, for the event log and for the
+/// checkpoint file ([`crate::govern::checkpoint`]); only the words differ.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineRule {
+    /// The file, as in "at the end of the log".
+    pub file: &'static str,
+    /// A whole JSON object that is not a record, as in "a whole event with no chain fields".
+    pub foreign: &'static str,
+}
+
+impl LineRule {
+    /// The event log's words.
+    pub const EVENT_LOG: LineRule = LineRule {
+        file: "log",
+        foreign: "event with no chain fields",
+    };
+
+    /// What `line` is: [`ProblemKind::TornLine`] when it is unterminated, or when it is
+    /// neither a damaged record nor (after records) a whole JSON object and the chain carries on
+    /// across it or nothing follows it; otherwise the kind of edit it shows. `across`: whether
+    /// the next record follows on from the last good one (`None`: no record follows);
+    /// `anchored`: a record came before; `torn_before`: torn lines reported already (past
+    /// `MAX_TORN_LINES` (100) the file is not taken for a chain with crashes in it).
+    pub fn judge(
+        &self,
+        line: &NotRecord<'_>,
+        across: Option<bool>,
+        anchored: bool,
+        torn_before: usize,
+    ) -> (ProblemKind, String) {
+        let NotRecord {
+            why,
+            terminated,
+            number,
+            whole,
+        } = *line;
+        let (file, foreign) = (self.file, self.foreign);
+        let (kind, detail) = match (terminated, across, number) {
+            // A whole object that is not a record after records: no crash writes one (a file
+            // from before the chain was on has no record before it).
+            (true, Some(true) | None, None) if whole && anchored => (
+                ProblemKind::Inserted,
+                format!(
+                    "a whole {foreign}, which no crash leaves: written into the {file} by \
+                     something else ({why})"
+                ),
+            ),
+            (false, _, _) => (
+                ProblemKind::TornLine,
+                format!("incomplete line, as a crash while writing leaves ({why})"),
+            ),
+            (true, Some(true), None) => (
+                ProblemKind::TornLine,
+                format!(
+                    "not a record, and the chain continues across it, as after a crash and a \
+                     restart ({why})"
+                ),
+            ),
+            (true, None, None) => (
+                ProblemKind::TornLine,
+                format!(
+                    "not a record, at the end of the {file}, as after a crash and a restart that \
+                     wrote nothing more ({why})"
+                ),
+            ),
+            (true, Some(true), Some(_)) => (
+                ProblemKind::Inserted,
+                format!("a damaged record that the chain goes around ({why})"),
+            ),
+            (true, _, Some(_)) => (
+                ProblemKind::Modified,
+                format!("a record whose chain fields were damaged ({why})"),
+            ),
+            (true, Some(false), None) => (
+                ProblemKind::BadJson,
+                format!("not a record, and the chain does not continue across it ({why})"),
+            ),
+        };
+        if kind == ProblemKind::TornLine && torn_before >= MAX_TORN_LINES {
+            return (
+                ProblemKind::BadJson,
+                format!(
+                    "more than {MAX_TORN_LINES} lines that are not records: not a chained \
+                     {file}? ({why})"
+                ),
+            );
+        }
+        (kind, detail)
+    }
+}
+
 /// Check the hash chain over `paths`, given in chain order (oldest first, as
 /// [`rotated_files`](crate::events::reader::rotated_files) lists them), with the key when the log is keyed. Stops at the first problem other than a
 /// torn line; see the module docs for how each kind is told apart.
@@ -274,60 +382,18 @@ impl Verifier {
                         Some(n.fields.seq == a.seq.saturating_add(1) && n.fields.prev == a.hash)
                     }
                 };
-                let (kind, detail) = match (terminated, across, seq) {
-                    // A whole event with no chain fields after chained records: no crash
-                    // writes one (a log from before the chain was on has no anchor).
-                    (true, Some(true) | None, None) if *whole && self.anchor.is_some() => (
-                        ProblemKind::Inserted,
-                        format!(
-                            "a whole event with no chain fields, which no crash leaves: \
-                             written into the log by something else ({why})"
-                        ),
-                    ),
-                    (false, _, _) => (
-                        ProblemKind::TornLine,
-                        format!("incomplete line, as a crash while writing leaves ({why})"),
-                    ),
-                    (true, Some(true), None) => (
-                        ProblemKind::TornLine,
-                        format!(
-                            "not a record, and the chain continues across it, as after a crash \
-                             and a restart ({why})"
-                        ),
-                    ),
-                    (true, None, None) => (
-                        ProblemKind::TornLine,
-                        format!(
-                            "not a record, at the end of the log, as after a crash and a restart \
-                             that wrote nothing more ({why})"
-                        ),
-                    ),
-                    (true, Some(true), Some(_)) => (
-                        ProblemKind::Inserted,
-                        format!("a damaged record that the chain goes around ({why})"),
-                    ),
-                    (true, _, Some(_)) => (
-                        ProblemKind::Modified,
-                        format!("a record whose chain fields were damaged ({why})"),
-                    ),
-                    (true, Some(false), None) => (
-                        ProblemKind::BadJson,
-                        format!("not a record, and the chain does not continue across it ({why})"),
-                    ),
+                let line = NotRecord {
+                    why,
+                    terminated: *terminated,
+                    number: *seq,
+                    whole: *whole,
                 };
-                let (kind, detail) = if kind == ProblemKind::TornLine
-                    && self.report.problems.len() >= MAX_TORN_LINES
-                {
-                    (
-                        ProblemKind::BadJson,
-                        format!(
-                            "more than {MAX_TORN_LINES} lines that are not records: not a \
-                             chained log? ({why})"
-                        ),
-                    )
-                } else {
-                    (kind, detail)
-                };
+                let (kind, detail) = LineRule::EVENT_LOG.judge(
+                    &line,
+                    across,
+                    self.anchor.is_some(),
+                    self.report.problems.len(),
+                );
                 self.problem(&entry, kind, *seq, expected, detail);
                 if kind == ProblemKind::TornLine {
                     Flow::Continue

@@ -138,7 +138,7 @@ mod tests {
         let v1_again = fx.record(&store, ACTION_RELOAD);
         assert_eq!(v1.number, 1);
         assert_eq!(v1_again, v1);
-        assert_eq!(store.history().unwrap().len(), 1);
+        assert_eq!(store.history().unwrap().versions.len(), 1);
         // The pure hash agrees with the store, whatever order the files come in.
         let cfg = Config::load(&fx.config_path()).unwrap();
         let mut files = ActivePolicy::build(&cfg.policy_sections())

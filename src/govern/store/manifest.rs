@@ -101,6 +101,63 @@ impl VersionInfo {
     }
 }
 
+/// A manifest in `versions/` that is not trusted ([`StoreError::CorruptManifest`]): listed in
+/// the history by its number, with why, so that one bad file does not hide the others.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct CorruptVersion {
+    /// The number in its file name (`versions/<N>.json`).
+    pub number: u64,
+    /// Why it is not trusted.
+    pub corrupt: String,
+}
+
+/// Every version in the store ([`PolicyStore::history`]), oldest first: those whose manifests
+/// are sound, and those whose manifests are not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// The versions whose manifests passed every check.
+    pub versions: Vec<VersionInfo>,
+    /// The manifests that did not.
+    pub corrupt: Vec<CorruptVersion>,
+}
+
+/// One entry of [`History::entries`]. In JSON a version is its manifest and a corrupt one is
+/// `{"number": N, "corrupt": "why"}`.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HistoryEntry<'a> {
+    /// A sound version.
+    Version(&'a VersionInfo),
+    /// A manifest that is not trusted.
+    Corrupt(&'a CorruptVersion),
+}
+
+impl HistoryEntry<'_> {
+    /// The version number.
+    #[must_use]
+    pub fn number(&self) -> u64 {
+        match self {
+            Self::Version(v) => v.number,
+            Self::Corrupt(c) => c.number,
+        }
+    }
+}
+
+impl History {
+    /// Sound and corrupt versions together, oldest first.
+    #[must_use]
+    pub fn entries(&self) -> Vec<HistoryEntry<'_>> {
+        let mut out: Vec<HistoryEntry<'_>> = self
+            .versions
+            .iter()
+            .map(HistoryEntry::Version)
+            .chain(self.corrupt.iter().map(HistoryEntry::Corrupt))
+            .collect();
+        out.sort_by_key(HistoryEntry::number);
+        out
+    }
+}
+
 pub(super) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -218,7 +275,7 @@ mod tests {
             let action = if i == 0 { ACTION_LOAD } else { ACTION_RELOAD };
             fx.record(&store, action);
         }
-        let history = store.history().unwrap();
+        let history = store.history().unwrap().versions;
         let numbers: Vec<u64> = history.iter().map(|v| v.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
         assert_eq!(history[0].action, ACTION_LOAD);
@@ -226,7 +283,7 @@ mod tests {
         assert!(chrono::DateTime::parse_from_rfc3339(&history[0].loaded_at).is_ok());
         drop(store);
         let reopened = fx.store();
-        assert_eq!(reopened.history().unwrap(), history);
+        assert_eq!(reopened.history().unwrap().versions, history);
         assert_eq!(reopened.latest().unwrap().unwrap().number, 3);
         assert_eq!(reopened.get(2).unwrap(), history[1]);
         assert!(matches!(reopened.get(9), Err(StoreError::NoSuchVersion(9))));
@@ -241,17 +298,25 @@ mod tests {
         // An interrupted write leaves a temp file: ignored by history, listed at open.
         fs::write(versions.join(".tmp-2.json-1-0"), "{\"number\": 2, \"ha").unwrap();
         let reopened = fx.store();
-        assert_eq!(reopened.history().unwrap(), std::slice::from_ref(&v1));
+        assert_eq!(
+            reopened.history().unwrap().versions,
+            std::slice::from_ref(&v1)
+        );
         assert_eq!(reopened.leftover_temp_files().len(), 1);
 
-        // A truncated manifest under a real name is an error naming the file.
+        // A truncated manifest under a real name is an error naming the file, and listed as
+        // corrupt by the history.
         fs::write(versions.join("2.json"), "{\"number\": 2, \"ha").unwrap();
-        let err = reopened.history().unwrap_err();
+        let err = reopened.get(2).unwrap_err();
         assert!(
             matches!(&err, StoreError::CorruptManifest { path, .. } if path.ends_with("2.json")),
             "{err:?}"
         );
         assert!(reopened.latest().is_err());
+        let history = reopened.history().unwrap();
+        assert_eq!(history.versions, std::slice::from_ref(&v1));
+        assert_eq!(history.corrupt.len(), 1);
+        assert_eq!(history.corrupt[0].number, 2);
 
         // A manifest edited to point elsewhere fails its hash check.
         let mut tampered = v1.clone();
@@ -283,6 +348,48 @@ mod tests {
         fs::write(versions.join("2.json"), serde_json::to_vec(&v1).unwrap()).unwrap();
         let err = reopened.get(2).unwrap_err();
         assert!(err.to_string().contains("claims to be version 1"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_manifest_is_listed_in_the_history_and_the_others_still_are() {
+        let fx = Fixture::new();
+        let store = fx.store();
+        for (i, extra) in ["a.example", "b.example", "c.example"].iter().enumerate() {
+            fx.write(
+                "etc/lists/allow.txt",
+                &format!("api.lab.internal\n{extra}\n"),
+            );
+            fx.record(&store, if i == 0 { ACTION_LOAD } else { ACTION_RELOAD });
+        }
+        let versions = store.dir().join("versions");
+        fs::write(versions.join("2.json"), "{\"number\": 2, \"hash\": \n").unwrap();
+        let history = store.history().unwrap();
+        let numbers: Vec<u64> = history.versions.iter().map(|v| v.number).collect();
+        assert_eq!(numbers, [1, 3]);
+        assert_eq!(history.corrupt.len(), 1, "{history:?}");
+        assert_eq!(history.corrupt[0].number, 2);
+        assert!(history.corrupt[0].corrupt.contains("EOF"), "{history:?}");
+        // In order, and in JSON as `{"number", "corrupt"}` among the manifests.
+        let entries: Vec<u64> = history.entries().iter().map(|e| e.number()).collect();
+        assert_eq!(entries, [1, 2, 3]);
+        let json = serde_json::to_value(history.entries()).unwrap();
+        assert_eq!(json[0]["action"], ACTION_LOAD);
+        assert_eq!(
+            json[1],
+            serde_json::json!({"number": 2, "corrupt": history.corrupt[0].corrupt})
+        );
+        assert_eq!(json[2]["number"], 3);
+        // The others still diff; the corrupt one is still refused by name.
+        assert!(store.diff(1, 3).unwrap().contains("c.example"));
+        let err = store.diff(1, 2).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::CorruptManifest { path, .. } if path.ends_with("2.json")),
+            "{err:?}"
+        );
+        assert!(matches!(
+            store.materialise(2),
+            Err(StoreError::CorruptManifest { .. })
+        ));
     }
 
     #[test]

@@ -44,7 +44,8 @@
 //! took), and the directory is synced. Blobs are written before the manifest that names them.
 //! A manifest that does not parse, whose number disagrees with its file name, whose hash does not
 //! match its file list, or whose paths are not absolute and normal is reported as
-//! [`StoreError::CorruptManifest`], never trusted; a blob whose bytes do not match its name is
+//! [`StoreError::CorruptManifest`], never trusted (the history lists it as corrupt, with the
+//! other versions, rather than failing); a blob whose bytes do not match its name is
 //! [`StoreError::CorruptBlob`]. Leftover temporary files are ignored and listed by
 //! [`PolicyStore::leftover_temp_files`].
 //!
@@ -92,7 +93,7 @@ use serde::Deserialize;
 
 pub use blobs::content_hash;
 pub use fs::lexical;
-pub use manifest::{FileEntry, VersionInfo, VersionStatus};
+pub use manifest::{CorruptVersion, FileEntry, History, HistoryEntry, VersionInfo, VersionStatus};
 pub use propose::applied_proposals;
 
 use blobs::PolicyFiles;
@@ -457,12 +458,29 @@ impl PolicyStore {
         self.write_manifest(info)
     }
 
-    /// Every version, oldest first.
+    /// Every version, oldest first. A corrupt manifest ([`StoreError::CorruptManifest`]) is
+    /// listed in [`History::corrupt`] rather than failing the whole history: the other versions
+    /// stay visible, to diff and roll back to.
     ///
     /// # Errors
-    /// The directory cannot be listed, or a manifest is corrupt.
-    pub fn history(&self) -> Result<Vec<VersionInfo>, StoreError> {
-        self.numbers()?.into_iter().map(|n| self.get(n)).collect()
+    /// The directory or a manifest cannot be read.
+    pub fn history(&self) -> Result<History, StoreError> {
+        let mut history = History::default();
+        for number in self.numbers()? {
+            match self.get(number) {
+                Ok(v) => history.versions.push(v),
+                Err(StoreError::CorruptManifest { reason, .. }) => {
+                    history.corrupt.push(CorruptVersion {
+                        number,
+                        corrupt: reason,
+                    });
+                }
+                // Pruned since the directory was listed.
+                Err(StoreError::NoSuchVersion(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(history)
     }
 
     /// The newest version that ran (any status but [`VersionStatus::Proposed`]): what a

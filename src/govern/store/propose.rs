@@ -266,7 +266,7 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            applied_proposals(&store.history().unwrap()).get(&2),
+            applied_proposals(&store.history().unwrap().versions).get(&2),
             Some(&3)
         );
         // The live file never changed: the store says so, it is not silently rewritten.
@@ -337,6 +337,6 @@ mod tests {
             ),
             "{err}"
         );
-        assert_eq!(store.history().unwrap().len(), 3);
+        assert_eq!(store.history().unwrap().versions.len(), 3);
     }
 }

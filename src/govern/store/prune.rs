@@ -174,7 +174,7 @@ mod tests {
             age_blobs(store.dir());
             last = Some(v);
         }
-        let history = store.history().unwrap();
+        let history = store.history().unwrap().versions;
         let numbers: Vec<u64> = history.iter().map(|v| v.number).collect();
         assert_eq!(numbers, (16..=25).collect::<Vec<_>>());
         assert!(matches!(store.get(3), Err(StoreError::NoSuchVersion(3))));
@@ -204,7 +204,7 @@ mod tests {
         }
         // Versions 1 and 2 were pruned, but their blobs are younger than the grace: another
         // process may be about to name them.
-        assert_eq!(store.history().unwrap().len(), 10);
+        assert_eq!(store.history().unwrap().versions.len(), 10);
         assert_eq!(blob_count(store.dir()), 2 + 12);
 
         // A corrupt manifest: versions are still pruned (never the corrupt one), no blob is.
@@ -222,7 +222,7 @@ mod tests {
             fx.write("etc/lists/allow.txt", &format!("again{i}.example\n"));
             fx.record(&all, ACTION_RELOAD);
         }
-        assert_eq!(all.history().unwrap().len(), 10 - 1 + 1 + 12);
+        assert_eq!(all.history().unwrap().versions.len(), 10 - 1 + 1 + 12);
     }
 
     #[test]
@@ -246,7 +246,13 @@ mod tests {
                 )
                 .unwrap();
         }
-        let numbers: Vec<u64> = store.history().unwrap().iter().map(|v| v.number).collect();
+        let numbers: Vec<u64> = store
+            .history()
+            .unwrap()
+            .versions
+            .iter()
+            .map(|v| v.number)
+            .collect();
         assert_eq!(numbers, (1..=13).collect::<Vec<_>>(), "nothing pruned");
         assert_eq!(
             store.latest_applied().unwrap().unwrap().number,
@@ -262,7 +268,7 @@ mod tests {
             fx.write("etc/lists/allow.txt", &format!("later{i}.example\n"));
             fx.record(&store, ACTION_RELOAD);
         }
-        let history = store.history().unwrap();
+        let history = store.history().unwrap().versions;
         let proposals = history
             .iter()
             .filter(|v| v.status == super::super::VersionStatus::Proposed)

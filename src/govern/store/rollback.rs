@@ -466,7 +466,7 @@ mod tests {
                 Err(StoreError::AlreadyRunning { latest: 5, .. })
             ));
         }
-        assert_eq!(store.history().unwrap().len(), 5);
+        assert_eq!(store.history().unwrap().versions.len(), 5);
     }
 
     #[test]
@@ -498,7 +498,7 @@ mod tests {
             store.record(&fx.config_path(), &[], ACTION_ROLLBACK, None, None),
             Err(StoreError::InvalidArgument { what: "action", .. })
         ));
-        assert_eq!(store.history().unwrap().len(), 1);
+        assert_eq!(store.history().unwrap().versions.len(), 1);
     }
 
     #[test]
