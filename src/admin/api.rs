@@ -38,6 +38,29 @@ use crate::govern::control::Control;
 use crate::review::api_error::{ApiError, ErrorDetail};
 use crate::serve::pipeline::Pipeline;
 
+/// A request body that must be a JSON object: serde reads a struct from an array too,
+/// positionally (`["bob", "why"]` posted as a reload's `{actor, message}` was taken), which no
+/// client means; an array is refused as any other wrong type is.
+#[derive(Debug)]
+pub(crate) struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// The OpenAPI description, checked in and served as is.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
 
@@ -476,9 +499,9 @@ pub(crate) fn rollback_detail(info: &crate::govern::store::VersionInfo, reason: 
 
 async fn policy_reload(
     State(s): State<ApiState>,
-    body: Result<Json<ReloadBody>, JsonRejection>,
+    body: Result<Json<Object<ReloadBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     require("actor", &b.actor)?;
     check_message(b.message.as_deref())?;
     let done = s
@@ -506,9 +529,9 @@ struct RollbackBody {
 
 async fn policy_rollback(
     State(s): State<ApiState>,
-    body: Result<Json<RollbackBody>, JsonRejection>,
+    body: Result<Json<Object<RollbackBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let info = s.control.rollback(b.to, &b.actor, &b.reason).await?;
@@ -531,9 +554,9 @@ struct ApplyBody {
 
 async fn policy_apply(
     State(s): State<ApiState>,
-    body: Result<Json<ApplyBody>, JsonRejection>,
+    body: Result<Json<Object<ApplyBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let info = s.control.apply(b.version, &b.actor, &b.reason).await?;
@@ -612,9 +635,9 @@ struct ReleaseBody {
 
 async fn release(
     State(s): State<ApiState>,
-    body: Result<Json<ReleaseBody>, JsonRejection>,
+    body: Result<Json<Object<ReleaseBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     // An IP address releases that address; an agent identity (a SPIFFE ID, a certificate DNS
     // name, a token subject with a scheme or a dot) releases that agent wherever it is.
     require("client", &b.client)?;
@@ -689,9 +712,9 @@ struct ExceptionBody {
 
 async fn exception_add(
     State(s): State<ApiState>,
-    body: Result<Json<ExceptionBody>, JsonRejection>,
+    body: Result<Json<Object<ExceptionBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     let policy = s.pipeline.policy();
     let domain = crate::names::normalise(&b.domain);
     // The same checks a restart makes of each exception it takes back from the state file.
@@ -744,10 +767,10 @@ struct RemoveExceptionBody {
 async fn exception_remove(
     State(s): State<ApiState>,
     id: Result<Path<u64>, PathRejection>,
-    body: Result<Json<RemoveExceptionBody>, JsonRejection>,
+    body: Result<Json<Object<RemoveExceptionBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     require("actor", &b.actor)?;
     require("reason", &b.reason)?;
     let (response, detail) = remove_exception(&s.pipeline, id, &b.reason).await?;

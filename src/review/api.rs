@@ -14,6 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+
+use crate::admin::api::Object;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -243,12 +245,12 @@ async fn transition(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Json<TransitionRequest>, JsonRejection>,
+    body: Result<Json<Object<TransitionRequest>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Analyst)?;
     let Path((client, domain)) = path?;
     let client = parse_client(&client)?;
-    let Json(req) = body?;
+    let Json(Object(req)) = body?;
     let r2 = Arc::clone(&r);
     let u2 = u.clone();
     let t = tokio::task::spawn_blocking(move || r2.transition(&u2, client, &domain, &req))
@@ -302,11 +304,11 @@ async fn exception_remove(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
     id: Result<Path<u64>, PathRejection>,
-    body: Result<Json<RemoveExceptionBody>, JsonRejection>,
+    body: Result<Json<Object<RemoveExceptionBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Analyst)?;
     let Path(id) = id?;
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     check_reason(&b.reason)?;
     let (response, detail) =
         crate::admin::api::remove_exception(r.pipeline(), id, &b.reason).await?;
@@ -401,10 +403,10 @@ struct ReloadBody {
 async fn reload(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-    body: Result<Json<ReloadBody>, JsonRejection>,
+    body: Result<Json<Object<ReloadBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     crate::admin::api::check_message(b.message.as_deref())?;
     let done = r
         .control()
@@ -434,10 +436,10 @@ struct RollbackBody {
 async fn rollback(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-    body: Result<Json<RollbackBody>, JsonRejection>,
+    body: Result<Json<Object<RollbackBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     check_reason(&b.reason)?;
     let info = r.control().rollback(b.to, &u.name, &b.reason).await?;
     let detail = crate::admin::api::rollback_detail(&info, &b.reason);
@@ -455,10 +457,10 @@ struct ApplyBody {
 async fn apply(
     State(r): State<Shared>,
     Extension(u): Extension<User>,
-    body: Result<Json<ApplyBody>, JsonRejection>,
+    body: Result<Json<Object<ApplyBody>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require(&u, Role::Admin)?;
-    let Json(b) = body?;
+    let Json(Object(b)) = body?;
     check_reason(&b.reason)?;
     let info = r.control().apply(b.version, &u.name, &b.reason).await?;
     let (body, detail) = applied(r.control(), &info, b.version, &b.reason);

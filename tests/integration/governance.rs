@@ -196,6 +196,17 @@ async fn api_requires_the_token_and_validates_input() {
             json!({"actor": "a", "message": "looks fine\u{202e}"}),
             "message contains the control character U+202E",
         ),
+        // An array is no object, though serde would read one into the fields in order.
+        (
+            "/api/v1/policy/reload",
+            json!(["arraybob", "via array"]),
+            "expected a JSON object",
+        ),
+        (
+            "/api/v1/quarantines/release",
+            json!(["127.0.0.70", "a", "r"]),
+            "expected a JSON object",
+        ),
     ] {
         let (status, resp) = api.post(path, body.clone()).await;
         assert_eq!(status, 400, "{path} {body}: {resp}");
