@@ -870,8 +870,20 @@ fn read_checkpoints(
                 detail: "the seal does not match: the checkpoint was modified or forged".into(),
             });
         }
-        let expected_n = out.last().map_or(cp.n, |c| c.n + 1);
-        if cp.n != expected_n || (!out.is_empty() && cp.prev != hex::encode(prev)) {
+        // The writer numbers a new file from 0 and never prunes it: a file whose first
+        // checkpoint is a later one lost its head.
+        let expected_n = out.last().map_or(0, |c| c.n + 1);
+        if out.is_empty() && cp.n != 0 {
+            problems.push(CheckpointProblem {
+                kind: CheckpointProblemKind::CheckpointsRemoved,
+                n: Some(cp.n),
+                detail: format!(
+                    "the file starts at checkpoint {}: checkpoints 0 to {} were removed",
+                    cp.n,
+                    cp.n - 1
+                ),
+            });
+        } else if cp.n != expected_n || (!out.is_empty() && cp.prev != hex::encode(prev)) {
             problems.push(CheckpointProblem {
                 kind: CheckpointProblemKind::CheckpointsRemoved,
                 n: Some(cp.n),
@@ -944,6 +956,38 @@ mod tests {
         std::fs::write(&log, text).unwrap();
         let r = verify_checkpoints(&cps, &[log], Some(key().as_bytes()));
         assert_eq!(r.problems[0].kind, CheckpointProblemKind::Rewritten, "{r}");
+    }
+
+    #[test]
+    fn a_checkpoint_file_whose_head_was_cut_is_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = dir.path().join("cp.jsonl");
+        let log = write_log(dir.path(), "events.jsonl", 0..10);
+        let mut w = CheckpointWriter::open(&cps, Some(&key()), &log).unwrap();
+        for s in [3, 6, 9] {
+            w.witness(
+                &WitnessCause::Periodic,
+                Some(&log_line(s)),
+                SinkTally::default(),
+            )
+            .unwrap();
+        }
+        drop(w);
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
+        assert!(r.ok, "{r}");
+        // The first checkpoint deleted: the rest still link to each other, but the file starts
+        // past 0, which the writer never does.
+        let text = std::fs::read_to_string(&cps).unwrap();
+        let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&cps, rest).unwrap();
+        let r = verify_checkpoints(&cps, std::slice::from_ref(&log), Some(key().as_bytes()));
+        assert!(!r.ok, "{r}");
+        assert_eq!(
+            r.problems[0].kind,
+            CheckpointProblemKind::CheckpointsRemoved,
+            "{r}"
+        );
+        assert!(r.problems[0].detail.contains("starts at checkpoint 1"), "{r}");
     }
 
     #[test]
