@@ -987,7 +987,10 @@ mod tests {
             CheckpointProblemKind::CheckpointsRemoved,
             "{r}"
         );
-        assert!(r.problems[0].detail.contains("starts at checkpoint 1"), "{r}");
+        assert!(
+            r.problems[0].detail.contains("starts at checkpoint 1"),
+            "{r}"
+        );
     }
 
     #[test]
