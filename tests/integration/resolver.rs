@@ -666,6 +666,19 @@ allow = ["deleg.internal", "*.deleg.internal"]
     assert_eq!(a_records(&m), ["10.0.0.2"]);
     assert!(m.metadata.authoritative);
     assert_eq!(child.queries(), 2);
+    // The DS at the cut is the parent's to answer (RFC 4035 §3.1.4.1): NODATA with the
+    // parent's SOA, here, not a question for the child (whose servers may not answer it).
+    let m = udp_query(s.udp, "127.0.0.67", "lab.deleg.internal", RecordType::DS).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert!(m.metadata.authoritative, "{m:?}");
+    assert!(m.answers.is_empty(), "{m:?}");
+    assert!(
+        m.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA && r.name.to_ascii() == "deleg.internal."),
+        "{m:?}"
+    );
+    assert_eq!(child.queries(), 2, "{:?}", child.asked());
 }
 
 const MX_ZONE: &str = r#"$ORIGIN mx.internal.

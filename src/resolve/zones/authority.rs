@@ -24,7 +24,12 @@ impl ZoneSet {
     #[must_use]
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Option<ZoneAnswer> {
         let key = name_key(qname);
-        let zone_index = self.zone_index_of(&key)?;
+        let zone_index = match self.zone_index_of(&key) {
+            Some(i) => i,
+            // The DS at a delegation point is the parent's (RFC 4035 §3.1.4.1).
+            None if qtype == RecordType::DS => *self.cuts.get(key.as_str())?,
+            None => return None,
+        };
         let zone = &self.zones[zone_index];
         let mut answer = ZoneAnswer {
             zone: zone.origin.clone(),
@@ -83,6 +88,14 @@ impl ZoneSet {
     #[must_use]
     pub fn serves(&self, qname: &str) -> bool {
         self.zone_index_of(qname).is_some()
+    }
+
+    /// [`Self::serves`] for a question: also the DS at one of the zones' delegation points,
+    /// which the parent's side holds (RFC 4035 §3.1.4.1), not the delegated servers (they may
+    /// not even answer it).
+    #[must_use]
+    pub fn serves_question(&self, qname: &str, qtype: u16) -> bool {
+        self.serves(qname) || (qtype == u16::from(RecordType::DS) && self.cuts.contains_key(qname))
     }
 
     /// Index of the longest zone origin equal to or above `name`; `None` also for a name at or

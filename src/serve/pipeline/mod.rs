@@ -664,7 +664,7 @@ impl Pipeline {
         // question's wire labels (only for a name inside a zone), never re-read from text, so
         // a label holding any byte (a dot, a backslash, NUL, a byte above 127) is looked up and
         // echoed as itself.
-        let local = if policy.zones.serves(&q.name) {
+        let local = if policy.zones.serves_question(&q.name, q.qtype) {
             let Some(qname) = wire::question_name(&q) else {
                 // Unreachable for a question parse_query accepted; answered, not forwarded.
                 let msg = wire::start_response(&q, rcode::SERVFAIL, false);

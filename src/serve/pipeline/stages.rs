@@ -325,7 +325,7 @@ impl Pipeline {
     /// would learn, without leaving a trace upstream, which names the others resolved.
     fn recursion_desired(&self, a: &mut Admitted<'_, '_>) -> Step {
         let q = a.asked.q;
-        if q.rd || a.asked.policy.zones.serves(&q.name) {
+        if q.rd || a.asked.policy.zones.serves_question(&q.name, q.qtype) {
             return Step::Continue(());
         }
         let msg = wire::start_response(q, rcode::REFUSED, false);
