@@ -441,6 +441,14 @@ impl Containment {
         }
     }
 
+    /// Whether any containment is live or remembered: when none is, no check can find one
+    /// (one load, for the query path to skip work before asking).
+    #[inline]
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.entries.load(Ordering::Acquire) == 0
+    }
+
     /// Domain-scoped gate, after scoring: sinkhole (client or group) first, then throttle.
     pub fn check_domain(&self, client: &ClientKey, group: &str, domain: &str) -> DomainGate {
         if self.entries.load(Ordering::Acquire) == 0 {

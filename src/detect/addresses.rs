@@ -42,8 +42,18 @@ pub const V6_KEY_LABELS: usize = 8;
 /// nibbles under `ip6.arpa` (the /32), or the name itself when it is shorter; any other name's
 /// registrable domain `domain`. Always a suffix of `qname` (or `domain` itself).
 #[must_use]
+#[inline]
 pub fn detection_zone<'a>(qname: &'a str, domain: &'a str) -> &'a str {
-    // One comparison for nearly every name: only `.arpa` registrable domains can be reverse.
+    // One 4-byte comparison for nearly every name, inline: only `arpa` domains can be reverse.
+    if !domain.ends_with("arpa") {
+        return domain;
+    }
+    reverse_zone(qname, domain)
+}
+
+/// [`detection_zone`] for a domain ending in `arpa`.
+#[inline(never)]
+fn reverse_zone<'a>(qname: &'a str, domain: &'a str) -> &'a str {
     if !domain.ends_with(".arpa") && domain != "arpa" {
         return domain;
     }

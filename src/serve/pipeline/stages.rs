@@ -247,6 +247,9 @@ impl Pipeline {
 
     /// Domain gate: a throttled (client, domain) is refused, a sinkholed one gets the sinkhole.
     fn domain_gate(&self, a: &mut Admitted<'_, '_>) -> Step {
+        if self.containment.is_idle() {
+            return Step::Continue(());
+        }
         let q = a.asked.q;
         let domain = crate::detect::addresses::detection_zone(&q.name, a.domain);
         let gate = self
