@@ -548,12 +548,8 @@ pub struct Detector {
     released: Mutex<Vec<(u64, Duration)>>,
     /// Each name's appearance, computed once (see [`memo`]).
     memo: memo::AppearanceMemo,
-    /// `[detect].search_domains`: an expansion of a public name under one is scored as that
-    /// public name.
+    /// `[detect].search_domains`: an expansion of a public name under one adds no information.
     search_domains: Vec<String>,
-    /// Bit `b & 63` set for the last byte `b` of each search domain: a name ending in no such
-    /// byte is under none of them (one test for nearly every query).
-    search_last: u64,
     /// Keyed hasher for table keys and the distinct-name sketches, seeded per process.
     hasher: RandomState,
     /// This detector's tag on the hashes [`crate::recall`] keeps per thread.
@@ -625,11 +621,6 @@ impl Detector {
             released: Mutex::new(Vec::new()),
             memo: memo::AppearanceMemo::default(),
             search_domains: cfg.search_domains.clone(),
-            search_last: cfg
-                .search_domains
-                .iter()
-                .filter_map(|s| s.as_bytes().last())
-                .fold(0, |m, b| m | 1 << (b & 63)),
             hasher: RandomState::new(),
             owner: crate::recall::next_owner(),
             clock,
@@ -727,31 +718,6 @@ impl Detector {
         if !self.enabled {
             return (Assessment::default(), None);
         }
-        // A resolver's search-list expansion of a public name
-        // (`api.github.com.default.svc.cluster.local`) says what the public name says: it is
-        // scored as that name, under that name's own domain, so the name asked next is this
-        // client's repeat, and an expansion whose "public name" is data
-        // (`<payload>.com.agents.svc.cluster.local`) pays for it there. Free under the search
-        // domain, 140 KB had moved in 20 minutes unseen. The expansion's rcode and answer are
-        // not the public name's (a pod's expansions are NXDOMAIN before the name resolves):
-        // they are not recorded against it.
-        if let Some(public) = self.search_expansion(obs.qname) {
-            let expanded = Observation {
-                qname: public,
-                domain: crate::names::registrable_domain(public),
-                ..*obs
-            };
-            return (self.observe_scored(&expanded, now).0, None);
-        }
-        self.observe_scored(obs, now)
-    }
-
-    /// [`Self::observe_tracked_at`] for a name that is not a search-list expansion.
-    fn observe_scored(
-        &self,
-        obs: &Observation<'_>,
-        now: Duration,
-    ) -> (Assessment, Option<Tracked>) {
         // Reverse names are keyed by network, not by their first octet's or nibble's zone
         // ([`addresses::detection_zone`]); every other name by its registrable domain.
         let zone = addresses::detection_zone(obs.qname, obs.domain);
@@ -862,7 +828,12 @@ impl Detector {
         // fresh when neither the key's recent names nor the fleet-wide table says this client
         // asked it last: the table remembers far more names than the key's own filter, so a
         // client cycling through a few hundred names repeats them instead of re-sending them.
-        let fresh = st.recent.insert(sub_hash) && last_asker != LastAsker::Same;
+        // A resolver's search-list expansion of a public name says nothing the name itself does
+        // not (it is asked next, under its own domain): a query, not new information. Looked
+        // at only for a name that is otherwise fresh (repeats, most queries, never are).
+        let fresh = st.recent.insert(sub_hash)
+            && last_asker != LastAsker::Same
+            && !self.is_search_expansion(obs.qname);
         // What the name adds beyond the key's last few names (a counter moved on adds bits,
         // not bytes); computed for every fresh name so the references stay current.
         let floor_bits = if fresh {
@@ -1798,17 +1769,12 @@ impl Detector {
         (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
     }
 
-    /// The public name `qname` is a search-list expansion of under one of
-    /// `[detect].search_domains` ([`crate::names::search_expansion`]), if it is one.
-    #[inline]
-    fn search_expansion<'q>(&self, qname: &'q str) -> Option<&'q str> {
-        let last = *qname.as_bytes().last()?;
-        if self.search_last & (1 << (last & 63)) == 0 {
-            return None;
-        }
+    /// Whether `qname` is a search-list expansion of a public name under one of
+    /// `[detect].search_domains` ([`crate::names::search_expansion`]).
+    fn is_search_expansion(&self, qname: &str) -> bool {
         self.search_domains
             .iter()
-            .find_map(|s| crate::names::search_expansion(qname, s))
+            .any(|s| crate::names::search_expansion(qname, s).is_some())
     }
 
     /// The keyed hashes of `qname`'s subdomain part `sub` and of its registrable domain

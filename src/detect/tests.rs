@@ -1660,30 +1660,6 @@ fn a_kubernetes_agent_with_ndots_5_raises_no_alert() {
         clock.advance(t.interval);
     }
     assert_eq!(level, Level::Quarantine);
-    // A tunnel shaped as expansions of public names (`<payload>.com.agents.svc.cluster.local`,
-    // `<payload>.github.com.svc.cluster.local`) pays for its data under the public name's
-    // domain: contained. Free under the search domain, 140 KB moved in 20 minutes.
-    for shape in [
-        "{p}.com.agents.svc.cluster.local",
-        "{p}.github.com.svc.cluster.local",
-    ] {
-        let (d, clock) = detector(&DetectConfig::default());
-        let mut rng = 0x5ea2_u64;
-        let mut contained = None;
-        for i in 0..2000u32 {
-            let p: String = (0..4)
-                .map(|_| format!("{:013x}", xorshift(&mut rng) >> 12))
-                .collect();
-            let q = shape.replace("{p}", &p[..50]);
-            if observe(&d, ip(92), &q, 1, &settings).level >= Level::Sinkhole {
-                contained = Some(i);
-                break;
-            }
-            clock.advance(Duration::from_millis(250));
-        }
-        let i = contained.unwrap_or_else(|| panic!("{shape}: never contained"));
-        assert!(i * 25 <= 4096, "{shape}: contained after {} B", i * 25);
-    }
 }
 
 #[test]
