@@ -126,9 +126,9 @@ pub const LOOKUP_SERVICES: &[&str] = &[
     // Team Cymru: MHR (`<md5|sha1 hex>.hash.cymru.com`) and IP to ASN (`4.3.2.1.origin`,
     // `<nibbles>.origin6`, `4.3.2.1.peer`).
     "hash.cymru.com",
-    "origin.asn.cymru.com",
-    "origin6.asn.cymru.com",
-    "peer.asn.cymru.com",
+    // `AS<n>.asn.cymru.com` (the ASN's description, the usual second step after an origin
+    // lookup) and `origin`, `origin6`, `peer` below it.
+    "asn.cymru.com",
     // Measurement beacons: each probe's random label is a nonce only the vendor's servers see.
     "clo.footprintdns.com",
     "is-cf.cloudflareresolve.com",

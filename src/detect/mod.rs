@@ -1530,18 +1530,16 @@ impl Detector {
         } else {
             (0, 0, false)
         };
-        // A lookup service's answers are its vendor's (Team Cymru's ASN TXT, a blocklist's
-        // return codes): the zone is the vendor's alone, so nothing a client sends can choose
-        // them; priced at the share its names are (a Cymru lookup every 5 s was sinkholed in
-        // 5 minutes on its TXT answers' bytes).
+        // A lookup service's answers are its vendor's own data (Team Cymru's ASN TXT, a
+        // blocklist's return codes): the zone is the vendor's alone, so no client and no one
+        // else's server chooses them, and they carry nothing to anyone: they count nothing
+        // (a Cymru lookup every 5 s, each with its ASN's description, was sinkholed in 5
+        // minutes on its TXT answers' bytes; at a 32nd of them, one a second still was).
         let (down, full) = if (down > 0 || full > 0)
             && self.exceptions.find(qname).is_some()
             && (exceptions::is_lookup_service(qname) || self.lookup_services.find(qname).is_some())
         {
-            (
-                down.div_ceil(exceptions::LOOKUP_SERVICE_SHARE),
-                full.div_ceil(exceptions::LOOKUP_SERVICE_SHARE),
-            )
+            (0, 0)
         } else {
             (down, full)
         };

@@ -3078,8 +3078,9 @@ fn ask_ptr(
 }
 
 /// Team Cymru's IP-to-ASN lookups, a shipped lookup service, one every 5 s for an hour (and
-/// one a second for ten minutes) with their ~60-byte TXT answers: the answers are the vendor's,
-/// priced at the share its names are, and never contain the client. Counted in full they
+/// one a second for ten minutes) with their ~60-byte TXT answers, each followed by the ASN's
+/// description (`AS<n>.asn.cymru.com`): the answers are the vendor's own data, which no client
+/// and no one else's server chooses, and count nothing; the client is never contained. Counted in full they
 /// sinkholed it in 5 minutes. A TXT download of the same size from a zone of the client's own
 /// choosing is still contained.
 #[test]
@@ -3127,6 +3128,13 @@ fn a_lookup_services_answers_are_priced_at_its_share() {
                 (r >> 56) % 10
             );
             worst = worst.max(ask(&d, 1, &qname, &text));
+            // The usual second step: the ASN's description.
+            let asn = (r >> 24) % 400_000;
+            let desc = format!(
+                "{asn} | US | arin | 2001-0{}-01 | EXAMPLE-AS{asn}, US",
+                1 + asn % 9
+            );
+            worst = worst.max(ask(&d, 1, &format!("as{asn}.asn.cymru.com"), &desc));
             clock.advance(every);
         }
         assert!(
