@@ -77,6 +77,41 @@ fn reverse_zone<'a>(qname: &'a str, domain: &'a str) -> &'a str {
     &qname[start..]
 }
 
+/// `target`, a PTR answer's name for the reverse name `qname`, with every run of digits that is
+/// one of `qname`'s decimal labels (the IPv4 address's octets) written `0`: the template an
+/// ISP's or a cloud's reverse names share (`ip-1-2-3-4.pool.isp.example` for
+/// `4.3.2.1.in-addr.arpa` is `ip-0-0-0-0.pool.isp.example`). Digits that are not the question's
+/// stay, so data written into a target is priced as before.
+#[must_use]
+pub fn ptr_template(target: &str, qname: &str) -> String {
+    if !qname.ends_with("in-addr.arpa") {
+        return target.to_string();
+    }
+    let octets: Vec<&str> = qname
+        .split('.')
+        .take_while(|l| !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let mut out = String::with_capacity(target.len());
+    let mut rest = target;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            let run = &rest[..digits];
+            if octets.contains(&run) {
+                out.push('0');
+            } else {
+                out.push_str(run);
+            }
+            rest = &rest[digits..];
+        } else {
+            let other = rest.bytes().take_while(|b| !b.is_ascii_digit()).count();
+            out.push_str(&rest[..other]);
+            rest = &rest[other..];
+        }
+    }
+    out
+}
+
 /// Which family an address-shaped left part is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -283,6 +318,35 @@ impl AddressLookups {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_ptr_target_is_read_as_its_template() {
+        let q = "4.3.2.198.in-addr.arpa";
+        for (target, want) in [
+            (
+                "ip-198-2-3-4.pool.isp.example",
+                "ip-0-0-0-0.pool.isp.example",
+            ),
+            (
+                "static.4.3.2.198.clients.example",
+                "static.0.0.0.0.clients.example",
+            ),
+            (
+                "c-198-2-3-4.hsd1.ca.comcast.net",
+                "c-0-0-0-0.hsd1.ca.comcast.net",
+            ),
+            // Digits that are not the question's stay: data is priced as before.
+            ("host-77-1999-5.example", "host-77-1999-5.example"),
+            ("mail.example.com", "mail.example.com"),
+        ] {
+            assert_eq!(ptr_template(target, q), want);
+        }
+        assert_eq!(
+            ptr_template("x-1-2.example", "1.2.ip6.arpa"),
+            "x-1-2.example"
+        );
+    }
+
     use super::*;
 
     #[test]

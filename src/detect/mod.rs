@@ -1694,6 +1694,18 @@ impl Detector {
         let mut previous: Option<u64> = None;
         for t in answer.host_targets {
             let target = t.name.trim_end_matches('.');
+            // A reverse name's PTR (the only target without numbers) usually spells the
+            // address it was asked for (`ip-1-2-3-4.pool.isp.example`,
+            // `static.4.3.2.1.clients.example`): priced by its template, the address's octets
+            // taken out, which a sweep pays for once (a /22 sweep of templated names reached the
+            // quarantine level priced name by name).
+            let shaped;
+            let target = if t.field_bits == 0 {
+                shaped = addresses::ptr_template(target, qname);
+                shaped.as_str()
+            } else {
+                target
+            };
             let fields = {
                 let mut h = self.hasher.build_hasher();
                 h.write_u64(key(target));

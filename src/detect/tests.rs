@@ -3184,6 +3184,20 @@ fn reverse_ptr_answers_are_priced_by_their_targets() {
         "a /24 sweep a minute reached {worst:?}"
     );
 
+    // A /22 swept in 75 s (13.5 names a second), each named by the ISP's template with its
+    // address: the template is paid for once. Priced name by name it reached 91.
+    let (d, clock) = detector(&DetectConfig::default());
+    let mut worst = Level::None;
+    for c in 0..4u32 {
+        for host in 0..254u32 {
+            let qname = format!("{host}.{}.51.198.in-addr.arpa", 76 + c);
+            let target = format!("ip-198-51-{}-{host}.pool.broadband.isp-example.net", 76 + c);
+            worst = worst.max(ask_ptr(&d, 3, &qname, &target, &settings).level);
+            clock.advance(Duration::from_millis(74));
+        }
+    }
+    assert!(worst < Level::Throttle, "a /22 sweep reached {worst:?}");
+
     for names in [1u32, 254] {
         let (d, clock) = detector(&DetectConfig::default());
         let mut rng = 0x9e37_u64 + u64::from(names);
