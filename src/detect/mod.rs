@@ -1685,11 +1685,11 @@ impl Detector {
             bits = bits.saturating_add(5 * u32::try_from(chars).unwrap_or(u32::MAX / 8));
         }
         // SRV, MX and reverse PTR targets: the name as a CNAME target's (without the
-        // first-label rule), and the record's numbers (priority, weight, port; preference) the first time the
-        // domain gives them with this target: 16 bits for each number that differs from the
-        // record before it in the answer (the first record's: all of them), so a service whose
-        // instances share a port and weights pays one port, and a tunnel writing into every
-        // number pays for every one.
+        // first-label rule), and the record's numbers (priority, weight, port; preference) the
+        // first time the domain gives them with this target: 16 bits for each number that
+        // differs from the record before it in the answer (the first record's: all of them), so
+        // a service whose instances share a port and weights pays one port, and a tunnel
+        // writing into every number pays for every one.
         let mut previous: Option<u64> = None;
         for t in answer.host_targets {
             let target = t.name.trim_end_matches('.');
