@@ -450,25 +450,22 @@ fn a_sighup_that_changes_a_restart_only_setting_warns_in_the_log() {
         .spawn()
         .unwrap();
     let pid = i32::try_from(child.id()).unwrap();
-    let started = Instant::now();
-    while !std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .contains("\"loaded\"")
-        && started.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Until the event log names `action` (at most 20 s).
+    let wait_for = |action: &str| {
+        let started = Instant::now();
+        while !std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains(&format!("\"{action}\""))
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("loaded");
     write("20s");
     // SAFETY: signals our own child.
     unsafe { libc::kill(pid, libc::SIGHUP) };
-    let started = Instant::now();
-    while !std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .contains("\"reloaded\"")
-        && started.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("reloaded");
     let _ = child.kill();
     let _ = child.wait();
     let mut err = String::new();

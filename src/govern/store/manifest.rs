@@ -263,18 +263,22 @@ mod tests {
     use super::super::fixture::Fixture;
     use super::super::{ACTION_LOAD, ACTION_RELOAD, StoreError};
 
-    #[test]
-    fn history_is_oldest_first_and_survives_reopening() {
-        let fx = Fixture::new();
-        let store = fx.store();
+    /// Versions 1 to 3: a load, then two reloads, each with another allow-list entry.
+    fn record_three(fx: &Fixture, store: &super::super::PolicyStore) {
         for (i, extra) in ["a.example", "b.example", "c.example"].iter().enumerate() {
             fx.write(
                 "etc/lists/allow.txt",
                 &format!("api.lab.internal\n{extra}\n"),
             );
-            let action = if i == 0 { ACTION_LOAD } else { ACTION_RELOAD };
-            fx.record(&store, action);
+            fx.record(store, if i == 0 { ACTION_LOAD } else { ACTION_RELOAD });
         }
+    }
+
+    #[test]
+    fn history_is_oldest_first_and_survives_reopening() {
+        let fx = Fixture::new();
+        let store = fx.store();
+        record_three(&fx, &store);
         let history = store.history().unwrap().versions;
         let numbers: Vec<u64> = history.iter().map(|v| v.number).collect();
         assert_eq!(numbers, [1, 2, 3]);
@@ -354,13 +358,7 @@ mod tests {
     fn a_corrupt_manifest_is_listed_in_the_history_and_the_others_still_are() {
         let fx = Fixture::new();
         let store = fx.store();
-        for (i, extra) in ["a.example", "b.example", "c.example"].iter().enumerate() {
-            fx.write(
-                "etc/lists/allow.txt",
-                &format!("api.lab.internal\n{extra}\n"),
-            );
-            fx.record(&store, if i == 0 { ACTION_LOAD } else { ACTION_RELOAD });
-        }
+        record_three(&fx, &store);
         let versions = store.dir().join("versions");
         fs::write(versions.join("2.json"), "{\"number\": 2, \"hash\": \n").unwrap();
         let history = store.history().unwrap();
