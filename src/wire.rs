@@ -917,6 +917,87 @@ pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<(u16, u16)>> {
     Some(out)
 }
 
+/// Feed the name at `at` to `h`, compression pointers followed (a bounded number of times, so a
+/// loop cannot hold the reader), each label as its length and its bytes in lower case. Returns
+/// where the name ends in place (after its terminator or its first pointer).
+fn feed_name(msg: &[u8], mut at: usize, h: &mut dyn std::hash::Hasher) -> Option<usize> {
+    let mut end = None;
+    let mut hops = 0;
+    let mut label = [0u8; 63];
+    loop {
+        let len = *msg.get(at)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => {
+                h.write_u8(0);
+                return Some(end.unwrap_or(at + 1));
+            }
+            0x00 => {
+                let bytes = msg.get(at + 1..at + 1 + usize::from(len))?;
+                let out = &mut label[..bytes.len()];
+                out.copy_from_slice(bytes);
+                out.make_ascii_lowercase();
+                h.write_u8(len);
+                h.write(out);
+                at += 1 + usize::from(len);
+            }
+            0xC0 => {
+                let lo = *msg.get(at + 1)?;
+                end.get_or_insert(at + 2);
+                hops += 1;
+                if hops > 127 {
+                    return None;
+                }
+                at = usize::from(u16::from_be_bytes([len & 0x3F, lo]));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Feed what the SOA records of `msg`'s authority section say to `h`: each one's owner and its
+/// data, names decompressed and in lower case, TTL left out. The same SOA gives the same feed
+/// whatever the question it was compressed against, with no decoding and no allocation (a
+/// negative answer's tag for the detector, on every miss). `None` when the message does not
+/// walk.
+pub fn hash_soa_records(msg: &[u8], h: &mut dyn std::hash::Hasher) -> Option<()> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+    let (qd, an, ns) = (count(4), count(6), count(8));
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..qd {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    for _ in 0..an {
+        skip_record(&mut r)?;
+    }
+    for _ in 0..ns {
+        let owner = r.pos;
+        r.skip_name()?;
+        let rtype = r.u16()?;
+        let class = r.u16()?;
+        r.skip(4)?;
+        let rdlen = usize::from(r.u16()?);
+        let rdata = r.pos;
+        r.skip(rdlen)?;
+        if rtype != self::rtype::SOA {
+            continue;
+        }
+        feed_name(msg, owner, h)?;
+        h.write_u16(class);
+        let after_mname = feed_name(msg, rdata, h)?;
+        let after_rname = feed_name(msg, after_mname, h)?;
+        // Serial, refresh, retry, expire, minimum: what is left of the record's data.
+        h.write(msg.get(after_rname..rdata + rdlen)?);
+    }
+    Some(())
+}
+
 /// Header flag bits.
 mod flag {
     pub const QR: u16 = 0x8000;
@@ -1597,6 +1678,112 @@ pub(crate) mod tests {
             out[11] = 1;
         }
         out
+    }
+
+    /// A negative answer to `qname` with `authority` (records already encoded) after it.
+    fn negative_with(qname: &str, authority: &[&[u8]]) -> Vec<u8> {
+        let mut msg = query_bytes(qname, rtype::A, None);
+        msg[2] = 0x81;
+        msg[3] = 0x83;
+        msg[9] = u8::try_from(authority.len()).unwrap();
+        for record in authority {
+            msg.extend_from_slice(record);
+        }
+        msg
+    }
+
+    /// An SOA record: `owner`, `mname` and `rname` as wire names (compressed or not).
+    fn soa_record(owner: &[u8], mname: &[u8], rname: &[u8], serial: u32, ttl: u32) -> Vec<u8> {
+        let mut rdata = [mname, rname].concat();
+        for v in [serial, 3600, 600, 86400, 60] {
+            rdata.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut out = owner.to_vec();
+        out.extend_from_slice(&rtype::SOA.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(rdata.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&rdata);
+        out
+    }
+
+    fn soa_tag(msg: &[u8]) -> Option<u64> {
+        let mut h = std::hash::DefaultHasher::new();
+        hash_soa_records(msg, &mut h)?;
+        Some(std::hash::Hasher::finish(&h))
+    }
+
+    /// The SOA's tag is what it says: the same whatever the question it was compressed
+    /// against, its names' case or its TTL; another serial or another name is another tag; an
+    /// NS record beside it adds nothing; a pointer loop or a cut record does not walk.
+    #[test]
+    fn an_soa_tag_is_its_names_and_numbers_however_encoded() {
+        let plain = |name: &str| {
+            let mut out = Vec::new();
+            for l in name.split('.') {
+                out.push(u8::try_from(l.len()).unwrap());
+                out.extend_from_slice(l.as_bytes());
+            }
+            out.push(0);
+            out
+        };
+        let (zone, ns, host) = (
+            plain("example.com"),
+            plain("ns.example.com"),
+            plain("host.example.com"),
+        );
+        let uncompressed = negative_with("a.example.com", &[&soa_record(&zone, &ns, &host, 7, 60)]);
+        // The owner points at the question's "example.com" (offset 12 + 2), the names at it.
+        let mut ns_c = vec![2, b'n', b's', 0xC0, 14];
+        let host_c = [4, b'h', b'o', b's', b't', 0xC0, 14];
+        let compressed = negative_with(
+            "b.example.com",
+            &[&soa_record(&[0xC0, 14], &ns_c, &host_c, 7, 3600)],
+        );
+        let upper = negative_with(
+            "c.example.com",
+            &[&soa_record(
+                &plain("EXAMPLE.com"),
+                &plain("NS.example.COM"),
+                &host,
+                7,
+                60,
+            )],
+        );
+        let tag = soa_tag(&uncompressed).unwrap();
+        assert_eq!(soa_tag(&compressed), Some(tag));
+        assert_eq!(soa_tag(&upper), Some(tag));
+        let serial = negative_with("a.example.com", &[&soa_record(&zone, &ns, &host, 8, 60)]);
+        assert_ne!(soa_tag(&serial), Some(tag));
+        let other_rname = negative_with(
+            "a.example.com",
+            &[&soa_record(
+                &zone,
+                &ns,
+                &plain("data1234.example.com"),
+                7,
+                60,
+            )],
+        );
+        assert_ne!(soa_tag(&other_rname), Some(tag));
+        let mut ns_record = zone.clone();
+        ns_record.extend_from_slice(&rtype::NS.to_be_bytes());
+        ns_record.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, u8::try_from(ns.len()).unwrap()]);
+        ns_record.extend_from_slice(&ns);
+        let with_ns = negative_with(
+            "a.example.com",
+            &[&ns_record, &soa_record(&zone, &ns, &host, 7, 60)],
+        );
+        assert_eq!(soa_tag(&with_ns), Some(tag));
+        // mname's pointer aimed at itself (it starts at the record's rdata).
+        let at = compressed.len() - 20 - host_c.len() - ns_c.len() + 3;
+        ns_c[4] = u8::try_from(at).unwrap();
+        let looped = negative_with(
+            "b.example.com",
+            &[&soa_record(&[0xC0, 14], &ns_c, &host_c, 7, 3600)],
+        );
+        assert_eq!(soa_tag(&looped), None);
+        assert_eq!(soa_tag(&uncompressed[..uncompressed.len() - 1]), None);
     }
 
     /// A lower-cased question is the client's with the name's letters folded: type and class

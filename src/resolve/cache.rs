@@ -329,24 +329,16 @@ impl CachedAnswer {
     pub fn hash_records(&self, h: &mut dyn Hasher) {
         let msg = self.message();
         if self.answers == 0 {
-            // Decoded: the stored bytes compress the SOA's names against the question's, so
-            // the same SOA is other bytes under another name. Only for a negative answer
-            // fresh from upstream (the miss path, which decoded it once already).
-            if let Ok(m) = Message::from_vec(msg) {
-                let mut h = h;
-                u16::from(m.metadata.response_code).hash(&mut h);
-                // The SOA only: a DO client's proofs (NSEC3 owners hashed from each name) differ
-                // for every name of a signed zone and are priced apart (`signed_bytes`).
-                for r in m
-                    .authorities
-                    .iter()
-                    .filter(|r| r.record_type() == RecordType::SOA)
-                {
-                    r.name.to_lowercase().hash(&mut h);
-                    r.data.hash(&mut h);
-                }
-                return;
+            // The names decompressed: the stored bytes compress the SOA's names against the
+            // question's, so the same SOA is other bytes under another name. Only for a
+            // negative answer fresh from upstream (the miss path). Read from the wire: decoding
+            // it again with hickory was 13 % of a miss's instructions.
+            h.write_u8(self.rcode);
+            if wire::hash_soa_records(msg, h).is_none() {
+                // Never for a message this cache encoded: its bytes as they are.
+                h.write(msg.get(2..).unwrap_or_default());
             }
+            return;
         }
         let mut at = msg.len().min(2);
         let mut ttls: Vec<usize> = self.ttl_offsets().collect();
