@@ -193,7 +193,7 @@ fn time_flood_inserts(secs: f64) -> f64 {
     best
 }
 
-/// `count w1|w2|few ROUNDS`: exactly ROUNDS × 500 queries of one case, scoring on, then exit; for
+/// `count w1|w2|few ROUNDS` (and `count w3 ROUNDS`, [`count_misses`]): exactly ROUNDS × 500 queries of one case, scoring on, then exit; for
 /// `perf stat -e instructions:u` or callgrind, whose count per query (the difference between two
 /// ROUNDS, divided by the queries between them) does not move with the machine's load as time
 /// does. The pipeline's clock is a manual one moved 10 µs a query (100k q/s), so the windows
@@ -213,6 +213,73 @@ fn count_case(p: &Pipeline, clock: &ManualClock, packets: &[Vec<u8>], rounds: u6
     }
 }
 
+/// `count w3 ROUNDS`: ROUNDS × 500 unique flood names, each a cache miss forwarded over real
+/// UDP to an in-process upstream (a thread answering NXDOMAIN with flood.example's SOA), one at a
+/// time on a current-thread runtime: the whole miss path (scoring, the upstream exchange,
+/// preparing and caching the answer, rendering it) except the listener's socket calls. The
+/// upstream thread's own work is in the count too, the same for every build.
+fn count_misses(rounds: u64) {
+    let up = std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream socket");
+    let up_addr = up.local_addr().expect("upstream address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = up.recv_from(&mut buf) {
+            if let Ok(q) = wire::parse_query(&buf[..n]) {
+                let _ = up.send_to(&flood_nxdomain(&q), from);
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let clock = ManualClock::new();
+    let text = format!(
+        "[upstream]\nservers=[{{address=\"{up_addr}\"}}]\n[[groups]]\nname=\"flood\"\ncidrs=[\"127.0.0.0/8\"]\n\
+         allow=[\"*.flood.example\"]\nblock=\"nxdomain\"\n[groups.detect]\nmonitor_only=true\n"
+    );
+    let cfg = Config::from_toml(&text, "hotpath", std::path::Path::new(".")).expect("config");
+    let policy = ActivePolicy::build(&cfg.policy_sections()).expect("policy");
+    let shared: SharedClock = clock.clone();
+    let p = Pipeline::new(
+        policy,
+        AnswerCache::new(&CacheConfig::default(), Arc::clone(&shared)),
+        EventSender::disabled(),
+        PipelineSettings {
+            unknown_clients: UnknownClients::Refuse,
+            ..Default::default()
+        },
+        Arc::clone(&shared),
+        Detector::new(&cfg.detect, Arc::clone(&shared)),
+        Containment::new(&cfg.containment, shared),
+    );
+    let src = "127.0.0.1".parse().unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut answered = 0u64;
+    for i in 0..rounds * 500 {
+        let mut name = String::new();
+        for _ in 0..16 + i % 17 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            name.push(char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize]));
+        }
+        let packet = query(i as u16, &format!("{name}.flood.example"));
+        clock.advance(Duration::from_micros(10));
+        match p.handle_udp_batched(&packet, src, Instant::now()) {
+            Outcome::Resolve(pending) => {
+                if let Some(r) = rt.block_on(p.resolve(*pending)) {
+                    assert_eq!(wire::rcode_of(&r), wire::rcode::NXDOMAIN);
+                    answered += 1;
+                }
+            }
+            other => panic!("expected a miss, got {other:?}"),
+        }
+    }
+    assert_eq!(answered, rounds * 500);
+}
+
 /// The runtime the event writer runs on: one worker, beside the thread that times queries.
 fn events_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -230,6 +297,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("count") {
         let rounds: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        if args.get(2).map(String::as_str) == Some("w3") {
+            count_misses(rounds);
+            return;
+        }
         // `HOTPATH_EVENTS=1`: events to a file (every block, allowed sampled), as run.sh runs
         // the server; the writer runs on its own runtime thread (not counted per query here
         // only if it keeps up; it is counted in the process's total).
