@@ -917,28 +917,28 @@ pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<(u16, u16)>> {
     Some(out)
 }
 
-/// Feed the name at `at` to `h`, compression pointers followed (a bounded number of times, so a
-/// loop cannot hold the reader), each label as its length and its bytes in lower case. Returns
-/// where the name ends in place (after its terminator or its first pointer).
+/// Feed the name at `at` to `h` in one write, compression pointers followed (a bounded number
+/// of times, so a loop cannot hold the reader), in lower case: the uncompressed wire form.
+/// Returns where the name ends in place (after its terminator or its first pointer).
 fn feed_name(msg: &[u8], mut at: usize, h: &mut dyn std::hash::Hasher) -> Option<usize> {
     let mut end = None;
     let mut hops = 0;
-    let mut label = [0u8; 63];
+    let mut name = [0u8; 255];
+    let mut len = 0;
     loop {
-        let len = *msg.get(at)?;
-        match len & 0xC0 {
-            0x00 if len == 0 => {
-                h.write_u8(0);
-                return Some(end.unwrap_or(at + 1));
-            }
+        let n = *msg.get(at)?;
+        match n & 0xC0 {
             0x00 => {
-                let bytes = msg.get(at + 1..at + 1 + usize::from(len))?;
-                let out = &mut label[..bytes.len()];
-                out.copy_from_slice(bytes);
+                let label = msg.get(at..=at + usize::from(n))?;
+                let out = name.get_mut(len..len + label.len())?;
+                out.copy_from_slice(label);
                 out.make_ascii_lowercase();
-                h.write_u8(len);
-                h.write(out);
-                at += 1 + usize::from(len);
+                len += label.len();
+                if n == 0 {
+                    h.write(&name[..len]);
+                    return Some(end.unwrap_or(at + 1));
+                }
+                at += label.len();
             }
             0xC0 => {
                 let lo = *msg.get(at + 1)?;
@@ -947,7 +947,7 @@ fn feed_name(msg: &[u8], mut at: usize, h: &mut dyn std::hash::Hasher) -> Option
                 if hops > 127 {
                     return None;
                 }
-                at = usize::from(u16::from_be_bytes([len & 0x3F, lo]));
+                at = usize::from(u16::from_be_bytes([n & 0x3F, lo]));
             }
             _ => return None,
         }
