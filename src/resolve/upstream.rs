@@ -658,20 +658,21 @@ impl Upstreams {
             Instant::now(),
             self.total_timeout,
         ));
-        let mut order: Vec<&Arc<Upstream>> = set.servers.iter().collect();
+        // Inline for the usual few servers: a miss allocates none of this bookkeeping.
+        let mut order: Servers<&Arc<Upstream>> = set.servers.iter().collect();
         // Healthy servers first; stable, so configured order breaks ties.
         order.sort_by_key(|u| u.failures.load(Ordering::Relaxed).min(8));
         let n = order.len();
         let sole = n == 1;
         // Read once: another query's outcome may change a server's health meanwhile.
-        let down: Vec<bool> = order.iter().map(|u| !sole && u.is_down()).collect();
+        let down: Servers<bool> = order.iter().map(|u| !sole && u.is_down()).collect();
         let all_down = down.iter().all(|d| *d);
         // Borrowed by the exchanges: a notification sends that server's query again.
-        let resend: Vec<Notify> = (0..n).map(|_| Notify::new()).collect();
-        let mut attempts: Vec<Option<Attempt<'_>>> = (0..n).map(|_| None).collect();
+        let resend: Servers<Notify> = (0..n).map(|_| Notify::new()).collect();
+        let mut attempts: Servers<Option<Attempt<'_>>> = (0..n).map(|_| None).collect();
         let mut rounds = Rounds {
             order: &order,
-            done: vec![false; n],
+            done: smallvec::smallvec![false; n],
             tried: 0,
             local: None,
             servfail: None,
@@ -800,6 +801,9 @@ fn backed_off(timeout: Duration, round: u32) -> Duration {
     timeout.saturating_mul(1 << round.min(16))
 }
 
+/// One entry per server of a query's set, inline up to four.
+type Servers<T> = smallvec::SmallVec<[T; 4]>;
+
 /// One server's exchange within a query.
 struct Attempt<'a> {
     /// When it was first sent: its timeout is counted from here.
@@ -819,7 +823,7 @@ type Exchange<'a> = std::pin::Pin<
 struct Rounds<'o, 'u> {
     order: &'o [&'u Arc<Upstream>],
     /// Servers out of this query: they failed outright or their exchange ended.
-    done: Vec<bool>,
+    done: Servers<bool>,
     /// Servers asked.
     tried: usize,
     /// A socket that could not be opened here, if any.
