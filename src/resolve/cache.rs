@@ -838,9 +838,13 @@ impl AnswerCache {
             };
             (t, true)
         };
-        let mut bytes = m
-            .to_vec()
-            .map_err(|e| PrepareError::Encode(e.to_string()))?;
+        // Our own writer (no allocation a name); hickory for what it cannot write.
+        let mut bytes = match crate::resolve::encode::encode(m) {
+            Some(bytes) => bytes,
+            None => m
+                .to_vec()
+                .map_err(|e| PrepareError::Encode(e.to_string()))?,
+        };
         let msg_len = u16::try_from(bytes.len())
             .map_err(|_| PrepareError::Encode("re-encoded answer over 65535 bytes".into()))?;
         let offsets = wire::ttl_offsets(&bytes)

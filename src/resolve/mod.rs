@@ -1,6 +1,7 @@
 //! Resolution: where allowed answers come from.
 //!
 //! - [`cache`]: the bounded, pre-encoded answer cache (TTL countdown, negative caching).
+//! - [`encode`]: writing a prepared answer with compression and without hickory's allocations.
 //! - [`failures`]: recent resolution failures, answered SERVFAIL at once for a few seconds
 //!   (RFC 9520).
 //! - [`inflight`]: the bound on cache misses in flight and coalescing of identical ones.
@@ -13,6 +14,7 @@
 //! It knows nothing about clients, groups or policy: the pipeline decides first, then asks here.
 
 pub mod cache;
+pub mod encode;
 pub mod failures;
 pub mod inflight;
 pub mod scrub;
