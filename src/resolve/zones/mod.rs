@@ -146,8 +146,10 @@ pub struct ZoneAnswer {
 pub struct ZoneSet {
     /// The zones, in load order.
     zones: Vec<Zone>,
-    /// Origin → index into `zones`, so the longest match is one hash probe per label.
-    by_origin: HashMap<Box<str>, usize>,
+    /// Origin → index into `zones`, so the longest match is one hash probe per label (every
+    /// cache miss probes each of its name's labels: foldhash, a third of SipHash's cost; the
+    /// keys are the operator's zones, not a client's).
+    by_origin: ZoneMap,
     /// Files that were read, for the policy content hash.
     files: Vec<PathBuf>,
     /// How many of `zones` (the first ones) were configured; the rest are built in.
@@ -163,8 +165,11 @@ pub struct ZoneSet {
     /// The delegated names of `delegations`, each with the index of the zone that delegates
     /// it, for [`ZoneSet::serves`] (a cut in `internal` says nothing about a more specific
     /// configured zone `d.internal`).
-    cuts: HashMap<Box<str>, usize>,
+    cuts: ZoneMap,
 }
+
+/// Zone names to indexes.
+type ZoneMap = HashMap<Box<str>, usize, foldhash::fast::RandomState>;
 
 /// A sub-zone a local zone delegates (`lab NS ns.lab` with `ns.lab A 10.0.5.53`): its names are
 /// resolved by asking those servers (port 53), as a recursive resolver follows a referral,
