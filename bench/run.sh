@@ -351,7 +351,8 @@ log "caches warm ($NAMES names each)"
 if [ "$SERVE_ONLY" = 1 ]; then
     for s in $SERVERS; do log "$s: $(server_addr "$s") pid $(server_pid "$s")"; done
     log "SERVE_ONLY: workloads in $WORK/w1.txt, $WORK/w2.txt; Ctrl-C (or kill $$) stops"
-    while :; do sleep 3600; done
+    # `wait` on a background sleep, so a TERM (kill $$) runs the cleanup at once.
+    while :; do sleep 3600 & wait $!; done
 fi
 
 # ---------------------------------------------------------------------------------------------
