@@ -107,7 +107,8 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
             broken_chain: true,
         };
     }
-    let last = chain.last().unwrap_or(&question.name).clone();
+    // The chain starts at the question name: never empty.
+    let last = chain.last().unwrap_or(&question.name);
     m.answers.retain(|r| {
         let t = r.record_type();
         chain.contains(&r.name)
@@ -122,7 +123,7 @@ pub fn scrub(m: &mut Message) -> Scrubbed {
     // DO client as signed bytes (only a DO client gets them, [`scrub_for`]). DS belongs in a
     // referral, which a recursive answer is not.
     m.authorities.retain(|r| match r.record_type() {
-        RecordType::SOA | RecordType::NS => r.name.zone_of(&last),
+        RecordType::SOA | RecordType::NS => r.name.zone_of(last),
         RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
         _ => false,
     });
@@ -200,10 +201,14 @@ pub(crate) fn covered_type(r: &Record) -> Option<RecordType> {
     }
 }
 
+/// A question's chain of names: inline up to four (nearly every answer has one or two).
+type Chain = smallvec::SmallVec<[Name; 4]>;
+
 /// The question name and the CNAME targets that follow from it in `answers`, in order; and
 /// whether the chain is broken: it loops, or a CNAME follows its [`MAX_CHAIN`]th name.
-fn chain(qname: &Name, answers: &[Record]) -> (Vec<Name>, bool) {
-    let mut chain = vec![qname.clone()];
+fn chain(qname: &Name, answers: &[Record]) -> (Chain, bool) {
+    let mut chain = Chain::new();
+    chain.push(qname.clone());
     loop {
         let last = &chain[chain.len() - 1];
         let next = answers.iter().find_map(|r| match &r.data {
@@ -507,7 +512,10 @@ mod tests {
         ];
         assert_eq!(
             chain(&m.queries[0].name, &m.answers),
-            (vec![name("www.example.com."), name("b.example.com.")], true)
+            (
+                Chain::from_vec(vec![name("www.example.com."), name("b.example.com.")]),
+                true
+            )
         );
         let scrubbed = scrub(&mut m);
         assert!(scrubbed.broken_chain, "a loop leads nowhere");

@@ -251,6 +251,8 @@ async fn serve_runtime(sock: UdpSocket, pipeline: Arc<Pipeline>, mut stop: watch
                 pending.spawn(async move {
                     if let Some(r) = pipeline.resolve(*p).await {
                         send_one(&sock, &r, src, local).await;
+                        // The buffer serves this worker's next answer.
+                        crate::wire::recycle_reply(r);
                     }
                 });
             },
@@ -540,6 +542,8 @@ mod thread_loop {
                         let _done = done;
                         if let Some(r) = pipeline.resolve(*p).await {
                             send_later(&sock, &r, src, local).await;
+                            // The buffer serves this worker's next answer.
+                            crate::wire::recycle_reply(r);
                         }
                     });
                 },
