@@ -80,6 +80,7 @@ pub fn request_handler(data: &[u8]) {
 /// detector hashes it, and rendered for the question it carries. Never panics; what is kept
 /// walks, and the rendered answer echoes the asking query's ID.
 pub fn upstream_answer(data: &[u8]) {
+    encoder_round_trip(data);
     static CACHE: OnceLock<AnswerCache> = OnceLock::new();
     let cache =
         CACHE.get_or_init(|| AnswerCache::new(&CacheConfig::default(), SystemClock::shared()));
@@ -93,6 +94,7 @@ pub fn upstream_answer(data: &[u8]) {
     let (stored, _) = a.stored(cache.now());
     assert!(a.body_len() <= stored.len());
     let _ = wire::ttl_offsets(stored).expect("a prepared answer walks");
+    let _ = hickory_proto::op::Message::from_vec(stored).expect("a prepared answer decodes");
     // The question it answers, asked by a client (ID 0x5a5a), if it is one a client can ask.
     let Some(question) = wire::question_of(stored) else {
         return;
@@ -106,5 +108,28 @@ pub fn upstream_answer(data: &[u8]) {
             r.len() <= 512 || r[2] & 0x02 != 0,
             "fits or says it was cut"
         );
+    }
+}
+
+/// dnsward's answer encoder ([`dnsward::resolve::encode`]) against hickory's on whatever hickory
+/// decodes: what it writes decodes to what hickory's own encoding of the message decodes to.
+fn encoder_round_trip(data: &[u8]) {
+    use hickory_proto::op::Message;
+    let Ok(mut m) = Message::from_vec(data) else {
+        return;
+    };
+    m.edns = None;
+    m.signature = None;
+    let Some(ours) = dnsward::resolve::encode::encode(&m) else {
+        return;
+    };
+    let ours = Message::from_vec(&ours).expect("what the encoder writes decodes");
+    if let Ok(theirs) = m.to_vec().map(|b| Message::from_vec(&b)) {
+        let theirs = theirs.expect("hickory's own encoding decodes");
+        assert_eq!(ours.metadata, theirs.metadata);
+        assert_eq!(ours.queries, theirs.queries);
+        assert_eq!(ours.answers, theirs.answers);
+        assert_eq!(ours.authorities, theirs.authorities);
+        assert_eq!(ours.additionals, theirs.additionals);
     }
 }

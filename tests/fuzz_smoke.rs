@@ -9,7 +9,7 @@
 mod bodies;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// xorshift64*: deterministic and dependency-free.
@@ -113,6 +113,36 @@ fn answer_seeds() -> Vec<Vec<u8>> {
         n("t.example.com."),
         0x8000_0001,
         RData::TXT(TXT::new(vec!["x".repeat(200), "y".repeat(100)])),
+    ));
+    out.push(m.to_vec().unwrap());
+    // The types whose names the answer encoder compresses itself (MX, PTR, SOA, CNAME) beside
+    // ones it hands to hickory (SRV, CAA), names repeated for compression to find.
+    let mut m = Message::new(10, MessageType::Response, OpCode::Query);
+    m.add_query(Query::query(n("Example.com."), RecordType::ANY));
+    m.add_answer(Record::from_rdata(
+        n("example.com."),
+        60,
+        RData::MX(MX::new(10, n("mail.Example.com."))),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("_imap._tcp.example.com."),
+        60,
+        RData::SRV(SRV::new(0, 5, 993, n("mail.example.com."))),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("example.com."),
+        60,
+        RData::CAA(CAA::new_issue(false, Some(n("ca.example.net.")), vec![])),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("example.com."),
+        60,
+        RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5)),
+    ));
+    m.add_answer(Record::from_rdata(
+        n("5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."),
+        60,
+        RData::PTR(PTR(n("example.com."))),
     ));
     out.push(m.to_vec().unwrap());
     out
