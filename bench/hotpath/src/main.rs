@@ -12,6 +12,9 @@
 //! scoring on and off; W3's cache side (preparing a flood's NXDOMAIN answer and inserting it
 //! into a full default-size cache, evicting as it goes). Output: nanoseconds per query (per
 //! insert for W3), best of five rounds.
+//!
+//! `count w1|w2|few|w3 ROUNDS` runs one case a fixed number of times for callgrind (see
+//! [`count_case`] and [`count_misses`]; `w3` is the whole miss path over a real UDP exchange).
 
 use std::hint::black_box;
 use std::sync::Arc;
