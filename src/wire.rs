@@ -992,8 +992,11 @@ pub fn hash_soa_records(msg: &[u8], h: &mut dyn std::hash::Hasher) -> Option<()>
         h.write_u16(class);
         let after_mname = feed_name(msg, rdata, h)?;
         let after_rname = feed_name(msg, after_mname, h)?;
-        // Serial, refresh, retry, expire, minimum: what is left of the record's data.
-        h.write(msg.get(after_rname..rdata + rdlen)?);
+        // Serial, refresh, retry, expire, minimum: what is left of the record's data, with
+        // its length, so no two SOAs feed the same bytes.
+        let rest = msg.get(after_rname..rdata + rdlen)?;
+        h.write_usize(rest.len());
+        h.write(rest);
     }
     Some(())
 }

@@ -335,7 +335,9 @@ impl CachedAnswer {
             // it again with hickory was 13 % of a miss's instructions.
             h.write_u8(self.rcode);
             if wire::hash_soa_records(msg, h).is_none() {
-                // Never for a message this cache encoded: its bytes as they are.
+                // An SOA the walk cannot read (one with no data, which hickory keeps as an
+                // empty record): the bytes as they are, so such answers count as new data.
+                h.write_u8(0xFF);
                 h.write(msg.get(2..).unwrap_or_default());
             }
             return;

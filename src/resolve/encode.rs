@@ -1,4 +1,4 @@
-//! Encoding a prepared answer: hickory's `Message::to_vec` without its allocations.
+//! Encoding a prepared answer: hickory's `Message::to_vec` without most of its allocations.
 //!
 //! Every upstream answer is decoded, scrubbed and encoded again before it is cached
 //! ([`crate::resolve::cache`]). hickory's encoder keeps a copy of every name suffix it writes
@@ -8,21 +8,51 @@
 //! (owner names, and the names in the RDATA of the RFC 1035 types that carry them: CNAME, NS,
 //! PTR, MX, SOA) against earlier names by comparing the bytes already written, and hands any
 //! other record's data to hickory with compression off (RFC 3597 §4: names in the data of later
-//! types are never compressed; hickory does the same). A message it cannot write (over 65,535
-//! bytes, a name over 255) is `None`, and the caller falls back on hickory.
+//! types are never compressed; hickory does the same, though it also lets a later name point
+//! into such data, which this writer does not, so a rare answer is a few bytes longer). The
+//! search is bounded for an upstream's hostile names: candidates are compared only when their
+//! lengths match, at most 120 names are compressed and at most [`COMPARE_BUDGET`] labels read
+//! in comparisons a message. A message it cannot write (over 65,535 bytes, a name over 255) is `None`,
+//! and the caller falls back on hickory.
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use smallvec::SmallVec;
 
-/// Offsets in the message where a name (or what is left of one after its first labels) was
-/// written out in full, for later names to point at: the compression candidates.
-type Candidates = SmallVec<[u16; 48]>;
-
 /// Most candidates kept (hickory keeps up to 64 too): enough for every name of an ordinary
 /// answer, and a bound on the search for a large one.
 const MAX_CANDIDATES: usize = 64;
+
+/// Names compressed at most in one message (hickory's limit too); later names are written in
+/// full.
+const MAX_COMPRESSED_NAMES: u32 = 120;
+
+/// Labels one message may read looking for pointers. An upstream's answer is untrusted: names
+/// built to share lengths with every candidate must not make one answer cost milliseconds
+/// (this is ~100 µs). An ordinary answer reads a few dozen; past the budget names are written
+/// in full (the message is still valid, only longer).
+const COMPARE_BUDGET: u32 = 100_000;
+
+/// The compression state of one message: where names (or what is left of one after its first
+/// labels) were written out in full, each with its uncompressed length, for later names to
+/// point at; and what is left of the limits.
+struct Candidates {
+    at: SmallVec<[(u16, u8); MAX_CANDIDATES]>,
+    compressed: u32,
+    /// Labels still to be read in comparisons ([`COMPARE_BUDGET`] to start with).
+    steps: u32,
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Self {
+            at: SmallVec::new(),
+            compressed: 0,
+            steps: COMPARE_BUDGET,
+        }
+    }
+}
 
 /// `m` encoded as hickory's `to_vec` would, with compression, its counts from its sections;
 /// `None` when it cannot be (the caller then asks hickory, which says why).
@@ -56,7 +86,7 @@ pub fn encode(m: &Message) -> Option<Vec<u8>> {
     ] {
         out.extend_from_slice(&u16::try_from(n).ok()?.to_be_bytes());
     }
-    let mut seen = Candidates::new();
+    let mut seen = Candidates::default();
     for q in &m.queries {
         write_name(&mut out, &q.name, &mut seen)?;
         out.extend_from_slice(&u16::from(q.query_type).to_be_bytes());
@@ -64,6 +94,10 @@ pub fn encode(m: &Message) -> Option<Vec<u8>> {
     }
     for r in m.answers.iter().chain(&m.authorities).chain(&m.additionals) {
         write_record(&mut out, r, &mut seen)?;
+        // Past the largest message there is no point going on (hickory says why).
+        if out.len() > usize::from(u16::MAX) {
+            return None;
+        }
     }
     (out.len() <= usize::from(u16::MAX)).then_some(out)
 }
@@ -113,41 +147,62 @@ fn write_record(out: &mut Vec<u8>, r: &Record, seen: &mut Candidates) -> Option<
 /// full becomes a candidate for later names.
 fn write_name(out: &mut Vec<u8>, name: &Name, seen: &mut Candidates) -> Option<()> {
     let mut labels: SmallVec<[&[u8]; 16]> = SmallVec::new();
-    let mut total = 1;
     for label in name.iter() {
         if label.is_empty() || label.len() > 63 {
             return None;
         }
-        total += 1 + label.len();
         labels.push(label);
     }
-    if total > 255 {
-        return None;
+    // `lens[i]`: the uncompressed length of the suffix from label `i` (root byte included).
+    let mut lens: SmallVec<[u8; 16]> = SmallVec::from_elem(0, labels.len());
+    let mut total = 1usize;
+    for (i, label) in labels.iter().enumerate().rev() {
+        total += 1 + label.len();
+        lens[i] = u8::try_from(total).ok()?;
     }
-    for i in 0..labels.len() {
-        let suffix = &labels[i..];
-        if let Some(&at) = seen
-            .iter()
-            .find(|&&at| same_name_at(out, usize::from(at), suffix))
-        {
-            push_labels(out, &labels[..i], seen);
-            out.extend_from_slice(&(0xC000 | at).to_be_bytes());
-            return Some(());
+    if seen.compressed < MAX_COMPRESSED_NAMES {
+        seen.compressed += 1;
+        for i in 0..labels.len() {
+            let suffix = &labels[i..];
+            let mut found = None;
+            for &(at, len) in &seen.at {
+                if len != lens[i] {
+                    continue;
+                }
+                if seen.steps == 0 {
+                    break;
+                }
+                if same_name_at(out, usize::from(at), suffix, &mut seen.steps) {
+                    found = Some(at);
+                    break;
+                }
+            }
+            if let Some(at) = found {
+                push_labels(out, &labels[..i], &lens[..i], seen);
+                out.extend_from_slice(&(0xC000 | at).to_be_bytes());
+                return Some(());
+            }
+        }
+        push_labels(out, &labels, &lens, seen);
+    } else {
+        for label in &labels {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
         }
     }
-    push_labels(out, &labels, seen);
     out.push(0);
     Some(())
 }
 
-/// Write `labels` in full, each one's offset a candidate while offsets fit a pointer.
-fn push_labels(out: &mut Vec<u8>, labels: &[&[u8]], seen: &mut Candidates) {
-    for label in labels {
+/// Write `labels` in full, each one's offset (with the length of the name from there) a
+/// candidate while offsets fit a pointer.
+fn push_labels(out: &mut Vec<u8>, labels: &[&[u8]], lens: &[u8], seen: &mut Candidates) {
+    for (label, &len) in labels.iter().zip(lens) {
         if let Ok(at) = u16::try_from(out.len())
             && at < 0x3FFF
-            && seen.len() < MAX_CANDIDATES
+            && seen.at.len() < MAX_CANDIDATES
         {
-            seen.push(at);
+            seen.at.push((at, len));
         }
         out.push(label.len() as u8);
         out.extend_from_slice(label);
@@ -156,10 +211,15 @@ fn push_labels(out: &mut Vec<u8>, labels: &[&[u8]], seen: &mut Candidates) {
 
 /// Whether the name written at `at` (pointers followed) is exactly `labels` (bytes compared as
 /// they are, as hickory compares them).
-fn same_name_at(msg: &[u8], mut at: usize, labels: &[&[u8]]) -> bool {
+/// Each label or pointer read costs one of `steps`; with none left the answer is no.
+fn same_name_at(msg: &[u8], mut at: usize, labels: &[&[u8]], steps: &mut u32) -> bool {
     let mut next = labels.iter();
     // A candidate is always earlier than what points at it: a bounded walk.
     for _ in 0..256 {
+        if *steps == 0 {
+            return false;
+        }
+        *steps -= 1;
         let Some(&len) = msg.get(at) else {
             return false;
         };
@@ -264,8 +324,8 @@ mod tests {
         m
     }
 
-    /// What hickory reads back from the writer's bytes is the message it was given, and the
-    /// bytes are no longer than hickory's own encoding (compression reaches as far).
+    /// What hickory reads back from the writer's bytes is the message it was given, and for
+    /// this message the bytes are no longer than hickory's own encoding.
     #[test]
     fn the_writer_says_what_hickory_would_in_no_more_bytes() {
         let m = sample();
@@ -326,6 +386,43 @@ mod tests {
         let mut m = sample();
         m.metadata.response_code = ResponseCode::BADCOOKIE;
         assert!(encode(&m).is_none());
+    }
+
+    /// An upstream's names built so that every candidate has their length: the search stops at
+    /// its budget, and what is written is still the message.
+    #[test]
+    fn hostile_names_cost_at_most_the_budget() {
+        // Every suffix of a target has the length of the question's suffix at the same depth
+        // and differs from it only in the last label: each comparison reads to the end.
+        let long = |head: &str, tail: &str| {
+            let mut n = head.to_string();
+            for _ in 0..110 {
+                n.push_str(".a");
+            }
+            n.push_str(tail);
+            name(&n)
+        };
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(long("q", ".evil.example."), RecordType::PTR));
+        for i in 0..100 {
+            m.add_answer(Record::from_rdata(
+                long("q", ".evil.example."),
+                60,
+                RData::PTR(hickory_proto::rr::rdata::PTR(long(
+                    &format!("k{i:03}"),
+                    ".evil.examplf.",
+                ))),
+            ));
+        }
+        let mut seen = Candidates::default();
+        let mut out = Vec::new();
+        for r in &m.answers {
+            write_record(&mut out, r, &mut seen).unwrap();
+        }
+        assert_eq!(seen.steps, 0, "the budget was reached");
+        assert_eq!(seen.compressed, MAX_COMPRESSED_NAMES);
+        let ours = encode(&m).expect("still written");
+        assert_eq!(Message::from_vec(&ours).unwrap().answers, m.answers);
     }
 
     /// A pointer never aims past 0x3FFF: names written beyond it are written in full.
