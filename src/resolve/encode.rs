@@ -147,63 +147,73 @@ fn write_record(out: &mut Vec<u8>, r: &Record, seen: &mut Candidates) -> Option<
 /// full becomes a candidate for later names.
 fn write_name(out: &mut Vec<u8>, name: &Name, seen: &mut Candidates) -> Option<()> {
     let mut labels: SmallVec<[&[u8]; 16]> = SmallVec::new();
+    // The uncompressed length of the whole name, root byte included.
+    let mut total = 1usize;
     for label in name.iter() {
         if label.is_empty() || label.len() > 63 {
             return None;
         }
+        total += 1 + label.len();
         labels.push(label);
     }
-    // `lens[i]`: the uncompressed length of the suffix from label `i` (root byte included).
-    let mut lens: SmallVec<[u8; 16]> = SmallVec::from_elem(0, labels.len());
-    let mut total = 1usize;
-    for (i, label) in labels.iter().enumerate().rev() {
-        total += 1 + label.len();
-        lens[i] = u8::try_from(total).ok()?;
+    if total > 255 {
+        return None;
     }
-    if seen.compressed < MAX_COMPRESSED_NAMES {
-        seen.compressed += 1;
-        for i in 0..labels.len() {
-            let suffix = &labels[i..];
-            let mut found = None;
-            for &(at, len) in &seen.at {
-                if len != lens[i] {
-                    continue;
-                }
-                if seen.steps == 0 {
-                    break;
-                }
-                if same_name_at(out, usize::from(at), suffix, &mut seen.steps) {
-                    found = Some(at);
-                    break;
-                }
+    if seen.compressed >= MAX_COMPRESSED_NAMES {
+        push_labels(out, &labels, total, None);
+        out.push(0);
+        return Some(());
+    }
+    seen.compressed += 1;
+    // `len`: the uncompressed length of the suffix from label `i`.
+    let mut len = total;
+    for i in 0..labels.len() {
+        let suffix = &labels[i..];
+        let mut found = None;
+        for &(at, at_len) in &seen.at {
+            if usize::from(at_len) != len {
+                continue;
             }
-            if let Some(at) = found {
-                push_labels(out, &labels[..i], &lens[..i], seen);
-                out.extend_from_slice(&(0xC000 | at).to_be_bytes());
-                return Some(());
+            if seen.steps == 0 {
+                break;
+            }
+            if same_name_at(out, usize::from(at), suffix, &mut seen.steps) {
+                found = Some(at);
+                break;
             }
         }
-        push_labels(out, &labels, &lens, seen);
-    } else {
-        for label in &labels {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label);
+        if let Some(at) = found {
+            push_labels(out, &labels[..i], total, Some(seen));
+            out.extend_from_slice(&(0xC000 | at).to_be_bytes());
+            return Some(());
         }
+        len -= 1 + labels[i].len();
     }
+    push_labels(out, &labels, total, Some(seen));
     out.push(0);
     Some(())
 }
 
-/// Write `labels` in full, each one's offset (with the length of the name from there) a
-/// candidate while offsets fit a pointer.
-fn push_labels(out: &mut Vec<u8>, labels: &[&[u8]], lens: &[u8], seen: &mut Candidates) {
-    for (label, &len) in labels.iter().zip(lens) {
-        if let Ok(at) = u16::try_from(out.len())
+/// Write `labels` (the first of a name `total` bytes long uncompressed) in full; with `seen`,
+/// each one's offset (with the length of the name from there) becomes a candidate while offsets
+/// fit a pointer.
+fn push_labels(
+    out: &mut Vec<u8>,
+    labels: &[&[u8]],
+    total: usize,
+    mut seen: Option<&mut Candidates>,
+) {
+    let mut len = total;
+    for label in labels {
+        if let Some(seen) = seen.as_deref_mut()
+            && let Ok(at) = u16::try_from(out.len())
             && at < 0x3FFF
             && seen.at.len() < MAX_CANDIDATES
         {
-            seen.at.push((at, len));
+            // `total` ≤ 255, so every suffix length fits.
+            seen.at.push((at, u8::try_from(len).unwrap_or(u8::MAX)));
         }
+        len -= 1 + label.len();
         out.push(label.len() as u8);
         out.extend_from_slice(label);
     }
