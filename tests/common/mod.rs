@@ -229,15 +229,17 @@ pub fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
 
 /// `GET /metrics` from an admin endpoint, over a plain socket.
 pub fn fetch_metrics(admin: SocketAddr) -> String {
-    let mut conn = TcpStream::connect_timeout(&admin, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connecting to the admin endpoint {admin}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: dnsward\r\nConnection: close\r\n\r\n")
-        .expect("sending the metrics request");
+    try_fetch_metrics(admin).unwrap_or_else(|e| panic!("GET /metrics from {admin}: {e}"))
+}
+
+/// `GET /metrics`, or why it could not be had.
+pub fn try_fetch_metrics(admin: SocketAddr) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect_timeout(&admin, Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: dnsward\r\nConnection: close\r\n\r\n")?;
     let mut body = String::new();
-    conn.read_to_string(&mut body).expect("reading /metrics");
-    body
+    conn.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 /// Every event in a dnsward JSON-lines event file.
