@@ -857,6 +857,23 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, WireError> {
     })
 }
 
+/// A message's section counts (question, answer, authority, additional) and a reader past its
+/// question section; `None` when the header or a question does not walk.
+fn past_questions(msg: &[u8]) -> Option<([u16; 4], Reader<'_>)> {
+    let header = msg.get(..HEADER_LEN)?;
+    let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    let counts = [count(4), count(6), count(8), count(10)];
+    let mut r = Reader {
+        buf: msg,
+        pos: HEADER_LEN,
+    };
+    for _ in 0..counts[0] {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    Some((counts, r))
+}
+
 /// Skip one resource record; returns its type.
 fn skip_record(r: &mut Reader<'_>) -> Option<u16> {
     r.skip_name()?;
@@ -887,20 +904,8 @@ fn is_root_name(packet: &[u8], mut at: usize) -> bool {
 /// Returns `None` when the message is malformed.
 #[must_use]
 pub fn ttl_offsets(msg: &[u8]) -> Option<Vec<(u16, u16)>> {
-    if msg.len() < HEADER_LEN {
-        return None;
-    }
-    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
-    let qd = count(4);
-    let rr = u32::from(count(6)) + u32::from(count(8)) + u32::from(count(10));
-    let mut r = Reader {
-        buf: msg,
-        pos: HEADER_LEN,
-    };
-    for _ in 0..qd {
-        r.skip_name()?;
-        r.skip(4)?;
-    }
+    let ([_, an, ns, ar], mut r) = past_questions(msg)?;
+    let rr = u32::from(an) + u32::from(ns) + u32::from(ar);
     let mut out = Vec::with_capacity(rr as usize);
     for _ in 0..rr {
         r.skip_name()?;
@@ -960,19 +965,7 @@ fn feed_name(msg: &[u8], mut at: usize, h: &mut dyn std::hash::Hasher) -> Option
 /// negative answer's tag for the detector, on every miss). `None` when the message does not
 /// walk.
 pub fn hash_soa_records(msg: &[u8], h: &mut dyn std::hash::Hasher) -> Option<()> {
-    if msg.len() < HEADER_LEN {
-        return None;
-    }
-    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
-    let (qd, an, ns) = (count(4), count(6), count(8));
-    let mut r = Reader {
-        buf: msg,
-        pos: HEADER_LEN,
-    };
-    for _ in 0..qd {
-        r.skip_name()?;
-        r.skip(4)?;
-    }
+    let ([_, an, ns, _], mut r) = past_questions(msg)?;
     for _ in 0..an {
         skip_record(&mut r)?;
     }
@@ -1232,19 +1225,8 @@ fn bump_count(out: &mut [u8], at: usize) {
 /// Where the authority section of an encoded message ends (the additional section starts),
 /// `None` when the message is malformed.
 fn additional_start(msg: &[u8]) -> Option<usize> {
-    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
-    if msg.len() < HEADER_LEN {
-        return None;
-    }
-    let mut r = Reader {
-        buf: msg,
-        pos: HEADER_LEN,
-    };
-    for _ in 0..count(4) {
-        r.skip_name()?;
-        r.skip(4)?;
-    }
-    for _ in 0..u32::from(count(6)) + u32::from(count(8)) {
+    let ([_, an, ns, _], mut r) = past_questions(msg)?;
+    for _ in 0..u32::from(an) + u32::from(ns) {
         r.skip_name()?;
         r.skip(8)?;
         let rdlen = r.u16()?;
@@ -1259,26 +1241,15 @@ fn additional_start(msg: &[u8]) -> Option<usize> {
 /// is kept. True when a record was dropped (the caller sets TC); false, and `msg` unchanged,
 /// when every record fits. `None` when the header or question does not parse.
 pub fn keep_whole_records(msg: &mut Vec<u8>, limit: usize) -> Option<bool> {
-    if msg.len() < HEADER_LEN {
-        return None;
-    }
-    let count = |m: &[u8], i: usize| u16::from_be_bytes([m[i], m[i + 1]]);
-    let mut r = Reader {
-        buf: msg,
-        pos: HEADER_LEN,
-    };
-    for _ in 0..count(msg, 4) {
-        r.skip_name()?;
-        r.skip(4)?;
-    }
+    let ([_, an, ns, ar], mut r) = past_questions(msg)?;
     if r.pos > limit {
         return None;
     }
     let mut kept = [0u16; 3];
     let mut end = r.pos;
     let mut whole = true;
-    'sections: for (i, at) in [6, 8, 10].into_iter().enumerate() {
-        for _ in 0..count(msg, at) {
+    'sections: for (i, n) in [an, ns, ar].into_iter().enumerate() {
+        for _ in 0..n {
             if skip_record(&mut r).is_none() || r.pos > limit {
                 whole = false;
                 break 'sections;
@@ -1425,19 +1396,8 @@ pub fn set_extended_rcode(msg: &mut [u8], code: u16) -> bool {
 
 /// Offset of the OPT record's TTL (whose first byte is the extended rcode) in a message.
 fn opt_ttl_offset(msg: &[u8]) -> Option<usize> {
-    if msg.len() < HEADER_LEN {
-        return None;
-    }
-    let count = |i: usize| u32::from(u16::from_be_bytes([msg[i], msg[i + 1]]));
-    let mut r = Reader {
-        buf: msg,
-        pos: HEADER_LEN,
-    };
-    for _ in 0..count(4) {
-        r.skip_name()?;
-        r.skip(4)?;
-    }
-    for _ in 0..count(6) + count(8) + count(10) {
+    let ([_, an, ns, ar], mut r) = past_questions(msg)?;
+    for _ in 0..u32::from(an) + u32::from(ns) + u32::from(ar) {
         r.skip_name()?;
         let rtype = r.u16()?;
         r.skip(2)?;
