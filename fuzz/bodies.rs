@@ -84,6 +84,7 @@ pub fn upstream_answer(data: &[u8]) {
     static CACHE: OnceLock<AnswerCache> = OnceLock::new();
     let cache =
         CACHE.get_or_init(|| AnswerCache::new(&CacheConfig::default(), SystemClock::shared()));
+    negative_wire_path(cache, data);
     let Ok(prepared) = cache.prepare(data, "fuzz".into()) else {
         return;
     };
@@ -109,6 +110,35 @@ pub fn upstream_answer(data: &[u8]) {
             "fits or says it was cut"
         );
     }
+}
+
+/// A negative answer the wire path takes ([`dnsward::resolve::encode::negative_from_wire`]) is
+/// one the decoding path takes too, and both store the same answer.
+fn negative_wire_path(cache: &AnswerCache, data: &[u8]) {
+    if dnsward::resolve::encode::negative_from_wire(data).is_none() {
+        return;
+    }
+    let now = cache.now();
+    let fast = cache
+        .prepare_for(data, "fuzz".into(), false)
+        .expect("the wire path");
+    let slow = cache
+        .prepare_decoded_for(data, "fuzz".into(), false)
+        .expect("what the wire path takes, the decoding path takes");
+    let (a, b) = (&fast.answer, &slow.answer);
+    let ((x, left_a), (y, left_b)) = (a.stored(now), b.stored(now));
+    assert_eq!(x, y, "the stored message");
+    // Stored a moment apart on the system clock.
+    assert!(
+        left_a.abs_diff(left_b) <= 1,
+        "lifetimes {left_a} and {left_b}"
+    );
+    assert_eq!(a.weight(), b.weight());
+    assert_eq!(
+        (a.rcode, a.answers, a.signed_bytes, fast.cacheable),
+        (b.rcode, b.answers, b.signed_bytes, slow.cacheable)
+    );
+    assert!(b.cname_targets.is_empty() && b.addresses.is_empty());
 }
 
 /// dnsward's answer encoder ([`dnsward::resolve::encode`]) against hickory's on whatever hickory

@@ -145,6 +145,37 @@ fn answer_seeds() -> Vec<Vec<u8>> {
         RData::PTR(PTR(n("example.com."))),
     ));
     out.push(m.to_vec().unwrap());
+    // Plain negative answers, the shape the wire path takes: hickory's (SOA names compressed
+    // against the question) and one by hand, mixed case, an OPT with a COOKIE after it.
+    let mut m = Message::new(11, MessageType::Response, OpCode::Query);
+    m.metadata.response_code = ResponseCode::NXDomain;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(n("q7f3k9.flood.example."), RecordType::A));
+    let soa = SOA::new(
+        n("ns.flood.example."),
+        n("hostmaster.flood.example."),
+        1,
+        3600,
+        600,
+        86400,
+        60,
+    );
+    m.add_authority(Record::from_rdata(n("flood.example."), 60, RData::SOA(soa)));
+    out.push(m.to_vec().unwrap());
+    let mut h = vec![0, 12, 0x85, 0xA0, 0, 1, 0, 0, 0, 1, 0, 1];
+    h.extend_from_slice(b"\x04NoPe\x07Example\x03COM\x00\x00\x1c\x00\x01");
+    h.extend_from_slice(&[0xC0, 17, 0, 6, 0, 1, 0, 0, 0x0e, 0x10, 0, 31]);
+    h.extend_from_slice(b"\x03ns1\xC0\x11\x02hm\xC0\x11");
+    for v in [1u32, 3600, 600, 86400, 300] {
+        h.extend_from_slice(&v.to_be_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 12, 0, 10, 0, 8]);
+    h.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert!(
+        dnsward::resolve::encode::negative_from_wire(&h).is_some(),
+        "the hand-made seed is one the wire path takes"
+    );
+    out.push(h);
     out
 }
 

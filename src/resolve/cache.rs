@@ -695,8 +695,67 @@ impl AnswerCache {
         upstream: Arc<str>,
         dnssec_ok: bool,
     ) -> Result<Prepared, PrepareError> {
+        // A plain negative answer (most misses of a random-subdomain flood, a search list's
+        // expansions, AAAA of IPv4-only hosts) straight from the wire: the same bytes as below,
+        // without hickory's decode and our encode (~10,000 instructions a miss).
+        if let Some(n) = crate::resolve::encode::negative_from_wire(msg) {
+            return Ok(self.prepare_negative(n, upstream));
+        }
+        self.prepare_decoded_for(msg, upstream, dnssec_ok)
+    }
+
+    /// [`Self::prepare_for`] always by decoding the message (what the wire path is compared
+    /// with in tests and fuzzing).
+    ///
+    /// # Errors
+    /// When the message does not decode or re-encode.
+    #[doc(hidden)]
+    pub fn prepare_decoded_for(
+        &self,
+        msg: &[u8],
+        upstream: Arc<str>,
+        dnssec_ok: bool,
+    ) -> Result<Prepared, PrepareError> {
         let mut m = Message::from_vec(msg).map_err(|e| PrepareError::Decode(e.to_string()))?;
         self.prepare_message_for(&mut m, upstream, dnssec_ok)
+    }
+
+    /// A negative answer read by [`crate::resolve::encode::negative_from_wire`], stored as
+    /// [`Self::prepare_message_for`] stores it: the SOA's TTL is the negative lifetime (the
+    /// lower of its TTL and MINIMUM, within the configured bounds, RFC 2308 §5).
+    fn prepare_negative(
+        &self,
+        n: crate::resolve::encode::NegativeWire,
+        upstream: Arc<str>,
+    ) -> Prepared {
+        let min = secs(self.cfg.min_ttl);
+        let lifetime = n
+            .ttl
+            .min(n.minimum)
+            .clamp(min, secs(self.cfg.negative_max_ttl).max(min));
+        let mut data = n.bytes;
+        let msg_len = u16::try_from(data.len()).unwrap_or(u16::MAX);
+        data[n.ttl_at..n.ttl_at + 4].copy_from_slice(&lifetime.to_be_bytes());
+        // The TTL offsets after the message, as for every stored answer (one here).
+        data.extend_from_slice(&u16::try_from(n.ttl_at).unwrap_or(u16::MAX).to_ne_bytes());
+        let data = data.into_boxed_slice();
+        let weight = weigh(data.len(), &[], &[]);
+        Prepared {
+            answer: Arc::new(CachedAnswer {
+                data,
+                stored_at_ms: u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX),
+                lifetime,
+                weight,
+                msg_len,
+                signed_bytes: 0,
+                answers: 0,
+                rcode: n.rcode,
+                cname_targets: Box::default(),
+                addresses: Box::default(),
+                upstream,
+            }),
+            cacheable: lifetime > 0,
+        }
     }
 
     /// As [`Self::prepare`], from a decoded message.
@@ -1537,5 +1596,245 @@ mod tests {
             sequence(&p, "revcname.x.ext.example", rtype::A),
             ["revcname.x.ext.example. CNAME", "t1.ext.example. CNAME"]
         );
+    }
+
+    /// What the two paths stored, field by field.
+    fn same_prepared(a: &Prepared, b: &Prepared) -> Result<(), String> {
+        let (x, y) = (&a.answer, &b.answer);
+        let fields = |p: &CachedAnswer| {
+            format!(
+                "data {:02x?} stored {} lifetime {} weight {} len {} signed {} answers {} rcode {} \
+                 cnames {:?} addrs {:?} upstream {}",
+                p.data,
+                p.stored_at_ms,
+                p.lifetime,
+                p.weight,
+                p.msg_len,
+                p.signed_bytes,
+                p.answers,
+                p.rcode,
+                p.cname_targets,
+                p.addresses,
+                p.upstream
+            )
+        };
+        let (fx, fy) = (fields(x), fields(y));
+        if fx != fy || a.cacheable != b.cacheable {
+            return Err(format!("{fx} {}\n{fy} {}", a.cacheable, b.cacheable));
+        }
+        Ok(())
+    }
+
+    /// An upstream's negative answer written by hand, the way servers do and do not compress:
+    /// `q` the question name, `owner`/`mname`/`rname` the SOA's names, each either a pointer to
+    /// the question's suffix at a label (`Ptr(n)`: after `n` labels) or written out.
+    #[derive(Clone, Copy)]
+    enum N<'a> {
+        Text(&'a str),
+        Ptr(usize),
+    }
+
+    fn wire_name(out: &mut Vec<u8>, n: N<'_>, q: &str) {
+        match n {
+            N::Text(t) => {
+                for l in t.split('.').filter(|l| !l.is_empty()) {
+                    out.push(u8::try_from(l.len()).unwrap());
+                    out.extend_from_slice(l.as_bytes());
+                }
+                out.push(0);
+            }
+            N::Ptr(labels) => {
+                let skip: usize = q.split('.').take(labels).map(|l| l.len() + 1).sum();
+                out.extend_from_slice(
+                    &(0xC000u16 | u16::try_from(12 + skip).unwrap()).to_be_bytes(),
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hand_negative(
+        flags: [u8; 2],
+        q: &str,
+        qtype: u16,
+        owner: N<'_>,
+        mname: N<'_>,
+        rname: N<'_>,
+        ttl: u32,
+        minimum: u32,
+        opt: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut m = vec![
+            0x12,
+            0x34,
+            flags[0],
+            flags[1],
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            u8::from(opt.is_some()),
+        ];
+        wire_name(&mut m, N::Text(q), q);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        wire_name(&mut m, owner, q);
+        m.extend_from_slice(&[0, 6, 0, 1]);
+        m.extend_from_slice(&ttl.to_be_bytes());
+        let len_at = m.len();
+        m.extend_from_slice(&[0, 0]);
+        wire_name(&mut m, mname, q);
+        wire_name(&mut m, rname, q);
+        for v in [2_026_120_501u32, 3600, 600, 86400, minimum] {
+            m.extend_from_slice(&v.to_be_bytes());
+        }
+        let rdlen = u16::try_from(m.len() - len_at - 2).unwrap();
+        m[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        if let Some(opt) = opt {
+            m.extend_from_slice(opt);
+        }
+        m
+    }
+
+    /// A plain negative answer is stored straight from the wire exactly as the decoding path
+    /// stores it, whatever the upstream's compression, case, flags, TTLs and EDNS; and a
+    /// message of any other shape takes the decoding path.
+    #[test]
+    fn negative_answers_from_the_wire_are_what_decoding_makes_of_them() {
+        let clock = ManualClock::new();
+        let cfg = CacheConfig::default();
+        let cache = AnswerCache::new(&cfg, clock.clone());
+        let cookie_opt: &[u8] = &[
+            0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 28, 0, 10, 0, 24, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+            10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        ];
+        let bare_opt: &[u8] = &[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0];
+        let mut taken = 0;
+        for q in ["nope.Example.COM", "a.b.c.example.com", "example.com", "x"] {
+            let labels = q.split('.').count();
+            let apex = labels.saturating_sub(2);
+            let apex_text = q.split('.').skip(apex).collect::<Vec<_>>().join(".");
+            let owners = [N::Ptr(apex), N::Text(&apex_text), N::Text("")];
+            let mnames = [
+                N::Text("NS1.example.com"),
+                N::Ptr(apex),
+                N::Text("ns.other.net"),
+            ];
+            let rnames = [N::Text("hostmaster.example.com"), N::Text("")];
+            let mut combos = Vec::new();
+            for o in owners {
+                for m in mnames {
+                    for r in rnames {
+                        combos.push((o, m, r));
+                    }
+                }
+            }
+            for (i, (owner, mname, rname)) in combos.into_iter().enumerate() {
+                for flags in [
+                    [0x81, 0x83],
+                    [0x85, 0xA3],
+                    [0x80, 0x80],
+                    [0x81, 0x90],
+                    [0x84, 0x30],
+                ] {
+                    let (ttl, minimum) = [(3600, 60), (30, 900), (0x8000_0000, 60), (7, 0)][i % 4];
+                    let opt = [None, Some(cookie_opt), Some(bare_opt)][i % 3];
+                    let qtype = [1u16, 28, 65, 255, 16][i % 5];
+                    let msg =
+                        hand_negative(flags, q, qtype, owner, mname, rname, ttl, minimum, opt);
+                    let fast = crate::resolve::encode::negative_from_wire(&msg);
+                    let slow = cache.prepare_decoded_for(&msg, "u".into(), false).unwrap();
+                    let got = cache.prepare_for(&msg, "u".into(), false).unwrap();
+                    same_prepared(&got, &slow)
+                        .unwrap_or_else(|e| panic!("{q} case {i} {flags:x?}:\n{e}"));
+                    if fast.is_some() {
+                        taken += 1;
+                    }
+                }
+            }
+        }
+        // All but the SOAs of no ancestor of the question (`.` is an ancestor of everything).
+        assert!(taken >= 4 * 18 * 5 / 2, "{taken}");
+
+        // Shapes the wire path leaves alone, each still prepared as the decoding path does.
+        let good = hand_negative(
+            [0x81, 0x83],
+            "nope.example.com",
+            1,
+            N::Ptr(1),
+            N::Text("ns1.example.com"),
+            N::Ptr(1),
+            3600,
+            60,
+            None,
+        );
+        assert!(crate::resolve::encode::negative_from_wire(&good).is_some());
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut with = |what: &'static str, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = good.clone();
+            f(&mut m);
+            cases.push((what, m));
+        };
+        with("truncated", &|m| m[2] |= 0x02);
+        with("a query, not a response", &|m| m[2] &= 0x7F);
+        with("opcode", &|m| m[2] |= 0x10);
+        with("SERVFAIL", &|m| m[3] = 0x82);
+        with("an answer count", &|m| m[7] = 1);
+        with("two authority records", &|m| m[9] = 2);
+        with("class CH question", &|m| {
+            let at = 12 + 18 + 2;
+            m[at + 1] = 3;
+        });
+        with("trailing bytes", &|m| m.push(0));
+        with("cut short", &|m| {
+            m.pop();
+        });
+        with("extended rcode in OPT", &|m| {
+            m[11] = 1;
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 1, 0, 0, 0, 0, 0]);
+        });
+        with("client subnet option", &|m| {
+            m[11] = 1;
+            m.extend_from_slice(&[
+                0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 8, 0, 8, 0, 4, 0, 1, 24, 0,
+            ]);
+        });
+        with("a forward pointer", &|m| {
+            // The owner's pointer aimed at itself.
+            let at = 12 + 18 + 4;
+            let here = u16::try_from(at).unwrap();
+            m[at..at + 2].copy_from_slice(&(0xC000 | here).to_be_bytes());
+        });
+        cases.push((
+            "an SOA of a sibling zone",
+            hand_negative(
+                [0x81, 0x83],
+                "nope.example.com",
+                1,
+                N::Text("example.net"),
+                N::Text("ns1.example.net"),
+                N::Text("h.example.net"),
+                3600,
+                60,
+                None,
+            ),
+        ));
+        for (what, msg) in &cases {
+            assert!(
+                crate::resolve::encode::negative_from_wire(msg).is_none(),
+                "{what}: taken"
+            );
+            match (
+                cache.prepare_for(msg, "u".into(), true),
+                cache.prepare_decoded_for(msg, "u".into(), true),
+            ) {
+                (Ok(a), Ok(b)) => same_prepared(&a, &b).unwrap_or_else(|e| panic!("{what}: {e}")),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{what}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
     }
 }
