@@ -117,6 +117,9 @@ impl RecentSubdomains {
         let head_bits = head.iter().filter(|c| **c != b'.').count() as f32 * rate;
         #[allow(clippy::cast_precision_loss)]
         let mut best = alone_bits as f32;
+        // The middle's cost for the last (start, end) seen: names unrelated to `s` all leave
+        // it whole, and it is priced once instead of once a reference.
+        let mut memo = None;
         for age in 0..RING {
             let slot = (usize::from(self.head) + RING - age) % RING;
             let len = usize::from(self.lens[slot]);
@@ -125,7 +128,7 @@ impl RecentSubdomains {
             }
             let reference = if age == 0 { 0.0 } else { REFERENCE_BITS };
             let r = &self.names[slot][..len];
-            let cost = head_bits + reference + coded_bits(tail, r, rate, &self.labels);
+            let cost = head_bits + reference + coded_bits(tail, r, rate, &self.labels, &mut memo);
             best = best.min(cost);
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, ≥ 0
@@ -234,7 +237,14 @@ fn label_bits(s: &[u8], start: usize, end: usize, rate: f32, labels: &RecentLabe
 
 /// Bits to code `s` as `r` with its middle replaced: what the common prefix and suffix leave
 /// (the middle's characters, or its whole labels when the key asked them recently).
-fn coded_bits(s: &[u8], r: &[u8], rate: f32, labels: &RecentLabels) -> f32 {
+/// `memo` holds the middle's cost for one (start, end) of `s` across calls with the same `s`.
+fn coded_bits(
+    s: &[u8],
+    r: &[u8],
+    rate: f32,
+    labels: &RecentLabels,
+    memo: &mut Option<(usize, usize, f32)>,
+) -> f32 {
     let lcp = s.iter().zip(r).take_while(|(a, b)| a == b).count();
     let room = s.len().min(r.len()) - lcp;
     let lcs = s
@@ -251,7 +261,6 @@ fn coded_bits(s: &[u8], r: &[u8], rate: f32, labels: &RecentLabels) -> f32 {
     if let Some(bits) = counter_step(s, r, start, end, r_end) {
         return bits;
     }
-    let middle = s[start..end].iter().filter(|c| **c != b'.').count();
     // A change inside the name also says where it is.
     #[allow(clippy::cast_precision_loss)]
     let position = if start > 0 && end < s.len() {
@@ -259,12 +268,20 @@ fn coded_bits(s: &[u8], r: &[u8], rate: f32, labels: &RecentLabels) -> f32 {
     } else {
         0.0
     };
-    #[allow(clippy::cast_precision_loss)]
-    let chars = middle as f32 * rate;
-    let bits = if middle == 0 {
-        0.0
-    } else {
-        chars.min(label_bits(s, start, end, rate, labels))
+    let bits = match *memo {
+        Some((a, b, bits)) if (a, b) == (start, end) => bits,
+        _ => {
+            let middle = s[start..end].iter().filter(|c| **c != b'.').count();
+            #[allow(clippy::cast_precision_loss)]
+            let chars = middle as f32 * rate;
+            let bits = if middle == 0 {
+                0.0
+            } else {
+                chars.min(label_bits(s, start, end, rate, labels))
+            };
+            *memo = Some((start, end, bits));
+            bits
+        }
     };
     bits + position
 }
