@@ -334,6 +334,84 @@ mod tests {
             .collect()
     }
 
+    /// [`RecentSubdomains::estimate`] as it was before the middle's cost was remembered
+    /// across references: priced afresh for each.
+    fn estimate_afresh(
+        ring: &RecentSubdomains,
+        s: &[u8],
+        alone_bits: u32,
+        sub_chars: usize,
+    ) -> u32 {
+        if alone_bits <= MIN_NAME_BITS {
+            return alone_bits;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let rate = alone_bits as f32 / sub_chars.max(1) as f32;
+        let (head, tail) = s.split_at(s.len().saturating_sub(KEPT));
+        #[allow(clippy::cast_precision_loss)]
+        let head_bits = head.iter().filter(|c| **c != b'.').count() as f32 * rate;
+        #[allow(clippy::cast_precision_loss)]
+        let mut best = alone_bits as f32;
+        for age in 0..RING {
+            let slot = (usize::from(ring.head) + RING - age) % RING;
+            let len = usize::from(ring.lens[slot]);
+            if len == 0 {
+                continue;
+            }
+            let reference = if age == 0 { 0.0 } else { REFERENCE_BITS };
+            let r = &ring.names[slot][..len];
+            best = best
+                .min(head_bits + reference + coded_bits(tail, r, rate, &ring.labels, &mut None));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let rounded = best.round() as u32;
+        rounded.clamp(MIN_NAME_BITS, alone_bits.max(MIN_NAME_BITS))
+    }
+
+    /// Remembering the middle's cost changes no price: random, structured and shared-part
+    /// names against every state of the ring.
+    #[test]
+    fn the_remembered_middle_changes_nothing() {
+        let mut ring = RecentSubdomains::default();
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let parts = [
+            "api",
+            "shard-07",
+            "x9",
+            "eu",
+            "q7f3k9z2m4w8",
+            "img-009",
+            "a.b",
+        ];
+        for i in 0..5_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let name = match i % 3 {
+                0 => format!("{:x}", state >> (i % 40)),
+                1 => format!(
+                    "{}.{}",
+                    parts[usize::try_from(state % 7).unwrap()],
+                    parts[i % 7]
+                ),
+                _ => format!(
+                    "host{}.{}",
+                    state % 1000,
+                    parts[usize::try_from(state % 5).unwrap()]
+                ),
+            };
+            let f = extract(&format!("{name}.example.com"), &name, 1);
+            let alone = info_bits(&f);
+            let afresh = estimate_afresh(&ring, name.as_bytes(), alone, f.sub_chars);
+            assert_eq!(
+                ring.estimate(name.as_bytes(), alone, f.sub_chars),
+                afresh,
+                "{name}"
+            );
+            ring.novel_bits(&name, alone, f.sub_chars);
+        }
+    }
+
     #[test]
     fn a_counter_moving_on_costs_a_few_bits() {
         let names: Vec<String> = (1..=500).map(|i| format!("host{i}")).collect();
