@@ -725,17 +725,7 @@ impl Detector {
         // Recalled from this thread's last queries when the same name (client) was seen: the
         // same SipHash values, without the three calls ([`recall`]).
         let (sub_hash, domain_key) = self.name_keys(obs.qname, zone, sub);
-        let client_hash = CLIENT_KEYS
-            .try_with(|t| {
-                t.try_borrow_mut().ok().map(|mut t| {
-                    t.get_or(self.owner, obs.client.address_scope(), || {
-                        self.hasher.hash_one(obs.client)
-                    })
-                })
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| self.hasher.hash_one(obs.client));
+        let client_hash = self.client_key(obs.client);
         // The whole name's hash, from the two already computed: the name is hashed once. Used
         // for the fleet-wide "asked by another client" table.
         let name_hash = (sub_hash ^ domain_key.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -1411,7 +1401,7 @@ impl Detector {
         if !self.enabled {
             return;
         }
-        let client_hash = self.hasher.hash_one(client);
+        let client_hash = self.client_key(client);
         let domain_key = self.domain_key(addresses::detection_zone(qname, domain));
         // An SRV or MX answer says host names and a few numbers: priced as an address answer
         // is, by what is new in them (a service registry's first answers, five instance names
@@ -1853,6 +1843,22 @@ impl Detector {
 
     fn domain_key(&self, domain: &str) -> u64 {
         self.hash_str(domain)
+    }
+
+    /// A client's keyed hash, recalled from this thread's last clients when it was seen (the
+    /// same SipHash value, without the call, [`crate::recall`]).
+    fn client_key(&self, client: &ClientKey) -> u64 {
+        CLIENT_KEYS
+            .try_with(|t| {
+                t.try_borrow_mut().ok().map(|mut t| {
+                    t.get_or(self.owner, client.address_scope(), || {
+                        self.hasher.hash_one(client)
+                    })
+                })
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.hasher.hash_one(client))
     }
 
     /// A name's keyed hash: its bytes in one write (`str`'s `Hash` adds a second write for a
