@@ -161,7 +161,12 @@ fn answer_seeds() -> Vec<Vec<u8>> {
         60,
     );
     m.add_authority(Record::from_rdata(n("flood.example."), 60, RData::SOA(soa)));
-    out.push(m.to_vec().unwrap());
+    let hickorys = m.to_vec().unwrap();
+    assert!(
+        dnsward::resolve::encode::negative_from_wire(&hickorys).is_some(),
+        "hickory's negative answer is one the wire path takes"
+    );
+    out.push(hickorys);
     let mut h = vec![0, 12, 0x85, 0xA0, 0, 1, 0, 0, 0, 1, 0, 1];
     h.extend_from_slice(b"\x04NoPe\x07Example\x03COM\x00\x00\x1c\x00\x01");
     h.extend_from_slice(&[0xC0, 17, 0, 6, 0, 1, 0, 0, 0x0e, 0x10, 0, 31]);
